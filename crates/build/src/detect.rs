@@ -1,0 +1,711 @@
+//! Build-pack detection: turns a source tree plus the user's settings into a
+//! [`BuildPlan`] (install/build shell steps and how to serve the result).
+//!
+//! This module only *looks* at files; it never runs anything. Detection is
+//! deliberately small and predictable, and every user override wins:
+//!
+//! 1. `build_pack` set → that pack (unknown values are an error).
+//! 2. `package.json` → **node**; `requirements.txt` / `pyproject.toml` →
+//!    **python**. If a `Procfile` with a `web:` line is also present, it
+//!    supplies the start command, but the language pack still installs the
+//!    dependencies (a Procfile next to a requirements.txt is the classic
+//!    Heroku layout, and skipping `pip install` would break it).
+//! 3. `Procfile` with a `web:` line (and no language manifest) → **procfile**:
+//!    the `web:` command is the start command, nothing is installed.
+//! 4. `index.html` at the root or in `output_dir`/`dist`/`build`/`public`/
+//!    `out` → **static**.
+//!
+//! Steps are shell command strings run with `sh -c` in the source folder
+//! (inside the sandbox that is `/app`); the runner puts
+//! `node_modules/.bin` and `.venv/bin` on `PATH`, so start commands are used
+//! verbatim instead of being wrapped in `npm start` (which costs ~300 ms and
+//! does not forward signals).
+//!
+//! A Node build whose output is a static site cannot be confirmed before the
+//! build has run, so the plan names the most likely folder and
+//! [`resolve_output_dir`] settles it afterwards.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// What the user configured for an app; every `Some` overrides detection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildSettings {
+    /// Force a pack: "static", "procfile", "node" or "python".
+    pub build_pack: Option<String>,
+    /// Replaces the install step; an empty string removes it.
+    pub install_command: Option<String>,
+    /// Replaces the build step; an empty string removes it.
+    pub build_command: Option<String>,
+    /// Replaces the start command; setting it always serves a process.
+    pub start_command: Option<String>,
+    /// Port the app listens on; `None` lets berth pick one and pass `PORT`.
+    pub port: Option<u16>,
+    /// Path probed to decide the app is healthy (default "/").
+    pub health_check_path: Option<String>,
+    /// Folder (relative to the source root) holding the static site.
+    pub output_dir: Option<String>,
+}
+
+/// The detected (or forced) kind of project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildPack {
+    /// Plain files served by the edge.
+    Static,
+    /// A `Procfile` `web:` command, nothing installed.
+    Procfile,
+    /// A `package.json` project.
+    Node,
+    /// A `requirements.txt` / `pyproject.toml` project, installed in `.venv`.
+    Python,
+}
+
+impl BuildPack {
+    /// Every pack, in the order they are listed to users.
+    pub const ALL: [BuildPack; 4] = [
+        BuildPack::Static,
+        BuildPack::Procfile,
+        BuildPack::Node,
+        BuildPack::Python,
+    ];
+
+    /// The name used in settings and JSON ("static", "procfile", ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildPack::Static => "static",
+            BuildPack::Procfile => "procfile",
+            BuildPack::Node => "node",
+            BuildPack::Python => "python",
+        }
+    }
+}
+
+impl fmt::Display for BuildPack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BuildPack {
+    type Err = DetectError;
+
+    /// Parses a `build_pack` setting (case-insensitive, surrounding spaces
+    /// ignored).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        BuildPack::ALL
+            .into_iter()
+            .find(|p| p.as_str() == wanted)
+            .ok_or_else(|| DetectError::UnknownBuildPack { value: s.to_string() })
+    }
+}
+
+/// Everything needed to build and serve an app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildPlan {
+    /// The pack that produced this plan.
+    pub pack: BuildPack,
+    /// Install then build, in order; each a shell command run with `sh -c`
+    /// in the source folder.
+    pub steps: Vec<BuildStep>,
+    /// How to serve the result.
+    pub serve: ServePlan,
+    /// HTTP path probed for health (always starts with '/'; default "/").
+    pub health_check_path: String,
+}
+
+/// One shell command of the build.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildStep {
+    /// "install" or "build"; used in logs and error messages.
+    pub name: String,
+    /// Shell command, run with `sh -c` in the source folder.
+    pub command: String,
+}
+
+/// How the built app is served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServePlan {
+    /// Files served directly by the edge.
+    Static {
+        /// Folder relative to the source root ("." for the root itself).
+        dir: String,
+        /// Serve `index.html` for unknown paths (single-page apps).
+        spa_fallback: bool,
+    },
+    /// A long-running process behind the edge.
+    Process {
+        /// Shell command, run with `sh -c` in the source folder.
+        command: String,
+        /// Fixed port, or `None`: berth picks one and passes it as `PORT`.
+        port: Option<u16>,
+    },
+}
+
+/// Why no plan could be made. Messages say what to add or set.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// Nothing recognisable in the source root.
+    #[error(
+        "no index.html, Procfile, package.json, requirements.txt or pyproject.toml found in the source root; add one or set build_pack and start_command"
+    )]
+    NothingDetected,
+    /// `build_pack` has an unknown value.
+    #[error("unknown build_pack '{value}'; valid values are static, procfile, node and python")]
+    UnknownBuildPack {
+        /// The value as given.
+        value: String,
+    },
+    /// A forced pack whose manifest is missing.
+    #[error("build_pack is '{pack}' but the source root has no {file}; add it or choose another build_pack")]
+    MissingFile {
+        /// The forced pack.
+        pack: BuildPack,
+        /// The missing file.
+        file: &'static str,
+    },
+    /// A manifest exists but cannot be understood.
+    #[error("{file} is not valid: {reason}; fix it, or set build_pack, install_command and start_command explicitly")]
+    InvalidManifest {
+        /// The manifest's name, e.g. "package.json".
+        file: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The pack needs a start command and none could be found.
+    #[error("{hint}")]
+    NoStartCommand {
+        /// The pack in use.
+        pack: BuildPack,
+        /// What to add, phrased for the user.
+        hint: &'static str,
+    },
+    /// A static site without an `index.html` where it was looked for.
+    #[error("no index.html found in {searched}; set output_dir to the folder that contains index.html")]
+    NoIndexHtml {
+        /// The folders searched, comma separated.
+        searched: String,
+    },
+    /// A setting has an unusable value.
+    #[error("invalid {field}: {reason}")]
+    InvalidSetting {
+        /// The setting's name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file could not be read (not the user's fault).
+    #[error("could not read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Folders searched, in order, for a static site's `index.html` (after the
+/// root and `output_dir`).
+pub const STATIC_DIR_CANDIDATES: [&str; 4] = ["dist", "build", "public", "out"];
+
+/// Folders searched after a build when the planned one has no index.html.
+/// `public/` comes late because in Node projects it usually holds the
+/// *template* index.html, not the build output.
+const BUILT_DIR_CANDIDATES: [&str; 5] = ["dist", "build", "out", "public", "."];
+
+const NODE_ENTRY_CANDIDATES: [&str; 3] = ["server.js", "index.js", "app.js"];
+const PYTHON_ENTRY_CANDIDATES: [&str; 4] = ["app.py", "main.py", "server.py", "wsgi.py"];
+
+const NODE_NO_START: &str = "package.json has no \"start\" script or \"main\" entry and none of server.js, index.js or app.js exists; add a start script (e.g. \"start\": \"node server.js\") or set start_command";
+const PYTHON_NO_START: &str = "no Procfile with a web: line and none of app.py, main.py, server.py or wsgi.py exists; add a Procfile (e.g. 'web: .venv/bin/gunicorn app:app') or set start_command";
+const PROCFILE_NO_WEB: &str = "the Procfile has no web: line; add one (e.g. 'web: ./server') or set start_command";
+
+/// Detects how to build and serve the project at `source`.
+///
+/// Only reads files; see the module docs for the detection order. Every
+/// field of `settings` that is `Some` wins over what detection would choose.
+pub fn detect(source: &Path, settings: &BuildSettings) -> Result<BuildPlan, DetectError> {
+    let output_dir = settings.output_dir.as_deref().map(normalize_output_dir).transpose()?;
+    let health_check_path = normalize_health_path(settings.health_check_path.as_deref())?;
+    let files = SourceFiles::new(source);
+    let procfile_web = files.procfile_web()?;
+
+    let pack = match settings.build_pack.as_deref() {
+        Some(name) => name.parse::<BuildPack>()?,
+        None => {
+            if files.exists("package.json") {
+                BuildPack::Node
+            } else if files.exists("requirements.txt") || files.exists("pyproject.toml") {
+                BuildPack::Python
+            } else if procfile_web.is_some() {
+                BuildPack::Procfile
+            } else if find_index(source, output_dir.as_deref()).is_some() {
+                BuildPack::Static
+            } else if settings.start_command.is_some() {
+                // "Just run this": a Procfile written in the settings.
+                BuildPack::Procfile
+            } else if settings.build_command.is_some() && output_dir.is_some() {
+                // A static site generator the user runs themselves; the
+                // output appears only after the build.
+                BuildPack::Static
+            } else {
+                return Err(DetectError::NothingDetected);
+            }
+        }
+    };
+
+    let draft = match pack {
+        BuildPack::Node => node_plan(&files, output_dir.as_deref(), procfile_web.as_deref())?,
+        BuildPack::Python => python_plan(&files, procfile_web.as_deref())?,
+        BuildPack::Procfile => Draft {
+            install: None,
+            build: None,
+            start: procfile_web.clone(),
+            no_start: PROCFILE_NO_WEB,
+            static_dir: None,
+        },
+        BuildPack::Static => Draft {
+            install: None,
+            build: None,
+            start: None,
+            no_start: "",
+            static_dir: Some(static_dir_guess(source, output_dir.as_deref(), false)),
+        },
+    };
+
+    let install = pick(settings.install_command.as_deref(), draft.install);
+    let build = pick(settings.build_command.as_deref(), draft.build);
+    let start = pick(settings.start_command.as_deref(), draft.start);
+
+    let serve = match (start, draft.static_dir) {
+        (Some(command), _) => ServePlan::Process {
+            command,
+            port: settings.port,
+        },
+        (None, Some((dir, spa_fallback))) => ServePlan::Static {
+            dir: output_dir.clone().unwrap_or(dir),
+            spa_fallback,
+        },
+        (None, None) => {
+            return Err(DetectError::NoStartCommand {
+                pack,
+                hint: draft.no_start,
+            });
+        }
+    };
+
+    // A static site without any build step must have its index.html now;
+    // with a build step it is checked by `resolve_output_dir` afterwards.
+    if let ServePlan::Static { dir, .. } = &serve
+        && build.is_none()
+        && install.is_none()
+        && !source.join(dir).join("index.html").is_file()
+    {
+        return Err(DetectError::NoIndexHtml {
+            searched: searched_list(output_dir.as_deref()),
+        });
+    }
+
+    let mut steps = Vec::new();
+    if let Some(command) = install {
+        steps.push(BuildStep {
+            name: "install".into(),
+            command,
+        });
+    }
+    if let Some(command) = build {
+        steps.push(BuildStep {
+            name: "build".into(),
+            command,
+        });
+    }
+    Ok(BuildPlan {
+        pack,
+        steps,
+        serve,
+        health_check_path,
+    })
+}
+
+/// Settles the static folder of a plan once its build steps have run.
+///
+/// For [`ServePlan::Static`] plans: keeps the planned folder if it has an
+/// `index.html`; otherwise, unless the user set `output_dir` explicitly,
+/// picks the first of `dist`, `build`, `out`, `public`, `.` that has one.
+/// `spa_fallback` is turned off when the folder has its own `404.html`.
+/// Process plans are left untouched.
+pub fn resolve_output_dir(source: &Path, settings: &BuildSettings, plan: &mut BuildPlan) -> Result<(), DetectError> {
+    let ServePlan::Static { dir, spa_fallback } = &mut plan.serve else {
+        return Ok(());
+    };
+    let explicit = settings.output_dir.as_deref().map(normalize_output_dir).transpose()?;
+    let has_index = |d: &str| source.join(d).join("index.html").is_file();
+    if !has_index(dir) {
+        let found = if explicit.is_some() {
+            None
+        } else {
+            BUILT_DIR_CANDIDATES.iter().find(|d| has_index(d))
+        };
+        match found {
+            Some(d) => *dir = (*d).to_string(),
+            None => {
+                let mut searched = vec![dir.clone()];
+                if explicit.is_none() {
+                    for d in BUILT_DIR_CANDIDATES {
+                        if !searched.iter().any(|s| s == d) {
+                            searched.push(d.to_string());
+                        }
+                    }
+                }
+                return Err(DetectError::NoIndexHtml {
+                    searched: searched.join(", "),
+                });
+            }
+        }
+    }
+    if source.join(dir.as_str()).join("404.html").is_file() {
+        *spa_fallback = false;
+    }
+    Ok(())
+}
+
+/// What a pack would do before user overrides are applied.
+struct Draft {
+    install: Option<String>,
+    build: Option<String>,
+    start: Option<String>,
+    /// Message when neither a start command nor a static folder exists.
+    no_start: &'static str,
+    /// Static folder and SPA flag, when the pack can serve files.
+    static_dir: Option<(String, bool)>,
+}
+
+/// Applies an override: `Some("")` (or blank) removes the step.
+fn pick(user: Option<&str>, detected: Option<String>) -> Option<String> {
+    match user {
+        Some(cmd) if cmd.trim().is_empty() => None,
+        Some(cmd) => Some(cmd.trim().to_string()),
+        None => detected,
+    }
+}
+
+fn node_plan(
+    files: &SourceFiles<'_>,
+    output_dir: Option<&str>,
+    procfile_web: Option<&str>,
+) -> Result<Draft, DetectError> {
+    if !files.exists("package.json") {
+        return Err(DetectError::MissingFile {
+            pack: BuildPack::Node,
+            file: "package.json",
+        });
+    }
+    let pkg = PackageJson::parse(&files.read("package.json")?)?;
+    let install = if !pkg.has_dependencies {
+        // Nothing to install: skipping npm saves seconds per deploy.
+        None
+    } else if files.exists("package-lock.json") || files.exists("npm-shrinkwrap.json") {
+        Some("npm ci --no-audit --no-fund".to_string())
+    } else if files.exists("yarn.lock") {
+        Some("yarn install --frozen-lockfile".to_string())
+    } else if files.exists("pnpm-lock.yaml") {
+        Some("pnpm install --frozen-lockfile".to_string())
+    } else {
+        Some("npm install --no-audit --no-fund".to_string())
+    };
+    let build = pkg.has_build_script.then(|| "npm run build".to_string());
+    let start = procfile_web
+        .map(str::to_string)
+        .or_else(|| pkg.start_script.clone())
+        .or_else(|| pkg.main.as_deref().map(|m| format!("node {}", shell_quote(m))))
+        .or_else(|| {
+            NODE_ENTRY_CANDIDATES
+                .iter()
+                .find(|f| files.is_file(f))
+                .map(|f| format!("node {f}"))
+        });
+    // Without a start command a Node project can still be a static site:
+    // its build output (SPA frameworks) or a plain index.html at the root.
+    let static_dir = if pkg.has_build_script {
+        // Existing folders are not consulted: before the build, an
+        // index.html in e.g. public/ is usually a template, not the output.
+        let guess = output_dir
+            .map(str::to_string)
+            .unwrap_or_else(|| pkg.framework_output_dir().to_string());
+        Some((guess, true))
+    } else {
+        find_index(files.root, output_dir).map(|d| (d, false))
+    };
+    Ok(Draft {
+        install,
+        build,
+        start,
+        no_start: NODE_NO_START,
+        static_dir,
+    })
+}
+
+fn python_plan(files: &SourceFiles<'_>, procfile_web: Option<&str>) -> Result<Draft, DetectError> {
+    let requirements = if files.exists("requirements.txt") {
+        Some(files.read("requirements.txt")?)
+    } else {
+        None
+    };
+    let has_requirements = requirements.as_deref().is_some_and(requirements_have_entries);
+    let pyproject_installable = if files.exists("pyproject.toml") {
+        pyproject_is_installable(&files.read("pyproject.toml")?)
+    } else {
+        false
+    };
+    // requirements.txt wins when both exist: it is the pinned, deployable
+    // set, and pyproject.toml is often only tool configuration.
+    let pip = if has_requirements {
+        Some(".venv/bin/pip install -r requirements.txt")
+    } else if pyproject_installable {
+        Some(".venv/bin/pip install .")
+    } else {
+        None
+    };
+    let install = match pip {
+        Some(pip) => format!("python3 -m venv .venv && {pip}"),
+        // Creating pip inside the venv takes seconds; skip it when nothing
+        // will be installed.
+        None => "python3 -m venv --without-pip .venv".to_string(),
+    };
+    let start = procfile_web.map(str::to_string).or_else(|| {
+        PYTHON_ENTRY_CANDIDATES
+            .iter()
+            .find(|f| files.is_file(f))
+            .map(|f| format!(".venv/bin/python {f}"))
+    });
+    Ok(Draft {
+        install: Some(install),
+        build: None,
+        start,
+        no_start: PYTHON_NO_START,
+        static_dir: None,
+    })
+}
+
+/// First folder (root, `output_dir`, then the usual build folders) that has
+/// an `index.html`, as a relative path ("." for the root).
+fn find_index(source: &Path, output_dir: Option<&str>) -> Option<String> {
+    let mut dirs: Vec<&str> = Vec::new();
+    if let Some(d) = output_dir {
+        dirs.push(d);
+    }
+    dirs.push(".");
+    dirs.extend(STATIC_DIR_CANDIDATES);
+    dirs.into_iter()
+        .find(|d| source.join(d).join("index.html").is_file())
+        .map(str::to_string)
+}
+
+fn static_dir_guess(source: &Path, output_dir: Option<&str>, spa: bool) -> (String, bool) {
+    let dir = output_dir
+        .map(str::to_string)
+        .or_else(|| find_index(source, None))
+        .unwrap_or_else(|| ".".to_string());
+    (dir, spa)
+}
+
+fn searched_list(output_dir: Option<&str>) -> String {
+    let mut v: Vec<&str> = Vec::new();
+    if let Some(d) = output_dir {
+        v.push(d);
+    } else {
+        v.push(".");
+        v.extend(STATIC_DIR_CANDIDATES);
+    }
+    v.join(", ")
+}
+
+/// Validates `output_dir`: relative, inside the source, normalised
+/// ("./dist/" → "dist", "" → ".").
+fn normalize_output_dir(raw: &str) -> Result<String, DetectError> {
+    let mut out = PathBuf::new();
+    for comp in Path::new(raw.trim()).components() {
+        match comp {
+            Component::Normal(c) => out.push(c),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(DetectError::InvalidSetting {
+                    field: "output_dir",
+                    reason: format!("'{raw}' must be a relative folder inside the source (like 'dist'), without '..'"),
+                });
+            }
+        }
+    }
+    let s = out.to_string_lossy().into_owned();
+    Ok(if s.is_empty() { ".".into() } else { s })
+}
+
+fn normalize_health_path(raw: Option<&str>) -> Result<String, DetectError> {
+    let path = raw.map(str::trim).unwrap_or("/");
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(DetectError::InvalidSetting {
+            field: "health_check_path",
+            reason: format!("'{path}' must be a URL path like /healthz, without spaces"),
+        });
+    }
+    Ok(if path.is_empty() {
+        "/".into()
+    } else if path.starts_with('/') {
+        path.into()
+    } else {
+        format!("/{path}")
+    })
+}
+
+/// True if a requirements file has at least one line that is not blank or a
+/// comment (options such as `-r other.txt` count: they need pip too).
+fn requirements_have_entries(text: &str) -> bool {
+    text.lines().any(|line| {
+        let line = line.trim();
+        !line.is_empty() && !line.starts_with('#')
+    })
+}
+
+/// True if pyproject.toml describes an installable project rather than just
+/// tool configuration (`[tool.black]` alone cannot be `pip install`ed).
+fn pyproject_is_installable(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .any(|l| l.starts_with("[project]") || l.starts_with("[build-system]") || l.starts_with("[tool.poetry]"))
+}
+
+/// Quotes a word for `sh` only when needed.
+fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./-@+:,=%".contains(c));
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The fields of package.json detection cares about. Parsed leniently:
+/// unexpected types are ignored rather than rejected.
+struct PackageJson {
+    has_dependencies: bool,
+    has_build_script: bool,
+    start_script: Option<String>,
+    main: Option<String>,
+    dependency_names: Vec<String>,
+}
+
+impl PackageJson {
+    fn parse(text: &str) -> Result<Self, DetectError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DetectError::InvalidManifest {
+            file: "package.json",
+            reason: e.to_string(),
+        })?;
+        let Some(obj) = value.as_object() else {
+            return Err(DetectError::InvalidManifest {
+                file: "package.json",
+                reason: "the top level must be a JSON object".into(),
+            });
+        };
+        let mut dependency_names = Vec::new();
+        for key in ["dependencies", "devDependencies", "optionalDependencies"] {
+            if let Some(deps) = obj.get(key).and_then(|d| d.as_object()) {
+                dependency_names.extend(deps.keys().cloned());
+            }
+        }
+        let script = |name: &str| {
+            obj.get("scripts")
+                .and_then(|s| s.get(name))
+                .and_then(|s| s.as_str())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        Ok(PackageJson {
+            has_dependencies: !dependency_names.is_empty(),
+            has_build_script: script("build").is_some(),
+            start_script: script("start"),
+            main: obj
+                .get("main")
+                .and_then(|m| m.as_str())
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_string),
+            dependency_names,
+        })
+    }
+
+    /// Where well-known frontend tools write their build, for the plan made
+    /// before the build has run ([`resolve_output_dir`] confirms it).
+    fn framework_output_dir(&self) -> &'static str {
+        let has = |n: &str| self.dependency_names.iter().any(|d| d == n);
+        if has("react-scripts") || has("@sveltejs/kit") || has("@docusaurus/core") {
+            "build"
+        } else if has("next") {
+            "out"
+        } else if has("gatsby") {
+            "public"
+        } else {
+            // vite, parcel, astro, vue-cli and most others.
+            "dist"
+        }
+    }
+}
+
+/// Reads files of the source root, mapping errors to [`DetectError::Io`].
+struct SourceFiles<'a> {
+    root: &'a Path,
+}
+
+impl<'a> SourceFiles<'a> {
+    fn new(root: &'a Path) -> Self {
+        SourceFiles { root }
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.root.join(name).exists()
+    }
+
+    fn is_file(&self, name: &str) -> bool {
+        self.root.join(name).is_file()
+    }
+
+    fn read(&self, name: &str) -> Result<String, DetectError> {
+        let path = self.root.join(name);
+        let bytes = fs::read(&path).map_err(|source| DetectError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        // Manifests are text; a stray invalid byte should not stop detection.
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The command of the Procfile's `web:` line, if there is one.
+    fn procfile_web(&self) -> Result<Option<String>, DetectError> {
+        if !self.is_file("Procfile") {
+            return Ok(None);
+        }
+        Ok(parse_procfile_web(&self.read("Procfile")?))
+    }
+}
+
+/// Extracts the `web:` command from Procfile text.
+fn parse_procfile_web(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let line = line.trim();
+        if line.starts_with('#') {
+            return None;
+        }
+        let (name, cmd) = line.split_once(':')?;
+        (name.trim() == "web" && !cmd.trim().is_empty()).then(|| cmd.trim().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,28 @@
+//! Tunables of the edge proxy ([`EdgeConfig`]).
+
+use std::time::Duration;
+
+/// Limits and timeouts applied by the edge to every request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeConfig {
+    /// How long to wait for a TCP connection to an app instance. Default 5 s.
+    pub connect_timeout: Duration,
+    /// How long to wait for an app instance's response head (measured from
+    /// the start of forwarding, so it includes connecting and sending the
+    /// request body). Exceeding it answers 504. Default 60 s.
+    pub request_timeout: Duration,
+    /// Largest request body forwarded to an app, in bytes. A bigger declared
+    /// `Content-Length` is answered 413 up front; a streamed body that grows
+    /// past it is cut off and answered 413. Default 32 MiB.
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            max_request_body_bytes: 32 * 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! berth's edge proxy: the HTTP server every deployed site is served through.
+//!
+//! Requests are routed by their `Host` header (port stripped, lowercased,
+//! trailing dot removed) through an immutable [`EdgeRouteTable`] that the
+//! control plane replaces atomically with [`Edge::replace_routes`]. A route
+//! either serves a directory of static files, reverse-proxies to running app
+//! instances (round-robin, with WebSocket/`Upgrade` passthrough), or answers
+//! with a small "unavailable" page.
+//!
+//! The hot path takes no locks of its own: the route table is read through
+//! `arc-swap`, round-robin uses an atomic counter, and upstream connections
+//! are kept alive in hyper-util's pooled client.
+//!
+//! ```no_run
+//! use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let edge = Edge::new(EdgeConfig::default());
+//! let mut table = EdgeRouteTable::new();
+//! table.insert("app.example.com", RouteTarget::Upstream {
+//!     instances: vec!["127.0.0.1:3000".parse().unwrap()],
+//! });
+//! edge.replace_routes(table);
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! edge.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+mod body;
+mod config;
+mod pages;
+mod proxy;
+mod routes;
+mod server;
+mod statics;
+
+pub use config::EdgeConfig;
+pub use routes::{EdgeRouteTable, RouteTarget, normalize_host};
+pub use server::Edge;

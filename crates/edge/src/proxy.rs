@@ -1,0 +1,367 @@
+//! Reverse proxying to app instances: request/response header rewriting
+//! (hop-by-hop removal, `X-Forwarded-*`), round-robin with failover for
+//! retry-safe requests, body-size limits, timeouts mapped to 502/504, and
+//! `Upgrade` (WebSocket) tunnelling.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::http::{Extensions, request};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::EdgeConfig;
+use crate::body::{BodyTooLarge, EdgeBody, ProxyBody};
+use crate::pages;
+use crate::routes::Route;
+
+/// Pooled keep-alive HTTP/1 client used for every app instance.
+pub(crate) type UpstreamClient = Client<HttpConnector, ProxyBody>;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+pub(crate) fn client(config: &EdgeConfig) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        // Shorter than the usual app-server keep-alive would be ideal, but
+        // Node's default is 5 s; the client retries a request whose pooled
+        // connection turns out to be closed before anything was sent.
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build(connector)
+}
+
+/// Why forwarding failed, mapped to the edge page the client gets.
+enum Failure {
+    Connect,
+    Timeout,
+    TooLarge,
+    Other,
+}
+
+/// Forwards `req` to one of `route`'s instances and returns the app's
+/// response (or an edge page). `original_host` is the client's Host value,
+/// `site` its normalised form used on error pages.
+pub(crate) async fn forward(
+    client: &UpstreamClient,
+    config: &EdgeConfig,
+    route: &Route,
+    mut req: Request<Incoming>,
+    original_host: HeaderValue,
+    peer: SocketAddr,
+    site: &str,
+) -> Response<EdgeBody> {
+    let instances = route.authorities.len();
+    if instances == 0 {
+        return pages::bad_gateway(site);
+    }
+    let max = config.max_request_body_bytes;
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok())
+        && len > max
+    {
+        return pages::payload_too_large(max);
+    }
+
+    let upgrade = requested_upgrade(&req);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let body = if body.is_end_stream() {
+        ProxyBody::Empty
+    } else {
+        ProxyBody::Limited { body, remaining: max }
+    };
+    // Failing over is only safe when the request can be replayed as is.
+    let retry_safe =
+        matches!(body, ProxyBody::Empty) && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let attempts = if retry_safe { instances } else { 1 };
+
+    rewrite_request_headers(&mut parts.headers, upgrade, original_host, peer.ip().to_canonical());
+    // The client may have spoken HTTP/2; apps are always reached over HTTP/1.1.
+    parts.version = Version::HTTP_11;
+    parts.extensions = Extensions::new();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+
+    let deadline = Instant::now() + config.request_timeout;
+    let first = route.next.fetch_add(1, Ordering::Relaxed);
+    let pick = |attempt: usize| &route.authorities[first.wrapping_add(attempt) % instances];
+
+    for attempt in 0..attempts - 1 {
+        let retry = clone_bodyless(&parts, upstream_uri(pick(attempt), &path_and_query));
+        match send(client, retry, deadline).await {
+            Err(Failure::Connect) => {
+                debug!(instance = %pick(attempt), "app instance refused connection; trying the next one");
+            }
+            result => return finish(result, client_upgrade, site, max),
+        }
+    }
+    parts.uri = upstream_uri(pick(attempts - 1), &path_and_query);
+    let result = send(client, Request::from_parts(parts, body), deadline).await;
+    finish(result, client_upgrade, site, max)
+}
+
+async fn send(
+    client: &UpstreamClient,
+    req: Request<ProxyBody>,
+    deadline: Instant,
+) -> Result<Response<Incoming>, Failure> {
+    match tokio::time::timeout_at(deadline, client.request(req)).await {
+        Ok(Ok(res)) => Ok(res),
+        Ok(Err(e)) if e.is_connect() => {
+            debug!(error = %e, "connecting to app instance failed");
+            Err(Failure::Connect)
+        }
+        Ok(Err(e)) if caused_by_body_limit(&e) => Err(Failure::TooLarge),
+        Ok(Err(e)) => {
+            debug!(error = ?e, "forwarding to app instance failed");
+            Err(Failure::Other)
+        }
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+fn finish(
+    result: Result<Response<Incoming>, Failure>,
+    client_upgrade: Option<OnUpgrade>,
+    site: &str,
+    max: u64,
+) -> Response<EdgeBody> {
+    let mut res = match result {
+        Ok(res) => res,
+        Err(Failure::Connect | Failure::Other) => return pages::bad_gateway(site),
+        Err(Failure::Timeout) => return pages::gateway_timeout(site),
+        Err(Failure::TooLarge) => return pages::payload_too_large(max),
+    };
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            debug!("app switched protocols without being asked to");
+            return pages::bad_gateway(site);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut res);
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+        let (mut parts, _) = res.into_parts();
+        let protocol = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(protocol) = protocol {
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
+        return Response::from_parts(parts, EdgeBody::Empty);
+    }
+    let (mut parts, body) = res.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, EdgeBody::Upstream(body))
+}
+
+/// Copies bytes both ways between the client's and the app's upgraded
+/// connections until either side closes.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            debug!(error = %e, "upgrade handshake did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((to_app, to_client)) => debug!(to_app, to_client, "upgraded connection closed"),
+        Err(e) => debug!(error = %e, "upgraded connection ended with an error"),
+    }
+}
+
+/// The `Upgrade` value when `req` asks for a protocol switch the HTTP/1.1
+/// way (the `Upgrade` header plus the `upgrade` Connection token).
+fn requested_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let protocol = req.headers().get(header::UPGRADE)?;
+    connection_tokens(req.headers())
+        .any(|t| t.eq_ignore_ascii_case("upgrade"))
+        .then(|| protocol.clone())
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop fields (RFC 9110 §7.6.1): `Connection` and every
+/// field it names, plus the fixed set that never crosses a proxy.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        // Only allocates when a client names unusual fields.
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| {
+                !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("upgrade")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TE);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::PROXY_AUTHORIZATION);
+}
+
+fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    upgrade: Option<HeaderValue>,
+    original_host: HeaderValue,
+    client_ip: IpAddr,
+) {
+    strip_hop_by_hop(headers);
+    // hyper already answered any `100-continue` expectation towards the
+    // client when the body was first read; the app must not wait for one.
+    headers.remove(header::EXPECT);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    if !headers.contains_key(header::HOST) {
+        // HTTP/2 clients send `:authority` instead of Host.
+        headers.insert(header::HOST, original_host.clone());
+    }
+
+    let mut forwarded_for = String::new();
+    for earlier in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(earlier) = earlier.to_str() {
+            forwarded_for.push_str(earlier.trim());
+            forwarded_for.push_str(", ");
+        }
+    }
+    let _ = write!(forwarded_for, "{client_ip}");
+    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+        headers.insert(&X_FORWARDED_FOR, value);
+    }
+    // Set, not appended: the edge is the first hop berth trusts, so a
+    // client-supplied value would only be a spoofing vector.
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(&X_FORWARDED_HOST, original_host);
+}
+
+fn upstream_uri(authority: &Authority, path_and_query: &PathAndQuery) -> Uri {
+    let mut parts = hyper::http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(path_and_query.clone());
+    Uri::from_parts(parts).expect("scheme, authority and path form a valid URI")
+}
+
+/// A copy of a body-less request, for a failover attempt that may consume
+/// it while the original is kept for the next one.
+fn clone_bodyless(parts: &request::Parts, uri: Uri) -> Request<ProxyBody> {
+    let mut req = Request::new(ProxyBody::Empty);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+fn caused_by_body_limit(err: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.is::<BodyTooLarge>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_named_fields() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "1");
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.1"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.2"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        rewrite_request_headers(
+            &mut h,
+            None,
+            HeaderValue::from_static("App.Test:8080"),
+            "127.0.0.1".parse().unwrap(),
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.1, 203.0.113.2, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "App.Test:8080");
+        assert_eq!(h[header::HOST], "App.Test:8080");
+    }
+
+    #[test]
+    fn upgrade_detection_needs_connection_token() {
+        let req = Request::builder()
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "keep-alive, Upgrade")
+            .body(())
+            .unwrap();
+        assert_eq!(requested_upgrade(&req).unwrap(), "websocket");
+        let req = Request::builder()
+            .header(header::UPGRADE, "websocket")
+            .body(())
+            .unwrap();
+        assert!(requested_upgrade(&req).is_none());
+    }
+}

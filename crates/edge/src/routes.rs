@@ -1,0 +1,223 @@
+//! The host → target routing table ([`EdgeRouteTable`], [`RouteTarget`]) and
+//! host-name normalisation shared by table building and request lookup.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+
+use hyper::http::uri::Authority;
+
+/// What the edge does with requests for one host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// Files served straight from a directory (a static site's build output).
+    Static {
+        /// Directory the site's files live in; nothing outside it is served.
+        root: PathBuf,
+        /// Serve `index.html` (status 200) for paths that match no file, for
+        /// client-side-routed single-page apps.
+        spa_fallback: bool,
+    },
+    /// Reverse proxy to running app instances (round-robin over the list).
+    Upstream {
+        /// Addresses of the app's instances. An empty list answers 502.
+        instances: Vec<SocketAddr>,
+    },
+    /// The site exists but cannot serve now: answered with this status (502
+    /// or 503) and a small HTML page naming the site and the message; 503
+    /// carries `Retry-After` when given.
+    Unavailable {
+        /// Site name shown on the page.
+        site: String,
+        /// HTTP status to answer with; anything outside 400..=599 becomes 503.
+        status: u16,
+        /// Human-readable reason shown on the page.
+        message: String,
+        /// Value of the `Retry-After` header (only sent with status 503).
+        retry_after_seconds: Option<u32>,
+    },
+}
+
+/// One table entry: the target plus per-route state derived from it once,
+/// so the hot path does no formatting or allocation for it.
+pub(crate) struct Route {
+    pub(crate) target: RouteTarget,
+    /// `host:port` authorities of the upstream instances, parallel to
+    /// `RouteTarget::Upstream::instances` (empty for other targets).
+    pub(crate) authorities: Box<[Authority]>,
+    /// Round-robin cursor. Lives with the table, so a new table starts the
+    /// rotation afresh, which is harmless.
+    pub(crate) next: AtomicUsize,
+}
+
+impl Route {
+    fn new(target: RouteTarget) -> Self {
+        let authorities = match &target {
+            RouteTarget::Upstream { instances } => instances
+                .iter()
+                .map(|addr| {
+                    Authority::try_from(addr.to_string().as_str())
+                        .expect("a socket address is always a valid URI authority")
+                })
+                .collect(),
+            _ => Box::default(),
+        };
+        Self {
+            target,
+            authorities,
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Immutable-once-published routing table: host name (lowercase, without
+/// port) → [`RouteTarget`]. Build one, then hand it to
+/// [`Edge::replace_routes`](crate::Edge::replace_routes).
+#[derive(Default)]
+pub struct EdgeRouteTable {
+    routes: HashMap<String, Route>,
+}
+
+impl EdgeRouteTable {
+    /// An empty table (every host answers 404).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes `host` to `target`, replacing any previous target for it.
+    /// `host` is normalised with [`normalize_host`], so `App.Example.com:8080`
+    /// and `app.example.com` are the same key.
+    pub fn insert(&mut self, host: &str, target: RouteTarget) {
+        let key = normalize_host(host).into_owned();
+        self.routes.insert(key, Route::new(target));
+    }
+
+    /// Removes the route for `host` (normalised), returning its target.
+    pub fn remove(&mut self, host: &str) -> Option<RouteTarget> {
+        self.routes.remove(normalize_host(host).as_ref()).map(|r| r.target)
+    }
+
+    /// The target for `host` (normalised), if any.
+    pub fn get(&self, host: &str) -> Option<&RouteTarget> {
+        self.route(host).map(|r| &r.target)
+    }
+
+    /// Number of hosts in the table.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether the table has no hosts.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// All (normalised host, target) pairs, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RouteTarget)> {
+        self.routes.iter().map(|(h, r)| (h.as_str(), &r.target))
+    }
+
+    pub(crate) fn route(&self, host: &str) -> Option<&Route> {
+        self.route_normalized(&normalize_host(host))
+    }
+
+    /// Lookup for a host already passed through [`normalize_host`].
+    pub(crate) fn route_normalized(&self, host: &str) -> Option<&Route> {
+        self.routes.get(host)
+    }
+}
+
+impl Clone for EdgeRouteTable {
+    fn clone(&self) -> Self {
+        self.iter().map(|(h, t)| (h, t.clone())).collect()
+    }
+}
+
+impl fmt::Debug for EdgeRouteTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<H: AsRef<str>> FromIterator<(H, RouteTarget)> for EdgeRouteTable {
+    fn from_iter<I: IntoIterator<Item = (H, RouteTarget)>>(iter: I) -> Self {
+        let mut table = Self::new();
+        table.extend(iter);
+        table
+    }
+}
+
+impl<H: AsRef<str>> Extend<(H, RouteTarget)> for EdgeRouteTable {
+    fn extend<I: IntoIterator<Item = (H, RouteTarget)>>(&mut self, iter: I) {
+        for (host, target) in iter {
+            self.insert(host.as_ref(), target);
+        }
+    }
+}
+
+/// Canonical form of a host name as used for routing: surrounding
+/// whitespace and any `:port` removed (IPv6 literals keep their brackets),
+/// one trailing dot removed, ASCII lowercased. Borrows when already
+/// canonical, which is the common case on the request path.
+pub fn normalize_host(raw: &str) -> Cow<'_, str> {
+    let raw = raw.trim();
+    let host = if raw.starts_with('[') {
+        match raw.find(']') {
+            Some(end) => &raw[..=end],
+            None => raw,
+        }
+    } else {
+        match raw.rfind(':') {
+            Some(colon) => &raw[..colon],
+            None => raw,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_strips_port_case_and_dot() {
+        assert_eq!(normalize_host("App.Example.COM:8080"), "app.example.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("example.com.:80"), "example.com");
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalize_host("[::1]"), "[::1]");
+        assert_eq!(normalize_host(" a.test "), "a.test");
+        assert!(matches!(normalize_host("a.test"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn table_insert_get_remove() {
+        let mut t = EdgeRouteTable::new();
+        assert!(t.is_empty());
+        t.insert(
+            "Site.Test:8080",
+            RouteTarget::Upstream {
+                instances: vec!["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()],
+            },
+        );
+        assert_eq!(t.len(), 1);
+        assert!(t.get("site.test").is_some());
+        assert!(t.get("SITE.test:1").is_some());
+        assert!(t.get("other.test").is_none());
+        let route = t.route("site.test").unwrap();
+        assert_eq!(route.authorities[0].as_str(), "127.0.0.1:1");
+        assert_eq!(route.authorities[1].as_str(), "[::1]:2");
+        let cloned = t.clone();
+        assert_eq!(cloned.get("site.test"), t.get("site.test"));
+        assert!(t.remove("site.test").is_some());
+        assert!(t.is_empty());
+    }
+}

@@ -1,0 +1,296 @@
+//! The [`Edge`] itself: the atomically swappable route table, the accept
+//! loop with graceful shutdown, and per-request dispatch by `Host`.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::body::EdgeBody;
+use crate::proxy::{self, UpstreamClient};
+use crate::routes::{EdgeRouteTable, RouteTarget, normalize_host};
+use crate::{EdgeConfig, pages, statics};
+
+/// How long in-flight requests may run after shutdown begins before their
+/// connections are closed anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Slowloris guard: a client must finish sending request headers this fast.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The edge proxy. Create it with [`Edge::new`], publish routes with
+/// [`Edge::replace_routes`] (any time, also while serving) and run it with
+/// [`Edge::serve`].
+pub struct Edge {
+    config: EdgeConfig,
+    routes: ArcSwap<EdgeRouteTable>,
+}
+
+impl fmt::Debug for Edge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Edge")
+            .field("config", &self.config)
+            .field("routes", &self.routes.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    /// An edge with an empty route table (every host answers 404).
+    pub fn new(config: EdgeConfig) -> Arc<Edge> {
+        Arc::new(Edge {
+            config,
+            routes: ArcSwap::from_pointee(EdgeRouteTable::new()),
+        })
+    }
+
+    /// The configuration this edge was created with.
+    pub fn config(&self) -> &EdgeConfig {
+        &self.config
+    }
+
+    /// Atomically publishes a new route table. Requests that already started
+    /// keep using the table they started with; later ones see the new one.
+    pub fn replace_routes(&self, table: EdgeRouteTable) {
+        debug!(hosts = table.len(), "edge routes replaced");
+        self.routes.store(Arc::new(table));
+    }
+
+    /// The route table currently in use.
+    pub fn routes(&self) -> Arc<EdgeRouteTable> {
+        self.routes.load_full()
+    }
+
+    /// Serves HTTP/1.1 (and cleartext HTTP/2) on `listener` until `shutdown`
+    /// completes, then stops accepting, lets in-flight requests finish for up
+    /// to 10 s, closes what remains and returns.
+    ///
+    /// Connections are accepted on the caller's runtime and handed round-robin
+    /// to one worker thread per CPU, each running its own single-threaded
+    /// Tokio runtime with its own pool of upstream connections. A connection
+    /// (and the upstream connections it uses) thus stays on one thread, the
+    /// way nginx workers do, which avoids cross-thread wake-ups per request.
+    /// Upgraded (WebSocket) tunnels are closed when `serve` returns.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let graceful = GracefulShutdown::new();
+        // Flipped to true once the grace period is over (or nothing is left
+        // to wait for): closes busy connections and ends the workers.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let workers = spawn_workers(&self, worker_count(), &stopped)?;
+        let mut shutdown = pin!(shutdown);
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, workers = workers.len(), "edge listening");
+        }
+
+        let mut next = 0usize;
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Typically EMFILE/ENFILE: back off instead of spinning
+                        // until descriptors free up.
+                        warn!(error = %e, "edge accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(e) => {
+                    debug!(%peer, error = %e, "could not detach accepted connection");
+                    continue;
+                }
+            };
+            let worker = &workers[next % workers.len()];
+            next = next.wrapping_add(1);
+            // The watcher is taken here, before any shutdown signal can be
+            // sent, so no accepted connection escapes the graceful wait.
+            if worker.connections.send((stream, peer, graceful.watcher())).is_err() {
+                warn!(%peer, "edge worker is gone; dropping connection");
+            }
+        }
+
+        drop(listener);
+        info!("edge shutting down; waiting for in-flight requests");
+        let mut finished = Vec::with_capacity(workers.len());
+        for worker in workers {
+            // Closing the channel tells the worker no more connections come.
+            drop(worker.connections);
+            finished.push(worker.finished);
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+            warn!("edge shutdown grace period elapsed; closing remaining connections");
+        }
+        let _ = stop.send(true);
+        for done in finished {
+            let _ = done.await;
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, client: &UpstreamClient, req: Request<Incoming>, peer: SocketAddr) -> Response<EdgeBody> {
+        // An absolute-form target (and HTTP/2's :authority) overrides Host.
+        let host_value = match req.uri().authority() {
+            Some(authority) => {
+                let without_userinfo = authority.as_str().rsplit('@').next().unwrap_or_default();
+                HeaderValue::from_str(without_userinfo).ok()
+            }
+            None => req.headers().get(header::HOST).cloned(),
+        };
+        let Some(host_value) = host_value else {
+            return pages::bad_request();
+        };
+        let Ok(raw_host) = host_value.to_str() else {
+            return pages::bad_request();
+        };
+        let host = normalize_host(raw_host);
+        if host.is_empty() {
+            return pages::bad_request();
+        }
+
+        // Held for the whole request so a concurrent swap cannot change the
+        // target (or the round-robin state) underneath it.
+        let table = self.routes.load_full();
+        let Some(route) = table.route_normalized(&host) else {
+            return pages::unknown_host(&host);
+        };
+        match &route.target {
+            RouteTarget::Static { root, spa_fallback } => {
+                statics::serve(req.method(), req.uri(), req.headers(), root, *spa_fallback).await
+            }
+            RouteTarget::Upstream { .. } => {
+                proxy::forward(client, &self.config, route, req, host_value.clone(), peer, &host).await
+            }
+            RouteTarget::Unavailable {
+                site,
+                status,
+                message,
+                retry_after_seconds,
+            } => pages::unavailable(site, *status, message, *retry_after_seconds),
+        }
+    }
+}
+
+/// One worker thread as seen from the acceptor.
+struct WorkerHandle {
+    connections: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr, Watcher)>,
+    /// Resolves when the worker thread has shut its runtime down.
+    finished: oneshot::Receiver<()>,
+}
+
+/// State shared by all connections of one worker.
+struct Worker {
+    edge: Arc<Edge>,
+    client: UpstreamClient,
+}
+
+fn worker_count() -> usize {
+    if let Some(n) = std::env::var("EDGE_EXPERIMENT_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn spawn_workers(
+    edge: &Arc<Edge>,
+    count: usize,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<Vec<WorkerHandle>> {
+    let mut handles = Vec::with_capacity(count);
+    for index in 0..count {
+        // Built here so a failure is returned from `serve`, not lost in a thread.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(format!("berth-edge-{index}-blocking"))
+            .build()?;
+        let (connections, incoming) = mpsc::unbounded_channel();
+        let (finished_tx, finished) = oneshot::channel();
+        let edge = Arc::clone(edge);
+        let stopped = stopped.clone();
+        std::thread::Builder::new()
+            .name(format!("berth-edge-{index}"))
+            .spawn(move || {
+                runtime.block_on(run_worker(edge, incoming, stopped));
+                // Bounded so a stuck static-file read cannot hold up shutdown.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                let _ = finished_tx.send(());
+            })?;
+        handles.push(WorkerHandle { connections, finished });
+    }
+    Ok(handles)
+}
+
+async fn run_worker(
+    edge: Arc<Edge>,
+    mut incoming: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr, Watcher)>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let worker = Arc::new(Worker {
+        client: proxy::client(&edge.config),
+        edge,
+    });
+
+    while let Some((stream, peer, watcher)) = incoming.recv().await {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                debug!(%peer, error = %e, "could not register connection with worker");
+                continue;
+            }
+        };
+        let worker = Arc::clone(&worker);
+        let builder = Arc::clone(&builder);
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let worker = Arc::clone(&worker);
+                async move { Ok::<_, Infallible>(worker.edge.handle(&worker.client, req, peer).await) }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = watcher.watch(conn);
+            tokio::select! {
+                result = conn => {
+                    if let Err(e) = result {
+                        debug!(%peer, error = %e, "client connection ended with an error");
+                    }
+                }
+                _ = stopped.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+    // No more connections will come; keep serving the open ones until the
+    // acceptor says the grace period is over.
+    let _ = stopped.wait_for(|stop| *stop).await;
+}

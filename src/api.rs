@@ -1,0 +1,279 @@
+//! The REST adapter (`/api/*`) and the HTTP authentication layer shared with `/mcp`.
+//! Handlers translate HTTP into service calls and service errors into the one JSON
+//! error envelope; they hold no business rules.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+
+use crate::auth::{Authenticator, bearer};
+use crate::error::ServiceError;
+use crate::model::Actor;
+use crate::service::*;
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status(), Json(self.envelope())).into_response();
+        if matches!(self, ServiceError::Unauthorized) {
+            resp.headers_mut()
+                .insert("www-authenticate", "Bearer".parse().expect("static header"));
+        }
+        resp
+    }
+}
+
+/// Checks `Authorization: Bearer <key>` and puts the caller's [`Actor`] in the request.
+pub async fn require_key(State(auth): State<Arc<Authenticator>>, mut req: Request, next: Next) -> Response {
+    let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let Some(key) = bearer(header) else {
+        return ServiceError::Unauthorized.into_response();
+    };
+    match auth.authenticate(key).await {
+        Ok(actor) => {
+            req.extensions_mut().insert(actor);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The `/api` routes (authentication is layered on by the server).
+pub fn router(service: Service) -> Router {
+    Router::new()
+        .route("/api/whoami", get(whoami))
+        .route("/api/sites", get(list_sites).post(create_site))
+        .route("/api/sites/{site}", get(get_site).delete(delete_site))
+        .route("/api/sites/{site}/deploy", post(deploy))
+        .route("/api/sites/{site}/upload", post(upload))
+        .route("/api/sites/{site}/deployments", get(list_deployments))
+        .route("/api/deployments/{id}", get(get_deployment))
+        .route("/api/deployments/{id}/logs", get(deployment_logs))
+        .route("/api/audit", get(audit))
+        .with_state(service)
+}
+
+type ApiResult<T> = Result<Json<T>, ServiceError>;
+
+async fn whoami(State(s): State<Service>, Extension(actor): Extension<Actor>) -> Json<WhoAmI> {
+    Json(s.whoami(&actor))
+}
+
+async fn list_sites(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<SiteList> {
+    Ok(Json(s.list_sites(&actor).await?))
+}
+
+async fn create_site(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    body: Result<Json<CreateSiteInput>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<CreateSiteOutput>), ServiceError> {
+    let Json(input) = body.map_err(bad_json)?;
+    Ok((StatusCode::CREATED, Json(s.create_site(&actor, input, None).await?)))
+}
+
+#[derive(Deserialize)]
+struct GetSiteQuery {
+    deploy_log_lines: Option<u32>,
+    runtime_log_lines: Option<u32>,
+    include_env: Option<bool>,
+}
+
+async fn get_site(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<GetSiteQuery>,
+) -> ApiResult<SiteDetail> {
+    let input = GetSiteInput {
+        site,
+        deploy_log_lines: q.deploy_log_lines,
+        runtime_log_lines: q.runtime_log_lines,
+        include_env: q.include_env,
+    };
+    Ok(Json(s.get_site(&actor, &input).await?))
+}
+
+async fn delete_site(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+) -> ApiResult<DeleteSiteOutput> {
+    Ok(Json(
+        s.delete_site(
+            &actor,
+            &SiteRef {
+                site,
+                idempotency_key: None,
+            },
+        )
+        .await?,
+    ))
+}
+
+/// `HOSTING_DEPLOY` body without the site (it is in the path).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DeployBody {
+    branch: Option<String>,
+    commit: Option<String>,
+    environment: Option<String>,
+    wait: Option<bool>,
+    timeout_seconds: Option<u64>,
+    idempotency_key: Option<String>,
+}
+
+async fn deploy(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    body: Option<Json<DeployBody>>,
+) -> Result<(StatusCode, Json<DeployOutput>), ServiceError> {
+    let b = body.map(|Json(b)| b).unwrap_or_default();
+    let input = DeployInput {
+        site,
+        branch: b.branch,
+        commit: b.commit,
+        environment: b.environment,
+        wait: b.wait,
+        timeout_seconds: b.timeout_seconds,
+        idempotency_key: b.idempotency_key,
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(s.deploy(&actor, input, None, &mut |_| {}).await?),
+    ))
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    /// Create the site if it does not exist (default true).
+    create: Option<bool>,
+    wait: Option<bool>,
+    timeout_seconds: Option<u64>,
+}
+
+/// `POST /api/sites/{site}/upload`: body is a tar.gz of the app folder.
+async fn upload(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<UploadQuery>,
+    body: Body,
+) -> Result<(StatusCode, Json<DeployOutput>), ServiceError> {
+    let limit = s.platform.config.max_upload_bytes;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ServiceError::TooLarge {
+            message: format!(
+                "the upload is over the {limit}-byte limit; leave dependencies and build output out of it (.gitignore)"
+            ),
+        })?;
+    if bytes.is_empty() {
+        return Err(ServiceError::invalid(
+            "archive",
+            "the request body is empty; send the app folder as a tar.gz",
+        ));
+    }
+    let out = s
+        .deploy_upload(
+            &actor,
+            &site,
+            bytes,
+            q.create.unwrap_or(true),
+            q.wait.unwrap_or(false),
+            q.timeout_seconds,
+            &mut |_| {},
+        )
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(out)))
+}
+
+#[derive(Deserialize)]
+struct ListDeploymentsQuery {
+    environment: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_deployments(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<ListDeploymentsQuery>,
+) -> ApiResult<DeploymentList> {
+    Ok(Json(
+        s.list_deployments(
+            &actor,
+            &ListDeploymentsInput {
+                site,
+                environment: q.environment,
+                limit: q.limit,
+            },
+        )
+        .await?,
+    ))
+}
+
+async fn get_deployment(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<DeploymentInfo> {
+    Ok(Json(
+        s.get_deployment(&actor, &DeploymentRef { deployment_id: id }).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    kind: Option<String>,
+    cursor: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn deployment_logs(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<LogPage> {
+    Ok(Json(
+        s.get_deployment_logs(
+            &actor,
+            &LogsInput {
+                deployment_id: id,
+                kind: q.kind,
+                cursor: q.cursor,
+                limit: q.limit,
+            },
+        )
+        .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn audit(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Vec<AuditEntry>> {
+    Ok(Json(s.list_audit(&actor, q.before, q.limit).await?))
+}
+
+fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> ServiceError {
+    ServiceError::invalid(
+        "body",
+        format!("the request body is not valid: {}", rejection.body_text()),
+    )
+}

@@ -1,0 +1,424 @@
+//! The CLI client: talks to a running server's REST API with `BERTH_URL` and
+//! `BERTH_TOKEN`, prints tables for people and `--json` for scripts, errors on stderr
+//! with a non-zero exit. `berth mcp` relays MCP over stdio to the server's `/mcp`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::model::DeploymentStatus;
+use crate::service::{DeployOutput, DeploymentInfo, DeploymentList, LogPage, SiteDetail, SiteList};
+
+/// Where the server is and who we are.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClientArgs {
+    /// Control plane URL.
+    #[arg(long, env = "BERTH_URL", default_value = "http://127.0.0.1:7070", global = true)]
+    pub url: String,
+    /// API key.
+    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+/// A client error with the server's message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(pub String);
+
+/// A REST client.
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client from the arguments; fails without a token.
+    pub fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+        let Some(token) = args.token.clone().filter(|t| !t.is_empty()) else {
+            bail!("no API key: set BERTH_TOKEN (the admin key `berth serve` printed on first start) or pass --token");
+        };
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        Ok(Self {
+            base: args.url.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
+            ClientError(format!(
+                "cannot reach berth at {}: {e}; is `berth serve` running? (BERTH_URL)",
+                self.base
+            ))
+        })?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            return Err(ClientError(message).into());
+        }
+        Ok(serde_json::from_slice(&body).context("the server sent an unexpected response")?)
+    }
+
+    /// GET a path.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    /// DELETE a path.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
+    }
+
+    /// POST raw bytes.
+    pub async fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> anyhow::Result<T> {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/gzip")
+                .body(body),
+        )
+        .await
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// `berth deploy DIR --site NAME`: pack, upload, follow the build, print the URL.
+pub async fn deploy(args: &ClientArgs, dir: &Path, site: &str, wait: bool, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    if !dir.is_dir() {
+        bail!("'{}' is not a folder", dir.display());
+    }
+    let spinner = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    spinner.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    spinner.set_message(format!("packing {}", dir.display()));
+    let src: PathBuf = dir.to_path_buf();
+    let packed = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        berth_build::archive::pack_dir_tar_gz(&src, &mut out).map(|_| out)
+    })
+    .await??;
+    spinner.set_message(format!("uploading {} KiB", packed.len() / 1024));
+    let out: DeployOutput = client
+        .post_bytes(&format!("/api/sites/{site}/upload?create=true"), packed)
+        .await?;
+    let id = out.deployment.id.clone();
+    if !wait {
+        spinner.finish_and_clear();
+        return if json {
+            print_json(&out)
+        } else {
+            println!("deployment {id} queued; follow it with `berth logs {id} --follow`");
+            Ok(())
+        };
+    }
+    let mut cursor = 0i64;
+    let final_info: DeploymentInfo = loop {
+        let page: LogPage = client
+            .get(&format!(
+                "/api/deployments/{id}/logs?kind=build&cursor={cursor}&limit=500"
+            ))
+            .await?;
+        for line in &page.lines {
+            if !json {
+                spinner.suspend(|| println!("  {}", line.line));
+            }
+        }
+        cursor = page.next_cursor;
+        spinner.set_message(format!("{} {}", id, page.status.as_str()));
+        if page.status.is_final() && !page.has_more {
+            break client.get(&format!("/api/deployments/{id}")).await?;
+        }
+        if !page.has_more {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    spinner.finish_and_clear();
+    if json {
+        print_json(&DeployOutput {
+            url: out.url.clone(),
+            deployment: final_info.clone(),
+        })?;
+    }
+    match final_info.status {
+        DeploymentStatus::Live => {
+            if !json {
+                println!("✔ live: {}", out.url);
+            }
+            Ok(())
+        }
+        status => Err(ClientError(format!(
+            "deployment {id} {}: {}",
+            status.as_str(),
+            final_info.error.as_deref().unwrap_or("see `berth logs`")
+        ))
+        .into()),
+    }
+}
+
+/// `berth sites`.
+pub async fn sites(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
+    let list: SiteList = Client::new(args)?.get("/api/sites").await?;
+    if json {
+        return print_json(&list);
+    }
+    if list.sites.is_empty() {
+        println!("no sites yet: `berth deploy ./my-app --site hello`");
+        return Ok(());
+    }
+    println!("{:<24} {:<10} URL", "NAME", "STATUS");
+    for s in list.sites {
+        println!("{:<24} {:<10} {}", s.name, s.status, s.url);
+    }
+    Ok(())
+}
+
+/// `berth site NAME`.
+pub async fn site(args: &ClientArgs, name: &str, json: bool) -> anyhow::Result<()> {
+    let d: SiteDetail = Client::new(args)?
+        .get(&format!("/api/sites/{name}?deploy_log_lines=10&runtime_log_lines=10"))
+        .await?;
+    if json {
+        return print_json(&d);
+    }
+    println!("{}  {}  {}", d.summary.name, d.summary.status, d.summary.url);
+    println!("source: {}", d.summary.source);
+    for e in &d.environments {
+        println!("env {:<12} {:<9} {}", e.name, e.status, e.url);
+    }
+    println!("recent deployments:");
+    for dep in &d.recent_deployments {
+        println!("  {} {:<10} {}", dep.id, dep.status.as_str(), dep.created_at);
+    }
+    if !d.build_log_tail.is_empty() {
+        println!("build log (tail):");
+        d.build_log_tail.iter().for_each(|l| println!("  {l}"));
+    }
+    if !d.runtime_log_tail.is_empty() {
+        println!("runtime log (tail):");
+        d.runtime_log_tail.iter().for_each(|l| println!("  {l}"));
+    }
+    Ok(())
+}
+
+/// `berth deployments SITE`.
+pub async fn deployments(args: &ClientArgs, site: &str, json: bool) -> anyhow::Result<()> {
+    let list: DeploymentList = Client::new(args)?
+        .get(&format!("/api/sites/{site}/deployments"))
+        .await?;
+    if json {
+        return print_json(&list);
+    }
+    println!("{:<38} {:<11} {:<12} CREATED", "ID", "STATUS", "COMMIT");
+    for d in list.deployments {
+        let commit = d.commit.as_deref().map(|c| &c[..c.len().min(10)]).unwrap_or("-");
+        println!("{:<38} {:<11} {:<12} {}", d.id, d.status.as_str(), commit, d.created_at);
+    }
+    Ok(())
+}
+
+/// `berth logs DEPLOYMENT|SITE [--follow]`.
+pub async fn logs(args: &ClientArgs, target: &str, kind: Option<&str>, follow: bool, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let id = if target.starts_with("dpl_") {
+        target.to_string()
+    } else {
+        let list: DeploymentList = client.get(&format!("/api/sites/{target}/deployments?limit=1")).await?;
+        list.deployments
+            .first()
+            .map(|d| d.id.clone())
+            .ok_or_else(|| ClientError(format!("site '{target}' has no deployments yet")))?
+    };
+    let kind = kind.unwrap_or("all");
+    let mut cursor = 0i64;
+    loop {
+        let page: LogPage = client
+            .get(&format!(
+                "/api/deployments/{id}/logs?kind={kind}&cursor={cursor}&limit=1000"
+            ))
+            .await?;
+        for l in &page.lines {
+            if json {
+                println!("{}", serde_json::to_string(l)?);
+            } else {
+                println!("{} {:<7} {}", l.time, l.kind, l.line);
+            }
+        }
+        cursor = page.next_cursor;
+        if !page.has_more {
+            if !follow {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// `berth delete SITE`.
+pub async fn delete(args: &ClientArgs, site: &str, yes: bool, json: bool) -> anyhow::Result<()> {
+    if !yes {
+        bail!("deleting '{site}' removes its deployments, logs and files; run again with --yes to confirm");
+    }
+    let out: Value = Client::new(args)?.delete(&format!("/api/sites/{site}")).await?;
+    if json {
+        print_json(&out)
+    } else {
+        println!("deleted {site}");
+        Ok(())
+    }
+}
+
+/// `berth mcp`: relays JSON-RPC lines between stdio and the server's streamable HTTP
+/// endpoint, so MCP clients that only spawn processes reach the same tools.
+pub async fn mcp_stdio(args: &ClientArgs) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let endpoint = format!("{}/mcp", client.base);
+    let state = Arc::new(tokio::sync::Mutex::new((None::<String>, None::<String>))); // (session id, protocol version)
+    let stdout = Arc::new(tokio::sync::Mutex::new(std::io::stdout()));
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let msg: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("berth mcp: ignoring a line that is not JSON: {e}");
+                continue;
+            }
+        };
+        let is_initialize = msg.get("method").and_then(Value::as_str) == Some("initialize");
+        let (http, token, endpoint, state, stdout) = (
+            client.http.clone(),
+            client.token.clone(),
+            endpoint.clone(),
+            state.clone(),
+            stdout.clone(),
+        );
+        let job = async move {
+            let (session, version) = state.lock().await.clone();
+            let mut req = http
+                .post(&endpoint)
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(msg.to_string());
+            if let Some(s) = &session {
+                req = req.header("mcp-session-id", s);
+            }
+            if let Some(v) = &version {
+                req = req.header("mcp-protocol-version", v);
+            }
+            let id = msg.get("id").cloned();
+            let emit = |v: Value| {
+                let stdout = stdout.clone();
+                async move {
+                    let mut out = stdout.lock().await;
+                    let _ = writeln!(out, "{v}");
+                    let _ = out.flush();
+                }
+            };
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(id) = id {
+                        emit(rpc_error(id, &format!("cannot reach berth at {endpoint}: {e}"))).await;
+                    }
+                    return;
+                }
+            };
+            if let Some(s) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+                state.lock().await.0 = Some(s.to_string());
+            }
+            let status = resp.status();
+            let is_sse = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with("text/event-stream"));
+            if !status.is_success() {
+                let body = resp.text().await.unwrap_or_default();
+                let message = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_string))
+                    .unwrap_or_else(|| format!("HTTP {status}"));
+                if let Some(id) = id {
+                    emit(rpc_error(id, &message)).await;
+                }
+                return;
+            }
+            let deliver = |v: Value| {
+                if is_initialize && let Some(pv) = v.pointer("/result/protocolVersion").and_then(Value::as_str) {
+                    let pv = pv.to_string();
+                    let state = state.clone();
+                    tokio::spawn(async move { state.lock().await.1 = Some(pv) });
+                }
+                emit(v)
+            };
+            if is_sse {
+                let mut stream = resp.bytes_stream();
+                let mut buf = String::new();
+                let mut data = String::new();
+                while let Some(Ok(chunk)) = stream.next().await {
+                    buf.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(pos) = buf.find('\n') {
+                        let line = buf[..pos].trim_end_matches('\r').to_string();
+                        buf.drain(..=pos);
+                        if line.is_empty() {
+                            if !data.is_empty() {
+                                if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                                    deliver(v).await;
+                                }
+                                data.clear();
+                            }
+                        } else if let Some(rest) = line.strip_prefix("data:") {
+                            if !data.is_empty() {
+                                data.push('\n');
+                            }
+                            data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
+                        }
+                    }
+                }
+            } else {
+                let body = resp.bytes().await.unwrap_or_default();
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    deliver(v).await;
+                }
+            }
+        };
+        if is_initialize {
+            job.await; // later requests need its session id and protocol version
+        } else {
+            tasks.spawn(job);
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn rpc_error(id: Value, message: &str) -> Value {
+    serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32000, "message": message } })
+}

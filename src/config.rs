@@ -1,0 +1,93 @@
+//! Typed configuration of `berth serve`. Every field is a flag and an environment
+//! variable; defaults give a zero-config server on one machine.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of one running control plane.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeConfig {
+    /// Data directory: SQLite database, builds, logs. Default `./data`.
+    #[arg(long = "data", env = "BERTH_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Address of the control plane (API, MCP, UI). Port 0 picks a free port.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Address of the edge proxy that serves the sites. Port 0 picks a free port.
+    #[arg(long, env = "BERTH_EDGE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub edge_listen: SocketAddr,
+    /// Sites are served at `<site>.<base-domain>`.
+    #[arg(long, env = "BERTH_BASE_DOMAIN", default_value = "localhost")]
+    pub base_domain: String,
+    /// On first start with an empty data dir, this exact string becomes the admin API key.
+    #[arg(long, env = "BERTH_BOOTSTRAP_KEY", hide_env_values = true)]
+    pub bootstrap_key: Option<String>,
+    /// Extra `Host` values allowed on the control plane (MCP rejects others to stop DNS rebinding).
+    #[arg(long, env = "BERTH_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Builds run at once; more wait in the queue.
+    #[arg(long, env = "BERTH_BUILD_CONCURRENCY", default_value_t = 2)]
+    pub build_concurrency: usize,
+    /// Largest source upload accepted (compressed bytes).
+    #[arg(long, env = "BERTH_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+    /// Time limits of each deploy stage.
+    #[command(flatten)]
+    pub timeouts: StageTimeouts,
+}
+
+/// The time a deploy may spend in each stage before it fails with a clear error.
+#[derive(Clone, Debug, clap::Args)]
+pub struct StageTimeouts {
+    /// Fetching the source (git clone, copy).
+    #[arg(long = "clone-timeout", env = "BERTH_CLONE_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub clone_seconds: u64,
+    /// Installing dependencies.
+    #[arg(
+        long = "install-timeout",
+        env = "BERTH_INSTALL_TIMEOUT_SECONDS",
+        default_value_t = 600
+    )]
+    pub install_seconds: u64,
+    /// Running the build script.
+    #[arg(long = "build-timeout", env = "BERTH_BUILD_TIMEOUT_SECONDS", default_value_t = 900)]
+    pub build_seconds: u64,
+    /// From process start until its health check passes.
+    #[arg(long = "start-timeout", env = "BERTH_START_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub start_seconds: u64,
+}
+
+impl StageTimeouts {
+    /// Timeout of a named build step.
+    pub fn for_step(&self, name: &str) -> Duration {
+        Duration::from_secs(if name == "install" {
+            self.install_seconds
+        } else {
+            self.build_seconds
+        })
+    }
+    /// Source fetch timeout.
+    pub fn fetch(&self) -> Duration {
+        Duration::from_secs(self.clone_seconds)
+    }
+    /// Start-to-healthy timeout.
+    pub fn start(&self) -> Duration {
+        Duration::from_secs(self.start_seconds)
+    }
+}
+
+impl ServeConfig {
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("berth.db")
+    }
+    /// Where each deployment's source and build output live.
+    pub fn deployments_dir(&self) -> PathBuf {
+        self.data_dir.join("deployments")
+    }
+    /// Where uploads are received before their deployment exists.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
+    }
+}

@@ -1,0 +1,143 @@
+//! A durable job queue on the store: claim with a lease, heartbeat while running, retry
+//! with exponential backoff, give up after `max_attempts` with the error recorded. A job
+//! whose worker died (crash, `kill -9`) is claimed again once its lease runs out. The queue
+//! knows nothing of deployments: handlers are registered by kind.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{self, JobRow, Store};
+use crate::util::now_ms;
+
+/// How long a claim lasts without a heartbeat.
+const LEASE_MS: i64 = 30_000;
+
+/// The outcome of a failed job run.
+#[derive(Debug)]
+pub enum JobError {
+    /// Worth trying again later (a transient failure).
+    Retry(String),
+    /// Retrying cannot help; the job is failed for good.
+    Permanent(String),
+}
+
+/// A boxed job future.
+pub type JobFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+
+/// Runs jobs of one or more kinds.
+pub trait JobHandler: Send + Sync + 'static {
+    /// Runs one job. Must be idempotent: the same job may run again after a crash.
+    fn run(&self, job: JobRow, cancel: CancellationToken) -> JobFuture;
+}
+
+/// The queue and its workers.
+#[derive(Clone)]
+pub struct JobQueue {
+    store: Store,
+    wake: Arc<Notify>,
+}
+
+impl JobQueue {
+    /// A queue over the store.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Tells idle workers that a job was enqueued (call after the enqueuing transaction commits).
+    pub fn notify(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Runs workers until `shutdown`: at most `concurrency` jobs at once.
+    pub async fn run_workers(
+        self,
+        handlers: HashMap<&'static str, Arc<dyn JobHandler>>,
+        concurrency: usize,
+        shutdown: CancellationToken,
+    ) {
+        let kinds: Vec<&'static str> = handlers.keys().copied().collect();
+        let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+        loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+                _ = shutdown.cancelled() => return,
+            };
+            let notified = self.wake.notified();
+            let claimed = match store::claim_job(self.store.pool(), &kinds, LEASE_MS).await {
+                Ok(job) => job,
+                Err(err) => {
+                    tracing::warn!(error = %err, "claiming a job failed; retrying");
+                    None
+                }
+            };
+            let Some(job) = claimed else {
+                drop(permit);
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                continue;
+            };
+            let handler = handlers
+                .get(job.kind.as_str())
+                .cloned()
+                .expect("claimed only registered kinds");
+            let store = self.store.clone();
+            let cancel = shutdown.child_token();
+            tokio::spawn(async move {
+                run_one(store, handler, job, cancel).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn run_one(store: Store, handler: Arc<dyn JobHandler>, job: JobRow, cancel: CancellationToken) {
+    let (id, attempts, max_attempts, kind) = (job.id, job.attempts, job.max_attempts, job.kind.clone());
+    tracing::info!(job.id = id, job.kind = %kind, attempt = attempts, "job started");
+    let heartbeat_store = store.clone();
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis((LEASE_MS / 3) as u64)).await;
+            if let Err(err) = store::heartbeat_job(heartbeat_store.pool(), id, LEASE_MS).await {
+                tracing::warn!(job.id = id, error = %err, "job heartbeat failed");
+            }
+        }
+    });
+    let result = AssertUnwindSafe(handler.run(job, cancel.clone()))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(JobError::Retry("the job panicked".into())));
+    heartbeat.abort();
+    if cancel.is_cancelled() && result.is_err() {
+        // Shutting down: leave the lease to expire so the next start picks it up again.
+        return;
+    }
+    let outcome = match result {
+        Ok(()) => store::complete_job(store.pool(), id).await,
+        Err(JobError::Retry(msg)) if attempts < max_attempts => {
+            let backoff_ms = 1000i64 * (1i64 << attempts.clamp(0, 8));
+            tracing::warn!(job.id = id, job.kind = %kind, error = %msg, retry_in_ms = backoff_ms, "job failed; will retry");
+            store::fail_job(store.pool(), id, &msg, Some(now_ms() + backoff_ms)).await
+        }
+        Err(JobError::Retry(msg) | JobError::Permanent(msg)) => {
+            tracing::warn!(job.id = id, job.kind = %kind, error = %msg, "job failed for good");
+            store::fail_job(store.pool(), id, &msg, None).await
+        }
+    };
+    if let Err(err) = outcome {
+        tracing::error!(job.id = id, error = %err, "recording the job outcome failed");
+    }
+}

@@ -1,0 +1,25 @@
+//! berth: a self-hostable, agent-native hosting control plane.
+//!
+//! Rooms, from the outside in: adapters ([`mcp`], [`api`], [`cli`]) translate requests into
+//! calls on the [`service`] layer, which holds every business rule. The service keeps
+//! desired state in the [`store`], hands long work to the [`jobs`] queue, whose deploy job
+//! is the [`pipeline`] (source → build → start). Running instances live in [`runtime`], and
+//! the [`reconciler`] turns desired state plus observed instances into the edge proxy's
+//! route table (`berth-edge`).
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod jobs;
+pub mod mcp;
+pub mod model;
+pub mod pipeline;
+pub mod reconciler;
+pub mod runtime;
+pub mod server;
+pub mod service;
+pub mod source;
+pub mod store;
+pub mod util;

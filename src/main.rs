@@ -1,0 +1,164 @@
+//! The `berth` binary: `serve` runs the platform; the other subcommands are clients.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth::cli::{self, ClientArgs};
+use berth::config::ServeConfig;
+use clap::{Parser, Subcommand};
+
+/// berth: an agent-native hosting control plane you run yourself.
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the control plane (API, MCP, dashboard) and the edge proxy.
+    Serve(ServeConfig),
+    /// Deploy a folder: pack it (honouring .gitignore), upload, follow the build, print the URL.
+    Deploy {
+        /// The app folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Site name (created if it does not exist).
+        #[arg(long)]
+        site: String,
+        /// Return once queued instead of following the build.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sites.
+    Sites {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one site: status, environments, deployments, log tails.
+    Site {
+        /// Site name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a site's deployments, newest first.
+    Deployments {
+        /// Site name.
+        site: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a deployment's logs (or the latest deployment's of a site).
+    Logs {
+        /// Deployment id (`dpl_…`) or site name.
+        target: String,
+        /// build, runtime or all.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a site with its deployments, logs and files.
+    Delete {
+        /// Site name.
+        site: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Speak MCP over stdio, relayed to the server at BERTH_URL.
+    Mcp,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_mcp = matches!(cli.command, Command::Mcp);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Serve(_)) {
+                    "info"
+                } else {
+                    "warn"
+                })
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(!is_mcp)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let c = &cli.client;
+    match cli.command {
+        Command::Serve(config) => berth::server::serve(config, shutdown_signal()).await,
+        Command::Deploy {
+            dir,
+            site,
+            no_wait,
+            json,
+        } => cli::deploy(c, &dir, &site, !no_wait, json).await,
+        Command::Sites { json } => cli::sites(c, json).await,
+        Command::Site { name, json } => cli::site(c, &name, json).await,
+        Command::Deployments { site, json } => cli::deployments(c, &site, json).await,
+        Command::Logs {
+            target,
+            kind,
+            follow,
+            json,
+        } => cli::logs(c, &target, kind.as_deref(), follow, json).await,
+        Command::Delete { site, yes, json } => cli::delete(c, &site, yes, json).await,
+        Command::Mcp => cli::mcp_stdio(c).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

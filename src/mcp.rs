@@ -1,0 +1,310 @@
+//! The MCP adapter: every `HOSTING_*` tool is a thin call into the service layer. Served
+//! over streamable HTTP at `/mcp` (the bearer key is checked by the HTTP layer, which puts
+//! the caller's [`Actor`] in the request), and over stdio by `berth mcp`, which relays to
+//! a running server.
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::{IntoCallToolResult, schema_for_output};
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResponse, CallToolResult, ContentBlock, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::error::ServiceError;
+use crate::model::Actor;
+use crate::service::*;
+
+/// A tool's successful result: structured content plus a one-line summary for humans.
+pub struct Reply<T> {
+    summary: String,
+    value: T,
+}
+
+impl<T: Serialize + JsonSchema + 'static> IntoCallToolResult for Reply<T> {
+    fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
+        let value = serde_json::to_value(&self.value).map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let mut result = CallToolResult::structured(value);
+        result.content.insert(0, ContentBlock::text(self.summary));
+        Ok(result.into())
+    }
+}
+
+/// A tool's failure: the error envelope as structured content, `isError: true`.
+pub struct ToolError(ServiceError);
+
+impl From<ServiceError> for ToolError {
+    fn from(e: ServiceError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoCallToolResult for ToolError {
+    fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
+        let envelope = serde_json::to_value(self.0.envelope()).unwrap_or_default();
+        Ok(CallToolResult::structured_error(envelope).into())
+    }
+}
+
+type ToolResult<T> = Result<Reply<T>, ToolError>;
+
+fn reply<T>(summary: impl Into<String>, value: T) -> ToolResult<T> {
+    Ok(Reply {
+        summary: summary.into(),
+        value,
+    })
+}
+
+/// The MCP server: one per session, cheap to create.
+#[derive(Clone)]
+pub struct BerthMcp {
+    service: Service,
+    #[expect(dead_code, reason = "read through the tool_handler macro")]
+    tool_router: ToolRouter<Self>,
+}
+
+fn actor_of(ctx: &RequestContext<RoleServer>) -> Result<Actor, ToolError> {
+    ctx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Actor>())
+        .cloned()
+        .ok_or(ToolError(ServiceError::Unauthorized))
+}
+
+/// Forwards status changes of a waited-on deployment as MCP progress notifications.
+fn progress_forwarder(ctx: &RequestContext<RoleServer>) -> impl FnMut(&DeploymentInfo) + Send + use<> {
+    let token = ctx.meta.get_progress_token();
+    let peer = ctx.peer.clone();
+    let mut step = 0.0;
+    move |d: &DeploymentInfo| {
+        let Some(token) = token.clone() else { return };
+        step += 1.0;
+        let param = ProgressNotificationParam::new(token, step).with_message(format!(
+            "deployment {} is {}",
+            d.id,
+            d.status.as_str()
+        ));
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let _ = peer.notify_progress(param).await;
+        });
+    }
+}
+
+#[tool_router]
+impl BerthMcp {
+    /// A server over the service.
+    pub fn new(service: Service) -> Self {
+        Self {
+            service,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(
+        name = "HOSTING_WHOAMI",
+        description = "Who am I: the org and API key this connection acts as, and the URL pattern sites get.",
+        output_schema = schema_for_output::<WhoAmI>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn whoami(&self, ctx: RequestContext<RoleServer>) -> ToolResult<WhoAmI> {
+        let actor = actor_of(&ctx)?;
+        let me = self.service.whoami(&actor);
+        reply(format!("org '{}' as key '{}' ({})", me.org, me.key_name, me.role), me)
+    }
+
+    #[tool(
+        name = "HOSTING_LIST_SITES",
+        description = "List the org's sites with status (live, building, failed, crashed, starting, new), URL and latest deployment.",
+        output_schema = schema_for_output::<SiteList>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_sites(&self, ctx: RequestContext<RoleServer>) -> ToolResult<SiteList> {
+        let actor = actor_of(&ctx)?;
+        let list = self.service.list_sites(&actor).await?;
+        let summary = if list.sites.is_empty() {
+            "no sites yet; create one with HOSTING_CREATE_SITE".to_string()
+        } else {
+            list.sites
+                .iter()
+                .map(|s| format!("{} ({}) {}", s.name, s.status, s.url))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        reply(summary, list)
+    }
+
+    #[tool(
+        name = "HOSTING_GET_SITE",
+        description = "Get one site: status, URLs, environments, recent deployments, and the tails of its build log and runtime log (use these to debug).",
+        output_schema = schema_for_output::<SiteDetail>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_site(
+        &self,
+        Parameters(input): Parameters<GetSiteInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<SiteDetail> {
+        let actor = actor_of(&ctx)?;
+        let site = self.service.get_site(&actor, &input).await?;
+        reply(
+            format!(
+                "{} is {} at {}",
+                site.summary.name, site.summary.status, site.summary.url
+            ),
+            site,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_CREATE_SITE",
+        description = "Create a site from a git URL (https://, file://) or a folder path on the server and deploy it. With wait=true the call returns once the site is live (with its URL) or failed (with the error and last log lines). Build packs: static, procfile, node, python (detected; override with build_pack and commands). Apps must listen on $PORT.",
+        output_schema = schema_for_output::<CreateSiteOutput>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn create_site(
+        &self,
+        Parameters(input): Parameters<CreateSiteInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<CreateSiteOutput> {
+        let actor = actor_of(&ctx)?;
+        let wait = input.wait.unwrap_or(false);
+        let timeout = input.timeout_seconds;
+        let mut input = input;
+        input.wait = Some(false);
+        let mut out = self.service.create_site(&actor, input, None).await?;
+        if wait && let Some(d) = &out.deployment {
+            let mut progress = progress_forwarder(&ctx);
+            let done = self.service.wait_for(&actor, &d.id, timeout, &mut progress).await?;
+            out.next_steps = next_steps_for(&done, &out.url);
+            out.deployment = Some(done);
+        }
+        reply(format!("site '{}': {}", out.site, out.next_steps), out)
+    }
+
+    #[tool(
+        name = "HOSTING_DELETE_SITE",
+        description = "Delete a site: stops its processes, removes its route, deployments, logs and files. Cannot be undone.",
+        output_schema = schema_for_output::<DeleteSiteOutput>(),
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn delete_site(
+        &self,
+        Parameters(input): Parameters<SiteRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<DeleteSiteOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.delete_site(&actor, &input).await?;
+        reply(
+            format!(
+                "deleted site '{}' and {} deployment(s)",
+                out.site, out.deployments_removed
+            ),
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_DEPLOY",
+        description = "Deploy a site again (its branch, or a given branch or commit). With wait=true, returns when live or failed and sends progress notifications meanwhile; a failed deployment carries its error and last log lines. The previous deployment keeps serving until the new one is healthy.",
+        output_schema = schema_for_output::<DeployOutput>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn deploy(
+        &self,
+        Parameters(input): Parameters<DeployInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<DeployOutput> {
+        let actor = actor_of(&ctx)?;
+        let mut progress = progress_forwarder(&ctx);
+        let out = self.service.deploy(&actor, input, None, &mut progress).await?;
+        reply(next_steps_for(&out.deployment, &out.url), out)
+    }
+
+    #[tool(
+        name = "HOSTING_LIST_DEPLOYMENTS",
+        description = "List a site's deployments, newest first: id, status, commit, environment, created_at, url.",
+        output_schema = schema_for_output::<DeploymentList>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_deployments(
+        &self,
+        Parameters(input): Parameters<ListDeploymentsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<DeploymentList> {
+        let actor = actor_of(&ctx)?;
+        let list = self.service.list_deployments(&actor, &input).await?;
+        let summary = list
+            .deployments
+            .iter()
+            .map(|d| format!("{} {} {}", d.id, d.status.as_str(), d.created_at))
+            .collect::<Vec<_>>()
+            .join("\n");
+        reply(
+            if summary.is_empty() {
+                "no deployments yet".into()
+            } else {
+                summary
+            },
+            list,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_GET_DEPLOYMENT",
+        description = "Get one deployment: status, commit, build pack, error, and for a failed one its last log lines.",
+        output_schema = schema_for_output::<DeploymentInfo>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_deployment(
+        &self,
+        Parameters(input): Parameters<DeploymentRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<DeploymentInfo> {
+        let actor = actor_of(&ctx)?;
+        let d = self.service.get_deployment(&actor, &input).await?;
+        reply(format!("{} is {}", d.id, d.status.as_str()), d)
+    }
+
+    #[tool(
+        name = "HOSTING_GET_DEPLOYMENT_LOGS",
+        description = "Read a deployment's build and runtime log lines after a cursor (default 100 lines, at most 1000). Pass next_cursor back to continue; has_more says whether more lines exist now.",
+        output_schema = schema_for_output::<LogPage>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_deployment_logs(
+        &self,
+        Parameters(input): Parameters<LogsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<LogPage> {
+        let actor = actor_of(&ctx)?;
+        let page = self.service.get_deployment_logs(&actor, &input).await?;
+        let summary = page
+            .lines
+            .iter()
+            .map(|l| l.line.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        reply(
+            if summary.is_empty() {
+                "no log lines after this cursor".into()
+            } else {
+                summary
+            },
+            page,
+        )
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for BerthMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+            "berth hosts apps on the operator's own machines. Typical flow: HOSTING_CREATE_SITE {name, repo, wait: true} → live URL; \
+             debug with HOSTING_GET_SITE (log tails) and HOSTING_GET_DEPLOYMENT_LOGS; redeploy with HOSTING_DEPLOY; clean up with HOSTING_DELETE_SITE.",
+        )
+    }
+}

@@ -1,0 +1,208 @@
+//! Domain types shared by the service, the store and the adapters: sites, environments,
+//! deployments and the deployment state machine.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ServiceError, ServiceResult};
+
+/// Who is calling: resolved from an API key, scoped to one org.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    /// The org every read and write is limited to.
+    pub org_id: String,
+    /// The org's name.
+    pub org_name: String,
+    /// The API key used.
+    pub key_id: String,
+    /// The key's name.
+    pub key_name: String,
+    /// `admin` or `member`.
+    pub role: String,
+}
+
+/// Lifecycle of a deployment. Transitions are decided in [`DeploymentStatus::can_become`] only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentStatus {
+    /// Waiting for a build slot.
+    Queued,
+    /// Fetching source and running build steps.
+    Building,
+    /// Built; starting and health-checking.
+    Deploying,
+    /// Serving its environment.
+    Live,
+    /// Failed in some stage; `error` says which.
+    Failed,
+    /// Stopped by a caller before it went live.
+    Cancelled,
+    /// Was live; its environment now points elsewhere. Kept for rollback.
+    Superseded,
+}
+
+impl DeploymentStatus {
+    /// Stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Building => "building",
+            Self::Deploying => "deploying",
+            Self::Live => "live",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "building" => Self::Building,
+            "deploying" => Self::Deploying,
+            "live" => Self::Live,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            "superseded" => Self::Superseded,
+            _ => return None,
+        })
+    }
+
+    /// No more work will happen (a `wait` can return).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Live | Self::Failed | Self::Cancelled | Self::Superseded)
+    }
+
+    /// The allowed transitions. A retried build may re-enter `building` from `building`
+    /// or `deploying` after a crash.
+    pub fn can_become(self, next: Self) -> bool {
+        use DeploymentStatus::*;
+        matches!(
+            (self, next),
+            (Queued, Building | Failed | Cancelled)
+                | (Building, Building | Deploying | Failed | Cancelled)
+                | (Deploying, Building | Live | Failed | Cancelled)
+                | (Live, Superseded | Live)
+                | (Superseded, Live)
+        )
+    }
+}
+
+/// Where a site's source comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A git URL (https, file://) cloned with the git CLI.
+    Git,
+    /// A folder on the server's machine, copied (honouring .gitignore).
+    Path,
+    /// A tar.gz uploaded by the CLI or an API call.
+    Upload,
+}
+
+impl SourceKind {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Git => "git",
+            Self::Path => "path",
+            Self::Upload => "upload",
+        }
+    }
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "git" => Self::Git,
+            "path" => Self::Path,
+            _ => Self::Upload,
+        }
+    }
+}
+
+/// Names the platform keeps for itself.
+const RESERVED_SITE_NAMES: &[&str] = &[
+    "www",
+    "api",
+    "admin",
+    "app",
+    "mcp",
+    "git",
+    "hooks",
+    "dashboard",
+    "berth",
+    "localhost",
+    "static",
+];
+
+/// Checks a site name: a DNS label (lowercase letters, digits, hyphens; 1–63; no leading or
+/// trailing hyphen, no `--` since that separates preview environments), not reserved.
+pub fn validate_site_name(name: &str) -> ServiceResult<()> {
+    let bad = |why: &str| {
+        Err(ServiceError::invalid(
+            "name",
+            format!(
+                "invalid site name '{}': {why}; use 1-63 lowercase letters, digits and single hyphens, e.g. 'my-app'",
+                name.chars().take(80).collect::<String>()
+            ),
+        ))
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > 63 {
+        return bad("it is longer than 63 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return bad("only lowercase letters, digits and '-' are allowed");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return bad("it must not start or end with '-'");
+    }
+    if name.contains("--") {
+        return bad("'--' is reserved to separate preview environments");
+    }
+    if RESERVED_SITE_NAMES.contains(&name) {
+        return Err(ServiceError::invalid(
+            "name",
+            format!("site name '{name}' is reserved; choose another, e.g. '{name}-site'"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_names() {
+        for ok in ["a", "hello", "my-app-2", "x1"] {
+            assert!(validate_site_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "a--b", "api", "ü", &"a".repeat(64)] {
+            assert!(validate_site_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deployment_transitions() {
+        use DeploymentStatus::*;
+        assert!(Queued.can_become(Building));
+        assert!(Building.can_become(Deploying));
+        assert!(Deploying.can_become(Live));
+        assert!(Live.can_become(Superseded));
+        assert!(Superseded.can_become(Live));
+        assert!(!Failed.can_become(Live));
+        assert!(!Live.can_become(Building));
+        assert!(!Cancelled.can_become(Building));
+        assert!(!Queued.can_become(Live));
+        for s in [Queued, Building, Deploying, Live, Failed, Cancelled, Superseded] {
+            assert_eq!(DeploymentStatus::parse(s.as_str()), Some(s));
+        }
+        assert!(Live.is_final() && Failed.is_final() && !Building.is_final());
+    }
+}

@@ -1,0 +1,278 @@
+//! The deploy job: source → build → start → activate. Each run starts from a clean work
+//! directory, so a retried job (after a crash) repeats the build instead of trusting a
+//! half-written tree. Build failures end the deployment as `failed` with its log kept and
+//! leave whatever was serving untouched.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_build::detect::{BuildPlan, BuildSettings, ServePlan};
+use berth_build::step::{LogStream, run_step};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::{JobError, JobFuture, JobHandler};
+use crate::model::{DeploymentStatus, SourceKind};
+use crate::runtime::InstanceSpec;
+use crate::service::Platform;
+use crate::source::{self, RepoLocation};
+use crate::store::{self, DeploymentRow, JobRow};
+
+/// Job kind of a deploy.
+pub const DEPLOY_JOB: &str = "deploy";
+
+/// Payload of a deploy job.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeployJob {
+    /// The deployment to carry out.
+    pub deployment_id: String,
+}
+
+/// The directory a deployment's app lives in.
+pub fn app_dir(platform: &Platform, deployment_id: &str) -> PathBuf {
+    platform.config.deployments_dir().join(deployment_id).join("app")
+}
+
+/// The job handler.
+pub struct DeployHandler {
+    /// Shared state.
+    pub platform: Arc<Platform>,
+}
+
+impl JobHandler for DeployHandler {
+    fn run(&self, job: JobRow, cancel: CancellationToken) -> JobFuture {
+        let platform = self.platform.clone();
+        Box::pin(async move {
+            let payload: DeployJob =
+                serde_json::from_str(&job.payload).map_err(|e| JobError::Permanent(format!("bad payload: {e}")))?;
+            run_deploy(&platform, &payload.deployment_id, cancel).await
+        })
+    }
+}
+
+/// A stage failure: the message the deployment records and, for app starts, its last lines.
+struct StageFailure {
+    message: String,
+}
+
+impl From<String> for StageFailure {
+    fn from(message: String) -> Self {
+        Self { message }
+    }
+}
+
+async fn run_deploy(
+    platform: &Arc<Platform>,
+    deployment_id: &str,
+    shutdown: CancellationToken,
+) -> Result<(), JobError> {
+    let retry = |e: sqlx::Error| JobError::Retry(format!("store: {e}"));
+    let Some(deployment) = store::get_deployment_any_org(platform.store.pool(), deployment_id)
+        .await
+        .map_err(retry)?
+    else {
+        return Ok(()); // the site was deleted meanwhile
+    };
+    if deployment.status().is_final() {
+        return Ok(()); // a repeat delivery of finished work
+    }
+    let cancel = platform.register_cancel(deployment_id);
+    let guard_cancel = cancel.clone();
+    let result = tokio::select! {
+        r = build_and_start(platform, &deployment, &cancel) => r,
+        _ = shutdown.cancelled() => {
+            // Server shutting down: leave the job to be retried on the next start.
+            guard_cancel.cancel();
+            platform.unregister_cancel(deployment_id);
+            return Err(JobError::Retry("server shut down during the deploy".into()));
+        }
+    };
+    platform.unregister_cancel(deployment_id);
+    match result {
+        Ok(()) => Ok(()),
+        Err(failure) => {
+            let cancelled = cancel.is_cancelled();
+            platform.runtime.stop(deployment_id).await;
+            let to = if cancelled {
+                DeploymentStatus::Cancelled
+            } else {
+                DeploymentStatus::Failed
+            };
+            let message = if cancelled {
+                "cancelled".to_string()
+            } else {
+                failure.message
+            };
+            platform.log(
+                deployment_id,
+                "build",
+                "system",
+                format!("deployment {}: {message}", to.as_str()),
+            );
+            platform.logs.flush().await;
+            platform
+                .set_status(&deployment, to, Some(&message))
+                .await
+                .map_err(|e| JobError::Retry(e.to_string()))?;
+            Ok(())
+        }
+    }
+}
+
+async fn build_and_start(
+    platform: &Arc<Platform>,
+    deployment: &DeploymentRow,
+    cancel: &CancellationToken,
+) -> Result<(), StageFailure> {
+    let id = deployment.id.as_str();
+    let internal = |e: anyhow::Error| StageFailure::from(format!("internal error: {e:#}"));
+    platform
+        .set_status(deployment, DeploymentStatus::Building, None)
+        .await
+        .map_err(internal)?;
+    let site = store::get_site_by_id(platform.store.pool(), &deployment.site_id)
+        .await
+        .map_err(|e| internal(e.into()))?
+        .ok_or_else(|| StageFailure::from("the site was deleted".to_string()))?;
+    let dir = app_dir(platform, id);
+    let kind = SourceKind::parse(&deployment.source_kind);
+
+    // 1. Source.
+    platform.log(id, "build", "system", "fetching source".into());
+    match kind {
+        SourceKind::Upload => {
+            if !dir.is_dir() {
+                return Err("the uploaded source is missing; deploy again with a new upload"
+                    .to_string()
+                    .into());
+            }
+        }
+        SourceKind::Git | SourceKind::Path => {
+            reset_dir(&dir).await.map_err(|e| internal(e.into()))?;
+            let repo = deployment.source.clone().unwrap_or_default();
+            match source::classify_repo(&repo).map_err(StageFailure::from)? {
+                RepoLocation::Git(url) => {
+                    let mut on_line = |line: String| platform.log(id, "build", "stderr", line);
+                    let commit = source::git_clone(
+                        &url,
+                        deployment
+                            .git_ref
+                            .as_deref()
+                            .filter(|_| deployment.commit_sha.is_none()),
+                        deployment.commit_sha.as_deref(),
+                        &dir,
+                        platform.config.timeouts.fetch(),
+                        cancel,
+                        &mut on_line,
+                    )
+                    .await
+                    .map_err(|e| StageFailure::from(e.to_string()))?;
+                    let _ = store::set_deployment_commit(platform.store.pool(), id, &commit).await;
+                    platform.log(id, "build", "system", format!("checked out commit {commit}"));
+                    let _ = tokio::fs::remove_dir_all(dir.join(".git")).await;
+                }
+                RepoLocation::Folder(path) => {
+                    source::copy_folder(&path, &dir)
+                        .await
+                        .map_err(|e| StageFailure::from(e.to_string()))?;
+                }
+            }
+        }
+    }
+
+    // 2. Plan.
+    let settings: BuildSettings = serde_json::from_str(&site.build_settings).unwrap_or_default();
+    let plan: BuildPlan =
+        berth_build::detect::detect(&dir, &settings).map_err(|e| StageFailure::from(e.to_string()))?;
+    let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
+    store::set_deployment_plan(platform.store.pool(), id, &plan_json)
+        .await
+        .map_err(|e| internal(e.into()))?;
+    platform.log(
+        id,
+        "build",
+        "system",
+        format!("build pack: {:?}", plan.pack).to_lowercase(),
+    );
+
+    // 3. Build steps, under the build timeouts and the sandbox.
+    let env = platform.app_env(&site);
+    for step in &plan.steps {
+        platform.log(id, "build", "system", format!("$ {}", step.command));
+        let mut on_line = |stream: LogStream, line: String| {
+            platform.log(
+                id,
+                "build",
+                if stream == LogStream::Stderr {
+                    "stderr"
+                } else {
+                    "stdout"
+                },
+                line,
+            )
+        };
+        run_step(
+            &platform.sandbox,
+            &dir,
+            step,
+            &env,
+            platform.config.timeouts.for_step(&step.name),
+            cancel.clone(),
+            &mut on_line,
+        )
+        .await
+        .map_err(|e| StageFailure::from(e.to_string()))?;
+    }
+
+    // 4. Start (apps) and health-check, then activate.
+    platform
+        .set_status(deployment, DeploymentStatus::Deploying, None)
+        .await
+        .map_err(internal)?;
+    if let ServePlan::Process { command, port } = &plan.serve {
+        platform.log(id, "build", "system", format!("starting: {command}"));
+        let spec = InstanceSpec {
+            deployment_id: id.to_string(),
+            site: site.name.clone(),
+            app_dir: dir.clone(),
+            command: command.clone(),
+            port: *port,
+            env: env.clone(),
+            health_check_path: plan.health_check_path.clone(),
+            start_timeout: platform.config.timeouts.start(),
+        };
+        let started = tokio::select! {
+            r = platform.runtime.start(spec) => r,
+            _ = cancel.cancelled() => return Err("cancelled".to_string().into()),
+        };
+        match started {
+            Ok(addr) => platform.log(id, "build", "system", format!("healthy on port {}", addr.port())),
+            Err(err) => {
+                for line in &err.last_lines {
+                    platform.log(id, "build", "system", format!("app: {line}"));
+                }
+                return Err(err.message.into());
+            }
+        }
+    } else if let ServePlan::Static { dir: out, .. } = &plan.serve
+        && !dir.join(out).join("index.html").is_file()
+    {
+        return Err(format!("the static output folder '{out}' has no index.html").into());
+    }
+    if cancel.is_cancelled() {
+        return Err("cancelled".to_string().into());
+    }
+    platform.activate(deployment).await.map_err(internal)?;
+    platform.log(id, "build", "system", "deployment is live".into());
+    Ok(())
+}
+
+async fn reset_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        tokio::fs::remove_dir_all(dir).await?;
+    }
+    if let Some(parent) = dir.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    Ok(())
+}

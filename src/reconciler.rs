@@ -1,0 +1,114 @@
+//! The reconciler: reads desired state (which deployment each environment serves) from the
+//! store, observes the runtime, starts what should run and is not running (after a
+//! restart, a crash of berth, a lost process), stops what nothing wants, and publishes the
+//! edge's route table. Level-triggered and idempotent: running it twice changes nothing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_build::detect::{BuildPlan, ServePlan};
+use berth_edge::{EdgeRouteTable, RouteTarget};
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::app_dir;
+use crate::runtime::{InstanceSpec, InstanceState};
+use crate::service::Platform;
+use crate::store;
+
+/// One pass: converge the runtime and the routes to the store.
+pub async fn reconcile(platform: &Platform) -> anyhow::Result<()> {
+    let _pass = platform.reconcile_lock.lock().await;
+    let desired = store::list_desired_environments(platform.store.pool()).await?;
+    let mut table = EdgeRouteTable::new();
+    let mut wanted: HashSet<String> = HashSet::new();
+    for env in desired {
+        let host = platform.host_for(&env.site_name, &env.environment_name);
+        let Some(plan) = env
+            .build_plan
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<BuildPlan>(p).ok())
+        else {
+            continue;
+        };
+        let dir = app_dir(platform, &env.deployment_id);
+        let target = match &plan.serve {
+            ServePlan::Static { dir: out, spa_fallback } => RouteTarget::Static {
+                root: dir.join(out),
+                spa_fallback: *spa_fallback,
+            },
+            ServePlan::Process { command, port } => {
+                wanted.insert(env.deployment_id.clone());
+                match platform.runtime.observe(&env.deployment_id) {
+                    Some(obs) => match obs.state {
+                        InstanceState::Healthy => RouteTarget::Upstream {
+                            instances: vec![obs.addr],
+                        },
+                        InstanceState::Crashed { message } => RouteTarget::Unavailable {
+                            site: env.site_name.clone(),
+                            status: 502,
+                            message: format!("The app crashed: {message}."),
+                            retry_after_seconds: None,
+                        },
+                        InstanceState::Starting | InstanceState::Restarting { .. } => starting(&env.site_name),
+                    },
+                    None => {
+                        let Some(site) = store::get_site_by_id(platform.store.pool(), &env.site_id).await? else {
+                            continue;
+                        };
+                        let spec = InstanceSpec {
+                            deployment_id: env.deployment_id.clone(),
+                            site: env.site_name.clone(),
+                            app_dir: dir,
+                            command: command.clone(),
+                            port: *port,
+                            env: platform.app_env(&site),
+                            health_check_path: plan.health_check_path.clone(),
+                            start_timeout: platform.config.timeouts.start(),
+                        };
+                        tracing::info!(site.name = %env.site_name, deployment.id = %env.deployment_id, "starting instance to match desired state");
+                        let runtime = platform.runtime.clone();
+                        tokio::spawn(async move {
+                            if let Err(err) = runtime.start(spec).await {
+                                tracing::warn!(error = %err, "instance did not become healthy");
+                            }
+                        });
+                        starting(&env.site_name)
+                    }
+                }
+            }
+        };
+        table.insert(&host, target);
+    }
+    platform.edge.replace_routes(table);
+    for deployment_id in platform.runtime.deployments() {
+        if !wanted.contains(&deployment_id) && !platform.is_in_progress(&deployment_id) {
+            tracing::info!(deployment.id = %deployment_id, "stopping instance nothing wants");
+            platform.runtime.stop(&deployment_id).await;
+        }
+    }
+    Ok(())
+}
+
+fn starting(site: &str) -> RouteTarget {
+    RouteTarget::Unavailable {
+        site: site.to_string(),
+        status: 503,
+        message: "The app is starting; try again in a moment.".into(),
+        retry_after_seconds: Some(2),
+    }
+}
+
+/// Runs reconcile passes when woken (state changed) and every few seconds, until shutdown.
+pub async fn run(platform: Arc<Platform>, shutdown: CancellationToken) {
+    loop {
+        if let Err(err) = reconcile(&platform).await {
+            tracing::warn!(error = %format!("{err:#}"), "reconcile pass failed");
+        }
+        tokio::select! {
+            _ = platform.reconcile_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

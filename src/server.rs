@@ -1,0 +1,163 @@
+//! `berth serve`: assembles the platform and runs the control plane (API, MCP, health)
+//! and the edge proxy until shutdown. Takes its listeners' addresses from the config and
+//! publishes the bound ports in `DIR/ports.json`, so tests and scripts can use port 0.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use berth_build::sandbox::Sandbox;
+use berth_edge::{Edge, EdgeConfig};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{self, Authenticator};
+use crate::config::ServeConfig;
+use crate::jobs::JobHandler;
+use crate::mcp::BerthMcp;
+use crate::pipeline::{DEPLOY_JOB, DeployHandler};
+use crate::runtime::{LocalRuntime, LogSink};
+use crate::service::{Platform, Service};
+use crate::store::{self, Store};
+use crate::util::new_id;
+
+/// Runs the server until `shutdown` resolves, then stops apps and exits cleanly.
+pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(config.deployments_dir())?;
+    std::fs::create_dir_all(config.uploads_dir())?;
+    let store = Store::open_sqlite(&config.database_path()).await?;
+    bootstrap(&store, &config).await?;
+
+    let api_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", config.listen))?;
+    let edge_listener = TcpListener::bind(config.edge_listen)
+        .await
+        .with_context(|| format!("binding the edge proxy to {}", config.edge_listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let edge_addr = edge_listener.local_addr()?;
+
+    let sandbox = Arc::new(Sandbox::detect());
+    let logs = LogSink::start(store.clone());
+    let reconcile_wake = Arc::new(Notify::new());
+    let runtime = LocalRuntime::new(sandbox.clone(), logs.clone(), reconcile_wake.clone());
+    let edge = Edge::new(EdgeConfig::default());
+    let platform = Arc::new(Platform::new(
+        config.clone(),
+        edge_addr.port(),
+        store.clone(),
+        sandbox,
+        runtime.clone(),
+        logs.clone(),
+        edge.clone(),
+        reconcile_wake,
+    ));
+    let service = Service::new(platform.clone());
+    service.recover().await?;
+
+    let stop = CancellationToken::new();
+    let mut handlers: HashMap<&'static str, Arc<dyn JobHandler>> = HashMap::new();
+    handlers.insert(
+        DEPLOY_JOB,
+        Arc::new(DeployHandler {
+            platform: platform.clone(),
+        }),
+    );
+    let workers = tokio::spawn(platform.jobs.clone().run_workers(
+        handlers,
+        config.build_concurrency,
+        stop.child_token(),
+    ));
+    let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));
+
+    let app = control_plane_router(
+        service,
+        &config,
+        api_addr.port(),
+        Arc::new(Authenticator::new(store.clone())),
+    );
+
+    let ports = serde_json::json!({ "api": api_addr.port(), "edge": edge_addr.port() });
+    std::fs::write(config.data_dir.join("ports.json"), ports.to_string())?;
+    println!("berth control plane (API, MCP at /mcp): http://{api_addr}");
+    println!(
+        "berth edge proxy: http://{edge_addr} — sites at {}",
+        platform.url_for("<site>", "production")
+    );
+    tracing::info!(api = %api_addr, edge = %edge_addr, data = %config.data_dir.display(), "berth is ready");
+
+    let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut api_stop = tx.subscribe();
+    let mut edge_stop = tx.subscribe();
+    let api = tokio::spawn(async move {
+        axum::serve(
+            api_listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = api_stop.recv().await;
+        })
+        .await
+    });
+    let edge_task = tokio::spawn(edge.serve(edge_listener, async move {
+        let _ = edge_stop.recv().await;
+    }));
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop.cancel();
+    let _ = tx.send(());
+    let _ = tokio::join!(api, edge_task, workers, reconciler);
+    runtime.stop_all().await;
+    logs.flush().await;
+    Ok(())
+}
+
+fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, auth: Arc<Authenticator>) -> Router {
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), "[::1]".into()];
+    for h in ["localhost", "127.0.0.1", "[::1]"] {
+        hosts.push(format!("{h}:{api_port}"));
+    }
+    hosts.extend(config.allowed_hosts.iter().cloned());
+    let mcp_service = service.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(BerthMcp::new(mcp_service.clone())),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default().with_allowed_hosts(hosts),
+    );
+    let protected = crate::api::router(service)
+        .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(auth, crate::api::require_key));
+    Router::new().route("/healthz", get(|| async { "ok" })).merge(protected)
+}
+
+/// On a fresh data dir: the default org and an admin key, printed once (or the
+/// operator's `BERTH_BOOTSTRAP_KEY`, not echoed).
+async fn bootstrap(store: &Store, config: &ServeConfig) -> anyhow::Result<()> {
+    if store::count_orgs(store.pool()).await? > 0 {
+        return Ok(());
+    }
+    let org_id = new_id("org");
+    let key = match &config.bootstrap_key {
+        Some(k) if !k.trim().is_empty() => k.trim().to_string(),
+        _ => auth::generate_key(),
+    };
+    let mut tx = store.begin().await?;
+    store::insert_org(&mut *tx, &org_id, "default").await?;
+    auth::create_key(&mut tx, &org_id, "admin", "admin", &key).await?;
+    tx.commit().await?;
+    if config.bootstrap_key.is_some() {
+        println!("created org 'default' with the admin API key from BERTH_BOOTSTRAP_KEY");
+    } else {
+        println!("created org 'default'. Admin API key (shown once, keep it safe):\n\n    {key}\n");
+    }
+    Ok(())
+}

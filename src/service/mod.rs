@@ -1,0 +1,1069 @@
+//! The service layer: one method per tool, org-scoped and validated. MCP tools, REST
+//! handlers and the CLI are thin adapters over these methods, so an agent and a person
+//! get the same rules and the same errors.
+
+mod platform;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_build::detect::{BuildPlan, BuildSettings};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use platform::{DeploymentEvent, Platform};
+pub use types::*;
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::model::{Actor, DeploymentStatus, SourceKind, validate_site_name};
+use crate::pipeline::{DEPLOY_JOB, DeployJob, app_dir};
+use crate::runtime::InstanceState;
+use crate::source::{RepoLocation, classify_repo};
+use crate::store::{self, DeploymentRow, EnvironmentRow, SiteRow};
+use crate::util::{new_id, now_ms, rfc3339};
+
+/// Default and maximum `wait` durations.
+const DEFAULT_WAIT: u64 = 300;
+const MAX_WAIT: u64 = 1800;
+/// Deploy job attempts before giving up (crash recovery retries).
+const DEPLOY_ATTEMPTS: i64 = 3;
+/// Longest env var value accepted.
+const MAX_ENV_VALUE: usize = 32 * 1024;
+
+/// A source tree received with the call (an upload already extracted to a directory).
+pub struct UploadedSource {
+    /// Directory holding the extracted files.
+    pub dir: std::path::PathBuf,
+}
+
+/// The service: cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    /// Shared state.
+    pub platform: Arc<Platform>,
+}
+
+impl Service {
+    /// A service over a platform.
+    pub fn new(platform: Arc<Platform>) -> Self {
+        Self { platform }
+    }
+
+    // ------------------------------------------------------------ identity
+
+    /// `HOSTING_WHOAMI`.
+    pub fn whoami(&self, actor: &Actor) -> WhoAmI {
+        WhoAmI {
+            org: actor.org_name.clone(),
+            key_name: actor.key_name.clone(),
+            role: actor.role.clone(),
+            site_url_pattern: self.platform.url_for("<site>", "production"),
+            sandboxed: self.platform.runtime.is_sandboxed(),
+        }
+    }
+
+    // ------------------------------------------------------------ sites
+
+    /// `HOSTING_LIST_SITES`.
+    pub async fn list_sites(&self, actor: &Actor) -> ServiceResult<SiteList> {
+        let rows = store::list_sites(self.platform.store.pool(), &actor.org_id).await?;
+        let mut sites = Vec::with_capacity(rows.len());
+        for site in rows {
+            sites.push(self.summarize(&site).await?);
+        }
+        Ok(SiteList { sites })
+    }
+
+    /// `HOSTING_GET_SITE`.
+    pub async fn get_site(&self, actor: &Actor, input: &GetSiteInput) -> ServiceResult<SiteDetail> {
+        let site = self.find_site(actor, &input.site).await?;
+        let pool = self.platform.store.pool();
+        let summary = self.summarize(&site).await?;
+        let mut environments = Vec::new();
+        let mut serving: Option<String> = None;
+        for env in store::list_environments(pool, &site.id).await? {
+            if env.name == "production" {
+                serving = env.deployment_id.clone();
+            }
+            environments.push(EnvironmentInfo {
+                url: self.platform.url_for(&site.name, &env.name),
+                status: self.environment_status(&env).await?,
+                deployment_id: env.deployment_id,
+                name: env.name,
+            });
+        }
+        let recent = store::list_deployments(pool, &site.id, None, 10).await?;
+        let build_lines = clamp_lines(input.deploy_log_lines, 20);
+        let runtime_lines = clamp_lines(input.runtime_log_lines, 20);
+        let build_log_tail = match recent.first() {
+            Some(d) => lines_of(store::tail_logs(pool, &d.id, "build", build_lines).await?),
+            None => vec![],
+        };
+        let runtime_log_tail = match &serving {
+            Some(id) => lines_of(store::tail_logs(pool, id, "runtime", runtime_lines).await?),
+            None => vec![],
+        };
+        let env_vars = input.include_env.unwrap_or(false).then(|| {
+            serde_json::from_str::<BTreeMap<String, String>>(&site.env_vars)
+                .unwrap_or_default()
+                .into_keys()
+                .map(|k| (k, "********".to_string()))
+                .collect()
+        });
+        let mut recent_deployments = Vec::new();
+        for d in &recent {
+            recent_deployments.push(self.deployment_info(d).await?);
+        }
+        Ok(SiteDetail {
+            summary,
+            branch: site.branch.clone(),
+            provider: site.provider.clone(),
+            build_settings: serde_json::from_str(&site.build_settings).unwrap_or_default(),
+            environments,
+            recent_deployments,
+            build_log_tail,
+            runtime_log_tail,
+            env_vars,
+        })
+    }
+
+    /// `HOSTING_CREATE_SITE`: the site, its production environment and (with a source) its
+    /// first deployment and build job are written in one transaction: all or nothing.
+    pub async fn create_site(
+        &self,
+        actor: &Actor,
+        input: CreateSiteInput,
+        upload: Option<UploadedSource>,
+    ) -> ServiceResult<CreateSiteOutput> {
+        let key = input.idempotency_key.clone();
+        let args = redact_args(&input);
+        let result = self
+            .idempotent(actor, "HOSTING_CREATE_SITE", key.as_deref(), async {
+                self.create_site_inner(actor, input, upload).await
+            })
+            .await;
+        self.audit(actor, "HOSTING_CREATE_SITE", args, &result).await;
+        result
+    }
+
+    async fn create_site_inner(
+        &self,
+        actor: &Actor,
+        input: CreateSiteInput,
+        upload: Option<UploadedSource>,
+    ) -> ServiceResult<CreateSiteOutput> {
+        validate_site_name(&input.name)?;
+        let provider = input.provider.clone().unwrap_or_else(|| "local".into());
+        if provider != "local" {
+            return Err(ServiceError::invalid(
+                "provider",
+                format!("unknown provider '{provider}'; available: local"),
+            ));
+        }
+        let settings = build_settings_of(&input)?;
+        let env_vars = validate_env_vars(input.env_vars.clone().unwrap_or_default())?;
+        let (source_kind, source) = match (&input.repo, &upload) {
+            (Some(_), Some(_)) => return Err(ServiceError::invalid("repo", "give either repo or an upload, not both")),
+            (Some(repo), None) => {
+                let kind = match classify_repo(repo).map_err(|m| ServiceError::invalid("repo", m))? {
+                    RepoLocation::Git(_) => SourceKind::Git,
+                    RepoLocation::Folder(_) => SourceKind::Path,
+                };
+                if kind == SourceKind::Path && (input.branch.is_some() || input.commit.is_some()) {
+                    return Err(ServiceError::invalid(
+                        "branch",
+                        format!("'{repo}' is a plain folder, not a git repository; branch and commit need a git repo"),
+                    ));
+                }
+                if kind == SourceKind::Git {
+                    crate::source::check_remote(
+                        repo.trim(),
+                        input.branch.as_deref(),
+                        self.platform.config.timeouts.fetch(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        ServiceError::invalid(if input.branch.is_some() { "branch" } else { "repo" }, e.to_string())
+                    })?;
+                }
+                (kind, Some(repo.trim().to_string()))
+            }
+            (None, Some(_)) => (SourceKind::Upload, None),
+            (None, None) => (SourceKind::Upload, None),
+        };
+        let deploy = match input.deploy {
+            Some(true) if source.is_none() && upload.is_none() => {
+                return Err(ServiceError::invalid(
+                    "deploy",
+                    "nothing to deploy: give repo (a git URL or folder path), or create the site with deploy=false and upload with `berth deploy DIR --site NAME`",
+                ));
+            }
+            Some(d) => d,
+            None => source.is_some() || upload.is_some(),
+        };
+
+        let pool = self.platform.store.pool();
+        if store::get_site(pool, &actor.org_id, &input.name).await?.is_some() {
+            return Err(ServiceError::conflict(format!(
+                "a site named '{}' already exists; deploy to it with HOSTING_DEPLOY or pick another name",
+                input.name
+            )));
+        }
+        let site = SiteRow {
+            id: new_id("site"),
+            org_id: actor.org_id.clone(),
+            name: input.name.clone(),
+            source_kind: source_kind.as_str().into(),
+            source: source.clone(),
+            branch: input.branch.clone(),
+            build_settings: serde_json::to_string(&settings).map_err(anyhow::Error::from)?,
+            env_vars: serde_json::to_string(&env_vars).map_err(anyhow::Error::from)?,
+            provider,
+            status: "active".into(),
+            created_at: now_ms(),
+        };
+        let env = EnvironmentRow {
+            id: new_id("env"),
+            org_id: actor.org_id.clone(),
+            site_id: site.id.clone(),
+            name: "production".into(),
+            branch: input.branch.clone(),
+            deployment_id: None,
+        };
+        let mut tx = self.platform.store.begin().await?;
+        if let Err(err) = store::insert_site(&mut *tx, &site).await {
+            if is_unique_violation(&err) {
+                return Err(ServiceError::conflict(format!(
+                    "a site named '{}' already exists",
+                    input.name
+                )));
+            }
+            return Err(err.into());
+        }
+        store::insert_environment(&mut *tx, &env).await?;
+        store::insert_event(
+            &mut *tx,
+            &actor.org_id,
+            "site.created",
+            &site.id,
+            &serde_json::json!({ "name": site.name }),
+        )
+        .await?;
+        let deployment = if deploy {
+            Some(
+                self.enqueue_deployment(
+                    &mut tx,
+                    actor,
+                    &site,
+                    &env,
+                    input.branch.clone(),
+                    input.commit.clone(),
+                    upload,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        tx.commit().await?;
+        self.platform.jobs.notify();
+
+        let url = self.platform.url_for(&site.name, "production");
+        let mut deployment_info = match &deployment {
+            Some(d) => Some(self.deployment_info(d).await?),
+            None => None,
+        };
+        if let Some(d) = &deployment
+            && input.wait.unwrap_or(false)
+        {
+            deployment_info = Some(self.wait_for(actor, &d.id, input.timeout_seconds, &mut |_| {}).await?);
+        }
+        let next_steps = match &deployment_info {
+            None if source_kind == SourceKind::Upload => {
+                format!("upload the app: `berth deploy DIR --site {}`", site.name)
+            }
+            None => format!("deploy it with HOSTING_DEPLOY {{\"site\": \"{}\"}}", site.name),
+            Some(d) => next_steps_for(d, &url),
+        };
+        Ok(CreateSiteOutput {
+            site: site.name,
+            url,
+            deployment: deployment_info,
+            next_steps,
+        })
+    }
+
+    /// `HOSTING_DELETE_SITE`: stops its instances, removes its route, its rows and its files.
+    pub async fn delete_site(&self, actor: &Actor, input: &SiteRef) -> ServiceResult<DeleteSiteOutput> {
+        let args = serde_json::to_value(input).unwrap_or_default();
+        let result = self
+            .idempotent(actor, "HOSTING_DELETE_SITE", input.idempotency_key.as_deref(), async {
+                let site = self.find_site(actor, &input.site).await?;
+                self.remove_site(&site).await
+            })
+            .await;
+        self.audit(actor, "HOSTING_DELETE_SITE", args, &result).await;
+        result
+    }
+
+    /// Removes a site whatever state it is in. Also finishes deletions a crash interrupted.
+    pub async fn remove_site(&self, site: &SiteRow) -> ServiceResult<DeleteSiteOutput> {
+        let pool = self.platform.store.pool();
+        store::set_site_status(pool, &site.id, "deleting").await?;
+        let deployments = store::list_deployments(pool, &site.id, None, i64::MAX).await?;
+        for d in &deployments {
+            self.platform.cancel(&d.id);
+        }
+        crate::reconciler::reconcile(&self.platform).await?;
+        for d in &deployments {
+            self.platform.runtime.stop(&d.id).await;
+        }
+        let mut tx = self.platform.store.begin().await?;
+        store::delete_site(&mut *tx, &site.id).await?;
+        store::insert_event(
+            &mut *tx,
+            &site.org_id,
+            "site.deleted",
+            &site.id,
+            &serde_json::json!({ "name": site.name }),
+        )
+        .await?;
+        tx.commit().await?;
+        for d in &deployments {
+            let dir = self.platform.config.deployments_dir().join(&d.id);
+            if let Err(err) = tokio::fs::remove_dir_all(&dir).await
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %dir.display(), error = %err, "removing deployment files failed");
+            }
+        }
+        tracing::info!(site.name = %site.name, deployments = deployments.len(), "site deleted");
+        Ok(DeleteSiteOutput {
+            site: site.name.clone(),
+            deployments_removed: deployments.len() as u64,
+        })
+    }
+
+    // ------------------------------------------------------------ deployments
+
+    /// `HOSTING_DEPLOY` (and uploads through REST/CLI, with `upload`).
+    pub async fn deploy(
+        &self,
+        actor: &Actor,
+        input: DeployInput,
+        upload: Option<UploadedSource>,
+        on_progress: &mut (dyn FnMut(&DeploymentInfo) + Send),
+    ) -> ServiceResult<DeployOutput> {
+        let args = serde_json::to_value(&input).unwrap_or_default();
+        let key = input.idempotency_key.clone();
+        let wait = input.wait.unwrap_or(false);
+        let timeout = input.timeout_seconds;
+        let result = self
+            .idempotent(actor, "HOSTING_DEPLOY", key.as_deref(), async {
+                let site = self.find_site(actor, &input.site).await?;
+                let env_name = input.environment.clone().unwrap_or_else(|| "production".into());
+                let env = self.find_environment(&site, &env_name).await?;
+                if upload.is_none() && site.source_kind == SourceKind::Upload.as_str() {
+                    return Err(ServiceError::invalid(
+                        "site",
+                        format!("site '{}' deploys from uploads; run `berth deploy DIR --site {}` (or POST a tar.gz to /api/sites/{}/upload)", site.name, site.name, site.name),
+                    ));
+                }
+                if upload.is_some() && site.source_kind != SourceKind::Upload.as_str() {
+                    return Err(ServiceError::invalid(
+                        "site",
+                        format!("site '{}' deploys from {}; uploads go to sites created without a repo", site.name, site.source.as_deref().unwrap_or("git")),
+                    ));
+                }
+                if (input.branch.is_some() || input.commit.is_some()) && site.source_kind != SourceKind::Git.as_str() {
+                    return Err(ServiceError::invalid("branch", "branch and commit apply to sites that deploy from git"));
+                }
+                if let (Some(branch), Some(repo)) = (&input.branch, &site.source) {
+                    crate::source::check_remote(repo, Some(branch), self.platform.config.timeouts.fetch())
+                        .await
+                        .map_err(|e| ServiceError::invalid("branch", e.to_string()))?;
+                }
+                let mut tx = self.platform.store.begin().await?;
+                let branch = input.branch.clone().or_else(|| site.branch.clone());
+                let d = self.enqueue_deployment(&mut tx, actor, &site, &env, branch, input.commit.clone(), upload).await?;
+                tx.commit().await?;
+                self.platform.jobs.notify();
+                let info = self.deployment_info(&d).await?;
+                Ok(DeployOutput { url: info.url.clone(), deployment: info })
+            })
+            .await;
+        self.audit(actor, "HOSTING_DEPLOY", args, &result).await;
+        let mut out = result?;
+        if wait && !out.deployment.status.is_final() {
+            out.deployment = self.wait_for(actor, &out.deployment.id, timeout, on_progress).await?;
+        }
+        Ok(out)
+    }
+
+    /// Deploys an uploaded tar.gz to a site, creating the site (deploying from uploads)
+    /// when it does not exist and `create` is set. The archive is checked and extracted
+    /// before anything is written, so a hostile or broken archive changes nothing.
+    pub async fn deploy_upload(
+        &self,
+        actor: &Actor,
+        site: &str,
+        archive: bytes::Bytes,
+        create: bool,
+        wait: bool,
+        timeout_seconds: Option<u64>,
+        on_progress: &mut (dyn FnMut(&DeploymentInfo) + Send),
+    ) -> ServiceResult<DeployOutput> {
+        validate_site_name(site)?;
+        let exists = store::get_site(self.platform.store.pool(), &actor.org_id, site)
+            .await?
+            .is_some();
+        if !exists && !create {
+            return Err(self
+                .find_site(actor, site)
+                .await
+                .err()
+                .unwrap_or_else(|| ServiceError::not_found("no such site")));
+        }
+        let dir = self.platform.config.uploads_dir().join(new_id("upl"));
+        let target = dir.clone();
+        let extracted = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&target).map_err(berth_build::archive::ArchiveError::from)?;
+            berth_build::archive::extract_tar_gz(&archive[..], &target, &berth_build::archive::ArchiveLimits::default())
+        })
+        .await
+        .map_err(anyhow::Error::from)?;
+        if let Err(err) = extracted {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            let message = format!("the upload was refused: {err}");
+            return Err(match err {
+                berth_build::archive::ArchiveError::TooLarge { .. }
+                | berth_build::archive::ArchiveError::TooManyEntries { .. }
+                | berth_build::archive::ArchiveError::CompressionBomb { .. } => ServiceError::TooLarge { message },
+                berth_build::archive::ArchiveError::Io(_) => ServiceError::Internal(anyhow::anyhow!(message)),
+                _ => ServiceError::invalid("archive", message),
+            });
+        }
+        let upload = Some(UploadedSource { dir: dir.clone() });
+        let result = if exists {
+            let input = DeployInput {
+                site: site.to_string(),
+                wait: Some(wait),
+                timeout_seconds,
+                ..Default::default()
+            };
+            self.deploy(actor, input, upload, on_progress).await
+        } else {
+            let input = CreateSiteInput {
+                name: site.to_string(),
+                deploy: Some(true),
+                ..Default::default()
+            };
+            match self.create_site(actor, input, upload).await {
+                Ok(CreateSiteOutput {
+                    deployment: Some(mut d),
+                    url,
+                    ..
+                }) => {
+                    if wait {
+                        d = self.wait_for(actor, &d.id, timeout_seconds, on_progress).await?;
+                    }
+                    Ok(DeployOutput { deployment: d, url })
+                }
+                Ok(_) => Err(ServiceError::Internal(anyhow::anyhow!(
+                    "an upload created a site without a deployment"
+                ))),
+                Err(e) => Err(e),
+            }
+        };
+        if result.is_err() {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        }
+        result
+    }
+
+    /// Writes a queued deployment and its build job into an open transaction.
+    #[expect(clippy::too_many_arguments, reason = "one place that creates deployments")]
+    async fn enqueue_deployment(
+        &self,
+        tx: &mut store::Tx,
+        actor: &Actor,
+        site: &SiteRow,
+        env: &EnvironmentRow,
+        branch: Option<String>,
+        commit: Option<String>,
+        upload: Option<UploadedSource>,
+    ) -> ServiceResult<DeploymentRow> {
+        let d = DeploymentRow {
+            id: new_id("dpl"),
+            org_id: actor.org_id.clone(),
+            site_id: site.id.clone(),
+            environment_id: env.id.clone(),
+            status: DeploymentStatus::Queued.as_str().into(),
+            source_kind: site.source_kind.clone(),
+            source: site.source.clone(),
+            git_ref: branch,
+            commit_sha: commit,
+            build_plan: None,
+            error: None,
+            created_by: Some(actor.key_name.clone()),
+            created_at: now_ms(),
+            started_at: None,
+            finished_at: None,
+        };
+        if let Some(upload) = upload {
+            let dest = app_dir(&self.platform, &d.id);
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent).await.map_err(anyhow::Error::from)?;
+            }
+            tokio::fs::rename(&upload.dir, &dest)
+                .await
+                .map_err(anyhow::Error::from)?;
+        }
+        store::insert_deployment(&mut **tx, &d).await?;
+        store::insert_event(
+            &mut **tx,
+            &actor.org_id,
+            "deployment.queued",
+            &d.id,
+            &serde_json::json!({ "site_id": site.id }),
+        )
+        .await?;
+        let payload = serde_json::to_value(DeployJob {
+            deployment_id: d.id.clone(),
+        })
+        .map_err(anyhow::Error::from)?;
+        store::enqueue_job(
+            &mut *tx,
+            &actor.org_id,
+            DEPLOY_JOB,
+            &payload,
+            DEPLOY_ATTEMPTS,
+            Some(&format!("deploy:{}", d.id)),
+        )
+        .await?;
+        Ok(d)
+    }
+
+    /// `HOSTING_LIST_DEPLOYMENTS`.
+    pub async fn list_deployments(&self, actor: &Actor, input: &ListDeploymentsInput) -> ServiceResult<DeploymentList> {
+        let site = self.find_site(actor, &input.site).await?;
+        let env_id = match &input.environment {
+            Some(name) => Some(self.find_environment(&site, name).await?.id),
+            None => None,
+        };
+        let limit = i64::from(input.limit.unwrap_or(20).clamp(1, 100));
+        let rows = store::list_deployments(self.platform.store.pool(), &site.id, env_id.as_deref(), limit).await?;
+        let mut deployments = Vec::with_capacity(rows.len());
+        for d in &rows {
+            deployments.push(self.deployment_info(d).await?);
+        }
+        Ok(DeploymentList { deployments })
+    }
+
+    /// `HOSTING_GET_DEPLOYMENT`.
+    pub async fn get_deployment(&self, actor: &Actor, input: &DeploymentRef) -> ServiceResult<DeploymentInfo> {
+        let d = self.find_deployment(actor, &input.deployment_id).await?;
+        let mut info = self.deployment_info(&d).await?;
+        if d.status() == DeploymentStatus::Failed {
+            info.last_log_lines = Some(self.failure_lines(&d.id).await?);
+        }
+        Ok(info)
+    }
+
+    /// `HOSTING_GET_DEPLOYMENT_LOGS`: a page of lines after a cursor.
+    pub async fn get_deployment_logs(&self, actor: &Actor, input: &LogsInput) -> ServiceResult<LogPage> {
+        let d = self.find_deployment(actor, &input.deployment_id).await?;
+        let kind = match input.kind.as_deref() {
+            None | Some("all") => None,
+            Some(k @ ("build" | "runtime")) => Some(k),
+            Some(other) => {
+                return Err(ServiceError::invalid(
+                    "kind",
+                    format!("unknown log kind '{other}'; use build, runtime or all"),
+                ));
+            }
+        };
+        let limit = clamp_lines(input.limit, DEFAULT_LOG_LINES).max(1);
+        let after = input.cursor.unwrap_or(0).max(0);
+        let mut rows = store::read_logs(self.platform.store.pool(), &d.id, kind, after, limit + 1).await?;
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = rows.last().map_or(after, |r| r.id);
+        let lines = rows
+            .into_iter()
+            .map(|r| LogLine {
+                cursor: r.id,
+                kind: r.kind,
+                stream: r.stream,
+                time: rfc3339(r.ts),
+                line: r.line,
+            })
+            .collect();
+        Ok(LogPage {
+            lines,
+            next_cursor,
+            has_more,
+            status: d.status(),
+        })
+    }
+
+    /// Audit entries of the caller's org, newest first.
+    pub async fn list_audit(
+        &self,
+        actor: &Actor,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> ServiceResult<Vec<AuditEntry>> {
+        let rows = store::list_audit(
+            self.platform.store.pool(),
+            &actor.org_id,
+            before,
+            i64::from(limit.unwrap_or(50).clamp(1, 500)),
+        )
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                id: r.id,
+                key_id: r.key_id,
+                action: r.action,
+                arguments: serde_json::from_str(&r.arguments).unwrap_or_default(),
+                outcome: r.outcome,
+                error: r.error,
+                time: rfc3339(r.created_at),
+            })
+            .collect())
+    }
+
+    /// Waits until a deployment reaches a final status or the timeout passes, calling
+    /// `on_progress` at each status change. A failed deployment comes back with its error
+    /// and last log lines.
+    pub async fn wait_for(
+        &self,
+        actor: &Actor,
+        deployment_id: &str,
+        timeout_seconds: Option<u64>,
+        on_progress: &mut (dyn FnMut(&DeploymentInfo) + Send),
+    ) -> ServiceResult<DeploymentInfo> {
+        let timeout = Duration::from_secs(timeout_seconds.unwrap_or(DEFAULT_WAIT).clamp(1, MAX_WAIT));
+        let deadline = Instant::now() + timeout;
+        let mut events = self.platform.events.subscribe();
+        let mut last_status = None;
+        loop {
+            let d = self.find_deployment(actor, deployment_id).await?;
+            let mut info = self.deployment_info(&d).await?;
+            if last_status != Some(info.status) {
+                last_status = Some(info.status);
+                on_progress(&info);
+            }
+            if info.status.is_final() {
+                if info.status == DeploymentStatus::Failed {
+                    info.last_log_lines = Some(self.failure_lines(&d.id).await?);
+                }
+                return Ok(info);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                info.wait_timed_out = Some(true);
+                return Ok(info);
+            }
+            let nap = (deadline - now).min(Duration::from_millis(500));
+            let _ = tokio::time::timeout(nap, async {
+                while let Ok(ev) = events.recv().await {
+                    if ev.deployment_id == deployment_id {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    async fn find_site(&self, actor: &Actor, name: &str) -> ServiceResult<SiteRow> {
+        let pool = self.platform.store.pool();
+        if let Some(site) = store::get_site(pool, &actor.org_id, name).await?
+            && site.status == "active"
+        {
+            return Ok(site);
+        }
+        let names: Vec<String> = store::list_sites(pool, &actor.org_id)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        let shown = name.chars().take(80).collect::<String>();
+        Err(ServiceError::not_found(if names.is_empty() {
+            format!("no site '{shown}'; this org has no sites yet: create one with HOSTING_CREATE_SITE")
+        } else {
+            format!("no site '{shown}'; sites: {}", names.join(", "))
+        }))
+    }
+
+    async fn find_environment(&self, site: &SiteRow, name: &str) -> ServiceResult<EnvironmentRow> {
+        let pool = self.platform.store.pool();
+        if let Some(env) = store::get_environment(pool, &site.id, name).await? {
+            return Ok(env);
+        }
+        let names: Vec<String> = store::list_environments(pool, &site.id)
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        Err(ServiceError::not_found(format!(
+            "site '{}' has no environment '{}'; environments: {}",
+            site.name,
+            name.chars().take(80).collect::<String>(),
+            names.join(", ")
+        )))
+    }
+
+    async fn find_deployment(&self, actor: &Actor, id: &str) -> ServiceResult<DeploymentRow> {
+        store::get_deployment(self.platform.store.pool(), &actor.org_id, id)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::not_found(format!(
+                    "no deployment '{}'; list them with HOSTING_LIST_DEPLOYMENTS {{\"site\": …}}",
+                    id.chars().take(80).collect::<String>()
+                ))
+            })
+    }
+
+    async fn deployment_info(&self, d: &DeploymentRow) -> ServiceResult<DeploymentInfo> {
+        let env = store::get_environment_by_id(self.platform.store.pool(), &d.environment_id).await?;
+        let site = store::get_site_by_id(self.platform.store.pool(), &d.site_id).await?;
+        let env_name = env.map_or_else(|| "production".to_string(), |e| e.name);
+        let url = site
+            .as_ref()
+            .map(|s| self.platform.url_for(&s.name, &env_name))
+            .unwrap_or_default();
+        let build_pack = d
+            .build_plan
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<BuildPlan>(p).ok())
+            .map(|p| format!("{:?}", p.pack).to_lowercase());
+        Ok(DeploymentInfo {
+            id: d.id.clone(),
+            status: d.status(),
+            url,
+            environment: env_name,
+            source: d.source_kind.clone(),
+            branch: d.git_ref.clone(),
+            commit: d.commit_sha.clone(),
+            build_pack,
+            error: d.error.clone(),
+            created_at: rfc3339(d.created_at),
+            finished_at: d.finished_at.map(rfc3339),
+            created_by: d.created_by.clone(),
+            last_log_lines: None,
+            wait_timed_out: None,
+        })
+    }
+
+    async fn failure_lines(&self, deployment_id: &str) -> ServiceResult<Vec<String>> {
+        self.platform.logs.flush().await;
+        let pool = self.platform.store.pool();
+        let mut lines = lines_of(store::tail_logs(pool, deployment_id, "build", 30).await?);
+        let runtime = lines_of(store::tail_logs(pool, deployment_id, "runtime", 20).await?);
+        if !runtime.is_empty() {
+            lines.push("--- runtime ---".into());
+            lines.extend(runtime);
+        }
+        Ok(lines)
+    }
+
+    async fn environment_status(&self, env: &EnvironmentRow) -> ServiceResult<String> {
+        let Some(dep_id) = &env.deployment_id else {
+            return Ok("none".into());
+        };
+        let Some(d) = store::get_deployment_any_org(self.platform.store.pool(), dep_id).await? else {
+            return Ok("none".into());
+        };
+        let is_process = d
+            .build_plan
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<BuildPlan>(p).ok())
+            .is_some_and(|p| matches!(p.serve, berth_build::detect::ServePlan::Process { .. }));
+        if !is_process {
+            return Ok("live".into());
+        }
+        Ok(match self.platform.runtime.observe(dep_id).map(|o| o.state) {
+            Some(InstanceState::Healthy) => "live",
+            Some(InstanceState::Crashed { .. }) => "crashed",
+            Some(InstanceState::Starting | InstanceState::Restarting { .. }) | None => "starting",
+        }
+        .into())
+    }
+
+    async fn summarize(&self, site: &SiteRow) -> ServiceResult<SiteSummary> {
+        let pool = self.platform.store.pool();
+        let latest = store::list_deployments(pool, &site.id, None, 1)
+            .await?
+            .into_iter()
+            .next();
+        let production = store::get_environment(pool, &site.id, "production").await?;
+        let serving = match &production {
+            Some(env) => self.environment_status(env).await?,
+            None => "none".into(),
+        };
+        let status = match (&latest, serving.as_str()) {
+            (Some(d), _) if !d.status().is_final() => "building".to_string(),
+            (Some(d), "none") if d.status() == DeploymentStatus::Failed => "failed".to_string(),
+            (None, _) => "new".to_string(),
+            (_, "none") => "new".to_string(),
+            (_, s) => s.to_string(),
+        };
+        let latest_deployment = match &latest {
+            Some(d) => Some(self.deployment_info(d).await?),
+            None => None,
+        };
+        Ok(SiteSummary {
+            name: site.name.clone(),
+            status,
+            url: self.platform.url_for(&site.name, "production"),
+            source: site.source.clone().unwrap_or_else(|| "upload".into()),
+            latest_deployment,
+            created_at: rfc3339(site.created_at),
+        })
+    }
+
+    /// Runs a mutating call at most once per idempotency key: a repeat gets the first
+    /// call's stored result. A failed first call releases the key.
+    async fn idempotent<T, F>(&self, actor: &Actor, action: &str, key: Option<&str>, work: F) -> ServiceResult<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = ServiceResult<T>>,
+    {
+        let Some(key) = key else { return work.await };
+        if key.is_empty() || key.len() > 200 {
+            return Err(ServiceError::invalid(
+                "idempotency_key",
+                "idempotency_key must be 1-200 characters",
+            ));
+        }
+        let pool = self.platform.store.pool();
+        if !store::claim_idempotency_key(pool, &actor.org_id, key, action).await? {
+            let Some((stored_action, response)) = store::get_idempotency_key(pool, &actor.org_id, key).await? else {
+                return Err(ServiceError::conflict(
+                    "idempotency key changed while in use; retry the call",
+                ));
+            };
+            if stored_action != action {
+                return Err(ServiceError::conflict(format!(
+                    "idempotency_key '{key}' was already used for {stored_action}; use a new key for a different call"
+                )));
+            }
+            return match response {
+                Some(json) => Ok(serde_json::from_str(&json).map_err(anyhow::Error::from)?),
+                None => Err(ServiceError::conflict(format!(
+                    "a call with idempotency_key '{key}' is still running; retry in a moment to get its result"
+                ))),
+            };
+        }
+        match work.await {
+            Ok(value) => {
+                let json = serde_json::to_string(&value).map_err(anyhow::Error::from)?;
+                store::finish_idempotency_key(pool, &actor.org_id, key, &json).await?;
+                Ok(value)
+            }
+            Err(err) => {
+                store::release_idempotency_key(pool, &actor.org_id, key).await?;
+                Err(err)
+            }
+        }
+    }
+
+    async fn audit<T>(&self, actor: &Actor, action: &str, arguments: serde_json::Value, result: &ServiceResult<T>) {
+        let (outcome, error) = match result {
+            Ok(_) => ("ok", None),
+            Err(e) => ("error", Some(e.envelope().error.message)),
+        };
+        if let Err(err) = store::insert_audit(
+            self.platform.store.pool(),
+            &actor.org_id,
+            Some(&actor.key_id),
+            action,
+            &arguments,
+            outcome,
+            error.as_deref(),
+        )
+        .await
+        {
+            tracing::error!(error = %err, action, "writing the audit log failed");
+        }
+    }
+
+    /// Finishes work a crash interrupted: sites left half-deleted.
+    pub async fn recover(&self) -> anyhow::Result<()> {
+        let rows = store::list_sites_with_status(self.platform.store.pool(), "deleting").await?;
+        for site in rows {
+            tracing::info!(site.name = %site.name, "finishing an interrupted site deletion");
+            self.remove_site(&site).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a caller should do next about a deployment, in one sentence.
+pub fn next_steps_for(d: &DeploymentInfo, url: &str) -> String {
+    match d.status {
+        DeploymentStatus::Live => format!("live at {url}"),
+        DeploymentStatus::Failed => format!(
+            "the deployment failed: {}; read HOSTING_GET_DEPLOYMENT_LOGS {{\"deployment_id\": \"{}\"}}, fix the app and HOSTING_DEPLOY again",
+            d.error.as_deref().unwrap_or("see logs"),
+            d.id
+        ),
+        _ => format!(
+            "deployment {} is {}; follow it with HOSTING_GET_DEPLOYMENT {{\"deployment_id\": \"{}\"}} or pass wait=true",
+            d.id,
+            d.status.as_str(),
+            d.id
+        ),
+    }
+}
+
+fn clamp_lines(asked: Option<u32>, default: u32) -> i64 {
+    i64::from(asked.unwrap_or(default).min(MAX_LOG_LINES))
+}
+
+fn lines_of(rows: Vec<store::LogRow>) -> Vec<String> {
+    rows.into_iter().map(|r| r.line).collect()
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Build settings from create-site arguments, validated.
+fn build_settings_of(input: &CreateSiteInput) -> ServiceResult<BuildSettings> {
+    if let Some(pack) = &input.build_pack
+        && !["static", "procfile", "node", "python"].contains(&pack.as_str())
+    {
+        return Err(ServiceError::invalid(
+            "build_pack",
+            format!("unknown build pack '{pack}'; use static, procfile, node or python"),
+        ));
+    }
+    if let Some(path) = &input.health_check_path
+        && (!path.starts_with('/') || path.len() > 1024 || path.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(ServiceError::invalid(
+            "health_check_path",
+            "health_check_path must start with '/' and contain no spaces",
+        ));
+    }
+    if let Some(dir) = &input.output_dir
+        && (Path::new(dir).is_absolute() || dir.split('/').any(|seg| seg == ".."))
+    {
+        return Err(ServiceError::invalid(
+            "output_dir",
+            "output_dir must be a relative path inside the source",
+        ));
+    }
+    if input.port == Some(0) {
+        return Err(ServiceError::invalid(
+            "port",
+            "port must be 1-65535, or omitted to let berth pick one",
+        ));
+    }
+    for (field, value) in [
+        ("install_command", &input.install_command),
+        ("build_command", &input.build_command),
+        ("start_command", &input.start_command),
+    ] {
+        if let Some(v) = value
+            && (v.trim().is_empty() || v.len() > 4096)
+        {
+            return Err(ServiceError::invalid(
+                field,
+                format!("{field} must be a non-empty shell command under 4 KiB"),
+            ));
+        }
+    }
+    Ok(BuildSettings {
+        build_pack: input.build_pack.clone(),
+        install_command: input.install_command.clone(),
+        build_command: input.build_command.clone(),
+        start_command: input.start_command.clone(),
+        port: input.port,
+        health_check_path: input.health_check_path.clone(),
+        output_dir: input.output_dir.clone(),
+    })
+}
+
+/// Env var names are shell identifiers; values are bounded.
+fn validate_env_vars(vars: BTreeMap<String, String>) -> ServiceResult<BTreeMap<String, String>> {
+    for (k, v) in &vars {
+        let ok = !k.is_empty()
+            && k.len() <= 256
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(ServiceError::invalid(
+                "env_vars",
+                format!(
+                    "env var name '{}' is not valid; use letters, digits and '_', not starting with a digit",
+                    k.chars().take(80).collect::<String>()
+                ),
+            ));
+        }
+        if k == "PORT" || k.starts_with("BERTH_") {
+            return Err(ServiceError::invalid(
+                "env_vars",
+                format!("env var '{k}' is set by berth and cannot be overridden"),
+            ));
+        }
+        if v.len() > MAX_ENV_VALUE {
+            return Err(ServiceError::invalid(
+                "env_vars",
+                format!("the value of '{k}' is over {MAX_ENV_VALUE} bytes"),
+            ));
+        }
+    }
+    Ok(vars)
+}
+
+/// Create-site arguments for the audit log: env var values removed.
+fn redact_args(input: &CreateSiteInput) -> serde_json::Value {
+    let mut v = serde_json::to_value(input).unwrap_or_default();
+    if let Some(vars) = v.get_mut("env_vars").and_then(|e| e.as_object_mut()) {
+        for value in vars.values_mut() {
+            *value = serde_json::Value::String("***".into());
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_var_names() {
+        let ok: BTreeMap<String, String> = [("A_1".to_string(), "x".to_string())].into();
+        assert!(validate_env_vars(ok).is_ok());
+        for bad in ["1A", "A-B", "", "PORT", "BERTH_X", "A B"] {
+            let vars: BTreeMap<String, String> = [(bad.to_string(), "x".to_string())].into();
+            assert!(validate_env_vars(vars).is_err(), "{bad}");
+        }
+        let big: BTreeMap<String, String> = [("A".to_string(), "x".repeat(MAX_ENV_VALUE + 1))].into();
+        assert!(validate_env_vars(big).is_err());
+    }
+
+    #[test]
+    fn audit_args_hide_env_values() {
+        let input = CreateSiteInput {
+            name: "a".into(),
+            env_vars: Some([("TOKEN".to_string(), "s3cret".to_string())].into()),
+            ..Default::default()
+        };
+        let v = redact_args(&input).to_string();
+        assert!(!v.contains("s3cret"));
+        assert!(v.contains("TOKEN"));
+    }
+}

@@ -1,0 +1,212 @@
+//! The shared state every part of a running server holds: configuration, store, queue,
+//! runtime and edge, plus the few primitives that change deployment state (status
+//! transitions with their events, activation) so those happen in exactly one place.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use berth_build::sandbox::Sandbox;
+use berth_edge::Edge;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+use crate::jobs::JobQueue;
+use crate::model::DeploymentStatus;
+use crate::runtime::{LocalRuntime, LogSink};
+use crate::store::{self, DeploymentRow, SiteRow, Store};
+
+/// A deployment changed status (the in-process face of the `deployment.*` events).
+#[derive(Clone, Debug)]
+pub struct DeploymentEvent {
+    /// Which deployment.
+    pub deployment_id: String,
+    /// Its new status.
+    pub status: DeploymentStatus,
+}
+
+/// Everything a running server shares.
+pub struct Platform {
+    /// Settings.
+    pub config: ServeConfig,
+    /// The edge's bound port (for URLs).
+    pub edge_port: u16,
+    /// Database.
+    pub store: Store,
+    /// Job queue.
+    pub jobs: JobQueue,
+    /// Runs build steps and apps.
+    pub sandbox: Arc<Sandbox>,
+    /// The local runtime.
+    pub runtime: LocalRuntime,
+    /// Log writer.
+    pub logs: LogSink,
+    /// The edge proxy (its route table is swapped by the reconciler).
+    pub edge: Arc<Edge>,
+    /// Wakes the reconciler.
+    pub reconcile_wake: Arc<Notify>,
+    /// Serialises reconcile passes.
+    pub reconcile_lock: tokio::sync::Mutex<()>,
+    /// Deployment status changes, for waiters.
+    pub events: broadcast::Sender<DeploymentEvent>,
+    in_progress: Mutex<HashMap<String, CancellationToken>>,
+}
+
+impl Platform {
+    /// Assembles a platform.
+    #[expect(clippy::too_many_arguments, reason = "assembled once at start-up")]
+    pub fn new(
+        config: ServeConfig,
+        edge_port: u16,
+        store: Store,
+        sandbox: Arc<Sandbox>,
+        runtime: LocalRuntime,
+        logs: LogSink,
+        edge: Arc<Edge>,
+        reconcile_wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            config,
+            edge_port,
+            jobs: JobQueue::new(store.clone()),
+            store,
+            sandbox,
+            runtime,
+            logs,
+            edge,
+            reconcile_wake,
+            reconcile_lock: tokio::sync::Mutex::new(()),
+            events: broadcast::channel(256).0,
+            in_progress: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The host an environment is served at (no port).
+    pub fn host_for(&self, site: &str, environment: &str) -> String {
+        if environment == "production" {
+            format!("{site}.{}", self.config.base_domain)
+        } else {
+            format!("{environment}--{site}.{}", self.config.base_domain)
+        }
+    }
+
+    /// The URL an environment is served at.
+    pub fn url_for(&self, site: &str, environment: &str) -> String {
+        let host = self.host_for(site, environment);
+        if self.edge_port == 80 {
+            format!("http://{host}")
+        } else {
+            format!("http://{host}:{}", self.edge_port)
+        }
+    }
+
+    /// Appends a log line of a deployment.
+    pub fn log(&self, deployment_id: &str, kind: &'static str, stream: &'static str, line: String) {
+        self.logs.write(deployment_id, kind, stream, line);
+    }
+
+    /// Marks a deployment as being worked on; returns the token that cancels it.
+    pub fn register_cancel(&self, deployment_id: &str) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.in_progress
+            .lock()
+            .expect("lock")
+            .insert(deployment_id.to_string(), token.clone());
+        token
+    }
+
+    /// The deployment's work ended.
+    pub fn unregister_cancel(&self, deployment_id: &str) {
+        self.in_progress.lock().expect("lock").remove(deployment_id);
+    }
+
+    /// Whether a deployment is being built or started right now in this process.
+    pub fn is_in_progress(&self, deployment_id: &str) -> bool {
+        self.in_progress.lock().expect("lock").contains_key(deployment_id)
+    }
+
+    /// Cancels in-progress work on a deployment; true if there was some.
+    pub fn cancel(&self, deployment_id: &str) -> bool {
+        match self.in_progress.lock().expect("lock").get(deployment_id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves a deployment along the state machine, recording the event with the change.
+    pub async fn set_status(
+        &self,
+        d: &DeploymentRow,
+        to: DeploymentStatus,
+        error: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.store.begin().await?;
+        let moved = store::transition_deployment(&mut *tx, &d.id, to, error).await?;
+        if moved {
+            let data = serde_json::json!({ "site_id": d.site_id, "status": to.as_str(), "error": error });
+            store::insert_event(
+                &mut *tx,
+                &d.org_id,
+                &format!("deployment.{}", to.as_str()),
+                &d.id,
+                &data,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if moved {
+            let _ = self.events.send(DeploymentEvent {
+                deployment_id: d.id.clone(),
+                status: to,
+            });
+        }
+        Ok(moved)
+    }
+
+    /// Makes a built deployment its environment's live one: one transaction moves it to
+    /// `live`, points the environment at it and supersedes the previous one; then the
+    /// route table is rebuilt before this returns, so a caller told "live" can fetch it.
+    pub async fn activate(&self, d: &DeploymentRow) -> anyhow::Result<()> {
+        let mut tx = self.store.begin().await?;
+        if !store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Live, None).await? {
+            anyhow::bail!("deployment {} can no longer go live (cancelled?)", d.id);
+        }
+        store::set_environment_deployment(&mut *tx, &d.environment_id, &d.id).await?;
+        let superseded = store::supersede_others(&mut *tx, &d.environment_id, &d.id).await?;
+        store::insert_event(
+            &mut *tx,
+            &d.org_id,
+            "deployment.live",
+            &d.id,
+            &serde_json::json!({ "site_id": d.site_id, "superseded": superseded }),
+        )
+        .await?;
+        tx.commit().await?;
+        crate::reconciler::reconcile(self).await?;
+        let _ = self.events.send(DeploymentEvent {
+            deployment_id: d.id.clone(),
+            status: DeploymentStatus::Live,
+        });
+        for id in superseded {
+            let _ = self.events.send(DeploymentEvent {
+                deployment_id: id,
+                status: DeploymentStatus::Superseded,
+            });
+        }
+        Ok(())
+    }
+
+    /// The environment variables an app and its build see.
+    pub fn app_env(&self, site: &SiteRow) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = serde_json::from_str::<HashMap<String, String>>(&site.env_vars)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        env.sort();
+        env.push(("BERTH_SITE".into(), site.name.clone()));
+        env
+    }
+}

@@ -1,0 +1,370 @@
+//! Inputs and outputs of the service calls. The MCP tools take and return exactly these
+//! (their JSON schemas come from here), and REST and the CLI speak the same JSON.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::DeploymentStatus;
+
+/// Default and maximum lines in a log output.
+pub const DEFAULT_LOG_LINES: u32 = 100;
+/// Hard maximum lines in one log output.
+pub const MAX_LOG_LINES: u32 = 1000;
+
+/// `HOSTING_WHOAMI` result.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct WhoAmI {
+    /// Org name.
+    pub org: String,
+    /// Name of the API key in use.
+    pub key_name: String,
+    /// Role of the key.
+    pub role: String,
+    /// Edge URL pattern of sites.
+    pub site_url_pattern: String,
+    /// Whether apps run inside a bubblewrap sandbox.
+    pub sandboxed: bool,
+}
+
+/// `HOSTING_CREATE_SITE` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSiteInput {
+    /// Site name: a DNS label (lowercase letters, digits, '-'), unique in the org. The site is served at http://<name>.<base-domain>.
+    pub name: String,
+    /// Source: a git URL (https://, file://), or an absolute folder path on the server. Omit to deploy by upload later (`berth deploy DIR --site NAME`).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Branch to deploy (default: the repository's default branch).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Exact commit SHA to deploy (overrides branch).
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// Force a build pack: static, procfile, node or python (default: detected).
+    #[serde(default)]
+    pub build_pack: Option<String>,
+    /// Install command override.
+    #[serde(default)]
+    pub install_command: Option<String>,
+    /// Build command override.
+    #[serde(default)]
+    pub build_command: Option<String>,
+    /// Start command override (the app must listen on $PORT).
+    #[serde(default)]
+    pub start_command: Option<String>,
+    /// Fixed port the app listens on (default: berth picks one and passes PORT).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Health check path (default "/"); the deployment is live once it answers below 500.
+    #[serde(default)]
+    pub health_check_path: Option<String>,
+    /// Static output folder relative to the source root (default: detected).
+    #[serde(default)]
+    pub output_dir: Option<String>,
+    /// Environment variables for the build and the app.
+    #[serde(default)]
+    pub env_vars: Option<BTreeMap<String, String>>,
+    /// Runtime provider (default "local").
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Deploy right away (default true when a repo is given).
+    #[serde(default)]
+    pub deploy: Option<bool>,
+    /// Block until the deployment is live or failed (default false).
+    #[serde(default)]
+    pub wait: Option<bool>,
+    /// Maximum seconds to wait (default 300, at most 1800).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+    /// Repeat-safe key: a second call with the same key returns the first result.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `HOSTING_CREATE_SITE` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CreateSiteOutput {
+    /// The created site's name.
+    pub site: String,
+    /// Its production URL.
+    pub url: String,
+    /// The first deployment, when one was started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentInfo>,
+    /// What to do next.
+    pub next_steps: String,
+}
+
+/// `HOSTING_DEPLOY` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployInput {
+    /// Site name.
+    pub site: String,
+    /// Branch to deploy (default: the site's branch).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Exact commit SHA.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// Environment (default "production").
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Block until live or failed.
+    #[serde(default)]
+    pub wait: Option<bool>,
+    /// Maximum seconds to wait (default 300, at most 1800).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+    /// Repeat-safe key.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `HOSTING_DEPLOY` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeployOutput {
+    /// The deployment.
+    pub deployment: DeploymentInfo,
+    /// The environment's URL.
+    pub url: String,
+}
+
+/// A deployment as callers see it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentInfo {
+    /// Id (`dpl_…`).
+    pub id: String,
+    /// Status.
+    pub status: DeploymentStatus,
+    /// URL of its environment.
+    pub url: String,
+    /// Environment name.
+    pub environment: String,
+    /// Source kind: git, path or upload.
+    pub source: String,
+    /// Branch or ref asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Commit deployed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Build pack used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_pack: Option<String>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Finished (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Who asked for it (API key name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// For a failed deployment after `wait`: its last build and runtime log lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_log_lines: Option<Vec<String>>,
+    /// Set when `wait` gave up before a final status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_timed_out: Option<bool>,
+}
+
+/// `HOSTING_LIST_SITES` result.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SiteList {
+    /// Sites, by name.
+    pub sites: Vec<SiteSummary>,
+}
+
+/// One site in a list.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SiteSummary {
+    /// Name.
+    pub name: String,
+    /// live, building, failed, crashed, starting or new.
+    pub status: String,
+    /// Production URL.
+    pub url: String,
+    /// Where it deploys from.
+    pub source: String,
+    /// The latest deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_deployment: Option<DeploymentInfo>,
+    /// Created (RFC 3339).
+    pub created_at: String,
+}
+
+/// `HOSTING_GET_SITE` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetSiteInput {
+    /// Site name.
+    pub site: String,
+    /// Build-log lines of the latest deployment to include (default 20, max 1000).
+    #[serde(default)]
+    pub deploy_log_lines: Option<u32>,
+    /// Runtime-log lines of the serving deployment to include (default 20, max 1000).
+    #[serde(default)]
+    pub runtime_log_lines: Option<u32>,
+    /// Include env var names (values masked).
+    #[serde(default)]
+    pub include_env: Option<bool>,
+}
+
+/// `HOSTING_GET_SITE` result.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SiteDetail {
+    /// Summary.
+    #[serde(flatten)]
+    pub summary: SiteSummary,
+    /// Branch followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Runtime provider.
+    pub provider: String,
+    /// Build settings overrides.
+    pub build_settings: serde_json::Value,
+    /// Environments.
+    pub environments: Vec<EnvironmentInfo>,
+    /// Recent deployments, newest first.
+    pub recent_deployments: Vec<DeploymentInfo>,
+    /// Tail of the latest deployment's build log.
+    pub build_log_tail: Vec<String>,
+    /// Tail of the serving deployment's runtime log.
+    pub runtime_log_tail: Vec<String>,
+    /// Env var names with masked values, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_vars: Option<BTreeMap<String, String>>,
+}
+
+/// An environment of a site.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EnvironmentInfo {
+    /// Name.
+    pub name: String,
+    /// URL.
+    pub url: String,
+    /// Serving deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    /// live, starting, crashed, or none.
+    pub status: String,
+}
+
+/// Names a site.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRef {
+    /// Site name.
+    pub site: String,
+    /// Repeat-safe key (mutating calls).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `HOSTING_DELETE_SITE` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeleteSiteOutput {
+    /// The deleted site.
+    pub site: String,
+    /// Deployments removed with it.
+    pub deployments_removed: u64,
+}
+
+/// `HOSTING_LIST_DEPLOYMENTS` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListDeploymentsInput {
+    /// Site name.
+    pub site: String,
+    /// Only this environment.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// At most this many (default 20, max 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `HOSTING_LIST_DEPLOYMENTS` result.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentList {
+    /// Newest first.
+    pub deployments: Vec<DeploymentInfo>,
+}
+
+/// Names a deployment.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRef {
+    /// Deployment id (`dpl_…`).
+    pub deployment_id: String,
+}
+
+/// `HOSTING_GET_DEPLOYMENT_LOGS` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogsInput {
+    /// Deployment id.
+    pub deployment_id: String,
+    /// build, runtime or all (default all).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Return lines after this cursor (from a previous `next_cursor`); omit for the start.
+    #[serde(default)]
+    pub cursor: Option<i64>,
+    /// At most this many lines (default 100, max 1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// One log line.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LogLine {
+    /// Cursor of this line.
+    pub cursor: i64,
+    /// build or runtime.
+    pub kind: String,
+    /// stdout, stderr or system.
+    pub stream: String,
+    /// Time (RFC 3339).
+    pub time: String,
+    /// The text.
+    pub line: String,
+}
+
+/// A page of log lines.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct LogPage {
+    /// Lines, oldest first.
+    pub lines: Vec<LogLine>,
+    /// Pass as `cursor` to continue.
+    pub next_cursor: i64,
+    /// More lines exist after this page right now.
+    pub has_more: bool,
+    /// The deployment's status (a final status means no more build lines will come).
+    pub status: DeploymentStatus,
+}
+
+/// An audit entry.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct AuditEntry {
+    /// Cursor.
+    pub id: i64,
+    /// Key that made the call.
+    pub key_id: Option<String>,
+    /// Tool or action.
+    pub action: String,
+    /// Arguments, secrets removed.
+    pub arguments: serde_json::Value,
+    /// ok or error.
+    pub outcome: String,
+    /// The error.
+    pub error: Option<String>,
+    /// When (RFC 3339).
+    pub time: String,
+}

@@ -1,0 +1,280 @@
+//! Fetching a deployment's source into its work directory: a git clone (the git CLI, any
+//! URL git accepts or a local repository), or a copy of a local folder that honours
+//! `.gitignore`. Uploads are extracted when they arrive (see the service).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// Why a fetch failed, phrased for the person who asked for the deploy.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// git exited non-zero; `detail` is its last error line.
+    #[error("git could not fetch '{url}'{at}: {detail}", at = git_ref.as_deref().map(|r| format!(" at '{r}'")).unwrap_or_default())]
+    Git {
+        /// The URL.
+        url: String,
+        /// The branch or commit.
+        git_ref: Option<String>,
+        /// git's own message.
+        detail: String,
+    },
+    /// The clone took too long.
+    #[error(
+        "fetching the source timed out after {0:?}; check the URL is reachable or raise BERTH_CLONE_TIMEOUT_SECONDS"
+    )]
+    TimedOut(Duration),
+    /// Cancelled by a caller.
+    #[error("cancelled")]
+    Cancelled,
+    /// Anything else (disk, spawn).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Where a repo argument points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepoLocation {
+    /// Clone with git.
+    Git(String),
+    /// Copy a plain folder.
+    Folder(PathBuf),
+}
+
+/// Classifies a `repo` argument: URLs and local git repositories are cloned, other local
+/// folders are copied. Refuses values git would take as options or helper commands.
+pub fn classify_repo(repo: &str) -> Result<RepoLocation, String> {
+    let repo = repo.trim();
+    if repo.is_empty() {
+        return Err("repo is empty; give a git URL (https://…, file://…) or a folder path".into());
+    }
+    if repo.starts_with('-') || repo.contains("::") || repo.chars().any(|c| c.is_control()) {
+        return Err(format!("'{repo}' is not a git URL or path"));
+    }
+    for scheme in ["https://", "http://", "git://", "ssh://", "file://"] {
+        if repo.starts_with(scheme) {
+            return Ok(RepoLocation::Git(repo.to_string()));
+        }
+    }
+    if repo.contains("://") {
+        return Err(format!(
+            "unsupported URL scheme in '{repo}'; use https://, http://, git://, ssh:// or file://"
+        ));
+    }
+    let path = Path::new(repo);
+    if !path.is_absolute() {
+        return Err(format!(
+            "'{repo}' is neither a URL nor an absolute path; give https://… or /path/to/app"
+        ));
+    }
+    if !path.is_dir() {
+        return Err(format!("no folder at '{repo}' on the server"));
+    }
+    if path.join(".git").exists() {
+        Ok(RepoLocation::Git(repo.to_string()))
+    } else {
+        Ok(RepoLocation::Folder(path.to_path_buf()))
+    }
+}
+
+/// Clones `url` into `dest` (which must not exist) at `branch` or `commit`, streaming git's
+/// progress to `on_line`. Returns the checked-out commit.
+pub async fn git_clone(
+    url: &str,
+    branch: Option<&str>,
+    commit: Option<&str>,
+    dest: &Path,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    on_line: &mut (dyn FnMut(String) + Send),
+) -> Result<String, SourceError> {
+    let git_ref = commit.or(branch).map(str::to_string);
+    let fail = |detail: String| SourceError::Git {
+        url: url.to_string(),
+        git_ref: git_ref.clone(),
+        detail,
+    };
+    if let Some(c) = commit
+        && (c.len() < 4 || c.len() > 64 || !c.chars().all(|ch| ch.is_ascii_hexdigit()))
+    {
+        return Err(fail(format!("'{c}' is not a commit SHA (4-64 hex digits)")));
+    }
+    if let Some(b) = branch
+        && (b.starts_with('-') || b.contains("..") || b.chars().any(|ch| ch.is_control() || ch == ' '))
+    {
+        return Err(fail(format!("'{b}' is not a valid branch name")));
+    }
+    let mut args: Vec<String> = vec!["clone".into(), "--progress".into()];
+    if commit.is_none() {
+        args.extend(["--depth".into(), "1".into()]);
+    }
+    if let Some(b) = branch {
+        args.extend(["--branch".into(), b.into()]);
+    }
+    args.extend(["--".into(), url.into(), dest.display().to_string()]);
+    let work = async {
+        run_git(&args, None, on_line).await.map_err(fail)?;
+        if let Some(c) = commit {
+            run_git(&["checkout".into(), "--detach".into(), c.into()], Some(dest), on_line)
+                .await
+                .map_err(|d| fail(format!("commit not found: {d}")))?;
+        }
+        let out = git()
+            .args(["rev-parse", "HEAD"])
+            .current_dir(dest)
+            .output()
+            .await
+            .map_err(|e| SourceError::Other(format!("running git: {e}")))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    tokio::select! {
+        r = tokio::time::timeout(timeout, work) => r.unwrap_or(Err(SourceError::TimedOut(timeout))),
+        _ = cancel.cancelled() => Err(SourceError::Cancelled),
+    }
+}
+
+/// Checks that a remote can be read and, if given, has `branch`, without cloning it
+/// (`git ls-remote`), so a bad URL or an unknown branch is refused before anything is
+/// created.
+pub async fn check_remote(url: &str, branch: Option<&str>, timeout: Duration) -> Result<(), SourceError> {
+    let git_ref = branch.map(str::to_string);
+    let fail = |detail: String| SourceError::Git {
+        url: url.to_string(),
+        git_ref: git_ref.clone(),
+        detail,
+    };
+    if let Some(b) = branch
+        && (b.is_empty() || b.starts_with('-') || b.contains("..") || b.chars().any(|ch| ch.is_control() || ch == ' '))
+    {
+        return Err(fail(format!("'{b}' is not a valid branch name")));
+    }
+    let mut args: Vec<String> = vec!["ls-remote".into(), "--heads".into(), "--".into(), url.into()];
+    if let Some(b) = branch {
+        args.push(format!("refs/heads/{b}"));
+    }
+    let mut cmd = git();
+    cmd.args(&args);
+    let out = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .map_err(|_| SourceError::TimedOut(timeout))?
+        .map_err(|e| SourceError::Other(format!("could not run git: {e}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let detail = stderr
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("git ls-remote failed");
+        return Err(fail(detail.trim_start_matches("fatal: ").to_string()));
+    }
+    if let Some(b) = branch
+        && out.stdout.is_empty()
+    {
+        let all = git()
+            .args(["ls-remote", "--heads", "--", url])
+            .output()
+            .await
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        let branches: Vec<&str> = all
+            .lines()
+            .filter_map(|l| l.split("refs/heads/").nth(1))
+            .take(20)
+            .collect();
+        return Err(fail(format!(
+            "branch '{b}' does not exist; branches: {}",
+            if branches.is_empty() {
+                "(none)".into()
+            } else {
+                branches.join(", ")
+            }
+        )));
+    }
+    Ok(())
+}
+
+async fn run_git(args: &[String], cwd: Option<&Path>, on_line: &mut (dyn FnMut(String) + Send)) -> Result<(), String> {
+    let mut cmd = git();
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("could not run git: {e}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).split(b'\n');
+    let mut last = String::new();
+    while let Ok(Some(raw)) = lines.next_segment().await {
+        // git draws progress with carriage returns; keep the final state of each line.
+        let text = String::from_utf8_lossy(&raw);
+        let line = text
+            .rsplit('\r')
+            .find(|s| !s.trim().is_empty())
+            .unwrap_or("")
+            .trim_end()
+            .to_string();
+        if !line.is_empty() {
+            last = line.clone();
+            on_line(line);
+        }
+    }
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(last.trim_start_matches("fatal: ").to_string())
+    }
+}
+
+/// A git command that never prompts for credentials and only speaks the transports
+/// berth accepts (no `ext::` helpers that would run commands).
+fn git() -> Command {
+    let mut cmd = Command::new("git");
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "true")
+        .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Copies a folder into `dest`, honouring `.gitignore` (through the same packer the CLI
+/// uses for uploads, so both paths see the same files).
+pub async fn copy_folder(src: &Path, dest: &Path) -> Result<(), SourceError> {
+    let (src, dest) = (src.to_path_buf(), dest.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let mut packed = Vec::new();
+        berth_build::archive::pack_dir_tar_gz(&src, &mut packed).map_err(|e| SourceError::Other(e.to_string()))?;
+        std::fs::create_dir_all(&dest).map_err(|e| SourceError::Other(e.to_string()))?;
+        berth_build::archive::extract_tar_gz(&packed[..], &dest, &berth_build::archive::ArchiveLimits::default())
+            .map_err(|e| SourceError::Other(e.to_string()))?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| SourceError::Other(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify() {
+        assert_eq!(
+            classify_repo("https://x/y.git"),
+            Ok(RepoLocation::Git("https://x/y.git".into()))
+        );
+        assert!(classify_repo("-uhello").is_err());
+        assert!(classify_repo("ext::sh -c touch% /tmp/pwned").is_err());
+        assert!(classify_repo("ftp://x").is_err());
+        assert!(classify_repo("relative/path").is_err());
+        assert!(classify_repo("/definitely/not/here").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            classify_repo(dir.path().to_str().unwrap()),
+            Ok(RepoLocation::Folder(dir.path().into()))
+        );
+    }
+}

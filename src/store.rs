@@ -1,0 +1,935 @@
+//! The store: every SQL statement berth runs lives here. SQLite (WAL, foreign keys) with
+//! versioned migrations; functions take an executor so callers can group writes in one
+//! transaction. A Postgres backend implements the same functions with its own SQL.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqliteExecutor, SqlitePool};
+
+use crate::model::DeploymentStatus;
+use crate::util::now_ms;
+
+/// A handle on the database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// An open transaction.
+pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and runs migrations.
+    pub async fn open_sqlite(path: &Path) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening database {}", path.display()))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .context("running database migrations")?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for single statements.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Begins a transaction.
+    pub async fn begin(&self) -> sqlx::Result<Tx> {
+        self.pool.begin().await
+    }
+}
+
+// ---------------------------------------------------------------- orgs and keys
+
+/// An org row.
+#[derive(Clone, Debug, FromRow)]
+pub struct OrgRow {
+    /// Id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+}
+
+/// An API key row (the hash, never the key).
+#[derive(Clone, Debug, FromRow)]
+pub struct ApiKeyRow {
+    /// Id.
+    pub id: String,
+    /// Owning org.
+    pub org_id: String,
+    /// Display name.
+    pub name: String,
+    /// Argon2id PHC string.
+    pub hash: String,
+    /// Role.
+    pub role: String,
+    /// Set when revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// Number of orgs (zero on a fresh data dir).
+pub async fn count_orgs(db: impl SqliteExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM orgs").fetch_one(db).await
+}
+
+/// Inserts an org.
+pub async fn insert_org(db: impl SqliteExecutor<'_>, id: &str, name: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
+        .bind(id)
+        .bind(name)
+        .bind(now_ms())
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Looks an org up by id.
+pub async fn get_org(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<OrgRow>> {
+    sqlx::query_as("SELECT id, name FROM orgs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Inserts an API key by its hash.
+pub async fn insert_api_key(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    org_id: &str,
+    name: &str,
+    prefix: &str,
+    hash: &str,
+    role: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO api_keys (id, org_id, name, prefix, hash, role, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(id)
+        .bind(org_id)
+        .bind(name)
+        .bind(prefix)
+        .bind(hash)
+        .bind(role)
+        .bind(now_ms())
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Finds a key by its public prefix.
+pub async fn find_api_key(db: impl SqliteExecutor<'_>, prefix: &str) -> sqlx::Result<Option<ApiKeyRow>> {
+    sqlx::query_as("SELECT id, org_id, name, hash, role, revoked_at FROM api_keys WHERE prefix = ?")
+        .bind(prefix)
+        .fetch_optional(db)
+        .await
+}
+
+// ---------------------------------------------------------------- sites and environments
+
+/// A site row.
+#[derive(Clone, Debug, FromRow)]
+pub struct SiteRow {
+    /// Id.
+    pub id: String,
+    /// Owning org.
+    pub org_id: String,
+    /// DNS-label name, unique in the org.
+    pub name: String,
+    /// `git` | `path` | `upload`.
+    pub source_kind: String,
+    /// Git URL or path.
+    pub source: Option<String>,
+    /// Default branch to deploy.
+    pub branch: Option<String>,
+    /// JSON of `berth_build::BuildSettings`.
+    pub build_settings: String,
+    /// JSON object of env vars.
+    pub env_vars: String,
+    /// Runtime provider.
+    pub provider: String,
+    /// `active` or `deleting`.
+    pub status: String,
+    /// Created.
+    pub created_at: i64,
+}
+
+/// Columns of [`SiteRow`], as a literal so queries stay static strings.
+macro_rules! site_columns {
+    () => {
+        "id, org_id, name, source_kind, source, branch, build_settings, env_vars, provider, status, created_at"
+    };
+}
+
+/// Inserts a site.
+pub async fn insert_site(db: impl SqliteExecutor<'_>, site: &SiteRow) -> sqlx::Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO sites (id, org_id, name, source_kind, source, branch, build_settings, env_vars, provider, status, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&site.id)
+    .bind(&site.org_id)
+    .bind(&site.name)
+    .bind(&site.source_kind)
+    .bind(&site.source)
+    .bind(&site.branch)
+    .bind(&site.build_settings)
+    .bind(&site.env_vars)
+    .bind(&site.provider)
+    .bind(&site.status)
+    .bind(now)
+    .bind(now)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// A site of an org by name.
+pub async fn get_site(db: impl SqliteExecutor<'_>, org_id: &str, name: &str) -> sqlx::Result<Option<SiteRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        site_columns!(),
+        " FROM sites WHERE org_id = ? AND name = ?"
+    ))
+    .bind(org_id)
+    .bind(name)
+    .fetch_optional(db)
+    .await
+}
+
+/// A site by id.
+pub async fn get_site_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<SiteRow>> {
+    sqlx::query_as(concat!("SELECT ", site_columns!(), " FROM sites WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// All sites of an org, by name.
+pub async fn list_sites(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<SiteRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        site_columns!(),
+        " FROM sites WHERE org_id = ? ORDER BY name"
+    ))
+    .bind(org_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Updates a site's source settings (a deploy may switch branch or source).
+pub async fn set_site_status(db: impl SqliteExecutor<'_>, site_id: &str, status: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE sites SET status = ?, updated_at = ? WHERE id = ?")
+        .bind(status)
+        .bind(now_ms())
+        .bind(site_id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Deletes a site; environments, deployments and logs go with it (foreign keys cascade).
+pub async fn delete_site(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM sites WHERE id = ?")
+        .bind(site_id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// An environment row.
+#[derive(Clone, Debug, FromRow)]
+pub struct EnvironmentRow {
+    /// Id.
+    pub id: String,
+    /// Owning org.
+    pub org_id: String,
+    /// Site.
+    pub site_id: String,
+    /// `production` or a preview name.
+    pub name: String,
+    /// Branch it follows.
+    pub branch: Option<String>,
+    /// The deployment it should serve (desired state).
+    pub deployment_id: Option<String>,
+}
+
+/// Inserts an environment.
+pub async fn insert_environment(db: impl SqliteExecutor<'_>, env: &EnvironmentRow) -> sqlx::Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO environments (id, org_id, site_id, name, branch, deployment_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&env.id)
+    .bind(&env.org_id)
+    .bind(&env.site_id)
+    .bind(&env.name)
+    .bind(&env.branch)
+    .bind(&env.deployment_id)
+    .bind(now)
+    .bind(now)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// An environment of a site by name.
+pub async fn get_environment(
+    db: impl SqliteExecutor<'_>,
+    site_id: &str,
+    name: &str,
+) -> sqlx::Result<Option<EnvironmentRow>> {
+    sqlx::query_as(
+        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = ? AND name = ?",
+    )
+    .bind(site_id)
+    .bind(name)
+    .fetch_optional(db)
+    .await
+}
+
+/// An environment by id.
+pub async fn get_environment_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<EnvironmentRow>> {
+    sqlx::query_as("SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Environments of a site.
+pub async fn list_environments(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<Vec<EnvironmentRow>> {
+    sqlx::query_as(
+        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = ? ORDER BY name <> 'production', name",
+    )
+    .bind(site_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Points an environment at a deployment.
+pub async fn set_environment_deployment(
+    db: impl SqliteExecutor<'_>,
+    env_id: &str,
+    deployment_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE environments SET deployment_id = ?, updated_at = ? WHERE id = ?")
+        .bind(deployment_id)
+        .bind(now_ms())
+        .bind(env_id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// What the reconciler needs to route and run one environment.
+#[derive(Clone, Debug, FromRow)]
+pub struct DesiredEnvironment {
+    /// Environment id.
+    pub environment_id: String,
+    /// Environment name.
+    pub environment_name: String,
+    /// Site name.
+    pub site_name: String,
+    /// Site id.
+    pub site_id: String,
+    /// Org id.
+    pub org_id: String,
+    /// Deployment to serve.
+    pub deployment_id: String,
+    /// That deployment's plan (JSON).
+    pub build_plan: Option<String>,
+    /// Site env vars (JSON).
+    pub env_vars: String,
+}
+
+/// Every environment that should be serving, across orgs (the reconciler's desired state).
+pub async fn list_desired_environments(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<DesiredEnvironment>> {
+    sqlx::query_as(
+        "SELECT e.id AS environment_id, e.name AS environment_name, s.name AS site_name, s.id AS site_id, s.org_id AS org_id, \
+                d.id AS deployment_id, d.build_plan AS build_plan, s.env_vars AS env_vars \
+         FROM environments e JOIN sites s ON s.id = e.site_id JOIN deployments d ON d.id = e.deployment_id \
+         WHERE s.status = 'active'",
+    )
+    .fetch_all(db)
+    .await
+}
+
+// ---------------------------------------------------------------- deployments
+
+/// A deployment row.
+#[derive(Clone, Debug, FromRow)]
+pub struct DeploymentRow {
+    /// Id.
+    pub id: String,
+    /// Owning org.
+    pub org_id: String,
+    /// Site.
+    pub site_id: String,
+    /// Environment it was made for.
+    pub environment_id: String,
+    /// Status name.
+    pub status: String,
+    /// `git` | `path` | `upload`.
+    pub source_kind: String,
+    /// Git URL, path, or upload id.
+    pub source: Option<String>,
+    /// Branch or ref asked for.
+    pub git_ref: Option<String>,
+    /// Resolved commit.
+    pub commit_sha: Option<String>,
+    /// JSON of the build plan, once detected.
+    pub build_plan: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// API key name that asked for it.
+    pub created_by: Option<String>,
+    /// Created.
+    pub created_at: i64,
+    /// Build started.
+    pub started_at: Option<i64>,
+    /// Reached a final status.
+    pub finished_at: Option<i64>,
+}
+
+impl DeploymentRow {
+    /// Typed status.
+    pub fn status(&self) -> DeploymentStatus {
+        DeploymentStatus::parse(&self.status).unwrap_or(DeploymentStatus::Failed)
+    }
+}
+
+/// Columns of [`DeploymentRow`].
+macro_rules! deployment_columns {
+    () => {
+        "id, org_id, site_id, environment_id, status, source_kind, source, git_ref, commit_sha, build_plan, error, created_by, created_at, started_at, finished_at"
+    };
+}
+
+/// Inserts a deployment.
+pub async fn insert_deployment(db: impl SqliteExecutor<'_>, d: &DeploymentRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO deployments (id, org_id, site_id, environment_id, status, source_kind, source, git_ref, commit_sha, created_by, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&d.id)
+    .bind(&d.org_id)
+    .bind(&d.site_id)
+    .bind(&d.environment_id)
+    .bind(&d.status)
+    .bind(&d.source_kind)
+    .bind(&d.source)
+    .bind(&d.git_ref)
+    .bind(&d.commit_sha)
+    .bind(&d.created_by)
+    .bind(d.created_at)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// A deployment by id, limited to an org.
+pub async fn get_deployment(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<DeploymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        deployment_columns!(),
+        " FROM deployments WHERE id = ? AND org_id = ?"
+    ))
+    .bind(id)
+    .bind(org_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// A deployment by id, for internal work (jobs) that already knows its org.
+pub async fn get_deployment_any_org(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<DeploymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        deployment_columns!(),
+        " FROM deployments WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Deployments of a site, newest first, optionally of one environment.
+pub async fn list_deployments(
+    db: impl SqliteExecutor<'_>,
+    site_id: &str,
+    environment_id: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<DeploymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        deployment_columns!(),
+        " FROM deployments WHERE site_id = ? AND (? IS NULL OR environment_id = ?) \
+         ORDER BY created_at DESC, id DESC LIMIT ?"
+    ))
+    .bind(site_id)
+    .bind(environment_id)
+    .bind(environment_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Moves a deployment to `to` if its current status allows it; returns whether it moved.
+/// The allowed predecessors come from the state machine, so a racing cancel or a stale
+/// job cannot resurrect a finished deployment.
+pub async fn transition_deployment(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    to: DeploymentStatus,
+    error: Option<&str>,
+) -> sqlx::Result<bool> {
+    use DeploymentStatus::*;
+    let from: Vec<&str> = [Queued, Building, Deploying, Live, Failed, Cancelled, Superseded]
+        .into_iter()
+        .filter(|s| s.can_become(to))
+        .map(|s| s.as_str())
+        .collect();
+    let placeholders = vec!["?"; from.len()].join(", ");
+    let now = now_ms();
+    let sql = format!(
+        "UPDATE deployments SET status = ?, error = COALESCE(?, error), \
+           started_at = CASE WHEN ? = 'building' AND started_at IS NULL THEN ? ELSE started_at END, \
+           finished_at = CASE WHEN ? IN ('live', 'failed', 'cancelled') THEN ? ELSE finished_at END \
+         WHERE id = ? AND status IN ({placeholders})"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(to.as_str())
+        .bind(error)
+        .bind(to.as_str())
+        .bind(now)
+        .bind(to.as_str())
+        .bind(now)
+        .bind(id);
+    for f in from {
+        q = q.bind(f);
+    }
+    Ok(q.execute(db).await?.rows_affected() == 1)
+}
+
+/// Records the resolved commit.
+pub async fn set_deployment_commit(db: impl SqliteExecutor<'_>, id: &str, commit: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE deployments SET commit_sha = ? WHERE id = ?")
+        .bind(commit)
+        .bind(id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Records the detected build plan.
+pub async fn set_deployment_plan(db: impl SqliteExecutor<'_>, id: &str, plan_json: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE deployments SET build_plan = ? WHERE id = ?")
+        .bind(plan_json)
+        .bind(id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Marks every other live deployment of an environment superseded.
+pub async fn supersede_others(
+    db: impl SqliteExecutor<'_>,
+    environment_id: &str,
+    keep_id: &str,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "UPDATE deployments SET status = 'superseded' WHERE environment_id = ? AND id <> ? AND status = 'live' RETURNING id",
+    )
+    .bind(environment_id)
+    .bind(keep_id)
+    .fetch_all(db)
+    .await
+}
+
+// ---------------------------------------------------------------- logs
+
+/// One captured log line.
+#[derive(Clone, Debug, FromRow)]
+pub struct LogRow {
+    /// Cursor: strictly increasing.
+    pub id: i64,
+    /// `build` or `runtime`.
+    pub kind: String,
+    /// `stdout`, `stderr` or `system`.
+    pub stream: String,
+    /// Time (ms).
+    pub ts: i64,
+    /// The line.
+    pub line: String,
+}
+
+/// A line to append.
+#[derive(Clone, Debug)]
+pub struct NewLogLine {
+    /// Deployment it belongs to.
+    pub deployment_id: String,
+    /// `build` or `runtime`.
+    pub kind: &'static str,
+    /// `stdout`, `stderr` or `system`.
+    pub stream: &'static str,
+    /// Time (ms).
+    pub ts: i64,
+    /// The line.
+    pub line: String,
+}
+
+/// Appends a batch of log lines in one transaction.
+pub async fn append_logs(store: &Store, lines: &[NewLogLine]) -> sqlx::Result<()> {
+    let mut tx = store.begin().await?;
+    for l in lines {
+        sqlx::query("INSERT INTO deployment_logs (deployment_id, kind, stream, ts, line) VALUES (?, ?, ?, ?, ?)")
+            .bind(&l.deployment_id)
+            .bind(l.kind)
+            .bind(l.stream)
+            .bind(l.ts)
+            .bind(&l.line)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// Lines after `cursor` (exclusive), oldest first.
+pub async fn read_logs(
+    db: impl SqliteExecutor<'_>,
+    deployment_id: &str,
+    kind: Option<&str>,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<LogRow>> {
+    sqlx::query_as(
+        "SELECT id, kind, stream, ts, line FROM deployment_logs WHERE deployment_id = ? AND (? IS NULL OR kind = ?) AND id > ? ORDER BY id LIMIT ?",
+    )
+    .bind(deployment_id)
+    .bind(kind)
+    .bind(kind)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The last `n` lines of a kind, oldest first.
+pub async fn tail_logs(
+    db: impl SqliteExecutor<'_>,
+    deployment_id: &str,
+    kind: &str,
+    n: i64,
+) -> sqlx::Result<Vec<LogRow>> {
+    let mut rows: Vec<LogRow> = sqlx::query_as(
+        "SELECT id, kind, stream, ts, line FROM deployment_logs WHERE deployment_id = ? AND kind = ? ORDER BY id DESC LIMIT ?",
+    )
+    .bind(deployment_id)
+    .bind(kind)
+    .bind(n)
+    .fetch_all(db)
+    .await?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// Keeps only the newest `keep` runtime lines of a deployment (bounded retention).
+pub async fn trim_runtime_logs(db: impl SqliteExecutor<'_>, deployment_id: &str, keep: i64) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM deployment_logs WHERE deployment_id = ? AND kind = 'runtime' AND id < \
+           (SELECT COALESCE(MIN(id), 0) FROM (SELECT id FROM deployment_logs WHERE deployment_id = ? AND kind = 'runtime' ORDER BY id DESC LIMIT ?))",
+    )
+    .bind(deployment_id)
+    .bind(deployment_id)
+    .bind(keep)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
+// ---------------------------------------------------------------- events, audit, idempotency
+
+/// Records a domain event.
+pub async fn insert_event(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    kind: &str,
+    subject: &str,
+    data: &serde_json::Value,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO events (org_id, kind, subject, data, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(org_id)
+    .bind(kind)
+    .bind(subject)
+    .bind(data.to_string())
+    .bind(now_ms())
+    .fetch_one(db)
+    .await
+}
+
+/// An audit entry.
+#[derive(Clone, Debug, FromRow)]
+pub struct AuditRow {
+    /// Cursor.
+    pub id: i64,
+    /// Key used.
+    pub key_id: Option<String>,
+    /// Tool or action name.
+    pub action: String,
+    /// Arguments with secrets removed (JSON).
+    pub arguments: String,
+    /// `ok` or `error`.
+    pub outcome: String,
+    /// Error message.
+    pub error: Option<String>,
+    /// When.
+    pub created_at: i64,
+}
+
+/// Records one mutating call.
+pub async fn insert_audit(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    key_id: Option<&str>,
+    action: &str,
+    arguments: &serde_json::Value,
+    outcome: &str,
+    error: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO audit_log (org_id, key_id, action, arguments, outcome, error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(org_id)
+        .bind(key_id)
+        .bind(action)
+        .bind(arguments.to_string())
+        .bind(outcome)
+        .bind(error)
+        .bind(now_ms())
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Audit entries of an org, newest first.
+pub async fn list_audit(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<AuditRow>> {
+    sqlx::query_as(
+        "SELECT id, key_id, action, arguments, outcome, error, created_at FROM audit_log WHERE org_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+    )
+    .bind(org_id)
+    .bind(before)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Claims an idempotency key for a call; false when the key was already claimed.
+pub async fn claim_idempotency_key(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    key: &str,
+    action: &str,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (org_id, key, action, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(org_id)
+    .bind(key)
+    .bind(action)
+    .bind(now_ms())
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// The stored action and response of an idempotency key.
+pub async fn get_idempotency_key(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    key: &str,
+) -> sqlx::Result<Option<(String, Option<String>)>> {
+    sqlx::query_as("SELECT action, response FROM idempotency_keys WHERE org_id = ? AND key = ?")
+        .bind(org_id)
+        .bind(key)
+        .fetch_optional(db)
+        .await
+}
+
+/// Stores the response of a claimed key.
+pub async fn finish_idempotency_key(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    key: &str,
+    response: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE idempotency_keys SET response = ? WHERE org_id = ? AND key = ?")
+        .bind(response)
+        .bind(org_id)
+        .bind(key)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Releases a claimed key whose call failed, so a retry can run.
+pub async fn release_idempotency_key(db: impl SqliteExecutor<'_>, org_id: &str, key: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE org_id = ? AND key = ? AND response IS NULL")
+        .bind(org_id)
+        .bind(key)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+// ---------------------------------------------------------------- jobs
+
+/// A job row.
+#[derive(Clone, Debug, FromRow)]
+pub struct JobRow {
+    /// Id.
+    pub id: i64,
+    /// Org the work is for.
+    pub org_id: String,
+    /// Kind (`deploy`, …): picks the handler.
+    pub kind: String,
+    /// JSON payload.
+    pub payload: String,
+    /// Attempts so far, this one included once claimed.
+    pub attempts: i64,
+    /// Give up after this many.
+    pub max_attempts: i64,
+}
+
+/// Enqueues a job. With an idempotency key, a second enqueue of the same key is a no-op
+/// and returns the existing job's id.
+pub async fn enqueue_job(
+    db: &mut sqlx::SqliteConnection,
+    org_id: &str,
+    kind: &str,
+    payload: &serde_json::Value,
+    max_attempts: i64,
+    idempotency_key: Option<&str>,
+) -> sqlx::Result<i64> {
+    let now = now_ms();
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO jobs (org_id, kind, payload, status, max_attempts, run_at, idempotency_key, created_at, updated_at) \
+         VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+    )
+    .bind(org_id)
+    .bind(kind)
+    .bind(payload.to_string())
+    .bind(max_attempts)
+    .bind(now)
+    .bind(idempotency_key)
+    .bind(now)
+    .bind(now)
+    .fetch_optional(&mut *db)
+    .await?;
+    match inserted {
+        Some(id) => Ok(id),
+        None => {
+            sqlx::query_scalar("SELECT id FROM jobs WHERE idempotency_key = ?")
+                .bind(idempotency_key)
+                .fetch_one(&mut *db)
+                .await
+        }
+    }
+}
+
+/// Claims the oldest ready job of the given kinds: pending and due, or running with an
+/// expired lease (its worker died). The claim is one UPDATE, so two workers never get
+/// the same job.
+pub async fn claim_job(db: impl SqliteExecutor<'_>, kinds: &[&str], lease_ms: i64) -> sqlx::Result<Option<JobRow>> {
+    let now = now_ms();
+    let placeholders = vec!["?"; kinds.len()].join(", ");
+    let sql = format!(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = ?, updated_at = ? \
+         WHERE id = (SELECT id FROM jobs WHERE kind IN ({placeholders}) AND \
+                       ((status = 'pending' AND run_at <= ?) OR (status = 'running' AND lease_until < ?)) \
+                     ORDER BY run_at, id LIMIT 1) \
+         RETURNING id, org_id, kind, payload, attempts, max_attempts"
+    );
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now + lease_ms).bind(now);
+    for k in kinds {
+        q = q.bind(*k);
+    }
+    q.bind(now).bind(now).fetch_optional(db).await
+}
+
+/// Extends a running job's lease.
+pub async fn heartbeat_job(db: impl SqliteExecutor<'_>, id: i64, lease_ms: i64) -> sqlx::Result<()> {
+    let now = now_ms();
+    sqlx::query("UPDATE jobs SET lease_until = ?, updated_at = ? WHERE id = ? AND status = 'running'")
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Marks a job done.
+pub async fn complete_job(db: impl SqliteExecutor<'_>, id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE jobs SET status = 'done', lease_until = NULL, updated_at = ? WHERE id = ?")
+        .bind(now_ms())
+        .bind(id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Records a failed attempt: back to pending at `retry_at`, or `failed` for good when
+/// `retry_at` is `None`.
+pub async fn fail_job(db: impl SqliteExecutor<'_>, id: i64, error: &str, retry_at: Option<i64>) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END, run_at = COALESCE(?, run_at), \
+           lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(retry_at)
+    .bind(retry_at)
+    .bind(error)
+    .bind(now_ms())
+    .bind(id)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Jobs not yet finished (pending or running), for shutdown checks and tests.
+pub async fn count_unfinished_jobs(db: impl SqliteExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running')")
+        .fetch_one(db)
+        .await
+}
+
+/// Sites in a given status across orgs (crash recovery).
+pub async fn list_sites_with_status(db: impl SqliteExecutor<'_>, status: &str) -> sqlx::Result<Vec<SiteRow>> {
+    sqlx::query_as(concat!("SELECT ", site_columns!(), " FROM sites WHERE status = ?"))
+        .bind(status)
+        .fetch_all(db)
+        .await
+}

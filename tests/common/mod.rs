@@ -1,0 +1,363 @@
+//! Test harness: starts the real `berth` binary on port 0 in a temp data dir and talks to
+//! it as a user or an agent would (REST, MCP, the edge with a Host header, the CLI).
+
+#![allow(dead_code, reason = "each test file uses a different part of the harness")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The admin key every test server starts with.
+pub const KEY: &str = "berth_test_admin_key_0123456789";
+
+/// A running `berth serve`.
+pub struct TestServer {
+    child: Option<Child>,
+    /// Its data dir (kept until drop).
+    pub data: tempfile::TempDir,
+    /// Control plane port.
+    pub api_port: u16,
+    /// Edge port.
+    pub edge_port: u16,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts a server with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra environment variables.
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        Self::start_in(data, env).await
+    }
+
+    /// Starts a server on an existing data dir (restart tests).
+    pub async fn start_in(data: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        let ports_file = data.path().join("ports.json");
+        let _ = std::fs::remove_file(&ports_file);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(data.path())
+        .env("BERTH_BOOTSTRAP_KEY", KEY)
+        .env("BERTH_LOG", "info,sqlx=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(data.path().join("server.log")).expect("log file"),
+        ));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn berth serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ports: Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&ports_file)
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+            {
+                break v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not write ports.json: {}",
+                log_of(data.path())
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        let server = Self {
+            child: Some(child),
+            api_port: ports["api"].as_u64().expect("api port") as u16,
+            edge_port: ports["edge"].as_u64().expect("edge port") as u16,
+            data,
+            http,
+        };
+        loop {
+            if let Ok(r) = server.http.get(server.api("/healthz")).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "healthz never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    /// A control-plane URL.
+    pub fn api(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_port)
+    }
+
+    /// GET with the admin key; returns status and JSON.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.api(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST JSON with the admin key.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.api(path))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST raw bytes with the admin key.
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.api(path))
+            .bearer_auth(KEY)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// DELETE with the admin key.
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .delete(self.api(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET through the edge with a Host header; returns status and body.
+    pub async fn edge(&self, host: &str, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("http://127.0.0.1:{}{path}", self.edge_port))
+            .header("host", host)
+            .send()
+            .await
+            .expect("edge request");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// Waits for a deployment to reach a final status; returns it.
+    pub async fn wait_deployment(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, d) = self.get(&format!("/api/deployments/{id}")).await;
+            if matches!(
+                d["status"].as_str(),
+                Some("live" | "failed" | "cancelled" | "superseded")
+            ) {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deployment {id} never finished: {d}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .env("BERTH_URL", self.api(""))
+            .env("BERTH_TOKEN", KEY)
+            .output()
+            .expect("run berth cli")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        log_of(self.data.path())
+    }
+
+    /// Stops the server (SIGTERM, then wait) and returns the data dir.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.terminate();
+        let data = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.data, data)
+    }
+
+    /// Kills the server without letting it clean up (crash tests).
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let data = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.data, data)
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+}
+
+/// Writes files into a fresh temp dir.
+pub fn app(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (path, content) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+    }
+    dir
+}
+
+/// Makes `dir` a git repository with one commit on `main`; returns the commit.
+pub fn git_init(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "init"]);
+    git(&["rev-parse", "HEAD"])
+}
+
+/// Commits all changes in a repo; returns the commit.
+pub fn git_commit(dir: &Path, message: &str) -> String {
+    let run = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    run(&["add", "-A"]);
+    run(&["commit", "-q", "-m", message]);
+    run(&["rev-parse", "HEAD"])
+}
+
+/// A tar.gz of a folder, packed the way the CLI packs uploads.
+pub fn pack(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    berth_build::archive::pack_dir_tar_gz(dir, &mut out).expect("pack");
+    out
+}
+
+/// Lists processes whose command line contains `needle`.
+pub fn processes_matching(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.contains(needle) {
+                    found.push(cmd);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A dependency-free Node app answering `text` on every path.
+pub fn node_app(text: &str) -> tempfile::TempDir {
+    app(&[
+        (
+            "package.json",
+            r#"{"name":"n","version":"1.0.0","scripts":{"start":"node server.js"}}"#,
+        ),
+        (
+            "server.js",
+            &format!(
+                "const http = require('http');\nhttp.createServer((req, res) => {{ res.end('{text} ' + req.url); }}).listen(process.env.PORT, () => console.log('listening on ' + process.env.PORT));\n"
+            ),
+        ),
+    ])
+}
+
+/// A dependency-free Python app answering `text`.
+pub fn python_app(text: &str) -> tempfile::TempDir {
+    app(&[
+        ("requirements.txt", "# no dependencies\n"),
+        (
+            "app.py",
+            &format!(
+                "import os\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\nclass H(BaseHTTPRequestHandler):\n    def do_GET(self):\n        body = b'{text}'\n        self.send_response(200)\n        self.send_header('content-length', str(len(body)))\n        self.end_headers()\n        self.wfile.write(body)\nprint('python listening', flush=True)\nHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n"
+            ),
+        ),
+    ])
+}
+
+/// Path as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Unused but handy in debugging: a path buf.
+pub fn pb(p: &str) -> PathBuf {
+    PathBuf::from(p)
+}

@@ -1,0 +1,187 @@
+//! A folder or a git repo to a live URL: static, Node and Python apps deployed through the
+//! CLI and REST, served by the edge, redeployed and deleted.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn cli_deploys_a_static_folder_and_the_edge_serves_it() {
+    let server = TestServer::start().await;
+    let site = app(&[
+        ("index.html", "<h1>hello from berth</h1>"),
+        ("about.html", "about page"),
+        (".gitignore", "secret.txt\n"),
+        ("secret.txt", "must not be uploaded"),
+    ]);
+    let out = server.cli(&["deploy", s(site.path()), "--site", "hello"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "deploy failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = format!("http://hello.localhost:{}", server.edge_port);
+    assert!(stdout.contains(&url), "prints the URL: {stdout}");
+    assert!(stdout.contains("build pack: static"), "streams build lines: {stdout}");
+
+    let (status, body) = server.edge(&format!("hello.localhost:{}", server.edge_port), "/").await;
+    assert_eq!((status, body.as_str()), (200, "<h1>hello from berth</h1>"));
+    assert_eq!(
+        server.edge("hello.localhost", "/about").await,
+        (200, "about page".to_string())
+    );
+    assert_eq!(
+        server.edge("hello.localhost", "/secret.txt").await.0,
+        404,
+        ".gitignore'd files are not uploaded"
+    );
+
+    let out = server.cli(&["sites", "--json"]);
+    let sites: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sites --json");
+    assert_eq!(sites["sites"][0]["name"], "hello");
+    assert_eq!(sites["sites"][0]["status"], "live");
+    let out = server.cli(&["deployments", "hello", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("deployments --json");
+    assert_eq!(list["deployments"][0]["status"], "live");
+    assert_eq!(list["deployments"][0]["source"], "upload");
+}
+
+#[tokio::test]
+async fn node_app_upload_goes_live_with_runtime_logs() {
+    let server = TestServer::start().await;
+    let node = node_app("node says hi");
+    let (status, out) = server
+        .post_bytes("/api/sites/web/upload?wait=true", pack(node.path()))
+        .await;
+    assert_eq!(status, 202, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(out["deployment"]["build_pack"], "node");
+    let (code, body) = server.edge("web.localhost", "/x?y=1").await;
+    assert_eq!((code, body.as_str()), (200, "node says hi /x?y=1"));
+
+    // The runtime log tail carries the app's own output.
+    let (_, site) = server.get("/api/sites/web?runtime_log_lines=5").await;
+    let tail = site["runtime_log_tail"].to_string();
+    assert!(tail.contains("listening on"), "runtime log: {site}");
+    assert_eq!(site["status"], "live");
+}
+
+#[tokio::test]
+async fn python_app_from_a_folder_path() {
+    let server = TestServer::start().await;
+    let py = python_app("python says hi");
+    let (status, out) = server
+        .post("/api/sites", &json!({"name": "py", "repo": s(py.path()), "wait": true}))
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(out["deployment"]["build_pack"], "python");
+    assert_eq!(
+        server.edge("py.localhost", "/").await,
+        (200, "python says hi".to_string())
+    );
+}
+
+#[tokio::test]
+async fn git_repo_deploys_a_branch_then_a_new_commit_and_an_old_commit() {
+    let server = TestServer::start().await;
+    let repo = app(&[("index.html", "v1")]);
+    let first = git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "gitsite", "repo": url, "branch": "main", "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(out["deployment"]["commit"], first.as_str());
+    assert_eq!(server.edge("gitsite.localhost", "/").await.1, "v1");
+
+    std::fs::write(repo.path().join("index.html"), "v2").unwrap();
+    let second = git_commit(repo.path(), "v2");
+    let (status, out) = server.post("/api/sites/gitsite/deploy", &json!({"wait": true})).await;
+    assert_eq!(status, 202, "{out}");
+    assert_eq!(out["deployment"]["commit"], second.as_str());
+    assert_eq!(server.edge("gitsite.localhost", "/").await.1, "v2");
+
+    let (_, out) = server
+        .post("/api/sites/gitsite/deploy", &json!({"commit": first, "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(server.edge("gitsite.localhost", "/").await.1, "v1");
+
+    let (_, list) = server.get("/api/sites/gitsite/deployments").await;
+    let statuses: Vec<&str> = list["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["live", "superseded", "superseded"], "newest first: {list}");
+}
+
+#[tokio::test]
+async fn deleting_a_site_stops_its_process_and_removes_route_and_files() {
+    let server = TestServer::start().await;
+    let node = node_app("doomed-app-marker");
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "doomed", "repo": s(node.path()), "start_command": "node server.js doomed-app-marker", "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    let dir = server.data.path().join("deployments").join(&id);
+    assert!(dir.exists());
+    assert!(!processes_matching("doomed-app-marker").is_empty(), "the app runs");
+
+    let out = server.cli(&["delete", "doomed", "--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(server.edge("doomed.localhost", "/").await.0, 404);
+    assert!(!dir.exists(), "deployment files removed");
+    assert!(
+        processes_matching("doomed-app-marker").is_empty(),
+        "the app process is gone"
+    );
+    let (status, _) = server.get("/api/sites/doomed").await;
+    assert_eq!(status, 404);
+    let (status, _) = server.get(&format!("/api/deployments/{id}")).await;
+    assert_eq!(status, 404);
+    // Deleting without --yes refuses and keeps nothing half-done.
+    let out = server.cli(&["delete", "doomed"]);
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn deployment_logs_page_with_a_cursor() {
+    let server = TestServer::start().await;
+    let site = app(&[("index.html", "x")]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "logs", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    let id = out["deployment"]["id"].as_str().unwrap();
+    let (_, all) = server
+        .get(&format!("/api/deployments/{id}/logs?kind=build&limit=1000"))
+        .await;
+    let total = all["lines"].as_array().unwrap().len();
+    assert!(total >= 3, "{all}");
+    let (_, page1) = server
+        .get(&format!("/api/deployments/{id}/logs?kind=build&limit=2"))
+        .await;
+    assert_eq!(page1["lines"].as_array().unwrap().len(), 2);
+    assert_eq!(page1["has_more"], true);
+    let cursor = page1["next_cursor"].as_i64().unwrap();
+    let (_, page2) = server
+        .get(&format!(
+            "/api/deployments/{id}/logs?kind=build&limit=1000&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(page2["lines"].as_array().unwrap().len(), total - 2);
+    assert_eq!(page2["has_more"], false);
+    assert_eq!(page2["lines"][0]["line"], all["lines"][2]["line"]);
+}

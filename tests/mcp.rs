@@ -1,0 +1,239 @@
+//! An agent's view: rmcp's own client over streamable HTTP (`/mcp` with a bearer key) and
+//! over stdio (`berth mcp` spawned as a child process).
+
+mod common;
+
+use common::*;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+const TOOLS: &[&str] = &[
+    "HOSTING_WHOAMI",
+    "HOSTING_LIST_SITES",
+    "HOSTING_GET_SITE",
+    "HOSTING_CREATE_SITE",
+    "HOSTING_DELETE_SITE",
+    "HOSTING_DEPLOY",
+    "HOSTING_LIST_DEPLOYMENTS",
+    "HOSTING_GET_DEPLOYMENT",
+    "HOSTING_GET_DEPLOYMENT_LOGS",
+];
+
+async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {
+    let config = StreamableHttpClientTransportConfig::with_uri(server.api("/mcp")).auth_header(key.to_string());
+    let transport = StreamableHttpClientTransport::from_config(config);
+    ().serve(transport).await.expect("MCP client connects")
+}
+
+async fn call(client: &RunningService<RoleClient, ()>, tool: &'static str, args: Value) -> CallToolResult {
+    let params = CallToolRequestParams::new(tool).with_arguments(args.as_object().cloned().unwrap_or_default());
+    client.call_tool(params).await.expect("tool call")
+}
+
+fn structured(r: &CallToolResult) -> Value {
+    r.structured_content.clone().expect("structured content")
+}
+
+#[tokio::test]
+async fn tools_are_listed_with_schemas_and_annotations() {
+    let server = TestServer::start().await;
+    let client = http_client(&server, KEY).await;
+    let tools = client.list_all_tools().await.expect("list tools");
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort();
+    let mut want = TOOLS.to_vec();
+    want.sort();
+    assert_eq!(names, want);
+    for t in &tools {
+        let ann = t
+            .annotations
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has annotations", t.name));
+        assert!(ann.read_only_hint.is_some(), "{} read_only_hint", t.name);
+        assert!(t.output_schema.is_some(), "{} output schema", t.name);
+        assert!(
+            t.description.as_ref().is_some_and(|d| d.len() > 20),
+            "{} description",
+            t.name
+        );
+    }
+    let delete = tools.iter().find(|t| t.name == "HOSTING_DELETE_SITE").unwrap();
+    assert_eq!(delete.annotations.as_ref().unwrap().destructive_hint, Some(true));
+    let create = tools.iter().find(|t| t.name == "HOSTING_CREATE_SITE").unwrap();
+    let props = create.input_schema.get("properties").expect("properties");
+    for p in [
+        "name",
+        "repo",
+        "branch",
+        "commit",
+        "wait",
+        "env_vars",
+        "idempotency_key",
+        "timeout_seconds",
+    ] {
+        assert!(props.get(p).is_some(), "create_site has {p}");
+    }
+    client.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn agent_creates_a_site_from_git_waits_debugs_and_deletes_it() {
+    let server = TestServer::start().await;
+    let client = http_client(&server, KEY).await;
+
+    let me = call(&client, "HOSTING_WHOAMI", json!({})).await;
+    assert_eq!(structured(&me)["org"], "default");
+
+    let repo = node_app("agent app");
+    git_init(repo.path());
+    let created = call(
+        &client,
+        "HOSTING_CREATE_SITE",
+        json!({"name": "agent", "repo": format!("file://{}", s(repo.path())), "branch": "main", "wait": true}),
+    )
+    .await;
+    let out = structured(&created);
+    assert_eq!(created.is_error, Some(false), "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let url = format!("http://agent.localhost:{}", server.edge_port);
+    assert_eq!(out["url"], url.as_str());
+    assert_eq!(
+        server.edge("agent.localhost", "/").await,
+        (200, "agent app /".to_string())
+    );
+    let summary = created
+        .content
+        .iter()
+        .find_map(|c| c.as_text().map(|t| t.text.clone()))
+        .unwrap();
+    assert!(summary.contains("live"), "human summary first: {summary}");
+
+    let sites = structured(&call(&client, "HOSTING_LIST_SITES", json!({})).await);
+    assert_eq!(sites["sites"][0]["name"], "agent");
+
+    let site = structured(&call(&client, "HOSTING_GET_SITE", json!({"site": "agent"})).await);
+    assert_eq!(site["status"], "live");
+    assert_eq!(site["recent_deployments"].as_array().unwrap().len(), 1);
+    assert!(
+        site["build_log_tail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("deployment is live")),
+        "{site}"
+    );
+
+    let deployed = structured(&call(&client, "HOSTING_DEPLOY", json!({"site": "agent", "wait": true})).await);
+    assert_eq!(deployed["deployment"]["status"], "live", "{deployed}");
+    let list = structured(&call(&client, "HOSTING_LIST_DEPLOYMENTS", json!({"site": "agent"})).await);
+    assert_eq!(list["deployments"].as_array().unwrap().len(), 2);
+    assert_eq!(list["deployments"][0]["id"], deployed["deployment"]["id"]);
+
+    let id = deployed["deployment"]["id"].as_str().unwrap();
+    let got = structured(&call(&client, "HOSTING_GET_DEPLOYMENT", json!({"deployment_id": id})).await);
+    assert_eq!(got["status"], "live");
+    let logs = structured(
+        &call(
+            &client,
+            "HOSTING_GET_DEPLOYMENT_LOGS",
+            json!({"deployment_id": id, "limit": 3}),
+        )
+        .await,
+    );
+    assert_eq!(logs["lines"].as_array().unwrap().len(), 3);
+    assert_eq!(logs["has_more"], true);
+    let more = structured(
+        &call(
+            &client,
+            "HOSTING_GET_DEPLOYMENT_LOGS",
+            json!({"deployment_id": id, "cursor": logs["next_cursor"], "limit": 1000}),
+        )
+        .await,
+    );
+    assert!(more["lines"][0]["cursor"].as_i64().unwrap() > logs["next_cursor"].as_i64().unwrap());
+
+    let deleted = structured(&call(&client, "HOSTING_DELETE_SITE", json!({"site": "agent"})).await);
+    assert_eq!(deleted["deployments_removed"], 2);
+    assert_eq!(server.edge("agent.localhost", "/").await.0, 404);
+
+    // Errors tell the agent what to do next.
+    let missing = call(&client, "HOSTING_GET_SITE", json!({"site": "agent"})).await;
+    assert_eq!(missing.is_error, Some(true));
+    let err = structured(&missing);
+    assert_eq!(err["error"]["code"], "not_found");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HOSTING_CREATE_SITE"),
+        "{err}"
+    );
+    client.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn failed_deploy_with_wait_returns_error_and_log_lines() {
+    let server = TestServer::start().await;
+    let client = http_client(&server, KEY).await;
+    let broken = app(&[(
+        "package.json",
+        r#"{"name":"b","scripts":{"build":"echo compiling && echo 'syntax error in app.js' >&2 && exit 3","start":"node x.js"}}"#,
+    )]);
+    let r = call(
+        &client,
+        "HOSTING_CREATE_SITE",
+        json!({"name": "broken", "repo": s(broken.path()), "wait": true}),
+    )
+    .await;
+    let out = structured(&r);
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    assert!(
+        out["deployment"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 3"),
+        "{out}"
+    );
+    let lines = out["deployment"]["last_log_lines"].to_string();
+    assert!(lines.contains("syntax error in app.js"), "{out}");
+    client.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn wrong_key_is_refused_over_mcp() {
+    let server = TestServer::start().await;
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(server.api("/mcp")).auth_header("berth_wrong".to_string());
+    let transport = StreamableHttpClientTransport::from_config(config);
+    assert!(
+        ().serve(transport).await.is_err(),
+        "a wrong key cannot open an MCP session"
+    );
+    let r = server.http.post(server.api("/mcp")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn stdio_transport_relays_to_the_server() {
+    let server = TestServer::start().await;
+    let site = app(&[("index.html", "over stdio")]);
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.arg("mcp").env("BERTH_URL", server.api("")).env("BERTH_TOKEN", KEY);
+    let transport = TokioChildProcess::new(cmd).expect("spawn berth mcp");
+    let client = ().serve(transport).await.expect("stdio MCP session");
+    let tools = client.list_all_tools().await.expect("tools");
+    assert_eq!(tools.len(), TOOLS.len());
+    let r = call(
+        &client,
+        "HOSTING_CREATE_SITE",
+        json!({"name": "stdio", "repo": s(site.path()), "wait": true}),
+    )
+    .await;
+    assert_eq!(structured(&r)["deployment"]["status"], "live", "{:?}", r);
+    assert_eq!(server.edge("stdio.localhost", "/").await.1, "over stdio");
+    client.cancel().await.ok();
+}
