@@ -184,11 +184,13 @@ async fn upload(
     let out = s
         .deploy_upload(
             &actor,
-            &site,
-            bytes,
-            q.create.unwrap_or(true),
-            q.wait.unwrap_or(false),
-            q.timeout_seconds,
+            UploadRequest {
+                site,
+                archive: bytes,
+                create: q.create.unwrap_or(true),
+                wait: q.wait.unwrap_or(false),
+                timeout_seconds: q.timeout_seconds,
+            },
             &mut |_| {},
         )
         .await?;

@@ -70,7 +70,7 @@ impl Client {
                 .unwrap_or_else(|| format!("HTTP {status}"));
             return Err(ClientError(message).into());
         }
-        Ok(serde_json::from_slice(&body).context("the server sent an unexpected response")?)
+        serde_json::from_slice(&body).context("the server sent an unexpected response")
     }
 
     /// GET a path.

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_build::detect::{BuildPlan, BuildSettings, ServePlan};
+use berth_build::detect::{BuildPlan, BuildSettings, BuildStep, ServePlan};
 use berth_build::step::{LogStream, run_step};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -211,10 +211,15 @@ async fn build_and_start(
                 line,
             )
         };
+        // Builds run at a lower CPU priority so a heavy build cannot starve serving apps.
+        let niced = BuildStep {
+            name: step.name.clone(),
+            command: format!("exec nice -n 10 sh -c {}", shell_quote(&step.command)),
+        };
         run_step(
             &platform.sandbox,
             &dir,
-            step,
+            &niced,
             &env,
             platform.config.timeouts.for_step(&step.name),
             cancel.clone(),
@@ -275,4 +280,25 @@ async fn reset_dir(dir: &Path) -> std::io::Result<()> {
         tokio::fs::create_dir_all(parent).await?;
     }
     Ok(())
+}
+
+/// Quotes a string for `sh` as one word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_quote_round_trips_through_sh() {
+        for cmd in ["echo hi", "echo 'it''s' \"q\" $HOME && exit 3", "a;b|c"] {
+            let quoted = super::shell_quote(cmd);
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {quoted}"))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), cmd);
+        }
+    }
 }

@@ -33,8 +33,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     std::fs::create_dir_all(config.deployments_dir())?;
     std::fs::create_dir_all(config.uploads_dir())?;
+    let _lock = lock_data_dir(&config.data_dir)?;
     let store = Store::open_sqlite(&config.database_path()).await?;
     bootstrap(&store, &config).await?;
+    let orphaned = store::requeue_orphaned_jobs(store.pool()).await?;
+    if orphaned > 0 {
+        tracing::info!(jobs = orphaned, "requeued jobs interrupted by the previous run");
+    }
 
     let api_listener = TcpListener::bind(config.listen)
         .await
@@ -137,6 +142,24 @@ fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, a
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(auth, crate::api::require_key));
     Router::new().route("/healthz", get(|| async { "ok" })).merge(protected)
+}
+
+/// Holds an exclusive lock on the data dir for the life of the server: two servers on
+/// one SQLite data dir would run each other's jobs and fight over ports.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = dir.join("berth.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
+            "another berth server is already using the data dir {}; stop it or pass another --data",
+            dir.display()
+        )
+    })
 }
 
 /// On a fresh data dir: the default org and an admin key, printed once (or the

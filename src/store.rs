@@ -933,3 +933,16 @@ pub async fn list_sites_with_status(db: impl SqliteExecutor<'_>, status: &str) -
         .fetch_all(db)
         .await
 }
+
+/// Puts jobs left `running` by a previous process back in the queue. Only for a store
+/// that one process owns (SQLite behind the data-dir lock): that owner just started, so
+/// nothing else can be running them.
+pub async fn requeue_orphaned_jobs(db: impl SqliteExecutor<'_>) -> sqlx::Result<u64> {
+    Ok(
+        sqlx::query("UPDATE jobs SET status = 'pending', lease_until = NULL, run_at = ? WHERE status = 'running'")
+            .bind(now_ms())
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
+}

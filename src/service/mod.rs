@@ -40,6 +40,20 @@ pub struct UploadedSource {
     pub dir: std::path::PathBuf,
 }
 
+/// An upload to deploy: a tar.gz of the app folder and what to do with it.
+pub struct UploadRequest {
+    /// Site name.
+    pub site: String,
+    /// The tar.gz bytes.
+    pub archive: bytes::Bytes,
+    /// Create the site (deploying from uploads) if it does not exist.
+    pub create: bool,
+    /// Wait until live or failed.
+    pub wait: bool,
+    /// Maximum seconds to wait.
+    pub timeout_seconds: Option<u64>,
+}
+
 /// The service: cheap to clone.
 #[derive(Clone)]
 pub struct Service {
@@ -410,13 +424,17 @@ impl Service {
     pub async fn deploy_upload(
         &self,
         actor: &Actor,
-        site: &str,
-        archive: bytes::Bytes,
-        create: bool,
-        wait: bool,
-        timeout_seconds: Option<u64>,
+        upload: UploadRequest,
         on_progress: &mut (dyn FnMut(&DeploymentInfo) + Send),
     ) -> ServiceResult<DeployOutput> {
+        let UploadRequest {
+            site,
+            archive,
+            create,
+            wait,
+            timeout_seconds,
+        } = upload;
+        let site = site.as_str();
         validate_site_name(site)?;
         let exists = store::get_site(self.platform.store.pool(), &actor.org_id, site)
             .await?

@@ -1,0 +1,181 @@
+//! Running apps over time: crash restarts, giving up on a crash loop, berth restarts
+//! (graceful and `kill -9`) converging back to the desired state.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn pids_matching(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.starts_with("node ") && cmd.contains(needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_app_killed_from_outside_is_restarted() {
+    let server = TestServer::start().await;
+    let node = node_app("phoenix");
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "phoenix", "repo": s(node.path()), "start_command": "node server.js phoenix-marker", "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let pids = pids_matching("phoenix-marker");
+    assert_eq!(pids.len(), 1, "one app process");
+    std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pids[0].to_string())
+        .status()
+        .unwrap();
+    eventually("a new process serves again", 20, async || {
+        let fresh = pids_matching("phoenix-marker");
+        fresh.len() == 1 && fresh[0] != pids[0] && server.edge("phoenix.localhost", "/").await.0 == 200
+    })
+    .await;
+    let id = out["deployment"]["id"].as_str().unwrap();
+    let (_, logs) = server.get(&format!("/api/deployments/{id}/logs?kind=runtime")).await;
+    assert!(
+        logs["lines"].to_string().contains("the app exited with"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_loop_ends_crashed_with_a_502() {
+    let server = TestServer::start().await;
+    // Healthy at first, then exits one second after every start.
+    let flaky = app(&[
+        ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
+        (
+            "server.js",
+            "require('http').createServer((q,r)=>r.end('up')).listen(process.env.PORT);\nsetTimeout(()=>{ console.error('out of memory (simulated)'); process.exit(137); }, 1000);\n",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "flaky", "repo": s(flaky.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    eventually("the site is marked crashed", 60, async || {
+        server.get("/api/sites/flaky").await.1["status"] == "crashed"
+    })
+    .await;
+    let (code, body) = server.edge("flaky.localhost", "/").await;
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("crashed"), "{body}");
+    let (_, site) = server.get("/api/sites/flaky?runtime_log_lines=50").await;
+    let tail = site["runtime_log_tail"].to_string();
+    assert!(
+        tail.contains("out of memory (simulated)") && tail.contains("no longer restarted"),
+        "{site}"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_server_brings_its_apps_back() {
+    let server = TestServer::start().await;
+    let node = node_app("survivor");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "survivor", "repo": s(node.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let static_site = app(&[("index.html", "still here")]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "plain", "repo": s(static_site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+
+    let data = server.stop();
+    let server = TestServer::start_in(data, &[]).await;
+    eventually("the app serves after the restart", 30, async || {
+        server.edge("survivor.localhost", "/").await.0 == 200
+    })
+    .await;
+    assert_eq!(server.edge("survivor.localhost", "/").await.1, "survivor /");
+    assert_eq!(server.edge("plain.localhost", "/").await.1, "still here");
+}
+
+#[tokio::test]
+async fn a_build_interrupted_by_kill_9_is_retried_after_restart() {
+    let server = TestServer::start().await;
+    let slow = app(&[(
+        "package.json",
+        r#"{"scripts":{"build":"sleep 2 && mkdir -p dist && echo built > dist/index.html"}}"#,
+    )]);
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "interrupted", "repo": s(slow.path())}))
+        .await;
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    eventually("the build is running", 20, async || {
+        server.get(&format!("/api/deployments/{id}")).await.1["status"] == "building"
+    })
+    .await;
+
+    let data = server.kill9();
+    // A second server on the same data dir would be refused while the first ran; this one
+    // starts after the crash and must pick the build up again.
+    let server = TestServer::start_in(data, &[]).await;
+    let d = server.wait_deployment(&id).await;
+    assert_eq!(d["status"], "live", "{d}\n{}", server.log());
+    assert_eq!(
+        server.edge("interrupted.localhost", "/").await,
+        (200, "built\n".to_string())
+    );
+    let (_, list) = server.get("/api/sites/interrupted/deployments").await;
+    assert_eq!(
+        list["deployments"].as_array().unwrap().len(),
+        1,
+        "no duplicate deployment"
+    );
+}
+
+#[tokio::test]
+async fn two_servers_cannot_share_a_data_dir() {
+    let server = TestServer::start().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(server.data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already using the data dir"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
