@@ -54,10 +54,7 @@ async fn an_app_killed_from_outside_is_restarted() {
     .await;
     let id = out["deployment"]["id"].as_str().unwrap();
     let (_, logs) = server.get(&format!("/api/deployments/{id}/logs?kind=runtime")).await;
-    assert!(
-        logs["lines"].to_string().contains("the app exited with"),
-        "{logs}"
-    );
+    assert!(logs["lines"].to_string().contains("the app exited with"), "{logs}");
 }
 
 #[tokio::test]

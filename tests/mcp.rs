@@ -29,7 +29,11 @@ async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClien
     ().serve(transport).await.expect("MCP client connects")
 }
 
-async fn call(client: &RunningService<RoleClient, ()>, tool: &'static str, args: Value) -> CallToolResult {
+async fn call<H: rmcp::ClientHandler>(
+    client: &RunningService<RoleClient, H>,
+    tool: &'static str,
+    args: Value,
+) -> CallToolResult {
     let params = CallToolRequestParams::new(tool).with_arguments(args.as_object().cloned().unwrap_or_default());
     client.call_tool(params).await.expect("tool call")
 }
@@ -235,5 +239,68 @@ async fn stdio_transport_relays_to_the_server() {
     .await;
     assert_eq!(structured(&r)["deployment"]["status"], "live", "{:?}", r);
     assert_eq!(server.edge("stdio.localhost", "/").await.1, "over stdio");
+    client.cancel().await.ok();
+}
+
+/// A client that records the progress notifications it receives.
+#[derive(Clone, Default)]
+struct ProgressRecorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl rmcp::ClientHandler for ProgressRecorder {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.0.lock().unwrap().push(params.message.unwrap_or_default());
+    }
+}
+
+#[tokio::test]
+async fn deploy_with_wait_sends_progress_notifications() {
+    let server = TestServer::start().await;
+    let site = app(&[(
+        "package.json",
+        r#"{"scripts":{"build":"sleep 1 && mkdir -p dist && echo ok > dist/index.html"}}"#,
+    )]);
+    let recorder = ProgressRecorder::default();
+    let config = StreamableHttpClientTransportConfig::with_uri(server.api("/mcp")).auth_header(KEY.to_string());
+    let client = recorder
+        .clone()
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("connect");
+    let created = call_on(
+        &client,
+        "HOSTING_CREATE_SITE",
+        json!({"name": "progress", "repo": s(site.path()), "deploy": false}),
+    )
+    .await;
+    assert_eq!(created.is_error, Some(false), "{created:?}");
+
+    let params = CallToolRequestParams::new("HOSTING_DEPLOY")
+        .with_arguments(json!({"site": "progress", "wait": true}).as_object().cloned().unwrap());
+    let handle = client
+        .send_cancellable_request(
+            rmcp::model::ClientRequest::CallToolRequest(rmcp::model::Request::new(params)),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send");
+    let response = handle.await_response().await.expect("response");
+    let rmcp::model::ServerResult::CallToolResult(result) = response else {
+        panic!("unexpected {response:?}")
+    };
+    assert_eq!(structured(&result)["deployment"]["status"], "live", "{result:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let seen = recorder.0.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|m| m.contains("building")),
+        "progress while building: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|m| m.ends_with("is live")),
+        "progress at the end: {seen:?}"
+    );
     client.cancel().await.ok();
 }

@@ -20,5 +20,5 @@ pub mod step;
 
 pub use archive::{ArchiveError, ArchiveLimits, ExtractStats, PackStats, extract_tar_gz, pack_dir_tar_gz};
 pub use detect::{BuildPack, BuildPlan, BuildSettings, BuildStep, DetectError, ServePlan, detect, resolve_output_dir};
-pub use sandbox::{ResourceLimits, Sandbox, SandboxSpec};
+pub use sandbox::{ResourceLimits, Sandbox, SandboxSpec, shell_argv};
 pub use step::{LogStream, StepError, StepOutcome, kill_process_group, run_step, terminate_child_tree};

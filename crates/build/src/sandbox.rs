@@ -379,6 +379,24 @@ impl Sandbox {
     }
 }
 
+/// The argv that runs a shell command string: `sh -c` with a `TERM` trap.
+///
+/// Use it for start commands as well as build steps. Without the trap, a
+/// `SIGTERM` to the process group kills the wrapping `sh` at once; under
+/// bwrap `sh` is the sandbox's main process, so its death tears down the
+/// pid namespace and SIGKILLs the app in the middle of its graceful
+/// shutdown. With `trap 'exit 143' TERM` the shell waits for its foreground
+/// command to finish (POSIX defers traps until then) and exits 143 instead
+/// of running further commands. Traps are reset on exec, so the command
+/// itself still sees `SIGTERM` with its default disposition.
+pub fn shell_argv(command: &str) -> Vec<String> {
+    vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        format!("trap 'exit 143' TERM; {command}"),
+    ]
+}
+
 /// First executable file called `name` on `PATH`.
 fn find_on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::detect::BuildStep;
-use crate::sandbox::{Sandbox, SandboxSpec};
+use crate::sandbox::{Sandbox, SandboxSpec, shell_argv};
 
 /// Longest log line delivered; the rest of a longer line is dropped and a
 /// marker says how much.
@@ -115,8 +115,8 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// Runs `step.command` with `sh -c` in `app_dir` through `sandbox` (network
-/// shared: installs download dependencies).
+/// Runs `step.command` with `sh -c` (see [`shell_argv`]) in `app_dir`
+/// through `sandbox` (network shared: installs download dependencies).
 ///
 /// `on_line` receives every output line as it is produced, stdout and stderr
 /// interleaved, without the trailing newline (and `\r`), invalid UTF-8
@@ -137,7 +137,7 @@ pub async fn run_step(
     let name = step.name.clone();
     let spec = SandboxSpec {
         app_dir,
-        argv: vec!["sh".into(), "-c".into(), step.command.clone()],
+        argv: shell_argv(&step.command),
         env: env.to_vec(),
         network: true,
     };
@@ -225,7 +225,8 @@ pub async fn run_step(
 }
 
 /// Stops a child started by [`Sandbox::command`] and its whole process
-/// tree: `SIGTERM`, up to `grace` for the child to exit, then `SIGKILL`;
+/// tree: `SIGTERM`, up to `grace` for the child and its descendants to
+/// exit, then `SIGKILL`;
 /// returns once the child is reaped and the tree's processes are gone (so a
 /// restarted app can bind the same port at once).
 ///
@@ -244,7 +245,19 @@ pub async fn terminate_child_tree(child: &mut Child, grace: Duration) {
     for group in before.term_groups() {
         signal_group(group, Signal::SIGTERM);
     }
-    let _ = tokio::time::timeout(grace, child.wait()).await;
+    // Wait for the whole tree, not just the leader: an app that outlives
+    // its wrapper is still shutting down cleanly.
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let leader_done = !matches!(child.try_wait(), Ok(None));
+        if leader_done && !before.any_alive() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Also after a clean exit: members may have ignored SIGTERM.
     let mut groups = before.groups.clone();
     groups.extend(ProcessTree::scan(pid).groups);

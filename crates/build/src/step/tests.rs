@@ -367,6 +367,28 @@ async fn cancellation_sends_sigterm_to_the_sandboxed_process_first() {
 }
 
 #[tokio::test]
+async fn a_foreground_command_gets_time_for_a_graceful_shutdown() {
+    // The app (node) is a child of the wrapping sh. If sh died on SIGTERM,
+    // bwrap would tear the sandbox down and SIGKILL node mid-cleanup.
+    let app = app_dir();
+    for (mode, sandbox) in both() {
+        let r = run_in(
+            &sandbox,
+            app.path(),
+            "node -e \"process.on('SIGTERM',()=>setTimeout(()=>{console.log('cleaned up');process.exit(0)},300));\
+             setInterval(()=>{},1000);console.log('CANCEL-ME')\"; echo 'must not run after TERM'",
+            Duration::from_secs(60),
+            CancellationToken::new(),
+            &[],
+        )
+        .await;
+        assert!(matches!(r.result, Err(StepError::Cancelled { .. })), "{mode}");
+        assert_eq!(r.stdout(), vec!["CANCEL-ME", "cleaned up"], "{mode}");
+        assert!(r.elapsed < KILL_GRACE, "{mode}: {:?}", r.elapsed);
+    }
+}
+
+#[tokio::test]
 async fn descendants_that_leave_the_process_group_are_killed_too() {
     let app = app_dir();
     for (mode, sandbox) in both() {
@@ -517,7 +539,7 @@ async fn node_project_without_dependencies_builds_and_serves_in_the_sandbox() {
     };
     let spec = SandboxSpec {
         app_dir: dir,
-        argv: vec!["sh".into(), "-c".into(), command.clone()],
+        argv: crate::sandbox::shell_argv(command),
         env: vec![("PORT".into(), port.to_string())],
         network: true,
     };
