@@ -270,7 +270,7 @@ async fn deploy_with_wait_sends_progress_notifications() {
         .serve(StreamableHttpClientTransport::from_config(config))
         .await
         .expect("connect");
-    let created = call_on(
+    let created = call(
         &client,
         "HOSTING_CREATE_SITE",
         json!({"name": "progress", "repo": s(site.path()), "deploy": false}),
