@@ -21,9 +21,17 @@ use crate::service::*;
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         let mut resp = (self.status(), Json(self.envelope())).into_response();
-        if matches!(self, ServiceError::Unauthorized) {
-            resp.headers_mut()
-                .insert("www-authenticate", "Bearer".parse().expect("static header"));
+        match self {
+            ServiceError::Unauthorized => {
+                resp.headers_mut()
+                    .insert("www-authenticate", "Bearer".parse().expect("static header"));
+            }
+            // The rest of an oversized body was never read: the connection cannot be reused.
+            ServiceError::TooLarge { .. } => {
+                resp.headers_mut()
+                    .insert("connection", "close".parse().expect("static header"));
+            }
+            _ => {}
         }
         resp
     }
@@ -75,7 +83,10 @@ async fn create_site(
     body: Result<Json<CreateSiteInput>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<CreateSiteOutput>), ServiceError> {
     let Json(input) = body.map_err(bad_json)?;
-    Ok((StatusCode::CREATED, Json(s.create_site(&actor, input, None).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.create_site(&actor, input, None, &mut |_| {}).await?),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -171,17 +171,8 @@ impl BerthMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult<CreateSiteOutput> {
         let actor = actor_of(&ctx)?;
-        let wait = input.wait.unwrap_or(false);
-        let timeout = input.timeout_seconds;
-        let mut input = input;
-        input.wait = Some(false);
-        let mut out = self.service.create_site(&actor, input, None).await?;
-        if wait && let Some(d) = &out.deployment {
-            let mut progress = progress_forwarder(&ctx);
-            let done = self.service.wait_for(&actor, &d.id, timeout, &mut progress).await?;
-            out.next_steps = next_steps_for(&done, &out.url);
-            out.deployment = Some(done);
-        }
+        let mut progress = progress_forwarder(&ctx);
+        let out = self.service.create_site(&actor, input, None, &mut progress).await?;
         reply(format!("site '{}': {}", out.site, out.next_steps), out)
     }
 

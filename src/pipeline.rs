@@ -182,7 +182,7 @@ async fn build_and_start(
 
     // 2. Plan.
     let settings: BuildSettings = serde_json::from_str(&site.build_settings).unwrap_or_default();
-    let plan: BuildPlan =
+    let mut plan: BuildPlan =
         berth_build::detect::detect(&dir, &settings).map_err(|e| StageFailure::from(e.to_string()))?;
     let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
     store::set_deployment_plan(platform.store.pool(), id, &plan_json)
@@ -228,6 +228,14 @@ async fn build_and_start(
         .await
         .map_err(|e| StageFailure::from(e.to_string()))?;
     }
+
+    // The output folder of a built static site is known only now.
+    berth_build::detect::resolve_output_dir(&dir, &settings, &mut plan)
+        .map_err(|e| StageFailure::from(e.to_string()))?;
+    let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
+    store::set_deployment_plan(platform.store.pool(), id, &plan_json)
+        .await
+        .map_err(|e| internal(e.into()))?;
 
     // 4. Start (apps) and health-check, then activate.
     platform

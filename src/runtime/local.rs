@@ -208,7 +208,7 @@ impl LocalRuntime {
             env.push(("PORT".into(), instance.addr.port().to_string()));
             let mut cmd = self.sandbox.command(&SandboxSpec {
                 app_dir: &spec.app_dir,
-                argv: vec!["sh".into(), "-c".into(), spec.command.clone()],
+                argv: berth_build::sandbox::shell_argv(&spec.command),
                 env,
                 network: true,
             });

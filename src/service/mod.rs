@@ -152,16 +152,27 @@ impl Service {
         actor: &Actor,
         input: CreateSiteInput,
         upload: Option<UploadedSource>,
+        on_progress: &mut (dyn FnMut(&DeploymentInfo) + Send),
     ) -> ServiceResult<CreateSiteOutput> {
         let key = input.idempotency_key.clone();
         let args = redact_args(&input);
+        let (wait, timeout) = (input.wait.unwrap_or(false), input.timeout_seconds);
         let result = self
             .idempotent(actor, "HOSTING_CREATE_SITE", key.as_deref(), async {
                 self.create_site_inner(actor, input, upload).await
             })
             .await;
         self.audit(actor, "HOSTING_CREATE_SITE", args, &result).await;
-        result
+        let mut out = result?;
+        if wait
+            && let Some(d) = &out.deployment
+            && !d.status.is_final()
+        {
+            let done = self.wait_for(actor, &d.id, timeout, on_progress).await?;
+            out.next_steps = next_steps_for(&done, &out.url);
+            out.deployment = Some(done);
+        }
+        Ok(out)
     }
 
     async fn create_site_inner(
@@ -287,15 +298,10 @@ impl Service {
         self.platform.jobs.notify();
 
         let url = self.platform.url_for(&site.name, "production");
-        let mut deployment_info = match &deployment {
+        let deployment_info = match &deployment {
             Some(d) => Some(self.deployment_info(d).await?),
             None => None,
         };
-        if let Some(d) = &deployment
-            && input.wait.unwrap_or(false)
-        {
-            deployment_info = Some(self.wait_for(actor, &d.id, input.timeout_seconds, &mut |_| {}).await?);
-        }
         let next_steps = match &deployment_info {
             None if source_kind == SourceKind::Upload => {
                 format!("upload the app: `berth deploy DIR --site {}`", site.name)
@@ -480,17 +486,17 @@ impl Service {
                 deploy: Some(true),
                 ..Default::default()
             };
-            match self.create_site(actor, input, upload).await {
+            let input = CreateSiteInput {
+                wait: Some(wait),
+                timeout_seconds,
+                ..input
+            };
+            match self.create_site(actor, input, upload, on_progress).await {
                 Ok(CreateSiteOutput {
-                    deployment: Some(mut d),
+                    deployment: Some(d),
                     url,
                     ..
-                }) => {
-                    if wait {
-                        d = self.wait_for(actor, &d.id, timeout_seconds, on_progress).await?;
-                    }
-                    Ok(DeployOutput { deployment: d, url })
-                }
+                }) => Ok(DeployOutput { deployment: d, url }),
                 Ok(_) => Err(ServiceError::Internal(anyhow::anyhow!(
                     "an upload created a site without a deployment"
                 ))),

@@ -199,13 +199,27 @@ impl Platform {
         Ok(())
     }
 
-    /// The environment variables an app and its build see.
+    /// The environment variables an app and its build see: berth's defaults (caches in
+    /// the private /tmp rather than the app folder, unbuffered Python output so logs
+    /// arrive as they are written), then the site's own variables, which win.
     pub fn app_env(&self, site: &SiteRow) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = serde_json::from_str::<HashMap<String, String>>(&site.env_vars)
+        let mut env: Vec<(String, String)> = [
+            ("npm_config_cache", "/tmp/.npm"),
+            ("npm_config_update_notifier", "false"),
+            ("PIP_NO_CACHE_DIR", "1"),
+            ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+            ("PYTHONUNBUFFERED", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut own: Vec<(String, String)> = serde_json::from_str::<HashMap<String, String>>(&site.env_vars)
             .unwrap_or_default()
             .into_iter()
             .collect();
-        env.sort();
+        own.sort();
+        env.retain(|(k, _)| !own.iter().any(|(o, _)| o == k));
+        env.extend(own);
         env.push(("BERTH_SITE".into(), site.name.clone()));
         env
     }

@@ -14,6 +14,8 @@ use hyper::body::Incoming;
 use tokio::io::Take;
 use tokio_util::io::ReaderStream;
 
+use crate::pool::Lease;
+
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Body of a response sent to a client.
@@ -21,8 +23,12 @@ pub(crate) enum EdgeBody {
     Empty,
     /// One in-memory chunk (generated pages, small files); `None` once sent.
     Full(Option<Bytes>),
-    /// An app's response body, streamed through.
-    Upstream(Incoming),
+    /// An app's response body, streamed through. The lease hands the app
+    /// connection back to the pool when this body is dropped.
+    Upstream {
+        body: Incoming,
+        _lease: Lease,
+    },
     /// A file streamed from disk; `remaining` keeps the size hint exact.
     File {
         stream: ReaderStream<Take<tokio::fs::File>>,
@@ -53,7 +59,9 @@ impl Body for EdgeBody {
         match self.get_mut() {
             EdgeBody::Empty => Poll::Ready(None),
             EdgeBody::Full(chunk) => Poll::Ready(chunk.take().map(|b| Ok(Frame::data(b)))),
-            EdgeBody::Upstream(incoming) => Pin::new(incoming).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            EdgeBody::Upstream { body: incoming, .. } => {
+                Pin::new(incoming).poll_frame(cx).map_err(|e| Box::new(e) as BoxError)
+            }
             EdgeBody::File { stream, remaining } => {
                 match ready!(Pin::new(stream).poll_next(cx)) {
                     Some(Ok(bytes)) => {
@@ -80,7 +88,7 @@ impl Body for EdgeBody {
         match self {
             EdgeBody::Empty => true,
             EdgeBody::Full(chunk) => chunk.is_none(),
-            EdgeBody::Upstream(incoming) => incoming.is_end_stream(),
+            EdgeBody::Upstream { body: incoming, .. } => incoming.is_end_stream(),
             EdgeBody::File { remaining, .. } => *remaining == 0,
         }
     }
@@ -89,7 +97,7 @@ impl Body for EdgeBody {
         match self {
             EdgeBody::Empty => SizeHint::with_exact(0),
             EdgeBody::Full(chunk) => SizeHint::with_exact(chunk.as_ref().map_or(0, |b| b.len() as u64)),
-            EdgeBody::Upstream(incoming) => incoming.size_hint(),
+            EdgeBody::Upstream { body: incoming, .. } => incoming.size_hint(),
             EdgeBody::File { remaining, .. } => SizeHint::with_exact(*remaining),
         }
     }

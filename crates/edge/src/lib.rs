@@ -7,9 +7,12 @@
 //! instances (round-robin, with WebSocket/`Upgrade` passthrough), or answers
 //! with a small "unavailable" page.
 //!
-//! The hot path takes no locks of its own: the route table is read through
-//! `arc-swap`, round-robin uses an atomic counter, and upstream connections
-//! are kept alive in hyper-util's pooled client.
+//! For throughput the edge works like nginx's worker processes: accepted
+//! connections are spread over one single-threaded Tokio runtime per CPU,
+//! and each worker keeps its own keep-alive pool of HTTP/1.1 connections to
+//! app instances, so a request never hops threads. The route table is read
+//! through `arc-swap` and round-robin uses an atomic counter; the only lock
+//! touched per request is the calling worker's own (uncontended) pool.
 //!
 //! ```no_run
 //! use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
@@ -29,6 +32,7 @@
 mod body;
 mod config;
 mod pages;
+mod pool;
 mod proxy;
 mod routes;
 mod server;

@@ -6,46 +6,28 @@
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::http::{Extensions, request};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::EdgeConfig;
 use crate::body::{BodyTooLarge, EdgeBody, ProxyBody};
 use crate::pages;
-use crate::routes::Route;
-
-/// Pooled keep-alive HTTP/1 client used for every app instance.
-pub(crate) type UpstreamClient = Client<HttpConnector, ProxyBody>;
+use crate::pool::{Lease, SendError, UpstreamPool};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-pub(crate) fn client(config: &EdgeConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        // Shorter than the usual app-server keep-alive would be ideal, but
-        // Node's default is 5 s; the client retries a request whose pooled
-        // connection turns out to be closed before anything was sent.
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .build(connector)
-}
 
 /// Why forwarding failed, mapped to the edge page the client gets.
 enum Failure {
@@ -55,20 +37,22 @@ enum Failure {
     Other,
 }
 
-/// Forwards `req` to one of `route`'s instances and returns the app's
-/// response (or an edge page). `original_host` is the client's Host value,
-/// `site` its normalised form used on error pages.
+/// Forwards `req` to one of `instances` (round-robin on `next`) and returns
+/// the app's response (or an edge page). `original_host` is the client's
+/// Host value, `site` its normalised form used on error pages.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
-    client: &UpstreamClient,
+    pool: &Arc<UpstreamPool>,
     config: &EdgeConfig,
-    route: &Route,
+    instances: &[SocketAddr],
+    next: &AtomicUsize,
     mut req: Request<Incoming>,
     original_host: HeaderValue,
     peer: SocketAddr,
     site: &str,
 ) -> Response<EdgeBody> {
-    let instances = route.authorities.len();
-    if instances == 0 {
+    let count = instances.len();
+    if count == 0 {
         return pages::bad_gateway(site);
     }
     let max = config.max_request_body_bytes;
@@ -94,50 +78,47 @@ pub(crate) async fn forward(
     // Failing over is only safe when the request can be replayed as is.
     let retry_safe =
         matches!(body, ProxyBody::Empty) && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let attempts = if retry_safe { instances } else { 1 };
+    let attempts = if retry_safe { count } else { 1 };
 
     rewrite_request_headers(&mut parts.headers, upgrade, original_host, peer.ip().to_canonical());
-    // The client may have spoken HTTP/2; apps are always reached over HTTP/1.1.
+    // The client may have spoken HTTP/2 or used an absolute-form target;
+    // apps are always sent HTTP/1.1 in origin form.
     parts.version = Version::HTTP_11;
     parts.extensions = Extensions::new();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = match parts.uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    };
 
     let deadline = Instant::now() + config.request_timeout;
-    let first = route.next.fetch_add(1, Ordering::Relaxed);
-    let pick = |attempt: usize| &route.authorities[first.wrapping_add(attempt) % instances];
+    let first = next.fetch_add(1, Ordering::Relaxed);
+    let pick = |attempt: usize| instances[first.wrapping_add(attempt) % count];
 
     for attempt in 0..attempts - 1 {
-        let retry = clone_bodyless(&parts, upstream_uri(pick(attempt), &path_and_query));
-        match send(client, retry, deadline).await {
+        let addr = pick(attempt);
+        match send(pool, addr, clone_bodyless(&parts), deadline).await {
             Err(Failure::Connect) => {
-                debug!(instance = %pick(attempt), "app instance refused connection; trying the next one");
+                debug!(instance = %addr, "app instance refused connection; trying the next one");
             }
             result => return finish(result, client_upgrade, site, max),
         }
     }
-    parts.uri = upstream_uri(pick(attempts - 1), &path_and_query);
-    let result = send(client, Request::from_parts(parts, body), deadline).await;
+    let result = send(pool, pick(attempts - 1), Request::from_parts(parts, body), deadline).await;
     finish(result, client_upgrade, site, max)
 }
 
 async fn send(
-    client: &UpstreamClient,
+    pool: &Arc<UpstreamPool>,
+    addr: SocketAddr,
     req: Request<ProxyBody>,
     deadline: Instant,
-) -> Result<Response<Incoming>, Failure> {
-    match tokio::time::timeout_at(deadline, client.request(req)).await {
-        Ok(Ok(res)) => Ok(res),
-        Ok(Err(e)) if e.is_connect() => {
-            debug!(error = %e, "connecting to app instance failed");
-            Err(Failure::Connect)
-        }
-        Ok(Err(e)) if caused_by_body_limit(&e) => Err(Failure::TooLarge),
-        Ok(Err(e)) => {
-            debug!(error = ?e, "forwarding to app instance failed");
+) -> Result<(Response<Incoming>, Lease), Failure> {
+    match tokio::time::timeout_at(deadline, pool.send(addr, req)).await {
+        Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(SendError::Connect)) => Err(Failure::Connect),
+        Ok(Err(SendError::Http(e))) if caused_by_body_limit(&e) => Err(Failure::TooLarge),
+        Ok(Err(SendError::Http(e))) => {
+            debug!(instance = %addr, error = %e, "forwarding to app instance failed");
             Err(Failure::Other)
         }
         Err(_) => Err(Failure::Timeout),
@@ -145,18 +126,19 @@ async fn send(
 }
 
 fn finish(
-    result: Result<Response<Incoming>, Failure>,
+    result: Result<(Response<Incoming>, Lease), Failure>,
     client_upgrade: Option<OnUpgrade>,
     site: &str,
     max: u64,
 ) -> Response<EdgeBody> {
-    let mut res = match result {
-        Ok(res) => res,
+    let (mut res, lease) = match result {
+        Ok(pair) => pair,
         Err(Failure::Connect | Failure::Other) => return pages::bad_gateway(site),
         Err(Failure::Timeout) => return pages::gateway_timeout(site),
         Err(Failure::TooLarge) => return pages::payload_too_large(max),
     };
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        lease.discard();
         let Some(client_upgrade) = client_upgrade else {
             debug!("app switched protocols without being asked to");
             return pages::bad_gateway(site);
@@ -176,7 +158,7 @@ fn finish(
     }
     let (mut parts, body) = res.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, EdgeBody::Upstream(body))
+    Response::from_parts(parts, EdgeBody::Upstream { body, _lease: lease })
 }
 
 /// Copies bytes both ways between the client's and the app's upgraded
@@ -282,20 +264,12 @@ fn rewrite_request_headers(
     headers.insert(&X_FORWARDED_HOST, original_host);
 }
 
-fn upstream_uri(authority: &Authority, path_and_query: &PathAndQuery) -> Uri {
-    let mut parts = hyper::http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(path_and_query.clone());
-    Uri::from_parts(parts).expect("scheme, authority and path form a valid URI")
-}
-
 /// A copy of a body-less request, for a failover attempt that may consume
 /// it while the original is kept for the next one.
-fn clone_bodyless(parts: &request::Parts, uri: Uri) -> Request<ProxyBody> {
+fn clone_bodyless(parts: &request::Parts) -> Request<ProxyBody> {
     let mut req = Request::new(ProxyBody::Empty);
     *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = uri;
+    *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
     req

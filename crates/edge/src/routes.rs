@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 
-use hyper::http::uri::Authority;
-
 /// What the edge does with requests for one host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteTarget {
@@ -41,13 +39,10 @@ pub enum RouteTarget {
     },
 }
 
-/// One table entry: the target plus per-route state derived from it once,
-/// so the hot path does no formatting or allocation for it.
+/// One table entry: the target plus per-route state that must live as
+/// long as the table does.
 pub(crate) struct Route {
     pub(crate) target: RouteTarget,
-    /// `host:port` authorities of the upstream instances, parallel to
-    /// `RouteTarget::Upstream::instances` (empty for other targets).
-    pub(crate) authorities: Box<[Authority]>,
     /// Round-robin cursor. Lives with the table, so a new table starts the
     /// rotation afresh, which is harmless.
     pub(crate) next: AtomicUsize,
@@ -55,19 +50,8 @@ pub(crate) struct Route {
 
 impl Route {
     fn new(target: RouteTarget) -> Self {
-        let authorities = match &target {
-            RouteTarget::Upstream { instances } => instances
-                .iter()
-                .map(|addr| {
-                    Authority::try_from(addr.to_string().as_str())
-                        .expect("a socket address is always a valid URI authority")
-                })
-                .collect(),
-            _ => Box::default(),
-        };
         Self {
             target,
-            authorities,
             next: AtomicUsize::new(0),
         }
     }
@@ -212,9 +196,6 @@ mod tests {
         assert!(t.get("site.test").is_some());
         assert!(t.get("SITE.test:1").is_some());
         assert!(t.get("other.test").is_none());
-        let route = t.route("site.test").unwrap();
-        assert_eq!(route.authorities[0].as_str(), "127.0.0.1:1");
-        assert_eq!(route.authorities[1].as_str(), "[::1]:2");
         let cloned = t.clone();
         assert_eq!(cloned.get("site.test"), t.get("site.test"));
         assert!(t.remove("site.test").is_some());

@@ -21,13 +21,17 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::body::EdgeBody;
-use crate::proxy::{self, UpstreamClient};
+use crate::pool::UpstreamPool;
+use crate::proxy;
 use crate::routes::{EdgeRouteTable, RouteTarget, normalize_host};
 use crate::{EdgeConfig, pages, statics};
 
 /// How long in-flight requests may run after shutdown begins before their
 /// connections are closed anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often each worker closes pooled app connections that sat idle too
+/// long.
+const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Slowloris guard: a client must finish sending request headers this fast.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -150,7 +154,7 @@ impl Edge {
         Ok(())
     }
 
-    async fn handle(&self, client: &UpstreamClient, req: Request<Incoming>, peer: SocketAddr) -> Response<EdgeBody> {
+    async fn handle(&self, pool: &Arc<UpstreamPool>, req: Request<Incoming>, peer: SocketAddr) -> Response<EdgeBody> {
         // An absolute-form target (and HTTP/2's :authority) overrides Host.
         let host_value = match req.uri().authority() {
             Some(authority) => {
@@ -180,8 +184,19 @@ impl Edge {
             RouteTarget::Static { root, spa_fallback } => {
                 statics::serve(req.method(), req.uri(), req.headers(), root, *spa_fallback).await
             }
-            RouteTarget::Upstream { .. } => {
-                proxy::forward(client, &self.config, route, req, host_value.clone(), peer, &host).await
+            RouteTarget::Upstream { instances } => {
+                let original_host = host_value.clone();
+                proxy::forward(
+                    pool,
+                    &self.config,
+                    instances,
+                    &route.next,
+                    req,
+                    original_host,
+                    peer,
+                    &host,
+                )
+                .await
             }
             RouteTarget::Unavailable {
                 site,
@@ -203,16 +218,10 @@ struct WorkerHandle {
 /// State shared by all connections of one worker.
 struct Worker {
     edge: Arc<Edge>,
-    client: UpstreamClient,
+    pool: Arc<UpstreamPool>,
 }
 
 fn worker_count() -> usize {
-    if let Some(n) = std::env::var("EDGE_EXPERIMENT_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        return n;
-    }
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -257,10 +266,17 @@ async fn run_worker(
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let worker = Arc::new(Worker {
-        client: proxy::client(&edge.config),
-        edge,
+    let pool = Arc::new(UpstreamPool::new(edge.config.connect_timeout));
+    let sweeper = Arc::clone(&pool);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(POOL_SWEEP_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            sweeper.sweep();
+        }
     });
+    let worker = Arc::new(Worker { edge, pool });
 
     while let Some((stream, peer, watcher)) = incoming.recv().await {
         let stream = match tokio::net::TcpStream::from_std(stream) {
@@ -276,7 +292,7 @@ async fn run_worker(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let worker = Arc::clone(&worker);
-                async move { Ok::<_, Infallible>(worker.edge.handle(&worker.client, req, peer).await) }
+                async move { Ok::<_, Infallible>(worker.edge.handle(&worker.pool, req, peer).await) }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let conn = watcher.watch(conn);

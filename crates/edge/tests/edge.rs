@@ -5,6 +5,8 @@
 mod support;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_edge::{EdgeConfig, EdgeRouteTable, RouteTarget};
@@ -605,22 +607,85 @@ async fn keep_alive_connection_serves_many_requests() {
     let a = spawn_upstream("a").await;
     let edge = start_edge(EdgeConfig::default(), upstream_table("app.test", &[a.addr])).await;
     let mut stream = TcpStream::connect(edge.addr).await.unwrap();
-    for i in 0..20 {
-        let req = format!("GET /n{i} HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    for i in 0..21 {
+        // GET, HEAD (no body follows) and POST (a body both ways) mixed on
+        // one client connection.
+        let (req, expected, has_body) = match i % 3 {
+            0 => (
+                format!("GET /n{i} HTTP/1.1\r\nHost: app.test\r\n\r\n"),
+                format!("a GET /n{i}"),
+                true,
+            ),
+            1 => (
+                format!("HEAD /n{i} HTTP/1.1\r\nHost: app.test\r\n\r\n"),
+                format!("a HEAD /n{i}"),
+                false,
+            ),
+            _ => (
+                format!("POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 7\r\n\r\nbody {i:02}"),
+                format!("body {i:02}"),
+                true,
+            ),
+        };
         stream.write_all(req.as_bytes()).await.unwrap();
-        let expected = format!("a GET /n{i}");
         let head = read_head(&mut stream).await;
         let resp = parse_response(&head);
-        assert_eq!(resp.status, 200);
+        assert_eq!(resp.status, 200, "request {i}");
         let len: usize = resp.header("content-length").unwrap().parse().unwrap();
-        assert_eq!(len, expected.len());
-        let mut body = vec![0; len];
-        stream.read_exact(&mut body).await.unwrap();
-        assert_eq!(String::from_utf8(body).unwrap(), expected);
+        assert_eq!(len, expected.len(), "request {i}");
+        if has_body {
+            let mut body = vec![0; len];
+            stream.read_exact(&mut body).await.unwrap();
+            assert_eq!(String::from_utf8(body).unwrap(), expected);
+        }
     }
-    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 20);
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 21);
     // Sequential requests reuse one pooled keep-alive connection to the app.
     assert_eq!(a.conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// An app that answers `ok` to one request per connection and then closes
+/// the connection without announcing it (no `Connection: close`), the way
+/// an app whose keep-alive timeout just expired does.
+async fn spawn_one_shot_app() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                read_head(&mut stream).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn closed_app_connections_are_not_reused() {
+    let (app, conns) = spawn_one_shot_app().await;
+    let edge = start_edge(EdgeConfig::default(), upstream_table("app.test", &[app])).await;
+    let mut stream = TcpStream::connect(edge.addr).await.unwrap();
+    for i in 0..5 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let resp = parse_response(&read_head(&mut stream).await);
+        assert_eq!(resp.status, 200, "request {i}");
+        let mut body = [0u8; 2];
+        stream.read_exact(&mut body).await.unwrap();
+        assert_eq!(&body, b"ok");
+        // Give the edge a moment to notice the app's FIN, as it would
+        // between real requests.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 5);
 }
 
 #[tokio::test]
