@@ -75,14 +75,15 @@ impl DeploymentStatus {
     }
 
     /// The allowed transitions. A retried build may re-enter `building` from `building`
-    /// or `deploying` after a crash.
+    /// or `deploying` after a crash; a build that finishes after a newer deployment of
+    /// the same environment went live goes straight to `superseded`.
     pub fn can_become(self, next: Self) -> bool {
         use DeploymentStatus::*;
         matches!(
             (self, next),
             (Queued, Building | Failed | Cancelled)
                 | (Building, Building | Deploying | Failed | Cancelled)
-                | (Deploying, Building | Live | Failed | Cancelled)
+                | (Deploying, Building | Live | Failed | Cancelled | Superseded)
                 | (Live, Superseded | Live)
                 | (Superseded, Live)
         )
@@ -200,6 +201,8 @@ mod tests {
         assert!(!Live.can_become(Building));
         assert!(!Cancelled.can_become(Building));
         assert!(!Queued.can_become(Live));
+        assert!(Deploying.can_become(Superseded));
+        assert!(!Building.can_become(Superseded));
         for s in [Queued, Building, Deploying, Live, Failed, Cancelled, Superseded] {
             assert_eq!(DeploymentStatus::parse(s.as_str()), Some(s));
         }

@@ -275,8 +275,17 @@ async fn build_and_start(
     if cancel.is_cancelled() {
         return Err("cancelled".to_string().into());
     }
-    platform.activate(deployment).await.map_err(internal)?;
-    platform.log(id, "build", "system", "deployment is live".into());
+    if platform.activate(deployment).await.map_err(internal)? {
+        platform.log(id, "build", "system", "deployment is live".into());
+    } else {
+        platform.runtime.stop(id).await;
+        platform.log(
+            id,
+            "build",
+            "system",
+            "a newer deployment went live first; this one is kept as superseded".into(),
+        );
+    }
     Ok(())
 }
 

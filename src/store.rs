@@ -548,6 +548,22 @@ pub async fn set_deployment_plan(db: impl SqliteExecutor<'_>, id: &str, plan_jso
         .map(drop)
 }
 
+/// The environment's live deployment if it was created after `created_at`.
+pub async fn newer_live_deployment(
+    db: impl SqliteExecutor<'_>,
+    environment_id: &str,
+    created_at: i64,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT d.id FROM environments e JOIN deployments d ON d.id = e.deployment_id \
+         WHERE e.id = ? AND d.status = 'live' AND d.created_at > ?",
+    )
+    .bind(environment_id)
+    .bind(created_at)
+    .fetch_optional(db)
+    .await
+}
+
 /// Marks every other live deployment of an environment superseded.
 pub async fn supersede_others(
     db: impl SqliteExecutor<'_>,

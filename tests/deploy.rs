@@ -185,3 +185,34 @@ async fn deployment_logs_page_with_a_cursor() {
     assert_eq!(page2["has_more"], false);
     assert_eq!(page2["lines"][0]["line"], all["lines"][2]["line"]);
 }
+
+#[tokio::test]
+async fn deploys_finishing_out_of_order_leave_the_newest_live() {
+    let server = TestServer::start().await;
+    let repo = app(&[(
+        "package.json",
+        r#"{"scripts":{"build":"sleep 2 && mkdir -p dist && echo slow-old > dist/index.html"}}"#,
+    )]);
+    let slow = git_init(repo.path());
+    std::fs::write(
+        repo.path().join("package.json"),
+        r#"{"scripts":{"build":"mkdir -p dist && echo fast-new > dist/index.html"}}"#,
+    )
+    .unwrap();
+    let fast = git_commit(repo.path(), "fast build");
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "race", "repo": url, "commit": slow}))
+        .await;
+    let old_id = out["deployment"]["id"].as_str().unwrap().to_string();
+    let (_, out) = server
+        .post("/api/sites/race/deploy", &json!({"commit": fast, "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let old = server.wait_deployment(&old_id).await;
+    assert_eq!(
+        old["status"], "superseded",
+        "the older build finished last and did not take over: {old}"
+    );
+    assert_eq!(server.edge("race.localhost", "/").await.1, "fast-new\n");
+}

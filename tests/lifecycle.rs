@@ -8,20 +8,13 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
+/// Node processes (not their `sh` parents) whose command line contains `needle`.
 fn pids_matching(needle: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.starts_with("node ") && cmd.contains(needle) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
+    processes_matching(needle)
+        .into_iter()
+        .filter(|(_, cmd)| cmd.starts_with("node "))
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {

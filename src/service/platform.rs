@@ -169,8 +169,22 @@ impl Platform {
     /// Makes a built deployment its environment's live one: one transaction moves it to
     /// `live`, points the environment at it and supersedes the previous one; then the
     /// route table is rebuilt before this returns, so a caller told "live" can fetch it.
-    pub async fn activate(&self, d: &DeploymentRow) -> anyhow::Result<()> {
+    /// Returns false when a newer deployment of the environment was already live: this
+    /// one is then `superseded` without ever serving.
+    pub async fn activate(&self, d: &DeploymentRow) -> anyhow::Result<bool> {
         let mut tx = self.store.begin().await?;
+        // Deploys of one environment can finish out of order: the newest one wins.
+        if let Some(current) = store::newer_live_deployment(&mut *tx, &d.environment_id, d.created_at).await? {
+            store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Superseded, None).await?;
+            let data = serde_json::json!({ "site_id": d.site_id, "newer": current });
+            store::insert_event(&mut *tx, &d.org_id, "deployment.superseded", &d.id, &data).await?;
+            tx.commit().await?;
+            let _ = self.events.send(DeploymentEvent {
+                deployment_id: d.id.clone(),
+                status: DeploymentStatus::Superseded,
+            });
+            return Ok(false);
+        }
         if !store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Live, None).await? {
             anyhow::bail!("deployment {} can no longer go live (cancelled?)", d.id);
         }
@@ -196,7 +210,7 @@ impl Platform {
                 status: DeploymentStatus::Superseded,
             });
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The environment variables an app and its build see: berth's defaults (caches in

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, reason = "each test file uses a different part of the harness")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -251,53 +251,36 @@ pub fn app(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// Runs git in `dir` with a fixed identity; returns its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Makes `dir` a git repository with one commit on `main`; returns the commit.
 pub fn git_init(dir: &Path) -> String {
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "init"]);
-    git(&["rev-parse", "HEAD"])
+    git(dir, &["init", "-q", "-b", "main"]);
+    git_commit(dir, "init")
 }
 
 /// Commits all changes in a repo; returns the commit.
 pub fn git_commit(dir: &Path, message: &str) -> String {
-    let run = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    run(&["add", "-A"]);
-    run(&["commit", "-q", "-m", message]);
-    run(&["rev-parse", "HEAD"])
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", message]);
+    git(dir, &["rev-parse", "HEAD"])
 }
 
 /// A tar.gz of a folder, packed the way the CLI packs uploads.
@@ -307,16 +290,17 @@ pub fn pack(dir: &Path) -> Vec<u8> {
     out
 }
 
-/// Lists processes whose command line contains `needle`.
-pub fn processes_matching(needle: &str) -> Vec<String> {
+/// Processes whose command line contains `needle`: (pid, command line).
+pub fn processes_matching(needle: &str) -> Vec<(i32, String)> {
     let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                if cmd.contains(needle) {
-                    found.push(cmd);
-                }
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push((pid, cmd));
             }
         }
     }
@@ -355,9 +339,4 @@ pub fn python_app(text: &str) -> tempfile::TempDir {
 /// Path as &str.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// Unused but handy in debugging: a path buf.
-pub fn pb(p: &str) -> PathBuf {
-    PathBuf::from(p)
 }
