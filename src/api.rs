@@ -61,6 +61,18 @@ pub fn router(service: Service) -> Router {
         .route("/api/sites/{site}/deploy", post(deploy))
         .route("/api/sites/{site}/upload", post(upload))
         .route("/api/sites/{site}/deployments", get(list_deployments))
+        .route(
+            "/api/sites/{site}/environments",
+            get(list_environments).post(create_environment),
+        )
+        .route(
+            "/api/sites/{site}/environments/{env}",
+            axum::routing::delete(delete_environment),
+        )
+        .route("/api/sites/{site}/environments/{env}/logs", get(environment_logs))
+        .route("/api/sites/{site}/promote", post(promote))
+        .route("/api/sites/{site}/rollback", post(rollback))
+        .route("/api/deployments/{id}/cancel", post(cancel_deployment))
         .route("/api/deployments/{id}", get(get_deployment))
         .route("/api/deployments/{id}/logs", get(deployment_logs))
         .route("/api/audit", get(audit))
@@ -289,4 +301,149 @@ fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> ServiceError 
         "body",
         format!("the request body is not valid: {}", rejection.body_text()),
     )
+}
+
+async fn list_environments(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+) -> ApiResult<EnvironmentList> {
+    Ok(Json(s.list_environments(&actor, &site).await?))
+}
+
+/// `HOSTING_CREATE_ENVIRONMENT` body without the site.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateEnvironmentBody {
+    name: String,
+    branch: Option<String>,
+    commit: Option<String>,
+    wait: Option<bool>,
+    timeout_seconds: Option<u64>,
+    idempotency_key: Option<String>,
+}
+
+async fn create_environment(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    body: Result<Json<CreateEnvironmentBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<EnvironmentOutput>), ServiceError> {
+    let Json(b) = body.map_err(bad_json)?;
+    let input = CreateEnvironmentInput {
+        site,
+        name: b.name,
+        branch: b.branch,
+        commit: b.commit,
+        wait: b.wait,
+        timeout_seconds: b.timeout_seconds,
+        idempotency_key: b.idempotency_key,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(s.create_environment(&actor, input, &mut |_| {}).await?),
+    ))
+}
+
+async fn delete_environment(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path((site, environment)): Path<(String, String)>,
+) -> ApiResult<EnvironmentList> {
+    Ok(Json(
+        s.delete_environment(
+            &actor,
+            &EnvironmentRef {
+                site,
+                environment,
+                idempotency_key: None,
+            },
+        )
+        .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct EnvLogsQuery {
+    cursor: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn environment_logs(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path((site, environment)): Path<(String, String)>,
+    Query(q): Query<EnvLogsQuery>,
+) -> ApiResult<LogPage> {
+    let input = EnvironmentLogsInput {
+        site,
+        environment: Some(environment),
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    Ok(Json(s.get_environment_logs(&actor, &input).await?))
+}
+
+/// `HOSTING_PROMOTE` body without the site.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    deployment_id: String,
+    environment: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+async fn promote(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    body: Result<Json<PromoteBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<SwitchOutput> {
+    let Json(b) = body.map_err(bad_json)?;
+    let input = PromoteInput {
+        site,
+        deployment_id: b.deployment_id,
+        environment: b.environment,
+        idempotency_key: b.idempotency_key,
+    };
+    Ok(Json(s.promote(&actor, &input).await?))
+}
+
+/// `HOSTING_ROLLBACK` body without the site.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    environment: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+async fn rollback(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    body: Option<Json<RollbackBody>>,
+) -> ApiResult<SwitchOutput> {
+    let b = body.map(|Json(b)| b).unwrap_or_default();
+    Ok(Json(
+        s.rollback(
+            &actor,
+            &RollbackInput {
+                site,
+                environment: b.environment,
+                idempotency_key: b.idempotency_key,
+            },
+        )
+        .await?,
+    ))
+}
+
+async fn cancel_deployment(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<DeploymentInfo> {
+    Ok(Json(
+        s.cancel_deployment(&actor, &DeploymentRef { deployment_id: id })
+            .await?,
+    ))
 }

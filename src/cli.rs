@@ -83,6 +83,12 @@ impl Client {
         self.send(self.http.delete(format!("{}{path}", self.base))).await
     }
 
+    /// POST JSON.
+    pub async fn post_json<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
     /// POST raw bytes.
     pub async fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> anyhow::Result<T> {
         self.send(
@@ -286,6 +292,73 @@ pub async fn delete(args: &ClientArgs, site: &str, yes: bool, json: bool) -> any
         print_json(&out)
     } else {
         println!("deleted {site}");
+        Ok(())
+    }
+}
+
+/// `berth environments SITE`.
+pub async fn environments(args: &ClientArgs, site: &str, json: bool) -> anyhow::Result<()> {
+    let list: crate::service::EnvironmentList = Client::new(args)?
+        .get(&format!("/api/sites/{site}/environments"))
+        .await?;
+    if json {
+        return print_json(&list);
+    }
+    println!("{:<16} {:<9} {:<38} URL", "NAME", "STATUS", "DEPLOYMENT");
+    for e in list.environments {
+        println!(
+            "{:<16} {:<9} {:<38} {}",
+            e.name,
+            e.status,
+            e.deployment_id.as_deref().unwrap_or("-"),
+            e.url
+        );
+    }
+    Ok(())
+}
+
+/// `berth promote SITE DEPLOYMENT` and `berth rollback SITE`.
+pub async fn switch(
+    args: &ClientArgs,
+    site: &str,
+    deployment: Option<&str>,
+    environment: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::SwitchOutput = match deployment {
+        Some(id) => {
+            let body = serde_json::json!({ "deployment_id": id, "environment": environment });
+            client.post_json(&format!("/api/sites/{site}/promote"), &body).await?
+        }
+        None => {
+            client
+                .post_json(
+                    &format!("/api/sites/{site}/rollback"),
+                    &serde_json::json!({ "environment": environment }),
+                )
+                .await?
+        }
+    };
+    if json {
+        return print_json(&out);
+    }
+    println!(
+        "{} now serves {} at {}",
+        out.environment.name, out.deployment.id, out.environment.url
+    );
+    Ok(())
+}
+
+/// `berth cancel DEPLOYMENT`.
+pub async fn cancel(args: &ClientArgs, id: &str, json: bool) -> anyhow::Result<()> {
+    let out: DeploymentInfo = Client::new(args)?
+        .post_json(&format!("/api/deployments/{id}/cancel"), &Value::Null)
+        .await?;
+    if json {
+        print_json(&out)
+    } else {
+        println!("{} is {}", out.id, out.status.as_str());
         Ok(())
     }
 }

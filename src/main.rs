@@ -72,6 +72,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List a site's environments (production and previews).
+    Environments {
+        /// Site name.
+        site: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point an environment at a built deployment (no rebuild).
+    Promote {
+        /// Site name.
+        site: String,
+        /// Deployment id (`dpl_…`).
+        deployment: String,
+        /// Environment (default production).
+        #[arg(long)]
+        environment: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point an environment back at its previous built deployment.
+    Rollback {
+        /// Site name.
+        site: String,
+        /// Environment (default production).
+        #[arg(long)]
+        environment: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a queued or building deployment.
+    Cancel {
+        /// Deployment id.
+        deployment: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a site with its deployments, logs and files.
     Delete {
         /// Site name.
@@ -140,6 +180,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => cli::logs(c, &target, kind.as_deref(), follow, json).await,
         Command::Delete { site, yes, json } => cli::delete(c, &site, yes, json).await,
+        Command::Environments { site, json } => cli::environments(c, &site, json).await,
+        Command::Promote {
+            site,
+            deployment,
+            environment,
+            json,
+        } => cli::switch(c, &site, Some(&deployment), environment.as_deref(), json).await,
+        Command::Rollback {
+            site,
+            environment,
+            json,
+        } => cli::switch(c, &site, None, environment.as_deref(), json).await,
+        Command::Cancel { deployment, json } => cli::cancel(c, &deployment, json).await,
         Command::Mcp => cli::mcp_stdio(c).await,
     }
 }

@@ -288,6 +288,150 @@ impl BerthMcp {
             page,
         )
     }
+
+    #[tool(
+        name = "HOSTING_LIST_ENVIRONMENTS",
+        description = "List a site's environments (production and previews) with URL, branch, serving deployment and status.",
+        output_schema = schema_for_output::<EnvironmentList>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_environments(
+        &self,
+        Parameters(input): Parameters<SiteRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<EnvironmentList> {
+        let actor = actor_of(&ctx)?;
+        let list = self.service.list_environments(&actor, &input.site).await?;
+        let summary = list
+            .environments
+            .iter()
+            .map(|e| format!("{} ({}) {}", e.name, e.status, e.url))
+            .collect::<Vec<_>>()
+            .join("\n");
+        reply(summary, list)
+    }
+
+    #[tool(
+        name = "HOSTING_CREATE_ENVIRONMENT",
+        description = "Create a preview environment of a site, served at http://<name>--<site>.<base-domain>. Git sites build the given branch or commit into it; other sites start it on production's current deployment. wait=true blocks until its deployment is live or failed.",
+        output_schema = schema_for_output::<EnvironmentOutput>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
+    )]
+    async fn create_environment(
+        &self,
+        Parameters(input): Parameters<CreateEnvironmentInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<EnvironmentOutput> {
+        let actor = actor_of(&ctx)?;
+        let mut progress = progress_forwarder(&ctx);
+        let out = self.service.create_environment(&actor, input, &mut progress).await?;
+        reply(
+            format!("environment '{}' at {}", out.environment.name, out.environment.url),
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_DELETE_ENVIRONMENT",
+        description = "Delete a preview environment: stops its processes and removes its route and the deployments built for it. production cannot be deleted (delete the site instead).",
+        output_schema = schema_for_output::<EnvironmentList>(),
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn delete_environment(
+        &self,
+        Parameters(input): Parameters<EnvironmentRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<EnvironmentList> {
+        let actor = actor_of(&ctx)?;
+        let list = self.service.delete_environment(&actor, &input).await?;
+        reply(
+            format!("deleted environment '{}' of '{}'", input.environment, input.site),
+            list,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_GET_ENVIRONMENT_LOGS",
+        description = "Runtime log lines of the deployment an environment serves: the newest `limit` lines (default 100, max 1000), or the lines after `cursor`.",
+        output_schema = schema_for_output::<LogPage>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_environment_logs(
+        &self,
+        Parameters(input): Parameters<EnvironmentLogsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<LogPage> {
+        let actor = actor_of(&ctx)?;
+        let page = self.service.get_environment_logs(&actor, &input).await?;
+        let summary = page
+            .lines
+            .iter()
+            .map(|l| l.line.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        reply(
+            if summary.is_empty() {
+                "no runtime log lines".into()
+            } else {
+                summary
+            },
+            page,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_PROMOTE",
+        description = "Point an environment (default production) at any live or superseded deployment of the site. No rebuild: the switch happens as soon as the deployment's app is healthy (instant for static sites and running apps).",
+        output_schema = schema_for_output::<SwitchOutput>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn promote(
+        &self,
+        Parameters(input): Parameters<PromoteInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<SwitchOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.promote(&actor, &input).await?;
+        reply(
+            format!("{} now serves {}", out.environment.name, out.deployment.id),
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_ROLLBACK",
+        description = "Point an environment (default production) back at the newest built deployment older than the one it serves, without rebuilding. Call again to go further back.",
+        output_schema = schema_for_output::<SwitchOutput>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn rollback(
+        &self,
+        Parameters(input): Parameters<RollbackInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<SwitchOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.rollback(&actor, &input).await?;
+        reply(
+            format!("{} rolled back to {}", out.environment.name, out.deployment.id),
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_CANCEL_DEPLOYMENT",
+        description = "Cancel a queued or building deployment: its build processes are killed and it ends as cancelled; whatever is serving keeps serving.",
+        output_schema = schema_for_output::<DeploymentInfo>(),
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn cancel_deployment(
+        &self,
+        Parameters(input): Parameters<DeploymentRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<DeploymentInfo> {
+        let actor = actor_of(&ctx)?;
+        let d = self.service.cancel_deployment(&actor, &input).await?;
+        reply(format!("{} is {}", d.id, d.status.as_str()), d)
+    }
 }
 
 #[tool_handler]

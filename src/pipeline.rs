@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::{JobError, JobFuture, JobHandler};
 use crate::model::{DeploymentStatus, SourceKind};
-use crate::runtime::InstanceSpec;
 use crate::service::Platform;
 use crate::source::{self, RepoLocation};
 use crate::store::{self, DeploymentRow, JobRow};
@@ -242,18 +241,8 @@ async fn build_and_start(
         .set_status(deployment, DeploymentStatus::Deploying, None)
         .await
         .map_err(internal)?;
-    if let ServePlan::Process { command, port } = &plan.serve {
-        platform.log(id, "build", "system", format!("starting: {command}"));
-        let spec = InstanceSpec {
-            deployment_id: id.to_string(),
-            site: site.name.clone(),
-            app_dir: dir.clone(),
-            command: command.clone(),
-            port: *port,
-            env: env.clone(),
-            health_check_path: plan.health_check_path.clone(),
-            start_timeout: platform.config.timeouts.start(),
-        };
+    if let Some(spec) = platform.instance_spec(id, &site, &plan) {
+        platform.log(id, "build", "system", format!("starting: {}", spec.command));
         let started = tokio::select! {
             r = platform.runtime.start(spec) => r,
             _ = cancel.cancelled() => return Err("cancelled".to_string().into()),

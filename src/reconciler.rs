@@ -12,7 +12,7 @@ use berth_edge::{EdgeRouteTable, RouteTarget};
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::app_dir;
-use crate::runtime::{InstanceSpec, InstanceState};
+use crate::runtime::InstanceState;
 use crate::service::Platform;
 use crate::store;
 
@@ -37,7 +37,7 @@ pub async fn reconcile(platform: &Platform) -> anyhow::Result<()> {
                 root: dir.join(out),
                 spa_fallback: *spa_fallback,
             },
-            ServePlan::Process { command, port } => {
+            ServePlan::Process { .. } => {
                 wanted.insert(env.deployment_id.clone());
                 match platform.runtime.observe(&env.deployment_id) {
                     Some(obs) => match obs.state {
@@ -56,15 +56,8 @@ pub async fn reconcile(platform: &Platform) -> anyhow::Result<()> {
                         let Some(site) = store::get_site_by_id(platform.store.pool(), &env.site_id).await? else {
                             continue;
                         };
-                        let spec = InstanceSpec {
-                            deployment_id: env.deployment_id.clone(),
-                            site: env.site_name.clone(),
-                            app_dir: dir,
-                            command: command.clone(),
-                            port: *port,
-                            env: platform.app_env(&site),
-                            health_check_path: plan.health_check_path.clone(),
-                            start_timeout: platform.config.timeouts.start(),
+                        let Some(spec) = platform.instance_spec(&env.deployment_id, &site, &plan) else {
+                            continue;
                         };
                         tracing::info!(site.name = %env.site_name, deployment.id = %env.deployment_id, "starting instance to match desired state");
                         let runtime = platform.runtime.clone();

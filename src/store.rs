@@ -49,9 +49,11 @@ impl Store {
         &self.pool
     }
 
-    /// Begins a transaction.
+    /// Begins a write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock up front,
+    /// so a transaction that reads and then writes waits its turn (busy timeout) instead
+    /// of failing with "database is locked" when another writer got in between.
     pub async fn begin(&self) -> sqlx::Result<Tx> {
-        self.pool.begin().await
+        self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 }
 
@@ -564,19 +566,74 @@ pub async fn newer_live_deployment(
     .await
 }
 
-/// Marks every other live deployment of an environment superseded.
-pub async fn supersede_others(
+/// Re-derives `live` / `superseded` for built deployments: live while some environment
+/// points at it, superseded (kept for rollback) otherwise. Returns those now superseded.
+pub async fn refresh_liveness(db: &mut sqlx::SqliteConnection, ids: &[String]) -> sqlx::Result<Vec<String>> {
+    let mut superseded = Vec::new();
+    for id in ids {
+        let became: Option<String> = sqlx::query_scalar(
+            "UPDATE deployments SET status = CASE WHEN EXISTS (SELECT 1 FROM environments WHERE deployment_id = deployments.id) \
+               THEN 'live' ELSE 'superseded' END \
+             WHERE id = ? AND status IN ('live', 'superseded') RETURNING status",
+        )
+        .bind(id)
+        .fetch_optional(&mut *db)
+        .await?;
+        if became.as_deref() == Some("superseded") {
+            superseded.push(id.clone());
+        }
+    }
+    Ok(superseded)
+}
+
+/// The newest built deployment of an environment older than `before` (rollback target).
+pub async fn previous_deployment(
     db: impl SqliteExecutor<'_>,
     environment_id: &str,
-    keep_id: &str,
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "UPDATE deployments SET status = 'superseded' WHERE environment_id = ? AND id <> ? AND status = 'live' RETURNING id",
-    )
+    before_created_at: i64,
+    exclude_id: &str,
+) -> sqlx::Result<Option<DeploymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        deployment_columns!(),
+        " FROM deployments WHERE environment_id = ? AND id <> ? AND created_at <= ? \
+           AND status IN ('live', 'superseded') AND build_plan IS NOT NULL \
+         ORDER BY created_at DESC, id DESC LIMIT 1"
+    ))
     .bind(environment_id)
-    .bind(keep_id)
-    .fetch_all(db)
+    .bind(exclude_id)
+    .bind(before_created_at)
+    .fetch_optional(db)
     .await
+}
+
+/// Deletes an environment row.
+pub async fn delete_environment(db: impl SqliteExecutor<'_>, env_id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM environments WHERE id = ?")
+        .bind(env_id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Moves deployments built for one environment that another environment now serves to
+/// that environment, so deleting the first keeps them. Returns the ids that will be
+/// deleted with the environment.
+pub async fn rehome_deployments(db: &mut sqlx::SqliteConnection, env_id: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query(
+        "UPDATE deployments SET environment_id = \
+           (SELECT e.id FROM environments e WHERE e.deployment_id = deployments.id AND e.id <> ? LIMIT 1) \
+         WHERE environment_id = ? AND EXISTS (SELECT 1 FROM environments e WHERE e.deployment_id = deployments.id AND e.id <> ?)",
+    )
+    .bind(env_id)
+    .bind(env_id)
+    .bind(env_id)
+    .execute(&mut *db)
+    .await?;
+    sqlx::query_scalar("SELECT id FROM deployments WHERE environment_id = ?")
+        .bind(env_id)
+        .fetch_all(&mut *db)
+        .await
 }
 
 // ---------------------------------------------------------------- logs

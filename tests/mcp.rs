@@ -21,6 +21,13 @@ const TOOLS: &[&str] = &[
     "HOSTING_LIST_DEPLOYMENTS",
     "HOSTING_GET_DEPLOYMENT",
     "HOSTING_GET_DEPLOYMENT_LOGS",
+    "HOSTING_LIST_ENVIRONMENTS",
+    "HOSTING_CREATE_ENVIRONMENT",
+    "HOSTING_DELETE_ENVIRONMENT",
+    "HOSTING_GET_ENVIRONMENT_LOGS",
+    "HOSTING_PROMOTE",
+    "HOSTING_ROLLBACK",
+    "HOSTING_CANCEL_DEPLOYMENT",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {

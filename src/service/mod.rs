@@ -2,6 +2,7 @@
 //! handlers and the CLI are thin adapters over these methods, so an agent and a person
 //! get the same rules and the same errors.
 
+mod environments;
 mod platform;
 pub mod types;
 
@@ -103,12 +104,7 @@ impl Service {
             if env.name == "production" {
                 serving = env.deployment_id.clone();
             }
-            environments.push(EnvironmentInfo {
-                url: self.platform.url_for(&site.name, &env.name),
-                status: self.environment_status(&env).await?,
-                deployment_id: env.deployment_id,
-                name: env.name,
-            });
+            environments.push(self.environment_info(&site, &env).await?);
         }
         let recent = store::list_deployments(pool, &site.id, None, 10).await?;
         let build_lines = clamp_lines(input.deploy_log_lines, 20);
@@ -408,7 +404,7 @@ impl Service {
                         .map_err(|e| ServiceError::invalid("branch", e.to_string()))?;
                 }
                 let mut tx = self.platform.store.begin().await?;
-                let branch = input.branch.clone().or_else(|| site.branch.clone());
+                let branch = input.branch.clone().or_else(|| env.branch.clone()).or_else(|| site.branch.clone());
                 let d = self.enqueue_deployment(&mut tx, actor, &site, &env, branch, input.commit.clone(), upload).await?;
                 tx.commit().await?;
                 self.platform.jobs.notify();
@@ -799,6 +795,16 @@ impl Service {
             lines.extend(runtime);
         }
         Ok(lines)
+    }
+
+    async fn environment_info(&self, site: &SiteRow, env: &EnvironmentRow) -> ServiceResult<EnvironmentInfo> {
+        Ok(EnvironmentInfo {
+            name: env.name.clone(),
+            url: self.platform.url_for(&site.name, &env.name),
+            deployment_id: env.deployment_id.clone(),
+            status: self.environment_status(env).await?,
+            branch: env.branch.clone(),
+        })
     }
 
     async fn environment_status(&self, env: &EnvironmentRow) -> ServiceResult<String> {

@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServeConfig;
 use crate::jobs::JobQueue;
 use crate::model::DeploymentStatus;
+use crate::runtime::InstanceSpec;
 use crate::runtime::{LocalRuntime, LogSink};
-use crate::store::{self, DeploymentRow, SiteRow, Store};
+use crate::store::{self, DeploymentRow, EnvironmentRow, SiteRow, Store};
+use berth_build::detect::{BuildPlan, ServePlan};
 
 /// A deployment changed status (the in-process face of the `deployment.*` events).
 #[derive(Clone, Debug)]
@@ -188,8 +190,11 @@ impl Platform {
         if !store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Live, None).await? {
             anyhow::bail!("deployment {} can no longer go live (cancelled?)", d.id);
         }
+        let previous = store::get_environment_by_id(&mut *tx, &d.environment_id)
+            .await?
+            .and_then(|e| e.deployment_id);
         store::set_environment_deployment(&mut *tx, &d.environment_id, &d.id).await?;
-        let superseded = store::supersede_others(&mut *tx, &d.environment_id, &d.id).await?;
+        let superseded = store::refresh_liveness(&mut tx, &previous.into_iter().collect::<Vec<_>>()).await?;
         store::insert_event(
             &mut *tx,
             &d.org_id,
@@ -211,6 +216,65 @@ impl Platform {
             });
         }
         Ok(true)
+    }
+
+    /// What to run for a deployment whose plan serves a process; `None` for static sites.
+    pub fn instance_spec(&self, deployment_id: &str, site: &SiteRow, plan: &BuildPlan) -> Option<InstanceSpec> {
+        let ServePlan::Process { command, port } = &plan.serve else {
+            return None;
+        };
+        Some(InstanceSpec {
+            deployment_id: deployment_id.to_string(),
+            site: site.name.clone(),
+            app_dir: crate::pipeline::app_dir(self, deployment_id),
+            command: command.clone(),
+            port: *port,
+            env: self.app_env(site),
+            health_check_path: plan.health_check_path.clone(),
+            start_timeout: self.config.timeouts.start(),
+        })
+    }
+
+    /// Points an environment at a deployment that is already built (promote, rollback):
+    /// its instance is started and healthy first, then one transaction moves the pointer
+    /// and re-derives live/superseded, then the routes are swapped. No rebuild.
+    pub async fn point_environment(
+        &self,
+        env: &EnvironmentRow,
+        site: &SiteRow,
+        d: &DeploymentRow,
+    ) -> anyhow::Result<()> {
+        let plan: BuildPlan = serde_json::from_str(d.build_plan.as_deref().unwrap_or_default())
+            .map_err(|_| anyhow::anyhow!("deployment {} has no build plan", d.id))?;
+        let _guard = self.register_cancel(&d.id);
+        let started = match self.instance_spec(&d.id, site, &plan) {
+            Some(spec) => self
+                .runtime
+                .start(spec)
+                .await
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("{e}")),
+            None => Ok(()),
+        };
+        self.unregister_cancel(&d.id);
+        started?;
+        let mut tx = self.store.begin().await?;
+        let previous = env.deployment_id.clone();
+        store::set_environment_deployment(&mut *tx, &env.id, &d.id).await?;
+        let mut touched: Vec<String> = previous.into_iter().collect();
+        touched.push(d.id.clone());
+        let superseded = store::refresh_liveness(&mut tx, &touched).await?;
+        let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "deployment_id": d.id });
+        store::insert_event(&mut *tx, &site.org_id, "environment.pointed", &env.id, &data).await?;
+        tx.commit().await?;
+        crate::reconciler::reconcile(self).await?;
+        for id in superseded {
+            let _ = self.events.send(DeploymentEvent {
+                deployment_id: id,
+                status: DeploymentStatus::Superseded,
+            });
+        }
+        Ok(())
     }
 
     /// The environment variables an app and its build see: berth's defaults (caches in

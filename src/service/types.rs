@@ -254,6 +254,9 @@ pub struct EnvironmentInfo {
     pub deployment_id: Option<String>,
     /// live, starting, crashed, or none.
     pub status: String,
+    /// Branch it follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 /// Names a site.
@@ -367,4 +370,118 @@ pub struct AuditEntry {
     pub error: Option<String>,
     /// When (RFC 3339).
     pub time: String,
+}
+
+/// `HOSTING_CREATE_ENVIRONMENT` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnvironmentInput {
+    /// Site name.
+    pub site: String,
+    /// Environment name: a DNS label; served at http://<name>--<site>.<base-domain>.
+    pub name: String,
+    /// Branch to deploy into it (git sites).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Exact commit to deploy into it (git sites).
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// Block until its first deployment is live or failed.
+    #[serde(default)]
+    pub wait: Option<bool>,
+    /// Maximum seconds to wait (default 300, at most 1800).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+    /// Repeat-safe key.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// An environment and the deployment it got.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EnvironmentOutput {
+    /// The environment.
+    pub environment: EnvironmentInfo,
+    /// Its deployment (new, or the one it was pointed at).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentInfo>,
+}
+
+/// `HOSTING_LIST_ENVIRONMENTS` result.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EnvironmentList {
+    /// production first, then previews by name.
+    pub environments: Vec<EnvironmentInfo>,
+}
+
+/// Names an environment of a site.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentRef {
+    /// Site name.
+    pub site: String,
+    /// Environment name.
+    pub environment: String,
+    /// Repeat-safe key (mutating calls).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `HOSTING_GET_ENVIRONMENT_LOGS` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentLogsInput {
+    /// Site name.
+    pub site: String,
+    /// Environment (default "production").
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Return lines after this cursor; omit for the newest `limit` lines.
+    #[serde(default)]
+    pub cursor: Option<i64>,
+    /// At most this many lines (default 100, max 1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `HOSTING_PROMOTE` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteInput {
+    /// Site name.
+    pub site: String,
+    /// The built deployment to serve (`dpl_…`).
+    pub deployment_id: String,
+    /// Environment to point at it (default "production").
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Repeat-safe key.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `HOSTING_ROLLBACK` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackInput {
+    /// Site name.
+    pub site: String,
+    /// Environment (default "production").
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Repeat-safe key.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Result of promote and rollback.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SwitchOutput {
+    /// The environment after the switch.
+    pub environment: EnvironmentInfo,
+    /// The deployment it now serves.
+    pub deployment: DeploymentInfo,
+    /// The deployment it served before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_deployment_id: Option<String>,
 }

@@ -54,6 +54,7 @@ fn main() {
         assert!(Path::new(tool).exists(), "{tool} is required for this benchmark");
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load_before = load_average();
     let dir = tempfile::Builder::new()
         .prefix("berth-edge-bench-")
         .tempdir()
@@ -64,9 +65,9 @@ fn main() {
     let upstream_addr: SocketAddr = ([127, 0, 0, 1], upstream_port).into();
     let nginx_addr: SocketAddr = ([127, 0, 0, 1], nginx_port).into();
 
-    let _upstream = Nginx::start(dir.path(), "upstream", &upstream_config(dir.path(), upstream_port));
+    let upstream = Nginx::start(dir.path(), "upstream", &upstream_config(dir.path(), upstream_port));
     wait_until_ok(upstream_addr, "upstream nginx");
-    let _proxy = Nginx::start(
+    let proxy = Nginx::start(
         dir.path(),
         "proxy",
         &proxy_config(dir.path(), nginx_port, upstream_port, connections),
@@ -93,70 +94,77 @@ fn main() {
         "edge on {}, nginx proxy on {nginx_addr}, upstream nginx on {upstream_addr}",
         edge.addr
     );
+    let edge_cpu = || process_cpu_ns(std::process::id());
+    let nginx_cpu = || proxy.cpu_ns();
     eprintln!("warming up ({WARMUP_SECS} s each)…");
-    for addr in [edge.addr, nginx_addr] {
-        run_wrk(&wrk_args(WARMUP_SECS), addr);
-    }
+    run_wrk(&wrk_args(WARMUP_SECS), edge.addr, &edge_cpu);
+    run_wrk(&wrk_args(WARMUP_SECS), nginx_addr, &nginx_cpu);
 
     let mut edge_runs = Vec::new();
     let mut nginx_runs = Vec::new();
     for round in 1..=rounds {
-        for (name, addr, runs) in [
-            ("edge", edge.addr, &mut edge_runs),
-            ("nginx", nginx_addr, &mut nginx_runs),
+        for (name, addr, cpu, runs) in [
+            ("edge", edge.addr, &edge_cpu as &dyn Fn() -> u64, &mut edge_runs),
+            ("nginx", nginx_addr, &nginx_cpu, &mut nginx_runs),
         ] {
-            let run = run_wrk(&wrk_args(secs), addr);
+            let upstream_before = upstream.cpu_ns();
+            let run = run_wrk(&wrk_args(secs), addr, cpu);
+            let upstream_us = (upstream.cpu_ns() - upstream_before) as f64 / 1_000.0 / run.requests.max(1) as f64;
             eprintln!(
-                "round {round}/{rounds} {name:>5}: {:>9.0} req/s, p50 {:>7.3} ms, p99 {:>7.3} ms, errors {}",
-                run.rps, run.p50_ms, run.p99_ms, run.errors
+                "round {round}/{rounds} {name:>5}: {:>7.0} req/s, p50 {:>6.3} ms, p99 {:>6.3} ms, \
+                 errors {}, proxy CPU {:.1} µs/req, upstream CPU {upstream_us:.1} µs/req",
+                run.rps, run.p50_ms, run.p99_ms, run.errors, run.cpu_us_per_request
             );
             runs.push(run);
         }
     }
+    let load_after = load_average();
 
-    let edge_stats = Summary::of(&edge_runs);
-    let nginx_stats = Summary::of(&nginx_runs);
-    let rps_ratio = edge_stats.rps / nginx_stats.rps;
-    let p99_ratio = edge_stats.p99_ms / nginx_stats.p99_ms;
-    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let e = Summary::of(&edge_runs);
+    let n = Summary::of(&nginx_runs);
+    let rps_ratio = e.rps / n.rps;
+    let p99_ratio = e.p99_ms / n.p99_ms;
+    let verdict = |ok: bool| if ok { "met" } else { "not met" };
 
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\n| proxy | req/s (median of {rounds}) | p50 (median) | p99 (median) | errors |"
-    );
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
-    for (name, s) in [("berth edge", &edge_stats), ("nginx 1.22 (keepalive 64)", &nginx_stats)] {
+    let _ = writeln!(out, "\n| proxy | req/s | p50 | p99 | proxy CPU per request | errors |");
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (name, s) in [("berth edge", &e), ("nginx (keepalive 64)", &n)] {
         let _ = writeln!(
             out,
-            "| {name} | {:.0} | {:.3} ms | {:.3} ms | {} |",
-            s.rps, s.p50_ms, s.p99_ms, s.errors
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.1} µs | {} |",
+            s.rps, s.p50_ms, s.p99_ms, s.cpu_us, s.errors
         );
     }
     let _ = writeln!(
         out,
-        "| **edge / nginx** | **{rps_ratio:.2}×** (target ≥ {TARGET_RPS_RATIO}: {}) | {:.2}× | **{p99_ratio:.2}×** (target ≤ {TARGET_P99_RATIO}: {}) | |",
+        "| **edge / nginx** | **{rps_ratio:.2}×** (target ≥ {TARGET_RPS_RATIO}: {}) | {:.2}× | \
+         **{p99_ratio:.2}×** (target ≤ {TARGET_P99_RATIO}: {}) | {:.2}× | |",
         verdict(rps_ratio >= TARGET_RPS_RATIO),
-        edge_stats.p50_ms / nginx_stats.p50_ms,
+        e.p50_ms / n.p50_ms,
         verdict(p99_ratio <= TARGET_P99_RATIO),
+        e.cpu_us / n.cpu_us,
     );
     let _ = writeln!(
         out,
-        "\nPer-round req/s: edge {:?}, nginx {:?}",
+        "\nMedians of {rounds} rounds of {secs} s, edge and nginx alternating (edge first), after a \
+         {WARMUP_SECS} s warm-up of each."
+    );
+    let _ = writeln!(
+        out,
+        "Per-round req/s: edge {:?}, nginx {:?}",
         edge_runs.iter().map(|r| r.rps.round()).collect::<Vec<_>>(),
         nginx_runs.iter().map(|r| r.rps.round()).collect::<Vec<_>>(),
     );
+    let _ = writeln!(out, "Command (against each proxy): `{command}`");
     let _ = writeln!(
         out,
-        "Command (each proxy, alternating, edge first, {rounds} rounds after a {WARMUP_SECS} s warm-up): `{command}`"
-    );
-    let _ = writeln!(
-        out,
-        "Machine: {cpus} CPUs shared by wrk ({threads} threads), the upstream nginx ({cpus} workers) and the \
-         proxy under test ({cpus} workers each); no CPU pinning. All traffic on 127.0.0.1."
+        "Machine: {cpus} CPUs shared by wrk ({threads} threads), the upstream nginx ({cpus} workers) and \
+         the proxy under test ({cpus} workers either way); no CPU pinning; all traffic on 127.0.0.1. \
+         Load average before/after: {load_before} / {load_after}."
     );
     println!("{out}");
-    // Guards stop the edge and both nginx instances here.
+    // The guards stop the edge and both nginx instances here.
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -218,6 +226,46 @@ fn proxy_config(dir: &Path, port: u16, upstream_port: u16, connections: u64) -> 
     )
 }
 
+/// The 1-minute load average, to tell whether something else was running.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// CPU time (ns) all threads of process `pid` have run so far, from
+/// `/proc/<pid>/task/*/schedstat` (nanosecond resolution, unlike `stat`).
+fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Processes whose parent is `pid` (nginx's workers).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                // "pid (comm) state ppid …"; comm may contain spaces.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
 /// A foreground nginx master (with its workers); stopped on drop.
 struct Nginx {
     child: Child,
@@ -254,6 +302,14 @@ impl Nginx {
             name,
             error_log: dir.join(format!("{name}-error.log")),
         }
+    }
+}
+
+impl Nginx {
+    /// CPU time (ns) used so far by the master and its current workers.
+    fn cpu_ns(&self) -> u64 {
+        let master = self.child.id();
+        process_cpu_ns(master) + children_of(master).into_iter().map(process_cpu_ns).sum::<u64>()
     }
 }
 
@@ -384,14 +440,20 @@ fn probe(addr: SocketAddr) -> std::io::Result<String> {
 
 /// What one wrk run reported.
 struct WrkRun {
+    requests: u64,
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
     /// Socket errors plus non-2xx/3xx responses.
     errors: u64,
+    /// CPU time of the proxy under test per request, in µs.
+    cpu_us_per_request: f64,
 }
 
-fn run_wrk(args: &[String], addr: SocketAddr) -> WrkRun {
+/// Runs wrk against `addr`; `cpu` reports the CPU time (ns) the server under
+/// test has used so far, sampled before and after.
+fn run_wrk(args: &[String], addr: SocketAddr, cpu: &dyn Fn() -> u64) -> WrkRun {
+    let cpu_before = cpu();
     let child = Command::new(WRK)
         .args(args)
         .arg(format!("http://{addr}/"))
@@ -410,17 +472,23 @@ fn run_wrk(args: &[String], addr: SocketAddr) -> WrkRun {
         .read_to_string(&mut out)
         .expect("read wrk output");
     let status = child.0.wait().expect("wait for wrk");
+    let cpu_ns = cpu().saturating_sub(cpu_before);
     assert!(status.success(), "wrk failed ({status}):\n{out}");
-    parse_wrk(&out).unwrap_or_else(|| panic!("could not parse wrk output:\n{out}"))
+    let mut run = parse_wrk(&out).unwrap_or_else(|| panic!("could not parse wrk output:\n{out}"));
+    run.cpu_us_per_request = cpu_ns as f64 / 1_000.0 / run.requests.max(1) as f64;
+    run
 }
 
 fn parse_wrk(out: &str) -> Option<WrkRun> {
+    let mut requests = None;
     let mut rps = None;
     let mut p50 = None;
     let mut p99 = None;
     let mut errors = 0;
     for line in out.lines().map(str::trim) {
-        if let Some(v) = line.strip_prefix("Requests/sec:") {
+        if line.contains(" requests in ") {
+            requests = line.split_whitespace().next().and_then(|n| n.parse().ok());
+        } else if let Some(v) = line.strip_prefix("Requests/sec:") {
             rps = v.trim().parse().ok();
         } else if let Some(v) = line.strip_prefix("50%") {
             p50 = parse_duration_ms(v.trim());
@@ -436,10 +504,12 @@ fn parse_wrk(out: &str) -> Option<WrkRun> {
         }
     }
     Some(WrkRun {
+        requests: requests?,
         rps: rps?,
         p50_ms: p50?,
         p99_ms: p99?,
         errors,
+        cpu_us_per_request: 0.0,
     })
 }
 
@@ -464,6 +534,7 @@ struct Summary {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    cpu_us: f64,
 }
 
 impl Summary {
@@ -473,6 +544,7 @@ impl Summary {
             p50_ms: median(runs.iter().map(|r| r.p50_ms)),
             p99_ms: median(runs.iter().map(|r| r.p99_ms)),
             errors: runs.iter().map(|r| r.errors).sum(),
+            cpu_us: median(runs.iter().map(|r| r.cpu_us_per_request)),
         }
     }
 }

@@ -1,0 +1,240 @@
+//! Previews, promote, rollback and cancel: environments move between built deployments
+//! without rebuilding, and bad requests change nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_preview_environment_builds_its_branch_beside_production() {
+    let server = TestServer::start().await;
+    let repo = node_app("production build");
+    git_init(repo.path());
+    git(repo.path(), &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.path().join("server.js"), "require('http').createServer((q,r)=>{console.log('preview hit '+q.url); r.end('preview build')}).listen(process.env.PORT);").unwrap();
+    git_commit(repo.path(), "feature");
+    git(repo.path(), &["checkout", "-q", "main"]);
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "shop", "repo": url, "branch": "main", "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+
+    let (status, out) = server
+        .post(
+            "/api/sites/shop/environments",
+            &json!({"name": "feature", "branch": "feature", "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(
+        out["environment"]["url"],
+        format!("http://feature--shop.localhost:{}", server.edge_port).as_str()
+    );
+    assert_eq!(out["environment"]["status"], "live");
+    assert_eq!(server.edge("feature--shop.localhost", "/").await.1, "preview build");
+    assert_eq!(server.edge("shop.localhost", "/").await.1, "production build /");
+
+    let (_, envs) = server.get("/api/sites/shop/environments").await;
+    let names: Vec<&str> = envs["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["production", "feature"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, logs) = server.get("/api/sites/shop/environments/feature/logs").await;
+        if logs["lines"].to_string().contains("preview hit /") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "environment logs: {logs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (status, out) = server
+        .post("/api/sites/shop/environments", &json!({"name": "feature"}))
+        .await;
+    assert_eq!(status, 409, "{out}");
+    let (status, out) = server
+        .post("/api/sites/shop/environments", &json!({"name": "Bad_Name"}))
+        .await;
+    assert_eq!(status, 400, "{out}");
+    let (status, out) = server
+        .post(
+            "/api/sites/shop/environments",
+            &json!({"name": "nobranch", "branch": "nope"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    let (status, out) = server.delete("/api/sites/shop/environments/production").await;
+    assert_eq!(status, 400, "{out}");
+    assert_eq!(
+        server.edge("shop.localhost", "/").await.0,
+        200,
+        "production still serves"
+    );
+
+    let (status, out) = server.delete("/api/sites/shop/environments/feature").await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(server.edge("feature--shop.localhost", "/").await.0, 404);
+    assert!(
+        processes_matching("preview hit").is_empty(),
+        "the preview's app is stopped"
+    );
+    assert_eq!(server.edge("shop.localhost", "/").await.1, "production build /");
+}
+
+#[tokio::test]
+async fn promote_and_rollback_switch_without_rebuilding() {
+    let server = TestServer::start().await;
+    let repo = app(&[("index.html", "v1")]);
+    git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "flip", "repo": url, "wait": true}))
+        .await;
+    let v1 = out["deployment"]["id"].as_str().unwrap().to_string();
+    let mut ids = vec![v1];
+    for v in ["v2", "v3"] {
+        std::fs::write(repo.path().join("index.html"), v).unwrap();
+        git_commit(repo.path(), v);
+        let (_, out) = server.post("/api/sites/flip/deploy", &json!({"wait": true})).await;
+        assert_eq!(out["deployment"]["status"], "live", "{out}");
+        ids.push(out["deployment"]["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(server.edge("flip.localhost", "/").await.1, "v3");
+
+    let (status, out) = server.post("/api/sites/flip/rollback", &json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["deployment"]["id"], ids[1].as_str());
+    assert_eq!(out["previous_deployment_id"], ids[2].as_str());
+    assert_eq!(server.edge("flip.localhost", "/").await.1, "v2");
+    let (_, out) = server.post("/api/sites/flip/rollback", &json!({})).await;
+    assert_eq!(out["deployment"]["id"], ids[0].as_str(), "{out}");
+    assert_eq!(server.edge("flip.localhost", "/").await.1, "v1");
+    let (status, out) = server.post("/api/sites/flip/rollback", &json!({})).await;
+    assert_eq!(status, 409, "nothing older: {out}");
+    assert_eq!(server.edge("flip.localhost", "/").await.1, "v1");
+
+    let (status, out) = server
+        .post("/api/sites/flip/promote", &json!({"deployment_id": ids[2]}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(server.edge("flip.localhost", "/").await.1, "v3");
+    let (_, list) = server.get("/api/sites/flip/deployments").await;
+    let statuses: Vec<&str> = list["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["live", "superseded", "superseded"]);
+    let builds = list["deployments"].as_array().unwrap().len();
+    assert_eq!(builds, 3, "no rebuilds");
+
+    // Bad promotions change nothing.
+    let (status, out) = server
+        .post("/api/sites/flip/promote", &json!({"deployment_id": "dpl_nope"}))
+        .await;
+    assert_eq!(status, 404, "{out}");
+    let other = app(&[("index.html", "other")]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "other", "repo": s(other.path()), "wait": true}),
+        )
+        .await;
+    let foreign = out["deployment"]["id"].as_str().unwrap();
+    let (status, out) = server
+        .post("/api/sites/flip/promote", &json!({"deployment_id": foreign}))
+        .await;
+    assert_eq!(status, 400, "{out}");
+    std::fs::write(repo.path().join("package.json"), r#"{"scripts":{"build":"exit 1"}}"#).unwrap();
+    git_commit(repo.path(), "broken");
+    let (_, out) = server.post("/api/sites/flip/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "failed");
+    let (status, out) = server
+        .post(
+            "/api/sites/flip/promote",
+            &json!({"deployment_id": out["deployment"]["id"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(out["error"]["message"].as_str().unwrap().contains("is failed"), "{out}");
+    assert_eq!(server.edge("flip.localhost", "/").await.1, "v3");
+}
+
+#[tokio::test]
+async fn rollback_restarts_an_app_that_was_stopped() {
+    let server = TestServer::start().await;
+    let repo = node_app("app one");
+    git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "apps", "repo": url, "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    std::fs::write(
+        repo.path().join("server.js"),
+        "require('http').createServer((q,r)=>r.end('app two')).listen(process.env.PORT);",
+    )
+    .unwrap();
+    git_commit(repo.path(), "two");
+    let (_, out) = server.post("/api/sites/apps/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(server.edge("apps.localhost", "/").await.1, "app two");
+    let (status, out) = server.post("/api/sites/apps/rollback", &json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(server.edge("apps.localhost", "/").await.1, "app one /");
+}
+
+#[tokio::test]
+async fn cancelling_a_build_kills_it_and_keeps_production() {
+    let server = TestServer::start().await;
+    let repo = app(&[("index.html", "stable")]);
+    git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "calm", "repo": url, "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live");
+    let live_id = out["deployment"]["id"].as_str().unwrap().to_string();
+    std::fs::write(
+        repo.path().join("package.json"),
+        r#"{"scripts":{"build":"sleep 300 && echo cancel-me-marker"}}"#,
+    )
+    .unwrap();
+    git_commit(repo.path(), "slow");
+    let (_, out) = server.post("/api/sites/calm/deploy", &json!({})).await;
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_matching("sleep 300").is_empty() {
+        assert!(Instant::now() < deadline, "the build never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, out) = server
+        .post(&format!("/api/deployments/{id}/cancel"), &json!(null))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["status"], "cancelled", "{out}");
+    assert!(
+        processes_matching("sleep 300").is_empty(),
+        "the build's processes are gone"
+    );
+    assert_eq!(server.edge("calm.localhost", "/").await.1, "stable");
+    let (status, out) = server
+        .post(&format!("/api/deployments/{live_id}/cancel"), &json!(null))
+        .await;
+    assert_eq!(status, 409, "{out}");
+    let (_, d) = server.get(&format!("/api/deployments/{live_id}")).await;
+    assert_eq!(d["status"], "live");
+}
