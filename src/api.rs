@@ -70,6 +70,7 @@ pub fn router(service: Service) -> Router {
             axum::routing::delete(delete_environment),
         )
         .route("/api/sites/{site}/environments/{env}/logs", get(environment_logs))
+        .route("/api/sites/{site}/env", get(get_env_vars).patch(set_env_vars))
         .route("/api/sites/{site}/promote", post(promote))
         .route("/api/sites/{site}/rollback", post(rollback))
         .route("/api/deployments/{id}/cancel", post(cancel_deployment))
@@ -446,4 +447,56 @@ async fn cancel_deployment(
         s.cancel_deployment(&actor, &DeploymentRef { deployment_id: id })
             .await?,
     ))
+}
+
+#[derive(Deserialize)]
+struct EnvVarsQuery {
+    environment: Option<String>,
+    reveal: Option<bool>,
+}
+
+async fn get_env_vars(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<EnvVarsQuery>,
+) -> ApiResult<EnvVarsOutput> {
+    Ok(Json(
+        s.get_env_vars(
+            &actor,
+            &GetEnvVarsInput {
+                site,
+                environment: q.environment,
+                reveal: q.reveal,
+            },
+        )
+        .await?,
+    ))
+}
+
+/// `HOSTING_SET_ENV_VARS` body without the site.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetEnvVarsBody {
+    environment: Option<String>,
+    vars: std::collections::BTreeMap<String, Option<String>>,
+    restart: Option<bool>,
+    idempotency_key: Option<String>,
+}
+
+async fn set_env_vars(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    body: Result<Json<SetEnvVarsBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<EnvVarsOutput> {
+    let Json(b) = body.map_err(bad_json)?;
+    let input = SetEnvVarsInput {
+        site,
+        environment: b.environment,
+        vars: b.vars,
+        restart: b.restart,
+        idempotency_key: b.idempotency_key,
+    };
+    Ok(Json(s.set_env_vars(&actor, &input).await?))
 }

@@ -350,6 +350,50 @@ pub async fn switch(
     Ok(())
 }
 
+/// `berth env SITE [KEY=VALUE…] [--unset KEY…]`: lists (masked) or changes env vars.
+pub async fn env(
+    args: &ClientArgs,
+    site: &str,
+    assignments: &[String],
+    unset: &[String],
+    environment: Option<&str>,
+    restart: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::EnvVarsOutput = if assignments.is_empty() && unset.is_empty() {
+        let q = environment.map(|e| format!("?environment={e}")).unwrap_or_default();
+        client.get(&format!("/api/sites/{site}/env{q}")).await?
+    } else {
+        let mut vars = serde_json::Map::new();
+        for a in assignments {
+            let (k, v) = a
+                .split_once('=')
+                .ok_or_else(|| ClientError(format!("'{a}' is not KEY=VALUE")))?;
+            vars.insert(k.to_string(), Value::String(v.to_string()));
+        }
+        for k in unset {
+            vars.insert(k.clone(), Value::Null);
+        }
+        let body = serde_json::json!({ "vars": vars, "environment": environment, "restart": restart });
+        let req = client
+            .http
+            .patch(format!("{}/api/sites/{site}/env", client.base))
+            .json(&body);
+        client.send(req).await?
+    };
+    if json {
+        return print_json(&out);
+    }
+    for (k, v) in &out.vars {
+        println!("{k}={}  ({})", v.value, v.scope);
+    }
+    if let Some(r) = out.restarted.filter(|r| !r.is_empty()) {
+        println!("restarted: {}", r.join(", "));
+    }
+    Ok(())
+}
+
 /// `berth cancel DEPLOYMENT`.
 pub async fn cancel(args: &ClientArgs, id: &str, json: bool) -> anyhow::Result<()> {
     let out: DeploymentInfo = Client::new(args)?

@@ -30,6 +30,12 @@ pub enum ServiceError {
     /// The caller is not authenticated; says nothing about why.
     #[error("missing or invalid API key: send 'Authorization: Bearer <key>'")]
     Unauthorized,
+    /// Authenticated, but the key's role may not do this.
+    #[error("{message}")]
+    Forbidden {
+        /// What was refused and who may do it.
+        message: String,
+    },
     /// A body or archive over its size bound.
     #[error("{message}")]
     TooLarge {
@@ -72,6 +78,7 @@ impl ServiceError {
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
             Self::TooLarge { .. } => "too_large",
             Self::Internal(_) => "internal",
         }
@@ -84,6 +91,7 @@ impl ServiceError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

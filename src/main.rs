@@ -104,6 +104,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show (masked) or set a site's env vars: `berth env SITE KEY=VALUE --unset OLD`.
+    Env {
+        /// Site name.
+        site: String,
+        /// KEY=VALUE pairs to set.
+        assignments: Vec<String>,
+        /// Names to delete.
+        #[arg(long)]
+        unset: Vec<String>,
+        /// One environment only (default: the whole site).
+        #[arg(long)]
+        environment: Option<String>,
+        /// Restart running apps now.
+        #[arg(long)]
+        restart: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a queued or building deployment.
     Cancel {
         /// Deployment id.
@@ -192,6 +211,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             environment,
             json,
         } => cli::switch(c, &site, None, environment.as_deref(), json).await,
+        Command::Env {
+            site,
+            assignments,
+            unset,
+            environment,
+            restart,
+            json,
+        } => cli::env(c, &site, &assignments, &unset, environment.as_deref(), restart, json).await,
         Command::Cancel { deployment, json } => cli::cancel(c, &deployment, json).await,
         Command::Mcp => cli::mcp_stdio(c).await,
     }

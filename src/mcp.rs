@@ -432,6 +432,48 @@ impl BerthMcp {
         let d = self.service.cancel_deployment(&actor, &input).await?;
         reply(format!("{} is {}", d.id, d.status.as_str()), d)
     }
+
+    #[tool(
+        name = "HOSTING_GET_ENV_VARS",
+        description = "List a site's env vars (and an environment's overrides) with values masked; reveal=true shows values to admin keys.",
+        output_schema = schema_for_output::<EnvVarsOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_env_vars(
+        &self,
+        Parameters(input): Parameters<GetEnvVarsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<EnvVarsOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_env_vars(&actor, &input).await?;
+        reply(
+            format!(
+                "{} variable(s): {}",
+                out.vars.len(),
+                out.vars.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_SET_ENV_VARS",
+        description = "Set env vars of a site (or one environment with `environment`); a null value deletes. Values are encrypted at rest, masked in outputs and redacted from logs. restart=true restarts running apps so they see the change; otherwise it applies at the next deploy.",
+        output_schema = schema_for_output::<EnvVarsOutput>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn set_env_vars(
+        &self,
+        Parameters(input): Parameters<SetEnvVarsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<EnvVarsOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.set_env_vars(&actor, &input).await?;
+        reply(
+            format!("updated {} variable(s) of '{}'", input.vars.len(), out.site),
+            out,
+        )
+    }
 }
 
 #[tool_handler]

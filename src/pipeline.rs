@@ -195,7 +195,10 @@ async fn build_and_start(
     );
 
     // 3. Build steps, under the build timeouts and the sandbox.
-    let env = platform.app_env(&site);
+    let env = platform
+        .app_env(&site, &deployment.environment_id, id)
+        .await
+        .map_err(internal)?;
     for step in &plan.steps {
         platform.log(id, "build", "system", format!("$ {}", step.command));
         let mut on_line = |stream: LogStream, line: String| {
@@ -241,7 +244,11 @@ async fn build_and_start(
         .set_status(deployment, DeploymentStatus::Deploying, None)
         .await
         .map_err(internal)?;
-    if let Some(spec) = platform.instance_spec(id, &site, &plan) {
+    if let Some(spec) = platform
+        .instance_spec(deployment, &site, &plan)
+        .await
+        .map_err(internal)?
+    {
         platform.log(id, "build", "system", format!("starting: {}", spec.command));
         let started = tokio::select! {
             r = platform.runtime.start(spec) => r,

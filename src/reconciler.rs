@@ -56,7 +56,11 @@ pub async fn reconcile(platform: &Platform) -> anyhow::Result<()> {
                         let Some(site) = store::get_site_by_id(platform.store.pool(), &env.site_id).await? else {
                             continue;
                         };
-                        let Some(spec) = platform.instance_spec(&env.deployment_id, &site, &plan) else {
+                        let Some(d) = store::get_deployment_any_org(platform.store.pool(), &env.deployment_id).await?
+                        else {
+                            continue;
+                        };
+                        let Some(spec) = platform.instance_spec(&d, &site, &plan).await? else {
                             continue;
                         };
                         tracing::info!(site.name = %env.site_name, deployment.id = %env.deployment_id, "starting instance to match desired state");

@@ -64,6 +64,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         logs.clone(),
         edge.clone(),
         reconcile_wake,
+        crate::crypto::SecretBox::load(&config.data_dir, config.master_key.as_deref())?,
     ));
     let service = Service::new(platform.clone());
     service.recover().await?;

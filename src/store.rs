@@ -159,8 +159,6 @@ pub struct SiteRow {
     pub branch: Option<String>,
     /// JSON of `berth_build::BuildSettings`.
     pub build_settings: String,
-    /// JSON object of env vars.
-    pub env_vars: String,
     /// Runtime provider.
     pub provider: String,
     /// `active` or `deleting`.
@@ -172,7 +170,7 @@ pub struct SiteRow {
 /// Columns of [`SiteRow`], as a literal so queries stay static strings.
 macro_rules! site_columns {
     () => {
-        "id, org_id, name, source_kind, source, branch, build_settings, env_vars, provider, status, created_at"
+        "id, org_id, name, source_kind, source, branch, build_settings, provider, status, created_at"
     };
 }
 
@@ -180,8 +178,8 @@ macro_rules! site_columns {
 pub async fn insert_site(db: impl SqliteExecutor<'_>, site: &SiteRow) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO sites (id, org_id, name, source_kind, source, branch, build_settings, env_vars, provider, status, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO sites (id, org_id, name, source_kind, source, branch, build_settings, provider, status, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&site.id)
     .bind(&site.org_id)
@@ -190,7 +188,6 @@ pub async fn insert_site(db: impl SqliteExecutor<'_>, site: &SiteRow) -> sqlx::R
     .bind(&site.source)
     .bind(&site.branch)
     .bind(&site.build_settings)
-    .bind(&site.env_vars)
     .bind(&site.provider)
     .bind(&site.status)
     .bind(now)
@@ -354,15 +351,13 @@ pub struct DesiredEnvironment {
     pub deployment_id: String,
     /// That deployment's plan (JSON).
     pub build_plan: Option<String>,
-    /// Site env vars (JSON).
-    pub env_vars: String,
 }
 
 /// Every environment that should be serving, across orgs (the reconciler's desired state).
 pub async fn list_desired_environments(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<DesiredEnvironment>> {
     sqlx::query_as(
         "SELECT e.id AS environment_id, e.name AS environment_name, s.name AS site_name, s.id AS site_id, s.org_id AS org_id, \
-                d.id AS deployment_id, d.build_plan AS build_plan, s.env_vars AS env_vars \
+                d.id AS deployment_id, d.build_plan AS build_plan \
          FROM environments e JOIN sites s ON s.id = e.site_id JOIN deployments d ON d.id = e.deployment_id \
          WHERE s.status = 'active'",
     )
@@ -1017,5 +1012,71 @@ pub async fn requeue_orphaned_jobs(db: impl SqliteExecutor<'_>) -> sqlx::Result<
             .execute(db)
             .await?
             .rows_affected(),
+    )
+}
+
+// ---------------------------------------------------------------- env vars
+
+/// A sealed env var.
+#[derive(Clone, Debug, FromRow)]
+pub struct EnvVarRow {
+    /// '' for the whole site, else an environment id.
+    pub scope: String,
+    /// Name.
+    pub name: String,
+    /// Sealed value.
+    pub sealed: String,
+}
+
+/// Env vars of a site: site-wide ones and, with `environment_id`, that environment's.
+pub async fn list_env_vars(
+    db: impl SqliteExecutor<'_>,
+    site_id: &str,
+    environment_id: Option<&str>,
+) -> sqlx::Result<Vec<EnvVarRow>> {
+    sqlx::query_as(
+        "SELECT scope, name, sealed FROM env_vars WHERE site_id = ? AND (scope = '' OR scope = ?) ORDER BY name, scope",
+    )
+    .bind(site_id)
+    .bind(environment_id.unwrap_or(""))
+    .fetch_all(db)
+    .await
+}
+
+/// Sets (or replaces) one env var.
+pub async fn upsert_env_var(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    site_id: &str,
+    scope: &str,
+    name: &str,
+    sealed: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO env_vars (org_id, site_id, scope, name, sealed, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (site_id, scope, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+    )
+    .bind(org_id)
+    .bind(site_id)
+    .bind(scope)
+    .bind(name)
+    .bind(sealed)
+    .bind(now_ms())
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Deletes one env var; true if it existed.
+pub async fn delete_env_var(db: impl SqliteExecutor<'_>, site_id: &str, scope: &str, name: &str) -> sqlx::Result<bool> {
+    Ok(
+        sqlx::query("DELETE FROM env_vars WHERE site_id = ? AND scope = ? AND name = ?")
+            .bind(site_id)
+            .bind(scope)
+            .bind(name)
+            .execute(db)
+            .await?
+            .rows_affected()
+            == 1,
     )
 }

@@ -28,6 +28,8 @@ const TOOLS: &[&str] = &[
     "HOSTING_PROMOTE",
     "HOSTING_ROLLBACK",
     "HOSTING_CANCEL_DEPLOYMENT",
+    "HOSTING_GET_ENV_VARS",
+    "HOSTING_SET_ENV_VARS",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {

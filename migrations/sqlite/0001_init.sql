@@ -26,7 +26,6 @@ CREATE TABLE sites (
     source          TEXT,
     branch          TEXT,
     build_settings  TEXT NOT NULL,
-    env_vars        TEXT NOT NULL DEFAULT '{}',
     provider        TEXT NOT NULL,
     status          TEXT NOT NULL DEFAULT 'active',
     created_at      INTEGER NOT NULL,
@@ -120,4 +119,16 @@ CREATE TABLE idempotency_keys (
     response    TEXT,
     created_at  INTEGER NOT NULL,
     PRIMARY KEY (org_id, key)
+);
+
+-- Env vars of a site (scope '') or of one environment (scope = environment id), values
+-- sealed with AES-256-GCM under the master key; never stored in the clear.
+CREATE TABLE env_vars (
+    org_id      TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+    site_id     TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+    scope       TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    sealed      TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (site_id, scope, name)
 );

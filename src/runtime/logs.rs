@@ -1,6 +1,9 @@
 //! The log sink: build and runtime lines are queued here and written to the store in
 //! batches by one task, so a chatty app costs one insert per batch, not per line.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{self, NewLogLine, Store};
@@ -11,10 +14,17 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
-/// A cheap, cloneable handle to the log writer.
+/// Secret values shorter than this are not redacted: masking every "1" or "on" would
+/// garble logs without protecting anything.
+const MIN_REDACTED_LEN: usize = 4;
+
+/// A cheap, cloneable handle to the log writer. Lines of a deployment are redacted
+/// (`***`) of that deployment's secret values before they are stored, so no reader of
+/// any log ever sees them.
 #[derive(Clone)]
 pub struct LogSink {
     tx: mpsc::UnboundedSender<Msg>,
+    secrets: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
 impl LogSink {
@@ -45,11 +55,41 @@ impl LogSink {
                 }
             }
         });
-        Self { tx }
+        Self {
+            tx,
+            secrets: Arc::default(),
+        }
+    }
+
+    /// Sets the values to redact from a deployment's lines (longest first, so a secret
+    /// containing another is masked whole).
+    pub fn set_secrets(&self, deployment_id: &str, values: impl IntoIterator<Item = String>) {
+        let mut values: Vec<String> = values.into_iter().filter(|v| v.len() >= MIN_REDACTED_LEN).collect();
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        self.secrets
+            .lock()
+            .expect("secrets lock")
+            .insert(deployment_id.to_string(), values);
+    }
+
+    fn redact(&self, deployment_id: &str, line: String) -> String {
+        let secrets = self.secrets.lock().expect("secrets lock");
+        let Some(values) = secrets.get(deployment_id) else {
+            return line;
+        };
+        let mut line = line;
+        for v in values {
+            if line.contains(v.as_str()) {
+                line = line.replace(v.as_str(), "***");
+            }
+        }
+        line
     }
 
     /// Queues one line.
     pub fn write(&self, deployment_id: &str, kind: &'static str, stream: &'static str, line: String) {
+        let line = self.redact(deployment_id, line);
         let _ = self.tx.send(Msg::Line(NewLogLine {
             deployment_id: deployment_id.to_string(),
             kind,

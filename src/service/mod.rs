@@ -2,6 +2,7 @@
 //! handlers and the CLI are thin adapters over these methods, so an agent and a person
 //! get the same rules and the same errors.
 
+mod env_vars;
 mod environments;
 mod platform;
 pub mod types;
@@ -16,7 +17,7 @@ use berth_build::detect::{BuildPlan, BuildSettings};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use platform::{DeploymentEvent, Platform};
+pub use platform::{DeploymentEvent, Platform, secret_context};
 pub use types::*;
 
 use crate::error::{ServiceError, ServiceResult};
@@ -117,13 +118,18 @@ impl Service {
             Some(id) => lines_of(store::tail_logs(pool, id, "runtime", runtime_lines).await?),
             None => vec![],
         };
-        let env_vars = input.include_env.unwrap_or(false).then(|| {
-            serde_json::from_str::<BTreeMap<String, String>>(&site.env_vars)
-                .unwrap_or_default()
-                .into_keys()
-                .map(|k| (k, "********".to_string()))
-                .collect()
-        });
+        let env_vars = if input.include_env.unwrap_or(false) {
+            Some(
+                self.platform
+                    .env_vars(&site, None)
+                    .await?
+                    .into_keys()
+                    .map(|k| (k, MASK.to_string()))
+                    .collect(),
+            )
+        } else {
+            None
+        };
         let mut recent_deployments = Vec::new();
         for d in &recent {
             recent_deployments.push(self.deployment_info(d).await?);
@@ -242,7 +248,6 @@ impl Service {
             source: source.clone(),
             branch: input.branch.clone(),
             build_settings: serde_json::to_string(&settings).map_err(anyhow::Error::from)?,
-            env_vars: serde_json::to_string(&env_vars).map_err(anyhow::Error::from)?,
             provider,
             status: "active".into(),
             created_at: now_ms(),
@@ -274,6 +279,10 @@ impl Service {
             &serde_json::json!({ "name": site.name }),
         )
         .await?;
+        for (name, value) in &env_vars {
+            let sealed = self.platform.secrets.seal(value, &secret_context(&site.id, "", name))?;
+            store::upsert_env_var(&mut *tx, &actor.org_id, &site.id, "", name, &sealed).await?;
+        }
         let deployment = if deploy {
             Some(
                 self.enqueue_deployment(
@@ -1029,6 +1038,14 @@ fn build_settings_of(input: &CreateSiteInput) -> ServiceResult<BuildSettings> {
 /// Env var names are shell identifiers; values are bounded.
 fn validate_env_vars(vars: BTreeMap<String, String>) -> ServiceResult<BTreeMap<String, String>> {
     for (k, v) in &vars {
+        validate_env_var(k, Some(v))?;
+    }
+    Ok(vars)
+}
+
+/// One env var name (and value, when set).
+fn validate_env_var(k: &str, v: Option<&String>) -> ServiceResult<()> {
+    {
         let ok = !k.is_empty()
             && k.len() <= 256
             && !k.starts_with(|c: char| c.is_ascii_digit())
@@ -1048,20 +1065,24 @@ fn validate_env_vars(vars: BTreeMap<String, String>) -> ServiceResult<BTreeMap<S
                 format!("env var '{k}' is set by berth and cannot be overridden"),
             ));
         }
-        if v.len() > MAX_ENV_VALUE {
+        if v.is_some_and(|v| v.len() > MAX_ENV_VALUE) {
             return Err(ServiceError::invalid(
                 "env_vars",
                 format!("the value of '{k}' is over {MAX_ENV_VALUE} bytes"),
             ));
         }
     }
-    Ok(vars)
+    Ok(())
 }
 
 /// Create-site arguments for the audit log: env var values removed.
 fn redact_args(input: &CreateSiteInput) -> serde_json::Value {
-    let mut v = serde_json::to_value(input).unwrap_or_default();
-    if let Some(vars) = v.get_mut("env_vars").and_then(|e| e.as_object_mut()) {
+    redact_vars(serde_json::to_value(input).unwrap_or_default(), "env_vars")
+}
+
+/// Replaces the values of the object at `field` with `***` (audit arguments).
+fn redact_vars(mut v: serde_json::Value, field: &str) -> serde_json::Value {
+    if let Some(vars) = v.get_mut(field).and_then(|e| e.as_object_mut()) {
         for value in vars.values_mut() {
             *value = serde_json::Value::String("***".into());
         }

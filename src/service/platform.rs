@@ -11,6 +11,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
+use crate::crypto::SecretBox;
 use crate::jobs::JobQueue;
 use crate::model::DeploymentStatus;
 use crate::runtime::InstanceSpec;
@@ -51,6 +52,8 @@ pub struct Platform {
     pub reconcile_lock: tokio::sync::Mutex<()>,
     /// Deployment status changes, for waiters.
     pub events: broadcast::Sender<DeploymentEvent>,
+    /// Seals and opens env var values.
+    pub secrets: SecretBox,
     in_progress: Mutex<HashMap<String, CancellationToken>>,
 }
 
@@ -66,6 +69,7 @@ impl Platform {
         logs: LogSink,
         edge: Arc<Edge>,
         reconcile_wake: Arc<Notify>,
+        secrets: SecretBox,
     ) -> Self {
         Self {
             config,
@@ -79,6 +83,7 @@ impl Platform {
             reconcile_wake,
             reconcile_lock: tokio::sync::Mutex::new(()),
             events: broadcast::channel(256).0,
+            secrets,
             in_progress: Mutex::new(HashMap::new()),
         }
     }
@@ -219,20 +224,27 @@ impl Platform {
     }
 
     /// What to run for a deployment whose plan serves a process; `None` for static sites.
-    pub fn instance_spec(&self, deployment_id: &str, site: &SiteRow, plan: &BuildPlan) -> Option<InstanceSpec> {
+    /// The app gets the env vars of the environment the deployment was built for.
+    pub async fn instance_spec(
+        &self,
+        d: &DeploymentRow,
+        site: &SiteRow,
+        plan: &BuildPlan,
+    ) -> anyhow::Result<Option<InstanceSpec>> {
         let ServePlan::Process { command, port } = &plan.serve else {
-            return None;
+            return Ok(None);
         };
-        Some(InstanceSpec {
+        let deployment_id = d.id.as_str();
+        Ok(Some(InstanceSpec {
             deployment_id: deployment_id.to_string(),
             site: site.name.clone(),
             app_dir: crate::pipeline::app_dir(self, deployment_id),
             command: command.clone(),
             port: *port,
-            env: self.app_env(site),
+            env: self.app_env(site, &d.environment_id, deployment_id).await?,
             health_check_path: plan.health_check_path.clone(),
             start_timeout: self.config.timeouts.start(),
-        })
+        }))
     }
 
     /// Points an environment at a deployment that is already built (promote, rollback):
@@ -247,7 +259,7 @@ impl Platform {
         let plan: BuildPlan = serde_json::from_str(d.build_plan.as_deref().unwrap_or_default())
             .map_err(|_| anyhow::anyhow!("deployment {} has no build plan", d.id))?;
         let _guard = self.register_cancel(&d.id);
-        let started = match self.instance_spec(&d.id, site, &plan) {
+        let started = match self.instance_spec(d, site, &plan).await? {
             Some(spec) => self
                 .runtime
                 .start(spec)
@@ -277,10 +289,17 @@ impl Platform {
         Ok(())
     }
 
-    /// The environment variables an app and its build see: berth's defaults (caches in
-    /// the private /tmp rather than the app folder, unbuffered Python output so logs
-    /// arrive as they are written), then the site's own variables, which win.
-    pub fn app_env(&self, site: &SiteRow) -> Vec<(String, String)> {
+    /// The environment variables a deployment's build and app see: berth's defaults
+    /// (caches in the private /tmp rather than the app folder, unbuffered Python output so
+    /// logs arrive as they are written), then the site's variables, then the
+    /// environment's, each overriding the one before. The secret values are registered
+    /// with the log sink so they are redacted from that deployment's logs.
+    pub async fn app_env(
+        &self,
+        site: &SiteRow,
+        environment_id: &str,
+        deployment_id: &str,
+    ) -> anyhow::Result<Vec<(String, String)>> {
         let mut env: Vec<(String, String)> = [
             ("npm_config_cache", "/tmp/.npm"),
             ("npm_config_update_notifier", "false"),
@@ -291,14 +310,35 @@ impl Platform {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let mut own: Vec<(String, String)> = serde_json::from_str::<HashMap<String, String>>(&site.env_vars)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        own.sort();
-        env.retain(|(k, _)| !own.iter().any(|(o, _)| o == k));
+        let own = self.env_vars(site, Some(environment_id)).await?;
+        env.retain(|(k, _)| !own.contains_key(k));
+        self.logs.set_secrets(deployment_id, own.values().cloned());
         env.extend(own);
         env.push(("BERTH_SITE".into(), site.name.clone()));
-        env
+        Ok(env)
     }
+
+    /// A site's env vars opened, environment values overriding site-wide ones.
+    pub async fn env_vars(
+        &self,
+        site: &SiteRow,
+        environment_id: Option<&str>,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        let mut out = std::collections::BTreeMap::new();
+        // Site-wide rows sort before environment rows of the same name, so later wins.
+        let mut rows = store::list_env_vars(self.store.pool(), &site.id, environment_id).await?;
+        rows.sort_by(|a, b| (a.name.as_str(), !a.scope.is_empty()).cmp(&(b.name.as_str(), !b.scope.is_empty())));
+        for row in rows {
+            let value = self
+                .secrets
+                .open(&row.sealed, &secret_context(&site.id, &row.scope, &row.name))?;
+            out.insert(row.name, value);
+        }
+        Ok(out)
+    }
+}
+
+/// What a sealed env var is bound to: its site, scope and name.
+pub fn secret_context(site_id: &str, scope: &str, name: &str) -> String {
+    format!("env:{site_id}:{scope}:{name}")
 }

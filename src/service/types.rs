@@ -485,3 +485,63 @@ pub struct SwitchOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_deployment_id: Option<String>,
 }
+
+/// Shown instead of a secret value.
+pub const MASK: &str = "********";
+
+/// `HOSTING_GET_ENV_VARS` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetEnvVarsInput {
+    /// Site name.
+    pub site: String,
+    /// Also the variables of this environment (they override site-wide ones).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Show the values (admin keys only); masked otherwise.
+    #[serde(default)]
+    pub reveal: Option<bool>,
+}
+
+/// One env var as shown.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EnvVarInfo {
+    /// The value, or `********` unless revealed.
+    pub value: String,
+    /// `site` (all environments) or the environment's name.
+    pub scope: String,
+}
+
+/// `HOSTING_GET_ENV_VARS` / `HOSTING_SET_ENV_VARS` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EnvVarsOutput {
+    /// Site name.
+    pub site: String,
+    /// The environment asked about, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Variables by name.
+    pub vars: BTreeMap<String, EnvVarInfo>,
+    /// Set by HOSTING_SET_ENV_VARS: environments restarted to pick the change up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarted: Option<Vec<String>>,
+}
+
+/// `HOSTING_SET_ENV_VARS` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetEnvVarsInput {
+    /// Site name.
+    pub site: String,
+    /// Set them for this environment only (default: the whole site).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Variables to set; a null value deletes the variable.
+    pub vars: BTreeMap<String, Option<String>>,
+    /// Restart running apps now so they see the change (default false: next deploy or restart).
+    #[serde(default)]
+    pub restart: Option<bool>,
+    /// Repeat-safe key.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}

@@ -35,6 +35,9 @@ use std::time::{Duration, Instant};
 
 use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NGINX: &str = "/usr/sbin/nginx";
 const WRK: &str = "/usr/bin/wrk";
 const SETPRIV: &str = "/usr/bin/setpriv";

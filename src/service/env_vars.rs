@@ -1,0 +1,134 @@
+//! Env vars and secrets of a site or one environment: sealed at rest, masked in every
+//! output unless an admin key asks to reveal them, redacted from logs.
+
+use std::collections::BTreeMap;
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::model::Actor;
+use crate::store;
+
+use super::*;
+
+impl Service {
+    /// `HOSTING_GET_ENV_VARS`.
+    pub async fn get_env_vars(&self, actor: &Actor, input: &GetEnvVarsInput) -> ServiceResult<EnvVarsOutput> {
+        let reveal = input.reveal.unwrap_or(false);
+        if reveal && actor.role != "admin" {
+            return Err(ServiceError::Forbidden {
+                message: "revealing env var values needs an admin key; leave reveal off to see names".into(),
+            });
+        }
+        let site = self.find_site(actor, &input.site).await?;
+        let env = match &input.environment {
+            Some(name) => Some(self.find_environment(&site, name).await?),
+            None => None,
+        };
+        self.env_vars_output(&site, env.as_ref(), reveal).await
+    }
+
+    async fn env_vars_output(
+        &self,
+        site: &store::SiteRow,
+        env: Option<&store::EnvironmentRow>,
+        reveal: bool,
+    ) -> ServiceResult<EnvVarsOutput> {
+        let rows = store::list_env_vars(self.platform.store.pool(), &site.id, env.map(|e| e.id.as_str())).await?;
+        let mut vars = BTreeMap::new();
+        // Site-wide first so environment values override.
+        let (site_rows, env_rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.scope.is_empty());
+        for row in site_rows.into_iter().chain(env_rows) {
+            let value = if reveal {
+                self.platform
+                    .secrets
+                    .open(&row.sealed, &secret_context(&site.id, &row.scope, &row.name))?
+            } else {
+                MASK.to_string()
+            };
+            let scope = if row.scope.is_empty() {
+                "site".to_string()
+            } else {
+                env.map_or_else(String::new, |e| e.name.clone())
+            };
+            vars.insert(row.name, EnvVarInfo { value, scope });
+        }
+        Ok(EnvVarsOutput {
+            site: site.name.clone(),
+            environment: env.map(|e| e.name.clone()),
+            vars,
+            restarted: None,
+        })
+    }
+
+    /// `HOSTING_SET_ENV_VARS`: sets and deletes (null) variables in one transaction;
+    /// with `restart`, running apps of the affected environments restart to see them.
+    pub async fn set_env_vars(&self, actor: &Actor, input: &SetEnvVarsInput) -> ServiceResult<EnvVarsOutput> {
+        let args = super::redact_vars(serde_json::to_value(input).unwrap_or_default(), "vars");
+        let result = self
+            .idempotent(actor, "HOSTING_SET_ENV_VARS", input.idempotency_key.as_deref(), async {
+                if input.vars.is_empty() {
+                    return Err(ServiceError::invalid(
+                        "vars",
+                        "vars is empty; give {\"NAME\": \"value\"} or {\"NAME\": null} to delete",
+                    ));
+                }
+                for (k, v) in &input.vars {
+                    validate_env_var(k, v.as_ref())?;
+                }
+                let site = self.find_site(actor, &input.site).await?;
+                let env = match &input.environment {
+                    Some(name) => Some(self.find_environment(&site, name).await?),
+                    None => None,
+                };
+                let scope = env.as_ref().map_or("", |e| e.id.as_str());
+                let mut tx = self.platform.store.begin().await?;
+                for (name, value) in &input.vars {
+                    match value {
+                        Some(v) => {
+                            let sealed = self.platform.secrets.seal(v, &secret_context(&site.id, scope, name))?;
+                            store::upsert_env_var(&mut *tx, &actor.org_id, &site.id, scope, name, &sealed).await?;
+                        }
+                        None => {
+                            store::delete_env_var(&mut *tx, &site.id, scope, name).await?;
+                        }
+                    }
+                }
+                let names: Vec<&String> = input.vars.keys().collect();
+                let data = serde_json::json!({ "site_id": site.id, "environment": input.environment, "names": names });
+                store::insert_event(&mut *tx, &actor.org_id, "env_vars.changed", &site.id, &data).await?;
+                tx.commit().await?;
+                let mut restarted = Vec::new();
+                if input.restart.unwrap_or(false) {
+                    restarted = self.restart_environments(&site, env.as_ref()).await?;
+                }
+                let mut out = self.env_vars_output(&site, env.as_ref(), false).await?;
+                out.restarted = Some(restarted);
+                Ok(out)
+            })
+            .await;
+        self.audit(actor, "HOSTING_SET_ENV_VARS", args, &result).await;
+        result
+    }
+
+    /// Restarts the running apps of one environment (or all of a site's) so they read
+    /// their env vars again; the reconciler starts them with the new values.
+    async fn restart_environments(
+        &self,
+        site: &store::SiteRow,
+        only: Option<&store::EnvironmentRow>,
+    ) -> ServiceResult<Vec<String>> {
+        let mut restarted = Vec::new();
+        for env in store::list_environments(self.platform.store.pool(), &site.id).await? {
+            if only.is_some_and(|o| o.id != env.id) {
+                continue;
+            }
+            if let Some(id) = &env.deployment_id
+                && self.platform.runtime.observe(id).is_some()
+            {
+                self.platform.runtime.stop(id).await;
+                restarted.push(env.name.clone());
+            }
+        }
+        crate::reconciler::reconcile(&self.platform).await?;
+        Ok(restarted)
+    }
+}
