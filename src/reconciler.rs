@@ -79,9 +79,13 @@ pub async fn reconcile(platform: &Platform) -> anyhow::Result<()> {
     }
     platform.edge.replace_routes(table);
     for deployment_id in platform.runtime.deployments() {
-        if !wanted.contains(&deployment_id) && !platform.is_in_progress(&deployment_id) {
-            tracing::info!(deployment.id = %deployment_id, "stopping instance nothing wants");
-            platform.runtime.stop(&deployment_id).await;
+        if !wanted.contains(&deployment_id)
+            && !platform.is_in_progress(&deployment_id)
+            && !platform.runtime.is_draining(&deployment_id)
+        {
+            // The route already points elsewhere; requests in flight get time to finish.
+            tracing::info!(deployment.id = %deployment_id, grace_ms = DRAIN_GRACE.as_millis() as u64, "draining instance nothing wants");
+            platform.runtime.drain(&deployment_id, DRAIN_GRACE);
         }
     }
     Ok(())
@@ -95,6 +99,9 @@ fn starting(site: &str) -> RouteTarget {
         retry_after_seconds: Some(2),
     }
 }
+
+/// How long an instance that no route points at keeps running before it is stopped.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runtime log lines kept per deployment.
 const RUNTIME_LOG_RETENTION: i64 = 20_000;

@@ -169,3 +169,72 @@ async fn two_servers_cannot_share_a_data_dir() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn redeploys_and_switches_under_load_fail_no_request() {
+    let server = TestServer::start().await;
+    let repo = node_app("v0");
+    git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "steady", "repo": url, "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..2 {
+        let (http, port, stop) = (server.http.clone(), server.edge_port, stop.clone());
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http
+                    .get(format!("http://127.0.0.1:{port}/"))
+                    .header("host", "steady.localhost")
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for v in 1..=3 {
+        std::fs::write(
+            repo.path().join("server.js"),
+            format!("require('http').createServer((q,r)=>r.end('v{v}')).listen(process.env.PORT);"),
+        )
+        .unwrap();
+        git_commit(repo.path(), &format!("v{v}"));
+        let (_, out) = server.post("/api/sites/steady/deploy", &json!({"wait": true})).await;
+        assert_eq!(out["deployment"]["status"], "live", "{out}");
+    }
+    let (status, _) = server.post("/api/sites/steady/rollback", &json!({})).await;
+    assert_eq!(status, 200);
+    let (_, list) = server.get("/api/sites/steady/deployments").await;
+    let newest = list["deployments"][0]["id"].clone();
+    let (status, _) = server
+        .post("/api/sites/steady/promote", &json!({"deployment_id": newest}))
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for l in load {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(ok > 100, "load ran ({ok} requests)");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(server.edge("steady.localhost", "/").await.1, "v3");
+}

@@ -29,6 +29,8 @@ struct Instance {
     last_lines: Mutex<VecDeque<String>>,
     stop: CancellationToken,
     stopped: Notify,
+    /// Set while the instance drains before a stop; cancelling it keeps the instance.
+    draining: Mutex<Option<CancellationToken>>,
 }
 
 impl Instance {
@@ -106,7 +108,13 @@ impl LocalRuntime {
             .get(&spec.deployment_id)
             .cloned();
         let instance = match existing {
-            Some(i) => i,
+            Some(i) => {
+                // Wanted again (a rollback during the drain): keep it.
+                if let Some(drain) = i.draining.lock().expect("drain lock").take() {
+                    drain.cancel();
+                }
+                i
+            }
             None => {
                 let port = match spec.port {
                     Some(p) => p,
@@ -122,6 +130,7 @@ impl LocalRuntime {
                     last_lines: Mutex::new(VecDeque::new()),
                     stop: CancellationToken::new(),
                     stopped: Notify::new(),
+                    draining: Mutex::new(None),
                 });
                 self.instances
                     .lock()
@@ -188,6 +197,44 @@ impl LocalRuntime {
             let _ = tokio::time::timeout(Duration::from_secs(15), stopped).await;
             self.changed.notify_one();
         }
+    }
+
+    /// Stops an instance after `grace`, so requests it is serving finish first; no-op if
+    /// it is already draining. A `start` of the same deployment meanwhile keeps it.
+    pub fn drain(&self, deployment_id: &str, grace: Duration) {
+        let Some(instance) = self
+            .instances
+            .lock()
+            .expect("instances lock")
+            .get(deployment_id)
+            .cloned()
+        else {
+            return;
+        };
+        let token = {
+            let mut draining = instance.draining.lock().expect("drain lock");
+            if draining.is_some() {
+                return;
+            }
+            let token = CancellationToken::new();
+            *draining = Some(token.clone());
+            token
+        };
+        let runtime = self.clone();
+        let id = deployment_id.to_string();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => runtime.stop(&id).await,
+                _ = token.cancelled() => {}
+            }
+        });
+    }
+
+    /// Whether an instance is draining towards a stop.
+    pub fn is_draining(&self, deployment_id: &str) -> bool {
+        let map = self.instances.lock().expect("instances lock");
+        map.get(deployment_id)
+            .is_some_and(|i| i.draining.lock().expect("drain lock").is_some())
     }
 
     /// Stops every instance (server shutdown).
