@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod build_cache;
 pub mod cli;
 pub mod config;
 pub mod crypto;

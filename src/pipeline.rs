@@ -199,7 +199,26 @@ async fn build_and_start(
         .app_env(&site, &deployment.environment_id, id)
         .await
         .map_err(internal)?;
+    let cache = crate::build_cache::CacheEntry::for_plan(
+        &platform.config.data_dir.join("cache"),
+        &site.id,
+        &dir,
+        &plan,
+        platform.sandbox.is_sandboxed(),
+    );
     for step in &plan.steps {
+        if step.name == "install"
+            && let Some(cache) = &cache
+            && cache.restore(&dir).await
+        {
+            platform.log(
+                id,
+                "build",
+                "system",
+                "dependencies restored from the build cache (lockfile unchanged)".into(),
+            );
+            continue;
+        }
         platform.log(id, "build", "system", format!("$ {}", step.command));
         let mut on_line = |stream: LogStream, line: String| {
             platform.log(
@@ -229,6 +248,11 @@ async fn build_and_start(
         )
         .await
         .map_err(|e| StageFailure::from(e.to_string()))?;
+        if step.name == "install"
+            && let Some(cache) = &cache
+        {
+            cache.save(&dir).await;
+        }
     }
 
     // The output folder of a built static site is known only now.

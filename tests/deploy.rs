@@ -216,3 +216,51 @@ async fn deploys_finishing_out_of_order_leave_the_newest_live() {
     );
     assert_eq!(server.edge("race.localhost", "/").await.1, "fast-new\n");
 }
+
+#[tokio::test]
+async fn an_unchanged_lockfile_reuses_installed_dependencies() {
+    let server = TestServer::start().await;
+    let repo = app(&[
+        (
+            "package.json",
+            r#"{"name":"c","version":"1.0.0","dependencies":{"localdep":"file:./localdep"},"scripts":{"start":"node server.js"}}"#,
+        ),
+        (
+            "localdep/package.json",
+            r#"{"name":"localdep","version":"1.0.0","main":"index.js"}"#,
+        ),
+        ("localdep/index.js", "module.exports = 'from a dependency';"),
+        (
+            "server.js",
+            "const d = require('localdep'); require('http').createServer((q,r)=>r.end('v1 ' + d)).listen(process.env.PORT);",
+        ),
+    ]);
+    git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "cached", "repo": url, "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(server.edge("cached.localhost", "/").await.1, "v1 from a dependency");
+
+    std::fs::write(repo.path().join("server.js"), "const d = require('localdep'); require('http').createServer((q,r)=>r.end('v2 ' + d)).listen(process.env.PORT);").unwrap();
+    git_commit(repo.path(), "code only");
+    let (_, out) = server.post("/api/sites/cached/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(server.edge("cached.localhost", "/").await.1, "v2 from a dependency");
+    let id = out["deployment"]["id"].as_str().unwrap();
+    let (_, logs) = server.get(&format!("/api/deployments/{id}/logs?kind=build")).await;
+    let text = logs["lines"].to_string();
+    assert!(text.contains("restored from the build cache"), "{text}");
+    assert!(!text.contains("$ npm install"), "no install on a cache hit: {text}");
+
+    std::fs::write(repo.path().join("package.json"), r#"{"name":"c","version":"1.0.1","dependencies":{"localdep":"file:./localdep"},"scripts":{"start":"node server.js"}}"#).unwrap();
+    git_commit(repo.path(), "manifest changed");
+    let (_, out) = server.post("/api/sites/cached/deploy", &json!({"wait": true})).await;
+    let id = out["deployment"]["id"].as_str().unwrap();
+    let (_, logs) = server.get(&format!("/api/deployments/{id}/logs?kind=build")).await;
+    assert!(
+        logs["lines"].to_string().contains("$ npm install"),
+        "a changed manifest installs again: {logs}"
+    );
+}

@@ -96,7 +96,9 @@ impl UpstreamPool {
         loop {
             let (mut sender, reused) = match self.checkout(addr) {
                 Some(sender) => (sender, true),
-                None => (self.connect(addr).await?, false),
+                // Boxed so the rarely taken connect path does not bloat the
+                // future of every pooled request.
+                None => (Box::pin(self.connect(addr)).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(res) => {

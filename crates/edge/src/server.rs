@@ -182,7 +182,17 @@ impl Edge {
         };
         match &route.target {
             RouteTarget::Static { root, spa_fallback } => {
-                statics::serve(req.method(), req.uri(), req.headers(), root, *spa_fallback).await
+                // Boxed: the file-serving future is large, and keeping it out
+                // of line keeps every request's future (which hyper moves
+                // around) small.
+                Box::pin(statics::serve(
+                    req.method(),
+                    req.uri(),
+                    req.headers(),
+                    root,
+                    *spa_fallback,
+                ))
+                .await
             }
             RouteTarget::Upstream { instances } => {
                 let original_host = host_value.clone();

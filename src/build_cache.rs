@@ -1,0 +1,135 @@
+//! The dependency cache: a site's installed dependencies (`node_modules`, `.venv`) are
+//! kept after a successful install, keyed by what decides them (the pack, the install
+//! command and the manifest and lock files), and copied into the next deployment instead
+//! of installing again when that key is unchanged.
+
+use std::path::{Path, PathBuf};
+
+use berth_build::detect::{BuildPack, BuildPlan};
+use sha2::{Digest, Sha256};
+
+/// Files whose content decides the installed dependencies.
+const MANIFESTS: &[&str] = &[
+    "package.json",
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "requirements.txt",
+    "pyproject.toml",
+    "poetry.lock",
+    ".python-version",
+    ".nvmrc",
+];
+
+/// How many keys are kept per site.
+const KEEP: usize = 2;
+
+/// One site's cache entry for one deployment's sources.
+pub struct CacheEntry {
+    dir: PathBuf,
+    folder: &'static str,
+}
+
+impl CacheEntry {
+    /// The entry a deployment would use, or `None` when its pack installs nothing
+    /// cacheable. Python venvs hold absolute paths, so they are cached only when every
+    /// build and app sees the same path (`/app` inside the sandbox).
+    pub fn for_plan(
+        cache_root: &Path,
+        site_id: &str,
+        app_dir: &Path,
+        plan: &BuildPlan,
+        sandboxed: bool,
+    ) -> Option<Self> {
+        let install = plan.steps.iter().find(|s| s.name == "install")?;
+        let folder = match plan.pack {
+            BuildPack::Node => "node_modules",
+            BuildPack::Python if sandboxed => ".venv",
+            _ => return None,
+        };
+        let mut hash = Sha256::new();
+        hash.update(format!("{:?}\0{}\0", plan.pack, install.command));
+        for name in MANIFESTS {
+            if let Ok(bytes) = std::fs::read(app_dir.join(name)) {
+                hash.update(name.as_bytes());
+                hash.update((bytes.len() as u64).to_le_bytes());
+                hash.update(&bytes);
+            }
+        }
+        let key = hex::encode(&hash.finalize()[..12]);
+        Some(Self {
+            dir: cache_root.join(site_id).join(key),
+            folder,
+        })
+    }
+
+    /// Copies cached dependencies into the app dir; true when they were there.
+    pub async fn restore(&self, app_dir: &Path) -> bool {
+        let cached = self.dir.join(self.folder);
+        if !cached.is_dir() || app_dir.join(self.folder).exists() {
+            return false;
+        }
+        copy_tree(&cached, &app_dir.join(self.folder)).await.is_ok()
+    }
+
+    /// Saves the app dir's freshly installed dependencies, replacing older keys of the site
+    /// beyond the newest few. Failures only cost the next build its cache.
+    pub async fn save(&self, app_dir: &Path) {
+        let installed = app_dir.join(self.folder);
+        if !installed.is_dir() || self.dir.join(self.folder).is_dir() {
+            return;
+        }
+        let staging = self.dir.with_extension("partial");
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        if tokio::fs::create_dir_all(&staging).await.is_err()
+            || copy_tree(&installed, &staging.join(self.folder)).await.is_err()
+        {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return;
+        }
+        let _ = tokio::fs::remove_dir_all(&self.dir).await;
+        if tokio::fs::rename(&staging, &self.dir).await.is_err() {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return;
+        }
+        self.prune().await;
+    }
+
+    async fn prune(&self) {
+        let Some(site_dir) = self.dir.parent() else { return };
+        let Ok(mut entries) = tokio::fs::read_dir(site_dir).await else {
+            return;
+        };
+        let mut keys: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+        while let Ok(Some(e)) = entries.next_entry().await {
+            if let Ok(meta) = e.metadata().await
+                && meta.is_dir()
+                && e.path() != self.dir
+            {
+                keys.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()));
+            }
+        }
+        keys.sort_by_key(|k| std::cmp::Reverse(k.0));
+        for (_, path) in keys.into_iter().skip(KEEP - 1) {
+            let _ = tokio::fs::remove_dir_all(path).await;
+        }
+    }
+}
+
+/// `cp -a` (reflinks where the file system has them): keeps modes, symlinks and
+/// timestamps, which the packages' own `.bin` links rely on.
+async fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let status = tokio::process::Command::new("cp")
+        .arg("-a")
+        .arg("--reflink=auto")
+        .arg(from)
+        .arg(to)
+        .status()
+        .await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("cp exited with {status}")))
+    }
+}
