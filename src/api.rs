@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use futures::StreamExt;
 use serde::Deserialize;
 
 use crate::auth::{Authenticator, bearer};
@@ -76,6 +77,7 @@ pub fn router(service: Service) -> Router {
         .route("/api/deployments/{id}/cancel", post(cancel_deployment))
         .route("/api/deployments/{id}", get(get_deployment))
         .route("/api/deployments/{id}/logs", get(deployment_logs))
+        .route("/api/deployments/{id}/logs/stream", get(deployment_logs_stream))
         .route("/api/audit", get(audit))
         .with_state(service)
 }
@@ -499,4 +501,63 @@ async fn set_env_vars(
         idempotency_key: b.idempotency_key,
     };
     Ok(Json(s.set_env_vars(&actor, &input).await?))
+}
+
+/// `GET /api/deployments/{id}/logs/stream`: the same lines as `/logs`, as server-sent
+/// events (`event: line`, data = one JSON line), from `cursor` on, live until the client
+/// goes away. Each event's id is its cursor, so a reconnect resumes with `Last-Event-ID`.
+async fn deployment_logs_stream(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<
+    axum::response::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>,
+    ServiceError,
+> {
+    use axum::response::sse::{Event, KeepAlive};
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    let first = LogsInput {
+        deployment_id: id.clone(),
+        kind: q.kind.clone(),
+        cursor: resume.or(q.cursor),
+        limit: Some(MAX_LOG_LINES),
+    };
+    // Checked once up front so a wrong id is a 404, not an empty stream.
+    s.get_deployment_logs(
+        &actor,
+        &LogsInput {
+            limit: Some(1),
+            ..first.clone()
+        },
+    )
+    .await?;
+    let stream = futures::stream::unfold((s, actor, first), |(s, actor, mut input)| async move {
+        loop {
+            match s.get_deployment_logs(&actor, &input).await {
+                Ok(page) if !page.lines.is_empty() => {
+                    input.cursor = Some(page.next_cursor);
+                    let events: Vec<Result<Event, std::convert::Infallible>> = page
+                        .lines
+                        .iter()
+                        .map(|l| {
+                            Ok(Event::default()
+                                .event("line")
+                                .id(l.cursor.to_string())
+                                .data(serde_json::to_string(l).unwrap_or_default()))
+                        })
+                        .collect();
+                    return Some((futures::stream::iter(events), (s, actor, input)));
+                }
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+                Err(_) => return None,
+            }
+        }
+    })
+    .flatten();
+    Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()))
 }

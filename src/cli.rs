@@ -258,6 +258,34 @@ pub async fn logs(args: &ClientArgs, target: &str, kind: Option<&str>, follow: b
             .ok_or_else(|| ClientError(format!("site '{target}' has no deployments yet")))?
     };
     let kind = kind.unwrap_or("all");
+    let print = |l: &crate::service::LogLine| -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string(l)?);
+        } else {
+            println!("{} {:<7} {}", l.time, l.kind, l.line);
+        }
+        Ok(())
+    };
+    if follow {
+        let resp = client
+            .http
+            .get(format!("{}/api/deployments/{id}/logs/stream?kind={kind}", client.base))
+            .bearer_auth(&client.token)
+            .send()
+            .await
+            .map_err(|e| ClientError(format!("cannot reach berth at {}: {e}", client.base)))?;
+        if !resp.status().is_success() {
+            return Err(ClientError(format!("could not follow the logs: HTTP {}", resp.status())).into());
+        }
+        read_sse(resp, |data| {
+            if let Ok(l) = serde_json::from_str::<crate::service::LogLine>(&data) {
+                let _ = print(&l);
+            }
+            std::future::ready(())
+        })
+        .await;
+        return Ok(());
+    }
     let mut cursor = 0i64;
     loop {
         let page: LogPage = client
@@ -266,18 +294,11 @@ pub async fn logs(args: &ClientArgs, target: &str, kind: Option<&str>, follow: b
             ))
             .await?;
         for l in &page.lines {
-            if json {
-                println!("{}", serde_json::to_string(l)?);
-            } else {
-                println!("{} {:<7} {}", l.time, l.kind, l.line);
-            }
+            print(l)?;
         }
         cursor = page.next_cursor;
         if !page.has_more {
-            if !follow {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            return Ok(());
         }
     }
 }
@@ -496,29 +517,16 @@ pub async fn mcp_stdio(args: &ClientArgs) -> anyhow::Result<()> {
                 emit(v)
             };
             if is_sse {
-                let mut stream = resp.bytes_stream();
-                let mut buf = String::new();
-                let mut data = String::new();
-                while let Some(Ok(chunk)) = stream.next().await {
-                    buf.push_str(&String::from_utf8_lossy(&chunk));
-                    while let Some(pos) = buf.find('\n') {
-                        let line = buf[..pos].trim_end_matches('\r').to_string();
-                        buf.drain(..=pos);
-                        if line.is_empty() {
-                            if !data.is_empty() {
-                                if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                                    deliver(v).await;
-                                }
-                                data.clear();
-                            }
-                        } else if let Some(rest) = line.strip_prefix("data:") {
-                            if !data.is_empty() {
-                                data.push('\n');
-                            }
-                            data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
+                read_sse(resp, |data| {
+                    let parsed = serde_json::from_str::<Value>(&data).ok();
+                    let deliver = &deliver;
+                    async move {
+                        if let Some(v) = parsed {
+                            deliver(v).await;
                         }
                     }
-                }
+                })
+                .await;
             } else {
                 let body = resp.bytes().await.unwrap_or_default();
                 if let Ok(v) = serde_json::from_slice::<Value>(&body) {
@@ -534,6 +542,34 @@ pub async fn mcp_stdio(args: &ClientArgs) -> anyhow::Result<()> {
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Reads a server-sent-events body, calling `on_data` with each event's data.
+async fn read_sse<F, Fut>(resp: reqwest::Response, mut on_data: F)
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut data = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(pos) = buf.find('\n') {
+            let line = buf[..pos].trim_end_matches('\r').to_string();
+            buf.drain(..=pos);
+            if line.is_empty() {
+                if !data.is_empty() {
+                    on_data(std::mem::take(&mut data)).await;
+                }
+            } else if let Some(rest) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
+            }
+        }
+    }
 }
 
 fn rpc_error(id: Value, message: &str) -> Value {

@@ -121,7 +121,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     tracing::info!("shutting down");
     stop.cancel();
     let _ = tx.send(());
-    let _ = tokio::join!(api, edge_task, workers, reconciler);
+    // Long-lived responses (log streams, MCP event streams) would hold a graceful
+    // shutdown open forever: give open connections a few seconds, then stop.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = tokio::join!(api, edge_task);
+    })
+    .await;
+    let _ = tokio::join!(workers, reconciler);
     runtime.stop_all().await;
     logs.flush().await;
     Ok(())

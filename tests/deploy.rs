@@ -264,3 +264,69 @@ async fn an_unchanged_lockfile_reuses_installed_dependencies() {
         "a changed manifest installs again: {logs}"
     );
 }
+
+#[tokio::test]
+async fn logs_stream_live_over_sse_and_the_cli_follows_them() {
+    use futures::StreamExt;
+    let server = TestServer::start().await;
+    let node = app(&[
+        ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
+        (
+            "server.js",
+            "require('http').createServer((q,r)=>{console.log('request for ' + q.url); r.end('ok')}).listen(process.env.PORT);",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "chatty", "repo": s(node.path()), "wait": true}),
+        )
+        .await;
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    let resp = server
+        .http
+        .get(server.api(&format!("/api/deployments/{id}/logs/stream?kind=runtime")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = resp.bytes_stream();
+    server.edge("chatty.localhost", "/live-marker").await;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains("request for /live-marker") {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: line"), "{seen}");
+    drop(body);
+
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["logs", &id, "--follow", "--kind", "runtime"])
+        .env("BERTH_URL", server.api(""))
+        .env("BERTH_TOKEN", KEY)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    server.edge("chatty.localhost", "/followed").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    follower.kill().unwrap();
+    let out = follower.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("request for /followed"), "{text}");
+
+    let (status, _) = server.get("/api/deployments/dpl_missing/logs/stream").await;
+    assert_eq!(status, 404);
+}

@@ -4,8 +4,7 @@
 //! `Upgrade` (WebSocket) tunnelling.
 
 use std::error::Error as StdError;
-use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -22,6 +21,7 @@ use crate::EdgeConfig;
 use crate::body::{BodyTooLarge, EdgeBody, ProxyBody};
 use crate::pages;
 use crate::pool::{Lease, SendError, UpstreamPool};
+use crate::server::Client;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -48,7 +48,7 @@ pub(crate) async fn forward(
     next: &AtomicUsize,
     mut req: Request<Incoming>,
     original_host: HeaderValue,
-    peer: SocketAddr,
+    client: &Client,
     site: &str,
 ) -> Response<EdgeBody> {
     let count = instances.len();
@@ -80,7 +80,7 @@ pub(crate) async fn forward(
         matches!(body, ProxyBody::Empty) && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let attempts = if retry_safe { count } else { 1 };
 
-    rewrite_request_headers(&mut parts.headers, upgrade, original_host, peer.ip().to_canonical());
+    rewrite_request_headers(&mut parts.headers, upgrade, original_host, &client.forwarded_for);
     // The client may have spoken HTTP/2 or used an absolute-form target;
     // apps are always sent HTTP/1.1 in origin form.
     parts.version = Version::HTTP_11;
@@ -91,7 +91,13 @@ pub(crate) async fn forward(
     };
 
     let deadline = Instant::now() + config.request_timeout;
-    let first = next.fetch_add(1, Ordering::Relaxed);
+    // A single instance needs no rotation, and skipping it spares every
+    // request a write to a counter that all workers share.
+    let first = if count == 1 {
+        0
+    } else {
+        next.fetch_add(1, Ordering::Relaxed)
+    };
     let pick = |attempt: usize| instances[first.wrapping_add(attempt) % count];
 
     for attempt in 0..attempts - 1 {
@@ -204,7 +210,18 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes hop-by-hop fields (RFC 9110 §7.6.1): `Connection` and every
 /// field it names, plus the fixed set that never crosses a proxy.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
+    // One pass over the (few) names present instead of a lookup per field
+    // that is usually absent.
+    let mut connection = false;
+    let mut fixed = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if is_fixed_hop_by_hop(name) {
+            fixed = true;
+        }
+    }
+    if connection {
         // Only allocates when a client names unusual fields.
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter(|t| {
@@ -219,20 +236,35 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(header::CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TE);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    headers.remove(header::PROXY_AUTHORIZATION);
+    if fixed {
+        headers.remove(&KEEP_ALIVE);
+        headers.remove(&PROXY_CONNECTION);
+        headers.remove(header::TE);
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.remove(header::UPGRADE);
+        headers.remove(header::PROXY_AUTHENTICATE);
+        headers.remove(header::PROXY_AUTHORIZATION);
+    }
 }
 
+/// The hop-by-hop fields removed whether or not `Connection` names them.
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+}
+
+/// `client_ip` is the client's address as a header value (see
+/// [`Client::forwarded_for`]).
 fn rewrite_request_headers(
     headers: &mut HeaderMap,
     upgrade: Option<HeaderValue>,
     original_host: HeaderValue,
-    client_ip: IpAddr,
+    client_ip: &HeaderValue,
 ) {
     strip_hop_by_hop(headers);
     // hyper already answered any `100-continue` expectation towards the
@@ -247,16 +279,22 @@ fn rewrite_request_headers(
         headers.insert(header::HOST, original_host.clone());
     }
 
-    let mut forwarded_for = String::new();
-    for earlier in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(earlier) = earlier.to_str() {
-            forwarded_for.push_str(earlier.trim());
-            forwarded_for.push_str(", ");
+    let mut earlier = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    if earlier.peek().is_none() {
+        // The common case: the client is the first hop.
+        headers.insert(&X_FORWARDED_FOR, client_ip.clone());
+    } else {
+        let mut forwarded_for = String::new();
+        for value in earlier {
+            if let Ok(value) = value.to_str() {
+                forwarded_for.push_str(value.trim());
+                forwarded_for.push_str(", ");
+            }
         }
-    }
-    let _ = write!(forwarded_for, "{client_ip}");
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
-        headers.insert(&X_FORWARDED_FOR, value);
+        forwarded_for.push_str(client_ip.to_str().unwrap_or_default());
+        if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+            headers.insert(&X_FORWARDED_FOR, value);
+        }
     }
     // Set, not appended: the edge is the first hop berth trusts, so a
     // client-supplied value would only be a spoofing vector.
@@ -316,7 +354,7 @@ mod tests {
             &mut h,
             None,
             HeaderValue::from_static("App.Test:8080"),
-            "127.0.0.1".parse().unwrap(),
+            &HeaderValue::from_static("127.0.0.1"),
         );
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.1, 203.0.113.2, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::body::EdgeBody;
@@ -40,7 +41,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// [`Edge::serve`].
 pub struct Edge {
     config: EdgeConfig,
-    routes: ArcSwap<EdgeRouteTable>,
+    /// Shared (`Arc`) so each worker can keep an [`arc_swap::Cache`] of it.
+    routes: Arc<ArcSwap<EdgeRouteTable>>,
 }
 
 impl fmt::Debug for Edge {
@@ -57,7 +59,7 @@ impl Edge {
     pub fn new(config: EdgeConfig) -> Arc<Edge> {
         Arc::new(Edge {
             config,
-            routes: ArcSwap::from_pointee(EdgeRouteTable::new()),
+            routes: Arc::new(ArcSwap::from_pointee(EdgeRouteTable::new())),
         })
     }
 
@@ -154,7 +156,7 @@ impl Edge {
         Ok(())
     }
 
-    async fn handle(&self, pool: &Arc<UpstreamPool>, req: Request<Incoming>, peer: SocketAddr) -> Response<EdgeBody> {
+    async fn handle(&self, worker: &Worker, client: &Client, req: Request<Incoming>) -> Response<EdgeBody> {
         // An absolute-form target (and HTTP/2's :authority) overrides Host.
         let host_value = match req.uri().authority() {
             Some(authority) => {
@@ -176,7 +178,7 @@ impl Edge {
 
         // Held for the whole request so a concurrent swap cannot change the
         // target (or the round-robin state) underneath it.
-        let table = self.routes.load_full();
+        let table = worker.routes();
         let Some(route) = table.route_normalized(&host) else {
             return pages::unknown_host(&host);
         };
@@ -197,13 +199,13 @@ impl Edge {
             RouteTarget::Upstream { instances } => {
                 let original_host = host_value.clone();
                 proxy::forward(
-                    pool,
+                    &worker.pool,
                     &self.config,
                     instances,
                     &route.next,
                     req,
                     original_host,
-                    peer,
+                    client,
                     &host,
                 )
                 .await
@@ -229,6 +231,67 @@ struct WorkerHandle {
 struct Worker {
     edge: Arc<Edge>,
     pool: Arc<UpstreamPool>,
+    routes: Mutex<WorkerRoutes>,
+}
+
+/// A worker's view of the route table. Requests hold the table through the
+/// worker's own `Arc`, so the reference count they touch is not shared
+/// with other workers' CPUs; the shared one is only touched when a new
+/// table was published.
+struct WorkerRoutes {
+    current: arc_swap::Cache<Arc<ArcSwap<EdgeRouteTable>>, Arc<EdgeRouteTable>>,
+    local: Arc<Snapshot>,
+}
+
+/// A published route table as held by one worker (see [`WorkerRoutes`]).
+struct Snapshot(Arc<EdgeRouteTable>);
+
+impl std::ops::Deref for Snapshot {
+    type Target = EdgeRouteTable;
+
+    fn deref(&self) -> &EdgeRouteTable {
+        &self.0
+    }
+}
+
+impl Worker {
+    fn new(edge: Arc<Edge>, pool: Arc<UpstreamPool>) -> Self {
+        let mut current = arc_swap::Cache::new(Arc::clone(&edge.routes));
+        let local = Arc::new(Snapshot(Arc::clone(current.load())));
+        Self {
+            edge,
+            pool,
+            routes: Mutex::new(WorkerRoutes { current, local }),
+        }
+    }
+
+    /// The route table now in force.
+    fn routes(&self) -> Arc<Snapshot> {
+        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        let WorkerRoutes { current, local } = &mut *routes;
+        let table = current.load();
+        if !Arc::ptr_eq(table, &local.0) {
+            *local = Arc::new(Snapshot(Arc::clone(table)));
+        }
+        Arc::clone(local)
+    }
+}
+
+/// What every request on one client connection shares.
+pub(crate) struct Client {
+    /// `X-Forwarded-For` for requests that bring none: the client's address,
+    /// formatted once per connection instead of once per request.
+    pub(crate) forwarded_for: HeaderValue,
+}
+
+impl Client {
+    fn new(peer: SocketAddr) -> Self {
+        let ip = peer.ip().to_canonical().to_string();
+        // An IP address is always a valid header value; the fallback is
+        // never used.
+        let forwarded_for = HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown"));
+        Self { forwarded_for }
+    }
 }
 
 fn worker_count() -> usize {
@@ -286,37 +349,49 @@ async fn run_worker(
             sweeper.sweep();
         }
     });
-    let worker = Arc::new(Worker { edge, pool });
+    let worker = Arc::new(Worker::new(edge, pool));
 
-    while let Some((stream, peer, watcher)) = incoming.recv().await {
-        let stream = match tokio::net::TcpStream::from_std(stream) {
-            Ok(stream) => stream,
-            Err(e) => {
-                debug!(%peer, error = %e, "could not register connection with worker");
-                continue;
-            }
-        };
-        let worker = Arc::clone(&worker);
-        let builder = Arc::clone(&builder);
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
+    // The connection tasks live in a set so they can all be aborted once
+    // the grace period is over; that keeps a stop signal out of every
+    // connection's poll.
+    let mut connections = JoinSet::new();
+    let mut accepting = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopped.wait_for(|stop| *stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            next = incoming.recv(), if accepting => {
+                // `None`: no more connections will come; keep serving the
+                // open ones until the acceptor says the grace period is over.
+                let Some((stream, peer, watcher)) = next else {
+                    accepting = false;
+                    continue;
+                };
+                let stream = match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        debug!(%peer, error = %e, "could not register connection with worker");
+                        continue;
+                    }
+                };
                 let worker = Arc::clone(&worker);
-                async move { Ok::<_, Infallible>(worker.edge.handle(&worker.pool, req, peer).await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let conn = watcher.watch(conn);
-            tokio::select! {
-                result = conn => {
-                    if let Err(e) = result {
+                let builder = Arc::clone(&builder);
+                connections.spawn(async move {
+                    let client = Arc::new(Client::new(peer));
+                    let service = service_fn(move |req| {
+                        let worker = Arc::clone(&worker);
+                        let client = Arc::clone(&client);
+                        async move { Ok::<_, Infallible>(worker.edge.handle(&worker, &client, req).await) }
+                    });
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn).await {
                         debug!(%peer, error = %e, "client connection ended with an error");
                     }
-                }
-                _ = stopped.wait_for(|stop| *stop) => {}
+                });
             }
-        });
+        }
     }
-    // No more connections will come; keep serving the open ones until the
-    // acceptor says the grace period is over.
-    let _ = stopped.wait_for(|stop| *stop).await;
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
 }
