@@ -238,3 +238,43 @@ async fn redeploys_and_switches_under_load_fail_no_request() {
     );
     assert_eq!(server.edge("steady.localhost", "/").await.1, "v3");
 }
+
+#[tokio::test]
+async fn kill_9_while_starting_a_new_version_converges_after_restart() {
+    let server = TestServer::start().await;
+    let repo = node_app("old version");
+    git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "converge", "repo": url, "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    // The new version takes two seconds to listen: berth dies while it is deploying.
+    std::fs::write(
+        repo.path().join("server.js"),
+        "setTimeout(()=>require('http').createServer((q,r)=>r.end('new version')).listen(process.env.PORT), 2000);",
+    )
+    .unwrap();
+    git_commit(repo.path(), "slow start");
+    let (_, out) = server.post("/api/sites/converge/deploy", &json!({})).await;
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    eventually("the new version is deploying", 20, async || {
+        server.get(&format!("/api/deployments/{id}")).await.1["status"] == "deploying"
+    })
+    .await;
+
+    let data = server.kill9();
+    let server = TestServer::start_in(data, &[]).await;
+    eventually("the old version serves again right after the restart", 20, async || {
+        server.edge("converge.localhost", "/").await == (200, "old version /".to_string())
+    })
+    .await;
+    let d = server.wait_deployment(&id).await;
+    assert_eq!(d["status"], "live", "{d}\n{}", server.log());
+    eventually("the new version serves", 20, async || {
+        server.edge("converge.localhost", "/").await.1 == "new version"
+    })
+    .await;
+    let (_, list) = server.get("/api/sites/converge/deployments").await;
+    assert_eq!(list["deployments"].as_array().unwrap().len(), 2, "{list}");
+}
