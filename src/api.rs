@@ -72,6 +72,7 @@ pub fn router(service: Service) -> Router {
         )
         .route("/api/sites/{site}/environments/{env}/logs", get(environment_logs))
         .route("/api/sites/{site}/env", get(get_env_vars).patch(set_env_vars))
+        .route("/api/sites/{site}/scaling", get(get_scaling).patch(set_scaling))
         .route("/api/sites/{site}/promote", post(promote))
         .route("/api/sites/{site}/rollback", post(rollback))
         .route("/api/deployments/{id}/cancel", post(cancel_deployment))
@@ -560,4 +561,58 @@ async fn deployment_logs_stream(
     })
     .flatten();
     Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Deserialize)]
+struct ScalingQuery {
+    environment: Option<String>,
+}
+
+async fn get_scaling(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<ScalingQuery>,
+) -> ApiResult<ScalingConfig> {
+    Ok(Json(
+        s.get_scaling(
+            &actor,
+            &ScalingRef {
+                site,
+                environment: q.environment,
+            },
+        )
+        .await?,
+    ))
+}
+
+/// `HOSTING_SET_SCALING_CONFIG` body without the site.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetScalingBody {
+    environment: Option<String>,
+    min_instances: Option<i64>,
+    max_instances: Option<i64>,
+    idle_timeout_seconds: Option<i64>,
+    target_concurrency: Option<i64>,
+    idempotency_key: Option<String>,
+}
+
+async fn set_scaling(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    body: Result<Json<SetScalingBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<ScalingConfig> {
+    let Json(b) = body.map_err(bad_json)?;
+    let input = SetScalingInput {
+        site,
+        environment: b.environment,
+        min_instances: b.min_instances,
+        max_instances: b.max_instances,
+        idle_timeout_seconds: b.idle_timeout_seconds,
+        target_concurrency: b.target_concurrency,
+        idempotency_key: b.idempotency_key,
+    };
+    Ok(Json(s.set_scaling(&actor, "HOSTING_SET_SCALING_CONFIG", &input).await?))
 }

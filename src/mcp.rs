@@ -474,6 +474,78 @@ impl BerthMcp {
             out,
         )
     }
+
+    #[tool(
+        name = "HOSTING_GET_SCALING_CONFIG",
+        description = "An environment's scale settings (min/max instances, idle timeout, target concurrency) and how many instances run now.",
+        output_schema = schema_for_output::<ScalingConfig>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_scaling_config(
+        &self,
+        Parameters(input): Parameters<ScalingRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ScalingConfig> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_scaling(&actor, &input).await?;
+        reply(
+            format!(
+                "{}: min {} max {}, {} running",
+                out.environment, out.min_instances, out.max_instances, out.running_instances
+            ),
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_SET_SCALING_CONFIG",
+        description = "Change an environment's scale settings; omitted fields keep their value. min_instances 0 lets an idle environment sleep after idle_timeout_seconds (scale to zero): the next request wakes it and is held until the app is healthy.",
+        output_schema = schema_for_output::<ScalingConfig>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn set_scaling_config(
+        &self,
+        Parameters(input): Parameters<SetScalingInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ScalingConfig> {
+        let actor = actor_of(&ctx)?;
+        let out = self
+            .service
+            .set_scaling(&actor, "HOSTING_SET_SCALING_CONFIG", &input)
+            .await?;
+        reply(
+            format!(
+                "{}: min {} max {}, idle timeout {} s",
+                out.environment, out.min_instances, out.max_instances, out.idle_timeout_seconds
+            ),
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_SCALE_ENVIRONMENT",
+        description = "Scale an environment now: set min_instances (0 = sleep when idle) and max_instances. Same settings as HOSTING_SET_SCALING_CONFIG.",
+        output_schema = schema_for_output::<ScalingConfig>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn scale_environment(
+        &self,
+        Parameters(input): Parameters<SetScalingInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ScalingConfig> {
+        let actor = actor_of(&ctx)?;
+        let out = self
+            .service
+            .set_scaling(&actor, "HOSTING_SCALE_ENVIRONMENT", &input)
+            .await?;
+        reply(
+            format!(
+                "{}: min {} max {}, {} running",
+                out.environment, out.min_instances, out.max_instances, out.running_instances
+            ),
+            out,
+        )
+    }
 }
 
 #[tool_handler]

@@ -19,9 +19,16 @@ use crate::store;
 /// One pass: converge the runtime and the routes to the store.
 pub async fn reconcile(platform: &Platform) -> anyhow::Result<()> {
     let _pass = platform.reconcile_lock.lock().await;
+    reconcile_holding_lock(platform).await
+}
+
+/// A pass for a caller that already holds `reconcile_lock` (activation holds it across
+/// its commit, so nobody sees a deployment `live` before its route is published).
+pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     let desired = store::list_desired_environments(platform.store.pool()).await?;
     let mut table = EdgeRouteTable::new();
     let mut wanted: HashSet<String> = HashSet::new();
+    let mut going_to_sleep: Vec<String> = Vec::new();
     for env in desired {
         let host = platform.host_for(&env.site_name, &env.environment_name);
         let Some(plan) = env
@@ -38,8 +45,46 @@ pub async fn reconcile(platform: &Platform) -> anyhow::Result<()> {
                 spa_fallback: *spa_fallback,
             },
             ServePlan::Process { .. } => {
+                // Scale to zero: an environment allowed to sleep whose app had no request
+                // for its idle timeout is stopped; the edge wakes it on the next request.
+                let may_sleep = env.min_instances == 0 && !platform.is_in_progress(&env.deployment_id);
+                let idle_for = platform.edge.idle_for(&host);
+                let observed = platform.runtime.observe(&env.deployment_id);
+                if may_sleep
+                    && observed.as_ref().is_some_and(|o| o.state == InstanceState::Healthy)
+                    && idle_for.is_some_and(|idle| idle.as_secs() >= env.idle_timeout_seconds.max(0) as u64)
+                {
+                    tracing::info!(site.name = %env.site_name, deployment.id = %env.deployment_id, "scaling an idle environment to zero");
+                    platform.log(
+                        &env.deployment_id,
+                        "runtime",
+                        "system",
+                        format!(
+                            "no requests for {} s: scaled to zero; the next request wakes it",
+                            env.idle_timeout_seconds
+                        ),
+                    );
+                    // Stopped only once the table that no longer routes to it is out.
+                    going_to_sleep.push(env.deployment_id.clone());
+                    table.insert(
+                        &host,
+                        RouteTarget::Sleeping {
+                            site: env.site_name.clone(),
+                        },
+                    );
+                    continue;
+                }
+                if may_sleep && observed.is_none() {
+                    table.insert(
+                        &host,
+                        RouteTarget::Sleeping {
+                            site: env.site_name.clone(),
+                        },
+                    );
+                    continue;
+                }
                 wanted.insert(env.deployment_id.clone());
-                match platform.runtime.observe(&env.deployment_id) {
+                match observed {
                     Some(obs) => match obs.state {
                         InstanceState::Healthy => RouteTarget::Upstream {
                             instances: vec![obs.addr],
@@ -78,6 +123,9 @@ pub async fn reconcile(platform: &Platform) -> anyhow::Result<()> {
         table.insert(&host, target);
     }
     platform.edge.replace_routes(table);
+    for deployment_id in &going_to_sleep {
+        platform.runtime.stop(deployment_id).await;
+    }
     for deployment_id in platform.runtime.deployments() {
         if !wanted.contains(&deployment_id)
             && !platform.is_in_progress(&deployment_id)

@@ -66,6 +66,16 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         reconcile_wake,
         crate::crypto::SecretBox::load(&config.data_dir, config.master_key.as_deref())?,
     ));
+    let waker_platform = platform.clone();
+    let runtime_handle = tokio::runtime::Handle::current();
+    edge.set_waker(move |host| {
+        let (platform, host) = (waker_platform.clone(), host.to_string());
+        runtime_handle.spawn(async move {
+            if let Err(err) = platform.wake(&host).await {
+                tracing::warn!(host = %host, error = %format!("{err:#}"), "waking a sleeping site failed");
+            }
+        });
+    });
     let service = Service::new(platform.clone());
     service.recover().await?;
 

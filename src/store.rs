@@ -351,13 +351,18 @@ pub struct DesiredEnvironment {
     pub deployment_id: String,
     /// That deployment's plan (JSON).
     pub build_plan: Option<String>,
+    /// 0 lets the environment sleep when idle.
+    pub min_instances: i64,
+    /// Idle seconds before sleeping.
+    pub idle_timeout_seconds: i64,
 }
 
 /// Every environment that should be serving, across orgs (the reconciler's desired state).
 pub async fn list_desired_environments(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<DesiredEnvironment>> {
     sqlx::query_as(
         "SELECT e.id AS environment_id, e.name AS environment_name, s.name AS site_name, s.id AS site_id, s.org_id AS org_id, \
-                d.id AS deployment_id, d.build_plan AS build_plan \
+                d.id AS deployment_id, d.build_plan AS build_plan, e.min_instances AS min_instances, \
+                e.idle_timeout_seconds AS idle_timeout_seconds \
          FROM environments e JOIN sites s ON s.id = e.site_id JOIN deployments d ON d.id = e.deployment_id \
          WHERE s.status = 'active'",
     )
@@ -1079,4 +1084,45 @@ pub async fn delete_env_var(db: impl SqliteExecutor<'_>, site_id: &str, scope: &
             .rows_affected()
             == 1,
     )
+}
+
+// ---------------------------------------------------------------- scaling
+
+/// An environment's scale settings.
+#[derive(Clone, Debug, FromRow, PartialEq, Eq)]
+pub struct ScalingRow {
+    /// Instances kept running even when idle (0 = scale to zero).
+    pub min_instances: i64,
+    /// Most instances.
+    pub max_instances: i64,
+    /// Seconds without requests before an environment with `min_instances = 0` sleeps.
+    pub idle_timeout_seconds: i64,
+    /// In-flight requests per instance to aim for.
+    pub target_concurrency: i64,
+}
+
+/// Reads an environment's scale settings.
+pub async fn get_scaling(db: impl SqliteExecutor<'_>, env_id: &str) -> sqlx::Result<ScalingRow> {
+    sqlx::query_as(
+        "SELECT min_instances, max_instances, idle_timeout_seconds, target_concurrency FROM environments WHERE id = ?",
+    )
+    .bind(env_id)
+    .fetch_one(db)
+    .await
+}
+
+/// Writes an environment's scale settings.
+pub async fn set_scaling(db: impl SqliteExecutor<'_>, env_id: &str, s: &ScalingRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE environments SET min_instances = ?, max_instances = ?, idle_timeout_seconds = ?, target_concurrency = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(s.min_instances)
+    .bind(s.max_instances)
+    .bind(s.idle_timeout_seconds)
+    .bind(s.target_concurrency)
+    .bind(now_ms())
+    .bind(env_id)
+    .execute(db)
+    .await
+    .map(drop)
 }

@@ -278,3 +278,77 @@ async fn kill_9_while_starting_a_new_version_converges_after_restart() {
     let (_, list) = server.get("/api/sites/converge/deployments").await;
     assert_eq!(list["deployments"].as_array().unwrap().len(), 2, "{list}");
 }
+
+#[tokio::test]
+async fn an_idle_environment_sleeps_and_the_next_request_wakes_it() {
+    let server = TestServer::start().await;
+    let node = app(&[
+        (
+            "package.json",
+            r#"{"scripts":{"start":"node server.js sleepy-marker"}}"#,
+        ),
+        (
+            "server.js",
+            "require('http').createServer((q,r)=>r.end('awake ' + q.url)).listen(process.env.PORT);",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "sleepy", "repo": s(node.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let r = server
+        .http
+        .patch(server.api("/api/sites/sleepy/scaling"))
+        .bearer_auth(KEY)
+        .json(&json!({"min_instances": 0, "idle_timeout_seconds": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cfg: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (cfg["min_instances"].as_i64(), cfg["running_instances"].as_i64()),
+        (Some(0), Some(1)),
+        "{cfg}"
+    );
+
+    eventually("the idle app is stopped", 30, async || {
+        processes_matching("sleepy-marker").is_empty()
+    })
+    .await;
+    let (_, cfg) = server.get("/api/sites/sleepy/scaling").await;
+    assert_eq!(cfg["running_instances"], 0, "{cfg}");
+
+    // The next request is held while the app starts, then answered.
+    assert_eq!(
+        server.edge("sleepy.localhost", "/wake").await,
+        (200, "awake /wake".to_string())
+    );
+    assert!(!processes_matching("sleepy-marker").is_empty(), "the app runs again");
+
+    // Bad settings change nothing.
+    for bad in [
+        json!({"min_instances": -1}),
+        json!({"max_instances": 5}),
+        json!({"idle_timeout_seconds": 1}),
+        json!({"target_concurrency": 0}),
+    ] {
+        let r = server
+            .http
+            .patch(server.api("/api/sites/sleepy/scaling"))
+            .bearer_auth(KEY)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let (_, cfg) = server.get("/api/sites/sleepy/scaling").await;
+    assert_eq!(
+        (cfg["min_instances"].as_i64(), cfg["idle_timeout_seconds"].as_i64()),
+        (Some(0), Some(5))
+    );
+}

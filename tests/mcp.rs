@@ -30,6 +30,9 @@ const TOOLS: &[&str] = &[
     "HOSTING_CANCEL_DEPLOYMENT",
     "HOSTING_GET_ENV_VARS",
     "HOSTING_SET_ENV_VARS",
+    "HOSTING_GET_SCALING_CONFIG",
+    "HOSTING_SET_SCALING_CONFIG",
+    "HOSTING_SCALE_ENVIRONMENT",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {

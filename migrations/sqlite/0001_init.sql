@@ -40,6 +40,10 @@ CREATE TABLE environments (
     name                    TEXT NOT NULL,
     branch                  TEXT,
     deployment_id           TEXT,
+    min_instances           INTEGER NOT NULL DEFAULT 1,
+    max_instances           INTEGER NOT NULL DEFAULT 1,
+    idle_timeout_seconds    INTEGER NOT NULL DEFAULT 300,
+    target_concurrency      INTEGER NOT NULL DEFAULT 10,
     created_at              INTEGER NOT NULL,
     updated_at              INTEGER NOT NULL,
     UNIQUE (site_id, name)

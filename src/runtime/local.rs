@@ -184,7 +184,7 @@ impl LocalRuntime {
                     last_lines,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

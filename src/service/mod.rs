@@ -5,6 +5,7 @@
 mod env_vars;
 mod environments;
 mod platform;
+mod scaling;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -690,6 +691,9 @@ impl Service {
                 on_progress(&info);
             }
             if info.status.is_final() {
+                // An activation holds this lock from its commit until its route is
+                // published: once we get it, "live" is also served.
+                drop(self.platform.reconcile_lock.lock().await);
                 if info.status == DeploymentStatus::Failed {
                     info.last_log_lines = Some(self.failure_lines(&d.id).await?);
                 }

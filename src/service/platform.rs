@@ -179,6 +179,7 @@ impl Platform {
     /// Returns false when a newer deployment of the environment was already live: this
     /// one is then `superseded` without ever serving.
     pub async fn activate(&self, d: &DeploymentRow) -> anyhow::Result<bool> {
+        let routes = self.reconcile_lock.lock().await;
         let mut tx = self.store.begin().await?;
         // Deploys of one environment can finish out of order: the newest one wins.
         if let Some(current) = store::newer_live_deployment(&mut *tx, &d.environment_id, d.created_at).await? {
@@ -209,7 +210,8 @@ impl Platform {
         )
         .await?;
         tx.commit().await?;
-        crate::reconciler::reconcile(self).await?;
+        crate::reconciler::reconcile_holding_lock(self).await?;
+        drop(routes);
         let _ = self.events.send(DeploymentEvent {
             deployment_id: d.id.clone(),
             status: DeploymentStatus::Live,
@@ -287,6 +289,43 @@ impl Platform {
             });
         }
         Ok(())
+    }
+
+    /// Wakes the sleeping environment served at `host` (the edge's activator calls this
+    /// for a held request). Marking its deployment in progress keeps the reconciler from
+    /// putting it back to sleep and makes it start the app; once the app is healthy (or
+    /// failed) the routes are published again and the held request goes through.
+    pub async fn wake(&self, host: &str) -> anyhow::Result<()> {
+        let desired = store::list_desired_environments(self.store.pool()).await?;
+        let Some(env) = desired
+            .into_iter()
+            .find(|e| self.host_for(&e.site_name, &e.environment_name) == host)
+        else {
+            return Ok(());
+        };
+        if self.is_in_progress(&env.deployment_id) {
+            return Ok(()); // already waking, or deploying
+        }
+        tracing::info!(site.name = %env.site_name, environment = %env.environment_name, "waking a sleeping environment");
+        self.log(&env.deployment_id, "runtime", "system", "a request woke the app".into());
+        let _token = self.register_cancel(&env.deployment_id);
+        let outcome = async {
+            crate::reconciler::reconcile(self).await?;
+            let deadline = tokio::time::Instant::now() + self.config.timeouts.start();
+            while tokio::time::Instant::now() < deadline {
+                match self.runtime.observe(&env.deployment_id).map(|o| o.state) {
+                    Some(crate::runtime::InstanceState::Healthy | crate::runtime::InstanceState::Crashed { .. }) => {
+                        break;
+                    }
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                }
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        self.unregister_cancel(&env.deployment_id);
+        crate::reconciler::reconcile(self).await?;
+        outcome
     }
 
     /// The environment variables a deployment's build and app see: berth's defaults

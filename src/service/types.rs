@@ -545,3 +545,59 @@ pub struct SetEnvVarsInput {
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
+
+/// `HOSTING_GET_SCALING_CONFIG` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingRef {
+    /// Site name.
+    pub site: String,
+    /// Environment (default "production").
+    #[serde(default)]
+    pub environment: Option<String>,
+}
+
+/// `HOSTING_SET_SCALING_CONFIG` / `HOSTING_SCALE_ENVIRONMENT` arguments: omitted fields keep their value.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetScalingInput {
+    /// Site name.
+    pub site: String,
+    /// Environment (default "production").
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Instances kept running when idle: 0 (sleep when idle, wake on the next request) or 1.
+    #[serde(default)]
+    pub min_instances: Option<i64>,
+    /// Most instances (1 in this version).
+    #[serde(default)]
+    pub max_instances: Option<i64>,
+    /// Seconds without requests before an environment with min_instances 0 sleeps (5-86400).
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<i64>,
+    /// In-flight requests per instance to aim for (1-1000).
+    #[serde(default)]
+    pub target_concurrency: Option<i64>,
+    /// Repeat-safe key.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// An environment's scale settings and what runs now.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ScalingConfig {
+    /// Site name.
+    pub site: String,
+    /// Environment name.
+    pub environment: String,
+    /// Instances kept running when idle.
+    pub min_instances: i64,
+    /// Most instances.
+    pub max_instances: i64,
+    /// Idle seconds before sleeping (when min_instances is 0).
+    pub idle_timeout_seconds: i64,
+    /// Target in-flight requests per instance.
+    pub target_concurrency: i64,
+    /// Instances running right now.
+    pub running_instances: i64,
+}

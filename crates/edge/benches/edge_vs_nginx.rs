@@ -35,9 +35,6 @@ use std::time::{Duration, Instant};
 
 use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const NGINX: &str = "/usr/sbin/nginx";
 const WRK: &str = "/usr/bin/wrk";
 const SETPRIV: &str = "/usr/bin/setpriv";
@@ -99,9 +96,10 @@ fn main() {
     );
     let edge_cpu = || process_cpu_ns(std::process::id());
     let nginx_cpu = || proxy.cpu_ns();
+    let upstream_cpu = || upstream.cpu_ns();
     eprintln!("warming up ({WARMUP_SECS} s each)…");
-    run_wrk(&wrk_args(WARMUP_SECS), edge.addr, &edge_cpu);
-    run_wrk(&wrk_args(WARMUP_SECS), nginx_addr, &nginx_cpu);
+    run_wrk(&wrk_args(WARMUP_SECS), edge.addr, &edge_cpu, &upstream_cpu);
+    run_wrk(&wrk_args(WARMUP_SECS), nginx_addr, &nginx_cpu, &upstream_cpu);
 
     let mut edge_runs = Vec::new();
     let mut nginx_runs = Vec::new();
@@ -110,18 +108,25 @@ fn main() {
             ("edge", edge.addr, &edge_cpu as &dyn Fn() -> u64, &mut edge_runs),
             ("nginx", nginx_addr, &nginx_cpu, &mut nginx_runs),
         ] {
-            let upstream_before = upstream.cpu_ns();
-            let run = run_wrk(&wrk_args(secs), addr, cpu);
-            let upstream_us = (upstream.cpu_ns() - upstream_before) as f64 / 1_000.0 / run.requests.max(1) as f64;
+            let run = run_wrk(&wrk_args(secs), addr, cpu, &upstream_cpu);
             eprintln!(
-                "round {round}/{rounds} {name:>5}: {:>7.0} req/s, p50 {:>6.3} ms, p99 {:>6.3} ms, \
-                 errors {}, proxy CPU {:.1} µs/req, upstream CPU {upstream_us:.1} µs/req",
-                run.rps, run.p50_ms, run.p99_ms, run.errors, run.cpu_us_per_request
+                "round {round}/{rounds} {name:>5}: {:>7.0} req/s, p50 {:>6.3} ms, p99 {:>6.3} ms, errors {}, \
+                 CPU µs/req: proxy {:.1}, upstream {:.1}, wrk {:.1}; other processes {:.0}% of the CPUs",
+                run.rps,
+                run.p50_ms,
+                run.p99_ms,
+                run.errors,
+                run.cpu_us_per_request,
+                run.upstream_us_per_request,
+                run.wrk_us_per_request,
+                run.foreign_load * 100.0
             );
             runs.push(run);
         }
     }
     let load_after = load_average();
+    let foreign = edge_runs.iter().chain(&nginx_runs).map(|r| r.foreign_load * 100.0);
+    let foreign_max = foreign.fold(0.0, f64::max);
 
     let e = Summary::of(&edge_runs);
     let n = Summary::of(&nginx_runs);
@@ -164,7 +169,8 @@ fn main() {
         out,
         "Machine: {cpus} CPUs shared by wrk ({threads} threads), the upstream nginx ({cpus} workers) and \
          the proxy under test ({cpus} workers either way); no CPU pinning; all traffic on 127.0.0.1. \
-         Load average before/after: {load_before} / {load_after}."
+         Load average before/after: {load_before} / {load_after}; unrelated processes used at most \
+         {foreign_max:.0}% of the CPUs during a round."
     );
     println!("{out}");
     // The guards stop the edge and both nginx instances here.
@@ -451,12 +457,24 @@ struct WrkRun {
     errors: u64,
     /// CPU time of the proxy under test per request, in µs.
     cpu_us_per_request: f64,
+    /// CPU time of the upstream nginx per request, in µs.
+    upstream_us_per_request: f64,
+    /// CPU time of wrk per request, in µs.
+    wrk_us_per_request: f64,
+    /// Share of the machine's CPUs used by unrelated processes meanwhile.
+    foreign_load: f64,
 }
 
-/// Runs wrk against `addr`; `cpu` reports the CPU time (ns) the server under
-/// test has used so far, sampled before and after.
-fn run_wrk(args: &[String], addr: SocketAddr, cpu: &dyn Fn() -> u64) -> WrkRun {
-    let cpu_before = cpu();
+/// Runs wrk against `addr`. `proxy_cpu` and `upstream_cpu` report the CPU
+/// time (ns) the proxy under test and the upstream have used so far; they
+/// are sampled before and after, as is the whole machine's busy time, so
+/// the share taken by unrelated processes can be reported.
+fn run_wrk(args: &[String], addr: SocketAddr, proxy_cpu: &dyn Fn() -> u64, upstream_cpu: &dyn Fn() -> u64) -> WrkRun {
+    let proxy_before = proxy_cpu();
+    let upstream_before = upstream_cpu();
+    let children_before = children_cpu_ns();
+    let machine_before = machine_busy_ns();
+    let started = Instant::now();
     let child = Command::new(WRK)
         .args(args)
         .arg(format!("http://{addr}/"))
@@ -475,11 +493,52 @@ fn run_wrk(args: &[String], addr: SocketAddr, cpu: &dyn Fn() -> u64) -> WrkRun {
         .read_to_string(&mut out)
         .expect("read wrk output");
     let status = child.0.wait().expect("wait for wrk");
-    let cpu_ns = cpu().saturating_sub(cpu_before);
+    let wall_ns = started.elapsed().as_nanos() as f64;
+    let proxy_ns = proxy_cpu().saturating_sub(proxy_before);
+    let upstream_ns = upstream_cpu().saturating_sub(upstream_before);
+    let wrk_ns = children_cpu_ns().saturating_sub(children_before);
+    let machine_ns = machine_busy_ns().saturating_sub(machine_before);
     assert!(status.success(), "wrk failed ({status}):\n{out}");
     let mut run = parse_wrk(&out).unwrap_or_else(|| panic!("could not parse wrk output:\n{out}"));
-    run.cpu_us_per_request = cpu_ns as f64 / 1_000.0 / run.requests.max(1) as f64;
+    let per_request = |ns: u64| ns as f64 / 1_000.0 / run.requests.max(1) as f64;
+    run.cpu_us_per_request = per_request(proxy_ns);
+    run.upstream_us_per_request = per_request(upstream_ns);
+    run.wrk_us_per_request = per_request(wrk_ns);
+    let ours = (proxy_ns + upstream_ns + wrk_ns) as f64;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    run.foreign_load = ((machine_ns as f64 - ours) / (wall_ns * cpus)).max(0.0);
     run
+}
+
+/// CPU time (ns) of this process's waited-for children (here: finished wrk
+/// runs), from `/proc/self/stat` (clock ticks, assumed 100 per second).
+fn children_cpu_ns() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    // Fields after the command: state is field 3, cutime 16, cstime 17.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(16) + ticks(17)) * 10_000_000
+}
+
+/// Busy CPU time (ns) of the whole machine so far, from `/proc/stat`.
+fn machine_busy_ns() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0;
+    };
+    let Some(line) = stat.lines().next() else {
+        return 0;
+    };
+    // cpu user nice system idle iowait irq softirq steal …
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 8 {
+        return 0;
+    }
+    (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * 10_000_000
 }
 
 fn parse_wrk(out: &str) -> Option<WrkRun> {
@@ -513,6 +572,9 @@ fn parse_wrk(out: &str) -> Option<WrkRun> {
         p99_ms: p99?,
         errors,
         cpu_us_per_request: 0.0,
+        upstream_us_per_request: 0.0,
+        wrk_us_per_request: 0.0,
+        foreign_load: 0.0,
     })
 }
 

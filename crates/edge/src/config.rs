@@ -15,6 +15,12 @@ pub struct EdgeConfig {
     /// `Content-Length` is answered 413 up front; a streamed body that grows
     /// past it is cut off and answered 413. Default 32 MiB.
     pub max_request_body_bytes: u64,
+    /// How long a request for a sleeping site is held while it wakes before
+    /// it is answered 503. Default 30 s.
+    pub activation_timeout: Duration,
+    /// Most requests held at once for sleeping sites; more are answered 503
+    /// right away. Default 1000.
+    pub max_held_requests: usize,
 }
 
 impl Default for EdgeConfig {
@@ -23,6 +29,8 @@ impl Default for EdgeConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
             max_request_body_bytes: 32 * 1024 * 1024,
+            activation_timeout: Duration::from_secs(30),
+            max_held_requests: 1000,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// What the edge does with requests for one host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +37,14 @@ pub enum RouteTarget {
         /// Value of the `Retry-After` header (only sent with status 503).
         retry_after_seconds: Option<u32>,
     },
+    /// The site's app is scaled to zero. A request for it calls the edge's
+    /// waker (see [`Edge::set_waker`](crate::Edge::set_waker)) and is held
+    /// until a new table routes the host somewhere that can answer, up to
+    /// [`EdgeConfig::activation_timeout`](crate::EdgeConfig::activation_timeout).
+    Sleeping {
+        /// Site name shown if waking takes too long.
+        site: String,
+    },
 }
 
 /// One table entry: the target plus per-route state that must live as
@@ -46,6 +54,10 @@ pub(crate) struct Route {
     /// Round-robin cursor. Lives with the table, so a new table starts the
     /// rotation afresh, which is harmless.
     pub(crate) next: AtomicUsize,
+    /// When this host last got a request, in ms since the process's clock
+    /// epoch; carried over to the next table by
+    /// [`Edge::replace_routes`](crate::Edge::replace_routes).
+    pub(crate) last_request_ms: AtomicU64,
 }
 
 impl Route {
@@ -53,8 +65,20 @@ impl Route {
         Self {
             target,
             next: AtomicUsize::new(0),
+            last_request_ms: AtomicU64::new(clock_ms()),
         }
     }
+
+    /// Records a request now (one relaxed store: cheap on the hot path).
+    pub(crate) fn touch(&self) {
+        self.last_request_ms.store(clock_ms(), Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds on a monotonic clock shared by all routes of the process.
+pub(crate) fn clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 /// Immutable-once-published routing table: host name (lowercase, without
@@ -106,6 +130,24 @@ impl EdgeRouteTable {
 
     pub(crate) fn route(&self, host: &str) -> Option<&Route> {
         self.route_normalized(&normalize_host(host))
+    }
+
+    /// Carries each host's last-request time over from the table it replaces.
+    pub(crate) fn inherit_activity(&self, previous: &EdgeRouteTable) {
+        for (host, route) in &self.routes {
+            if let Some(old) = previous.routes.get(host) {
+                route
+                    .last_request_ms
+                    .store(old.last_request_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// How long since `host` last got a request (or since it was first routed).
+    pub fn idle_for(&self, host: &str) -> Option<std::time::Duration> {
+        let route = self.route(host)?;
+        let last = route.last_request_ms.load(Ordering::Relaxed);
+        Some(std::time::Duration::from_millis(clock_ms().saturating_sub(last)))
     }
 
     /// Lookup for a host already passed through [`normalize_host`].

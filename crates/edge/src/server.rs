@@ -43,7 +43,16 @@ pub struct Edge {
     config: EdgeConfig,
     /// Shared (`Arc`) so each worker can keep an [`arc_swap::Cache`] of it.
     routes: Arc<ArcSwap<EdgeRouteTable>>,
+    /// Bumped on every published table, so held requests look again.
+    version: tokio::sync::watch::Sender<u64>,
+    /// Called with the host of a request for a [`RouteTarget::Sleeping`] site.
+    waker: arc_swap::ArcSwapOption<Waker>,
+    /// Requests currently held for sleeping sites.
+    held: std::sync::atomic::AtomicUsize,
 }
+
+/// The control plane's callback that starts a sleeping site.
+struct Waker(Box<dyn Fn(&str) + Send + Sync>);
 
 impl fmt::Debug for Edge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,6 +69,9 @@ impl Edge {
         Arc::new(Edge {
             config,
             routes: Arc::new(ArcSwap::from_pointee(EdgeRouteTable::new())),
+            version: tokio::sync::watch::Sender::new(0),
+            waker: arc_swap::ArcSwapOption::empty(),
+            held: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -72,7 +84,20 @@ impl Edge {
     /// keep using the table they started with; later ones see the new one.
     pub fn replace_routes(&self, table: EdgeRouteTable) {
         debug!(hosts = table.len(), "edge routes replaced");
+        table.inherit_activity(&self.routes.load());
         self.routes.store(Arc::new(table));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Sets the callback that wakes a sleeping site; it gets the request's host and
+    /// should return quickly (start the app in the background, then publish routes).
+    pub fn set_waker(&self, waker: impl Fn(&str) + Send + Sync + 'static) {
+        self.waker.store(Some(Arc::new(Waker(Box::new(waker)))));
+    }
+
+    /// How long `host` has gone without a request (since it was first routed if never).
+    pub fn idle_for(&self, host: &str) -> Option<Duration> {
+        self.routes.load().idle_for(host)
     }
 
     /// The route table currently in use.
@@ -182,6 +207,24 @@ impl Edge {
         let Some(route) = table.route_normalized(&host) else {
             return pages::unknown_host(&host);
         };
+        route.touch();
+        if let RouteTarget::Sleeping { .. } = &route.target {
+            drop(table);
+            return self.activate(worker, client, req, host_value.clone(), &host).await;
+        }
+        self.dispatch(worker, client, route, req, host_value.clone(), &host)
+            .await
+    }
+
+    async fn dispatch(
+        &self,
+        worker: &Worker,
+        client: &Client,
+        route: &crate::routes::Route,
+        req: Request<Incoming>,
+        host_value: HeaderValue,
+        host: &str,
+    ) -> Response<EdgeBody> {
         match &route.target {
             RouteTarget::Static { root, spa_fallback } => {
                 // Boxed: the file-serving future is large, and keeping it out
@@ -197,16 +240,15 @@ impl Edge {
                 .await
             }
             RouteTarget::Upstream { instances } => {
-                let original_host = host_value.clone();
                 proxy::forward(
                     &worker.pool,
                     &self.config,
                     instances,
                     &route.next,
                     req,
-                    original_host,
+                    host_value,
                     client,
-                    &host,
+                    host,
                 )
                 .await
             }
@@ -216,6 +258,59 @@ impl Edge {
                 message,
                 retry_after_seconds,
             } => pages::unavailable(site, *status, message, *retry_after_seconds),
+            RouteTarget::Sleeping { site } => {
+                pages::unavailable(site, 503, "The app is waking up; try again in a moment.", Some(1))
+            }
+        }
+    }
+
+    /// The activator: wakes a sleeping site and holds the request until a published
+    /// table routes its host to something that answers (or the activation timeout).
+    /// "Starting" pages (503) met on the way are waited through; anything else is
+    /// served as soon as it appears.
+    async fn activate(
+        &self,
+        worker: &Worker,
+        client: &Client,
+        req: Request<Incoming>,
+        host_value: HeaderValue,
+        host: &str,
+    ) -> Response<EdgeBody> {
+        use std::sync::atomic::Ordering;
+        struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if self.held.fetch_add(1, Ordering::Relaxed) >= self.config.max_held_requests {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return pages::unavailable(host, 503, "Too many requests are waiting for sleeping sites.", Some(2));
+        }
+        let _held = Held(&self.held);
+        let mut changes = self.version.subscribe();
+        if let Some(waker) = self.waker.load_full() {
+            (waker.0)(host);
+        }
+        let deadline = tokio::time::Instant::now() + self.config.activation_timeout;
+        loop {
+            let table = self.routes.load_full();
+            match table.route_normalized(host) {
+                None => return pages::unknown_host(host),
+                Some(route) => match &route.target {
+                    RouteTarget::Sleeping { .. } => {}
+                    RouteTarget::Unavailable { status: 503, .. } => {}
+                    _ => return self.dispatch(worker, client, route, req, host_value, host).await,
+                },
+            }
+            changes.mark_unchanged();
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                let table = self.routes.load_full();
+                return match table.route_normalized(host) {
+                    Some(route) => self.dispatch(worker, client, route, req, host_value, host).await,
+                    None => pages::unknown_host(host),
+                };
+            }
         }
     }
 }

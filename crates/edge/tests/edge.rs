@@ -846,3 +846,77 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         .unwrap()
         .unwrap();
 }
+
+fn sleeping_table(host: &str) -> EdgeRouteTable {
+    let mut t = EdgeRouteTable::new();
+    t.insert(host, RouteTarget::Sleeping { site: "napper".into() });
+    t
+}
+
+#[tokio::test]
+async fn a_sleeping_site_is_woken_and_the_held_request_answered() {
+    let app = spawn_upstream("awake").await;
+    let edge = start_edge(EdgeConfig::default(), sleeping_table("nap.test")).await;
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let (edge_ref, wakes_ref, app_addr) = (edge.edge.clone(), wakes.clone(), app.addr);
+    edge.edge.set_waker(move |host| {
+        assert_eq!(host, "nap.test");
+        wakes_ref.fetch_add(1, Ordering::SeqCst);
+        let edge = edge_ref.clone();
+        tokio::spawn(async move {
+            // Waking goes through a "starting" page first, as the control plane publishes it.
+            let mut starting = EdgeRouteTable::new();
+            starting.insert(
+                "nap.test",
+                RouteTarget::Unavailable {
+                    site: "napper".into(),
+                    status: 503,
+                    message: "starting".into(),
+                    retry_after_seconds: Some(1),
+                },
+            );
+            edge.replace_routes(starting);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut up = EdgeRouteTable::new();
+            up.insert(
+                "nap.test",
+                RouteTarget::Upstream {
+                    instances: vec![app_addr],
+                },
+            );
+            edge.replace_routes(up);
+        });
+    });
+    let r = get(edge.addr, "nap.test", "/name").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "awake"));
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    assert!(edge.edge.idle_for("nap.test").unwrap() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_site_that_does_not_wake_in_time_gets_503() {
+    let config = EdgeConfig {
+        activation_timeout: Duration::from_millis(300),
+        ..EdgeConfig::default()
+    };
+    let edge = start_edge(config, sleeping_table("nap.test")).await;
+    let r = get(edge.addr, "nap.test", "/").await;
+    assert_edge_page(&r, 503, "Service Unavailable");
+    assert!(r.text().contains("waking up"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn idle_time_survives_route_swaps_and_resets_on_requests() {
+    let app = spawn_upstream("a").await;
+    let edge = start_edge(EdgeConfig::default(), upstream_table("idle.test", &[app.addr])).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(edge.edge.idle_for("idle.test").unwrap() >= Duration::from_millis(400));
+    edge.edge.replace_routes(upstream_table("idle.test", &[app.addr]));
+    assert!(
+        edge.edge.idle_for("idle.test").unwrap() >= Duration::from_millis(400),
+        "kept across a swap"
+    );
+    get(edge.addr, "idle.test", "/name").await;
+    assert!(edge.edge.idle_for("idle.test").unwrap() < Duration::from_millis(200));
+    assert!(edge.edge.idle_for("other.test").is_none());
+}

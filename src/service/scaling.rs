@@ -1,0 +1,113 @@
+//! Scale settings of an environment: how many instances run, and when an idle one sleeps
+//! (scale to zero; the edge wakes it on the next request).
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::model::Actor;
+use crate::store::{self, ScalingRow};
+
+use super::*;
+
+/// Largest instance count accepted by this version (one instance per deployment).
+const MAX_INSTANCES: i64 = 1;
+
+impl Service {
+    /// `HOSTING_GET_SCALING_CONFIG`.
+    pub async fn get_scaling(&self, actor: &Actor, input: &ScalingRef) -> ServiceResult<ScalingConfig> {
+        let site = self.find_site(actor, &input.site).await?;
+        let env = self
+            .find_environment(&site, input.environment.as_deref().unwrap_or("production"))
+            .await?;
+        self.scaling_config(&site, &env).await
+    }
+
+    async fn scaling_config(&self, site: &store::SiteRow, env: &store::EnvironmentRow) -> ServiceResult<ScalingConfig> {
+        let row = store::get_scaling(self.platform.store.pool(), &env.id).await?;
+        let running = env
+            .deployment_id
+            .as_deref()
+            .is_some_and(|id| self.platform.runtime.observe(id).is_some());
+        Ok(ScalingConfig {
+            site: site.name.clone(),
+            environment: env.name.clone(),
+            min_instances: row.min_instances,
+            max_instances: row.max_instances,
+            idle_timeout_seconds: row.idle_timeout_seconds,
+            target_concurrency: row.target_concurrency,
+            running_instances: i64::from(running),
+        })
+    }
+
+    /// `HOSTING_SET_SCALING_CONFIG` and `HOSTING_SCALE_ENVIRONMENT`: validated as a whole,
+    /// then written at once; the reconciler applies it.
+    pub async fn set_scaling(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        input: &SetScalingInput,
+    ) -> ServiceResult<ScalingConfig> {
+        let args = serde_json::to_value(input).unwrap_or_default();
+        let result = self
+            .idempotent(actor, action, input.idempotency_key.as_deref(), async {
+                let site = self.find_site(actor, &input.site).await?;
+                let env = self.find_environment(&site, input.environment.as_deref().unwrap_or("production")).await?;
+                let current = store::get_scaling(self.platform.store.pool(), &env.id).await?;
+                let next = ScalingRow {
+                    min_instances: input.min_instances.unwrap_or(current.min_instances),
+                    max_instances: input.max_instances.unwrap_or(current.max_instances),
+                    idle_timeout_seconds: input.idle_timeout_seconds.unwrap_or(current.idle_timeout_seconds),
+                    target_concurrency: input.target_concurrency.unwrap_or(current.target_concurrency),
+                };
+                validate_scaling(&next)?;
+                let mut tx = self.platform.store.begin().await?;
+                store::set_scaling(&mut *tx, &env.id, &next).await?;
+                let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "min": next.min_instances, "max": next.max_instances });
+                store::insert_event(&mut *tx, &actor.org_id, "environment.scaled", &env.id, &data).await?;
+                tx.commit().await?;
+                crate::reconciler::reconcile(&self.platform).await?;
+                self.scaling_config(&site, &env).await
+            })
+            .await;
+        self.audit(actor, action, args, &result).await;
+        result
+    }
+}
+
+fn validate_scaling(s: &ScalingRow) -> ServiceResult<()> {
+    if !(0..=MAX_INSTANCES).contains(&s.min_instances) {
+        return Err(ServiceError::invalid(
+            "min_instances",
+            format!(
+                "min_instances must be 0 (sleep when idle) or 1, not {}",
+                s.min_instances
+            ),
+        ));
+    }
+    if s.max_instances < 1 || s.max_instances > MAX_INSTANCES {
+        return Err(ServiceError::invalid(
+            "max_instances",
+            format!(
+                "max_instances must be 1 in this version (one instance per deployment), not {}",
+                s.max_instances
+            ),
+        ));
+    }
+    if s.min_instances > s.max_instances {
+        return Err(ServiceError::invalid(
+            "min_instances",
+            "min_instances cannot be above max_instances",
+        ));
+    }
+    if !(5..=86_400).contains(&s.idle_timeout_seconds) {
+        return Err(ServiceError::invalid(
+            "idle_timeout_seconds",
+            "idle_timeout_seconds must be 5-86400",
+        ));
+    }
+    if !(1..=1000).contains(&s.target_concurrency) {
+        return Err(ServiceError::invalid(
+            "target_concurrency",
+            "target_concurrency must be 1-1000",
+        ));
+    }
+    Ok(())
+}
