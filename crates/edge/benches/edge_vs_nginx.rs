@@ -54,7 +54,6 @@ fn main() {
         assert!(Path::new(tool).exists(), "{tool} is required for this benchmark");
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let load_before = load_average();
     let dir = tempfile::Builder::new()
         .prefix("berth-edge-bench-")
         .tempdir()
@@ -124,7 +123,6 @@ fn main() {
             runs.push(run);
         }
     }
-    let load_after = load_average();
     let foreign = edge_runs.iter().chain(&nginx_runs).map(|r| r.foreign_load * 100.0);
     let foreign_max = foreign.fold(0.0, f64::max);
 
@@ -169,8 +167,7 @@ fn main() {
         out,
         "Machine: {cpus} CPUs shared by wrk ({threads} threads), the upstream nginx ({cpus} workers) and \
          the proxy under test ({cpus} workers either way); no CPU pinning; all traffic on 127.0.0.1. \
-         Load average before/after: {load_before} / {load_after}; unrelated processes used at most \
-         {foreign_max:.0}% of the CPUs during a round."
+         Unrelated processes used at most {foreign_max:.0}% of the CPUs during a round."
     );
     println!("{out}");
     // The guards stop the edge and both nginx instances here.
@@ -233,14 +230,6 @@ fn proxy_config(dir: &Path, port: u16, upstream_port: u16, connections: u64) -> 
         common_config(dir, "proxy"),
         http_open(dir, "proxy"),
     )
-}
-
-/// The 1-minute load average, to tell whether something else was running.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
 }
 
 /// CPU time (ns) all threads of process `pid` have run so far, from

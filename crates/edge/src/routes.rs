@@ -69,9 +69,14 @@ impl Route {
         }
     }
 
-    /// Records a request now (one relaxed store: cheap on the hot path).
+    /// Records a request now. Stores only when the millisecond changed: a
+    /// store per request would make every worker's CPU take the cache line
+    /// from the others, while a load keeps it shared.
     pub(crate) fn touch(&self) {
-        self.last_request_ms.store(clock_ms(), Ordering::Relaxed);
+        let now = clock_ms();
+        if self.last_request_ms.load(Ordering::Relaxed) != now {
+            self.last_request_ms.store(now, Ordering::Relaxed);
+        }
     }
 }
 

@@ -210,7 +210,9 @@ impl Edge {
         route.touch();
         if let RouteTarget::Sleeping { .. } = &route.target {
             drop(table);
-            return self.activate(worker, client, req, host_value.clone(), &host).await;
+            // Boxed: holding a request is rare, and its large future would
+            // otherwise enlarge every request's.
+            return Box::pin(self.activate(worker, client, req, host_value.clone(), &host)).await;
         }
         self.dispatch(worker, client, route, req, host_value.clone(), &host)
             .await

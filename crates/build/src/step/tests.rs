@@ -182,8 +182,14 @@ async fn lines_arrive_while_the_step_is_still_running() {
     let r = run(&bwrap(), app.path(), "echo first; sleep 1.5; echo second").await;
     r.result.as_ref().unwrap();
     let at = |want: &str| r.lines.iter().find(|(_, l, _)| l == want).unwrap().2;
-    assert!(at("first") < Duration::from_millis(1000), "{:?}", at("first"));
-    assert!(at("second") >= Duration::from_millis(1500));
+    // The first line arrived well before the second was even printed: streamed, not
+    // collected at the end (relative, so a slow machine does not matter).
+    assert!(
+        at("second") >= at("first") + Duration::from_millis(1000),
+        "{:?} {:?}",
+        at("first"),
+        at("second")
+    );
 }
 
 #[tokio::test]
@@ -295,7 +301,8 @@ async fn timeout_kills_the_whole_tree() {
         );
         assert_eq!(err.to_string(), "build step timed out after 1 s");
         assert_eq!(r.stdout(), vec!["started"], "{mode}");
-        assert!(r.elapsed < Duration::from_secs(1) + KILL_GRACE + Duration::from_secs(2));
+        // Far below the step's own `sleep`: it was killed, not waited for.
+        assert!(r.elapsed < Duration::from_secs(30), "{mode}: {:?}", r.elapsed);
         assert_no_process_with(&marker, mode).await;
     }
 }
@@ -337,7 +344,7 @@ async fn cancellation_kills_the_whole_tree() {
         let err = r.result.as_ref().unwrap_err();
         assert!(matches!(err, StepError::Cancelled { .. }), "{mode}: {err:?}");
         assert_eq!(err.to_string(), "build step was cancelled");
-        assert!(r.elapsed < Duration::from_secs(10), "{mode}: {:?}", r.elapsed);
+        assert!(r.elapsed < Duration::from_secs(30), "{mode}: {:?}", r.elapsed);
         assert_no_process_with(&marker, mode).await;
     }
 }
@@ -359,9 +366,9 @@ async fn cancellation_sends_sigterm_to_the_sandboxed_process_first() {
         )
         .await;
         assert!(matches!(r.result, Err(StepError::Cancelled { .. })), "{mode}");
+        // Graceful: the trap ran, which a SIGKILL would not have allowed. (No wall-clock
+        // bound: on a loaded machine the sandbox may take seconds to start.)
         assert_eq!(r.stdout(), vec!["CANCEL-ME", "got TERM"], "{mode}");
-        // Graceful: well inside the grace period, no SIGKILL needed.
-        assert!(r.elapsed < KILL_GRACE, "{mode}: {:?}", r.elapsed);
         assert_no_process_with(&marker, mode).await;
     }
 }
@@ -383,8 +390,8 @@ async fn a_foreground_command_gets_time_for_a_graceful_shutdown() {
         )
         .await;
         assert!(matches!(r.result, Err(StepError::Cancelled { .. })), "{mode}");
+        // "cleaned up" is printed 300 ms after SIGTERM: proof the app was not SIGKILLed.
         assert_eq!(r.stdout(), vec!["CANCEL-ME", "cleaned up"], "{mode}");
-        assert!(r.elapsed < KILL_GRACE, "{mode}: {:?}", r.elapsed);
     }
 }
 
@@ -431,7 +438,7 @@ async fn background_processes_left_by_a_successful_step_are_killed() {
         )
         .await;
         r.result.as_ref().unwrap();
-        assert!(r.elapsed < Duration::from_secs(5), "{mode}: {:?}", r.elapsed);
+        assert!(r.elapsed < Duration::from_secs(30), "{mode}: {:?}", r.elapsed);
         assert_eq!(r.stdout(), vec!["done"]);
         assert_no_process_with(&detached, mode).await;
         assert_no_process_with(&holding, mode).await;
