@@ -123,8 +123,11 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
         table.insert(&host, target);
     }
     platform.edge.replace_routes(table);
-    for deployment_id in &going_to_sleep {
-        platform.runtime.stop(deployment_id).await;
+    for deployment_id in going_to_sleep {
+        // In the background: the pass (and a wake waiting for it) need not wait for the
+        // app's shutdown.
+        let runtime = platform.runtime.clone();
+        tokio::spawn(async move { runtime.stop(&deployment_id).await });
     }
     for deployment_id in platform.runtime.deployments() {
         if !wanted.contains(&deployment_id)

@@ -19,6 +19,8 @@ use super::{InstanceSpec, InstanceState, LogSink, Observation, StartError};
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
 /// Crashes in the window after which an instance is left crashed.
 const MAX_CRASHES: usize = 5;
+/// How long a stopped app may take to shut down after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How many output lines an instance keeps for error messages.
 const LAST_LINES: usize = 40;
 
@@ -290,9 +292,9 @@ impl LocalRuntime {
                 _ = instance.stop.cancelled() => None,
             };
             let Some(status) = status else {
-                if let Some(pid) = pid {
-                    let _ = tokio::task::spawn_blocking(move || berth_build::step::kill_process_group(pid)).await;
-                }
+                // SIGTERM to the app's whole tree, SIGKILL after the grace period; returns
+                // as soon as it is gone (the child is reaped here, so no zombie holds it up).
+                berth_build::step::terminate_child_tree(&mut child, STOP_GRACE).await;
                 let _ = child.wait().await;
                 for p in pumps.into_iter().flatten() {
                     let _ = p.await;
