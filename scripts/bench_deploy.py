@@ -7,33 +7,10 @@ Starts a release `berth serve` on port 0 in a temp data dir, then:
     upload call until the first 200 answered by the edge for that site's host.
 Prints a Markdown table for BENCHMARKS.md. Usage: scripts/bench_deploy.py [--runs 10]
 """
-import argparse, io, json, os, statistics, subprocess, sys, tarfile, tempfile, time
-import urllib.request, urllib.error
+import argparse, json, os, statistics, subprocess, sys, tempfile, time
+from benchlib import http, tarball
 
 KEY = "berth_bench_admin_key"
-
-
-def http(method, url, body=None, headers=None):
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except (urllib.error.URLError, ConnectionError):
-        return 0, b""
-
-
-def tarball(files):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 STATIC = {"index.html": "<h1>bench</h1>"}

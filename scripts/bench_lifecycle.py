@@ -12,33 +12,10 @@ Starts a release `berth serve` on port 0 in a temp data dir, then measures:
 Prints Markdown rows for BENCHMARKS.md. Usage: scripts/bench_lifecycle.py [--runs 10]
 Needs wrk (Debian package) and the npm registry for the cache measure.
 """
-import argparse, io, json, os, re, socket, statistics, subprocess, sys, tarfile, tempfile, time
-import urllib.request, urllib.error
+import argparse, json, os, re, socket, statistics, subprocess, tempfile, time
+from benchlib import http, tarball
 
 KEY = "berth_bench_admin_key"
-
-
-def http(method, url, body=None, headers=None, timeout=120):
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except (urllib.error.URLError, ConnectionError, socket.timeout):
-        return 0, b""
-
-
-def tarball(files):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def node_files(tag, deps=None):
