@@ -299,16 +299,13 @@ async fn an_idle_environment_sleeps_and_the_next_request_wakes_it() {
         )
         .await;
     assert_eq!(out["deployment"]["status"], "live", "{out}");
-    let r = server
-        .http
-        .patch(server.api("/api/sites/sleepy/scaling"))
-        .bearer_auth(KEY)
-        .json(&json!({"min_instances": 0, "idle_timeout_seconds": 5}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cfg: serde_json::Value = r.json().await.unwrap();
+    let (status, cfg) = server
+        .patch(
+            "/api/sites/sleepy/scaling",
+            &json!({"min_instances": 0, "idle_timeout_seconds": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cfg}");
     assert_eq!(
         (cfg["min_instances"].as_i64(), cfg["running_instances"].as_i64()),
         (Some(0), Some(1)),
@@ -336,15 +333,8 @@ async fn an_idle_environment_sleeps_and_the_next_request_wakes_it() {
         json!({"idle_timeout_seconds": 1}),
         json!({"target_concurrency": 0}),
     ] {
-        let r = server
-            .http
-            .patch(server.api("/api/sites/sleepy/scaling"))
-            .bearer_auth(KEY)
-            .json(&bad)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400, "{bad}");
+        let (status, out) = server.patch("/api/sites/sleepy/scaling", &bad).await;
+        assert_eq!(status, 400, "{bad}: {out}");
     }
     let (_, cfg) = server.get("/api/sites/sleepy/scaling").await;
     assert_eq!(

@@ -96,16 +96,13 @@ async fn set_env_vars_with_restart_and_per_environment_overrides() {
         .await;
     assert_eq!(out["deployment"]["status"], "live", "{out}");
 
-    let r = server
-        .http
-        .patch(server.api("/api/sites/greet/env"))
-        .bearer_auth(KEY)
-        .json(&json!({"vars": {"GREETING": "v2"}, "restart": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let out: serde_json::Value = r.json().await.unwrap();
+    let (status, out) = server
+        .patch(
+            "/api/sites/greet/env",
+            &json!({"vars": {"GREETING": "v2"}, "restart": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
     assert_eq!(out["restarted"], json!(["production"]), "{out}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.edge("greet.localhost", "/").await.1 != "greeting=v2" {
@@ -120,15 +117,13 @@ async fn set_env_vars_with_restart_and_per_environment_overrides() {
         )
         .await;
     assert_eq!(out["deployment"]["status"], "live", "{out}");
-    let r = server
-        .http
-        .patch(server.api("/api/sites/greet/env"))
-        .bearer_auth(KEY)
-        .json(&json!({"environment": "staging", "vars": {"GREETING": "staging-only"}, "restart": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, out) = server
+        .patch(
+            "/api/sites/greet/env",
+            &json!({"environment": "staging", "vars": {"GREETING": "staging-only"}, "restart": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.edge("staging--greet.localhost", "/").await.1 != "greeting=staging-only" {
         assert!(Instant::now() < deadline, "staging sees its override");
@@ -149,30 +144,18 @@ async fn set_env_vars_with_restart_and_per_environment_overrides() {
         json!({"vars": {}}),
         json!({"vars": {"A": "x".repeat(40_000)}}),
     ] {
-        let r = server
-            .http
-            .patch(server.api("/api/sites/greet/env"))
-            .bearer_auth(KEY)
-            .json(&bad)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400, "{bad}");
+        let (status, out) = server.patch("/api/sites/greet/env", &bad).await;
+        assert_eq!(status, 400, "{bad}: {out}");
     }
     let (_, vars) = server.get("/api/sites/greet/env?reveal=true").await;
     assert_eq!(vars["vars"].as_object().unwrap().len(), 1, "{vars}");
     assert_eq!(vars["vars"]["GREETING"]["value"], "v2");
 
     // Deleting with null.
-    let r = server
-        .http
-        .patch(server.api("/api/sites/greet/env"))
-        .bearer_auth(KEY)
-        .json(&json!({"vars": {"GREETING": null}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, out) = server
+        .patch("/api/sites/greet/env", &json!({"vars": {"GREETING": null}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
     let (_, vars) = server.get("/api/sites/greet/env").await;
     assert!(vars["vars"].as_object().unwrap().is_empty(), "{vars}");
 }

@@ -125,6 +125,19 @@ impl TestServer {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// PATCH JSON with the admin key.
+    pub async fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .patch(self.api(path))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
     /// POST raw bytes with the admin key.
     pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
         let r = self
