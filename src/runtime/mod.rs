@@ -2,6 +2,7 @@
 //! instance, stop it, observe it); health checks and crash restarts follow one lifecycle
 //! here. `local` (sandboxed child processes) is the default provider.
 
+pub mod docker;
 pub mod local;
 pub mod logs;
 
