@@ -74,7 +74,7 @@ impl Default for DockerSettings {
 impl DockerSettings {
     /// Checks every value; the message names the field and its accepted range.
     pub fn validate(&self) -> Result<(), String> {
-        Engine::connect(&self.host).map_err(|e| e.to_string())?;
+        engine::check_host(&self.host).map_err(|e| e.to_string())?;
         if !(16..=1024 * 1024).contains(&self.memory_mb) {
             return Err(format!(
                 "memory_mb must be between 16 and 1048576, got {}",
