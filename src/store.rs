@@ -355,6 +355,10 @@ pub struct DesiredEnvironment {
     pub min_instances: i64,
     /// Idle seconds before sleeping.
     pub idle_timeout_seconds: i64,
+    /// Most instances.
+    pub max_instances: i64,
+    /// Requests in flight per instance before scaling out.
+    pub target_concurrency: i64,
 }
 
 /// Every environment that should be serving, across orgs (the reconciler's desired state).
@@ -362,7 +366,8 @@ pub async fn list_desired_environments(db: impl SqliteExecutor<'_>) -> sqlx::Res
     sqlx::query_as(
         "SELECT e.id AS environment_id, e.name AS environment_name, s.name AS site_name, s.id AS site_id, s.org_id AS org_id, \
                 d.id AS deployment_id, d.build_plan AS build_plan, e.min_instances AS min_instances, \
-                e.idle_timeout_seconds AS idle_timeout_seconds \
+                e.idle_timeout_seconds AS idle_timeout_seconds, e.max_instances AS max_instances, \
+                e.target_concurrency AS target_concurrency \
          FROM environments e JOIN sites s ON s.id = e.site_id JOIN deployments d ON d.id = e.deployment_id \
          WHERE s.status = 'active'",
     )

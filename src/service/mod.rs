@@ -835,7 +835,7 @@ impl Service {
         if !is_process {
             return Ok("live".into());
         }
-        Ok(match self.platform.runtime.observe(dep_id).map(|o| o.state) {
+        Ok(match self.platform.runtime.overall_state(dep_id) {
             Some(InstanceState::Healthy) => "live",
             Some(InstanceState::Crashed { .. }) => "crashed",
             Some(InstanceState::Starting | InstanceState::Restarting { .. }) | None => "starting",
