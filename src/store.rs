@@ -1131,3 +1131,49 @@ pub async fn set_scaling(db: impl SqliteExecutor<'_>, env_id: &str, s: &ScalingR
     .await
     .map(drop)
 }
+
+// ---------------------------------------------------------------- provider configs
+
+/// A provider's sealed settings.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProviderConfigRow {
+    /// Provider name.
+    pub provider: String,
+    /// The settings object, sealed.
+    pub sealed: String,
+    /// Last change (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// One provider's settings of an org.
+pub async fn get_provider_config(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    provider: &str,
+) -> sqlx::Result<Option<ProviderConfigRow>> {
+    sqlx::query_as("SELECT provider, sealed, updated_at FROM provider_configs WHERE org_id = ? AND provider = ?")
+        .bind(org_id)
+        .bind(provider)
+        .fetch_optional(db)
+        .await
+}
+
+/// Replaces one provider's settings of an org.
+pub async fn set_provider_config(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    provider: &str,
+    sealed: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO provider_configs (org_id, provider, sealed, updated_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (org_id, provider) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+    )
+    .bind(org_id)
+    .bind(provider)
+    .bind(sealed)
+    .bind(now_ms())
+    .execute(db)
+    .await
+    .map(drop)
+}
