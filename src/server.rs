@@ -54,7 +54,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let logs = LogSink::start(store.clone());
     let reconcile_wake = Arc::new(Notify::new());
     let runtime = Runtime::new(
-        vec![Arc::new(LocalProvider::new(sandbox.clone()))],
+        vec![
+            Arc::new(LocalProvider::new(sandbox.clone())),
+            Arc::new(crate::runtime::docker::DockerProvider::new(
+                crate::runtime::docker::DockerProvider::owner_id(&config.data_dir)
+                    .context("writing the docker owner id into the data dir")?,
+            )),
+        ],
         logs.clone(),
         reconcile_wake.clone(),
     );
@@ -98,6 +104,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     ));
     let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));
     let autoscaler = tokio::spawn(crate::autoscaler::run(platform.clone(), stop.child_token()));
+    tokio::spawn(sweep_leftovers(platform.runtime.clone(), stop.child_token()));
 
     let app = control_plane_router(
         service,
@@ -205,4 +212,18 @@ async fn bootstrap(store: &Store, config: &ServeConfig) -> anyhow::Result<()> {
         println!("created org 'default'. Admin API key (shown once, keep it safe):\n\n    {key}\n");
     }
     Ok(())
+}
+
+/// How often providers remove leftovers (containers of instances nothing runs). The first
+/// sweep waits as long, so that the reconciler has re-adopted what is wanted after a
+/// restart.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn sweep_leftovers(runtime: Runtime, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => runtime.sweep().await,
+            _ = stop.cancelled() => return,
+        }
+    }
 }

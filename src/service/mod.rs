@@ -190,13 +190,7 @@ impl Service {
         upload: Option<UploadedSource>,
     ) -> ServiceResult<CreateSiteOutput> {
         validate_site_name(&input.name)?;
-        let provider = input.provider.clone().unwrap_or_else(|| "local".into());
-        if provider != "local" {
-            return Err(ServiceError::invalid(
-                "provider",
-                format!("unknown provider '{provider}'; available: local"),
-            ));
-        }
+        let provider = self.site_provider(actor, input.provider.as_deref()).await?;
         let settings = build_settings_of(&input)?;
         let env_vars = validate_env_vars(input.env_vars.clone().unwrap_or_default())?;
         let (source_kind, source) = match (&input.repo, &upload) {
@@ -1097,6 +1091,33 @@ fn redact_vars(mut v: serde_json::Value, field: &str) -> serde_json::Value {
         }
     }
     v
+}
+
+impl Service {
+    /// The provider a new site runs on: the one asked for (it must be registered), else
+    /// docker when the org made it its default (`HOSTING_SET_CONFIG {provider: "docker",
+    /// config: {default: true}}`), else local.
+    async fn site_provider(&self, actor: &Actor, asked: Option<&str>) -> ServiceResult<String> {
+        if let Some(name) = asked {
+            let name = name.trim();
+            if self.platform.runtime.provider(name).is_none() {
+                return Err(ServiceError::invalid(
+                    "provider",
+                    format!("unknown provider '{name}'; available: local, docker"),
+                ));
+            }
+            return Ok(name.to_string());
+        }
+        let docker = self
+            .platform
+            .provider_config(&actor.org_id, crate::runtime::docker::NAME)
+            .await?;
+        Ok(if crate::runtime::docker::is_org_default(&docker) {
+            crate::runtime::docker::NAME.into()
+        } else {
+            "local".into()
+        })
+    }
 }
 
 #[cfg(test)]

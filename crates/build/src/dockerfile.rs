@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{BuildPack, BuildPlan, ServePlan};
+use crate::detect::{BuildPack, BuildPlan, BuildSettings, DetectError, ServePlan};
 
 /// The file name a source tree's own Dockerfile must have (at its root).
 pub const DOCKERFILE: &str = "Dockerfile";
@@ -59,7 +59,7 @@ impl BaseImages {
             BuildPack::Node => Some(&self.node),
             BuildPack::Python => Some(&self.python),
             BuildPack::Procfile => Some(&self.procfile),
-            BuildPack::Static => None,
+            BuildPack::Static | BuildPack::Dockerfile => None,
         }
     }
 }
@@ -67,6 +67,20 @@ impl BaseImages {
 /// Whether the source root holds its own `Dockerfile`.
 pub fn has_dockerfile(source: &Path) -> bool {
     source.join(DOCKERFILE).is_file()
+}
+
+/// The plan of a source tree built from its own Dockerfile: no steps (the Dockerfile
+/// has them), the image's own command, and the user's port and health-check path.
+pub fn dockerfile_plan(settings: &BuildSettings) -> Result<BuildPlan, DetectError> {
+    Ok(BuildPlan {
+        pack: BuildPack::Dockerfile,
+        steps: Vec::new(),
+        serve: ServePlan::Process {
+            command: settings.start_command.clone().unwrap_or_default(),
+            port: settings.port,
+        },
+        health_check_path: crate::detect::normalize_health_path(settings.health_check_path.as_deref())?,
+    })
 }
 
 /// Why no Dockerfile could be generated.

@@ -241,6 +241,10 @@ pub async fn launch(engine: &Engine, owner: &str, spec: &ContainerSpec) -> Resul
                 host_port: Some(String::new()),
             }]),
         )])),
+        // A tiny init as PID 1: the app then gets default signal handling (PID 1 ignores
+        // an unhandled SIGTERM, which would turn every stop into a kill after the grace
+        // period) and its zombies are reaped.
+        init: Some(true),
         // Restarts are the shared lifecycle's job, with its backoff and crash limit.
         restart_policy: Some(RestartPolicy {
             name: Some(bollard::models::RestartPolicyNameEnum::NO),

@@ -187,6 +187,13 @@ fn classify(host: &str, err: bollard::errors::Error) -> EngineError {
             message: message.trim().to_string(),
             status: status_code,
         },
+        // A failure the engine streams back (a build step that failed) rather than a
+        // status code.
+        E::DockerStreamError { error } => EngineError::Refused {
+            host: host.to_string(),
+            message: error.trim().to_string(),
+            status: 500,
+        },
         E::SocketNotFoundError(_) => EngineError::Unreachable {
             host: host.to_string(),
             reason: "no socket there".into(),

@@ -15,9 +15,14 @@ pub mod container;
 pub mod engine;
 pub mod image;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+
+use super::{InstanceSpec, Launched, OutputLine, OutputStream, Provider, Usage};
 
 use berth_build::dockerfile::BaseImages;
 use serde::{Deserialize, Serialize};
@@ -38,6 +43,15 @@ pub const LABEL_ENVIRONMENT: &str = "berth.environment";
 pub const LABEL_DEPLOYMENT: &str = "berth.deployment";
 /// Label: instance index within the deployment.
 pub const LABEL_INSTANCE: &str = "berth.instance";
+
+/// The registered name of this provider.
+pub const NAME: &str = "docker";
+
+/// Whether a deployment of a site on `provider` runs from an image: docker sites that
+/// serve a process (static sites stay with the edge).
+pub fn builds_image(provider: &str, plan: &berth_build::BuildPlan) -> bool {
+    provider == NAME && matches!(plan.serve, berth_build::ServePlan::Process { .. })
+}
 
 /// The docker provider's settings (`HOSTING_SET_CONFIG {provider: "docker", config}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,28 +125,21 @@ impl DockerSettings {
     }
 }
 
-struct Connection {
-    settings: DockerSettings,
-    /// Negotiated lazily: an engine that is down must not stop berth from starting.
-    engine: tokio::sync::OnceCell<Engine>,
-}
-
-/// Runs deployments as containers on one Docker Engine.
+/// Runs deployments as containers. Settings are per org and travel with each instance
+/// spec; engines are connected lazily (one that is down must not stop berth from
+/// starting) and kept per host.
 #[derive(Clone)]
 pub struct DockerProvider {
     owner: String,
-    current: Arc<Mutex<Arc<Connection>>>,
+    engines: Arc<Mutex<HashMap<String, Engine>>>,
 }
 
 impl DockerProvider {
-    /// A provider for the installation `owner` (a stable id of this berth's data dir).
-    pub fn new(owner: impl Into<String>, settings: DockerSettings) -> Self {
+    /// A provider for the installation `owner` (see [`DockerProvider::owner_id`]).
+    pub fn new(owner: impl Into<String>) -> Self {
         Self {
             owner: owner.into(),
-            current: Arc::new(Mutex::new(Arc::new(Connection {
-                settings,
-                engine: tokio::sync::OnceCell::new(),
-            }))),
+            engines: Arc::default(),
         }
     }
 
@@ -155,94 +162,180 @@ impl DockerProvider {
         &self.owner
     }
 
-    /// The settings in force.
-    pub fn settings(&self) -> DockerSettings {
-        self.connection().settings.clone()
+    /// The engine at `host`, connected and version-negotiated; fails with a message
+    /// naming the host and the next step when it is down.
+    pub async fn engine(&self, host: &str) -> Result<Engine, EngineError> {
+        if let Some(engine) = self.engines.lock().expect("engines lock").get(host) {
+            return Ok(engine.clone());
+        }
+        let engine = Engine::connect(host)?.negotiate().await?;
+        self.engines
+            .lock()
+            .expect("engines lock")
+            .insert(host.to_string(), engine.clone());
+        Ok(engine)
     }
 
-    /// Replaces the settings; the next call connects to the (possibly new) host.
-    pub fn reconfigure(&self, settings: DockerSettings) {
-        *self.current.lock().expect("docker settings lock") = Arc::new(Connection {
-            settings,
-            engine: tokio::sync::OnceCell::new(),
-        });
-    }
-
-    fn connection(&self) -> Arc<Connection> {
-        self.current.lock().expect("docker settings lock").clone()
-    }
-
-    /// The engine, connected and version-negotiated; fails with a message naming the host
-    /// and the next step when it is down.
-    pub async fn engine(&self) -> Result<Engine, EngineError> {
-        let conn = self.connection();
-        conn.engine
-            .get_or_try_init(|| async { Engine::connect(&conn.settings.host)?.negotiate().await })
-            .await
-            .cloned()
-    }
-
-    /// "Test connection": pings the engine and reports its version.
-    pub async fn test_connection(&self) -> Result<EngineReport, EngineError> {
-        self.engine().await?.probe().await
+    /// Engines in use, for sweeping.
+    fn known_engines(&self) -> Vec<Engine> {
+        self.engines.lock().expect("engines lock").values().cloned().collect()
     }
 
     /// Builds a deployment's image (see [`image::build`]) and then removes the site's
     /// images beyond `keep_images`, never one in `in_use`.
     pub async fn build_image(
         &self,
+        settings: &DockerSettings,
         app_dir: &Path,
         recipe: &ImageRecipe,
         who: &ImageOwner<'_>,
         in_use: &[String],
         on_line: &mut (dyn FnMut(String) + Send),
     ) -> Result<String, BuildError> {
-        let engine = self.engine().await?;
+        let engine = self.engine(&settings.host).await?;
         let tag = image::build(&engine, app_dir, recipe, who, on_line).await?;
-        let keep = self.connection().settings.keep_images;
         let mut protected = in_use.to_vec();
         protected.push(tag.clone());
-        if let Err(err) = image::collect_garbage(&engine, &self.owner, who.org, who.site, keep, &protected).await {
-            tracing::warn!(site = %who.site, error = %err, "removing old images failed");
+        if let Err(err) = image::collect_garbage(
+            &engine,
+            &self.owner,
+            who.org,
+            who.site,
+            settings.keep_images,
+            &protected,
+        )
+        .await
+        {
+            tracing::warn!(site.name = %who.site, error = %err, "removing old images failed");
         }
         Ok(tag)
     }
 
-    /// A container spec for one instance, with this provider's limits.
-    pub fn container_spec(&self, base: ContainerSpec) -> ContainerSpec {
-        let settings = self.settings();
-        ContainerSpec {
-            memory_mb: settings.memory_mb,
-            cpus: settings.cpus,
-            pids_limit: settings.pids_limit,
-            ..base
-        }
-    }
-
-    /// Starts (or adopts) one instance.
-    pub async fn launch(&self, spec: &ContainerSpec) -> Result<Container, EngineError> {
-        let engine = self.engine().await?;
-        container::launch(&engine, &self.owner, spec).await
-    }
-
-    /// Removes this installation's containers of instances not in `keep`.
-    pub async fn sweep(&self, keep: &HashSet<(String, u32)>) -> Result<usize, EngineError> {
-        let engine = self.engine().await?;
-        container::sweep(&engine, &self.owner, keep).await
-    }
-
-    /// CPU and memory of one instance, when its container runs.
-    pub async fn usage(&self, deployment_id: &str, index: u32) -> Option<ContainerUsage> {
-        let engine = self.engine().await.ok()?;
-        container::usage(&engine, &self.owner, deployment_id, index).await
-    }
-
     /// Removes every image of a site made by this installation (the site was deleted).
-    pub async fn remove_site_images(&self, org: &str, site: &str) -> Result<(), EngineError> {
-        let engine = self.engine().await?;
+    pub async fn remove_site_images(
+        &self,
+        settings: &DockerSettings,
+        org: &str,
+        site: &str,
+    ) -> Result<(), EngineError> {
+        let engine = self.engine(&settings.host).await?;
         image::collect_garbage(&engine, &self.owner, org, site, 0, &[])
             .await
             .map(|_| ())
+    }
+}
+
+/// Reads an org's docker settings from its stored config (`default` is the org's
+/// provider choice, not an engine setting).
+pub fn settings_from_config(config: &serde_json::Map<String, serde_json::Value>) -> Result<DockerSettings, String> {
+    let mut config = config.clone();
+    config.remove("default");
+    let settings: DockerSettings = serde_json::from_value(serde_json::Value::Object(config))
+        .map_err(|e| format!("invalid docker settings: {e}"))?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// Whether the org chose docker as the provider of new sites (`default: true`).
+pub fn is_org_default(config: &serde_json::Map<String, serde_json::Value>) -> bool {
+    config.get("default").and_then(serde_json::Value::as_bool) == Some(true)
+}
+
+/// A started (or adopted) container as the shared lifecycle drives it.
+struct LaunchedContainer {
+    container: Container,
+    output: Option<OutputStream>,
+}
+
+#[async_trait::async_trait]
+impl Launched for LaunchedContainer {
+    fn addr(&self) -> SocketAddr {
+        self.container.addr
+    }
+    fn take_output(&mut self) -> Option<OutputStream> {
+        self.output.take()
+    }
+    async fn wait(&mut self) -> String {
+        self.container.wait().await
+    }
+    async fn terminate(&mut self, grace: std::time::Duration) {
+        self.container.terminate(grace).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for DockerProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn is_isolated(&self) -> bool {
+        true
+    }
+
+    async fn launch(&self, spec: &InstanceSpec, index: u32) -> Result<Box<dyn Launched>, String> {
+        let settings = settings_from_config(&spec.provider_config)?;
+        let image = spec.image.clone().ok_or_else(|| {
+            format!(
+                "deployment {} has no image; deploy again to build it",
+                spec.deployment_id
+            )
+        })?;
+        let engine = self.engine(&settings.host).await.map_err(|e| e.to_string())?;
+        let container_spec = ContainerSpec {
+            org: spec.org.clone(),
+            site: spec.site.clone(),
+            environment: spec.environment.clone(),
+            deployment_id: spec.deployment_id.clone(),
+            index,
+            image,
+            port: spec.port,
+            env: spec.env.clone(),
+            command: Some(spec.command.clone()).filter(|c| !c.trim().is_empty()),
+            memory_mb: settings.memory_mb,
+            cpus: settings.cpus,
+            pids_limit: settings.pids_limit,
+        };
+        let container = container::launch(&engine, &self.owner, &container_spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        if container.adopted {
+            tracing::info!(deployment.id = %spec.deployment_id, instance = index, container = %container.id, "adopted a running container");
+        }
+        let output = container
+            .output()
+            .map(|l| OutputLine {
+                stream: l.stream,
+                line: l.line,
+            })
+            .boxed();
+        Ok(Box::new(LaunchedContainer {
+            container,
+            output: Some(output),
+        }))
+    }
+
+    async fn sweep(&self, keep: &HashSet<(String, u32)>) {
+        for engine in self.known_engines() {
+            match container::sweep(&engine, &self.owner, keep).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(containers = n, host = %engine.host(), "removed containers nothing wants"),
+                Err(err) => tracing::warn!(error = %err, "sweeping containers failed"),
+            }
+        }
+    }
+
+    async fn usage(&self, deployment_id: &str, index: u32) -> Option<Usage> {
+        for engine in self.known_engines() {
+            if let Some(u) = container::usage(&engine, &self.owner, deployment_id, index).await {
+                return Some(Usage {
+                    cpu_percent: u.cpu_percent,
+                    memory_bytes: u.memory_bytes,
+                    memory_limit_bytes: Some(u.memory_limit_bytes).filter(|l| *l > 0),
+                });
+            }
+        }
+        None
     }
 }
 
@@ -270,6 +363,21 @@ mod tests {
         };
         assert!(bad_host.validate().unwrap_err().contains("tcp://"));
         assert!(serde_json::from_str::<DockerSettings>(r#"{"memroy_mb": 1}"#).is_err());
+    }
+
+    #[test]
+    fn org_config_becomes_settings_and_default_choice() {
+        let config: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"default": true, "cpus": 0.5}"#).unwrap();
+        assert!(is_org_default(&config));
+        assert_eq!(settings_from_config(&config).unwrap().cpus, 0.5);
+        assert!(!is_org_default(&serde_json::Map::new()));
+        let bad: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r#"{"cpus": "lots"}"#).unwrap();
+        assert!(
+            settings_from_config(&bad)
+                .unwrap_err()
+                .contains("invalid docker settings")
+        );
     }
 
     #[test]
