@@ -17,6 +17,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# A Docker Engine and local base images for tests/docker.rs (installs docker.io and
+# busybox-static if missing, starts dockerd if nothing answers; idempotent).
+scripts/docker-test-env.sh
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast

@@ -235,6 +235,16 @@ async fn a_dockerfile_site_is_built_by_the_engine_and_served_through_the_edge() 
     assert!(bindings.contains("127.0.0.1"), "published on loopback only: {bindings}");
     assert_eq!(inspect[0]["Config"]["User"], "65534:65534");
 
+    // The engine's stats, per instance.
+    let (status, usage) = server.get("/api/sites/boxed/usage").await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["provider"], "docker", "{usage}");
+    let instance = &usage["instances"][0];
+    assert_eq!(instance["state"], "healthy", "{usage}");
+    assert!(instance["memory_bytes"].as_u64().unwrap_or(0) > 0, "{usage}");
+    assert_eq!(instance["memory_limit_bytes"], 256 * 1024 * 1024, "{usage}");
+    assert!(instance["cpu_percent"].as_f64().is_some(), "{usage}");
+
     // The app's output reaches the runtime log.
     eventually("the container's output is in the runtime log", 10, async || {
         let (_, logs) = server.get(&format!("/api/deployments/{id}/logs?kind=runtime")).await;

@@ -36,6 +36,7 @@ const TOOLS: &[&str] = &[
     "HOSTING_GET_CONFIG",
     "HOSTING_SET_CONFIG",
     "HOSTING_TEST_CONNECTION",
+    "HOSTING_GET_RESOURCE_USAGE",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {

@@ -8,6 +8,7 @@ mod environments;
 mod platform;
 mod scaling;
 pub mod types;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,6 +26,7 @@ pub use config::{
 };
 pub use platform::{DeploymentEvent, Platform, secret_context};
 pub use types::*;
+pub use usage::{InstanceUsage, ResourceUsageInput, ResourceUsageOutput};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::{Actor, DeploymentStatus, SourceKind, validate_site_name};
