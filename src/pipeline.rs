@@ -284,7 +284,12 @@ async fn build_and_start(
         .await
         .map_err(internal)?
     {
-        platform.log(id, "build", "system", format!("starting: {}", spec.command));
+        let what = match (&spec.image, spec.command.trim()) {
+            (Some(image), "") => format!("a container of {image}"),
+            (Some(image), command) => format!("a container of {image}: {command}"),
+            (None, command) => command.to_string(),
+        };
+        platform.log(id, "build", "system", format!("starting: {what}"));
         let started = tokio::select! {
             r = platform.runtime.start(spec, 0) => r,
             _ = cancel.cancelled() => return Err("cancelled".to_string().into()),

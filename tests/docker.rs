@@ -114,6 +114,14 @@ fn remove_owned(owner: &str) {
         args.extend(ids);
         docker(&args);
     }
+    // The org's network goes too (each test server has its own org).
+    let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
+    let networks: Vec<&str> = networks.split_whitespace().collect();
+    if !networks.is_empty() {
+        let mut args = vec!["network", "rm"];
+        args.extend(networks);
+        docker(&args);
+    }
     let images = docker(&["images", "-q", "--filter", &filter]);
     let mut images: Vec<&str> = images.split_whitespace().collect();
     images.sort_unstable();
@@ -251,6 +259,18 @@ async fn a_dockerfile_site_is_built_by_the_engine_and_served_through_the_edge() 
         logs["lines"].to_string().contains("serving on 8080")
     })
     .await;
+
+    // Deleting the site removes its container and its image.
+    let (status, out) = server.delete("/api/sites/boxed").await;
+    assert_eq!(status, 200, "{out}");
+    assert!(server.containers().is_empty(), "{:?}", server.containers());
+    let images = docker(&[
+        "images",
+        "-q",
+        "--filter",
+        &format!("label=berth.owner={}", server.owner),
+    ]);
+    assert!(images.trim().is_empty(), "images left: {images}");
 }
 
 #[tokio::test]
@@ -346,6 +366,34 @@ async fn redeploys_swap_containers_under_load_without_a_failed_request() {
         server.containers().len() == 1
     })
     .await;
+
+    // Old images go after a deploy: the newest `keep_images`, and never the one an
+    // environment points at.
+    let images = || {
+        docker(&[
+            "images",
+            "-q",
+            "--filter",
+            &format!("label=berth.owner={}", server.owner),
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+    };
+    assert_eq!(images(), 3);
+    let (status, out) = server
+        .patch("/api/config/docker", &json!({"config": {"keep_images": 1}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    std::fs::write(site.path().join("index.html"), "v3").unwrap();
+    let (_, out) = server.post("/api/sites/swap/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(
+        images(),
+        2,
+        "the new image and the one production pointed at while it was built"
+    );
 }
 
 #[tokio::test]

@@ -368,6 +368,9 @@ impl Service {
                 tracing::warn!(path = %dir.display(), error = %err, "removing deployment files failed");
             }
         }
+        if site.provider == crate::runtime::docker::NAME {
+            self.remove_site_images(site).await;
+        }
         tracing::info!(site.name = %site.name, deployments = deployments.len(), "site deleted");
         Ok(DeleteSiteOutput {
             site: site.name.clone(),
@@ -1119,6 +1122,31 @@ impl Service {
         } else {
             "local".into()
         })
+    }
+}
+
+impl Service {
+    /// Removes a deleted docker site's images from the engine. Best effort: an engine that
+    /// is down leaves them to the next deploy's clean-up of the same site name.
+    async fn remove_site_images(&self, site: &SiteRow) {
+        let removed = async {
+            let config = self
+                .platform
+                .provider_config(&site.org_id, crate::runtime::docker::NAME)
+                .await
+                .map_err(|e| e.to_string())?;
+            let settings = crate::runtime::docker::settings_from_config(&config)?;
+            let owner = crate::runtime::docker::DockerProvider::owner_id(&self.platform.config.data_dir)
+                .map_err(|e| e.to_string())?;
+            crate::runtime::docker::DockerProvider::new(owner)
+                .remove_site_images(&settings, &site.org_id, &site.name)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(err) = removed {
+            tracing::warn!(site.name = %site.name, error = %err, "removing the site's images failed");
+        }
     }
 }
 
