@@ -73,6 +73,12 @@ function ansiLine(text, out) {
 }
 
 // ---- log viewers: <div data-logview data-src="…/logs/stream?kind=build">
+// Streams are closed before the page goes away, so they never hold the browser's
+// connections to this host while the next page loads.
+const streams = [];
+const closeStreams = () => streams.splice(0).forEach((es) => es.close());
+window.addEventListener("pagehide", closeStreams);
+window.addEventListener("beforeunload", closeStreams);
 function startLogView(view) {
   if (view.dataset.started) return;
   view.dataset.started = "1";
@@ -94,6 +100,7 @@ function startLogView(view) {
   });
   state.textContent = "Connecting…";
   const es = new EventSource(view.dataset.src);
+  streams.push(es);
   es.addEventListener("open", () => { state.textContent = "Live"; });
   es.addEventListener("line", (ev) => {
     let l;
