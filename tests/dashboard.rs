@@ -194,9 +194,9 @@ async fn chromium_landing_page_and_login() {
         "{snippet}"
     );
     assert!(b.text("#mcp-stdio").await.contains("\"mcp\""));
+    b.screenshot("landing").await;
     b.click("details.tools summary").await;
     assert!(b.text("details.tools").await.contains("HOSTING_CREATE_SITE"));
-    b.screenshot("landing").await;
 
     b.login(&server, "berth_not_the_key").await;
     assert!(b.text("#login-error").await.contains("not valid"));
@@ -206,6 +206,16 @@ async fn chromium_landing_page_and_login() {
     b.find("#sites-empty").await;
     assert!(b.text("#sites-empty").await.contains("Create your first site"));
     b.screenshot("sites-empty").await;
+
+    // Providers: settings listed, "Test connection" shows its result either way.
+    b.click("nav.mainnav a[href='/providers']").await;
+    b.click("[data-test-provider=local]").await;
+    let result = b.text("[data-provider=local] [data-test-result]").await;
+    assert!(
+        result.contains("Connection works") || result.contains("Connection failed"),
+        "{result}"
+    );
+    b.screenshot("providers").await;
 
     b.click("form[action='/logout'] button").await;
     b.find("section.hero").await;

@@ -52,6 +52,9 @@ pub fn router(state: UiState) -> Router {
         .route("/sites/{site}/env", post(set_env_var))
         .route("/sites/{site}/env/delete", post(delete_env_var))
         .route("/sites/{site}/delete", post(delete_site))
+        .route("/providers", get(providers))
+        .route("/providers/{provider}", post(save_provider))
+        .route("/providers/{provider}/test", post(test_provider))
         .with_state(state)
 }
 
@@ -935,5 +938,79 @@ async fn delete_site(
     match state.service.delete_site(&s.actor, &input).await {
         Ok(_) => see_other("/sites"),
         Err(e) => render_tab(&state, &s, &site, Tab::Settings, false, Some(notice_of(&e)), e.status()).await,
+    }
+}
+
+// ---------------------------------------------------------------- providers
+
+async fn render_providers(
+    state: &UiState,
+    s: &Session,
+    outcome: Option<(&str, &views::ProviderOutcome)>,
+    status: StatusCode,
+) -> Response {
+    match state.service.get_config(&s.actor, &GetConfigInput::default()).await {
+        Ok(out) => html(status, views::providers(s, &out.providers, outcome)),
+        Err(e) => error_page(Some(s), &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct SavedQuery {
+    saved: Option<String>,
+}
+
+async fn providers(State(state): State<UiState>, s: Session, Query(q): Query<SavedQuery>) -> Response {
+    let saved = views::ProviderOutcome::Saved;
+    let outcome = q.saved.as_deref().map(|p| (p, &saved));
+    render_providers(&state, &s, outcome, StatusCode::OK).await
+}
+
+/// Form fields `key.<name>` set a value (an empty secret keeps the stored one);
+/// `clear.<name>` removes the setting.
+async fn save_provider(
+    State(state): State<UiState>,
+    Path(provider): Path<String>,
+    CsrfForm(s, form): CsrfForm<BTreeMap<String, String>>,
+) -> Response {
+    let mut config = ConfigMap::new();
+    for (field, value) in &form {
+        if let Some(key) = field.strip_prefix("clear.") {
+            config.insert(key.to_string(), serde_json::Value::Null);
+        } else if let Some(key) = field.strip_prefix("key.")
+            && !form.contains_key(&format!("clear.{key}"))
+            && !value.is_empty()
+        {
+            config.insert(key.to_string(), serde_json::Value::String(value.clone()));
+        }
+    }
+    let input = SetConfigInput {
+        provider: provider.clone(),
+        config,
+        idempotency_key: None,
+    };
+    match state.service.set_config(&s.actor, &input).await {
+        Ok(_) => see_other(&format!("/providers?saved={}", session::urlencode(&provider))),
+        Err(e) => {
+            let outcome = views::ProviderOutcome::Failed(notice_of(&e));
+            render_providers(&state, &s, Some((&provider, &outcome)), e.status()).await
+        }
+    }
+}
+
+async fn test_provider(
+    State(state): State<UiState>,
+    Path(provider): Path<String>,
+    CsrfForm(s, _): CsrfForm<Empty>,
+) -> Response {
+    let input = TestConnectionInput {
+        provider: provider.clone(),
+    };
+    match state.service.test_connection(&s.actor, &input).await {
+        Ok(result) => {
+            let outcome = views::ProviderOutcome::Tested(result);
+            render_providers(&state, &s, Some((&provider, &outcome)), StatusCode::OK).await
+        }
+        Err(e) => error_page(Some(&s), &e),
     }
 }

@@ -963,3 +963,93 @@ pub fn placeholder(what: &str) -> Markup {
 pub const APP_CSS: &str = include_str!("assets/app.css");
 /// See [`APP_CSS`].
 pub const APP_JS: &str = include_str!("assets/app.js");
+
+// ---------------------------------------------------------------- providers
+
+/// Outcome shown on one provider's card.
+pub enum ProviderOutcome {
+    /// A connection test's result.
+    Tested(crate::service::TestConnectionOutput),
+    /// Saving failed (the service's message).
+    Failed(Notice),
+    /// Saved.
+    Saved,
+}
+
+/// The providers page: every provider's settings (secrets masked), editable, with a
+/// connection test.
+pub fn providers(
+    session: &Session,
+    list: &[crate::service::ProviderConfig],
+    outcome: Option<(&str, &ProviderOutcome)>,
+) -> Markup {
+    page(
+        Some(session),
+        "Providers",
+        html! {
+            div.pagehead {
+                div {
+                    h1 { "Providers" }
+                    p.muted { "Where deployments run and which services berth talks to. Secret values are stored sealed and never shown again." }
+                }
+            }
+            ul.grid.grid-wide #providers {
+                @for p in list {
+                    li.card data-provider=(p.provider) {
+                        div.site-card-head {
+                            h2 { (p.provider) }
+                            @if p.configured {
+                                span.badge.badge-ok { span.badge-icon aria-hidden="true" { "✓" } "Configured" }
+                            } @else {
+                                span.badge.badge-idle { span.badge-icon aria-hidden="true" { "○" } "Defaults" }
+                            }
+                        }
+                        p.muted { (p.summary) }
+                        @if let Some(at) = &p.updated_at { p.muted.small { "Changed " (when(at)) } }
+                        @match outcome.filter(|(name, _)| *name == p.provider).map(|(_, o)| o) {
+                            Some(ProviderOutcome::Tested(t)) if t.ok => {
+                                div.notice.notice-ok role="status" data-test-result="ok" { span aria-hidden="true" { "✓ " } "Connection works: " (t.detail) }
+                            }
+                            Some(ProviderOutcome::Tested(t)) => {
+                                div.notice.notice-error role="alert" data-test-result="failed" { span aria-hidden="true" { "✕ " } "Connection failed: " (t.detail) }
+                            }
+                            Some(ProviderOutcome::Failed(n)) => { (notice(Some(n))) }
+                            Some(ProviderOutcome::Saved) => { (notice(Some(&Notice::ok("Settings saved.")))) }
+                            None => {}
+                        }
+                        @if p.keys.is_empty() {
+                            p.small.muted { "This provider has no settings." }
+                        } @else {
+                            form.form method="post" action=(format!("/providers/{}", p.provider)) {
+                                (csrf_input(session))
+                                @for k in &p.keys {
+                                    @let id = format!("{}-{}", p.provider, k.name);
+                                    @let current = p.config.get(&k.name);
+                                    div.field {
+                                        label for=(id) { (k.name) @if k.secret { " " span.tag { "secret" } } }
+                                        @if k.secret {
+                                            input id=(id) type="password" name=(format!("key.{}", k.name)) autocomplete="off"
+                                                placeholder=(if current.is_some() { "set — leave empty to keep" } else { "not set" });
+                                        } @else {
+                                            input id=(id) type="text" name=(format!("key.{}", k.name)) autocomplete="off"
+                                                value=(current.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).unwrap_or_default());
+                                        }
+                                        small.hint { (k.description) }
+                                        @if current.is_some() {
+                                            label.check.small { input type="checkbox" name=(format!("clear.{}", k.name)) value="true"; " Remove this setting" }
+                                        }
+                                    }
+                                }
+                                button.btn.btn-primary.btn-small type="submit" { "Save settings" }
+                            }
+                        }
+                        form method="post" action=(format!("/providers/{}/test", p.provider)) {
+                            (csrf_input(session))
+                            button.btn.btn-small type="submit" data-test-provider=(p.provider) { "Test connection" }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
