@@ -245,6 +245,11 @@ async fn chromium_site_from_folder_live_promote_rollback_env_and_delete() {
     assert!(log.contains("static"), "build log streamed: {log}");
     b.screenshot("deployment-live").await;
 
+    // The sites grid shows it live, with its last deploy.
+    b.goto(&server.api("/sites")).await;
+    assert!(b.text("[data-site=webby][data-status=live]").await.contains("by admin"));
+    b.screenshot("sites").await;
+
     // The live URL through the edge, in the browser (Chromium resolves *.localhost).
     let site_url = format!("http://webby.localhost:{}/", server.edge_port);
     b.goto(&site_url).await;
@@ -612,4 +617,115 @@ async fn another_orgs_session_sees_none_of_this_orgs_sites() {
         .await;
     assert_eq!(status, 404);
     assert_eq!(server.get("/api/sites/private").await.0, 200, "still there");
+}
+
+/// A `multipart/form-data` body built by hand (reqwest's multipart is a feature we do not use).
+fn multipart(fields: &[(&str, &str)], archive: Option<&[u8]>) -> (String, Vec<u8>) {
+    let boundary = "berthtestboundary7f3c";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    if let Some(bytes) = archive {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"app.tar.gz\"\r\nContent-Type: application/gzip\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn create_form_shows_service_errors_by_field_and_creates_nothing_on_bad_input() {
+    let server = TestServer::start().await;
+    let web = WebSession::login(&server, KEY, &[]).await;
+    let csrf = web.csrf().await;
+    let post = |fields: Vec<(&'static str, String)>, archive: Option<Vec<u8>>| {
+        let web = &web;
+        async move {
+            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (ctype, body) = multipart(&pairs, archive.as_deref());
+            let r = web
+                .http
+                .post(format!("{}/sites/new", web.base))
+                .header("cookie", &web.cookie)
+                .header("content-type", ctype)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let location = r.headers().get("location").map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), location, r.text().await.unwrap())
+        }
+    };
+    let folder = app(&[("index.html", "<h1>up</h1>")]);
+
+    // A bad name: the service's message, next to the name field, the form refilled.
+    let (status, _, page) = post(
+        vec![
+            ("_csrf", csrf.clone()),
+            ("name", "Bad_Name".into()),
+            ("source_kind", "path".into()),
+            ("repo", s(folder.path()).into()),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("id=\"name-error\"") && page.contains("invalid site name"),
+        "{page}"
+    );
+    assert!(page.contains("value=\"Bad_Name\""), "the form keeps what was typed");
+
+    // A broken archive: refused next to the file input, and no site is left behind.
+    let (status, _, page) = post(
+        vec![
+            ("_csrf", csrf.clone()),
+            ("name", "up".into()),
+            ("source_kind", "upload".into()),
+            ("env", "GREETING=hi".into()),
+        ],
+        Some(b"definitely not a tarball".to_vec()),
+    )
+    .await;
+    assert!(status >= 400, "{status}: {page}");
+    assert!(page.contains("id=\"archive-error\""), "{page}");
+    let (_, sites) = server.get("/api/sites").await;
+    assert!(sites["sites"].as_array().unwrap().is_empty(), "{sites}");
+
+    // Without the CSRF token nothing happens.
+    let (status, _, _) = post(
+        vec![("name", "up".into()), ("source_kind", "upload".into())],
+        Some(pack(folder.path())),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // A real upload with an env var: created, deploying, then live.
+    let (status, location, page) = post(
+        vec![
+            ("_csrf", csrf.clone()),
+            ("name", "up".into()),
+            ("source_kind", "upload".into()),
+            ("env", "GREETING=hi".into()),
+        ],
+        Some(pack(folder.path())),
+    )
+    .await;
+    assert_eq!(status, 303, "{page}");
+    let location = location.unwrap();
+    assert!(location.starts_with("/sites/up/deployments/dpl_"), "{location}");
+    let id = location.rsplit('/').next().unwrap();
+    assert_eq!(server.wait_deployment(id).await["status"], "live");
+    wait_edge(&server, "up.localhost", "up").await;
+    let (_, vars) = server.get("/api/sites/up/env").await;
+    assert_eq!(vars["vars"]["GREETING"]["value"], "********", "{vars}");
 }

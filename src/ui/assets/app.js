@@ -145,6 +145,11 @@ function watchDeployment(section) {
     i.className = "badge-icon"; i.setAttribute("aria-hidden", "true"); i.textContent = icon;
     badge.append(i, label);
     holder.replaceChildren(badge);
+    // The site's own badge follows its production deployment once that one settles.
+    const siteBadge = document.querySelector("h1 .badge");
+    if (siteBadge && d.environment === "production" && final.includes(d.status)) {
+      siteBadge.replaceWith(badge.cloneNode(true));
+    }
     section.dataset.status = d.status;
     const link = document.getElementById("live-link");
     if (link) link.hidden = d.status !== "live";
