@@ -729,3 +729,55 @@ async fn create_form_shows_service_errors_by_field_and_creates_nothing_on_bad_in
     let (_, vars) = server.get("/api/sites/up/env").await;
     assert_eq!(vars["vars"]["GREETING"]["value"], "********", "{vars}");
 }
+
+#[tokio::test]
+async fn environments_and_scaling_through_the_forms() {
+    let server = TestServer::start().await;
+    let _dir = static_site(&server, "envy").await;
+    let web = WebSession::login(&server, KEY, &[]).await;
+    let csrf = web.csrf().await;
+
+    let (status, page) = web
+        .post(
+            "/sites/envy/environments",
+            &[("_csrf", &csrf), ("env_name", "Bad Name")],
+        )
+        .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("id=\"env_name-error\""),
+        "the service's error is next to the field: {page}"
+    );
+    let (status, _) = web
+        .post("/sites/envy/environments", &[("_csrf", &csrf), ("env_name", "staging")])
+        .await;
+    assert_eq!(status, 303);
+    let (_, page) = web.get("/sites/envy/environments").await;
+    assert!(page.contains("data-environment=\"staging\""), "{page}");
+
+    let (status, _) = web
+        .post(
+            "/sites/envy/environments/staging/scale",
+            &[("_csrf", &csrf), ("min_instances", "0"), ("idle_timeout_seconds", "60")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, scaling) = server.get("/api/sites/envy/scaling?environment=staging").await;
+    assert_eq!(scaling["min_instances"], 0, "{scaling}");
+    assert_eq!(scaling["idle_timeout_seconds"], 60, "{scaling}");
+    let (status, page) = web
+        .post(
+            "/sites/envy/environments/staging/scale",
+            &[("_csrf", &csrf), ("min_instances", "lots")],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("min instances must be a whole number"), "{page}");
+
+    let (status, _) = web
+        .post("/sites/envy/environments/staging/delete", &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(status, 303);
+    let (_, envs) = server.get("/api/sites/envy/environments").await;
+    assert_eq!(envs["environments"].as_array().unwrap().len(), 1, "{envs}");
+}

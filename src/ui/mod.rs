@@ -808,7 +808,9 @@ async fn delete_environment(
 #[derive(Deserialize)]
 struct ScaleForm {
     min_instances: Option<String>,
+    max_instances: Option<String>,
     idle_timeout_seconds: Option<String>,
+    target_concurrency: Option<String>,
 }
 
 fn parse_number(v: Option<&str>, field: &'static str) -> Result<Option<i64>, ServiceError> {
@@ -831,18 +833,19 @@ async fn scale(
     } else {
         Tab::Environments
     };
-    let parsed = parse_number(f.min_instances.as_deref(), "min_instances").and_then(|min| {
-        parse_number(f.idle_timeout_seconds.as_deref(), "idle_timeout_seconds").map(|idle| (min, idle))
-    });
+    let parsed = (|| {
+        Ok::<_, ServiceError>(SetScalingInput {
+            site: site.clone(),
+            environment: Some(env.clone()),
+            min_instances: parse_number(f.min_instances.as_deref(), "min_instances")?,
+            max_instances: parse_number(f.max_instances.as_deref(), "max_instances")?,
+            idle_timeout_seconds: parse_number(f.idle_timeout_seconds.as_deref(), "idle_timeout_seconds")?,
+            target_concurrency: parse_number(f.target_concurrency.as_deref(), "target_concurrency")?,
+            idempotency_key: None,
+        })
+    })();
     let result = match parsed {
-        Ok((min_instances, idle_timeout_seconds)) => {
-            let input = SetScalingInput {
-                site: site.clone(),
-                environment: Some(env),
-                min_instances,
-                idle_timeout_seconds,
-                ..Default::default()
-            };
+        Ok(input) => {
             state
                 .service
                 .set_scaling(&s.actor, "HOSTING_SET_SCALING_CONFIG", &input)
@@ -1012,5 +1015,29 @@ async fn test_provider(
             render_providers(&state, &s, Some((&provider, &outcome)), StatusCode::OK).await
         }
         Err(e) => error_page(Some(&s), &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_lines() {
+        let vars = parse_env_lines("A=1\n\n# comment\nB = two=2\r\nC=\n").unwrap();
+        assert_eq!(vars["A"], "1");
+        assert_eq!(vars["B"], " two=2", "the value is kept as typed after the first '='");
+        assert_eq!(vars["C"], "");
+        let err = parse_env_lines("A=1\nNOPE").unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("env"));
+        assert!(err.message.starts_with("line 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn service_fields_map_onto_form_inputs() {
+        let e = rename_field(ServiceError::invalid("name", "bad"), &[("name", "env_name")]);
+        assert!(matches!(e, ServiceError::Invalid { field: "env_name", .. }));
+        let e = rename_field(ServiceError::invalid("other", "bad"), &[("name", "env_name")]);
+        assert!(matches!(e, ServiceError::Invalid { field: "other", .. }));
     }
 }

@@ -273,3 +273,60 @@ pub fn with_cookies(mut resp: Response, cookies: impl IntoIterator<Item = Header
 pub fn see_other(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [("location", to.to_string())]).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("a=1; berth_session_x=2; berth_session=abc"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "a"), Some("1"));
+        assert_eq!(cookie(&h, "b"), None);
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(tokens_match("abc", "abc"));
+        assert!(!tokens_match("abc", "abd"));
+        assert!(!tokens_match("abc", "abcd"));
+        assert!(!tokens_match("", ""), "an empty token never matches");
+    }
+
+    #[test]
+    fn only_local_paths_are_followed_after_login() {
+        assert_eq!(safe_next(Some("/sites/a?x=1")), "/sites/a?x=1");
+        for bad in ["//evil.example", "https://evil.example", "/\\evil", "evil"] {
+            assert_eq!(safe_next(Some(bad)), "/sites", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/sites");
+    }
+
+    #[test]
+    fn https_is_told_by_the_proxy_headers() {
+        let mut h = HeaderMap::new();
+        assert!(!came_over_https(&h));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https, http"));
+        assert!(came_over_https(&h));
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", HeaderValue::from_static("for=1.2.3.4;proto=https"));
+        assert!(came_over_https(&h));
+    }
+
+    #[test]
+    fn cookie_flags() {
+        let c = set_cookie(SESSION_COOKIE, "v", "/", 10, false);
+        assert_eq!(c, "berth_session=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=10");
+        assert!(
+            set_cookie(SESSION_COOKIE, "v", "/", 10, true)
+                .to_str()
+                .unwrap()
+                .ends_with("; Secure")
+        );
+    }
+}

@@ -835,23 +835,25 @@ pub fn env_display_status(e: &EnvironmentInfo, scaling: Option<&ScalingConfig>) 
 
 fn scale_form(session: &Session, site: &str, env: &str, s: &ScalingConfig) -> Markup {
     let id = |f: &str| format!("{env}-{f}");
+    let number = |field: &str, label: &str, value: i64, min: i64, max: i64, hint: &str| {
+        html! {
+            div.field {
+                label for=(id(field)) { (label) }
+                input id=(id(field)) type="number" name=(field) min=(min) max=(max) value=(value);
+                small.hint { (hint) }
+            }
+        }
+    };
     html! {
         form.form.scale-form method="post" action=(format!("/sites/{site}/environments/{env}/scale")) {
             (csrf_input(session))
             div.grid2 {
-                div.field {
-                    label for=(id("min")) { "When idle" }
-                    select id=(id("min")) name="min_instances" {
-                        option value="1" selected[s.min_instances >= 1] { "Keep 1 instance running" }
-                        option value="0" selected[s.min_instances == 0] { "Sleep (scale to zero)" }
-                    }
-                }
-                div.field {
-                    label for=(id("idle")) { "Sleep after (seconds idle)" }
-                    input id=(id("idle")) type="number" name="idle_timeout_seconds" min="5" max="86400" value=(s.idle_timeout_seconds);
-                }
+                (number("min_instances", "Min instances", s.min_instances, 0, 20, "0 sleeps when idle and wakes on the next request"))
+                (number("max_instances", "Max instances", s.max_instances, 1, 20, "Above 1 it scales out on load"))
+                (number("idle_timeout_seconds", "Idle timeout (s)", s.idle_timeout_seconds, 5, 86400, "Quiet time before sleeping"))
+                (number("target_concurrency", "Target concurrency", s.target_concurrency, 1, 1000, "In-flight requests per instance"))
             }
-            p.muted.small { (s.running_instances) " running · max " (s.max_instances) " · target " (s.target_concurrency) " in-flight requests" }
+            p.muted.small { (s.running_instances) " running now" }
             button.btn.btn-small type="submit" { "Save scaling" }
         }
     }

@@ -10,8 +10,18 @@ const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).con
 document.addEventListener("submit", (ev) => {
   const form = ev.target;
   const q = form.getAttribute && form.getAttribute("data-confirm");
-  if (q && !window.confirm(q)) ev.preventDefault();
+  if (q && !window.confirm(q)) { ev.preventDefault(); return; }
+  // Loading state, and no double submit while the server works (creating a site checks
+  // the repository first).
+  const button = ev.submitter || form.querySelector('button[type="submit"]');
+  if (button && form.method.toLowerCase() === "post") {
+    setTimeout(() => { button.disabled = true; button.setAttribute("aria-busy", "true"); button.dataset.label = button.textContent; button.textContent = "Working…"; }, 0);
+  }
 });
+// Coming back with the back button shows the page as it was, buttons usable again.
+window.addEventListener("pageshow", () => document.querySelectorAll("button[aria-busy]").forEach((b) => {
+  b.disabled = false; b.removeAttribute("aria-busy"); if (b.dataset.label) b.textContent = b.dataset.label;
+}));
 
 // ---- copy buttons: <button data-copy="#selector">
 async function copyText(text, button) {
