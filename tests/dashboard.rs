@@ -442,6 +442,8 @@ async fn logged_out_visitors_get_the_landing_page_and_are_sent_to_login() {
         .unwrap();
     let landing = http.get(server.api("/")).send().await.unwrap();
     assert_eq!(landing.status(), 200);
+    let csp = landing.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     let text = landing.text().await.unwrap();
     assert!(text.contains("mcpServers") && text.contains("HOSTING_DEPLOY"), "{text}");
     for path in ["/sites", "/sites/new", "/sites/anything/settings"] {
