@@ -67,6 +67,18 @@ impl Session {
     }
 }
 
+#[cfg(test)]
+impl Session {
+    /// A session that is in no database, for rendering views in unit tests.
+    pub fn for_tests(actor: Actor) -> Self {
+        Self {
+            actor,
+            csrf: "csrf-token".into(),
+            id_hash: String::new(),
+        }
+    }
+}
+
 /// SHA-256 of a cookie value, hex: the only form a session id is stored in.
 fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

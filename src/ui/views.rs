@@ -1055,3 +1055,64 @@ pub fn providers(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Actor;
+    use crate::service::ProviderConfig;
+    use crate::service::config::ConfigKeyInfo;
+
+    fn session() -> Session {
+        Session::for_tests(Actor {
+            org_id: "org_1".into(),
+            org_name: "default".into(),
+            key_id: "key_1".into(),
+            key_name: "admin".into(),
+            role: "admin".into(),
+        })
+    }
+
+    #[test]
+    fn provider_secrets_are_never_printed_and_plain_values_are() {
+        let mut config = crate::service::ConfigMap::new();
+        config.insert("token".into(), serde_json::json!("should-not-show"));
+        config.insert("endpoint".into(), serde_json::json!("unix:///run/x.sock"));
+        let p = ProviderConfig {
+            provider: "example".into(),
+            summary: "An example".into(),
+            configured: true,
+            config,
+            keys: vec![
+                ConfigKeyInfo {
+                    name: "token".into(),
+                    secret: true,
+                    description: "API token".into(),
+                },
+                ConfigKeyInfo {
+                    name: "endpoint".into(),
+                    secret: false,
+                    description: "Where".into(),
+                },
+            ],
+            updated_at: None,
+        };
+        let html = providers(&session(), &[p], None).into_string();
+        assert!(!html.contains("should-not-show"), "{html}");
+        assert!(html.contains("set — leave empty to keep"));
+        assert!(html.contains("value=\"unix:///run/x.sock\""));
+        assert!(html.contains("name=\"_csrf\" value=\"csrf-token\""));
+    }
+
+    #[test]
+    fn text_is_escaped_and_status_is_never_colour_alone() {
+        let html = error_page(Some(&session()), "Oops", "<script>alert(1)</script>").into_string();
+        assert!(!html.contains("<script>alert(1)"));
+        assert!(html.contains("&lt;script&gt;"));
+        for status in ["live", "building", "failed", "sleeping", "crashed", "new"] {
+            let b = badge(status).into_string();
+            let (icon, label, _) = status_parts(status);
+            assert!(b.contains(icon) && b.contains(label), "{b}");
+        }
+    }
+}
