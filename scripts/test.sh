@@ -10,6 +10,9 @@ command -v git >/dev/null || missing+=(git)
 command -v node >/dev/null || missing+=(nodejs npm)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 /usr/bin/python3 -c 'import venv' 2>/dev/null || missing+=(python3-venv)
+# The dashboard's tests drive headless Chromium over WebDriver.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -674,3 +674,20 @@ impl ServerHandler for BerthMcp {
         )
     }
 }
+
+/// The MCP tools as (name, description), in the router's order: the dashboard's landing
+/// page lists them from here so it always matches what `/mcp` serves.
+pub fn tool_catalog() -> Vec<(String, String)> {
+    let mut tools: Vec<(String, String)> = BerthMcp::tool_router()
+        .list_all()
+        .into_iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                t.description.map(|d| d.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    tools.sort();
+    tools
+}

@@ -1,4 +1,4 @@
-//! `berth serve`: assembles the platform and runs the control plane (API, MCP, health)
+//! `berth serve`: assembles the platform and runs the control plane (API, MCP, dashboard, health)
 //! and the edge proxy until shutdown. Takes its listeners' addresses from the config and
 //! publishes the bound ports in `DIR/ports.json`, so tests and scripts can use port 0.
 
@@ -167,10 +167,21 @@ fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, a
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default().with_allowed_hosts(hosts),
     );
+    // `/api` also accepts the dashboard's session cookie (the pages stream logs from it).
+    let ui = crate::ui::UiState {
+        service: service.clone(),
+        auth,
+    };
     let protected = crate::api::router(service)
         .nest_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn_with_state(auth, crate::api::require_key));
-    Router::new().route("/healthz", get(|| async { "ok" })).merge(protected)
+        .layer(axum::middleware::from_fn_with_state(
+            ui.clone(),
+            crate::ui::require_key_or_session,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(protected)
+        .merge(crate::ui::router(ui))
 }
 
 /// Holds an exclusive lock on the data dir for the life of the server: two servers on

@@ -1177,3 +1177,7 @@ pub async fn set_provider_config(
     .await
     .map(drop)
 }
+
+// ---------------------------------------------------------------- dashboard sessions
+
+pub mod ui_sessions;
