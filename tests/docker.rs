@@ -420,6 +420,15 @@ async fn an_idle_container_is_stopped_and_the_next_request_starts_one() {
     .await;
     assert_eq!(server.edge("nap.localhost", "/").await, (200, "awake".to_string()));
     assert_eq!(server.running().len(), 1, "one container again");
+
+    // Woken again the moment it is asleep, while the engine may still be removing the
+    // old container: a fresh one serves, the stopping one is not taken for a survivor.
+    eventually("asleep again", 40, async || {
+        server.get("/api/sites/nap/scaling").await.1["running_instances"] == 0
+    })
+    .await;
+    assert_eq!(server.edge("nap.localhost", "/").await, (200, "awake".to_string()));
+    eventually("one container serves", 20, async || server.containers().len() == 1).await;
 }
 
 #[tokio::test]

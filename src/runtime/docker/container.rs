@@ -97,9 +97,11 @@ pub fn network_name(org: &str) -> String {
     format!("berth-{clean}")
 }
 
-/// The container name of an instance; unique because deployment ids are.
+/// The container name of an instance. A random suffix: a replacement must not wait
+/// for its predecessor's removal to free the name.
 pub fn container_name(deployment_id: &str, index: u32) -> String {
-    format!("berth-{}-{index}", deployment_id.to_ascii_lowercase())
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("berth-{}-{index}-{}", deployment_id.to_ascii_lowercase(), &suffix[..8])
 }
 
 /// Makes sure the org's bridge network exists and returns its id. Older engines allow
@@ -149,8 +151,14 @@ fn label_filters(pairs: &[(&str, &str)]) -> HashMap<&'static str, Vec<String>> {
 }
 
 /// Starts the instance, or adopts a running container of the same deployment and index
-/// made by this installation (`owner`). A stopped leftover is removed first.
-pub async fn launch(engine: &Engine, owner: &str, spec: &ContainerSpec) -> Result<Container, EngineError> {
+/// made by this installation (`owner`) in an earlier run. A stopped leftover, or one this
+/// run made itself (it is being stopped: scale to zero, a crash), is removed instead.
+pub async fn launch(
+    engine: &Engine,
+    owner: &str,
+    spec: &ContainerSpec,
+    made_by_this_run: &HashSet<String>,
+) -> Result<Container, EngineError> {
     let index = spec.index.to_string();
     let filters = label_filters(&[
         (LABEL_OWNER, owner),
@@ -170,7 +178,10 @@ pub async fn launch(engine: &Engine, owner: &str, spec: &ContainerSpec) -> Resul
     for found in existing {
         let Some(id) = found.id else { continue };
         let running = found.state.map(|s| s.to_string()) == Some("running".into());
-        if running && let Some(addr) = published_addr(engine, &id).await? {
+        if running
+            && !made_by_this_run.contains(&id)
+            && let Some(addr) = published_addr(engine, &id).await?
+        {
             return Ok(Container {
                 engine: engine.clone(),
                 id,
@@ -271,19 +282,7 @@ pub async fn launch(engine: &Engine, owner: &str, spec: &ContainerSpec) -> Resul
             body.clone(),
         )
     };
-    let created = match create().await {
-        Ok(c) => c,
-        Err(err) => {
-            let err = engine.error(err);
-            if !err.is_conflict() {
-                return Err(err);
-            }
-            // A container of that name that the label query did not show (made by
-            // another installation, or half-created): it is ours by name, replace it.
-            remove(engine, &name).await?;
-            create().await.map_err(|e| engine.error(e))?
-        }
-    };
+    let created = create().await.map_err(|e| engine.error(e))?;
     if let Err(err) = engine.docker().start_container(&created.id, None).await {
         let err = engine.error(err);
         let _ = remove(engine, &created.id).await;
@@ -328,7 +327,12 @@ pub async fn remove(engine: &Engine, id: &str) -> Result<(), EngineError> {
         Ok(()) => Ok(()),
         Err(err) => {
             let err = engine.error(err);
-            if err.is_not_found() { Ok(()) } else { Err(err) }
+            // Gone already, or its removal is under way.
+            if err.is_not_found() || err.is_conflict() {
+                Ok(())
+            } else {
+                Err(err)
+            }
         }
     }
 }
@@ -512,6 +516,11 @@ mod tests {
     #[test]
     fn names_are_engine_safe() {
         assert_eq!(network_name("Acme Corp"), "berth-acme-corp");
-        assert_eq!(container_name("01ABC", 2), "berth-01abc-2");
+        let name = container_name("01ABC", 2);
+        assert!(
+            name.starts_with("berth-01abc-2-") && name.len() == "berth-01abc-2-".len() + 8,
+            "{name}"
+        );
+        assert_ne!(container_name("01ABC", 2), name);
     }
 }

@@ -132,6 +132,9 @@ impl DockerSettings {
 pub struct DockerProvider {
     owner: String,
     engines: Arc<Mutex<HashMap<String, Engine>>>,
+    /// Containers this process started or adopted: only the others are survivors of an
+    /// earlier run that may be adopted.
+    launched: Arc<Mutex<HashSet<String>>>,
 }
 
 impl DockerProvider {
@@ -140,6 +143,7 @@ impl DockerProvider {
         Self {
             owner: owner.into(),
             engines: Arc::default(),
+            launched: Arc::default(),
         }
     }
 
@@ -245,6 +249,8 @@ pub fn is_org_default(config: &serde_json::Map<String, serde_json::Value>) -> bo
 struct LaunchedContainer {
     container: Container,
     output: Option<OutputStream>,
+    /// The provider's set of containers of this run; left once the container is gone.
+    launched: Arc<Mutex<HashSet<String>>>,
 }
 
 #[async_trait::async_trait]
@@ -260,6 +266,7 @@ impl Launched for LaunchedContainer {
     }
     async fn terminate(&mut self, grace: std::time::Duration) {
         self.container.terminate(grace).await;
+        self.launched.lock().expect("launched lock").remove(&self.container.id);
     }
 }
 
@@ -296,9 +303,14 @@ impl Provider for DockerProvider {
             cpus: settings.cpus,
             pids_limit: settings.pids_limit,
         };
-        let container = container::launch(&engine, &self.owner, &container_spec)
+        let made_by_this_run = self.launched.lock().expect("launched lock").clone();
+        let container = container::launch(&engine, &self.owner, &container_spec, &made_by_this_run)
             .await
             .map_err(|e| e.to_string())?;
+        self.launched
+            .lock()
+            .expect("launched lock")
+            .insert(container.id.clone());
         if container.adopted {
             tracing::info!(deployment.id = %spec.deployment_id, instance = index, container = %container.id, "adopted a running container");
         }
@@ -312,6 +324,7 @@ impl Provider for DockerProvider {
         Ok(Box::new(LaunchedContainer {
             container,
             output: Some(output),
+            launched: self.launched.clone(),
         }))
     }
 
