@@ -11,7 +11,7 @@ measures:
     timed; the app's own boot (node started directly, until its port answers) is
     subtracted (medians of N).
 Prints Markdown rows for BENCHMARKS.md. Usage: scripts/bench_docker.py [--runs 10]
-Removes its containers and images afterwards.
+Removes its containers, network and images afterwards.
 """
 import argparse, os, statistics, subprocess, time
 from benchlib import http
@@ -58,6 +58,9 @@ def cleanup(data_dir):
     ids = subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    networks = subprocess.run(["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True).stdout.split()
+    if networks:
+        subprocess.run(["docker", "network", "rm", *networks], capture_output=True)
     images = set(subprocess.run(["docker", "images", "-q", "--filter", label], capture_output=True, text=True).stdout.split())
     if images:
         subprocess.run(["docker", "rmi", "-f", *images], capture_output=True)
