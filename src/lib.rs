@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod git_http;
 pub mod jobs;
 pub mod mcp;
 pub mod model;

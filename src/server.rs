@@ -76,6 +76,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
             }
         });
     });
+    platform.git.start(&config.data_dir, api_addr)?;
     let service = Service::new(platform.clone());
     service.recover().await?;
 
@@ -150,6 +151,7 @@ fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, a
     }
     hosts.extend(config.allowed_hosts.iter().cloned());
     let mcp_service = service.clone();
+    let service_for_git = service.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(BerthMcp::new(mcp_service.clone())),
         Arc::new(LocalSessionManager::default()),
@@ -158,7 +160,10 @@ fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, a
     let protected = crate::api::router(service)
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(auth, crate::api::require_key));
-    Router::new().route("/healthz", get(|| async { "ok" })).merge(protected)
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::git_http::router(service_for_git))
+        .merge(protected)
 }
 
 /// Holds an exclusive lock on the data dir for the life of the server: two servers on

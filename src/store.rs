@@ -1126,3 +1126,7 @@ pub async fn set_scaling(db: impl SqliteExecutor<'_>, env_id: &str, s: &ScalingR
     .await
     .map(drop)
 }
+
+// ---------------------------------------------------------------- push to deploy
+
+pub mod git;

@@ -33,6 +33,8 @@ const TOOLS: &[&str] = &[
     "HOSTING_GET_SCALING_CONFIG",
     "HOSTING_SET_SCALING_CONFIG",
     "HOSTING_SCALE_ENVIRONMENT",
+    "HOSTING_CREATE_REPO",
+    "HOSTING_GET_GIT_TOKEN",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {

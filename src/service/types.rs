@@ -82,6 +82,9 @@ pub struct CreateSiteInput {
     /// Repeat-safe key: a second call with the same key returns the first result.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Build a preview environment for every pushed branch other than the deployed one (and for pull requests); a deleted branch removes its preview. Default false.
+    #[serde(default)]
+    pub previews: Option<bool>,
 }
 
 /// `HOSTING_CREATE_SITE` result.
@@ -600,4 +603,49 @@ pub struct ScalingConfig {
     pub target_concurrency: i64,
     /// Instances running right now.
     pub running_instances: i64,
+}
+
+/// `HOSTING_CREATE_REPO` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRepoInput {
+    /// Repository name, unique in the org: 1-100 of lowercase letters, digits, '-', '_' and '.', starting with a letter or digit (no ".git" suffix).
+    pub name: String,
+}
+
+/// `HOSTING_CREATE_REPO` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RepoOutput {
+    /// Repository name (give it as `repo` to HOSTING_CREATE_SITE).
+    pub repo: String,
+    /// Smart-HTTP URL for `git clone` / `git push` (credentials from HOSTING_GET_GIT_TOKEN).
+    pub clone_url: String,
+    /// What to do next.
+    pub next_steps: String,
+}
+
+/// `HOSTING_GET_GIT_TOKEN` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitTokenInput {
+    /// Repository name.
+    pub repo: String,
+    /// Lifetime in seconds (default 3600, 1 to 86400).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// `HOSTING_GET_GIT_TOKEN` result: HTTP basic credentials for one repository.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct GitTokenOutput {
+    /// Smart-HTTP URL of the repository.
+    pub clone_url: String,
+    /// Basic-auth user name (any name works; the token decides).
+    pub username: String,
+    /// Basic-auth password; shown once, stored hashed, opens only this repository.
+    pub token: String,
+    /// When the token stops working (RFC 3339).
+    pub expires_at: String,
+    /// A ready-made remote URL with the credentials embedded, for `git push`.
+    pub push_url: String,
 }
