@@ -80,6 +80,9 @@ pub fn router(service: Service) -> Router {
         .route("/api/deployments/{id}/logs", get(deployment_logs))
         .route("/api/deployments/{id}/logs/stream", get(deployment_logs_stream))
         .route("/api/audit", get(audit))
+        .route("/api/config", get(get_config))
+        .route("/api/config/{provider}", get(get_provider_config).patch(set_config))
+        .route("/api/config/{provider}/test", post(test_connection))
         .route("/api/repos", post(create_repo))
         .route("/api/repos/{repo}/tokens", post(create_git_token))
         .with_state(service)
@@ -645,4 +648,57 @@ async fn create_git_token(
         ttl_seconds: body.ttl_seconds,
     };
     Ok((StatusCode::CREATED, Json(s.get_git_token(&actor, &input).await?)))
+}
+
+async fn get_config(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<ConfigOutput> {
+    Ok(Json(s.get_config(&actor, &GetConfigInput::default()).await?))
+}
+
+async fn get_provider_config(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(provider): Path<String>,
+) -> ApiResult<ConfigOutput> {
+    Ok(Json(
+        s.get_config(
+            &actor,
+            &GetConfigInput {
+                provider: Some(provider),
+            },
+        )
+        .await?,
+    ))
+}
+
+/// Body of `PATCH /api/config/{provider}`.
+#[derive(Deserialize)]
+struct SetConfigBody {
+    config: ConfigMap,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+async fn set_config(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(provider): Path<String>,
+    body: Result<Json<SetConfigBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<ProviderConfig> {
+    let Json(b) = body.map_err(bad_json)?;
+    let input = SetConfigInput {
+        provider,
+        config: b.config,
+        idempotency_key: b.idempotency_key,
+    };
+    Ok(Json(s.set_config(&actor, &input).await?))
+}
+
+async fn test_connection(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(provider): Path<String>,
+) -> ApiResult<TestConnectionOutput> {
+    Ok(Json(
+        s.test_connection(&actor, &TestConnectionInput { provider }).await?,
+    ))
 }

@@ -428,6 +428,93 @@ pub async fn cancel(args: &ClientArgs, id: &str, json: bool) -> anyhow::Result<(
     }
 }
 
+/// `berth config`: shows providers' settings, sets or removes keys, or tests a connection.
+pub async fn config(
+    args: &ClientArgs,
+    provider: Option<&str>,
+    assignments: &[String],
+    unset: &[String],
+    test: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let changing = !assignments.is_empty() || !unset.is_empty();
+    let Some(provider) = provider else {
+        if changing || test {
+            return Err(ClientError("name the provider: berth config PROVIDER key=value".into()).into());
+        }
+        let out: crate::service::ConfigOutput = client.get("/api/config").await?;
+        return if json {
+            print_json(&out)
+        } else {
+            print_config(&out.providers)
+        };
+    };
+    if changing {
+        let mut config = serde_json::Map::new();
+        for a in assignments {
+            let (k, v) = a
+                .split_once('=')
+                .ok_or_else(|| ClientError(format!("'{a}' is not key=value")))?;
+            // A value that is JSON (a number, true, an object) keeps its type.
+            let value = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_string()));
+            config.insert(k.to_string(), value);
+        }
+        for k in unset {
+            config.insert(k.clone(), Value::Null);
+        }
+        let req = client
+            .http
+            .patch(format!("{}/api/config/{provider}", client.base))
+            .json(&serde_json::json!({ "config": config }));
+        let out: crate::service::ProviderConfig = client.send(req).await?;
+        if json && !test {
+            return print_json(&out);
+        }
+        if !test {
+            return print_config(std::slice::from_ref(&out));
+        }
+    }
+    if test {
+        let out: crate::service::TestConnectionOutput = client
+            .post_json(&format!("/api/config/{provider}/test"), &Value::Null)
+            .await?;
+        if json {
+            return print_json(&out);
+        }
+        println!(
+            "{}: {} ({})",
+            out.provider,
+            if out.ok { "ok" } else { "FAILED" },
+            out.detail
+        );
+        if !out.ok {
+            return Err(ClientError(format!("{} connection test failed", out.provider)).into());
+        }
+        return Ok(());
+    }
+    let out: crate::service::ConfigOutput = client.get(&format!("/api/config/{provider}")).await?;
+    if json {
+        print_json(&out)
+    } else {
+        print_config(&out.providers)
+    }
+}
+
+fn print_config(providers: &[crate::service::ProviderConfig]) -> anyhow::Result<()> {
+    for p in providers {
+        println!("{}  {}", p.provider, p.summary);
+        for key in &p.keys {
+            let value = p.config.get(&key.name).map_or("(default)".to_string(), |v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            println!("  {} = {value}    # {}", key.name, key.description);
+        }
+    }
+    Ok(())
+}
+
 /// `berth mcp`: relays JSON-RPC lines between stdio and the server's streamable HTTP
 /// endpoint, so MCP clients that only spawn processes reach the same tools.
 pub async fn mcp_stdio(args: &ClientArgs) -> anyhow::Result<()> {

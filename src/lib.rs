@@ -5,10 +5,11 @@
 //! desired state in the [`store`], hands long work to the [`jobs`] queue, whose deploy job
 //! is the [`pipeline`] (source → build → start). Running instances live in [`runtime`], and
 //! the [`reconciler`] turns desired state plus observed instances into the edge proxy's
-//! route table (`berth-edge`).
+//! route table (`berth-edge`), running as many instances as the [`autoscaler`] asks for.
 
 pub mod api;
 pub mod auth;
+pub mod autoscaler;
 pub mod build_cache;
 pub mod cli;
 pub mod config;

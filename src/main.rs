@@ -123,6 +123,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show or change provider settings: `berth config docker host=unix:///run/docker.sock`.
+    /// Values that parse as JSON (numbers, true, objects) are sent as such.
+    Config {
+        /// Provider (all when absent).
+        provider: Option<String>,
+        /// key=value pairs to set.
+        assignments: Vec<String>,
+        /// Keys to remove.
+        #[arg(long)]
+        unset: Vec<String>,
+        /// Try the provider's connection with its settings.
+        #[arg(long)]
+        test: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a queued or building deployment.
     Cancel {
         /// Deployment id.
@@ -253,6 +270,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             restart,
             json,
         } => cli::env(c, &site, &assignments, &unset, environment.as_deref(), restart, json).await,
+        Command::Config {
+            provider,
+            assignments,
+            unset,
+            test,
+            json,
+        } => cli::config(c, provider.as_deref(), &assignments, &unset, test, json).await,
         Command::Cancel { deployment, json } => cli::cancel(c, &deployment, json).await,
         Command::Mcp => cli::mcp_stdio(c).await,
         Command::Repo { action } => match action {

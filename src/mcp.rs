@@ -62,7 +62,7 @@ fn reply<T>(summary: impl Into<String>, value: T) -> ToolResult<T> {
 #[derive(Clone)]
 pub struct BerthMcp {
     service: Service,
-    #[expect(dead_code, reason = "read through the tool_handler macro")]
+    /// Every tool, by domain (`tool_router` + `provider_router`).
     tool_router: ToolRouter<Self>,
 }
 
@@ -100,7 +100,7 @@ impl BerthMcp {
     pub fn new(service: Service) -> Self {
         Self {
             service,
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::provider_router(),
         }
     }
 
@@ -583,7 +583,86 @@ impl BerthMcp {
     }
 }
 
-#[tool_handler]
+/// Provider settings tools.
+#[tool_router(router = provider_router)]
+impl BerthMcp {
+    #[tool(
+        name = "HOSTING_GET_CONFIG",
+        description = "Settings of the providers (where apps run, where code comes from): which keys each accepts, current values with secrets masked as ***. Give `provider` for one.",
+        output_schema = schema_for_output::<ConfigOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_config(
+        &self,
+        Parameters(input): Parameters<GetConfigInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ConfigOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_config(&actor, &input).await?;
+        let names: Vec<String> = out
+            .providers
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} ({})",
+                    p.provider,
+                    if p.configured { "configured" } else { "defaults" }
+                )
+            })
+            .collect();
+        reply(names.join(", "), out)
+    }
+
+    #[tool(
+        name = "HOSTING_SET_CONFIG",
+        description = "Set a provider's settings: {provider, config: {key: value}}; a null value removes a key, other keys keep their values. Validated as a whole before anything is stored; stored encrypted; admin keys only. HOSTING_GET_CONFIG lists the keys.",
+        output_schema = schema_for_output::<ProviderConfig>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn set_config(
+        &self,
+        Parameters(input): Parameters<SetConfigInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ProviderConfig> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.set_config(&actor, &input).await?;
+        let keys: Vec<&String> = input.config.keys().collect();
+        reply(
+            format!(
+                "{}: updated {}",
+                out.provider,
+                keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_TEST_CONNECTION",
+        description = "Try a provider with its current settings (e.g. reach the Docker engine). Returns ok and what was found, or what is wrong and how to fix it.",
+        output_schema = schema_for_output::<TestConnectionOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn test_connection(
+        &self,
+        Parameters(input): Parameters<TestConnectionInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<TestConnectionOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.test_connection(&actor, &input).await?;
+        reply(
+            format!(
+                "{}: {} ({})",
+                out.provider,
+                if out.ok { "ok" } else { "failed" },
+                out.detail
+            ),
+            out,
+        )
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
 impl ServerHandler for BerthMcp {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(

@@ -275,7 +275,7 @@ async fn build_and_start(
     {
         platform.log(id, "build", "system", format!("starting: {}", spec.command));
         let started = tokio::select! {
-            r = platform.runtime.start(spec) => r,
+            r = platform.runtime.start(spec, 0) => r,
             _ = cancel.cancelled() => return Err("cancelled".to_string().into()),
         };
         match started {

@@ -11,6 +11,7 @@ use berth_build::detect::{BuildPlan, ServePlan};
 use berth_edge::{EdgeRouteTable, RouteTarget};
 use tokio_util::sync::CancellationToken;
 
+use crate::autoscaler::ScaleLimits;
 use crate::pipeline::app_dir;
 use crate::runtime::InstanceState;
 use crate::service::Platform;
@@ -29,6 +30,8 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     let mut table = EdgeRouteTable::new();
     let mut wanted: HashSet<String> = HashSet::new();
     let mut going_to_sleep: Vec<String> = Vec::new();
+    let mut awake: HashSet<String> = HashSet::new();
+    let mut scale_in: Vec<(String, u32)> = Vec::new();
     for env in desired {
         let host = platform.host_for(&env.site_name, &env.environment_name);
         let Some(plan) = env
@@ -50,8 +53,9 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                 let may_sleep = env.min_instances == 0 && !platform.is_in_progress(&env.deployment_id);
                 let idle_for = platform.edge.idle_for(&host);
                 let observed = platform.runtime.observe(&env.deployment_id);
+                let any_healthy = observed.iter().any(|o| o.state == InstanceState::Healthy);
                 if may_sleep
-                    && observed.as_ref().is_some_and(|o| o.state == InstanceState::Healthy)
+                    && any_healthy
                     && idle_for.is_some_and(|idle| idle.as_secs() >= env.idle_timeout_seconds.max(0) as u64)
                 {
                     tracing::info!(site.name = %env.site_name, deployment.id = %env.deployment_id, "scaling an idle environment to zero");
@@ -74,7 +78,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                     );
                     continue;
                 }
-                if may_sleep && observed.is_none() {
+                if may_sleep && observed.is_empty() {
                     table.insert(
                         &host,
                         RouteTarget::Sleeping {
@@ -84,38 +88,46 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                     continue;
                 }
                 wanted.insert(env.deployment_id.clone());
-                match observed {
-                    Some(obs) => match obs.state {
-                        InstanceState::Healthy => RouteTarget::Upstream {
-                            instances: vec![obs.addr],
-                        },
-                        InstanceState::Crashed { message } => RouteTarget::Unavailable {
+                awake.insert(env.environment_id.clone());
+                let count = platform.autoscaler.track(
+                    &env.environment_id,
+                    &host,
+                    ScaleLimits {
+                        floor: env.min_instances.clamp(1, 1000) as u32,
+                        max: env.max_instances.clamp(1, 1000) as u32,
+                        target_concurrency: env.target_concurrency.clamp(1, 1000) as u32,
+                    },
+                );
+                // Instances missing (or draining but wanted again) are started; those past
+                // the count drain once the table without them is out.
+                let missing: Vec<u32> = (0..count)
+                    .filter(|i| !observed.iter().any(|o| o.index == *i && !o.draining))
+                    .collect();
+                scale_in.extend(
+                    observed
+                        .iter()
+                        .filter(|o| o.index >= count && !o.draining)
+                        .map(|o| (env.deployment_id.clone(), o.index)),
+                );
+                if !missing.is_empty() {
+                    start_missing(platform, &env, &plan, missing).await?;
+                }
+                let healthy: Vec<_> = observed
+                    .iter()
+                    .filter(|o| o.index < count && !o.draining && o.state == InstanceState::Healthy)
+                    .filter_map(|o| o.addr)
+                    .collect();
+                if !healthy.is_empty() {
+                    RouteTarget::Upstream { instances: healthy }
+                } else {
+                    match observed.iter().find(|o| o.index == 0).map(|o| o.state.clone()) {
+                        Some(InstanceState::Crashed { message }) => RouteTarget::Unavailable {
                             site: env.site_name.clone(),
                             status: 502,
                             message: format!("The app crashed: {message}."),
                             retry_after_seconds: None,
                         },
-                        InstanceState::Starting | InstanceState::Restarting { .. } => starting(&env.site_name),
-                    },
-                    None => {
-                        let Some(site) = store::get_site_by_id(platform.store.pool(), &env.site_id).await? else {
-                            continue;
-                        };
-                        let Some(d) = store::get_deployment_any_org(platform.store.pool(), &env.deployment_id).await?
-                        else {
-                            continue;
-                        };
-                        let Some(spec) = platform.instance_spec(&d, &site, &plan).await? else {
-                            continue;
-                        };
-                        tracing::info!(site.name = %env.site_name, deployment.id = %env.deployment_id, "starting instance to match desired state");
-                        let runtime = platform.runtime.clone();
-                        tokio::spawn(async move {
-                            if let Err(err) = runtime.start(spec).await {
-                                tracing::warn!(error = %err, "instance did not become healthy");
-                            }
-                        });
-                        starting(&env.site_name)
+                        _ => starting(&env.site_name),
                     }
                 }
             }
@@ -123,6 +135,11 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
         table.insert(&host, target);
     }
     platform.edge.replace_routes(table);
+    platform.autoscaler.retain(&awake);
+    for (deployment_id, index) in scale_in {
+        tracing::info!(deployment.id = %deployment_id, instance = index, "scaling in: draining an instance");
+        platform.runtime.drain_instance(&deployment_id, index, DRAIN_GRACE);
+    }
     for deployment_id in going_to_sleep {
         // In the background: the pass (and a wake waiting for it) need not wait for the
         // app's shutdown.
@@ -138,6 +155,36 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
             tracing::info!(deployment.id = %deployment_id, grace_ms = DRAIN_GRACE.as_millis() as u64, "draining instance nothing wants");
             platform.runtime.drain(&deployment_id, DRAIN_GRACE);
         }
+    }
+    Ok(())
+}
+
+/// Starts instances of an environment's deployment in the background; the pass after
+/// they turn healthy routes to them.
+async fn start_missing(
+    platform: &Platform,
+    env: &store::DesiredEnvironment,
+    plan: &BuildPlan,
+    indexes: Vec<u32>,
+) -> anyhow::Result<()> {
+    let Some(site) = store::get_site_by_id(platform.store.pool(), &env.site_id).await? else {
+        return Ok(());
+    };
+    let Some(d) = store::get_deployment_any_org(platform.store.pool(), &env.deployment_id).await? else {
+        return Ok(());
+    };
+    let Some(spec) = platform.instance_spec(&d, &site, plan).await? else {
+        return Ok(());
+    };
+    for index in indexes {
+        tracing::info!(site.name = %env.site_name, deployment.id = %env.deployment_id, instance = index, "starting instance to match desired state");
+        let runtime = platform.runtime.clone();
+        let spec = spec.clone();
+        tokio::spawn(async move {
+            if let Err(err) = runtime.start(spec, index).await {
+                tracing::warn!(error = %err, instance = index, "instance did not become healthy");
+            }
+        });
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::config::ServeConfig;
 use crate::jobs::JobHandler;
 use crate::mcp::BerthMcp;
 use crate::pipeline::{DEPLOY_JOB, DeployHandler};
-use crate::runtime::{LocalRuntime, LogSink};
+use crate::runtime::{LocalProvider, LogSink, Runtime};
 use crate::service::{Platform, Service};
 use crate::store::{self, Store};
 use crate::util::new_id;
@@ -53,7 +53,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let sandbox = Arc::new(Sandbox::detect());
     let logs = LogSink::start(store.clone());
     let reconcile_wake = Arc::new(Notify::new());
-    let runtime = LocalRuntime::new(sandbox.clone(), logs.clone(), reconcile_wake.clone());
+    let runtime = Runtime::new(
+        vec![Arc::new(LocalProvider::new(sandbox.clone()))],
+        logs.clone(),
+        reconcile_wake.clone(),
+    );
     let edge = Edge::new(EdgeConfig::default());
     let platform = Arc::new(Platform::new(
         config.clone(),
@@ -94,6 +98,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         stop.child_token(),
     ));
     let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));
+    let autoscaler = tokio::spawn(crate::autoscaler::run(platform.clone(), stop.child_token()));
 
     let app = control_plane_router(
         service,
@@ -138,7 +143,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         let _ = tokio::join!(api, edge_task);
     })
     .await;
-    let _ = tokio::join!(workers, reconciler);
+    let _ = tokio::join!(workers, reconciler, autoscaler);
     runtime.stop_all().await;
     logs.flush().await;
     Ok(())

@@ -355,6 +355,10 @@ pub struct DesiredEnvironment {
     pub min_instances: i64,
     /// Idle seconds before sleeping.
     pub idle_timeout_seconds: i64,
+    /// Most instances.
+    pub max_instances: i64,
+    /// Requests in flight per instance before scaling out.
+    pub target_concurrency: i64,
 }
 
 /// Every environment that should be serving, across orgs (the reconciler's desired state).
@@ -362,7 +366,8 @@ pub async fn list_desired_environments(db: impl SqliteExecutor<'_>) -> sqlx::Res
     sqlx::query_as(
         "SELECT e.id AS environment_id, e.name AS environment_name, s.name AS site_name, s.id AS site_id, s.org_id AS org_id, \
                 d.id AS deployment_id, d.build_plan AS build_plan, e.min_instances AS min_instances, \
-                e.idle_timeout_seconds AS idle_timeout_seconds \
+                e.idle_timeout_seconds AS idle_timeout_seconds, e.max_instances AS max_instances, \
+                e.target_concurrency AS target_concurrency \
          FROM environments e JOIN sites s ON s.id = e.site_id JOIN deployments d ON d.id = e.deployment_id \
          WHERE s.status = 'active'",
     )
@@ -1122,6 +1127,52 @@ pub async fn set_scaling(db: impl SqliteExecutor<'_>, env_id: &str, s: &ScalingR
     .bind(s.target_concurrency)
     .bind(now_ms())
     .bind(env_id)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+// ---------------------------------------------------------------- provider configs
+
+/// A provider's sealed settings.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProviderConfigRow {
+    /// Provider name.
+    pub provider: String,
+    /// The settings object, sealed.
+    pub sealed: String,
+    /// Last change (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// One provider's settings of an org.
+pub async fn get_provider_config(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    provider: &str,
+) -> sqlx::Result<Option<ProviderConfigRow>> {
+    sqlx::query_as("SELECT provider, sealed, updated_at FROM provider_configs WHERE org_id = ? AND provider = ?")
+        .bind(org_id)
+        .bind(provider)
+        .fetch_optional(db)
+        .await
+}
+
+/// Replaces one provider's settings of an org.
+pub async fn set_provider_config(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    provider: &str,
+    sealed: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO provider_configs (org_id, provider, sealed, updated_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (org_id, provider) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+    )
+    .bind(org_id)
+    .bind(provider)
+    .bind(sealed)
+    .bind(now_ms())
     .execute(db)
     .await
     .map(drop)

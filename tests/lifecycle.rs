@@ -329,7 +329,8 @@ async fn an_idle_environment_sleeps_and_the_next_request_wakes_it() {
     // Bad settings change nothing.
     for bad in [
         json!({"min_instances": -1}),
-        json!({"max_instances": 5}),
+        json!({"max_instances": 21}),
+        json!({"min_instances": 3, "max_instances": 2}),
         json!({"idle_timeout_seconds": 1}),
         json!({"target_concurrency": 0}),
     ] {
@@ -341,4 +342,85 @@ async fn an_idle_environment_sleeps_and_the_next_request_wakes_it() {
         (cfg["min_instances"].as_i64(), cfg["idle_timeout_seconds"].as_i64()),
         (Some(0), Some(5))
     );
+}
+
+#[tokio::test]
+async fn an_environment_scales_out_under_load_and_back_in_when_quiet() {
+    let server = TestServer::start().await;
+    // Each request takes 300 ms and says which instance (port) answered it.
+    let node = app(&[
+        (
+            "package.json",
+            r#"{"scripts":{"start":"node server.js scaler-marker"}}"#,
+        ),
+        (
+            "server.js",
+            "require('http').createServer((q,r)=>setTimeout(()=>r.end('port ' + process.env.PORT), 300)).listen(process.env.PORT);",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "scaler", "repo": s(node.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let (status, cfg) = server
+        .patch(
+            "/api/sites/scaler/scaling",
+            &json!({"min_instances": 1, "max_instances": 3, "target_concurrency": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cfg}");
+    assert_eq!(cfg["running_instances"], 1, "{cfg}");
+
+    // Six clients keep six requests in flight: at one per instance it needs the maximum.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let (http, port, stop, tx) = (server.http.clone(), server.edge_port, stop.clone(), tx.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let r = http
+                    .get(format!("http://127.0.0.1:{port}/"))
+                    .header("host", "scaler.localhost")
+                    .send()
+                    .await;
+                let answer = match r {
+                    Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                    Err(e) => (0, e.to_string()),
+                };
+                let _ = tx.send(answer);
+            }
+        }));
+    }
+    drop(tx);
+    let mut ports = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while ports.len() < 3 {
+        assert!(Instant::now() < deadline, "saw only {ports:?} answer\n{}", server.log());
+        let (status, body) = answers.recv().await.expect("clients run");
+        assert_eq!(status, 200, "a request failed while scaling out: {body}");
+        ports.insert(body);
+    }
+    let (_, cfg) = server.get("/api/sites/scaler/scaling").await;
+    assert_eq!(cfg["running_instances"], 3, "never more than max_instances: {cfg}");
+    assert_eq!(pids_matching("scaler-marker").len(), 3);
+
+    // Load stops: the extra instances drain and stop; no request failed on the way.
+    stop.cancel();
+    for c in clients {
+        c.await.expect("client");
+    }
+    while let Some((status, body)) = answers.recv().await {
+        assert_eq!(status, 200, "a request failed: {body}");
+    }
+    eventually("the environment scales back in to one instance", 60, async || {
+        pids_matching("scaler-marker").len() == 1
+    })
+    .await;
+    let (_, cfg) = server.get("/api/sites/scaler/scaling").await;
+    assert_eq!(cfg["running_instances"], 1, "{cfg}");
+    assert_eq!(server.edge("scaler.localhost", "/").await.0, 200);
 }

@@ -33,6 +33,9 @@ const TOOLS: &[&str] = &[
     "HOSTING_GET_SCALING_CONFIG",
     "HOSTING_SET_SCALING_CONFIG",
     "HOSTING_SCALE_ENVIRONMENT",
+    "HOSTING_GET_CONFIG",
+    "HOSTING_SET_CONFIG",
+    "HOSTING_TEST_CONNECTION",
     "HOSTING_CREATE_REPO",
     "HOSTING_GET_GIT_TOKEN",
 ];
@@ -316,5 +319,47 @@ async fn deploy_with_wait_sends_progress_notifications() {
         seen.iter().any(|m| m.ends_with("is live")),
         "progress at the end: {seen:?}"
     );
+    client.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn provider_settings_over_mcp() {
+    let server = TestServer::start().await;
+    let client = http_client(&server, KEY).await;
+    let r = call(&client, "HOSTING_GET_CONFIG", json!({})).await;
+    let providers = structured(&r)["providers"].clone();
+    assert!(
+        providers.as_array().unwrap().iter().any(|p| p["provider"] == "local"),
+        "{providers}"
+    );
+    let r = call(&client, "HOSTING_TEST_CONNECTION", json!({"provider": "local"})).await;
+    assert_eq!(structured(&r)["ok"], true, "{:?}", r);
+    // Unknown providers and keys are tool errors that say what exists; nothing is stored.
+    let r = call(
+        &client,
+        "HOSTING_SET_CONFIG",
+        json!({"provider": "nope", "config": {"a": 1}}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(
+        format!("{:?}", r.content).contains("known providers: local"),
+        "{:?}",
+        r.content
+    );
+    let r = call(
+        &client,
+        "HOSTING_SET_CONFIG",
+        json!({"provider": "local", "config": {"a": 1}}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(
+        format!("{:?}", r.content).contains("takes no settings"),
+        "{:?}",
+        r.content
+    );
+    let r = call(&client, "HOSTING_GET_CONFIG", json!({"provider": "local"})).await;
+    assert_eq!(structured(&r)["providers"][0]["configured"], false);
     client.cancel().await.ok();
 }

@@ -1,22 +1,30 @@
-//! Where deployments run. A runtime provider implements a few primitives (start an
-//! instance, stop it, observe it); health checks and crash restarts follow one lifecycle
-//! here. `local` (sandboxed child processes) is the default provider.
+//! Where deployments run. A provider implements a few primitives (launch an instance,
+//! wait for it to exit, terminate it, report usage); health checks, crash restarts,
+//! drains and scale-out follow one lifecycle in [`Runtime`] for every provider. `local`
+//! (sandboxed child processes) is the default provider.
 
+pub mod lifecycle;
 pub mod local;
 pub mod logs;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use local::LocalRuntime;
+use futures::stream::BoxStream;
+
+pub use lifecycle::Runtime;
+pub use local::LocalProvider;
 pub use logs::LogSink;
 
-/// What to run for one deployment.
+/// What to run for one deployment (every instance of it runs the same spec).
 #[derive(Clone, Debug)]
 pub struct InstanceSpec {
     /// The deployment this instance serves.
     pub deployment_id: String,
+    /// Which registered provider runs it (`local` unless the site says otherwise).
+    pub provider: String,
     /// Site name, for logs and messages.
     pub site: String,
     /// The built app directory.
@@ -55,10 +63,14 @@ pub enum InstanceState {
 /// An instance as the reconciler and the service see it.
 #[derive(Clone, Debug)]
 pub struct Observation {
-    /// Where it listens.
-    pub addr: SocketAddr,
+    /// Which instance of its deployment (0-based).
+    pub index: u32,
+    /// Where it listens, once launched.
+    pub addr: Option<SocketAddr>,
     /// Its state.
     pub state: InstanceState,
+    /// Whether it is draining towards a stop (no longer routed).
+    pub draining: bool,
 }
 
 /// Why a start failed: the message and the app's last log lines.
@@ -69,4 +81,63 @@ pub struct StartError {
     pub message: String,
     /// The app's last output lines.
     pub last_lines: Vec<String>,
+}
+
+/// One line an instance wrote.
+#[derive(Clone, Debug)]
+pub struct OutputLine {
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    /// The line, without its newline.
+    pub line: String,
+}
+
+/// An instance's output, line by line, until it exits.
+pub type OutputStream = BoxStream<'static, OutputLine>;
+
+/// CPU and memory of one instance.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, schemars::JsonSchema)]
+pub struct Usage {
+    /// CPU use in percent of one core.
+    pub cpu_percent: f64,
+    /// Resident memory in bytes.
+    pub memory_bytes: u64,
+    /// Memory limit in bytes, when one is set.
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// A place instances run (local processes, containers). Health checks, crash restarts,
+/// drain, scale-out and scale to zero live in the shared [`Runtime`], not here.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Registered name (`local`, `docker`).
+    fn name(&self) -> &'static str;
+    /// Whether apps are isolated from the host (sandbox, container).
+    fn is_isolated(&self) -> bool;
+    /// Starts instance `index` of `spec` and returns once it is started (not yet healthy).
+    /// A provider whose instances can outlive berth adopts a surviving identical instance
+    /// instead of starting a second one.
+    async fn launch(&self, spec: &InstanceSpec, index: u32) -> Result<Box<dyn Launched>, String>;
+    /// Removes leftovers of instances not in `keep` (deployment id, index).
+    async fn sweep(&self, keep: &HashSet<(String, u32)>) {
+        let _ = keep;
+    }
+    /// CPU and memory of one instance, when the provider can tell.
+    async fn usage(&self, deployment_id: &str, index: u32) -> Option<Usage> {
+        let _ = (deployment_id, index);
+        None
+    }
+}
+
+/// A started instance, owned by the lifecycle that supervises it.
+#[async_trait::async_trait]
+pub trait Launched: Send {
+    /// Where the edge and health checks reach it.
+    fn addr(&self) -> SocketAddr;
+    /// Its output; `None` after the first call.
+    fn take_output(&mut self) -> Option<OutputStream>;
+    /// Waits until it exits; describes how (`code 3`, `a signal`).
+    async fn wait(&mut self) -> String;
+    /// Stops it: a polite signal, a kill after `grace`, then clean-up of what it left.
+    async fn terminate(&mut self, grace: Duration);
 }

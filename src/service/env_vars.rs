@@ -122,7 +122,7 @@ impl Service {
                 continue;
             }
             if let Some(id) = &env.deployment_id
-                && self.platform.runtime.observe(id).is_some()
+                && self.platform.runtime.is_running(id)
             {
                 self.platform.runtime.stop(id).await;
                 restarted.push(env.name.clone());

@@ -2,6 +2,7 @@
 //! handlers and the CLI are thin adapters over these methods, so an agent and a person
 //! get the same rules and the same errors.
 
+pub mod config;
 mod env_vars;
 mod environments;
 pub mod git;
@@ -19,6 +20,10 @@ use berth_build::detect::{BuildPlan, BuildSettings};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use config::{
+    ConfigKey, ConfigMap, ConfigOutput, GetConfigInput, ProviderConfig, ProviderSettings, SetConfigInput,
+    TestConnectionInput, TestConnectionOutput,
+};
 pub use platform::{DeploymentEvent, Platform, secret_context};
 pub use types::*;
 
@@ -865,7 +870,7 @@ impl Service {
         if !is_process {
             return Ok("live".into());
         }
-        Ok(match self.platform.runtime.observe(dep_id).map(|o| o.state) {
+        Ok(match self.platform.runtime.overall_state(dep_id) {
             Some(InstanceState::Healthy) => "live",
             Some(InstanceState::Crashed { .. }) => "crashed",
             Some(InstanceState::Starting | InstanceState::Restarting { .. }) | None => "starting",

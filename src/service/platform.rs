@@ -15,7 +15,7 @@ use crate::crypto::SecretBox;
 use crate::jobs::JobQueue;
 use crate::model::DeploymentStatus;
 use crate::runtime::InstanceSpec;
-use crate::runtime::{LocalRuntime, LogSink};
+use crate::runtime::{LogSink, Runtime};
 use crate::store::{self, DeploymentRow, EnvironmentRow, SiteRow, Store};
 use berth_build::detect::{BuildPlan, ServePlan};
 
@@ -40,8 +40,10 @@ pub struct Platform {
     pub jobs: JobQueue,
     /// Runs build steps and apps.
     pub sandbox: Arc<Sandbox>,
-    /// The local runtime.
-    pub runtime: LocalRuntime,
+    /// Runs instances on the registered providers.
+    pub runtime: Runtime,
+    /// Decides how many instances each environment runs.
+    pub autoscaler: crate::autoscaler::Autoscaler,
     /// Log writer.
     pub logs: LogSink,
     /// The edge proxy (its route table is swapped by the reconciler).
@@ -67,7 +69,7 @@ impl Platform {
         edge_port: u16,
         store: Store,
         sandbox: Arc<Sandbox>,
-        runtime: LocalRuntime,
+        runtime: Runtime,
         logs: LogSink,
         edge: Arc<Edge>,
         reconcile_wake: Arc<Notify>,
@@ -80,6 +82,7 @@ impl Platform {
             store,
             sandbox,
             runtime,
+            autoscaler: crate::autoscaler::Autoscaler::default(),
             logs,
             edge,
             reconcile_wake,
@@ -242,6 +245,7 @@ impl Platform {
         let deployment_id = d.id.as_str();
         Ok(Some(InstanceSpec {
             deployment_id: deployment_id.to_string(),
+            provider: "local".into(),
             site: site.name.clone(),
             app_dir: crate::pipeline::app_dir(self, deployment_id),
             command: command.clone(),
@@ -267,7 +271,7 @@ impl Platform {
         let started = match self.instance_spec(d, site, &plan).await? {
             Some(spec) => self
                 .runtime
-                .start(spec)
+                .start(spec, 0)
                 .await
                 .map(|_| ())
                 .map_err(|e| anyhow::anyhow!("{e}")),
@@ -316,7 +320,7 @@ impl Platform {
             crate::reconciler::reconcile(self).await?;
             let deadline = tokio::time::Instant::now() + self.config.timeouts.start();
             while tokio::time::Instant::now() < deadline {
-                match self.runtime.observe(&env.deployment_id).map(|o| o.state) {
+                match self.runtime.overall_state(&env.deployment_id) {
                     Some(crate::runtime::InstanceState::Healthy | crate::runtime::InstanceState::Crashed { .. }) => {
                         break;
                     }

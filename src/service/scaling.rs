@@ -7,8 +7,8 @@ use crate::store::{self, ScalingRow};
 
 use super::*;
 
-/// Largest instance count accepted by this version (one instance per deployment).
-const MAX_INSTANCES: i64 = 1;
+/// Largest instance count of one environment.
+const MAX_INSTANCES: i64 = 20;
 
 impl Service {
     /// `HOSTING_GET_SCALING_CONFIG`.
@@ -22,10 +22,10 @@ impl Service {
 
     async fn scaling_config(&self, site: &store::SiteRow, env: &store::EnvironmentRow) -> ServiceResult<ScalingConfig> {
         let row = store::get_scaling(self.platform.store.pool(), &env.id).await?;
-        let running = env
-            .deployment_id
-            .as_deref()
-            .is_some_and(|id| self.platform.runtime.observe(id).is_some());
+        let running = env.deployment_id.as_deref().map_or(0, |id| {
+            let observed = self.platform.runtime.observe(id);
+            observed.iter().filter(|o| !o.draining).count()
+        });
         Ok(ScalingConfig {
             site: site.name.clone(),
             environment: env.name.clone(),
@@ -33,7 +33,7 @@ impl Service {
             max_instances: row.max_instances,
             idle_timeout_seconds: row.idle_timeout_seconds,
             target_concurrency: row.target_concurrency,
-            running_instances: i64::from(running),
+            running_instances: running as i64,
         })
     }
 
@@ -77,7 +77,7 @@ fn validate_scaling(s: &ScalingRow) -> ServiceResult<()> {
         return Err(ServiceError::invalid(
             "min_instances",
             format!(
-                "min_instances must be 0 (sleep when idle) or 1, not {}",
+                "min_instances must be 0 (sleep when idle) to {MAX_INSTANCES}, not {}",
                 s.min_instances
             ),
         ));
@@ -85,10 +85,7 @@ fn validate_scaling(s: &ScalingRow) -> ServiceResult<()> {
     if s.max_instances < 1 || s.max_instances > MAX_INSTANCES {
         return Err(ServiceError::invalid(
             "max_instances",
-            format!(
-                "max_instances must be 1 in this version (one instance per deployment), not {}",
-                s.max_instances
-            ),
+            format!("max_instances must be 1 to {MAX_INSTANCES}, not {}", s.max_instances),
         ));
     }
     if s.min_instances > s.max_instances {

@@ -569,16 +569,18 @@ pub struct SetScalingInput {
     /// Environment (default "production").
     #[serde(default)]
     pub environment: Option<String>,
-    /// Instances kept running when idle: 0 (sleep when idle, wake on the next request) or 1.
+    /// Instances kept running however quiet it is: 0 (sleep when idle, wake on the next
+    /// request) to 20.
     #[serde(default)]
     pub min_instances: Option<i64>,
-    /// Most instances (1 in this version).
+    /// Most instances (1-20); above 1 the environment scales out on concurrency.
     #[serde(default)]
     pub max_instances: Option<i64>,
     /// Seconds without requests before an environment with min_instances 0 sleeps (5-86400).
     #[serde(default)]
     pub idle_timeout_seconds: Option<i64>,
-    /// In-flight requests per instance to aim for (1-1000).
+    /// In-flight requests per instance to aim for (1-1000): more than this on average
+    /// starts another instance, up to max_instances.
     #[serde(default)]
     pub target_concurrency: Option<i64>,
     /// Repeat-safe key.

@@ -58,6 +58,9 @@ pub(crate) struct Route {
     /// epoch; carried over to the next table by
     /// [`Edge::replace_routes`](crate::Edge::replace_routes).
     pub(crate) last_request_ms: AtomicU64,
+    /// Requests being proxied to this host right now (the autoscaler's signal); shared
+    /// with the tables before and after this one, so a swap does not reset it.
+    pub(crate) in_flight: std::sync::Arc<AtomicUsize>,
 }
 
 impl Route {
@@ -66,6 +69,7 @@ impl Route {
             target,
             next: AtomicUsize::new(0),
             last_request_ms: AtomicU64::new(clock_ms()),
+            in_flight: std::sync::Arc::default(),
         }
     }
 
@@ -137,15 +141,22 @@ impl EdgeRouteTable {
         self.route_normalized(&normalize_host(host))
     }
 
-    /// Carries each host's last-request time over from the table it replaces.
-    pub(crate) fn inherit_activity(&self, previous: &EdgeRouteTable) {
-        for (host, route) in &self.routes {
+    /// Carries each host's last-request time and in-flight count over from the table it
+    /// replaces.
+    pub(crate) fn inherit_activity(&mut self, previous: &EdgeRouteTable) {
+        for (host, route) in &mut self.routes {
             if let Some(old) = previous.routes.get(host) {
                 route
                     .last_request_ms
                     .store(old.last_request_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+                route.in_flight = old.in_flight.clone();
             }
         }
+    }
+
+    /// How many requests are being proxied to `host` right now.
+    pub fn in_flight(&self, host: &str) -> Option<usize> {
+        Some(self.route(host)?.in_flight.load(Ordering::Relaxed))
     }
 
     /// How long since `host` last got a request (or since it was first routed).

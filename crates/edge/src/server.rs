@@ -82,7 +82,7 @@ impl Edge {
 
     /// Atomically publishes a new route table. Requests that already started
     /// keep using the table they started with; later ones see the new one.
-    pub fn replace_routes(&self, table: EdgeRouteTable) {
+    pub fn replace_routes(&self, mut table: EdgeRouteTable) {
         debug!(hosts = table.len(), "edge routes replaced");
         table.inherit_activity(&self.routes.load());
         self.routes.store(Arc::new(table));
@@ -98,6 +98,11 @@ impl Edge {
     /// How long `host` has gone without a request (since it was first routed if never).
     pub fn idle_for(&self, host: &str) -> Option<Duration> {
         self.routes.load().idle_for(host)
+    }
+
+    /// How many requests are being proxied to `host` right now (the autoscaler's signal).
+    pub fn in_flight(&self, host: &str) -> Option<usize> {
+        self.routes.load().in_flight(host)
     }
 
     /// The route table currently in use.
@@ -242,6 +247,7 @@ impl Edge {
                 .await
             }
             RouteTarget::Upstream { instances } => {
+                let _in_flight = InFlight::enter(&route.in_flight);
                 proxy::forward(
                     &worker.pool,
                     &self.config,
@@ -491,4 +497,20 @@ async fn run_worker(
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -1,0 +1,531 @@
+//! One lifecycle for every provider: start instances and wait for their health check,
+//! restart them with backoff when they crash (crashed after repeated failures), drain
+//! them before a stop, run several instances of one deployment (scale-out). Providers only
+//! launch, wait for and terminate instances.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{InstanceSpec, InstanceState, LogSink, Observation, OutputStream, Provider, StartError, Usage};
+
+/// Crashes within this window count towards giving up.
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// Crashes in the window after which an instance is left crashed.
+const MAX_CRASHES: usize = 5;
+/// How long a stopped app may take to shut down after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How many output lines an instance keeps for error messages.
+const LAST_LINES: usize = 40;
+/// Longest output line kept; longer ones are cut.
+const MAX_LINE: usize = 8192;
+
+struct Instance {
+    index: u32,
+    addr: Mutex<Option<SocketAddr>>,
+    state: Mutex<InstanceState>,
+    exits: Mutex<u32>,
+    last_lines: Mutex<VecDeque<String>>,
+    stop: CancellationToken,
+    /// Cancelled once the instance is gone (its supervisor returned).
+    done: CancellationToken,
+    /// Set while the instance drains before a stop; cancelling it keeps the instance.
+    draining: Mutex<Option<CancellationToken>>,
+}
+
+impl Instance {
+    fn set_state(&self, state: InstanceState) {
+        *self.state.lock().expect("state lock") = state;
+    }
+    fn state(&self) -> InstanceState {
+        self.state.lock().expect("state lock").clone()
+    }
+    fn addr(&self) -> Option<SocketAddr> {
+        *self.addr.lock().expect("addr lock")
+    }
+    fn last_lines(&self) -> Vec<String> {
+        self.last_lines.lock().expect("lines lock").iter().cloned().collect()
+    }
+    fn is_draining(&self) -> bool {
+        self.draining.lock().expect("drain lock").is_some()
+    }
+}
+
+type Instances = HashMap<String, BTreeMap<u32, Arc<Instance>>>;
+
+/// Runs deployments' instances on the registered providers.
+#[derive(Clone)]
+pub struct Runtime {
+    providers: Arc<HashMap<&'static str, Arc<dyn Provider>>>,
+    logs: LogSink,
+    instances: Arc<Mutex<Instances>>,
+    changed: Arc<Notify>,
+    http: reqwest::Client,
+}
+
+impl Runtime {
+    /// A runtime over `providers`; `changed` is notified whenever an instance's state changes.
+    pub fn new(providers: Vec<Arc<dyn Provider>>, logs: LogSink, changed: Arc<Notify>) -> Self {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("http client builds");
+        Self {
+            providers: Arc::new(providers.into_iter().map(|p| (p.name(), p)).collect()),
+            logs,
+            instances: Arc::default(),
+            changed,
+            http,
+        }
+    }
+
+    /// A registered provider.
+    pub fn provider(&self, name: &str) -> Option<Arc<dyn Provider>> {
+        self.providers.get(name).cloned()
+    }
+
+    /// Whether apps of the local provider run inside a sandbox.
+    pub fn is_sandboxed(&self) -> bool {
+        self.provider("local").is_some_and(|p| p.is_isolated())
+    }
+
+    fn get(&self, deployment_id: &str, index: u32) -> Option<Arc<Instance>> {
+        let map = self.instances.lock().expect("instances lock");
+        map.get(deployment_id).and_then(|m| m.get(&index)).cloned()
+    }
+
+    fn all_of(&self, deployment_id: &str) -> Vec<Arc<Instance>> {
+        let map = self.instances.lock().expect("instances lock");
+        map.get(deployment_id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Observes a deployment's instances, by index.
+    pub fn observe(&self, deployment_id: &str) -> Vec<Observation> {
+        self.all_of(deployment_id)
+            .into_iter()
+            .map(|i| Observation {
+                index: i.index,
+                addr: i.addr(),
+                state: i.state(),
+                draining: i.is_draining(),
+            })
+            .collect()
+    }
+
+    /// A deployment's state as one: healthy if any instance is, else its first instance's.
+    pub fn overall_state(&self, deployment_id: &str) -> Option<InstanceState> {
+        let all = self.all_of(deployment_id);
+        if all.iter().any(|i| i.state() == InstanceState::Healthy) {
+            return Some(InstanceState::Healthy);
+        }
+        all.first().map(|i| i.state())
+    }
+
+    /// Whether a deployment has any instance.
+    pub fn is_running(&self, deployment_id: &str) -> bool {
+        self.instances
+            .lock()
+            .expect("instances lock")
+            .get(deployment_id)
+            .is_some_and(|m| !m.is_empty())
+    }
+
+    /// Deployments with at least one instance.
+    pub fn deployments(&self) -> Vec<String> {
+        let map = self.instances.lock().expect("instances lock");
+        map.iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The last output lines of a deployment's first instance.
+    pub fn last_lines(&self, deployment_id: &str) -> Vec<String> {
+        self.all_of(deployment_id)
+            .first()
+            .map(|i| i.last_lines())
+            .unwrap_or_default()
+    }
+
+    /// CPU and memory of each instance, where its provider can tell.
+    pub async fn usage(&self, deployment_id: &str, provider: &str) -> Vec<(u32, Option<Usage>)> {
+        let Some(provider) = self.provider(provider) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for instance in self.all_of(deployment_id) {
+            out.push((instance.index, provider.usage(deployment_id, instance.index).await));
+        }
+        out
+    }
+
+    /// Starts instance `index` of a deployment and waits until it passes its health
+    /// check. On failure the instance is stopped and the error carries its last output
+    /// lines. Starting an instance that exists returns it once healthy (and keeps it if
+    /// it was draining).
+    pub async fn start(&self, spec: InstanceSpec, index: u32) -> Result<SocketAddr, StartError> {
+        let Some(provider) = self.provider(&spec.provider) else {
+            return Err(StartError {
+                message: format!(
+                    "the provider `{}` is not available on this server; choose one of: {}",
+                    spec.provider,
+                    self.provider_names().join(", ")
+                ),
+                last_lines: vec![],
+            });
+        };
+        let instance = {
+            let mut map = self.instances.lock().expect("instances lock");
+            let of_deployment = map.entry(spec.deployment_id.clone()).or_default();
+            match of_deployment.get(&index) {
+                Some(i) => {
+                    // Wanted again (a rollback or scale-out during the drain): keep it.
+                    if let Some(drain) = i.draining.lock().expect("drain lock").take() {
+                        drain.cancel();
+                    }
+                    i.clone()
+                }
+                None => {
+                    let instance = Arc::new(Instance {
+                        index,
+                        addr: Mutex::new(None),
+                        state: Mutex::new(InstanceState::Starting),
+                        exits: Mutex::new(0),
+                        last_lines: Mutex::new(VecDeque::new()),
+                        stop: CancellationToken::new(),
+                        done: CancellationToken::new(),
+                        draining: Mutex::new(None),
+                    });
+                    of_deployment.insert(index, instance.clone());
+                    tokio::spawn(self.clone().supervise(provider, instance.clone(), spec.clone()));
+                    instance
+                }
+            }
+        };
+        let deadline = Instant::now() + spec.start_timeout;
+        loop {
+            match instance.state() {
+                InstanceState::Healthy => {
+                    if let Some(addr) = instance.addr() {
+                        return Ok(addr);
+                    }
+                }
+                InstanceState::Crashed { message } => {
+                    let last_lines = instance.last_lines();
+                    self.stop_instance(&spec.deployment_id, index).await;
+                    return Err(StartError { message, last_lines });
+                }
+                _ => {}
+            }
+            let exits = *instance.exits.lock().expect("exits lock");
+            if exits > 0
+                && matches!(
+                    instance.state(),
+                    InstanceState::Restarting { .. } | InstanceState::Starting
+                )
+            {
+                let last_lines = instance.last_lines();
+                self.stop_instance(&spec.deployment_id, index).await;
+                return Err(StartError {
+                    message: "the app exited before it became healthy; its last output is below".into(),
+                    last_lines,
+                });
+            }
+            if let Some(addr) = instance.addr()
+                && self.probe(&format!("http://{addr}{}", spec.health_check_path)).await
+            {
+                instance.set_state(InstanceState::Healthy);
+                self.changed.notify_one();
+                return Ok(addr);
+            }
+            if Instant::now() >= deadline {
+                let last_lines = instance.last_lines();
+                let port = instance
+                    .addr()
+                    .map(|a| a.port().to_string())
+                    .unwrap_or_else(|| "?".into());
+                self.stop_instance(&spec.deployment_id, index).await;
+                return Err(StartError {
+                    message: format!(
+                        "the app did not answer its health check (GET {} on port {port}) within {} s; make sure it listens on the PORT environment variable",
+                        spec.health_check_path,
+                        spec.start_timeout.as_secs()
+                    ),
+                    last_lines,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn provider_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.providers.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Stops every instance of a deployment: SIGTERM, SIGKILL after a grace period.
+    pub async fn stop(&self, deployment_id: &str) {
+        let removed = self.instances.lock().expect("instances lock").remove(deployment_id);
+        let stops = removed
+            .into_iter()
+            .flat_map(|m| m.into_values())
+            .map(|instance| async move { stop_removed(&instance).await });
+        futures::future::join_all(stops).await;
+        self.changed.notify_one();
+    }
+
+    /// Stops one instance.
+    pub async fn stop_instance(&self, deployment_id: &str, index: u32) {
+        let removed = {
+            let mut map = self.instances.lock().expect("instances lock");
+            let removed = map.get_mut(deployment_id).and_then(|m| m.remove(&index));
+            if map.get(deployment_id).is_some_and(|m| m.is_empty()) {
+                map.remove(deployment_id);
+            }
+            removed
+        };
+        if let Some(instance) = removed {
+            stop_removed(&instance).await;
+            self.changed.notify_one();
+        }
+    }
+
+    /// Stops every instance of a deployment after `grace`, so requests they are serving
+    /// finish first. A `start` meanwhile keeps the instance it asks for.
+    pub fn drain(&self, deployment_id: &str, grace: Duration) {
+        for instance in self.all_of(deployment_id) {
+            self.drain_instance(deployment_id, instance.index, grace);
+        }
+    }
+
+    /// Drains one instance (scale-in); no-op if it is already draining.
+    pub fn drain_instance(&self, deployment_id: &str, index: u32, grace: Duration) {
+        let Some(instance) = self.get(deployment_id, index) else {
+            return;
+        };
+        let token = {
+            let mut draining = instance.draining.lock().expect("drain lock");
+            if draining.is_some() {
+                return;
+            }
+            let token = CancellationToken::new();
+            *draining = Some(token.clone());
+            token
+        };
+        let runtime = self.clone();
+        let id = deployment_id.to_string();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {
+                    // Only if it is still the instance that was asked to drain.
+                    if runtime.get(&id, index).is_some_and(|i| Arc::ptr_eq(&i, &instance)) && !token.is_cancelled() {
+                        runtime.stop_instance(&id, index).await;
+                    }
+                }
+                _ = token.cancelled() => {}
+            }
+        });
+    }
+
+    /// Whether every instance of a deployment is draining towards a stop.
+    pub fn is_draining(&self, deployment_id: &str) -> bool {
+        let all = self.all_of(deployment_id);
+        !all.is_empty() && all.iter().all(|i| i.is_draining())
+    }
+
+    /// Stops every instance (server shutdown).
+    pub async fn stop_all(&self) {
+        let all = std::mem::take(&mut *self.instances.lock().expect("instances lock"));
+        let stops = all
+            .into_values()
+            .flat_map(|m| m.into_values())
+            .map(|instance| async move { stop_removed(&instance).await });
+        futures::future::join_all(stops).await;
+    }
+
+    /// Lets each provider remove leftovers of instances this runtime does not know.
+    pub async fn sweep(&self) {
+        let keep: HashSet<(String, u32)> = {
+            let map = self.instances.lock().expect("instances lock");
+            map.iter()
+                .flat_map(|(d, m)| m.keys().map(move |i| (d.clone(), *i)))
+                .collect()
+        };
+        for provider in self.providers.values() {
+            provider.sweep(&keep).await;
+        }
+    }
+
+    async fn probe(&self, url: &str) -> bool {
+        matches!(self.http.get(url).send().await, Ok(resp) if resp.status().as_u16() < 500)
+    }
+
+    async fn supervise(self, provider: Arc<dyn Provider>, instance: Arc<Instance>, spec: InstanceSpec) {
+        let mut crashes: VecDeque<Instant> = VecDeque::new();
+        loop {
+            let launched = tokio::select! {
+                l = provider.launch(&spec, instance.index) => l,
+                _ = instance.stop.cancelled() => {
+                    instance.done.cancel();
+                    return;
+                }
+            };
+            let mut launched = match launched {
+                Ok(l) => l,
+                Err(message) => {
+                    self.logs
+                        .write(&spec.deployment_id, "runtime", "system", message.clone());
+                    instance.set_state(InstanceState::Crashed { message });
+                    self.changed.notify_one();
+                    instance.done.cancel();
+                    return;
+                }
+            };
+            *instance.addr.lock().expect("addr lock") = Some(launched.addr());
+            let pump = launched
+                .take_output()
+                .map(|output| self.pump(output, &spec.deployment_id, instance.clone()));
+            if !crashes.is_empty() {
+                tokio::spawn(self.clone().await_recovery(instance.clone(), spec.clone()));
+            }
+            let exit = tokio::select! {
+                e = launched.wait() => Some(e),
+                _ = instance.stop.cancelled() => None,
+            };
+            let Some(exit) = exit else {
+                launched.terminate(STOP_GRACE).await;
+                if let Some(p) = pump {
+                    let _ = p.await;
+                }
+                self.logs.write(
+                    &spec.deployment_id,
+                    "runtime",
+                    "system",
+                    instance_note(instance.index, "instance stopped"),
+                );
+                instance.done.cancel();
+                return;
+            };
+            if let Some(p) = pump {
+                let _ = p.await;
+            }
+            let note = instance_note(instance.index, &format!("the app exited with {exit}"));
+            self.logs.write(&spec.deployment_id, "runtime", "system", note.clone());
+            *instance.exits.lock().expect("exits lock") += 1;
+            let now = Instant::now();
+            crashes.push_back(now);
+            while crashes.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
+                crashes.pop_front();
+            }
+            if crashes.len() >= MAX_CRASHES {
+                let message = format!(
+                    "{note}; it crashed {} times within {} s and is no longer restarted",
+                    crashes.len(),
+                    CRASH_WINDOW.as_secs()
+                );
+                self.logs
+                    .write(&spec.deployment_id, "runtime", "system", message.clone());
+                tracing::warn!(deployment.id = %spec.deployment_id, site.name = %spec.site, instance = instance.index, "instance crashed repeatedly");
+                instance.set_state(InstanceState::Crashed { message });
+                self.changed.notify_one();
+                launched.terminate(STOP_GRACE).await;
+                instance.stop.cancelled().await;
+                instance.done.cancel();
+                return;
+            }
+            let attempt = crashes.len() as u32;
+            instance.set_state(InstanceState::Restarting { attempt });
+            self.changed.notify_one();
+            // Whatever the provider keeps of an exited instance goes before the next one.
+            launched.terminate(Duration::ZERO).await;
+            let backoff = Duration::from_millis(250u64 << attempt.min(6));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = instance.stop.cancelled() => {
+                    instance.done.cancel();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After a restart, marks the instance healthy again once its health check passes.
+    async fn await_recovery(self, instance: Arc<Instance>, spec: InstanceSpec) {
+        let deadline = Instant::now() + spec.start_timeout;
+        while Instant::now() < deadline && !instance.stop.is_cancelled() {
+            if !matches!(
+                instance.state(),
+                InstanceState::Restarting { .. } | InstanceState::Starting
+            ) {
+                return;
+            }
+            if let Some(addr) = instance.addr()
+                && self.probe(&format!("http://{addr}{}", spec.health_check_path)).await
+            {
+                instance.set_state(InstanceState::Healthy);
+                self.changed.notify_one();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn pump(
+        &self,
+        mut output: OutputStream,
+        deployment_id: &str,
+        instance: Arc<Instance>,
+    ) -> tokio::task::JoinHandle<()> {
+        let logs = self.logs.clone();
+        let deployment_id = deployment_id.to_string();
+        tokio::spawn(async move {
+            while let Some(out) = output.next().await {
+                let mut line = out.line;
+                if line.len() > MAX_LINE {
+                    let mut cut = MAX_LINE;
+                    while !line.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    line.truncate(cut);
+                    line.push_str(" …[truncated]");
+                }
+                {
+                    let mut last = instance.last_lines.lock().expect("lines lock");
+                    if last.len() == LAST_LINES {
+                        last.pop_front();
+                    }
+                    last.push_back(line.clone());
+                }
+                logs.write(
+                    &deployment_id,
+                    "runtime",
+                    out.stream,
+                    instance_note(instance.index, &line),
+                );
+            }
+        })
+    }
+}
+
+/// Lines of the first instance read as they always did; others say which instance wrote them.
+fn instance_note(index: u32, line: &str) -> String {
+    if index == 0 {
+        line.to_string()
+    } else {
+        format!("[instance {index}] {line}")
+    }
+}
+
+async fn stop_removed(instance: &Instance) {
+    instance.stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), instance.done.cancelled()).await;
+}

@@ -1,0 +1,338 @@
+//! Provider settings (`HOSTING_GET_CONFIG`, `HOSTING_SET_CONFIG`, `HOSTING_TEST_CONNECTION`).
+//! Each provider declares its keys (which are secret) and how to check a config and try
+//! its connection; this module stores the settings sealed per org, masks secrets in every
+//! output and validates before anything is written. Adding a provider is one entry in
+//! [`registry`].
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::model::Actor;
+use crate::store;
+
+use super::*;
+
+/// A provider's settings: key → JSON value.
+pub type ConfigMap = serde_json::Map<String, Value>;
+
+/// Largest accepted value of one key (a PEM private key fits easily).
+const MAX_VALUE_BYTES: usize = 16 * 1024;
+/// Largest accepted settings object of one provider.
+const MAX_CONFIG_BYTES: usize = 64 * 1024;
+/// What secret values show as.
+const MASK: &str = "***";
+
+/// One setting a provider understands.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigKey {
+    /// Key name.
+    pub name: &'static str,
+    /// Whether the value is a credential (masked in outputs).
+    pub secret: bool,
+    /// What it means, with its default.
+    pub description: &'static str,
+}
+
+/// What a provider contributes to the settings service.
+#[async_trait::async_trait]
+pub trait ProviderSettings: Send + Sync + 'static {
+    /// Registered name (`local`, `docker`, `github`).
+    fn name(&self) -> &'static str;
+    /// One line on what the provider is.
+    fn summary(&self) -> &'static str;
+    /// The keys it accepts; anything else is refused.
+    fn keys(&self) -> &'static [ConfigKey];
+    /// Checks a whole config (after an update is merged in); errors name the key.
+    fn validate(&self, config: &ConfigMap) -> ServiceResult<()>;
+    /// Tries the connection the config describes; `Ok` carries what was found.
+    async fn test_connection(&self, platform: &Platform, config: &ConfigMap) -> ServiceResult<String>;
+}
+
+/// Every provider with settings; one line per provider.
+pub fn registry() -> Vec<Box<dyn ProviderSettings>> {
+    vec![Box::new(LocalSettings)]
+}
+
+fn find_provider(name: &str) -> ServiceResult<Box<dyn ProviderSettings>> {
+    let all = registry();
+    let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
+    let known = names.join(", ");
+    all.into_iter().find(|p| p.name() == name).ok_or_else(|| {
+        ServiceError::invalid(
+            "provider",
+            format!("unknown provider '{name}'; known providers: {known}"),
+        )
+    })
+}
+
+/// `HOSTING_GET_CONFIG` input.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct GetConfigInput {
+    /// One provider; all of them when absent.
+    #[serde(default)]
+    pub provider: Option<String>,
+}
+
+/// `HOSTING_SET_CONFIG` input.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SetConfigInput {
+    /// Provider name (see HOSTING_GET_CONFIG).
+    pub provider: String,
+    /// Keys to set; a null value removes the key. Other keys keep their values.
+    pub config: ConfigMap,
+    /// Repeat-safe key.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `HOSTING_TEST_CONNECTION` input.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TestConnectionInput {
+    /// Provider name.
+    pub provider: String,
+}
+
+/// A key a provider accepts, as shown to callers.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigKeyInfo {
+    /// Key name.
+    pub name: String,
+    /// Whether its value is a secret (masked).
+    pub secret: bool,
+    /// What it means.
+    pub description: String,
+}
+
+/// One provider's settings, secrets masked.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ProviderConfig {
+    /// Provider name.
+    pub provider: String,
+    /// What it is.
+    pub summary: String,
+    /// Whether any setting is stored.
+    pub configured: bool,
+    /// The settings; secret values show as `***`.
+    pub config: ConfigMap,
+    /// The keys it accepts.
+    pub keys: Vec<ConfigKeyInfo>,
+    /// Last change (RFC 3339), if any.
+    #[serde(default)]
+    pub updated_at: Option<String>,
+}
+
+/// `HOSTING_GET_CONFIG` output.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigOutput {
+    /// Providers, by name.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// `HOSTING_TEST_CONNECTION` output.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TestConnectionOutput {
+    /// Provider name.
+    pub provider: String,
+    /// Whether the connection works.
+    pub ok: bool,
+    /// What was found, or what is wrong and how to fix it.
+    pub detail: String,
+}
+
+impl Platform {
+    /// A provider's settings for an org, opened (empty when none are stored).
+    pub async fn provider_config(&self, org_id: &str, provider: &str) -> anyhow::Result<ConfigMap> {
+        match store::get_provider_config(self.store.pool(), org_id, provider).await? {
+            Some(row) => {
+                let json = self.secrets.open(&row.sealed, &config_context(org_id, provider))?;
+                Ok(serde_json::from_str(&json)?)
+            }
+            None => Ok(ConfigMap::new()),
+        }
+    }
+}
+
+fn config_context(org_id: &str, provider: &str) -> String {
+    format!("provider-config:{org_id}:{provider}")
+}
+
+impl Service {
+    /// `HOSTING_GET_CONFIG`.
+    pub async fn get_config(&self, actor: &Actor, input: &GetConfigInput) -> ServiceResult<ConfigOutput> {
+        let providers = match &input.provider {
+            Some(name) => vec![find_provider(name)?],
+            None => registry(),
+        };
+        let mut out = Vec::new();
+        for p in providers {
+            out.push(self.provider_config_output(actor, p.as_ref()).await?);
+        }
+        Ok(ConfigOutput { providers: out })
+    }
+
+    async fn provider_config_output(&self, actor: &Actor, p: &dyn ProviderSettings) -> ServiceResult<ProviderConfig> {
+        let row = store::get_provider_config(self.platform.store.pool(), &actor.org_id, p.name()).await?;
+        let mut config = self.platform.provider_config(&actor.org_id, p.name()).await?;
+        for key in p.keys().iter().filter(|k| k.secret) {
+            if let Some(v) = config.get_mut(key.name) {
+                *v = Value::String(MASK.into());
+            }
+        }
+        Ok(ProviderConfig {
+            provider: p.name().to_string(),
+            summary: p.summary().to_string(),
+            configured: row.is_some(),
+            config,
+            keys: p
+                .keys()
+                .iter()
+                .map(|k| ConfigKeyInfo {
+                    name: k.name.to_string(),
+                    secret: k.secret,
+                    description: k.description.to_string(),
+                })
+                .collect(),
+            updated_at: row.map(|r| crate::util::rfc3339(r.updated_at)),
+        })
+    }
+
+    /// `HOSTING_SET_CONFIG`: merges the keys given into the stored settings, checks the
+    /// result as a whole, then stores it sealed. Admin keys only (it holds credentials).
+    pub async fn set_config(&self, actor: &Actor, input: &SetConfigInput) -> ServiceResult<ProviderConfig> {
+        let args = super::redact_vars(serde_json::to_value(input).unwrap_or_default(), "config");
+        let result = self
+            .idempotent(actor, "HOSTING_SET_CONFIG", input.idempotency_key.as_deref(), async {
+                if actor.role != "admin" {
+                    return Err(ServiceError::Forbidden {
+                        message: "changing provider settings needs an admin key".into(),
+                    });
+                }
+                let p = find_provider(&input.provider)?;
+                if input.config.is_empty() {
+                    return Err(ServiceError::invalid(
+                        "config",
+                        "config is empty; give {\"key\": value} to set or {\"key\": null} to remove",
+                    ));
+                }
+                let allowed: Vec<&str> = p.keys().iter().map(|k| k.name).collect();
+                for (key, value) in &input.config {
+                    if !allowed.contains(&key.as_str()) {
+                        let hint = if allowed.is_empty() {
+                            format!("provider '{}' takes no settings", p.name())
+                        } else {
+                            format!("known keys: {}", allowed.join(", "))
+                        };
+                        return Err(ServiceError::invalid(
+                            "config",
+                            format!("unknown key '{key}' for provider '{}'; {hint}", p.name()),
+                        ));
+                    }
+                    if value.to_string().len() > MAX_VALUE_BYTES {
+                        return Err(ServiceError::invalid(
+                            "config",
+                            format!("the value of '{key}' is over {} KiB", MAX_VALUE_BYTES / 1024),
+                        ));
+                    }
+                }
+                let mut merged = self.platform.provider_config(&actor.org_id, p.name()).await?;
+                for (key, value) in &input.config {
+                    if value.is_null() {
+                        merged.remove(key);
+                    } else {
+                        merged.insert(key.clone(), value.clone());
+                    }
+                }
+                p.validate(&merged)?;
+                let json = serde_json::to_string(&merged).map_err(anyhow::Error::from)?;
+                if json.len() > MAX_CONFIG_BYTES {
+                    return Err(ServiceError::invalid(
+                        "config",
+                        format!(
+                            "settings of one provider are limited to {} KiB",
+                            MAX_CONFIG_BYTES / 1024
+                        ),
+                    ));
+                }
+                let sealed = self
+                    .platform
+                    .secrets
+                    .seal(&json, &config_context(&actor.org_id, p.name()))?;
+                let mut tx = self.platform.store.begin().await?;
+                store::set_provider_config(&mut *tx, &actor.org_id, p.name(), &sealed).await?;
+                let keys: Vec<&String> = input.config.keys().collect();
+                let data = serde_json::json!({ "provider": p.name(), "keys": keys });
+                store::insert_event(&mut *tx, &actor.org_id, "provider.configured", p.name(), &data).await?;
+                tx.commit().await?;
+                self.provider_config_output(actor, p.as_ref()).await
+            })
+            .await;
+        self.audit(actor, "HOSTING_SET_CONFIG", args, &result).await;
+        result
+    }
+
+    /// `HOSTING_TEST_CONNECTION`: a failed connection is a result (`ok: false` with what
+    /// to fix), not an error; an unknown provider is an error.
+    pub async fn test_connection(
+        &self,
+        actor: &Actor,
+        input: &TestConnectionInput,
+    ) -> ServiceResult<TestConnectionOutput> {
+        let p = find_provider(&input.provider)?;
+        let config = self.platform.provider_config(&actor.org_id, p.name()).await?;
+        let (ok, detail) = match p.test_connection(&self.platform, &config).await {
+            Ok(detail) => (true, detail),
+            Err(ServiceError::Internal(err)) => {
+                tracing::warn!(provider = p.name(), error = %format!("{err:#}"), "connection test failed");
+                (false, "the test failed on the server; see its log".to_string())
+            }
+            Err(err) => (false, err.to_string()),
+        };
+        Ok(TestConnectionOutput {
+            provider: p.name().to_string(),
+            ok,
+            detail,
+        })
+    }
+}
+
+/// The local process runtime: nothing to configure; its test reports the sandbox.
+struct LocalSettings;
+
+#[async_trait::async_trait]
+impl ProviderSettings for LocalSettings {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+    fn summary(&self) -> &'static str {
+        "Runs apps as processes on this machine, each in a bubblewrap sandbox when available (the default)."
+    }
+    fn keys(&self) -> &'static [ConfigKey] {
+        &[]
+    }
+    fn validate(&self, _config: &ConfigMap) -> ServiceResult<()> {
+        Ok(())
+    }
+    async fn test_connection(&self, platform: &Platform, _config: &ConfigMap) -> ServiceResult<String> {
+        if platform.runtime.is_sandboxed() {
+            Ok("apps run as local processes inside a bubblewrap sandbox".into())
+        } else {
+            Err(ServiceError::conflict(
+                "bubblewrap (bwrap) is not installed, so apps run unsandboxed; install the bubblewrap package and restart berth",
+            ))
+        }
+    }
+}
+
+/// Reads a string setting, with a clear error when it has another type.
+pub fn config_str<'a>(config: &'a ConfigMap, key: &str) -> ServiceResult<Option<&'a str>> {
+    match config.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ServiceError::invalid(
+            "config",
+            format!("'{key}' must be a string, not {other}"),
+        )),
+    }
+}
