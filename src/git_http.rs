@@ -32,6 +32,7 @@ pub fn router(service: Service) -> Router {
     Router::new()
         .route("/git/{org}/{*rest}", any(git_request))
         .route(HOOK_PATH, post(hook_callback))
+        .route("/hooks/github", post(github_webhook))
         .with_state(service)
 }
 
@@ -341,6 +342,24 @@ async fn hook_callback(State(s): State<Service>, body: axum::body::Bytes) -> Res
             .into_response()
         }
     }
+}
+
+/// Largest webhook body accepted (GitHub caps payloads at 25 MB).
+const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
+
+/// `POST /hooks/github`: signed GitHub deliveries (no API key; the signature decides).
+async fn github_webhook(State(s): State<Service>, headers: HeaderMap, body: Body) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES).await else {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "webhook body over 25 MB");
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let hook_headers = crate::service::github::WebhookHeaders {
+        event: header("x-github-event"),
+        delivery: header("x-github-delivery"),
+        signature: header("x-hub-signature-256"),
+    };
+    let out = s.github_webhook(&hook_headers, &body).await;
+    (out.status, axum::Json(out.body)).into_response()
 }
 
 /// `berth git-hook post-receive`: run by git inside a push; reads `old new ref` lines

@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod git_http;
+pub mod github;
 pub mod jobs;
 pub mod mcp;
 pub mod model;

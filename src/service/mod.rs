@@ -6,6 +6,7 @@ pub mod config;
 mod env_vars;
 mod environments;
 pub mod git;
+pub mod github;
 mod platform;
 mod scaling;
 pub mod types;

@@ -139,17 +139,6 @@ pub async fn sites_with_source(
         .collect())
 }
 
-/// Active git sites of every org (webhooks match them by repository URL).
-pub async fn all_git_sites(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<super::SiteRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        site_columns!(),
-        " FROM sites WHERE source_kind = 'git' AND status = 'active' ORDER BY org_id, name"
-    ))
-    .fetch_all(db)
-    .await
-}
-
 /// Records a webhook delivery; false when it was seen before (a redelivery).
 pub async fn record_delivery(
     db: impl SqliteExecutor<'_>,
@@ -178,4 +167,24 @@ pub async fn forget_delivery(db: impl SqliteExecutor<'_>, provider: &str, delive
         .execute(db)
         .await
         .map(drop)
+}
+
+/// Orgs that have settings stored for a provider.
+pub async fn orgs_with_provider(db: impl SqliteExecutor<'_>, provider: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT org_id FROM provider_configs WHERE provider = ? ORDER BY org_id")
+        .bind(provider)
+        .fetch_all(db)
+        .await
+}
+
+/// Active git sites of one org.
+pub async fn git_sites(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<super::SiteRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        site_columns!(),
+        " FROM sites WHERE org_id = ? AND source_kind = 'git' AND status = 'active' ORDER BY name"
+    ))
+    .bind(org_id)
+    .fetch_all(db)
+    .await
 }
