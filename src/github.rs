@@ -18,6 +18,8 @@ use crate::service::config::{ConfigKey, ConfigMap, ProviderSettings, config_str}
 pub const PROVIDER: &str = "github";
 /// GitHub's REST API.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
+/// Where GitHub serves repositories.
+pub const DEFAULT_WEB_URL: &str = "https://github.com";
 
 /// Checks `X-Hub-Signature-256: sha256=<hex>` against the HMAC-SHA256 of the raw body,
 /// in constant time.
@@ -65,6 +67,8 @@ pub struct GitHubConfig {
     pub webhook_secret: Option<String>,
     /// REST API base URL.
     pub api_url: String,
+    /// Where repositories are cloned from (clone URLs under it get the credentials).
+    pub web_url: String,
     /// API credentials, when configured.
     pub credentials: Option<Credentials>,
 }
@@ -97,6 +101,10 @@ impl GitHubConfig {
             webhook_secret: get("webhook_secret")?,
             api_url: get("api_url")?
                 .unwrap_or_else(|| DEFAULT_API_URL.into())
+                .trim_end_matches('/')
+                .to_string(),
+            web_url: get("web_url")?
+                .unwrap_or_else(|| DEFAULT_WEB_URL.into())
                 .trim_end_matches('/')
                 .to_string(),
             credentials,
@@ -319,6 +327,11 @@ impl ProviderSettings for GitHubSettings {
                 description: "REST API base URL (default https://api.github.com; GitHub Enterprise: https://HOST/api/v3).",
             },
             ConfigKey {
+                name: "web_url",
+                secret: false,
+                description: "Where repositories are cloned from (default https://github.com); private ones under it are fetched with the app's or token's credentials.",
+            },
+            ConfigKey {
                 name: "token",
                 secret: true,
                 description: "A personal access token (repo:status, contents:read), instead of an app.",
@@ -342,8 +355,10 @@ impl ProviderSettings for GitHubSettings {
     }
     fn validate(&self, config: &ConfigMap) -> ServiceResult<()> {
         let parsed = GitHubConfig::from_map(config)?;
-        if !(parsed.api_url.starts_with("https://") || parsed.api_url.starts_with("http://")) {
-            return Err(ServiceError::invalid("config", "api_url must be an http(s) URL"));
+        for (key, url) in [("api_url", &parsed.api_url), ("web_url", &parsed.web_url)] {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ServiceError::invalid("config", format!("{key} must be an http(s) URL")));
+            }
         }
         if let Some(secret) = &parsed.webhook_secret
             && secret.len() < 8

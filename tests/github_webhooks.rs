@@ -34,35 +34,74 @@ struct Recorded {
     statuses: Vec<(String, String, String, String, String)>,
     /// Status posts without the installation token.
     statuses_refused: usize,
+    /// Git requests carrying the installation token.
+    git_authorized: usize,
+    /// Git requests without it.
+    git_refused: usize,
 }
 
 struct FakeGitHub {
     addr: SocketAddr,
     seen: Arc<Mutex<Recorded>>,
+    /// Folder whose bare repositories it serves at /git/<owner>/<repo>.git (git's "dumb"
+    /// HTTP protocol: plain files), to clients presenting the installation token.
+    git_root: Arc<Mutex<Option<std::path::PathBuf>>>,
 }
 
 #[derive(Clone)]
 struct FakeState {
     seen: Arc<Mutex<Recorded>>,
     public_key: String,
+    git_root: Arc<Mutex<Option<std::path::PathBuf>>>,
 }
 
 /// A local fake of GitHub's REST API, on port 0.
 async fn fake_github(public_key: String) -> FakeGitHub {
     let seen = Arc::new(Mutex::new(Recorded::default()));
+    let git_root = Arc::new(Mutex::new(None));
     let state = FakeState {
         seen: seen.clone(),
         public_key,
+        git_root: git_root.clone(),
     };
     let app = axum::Router::new()
         .route("/app/installations/{id}/access_tokens", post(fake_access_token))
         .route("/repos/{owner}/{repo}/statuses/{sha}", post(fake_status))
         .route("/user", get(|| async { Json(json!({ "login": "octo" })) }))
+        .route("/git/{*path}", get(fake_git_file))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    FakeGitHub { addr, seen }
+    FakeGitHub { addr, seen, git_root }
+}
+
+async fn fake_git_file(
+    State(st): State<FakeState>,
+    UrlPath(path): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Vec<u8>, (StatusCode, [(&'static str, &'static str); 1])> {
+    use base64::Engine;
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{INSTALLATION_TOKEN}"))
+    );
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let unauthorized = (
+        StatusCode::UNAUTHORIZED,
+        [("www-authenticate", "Basic realm=\"GitHub\"")],
+    );
+    if auth != Some(want.as_str()) {
+        st.seen.lock().unwrap().git_refused += 1;
+        return Err(unauthorized);
+    }
+    st.seen.lock().unwrap().git_authorized += 1;
+    let root = st.git_root.lock().unwrap().clone().ok_or(unauthorized)?;
+    let not_found = (StatusCode::NOT_FOUND, [("x-fake", "github")]);
+    if path.split('/').any(|seg| seg == ".." || seg.is_empty()) {
+        return Err(not_found);
+    }
+    std::fs::read(root.join(path)).map_err(|_| not_found)
 }
 
 async fn fake_access_token(
@@ -578,4 +617,47 @@ async fn github_settings_are_masked_checked_and_tested_against_fake_github() {
         .patch("/api/config/github", &json!({ "config": { "installation_id": null } }))
         .await;
     assert_eq!(status, 400, "an app needs all three settings: {out}");
+}
+
+#[tokio::test]
+async fn a_private_repository_is_cloned_with_the_installation_token_from_fake_github() {
+    let setup = Setup::new(false).await;
+    let fake = format!("http://{}", setup.fake.addr);
+    let (status, body) = setup
+        .server
+        .patch("/api/config/github", &json!({ "config": { "web_url": fake } }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // octo/private on the fake: a bare repository served only with the token.
+    let root = tempfile::tempdir().unwrap();
+    let bare = root.path().join("octo/private.git");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+    let work = app(&[("index.html", "private page")]);
+    let sha = git_init(work.path());
+    git(work.path(), &["push", "-q", s(&bare), "HEAD:main"]);
+    git(&bare, &["update-server-info"]);
+    *setup.fake.git_root.lock().unwrap() = Some(root.path().to_path_buf());
+    let url = format!("{fake}/git/octo/private.git");
+
+    let (status, site) = setup
+        .server
+        .post("/api/sites", &json!({ "name": "priv", "repo": url, "deploy": false }))
+        .await;
+    assert_eq!(status, 201, "the repository was checked with the token: {site}");
+    let mut payload = push_payload(&url, "main", ZERO, &sha, false);
+    payload["repository"]["full_name"] = json!("octo/private");
+    let (status, body) = setup.deliver("push", "p-1", &payload).await;
+    assert_eq!(status, 202, "{body}");
+    let d = setup.server.wait_deployment(body["queued"][0].as_str().unwrap()).await;
+    assert_eq!(d["status"], "live", "{d}\n{}", setup.server.log());
+    assert_eq!(
+        setup.server.edge("priv.localhost", "/").await,
+        (200, "private page".into())
+    );
+    let seen = setup.fake.seen.lock().unwrap();
+    assert!(seen.git_authorized > 0);
+    assert_eq!(seen.git_refused, 0, "every git request carried the token");
+    // The token never reaches the logs.
+    assert!(!setup.server.log().contains(INSTALLATION_TOKEN));
 }

@@ -409,6 +409,38 @@ impl Service {
     }
 }
 
+impl Platform {
+    /// Credentials for fetching `url` when it is a repository under the org's GitHub
+    /// `web_url` and the org has GitHub credentials: an installation (or personal) token
+    /// as HTTP basic auth, the way GitHub documents git access with app tokens.
+    pub async fn git_auth_for(&self, org_id: &str, url: &str) -> Option<crate::source::GitAuth> {
+        let map = self.provider_config(org_id, PROVIDER).await.ok()?;
+        if map.is_empty() {
+            return None;
+        }
+        let config = GitHubConfig::from_map(&map).ok()?;
+        config.credentials.as_ref()?;
+        let web = normalize_repo_url(&config.web_url);
+        if !normalize_repo_url(url).starts_with(&format!("{web}/")) {
+            return None;
+        }
+        let client = GitHubClient::new(config).ok()?;
+        match client.access_token().await {
+            Ok(token) => {
+                use base64::Engine;
+                let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+                Some(crate::source::GitAuth {
+                    header: format!("Authorization: Basic {basic}"),
+                })
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "no GitHub token for a clone; trying without");
+                None
+            }
+        }
+    }
+}
+
 fn is_sha(s: &str) -> bool {
     (40..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -230,10 +230,12 @@ impl Service {
                     ));
                 }
                 if kind == SourceKind::Git {
-                    crate::source::check_remote(
+                    let auth = self.platform.git_auth_for(&actor.org_id, repo.trim()).await;
+                    crate::source::check_remote_with(
                         repo.trim(),
                         input.branch.as_deref(),
                         self.platform.config.timeouts.fetch(),
+                        auth.as_ref(),
                     )
                     .await
                     .map_err(|e| {
@@ -445,7 +447,8 @@ impl Service {
                     return Err(ServiceError::invalid("branch", "branch and commit apply to sites that deploy from git"));
                 }
                 if let (Some(branch), Some(repo)) = (&input.branch, &site.source) {
-                    crate::source::check_remote(repo, Some(branch), self.platform.config.timeouts.fetch())
+                    let auth = self.platform.git_auth_for(&actor.org_id, repo).await;
+                    crate::source::check_remote_with(repo, Some(branch), self.platform.config.timeouts.fetch(), auth.as_ref())
                         .await
                         .map_err(|e| ServiceError::invalid("branch", e.to_string()))?;
                 }
