@@ -430,3 +430,39 @@ async fn an_agent_gets_a_repo_and_push_credentials_over_mcp() {
     assert_eq!(r.is_error, Some(true), "a second repo of the same name is refused");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_push_still_deploys_when_the_hook_cannot_report() {
+    let server = TestServer::start().await;
+    create_repo(&server, "quiet").await;
+    server
+        .post("/api/sites", &json!({ "name": "quiet", "repo": "quiet" }))
+        .await;
+    // A hook that says nothing (as if it could not reach the server).
+    let hook = server.data.path().join("git/hooks/post-receive");
+    assert!(hook.is_file());
+    std::fs::write(&hook, "#!/bin/sh\ncat >/dev/null\nexit 0\n").unwrap();
+    let url = token(&server, "quiet", None).await["push_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let work = static_site("applied by the server");
+    let sha = git(work.path(), &["rev-parse", "HEAD"]);
+    let out = push(work.path(), &[&url, "HEAD:main"]);
+    assert!(!out.contains("remote: berth:"), "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let id = loop {
+        let (_, list) = server.get("/api/sites/quiet/deployments").await;
+        if let Some(id) = list["deployments"][0]["id"].as_str() {
+            break id.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no deployment: {}", server.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let d = server.wait_deployment(&id).await;
+    assert_eq!(d["commit"], sha.as_str(), "{d}");
+    assert_eq!(
+        server.edge("quiet.localhost", "/").await,
+        (200, "applied by the server".into())
+    );
+}
