@@ -184,11 +184,6 @@ impl GitState {
             .filter(|(_, at)| at.elapsed() < HOOK_GRANT_TTL)
             .map(|(g, _)| g)
     }
-
-    /// Whether a hook grant is still unredeemed (its push was not reported).
-    pub fn hook_grant_pending(&self, token: &str) -> bool {
-        self.hook_grants.lock().expect("hook grants lock").contains_key(token)
-    }
 }
 
 /// Checks a repository name: a safe path segment (no separators, no dot-dot, no leading

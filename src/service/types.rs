@@ -34,7 +34,7 @@ pub struct WhoAmI {
 pub struct CreateSiteInput {
     /// Site name: a DNS label (lowercase letters, digits, '-'), unique in the org. The site is served at http://<name>.<base-domain>.
     pub name: String,
-    /// Source: a git URL (https://, file://), or an absolute folder path on the server. Omit to deploy by upload later (`berth deploy DIR --site NAME`).
+    /// Source: a git URL (https://, file://), an absolute folder path on the server, or the name of an internal repository (HOSTING_CREATE_REPO; every `git push` to it then deploys). Omit to deploy by upload later (`berth deploy DIR --site NAME`).
     #[serde(default)]
     pub repo: Option<String>,
     /// Branch to deploy (default: the repository's default branch).
