@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,11 @@ fn free_port() -> u16 {
 impl Browser {
     async fn start() -> Self {
         let port = free_port();
+        // Its own process group: Chromium's processes are its children, and a failing test
+        // must not leave them running.
         let mut driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -64,7 +68,7 @@ impl Browser {
                 "binary": "/usr/bin/chromium",
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--window-size=1280,900", "--no-proxy-server",
+                    "--window-size=1280,900", "--no-proxy-server", "--disable-breakpad", "--disable-crash-reporter",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             }),
@@ -149,16 +153,19 @@ impl Browser {
         self.click("form.card button[type=submit]").await;
     }
 
-    async fn close(mut self) {
+    /// Ends the WebDriver session (Chromium quits); the driver goes with the drop.
+    async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // The whole group: chromedriver and any Chromium process still alive.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.driver.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = self.driver.wait();
     }
 }
