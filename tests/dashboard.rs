@@ -740,7 +740,7 @@ async fn create_form_shows_service_errors_by_field_and_creates_nothing_on_bad_in
 }
 
 #[tokio::test]
-async fn environments_and_scaling_through_the_forms() {
+async fn environments_scaling_and_scoped_variables_through_the_forms() {
     let server = TestServer::start().await;
     let _dir = static_site(&server, "envy").await;
     let web = WebSession::login(&server, KEY, &[]).await;
@@ -782,6 +782,50 @@ async fn environments_and_scaling_through_the_forms() {
         .await;
     assert_eq!(status, 400);
     assert!(page.contains("min instances must be a whole number"), "{page}");
+
+    // Variables per scope: a staging override shadows the site value there only.
+    let (status, _) = web
+        .post(
+            "/sites/envy/env",
+            &[("_csrf", &csrf), ("var_name", "GREETING"), ("var_value", "site")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (status, page) = web
+        .post(
+            "/sites/envy/env",
+            &[
+                ("_csrf", &csrf),
+                ("var_name", "GREETING"),
+                ("var_value", "stage"),
+                ("environment", "staging"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303, "{page}");
+    let (_, vars) = server.get("/api/sites/envy/env?environment=staging&reveal=true").await;
+    assert_eq!(vars["vars"]["GREETING"]["value"], "stage", "{vars}");
+    assert_eq!(vars["vars"]["GREETING"]["scope"], "staging", "{vars}");
+    let (_, vars) = server.get("/api/sites/envy/env?reveal=true").await;
+    assert_eq!(vars["vars"]["GREETING"]["value"], "site", "{vars}");
+    let (_, page) = web.get("/sites/envy/settings?environment=staging").await;
+    assert!(page.contains("<option value=\"staging\" selected>"), "{page}");
+    assert!(
+        !page.contains("stage<") && page.contains("********"),
+        "masked in the page"
+    );
+    let (status, _) = web
+        .post(
+            "/sites/envy/env/delete",
+            &[("_csrf", &csrf), ("name", "GREETING"), ("environment", "staging")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, vars) = server.get("/api/sites/envy/env?environment=staging").await;
+    assert_eq!(
+        vars["vars"]["GREETING"]["scope"], "site",
+        "the site value shows through again: {vars}"
+    );
 
     let (status, _) = web
         .post("/sites/envy/environments/staging/delete", &[("_csrf", &csrf)])
