@@ -459,6 +459,13 @@ async fn logged_out_visitors_get_the_landing_page_and_are_sent_to_login() {
         let to = r.headers()["location"].to_str().unwrap();
         assert!(to.starts_with("/login?next=%2Fsites"), "{path} → {to}");
     }
+    // Unknown paths: a page for people, the JSON envelope under /api.
+    let r = http.get(server.api("/no/such/page")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("Not found"));
+    let (status, body) = server.get("/api/no-such-endpoint").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
     // The API without a key or a session stays closed.
     let r = http.get(server.api("/api/sites")).send().await.unwrap();
     assert_eq!(r.status(), 401);

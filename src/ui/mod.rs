@@ -55,6 +55,7 @@ pub fn router(state: UiState) -> Router {
         .route("/providers", get(providers))
         .route("/providers/{provider}", post(save_provider))
         .route("/providers/{provider}/test", post(test_provider))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -119,6 +120,20 @@ async fn js() -> Response {
         views::APP_JS,
     )
         .into_response()
+}
+
+/// Unknown paths: the JSON envelope under `/api`, a page everywhere else.
+async fn not_found(State(state): State<UiState>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let path = uri.path();
+    let err = ServiceError::not_found(format!(
+        "nothing at {}; the API lives under /api, MCP at /mcp, the dashboard at /",
+        path.chars().take(200).collect::<String>()
+    ));
+    if path.starts_with("/api/") || path.starts_with("/mcp") {
+        return err.into_response();
+    }
+    let session = session::current_session(&state, &headers).await.ok().flatten();
+    error_page(session.as_ref(), &err)
 }
 
 // ---------------------------------------------------------------- landing and login
