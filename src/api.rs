@@ -84,6 +84,8 @@ pub fn router(service: Service) -> Router {
         .route("/api/config", get(get_config))
         .route("/api/config/{provider}", get(get_provider_config).patch(set_config))
         .route("/api/config/{provider}/test", post(test_connection))
+        .route("/api/repos", post(create_repo))
+        .route("/api/repos/{repo}/tokens", post(create_git_token))
         .with_state(service)
 }
 
@@ -619,6 +621,34 @@ async fn set_scaling(
         idempotency_key: b.idempotency_key,
     };
     Ok(Json(s.set_scaling(&actor, "HOSTING_SET_SCALING_CONFIG", &input).await?))
+}
+
+async fn create_repo(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    body: Result<Json<CreateRepoInput>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<RepoOutput>), ServiceError> {
+    let Json(input) = body.map_err(bad_json)?;
+    Ok((StatusCode::CREATED, Json(s.create_repo(&actor, &input).await?)))
+}
+
+#[derive(Deserialize, Default)]
+struct GitTokenBody {
+    ttl_seconds: Option<u64>,
+}
+
+async fn create_git_token(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(repo): Path<String>,
+    body: Result<Json<GitTokenBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<GitTokenOutput>), ServiceError> {
+    let Json(body) = body.map_err(bad_json)?;
+    let input = GitTokenInput {
+        repo,
+        ttl_seconds: body.ttl_seconds,
+    };
+    Ok((StatusCode::CREATED, Json(s.get_git_token(&actor, &input).await?)))
 }
 
 async fn get_config(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<ConfigOutput> {

@@ -28,7 +28,8 @@ pub fn lookup_id(key: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..8])
 }
 
-fn hash_key(key: &str) -> anyhow::Result<String> {
+/// Hashes a key or token with argon2id and a random salt (PHC string).
+pub fn hash_key(key: &str) -> anyhow::Result<String> {
     let mut salt_bytes = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt_bytes);
     let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow::anyhow!("making a salt: {e}"))?;
@@ -112,6 +113,11 @@ impl Authenticator {
         cache.insert(digest, (actor.clone(), Instant::now()));
         Ok(actor)
     }
+}
+
+/// Whether `candidate` matches an argon2id PHC hash (slow by design: call off the runtime).
+pub fn verify_hash(hash: &str, candidate: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(candidate.as_bytes(), &parsed).is_ok())
 }
 
 /// Extracts the key from an `Authorization: Bearer <key>` header value.

@@ -662,3 +662,35 @@ where
 fn rpc_error(id: Value, message: &str) -> Value {
     serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32000, "message": message } })
 }
+
+/// `berth repo create NAME`.
+pub async fn repo_create(args: &ClientArgs, name: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::RepoOutput = client
+        .post_json("/api/repos", &serde_json::json!({ "name": name }))
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    println!("created repository {}: {}", out.repo, out.clone_url);
+    println!("next: {}", out.next_steps);
+    Ok(())
+}
+
+/// `berth repo token NAME [--ttl SECONDS]`.
+pub async fn repo_token(args: &ClientArgs, name: &str, ttl: Option<u64>, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::GitTokenOutput = client
+        .post_json(
+            &format!("/api/repos/{name}/tokens"),
+            &serde_json::json!({ "ttl_seconds": ttl }),
+        )
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    println!("user:    {}", out.username);
+    println!("token:   {} (shown once; expires {})", out.token, out.expires_at);
+    println!("push:    git push {} HEAD:main", out.push_url);
+    Ok(())
+}

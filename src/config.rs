@@ -36,6 +36,9 @@ pub struct ServeConfig {
     /// Largest source upload accepted (compressed bytes).
     #[arg(long, env = "BERTH_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_upload_bytes: usize,
+    /// Largest `git push` body accepted by the internal git server (bytes of pack data).
+    #[arg(long, env = "BERTH_MAX_PUSH_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_push_bytes: usize,
     /// Time limits of each deploy stage.
     #[command(flatten)]
     pub timeouts: StageTimeouts,

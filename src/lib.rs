@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod git_http;
+pub mod github;
 pub mod jobs;
 pub mod mcp;
 pub mod model;

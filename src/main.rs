@@ -161,6 +161,40 @@ enum Command {
     },
     /// Speak MCP over stdio, relayed to the server at BERTH_URL.
     Mcp,
+    /// Internal git repositories: create one, get push credentials.
+    Repo {
+        #[command(subcommand)]
+        action: RepoCommand,
+    },
+    /// Run by git inside a push to the internal git server (not for people).
+    #[command(hide = true)]
+    GitHook {
+        /// The hook git runs (post-receive).
+        hook: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RepoCommand {
+    /// Create an empty repository served at /git/<org>/<name>.git.
+    Create {
+        /// Repository name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print short-lived push credentials (and a ready push URL) for a repository.
+    Token {
+        /// Repository name.
+        name: String,
+        /// Lifetime in seconds (default 3600).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -245,6 +279,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => cli::config(c, provider.as_deref(), &assignments, &unset, test, json).await,
         Command::Cancel { deployment, json } => cli::cancel(c, &deployment, json).await,
         Command::Mcp => cli::mcp_stdio(c).await,
+        Command::Repo { action } => match action {
+            RepoCommand::Create { name, json } => cli::repo_create(c, &name, json).await,
+            RepoCommand::Token { name, ttl, json } => cli::repo_token(c, &name, ttl, json).await,
+        },
+        Command::GitHook { hook } => match hook.as_str() {
+            "post-receive" => berth::git_http::run_post_receive_hook().await,
+            other => anyhow::bail!("unknown git hook '{other}'"),
+        },
     }
 }
 

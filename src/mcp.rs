@@ -546,6 +546,41 @@ impl BerthMcp {
             out,
         )
     }
+
+    #[tool(
+        name = "HOSTING_CREATE_REPO",
+        description = "Create an empty internal git repository, served over smart HTTP at clone_url. Then HOSTING_GET_GIT_TOKEN for push credentials and HOSTING_CREATE_SITE {name, repo: <this name>}: every `git push` to the site's branch deploys exactly the pushed commit (and other branches build previews when the site has previews=true).",
+        output_schema = schema_for_output::<RepoOutput>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn create_repo(
+        &self,
+        Parameters(input): Parameters<CreateRepoInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<RepoOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.create_repo(&actor, &input).await?;
+        reply(format!("repository '{}' at {}", out.repo, out.clone_url), out)
+    }
+
+    #[tool(
+        name = "HOSTING_GET_GIT_TOKEN",
+        description = "Short-lived HTTP basic credentials for one internal repository (username + token; push_url has them embedded): `git push <push_url> HEAD:main`. The token is shown once, stored hashed, opens only this repository and expires after ttl_seconds (default 3600).",
+        output_schema = schema_for_output::<GitTokenOutput>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn get_git_token(
+        &self,
+        Parameters(input): Parameters<GitTokenInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<GitTokenOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_git_token(&actor, &input).await?;
+        reply(
+            format!("token for '{}' until {} (shown once)", input.repo, out.expires_at),
+            out,
+        )
+    }
 }
 
 /// Provider settings tools.

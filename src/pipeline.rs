@@ -153,7 +153,8 @@ async fn build_and_start(
             match source::classify_repo(&repo).map_err(StageFailure::from)? {
                 RepoLocation::Git(url) => {
                     let mut on_line = |line: String| platform.log(id, "build", "stderr", line);
-                    let commit = source::git_clone(
+                    let auth = platform.git_auth_for(&deployment.org_id, &url).await;
+                    let commit = source::git_clone_with(
                         &url,
                         deployment
                             .git_ref
@@ -164,6 +165,7 @@ async fn build_and_start(
                         platform.config.timeouts.fetch(),
                         cancel,
                         &mut on_line,
+                        auth.as_ref(),
                     )
                     .await
                     .map_err(|e| StageFailure::from(e.to_string()))?;

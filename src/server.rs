@@ -86,6 +86,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
             }
         });
     });
+    platform.git.start(&config.data_dir, api_addr)?;
     let service = Service::new(platform.clone());
     service.recover().await?;
 
@@ -162,6 +163,7 @@ fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, a
     }
     hosts.extend(config.allowed_hosts.iter().cloned());
     let mcp_service = service.clone();
+    let service_for_git = service.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(BerthMcp::new(mcp_service.clone())),
         Arc::new(LocalSessionManager::default()),
@@ -180,6 +182,7 @@ fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, a
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::git_http::router(service_for_git))
         .merge(protected)
         .merge(crate::ui::router(ui))
 }

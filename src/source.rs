@@ -81,6 +81,20 @@ pub fn classify_repo(repo: &str) -> Result<RepoLocation, String> {
     }
 }
 
+/// Credentials for one fetch: an HTTP header git sends (`http.extraHeader`), passed in the
+/// environment so it shows in no process list and no log line.
+#[derive(Clone)]
+pub struct GitAuth {
+    /// `Authorization: …`
+    pub header: String,
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GitAuth(***)")
+    }
+}
+
 /// Clones `url` into `dest` (which must not exist) at `branch` or `commit`, streaming git's
 /// progress to `on_line`. Returns the checked-out commit.
 pub async fn git_clone(
@@ -91,6 +105,21 @@ pub async fn git_clone(
     timeout: Duration,
     cancel: &CancellationToken,
     on_line: &mut (dyn FnMut(String) + Send),
+) -> Result<String, SourceError> {
+    git_clone_with(url, branch, commit, dest, timeout, cancel, on_line, None).await
+}
+
+/// [`git_clone`] with credentials for the remote.
+#[expect(clippy::too_many_arguments, reason = "git_clone plus its credentials")]
+pub async fn git_clone_with(
+    url: &str,
+    branch: Option<&str>,
+    commit: Option<&str>,
+    dest: &Path,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    on_line: &mut (dyn FnMut(String) + Send),
+    auth: Option<&GitAuth>,
 ) -> Result<String, SourceError> {
     let git_ref = commit.or(branch).map(str::to_string);
     let fail = |detail: String| SourceError::Git {
@@ -117,11 +146,16 @@ pub async fn git_clone(
     }
     args.extend(["--".into(), url.into(), dest.display().to_string()]);
     let work = async {
-        run_git(&args, None, on_line).await.map_err(fail)?;
+        run_git(&args, None, on_line, auth).await.map_err(fail)?;
         if let Some(c) = commit {
-            run_git(&["checkout".into(), "--detach".into(), c.into()], Some(dest), on_line)
-                .await
-                .map_err(|d| fail(format!("commit not found: {d}")))?;
+            run_git(
+                &["checkout".into(), "--detach".into(), c.into()],
+                Some(dest),
+                on_line,
+                None,
+            )
+            .await
+            .map_err(|d| fail(format!("commit not found: {d}")))?;
         }
         let out = git()
             .args(["rev-parse", "HEAD"])
@@ -141,6 +175,16 @@ pub async fn git_clone(
 /// (`git ls-remote`), so a bad URL or an unknown branch is refused before anything is
 /// created.
 pub async fn check_remote(url: &str, branch: Option<&str>, timeout: Duration) -> Result<(), SourceError> {
+    check_remote_with(url, branch, timeout, None).await
+}
+
+/// [`check_remote`] with credentials for the remote.
+pub async fn check_remote_with(
+    url: &str,
+    branch: Option<&str>,
+    timeout: Duration,
+    auth: Option<&GitAuth>,
+) -> Result<(), SourceError> {
     let git_ref = branch.map(str::to_string);
     let fail = |detail: String| SourceError::Git {
         url: url.to_string(),
@@ -156,7 +200,7 @@ pub async fn check_remote(url: &str, branch: Option<&str>, timeout: Duration) ->
     if let Some(b) = branch {
         args.push(format!("refs/heads/{b}"));
     }
-    let mut cmd = git();
+    let mut cmd = git_with(auth);
     cmd.args(&args);
     let out = tokio::time::timeout(timeout, cmd.output())
         .await
@@ -173,7 +217,7 @@ pub async fn check_remote(url: &str, branch: Option<&str>, timeout: Duration) ->
     if let Some(b) = branch
         && out.stdout.is_empty()
     {
-        let all = git()
+        let all = git_with(auth)
             .args(["ls-remote", "--heads", "--", url])
             .output()
             .await
@@ -196,8 +240,13 @@ pub async fn check_remote(url: &str, branch: Option<&str>, timeout: Duration) ->
     Ok(())
 }
 
-async fn run_git(args: &[String], cwd: Option<&Path>, on_line: &mut (dyn FnMut(String) + Send)) -> Result<(), String> {
-    let mut cmd = git();
+async fn run_git(
+    args: &[String],
+    cwd: Option<&Path>,
+    on_line: &mut (dyn FnMut(String) + Send),
+    auth: Option<&GitAuth>,
+) -> Result<(), String> {
+    let mut cmd = git_with(auth);
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
@@ -231,7 +280,17 @@ async fn run_git(args: &[String], cwd: Option<&Path>, on_line: &mut (dyn FnMut(S
 /// A git command that never prompts for credentials and only speaks the transports
 /// berth accepts (no `ext::` helpers that would run commands).
 fn git() -> Command {
+    git_with(None)
+}
+
+/// [`git`] sending an extra HTTP header (credentials) to the remote.
+fn git_with(auth: Option<&GitAuth>) -> Command {
     let mut cmd = Command::new("git");
+    if let Some(auth) = auth {
+        cmd.env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env("GIT_CONFIG_VALUE_0", &auth.header);
+    }
     cmd.env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "true")
         .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")

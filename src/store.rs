@@ -1181,3 +1181,7 @@ pub async fn set_provider_config(
 // ---------------------------------------------------------------- dashboard sessions
 
 pub mod ui_sessions;
+
+// ---------------------------------------------------------------- push to deploy
+
+pub mod git;

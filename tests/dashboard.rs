@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,11 @@ fn free_port() -> u16 {
 impl Browser {
     async fn start() -> Self {
         let port = free_port();
+        // Its own process group: Chromium's processes are its children, and a failing test
+        // must not leave them running.
         let mut driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -64,7 +68,7 @@ impl Browser {
                 "binary": "/usr/bin/chromium",
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--window-size=1280,900", "--no-proxy-server",
+                    "--window-size=1280,900", "--no-proxy-server", "--disable-breakpad", "--disable-crash-reporter",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             }),
@@ -149,16 +153,19 @@ impl Browser {
         self.click("form.card button[type=submit]").await;
     }
 
-    async fn close(mut self) {
+    /// Ends the WebDriver session (Chromium quits); the driver goes with the drop.
+    async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // The whole group: chromedriver and any Chromium process still alive.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.driver.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = self.driver.wait();
     }
 }
@@ -452,6 +459,13 @@ async fn logged_out_visitors_get_the_landing_page_and_are_sent_to_login() {
         let to = r.headers()["location"].to_str().unwrap();
         assert!(to.starts_with("/login?next=%2Fsites"), "{path} → {to}");
     }
+    // Unknown paths: a page for people, the JSON envelope under /api.
+    let r = http.get(server.api("/no/such/page")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("Not found"));
+    let (status, body) = server.get("/api/no-such-endpoint").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
     // The API without a key or a session stays closed.
     let r = http.get(server.api("/api/sites")).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -733,7 +747,7 @@ async fn create_form_shows_service_errors_by_field_and_creates_nothing_on_bad_in
 }
 
 #[tokio::test]
-async fn environments_and_scaling_through_the_forms() {
+async fn environments_scaling_and_scoped_variables_through_the_forms() {
     let server = TestServer::start().await;
     let _dir = static_site(&server, "envy").await;
     let web = WebSession::login(&server, KEY, &[]).await;
@@ -775,6 +789,50 @@ async fn environments_and_scaling_through_the_forms() {
         .await;
     assert_eq!(status, 400);
     assert!(page.contains("min instances must be a whole number"), "{page}");
+
+    // Variables per scope: a staging override shadows the site value there only.
+    let (status, _) = web
+        .post(
+            "/sites/envy/env",
+            &[("_csrf", &csrf), ("var_name", "GREETING"), ("var_value", "site")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (status, page) = web
+        .post(
+            "/sites/envy/env",
+            &[
+                ("_csrf", &csrf),
+                ("var_name", "GREETING"),
+                ("var_value", "stage"),
+                ("environment", "staging"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303, "{page}");
+    let (_, vars) = server.get("/api/sites/envy/env?environment=staging&reveal=true").await;
+    assert_eq!(vars["vars"]["GREETING"]["value"], "stage", "{vars}");
+    assert_eq!(vars["vars"]["GREETING"]["scope"], "staging", "{vars}");
+    let (_, vars) = server.get("/api/sites/envy/env?reveal=true").await;
+    assert_eq!(vars["vars"]["GREETING"]["value"], "site", "{vars}");
+    let (_, page) = web.get("/sites/envy/settings?environment=staging").await;
+    assert!(page.contains("<option value=\"staging\" selected>"), "{page}");
+    assert!(
+        !page.contains("stage<") && page.contains("********"),
+        "masked in the page"
+    );
+    let (status, _) = web
+        .post(
+            "/sites/envy/env/delete",
+            &[("_csrf", &csrf), ("name", "GREETING"), ("environment", "staging")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, vars) = server.get("/api/sites/envy/env?environment=staging").await;
+    assert_eq!(
+        vars["vars"]["GREETING"]["scope"], "site",
+        "the site value shows through again: {vars}"
+    );
 
     let (status, _) = web
         .post("/sites/envy/environments/staging/delete", &[("_csrf", &csrf)])

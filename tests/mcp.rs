@@ -37,6 +37,8 @@ const TOOLS: &[&str] = &[
     "HOSTING_SET_CONFIG",
     "HOSTING_TEST_CONNECTION",
     "HOSTING_GET_RESOURCE_USAGE",
+    "HOSTING_CREATE_REPO",
+    "HOSTING_GET_GIT_TOKEN",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {

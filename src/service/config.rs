@@ -52,7 +52,11 @@ pub trait ProviderSettings: Send + Sync + 'static {
 
 /// Every provider with settings; one line per provider.
 pub fn registry() -> Vec<Box<dyn ProviderSettings>> {
-    vec![Box::new(LocalSettings), Box::new(DockerProviderSettings)]
+    vec![
+        Box::new(LocalSettings),
+        Box::new(DockerProviderSettings),
+        Box::new(crate::github::GitHubSettings),
+    ]
 }
 
 fn find_provider(name: &str) -> ServiceResult<Box<dyn ProviderSettings>> {

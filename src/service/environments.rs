@@ -73,7 +73,8 @@ impl Service {
             ));
         }
         if let (true, Some(branch), Some(repo)) = (is_git, &input.branch, &site.source) {
-            crate::source::check_remote(repo, Some(branch), self.platform.config.timeouts.fetch())
+            let auth = self.platform.git_auth_for(&actor.org_id, repo).await;
+            crate::source::check_remote_with(repo, Some(branch), self.platform.config.timeouts.fetch(), auth.as_ref())
                 .await
                 .map_err(|e| ServiceError::invalid("branch", e.to_string()))?;
         }

@@ -5,6 +5,8 @@
 pub mod config;
 mod env_vars;
 mod environments;
+pub mod git;
+pub mod github;
 mod platform;
 mod scaling;
 pub mod types;
@@ -195,8 +197,23 @@ impl Service {
         let provider = self.site_provider(actor, input.provider.as_deref()).await?;
         let settings = build_settings_of(&input)?;
         let env_vars = validate_env_vars(input.env_vars.clone().unwrap_or_default())?;
+        let internal = match (&input.repo, &upload) {
+            (Some(repo), None) => self.internal_repo(actor, repo).await?,
+            _ => None,
+        };
+        let repo_is_empty = internal.as_ref().is_some_and(|(_, empty)| *empty);
         let (source_kind, source) = match (&input.repo, &upload) {
             (Some(_), Some(_)) => return Err(ServiceError::invalid("repo", "give either repo or an upload, not both")),
+            (Some(_), None) if internal.is_some() => {
+                let (url, empty) = internal.clone().unwrap_or_default();
+                // An internal repository: nothing to check before its first push.
+                if !empty {
+                    crate::source::check_remote(&url, input.branch.as_deref(), self.platform.config.timeouts.fetch())
+                        .await
+                        .map_err(|e| ServiceError::invalid("branch", e.to_string()))?;
+                }
+                (SourceKind::Git, Some(url))
+            }
             (Some(repo), None) => {
                 let kind = match classify_repo(repo).map_err(|m| ServiceError::invalid("repo", m))? {
                     RepoLocation::Git(_) => SourceKind::Git,
@@ -209,10 +226,12 @@ impl Service {
                     ));
                 }
                 if kind == SourceKind::Git {
-                    crate::source::check_remote(
+                    let auth = self.platform.git_auth_for(&actor.org_id, repo.trim()).await;
+                    crate::source::check_remote_with(
                         repo.trim(),
                         input.branch.as_deref(),
                         self.platform.config.timeouts.fetch(),
+                        auth.as_ref(),
                     )
                     .await
                     .map_err(|e| {
@@ -231,8 +250,14 @@ impl Service {
                     "nothing to deploy: give repo (a git URL or folder path), or create the site with deploy=false and upload with `berth deploy DIR --site NAME`",
                 ));
             }
+            Some(true) if repo_is_empty => {
+                return Err(ServiceError::invalid(
+                    "deploy",
+                    "the repository has no commits yet; create the site with deploy=false (the default) and `git push` to deploy",
+                ));
+            }
             Some(d) => d,
-            None => source.is_some() || upload.is_some(),
+            None => (source.is_some() && !repo_is_empty) || upload.is_some(),
         };
 
         let pool = self.platform.store.pool();
@@ -273,6 +298,9 @@ impl Service {
             return Err(err.into());
         }
         store::insert_environment(&mut *tx, &env).await?;
+        if input.previews == Some(true) {
+            store::git::set_site_previews(&mut *tx, &site.id, true).await?;
+        }
         store::insert_event(
             &mut *tx,
             &actor.org_id,
@@ -313,6 +341,11 @@ impl Service {
             None if source_kind == SourceKind::Upload => {
                 format!("upload the app: `berth deploy DIR --site {}`", site.name)
             }
+            None if repo_is_empty => format!(
+                "push to the repository to deploy: HOSTING_GET_GIT_TOKEN {{\"repo\": \"{}\"}}, then `git push` branch {}",
+                input.repo.as_deref().unwrap_or_default().trim(),
+                input.branch.as_deref().unwrap_or(git::DEFAULT_BRANCH)
+            ),
             None => format!("deploy it with HOSTING_DEPLOY {{\"site\": \"{}\"}}", site.name),
             Some(d) => next_steps_for(d, &url),
         };
@@ -413,7 +446,8 @@ impl Service {
                     return Err(ServiceError::invalid("branch", "branch and commit apply to sites that deploy from git"));
                 }
                 if let (Some(branch), Some(repo)) = (&input.branch, &site.source) {
-                    crate::source::check_remote(repo, Some(branch), self.platform.config.timeouts.fetch())
+                    let auth = self.platform.git_auth_for(&actor.org_id, repo).await;
+                    crate::source::check_remote_with(repo, Some(branch), self.platform.config.timeouts.fetch(), auth.as_ref())
                         .await
                         .map_err(|e| ServiceError::invalid("branch", e.to_string()))?;
                 }

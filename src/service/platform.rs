@@ -56,6 +56,8 @@ pub struct Platform {
     pub events: broadcast::Sender<DeploymentEvent>,
     /// Seals and opens env var values.
     pub secrets: SecretBox,
+    /// The git server's state: hook grants, verified push tokens, listener address.
+    pub git: super::git::GitState,
     in_progress: Mutex<HashMap<String, CancellationToken>>,
 }
 
@@ -87,6 +89,7 @@ impl Platform {
             reconcile_lock: tokio::sync::Mutex::new(()),
             events: broadcast::channel(256).0,
             secrets,
+            git: super::git::GitState::default(),
             in_progress: Mutex::new(HashMap::new()),
         }
     }

@@ -34,7 +34,7 @@ pub struct WhoAmI {
 pub struct CreateSiteInput {
     /// Site name: a DNS label (lowercase letters, digits, '-'), unique in the org. The site is served at http://<name>.<base-domain>.
     pub name: String,
-    /// Source: a git URL (https://, file://), or an absolute folder path on the server. Omit to deploy by upload later (`berth deploy DIR --site NAME`).
+    /// Source: a git URL (https://, file://), an absolute folder path on the server, or the name of an internal repository (HOSTING_CREATE_REPO; every `git push` to it then deploys). Omit to deploy by upload later (`berth deploy DIR --site NAME`).
     #[serde(default)]
     pub repo: Option<String>,
     /// Branch to deploy (default: the repository's default branch).
@@ -82,6 +82,9 @@ pub struct CreateSiteInput {
     /// Repeat-safe key: a second call with the same key returns the first result.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Build a preview environment for every pushed branch other than the deployed one (and for pull requests); a deleted branch removes its preview. Default false.
+    #[serde(default)]
+    pub previews: Option<bool>,
 }
 
 /// `HOSTING_CREATE_SITE` result.
@@ -616,4 +619,49 @@ pub struct InstanceInfo {
     pub state: String,
     /// Leaving after a scale-in or a swap: no longer routed, finishing its requests.
     pub draining: bool,
+}
+
+/// `HOSTING_CREATE_REPO` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRepoInput {
+    /// Repository name, unique in the org: 1-100 of lowercase letters, digits, '-', '_' and '.', starting with a letter or digit (no ".git" suffix).
+    pub name: String,
+}
+
+/// `HOSTING_CREATE_REPO` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RepoOutput {
+    /// Repository name (give it as `repo` to HOSTING_CREATE_SITE).
+    pub repo: String,
+    /// Smart-HTTP URL for `git clone` / `git push` (credentials from HOSTING_GET_GIT_TOKEN).
+    pub clone_url: String,
+    /// What to do next.
+    pub next_steps: String,
+}
+
+/// `HOSTING_GET_GIT_TOKEN` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitTokenInput {
+    /// Repository name.
+    pub repo: String,
+    /// Lifetime in seconds (default 3600, 1 to 86400).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// `HOSTING_GET_GIT_TOKEN` result: HTTP basic credentials for one repository.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct GitTokenOutput {
+    /// Smart-HTTP URL of the repository.
+    pub clone_url: String,
+    /// Basic-auth user name (any name works; the token decides).
+    pub username: String,
+    /// Basic-auth password; shown once, stored hashed, opens only this repository.
+    pub token: String,
+    /// When the token stops working (RFC 3339).
+    pub expires_at: String,
+    /// A ready-made remote URL with the credentials embedded, for `git push`.
+    pub push_url: String,
 }

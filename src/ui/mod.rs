@@ -55,6 +55,7 @@ pub fn router(state: UiState) -> Router {
         .route("/providers", get(providers))
         .route("/providers/{provider}", post(save_provider))
         .route("/providers/{provider}/test", post(test_provider))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -119,6 +120,20 @@ async fn js() -> Response {
         views::APP_JS,
     )
         .into_response()
+}
+
+/// Unknown paths: the JSON envelope under `/api`, a page everywhere else.
+async fn not_found(State(state): State<UiState>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let path = uri.path();
+    let err = ServiceError::not_found(format!(
+        "nothing at {}; the API lives under /api, MCP at /mcp, the dashboard at /",
+        path.chars().take(200).collect::<String>()
+    ));
+    if path.starts_with("/api/") || path.starts_with("/mcp") {
+        return err.into_response();
+    }
+    let session = session::current_session(&state, &headers).await.ok().flatten();
+    error_page(session.as_ref(), &err)
 }
 
 // ---------------------------------------------------------------- landing and login
@@ -487,6 +502,17 @@ async fn load_site(state: &UiState, s: &Session, site: &str) -> Result<SiteDetai
 struct TabQuery {
     reveal: Option<bool>,
     done: Option<String>,
+    /// Settings: show and edit the variables of this environment instead of the site's.
+    environment: Option<String>,
+}
+
+impl TabQuery {
+    fn environment(environment: Option<String>) -> Self {
+        Self {
+            environment: environment.filter(|e| !e.is_empty()),
+            ..Self::default()
+        }
+    }
 }
 
 /// Confirmation texts for redirects after an action (codes, so no text is reflected).
@@ -511,10 +537,12 @@ async fn render_tab(
     s: &Session,
     site: &str,
     tab: Tab,
-    reveal: bool,
+    q: &TabQuery,
     n: Option<Notice>,
     status: StatusCode,
 ) -> Response {
+    let reveal = q.reveal.unwrap_or(false);
+    let scope = q.environment.clone().filter(|e| !e.is_empty());
     let detail = match load_site(state, s, site).await {
         Ok(d) => d,
         Err(r) => return r,
@@ -554,7 +582,7 @@ async fn render_tab(
         Tab::Settings => {
             let input = GetEnvVarsInput {
                 site: site.to_string(),
-                environment: None,
+                environment: scope.clone(),
                 reveal: Some(reveal),
             };
             let (vars, revealed) = match state.service.get_env_vars(&s.actor, &input).await {
@@ -583,7 +611,15 @@ async fn render_tab(
                 )
                 .await
                 .ok();
-            views::settings(s, &detail, &vars, revealed, scaling.as_ref(), n.as_ref())
+            views::settings(
+                s,
+                &detail,
+                &vars,
+                revealed,
+                scaling.as_ref(),
+                n.as_ref(),
+                scope.as_deref(),
+            )
         }
         Tab::Domains => views::placeholder("Domains"),
         Tab::Monitoring => views::placeholder("Monitoring"),
@@ -605,7 +641,7 @@ async fn show_tab(state: UiState, s: Session, site: String, tab: Tab, q: TabQuer
         &s,
         &site,
         tab,
-        q.reveal.unwrap_or(false),
+        &q,
         done_notice(q.done.as_deref()),
         StatusCode::OK,
     )
@@ -683,7 +719,18 @@ async fn after<T>(
 ) -> Response {
     match result {
         Ok(_) => see_other(&format!("{}?done={done}", views::tab_href(site, tab))),
-        Err(e) => render_tab(state, s, site, tab, false, Some(notice_of(&e)), e.status()).await,
+        Err(e) => {
+            render_tab(
+                state,
+                s,
+                site,
+                tab,
+                &TabQuery::default(),
+                Some(notice_of(&e)),
+                e.status(),
+            )
+            .await
+        }
     }
 }
 
@@ -694,21 +741,52 @@ async fn deploy(State(state): State<UiState>, Path(site): Path<String>, CsrfForm
     };
     match state.service.deploy(&s.actor, input, None, &mut |_| {}).await {
         Ok(out) => see_other(&format!("/sites/{site}/deployments/{}", out.deployment.id)),
-        Err(e) => render_tab(&state, &s, &site, Tab::Overview, false, Some(notice_of(&e)), e.status()).await,
+        Err(e) => {
+            render_tab(
+                &state,
+                &s,
+                &site,
+                Tab::Overview,
+                &TabQuery::default(),
+                Some(notice_of(&e)),
+                e.status(),
+            )
+            .await
+        }
     }
 }
 
 async fn upload(State(state): State<UiState>, s: Session, Path(site): Path<String>, mp: Multipart) -> Response {
     let (fields, archive) = match read_multipart(mp).await {
         Ok(x) => x,
-        Err(e) => return render_tab(&state, &s, &site, Tab::Overview, false, Some(notice_of(&e)), e.status()).await,
+        Err(e) => {
+            return render_tab(
+                &state,
+                &s,
+                &site,
+                Tab::Overview,
+                &TabQuery::default(),
+                Some(notice_of(&e)),
+                e.status(),
+            )
+            .await;
+        }
     };
     if !csrf_ok(&fields, &s) {
         return session::csrf_refused(Some(&s));
     }
     let Some(archive) = archive else {
         let e = ServiceError::invalid("archive", "choose a .tar.gz of the app folder to upload");
-        return render_tab(&state, &s, &site, Tab::Overview, false, Some(notice_of(&e)), e.status()).await;
+        return render_tab(
+            &state,
+            &s,
+            &site,
+            Tab::Overview,
+            &TabQuery::default(),
+            Some(notice_of(&e)),
+            e.status(),
+        )
+        .await;
     };
     let request = UploadRequest {
         site: site.clone(),
@@ -719,7 +797,18 @@ async fn upload(State(state): State<UiState>, s: Session, Path(site): Path<Strin
     };
     match state.service.deploy_upload(&s.actor, request, &mut |_| {}).await {
         Ok(out) => see_other(&format!("/sites/{site}/deployments/{}", out.deployment.id)),
-        Err(e) => render_tab(&state, &s, &site, Tab::Overview, false, Some(notice_of(&e)), e.status()).await,
+        Err(e) => {
+            render_tab(
+                &state,
+                &s,
+                &site,
+                Tab::Overview,
+                &TabQuery::default(),
+                Some(notice_of(&e)),
+                e.status(),
+            )
+            .await
+        }
     }
 }
 
@@ -877,6 +966,30 @@ struct EnvVarForm {
     #[serde(default)]
     var_value: String,
     restart: Option<String>,
+    environment: Option<String>,
+}
+
+/// After a variable change: back to the settings of the same scope.
+async fn after_env_change<T>(
+    state: &UiState,
+    s: &Session,
+    site: &str,
+    environment: Option<String>,
+    result: Result<T, ServiceError>,
+    done: &str,
+) -> Response {
+    let q = TabQuery::environment(environment);
+    match result {
+        Ok(_) => {
+            let scope = q
+                .environment
+                .as_deref()
+                .map(|e| format!("environment={}&", session::urlencode(e)))
+                .unwrap_or_default();
+            see_other(&format!("/sites/{site}/settings?{scope}done={done}"))
+        }
+        Err(e) => render_tab(state, s, site, Tab::Settings, &q, Some(notice_of(&e)), e.status()).await,
+    }
 }
 
 async fn set_env_var(
@@ -884,9 +997,10 @@ async fn set_env_var(
     Path(site): Path<String>,
     CsrfForm(s, f): CsrfForm<EnvVarForm>,
 ) -> Response {
+    let environment = f.environment.and_then(|e| non_empty(&e));
     let input = SetEnvVarsInput {
         site: site.clone(),
-        environment: None,
+        environment: environment.clone(),
         vars: [(f.var_name.trim().to_string(), Some(f.var_value))].into(),
         restart: Some(f.restart.is_some()),
         idempotency_key: None,
@@ -896,13 +1010,14 @@ async fn set_env_var(
         .set_env_vars(&s.actor, &input)
         .await
         .map_err(|e| rename_field(e, &[("vars", "var_name"), ("env_vars", "var_name")]));
-    after(&state, &s, &site, Tab::Settings, result, "env-saved").await
+    after_env_change(&state, &s, &site, environment, result, "env-saved").await
 }
 
 #[derive(Deserialize)]
 struct NameForm {
     #[serde(default)]
     name: String,
+    environment: Option<String>,
 }
 
 async fn delete_env_var(
@@ -910,15 +1025,16 @@ async fn delete_env_var(
     Path(site): Path<String>,
     CsrfForm(s, f): CsrfForm<NameForm>,
 ) -> Response {
+    let environment = f.environment.and_then(|e| non_empty(&e));
     let input = SetEnvVarsInput {
         site: site.clone(),
-        environment: None,
+        environment: environment.clone(),
         vars: [(f.name, None)].into(),
         restart: None,
         idempotency_key: None,
     };
     let result = state.service.set_env_vars(&s.actor, &input).await;
-    after(&state, &s, &site, Tab::Settings, result, "env-deleted").await
+    after_env_change(&state, &s, &site, environment, result, "env-deleted").await
 }
 
 #[derive(Deserialize)]
@@ -942,7 +1058,7 @@ async fn delete_site(
             &s,
             &site,
             Tab::Settings,
-            false,
+            &TabQuery::default(),
             Some(n),
             StatusCode::BAD_REQUEST,
         )
@@ -954,7 +1070,18 @@ async fn delete_site(
     };
     match state.service.delete_site(&s.actor, &input).await {
         Ok(_) => see_other("/sites"),
-        Err(e) => render_tab(&state, &s, &site, Tab::Settings, false, Some(notice_of(&e)), e.status()).await,
+        Err(e) => {
+            render_tab(
+                &state,
+                &s,
+                &site,
+                Tab::Settings,
+                &TabQuery::default(),
+                Some(notice_of(&e)),
+                e.status(),
+            )
+            .await
+        }
     }
 }
 

@@ -867,19 +867,39 @@ pub fn settings(
     revealed: bool,
     production_scaling: Option<&ScalingConfig>,
     n: Option<&Notice>,
+    scope: Option<&str>,
 ) -> Markup {
     let name = &site.summary.name;
+    let scope_query = scope
+        .map(|e| format!("environment={}&", super::session::urlencode(e)))
+        .unwrap_or_default();
+    // Rows of this scope can be deleted here; inherited site values are changed at site scope.
+    let own_scope = scope.unwrap_or("site");
     html! {
         section.card #env-vars {
             div.section-head {
                 h2 { "Environment variables" }
                 @if revealed {
-                    a.btn.btn-small href=(format!("/sites/{name}/settings")) { "Hide values" }
+                    a.btn.btn-small href=(format!("/sites/{name}/settings?{scope_query}")) { "Hide values" }
                 } @else if !vars.vars.is_empty() && session.actor.role == "admin" {
-                    a.btn.btn-small #reveal href=(format!("/sites/{name}/settings?reveal=true")) { "Reveal values" }
+                    a.btn.btn-small #reveal href=(format!("/sites/{name}/settings?{scope_query}reveal=true")) { "Reveal values" }
                 }
             }
             p.muted.small { "Values are sealed at rest and masked in every output. Changes apply on the next deploy, or now with “restart”." }
+            @if site.environments.len() > 1 {
+                form.filters method="get" action=(format!("/sites/{name}/settings")) {
+                    div.field.field-inline {
+                        label for="scope" { "Scope" }
+                        select #scope name="environment" {
+                            option value="" selected[scope.is_none()] { "Whole site (all environments)" }
+                            @for e in &site.environments {
+                                option value=(e.name) selected[scope == Some(e.name.as_str())] { "Only " (e.name) }
+                            }
+                        }
+                    }
+                    button.btn type="submit" { "Show" }
+                }
+            }
             @if vars.vars.is_empty() {
                 p.muted { "No variables yet." }
             } @else {
@@ -892,10 +912,15 @@ pub fn settings(
                                 td.mono data-var-value { (v.value) }
                                 td { span.tag { (v.scope) } }
                                 td {
-                                    form method="post" action=(format!("/sites/{name}/env/delete")) data-confirm=(format!("Delete {k}?")) {
-                                        (csrf_input(session))
-                                        input type="hidden" name="name" value=(k);
-                                        button.btn.btn-small.btn-ghost type="submit" aria-label=(format!("Delete {k}")) { "Delete" }
+                                    @if v.scope == own_scope {
+                                        form method="post" action=(format!("/sites/{name}/env/delete")) data-confirm=(format!("Delete {k}?")) {
+                                            (csrf_input(session))
+                                            input type="hidden" name="name" value=(k);
+                                            @if let Some(e) = scope { input type="hidden" name="environment" value=(e); }
+                                            button.btn.btn-small.btn-ghost type="submit" aria-label=(format!("Delete {k}")) { "Delete" }
+                                        }
+                                    } @else {
+                                        span.muted.small { "inherited" }
                                     }
                                 }
                             }
@@ -905,6 +930,7 @@ pub fn settings(
             }
             form.form.form-row #env-form method="post" action=(format!("/sites/{name}/env")) {
                 (csrf_input(session))
+                @if let Some(e) = scope { input type="hidden" name="environment" value=(e); }
                 (text_field(n, "var_name", "Name", "", "API_KEY", None))
                 div.field {
                     label for="var_value" { "Value" }

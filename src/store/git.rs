@@ -1,0 +1,190 @@
+//! SQL of push to deploy: internal repositories, their push tokens, the preview switch of
+//! a site and the webhook deliveries already handled.
+
+use sqlx::{FromRow, SqliteExecutor};
+
+use crate::util::now_ms;
+
+/// An internal repository row.
+#[derive(Clone, Debug, FromRow)]
+pub struct RepoRow {
+    /// Id.
+    pub id: String,
+    /// Owning org.
+    pub org_id: String,
+    /// Name: a safe path segment, unique in the org.
+    pub name: String,
+    /// Created.
+    pub created_at: i64,
+}
+
+/// Inserts a repository.
+pub async fn insert_repo(db: impl SqliteExecutor<'_>, repo: &RepoRow) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO repos (id, org_id, name, created_at) VALUES (?, ?, ?, ?)")
+        .bind(&repo.id)
+        .bind(&repo.org_id)
+        .bind(&repo.name)
+        .bind(repo.created_at)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// A repository of an org by name.
+pub async fn get_repo(db: impl SqliteExecutor<'_>, org_id: &str, name: &str) -> sqlx::Result<Option<RepoRow>> {
+    sqlx::query_as("SELECT id, org_id, name, created_at FROM repos WHERE org_id = ? AND name = ?")
+        .bind(org_id)
+        .bind(name)
+        .fetch_optional(db)
+        .await
+}
+
+/// A repository by id.
+pub async fn get_repo_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<RepoRow>> {
+    sqlx::query_as("SELECT id, org_id, name, created_at FROM repos WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// All repositories of an org, by name.
+pub async fn list_repos(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<RepoRow>> {
+    sqlx::query_as("SELECT id, org_id, name, created_at FROM repos WHERE org_id = ? ORDER BY name")
+        .bind(org_id)
+        .fetch_all(db)
+        .await
+}
+
+/// A push token row (its hash, never the token).
+#[derive(Clone, Debug, FromRow)]
+pub struct GitTokenRow {
+    /// Id.
+    pub id: String,
+    /// Owning org.
+    pub org_id: String,
+    /// The one repository it opens.
+    pub repo_id: String,
+    /// Argon2id PHC string.
+    pub hash: String,
+    /// Unix ms after which it is refused.
+    pub expires_at: i64,
+}
+
+/// Stores a push token by its hash; drops tokens that expired more than a day ago.
+pub async fn insert_git_token(db: &mut sqlx::SqliteConnection, row: &GitTokenRow, lookup: &str) -> sqlx::Result<()> {
+    let now = now_ms();
+    sqlx::query("DELETE FROM git_tokens WHERE expires_at < ?")
+        .bind(now - 86_400_000)
+        .execute(&mut *db)
+        .await?;
+    sqlx::query(
+        "INSERT INTO git_tokens (id, org_id, repo_id, lookup, hash, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.id)
+    .bind(&row.org_id)
+    .bind(&row.repo_id)
+    .bind(lookup)
+    .bind(&row.hash)
+    .bind(row.expires_at)
+    .bind(now)
+    .execute(&mut *db)
+    .await
+    .map(drop)
+}
+
+/// A push token by its lookup id.
+pub async fn find_git_token(db: impl SqliteExecutor<'_>, lookup: &str) -> sqlx::Result<Option<GitTokenRow>> {
+    sqlx::query_as("SELECT id, org_id, repo_id, hash, expires_at FROM git_tokens WHERE lookup = ?")
+        .bind(lookup)
+        .fetch_optional(db)
+        .await
+}
+
+/// Turns previews of branches (and pull requests) on or off for a site.
+pub async fn set_site_previews(db: impl SqliteExecutor<'_>, site_id: &str, enabled: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE sites SET previews_enabled = ? WHERE id = ?")
+        .bind(enabled)
+        .bind(site_id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Whether a site builds previews of branches and pull requests.
+pub async fn site_previews(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT previews_enabled FROM sites WHERE id = ?")
+        .bind(site_id)
+        .fetch_optional(db)
+        .await
+        .map(|v: Option<bool>| v.unwrap_or(false))
+}
+
+/// Active sites of an org that deploy from `source` (a git URL), by name.
+pub async fn sites_with_source(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    sources: &[String],
+) -> sqlx::Result<Vec<super::SiteRow>> {
+    let all: Vec<super::SiteRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        site_columns!(),
+        " FROM sites WHERE org_id = ? AND source_kind = 'git' AND status = 'active' ORDER BY name"
+    ))
+    .bind(org_id)
+    .fetch_all(db)
+    .await?;
+    Ok(all
+        .into_iter()
+        .filter(|s| s.source.as_ref().is_some_and(|src| sources.iter().any(|x| x == src)))
+        .collect())
+}
+
+/// Records a webhook delivery; false when it was seen before (a redelivery).
+pub async fn record_delivery(
+    db: impl SqliteExecutor<'_>,
+    provider: &str,
+    delivery_id: &str,
+    event: &str,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO webhook_deliveries (provider, delivery_id, event, received_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(provider)
+    .bind(delivery_id)
+    .bind(event)
+    .bind(now_ms())
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Forgets a delivery whose handling failed, so GitHub's redelivery is processed.
+pub async fn forget_delivery(db: impl SqliteExecutor<'_>, provider: &str, delivery_id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM webhook_deliveries WHERE provider = ? AND delivery_id = ?")
+        .bind(provider)
+        .bind(delivery_id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Orgs that have settings stored for a provider.
+pub async fn orgs_with_provider(db: impl SqliteExecutor<'_>, provider: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT org_id FROM provider_configs WHERE provider = ? ORDER BY org_id")
+        .bind(provider)
+        .fetch_all(db)
+        .await
+}
+
+/// Active git sites of one org.
+pub async fn git_sites(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<super::SiteRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        site_columns!(),
+        " FROM sites WHERE org_id = ? AND source_kind = 'git' AND status = 'active' ORDER BY name"
+    ))
+    .bind(org_id)
+    .fetch_all(db)
+    .await
+}
