@@ -11,12 +11,19 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v node >/dev/null || missing+=(nodejs npm)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 /usr/bin/python3 -c 'import venv' 2>/dev/null || missing+=(python3-venv)
+# The dashboard's tests drive headless Chromium over WebDriver.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# A Docker Engine and local base images for tests/docker.rs (installs docker.io and
+# busybox-static if missing, starts dockerd if nothing answers; idempotent).
+scripts/docker-test-env.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

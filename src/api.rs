@@ -73,6 +73,7 @@ pub fn router(service: Service) -> Router {
         .route("/api/sites/{site}/environments/{env}/logs", get(environment_logs))
         .route("/api/sites/{site}/env", get(get_env_vars).patch(set_env_vars))
         .route("/api/sites/{site}/scaling", get(get_scaling).patch(set_scaling))
+        .route("/api/sites/{site}/usage", get(get_resource_usage))
         .route("/api/sites/{site}/promote", post(promote))
         .route("/api/sites/{site}/rollback", post(rollback))
         .route("/api/deployments/{id}/cancel", post(cancel_deployment))
@@ -700,5 +701,24 @@ async fn test_connection(
 ) -> ApiResult<TestConnectionOutput> {
     Ok(Json(
         s.test_connection(&actor, &TestConnectionInput { provider }).await?,
+    ))
+}
+
+/// `HOSTING_GET_RESOURCE_USAGE`: `GET /api/sites/{site}/usage?environment=`.
+async fn get_resource_usage(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<ScalingQuery>,
+) -> ApiResult<ResourceUsageOutput> {
+    Ok(Json(
+        s.get_resource_usage(
+            &actor,
+            &ResourceUsageInput {
+                site,
+                environment: q.environment,
+            },
+        )
+        .await?,
     ))
 }

@@ -27,4 +27,5 @@ pub mod server;
 pub mod service;
 pub mod source;
 pub mod store;
+pub mod ui;
 pub mod util;

@@ -660,6 +660,44 @@ impl BerthMcp {
             out,
         )
     }
+
+    #[tool(
+        name = "HOSTING_GET_RESOURCE_USAGE",
+        description = "CPU and memory of each running instance of a site's environment (default production), as its provider measures them: docker reports the engine's stats; local reports none yet.",
+        output_schema = schema_for_output::<ResourceUsageOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_resource_usage(
+        &self,
+        Parameters(input): Parameters<ResourceUsageInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ResourceUsageOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_resource_usage(&actor, &input).await?;
+        let summary = out
+            .instances
+            .iter()
+            .map(|i| match (i.cpu_percent, i.memory_bytes) {
+                (Some(cpu), Some(mem)) => format!("#{}: {cpu:.1}% CPU, {} MiB", i.index, mem / (1024 * 1024)),
+                _ => format!("#{}: not measured", i.index),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        reply(
+            format!(
+                "{} {} on {}: {}",
+                out.site,
+                out.environment,
+                out.provider,
+                if summary.is_empty() {
+                    "no running instance".into()
+                } else {
+                    summary
+                }
+            ),
+            out,
+        )
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -670,4 +708,21 @@ impl ServerHandler for BerthMcp {
              debug with HOSTING_GET_SITE (log tails) and HOSTING_GET_DEPLOYMENT_LOGS; redeploy with HOSTING_DEPLOY; clean up with HOSTING_DELETE_SITE.",
         )
     }
+}
+
+/// The MCP tools as (name, description), in the router's order: the dashboard's landing
+/// page lists them from here so it always matches what `/mcp` serves.
+pub fn tool_catalog() -> Vec<(String, String)> {
+    let mut tools: Vec<(String, String)> = BerthMcp::tool_router()
+        .list_all()
+        .into_iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                t.description.map(|d| d.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    tools.sort();
+    tools
 }

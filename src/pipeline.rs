@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::{JobError, JobFuture, JobHandler};
 use crate::model::{DeploymentStatus, SourceKind};
+use crate::runtime::docker;
 use crate::service::Platform;
 use crate::source::{self, RepoLocation};
 use crate::store::{self, DeploymentRow, JobRow};
@@ -183,8 +184,14 @@ async fn build_and_start(
 
     // 2. Plan.
     let settings: BuildSettings = serde_json::from_str(&site.build_settings).unwrap_or_default();
-    let mut plan: BuildPlan =
-        berth_build::detect::detect(&dir, &settings).map_err(|e| StageFailure::from(e.to_string()))?;
+    let own_dockerfile =
+        site.provider == docker::NAME && settings.build_pack.is_none() && berth_build::dockerfile::has_dockerfile(&dir);
+    let mut plan: BuildPlan = if own_dockerfile {
+        berth_build::dockerfile::dockerfile_plan(&settings)
+    } else {
+        berth_build::detect::detect(&dir, &settings)
+    }
+    .map_err(|e| StageFailure::from(e.to_string()))?;
     let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
     store::set_deployment_plan(platform.store.pool(), id, &plan_json)
         .await
@@ -196,74 +203,78 @@ async fn build_and_start(
         format!("build pack: {:?}", plan.pack).to_lowercase(),
     );
 
-    // 3. Build steps, under the build timeouts and the sandbox.
-    let env = platform
-        .app_env(&site, &deployment.environment_id, id)
-        .await
-        .map_err(internal)?;
-    let cache = crate::build_cache::CacheEntry::for_plan(
-        &platform.config.data_dir.join("cache"),
-        &site.id,
-        &dir,
-        &plan,
-        platform.sandbox.is_sandboxed(),
-    );
-    for step in &plan.steps {
-        if step.name == "install"
-            && let Some(cache) = &cache
-            && cache.restore(&dir).await
-        {
-            platform.log(
-                id,
-                "build",
-                "system",
-                "dependencies restored from the build cache (lockfile unchanged)".into(),
-            );
-            continue;
-        }
-        platform.log(id, "build", "system", format!("$ {}", step.command));
-        let mut on_line = |stream: LogStream, line: String| {
-            platform.log(
-                id,
-                "build",
-                if stream == LogStream::Stderr {
-                    "stderr"
-                } else {
-                    "stdout"
-                },
-                line,
-            )
-        };
-        // Builds run at a lower CPU priority so a heavy build cannot starve serving apps.
-        let niced = BuildStep {
-            name: step.name.clone(),
-            command: format!("exec nice -n 10 sh -c {}", shell_quote(&step.command)),
-        };
-        run_step(
-            &platform.sandbox,
+    // 3. Build: an image on docker, else the steps under the build timeouts and the sandbox.
+    if docker::builds_image(&site.provider, &plan) {
+        build_image(platform, deployment, &site, &dir, &plan, cancel).await?;
+    } else {
+        let env = platform
+            .app_env(&site, &deployment.environment_id, id)
+            .await
+            .map_err(internal)?;
+        let cache = crate::build_cache::CacheEntry::for_plan(
+            &platform.config.data_dir.join("cache"),
+            &site.id,
             &dir,
-            &niced,
-            &env,
-            platform.config.timeouts.for_step(&step.name),
-            cancel.clone(),
-            &mut on_line,
-        )
-        .await
-        .map_err(|e| StageFailure::from(e.to_string()))?;
-        if step.name == "install"
-            && let Some(cache) = &cache
-        {
-            cache.save(&dir).await;
+            &plan,
+            platform.sandbox.is_sandboxed(),
+        );
+        for step in &plan.steps {
+            if step.name == "install"
+                && let Some(cache) = &cache
+                && cache.restore(&dir).await
+            {
+                platform.log(
+                    id,
+                    "build",
+                    "system",
+                    "dependencies restored from the build cache (lockfile unchanged)".into(),
+                );
+                continue;
+            }
+            platform.log(id, "build", "system", format!("$ {}", step.command));
+            let mut on_line = |stream: LogStream, line: String| {
+                platform.log(
+                    id,
+                    "build",
+                    if stream == LogStream::Stderr {
+                        "stderr"
+                    } else {
+                        "stdout"
+                    },
+                    line,
+                )
+            };
+            // Builds run at a lower CPU priority so a heavy build cannot starve serving apps.
+            let niced = BuildStep {
+                name: step.name.clone(),
+                command: format!("exec nice -n 10 sh -c {}", shell_quote(&step.command)),
+            };
+            run_step(
+                &platform.sandbox,
+                &dir,
+                &niced,
+                &env,
+                platform.config.timeouts.for_step(&step.name),
+                cancel.clone(),
+                &mut on_line,
+            )
+            .await
+            .map_err(|e| StageFailure::from(e.to_string()))?;
+            if step.name == "install"
+                && let Some(cache) = &cache
+            {
+                cache.save(&dir).await;
+            }
         }
-    }
 
-    // The output folder of a built static site is known only now.
-    berth_build::detect::resolve_output_dir(&dir, &settings, &mut plan)
-        .map_err(|e| StageFailure::from(e.to_string()))?;
-    let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
-    store::set_deployment_plan(platform.store.pool(), id, &plan_json)
-        .await
-        .map_err(|e| internal(e.into()))?;
+        // The output folder of a built static site is known only now.
+        berth_build::detect::resolve_output_dir(&dir, &settings, &mut plan)
+            .map_err(|e| StageFailure::from(e.to_string()))?;
+        let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
+        store::set_deployment_plan(platform.store.pool(), id, &plan_json)
+            .await
+            .map_err(|e| internal(e.into()))?;
+    }
 
     // 4. Start (apps) and health-check, then activate.
     platform
@@ -275,7 +286,12 @@ async fn build_and_start(
         .await
         .map_err(internal)?
     {
-        platform.log(id, "build", "system", format!("starting: {}", spec.command));
+        let what = match (&spec.image, spec.command.trim()) {
+            (Some(image), "") => format!("a container of {image}"),
+            (Some(image), command) => format!("a container of {image}: {command}"),
+            (None, command) => command.to_string(),
+        };
+        platform.log(id, "build", "system", format!("starting: {what}"));
         let started = tokio::select! {
             r = platform.runtime.start(spec, 0) => r,
             _ = cancel.cancelled() => return Err("cancelled".to_string().into()),
@@ -324,6 +340,68 @@ async fn reset_dir(dir: &Path) -> std::io::Result<()> {
 /// Quotes a string for `sh` as one word.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The docker provider's build: the app's own Dockerfile, or one generated from the plan
+/// on the org's base image, built by the engine with its output in the build log. Old
+/// images of the site beyond `keep_images` go afterwards, never one an environment uses.
+async fn build_image(
+    platform: &Arc<Platform>,
+    deployment: &DeploymentRow,
+    site: &store::SiteRow,
+    dir: &Path,
+    plan: &BuildPlan,
+    cancel: &CancellationToken,
+) -> Result<(), StageFailure> {
+    let id = deployment.id.as_str();
+    let internal = |e: anyhow::Error| StageFailure::from(format!("internal error: {e:#}"));
+    let config = platform
+        .provider_config(&site.org_id, docker::NAME)
+        .await
+        .map_err(internal)?;
+    let settings = docker::settings_from_config(&config).map_err(StageFailure::from)?;
+    let recipe = docker::image::recipe(dir, plan, &settings.base_images)
+        .map_err(StageFailure::from)?
+        .ok_or_else(|| StageFailure::from("this plan serves no process, so there is no image to build".to_string()))?;
+    match &recipe {
+        docker::ImageRecipe::OwnDockerfile => {
+            platform.log(id, "build", "system", "building the app's Dockerfile".into());
+        }
+        docker::ImageRecipe::Generated { base, dockerfile } => {
+            platform.log(
+                id,
+                "build",
+                "system",
+                format!("no Dockerfile: generated one on {base}:"),
+            );
+            for line in dockerfile.lines() {
+                platform.log(id, "build", "system", format!("  {line}"));
+            }
+        }
+    }
+    let in_use: Vec<String> = store::list_environments(platform.store.pool(), &site.id)
+        .await
+        .map_err(|e| internal(e.into()))?
+        .into_iter()
+        .filter_map(|e| e.deployment_id)
+        .map(|d| docker::image::image_tag(&site.name, &d))
+        .collect();
+    let owner = docker::DockerProvider::owner_id(&platform.config.data_dir).map_err(|e| internal(e.into()))?;
+    let provider = docker::DockerProvider::new(owner.clone());
+    let who = docker::ImageOwner {
+        owner: &owner,
+        org: &site.org_id,
+        site: &site.name,
+        deployment_id: id,
+    };
+    let mut on_line = |line: String| platform.log(id, "build", "stdout", line);
+    let built = tokio::select! {
+        r = provider.build_image(&settings, dir, &recipe, &who, &in_use, &mut on_line) => r,
+        _ = cancel.cancelled() => return Err("cancelled".to_string().into()),
+    };
+    let tag = built.map_err(|e| StageFailure::from(e.to_string()))?;
+    platform.log(id, "build", "system", format!("built image {tag}"));
+    Ok(())
 }
 
 #[cfg(test)]

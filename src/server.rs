@@ -1,4 +1,4 @@
-//! `berth serve`: assembles the platform and runs the control plane (API, MCP, health)
+//! `berth serve`: assembles the platform and runs the control plane (API, MCP, dashboard, health)
 //! and the edge proxy until shutdown. Takes its listeners' addresses from the config and
 //! publishes the bound ports in `DIR/ports.json`, so tests and scripts can use port 0.
 
@@ -54,7 +54,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let logs = LogSink::start(store.clone());
     let reconcile_wake = Arc::new(Notify::new());
     let runtime = Runtime::new(
-        vec![Arc::new(LocalProvider::new(sandbox.clone()))],
+        vec![
+            Arc::new(LocalProvider::new(sandbox.clone())),
+            Arc::new(crate::runtime::docker::DockerProvider::new(
+                crate::runtime::docker::DockerProvider::owner_id(&config.data_dir)
+                    .context("writing the docker owner id into the data dir")?,
+            )),
+        ],
         logs.clone(),
         reconcile_wake.clone(),
     );
@@ -99,6 +105,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     ));
     let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));
     let autoscaler = tokio::spawn(crate::autoscaler::run(platform.clone(), stop.child_token()));
+    tokio::spawn(sweep_leftovers(platform.runtime.clone(), stop.child_token()));
 
     let app = control_plane_router(
         service,
@@ -162,13 +169,22 @@ fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, a
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default().with_allowed_hosts(hosts),
     );
+    // `/api` also accepts the dashboard's session cookie (the pages stream logs from it).
+    let ui = crate::ui::UiState {
+        service: service.clone(),
+        auth,
+    };
     let protected = crate::api::router(service)
         .nest_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn_with_state(auth, crate::api::require_key));
+        .layer(axum::middleware::from_fn_with_state(
+            ui.clone(),
+            crate::ui::require_key_or_session,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::git_http::router(service_for_git))
         .merge(protected)
+        .merge(crate::ui::router(ui))
 }
 
 /// Holds an exclusive lock on the data dir for the life of the server: two servers on
@@ -210,4 +226,18 @@ async fn bootstrap(store: &Store, config: &ServeConfig) -> anyhow::Result<()> {
         println!("created org 'default'. Admin API key (shown once, keep it safe):\n\n    {key}\n");
     }
     Ok(())
+}
+
+/// How often providers remove leftovers (containers of instances nothing runs). The first
+/// sweep waits as long, so that the reconciler has re-adopted what is wanted after a
+/// restart.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn sweep_leftovers(runtime: Runtime, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => runtime.sweep().await,
+            _ = stop.cancelled() => return,
+        }
+    }
 }

@@ -1178,6 +1178,10 @@ pub async fn set_provider_config(
     .map(drop)
 }
 
+// ---------------------------------------------------------------- dashboard sessions
+
+pub mod ui_sessions;
+
 // ---------------------------------------------------------------- push to deploy
 
 pub mod git;

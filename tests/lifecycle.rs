@@ -406,6 +406,13 @@ async fn an_environment_scales_out_under_load_and_back_in_when_quiet() {
     }
     let (_, cfg) = server.get("/api/sites/scaler/scaling").await;
     assert_eq!(cfg["running_instances"], 3, "never more than max_instances: {cfg}");
+    let states: Vec<_> = cfg["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].clone())
+        .collect();
+    assert_eq!(states, vec![json!("healthy"); 3], "{cfg}");
     assert_eq!(pids_matching("scaler-marker").len(), 3);
 
     // Load stops: the extra instances drain and stop; no request failed on the way.

@@ -2,26 +2,37 @@
 //! available) with `PORT` set and its output captured. Restarts, health checks and drains
 //! are the shared lifecycle's (`lifecycle.rs`).
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_build::sandbox::{Sandbox, SandboxSpec};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use super::{InstanceSpec, Launched, OutputLine, OutputStream, Provider};
+use super::{InstanceSpec, Launched, OutputLine, OutputStream, Provider, Usage};
+
+/// Process ids of running instances, by (deployment, index), for usage reports.
+type Pids = Arc<Mutex<HashMap<(String, u32), u32>>>;
+
+/// How long CPU time is sampled for a usage report.
+const CPU_SAMPLE: Duration = Duration::from_millis(200);
 
 /// Runs instances as local processes.
 pub struct LocalProvider {
     sandbox: Arc<Sandbox>,
+    pids: Pids,
 }
 
 impl LocalProvider {
     /// A provider running apps through `sandbox`.
     pub fn new(sandbox: Arc<Sandbox>) -> Self {
-        Self { sandbox }
+        Self {
+            sandbox,
+            pids: Pids::default(),
+        }
     }
 }
 
@@ -54,12 +65,41 @@ impl Provider for LocalProvider {
         let stdout = child.stdout.take().map(|s| lines(s, "stdout"));
         let stderr = child.stderr.take().map(|s| lines(s, "stderr"));
         let output = futures::stream::select_all(stdout.into_iter().chain(stderr)).boxed();
+        let key = (spec.deployment_id.clone(), index);
+        if let Some(pid) = child.id() {
+            self.pids.lock().expect("pids lock").insert(key.clone(), pid);
+        }
         Ok(Box::new(LocalProcess {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             pid: child.id(),
             child,
             output: Some(output),
+            pids: self.pids.clone(),
+            key,
         }))
+    }
+
+    /// CPU over a short sample and resident memory of the instance's whole process tree.
+    async fn usage(&self, deployment_id: &str, index: u32) -> Option<Usage> {
+        let pid = *self
+            .pids
+            .lock()
+            .expect("pids lock")
+            .get(&(deployment_id.to_string(), index))?;
+        let before = tokio::task::spawn_blocking(move || berth_build::step::tree_usage(pid))
+            .await
+            .ok()??;
+        tokio::time::sleep(CPU_SAMPLE).await;
+        let after = tokio::task::spawn_blocking(move || berth_build::step::tree_usage(pid))
+            .await
+            .ok()??;
+        let ticks = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64;
+        let seconds = ticks / berth_build::step::clock_ticks_per_second() as f64;
+        Some(Usage {
+            cpu_percent: (seconds / CPU_SAMPLE.as_secs_f64() * 1000.0).round() / 10.0,
+            memory_bytes: after.rss_bytes,
+            memory_limit_bytes: None,
+        })
     }
 }
 
@@ -68,6 +108,17 @@ struct LocalProcess {
     pid: Option<u32>,
     child: tokio::process::Child,
     output: Option<OutputStream>,
+    pids: Pids,
+    key: (String, u32),
+}
+
+impl LocalProcess {
+    fn forget_pid(&self) {
+        let mut pids = self.pids.lock().expect("pids lock");
+        if pids.get(&self.key) == self.pid.as_ref() {
+            pids.remove(&self.key);
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -82,6 +133,7 @@ impl Launched for LocalProcess {
 
     async fn wait(&mut self) -> String {
         let status = self.child.wait().await;
+        self.forget_pid();
         if let Some(pid) = self.pid {
             // The shell is gone; don't leave its children behind.
             let _ = tokio::task::spawn_blocking(move || berth_build::step::kill_process_group(pid)).await;
@@ -97,6 +149,7 @@ impl Launched for LocalProcess {
         // as it is gone (the child is reaped here, so no zombie holds it up).
         berth_build::step::terminate_child_tree(&mut self.child, grace).await;
         let _ = self.child.wait().await;
+        self.forget_pid();
     }
 }
 

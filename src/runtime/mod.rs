@@ -3,6 +3,7 @@
 //! drains and scale-out follow one lifecycle in [`Runtime`] for every provider. `local`
 //! (sandboxed child processes) is the default provider.
 
+pub mod docker;
 pub mod lifecycle;
 pub mod local;
 pub mod logs;
@@ -39,6 +40,15 @@ pub struct InstanceSpec {
     pub health_check_path: String,
     /// How long the first start may take to become healthy.
     pub start_timeout: Duration,
+    /// Org id: container providers label instances with it and pick its network.
+    pub org: String,
+    /// Environment name, for labels.
+    pub environment: String,
+    /// Container providers: the deployment's built image. With an empty `command` the
+    /// image's own command runs.
+    pub image: Option<String>,
+    /// The org's settings of `provider` (HOSTING_SET_CONFIG), for providers that have any.
+    pub provider_config: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Observed state of an instance.

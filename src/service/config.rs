@@ -52,7 +52,11 @@ pub trait ProviderSettings: Send + Sync + 'static {
 
 /// Every provider with settings; one line per provider.
 pub fn registry() -> Vec<Box<dyn ProviderSettings>> {
-    vec![Box::new(LocalSettings), Box::new(crate::github::GitHubSettings)]
+    vec![
+        Box::new(LocalSettings),
+        Box::new(DockerProviderSettings),
+        Box::new(crate::github::GitHubSettings),
+    ]
 }
 
 fn find_provider(name: &str) -> ServiceResult<Box<dyn ProviderSettings>> {
@@ -334,5 +338,88 @@ pub fn config_str<'a>(config: &'a ConfigMap, key: &str) -> ServiceResult<Option<
             "config",
             format!("'{key}' must be a string, not {other}"),
         )),
+    }
+}
+
+/// The docker provider: engine address, base images of generated Dockerfiles, limits per
+/// container, image retention, and whether new sites use it by default.
+struct DockerProviderSettings;
+
+#[async_trait::async_trait]
+impl ProviderSettings for DockerProviderSettings {
+    fn name(&self) -> &'static str {
+        crate::runtime::docker::NAME
+    }
+    fn summary(&self) -> &'static str {
+        "Builds apps into images and runs them as locked-down containers on a Docker Engine."
+    }
+    fn keys(&self) -> &'static [ConfigKey] {
+        &[
+            ConfigKey {
+                name: "host",
+                secret: false,
+                description: "Engine address: unix:///var/run/docker.sock (default), a socket path, or tcp://HOST:PORT.",
+            },
+            ConfigKey {
+                name: "base_images",
+                secret: false,
+                description: "Base images of generated Dockerfiles: {\"node\": \"node:20-slim\", \"python\": \"python:3.11-slim\", \"procfile\": \"debian:bookworm-slim\"} (defaults).",
+            },
+            ConfigKey {
+                name: "memory_mb",
+                secret: false,
+                description: "Memory limit per container in MiB (default 512).",
+            },
+            ConfigKey {
+                name: "cpus",
+                secret: false,
+                description: "CPU limit per container in cores (default 1).",
+            },
+            ConfigKey {
+                name: "pids_limit",
+                secret: false,
+                description: "Process limit per container (default 256).",
+            },
+            ConfigKey {
+                name: "keep_images",
+                secret: false,
+                description: "Images kept per site; older ones are removed after each deploy (default 5).",
+            },
+            ConfigKey {
+                name: "default",
+                secret: false,
+                description: "true: new sites of this org run on docker unless they name a provider (default false).",
+            },
+        ]
+    }
+    fn validate(&self, config: &ConfigMap) -> ServiceResult<()> {
+        if let Some(v) = config.get("default")
+            && !v.is_boolean()
+        {
+            return Err(ServiceError::invalid(
+                "config",
+                format!("'default' must be true or false, not {v}"),
+            ));
+        }
+        crate::runtime::docker::settings_from_config(config)
+            .map(drop)
+            .map_err(|m| ServiceError::invalid("config", m))
+    }
+    async fn test_connection(&self, _platform: &Platform, config: &ConfigMap) -> ServiceResult<String> {
+        let settings =
+            crate::runtime::docker::settings_from_config(config).map_err(|m| ServiceError::invalid("config", m))?;
+        let report = async {
+            crate::runtime::docker::Engine::connect(&settings.host)?
+                .negotiate()
+                .await?
+                .probe()
+                .await
+        }
+        .await
+        .map_err(|e| ServiceError::conflict(e.to_string()))?;
+        Ok(format!(
+            "Docker Engine {} (API {}, {}) at {}",
+            report.version, report.api_version, report.platform, report.host
+        ))
     }
 }

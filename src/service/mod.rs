@@ -10,6 +10,7 @@ pub mod github;
 mod platform;
 mod scaling;
 pub mod types;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,6 +28,7 @@ pub use config::{
 };
 pub use platform::{DeploymentEvent, Platform, secret_context};
 pub use types::*;
+pub use usage::{InstanceUsage, ResourceUsageInput, ResourceUsageOutput};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::{Actor, DeploymentStatus, SourceKind, validate_site_name};
@@ -192,13 +194,7 @@ impl Service {
         upload: Option<UploadedSource>,
     ) -> ServiceResult<CreateSiteOutput> {
         validate_site_name(&input.name)?;
-        let provider = input.provider.clone().unwrap_or_else(|| "local".into());
-        if provider != "local" {
-            return Err(ServiceError::invalid(
-                "provider",
-                format!("unknown provider '{provider}'; available: local"),
-            ));
-        }
+        let provider = self.site_provider(actor, input.provider.as_deref()).await?;
         let settings = build_settings_of(&input)?;
         let env_vars = validate_env_vars(input.env_vars.clone().unwrap_or_default())?;
         let internal = match (&input.repo, &upload) {
@@ -404,6 +400,9 @@ impl Service {
             {
                 tracing::warn!(path = %dir.display(), error = %err, "removing deployment files failed");
             }
+        }
+        if site.provider == crate::runtime::docker::NAME {
+            self.remove_site_images(site).await;
         }
         tracing::info!(site.name = %site.name, deployments = deployments.len(), "site deleted");
         Ok(DeleteSiteOutput {
@@ -1131,6 +1130,58 @@ fn redact_vars(mut v: serde_json::Value, field: &str) -> serde_json::Value {
         }
     }
     v
+}
+
+impl Service {
+    /// The provider a new site runs on: the one asked for (it must be registered), else
+    /// docker when the org made it its default (`HOSTING_SET_CONFIG {provider: "docker",
+    /// config: {default: true}}`), else local.
+    async fn site_provider(&self, actor: &Actor, asked: Option<&str>) -> ServiceResult<String> {
+        if let Some(name) = asked {
+            let name = name.trim();
+            if self.platform.runtime.provider(name).is_none() {
+                return Err(ServiceError::invalid(
+                    "provider",
+                    format!("unknown provider '{name}'; available: local, docker"),
+                ));
+            }
+            return Ok(name.to_string());
+        }
+        let docker = self
+            .platform
+            .provider_config(&actor.org_id, crate::runtime::docker::NAME)
+            .await?;
+        Ok(if crate::runtime::docker::is_org_default(&docker) {
+            crate::runtime::docker::NAME.into()
+        } else {
+            "local".into()
+        })
+    }
+}
+
+impl Service {
+    /// Removes a deleted docker site's images from the engine. Best effort: an engine that
+    /// is down leaves them to the next deploy's clean-up of the same site name.
+    async fn remove_site_images(&self, site: &SiteRow) {
+        let removed = async {
+            let config = self
+                .platform
+                .provider_config(&site.org_id, crate::runtime::docker::NAME)
+                .await
+                .map_err(|e| e.to_string())?;
+            let settings = crate::runtime::docker::settings_from_config(&config)?;
+            let owner = crate::runtime::docker::DockerProvider::owner_id(&self.platform.config.data_dir)
+                .map_err(|e| e.to_string())?;
+            crate::runtime::docker::DockerProvider::new(owner)
+                .remove_site_images(&settings, &site.org_id, &site.name)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(err) = removed {
+            tracing::warn!(site.name = %site.name, error = %err, "removing the site's images failed");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -243,9 +243,18 @@ impl Platform {
             return Ok(None);
         };
         let deployment_id = d.id.as_str();
+        let environment = store::get_environment_by_id(self.store.pool(), &d.environment_id)
+            .await?
+            .map(|e| e.name)
+            .unwrap_or_default();
+        let containerised = crate::runtime::docker::builds_image(&site.provider, plan);
         Ok(Some(InstanceSpec {
             deployment_id: deployment_id.to_string(),
-            provider: "local".into(),
+            provider: site.provider.clone(),
+            org: site.org_id.clone(),
+            environment,
+            image: containerised.then(|| crate::runtime::docker::image::image_tag(&site.name, deployment_id)),
+            provider_config: self.provider_config(&site.org_id, &site.provider).await?,
             site: site.name.clone(),
             app_dir: crate::pipeline::app_dir(self, deployment_id),
             command: command.clone(),

@@ -22,10 +22,26 @@ impl Service {
 
     async fn scaling_config(&self, site: &store::SiteRow, env: &store::EnvironmentRow) -> ServiceResult<ScalingConfig> {
         let row = store::get_scaling(self.platform.store.pool(), &env.id).await?;
-        let running = env.deployment_id.as_deref().map_or(0, |id| {
-            let observed = self.platform.runtime.observe(id);
-            observed.iter().filter(|o| !o.draining).count()
-        });
+        let observed = env
+            .deployment_id
+            .as_deref()
+            .map(|id| self.platform.runtime.observe(id))
+            .unwrap_or_default();
+        let running = observed.iter().filter(|o| !o.draining).count();
+        let instances = observed
+            .iter()
+            .map(|o| InstanceInfo {
+                index: o.index,
+                state: match &o.state {
+                    InstanceState::Starting => "starting",
+                    InstanceState::Healthy => "healthy",
+                    InstanceState::Restarting { .. } => "restarting",
+                    InstanceState::Crashed { .. } => "crashed",
+                }
+                .to_string(),
+                draining: o.draining,
+            })
+            .collect();
         Ok(ScalingConfig {
             site: site.name.clone(),
             environment: env.name.clone(),
@@ -34,6 +50,7 @@ impl Service {
             idle_timeout_seconds: row.idle_timeout_seconds,
             target_concurrency: row.target_concurrency,
             running_instances: running as i64,
+            instances,
         })
     }
 

@@ -603,8 +603,22 @@ pub struct ScalingConfig {
     pub idle_timeout_seconds: i64,
     /// Target in-flight requests per instance.
     pub target_concurrency: i64,
-    /// Instances running right now.
+    /// Instances running right now (not counting ones draining after a scale-in).
     pub running_instances: i64,
+    /// Each instance of the deployment the environment serves.
+    #[serde(default)]
+    pub instances: Vec<InstanceInfo>,
+}
+
+/// One running instance of a deployment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct InstanceInfo {
+    /// Instance number (0-based).
+    pub index: u32,
+    /// starting, healthy, restarting or crashed.
+    pub state: String,
+    /// Leaving after a scale-in or a swap: no longer routed, finishing its requests.
+    pub draining: bool,
 }
 
 /// `HOSTING_CREATE_REPO` arguments.

@@ -64,6 +64,9 @@ pub enum BuildPack {
     Node,
     /// A `requirements.txt` / `pyproject.toml` project, installed in `.venv`.
     Python,
+    /// The project's own `Dockerfile`; container providers only (see
+    /// [`crate::dockerfile`]), never detected or accepted as a setting here.
+    Dockerfile,
 }
 
 impl BuildPack {
@@ -82,6 +85,7 @@ impl BuildPack {
             BuildPack::Procfile => "procfile",
             BuildPack::Node => "node",
             BuildPack::Python => "python",
+            BuildPack::Dockerfile => "dockerfile",
         }
     }
 }
@@ -271,6 +275,12 @@ pub fn detect(source: &Path, settings: &BuildSettings) -> Result<BuildPlan, Dete
             no_start: PROCFILE_NO_WEB,
             static_dir: None,
         },
+        BuildPack::Dockerfile => {
+            return Err(DetectError::InvalidSetting {
+                field: "build_pack",
+                reason: "a Dockerfile is built only by a container provider; choose provider docker".into(),
+            });
+        }
         BuildPack::Static => Draft {
             install: None,
             build: None,
@@ -547,7 +557,7 @@ fn normalize_output_dir(raw: &str) -> Result<String, DetectError> {
     Ok(if s.is_empty() { ".".into() } else { s })
 }
 
-fn normalize_health_path(raw: Option<&str>) -> Result<String, DetectError> {
+pub(crate) fn normalize_health_path(raw: Option<&str>) -> Result<String, DetectError> {
     let path = raw.map(str::trim).unwrap_or("/");
     if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(DetectError::InvalidSetting {

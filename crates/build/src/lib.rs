@@ -5,6 +5,8 @@
 //!   untrusted uploads safely (no path traversal, no symlink tricks, no bombs).
 //! * [`mod@detect`] looks at an extracted source tree and turns it into a
 //!   [`detect::BuildPlan`]: install/build steps plus how to serve the result.
+//! * [`dockerfile`] finds a source tree's own Dockerfile or generates one from a
+//!   plan, for container providers.
 //! * [`sandbox`] decides how an untrusted command is run (bubblewrap when it is
 //!   available, a plain process group otherwise).
 //! * [`step`] runs one build step inside the sandbox with streamed log lines,
@@ -15,6 +17,7 @@
 
 pub mod archive;
 pub mod detect;
+pub mod dockerfile;
 pub mod sandbox;
 pub mod step;
 

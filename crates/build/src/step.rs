@@ -383,6 +383,54 @@ struct ProcStat {
     ppid: u32,
     pgid: u32,
     state: char,
+    /// User plus system CPU time, in clock ticks.
+    cpu_ticks: u64,
+    /// Resident pages.
+    rss_pages: u64,
+}
+
+/// CPU time and resident memory of a process tree, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeUsage {
+    /// User plus system CPU time, in clock ticks (`sysconf(_SC_CLK_TCK)` per second).
+    pub cpu_ticks: u64,
+    /// Resident memory in bytes.
+    pub rss_bytes: u64,
+}
+
+/// CPU time and resident memory of the process `leader` and all its descendants, read
+/// from `/proc`; `None` when the leader is gone.
+pub fn tree_usage(leader: u32) -> Option<TreeUsage> {
+    let procs = read_proc_table();
+    procs.iter().find(|p| p.pid == leader)?;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    let mut usage = TreeUsage::default();
+    let mut queue = vec![leader];
+    let mut seen = vec![leader];
+    while let Some(pid) = queue.pop() {
+        for p in &procs {
+            if p.pid == pid {
+                usage.cpu_ticks += p.cpu_ticks;
+                usage.rss_bytes += p.rss_pages * page;
+            }
+            if p.ppid == pid && !seen.contains(&p.pid) {
+                seen.push(p.pid);
+                queue.push(p.pid);
+            }
+        }
+    }
+    Some(usage)
+}
+
+/// Clock ticks per second of [`TreeUsage::cpu_ticks`].
+pub fn clock_ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64
 }
 
 fn read_proc_table() -> Vec<ProcStat> {
@@ -406,7 +454,18 @@ fn parse_stat(s: &str) -> Option<ProcStat> {
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
     let pgid = rest.next()?.parse().ok()?;
-    Some(ProcStat { pid, ppid, pgid, state })
+    // Fields after pgid: session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
+    // stime cutime cstime priority nice num_threads itrealvalue starttime vsize rss.
+    let rest: Vec<&str> = rest.collect();
+    let num = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Some(ProcStat {
+        pid,
+        ppid,
+        pgid,
+        state,
+        cpu_ticks: num(8) + num(9),
+        rss_pages: num(18),
+    })
 }
 
 /// Sends `signal` to process group `pid`; false if there is no such group.

@@ -659,3 +659,11 @@ async fn python_venv_without_pip_is_created_and_works_at_app() {
     .unwrap();
     assert_eq!(lines, vec!["hi"]);
 }
+
+#[test]
+fn tree_usage_counts_a_live_process_and_none_for_a_gone_one() {
+    let own = tree_usage(std::process::id()).expect("this process is alive");
+    assert!(own.rss_bytes > 1024 * 1024, "{own:?}");
+    assert!(clock_ticks_per_second() > 0);
+    assert_eq!(tree_usage(u32::MAX - 1), None);
+}

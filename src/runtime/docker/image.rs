@@ -1,0 +1,248 @@
+//! Images: building a deployment's image through the Engine API from a tar of its app
+//! folder (its own `Dockerfile`, or one generated from the detected plan), streaming the
+//! build output as log lines, and garbage-collecting old images of a site.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use berth_build::BuildPlan;
+use berth_build::dockerfile::{self, BaseImages, DockerfileError};
+use bollard::query_parameters::{BuildImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
+use futures::StreamExt;
+
+use super::engine::{Engine, EngineError};
+use super::{LABEL_DEPLOYMENT, LABEL_ORG, LABEL_OWNER, LABEL_SITE};
+
+/// What a deployment's image is built from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageRecipe {
+    /// The app's own `Dockerfile` at its root.
+    OwnDockerfile,
+    /// A Dockerfile generated from the detected plan on this base image.
+    Generated {
+        /// The base image (`FROM`).
+        base: String,
+        /// The generated file's text, also written to the build log.
+        dockerfile: String,
+    },
+}
+
+/// Chooses how to build `app_dir`: its own Dockerfile wins; otherwise the plan's pack picks
+/// a base image. `None` for static sites, which the edge serves without a container.
+pub fn recipe(app_dir: &Path, plan: &BuildPlan, bases: &BaseImages) -> Result<Option<ImageRecipe>, String> {
+    if dockerfile::has_dockerfile(app_dir) {
+        return Ok(Some(ImageRecipe::OwnDockerfile));
+    }
+    let Some(base) = bases.for_pack(plan.pack) else {
+        return Ok(None);
+    };
+    match dockerfile::generate(plan, base) {
+        Ok(text) => Ok(Some(ImageRecipe::Generated {
+            base: base.to_string(),
+            dockerfile: text,
+        })),
+        Err(DockerfileError::StaticSite) => Ok(None),
+    }
+}
+
+/// Who an image belongs to; recorded as labels so that garbage collection and cleanup
+/// find it again.
+#[derive(Clone, Debug)]
+pub struct ImageOwner<'a> {
+    /// The berth installation (see [`super::DockerProvider::owner`]).
+    pub owner: &'a str,
+    /// Org name.
+    pub org: &'a str,
+    /// Site name.
+    pub site: &'a str,
+    /// Deployment id.
+    pub deployment_id: &'a str,
+}
+
+/// The tag of a deployment's image: `berth/<site>:<deployment>`.
+pub fn image_tag(site: &str, deployment_id: &str) -> String {
+    format!(
+        "berth/{}:{}",
+        site.to_ascii_lowercase(),
+        deployment_id.to_ascii_lowercase()
+    )
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The engine could not be used.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The Dockerfile or one of its steps failed; the log has the details.
+    #[error("the image build failed: {0}")]
+    Failed(String),
+    /// The app folder could not be packed.
+    #[error("could not pack the app folder for the image build: {0}")]
+    Context(String),
+}
+
+/// Builds the image of one deployment from `app_dir` and tags it [`image_tag`]. Each line
+/// of the engine's build output goes to `on_line`. A generated Dockerfile is written into
+/// `app_dir` (berth's own copy of the source) first.
+pub async fn build(
+    engine: &Engine,
+    app_dir: &Path,
+    recipe: &ImageRecipe,
+    who: &ImageOwner<'_>,
+    on_line: &mut (dyn FnMut(String) + Send),
+) -> Result<String, BuildError> {
+    let dockerfile_name = match recipe {
+        ImageRecipe::OwnDockerfile => dockerfile::DOCKERFILE,
+        ImageRecipe::Generated { dockerfile: text, .. } => {
+            tokio::fs::write(app_dir.join(dockerfile::GENERATED_DOCKERFILE), text)
+                .await
+                .map_err(|e| BuildError::Context(e.to_string()))?;
+            dockerfile::GENERATED_DOCKERFILE
+        }
+    };
+    let dir = app_dir.to_path_buf();
+    let context = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        berth_build::pack_dir_tar_gz(&dir, &mut out).map(|_| out)
+    })
+    .await
+    .map_err(|e| BuildError::Context(e.to_string()))?
+    .map_err(|e| BuildError::Context(e.to_string()))?;
+
+    let tag = image_tag(who.site, who.deployment_id);
+    let labels: HashMap<&str, &str> = HashMap::from([
+        (LABEL_OWNER, who.owner),
+        (LABEL_ORG, who.org),
+        (LABEL_SITE, who.site),
+        (LABEL_DEPLOYMENT, who.deployment_id),
+    ]);
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile(dockerfile_name)
+        .t(&tag)
+        .rm(true)
+        .forcerm(true)
+        .labels(&labels)
+        .build();
+    let mut stream = engine
+        .docker()
+        .build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut pending = String::new();
+    let mut failure: Option<String> = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(text) = info.stream {
+                    pending.push_str(&text);
+                    emit_lines(&mut pending, on_line);
+                }
+                if let Some(status) = info.status {
+                    on_line(status);
+                }
+                if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                    failure = Some(message.trim().to_string());
+                }
+            }
+            Err(err) => {
+                let err = engine.error(err);
+                match err {
+                    // The engine reports a failed step as a server error at the end.
+                    EngineError::Refused { message, .. } => failure = Some(message),
+                    other => return Err(other.into()),
+                }
+                break;
+            }
+        }
+    }
+    if !pending.trim().is_empty() {
+        on_line(pending.trim_end().to_string());
+    }
+    if let Some(message) = failure {
+        return Err(BuildError::Failed(message));
+    }
+    // The stream can end without an error while the tag is missing (a dropped
+    // connection); only an image that exists counts as built.
+    engine
+        .docker()
+        .inspect_image(&tag)
+        .await
+        .map_err(|e| BuildError::Failed(format!("the engine did not produce {tag}: {}", engine.error(e))))?;
+    Ok(tag)
+}
+
+/// Sends every complete line of `pending` and keeps the unfinished rest.
+fn emit_lines(pending: &mut String, on_line: &mut (dyn FnMut(String) + Send)) {
+    while let Some(pos) = pending.find('\n') {
+        let line: String = pending.drain(..=pos).collect();
+        let line = line.trim_end();
+        if !line.is_empty() {
+            on_line(line.to_string());
+        }
+    }
+}
+
+/// Removes all but the newest `keep` images of a site built by this installation, and
+/// never one listed in `in_use` (tags of deployments an environment points at or that
+/// still run). An image a container still uses is refused by the engine and kept.
+pub async fn collect_garbage(
+    engine: &Engine,
+    owner: &str,
+    org: &str,
+    site: &str,
+    keep: usize,
+    in_use: &[String],
+) -> Result<usize, EngineError> {
+    let filters: HashMap<&str, Vec<String>> = HashMap::from([(
+        "label",
+        vec![
+            format!("{LABEL_OWNER}={owner}"),
+            format!("{LABEL_ORG}={org}"),
+            format!("{LABEL_SITE}={site}"),
+        ],
+    )]);
+    let mut images = engine
+        .docker()
+        .list_images(Some(ListImagesOptionsBuilder::default().filters(&filters).build()))
+        .await
+        .map_err(|e| engine.error(e))?;
+    images.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
+    let mut removed = 0;
+    for image in images.into_iter().skip(keep) {
+        if image.repo_tags.iter().any(|t| in_use.contains(t)) {
+            continue;
+        }
+        let options = RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
+        match engine.docker().remove_image(&image.id, Some(options), None).await {
+            Ok(_) => removed += 1,
+            Err(err) => {
+                let err = engine.error(err);
+                if !(err.is_conflict() || err.is_not_found()) {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_output_is_split_into_lines_across_chunks() {
+        let mut lines = Vec::new();
+        let mut pending = String::new();
+        for chunk in ["Step 1/3 : FROM x\n ---> abc", "\n\nStep 2/3", " : RUN y\n"] {
+            pending.push_str(chunk);
+            emit_lines(&mut pending, &mut |l| lines.push(l));
+        }
+        assert_eq!(lines, vec!["Step 1/3 : FROM x", " ---> abc", "Step 2/3 : RUN y"]);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn tags_name_the_site_and_deployment() {
+        assert_eq!(image_tag("Blog", "01ABC"), "berth/blog:01abc");
+    }
+}

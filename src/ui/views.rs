@@ -1,0 +1,1144 @@
+//! The dashboard's HTML, as `maud` templates (auto-escaped). Views only lay out what the
+//! handlers fetched from the service layer; they decide nothing.
+
+use std::collections::BTreeMap;
+
+use maud::{DOCTYPE, Markup, html};
+
+use super::session::{CSRF_FIELD, Session};
+use crate::service::{DeploymentInfo, EnvVarsOutput, EnvironmentInfo, ScalingConfig, SiteDetail, SiteSummary};
+
+/// A message shown at the top of a page after an action.
+#[derive(Clone, Debug, Default)]
+pub struct Notice {
+    /// An error (true) or a confirmation.
+    pub error: bool,
+    /// The text.
+    pub message: String,
+    /// The form field it belongs to, when there is one.
+    pub field: Option<String>,
+}
+
+impl Notice {
+    /// A confirmation.
+    pub fn ok(message: impl Into<String>) -> Self {
+        Self {
+            error: false,
+            message: message.into(),
+            field: None,
+        }
+    }
+    /// An error, optionally tied to a field.
+    pub fn error(message: impl Into<String>, field: Option<&str>) -> Self {
+        Self {
+            error: true,
+            message: message.into(),
+            field: field.map(str::to_string),
+        }
+    }
+}
+
+/// The frame of every page: header, navigation, main content.
+pub fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(s) = session { meta name="csrf-token" content=(s.csrf); }
+                title { (title) " · berth" }
+                link rel="stylesheet" href="/assets/app.css";
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.topbar {
+                    div.topbar-inner {
+                        a.brand href="/" { span.brand-mark aria-hidden="true" { "⚓" } "berth" }
+                        @if let Some(s) = session {
+                            nav.mainnav aria-label="Main" {
+                                a href="/sites" { "Sites" }
+                                a href="/sites/new" { "New site" }
+                                a href="/providers" { "Providers" }
+                            }
+                            div.whoami {
+                                span.org title="Org and API key this session acts as" {
+                                    (s.actor.org_name) " · " (s.actor.key_name)
+                                }
+                                form method="post" action="/logout" {
+                                    (csrf_input(s))
+                                    button.btn.btn-ghost type="submit" { "Log out" }
+                                }
+                            }
+                        } @else {
+                            nav.mainnav aria-label="Main" {
+                                a href="/#agents" { "For agents" }
+                                a href="/#start" { "Get started" }
+                                a.btn.btn-primary href="/login" { "Log in" }
+                            }
+                        }
+                    }
+                }
+                main #main { (body) }
+                footer.footer { "berth · self-hosted, agent-native hosting" }
+            }
+        }
+    }
+}
+
+/// The hidden CSRF field every form carries.
+pub fn csrf_input(s: &Session) -> Markup {
+    html! { input type="hidden" name=(CSRF_FIELD) value=(s.csrf); }
+}
+
+/// A notice banner.
+pub fn notice(n: Option<&Notice>) -> Markup {
+    html! {
+        @if let Some(n) = n {
+            @if n.error {
+                div.notice.notice-error role="alert" { span aria-hidden="true" { "✕ " } (n.message) }
+            } @else {
+                div.notice.notice-ok role="status" { span aria-hidden="true" { "✓ " } (n.message) }
+            }
+        }
+    }
+}
+
+/// Icon and label of a status: never colour alone.
+fn status_parts(status: &str) -> (&'static str, &'static str, &'static str) {
+    match status {
+        "live" => ("✓", "Live", "ok"),
+        "building" => ("◐", "Building", "busy"),
+        "queued" => ("…", "Queued", "busy"),
+        "deploying" => ("◐", "Deploying", "busy"),
+        "starting" => ("◌", "Starting", "busy"),
+        "failed" => ("✕", "Failed", "bad"),
+        "crashed" => ("⚠", "Crashed", "bad"),
+        "sleeping" => ("☾", "Sleeping", "idle"),
+        "superseded" => ("↺", "Superseded", "idle"),
+        "cancelled" => ("⊘", "Cancelled", "idle"),
+        "new" => ("○", "Not deployed", "idle"),
+        "none" => ("○", "Not deployed", "idle"),
+        _ => ("•", "Unknown", "idle"),
+    }
+}
+
+/// A status badge: icon plus text.
+pub fn badge(status: &str) -> Markup {
+    let (icon, label, tone) = status_parts(status);
+    html! {
+        span class={ "badge badge-" (tone) } data-status=(status) {
+            span.badge-icon aria-hidden="true" { (icon) } (label)
+        }
+    }
+}
+
+/// A timestamp shown as date and time, refined to "n min ago" by the script.
+fn when(rfc3339: &str) -> Markup {
+    let shown = rfc3339.get(..16).unwrap_or(rfc3339).replace('T', " ");
+    html! { time datetime=(rfc3339) title=(rfc3339) { (shown) " UTC" } }
+}
+
+fn short(id: &str, n: usize) -> &str {
+    id.get(..n).unwrap_or(id)
+}
+
+/// "commit abc1234 on main" / "upload" / "folder".
+fn source_line(d: &DeploymentInfo) -> Markup {
+    html! {
+        @match (&d.commit, d.source.as_str()) {
+            (Some(c), _) => {
+                span.mono title=(c) { (short(c, 7)) }
+                @if let Some(b) = &d.branch { " on " span.mono { (b) } }
+            }
+            (None, "upload") => { "upload" }
+            (None, "path") => { "folder copy" }
+            (None, _) => { "git" }
+        }
+    }
+}
+
+/// A copy-to-clipboard button for the text of `target` (a CSS selector).
+fn copy_button(target: &str, label: &str) -> Markup {
+    html! { button.btn.btn-small type="button" data-copy=(target) { (label) } }
+}
+
+// ---------------------------------------------------------------- public pages
+
+/// What the landing page needs.
+pub struct Landing<'a> {
+    /// Base URL of this control plane as the visitor reached it.
+    pub base_url: &'a str,
+    /// The MCP tools (name, description).
+    pub tools: &'a [(String, String)],
+    /// Site URL pattern.
+    pub site_pattern: &'a str,
+}
+
+/// The landing page for visitors who are not logged in.
+pub fn landing(l: &Landing<'_>) -> Markup {
+    let http_config = format!(
+        "{{\n  \"mcpServers\": {{\n    \"berth\": {{\n      \"url\": \"{}/mcp\",\n      \"headers\": {{ \"Authorization\": \"Bearer <your-api-key>\" }}\n    }}\n  }}\n}}",
+        l.base_url
+    );
+    let stdio_config = format!(
+        "{{\n  \"mcpServers\": {{\n    \"berth\": {{\n      \"command\": \"berth\",\n      \"args\": [\"mcp\"],\n      \"env\": {{ \"BERTH_URL\": \"{}\", \"BERTH_TOKEN\": \"<your-api-key>\" }}\n    }}\n  }}\n}}",
+        l.base_url
+    );
+    page(
+        None,
+        "Hosting your agents can drive",
+        html! {
+            section.hero {
+                h1 { "Hosting your agents can drive." }
+                p.lead {
+                    "berth turns a laptop, a VM or your own servers into a place where people "
+                    em { "and AI agents" } " create sites, deploy them from git or a folder, preview branches, "
+                    "roll back, and read logs — one binary, your infrastructure."
+                }
+                div.hero-actions {
+                    a.btn.btn-primary href="/login" { "Log in with an API key" }
+                    a.btn href="#start" { "How to start" }
+                }
+            }
+            section.features aria-label="What berth does" {
+                div.feature { h2 { "One call to a live URL" } p { "Point berth at a repo or a folder: it detects the stack, builds it in a sandbox, health-checks it and routes " span.mono { (l.site_pattern) } " to it." } }
+                div.feature { h2 { "Safe to hand to an agent" } p { "Every action is an MCP tool with validated input, clear errors that say what to do next, masked secrets and an audit log." } }
+                div.feature { h2 { "Previews, promote, rollback" } p { "Branch environments get their own URL; promote and rollback move a pointer, they never rebuild." } }
+            }
+            section #agents {
+                h2 { "For agents" }
+                p { "Add berth to any MCP client (Claude Code, Cursor, …). Over HTTP:" }
+                div.codeblock {
+                    pre #mcp-http { code { (http_config) } }
+                    (copy_button("#mcp-http", "Copy"))
+                }
+                p { "Or over stdio, with the " span.mono { "berth" } " binary on the agent's machine:" }
+                div.codeblock {
+                    pre #mcp-stdio { code { (stdio_config) } }
+                    (copy_button("#mcp-stdio", "Copy"))
+                }
+                details.tools {
+                    summary { "The " (l.tools.len()) " tools an agent gets" }
+                    dl {
+                        @for (name, description) in l.tools {
+                            dt.mono { (name) }
+                            dd { (description) }
+                        }
+                    }
+                }
+            }
+            section #start {
+                h2 { "How to start" }
+                ol.steps {
+                    li { "Run " span.mono { "berth serve" } ". On first start it prints an admin API key once: keep it." }
+                    li { "Log in here with that key, or give it to your agent in the config above." }
+                    li { "Create a site from a git URL or a folder, or run " span.mono { "berth deploy DIR --site NAME" } "." }
+                }
+            }
+        },
+    )
+}
+
+/// The login form.
+pub fn login(csrf: &str, next: &str, error: Option<&str>) -> Markup {
+    page(
+        None,
+        "Log in",
+        html! {
+            section.narrow {
+                h1 { "Log in" }
+                p.muted { "Use an API key: the one " span.mono { "berth serve" } " printed on first start, or any key of your org." }
+                @if let Some(e) = error {
+                    div.notice.notice-error role="alert" #login-error { span aria-hidden="true" { "✕ " } (e) }
+                }
+                form.card.form method="post" action="/login" {
+                    input type="hidden" name=(CSRF_FIELD) value=(csrf);
+                    input type="hidden" name="next" value=(next);
+                    div.field {
+                        label for="key" { "API key" }
+                        input #key type="password" name="key" autocomplete="current-password" required autofocus
+                            aria-invalid=[error.map(|_| "true")] aria-describedby="key-hint";
+                        small #key-hint.hint { "Starts with " span.mono { "berth_" } " unless your operator chose one." }
+                    }
+                    button.btn.btn-primary type="submit" { "Log in" }
+                }
+            }
+        },
+    )
+}
+
+/// An error page (not found, refused, internal).
+pub fn error_page(session: Option<&Session>, title: &str, message: &str) -> Markup {
+    page(
+        session,
+        title,
+        html! {
+            section.narrow {
+                h1 { (title) }
+                div.notice.notice-error role="alert" { (message) }
+                p { a href=(if session.is_some() { "/sites" } else { "/" }) { "← Back" } }
+            }
+        },
+    )
+}
+
+// ---------------------------------------------------------------- sites
+
+/// One site card's data: the summary plus a derived display status.
+pub struct SiteCard {
+    /// The summary from the service.
+    pub summary: SiteSummary,
+    /// Status to show (the summary's, or `sleeping` for a scaled-to-zero site).
+    pub status: String,
+}
+
+/// The sites grid with search and filter.
+pub fn sites(session: &Session, cards: &[SiteCard], q: &str, status: &str, total: usize) -> Markup {
+    let statuses = [
+        ("", "All statuses"),
+        ("live", "Live"),
+        ("building", "Building"),
+        ("failed", "Failed"),
+        ("sleeping", "Sleeping"),
+        ("crashed", "Crashed"),
+        ("new", "Not deployed"),
+    ];
+    page(
+        Some(session),
+        "Sites",
+        html! {
+            div.pagehead {
+                h1 { "Sites" }
+                a.btn.btn-primary href="/sites/new" { "+ New site" }
+            }
+            @if total == 0 {
+                div.empty.card #sites-empty {
+                    div.empty-icon aria-hidden="true" { "⚓" }
+                    h2 { "No sites yet" }
+                    p { "Deploy an app from a git URL, a folder on this server or a .tar.gz upload." }
+                    a.btn.btn-primary href="/sites/new" { "Create your first site" }
+                }
+            } @else {
+                form.filters method="get" action="/sites" role="search" data-filter-form {
+                    div.field.field-inline {
+                        label for="q" { "Search" }
+                        input #q type="search" name="q" value=(q) placeholder="Name or source" data-filter-input;
+                    }
+                    div.field.field-inline {
+                        label for="status" { "Status" }
+                        select #status name="status" data-filter-status {
+                            @for (value, label) in statuses {
+                                option value=(value) selected[value == status] { (label) }
+                            }
+                        }
+                    }
+                    button.btn type="submit" data-nojs { "Filter" }
+                }
+                @if cards.is_empty() {
+                    div.empty.card { p { "No site matches. " a href="/sites" { "Clear the filter" } } }
+                }
+                ul.grid #sites-grid {
+                    @for c in cards {
+                        li.card.site-card data-site=(c.summary.name) data-status=(c.status)
+                            data-search=(format!("{} {}", c.summary.name, c.summary.source)) {
+                            div.site-card-head {
+                                h2 { a href=(format!("/sites/{}", c.summary.name)) { (c.summary.name) } }
+                                (badge(&c.status))
+                            }
+                            p.url { a href=(c.summary.url) target="_blank" rel="noopener" { (c.summary.url) } }
+                            p.muted.small {
+                                @if let Some(d) = &c.summary.latest_deployment {
+                                    "Last deploy: " (source_line(d)) " · " (when(&d.created_at))
+                                    @if let Some(by) = &d.created_by { " · by " (by) }
+                                } @else {
+                                    "Never deployed"
+                                }
+                            }
+                            p.muted.small.truncate title=(c.summary.source) { "Source: " (c.summary.source) }
+                        }
+                    }
+                }
+                p.muted.small #filter-empty hidden { "No site matches the filter." }
+            }
+        },
+    )
+}
+
+/// Values of the create-site form, kept to refill it after an error.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct CreateSiteForm {
+    /// Site name.
+    #[serde(default)]
+    pub name: String,
+    /// `git`, `path` or `upload`.
+    #[serde(default)]
+    pub source_kind: String,
+    /// Git URL or folder path.
+    #[serde(default)]
+    pub repo: String,
+    /// Branch (git).
+    #[serde(default)]
+    pub branch: String,
+    /// Install command override.
+    #[serde(default)]
+    pub install_command: String,
+    /// Build command override.
+    #[serde(default)]
+    pub build_command: String,
+    /// Start command override.
+    #[serde(default)]
+    pub start_command: String,
+    /// Port the app listens on.
+    #[serde(default)]
+    pub port: String,
+    /// Health-check path.
+    #[serde(default)]
+    pub health_check_path: String,
+    /// `NAME=value` lines.
+    #[serde(default)]
+    pub env: String,
+}
+
+fn field_error(n: Option<&Notice>, field: &str) -> Markup {
+    html! {
+        @if let Some(n) = n.filter(|n| n.field.as_deref() == Some(field)) {
+            p.field-error id=(format!("{field}-error")) role="alert" { span aria-hidden="true" { "✕ " } (n.message) }
+        }
+    }
+}
+
+fn has_error(n: Option<&Notice>, field: &str) -> Option<&'static str> {
+    n.filter(|n| n.field.as_deref() == Some(field)).map(|_| "true")
+}
+
+/// A labelled text input with its error.
+fn text_field(
+    n: Option<&Notice>,
+    name: &str,
+    label: &str,
+    value: &str,
+    placeholder: &str,
+    hint: Option<&str>,
+) -> Markup {
+    html! {
+        div.field {
+            label for=(name) { (label) }
+            input id=(name) type="text" name=(name) value=(value) placeholder=(placeholder)
+                aria-invalid=[has_error(n, name)] autocomplete="off";
+            @if let Some(h) = hint { small.hint { (h) } }
+            (field_error(n, name))
+        }
+    }
+}
+
+/// The create-site form.
+pub fn create_site(session: &Session, f: &CreateSiteForm, n: Option<&Notice>) -> Markup {
+    let kind = if f.source_kind.is_empty() {
+        "git"
+    } else {
+        f.source_kind.as_str()
+    };
+    // Errors without a field of this form go to the top.
+    let fields = [
+        "name",
+        "repo",
+        "branch",
+        "install_command",
+        "build_command",
+        "start_command",
+        "port",
+        "health_check_path",
+        "env",
+        "archive",
+    ];
+    let top = n.filter(|n| !n.field.as_deref().is_some_and(|f| fields.contains(&f)));
+    page(
+        Some(session),
+        "New site",
+        html! {
+            div.pagehead { h1 { "New site" } }
+            (notice(top))
+            form.card.form #create-form method="post" action="/sites/new" enctype="multipart/form-data" {
+                (csrf_input(session))
+                div.field {
+                    label for="name" { "Name" }
+                    input #name type="text" name="name" value=(f.name) required placeholder="my-app"
+                        autocomplete="off" aria-invalid=[has_error(n, "name")] aria-describedby="name-hint";
+                    small #name-hint.hint { "Lowercase letters, digits and hyphens. The site is served at " span.mono { "<name>." } "your base domain." }
+                    (field_error(n, "name"))
+                }
+                fieldset.field {
+                    legend { "Source" }
+                    div.segmented {
+                        @for (value, label) in [("git", "Git URL"), ("path", "Folder on this server"), ("upload", "Upload .tar.gz")] {
+                            label.seg {
+                                input type="radio" name="source_kind" value=(value) checked[kind == value] data-source-kind;
+                                span { (label) }
+                            }
+                        }
+                    }
+                    div data-source-panel="git path" hidden[kind == "upload"] {
+                        (text_field(n, "repo", "Repository URL or folder path", &f.repo, "https://github.com/you/app.git or /srv/app", None))
+                    }
+                    div data-source-panel="git" hidden[kind != "git"] {
+                        (text_field(n, "branch", "Branch", &f.branch, "default branch", None))
+                    }
+                    div.field data-source-panel="upload" hidden[kind != "upload"] {
+                        label for="archive" { "Archive (.tar.gz of the app folder)" }
+                        input #archive type="file" name="archive" accept=".tar.gz,.tgz,application/gzip";
+                        (field_error(n, "archive"))
+                    }
+                }
+                details.subsection open[!f.install_command.is_empty() || !f.build_command.is_empty() || !f.start_command.is_empty() || !f.port.is_empty() || !f.health_check_path.is_empty() || n.is_some_and(|n| n.field.as_deref().is_some_and(|x| x.ends_with("_command") || x == "port" || x == "health_check_path"))] {
+                    summary { "Build settings " span.muted { "(optional: detected from the source)" } }
+                    div.grid2 {
+                        (text_field(n, "install_command", "Install command", &f.install_command, "npm ci", None))
+                        (text_field(n, "build_command", "Build command", &f.build_command, "npm run build", None))
+                        (text_field(n, "start_command", "Start command", &f.start_command, "node server.js", Some("The app must listen on $PORT.")))
+                        (text_field(n, "port", "Port", &f.port, "picked by berth", None))
+                        (text_field(n, "health_check_path", "Health check path", &f.health_check_path, "/", None))
+                    }
+                }
+                div.field {
+                    label for="env" { "Environment variables" }
+                    textarea #env name="env" rows="4" placeholder="NAME=value, one per line" spellcheck="false"
+                        aria-invalid=[has_error(n, "env")] { (f.env) }
+                    small.hint { "Sealed at rest and masked everywhere after this." }
+                    (field_error(n, "env"))
+                }
+                div.form-actions {
+                    button.btn.btn-primary #create-submit type="submit" { "Create and deploy" }
+                    a.btn.btn-ghost href="/sites" { "Cancel" }
+                }
+            }
+        },
+    )
+}
+
+// ---------------------------------------------------------------- site detail
+
+/// Tabs of the site page.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Tab {
+    /// URLs, current deployment, recent deployments, quick actions.
+    Overview,
+    /// Timeline with logs, promote, rollback.
+    Deployments,
+    /// Environment cards.
+    Environments,
+    /// Env vars, scaling, build settings, delete.
+    Settings,
+    /// Placeholder.
+    Domains,
+    /// Placeholder.
+    Monitoring,
+}
+
+impl Tab {
+    /// Path segment and label.
+    pub fn parts(self) -> (&'static str, &'static str) {
+        match self {
+            Tab::Overview => ("", "Overview"),
+            Tab::Deployments => ("deployments", "Deployments"),
+            Tab::Environments => ("environments", "Environments"),
+            Tab::Settings => ("settings", "Settings"),
+            Tab::Domains => ("domains", "Domains"),
+            Tab::Monitoring => ("monitoring", "Monitoring"),
+        }
+    }
+}
+
+/// Link to a tab of a site.
+pub fn tab_href(site: &str, tab: Tab) -> String {
+    match tab.parts().0 {
+        "" => format!("/sites/{site}"),
+        seg => format!("/sites/{site}/{seg}"),
+    }
+}
+
+/// The site page frame: title, status, tabs, then the tab's content.
+pub fn site_shell(session: &Session, site: &SiteDetail, tab: Tab, n: Option<&Notice>, content: Markup) -> Markup {
+    let name = &site.summary.name;
+    page(
+        Some(session),
+        &format!("{name} · {}", tab.parts().1),
+        html! {
+            nav.crumbs aria-label="Breadcrumb" { a href="/sites" { "Sites" } " / " span { (name) } }
+            div.pagehead {
+                div {
+                    h1 { (name) " " (badge(&site.summary.status)) }
+                    p.url { a href=(site.summary.url) target="_blank" rel="noopener" #site-url { (site.summary.url) } }
+                }
+            }
+            nav.tabs aria-label="Site sections" {
+                @for t in [Tab::Overview, Tab::Deployments, Tab::Environments, Tab::Settings, Tab::Domains, Tab::Monitoring] {
+                    a href=(tab_href(name, t)) aria-current=[(t == tab).then_some("page")] { (t.parts().1) }
+                }
+            }
+            (notice(n))
+            (content)
+        },
+    )
+}
+
+/// Overview tab.
+pub fn overview(session: &Session, site: &SiteDetail) -> Markup {
+    let name = &site.summary.name;
+    let production = site.environments.iter().find(|e| e.name == "production");
+    let current = production
+        .and_then(|e| e.deployment_id.as_ref())
+        .and_then(|id| site.recent_deployments.iter().find(|d| &d.id == id));
+    html! {
+        div.cols {
+            section.card {
+                h2 { "Current deployment" }
+                @if let Some(d) = current {
+                    p { (badge(d.status.as_str())) " " a.mono href=(format!("/sites/{name}/deployments/{}", d.id)) { (d.id) } }
+                    p.muted { (source_line(d)) " · " (when(&d.created_at)) @if let Some(by) = &d.created_by { " · by " (by) } }
+                } @else {
+                    p.muted { "Nothing is serving yet." }
+                }
+                div.actions {
+                    form method="post" action=(format!("/sites/{name}/deploy")) {
+                        (csrf_input(session))
+                        button.btn.btn-primary type="submit" { "Deploy now" }
+                    }
+                    form method="post" action=(format!("/sites/{name}/rollback")) data-confirm="Roll production back to the previous deployment?" {
+                        (csrf_input(session))
+                        button.btn type="submit" { "Roll back" }
+                    }
+                }
+                @if site.summary.source == "upload" {
+                    form.upload-form method="post" action=(format!("/sites/{name}/upload")) enctype="multipart/form-data" {
+                        (csrf_input(session))
+                        div.field {
+                            label for="archive" { "Upload a new version (.tar.gz)" }
+                            input #archive type="file" name="archive" accept=".tar.gz,.tgz,application/gzip" required;
+                        }
+                        button.btn type="submit" { "Upload and deploy" }
+                    }
+                }
+            }
+            section.card {
+                h2 { "URLs" }
+                ul.plain {
+                    @for e in &site.environments {
+                        li { span.tag { (e.name) } " " a href=(e.url) target="_blank" rel="noopener" { (e.url) } " " (badge(&e.status)) }
+                    }
+                }
+                h2 { "Source" }
+                p.mono.truncate title=(site.summary.source) { (site.summary.source) }
+                @if let Some(b) = &site.branch { p.muted { "Branch " span.mono { (b) } } }
+            }
+        }
+        section.card {
+            div.section-head {
+                h2 { "Recent deployments" }
+                a href=(tab_href(name, Tab::Deployments)) { "All deployments →" }
+            }
+            (deployment_table(name, &site.recent_deployments.iter().take(5).cloned().collect::<Vec<_>>()))
+        }
+        @if !site.build_log_tail.is_empty() {
+            section.card {
+                h2 { "Latest build log (tail)" }
+                pre.logview-static { @for l in &site.build_log_tail { (l) "\n" } }
+            }
+        }
+    }
+}
+
+fn deployment_table(site: &str, deployments: &[DeploymentInfo]) -> Markup {
+    html! {
+        @if deployments.is_empty() {
+            p.muted { "No deployments yet." }
+        } @else {
+            ul.rows {
+                @for d in deployments {
+                    li.row {
+                        (badge(d.status.as_str()))
+                        a.mono href=(format!("/sites/{site}/deployments/{}", d.id)) { (short(&d.id, 16)) "…" }
+                        span.tag { (d.environment) }
+                        span.muted { (source_line(d)) }
+                        span.muted { (when(&d.created_at)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A live log viewer fed by the logs stream (SSE) of one deployment.
+pub fn log_viewer(deployment_id: &str, kind: &str, autostart: bool) -> Markup {
+    let label = if kind == "build" { "Build log" } else { "Runtime log" };
+    html! {
+        div.logview data-logview data-src=(format!("/api/deployments/{deployment_id}/logs/stream?kind={kind}"))
+            data-autostart=[autostart.then_some("true")] data-kind=(kind) {
+            div.logview-bar {
+                strong { (label) }
+                input type="search" placeholder="Search" aria-label=(format!("Search the {}", label.to_lowercase())) data-log-search;
+                button.btn.btn-small type="button" data-log-copy { "Copy" }
+                span.logview-state aria-live="polite" data-log-state { "Not connected" }
+            }
+            pre.logview-body tabindex="0" aria-label=(label) data-log-body {}
+            button.btn.btn-small.logview-follow type="button" data-log-follow hidden { "↓ Follow new lines" }
+        }
+    }
+}
+
+/// Deployments tab: the timeline, each expandable to its logs, with promote and rollback.
+pub fn deployments(session: &Session, site: &SiteDetail, list: &[DeploymentInfo]) -> Markup {
+    let name = &site.summary.name;
+    let serving: BTreeMap<&str, &str> = site
+        .environments
+        .iter()
+        .filter_map(|e| e.deployment_id.as_deref().map(|d| (d, e.name.as_str())))
+        .collect();
+    html! {
+        div.section-head {
+            h2 { "Deployments" }
+            div.actions {
+                form method="post" action=(format!("/sites/{name}/rollback")) data-confirm="Roll production back to the previous deployment?" {
+                    (csrf_input(session))
+                    button.btn #rollback-button type="submit" { "↶ Roll back production" }
+                }
+                form method="post" action=(format!("/sites/{name}/deploy")) {
+                    (csrf_input(session))
+                    button.btn.btn-primary type="submit" { "Deploy now" }
+                }
+            }
+        }
+        @if list.is_empty() {
+            div.empty.card { p { "No deployments yet. Deploy the site to see its build here." } }
+        }
+        ol.timeline #deployments {
+            @for d in list {
+                li.timeline-item data-deployment=(d.id) {
+                    details {
+                        summary {
+                            (badge(d.status.as_str()))
+                            span.mono { (short(&d.id, 16)) "…" }
+                            span.tag { (d.environment) }
+                            @if let Some(env) = serving.get(d.id.as_str()) {
+                                span.tag.tag-current { "serving " (env) }
+                            }
+                            span.muted { (source_line(d)) }
+                            span.muted { (when(&d.created_at)) @if let Some(by) = &d.created_by { " · " (by) } }
+                        }
+                        div.timeline-body {
+                            @if let Some(e) = &d.error { div.notice.notice-error { (e) } }
+                            div.actions {
+                                a.btn.btn-small href=(format!("/sites/{name}/deployments/{}", d.id)) { "Open" }
+                                @if matches!(d.status.as_str(), "live" | "superseded") && !serving.contains_key(d.id.as_str()) {
+                                    form method="post" action=(format!("/sites/{name}/promote")) data-confirm=(format!("Make {} serve {}?", d.environment, short(&d.id, 16))) {
+                                        (csrf_input(session))
+                                        input type="hidden" name="deployment_id" value=(d.id);
+                                        input type="hidden" name="environment" value=(d.environment);
+                                        button.btn.btn-small type="submit" data-promote=(d.id) { "Promote to " (d.environment) }
+                                    }
+                                }
+                                @if !d.status.is_final() {
+                                    form method="post" action=(format!("/sites/{name}/deployments/{}/cancel", d.id)) data-confirm="Cancel this deployment?" {
+                                        (csrf_input(session))
+                                        button.btn.btn-small.btn-danger type="submit" { "Cancel" }
+                                    }
+                                }
+                            }
+                            (log_viewer(&d.id, "build", false))
+                            (log_viewer(&d.id, "runtime", false))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One deployment's page: status that updates itself and its logs, live.
+pub fn deployment_page(site: &SiteDetail, d: &DeploymentInfo) -> Markup {
+    let name = &site.summary.name;
+    html! {
+        section.card #deployment data-deployment-watch=(d.id) data-status=(d.status.as_str()) {
+            div.section-head {
+                h2 { "Deployment " span.mono { (d.id) } }
+                span data-deployment-badge { (badge(d.status.as_str())) }
+            }
+            p.muted { (source_line(d)) " · " span.tag { (d.environment) } " · " (when(&d.created_at)) @if let Some(by) = &d.created_by { " · by " (by) } }
+            p #live-link hidden[d.status.as_str() != "live"] {
+                "Live at " a href=(d.url) target="_blank" rel="noopener" #deployment-url { (d.url) }
+            }
+            @if let Some(e) = &d.error { div.notice.notice-error #deployment-error { (e) } }
+            div.actions {
+                a.btn.btn-small href=(tab_href(name, Tab::Deployments)) { "← All deployments" }
+            }
+        }
+        (log_viewer(&d.id, "build", true))
+        (log_viewer(&d.id, "runtime", true))
+    }
+}
+
+/// Environments tab: a card per environment with scale controls.
+pub fn environments(
+    session: &Session,
+    site: &SiteDetail,
+    envs: &[(EnvironmentInfo, Option<ScalingConfig>)],
+    n: Option<&Notice>,
+) -> Markup {
+    let name = &site.summary.name;
+    html! {
+        ul.grid #environments {
+            @for (e, scaling) in envs {
+                li.card.env-card data-environment=(e.name) {
+                    div.site-card-head {
+                        h2 { (e.name) }
+                        (badge(&env_display_status(e, scaling.as_ref())))
+                    }
+                    p.url { a href=(e.url) target="_blank" rel="noopener" { (e.url) } }
+                    p.muted.small {
+                        @if let Some(b) = &e.branch { "Branch " span.mono { (b) } " · " }
+                        @if let Some(d) = &e.deployment_id { "Serving " span.mono { (short(d, 16)) "…" } } @else { "Not serving" }
+                    }
+                    @if let Some(s) = scaling {
+                        (scale_form(session, name, &e.name, s))
+                    }
+                    @if e.name != "production" {
+                        form method="post" action=(format!("/sites/{name}/environments/{}/delete", e.name)) data-confirm=(format!("Delete environment {}? Its instances stop.", e.name)) {
+                            (csrf_input(session))
+                            button.btn.btn-small.btn-danger type="submit" { "Delete environment" }
+                        }
+                    }
+                }
+            }
+        }
+        section.card {
+            h2 { "New environment" }
+            form.form.form-row method="post" action=(format!("/sites/{name}/environments")) {
+                (csrf_input(session))
+                (text_field(n, "env_name", "Name", "", "staging", Some("Served at <name>--<site>.")))
+                @if site.summary.source.contains("://") || site.branch.is_some() {
+                    (text_field(n, "env_branch", "Branch", "", "default branch", None))
+                }
+                button.btn.btn-primary type="submit" { "Create environment" }
+            }
+        }
+    }
+}
+
+/// `sleeping` for an environment scaled to zero with nothing running; else its status.
+pub fn env_display_status(e: &EnvironmentInfo, scaling: Option<&ScalingConfig>) -> String {
+    match scaling {
+        Some(s) if e.deployment_id.is_some() && s.min_instances == 0 && s.running_instances == 0 => "sleeping".into(),
+        _ => e.status.clone(),
+    }
+}
+
+fn scale_form(session: &Session, site: &str, env: &str, s: &ScalingConfig) -> Markup {
+    let id = |f: &str| format!("{env}-{f}");
+    let number = |field: &str, label: &str, value: i64, min: i64, max: i64, hint: &str| {
+        html! {
+            div.field {
+                label for=(id(field)) { (label) }
+                input id=(id(field)) type="number" name=(field) min=(min) max=(max) value=(value);
+                small.hint { (hint) }
+            }
+        }
+    };
+    html! {
+        form.form.scale-form method="post" action=(format!("/sites/{site}/environments/{env}/scale")) {
+            (csrf_input(session))
+            div.grid2 {
+                (number("min_instances", "Min instances", s.min_instances, 0, 20, "0 sleeps when idle and wakes on the next request"))
+                (number("max_instances", "Max instances", s.max_instances, 1, 20, "Above 1 it scales out on load"))
+                (number("idle_timeout_seconds", "Idle timeout (s)", s.idle_timeout_seconds, 5, 86400, "Quiet time before sleeping"))
+                (number("target_concurrency", "Target concurrency", s.target_concurrency, 1, 1000, "In-flight requests per instance"))
+            }
+            p.muted.small { (s.running_instances) " running now" }
+            button.btn.btn-small type="submit" { "Save scaling" }
+        }
+    }
+}
+
+/// Settings tab: env vars (masked, reveal), scaling of production, build settings, danger zone.
+pub fn settings(
+    session: &Session,
+    site: &SiteDetail,
+    vars: &EnvVarsOutput,
+    revealed: bool,
+    production_scaling: Option<&ScalingConfig>,
+    n: Option<&Notice>,
+    scope: Option<&str>,
+) -> Markup {
+    let name = &site.summary.name;
+    let scope_query = scope
+        .map(|e| format!("environment={}&", super::session::urlencode(e)))
+        .unwrap_or_default();
+    // Rows of this scope can be deleted here; inherited site values are changed at site scope.
+    let own_scope = scope.unwrap_or("site");
+    html! {
+        section.card #env-vars {
+            div.section-head {
+                h2 { "Environment variables" }
+                @if revealed {
+                    a.btn.btn-small href=(format!("/sites/{name}/settings?{scope_query}")) { "Hide values" }
+                } @else if !vars.vars.is_empty() && session.actor.role == "admin" {
+                    a.btn.btn-small #reveal href=(format!("/sites/{name}/settings?{scope_query}reveal=true")) { "Reveal values" }
+                }
+            }
+            p.muted.small { "Values are sealed at rest and masked in every output. Changes apply on the next deploy, or now with “restart”." }
+            @if site.environments.len() > 1 {
+                form.filters method="get" action=(format!("/sites/{name}/settings")) {
+                    div.field.field-inline {
+                        label for="scope" { "Scope" }
+                        select #scope name="environment" {
+                            option value="" selected[scope.is_none()] { "Whole site (all environments)" }
+                            @for e in &site.environments {
+                                option value=(e.name) selected[scope == Some(e.name.as_str())] { "Only " (e.name) }
+                            }
+                        }
+                    }
+                    button.btn type="submit" { "Show" }
+                }
+            }
+            @if vars.vars.is_empty() {
+                p.muted { "No variables yet." }
+            } @else {
+                table.vars {
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "Value" } th scope="col" { "Scope" } th { span.sr-only { "Actions" } } } }
+                    tbody {
+                        @for (k, v) in &vars.vars {
+                            tr data-var=(k) {
+                                td.mono { (k) }
+                                td.mono data-var-value { (v.value) }
+                                td { span.tag { (v.scope) } }
+                                td {
+                                    @if v.scope == own_scope {
+                                        form method="post" action=(format!("/sites/{name}/env/delete")) data-confirm=(format!("Delete {k}?")) {
+                                            (csrf_input(session))
+                                            input type="hidden" name="name" value=(k);
+                                            @if let Some(e) = scope { input type="hidden" name="environment" value=(e); }
+                                            button.btn.btn-small.btn-ghost type="submit" aria-label=(format!("Delete {k}")) { "Delete" }
+                                        }
+                                    } @else {
+                                        span.muted.small { "inherited" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            form.form.form-row #env-form method="post" action=(format!("/sites/{name}/env")) {
+                (csrf_input(session))
+                @if let Some(e) = scope { input type="hidden" name="environment" value=(e); }
+                (text_field(n, "var_name", "Name", "", "API_KEY", None))
+                div.field {
+                    label for="var_value" { "Value" }
+                    input #var_value type="password" name="var_value" autocomplete="off" aria-invalid=[has_error(n, "var_value")];
+                    (field_error(n, "var_value"))
+                }
+                label.check { input type="checkbox" name="restart" value="true"; " Restart now" }
+                button.btn.btn-primary type="submit" { "Save variable" }
+            }
+        }
+        @if let Some(s) = production_scaling {
+            section.card {
+                h2 { "Scaling (production)" }
+                (scale_form(session, name, "production", s))
+            }
+        }
+        section.card {
+            h2 { "Build settings" }
+            @if site.build_settings.as_object().is_some_and(|o| o.values().any(|v| !v.is_null())) {
+                dl.kv {
+                    @for (k, v) in site.build_settings.as_object().into_iter().flatten().filter(|(_, v)| !v.is_null()) {
+                        dt { (k.replace('_', " ")) } dd.mono { (v.as_str().map_or_else(|| v.to_string(), str::to_string)) }
+                    }
+                }
+            } @else {
+                p.muted { "Detected from the source (no overrides)." }
+            }
+            p.muted.small { "Build settings are set when the site is created; changing them on an existing site is not available yet." }
+        }
+        section.card.danger #danger-zone {
+            h2 { "Danger zone" }
+            p { "Deleting " strong { (name) } " stops its instances and removes its deployments, logs and variables. This cannot be undone." }
+            form.form.form-row method="post" action=(format!("/sites/{name}/delete")) data-typed-confirm=(name) {
+                (csrf_input(session))
+                div.field {
+                    label for="confirm" { "Type " span.mono { (name) } " to confirm" }
+                    input #confirm type="text" name="confirm" autocomplete="off" aria-invalid=[has_error(n, "confirm")];
+                    (field_error(n, "confirm"))
+                }
+                button.btn.btn-danger #delete-site type="submit" { "Delete site" }
+            }
+        }
+    }
+}
+
+/// A tab that is not built yet, saying so plainly.
+pub fn placeholder(what: &str) -> Markup {
+    html! {
+        div.empty.card.placeholder {
+            div.empty-icon aria-hidden="true" { "⧗" }
+            h2 { (what) " — coming with " (what.to_lowercase()) }
+            p.muted { "This tab is a placeholder: nothing here works yet, and nothing is configured by it." }
+        }
+    }
+}
+
+/// The style sheet and script, embedded in the binary.
+pub const APP_CSS: &str = include_str!("assets/app.css");
+/// See [`APP_CSS`].
+pub const APP_JS: &str = include_str!("assets/app.js");
+
+// ---------------------------------------------------------------- providers
+
+/// Outcome shown on one provider's card.
+pub enum ProviderOutcome {
+    /// A connection test's result.
+    Tested(crate::service::TestConnectionOutput),
+    /// Saving failed (the service's message).
+    Failed(Notice),
+    /// Saved.
+    Saved,
+}
+
+/// The providers page: every provider's settings (secrets masked), editable, with a
+/// connection test.
+pub fn providers(
+    session: &Session,
+    list: &[crate::service::ProviderConfig],
+    outcome: Option<(&str, &ProviderOutcome)>,
+) -> Markup {
+    page(
+        Some(session),
+        "Providers",
+        html! {
+            div.pagehead {
+                div {
+                    h1 { "Providers" }
+                    p.muted { "Where deployments run and which services berth talks to. Secret values are stored sealed and never shown again." }
+                }
+            }
+            ul.grid.grid-wide #providers {
+                @for p in list {
+                    li.card data-provider=(p.provider) {
+                        div.site-card-head {
+                            h2 { (p.provider) }
+                            @if p.configured {
+                                span.badge.badge-ok { span.badge-icon aria-hidden="true" { "✓" } "Configured" }
+                            } @else {
+                                span.badge.badge-idle { span.badge-icon aria-hidden="true" { "○" } "Defaults" }
+                            }
+                        }
+                        p.muted { (p.summary) }
+                        @if let Some(at) = &p.updated_at { p.muted.small { "Changed " (when(at)) } }
+                        @match outcome.filter(|(name, _)| *name == p.provider).map(|(_, o)| o) {
+                            Some(ProviderOutcome::Tested(t)) if t.ok => {
+                                div.notice.notice-ok role="status" data-test-result="ok" { span aria-hidden="true" { "✓ " } "Connection works: " (t.detail) }
+                            }
+                            Some(ProviderOutcome::Tested(t)) => {
+                                div.notice.notice-error role="alert" data-test-result="failed" { span aria-hidden="true" { "✕ " } "Connection failed: " (t.detail) }
+                            }
+                            Some(ProviderOutcome::Failed(n)) => { (notice(Some(n))) }
+                            Some(ProviderOutcome::Saved) => { (notice(Some(&Notice::ok("Settings saved.")))) }
+                            None => {}
+                        }
+                        @if p.keys.is_empty() {
+                            p.small.muted { "This provider has no settings." }
+                        } @else {
+                            form.form method="post" action=(format!("/providers/{}", p.provider)) {
+                                (csrf_input(session))
+                                @for k in &p.keys {
+                                    @let id = format!("{}-{}", p.provider, k.name);
+                                    @let current = p.config.get(&k.name);
+                                    div.field {
+                                        label for=(id) { (k.name) @if k.secret { " " span.tag { "secret" } } }
+                                        @if k.secret {
+                                            input id=(id) type="password" name=(format!("key.{}", k.name)) autocomplete="off"
+                                                placeholder=(if current.is_some() { "set — leave empty to keep" } else { "not set" });
+                                        } @else {
+                                            input id=(id) type="text" name=(format!("key.{}", k.name)) autocomplete="off"
+                                                value=(current.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).unwrap_or_default());
+                                        }
+                                        small.hint { (k.description) }
+                                        @if current.is_some() {
+                                            label.check.small { input type="checkbox" name=(format!("clear.{}", k.name)) value="true"; " Remove this setting" }
+                                        }
+                                    }
+                                }
+                                button.btn.btn-primary.btn-small type="submit" { "Save settings" }
+                            }
+                        }
+                        form method="post" action=(format!("/providers/{}/test", p.provider)) {
+                            (csrf_input(session))
+                            button.btn.btn-small type="submit" data-test-provider=(p.provider) { "Test connection" }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Actor;
+    use crate::service::ProviderConfig;
+    use crate::service::config::ConfigKeyInfo;
+
+    fn session() -> Session {
+        Session::for_tests(Actor {
+            org_id: "org_1".into(),
+            org_name: "default".into(),
+            key_id: "key_1".into(),
+            key_name: "admin".into(),
+            role: "admin".into(),
+        })
+    }
+
+    #[test]
+    fn provider_secrets_are_never_printed_and_plain_values_are() {
+        let mut config = crate::service::ConfigMap::new();
+        config.insert("token".into(), serde_json::json!("should-not-show"));
+        config.insert("endpoint".into(), serde_json::json!("unix:///run/x.sock"));
+        let p = ProviderConfig {
+            provider: "example".into(),
+            summary: "An example".into(),
+            configured: true,
+            config,
+            keys: vec![
+                ConfigKeyInfo {
+                    name: "token".into(),
+                    secret: true,
+                    description: "API token".into(),
+                },
+                ConfigKeyInfo {
+                    name: "endpoint".into(),
+                    secret: false,
+                    description: "Where".into(),
+                },
+            ],
+            updated_at: None,
+        };
+        let html = providers(&session(), &[p], None).into_string();
+        assert!(!html.contains("should-not-show"), "{html}");
+        assert!(html.contains("set — leave empty to keep"));
+        assert!(html.contains("value=\"unix:///run/x.sock\""));
+        assert!(html.contains("name=\"_csrf\" value=\"csrf-token\""));
+    }
+
+    #[test]
+    fn text_is_escaped_and_status_is_never_colour_alone() {
+        let html = error_page(Some(&session()), "Oops", "<script>alert(1)</script>").into_string();
+        assert!(!html.contains("<script>alert(1)"));
+        assert!(html.contains("&lt;script&gt;"));
+        for status in ["live", "building", "failed", "sleeping", "crashed", "new"] {
+            let b = badge(status).into_string();
+            let (icon, label, _) = status_parts(status);
+            assert!(b.contains(icon) && b.contains(label), "{b}");
+        }
+    }
+}

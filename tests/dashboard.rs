@@ -1,0 +1,843 @@
+//! The web dashboard, driven as a person would: headless Chromium over WebDriver
+//! (chromedriver, started per test on a free port) against the real `berth serve`, plus
+//! plain HTTP checks of the session and CSRF rules. Screenshots of the main pages land in
+//! `$CARGO_TARGET_TMPDIR/screenshots`.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+/// How long the browser waits for an element before the test fails.
+const WAIT: Duration = Duration::from_secs(90);
+
+// ---------------------------------------------------------------- browser harness
+
+/// A chromedriver process and a WebDriver session of headless Chromium.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = free_port();
+        // Its own process group: Chromium's processes are its children, and a failing test
+        // must not leave them running.
+        let mut driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (scripts/test.sh installs chromium-driver)");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http
+            .get(format!("{url}/status"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if Instant::now() > deadline {
+                let _ = driver.kill();
+                panic!("chromedriver did not answer on {url}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut caps = serde_json::Map::new();
+        caps.insert("unhandledPromptBehavior".into(), json!("accept"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1280,900", "--no-proxy-server", "--disable-breakpad", "--disable-crash-reporter",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::rustls()
+            .expect("tls roots")
+            .capabilities(caps)
+            .connect(&url)
+            .await
+            .expect("a Chromium session");
+        Self {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("navigate");
+    }
+
+    /// Waits for an element to exist (explicit wait, no sleeps).
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.find(css).await.text().await.expect("text")
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css).await.click().await.expect("click");
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let el = self.find(css).await;
+        el.clear().await.expect("clear");
+        el.send_keys(value).await.expect("type");
+    }
+
+    /// Clicks a button whose form asks `confirm()`; the session accepts such dialogs
+    /// (`unhandledPromptBehavior`), as a person clicking OK would.
+    async fn click_and_confirm(&self, css: &str) {
+        self.click(css).await;
+    }
+
+    /// Waits until the page's body text contains `needle`.
+    async fn wait_text(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            // The page may be navigating: a stale or missing body just means "not yet".
+            let body = match self.client.find(Locator::Css("body")).await {
+                Ok(el) => el.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if body.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "page never showed {needle:?}; it shows:\n{body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    async fn login(&self, server: &TestServer, key: &str) {
+        self.goto(&server.api("/login")).await;
+        self.fill("#key", key).await;
+        self.click("form.card button[type=submit]").await;
+    }
+
+    /// Ends the WebDriver session (Chromium quits); the driver goes with the drop.
+    async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The whole group: chromedriver and any Chromium process still alive.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.driver.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.driver.wait();
+    }
+}
+
+/// Polls the edge until `host` answers with a body containing `needle`.
+async fn wait_edge(server: &TestServer, host: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = server.edge(host, "/").await;
+        if status == 200 && body.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host} never served {needle:?}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------- browser scenarios
+
+#[tokio::test]
+async fn chromium_landing_page_and_login() {
+    let server = TestServer::start().await;
+    let b = Browser::start().await;
+
+    b.goto(&server.api("/")).await;
+    assert!(b.text("h1").await.contains("agents can drive"));
+    let snippet = b.text("#mcp-http").await;
+    assert!(
+        snippet.contains(&format!("127.0.0.1:{}/mcp", server.api_port)),
+        "{snippet}"
+    );
+    assert!(b.text("#mcp-stdio").await.contains("\"mcp\""));
+    b.screenshot("landing").await;
+    b.click("details.tools summary").await;
+    assert!(b.text("details.tools").await.contains("HOSTING_CREATE_SITE"));
+
+    b.login(&server, "berth_not_the_key").await;
+    assert!(b.text("#login-error").await.contains("not valid"));
+    b.screenshot("login-error").await;
+
+    b.login(&server, KEY).await;
+    b.find("#sites-empty").await;
+    assert!(b.text("#sites-empty").await.contains("Create your first site"));
+    b.screenshot("sites-empty").await;
+
+    // Providers: settings listed, "Test connection" shows its result either way.
+    b.click("nav.mainnav a[href='/providers']").await;
+    b.click("[data-test-provider=local]").await;
+    let result = b.text("[data-provider=local] [data-test-result]").await;
+    assert!(
+        result.contains("Connection works") || result.contains("Connection failed"),
+        "{result}"
+    );
+    b.screenshot("providers").await;
+
+    b.click("form[action='/logout'] button").await;
+    b.find("section.hero").await;
+    b.goto(&server.api("/sites")).await;
+    b.find("#key").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn chromium_site_from_folder_live_promote_rollback_env_and_delete() {
+    let server = TestServer::start().await;
+    let folder = app(&[("index.html", "<!doctype html><h1>hello v1</h1>")]);
+    let b = Browser::start().await;
+    b.login(&server, KEY).await;
+    b.find("#sites-empty").await;
+
+    // Create from a folder; the build log streams and the deployment goes live.
+    b.goto(&server.api("/sites/new")).await;
+    b.fill("#name", "webby").await;
+    b.click("input[name=source_kind][value=path] + span").await;
+    b.fill("#repo", s(folder.path())).await;
+    b.screenshot("create").await;
+    b.click("#create-submit").await;
+    b.find("#deployment[data-status=live]").await;
+    b.find("[data-logview][data-kind=build][data-lines]").await;
+    let log = b.text("[data-logview][data-kind=build] [data-log-body]").await;
+    assert!(log.contains("static"), "build log streamed: {log}");
+    b.screenshot("deployment-live").await;
+
+    // The sites grid shows it live, with its last deploy.
+    b.goto(&server.api("/sites")).await;
+    assert!(b.text("[data-site=webby][data-status=live]").await.contains("by admin"));
+    b.screenshot("sites").await;
+
+    // The live URL through the edge, in the browser (Chromium resolves *.localhost).
+    let site_url = format!("http://webby.localhost:{}/", server.edge_port);
+    b.goto(&site_url).await;
+    assert_eq!(b.text("h1").await, "hello v1");
+
+    // A second version, deployed from the overview.
+    std::fs::write(folder.path().join("index.html"), "<!doctype html><h1>hello v2</h1>").unwrap();
+    b.goto(&server.api("/sites/webby")).await;
+    b.screenshot("site-overview").await;
+    b.click("form[action='/sites/webby/deploy'] button").await;
+    b.find("#deployment[data-status=live]").await;
+    wait_edge(&server, "webby.localhost", "hello v2").await;
+    let (_, list) = server.get("/api/sites/webby/deployments").await;
+    let (v2, v1) = (
+        list["deployments"][0]["id"].as_str().unwrap().to_string(),
+        list["deployments"][1]["id"].as_str().unwrap().to_string(),
+    );
+
+    // Roll back, then promote v2 again, from the deployments tab.
+    b.goto(&server.api("/sites/webby/deployments")).await;
+    b.screenshot("site-deployments").await;
+    b.click_and_confirm("#rollback-button").await;
+    b.wait_text("Rolled back").await;
+    wait_edge(&server, "webby.localhost", "hello v1").await;
+    let (_, site) = server.get("/api/sites/webby").await;
+    assert_eq!(site["environments"][0]["deployment_id"], v1.as_str(), "{site}");
+    b.click(&format!("li[data-deployment='{v2}'] summary")).await;
+    b.click_and_confirm(&format!("[data-promote='{v2}']")).await;
+    b.wait_text("Promoted").await;
+    wait_edge(&server, "webby.localhost", "hello v2").await;
+
+    // Environments tab renders its cards.
+    b.goto(&server.api("/sites/webby/environments")).await;
+    b.find("[data-environment=production]").await;
+    b.screenshot("site-environments").await;
+
+    // An env var is masked once saved; the value shows only after an explicit reveal.
+    b.goto(&server.api("/sites/webby/settings")).await;
+    b.fill("#var_name", "API_TOKEN").await;
+    b.fill("#var_value", "tok-123-secret").await;
+    b.click("#env-form button[type=submit]").await;
+    b.wait_text("Variable saved").await;
+    assert_eq!(b.text("tr[data-var=API_TOKEN] [data-var-value]").await, "********");
+    let page = b.client.source().await.unwrap();
+    assert!(!page.contains("tok-123-secret"), "the secret is not in the page");
+    b.screenshot("site-settings").await;
+    b.click("#reveal").await;
+    b.wait_text("Hide values").await;
+    assert_eq!(
+        b.text("tr[data-var=API_TOKEN] [data-var-value]").await,
+        "tok-123-secret"
+    );
+
+    // Placeholders say plainly that they are not built yet.
+    b.goto(&server.api("/sites/webby/domains")).await;
+    b.wait_text("coming with domains").await;
+
+    // Delete with the typed name: the button waits for it.
+    b.goto(&server.api("/sites/webby/settings")).await;
+    let delete = b.find("#delete-site").await;
+    assert!(!delete.is_enabled().await.unwrap(), "disabled until the name is typed");
+    b.fill("#confirm", "webby").await;
+    assert!(delete.is_enabled().await.unwrap());
+    b.click("#delete-site").await;
+    b.find("#sites-empty").await;
+    let (status, _) = server.get("/api/sites/webby").await;
+    assert_eq!(status, 404);
+
+    // Phone width: the sites page and a form still lay out.
+    b.client.set_window_size(375, 812).await.unwrap();
+    b.goto(&server.api("/sites/new")).await;
+    b.find("#create-form").await;
+    b.screenshot("create-phone").await;
+    b.close().await;
+}
+
+// ---------------------------------------------------------------- plain HTTP
+
+/// A browser-like client: logs in through the form and keeps the session cookie.
+struct WebSession {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    set_cookie: String,
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"_csrf\" value=\"").expect("a CSRF field") + "name=\"_csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+/// A urlencoded form body (the request builder's `form` needs a reqwest feature we do not use).
+trait FormBody {
+    fn urlencoded(self, pairs: &[(&str, &str)]) -> Self;
+}
+
+impl FormBody for reqwest::RequestBuilder {
+    fn urlencoded(self, pairs: &[(&str, &str)]) -> Self {
+        self.header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(pairs).unwrap())
+    }
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_string()
+}
+
+impl WebSession {
+    async fn login(server: &TestServer, key: &str, headers: &[(&str, &str)]) -> Self {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let page = http.get(server.api("/login")).send().await.unwrap();
+        let login_cookie = cookie_pair(page.headers()["set-cookie"].to_str().unwrap());
+        let token = csrf_of(&page.text().await.unwrap());
+        let mut req = http
+            .post(server.api("/login"))
+            .header("cookie", login_cookie)
+            .urlencoded(&[("_csrf", token.as_str()), ("key", key), ("next", "/sites")]);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 303, "login with the right key redirects");
+        let set_cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .find(|c| c.starts_with("berth_session="))
+            .expect("a session cookie");
+        Self {
+            http,
+            base: server.api(""),
+            cookie: cookie_pair(&set_cookie),
+            set_cookie,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .urlencoded(form)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn csrf(&self) -> String {
+        csrf_of(&self.get("/sites").await.1)
+    }
+}
+
+async fn static_site(server: &TestServer, name: &str) -> tempfile::TempDir {
+    let dir = app(&[("index.html", "<h1>hi</h1>")]);
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": name, "repo": s(dir.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    dir
+}
+
+#[tokio::test]
+async fn logged_out_visitors_get_the_landing_page_and_are_sent_to_login() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let landing = http.get(server.api("/")).send().await.unwrap();
+    assert_eq!(landing.status(), 200);
+    let csp = landing.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let text = landing.text().await.unwrap();
+    assert!(text.contains("mcpServers") && text.contains("HOSTING_DEPLOY"), "{text}");
+    for path in ["/sites", "/sites/new", "/sites/anything/settings"] {
+        let r = http.get(server.api(path)).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        let to = r.headers()["location"].to_str().unwrap();
+        assert!(to.starts_with("/login?next=%2Fsites"), "{path} → {to}");
+    }
+    // Unknown paths: a page for people, the JSON envelope under /api.
+    let r = http.get(server.api("/no/such/page")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("Not found"));
+    let (status, body) = server.get("/api/no-such-endpoint").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    // The API without a key or a session stays closed.
+    let r = http.get(server.api("/api/sites")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // A forged session cookie is no session.
+    let r = http
+        .get(server.api("/sites"))
+        .header("cookie", format!("berth_session={}", "a".repeat(64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    // After login, an open redirect target is not followed.
+    let page = http.get(server.api("/login")).send().await.unwrap();
+    let login_cookie = cookie_pair(page.headers()["set-cookie"].to_str().unwrap());
+    let token = csrf_of(&page.text().await.unwrap());
+    let r = http
+        .post(server.api("/login"))
+        .header("cookie", login_cookie)
+        .urlencoded(&[("_csrf", token.as_str()), ("key", KEY), ("next", "//evil.example/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/sites");
+}
+
+#[tokio::test]
+async fn session_cookie_flags_and_logout() {
+    let server = TestServer::start().await;
+    let web = WebSession::login(&server, KEY, &[]).await;
+    let c = web.set_cookie.to_ascii_lowercase();
+    assert!(
+        c.contains("httponly") && c.contains("samesite=lax") && c.contains("path=/"),
+        "{c}"
+    );
+    assert!(!c.contains("secure"), "plain HTTP gets no Secure flag: {c}");
+    let (status, page) = web.get("/sites").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("default · admin"), "the session acts as the key");
+
+    let behind_tls = WebSession::login(&server, KEY, &[("x-forwarded-proto", "https")]).await;
+    assert!(behind_tls.set_cookie.contains("; Secure"), "{}", behind_tls.set_cookie);
+
+    // The database holds only a hash of the cookie value.
+    let token = web.cookie.trim_start_matches("berth_session=");
+    let db = std::fs::read(server.data.path().join("berth.db")).unwrap();
+    let wal = std::fs::read(server.data.path().join("berth.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(!String::from_utf8_lossy(&bytes).contains(token));
+    }
+
+    // Logging out ends the session server-side, not just in the browser.
+    let csrf = web.csrf().await;
+    let (status, _) = web.post("/logout", &[("_csrf", &csrf)]).await;
+    assert_eq!(status, 303);
+    let (status, _) = web.get("/sites").await;
+    assert_eq!(status, 303, "the old cookie no longer works");
+}
+
+#[tokio::test]
+async fn state_changing_requests_without_the_csrf_token_are_refused() {
+    let server = TestServer::start().await;
+    let _dir = static_site(&server, "keep").await;
+    let web = WebSession::login(&server, KEY, &[]).await;
+    let csrf = web.csrf().await;
+
+    // Forms: no token, a wrong token → 403, nothing deleted.
+    let (status, page) = web.post("/sites/keep/delete", &[("confirm", "keep")]).await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("CSRF"), "{page}");
+    let wrong = "0".repeat(csrf.len());
+    let (status, _) = web
+        .post("/sites/keep/delete", &[("confirm", "keep"), ("_csrf", &wrong)])
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = web
+        .post("/sites/keep/env", &[("var_name", "A"), ("var_value", "b")])
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(server.get("/api/sites/keep").await.0, 200);
+    let (_, vars) = server.get("/api/sites/keep/env").await;
+    assert!(vars["vars"].as_object().unwrap().is_empty(), "{vars}");
+
+    // The REST API with the cookie: reads work, writes need the token in a header.
+    let (status, _) = web.get("/api/sites/keep").await;
+    assert_eq!(status, 200);
+    let r = web
+        .http
+        .delete(server.api("/api/sites/keep"))
+        .header("cookie", &web.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(server.get("/api/sites/keep").await.0, 200);
+
+    // Login itself is protected too (double-submit token).
+    let r = web
+        .http
+        .post(server.api("/login"))
+        .urlencoded(&[("key", KEY), ("next", "/sites")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Wrong typed name: refused next to the field, nothing deleted.
+    let (status, page) = web
+        .post("/sites/keep/delete", &[("confirm", "kee"), ("_csrf", &csrf)])
+        .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("confirm-error"), "{page}");
+    // Bad input shows the service's message next to the field.
+    let (status, page) = web
+        .post(
+            "/sites/keep/env",
+            &[("var_name", "1BAD"), ("var_value", "x"), ("_csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("var_name-error"), "{page}");
+    // With the token, the same form works.
+    let (status, _) = web
+        .post("/sites/keep/delete", &[("confirm", "keep"), ("_csrf", &csrf)])
+        .await;
+    assert_eq!(status, 303);
+    assert_eq!(server.get("/api/sites/keep").await.0, 404);
+}
+
+#[tokio::test]
+async fn another_orgs_session_sees_none_of_this_orgs_sites() {
+    let server = TestServer::start().await;
+    let _dir = static_site(&server, "private").await;
+    // berth has no API to create orgs yet: add a second org and key straight to the store,
+    // the way bootstrap does.
+    let other_key = "berth_other_org_key_0123456789";
+    {
+        let store = berth::store::Store::open_sqlite(&server.data.path().join("berth.db"))
+            .await
+            .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        berth::store::insert_org(&mut *tx, "org_other", "other").await.unwrap();
+        berth::auth::create_key(&mut tx, "org_other", "other-admin", "admin", other_key)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let web = WebSession::login(&server, other_key, &[]).await;
+    let (status, page) = web.get("/sites").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("other · other-admin"), "{page}");
+    assert!(!page.contains("private"), "another org's site is not listed");
+    for path in [
+        "/sites/private",
+        "/sites/private/settings?reveal=true",
+        "/sites/private/deployments",
+        "/api/sites/private",
+    ] {
+        let (status, body) = web.get(path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let csrf = web.csrf().await;
+    let (status, _) = web
+        .post("/sites/private/delete", &[("confirm", "private"), ("_csrf", &csrf)])
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(server.get("/api/sites/private").await.0, 200, "still there");
+}
+
+/// A `multipart/form-data` body built by hand (reqwest's multipart is a feature we do not use).
+fn multipart(fields: &[(&str, &str)], archive: Option<&[u8]>) -> (String, Vec<u8>) {
+    let boundary = "berthtestboundary7f3c";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    if let Some(bytes) = archive {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"app.tar.gz\"\r\nContent-Type: application/gzip\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn create_form_shows_service_errors_by_field_and_creates_nothing_on_bad_input() {
+    let server = TestServer::start().await;
+    let web = WebSession::login(&server, KEY, &[]).await;
+    let csrf = web.csrf().await;
+    let post = |fields: Vec<(&'static str, String)>, archive: Option<Vec<u8>>| {
+        let web = &web;
+        async move {
+            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (ctype, body) = multipart(&pairs, archive.as_deref());
+            let r = web
+                .http
+                .post(format!("{}/sites/new", web.base))
+                .header("cookie", &web.cookie)
+                .header("content-type", ctype)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let location = r.headers().get("location").map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), location, r.text().await.unwrap())
+        }
+    };
+    let folder = app(&[("index.html", "<h1>up</h1>")]);
+
+    // A bad name: the service's message, next to the name field, the form refilled.
+    let (status, _, page) = post(
+        vec![
+            ("_csrf", csrf.clone()),
+            ("name", "Bad_Name".into()),
+            ("source_kind", "path".into()),
+            ("repo", s(folder.path()).into()),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("id=\"name-error\"") && page.contains("invalid site name"),
+        "{page}"
+    );
+    assert!(page.contains("value=\"Bad_Name\""), "the form keeps what was typed");
+
+    // A broken archive: refused next to the file input, and no site is left behind.
+    let (status, _, page) = post(
+        vec![
+            ("_csrf", csrf.clone()),
+            ("name", "up".into()),
+            ("source_kind", "upload".into()),
+            ("env", "GREETING=hi".into()),
+        ],
+        Some(b"definitely not a tarball".to_vec()),
+    )
+    .await;
+    assert!(status >= 400, "{status}: {page}");
+    assert!(page.contains("id=\"archive-error\""), "{page}");
+    let (_, sites) = server.get("/api/sites").await;
+    assert!(sites["sites"].as_array().unwrap().is_empty(), "{sites}");
+
+    // Without the CSRF token nothing happens.
+    let (status, _, _) = post(
+        vec![("name", "up".into()), ("source_kind", "upload".into())],
+        Some(pack(folder.path())),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // A real upload with an env var: created, deploying, then live.
+    let (status, location, page) = post(
+        vec![
+            ("_csrf", csrf.clone()),
+            ("name", "up".into()),
+            ("source_kind", "upload".into()),
+            ("env", "GREETING=hi".into()),
+        ],
+        Some(pack(folder.path())),
+    )
+    .await;
+    assert_eq!(status, 303, "{page}");
+    let location = location.unwrap();
+    assert!(location.starts_with("/sites/up/deployments/dpl_"), "{location}");
+    let id = location.rsplit('/').next().unwrap();
+    assert_eq!(server.wait_deployment(id).await["status"], "live");
+    wait_edge(&server, "up.localhost", "up").await;
+    let (_, vars) = server.get("/api/sites/up/env").await;
+    assert_eq!(vars["vars"]["GREETING"]["value"], "********", "{vars}");
+}
+
+#[tokio::test]
+async fn environments_scaling_and_scoped_variables_through_the_forms() {
+    let server = TestServer::start().await;
+    let _dir = static_site(&server, "envy").await;
+    let web = WebSession::login(&server, KEY, &[]).await;
+    let csrf = web.csrf().await;
+
+    let (status, page) = web
+        .post(
+            "/sites/envy/environments",
+            &[("_csrf", &csrf), ("env_name", "Bad Name")],
+        )
+        .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("id=\"env_name-error\""),
+        "the service's error is next to the field: {page}"
+    );
+    let (status, _) = web
+        .post("/sites/envy/environments", &[("_csrf", &csrf), ("env_name", "staging")])
+        .await;
+    assert_eq!(status, 303);
+    let (_, page) = web.get("/sites/envy/environments").await;
+    assert!(page.contains("data-environment=\"staging\""), "{page}");
+
+    let (status, _) = web
+        .post(
+            "/sites/envy/environments/staging/scale",
+            &[("_csrf", &csrf), ("min_instances", "0"), ("idle_timeout_seconds", "60")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, scaling) = server.get("/api/sites/envy/scaling?environment=staging").await;
+    assert_eq!(scaling["min_instances"], 0, "{scaling}");
+    assert_eq!(scaling["idle_timeout_seconds"], 60, "{scaling}");
+    let (status, page) = web
+        .post(
+            "/sites/envy/environments/staging/scale",
+            &[("_csrf", &csrf), ("min_instances", "lots")],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("min instances must be a whole number"), "{page}");
+
+    // Variables per scope: a staging override shadows the site value there only.
+    let (status, _) = web
+        .post(
+            "/sites/envy/env",
+            &[("_csrf", &csrf), ("var_name", "GREETING"), ("var_value", "site")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (status, page) = web
+        .post(
+            "/sites/envy/env",
+            &[
+                ("_csrf", &csrf),
+                ("var_name", "GREETING"),
+                ("var_value", "stage"),
+                ("environment", "staging"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303, "{page}");
+    let (_, vars) = server.get("/api/sites/envy/env?environment=staging&reveal=true").await;
+    assert_eq!(vars["vars"]["GREETING"]["value"], "stage", "{vars}");
+    assert_eq!(vars["vars"]["GREETING"]["scope"], "staging", "{vars}");
+    let (_, vars) = server.get("/api/sites/envy/env?reveal=true").await;
+    assert_eq!(vars["vars"]["GREETING"]["value"], "site", "{vars}");
+    let (_, page) = web.get("/sites/envy/settings?environment=staging").await;
+    assert!(page.contains("<option value=\"staging\" selected>"), "{page}");
+    assert!(
+        !page.contains("stage<") && page.contains("********"),
+        "masked in the page"
+    );
+    let (status, _) = web
+        .post(
+            "/sites/envy/env/delete",
+            &[("_csrf", &csrf), ("name", "GREETING"), ("environment", "staging")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, vars) = server.get("/api/sites/envy/env?environment=staging").await;
+    assert_eq!(
+        vars["vars"]["GREETING"]["scope"], "site",
+        "the site value shows through again: {vars}"
+    );
+
+    let (status, _) = web
+        .post("/sites/envy/environments/staging/delete", &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(status, 303);
+    let (_, envs) = server.get("/api/sites/envy/environments").await;
+    assert_eq!(envs["environments"].as_array().unwrap().len(), 1, "{envs}");
+}

@@ -1,0 +1,591 @@
+//! The docker provider on a real Docker Engine: sites built into images and run as
+//! containers behind the edge. `scripts/docker-test-env.sh` installs and starts dockerd
+//! and builds the local base images (`berth-test/busybox:1`, `berth-test/node:20`), so no
+//! registry is needed. Every test removes the containers and images its server made (they
+//! carry its `berth.owner` label), so tests run in parallel without seeing each other.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A server whose org runs new sites on docker, with the local test base images.
+struct DockerServer {
+    server: Option<TestServer>,
+    owner: String,
+}
+
+impl std::ops::Deref for DockerServer {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        self.server.as_ref().expect("server running")
+    }
+}
+
+impl DockerServer {
+    async fn start() -> Self {
+        prepare_engine();
+        Self::configure(TestServer::start().await).await
+    }
+
+    async fn configure(server: TestServer) -> Self {
+        let (status, out) = server
+            .patch(
+                "/api/config/docker",
+                &json!({"config": {
+                    "default": true,
+                    "base_images": {"node": "berth-test/node:20", "procfile": "berth-test/busybox:1"},
+                    "memory_mb": 256,
+                }}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        let owner = std::fs::read_to_string(server.data.path().join("docker-owner"))
+            .expect("the server wrote its docker owner id")
+            .trim()
+            .to_string();
+        Self {
+            server: Some(server),
+            owner,
+        }
+    }
+
+    /// Containers of this server: (name, labels as "k=v,...", state).
+    fn containers(&self) -> Vec<(String, String, String)> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=berth.owner={}", self.owner),
+            "--format",
+            "{{.Names}}\t{{.Labels}}\t{{.State}}",
+        ]);
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let mut parts = l.split('\t');
+                (
+                    parts.next().unwrap_or_default().to_string(),
+                    parts.next().unwrap_or_default().to_string(),
+                    parts.next().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.containers()
+            .into_iter()
+            .filter(|(_, _, state)| state == "running")
+            .map(|(name, _, _)| name)
+            .collect()
+    }
+
+    /// Kills the server without letting it stop its containers; returns its data dir.
+    fn kill9(mut self) -> (tempfile::TempDir, String) {
+        let server = self.server.take().expect("server running");
+        // Its containers must outlive it: the next server on this data dir cleans up.
+        (server.kill9(), std::mem::take(&mut self.owner))
+    }
+}
+
+impl Drop for DockerServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            drop(server.stop());
+        }
+        if !self.owner.is_empty() {
+            remove_owned(&self.owner);
+        }
+    }
+}
+
+/// Removes every container and image an installation made.
+fn remove_owned(owner: &str) {
+    let filter = format!("label=berth.owner={owner}");
+    let ids = docker(&["ps", "-aq", "--filter", &filter]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        docker(&args);
+    }
+    // The org's network goes too (each test server has its own org).
+    let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
+    let networks: Vec<&str> = networks.split_whitespace().collect();
+    if !networks.is_empty() {
+        let mut args = vec!["network", "rm"];
+        args.extend(networks);
+        docker(&args);
+    }
+    let images = docker(&["images", "-q", "--filter", &filter]);
+    let mut images: Vec<&str> = images.split_whitespace().collect();
+    images.sort_unstable();
+    images.dedup();
+    if !images.is_empty() {
+        let mut args = vec!["rmi", "-f"];
+        args.extend(images);
+        docker(&args);
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run the docker CLI");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Installs and starts dockerd and builds the test base images (idempotent, locked).
+fn prepare_engine() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/docker-test-env.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("run docker-test-env.sh");
+    assert!(
+        out.status.success(),
+        "docker-test-env.sh failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A site with its own Dockerfile: busybox's httpd serving `text`.
+fn dockerfile_app(text: &str) -> tempfile::TempDir {
+    app(&[
+        (
+            "Dockerfile",
+            "FROM berth-test/busybox:1\nCOPY index.html /www/index.html\nUSER 65534:65534\nCMD [\"/bin/sh\", \"-c\", \"echo serving on $PORT; exec httpd -f -v -p $PORT -h /www\"]\n",
+        ),
+        ("index.html", text),
+    ])
+}
+
+async fn build_log(server: &TestServer, deployment_id: &str) -> String {
+    let (_, logs) = server
+        .get(&format!("/api/deployments/{deployment_id}/logs?kind=build&limit=1000"))
+        .await;
+    logs["lines"]
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .map(|l| l["line"].as_str().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+fn deployment_id(out: &Value) -> String {
+    out["deployment"]["id"].as_str().expect("a deployment id").to_string()
+}
+
+#[tokio::test]
+async fn a_dockerfile_site_is_built_by_the_engine_and_served_through_the_edge() {
+    let server = DockerServer::start().await;
+    let site = dockerfile_app("hello from a container");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "boxed", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(
+        server.edge("boxed.localhost", "/").await,
+        (200, "hello from a container".to_string())
+    );
+    let id = deployment_id(&out);
+    let log = build_log(&server, &id).await;
+    assert!(log.contains("building the app's Dockerfile"), "{log}");
+    assert!(log.contains(": FROM berth-test/busybox:1"), "{log}");
+    assert!(log.contains(&format!("built image berth/boxed:{id}")), "{log}");
+
+    // One container, labelled with what it is, locked down.
+    let containers = server.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let (name, labels, _) = &containers[0];
+    for label in [
+        "berth.site=boxed".to_string(),
+        "berth.environment=production".to_string(),
+        format!("berth.deployment={id}"),
+        "berth.instance=0".to_string(),
+        "berth.org=".to_string(),
+    ] {
+        assert!(labels.contains(&label), "{label} missing from {labels}");
+    }
+    let inspect: Value = serde_json::from_str(&docker(&["inspect", name])).unwrap();
+    let host = &inspect[0]["HostConfig"];
+    assert_eq!(host["CapDrop"], json!(["ALL"]), "{host}");
+    assert!(host["SecurityOpt"].to_string().contains("no-new-privileges"), "{host}");
+    assert_eq!(host["Memory"], 256 * 1024 * 1024);
+    assert!(host["PidsLimit"].as_i64().unwrap_or(0) > 0, "{host}");
+    assert!(host["NanoCpus"].as_i64().unwrap_or(0) > 0, "{host}");
+    assert!(
+        host["NetworkMode"].as_str().unwrap_or_default().len() == 64
+            || host["NetworkMode"].as_str().unwrap_or_default().starts_with("berth-"),
+        "{host}"
+    );
+    let bindings = host["PortBindings"].to_string();
+    assert!(bindings.contains("127.0.0.1"), "published on loopback only: {bindings}");
+    assert_eq!(inspect[0]["Config"]["User"], "65534:65534");
+
+    // The engine's stats, per instance.
+    let (status, usage) = server.get("/api/sites/boxed/usage").await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["provider"], "docker", "{usage}");
+    let instance = &usage["instances"][0];
+    assert_eq!(instance["state"], "healthy", "{usage}");
+    assert!(instance["memory_bytes"].as_u64().unwrap_or(0) > 0, "{usage}");
+    assert_eq!(instance["memory_limit_bytes"], 256 * 1024 * 1024, "{usage}");
+    assert!(instance["cpu_percent"].as_f64().is_some(), "{usage}");
+
+    // The app's output reaches the runtime log.
+    eventually("the container's output is in the runtime log", 10, async || {
+        let (_, logs) = server.get(&format!("/api/deployments/{id}/logs?kind=runtime")).await;
+        logs["lines"].to_string().contains("serving on 8080")
+    })
+    .await;
+
+    // Deleting the site removes its container and its image.
+    let (status, out) = server.delete("/api/sites/boxed").await;
+    assert_eq!(status, 200, "{out}");
+    assert!(server.containers().is_empty(), "{:?}", server.containers());
+    let images = docker(&[
+        "images",
+        "-q",
+        "--filter",
+        &format!("label=berth.owner={}", server.owner),
+    ]);
+    assert!(images.trim().is_empty(), "images left: {images}");
+}
+
+#[tokio::test]
+async fn a_node_site_without_dockerfile_gets_a_generated_one_on_the_configured_base() {
+    let server = DockerServer::start().await;
+    let site = node_app("generated");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "gen", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(
+        server.edge("gen.localhost", "/x").await,
+        (200, "generated /x".to_string())
+    );
+    let log = build_log(&server, &deployment_id(&out)).await;
+    assert!(
+        log.contains("no Dockerfile: generated one on berth-test/node:20"),
+        "{log}"
+    );
+    assert!(
+        log.contains("CMD [\"/bin/sh\",\"-c\",\"exec node server.js\"]"),
+        "{log}"
+    );
+    let (name, _, _) = server.containers().into_iter().next().expect("a container");
+    let inspect: Value = serde_json::from_str(&docker(&["inspect", &name])).unwrap();
+    assert_eq!(inspect[0]["Config"]["User"], "65534:65534", "runs unprivileged");
+}
+
+/// Requests through the edge in a loop until `stop`; returns (ok, failures).
+fn load(
+    server: &TestServer,
+    host: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u32, Vec<String>)> {
+    let (http, port) = (server.http.clone(), server.edge_port);
+    tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match http
+                .get(format!("http://127.0.0.1:{port}/"))
+                .header("host", host)
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => ok += 1,
+                Ok(r) => failed.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        (ok, failed)
+    })
+}
+
+#[tokio::test]
+async fn redeploys_swap_containers_under_load_without_a_failed_request() {
+    let server = DockerServer::start().await;
+    let site = dockerfile_app("v0");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "swap", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loops: Vec<_> = (0..2).map(|_| load(&server, "swap.localhost", stop.clone())).collect();
+    for v in 1..=2 {
+        std::fs::write(site.path().join("index.html"), format!("v{v}")).unwrap();
+        let (_, out) = server.post("/api/sites/swap/deploy", &json!({"wait": true})).await;
+        assert_eq!(out["deployment"]["status"], "live", "{out}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for l in loops {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(ok > 50, "load ran ({ok} requests)");
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(server.edge("swap.localhost", "/").await, (200, "v2".to_string()));
+    // The replaced containers drain and go.
+    eventually("only the live container is left", 30, async || {
+        server.containers().len() == 1
+    })
+    .await;
+
+    // Old images go after a deploy: the newest `keep_images`, and never the one an
+    // environment points at.
+    let images = || {
+        docker(&[
+            "images",
+            "-q",
+            "--filter",
+            &format!("label=berth.owner={}", server.owner),
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+    };
+    assert_eq!(images(), 3);
+    let (status, out) = server
+        .patch("/api/config/docker", &json!({"config": {"keep_images": 1}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    std::fs::write(site.path().join("index.html"), "v3").unwrap();
+    let (_, out) = server.post("/api/sites/swap/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(
+        images(),
+        2,
+        "the new image and the one production pointed at while it was built"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_container_is_stopped_and_the_next_request_starts_one() {
+    let server = DockerServer::start().await;
+    let site = dockerfile_app("awake");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "nap", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let (status, cfg) = server
+        .patch(
+            "/api/sites/nap/scaling",
+            &json!({"min_instances": 0, "idle_timeout_seconds": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cfg}");
+    eventually("the idle container is removed", 40, async || {
+        server.containers().is_empty()
+    })
+    .await;
+    assert_eq!(server.edge("nap.localhost", "/").await, (200, "awake".to_string()));
+    assert_eq!(server.running().len(), 1, "one container again");
+}
+
+#[tokio::test]
+async fn a_restarted_berth_adopts_its_running_container() {
+    let server = DockerServer::start().await;
+    let site = dockerfile_app("survivor");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "keep", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let before = server.running();
+    assert_eq!(before.len(), 1);
+    let id_before = docker(&["inspect", "-f", "{{.Id}}", &before[0]]);
+
+    let (data, _owner) = server.kill9();
+    let server = DockerServer::configure(TestServer::start_in(data, &[]).await).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.edge("keep.localhost", "/").await != (200, "survivor".to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted berth never served the site:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = server.running();
+    assert_eq!(after, before, "the same container serves, no duplicate");
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &after[0]]), id_before);
+    assert!(server.log().contains("adopted a running container"), "{}", server.log());
+}
+
+#[tokio::test]
+async fn a_failing_build_says_why_and_the_old_container_keeps_serving() {
+    let server = DockerServer::start().await;
+    let site = dockerfile_app("still here");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "sturdy", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    std::fs::write(
+        site.path().join("Dockerfile"),
+        "FROM berth-test/busybox:1\nRUN echo compiling && exit 3\n",
+    )
+    .unwrap();
+    let (_, out) = server.post("/api/sites/sturdy/deploy", &json!({"wait": true})).await;
+    let d = &out["deployment"];
+    assert_eq!(d["status"], "failed", "{out}");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the image build failed") && error.contains("non-zero code: 3"),
+        "{out}"
+    );
+    let log = build_log(&server, &deployment_id(&out)).await;
+    assert!(
+        log.contains("compiling"),
+        "the step's output is in the build log: {log}"
+    );
+    assert_eq!(
+        server.edge("sturdy.localhost", "/").await,
+        (200, "still here".to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_container_killed_from_outside_is_replaced() {
+    let server = DockerServer::start().await;
+    let site = dockerfile_app("phoenix");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "phoenix", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let first = server.running();
+    assert_eq!(first.len(), 1);
+    let first_id = docker(&["inspect", "-f", "{{.Id}}", &first[0]]);
+    docker(&["kill", &first[0]]);
+    eventually("a new container serves", 30, async || {
+        let now = server.running();
+        now.len() == 1
+            && docker(&["inspect", "-f", "{{.Id}}", &now[0]]) != first_id
+            && server.edge("phoenix.localhost", "/").await.0 == 200
+    })
+    .await;
+    let id = deployment_id(&out);
+    let (_, logs) = server.get(&format!("/api/deployments/{id}/logs?kind=runtime")).await;
+    assert!(
+        logs["lines"].to_string().contains("the app exited with a signal (9)"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn an_engine_that_is_down_is_reported_and_nothing_is_lost() {
+    let server = DockerServer::start().await;
+    let site = dockerfile_app("unharmed");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "calm", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+
+    let nowhere = tempfile::tempdir().unwrap();
+    let socket = nowhere.path().join("docker.sock");
+    let host = format!("unix://{}", socket.display());
+    let (status, out) = server
+        .patch("/api/config/docker", &json!({"config": {"host": host}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (_, test) = server.post("/api/config/docker/test", &json!({})).await;
+    assert_eq!(test["ok"], false, "{test}");
+    let detail = test["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&host) && detail.contains("start dockerd"), "{test}");
+
+    let (_, out) = server.post("/api/sites/calm/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("is not answering") && error.contains("start dockerd"),
+        "{out}"
+    );
+
+    // The running site, its settings and the org's other settings are untouched.
+    assert_eq!(server.edge("calm.localhost", "/").await, (200, "unharmed".to_string()));
+    let (_, cfg) = server.get("/api/config/docker").await;
+    assert_eq!(cfg["providers"][0]["config"]["memory_mb"], 256, "{cfg}");
+    let (status, _) = server
+        .patch("/api/config/docker", &json!({"config": {"host": null}}))
+        .await;
+    assert_eq!(status, 200);
+    let (_, test) = server.post("/api/config/docker/test", &json!({})).await;
+    assert_eq!(test["ok"], true, "{test}");
+    let (_, out) = server.post("/api/sites/calm/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+}
+
+#[tokio::test]
+async fn bad_docker_settings_are_refused_and_change_nothing() {
+    let server = DockerServer::start().await;
+    for bad in [
+        json!({"cpus": 0}),
+        json!({"memory_mb": "lots"}),
+        json!({"host": "ftp://example"}),
+        json!({"default": "yes"}),
+        json!({"base_images": {"node": "has space"}}),
+    ] {
+        let (status, out) = server.patch("/api/config/docker", &json!({"config": bad})).await;
+        assert_eq!(status, 400, "{bad}: {out}");
+    }
+    let (_, cfg) = server.get("/api/config/docker").await;
+    assert_eq!(cfg["providers"][0]["config"]["memory_mb"], 256, "{cfg}");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "nowhere", "provider": "kubernetes", "deploy": false}),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(out.to_string().contains("local, docker"), "{out}");
+}
