@@ -29,7 +29,8 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
   echo "starting dockerd (log: $LOG)"
-  setsid nohup dockerd >>"$LOG" 2>&1 < /dev/null &
+  # fd 9 (the lock) must not be inherited: dockerd would hold it for its lifetime.
+  setsid nohup dockerd >>"$LOG" 2>&1 < /dev/null 9>&- &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 1

@@ -91,6 +91,12 @@ impl DockerServer {
         // Its containers must outlive it: the next server on this data dir cleans up.
         (server.kill9(), std::mem::take(&mut self.owner))
     }
+
+    /// Stops the server with SIGTERM (a graceful restart); returns its data dir.
+    fn stop_gracefully(mut self) -> (tempfile::TempDir, String) {
+        let server = self.server.take().expect("server running");
+        (server.stop(), std::mem::take(&mut self.owner))
+    }
 }
 
 impl Drop for DockerServer {
@@ -433,6 +439,15 @@ async fn an_idle_container_is_stopped_and_the_next_request_starts_one() {
 
 #[tokio::test]
 async fn a_restarted_berth_adopts_its_running_container() {
+    adopts_after_restart(DockerServer::kill9).await;
+}
+
+#[tokio::test]
+async fn a_gracefully_restarted_berth_leaves_its_container_running_and_adopts_it() {
+    adopts_after_restart(DockerServer::stop_gracefully).await;
+}
+
+async fn adopts_after_restart(restart: fn(DockerServer) -> (tempfile::TempDir, String)) {
     let server = DockerServer::start().await;
     let site = dockerfile_app("survivor");
     let (_, out) = server
@@ -446,7 +461,7 @@ async fn a_restarted_berth_adopts_its_running_container() {
     assert_eq!(before.len(), 1);
     let id_before = docker(&["inspect", "-f", "{{.Id}}", &before[0]]);
 
-    let (data, _owner) = server.kill9();
+    let (data, _owner) = restart(server);
     let server = DockerServer::configure(TestServer::start_in(data, &[]).await).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.edge("keep.localhost", "/").await != (200, "survivor".to_string()) {

@@ -24,6 +24,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const LAST_LINES: usize = 40;
 /// Longest output line kept; longer ones are cut.
 const MAX_LINE: usize = 8192;
+/// Longest wait before another start of an instance whose starts keep failing.
+const MAX_START_BACKOFF: Duration = Duration::from_secs(60);
 
 struct Instance {
     index: u32,
@@ -36,6 +38,10 @@ struct Instance {
     done: CancellationToken,
     /// Set while the instance drains before a stop; cancelling it keeps the instance.
     draining: Mutex<Option<CancellationToken>>,
+    /// Its provider leaves it running when berth shuts down.
+    keeps_on_shutdown: bool,
+    /// Set at shutdown for such an instance: supervision ends, the instance stays.
+    detach: std::sync::atomic::AtomicBool,
 }
 
 impl Instance {
@@ -58,12 +64,16 @@ impl Instance {
 
 type Instances = HashMap<String, BTreeMap<u32, Arc<Instance>>>;
 
+/// Starts that failed in a row, and when the next may be tried, by (deployment, index).
+type StartFailures = HashMap<(String, u32), (u32, Instant)>;
+
 /// Runs deployments' instances on the registered providers.
 #[derive(Clone)]
 pub struct Runtime {
     providers: Arc<HashMap<&'static str, Arc<dyn Provider>>>,
     logs: LogSink,
     instances: Arc<Mutex<Instances>>,
+    failures: Arc<Mutex<StartFailures>>,
     changed: Arc<Notify>,
     http: reqwest::Client,
 }
@@ -80,6 +90,7 @@ impl Runtime {
             providers: Arc::new(providers.into_iter().map(|p| (p.name(), p)).collect()),
             logs,
             instances: Arc::default(),
+            failures: Arc::default(),
             changed,
             http,
         }
@@ -171,7 +182,41 @@ impl Runtime {
     /// check. On failure the instance is stopped and the error carries its last output
     /// lines. Starting an instance that exists returns it once healthy (and keeps it if
     /// it was draining).
+    /// Starts of one instance that keep failing (an app that exits at once, an image
+    /// that is gone, an engine that is down) back off, 1 s doubling to a minute, instead
+    /// of being retried at every reconcile pass.
     pub async fn start(&self, spec: InstanceSpec, index: u32) -> Result<SocketAddr, StartError> {
+        let key = (spec.deployment_id.clone(), index);
+        if self.get(&spec.deployment_id, index).is_none()
+            && let Some((failures, next)) = self.failures.lock().expect("failures lock").get(&key).copied()
+            && next > Instant::now()
+        {
+            return Err(StartError {
+                message: format!(
+                    "its last {failures} start(s) failed; the next try is in {} s",
+                    next.saturating_duration_since(Instant::now()).as_secs().max(1)
+                ),
+                last_lines: vec![],
+            });
+        }
+        let result = self.start_once(spec, index).await;
+        let mut failures = self.failures.lock().expect("failures lock");
+        match &result {
+            Ok(_) => {
+                failures.remove(&key);
+            }
+            Err(_) => {
+                // Old records (of deployments long gone) are dropped as new ones come.
+                failures.retain(|_, (_, next)| next.elapsed() < Duration::from_secs(600));
+                let count = failures.get(&key).map_or(0, |(n, _)| *n) + 1;
+                let backoff = Duration::from_secs(1u64 << (count - 1).min(6)).min(MAX_START_BACKOFF);
+                failures.insert(key, (count, Instant::now() + backoff));
+            }
+        }
+        result
+    }
+
+    async fn start_once(&self, spec: InstanceSpec, index: u32) -> Result<SocketAddr, StartError> {
         let Some(provider) = self.provider(&spec.provider) else {
             return Err(StartError {
                 message: format!(
@@ -203,6 +248,8 @@ impl Runtime {
                         stop: CancellationToken::new(),
                         done: CancellationToken::new(),
                         draining: Mutex::new(None),
+                        keeps_on_shutdown: provider.keeps_instances_on_shutdown(),
+                        detach: std::sync::atomic::AtomicBool::new(false),
                     });
                     of_deployment.insert(index, instance.clone());
                     tokio::spawn(self.clone().supervise(provider, instance.clone(), spec.clone()));
@@ -342,13 +389,19 @@ impl Runtime {
         !all.is_empty() && all.iter().all(|i| i.is_draining())
     }
 
-    /// Stops every instance (server shutdown).
+    /// Server shutdown: stops every instance, except that instances of providers that
+    /// keep them (containers) are left running for the next start to adopt.
     pub async fn stop_all(&self) {
         let all = std::mem::take(&mut *self.instances.lock().expect("instances lock"));
         let stops = all
             .into_values()
             .flat_map(|m| m.into_values())
-            .map(|instance| async move { stop_removed(&instance).await });
+            .map(|instance| async move {
+                if instance.keeps_on_shutdown {
+                    instance.detach.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                stop_removed(&instance).await
+            });
         futures::future::join_all(stops).await;
     }
 
@@ -402,6 +455,14 @@ impl Runtime {
                 _ = instance.stop.cancelled() => None,
             };
             let Some(exit) = exit else {
+                if instance.detach.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Left running for the next start of berth to adopt.
+                    if let Some(p) = pump {
+                        p.abort();
+                    }
+                    instance.done.cancel();
+                    return;
+                }
                 launched.terminate(STOP_GRACE).await;
                 if let Some(p) = pump {
                     let _ = p.await;
@@ -528,4 +589,61 @@ fn instance_note(index: u32, line: &str) -> String {
 async fn stop_removed(instance: &Instance) {
     instance.stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), instance.done.cancelled()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::runtime::Launched;
+
+    /// A provider whose launches always fail (an engine that is down), counting them.
+    struct Unlaunchable(AtomicU32);
+
+    #[async_trait::async_trait]
+    impl Provider for Unlaunchable {
+        fn name(&self) -> &'static str {
+            "unlaunchable"
+        }
+        fn is_isolated(&self) -> bool {
+            true
+        }
+        async fn launch(&self, _spec: &InstanceSpec, _index: u32) -> Result<Box<dyn Launched>, String> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err("the engine is not answering".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_starts_back_off_instead_of_launching_again_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open_sqlite(&dir.path().join("t.db"))
+            .await
+            .expect("store");
+        let provider = Arc::new(Unlaunchable(AtomicU32::new(0)));
+        let runtime = Runtime::new(vec![provider.clone()], LogSink::start(store), Arc::default());
+        let spec = InstanceSpec {
+            deployment_id: "dpl_x".into(),
+            provider: "unlaunchable".into(),
+            org: String::new(),
+            environment: String::new(),
+            site: "s".into(),
+            app_dir: dir.path().to_path_buf(),
+            command: "true".into(),
+            port: None,
+            env: vec![],
+            health_check_path: "/".into(),
+            start_timeout: Duration::from_secs(5),
+            image: None,
+            provider_config: Default::default(),
+        };
+        let first = runtime.start(spec.clone(), 0).await.expect_err("launch fails");
+        assert!(first.message.contains("not answering"), "{first}");
+        // A reconcile pass right after must not launch again (that was a hot loop).
+        let second = runtime.start(spec.clone(), 0).await.expect_err("backing off");
+        assert!(second.message.contains("next try is in"), "{second}");
+        assert_eq!(provider.0.load(Ordering::SeqCst), 1);
+        assert!(!runtime.is_running("dpl_x"));
+    }
 }

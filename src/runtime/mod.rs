@@ -128,6 +128,11 @@ pub trait Provider: Send + Sync + 'static {
     /// A provider whose instances can outlive berth adopts a surviving identical instance
     /// instead of starting a second one.
     async fn launch(&self, spec: &InstanceSpec, index: u32) -> Result<Box<dyn Launched>, String>;
+    /// Whether instances keep running when berth shuts down gracefully, to be adopted by
+    /// `launch` after the restart (containers), instead of being stopped (child processes).
+    fn keeps_instances_on_shutdown(&self) -> bool {
+        false
+    }
     /// Removes leftovers of instances not in `keep` (deployment id, index).
     async fn sweep(&self, keep: &HashSet<(String, u32)>) {
         let _ = keep;

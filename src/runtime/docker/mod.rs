@@ -280,6 +280,11 @@ impl Provider for DockerProvider {
         true
     }
 
+    fn keeps_instances_on_shutdown(&self) -> bool {
+        // A graceful restart of berth adopts the running containers: no downtime.
+        true
+    }
+
     async fn launch(&self, spec: &InstanceSpec, index: u32) -> Result<Box<dyn Launched>, String> {
         let settings = settings_from_config(&spec.provider_config)?;
         let image = spec.image.clone().ok_or_else(|| {
