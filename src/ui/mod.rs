@@ -23,6 +23,17 @@ use views::{CreateSiteForm, Notice, Tab};
 use crate::error::ServiceError;
 use crate::service::*;
 
+/// The GET handler of one site tab: the tabs differ only in which one they show.
+macro_rules! tab_page {
+    ($tab:expr) => {
+        get(
+            |State(st): State<UiState>, s: Session, Path(site): Path<String>, Query(q): Query<TabQuery>| async move {
+                show_tab(st, s, site, $tab, q).await
+            },
+        )
+    };
+}
+
 /// The dashboard's routes (public pages, login, and the session-protected pages).
 pub fn router(state: UiState) -> Router {
     // Uploads through the dashboard get the same bound as `POST /api/sites/{site}/upload`.
@@ -35,16 +46,19 @@ pub fn router(state: UiState) -> Router {
         .route("/logout", post(logout))
         .route("/sites", get(sites))
         .route("/sites/new", get(new_site).post(create_site).layer(upload_limit))
-        .route("/sites/{site}", get(overview))
-        .route("/sites/{site}/deployments", get(deployments))
+        .route("/sites/{site}", tab_page!(Tab::Overview))
+        .route("/sites/{site}/deployments", tab_page!(Tab::Deployments))
         .route("/sites/{site}/deployments/{id}", get(deployment))
         .route("/sites/{site}/deployments/{id}/cancel", post(cancel))
-        .route("/sites/{site}/environments", get(environments).post(create_environment))
+        .route(
+            "/sites/{site}/environments",
+            tab_page!(Tab::Environments).post(create_environment),
+        )
         .route("/sites/{site}/environments/{env}/delete", post(delete_environment))
         .route("/sites/{site}/environments/{env}/scale", post(scale))
-        .route("/sites/{site}/settings", get(settings))
-        .route("/sites/{site}/domains", get(domains))
-        .route("/sites/{site}/monitoring", get(monitoring))
+        .route("/sites/{site}/settings", tab_page!(Tab::Settings))
+        .route("/sites/{site}/domains", tab_page!(Tab::Domains))
+        .route("/sites/{site}/monitoring", tab_page!(Tab::Monitoring))
         .route("/sites/{site}/deploy", post(deploy))
         .route("/sites/{site}/upload", post(upload).layer(upload_limit))
         .route("/sites/{site}/promote", post(promote))
@@ -646,45 +660,6 @@ async fn show_tab(state: UiState, s: Session, site: String, tab: Tab, q: TabQuer
         StatusCode::OK,
     )
     .await
-}
-
-async fn overview(
-    State(st): State<UiState>,
-    s: Session,
-    Path(site): Path<String>,
-    Query(q): Query<TabQuery>,
-) -> Response {
-    show_tab(st, s, site, Tab::Overview, q).await
-}
-async fn deployments(
-    State(st): State<UiState>,
-    s: Session,
-    Path(site): Path<String>,
-    Query(q): Query<TabQuery>,
-) -> Response {
-    show_tab(st, s, site, Tab::Deployments, q).await
-}
-async fn environments(
-    State(st): State<UiState>,
-    s: Session,
-    Path(site): Path<String>,
-    Query(q): Query<TabQuery>,
-) -> Response {
-    show_tab(st, s, site, Tab::Environments, q).await
-}
-async fn settings(
-    State(st): State<UiState>,
-    s: Session,
-    Path(site): Path<String>,
-    Query(q): Query<TabQuery>,
-) -> Response {
-    show_tab(st, s, site, Tab::Settings, q).await
-}
-async fn domains(State(st): State<UiState>, s: Session, Path(site): Path<String>) -> Response {
-    show_tab(st, s, site, Tab::Domains, TabQuery::default()).await
-}
-async fn monitoring(State(st): State<UiState>, s: Session, Path(site): Path<String>) -> Response {
-    show_tab(st, s, site, Tab::Monitoring, TabQuery::default()).await
 }
 
 async fn deployment(State(state): State<UiState>, s: Session, Path((site, id)): Path<(String, String)>) -> Response {
