@@ -308,31 +308,6 @@ async fn a_node_site_without_dockerfile_gets_a_generated_one_on_the_configured_b
     assert_eq!(inspect[0]["Config"]["User"], "65534:65534", "runs unprivileged");
 }
 
-/// Requests through the edge in a loop until `stop`; returns (ok, failures).
-fn load(
-    server: &TestServer,
-    host: &'static str,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<(u32, Vec<String>)> {
-    let (http, port) = (server.http.clone(), server.edge_port);
-    tokio::spawn(async move {
-        let (mut ok, mut failed) = (0u32, Vec::new());
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            match http
-                .get(format!("http://127.0.0.1:{port}/"))
-                .header("host", host)
-                .send()
-                .await
-            {
-                Ok(r) if r.status() == 200 => ok += 1,
-                Ok(r) => failed.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
-                Err(e) => failed.push(e.to_string()),
-            }
-        }
-        (ok, failed)
-    })
-}
-
 #[tokio::test]
 async fn redeploys_swap_containers_under_load_without_a_failed_request() {
     let server = DockerServer::start().await;

@@ -182,26 +182,9 @@ async fn redeploys_and_switches_under_load_fail_no_request() {
     assert_eq!(out["deployment"]["status"], "live", "{out}");
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut load = Vec::new();
-    for _ in 0..2 {
-        let (http, port, stop) = (server.http.clone(), server.edge_port, stop.clone());
-        load.push(tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match http
-                    .get(format!("http://127.0.0.1:{port}/"))
-                    .header("host", "steady.localhost")
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 200 => ok += 1,
-                    Ok(r) => failed.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
-                    Err(e) => failed.push(e.to_string()),
-                }
-            }
-            (ok, failed)
-        }));
-    }
+    let load: Vec<_> = (0..2)
+        .map(|_| load(&server, "steady.localhost", stop.clone()))
+        .collect();
     for v in 1..=3 {
         std::fs::write(
             repo.path().join("server.js"),
