@@ -598,6 +598,13 @@ async fn github_settings_are_masked_checked_and_tested_against_fake_github() {
     assert_eq!(config["webhook_secret"], "***", "{cfg}");
     assert_eq!(config["app_id"], APP_ID);
     assert!(!cfg.to_string().contains("PRIVATE KEY"));
+    // Neither the audit log nor the server's own log holds the credentials.
+    let (_, audit) = setup.server.get("/api/audit").await;
+    assert!(audit.to_string().contains("HOSTING_SET_CONFIG"), "{audit}");
+    for leak in ["PRIVATE KEY", SECRET] {
+        assert!(!audit.to_string().contains(leak), "audit leaks {leak}: {audit}");
+        assert!(!setup.server.log().contains(leak), "server log leaks {leak}");
+    }
 
     let (status, out) = setup.server.post("/api/config/github/test", &json!({})).await;
     assert_eq!(status, 200, "{out}");
