@@ -546,6 +546,20 @@ fn done_notice(code: Option<&str>) -> Option<Notice> {
 }
 
 /// Renders one tab of a site, with an optional notice and status (used after failed actions too).
+/// A tab shown again with a service error at the top and the error's status.
+async fn tab_error(state: &UiState, s: &Session, site: &str, tab: Tab, e: &ServiceError) -> Response {
+    render_tab(
+        state,
+        s,
+        site,
+        tab,
+        &TabQuery::default(),
+        Some(notice_of(e)),
+        e.status(),
+    )
+    .await
+}
+
 async fn render_tab(
     state: &UiState,
     s: &Session,
@@ -694,18 +708,7 @@ async fn after<T>(
 ) -> Response {
     match result {
         Ok(_) => see_other(&format!("{}?done={done}", views::tab_href(site, tab))),
-        Err(e) => {
-            render_tab(
-                state,
-                s,
-                site,
-                tab,
-                &TabQuery::default(),
-                Some(notice_of(&e)),
-                e.status(),
-            )
-            .await
-        }
+        Err(e) => tab_error(state, s, site, tab, &e).await,
     }
 }
 
@@ -716,18 +719,7 @@ async fn deploy(State(state): State<UiState>, Path(site): Path<String>, CsrfForm
     };
     match state.service.deploy(&s.actor, input, None, &mut |_| {}).await {
         Ok(out) => see_other(&format!("/sites/{site}/deployments/{}", out.deployment.id)),
-        Err(e) => {
-            render_tab(
-                &state,
-                &s,
-                &site,
-                Tab::Overview,
-                &TabQuery::default(),
-                Some(notice_of(&e)),
-                e.status(),
-            )
-            .await
-        }
+        Err(e) => tab_error(&state, &s, &site, Tab::Overview, &e).await,
     }
 }
 
@@ -735,16 +727,7 @@ async fn upload(State(state): State<UiState>, s: Session, Path(site): Path<Strin
     let (fields, archive) = match read_multipart(mp).await {
         Ok(x) => x,
         Err(e) => {
-            return render_tab(
-                &state,
-                &s,
-                &site,
-                Tab::Overview,
-                &TabQuery::default(),
-                Some(notice_of(&e)),
-                e.status(),
-            )
-            .await;
+            return tab_error(&state, &s, &site, Tab::Overview, &e).await;
         }
     };
     if !csrf_ok(&fields, &s) {
@@ -752,16 +735,7 @@ async fn upload(State(state): State<UiState>, s: Session, Path(site): Path<Strin
     }
     let Some(archive) = archive else {
         let e = ServiceError::invalid("archive", "choose a .tar.gz of the app folder to upload");
-        return render_tab(
-            &state,
-            &s,
-            &site,
-            Tab::Overview,
-            &TabQuery::default(),
-            Some(notice_of(&e)),
-            e.status(),
-        )
-        .await;
+        return tab_error(&state, &s, &site, Tab::Overview, &e).await;
     };
     let request = UploadRequest {
         site: site.clone(),
@@ -772,18 +746,7 @@ async fn upload(State(state): State<UiState>, s: Session, Path(site): Path<Strin
     };
     match state.service.deploy_upload(&s.actor, request, &mut |_| {}).await {
         Ok(out) => see_other(&format!("/sites/{site}/deployments/{}", out.deployment.id)),
-        Err(e) => {
-            render_tab(
-                &state,
-                &s,
-                &site,
-                Tab::Overview,
-                &TabQuery::default(),
-                Some(notice_of(&e)),
-                e.status(),
-            )
-            .await
-        }
+        Err(e) => tab_error(&state, &s, &site, Tab::Overview, &e).await,
     }
 }
 
@@ -1045,18 +1008,7 @@ async fn delete_site(
     };
     match state.service.delete_site(&s.actor, &input).await {
         Ok(_) => see_other("/sites"),
-        Err(e) => {
-            render_tab(
-                &state,
-                &s,
-                &site,
-                Tab::Settings,
-                &TabQuery::default(),
-                Some(notice_of(&e)),
-                e.status(),
-            )
-            .await
-        }
+        Err(e) => tab_error(&state, &s, &site, Tab::Settings, &e).await,
     }
 }
 
