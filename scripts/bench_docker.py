@@ -14,8 +14,8 @@ Prints Markdown rows for BENCHMARKS.md. Usage: scripts/bench_docker.py [--runs 1
 Removes its containers, network and images afterwards.
 """
 import argparse, os, statistics, subprocess, time
-from benchlib import http
-from bench_lifecycle import Berth, boot_time, node_files
+from benchlib import Berth
+from bench_lifecycle import boot_time, node_files
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

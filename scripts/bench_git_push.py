@@ -8,10 +8,9 @@ measures from the start of `git push` until the edge serves the new content for 
 site's host. Prints a Markdown table for BENCHMARKS.md.
 Usage: scripts/bench_git_push.py [--runs 10] [--binary target/release/berth]
 """
-import argparse, json, os, statistics, subprocess, sys, tempfile, time
-from benchlib import http
+import argparse, os, statistics, subprocess, sys, tempfile, time
+from benchlib import Berth, http
 
-KEY = "berth_bench_admin_key"
 GIT_ENV = dict(
     os.environ,
     GIT_TERMINAL_PROMPT="0",
@@ -25,11 +24,10 @@ def git(cwd, *args):
                           check=True, capture_output=True, text=True).stdout
 
 
-def api_post(api, path, body):
-    status, out = http("POST", api + path, json.dumps(body).encode(),
-                       {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
-    assert status in (200, 201), (path, status, out)
-    return json.loads(out)
+def api_post(b, path, body):
+    status, out = b.call("POST", path, body)
+    assert 200 <= status < 300, (path, status, out)
+    return out
 
 
 def wait_for(edge, host, text, t0):
@@ -49,24 +47,12 @@ def main():
     args = ap.parse_args()
     if not os.path.exists(args.binary):
         subprocess.run(["cargo", "build", "--release"], check=True)
-    data = tempfile.mkdtemp(prefix="berth-bench-")
-    env = dict(os.environ, BERTH_BOOTSTRAP_KEY=KEY, BERTH_LOG="warn")
-    proc = subprocess.Popen(
-        [args.binary, "serve", "--data", data, "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    b = Berth(args.binary)
     try:
-        ports_file = os.path.join(data, "ports.json")
-        while not os.path.exists(ports_file):
-            time.sleep(0.02)
-        time.sleep(0.05)
-        ports = json.load(open(ports_file))
-        api, edge = f"http://127.0.0.1:{ports['api']}", f"http://127.0.0.1:{ports['edge']}"
-        while http("GET", api + "/healthz")[0] != 200:
-            time.sleep(0.02)
-        api_post(api, "/api/repos", {"name": "bench"})
-        api_post(api, "/api/sites", {"name": "bench", "repo": "bench"})
-        url = api_post(api, "/api/repos/bench/tokens", {"ttl_seconds": 3600})["push_url"]
+        edge = f"http://127.0.0.1:{b.edge_port}"
+        api_post(b, "/api/repos", {"name": "bench"})
+        api_post(b, "/api/sites", {"name": "bench", "repo": "bench"})
+        url = api_post(b, "/api/repos/bench/tokens", {"ttl_seconds": 3600})["push_url"]
         work = tempfile.mkdtemp(prefix="berth-bench-work-")
         git(work, "init", "-q", "-b", "main")
         page = os.path.join(work, "index.html")
@@ -91,8 +77,7 @@ def main():
         print(f"| `git push` of a one-line change → new content at the edge, static site (median of {len(samples)}) | "
               f"{statistics.median(samples):.0f} ms (min {min(samples):.0f}, max {max(samples):.0f}) | ≤ 1000 ms |")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        b.stop()
 
 
 if __name__ == "__main__":

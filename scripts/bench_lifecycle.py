@@ -13,10 +13,7 @@ Prints Markdown rows for BENCHMARKS.md. Usage: scripts/bench_lifecycle.py [--run
 Needs wrk (Debian package) and the npm registry for the cache measure.
 """
 import argparse, json, os, re, socket, statistics, subprocess, tempfile, time
-from benchlib import http, tarball
-
-KEY = "berth_bench_admin_key"
-
+from benchlib import Berth, http
 
 def node_files(tag, deps=None):
     pkg = {"name": "b", "version": "1.0.0", "scripts": {"start": "node server.js"}}
@@ -27,43 +24,6 @@ def node_files(tag, deps=None):
         "package.json": json.dumps(pkg),
         "server.js": req + "require('http').createServer((q,r)=>r.end('%s')).listen(process.env.PORT)" % tag,
     }
-
-
-class Berth:
-    def __init__(self, binary):
-        self.data = tempfile.mkdtemp(prefix="berth-bench-")
-        env = dict(os.environ, BERTH_BOOTSTRAP_KEY=KEY, BERTH_LOG="warn")
-        self.proc = subprocess.Popen(
-            [binary, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ports_file = os.path.join(self.data, "ports.json")
-        while not os.path.exists(ports_file):
-            time.sleep(0.02)
-        time.sleep(0.05)
-        ports = json.load(open(ports_file))
-        self.api, self.edge_port = f"http://127.0.0.1:{ports['api']}", ports["edge"]
-        while http("GET", self.api + "/healthz")[0] != 200:
-            time.sleep(0.02)
-
-    def call(self, method, path, body=None, raw=None):
-        headers = {"Authorization": f"Bearer {KEY}"}
-        data = raw
-        if body is not None:
-            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        status, out = http(method, self.api + path, data, headers)
-        return status, (json.loads(out) if out else None)
-
-    def upload(self, site, files):
-        status, out = self.call("POST", f"/api/sites/{site}/upload?wait=true", raw=tarball(files))
-        assert status == 202 and out["deployment"]["status"] == "live", out
-        return out
-
-    def edge(self, site, timeout=60):
-        return http("GET", f"http://127.0.0.1:{self.edge_port}/", headers={"Host": f"{site}.localhost"}, timeout=timeout)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 def zero_downtime(b):

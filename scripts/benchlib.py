@@ -1,6 +1,9 @@
-"""Helpers shared by berth's benchmark scripts: HTTP calls and app tarballs."""
-import io, socket, tarfile
+"""Helpers shared by berth's benchmark scripts: a running `berth serve`, HTTP calls and app
+tarballs."""
+import io, json, os, socket, subprocess, tarfile, tempfile, time
 import urllib.request, urllib.error
+
+KEY = "berth_bench_admin_key"
 
 
 def http(method, url, body=None, headers=None, timeout=120):
@@ -26,3 +29,42 @@ def tarball(files):
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+class Berth:
+    """A `berth serve` on free ports in a fresh data dir, with the bench admin key."""
+
+    def __init__(self, binary):
+        self.data = tempfile.mkdtemp(prefix="berth-bench-")
+        env = dict(os.environ, BERTH_BOOTSTRAP_KEY=KEY, BERTH_LOG="warn")
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ports_file = os.path.join(self.data, "ports.json")
+        while not os.path.exists(ports_file):
+            time.sleep(0.02)
+        time.sleep(0.05)
+        ports = json.load(open(ports_file))
+        self.api, self.edge_port = f"http://127.0.0.1:{ports['api']}", ports["edge"]
+        while http("GET", self.api + "/healthz")[0] != 200:
+            time.sleep(0.02)
+
+    def call(self, method, path, body=None, raw=None):
+        headers = {"Authorization": f"Bearer {KEY}"}
+        data = raw
+        if body is not None:
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        status, out = http(method, self.api + path, data, headers)
+        return status, (json.loads(out) if out else None)
+
+    def upload(self, site, files):
+        status, out = self.call("POST", f"/api/sites/{site}/upload?wait=true", raw=tarball(files))
+        assert status == 202 and out["deployment"]["status"] == "live", out
+        return out
+
+    def edge(self, site, timeout=60):
+        return http("GET", f"http://127.0.0.1:{self.edge_port}/", headers={"Host": f"{site}.localhost"}, timeout=timeout)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
