@@ -150,6 +150,25 @@ fn label_filters(pairs: &[(&str, &str)]) -> HashMap<&'static str, Vec<String>> {
     HashMap::from([("label", pairs.iter().map(|(k, v)| format!("{k}={v}")).collect())])
 }
 
+/// Containers carrying all of `labels`; with `all`, stopped ones too.
+async fn containers_labelled(
+    engine: &Engine,
+    labels: &[(&str, &str)],
+    all: bool,
+) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
+    let filters = label_filters(labels);
+    engine
+        .docker()
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(all)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(|e| engine.error(e))
+}
+
 /// Starts the instance, or adopts a running container of the same deployment and index
 /// made by this installation (`owner`) in an earlier run. A stopped leftover, or one this
 /// run made itself (it is being stopped: scale to zero, a crash), is removed instead.
@@ -160,21 +179,16 @@ pub async fn launch(
     made_by_this_run: &HashSet<String>,
 ) -> Result<Container, EngineError> {
     let index = spec.index.to_string();
-    let filters = label_filters(&[
-        (LABEL_OWNER, owner),
-        (LABEL_DEPLOYMENT, &spec.deployment_id),
-        (LABEL_INSTANCE, &index),
-    ]);
-    let existing = engine
-        .docker()
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(|e| engine.error(e))?;
+    let existing = containers_labelled(
+        engine,
+        &[
+            (LABEL_OWNER, owner),
+            (LABEL_DEPLOYMENT, &spec.deployment_id),
+            (LABEL_INSTANCE, &index),
+        ],
+        true,
+    )
+    .await?;
     for found in existing {
         let Some(id) = found.id else { continue };
         let running = found.state.map(|s| s.to_string()) == Some("running".into());
@@ -433,16 +447,17 @@ impl Container {
 /// CPU and memory of one instance, from one stats sample of the engine.
 pub async fn usage(engine: &Engine, owner: &str, deployment_id: &str, index: u32) -> Option<ContainerUsage> {
     let index = index.to_string();
-    let filters = label_filters(&[
-        (LABEL_OWNER, owner),
-        (LABEL_DEPLOYMENT, deployment_id),
-        (LABEL_INSTANCE, &index),
-    ]);
-    let found = engine
-        .docker()
-        .list_containers(Some(ListContainersOptionsBuilder::default().filters(&filters).build()))
-        .await
-        .ok()?;
+    let found = containers_labelled(
+        engine,
+        &[
+            (LABEL_OWNER, owner),
+            (LABEL_DEPLOYMENT, deployment_id),
+            (LABEL_INSTANCE, &index),
+        ],
+        false,
+    )
+    .await
+    .ok()?;
     let id = found.into_iter().find_map(|c| c.id)?;
     let options = StatsOptionsBuilder::default().stream(false).build();
     let stats = engine.docker().stats(&id, Some(options)).next().await?.ok()?;
@@ -477,17 +492,7 @@ pub async fn usage(engine: &Engine, owner: &str, deployment_id: &str, index: u32
 /// Removes this installation's containers whose (deployment, instance) is not in `keep`.
 /// Returns how many went.
 pub async fn sweep(engine: &Engine, owner: &str, keep: &HashSet<(String, u32)>) -> Result<usize, EngineError> {
-    let filters = label_filters(&[(LABEL_OWNER, owner)]);
-    let all = engine
-        .docker()
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(|e| engine.error(e))?;
+    let all = containers_labelled(engine, &[(LABEL_OWNER, owner)], true).await?;
     let mut removed = 0;
     for c in all {
         let labels = c.labels.unwrap_or_default();
