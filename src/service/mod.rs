@@ -496,25 +496,7 @@ impl Service {
                 .err()
                 .unwrap_or_else(|| ServiceError::not_found("no such site")));
         }
-        let dir = self.platform.config.uploads_dir().join(new_id("upl"));
-        let target = dir.clone();
-        let extracted = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&target).map_err(berth_build::archive::ArchiveError::from)?;
-            berth_build::archive::extract_tar_gz(&archive[..], &target, &berth_build::archive::ArchiveLimits::default())
-        })
-        .await
-        .map_err(anyhow::Error::from)?;
-        if let Err(err) = extracted {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            let message = format!("the upload was refused: {err}");
-            return Err(match err {
-                berth_build::archive::ArchiveError::TooLarge { .. }
-                | berth_build::archive::ArchiveError::TooManyEntries { .. }
-                | berth_build::archive::ArchiveError::CompressionBomb { .. } => ServiceError::TooLarge { message },
-                berth_build::archive::ArchiveError::Io(_) => ServiceError::Internal(anyhow::anyhow!(message)),
-                _ => ServiceError::invalid("archive", message),
-            });
-        }
+        let dir = self.extract_upload(archive).await?;
         let upload = Some(UploadedSource { dir: dir.clone() });
         let result = if exists {
             let input = DeployInput {
@@ -547,6 +529,57 @@ impl Service {
                 Err(e) => Err(e),
             }
         };
+        if result.is_err() {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        }
+        result
+    }
+
+    /// Unpacks an uploaded tar.gz (bounded, no links out of the tree) into a fresh uploads
+    /// folder; a refused archive leaves nothing behind.
+    async fn extract_upload(&self, archive: bytes::Bytes) -> ServiceResult<std::path::PathBuf> {
+        let dir = self.platform.config.uploads_dir().join(new_id("upl"));
+        let target = dir.clone();
+        let extracted = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&target).map_err(berth_build::archive::ArchiveError::from)?;
+            berth_build::archive::extract_tar_gz(&archive[..], &target, &berth_build::archive::ArchiveLimits::default())
+        })
+        .await
+        .map_err(anyhow::Error::from)?;
+        if let Err(err) = extracted {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            let message = format!("the upload was refused: {err}");
+            return Err(match err {
+                berth_build::archive::ArchiveError::TooLarge { .. }
+                | berth_build::archive::ArchiveError::TooManyEntries { .. }
+                | berth_build::archive::ArchiveError::CompressionBomb { .. } => ServiceError::TooLarge { message },
+                berth_build::archive::ArchiveError::Io(_) => ServiceError::Internal(anyhow::anyhow!(message)),
+                _ => ServiceError::invalid("archive", message),
+            });
+        }
+        Ok(dir)
+    }
+
+    /// A site created from an uploaded archive, with the settings of `input` (the
+    /// dashboard's create form): one transaction with its first deployment, so a refused
+    /// archive or a bad setting leaves no site behind.
+    pub async fn create_site_from_upload(
+        &self,
+        actor: &Actor,
+        input: CreateSiteInput,
+        archive: bytes::Bytes,
+        on_progress: &mut (dyn FnMut(&DeploymentInfo) + Send),
+    ) -> ServiceResult<CreateSiteOutput> {
+        validate_site_name(&input.name)?;
+        let dir = self.extract_upload(archive).await?;
+        let input = CreateSiteInput {
+            repo: None,
+            deploy: Some(true),
+            ..input
+        };
+        let result = self
+            .create_site(actor, input, Some(UploadedSource { dir: dir.clone() }), on_progress)
+            .await;
         if result.is_err() {
             let _ = tokio::fs::remove_dir_all(&dir).await;
         }

@@ -443,7 +443,6 @@ async fn create_site(State(state): State<UiState>, s: Session, mp: Multipart) ->
         port,
         health_check_path: non_empty(&form.health_check_path),
         env_vars: (!env_vars.is_empty()).then_some(env_vars),
-        deploy: upload.then_some(false),
         ..Default::default()
     };
     if !upload && input.repo.is_none() {
@@ -455,43 +454,24 @@ async fn create_site(State(state): State<UiState>, s: Session, mp: Multipart) ->
             StatusCode::BAD_REQUEST,
         );
     }
-    let created = match state.service.create_site(&s.actor, input, None, &mut |_| {}).await {
-        Ok(out) => out,
-        Err(e) => return refill(notice_of(&e), e.status()),
-    };
-    let deployment = match (created.deployment, archive) {
-        (Some(d), _) => d,
-        (None, Some(archive)) => {
-            let request = UploadRequest {
-                site: created.site.clone(),
-                archive,
-                create: false,
-                wait: false,
-                timeout_seconds: None,
-            };
-            match state.service.deploy_upload(&s.actor, request, &mut |_| {}).await {
-                Ok(out) => out.deployment,
-                Err(e) => {
-                    // The site was created only to receive this upload: undo it as a whole.
-                    let _ = state
-                        .service
-                        .delete_site(
-                            &s.actor,
-                            &SiteRef {
-                                site: created.site.clone(),
-                                idempotency_key: None,
-                            },
-                        )
-                        .await;
-                    let mut n = notice_of(&e);
-                    n.field = Some("archive".into());
-                    return refill(n, e.status());
-                }
-            }
+    let created = match archive {
+        Some(archive) if upload => {
+            state
+                .service
+                .create_site_from_upload(&s.actor, input, archive, &mut |_| {})
+                .await
         }
-        (None, None) => return see_other(&format!("/sites/{}", created.site)),
+        _ => state.service.create_site(&s.actor, input, None, &mut |_| {}).await,
     };
-    see_other(&format!("/sites/{}/deployments/{}", created.site, deployment.id))
+    match created {
+        Ok(CreateSiteOutput {
+            site,
+            deployment: Some(d),
+            ..
+        }) => see_other(&format!("/sites/{site}/deployments/{}", d.id)),
+        Ok(out) => see_other(&format!("/sites/{}", out.site)),
+        Err(e) => refill(notice_of(&e), e.status()),
+    }
 }
 
 // ---------------------------------------------------------------- site pages
