@@ -49,7 +49,8 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
             },
             ServePlan::Process { .. } => {
                 // Scale to zero: an environment allowed to sleep whose app had no request
-                // for its idle timeout is stopped; the edge wakes it on the next request.
+                // for its idle timeout goes to sleep (paused in place where its provider
+                // can freeze it, else stopped); the edge wakes it on the next request.
                 let may_sleep = env.min_instances == 0 && !platform.is_in_progress(&env.deployment_id);
                 let idle_for = platform.edge.idle_for(&host);
                 let observed = platform.runtime.observe(&env.deployment_id);
@@ -68,8 +69,9 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                             env.idle_timeout_seconds
                         ),
                     );
-                    // Stopped only once the table that no longer routes to it is out.
+                    // Put to sleep only once the table that no longer routes to it is out.
                     going_to_sleep.push(env.deployment_id.clone());
+                    wanted.insert(env.deployment_id.clone());
                     table.insert(
                         &host,
                         RouteTarget::Sleeping {
@@ -78,7 +80,9 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                     );
                     continue;
                 }
-                if may_sleep && observed.is_empty() {
+                // Asleep: nothing runs, or what runs is paused.
+                if may_sleep && observed.iter().all(|o| o.state == InstanceState::Paused) {
+                    wanted.insert(env.deployment_id.clone());
                     table.insert(
                         &host,
                         RouteTarget::Sleeping {
@@ -98,10 +102,15 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                         target_concurrency: env.target_concurrency.clamp(1, 1000) as u32,
                     },
                 );
-                // Instances missing (or draining but wanted again) are started; those past
-                // the count drain once the table without them is out.
+                // Instances missing (or draining but wanted again, or paused) are started
+                // (a paused one is thawed); those past the count drain once the table
+                // without them is out.
                 let missing: Vec<u32> = (0..count)
-                    .filter(|i| !observed.iter().any(|o| o.index == *i && !o.draining))
+                    .filter(|i| {
+                        !observed
+                            .iter()
+                            .any(|o| o.index == *i && !o.draining && o.state != InstanceState::Paused)
+                    })
                     .collect();
                 scale_in.extend(
                     observed
@@ -141,10 +150,9 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
         platform.runtime.drain_instance(&deployment_id, index, DRAIN_GRACE);
     }
     for deployment_id in going_to_sleep {
-        // In the background: the pass (and a wake waiting for it) need not wait for the
-        // app's shutdown.
-        let runtime = platform.runtime.clone();
-        tokio::spawn(async move { runtime.stop(&deployment_id).await });
+        // Marked asleep now; the pause or stop itself runs in the background, so the pass
+        // (and a wake waiting for it) need not wait for it.
+        platform.runtime.sleep(&deployment_id);
     }
     for deployment_id in platform.runtime.deployments() {
         if !wanted.contains(&deployment_id)

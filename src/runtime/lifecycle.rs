@@ -1,10 +1,13 @@
 //! One lifecycle for every provider: start instances and wait for their health check,
 //! restart them with backoff when they crash (crashed after repeated failures), drain
-//! them before a stop, run several instances of one deployment (scale-out). Providers only
-//! launch, wait for and terminate instances.
+//! them before a stop, run several instances of one deployment (scale-out), put them to
+//! sleep (scale to zero: paused in place where the provider can freeze them, else stopped)
+//! and wake them. Providers only launch, wait for, terminate and (optionally) pause
+//! instances.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +15,7 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{InstanceSpec, InstanceState, LogSink, Observation, OutputStream, Provider, StartError, Usage};
+use super::{InstanceSpec, InstanceState, LogSink, Observation, OutputStream, Pause, Provider, StartError, Usage};
 
 /// Crashes within this window count towards giving up.
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
@@ -42,6 +45,13 @@ struct Instance {
     keeps_on_shutdown: bool,
     /// Set at shutdown for such an instance: supervision ends, the instance stays.
     detach: std::sync::atomic::AtomicBool,
+    /// How the provider freezes the running launch, when it can.
+    pauser: Mutex<Option<Arc<dyn Pause>>>,
+    /// Whether the provider has it frozen. Held across each pause and resume call, so a
+    /// wake that comes while the pause is under way thaws it after, never before.
+    frozen: tokio::sync::Mutex<bool>,
+    /// Counts its sleeps: a hold timer only ends the sleep it was started for.
+    sleeps: AtomicU64,
 }
 
 impl Instance {
@@ -59,6 +69,29 @@ impl Instance {
     }
     fn is_draining(&self) -> bool {
         self.draining.lock().expect("drain lock").is_some()
+    }
+    fn pauser(&self) -> Option<Arc<dyn Pause>> {
+        self.pauser.lock().expect("pauser lock").clone()
+    }
+    /// Moves a paused instance on to starting; true for the one caller that did, who
+    /// then thaws it.
+    fn claim_wake(&self) -> bool {
+        let mut state = self.state.lock().expect("state lock");
+        if *state == InstanceState::Paused {
+            *state = InstanceState::Starting;
+            true
+        } else {
+            false
+        }
+    }
+    /// Thaws it if the provider has it frozen.
+    async fn thaw(&self) -> Result<(), String> {
+        let mut frozen = self.frozen.lock().await;
+        if *frozen && let Some(pauser) = self.pauser() {
+            pauser.resume().await?;
+        }
+        *frozen = false;
+        Ok(())
     }
 }
 
@@ -250,6 +283,9 @@ impl Runtime {
                         draining: Mutex::new(None),
                         keeps_on_shutdown: provider.keeps_instances_on_shutdown(),
                         detach: std::sync::atomic::AtomicBool::new(false),
+                        pauser: Mutex::new(None),
+                        frozen: tokio::sync::Mutex::new(false),
+                        sleeps: AtomicU64::new(0),
                     });
                     of_deployment.insert(index, instance.clone());
                     tokio::spawn(self.clone().supervise(provider, instance.clone(), spec.clone()));
@@ -257,8 +293,27 @@ impl Runtime {
                 }
             }
         };
+        if instance.claim_wake() {
+            if let Err(err) = instance.thaw().await {
+                tracing::warn!(deployment.id = %spec.deployment_id, instance = index, error = %err, "thawing a paused instance failed; starting a new one");
+                self.stop_instance(&spec.deployment_id, index).await;
+                return Box::pin(self.start_once(spec, index)).await;
+            }
+            self.logs.write(
+                &spec.deployment_id,
+                "runtime",
+                "system",
+                instance_note(index, "woken from pause"),
+            );
+        }
         let deadline = Instant::now() + spec.start_timeout;
         loop {
+            if instance.stop.is_cancelled() {
+                return Err(StartError {
+                    message: "the instance was stopped while it was starting".into(),
+                    last_lines: instance.last_lines(),
+                });
+            }
             match instance.state() {
                 InstanceState::Healthy => {
                     if let Some(addr) = instance.addr() {
@@ -383,6 +438,85 @@ impl Runtime {
         });
     }
 
+    /// Scale to zero: every instance of a deployment goes to sleep. One whose provider can
+    /// freeze it is paused in place (no CPU, memory kept; `Paused` from this call on, so
+    /// no route or wake sees it as serving) and stopped once it has slept for its hold;
+    /// the others are stopped. A `start` wakes a paused instance by thawing it.
+    pub fn sleep(&self, deployment_id: &str) {
+        let mut pausing = Vec::new();
+        let mut stopping = Vec::new();
+        for instance in self.all_of(deployment_id) {
+            let pauser = instance.pauser();
+            let healthy = instance.state() == InstanceState::Healthy && !instance.is_draining();
+            match pauser {
+                Some(pauser) if healthy => {
+                    instance.set_state(InstanceState::Paused);
+                    pausing.push((instance, pauser));
+                }
+                _ => stopping.push(instance.index),
+            }
+        }
+        self.changed.notify_one();
+        let runtime = self.clone();
+        let id = deployment_id.to_string();
+        tokio::spawn(async move {
+            for index in stopping {
+                runtime.stop_instance(&id, index).await;
+            }
+            for (instance, pauser) in pausing {
+                runtime.pause(&id, instance, pauser).await;
+            }
+        });
+    }
+
+    async fn pause(&self, deployment_id: &str, instance: Arc<Instance>, pauser: Arc<dyn Pause>) {
+        let sleep = {
+            let mut frozen = instance.frozen.lock().await;
+            // Woken (or stopped) before the pause got here: nothing to do.
+            if instance.state() != InstanceState::Paused || instance.stop.is_cancelled() {
+                return;
+            }
+            if let Err(err) = pauser.pause().await {
+                drop(frozen);
+                tracing::warn!(deployment.id = %deployment_id, instance = instance.index, error = %err, "pausing an instance failed; stopping it");
+                if instance.state() == InstanceState::Paused {
+                    self.stop_instance(deployment_id, instance.index).await;
+                }
+                return;
+            }
+            *frozen = true;
+            instance.sleeps.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        let hold = pauser.hold();
+        self.logs.write(
+            deployment_id,
+            "runtime",
+            "system",
+            instance_note(
+                instance.index,
+                &format!(
+                    "paused (no CPU, memory kept); stopped if still asleep in {} s",
+                    hold.as_secs()
+                ),
+            ),
+        );
+        let runtime = self.clone();
+        let id = deployment_id.to_string();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(hold) => {}
+                _ = instance.stop.cancelled() => return,
+            }
+            let same = runtime
+                .get(&id, instance.index)
+                .is_some_and(|i| Arc::ptr_eq(&i, &instance));
+            if same && instance.state() == InstanceState::Paused && instance.sleeps.load(Ordering::SeqCst) == sleep {
+                tracing::info!(deployment.id = %id, instance = instance.index, "a paused instance slept its hold out: stopping it");
+                runtime.stop_instance(&id, instance.index).await;
+            }
+        });
+    }
+
     /// Whether every instance of a deployment is draining towards a stop.
     pub fn is_draining(&self, deployment_id: &str) -> bool {
         let all = self.all_of(deployment_id);
@@ -444,6 +578,7 @@ impl Runtime {
                 }
             };
             *instance.addr.lock().expect("addr lock") = Some(launched.addr());
+            *instance.pauser.lock().expect("pauser lock") = launched.pauser();
             let pump = launched
                 .take_output()
                 .map(|output| self.pump(output, &spec.deployment_id, instance.clone()));
@@ -462,6 +597,10 @@ impl Runtime {
                     }
                     instance.done.cancel();
                     return;
+                }
+                // A frozen app cannot act on its stop signal: thaw it for a clean shutdown.
+                if let Err(err) = instance.thaw().await {
+                    tracing::warn!(deployment.id = %spec.deployment_id, error = %err, "thawing an instance before its stop failed");
                 }
                 launched.terminate(STOP_GRACE).await;
                 if let Some(p) = pump {

@@ -68,6 +68,22 @@ pub enum InstanceState {
         /// Why, with the exit code.
         message: String,
     },
+    /// Asleep in place (scale to zero on a provider that can freeze an instance): no CPU,
+    /// its memory kept; not routed. The next request thaws it instead of starting one.
+    Paused,
+}
+
+impl InstanceState {
+    /// The word APIs and the dashboard show.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Healthy => "healthy",
+            Self::Restarting { .. } => "restarting",
+            Self::Crashed { .. } => "crashed",
+            Self::Paused => "paused",
+        }
+    }
 }
 
 /// An instance as the reconciler and the service see it.
@@ -155,4 +171,21 @@ pub trait Launched: Send {
     async fn wait(&mut self) -> String;
     /// Stops it: a polite signal, a kill after `grace`, then clean-up of what it left.
     async fn terminate(&mut self, grace: Duration);
+    /// How to freeze and thaw it in place, when the provider can and its settings allow
+    /// (a warm sleep for scale to zero); `None`: sleeping stops it.
+    fn pauser(&self) -> Option<std::sync::Arc<dyn Pause>> {
+        None
+    }
+}
+
+/// Freezes a running instance in place and thaws it again: a sleep that keeps the app's
+/// memory, so waking it costs no start and no boot.
+#[async_trait::async_trait]
+pub trait Pause: Send + Sync {
+    /// Freezes every process of the instance.
+    async fn pause(&self) -> Result<(), String>;
+    /// Thaws it; it serves again at once.
+    async fn resume(&self) -> Result<(), String>;
+    /// How long it may stay frozen before it is stopped to free its memory.
+    fn hold(&self) -> Duration;
 }

@@ -386,6 +386,11 @@ impl ProviderSettings for DockerProviderSettings {
                 description: "Images kept per site; older ones are removed after each deploy (default 5).",
             },
             ConfigKey {
+                name: "keep_paused_seconds",
+                secret: false,
+                description: "Scale to zero pauses an idle container (no CPU, memory kept; the next request thaws it in milliseconds) and removes it after this many seconds asleep; 0 removes it at once (default 600, at most 604800).",
+            },
+            ConfigKey {
                 name: "default",
                 secret: false,
                 description: "true: new sites of this org run on docker unless they name a provider (default false).",

@@ -909,6 +909,7 @@ impl Service {
         Ok(match self.platform.runtime.overall_state(dep_id) {
             Some(InstanceState::Healthy) => "live",
             Some(InstanceState::Crashed { .. }) => "crashed",
+            Some(InstanceState::Paused) => "sleeping",
             Some(InstanceState::Starting | InstanceState::Restarting { .. }) | None => "starting",
         }
         .into())

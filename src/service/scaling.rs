@@ -27,18 +27,15 @@ impl Service {
             .as_deref()
             .map(|id| self.platform.runtime.observe(id))
             .unwrap_or_default();
-        let running = observed.iter().filter(|o| !o.draining).count();
+        let running = observed
+            .iter()
+            .filter(|o| !o.draining && o.state != InstanceState::Paused)
+            .count();
         let instances = observed
             .iter()
             .map(|o| InstanceInfo {
                 index: o.index,
-                state: match &o.state {
-                    InstanceState::Starting => "starting",
-                    InstanceState::Healthy => "healthy",
-                    InstanceState::Restarting { .. } => "restarting",
-                    InstanceState::Crashed { .. } => "crashed",
-                }
-                .to_string(),
+                state: o.state.label().to_string(),
                 draining: o.draining,
             })
             .collect();

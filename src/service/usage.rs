@@ -70,13 +70,7 @@ impl Service {
                 let measured = usage.iter().find(|(i, _)| *i == o.index).and_then(|(_, u)| u.clone());
                 instances.push(InstanceUsage {
                     index: o.index,
-                    state: match &o.state {
-                        crate::runtime::InstanceState::Starting => "starting",
-                        crate::runtime::InstanceState::Healthy => "healthy",
-                        crate::runtime::InstanceState::Restarting { .. } => "restarting",
-                        crate::runtime::InstanceState::Crashed { .. } => "crashed",
-                    }
-                    .into(),
+                    state: o.state.label().into(),
                     cpu_percent: measured.as_ref().map(|u| u.cpu_percent),
                     memory_bytes: measured.as_ref().map(|u| u.memory_bytes),
                     memory_limit_bytes: measured.and_then(|u| u.memory_limit_bytes),

@@ -1,6 +1,8 @@
 //! Containers: one per instance of a deployment, created locked down (no capabilities,
 //! no-new-privileges, memory/CPU/pids limits, the image's or an unprivileged user) on its
-//! org's bridge network, with its port published on loopback only. Also adoption of a
+//! org's bridge network. A local engine's containers are reached at their address on that
+//! network and publish no port at all (no proxy process per container, nothing bound on
+//! the host); a remote engine's publish their port on its loopback. Also adoption of a
 //! container that survived a berth restart, its output as lines, its exit, its stats,
 //! and removal of containers nothing wants.
 
@@ -76,7 +78,8 @@ pub struct Container {
     engine: Engine,
     /// Engine id.
     pub id: String,
-    /// Where the app answers: its port published on 127.0.0.1.
+    /// Where the app answers: its address on the org network (local engine), or its port
+    /// published on 127.0.0.1.
     pub addr: SocketAddr,
     /// Whether it was running before this berth process started.
     pub adopted: bool,
@@ -194,7 +197,7 @@ pub async fn launch(
         let running = found.state.map(|s| s.to_string()) == Some("running".into());
         if running
             && !made_by_this_run.contains(&id)
-            && let Some(addr) = published_addr(engine, &id).await?
+            && let Some(addr) = container_addr(engine, &id).await?
         {
             return Ok(Container {
                 engine: engine.clone(),
@@ -257,15 +260,18 @@ pub async fn launch(
         nano_cpus: Some((spec.cpus * 1e9) as i64),
         pids_limit: Some(spec.pids_limit),
         network_mode: Some(network),
-        // Loopback only: nothing outside this machine reaches the app except through the
-        // edge, and the edge reaches it the same way on every engine setup.
-        port_bindings: Some(HashMap::from([(
-            port_key.clone(),
-            Some(vec![PortBinding {
-                host_ip: Some(Ipv4Addr::LOCALHOST.to_string()),
-                host_port: Some(String::new()),
-            }]),
-        )])),
+        // A local engine's containers are reached on the org network; a remote one's on
+        // its loopback only. Nothing outside the machine reaches the app but through the
+        // edge.
+        port_bindings: (!engine.is_local()).then(|| {
+            HashMap::from([(
+                port_key.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some(Ipv4Addr::LOCALHOST.to_string()),
+                    host_port: Some(String::new()),
+                }]),
+            )])
+        }),
         // A tiny init as PID 1: the app then gets default signal handling (PID 1 ignores
         // an unhandled SIGTERM, which would turn every stop into a kill after the grace
         // period) and its zombies are reaped.
@@ -302,10 +308,10 @@ pub async fn launch(
         let _ = remove(engine, &created.id).await;
         return Err(err);
     }
-    let addr = match published_addr(engine, &created.id).await? {
+    let addr = match container_addr(engine, &created.id).await? {
         Some(addr) => addr,
         None => {
-            // Exited before the engine published the port: the caller's wait reports why.
+            // Exited before the engine gave it an address: the caller's wait reports why.
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
         }
     };
@@ -317,21 +323,62 @@ pub async fn launch(
     })
 }
 
-/// The loopback address a running container's port is published on.
-async fn published_addr(engine: &Engine, id: &str) -> Result<Option<SocketAddr>, EngineError> {
+/// Where a running container's app answers: on a local engine its address on its
+/// network and its (single) exposed port, else its port published on 127.0.0.1.
+async fn container_addr(engine: &Engine, id: &str) -> Result<Option<SocketAddr>, EngineError> {
     let info = engine
         .docker()
         .inspect_container(id, None::<InspectContainerOptions>)
         .await
         .map_err(|e| engine.error(e))?;
-    let ports = info.network_settings.and_then(|n| n.ports).unwrap_or_default();
-    Ok(ports
+    let settings = info.network_settings.unwrap_or_default();
+    if engine.is_local() {
+        let port = info
+            .config
+            .and_then(|c| c.exposed_ports)
+            .unwrap_or_default()
+            .iter()
+            .find_map(|p| p.strip_suffix("/tcp")?.parse::<u16>().ok());
+        let ip = settings
+            .networks
+            .unwrap_or_default()
+            .values()
+            .find_map(|n| n.ip_address.as_deref()?.parse::<std::net::IpAddr>().ok());
+        return Ok(ip.zip(port).map(|(ip, port)| SocketAddr::new(ip, port)));
+    }
+    Ok(settings
+        .ports
+        .unwrap_or_default()
         .values()
         .flatten()
         .flatten()
         .filter_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())
         .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
         .next())
+}
+
+/// Pauses (`true`) or unpauses a container. Pausing one that is already paused, or
+/// thawing one that is not, is fine.
+pub async fn pause(engine: &Engine, id: &str, paused: bool) -> Result<(), EngineError> {
+    let result = if paused {
+        engine.docker().pause_container(id).await
+    } else {
+        engine.docker().unpause_container(id).await
+    };
+    match result.map_err(|e| engine.error(e)) {
+        Err(err) if err.is_conflict() && already(&err, paused) => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether a refused pause or unpause says the container already is as asked.
+fn already(err: &EngineError, paused: bool) -> bool {
+    let text = err.to_string();
+    if paused {
+        text.contains("already paused")
+    } else {
+        text.contains("is not paused")
+    }
 }
 
 /// Stops and removes a container by id or name; one that is already gone is fine.

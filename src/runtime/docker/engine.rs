@@ -113,6 +113,12 @@ impl Engine {
         &self.host
     }
 
+    /// Whether the engine runs on this machine (a unix socket): its bridge networks are
+    /// then routed from here, so containers are reached at their own addresses.
+    pub fn is_local(&self) -> bool {
+        !self.host.starts_with("tcp://")
+    }
+
     /// The bollard client, speaking the highest API version both sides support.
     pub(crate) fn docker(&self) -> &Docker {
         &self.docker
@@ -228,6 +234,8 @@ mod tests {
         assert_eq!(Engine::connect("").unwrap().host(), DEFAULT_HOST);
         assert_eq!(Engine::connect("/run/docker.sock").unwrap().host(), "/run/docker.sock");
         assert!(Engine::connect("tcp://127.0.0.1:2375").is_ok());
+        assert!(Engine::connect("").unwrap().is_local());
+        assert!(!Engine::connect("tcp://127.0.0.1:2375").unwrap().is_local());
         let err = Engine::connect("ftp://x").err().unwrap();
         assert!(err.to_string().contains("unix:///path/to/docker.sock"), "{err}");
     }

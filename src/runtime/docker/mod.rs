@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 
-use super::{InstanceSpec, Launched, OutputLine, OutputStream, Provider, Usage};
+use super::{InstanceSpec, Launched, OutputLine, OutputStream, Pause, Provider, Usage};
 
 use berth_build::dockerfile::BaseImages;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,9 @@ pub fn builds_image(provider: &str, plan: &berth_build::BuildPlan) -> bool {
     provider == NAME && matches!(plan.serve, berth_build::ServePlan::Process { .. })
 }
 
+/// Longest a paused container may sleep before it is removed: a week.
+const MAX_KEEP_PAUSED_SECONDS: u64 = 7 * 24 * 3600;
+
 /// The docker provider's settings (`HOSTING_SET_CONFIG {provider: "docker", config}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -70,6 +73,10 @@ pub struct DockerSettings {
     pub pids_limit: i64,
     /// Images kept per site; older ones are removed after each deploy.
     pub keep_images: usize,
+    /// Scale to zero pauses an idle container (no CPU, memory kept) so the next request
+    /// thaws it in milliseconds; after this many seconds asleep it is removed to free its
+    /// memory and the next request starts a new one. 0: remove at once.
+    pub keep_paused_seconds: u64,
 }
 
 impl Default for DockerSettings {
@@ -81,6 +88,7 @@ impl Default for DockerSettings {
             cpus: 1.0,
             pids_limit: 256,
             keep_images: 5,
+            keep_paused_seconds: 600,
         }
     }
 }
@@ -108,6 +116,12 @@ impl DockerSettings {
             return Err(format!(
                 "keep_images must be between 1 and 1000, got {}",
                 self.keep_images
+            ));
+        }
+        if self.keep_paused_seconds > MAX_KEEP_PAUSED_SECONDS {
+            return Err(format!(
+                "keep_paused_seconds must be between 0 and {MAX_KEEP_PAUSED_SECONDS} (a week), got {}",
+                self.keep_paused_seconds
             ));
         }
         for (pack, image) in [
@@ -248,6 +262,8 @@ pub fn is_org_default(config: &serde_json::Map<String, serde_json::Value>) -> bo
 /// A started (or adopted) container as the shared lifecycle drives it.
 struct LaunchedContainer {
     container: Container,
+    /// Freezes it for scale to zero, unless the settings say to remove it at once.
+    pauser: Option<Arc<dyn Pause>>,
     output: Option<OutputStream>,
     /// The provider's set of containers of this run; left once the container is gone.
     launched: Arc<Mutex<HashSet<String>>>,
@@ -267,6 +283,34 @@ impl Launched for LaunchedContainer {
     async fn terminate(&mut self, grace: std::time::Duration) {
         self.container.terminate(grace).await;
         self.launched.lock().expect("launched lock").remove(&self.container.id);
+    }
+    fn pauser(&self) -> Option<Arc<dyn Pause>> {
+        self.pauser.clone()
+    }
+}
+
+/// Pauses a container through the engine (the cgroup freezer: its processes stop
+/// getting CPU, their memory stays).
+struct PauseContainer {
+    engine: Engine,
+    id: String,
+    hold: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl Pause for PauseContainer {
+    async fn pause(&self) -> Result<(), String> {
+        container::pause(&self.engine, &self.id, true)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn resume(&self) -> Result<(), String> {
+        container::pause(&self.engine, &self.id, false)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    fn hold(&self) -> std::time::Duration {
+        self.hold
     }
 }
 
@@ -326,7 +370,15 @@ impl Provider for DockerProvider {
                 line: l.line,
             })
             .boxed();
+        let pauser = (settings.keep_paused_seconds > 0).then(|| {
+            Arc::new(PauseContainer {
+                engine: engine.clone(),
+                id: container.id.clone(),
+                hold: std::time::Duration::from_secs(settings.keep_paused_seconds),
+            }) as Arc<dyn Pause>
+        });
         Ok(Box::new(LaunchedContainer {
+            pauser,
             container,
             output: Some(output),
             launched: self.launched.clone(),
@@ -369,6 +421,12 @@ mod tests {
             serde_json::from_str(r#"{"memory_mb": 256, "base_images": {"node": "berth-test/node:20"}}"#).unwrap();
         assert_eq!(partial.memory_mb, 256);
         assert_eq!(partial.keep_images, 5);
+        assert_eq!(partial.keep_paused_seconds, 600);
+        let too_long = DockerSettings {
+            keep_paused_seconds: MAX_KEEP_PAUSED_SECONDS + 1,
+            ..DockerSettings::default()
+        };
+        assert!(too_long.validate().unwrap_err().contains("keep_paused_seconds"));
         assert_eq!(partial.base_images.python, "python:3.11-slim");
         let bad = DockerSettings {
             cpus: 0.0,
