@@ -364,7 +364,7 @@ impl Runtime {
                     last_lines,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -754,21 +754,106 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn failed_starts_back_off_instead_of_launching_again_at_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::store::Store::open_sqlite(&dir.path().join("t.db"))
+    /// A provider whose instances answer every HTTP request with 200 and can be paused;
+    /// it records what happened to them, in order. A pause takes a while, so a wake can
+    /// come while one is under way.
+    #[derive(Default)]
+    struct Freezable {
+        launches: AtomicU32,
+        events: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    struct FreezableInstance {
+        addr: SocketAddr,
+        server: tokio::task::JoinHandle<()>,
+        events: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    struct FreezablePause(Arc<Mutex<Vec<&'static str>>>);
+
+    #[async_trait::async_trait]
+    impl Pause for FreezablePause {
+        async fn pause(&self) -> Result<(), String> {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.0.lock().unwrap().push("pause");
+            Ok(())
+        }
+        async fn resume(&self) -> Result<(), String> {
+            self.0.lock().unwrap().push("resume");
+            Ok(())
+        }
+        fn hold(&self) -> Duration {
+            Duration::from_millis(300)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Launched for FreezableInstance {
+        fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+        fn take_output(&mut self) -> Option<OutputStream> {
+            None
+        }
+        async fn wait(&mut self) -> String {
+            futures::future::pending().await
+        }
+        async fn terminate(&mut self, _grace: Duration) {
+            self.server.abort();
+            self.events.lock().unwrap().push("terminate");
+        }
+        fn pauser(&self) -> Option<Arc<dyn Pause>> {
+            Some(Arc::new(FreezablePause(self.events.clone())))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Freezable {
+        fn name(&self) -> &'static str {
+            "freezable"
+        }
+        fn is_isolated(&self) -> bool {
+            true
+        }
+        async fn launch(&self, _spec: &InstanceSpec, _index: u32) -> Result<Box<dyn Launched>, String> {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            self.launches.fetch_add(1, Ordering::SeqCst);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let server = tokio::spawn(async move {
+                while let Ok((mut conn, _)) = listener.accept().await {
+                    let mut buf = [0u8; 1024];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                }
+            });
+            Ok(Box::new(FreezableInstance {
+                addr,
+                server,
+                events: self.events.clone(),
+            }))
+        }
+    }
+
+    async fn runtime_with(provider: Arc<dyn Provider>, dir: &std::path::Path) -> Runtime {
+        let store = crate::store::Store::open_sqlite(&dir.join("t.db"))
             .await
             .expect("store");
-        let provider = Arc::new(Unlaunchable(AtomicU32::new(0)));
-        let runtime = Runtime::new(vec![provider.clone()], LogSink::start(store), Arc::default());
-        let spec = InstanceSpec {
+        Runtime::new(vec![provider], LogSink::start(store), Arc::default())
+    }
+
+    fn spec_on(provider: &str, dir: &std::path::Path) -> InstanceSpec {
+        InstanceSpec {
             deployment_id: "dpl_x".into(),
-            provider: "unlaunchable".into(),
+            provider: provider.into(),
             org: String::new(),
             environment: String::new(),
             site: "s".into(),
-            app_dir: dir.path().to_path_buf(),
+            app_dir: dir.to_path_buf(),
             command: "true".into(),
             port: None,
             env: vec![],
@@ -776,7 +861,57 @@ mod tests {
             start_timeout: Duration::from_secs(5),
             image: None,
             provider_config: Default::default(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sleeping_instance_is_paused_thawed_by_the_next_start_and_stopped_after_its_hold() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let provider = Arc::new(Freezable::default());
+        let runtime = runtime_with(provider.clone(), dir.path()).await;
+        let spec = spec_on("freezable", dir.path());
+        let addr = runtime.start(spec.clone(), 0).await.expect("starts");
+
+        // Asleep at once for routes and wakes; a wake before the pause began cancels it.
+        runtime.sleep("dpl_x");
+        assert_eq!(runtime.overall_state("dpl_x"), Some(InstanceState::Paused));
+        assert_eq!(runtime.start(spec.clone(), 0).await.expect("wakes"), addr);
+        tokio::task::yield_now().await;
+        assert!(provider.events.lock().unwrap().is_empty());
+
+        // A wake while the pause is under way thaws it after the pause, never before.
+        runtime.sleep("dpl_x");
+        for _ in 0..3 {
+            tokio::task::yield_now().await; // the pause begins
+        }
+        assert_eq!(runtime.start(spec.clone(), 0).await.expect("wakes"), addr);
+        assert_eq!(*provider.events.lock().unwrap(), ["pause", "resume"]);
+        assert_eq!(runtime.overall_state("dpl_x"), Some(InstanceState::Healthy));
+        assert_eq!(provider.launches.load(Ordering::SeqCst), 1);
+
+        // Asleep past its hold: thawed (so it can shut down cleanly), then stopped.
+        runtime.sleep("dpl_x");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while runtime.is_running("dpl_x") {
+            assert!(Instant::now() < deadline, "the paused instance was never stopped");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            *provider.events.lock().unwrap(),
+            ["pause", "resume", "pause", "resume", "terminate"]
+        );
+        // The next start launches a new instance.
+        runtime.start(spec, 0).await.expect("starts again");
+        assert_eq!(provider.launches.load(Ordering::SeqCst), 2);
+        runtime.stop("dpl_x").await;
+    }
+
+    #[tokio::test]
+    async fn failed_starts_back_off_instead_of_launching_again_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let provider = Arc::new(Unlaunchable(AtomicU32::new(0)));
+        let runtime = runtime_with(provider.clone(), dir.path()).await;
+        let spec = spec_on("unlaunchable", dir.path());
         let first = runtime.start(spec.clone(), 0).await.expect_err("launch fails");
         assert!(first.message.contains("not answering"), "{first}");
         // A reconcile pass right after must not launch again (that was a hot loop).

@@ -333,7 +333,7 @@ impl Platform {
                     Some(crate::runtime::InstanceState::Healthy | crate::runtime::InstanceState::Crashed { .. }) => {
                         break;
                     }
-                    _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
                 }
             }
             anyhow::Ok(())
