@@ -39,6 +39,11 @@ pub struct ServeConfig {
     /// Largest `git push` body accepted by the internal git server (bytes of pack data).
     #[arg(long, env = "BERTH_MAX_PUSH_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_push_bytes: usize,
+    /// How often leftovers of instances nothing runs (containers of another run, say)
+    /// are looked for and removed, in seconds; the first sweep waits as long, so that a
+    /// restarted server adopts what it still wants first.
+    #[arg(long = "sweep-interval", env = "BERTH_SWEEP_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub sweep_seconds: u64,
     /// Time limits of each deploy stage.
     #[command(flatten)]
     pub timeouts: StageTimeouts,

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -105,7 +106,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     ));
     let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));
     let autoscaler = tokio::spawn(crate::autoscaler::run(platform.clone(), stop.child_token()));
-    tokio::spawn(sweep_leftovers(platform.runtime.clone(), stop.child_token()));
+    tokio::spawn(sweep_leftovers(
+        platform.runtime.clone(),
+        Duration::from_secs(config.sweep_seconds),
+        stop.child_token(),
+    ));
 
     let app = control_plane_router(
         service,
@@ -228,15 +233,13 @@ async fn bootstrap(store: &Store, config: &ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How often providers remove leftovers (containers of instances nothing runs). The first
-/// sweep waits as long, so that the reconciler has re-adopted what is wanted after a
-/// restart.
-const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
-async fn sweep_leftovers(runtime: Runtime, stop: CancellationToken) {
+/// Every `every`, providers remove leftovers (containers of instances nothing runs). The
+/// first sweep waits as long, so that the reconciler has re-adopted what is wanted after
+/// a restart.
+async fn sweep_leftovers(runtime: Runtime, every: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(SWEEP_EVERY) => runtime.sweep().await,
+            _ = tokio::time::sleep(every) => runtime.sweep().await,
             _ = stop.cancelled() => return,
         }
     }

@@ -496,6 +496,64 @@ async fn an_idle_container_is_paused_woken_in_place_and_removed_after_its_hold()
     assert_ne!(fresh[0], name);
 }
 
+/// Removes an installation's containers when dropped, even if the test failed.
+struct OwnedBy(String);
+
+impl Drop for OwnedBy {
+    fn drop(&mut self) {
+        remove_owned(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn containers_nothing_wants_are_swept_and_another_installations_are_left_alone() {
+    prepare_engine();
+    let server = DockerServer::configure(TestServer::start_with(&[("BERTH_SWEEP_SECONDS", "1")]).await).await;
+    let site = dockerfile_app("wanted");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "kept", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let wanted = server.running();
+    assert_eq!(wanted.len(), 1);
+
+    // A leftover of this installation (its deployment is long gone), and a container of
+    // another installation on the same engine.
+    let foreign = OwnedBy(format!("other-{}", uuid::Uuid::new_v4().simple()));
+    let run = |owner: &str| {
+        docker(&[
+            "run",
+            "-d",
+            "--label",
+            &format!("berth.owner={owner}"),
+            "--label",
+            "berth.deployment=dpl_gone",
+            "--label",
+            "berth.instance=0",
+            "berth-test/busybox:1",
+            "sleep",
+            "300",
+        ])
+        .trim()
+        .to_string()
+    };
+    let leftover = run(&server.owner);
+    let theirs = run(&foreign.0);
+    assert!(!leftover.is_empty() && !theirs.is_empty(), "docker run failed");
+
+    eventually("the leftover is swept", 30, async || engine_state(&leftover).is_empty()).await;
+    assert_eq!(
+        engine_state(&theirs),
+        "running",
+        "another installation's container stays"
+    );
+    assert_eq!(server.running(), wanted, "the wanted container stays");
+    assert_eq!(server.edge("kept.localhost", "/").await, (200, "wanted".to_string()));
+}
+
 #[tokio::test]
 async fn a_restarted_berth_adopts_its_running_container() {
     adopts_after_restart(DockerServer::kill9).await;

@@ -183,8 +183,10 @@ impl Platform {
     /// `live`, points the environment at it and supersedes the previous one; then the
     /// route table is rebuilt before this returns, so a caller told "live" can fetch it.
     /// Returns false when a newer deployment of the environment was already live: this
-    /// one is then `superseded` without ever serving.
+    /// one is then `superseded` without ever serving. Its build log is in the store before
+    /// its status moves, so a caller told "live" reads the whole log.
     pub async fn activate(&self, d: &DeploymentRow) -> anyhow::Result<bool> {
+        self.logs.flush().await;
         let routes = self.reconcile_lock.lock().await;
         let mut tx = self.store.begin().await?;
         // Deploys of one environment can finish out of order: the newest one wins.
