@@ -310,6 +310,15 @@ async fn a_node_site_without_dockerfile_gets_a_generated_one_on_the_configured_b
     let (name, _, _) = server.containers().into_iter().next().expect("a container");
     let inspect: Value = serde_json::from_str(&docker(&["inspect", &name])).unwrap();
     assert_eq!(inspect[0]["Config"]["User"], "65534:65534", "runs unprivileged");
+    // The app's user may write in its own folder, as it may on the local provider.
+    let wrote = docker(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "echo hi > /app/state.txt && cat /app/state.txt",
+    ]);
+    assert_eq!(wrote.trim(), "hi", "/app is writable by the app's user");
 }
 
 #[tokio::test]
