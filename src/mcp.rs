@@ -381,7 +381,7 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_PROMOTE",
-        description = "Point an environment (default production) at any live or superseded deployment of the site. No rebuild: the switch happens as soon as the deployment's app is healthy (instant for static sites and running apps).",
+        description = "Point an environment (default production) at any live or superseded deployment of the site. No rebuild: the switch happens as soon as the deployment's app is healthy (instant for static sites and running apps). A deployment built for another environment (a preview) becomes a new deployment of this one with the same build and this environment's variables; the output names it.",
         output_schema = schema_for_output::<SwitchOutput>(),
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]

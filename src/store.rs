@@ -545,6 +545,46 @@ pub async fn set_deployment_commit(db: impl SqliteExecutor<'_>, id: &str, commit
         .map(drop)
 }
 
+/// Inserts a deployment that is built already (a promotion's copy of another
+/// environment's deployment): every column as given.
+pub async fn insert_built_deployment(db: impl SqliteExecutor<'_>, d: &DeploymentRow) -> sqlx::Result<()> {
+    sqlx::query(concat!(
+        "INSERT INTO deployments (",
+        deployment_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&d.id)
+    .bind(&d.org_id)
+    .bind(&d.site_id)
+    .bind(&d.environment_id)
+    .bind(&d.status)
+    .bind(&d.source_kind)
+    .bind(&d.source)
+    .bind(&d.git_ref)
+    .bind(&d.commit_sha)
+    .bind(&d.build_plan)
+    .bind(&d.error)
+    .bind(&d.created_by)
+    .bind(d.created_at)
+    .bind(d.started_at)
+    .bind(d.finished_at)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Deletes a deployment and its log lines (a promotion's copy that never served).
+pub async fn delete_deployment(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM deployments WHERE id = ? AND NOT EXISTS (SELECT 1 FROM environments WHERE deployment_id = ?)",
+    )
+    .bind(id)
+    .bind(id)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
 /// Records the detected build plan.
 pub async fn set_deployment_plan(db: impl SqliteExecutor<'_>, id: &str, plan_json: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE deployments SET build_plan = ? WHERE id = ?")

@@ -564,6 +564,48 @@ async fn containers_nothing_wants_are_swept_and_another_installations_are_left_a
 }
 
 #[tokio::test]
+async fn a_preview_promoted_into_production_runs_from_the_same_image_under_its_own_tag() {
+    let server = DockerServer::start().await;
+    let site = dockerfile_app("lifted");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "lift", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let (status, out) = server
+        .post(
+            "/api/sites/lift/environments",
+            &json!({"name": "feature", "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let preview = deployment_id(&out);
+    let (status, out) = server
+        .post("/api/sites/lift/promote", &json!({"deployment_id": preview}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let promoted = deployment_id(&out);
+    assert_ne!(promoted, preview);
+    let image_id = |id: &str| {
+        docker(&["image", "inspect", "-f", "{{.Id}}", &format!("berth/lift:{id}")])
+            .trim()
+            .to_string()
+    };
+    assert!(!image_id(&preview).is_empty());
+    assert_eq!(image_id(&promoted), image_id(&preview), "no rebuild: the same image");
+    assert_eq!(server.edge("lift.localhost", "/").await, (200, "lifted".to_string()));
+    assert_eq!(
+        server.edge("feature--lift.localhost", "/").await,
+        (200, "lifted".to_string())
+    );
+    let log = deployment_log(&server, &promoted, "build").await;
+    assert!(log.contains(&format!("promoted from {preview}")), "{log}");
+    assert!(log.contains("the same files and image"), "{log}");
+}
+
+#[tokio::test]
 async fn a_restarted_berth_adopts_its_running_container() {
     adopts_after_restart(DockerServer::kill9).await;
 }

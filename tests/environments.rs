@@ -238,3 +238,114 @@ async fn cancelling_a_build_kills_it_and_keeps_production() {
     let (_, d) = server.get(&format!("/api/deployments/{live_id}")).await;
     assert_eq!(d["status"], "live");
 }
+
+/// Answers `<label> greeting=<GREETING>`.
+fn greeting_server(label: &str) -> String {
+    format!(
+        "require('http').createServer((q, r) => r.end('{label} greeting=' + process.env.GREETING)).listen(process.env.PORT);"
+    )
+}
+
+async fn wait_for_body(server: &TestServer, host: &str, body: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = server.edge(host, "/").await.1;
+        if got == body {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{host} answers {got:?}, not {body:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn promoting_a_preview_into_production_runs_its_build_with_production_variables() {
+    let server = TestServer::start().await;
+    let repo = app(&[
+        (
+            "package.json",
+            r#"{"name":"g","version":"1.0.0","scripts":{"start":"node server.js"}}"#,
+        ),
+        ("server.js", &greeting_server("main")),
+    ]);
+    git_init(repo.path());
+    git(repo.path(), &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.path().join("server.js"), greeting_server("feature")).unwrap();
+    git_commit(repo.path(), "feature");
+    git(repo.path(), &["checkout", "-q", "main"]);
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "promo", "repo": url, "branch": "main", "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let (status, out) = server
+        .post(
+            "/api/sites/promo/environments",
+            &json!({"name": "feature", "branch": "feature", "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let preview = out["deployment"]["id"].as_str().unwrap().to_string();
+    for (environment, value) in [("production", "prod-db"), ("feature", "preview-db")] {
+        let (status, out) = server
+            .patch(
+                "/api/sites/promo/env",
+                &json!({"environment": environment, "vars": {"GREETING": value}, "restart": true}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+    }
+    wait_for_body(&server, "promo.localhost", "main greeting=prod-db").await;
+    wait_for_body(&server, "feature--promo.localhost", "feature greeting=preview-db").await;
+    let (_, before) = server.get("/api/sites/promo/deployments").await;
+    let count_before = before["deployments"].as_array().unwrap().len();
+
+    // A promotion into an environment that does not exist changes nothing.
+    let (status, out) = server
+        .post(
+            "/api/sites/promo/promote",
+            &json!({"deployment_id": preview, "environment": "nope"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{out}");
+    let (_, after) = server.get("/api/sites/promo/deployments").await;
+    assert_eq!(after["deployments"].as_array().unwrap().len(), count_before);
+
+    // Production serves the preview's build with production's variables, as a deployment
+    // of its own; the preview keeps serving with its own.
+    let (status, out) = server
+        .post("/api/sites/promo/promote", &json!({"deployment_id": preview}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let promoted = out["deployment"]["id"].as_str().unwrap().to_string();
+    assert_ne!(promoted, preview, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let (_, source) = server.get(&format!("/api/deployments/{preview}")).await;
+    assert!(source["commit"].is_string(), "{source}");
+    assert_eq!(out["deployment"]["commit"], source["commit"], "the same code: {out}");
+    assert_eq!(
+        server.edge("promo.localhost", "/").await.1,
+        "feature greeting=prod-db",
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        server.edge("feature--promo.localhost", "/").await.1,
+        "feature greeting=preview-db"
+    );
+    let (_, logs) = server
+        .get(&format!("/api/deployments/{promoted}/logs?kind=build"))
+        .await;
+    assert!(
+        logs["lines"].to_string().contains(&format!("promoted from {preview}")),
+        "{logs}"
+    );
+
+    // Rolling production back returns to its own previous deployment.
+    let (status, out) = server.post("/api/sites/promo/rollback", &json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(server.edge("promo.localhost", "/").await.1, "main greeting=prod-db");
+}

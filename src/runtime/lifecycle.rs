@@ -265,9 +265,11 @@ impl Runtime {
             let of_deployment = map.entry(spec.deployment_id.clone()).or_default();
             match of_deployment.get(&index) {
                 Some(i) => {
-                    // Wanted again (a rollback or scale-out during the drain): keep it.
+                    // Wanted again (a rollback or scale-out during the drain): keep it, and
+                    // let the routes take it back.
                     if let Some(drain) = i.draining.lock().expect("drain lock").take() {
                         drain.cancel();
+                        self.changed.notify_one();
                     }
                     i.clone()
                 }

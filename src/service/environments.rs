@@ -195,7 +195,22 @@ impl Service {
                         ),
                     ));
                 }
-                self.switch(&site, &env, &d).await
+                if d.environment_id == env.id {
+                    return self.switch(&site, &env, &d).await;
+                }
+                // Built for another environment (a preview going to production): instances
+                // run per deployment with its environment's variables, so the environment
+                // gets its own deployment of the same build, never the other's variables.
+                let copy = self
+                    .platform
+                    .copy_deployment_for(&site, &env, &d, Some(actor.key_name.clone()))
+                    .await
+                    .map_err(|e| ServiceError::conflict(format!("could not promote {}: {e:#}", d.id)))?;
+                let switched = self.switch(&site, &env, &copy).await;
+                if switched.is_err() {
+                    self.platform.forget_deployment(&copy.id).await;
+                }
+                switched
             })
             .await;
         self.audit(actor, "HOSTING_PROMOTE", args, &result).await;

@@ -267,6 +267,89 @@ impl Platform {
         }))
     }
 
+    /// A deployment built for another environment made servable by `env`, for a
+    /// promotion: a new deployment of `env` with the same code, build plan, files (hard
+    /// links) and image (a second tag), built already, so nothing is rebuilt and its
+    /// instances run with `env`'s variables. Stored `superseded` until pointed at.
+    pub async fn copy_deployment_for(
+        &self,
+        site: &SiteRow,
+        env: &EnvironmentRow,
+        from: &DeploymentRow,
+        created_by: Option<String>,
+    ) -> anyhow::Result<DeploymentRow> {
+        let plan: BuildPlan = serde_json::from_str(from.build_plan.as_deref().unwrap_or_default())
+            .map_err(|_| anyhow::anyhow!("deployment {} has no build plan", from.id))?;
+        let now = crate::util::now_ms();
+        let copy = DeploymentRow {
+            id: crate::util::new_id("dpl"),
+            environment_id: env.id.clone(),
+            status: DeploymentStatus::Superseded.as_str().to_string(),
+            error: None,
+            created_by,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: Some(now),
+            ..from.clone()
+        };
+        let (source, target) = (
+            crate::pipeline::app_dir(self, &from.id),
+            crate::pipeline::app_dir(self, &copy.id),
+        );
+        if !source.is_dir() {
+            anyhow::bail!("the files of deployment {} are gone; deploy again", from.id);
+        }
+        let made = async {
+            tokio::fs::create_dir_all(self.config.deployments_dir().join(&copy.id)).await?;
+            let (s, t) = (source.clone(), target.clone());
+            tokio::task::spawn_blocking(move || crate::util::link_tree(&s, &t)).await??;
+            if crate::runtime::docker::builds_image(&site.provider, &plan) {
+                let config = self.provider_config(&site.org_id, crate::runtime::docker::NAME).await?;
+                let settings = crate::runtime::docker::settings_from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
+                let owner = crate::runtime::docker::DockerProvider::owner_id(&self.config.data_dir)?;
+                let image = |id: &str| crate::runtime::docker::image::image_tag(&site.name, id);
+                crate::runtime::docker::DockerProvider::new(owner)
+                    .tag_image(&settings, &image(&from.id), &image(&copy.id))
+                    .await?;
+            }
+            store::insert_built_deployment(self.store.pool(), &copy).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(err) = made {
+            let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(&copy.id)).await;
+            return Err(err);
+        }
+        let from_env = store::get_environment_by_id(self.store.pool(), &from.environment_id)
+            .await?
+            .map(|e| e.name)
+            .unwrap_or_else(|| "another environment".into());
+        self.log(
+            &copy.id,
+            "build",
+            "system",
+            format!(
+                "promoted from {} (built for '{from_env}'): the same files{}, with the variables of '{}'; nothing rebuilt",
+                from.id,
+                if crate::runtime::docker::builds_image(&site.provider, &plan) { " and image" } else { "" },
+                env.name
+            ),
+        );
+        Ok(copy)
+    }
+
+    /// Removes a promotion's copy that did not go live: its row, logs and files (its
+    /// image tag goes with the site's image garbage collection). One an environment
+    /// points at is kept.
+    pub async fn forget_deployment(&self, id: &str) {
+        self.runtime.stop(id).await;
+        if let Err(err) = store::delete_deployment(self.store.pool(), id).await {
+            tracing::warn!(deployment.id = %id, error = %err, "removing a promotion's copy failed");
+            return;
+        }
+        let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(id)).await;
+    }
+
     /// Points an environment at a deployment that is already built (promote, rollback):
     /// its instance is started and healthy first, then one transaction moves the pointer
     /// and re-derives live/superseded, then the routes are swapped. No rebuild.
@@ -288,19 +371,28 @@ impl Platform {
                 .map_err(|e| anyhow::anyhow!("{e}")),
             None => Ok(()),
         };
+        if let Err(err) = started {
+            self.unregister_cancel(&d.id);
+            return Err(err);
+        }
+        // Still in progress until the pointer is stored and routed: a reconcile pass in
+        // between must not drain the instance it sees no environment wanting yet.
+        let pointed = async {
+            let mut tx = self.store.begin().await?;
+            let previous = env.deployment_id.clone();
+            store::set_environment_deployment(&mut *tx, &env.id, &d.id).await?;
+            let mut touched: Vec<String> = previous.into_iter().collect();
+            touched.push(d.id.clone());
+            let superseded = store::refresh_liveness(&mut tx, &touched).await?;
+            let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "deployment_id": d.id });
+            store::insert_event(&mut *tx, &site.org_id, "environment.pointed", &env.id, &data).await?;
+            tx.commit().await?;
+            crate::reconciler::reconcile(self).await?;
+            anyhow::Ok(superseded)
+        }
+        .await;
         self.unregister_cancel(&d.id);
-        started?;
-        let mut tx = self.store.begin().await?;
-        let previous = env.deployment_id.clone();
-        store::set_environment_deployment(&mut *tx, &env.id, &d.id).await?;
-        let mut touched: Vec<String> = previous.into_iter().collect();
-        touched.push(d.id.clone());
-        let superseded = store::refresh_liveness(&mut tx, &touched).await?;
-        let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "deployment_id": d.id });
-        store::insert_event(&mut *tx, &site.org_id, "environment.pointed", &env.id, &data).await?;
-        tx.commit().await?;
-        crate::reconciler::reconcile(self).await?;
-        for id in superseded {
+        for id in pointed? {
             let _ = self.events.send(DeploymentEvent {
                 deployment_id: id,
                 status: DeploymentStatus::Superseded,

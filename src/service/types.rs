@@ -255,7 +255,7 @@ pub struct EnvironmentInfo {
     /// Serving deployment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<String>,
-    /// live, starting, crashed, or none.
+    /// live, starting, sleeping (scaled to zero, paused), crashed, or none.
     pub status: String,
     /// Branch it follows.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -181,6 +181,20 @@ fn emit_lines(pending: &mut String, on_line: &mut (dyn FnMut(String) + Send)) {
     }
 }
 
+/// Tags the image `from` (`repo:tag`) as `to` too.
+pub async fn tag(engine: &Engine, from: &str, to: &str) -> Result<(), EngineError> {
+    let (repo, tag) = to.rsplit_once(':').unwrap_or((to, "latest"));
+    let options = bollard::query_parameters::TagImageOptionsBuilder::default()
+        .repo(repo)
+        .tag(tag)
+        .build();
+    engine
+        .docker()
+        .tag_image(from, Some(options))
+        .await
+        .map_err(|e| engine.error(e))
+}
+
 /// Removes all but the newest `keep` images of a site built by this installation, and
 /// never one listed in `in_use` (tags of deployments an environment points at or that
 /// still run). An image a container still uses is refused by the engine and kept.

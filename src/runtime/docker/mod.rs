@@ -229,6 +229,12 @@ impl DockerProvider {
         Ok(tag)
     }
 
+    /// Gives the image tagged `from` a second tag `to` (a promotion reuses a build).
+    pub async fn tag_image(&self, settings: &DockerSettings, from: &str, to: &str) -> Result<(), EngineError> {
+        let engine = self.engine(&settings.host).await?;
+        image::tag(&engine, from, to).await
+    }
+
     /// Removes every image of a site made by this installation (the site was deleted).
     pub async fn remove_site_images(
         &self,
