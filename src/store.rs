@@ -426,12 +426,14 @@ macro_rules! deployment_columns {
     };
 }
 
-/// Inserts a deployment.
+/// Inserts a deployment, every column as given (a new one has no plan or times yet; a
+/// promotion's copy is built already).
 pub async fn insert_deployment(db: impl SqliteExecutor<'_>, d: &DeploymentRow) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO deployments (id, org_id, site_id, environment_id, status, source_kind, source, git_ref, commit_sha, created_by, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
+    sqlx::query(concat!(
+        "INSERT INTO deployments (",
+        deployment_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
     .bind(&d.id)
     .bind(&d.org_id)
     .bind(&d.site_id)
@@ -441,8 +443,12 @@ pub async fn insert_deployment(db: impl SqliteExecutor<'_>, d: &DeploymentRow) -
     .bind(&d.source)
     .bind(&d.git_ref)
     .bind(&d.commit_sha)
+    .bind(&d.build_plan)
+    .bind(&d.error)
     .bind(&d.created_by)
     .bind(d.created_at)
+    .bind(d.started_at)
+    .bind(d.finished_at)
     .execute(db)
     .await
     .map(drop)
@@ -543,34 +549,6 @@ pub async fn set_deployment_commit(db: impl SqliteExecutor<'_>, id: &str, commit
         .execute(db)
         .await
         .map(drop)
-}
-
-/// Inserts a deployment that is built already (a promotion's copy of another
-/// environment's deployment): every column as given.
-pub async fn insert_built_deployment(db: impl SqliteExecutor<'_>, d: &DeploymentRow) -> sqlx::Result<()> {
-    sqlx::query(concat!(
-        "INSERT INTO deployments (",
-        deployment_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    ))
-    .bind(&d.id)
-    .bind(&d.org_id)
-    .bind(&d.site_id)
-    .bind(&d.environment_id)
-    .bind(&d.status)
-    .bind(&d.source_kind)
-    .bind(&d.source)
-    .bind(&d.git_ref)
-    .bind(&d.commit_sha)
-    .bind(&d.build_plan)
-    .bind(&d.error)
-    .bind(&d.created_by)
-    .bind(d.created_at)
-    .bind(d.started_at)
-    .bind(d.finished_at)
-    .execute(db)
-    .await
-    .map(drop)
 }
 
 /// Deletes a deployment and its log lines (a promotion's copy that never served).

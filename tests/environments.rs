@@ -8,32 +8,50 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-#[tokio::test]
-async fn a_preview_environment_builds_its_branch_beside_production() {
-    let server = TestServer::start().await;
-    let repo = node_app("production build");
-    git_init(repo.path());
-    git(repo.path(), &["checkout", "-q", "-b", "feature"]);
-    std::fs::write(repo.path().join("server.js"), "require('http').createServer((q,r)=>{console.log('preview hit '+q.url); r.end('preview build')}).listen(process.env.PORT);").unwrap();
-    git_commit(repo.path(), "feature");
-    git(repo.path(), &["checkout", "-q", "main"]);
-    let url = format!("file://{}", s(repo.path()));
+/// Makes `repo` a git repo whose `main` is its files and whose `feature` branch has
+/// `feature_server_js` as server.js; creates site `name` from main and its `feature`
+/// preview, both live. Returns the preview's creation output.
+async fn site_with_feature_preview(
+    server: &TestServer,
+    name: &str,
+    repo: &std::path::Path,
+    feature_server_js: &str,
+) -> serde_json::Value {
+    git_init(repo);
+    git(repo, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.join("server.js"), feature_server_js).unwrap();
+    git_commit(repo, "feature");
+    git(repo, &["checkout", "-q", "main"]);
+    let url = format!("file://{}", s(repo));
     let (_, out) = server
         .post(
             "/api/sites",
-            &json!({"name": "shop", "repo": url, "branch": "main", "wait": true}),
+            &json!({"name": name, "repo": url, "branch": "main", "wait": true}),
         )
         .await;
     assert_eq!(out["deployment"]["status"], "live", "{out}");
-
     let (status, out) = server
         .post(
-            "/api/sites/shop/environments",
+            &format!("/api/sites/{name}/environments"),
             &json!({"name": "feature", "branch": "feature", "wait": true}),
         )
         .await;
     assert_eq!(status, 201, "{out}");
     assert_eq!(out["deployment"]["status"], "live", "{out}");
+    out
+}
+
+#[tokio::test]
+async fn a_preview_environment_builds_its_branch_beside_production() {
+    let server = TestServer::start().await;
+    let repo = node_app("production build");
+    let out = site_with_feature_preview(
+        &server,
+        "shop",
+        repo.path(),
+        "require('http').createServer((q,r)=>{console.log('preview hit '+q.url); r.end('preview build')}).listen(process.env.PORT);",
+    )
+    .await;
     assert_eq!(
         out["environment"]["url"],
         format!("http://feature--shop.localhost:{}", server.edge_port).as_str()
@@ -268,26 +286,7 @@ async fn promoting_a_preview_into_production_runs_its_build_with_production_vari
         ),
         ("server.js", &greeting_server("main")),
     ]);
-    git_init(repo.path());
-    git(repo.path(), &["checkout", "-q", "-b", "feature"]);
-    std::fs::write(repo.path().join("server.js"), greeting_server("feature")).unwrap();
-    git_commit(repo.path(), "feature");
-    git(repo.path(), &["checkout", "-q", "main"]);
-    let url = format!("file://{}", s(repo.path()));
-    let (_, out) = server
-        .post(
-            "/api/sites",
-            &json!({"name": "promo", "repo": url, "branch": "main", "wait": true}),
-        )
-        .await;
-    assert_eq!(out["deployment"]["status"], "live", "{out}");
-    let (status, out) = server
-        .post(
-            "/api/sites/promo/environments",
-            &json!({"name": "feature", "branch": "feature", "wait": true}),
-        )
-        .await;
-    assert_eq!(status, 201, "{out}");
+    let out = site_with_feature_preview(&server, "promo", repo.path(), &greeting_server("feature")).await;
     let preview = out["deployment"]["id"].as_str().unwrap().to_string();
     for (environment, value) in [("production", "prod-db"), ("feature", "preview-db")] {
         let (status, out) = server

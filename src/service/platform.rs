@@ -312,7 +312,7 @@ impl Platform {
                     .tag_image(&settings, &image(&from.id), &image(&copy.id))
                     .await?;
             }
-            store::insert_built_deployment(self.store.pool(), &copy).await?;
+            store::insert_deployment(self.store.pool(), &copy).await?;
             anyhow::Ok(())
         }
         .await;
