@@ -147,6 +147,11 @@ async fn other_branches_build_previews_and_deleting_the_branch_removes_it() {
         )
         .await;
     assert_eq!(status, 201, "{site}");
+    // Shown by its name, never by the server path it is cloned from.
+    let (_, shown) = server.get("/api/sites/shop").await;
+    assert_eq!(shown["source"], "shop", "{shown}");
+    assert!(!shown.to_string().contains("file://"), "{shown}");
+    assert!(!site.to_string().contains("file://"), "{site}");
     let url = token(&server, "shop", None).await["push_url"]
         .as_str()
         .unwrap()

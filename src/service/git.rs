@@ -589,6 +589,19 @@ impl Service {
         Ok(outcomes)
     }
 
+    /// How a site's source is shown to callers: an internal repository by its name (as
+    /// it was given), never as the server path it is cloned from.
+    pub fn shown_source(&self, site: &SiteRow) -> String {
+        let Some(source) = site.source.as_deref() else {
+            return "upload".into();
+        };
+        let internal = format!("file://{}/", self.platform.git.org_root(&site.org_id).display());
+        source
+            .strip_prefix(&internal)
+            .and_then(|repo| repo.strip_suffix(".git"))
+            .map_or_else(|| source.to_string(), str::to_string)
+    }
+
     /// The URL a site created from an internal repository clones from (local, no token).
     pub fn repo_source(&self, org_id: &str, repo: &str) -> String {
         format!("file://{}", self.repo_dir(org_id, repo).display())

@@ -941,7 +941,7 @@ impl Service {
             name: site.name.clone(),
             status,
             url: self.platform.url_for(&site.name, "production"),
-            source: site.source.clone().unwrap_or_else(|| "upload".into()),
+            source: self.shown_source(site),
             latest_deployment,
             created_at: rfc3339(site.created_at),
         })

@@ -189,11 +189,12 @@ pub struct SiteList {
 pub struct SiteSummary {
     /// Name.
     pub name: String,
-    /// live, building, failed, crashed, starting or new.
+    /// live, building, failed, crashed, starting, sleeping or new.
     pub status: String,
     /// Production URL.
     pub url: String,
-    /// Where it deploys from.
+    /// Where it deploys from: a git URL, a server folder, an internal repository's name,
+    /// or `upload`.
     pub source: String,
     /// The latest deployment.
     #[serde(skip_serializing_if = "Option::is_none")]
