@@ -57,10 +57,18 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let runtime = Runtime::new(
         vec![
             Arc::new(LocalProvider::new(sandbox.clone())),
-            Arc::new(crate::runtime::docker::DockerProvider::new(
-                crate::runtime::docker::DockerProvider::owner_id(&config.data_dir)
-                    .context("writing the docker owner id into the data dir")?,
-            )),
+            Arc::new(
+                crate::runtime::docker::DockerProvider::new(
+                    crate::runtime::docker::DockerProvider::owner_id(&config.data_dir)
+                        .context("writing the docker owner id into the data dir")?,
+                )
+                // On loopback the API is out of containers' reach already.
+                .shielding(if api_addr.ip().is_loopback() {
+                    vec![]
+                } else {
+                    vec![api_addr.port()]
+                }),
+            ),
         ],
         logs.clone(),
         reconcile_wake.clone(),

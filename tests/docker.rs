@@ -605,6 +605,91 @@ async fn a_preview_promoted_into_production_runs_from_the_same_image_under_its_o
     assert!(log.contains("the same files and image"), "{log}");
 }
 
+/// Removes the iptables rules an installation added, when dropped.
+struct RulesOf(String);
+
+impl Drop for RulesOf {
+    fn drop(&mut self) {
+        let out = Command::new("iptables").args(["-w", "-S", "INPUT"]).output();
+        let listed = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for line in listed.lines().filter(|l| l.contains(&format!("berth {}:", self.0))) {
+            let delete = line.replacen("-A ", "-D ", 1);
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("iptables -w {delete}"))
+                .status();
+        }
+    }
+}
+
+/// An HTTP server on every host address answering `text`, until the test ends.
+async fn host_server(text: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = conn.write_all(reply.as_bytes()).await;
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_cannot_reach_the_control_plane_when_it_listens_beyond_loopback() {
+    prepare_engine();
+    let server = DockerServer::configure(TestServer::start_with(&[("BERTH_LISTEN", "0.0.0.0:0")]).await).await;
+    let _rules = RulesOf(server.owner.clone());
+    let site = dockerfile_app("walled");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "walled", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let (name, _, _) = server.containers().into_iter().next().expect("a container");
+    let gateway = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}",
+        &name,
+    ])
+    .trim()
+    .to_string();
+    assert!(!gateway.is_empty(), "the container has a gateway");
+    let fetch = |port: u16, path: &str| {
+        docker(&[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            &format!("printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {gateway} {port} 2>&1 || echo unreachable"),
+        ])
+    };
+    // The host is reachable from the container through the gateway (other services on
+    // public addresses are the operator's to firewall) ...
+    let other = host_server("host service").await;
+    let got = fetch(other, "/");
+    assert!(got.contains("200 OK") && got.ends_with("host service"), "{got}");
+    // ... but the control plane is not, though it listens on every address.
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200, "the API answers on the host");
+    let got = fetch(server.api_port, "/healthz");
+    assert!(
+        got.contains("unreachable") && !got.contains("200 OK"),
+        "the control plane answered a container: {got}"
+    );
+}
+
 #[tokio::test]
 async fn a_restarted_berth_adopts_its_running_container() {
     adopts_after_restart(DockerServer::kill9).await;

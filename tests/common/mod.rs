@@ -42,21 +42,19 @@ impl TestServer {
         let ports_file = data.path().join("ports.json");
         let _ = std::fs::remove_file(&ports_file);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--edge-listen",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(data.path())
-        .env("BERTH_BOOTSTRAP_KEY", KEY)
-        .env("BERTH_LOG", "info,sqlx=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(data.path().join("server.log")).expect("log file"),
-        ));
+        // BERTH_LISTEN in `env` replaces the loopback API address.
+        let listen = env
+            .iter()
+            .find(|(k, _)| *k == "BERTH_LISTEN")
+            .map_or("127.0.0.1:0", |(_, v)| *v);
+        cmd.args(["serve", "--listen", listen, "--edge-listen", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .env("BERTH_BOOTSTRAP_KEY", KEY)
+            .env("BERTH_LOG", "info,sqlx=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(data.path().join("server.log")).expect("log file"),
+            ));
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -14,6 +14,7 @@
 pub mod container;
 pub mod engine;
 pub mod image;
+pub mod shield;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -149,6 +150,8 @@ pub struct DockerProvider {
     /// Containers this process started or adopted: only the others are survivors of an
     /// earlier run that may be adopted.
     launched: Arc<Mutex<HashSet<String>>>,
+    /// Keeps containers off the control plane's ports when it listens beyond loopback.
+    shield: shield::Shield,
 }
 
 impl DockerProvider {
@@ -158,7 +161,15 @@ impl DockerProvider {
             owner: owner.into(),
             engines: Arc::default(),
             launched: Arc::default(),
+            shield: shield::Shield::default(),
         }
+    }
+
+    /// Containers of a local engine are kept from opening connections to these ports
+    /// (the control plane's, when it listens on a non-loopback address).
+    pub fn shielding(mut self, ports: Vec<u16>) -> Self {
+        self.shield = shield::Shield::new(ports);
+        self
     }
 
     /// The installation id recorded on every container and image as `berth.owner`. Kept
@@ -358,6 +369,12 @@ impl Provider for DockerProvider {
             cpus: settings.cpus,
             pids_limit: settings.pids_limit,
         };
+        if engine.is_local() && self.shield.is_active() {
+            let network = container::ensure_network(&engine, &self.owner, &spec.org)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.shield.close(&engine, &network, &self.owner).await?;
+        }
         let made_by_this_run = self.launched.lock().expect("launched lock").clone();
         let container = container::launch(&engine, &self.owner, &container_spec, &made_by_this_run)
             .await
