@@ -499,7 +499,7 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_SET_SCALING_CONFIG",
-        description = "Change an environment's scale settings; omitted fields keep their value. min_instances 0 lets an idle environment sleep after idle_timeout_seconds (scale to zero): the next request wakes it and is held until the app is healthy.",
+        description = "Change an environment's scale settings; omitted fields keep their value. min_instances 0 lets an idle environment sleep after idle_timeout_seconds (scale to zero): the next request wakes it and is held until the app is healthy. On docker an idle container is first paused (woken in milliseconds) and removed after the provider's keep_paused_seconds.",
         output_schema = schema_for_output::<ScalingConfig>(),
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]

@@ -841,3 +841,37 @@ async fn environments_scaling_and_scoped_variables_through_the_forms() {
     let (_, envs) = server.get("/api/sites/envy/environments").await;
     assert_eq!(envs["environments"].as_array().unwrap().len(), 1, "{envs}");
 }
+
+#[tokio::test]
+async fn the_monitoring_tab_shows_each_instances_cpu_and_memory() {
+    let server = TestServer::start().await;
+    let dir = node_app("measured");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "meter", "repo": s(dir.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let (_, out) = server
+        .post(
+            "/api/sites/meter/environments",
+            &json!({"name": "staging", "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let web = WebSession::login(&server, KEY, &[]).await;
+    let (status, page) = web.get("/sites/meter/monitoring").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Resource usage"), "{page}");
+    assert!(!page.contains("This tab is a placeholder"), "{page}");
+    for env in ["production", "staging"] {
+        assert!(page.contains(&format!("<h3>{env} ")), "{env}: {page}");
+    }
+    // Two rows, each with a healthy instance and its memory as the provider measured it.
+    assert_eq!(page.matches("<td>healthy</td>").count(), 2, "{page}");
+    assert_eq!(page.matches(" MiB").count(), 2, "{page}");
+    // A site of another org, or none, is not found.
+    let (status, _) = web.get("/sites/nothing-here/monitoring").await;
+    assert_eq!(status, 404);
+}

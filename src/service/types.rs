@@ -616,7 +616,7 @@ pub struct ScalingConfig {
 pub struct InstanceInfo {
     /// Instance number (0-based).
     pub index: u32,
-    /// starting, healthy, restarting or crashed.
+    /// starting, healthy, restarting, crashed, or paused (asleep in place on docker).
     pub state: String,
     /// Leaving after a scale-in or a swap: no longer routed, finishing its requests.
     pub draining: bool,

@@ -26,7 +26,7 @@ pub struct ResourceUsageInput {
 pub struct InstanceUsage {
     /// Which instance of the deployment (0-based).
     pub index: u32,
-    /// `starting`, `healthy`, `restarting` or `crashed`.
+    /// `starting`, `healthy`, `restarting`, `crashed`, or `paused` (asleep in place on docker).
     pub state: String,
     /// CPU use in percent of one core, when the provider measures it.
     pub cpu_percent: Option<f64>,
@@ -47,7 +47,8 @@ pub struct ResourceUsageOutput {
     pub provider: String,
     /// The deployment the environment serves, if any.
     pub deployment_id: Option<String>,
-    /// Running instances (none while asleep or for static sites).
+    /// Its instances: paused ones while a docker site sleeps in place; none while other
+    /// sites sleep, or for static sites.
     pub instances: Vec<InstanceUsage>,
 }
 

@@ -630,7 +630,20 @@ async fn render_tab(
             )
         }
         Tab::Domains => views::placeholder("Domains"),
-        Tab::Monitoring => views::placeholder("Monitoring"),
+        Tab::Monitoring => {
+            let mut usage = Vec::new();
+            for env in &detail.environments {
+                let input = ResourceUsageInput {
+                    site: site.to_string(),
+                    environment: Some(env.name.clone()),
+                };
+                match state.service.get_resource_usage(&s.actor, &input).await {
+                    Ok(u) => usage.push(u),
+                    Err(e) => return error_page(Some(s), &e),
+                }
+            }
+            views::monitoring(&usage)
+        }
     };
     // Field errors are shown next to their field; only the rest go to the top banner.
     let top = n.filter(|n| {

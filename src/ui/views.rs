@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use maud::{DOCTYPE, Markup, html};
 
 use super::session::{CSRF_FIELD, Session};
-use crate::service::{DeploymentInfo, EnvVarsOutput, EnvironmentInfo, ScalingConfig, SiteDetail, SiteSummary};
+use crate::service::{
+    DeploymentInfo, EnvVarsOutput, EnvironmentInfo, ResourceUsageOutput, ScalingConfig, SiteDetail, SiteSummary,
+};
 
 /// A message shown at the top of a page after an action.
 #[derive(Clone, Debug, Default)]
@@ -977,6 +979,43 @@ pub fn settings(
 }
 
 /// A tab that is not built yet, saying so plainly.
+/// Monitoring tab: CPU and memory of every instance, per environment, as the provider
+/// measures them now (HOSTING_GET_RESOURCE_USAGE).
+pub fn monitoring(usage: &[ResourceUsageOutput]) -> Markup {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    html! {
+        section.card {
+            h2 { "Resource usage" }
+            p.muted.small { "Measured when this page loaded; reload for new figures. Request metrics are coming." }
+            @for env in usage {
+                h3 { (env.environment) " " span.tag { (env.provider) } }
+                @if env.instances.is_empty() {
+                    p.muted { "No instances run: the environment is asleep, serves a static site, or has no deployment." }
+                } @else {
+                    table.vars.usage {
+                        thead { tr { th { "Instance" } th { "State" } th { "CPU" } th { "Memory" } } }
+                        tbody {
+                            @for i in &env.instances {
+                                tr {
+                                    td.mono { (i.index) }
+                                    td { (i.state) }
+                                    td { (i.cpu_percent.map_or("—".to_string(), |c| format!("{c:.1} %"))) }
+                                    td {
+                                        (i.memory_bytes.map_or("—".to_string(), mib))
+                                        @if let Some(limit) = i.memory_limit_bytes {
+                                            span.muted { " of " (mib(limit)) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub fn placeholder(what: &str) -> Markup {
     html! {
         div.empty.card.placeholder {
