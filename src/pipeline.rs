@@ -360,7 +360,19 @@ async fn build_image(
         .await
         .map_err(internal)?;
     let settings = docker::settings_from_config(&config).map_err(StageFailure::from)?;
-    let recipe = docker::image::recipe(dir, plan, &settings.base_images)
+    // The build sees the app's variables, as local builds do (build arguments: visible in
+    // the image's history to whoever can use the engine, as the container's environment
+    // is to `docker inspect`).
+    let build_args: std::collections::HashMap<String, String> = platform
+        .app_env(site, &deployment.environment_id, id)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .collect();
+    // Sorted: the generated file must not change between builds (the layer cache).
+    let mut names: Vec<&str> = build_args.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let recipe = docker::image::recipe(dir, plan, &settings.base_images, &names)
         .map_err(StageFailure::from)?
         .ok_or_else(|| StageFailure::from("this plan serves no process, so there is no image to build".to_string()))?;
     match &recipe {
@@ -396,7 +408,7 @@ async fn build_image(
     };
     let mut on_line = |line: String| platform.log(id, "build", "stdout", line);
     let built = tokio::select! {
-        r = provider.build_image(&settings, dir, &recipe, &who, &in_use, &mut on_line) => r,
+        r = provider.build_image(&settings, dir, &recipe, &who, &in_use, &build_args, &mut on_line) => r,
         _ = cancel.cancelled() => return Err("cancelled".to_string().into()),
     };
     let tag = built.map_err(|e| StageFailure::from(e.to_string()))?;

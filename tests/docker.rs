@@ -691,6 +691,29 @@ async fn containers_cannot_reach_the_control_plane_when_it_listens_beyond_loopba
 }
 
 #[tokio::test]
+async fn the_image_build_sees_the_sites_variables_as_build_arguments() {
+    let server = DockerServer::start().await;
+    let site = app(&[(
+        "Dockerfile",
+        "FROM berth-test/busybox:1\nARG GREETING\nRUN mkdir /www && echo \"built with $GREETING\" > /www/index.html\nUSER 65534:65534\nCMD [\"/bin/sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n",
+    )]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "args", "repo": s(site.path()), "env_vars": {"GREETING": "a build-time value"}, "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(
+        server.edge("args.localhost", "/").await,
+        (200, "built with a build-time value\n".to_string())
+    );
+    // Values are redacted from the build log like any output of the deployment.
+    let log = deployment_log(&server, &deployment_id(&out), "build").await;
+    assert!(!log.contains("a build-time value"), "{log}");
+}
+
+#[tokio::test]
 async fn a_restarted_berth_adopts_its_running_container() {
     adopts_after_restart(DockerServer::kill9).await;
 }

@@ -29,14 +29,19 @@ pub enum ImageRecipe {
 
 /// Chooses how to build `app_dir`: its own Dockerfile wins; otherwise the plan's pack picks
 /// a base image. `None` for static sites, which the edge serves without a container.
-pub fn recipe(app_dir: &Path, plan: &BuildPlan, bases: &BaseImages) -> Result<Option<ImageRecipe>, String> {
+pub fn recipe(
+    app_dir: &Path,
+    plan: &BuildPlan,
+    bases: &BaseImages,
+    build_args: &[&str],
+) -> Result<Option<ImageRecipe>, String> {
     if dockerfile::has_dockerfile(app_dir) {
         return Ok(Some(ImageRecipe::OwnDockerfile));
     }
     let Some(base) = bases.for_pack(plan.pack) else {
         return Ok(None);
     };
-    match dockerfile::generate(plan, base) {
+    match dockerfile::generate(plan, base, build_args) {
         Ok(text) => Ok(Some(ImageRecipe::Generated {
             base: base.to_string(),
             dockerfile: text,
@@ -90,6 +95,7 @@ pub async fn build(
     app_dir: &Path,
     recipe: &ImageRecipe,
     who: &ImageOwner<'_>,
+    build_args: &HashMap<String, String>,
     on_line: &mut (dyn FnMut(String) + Send),
 ) -> Result<String, BuildError> {
     let dockerfile_name = match recipe {
@@ -123,6 +129,7 @@ pub async fn build(
         .rm(true)
         .forcerm(true)
         .labels(&labels)
+        .buildargs(build_args)
         .build();
     let mut stream = engine
         .docker()

@@ -219,10 +219,11 @@ impl DockerProvider {
         recipe: &ImageRecipe,
         who: &ImageOwner<'_>,
         in_use: &[String],
+        build_args: &HashMap<String, String>,
         on_line: &mut (dyn FnMut(String) + Send),
     ) -> Result<String, BuildError> {
         let engine = self.engine(&settings.host).await?;
-        let tag = image::build(&engine, app_dir, recipe, who, on_line).await?;
+        let tag = image::build(&engine, app_dir, recipe, who, build_args, on_line).await?;
         let mut protected = in_use.to_vec();
         protected.push(tag.clone());
         if let Err(err) = image::collect_garbage(
