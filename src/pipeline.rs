@@ -400,15 +400,20 @@ async fn build_image(
         .collect();
     let owner = docker::DockerProvider::owner_id(&platform.config.data_dir).map_err(|e| internal(e.into()))?;
     let provider = docker::DockerProvider::new(owner.clone());
-    let who = docker::ImageOwner {
-        owner: &owner,
-        org: &site.org_id,
-        site: &site.name,
-        deployment_id: id,
+    let build = docker::ImageBuild {
+        app_dir: dir,
+        recipe: &recipe,
+        who: docker::ImageOwner {
+            owner: &owner,
+            org: &site.org_id,
+            site: &site.name,
+            deployment_id: id,
+        },
+        build_args: &build_args,
     };
     let mut on_line = |line: String| platform.log(id, "build", "stdout", line);
     let built = tokio::select! {
-        r = provider.build_image(&settings, dir, &recipe, &who, &in_use, &build_args, &mut on_line) => r,
+        r = provider.build_image(&settings, &build, &in_use, &mut on_line) => r,
         _ = cancel.cancelled() => return Err("cancelled".to_string().into()),
     };
     let tag = built.map_err(|e| StageFailure::from(e.to_string()))?;

@@ -87,17 +87,32 @@ pub enum BuildError {
     Context(String),
 }
 
-/// Builds the image of one deployment from `app_dir` and tags it [`image_tag`]. Each line
-/// of the engine's build output goes to `on_line`. A generated Dockerfile is written into
-/// `app_dir` (berth's own copy of the source) first.
+/// What to build for one deployment.
+pub struct ImageBuild<'a> {
+    /// berth's copy of the deployment's source (the build context).
+    pub app_dir: &'a Path,
+    /// Its own Dockerfile or a generated one.
+    pub recipe: &'a ImageRecipe,
+    /// Who the image belongs to (its labels).
+    pub who: ImageOwner<'a>,
+    /// Build arguments: the app's variables.
+    pub build_args: &'a HashMap<String, String>,
+}
+
+/// Builds the image of one deployment and tags it [`image_tag`]. Each line of the engine's
+/// build output goes to `on_line`. A generated Dockerfile is written into the app folder
+/// (berth's own copy of the source) first.
 pub async fn build(
     engine: &Engine,
-    app_dir: &Path,
-    recipe: &ImageRecipe,
-    who: &ImageOwner<'_>,
-    build_args: &HashMap<String, String>,
+    build: &ImageBuild<'_>,
     on_line: &mut (dyn FnMut(String) + Send),
 ) -> Result<String, BuildError> {
+    let ImageBuild {
+        app_dir,
+        recipe,
+        who,
+        build_args,
+    } = build;
     let dockerfile_name = match recipe {
         ImageRecipe::OwnDockerfile => dockerfile::DOCKERFILE,
         ImageRecipe::Generated { dockerfile: text, .. } => {
@@ -129,7 +144,7 @@ pub async fn build(
         .rm(true)
         .forcerm(true)
         .labels(&labels)
-        .buildargs(build_args)
+        .buildargs(*build_args)
         .build();
     let mut stream = engine
         .docker()

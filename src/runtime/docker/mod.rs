@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use container::{Container, ContainerLine, ContainerSpec, ContainerUsage};
 pub use engine::{Engine, EngineError, EngineReport};
-pub use image::{BuildError, ImageOwner, ImageRecipe};
+pub use image::{BuildError, ImageBuild, ImageOwner, ImageRecipe};
 
 /// Label: the berth installation that made a container or image.
 pub const LABEL_OWNER: &str = "berth.owner";
@@ -215,15 +215,13 @@ impl DockerProvider {
     pub async fn build_image(
         &self,
         settings: &DockerSettings,
-        app_dir: &Path,
-        recipe: &ImageRecipe,
-        who: &ImageOwner<'_>,
+        build: &ImageBuild<'_>,
         in_use: &[String],
-        build_args: &HashMap<String, String>,
         on_line: &mut (dyn FnMut(String) + Send),
     ) -> Result<String, BuildError> {
         let engine = self.engine(&settings.host).await?;
-        let tag = image::build(&engine, app_dir, recipe, who, build_args, on_line).await?;
+        let tag = image::build(&engine, build, on_line).await?;
+        let who = &build.who;
         let mut protected = in_use.to_vec();
         protected.push(tag.clone());
         if let Err(err) = image::collect_garbage(
