@@ -755,6 +755,40 @@ async fn adopts_after_restart(restart: fn(DockerServer) -> (tempfile::TempDir, S
 }
 
 #[tokio::test]
+async fn a_container_asleep_when_berth_restarts_is_thawed_and_adopted_by_the_next_request() {
+    let server = DockerServer::start().await;
+    let site = counting_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "nightly", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(server.edge("nightly.localhost", "/hit").await, (200, "1".to_string()));
+    let (name, _, _) = server.containers().into_iter().next().expect("a container");
+    let (status, cfg) = server
+        .patch(
+            "/api/sites/nightly/scaling",
+            &json!({"min_instances": 0, "idle_timeout_seconds": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cfg}");
+    eventually("the idle container is paused", 40, async || {
+        engine_state(&name) == "paused"
+    })
+    .await;
+
+    let (data, _owner) = server.stop_gracefully();
+    let server = DockerServer::configure(TestServer::start_in(data, &[]).await).await;
+    assert_eq!(engine_state(&name), "paused", "left asleep across the restart");
+    // The same process answers: its count goes on.
+    assert_eq!(server.edge("nightly.localhost", "/hit").await, (200, "2".to_string()));
+    assert_eq!(engine_state(&name), "running");
+    assert_eq!(server.containers().len(), 1, "no second container");
+}
+
+#[tokio::test]
 async fn a_failing_build_says_why_and_the_old_container_keeps_serving() {
     let server = DockerServer::start().await;
     let site = dockerfile_app("still here");

@@ -194,11 +194,13 @@ pub async fn launch(
     .await?;
     for found in existing {
         let Some(id) = found.id else { continue };
-        let running = found.state.map(|s| s.to_string()) == Some("running".into());
-        if running
-            && !made_by_this_run.contains(&id)
-            && let Some(addr) = container_addr(engine, &id).await?
-        {
+        let state = found.state.map(|s| s.to_string()).unwrap_or_default();
+        // A survivor that was asleep (paused) when berth stopped is thawed and adopted.
+        let adoptable = !made_by_this_run.contains(&id) && (state == "running" || state == "paused");
+        if adoptable && state == "paused" {
+            pause(engine, &id, false).await?;
+        }
+        if adoptable && let Some(addr) = container_addr(engine, &id).await? {
             return Ok(Container {
                 engine: engine.clone(),
                 id,
