@@ -444,6 +444,35 @@ fn counting_app() -> tempfile::TempDir {
     ])
 }
 
+/// Creates site `name` from [`counting_app`], hits it once (its count is 1), lets it
+/// scale to zero after 5 s idle and waits until the engine has its container paused.
+/// Returns the source folder, the deployment id and the container's name.
+async fn counting_site_left_to_sleep(server: &DockerServer, name: &str) -> (tempfile::TempDir, String, String) {
+    let site = counting_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": name, "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let host = format!("{name}.localhost");
+    assert_eq!(server.edge(&host, "/hit").await, (200, "1".to_string()));
+    let (container, _, _) = server.containers().into_iter().next().expect("a container");
+    let (status, cfg) = server
+        .patch(
+            &format!("/api/sites/{name}/scaling"),
+            &json!({"min_instances": 0, "idle_timeout_seconds": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cfg}");
+    eventually("the idle container is paused", 40, async || {
+        engine_state(&container) == "paused"
+    })
+    .await;
+    (site, deployment_id(&out), container)
+}
+
 /// The engine's state of a container: "running", "paused", "exited", or "" when gone.
 fn engine_state(name: &str) -> String {
     docker(&["inspect", "-f", "{{.State.Status}}", name]).trim().to_string()
@@ -456,30 +485,8 @@ async fn an_idle_container_is_paused_woken_in_place_and_removed_after_its_hold()
         .patch("/api/config/docker", &json!({"config": {"keep_paused_seconds": 4}}))
         .await;
     assert_eq!(status, 200, "{out}");
-    let site = counting_app();
-    let (_, out) = server
-        .post(
-            "/api/sites",
-            &json!({"name": "doze", "repo": s(site.path()), "wait": true}),
-        )
-        .await;
-    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
-    let id = deployment_id(&out);
-    assert_eq!(server.edge("doze.localhost", "/hit").await, (200, "1".to_string()));
-    let (name, _, _) = server.containers().into_iter().next().expect("a container");
-    let (status, cfg) = server
-        .patch(
-            "/api/sites/doze/scaling",
-            &json!({"min_instances": 0, "idle_timeout_seconds": 5}),
-        )
-        .await;
-    assert_eq!(status, 200, "{cfg}");
-
     // Idle: frozen in place, shown asleep, not counted as running.
-    eventually("the idle container is paused", 40, async || {
-        engine_state(&name) == "paused"
-    })
-    .await;
+    let (_site, id, name) = counting_site_left_to_sleep(&server, "doze").await;
     let (_, scaling) = server.get("/api/sites/doze/scaling").await;
     assert_eq!(scaling["running_instances"], 0, "{scaling}");
     assert_eq!(scaling["instances"][0]["state"], "paused", "{scaling}");
@@ -757,27 +764,7 @@ async fn adopts_after_restart(restart: fn(DockerServer) -> (tempfile::TempDir, S
 #[tokio::test]
 async fn a_container_asleep_when_berth_restarts_is_thawed_and_adopted_by_the_next_request() {
     let server = DockerServer::start().await;
-    let site = counting_app();
-    let (_, out) = server
-        .post(
-            "/api/sites",
-            &json!({"name": "nightly", "repo": s(site.path()), "wait": true}),
-        )
-        .await;
-    assert_eq!(out["deployment"]["status"], "live", "{out}");
-    assert_eq!(server.edge("nightly.localhost", "/hit").await, (200, "1".to_string()));
-    let (name, _, _) = server.containers().into_iter().next().expect("a container");
-    let (status, cfg) = server
-        .patch(
-            "/api/sites/nightly/scaling",
-            &json!({"min_instances": 0, "idle_timeout_seconds": 5}),
-        )
-        .await;
-    assert_eq!(status, 200, "{cfg}");
-    eventually("the idle container is paused", 40, async || {
-        engine_state(&name) == "paused"
-    })
-    .await;
+    let (_site, _, name) = counting_site_left_to_sleep(&server, "nightly").await;
 
     let (data, _owner) = server.stop_gracefully();
     let server = DockerServer::configure(TestServer::start_in(data, &[]).await).await;
