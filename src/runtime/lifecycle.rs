@@ -581,6 +581,8 @@ impl Runtime {
             };
             *instance.addr.lock().expect("addr lock") = Some(launched.addr());
             *instance.pauser.lock().expect("pauser lock") = launched.pauser();
+            // A new launch (after a crash) is not frozen, whatever its predecessor was.
+            *instance.frozen.lock().await = false;
             let pump = launched
                 .take_output()
                 .map(|output| self.pump(output, &spec.deployment_id, instance.clone()));
