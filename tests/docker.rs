@@ -610,6 +610,12 @@ async fn a_preview_promoted_into_production_runs_from_the_same_image_under_its_o
     let log = deployment_log(&server, &promoted, "build").await;
     assert!(log.contains(&format!("promoted from {preview}")), "{log}");
     assert!(log.contains("the same files and image"), "{log}");
+
+    // Deleting the site removes the image with both its tags.
+    let (status, out) = server.delete("/api/sites/lift").await;
+    assert_eq!(status, 200, "{out}");
+    let left = docker(&["images", "-q", "berth/lift"]);
+    assert!(left.trim().is_empty(), "images left behind: {left}");
 }
 
 /// Removes the iptables rules an installation added, when dropped.

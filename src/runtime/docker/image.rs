@@ -247,15 +247,27 @@ pub async fn collect_garbage(
         if image.repo_tags.iter().any(|t| in_use.contains(t)) {
             continue;
         }
-        let options = RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
-        match engine.docker().remove_image(&image.id, Some(options), None).await {
-            Ok(_) => removed += 1,
-            Err(err) => {
+        // By tag: an image a promotion tagged twice goes with its last tag (removing it by
+        // id would be refused while it has two).
+        let names = if image.repo_tags.is_empty() {
+            vec![image.id.clone()]
+        } else {
+            image.repo_tags.clone()
+        };
+        let mut gone = true;
+        for name in names {
+            let options = RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
+            if let Err(err) = engine.docker().remove_image(&name, Some(options), None).await {
                 let err = engine.error(err);
                 if !(err.is_conflict() || err.is_not_found()) {
                     return Err(err);
                 }
+                // In use by a container, or gone already.
+                gone &= err.is_not_found();
             }
+        }
+        if gone {
+            removed += 1;
         }
     }
     Ok(removed)
