@@ -355,11 +355,10 @@ async fn build_image(
 ) -> Result<(), StageFailure> {
     let id = deployment.id.as_str();
     let internal = |e: anyhow::Error| StageFailure::from(format!("internal error: {e:#}"));
-    let config = platform
-        .provider_config(&site.org_id, docker::NAME)
+    let (settings, provider) = platform
+        .docker_for(&site.org_id)
         .await
-        .map_err(internal)?;
-    let settings = docker::settings_from_config(&config).map_err(StageFailure::from)?;
+        .map_err(|e| StageFailure::from(format!("{e:#}")))?;
     // The build sees the app's variables, as local builds do (build arguments: visible in
     // the image's history to whoever can use the engine, as the container's environment
     // is to `docker inspect`).
@@ -398,13 +397,11 @@ async fn build_image(
         .filter_map(|e| e.deployment_id)
         .map(|d| docker::image::image_tag(&site.name, &d))
         .collect();
-    let owner = docker::DockerProvider::owner_id(&platform.config.data_dir).map_err(|e| internal(e.into()))?;
-    let provider = docker::DockerProvider::new(owner.clone());
     let build = docker::ImageBuild {
         app_dir: dir,
         recipe: &recipe,
         who: docker::ImageOwner {
-            owner: &owner,
+            owner: provider.owner(),
             org: &site.org_id,
             site: &site.name,
             deployment_id: id,

@@ -551,8 +551,9 @@ pub async fn set_deployment_commit(db: impl SqliteExecutor<'_>, id: &str, commit
         .map(drop)
 }
 
-/// Deletes a deployment and its log lines (a promotion's copy that never served).
-pub async fn delete_deployment(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<()> {
+/// Deletes a deployment and its log lines (a promotion's copy that never served), unless
+/// an environment points at it. Returns whether it was deleted.
+pub async fn delete_deployment(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<bool> {
     sqlx::query(
         "DELETE FROM deployments WHERE id = ? AND NOT EXISTS (SELECT 1 FROM environments WHERE deployment_id = ?)",
     )
@@ -560,7 +561,7 @@ pub async fn delete_deployment(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::R
     .bind(id)
     .execute(db)
     .await
-    .map(drop)
+    .map(|r| r.rows_affected() > 0)
 }
 
 /// Records the detected build plan.

@@ -299,16 +299,15 @@ impl Platform {
         if !source.is_dir() {
             anyhow::bail!("the files of deployment {} are gone; deploy again", from.id);
         }
+        let has_image = crate::runtime::docker::builds_image(&site.provider, &plan);
         let made = async {
             tokio::fs::create_dir_all(self.config.deployments_dir().join(&copy.id)).await?;
             let (s, t) = (source.clone(), target.clone());
             tokio::task::spawn_blocking(move || crate::util::link_tree(&s, &t)).await??;
-            if crate::runtime::docker::builds_image(&site.provider, &plan) {
-                let config = self.provider_config(&site.org_id, crate::runtime::docker::NAME).await?;
-                let settings = crate::runtime::docker::settings_from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
-                let owner = crate::runtime::docker::DockerProvider::owner_id(&self.config.data_dir)?;
+            if has_image {
+                let (settings, provider) = self.docker_for(&site.org_id).await?;
                 let image = |id: &str| crate::runtime::docker::image::image_tag(&site.name, id);
-                crate::runtime::docker::DockerProvider::new(owner)
+                provider
                     .tag_image(&settings, &image(&from.id), &image(&copy.id))
                     .await?;
             }
@@ -331,7 +330,7 @@ impl Platform {
             format!(
                 "promoted from {} (built for '{from_env}'): the same files{}, with the variables of '{}'; nothing rebuilt",
                 from.id,
-                if crate::runtime::docker::builds_image(&site.provider, &plan) { " and image" } else { "" },
+                if has_image { " and image" } else { "" },
                 env.name
             ),
         );
@@ -342,12 +341,30 @@ impl Platform {
     /// image tag goes with the site's image garbage collection). One an environment
     /// points at is kept.
     pub async fn forget_deployment(&self, id: &str) {
-        self.runtime.stop(id).await;
-        if let Err(err) = store::delete_deployment(self.store.pool(), id).await {
-            tracing::warn!(deployment.id = %id, error = %err, "removing a promotion's copy failed");
-            return;
+        match store::delete_deployment(self.store.pool(), id).await {
+            Ok(true) => {
+                self.runtime.stop(id).await;
+                let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(id)).await;
+            }
+            Ok(false) => {} // an environment serves it after all: it stays
+            Err(err) => tracing::warn!(deployment.id = %id, error = %err, "removing a promotion's copy failed"),
         }
-        let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(id)).await;
+    }
+
+    /// The org's docker settings and a provider handle of this installation, for image
+    /// work outside an instance's lifecycle (builds, promotion tags).
+    pub async fn docker_for(
+        &self,
+        org_id: &str,
+    ) -> anyhow::Result<(
+        crate::runtime::docker::DockerSettings,
+        crate::runtime::docker::DockerProvider,
+    )> {
+        use crate::runtime::docker;
+        let config = self.provider_config(org_id, docker::NAME).await?;
+        let settings = docker::settings_from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
+        let owner = docker::DockerProvider::owner_id(&self.config.data_dir)?;
+        Ok((settings, docker::DockerProvider::new(owner)))
     }
 
     /// Points an environment at a deployment that is already built (promote, rollback):

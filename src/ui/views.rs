@@ -978,7 +978,6 @@ pub fn settings(
     }
 }
 
-/// A tab that is not built yet, saying so plainly.
 /// Monitoring tab: CPU and memory of every instance, per environment, as the provider
 /// measures them now (HOSTING_GET_RESOURCE_USAGE).
 pub fn monitoring(usage: &[ResourceUsageOutput]) -> Markup {
@@ -1016,6 +1015,7 @@ pub fn monitoring(usage: &[ResourceUsageOutput]) -> Markup {
     }
 }
 
+/// A tab that is not built yet, saying so plainly.
 pub fn placeholder(what: &str) -> Markup {
     html! {
         div.empty.card.placeholder {
