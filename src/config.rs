@@ -47,6 +47,79 @@ pub struct ServeConfig {
     /// Time limits of each deploy stage.
     #[command(flatten)]
     pub timeouts: StageTimeouts,
+    /// Host users, network and limits of sandboxed apps and builds.
+    #[command(flatten)]
+    pub sandbox: SandboxConfig,
+}
+
+/// How apps and builds of the local provider are confined (when berth runs as root).
+#[derive(Clone, Debug, clap::Args)]
+pub struct SandboxConfig {
+    /// Host uids handed to sites, one per site, never reused (`FIRST-LAST`).
+    #[arg(long = "sandbox-uids", env = "BERTH_SANDBOX_UIDS", default_value = "200000-299999", value_parser = parse_uid_range)]
+    pub uids: (u32, u32),
+    /// IPv4 subnet of app network namespaces (a /30 each).
+    #[arg(long = "app-subnet", env = "BERTH_APP_SUBNET", default_value = "10.213.0.0/16", value_parser = crate::runtime::isolation::AppSubnet::parse)]
+    pub subnet: crate::runtime::isolation::AppSubnet,
+    /// Memory of each app instance in MiB (its `/tmp` counts too; no swap beyond it).
+    #[arg(long = "app-memory-mb", env = "BERTH_APP_MEMORY_MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub app_memory_mb: u64,
+    /// CPU of each app instance, in cores.
+    #[arg(long = "app-cpus", env = "BERTH_APP_CPUS", default_value_t = 1.0, value_parser = parse_cpus)]
+    pub app_cpus: f64,
+    /// Processes and threads of each app instance.
+    #[arg(long = "app-pids", env = "BERTH_APP_PIDS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
+    pub app_pids: u64,
+    /// Memory of a deployment's build steps in MiB.
+    #[arg(long = "build-memory-mb", env = "BERTH_BUILD_MEMORY_MB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
+    pub build_memory_mb: u64,
+    /// CPU of a deployment's build steps, in cores.
+    #[arg(long = "build-cpus", env = "BERTH_BUILD_CPUS", default_value_t = 2.0, value_parser = parse_cpus)]
+    pub build_cpus: f64,
+    /// Processes and threads of a deployment's build steps.
+    #[arg(long = "build-pids", env = "BERTH_BUILD_PIDS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
+    pub build_pids: u64,
+}
+
+impl SandboxConfig {
+    /// The isolation's settings.
+    pub fn settings(&self) -> crate::runtime::isolation::IsolationSettings {
+        use crate::runtime::isolation::Limits;
+        crate::runtime::isolation::IsolationSettings {
+            uids: self.uids,
+            subnet: self.subnet,
+            app: Limits {
+                memory_bytes: self.app_memory_mb << 20,
+                cpus: self.app_cpus,
+                pids: self.app_pids,
+            },
+            build: Limits {
+                memory_bytes: self.build_memory_mb << 20,
+                cpus: self.build_cpus,
+                pids: self.build_pids,
+            },
+        }
+    }
+}
+
+fn parse_uid_range(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("'{text}' is not a uid range such as 200000-299999");
+    let (first, last) = text.split_once('-').ok_or_else(bad)?;
+    let first: u32 = first.trim().parse().map_err(|_| bad())?;
+    let last: u32 = last.trim().parse().map_err(|_| bad())?;
+    if first < 1000 || last < first || last >= 4_294_967_294 {
+        return Err(format!(
+            "the uid range {text} must start at 1000 or above (never root or a system user) and not be empty"
+        ));
+    }
+    Ok((first, last))
+}
+
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(c) if (0.01..=1024.0).contains(&c) => Ok(c),
+        _ => Err(format!("'{text}' is not a number of cores between 0.01 and 1024")),
+    }
 }
 
 /// The time a deploy may spend in each stage before it fails with a clear error.

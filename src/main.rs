@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the control plane (API, MCP, dashboard) and the edge proxy.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Deploy a folder: pack it (honouring .gitignore), upload, follow the build, print the URL.
     Deploy {
         /// The app folder.
@@ -233,7 +233,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let c = &cli.client;
     match cli.command {
-        Command::Serve(config) => berth::server::serve(config, shutdown_signal()).await,
+        Command::Serve(config) => berth::server::serve(*config, shutdown_signal()).await,
         Command::Deploy {
             dir,
             site,

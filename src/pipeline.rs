@@ -211,6 +211,32 @@ async fn build_and_start(
             .app_env(&site, &deployment.environment_id, id)
             .await
             .map_err(internal)?;
+        // Build steps run as the site's own host uid, in a slot of their own (network
+        // namespace, limits) for the whole build.
+        let uid = platform
+            .site_uid(&site)
+            .await
+            .map_err(|e| StageFailure::from(e.to_string()))?;
+        if let Some(uid) = uid {
+            let handed = dir.clone();
+            tokio::task::spawn_blocking(move || crate::runtime::isolation::hand_over(&handed, uid))
+                .await
+                .map_err(|e| internal(e.into()))?
+                .map_err(|e| internal(e.into()))?;
+        }
+        let slot = if plan.steps.is_empty() {
+            None
+        } else {
+            platform
+                .isolation
+                .acquire(crate::runtime::isolation::SlotKind::Build, uid)
+                .await
+                .map_err(StageFailure::from)?
+        };
+        let sandbox = match &slot {
+            Some(slot) => Arc::new(slot.sandbox(&platform.sandbox)),
+            None => platform.sandbox.clone(),
+        };
         let cache = crate::build_cache::CacheEntry::for_plan(
             &platform.config.data_dir.join("cache"),
             &site.id,
@@ -223,6 +249,12 @@ async fn build_and_start(
                 && let Some(cache) = &cache
                 && cache.restore(&dir).await
             {
+                // A cache saved by an older build may belong to another user.
+                if let Some(uid) = uid {
+                    let handed = dir.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || crate::runtime::isolation::hand_over(&handed, uid)).await;
+                }
                 platform.log(
                     id,
                     "build",
@@ -249,8 +281,8 @@ async fn build_and_start(
                 name: step.name.clone(),
                 command: format!("exec nice -n 10 sh -c {}", shell_quote(&step.command)),
             };
-            run_step(
-                &platform.sandbox,
+            let ran = run_step(
+                &sandbox,
                 &dir,
                 &niced,
                 &env,
@@ -258,13 +290,26 @@ async fn build_and_start(
                 cancel.clone(),
                 &mut on_line,
             )
-            .await
-            .map_err(|e| StageFailure::from(e.to_string()))?;
+            .await;
+            if let Err(e) = ran {
+                let limit = slot.as_ref().and_then(|s| s.limit_hit());
+                if let Some(slot) = slot {
+                    slot.release().await;
+                }
+                return Err(StageFailure::from(match limit {
+                    Some(limit) => format!("{e} ({limit})"),
+                    None => e.to_string(),
+                }));
+            }
             if step.name == "install"
                 && let Some(cache) = &cache
             {
                 cache.save(&dir).await;
             }
+        }
+
+        if let Some(slot) = slot {
+            slot.release().await;
         }
 
         // The output folder of a built static site is known only now.

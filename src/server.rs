@@ -52,11 +52,12 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let edge_addr = edge_listener.local_addr()?;
 
     let sandbox = Arc::new(Sandbox::detect());
+    let isolation = Arc::new(crate::runtime::isolation::Isolation::setup(&sandbox, config.sandbox.settings()).await);
     let logs = LogSink::start(store.clone());
     let reconcile_wake = Arc::new(Notify::new());
     let runtime = Runtime::new(
         vec![
-            Arc::new(LocalProvider::new(sandbox.clone())),
+            Arc::new(LocalProvider::new(sandbox.clone(), isolation.clone())),
             Arc::new(
                 crate::runtime::docker::DockerProvider::new(
                     crate::runtime::docker::DockerProvider::owner_id(&config.data_dir)
@@ -79,6 +80,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         edge_addr.port(),
         store.clone(),
         sandbox,
+        isolation,
         runtime.clone(),
         logs.clone(),
         edge.clone(),

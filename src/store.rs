@@ -1204,3 +1204,6 @@ pub mod ui_sessions;
 // ---------------------------------------------------------------- push to deploy
 
 pub mod git;
+
+/// SQL of sandbox identities.
+pub mod sandbox;

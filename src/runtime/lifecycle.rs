@@ -865,6 +865,7 @@ mod tests {
             start_timeout: Duration::from_secs(5),
             image: None,
             provider_config: Default::default(),
+            uid: None,
         }
     }
 

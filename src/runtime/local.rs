@@ -1,6 +1,8 @@
 //! The local provider: each instance is a child process (inside a bubblewrap sandbox where
-//! available) with `PORT` set and its output captured. Restarts, health checks and drains
-//! are the shared lifecycle's (`lifecycle.rs`).
+//! available) with `PORT` set and its output captured. As root, each instance runs in a
+//! slot of its own (`isolation`): its site's host uid, its own network namespace (the edge
+//! reaches it at the namespace's address) and kernel-enforced limits. Restarts, health
+//! checks and drains are the shared lifecycle's (`lifecycle.rs`).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -12,10 +14,14 @@ use berth_build::sandbox::{Sandbox, SandboxSpec};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+use super::isolation::{Isolation, Slot, SlotKind};
 use super::{InstanceSpec, Launched, OutputLine, OutputStream, Provider, Usage};
 
 /// Process ids of running instances, by (deployment, index), for usage reports.
 type Pids = Arc<Mutex<HashMap<(String, u32), u32>>>;
+
+/// The port an instance in a namespace of its own is given, unless the site sets one.
+const DEFAULT_PORT: u16 = 8080;
 
 /// How long CPU time is sampled for a usage report.
 const CPU_SAMPLE: Duration = Duration::from_millis(200);
@@ -23,14 +29,16 @@ const CPU_SAMPLE: Duration = Duration::from_millis(200);
 /// Runs instances as local processes.
 pub struct LocalProvider {
     sandbox: Arc<Sandbox>,
+    isolation: Arc<Isolation>,
     pids: Pids,
 }
 
 impl LocalProvider {
-    /// A provider running apps through `sandbox`.
-    pub fn new(sandbox: Arc<Sandbox>) -> Self {
+    /// A provider running apps through `sandbox`, each in a slot of `isolation`.
+    pub fn new(sandbox: Arc<Sandbox>, isolation: Arc<Isolation>) -> Self {
         Self {
             sandbox,
+            isolation,
             pids: Pids::default(),
         }
     }
@@ -47,21 +55,43 @@ impl Provider for LocalProvider {
     }
 
     async fn launch(&self, spec: &InstanceSpec, index: u32) -> Result<Box<dyn Launched>, String> {
-        // A fixed port can only be bound once: further instances get free ports (and PORT).
-        let port = match spec.port {
-            Some(p) if index == 0 => p,
-            _ => free_port().map_err(|e| format!("no free port: {e}"))?,
+        let slot = self.isolation.acquire(SlotKind::App, spec.uid).await?;
+        let (sandbox, ip, port) = match &slot {
+            // A namespace of its own: every instance may listen on the same port.
+            Some(slot) => (
+                Arc::new(slot.sandbox(&self.sandbox)),
+                slot.addr().unwrap_or(Ipv4Addr::LOCALHOST),
+                spec.port.unwrap_or(DEFAULT_PORT),
+            ),
+            // The host's network: a fixed port can only be bound once, so further instances
+            // get free ports (and PORT).
+            None => (
+                self.sandbox.clone(),
+                Ipv4Addr::LOCALHOST,
+                match spec.port {
+                    Some(p) if index == 0 => p,
+                    _ => free_port().map_err(|e| format!("no free port: {e}"))?,
+                },
+            ),
         };
         let mut env = spec.env.clone();
         env.push(("PORT".into(), port.to_string()));
-        let mut cmd = self.sandbox.command(&SandboxSpec {
+        let mut cmd = sandbox.command(&SandboxSpec {
             app_dir: &spec.app_dir,
             argv: berth_build::sandbox::shell_argv(&spec.command),
             env,
             network: true,
         });
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| format!("could not start the app: {e}"))?;
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(slot) = slot {
+                    slot.release().await;
+                }
+                return Err(format!("could not start the app: {e}"));
+            }
+        };
         let stdout = child.stdout.take().map(|s| lines(s, "stdout"));
         let stderr = child.stderr.take().map(|s| lines(s, "stderr"));
         let output = futures::stream::select_all(stdout.into_iter().chain(stderr)).boxed();
@@ -70,12 +100,13 @@ impl Provider for LocalProvider {
             self.pids.lock().expect("pids lock").insert(key.clone(), pid);
         }
         Ok(Box::new(LocalProcess {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            addr: SocketAddr::from((ip, port)),
             pid: child.id(),
             child,
             output: Some(output),
             pids: self.pids.clone(),
             key,
+            slot,
         }))
     }
 
@@ -98,7 +129,7 @@ impl Provider for LocalProvider {
         Some(Usage {
             cpu_percent: (seconds / CPU_SAMPLE.as_secs_f64() * 1000.0).round() / 10.0,
             memory_bytes: after.rss_bytes,
-            memory_limit_bytes: None,
+            memory_limit_bytes: self.isolation.limits(SlotKind::App).map(|l| l.memory_bytes),
         })
     }
 }
@@ -110,9 +141,19 @@ struct LocalProcess {
     output: Option<OutputStream>,
     pids: Pids,
     key: (String, u32),
+    /// Its isolation slot, released once it has exited.
+    slot: Option<Slot>,
 }
 
 impl LocalProcess {
+    /// Releases the slot; says which limit the kernel enforced, if one was hit.
+    async fn release_slot(&mut self) -> Option<String> {
+        let slot = self.slot.take()?;
+        let hit = slot.limit_hit();
+        slot.release().await;
+        hit
+    }
+
     fn forget_pid(&self) {
         let mut pids = self.pids.lock().expect("pids lock");
         if pids.get(&self.key) == self.pid.as_ref() {
@@ -138,10 +179,14 @@ impl Launched for LocalProcess {
             // The shell is gone; don't leave its children behind.
             let _ = tokio::task::spawn_blocking(move || berth_build::step::kill_process_group(pid)).await;
         }
-        status
+        let how = status
             .ok()
             .and_then(|s| s.code())
-            .map_or("a signal".to_string(), |c| format!("code {c}"))
+            .map_or("a signal".to_string(), |c| format!("code {c}"));
+        match self.release_slot().await {
+            Some(limit) => format!("{how}: {limit}"),
+            None => how,
+        }
     }
 
     async fn terminate(&mut self, grace: Duration) {
@@ -150,6 +195,7 @@ impl Launched for LocalProcess {
         berth_build::step::terminate_child_tree(&mut self.child, grace).await;
         let _ = self.child.wait().await;
         self.forget_pid();
+        self.release_slot().await;
     }
 }
 

@@ -4,6 +4,7 @@
 //! (sandboxed child processes) is the default provider.
 
 pub mod docker;
+pub mod isolation;
 pub mod lifecycle;
 pub mod local;
 pub mod logs;
@@ -49,6 +50,9 @@ pub struct InstanceSpec {
     pub image: Option<String>,
     /// The org's settings of `provider` (HOSTING_SET_CONFIG), for providers that have any.
     pub provider_config: serde_json::Map<String, serde_json::Value>,
+    /// The site's own host uid, for providers that run processes on this host (`None`:
+    /// isolation is off here).
+    pub uid: Option<u32>,
 }
 
 /// Observed state of an instance.

@@ -40,6 +40,8 @@ pub struct Platform {
     pub jobs: JobQueue,
     /// Runs build steps and apps.
     pub sandbox: Arc<Sandbox>,
+    /// Host users, network namespaces and limits of build steps and apps.
+    pub isolation: Arc<crate::runtime::isolation::Isolation>,
     /// Runs instances on the registered providers.
     pub runtime: Runtime,
     /// Decides how many instances each environment runs.
@@ -69,6 +71,7 @@ impl Platform {
         edge_port: u16,
         store: Store,
         sandbox: Arc<Sandbox>,
+        isolation: Arc<crate::runtime::isolation::Isolation>,
         runtime: Runtime,
         logs: LogSink,
         edge: Arc<Edge>,
@@ -81,6 +84,7 @@ impl Platform {
             jobs: JobQueue::new(store.clone()),
             store,
             sandbox,
+            isolation,
             runtime,
             autoscaler: crate::autoscaler::Autoscaler::default(),
             logs,
@@ -92,6 +96,20 @@ impl Platform {
             git: super::git::GitState::default(),
             in_progress: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The host uid `site`'s build steps and local instances run as; `None` when isolation
+    /// is off on this server (not root).
+    pub async fn site_uid(&self, site: &SiteRow) -> anyhow::Result<Option<u32>> {
+        if self
+            .isolation
+            .limits(crate::runtime::isolation::SlotKind::App)
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let seq = store::sandbox::site_uid_seq(self.store.pool(), &site.id).await?;
+        self.isolation.site_uid(seq).map_err(anyhow::Error::msg)
     }
 
     /// The host an environment is served at (no port).
@@ -264,6 +282,11 @@ impl Platform {
             env: self.app_env(site, &d.environment_id, deployment_id).await?,
             health_check_path: plan.health_check_path.clone(),
             start_timeout: self.config.timeouts.start(),
+            uid: if containerised {
+                None
+            } else {
+                self.site_uid(site).await?
+            },
         }))
     }
 

@@ -8,10 +8,18 @@
 //! too, so `/dev/shm` works; nothing written there reaches the host.) berth's data directory, other apps, `/root`,
 //! `/home` and everything else of the host are simply not there.
 //!
-//! All namespaces are unshared *except the network*: an app must listen on a
-//! port the edge proxy reaches at `127.0.0.1:PORT`, and builds must download
-//! dependencies, so both share the host's network namespace
-//! ([`SandboxSpec::network`] = `false` unshares it too).
+//! All namespaces are unshared *except the network*: the network a command
+//! gets is the one it is started in ([`SandboxSpec::network`] = `false`
+//! gives it none at all). With a [`Confinement`] (berth runs as root) the
+//! command is first moved into its control groups, then into a network
+//! namespace of its own, then dropped to an unprivileged host uid of its
+//! site's own, and only then is bwrap started: host permissions apply to
+//! everything it does, and the kernel enforces its memory, CPU and process
+//! limits.
+//!
+//! Environment variables (which hold secrets) never appear in any argv:
+//! bwrap reads them from its standard input (`--args 0`), and nothing that
+//! runs before it as root sees them.
 //!
 //! Without bwrap the command runs directly in the app folder with a cleared
 //! environment: that is a convenience for development machines, not
@@ -135,6 +143,31 @@ impl ResourceLimits {
     }
 }
 
+/// What confines a command beyond bubblewrap's own namespaces (needs berth to
+/// run as root): a host user of its own, a network namespace and control
+/// groups, set up by the caller before the command starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Confinement {
+    /// Host uid the command runs as: unprivileged and never shared between sites.
+    pub uid: u32,
+    /// Host gid the command runs as.
+    pub gid: u32,
+    /// Network namespace to run in (a path such as `/run/netns/NAME`); `None`
+    /// keeps the namespace berth runs in.
+    pub netns: Option<PathBuf>,
+    /// `cgroup.procs` files the command joins before anything else runs (one
+    /// per cgroup v1 hierarchy, or one on a v2 system), so every process it
+    /// forks is counted against their limits.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Size of the private `/tmp` in bytes (a tmpfs, whose pages count
+    /// against the memory limit too).
+    pub tmp_bytes: Option<u64>,
+}
+
+/// Moves the shell into each `cgroup.procs` file given before `--`, then execs
+/// the rest. It runs as root on the host with an empty environment.
+const JOIN_CGROUPS: &str = r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#;
+
 /// What to run and with which access.
 #[derive(Clone, Debug)]
 pub struct SandboxSpec<'a> {
@@ -146,9 +179,9 @@ pub struct SandboxSpec<'a> {
     /// Environment on top of `HOME` and `PATH` (which it may override);
     /// nothing of berth's own environment is passed.
     pub env: Vec<(String, String)>,
-    /// Share the host network namespace. Builds need it to install
-    /// dependencies and apps need it so the edge reaches `127.0.0.1:PORT`.
-    /// `false` gives the command no network at all (bwrap only).
+    /// Keep the network namespace the command is started in (the host's, or
+    /// the one of its [`Confinement`]). `false` gives the command no network
+    /// at all (bwrap only).
     pub network: bool,
 }
 
@@ -160,6 +193,10 @@ pub struct Sandbox {
     limits: ResourceLimits,
     /// Drop to [`SANDBOX_UID_WHEN_ROOT`] and all capabilities (berth is root).
     drop_root: bool,
+    /// `nsenter` and `setpriv` (util-linux), needed to apply a confinement.
+    confine_tools: Option<(PathBuf, PathBuf)>,
+    /// Applied to every command of this sandbox value ([`Sandbox::confined`]).
+    confinement: Option<Confinement>,
 }
 
 impl Sandbox {
@@ -203,6 +240,8 @@ impl Sandbox {
             prlimit: find_on_path("prlimit"),
             limits: ResourceLimits::default(),
             drop_root: nix::unistd::geteuid().is_root(),
+            confine_tools: find_on_path("nsenter").zip(find_on_path("setpriv")),
+            confinement: None,
         }
     }
 
@@ -226,6 +265,41 @@ impl Sandbox {
         self.bwrap.is_some()
     }
 
+    /// Whether [`Sandbox::confined`] can take effect here: bwrap works, berth is
+    /// root (to switch users, namespaces and control groups) and util-linux's
+    /// `nsenter` and `setpriv` are installed. `Err` says what is missing.
+    pub fn can_confine(&self) -> Result<(), String> {
+        if self.bwrap.is_none() {
+            return Err("bubblewrap (bwrap) is not working; install the bubblewrap package".into());
+        }
+        if !self.drop_root {
+            return Err(
+                "berth does not run as root, so apps cannot get host users, network namespaces and limits of their own"
+                    .into(),
+            );
+        }
+        if self.confine_tools.is_none() {
+            return Err("nsenter and setpriv (util-linux) are not installed".into());
+        }
+        Ok(())
+    }
+
+    /// This sandbox with every command confined as `confinement` says. Without
+    /// bwrap or root (see [`Sandbox::can_confine`]) the confinement is ignored.
+    pub fn confined(&self, confinement: Confinement) -> Sandbox {
+        Sandbox {
+            confinement: Some(confinement),
+            ..self.clone()
+        }
+    }
+
+    /// The confinement commands of this value get, when it takes effect.
+    fn active_confinement(&self) -> Option<(&Confinement, &Path, &Path)> {
+        let c = self.confinement.as_ref()?;
+        let (nsenter, setpriv) = self.confine_tools.as_ref()?;
+        (self.bwrap.is_some() && self.drop_root).then_some((c, nsenter.as_path(), setpriv.as_path()))
+    }
+
     /// The app folder as the command sees it (`/app` inside bwrap, the real
     /// folder otherwise). Useful to build env values such as paths.
     pub fn app_dir_inside(&self, app_dir: &Path) -> PathBuf {
@@ -237,17 +311,27 @@ impl Sandbox {
     }
 
     /// Builds the command for `spec`. The caller sets stdout/stderr and
-    /// spawns it. Already set: stdin = null, own process group
-    /// (`process_group(0)`, so the child's pid is its group id), and
-    /// `kill_on_drop(true)`.
-    pub fn command(&self, spec: &SandboxSpec<'_>) -> tokio::process::Command {
-        let std_cmd = match &self.bwrap {
-            Some(bwrap) => self.bwrap_command(bwrap, spec),
-            None => self.direct_command(spec),
+    /// spawns it with [`SandboxCommand::spawn`], which hands the environment
+    /// to bwrap. Already set: stdin = the environment pipe (bwrap) or null,
+    /// own process group (`process_group(0)`, so the child's pid is its group
+    /// id), and `kill_on_drop(true)`.
+    pub fn command(&self, spec: &SandboxSpec<'_>) -> SandboxCommand {
+        let (std_cmd, env_args) = match &self.bwrap {
+            Some(bwrap) => {
+                let (cmd, args) = self.bwrap_command(bwrap, spec);
+                (cmd, Some(args))
+            }
+            None => (self.direct_command(spec), None),
         };
         let mut cmd = tokio::process::Command::from(std_cmd);
-        cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
-        cmd
+        cmd.stdin(if env_args.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .process_group(0)
+        .kill_on_drop(true);
+        SandboxCommand { cmd, env_args }
     }
 
     /// `prlimit ... --` prefix (empty if there is nothing to apply or no
@@ -287,22 +371,59 @@ impl Sandbox {
         cmd
     }
 
-    fn bwrap_command(&self, bwrap: &Path, spec: &SandboxSpec<'_>) -> std::process::Command {
-        let mut cmd = std::process::Command::new(bwrap);
-        cmd.args(self.bwrap_args(spec.app_dir, spec.network));
-        cmd.args(["--setenv", "HOME", SANDBOX_APP_DIR]);
-        cmd.args(["--setenv", "PATH", SANDBOX_PATH]);
-        for (k, v) in &spec.env {
-            cmd.arg("--setenv").arg(k).arg(v);
+    /// The bwrap command line, and the NUL-separated `--setenv` arguments it
+    /// reads from its standard input (`--args 0`) so no value is in an argv.
+    fn bwrap_command(&self, bwrap: &Path, spec: &SandboxSpec<'_>) -> (std::process::Command, Vec<u8>) {
+        let mut argv: Vec<OsString> = Vec::new();
+        if let Some((c, nsenter, setpriv)) = self.active_confinement() {
+            argv.extend(["/bin/sh", "-c", JOIN_CGROUPS, "berth-sandbox"].map(OsString::from));
+            argv.extend(c.cgroup_procs.iter().map(|p| p.as_os_str().to_os_string()));
+            argv.push("--".into());
+            if let Some(netns) = &c.netns {
+                argv.push(nsenter.into());
+                let mut flag = OsString::from("--net=");
+                flag.push(netns);
+                argv.push(flag);
+                argv.push("--".into());
+            }
+            argv.push(setpriv.into());
+            argv.push(format!("--reuid={}", c.uid).into());
+            argv.push(format!("--regid={}", c.gid).into());
+            argv.extend(["--clear-groups", "--"].map(OsString::from));
         }
-        cmd.arg("--");
-        cmd.args(self.limit_prefix(true));
-        cmd.args(&spec.argv);
-        // bwrap itself needs no environment; keep berth's out of its reach
-        // too (it is cleared for the child by --clearenv anyway).
+        argv.push(bwrap.into());
+        argv.extend(self.bwrap_args(spec.app_dir, spec.network));
+        // After `--clearenv` (options apply in order).
+        argv.extend(["--args", "0"].map(OsString::from));
+        argv.push("--".into());
+        argv.extend(self.limit_prefix(true).into_iter().map(OsString::from));
+        argv.extend(spec.argv.iter().map(OsString::from));
+
+        let mut env_args = Vec::new();
+        let mut setenv = |k: &str, v: &str| {
+            // A NUL cannot be passed to a process; such a variable is left out.
+            if k.contains('\0') || v.contains('\0') {
+                return;
+            }
+            for part in ["--setenv", k, v] {
+                env_args.extend_from_slice(part.as_bytes());
+                env_args.push(0);
+            }
+        };
+        setenv("HOME", SANDBOX_APP_DIR);
+        setenv("PATH", SANDBOX_PATH);
+        for (k, v) in &spec.env {
+            setenv(k, v);
+        }
+
+        let mut cmd = std::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        // Nothing of berth's environment reaches bwrap or what runs before it
+        // as root (no LD_PRELOAD and friends); bwrap clears its own for the child.
         cmd.env_clear();
+        cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         cmd.current_dir("/");
-        cmd
+        (cmd, env_args)
     }
 
     /// Everything before the environment and the command.
@@ -326,7 +447,11 @@ impl Sandbox {
                 push(&["--ro-bind", path, path]);
             }
         }
-        push(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        push(&["--proc", "/proc", "--dev", "/dev"]);
+        if let Some(bytes) = self.active_confinement().and_then(|(c, _, _)| c.tmp_bytes) {
+            push(&["--size", &bytes.to_string()]);
+        }
+        push(&["--tmpfs", "/tmp"]);
         a.push("--bind".into());
         a.push(app_dir.as_os_str().to_os_string());
         a.push(SANDBOX_APP_DIR.into());
@@ -362,9 +487,19 @@ impl Sandbox {
             network: true,
         };
         let bwrap = self.bwrap.as_deref().ok_or("no bwrap")?;
-        let mut cmd = self.bwrap_command(bwrap, &spec);
+        let (mut cmd, env_args) = self.bwrap_command(bwrap, &spec);
         let started = Instant::now();
-        let result = cmd.stdin(Stdio::null()).stdout(Stdio::null()).output();
+        let result = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                if let Some(mut stdin) = child.stdin.take() {
+                    std::io::Write::write_all(&mut stdin, &env_args)?;
+                }
+                child.wait_with_output()
+            });
         let elapsed = started.elapsed();
         let _ = std::fs::remove_dir_all(&dir);
         match result {
@@ -376,6 +511,49 @@ impl Sandbox {
             )),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+/// A sandboxed command ready to spawn ([`Sandbox::command`]): a
+/// [`tokio::process::Command`] plus the environment it hands to bwrap through
+/// a pipe. Spawn it with [`SandboxCommand::spawn`] or [`SandboxCommand::output`],
+/// never through the inner command, or the environment is not passed.
+pub struct SandboxCommand {
+    cmd: tokio::process::Command,
+    env_args: Option<Vec<u8>>,
+}
+
+impl SandboxCommand {
+    /// Where the command's standard output goes.
+    pub fn stdout(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.cmd.stdout(cfg);
+        self
+    }
+
+    /// Where the command's standard error goes.
+    pub fn stderr(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.cmd.stderr(cfg);
+        self
+    }
+
+    /// Starts the command and writes its environment to bwrap's standard
+    /// input in the background (bwrap reads it to the end before it starts
+    /// anything; the command then finds its standard input at end of file).
+    pub fn spawn(&mut self) -> std::io::Result<tokio::process::Child> {
+        let mut child = self.cmd.spawn()?;
+        if let (Some(mut stdin), Some(args)) = (child.stdin.take(), self.env_args.clone()) {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                let _ = stdin.write_all(&args).await;
+            });
+        }
+        Ok(child)
+    }
+
+    /// Starts the command and collects its exit status and output.
+    pub async fn output(&mut self) -> std::io::Result<std::process::Output> {
+        let child = self.spawn()?;
+        child.wait_with_output().await
     }
 }
 

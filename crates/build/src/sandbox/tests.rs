@@ -291,3 +291,104 @@ async fn sandbox_starts_again_and_again() {
     let per_run = started.elapsed() / 10;
     eprintln!("bwrap + sh true: {:.1} ms per run", per_run.as_secs_f64() * 1000.0);
 }
+
+/// Every process of a tree: the leader and its descendants, from `/proc`.
+fn tree_pids(leader: u32) -> Vec<u32> {
+    let mut pids = vec![leader];
+    let mut i = 0;
+    while i < pids.len() {
+        let parent = pids[i];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(parent) && !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        i += 1;
+    }
+    pids
+}
+
+#[tokio::test]
+async fn secrets_reach_the_command_but_no_process_argv() {
+    let (_tmp, app) = app_dir();
+    let secret = "sk-live-berth-argv-canary-8d1f";
+    let spec = SandboxSpec {
+        app_dir: &app,
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo \"$API_KEY\" > /app/seen; exec sleep 30".into(),
+        ],
+        env: vec![("API_KEY".into(), secret.into())],
+        network: true,
+    };
+    let mut child = bwrap().command(&spec).spawn().unwrap();
+    let leader = child.id().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.join("seen").exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(std::fs::read_to_string(app.join("seen")).unwrap().trim(), secret);
+    let pids = tree_pids(leader);
+    assert!(pids.len() >= 2, "the sandbox and its command: {pids:?}");
+    for pid in pids {
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&argv).contains(secret),
+            "secret in the argv of pid {pid}: {}",
+            String::from_utf8_lossy(&argv).replace('\0', " ")
+        );
+    }
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_confined_command_runs_as_its_own_host_uid() {
+    if !nix::unistd::geteuid().is_root() {
+        // Switching to another host uid needs root; the server tests cover it as root.
+        return;
+    }
+    let (_tmp, app) = app_dir();
+    let uid = 231_457;
+    std::os::unix::fs::chown(&app, Some(uid), Some(uid)).unwrap();
+    let sandbox = bwrap();
+    sandbox
+        .can_confine()
+        .expect("nsenter and setpriv (util-linux) are installed");
+    let confined = sandbox.confined(Confinement {
+        uid,
+        gid: uid,
+        ..Confinement::default()
+    });
+    let out = run(
+        &confined,
+        &app,
+        "touch /app/made && cat /proc/self/status | grep -E '^(Uid|Gid|CapEff)'",
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{} {}", out.stdout, out.stderr);
+    use std::os::unix::fs::MetadataExt as _;
+    let made = std::fs::metadata(app.join("made")).unwrap();
+    assert_eq!(
+        (made.uid(), made.gid()),
+        (uid, uid),
+        "files the command writes belong to its uid"
+    );
+
+    // Control: unconfined, the sandbox's user is host root in disguise (its files are
+    // root's), and it cannot write the confined site's folder.
+    let (_tmp2, other) = app_dir();
+    let plain = run(&sandbox, &other, "touch /app/plain").await;
+    assert_eq!(plain.code, Some(0), "{}", plain.stderr);
+    assert_eq!(std::fs::metadata(other.join("plain")).unwrap().uid(), 0);
+    let denied = run(&sandbox, &app, "touch /app/intruder").await;
+    assert_ne!(denied.code, Some(0));
+}

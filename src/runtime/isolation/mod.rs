@@ -1,0 +1,344 @@
+//! What keeps one site's code from the host and from other sites, beyond bubblewrap's
+//! namespaces: every sandboxed command tree (an app instance, or one deployment's build
+//! steps) gets a *slot*: a host uid of its site's own, a network namespace of its own
+//! (`network`) and control groups with memory, CPU and process limits (`cgroup`).
+//!
+//! Slots are numbered host-wide: a lock file per slot under `/run/berth/slots` (holding
+//! the owner's pid) keeps two berth servers on one machine from using the same
+//! addresses or group names; slots of dead owners are reclaimed.
+//!
+//! Confinement needs berth to run as root. Not as root (a development machine), apps
+//! run in the plain sandbox on the host network and [`Isolation::status`] says so; as
+//! root, a missing piece (iptables, cgroups) fails every start with the reason instead
+//! of running apps unconfined.
+
+pub mod cgroup;
+pub mod network;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use berth_build::sandbox::{Confinement, Sandbox};
+
+pub use cgroup::Limits;
+pub use network::AppSubnet;
+
+/// Where slot lock files live (host-wide).
+const SLOTS_DIR: &str = "/run/berth/slots";
+
+/// What a slot runs, which decides its limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotKind {
+    /// An app instance.
+    App,
+    /// A deployment's build steps.
+    Build,
+}
+
+/// Settings of the isolation (from `berth serve`'s flags).
+#[derive(Clone, Debug)]
+pub struct IsolationSettings {
+    /// Host uids handed to sites, first and last.
+    pub uids: (u32, u32),
+    /// Addresses of app namespaces.
+    pub subnet: AppSubnet,
+    /// Limits of each app instance.
+    pub app: Limits,
+    /// Limits of each deployment's build steps.
+    pub build: Limits,
+}
+
+/// The machine's isolation, set up once at start.
+pub enum Isolation {
+    /// Not root: apps run in the plain sandbox (development machines).
+    Off(String),
+    /// Root, but a piece is missing: nothing may start.
+    Broken(String),
+    /// Slots can be had.
+    Ready(Arc<Ready>),
+}
+
+/// A working isolation.
+pub struct Ready {
+    settings: IsolationSettings,
+    cgroups: cgroup::Hierarchy,
+    next: AtomicU32,
+}
+
+impl Isolation {
+    /// Checks what the machine offers and puts the host firewall and berth's control
+    /// groups in place; reclaims slots of dead berth processes.
+    pub async fn setup(sandbox: &Sandbox, settings: IsolationSettings) -> Isolation {
+        if let Err(why) = sandbox.can_confine() {
+            return if nix::unistd::geteuid().is_root() {
+                tracing::error!("apps cannot be isolated, so none will start: {why}");
+                Isolation::Broken(why)
+            } else {
+                tracing::warn!("apps run without host users, network namespaces and limits of their own: {why}");
+                Isolation::Off(why)
+            };
+        }
+        match Self::prepare(settings).await {
+            Ok(ready) => Isolation::Ready(Arc::new(ready)),
+            Err(why) => {
+                tracing::error!("apps cannot be isolated, so none will start: {why}");
+                Isolation::Broken(why)
+            }
+        }
+    }
+
+    async fn prepare(settings: IsolationSettings) -> Result<Ready, String> {
+        let cgroups = cgroup::Hierarchy::detect()?;
+        cgroups.prepare()?;
+        network::install_firewall(settings.subnet)
+            .await
+            .map_err(|e| format!("{e}; install iptables (apt-get install iptables)"))?;
+        std::fs::create_dir_all(SLOTS_DIR).map_err(|e| format!("cannot create {SLOTS_DIR}: {e}"))?;
+        let ready = Ready {
+            settings,
+            cgroups,
+            next: AtomicU32::new(0),
+        };
+        let reclaimed = tokio::task::spawn_blocking({
+            let hierarchy = ready.cgroups.clone();
+            move || reclaim_dead_slots(&hierarchy)
+        })
+        .await
+        .unwrap_or(0);
+        if reclaimed > 0 {
+            tracing::info!(slots = reclaimed, "removed sandboxes left by a berth that is gone");
+        }
+        Ok(ready)
+    }
+
+    /// `Ok` with a description when apps are confined, else why not.
+    pub fn status(&self) -> Result<String, String> {
+        match self {
+            Isolation::Ready(r) => Ok(format!(
+                "apps run as host users of their own, each in its own network namespace (public internet and DNS only), with {} MiB, {} CPU and {} processes per instance",
+                r.settings.app.memory_bytes >> 20,
+                r.settings.app.cpus,
+                r.settings.app.pids
+            )),
+            Isolation::Off(why) | Isolation::Broken(why) => Err(why.clone()),
+        }
+    }
+
+    /// The limits a slot of `kind` gets, when slots are in use.
+    pub fn limits(&self, kind: SlotKind) -> Option<Limits> {
+        let Isolation::Ready(r) = self else { return None };
+        Some(match kind {
+            SlotKind::App => r.settings.app,
+            SlotKind::Build => r.settings.build,
+        })
+    }
+
+    /// The uid of a site, from its sequence number; an error when the range is used up.
+    pub fn site_uid(&self, seq: u32) -> Result<Option<u32>, String> {
+        let Isolation::Ready(r) = self else { return Ok(None) };
+        let (first, last) = r.settings.uids;
+        match first.checked_add(seq) {
+            Some(uid) if uid <= last => Ok(Some(uid)),
+            _ => Err(format!(
+                "no host uid left for this site in the range {first}-{last}; widen it with --sandbox-uids"
+            )),
+        }
+    }
+
+    /// A slot for a command tree of the site running as `uid`. `Ok(None)`: isolation is
+    /// off here, use the plain sandbox.
+    pub async fn acquire(&self, kind: SlotKind, uid: Option<u32>) -> Result<Option<Slot>, String> {
+        let ready = match self {
+            Isolation::Off(_) => return Ok(None),
+            Isolation::Broken(why) => return Err(format!("apps cannot be isolated on this server: {why}")),
+            Isolation::Ready(r) => r.clone(),
+        };
+        let uid = uid.ok_or("no host uid for this site")?;
+        let index = ready.claim_index()?;
+        let mut slot = Slot {
+            index,
+            uid,
+            limits: match kind {
+                SlotKind::App => ready.settings.app,
+                SlotKind::Build => ready.settings.build,
+            },
+            netns: None,
+            cgroup: None,
+            released: false,
+        };
+        slot.cgroup = Some(ready.cgroups.create(&index.to_string(), slot.limits)?);
+        slot.netns = Some(network::Namespace::create(ready.settings.subnet, index).await?);
+        Ok(Some(slot))
+    }
+}
+
+impl Ready {
+    /// Takes the next free slot number host-wide (an exclusive lock file).
+    fn claim_index(&self) -> Result<u32, String> {
+        let slots = self.settings.subnet.slots();
+        let me = std::process::id().to_string();
+        for _ in 0..slots {
+            let index = self.next.fetch_add(1, Ordering::Relaxed) % slots;
+            let file = lock_file(index);
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&file) {
+                Ok(mut f) => {
+                    use std::io::Write as _;
+                    f.write_all(me.as_bytes())
+                        .map_err(|e| format!("{}: {e}", file.display()))?;
+                    return Ok(index);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("cannot claim a sandbox slot in {SLOTS_DIR}: {e}")),
+            }
+        }
+        Err(format!(
+            "all {slots} sandbox slots of the app subnet {} are in use; give --app-subnet a larger range",
+            self.settings.subnet
+        ))
+    }
+}
+
+/// A claimed slot: the resources of one sandboxed command tree. Release it once the
+/// tree has exited (dropping it releases it in the background).
+pub struct Slot {
+    index: u32,
+    uid: u32,
+    limits: Limits,
+    netns: Option<network::Namespace>,
+    cgroup: Option<cgroup::Cgroup>,
+    released: bool,
+}
+
+impl Slot {
+    /// `base` with every command confined to this slot.
+    pub fn sandbox(&self, base: &Sandbox) -> Sandbox {
+        base.confined(Confinement {
+            uid: self.uid,
+            gid: self.uid,
+            netns: self.netns.as_ref().map(|n| n.path()),
+            cgroup_procs: self.cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+            tmp_bytes: Some(self.limits.memory_bytes),
+        })
+    }
+
+    /// The host uid its commands run as.
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// Where the host reaches what listens in the slot.
+    pub fn addr(&self) -> Option<Ipv4Addr> {
+        self.netns.as_ref().map(|n| n.addr)
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Memory its processes use now.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.cgroup.as_ref().and_then(|c| c.memory_bytes())
+    }
+
+    /// Why the kernel stopped something in it, if it did: out of memory, or forks
+    /// refused at the process limit.
+    pub fn limit_hit(&self) -> Option<String> {
+        let group = self.cgroup.as_ref()?;
+        if group.oom_kills() > 0 {
+            return Some(format!(
+                "out of memory: a process was killed at the limit of {} MiB",
+                self.limits.memory_bytes >> 20
+            ));
+        }
+        if group.pid_limit_hits() > 0 {
+            return Some(format!(
+                "process limit reached: at most {} processes and threads",
+                self.limits.pids
+            ));
+        }
+        None
+    }
+
+    /// Kills what is left in it and removes its namespace, groups and lock.
+    pub async fn release(mut self) {
+        self.released = true;
+        if let Some(group) = self.cgroup.take() {
+            let _ = tokio::task::spawn_blocking(move || group.remove()).await;
+        }
+        if let Some(ns) = self.netns.take() {
+            ns.remove().await;
+        }
+        let _ = std::fs::remove_file(lock_file(self.index));
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (index, group) = (self.index, self.cgroup.take());
+        let cleanup = move || {
+            if let Some(group) = group {
+                group.remove();
+            }
+            network::remove_blocking(index);
+            let _ = std::fs::remove_file(lock_file(index));
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(cleanup)),
+            Err(_) => cleanup(),
+        }
+    }
+}
+
+fn lock_file(index: u32) -> PathBuf {
+    Path::new(SLOTS_DIR).join(index.to_string())
+}
+
+/// Removes slots whose owner process is gone; returns how many.
+fn reclaim_dead_slots(hierarchy: &cgroup::Hierarchy) -> usize {
+    let Ok(entries) = std::fs::read_dir(SLOTS_DIR) else {
+        return 0;
+    };
+    let mut dead = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(index) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let owner: Option<i32> = std::fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let alive = owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            dead.push(index);
+        }
+    }
+    hierarchy.sweep(|name| name.parse::<u32>().is_ok_and(|i| dead.contains(&i)));
+    for index in &dead {
+        network::remove_blocking(*index);
+        let _ = std::fs::remove_file(lock_file(*index));
+    }
+    dead.len()
+}
+
+/// Gives `dir` and everything in it to `uid` (the site's build steps and apps write
+/// there), without following symlinks, and closes the folder to every other user.
+pub fn hand_over(dir: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fn walk(path: &Path, uid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                walk(&entry?.path(), uid)?;
+            }
+        }
+        Ok(())
+    }
+    walk(dir, uid)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}

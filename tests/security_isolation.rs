@@ -1,0 +1,323 @@
+//! Attacks from inside a deployed app on the local provider: what an app can reach on the
+//! network, who it is on the host, and what its resource use does to its neighbours.
+//!
+//! The network test builds its own little world in a network namespace it makes: a host
+//! at 198.51.100.10 stands in for "the public internet", 10.99.77.10 for "a private
+//! range" and 169.254.77.77 for "a link-local metadata endpoint". No traffic leaves the
+//! machine: the host routes those addresses into the test's namespace. Needs root (as the
+//! suite runs), like berth's isolation itself.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A Python app (standard library only) that answers questions about its own reach:
+/// `/whoami`, `/probe?host=&port=`, `/read?path=`, `/resolve?name=`, `/fork?n=`, `/hog?mb=`.
+fn probe_app() -> tempfile::TempDir {
+    app(&[
+        ("requirements.txt", "# no dependencies\n"),
+        (
+            "app.py",
+            r#"import json, os, socket, subprocess, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse, parse_qs
+
+def own_ip():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(('198.51.100.10', 9))
+        return s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+def gateway():
+    for line in open('/proc/net/route').read().splitlines()[1:]:
+        f = line.split()
+        if f[1] == '00000000':
+            return socket.inet_ntoa(bytes.fromhex(f[2])[::-1])
+    return None
+
+children = []
+
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        u = urlparse(self.path)
+        q = {k: v[0] for k, v in parse_qs(u.query).items()}
+        if u.path == '/whoami':
+            out = {'ip': own_ip(), 'gateway': gateway(), 'port': int(os.environ['PORT'])}
+            open('/app/whoami.txt', 'w').write('written by the app')
+        elif u.path == '/probe':
+            try:
+                c = socket.create_connection((q['host'], int(q['port'])), timeout=3)
+                c.close()
+                out = 'open'
+            except OSError as e:
+                out = 'closed: %s' % e
+        elif u.path == '/read':
+            try:
+                out = open(q['path']).read()
+            except OSError as e:
+                out = 'error: %s' % e
+        elif u.path == '/resolve':
+            try:
+                out = socket.getaddrinfo(q['name'], 443)[0][4][0]
+            except OSError as e:
+                out = 'error: %s' % e
+        elif u.path == '/fork':
+            started, error = 0, None
+            for _ in range(int(q['n'])):
+                try:
+                    children.append(subprocess.Popen(['sleep', '60']))
+                    started += 1
+                except OSError as e:
+                    error = str(e)
+                    break
+            for c in children:
+                c.kill()
+                c.wait()
+            children.clear()
+            out = {'started': started, 'error': error}
+        elif u.path == '/hog':
+            block = bytearray(int(q['mb']) * 1024 * 1024)
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+            out = 'survived %d' % len(block)
+        else:
+            out = 'probe app'
+        body = json.dumps(out).encode()
+        self.send_response(200)
+        self.send_header('content-length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+print('probe listening', flush=True)
+ThreadingHTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()
+"#,
+        ),
+    ])
+}
+
+/// Deploys `dir` as `site`; returns the deployment's id.
+async fn deploy(server: &TestServer, site: &str, dir: &std::path::Path) -> String {
+    let (status, out) = server
+        .post_bytes(&format!("/api/sites/{site}/upload?wait=true"), pack(dir))
+        .await;
+    assert_eq!(status, 202, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    out["deployment"]["id"].as_str().unwrap().to_string()
+}
+
+async fn ask(server: &TestServer, site: &str, path: &str) -> Value {
+    let (code, body) = server.edge(&format!("{site}.localhost"), path).await;
+    assert_eq!(code, 200, "{site}{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|_| panic!("{site}{path}: {body}"))
+}
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The test's stand-in for the world outside: a namespace with the "internet",
+/// "private" and "metadata" addresses, each serving HTTP on port 8000.
+struct World {
+    ns: String,
+    veth: String,
+    server: std::process::Child,
+}
+
+impl World {
+    fn create() -> World {
+        let id = std::process::id() % 100_000;
+        let (ns, veth) = (format!("berth-test-world-{id}"), format!("btw{id}"));
+        sh(&format!(
+            "ip netns add {ns} && ip link add {veth} type veth peer name eth0 netns {ns} && \
+             ip addr add 198.51.100.1/24 dev {veth} && ip link set {veth} up && \
+             ip -n {ns} addr add 198.51.100.10/24 dev eth0 && ip -n {ns} addr add 10.99.77.10/32 dev eth0 && \
+             ip -n {ns} addr add 169.254.77.77/32 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && \
+             ip -n {ns} route add default via 198.51.100.1 && \
+             ip route add 10.99.77.10/32 via 198.51.100.10 && ip route add 169.254.77.77/32 via 198.51.100.10"
+        ));
+        let server = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                "0.0.0.0",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("world server");
+        World { ns, veth, server }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "ip route del 10.99.77.10/32; ip route del 169.254.77.77/32; ip link del {}; ip netns del {}",
+                    self.veth, self.ns
+                ),
+            ])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn an_app_reaches_the_internet_and_dns_but_not_the_host_its_neighbours_or_private_ranges() {
+    let world = World::create();
+    // A service of the host on every address (stands in for the control plane bound to
+    // 0.0.0.0, a database, anything): no app may reach it.
+    let host_service = std::net::TcpListener::bind("0.0.0.0:0").expect("host service");
+    let host_port = host_service.local_addr().unwrap().port();
+
+    let server = TestServer::start().await;
+    let probe = probe_app();
+    let mine = deploy(&server, "prober", probe.path()).await;
+    let theirs = deploy(&server, "neighbour", probe.path()).await;
+    let me = ask(&server, "prober", "/whoami").await;
+    let neighbour = ask(&server, "neighbour", "/whoami").await;
+
+    // Control: the "internet" is reachable, so the refusals below are the firewall's.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = ask(&server, "prober", "/probe?host=198.51.100.10&port=8000").await;
+        if r == "open" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "egress to the public stand-in failed: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let resolved = ask(&server, "prober", "/resolve?name=registry.npmjs.org").await;
+    assert!(!resolved.as_str().unwrap().starts_with("error"), "DNS: {resolved}");
+
+    let gateway = me["gateway"].as_str().expect("a default route").to_string();
+    let refused = [
+        ("a private range", "10.99.77.10".to_string(), 8000),
+        ("the metadata stand-in", "169.254.77.77".to_string(), 8000),
+        ("the host through its gateway", gateway.clone(), host_port),
+        ("the control plane through the gateway", gateway, server.api_port),
+        ("host loopback", "127.0.0.1".to_string(), host_port),
+        (
+            "the control plane on loopback",
+            "127.0.0.1".to_string(),
+            server.api_port,
+        ),
+        (
+            "another app directly",
+            neighbour["ip"].as_str().unwrap_or("127.0.0.1").to_string(),
+            neighbour["port"].as_u64().unwrap() as u16,
+        ),
+    ];
+    for (what, host, port) in refused {
+        let r = ask(&server, "prober", &format!("/probe?host={host}&port={port}")).await;
+        assert!(
+            r.as_str().unwrap().starts_with("closed"),
+            "the app reached {what} at {host}:{port}: {r}"
+        );
+    }
+
+    // Its own namespace: the host's sockets are not in its socket table.
+    let tcp = ask(&server, "prober", "/read?path=/proc/net/tcp").await;
+    let needle = format!(":{host_port:04X} ");
+    assert!(!tcp.as_str().unwrap().contains(&needle), "host sockets visible: {tcp}");
+
+    // Listening on 0.0.0.0 opens nothing on the host's interfaces.
+    let port = me["port"].as_u64().unwrap() as u16;
+    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+        use std::io::{Read as _, Write as _};
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.write_all(b"GET /whoami HTTP/1.0\r\n\r\n");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(!answer.contains("gateway"), "the app listens on the host: {answer}");
+    }
+
+    // Its own unprivileged host uid (files it writes are that uid's), not root's and not
+    // its neighbour's.
+    use std::os::unix::fs::MetadataExt as _;
+    let uid_of = |deployment: &str| {
+        let file = server
+            .data
+            .path()
+            .join("deployments")
+            .join(deployment)
+            .join("app")
+            .join("whoami.txt");
+        std::fs::metadata(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .uid()
+    };
+    assert!(uid_of(&mine) >= 1000, "the app runs as host uid {}", uid_of(&mine));
+    assert_ne!(uid_of(&mine), uid_of(&theirs), "two sites share a host uid");
+    drop(world);
+}
+
+fn environment_log(lines: &Value) -> String {
+    lines["lines"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|x| x["line"].as_str().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_fork_bomb_and_a_memory_hog_hit_their_limits_while_the_neighbours_keep_serving() {
+    let server = TestServer::start_with(&[("BERTH_APP_MEMORY_MB", "128"), ("BERTH_APP_PIDS", "48")]).await;
+    deploy(&server, "bomb", probe_app().path()).await;
+    deploy(&server, "calm", node_app("still here").path()).await;
+
+    let forked = ask(&server, "bomb", "/fork?n=400").await;
+    let started = forked["started"].as_u64().unwrap();
+    assert!(started < 48, "the process limit did not hold: {forked}");
+    assert!(forked["error"].is_string(), "{forked}");
+    assert_eq!(
+        server.edge("calm.localhost", "/").await,
+        (200, "still here /".to_string())
+    );
+
+    // 400 MB in a 128 MB instance: the kernel kills it, berth says why.
+    let (code, _) = server.edge("bomb.localhost", "/hog?mb=400").await;
+    assert_ne!(code, 200, "the memory hog survived");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, logs) = server
+            .get("/api/sites/bomb/environments/production/logs?limit=200")
+            .await;
+        let text = environment_log(&logs);
+        if text.contains("out of memory") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no out-of-memory note in the log:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        server.edge("calm.localhost", "/").await,
+        (200, "still here /".to_string())
+    );
+    let (health, _) = server.get("/healthz").await;
+    assert_eq!(health, 200);
+}
