@@ -100,6 +100,14 @@ pub fn network_name(org: &str) -> String {
     format!("berth-{clean}")
 }
 
+/// The host interface of an org's bridge: `bthd` and a digest of the org id (interface
+/// names have at most 15 characters).
+pub fn bridge_name(org: &str) -> String {
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(org.as_bytes()));
+    format!("bthd{}", &digest[..10])
+}
+
 /// The container name of an instance. A random suffix: a replacement must not wait
 /// for its predecessor's removal to free the name.
 pub fn container_name(deployment_id: &str, index: u32) -> String {
@@ -121,6 +129,12 @@ pub async fn ensure_network(engine: &Engine, owner: &str, org: &str) -> Result<S
             (LABEL_OWNER.to_string(), owner.to_string()),
             (LABEL_ORG.to_string(), org.to_string()),
         ])),
+        // A `bth` host interface falls under the app firewall that local instances have
+        // (src/runtime/isolation/network.rs): public internet and DNS only.
+        options: Some(HashMap::from([(
+            "com.docker.network.bridge.name".to_string(),
+            bridge_name(org),
+        )])),
         ..Default::default()
     };
     if let Err(err) = engine.docker().create_network(request).await {
