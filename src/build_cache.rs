@@ -51,7 +51,8 @@ impl CacheEntry {
         let mut hash = Sha256::new();
         hash.update(format!("{:?}\0{}\0", plan.pack, install.command));
         for name in MANIFESTS {
-            if let Ok(bytes) = std::fs::read(app_dir.join(name)) {
+            // A manifest that is a symlink out of the tree is never read (it is a host file).
+            if let Ok(Some(bytes)) = berth_build::fs_safe::read_in_tree(app_dir, name) {
                 hash.update(name.as_bytes());
                 hash.update((bytes.len() as u64).to_le_bytes());
                 hash.update(&bytes);
@@ -67,7 +68,9 @@ impl CacheEntry {
     /// Copies cached dependencies into the app dir; true when they were there.
     pub async fn restore(&self, app_dir: &Path) -> bool {
         let cached = self.dir.join(self.folder);
-        if !cached.is_dir() || app_dir.join(self.folder).exists() {
+        // Anything already at that name, even a dangling symlink, stays untouched: the copy
+        // must never land where a link points.
+        if !cached.is_dir() || app_dir.join(self.folder).symlink_metadata().is_ok() {
             return false;
         }
         copy_tree(&cached, &app_dir.join(self.folder)).await.is_ok()
@@ -77,7 +80,9 @@ impl CacheEntry {
     /// beyond the newest few. Failures only cost the next build its cache.
     pub async fn save(&self, app_dir: &Path) {
         let installed = app_dir.join(self.folder);
-        if !installed.is_dir() || self.dir.join(self.folder).is_dir() {
+        // Only a real folder is kept: a symlink in its place could name any host folder.
+        let is_real_dir = installed.symlink_metadata().is_ok_and(|m| m.is_dir());
+        if !is_real_dir || self.dir.join(self.folder).is_dir() {
             return;
         }
         let staging = self.dir.with_extension("partial");

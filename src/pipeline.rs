@@ -182,7 +182,17 @@ async fn build_and_start(
         }
     }
 
-    // 2. Plan.
+    // 2. Plan. Symlinks leading out of the tree are never followed on the host: detection
+    // treats them as absent, and the log says which ones were left out.
+    let escaping = berth_build::fs_safe::links_leaving_tree(&dir);
+    for name in &escaping {
+        platform.log(
+            id,
+            "build",
+            "system",
+            format!("ignoring '{name}': it is a symlink that leads outside the app's folder"),
+        );
+    }
     let settings: BuildSettings = serde_json::from_str(&site.build_settings).unwrap_or_default();
     let own_dockerfile =
         site.provider == docker::NAME && settings.build_pack.is_none() && berth_build::dockerfile::has_dockerfile(&dir);
@@ -191,7 +201,7 @@ async fn build_and_start(
     } else {
         berth_build::detect::detect(&dir, &settings)
     }
-    .map_err(|e| StageFailure::from(e.to_string()))?;
+    .map_err(|e| StageFailure::from(with_escaping_links(e.to_string(), &escaping)))?;
     let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
     store::set_deployment_plan(platform.store.pool(), id, &plan_json)
         .await
@@ -313,8 +323,12 @@ async fn build_and_start(
         }
 
         // The output folder of a built static site is known only now.
-        berth_build::detect::resolve_output_dir(&dir, &settings, &mut plan)
-            .map_err(|e| StageFailure::from(e.to_string()))?;
+        berth_build::detect::resolve_output_dir(&dir, &settings, &mut plan).map_err(|e| {
+            StageFailure::from(with_escaping_links(
+                e.to_string(),
+                &berth_build::fs_safe::links_leaving_tree(&dir),
+            ))
+        })?;
         let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
         store::set_deployment_plan(platform.store.pool(), id, &plan_json)
             .await
@@ -350,10 +364,18 @@ async fn build_and_start(
                 return Err(err.message.into());
             }
         }
-    } else if let ServePlan::Static { dir: out, .. } = &plan.serve
-        && !dir.join(out).join("index.html").is_file()
-    {
-        return Err(format!("the static output folder '{out}' has no index.html").into());
+    } else if let ServePlan::Static { dir: out, .. } = &plan.serve {
+        // What the edge will serve must be inside the deployment: checked here on the
+        // real path, so a build cannot point the output folder at a host path.
+        if berth_build::fs_safe::real_path_in_tree(&dir, out).is_none() && dir.join(out).symlink_metadata().is_ok() {
+            return Err(format!(
+                "the static output folder '{out}' leads outside the app's folder (through a symlink); berth serves only files inside the app, so make '{out}' a real folder"
+            )
+            .into());
+        }
+        if !berth_build::fs_safe::is_file_in_tree(&dir, Path::new(out).join("index.html")) {
+            return Err(format!("the static output folder '{out}' has no index.html").into());
+        }
     }
     if cancel.is_cancelled() {
         return Err("cancelled".to_string().into());
@@ -380,6 +402,18 @@ async fn reset_dir(dir: &Path) -> std::io::Result<()> {
         tokio::fs::create_dir_all(parent).await?;
     }
     Ok(())
+}
+
+/// A planning error, followed by the symlinks it may be about: a `dist` or `package.json`
+/// that leads out of the tree is ignored, so the error alone would say it is missing.
+fn with_escaping_links(message: String, escaping: &[String]) -> String {
+    if escaping.is_empty() {
+        return message;
+    }
+    format!(
+        "{message} (ignored symlinks that lead outside the app's folder: {}; commit the real files instead)",
+        escaping.join(", ")
+    )
 }
 
 /// Quotes a string for `sh` as one word.

@@ -4,6 +4,7 @@
 //! edge's route table. Level-triggered and idempotent: running it twice changes nothing.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,10 +44,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
         };
         let dir = app_dir(platform, &env.deployment_id);
         let target = match &plan.serve {
-            ServePlan::Static { dir: out, spa_fallback } => RouteTarget::Static {
-                root: dir.join(out),
-                spa_fallback: *spa_fallback,
-            },
+            ServePlan::Static { dir: out, spa_fallback } => static_target(&env.site_name, &dir, out, *spa_fallback),
             ServePlan::Process { .. } => {
                 // Scale to zero: an environment allowed to sleep whose app had no request
                 // for its idle timeout goes to sleep (paused in place where its provider
@@ -195,6 +193,31 @@ async fn start_missing(
         });
     }
     Ok(())
+}
+
+/// The route of a static site: its output folder resolved now, and the deployment's own
+/// folder as the edge's jail, so files are served only from inside the deployment even if
+/// a link in it is changed later. An output folder that leads out of the deployment (a
+/// symlink to a host path) is not served at all.
+fn static_target(site: &str, app_dir: &Path, out: &str, spa_fallback: bool) -> RouteTarget {
+    match (
+        berth_build::fs_safe::real_path_in_tree(app_dir, out),
+        app_dir.canonicalize(),
+    ) {
+        (Some(root), Ok(jail)) => RouteTarget::Static {
+            root,
+            jail,
+            spa_fallback,
+        },
+        _ => RouteTarget::Unavailable {
+            site: site.to_string(),
+            status: 503,
+            message: format!(
+                "The static folder '{out}' of this deployment is missing or leads outside the deployment's files; deploy again."
+            ),
+            retry_after_seconds: None,
+        },
+    }
 }
 
 fn starting(site: &str) -> RouteTarget {

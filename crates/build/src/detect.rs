@@ -26,12 +26,13 @@
 //! [`resolve_output_dir`] settles it afterwards.
 
 use std::fmt;
-use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::fs_safe;
 
 /// What the user configured for an app; every `Some` overrides detection.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,7 +317,7 @@ pub fn detect(source: &Path, settings: &BuildSettings) -> Result<BuildPlan, Dete
     if let ServePlan::Static { dir, .. } = &serve
         && build.is_none()
         && install.is_none()
-        && !source.join(dir).join("index.html").is_file()
+        && !fs_safe::is_file_in_tree(source, Path::new(dir).join("index.html"))
     {
         return Err(DetectError::NoIndexHtml {
             searched: searched_list(output_dir.as_deref()),
@@ -356,7 +357,7 @@ pub fn resolve_output_dir(source: &Path, settings: &BuildSettings, plan: &mut Bu
         return Ok(());
     };
     let explicit = settings.output_dir.as_deref().map(normalize_output_dir).transpose()?;
-    let has_index = |d: &str| source.join(d).join("index.html").is_file();
+    let has_index = |d: &str| fs_safe::is_file_in_tree(source, Path::new(d).join("index.html"));
     if !has_index(dir) {
         let found = if explicit.is_some() {
             None
@@ -380,7 +381,7 @@ pub fn resolve_output_dir(source: &Path, settings: &BuildSettings, plan: &mut Bu
             }
         }
     }
-    if source.join(dir.as_str()).join("404.html").is_file() {
+    if fs_safe::is_file_in_tree(source, Path::new(dir.as_str()).join("404.html")) {
         *spa_fallback = false;
     }
     Ok(())
@@ -514,7 +515,7 @@ fn find_index(source: &Path, output_dir: Option<&str>) -> Option<String> {
     dirs.push(".");
     dirs.extend(STATIC_DIR_CANDIDATES);
     dirs.into_iter()
-        .find(|d| source.join(d).join("index.html").is_file())
+        .find(|d| fs_safe::is_file_in_tree(source, Path::new(d).join("index.html")))
         .map(str::to_string)
 }
 
@@ -678,20 +679,24 @@ impl<'a> SourceFiles<'a> {
         SourceFiles { root }
     }
 
+    // Files that are symlinks leading out of the tree count as absent: they are never
+    // read on the host.
     fn exists(&self, name: &str) -> bool {
-        self.root.join(name).exists()
+        fs_safe::exists_in_tree(self.root, name)
     }
 
     fn is_file(&self, name: &str) -> bool {
-        self.root.join(name).is_file()
+        fs_safe::is_file_in_tree(self.root, name)
     }
 
     fn read(&self, name: &str) -> Result<String, DetectError> {
         let path = self.root.join(name);
-        let bytes = fs::read(&path).map_err(|source| DetectError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = fs_safe::read_in_tree(self.root, name)
+            .and_then(|b| b.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
+            .map_err(|source| DetectError::Io {
+                path: path.clone(),
+                source,
+            })?;
         // Manifests are text; a stray invalid byte should not stop detection.
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }

@@ -64,9 +64,10 @@ impl BaseImages {
     }
 }
 
-/// Whether the source root holds its own `Dockerfile`.
+/// Whether the source root holds its own `Dockerfile` (a symlink leading out of the
+/// source does not count).
 pub fn has_dockerfile(source: &Path) -> bool {
-    source.join(DOCKERFILE).is_file()
+    crate::fs_safe::is_file_in_tree(source, DOCKERFILE)
 }
 
 /// The plan of a source tree built from its own Dockerfile: no steps (the Dockerfile

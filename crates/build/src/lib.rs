@@ -5,6 +5,8 @@
 //!   untrusted uploads safely (no path traversal, no symlink tricks, no bombs).
 //! * [`mod@detect`] looks at an extracted source tree and turns it into a
 //!   [`detect::BuildPlan`]: install/build steps plus how to serve the result.
+//! * [`fs_safe`] reads an app's tree on the host without following symlinks out of
+//!   it (detection, the static output check and lockfile hashing go through it).
 //! * [`dockerfile`] finds a source tree's own Dockerfile or generates one from a
 //!   plan, for container providers.
 //! * [`sandbox`] decides how an untrusted command is run (bubblewrap when it is
@@ -18,6 +20,7 @@
 pub mod archive;
 pub mod detect;
 pub mod dockerfile;
+pub mod fs_safe;
 pub mod sandbox;
 pub mod step;
 

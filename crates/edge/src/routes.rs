@@ -13,8 +13,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 pub enum RouteTarget {
     /// Files served straight from a directory (a static site's build output).
     Static {
-        /// Directory the site's files live in; nothing outside it is served.
+        /// Directory the site's files live in: request paths are looked up below it.
+        /// Resolve it once when the route is built (it may itself be a symlink that an
+        /// app could later point elsewhere).
         root: PathBuf,
+        /// The deployment's own folder, as a canonical path (symlinks resolved): a file
+        /// is served only when its real location, after every symlink, is inside it, so
+        /// links within the deployment work and links leaving it answer 404. A jail that
+        /// is not canonical serves nothing.
+        jail: PathBuf,
         /// Serve `index.html` (status 200) for paths that match no file, for
         /// client-side-routed single-page apps.
         spa_fallback: bool,

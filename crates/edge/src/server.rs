@@ -233,7 +233,11 @@ impl Edge {
         host: &str,
     ) -> Response<EdgeBody> {
         match &route.target {
-            RouteTarget::Static { root, spa_fallback } => {
+            RouteTarget::Static {
+                root,
+                jail,
+                spa_fallback,
+            } => {
                 // Boxed: the file-serving future is large, and keeping it out
                 // of line keeps every request's future (which hyper moves
                 // around) small.
@@ -242,6 +246,7 @@ impl Edge {
                     req.uri(),
                     req.headers(),
                     root,
+                    jail,
                     *spa_fallback,
                 ))
                 .await

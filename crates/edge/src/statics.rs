@@ -6,8 +6,10 @@
 //! so a request costs one thread-pool hop rather than one per syscall.
 
 use std::ffi::OsString;
-use std::fs::{File, Metadata};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read as _;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,12 +32,14 @@ const IMMUTABLE_CACHE: &str = "public, max-age=31536000, immutable";
 /// so their files can be cached forever.
 const IMMUTABLE_PREFIXES: &[&str] = &["/_next/static/", "/_astro/", "/_app/immutable/"];
 
-/// Serves one request for a static site rooted at `root`.
+/// Serves one request for a static site rooted at `root`, with files whose real path
+/// is inside `jail` only.
 pub(crate) async fn serve(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     root: &Path,
+    jail: &Path,
     spa_fallback: bool,
 ) -> Response<EdgeBody> {
     let head = match *method {
@@ -50,9 +54,10 @@ pub(crate) async fn serve(
         if_none_match: headers.get(header::IF_NONE_MATCH).cloned(),
         if_modified_since: headers.get(header::IF_MODIFIED_SINCE).cloned(),
     };
-    let root = root.to_path_buf();
+    let (root, jail) = (root.to_path_buf(), jail.to_path_buf());
     let immutable = IMMUTABLE_PREFIXES.iter().any(|p| rel.starts_with(p));
-    let outcome = tokio::task::spawn_blocking(move || lookup(&root, &rel, spa_fallback, head, &conditions)).await;
+    let outcome =
+        tokio::task::spawn_blocking(move || lookup(&root, &jail, &rel, spa_fallback, head, &conditions)).await;
     match outcome {
         Ok(Some(found)) => respond(found, immutable),
         Ok(None) => pages::not_found(),
@@ -104,24 +109,25 @@ enum FoundBody {
 
 /// Finds the file for `rel` (falling back to `404.html`, then the SPA
 /// index) and loads what the response needs. `None` means a plain 404.
-fn lookup(root: &Path, rel: &str, spa_fallback: bool, head: bool, conditions: &Conditions) -> Option<Found> {
-    // Canonicalised per request (not once per table) so a root that is a
-    // symlink swapped on redeploy is followed to its current target.
-    let root = match root.canonicalize() {
-        Ok(root) => root,
-        Err(e) => {
-            debug!(error = %e, "static site root is not accessible");
-            return None;
-        }
-    };
-    let (file, meta, path, status) = candidates(&root, rel)
+fn lookup(
+    root: &Path,
+    jail: &Path,
+    rel: &str,
+    spa_fallback: bool,
+    head: bool,
+    conditions: &Conditions,
+) -> Option<Found> {
+    // The root is taken as given, never re-resolved here: the route was built with
+    // its resolved path, and whatever it has become since is judged file by file
+    // against the jail.
+    let (file, meta, path, status) = candidates(root, rel)
         .into_iter()
-        .find_map(|c| open_within(&root, &c))
+        .find_map(|c| open_within(jail, &c))
         .map(|(f, m, p)| (f, m, p, StatusCode::OK))
-        .or_else(|| open_within(&root, &root.join("404.html")).map(|(f, m, p)| (f, m, p, StatusCode::NOT_FOUND)))
+        .or_else(|| open_within(jail, &root.join("404.html")).map(|(f, m, p)| (f, m, p, StatusCode::NOT_FOUND)))
         .or_else(|| {
             spa_fallback
-                .then(|| open_within(&root, &root.join("index.html")))
+                .then(|| open_within(jail, &root.join("index.html")))
                 .flatten()
                 .map(|(f, m, p)| (f, m, p, StatusCode::OK))
         })?;
@@ -172,14 +178,27 @@ fn candidates(root: &Path, rel: &str) -> Vec<PathBuf> {
 }
 
 /// Opens `path` only if it is a regular file whose real location (after
-/// resolving every symlink) is inside `root`.
-fn open_within(root: &Path, path: &Path) -> Option<(File, Metadata, PathBuf)> {
+/// resolving every symlink) is inside `jail`. The path is resolved first, so
+/// nothing outside is even opened, and the opened file's location is checked
+/// again through `/proc/self/fd`, so a link swapped in between cannot
+/// redirect the read.
+fn open_within(jail: &Path, path: &Path) -> Option<(File, Metadata, PathBuf)> {
     let real = path.canonicalize().ok()?;
-    if !real.starts_with(root) {
-        debug!("static path resolves outside the site root");
+    if !real.starts_with(jail) {
+        debug!("static path resolves outside the deployment");
         return None;
     }
-    let file = File::open(&real).ok()?;
+    let file = OpenOptions::new()
+        .read(true)
+        // Non-blocking: a FIFO must not stall the worker thread.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&real)
+        .ok()?;
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+    if !opened.starts_with(jail) {
+        debug!("opened static file is outside the deployment");
+        return None;
+    }
     let meta = file.metadata().ok()?;
     meta.is_file().then_some((file, meta, real))
 }

@@ -55,6 +55,7 @@ async fn static_edge() -> (TestEdge, tempfile::TempDir) {
         "site.test",
         RouteTarget::Static {
             root: tmp.path().join("site"),
+            jail: tmp.path().join("site").canonicalize().unwrap(),
             spa_fallback: false,
         },
     );
@@ -62,6 +63,7 @@ async fn static_edge() -> (TestEdge, tempfile::TempDir) {
         "spa.test",
         RouteTarget::Static {
             root: tmp.path().join("spa"),
+            jail: tmp.path().join("spa").canonicalize().unwrap(),
             spa_fallback: true,
         },
     );
@@ -69,6 +71,7 @@ async fn static_edge() -> (TestEdge, tempfile::TempDir) {
         "nospa.test",
         RouteTarget::Static {
             root: tmp.path().join("spa"),
+            jail: tmp.path().join("spa").canonicalize().unwrap(),
             spa_fallback: false,
         },
     );
@@ -267,6 +270,86 @@ async fn static_path_traversal_is_refused() {
     // SPA fallback must not turn a traversal attempt into content either.
     let r = get(edge.addr, "spa.test", "/%2e%2e/secret.txt").await;
     assert_edge_page(&r, 404, "Not Found");
+}
+
+/// A deployment as the control plane lays it out: `<tmp>/deploy/app` (the jail) with its
+/// static output in `dist` and other files beside it, plus `<tmp>/host`, a host folder
+/// standing in for the data dir (a site of its own and a secret).
+fn make_deployment() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("deploy/app");
+    let host = tmp.path().join("host");
+    for dir in [&app.join("dist"), &app.join("shared"), &host] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(app.join("dist/index.html"), "own index").unwrap();
+    std::fs::write(app.join("shared/logo.txt"), "own logo").unwrap();
+    std::fs::write(host.join("index.html"), "host index").unwrap();
+    std::fs::write(host.join("master.key"), SECRET).unwrap();
+    std::os::unix::fs::symlink("../shared/logo.txt", app.join("dist/logo.txt")).unwrap();
+    std::os::unix::fs::symlink(app.join("shared"), app.join("dist/shared")).unwrap();
+    std::os::unix::fs::symlink(host.join("master.key"), app.join("dist/key.txt")).unwrap();
+    std::os::unix::fs::symlink(&host, app.join("dist/data")).unwrap();
+    (tmp, app.canonicalize().unwrap(), host)
+}
+
+fn jailed(root: std::path::PathBuf, jail: std::path::PathBuf) -> EdgeRouteTable {
+    let mut table = EdgeRouteTable::new();
+    table.insert(
+        "site.test",
+        RouteTarget::Static {
+            root,
+            jail,
+            spa_fallback: false,
+        },
+    );
+    table
+}
+
+async fn assert_not_served(edge: &TestEdge, paths: &[&str]) {
+    for path in paths {
+        let r = get(edge.addr, "site.test", path).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert!(!r.text().contains(SECRET), "{path} leaked the secret");
+        assert!(!r.text().contains("host index"), "{path} served a host file");
+    }
+}
+
+#[tokio::test]
+async fn static_links_out_of_the_deployment_are_404_and_links_inside_it_work() {
+    let (_tmp, app, _host) = make_deployment();
+    let edge = start_edge(EdgeConfig::default(), jailed(app.join("dist"), app.clone())).await;
+    assert_not_served(&edge, &["/key.txt", "/data/master.key", "/data/index.html", "/data/"]).await;
+    // Links that stay inside the deployment are served, even from beside the root.
+    for (path, body) in [
+        ("/", "own index"),
+        ("/logo.txt", "own logo"),
+        ("/shared/logo.txt", "own logo"),
+    ] {
+        let r = get(edge.addr, "site.test", path).await;
+        assert_eq!((r.status, r.text().as_str()), (200, body), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_static_root_that_is_a_symlink_out_of_the_deployment_serves_nothing() {
+    let (_tmp, app, host) = make_deployment();
+    std::os::unix::fs::symlink(&host, app.join("public")).unwrap();
+    let edge = start_edge(EdgeConfig::default(), jailed(app.join("public"), app.clone())).await;
+    assert_not_served(&edge, &["/", "/index.html", "/master.key", "/nothing-here"]).await;
+}
+
+#[tokio::test]
+async fn a_static_root_pivoted_to_a_host_folder_after_the_route_was_built_serves_nothing() {
+    // The attack: the root is a real folder when the route is built, and is then
+    // replaced by a link to a host folder standing in for the data dir. The edge must
+    // not depend on the deployment staying as it was when its route was built.
+    let (_tmp, app, host) = make_deployment();
+    let edge = start_edge(EdgeConfig::default(), jailed(app.join("dist"), app.clone())).await;
+    assert_eq!(get(edge.addr, "site.test", "/").await.text(), "own index");
+    std::fs::rename(app.join("dist"), app.join("old-dist")).unwrap();
+    std::os::unix::fs::symlink(&host, app.join("dist")).unwrap();
+    assert_not_served(&edge, &["/", "/index.html", "/master.key"]).await;
 }
 
 // ---------------------------------------------------------------- hosts

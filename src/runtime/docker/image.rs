@@ -99,6 +99,25 @@ pub struct ImageBuild<'a> {
     pub build_args: &'a HashMap<String, String>,
 }
 
+/// Writes the generated Dockerfile into the app folder as a new file. The app's tree may
+/// already hold an entry of that name, even a symlink to a host file: it is removed, and
+/// the new file is created exclusively, so nothing is ever written through a link.
+async fn write_generated(app_dir: &Path, text: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let path = app_dir.join(dockerfile::GENERATED_DOCKERFILE);
+    match tokio::fs::remove_file(&path).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .await?;
+    file.write_all(text.as_bytes()).await?;
+    file.flush().await
+}
+
 /// Builds the image of one deployment and tags it [`image_tag`]. Each line of the engine's
 /// build output goes to `on_line`. A generated Dockerfile is written into the app folder
 /// (berth's own copy of the source) first.
@@ -116,7 +135,7 @@ pub async fn build(
     let dockerfile_name = match recipe {
         ImageRecipe::OwnDockerfile => dockerfile::DOCKERFILE,
         ImageRecipe::Generated { dockerfile: text, .. } => {
-            tokio::fs::write(app_dir.join(dockerfile::GENERATED_DOCKERFILE), text)
+            write_generated(app_dir, text)
                 .await
                 .map_err(|e| BuildError::Context(e.to_string()))?;
             dockerfile::GENERATED_DOCKERFILE
@@ -287,6 +306,20 @@ mod tests {
         }
         assert_eq!(lines, vec!["Step 1/3 : FROM x", " ---> abc", "Step 2/3 : RUN y"]);
         assert!(pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_generated_dockerfile_is_never_written_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (app, host) = (tmp.path().join("app"), tmp.path().join("host-file"));
+        std::fs::create_dir(&app).unwrap();
+        std::fs::write(&host, "host content").unwrap();
+        std::os::unix::fs::symlink(&host, app.join(dockerfile::GENERATED_DOCKERFILE)).unwrap();
+        write_generated(&app, "FROM x\n").await.unwrap();
+        assert_eq!(std::fs::read_to_string(&host).unwrap(), "host content");
+        let written = app.join(dockerfile::GENERATED_DOCKERFILE);
+        assert!(!std::fs::symlink_metadata(&written).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), "FROM x\n");
     }
 
     #[test]

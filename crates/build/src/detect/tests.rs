@@ -4,6 +4,7 @@
 
 use super::*;
 use serde_json::{Value, json};
+use std::fs;
 
 struct Fixture {
     dir: tempfile::TempDir,
