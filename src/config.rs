@@ -70,6 +70,11 @@ pub struct SandboxConfig {
     /// Processes and threads of each app instance.
     #[arg(long = "app-pids", env = "BERTH_APP_PIDS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
     pub app_pids: u64,
+    /// Writable space of each app instance in MiB: a layer over its folder that holds
+    /// what it writes there (kept in memory, counted against its memory; gone when the
+    /// instance stops).
+    #[arg(long = "app-disk-mb", env = "BERTH_APP_DISK_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub app_disk_mb: u64,
     /// Memory of a deployment's build steps in MiB.
     #[arg(long = "build-memory-mb", env = "BERTH_BUILD_MEMORY_MB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
     pub build_memory_mb: u64,
@@ -98,6 +103,7 @@ impl SandboxConfig {
                 cpus: self.build_cpus,
                 pids: self.build_pids,
             },
+            app_disk_bytes: self.app_disk_mb << 20,
         }
     }
 }

@@ -239,7 +239,7 @@ async fn build_and_start(
         } else {
             platform
                 .isolation
-                .acquire(crate::runtime::isolation::SlotKind::Build, uid)
+                .acquire(crate::runtime::isolation::SlotKind::Build, uid, None)
                 .await
                 .map_err(StageFailure::from)?
         };

@@ -688,12 +688,23 @@ async fn containers_cannot_reach_the_control_plane_when_it_listens_beyond_loopba
             &format!("printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {gateway} {port} 2>&1 || echo unreachable"),
         ])
     };
-    // The host is reachable from the container through the gateway (other services on
-    // public addresses are the operator's to firewall) ...
+    // The container's own app answers through the same path (the control) ...
+    let inside = docker(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 127.0.0.1 $PORT 2>&1 || echo unreachable",
+    ]);
+    assert!(inside.contains("200 OK"), "{inside}");
+    // ... but nothing of the host does: neither a service on every address (the org
+    // bridge is under the app firewall) nor the control plane.
     let other = host_server("host service").await;
     let got = fetch(other, "/");
-    assert!(got.contains("200 OK") && got.ends_with("host service"), "{got}");
-    // ... but the control plane is not, though it listens on every address.
+    assert!(
+        got.contains("unreachable") && !got.contains("host service"),
+        "a host service answered a container: {got}"
+    );
     let (status, _) = server.get("/healthz").await;
     assert_eq!(status, 200, "the API answers on the host");
     let got = fetch(server.api_port, "/healthz");

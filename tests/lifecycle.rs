@@ -330,7 +330,8 @@ async fn an_idle_environment_sleeps_and_the_next_request_wakes_it() {
 #[tokio::test]
 async fn an_environment_scales_out_under_load_and_back_in_when_quiet() {
     let server = TestServer::start().await;
-    // Each request takes 300 ms and says which instance (port) answered it.
+    // Each request takes 300 ms and says which instance (a token drawn at process start;
+    // instances in namespaces of their own may share a port) answered it.
     let node = app(&[
         (
             "package.json",
@@ -338,7 +339,7 @@ async fn an_environment_scales_out_under_load_and_back_in_when_quiet() {
         ),
         (
             "server.js",
-            "require('http').createServer((q,r)=>setTimeout(()=>r.end('port ' + process.env.PORT), 300)).listen(process.env.PORT);",
+            "const me = Math.random().toString(36).slice(2);\nrequire('http').createServer((q,r)=>setTimeout(()=>r.end('instance ' + me), 300)).listen(process.env.PORT);",
         ),
     ]);
     let (_, out) = server

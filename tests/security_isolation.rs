@@ -16,13 +16,14 @@ use common::*;
 use serde_json::Value;
 
 /// A Python app (standard library only) that answers questions about its own reach:
-/// `/whoami`, `/probe?host=&port=`, `/read?path=`, `/resolve?name=`, `/fork?n=`, `/hog?mb=`.
+/// `/whoami?tag=`, `/probe?host=&port=`, `/read?path=`, `/resolve?name=`, `/fork?n=`,
+/// `/fill?mb=` (writes in its folder; exits when the space runs out), `/hog?mb=`.
 fn probe_app() -> tempfile::TempDir {
     app(&[
         ("requirements.txt", "# no dependencies\n"),
         (
             "app.py",
-            r#"import json, os, socket, subprocess, time
+            r#"import json, os, socket, subprocess, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse, parse_qs
 
@@ -53,7 +54,7 @@ class H(BaseHTTPRequestHandler):
         q = {k: v[0] for k, v in parse_qs(u.query).items()}
         if u.path == '/whoami':
             out = {'ip': own_ip(), 'gateway': gateway(), 'port': int(os.environ['PORT'])}
-            open('/app/whoami.txt', 'w').write('written by the app')
+            open('/app/whoami.txt', 'w').write(q.get('tag', ''))
         elif u.path == '/probe':
             try:
                 c = socket.create_connection((q['host'], int(q['port'])), timeout=3)
@@ -85,6 +86,19 @@ class H(BaseHTTPRequestHandler):
                 c.wait()
             children.clear()
             out = {'started': started, 'error': error}
+        elif u.path == '/fill':
+            written, error = 0, None
+            try:
+                with open('/app/filler', 'wb') as f:
+                    while written < int(q['mb']) * 1024 * 1024:
+                        f.write(b'x' * 65536)
+                        f.flush()
+                        written += 65536
+            except OSError as e:
+                error = str(e)
+            out = {'written': written, 'error': error}
+            if error:
+                threading.Timer(0.2, lambda: os._exit(3)).start()
         elif u.path == '/hog':
             block = bytearray(int(q['mb']) * 1024 * 1024)
             for i in range(0, len(block), 4096):
@@ -192,10 +206,11 @@ async fn an_app_reaches_the_internet_and_dns_but_not_the_host_its_neighbours_or_
 
     let server = TestServer::start().await;
     let probe = probe_app();
-    let mine = deploy(&server, "prober", probe.path()).await;
-    let theirs = deploy(&server, "neighbour", probe.path()).await;
-    let me = ask(&server, "prober", "/whoami").await;
-    let neighbour = ask(&server, "neighbour", "/whoami").await;
+    deploy(&server, "prober", probe.path()).await;
+    deploy(&server, "neighbour", probe.path()).await;
+    let tag = |site: &str| format!("{site}-{}", std::process::id());
+    let me = ask(&server, "prober", &format!("/whoami?tag={}", tag("prober"))).await;
+    let neighbour = ask(&server, "neighbour", &format!("/whoami?tag={}", tag("neighbour"))).await;
 
     // Control: the "internet" is reachable, so the refusals below are the firewall's.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -253,22 +268,24 @@ async fn an_app_reaches_the_internet_and_dns_but_not_the_host_its_neighbours_or_
     }
 
     // Its own unprivileged host uid (files it writes are that uid's), not root's and not
-    // its neighbour's.
+    // its neighbour's. What it writes lands in its instance's writable layer.
     use std::os::unix::fs::MetadataExt as _;
-    let uid_of = |deployment: &str| {
-        let file = server
-            .data
-            .path()
-            .join("deployments")
-            .join(deployment)
-            .join("app")
-            .join("whoami.txt");
-        std::fs::metadata(&file)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-            .uid()
+    let uid_of = |site: &str| {
+        let wanted = tag(site);
+        let found = std::fs::read_dir("/run/berth/fs")
+            .expect("writable layers")
+            .flatten()
+            .map(|e| e.path().join("rw/upper/whoami.txt"))
+            .find(|f| std::fs::read_to_string(f).is_ok_and(|t| t == wanted))
+            .unwrap_or_else(|| panic!("no writable layer holds {site}'s file"));
+        std::fs::metadata(&found).unwrap().uid()
     };
-    assert!(uid_of(&mine) >= 1000, "the app runs as host uid {}", uid_of(&mine));
-    assert_ne!(uid_of(&mine), uid_of(&theirs), "two sites share a host uid");
+    assert!(
+        uid_of("prober") >= 1000,
+        "the app runs as host uid {}",
+        uid_of("prober")
+    );
+    assert_ne!(uid_of("prober"), uid_of("neighbour"), "two sites share a host uid");
     drop(world);
 }
 
@@ -314,6 +331,51 @@ async fn a_fork_bomb_and_a_memory_hog_hit_their_limits_while_the_neighbours_keep
         assert!(Instant::now() < deadline, "no out-of-memory note in the log:\n{text}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(
+        server.edge("calm.localhost", "/").await,
+        (200, "still here /".to_string())
+    );
+    let (health, _) = server.get("/healthz").await;
+    assert_eq!(health, 200);
+}
+
+async fn wait_for_log(server: &TestServer, site: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, logs) = server
+            .get(&format!("/api/sites/{site}/environments/production/logs?limit=200"))
+            .await;
+        let text = environment_log(&logs);
+        if text.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no '{needle}' in {site}'s log:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_disk_filler_runs_out_of_its_own_space_and_the_deployments_files_stay_as_built() {
+    let server = TestServer::start_with(&[("BERTH_APP_DISK_MB", "32")]).await;
+    let id = deploy(&server, "filler", probe_app().path()).await;
+    deploy(&server, "calm", node_app("still here").path()).await;
+
+    let filled = ask(&server, "filler", "/fill?mb=2048").await;
+    let written = filled["written"].as_u64().unwrap();
+    assert!(written <= 32 << 20, "wrote past its space: {filled}");
+    assert!(
+        filled["error"].as_str().unwrap_or("").contains("No space left"),
+        "{filled}"
+    );
+    wait_for_log(&server, "filler", "disk full").await;
+
+    // The deployment's folder on the host never saw a byte of it.
+    let folder = server.data.path().join("deployments").join(&id).join("app");
+    assert!(folder.join("app.py").exists(), "{}", folder.display());
+    assert!(
+        !folder.join("filler").exists(),
+        "the app wrote into its deployment's files"
+    );
     assert_eq!(
         server.edge("calm.localhost", "/").await,
         (200, "still here /".to_string())

@@ -55,7 +55,10 @@ impl Provider for LocalProvider {
     }
 
     async fn launch(&self, spec: &InstanceSpec, index: u32) -> Result<Box<dyn Launched>, String> {
-        let slot = self.isolation.acquire(SlotKind::App, spec.uid).await?;
+        let slot = self
+            .isolation
+            .acquire(SlotKind::App, spec.uid, Some(&spec.app_dir))
+            .await?;
         let (sandbox, ip, port) = match &slot {
             // A namespace of its own: every instance may listen on the same port.
             Some(slot) => (
@@ -76,8 +79,11 @@ impl Provider for LocalProvider {
         };
         let mut env = spec.env.clone();
         env.push(("PORT".into(), port.to_string()));
+        let app_dir = slot
+            .as_ref()
+            .map_or_else(|| spec.app_dir.clone(), |s| s.app_dir(&spec.app_dir));
         let mut cmd = sandbox.command(&SandboxSpec {
-            app_dir: &spec.app_dir,
+            app_dir: &app_dir,
             argv: berth_build::sandbox::shell_argv(&spec.command),
             env,
             network: true,

@@ -1,7 +1,10 @@
 //! What keeps one site's code from the host and from other sites, beyond bubblewrap's
 //! namespaces: every sandboxed command tree (an app instance, or one deployment's build
 //! steps) gets a *slot*: a host uid of its site's own, a network namespace of its own
-//! (`network`) and control groups with memory, CPU and process limits (`cgroup`).
+//! (`network`) and control groups with memory, CPU and process limits (`cgroup`). An app
+//! instance also gets a writable layer of bounded size over its deployment's folder
+//! (`layer`): what it writes lives there and goes with the instance, and the deployment's
+//! own files never change.
 //!
 //! Slots are numbered host-wide: a lock file per slot under `/run/berth/slots` (holding
 //! the owner's pid) keeps two berth servers on one machine from using the same
@@ -13,6 +16,7 @@
 //! of running apps unconfined.
 
 pub mod cgroup;
+pub mod layer;
 pub mod network;
 
 use std::net::Ipv4Addr;
@@ -48,6 +52,8 @@ pub struct IsolationSettings {
     pub app: Limits,
     /// Limits of each deployment's build steps.
     pub build: Limits,
+    /// Size of each app instance's writable layer over its folder, in bytes.
+    pub app_disk_bytes: u64,
 }
 
 /// The machine's isolation, set up once at start.
@@ -117,10 +123,11 @@ impl Isolation {
     pub fn status(&self) -> Result<String, String> {
         match self {
             Isolation::Ready(r) => Ok(format!(
-                "apps run as host users of their own, each in its own network namespace (public internet and DNS only), with {} MiB, {} CPU and {} processes per instance",
+                "apps run as host users of their own, each in its own network namespace (public internet and DNS only), with {} MiB of memory, {} CPU, {} processes and {} MiB of writable space per instance",
                 r.settings.app.memory_bytes >> 20,
                 r.settings.app.cpus,
-                r.settings.app.pids
+                r.settings.app.pids,
+                r.settings.app_disk_bytes >> 20
             )),
             Isolation::Off(why) | Isolation::Broken(why) => Err(why.clone()),
         }
@@ -149,7 +156,15 @@ impl Isolation {
 
     /// A slot for a command tree of the site running as `uid`. `Ok(None)`: isolation is
     /// off here, use the plain sandbox.
-    pub async fn acquire(&self, kind: SlotKind, uid: Option<u32>) -> Result<Option<Slot>, String> {
+    ///
+    /// An app instance's slot (`app_dir` given) also gets a writable layer over the folder;
+    /// run it with [`Slot::app_dir`].
+    pub async fn acquire(
+        &self,
+        kind: SlotKind,
+        uid: Option<u32>,
+        app_dir: Option<&Path>,
+    ) -> Result<Option<Slot>, String> {
         let ready = match self {
             Isolation::Off(_) => return Ok(None),
             Isolation::Broken(why) => return Err(format!("apps cannot be isolated on this server: {why}")),
@@ -166,10 +181,18 @@ impl Isolation {
             },
             netns: None,
             cgroup: None,
+            layer: None,
             released: false,
         };
         slot.cgroup = Some(ready.cgroups.create(&index.to_string(), slot.limits)?);
         slot.netns = Some(network::Namespace::create(ready.settings.subnet, index).await?);
+        if let Some(dir) = app_dir {
+            let (dir, size) = (dir.to_path_buf(), ready.settings.app_disk_bytes);
+            let layer = tokio::task::spawn_blocking(move || layer::Layer::create(index, &dir, uid, size))
+                .await
+                .map_err(|e| e.to_string())??;
+            slot.layer = Some(layer);
+        }
         Ok(Some(slot))
     }
 }
@@ -208,6 +231,7 @@ pub struct Slot {
     limits: Limits,
     netns: Option<network::Namespace>,
     cgroup: Option<cgroup::Cgroup>,
+    layer: Option<layer::Layer>,
     released: bool,
 }
 
@@ -221,6 +245,12 @@ impl Slot {
             cgroup_procs: self.cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
             tmp_bytes: Some(self.limits.memory_bytes),
         })
+    }
+
+    /// The folder to run the instance in: the writable layer over its deployment's folder,
+    /// or `dir` itself when the slot has no layer.
+    pub fn app_dir(&self, dir: &Path) -> PathBuf {
+        self.layer.as_ref().map_or_else(|| dir.to_path_buf(), |l| l.merged())
     }
 
     /// The host uid its commands run as.
@@ -246,6 +276,14 @@ impl Slot {
     /// Why the kernel stopped something in it, if it did: out of memory, or forks
     /// refused at the process limit.
     pub fn limit_hit(&self) -> Option<String> {
+        if let Some(layer) = &self.layer
+            && layer.is_full()
+        {
+            return Some(format!(
+                "disk full: the app's writable space of {} MiB is used up",
+                layer.size_bytes() >> 20
+            ));
+        }
         let group = self.cgroup.as_ref()?;
         if group.oom_kills() > 0 {
             return Some(format!(
@@ -268,6 +306,9 @@ impl Slot {
         if let Some(group) = self.cgroup.take() {
             let _ = tokio::task::spawn_blocking(move || group.remove()).await;
         }
+        if let Some(layer) = self.layer.take() {
+            let _ = tokio::task::spawn_blocking(move || layer.remove()).await;
+        }
         if let Some(ns) = self.netns.take() {
             ns.remove().await;
         }
@@ -280,10 +321,13 @@ impl Drop for Slot {
         if self.released {
             return;
         }
-        let (index, group) = (self.index, self.cgroup.take());
+        let (index, group, layer) = (self.index, self.cgroup.take(), self.layer.take());
         let cleanup = move || {
             if let Some(group) = group {
                 group.remove();
+            }
+            if let Some(layer) = layer {
+                layer.remove();
             }
             network::remove_blocking(index);
             let _ = std::fs::remove_file(lock_file(index));
@@ -319,6 +363,7 @@ fn reclaim_dead_slots(hierarchy: &cgroup::Hierarchy) -> usize {
     }
     hierarchy.sweep(|name| name.parse::<u32>().is_ok_and(|i| dead.contains(&i)));
     for index in &dead {
+        layer::remove_leftover(*index);
         network::remove_blocking(*index);
         let _ = std::fs::remove_file(lock_file(*index));
     }
