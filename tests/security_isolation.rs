@@ -286,6 +286,11 @@ async fn an_app_reaches_the_internet_and_dns_but_not_the_host_its_neighbours_or_
         uid_of("prober")
     );
     assert_ne!(uid_of("prober"), uid_of("neighbour"), "two sites share a host uid");
+
+    // The provider's connection test says what confines apps here.
+    let (status, test) = server.post("/api/config/local/test", &serde_json::json!({})).await;
+    assert_eq!(status, 200, "{test}");
+    assert!(test.to_string().contains("network namespace"), "{test}");
     drop(world);
 }
 
@@ -382,4 +387,23 @@ async fn a_disk_filler_runs_out_of_its_own_space_and_the_deployments_files_stay_
     );
     let (health, _) = server.get("/healthz").await;
     assert_eq!(health, 200);
+}
+
+#[tokio::test]
+async fn an_app_killed_for_memory_while_starting_fails_its_deploy_saying_so() {
+    let server = TestServer::start_with(&[("BERTH_APP_MEMORY_MB", "64")]).await;
+    let hog = app(&[
+        ("requirements.txt", "# no dependencies\n"),
+        (
+            "app.py",
+            "block = bytearray(256 * 1024 * 1024)\nfor i in range(0, len(block), 4096):\n    block[i] = 1\n",
+        ),
+    ]);
+    let (status, out) = server
+        .post_bytes("/api/sites/hog/upload?wait=true", pack(hog.path()))
+        .await;
+    assert_eq!(status, 202, "{out}");
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("out of memory"), "the error does not say why: {out}");
 }

@@ -35,6 +35,8 @@ struct Instance {
     addr: Mutex<Option<SocketAddr>>,
     state: Mutex<InstanceState>,
     exits: Mutex<u32>,
+    /// How it last exited (`code 137: out of memory: …`).
+    last_exit: Mutex<Option<String>>,
     last_lines: Mutex<VecDeque<String>>,
     stop: CancellationToken,
     /// Cancelled once the instance is gone (its supervisor returned).
@@ -279,6 +281,7 @@ impl Runtime {
                         addr: Mutex::new(None),
                         state: Mutex::new(InstanceState::Starting),
                         exits: Mutex::new(0),
+                        last_exit: Mutex::new(None),
                         last_lines: Mutex::new(VecDeque::new()),
                         stop: CancellationToken::new(),
                         done: CancellationToken::new(),
@@ -337,9 +340,15 @@ impl Runtime {
                 )
             {
                 let last_lines = instance.last_lines();
+                let how = instance.last_exit.lock().expect("exit lock").clone();
                 self.stop_instance(&spec.deployment_id, index).await;
                 return Err(StartError {
-                    message: "the app exited before it became healthy; its last output is below".into(),
+                    message: match how {
+                        Some(how) => {
+                            format!("the app exited with {how} before it became healthy; its last output is below")
+                        }
+                        None => "the app exited before it became healthy; its last output is below".into(),
+                    },
                     last_lines,
                 });
             }
@@ -624,6 +633,7 @@ impl Runtime {
             }
             let note = instance_note(instance.index, &format!("the app exited with {exit}"));
             self.logs.write(&spec.deployment_id, "runtime", "system", note.clone());
+            *instance.last_exit.lock().expect("exit lock") = Some(exit.clone());
             *instance.exits.lock().expect("exits lock") += 1;
             let now = Instant::now();
             crashes.push_back(now);

@@ -319,12 +319,21 @@ impl ProviderSettings for LocalSettings {
         Ok(())
     }
     async fn test_connection(&self, platform: &Platform, _config: &ConfigMap) -> ServiceResult<String> {
-        if platform.runtime.is_sandboxed() {
-            Ok("apps run as local processes inside a bubblewrap sandbox".into())
-        } else {
-            Err(ServiceError::conflict(
+        if !platform.runtime.is_sandboxed() {
+            return Err(ServiceError::conflict(
                 "bubblewrap (bwrap) is not installed, so apps run unsandboxed; install the bubblewrap package and restart berth",
-            ))
+            ));
+        }
+        match platform.isolation.status() {
+            Ok(confined) => Ok(format!(
+                "apps run as local processes inside a bubblewrap sandbox; {confined}"
+            )),
+            Err(why) if matches!(*platform.isolation, crate::runtime::isolation::Isolation::Off(_)) => Ok(format!(
+                "apps run as local processes inside a bubblewrap sandbox, on the host network and without limits: {why}"
+            )),
+            Err(why) => Err(ServiceError::conflict(format!(
+                "apps cannot start: {why}; install what is missing and restart berth"
+            ))),
         }
     }
 }

@@ -84,7 +84,7 @@ impl Layer {
     pub fn is_full(&self) -> bool {
         match nix::sys::statvfs::statvfs(&self.dir.join("rw")) {
             Ok(s) => {
-                let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+                let free = s.blocks_available() * s.fragment_size();
                 free < (self.size / 100).max(64 * 1024)
             }
             Err(_) => false,
