@@ -601,6 +601,8 @@ struct SetScalingBody {
     max_instances: Option<i64>,
     idle_timeout_seconds: Option<i64>,
     target_concurrency: Option<i64>,
+    memory_mb: Option<i64>,
+    cpus: Option<f64>,
     idempotency_key: Option<String>,
 }
 
@@ -618,6 +620,8 @@ async fn set_scaling(
         max_instances: b.max_instances,
         idle_timeout_seconds: b.idle_timeout_seconds,
         target_concurrency: b.target_concurrency,
+        memory_mb: b.memory_mb,
+        cpus: b.cpus,
         idempotency_key: b.idempotency_key,
     };
     Ok(Json(s.set_scaling(&actor, "HOSTING_SET_SCALING_CONFIG", &input).await?))

@@ -239,7 +239,12 @@ async fn build_and_start(
         } else {
             platform
                 .isolation
-                .acquire(crate::runtime::isolation::SlotKind::Build, uid, None)
+                .acquire(
+                    crate::runtime::isolation::SlotKind::Build,
+                    uid,
+                    None,
+                    Default::default(),
+                )
                 .await
                 .map_err(StageFailure::from)?
         };

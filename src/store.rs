@@ -1123,12 +1123,16 @@ pub struct ScalingRow {
     pub idle_timeout_seconds: i64,
     /// In-flight requests per instance to aim for.
     pub target_concurrency: i64,
+    /// Memory of each instance in MiB; `None`: the server's default.
+    pub memory_mb: Option<i64>,
+    /// CPU of each instance in thousandths of a core; `None`: the server's default.
+    pub cpu_millis: Option<i64>,
 }
 
 /// Reads an environment's scale settings.
 pub async fn get_scaling(db: impl SqliteExecutor<'_>, env_id: &str) -> sqlx::Result<ScalingRow> {
     sqlx::query_as(
-        "SELECT min_instances, max_instances, idle_timeout_seconds, target_concurrency FROM environments WHERE id = ?",
+        "SELECT min_instances, max_instances, idle_timeout_seconds, target_concurrency, memory_mb, cpu_millis FROM environments WHERE id = ?",
     )
     .bind(env_id)
     .fetch_one(db)
@@ -1138,12 +1142,14 @@ pub async fn get_scaling(db: impl SqliteExecutor<'_>, env_id: &str) -> sqlx::Res
 /// Writes an environment's scale settings.
 pub async fn set_scaling(db: impl SqliteExecutor<'_>, env_id: &str, s: &ScalingRow) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE environments SET min_instances = ?, max_instances = ?, idle_timeout_seconds = ?, target_concurrency = ?, updated_at = ? WHERE id = ?",
+        "UPDATE environments SET min_instances = ?, max_instances = ?, idle_timeout_seconds = ?, target_concurrency = ?, memory_mb = ?, cpu_millis = ?, updated_at = ? WHERE id = ?",
     )
     .bind(s.min_instances)
     .bind(s.max_instances)
     .bind(s.idle_timeout_seconds)
     .bind(s.target_concurrency)
+    .bind(s.memory_mb)
+    .bind(s.cpu_millis)
     .bind(now_ms())
     .bind(env_id)
     .execute(db)

@@ -407,3 +407,27 @@ async fn an_app_killed_for_memory_while_starting_fails_its_deploy_saying_so() {
     let error = out["deployment"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("out of memory"), "the error does not say why: {out}");
 }
+
+#[tokio::test]
+async fn an_environment_can_be_given_more_memory_than_the_default() {
+    let server = TestServer::start_with(&[("BERTH_APP_MEMORY_MB", "64")]).await;
+    let probe = probe_app();
+    deploy(&server, "big", probe.path()).await;
+    let (code, _) = server.edge("big.localhost", "/hog?mb=100").await;
+    assert_ne!(code, 200, "100 MB fit in a 64 MB instance");
+
+    let (status, bad) = server
+        .patch("/api/sites/big/scaling", &serde_json::json!({"memory_mb": 8}))
+        .await;
+    assert!((400..500).contains(&status), "{bad}");
+    assert!(bad.to_string().contains("memory_mb"), "{bad}");
+    let (status, cfg) = server
+        .patch("/api/sites/big/scaling", &serde_json::json!({"memory_mb": 256}))
+        .await;
+    assert_eq!(status, 200, "{cfg}");
+    assert_eq!(cfg["memory_mb"], 256);
+
+    deploy(&server, "big", probe.path()).await;
+    let (code, body) = server.edge("big.localhost", "/hog?mb=100").await;
+    assert_eq!((code, body.as_str()), (200, "\"survived 104857600\""));
+}

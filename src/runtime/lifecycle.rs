@@ -876,6 +876,7 @@ mod tests {
             image: None,
             provider_config: Default::default(),
             uid: None,
+            size: Default::default(),
         }
     }
 

@@ -53,6 +53,18 @@ pub struct InstanceSpec {
     /// The site's own host uid, for providers that run processes on this host (`None`:
     /// isolation is off here).
     pub uid: Option<u32>,
+    /// Instance size set on the environment (memory in MiB, CPU in cores); `None` each:
+    /// the provider's default.
+    pub size: InstanceSize,
+}
+
+/// An environment's own instance size (HOSTING_SET_SCALING_CONFIG `memory_mb`, `cpus`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct InstanceSize {
+    /// Memory in MiB.
+    pub memory_mb: Option<u64>,
+    /// CPU in cores.
+    pub cpus: Option<f64>,
 }
 
 /// Observed state of an instance.

@@ -287,6 +287,13 @@ impl Platform {
             } else {
                 self.site_uid(site).await?
             },
+            size: {
+                let scaling = store::get_scaling(self.store.pool(), &d.environment_id).await?;
+                crate::runtime::InstanceSize {
+                    memory_mb: scaling.memory_mb.map(|m| m as u64),
+                    cpus: scaling.cpu_millis.map(|m| m as f64 / 1000.0),
+                }
+            },
         }))
     }
 

@@ -46,6 +46,8 @@ impl Service {
             max_instances: row.max_instances,
             idle_timeout_seconds: row.idle_timeout_seconds,
             target_concurrency: row.target_concurrency,
+            memory_mb: row.memory_mb,
+            cpus: row.cpu_millis.map(|m| m as f64 / 1000.0),
             running_instances: running as i64,
             instances,
         })
@@ -70,6 +72,22 @@ impl Service {
                     max_instances: input.max_instances.unwrap_or(current.max_instances),
                     idle_timeout_seconds: input.idle_timeout_seconds.unwrap_or(current.idle_timeout_seconds),
                     target_concurrency: input.target_concurrency.unwrap_or(current.target_concurrency),
+                    memory_mb: match input.memory_mb {
+                        Some(0) => None,
+                        Some(mb) => Some(mb),
+                        None => current.memory_mb,
+                    },
+                    cpu_millis: match input.cpus {
+                        Some(0.0) => None,
+                        Some(c) if c.is_finite() && (0.05..=64.0).contains(&c) => Some((c * 1000.0).round() as i64),
+                        Some(c) => {
+                            return Err(ServiceError::invalid(
+                                "cpus",
+                                format!("cpus must be 0.05 to 64 cores (0 for the server's default), not {c}"),
+                            ));
+                        }
+                        None => current.cpu_millis,
+                    },
                 };
                 validate_scaling(&next)?;
                 let mut tx = self.platform.store.begin().await?;
@@ -112,6 +130,14 @@ fn validate_scaling(s: &ScalingRow) -> ServiceResult<()> {
         return Err(ServiceError::invalid(
             "idle_timeout_seconds",
             "idle_timeout_seconds must be 5-86400",
+        ));
+    }
+    if let Some(mb) = s.memory_mb
+        && !(16..=65_536).contains(&mb)
+    {
+        return Err(ServiceError::invalid(
+            "memory_mb",
+            format!("memory_mb must be 16 to 65536 MiB (0 for the server's default), not {mb}"),
         ));
     }
     if !(1..=1000).contains(&s.target_concurrency) {

@@ -584,6 +584,14 @@ pub struct SetScalingInput {
     /// starts another instance, up to max_instances.
     #[serde(default)]
     pub target_concurrency: Option<i64>,
+    /// Memory of each instance in MiB (16-65536; 0 = the server's default). Applies to
+    /// instances started after the change (the next deploy or restart).
+    #[serde(default)]
+    pub memory_mb: Option<i64>,
+    /// CPU of each instance in cores (0.05-64; 0 = the server's default). Applies to
+    /// instances started after the change.
+    #[serde(default)]
+    pub cpus: Option<f64>,
     /// Repeat-safe key.
     #[serde(default)]
     pub idempotency_key: Option<String>,
@@ -604,6 +612,11 @@ pub struct ScalingConfig {
     pub idle_timeout_seconds: i64,
     /// Target in-flight requests per instance.
     pub target_concurrency: i64,
+    /// Memory of each instance in MiB, when the environment sets it (else the server's
+    /// default applies).
+    pub memory_mb: Option<i64>,
+    /// CPU of each instance in cores, when the environment sets it.
+    pub cpus: Option<f64>,
     /// Instances running right now (not counting ones draining after a scale-in).
     pub running_instances: i64,
     /// Each instance of the deployment the environment serves.

@@ -875,6 +875,8 @@ async fn scale(
             max_instances: parse_number(f.max_instances.as_deref(), "max_instances")?,
             idle_timeout_seconds: parse_number(f.idle_timeout_seconds.as_deref(), "idle_timeout_seconds")?,
             target_concurrency: parse_number(f.target_concurrency.as_deref(), "target_concurrency")?,
+            memory_mb: None,
+            cpus: None,
             idempotency_key: None,
         })
     })();

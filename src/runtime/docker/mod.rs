@@ -364,8 +364,8 @@ impl Provider for DockerProvider {
             port: spec.port,
             env: spec.env.clone(),
             command: Some(spec.command.clone()).filter(|c| !c.trim().is_empty()),
-            memory_mb: settings.memory_mb,
-            cpus: settings.cpus,
+            memory_mb: spec.size.memory_mb.unwrap_or(settings.memory_mb),
+            cpus: spec.size.cpus.unwrap_or(settings.cpus),
             pids_limit: settings.pids_limit,
         };
         if engine.is_local() && self.shield.is_active() {

@@ -164,6 +164,7 @@ impl Isolation {
         kind: SlotKind,
         uid: Option<u32>,
         app_dir: Option<&Path>,
+        size: crate::runtime::InstanceSize,
     ) -> Result<Option<Slot>, String> {
         let ready = match self {
             Isolation::Off(_) => return Ok(None),
@@ -175,9 +176,18 @@ impl Isolation {
         let mut slot = Slot {
             index,
             uid,
-            limits: match kind {
-                SlotKind::App => ready.settings.app,
-                SlotKind::Build => ready.settings.build,
+            limits: {
+                let mut limits = match kind {
+                    SlotKind::App => ready.settings.app,
+                    SlotKind::Build => ready.settings.build,
+                };
+                if let Some(mb) = size.memory_mb {
+                    limits.memory_bytes = mb << 20;
+                }
+                if let Some(cpus) = size.cpus {
+                    limits.cpus = cpus;
+                }
+                limits
             },
             netns: None,
             cgroup: None,
