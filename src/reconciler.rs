@@ -232,25 +232,11 @@ fn starting(site: &str) -> RouteTarget {
 /// How long an instance that no route points at keeps running before it is stopped.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// Runtime log lines kept per deployment.
-const RUNTIME_LOG_RETENTION: i64 = 20_000;
-
 /// Runs reconcile passes when woken (state changed) and every few seconds, until shutdown.
 pub async fn run(platform: Arc<Platform>, shutdown: CancellationToken) {
-    let mut last_trim = std::time::Instant::now();
     loop {
         if let Err(err) = reconcile(&platform).await {
             tracing::warn!(error = %format!("{err:#}"), "reconcile pass failed");
-        }
-        if last_trim.elapsed() > Duration::from_secs(60) {
-            last_trim = std::time::Instant::now();
-            for deployment_id in platform.runtime.deployments() {
-                if let Err(err) =
-                    store::trim_runtime_logs(platform.store.pool(), &deployment_id, RUNTIME_LOG_RETENTION).await
-                {
-                    tracing::warn!(error = %err, "trimming runtime logs failed");
-                }
-            }
         }
         tokio::select! {
             _ = platform.reconcile_wake.notified() => {}

@@ -702,7 +702,16 @@ impl Runtime {
         let logs = self.logs.clone();
         let deployment_id = deployment_id.to_string();
         tokio::spawn(async move {
+            let mut limit = super::logs::RateLimit::default();
             while let Some(out) = output.next().await {
+                let dropped = match limit.admit(std::time::Instant::now()) {
+                    super::logs::Admit::Pass(dropped) => dropped,
+                    super::logs::Admit::Drop => continue,
+                };
+                if let Some(n) = dropped {
+                    let note = instance_note(instance.index, &super::logs::dropped_note(n));
+                    logs.write_paced(&deployment_id, "runtime", "system", note).await;
+                }
                 let mut line = out.line;
                 if line.len() > MAX_LINE {
                     let mut cut = MAX_LINE;
@@ -719,12 +728,17 @@ impl Runtime {
                     }
                     last.push_back(line.clone());
                 }
-                logs.write(
+                logs.write_paced(
                     &deployment_id,
                     "runtime",
                     out.stream,
                     instance_note(instance.index, &line),
-                );
+                )
+                .await;
+            }
+            if let Some(n) = limit.take_dropped() {
+                let note = instance_note(instance.index, &super::logs::dropped_note(n));
+                logs.write_paced(&deployment_id, "runtime", "system", note).await;
             }
         })
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use berth_build::sandbox::{Sandbox, SandboxSpec};
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, BufReader};
 
 use super::isolation::{Isolation, Slot, SlotKind};
 use super::{InstanceSpec, Launched, OutputLine, OutputStream, Provider, Usage};
@@ -205,15 +205,65 @@ impl Launched for LocalProcess {
     }
 }
 
+/// Longest output line read into memory; the rest of a longer line is skipped.
+const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// The stream's lines, each at most [`MAX_LINE_BYTES`] (a longer one is cut and marked),
+/// so an app writing one endless line costs berth a bounded buffer.
 fn lines(stream: impl AsyncRead + Unpin + Send + 'static, name: &'static str) -> OutputStream {
-    futures::stream::unfold(BufReader::new(stream).split(b'\n'), move |mut split| async move {
-        match split.next_segment().await {
-            Ok(Some(raw)) => {
-                let line = String::from_utf8_lossy(&raw).trim_end_matches('\r').to_string();
-                Some((OutputLine { stream: name, line }, split))
+    use tokio::io::AsyncBufReadExt as _;
+    struct State<R> {
+        reader: BufReader<R>,
+        skipping: bool,
+    }
+    let state = State {
+        reader: BufReader::new(stream),
+        skipping: false,
+    };
+    futures::stream::unfold(state, move |mut st| async move {
+        let mut line: Vec<u8> = Vec::new();
+        loop {
+            let buf = match st.reader.fill_buf().await {
+                Ok(buf) if !buf.is_empty() => buf,
+                // End of output: a last line without a newline still counts.
+                _ if !line.is_empty() && !st.skipping => break,
+                _ => return None,
+            };
+            let newline = buf.iter().position(|b| *b == b'\n');
+            let take = newline.map_or(buf.len(), |i| i + 1);
+            if !st.skipping {
+                let room = MAX_LINE_BYTES.saturating_sub(line.len());
+                line.extend_from_slice(&buf[..newline.unwrap_or(take).min(room)]);
             }
-            _ => None,
+            st.reader.consume(take);
+            if newline.is_some() {
+                if st.skipping {
+                    st.skipping = false;
+                    continue;
+                }
+                break;
+            }
+            if line.len() >= MAX_LINE_BYTES && !st.skipping {
+                st.skipping = true;
+                let mut text = String::from_utf8_lossy(&line).into_owned();
+                text.push_str(" …[truncated]");
+                return Some((
+                    OutputLine {
+                        stream: name,
+                        line: text,
+                    },
+                    st,
+                ));
+            }
         }
+        let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+        Some((
+            OutputLine {
+                stream: name,
+                line: text,
+            },
+            st,
+        ))
     })
     .boxed()
 }
