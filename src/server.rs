@@ -35,6 +35,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     std::fs::create_dir_all(config.deployments_dir())?;
     std::fs::create_dir_all(config.uploads_dir())?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    let local_repos = crate::source::LocalRepoPolicy::new(&config.allow_local_repos, &config.data_dir)
+        .map_err(|message| anyhow::anyhow!(message))?;
     let store = Store::open_sqlite(&config.database_path()).await?;
     bootstrap(&store, &config).await?;
     let orphaned = store::requeue_orphaned_jobs(store.pool()).await?;
@@ -84,6 +86,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         edge.clone(),
         reconcile_wake,
         crate::crypto::SecretBox::load(&config.data_dir, config.master_key.as_deref())?,
+        local_repos,
     ));
     let waker_platform = platform.clone();
     let runtime_handle = tokio::runtime::Handle::current();
