@@ -344,22 +344,25 @@ async fn hook_callback(State(s): State<Service>, body: axum::body::Bytes) -> Res
     }
 }
 
-/// Largest webhook body accepted (GitHub caps payloads at 25 MB).
-const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
-
 /// `POST /hooks/github`: signed GitHub deliveries (no API key; the signature decides).
+/// The body is handed over unread: the service decides how much of it to take.
 async fn github_webhook(State(s): State<Service>, headers: HeaderMap, body: Body) -> Response {
-    let Ok(body) = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES).await else {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "webhook body over 25 MB");
-    };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let hook_headers = crate::service::github::WebhookHeaders {
         event: header("x-github-event"),
         delivery: header("x-github-delivery"),
         signature: header("x-hub-signature-256"),
     };
-    let out = s.github_webhook(&hook_headers, &body).await;
-    (out.status, axum::Json(out.body)).into_response()
+    let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
+    let out = s.github_webhook(&hook_headers, length, body.into_data_stream()).await;
+    let refused = out.status.is_client_error() || out.status.is_server_error();
+    let mut resp = (out.status, axum::Json(out.body)).into_response();
+    if refused {
+        // A refused body may be unread: the connection cannot carry another request.
+        resp.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// `berth git-hook post-receive`: run by git inside a push; reads `old new ref` lines

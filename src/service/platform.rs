@@ -60,6 +60,8 @@ pub struct Platform {
     pub git: super::git::GitState,
     /// Which server folders a site's `repo` may name.
     pub local_repos: crate::source::LocalRepoPolicy,
+    /// Slots for webhook bodies being read before their signature is known.
+    pub webhook_intake: tokio::sync::Semaphore,
     in_progress: Mutex<HashMap<String, CancellationToken>>,
 }
 
@@ -94,6 +96,7 @@ impl Platform {
             secrets,
             git: super::git::GitState::default(),
             local_repos,
+            webhook_intake: tokio::sync::Semaphore::new(super::github::WEBHOOK_INTAKE_SLOTS),
             in_progress: Mutex::new(HashMap::new()),
         }
     }
