@@ -27,5 +27,6 @@ pub mod server;
 pub mod service;
 pub mod source;
 pub mod store;
+pub mod throttle;
 pub mod ui;
 pub mod util;

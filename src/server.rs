@@ -127,7 +127,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         service,
         &config,
         api_addr.port(),
-        Arc::new(Authenticator::new(store.clone())),
+        Arc::new(Authenticator::new(store.clone(), platform.auth_throttle.clone())),
     );
 
     let ports = serde_json::json!({ "api": api_addr.port(), "edge": edge_addr.port() });

@@ -1162,6 +1162,14 @@ fn validate_env_var(k: &str, v: Option<&String>) -> ServiceResult<()> {
                 format!("env var '{k}' is set by berth and cannot be overridden"),
             ));
         }
+        // A NUL cannot cross exec (the value would be cut short or the start would fail);
+        // other control characters (newlines in a PEM key) are legitimate values.
+        if v.is_some_and(|v| v.contains('\0')) {
+            return Err(ServiceError::invalid(
+                "env_vars",
+                format!("the value of '{k}' contains a NUL byte, which no process environment can hold; remove it"),
+            ));
+        }
         if v.is_some_and(|v| v.len() > MAX_ENV_VALUE) {
             return Err(ServiceError::invalid(
                 "env_vars",

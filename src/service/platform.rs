@@ -62,6 +62,8 @@ pub struct Platform {
     pub local_repos: crate::source::LocalRepoPolicy,
     /// Slots for webhook bodies being read before their signature is known.
     pub webhook_intake: tokio::sync::Semaphore,
+    /// Failed authentications, for backoff (shared by the API, dashboard and git server).
+    pub auth_throttle: Arc<crate::throttle::AuthThrottle>,
     in_progress: Mutex<HashMap<String, CancellationToken>>,
 }
 
@@ -97,6 +99,7 @@ impl Platform {
             git: super::git::GitState::default(),
             local_repos,
             webhook_intake: tokio::sync::Semaphore::new(super::github::WEBHOOK_INTAKE_SLOTS),
+            auth_throttle: Arc::default(),
             in_progress: Mutex::new(HashMap::new()),
         }
     }
