@@ -10,6 +10,7 @@
 pub mod api;
 pub mod auth;
 pub mod autoscaler;
+pub mod backup;
 pub mod build_cache;
 pub mod cli;
 pub mod config;

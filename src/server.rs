@@ -30,8 +30,12 @@ use crate::util::new_id;
 
 /// Runs the server until `shutdown` resolves, then stops apps and exits cleanly.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    check_bootstrap_key(config.bootstrap_key.as_deref())?;
+    // Everything berth writes (database, WAL, keys, logs, builds) is its user's alone.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    restrict_data_dir(&config.data_dir)?;
     std::fs::create_dir_all(config.deployments_dir())?;
     std::fs::create_dir_all(config.uploads_dir())?;
     let _lock = lock_data_dir(&config.data_dir)?;
@@ -201,6 +205,42 @@ fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, a
         .merge(crate::git_http::router(service_for_git))
         .merge(protected)
         .merge(crate::ui::router(ui))
+}
+
+/// Shortest bootstrap key accepted: it is a long-lived admin credential.
+pub const MIN_BOOTSTRAP_KEY_CHARS: usize = 24;
+
+/// Refuses a bootstrap key too short to resist guessing.
+fn check_bootstrap_key(key: Option<&str>) -> anyhow::Result<()> {
+    match key.map(str::trim) {
+        Some(k) if !k.is_empty() && k.chars().count() < MIN_BOOTSTRAP_KEY_CHARS => anyhow::bail!(
+            "BERTH_BOOTSTRAP_KEY is {} characters; use at least {MIN_BOOTSTRAP_KEY_CHARS} random characters (e.g. `openssl rand -hex 16`), or leave it unset to have berth generate one",
+            k.chars().count()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Makes the data dir `0700` and what lies directly in it `0700` (folders) or `0600`
+/// (files), so a data dir created by an older berth, or copied with other modes, is
+/// closed to other users before anything is read from it.
+fn restrict_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("restricting the permissions of {}", path.display()))
+    };
+    set(dir, 0o700)?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            set(&entry.path(), 0o700)?;
+        } else if kind.is_file() {
+            set(&entry.path(), 0o600)?;
+        }
+    }
+    Ok(())
 }
 
 /// Holds an exclusive lock on the data dir for the life of the server: two servers on
