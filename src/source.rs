@@ -432,6 +432,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn local_repo_policy() {
+        assert_eq!(LocalRepoPolicy::local_path("https://x/y.git"), Ok(None));
+        assert_eq!(LocalRepoPolicy::local_path("/a/b"), Ok(Some("/a/b".into())));
+        assert_eq!(LocalRepoPolicy::local_path("file:///a/b"), Ok(Some("/a/b".into())));
+        assert!(LocalRepoPolicy::local_path("file://host/a").is_err());
+        assert!(LocalRepoPolicy::local_path("file:///a/%2e%2e/b").is_err());
+
+        let base = tempfile::tempdir().unwrap();
+        let (data, root) = (base.path().join("data"), base.path().join("apps"));
+        std::fs::create_dir_all(data.join("git")).unwrap();
+        std::fs::create_dir_all(root.join("site")).unwrap();
+        std::os::unix::fs::symlink(&data, root.join("pivot")).unwrap();
+        for bad in [&data, &data.join("git"), &base.path().to_path_buf()] {
+            assert!(
+                LocalRepoPolicy::new(std::slice::from_ref(bad), &data).is_err(),
+                "{bad:?}"
+            );
+        }
+        let off = LocalRepoPolicy::new(&[], &data).unwrap();
+        let err = off.check(root.join("site").to_str().unwrap()).unwrap_err();
+        assert!(err.contains("server folders are off"), "{err}");
+        let on = LocalRepoPolicy::new(std::slice::from_ref(&root), &data).unwrap();
+        assert!(on.check(root.join("site").to_str().unwrap()).unwrap().is_some());
+        assert!(on.check(&format!("file://{}", root.join("site").display())).is_ok());
+        assert!(on.check(root.join("pivot").to_str().unwrap()).is_err());
+        assert!(on.check(&format!("{}/../data", root.display())).is_err());
+        assert_eq!(on.check("https://example.com/x.git"), Ok(None));
+        assert!(LocalRepoPolicy::is_internal(
+            &format!("file://{}", data.join("git").display()),
+            &data.join("git")
+        ));
+        assert!(!LocalRepoPolicy::is_internal(
+            &format!("file://{}/..", data.join("git").display()),
+            &data.join("git")
+        ));
+    }
+
+    #[test]
     fn classify() {
         assert_eq!(
             classify_repo("https://x/y.git"),
