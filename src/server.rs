@@ -221,9 +221,24 @@ fn check_bootstrap_key(key: Option<&str>) -> anyhow::Result<()> {
     }
 }
 
-/// Makes the data dir `0700` and what lies directly in it `0700` (folders) or `0600`
-/// (files), so a data dir created by an older berth, or copied with other modes, is
-/// closed to other users before anything is read from it.
+/// What berth keeps directly in its data dir: narrowed at start. Other entries are left
+/// alone, in case an operator pointed `--data` at a folder holding other things.
+const DATA_FILES: &[&str] = &[
+    "berth.db",
+    "berth.db-wal",
+    "berth.db-shm",
+    "berth.db-journal",
+    "master.key",
+    "ports.json",
+    "berth.lock",
+    "docker-owner",
+];
+/// Folders berth keeps directly in its data dir.
+const DATA_FOLDERS: &[&str] = &["deployments", "uploads", "git", "cache"];
+
+/// Makes the data dir `0700`, berth's folders in it `0700` and its files `0600`, so a data
+/// dir created by an older berth, or copied with other modes, is closed to other users
+/// before anything is read from it.
 fn restrict_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let set = |path: &std::path::Path, mode: u32| {
@@ -231,13 +246,20 @@ fn restrict_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("restricting the permissions of {}", path.display()))
     };
     set(dir, 0o700)?;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            set(&entry.path(), 0o700)?;
-        } else if kind.is_file() {
-            set(&entry.path(), 0o600)?;
+    for (names, kind_ok, mode) in [
+        (
+            DATA_FILES,
+            std::fs::FileType::is_file as fn(&std::fs::FileType) -> bool,
+            0o600,
+        ),
+        (DATA_FOLDERS, std::fs::FileType::is_dir, 0o700),
+    ] {
+        for name in names {
+            let path = dir.join(name);
+            // Never through a symlink: only berth's own entries are changed.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| kind_ok(&m.file_type())) {
+                set(&path, mode)?;
+            }
         }
     }
     Ok(())

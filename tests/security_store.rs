@@ -103,9 +103,15 @@ async fn the_data_dir_and_its_files_are_berths_alone() {
     let data = server.stop();
     std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(data.path().join("berth.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(data.path().join("deployments"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Something of the operator's beside berth's files keeps its mode.
+    std::fs::write(data.path().join("notes.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(data.path().join("notes.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let server = TestServer::start_in(data, &[]).await;
     assert_eq!(mode(server.data.path()), 0o700);
     assert_eq!(mode(&server.data.path().join("berth.db")), 0o600);
+    assert_eq!(mode(&server.data.path().join("deployments")), 0o700);
+    assert_eq!(mode(&server.data.path().join("notes.sh")), 0o755);
 }
 
 #[tokio::test]
