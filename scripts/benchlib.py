@@ -3,7 +3,7 @@ tarballs."""
 import io, json, os, socket, subprocess, tarfile, tempfile, time
 import urllib.request, urllib.error
 
-KEY = "berth_bench_admin_key"
+KEY = "berth_bench_admin_key_0123456789"
 
 
 def http(method, url, body=None, headers=None, timeout=120):

@@ -32,6 +32,10 @@ impl IntoResponse for ServiceError {
                 resp.headers_mut()
                     .insert("connection", "close".parse().expect("static header"));
             }
+            ServiceError::RateLimited { retry_after } => {
+                resp.headers_mut()
+                    .insert("retry-after", crate::throttle::retry_after_secs(retry_after).into());
+            }
             _ => {}
         }
         resp
@@ -44,13 +48,22 @@ pub async fn require_key(State(auth): State<Arc<Authenticator>>, mut req: Reques
     let Some(key) = bearer(header) else {
         return ServiceError::Unauthorized.into_response();
     };
-    match auth.authenticate(key).await {
+    let client = client_ip(&req);
+    match auth.authenticate_from(key, client).await {
         Ok(actor) => {
             req.extensions_mut().insert(actor);
             next.run(req).await
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// The address a request came from (unspecified when the server was built without
+/// connection info, as in-process tests may be).
+pub fn client_ip<B>(req: &axum::http::Request<B>) -> std::net::IpAddr {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
 /// The `/api` routes (authentication is layered on by the server).

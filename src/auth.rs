@@ -3,7 +3,8 @@
 //! the key) so that MCP and edge-heavy clients don't pay argon2 on every request.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
@@ -13,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::Actor;
 use crate::store::{self, Store};
+use crate::throttle::{AuthThrottle, Subject};
 use crate::util::{new_id, random_hex};
 
 const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -57,15 +59,31 @@ pub async fn create_key(
 pub struct Authenticator {
     store: Store,
     cache: Mutex<HashMap<[u8; 32], (Actor, Instant)>>,
+    throttle: Arc<AuthThrottle>,
 }
 
 impl Authenticator {
-    /// An authenticator over the store.
-    pub fn new(store: Store) -> Self {
+    /// An authenticator over the store, counting failures in `throttle`.
+    pub fn new(store: Store, throttle: Arc<AuthThrottle>) -> Self {
         Self {
             store,
             cache: Mutex::new(HashMap::new()),
+            throttle,
         }
+    }
+
+    /// [`Self::authenticate`] for a client: refused with `RateLimited` while the client's
+    /// address is blocked (before the key is looked at), and a wrong key counts against it.
+    pub async fn authenticate_from(&self, key: &str, client: IpAddr) -> ServiceResult<Actor> {
+        let who = [Subject::address(client)];
+        self.throttle
+            .check(&who)
+            .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
+        let result = self.authenticate(key).await;
+        if matches!(result, Err(ServiceError::Unauthorized)) {
+            self.throttle.failure(&who);
+        }
+        result
     }
 
     /// The actor of a key, or `Unauthorized` without saying why.

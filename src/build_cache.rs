@@ -73,7 +73,9 @@ impl CacheEntry {
         if !cached.is_dir() || app_dir.join(self.folder).symlink_metadata().is_ok() {
             return false;
         }
-        copy_tree(&cached, &app_dir.join(self.folder)).await.is_ok()
+        crate::util::copy_tree(&cached, &app_dir.join(self.folder))
+            .await
+            .is_ok()
     }
 
     /// Saves the app dir's freshly installed dependencies, replacing older keys of the site
@@ -88,7 +90,9 @@ impl CacheEntry {
         let staging = self.dir.with_extension("partial");
         let _ = tokio::fs::remove_dir_all(&staging).await;
         if tokio::fs::create_dir_all(&staging).await.is_err()
-            || copy_tree(&installed, &staging.join(self.folder)).await.is_err()
+            || crate::util::copy_tree(&installed, &staging.join(self.folder))
+                .await
+                .is_err()
         {
             let _ = tokio::fs::remove_dir_all(&staging).await;
             return;
@@ -119,22 +123,5 @@ impl CacheEntry {
         for (_, path) in keys.into_iter().skip(KEEP - 1) {
             let _ = tokio::fs::remove_dir_all(path).await;
         }
-    }
-}
-
-/// `cp -a` (reflinks where the file system has them): keeps modes, symlinks and
-/// timestamps, which the packages' own `.bin` links rely on.
-async fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    let status = tokio::process::Command::new("cp")
-        .arg("-a")
-        .arg("--reflink=auto")
-        .arg(from)
-        .arg(to)
-        .status()
-        .await?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!("cp exited with {status}")))
     }
 }

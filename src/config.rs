@@ -30,6 +30,11 @@ pub struct ServeConfig {
     /// Extra `Host` values allowed on the control plane (MCP rejects others to stop DNS rebinding).
     #[arg(long, env = "BERTH_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+    /// Folders of the server under which a site's `repo` may name a folder or a
+    /// `file://` repository (comma-separated). Default: none, so `repo` is a remote URL,
+    /// an internal repository or an upload. The data dir is never allowed.
+    #[arg(long, env = "BERTH_ALLOW_LOCAL_REPOS", value_delimiter = ',')]
+    pub allow_local_repos: Vec<PathBuf>,
     /// Builds run at once; more wait in the queue.
     #[arg(long, env = "BERTH_BUILD_CONCURRENCY", default_value_t = 2)]
     pub build_concurrency: usize,

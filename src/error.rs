@@ -43,6 +43,15 @@ pub enum ServiceError {
         message: String,
     },
     /// A bug or an outage on our side; details go to the server log, not the caller.
+    /// Too many failed authentications from this client: refused before checking.
+    #[error(
+        "too many failed attempts to authenticate from this address; try again in {} s",
+        crate::throttle::retry_after_secs(*retry_after)
+    )]
+    RateLimited {
+        /// How long until attempts are checked again.
+        retry_after: std::time::Duration,
+    },
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
 }
@@ -80,6 +89,7 @@ impl ServiceError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
             Self::TooLarge { .. } => "too_large",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Internal(_) => "internal",
         }
     }
@@ -93,6 +103,7 @@ impl ServiceError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -19,6 +19,7 @@ use tokio::process::Command;
 
 use crate::service::Service;
 use crate::service::git::{GitAuthError, GitGrant, RefUpdate};
+use crate::throttle::{Subject, retry_after_secs};
 
 /// Env var naming the callback URL, set for the post-receive hook.
 const HOOK_URL_ENV: &str = "BERTH_GIT_HOOK_URL";
@@ -35,6 +36,9 @@ pub fn router(service: Service) -> Router {
         .route("/hooks/github", post(github_webhook))
         .with_state(service)
 }
+
+/// The paths under `/git/<org>/<repo>.git/` git's smart HTTP protocol uses.
+const SMART_HTTP_ENDPOINTS: [&str; 3] = ["info/refs", "git-upload-pack", "git-receive-pack"];
 
 fn plain(status: StatusCode, message: impl Into<String>) -> Response {
     (status, format!("{}\n", message.into())).into_response()
@@ -61,6 +65,20 @@ async fn git_request(State(s): State<Service>, Path((org, rest)): Path<(String, 
             "git repositories are served at /git/<org>/<repo>.git",
         );
     };
+    // Only the smart-HTTP endpoints exist: no other path (`..`, decoded slashes, NULs,
+    // object files) ever reaches git http-backend.
+    if !SMART_HTTP_ENDPOINTS.contains(&tail) {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such git endpoint; /git/<org>/<repo>.git/ serves {}",
+                SMART_HTTP_ENDPOINTS.join(", ")
+            ),
+        );
+    }
+    if org.len() > 100 || org.chars().any(char::is_control) {
+        return plain(StatusCode::BAD_REQUEST, "not an org name");
+    }
     let Some(token) = basic_password(req.headers()) else {
         let mut resp = plain(
             StatusCode::UNAUTHORIZED,
@@ -74,10 +92,27 @@ async fn git_request(State(s): State<Service>, Path((org, rest)): Path<(String, 
         );
         return resp;
     };
+    // Token guesses back off per client and per repository.
+    let who = [
+        Subject::address(crate::api::client_ip(&req)),
+        Subject::Account(format!("{org}/{repo}")),
+    ];
+    if let Err(wait) = s.platform.auth_throttle.check(&who) {
+        let mut resp = plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed attempts with tokens for {org}/{repo}.git; try again in {} s",
+                retry_after_secs(wait)
+            ),
+        );
+        resp.headers_mut().insert("retry-after", retry_after_secs(wait).into());
+        return resp;
+    }
     let grant = match s.authorize_git(&org, repo, &token).await {
         Ok(grant) => grant,
         Err(GitAuthError::BadName(message)) => return plain(StatusCode::BAD_REQUEST, message),
         Err(GitAuthError::Forbidden(message)) => {
+            s.platform.auth_throttle.failure(&who);
             tracing::info!(org = %org, repo = %repo, "git request refused: bad token");
             return plain(StatusCode::FORBIDDEN, message);
         }
@@ -344,22 +379,25 @@ async fn hook_callback(State(s): State<Service>, body: axum::body::Bytes) -> Res
     }
 }
 
-/// Largest webhook body accepted (GitHub caps payloads at 25 MB).
-const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
-
 /// `POST /hooks/github`: signed GitHub deliveries (no API key; the signature decides).
+/// The body is handed over unread: the service decides how much of it to take.
 async fn github_webhook(State(s): State<Service>, headers: HeaderMap, body: Body) -> Response {
-    let Ok(body) = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES).await else {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "webhook body over 25 MB");
-    };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let hook_headers = crate::service::github::WebhookHeaders {
         event: header("x-github-event"),
         delivery: header("x-github-delivery"),
         signature: header("x-hub-signature-256"),
     };
-    let out = s.github_webhook(&hook_headers, &body).await;
-    (out.status, axum::Json(out.body)).into_response()
+    let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
+    let out = s.github_webhook(&hook_headers, length, body.into_data_stream()).await;
+    let refused = out.status.is_client_error() || out.status.is_server_error();
+    let mut resp = (out.status, axum::Json(out.body)).into_response();
+    if refused {
+        // A refused body may be unread: the connection cannot carry another request.
+        resp.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// `berth git-hook post-receive`: run by git inside a push; reads `old new ref` lines

@@ -37,6 +37,39 @@ pub fn verify_signature(secret: &str, body: &[u8], header: Option<&str>) -> bool
     mac.verify_slice(&signature).is_ok()
 }
 
+/// `X-Hub-Signature-256` checked against several secrets while the body streams in, so
+/// the body is hashed as it arrives and never needs to be held before it is trusted.
+pub struct StreamingSignatureCheck {
+    macs: Vec<Hmac<Sha256>>,
+}
+
+impl StreamingSignatureCheck {
+    /// One HMAC per candidate secret.
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            macs: secrets
+                .into_iter()
+                .map(|s| Hmac::<Sha256>::new_from_slice(s.as_bytes()).expect("HMAC takes any key length"))
+                .collect(),
+        }
+    }
+
+    /// Feeds the next part of the body.
+    pub fn update(&mut self, chunk: &[u8]) {
+        for mac in &mut self.macs {
+            mac.update(chunk);
+        }
+    }
+
+    /// The index of the secret that signed the whole body, if any (constant-time compare).
+    pub fn matching(self, header: &str) -> Option<usize> {
+        let signature = hex::decode(header.trim().strip_prefix("sha256=")?).ok()?;
+        self.macs
+            .into_iter()
+            .position(|mac| mac.verify_slice(&signature).is_ok())
+    }
+}
+
 /// The `X-Hub-Signature-256` value GitHub would send for a body.
 pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
@@ -406,6 +439,13 @@ mod tests {
             Some(sig)
         ));
         assert!(!verify_signature("It's a Secret to Everybody", b"Hello, World!", None));
+        let mut check = StreamingSignatureCheck::new(["other", "It's a Secret to Everybody"]);
+        check.update(b"Hello, ");
+        check.update(b"World!");
+        assert_eq!(check.matching(sig), Some(1));
+        let mut check = StreamingSignatureCheck::new(["other"]);
+        check.update(b"Hello, World!");
+        assert_eq!(check.matching(sig), None);
         assert!(!verify_signature(
             "It's a Secret to Everybody",
             b"Hello, World!",

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod auth;
 pub mod autoscaler;
+pub mod backup;
 pub mod build_cache;
 pub mod cli;
 pub mod config;
@@ -27,5 +28,6 @@ pub mod server;
 pub mod service;
 pub mod source;
 pub mod store;
+pub mod throttle;
 pub mod ui;
 pub mod util;

@@ -159,6 +159,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a consistent snapshot of the database to a new file (safe while the server
+    /// runs; run it on the server's machine as the user berth runs as).
+    Backup {
+        /// The server's data dir.
+        #[arg(long = "data", env = "BERTH_DATA", default_value = "data")]
+        data_dir: PathBuf,
+        /// The backup file to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Speak MCP over stdio, relayed to the server at BERTH_URL.
     Mcp,
     /// Internal git repositories: create one, get push credentials.
@@ -278,6 +291,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => cli::config(c, provider.as_deref(), &assignments, &unset, test, json).await,
         Command::Cancel { deployment, json } => cli::cancel(c, &deployment, json).await,
+        Command::Backup { data_dir, out, json } => {
+            let summary = berth::backup::backup(&data_dir, &out).await?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "backed up the database to {} ({} bytes)",
+                    summary.path.display(),
+                    summary.bytes
+                );
+            }
+            Ok(())
+        }
         Command::Mcp => cli::mcp_stdio(c).await,
         Command::Repo { action } => match action {
             RepoCommand::Create { name, json } => cli::repo_create(c, &name, json).await,

@@ -121,6 +121,17 @@ impl SourceKind {
     }
 }
 
+/// The host an environment is served at: `<site>.<base>` for production,
+/// `<env>--<site>.<base>` otherwise. Neither name may contain `--` or start or end with
+/// `-` ([`validate_site_name`]), so the host names exactly one (site, environment).
+pub fn hostname(site: &str, environment: &str, base: &str) -> String {
+    if environment == "production" {
+        format!("{site}.{base}")
+    } else {
+        format!("{environment}--{site}.{base}")
+    }
+}
+
 /// Names the platform keeps for itself.
 const RESERVED_SITE_NAMES: &[&str] = &[
     "www",
@@ -187,6 +198,32 @@ mod tests {
         for bad in ["", "-a", "a-", "A", "a_b", "a.b", "a--b", "api", "ü", &"a".repeat(64)] {
             assert!(validate_site_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn distinct_site_and_environment_names_give_distinct_hosts() {
+        // Every valid name over a small alphabet, up to four characters.
+        let mut names = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = names
+                .iter()
+                .flat_map(|n| ["a", "b", "-"].map(|c| format!("{n}{c}")))
+                .collect();
+            names.extend(longer);
+        }
+        names.sort();
+        names.dedup();
+        names.retain(|n| validate_site_name(n).is_ok());
+        let mut seen = std::collections::HashMap::new();
+        for site in &names {
+            for env in names.iter().map(String::as_str).chain(["production"]) {
+                let host = hostname(site, env, "localhost");
+                if let Some(other) = seen.insert(host.clone(), (site.clone(), env.to_string())) {
+                    panic!("{host} is both {other:?} and ({site}, {env})");
+                }
+            }
+        }
+        assert!(seen.len() > 1000, "{}", seen.len());
     }
 
     #[test]

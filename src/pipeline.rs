@@ -15,7 +15,7 @@ use crate::jobs::{JobError, JobFuture, JobHandler};
 use crate::model::{DeploymentStatus, SourceKind};
 use crate::runtime::docker;
 use crate::service::Platform;
-use crate::source::{self, RepoLocation};
+use crate::source::{self, LocalRepoPolicy, RepoLocation};
 use crate::store::{self, DeploymentRow, JobRow};
 
 /// Job kind of a deploy.
@@ -150,6 +150,18 @@ async fn build_and_start(
         SourceKind::Git | SourceKind::Path => {
             reset_dir(&dir).await.map_err(|e| internal(e.into()))?;
             let repo = deployment.source.clone().unwrap_or_default();
+            // Checked again here: the allowed roots may have changed since the site was
+            // created, and the real path is what gets read.
+            let internal_root = platform.git.org_root(&deployment.org_id);
+            let repo = if LocalRepoPolicy::is_internal(&repo, &internal_root) {
+                repo
+            } else {
+                match platform.local_repos.check(&repo).map_err(StageFailure::from)? {
+                    Some(real) if repo.trim().starts_with("file://") => format!("file://{}", real.display()),
+                    Some(real) => real.display().to_string(),
+                    None => repo,
+                }
+            };
             match source::classify_repo(&repo).map_err(StageFailure::from)? {
                 RepoLocation::Git(url) => {
                     let mut on_line = |line: String| platform.log(id, "build", "stderr", line);

@@ -30,11 +30,17 @@ use crate::util::new_id;
 
 /// Runs the server until `shutdown` resolves, then stops apps and exits cleanly.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    check_bootstrap_key(config.bootstrap_key.as_deref())?;
+    // Everything berth writes (database, WAL, keys, logs, builds) is its user's alone.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    restrict_data_dir(&config.data_dir)?;
     std::fs::create_dir_all(config.deployments_dir())?;
     std::fs::create_dir_all(config.uploads_dir())?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    let local_repos = crate::source::LocalRepoPolicy::new(&config.allow_local_repos, &config.data_dir)
+        .map_err(|message| anyhow::anyhow!(message))?;
     let store = Store::open_sqlite(&config.database_path()).await?;
     bootstrap(&store, &config).await?;
     let orphaned = store::requeue_orphaned_jobs(store.pool()).await?;
@@ -86,6 +92,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         edge.clone(),
         reconcile_wake,
         crate::crypto::SecretBox::load(&config.data_dir, config.master_key.as_deref())?,
+        local_repos,
     ));
     let waker_platform = platform.clone();
     let runtime_handle = tokio::runtime::Handle::current();
@@ -126,7 +133,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         service,
         &config,
         api_addr.port(),
-        Arc::new(Authenticator::new(store.clone())),
+        Arc::new(Authenticator::new(store.clone(), platform.auth_throttle.clone())),
     );
 
     let ports = serde_json::json!({ "api": api_addr.port(), "edge": edge_addr.port() });
@@ -200,6 +207,64 @@ fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, a
         .merge(crate::git_http::router(service_for_git))
         .merge(protected)
         .merge(crate::ui::router(ui))
+}
+
+/// Shortest bootstrap key accepted: it is a long-lived admin credential.
+pub const MIN_BOOTSTRAP_KEY_CHARS: usize = 24;
+
+/// Refuses a bootstrap key too short to resist guessing.
+fn check_bootstrap_key(key: Option<&str>) -> anyhow::Result<()> {
+    match key.map(str::trim) {
+        Some(k) if !k.is_empty() && k.chars().count() < MIN_BOOTSTRAP_KEY_CHARS => anyhow::bail!(
+            "BERTH_BOOTSTRAP_KEY is {} characters; use at least {MIN_BOOTSTRAP_KEY_CHARS} random characters (e.g. `openssl rand -hex 16`), or leave it unset to have berth generate one",
+            k.chars().count()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// What berth keeps directly in its data dir: narrowed at start. Other entries are left
+/// alone, in case an operator pointed `--data` at a folder holding other things.
+const DATA_FILES: &[&str] = &[
+    "berth.db",
+    "berth.db-wal",
+    "berth.db-shm",
+    "berth.db-journal",
+    "master.key",
+    "ports.json",
+    "berth.lock",
+    "docker-owner",
+];
+/// Folders berth keeps directly in its data dir.
+const DATA_FOLDERS: &[&str] = &["deployments", "uploads", "git", "cache"];
+
+/// Makes the data dir `0700`, berth's folders in it `0700` and its files `0600`, so a data
+/// dir created by an older berth, or copied with other modes, is closed to other users
+/// before anything is read from it.
+fn restrict_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("restricting the permissions of {}", path.display()))
+    };
+    set(dir, 0o700)?;
+    for (names, kind_ok, mode) in [
+        (
+            DATA_FILES,
+            std::fs::FileType::is_file as fn(&std::fs::FileType) -> bool,
+            0o600,
+        ),
+        (DATA_FOLDERS, std::fs::FileType::is_dir, 0o700),
+    ] {
+        for name in names {
+            let path = dir.join(name);
+            // Never through a symlink: only berth's own entries are changed.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| kind_ok(&m.file_type())) {
+                set(&path, mode)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Holds an exclusive lock on the data dir for the life of the server: two servers on

@@ -45,6 +45,118 @@ pub enum RepoLocation {
     Folder(PathBuf),
 }
 
+/// The fix named in every refusal of a server folder.
+const ALLOW_HINT: &str =
+    "server folders are off; an operator can allow roots with --allow-local-repos (BERTH_ALLOW_LOCAL_REPOS)";
+
+/// Which folders of the server a `repo` may name (a path, or a `file://` URL, which git
+/// also reads from disk): none unless an operator listed roots, and never the data dir.
+/// Paths are compared after resolving symlinks and `..`, so a link under an allowed root
+/// cannot lead out of it.
+#[derive(Clone, Debug, Default)]
+pub struct LocalRepoPolicy {
+    /// Allowed roots, resolved.
+    roots: Vec<PathBuf>,
+    /// The data dir, resolved.
+    data_dir: PathBuf,
+}
+
+impl LocalRepoPolicy {
+    /// The policy of `--allow-local-repos`. Refuses (with the fix) a root that does not
+    /// exist, or that contains or lies inside the data dir.
+    pub fn new(roots: &[PathBuf], data_dir: &Path) -> Result<Self, String> {
+        let data = std::fs::canonicalize(data_dir)
+            .map_err(|e| format!("resolving the data dir {}: {e}", data_dir.display()))?;
+        let mut resolved = Vec::with_capacity(roots.len());
+        for root in roots {
+            let real = std::fs::canonicalize(root).map_err(|e| {
+                format!(
+                    "--allow-local-repos: '{}' cannot be used ({e}); list existing folders",
+                    root.display()
+                )
+            })?;
+            if real.starts_with(&data) || data.starts_with(&real) {
+                return Err(format!(
+                    "--allow-local-repos: '{}' contains or is inside the data dir {}; list folders outside it (the data dir holds keys and the database)",
+                    root.display(),
+                    data.display()
+                ));
+            }
+            resolved.push(real);
+        }
+        Ok(Self {
+            roots: resolved,
+            data_dir: data,
+        })
+    }
+
+    /// The server path a `repo` names, if it names one: an absolute path or a `file://`
+    /// URL. Other URLs give `Ok(None)`.
+    pub fn local_path(repo: &str) -> Result<Option<PathBuf>, String> {
+        let repo = repo.trim();
+        if let Some(rest) = repo.strip_prefix("file://") {
+            // git decodes %XX in file URLs; refuse rather than check one path and clone another.
+            if !rest.starts_with('/') || rest.contains('%') {
+                return Err(format!(
+                    "'{repo}' is not a plain file:// URL; write it as file:///absolute/path without %-escapes"
+                ));
+            }
+            return Ok(Some(PathBuf::from(rest)));
+        }
+        if repo.contains("://") {
+            return Ok(None);
+        }
+        Ok(repo.starts_with('/').then(|| PathBuf::from(repo)))
+    }
+
+    /// Checks a `repo` naming a server path against the allowed roots; returns its real
+    /// path (`None` for remote URLs, which this policy does not govern).
+    pub fn check(&self, repo: &str) -> Result<Option<PathBuf>, String> {
+        let Some(path) = Self::local_path(repo)? else {
+            return Ok(None);
+        };
+        if self.roots.is_empty() {
+            return Err(format!("'{}' is a folder of the server: {ALLOW_HINT}", repo.trim()));
+        }
+        let refused = || {
+            format!(
+                "'{}' is not under a folder allowed with --allow-local-repos; deploy from a folder under {}, or an operator can allow its root",
+                repo.trim(),
+                self.roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let Ok(real) = std::fs::canonicalize(&path) else {
+            // Do not tell whether a folder outside the allowed roots exists.
+            let plain = path.components().all(|c| c != std::path::Component::ParentDir);
+            return if plain && self.roots.iter().any(|r| path.starts_with(r)) {
+                Err(format!("no folder at '{}' on the server", path.display()))
+            } else {
+                Err(refused())
+            };
+        };
+        if real.starts_with(&self.data_dir) || !self.roots.iter().any(|r| real.starts_with(r)) {
+            return Err(refused());
+        }
+        Ok(Some(real))
+    }
+
+    /// Whether `repo` is a `file://` URL of a repository inside `internal_root` (berth's
+    /// own git server of one org), which berth clones from its data dir itself.
+    pub fn is_internal(repo: &str, internal_root: &Path) -> bool {
+        let Some(rest) = repo.trim().strip_prefix("file://") else {
+            return false;
+        };
+        match (std::fs::canonicalize(rest), std::fs::canonicalize(internal_root)) {
+            (Ok(real), Ok(root)) => !rest.contains('%') && real.starts_with(root),
+            _ => false,
+        }
+    }
+}
+
 /// Classifies a `repo` argument: URLs and local git repositories are cloned, other local
 /// folders are copied. Refuses values git would take as options or helper commands.
 pub fn classify_repo(repo: &str) -> Result<RepoLocation, String> {
@@ -318,6 +430,44 @@ pub async fn copy_folder(src: &Path, dest: &Path) -> Result<(), SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_repo_policy() {
+        assert_eq!(LocalRepoPolicy::local_path("https://x/y.git"), Ok(None));
+        assert_eq!(LocalRepoPolicy::local_path("/a/b"), Ok(Some("/a/b".into())));
+        assert_eq!(LocalRepoPolicy::local_path("file:///a/b"), Ok(Some("/a/b".into())));
+        assert!(LocalRepoPolicy::local_path("file://host/a").is_err());
+        assert!(LocalRepoPolicy::local_path("file:///a/%2e%2e/b").is_err());
+
+        let base = tempfile::tempdir().unwrap();
+        let (data, root) = (base.path().join("data"), base.path().join("apps"));
+        std::fs::create_dir_all(data.join("git")).unwrap();
+        std::fs::create_dir_all(root.join("site")).unwrap();
+        std::os::unix::fs::symlink(&data, root.join("pivot")).unwrap();
+        for bad in [&data, &data.join("git"), &base.path().to_path_buf()] {
+            assert!(
+                LocalRepoPolicy::new(std::slice::from_ref(bad), &data).is_err(),
+                "{bad:?}"
+            );
+        }
+        let off = LocalRepoPolicy::new(&[], &data).unwrap();
+        let err = off.check(root.join("site").to_str().unwrap()).unwrap_err();
+        assert!(err.contains("server folders are off"), "{err}");
+        let on = LocalRepoPolicy::new(std::slice::from_ref(&root), &data).unwrap();
+        assert!(on.check(root.join("site").to_str().unwrap()).unwrap().is_some());
+        assert!(on.check(&format!("file://{}", root.join("site").display())).is_ok());
+        assert!(on.check(root.join("pivot").to_str().unwrap()).is_err());
+        assert!(on.check(&format!("{}/../data", root.display())).is_err());
+        assert_eq!(on.check("https://example.com/x.git"), Ok(None));
+        assert!(LocalRepoPolicy::is_internal(
+            &format!("file://{}", data.join("git").display()),
+            &data.join("git")
+        ));
+        assert!(!LocalRepoPolicy::is_internal(
+            &format!("file://{}/..", data.join("git").display()),
+            &data.join("git")
+        ));
+    }
 
     #[test]
     fn classify() {

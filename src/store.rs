@@ -210,6 +210,15 @@ pub async fn get_site(db: impl SqliteExecutor<'_>, org_id: &str, name: &str) -> 
     .await
 }
 
+/// The org holding a site of this name, in any org: a site's name is its hostname, so
+/// names are unique across the installation even though orgs cannot see each other.
+pub async fn site_name_owner(db: impl SqliteExecutor<'_>, name: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT org_id FROM sites WHERE name = ? LIMIT 1")
+        .bind(name)
+        .fetch_optional(db)
+        .await
+}
+
 /// A site by id.
 pub async fn get_site_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<SiteRow>> {
     sqlx::query_as(concat!("SELECT ", site_columns!(), " FROM sites WHERE id = ?"))

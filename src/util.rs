@@ -30,24 +30,30 @@ pub fn random_hex(n: usize) -> String {
     hex::encode(buf)
 }
 
-/// Recreates the tree at `from` under `to` (which must not exist) with hard links to the
-/// same files: a copy that costs no data, for build output that is never rewritten in
-/// place. Symlinks are recreated as they are.
-pub fn link_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let target = to.join(entry.file_name());
-        if kind.is_dir() {
-            link_tree(&entry.path(), &target)?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
-        } else {
-            std::fs::hard_link(entry.path(), &target)?;
-        }
+/// Copies the tree at `from` to `to` (which must not exist) with `cp -a`: modes,
+/// symlinks and timestamps kept (packages' own `.bin` links rely on them), data shared
+/// only as reflinks where the file system has them. Never hard links: each copy's
+/// files are its own inodes, so writing one never changes the other.
+pub async fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    if to.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists", to.display()),
+        ));
     }
-    Ok(())
+    let status = tokio::process::Command::new("cp")
+        .arg("-a")
+        .arg("--reflink=auto")
+        .arg("--")
+        .arg(from)
+        .arg(to)
+        .status()
+        .await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("cp exited with {status}")))
+    }
 }
 
 #[cfg(test)]
@@ -55,8 +61,8 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    #[test]
-    fn link_tree_links_files_and_keeps_symlinks() {
+    #[tokio::test]
+    async fn copy_tree_copies_files_and_keeps_symlinks() {
         let dir = tempfile::tempdir().unwrap();
         let from = dir.path().join("a");
         std::fs::create_dir_all(from.join("sub/deep")).unwrap();
@@ -64,9 +70,8 @@ mod tests {
         std::fs::write(from.join("sub/deep/f.txt"), "deep").unwrap();
         std::os::unix::fs::symlink("sub/deep/f.txt", from.join("link")).unwrap();
         let to = dir.path().join("b");
-        link_tree(&from, &to).unwrap();
+        copy_tree(&from, &to).await.unwrap();
         assert_eq!(std::fs::read_to_string(to.join("sub/deep/f.txt")).unwrap(), "deep");
-        assert_eq!(std::fs::read_to_string(to.join("link")).unwrap(), "deep");
         assert_eq!(
             std::fs::read_link(to.join("link")).unwrap(),
             std::path::Path::new("sub/deep/f.txt")
@@ -75,10 +80,9 @@ mod tests {
             std::fs::metadata(from.join("top.txt")).unwrap(),
             std::fs::metadata(to.join("top.txt")).unwrap(),
         );
-        assert_eq!(a.ino(), b.ino(), "the same file, linked");
-        // A new file in one tree does not appear in the other.
-        std::fs::write(to.join("new.txt"), "x").unwrap();
-        assert!(!from.join("new.txt").exists());
-        assert!(link_tree(&from, &to).is_err(), "an existing target is refused");
+        assert_ne!(a.ino(), b.ino(), "a file of its own");
+        std::fs::write(to.join("top.txt"), "changed").unwrap();
+        assert_eq!(std::fs::read_to_string(from.join("top.txt")).unwrap(), "top");
+        assert!(copy_tree(&from, &to).await.is_err(), "an existing target is refused");
     }
 }

@@ -56,14 +56,15 @@ async fn invalid_and_duplicate_names_are_refused() {
 #[tokio::test]
 async fn unreachable_repo_and_unknown_branch_change_nothing() {
     let server = TestServer::start().await;
+    let missing = std::env::temp_dir().join("berth-no-such-dir/repo.git");
     let (status, out) = server
         .post(
             "/api/sites",
-            &json!({"name": "nope", "repo": "file:///no/such/repo.git"}),
+            &json!({"name": "nope", "repo": format!("file://{}", s(&missing))}),
         )
         .await;
     assert_eq!(status, 400, "{out}");
-    assert!(message(&out).contains("git could not fetch"), "{out}");
+    assert!(message(&out).contains("no folder at"), "{out}");
     let repo = app(&[("index.html", "x")]);
     git_init(repo.path());
     let url = format!("file://{}", s(repo.path()));

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::github::{CommitStatus, GitHubClient, GitHubConfig, PROVIDER, verify_signature};
+use crate::github::{CommitStatus, GitHubClient, GitHubConfig, PROVIDER};
 use crate::model::{Actor, DeploymentStatus};
 use crate::store::git as git_store;
 use crate::store::{self, SiteRow};
@@ -41,6 +41,27 @@ fn reply(status: StatusCode, body: Value) -> WebhookResponse {
     WebhookResponse { status, body }
 }
 
+/// Largest delivery accepted: GitHub caps webhook payloads at 25 MB.
+pub const MAX_WEBHOOK_BYTES: u64 = 25 * 1024 * 1024;
+
+/// Webhook bodies read at once before their signature is known (each is spooled to disk,
+/// not memory; the bound keeps that disk use small too).
+pub const WEBHOOK_INTAKE_SLOTS: usize = 4;
+
+/// How long a delivery's body may take to arrive once it has a slot.
+const WEBHOOK_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a delivery waits for an intake slot.
+const WEBHOOK_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn too_large() -> WebhookResponse {
+    refuse(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "webhook body over 25 MB, GitHub's own cap",
+    )
+}
+
 fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> WebhookResponse {
     reply(status, json!({ "error": { "code": code, "message": message.into() } }))
 }
@@ -68,25 +89,140 @@ pub fn normalize_repo_url(url: &str) -> String {
 }
 
 impl Service {
-    /// `POST /hooks/github`.
-    pub async fn github_webhook(&self, headers: &WebhookHeaders, body: &[u8]) -> WebhookResponse {
-        let pool = self.platform.store.pool();
-        let (org_id, config) = match self.org_of_delivery(headers.signature.as_deref(), body).await {
-            Ok(Some(found)) => found,
-            Ok(None) => {
-                tracing::info!(delivery = ?headers.delivery, "github webhook refused: unsigned or mis-signed");
+    /// `POST /hooks/github`, as the body arrives. Nothing is read before the delivery can
+    /// be authentic (a signature header, an org with a webhook secret, a declared length
+    /// within GitHub's cap); the body is then hashed as it streams into an unlinked spool
+    /// file, a few at a time, and only a body whose signature matches is read into memory.
+    /// So unauthenticated requests cost berth a bounded amount of memory whatever they send.
+    pub async fn github_webhook<S, E>(
+        &self,
+        headers: &WebhookHeaders,
+        content_length: Option<u64>,
+        body: S,
+    ) -> WebhookResponse
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        use futures::StreamExt;
+        use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+        let Some(signature) = headers.signature.as_deref() else {
+            tracing::info!(delivery = ?headers.delivery, "github webhook refused: unsigned");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unsigned delivery: set the webhook's secret on GitHub and the same webhook_secret with HOSTING_SET_CONFIG {provider: \"github\"}",
+            );
+        };
+        if content_length.is_some_and(|n| n > MAX_WEBHOOK_BYTES) {
+            return too_large();
+        }
+        let signers = match self.webhook_signers().await {
+            Ok(signers) if signers.is_empty() => {
                 return refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    if headers.signature.is_none() {
-                        "unsigned delivery: set the webhook's secret on GitHub and the same webhook_secret with HOSTING_SET_CONFIG {provider: \"github\"}"
-                    } else {
-                        "X-Hub-Signature-256 does not match the configured webhook_secret"
-                    },
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no org has a GitHub webhook_secret; set one with HOSTING_SET_CONFIG {provider: \"github\"}",
                 );
             }
+            Ok(signers) => signers,
             Err(err) => return internal(err),
         };
+        // A delivery waits a little for a slot (its body stays in the kernel's socket
+        // buffers meanwhile), then is turned away for GitHub to redeliver.
+        let slot = tokio::time::timeout(WEBHOOK_SLOT_WAIT, self.platform.webhook_intake.acquire()).await;
+        let Ok(Ok(_permit)) = slot else {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "too many webhook deliveries are arriving at once; GitHub can redeliver this one",
+            );
+        };
+        let mut check = crate::github::StreamingSignatureCheck::new(
+            signers.iter().filter_map(|(_, c)| c.webhook_secret.as_deref()),
+        );
+        let spool = async {
+            let path = self
+                .platform
+                .config
+                .uploads_dir()
+                .join(format!("webhook-{}.spool", crate::util::random_hex(8)));
+            let file = tokio::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .await?;
+            // Unlinked at once: the spool leaves nothing behind, whatever happens next.
+            tokio::fs::remove_file(&path).await?;
+            std::io::Result::Ok(file)
+        };
+        let mut spool = match spool.await {
+            Ok(file) => file,
+            Err(err) => return internal(err.into()),
+        };
+        let mut received: u64 = 0;
+        let mut body = body;
+        // A slot is not held by a sender that trickles: the whole body has a deadline.
+        let deadline = tokio::time::Instant::now() + WEBHOOK_READ_TIMEOUT;
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(None) => break,
+                Ok(Some(Err(err))) => {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_argument",
+                        format!("reading the delivery failed: {err}"),
+                    );
+                }
+                Err(_) => {
+                    return refuse(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "timeout",
+                        format!("the delivery's body did not arrive within {WEBHOOK_READ_TIMEOUT:?}"),
+                    );
+                }
+            };
+            received += chunk.len() as u64;
+            if received > MAX_WEBHOOK_BYTES {
+                return too_large();
+            }
+            check.update(&chunk);
+            if let Err(err) = spool.write_all(&chunk).await {
+                return internal(err.into());
+            }
+        }
+        let Some(index) = check.matching(signature) else {
+            tracing::info!(delivery = ?headers.delivery, "github webhook refused: mis-signed");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "X-Hub-Signature-256 does not match the configured webhook_secret",
+            );
+        };
+        let mut bytes = Vec::with_capacity(usize::try_from(received).unwrap_or_default());
+        let read = async {
+            spool.seek(std::io::SeekFrom::Start(0)).await?;
+            spool.read_to_end(&mut bytes).await
+        };
+        if let Err(err) = read.await {
+            return internal(err.into());
+        }
+        let (org_id, config) = signers.into_iter().nth(index).expect("index of a signer");
+        self.signed_github_delivery(headers, org_id, config, &bytes).await
+    }
+
+    /// A delivery whose signature `org_id`'s webhook secret verified.
+    async fn signed_github_delivery(
+        &self,
+        headers: &WebhookHeaders,
+        org_id: String,
+        config: GitHubConfig,
+        body: &[u8],
+    ) -> WebhookResponse {
+        let pool = self.platform.store.pool();
         let (Some(event), Some(delivery)) = (&headers.event, &headers.delivery) else {
             return refuse(
                 StatusCode::BAD_REQUEST,
@@ -143,27 +279,19 @@ impl Service {
         }
     }
 
-    /// The org whose webhook secret signed the body, with its settings.
-    async fn org_of_delivery(
-        &self,
-        signature: Option<&str>,
-        body: &[u8],
-    ) -> anyhow::Result<Option<(String, GitHubConfig)>> {
-        if signature.is_none() {
-            return Ok(None);
-        }
+    /// The orgs that can sign a delivery: each org whose GitHub settings hold a webhook
+    /// secret, with those settings.
+    async fn webhook_signers(&self) -> anyhow::Result<Vec<(String, GitHubConfig)>> {
+        let mut signers = Vec::new();
         for org_id in git_store::orgs_with_provider(self.platform.store.pool(), PROVIDER).await? {
             let map = self.platform.provider_config(&org_id, PROVIDER).await?;
-            let Ok(config) = GitHubConfig::from_map(&map) else {
-                continue;
-            };
-            if let Some(secret) = &config.webhook_secret
-                && verify_signature(secret, body, signature)
+            if let Ok(config) = GitHubConfig::from_map(&map)
+                && config.webhook_secret.is_some()
             {
-                return Ok(Some((org_id, config)));
+                signers.push((org_id, config));
             }
         }
-        Ok(None)
+        Ok(signers)
     }
 
     async fn github_push(&self, actor: &Actor, config: &GitHubConfig, p: &Value) -> ServiceResult<WebhookResponse> {

@@ -215,6 +215,10 @@ impl Service {
                 (SourceKind::Git, Some(url))
             }
             (Some(repo), None) => {
+                self.platform
+                    .local_repos
+                    .check(repo)
+                    .map_err(|m| ServiceError::invalid("repo", m))?;
                 let kind = match classify_repo(repo).map_err(|m| ServiceError::invalid("repo", m))? {
                     RepoLocation::Git(_) => SourceKind::Git,
                     RepoLocation::Folder(_) => SourceKind::Path,
@@ -267,6 +271,7 @@ impl Service {
                 input.name
             )));
         }
+        ensure_hostname_free(&mut *pool.acquire().await?, actor, &input.name).await?;
         let site = SiteRow {
             id: new_id("site"),
             org_id: actor.org_id.clone(),
@@ -288,6 +293,8 @@ impl Service {
             deployment_id: None,
         };
         let mut tx = self.platform.store.begin().await?;
+        // Checked again under the write lock: another org may have taken it meanwhile.
+        ensure_hostname_free(&mut tx, actor, &input.name).await?;
         if let Err(err) = store::insert_site(&mut *tx, &site).await {
             if is_unique_violation(&err) {
                 return Err(ServiceError::conflict(format!(
@@ -1111,6 +1118,20 @@ fn build_settings_of(input: &CreateSiteInput) -> ServiceResult<BuildSettings> {
     })
 }
 
+/// Refuses a site name another org already uses: the name is the hostname
+/// (`<site>.<base>`, `<env>--<site>.<base>`), and hostnames are global. Site and
+/// environment names never contain `--` nor start or end with `-`, so distinct
+/// (site, environment) pairs always give distinct hostnames.
+async fn ensure_hostname_free(db: &mut sqlx::SqliteConnection, actor: &Actor, name: &str) -> ServiceResult<()> {
+    match store::site_name_owner(&mut *db, name).await? {
+        Some(org) if org != actor.org_id => Err(ServiceError::conflict(format!(
+            "the site name '{name}' is taken on this server (site names are hostnames, shared by every org); choose another, e.g. '{}-{name}'",
+            actor.org_name
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Env var names are shell identifiers; values are bounded.
 fn validate_env_vars(vars: BTreeMap<String, String>) -> ServiceResult<BTreeMap<String, String>> {
     for (k, v) in &vars {
@@ -1139,6 +1160,14 @@ fn validate_env_var(k: &str, v: Option<&String>) -> ServiceResult<()> {
             return Err(ServiceError::invalid(
                 "env_vars",
                 format!("env var '{k}' is set by berth and cannot be overridden"),
+            ));
+        }
+        // A NUL cannot cross exec (the value would be cut short or the start would fail);
+        // other control characters (newlines in a PEM key) are legitimate values.
+        if v.is_some_and(|v| v.contains('\0')) {
+            return Err(ServiceError::invalid(
+                "env_vars",
+                format!("the value of '{k}' contains a NUL byte, which no process environment can hold; remove it"),
             ));
         }
         if v.is_some_and(|v| v.len() > MAX_ENV_VALUE) {

@@ -60,6 +60,12 @@ pub struct Platform {
     pub secrets: SecretBox,
     /// The git server's state: hook grants, verified push tokens, listener address.
     pub git: super::git::GitState,
+    /// Which server folders a site's `repo` may name.
+    pub local_repos: crate::source::LocalRepoPolicy,
+    /// Slots for webhook bodies being read before their signature is known.
+    pub webhook_intake: tokio::sync::Semaphore,
+    /// Failed authentications, for backoff (shared by the API, dashboard and git server).
+    pub auth_throttle: Arc<crate::throttle::AuthThrottle>,
     in_progress: Mutex<HashMap<String, CancellationToken>>,
 }
 
@@ -77,6 +83,7 @@ impl Platform {
         edge: Arc<Edge>,
         reconcile_wake: Arc<Notify>,
         secrets: SecretBox,
+        local_repos: crate::source::LocalRepoPolicy,
     ) -> Self {
         Self {
             config,
@@ -94,6 +101,9 @@ impl Platform {
             events: broadcast::channel(256).0,
             secrets,
             git: super::git::GitState::default(),
+            local_repos,
+            webhook_intake: tokio::sync::Semaphore::new(super::github::WEBHOOK_INTAKE_SLOTS),
+            auth_throttle: Arc::default(),
             in_progress: Mutex::new(HashMap::new()),
         }
     }
@@ -114,11 +124,7 @@ impl Platform {
 
     /// The host an environment is served at (no port).
     pub fn host_for(&self, site: &str, environment: &str) -> String {
-        if environment == "production" {
-            format!("{site}.{}", self.config.base_domain)
-        } else {
-            format!("{environment}--{site}.{}", self.config.base_domain)
-        }
+        crate::model::hostname(site, environment, &self.config.base_domain)
     }
 
     /// The URL an environment is served at.
@@ -298,8 +304,8 @@ impl Platform {
     }
 
     /// A deployment built for another environment made servable by `env`, for a
-    /// promotion: a new deployment of `env` with the same code, build plan, files (hard
-    /// links) and image (a second tag), built already, so nothing is rebuilt and its
+    /// promotion: a new deployment of `env` with the same code, build plan, files (copied)
+    /// and image (a second tag), built already, so nothing is rebuilt and its
     /// instances run with `env`'s variables. Stored `superseded` until pointed at.
     pub async fn copy_deployment_for(
         &self,
@@ -332,8 +338,9 @@ impl Platform {
         let has_image = crate::runtime::docker::builds_image(&site.provider, &plan);
         let made = async {
             tokio::fs::create_dir_all(self.config.deployments_dir().join(&copy.id)).await?;
-            let (s, t) = (source.clone(), target.clone());
-            tokio::task::spawn_blocking(move || crate::util::link_tree(&s, &t)).await??;
+            // A copy, not hard links: `/app` is writable, and a shared inode would let
+            // one environment's app rewrite another's code.
+            crate::util::copy_tree(&source, &target).await?;
             if has_image {
                 let (settings, provider) = self.docker_for(&site.org_id).await?;
                 let image = |id: &str| crate::runtime::docker::image::image_tag(&site.name, id);

@@ -222,7 +222,12 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<UiState>, headers: HeaderMap, axum::Form(form): axum::Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<UiState>,
+    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
     let next = session::safe_next(form.next.as_deref());
     let expected = session::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if !session::tokens_match(&form.csrf, expected) {
@@ -233,8 +238,16 @@ async fn login(State(state): State<UiState>, headers: HeaderMap, axum::Form(form
             StatusCode::FORBIDDEN,
         );
     }
-    let actor = match state.auth.authenticate(form.key.trim()).await {
+    let actor = match state.auth.authenticate_from(form.key.trim(), client.ip()).await {
         Ok(actor) => actor,
+        Err(e @ ServiceError::RateLimited { .. }) => {
+            let mut resp = login_form(&headers, &next, Some(&e.to_string()), e.status());
+            if let ServiceError::RateLimited { retry_after } = e {
+                resp.headers_mut()
+                    .insert("retry-after", crate::throttle::retry_after_secs(retry_after).into());
+            }
+            return resp;
+        }
         Err(ServiceError::Unauthorized) => {
             return login_form(
                 &headers,

@@ -31,10 +31,9 @@ impl TestServer {
         Self::start_with(&[]).await
     }
 
-    /// Starts a server with extra environment variables.
+    /// Starts a server with extra environment variables (an empty value unsets one).
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
-        let data = tempfile::tempdir().expect("tempdir");
-        Self::start_in(data, env).await
+        Self::start_in(data_dir(), env).await
     }
 
     /// Starts a server on an existing data dir (restart tests).
@@ -50,13 +49,21 @@ impl TestServer {
         cmd.args(["serve", "--listen", listen, "--edge-listen", "127.0.0.1:0", "--data"])
             .arg(data.path())
             .env("BERTH_BOOTSTRAP_KEY", KEY)
+            // Test apps and repositories are temp folders; the data dir lives elsewhere
+            // (see `data_dir`), since berth refuses a root that contains it.
+            .env("BERTH_ALLOW_LOCAL_REPOS", std::env::temp_dir())
             .env("BERTH_LOG", "info,sqlx=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(data.path().join("server.log")).expect("log file"),
             ));
         for (k, v) in env {
-            cmd.env(k, v);
+            // An empty value unsets the variable (e.g. the harness's own defaults).
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let child = cmd.spawn().expect("spawn berth serve");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -91,6 +98,11 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         server
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// A control-plane URL.
@@ -211,7 +223,7 @@ impl TestServer {
     /// Stops the server (SIGTERM, then wait) and returns the data dir.
     pub fn stop(mut self) -> tempfile::TempDir {
         self.terminate();
-        let data = tempfile::tempdir().expect("tempdir");
+        let data = data_dir();
         std::mem::replace(&mut self.data, data)
     }
 
@@ -221,7 +233,7 @@ impl TestServer {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let data = tempfile::tempdir().expect("tempdir");
+        let data = data_dir();
         std::mem::replace(&mut self.data, data)
     }
 
@@ -245,6 +257,15 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// A fresh data dir, outside the system temp dir where tests write their apps: the
+/// server allows deploying folders from there, and never from a root holding its data.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("berth-data-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("data tempdir")
 }
 
 fn log_of(dir: &Path) -> String {
