@@ -35,9 +35,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    restrict_data_dir(&config.data_dir)?;
     std::fs::create_dir_all(config.deployments_dir())?;
     std::fs::create_dir_all(config.uploads_dir())?;
+    restrict_data_dir(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let local_repos = crate::source::LocalRepoPolicy::new(&config.allow_local_repos, &config.data_dir)
         .map_err(|message| anyhow::anyhow!(message))?;
@@ -236,19 +236,28 @@ const DATA_FILES: &[&str] = &[
     "docker-owner",
 ];
 /// Folders berth keeps directly in its data dir.
-const DATA_FOLDERS: &[&str] = &["deployments", "uploads", "git", "cache"];
+const DATA_FOLDERS: &[&str] = &["uploads", "git", "cache"];
+/// Folders on the way to each deployment's files: traversable by anyone (`0711`), never
+/// listable, because each site's own host uid must reach its deployment folders, which
+/// belong to it and are `0700`.
+const PASSAGE_FOLDERS: &[&str] = &["deployments"];
 
-/// Makes the data dir `0700`, berth's folders in it `0700` and its files `0600`, so a data
-/// dir created by an older berth, or copied with other modes, is closed to other users
-/// before anything is read from it.
+/// Makes the data dir `0711` (see [`PASSAGE_FOLDERS`]), berth's folders in it `0700` (the
+/// deployments folder `0711`) and its files `0600`, so a data dir created by an older berth,
+/// or copied with other modes, is closed to other users before anything is read from it.
 fn restrict_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let set = |path: &std::path::Path, mode: u32| {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("restricting the permissions of {}", path.display()))
     };
-    set(dir, 0o700)?;
+    set(dir, 0o711)?;
     for (names, kind_ok, mode) in [
+        (
+            PASSAGE_FOLDERS,
+            std::fs::FileType::is_dir as fn(&std::fs::FileType) -> bool,
+            0o711,
+        ),
         (
             DATA_FILES,
             std::fs::FileType::is_file as fn(&std::fs::FileType) -> bool,

@@ -85,7 +85,8 @@ async fn the_data_dir_and_its_files_are_berths_alone() {
     let server = TestServer::start().await;
     create(&server, "one").await;
     let data = server.data.path().to_path_buf();
-    assert_eq!(mode(&data), 0o700);
+    // Traversable but not listable: each site's uid reaches its own deployment folders.
+    assert_eq!(mode(&data), 0o711);
     for file in [
         "berth.db",
         "berth.db-wal",
@@ -96,9 +97,8 @@ async fn the_data_dir_and_its_files_are_berths_alone() {
     ] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
-    for dir in ["deployments", "uploads"] {
-        assert_eq!(mode(&data.join(dir)), 0o700, "{dir}");
-    }
+    assert_eq!(mode(&data.join("deployments")), 0o711);
+    assert_eq!(mode(&data.join("uploads")), 0o700);
     // A data dir left open by an older version is closed at start.
     let data = server.stop();
     std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -108,9 +108,9 @@ async fn the_data_dir_and_its_files_are_berths_alone() {
     std::fs::write(data.path().join("notes.sh"), "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(data.path().join("notes.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let server = TestServer::start_in(data, &[]).await;
-    assert_eq!(mode(server.data.path()), 0o700);
+    assert_eq!(mode(server.data.path()), 0o711);
     assert_eq!(mode(&server.data.path().join("berth.db")), 0o600);
-    assert_eq!(mode(&server.data.path().join("deployments")), 0o700);
+    assert_eq!(mode(&server.data.path().join("deployments")), 0o711);
     assert_eq!(mode(&server.data.path().join("notes.sh")), 0o755);
 }
 

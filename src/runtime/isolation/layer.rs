@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 
 /// Where the layers live.
-const ROOT: &str = "/run/berth/fs";
+pub const ROOT: &str = "/run/berth/fs";
 
 /// One instance's mounted layer.
 #[derive(Debug)]

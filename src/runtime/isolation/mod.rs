@@ -102,6 +102,12 @@ impl Isolation {
             .await
             .map_err(|e| format!("{e}; install iptables (apt-get install iptables)"))?;
         std::fs::create_dir_all(SLOTS_DIR).map_err(|e| format!("cannot create {SLOTS_DIR}: {e}"))?;
+        // Layers are bound into sandboxes as each site's uid: the way there is traversable.
+        for dir in ["/run/berth", layer::ROOT] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
+        }
         let ready = Ready {
             settings,
             cgroups,
@@ -395,5 +401,10 @@ pub fn hand_over(dir: &Path, uid: u32) -> std::io::Result<()> {
         Ok(())
     }
     walk(dir, uid)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    // The deployment's own folder (root's) must let the uid through to its files.
+    match dir.parent() {
+        Some(parent) => std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711)),
+        None => Ok(()),
+    }
 }
