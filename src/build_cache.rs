@@ -2,10 +2,15 @@
 //! kept after a successful install, keyed by what decides them (the pack, the install
 //! command and the manifest and lock files), and copied into the next deployment instead
 //! of installing again when that key is unchanged.
+//!
+//! Package managers that corepack downloads (yarn, pnpm) are kept apart, per site and
+//! manager version ([`ToolsCache`]), so a changed lockfile does not download the manager
+//! again. Everything stays under the site's own folder of the cache and reaches the build
+//! only by being copied into its app folder.
 
 use std::path::{Path, PathBuf};
 
-use berth_build::detect::{BuildPack, BuildPlan};
+use berth_build::detect::{BuildPack, BuildPlan, COREPACK_HOME_DIR};
 use sha2::{Digest, Sha256};
 
 /// Files whose content decides the installed dependencies.
@@ -15,15 +20,24 @@ const MANIFESTS: &[&str] = &[
     "npm-shrinkwrap.json",
     "yarn.lock",
     "pnpm-lock.yaml",
+    "bun.lock",
+    "bun.lockb",
+    ".yarnrc.yml",
     "requirements.txt",
     "pyproject.toml",
     "poetry.lock",
+    "uv.lock",
+    "Pipfile",
+    "Pipfile.lock",
     ".python-version",
     ".nvmrc",
 ];
 
 /// How many keys are kept per site.
 const KEEP: usize = 2;
+
+/// The folder of a site's cache that holds [`ToolsCache`] entries.
+const TOOLS: &str = "tools";
 
 /// One site's cache entry for one deployment's sources.
 pub struct CacheEntry {
@@ -115,12 +129,81 @@ impl CacheEntry {
             if let Ok(meta) = e.metadata().await
                 && meta.is_dir()
                 && e.path() != self.dir
+                && e.file_name() != TOOLS
             {
                 keys.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()));
             }
         }
         keys.sort_by_key(|k| std::cmp::Reverse(k.0));
         for (_, path) in keys.into_iter().skip(KEEP - 1) {
+            let _ = tokio::fs::remove_dir_all(path).await;
+        }
+    }
+}
+
+/// A site's copy of one package manager as corepack downloaded it (its `COREPACK_HOME`).
+pub struct ToolsCache {
+    dir: PathBuf,
+}
+
+impl ToolsCache {
+    /// The entry for `manager` ("pnpm@9", or a `packageManager` value) of a site.
+    pub fn for_manager(cache_root: &Path, site_id: &str, manager: &str) -> Self {
+        // Hashed: a packageManager value comes from the repository and is no file name.
+        let key = hex::encode(&Sha256::digest(manager.as_bytes())[..12]);
+        Self {
+            dir: cache_root.join(site_id).join(TOOLS).join(key),
+        }
+    }
+
+    /// Copies the cached download into the app folder; true when it was there.
+    pub async fn restore(&self, app_dir: &Path) -> bool {
+        let target = app_dir.join(COREPACK_HOME_DIR);
+        if !self.dir.is_dir() || target.exists() {
+            return false;
+        }
+        if let Some(parent) = target.parent()
+            && tokio::fs::create_dir_all(parent).await.is_err()
+        {
+            return false;
+        }
+        crate::util::copy_tree(&self.dir, &target).await.is_ok()
+    }
+
+    /// Keeps the app folder's download for the site's next builds (once per manager) and
+    /// drops the site's other managers beyond the newest few.
+    pub async fn save(&self, app_dir: &Path) {
+        let installed = app_dir.join(COREPACK_HOME_DIR);
+        if !installed.is_dir() || self.dir.is_dir() {
+            return;
+        }
+        let staging = self.dir.with_extension("partial");
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        let Some(parent) = self.dir.parent() else { return };
+        if tokio::fs::create_dir_all(parent).await.is_err()
+            || crate::util::copy_tree(&installed, &staging).await.is_err()
+        {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return;
+        }
+        if tokio::fs::rename(&staging, &self.dir).await.is_err() {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return;
+        }
+        let Ok(mut entries) = tokio::fs::read_dir(parent).await else {
+            return;
+        };
+        let mut others: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+        while let Ok(Some(e)) = entries.next_entry().await {
+            if let Ok(meta) = e.metadata().await
+                && meta.is_dir()
+                && e.path() != self.dir
+            {
+                others.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()));
+            }
+        }
+        others.sort_by_key(|k| std::cmp::Reverse(k.0));
+        for (_, path) in others.into_iter().skip(KEEP - 1) {
             let _ = tokio::fs::remove_dir_all(path).await;
         }
     }

@@ -208,12 +208,17 @@ async fn build_and_start(
     let settings: BuildSettings = serde_json::from_str(&site.build_settings).unwrap_or_default();
     let own_dockerfile =
         site.provider == docker::NAME && settings.build_pack.is_none() && berth_build::dockerfile::has_dockerfile(&dir);
-    let mut plan: BuildPlan = if own_dockerfile {
-        berth_build::dockerfile::dockerfile_plan(&settings)
+    let detection = if own_dockerfile {
+        berth_build::dockerfile::dockerfile_plan(&settings).map(|plan| berth_build::detect::Detection {
+            plan,
+            notes: Vec::new(),
+            package_manager: None,
+        })
     } else {
-        berth_build::detect::detect(&dir, &settings)
+        berth_build::detect::detect_explained(&dir, &settings)
     }
     .map_err(|e| StageFailure::from(with_escaping_links(e.to_string(), &escaping)))?;
+    let mut plan: BuildPlan = detection.plan;
     let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
     store::set_deployment_plan(platform.store.pool(), id, &plan_json)
         .await
@@ -224,6 +229,9 @@ async fn build_and_start(
         "system",
         format!("build pack: {:?}", plan.pack).to_lowercase(),
     );
+    for note in detection.notes {
+        platform.log(id, "build", "system", note);
+    }
 
     // 3. Build: an image on docker, else the steps under the build timeouts and the sandbox.
     if docker::builds_image(&site.provider, &plan) {
@@ -233,6 +241,20 @@ async fn build_and_start(
             .app_env(&site, &deployment.environment_id, id)
             .await
             .map_err(internal)?;
+        // Restored before the folder is handed to the site's uid, which then owns it all.
+        let tools = detection.package_manager.as_deref().map(|manager| {
+            crate::build_cache::ToolsCache::for_manager(&platform.config.data_dir.join("cache"), &site.id, manager)
+        });
+        if let Some(tools) = &tools
+            && tools.restore(&dir).await
+        {
+            platform.log(
+                id,
+                "build",
+                "system",
+                "package manager restored from the build cache".into(),
+            );
+        }
         // Build steps run as the site's own host uid, in a slot of their own (network
         // namespace, limits) for the whole build.
         let uid = platform
@@ -323,10 +345,22 @@ async fn build_and_start(
                 if let Some(slot) = slot {
                     slot.release().await;
                 }
+                let message = match (step.name.as_str(), detection.package_manager.as_deref()) {
+                    // Provisioning fails for one reason in practice (no registry): name the fix.
+                    (berth_build::detect::SETUP_STEP, Some(manager)) => {
+                        format!("{e}: {}", berth_build::detect::setup_failure_hint(manager))
+                    }
+                    _ => e.to_string(),
+                };
                 return Err(StageFailure::from(match limit {
-                    Some(limit) => format!("{e} ({limit})"),
-                    None => e.to_string(),
+                    Some(limit) => format!("{message} ({limit})"),
+                    None => message,
                 }));
+            }
+            if step.name == berth_build::detect::SETUP_STEP
+                && let Some(tools) = &tools
+            {
+                tools.save(&dir).await;
             }
             if step.name == "install"
                 && let Some(cache) = &cache

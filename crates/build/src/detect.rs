@@ -5,11 +5,12 @@
 //! deliberately small and predictable, and every user override wins:
 //!
 //! 1. `build_pack` set → that pack (unknown values are an error).
-//! 2. `package.json` → **node**; `requirements.txt` / `pyproject.toml` →
-//!    **python**. If a `Procfile` with a `web:` line is also present, it
-//!    supplies the start command, but the language pack still installs the
-//!    dependencies (a Procfile next to a requirements.txt is the classic
-//!    Heroku layout, and skipping `pip install` would break it).
+//! 2. `package.json` → **node**; `requirements.txt` / `pyproject.toml` /
+//!    `uv.lock` / `poetry.lock` / `Pipfile.lock` → **python**. If a
+//!    `Procfile` with a `web:` line is also present, it supplies the start
+//!    command, but the language pack still installs the dependencies (a
+//!    Procfile next to a requirements.txt is the classic Heroku layout, and
+//!    skipping `pip install` would break it).
 //! 3. `Procfile` with a `web:` line (and no language manifest) → **procfile**:
 //!    the `web:` command is the start command, nothing is installed.
 //! 4. `index.html` at the root or in `output_dir`/`dist`/`build`/`public`/
@@ -24,6 +25,17 @@
 //! A Node build whose output is a static site cannot be confirmed before the
 //! build has run, so the plan names the most likely folder and
 //! [`resolve_output_dir`] settles it afterwards.
+//!
+//! Node projects: the package manager comes from `packageManager` or the
+//! lockfile (yarn and pnpm through corepack, see [`node`]); frontend
+//! frameworks that build a static site (vite, Create React App, a Next.js
+//! static export, Astro, Gatsby, SvelteKit with adapter-static) are served
+//! from their output folder and a `start` script that is a dev server is
+//! never run. Python projects without a Procfile are started with the
+//! WSGI/ASGI server in their dependencies (see the `python` submodule).
+//!
+//! Every decision is explained in [`Detection::notes`] for the build log.
+//! Files are read only through `SourceFiles`.
 
 use std::fmt;
 use std::io;
@@ -33,6 +45,15 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::fs_safe;
+
+pub mod node;
+mod python;
+mod toml_lite;
+
+pub use node::{COREPACK_HOME_DIR, is_dev_server, setup_failure_hint};
+
+/// Name of the step that provisions a package manager before the install.
+pub const SETUP_STEP: &str = "setup";
 
 /// What the user configured for an app; every `Some` overrides detection.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +218,16 @@ pub enum DetectError {
         /// The folders searched, comma separated.
         searched: String,
     },
+    /// The `start` script is a development server and no built site exists.
+    #[error(
+        "the start script '{script}' runs a development server, which berth does not run in production, and no built site was found (searched {searched}); set output_dir to the folder your build writes its index.html to, or set start_command to a production server command"
+    )]
+    DevServerStart {
+        /// The start script.
+        script: String,
+        /// The folders searched for an index.html.
+        searched: String,
+    },
     /// A setting has an unusable value.
     #[error("invalid {field}: {reason}")]
     InvalidSetting {
@@ -229,14 +260,42 @@ const NODE_ENTRY_CANDIDATES: [&str; 3] = ["server.js", "index.js", "app.js"];
 const PYTHON_ENTRY_CANDIDATES: [&str; 4] = ["app.py", "main.py", "server.py", "wsgi.py"];
 
 const NODE_NO_START: &str = "package.json has no \"start\" script or \"main\" entry and none of server.js, index.js or app.js exists; add a start script (e.g. \"start\": \"node server.js\") or set start_command";
-const PYTHON_NO_START: &str = "no Procfile with a web: line and none of app.py, main.py, server.py or wsgi.py exists; add a Procfile (e.g. 'web: .venv/bin/gunicorn app:app') or set start_command";
+const PYTHON_NO_START: &str = "no Procfile with a web: line, no Flask/FastAPI/Starlette app object or Django manage.py, and none of app.py, main.py, server.py or wsgi.py exists; add a Procfile (e.g. 'web: .venv/bin/gunicorn app:app') or set start_command";
+
+/// Files that make a source tree a Python project.
+const PYTHON_MANIFESTS: [&str; 5] = [
+    "requirements.txt",
+    "pyproject.toml",
+    "uv.lock",
+    "poetry.lock",
+    "Pipfile.lock",
+];
 const PROCFILE_NO_WEB: &str = "the Procfile has no web: line; add one (e.g. 'web: ./server') or set start_command";
+
+/// A plan together with what detection decided on the way.
+#[derive(Clone, Debug)]
+pub struct Detection {
+    /// The plan.
+    pub plan: BuildPlan,
+    /// One line per decision, for the build log ("detected vite
+    /// (package.json devDependencies) → static output dist, SPA fallback").
+    pub notes: Vec<String>,
+    /// The package manager the `setup` step provisions through corepack
+    /// ("pnpm@9", or package.json's `packageManager` value); berth caches
+    /// its download per site under this name.
+    pub package_manager: Option<String>,
+}
 
 /// Detects how to build and serve the project at `source`.
 ///
 /// Only reads files; see the module docs for the detection order. Every
 /// field of `settings` that is `Some` wins over what detection would choose.
 pub fn detect(source: &Path, settings: &BuildSettings) -> Result<BuildPlan, DetectError> {
+    detect_explained(source, settings).map(|d| d.plan)
+}
+
+/// [`detect`], with the reasons for the build log.
+pub fn detect_explained(source: &Path, settings: &BuildSettings) -> Result<Detection, DetectError> {
     let output_dir = settings.output_dir.as_deref().map(normalize_output_dir).transpose()?;
     let health_check_path = normalize_health_path(settings.health_check_path.as_deref())?;
     let files = SourceFiles::new(source);
@@ -247,7 +306,7 @@ pub fn detect(source: &Path, settings: &BuildSettings) -> Result<BuildPlan, Dete
         None => {
             if files.exists("package.json") {
                 BuildPack::Node
-            } else if files.exists("requirements.txt") || files.exists("pyproject.toml") {
+            } else if PYTHON_MANIFESTS.iter().any(|f| files.exists(f)) {
                 BuildPack::Python
             } else if procfile_web.is_some() {
                 BuildPack::Procfile
@@ -270,11 +329,9 @@ pub fn detect(source: &Path, settings: &BuildSettings) -> Result<BuildPlan, Dete
         BuildPack::Node => node_plan(&files, output_dir.as_deref(), procfile_web.as_deref())?,
         BuildPack::Python => python_plan(&files, procfile_web.as_deref())?,
         BuildPack::Procfile => Draft {
-            install: None,
-            build: None,
             start: procfile_web.clone(),
             no_start: PROCFILE_NO_WEB,
-            static_dir: None,
+            ..Draft::default()
         },
         BuildPack::Dockerfile => {
             return Err(DetectError::InvalidSetting {
@@ -283,16 +340,21 @@ pub fn detect(source: &Path, settings: &BuildSettings) -> Result<BuildPlan, Dete
             });
         }
         BuildPack::Static => Draft {
-            install: None,
-            build: None,
-            start: None,
-            no_start: "",
             static_dir: Some(static_dir_guess(source, output_dir.as_deref(), false)),
+            ..Draft::default()
         },
     };
+    let mut notes = draft.notes;
 
+    // The package manager is provisioned only when a detected step uses it.
+    let manager_used = (settings.install_command.is_none() && draft.install.is_some())
+        || (settings.build_command.is_none() && draft.build.is_some());
+    let setup = draft.setup.filter(|_| manager_used);
     let install = pick(settings.install_command.as_deref(), draft.install);
     let build = pick(settings.build_command.as_deref(), draft.build);
+    if settings.start_command.is_some() && draft.start.is_none() && draft.static_dir.is_some() {
+        notes.push("start_command is set: serving it as a process instead of the static output".into());
+    }
     let start = pick(settings.start_command.as_deref(), draft.start);
 
     let serve = match (start, draft.static_dir) {
@@ -325,6 +387,13 @@ pub fn detect(source: &Path, settings: &BuildSettings) -> Result<BuildPlan, Dete
     }
 
     let mut steps = Vec::new();
+    let package_manager = setup.as_ref().and(draft.package_manager);
+    if let Some(command) = setup {
+        steps.push(BuildStep {
+            name: SETUP_STEP.into(),
+            command,
+        });
+    }
     if let Some(command) = install {
         steps.push(BuildStep {
             name: "install".into(),
@@ -337,11 +406,15 @@ pub fn detect(source: &Path, settings: &BuildSettings) -> Result<BuildPlan, Dete
             command,
         });
     }
-    Ok(BuildPlan {
-        pack,
-        steps,
-        serve,
-        health_check_path,
+    Ok(Detection {
+        plan: BuildPlan {
+            pack,
+            steps,
+            serve,
+            health_check_path,
+        },
+        notes,
+        package_manager,
     })
 }
 
@@ -375,9 +448,17 @@ pub fn resolve_output_dir(source: &Path, settings: &BuildSettings, plan: &mut Bu
                         }
                     }
                 }
-                return Err(DetectError::NoIndexHtml {
-                    searched: searched.join(", "),
-                });
+                let searched = searched.join(", ");
+                // A dev-server start script was skipped for this static
+                // output: say so, with both settings that fix it.
+                if settings.start_command.is_none()
+                    && let Ok(Some(text)) = SourceFiles::new(source).read_opt("package.json")
+                    && let Ok(pkg) = PackageJson::parse(&text)
+                    && let Some(script) = pkg.start_script.filter(|s| is_dev_server(s))
+                {
+                    return Err(DetectError::DevServerStart { script, searched });
+                }
+                return Err(DetectError::NoIndexHtml { searched });
             }
         }
     }
@@ -388,7 +469,12 @@ pub fn resolve_output_dir(source: &Path, settings: &BuildSettings, plan: &mut Bu
 }
 
 /// What a pack would do before user overrides are applied.
+#[derive(Default)]
 struct Draft {
+    /// Provisions the package manager (runs before the install).
+    setup: Option<String>,
+    /// The package manager `setup` provisions.
+    package_manager: Option<String>,
     install: Option<String>,
     build: Option<String>,
     start: Option<String>,
@@ -396,6 +482,8 @@ struct Draft {
     no_start: &'static str,
     /// Static folder and SPA flag, when the pack can serve files.
     static_dir: Option<(String, bool)>,
+    /// What was decided and why.
+    notes: Vec<String>,
 }
 
 /// Applies an override: `Some("")` (or blank) removes the step.
@@ -419,29 +507,91 @@ fn node_plan(
         });
     }
     let pkg = PackageJson::parse(&files.read("package.json")?)?;
-    let install = if !pkg.has_dependencies {
-        // Nothing to install: skipping npm saves seconds per deploy.
-        None
-    } else if files.exists("package-lock.json") || files.exists("npm-shrinkwrap.json") {
-        Some("npm ci --no-audit --no-fund".to_string())
-    } else if files.exists("yarn.lock") {
-        Some("yarn install --frozen-lockfile".to_string())
-    } else if files.exists("pnpm-lock.yaml") {
-        Some("pnpm install --frozen-lockfile".to_string())
+    let mut notes = Vec::new();
+    // Nothing to install: skipping the package manager saves seconds per
+    // deploy, and npm runs a build script as well as any.
+    let manager = if pkg.has_dependencies {
+        node::choose_manager(files, &pkg, &mut notes)
     } else {
-        Some("npm install --no-audit --no-fund".to_string())
+        node::NodeManager::npm()
     };
-    let build = pkg.has_build_script.then(|| "npm run build".to_string());
-    let start = procfile_web
-        .map(str::to_string)
-        .or_else(|| pkg.start_script.clone())
-        .or_else(|| pkg.main.as_deref().map(|m| format!("node {}", shell_quote(m))))
-        .or_else(|| {
-            NODE_ENTRY_CANDIDATES
-                .iter()
-                .find(|f| files.is_file(f))
-                .map(|f| format!("node {f}"))
-        });
+    let install = pkg.has_dependencies.then(|| manager.install_command(files));
+    let build = pkg.has_build_script.then(|| manager.build_command());
+    let setup = manager.setup_command();
+    let package_manager = setup.as_ref().map(|_| manager.label.clone());
+
+    let framework = node::detect_framework(files, &pkg)?;
+    let dev_start = pkg.start_script.clone().filter(|s| is_dev_server(s));
+    let real_start = pkg.start_script.clone().filter(|s| !is_dev_server(s));
+    if let Some(script) = &dev_start {
+        notes.push(format!(
+            "the start script '{script}' is a development server: berth does not run it"
+        ));
+    }
+    let described = |fw: &node::Framework| {
+        let detail = fw.detail.as_deref().map(|d| format!(", {d}")).unwrap_or_default();
+        format!("detected {} ({}{detail})", fw.name, fw.evidence)
+    };
+    let draft = |start: Option<String>, static_dir: Option<(String, bool)>, notes: Vec<String>| Draft {
+        setup: setup.clone(),
+        package_manager: package_manager.clone(),
+        install: install.clone(),
+        build: build.clone(),
+        start,
+        no_start: NODE_NO_START,
+        static_dir,
+        notes,
+    };
+
+    if let Some(fw) = &framework
+        && let Some((dir, spa)) = fw.output
+        && pkg.has_build_script
+    {
+        // A Next.js export cannot be served by `next start`, so its start
+        // script is never the server.
+        let start = procfile_web
+            .map(str::to_string)
+            .or_else(|| real_start.clone().filter(|_| fw.name != "Next.js"));
+        if start.is_none() {
+            let dir = output_dir.unwrap_or(dir).to_string();
+            notes.push(format!(
+                "{} → static output {dir}{}",
+                described(fw),
+                if spa { ", SPA fallback" } else { "" }
+            ));
+            return Ok(draft(None, Some((dir, spa)), notes));
+        }
+        notes.push(format!(
+            "{}, but {} starts a server: running it instead of serving the static output",
+            described(fw),
+            if procfile_web.is_some() {
+                "the Procfile's web: line"
+            } else {
+                "the start script"
+            }
+        ));
+    } else if let Some(fw) = &framework
+        && fw.output.is_none()
+    {
+        notes.push(format!("{}: runs as a server", described(fw)));
+    }
+
+    let start = procfile_web.map(str::to_string).or(real_start).or_else(|| {
+        // `main` and the usual entry files are the server only when the
+        // start script is not a dev server (a vite app's main is no server).
+        if dev_start.is_some() {
+            return None;
+        }
+        pkg.main
+            .as_deref()
+            .map(|m| format!("node {}", shell_quote(m)))
+            .or_else(|| {
+                NODE_ENTRY_CANDIDATES
+                    .iter()
+                    .find(|f| files.is_file(f))
+                    .map(|f| format!("node {f}"))
+            })
+    });
     // Without a start command a Node project can still be a static site:
     // its build output (SPA frameworks) or a plain index.html at the root.
     let static_dir = if pkg.has_build_script {
@@ -454,54 +604,59 @@ fn node_plan(
     } else {
         find_index(files.root, output_dir).map(|d| (d, false))
     };
-    Ok(Draft {
-        install,
-        build,
-        start,
-        no_start: NODE_NO_START,
-        static_dir,
-    })
+    if start.is_none()
+        && let Some((dir, spa)) = &static_dir
+    {
+        notes.push(format!(
+            "no server to start: serving the static output {dir}{}",
+            if *spa { " (SPA fallback)" } else { "" }
+        ));
+    }
+    if start.is_none()
+        && static_dir.is_none()
+        && let Some(script) = dev_start
+    {
+        return Err(DetectError::DevServerStart {
+            script,
+            searched: searched_list(output_dir),
+        });
+    }
+    Ok(draft(start, static_dir, notes))
 }
 
 fn python_plan(files: &SourceFiles<'_>, procfile_web: Option<&str>) -> Result<Draft, DetectError> {
-    let requirements = if files.exists("requirements.txt") {
-        Some(files.read("requirements.txt")?)
-    } else {
-        None
-    };
-    let has_requirements = requirements.as_deref().is_some_and(requirements_have_entries);
-    let pyproject_installable = if files.exists("pyproject.toml") {
-        pyproject_is_installable(&files.read("pyproject.toml")?)
-    } else {
-        false
-    };
-    // requirements.txt wins when both exist: it is the pinned, deployable
-    // set, and pyproject.toml is often only tool configuration.
-    let pip = if has_requirements {
-        Some(".venv/bin/pip install -r requirements.txt")
-    } else if pyproject_installable {
-        Some(".venv/bin/pip install .")
-    } else {
-        None
-    };
-    let install = match pip {
-        Some(pip) => format!("python3 -m venv .venv && {pip}"),
+    let mut notes = Vec::new();
+    let deps = python::dependencies(files, &mut notes)?;
+    let install = match &deps.pip_args {
+        Some(args) => format!("python3 -m venv .venv && .venv/bin/pip install {args}"),
         // Creating pip inside the venv takes seconds; skip it when nothing
         // will be installed.
         None => "python3 -m venv --without-pip .venv".to_string(),
     };
-    let start = procfile_web.map(str::to_string).or_else(|| {
-        PYTHON_ENTRY_CANDIDATES
-            .iter()
-            .find(|f| files.is_file(f))
-            .map(|f| format!(".venv/bin/python {f}"))
-    });
+    let mut app_notes = Vec::new();
+    let app = python::web_app(files, &deps, &mut app_notes)?;
+    let build = app.as_ref().and_then(|a| a.build.clone());
+    let start = if let Some(web) = procfile_web {
+        notes.push("start command: the Procfile's web: line".into());
+        if build.is_some() {
+            notes.extend(app_notes.into_iter().filter(|n| n.contains("collectstatic")));
+        }
+        Some(web.to_string())
+    } else {
+        notes.extend(app_notes);
+        app.map(|a| a.start).or_else(|| {
+            let file = PYTHON_ENTRY_CANDIDATES.iter().find(|f| files.is_file(f))?;
+            notes.push(format!("no web app object found: running {file} as a script"));
+            Some(format!(".venv/bin/python {file}"))
+        })
+    };
     Ok(Draft {
         install: Some(install),
-        build: None,
+        build,
         start,
         no_start: PYTHON_NO_START,
-        static_dir: None,
+        notes,
+        ..Draft::default()
     })
 }
 
@@ -584,14 +739,6 @@ fn requirements_have_entries(text: &str) -> bool {
     })
 }
 
-/// True if pyproject.toml describes an installable project rather than just
-/// tool configuration (`[tool.black]` alone cannot be `pip install`ed).
-fn pyproject_is_installable(text: &str) -> bool {
-    text.lines()
-        .map(str::trim)
-        .any(|l| l.starts_with("[project]") || l.starts_with("[build-system]") || l.starts_with("[tool.poetry]"))
-}
-
 /// Quotes a word for `sh` only when needed.
 fn shell_quote(s: &str) -> String {
     let safe = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./-@+:,=%".contains(c));
@@ -609,7 +756,10 @@ struct PackageJson {
     has_build_script: bool,
     start_script: Option<String>,
     main: Option<String>,
-    dependency_names: Vec<String>,
+    /// Dependency names with the section that lists them.
+    dependencies: Vec<(String, &'static str)>,
+    /// The `packageManager` field ("pnpm@9.1.0+sha512...").
+    package_manager: Option<String>,
 }
 
 impl PackageJson {
@@ -624,10 +774,10 @@ impl PackageJson {
                 reason: "the top level must be a JSON object".into(),
             });
         };
-        let mut dependency_names = Vec::new();
+        let mut dependencies = Vec::new();
         for key in ["dependencies", "devDependencies", "optionalDependencies"] {
             if let Some(deps) = obj.get(key).and_then(|d| d.as_object()) {
-                dependency_names.extend(deps.keys().cloned());
+                dependencies.extend(deps.keys().map(|k| (k.clone(), key)));
             }
         }
         let script = |name: &str| {
@@ -639,7 +789,7 @@ impl PackageJson {
                 .map(str::to_string)
         };
         Ok(PackageJson {
-            has_dependencies: !dependency_names.is_empty(),
+            has_dependencies: !dependencies.is_empty(),
             has_build_script: script("build").is_some(),
             start_script: script("start"),
             main: obj
@@ -648,14 +798,30 @@ impl PackageJson {
                 .map(str::trim)
                 .filter(|m| !m.is_empty())
                 .map(str::to_string),
-            dependency_names,
+            dependencies,
+            package_manager: obj
+                .get("packageManager")
+                .and_then(|m| m.as_str())
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_string),
         })
+    }
+
+    /// The section ("devDependencies", ...) that lists `name`.
+    fn section_of(&self, name: &str) -> Option<&'static str> {
+        self.dependencies.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
+    }
+
+    /// Every dependency's name.
+    fn dependency_names(&self) -> impl Iterator<Item = &str> {
+        self.dependencies.iter().map(|(n, _)| n.as_str())
     }
 
     /// Where well-known frontend tools write their build, for the plan made
     /// before the build has run ([`resolve_output_dir`] confirms it).
     fn framework_output_dir(&self) -> &'static str {
-        let has = |n: &str| self.dependency_names.iter().any(|d| d == n);
+        let has = |n: &str| self.section_of(n).is_some();
         if has("react-scripts") || has("@sveltejs/kit") || has("@docusaurus/core") {
             "build"
         } else if has("next") {
@@ -687,6 +853,14 @@ impl<'a> SourceFiles<'a> {
 
     fn is_file(&self, name: &str) -> bool {
         fs_safe::is_file_in_tree(self.root, name)
+    }
+
+    /// The file's text, or `None` when it is not a regular file.
+    fn read_opt(&self, name: &str) -> Result<Option<String>, DetectError> {
+        if !self.is_file(name) {
+            return Ok(None);
+        }
+        self.read(name).map(Some)
     }
 
     fn read(&self, name: &str) -> Result<String, DetectError> {

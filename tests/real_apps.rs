@@ -1,0 +1,264 @@
+//! Real apps go live on the first try: each app of the corpus under `tests/apps/` (yarn,
+//! pnpm, a Vite SPA, a Create React App build, Flask, FastAPI, Django) is deployed with no
+//! settings at all, as a new user would, and fetched through the edge. Dependencies come
+//! from the real registries (npm, PyPI); the apps are kept to a few small ones.
+//!
+//! Each app is deployed twice: the second deploy must reuse the site's build cache (the
+//! installed dependencies and, for yarn and pnpm, the package manager corepack fetched).
+//! The times of both are printed (`cargo nextest run --test real_apps --no-capture`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A corpus app's folder.
+fn corpus(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/apps").join(name)
+}
+
+/// A deployment's build log, one line per log line.
+async fn build_log(server: &TestServer, id: &str) -> String {
+    let (_, logs) = server
+        .get(&format!("/api/deployments/{id}/logs?kind=build&limit=1000"))
+        .await;
+    logs["lines"]
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .map(|l| l["line"].as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// Creates site `name` from the corpus app with no settings and waits for the deploy;
+/// returns the finished deployment, its build log and how long it took.
+async fn first_deploy(server: &TestServer, name: &str, app: &str) -> (Value, String, f64) {
+    let started = Instant::now();
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": name, "repo": corpus(app).to_string_lossy(), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let id = out["deployment"]["id"].as_str().expect("deployment id").to_string();
+    let deployment = server.wait_deployment(&id).await;
+    let secs = started.elapsed().as_secs_f64();
+    let log = build_log(server, &id).await;
+    (deployment, log, secs)
+}
+
+/// Deploys site `name` again (same source); returns the deployment, its log and its time.
+async fn redeploy(server: &TestServer, name: &str) -> (Value, String, f64) {
+    let started = Instant::now();
+    let (status, out) = server
+        .post(&format!("/api/sites/{name}/deploy"), &json!({"wait": true}))
+        .await;
+    assert!(status == 200 || status == 202, "{status} {out}");
+    let id = out["deployment"]["id"].as_str().expect("deployment id").to_string();
+    let deployment = server.wait_deployment(&id).await;
+    let secs = started.elapsed().as_secs_f64();
+    let log = build_log(server, &id).await;
+    (deployment, log, secs)
+}
+
+/// Asserts a deployment is live, showing its log otherwise.
+fn assert_live(deployment: &Value, log: &str) {
+    assert_eq!(deployment["status"], "live", "{deployment}\n--- build log ---\n{log}");
+}
+
+fn report(app: &str, cold: f64, warm: f64) {
+    eprintln!("real app {app}: live on the first try; cold {cold:.1} s, warm {warm:.1} s");
+}
+
+#[tokio::test]
+async fn yarn_app_gets_yarn_through_corepack_once_per_site() {
+    let server = TestServer::start().await;
+    let (d, log, cold) = first_deploy(&server, "yarnapp", "yarn-app").await;
+    assert_live(&d, &log);
+    assert!(log.contains("package manager: yarn@1.22.22 (yarn.lock)"), "{log}");
+    assert_eq!(
+        server.edge("yarnapp.localhost", "/").await,
+        (200, "yarn app: 1m\n".to_string())
+    );
+
+    let (d, log, warm) = redeploy(&server, "yarnapp").await;
+    assert_live(&d, &log);
+    assert!(log.contains("package manager restored from the build cache"), "{log}");
+    assert!(log.contains("dependencies restored from the build cache"), "{log}");
+    // The download is kept in the site's own folder of the cache, nowhere shared.
+    let cache = server.data.path().join("cache");
+    let sites: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .expect("cache dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(sites.len(), 1, "{sites:?}");
+    let tools = sites[0].join("tools");
+    assert!(
+        tools.read_dir().map(|mut d| d.next().is_some()).unwrap_or(false),
+        "{tools:?}"
+    );
+    report("yarn-app", cold, warm);
+}
+
+#[tokio::test]
+async fn pnpm_app_goes_live_and_without_the_registry_the_failure_names_pnpm() {
+    let server = TestServer::start().await;
+    let (d, log, cold) = first_deploy(&server, "pnpmapp", "pnpm-app").await;
+    assert_live(&d, &log);
+    assert!(log.contains("package manager: pnpm@9 (pnpm-lock.yaml)"), "{log}");
+    assert_eq!(
+        server.edge("pnpmapp.localhost", "/").await,
+        (200, "pnpm app: 1m\n".to_string())
+    );
+    let (d, log, warm) = redeploy(&server, "pnpmapp").await;
+    assert_live(&d, &log);
+    assert!(log.contains("package manager restored from the build cache"), "{log}");
+    report("pnpm-app", cold, warm);
+
+    // A registry corepack cannot reach (a closed local port): the deployment fails at
+    // the setup step with a message that names pnpm and what to do.
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({
+                "name": "offline",
+                "repo": corpus("pnpm-app").to_string_lossy(),
+                "env_vars": {"COREPACK_NPM_REGISTRY": "http://127.0.0.1:9"},
+                "wait": true,
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    let d = server.wait_deployment(&id).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("setup step exited with code")
+            && error.contains("could not get pnpm@9 through corepack")
+            && error.contains("npm registry")
+            && error.contains("install_command"),
+        "{d}"
+    );
+}
+
+#[tokio::test]
+async fn vite_spa_is_built_and_served_with_deep_links() {
+    let server = TestServer::start().await;
+    let (d, log, cold) = first_deploy(&server, "vitespa", "vite-spa").await;
+    assert_live(&d, &log);
+    assert!(
+        log.contains("detected vite (package.json devDependencies) → static output dist, SPA fallback"),
+        "{log}"
+    );
+    // Its start script is `vite`, the dev server: never run.
+    assert!(log.contains("the start script 'vite' is a development server"), "{log}");
+    assert!(!log.contains("starting: vite"), "{log}");
+    let (code, home) = server.edge("vitespa.localhost", "/").await;
+    assert_eq!(code, 200);
+    assert!(
+        home.contains("vite spa shell") && home.contains("/assets/"),
+        "the built index.html: {home}"
+    );
+    // A route only the client-side router knows: answered with index.html.
+    assert_eq!(server.edge("vitespa.localhost", "/about").await, (200, home.clone()));
+    let script = home
+        .split("src=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("script tag")
+        .to_string();
+    let (code, js) = server.edge("vitespa.localhost", &script).await;
+    assert_eq!(code, 200);
+    assert!(js.contains("about page"), "{js}");
+
+    let (d, log, warm) = redeploy(&server, "vitespa").await;
+    assert_live(&d, &log);
+    assert!(log.contains("dependencies restored from the build cache"), "{log}");
+    report("vite-spa", cold, warm);
+}
+
+#[tokio::test]
+async fn create_react_app_build_folder_is_served() {
+    let server = TestServer::start().await;
+    let (d, log, cold) = first_deploy(&server, "craapp", "cra-app").await;
+    assert_live(&d, &log);
+    assert!(
+        log.contains(
+            "detected Create React App (react-scripts) (package.json dependencies) → static output build, SPA fallback"
+        ),
+        "{log}"
+    );
+    let (code, home) = server.edge("craapp.localhost", "/").await;
+    assert_eq!(code, 200);
+    assert!(home.contains("cra app") && !home.contains("cra template"), "{home}");
+    assert_eq!(server.edge("craapp.localhost", "/users/42").await, (200, home));
+    let (code, js) = server.edge("craapp.localhost", "/static/js/main.js").await;
+    assert_eq!((code, js.contains("cra app built")), (200, true), "{js}");
+    let (d, log, warm) = redeploy(&server, "craapp").await;
+    assert_live(&d, &log);
+    report("cra-app", cold, warm);
+}
+
+#[tokio::test]
+async fn flask_app_runs_under_gunicorn_without_a_procfile() {
+    let server = TestServer::start().await;
+    let (d, log, cold) = first_deploy(&server, "flaskapp", "flask-gunicorn").await;
+    assert_live(&d, &log);
+    assert!(log.contains("detected Flask app app:app in app.py"), "{log}");
+    assert!(
+        log.contains("starting: .venv/bin/gunicorn --bind 0.0.0.0:$PORT app:app"),
+        "{log}"
+    );
+    assert_eq!(
+        server.edge("flaskapp.localhost", "/").await,
+        (200, "flask under gunicorn\n".to_string())
+    );
+    let (d, log, warm) = redeploy(&server, "flaskapp").await;
+    assert_live(&d, &log);
+    report("flask-gunicorn", cold, warm);
+}
+
+#[tokio::test]
+async fn fastapi_app_from_pyproject_runs_under_uvicorn() {
+    let server = TestServer::start().await;
+    let (d, log, cold) = first_deploy(&server, "fastapiapp", "fastapi-uvicorn").await;
+    assert_live(&d, &log);
+    assert!(log.contains("pyproject.toml [project] dependencies"), "{log}");
+    assert!(log.contains("detected FastAPI app main:app in main.py"), "{log}");
+    assert_eq!(
+        server.edge("fastapiapp.localhost", "/items/7").await,
+        (200, r#"{"item":7}"#.to_string())
+    );
+    let (d, log, warm) = redeploy(&server, "fastapiapp").await;
+    assert_live(&d, &log);
+    report("fastapi-uvicorn", cold, warm);
+}
+
+#[tokio::test]
+async fn django_site_collects_and_serves_its_static_files() {
+    let server = TestServer::start().await;
+    let (d, log, cold) = first_deploy(&server, "djangoapp", "django-static").await;
+    assert_live(&d, &log);
+    assert!(log.contains("mysite.wsgi:application"), "{log}");
+    assert!(
+        log.contains("$ .venv/bin/python manage.py collectstatic --noinput"),
+        "{log}"
+    );
+    let (code, page) = server.edge("djangoapp.localhost", "/").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("django site"), "{page}");
+    let (code, css) = server.edge("djangoapp.localhost", "/static/css/site.css").await;
+    assert_eq!((code, css.contains("rebeccapurple")), (200, true), "{css}");
+    let (d, log, warm) = redeploy(&server, "djangoapp").await;
+    assert_live(&d, &log);
+    report("django-static", cold, warm);
+}
