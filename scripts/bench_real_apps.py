@@ -46,7 +46,8 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not os.path.exists(args.binary):
         subprocess.run(["cargo", "build", "--bin", "berth"], check=True, cwd=root)
-    b = Berth(args.binary)
+    # The corpus is deployed from its folders, which the server must be allowed to read.
+    b = Berth(args.binary, args=["--allow-local-repos", os.path.join(root, "tests", "apps")])
     rows = []
     try:
         for app in args.apps.split(","):

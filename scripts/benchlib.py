@@ -34,9 +34,9 @@ def tarball(files):
 class Berth:
     """A `berth serve` on free ports in a fresh data dir, with the bench admin key."""
 
-    def __init__(self, binary, run_as=None):
+    def __init__(self, binary, run_as=None, args=()):
         """`run_as`: a uid to run the server as instead of the caller (e.g. an
-        unprivileged one, where berth cannot confine apps)."""
+        unprivileged one, where berth cannot confine apps); `args`: more `serve` flags."""
         self.data = tempfile.mkdtemp(prefix="berth-bench-")
         env = dict(os.environ, BERTH_BOOTSTRAP_KEY=KEY, BERTH_LOG="warn")
         prefix = []
@@ -44,7 +44,8 @@ class Berth:
             os.chown(self.data, run_as, run_as)
             prefix = ["setpriv", f"--reuid={run_as}", f"--regid={run_as}", "--clear-groups", "--"]
         self.proc = subprocess.Popen(
-            prefix + [binary, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0"],
+            prefix + [binary, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0",
+                      *args],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ports_file = os.path.join(self.data, "ports.json")
         while not os.path.exists(ports_file):

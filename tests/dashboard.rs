@@ -868,9 +868,10 @@ async fn the_monitoring_tab_shows_each_instances_cpu_and_memory() {
     for env in ["production", "staging"] {
         assert!(page.contains(&format!("<h3>{env} ")), "{env}: {page}");
     }
-    // Two rows, each with a healthy instance and its memory as the provider measured it.
+    // Two rows, each with a healthy instance and its memory as the provider measured it,
+    // out of the instance's memory limit.
     assert_eq!(page.matches("<td>healthy</td>").count(), 2, "{page}");
-    assert_eq!(page.matches(" MiB").count(), 2, "{page}");
+    assert_eq!(page.matches(" MiB<span class=\"muted\"> of ").count(), 2, "{page}");
     // A site of another org, or none, is not found.
     let (status, _) = web.get("/sites/nothing-here/monitoring").await;
     assert_eq!(status, 404);

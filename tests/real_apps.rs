@@ -20,6 +20,12 @@ fn corpus(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/apps").join(name)
 }
 
+/// A server allowed to deploy from the corpus folders.
+async fn corpus_server() -> TestServer {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/apps");
+    TestServer::start_with(&[("BERTH_ALLOW_LOCAL_REPOS", root.to_str().expect("utf-8 path"))]).await
+}
+
 /// A deployment's build log, one line per log line.
 async fn build_log(server: &TestServer, id: &str) -> String {
     let (_, logs) = server
@@ -80,7 +86,7 @@ fn report(app: &str, cold: f64, warm: f64) {
 
 #[tokio::test]
 async fn yarn_app_gets_yarn_through_corepack_once_per_site() {
-    let server = TestServer::start().await;
+    let server = corpus_server().await;
     let (d, log, cold) = first_deploy(&server, "yarnapp", "yarn-app").await;
     assert_live(&d, &log);
     assert!(log.contains("package manager: yarn@1.22.22 (yarn.lock)"), "{log}");
@@ -110,7 +116,7 @@ async fn yarn_app_gets_yarn_through_corepack_once_per_site() {
 
 #[tokio::test]
 async fn pnpm_app_goes_live_and_without_the_registry_the_failure_names_pnpm() {
-    let server = TestServer::start().await;
+    let server = corpus_server().await;
     let (d, log, cold) = first_deploy(&server, "pnpmapp", "pnpm-app").await;
     assert_live(&d, &log);
     assert!(log.contains("package manager: pnpm@9 (pnpm-lock.yaml)"), "{log}");
@@ -152,7 +158,7 @@ async fn pnpm_app_goes_live_and_without_the_registry_the_failure_names_pnpm() {
 
 #[tokio::test]
 async fn vite_spa_is_built_and_served_with_deep_links() {
-    let server = TestServer::start().await;
+    let server = corpus_server().await;
     let (d, log, cold) = first_deploy(&server, "vitespa", "vite-spa").await;
     assert_live(&d, &log);
     assert!(
@@ -188,7 +194,7 @@ async fn vite_spa_is_built_and_served_with_deep_links() {
 
 #[tokio::test]
 async fn create_react_app_build_folder_is_served() {
-    let server = TestServer::start().await;
+    let server = corpus_server().await;
     let (d, log, cold) = first_deploy(&server, "craapp", "cra-app").await;
     assert_live(&d, &log);
     assert!(
@@ -210,7 +216,7 @@ async fn create_react_app_build_folder_is_served() {
 
 #[tokio::test]
 async fn flask_app_runs_under_gunicorn_without_a_procfile() {
-    let server = TestServer::start().await;
+    let server = corpus_server().await;
     let (d, log, cold) = first_deploy(&server, "flaskapp", "flask-gunicorn").await;
     assert_live(&d, &log);
     assert!(log.contains("detected Flask app app:app in app.py"), "{log}");
@@ -229,7 +235,7 @@ async fn flask_app_runs_under_gunicorn_without_a_procfile() {
 
 #[tokio::test]
 async fn fastapi_app_from_pyproject_runs_under_uvicorn() {
-    let server = TestServer::start().await;
+    let server = corpus_server().await;
     let (d, log, cold) = first_deploy(&server, "fastapiapp", "fastapi-uvicorn").await;
     assert_live(&d, &log);
     assert!(log.contains("pyproject.toml [project] dependencies"), "{log}");
@@ -245,7 +251,7 @@ async fn fastapi_app_from_pyproject_runs_under_uvicorn() {
 
 #[tokio::test]
 async fn django_site_collects_and_serves_its_static_files() {
-    let server = TestServer::start().await;
+    let server = corpus_server().await;
     let (d, log, cold) = first_deploy(&server, "djangoapp", "django-static").await;
     assert_live(&d, &log);
     assert!(log.contains("mysite.wsgi:application"), "{log}");

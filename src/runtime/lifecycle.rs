@@ -628,6 +628,8 @@ impl Runtime {
                 instance.done.cancel();
                 return;
             };
+            // Its address is no longer its own (another instance may be given it).
+            *instance.addr.lock().expect("addr lock") = None;
             if let Some(p) = pump {
                 let _ = p.await;
             }

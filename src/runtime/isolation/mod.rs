@@ -108,10 +108,13 @@ impl Isolation {
             use std::os::unix::fs::PermissionsExt as _;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
         }
+        let settings_slots = settings.subnet.slots();
         let ready = Ready {
             settings,
             cgroups,
-            next: AtomicU32::new(0),
+            // Slots are taken in turn from a random start, so an address just given up is
+            // the last to be handed out again (by this berth or another on the machine).
+            next: AtomicU32::new(rand::random::<u32>() % settings_slots),
         };
         let reclaimed = tokio::task::spawn_blocking({
             let hierarchy = ready.cgroups.clone();
@@ -214,23 +217,31 @@ impl Isolation {
 }
 
 impl Ready {
-    /// Takes the next free slot number host-wide (an exclusive lock file).
+    /// Takes the next free slot number host-wide: a lock file that holds the owner's pid
+    /// from the moment it exists (written aside, then hard-linked into place, which fails
+    /// when the name is taken), so no other berth ever reads it empty and reclaims it.
     fn claim_index(&self) -> Result<u32, String> {
+        use std::io::Write as _;
         let slots = self.settings.subnet.slots();
-        let me = std::process::id().to_string();
-        for _ in 0..slots {
+        let me = std::process::id();
+        static DRAFTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let draft = Path::new(SLOTS_DIR).join(format!(".claim-{me}-{}", DRAFTS.fetch_add(1, Ordering::Relaxed)));
+        let mut f =
+            std::fs::File::create(&draft).map_err(|e| format!("cannot claim a sandbox slot in {SLOTS_DIR}: {e}"))?;
+        f.write_all(me.to_string().as_bytes())
+            .map_err(|e| format!("{}: {e}", draft.display()))?;
+        drop(f);
+        let claimed = (0..slots).find_map(|_| {
             let index = self.next.fetch_add(1, Ordering::Relaxed) % slots;
-            let file = lock_file(index);
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&file) {
-                Ok(mut f) => {
-                    use std::io::Write as _;
-                    f.write_all(me.as_bytes())
-                        .map_err(|e| format!("{}: {e}", file.display()))?;
-                    return Ok(index);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(format!("cannot claim a sandbox slot in {SLOTS_DIR}: {e}")),
+            match std::fs::hard_link(&draft, lock_file(index)) {
+                Ok(()) => Some(Ok(index)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+                Err(e) => Some(Err(format!("cannot claim a sandbox slot in {SLOTS_DIR}: {e}"))),
             }
+        });
+        let _ = std::fs::remove_file(&draft);
+        if let Some(claimed) = claimed {
+            return claimed;
         }
         Err(format!(
             "all {slots} sandbox slots of the app subnet {} are in use; give --app-subnet a larger range",

@@ -5,7 +5,9 @@
 //! not the host itself (its loopback, the control plane, any service), not each other,
 //! not private, shared, link-local or multicast ranges. Inside, TCP arriving on `eth0` is
 //! forwarded to the namespace's loopback, so an app listening on `127.0.0.1` is
-//! reachable by the edge as one listening on every address.
+//! reachable by the edge as one listening on every address. The whole subnet is routed
+//! `unreachable` on the host, so the address of a namespace that is gone answers at once
+//! with an error and nothing for it ever leaves the machine.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -120,6 +122,9 @@ pub fn firewall_rules(subnet: AppSubnet, resolvers: &[Ipv4Addr]) -> String {
 pub async fn install_firewall(subnet: AppSubnet) -> Result<(), String> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(|e| format!("cannot enable IPv4 forwarding for app egress: {e}"))?;
+    // An address of the subnet whose namespace is gone must go nowhere, never out the
+    // default route: each live slot's /30 is more specific than this.
+    run("ip", &["route", "replace", "unreachable", &subnet.to_string()]).await?;
     let rules = firewall_rules(subnet, &host_resolvers());
     run_with_input("iptables-restore", &["-w", "--noflush"], &rules).await?;
     for (table, chain, target) in [
