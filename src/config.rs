@@ -21,11 +21,12 @@ pub struct ServeConfig {
     #[arg(long, env = "BERTH_BASE_DOMAIN", default_value = "localhost")]
     pub base_domain: String,
     /// On first start with an empty data dir, this exact string becomes the admin API key.
-    #[arg(long, env = "BERTH_BOOTSTRAP_KEY", hide_env_values = true)]
+    /// Only from the environment: a flag would show the key in the process list.
+    #[arg(long, env = "BERTH_BOOTSTRAP_KEY", hide_env_values = true, hide = true)]
     pub bootstrap_key: Option<String>,
     /// Master key sealing secrets (64 hex digits or base64 of 32 bytes); default: a key
-    /// file generated in the data dir.
-    #[arg(long, env = "BERTH_MASTER_KEY", hide_env_values = true)]
+    /// file generated in the data dir. Only from the environment, like the bootstrap key.
+    #[arg(long, env = "BERTH_MASTER_KEY", hide_env_values = true, hide = true)]
     pub master_key: Option<String>,
     /// Extra `Host` values allowed on the control plane (MCP rejects others to stop DNS rebinding).
     #[arg(long, env = "BERTH_ALLOWED_HOSTS", value_delimiter = ',')]

@@ -210,7 +210,26 @@ enum RepoCommand {
     },
 }
 
+/// Flags whose values are secrets: accepted only from the environment, since every local
+/// user can read a process's arguments.
+const SECRET_FLAGS: [(&str, &str); 2] = [
+    ("--master-key", "BERTH_MASTER_KEY"),
+    ("--bootstrap-key", "BERTH_BOOTSTRAP_KEY"),
+];
+
 fn main() -> ExitCode {
+    for arg in std::env::args_os().skip(1) {
+        let arg = arg.to_string_lossy();
+        if let Some((flag, var)) = SECRET_FLAGS
+            .iter()
+            .find(|(flag, _)| arg == *flag || arg.starts_with(&format!("{flag}=")))
+        {
+            eprintln!(
+                "error: {flag} would put a secret in the process list, where every user of this machine can read it; set {var} in the environment instead"
+            );
+            return ExitCode::from(2);
+        }
+    }
     let cli = Cli::parse();
     let is_mcp = matches!(cli.command, Command::Mcp);
     tracing_subscriber::fmt()

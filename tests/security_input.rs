@@ -111,3 +111,30 @@ async fn nul_bytes_in_env_values_are_refused_when_set() {
         .await;
     assert_eq!(status, 200, "{out}");
 }
+
+#[test]
+fn secrets_on_the_command_line_are_refused_before_anything_starts() {
+    let data = tempfile::tempdir().unwrap();
+    for args in [
+        vec![
+            "serve",
+            "--master-key",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ],
+        vec!["serve", "--bootstrap-key=berth_a_long_enough_bootstrap_key_value"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(&args)
+            .arg("--data")
+            .arg(data.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("process list") && stderr.contains("BERTH_"), "{stderr}");
+        assert!(
+            std::fs::read_dir(data.path()).unwrap().next().is_none(),
+            "nothing is created"
+        );
+    }
+}
