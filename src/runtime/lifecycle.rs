@@ -705,10 +705,19 @@ impl Runtime {
         let deployment_id = deployment_id.to_string();
         tokio::spawn(async move {
             let mut limit = super::logs::RateLimit::default();
+            let mut skipped = 0u32;
             while let Some(out) = output.next().await {
                 let dropped = match limit.admit(std::time::Instant::now()) {
                     super::logs::Admit::Pass(dropped) => dropped,
-                    super::logs::Admit::Drop => continue,
+                    super::logs::Admit::Drop => {
+                        // Over the rate, reading slows down too: the app's pipe fills and
+                        // its writes wait, instead of berth spending a core on discarding.
+                        skipped += 1;
+                        if skipped.is_multiple_of(super::logs::DROP_PACE_LINES) {
+                            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        }
+                        continue;
+                    }
                 };
                 if let Some(n) = dropped {
                     let note = instance_note(instance.index, &super::logs::dropped_note(n));

@@ -36,6 +36,10 @@ const TRIM_EVERY: u64 = 2_000;
 /// Lines per second an instance may log; as many may come at once.
 pub const RATE_PER_SECOND: f64 = 1_000.0;
 
+/// Over the rate, a reader pauses 1 ms after every this many dropped lines (so it drops
+/// at most ~64,000 lines a second and the app's pipe paces the app).
+pub const DROP_PACE_LINES: u32 = 64;
+
 /// Secret values shorter than this are not redacted: masking every "1" or "on" would
 /// garble logs without protecting anything.
 const MIN_REDACTED_LEN: usize = 4;
