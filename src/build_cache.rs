@@ -120,23 +120,8 @@ impl CacheEntry {
     }
 
     async fn prune(&self) {
-        let Some(site_dir) = self.dir.parent() else { return };
-        let Ok(mut entries) = tokio::fs::read_dir(site_dir).await else {
-            return;
-        };
-        let mut keys: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
-        while let Ok(Some(e)) = entries.next_entry().await {
-            if let Ok(meta) = e.metadata().await
-                && meta.is_dir()
-                && e.path() != self.dir
-                && e.file_name() != TOOLS
-            {
-                keys.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()));
-            }
-        }
-        keys.sort_by_key(|k| std::cmp::Reverse(k.0));
-        for (_, path) in keys.into_iter().skip(KEEP - 1) {
-            let _ = tokio::fs::remove_dir_all(path).await;
+        if let Some(site_dir) = self.dir.parent() {
+            keep_newest(site_dir, &self.dir, Some(TOOLS)).await;
         }
     }
 }
@@ -190,21 +175,28 @@ impl ToolsCache {
             let _ = tokio::fs::remove_dir_all(&staging).await;
             return;
         }
-        let Ok(mut entries) = tokio::fs::read_dir(parent).await else {
-            return;
-        };
-        let mut others: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
-        while let Ok(Some(e)) = entries.next_entry().await {
-            if let Ok(meta) = e.metadata().await
-                && meta.is_dir()
-                && e.path() != self.dir
-            {
-                others.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()));
-            }
+        keep_newest(parent, &self.dir, None).await;
+    }
+}
+
+/// Removes the folders of `dir` beyond the newest few (by modification time), never
+/// `current` nor a folder named `spare`.
+async fn keep_newest(dir: &Path, current: &Path, spare: Option<&str>) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    let mut others: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    while let Ok(Some(e)) = entries.next_entry().await {
+        if let Ok(meta) = e.metadata().await
+            && meta.is_dir()
+            && e.path() != current
+            && spare.is_none_or(|name| e.file_name() != name)
+        {
+            others.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), e.path()));
         }
-        others.sort_by_key(|k| std::cmp::Reverse(k.0));
-        for (_, path) in others.into_iter().skip(KEEP - 1) {
-            let _ = tokio::fs::remove_dir_all(path).await;
-        }
+    }
+    others.sort_by_key(|k| std::cmp::Reverse(k.0));
+    for (_, path) in others.into_iter().skip(KEEP - 1) {
+        let _ = tokio::fs::remove_dir_all(path).await;
     }
 }

@@ -201,22 +201,7 @@ pub fn remove_blocking(index: u32) {
 }
 
 async fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .await
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    run_with_input(program, args, "").await
 }
 
 async fn run_with_input(program: &str, args: &[&str], input: &str) -> Result<(), String> {
