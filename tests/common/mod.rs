@@ -261,10 +261,31 @@ impl Drop for TestServer {
 
 /// A fresh data dir, outside the system temp dir where tests write their apps: the
 /// server allows deploying folders from there, and never from a root holding its data.
+/// Cargo's temp folder for tests, unless the checkout itself lies in the system temp dir;
+/// then `/var/tmp/berth-test-data`.
 pub fn data_dir() -> tempfile::TempDir {
+    let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let temp = real(&std::env::temp_dir());
+    let apart = |p: &Path| {
+        let p = real(p);
+        !p.starts_with(&temp) && !temp.starts_with(&p)
+    };
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let root = if apart(target) {
+        target.to_path_buf()
+    } else {
+        let fallback = Path::new("/var/tmp/berth-test-data");
+        std::fs::create_dir_all(fallback).expect("a data root outside the temp dir");
+        assert!(
+            apart(fallback),
+            "no folder for test data dirs outside the temp dir {}",
+            temp.display()
+        );
+        fallback.to_path_buf()
+    };
     tempfile::Builder::new()
         .prefix("berth-data-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .tempdir_in(root)
         .expect("data tempdir")
 }
 
