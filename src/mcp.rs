@@ -703,7 +703,12 @@ impl BerthMcp {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for BerthMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                rmcp::model::Implementation::new("berth", env!("CARGO_PKG_VERSION"))
+                    .with_title("berth — self-hosted, agent-native hosting"),
+            )
+            .with_instructions(
             "berth hosts apps on the operator's own machines. Typical flow: HOSTING_CREATE_SITE {name, repo, wait: true} → live URL; \
              debug with HOSTING_GET_SITE (log tails) and HOSTING_GET_DEPLOYMENT_LOGS; redeploy with HOSTING_DEPLOY; clean up with HOSTING_DELETE_SITE.",
         )

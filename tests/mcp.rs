@@ -64,6 +64,13 @@ fn structured(r: &CallToolResult) -> Value {
 async fn tools_are_listed_with_schemas_and_annotations() {
     let server = TestServer::start().await;
     let client = http_client(&server, KEY).await;
+    // The server introduces itself as berth, not as the SDK it is built with.
+    let info = client.peer_info().expect("server info");
+    let me = info.server_info.as_ref().expect("server info");
+    assert_eq!(
+        (me.name.as_str(), me.version.as_str()),
+        ("berth", env!("CARGO_PKG_VERSION"))
+    );
     let tools = client.list_all_tools().await.expect("list tools");
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     names.sort();
@@ -362,5 +369,30 @@ async fn provider_settings_over_mcp() {
     );
     let r = call(&client, "HOSTING_GET_CONFIG", json!({"provider": "local"})).await;
     assert_eq!(structured(&r)["providers"][0]["configured"], false);
+    client.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn the_readme_lists_exactly_the_tools_the_server_serves() {
+    let server = TestServer::start().await;
+    let client = http_client(&server, KEY).await;
+    let mut served: Vec<String> = client
+        .list_all_tools()
+        .await
+        .expect("list tools")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    served.sort();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("Tools: `HOSTING_").expect("the README's tool list");
+    let end = start + readme[start..].find("Every tool has").expect("end of the list");
+    let mut listed: Vec<String> = readme[start..end]
+        .split('`')
+        .filter(|w| w.starts_with("HOSTING_"))
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, served, "README.md's tool list and the served tools differ");
     client.cancel().await.ok();
 }
