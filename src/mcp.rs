@@ -18,10 +18,14 @@ use crate::error::ServiceError;
 use crate::model::Actor;
 use crate::service::*;
 
-/// A tool's successful result: structured content plus a one-line summary for humans.
+/// A tool's result: structured content plus a one-line summary for humans. `failed`: the
+/// call went through but what it waited for failed (a deploy with `wait`), so the result
+/// is marked `isError` for the agent while still carrying the deployment, its error and
+/// its last log lines.
 pub struct Reply<T> {
     summary: String,
     value: T,
+    failed: bool,
 }
 
 impl<T: Serialize + JsonSchema + 'static> IntoCallToolResult for Reply<T> {
@@ -29,6 +33,9 @@ impl<T: Serialize + JsonSchema + 'static> IntoCallToolResult for Reply<T> {
         let value = serde_json::to_value(&self.value).map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         let mut result = CallToolResult::structured(value);
         result.content.insert(0, ContentBlock::text(self.summary));
+        if self.failed {
+            result.is_error = Some(true);
+        }
         Ok(result.into())
     }
 }
@@ -55,6 +62,23 @@ fn reply<T>(summary: impl Into<String>, value: T) -> ToolResult<T> {
     Ok(Reply {
         summary: summary.into(),
         value,
+        failed: false,
+    })
+}
+
+/// A reply about a deployment that is marked `isError` when the deployment ended failed
+/// or cancelled (only a call that waited sees a final status).
+fn deployment_reply<T>(summary: impl Into<String>, value: T, deployment: Option<&DeploymentInfo>) -> ToolResult<T> {
+    let failed = deployment.is_some_and(|d| {
+        matches!(
+            d.status,
+            crate::model::DeploymentStatus::Failed | crate::model::DeploymentStatus::Cancelled
+        )
+    });
+    Ok(Reply {
+        summary: summary.into(),
+        value,
+        failed,
     })
 }
 
@@ -173,7 +197,12 @@ impl BerthMcp {
         let actor = actor_of(&ctx)?;
         let mut progress = progress_forwarder(&ctx);
         let out = self.service.create_site(&actor, input, None, &mut progress).await?;
-        reply(format!("site '{}': {}", out.site, out.next_steps), out)
+        let deployment = out.deployment.clone();
+        deployment_reply(
+            format!("site '{}': {}", out.site, out.next_steps),
+            out,
+            deployment.as_ref(),
+        )
     }
 
     #[tool(
@@ -212,7 +241,8 @@ impl BerthMcp {
         let actor = actor_of(&ctx)?;
         let mut progress = progress_forwarder(&ctx);
         let out = self.service.deploy(&actor, input, None, &mut progress).await?;
-        reply(next_steps_for(&out.deployment, &out.url), out)
+        let deployment = out.deployment.clone();
+        deployment_reply(next_steps_for(&out.deployment, &out.url), out, Some(&deployment))
     }
 
     #[tool(

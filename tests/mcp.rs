@@ -218,6 +218,8 @@ async fn failed_deploy_with_wait_returns_error_and_log_lines() {
         json!({"name": "broken", "repo": s(broken.path()), "wait": true}),
     )
     .await;
+    // A failed wait is a tool error for the agent, still carrying the deployment.
+    assert_eq!(r.is_error, Some(true), "{r:?}");
     let out = structured(&r);
     assert_eq!(out["deployment"]["status"], "failed", "{out}");
     assert!(
