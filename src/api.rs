@@ -99,7 +99,56 @@ pub fn router(service: Service) -> Router {
         .route("/api/config/{provider}/test", post(test_connection))
         .route("/api/repos", post(create_repo))
         .route("/api/repos/{repo}/tokens", post(create_git_token))
+        .layer(axum::middleware::map_response(envelope_plain_errors))
         .with_state(service)
+}
+
+/// Errors raised before a handler runs (a query string that does not parse, a wrong
+/// method) come from the framework as plain text: they get the one JSON envelope too, so
+/// every `/api` error reads the same. Other headers (`Allow`, `Retry-After`) are kept.
+async fn envelope_plain_errors(response: Response) -> Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status.as_u16() {
+        400 | 415 | 422 => "invalid_argument",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "too_large",
+        429 => "rate_limited",
+        _ if status.is_server_error() => "internal",
+        _ => "error",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let mut enveloped = (
+        status,
+        Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != CONTENT_TYPE && name != CONTENT_LENGTH {
+            enveloped.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    enveloped
 }
 
 type ApiResult<T> = Result<Json<T>, ServiceError>;

@@ -352,3 +352,18 @@ async fn idempotency_keys_and_the_audit_log() {
             .contains("s3cret-value")
     );
 }
+
+#[tokio::test]
+async fn errors_raised_before_a_handler_still_come_in_the_json_envelope() {
+    let server = TestServer::start().await;
+    let (status, out) = server.get("/api/sites/nothing/deployments?limit=many").await;
+    assert_eq!(status, 400, "{out}");
+    assert_eq!(out["error"]["code"], "invalid_argument", "{out}");
+    assert!(
+        out["error"]["message"].as_str().unwrap_or("").contains("limit"),
+        "{out}"
+    );
+    let (status, out) = server.delete("/api/whoami").await;
+    assert_eq!(status, 405, "{out}");
+    assert_eq!(out["error"]["code"], "method_not_allowed", "{out}");
+}
