@@ -291,6 +291,39 @@ async fn an_app_reaches_the_internet_and_dns_but_not_the_host_its_neighbours_or_
     let (status, test) = server.post("/api/config/local/test", &serde_json::json!({})).await;
     assert_eq!(status, 200, "{test}");
     assert!(test.to_string().contains("network namespace"), "{test}");
+
+    // Builds get the same network: a build step that probes writes what it reached into
+    // the static site it builds.
+    let build_probe = app(&[
+        (
+            "package.json",
+            r#"{"name":"probe-build","scripts":{"build":"node build.js"}}"#,
+        ),
+        (
+            "build.js",
+            &format!(
+                "const net = require('net'), fs = require('fs');\n\
+                 const targets = [['198.51.100.10', 8000], ['10.99.77.10', 8000], ['169.254.77.77', 8000], ['{gw}', {host_port}]];\n\
+                 const probe = ([h, p]) => new Promise(r => {{ const s = net.connect({{host: h, port: p, timeout: 3000}}); \
+                 s.on('connect', () => {{ s.destroy(); r(h + ':open'); }}); s.on('error', () => r(h + ':closed')); s.on('timeout', () => {{ s.destroy(); r(h + ':closed'); }}); }});\n\
+                 Promise.all(targets.map(probe)).then(res => {{ fs.mkdirSync('dist', {{recursive: true}}); fs.writeFileSync('dist/index.html', res.join(' ')); }});\n",
+                gw = me["gateway"].as_str().unwrap(),
+            ),
+        ),
+    ]);
+    deploy(&server, "builder", build_probe.path()).await;
+    let (code, page) = server.edge("builder.localhost", "/").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("198.51.100.10:open"),
+        "the build could not reach the public stand-in: {page}"
+    );
+    for refused in ["10.99.77.10", "169.254.77.77", me["gateway"].as_str().unwrap()] {
+        assert!(
+            page.contains(&format!("{refused}:closed")),
+            "the build reached {refused}: {page}"
+        );
+    }
     drop(world);
 }
 
