@@ -33,6 +33,9 @@ pub const RUNTIME_LOG_RETENTION: i64 = 20_000;
 /// enforced again (a delete per this many lines, not per line).
 const TRIM_EVERY: u64 = 2_000;
 
+/// Deployments whose new-line counts are kept between trims, at most.
+const MAX_COUNTED: usize = 10_000;
+
 /// Lines per second an instance may log; as many may come at once.
 pub const RATE_PER_SECOND: f64 = 1_000.0;
 
@@ -93,6 +96,11 @@ impl LogSink {
                 }
                 for line in batch.iter().filter(|l| l.kind == "runtime") {
                     *since_trim.entry(line.deployment_id.clone()).or_default() += 1;
+                }
+                // Counts of deployments that went quiet would stay forever: past a bound
+                // they start over (a deployment is then trimmed a little later, no more).
+                if since_trim.len() > MAX_COUNTED {
+                    since_trim.retain(|_, n| *n >= TRIM_EVERY);
                 }
                 let due: Vec<String> = since_trim
                     .iter()

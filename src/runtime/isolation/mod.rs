@@ -376,14 +376,21 @@ fn reclaim_dead_slots(hierarchy: &cgroup::Hierarchy) -> usize {
         return 0;
     };
     let mut dead = Vec::new();
+    let running = |pid: &str| !pid.is_empty() && Path::new(&format!("/proc/{pid}")).exists();
     for entry in entries.flatten() {
-        let Ok(index) = entry.file_name().to_string_lossy().parse::<u32>() else {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // A claim's draft (`.claim-<pid>-<n>`) left by a berth that died mid-claim.
+        if let Some(pid) = name.strip_prefix(".claim-").and_then(|r| r.split('-').next()) {
+            if !running(pid) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            continue;
+        }
+        let Ok(index) = name.parse::<u32>() else {
             continue;
         };
-        let owner: Option<i32> = std::fs::read_to_string(entry.path())
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
-        let alive = owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let owner = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let alive = running(owner.trim());
         if !alive {
             dead.push(index);
         }
