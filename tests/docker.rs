@@ -178,23 +178,6 @@ fn dockerfile_app(text: &str) -> tempfile::TempDir {
     ])
 }
 
-/// A deployment's log of `kind` (build, runtime) as text.
-async fn deployment_log(server: &TestServer, deployment_id: &str, kind: &str) -> String {
-    let (_, logs) = server
-        .get(&format!("/api/deployments/{deployment_id}/logs?kind={kind}&limit=1000"))
-        .await;
-    logs["lines"]
-        .as_array()
-        .map(|lines| {
-            lines
-                .iter()
-                .map(|l| l["line"].as_str().unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
-}
-
 fn deployment_id(out: &Value) -> String {
     out["deployment"]["id"].as_str().expect("a deployment id").to_string()
 }
@@ -216,7 +199,7 @@ async fn a_dockerfile_site_is_built_by_the_engine_and_served_through_the_edge() 
         (200, "hello from a container".to_string())
     );
     let id = deployment_id(&out);
-    let log = deployment_log(&server, &id, "build").await;
+    let log = server.deployment_log(&id, "build").await;
     assert!(log.contains("building the app's Dockerfile"), "{log}");
     assert!(log.contains(": FROM berth-test/busybox:1"), "{log}");
     assert!(log.contains(&format!("built image berth/boxed:{id}")), "{log}");
@@ -298,7 +281,7 @@ async fn a_node_site_without_dockerfile_gets_a_generated_one_on_the_configured_b
         server.edge("gen.localhost", "/x").await,
         (200, "generated /x".to_string())
     );
-    let log = deployment_log(&server, &deployment_id(&out), "build").await;
+    let log = server.deployment_log(&deployment_id(&out), "build").await;
     assert!(
         log.contains("no Dockerfile: generated one on berth-test/node:20"),
         "{log}"
@@ -497,7 +480,7 @@ async fn an_idle_container_is_paused_woken_in_place_and_removed_after_its_hold()
     assert_eq!(server.edge("doze.localhost", "/hit").await, (200, "2".to_string()));
     assert_eq!(engine_state(&name), "running");
     assert_eq!(server.containers().len(), 1, "no second container");
-    let logs = deployment_log(&server, &id, "runtime").await;
+    let logs = server.deployment_log(&id, "runtime").await;
     assert!(logs.contains("woken from pause"), "{logs}");
 
     // Asleep past keep_paused_seconds: removed, and the next request starts a new one.
@@ -607,7 +590,7 @@ async fn a_preview_promoted_into_production_runs_from_the_same_image_under_its_o
         server.edge("feature--lift.localhost", "/").await,
         (200, "lifted".to_string())
     );
-    let log = deployment_log(&server, &promoted, "build").await;
+    let log = server.deployment_log(&promoted, "build").await;
     assert!(log.contains(&format!("promoted from {preview}")), "{log}");
     assert!(log.contains("the same files and image"), "{log}");
 
@@ -733,7 +716,7 @@ async fn the_image_build_sees_the_sites_variables_as_build_arguments() {
         (200, "built with a build-time value\n".to_string())
     );
     // Values are redacted from the build log like any output of the deployment.
-    let log = deployment_log(&server, &deployment_id(&out), "build").await;
+    let log = server.deployment_log(&deployment_id(&out), "build").await;
     assert!(!log.contains("a build-time value"), "{log}");
 }
 
@@ -816,7 +799,7 @@ async fn a_failing_build_says_why_and_the_old_container_keeps_serving() {
         error.contains("the image build failed") && error.contains("non-zero code: 3"),
         "{out}"
     );
-    let log = deployment_log(&server, &deployment_id(&out), "build").await;
+    let log = server.deployment_log(&deployment_id(&out), "build").await;
     assert!(
         log.contains("compiling"),
         "the step's output is in the build log: {log}"

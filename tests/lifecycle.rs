@@ -150,18 +150,7 @@ async fn a_build_interrupted_by_kill_9_is_retried_after_restart() {
 #[tokio::test]
 async fn two_servers_cannot_share_a_data_dir() {
     let server = TestServer::start().await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--edge-listen",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(server.data.path())
-        .output()
-        .unwrap();
+    let out = serve_command(server.data.path()).output().unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("already using the data dir"),

@@ -26,23 +26,6 @@ async fn corpus_server() -> TestServer {
     TestServer::start_with(&[("BERTH_ALLOW_LOCAL_REPOS", root.to_str().expect("utf-8 path"))]).await
 }
 
-/// A deployment's build log, one line per log line.
-async fn build_log(server: &TestServer, id: &str) -> String {
-    let (_, logs) = server
-        .get(&format!("/api/deployments/{id}/logs?kind=build&limit=1000"))
-        .await;
-    logs["lines"]
-        .as_array()
-        .map(|lines| {
-            lines
-                .iter()
-                .map(|l| l["line"].as_str().unwrap_or_default().to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
-}
-
 /// Creates site `name` from the corpus app with no settings and waits for the deploy;
 /// returns the finished deployment, its build log and how long it took.
 async fn first_deploy(server: &TestServer, name: &str, app: &str) -> (Value, String, f64) {
@@ -57,7 +40,7 @@ async fn first_deploy(server: &TestServer, name: &str, app: &str) -> (Value, Str
     let id = out["deployment"]["id"].as_str().expect("deployment id").to_string();
     let deployment = server.wait_deployment(&id).await;
     let secs = started.elapsed().as_secs_f64();
-    let log = build_log(server, &id).await;
+    let log = server.deployment_log(&id, "build").await;
     (deployment, log, secs)
 }
 
@@ -71,7 +54,7 @@ async fn redeploy(server: &TestServer, name: &str) -> (Value, String, f64) {
     let id = out["deployment"]["id"].as_str().expect("deployment id").to_string();
     let deployment = server.wait_deployment(&id).await;
     let secs = started.elapsed().as_secs_f64();
-    let log = build_log(server, &id).await;
+    let log = server.deployment_log(&id, "build").await;
     (deployment, log, secs)
 }
 

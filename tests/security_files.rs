@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const SECRET: &str = "host-secret-7f3a9c";
 
@@ -27,12 +27,6 @@ async fn assert_nothing_served(server: &TestServer, host: &str, paths: &[&str]) 
         assert!(!body.contains(SECRET), "{path} leaked the secret");
         assert!(!body.contains("host index page"), "{path} served a host file");
     }
-}
-
-async fn build_log(server: &TestServer, deployment: &Value) -> String {
-    let id = deployment["id"].as_str().expect("deployment id");
-    let (_, logs) = server.get(&format!("/api/deployments/{id}/logs?kind=build")).await;
-    logs["lines"].to_string()
 }
 
 #[tokio::test]
@@ -54,7 +48,9 @@ async fn a_committed_dist_linking_to_a_host_folder_is_never_served() {
         error.contains("dist") && error.contains("outside the app's folder"),
         "the error names the link: {error}"
     );
-    let log = build_log(&server, deployment).await;
+    let log = server
+        .deployment_log(deployment["id"].as_str().expect("deployment id"), "build")
+        .await;
     assert!(log.contains("ignoring 'dist'"), "{log}");
     assert!(!log.contains(SECRET), "{log}");
     assert_nothing_served(&server, "linked.localhost", &["/", "/index.html", "/secret.txt"]).await;

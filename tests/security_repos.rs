@@ -91,16 +91,7 @@ async fn a_root_holding_the_data_dir_refuses_to_start() {
                 data.path().join("git")
             }
         };
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--edge-listen",
-                "127.0.0.1:0",
-                "--data",
-            ])
-            .arg(data.path())
+        let out = serve_command(data.path())
             .env("BERTH_BOOTSTRAP_KEY", KEY)
             .env("BERTH_ALLOW_LOCAL_REPOS", &listed)
             .output()

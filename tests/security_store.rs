@@ -117,16 +117,7 @@ async fn the_data_dir_and_its_files_are_berths_alone() {
 #[tokio::test]
 async fn a_short_bootstrap_key_refuses_to_start() {
     let data = data_dir();
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--edge-listen",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(data.path())
+    let out = serve_command(data.path())
         .env("BERTH_BOOTSTRAP_KEY", "abc")
         .output()
         .unwrap();

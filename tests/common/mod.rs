@@ -185,6 +185,23 @@ impl TestServer {
         (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
+    /// A deployment's log of `kind` (build, runtime) as text, one line per log line.
+    pub async fn deployment_log(&self, deployment_id: &str, kind: &str) -> String {
+        let (_, logs) = self
+            .get(&format!("/api/deployments/{deployment_id}/logs?kind={kind}&limit=1000"))
+            .await;
+        logs["lines"]
+            .as_array()
+            .map(|lines| {
+                lines
+                    .iter()
+                    .map(|l| l["line"].as_str().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    }
+
     /// Waits for a deployment to reach a final status; returns it.
     pub async fn wait_deployment(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -257,6 +274,21 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// `berth serve` on port 0 over `data`, not started: for tests of how it refuses to start.
+pub fn serve_command(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--edge-listen",
+        "127.0.0.1:0",
+        "--data",
+    ])
+    .arg(data);
+    cmd
 }
 
 /// A fresh data dir, outside the system temp dir where tests write their apps: the
