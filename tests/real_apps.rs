@@ -1,7 +1,8 @@
 //! Real apps go live on the first try: each app of the corpus under `tests/apps/` (yarn,
-//! pnpm, a Vite SPA, a Create React App build, Flask, FastAPI, Django) is deployed with no
-//! settings at all, as a new user would, and fetched through the edge. Dependencies come
-//! from the real registries (npm, PyPI); the apps are kept to a few small ones.
+//! pnpm, a Vite SPA, a Create React App build, Flask, FastAPI, Django, an app only its
+//! render.yaml explains) is deployed with no settings at all, as a new user would, and
+//! fetched through the edge. Dependencies come from the real registries (npm, PyPI); the
+//! apps are kept to a few small ones.
 //!
 //! Each app is deployed twice: the second deploy must reuse the site's build cache (the
 //! installed dependencies and, for yarn and pnpm, the package manager corepack fetched).
@@ -250,4 +251,20 @@ async fn django_site_collects_and_serves_its_static_files() {
     let (d, log, warm) = redeploy(&server, "djangoapp").await;
     assert_live(&d, &log);
     report("django-static", cold, warm);
+}
+
+#[tokio::test]
+async fn render_yaml_alone_says_how_to_build_and_start() {
+    let server = corpus_server().await;
+    let (d, log, cold) = first_deploy(&server, "renderapp", "render-yaml").await;
+    assert_live(&d, &log);
+    assert!(log.contains("render.yaml: start_command = 'node srv/main.js'"), "{log}");
+    assert!(log.contains("render.yaml: health_check_path = /healthz"), "{log}");
+    assert_eq!(
+        server.edge("renderapp.localhost", "/").await,
+        (200, "built by render.yaml's buildCommand\n".to_string())
+    );
+    let (d, log, warm) = redeploy(&server, "renderapp").await;
+    assert_live(&d, &log);
+    report("render-yaml", cold, warm);
 }

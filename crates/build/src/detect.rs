@@ -4,6 +4,9 @@
 //! This module only *looks* at files; it never runs anything. Detection is
 //! deliberately small and predictable, and every user override wins:
 //!
+//! 0. Settings in the repository (`berth.toml`, else another platform's file
+//!    such as `render.yaml`, see [`platform_files`]) lie under the site's own
+//!    settings and act like them.
 //! 1. `build_pack` set → that pack (unknown values are an error).
 //! 2. `package.json` → **node**; `requirements.txt` / `pyproject.toml` /
 //!    `uv.lock` / `poetry.lock` / `Pipfile.lock` → **python**. If a
@@ -47,8 +50,11 @@ use serde::{Deserialize, Serialize};
 use crate::fs_safe;
 
 pub mod node;
+mod platform_files;
 mod python;
 mod toml_lite;
+
+pub use platform_files::BERTH_TOML;
 
 pub use node::{COREPACK_HOME_DIR, is_dev_server, setup_failure_hint};
 
@@ -296,10 +302,13 @@ pub fn detect(source: &Path, settings: &BuildSettings) -> Result<BuildPlan, Dete
 
 /// [`detect`], with the reasons for the build log.
 pub fn detect_explained(source: &Path, settings: &BuildSettings) -> Result<Detection, DetectError> {
-    let output_dir = settings.output_dir.as_deref().map(normalize_output_dir).transpose()?;
-    let health_check_path = normalize_health_path(settings.health_check_path.as_deref())?;
     let files = SourceFiles::new(source);
     let procfile_web = files.procfile_web()?;
+    let repo = platform_files::read(&files, procfile_web.as_deref())?;
+    let (settings, file_notes) = platform_files::merge(settings, repo);
+    let settings = &settings;
+    let output_dir = settings.output_dir.as_deref().map(normalize_output_dir).transpose()?;
+    let health_check_path = normalize_health_path(settings.health_check_path.as_deref())?;
 
     let pack = match settings.build_pack.as_deref() {
         Some(name) => name.parse::<BuildPack>()?,
@@ -344,11 +353,22 @@ pub fn detect_explained(source: &Path, settings: &BuildSettings) -> Result<Detec
             ..Draft::default()
         },
     };
-    let mut notes = draft.notes;
+    let mut notes = file_notes;
+    notes.extend(draft.notes);
 
-    // The package manager is provisioned only when a detected step uses it.
+    // The package manager is provisioned only when a step uses it: a detected
+    // one, or a command of the settings that runs it ("yarn build").
+    let runs_manager = |cmd: &Option<String>| {
+        let name = draft.package_manager.as_deref().and_then(|m| m.split('@').next());
+        cmd.as_deref().zip(name).is_some_and(|(cmd, name)| {
+            cmd.split(|c: char| c.is_whitespace() || ";&|()".contains(c))
+                .any(|word| word == name)
+        })
+    };
     let manager_used = (settings.install_command.is_none() && draft.install.is_some())
-        || (settings.build_command.is_none() && draft.build.is_some());
+        || (settings.build_command.is_none() && draft.build.is_some())
+        || runs_manager(&settings.install_command)
+        || runs_manager(&settings.build_command);
     let setup = draft.setup.filter(|_| manager_used);
     let install = pick(settings.install_command.as_deref(), draft.install);
     let build = pick(settings.build_command.as_deref(), draft.build);
@@ -429,6 +449,11 @@ pub fn resolve_output_dir(source: &Path, settings: &BuildSettings, plan: &mut Bu
     let ServePlan::Static { dir, spa_fallback } = &mut plan.serve else {
         return Ok(());
     };
+    // The same settings detection used: the site's over the repository's file.
+    let files = SourceFiles::new(source);
+    let procfile_web = files.procfile_web()?;
+    let (settings, _) = platform_files::merge(settings, platform_files::read(&files, procfile_web.as_deref())?);
+    let settings = &settings;
     let explicit = settings.output_dir.as_deref().map(normalize_output_dir).transpose()?;
     let has_index = |d: &str| fs_safe::is_file_in_tree(source, Path::new(d).join("index.html"));
     if !has_index(dir) {
