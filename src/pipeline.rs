@@ -183,6 +183,17 @@ async fn build_and_start(
                     .map_err(|e| StageFailure::from(e.to_string()))?;
                     let _ = store::set_deployment_commit(platform.store.pool(), id, &commit).await;
                     platform.log(id, "build", "system", format!("checked out commit {commit}"));
+                    if let Some(n @ 1..) = source::work_tree_differences(&url, &dir).await {
+                        platform.log(
+                            id,
+                            "build",
+                            "system",
+                            format!(
+                                "note: {url} has {n} changed file(s) not committed; berth deploys its committed HEAD, \
+                                 so commit them and deploy again, or upload the working tree with `berth deploy {url}`"
+                            ),
+                        );
+                    }
                     let _ = tokio::fs::remove_dir_all(dir.join(".git")).await;
                 }
                 RepoLocation::Folder(path) => {

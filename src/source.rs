@@ -250,15 +250,23 @@ pub async fn git_clone_with(
         return Err(fail(format!("'{b}' is not a valid branch name")));
     }
     let mut args: Vec<String> = vec!["clone".into(), "--progress".into()];
-    if commit.is_none() {
+    // A clone of a plain path links the objects and ignores --depth (git says so in a
+    // warning the build log does not need).
+    if commit.is_none() && url.contains("://") {
         args.extend(["--depth".into(), "1".into()]);
     }
     if let Some(b) = branch {
         args.extend(["--branch".into(), b.into()]);
     }
-    args.extend(["--".into(), url.into(), dest.display().to_string()]);
+    // Cloned from the destination's parent under a relative name, so git's "Cloning into
+    // '…'" line names the app folder, not where the server keeps its data.
+    let (cwd, target) = match (dest.parent(), dest.file_name()) {
+        (Some(parent), Some(name)) => (Some(parent), name.to_string_lossy().into_owned()),
+        _ => (None, dest.display().to_string()),
+    };
+    args.extend(["--".into(), url.into(), target]);
     let work = async {
-        run_git(&args, None, on_line, auth).await.map_err(fail)?;
+        run_git(&args, cwd, on_line, auth).await.map_err(fail)?;
         if let Some(c) = commit {
             run_git(
                 &["checkout".into(), "--detach".into(), c.into()],
@@ -281,6 +289,65 @@ pub async fn git_clone_with(
         r = tokio::time::timeout(timeout, work) => r.unwrap_or(Err(SourceError::TimedOut(timeout))),
         _ = cancel.cancelled() => Err(SourceError::Cancelled),
     }
+}
+
+/// How many of the files checked out in `clone` differ from (or are missing in) the work
+/// tree `repo` was cloned from, when `repo` is a plain folder path; `None` otherwise. A deploy
+/// from a work tree takes its committed HEAD, so the build log says when edits are left
+/// behind. No git command runs in the user's folder (its config could make `git status` run
+/// commands as the server): the files are compared directly, at most 20,000 of them.
+pub async fn work_tree_differences(repo: &str, clone: &Path) -> Option<usize> {
+    let work_tree = Path::new(repo.trim()).to_path_buf();
+    if repo.contains("://") || !work_tree.is_absolute() {
+        return None;
+    }
+    let clone = clone.to_path_buf();
+    tokio::task::spawn_blocking(move || count_differences(&clone, &work_tree))
+        .await
+        .ok()
+}
+
+fn count_differences(clone: &Path, work_tree: &Path) -> usize {
+    const MAX_FILES: usize = 20_000;
+    const MAX_COMPARED_BYTES: u64 = 1 << 20;
+    let mut differ = 0;
+    let mut stack = vec![PathBuf::new()];
+    let mut seen = 0;
+    while let Some(rel) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(clone.join(&rel)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = rel.join(entry.file_name());
+            if name == Path::new(".git") {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                stack.push(name);
+                continue;
+            }
+            seen += 1;
+            if seen > MAX_FILES {
+                return differ;
+            }
+            let ours = std::fs::symlink_metadata(clone.join(&name));
+            let theirs = std::fs::symlink_metadata(work_tree.join(&name));
+            let same = match (ours, theirs) {
+                (Ok(a), Ok(b)) if a.file_type().is_symlink() || b.file_type().is_symlink() => {
+                    std::fs::read_link(clone.join(&name)).ok() == std::fs::read_link(work_tree.join(&name)).ok()
+                }
+                (Ok(a), Ok(b)) if a.len() != b.len() || !b.is_file() => false,
+                (Ok(a), Ok(_)) if a.len() > MAX_COMPARED_BYTES => true,
+                (Ok(_), Ok(_)) => std::fs::read(clone.join(&name)).ok() == std::fs::read(work_tree.join(&name)).ok(),
+                _ => false,
+            };
+            if !same {
+                differ += 1;
+            }
+        }
+    }
+    differ
 }
 
 /// Checks that a remote can be read and, if given, has `branch`, without cloning it

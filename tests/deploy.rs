@@ -125,6 +125,45 @@ async fn git_repo_deploys_a_branch_then_a_new_commit_and_an_old_commit() {
 }
 
 #[tokio::test]
+async fn a_work_tree_deploys_its_committed_head_and_the_log_says_edits_were_left_behind() {
+    let server = TestServer::start().await;
+    let repo = app(&[("index.html", "committed"), ("about.html", "about")]);
+    git_init(repo.path());
+    std::fs::write(repo.path().join("index.html"), "edited, not committed").unwrap();
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "worktree", "repo": s(repo.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(server.edge("worktree.localhost", "/").await.1, "committed");
+    let id = out["deployment"]["id"].as_str().unwrap();
+    let log = server.deployment_log(id, "build").await;
+    assert!(
+        log.contains("has 1 changed file(s) not committed; berth deploys its committed HEAD"),
+        "{log}"
+    );
+    assert!(log.contains("berth deploy"), "{log}");
+    // No noise: git's warning about --depth in local clones, or where the server keeps
+    // its data.
+    assert!(!log.contains("--depth"), "{log}");
+    let data = server.data.path().canonicalize().unwrap();
+    assert!(!log.contains(s(&data)), "{log}");
+    assert!(!log.contains(s(server.data.path())), "{log}");
+
+    // A clean work tree gets no note.
+    git_commit(repo.path(), "edit");
+    let (_, out) = server.post("/api/sites/worktree/deploy", &json!({"wait": true})).await;
+    assert_eq!(server.edge("worktree.localhost", "/").await.1, "edited, not committed");
+    let log = server
+        .deployment_log(out["deployment"]["id"].as_str().unwrap(), "build")
+        .await;
+    assert!(!log.contains("not committed"), "{log}");
+}
+
+#[tokio::test]
 async fn deleting_a_site_stops_its_process_and_removes_route_and_files() {
     let server = TestServer::start().await;
     let node = node_app("doomed-app-marker");
