@@ -348,3 +348,47 @@ async fn promoting_a_preview_into_production_runs_its_build_with_production_vari
     assert_eq!(status, 200, "{out}");
     assert_eq!(server.edge("promo.localhost", "/").await.1, "main greeting=prod-db");
 }
+
+#[tokio::test]
+async fn an_environment_of_an_upload_site_runs_its_own_instance_with_its_own_variables() {
+    let server = TestServer::start().await;
+    let dir = app(&[
+        (
+            "package.json",
+            r#"{"name":"g","version":"1.0.0","scripts":{"start":"node server.js"}}"#,
+        ),
+        ("server.js", &greeting_server("up")),
+    ]);
+    let out = server.cli(&["deploy", s(dir.path()), "--site", "uploaded"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, out) = server
+        .post(
+            "/api/sites/uploaded/environments",
+            &json!({"name": "staging", "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let (_, site) = server.get("/api/sites/uploaded").await;
+    let served: Vec<&str> = site["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["deployment_id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(served.len(), 2, "{site}");
+    assert_ne!(
+        served[0], served[1],
+        "each environment runs a deployment of its own: {site}"
+    );
+    for (environment, value) in [("production", "prod"), ("staging", "stage")] {
+        let (status, out) = server
+            .patch(
+                "/api/sites/uploaded/env",
+                &json!({"environment": environment, "vars": {"GREETING": value}, "restart": true}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+    }
+    wait_for_body(&server, "uploaded.localhost", "up greeting=prod").await;
+    wait_for_body(&server, "staging--uploaded.localhost", "up greeting=stage").await;
+}

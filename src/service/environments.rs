@@ -113,8 +113,20 @@ impl Service {
                     let d = store::get_deployment(pool, &actor.org_id, id)
                         .await?
                         .ok_or_else(|| ServiceError::not_found("production's deployment is gone"))?;
-                    self.platform.point_environment(&env, &site, &d).await?;
-                    Some(self.deployment_info(&d).await?)
+                    // Nothing to build from: the environment starts on production's build,
+                    // as a deployment of its own so its instances run with its variables.
+                    let copy = self
+                        .platform
+                        .copy_deployment_for(&site, &env, &d, Some(actor.key_name.clone()))
+                        .await
+                        .map_err(|e| {
+                            ServiceError::conflict(format!("could not start '{}' on {}: {e:#}", env.name, d.id))
+                        })?;
+                    if let Err(err) = self.platform.point_environment(&env, &site, &copy).await {
+                        self.platform.forget_deployment(&copy.id).await;
+                        return Err(err.into());
+                    }
+                    Some(self.deployment_info(&copy).await?)
                 }
                 None => None,
             }
