@@ -694,3 +694,59 @@ pub async fn repo_token(args: &ClientArgs, name: &str, ttl: Option<u64>, json: b
     println!("push:    git push {} HEAD:main", out.push_url);
     Ok(())
 }
+
+/// The site name `berth deploy DIR` uses without `--site`: the folder's name made a DNS
+/// label ("My_App" → "my-app"), said once so the user knows where it deploys.
+pub fn site_name_for(dir: &Path, json: bool) -> anyhow::Result<String> {
+    let real = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let folder = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name = String::new();
+    for c in folder.chars() {
+        match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => name.push(c),
+            _ if !name.ends_with('-') => name.push('-'),
+            _ => {}
+        }
+    }
+    let name: String = name.trim_matches('-').chars().take(63).collect();
+    let name = name.trim_end_matches('-').to_string();
+    if crate::model::validate_site_name(&name).is_err() {
+        bail!(
+            "cannot make a site name from the folder '{}'; pass one with --site NAME (lowercase letters, digits and '-')",
+            real.display()
+        );
+    }
+    if !json {
+        eprintln!("site: {name} (the folder's name; --site NAME picks another)");
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod site_name_tests {
+    use super::site_name_for;
+    use std::path::Path;
+
+    #[test]
+    fn folder_names_become_dns_labels() {
+        let root = tempfile::tempdir().unwrap();
+        for (folder, want) in [
+            ("my-app", "my-app"),
+            ("My_App.v2", "my-app-v2"),
+            ("--Shop  Front--", "shop-front"),
+            ("2048", "2048"),
+        ] {
+            let dir = root.path().join(folder);
+            std::fs::create_dir(&dir).unwrap();
+            assert_eq!(site_name_for(&dir, true).unwrap(), want);
+        }
+        let dir = root.path().join("___");
+        std::fs::create_dir(&dir).unwrap();
+        let err = site_name_for(&dir, true).unwrap_err().to_string();
+        assert!(err.contains("--site NAME"), "{err}");
+        assert!(site_name_for(Path::new("/"), true).is_err());
+    }
+}

@@ -26,9 +26,9 @@ enum Command {
         /// The app folder.
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// Site name (created if it does not exist).
+        /// Site name (created if it does not exist); default: the folder's name.
         #[arg(long)]
-        site: String,
+        site: Option<String>,
         /// Return once queued instead of following the build.
         #[arg(long)]
         no_wait: bool,
@@ -271,7 +271,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             site,
             no_wait,
             json,
-        } => cli::deploy(c, &dir, &site, !no_wait, json).await,
+        } => {
+            let site = match site {
+                Some(site) => site,
+                None => cli::site_name_for(&dir, json)?,
+            };
+            cli::deploy(c, &dir, &site, !no_wait, json).await
+        }
         Command::Sites { json } => cli::sites(c, json).await,
         Command::Site { name, json } => cli::site(c, &name, json).await,
         Command::Deployments { site, json } => cli::deployments(c, &site, json).await,

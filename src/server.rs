@@ -41,6 +41,20 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let _lock = lock_data_dir(&config.data_dir)?;
     let local_repos = crate::source::LocalRepoPolicy::new(&config.allow_local_repos, &config.data_dir)
         .map_err(|message| anyhow::anyhow!(message))?;
+    // Ports first: a first start whose port is taken must fail before it creates the org
+    // and prints a key nobody can use.
+    let api_listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "binding the API to {} (is another server running? pick another with --listen)",
+            config.listen
+        )
+    })?;
+    let edge_listener = TcpListener::bind(config.edge_listen).await.with_context(|| {
+        format!(
+            "binding the edge proxy to {} (is another server running? pick another with --edge-listen)",
+            config.edge_listen
+        )
+    })?;
     let store = Store::open_sqlite(&config.database_path()).await?;
     bootstrap(&store, &config).await?;
     let orphaned = store::requeue_orphaned_jobs(store.pool()).await?;
@@ -48,12 +62,6 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         tracing::info!(jobs = orphaned, "requeued jobs interrupted by the previous run");
     }
 
-    let api_listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding the API to {}", config.listen))?;
-    let edge_listener = TcpListener::bind(config.edge_listen)
-        .await
-        .with_context(|| format!("binding the edge proxy to {}", config.edge_listen))?;
     let api_addr = api_listener.local_addr()?;
     let edge_addr = edge_listener.local_addr()?;
 

@@ -125,6 +125,17 @@ async fn git_repo_deploys_a_branch_then_a_new_commit_and_an_old_commit() {
 }
 
 #[tokio::test]
+async fn cli_deploy_without_site_names_the_site_after_the_folder() {
+    let server = TestServer::start().await;
+    let root = app(&[("Shop_Front/index.html", "shop")]);
+    let out = server.cli(&["deploy", s(&root.path().join("Shop_Front"))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("site: shop-front (the folder's name"), "{stderr}");
+    assert_eq!(server.edge("shop-front.localhost", "/").await, (200, "shop".to_string()));
+}
+
+#[tokio::test]
 async fn a_work_tree_deploys_its_committed_head_and_the_log_says_edits_were_left_behind() {
     let server = TestServer::start().await;
     let repo = app(&[("index.html", "committed"), ("about.html", "about")]);

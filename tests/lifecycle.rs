@@ -160,6 +160,35 @@ async fn two_servers_cannot_share_a_data_dir() {
 }
 
 #[tokio::test]
+async fn a_first_start_whose_port_is_taken_creates_no_org_and_prints_no_key() {
+    let data = data_dir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--listen", &addr, "--edge-listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("binding the API to {addr}")) && stderr.contains("--listen"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains("created org") && !stdout.contains("berth_"),
+        "{stdout}"
+    );
+    assert!(
+        !data.path().join("berth.db").exists(),
+        "no database, so no org, was created"
+    );
+}
+
+#[tokio::test]
 async fn redeploys_and_switches_under_load_fail_no_request() {
     let server = TestServer::start().await;
     let repo = node_app("v0");
