@@ -63,12 +63,19 @@ impl Client {
         })?;
         let status = resp.status();
         let body = resp.bytes().await?;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(ClientError(format!(
+                "berth at {} refused the API key; check BERTH_TOKEN (or --token): it is the admin key `berth serve` printed on first start",
+                self.base
+            ))
+            .into());
+        }
         if !status.is_success() {
             let message = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_else(|| format!("HTTP {status}"));
-            return Err(ClientError(message).into());
+            return Err(ClientError(in_cli_words(&message)).into());
         }
         serde_json::from_slice(&body).context("the server sent an unexpected response")
     }
@@ -748,5 +755,139 @@ mod site_name_tests {
         let err = site_name_for(&dir, true).unwrap_err().to_string();
         assert!(err.contains("--site NAME"), "{err}");
         assert!(site_name_for(Path::new("/"), true).is_err());
+    }
+}
+
+/// The service's messages name MCP tools (`HOSTING_LIST_DEPLOYMENTS {"site": "shop"}`);
+/// on the command line the same advice reads as the command that does it
+/// (`berth deployments shop`). Tools without a command keep their name.
+pub fn in_cli_words(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("HOSTING_") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let name_len = tail
+            .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .unwrap_or(tail.len());
+        let tool = &tail[..name_len];
+        let after = &tail[name_len..];
+        // The tool's arguments, when they follow as one JSON object.
+        let mut args = Value::Null;
+        let mut after_args = None;
+        if let Some(obj) = after.strip_prefix(' ').filter(|a| a.starts_with('{'))
+            && let Some(end) = json_object_end(obj)
+        {
+            // Placeholders ("…") make it no JSON: the command then names what to fill in.
+            args = serde_json::from_str::<Value>(&obj[..end]).unwrap_or(Value::Null);
+            after_args = Some(&obj[end..]);
+        }
+        match cli_command(tool, &args) {
+            Some(cmd) => {
+                out.push('`');
+                out.push_str(&cmd);
+                out.push('`');
+                rest = after_args.unwrap_or(after);
+            }
+            None => {
+                out.push_str(tool);
+                rest = &tail[name_len..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Length of the JSON object at the start of `text`, braces matched outside strings.
+fn json_object_end(text: &str) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '{' if !in_string => depth += 1,
+            '}' if !in_string => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The command that does what `tool` does, with the arguments known from `args`.
+fn cli_command(tool: &str, args: &Value) -> Option<String> {
+    let arg = |key: &str, placeholder: &str| {
+        args.get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| placeholder.to_string())
+    };
+    let env_flag = args
+        .get("environment")
+        .and_then(Value::as_str)
+        .map(|e| format!(" --environment {e}"))
+        .unwrap_or_default();
+    Some(match tool {
+        "HOSTING_LIST_SITES" => "berth sites".into(),
+        "HOSTING_GET_SITE" => format!("berth site {}", arg("site", "SITE")),
+        "HOSTING_DELETE_SITE" => format!("berth delete {} --yes", arg("site", "SITE")),
+        "HOSTING_LIST_DEPLOYMENTS" => format!("berth deployments {}", arg("site", "SITE")),
+        "HOSTING_GET_DEPLOYMENT" | "HOSTING_GET_DEPLOYMENT_LOGS" => {
+            format!("berth logs {}", arg("deployment_id", "DEPLOYMENT_ID"))
+        }
+        "HOSTING_CANCEL_DEPLOYMENT" => format!("berth cancel {}", arg("deployment_id", "DEPLOYMENT_ID")),
+        "HOSTING_LIST_ENVIRONMENTS" => format!("berth environments {}", arg("site", "SITE")),
+        "HOSTING_ROLLBACK" => format!("berth rollback {}{env_flag}", arg("site", "SITE")),
+        "HOSTING_PROMOTE" => format!(
+            "berth promote {} {}{env_flag}",
+            arg("site", "SITE"),
+            arg("deployment_id", "DEPLOYMENT_ID")
+        ),
+        "HOSTING_GET_ENV_VARS" => format!("berth env {}{env_flag}", arg("site", "SITE")),
+        "HOSTING_SET_ENV_VARS" => format!("berth env {} KEY=VALUE{env_flag}", arg("site", "SITE")),
+        "HOSTING_CREATE_REPO" => format!("berth repo create {}", arg("name", "NAME")),
+        "HOSTING_GET_GIT_TOKEN" => format!("berth repo token {}", arg("repo", "REPO")),
+        "HOSTING_GET_CONFIG" => "berth config".into(),
+        "HOSTING_SET_CONFIG" => format!("berth config {} KEY=VALUE", arg("provider", "PROVIDER")),
+        "HOSTING_TEST_CONNECTION" => format!("berth config {} --test", arg("provider", "PROVIDER")),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod cli_words_tests {
+    use super::in_cli_words;
+
+    #[test]
+    fn tool_advice_reads_as_commands() {
+        assert_eq!(
+            in_cli_words(
+                r#"site 'shop' has no deployment 'x'; list them with HOSTING_LIST_DEPLOYMENTS {"site": "shop"}"#
+            ),
+            "site 'shop' has no deployment 'x'; list them with `berth deployments shop`"
+        );
+        assert_eq!(
+            in_cli_words(
+                r#"see HOSTING_GET_DEPLOYMENT_LOGS {"deployment_id": "dpl_1"} and HOSTING_ROLLBACK {"site": "a", "environment": "staging"}."#
+            ),
+            "see `berth logs dpl_1` and `berth rollback a --environment staging`."
+        );
+        // Without arguments (or with placeholders that are not JSON) the command says what to fill in.
+        assert_eq!(
+            in_cli_words("list its deployments with HOSTING_LIST_DEPLOYMENTS {\"site\": …}"),
+            "list its deployments with `berth deployments SITE`"
+        );
+        // A tool with no command keeps its name; text without tools is unchanged.
+        assert_eq!(
+            in_cli_words("call HOSTING_SET_SCALING_CONFIG first"),
+            "call HOSTING_SET_SCALING_CONFIG first"
+        );
+        assert_eq!(in_cli_words("plain {text}"), "plain {text}");
     }
 }

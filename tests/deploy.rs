@@ -132,7 +132,35 @@ async fn cli_deploy_without_site_names_the_site_after_the_folder() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("site: shop-front (the folder's name"), "{stderr}");
-    assert_eq!(server.edge("shop-front.localhost", "/").await, (200, "shop".to_string()));
+    assert_eq!(
+        server.edge("shop-front.localhost", "/").await,
+        (200, "shop".to_string())
+    );
+}
+
+#[tokio::test]
+async fn cli_errors_speak_cli() {
+    let server = TestServer::start().await;
+    let site = app(&[("index.html", "one")]);
+    let out = server.cli(&["deploy", s(site.path()), "--site", "words"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The service names its MCP tool; the CLI says the command.
+    let out = server.cli(&["rollback", "words"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("`berth deployments SITE`"), "{stderr}");
+    assert!(!stderr.contains("HOSTING_"), "{stderr}");
+    // A wrong key names the variable to check.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["sites"])
+        .env("BERTH_URL", server.api(""))
+        .env("BERTH_TOKEN", "berth_not-the-key")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("check BERTH_TOKEN"), "{stderr}");
+    assert!(!stderr.contains("berth_not-the-key"), "{stderr}");
 }
 
 #[tokio::test]
