@@ -533,7 +533,7 @@ pub async fn transition_deployment(
     let sql = format!(
         "UPDATE deployments SET status = ?, error = COALESCE(?, error), \
            started_at = CASE WHEN ? = 'building' AND started_at IS NULL THEN ? ELSE started_at END, \
-           finished_at = CASE WHEN ? IN ('live', 'failed', 'cancelled') THEN ? ELSE finished_at END \
+           finished_at = CASE WHEN ? IN ('live', 'failed', 'cancelled', 'superseded') THEN COALESCE(finished_at, ?) ELSE finished_at END \
          WHERE id = ? AND status IN ({placeholders})"
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -606,9 +606,11 @@ pub async fn refresh_liveness(db: &mut sqlx::SqliteConnection, ids: &[String]) -
     for id in ids {
         let became: Option<String> = sqlx::query_scalar(
             "UPDATE deployments SET status = CASE WHEN EXISTS (SELECT 1 FROM environments WHERE deployment_id = deployments.id) \
-               THEN 'live' ELSE 'superseded' END \
+               THEN 'live' ELSE 'superseded' END, \
+               finished_at = COALESCE(finished_at, ?) \
              WHERE id = ? AND status IN ('live', 'superseded') RETURNING status",
         )
+        .bind(now_ms())
         .bind(id)
         .fetch_optional(&mut *db)
         .await?;

@@ -2,19 +2,29 @@
 
 use rand::RngCore;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Milliseconds since the Unix epoch, the one time unit the store uses.
 pub fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// Formats store milliseconds as RFC 3339 for outputs people and agents read.
+/// Formats store milliseconds as RFC 3339 for outputs people and agents read, always
+/// with three fraction digits in UTC (`2026-11-30T08:01:12.390Z`): fixed width, so the
+/// text sorts like the time.
 pub fn rfc3339(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
+    let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000) else {
+        return String::new();
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 /// A new sortable identifier with a short type prefix (`site_…`, `dpl_…`).
@@ -60,6 +70,24 @@ pub async fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io:
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn timestamps_have_a_fixed_width_and_sort_as_text() {
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(rfc3339(1_700_000_000_280), "2023-11-14T22:13:20.280Z");
+        assert_eq!(rfc3339(1_700_000_000_007), "2023-11-14T22:13:20.007Z");
+        let times = [
+            1_700_000_000_009,
+            1_700_000_000_010,
+            1_700_000_000_100,
+            1_700_000_001_000,
+        ];
+        let texts: Vec<String> = times.iter().map(|t| rfc3339(*t)).collect();
+        assert!(
+            texts.windows(2).all(|w| w[0] < w[1] && w[0].len() == w[1].len()),
+            "{texts:?}"
+        );
+    }
 
     #[tokio::test]
     async fn copy_tree_copies_files_and_keeps_symlinks() {

@@ -122,6 +122,12 @@ async fn git_repo_deploys_a_branch_then_a_new_commit_and_an_old_commit() {
         .map(|d| d["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["live", "superseded", "superseded"], "newest first: {list}");
+    for d in list["deployments"].as_array().unwrap() {
+        for field in ["created_at", "finished_at"] {
+            let at = d[field].as_str().unwrap_or_else(|| panic!("{field} missing: {d}"));
+            assert_eq!(at.len(), "2026-01-01T00:00:00.000Z".len(), "fixed width: {at}");
+        }
+    }
 }
 
 #[tokio::test]
