@@ -48,6 +48,10 @@ pub struct ServeConfig {
     /// How often leftovers of instances nothing runs (containers of another run, say)
     /// are looked for and removed, in seconds; the first sweep waits as long, so that a
     /// restarted server adopts what it still wants first.
+    /// Deployments kept per environment (newest first, plus any an environment serves);
+    /// older ones lose their files, logs and record.
+    #[arg(long = "keep-deployments", env = "BERTH_KEEP_DEPLOYMENTS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=1000))]
+    pub keep_deployments: u64,
     #[arg(long = "sweep-interval", env = "BERTH_SWEEP_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub sweep_seconds: u64,
     /// Time limits of each deploy stage.

@@ -88,6 +88,20 @@ async fn run_deploy(
         }
     };
     platform.unregister_cancel(deployment_id);
+    let outcome = finish(platform, &deployment, &cancel, result).await;
+    // Whatever the outcome, the environment keeps only its newest deployments.
+    platform.prune_environment(&deployment.environment_id).await;
+    outcome
+}
+
+/// Records how a deploy ended: a failure (or cancellation) stops its instances and says why.
+async fn finish(
+    platform: &Arc<Platform>,
+    deployment: &DeploymentRow,
+    cancel: &CancellationToken,
+    result: Result<(), StageFailure>,
+) -> Result<(), JobError> {
+    let deployment_id = deployment.id.as_str();
     match result {
         Ok(()) => Ok(()),
         Err(failure) => {
@@ -111,7 +125,7 @@ async fn run_deploy(
             );
             platform.logs.flush().await;
             platform
-                .set_status(&deployment, to, Some(&message))
+                .set_status(deployment, to, Some(&message))
                 .await
                 .map_err(|e| JobError::Retry(e.to_string()))?;
             Ok(())

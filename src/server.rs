@@ -131,6 +131,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     ));
     let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));
     let autoscaler = tokio::spawn(crate::autoscaler::run(platform.clone(), stop.child_token()));
+    // Deployments beyond --keep-deployments left by an older version or a higher setting.
+    tokio::spawn({
+        let platform = platform.clone();
+        async move { platform.prune_all().await }
+    });
     tokio::spawn(sweep_leftovers(
         platform.runtime.clone(),
         Duration::from_secs(config.sweep_seconds),

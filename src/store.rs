@@ -573,6 +573,31 @@ pub async fn delete_deployment(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::R
     .map(|r| r.rows_affected() > 0)
 }
 
+/// Finished deployments of an environment beyond its newest `keep` that no environment
+/// serves: what pruning removes. Deployments still queued, building or starting are never
+/// counted or returned.
+pub async fn prunable_deployments(
+    db: impl SqliteExecutor<'_>,
+    environment_id: &str,
+    keep: i64,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT id FROM (SELECT id FROM deployments WHERE environment_id = ? \
+           AND status IN ('live', 'superseded', 'failed', 'cancelled') \
+           ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?) AS old \
+         WHERE NOT EXISTS (SELECT 1 FROM environments WHERE deployment_id = old.id)",
+    )
+    .bind(environment_id)
+    .bind(keep)
+    .fetch_all(db)
+    .await
+}
+
+/// Every environment's id (the pruning sweep at start).
+pub async fn all_environment_ids(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT id FROM environments").fetch_all(db).await
+}
+
 /// Records the detected build plan.
 pub async fn set_deployment_plan(db: impl SqliteExecutor<'_>, id: &str, plan_json: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE deployments SET build_plan = ? WHERE id = ?")

@@ -433,3 +433,70 @@ async fn an_environment_scales_out_under_load_and_back_in_when_quiet() {
     assert_eq!(cfg["running_instances"], 1, "{cfg}");
     assert_eq!(server.edge("scaler.localhost", "/").await.0, 200);
 }
+
+#[tokio::test]
+async fn old_deployments_are_pruned_but_never_the_one_an_environment_serves() {
+    let server = TestServer::start_with(&[("BERTH_KEEP_DEPLOYMENTS", "3")]).await;
+    let repo = app(&[("index.html", "v1")]);
+    git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "pruned", "repo": url, "build_command": "test ! -f FAIL", "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let mut ids = vec![out["deployment"]["id"].as_str().unwrap().to_string()];
+    for v in 2..=5 {
+        std::fs::write(repo.path().join("index.html"), format!("v{v}")).unwrap();
+        git_commit(repo.path(), &format!("v{v}"));
+        let (_, out) = server.post("/api/sites/pruned/deploy", &json!({"wait": true})).await;
+        assert_eq!(out["deployment"]["status"], "live", "{out}");
+        ids.push(out["deployment"]["id"].as_str().unwrap().to_string());
+    }
+    let dirs = |server: &TestServer| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(server.data.path().join("deployments"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("dpl_"))
+            .collect();
+        names.sort();
+        names
+    };
+    let listed = |list: &serde_json::Value| -> Vec<String> {
+        list["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, list) = server.get("/api/sites/pruned/deployments").await;
+    assert_eq!(list["kept_per_environment"], 3, "{list}");
+    let newest: Vec<String> = ids.iter().rev().take(3).cloned().collect();
+    assert_eq!(listed(&list), newest, "the newest three are kept: {list}");
+    let mut on_disk = newest.clone();
+    on_disk.sort();
+    assert_eq!(dirs(&server), on_disk, "older deployments' files are removed");
+    for old in &ids[..2] {
+        let (status, _) = server.get(&format!("/api/deployments/{old}")).await;
+        assert_eq!(status, 404, "{old} is gone with its logs");
+    }
+
+    // Failing deploys push older ones out, never the one production serves.
+    std::fs::write(repo.path().join("FAIL"), "").unwrap();
+    git_commit(repo.path(), "break the build");
+    let mut failed = Vec::new();
+    for _ in 0..4 {
+        let (_, out) = server.post("/api/sites/pruned/deploy", &json!({"wait": true})).await;
+        assert_eq!(out["deployment"]["status"], "failed", "{out}");
+        failed.push(out["deployment"]["id"].as_str().unwrap().to_string());
+    }
+    let (_, list) = server.get("/api/sites/pruned/deployments").await;
+    let mut want: Vec<String> = failed.iter().rev().take(3).cloned().collect();
+    want.push(ids[4].clone());
+    assert_eq!(listed(&list), want, "{list}");
+    assert_eq!(server.edge("pruned.localhost", "/").await, (200, "v5".to_string()));
+    assert_eq!(dirs(&server).len(), 4);
+}

@@ -669,7 +669,10 @@ impl Service {
         for d in &rows {
             deployments.push(self.deployment_info(d).await?);
         }
-        Ok(DeploymentList { deployments })
+        Ok(DeploymentList {
+            deployments,
+            kept_per_environment: self.platform.config.keep_deployments,
+        })
     }
 
     /// `HOSTING_GET_DEPLOYMENT`.

@@ -384,7 +384,41 @@ impl Platform {
                 let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(id)).await;
             }
             Ok(false) => {} // an environment serves it after all: it stays
-            Err(err) => tracing::warn!(deployment.id = %id, error = %err, "removing a promotion's copy failed"),
+            Err(err) => tracing::warn!(deployment.id = %id, error = %err, "removing a deployment failed"),
+        }
+    }
+
+    /// Keeps an environment's newest `--keep-deployments` finished deployments (and any an
+    /// environment serves); older ones lose their record, logs and files. Docker images
+    /// are bounded by the provider's own `keep_images`. Returns how many were removed.
+    pub async fn prune_environment(&self, environment_id: &str) -> usize {
+        let keep = self.config.keep_deployments as i64;
+        let doomed = match store::prunable_deployments(self.store.pool(), environment_id, keep).await {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::warn!(environment.id = %environment_id, error = %err, "listing deployments to prune failed");
+                return 0;
+            }
+        };
+        for id in &doomed {
+            self.forget_deployment(id).await;
+        }
+        if !doomed.is_empty() {
+            tracing::info!(environment.id = %environment_id, removed = doomed.len(), keep, "pruned old deployments");
+        }
+        doomed.len()
+    }
+
+    /// [`Self::prune_environment`] for every environment (once at start: deployments
+    /// left by older versions or a lower setting).
+    pub async fn prune_all(&self) {
+        match store::all_environment_ids(self.store.pool()).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.prune_environment(&id).await;
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "listing environments to prune failed"),
         }
     }
 

@@ -302,6 +302,10 @@ pub struct ListDeploymentsInput {
 pub struct DeploymentList {
     /// Newest first.
     pub deployments: Vec<DeploymentInfo>,
+    /// Each environment keeps its newest this many finished deployments (and any an
+    /// environment serves): all of them can be promoted or rolled back to. Older ones are
+    /// removed with their files and logs (server setting `--keep-deployments`).
+    pub kept_per_environment: u64,
 }
 
 /// Names a deployment.
