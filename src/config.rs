@@ -191,4 +191,8 @@ impl ServeConfig {
     pub fn uploads_dir(&self) -> PathBuf {
         self.data_dir.join("uploads")
     }
+    /// Each site's build cache (installed dependencies, package managers), by site id.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache")
+    }
 }

@@ -268,7 +268,7 @@ async fn build_and_start(
             .map_err(internal)?;
         // Restored before the folder is handed to the site's uid, which then owns it all.
         let tools = detection.package_manager.as_deref().map(|manager| {
-            crate::build_cache::ToolsCache::for_manager(&platform.config.data_dir.join("cache"), &site.id, manager)
+            crate::build_cache::ToolsCache::for_manager(&platform.config.cache_dir(), &site.id, manager)
         });
         if let Some(tools) = &tools
             && tools.restore(&dir).await
@@ -312,7 +312,7 @@ async fn build_and_start(
             None => platform.sandbox.clone(),
         };
         let cache = crate::build_cache::CacheEntry::for_plan(
-            &platform.config.data_dir.join("cache"),
+            &platform.config.cache_dir(),
             &site.id,
             &dir,
             &plan,

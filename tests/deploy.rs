@@ -209,6 +209,31 @@ async fn a_work_tree_deploys_its_committed_head_and_the_log_says_edits_were_left
 }
 
 #[tokio::test]
+async fn deleting_a_site_removes_its_build_cache() {
+    let server = TestServer::start().await;
+    let dir = app(&[
+        ("requirements.txt", "# nothing to install\n"),
+        (
+            "app.py",
+            "import http.server, os\nhttp.server.HTTPServer(('0.0.0.0', int(os.environ['PORT'])), http.server.SimpleHTTPRequestHandler).serve_forever()\n",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "cached", "repo": s(dir.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let cache = server.data.path().join("cache");
+    let entries = || std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(entries(), 1, "the site has a build cache");
+    let out = server.cli(&["delete", "cached", "--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(entries(), 0, "and it goes with the site");
+}
+
+#[tokio::test]
 async fn deleting_a_site_stops_its_process_and_removes_route_and_files() {
     let server = TestServer::start().await;
     let node = node_app("doomed-app-marker");

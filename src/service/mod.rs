@@ -408,6 +408,12 @@ impl Service {
                 tracing::warn!(path = %dir.display(), error = %err, "removing deployment files failed");
             }
         }
+        let cache = self.platform.config.cache_dir().join(&site.id);
+        if let Err(err) = tokio::fs::remove_dir_all(&cache).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %cache.display(), error = %err, "removing the site's build cache failed");
+        }
         if site.provider == crate::runtime::docker::NAME {
             self.remove_site_images(site).await;
         }
