@@ -39,6 +39,10 @@ pub struct ServeConfig {
     /// Builds run at once; more wait in the queue.
     #[arg(long, env = "BERTH_BUILD_CONCURRENCY", default_value_t = 2)]
     pub build_concurrency: usize,
+    /// Deploys that may be starting their app and waiting for its health check at once,
+    /// beside the builds (a start holds no build slot).
+    #[arg(long, env = "BERTH_START_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub start_concurrency: u64,
     /// Largest source upload accepted (compressed bytes).
     #[arg(long, env = "BERTH_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_upload_bytes: usize,

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod autoscaler;
 pub mod backup;
 pub mod build_cache;
+pub mod build_gate;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -76,12 +76,13 @@ impl DeploymentStatus {
 
     /// The allowed transitions. A retried build may re-enter `building` from `building`
     /// or `deploying` after a crash; a build that finishes after a newer deployment of
-    /// the same environment went live goes straight to `superseded`.
+    /// the same environment went live goes straight to `superseded`, and so does a queued
+    /// one that a newer deploy of its environment overtook before it started building.
     pub fn can_become(self, next: Self) -> bool {
         use DeploymentStatus::*;
         matches!(
             (self, next),
-            (Queued, Building | Failed | Cancelled)
+            (Queued, Building | Failed | Cancelled | Superseded)
                 | (Building, Building | Deploying | Failed | Cancelled)
                 | (Deploying, Building | Live | Failed | Cancelled | Superseded)
                 | (Live, Superseded | Live)

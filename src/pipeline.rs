@@ -140,6 +140,39 @@ async fn build_and_start(
 ) -> Result<(), StageFailure> {
     let id = deployment.id.as_str();
     let internal = |e: anyhow::Error| StageFailure::from(format!("internal error: {e:#}"));
+    // 0. A build slot, held until the build is done (not while the app starts).
+    let owner = crate::build_gate::BuildOwner {
+        site: deployment.site_id.clone(),
+        org: deployment.org_id.clone(),
+    };
+    let build_slot = tokio::select! {
+        slot = platform.build_gate.acquire(owner) => slot,
+        _ = cancel.cancelled() => return Err("cancelled".to_string().into()),
+    };
+    // Deploys of one environment queued behind each other coalesce: the newest wins.
+    if deployment.status() == DeploymentStatus::Queued
+        && let Some(newer) = store::newer_pending_deployment(
+            platform.store.pool(),
+            &deployment.environment_id,
+            deployment.created_at,
+            id,
+        )
+        .await
+        .map_err(|e| internal(e.into()))?
+    {
+        platform.log(
+            id,
+            "build",
+            "system",
+            format!("skipped: {newer}, a newer deploy of this environment, is queued and the newest wins; this one is superseded without building"),
+        );
+        platform.logs.flush().await;
+        platform
+            .set_status(deployment, DeploymentStatus::Superseded, None)
+            .await
+            .map_err(internal)?;
+        return Ok(());
+    }
     platform
         .set_status(deployment, DeploymentStatus::Building, None)
         .await
@@ -411,7 +444,8 @@ async fn build_and_start(
             .map_err(|e| internal(e.into()))?;
     }
 
-    // 4. Start (apps) and health-check, then activate.
+    // 4. Start (apps) and health-check, then activate: no build slot needed.
+    drop(build_slot);
     platform
         .set_status(deployment, DeploymentStatus::Deploying, None)
         .await

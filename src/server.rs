@@ -126,7 +126,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     );
     let workers = tokio::spawn(platform.jobs.clone().run_workers(
         handlers,
-        config.build_concurrency,
+        // Builds wait for a build slot inside the job (see build_gate); the rest start apps.
+        config.build_concurrency.max(1) + config.start_concurrency as usize,
         stop.child_token(),
     ));
     let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));

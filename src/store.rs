@@ -593,6 +593,28 @@ pub async fn prunable_deployments(
     .await
 }
 
+/// A deployment of the environment created after this one that has not finished yet:
+/// when there is one, a queued deploy is overtaken and need not build.
+pub async fn newer_pending_deployment(
+    db: impl SqliteExecutor<'_>,
+    environment_id: &str,
+    created_at: i64,
+    id: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT id FROM deployments WHERE environment_id = ? \
+           AND status IN ('queued', 'building', 'deploying') \
+           AND (created_at > ? OR (created_at = ? AND id > ?)) \
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(environment_id)
+    .bind(created_at)
+    .bind(created_at)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
 /// Every environment's id (the pruning sweep at start).
 pub async fn all_environment_ids(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar("SELECT id FROM environments").fetch_all(db).await

@@ -500,3 +500,103 @@ async fn old_deployments_are_pruned_but_never_the_one_an_environment_serves() {
     assert_eq!(server.edge("pruned.localhost", "/").await, (200, "v5".to_string()));
     assert_eq!(dirs(&server).len(), 4);
 }
+
+/// The id of the deployment a no-wait deploy of `site` queued.
+async fn queue_deploy(server: &TestServer, site: &str) -> String {
+    let (status, out) = server.post(&format!("/api/sites/{site}/deploy"), &json!({})).await;
+    assert_eq!(status, 202, "{out}");
+    out["deployment"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn apps_that_hang_at_start_hold_no_build_slot() {
+    // Two build slots (the default), both deploys below hang in their health check.
+    let server = TestServer::start_with(&[("BERTH_START_TIMEOUT_SECONDS", "120")]).await;
+    let (mut hanging, mut dirs) = (Vec::new(), Vec::new());
+    for name in ["hang-one", "hang-two"] {
+        let dir = app(&[("index.html", "never served")]);
+        let (status, out) = server
+            .post(
+                "/api/sites",
+                &json!({"name": name, "repo": s(dir.path()), "start_command": "sleep 600"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{out}");
+        hanging.push(out["deployment"]["id"].as_str().unwrap().to_string());
+        dirs.push(dir);
+    }
+    for id in &hanging {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, d) = server.get(&format!("/api/deployments/{id}")).await;
+            if d["status"] == "deploying" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{d}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Both wait for health: a static deploy elsewhere still builds and goes live.
+    let dir = app(&[("index.html", "static")]);
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "meanwhile", "repo": s(dir.path()), "wait": true, "timeout_seconds": 60}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    for id in &hanging {
+        let (_, d) = server.get(&format!("/api/deployments/{id}")).await;
+        assert_eq!(d["status"], "deploying", "still waiting for its app: {d}");
+        let (status, out) = server.post(&format!("/api/deployments/{id}/cancel"), &json!({})).await;
+        assert_eq!(status, 200, "{out}");
+    }
+}
+
+#[tokio::test]
+async fn queued_deploys_of_one_environment_coalesce_into_the_newest() {
+    let server = TestServer::start_with(&[("BERTH_BUILD_CONCURRENCY", "1")]).await;
+    let repo = app(&[("index.html", "v0")]);
+    git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "burst", "repo": url, "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    // Another site's slow build holds the only slot while ten deploys queue up.
+    let slow = app(&[("index.html", "slow")]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "slowbuild", "repo": s(slow.path()), "build_command": "sleep 3"}),
+        )
+        .await;
+    let slow_id = out["deployment"]["id"].as_str().unwrap().to_string();
+    std::fs::write(repo.path().join("index.html"), "v-last").unwrap();
+    git_commit(repo.path(), "last");
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(queue_deploy(&server, "burst").await);
+    }
+    let mut finals = Vec::new();
+    for id in &ids {
+        finals.push(server.wait_deployment(id).await);
+    }
+    let statuses: Vec<&str> = finals.iter().map(|d| d["status"].as_str().unwrap()).collect();
+    let mut want = vec!["superseded"; 9];
+    want.push("live");
+    assert_eq!(statuses, want, "only the newest builds");
+    let mut built = 0;
+    for id in &ids {
+        let log = server.deployment_log(id, "build").await;
+        if log.contains("build pack:") {
+            built += 1;
+        } else {
+            assert!(log.contains("a newer deploy of this environment, is queued"), "{log}");
+        }
+    }
+    assert_eq!(built, 1, "ten queued deploys, one build");
+    assert_eq!(server.edge("burst.localhost", "/").await, (200, "v-last".to_string()));
+    assert_eq!(server.wait_deployment(&slow_id).await["status"], "live");
+}

@@ -66,6 +66,8 @@ pub struct Platform {
     pub webhook_intake: tokio::sync::Semaphore,
     /// Failed authentications, for backoff (shared by the API, dashboard and git server).
     pub auth_throttle: Arc<crate::throttle::AuthThrottle>,
+    /// Build slots (`--build-concurrency`), handed out fairly across sites and orgs.
+    pub build_gate: crate::build_gate::BuildGate,
     in_progress: Mutex<HashMap<String, CancellationToken>>,
 }
 
@@ -85,6 +87,7 @@ impl Platform {
         secrets: SecretBox,
         local_repos: crate::source::LocalRepoPolicy,
     ) -> Self {
+        let build_gate = crate::build_gate::BuildGate::new(config.build_concurrency);
         Self {
             config,
             edge_port,
@@ -104,6 +107,7 @@ impl Platform {
             local_repos,
             webhook_intake: tokio::sync::Semaphore::new(super::github::WEBHOOK_INTAKE_SLOTS),
             auth_throttle: Arc::default(),
+            build_gate,
             in_progress: Mutex::new(HashMap::new()),
         }
     }
