@@ -148,6 +148,10 @@ pub async fn deploy(args: &ClientArgs, dir: &Path, site: &str, wait: bool, json:
         };
     }
     let mut cursor = 0i64;
+    // The step that runs (`$ npm ci`, `starting: node server.js`), shown by the spinner
+    // with the time it has taken, so a long step is visibly alive.
+    let mut step = String::new();
+    spinner.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"));
     let final_info: DeploymentInfo = loop {
         let page: LogPage = client
             .get(&format!(
@@ -158,9 +162,17 @@ pub async fn deploy(args: &ClientArgs, dir: &Path, site: &str, wait: bool, json:
             if !json {
                 spinner.suspend(|| println!("  {}", line.line));
             }
+            if line.line.starts_with("$ ") || line.line.starts_with("starting: ") {
+                step = crate::runtime::health::cut(line.line.lines().next().unwrap_or_default(), 60);
+                spinner.reset_elapsed();
+            }
         }
         cursor = page.next_cursor;
-        spinner.set_message(format!("{} {}", id, page.status.as_str()));
+        spinner.set_message(if step.is_empty() {
+            format!("{} {}", id, page.status.as_str())
+        } else {
+            format!("{} {}: {step}", id, page.status.as_str())
+        });
         if page.status.is_final() && !page.has_more {
             break client.get(&format!("/api/deployments/{id}")).await?;
         }

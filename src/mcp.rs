@@ -98,7 +98,8 @@ fn actor_of(ctx: &RequestContext<RoleServer>) -> Result<Actor, ToolError> {
         .ok_or(ToolError(ServiceError::Unauthorized))
 }
 
-/// Forwards status changes of a waited-on deployment as MCP progress notifications.
+/// Forwards the progress of a waited-on deployment (status changes, and its newest log
+/// line while it builds or starts) as MCP progress notifications.
 fn progress_forwarder(ctx: &RequestContext<RoleServer>) -> impl FnMut(&DeploymentInfo) + Send + use<> {
     let token = ctx.meta.get_progress_token();
     let peer = ctx.peer.clone();
@@ -106,11 +107,12 @@ fn progress_forwarder(ctx: &RequestContext<RoleServer>) -> impl FnMut(&Deploymen
     move |d: &DeploymentInfo| {
         let Some(token) = token.clone() else { return };
         step += 1.0;
-        let param = ProgressNotificationParam::new(token, step).with_message(format!(
-            "deployment {} is {}",
-            d.id,
-            d.status.as_str()
-        ));
+        let mut message = format!("deployment {} is {}", d.id, d.status.as_str());
+        if let Some(line) = d.progress_line.as_deref().filter(|l| !l.is_empty()) {
+            message.push_str(": ");
+            message.push_str(line);
+        }
+        let param = ProgressNotificationParam::new(token, step).with_message(message);
         let peer = peer.clone();
         tokio::spawn(async move {
             let _ = peer.notify_progress(param).await;

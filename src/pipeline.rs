@@ -466,7 +466,13 @@ async fn build_and_start(
             _ = cancel.cancelled() => return Err("cancelled".to_string().into()),
         };
         match started {
-            Ok(addr) => platform.log(id, "build", "system", format!("healthy on port {}", addr.port())),
+            Ok(addr) => {
+                // An app that ignores $PORT: the warning belongs where the deploy is followed.
+                if let Some(warning) = platform.runtime.port_warning(id) {
+                    platform.log(id, "build", "system", warning);
+                }
+                platform.log(id, "build", "system", format!("healthy on port {}", addr.port()))
+            }
             Err(err) => {
                 for line in &err.last_lines {
                     platform.log(id, "build", "system", format!("app: {line}"));

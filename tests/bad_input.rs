@@ -136,34 +136,34 @@ async fn failed_build_keeps_the_previous_deployment_serving() {
 #[tokio::test]
 async fn an_app_that_never_gets_healthy_fails_after_the_start_timeout() {
     let server = TestServer::start_with(&[("BERTH_START_TIMEOUT_SECONDS", "3")]).await;
-    let wrong_port = app(&[
+    let deaf = app(&[
         ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
         (
             "server.js",
-            "console.log('ignoring PORT on purpose'); require('http').createServer((q,r)=>r.end('x')).listen(0); setInterval(()=>{}, 1000);",
+            "console.log('listening nowhere on purpose'); setInterval(()=>{}, 1000);",
         ),
     ]);
     let (_, out) = server
         .post(
             "/api/sites",
-            &json!({"name": "deaf", "repo": s(wrong_port.path()), "wait": true}),
+            &json!({"name": "deaf", "repo": s(deaf.path()), "wait": true}),
         )
         .await;
     assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap();
     assert!(
-        out["deployment"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("did not answer its health check"),
+        error.contains("did not pass its health check")
+            && error.contains("nothing listens on $PORT=8080 (connection refused)")
+            && error.contains("`port`"),
         "{out}"
     );
     assert!(
         out["deployment"]["last_log_lines"]
             .to_string()
-            .contains("ignoring PORT on purpose"),
+            .contains("listening nowhere on purpose"),
         "{out}"
     );
-    assert!(processes_matching("ignoring PORT on purpose").is_empty());
+    assert!(processes_matching("listening nowhere on purpose").is_empty());
 
     let crashing = app(&[(
         "package.json",
@@ -186,6 +186,116 @@ async fn an_app_that_never_gets_healthy_fails_after_the_start_timeout() {
         server.edge("crash.localhost", "/").await.0,
         404,
         "nothing was ever live"
+    );
+}
+
+#[tokio::test]
+async fn failed_health_checks_say_what_they_saw_and_the_setting_to_change() {
+    let server = TestServer::start_with(&[("BERTH_START_TIMEOUT_SECONDS", "3")]).await;
+    // An app that answers 500: the status and the body's first lines, not "listen on PORT".
+    let failing = app(&[
+        ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
+        (
+            "server.js",
+            "require('http').createServer((q, r) => { r.statusCode = 500; r.end('KeyError: DATABASE_URL\\n  at config.js:3'); }).listen(process.env.PORT);",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "five", "repo": s(failing.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("answered HTTP 500: KeyError: DATABASE_URL | at config.js:3")
+            && error.contains("`health_check_path`")
+            && !error.contains("nothing listens"),
+        "{error}"
+    );
+
+    // One on a fixed port that cannot be used (it fails there): named, with what it answered.
+    let elsewhere = app(&[
+        ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
+        (
+            "server.js",
+            "require('http').createServer((q, r) => { r.statusCode = 503; r.end('warming up'); }).listen(3000);",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "elsewhere", "repo": s(elsewhere.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("your app listens on 3000, not $PORT=8080; GET / on 3000: HTTP 503: warming up")
+            && error.contains("`port`"),
+        "{error}"
+    );
+
+    // One that accepts connections on $PORT and never answers: a timeout, not a refusal.
+    let silent = app(&[
+        ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
+        (
+            "server.js",
+            "require('http').createServer(() => {}).listen(process.env.PORT);",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "silent", "repo": s(silent.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("got no HTTP answer within 2 s (timeout)") && error.contains("`health_check_path`"),
+        "{error}"
+    );
+
+    // A Python app that exits 0 at once: what berth started and `start_command`.
+    let script = app(&[
+        ("requirements.txt", "# no dependencies\n"),
+        ("app.py", "print('defined the app, exiting')\n"),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "script", "repo": s(script.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("app.py`, which exited with code 0") && error.contains("`start_command`"),
+        "{error}"
+    );
+
+    // An app that says where it listens, but on no port its processes hold: its URL.
+    let printing = app(&[
+        ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
+        (
+            "server.js",
+            "console.log('  Local:   http://localhost:5173/'); setInterval(() => {}, 1000);",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "printer", "repo": s(printing.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("printed http://localhost:5173: a server on port 5173, not $PORT=8080")
+            && error.contains("set `port` to 5173"),
+        "{error}"
     );
 }
 

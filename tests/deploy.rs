@@ -439,3 +439,37 @@ async fn logs_stream_live_over_sse_and_the_cli_follows_them() {
     let (status, _) = server.get("/api/deployments/dpl_missing/logs/stream").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn an_app_on_a_fixed_port_goes_live_there_with_a_warning() {
+    let server = TestServer::start().await;
+    // Something else on the host listens too; it must never be taken for the app.
+    let host = std::net::TcpListener::bind("127.0.0.1:0").expect("host listener");
+    let fixed = app(&[
+        (
+            "package.json",
+            r#"{"name":"fixed","scripts":{"start":"node server.js"}}"#,
+        ),
+        (
+            "server.js",
+            "require('http').createServer((q, r) => r.end('fixed port app')).listen(3000, () => console.log('listening on 3000'));\n",
+        ),
+    ]);
+    let (status, out) = server
+        .post_bytes("/api/sites/fixed/upload?wait=true", pack(fixed.path()))
+        .await;
+    assert_eq!(status, 202, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(
+        server.edge("fixed.localhost", "/").await,
+        (200, "fixed port app".to_string())
+    );
+    let id = out["deployment"]["id"].as_str().unwrap();
+    let log = server.deployment_log(id, "build").await;
+    assert!(
+        log.contains("listens on port 3000, not on $PORT (8080)") && log.contains("set the site's `port` to 3000"),
+        "the warning names the port, $PORT and the setting: {log}"
+    );
+    assert!(!log.contains(&host.local_addr().unwrap().port().to_string()), "{log}");
+    assert!(log.contains("healthy on port 3000"), "{log}");
+}

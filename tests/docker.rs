@@ -305,6 +305,34 @@ async fn a_node_site_without_dockerfile_gets_a_generated_one_on_the_configured_b
 }
 
 #[tokio::test]
+async fn a_container_on_a_fixed_port_is_routed_there_with_a_warning() {
+    let server = DockerServer::start().await;
+    let site = app(&[
+        (
+            "Dockerfile",
+            "FROM berth-test/busybox:1\nCOPY index.html /www/index.html\nUSER 65534:65534\nCMD [\"httpd\", \"-f\", \"-p\", \"3000\", \"-h\", \"/www\"]\n",
+        ),
+        ("index.html", "fixed in a container"),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "fixedbox", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(
+        server.edge("fixedbox.localhost", "/").await,
+        (200, "fixed in a container".to_string())
+    );
+    let log = server.deployment_log(&deployment_id(&out), "all").await;
+    assert!(
+        log.contains("listens on port 3000, not on $PORT") && log.contains("`port` to 3000"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn redeploys_swap_containers_under_load_without_a_failed_request() {
     let server = DockerServer::start().await;
     let site = dockerfile_app("v0");

@@ -332,6 +332,75 @@ async fn deploy_with_wait_sends_progress_notifications() {
     client.cancel().await.ok();
 }
 
+/// A client that records when each progress notification came, and its message.
+#[derive(Clone, Default)]
+struct TimedProgress(std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>);
+
+impl rmcp::ClientHandler for TimedProgress {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        let message = params.message.unwrap_or_default();
+        self.0.lock().unwrap().push((std::time::Instant::now(), message));
+    }
+}
+
+#[tokio::test]
+async fn a_long_build_sends_its_log_lines_as_progress_at_least_every_two_seconds() {
+    let server = TestServer::start().await;
+    let site = app(&[(
+        "package.json",
+        r#"{"scripts":{"build":"for i in 1 2 3 4 5 6; do echo compiling part $i; sleep 1; done; mkdir -p dist && echo ok > dist/index.html"}}"#,
+    )]);
+    let recorder = TimedProgress::default();
+    let config = StreamableHttpClientTransportConfig::with_uri(server.api("/mcp")).auth_header(KEY.to_string());
+    let client = recorder
+        .clone()
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("connect");
+    let params = CallToolRequestParams::new("HOSTING_CREATE_SITE").with_arguments(
+        json!({"name": "slow", "repo": s(site.path()), "wait": true})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
+    let handle = client
+        .send_cancellable_request(
+            rmcp::model::ClientRequest::CallToolRequest(rmcp::model::Request::new(params)),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send");
+    let response = handle.await_response().await.expect("response");
+    let rmcp::model::ServerResult::CallToolResult(result) = response else {
+        panic!("unexpected {response:?}")
+    };
+    assert_eq!(structured(&result)["deployment"]["status"], "live", "{result:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let seen = recorder.0.lock().unwrap().clone();
+    let building: Vec<&(std::time::Instant, String)> = seen.iter().filter(|(_, m)| m.contains("is building")).collect();
+    let messages: Vec<&String> = seen.iter().map(|(_, m)| m).collect();
+    assert!(
+        building.iter().filter(|(_, m)| m.contains("compiling part")).count() >= 3,
+        "the build's lines come as progress: {messages:?}"
+    );
+    for pair in building.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(
+            gap <= std::time::Duration::from_secs(2),
+            "{gap:?} without progress during the build: {messages:?}"
+        );
+    }
+    assert!(
+        building.last().unwrap().0 - building[0].0 >= std::time::Duration::from_secs(4),
+        "progress throughout the build: {messages:?}"
+    );
+    client.cancel().await.ok();
+}
+
 #[tokio::test]
 async fn provider_settings_over_mcp() {
     let server = TestServer::start().await;

@@ -15,6 +15,8 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::health::{self, Probe, Seen};
+use super::listeners::Listeners;
 use super::{InstanceSpec, InstanceState, LogSink, Observation, OutputStream, Pause, Provider, StartError, Usage};
 
 /// Crashes within this window count towards giving up.
@@ -29,10 +31,18 @@ const LAST_LINES: usize = 40;
 const MAX_LINE: usize = 8192;
 /// Longest wait before another start of an instance whose starts keep failing.
 const MAX_START_BACKOFF: Duration = Duration::from_secs(60);
+/// While nothing listens on `$PORT`, how often the ports the app's own processes listen
+/// on are looked up; the first look comes this long after the checks begin, so an app
+/// that opens a side port just before `$PORT` is not routed there.
+const SCAN_EVERY: Duration = Duration::from_millis(500);
 
 struct Instance {
     index: u32,
     addr: Mutex<Option<SocketAddr>>,
+    /// How to find the ports the running launch's processes listen on.
+    listeners: Mutex<Option<Listeners>>,
+    /// The warning given when it was routed to a port other than `$PORT`.
+    rerouted: Mutex<Option<String>>,
     state: Mutex<InstanceState>,
     exits: Mutex<u32>,
     /// How it last exited (`code 137: out of memory: …`).
@@ -118,7 +128,7 @@ impl Runtime {
     pub fn new(providers: Vec<Arc<dyn Provider>>, logs: LogSink, changed: Arc<Notify>) -> Self {
         let http = reqwest::Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(2))
+            .timeout(health::PROBE_TIMEOUT)
             .build()
             .expect("http client builds");
         Self {
@@ -191,6 +201,13 @@ impl Runtime {
             .filter(|(_, m)| !m.is_empty())
             .map(|(k, _)| k.clone())
             .collect()
+    }
+
+    /// The warning of a deployment's first instance, if it is routed to the port its app
+    /// listens on instead of `$PORT`.
+    pub fn port_warning(&self, deployment_id: &str) -> Option<String> {
+        self.get(deployment_id, 0)
+            .and_then(|i| i.rerouted.lock().expect("rerouted lock").clone())
     }
 
     /// The last output lines of a deployment's first instance.
@@ -279,6 +296,8 @@ impl Runtime {
                     let instance = Arc::new(Instance {
                         index,
                         addr: Mutex::new(None),
+                        listeners: Mutex::new(None),
+                        rerouted: Mutex::new(None),
                         state: Mutex::new(InstanceState::Starting),
                         exits: Mutex::new(0),
                         last_exit: Mutex::new(None),
@@ -312,6 +331,8 @@ impl Runtime {
             );
         }
         let deadline = Instant::now() + spec.start_timeout;
+        let mut seen = Seen::default();
+        let mut next_scan = Instant::now() + SCAN_EVERY;
         loop {
             if instance.stop.is_cancelled() {
                 return Err(StartError {
@@ -343,17 +364,12 @@ impl Runtime {
                 let how = instance.last_exit.lock().expect("exit lock").clone();
                 self.stop_instance(&spec.deployment_id, index).await;
                 return Err(StartError {
-                    message: match how {
-                        Some(how) => {
-                            format!("the app exited with {how} before it became healthy; its last output is below")
-                        }
-                        None => "the app exited before it became healthy; its last output is below".into(),
-                    },
+                    message: health::exited_message(&spec, how.as_deref()),
                     last_lines,
                 });
             }
-            if let Some(addr) = instance.addr()
-                && self.probe(&format!("http://{addr}{}", spec.health_check_path)).await
+            if self.check(&instance, &spec, &mut seen, &mut next_scan).await
+                && let Some(addr) = instance.addr()
             {
                 instance.set_state(InstanceState::Healthy);
                 self.changed.notify_one();
@@ -361,19 +377,16 @@ impl Runtime {
             }
             if Instant::now() >= deadline {
                 let last_lines = instance.last_lines();
-                let port = instance
-                    .addr()
-                    .map(|a| a.port().to_string())
-                    .unwrap_or_else(|| "?".into());
                 self.stop_instance(&spec.deployment_id, index).await;
-                return Err(StartError {
-                    message: format!(
-                        "the app did not answer its health check (GET {} on port {port}) within {} s; make sure it listens on the PORT environment variable",
-                        spec.health_check_path,
-                        spec.start_timeout.as_secs()
+                let message = match seen.port {
+                    Some(port) => health::unhealthy_message(&spec, port, &seen, &last_lines),
+                    None => format!(
+                        "the app was not running within {} s (its launch did not finish), so its health check (GET {}) never ran",
+                        spec.start_timeout.as_secs(),
+                        spec.health_check_path
                     ),
-                    last_lines,
-                });
+                };
+                return Err(StartError { message, last_lines });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -563,8 +576,71 @@ impl Runtime {
         }
     }
 
-    async fn probe(&self, url: &str) -> bool {
-        matches!(self.http.get(url).send().await, Ok(resp) if resp.status().as_u16() < 500)
+    /// One health check of an instance: `$PORT` first. While nothing listens there, the
+    /// TCP ports its own processes listen on are looked up (every [`SCAN_EVERY`]) and
+    /// probed, lowest first: the first that passes becomes the instance's address (its
+    /// health checks and the edge go there), with a warning in its log. What was seen is
+    /// kept in `seen` for the error, should the start fail.
+    async fn check(&self, instance: &Instance, spec: &InstanceSpec, seen: &mut Seen, next_scan: &mut Instant) -> bool {
+        let Some(addr) = instance.addr() else {
+            return false;
+        };
+        let probe = health::probe(&self.http, addr, &spec.health_check_path).await;
+        if probe == Probe::Healthy {
+            return true;
+        }
+        let refused = probe == Probe::Refused;
+        seen.last = Some(probe);
+        if seen.port.is_none() {
+            seen.port = Some(addr.port());
+        }
+        let listeners = *instance.listeners.lock().expect("listeners lock");
+        let Some(listeners) = listeners.filter(|_| refused) else {
+            return false;
+        };
+        if Instant::now() < *next_scan {
+            return false;
+        }
+        *next_scan = Instant::now() + SCAN_EVERY;
+        let found = tokio::task::spawn_blocking(move || listeners.scan())
+            .await
+            .unwrap_or_default();
+        seen.elsewhere.clear();
+        seen.listeners = found;
+        if seen.listeners.iter().any(|l| l.port == addr.port()) {
+            // It does listen on $PORT (and is just not answering yet).
+            return false;
+        }
+        let mut ports: Vec<u16> = seen.listeners.iter().filter(|l| l.reachable).map(|l| l.port).collect();
+        ports.dedup();
+        for port in &ports {
+            let other = SocketAddr::new(addr.ip(), *port);
+            let probe = health::probe(&self.http, other, &spec.health_check_path).await;
+            if probe != Probe::Healthy {
+                seen.elsewhere.push((*port, probe));
+                continue;
+            }
+            {
+                let mut current = instance.addr.lock().expect("addr lock");
+                // Relaunched meanwhile: the new launch is checked afresh.
+                if *current != Some(addr) {
+                    return false;
+                }
+                *current = Some(other);
+            }
+            let others: Vec<u16> = ports.iter().copied().filter(|p| p != port).collect();
+            let warning = health::rerouted_warning(addr.port(), *port, &others);
+            *instance.rerouted.lock().expect("rerouted lock") = Some(warning.clone());
+            tracing::warn!(deployment.id = %spec.deployment_id, instance = instance.index, port, "the app ignores PORT; routing to the port it listens on");
+            self.logs.write(
+                &spec.deployment_id,
+                "runtime",
+                "system",
+                instance_note(instance.index, &warning),
+            );
+            return true;
+        }
+        false
     }
 
     async fn supervise(self, provider: Arc<dyn Provider>, instance: Arc<Instance>, spec: InstanceSpec) {
@@ -589,6 +665,7 @@ impl Runtime {
                 }
             };
             *instance.addr.lock().expect("addr lock") = Some(launched.addr());
+            *instance.listeners.lock().expect("listeners lock") = launched.listeners();
             *instance.pauser.lock().expect("pauser lock") = launched.pauser();
             // A new launch (after a crash) is not frozen, whatever its predecessor was.
             *instance.frozen.lock().await = false;
@@ -630,6 +707,7 @@ impl Runtime {
             };
             // Its address is no longer its own (another instance may be given it).
             *instance.addr.lock().expect("addr lock") = None;
+            *instance.listeners.lock().expect("listeners lock") = None;
             if let Some(p) = pump {
                 let _ = p.await;
             }
@@ -677,6 +755,8 @@ impl Runtime {
     /// After a restart, marks the instance healthy again once its health check passes.
     async fn await_recovery(self, instance: Arc<Instance>, spec: InstanceSpec) {
         let deadline = Instant::now() + spec.start_timeout;
+        let mut seen = Seen::default();
+        let mut next_scan = Instant::now() + SCAN_EVERY;
         while Instant::now() < deadline && !instance.stop.is_cancelled() {
             if !matches!(
                 instance.state(),
@@ -684,9 +764,7 @@ impl Runtime {
             ) {
                 return;
             }
-            if let Some(addr) = instance.addr()
-                && self.probe(&format!("http://{addr}{}", spec.health_check_path)).await
-            {
+            if self.check(&instance, &spec, &mut seen, &mut next_scan).await {
                 instance.set_state(InstanceState::Healthy);
                 self.changed.notify_one();
                 return;

@@ -15,6 +15,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, BufReader};
 
 use super::isolation::{Isolation, Slot, SlotKind};
+use super::listeners::Listeners;
 use super::{InstanceSpec, Launched, OutputLine, OutputStream, Provider, Usage};
 
 /// Process ids of running instances, by (deployment, index), for usage reports.
@@ -176,6 +177,10 @@ impl Launched for LocalProcess {
 
     fn take_output(&mut self) -> Option<OutputStream> {
         self.output.take()
+    }
+
+    fn listeners(&self) -> Option<Listeners> {
+        self.pid.map(Listeners::of_tree)
     }
 
     async fn wait(&mut self) -> String {

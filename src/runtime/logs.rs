@@ -139,7 +139,9 @@ impl LogSink {
             .insert(deployment_id.to_string(), values);
     }
 
-    fn redact(&self, deployment_id: &str, line: String) -> String {
+    /// `line` with the deployment's secret values masked (`***`), for text that leaves
+    /// berth other than through the log (an error quoting what the app answered).
+    pub fn redact(&self, deployment_id: &str, line: String) -> String {
         let secrets = self.secrets.lock().expect("secrets lock");
         let Some(values) = secrets.get(deployment_id) else {
             return line;

@@ -4,8 +4,10 @@
 //! (sandboxed child processes) is the default provider.
 
 pub mod docker;
+pub mod health;
 pub mod isolation;
 pub mod lifecycle;
+pub mod listeners;
 pub mod local;
 pub mod logs;
 
@@ -187,6 +189,11 @@ pub trait Launched: Send {
     async fn wait(&mut self) -> String;
     /// Stops it: a polite signal, a kill after `grace`, then clean-up of what it left.
     async fn terminate(&mut self, grace: Duration);
+    /// How to find the TCP ports its own processes listen on (for an app that ignores
+    /// `PORT`), when the provider can see them; `None`: only `addr` is ever probed.
+    fn listeners(&self) -> Option<listeners::Listeners> {
+        None
+    }
     /// How to freeze and thaw it in place, when the provider can and its settings allow
     /// (a warm sleep for scale to zero); `None`: sleeping stops it.
     fn pauser(&self) -> Option<std::sync::Arc<dyn Pause>> {

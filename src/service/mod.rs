@@ -41,6 +41,11 @@ use crate::util::{new_id, now_ms, rfc3339};
 /// Default and maximum `wait` durations.
 const DEFAULT_WAIT: u64 = 300;
 const MAX_WAIT: u64 = 1800;
+/// While a `wait` runs, progress goes out at least this often (with the newest log line),
+/// status changes or not.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Longest log line a progress notification carries.
+const PROGRESS_LINE_CHARS: usize = 160;
 /// Deploy job attempts before giving up (crash recovery retries).
 const DEPLOY_ATTEMPTS: i64 = 3;
 /// Longest env var value accepted.
@@ -770,12 +775,21 @@ impl Service {
         let deadline = Instant::now() + timeout;
         let mut events = self.platform.events.subscribe();
         let mut last_status = None;
+        let mut last_sent: Option<Instant> = None;
         loop {
             let d = self.find_deployment(actor, deployment_id).await?;
             let mut info = self.deployment_info(&d).await?;
-            if last_status != Some(info.status) {
+            // A long build or start is reported as it goes, not only when its status
+            // changes: the newest log line, at least every PROGRESS_EVERY.
+            let due = last_sent.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY);
+            if last_status != Some(info.status) || (due && !info.status.is_final()) {
                 last_status = Some(info.status);
+                if !info.status.is_final() {
+                    info.progress_line = self.newest_log_line(&d.id).await?;
+                }
                 on_progress(&info);
+                info.progress_line = None;
+                last_sent = Some(Instant::now());
             }
             if info.status.is_final() {
                 // An activation holds this lock from its commit until its route is
@@ -882,7 +896,20 @@ impl Service {
             created_by: d.created_by.clone(),
             last_log_lines: None,
             wait_timed_out: None,
+            progress_line: None,
         })
+    }
+
+    /// The newest line of a deployment's build or runtime log, cut to one short line.
+    async fn newest_log_line(&self, deployment_id: &str) -> ServiceResult<Option<String>> {
+        let pool = self.platform.store.pool();
+        let build = store::tail_logs(pool, deployment_id, "build", 1).await?;
+        let runtime = store::tail_logs(pool, deployment_id, "runtime", 1).await?;
+        let newest = build.into_iter().chain(runtime).max_by_key(|r| r.id);
+        Ok(newest.map(|r| {
+            let line = r.line.split(['\r', '\n']).next().unwrap_or_default().trim();
+            crate::runtime::health::cut(line, PROGRESS_LINE_CHARS)
+        }))
     }
 
     async fn failure_lines(&self, deployment_id: &str) -> ServiceResult<Vec<String>> {

@@ -175,6 +175,11 @@ pub struct DeploymentInfo {
     /// Set when `wait` gave up before a final status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_timed_out: Option<bool>,
+    /// While a `wait` runs: the newest build or runtime log line, cut to one short line,
+    /// for progress notifications (never part of a result).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub progress_line: Option<String>,
 }
 
 /// `HOSTING_LIST_SITES` result.

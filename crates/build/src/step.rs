@@ -425,6 +425,26 @@ pub fn tree_usage(leader: u32) -> Option<TreeUsage> {
     Some(usage)
 }
 
+/// The process `leader` and all its descendants, read from `/proc` (empty when the
+/// leader is gone).
+pub fn tree_pids(leader: u32) -> Vec<u32> {
+    let procs = read_proc_table();
+    if !procs.iter().any(|p| p.pid == leader) {
+        return Vec::new();
+    }
+    let mut tree = vec![leader];
+    let mut next = 0;
+    while let Some(&pid) = tree.get(next) {
+        next += 1;
+        for p in &procs {
+            if p.ppid == pid && !tree.contains(&p.pid) {
+                tree.push(p.pid);
+            }
+        }
+    }
+    tree
+}
+
 /// Clock ticks per second of [`TreeUsage::cpu_ticks`].
 pub fn clock_ticks_per_second() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)

@@ -373,6 +373,18 @@ async fn container_addr(engine: &Engine, id: &str) -> Result<Option<SocketAddr>,
         .next())
 }
 
+/// The host pid of a running container's first process (meaningful for a local engine,
+/// whose containers' processes are this machine's).
+pub async fn main_pid(engine: &Engine, id: &str) -> Option<u32> {
+    let info = engine
+        .docker()
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .ok()?;
+    let pid = info.state?.pid?;
+    u32::try_from(pid).ok().filter(|p| *p > 0)
+}
+
 /// Pauses (`true`) or unpauses a container. Pausing one that is already paused, or
 /// thawing one that is not, is fine.
 pub async fn pause(engine: &Engine, id: &str, paused: bool) -> Result<(), EngineError> {

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 
+use super::listeners::Listeners;
 use super::{InstanceSpec, Launched, OutputLine, OutputStream, Pause, Provider, Usage};
 
 use berth_build::dockerfile::BaseImages;
@@ -283,6 +284,8 @@ struct LaunchedContainer {
     output: Option<OutputStream>,
     /// The provider's set of containers of this run; left once the container is gone.
     launched: Arc<Mutex<HashSet<String>>>,
+    /// Its listening ports, on a local engine.
+    listeners: Option<Listeners>,
 }
 
 #[async_trait::async_trait]
@@ -302,6 +305,9 @@ impl Launched for LaunchedContainer {
     }
     fn pauser(&self) -> Option<Arc<dyn Pause>> {
         self.pauser.clone()
+    }
+    fn listeners(&self) -> Option<Listeners> {
+        self.listeners
     }
 }
 
@@ -399,11 +405,21 @@ impl Provider for DockerProvider {
                 hold: std::time::Duration::from_secs(settings.keep_paused_seconds),
             }) as Arc<dyn Pause>
         });
+        // A local engine's containers are processes of this machine: the ports they listen
+        // on can be looked up like a local instance's.
+        let listeners = if engine.is_local() {
+            container::main_pid(&engine, &container.id)
+                .await
+                .map(Listeners::of_container)
+        } else {
+            None
+        };
         Ok(Box::new(LaunchedContainer {
             pauser,
             container,
             output: Some(output),
             launched: self.launched.clone(),
+            listeners,
         }))
     }
 
