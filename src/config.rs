@@ -52,6 +52,11 @@ pub struct ServeConfig {
     /// How often leftovers of instances nothing runs (containers of another run, say)
     /// are looked for and removed, in seconds; the first sweep waits as long, so that a
     /// restarted server adopts what it still wants first.
+    /// What happens when a live deployment crash-loops: its environment goes back to the
+    /// deployment before it (`rollback`), or stays on it while it is restarted slowly
+    /// (`stay-down`).
+    #[arg(long = "on-crash-loop", env = "BERTH_ON_CRASH_LOOP", value_enum, default_value_t = CrashLoopPolicy::Rollback)]
+    pub on_crash_loop: CrashLoopPolicy,
     /// Deployments kept per environment (newest first, plus any an environment serves);
     /// older ones lose their files, logs and record.
     #[arg(long = "keep-deployments", env = "BERTH_KEEP_DEPLOYMENTS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=1000))]
@@ -199,4 +204,13 @@ impl ServeConfig {
     pub fn cache_dir(&self) -> PathBuf {
         self.data_dir.join("cache")
     }
+}
+
+/// What to do when a live deployment crash-loops (`--on-crash-loop`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrashLoopPolicy {
+    /// Point the environment back at its previous deployment.
+    Rollback,
+    /// Keep the environment on it; it is restarted slowly until it recovers.
+    StayDown,
 }

@@ -39,6 +39,10 @@ pub enum DeploymentStatus {
     Cancelled,
     /// Was live; its environment now points elsewhere. Kept for rollback.
     Superseded,
+    /// Was live, then crash-looped; `error` says why. Its environment went back to the
+    /// deployment before it (or, with `--on-crash-loop stay-down`, still points at it
+    /// while it is restarted slowly, and it is live again once it recovers).
+    Crashed,
 }
 
 impl DeploymentStatus {
@@ -52,6 +56,7 @@ impl DeploymentStatus {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Superseded => "superseded",
+            Self::Crashed => "crashed",
         }
     }
 
@@ -65,13 +70,17 @@ impl DeploymentStatus {
             "failed" => Self::Failed,
             "cancelled" => Self::Cancelled,
             "superseded" => Self::Superseded,
+            "crashed" => Self::Crashed,
             _ => return None,
         })
     }
 
     /// No more work will happen (a `wait` can return).
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Live | Self::Failed | Self::Cancelled | Self::Superseded)
+        matches!(
+            self,
+            Self::Live | Self::Failed | Self::Cancelled | Self::Superseded | Self::Crashed
+        )
     }
 
     /// The allowed transitions. A retried build may re-enter `building` from `building`
@@ -85,8 +94,9 @@ impl DeploymentStatus {
             (Queued, Building | Failed | Cancelled | Superseded)
                 | (Building, Building | Deploying | Failed | Cancelled)
                 | (Deploying, Building | Live | Failed | Cancelled | Superseded)
-                | (Live, Superseded | Live)
+                | (Live, Superseded | Live | Crashed)
                 | (Superseded, Live)
+                | (Crashed, Live)
         )
     }
 }

@@ -13,8 +13,10 @@ use berth_edge::{EdgeRouteTable, RouteTarget};
 use tokio_util::sync::CancellationToken;
 
 use crate::autoscaler::ScaleLimits;
+use crate::model::DeploymentStatus;
 use crate::pipeline::app_dir;
 use crate::runtime::InstanceState;
+use crate::service::HealthChange;
 use crate::service::Platform;
 use crate::store;
 
@@ -125,15 +127,28 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                     .filter_map(|o| o.addr)
                     .collect();
                 if !healthy.is_empty() {
+                    if env.deployment_status == DeploymentStatus::Crashed.as_str() {
+                        platform.note_health(HealthChange::Recovered {
+                            deployment_id: env.deployment_id.clone(),
+                        });
+                    }
                     RouteTarget::Upstream { instances: healthy }
                 } else {
                     match observed.iter().find(|o| o.index == 0).map(|o| o.state.clone()) {
-                        Some(InstanceState::Crashed { message }) => RouteTarget::Unavailable {
-                            site: env.site_name.clone(),
-                            status: 502,
-                            message: format!("The app crashed: {message}."),
-                            retry_after_seconds: None,
-                        },
+                        Some(InstanceState::Crashed { message }) => {
+                            if env.deployment_status == DeploymentStatus::Live.as_str() {
+                                platform.note_health(HealthChange::CrashLoop {
+                                    deployment_id: env.deployment_id.clone(),
+                                    message: message.clone(),
+                                });
+                            }
+                            RouteTarget::Unavailable {
+                                site: env.site_name.clone(),
+                                status: 502,
+                                message: format!("The app crashed: {message}."),
+                                retry_after_seconds: None,
+                            }
+                        }
                         _ => starting(&env.site_name),
                     }
                 }
@@ -237,6 +252,12 @@ pub async fn run(platform: Arc<Platform>, shutdown: CancellationToken) {
     loop {
         if let Err(err) = reconcile(&platform).await {
             tracing::warn!(error = %format!("{err:#}"), "reconcile pass failed");
+        }
+        // Crash loops and recoveries the pass saw are handled beside it (a rollback starts
+        // an instance and runs passes of its own).
+        for change in platform.take_health_changes() {
+            let platform = platform.clone();
+            tokio::spawn(async move { platform.handle_health_change(change).await });
         }
         tokio::select! {
             _ = platform.reconcile_wake.notified() => {}

@@ -368,6 +368,8 @@ pub struct DesiredEnvironment {
     pub max_instances: i64,
     /// Requests in flight per instance before scaling out.
     pub target_concurrency: i64,
+    /// That deployment's status (`live`, or `crashed` after a crash loop).
+    pub deployment_status: String,
 }
 
 /// Every environment that should be serving, across orgs (the reconciler's desired state).
@@ -376,7 +378,7 @@ pub async fn list_desired_environments(db: impl SqliteExecutor<'_>) -> sqlx::Res
         "SELECT e.id AS environment_id, e.name AS environment_name, s.name AS site_name, s.id AS site_id, s.org_id AS org_id, \
                 d.id AS deployment_id, d.build_plan AS build_plan, e.min_instances AS min_instances, \
                 e.idle_timeout_seconds AS idle_timeout_seconds, e.max_instances AS max_instances, \
-                e.target_concurrency AS target_concurrency \
+                e.target_concurrency AS target_concurrency, d.status AS deployment_status \
          FROM environments e JOIN sites s ON s.id = e.site_id JOIN deployments d ON d.id = e.deployment_id \
          WHERE s.status = 'active'",
     )
@@ -583,7 +585,7 @@ pub async fn prunable_deployments(
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
         "SELECT id FROM (SELECT id FROM deployments WHERE environment_id = ? \
-           AND status IN ('live', 'superseded', 'failed', 'cancelled') \
+           AND status IN ('live', 'superseded', 'failed', 'cancelled', 'crashed') \
            ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?) AS old \
          WHERE NOT EXISTS (SELECT 1 FROM environments WHERE deployment_id = old.id)",
     )

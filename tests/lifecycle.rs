@@ -78,8 +78,76 @@ async fn a_crash_loop_ends_crashed_with_a_502() {
     let (_, site) = server.get("/api/sites/flaky?runtime_log_lines=50").await;
     let tail = site["runtime_log_tail"].to_string();
     assert!(
-        tail.contains("out of memory (simulated)") && tail.contains("no longer restarted"),
+        tail.contains("out of memory (simulated)") && tail.contains("restarting it every 30 s from now on"),
         "{site}"
+    );
+    // Nothing to go back to: the deployment says it crashed and why, and stays.
+    let id = out["deployment"]["id"].as_str().unwrap();
+    let (_, d) = server.get(&format!("/api/deployments/{id}")).await;
+    assert_eq!(d["status"], "crashed", "{d}");
+    assert!(
+        d["error"].as_str().unwrap().contains("crash loop after going live"),
+        "{d}"
+    );
+    assert!(
+        tail.contains("there is no earlier deployment to go back to") || {
+            let (_, site) = server.get("/api/sites/flaky?runtime_log_lines=50").await;
+            site["runtime_log_tail"]
+                .to_string()
+                .contains("there is no earlier deployment to go back to")
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_deployment_that_crash_loops_after_going_live_is_rolled_back() {
+    let server = TestServer::start().await;
+    let repo = app(&[
+        ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
+        (
+            "server.js",
+            "require('http').createServer((q,r)=>r.end('stable')).listen(process.env.PORT);\n",
+        ),
+    ]);
+    git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "healer", "repo": url, "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let stable = out["deployment"]["id"].as_str().unwrap().to_string();
+    // The next version is healthy at first, then dies a second after every start.
+    std::fs::write(
+        repo.path().join("server.js"),
+        "require('http').createServer((q,r)=>r.end('broken')).listen(process.env.PORT);\nsetTimeout(()=>{ console.error('lost the database'); process.exit(1); }, 1000);\n",
+    )
+    .unwrap();
+    git_commit(repo.path(), "broken");
+    let (_, out) = server.post("/api/sites/healer/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let broken = out["deployment"]["id"].as_str().unwrap().to_string();
+    eventually("production is back on the stable deployment", 90, async || {
+        server.edge("healer.localhost", "/").await == (200, "stable".to_string())
+    })
+    .await;
+    let (_, d) = server.get(&format!("/api/deployments/{broken}")).await;
+    assert_eq!(d["status"], "crashed", "{d}");
+    let error = d["error"].as_str().unwrap();
+    assert!(
+        error.contains("crash loop after going live") && error.contains("lost the database"),
+        "{d}"
+    );
+    let (_, d) = server.get(&format!("/api/deployments/{stable}")).await;
+    assert_eq!(d["status"], "live", "{d}");
+    let (_, site) = server.get("/api/sites/healer").await;
+    assert_eq!(site["environments"][0]["deployment_id"], stable.as_str(), "{site}");
+    let (_, logs) = server
+        .get(&format!("/api/deployments/{broken}/logs?kind=runtime"))
+        .await;
+    assert!(
+        logs.to_string()
+            .contains(&format!("rolling 'production' back to {stable}")),
+        "{logs}"
     );
 }
 

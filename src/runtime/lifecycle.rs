@@ -21,8 +21,13 @@ use super::{InstanceSpec, InstanceState, LogSink, Observation, OutputStream, Pau
 
 /// Crashes within this window count towards giving up.
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
-/// Crashes in the window after which an instance is left crashed.
+/// Crashes in the window after which an instance is marked crashed and restarted only
+/// slowly (every [`SLOW_RETRY`], doubling up to [`MAX_SLOW_RETRY`]).
 const MAX_CRASHES: usize = 5;
+/// First wait before restarting a crash-looping instance.
+const SLOW_RETRY: Duration = Duration::from_secs(30);
+/// Longest wait between restarts of a crash-looping instance.
+const MAX_SLOW_RETRY: Duration = Duration::from_secs(300);
 /// How long a stopped app may take to shut down after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How many output lines an instance keeps for error messages.
@@ -645,6 +650,8 @@ impl Runtime {
 
     async fn supervise(self, provider: Arc<dyn Provider>, instance: Arc<Instance>, spec: InstanceSpec) {
         let mut crashes: VecDeque<Instant> = VecDeque::new();
+        // Slow restarts in a row (a crash loop); back to zero once it runs a while.
+        let mut slow_retries: u32 = 0;
         loop {
             let launched = tokio::select! {
                 l = provider.launch(&spec, instance.index) => l,
@@ -664,6 +671,7 @@ impl Runtime {
                     return;
                 }
             };
+            let launched_at = Instant::now();
             *instance.addr.lock().expect("addr lock") = Some(launched.addr());
             *instance.listeners.lock().expect("listeners lock") = launched.listeners();
             *instance.pauser.lock().expect("pauser lock") = launched.pauser();
@@ -716,15 +724,23 @@ impl Runtime {
             *instance.last_exit.lock().expect("exit lock") = Some(exit.clone());
             *instance.exits.lock().expect("exits lock") += 1;
             let now = Instant::now();
+            if now.duration_since(launched_at) > CRASH_WINDOW {
+                // It ran a whole window: whatever came before is no loop.
+                slow_retries = 0;
+                crashes.clear();
+            }
             crashes.push_back(now);
             while crashes.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
                 crashes.pop_front();
             }
-            if crashes.len() >= MAX_CRASHES {
+            if crashes.len() >= MAX_CRASHES || slow_retries > 0 {
+                let wait = SLOW_RETRY.saturating_mul(1 << slow_retries.min(8)).min(MAX_SLOW_RETRY);
+                slow_retries += 1;
                 let message = format!(
-                    "{note}; it crashed {} times within {} s and is no longer restarted",
+                    "{note}; it crashed {} times within {} s: restarting it every {} s from now on",
                     crashes.len(),
-                    CRASH_WINDOW.as_secs()
+                    CRASH_WINDOW.as_secs(),
+                    wait.as_secs()
                 );
                 self.logs
                     .write(&spec.deployment_id, "runtime", "system", message.clone());
@@ -732,9 +748,14 @@ impl Runtime {
                 instance.set_state(InstanceState::Crashed { message });
                 self.changed.notify_one();
                 launched.terminate(STOP_GRACE).await;
-                instance.stop.cancelled().await;
-                instance.done.cancel();
-                return;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = instance.stop.cancelled() => {
+                        instance.done.cancel();
+                        return;
+                    }
+                }
+                continue;
             }
             let attempt = crashes.len() as u32;
             instance.set_state(InstanceState::Restarting { attempt });

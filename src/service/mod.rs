@@ -26,7 +26,7 @@ pub use config::{
     ConfigKey, ConfigMap, ConfigOutput, GetConfigInput, ProviderConfig, ProviderSettings, SetConfigInput,
     TestConnectionInput, TestConnectionOutput,
 };
-pub use platform::{DeploymentEvent, Platform, secret_context};
+pub use platform::{DeploymentEvent, HealthChange, Platform, secret_context};
 pub use types::*;
 pub use usage::{InstanceUsage, ResourceUsageInput, ResourceUsageOutput};
 
