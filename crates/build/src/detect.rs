@@ -749,7 +749,9 @@ pub fn select_root_dir(source: &Path, root_dir: Option<&str>) -> Result<Option<P
             // A link back to the root itself selects nothing.
             Ok((real != root).then_some(real))
         }
-        _ => Err(DetectError::MissingRootDir { root_dir: raw.to_string() }),
+        _ => Err(DetectError::MissingRootDir {
+            root_dir: raw.to_string(),
+        }),
     }
 }
 
