@@ -749,6 +749,7 @@ async fn upload(State(state): State<UiState>, s: Session, Path(site): Path<Strin
         create: false,
         wait: false,
         timeout_seconds: None,
+        overrides: None,
     };
     match state.service.deploy_upload(&s.actor, request, &mut |_| {}).await {
         Ok(out) => see_other(&format!("/sites/{site}/deployments/{}", out.deployment.id)),
