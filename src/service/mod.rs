@@ -273,7 +273,7 @@ impl Service {
         let pool = self.platform.store.pool();
         if store::get_site(pool, &actor.org_id, &input.name).await?.is_some() {
             return Err(ServiceError::conflict(format!(
-                "a site named '{}' already exists; deploy to it with HOSTING_DEPLOY or pick another name",
+                "a site named '{}' already exists; change its settings with HOSTING_UPDATE_SITE and deploy it with HOSTING_DEPLOY, or pick another name",
                 input.name
             )));
         }
