@@ -210,13 +210,28 @@ async fn build_and_start(
         );
     }
     if let Some(root) = settings.root_dir.as_deref() {
-        narrow_to_root_dir(&dir, root, &site.name).await?;
-        platform.log(
-            id,
-            "build",
-            "system",
-            format!("root_dir: building and serving '{root}' only"),
-        );
+        // An upload is not fetched again when a job is retried: its folder may be
+        // narrowed already, which the marker beside it records.
+        let marker = dir.with_extension("root-selected");
+        if kind == SourceKind::Upload && marker.exists() {
+            platform.log(
+                id,
+                "build",
+                "system",
+                format!("root_dir: '{root}' was selected before this retry"),
+            );
+        } else {
+            narrow_to_root_dir(&dir, root, &site.name).await?;
+            if kind == SourceKind::Upload {
+                tokio::fs::write(&marker, root).await.map_err(|e| internal(e.into()))?;
+            }
+            platform.log(
+                id,
+                "build",
+                "system",
+                format!("root_dir: building and serving '{root}' only"),
+            );
+        }
     }
 
     // 2. Plan. Symlinks leading out of the tree are never followed on the host: detection

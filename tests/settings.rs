@@ -432,3 +432,39 @@ async fn a_root_dir_that_links_out_of_the_source_fails_the_build_and_serves_noth
         "the host folder is left alone"
     );
 }
+
+#[tokio::test]
+async fn berth_deploy_flags_set_a_new_sites_settings_and_override_one_later_deploy() {
+    let server = TestServer::start().await;
+    let mono = app(&[
+        ("package.json", r#"{"name":"mono","private":true}"#),
+        (
+            "apps/web/package.json",
+            r#"{"name":"web","version":"1.0.0","scripts":{"start":"node a.js"}}"#,
+        ),
+        (
+            "apps/web/a.js",
+            "require('http').createServer((q, r) => r.end('web A')).listen(process.env.PORT);\n",
+        ),
+        (
+            "apps/web/b.js",
+            "require('http').createServer((q, r) => r.end('web B')).listen(process.env.PORT);\n",
+        ),
+    ]);
+    let dir = s(mono.path());
+    let out = server.cli(&["deploy", dir, "--site", "monoup", "--root-dir", "apps/web"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(edge_text(&server, "monoup").await, "web A");
+    let (_, site) = server.get("/api/sites/monoup").await;
+    assert_eq!(site["build_settings"]["root_dir"], "apps/web", "{site}");
+
+    // On an existing site the flags apply to that deployment only.
+    let out = server.cli(&["deploy", dir, "--site", "monoup", "--start-command", "node b.js"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(edge_text(&server, "monoup").await, "web B");
+    let (_, site) = server.get("/api/sites/monoup").await;
+    assert_eq!(site["build_settings"]["start_command"], Value::Null, "{site}");
+    let out = server.cli(&["deploy", dir, "--site", "monoup"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(edge_text(&server, "monoup").await, "web A");
+}
