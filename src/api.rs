@@ -71,7 +71,10 @@ pub fn router(service: Service) -> Router {
     Router::new()
         .route("/api/whoami", get(whoami))
         .route("/api/sites", get(list_sites).post(create_site))
-        .route("/api/sites/{site}", get(get_site).delete(delete_site))
+        .route(
+            "/api/sites/{site}",
+            get(get_site).patch(update_site).delete(delete_site),
+        )
         .route("/api/sites/{site}/deploy", post(deploy))
         .route("/api/sites/{site}/upload", post(upload))
         .route("/api/sites/{site}/deployments", get(list_deployments))
@@ -212,6 +215,26 @@ async fn delete_site(
     ))
 }
 
+/// `PATCH /api/sites/{site}`: `HOSTING_UPDATE_SITE` with the site from the path.
+async fn update_site(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<UpdateSiteOutput> {
+    let Json(mut body) = body.map_err(bad_json)?;
+    let Some(fields) = body.as_object_mut() else {
+        return Err(ServiceError::invalid(
+            "body",
+            "the body must be a JSON object of settings",
+        ));
+    };
+    fields.insert("site".into(), serde_json::Value::String(site));
+    let input: UpdateSiteInput =
+        serde_json::from_value(body).map_err(|e| ServiceError::invalid("body", format!("invalid settings: {e}")))?;
+    Ok(Json(s.update_site(&actor, &input).await?))
+}
+
 /// `HOSTING_DEPLOY` body without the site (it is in the path).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -219,6 +242,7 @@ struct DeployBody {
     branch: Option<String>,
     commit: Option<String>,
     environment: Option<String>,
+    overrides: Option<BuildSettingsChange>,
     wait: Option<bool>,
     timeout_seconds: Option<u64>,
     idempotency_key: Option<String>,
@@ -236,6 +260,7 @@ async fn deploy(
         branch: b.branch,
         commit: b.commit,
         environment: b.environment,
+        overrides: b.overrides,
         wait: b.wait,
         timeout_seconds: b.timeout_seconds,
         idempotency_key: b.idempotency_key,
@@ -252,6 +277,8 @@ struct UploadQuery {
     create: Option<bool>,
     wait: Option<bool>,
     timeout_seconds: Option<u64>,
+    /// JSON of `HOSTING_DEPLOY`'s `overrides`.
+    overrides: Option<String>,
 }
 
 /// `POST /api/sites/{site}/upload`: body is a tar.gz of the app folder.
@@ -262,6 +289,12 @@ async fn upload(
     Query(q): Query<UploadQuery>,
     body: Body,
 ) -> Result<(StatusCode, Json<DeployOutput>), ServiceError> {
+    let overrides = q
+        .overrides
+        .as_deref()
+        .map(serde_json::from_str::<BuildSettingsChange>)
+        .transpose()
+        .map_err(|e| ServiceError::invalid("overrides", format!("overrides is not valid: {e}")))?;
     let limit = s.platform.config.max_upload_bytes;
     let bytes = axum::body::to_bytes(body, limit)
         .await
@@ -285,6 +318,7 @@ async fn upload(
                 create: q.create.unwrap_or(true),
                 wait: q.wait.unwrap_or(false),
                 timeout_seconds: q.timeout_seconds,
+                overrides,
             },
             &mut |_| {},
         )

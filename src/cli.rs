@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::model::DeploymentStatus;
-use crate::service::{DeployOutput, DeploymentInfo, DeploymentList, LogPage, SiteDetail, SiteList};
+use crate::service::{DeployOutput, DeploymentInfo, DeploymentList, LogPage, SiteDetail, SiteList, UpdateSiteOutput};
 
 /// Where the server is and who we are.
 #[derive(Clone, Debug, clap::Args)]
@@ -108,14 +108,164 @@ impl Client {
     }
 }
 
+/// Build settings given as flags (`berth deploy`, `berth sites update`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct BuildSettingsArgs {
+    /// Build pack: static, procfile, node or python.
+    #[arg(long)]
+    pub build_pack: Option<String>,
+    /// Install command.
+    #[arg(long)]
+    pub install_command: Option<String>,
+    /// Build command.
+    #[arg(long)]
+    pub build_command: Option<String>,
+    /// Start command (the app must listen on $PORT).
+    #[arg(long)]
+    pub start_command: Option<String>,
+    /// Static output folder, relative to the app's folder.
+    #[arg(long)]
+    pub output_dir: Option<String>,
+    /// Subfolder of the repository that holds the app (monorepos).
+    #[arg(long)]
+    pub root_dir: Option<String>,
+    /// Fixed port the app listens on.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Health check path.
+    #[arg(long)]
+    pub health_check_path: Option<String>,
+    /// Return a setting to detection (repeatable): build_pack, install_command, build_command,
+    /// start_command, output_dir, root_dir, port, health_check_path, branch.
+    #[arg(long, value_name = "SETTING")]
+    pub clear: Vec<String>,
+}
+
+/// Settings `--clear` accepts.
+const CLEARABLE: [&str; 9] = [
+    "build_pack",
+    "install_command",
+    "build_command",
+    "start_command",
+    "output_dir",
+    "root_dir",
+    "port",
+    "health_check_path",
+    "branch",
+];
+
+impl BuildSettingsArgs {
+    /// The settings as a JSON object: given flags as values, `--clear` ones as null.
+    fn to_json(&self, extra_clearable: bool) -> anyhow::Result<serde_json::Map<String, Value>> {
+        let mut out = serde_json::Map::new();
+        let strings = [
+            ("build_pack", &self.build_pack),
+            ("install_command", &self.install_command),
+            ("build_command", &self.build_command),
+            ("start_command", &self.start_command),
+            ("output_dir", &self.output_dir),
+            ("root_dir", &self.root_dir),
+            ("health_check_path", &self.health_check_path),
+        ];
+        for (name, value) in strings {
+            if let Some(v) = value {
+                out.insert(name.into(), Value::String(v.clone()));
+            }
+        }
+        if let Some(port) = self.port {
+            out.insert("port".into(), Value::from(port));
+        }
+        for name in &self.clear {
+            let name = name.trim().replace('-', "_");
+            if !CLEARABLE.contains(&name.as_str()) || (name == "branch" && !extra_clearable) {
+                bail!(
+                    "--clear {name}: not a setting; use one of {}",
+                    CLEARABLE[..if extra_clearable { 9 } else { 8 }].join(", ")
+                );
+            }
+            if out.contains_key(&name) {
+                bail!("--clear {name} and --{} both given; pick one", name.replace('_', "-"));
+            }
+            out.insert(name, Value::Null);
+        }
+        Ok(out)
+    }
+}
+
+/// `berth sites update NAME …`: PATCH /api/sites/{site}.
+pub async fn update_site(
+    args: &ClientArgs,
+    site: &str,
+    settings: &BuildSettingsArgs,
+    branch: Option<String>,
+    previews: Option<bool>,
+    provider: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let mut body = settings.to_json(true)?;
+    if let Some(branch) = branch {
+        if body.contains_key("branch") {
+            bail!("--clear branch and --branch both given; pick one");
+        }
+        body.insert("branch".into(), Value::String(branch));
+    }
+    if let Some(previews) = previews {
+        body.insert("previews".into(), Value::Bool(previews));
+    }
+    if let Some(provider) = provider {
+        body.insert("provider".into(), Value::String(provider));
+    }
+    if body.is_empty() {
+        bail!(
+            "nothing to change: pass settings such as --start-command '…' or --clear output_dir (see `berth sites update --help`)"
+        );
+    }
+    let out: UpdateSiteOutput = client
+        .send(
+            client
+                .http
+                .patch(format!("{}/api/sites/{site}", client.base))
+                .json(&Value::Object(body)),
+        )
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    if out.changed.is_empty() {
+        println!("nothing changed: {site} already has these settings");
+    } else {
+        println!("changed: {}", out.changed.join(", "));
+    }
+    let shown = serde_json::to_value(&out.settings)?;
+    for (k, v) in shown.as_object().into_iter().flatten() {
+        let v = match v {
+            Value::Null => "(detected)".to_string(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!("  {k:<18} {v}");
+    }
+    println!("they apply at the next deploy: `berth deploy DIR --site {site}` (upload sites) or HOSTING_DEPLOY");
+    Ok(())
+}
+
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
 /// `berth deploy DIR --site NAME`: pack, upload, follow the build, print the URL.
-pub async fn deploy(args: &ClientArgs, dir: &Path, site: &str, wait: bool, json: bool) -> anyhow::Result<()> {
+pub async fn deploy(
+    args: &ClientArgs,
+    dir: &Path,
+    site: &str,
+    wait: bool,
+    settings: &BuildSettingsArgs,
+    json: bool,
+) -> anyhow::Result<()> {
     let client = Client::new(args)?;
+    let overrides = settings.to_json(false)?;
     if !dir.is_dir() {
         bail!("'{}' is not a folder", dir.display());
     }
@@ -134,9 +284,12 @@ pub async fn deploy(args: &ClientArgs, dir: &Path, site: &str, wait: bool, json:
     })
     .await??;
     spinner.set_message(format!("uploading {} KiB", packed.len() / 1024));
-    let out: DeployOutput = client
-        .post_bytes(&format!("/api/sites/{site}/upload?create=true"), packed)
-        .await?;
+    let mut path = format!("/api/sites/{site}/upload?create=true");
+    if !overrides.is_empty() {
+        let query = serde_urlencoded::to_string([("overrides", serde_json::to_string(&overrides)?)])?;
+        path.push_str(&format!("&{query}"));
+    }
+    let out: DeployOutput = client.post_bytes(&path, packed).await?;
     let id = out.deployment.id.clone();
     if !wait {
         spinner.finish_and_clear();

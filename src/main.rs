@@ -32,12 +32,17 @@ enum Command {
         /// Return once queued instead of following the build.
         #[arg(long)]
         no_wait: bool,
+        /// Build settings for this deployment only (for a site this creates: its settings).
+        #[command(flatten)]
+        settings: cli::BuildSettingsArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// List sites.
+    /// List sites, or change one's settings: `berth sites update NAME --start-command '…'`.
     Sites {
+        #[command(subcommand)]
+        action: Option<SitesCommand>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -188,6 +193,31 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum SitesCommand {
+    /// Change a site's settings; they apply at the next deploy. `--clear output_dir` returns
+    /// a setting to detection.
+    Update {
+        /// Site name.
+        name: String,
+        /// Build settings.
+        #[command(flatten)]
+        settings: cli::BuildSettingsArgs,
+        /// Branch production deploys from (git sites).
+        #[arg(long)]
+        branch: Option<String>,
+        /// Preview environments for other pushed branches: true or false.
+        #[arg(long)]
+        previews: Option<bool>,
+        /// Runtime provider: local or docker (only while no environment runs an app).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum RepoCommand {
     /// Create an empty repository served at /git/<org>/<name>.git.
     Create {
@@ -270,15 +300,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             site,
             no_wait,
+            settings,
             json,
         } => {
             let site = match site {
                 Some(site) => site,
                 None => cli::site_name_for(&dir, json)?,
             };
-            cli::deploy(c, &dir, &site, !no_wait, json).await
+            cli::deploy(c, &dir, &site, !no_wait, &settings, json).await
         }
-        Command::Sites { json } => cli::sites(c, json).await,
+        Command::Sites { action: None, json } => cli::sites(c, json).await,
+        Command::Sites {
+            action:
+                Some(SitesCommand::Update {
+                    name,
+                    settings,
+                    branch,
+                    previews,
+                    provider,
+                    json,
+                }),
+            ..
+        } => cli::update_site(c, &name, &settings, branch, previews, provider, json).await,
         Command::Site { name, json } => cli::site(c, &name, json).await,
         Command::Deployments { site, json } => cli::deployments(c, &site, json).await,
         Command::Logs {

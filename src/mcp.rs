@@ -208,6 +208,32 @@ impl BerthMcp {
     }
 
     #[tool(
+        name = "HOSTING_UPDATE_SITE",
+        description = "Change a site's settings: build_pack, install_command, build_command, start_command, output_dir, root_dir (monorepo subfolder), port, health_check_path, branch, previews, provider. Absent fields are unchanged; null clears a setting back to detection. Validated like HOSTING_CREATE_SITE (a bad value changes nothing); answers the settings after the change. They apply at the next deploy (HOSTING_DEPLOY); HOSTING_DEPLOY `overrides` tries settings for one deployment without changing the site.",
+        output_schema = schema_for_output::<UpdateSiteOutput>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn update_site(
+        &self,
+        Parameters(input): Parameters<UpdateSiteInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<UpdateSiteOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.update_site(&actor, &input).await?;
+        let summary = if out.changed.is_empty() {
+            format!("site '{}': {}", out.site, out.next_steps)
+        } else {
+            format!(
+                "site '{}': changed {}; {}",
+                out.site,
+                out.changed.join(", "),
+                out.next_steps
+            )
+        };
+        reply(summary, out)
+    }
+
+    #[tool(
         name = "HOSTING_DELETE_SITE",
         description = "Delete a site: stops its processes, removes its route, deployments, logs and files. Cannot be undone.",
         output_schema = schema_for_output::<DeleteSiteOutput>(),
@@ -231,7 +257,7 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_DEPLOY",
-        description = "Deploy a site again (its branch, or a given branch or commit). With wait=true, returns when live or failed and sends progress notifications meanwhile; a failed deployment carries its error and last log lines. The previous deployment keeps serving until the new one is healthy.",
+        description = "Deploy a site again (its branch, or a given branch or commit); `overrides` (the build settings of HOSTING_UPDATE_SITE) apply to this deployment only and are recorded with it. With wait=true, returns when live or failed and sends progress notifications meanwhile; a failed deployment carries its error and last log lines. The previous deployment keeps serving until the new one is healthy.",
         output_schema = schema_for_output::<DeployOutput>(),
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_build::detect::{BuildPlan, BuildSettings, BuildStep, ServePlan};
+use berth_build::detect::{BuildPlan, BuildSettings, BuildStep, DetectError, ServePlan};
 use berth_build::step::{LogStream, run_step};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -252,6 +252,46 @@ async fn build_and_start(
         }
     }
 
+    // The settings recorded with the deployment (the site's when it was queued, with the
+    // deploy's overrides); older deployments recorded none and use the site's.
+    let settings: BuildSettings = deployment
+        .build_settings
+        .as_deref()
+        .map_or_else(|| serde_json::from_str(&site.build_settings), serde_json::from_str)
+        .unwrap_or_default();
+    if let Some(overrides) = &deployment.overrides {
+        platform.log(
+            id,
+            "build",
+            "system",
+            format!("one-off settings of this deploy: {overrides}"),
+        );
+    }
+    if let Some(root) = settings.root_dir.as_deref() {
+        // An upload is not fetched again when a job is retried: its folder may be
+        // narrowed already, which the marker beside it records.
+        let marker = dir.with_extension("root-selected");
+        if kind == SourceKind::Upload && marker.exists() {
+            platform.log(
+                id,
+                "build",
+                "system",
+                format!("root_dir: '{root}' was selected before this retry"),
+            );
+        } else {
+            narrow_to_root_dir(&dir, root, &site.name).await?;
+            if kind == SourceKind::Upload {
+                tokio::fs::write(&marker, root).await.map_err(|e| internal(e.into()))?;
+            }
+            platform.log(
+                id,
+                "build",
+                "system",
+                format!("root_dir: building and serving '{root}' only"),
+            );
+        }
+    }
+
     // 2. Plan. Symlinks leading out of the tree are never followed on the host: detection
     // treats them as absent, and the log says which ones were left out.
     let escaping = berth_build::fs_safe::links_leaving_tree(&dir);
@@ -263,7 +303,6 @@ async fn build_and_start(
             format!("ignoring '{name}': it is a symlink that leads outside the app's folder"),
         );
     }
-    let settings: BuildSettings = serde_json::from_str(&site.build_settings).unwrap_or_default();
     let own_dockerfile =
         site.provider == docker::NAME && settings.build_pack.is_none() && berth_build::dockerfile::has_dockerfile(&dir);
     let detection = if own_dockerfile {
@@ -275,7 +314,7 @@ async fn build_and_start(
     } else {
         berth_build::detect::detect_explained(&dir, &settings)
     }
-    .map_err(|e| StageFailure::from(with_escaping_links(e.to_string(), &escaping)))?;
+    .map_err(|e| StageFailure::from(with_escaping_links(with_settings_hint(&e, &site.name), &escaping)))?;
     let mut plan: BuildPlan = detection.plan;
     let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
     store::set_deployment_plan(platform.store.pool(), id, &plan_json)
@@ -434,7 +473,7 @@ async fn build_and_start(
         // The output folder of a built static site is known only now.
         berth_build::detect::resolve_output_dir(&dir, &settings, &mut plan).map_err(|e| {
             StageFailure::from(with_escaping_links(
-                e.to_string(),
+                with_settings_hint(&e, &site.name),
                 &berth_build::fs_safe::links_leaving_tree(&dir),
             ))
         })?;
@@ -510,6 +549,26 @@ async fn build_and_start(
     Ok(())
 }
 
+/// Makes the `root_dir` subfolder the app's folder: it is moved into place and the rest of
+/// the source removed, so detection, the build steps, the start command, the edge and
+/// an image build all see only that folder. A folder that is missing, or a symlink out
+/// of the tree, fails the deployment naming the setting.
+async fn narrow_to_root_dir(dir: &Path, root_dir: &str, site: &str) -> Result<(), StageFailure> {
+    let internal = |e: std::io::Error| StageFailure::from(format!("internal error: selecting root_dir: {e}"));
+    let Some(real) = berth_build::detect::select_root_dir(dir, Some(root_dir))
+        .map_err(|e| StageFailure::from(with_settings_hint(&e, site)))?
+    else {
+        return Ok(());
+    };
+    let staged = dir.with_extension("root");
+    if staged.exists() {
+        tokio::fs::remove_dir_all(&staged).await.map_err(internal)?;
+    }
+    tokio::fs::rename(&real, &staged).await.map_err(internal)?;
+    tokio::fs::remove_dir_all(dir).await.map_err(internal)?;
+    tokio::fs::rename(&staged, dir).await.map_err(internal)
+}
+
 async fn reset_dir(dir: &Path) -> std::io::Result<()> {
     if dir.exists() {
         tokio::fs::remove_dir_all(dir).await?;
@@ -529,6 +588,25 @@ fn with_escaping_links(message: String, escaping: &[String]) -> String {
     format!(
         "{message} (ignored symlinks that lead outside the app's folder: {}; commit the real files instead)",
         escaping.join(", ")
+    )
+}
+
+/// A planning error followed by how to change the setting it names: detection errors say
+/// which setting would fix them, and settings change without re-creating the site.
+fn with_settings_hint(err: &DetectError, site: &str) -> String {
+    let setting = match err {
+        DetectError::NothingDetected => "build_pack",
+        DetectError::UnknownBuildPack { .. } | DetectError::MissingFile { .. } => "build_pack",
+        DetectError::InvalidManifest { .. } => "install_command",
+        DetectError::NoStartCommand { .. } => "start_command",
+        DetectError::NoIndexHtml { .. } | DetectError::DevServerStart { .. } => "output_dir",
+        DetectError::InvalidSetting { field, .. } => field,
+        DetectError::MissingRootDir { .. } => "root_dir",
+        DetectError::Io { .. } => return err.to_string(),
+    };
+    format!(
+        "{err}. Settings change with HOSTING_UPDATE_SITE {{\"site\": \"{site}\", \"{setting}\": …}} (CLI: `berth sites update {site} --{} …`; null or --clear returns to detection), then deploy again; HOSTING_DEPLOY's `overrides` tries them for one deployment",
+        setting.replace('_', "-")
     )
 }
 

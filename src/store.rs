@@ -250,6 +250,40 @@ pub async fn set_site_status(db: impl SqliteExecutor<'_>, site_id: &str, status:
         .map(drop)
 }
 
+/// Writes a site's build settings, branch and provider (HOSTING_UPDATE_SITE).
+pub async fn update_site_settings(
+    db: impl SqliteExecutor<'_>,
+    site_id: &str,
+    build_settings: &str,
+    branch: Option<&str>,
+    provider: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE sites SET build_settings = ?, branch = ?, provider = ?, updated_at = ? WHERE id = ?")
+        .bind(build_settings)
+        .bind(branch)
+        .bind(provider)
+        .bind(now_ms())
+        .bind(site_id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Sets the branch an environment follows.
+pub async fn set_environment_branch(
+    db: impl SqliteExecutor<'_>,
+    environment_id: &str,
+    branch: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE environments SET branch = ?, updated_at = ? WHERE id = ?")
+        .bind(branch)
+        .bind(now_ms())
+        .bind(environment_id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
 /// Deletes a site; environments, deployments and logs go with it (foreign keys cascade).
 pub async fn delete_site(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM sites WHERE id = ?")
@@ -421,6 +455,11 @@ pub struct DeploymentRow {
     pub started_at: Option<i64>,
     /// Reached a final status.
     pub finished_at: Option<i64>,
+    /// JSON of the `berth_build::BuildSettings` it is built with (the site's at the time,
+    /// overrides applied); `None` for deployments made before they were recorded.
+    pub build_settings: Option<String>,
+    /// JSON of the one-off overrides the deploy carried, when it carried any.
+    pub overrides: Option<String>,
 }
 
 impl DeploymentRow {
@@ -433,7 +472,7 @@ impl DeploymentRow {
 /// Columns of [`DeploymentRow`].
 macro_rules! deployment_columns {
     () => {
-        "id, org_id, site_id, environment_id, status, source_kind, source, git_ref, commit_sha, build_plan, error, created_by, created_at, started_at, finished_at"
+        "id, org_id, site_id, environment_id, status, source_kind, source, git_ref, commit_sha, build_plan, error, created_by, created_at, started_at, finished_at, build_settings, overrides"
     };
 }
 
@@ -443,7 +482,7 @@ pub async fn insert_deployment(db: impl SqliteExecutor<'_>, d: &DeploymentRow) -
     sqlx::query(concat!(
         "INSERT INTO deployments (",
         deployment_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&d.id)
     .bind(&d.org_id)
@@ -460,6 +499,8 @@ pub async fn insert_deployment(db: impl SqliteExecutor<'_>, d: &DeploymentRow) -
     .bind(d.created_at)
     .bind(d.started_at)
     .bind(d.finished_at)
+    .bind(&d.build_settings)
+    .bind(&d.overrides)
     .execute(db)
     .await
     .map(drop)

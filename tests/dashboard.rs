@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// How long the browser waits for an element before the test fails.
 const WAIT: Duration = Duration::from_secs(90);
@@ -330,6 +330,78 @@ async fn chromium_site_from_folder_live_promote_rollback_env_and_delete() {
     b.goto(&server.api("/sites/new")).await;
     b.find("#create-form").await;
     b.screenshot("create-phone").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn chromium_build_settings_in_the_create_form_and_the_settings_tab() {
+    let server = TestServer::start().await;
+    let folder = app(&[
+        ("index.html", "<!doctype html><h1>from the root</h1>"),
+        ("site/index.html", "<!doctype html><h1>from site</h1>"),
+    ]);
+    let b = Browser::start().await;
+    b.login(&server, KEY).await;
+    b.find("#sites-empty").await;
+
+    // The create form has every build setting, build pack and output folder included.
+    b.goto(&server.api("/sites/new")).await;
+    b.fill("#name", "tuned").await;
+    b.click("input[name=source_kind][value=path] + span").await;
+    b.fill("#repo", s(folder.path())).await;
+    b.click("details.subsection summary").await;
+    for id in [
+        "#build_pack",
+        "#root_dir",
+        "#install_command",
+        "#build_command",
+        "#start_command",
+        "#port",
+        "#health_check_path",
+    ] {
+        b.find(id).await;
+    }
+    b.click("#build_pack option[value=static]").await;
+    b.fill("#output_dir", "site").await;
+    b.click("#create-submit").await;
+    b.find("#deployment[data-status=live]").await;
+    wait_edge(&server, "tuned.localhost", "from site").await;
+    let (_, site) = server.get("/api/sites/tuned").await;
+    assert_eq!(site["build_settings"]["output_dir"], "site", "{site}");
+    assert_eq!(site["build_settings"]["build_pack"], "static", "{site}");
+
+    // The settings tab shows them in a form; an emptied field returns to detection.
+    b.goto(&server.api("/sites/tuned/settings")).await;
+    assert_eq!(
+        b.find("#output_dir").await.prop("value").await.unwrap().as_deref(),
+        Some("site")
+    );
+    b.client
+        .execute("document.getElementById('build-settings').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    b.screenshot("site-build-settings").await;
+    b.fill("#output_dir", "").await;
+    b.fill("#health_check_path", "/index.html").await;
+    b.click("#settings-submit").await;
+    b.wait_text("Settings saved").await;
+    let (_, site) = server.get("/api/sites/tuned").await;
+    assert_eq!(site["build_settings"]["output_dir"], Value::Null, "{site}");
+    assert_eq!(site["build_settings"]["health_check_path"], "/index.html", "{site}");
+    assert_eq!(site["build_settings"]["build_pack"], "static", "kept: {site}");
+
+    // A bad value is shown next to its field and changes nothing.
+    b.fill("#root_dir", "../outside").await;
+    b.click("#settings-submit").await;
+    b.find("#root_dir-error").await;
+    let (_, after) = server.get("/api/sites/tuned").await;
+    assert_eq!(after["build_settings"], site["build_settings"]);
+
+    // Applied at the next deploy.
+    b.goto(&server.api("/sites/tuned")).await;
+    b.click("form[action='/sites/tuned/deploy'] button").await;
+    b.find("#deployment[data-status=live]").await;
+    wait_edge(&server, "tuned.localhost", "from the root").await;
     b.close().await;
 }
 

@@ -1,8 +1,8 @@
 //! Real apps go live on the first try: each app of the corpus under `tests/apps/` (yarn,
 //! pnpm, a Vite SPA, a Create React App build, Flask, FastAPI, Django, an app only its
 //! render.yaml explains) is deployed with no settings at all, as a new user would, and
-//! fetched through the edge. Dependencies come from the real registries (npm, PyPI); the
-//! apps are kept to a few small ones.
+//! fetched through the edge; the monorepo with only `root_dir` set. Dependencies come from
+//! the real registries (npm, PyPI); the apps are kept to a few small ones.
 //!
 //! Each app is deployed twice: the second deploy must reuse the site's build cache (the
 //! installed dependencies and, for yarn and pnpm, the package manager corepack fetched).
@@ -267,4 +267,69 @@ async fn render_yaml_alone_says_how_to_build_and_start() {
     let (d, log, warm) = redeploy(&server, "renderapp").await;
     assert_live(&d, &log);
     report("render-yaml", cold, warm);
+}
+
+#[tokio::test]
+async fn monorepo_apps_deploy_with_only_root_dir_set() {
+    let server = corpus_server().await;
+    let repo = corpus("monorepo");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "monoweb", "repo": repo.to_string_lossy(), "root_dir": "apps/web", "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let id = out["deployment"]["id"].as_str().expect("deployment id").to_string();
+    let d = server.wait_deployment(&id).await;
+    let log = server.deployment_log(&id, "build").await;
+    assert_live(&d, &log);
+    assert!(log.contains("root_dir: building and serving 'apps/web' only"), "{log}");
+    assert_eq!(
+        server.edge("monoweb.localhost", "/x").await,
+        (200, "monorepo web /x".to_string())
+    );
+
+    // Detection runs in the subfolder too: the docs folder is a static site.
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "monodocs", "repo": repo.to_string_lossy(), "root_dir": "apps/docs/", "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let (code, page) = server.edge("monodocs.localhost", "/").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("monorepo docs"), "{page}");
+
+    // A root_dir that is not there fails the build naming the setting; production keeps
+    // serving what it served.
+    let (status, out) = server
+        .patch("/api/sites/monoweb", &json!({"root_dir": "apps/missing"}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (d, log, _) = redeploy(&server, "monoweb").await;
+    assert_eq!(d["status"], "failed", "{d}\n{log}");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("root_dir is 'apps/missing'") && error.contains("HOSTING_UPDATE_SITE"),
+        "{error}"
+    );
+    assert_eq!(
+        server.edge("monoweb.localhost", "/").await,
+        (200, "monorepo web /".to_string())
+    );
+
+    // The repository's root holds no app of its own: cleared back to it, the failure
+    // names the setting to change and how.
+    let (status, out) = server.patch("/api/sites/monoweb", &json!({"root_dir": null})).await;
+    assert_eq!(status, 200, "{out}");
+    let (d, log, _) = redeploy(&server, "monoweb").await;
+    assert_eq!(d["status"], "failed", "{d}\n{log}");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("start_command") && error.contains(r#"HOSTING_UPDATE_SITE {"site": "monoweb""#),
+        "{error}"
+    );
 }

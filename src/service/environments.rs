@@ -101,6 +101,7 @@ impl Service {
                     env.branch.clone(),
                     input.commit.clone(),
                     None,
+                    None,
                 )
                 .await?;
             tx.commit().await?;

@@ -9,6 +9,7 @@ pub mod git;
 pub mod github;
 mod platform;
 mod scaling;
+mod settings;
 pub mod types;
 pub mod usage;
 
@@ -69,6 +70,9 @@ pub struct UploadRequest {
     pub wait: bool,
     /// Maximum seconds to wait.
     pub timeout_seconds: Option<u64>,
+    /// Build settings for this deployment only; for a site this upload creates, its
+    /// settings.
+    pub overrides: Option<BuildSettingsChange>,
 }
 
 /// The service: cheap to clone.
@@ -152,8 +156,10 @@ impl Service {
         Ok(SiteDetail {
             summary,
             branch: site.branch.clone(),
+            source_kind: site.source_kind.clone(),
             provider: site.provider.clone(),
             build_settings: serde_json::from_str(&site.build_settings).unwrap_or_default(),
+            previews: store::git::site_previews(pool, &site.id).await?,
             environments,
             recent_deployments,
             build_log_tail,
@@ -272,7 +278,7 @@ impl Service {
         let pool = self.platform.store.pool();
         if store::get_site(pool, &actor.org_id, &input.name).await?.is_some() {
             return Err(ServiceError::conflict(format!(
-                "a site named '{}' already exists; deploy to it with HOSTING_DEPLOY or pick another name",
+                "a site named '{}' already exists; change its settings with HOSTING_UPDATE_SITE and deploy it with HOSTING_DEPLOY, or pick another name",
                 input.name
             )));
         }
@@ -335,6 +341,7 @@ impl Service {
                     input.branch.clone(),
                     input.commit.clone(),
                     upload,
+                    None,
                 )
                 .await?,
             )
@@ -471,7 +478,9 @@ impl Service {
                 }
                 let mut tx = self.platform.store.begin().await?;
                 let branch = input.branch.clone().or_else(|| env.branch.clone()).or_else(|| site.branch.clone());
-                let d = self.enqueue_deployment(&mut tx, actor, &site, &env, branch, input.commit.clone(), upload).await?;
+                let d = self
+                    .enqueue_deployment(&mut tx, actor, &site, &env, branch, input.commit.clone(), upload, input.overrides.as_ref())
+                    .await?;
                 tx.commit().await?;
                 self.platform.jobs.notify();
                 let info = self.deployment_info(&d).await?;
@@ -501,6 +510,7 @@ impl Service {
             create,
             wait,
             timeout_seconds,
+            overrides,
         } = upload;
         let site = site.as_str();
         validate_site_name(site)?;
@@ -521,13 +531,24 @@ impl Service {
                 site: site.to_string(),
                 wait: Some(wait),
                 timeout_seconds,
+                overrides,
                 ..Default::default()
             };
             self.deploy(actor, input, upload, on_progress).await
         } else {
+            // A new site keeps the settings it was first deployed with.
+            let set = overrides.unwrap_or_default();
             let input = CreateSiteInput {
                 name: site.to_string(),
                 deploy: Some(true),
+                build_pack: set.build_pack.flatten(),
+                install_command: set.install_command.flatten(),
+                build_command: set.build_command.flatten(),
+                start_command: set.start_command.flatten(),
+                output_dir: set.output_dir.flatten(),
+                root_dir: set.root_dir.flatten(),
+                port: set.port.flatten(),
+                health_check_path: set.health_check_path.flatten(),
                 ..Default::default()
             };
             let input = CreateSiteInput {
@@ -615,7 +636,9 @@ impl Service {
         branch: Option<String>,
         commit: Option<String>,
         upload: Option<UploadedSource>,
+        overrides: Option<&BuildSettingsChange>,
     ) -> ServiceResult<DeploymentRow> {
+        let (build_settings, overrides) = Self::deployment_settings(site, overrides)?;
         let d = DeploymentRow {
             id: new_id("dpl"),
             org_id: actor.org_id.clone(),
@@ -632,6 +655,8 @@ impl Service {
             created_at: now_ms(),
             started_at: None,
             finished_at: None,
+            build_settings: Some(build_settings),
+            overrides,
         };
         if let Some(upload) = upload {
             let dest = app_dir(&self.platform, &d.id);
@@ -894,6 +919,8 @@ impl Service {
             created_at: rfc3339(d.created_at),
             finished_at: d.finished_at.map(rfc3339),
             created_by: d.created_by.clone(),
+            build_settings: d.build_settings.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+            overrides: d.overrides.as_deref().and_then(|s| serde_json::from_str(s).ok()),
             last_log_lines: None,
             wait_timed_out: None,
             progress_line: None,
@@ -1072,7 +1099,7 @@ pub fn next_steps_for(d: &DeploymentInfo, url: &str) -> String {
     match d.status {
         DeploymentStatus::Live => format!("live at {url}"),
         DeploymentStatus::Failed => format!(
-            "the deployment failed: {}; read HOSTING_GET_DEPLOYMENT_LOGS {{\"deployment_id\": \"{}\"}}, fix the app and HOSTING_DEPLOY again",
+            "the deployment failed: {}; read HOSTING_GET_DEPLOYMENT_LOGS {{\"deployment_id\": \"{}\"}}, fix the app (or, where the error names a setting, change it with HOSTING_UPDATE_SITE) and HOSTING_DEPLOY again",
             d.error.as_deref().unwrap_or("see logs"),
             d.id
         ),
@@ -1099,51 +1126,7 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 
 /// Build settings from create-site arguments, validated.
 fn build_settings_of(input: &CreateSiteInput) -> ServiceResult<BuildSettings> {
-    if let Some(pack) = &input.build_pack
-        && !["static", "procfile", "node", "python"].contains(&pack.as_str())
-    {
-        return Err(ServiceError::invalid(
-            "build_pack",
-            format!("unknown build pack '{pack}'; use static, procfile, node or python"),
-        ));
-    }
-    if let Some(path) = &input.health_check_path
-        && (!path.starts_with('/') || path.len() > 1024 || path.chars().any(|c| c.is_whitespace() || c.is_control()))
-    {
-        return Err(ServiceError::invalid(
-            "health_check_path",
-            "health_check_path must start with '/' and contain no spaces",
-        ));
-    }
-    if let Some(dir) = &input.output_dir
-        && (Path::new(dir).is_absolute() || dir.split('/').any(|seg| seg == ".."))
-    {
-        return Err(ServiceError::invalid(
-            "output_dir",
-            "output_dir must be a relative path inside the source",
-        ));
-    }
-    if input.port == Some(0) {
-        return Err(ServiceError::invalid(
-            "port",
-            "port must be 1-65535, or omitted to let berth pick one",
-        ));
-    }
-    for (field, value) in [
-        ("install_command", &input.install_command),
-        ("build_command", &input.build_command),
-        ("start_command", &input.start_command),
-    ] {
-        if let Some(v) = value
-            && (v.trim().is_empty() || v.len() > 4096)
-        {
-            return Err(ServiceError::invalid(
-                field,
-                format!("{field} must be a non-empty shell command under 4 KiB"),
-            ));
-        }
-    }
-    Ok(BuildSettings {
+    let settings = BuildSettings {
         build_pack: input.build_pack.clone(),
         install_command: input.install_command.clone(),
         build_command: input.build_command.clone(),
@@ -1151,7 +1134,10 @@ fn build_settings_of(input: &CreateSiteInput) -> ServiceResult<BuildSettings> {
         port: input.port,
         health_check_path: input.health_check_path.clone(),
         output_dir: input.output_dir.clone(),
-    })
+        root_dir: input.root_dir.clone(),
+    };
+    settings::validate_build_settings(&settings)?;
+    Ok(settings)
 }
 
 /// Refuses a site name another org already uses: the name is the hostname

@@ -61,9 +61,13 @@ pub struct CreateSiteInput {
     /// Health check path (default "/"); the deployment is live once it answers below 500.
     #[serde(default)]
     pub health_check_path: Option<String>,
-    /// Static output folder relative to the source root (default: detected).
+    /// Static output folder relative to the (root_dir's) source root (default: detected).
     #[serde(default)]
     pub output_dir: Option<String>,
+    /// Subfolder of the repository that holds the app (monorepos), e.g. "apps/web":
+    /// detection, install, build and start happen there, and only its files are deployed.
+    #[serde(default)]
+    pub root_dir: Option<String>,
     /// Environment variables for the build and the app.
     #[serde(default)]
     pub env_vars: Option<BTreeMap<String, String>>,
@@ -101,6 +105,160 @@ pub struct CreateSiteOutput {
     pub next_steps: String,
 }
 
+/// A change of one setting: absent keeps it, `null` clears it (back to detection or the
+/// default), a value sets it. Deserialize with [`change`] and `#[serde(default)]`.
+pub type Change<T> = Option<Option<T>>;
+
+/// Reads a present field as `Some(value)`, `null` included (`Some(None)`), so that with
+/// `#[serde(default)]` an absent field stays `None`: the three states of a [`Change`].
+pub fn change<'de, D, T>(deserializer: D) -> Result<Change<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Changes of build settings: on a site (HOSTING_UPDATE_SITE) or for one deployment
+/// (HOSTING_DEPLOY `overrides`). Absent fields are unchanged; `null` clears a setting
+/// back to detection.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSettingsChange {
+    /// Build pack: static, procfile, node or python; null: detected.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub build_pack: Change<String>,
+    /// Install command; null: detected.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub install_command: Change<String>,
+    /// Build command; null: detected.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub build_command: Change<String>,
+    /// Start command (the app must listen on $PORT); null: detected.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub start_command: Change<String>,
+    /// Static output folder relative to the app's folder; null: detected.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub output_dir: Change<String>,
+    /// Subfolder of the repository holding the app (monorepos), e.g. "apps/web"; null: the repository's root.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub root_dir: Change<String>,
+    /// Fixed port the app listens on; null: berth picks one and passes PORT.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub port: Change<u16>,
+    /// Health check path; null: "/".
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub health_check_path: Change<String>,
+}
+
+impl BuildSettingsChange {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// `HOSTING_UPDATE_SITE` arguments: absent fields are unchanged; `null` clears a build
+/// setting back to detection. Changes apply at the next deploy.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSiteInput {
+    /// Site name.
+    pub site: String,
+    /// Build pack: static, procfile, node or python; null: detected.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub build_pack: Change<String>,
+    /// Install command; null: detected.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub install_command: Change<String>,
+    /// Build command; null: detected.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub build_command: Change<String>,
+    /// Start command (the app must listen on $PORT); null: detected.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub start_command: Change<String>,
+    /// Static output folder relative to the app's folder; null: detected.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub output_dir: Change<String>,
+    /// Subfolder of the repository holding the app (monorepos), e.g. "apps/web"; null: the repository's root.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub root_dir: Change<String>,
+    /// Fixed port the app listens on; null: berth picks one and passes PORT.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub port: Change<u16>,
+    /// Health check path; null: "/".
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub health_check_path: Change<String>,
+    /// Branch production deploys from (git sites; pushes to it deploy); null: the repository's default branch.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub branch: Change<String>,
+    /// Build a preview environment for every other pushed branch; null: false.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub previews: Change<bool>,
+    /// Runtime provider (local or docker); only while no environment runs an app, as running instances cannot move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Repeat-safe key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl UpdateSiteInput {
+    /// The build-settings part of the update.
+    pub fn build_change(&self) -> BuildSettingsChange {
+        BuildSettingsChange {
+            build_pack: self.build_pack.clone(),
+            install_command: self.install_command.clone(),
+            build_command: self.build_command.clone(),
+            start_command: self.start_command.clone(),
+            output_dir: self.output_dir.clone(),
+            root_dir: self.root_dir.clone(),
+            port: self.port,
+            health_check_path: self.health_check_path.clone(),
+        }
+    }
+}
+
+/// A site's changeable settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SiteSettings {
+    /// Build pack, when forced.
+    pub build_pack: Option<String>,
+    /// Install command, when set.
+    pub install_command: Option<String>,
+    /// Build command, when set.
+    pub build_command: Option<String>,
+    /// Start command, when set.
+    pub start_command: Option<String>,
+    /// Static output folder, when set.
+    pub output_dir: Option<String>,
+    /// App subfolder of the repository, when set.
+    pub root_dir: Option<String>,
+    /// Fixed port, when set.
+    pub port: Option<u16>,
+    /// Health check path, when set.
+    pub health_check_path: Option<String>,
+    /// Branch production follows, when set (else the repository's default).
+    pub branch: Option<String>,
+    /// Preview environments for pushed branches.
+    pub previews: bool,
+    /// Runtime provider.
+    pub provider: String,
+}
+
+/// `HOSTING_UPDATE_SITE` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct UpdateSiteOutput {
+    /// Site name.
+    pub site: String,
+    /// Its settings after the change (unset ones are detected at each build).
+    pub settings: SiteSettings,
+    /// Names of the settings this call changed.
+    pub changed: Vec<String>,
+    /// What to do next.
+    pub next_steps: String,
+}
+
 /// `HOSTING_DEPLOY` arguments.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +274,9 @@ pub struct DeployInput {
     /// Environment (default "production").
     #[serde(default)]
     pub environment: Option<String>,
+    /// Build settings for this deployment only (same fields as HOSTING_UPDATE_SITE; null: detection): recorded with the deployment, the site keeps its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<BuildSettingsChange>,
     /// Block until live or failed.
     #[serde(default)]
     pub wait: Option<bool>,
@@ -169,6 +330,12 @@ pub struct DeploymentInfo {
     /// Who asked for it (API key name).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// The build settings it was built with (the site's, with the deploy's overrides).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_settings: Option<serde_json::Value>,
+    /// One-off overrides the deploy carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<serde_json::Value>,
     /// For a failed deployment after `wait`: its last build and runtime log lines.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_log_lines: Option<Vec<String>>,
@@ -234,10 +401,16 @@ pub struct SiteDetail {
     /// Branch followed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// Where it deploys from: git, path (a server folder) or upload.
+    #[serde(default)]
+    pub source_kind: String,
     /// Runtime provider.
     pub provider: String,
-    /// Build settings overrides.
+    /// Build settings overrides (null: detected); change them with HOSTING_UPDATE_SITE.
     pub build_settings: serde_json::Value,
+    /// Whether pushed branches get preview environments.
+    #[serde(default)]
+    pub previews: bool,
     /// Environments.
     pub environments: Vec<EnvironmentInfo>,
     /// Recent deployments, newest first.

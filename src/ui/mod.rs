@@ -57,6 +57,7 @@ pub fn router(state: UiState) -> Router {
         .route("/sites/{site}/environments/{env}/delete", post(delete_environment))
         .route("/sites/{site}/environments/{env}/scale", post(scale))
         .route("/sites/{site}/settings", tab_page!(Tab::Settings))
+        .route("/sites/{site}/settings/build", post(save_build_settings))
         .route("/sites/{site}/domains", tab_page!(Tab::Domains))
         .route("/sites/{site}/monitoring", tab_page!(Tab::Monitoring))
         .route("/sites/{site}/deploy", post(deploy))
@@ -413,6 +414,10 @@ async fn create_site(State(state): State<UiState>, s: Session, mp: Multipart) ->
         source_kind: get("source_kind"),
         repo: get("repo"),
         branch: get("branch"),
+        build_pack: get("build_pack"),
+        root_dir: get("root_dir"),
+        output_dir: get("output_dir"),
+        previews: fields.contains_key("previews"),
         install_command: get("install_command"),
         build_command: get("build_command"),
         start_command: get("start_command"),
@@ -450,6 +455,10 @@ async fn create_site(State(state): State<UiState>, s: Session, mp: Multipart) ->
         } else {
             None
         },
+        previews: (form.source_kind == "git" && form.previews).then_some(true),
+        build_pack: non_empty(&form.build_pack),
+        root_dir: non_empty(&form.root_dir),
+        output_dir: non_empty(&form.output_dir),
         install_command: non_empty(&form.install_command),
         build_command: non_empty(&form.build_command),
         start_command: non_empty(&form.start_command),
@@ -530,6 +539,7 @@ fn done_notice(code: Option<&str>) -> Option<Notice> {
         "env-saved" => "Variable saved.",
         "env-deleted" => "Variable deleted.",
         "scaled" => "Scaling saved.",
+        "settings-saved" => "Settings saved; they apply at the next deploy.",
         "env-created" => "Environment created; its first deployment is building.",
         "env-deleted-environment" => "Environment deleted.",
         "cancelled" => "Deployment cancelled.",
@@ -662,9 +672,10 @@ async fn render_tab(
     let top = n.filter(|n| {
         !(n.error
             && matches!(tab, Tab::Environments | Tab::Settings)
-            && n.field
-                .as_deref()
-                .is_some_and(|f| matches!(f, "env_name" | "env_branch" | "var_name" | "var_value" | "confirm")))
+            && n.field.as_deref().is_some_and(|f| {
+                matches!(f, "env_name" | "env_branch" | "var_name" | "var_value" | "confirm")
+                    || (tab == Tab::Settings && views::BUILD_SETTING_FIELDS.contains(&f))
+            }))
     });
     html(status, views::site_shell(s, &detail, tab, top.as_ref(), content))
 }
@@ -749,6 +760,7 @@ async fn upload(State(state): State<UiState>, s: Session, Path(site): Path<Strin
         create: false,
         wait: false,
         timeout_seconds: None,
+        overrides: None,
     };
     match state.service.deploy_upload(&s.actor, request, &mut |_| {}).await {
         Ok(out) => see_other(&format!("/sites/{site}/deployments/{}", out.deployment.id)),
@@ -903,6 +915,61 @@ async fn scale(
         Err(e) => Err(e),
     };
     after(&state, &s, &site, tab, result, "scaled").await
+}
+
+/// The settings tab's build settings form: every field is sent; an empty one clears its
+/// setting back to detection.
+#[derive(Deserialize)]
+struct BuildSettingsForm {
+    build_pack: Option<String>,
+    install_command: Option<String>,
+    build_command: Option<String>,
+    start_command: Option<String>,
+    output_dir: Option<String>,
+    root_dir: Option<String>,
+    port: Option<String>,
+    health_check_path: Option<String>,
+    /// Only on git sites.
+    branch: Option<String>,
+    /// Set when the form showed the previews checkbox (an unchecked box sends nothing).
+    previews_shown: Option<String>,
+    previews: Option<String>,
+}
+
+async fn save_build_settings(
+    State(state): State<UiState>,
+    Path(site): Path<String>,
+    CsrfForm(s, f): CsrfForm<BuildSettingsForm>,
+) -> Response {
+    // A field the form sent: empty clears, text sets; absent leaves it as it is.
+    let text = |v: Option<String>| v.map(|v| non_empty(&v));
+    let port = match text(f.port) {
+        Some(Some(p)) => match p.parse::<u16>() {
+            Ok(p) => Some(Some(p)),
+            Err(_) => {
+                let e = ServiceError::invalid("port", "the port must be a number from 1 to 65535");
+                return tab_error(&state, &s, &site, Tab::Settings, &e).await;
+            }
+        },
+        other => other.map(|_| None),
+    };
+    let input = UpdateSiteInput {
+        site: site.clone(),
+        build_pack: text(f.build_pack),
+        install_command: text(f.install_command),
+        build_command: text(f.build_command),
+        start_command: text(f.start_command),
+        output_dir: text(f.output_dir),
+        root_dir: text(f.root_dir),
+        port,
+        health_check_path: text(f.health_check_path),
+        branch: text(f.branch),
+        previews: f.previews_shown.map(|_| Some(f.previews.is_some())),
+        provider: None,
+        idempotency_key: None,
+    };
+    let result = state.service.update_site(&s.actor, &input).await;
+    after(&state, &s, &site, Tab::Settings, result, "settings-saved").await
 }
 
 #[derive(Deserialize)]

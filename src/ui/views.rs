@@ -383,6 +383,18 @@ pub struct CreateSiteForm {
     /// Branch (git).
     #[serde(default)]
     pub branch: String,
+    /// Forced build pack ("" = detected).
+    #[serde(default)]
+    pub build_pack: String,
+    /// Subfolder holding the app (monorepos).
+    #[serde(default)]
+    pub root_dir: String,
+    /// Static output folder.
+    #[serde(default)]
+    pub output_dir: String,
+    /// Preview environments for pushed branches (git).
+    #[serde(default)]
+    pub previews: bool,
     /// Install command override.
     #[serde(default)]
     pub install_command: String,
@@ -447,6 +459,10 @@ pub fn create_site(session: &Session, f: &CreateSiteForm, n: Option<&Notice>) ->
         "name",
         "repo",
         "branch",
+        "previews",
+        "build_pack",
+        "root_dir",
+        "output_dir",
         "install_command",
         "build_command",
         "start_command",
@@ -455,6 +471,18 @@ pub fn create_site(session: &Session, f: &CreateSiteForm, n: Option<&Notice>) ->
         "env",
         "archive",
     ];
+    let settings_given = [
+        &f.build_pack,
+        &f.root_dir,
+        &f.output_dir,
+        &f.install_command,
+        &f.build_command,
+        &f.start_command,
+        &f.port,
+        &f.health_check_path,
+    ]
+    .iter()
+    .any(|v| !v.is_empty());
     let top = n.filter(|n| !n.field.as_deref().is_some_and(|f| fields.contains(&f)));
     page(
         Some(session),
@@ -486,6 +514,7 @@ pub fn create_site(session: &Session, f: &CreateSiteForm, n: Option<&Notice>) ->
                     }
                     div data-source-panel="git" hidden[kind != "git"] {
                         (text_field(n, "branch", "Branch", &f.branch, "default branch", None))
+                        label.check { input #previews type="checkbox" name="previews" value="true" checked[f.previews]; " Preview environments for other pushed branches" }
                     }
                     div.field data-source-panel="upload" hidden[kind != "upload"] {
                         label for="archive" { "Archive (.tar.gz of the app folder)" }
@@ -493,9 +522,12 @@ pub fn create_site(session: &Session, f: &CreateSiteForm, n: Option<&Notice>) ->
                         (field_error(n, "archive"))
                     }
                 }
-                details.subsection open[!f.install_command.is_empty() || !f.build_command.is_empty() || !f.start_command.is_empty() || !f.port.is_empty() || !f.health_check_path.is_empty() || n.is_some_and(|n| n.field.as_deref().is_some_and(|x| x.ends_with("_command") || x == "port" || x == "health_check_path"))] {
+                details.subsection open[settings_given || n.is_some_and(|n| n.field.as_deref().is_some_and(|x| BUILD_SETTING_FIELDS.contains(&x)))] {
                     summary { "Build settings " span.muted { "(optional: detected from the source)" } }
                     div.grid2 {
+                        (build_pack_select(n, &f.build_pack))
+                        (text_field(n, "root_dir", "Root folder", &f.root_dir, "the repository's root", Some("The app's subfolder in a monorepo, e.g. apps/web.")))
+                        (text_field(n, "output_dir", "Output folder", &f.output_dir, "detected", Some("The folder with the built index.html, for static sites.")))
                         (text_field(n, "install_command", "Install command", &f.install_command, "npm ci", None))
                         (text_field(n, "build_command", "Build command", &f.build_command, "npm run build", None))
                         (text_field(n, "start_command", "Start command", &f.start_command, "node server.js", Some("The app must listen on $PORT.")))
@@ -949,19 +981,7 @@ pub fn settings(
                 (scale_form(session, name, "production", s))
             }
         }
-        section.card {
-            h2 { "Build settings" }
-            @if site.build_settings.as_object().is_some_and(|o| o.values().any(|v| !v.is_null())) {
-                dl.kv {
-                    @for (k, v) in site.build_settings.as_object().into_iter().flatten().filter(|(_, v)| !v.is_null()) {
-                        dt { (k.replace('_', " ")) } dd.mono { (v.as_str().map_or_else(|| v.to_string(), str::to_string)) }
-                    }
-                }
-            } @else {
-                p.muted { "Detected from the source (no overrides)." }
-            }
-            p.muted.small { "Build settings are set when the site is created; changing them on an existing site is not available yet." }
-        }
+        (build_settings_form(session, site, n))
         section.card.danger #danger-zone {
             h2 { "Danger zone" }
             p { "Deleting " strong { (name) } " stops its instances and removes its deployments, logs and variables. This cannot be undone." }
@@ -973,6 +993,79 @@ pub fn settings(
                     (field_error(n, "confirm"))
                 }
                 button.btn.btn-danger #delete-site type="submit" { "Delete site" }
+            }
+        }
+    }
+}
+
+/// Names of the fields of the build settings form (service errors are shown next to them).
+pub const BUILD_SETTING_FIELDS: [&str; 10] = [
+    "build_pack",
+    "install_command",
+    "build_command",
+    "start_command",
+    "output_dir",
+    "root_dir",
+    "port",
+    "health_check_path",
+    "branch",
+    "previews",
+];
+
+/// The build pack select: "detected" or a forced pack.
+fn build_pack_select(n: Option<&Notice>, current: &str) -> Markup {
+    html! {
+        div.field {
+            label for="build_pack" { "Build pack" }
+            select #build_pack name="build_pack" aria-invalid=[has_error(n, "build_pack")] {
+                option value="" selected[current.is_empty()] { "Detected from the source" }
+                @for pack in berth_build::detect::BuildPack::ALL {
+                    option value=(pack.as_str()) selected[current == pack.as_str()] { (pack.as_str()) }
+                }
+            }
+            (field_error(n, "build_pack"))
+        }
+    }
+}
+
+/// The settings tab's form for every build setting, branch and previews (HOSTING_UPDATE_SITE).
+fn build_settings_form(session: &Session, site: &SiteDetail, n: Option<&Notice>) -> Markup {
+    let name = &site.summary.name;
+    let value = |k: &str| -> String {
+        match site.build_settings.get(k) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(v)) => v.to_string(),
+            _ => String::new(),
+        }
+    };
+    let git = site.source_kind == "git";
+    html! {
+        section.card #build-settings {
+            h2 { "Build settings" }
+            p.muted.small { "Empty fields are detected from the source at each build. Changes apply at the next deploy." }
+            form.form #settings-form method="post" action=(format!("/sites/{name}/settings/build")) {
+                (csrf_input(session))
+                div.grid2 {
+                    (build_pack_select(n, &value("build_pack")))
+                    (text_field(n, "root_dir", "Root folder", &value("root_dir"), "the repository's root", Some("The app's subfolder in a monorepo, e.g. apps/web.")))
+                    (text_field(n, "install_command", "Install command", &value("install_command"), "detected", None))
+                    (text_field(n, "build_command", "Build command", &value("build_command"), "detected", None))
+                    (text_field(n, "start_command", "Start command", &value("start_command"), "detected", Some("The app must listen on $PORT.")))
+                    (text_field(n, "output_dir", "Output folder", &value("output_dir"), "detected", Some("The folder with the built index.html, for static sites.")))
+                    (text_field(n, "port", "Port", &value("port"), "picked by berth", None))
+                    (text_field(n, "health_check_path", "Health check path", &value("health_check_path"), "/", None))
+                    @if git {
+                        (text_field(n, "branch", "Branch", site.branch.as_deref().unwrap_or_default(), "default branch", Some("Production deploys pushes to this branch.")))
+                    }
+                }
+                @if git {
+                    input type="hidden" name="previews_shown" value="1";
+                    label.check { input #previews type="checkbox" name="previews" value="true" checked[site.previews]; " Preview environments for other pushed branches" }
+                    (field_error(n, "previews"))
+                }
+                div.form-actions {
+                    button.btn.btn-primary #settings-submit type="submit" { "Save settings" }
+                }
             }
         }
     }

@@ -78,6 +78,9 @@ pub struct BuildSettings {
     pub health_check_path: Option<String>,
     /// Folder (relative to the source root) holding the static site.
     pub output_dir: Option<String>,
+    /// Subfolder of the source that holds the app (monorepos): detection, install, build
+    /// and start all happen there, and only its files are deployed.
+    pub root_dir: Option<String>,
 }
 
 /// The detected (or forced) kind of project.
@@ -233,6 +236,14 @@ pub enum DetectError {
         script: String,
         /// The folders searched for an index.html.
         searched: String,
+    },
+    /// `root_dir` names no folder inside the source.
+    #[error(
+        "root_dir is '{root_dir}' but the source has no such folder (or it is a symlink that leads outside the source); set root_dir to the folder that holds the app, relative to the repository's root, or clear it to build the whole repository"
+    )]
+    MissingRootDir {
+        /// The setting as given.
+        root_dir: String,
     },
     /// A setting has an unusable value.
     #[error("invalid {field}: {reason}")]
@@ -721,6 +732,12 @@ fn searched_list(output_dir: Option<&str>) -> String {
 /// Validates `output_dir`: relative, inside the source, normalised
 /// ("./dist/" → "dist", "" → ".").
 fn normalize_output_dir(raw: &str) -> Result<String, DetectError> {
+    normalize_relative_dir(raw, "output_dir")
+}
+
+/// A folder setting as a clean relative path ("." for the root itself); absolute paths
+/// and `..` are refused, as they would leave the source.
+fn normalize_relative_dir(raw: &str, field: &'static str) -> Result<String, DetectError> {
     let mut out = PathBuf::new();
     for comp in Path::new(raw.trim()).components() {
         match comp {
@@ -728,7 +745,7 @@ fn normalize_output_dir(raw: &str) -> Result<String, DetectError> {
             Component::CurDir => {}
             Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
                 return Err(DetectError::InvalidSetting {
-                    field: "output_dir",
+                    field,
                     reason: format!("'{raw}' must be a relative folder inside the source (like 'dist'), without '..'"),
                 });
             }
@@ -736,6 +753,31 @@ fn normalize_output_dir(raw: &str) -> Result<String, DetectError> {
     }
     let s = out.to_string_lossy().into_owned();
     Ok(if s.is_empty() { ".".into() } else { s })
+}
+
+/// The real path of the app's folder for a `root_dir` setting: `root_dir` below
+/// `source`, which must be a folder inside the tree (a symlink on the way may point
+/// elsewhere in the tree, never out of it). `None` when the setting is unset or names the
+/// root itself.
+pub fn select_root_dir(source: &Path, root_dir: Option<&str>) -> Result<Option<PathBuf>, DetectError> {
+    let Some(raw) = root_dir else { return Ok(None) };
+    let rel = normalize_relative_dir(raw, "root_dir")?;
+    if rel == "." {
+        return Ok(None);
+    }
+    match fs_safe::real_path_in_tree(source, &rel) {
+        Some(real) if real.is_dir() => {
+            let root = source.canonicalize().map_err(|e| DetectError::Io {
+                path: source.to_path_buf(),
+                source: e,
+            })?;
+            // A link back to the root itself selects nothing.
+            Ok((real != root).then_some(real))
+        }
+        _ => Err(DetectError::MissingRootDir {
+            root_dir: raw.to_string(),
+        }),
+    }
 }
 
 pub(crate) fn normalize_health_path(raw: Option<&str>) -> Result<String, DetectError> {

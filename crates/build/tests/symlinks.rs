@@ -5,7 +5,9 @@
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use berth_build::detect::{BuildPack, BuildSettings, DetectError, ServePlan, detect, resolve_output_dir};
+use berth_build::detect::{
+    BuildPack, BuildSettings, DetectError, ServePlan, detect, resolve_output_dir, select_root_dir,
+};
 
 /// `<tmp>/app` (the source tree) and `<tmp>/host` (files of the host that the tree's
 /// links point at, with a manifest and a site that would be picked if followed).
@@ -134,4 +136,41 @@ fn links_inside_the_tree_still_work() {
     let plan = detect(&tree.app, &BuildSettings::default()).unwrap();
     assert_eq!(plan.pack, BuildPack::Node);
     assert!(matches!(&plan.serve, ServePlan::Process { command, .. } if command == "node own.js"));
+}
+
+#[test]
+fn a_root_dir_linking_out_of_the_tree_is_refused() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.app.join("apps")).unwrap();
+    tree.link("apps/web", &tree.host);
+    let err = select_root_dir(&tree.app, Some("apps/web")).unwrap_err();
+    assert!(matches!(err, DetectError::MissingRootDir { .. }), "{err}");
+    assert!(err.to_string().contains("root_dir"), "{err}");
+
+    // A link that stays inside the tree is followed to its real folder.
+    std::fs::create_dir_all(tree.app.join("packages/site")).unwrap();
+    tree.link("site", Path::new("packages/site"));
+    let real = select_root_dir(&tree.app, Some("site")).unwrap().unwrap();
+    assert_eq!(real, tree.app.join("packages/site").canonicalize().unwrap());
+}
+
+#[test]
+fn a_root_dir_must_be_a_relative_folder_that_exists() {
+    let tree = Tree::new();
+    std::fs::create_dir_all(tree.app.join("apps/web")).unwrap();
+    tree.write("README", "not a folder");
+    for bad in ["../host", "/etc", "apps/../../host"] {
+        let err = select_root_dir(&tree.app, Some(bad)).unwrap_err();
+        assert!(
+            matches!(err, DetectError::InvalidSetting { field: "root_dir", .. }),
+            "{bad}: {err}"
+        );
+    }
+    for missing in ["apps/api", "README"] {
+        let err = select_root_dir(&tree.app, Some(missing)).unwrap_err();
+        assert!(matches!(err, DetectError::MissingRootDir { .. }), "{missing}: {err}");
+    }
+    assert_eq!(select_root_dir(&tree.app, None).unwrap(), None);
+    assert_eq!(select_root_dir(&tree.app, Some("./")).unwrap(), None);
+    assert!(select_root_dir(&tree.app, Some("apps/web/")).unwrap().is_some());
 }

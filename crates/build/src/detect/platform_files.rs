@@ -69,6 +69,8 @@ pub(super) fn read(files: &SourceFiles<'_>, procfile_web: Option<&str>) -> Resul
             output_dir: parsed.output_dir,
             port: parsed.port,
             health_check_path: parsed.health_check_path,
+            // The repository's file is read inside the root folder, so it cannot move it.
+            root_dir: None,
         };
         return Ok(described(BERTH_TOML, settings));
     }

@@ -596,6 +596,7 @@ fn every_override_wins() {
         port: Some(3000),
         health_check_path: Some("healthz".into()),
         output_dir: None,
+        root_dir: None,
     };
     assert_eq!(
         f.plan(&s),
