@@ -160,8 +160,12 @@ async fn whoami(State(s): State<Service>, Extension(actor): Extension<Actor>) ->
     Json(s.whoami(&actor))
 }
 
-async fn list_sites(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<SiteList> {
-    Ok(Json(s.list_sites(&actor).await?))
+async fn list_sites(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<ListSitesInput>,
+) -> ApiResult<SiteList> {
+    Ok(Json(s.list_sites(&actor, &q).await?))
 }
 
 async fn create_site(

@@ -358,7 +358,15 @@ pub async fn deploy(
 
 /// `berth sites`.
 pub async fn sites(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
-    let list: SiteList = Client::new(args)?.get("/api/sites").await?;
+    // Every page, one request each (at most 200 sites per page).
+    let client = Client::new(args)?;
+    let mut list: SiteList = client.get("/api/sites?limit=200").await?;
+    while let Some(cursor) = list.next_cursor.take() {
+        let query = serde_urlencoded::to_string([("limit", "200"), ("cursor", cursor.as_str())])?;
+        let page: SiteList = client.get(&format!("/api/sites?{query}")).await?;
+        list.sites.extend(page.sites);
+        list.next_cursor = page.next_cursor;
+    }
     if json {
         return print_json(&list);
     }

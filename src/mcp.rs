@@ -144,21 +144,45 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_LIST_SITES",
-        description = "List the org's sites with status (live, building, failed, crashed, starting, new), URL and latest deployment.",
+        description = "List the org's sites, a page at a time by name (limit: default 50, at most 200; pass next_cursor back as cursor; name_contains filters), with status (live, building, failed, crashed, starting, new), URL and latest deployment.",
         output_schema = schema_for_output::<SiteList>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
-    async fn list_sites(&self, ctx: RequestContext<RoleServer>) -> ToolResult<SiteList> {
+    async fn list_sites(
+        &self,
+        Parameters(input): Parameters<ListSitesInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<SiteList> {
         let actor = actor_of(&ctx)?;
-        let list = self.service.list_sites(&actor).await?;
-        let summary = if list.sites.is_empty() {
-            "no sites yet; create one with HOSTING_CREATE_SITE".to_string()
-        } else {
-            list.sites
-                .iter()
-                .map(|s| format!("{} ({}) {}", s.name, s.status, s.url))
-                .collect::<Vec<_>>()
-                .join("\n")
+        let list = self.service.list_sites(&actor, &input).await?;
+        // One line: the sites themselves are in the structured content.
+        let summary = match (&list.next_cursor, list.sites.is_empty()) {
+            (_, true) if list.total == 0 => "no sites yet; create one with HOSTING_CREATE_SITE".to_string(),
+            (Some(cursor), _) => format!(
+                "{} of {} sites; next page: HOSTING_LIST_SITES {{\"cursor\": \"{cursor}\"}}",
+                list.sites.len(),
+                list.total
+            ),
+            (None, _) => {
+                let names: Vec<String> = list
+                    .sites
+                    .iter()
+                    .take(20)
+                    .map(|s| format!("{} ({})", s.name, s.status))
+                    .collect();
+                let more = list.sites.len().saturating_sub(20);
+                format!(
+                    "{} of {} sites: {}{}",
+                    list.sites.len(),
+                    list.total,
+                    names.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            }
         };
         reply(summary, list)
     }

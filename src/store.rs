@@ -239,6 +239,37 @@ pub async fn list_sites(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Resu
     .await
 }
 
+/// One page of an org's sites by name: those after `after` whose name contains `search`
+/// (both may be empty), at most `limit`.
+pub async fn list_sites_page(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    search: &str,
+    after: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<SiteRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        site_columns!(),
+        " FROM sites WHERE org_id = ? AND name > ? AND instr(name, ?) > 0 ORDER BY name LIMIT ?"
+    ))
+    .bind(org_id)
+    .bind(after)
+    .bind(search)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// How many of an org's sites have a name containing `search` (empty: all).
+pub async fn count_sites(db: impl SqliteExecutor<'_>, org_id: &str, search: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE org_id = ? AND instr(name, ?) > 0")
+        .bind(org_id)
+        .bind(search)
+        .fetch_one(db)
+        .await
+}
+
 /// Updates a site's source settings (a deploy may switch branch or source).
 pub async fn set_site_status(db: impl SqliteExecutor<'_>, site_id: &str, status: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE sites SET status = ?, updated_at = ? WHERE id = ?")

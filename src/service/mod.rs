@@ -103,14 +103,33 @@ impl Service {
 
     // ------------------------------------------------------------ sites
 
-    /// `HOSTING_LIST_SITES`.
-    pub async fn list_sites(&self, actor: &Actor) -> ServiceResult<SiteList> {
-        let rows = store::list_sites(self.platform.store.pool(), &actor.org_id).await?;
+    /// `HOSTING_LIST_SITES`: one page, by name.
+    pub async fn list_sites(&self, actor: &Actor, input: &ListSitesInput) -> ServiceResult<SiteList> {
+        let limit = input.limit.unwrap_or(DEFAULT_SITES_PAGE).clamp(1, MAX_SITES_PAGE);
+        let search = input.name_contains.as_deref().unwrap_or("").trim().to_lowercase();
+        let after = input.cursor.as_deref().unwrap_or("");
+        if after.len() > 200 || search.len() > 200 {
+            return Err(ServiceError::invalid(
+                if after.len() > 200 { "cursor" } else { "name_contains" },
+                "too long; pass the next_cursor of the previous page as it was given",
+            ));
+        }
+        let pool = self.platform.store.pool();
+        // One more than asked tells whether another page follows.
+        let mut rows = store::list_sites_page(pool, &actor.org_id, &search, after, i64::from(limit) + 1).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let total = store::count_sites(pool, &actor.org_id, &search).await? as u64;
+        let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
         let mut sites = Vec::with_capacity(rows.len());
         for site in rows {
             sites.push(self.summarize(&site).await?);
         }
-        Ok(SiteList { sites })
+        Ok(SiteList {
+            sites,
+            total,
+            next_cursor,
+        })
     }
 
     /// `HOSTING_GET_SITE`.
@@ -1123,6 +1142,10 @@ fn lines_of(rows: Vec<store::LogRow>) -> Vec<String> {
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
+
+/// Sites per page of `HOSTING_LIST_SITES` when not asked, and at most.
+const DEFAULT_SITES_PAGE: u32 = 50;
+const MAX_SITES_PAGE: u32 = 200;
 
 /// Build settings from create-site arguments, validated.
 fn build_settings_of(input: &CreateSiteInput) -> ServiceResult<BuildSettings> {

@@ -349,11 +349,31 @@ pub struct DeploymentInfo {
     pub progress_line: Option<String>,
 }
 
+/// `HOSTING_LIST_SITES` arguments: one page of the org's sites, by name.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListSitesInput {
+    /// Sites per page (default 50, at most 200).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page; omit for the first page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Only sites whose name contains this text.
+    #[serde(default)]
+    pub name_contains: Option<String>,
+}
+
 /// `HOSTING_LIST_SITES` result.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SiteList {
     /// Sites, by name.
     pub sites: Vec<SiteSummary>,
+    /// Sites matching the query, on all pages.
+    pub total: u64,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// One site in a list.

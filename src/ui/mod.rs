@@ -291,6 +291,9 @@ struct SitesQuery {
     q: String,
     #[serde(default)]
     status: String,
+    /// The page after this site name.
+    #[serde(default)]
+    after: String,
 }
 
 /// The status a site is shown with: `sleeping` when production scaled to zero and nothing runs.
@@ -315,11 +318,17 @@ async fn display_status(state: &UiState, s: &Session, summary: &SiteSummary) -> 
 }
 
 async fn sites(State(state): State<UiState>, s: Session, Query(q): Query<SitesQuery>) -> Response {
-    let list = match state.service.list_sites(&s.actor).await {
+    let page = ListSitesInput {
+        limit: Some(100),
+        cursor: Some(q.after.clone()).filter(|a| !a.is_empty()),
+        name_contains: Some(q.q.clone()).filter(|n| !n.trim().is_empty()),
+    };
+    let list = match state.service.list_sites(&s.actor, &page).await {
         Ok(l) => l,
         Err(e) => return error_page(Some(&s), &e),
     };
-    let total = list.sites.len();
+    let total = list.total as usize;
+    let next = list.next_cursor.clone();
     let needle = q.q.trim().to_lowercase();
     let mut cards = Vec::new();
     for summary in list.sites {
@@ -329,7 +338,10 @@ async fn sites(State(state): State<UiState>, s: Session, Query(q): Query<SitesQu
             cards.push(views::SiteCard { summary, status });
         }
     }
-    html(StatusCode::OK, views::sites(&s, &cards, &q.q, &q.status, total))
+    html(
+        StatusCode::OK,
+        views::sites(&s, &cards, &q.q, &q.status, total, next.as_deref()),
+    )
 }
 
 async fn new_site(s: Session) -> Response {

@@ -297,7 +297,9 @@ pub struct SiteCard {
 }
 
 /// The sites grid with search and filter.
-pub fn sites(session: &Session, cards: &[SiteCard], q: &str, status: &str, total: usize) -> Markup {
+/// The sites page: one page of sites (`next` names the site after which the following
+/// page starts), filtered by name on the server and by status on the page.
+pub fn sites(session: &Session, cards: &[SiteCard], q: &str, status: &str, total: usize, next: Option<&str>) -> Markup {
     let statuses = [
         ("", "All statuses"),
         ("live", "Live"),
@@ -315,7 +317,7 @@ pub fn sites(session: &Session, cards: &[SiteCard], q: &str, status: &str, total
                 h1 { "Sites" }
                 a.btn.btn-primary href="/sites/new" { "+ New site" }
             }
-            @if total == 0 {
+            @if total == 0 && q.is_empty() {
                 div.empty.card #sites-empty {
                     div.empty-icon aria-hidden="true" { "⚓" }
                     h2 { "No sites yet" }
@@ -326,7 +328,7 @@ pub fn sites(session: &Session, cards: &[SiteCard], q: &str, status: &str, total
                 form.filters method="get" action="/sites" role="search" data-filter-form {
                     div.field.field-inline {
                         label for="q" { "Search" }
-                        input #q type="search" name="q" value=(q) placeholder="Name or source" data-filter-input;
+                        input #q type="search" name="q" value=(q) placeholder="Name" data-filter-input;
                     }
                     div.field.field-inline {
                         label for="status" { "Status" }
@@ -363,6 +365,12 @@ pub fn sites(session: &Session, cards: &[SiteCard], q: &str, status: &str, total
                     }
                 }
                 p.muted.small #filter-empty hidden { "No site matches the filter." }
+                @if let Some(after) = next {
+                    p.pager {
+                        (cards.len()) " of " (total) " sites · "
+                        a #sites-next href=(format!("/sites?{}", serde_urlencoded::to_string([("q", q), ("status", status), ("after", after)]).unwrap_or_default())) { "Next page →" }
+                    }
+                }
             }
         },
     )
