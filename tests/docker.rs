@@ -910,3 +910,100 @@ async fn bad_docker_settings_are_refused_and_change_nothing() {
     assert_eq!(status, 400, "{out}");
     assert!(out.to_string().contains("local, docker"), "{out}");
 }
+
+/// Runs `sh -c script` in a container; its output (stdout and stderr).
+fn exec_in(container: &str, script: &str) -> String {
+    let out = Command::new("docker")
+        .args(["exec", container, "sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The container serving `site`.
+fn container_of(server: &DockerServer, site: &str) -> String {
+    server
+        .containers()
+        .into_iter()
+        .find(|(_, labels, state)| labels.contains(&format!("berth.site={site}")) && state == "running")
+        .map(|(name, _, _)| name)
+        .unwrap_or_else(|| panic!("no running container of {site}: {:?}", server.containers()))
+}
+
+#[tokio::test]
+async fn a_container_that_fills_its_disk_hits_the_bound_and_its_deployment_says_why() {
+    prepare_engine();
+    let server = DockerServer::start().await;
+    let (status, out) = server
+        .patch(
+            "/api/config/docker",
+            &json!({"config": {"memory_mb": 64, "disk_mb": 32}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let filler = app(&[
+        (
+            "Dockerfile",
+            "FROM berth-test/busybox:1\nRUN mkdir -p /data /www && chmod 777 /data && echo filler > /www/index.html\nUSER 65534:65534\nCMD [\"/bin/sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n",
+        ),
+        ("README", "a disk filler"),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "filler", "repo": s(filler.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let id = deployment_id(&out);
+    let container = container_of(&server, "filler");
+
+    // The writable layer: 200 MiB in a 32 MiB bound. Where the engine bounds it, the write
+    // fails; elsewhere the watchdog stops the container. Either way the log says why.
+    let got = exec_in(&container, "dd if=/dev/zero of=/data/fill bs=1M count=200 2>&1");
+    let inspect: Value = serde_json::from_str(&docker(&["inspect", &container])).unwrap();
+    if inspect[0]["HostConfig"]["StorageOpt"]["size"].is_string() {
+        assert!(got.contains("No space left"), "{got}");
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = server.deployment_log(&id, "runtime").await;
+            if log.contains("disk full") && log.contains("32 MiB") && log.contains("disk_mb") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the runtime log does not say the disk is full (dd: {got}):\n{log}\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The lifecycle starts a fresh container, its layer empty again.
+        eventually("a new container serves", 30, async || {
+            server.edge("filler.localhost", "/").await == (200, "filler\n".to_string())
+        })
+        .await;
+    }
+
+    // /tmp is in memory and bounded by the memory setting: 100 MiB do not fit in 64.
+    let container = container_of(&server, "filler");
+    let got = exec_in(
+        &container,
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>&1; echo size $(wc -c < /tmp/fill)",
+    );
+    let size: u64 = got
+        .lines()
+        .find_map(|l| l.strip_prefix("size ")?.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(size <= 64 << 20, "/tmp took {size} bytes: {got}");
+    let inspect: Value = serde_json::from_str(&docker(&["inspect", &container])).unwrap();
+    let host = &inspect[0]["HostConfig"];
+    assert!(
+        host["Tmpfs"]["/tmp"].as_str().unwrap_or_default().contains("size=64m"),
+        "{host}"
+    );
+}
