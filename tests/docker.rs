@@ -934,6 +934,82 @@ fn container_of(server: &DockerServer, site: &str) -> String {
         .unwrap_or_else(|| panic!("no running container of {site}: {:?}", server.containers()))
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_reaches_the_internet_but_not_private_ranges_metadata_or_another_orgs_containers() {
+    prepare_engine();
+    let world = World::create();
+    let server = DockerServer::start().await;
+    let probe = dockerfile_app("prober");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "prober", "repo": s(probe.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+
+    // Another org of the same installation, on docker too, with a site of its own.
+    let other_key = "berth_org_b_admin_key_0123456789";
+    add_org(&server, "org_b", "bee", other_key).await;
+    let as_b = |req: reqwest::RequestBuilder| req.bearer_auth(other_key);
+    let r = as_b(server.http.patch(server.api("/api/config/docker")))
+        .json(&json!({"config": {"default": true, "base_images": {"procfile": "berth-test/busybox:1"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let secret = dockerfile_app("org b's own page");
+    let r = as_b(server.http.post(server.api("/api/sites")))
+        .json(&json!({"name": "neighbour", "repo": s(secret.path()), "wait": true}))
+        .send()
+        .await
+        .unwrap();
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+
+    let prober = container_of(&server, "prober");
+    let neighbour = container_of(&server, "neighbour");
+    let neighbour_ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &neighbour,
+    ])
+    .trim()
+    .to_string();
+    assert!(!neighbour_ip.is_empty(), "the neighbour has an address");
+    let fetch = |host: &str, port: u16| {
+        exec_in(
+            &prober,
+            &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} 2>&1 || echo unreachable"),
+        )
+    };
+
+    // Control: the public stand-in answers (the world's server may need a moment), so the
+    // refusals below are the firewall's.
+    eventually("the public stand-in answers the container", 15, async || {
+        fetch("198.51.100.10", 8000).contains("200 OK")
+    })
+    .await;
+    for (what, host, port) in [
+        ("a private range", "10.99.77.10", 8000),
+        ("the metadata stand-in", "169.254.77.77", 8000),
+        ("another org's container", neighbour_ip.as_str(), 8080),
+    ] {
+        let got = fetch(host, port);
+        assert!(
+            got.contains("unreachable") && !got.contains("200 OK"),
+            "the container reached {what} at {host}:{port}: {got}"
+        );
+    }
+    // The edge is the way in, for everyone.
+    assert_eq!(
+        server.edge("neighbour.localhost", "/").await,
+        (200, "org b's own page".to_string())
+    );
+    drop(world);
+}
+
 #[tokio::test]
 async fn a_container_that_fills_its_disk_hits_the_bound_and_its_deployment_says_why() {
     prepare_engine();

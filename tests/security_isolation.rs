@@ -1,8 +1,8 @@
 //! Attacks from inside a deployed app on the local provider: what an app can reach on the
 //! network, who it is on the host, and what its resource use does to its neighbours.
 //!
-//! The network test builds its own little world in a network namespace it makes: a host
-//! at 198.51.100.10 stands in for "the public internet", 10.99.77.10 for "a private
+//! The network test builds its own little world ([`World`]) in a network namespace: a
+//! host at 198.51.100.10 stands in for "the public internet", 10.99.77.10 for "a private
 //! range" and 169.254.77.77 for "a link-local metadata endpoint". No traffic leaves the
 //! machine: the host routes those addresses into the test's namespace. Needs root (as the
 //! suite runs), like berth's isolation itself.
@@ -133,67 +133,6 @@ async fn ask(server: &TestServer, site: &str, path: &str) -> Value {
     let (code, body) = server.edge(&format!("{site}.localhost"), path).await;
     assert_eq!(code, 200, "{site}{path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|_| panic!("{site}{path}: {body}"))
-}
-
-fn sh(cmd: &str) {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
-    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// The test's stand-in for the world outside: a namespace with the "internet",
-/// "private" and "metadata" addresses, each serving HTTP on port 8000.
-struct World {
-    ns: String,
-    veth: String,
-    server: std::process::Child,
-}
-
-impl World {
-    fn create() -> World {
-        let id = std::process::id() % 100_000;
-        let (ns, veth) = (format!("berth-test-world-{id}"), format!("btw{id}"));
-        sh(&format!(
-            "ip netns add {ns} && ip link add {veth} type veth peer name eth0 netns {ns} && \
-             ip addr add 198.51.100.1/24 dev {veth} && ip link set {veth} up && \
-             ip -n {ns} addr add 198.51.100.10/24 dev eth0 && ip -n {ns} addr add 10.99.77.10/32 dev eth0 && \
-             ip -n {ns} addr add 169.254.77.77/32 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && \
-             ip -n {ns} route add default via 198.51.100.1 && \
-             ip route add 10.99.77.10/32 via 198.51.100.10 && ip route add 169.254.77.77/32 via 198.51.100.10"
-        ));
-        let server = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "python3",
-                "-m",
-                "http.server",
-                "8000",
-                "--bind",
-                "0.0.0.0",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("world server");
-        World { ns, veth, server }
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        let _ = Command::new("sh")
-            .args([
-                "-c",
-                &format!(
-                    "ip route del 10.99.77.10/32; ip route del 169.254.77.77/32; ip link del {}; ip netns del {}",
-                    self.veth, self.ns
-                ),
-            ])
-            .output();
-    }
 }
 
 #[tokio::test]

@@ -137,6 +137,17 @@ pub async fn install_firewall(subnet: AppSubnet) -> Result<(), String> {
             run("iptables", &["-w", "-t", table, "-I", chain, "1", "-j", target]).await?;
         }
     }
+    // Docker's FORWARD rules accept whatever leaves its bridges, and a dockerd started
+    // after berth puts them above berth's jump. DOCKER-USER comes before all of them (and
+    // Docker never changes it): org bridges (`bthd…`) meet berth's rules first whatever
+    // started first. Made here if dockerd has not made it yet; it keeps it.
+    let _ = run("iptables", &["-w", "-N", "DOCKER-USER"]).await;
+    if run("iptables", &["-w", "-C", "DOCKER-USER", "-j", "BERTH-FWD"])
+        .await
+        .is_err()
+    {
+        run("iptables", &["-w", "-I", "DOCKER-USER", "1", "-j", "BERTH-FWD"]).await?;
+    }
     Ok(())
 }
 
