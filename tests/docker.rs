@@ -935,7 +935,8 @@ fn container_of(server: &DockerServer, site: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_container_reaches_the_internet_but_not_private_ranges_metadata_or_another_orgs_containers() {
+async fn a_container_and_an_image_build_reach_the_internet_but_not_private_ranges_metadata_or_another_orgs_containers()
+{
     prepare_engine();
     let world = World::create();
     let server = DockerServer::start().await;
@@ -1007,6 +1008,40 @@ async fn a_container_reaches_the_internet_but_not_private_ranges_metadata_or_ano
         server.edge("neighbour.localhost", "/").await,
         (200, "org b's own page".to_string())
     );
+
+    // Image builds get the same reach: a RUN step probes and writes what it reached into
+    // the page it serves (a token of this run keeps the engine's layer cache out of it).
+    let token = format!("{}-{:?}", std::process::id(), Instant::now());
+    let builder = app(&[(
+        "Dockerfile",
+        &format!(
+            "FROM berth-test/busybox:1\n\
+             RUN mkdir -p /www && echo {token} > /dev/null && for h in 198.51.100.10 10.99.77.10 169.254.77.77; do \
+             if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $h 8000 | grep -q '200 OK'; then echo $h:open; else echo $h:closed; fi; \
+             done > /www/index.html\n\
+             USER 65534:65534\n\
+             CMD [\"/bin/sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    )]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "builder", "repo": s(builder.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let (code, page) = server.edge("builder.localhost", "/").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("198.51.100.10:open"),
+        "the image build could not reach the public stand-in: {page}"
+    );
+    for refused in ["10.99.77.10", "169.254.77.77"] {
+        assert!(
+            page.contains(&format!("{refused}:closed")),
+            "the image build reached {refused}: {page}"
+        );
+    }
     drop(world);
 }
 

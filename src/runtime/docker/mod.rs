@@ -228,7 +228,15 @@ impl DockerProvider {
         on_line: &mut (dyn FnMut(String) + Send),
     ) -> Result<String, BuildError> {
         let engine = self.engine(&settings.host).await?;
-        let tag = image::build(&engine, build, on_line).await?;
+        // On a local engine the org's bridge is under berth's firewall: build steps get
+        // the same reach as the org's containers (public internet and DNS only).
+        let network = if engine.is_local() {
+            container::ensure_network(&engine, &self.owner, build.who.org).await?;
+            Some(container::network_name(build.who.org))
+        } else {
+            None
+        };
+        let tag = image::build(&engine, build, network.as_deref(), on_line).await?;
         let who = &build.who;
         let mut protected = in_use.to_vec();
         protected.push(tag.clone());
