@@ -34,11 +34,12 @@ def tarball(files):
 class Berth:
     """A `berth serve` on free ports in a fresh data dir, with the bench admin key."""
 
-    def __init__(self, binary, run_as=None, args=()):
+    def __init__(self, binary, run_as=None, args=(), log_filter="warn", log_path=None):
         """`run_as`: a uid to run the server as instead of the caller (e.g. an
-        unprivileged one, where berth cannot confine apps); `args`: more `serve` flags."""
+        unprivileged one, where berth cannot confine apps); `args`: more `serve` flags;
+        `log_filter` and `log_path`: the server's log (BERTH_LOG) and where it goes."""
         self.data = tempfile.mkdtemp(prefix="berth-bench-")
-        env = dict(os.environ, BERTH_BOOTSTRAP_KEY=KEY, BERTH_LOG="warn")
+        env = dict(os.environ, BERTH_BOOTSTRAP_KEY=KEY, BERTH_LOG=log_filter)
         prefix = []
         if run_as is not None:
             os.chown(self.data, run_as, run_as)
@@ -46,7 +47,8 @@ class Berth:
         self.proc = subprocess.Popen(
             prefix + [binary, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0",
                       *args],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env=env, stdout=subprocess.DEVNULL,
+            stderr=open(log_path, "w") if log_path else subprocess.DEVNULL)
         ports_file = os.path.join(self.data, "ports.json")
         while not os.path.exists(ports_file):
             time.sleep(0.02)

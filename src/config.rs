@@ -103,11 +103,15 @@ pub struct SandboxConfig {
     /// Processes and threads of a deployment's build steps.
     #[arg(long = "build-pids", env = "BERTH_BUILD_PIDS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
     pub build_pids: u64,
+    /// Writable disk of a deployment's build steps in MiB: a file of this size on the
+    /// data dir's disk, formatted and mounted for the build, removed after it.
+    #[arg(long = "build-disk-mb", env = "BERTH_BUILD_DISK_MB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub build_disk_mb: u64,
 }
 
 impl SandboxConfig {
-    /// The isolation's settings.
-    pub fn settings(&self) -> crate::runtime::isolation::IsolationSettings {
+    /// The isolation's settings; build disks are made in `data_dir`.
+    pub fn settings(&self, data_dir: &std::path::Path) -> crate::runtime::isolation::IsolationSettings {
         use crate::runtime::isolation::Limits;
         crate::runtime::isolation::IsolationSettings {
             uids: self.uids,
@@ -123,6 +127,8 @@ impl SandboxConfig {
                 pids: self.build_pids,
             },
             app_disk_bytes: self.app_disk_mb << 20,
+            build_disk_bytes: self.build_disk_mb << 20,
+            builds_dir: data_dir.join(crate::runtime::isolation::build_disk::BUILDS_DIR),
         }
     }
 }

@@ -365,6 +365,18 @@ async fn build_and_start(
                 .map_err(|e| internal(e.into()))?
                 .map_err(|e| internal(e.into()))?;
         }
+        // Steps write on a disk of bounded size holding a copy of the folder; its result
+        // becomes the folder once they all succeed.
+        let disk = if plan.steps.is_empty() {
+            None
+        } else {
+            platform
+                .isolation
+                .build_disk(id, &dir)
+                .await
+                .map_err(StageFailure::from)?
+        };
+        let build_dir = disk.as_ref().map_or_else(|| dir.clone(), |d| d.app_dir());
         let slot = if plan.steps.is_empty() {
             None
         } else {
@@ -393,11 +405,11 @@ async fn build_and_start(
         for step in &plan.steps {
             if step.name == "install"
                 && let Some(cache) = &cache
-                && cache.restore(&dir).await
+                && cache.restore(&build_dir).await
             {
                 // A cache saved by an older build may belong to another user.
                 if let Some(uid) = uid {
-                    let handed = dir.clone();
+                    let handed = build_dir.clone();
                     let _ =
                         tokio::task::spawn_blocking(move || crate::runtime::isolation::hand_over(&handed, uid)).await;
                 }
@@ -429,7 +441,7 @@ async fn build_and_start(
             };
             let ran = run_step(
                 &sandbox,
-                &dir,
+                &build_dir,
                 &niced,
                 &env,
                 platform.config.timeouts.for_step(&step.name),
@@ -438,9 +450,13 @@ async fn build_and_start(
             )
             .await;
             if let Err(e) = ran {
-                let limit = slot.as_ref().and_then(|s| s.limit_hit());
+                let limit =
+                    (slot.as_ref().and_then(|s| s.limit_hit())).or_else(|| disk.as_ref().and_then(|d| d.limit_hit()));
                 if let Some(slot) = slot {
                     slot.release().await;
+                }
+                if let Some(mut disk) = disk {
+                    disk.remove().await;
                 }
                 let message = match (step.name.as_str(), detection.package_manager.as_deref()) {
                     // Provisioning fails for one reason in practice (no registry): name the fix.
@@ -457,17 +473,20 @@ async fn build_and_start(
             if step.name == berth_build::detect::SETUP_STEP
                 && let Some(tools) = &tools
             {
-                tools.save(&dir).await;
+                tools.save(&build_dir).await;
             }
             if step.name == "install"
                 && let Some(cache) = &cache
             {
-                cache.save(&dir).await;
+                cache.save(&build_dir).await;
             }
         }
 
         if let Some(slot) = slot {
             slot.release().await;
+        }
+        if let Some(disk) = disk {
+            disk.finish(&dir).await.map_err(StageFailure::from)?;
         }
 
         // The output folder of a built static site is known only now.

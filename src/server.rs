@@ -66,7 +66,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let edge_addr = edge_listener.local_addr()?;
 
     let sandbox = Arc::new(Sandbox::detect());
-    let isolation = Arc::new(crate::runtime::isolation::Isolation::setup(&sandbox, config.sandbox.settings()).await);
+    let isolation = Arc::new(
+        crate::runtime::isolation::Isolation::setup(&sandbox, config.sandbox.settings(&config.data_dir)).await,
+    );
     let logs = LogSink::start(store.clone());
     let reconcile_wake = Arc::new(Notify::new());
     let runtime = Runtime::new(
@@ -252,12 +254,12 @@ const DATA_FILES: &[&str] = &[
 /// Folders berth keeps directly in its data dir.
 const DATA_FOLDERS: &[&str] = &["uploads", "git", "cache"];
 /// Folders on the way to each deployment's files: traversable by anyone (`0711`), never
-/// listable, because each site's own host uid must reach its deployment folders, which
-/// belong to it and are `0700`.
-const PASSAGE_FOLDERS: &[&str] = &["deployments"];
+/// listable, because each site's own host uid must reach its deployment folders and its
+/// builds' disks, which belong to it and are `0700`.
+const PASSAGE_FOLDERS: &[&str] = &["deployments", "builds"];
 
 /// Makes the data dir `0711` (see [`PASSAGE_FOLDERS`]), berth's folders in it `0700` (the
-/// deployments folder `0711`) and its files `0600`, so a data dir created by an older berth,
+/// deployments and builds folders `0711`) and its files `0600`, so a data dir created by an older berth,
 /// or copied with other modes, is closed to other users before anything is read from it.
 fn restrict_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;

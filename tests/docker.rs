@@ -938,3 +938,211 @@ async fn bad_docker_settings_are_refused_and_change_nothing() {
     assert_eq!(status, 400, "{out}");
     assert!(out.to_string().contains("local, docker"), "{out}");
 }
+
+/// Runs `sh -c script` in a container; its output (stdout and stderr).
+fn exec_in(container: &str, script: &str) -> String {
+    let out = Command::new("docker")
+        .args(["exec", container, "sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The container serving `site`.
+fn container_of(server: &DockerServer, site: &str) -> String {
+    server
+        .containers()
+        .into_iter()
+        .find(|(_, labels, state)| labels.contains(&format!("berth.site={site}")) && state == "running")
+        .map(|(name, _, _)| name)
+        .unwrap_or_else(|| panic!("no running container of {site}: {:?}", server.containers()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_and_an_image_build_reach_the_internet_but_not_private_ranges_metadata_or_another_orgs_containers()
+{
+    prepare_engine();
+    let world = World::create();
+    let server = DockerServer::start().await;
+    let probe = dockerfile_app("prober");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "prober", "repo": s(probe.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+
+    // Another org of the same installation, on docker too, with a site of its own.
+    let other_key = "berth_org_b_admin_key_0123456789";
+    add_org(&server, "org_b", "bee", other_key).await;
+    let as_b = |req: reqwest::RequestBuilder| req.bearer_auth(other_key);
+    let r = as_b(server.http.patch(server.api("/api/config/docker")))
+        .json(&json!({"config": {"default": true, "base_images": {"procfile": "berth-test/busybox:1"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let secret = dockerfile_app("org b's own page");
+    let r = as_b(server.http.post(server.api("/api/sites")))
+        .json(&json!({"name": "neighbour", "repo": s(secret.path()), "wait": true}))
+        .send()
+        .await
+        .unwrap();
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+
+    let prober = container_of(&server, "prober");
+    let neighbour = container_of(&server, "neighbour");
+    let neighbour_ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &neighbour,
+    ])
+    .trim()
+    .to_string();
+    assert!(!neighbour_ip.is_empty(), "the neighbour has an address");
+    let fetch = |host: &str, port: u16| {
+        exec_in(
+            &prober,
+            &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} 2>&1 || echo unreachable"),
+        )
+    };
+
+    // Control: the public stand-in answers (the world's server may need a moment), so the
+    // refusals below are the firewall's.
+    eventually("the public stand-in answers the container", 15, async || {
+        fetch("198.51.100.10", 8000).contains("200 OK")
+    })
+    .await;
+    for (what, host, port) in [
+        ("a private range", "10.99.77.10", 8000),
+        ("the metadata stand-in", "169.254.77.77", 8000),
+        ("another org's container", neighbour_ip.as_str(), 8080),
+    ] {
+        let got = fetch(host, port);
+        assert!(
+            got.contains("unreachable") && !got.contains("200 OK"),
+            "the container reached {what} at {host}:{port}: {got}"
+        );
+    }
+    // The edge is the way in, for everyone.
+    assert_eq!(
+        server.edge("neighbour.localhost", "/").await,
+        (200, "org b's own page".to_string())
+    );
+
+    // Image builds get the same reach: a RUN step probes and writes what it reached into
+    // the page it serves (a token of this run keeps the engine's layer cache out of it).
+    let token = format!("{}-{:?}", std::process::id(), Instant::now());
+    let builder = app(&[(
+        "Dockerfile",
+        &format!(
+            "FROM berth-test/busybox:1\n\
+             RUN mkdir -p /www && echo {token} > /dev/null && for h in 198.51.100.10 10.99.77.10 169.254.77.77; do \
+             if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $h 8000 | grep -q '200 OK'; then echo $h:open; else echo $h:closed; fi; \
+             done > /www/index.html\n\
+             USER 65534:65534\n\
+             CMD [\"/bin/sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    )]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "builder", "repo": s(builder.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let (code, page) = server.edge("builder.localhost", "/").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("198.51.100.10:open"),
+        "the image build could not reach the public stand-in: {page}"
+    );
+    for refused in ["10.99.77.10", "169.254.77.77"] {
+        assert!(
+            page.contains(&format!("{refused}:closed")),
+            "the image build reached {refused}: {page}"
+        );
+    }
+    drop(world);
+}
+
+#[tokio::test]
+async fn a_container_that_fills_its_disk_hits_the_bound_and_its_deployment_says_why() {
+    prepare_engine();
+    let server = DockerServer::start().await;
+    let (status, out) = server
+        .patch(
+            "/api/config/docker",
+            &json!({"config": {"memory_mb": 64, "disk_mb": 32}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let filler = app(&[
+        (
+            "Dockerfile",
+            "FROM berth-test/busybox:1\nRUN mkdir -p /data /www && chmod 777 /data && echo filler > /www/index.html\nUSER 65534:65534\nCMD [\"/bin/sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n",
+        ),
+        ("README", "a disk filler"),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "filler", "repo": s(filler.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let id = deployment_id(&out);
+    let container = container_of(&server, "filler");
+
+    // The writable layer: 200 MiB in a 32 MiB bound. Where the engine bounds it, the write
+    // fails; elsewhere the watchdog stops the container. Either way the log says why.
+    let got = exec_in(&container, "dd if=/dev/zero of=/data/fill bs=1M count=200 2>&1");
+    let inspect: Value = serde_json::from_str(&docker(&["inspect", &container])).unwrap();
+    if inspect[0]["HostConfig"]["StorageOpt"]["size"].is_string() {
+        assert!(got.contains("No space left"), "{got}");
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = server.deployment_log(&id, "runtime").await;
+            if log.contains("disk full") && log.contains("32 MiB") && log.contains("disk_mb") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the runtime log does not say the disk is full (dd: {got}):\n{log}\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The lifecycle starts a fresh container, its layer empty again.
+        eventually("a new container serves", 30, async || {
+            server.edge("filler.localhost", "/").await == (200, "filler\n".to_string())
+        })
+        .await;
+    }
+
+    // /tmp is in memory and bounded by the memory setting: 100 MiB do not fit in 64.
+    let container = container_of(&server, "filler");
+    let got = exec_in(
+        &container,
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>&1; echo size $(wc -c < /tmp/fill)",
+    );
+    let size: u64 = got
+        .lines()
+        .find_map(|l| l.strip_prefix("size ")?.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(size <= 64 << 20, "/tmp took {size} bytes: {got}");
+    let inspect: Value = serde_json::from_str(&docker(&["inspect", &container])).unwrap();
+    let host = &inspect[0]["HostConfig"];
+    assert!(
+        host["Tmpfs"]["/tmp"].as_str().unwrap_or_default().contains("size=64m"),
+        "{host}"
+    );
+}

@@ -1,8 +1,8 @@
 //! Attacks from inside a deployed app on the local provider: what an app can reach on the
 //! network, who it is on the host, and what its resource use does to its neighbours.
 //!
-//! The network test builds its own little world in a network namespace it makes: a host
-//! at 198.51.100.10 stands in for "the public internet", 10.99.77.10 for "a private
+//! The network test builds its own little world ([`World`]) in a network namespace: a
+//! host at 198.51.100.10 stands in for "the public internet", 10.99.77.10 for "a private
 //! range" and 169.254.77.77 for "a link-local metadata endpoint". No traffic leaves the
 //! machine: the host routes those addresses into the test's namespace. Needs root (as the
 //! suite runs), like berth's isolation itself.
@@ -133,67 +133,6 @@ async fn ask(server: &TestServer, site: &str, path: &str) -> Value {
     let (code, body) = server.edge(&format!("{site}.localhost"), path).await;
     assert_eq!(code, 200, "{site}{path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|_| panic!("{site}{path}: {body}"))
-}
-
-fn sh(cmd: &str) {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
-    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// The test's stand-in for the world outside: a namespace with the "internet",
-/// "private" and "metadata" addresses, each serving HTTP on port 8000.
-struct World {
-    ns: String,
-    veth: String,
-    server: std::process::Child,
-}
-
-impl World {
-    fn create() -> World {
-        let id = std::process::id() % 100_000;
-        let (ns, veth) = (format!("berth-test-world-{id}"), format!("btw{id}"));
-        sh(&format!(
-            "ip netns add {ns} && ip link add {veth} type veth peer name eth0 netns {ns} && \
-             ip addr add 198.51.100.1/24 dev {veth} && ip link set {veth} up && \
-             ip -n {ns} addr add 198.51.100.10/24 dev eth0 && ip -n {ns} addr add 10.99.77.10/32 dev eth0 && \
-             ip -n {ns} addr add 169.254.77.77/32 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && \
-             ip -n {ns} route add default via 198.51.100.1 && \
-             ip route add 10.99.77.10/32 via 198.51.100.10 && ip route add 169.254.77.77/32 via 198.51.100.10"
-        ));
-        let server = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "python3",
-                "-m",
-                "http.server",
-                "8000",
-                "--bind",
-                "0.0.0.0",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("world server");
-        World { ns, veth, server }
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        let _ = Command::new("sh")
-            .args([
-                "-c",
-                &format!(
-                    "ip route del 10.99.77.10/32; ip route del 169.254.77.77/32; ip link del {}; ip netns del {}",
-                    self.veth, self.ns
-                ),
-            ])
-            .output();
-    }
 }
 
 #[tokio::test]
@@ -463,4 +402,148 @@ async fn an_environment_can_be_given_more_memory_than_the_default() {
     deploy(&server, "big", probe.path()).await;
     let (code, body) = server.edge("big.localhost", "/hog?mb=100").await;
     assert_eq!((code, body.as_str()), (200, "\"survived 104857600\""));
+}
+
+/// Mounts of the machine under `dir`, from the kernel's table.
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| std::path::Path::new(m).starts_with(&dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Loop devices whose backing file lies under `dir`.
+fn loops_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let out = Command::new("losetup")
+        .args(["-l", "-n", "-O", "BACK-FILE"])
+        .output()
+        .expect("losetup");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|f| f.starts_with(dir.to_str().unwrap()))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_build_that_fills_its_disk_fails_saying_so_leaves_nothing_behind_and_others_keep_deploying() {
+    let server = TestServer::start_with(&[("BERTH_BUILD_DISK_MB", "64")]).await;
+    // 200 MiB from a build step: past its 64 MiB disk, far below what the host has (so
+    // the test stays harmless where the bound does not hold).
+    let filler = app(&[(
+        "package.json",
+        r#"{"name":"filler","scripts":{"build":"head -c 209715200 /dev/zero > fill || { echo wrote $(wc -c < fill) bytes; exit 1; }; mkdir -p dist && echo filled > dist/index.html"}}"#,
+    )]);
+    let (status, out) = server
+        .post_bytes("/api/sites/filler/upload?wait=true", pack(filler.path()))
+        .await;
+    assert_eq!(status, 202, "{out}");
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        out["deployment"]["status"], "failed",
+        "the filler's build succeeded: {out}"
+    );
+    let error = out["deployment"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("disk full") && error.contains("64 MiB") && error.contains("--build-disk-mb"),
+        "the error does not say why: {error}"
+    );
+    let log = server.deployment_log(&id, "build").await;
+    let wrote: u64 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote ")?.strip_suffix(" bytes")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no size in the log:\n{log}"));
+    assert!(wrote <= 64 << 20, "the build wrote {wrote} bytes on a 64 MiB disk");
+
+    // Nothing is left: no mount, no loop device, no disk file, no byte of it in the
+    // deployment's folder.
+    let data = server.data.path();
+    assert_eq!(mounts_under(data), Vec::<String>::new());
+    assert_eq!(loops_under(data), Vec::<String>::new());
+    let builds: Vec<_> = std::fs::read_dir(data.join("builds"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(builds.is_empty(), "left in the builds folder: {builds:?}");
+    assert!(!data.join("deployments").join(&id).join("app/fill").exists());
+
+    // Another site builds and deploys as usual; its built files are its folder, its own.
+    let fine = app(&[(
+        "package.json",
+        r#"{"name":"fine","scripts":{"build":"mkdir -p dist && echo built-fine > dist/index.html && ln -s dist/index.html link"}}"#,
+    )]);
+    let fine_id = deploy(&server, "fine", fine.path()).await;
+    assert_eq!(
+        server.edge("fine.localhost", "/").await,
+        (200, "built-fine\n".to_string())
+    );
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let folder = data.join("deployments").join(&fine_id).join("app");
+    let (dir_meta, page_meta) = (
+        std::fs::metadata(&folder).unwrap(),
+        std::fs::metadata(folder.join("dist/index.html")).unwrap(),
+    );
+    assert!(
+        page_meta.uid() >= 200_000,
+        "built files belong to uid {}",
+        page_meta.uid()
+    );
+    assert_eq!(dir_meta.uid(), page_meta.uid());
+    assert_eq!(dir_meta.permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::read_link(folder.join("link")).unwrap(),
+        std::path::Path::new("dist/index.html")
+    );
+    assert_eq!(mounts_under(data), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn build_disks_left_by_a_crash_are_removed_when_berth_starts() {
+    let server = TestServer::start().await;
+    let slow = app(&[(
+        "package.json",
+        r#"{"name":"slow","scripts":{"build":"sleep 3 && mkdir -p dist && echo slow > dist/index.html"}}"#,
+    )]);
+    let (status, out) = server
+        .post_bytes("/api/sites/slow/upload?create=true", pack(slow.path()))
+        .await;
+    assert!(status < 300, "{out}");
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    let data_path = server.data.path().to_path_buf();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mounts_under(&data_path).is_empty() {
+        assert!(Instant::now() < deadline, "the build never mounted its disk");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let data = server.kill9();
+    assert!(
+        !mounts_under(data.path()).is_empty(),
+        "the crash left no disk to clean up"
+    );
+    // Also one of a deployment that will never run again.
+    let builds = data.path().join("builds");
+    sh(&format!(
+        "cd {b} && truncate -s 16M dpl_gone.img && mkfs.ext4 -q dpl_gone.img && mkdir dpl_gone && mount -o loop dpl_gone.img dpl_gone",
+        b = builds.display()
+    ));
+
+    let server = TestServer::start_in(data, &[]).await;
+    let done = server.wait_deployment(&id).await;
+    assert_eq!(done["status"], "live", "{done}");
+    let data = server.data.path();
+    assert_eq!(mounts_under(data), Vec::<String>::new());
+    assert_eq!(loops_under(data), Vec::<String>::new());
+    let left: Vec<_> = std::fs::read_dir(data.join("builds"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left in the builds folder: {left:?}");
 }

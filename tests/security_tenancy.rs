@@ -6,20 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// A second org with an admin key, written to the store the way bootstrap does (berth
-/// has no API to create orgs yet).
-async fn add_org(server: &TestServer, id: &str, name: &str, key: &str) {
-    let store = berth::store::Store::open_sqlite(&server.data.path().join("berth.db"))
-        .await
-        .unwrap();
-    let mut tx = store.begin().await.unwrap();
-    berth::store::insert_org(&mut *tx, id, name).await.unwrap();
-    berth::auth::create_key(&mut tx, id, "admin", "admin", key)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-}
-
 #[tokio::test]
 async fn another_org_cannot_take_a_hostname_in_use() {
     let server = TestServer::start().await;

@@ -390,6 +390,11 @@ impl ProviderSettings for DockerProviderSettings {
                 description: "Process limit per container (default 256).",
             },
             ConfigKey {
+                name: "disk_mb",
+                secret: false,
+                description: "Writable space per container in MiB (default 1024): its writable layer, bounded by the engine where its storage driver can (overlay2 on xfs with pquota, btrfs, zfs), else stopped by a watchdog within 2 s of passing it. /tmp is apart: in memory, of memory_mb.",
+            },
+            ConfigKey {
                 name: "keep_images",
                 secret: false,
                 description: "Images kept per site; older ones are removed after each deploy (default 5).",

@@ -450,3 +450,98 @@ pub fn load(
         (ok, failed)
     })
 }
+
+/// Runs a shell command; panics with its stderr when it fails.
+pub fn sh(cmd: &str) {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The tests' stand-in for the world outside, in a network namespace of its own: a host
+/// with the "internet" (198.51.100.10), "private range" (10.99.77.10) and "link-local
+/// metadata" (169.254.77.77) addresses, each serving HTTP on port 8000. The host routes
+/// those addresses into it, so no traffic leaves the machine. One exists at a time on the
+/// machine (a lock held while it lives; tests of several files wait for each other), and
+/// what a crashed test left of one is removed first. Needs root.
+pub struct World {
+    server: Child,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl World {
+    const NS: &str = "berth-test-world";
+    const VETH: &str = "btworld";
+
+    /// Creates the world (waiting for another test's to go).
+    pub fn create() -> World {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/berth-test-world.lock")
+            .expect("world lock file");
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).expect("world lock");
+        Self::remove();
+        let (ns, veth) = (Self::NS, Self::VETH);
+        sh(&format!(
+            "ip netns add {ns} && ip link add {veth} type veth peer name eth0 netns {ns} && \
+             ip addr add 198.51.100.1/24 dev {veth} && ip link set {veth} up && \
+             ip -n {ns} addr add 198.51.100.10/24 dev eth0 && ip -n {ns} addr add 10.99.77.10/32 dev eth0 && \
+             ip -n {ns} addr add 169.254.77.77/32 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && \
+             ip -n {ns} route add default via 198.51.100.1 && \
+             ip route replace 10.99.77.10/32 via 198.51.100.10 && ip route replace 169.254.77.77/32 via 198.51.100.10"
+        ));
+        let server = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                "0.0.0.0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("world server");
+        World { server, _lock: lock }
+    }
+
+    fn remove() {
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "ip route del 10.99.77.10/32; ip route del 169.254.77.77/32; ip link del {}; ip netns del {}",
+                    Self::VETH,
+                    Self::NS
+                ),
+            ])
+            .output();
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        Self::remove();
+    }
+}
+
+/// A second org with an admin key, written to the store the way bootstrap does (berth
+/// has no API to create orgs yet).
+pub async fn add_org(server: &TestServer, id: &str, name: &str, key: &str) {
+    let store = berth::store::Store::open_sqlite(&server.data.path().join("berth.db"))
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    berth::store::insert_org(&mut *tx, id, name).await.unwrap();
+    berth::auth::create_key(&mut tx, id, "admin", "admin", key)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}

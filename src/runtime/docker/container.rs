@@ -60,7 +60,12 @@ pub struct ContainerSpec {
     pub cpus: f64,
     /// Most processes the container may have.
     pub pids_limit: i64,
+    /// Its writable layer's size in MiB.
+    pub disk_mb: u64,
 }
+
+/// How often a container's writable layer is measured where the engine cannot bound it.
+const DISK_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// CPU and memory of one container, from the engine's stats.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -83,6 +88,8 @@ pub struct Container {
     pub addr: SocketAddr,
     /// Whether it was running before this berth process started.
     pub adopted: bool,
+    /// The bound (bytes) a watchdog holds its writable layer to, when the engine does not.
+    disk_watch: Option<u64>,
 }
 
 /// The network of an org: `berth-<org>` (lowercased, unsafe characters replaced).
@@ -220,6 +227,7 @@ pub async fn launch(
                 id,
                 addr,
                 adopted: true,
+                disk_watch: (engine.disk_quota() != Some(true)).then_some(spec.disk_mb << 20),
             });
         }
         remove(engine, &id).await?;
@@ -297,9 +305,19 @@ pub async fn launch(
             name: Some(bollard::models::RestartPolicyNameEnum::NO),
             maximum_retry_count: None,
         }),
+        // A private /tmp in memory, counted against the memory limit (as on the local
+        // provider), so what the app puts there is bounded too.
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_string(),
+            format!("rw,nosuid,nodev,exec,size={}m,mode=1777", spec.memory_mb),
+        )])),
+        // The engine bounds the writable layer where its storage driver can (overlay2
+        // on xfs with project quotas, btrfs, zfs); elsewhere a watchdog does.
+        storage_opt: (engine.disk_quota() != Some(false))
+            .then(|| HashMap::from([("size".to_string(), format!("{}M", spec.disk_mb))])),
         ..Default::default()
     };
-    let body = ContainerCreateBody {
+    let mut body = ContainerCreateBody {
         image: Some(spec.image.clone()),
         env: Some(env),
         labels: Some(labels),
@@ -312,13 +330,30 @@ pub async fn launch(
         ..Default::default()
     };
     let name = container_name(&spec.deployment_id, spec.index);
-    let create = || {
-        engine.docker().create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body.clone(),
-        )
+    let create = |body: ContainerCreateBody| {
+        engine
+            .docker()
+            .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
     };
-    let created = create().await.map_err(|e| engine.error(e))?;
+    let created = match create(body.clone()).await.map_err(|e| engine.error(e)) {
+        Err(err) if engine.disk_quota().is_none() && err.to_string().contains("storage-opt") => {
+            // "--storage-opt is supported only for overlay over xfs with 'pquota'": this
+            // engine cannot bound the layer; the watchdog will.
+            tracing::info!(host = %engine.host(), "the engine cannot bound containers' writable layers ({err}); a watchdog measures them every {} s", DISK_WATCH_INTERVAL.as_secs());
+            engine.set_disk_quota(false);
+            if let Some(host) = body.host_config.as_mut() {
+                host.storage_opt = None;
+            }
+            create(body).await.map_err(|e| engine.error(e))?
+        }
+        other => {
+            let created = other?;
+            if body.host_config.as_ref().is_some_and(|h| h.storage_opt.is_some()) {
+                engine.set_disk_quota(true);
+            }
+            created
+        }
+    };
     if let Err(err) = engine.docker().start_container(&created.id, None).await {
         let err = engine.error(err);
         let _ = remove(engine, &created.id).await;
@@ -336,6 +371,7 @@ pub async fn launch(
         id: created.id,
         addr,
         adopted: false,
+        disk_watch: (engine.disk_quota() != Some(true)).then_some(spec.disk_mb << 20),
     })
 }
 
@@ -464,8 +500,43 @@ impl Container {
     }
 
     /// Waits until the container exits and says how: "code 3", "a signal (9)", or
-    /// "out of memory" when the kernel killed it at its limit.
+    /// "out of memory" when the kernel killed it at its limit. Where the engine does not
+    /// bound its writable layer, a container whose layer grows past the bound is killed
+    /// meanwhile, and the answer says "disk full".
     pub async fn wait(&self) -> String {
+        let Some(limit) = self.disk_watch else {
+            return self.wait_exit().await;
+        };
+        let exited = self.wait_exit();
+        tokio::pin!(exited);
+        let mut tick = tokio::time::interval(DISK_WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                how = &mut exited => return how,
+                _ = tick.tick() => {}
+            }
+            let options = bollard::query_parameters::InspectContainerOptionsBuilder::default()
+                .size(true)
+                .build();
+            let used = match self.engine.docker().inspect_container(&self.id, Some(options)).await {
+                Ok(info) => info.size_rw.unwrap_or(0).max(0) as u64,
+                Err(_) => continue,
+            };
+            if used > limit {
+                tracing::warn!(container = %self.id, used_bytes = used, limit_bytes = limit, "a container passed its writable space; stopping it");
+                let kill = StopContainerOptionsBuilder::default().t(0).build();
+                let _ = self.engine.docker().stop_container(&self.id, Some(kill)).await;
+                let how = exited.await;
+                return format!(
+                    "{how}: disk full: its writable layer passed {} MiB (the docker setting disk_mb)",
+                    limit >> 20
+                );
+            }
+        }
+    }
+
+    async fn wait_exit(&self) -> String {
         let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
         let code = match self
             .engine

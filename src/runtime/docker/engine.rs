@@ -23,6 +23,9 @@ const REQUEST_TIMEOUT_SECS: u64 = 60 * 60 * 24 * 365;
 pub struct Engine {
     docker: Docker,
     host: String,
+    /// Whether the engine bounds a container's writable layer (`--storage-opt size=`):
+    /// unknown until its first container, then remembered.
+    disk_quota: std::sync::Arc<std::sync::OnceLock<bool>>,
 }
 
 /// What `HOSTING_TEST_CONNECTION` reports for a reachable engine.
@@ -105,6 +108,7 @@ impl Engine {
         Ok(Self {
             docker,
             host: host.to_string(),
+            disk_quota: Default::default(),
         })
     }
 
@@ -117,6 +121,17 @@ impl Engine {
     /// then routed from here, so containers are reached at their own addresses.
     pub fn is_local(&self) -> bool {
         !self.host.starts_with("tcp://")
+    }
+
+    /// Whether the engine can bound a container's writable layer: `None` until it was
+    /// asked (by the first container started with a bound).
+    pub fn disk_quota(&self) -> Option<bool> {
+        self.disk_quota.get().copied()
+    }
+
+    /// Records what the engine answered to a bounded writable layer.
+    pub fn set_disk_quota(&self, supported: bool) {
+        let _ = self.disk_quota.set(supported);
     }
 
     /// The bollard client, speaking the highest API version both sides support.
@@ -135,7 +150,11 @@ impl Engine {
                 reason: "no answer within 5 s".into(),
             })?
             .map_err(|e| classify(&host, e))?;
-        Ok(Self { docker, host })
+        Ok(Self {
+            docker,
+            host,
+            disk_quota: self.disk_quota,
+        })
     }
 
     /// Pings the engine and reads its version: the "test connection" of the provider.

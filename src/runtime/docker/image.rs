@@ -120,10 +120,13 @@ async fn write_generated(app_dir: &Path, text: &str) -> std::io::Result<()> {
 
 /// Builds the image of one deployment and tags it [`image_tag`]. Each line of the engine's
 /// build output goes to `on_line`. A generated Dockerfile is written into the app folder
-/// (berth's own copy of the source) first.
+/// (berth's own copy of the source) first. `network`: where the build's `RUN` steps run
+/// (the org's network, so they meet the same firewall as its containers); the engine's
+/// default bridge when `None`.
 pub async fn build(
     engine: &Engine,
     build: &ImageBuild<'_>,
+    network: Option<&str>,
     on_line: &mut (dyn FnMut(String) + Send),
 ) -> Result<String, BuildError> {
     let ImageBuild {
@@ -157,7 +160,11 @@ pub async fn build(
         (LABEL_SITE, who.site),
         (LABEL_DEPLOYMENT, who.deployment_id),
     ]);
-    let options = BuildImageOptionsBuilder::default()
+    let mut options = BuildImageOptionsBuilder::default();
+    if let Some(network) = network {
+        options = options.networkmode(network);
+    }
+    let options = options
         .dockerfile(dockerfile_name)
         .t(&tag)
         .rm(true)

@@ -73,6 +73,10 @@ pub struct DockerSettings {
     pub cpus: f64,
     /// Process limit per container.
     pub pids_limit: i64,
+    /// Writable space per container, MiB: its writable layer (the engine's
+    /// `--storage-opt size=` where its storage driver supports it, else a watchdog) and,
+    /// apart from it, a `/tmp` in memory of `memory_mb`.
+    pub disk_mb: u64,
     /// Images kept per site; older ones are removed after each deploy.
     pub keep_images: usize,
     /// Scale to zero pauses an idle container (no CPU, memory kept) so the next request
@@ -89,6 +93,7 @@ impl Default for DockerSettings {
             memory_mb: 512,
             cpus: 1.0,
             pids_limit: 256,
+            disk_mb: 1024,
             keep_images: 5,
             keep_paused_seconds: 600,
         }
@@ -113,6 +118,9 @@ impl DockerSettings {
                 "pids_limit must be between 16 and 1000000, got {}",
                 self.pids_limit
             ));
+        }
+        if !(16..=1024 * 1024).contains(&self.disk_mb) {
+            return Err(format!("disk_mb must be between 16 and 1048576, got {}", self.disk_mb));
         }
         if !(1..=1000).contains(&self.keep_images) {
             return Err(format!(
@@ -221,7 +229,15 @@ impl DockerProvider {
         on_line: &mut (dyn FnMut(String) + Send),
     ) -> Result<String, BuildError> {
         let engine = self.engine(&settings.host).await?;
-        let tag = image::build(&engine, build, on_line).await?;
+        // On a local engine the org's bridge is under berth's firewall: build steps get
+        // the same reach as the org's containers (public internet and DNS only).
+        let network = if engine.is_local() {
+            container::ensure_network(&engine, &self.owner, build.who.org).await?;
+            Some(container::network_name(build.who.org))
+        } else {
+            None
+        };
+        let tag = image::build(&engine, build, network.as_deref(), on_line).await?;
         let who = &build.who;
         let mut protected = in_use.to_vec();
         protected.push(tag.clone());
@@ -373,6 +389,7 @@ impl Provider for DockerProvider {
             memory_mb: spec.size.memory_mb.unwrap_or(settings.memory_mb),
             cpus: spec.size.cpus.unwrap_or(settings.cpus),
             pids_limit: settings.pids_limit,
+            disk_mb: settings.disk_mb,
         };
         if engine.is_local() && self.shield.is_active() {
             let network = container::ensure_network(&engine, &self.owner, &spec.org)

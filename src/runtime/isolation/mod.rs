@@ -4,7 +4,8 @@
 //! (`network`) and control groups with memory, CPU and process limits (`cgroup`). An app
 //! instance also gets a writable layer of bounded size over its deployment's folder
 //! (`layer`): what it writes lives there and goes with the instance, and the deployment's
-//! own files never change.
+//! own files never change. A deployment's build steps write on a disk of bounded size
+//! (`build_disk`) whose result becomes the deployment's folder.
 //!
 //! Slots are numbered host-wide: a lock file per slot under `/run/berth/slots` (holding
 //! the owner's pid) keeps two berth servers on one machine from using the same
@@ -15,6 +16,7 @@
 //! root, a missing piece (iptables, cgroups) fails every start with the reason instead
 //! of running apps unconfined.
 
+pub mod build_disk;
 pub mod cgroup;
 pub mod layer;
 pub mod network;
@@ -54,6 +56,10 @@ pub struct IsolationSettings {
     pub build: Limits,
     /// Size of each app instance's writable layer over its folder, in bytes.
     pub app_disk_bytes: u64,
+    /// Size of each deployment's build disk, in bytes.
+    pub build_disk_bytes: u64,
+    /// Where build disks are made (`DATA/builds`): on the data dir's file system.
+    pub builds_dir: PathBuf,
 }
 
 /// The machine's isolation, set up once at start.
@@ -95,7 +101,7 @@ impl Isolation {
         }
     }
 
-    async fn prepare(settings: IsolationSettings) -> Result<Ready, String> {
+    async fn prepare(mut settings: IsolationSettings) -> Result<Ready, String> {
         let cgroups = cgroup::Hierarchy::detect()?;
         cgroups.prepare()?;
         network::install_firewall(settings.subnet)
@@ -108,6 +114,7 @@ impl Isolation {
             use std::os::unix::fs::PermissionsExt as _;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
         }
+        settings.builds_dir = prepare_builds_dir(&settings.builds_dir).await?;
         let settings_slots = settings.subnet.slots();
         let ready = Ready {
             settings,
@@ -132,11 +139,12 @@ impl Isolation {
     pub fn status(&self) -> Result<String, String> {
         match self {
             Isolation::Ready(r) => Ok(format!(
-                "apps run as host users of their own, each in its own network namespace (public internet and DNS only), with {} MiB of memory, {} CPU, {} processes and {} MiB of writable space per instance",
+                "apps run as host users of their own, each in its own network namespace (public internet and DNS only), with {} MiB of memory, {} CPU, {} processes and {} MiB of writable space per instance; builds write on a disk of {} MiB",
                 r.settings.app.memory_bytes >> 20,
                 r.settings.app.cpus,
                 r.settings.app.pids,
-                r.settings.app_disk_bytes >> 20
+                r.settings.app_disk_bytes >> 20,
+                r.settings.build_disk_bytes >> 20
             )),
             Isolation::Off(why) | Isolation::Broken(why) => Err(why.clone()),
         }
@@ -149,6 +157,26 @@ impl Isolation {
             SlotKind::App => r.settings.app,
             SlotKind::Build => r.settings.build,
         })
+    }
+
+    /// A disk of `--build-disk-mb` for a deployment's build steps, holding a copy of
+    /// `source` (the deployment's folder, already the site's); run the steps in its
+    /// [`build_disk::BuildDisk::app_dir`] and finish it to make the result the folder.
+    /// `Ok(None)`: isolation is off here, build in `source` itself.
+    pub async fn build_disk(
+        &self,
+        deployment_id: &str,
+        source: &Path,
+    ) -> Result<Option<build_disk::BuildDisk>, String> {
+        let ready = match self {
+            Isolation::Off(_) => return Ok(None),
+            Isolation::Broken(why) => return Err(format!("apps cannot be isolated on this server: {why}")),
+            Isolation::Ready(r) => r,
+        };
+        let settings = &ready.settings;
+        build_disk::BuildDisk::create(&settings.builds_dir, deployment_id, source, settings.build_disk_bytes)
+            .await
+            .map(Some)
     }
 
     /// The uid of a site, from its sequence number; an error when the range is used up.
@@ -368,6 +396,31 @@ impl Drop for Slot {
 
 fn lock_file(index: u32) -> PathBuf {
     Path::new(SLOTS_DIR).join(index.to_string())
+}
+
+/// Makes the folder of build disks (traversable: each site's uid passes through it to
+/// its build), removes what a crash left there and checks that disks can be made;
+/// returns its real path.
+async fn prepare_builds_dir(dir: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let left = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || build_disk::remove_leftovers(&dir)
+    })
+    .await
+    .unwrap_or(0);
+    if left > 0 {
+        tracing::info!(
+            disks = left,
+            "removed build disks left by a berth that stopped mid-build"
+        );
+    }
+    build_disk::probe(&dir).await?;
+    Ok(dir)
 }
 
 /// Removes slots whose owner process is gone; returns how many.

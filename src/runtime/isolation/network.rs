@@ -137,6 +137,17 @@ pub async fn install_firewall(subnet: AppSubnet) -> Result<(), String> {
             run("iptables", &["-w", "-t", table, "-I", chain, "1", "-j", target]).await?;
         }
     }
+    // Docker's FORWARD rules accept whatever leaves its bridges, and a dockerd started
+    // after berth puts them above berth's jump. DOCKER-USER comes before all of them (and
+    // Docker never changes it): org bridges (`bthd…`) meet berth's rules first whatever
+    // started first. Made here if dockerd has not made it yet; it keeps it.
+    let _ = run("iptables", &["-w", "-N", "DOCKER-USER"]).await;
+    if run("iptables", &["-w", "-C", "DOCKER-USER", "-j", "BERTH-FWD"])
+        .await
+        .is_err()
+    {
+        run("iptables", &["-w", "-I", "DOCKER-USER", "1", "-j", "BERTH-FWD"]).await?;
+    }
     Ok(())
 }
 
@@ -158,9 +169,14 @@ impl Namespace {
     pub async fn create(subnet: AppSubnet, index: u32) -> Result<Namespace, String> {
         let (name, veth) = Self::names(index);
         let (host, inside) = subnet.pair(index);
-        // Leftovers of a crashed run that held this slot.
-        let _ = run("ip", &["netns", "del", &name]).await;
-        let _ = run("ip", &["link", "del", &veth]).await;
+        // Leftovers of a crashed run that held this slot (looked for first: removing one
+        // costs a process, and there usually is none).
+        if std::path::Path::new("/run/netns").join(&name).exists() {
+            let _ = run("ip", &["netns", "del", &name]).await;
+        }
+        if std::path::Path::new("/sys/class/net").join(&veth).exists() {
+            let _ = run("ip", &["link", "del", &veth]).await;
+        }
         let ns = Namespace { name, addr: inside };
         let host_side = format!(
             "netns add {n}\nlink add {veth} type veth peer name eth0 netns {n}\naddr add {host}/30 dev {veth}\nlink set {veth} up\n",
@@ -171,12 +187,10 @@ impl Namespace {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"), "1");
         let inside_setup =
             format!("addr add {inside}/30 dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via {host}\n");
-        run_with_input("ip", &["-n", &ns.name, "-batch", "-"], &inside_setup).await?;
-        let loopback_forward = "echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet && \
-             echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet && \
-             iptables -w -t nat -A PREROUTING -i eth0 -p tcp -j DNAT --to-destination 127.0.0.1";
-        let netns_flag = format!("--net={}", ns.path().display());
-        run("nsenter", &[&netns_flag, "--", "/bin/sh", "-c", loopback_forward]).await?;
+        let path = ns.path();
+        tokio::task::spawn_blocking(move || set_up_inside(&path, &inside_setup))
+            .await
+            .map_err(|e| e.to_string())??;
         Ok(ns)
     }
 
@@ -190,6 +204,73 @@ impl Namespace {
         if let Err(e) = run("ip", &["netns", "del", &self.name]).await {
             tracing::warn!(netns = %self.name, error = %e, "removing an app network namespace failed");
         }
+    }
+}
+
+/// Sets up the inside of the namespace at `netns` from a thread that joins it (and then
+/// ends, so no other work runs there): `ip_batch` (its address, loopback and route), and
+/// TCP arriving on `eth0` forwarded to its loopback (`route_localnet` and one DNAT rule).
+/// Two processes, where `ip -n` and `nsenter … sh -c` took four.
+fn set_up_inside(netns: &std::path::Path, ip_batch: &str) -> Result<(), String> {
+    let (netns, ip_batch) = (netns.to_path_buf(), ip_batch.to_string());
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&netns).map_err(|e| format!("{}: {e}", netns.display()))?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("cannot enter {}: {e}", netns.display()))?;
+        run_blocking("ip", &["-batch", "-"], &ip_batch)?;
+        // Sysctls of `net` are the calling thread's namespace's.
+        for conf in ["all", "eth0"] {
+            let path = format!("/proc/sys/net/ipv4/conf/{conf}/route_localnet");
+            std::fs::write(&path, "1").map_err(|e| format!("{path}: {e}"))?;
+        }
+        let dnat = [
+            "-w",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-i",
+            "eth0",
+            "-p",
+            "tcp",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            "127.0.0.1",
+        ];
+        run_blocking("iptables", &dnat, "")
+    })
+    .join()
+    .map_err(|_| "setting up an app network namespace failed (its thread panicked)".to_string())?
+}
+
+/// [`run_with_input`] for a blocking thread: the child is forked from it, so it starts in
+/// that thread's namespaces.
+fn run_blocking(program: &str, args: &[&str], input: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| format!("{program}: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
