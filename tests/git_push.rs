@@ -372,7 +372,7 @@ async fn the_cli_creates_repos_and_hands_out_tokens() {
     push(work.path(), &[creds["push_url"].as_str().unwrap(), "HEAD:main"]);
     let out = server.cli(&["repo", "token", "nope"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("HOSTING_CREATE_REPO"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`berth repo create NAME`"));
     // Tokens are stored hashed: the database never holds one.
     let token = creds["token"].as_str().unwrap();
     for file in ["berth.db", "berth.db-wal"] {
