@@ -334,6 +334,7 @@ async fn upload(
 struct ListDeploymentsQuery {
     environment: Option<String>,
     limit: Option<u32>,
+    cursor: Option<String>,
 }
 
 async fn list_deployments(
@@ -349,6 +350,7 @@ async fn list_deployments(
                 site,
                 environment: q.environment,
                 limit: q.limit,
+                cursor: q.cursor,
             },
         )
         .await?,

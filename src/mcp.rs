@@ -299,7 +299,7 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_LIST_DEPLOYMENTS",
-        description = "List a site's deployments, newest first: id, status, commit, environment, created_at, url.",
+        description = "List a site's deployments, newest first, a page at a time (limit: default 20, at most 100; pass next_cursor back as cursor): id, status, commit, environment, created_at, url. Each environment keeps its newest kept_per_environment finished deployments; older ones are removed.",
         output_schema = schema_for_output::<DeploymentList>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
@@ -310,12 +310,18 @@ impl BerthMcp {
     ) -> ToolResult<DeploymentList> {
         let actor = actor_of(&ctx)?;
         let list = self.service.list_deployments(&actor, &input).await?;
-        let summary = list
+        let mut summary = list
             .deployments
             .iter()
             .map(|d| format!("{} {} {}", d.id, d.status.as_str(), d.created_at))
             .collect::<Vec<_>>()
             .join("\n");
+        if let Some(cursor) = &list.next_cursor {
+            summary.push_str(&format!(
+                "\nolder: HOSTING_LIST_DEPLOYMENTS {{\"site\": \"{}\", \"cursor\": \"{cursor}\"}}",
+                input.site
+            ));
+        }
         reply(
             if summary.is_empty() {
                 "no deployments yet".into()

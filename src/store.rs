@@ -573,15 +573,33 @@ pub async fn list_deployments(
     environment_id: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<DeploymentRow>> {
+    list_deployments_before(db, site_id, environment_id, None, limit).await
+}
+
+/// [`list_deployments`] older than `before` (a deployment's `created_at` and id): the
+/// next page.
+pub async fn list_deployments_before(
+    db: impl SqliteExecutor<'_>,
+    site_id: &str,
+    environment_id: Option<&str>,
+    before: Option<(i64, &str)>,
+    limit: i64,
+) -> sqlx::Result<Vec<DeploymentRow>> {
+    let (at, id) = before.unwrap_or((i64::MAX, ""));
     sqlx::query_as(concat!(
         "SELECT ",
         deployment_columns!(),
         " FROM deployments WHERE site_id = ? AND (? IS NULL OR environment_id = ?) \
+           AND (created_at < ? OR (created_at = ? AND id < ?) OR ? = '') \
          ORDER BY created_at DESC, id DESC LIMIT ?"
     ))
     .bind(site_id)
     .bind(environment_id)
     .bind(environment_id)
+    .bind(at)
+    .bind(at)
+    .bind(id)
+    .bind(id)
     .bind(limit)
     .fetch_all(db)
     .await

@@ -72,3 +72,43 @@ async fn sites_page_by_name_with_a_cursor_and_a_filter() {
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed["sites"].as_array().unwrap().len(), count);
 }
+
+#[tokio::test]
+async fn deployments_page_newest_first_with_a_cursor() {
+    let server = TestServer::start().await;
+    let repo = app(&[("index.html", "v")]);
+    git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    let (_, out) = server
+        .post("/api/sites", &json!({"name": "pages", "repo": url, "wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let mut ids = vec![out["deployment"]["id"].as_str().unwrap().to_string()];
+    for _ in 0..4 {
+        let (_, out) = server.post("/api/sites/pages/deploy", &json!({"wait": true})).await;
+        ids.push(out["deployment"]["id"].as_str().unwrap().to_string());
+    }
+    ids.reverse(); // newest first
+    let mut seen = Vec::new();
+    let mut path = "/api/sites/pages/deployments?limit=2".to_string();
+    for _ in 0..5 {
+        let (status, page) = server.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page["deployments"].as_array().unwrap().len() <= 2);
+        seen.extend(
+            page["deployments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/sites/pages/deployments?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every deployment once, newest first");
+    let (status, out) = server.get("/api/sites/pages/deployments?cursor=garbage").await;
+    assert_eq!(status, 400, "{out}");
+    assert_eq!(out["error"]["field"], "cursor", "{out}");
+}

@@ -718,8 +718,32 @@ impl Service {
             Some(name) => Some(self.find_environment(&site, name).await?.id),
             None => None,
         };
-        let limit = i64::from(input.limit.unwrap_or(20).clamp(1, 100));
-        let rows = store::list_deployments(self.platform.store.pool(), &site.id, env_id.as_deref(), limit).await?;
+        let limit = input.limit.unwrap_or(20).clamp(1, 100) as usize;
+        // The cursor is the last deployment of the previous page: "<created_at ms>.<id>".
+        let before = match input.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => Some(
+                c.split_once('.')
+                    .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id)))
+                    .filter(|(_, id)| id.starts_with("dpl_") && id.len() <= 64)
+                    .ok_or_else(|| {
+                        ServiceError::invalid("cursor", "not a cursor of this list; pass next_cursor as it was given")
+                    })?,
+            ),
+        };
+        let mut rows = store::list_deployments_before(
+            self.platform.store.pool(),
+            &site.id,
+            env_id.as_deref(),
+            before,
+            limit as i64 + 1,
+        )
+        .await?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_cursor = more
+            .then(|| rows.last().map(|d| format!("{}.{}", d.created_at, d.id)))
+            .flatten();
         let mut deployments = Vec::with_capacity(rows.len());
         for d in &rows {
             deployments.push(self.deployment_info(d).await?);
@@ -727,6 +751,7 @@ impl Service {
         Ok(DeploymentList {
             deployments,
             kept_per_environment: self.platform.config.keep_deployments,
+            next_cursor,
         })
     }
 

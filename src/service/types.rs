@@ -493,6 +493,9 @@ pub struct ListDeploymentsInput {
     /// At most this many (default 20, max 100).
     #[serde(default)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page; omit for the newest.
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// `HOSTING_LIST_DEPLOYMENTS` result.
@@ -504,6 +507,9 @@ pub struct DeploymentList {
     /// environment serves): all of them can be promoted or rolled back to. Older ones are
     /// removed with their files and logs (server setting `--keep-deployments`).
     pub kept_per_environment: u64,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Names a deployment.

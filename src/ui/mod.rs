@@ -598,6 +598,7 @@ async fn render_tab(
                 site: site.to_string(),
                 environment: None,
                 limit: Some(50),
+                cursor: None,
             };
             match state.service.list_deployments(&s.actor, &input).await {
                 Ok(l) => views::deployments(s, &detail, &l.deployments),
