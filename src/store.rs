@@ -227,18 +227,6 @@ pub async fn get_site_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Resu
         .await
 }
 
-/// All sites of an org, by name.
-pub async fn list_sites(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<SiteRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        site_columns!(),
-        " FROM sites WHERE org_id = ? ORDER BY name"
-    ))
-    .bind(org_id)
-    .fetch_all(db)
-    .await
-}
-
 /// One page of an org's sites by name: those after `after` whose name contains `search`
 /// (both may be empty), at most `limit`.
 pub async fn list_sites_page(

@@ -66,6 +66,12 @@ async fn sites_page_by_name_with_a_cursor_and_a_filter() {
     assert_eq!(status, 400, "{out}");
     assert_eq!(out["error"]["field"], "cursor", "{out}");
 
+    // A missing site's error names a few sites, not all of them.
+    let (status, out) = server.get("/api/sites/no-such-site").await;
+    assert_eq!(status, 404, "{out}");
+    let message = out["error"]["message"].as_str().unwrap();
+    assert!(message.contains("site-0009 and 240 more"), "{message}");
+
     // The CLI follows every page.
     let out = server.cli(&["sites", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -895,14 +895,23 @@ impl Service {
         {
             return Ok(site);
         }
-        let names: Vec<String> = store::list_sites(pool, &actor.org_id)
+        // A few names, never the whole org's list: an error stays small at any size.
+        const SHOWN: usize = 10;
+        let names: Vec<String> = store::list_sites_page(pool, &actor.org_id, "", "", SHOWN as i64)
             .await?
             .into_iter()
             .map(|s| s.name)
             .collect();
+        let total = store::count_sites(pool, &actor.org_id, "").await? as usize;
         let shown = name.chars().take(80).collect::<String>();
         Err(ServiceError::not_found(if names.is_empty() {
             format!("no site '{shown}'; this org has no sites yet: create one with HOSTING_CREATE_SITE")
+        } else if total > names.len() {
+            format!(
+                "no site '{shown}'; sites: {} and {} more (HOSTING_LIST_SITES with name_contains finds one)",
+                names.join(", "),
+                total - names.len()
+            )
         } else {
             format!("no site '{shown}'; sites: {}", names.join(", "))
         }))
