@@ -310,6 +310,7 @@ async fn build_and_start(
             plan,
             notes: Vec::new(),
             package_manager: None,
+            toolchain: Vec::new(),
         })
     } else {
         berth_build::detect::detect_explained(&dir, &settings)
@@ -328,6 +329,10 @@ async fn build_and_start(
     );
     for note in detection.notes {
         platform.log(id, "build", "system", note);
+    }
+    // The language versions the app asks for, against the server's (an image brings its own).
+    if !docker::builds_image(&site.provider, &plan) {
+        check_toolchains(platform, id, &detection.toolchain).await?;
     }
 
     // 3. Build: an image on docker, else the steps under the build timeouts and the sandbox.
@@ -708,6 +713,54 @@ async fn build_image(
     let tag = built.map_err(|e| StageFailure::from(e.to_string()))?;
     platform.log(id, "build", "system", format!("built image {tag}"));
     Ok(())
+}
+
+/// Logs how each language version the app asks for compares with the server's, and fails
+/// when the app's own constraint excludes it (see `berth_build::detect::toolchain`).
+async fn check_toolchains(
+    platform: &Platform,
+    id: &str,
+    requests: &[berth_build::detect::toolchain::Request],
+) -> Result<(), StageFailure> {
+    use berth_build::detect::toolchain::{self, Tool, Verdict};
+    for request in requests {
+        let Some(available) = server_version(request.tool).await else {
+            continue;
+        };
+        match toolchain::check(request, &available) {
+            Verdict::Fits(note) => platform.log(id, "build", "system", note),
+            Verdict::Nearest(note) => platform.log(id, "build", "system", format!("note: {note}")),
+            Verdict::Excluded(error) => return Err(error.into()),
+        }
+    }
+    return Ok(());
+
+    /// The server's version of `tool`, asked once per run of berth.
+    async fn server_version(tool: Tool) -> Option<String> {
+        static NODE: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
+        static PYTHON: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
+        let (cell, program) = match tool {
+            Tool::Node => (&NODE, "node"),
+            Tool::Python => (&PYTHON, "python3"),
+        };
+        cell.get_or_init(|| async move {
+            let out = tokio::process::Command::new(program)
+                .arg("--version")
+                .output()
+                .await
+                .ok()?;
+            let text = String::from_utf8_lossy(if out.stdout.is_empty() {
+                &out.stderr
+            } else {
+                &out.stdout
+            })
+            .trim()
+            .to_string();
+            (out.status.success() && !text.is_empty()).then_some(text)
+        })
+        .await
+        .clone()
+    }
 }
 
 #[cfg(test)]

@@ -473,3 +473,51 @@ async fn an_app_on_a_fixed_port_goes_live_there_with_a_warning() {
     assert!(!log.contains(&host.local_addr().unwrap().port().to_string()), "{log}");
     assert!(log.contains("healthy on port 3000"), "{log}");
 }
+
+#[tokio::test]
+async fn the_node_version_an_app_asks_for_is_checked_against_the_servers() {
+    let server = TestServer::start().await;
+    let server_js = "require('http').createServer((q, r) => r.end('ok')).listen(process.env.PORT);";
+    // A pin the server cannot match is a note; the build goes on.
+    let pinned = app(&[
+        ("package.json", r#"{"name":"p","scripts":{"start":"node server.js"}}"#),
+        (".nvmrc", "v4.9.1\n"),
+        ("server.js", server_js),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "pinned", "repo": s(pinned.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let log = server
+        .deployment_log(out["deployment"]["id"].as_str().unwrap(), "build")
+        .await;
+    assert!(
+        log.contains("note: node 4.9.1 (.nvmrc) asked for; this server has"),
+        "{log}"
+    );
+
+    // An engines range that excludes the server's node fails at once, naming both.
+    let excluded = app(&[
+        (
+            "package.json",
+            r#"{"name":"e","engines":{"node":">=99"},"scripts":{"start":"node server.js"}}"#,
+        ),
+        ("server.js", server_js),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "excluded", "repo": s(excluded.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("node >=99 (package.json engines.node), which excludes")
+            && error.contains("relax the constraint"),
+        "{error}"
+    );
+}

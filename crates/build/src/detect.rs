@@ -53,6 +53,7 @@ pub mod node;
 mod platform_files;
 mod python;
 mod toml_lite;
+pub mod toolchain;
 
 pub use platform_files::BERTH_TOML;
 
@@ -301,6 +302,8 @@ pub struct Detection {
     /// ("pnpm@9", or package.json's `packageManager` value); berth caches
     /// its download per site under this name.
     pub package_manager: Option<String>,
+    /// The language versions the app asks for, to check against the server's.
+    pub toolchain: Vec<toolchain::Request>,
 }
 
 /// Detects how to build and serve the project at `source`.
@@ -446,6 +449,7 @@ pub fn detect_explained(source: &Path, settings: &BuildSettings) -> Result<Detec
         },
         notes,
         package_manager,
+        toolchain: toolchain::requests(&files, pack == BuildPack::Node, pack == BuildPack::Python),
     })
 }
 
