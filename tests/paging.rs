@@ -118,3 +118,31 @@ async fn deployments_page_newest_first_with_a_cursor() {
     assert_eq!(status, 400, "{out}");
     assert_eq!(out["error"]["field"], "cursor", "{out}");
 }
+
+#[tokio::test]
+async fn a_site_has_at_most_a_hundred_environments() {
+    let server = TestServer::start().await;
+    let (status, out) = server
+        .post("/api/sites", &json!({"name": "many", "deploy": false}))
+        .await;
+    assert_eq!(status, 201, "{out}");
+    for i in 1..100 {
+        let (status, out) = server
+            .post("/api/sites/many/environments", &json!({"name": format!("pr-{i}")}))
+            .await;
+        assert_eq!(status, 201, "{out}");
+    }
+    let (status, out) = server
+        .post("/api/sites/many/environments", &json!({"name": "pr-100"}))
+        .await;
+    assert_eq!(status, 409, "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the most a site may have"),
+        "{out}"
+    );
+    let (_, list) = server.get("/api/sites/many/environments").await;
+    assert_eq!(list["environments"].as_array().unwrap().len(), 100);
+}

@@ -8,8 +8,11 @@ use crate::util::new_id;
 
 use super::*;
 
+/// Environments a site may have (production included): every listing of them is bounded.
+pub const MAX_ENVIRONMENTS_PER_SITE: usize = 100;
+
 impl Service {
-    /// `HOSTING_LIST_ENVIRONMENTS`.
+    /// `HOSTING_LIST_ENVIRONMENTS`: all of them (at most [`MAX_ENVIRONMENTS_PER_SITE`]).
     pub async fn list_environments(&self, actor: &Actor, site: &str) -> ServiceResult<EnvironmentList> {
         let site = self.find_site(actor, site).await?;
         let mut environments = Vec::new();
@@ -59,6 +62,13 @@ impl Service {
         let site = self.find_site(actor, &input.site).await?;
         validate_environment_name(&input.name, &site.name)?;
         let pool = self.platform.store.pool();
+        // Bounded, so a site's listings and a push storm of branches stay small.
+        if store::list_environments(pool, &site.id).await?.len() >= MAX_ENVIRONMENTS_PER_SITE {
+            return Err(ServiceError::conflict(format!(
+                "site '{}' has {MAX_ENVIRONMENTS_PER_SITE} environments, the most a site may have; delete previews it no longer needs with HOSTING_DELETE_ENVIRONMENT (or delete their branches)",
+                site.name
+            )));
+        }
         if store::get_environment(pool, &site.id, &input.name).await?.is_some() {
             return Err(ServiceError::conflict(format!(
                 "site '{}' already has an environment '{}'; deploy to it with HOSTING_DEPLOY {{\"site\": \"{}\", \"environment\": \"{}\"}}",

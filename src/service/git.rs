@@ -648,12 +648,18 @@ impl Service {
             .into_iter()
             .map(|r| r.name)
             .collect();
+        // A few names, never all of them: the error stays small however many there are.
+        const SHOWN: usize = 10;
+        let more = match names.len().saturating_sub(SHOWN) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         Err(ServiceError::not_found(if names.is_empty() {
             format!("no repository '{name}'; this org has none yet: create one with HOSTING_CREATE_REPO")
         } else {
             format!(
-                "no repository '{name}'; repositories: {}; create one with HOSTING_CREATE_REPO",
-                names.join(", ")
+                "no repository '{name}'; repositories: {}{more}; create one with HOSTING_CREATE_REPO",
+                names[..names.len().min(SHOWN)].join(", ")
             )
         }))
     }
