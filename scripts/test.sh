@@ -11,6 +11,7 @@ command -v openssl >/dev/null || missing+=(openssl)
 # App isolation: network namespaces, the host firewall, user and namespace switching.
 command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
+command -v nft >/dev/null || missing+=(nftables)
 command -v setpriv >/dev/null || missing+=(util-linux)
 # Build disks: a sparse file formatted ext4 and loop-mounted per build.
 PATH="$PATH:/usr/sbin:/sbin" command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)

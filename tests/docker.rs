@@ -1031,6 +1031,17 @@ async fn a_container_and_an_image_build_reach_the_internet_but_not_private_range
             "the container reached {what} at {host}:{port}: {got}"
         );
     }
+    // dockerd deletes and re-inserts its `FORWARD -j DOCKER-USER` jump whenever a network
+    // is created (any org's first deploy); for that moment Docker's own accept rules for
+    // every bridge come first. The policy must hold then too. (This test runs alone, so
+    // taking the jump out for one probe touches no other test.)
+    sh("iptables -w -D FORWARD -j DOCKER-USER");
+    let got = fetch("10.99.77.10", 8000);
+    sh("iptables -w -I FORWARD -j DOCKER-USER");
+    assert!(
+        got.contains("unreachable") && !got.contains("200 OK"),
+        "while dockerd re-inserts its DOCKER-USER jump, the container reached a private range: {got}"
+    );
     // The edge is the way in, for everyone.
     assert_eq!(
         server.edge("neighbour.localhost", "/").await,

@@ -118,6 +118,56 @@ pub fn firewall_rules(subnet: AppSubnet, resolvers: &[Ipv4Addr]) -> String {
     r
 }
 
+/// The same egress policy as an nftables table of berth's own, on the forward hook just
+/// before iptables' filter chains (priority -1). dockerd deletes and re-inserts its
+/// `FORWARD -j DOCKER-USER` jump whenever a network is created; for that moment its own
+/// accept rules for every bridge come first, and berth's iptables chains would be skipped.
+/// Nothing else writes this table, so its order never changes. A drop or reject here is
+/// final; an accept only ends this chain, and the iptables rules still apply after it.
+/// Replaced whole in one transaction.
+pub fn guard_rules(subnet: AppSubnet, resolvers: &[Ipv4Addr]) -> String {
+    let blocked = std::iter::once(subnet.to_string())
+        .chain(BLOCKED_RANGES.iter().map(|r| r.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut r = String::from(
+        "table ip berth_guard {}
+delete table ip berth_guard
+table ip berth_guard {
+",
+    );
+    r += "  chain egress {
+";
+    r += "    ct state established,related accept
+";
+    if !resolvers.is_empty() {
+        let list = resolvers.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(", ");
+        r += &format!(
+            "    ip daddr {{ {list} }} meta l4proto {{ tcp, udp }} th dport 53 accept
+"
+        );
+    }
+    r += &format!(
+        "    ip daddr {{ {blocked} }} reject with icmp type net-prohibited
+"
+    );
+    r += "  }
+";
+    r += "  chain forward {
+    type filter hook forward priority -1; policy accept;
+";
+    r += "    iifname \"bth*\" jump egress
+";
+    r += "    oifname \"bth*\" ct state established,related accept
+";
+    r += "    oifname \"bth*\" drop
+";
+    r += "  }
+}
+";
+    r
+}
+
 /// Puts the firewall in place (idempotent; shared by every berth on the machine).
 pub async fn install_firewall(subnet: AppSubnet) -> Result<(), String> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
@@ -148,6 +198,10 @@ pub async fn install_firewall(subnet: AppSubnet) -> Result<(), String> {
     {
         run("iptables", &["-w", "-I", "DOCKER-USER", "1", "-j", "BERTH-FWD"]).await?;
     }
+    // The same policy where Docker cannot reorder it (see `guard_rules`).
+    run_with_input("nft", &["-f", "-"], &guard_rules(subnet, &host_resolvers()))
+        .await
+        .map_err(|e| format!("{e}; install nftables (the nft command)"))?;
     Ok(())
 }
 
