@@ -244,10 +244,15 @@ async fn cancelling_a_build_kills_it_and_keeps_production() {
         .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["status"], "cancelled", "{out}");
-    // Killed at once; on a loaded machine the kernel may take a moment to reap them.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_matching("sleep 300").is_empty() {
-        assert!(Instant::now() < deadline, "the build's processes are gone");
+    // Gone well before the step's 300 s. Alone this takes milliseconds; under the full
+    // suite's load it once took over 10 s (unexplained, see the notes of issue 13).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = processes_matching("sleep 300");
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the build's processes are gone: {left:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(server.edge("calm.localhost", "/").await.1, "stable");
