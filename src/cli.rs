@@ -142,17 +142,7 @@ pub struct BuildSettingsArgs {
 }
 
 /// Settings `--clear` accepts.
-const CLEARABLE: [&str; 9] = [
-    "build_pack",
-    "install_command",
-    "build_command",
-    "start_command",
-    "output_dir",
-    "root_dir",
-    "port",
-    "health_check_path",
-    "branch",
-];
+const CLEARABLE: [&str; 9] = crate::service::CLEARABLE_SETTINGS;
 
 impl BuildSettingsArgs {
     /// The settings as a JSON object: given flags as values, `--clear` ones as null.

@@ -158,6 +158,20 @@ impl BuildSettingsChange {
     }
 }
 
+/// The settings `HOSTING_UPDATE_SITE` clears with `null`, in the order they are listed to
+/// users: the build settings, then `branch` (git sites only).
+pub const CLEARABLE_SETTINGS: [&str; 9] = [
+    "build_pack",
+    "install_command",
+    "build_command",
+    "start_command",
+    "output_dir",
+    "root_dir",
+    "port",
+    "health_check_path",
+    "branch",
+];
+
 /// `HOSTING_UPDATE_SITE` arguments: absent fields are unchanged; `null` clears a build
 /// setting back to detection. Changes apply at the next deploy.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]

@@ -687,7 +687,7 @@ async fn render_tab(
             && matches!(tab, Tab::Environments | Tab::Settings)
             && n.field.as_deref().is_some_and(|f| {
                 matches!(f, "env_name" | "env_branch" | "var_name" | "var_value" | "confirm")
-                    || (tab == Tab::Settings && views::BUILD_SETTING_FIELDS.contains(&f))
+                    || (tab == Tab::Settings && views::is_build_setting_field(f))
             }))
     });
     html(status, views::site_shell(s, &detail, tab, top.as_ref(), content))

@@ -530,7 +530,7 @@ pub fn create_site(session: &Session, f: &CreateSiteForm, n: Option<&Notice>) ->
                         (field_error(n, "archive"))
                     }
                 }
-                details.subsection open[settings_given || n.is_some_and(|n| n.field.as_deref().is_some_and(|x| BUILD_SETTING_FIELDS.contains(&x)))] {
+                details.subsection open[settings_given || n.is_some_and(|n| n.field.as_deref().is_some_and(is_build_setting_field))] {
                     summary { "Build settings " span.muted { "(optional: detected from the source)" } }
                     div.grid2 {
                         (build_pack_select(n, &f.build_pack))
@@ -1006,19 +1006,11 @@ pub fn settings(
     }
 }
 
-/// Names of the fields of the build settings form (service errors are shown next to them).
-pub const BUILD_SETTING_FIELDS: [&str; 10] = [
-    "build_pack",
-    "install_command",
-    "build_command",
-    "start_command",
-    "output_dir",
-    "root_dir",
-    "port",
-    "health_check_path",
-    "branch",
-    "previews",
-];
+/// Whether `field` is one of the build settings form's fields (service errors are shown
+/// next to them): every setting `HOSTING_UPDATE_SITE` can clear, and previews.
+pub fn is_build_setting_field(field: &str) -> bool {
+    field == "previews" || crate::service::CLEARABLE_SETTINGS.contains(&field)
+}
 
 /// The build pack select: "detected" or a forced pack.
 fn build_pack_select(n: Option<&Notice>, current: &str) -> Markup {
