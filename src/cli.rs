@@ -55,12 +55,22 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
-        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
+        let resp = self.request(req).await?;
+        self.read(resp).await
+    }
+
+    /// Sends a request with the API key.
+    async fn request(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        Ok(req.bearer_auth(&self.token).send().await.map_err(|e| {
             ClientError(format!(
                 "cannot reach berth at {}: {e}; is `berth serve` running? (BERTH_URL)",
                 self.base
             ))
-        })?;
+        })?)
+    }
+
+    /// A response's JSON, or the server's error in CLI words.
+    async fn read<T: DeserializeOwned>(&self, resp: reqwest::Response) -> anyhow::Result<T> {
         let status = resp.status();
         let body = resp.bytes().await?;
         if status == reqwest::StatusCode::UNAUTHORIZED {
@@ -83,6 +93,15 @@ impl Client {
     /// GET a path.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    /// GET a path; `None` when the server answers 404.
+    pub async fn get_optional<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Option<T>> {
+        let resp = self.request(self.http.get(format!("{}{path}", self.base))).await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.read(resp).await.map(Some)
     }
 
     /// DELETE a path.
@@ -280,6 +299,81 @@ pub async fn deploy(
         path.push_str(&format!("&{query}"));
     }
     let out: DeployOutput = client.post_bytes(&path, packed).await?;
+    follow_deploy(&client, out, spinner, wait, json).await
+}
+
+/// Whether `berth deploy`'s argument names a git repository rather than a folder.
+pub fn is_git_url(target: &str) -> bool {
+    let t = target.trim();
+    ["https://", "http://", "ssh://", "git://", "file://"]
+        .iter()
+        .any(|p| t.starts_with(p))
+        || (t.starts_with("git@") && t.contains(':'))
+}
+
+/// `berth deploy URL`: creates the site from the repository when it does not exist (or
+/// deploys it again when it does, with the same repository), then follows the build.
+pub async fn deploy_repo(
+    args: &ClientArgs,
+    repo: &str,
+    site: &str,
+    branch: Option<String>,
+    wait: bool,
+    settings: &BuildSettingsArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let overrides = settings.to_json(false)?;
+    let spinner = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    spinner.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    spinner.set_message(format!("asking berth to deploy {repo}"));
+    let existing: Option<SiteDetail> = client.get_optional(&format!("/api/sites/{site}")).await?;
+    let out: DeployOutput = match existing {
+        None => {
+            let mut body = overrides;
+            body.insert("name".into(), Value::String(site.to_string()));
+            body.insert("repo".into(), Value::String(repo.to_string()));
+            if let Some(branch) = branch {
+                body.insert("branch".into(), Value::String(branch));
+            }
+            let created: Value = client.post_json("/api/sites", &Value::Object(body)).await?;
+            serde_json::from_value(created).context("the server sent an unexpected response")?
+        }
+        Some(detail) => {
+            if detail.summary.source.trim() != repo.trim() {
+                bail!(
+                    "site {site} deploys from {}, not {repo}; pick another name with --site, or delete it first (`berth delete {site} --yes`)",
+                    detail.summary.source
+                );
+            }
+            let mut body = serde_json::Map::new();
+            if !overrides.is_empty() {
+                body.insert("overrides".into(), Value::Object(overrides));
+            }
+            if let Some(branch) = branch {
+                body.insert("branch".into(), Value::String(branch));
+            }
+            client
+                .post_json(&format!("/api/sites/{site}/deploy"), &Value::Object(body))
+                .await?
+        }
+    };
+    follow_deploy(&client, out, spinner, wait, json).await
+}
+
+/// Prints a queued deployment, or follows its build log until it ends.
+async fn follow_deploy(
+    client: &Client,
+    out: DeployOutput,
+    spinner: ProgressBar,
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let id = out.deployment.id.clone();
     if !wait {
         spinner.finish_and_clear();
@@ -505,6 +599,139 @@ pub async fn environments(args: &ClientArgs, site: &str, json: bool) -> anyhow::
             e.url
         );
     }
+    Ok(())
+}
+
+/// `berth environments create SITE NAME`: creates a preview environment and follows its
+/// first deployment.
+pub async fn create_environment(
+    args: &ClientArgs,
+    site: &str,
+    name: &str,
+    branch: Option<String>,
+    commit: Option<String>,
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let body = serde_json::json!({ "name": name, "branch": branch, "commit": commit });
+    let out: crate::service::EnvironmentOutput = client
+        .post_json(&format!("/api/sites/{site}/environments"), &body)
+        .await?;
+    match out.deployment {
+        Some(deployment) => {
+            if !json {
+                println!("environment {name} created; deploying {}", deployment.id);
+            }
+            let spinner = if json {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new_spinner()
+            };
+            let deploy = DeployOutput {
+                deployment,
+                url: out.environment.url.clone(),
+            };
+            follow_deploy(&client, deploy, spinner, wait, json).await
+        }
+        None if json => print_json(&out),
+        None => {
+            println!("environment {name} created: {}", out.environment.url);
+            Ok(())
+        }
+    }
+}
+
+/// `berth environments delete SITE NAME --yes`.
+pub async fn delete_environment(
+    args: &ClientArgs,
+    site: &str,
+    name: &str,
+    yes: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !yes {
+        bail!(
+            "deleting environment '{name}' of '{site}' removes its deployments and logs; run again with --yes to confirm"
+        );
+    }
+    let list: crate::service::EnvironmentList = Client::new(args)?
+        .delete(&format!("/api/sites/{site}/environments/{name}"))
+        .await?;
+    if json {
+        return print_json(&list);
+    }
+    let left: Vec<&str> = list.environments.iter().map(|e| e.name.as_str()).collect();
+    println!("deleted environment {name}; {site} has: {}", left.join(", "));
+    Ok(())
+}
+
+/// `berth scale SITE` flags; all absent shows the current scaling.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ScalingFlags {
+    /// Environment (default production).
+    pub environment: Option<String>,
+    /// `--min`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_instances: Option<i64>,
+    /// `--max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<i64>,
+    /// `--idle-timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_seconds: Option<i64>,
+    /// `--target-concurrency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_concurrency: Option<i64>,
+    /// `--memory-mb`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<i64>,
+    /// `--cpus`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+}
+
+/// `berth scale SITE [--min N --max N …]`: GET or PATCH /api/sites/{site}/scaling.
+pub async fn scale(args: &ClientArgs, site: &str, flags: &ScalingFlags, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let changing = flags.min_instances.is_some()
+        || flags.max_instances.is_some()
+        || flags.idle_timeout_seconds.is_some()
+        || flags.target_concurrency.is_some()
+        || flags.memory_mb.is_some()
+        || flags.cpus.is_some();
+    let out: crate::service::ScalingConfig = if changing {
+        client
+            .send(
+                client
+                    .http
+                    .patch(format!("{}/api/sites/{site}/scaling", client.base))
+                    .json(flags),
+            )
+            .await?
+    } else {
+        let mut path = format!("/api/sites/{site}/scaling");
+        if let Some(e) = &flags.environment {
+            path.push_str(&format!("?{}", serde_urlencoded::to_string([("environment", e)])?));
+        }
+        client.get(&path).await?
+    };
+    if json {
+        return print_json(&out);
+    }
+    let memory = out
+        .memory_mb
+        .map(|m| format!("{m} MiB"))
+        .unwrap_or_else(|| "default".into());
+    let cpus = out.cpus.map(|c| format!("{c}")).unwrap_or_else(|| "default".into());
+    println!("{} / {}", out.site, out.environment);
+    println!(
+        "  instances          {} running (min {}, max {})",
+        out.running_instances, out.min_instances, out.max_instances
+    );
+    println!("  idle timeout       {} s", out.idle_timeout_seconds);
+    println!("  target concurrency {}", out.target_concurrency);
+    println!("  memory / cpus      {memory} / {cpus}");
     Ok(())
 }
 
@@ -873,8 +1100,42 @@ pub fn site_name_for(dir: &Path, json: bool) -> anyhow::Result<String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let Some(name) = site_label(&folder) else {
+        bail!(
+            "cannot make a site name from the folder '{}'; pass one with --site NAME (lowercase letters, digits and '-')",
+            real.display()
+        );
+    };
+    if !json {
+        eprintln!("site: {name} (the folder's name; --site NAME picks another)");
+    }
+    Ok(name)
+}
+
+/// The site name a git URL suggests (its last path segment without `.git`).
+pub fn site_name_for_repo(url: &str, json: bool) -> anyhow::Result<String> {
+    let last = url
+        .trim()
+        .trim_end_matches('/')
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    let Some(name) = site_label(last.strip_suffix(".git").unwrap_or(last)) else {
+        bail!(
+            "cannot make a site name from the repository '{url}'; pass one with --site NAME (lowercase letters, digits and '-')"
+        );
+    };
+    if !json {
+        eprintln!("site: {name} (the repository's name; --site NAME picks another)");
+    }
+    Ok(name)
+}
+
+/// A site name made of a folder's or repository's name: lowercase letters and digits,
+/// anything else as one '-'; `None` when nothing valid is left.
+fn site_label(raw: &str) -> Option<String> {
     let mut name = String::new();
-    for c in folder.chars() {
+    for c in raw.chars() {
         match c.to_ascii_lowercase() {
             c @ ('a'..='z' | '0'..='9') => name.push(c),
             _ if !name.ends_with('-') => name.push('-'),
@@ -883,16 +1144,7 @@ pub fn site_name_for(dir: &Path, json: bool) -> anyhow::Result<String> {
     }
     let name: String = name.trim_matches('-').chars().take(63).collect();
     let name = name.trim_end_matches('-').to_string();
-    if crate::model::validate_site_name(&name).is_err() {
-        bail!(
-            "cannot make a site name from the folder '{}'; pass one with --site NAME (lowercase letters, digits and '-')",
-            real.display()
-        );
-    }
-    if !json {
-        eprintln!("site: {name} (the folder's name; --site NAME picks another)");
-    }
-    Ok(name)
+    crate::model::validate_site_name(&name).is_ok().then_some(name)
 }
 
 #[cfg(test)]
@@ -918,6 +1170,28 @@ mod site_name_tests {
         let err = site_name_for(&dir, true).unwrap_err().to_string();
         assert!(err.contains("--site NAME"), "{err}");
         assert!(site_name_for(Path::new("/"), true).is_err());
+    }
+
+    #[test]
+    fn repository_urls_name_their_site_and_folders_are_not_urls() {
+        use super::{is_git_url, site_name_for_repo};
+        for (url, want) in [
+            ("https://github.com/vercel/Next.js-Example.git", "next-js-example"),
+            ("https://github.com/acme/shop/", "shop"),
+            ("git@github.com:acme/api.git", "api"),
+            ("ssh://git@host:22/srv/My_Repo", "my-repo"),
+            ("file:///srv/git/blog.git", "blog"),
+        ] {
+            assert!(is_git_url(url), "{url}");
+            assert_eq!(site_name_for_repo(url, true).unwrap(), want, "{url}");
+        }
+        for not_url in [".", "./my-app", "/srv/app", "git@nohost", "C:/app"] {
+            assert!(!is_git_url(not_url), "{not_url}");
+        }
+        let err = site_name_for_repo("https://example.com/___.git", true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--site NAME"), "{err}");
     }
 }
 

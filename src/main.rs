@@ -21,14 +21,18 @@ struct Cli {
 enum Command {
     /// Run the control plane (API, MCP, dashboard) and the edge proxy.
     Serve(Box<ServeConfig>),
-    /// Deploy a folder: pack it (honouring .gitignore), upload, follow the build, print the URL.
+    /// Deploy a folder (packed honouring .gitignore and uploaded) or a git repository URL
+    /// (cloned by the server), follow the build, print the URL.
     Deploy {
-        /// The app folder.
+        /// The app folder, or a git URL (https://…, ssh://…, git@host:path, file://…).
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// Site name (created if it does not exist); default: the folder's name.
+        /// Site name (created if it does not exist); default: the folder's or repository's name.
         #[arg(long)]
         site: Option<String>,
+        /// Branch to deploy (git URLs; default: the site's branch, or the repository's default).
+        #[arg(long)]
+        branch: Option<String>,
         /// Return once queued instead of following the build.
         #[arg(long)]
         no_wait: bool,
@@ -77,10 +81,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List a site's environments (production and previews).
+    /// List a site's environments (production and previews), or create or delete one:
+    /// `berth environments create SITE staging --branch staging`.
+    #[command(args_conflicts_with_subcommands = true)]
     Environments {
+        #[command(subcommand)]
+        action: Option<EnvironmentsCommand>,
+        /// Site name (to list its environments).
+        site: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or change how an environment scales: `berth scale SITE --min 1 --max 3`.
+    Scale {
         /// Site name.
         site: String,
+        /// Environment (default production).
+        #[arg(long)]
+        environment: Option<String>,
+        /// Instances kept running however quiet it is (0 sleeps when idle).
+        #[arg(long)]
+        min: Option<i64>,
+        /// Most instances; above 1 the environment scales out on concurrency.
+        #[arg(long)]
+        max: Option<i64>,
+        /// Seconds without requests before an environment with --min 0 sleeps.
+        #[arg(long)]
+        idle_timeout: Option<i64>,
+        /// In-flight requests per instance to aim for.
+        #[arg(long)]
+        target_concurrency: Option<i64>,
+        /// Memory of each instance in MiB (0 = the server's default).
+        #[arg(long)]
+        memory_mb: Option<i64>,
+        /// CPU of each instance in cores (0 = the server's default).
+        #[arg(long)]
+        cpus: Option<f64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -218,6 +255,50 @@ enum SitesCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum EnvironmentsCommand {
+    /// List a site's environments.
+    List {
+        /// Site name.
+        site: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an environment (a preview) and deploy into it.
+    Create {
+        /// Site name.
+        site: String,
+        /// Environment name (a DNS label).
+        name: String,
+        /// Branch to deploy into it (git sites).
+        #[arg(long)]
+        branch: Option<String>,
+        /// Exact commit to deploy into it (git sites).
+        #[arg(long)]
+        commit: Option<String>,
+        /// Return once queued instead of following the build.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an environment with its deployments (not production).
+    Delete {
+        /// Site name.
+        site: String,
+        /// Environment name.
+        name: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum RepoCommand {
     /// Create an empty repository served at /git/<org>/<name>.git.
     Create {
@@ -299,10 +380,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy {
             dir,
             site,
+            branch,
             no_wait,
             settings,
             json,
         } => {
+            let target = dir.to_string_lossy().into_owned();
+            if cli::is_git_url(&target) && !dir.exists() {
+                let site = match site {
+                    Some(site) => site,
+                    None => cli::site_name_for_repo(&target, json)?,
+                };
+                return cli::deploy_repo(c, &target, &site, branch, !no_wait, &settings, json).await;
+            }
+            if branch.is_some() {
+                anyhow::bail!(
+                    "--branch is for git URLs; a folder is deployed as it is (commit and push to deploy a branch)"
+                );
+            }
             let site = match site {
                 Some(site) => site,
                 None => cli::site_name_for(&dir, json)?,
@@ -331,7 +426,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => cli::logs(c, &target, kind.as_deref(), follow, json).await,
         Command::Delete { site, yes, json } => cli::delete(c, &site, yes, json).await,
-        Command::Environments { site, json } => cli::environments(c, &site, json).await,
+        Command::Environments { action, site, json } => match (action, site) {
+            (Some(EnvironmentsCommand::List { site, json }), _) => cli::environments(c, &site, json).await,
+            (None, Some(site)) => cli::environments(c, &site, json).await,
+            (
+                Some(EnvironmentsCommand::Create {
+                    site,
+                    name,
+                    branch,
+                    commit,
+                    no_wait,
+                    json,
+                }),
+                _,
+            ) => cli::create_environment(c, &site, &name, branch, commit, !no_wait, json).await,
+            (Some(EnvironmentsCommand::Delete { site, name, yes, json }), _) => {
+                cli::delete_environment(c, &site, &name, yes, json).await
+            }
+            (None, None) => anyhow::bail!(
+                "name a site: `berth environments SITE`, or `berth environments create SITE NAME --branch BRANCH`"
+            ),
+        },
+        Command::Scale {
+            site,
+            environment,
+            min,
+            max,
+            idle_timeout,
+            target_concurrency,
+            memory_mb,
+            cpus,
+            json,
+        } => {
+            let change = cli::ScalingFlags {
+                environment,
+                min_instances: min,
+                max_instances: max,
+                idle_timeout_seconds: idle_timeout,
+                target_concurrency,
+                memory_mb,
+                cpus,
+            };
+            cli::scale(c, &site, &change, json).await
+        }
         Command::Promote {
             site,
             deployment,

@@ -31,12 +31,7 @@ pub struct Reply<T> {
 impl<T: Serialize + JsonSchema + 'static> IntoCallToolResult for Reply<T> {
     fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
         let value = serde_json::to_value(&self.value).map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
-        let mut result = CallToolResult::structured(value);
-        result.content.insert(0, ContentBlock::text(self.summary));
-        if self.failed {
-            result.is_error = Some(true);
-        }
-        Ok(result.into())
+        Ok(data_once(self.summary, value, self.failed).into())
     }
 }
 
@@ -51,9 +46,24 @@ impl From<ServiceError> for ToolError {
 
 impl IntoCallToolResult for ToolError {
     fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
-        let envelope = serde_json::to_value(self.0.envelope()).unwrap_or_default();
-        Ok(CallToolResult::structured_error(envelope).into())
+        let envelope = self.0.envelope();
+        let line = format!("{}: {}", envelope.error.code, envelope.error.message);
+        let value = serde_json::to_value(envelope).unwrap_or_default();
+        Ok(data_once(line, value, true).into())
     }
+}
+
+/// A result whose text part is one line for humans and whose data is sent once, as
+/// structured content (rmcp's `structured` would also send it again as JSON text, doubling
+/// every large listing).
+fn data_once(line: String, value: serde_json::Value, is_error: bool) -> CallToolResult {
+    let mut result = if is_error {
+        CallToolResult::structured_error(value)
+    } else {
+        CallToolResult::structured(value)
+    };
+    result.content = vec![ContentBlock::text(line)];
+    result
 }
 
 type ToolResult<T> = Result<Reply<T>, ToolError>;

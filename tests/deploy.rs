@@ -521,3 +521,67 @@ async fn the_node_version_an_app_asks_for_is_checked_against_the_servers() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn cli_deploys_a_git_url_creates_and_deletes_environments_and_scales() {
+    let server = TestServer::start().await;
+    let repo = app(&[("index.html", "from main")]);
+    git_init(repo.path());
+    let url = format!("file://{}", s(repo.path()));
+    // A git URL: the server clones it; the site is created on the first deploy.
+    let out = server.cli(&["deploy", &url, "--site", "from-git"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", server.log());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("live: http://from-git.localhost"));
+    assert_eq!(server.edge("from-git.localhost", "/").await.1, "from main");
+    // Again, after a commit: the same site deploys the new commit.
+    std::fs::write(repo.path().join("index.html"), "second").unwrap();
+    git_commit(repo.path(), "second");
+    let out = server.cli(&["deploy", &url, "--site", "from-git"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(server.edge("from-git.localhost", "/").await.1, "second");
+    // Another repository under the same name is refused, naming the way out.
+    let other = app(&[("index.html", "other")]);
+    git_init(other.path());
+    let out = server.cli(&["deploy", &format!("file://{}", s(other.path())), "--site", "from-git"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("deploys from") && stderr.contains("--site"), "{stderr}");
+    assert_eq!(server.edge("from-git.localhost", "/").await.1, "second");
+    // --branch is for repositories only.
+    let out = server.cli(&["deploy", s(other.path()), "--site", "x", "--branch", "main"]);
+    assert!(!out.status.success());
+
+    // Environments: create one from a branch, list, delete (with --yes only).
+    git(repo.path(), &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.path().join("index.html"), "from feature").unwrap();
+    git_commit(repo.path(), "feature");
+    let out = server.cli(&["environments", "create", "from-git", "staging", "--branch", "feature"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(server.edge("staging--from-git.localhost", "/").await.1, "from feature");
+    let out = server.cli(&["environments", "from-git"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("staging") && listed.contains("production"), "{listed}");
+    let out = server.cli(&["environments", "delete", "from-git", "staging"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    let (_, envs) = server.get("/api/sites/from-git/environments").await;
+    assert_eq!(envs["environments"].as_array().unwrap().len(), 2, "{envs}");
+    let out = server.cli(&["environments", "delete", "from-git", "staging", "--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, envs) = server.get("/api/sites/from-git/environments").await;
+    assert_eq!(envs["environments"].as_array().unwrap().len(), 1, "{envs}");
+
+    // Scale: change, show; a bad value changes nothing.
+    let out = server.cli(&["scale", "from-git", "--min", "1", "--max", "2"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(shown.contains("min 1, max 2"), "{shown}");
+    let out = server.cli(&["scale", "from-git", "--max", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_instances"));
+    let out = server.cli(&["scale", "from-git", "--json"]);
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config["max_instances"], 2, "{config}");
+    assert_eq!(config["min_instances"], 1, "{config}");
+}

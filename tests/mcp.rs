@@ -142,8 +142,20 @@ async fn agent_creates_a_site_from_git_waits_debugs_and_deletes_it() {
         .unwrap();
     assert!(summary.contains("live"), "human summary first: {summary}");
 
-    let sites = structured(&call(&client, "HOSTING_LIST_SITES", json!({})).await);
+    let listed = call(&client, "HOSTING_LIST_SITES", json!({})).await;
+    let sites = structured(&listed);
     assert_eq!(sites["sites"][0]["name"], "agent");
+    // The data is sent once, as structured content; the text part is one line.
+    let texts: Vec<String> = listed
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect();
+    assert_eq!(texts.len(), 1, "one text block, not the data again as JSON: {texts:?}");
+    assert!(
+        !texts[0].contains('\n') && !texts[0].trim_start().starts_with('{'),
+        "{texts:?}"
+    );
 
     let site = structured(&call(&client, "HOSTING_GET_SITE", json!({"site": "agent"})).await);
     assert_eq!(site["status"], "live");
