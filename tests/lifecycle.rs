@@ -668,3 +668,48 @@ async fn queued_deploys_of_one_environment_coalesce_into_the_newest() {
     assert_eq!(server.edge("burst.localhost", "/").await, (200, "v-last".to_string()));
     assert_eq!(server.wait_deployment(&slow_id).await["status"], "live");
 }
+
+#[tokio::test]
+async fn one_sites_burst_of_builds_does_not_starve_another_sites_deploy() {
+    // One build slot. Five environments of one site each queue a 2 s build; another
+    // site's deploy queued after them gets the slot as soon as the running build ends,
+    // not after all five (first come, first served would put it last).
+    let server = TestServer::start_with(&[("BERTH_BUILD_CONCURRENCY", "1")]).await;
+    let busy = app(&[("index.html", "busy")]);
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "busy", "repo": s(busy.path()), "build_command": "sleep 2", "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let mut burst = Vec::new();
+    for n in 1..=5 {
+        let (status, out) = server
+            .post("/api/sites/busy/environments", &json!({"name": format!("e{n}")}))
+            .await;
+        assert_eq!(status, 201, "{out}");
+        burst.push(out["deployment"]["id"].as_str().unwrap().to_string());
+    }
+    let other = app(&[("index.html", "other")]);
+    let (status, out) = server
+        .post("/api/sites", &json!({"name": "other", "repo": s(other.path())}))
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let other_id = out["deployment"]["id"].as_str().unwrap().to_string();
+    let other_done = server.wait_deployment(&other_id).await;
+    assert_eq!(other_done["status"], "live", "{other_done}");
+    let mut before_other = 0;
+    for id in &burst {
+        let d = server.wait_deployment(id).await;
+        assert_eq!(d["status"], "live", "{d}");
+        if d["finished_at"].as_str().unwrap() < other_done["finished_at"].as_str().unwrap() {
+            before_other += 1;
+        }
+    }
+    assert!(
+        before_other <= 2,
+        "{before_other} of the busy site's 5 builds finished before the other site's deploy"
+    );
+}
