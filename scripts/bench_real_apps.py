@@ -11,7 +11,7 @@ Usage: scripts/bench_real_apps.py [--binary target/debug/berth] [--apps vite-spa
 import argparse, os, subprocess, sys, time
 from benchlib import Berth, http
 
-APPS = ["yarn-app", "pnpm-app", "vite-spa", "cra-app", "flask-gunicorn", "fastapi-uvicorn", "django-static"]
+APPS = ["yarn-app", "pnpm-app", "vite-spa", "cra-app", "next-export", "next-ssr", "flask-gunicorn", "fastapi-uvicorn", "django-static"]
 
 
 def first_answer(b, site, deadline):

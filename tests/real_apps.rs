@@ -1,6 +1,6 @@
 //! Real apps go live on the first try: each app of the corpus under `tests/apps/` (yarn,
-//! pnpm, a Vite SPA, a Create React App build, Flask, FastAPI, Django, an app only its
-//! render.yaml explains) is deployed with no settings at all, as a new user would, and
+//! pnpm, a Vite SPA, a Create React App build, a Next.js static export, a Next.js server,
+//! Flask, FastAPI, Django, an app only its render.yaml explains) is deployed with no settings at all, as a new user would, and
 //! fetched through the edge; the monorepo with only `root_dir` set. Dependencies come from
 //! the real registries (npm, PyPI); the apps are kept to a few small ones.
 //!
@@ -332,4 +332,50 @@ async fn monorepo_apps_deploy_with_only_root_dir_set() {
         error.contains("start_command") && error.contains(r#"HOSTING_UPDATE_SITE {"site": "monoweb""#),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn next_static_export_is_built_and_served_with_clean_urls() {
+    // The real `next` from the npm registry; deployed once (its build is the suite's
+    // longest, the cache is proven by the other Node apps).
+    let server = corpus_server().await;
+    let (d, log, cold) = first_deploy(&server, "nextexport", "next-export").await;
+    assert_live(&d, &log);
+    assert!(
+        log.contains(
+            "detected Next.js (package.json dependencies, next.config.mjs sets output: \"export\") → static output out"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("starting: next"), "a static export runs no server: {log}");
+    let (code, home) = server.edge("nextexport.localhost", "/").await;
+    assert_eq!(code, 200);
+    assert!(home.contains("next export home"), "{home}");
+    // `next build` wrote about.html: served at /about, as `next start` would.
+    let (code, about) = server.edge("nextexport.localhost", "/about").await;
+    assert_eq!(code, 200);
+    assert!(about.contains("next export about"), "{about}");
+    // Not an SPA: an unknown path is Next's own 404 page, with a 404.
+    let (code, missing) = server.edge("nextexport.localhost", "/no/such/page").await;
+    assert_eq!(code, 404, "{missing}");
+    eprintln!("real app next-export: live on the first try; cold {cold:.1} s");
+}
+
+#[tokio::test]
+async fn next_server_app_runs_next_start_on_port() {
+    let server = corpus_server().await;
+    let (d, log, cold) = first_deploy(&server, "nextssr", "next-ssr").await;
+    assert_live(&d, &log);
+    assert!(log.contains("runs as a server"), "{log}");
+    // Rendered per request by the Next.js server: it saw this request's user agent.
+    let (code, home) = server.edge("nextssr.localhost", "/").await;
+    assert_eq!(code, 200);
+    assert!(
+        home.contains("next ssr home") && home.contains("rendered for"),
+        "{home}"
+    );
+    let (code, api) = server.edge("nextssr.localhost", "/api/hello").await;
+    assert_eq!(code, 200);
+    assert!(api.contains("from a next route handler"), "{api}");
+    eprintln!("real app next-ssr: live on the first try; cold {cold:.1} s");
 }
