@@ -179,6 +179,8 @@ async fn invalid_settings_are_refused_and_change_nothing() {
         (json!({"provider": "mainframe"}), "provider"),
         // A folder site has no branches.
         (json!({"branch": "dev"}), "branch"),
+        // ... and no pushes of other branches to make previews of.
+        (json!({"previews": true}), "previews"),
         // A good value beside a bad one is not applied either.
         (json!({"start_command": "node b.js", "port": 0}), "port"),
         (json!({"colour": "red"}), "body"),
@@ -192,6 +194,14 @@ async fn invalid_settings_are_refused_and_change_nothing() {
         assert!(message.len() > 20, "{body}: a message that says what to do: {err}");
         assert_eq!(settings_of(&server, "strict").await, before, "{body} changed nothing");
     }
+    let (status, err) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "uploads-only", "deploy": false, "previews": true}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["field"], "previews", "{err}");
     let (status, err) = server.patch("/api/sites/nope", &json!({"port": 80})).await;
     assert_eq!(status, 404, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("strict"), "{err}");

@@ -277,6 +277,9 @@ impl Service {
             (None, Some(_)) => (SourceKind::Upload, None),
             (None, None) => (SourceKind::Upload, None),
         };
+        if input.previews == Some(true) && source_kind != SourceKind::Git {
+            return Err(previews_need_git(&input.name, source_kind));
+        }
         let deploy = match input.deploy {
             Some(true) if source.is_none() && upload.is_none() => {
                 return Err(ServiceError::invalid(
@@ -1324,6 +1327,21 @@ impl Service {
             tracing::warn!(site.name = %site.name, error = %err, "removing the site's images failed");
         }
     }
+}
+
+/// Previews are environments made by pushes of other branches: only git sites get pushes.
+pub(crate) fn previews_need_git(site: &str, kind: SourceKind) -> ServiceError {
+    let from = if kind == SourceKind::Upload {
+        "uploads"
+    } else {
+        "a server folder"
+    };
+    ServiceError::invalid(
+        "previews",
+        format!(
+            "site '{site}' deploys from {from}; previews are made by pushes of other branches, so they apply to sites that deploy from git (create a preview by hand with HOSTING_CREATE_ENVIRONMENT)"
+        ),
+    )
 }
 
 #[cfg(test)]

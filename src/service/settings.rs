@@ -51,6 +51,12 @@ impl Service {
             None => previews_before,
             Some(p) => p.unwrap_or(false),
         };
+        if previews && !previews_before && site.source_kind != SourceKind::Git.as_str() {
+            return Err(super::previews_need_git(
+                &site.name,
+                SourceKind::parse(&site.source_kind),
+            ));
+        }
         let provider = match input.provider.as_deref().map(str::trim) {
             None => site.provider.clone(),
             Some(p) if p == site.provider => site.provider.clone(),
