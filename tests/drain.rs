@@ -7,9 +7,26 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+async fn mcp(server: &TestServer) -> RunningService<RoleClient, ()> {
+    let config = StreamableHttpClientTransportConfig::with_uri(server.api("/mcp")).auth_header(KEY.to_string());
+    ().serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("MCP client connects")
+}
+
+async fn call(client: &RunningService<RoleClient, ()>, tool: &'static str, args: Value) -> CallToolResult {
+    let params = CallToolRequestParams::new(tool).with_arguments(args.as_object().cloned().unwrap_or_default());
+    client.call_tool(params).await.expect("tool call")
+}
 
 /// A dependency-free Node app: `/slow` answers after `slow_ms`, `/` answers `version`, and
 /// a WebSocket upgrade is accepted and greeted with a text frame `hello <version>`.
@@ -138,6 +155,23 @@ async fn an_old_instance_with_nothing_in_flight_stops_right_after_the_switch() {
     assert_eq!(site["drain_seconds"], 30, "the default: {site}");
     assert_eq!(app_processes("quickdrain-old"), 1);
 
+    // The CLI sets it, clears it back to the default, and refuses a bad value.
+    let out = server.cli(&["sites", "update", "quickdrain", "--drain-seconds", "45"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("changed: drain_seconds"), "{stdout}");
+    assert!(stdout.contains("up to 45 s"), "{stdout}");
+    let (_, site) = server.get("/api/sites/quickdrain").await;
+    assert_eq!(site["drain_seconds"], 45, "{site}");
+    let out = server.cli(&["sites", "update", "quickdrain", "--drain-seconds", "-1"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("from 0 to 600"), "{stderr}");
+    let out = server.cli(&["sites", "update", "quickdrain", "--clear", "drain_seconds", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(json["settings"]["drain_seconds"], 30, "{json}");
+
     let (status, out) = server
         .patch(
             "/api/sites/quickdrain",
@@ -224,8 +258,21 @@ async fn a_websocket_to_the_old_deployment_is_told_to_go_away_at_the_drain_deadl
     let repo = drain_app("v1", 0);
     live_site(&server, "sockets", repo.path(), json!({})).await;
 
-    // Bad drain periods are refused with the bound named, and change nothing.
+    // Bad drain periods are refused with the bound named, and change nothing (not even
+    // the other settings of the same call), over MCP and REST alike.
+    let client = mcp(&server).await;
     for bad in [json!(-1), json!(100000)] {
+        let r = call(
+            &client,
+            "HOSTING_UPDATE_SITE",
+            json!({"site": "sockets", "drain_seconds": bad, "start_command": "node x.js"}),
+        )
+        .await;
+        assert_eq!(r.is_error, Some(true), "{r:?}");
+        assert!(
+            format!("{r:?}").contains("drain_seconds must be from 0 to 600"),
+            "{r:?}"
+        );
         let (status, out) = server
             .patch(
                 "/api/sites/sockets",
@@ -236,16 +283,23 @@ async fn a_websocket_to_the_old_deployment_is_told_to_go_away_at_the_drain_deadl
         let message = out["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("drain_seconds must be from 0 to 600"), "{out}");
     }
-    let (_, site) = server.get("/api/sites/sockets").await;
+    let site = call(&client, "HOSTING_GET_SITE", json!({"site": "sockets"})).await;
+    let site = site.structured_content.expect("structured content");
     assert_eq!(site["drain_seconds"], 30, "{site}");
     assert_eq!(site["build_settings"]["start_command"], Value::Null, "{site}");
 
-    let (status, out) = server.patch("/api/sites/sockets", &json!({"drain_seconds": 2})).await;
-    assert_eq!(status, 200, "{out}");
+    let r = call(
+        &client,
+        "HOSTING_UPDATE_SITE",
+        json!({"site": "sockets", "drain_seconds": 2}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    let out = r.structured_content.expect("structured content");
     assert_eq!(out["changed"], json!(["drain_seconds"]), "{out}");
     assert_eq!(out["settings"]["drain_seconds"], 2, "{out}");
-    let (_, site) = server.get("/api/sites/sockets").await;
-    assert_eq!(site["drain_seconds"], 2, "{site}");
+    let site = call(&client, "HOSTING_GET_SITE", json!({"site": "sockets"})).await;
+    assert_eq!(site.structured_content.expect("structured content")["drain_seconds"], 2);
 
     let (mut socket, pending) = websocket(&server, "sockets.localhost").await;
     let greeting = read_frames(&mut socket, pending, 1, Duration::from_secs(10)).await;
