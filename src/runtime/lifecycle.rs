@@ -34,9 +34,10 @@ const MAX_SLOW_RETRY: Duration = Duration::from_secs(300);
 const DRAIN_SETTLE: Duration = Duration::from_millis(300);
 /// How often a draining instance's in-flight count is looked at.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
-/// At the end of a drain, how long upgraded connections get to close (the edge's close
-/// frame, the client's answer) before the instance is stopped anyway.
-const DRAIN_CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// At the end of a drain, how long its upgraded connections get to be closed (the app's
+/// frame in progress finished, the close frame sent; the edge allows 2 s for the frame)
+/// before the instance is stopped anyway.
+const DRAIN_CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// How long a stopped app may take to shut down after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How many output lines an instance keeps for error messages.
@@ -488,11 +489,11 @@ impl Runtime {
                 && !idle()
             {
                 // WebSocket clients get a close frame and reconnect; their connections
-                // are gone a moment later.
-                tracing::info!(deployment.id = %id, instance = index, in_flight = edge.in_flight_to(addr), "drain period over: closing what is still in flight");
+                // are gone a moment later. Requests still running are cut by the stop.
+                tracing::info!(deployment.id = %id, instance = index, in_flight = edge.in_flight_to(addr), upgraded = edge.upgraded_to(addr), "drain period over: closing what is still in flight");
                 edge.close_upgraded(addr);
                 let until = Instant::now() + DRAIN_CLOSE_WAIT;
-                while !idle() && Instant::now() < until {
+                while edge.upgraded_to(addr) > 0 && Instant::now() < until {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                         _ = token.cancelled() => return,

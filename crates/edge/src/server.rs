@@ -102,6 +102,11 @@ impl Edge {
         self.upstreams.in_flight(addr)
     }
 
+    /// How many of [`Edge::in_flight_to`] are upgraded connections (WebSockets).
+    pub fn upgraded_to(&self, addr: SocketAddr) -> usize {
+        self.upstreams.upgraded(addr)
+    }
+
     /// Closes the upgraded connections to the app instance at `addr` (it is going away):
     /// a WebSocket client gets a close frame, 1001 "going away", at the next frame
     /// boundary, so it reconnects; other upgraded connections are closed.

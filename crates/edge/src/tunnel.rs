@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::upstreams::InFlightGuard;
+use crate::upstreams::{InFlightGuard, UpgradedGuard};
 
 /// How long the app may take to finish the frame it is sending once its instance goes away.
 const FINISH_FRAME: Duration = Duration::from_secs(2);
@@ -42,6 +42,7 @@ enum Ended {
 /// `websocket`: the app agreed to `Upgrade: websocket`, so its frames are followed.
 /// `in_flight` counts the connection towards its instance until the app side is closed.
 pub(crate) async fn run(client: OnUpgrade, upstream: OnUpgrade, websocket: bool, in_flight: InFlightGuard) {
+    let in_flight: UpgradedGuard = in_flight.into_upgraded();
     // Subscribed before the handshake completes, so a drain's signal is never missed.
     let mut going_away = in_flight.upstream().going_away();
     let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -370,21 +371,64 @@ mod tests {
         assert_eq!(&GOING_AWAY[4..], b"going away");
     }
 
+    /// Runs the app→client relay over in-memory pipes; returns the app's end, the client's
+    /// end, the going-away signal and the relay's task.
+    fn relay(
+        websocket: bool,
+    ) -> (
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+        watch::Sender<u64>,
+        tokio::task::JoinHandle<io::Result<Ended>>,
+    ) {
+        let (app, mut app_side) = tokio::io::duplex(1 << 16);
+        let (mut client_side, client) = tokio::io::duplex(1 << 16);
+        let (signal, mut going_away) = watch::channel(0u64);
+        let frames = websocket.then(FrameTracker::default);
+        let task =
+            tokio::spawn(
+                async move { relay_to_client(&mut app_side, &mut client_side, frames, &mut going_away).await },
+            );
+        (app, client, signal, task)
+    }
+
+    #[tokio::test]
+    async fn other_upgrades_are_just_closed_when_their_instance_goes_away() {
+        let (mut app, mut client, signal, task) = relay(false);
+        app.write_all(b"\x81\x7fpartial").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        signal.send_modify(|g| *g += 1);
+        assert!(matches!(task.await.unwrap().unwrap(), Ended::GoingAway));
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"\x81\x7fpartial", "nothing is added");
+    }
+
+    #[tokio::test]
+    async fn an_app_that_hangs_up_between_frames_leaves_the_client_a_close_frame() {
+        let (mut app, mut client, _signal, task) = relay(true);
+        let f = frame(0x1, 3);
+        app.write_all(&f).await.unwrap();
+        drop(app);
+        assert!(matches!(task.await.unwrap().unwrap(), Ended::AppClosed));
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, [f, GOING_AWAY.to_vec()].concat());
+
+        // One that closed properly (a close frame of its own) gets no second one.
+        let (mut app, mut client, _signal, task) = relay(true);
+        let close = frame(0x8, 2);
+        app.write_all(&close).await.unwrap();
+        drop(app);
+        task.await.unwrap().unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, close);
+    }
+
     #[tokio::test]
     async fn going_away_waits_for_the_frame_in_progress() {
-        let (mut app, app_side) = tokio::io::duplex(1 << 16);
-        let (client_side, mut client) = tokio::io::duplex(1 << 16);
-        let (signal, mut going_away) = watch::channel(0u64);
-        let relay = tokio::spawn(async move {
-            let (mut app_read, mut client_write) = (app_side, client_side);
-            relay_to_client(
-                &mut app_read,
-                &mut client_write,
-                Some(FrameTracker::default()),
-                &mut going_away,
-            )
-            .await
-        });
+        let (mut app, mut client, signal, task) = relay(true);
         let f = frame(0x1, 10);
         // Half a frame, then the instance goes away, then the rest and the start of another.
         app.write_all(&f[..6]).await.unwrap();
@@ -394,7 +438,7 @@ mod tests {
         let mut more = f[6..].to_vec();
         more.extend(frame(0x1, 4));
         app.write_all(&more).await.unwrap();
-        let ended = relay.await.unwrap().unwrap();
+        let ended = task.await.unwrap().unwrap();
         assert!(matches!(ended, Ended::GoingAway));
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();

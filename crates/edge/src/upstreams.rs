@@ -19,6 +19,8 @@ use tokio::sync::watch;
 pub(crate) struct Upstream {
     /// Requests (until their response body is sent) and upgraded connections to it.
     in_flight: AtomicUsize,
+    /// The upgraded connections among them.
+    upgraded: AtomicUsize,
     /// Bumped to tell its upgraded connections to close (the instance is going away).
     going_away: watch::Sender<u64>,
 }
@@ -27,6 +29,7 @@ impl Default for Upstream {
     fn default() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
+            upgraded: AtomicUsize::new(0),
             going_away: watch::Sender::new(0),
         }
     }
@@ -52,6 +55,30 @@ impl InFlightGuard {
     /// The upstream it counts towards.
     pub(crate) fn upstream(&self) -> &Upstream {
         &self.0
+    }
+
+    /// The request became an upgraded connection: counted among those too, until dropped.
+    pub(crate) fn into_upgraded(self) -> UpgradedGuard {
+        self.0.upgraded.fetch_add(1, Ordering::Relaxed);
+        UpgradedGuard(self)
+    }
+}
+
+/// Counts an upgraded connection as in flight to an [`Upstream`], and as upgraded, until
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct UpgradedGuard(InFlightGuard);
+
+impl UpgradedGuard {
+    /// The upstream it counts towards.
+    pub(crate) fn upstream(&self) -> &Upstream {
+        self.0.upstream()
+    }
+}
+
+impl Drop for UpgradedGuard {
+    fn drop(&mut self) {
+        self.0.0.upgraded.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -88,6 +115,14 @@ impl UpstreamRegistry {
             .map_or(0, |upstream| upstream.in_flight.load(Ordering::Relaxed))
     }
 
+    /// Upgraded connections being proxied to `addr` right now.
+    pub(crate) fn upgraded(&self, addr: SocketAddr) -> usize {
+        let by_addr = self.by_addr.lock().unwrap_or_else(PoisonError::into_inner);
+        by_addr
+            .get(&addr)
+            .map_or(0, |upstream| upstream.upgraded.load(Ordering::Relaxed))
+    }
+
     /// Tells the upgraded connections to `addr` to close.
     pub(crate) fn go_away(&self, addr: SocketAddr) {
         let by_addr = self.by_addr.lock().unwrap_or_else(PoisonError::into_inner);
@@ -108,12 +143,15 @@ mod tests {
         let held = registry.attach(addr);
         let guard = InFlightGuard::enter(&held);
         assert_eq!(registry.in_flight(addr), 1);
+        assert_eq!(registry.upgraded(addr), 0);
+        let guard = guard.into_upgraded();
+        assert_eq!((registry.in_flight(addr), registry.upgraded(addr)), (1, 1));
         drop(held);
         registry.prune();
         // The request still holds it: still counted.
         assert_eq!(registry.in_flight(addr), 1);
         drop(guard);
-        assert_eq!(registry.in_flight(addr), 0);
+        assert_eq!((registry.in_flight(addr), registry.upgraded(addr)), (0, 0));
         registry.prune();
         assert!(registry.by_addr.lock().unwrap().is_empty());
     }
