@@ -155,13 +155,17 @@ pub struct BuildSettingsArgs {
     #[arg(long)]
     pub health_check_path: Option<String>,
     /// Return a setting to detection (repeatable): build_pack, install_command, build_command,
-    /// start_command, output_dir, root_dir, port, health_check_path, branch.
+    /// start_command, output_dir, root_dir, port, health_check_path; with `sites update` also
+    /// branch, and drain_seconds (back to the default).
     #[arg(long, value_name = "SETTING")]
     pub clear: Vec<String>,
 }
 
 /// Settings `--clear` accepts.
-const CLEARABLE: [&str; 9] = crate::service::CLEARABLE_SETTINGS;
+const CLEARABLE: [&str; 10] = crate::service::CLEARABLE_SETTINGS;
+
+/// How many of [`CLEARABLE`] are build settings (all a deploy's overrides take).
+const CLEARABLE_BUILD_SETTINGS: usize = 8;
 
 impl BuildSettingsArgs {
     /// The settings as a JSON object: given flags as values, `--clear` ones as null.
@@ -186,11 +190,13 @@ impl BuildSettingsArgs {
         }
         for name in &self.clear {
             let name = name.trim().replace('-', "_");
-            if !CLEARABLE.contains(&name.as_str()) || (name == "branch" && !extra_clearable) {
-                bail!(
-                    "--clear {name}: not a setting; use one of {}",
-                    CLEARABLE[..if extra_clearable { 9 } else { 8 }].join(", ")
-                );
+            let allowed = if extra_clearable {
+                &CLEARABLE[..]
+            } else {
+                &CLEARABLE[..CLEARABLE_BUILD_SETTINGS]
+            };
+            if !allowed.contains(&name.as_str()) {
+                bail!("--clear {name}: not a setting; use one of {}", allowed.join(", "));
             }
             if out.contains_key(&name) {
                 bail!("--clear {name} and --{} both given; pick one", name.replace('_', "-"));
@@ -202,6 +208,7 @@ impl BuildSettingsArgs {
 }
 
 /// `berth sites update NAME …`: PATCH /api/sites/{site}.
+#[expect(clippy::too_many_arguments, reason = "one argument per flag of `berth sites update`")]
 pub async fn update_site(
     args: &ClientArgs,
     site: &str,
@@ -209,6 +216,7 @@ pub async fn update_site(
     branch: Option<String>,
     previews: Option<bool>,
     provider: Option<String>,
+    drain_seconds: Option<i64>,
     json: bool,
 ) -> anyhow::Result<()> {
     let client = Client::new(args)?;
@@ -224,6 +232,12 @@ pub async fn update_site(
     }
     if let Some(provider) = provider {
         body.insert("provider".into(), Value::String(provider));
+    }
+    if let Some(seconds) = drain_seconds {
+        if body.contains_key("drain_seconds") {
+            bail!("--clear drain_seconds and --drain-seconds both given; pick one");
+        }
+        body.insert("drain_seconds".into(), Value::from(seconds));
     }
     if body.is_empty() {
         bail!(
@@ -255,7 +269,11 @@ pub async fn update_site(
         };
         println!("  {k:<18} {v}");
     }
-    println!("they apply at the next deploy: `berth deploy DIR --site {site}` (upload sites) or HOSTING_DEPLOY");
+    if out.changed == ["drain_seconds"] {
+        println!("{}", out.next_steps);
+    } else {
+        println!("they apply at the next deploy: `berth deploy DIR --site {site}` (upload sites) or HOSTING_DEPLOY");
+    }
     Ok(())
 }
 

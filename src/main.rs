@@ -248,6 +248,10 @@ enum SitesCommand {
         /// Runtime provider: local or docker (only while no environment runs an app).
         #[arg(long)]
         provider: Option<String>,
+        /// Seconds (0-600, default 30) an old instance may finish its requests after a
+        /// deploy, promote, rollback or scale-in before it stops.
+        #[arg(long, allow_negative_numbers = true)]
+        drain_seconds: Option<i64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -413,10 +417,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     branch,
                     previews,
                     provider,
+                    drain_seconds,
                     json,
                 }),
             ..
-        } => cli::update_site(c, &name, &settings, branch, previews, provider, json).await,
+        } => cli::update_site(c, &name, &settings, branch, previews, provider, drain_seconds, json).await,
         Command::Site { name, json } => cli::site(c, &name, json).await,
         Command::Deployments { site, json } => cli::deployments(c, &site, json).await,
         Command::Logs {

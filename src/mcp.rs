@@ -243,7 +243,7 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_UPDATE_SITE",
-        description = "Change a site's settings: build_pack, install_command, build_command, start_command, output_dir, root_dir (monorepo subfolder), port, health_check_path, branch, previews, provider. Absent fields are unchanged; null clears a setting back to detection. Validated like HOSTING_CREATE_SITE (a bad value changes nothing); answers the settings after the change. They apply at the next deploy (HOSTING_DEPLOY); HOSTING_DEPLOY `overrides` tries settings for one deployment without changing the site.",
+        description = "Change a site's settings: build_pack, install_command, build_command, start_command, output_dir, root_dir (monorepo subfolder), port, health_check_path, branch, previews, provider, drain_seconds (0-600, default 30: how long an old instance may finish its requests after a deploy, promote, rollback or scale-in). Absent fields are unchanged; null clears a setting back to detection (or the default). Validated like HOSTING_CREATE_SITE (a bad value changes nothing); answers the settings after the change. They apply at the next deploy (HOSTING_DEPLOY), drain_seconds at the next drain; HOSTING_DEPLOY `overrides` tries settings for one deployment without changing the site.",
         output_schema = schema_for_output::<UpdateSiteOutput>(),
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
     )]

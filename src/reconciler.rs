@@ -18,6 +18,7 @@ use crate::pipeline::app_dir;
 use crate::runtime::InstanceState;
 use crate::service::HealthChange;
 use crate::service::Platform;
+use crate::service::drain_period;
 use crate::store;
 
 /// One pass: converge the runtime and the routes to the store.
@@ -34,7 +35,8 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     let mut wanted: HashSet<String> = HashSet::new();
     let mut going_to_sleep: Vec<String> = Vec::new();
     let mut awake: HashSet<String> = HashSet::new();
-    let mut scale_in: Vec<(String, u32)> = Vec::new();
+    // (deployment, instance, the site's drain period)
+    let mut scale_in: Vec<(String, u32, Duration)> = Vec::new();
     for env in desired {
         let host = platform.host_for(&env.site_name, &env.environment_name);
         let Some(plan) = env
@@ -112,12 +114,15 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                             .any(|o| o.index == *i && !o.draining && o.state != InstanceState::Paused)
                     })
                     .collect();
-                scale_in.extend(
-                    observed
-                        .iter()
-                        .filter(|o| o.index >= count && !o.draining)
-                        .map(|o| (env.deployment_id.clone(), o.index)),
-                );
+                let surplus: Vec<u32> = observed
+                    .iter()
+                    .filter(|o| o.index >= count && !o.draining)
+                    .map(|o| o.index)
+                    .collect();
+                if !surplus.is_empty() {
+                    let grace = drain_period(store::site_drain_seconds(platform.store.pool(), &env.site_id).await?);
+                    scale_in.extend(surplus.into_iter().map(|i| (env.deployment_id.clone(), i, grace)));
+                }
                 if !missing.is_empty() {
                     start_missing(platform, &env, &plan, missing).await?;
                 }
@@ -158,9 +163,11 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     }
     platform.edge.replace_routes(table);
     platform.autoscaler.retain(&awake);
-    for (deployment_id, index) in scale_in {
-        tracing::info!(deployment.id = %deployment_id, instance = index, "scaling in: draining an instance");
-        platform.runtime.drain_instance(&deployment_id, index, DRAIN_GRACE);
+    for (deployment_id, index, grace) in scale_in {
+        tracing::info!(deployment.id = %deployment_id, instance = index, grace_ms = grace.as_millis() as u64, "scaling in: draining an instance");
+        platform
+            .runtime
+            .drain_instance(&deployment_id, index, grace, &platform.edge);
     }
     for deployment_id in going_to_sleep {
         // Marked asleep now; the pause or stop itself runs in the background, so the pass
@@ -172,9 +179,11 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
             && !platform.is_in_progress(&deployment_id)
             && !platform.runtime.is_draining(&deployment_id)
         {
-            // The route already points elsewhere; requests in flight get time to finish.
-            tracing::info!(deployment.id = %deployment_id, grace_ms = DRAIN_GRACE.as_millis() as u64, "draining instance nothing wants");
-            platform.runtime.drain(&deployment_id, DRAIN_GRACE);
+            // The route already points elsewhere; requests in flight get up to the site's
+            // drain period to finish.
+            let grace = drain_period(store::deployment_drain_seconds(platform.store.pool(), &deployment_id).await?);
+            tracing::info!(deployment.id = %deployment_id, grace_ms = grace.as_millis() as u64, "draining instance nothing wants");
+            platform.runtime.drain(&deployment_id, grace, &platform.edge);
         }
     }
     Ok(())
@@ -243,9 +252,6 @@ fn starting(site: &str) -> RouteTarget {
         retry_after_seconds: Some(2),
     }
 }
-
-/// How long an instance that no route points at keeps running before it is stopped.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs reconcile passes when woken (state changed) and every few seconds, until shutdown.
 pub async fn run(platform: Arc<Platform>, shutdown: CancellationToken) {

@@ -288,6 +288,40 @@ pub async fn update_site_settings(
         .map(drop)
 }
 
+/// A site's drain period in seconds; `None` when it has the default (or no such site).
+pub async fn site_drain_seconds(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT drain_seconds FROM sites WHERE id = ?")
+        .bind(site_id)
+        .fetch_optional(db)
+        .await
+        .map(Option::flatten)
+}
+
+/// Sets a site's drain period in seconds (`None`: the default).
+pub async fn set_site_drain_seconds(
+    db: impl SqliteExecutor<'_>,
+    site_id: &str,
+    drain_seconds: Option<i64>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE sites SET drain_seconds = ?, updated_at = ? WHERE id = ?")
+        .bind(drain_seconds)
+        .bind(now_ms())
+        .bind(site_id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// The drain period in seconds of the site a deployment belongs to; `None` when it has
+/// the default (or the deployment is gone).
+pub async fn deployment_drain_seconds(db: impl SqliteExecutor<'_>, deployment_id: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT s.drain_seconds FROM deployments d JOIN sites s ON s.id = d.site_id WHERE d.id = ?")
+        .bind(deployment_id)
+        .fetch_optional(db)
+        .await
+        .map(Option::flatten)
+}
+
 /// Sets the branch an environment follows.
 pub async fn set_environment_branch(
     db: impl SqliteExecutor<'_>,

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_edge::Edge;
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,15 @@ const MAX_CRASHES: usize = 5;
 const SLOW_RETRY: Duration = Duration::from_secs(30);
 /// Longest wait between restarts of a crash-looping instance.
 const MAX_SLOW_RETRY: Duration = Duration::from_secs(300);
+/// A draining instance is stopped early only once nothing was in flight to it this long
+/// after the drain began (a request may have picked it just before the route changed).
+const DRAIN_SETTLE: Duration = Duration::from_millis(300);
+/// How often a draining instance's in-flight count is looked at.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+/// At the end of a drain, how long its upgraded connections get to be closed (the app's
+/// frame in progress finished, the close frame sent; the edge allows 2 s for the frame)
+/// before the instance is stopped anyway.
+const DRAIN_CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// How long a stopped app may take to shut down after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How many output lines an instance keeps for error messages.
@@ -430,16 +440,18 @@ impl Runtime {
         }
     }
 
-    /// Stops every instance of a deployment after `grace`, so requests they are serving
-    /// finish first. A `start` meanwhile keeps the instance it asks for.
-    pub fn drain(&self, deployment_id: &str, grace: Duration) {
+    /// Drains every instance of a deployment: each stops once the edge has nothing in
+    /// flight to it, or at `grace` at the latest (its upgraded connections are told to
+    /// close first). A `start` meanwhile keeps the instance it asks for.
+    pub fn drain(&self, deployment_id: &str, grace: Duration, edge: &Arc<Edge>) {
         for instance in self.all_of(deployment_id) {
-            self.drain_instance(deployment_id, instance.index, grace);
+            self.drain_instance(deployment_id, instance.index, grace, edge);
         }
     }
 
-    /// Drains one instance (scale-in); no-op if it is already draining.
-    pub fn drain_instance(&self, deployment_id: &str, index: u32, grace: Duration) {
+    /// Drains one instance (scale-in); no-op if it is already draining. The route table
+    /// without it must be out already, so nothing new reaches it.
+    pub fn drain_instance(&self, deployment_id: &str, index: u32, grace: Duration, edge: &Arc<Edge>) {
         let Some(instance) = self.get(deployment_id, index) else {
             return;
         };
@@ -453,16 +465,45 @@ impl Runtime {
             token
         };
         let runtime = self.clone();
+        let edge = edge.clone();
         let id = deployment_id.to_string();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(grace) => {
-                    // Only if it is still the instance that was asked to drain.
-                    if runtime.get(&id, index).is_some_and(|i| Arc::ptr_eq(&i, &instance)) && !token.is_cancelled() {
-                        runtime.stop_instance(&id, index).await;
+            let started = Instant::now();
+            let deadline = started + grace;
+            let addr = instance.addr();
+            let idle = || addr.is_none_or(|addr| edge.in_flight_to(addr) == 0);
+            loop {
+                let now = Instant::now();
+                // A request that read the table before the swap may be a moment from
+                // being counted: nothing in flight counts only after DRAIN_SETTLE.
+                if now >= deadline || (now >= started + DRAIN_SETTLE && idle()) {
+                    break;
+                }
+                let wait = DRAIN_POLL.min(deadline - now);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = token.cancelled() => return,
+                }
+            }
+            if let Some(addr) = addr
+                && !idle()
+            {
+                // WebSocket clients get a close frame and reconnect; their connections
+                // are gone a moment later. Requests still running are cut by the stop.
+                tracing::info!(deployment.id = %id, instance = index, in_flight = edge.in_flight_to(addr), upgraded = edge.upgraded_to(addr), "drain period over: closing what is still in flight");
+                edge.close_upgraded(addr);
+                let until = Instant::now() + DRAIN_CLOSE_WAIT;
+                while edge.upgraded_to(addr) > 0 && Instant::now() < until {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = token.cancelled() => return,
                     }
                 }
-                _ = token.cancelled() => {}
+            }
+            // Only if it is still the instance that was asked to drain.
+            if runtime.get(&id, index).is_some_and(|i| Arc::ptr_eq(&i, &instance)) && !token.is_cancelled() {
+                tracing::debug!(deployment.id = %id, instance = index, drained_ms = started.elapsed().as_millis() as u64, "drained; stopping");
+                runtime.stop_instance(&id, index).await;
             }
         });
     }

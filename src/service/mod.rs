@@ -179,6 +179,7 @@ impl Service {
             provider: site.provider.clone(),
             build_settings: serde_json::from_str(&site.build_settings).unwrap_or_default(),
             previews: store::git::site_previews(pool, &site.id).await?,
+            drain_seconds: drain_period(store::site_drain_seconds(pool, &site.id).await?).as_secs() as u32,
             environments,
             recent_deployments,
             build_log_tail,

@@ -35,6 +35,11 @@ impl Service {
         let mut settings = before.clone();
         apply_change(&mut settings, &input.build_change());
         validate_build_settings(&settings)?;
+        let drain_before = store::site_drain_seconds(pool, &site.id).await?;
+        let drain_seconds = match input.drain_seconds {
+            None => drain_before,
+            Some(value) => validate_drain_seconds(value)?,
+        };
 
         let branch = match &input.branch {
             None => site.branch.clone(),
@@ -77,6 +82,9 @@ impl Service {
         if provider != site.provider {
             changed.push("provider".into());
         }
+        if drain_period(drain_seconds) != drain_period(drain_before) {
+            changed.push("drain_seconds".into());
+        }
         if !changed.is_empty() {
             let json = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
             let mut tx = self.platform.store.begin().await?;
@@ -90,6 +98,9 @@ impl Service {
             if previews != previews_before {
                 store::git::set_site_previews(&mut *tx, &site.id, previews).await?;
             }
+            if drain_seconds != drain_before {
+                store::set_site_drain_seconds(&mut *tx, &site.id, drain_seconds).await?;
+            }
             store::insert_event(
                 &mut *tx,
                 &actor.org_id,
@@ -100,8 +111,13 @@ impl Service {
             .await?;
             tx.commit().await?;
         }
+        let drain = drain_period(drain_seconds).as_secs();
         let next_steps = match (changed.is_empty(), site.source_kind == SourceKind::Upload.as_str()) {
             (true, _) => "nothing changed: the site already has these settings".to_string(),
+            // The drain period is read whenever an instance drains, not at a deploy.
+            _ if changed == ["drain_seconds"] => format!(
+                "saved; from now on an old instance gets up to {drain} s to finish its requests after a deploy, promote, rollback or scale-in"
+            ),
             (false, true) => format!(
                 "saved; they apply at the next deploy: `berth deploy DIR --site {}`",
                 site.name
@@ -113,7 +129,7 @@ impl Service {
         };
         Ok(UpdateSiteOutput {
             site: site.name.clone(),
-            settings: site_settings(&settings, branch, previews, provider),
+            settings: site_settings(&settings, branch, previews, provider, drain as u32),
             changed,
             next_steps,
         })
@@ -210,6 +226,7 @@ pub(super) fn site_settings(
     branch: Option<String>,
     previews: bool,
     provider: String,
+    drain_seconds: u32,
 ) -> SiteSettings {
     SiteSettings {
         build_pack: settings.build_pack.clone(),
@@ -223,6 +240,21 @@ pub(super) fn site_settings(
         branch,
         previews,
         provider,
+        drain_seconds,
+    }
+}
+
+/// Checks a new `drain_seconds` (`None`: back to the default) and returns what to store.
+fn validate_drain_seconds(value: Option<i64>) -> ServiceResult<Option<i64>> {
+    match value {
+        None => Ok(None),
+        Some(seconds) if (0..=i64::from(DRAIN_SECONDS_MAX)).contains(&seconds) => Ok(Some(seconds)),
+        Some(seconds) => Err(ServiceError::invalid(
+            "drain_seconds",
+            format!(
+                "drain_seconds must be from 0 to {DRAIN_SECONDS_MAX} (seconds an old instance may finish its requests before it stops), got {seconds}; null returns to the default {DRAIN_SECONDS_DEFAULT}"
+            ),
+        )),
     }
 }
 
@@ -332,6 +364,28 @@ mod tests {
         // And it round-trips: a cleared field is written as null, an absent one not at all.
         let v = serde_json::to_value(&change).unwrap();
         assert_eq!(v, serde_json::json!({"start_command": null, "port": 3000}));
+    }
+
+    #[test]
+    fn drain_seconds_is_bounded() {
+        for bad in [-1, 601, 100_000] {
+            let err = validate_drain_seconds(Some(bad)).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ServiceError::Invalid {
+                        field: "drain_seconds",
+                        ..
+                    }
+                ),
+                "{bad}"
+            );
+            assert!(err.to_string().contains("0 to 600"), "{err}");
+        }
+        assert_eq!(validate_drain_seconds(Some(0)).unwrap(), Some(0));
+        assert_eq!(validate_drain_seconds(Some(600)).unwrap(), Some(600));
+        assert_eq!(validate_drain_seconds(None).unwrap(), None);
+        assert_eq!(drain_period(None).as_secs(), 30);
     }
 
     #[test]

@@ -159,8 +159,9 @@ impl BuildSettingsChange {
 }
 
 /// The settings `HOSTING_UPDATE_SITE` clears with `null`, in the order they are listed to
-/// users: the build settings, then `branch` (git sites only).
-pub const CLEARABLE_SETTINGS: [&str; 9] = [
+/// users: the build settings (the first 8, which a deploy's overrides take too), then
+/// `branch` (git sites only) and `drain_seconds` (back to the default).
+pub const CLEARABLE_SETTINGS: [&str; 10] = [
     "build_pack",
     "install_command",
     "build_command",
@@ -170,7 +171,23 @@ pub const CLEARABLE_SETTINGS: [&str; 9] = [
     "port",
     "health_check_path",
     "branch",
+    "drain_seconds",
 ];
+
+/// Seconds an instance no route points at any more may finish its requests before it is
+/// stopped, unless the site sets `drain_seconds`.
+pub const DRAIN_SECONDS_DEFAULT: u32 = 30;
+/// The longest drain period a site may set.
+pub const DRAIN_SECONDS_MAX: u32 = 600;
+
+/// A site's drain period from its stored `drain_seconds` (`None`: the default).
+pub fn drain_period(drain_seconds: Option<i64>) -> std::time::Duration {
+    let seconds = drain_seconds
+        .and_then(|s| u32::try_from(s).ok())
+        .unwrap_or(DRAIN_SECONDS_DEFAULT)
+        .min(DRAIN_SECONDS_MAX);
+    std::time::Duration::from_secs(u64::from(seconds))
+}
 
 /// `HOSTING_UPDATE_SITE` arguments: absent fields are unchanged; `null` clears a build
 /// setting back to detection. Changes apply at the next deploy.
@@ -209,6 +226,9 @@ pub struct UpdateSiteInput {
     /// Build a preview environment for every other pushed branch; null: false.
     #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
     pub previews: Change<bool>,
+    /// Seconds (0-600) an old instance may finish its requests after a deploy, promote, rollback or scale-in before it stops (it stops as soon as none is left; WebSockets then get a close frame); null: 30. Applies at once.
+    #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
+    pub drain_seconds: Change<i64>,
     /// Runtime provider (local or docker); only while no environment runs an app, as running instances cannot move.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
@@ -258,6 +278,8 @@ pub struct SiteSettings {
     pub previews: bool,
     /// Runtime provider.
     pub provider: String,
+    /// Seconds an old instance may finish its requests before it stops.
+    pub drain_seconds: u32,
 }
 
 /// `HOSTING_UPDATE_SITE` result.
@@ -445,6 +467,9 @@ pub struct SiteDetail {
     /// Whether pushed branches get preview environments.
     #[serde(default)]
     pub previews: bool,
+    /// Seconds an old instance may finish its requests after a deploy, promote, rollback or scale-in before it stops.
+    #[serde(default = "default_drain_seconds")]
+    pub drain_seconds: u32,
     /// Environments.
     pub environments: Vec<EnvironmentInfo>,
     /// Recent deployments, newest first.
@@ -456,6 +481,10 @@ pub struct SiteDetail {
     /// Env var names with masked values, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env_vars: Option<BTreeMap<String, String>>,
+}
+
+fn default_drain_seconds() -> u32 {
+    DRAIN_SECONDS_DEFAULT
 }
 
 /// An environment of a site.

@@ -942,6 +942,7 @@ struct BuildSettingsForm {
     root_dir: Option<String>,
     port: Option<String>,
     health_check_path: Option<String>,
+    drain_seconds: Option<String>,
     /// Only on git sites.
     branch: Option<String>,
     /// Set when the form showed the previews checkbox (an unchecked box sends nothing).
@@ -966,6 +967,19 @@ async fn save_build_settings(
         },
         other => other.map(|_| None),
     };
+    let drain_seconds = match text(f.drain_seconds) {
+        Some(Some(d)) => match d.parse::<i64>() {
+            Ok(d) => Some(Some(d)),
+            Err(_) => {
+                let e = ServiceError::invalid(
+                    "drain_seconds",
+                    "the drain period must be a number of seconds from 0 to 600",
+                );
+                return tab_error(&state, &s, &site, Tab::Settings, &e).await;
+            }
+        },
+        other => other.map(|_| None),
+    };
     let input = UpdateSiteInput {
         site: site.clone(),
         build_pack: text(f.build_pack),
@@ -978,6 +992,7 @@ async fn save_build_settings(
         health_check_path: text(f.health_check_path),
         branch: text(f.branch),
         previews: f.previews_shown.map(|_| Some(f.previews.is_some())),
+        drain_seconds,
         provider: None,
         idempotency_key: None,
     };

@@ -1054,6 +1054,7 @@ fn build_settings_form(session: &Session, site: &SiteDetail, n: Option<&Notice>)
                     (text_field(n, "output_dir", "Output folder", &value("output_dir"), "detected", Some("The folder with the built index.html, for static sites.")))
                     (text_field(n, "port", "Port", &value("port"), "picked by berth", None))
                     (text_field(n, "health_check_path", "Health check path", &value("health_check_path"), "/", None))
+                    (text_field(n, "drain_seconds", "Drain period (seconds)", &site.drain_seconds.to_string(), "30", Some("After a deploy, promote, rollback or scale-in, an old instance gets up to this long (0-600) to finish its requests; it stops as soon as none is left. Applies at once.")))
                     @if git {
                         (text_field(n, "branch", "Branch", site.branch.as_deref().unwrap_or_default(), "default branch", Some("Production deploys pushes to this branch.")))
                     }

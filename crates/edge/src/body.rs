@@ -15,6 +15,7 @@ use tokio::io::Take;
 use tokio_util::io::ReaderStream;
 
 use crate::pool::Lease;
+use crate::upstreams::InFlightGuard;
 
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -24,10 +25,12 @@ pub(crate) enum EdgeBody {
     /// One in-memory chunk (generated pages, small files); `None` once sent.
     Full(Option<Bytes>),
     /// An app's response body, streamed through. The lease hands the app
-    /// connection back to the pool when this body is dropped.
+    /// connection back to the pool when this body is dropped; the request
+    /// counts as in flight to its instance until then (a drain waits for it).
     Upstream {
         body: Incoming,
         _lease: Lease,
+        _in_flight: InFlightGuard,
     },
     /// A file streamed from disk; `remaining` keeps the size hint exact.
     File {

@@ -14,6 +14,11 @@
 //! through `arc-swap` and round-robin uses an atomic counter; the only lock
 //! touched per request is the calling worker's own (uncontended) pool.
 //!
+//! For drains, the edge counts what is in flight to each app instance
+//! ([`Edge::in_flight_to`], an atomic per address held by the route) and can
+//! tell an instance's upgraded connections to close ([`Edge::close_upgraded`]):
+//! a WebSocket client then gets a close frame, 1001 "going away".
+//!
 //! ```no_run
 //! use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
 //!
@@ -37,6 +42,8 @@ mod proxy;
 mod routes;
 mod server;
 mod statics;
+mod tunnel;
+mod upstreams;
 
 pub use config::EdgeConfig;
 pub use routes::{EdgeRouteTable, RouteTarget, normalize_host};

@@ -13,7 +13,6 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::{Extensions, request};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -22,6 +21,8 @@ use crate::body::{BodyTooLarge, EdgeBody, ProxyBody};
 use crate::pages;
 use crate::pool::{Lease, SendError, UpstreamPool};
 use crate::server::Client;
+use crate::tunnel;
+use crate::upstreams::{InFlightGuard, Upstream};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -38,13 +39,15 @@ enum Failure {
 }
 
 /// Forwards `req` to one of `instances` (round-robin on `next`) and returns
-/// the app's response (or an edge page). `original_host` is the client's
+/// the app's response (or an edge page). `upstreams` holds the instances'
+/// in-flight counters, in the same order. `original_host` is the client's
 /// Host value, `site` its normalised form used on error pages.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
     pool: &Arc<UpstreamPool>,
     config: &EdgeConfig,
     instances: &[SocketAddr],
+    upstreams: &[Arc<Upstream>],
     next: &AtomicUsize,
     mut req: Request<Incoming>,
     original_host: HeaderValue,
@@ -52,7 +55,7 @@ pub(crate) async fn forward(
     site: &str,
 ) -> Response<EdgeBody> {
     let count = instances.len();
-    if count == 0 {
+    if count == 0 || upstreams.len() != count {
         return pages::bad_gateway(site);
     }
     let max = config.max_request_body_bytes;
@@ -98,19 +101,26 @@ pub(crate) async fn forward(
     } else {
         next.fetch_add(1, Ordering::Relaxed)
     };
-    let pick = |attempt: usize| instances[first.wrapping_add(attempt) % count];
+    let pick = |attempt: usize| first.wrapping_add(attempt) % count;
+    // Counted from before it is sent until its response (or tunnel) ends, so a
+    // drain of that instance waits for it.
+    let enter = |i: usize| InFlightGuard::enter(&upstreams[i]);
 
     for attempt in 0..attempts - 1 {
-        let addr = pick(attempt);
+        let i = pick(attempt);
+        let addr = instances[i];
+        let in_flight = enter(i);
         match send(pool, addr, clone_bodyless(&parts), deadline).await {
             Err(Failure::Connect) => {
                 debug!(instance = %addr, "app instance refused connection; trying the next one");
             }
-            result => return finish(result, client_upgrade, site, max),
+            result => return finish(result, in_flight, client_upgrade, site, max),
         }
     }
-    let result = send(pool, pick(attempts - 1), Request::from_parts(parts, body), deadline).await;
-    finish(result, client_upgrade, site, max)
+    let i = pick(attempts - 1);
+    let in_flight = enter(i);
+    let result = send(pool, instances[i], Request::from_parts(parts, body), deadline).await;
+    finish(result, in_flight, client_upgrade, site, max)
 }
 
 async fn send(
@@ -133,6 +143,7 @@ async fn send(
 
 fn finish(
     result: Result<(Response<Incoming>, Lease), Failure>,
+    in_flight: InFlightGuard,
     client_upgrade: Option<OnUpgrade>,
     site: &str,
     max: u64,
@@ -150,9 +161,12 @@ fn finish(
             return pages::bad_gateway(site);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut res);
-        tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
         let (mut parts, _) = res.into_parts();
         let protocol = parts.headers.get(header::UPGRADE).cloned();
+        let websocket = protocol
+            .as_ref()
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        tokio::spawn(tunnel::run(client_upgrade, upstream_upgrade, websocket, in_flight));
         strip_hop_by_hop(&mut parts.headers);
         parts
             .headers
@@ -164,25 +178,14 @@ fn finish(
     }
     let (mut parts, body) = res.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, EdgeBody::Upstream { body, _lease: lease })
-}
-
-/// Copies bytes both ways between the client's and the app's upgraded
-/// connections until either side closes.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            debug!(error = %e, "upgrade handshake did not complete");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((to_app, to_client)) => debug!(to_app, to_client, "upgraded connection closed"),
-        Err(e) => debug!(error = %e, "upgraded connection ended with an error"),
-    }
+    Response::from_parts(
+        parts,
+        EdgeBody::Upstream {
+            body,
+            _lease: lease,
+            _in_flight: in_flight,
+        },
+    )
 }
 
 /// The `Upgrade` value when `req` asks for a protocol switch the HTTP/1.1

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::upstreams::{Upstream, UpstreamRegistry};
+
 /// What the edge does with requests for one host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteTarget {
@@ -68,15 +70,22 @@ pub(crate) struct Route {
     /// Requests being proxied to this host right now (the autoscaler's signal); shared
     /// with the tables before and after this one, so a swap does not reset it.
     pub(crate) in_flight: std::sync::Arc<AtomicUsize>,
+    /// For an upstream route, the state of each instance (same order as `instances`):
+    /// what is in flight to it, counted across tables, and its going-away signal.
+    pub(crate) upstreams: Vec<std::sync::Arc<Upstream>>,
 }
 
 impl Route {
     fn new(target: RouteTarget) -> Self {
         Self {
-            target,
             next: AtomicUsize::new(0),
             last_request_ms: AtomicU64::new(clock_ms()),
             in_flight: std::sync::Arc::default(),
+            upstreams: match &target {
+                RouteTarget::Upstream { instances } => instances.iter().map(|_| std::sync::Arc::default()).collect(),
+                _ => Vec::new(),
+            },
+            target,
         }
     }
 
@@ -157,6 +166,16 @@ impl EdgeRouteTable {
                     .last_request_ms
                     .store(old.last_request_ms.load(Ordering::Relaxed), Ordering::Relaxed);
                 route.in_flight = old.in_flight.clone();
+            }
+        }
+    }
+
+    /// Gives each upstream route the registry's state of its instances, so what is in
+    /// flight to an instance is counted in one place whichever table routed it.
+    pub(crate) fn attach_upstreams(&mut self, registry: &UpstreamRegistry) {
+        for route in self.routes.values_mut() {
+            if let RouteTarget::Upstream { instances } = &route.target {
+                route.upstreams = instances.iter().map(|addr| registry.attach(*addr)).collect();
             }
         }
     }

@@ -25,6 +25,7 @@ use crate::body::EdgeBody;
 use crate::pool::UpstreamPool;
 use crate::proxy;
 use crate::routes::{EdgeRouteTable, RouteTarget, normalize_host};
+use crate::upstreams::UpstreamRegistry;
 use crate::{EdgeConfig, pages, statics};
 
 /// How long in-flight requests may run after shutdown begins before their
@@ -49,6 +50,8 @@ pub struct Edge {
     waker: arc_swap::ArcSwapOption<Waker>,
     /// Requests currently held for sleeping sites.
     held: std::sync::atomic::AtomicUsize,
+    /// What is in flight to each app instance, for drains.
+    upstreams: UpstreamRegistry,
 }
 
 /// The control plane's callback that starts a sleeping site.
@@ -72,6 +75,7 @@ impl Edge {
             version: tokio::sync::watch::Sender::new(0),
             waker: arc_swap::ArcSwapOption::empty(),
             held: std::sync::atomic::AtomicUsize::new(0),
+            upstreams: UpstreamRegistry::default(),
         })
     }
 
@@ -85,8 +89,29 @@ impl Edge {
     pub fn replace_routes(&self, mut table: EdgeRouteTable) {
         debug!(hosts = table.len(), "edge routes replaced");
         table.inherit_activity(&self.routes.load());
+        table.attach_upstreams(&self.upstreams);
         self.routes.store(Arc::new(table));
+        self.upstreams.prune();
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// How many requests (until their response is sent) and upgraded connections the
+    /// edge is proxying to the app instance at `addr` right now, whichever table routed
+    /// them: a drained instance can stop once this is 0.
+    pub fn in_flight_to(&self, addr: SocketAddr) -> usize {
+        self.upstreams.in_flight(addr)
+    }
+
+    /// How many of [`Edge::in_flight_to`] are upgraded connections (WebSockets).
+    pub fn upgraded_to(&self, addr: SocketAddr) -> usize {
+        self.upstreams.upgraded(addr)
+    }
+
+    /// Closes the upgraded connections to the app instance at `addr` (it is going away):
+    /// a WebSocket client gets a close frame, 1001 "going away", at the next frame
+    /// boundary, so it reconnects; other upgraded connections are closed.
+    pub fn close_upgraded(&self, addr: SocketAddr) {
+        self.upstreams.go_away(addr);
     }
 
     /// Sets the callback that wakes a sleeping site; it gets the request's host and
@@ -257,6 +282,7 @@ impl Edge {
                     &worker.pool,
                     &self.config,
                     instances,
+                    &route.upstreams,
                     &route.next,
                     req,
                     host_value,
