@@ -121,7 +121,8 @@ def main():
     parts = {"hanging": part_hanging, "burst": part_burst, "prune": part_prune, "crash": part_crash}
     rows = []
     for name in a.parts.split(","):
-        b = Berth(a.binary)
+        # The burst keeps every deployment so each one's outcome can be read afterwards.
+        b = Berth(a.binary, args=["--keep-deployments", "50"] if name == "burst" else [])
         try:
             rows += parts[name](b)
         finally:

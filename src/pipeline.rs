@@ -133,6 +133,38 @@ async fn finish(
     }
 }
 
+/// Ends a queued deployment `superseded` (without building) when a newer deploy of its
+/// environment is pending; true if it did.
+async fn supersede_if_newer(platform: &Arc<Platform>, deployment: &DeploymentRow) -> Result<bool, StageFailure> {
+    let internal = |e: anyhow::Error| StageFailure::from(format!("internal error: {e:#}"));
+    if deployment.status() != DeploymentStatus::Queued {
+        return Ok(false);
+    }
+    let Some(newer) = store::newer_pending_deployment(
+        platform.store.pool(),
+        &deployment.environment_id,
+        deployment.created_at,
+        &deployment.id,
+    )
+    .await
+    .map_err(|e| internal(e.into()))?
+    else {
+        return Ok(false);
+    };
+    platform.log(
+        &deployment.id,
+        "build",
+        "system",
+        format!("skipped: {newer}, a newer deploy of this environment, is queued and the newest wins; this one is superseded without building"),
+    );
+    platform.logs.flush().await;
+    platform
+        .set_status(deployment, DeploymentStatus::Superseded, None)
+        .await
+        .map_err(internal)?;
+    Ok(true)
+}
+
 async fn build_and_start(
     platform: &Arc<Platform>,
     deployment: &DeploymentRow,
@@ -140,6 +172,12 @@ async fn build_and_start(
 ) -> Result<(), StageFailure> {
     let id = deployment.id.as_str();
     let internal = |e: anyhow::Error| StageFailure::from(format!("internal error: {e:#}"));
+    // Deploys of one environment queued behind each other coalesce: the newest wins. Asked
+    // before waiting for a build slot (a burst resolves at once, freeing its workers) and
+    // again after (a newer deploy may have come while this one waited).
+    if supersede_if_newer(platform, deployment).await? {
+        return Ok(());
+    }
     // 0. A build slot, held until the build is done (not while the app starts).
     let owner = crate::build_gate::BuildOwner {
         site: deployment.site_id.clone(),
@@ -149,28 +187,7 @@ async fn build_and_start(
         slot = platform.build_gate.acquire(owner) => slot,
         _ = cancel.cancelled() => return Err("cancelled".to_string().into()),
     };
-    // Deploys of one environment queued behind each other coalesce: the newest wins.
-    if deployment.status() == DeploymentStatus::Queued
-        && let Some(newer) = store::newer_pending_deployment(
-            platform.store.pool(),
-            &deployment.environment_id,
-            deployment.created_at,
-            id,
-        )
-        .await
-        .map_err(|e| internal(e.into()))?
-    {
-        platform.log(
-            id,
-            "build",
-            "system",
-            format!("skipped: {newer}, a newer deploy of this environment, is queued and the newest wins; this one is superseded without building"),
-        );
-        platform.logs.flush().await;
-        platform
-            .set_status(deployment, DeploymentStatus::Superseded, None)
-            .await
-            .map_err(internal)?;
+    if supersede_if_newer(platform, deployment).await? {
         return Ok(());
     }
     platform
