@@ -50,6 +50,8 @@ const TOOLS: &str = "tools";
 pub struct CacheEntry {
     dir: PathBuf,
     folder: &'static str,
+    /// The step after which the folder is kept (see [`CacheEntry::save_after`]).
+    save_after: &'static str,
 }
 
 impl CacheEntry {
@@ -83,10 +85,24 @@ impl CacheEntry {
             }
         }
         let key = hex::encode(&hash.finalize()[..12]);
+        // Go's and cargo's folders also hold what the build compiled, worth keeping too.
+        let compiles = matches!(plan.pack, BuildPack::Go | BuildPack::Rust);
+        let save_after = if compiles && plan.steps.iter().any(|s| s.name == "build") {
+            "build"
+        } else {
+            "install"
+        };
         Some(Self {
             dir: cache_root.join(site_id).join(key),
             folder,
+            save_after,
         })
+    }
+
+    /// The name of the step after which [`CacheEntry::save`] keeps the folder: the
+    /// install, or for Go and Rust the build (their folder holds compiled packages too).
+    pub fn save_after(&self) -> &'static str {
+        self.save_after
     }
 
     /// Copies cached dependencies into the app dir; true when they were there.
@@ -281,6 +297,7 @@ mod tests {
         let entry = CacheEntry {
             dir: root.join("site").join("key"),
             folder: go::GO_CACHE_DIR,
+            save_after: "build",
         };
         std::fs::create_dir_all(entry.dir.join(go::GO_CACHE_DIR).join("mod")).unwrap();
         assert!(!entry.restore(&app).await);

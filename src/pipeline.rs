@@ -484,8 +484,8 @@ async fn build_and_start(
             {
                 tools.save(&build_dir).await;
             }
-            if step.name == "install"
-                && let Some(cache) = &cache
+            if let Some(cache) = &cache
+                && step.name == cache.save_after()
             {
                 cache.save(&build_dir).await;
             }

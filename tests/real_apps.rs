@@ -352,8 +352,10 @@ async fn go_module_is_built_with_the_servers_go_and_its_binary_served() {
         server.edge("goapp.localhost", "/hello").await,
         (200, "go app: /hello\n".to_string())
     );
+    // The module and build caches come back: only what changed is compiled.
     let (d, log, warm) = redeploy(&server, "goapp").await;
     assert_live(&d, &log);
+    assert!(log.contains("dependencies restored from the build cache"), "{log}");
     report("go-http", cold, warm);
 }
 
@@ -370,8 +372,10 @@ async fn rust_package_is_built_with_the_servers_cargo_and_its_binary_served() {
         server.edge("rustapp.localhost", "/x").await,
         (200, "rust app: /x\n".to_string())
     );
+    // CARGO_HOME and the target folder come back: only the app's own crate is compiled.
     let (d, log, warm) = redeploy(&server, "rustapp").await;
     assert_live(&d, &log);
+    assert!(log.contains("dependencies restored from the build cache"), "{log}");
     report("rust-http", cold, warm);
 }
 

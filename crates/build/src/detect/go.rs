@@ -4,7 +4,8 @@
 //! `GOTOOLCHAIN=local` keeps go from downloading the toolchain a `go.mod` asks for: the
 //! `go` directive is a request the log compares with the server's version (see
 //! [`super::toolchain`]). The module cache lives in the app folder (the only place a
-//! build can write), and berth's build cache carries it to the site's next build.
+//! build can write) with go's build cache, and berth's build cache carries both to the
+//! site's next build, so a redeploy compiles only what changed.
 
 use std::path::Path;
 
@@ -37,11 +38,9 @@ pub(super) fn plan(files: &SourceFiles<'_>, procfile_web: Option<&str>) -> Resul
         notes.push(format!("main package: {pkg}"));
         format!("{GO_ENV} go build -o {GO_BINARY} {pkg}")
     });
-    // Only a module with requirements downloads anything.
-    let install = go_mod
-        .lines()
-        .any(|l| l.trim_start().starts_with("require"))
-        .then(|| format!("{GO_ENV} go mod download"));
+    // A no-op without requirements, but the step is where the build cache (modules and
+    // compiled packages) is restored.
+    let install = Some(format!("{GO_ENV} go mod download"));
     let start = match procfile_web {
         Some(web) => {
             notes.push("start command: the Procfile's web: line".into());

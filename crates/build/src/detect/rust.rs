@@ -5,16 +5,18 @@
 //! there (Debian's `cargo` package, or binaries in /usr/local/bin); a toolchain under a
 //! user's home (rustup's default) is invisible to them. `rust-toolchain.toml` is a
 //! request the log compares with the server's rustc (see [`super::toolchain`]); nothing
-//! is downloaded. Downloaded crates live in `CARGO_HOME` in the app folder, which berth's
-//! build cache carries to the site's next build.
+//! is downloaded. Downloaded crates and compiled dependencies live in `CARGO_HOME` (with
+//! the target folder inside it) in the app folder, which berth's build cache carries to
+//! the site's next build, so a redeploy compiles only the app's own crate.
 
 use super::{DetectError, Draft, SourceFiles, shell_quote, toml_lite};
 
-/// Where cargo keeps downloaded crates, relative to the app folder.
+/// Where cargo keeps downloaded crates and (in `target`) what it compiled, relative to the
+/// app folder: one folder, so the build cache carries both to the next build.
 pub const CARGO_HOME_DIR: &str = ".cache/cargo";
 
 /// The environment of every cargo command.
-const CARGO_ENV: &str = "export CARGO_HOME=\"$HOME/.cache/cargo\";";
+const CARGO_ENV: &str = "export CARGO_HOME=\"$HOME/.cache/cargo\" CARGO_TARGET_DIR=\"$HOME/.cache/cargo/target\";";
 
 const RUST_NO_BIN: &str =
     "Cargo.toml has no binary (no [[bin]] and no src/main.rs); add one, or set build_command and start_command";
@@ -62,7 +64,7 @@ pub(super) fn plan(files: &SourceFiles<'_>, procfile_web: Option<&str>) -> Resul
             notes.push("start command: the Procfile's web: line".into());
             Some(web.to_string())
         }
-        None => binary.map(|bin| shell_quote(&format!("target/release/{bin}"))),
+        None => binary.map(|bin| shell_quote(&format!("{CARGO_HOME_DIR}/target/release/{bin}"))),
     };
     Ok(Draft {
         install,
