@@ -64,6 +64,9 @@ fn main_package(files: &SourceFiles<'_>, module: &str) -> Option<String> {
     if is_main_package(files, ".") {
         return Some(".".into());
     }
+    if !super::fs_safe::is_dir_in_tree(files.root, "cmd") {
+        return None;
+    }
     let mut commands: Vec<String> = std::fs::read_dir(files.root.join("cmd"))
         .ok()?
         .filter_map(|e| e.ok())
@@ -73,7 +76,8 @@ fn main_package(files: &SourceFiles<'_>, module: &str) -> Option<String> {
     commands.sort();
     let last = module.rsplit('/').next().unwrap_or(module);
     let chosen = commands.iter().find(|c| *c == last).or(commands.first())?;
-    Some(format!("./cmd/{chosen}"))
+    // A folder name is the repository's: quoted for the shell.
+    Some(super::shell_quote(&format!("./cmd/{chosen}")))
 }
 
 /// True when a folder of the tree holds a non-test `.go` file declaring `package main`.

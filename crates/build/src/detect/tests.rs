@@ -1743,3 +1743,42 @@ fn new_packs_can_be_forced_and_are_named_in_errors() {
     let e = f.err(&BuildSettings::default()).to_string();
     assert!(e.contains("go.mod, Cargo.toml or deno.json"), "{e}");
 }
+
+#[test]
+fn go_package_folder_names_are_quoted_for_the_shell() {
+    let f = Fixture::new(&[
+        ("go.mod", "module example.com/x\n"),
+        ("cmd/a;touch pwned/main.go", "package main\n"),
+    ]);
+    let d = explained(&f);
+    assert_eq!(
+        d.plan.steps[1].command,
+        go_cmd("build -o .berth/bin/app './cmd/a;touch pwned'")
+    );
+}
+
+#[test]
+fn a_missing_go_or_cargo_is_named_with_the_package_that_provides_it() {
+    use toolchain::Tool;
+    assert_eq!(Tool::required_by(BuildPack::Go), Some(Tool::Go));
+    assert_eq!(Tool::required_by(BuildPack::Rust), Some(Tool::Rust));
+    // bun and deno are provisioned, node and python checked by their own requests.
+    assert_eq!(Tool::required_by(BuildPack::Deno), None);
+    assert_eq!(Tool::required_by(BuildPack::Node), None);
+    let go = Tool::Go.missing_hint();
+    assert!(
+        go.contains("apt-get install golang-go") && go.contains("/usr/local/bin"),
+        "{go}"
+    );
+    assert!(Tool::Rust.missing_hint().contains("apt-get install cargo"));
+    assert_eq!(
+        toolchain::version_in("go version go1.19.8 linux/amd64").as_deref(),
+        Some("1.19.8")
+    );
+    assert_eq!(
+        toolchain::version_in("rustc 1.63.0 (4b91a6ea7 2022-08-08)").as_deref(),
+        Some("1.63.0")
+    );
+    assert_eq!(toolchain::version_in("Python 3.11.2").as_deref(), Some("3.11.2"));
+    assert_eq!(toolchain::version_in("v20.19.2").as_deref(), Some("20.19.2"));
+}
