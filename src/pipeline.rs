@@ -736,7 +736,7 @@ async fn check_toolchains(
         }
         // cargo drives rustc: both must be there.
         if tool == Tool::Rust && system_program("cargo").is_none() {
-            return Err(tool.missing_hint().replace("no rustc", "no cargo").into());
+            return Err(tool.missing_hint().into());
         }
     }
     for request in requests {
@@ -786,19 +786,17 @@ async fn check_toolchains(
             .find(|p| p.is_file())
     }
 
-    /// The first line a program prints when asked for its version.
+    /// What a program prints when asked for its version.
     async fn version_of(program: &Path, arg: &str) -> Option<String> {
-        {
-            let out = tokio::process::Command::new(program).arg(arg).output().await.ok()?;
-            let text = String::from_utf8_lossy(if out.stdout.is_empty() {
-                &out.stderr
-            } else {
-                &out.stdout
-            })
-            .trim()
-            .to_string();
-            (out.status.success() && !text.is_empty()).then_some(text)
-        }
+        let out = tokio::process::Command::new(program).arg(arg).output().await.ok()?;
+        let text = String::from_utf8_lossy(if out.stdout.is_empty() {
+            &out.stderr
+        } else {
+            &out.stdout
+        })
+        .trim()
+        .to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
     }
 }
 

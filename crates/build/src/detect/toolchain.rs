@@ -67,10 +67,13 @@ impl Tool {
             Tool::Go => "apt-get install golang-go",
             Tool::Rust => "apt-get install cargo",
         };
+        let program = match self {
+            Tool::Rust => "cargo and rustc",
+            other => other.program(),
+        };
         format!(
             "this app is built with {name}, and builds find no {program} on the server (they see /usr/local/bin, /usr/bin and /bin only, not a toolchain in a home folder); install it on the server ({install}), or set build_pack and the commands to build it another way",
             name = self.name(),
-            program = self.program(),
         )
     }
 }
