@@ -441,4 +441,26 @@ async fn deno_app_gets_deno_and_its_dependencies_at_build_time() {
     );
     assert!(log.contains("dependencies restored from the build cache"), "{log}");
     report("deno-app", cold, warm);
+
+    // Without the registry the setup step fails, naming deno and what to do.
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({
+                "name": "denooffline",
+                "repo": corpus("deno-app").to_string_lossy(),
+                "env_vars": {"npm_config_registry": "http://127.0.0.1:9/", "npm_config_fetch_retries": "0"},
+                "wait": true,
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    let d = server.wait_deployment(&id).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("could not get deno@2.9.6 from the npm registry") && error.contains("npm_config_registry"),
+        "{d}"
+    );
 }
