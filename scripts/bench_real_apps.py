@@ -11,7 +11,8 @@ Usage: scripts/bench_real_apps.py [--binary target/debug/berth] [--apps vite-spa
 import argparse, os, subprocess, sys, time
 from benchlib import Berth, http
 
-APPS = ["yarn-app", "pnpm-app", "vite-spa", "cra-app", "next-export", "next-ssr", "flask-gunicorn", "fastapi-uvicorn", "django-static"]
+APPS = ["yarn-app", "pnpm-app", "vite-spa", "cra-app", "next-export", "next-ssr", "flask-gunicorn", "fastapi-uvicorn",
+        "django-static", "go-http", "rust-http", "bun-app", "deno-app"]
 
 
 def first_answer(b, site, deadline):

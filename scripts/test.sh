@@ -19,6 +19,10 @@ command -v mount >/dev/null || missing+=(mount)
 command -v node >/dev/null || missing+=(nodejs npm)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 /usr/bin/python3 -c 'import venv' 2>/dev/null || missing+=(python3-venv)
+# The Go and Rust corpus apps build with the server's toolchains, which builds find only
+# in system folders (a rustup toolchain in a home folder is invisible to them).
+[ -x /usr/bin/go ] || missing+=(golang-go)
+[ -x /usr/bin/cargo ] || missing+=(cargo)
 # The dashboard's tests drive headless Chromium over WebDriver.
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)

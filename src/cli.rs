@@ -130,7 +130,7 @@ impl Client {
 /// Build settings given as flags (`berth deploy`, `berth sites update`).
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct BuildSettingsArgs {
-    /// Build pack: static, procfile, node or python.
+    /// Build pack: static, procfile, node, python, go, rust or deno.
     #[arg(long)]
     pub build_pack: Option<String>,
     /// Install command.

@@ -221,7 +221,7 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_CREATE_SITE",
-        description = "Create a site from a git URL (https://, file://) or a folder path on the server and deploy it. With wait=true the call returns once the site is live (with its URL) or failed (with the error and last log lines). Build packs: static, procfile, node, python (detected; override with build_pack and commands). Apps must listen on $PORT.",
+        description = "Create a site from a git URL (https://, file://) or a folder path on the server and deploy it. With wait=true the call returns once the site is live (with its URL) or failed (with the error and last log lines). Build packs: static, procfile, node (bun too), python, go, rust, deno (detected; override with build_pack and commands). Apps must listen on $PORT.",
         output_schema = schema_for_output::<CreateSiteOutput>(),
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]

@@ -349,7 +349,7 @@ async fn build_and_start(
     }
     // The language versions the app asks for, against the server's (an image brings its own).
     if !docker::builds_image(&site.provider, &plan) {
-        check_toolchains(platform, id, &detection.toolchain).await?;
+        check_toolchains(platform, id, plan.pack, &detection.toolchain).await?;
     }
 
     // 3. Build: an image on docker, else the steps under the build timeouts and the sandbox.
@@ -367,12 +367,11 @@ async fn build_and_start(
         if let Some(tools) = &tools
             && tools.restore(&dir).await
         {
-            platform.log(
-                id,
-                "build",
-                "system",
-                "package manager restored from the build cache".into(),
-            );
+            let what = match detection.package_manager.as_deref() {
+                Some(label) if berth_build::detect::tools::is_runtime_label(label) => format!("runtime {label}"),
+                _ => "package manager".to_string(),
+            };
+            platform.log(id, "build", "system", format!("{what} restored from the build cache"));
         }
         // Build steps run as the site's own host uid, in a slot of their own (network
         // namespace, limits) for the whole build.
@@ -482,6 +481,11 @@ async fn build_and_start(
                 }
                 let message = match (step.name.as_str(), detection.package_manager.as_deref()) {
                     // Provisioning fails for one reason in practice (no registry): name the fix.
+                    (berth_build::detect::SETUP_STEP, Some(manager))
+                        if berth_build::detect::tools::is_runtime_label(manager) =>
+                    {
+                        format!("{e}: {}", berth_build::detect::tools::setup_failure_hint(manager))
+                    }
                     (berth_build::detect::SETUP_STEP, Some(manager)) => {
                         format!("{e}: {}", berth_build::detect::setup_failure_hint(manager))
                     }
@@ -497,8 +501,8 @@ async fn build_and_start(
             {
                 tools.save(&build_dir).await;
             }
-            if step.name == "install"
-                && let Some(cache) = &cache
+            if let Some(cache) = &cache
+                && step.name == cache.save_after()
             {
                 cache.save(&build_dir).await;
             }
@@ -733,13 +737,25 @@ async fn build_image(
 }
 
 /// Logs how each language version the app asks for compares with the server's, and fails
-/// when the app's own constraint excludes it (see `berth_build::detect::toolchain`).
+/// when the app's own constraint excludes it (see `berth_build::detect::toolchain`) or
+/// when the server lacks the compiler its pack builds with (go, cargo), naming the package.
 async fn check_toolchains(
     platform: &Platform,
     id: &str,
+    pack: berth_build::detect::BuildPack,
     requests: &[berth_build::detect::toolchain::Request],
 ) -> Result<(), StageFailure> {
     use berth_build::detect::toolchain::{self, Tool, Verdict};
+    if let Some(tool) = Tool::required_by(pack) {
+        match server_version(tool).await {
+            Some(version) => platform.log(id, "build", "system", format!("{}: {version}", tool.program())),
+            None => return Err(tool.missing_hint().into()),
+        }
+        // cargo drives rustc: both must be there.
+        if tool == Tool::Rust && system_program("cargo").is_none() {
+            return Err(tool.missing_hint().into());
+        }
+    }
     for request in requests {
         let Some(available) = server_version(request.tool).await else {
             continue;
@@ -752,31 +768,52 @@ async fn check_toolchains(
     }
     return Ok(());
 
-    /// The server's version of `tool`, asked once per run of berth.
+    /// The server's version of `tool`, asked once per run of berth. Go and Rust are looked
+    /// up where builds see them (a rustup toolchain in root's home is not theirs), and
+    /// looked up again while missing, so installing one needs no restart.
     async fn server_version(tool: Tool) -> Option<String> {
         static NODE: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
         static PYTHON: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
+        static GO: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+        static RUST: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
         let (cell, program) = match tool {
-            Tool::Node => (&NODE, "node"),
-            Tool::Python => (&PYTHON, "python3"),
+            Tool::Node => (&NODE, PathBuf::from("node")),
+            Tool::Python => (&PYTHON, PathBuf::from("python3")),
+            Tool::Go | Tool::Rust => {
+                let cell = if tool == Tool::Go { &GO } else { &RUST };
+                let program = system_program(tool.program())?;
+                let arg = if tool == Tool::Go { "version" } else { "--version" };
+                return cell
+                    .get_or_try_init(|| async move { version_of(&program, arg).await.ok_or(()) })
+                    .await
+                    .ok()
+                    .cloned();
+            }
         };
-        cell.get_or_init(|| async move {
-            let out = tokio::process::Command::new(program)
-                .arg("--version")
-                .output()
-                .await
-                .ok()?;
-            let text = String::from_utf8_lossy(if out.stdout.is_empty() {
-                &out.stderr
-            } else {
-                &out.stdout
-            })
-            .trim()
-            .to_string();
-            (out.status.success() && !text.is_empty()).then_some(text)
+        cell.get_or_init(|| async move { version_of(&program, "--version").await })
+            .await
+            .clone()
+    }
+
+    /// A program of the server's system folders, as builds find it.
+    fn system_program(name: &str) -> Option<PathBuf> {
+        toolchain::SYSTEM_BIN_DIRS
+            .iter()
+            .map(|dir| Path::new(dir).join(name))
+            .find(|p| p.is_file())
+    }
+
+    /// What a program prints when asked for its version.
+    async fn version_of(program: &Path, arg: &str) -> Option<String> {
+        let out = tokio::process::Command::new(program).arg(arg).output().await.ok()?;
+        let text = String::from_utf8_lossy(if out.stdout.is_empty() {
+            &out.stderr
+        } else {
+            &out.stdout
         })
-        .await
-        .clone()
+        .trim()
+        .to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
     }
 }
 

@@ -1,8 +1,11 @@
 //! Real apps go live on the first try: each app of the corpus under `tests/apps/` (yarn,
 //! pnpm, a Vite SPA, a Create React App build, a Next.js static export, a Next.js server,
-//! Flask, FastAPI, Django, an app only its render.yaml explains) is deployed with no settings at all, as a new user would, and
-//! fetched through the edge; the monorepo with only `root_dir` set. Dependencies come from
-//! the real registries (npm, PyPI); the apps are kept to a few small ones.
+//! Flask, FastAPI, Django, an app only its render.yaml explains, Go, Rust, Bun, Deno) is
+//! deployed with no settings at all, as a new user would, and fetched through the edge;
+//! the monorepo with only `root_dir` set. Dependencies come from the real registries (npm,
+//! PyPI); the apps are kept to a few small ones. Go and Rust build with the server's `go`
+//! and `cargo` (Debian's packages, installed by scripts/test.sh); bun and deno are
+//! downloaded from the npm registry.
 //!
 //! Each app is deployed twice: the second deploy must reuse the site's build cache (the
 //! installed dependencies and, for yarn and pnpm, the package manager corepack fetched).
@@ -378,4 +381,131 @@ async fn next_server_app_runs_next_start_on_port() {
     assert_eq!(code, 200);
     assert!(api.contains("from a next route handler"), "{api}");
     eprintln!("real app next-ssr: live on the first try; cold {cold:.1} s");
+
+async fn go_module_is_built_with_the_servers_go_and_its_binary_served() {
+    let server = corpus_server().await;
+    let (d, log, cold) = first_deploy(&server, "goapp", "go-http").await;
+    assert_live(&d, &log);
+    assert!(log.contains("build pack: go"), "{log}");
+    assert!(
+        log.contains("detected a Go module example.com/go-http (go.mod)"),
+        "{log}"
+    );
+    assert!(log.contains("go 1.19 (go.mod go directive)"), "{log}");
+    assert!(log.contains("starting: .berth/bin/app"), "{log}");
+    assert_eq!(
+        server.edge("goapp.localhost", "/hello").await,
+        (200, "go app: /hello\n".to_string())
+    );
+    // The module and build caches come back: only what changed is compiled.
+    let (d, log, warm) = redeploy(&server, "goapp").await;
+    assert_live(&d, &log);
+    assert!(log.contains("dependencies restored from the build cache"), "{log}");
+    report("go-http", cold, warm);
+}
+
+#[tokio::test]
+async fn rust_package_is_built_with_the_servers_cargo_and_its_binary_served() {
+    let server = corpus_server().await;
+    let (d, log, cold) = first_deploy(&server, "rustapp", "rust-http").await;
+    assert_live(&d, &log);
+    assert!(log.contains("detected a Rust package rust-http (Cargo.toml)"), "{log}");
+    assert!(log.contains("cargo build --release --locked"), "{log}");
+    // rust-toolchain.toml asks for 1.75: a pin, said in the log, never a failure.
+    assert!(log.contains("rust 1.75 (rust-toolchain.toml)"), "{log}");
+    assert_eq!(
+        server.edge("rustapp.localhost", "/x").await,
+        (200, "rust app: /x\n".to_string())
+    );
+    // CARGO_HOME and the target folder come back: only the app's own crate is compiled.
+    let (d, log, warm) = redeploy(&server, "rustapp").await;
+    assert_live(&d, &log);
+    assert!(log.contains("dependencies restored from the build cache"), "{log}");
+    report("rust-http", cold, warm);
+}
+
+#[tokio::test]
+async fn bun_app_gets_bun_from_the_npm_registry_once_per_site() {
+    let server = corpus_server().await;
+    let (d, log, cold) = first_deploy(&server, "bunapp", "bun-app").await;
+    assert_live(&d, &log);
+    assert!(log.contains("package manager: bun@1.4.5 (bun.lock)"), "{log}");
+    assert!(log.contains("$ bun install --frozen-lockfile"), "{log}");
+    assert_eq!(
+        server.edge("bunapp.localhost", "/").await,
+        (200, "bun app 1.4.5: 1m /\n".to_string())
+    );
+    let (d, log, warm) = redeploy(&server, "bunapp").await;
+    assert_live(&d, &log);
+    assert!(log.contains("runtime bun@1.4.5 restored from the build cache"), "{log}");
+    assert!(log.contains("dependencies restored from the build cache"), "{log}");
+    report("bun-app", cold, warm);
+
+    // Without the registry the setup step fails, naming bun and what to do.
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({
+                "name": "bunoffline",
+                "repo": corpus("bun-app").to_string_lossy(),
+                "env_vars": {"npm_config_registry": "http://127.0.0.1:9/", "npm_config_fetch_retries": "0"},
+                "wait": true,
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    let d = server.wait_deployment(&id).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("setup step exited with code")
+            && error.contains("could not get bun@1.4.5 from the npm registry")
+            && error.contains("install_command"),
+        "{d}"
+    );
+}
+
+#[tokio::test]
+async fn deno_app_gets_deno_and_its_dependencies_at_build_time() {
+    let server = corpus_server().await;
+    let (d, log, cold) = first_deploy(&server, "denoapp", "deno-app").await;
+    assert_live(&d, &log);
+    assert!(log.contains("detected a Deno project (deno.json)"), "{log}");
+    assert!(log.contains("--allow-net --allow-env --allow-read=."), "{log}");
+    // The app has no network: its npm import was fetched by the build.
+    assert_eq!(
+        server.edge("denoapp.localhost", "/x").await,
+        (200, "deno app 2.9.6: 1m /x\n".to_string())
+    );
+    let (d, log, warm) = redeploy(&server, "denoapp").await;
+    assert_live(&d, &log);
+    assert!(
+        log.contains("runtime deno@2.9.6 restored from the build cache"),
+        "{log}"
+    );
+    assert!(log.contains("dependencies restored from the build cache"), "{log}");
+    report("deno-app", cold, warm);
+
+    // Without the registry the setup step fails, naming deno and what to do.
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({
+                "name": "denooffline",
+                "repo": corpus("deno-app").to_string_lossy(),
+                "env_vars": {"npm_config_registry": "http://127.0.0.1:9/", "npm_config_fetch_retries": "0"},
+                "wait": true,
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    let d = server.wait_deployment(&id).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("could not get deno@2.9.6 from the npm registry") && error.contains("npm_config_registry"),
+        "{d}"
+    );
 }

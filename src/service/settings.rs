@@ -13,7 +13,7 @@ use crate::store::{self, SiteRow};
 use super::*;
 
 /// Build packs a setting may force.
-const BUILD_PACKS: [&str; 4] = ["static", "procfile", "node", "python"];
+const BUILD_PACKS: [&str; 7] = ["static", "procfile", "node", "python", "go", "rust", "deno"];
 
 impl Service {
     /// `HOSTING_UPDATE_SITE`: changes build settings, branch, previews or provider.
@@ -297,7 +297,7 @@ pub(super) fn validate_build_settings(s: &BuildSettings) -> ServiceResult<()> {
     {
         return Err(ServiceError::invalid(
             "build_pack",
-            format!("unknown build pack '{pack}'; use static, procfile, node or python"),
+            format!("unknown build pack '{pack}'; use static, procfile, node, python, go, rust or deno"),
         ));
     }
     if let Some(path) = &s.health_check_path

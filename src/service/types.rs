@@ -43,7 +43,7 @@ pub struct CreateSiteInput {
     /// Exact commit SHA to deploy (overrides branch).
     #[serde(default)]
     pub commit: Option<String>,
-    /// Force a build pack: static, procfile, node or python (default: detected).
+    /// Force a build pack: static, procfile, node, python, go, rust or deno (default: detected).
     #[serde(default)]
     pub build_pack: Option<String>,
     /// Install command override.
@@ -125,7 +125,7 @@ where
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildSettingsChange {
-    /// Build pack: static, procfile, node or python; null: detected.
+    /// Build pack: static, procfile, node, python, go, rust or deno; null: detected.
     #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
     pub build_pack: Change<String>,
     /// Install command; null: detected.
@@ -196,7 +196,7 @@ pub fn drain_period(drain_seconds: Option<i64>) -> std::time::Duration {
 pub struct UpdateSiteInput {
     /// Site name.
     pub site: String,
-    /// Build pack: static, procfile, node or python; null: detected.
+    /// Build pack: static, procfile, node, python, go, rust or deno; null: detected.
     #[serde(default, deserialize_with = "change", skip_serializing_if = "Option::is_none")]
     pub build_pack: Change<String>,
     /// Install command; null: detected.

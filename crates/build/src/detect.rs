@@ -14,6 +14,10 @@
 //!    command, but the language pack still installs the dependencies (a
 //!    Procfile next to a requirements.txt is the classic Heroku layout, and
 //!    skipping `pip install` would break it).
+//!    Then `go.mod` → **go**; `Cargo.toml` → **rust**; `deno.json` /
+//!    `deno.jsonc` (or a `main.ts` with no package.json) → **deno** (see
+//!    the [`go`], [`rust`] and [`deno`] submodules). A bun project (a bun
+//!    lockfile or `packageManager: bun@…`) is a node project run with bun.
 //! 3. `Procfile` with a `web:` line (and no language manifest) → **procfile**:
 //!    the `web:` command is the start command, nothing is installed.
 //! 4. `index.html` at the root or in `output_dir`/`dist`/`build`/`public`/
@@ -49,11 +53,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::fs_safe;
 
+pub mod deno;
+pub mod go;
 pub mod node;
 mod platform_files;
 mod python;
+pub mod rust;
 mod toml_lite;
 pub mod toolchain;
+pub mod tools;
 
 pub use platform_files::BERTH_TOML;
 
@@ -65,7 +73,7 @@ pub const SETUP_STEP: &str = "setup";
 /// What the user configured for an app; every `Some` overrides detection.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildSettings {
-    /// Force a pack: "static", "procfile", "node" or "python".
+    /// Force a pack: "static", "procfile", "node", "python", "go", "rust" or "deno".
     pub build_pack: Option<String>,
     /// Replaces the install step; an empty string removes it.
     pub install_command: Option<String>,
@@ -96,6 +104,12 @@ pub enum BuildPack {
     Node,
     /// A `requirements.txt` / `pyproject.toml` project, installed in `.venv`.
     Python,
+    /// A `go.mod` module, built with the server's `go` into one binary.
+    Go,
+    /// A `Cargo.toml` package with a binary, built with the server's `cargo`.
+    Rust,
+    /// A `deno.json` project (or a lone `main.ts`), run with a provisioned deno.
+    Deno,
     /// The project's own `Dockerfile`; container providers only (see
     /// [`crate::dockerfile`]), never detected or accepted as a setting here.
     Dockerfile,
@@ -103,11 +117,14 @@ pub enum BuildPack {
 
 impl BuildPack {
     /// Every pack, in the order they are listed to users.
-    pub const ALL: [BuildPack; 4] = [
+    pub const ALL: [BuildPack; 7] = [
         BuildPack::Static,
         BuildPack::Procfile,
         BuildPack::Node,
         BuildPack::Python,
+        BuildPack::Go,
+        BuildPack::Rust,
+        BuildPack::Deno,
     ];
 
     /// The name used in settings and JSON ("static", "procfile", ...).
@@ -117,6 +134,9 @@ impl BuildPack {
             BuildPack::Procfile => "procfile",
             BuildPack::Node => "node",
             BuildPack::Python => "python",
+            BuildPack::Go => "go",
+            BuildPack::Rust => "rust",
+            BuildPack::Deno => "deno",
             BuildPack::Dockerfile => "dockerfile",
         }
     }
@@ -189,11 +209,11 @@ pub enum ServePlan {
 pub enum DetectError {
     /// Nothing recognisable in the source root.
     #[error(
-        "no index.html, Procfile, package.json, requirements.txt or pyproject.toml found in the source root; add one or set build_pack and start_command"
+        "no index.html, Procfile, package.json, requirements.txt, pyproject.toml, go.mod, Cargo.toml or deno.json found in the source root; add one or set build_pack and start_command"
     )]
     NothingDetected,
     /// `build_pack` has an unknown value.
-    #[error("unknown build_pack '{value}'; valid values are static, procfile, node and python")]
+    #[error("unknown build_pack '{value}'; valid values are static, procfile, node, python, go, rust and deno")]
     UnknownBuildPack {
         /// The value as given.
         value: String,
@@ -275,6 +295,7 @@ pub const STATIC_DIR_CANDIDATES: [&str; 4] = ["dist", "build", "public", "out"];
 const BUILT_DIR_CANDIDATES: [&str; 5] = ["dist", "build", "out", "public", "."];
 
 const NODE_ENTRY_CANDIDATES: [&str; 3] = ["server.js", "index.js", "app.js"];
+const BUN_ENTRY_CANDIDATES: [&str; 6] = ["server.ts", "index.ts", "app.ts", "server.js", "index.js", "app.js"];
 const PYTHON_ENTRY_CANDIDATES: [&str; 4] = ["app.py", "main.py", "server.py", "wsgi.py"];
 
 const NODE_NO_START: &str = "package.json has no \"start\" script or \"main\" entry and none of server.js, index.js or app.js exists; add a start script (e.g. \"start\": \"node server.js\") or set start_command";
@@ -331,6 +352,12 @@ pub fn detect_explained(source: &Path, settings: &BuildSettings) -> Result<Detec
                 BuildPack::Node
             } else if PYTHON_MANIFESTS.iter().any(|f| files.exists(f)) {
                 BuildPack::Python
+            } else if files.is_file("go.mod") {
+                BuildPack::Go
+            } else if files.is_file("Cargo.toml") {
+                BuildPack::Rust
+            } else if deno::is_deno(&files) {
+                BuildPack::Deno
             } else if procfile_web.is_some() {
                 BuildPack::Procfile
             } else if find_index(source, output_dir.as_deref()).is_some() {
@@ -351,6 +378,15 @@ pub fn detect_explained(source: &Path, settings: &BuildSettings) -> Result<Detec
     let draft = match pack {
         BuildPack::Node => node_plan(&files, output_dir.as_deref(), procfile_web.as_deref())?,
         BuildPack::Python => python_plan(&files, procfile_web.as_deref())?,
+        BuildPack::Go => {
+            files.require(BuildPack::Go, "go.mod")?;
+            go::plan(&files, procfile_web.as_deref())?
+        }
+        BuildPack::Rust => {
+            files.require(BuildPack::Rust, "Cargo.toml")?;
+            rust::plan(&files, procfile_web.as_deref())?
+        }
+        BuildPack::Deno => deno::plan(&files, procfile_web.as_deref())?,
         BuildPack::Procfile => Draft {
             start: procfile_web.clone(),
             no_start: PROCFILE_NO_WEB,
@@ -379,17 +415,19 @@ pub fn detect_explained(source: &Path, settings: &BuildSettings) -> Result<Detec
                 .any(|word| word == name)
         })
     };
-    let manager_used = (settings.install_command.is_none() && draft.install.is_some())
-        || (settings.build_command.is_none() && draft.build.is_some())
-        || runs_manager(&settings.install_command)
-        || runs_manager(&settings.build_command);
-    let setup = draft.setup.filter(|_| manager_used);
-    let install = pick(settings.install_command.as_deref(), draft.install);
-    let build = pick(settings.build_command.as_deref(), draft.build);
     if settings.start_command.is_some() && draft.start.is_none() && draft.static_dir.is_some() {
         notes.push("start_command is set: serving it as a process instead of the static output".into());
     }
     let start = pick(settings.start_command.as_deref(), draft.start);
+    // A runtime the setup step provisions (bun, deno) is needed by the start command too.
+    let manager_used = (settings.install_command.is_none() && draft.install.is_some())
+        || (settings.build_command.is_none() && draft.build.is_some())
+        || runs_manager(&settings.install_command)
+        || runs_manager(&settings.build_command)
+        || runs_manager(&start);
+    let setup = draft.setup.filter(|_| manager_used);
+    let install = pick(settings.install_command.as_deref(), draft.install);
+    let build = pick(settings.build_command.as_deref(), draft.build);
 
     let serve = match (start, draft.static_dir) {
         (Some(command), _) => ServePlan::Process {
@@ -449,7 +487,7 @@ pub fn detect_explained(source: &Path, settings: &BuildSettings) -> Result<Detec
         },
         notes,
         package_manager,
-        toolchain: toolchain::requests(&files, pack == BuildPack::Node, pack == BuildPack::Python),
+        toolchain: toolchain::requests(&files, pack),
     })
 }
 
@@ -550,7 +588,9 @@ fn node_plan(
     let mut notes = Vec::new();
     // Nothing to install: skipping the package manager saves seconds per
     // deploy, and npm runs a build script as well as any.
-    let manager = if pkg.has_dependencies {
+    // bun is also the runtime of the project that asks for it, so it is provisioned
+    // even when nothing is installed.
+    let manager = if pkg.has_dependencies || node::wants_bun(files, &pkg) {
         node::choose_manager(files, &pkg, &mut notes)
     } else {
         node::NodeManager::npm()
@@ -622,14 +662,20 @@ fn node_plan(
         if dev_start.is_some() {
             return None;
         }
+        // A bun project's entry runs with bun, which also runs TypeScript.
+        let (runner, candidates): (&str, &[&str]) = if manager.name == "bun" {
+            ("bun", &BUN_ENTRY_CANDIDATES)
+        } else {
+            ("node", &NODE_ENTRY_CANDIDATES)
+        };
         pkg.main
             .as_deref()
-            .map(|m| format!("node {}", shell_quote(m)))
+            .map(|m| format!("{runner} {}", shell_quote(m)))
             .or_else(|| {
-                NODE_ENTRY_CANDIDATES
+                candidates
                     .iter()
                     .find(|f| files.is_file(f))
-                    .map(|f| format!("node {f}"))
+                    .map(|f| format!("{runner} {f}"))
             })
     });
     // Without a start command a Node project can still be a static site:
@@ -924,6 +970,15 @@ impl<'a> SourceFiles<'a> {
 
     fn is_file(&self, name: &str) -> bool {
         fs_safe::is_file_in_tree(self.root, name)
+    }
+
+    /// Fails for a forced `pack` whose manifest `name` is missing.
+    fn require(&self, pack: BuildPack, name: &'static str) -> Result<(), DetectError> {
+        if self.is_file(name) {
+            Ok(())
+        } else {
+            Err(DetectError::MissingFile { pack, file: name })
+        }
     }
 
     /// The file's text, or `None` when it is not a regular file.

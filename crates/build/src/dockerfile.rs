@@ -59,7 +59,8 @@ impl BaseImages {
             BuildPack::Node => Some(&self.node),
             BuildPack::Python => Some(&self.python),
             BuildPack::Procfile => Some(&self.procfile),
-            BuildPack::Static | BuildPack::Dockerfile => None,
+            // Their toolchains are no public base image of the same kind yet.
+            BuildPack::Static | BuildPack::Dockerfile | BuildPack::Go | BuildPack::Rust | BuildPack::Deno => None,
         }
     }
 }

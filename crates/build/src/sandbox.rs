@@ -39,8 +39,10 @@ pub const SANDBOX_APP_DIR: &str = "/app";
 
 /// `PATH` inside the sandbox: the app's own tools first, so start commands
 /// like `next start` or `gunicorn app:app` work without `npm start` or an
-/// activated venv.
-pub const SANDBOX_PATH: &str = "/app/node_modules/.bin:/app/.venv/bin:/usr/local/bin:/usr/bin:/bin";
+/// activated venv, then the runtimes berth provisioned into the app folder
+/// (bun, deno: see `detect::tools`).
+pub const SANDBOX_PATH: &str =
+    "/app/node_modules/.bin:/app/.venv/bin:/app/.cache/tools/bin:/usr/local/bin:/usr/bin:/bin";
 
 /// Top-level host folders bound read-only when they exist. On merged-/usr
 /// systems `/bin`, `/lib`, ... are symlinks and are recreated as symlinks.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use berth_build::BuildPlan;
+use berth_build::detect::BuildPack;
 use berth_build::dockerfile::{self, BaseImages, DockerfileError};
 use bollard::query_parameters::{BuildImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
 use futures::StreamExt;
@@ -37,6 +38,12 @@ pub fn recipe(
 ) -> Result<Option<ImageRecipe>, String> {
     if dockerfile::has_dockerfile(app_dir) {
         return Ok(Some(ImageRecipe::OwnDockerfile));
+    }
+    if matches!(plan.pack, BuildPack::Go | BuildPack::Rust | BuildPack::Deno) {
+        return Err(format!(
+            "the docker provider has no generated image for {} apps yet; add a Dockerfile to the repository, or use the local provider",
+            plan.pack
+        ));
     }
     let Some(base) = bases.for_pack(plan.pack) else {
         return Ok(None);

@@ -7,8 +7,11 @@
 //! corepack, which downloads the requested version from the npm registry
 //! once and keeps it in `COREPACK_HOME`. That folder lives in the app folder
 //! (the only place a build can write) and berth's build cache carries it to
-//! the site's next build, so the download happens once per site.
+//! the site's next build, so the download happens once per site. bun is no
+//! Node package manager corepack knows: when the server has none, berth
+//! provisions it from the npm registry the same way (see [`super::tools`]).
 
+use super::tools::{self, Runtime};
 use super::{DetectError, PackageJson, SourceFiles};
 
 /// Where corepack keeps the package managers it downloaded, relative to the
@@ -49,6 +52,8 @@ pub(super) struct NodeManager {
     pub label: String,
     /// yarn 2 or later, whose flags differ from yarn 1's.
     pub berry: bool,
+    /// A runtime berth downloads itself (bun), with its version.
+    pub provisioned: Option<(Runtime, String)>,
 }
 
 impl NodeManager {
@@ -58,6 +63,7 @@ impl NodeManager {
             corepack: None,
             label: "npm".into(),
             berry: false,
+            provisioned: None,
         }
     }
 
@@ -67,6 +73,7 @@ impl NodeManager {
             corepack: Some(spec.to_string()),
             label: label.to_string(),
             berry,
+            provisioned: None,
         }
     }
 
@@ -81,6 +88,9 @@ impl NodeManager {
     /// The step that provisions the manager before anything uses it, or
     /// `None` when it is on the server already.
     pub fn setup_command(&self) -> Option<String> {
+        if let Some((runtime, version)) = &self.provisioned {
+            return Some(tools::setup_command(*runtime, version));
+        }
         let spec = self.corepack.as_ref()?;
         // Its failure is explained by the pipeline with `setup_failure_hint`.
         Some(format!("{COREPACK_ENV} corepack {spec} --version"))
@@ -128,7 +138,7 @@ pub(super) fn choose_manager(files: &SourceFiles<'_>, pkg: &PackageJson, notes: 
             "yarn" => Some(NodeManager::corepack("yarn", "yarn", field, major >= 2)),
             "pnpm" => Some(NodeManager::corepack("pnpm", "pnpm", field, false)),
             "npm" => Some(NodeManager::npm()),
-            "bun" => bun(notes, "packageManager in package.json"),
+            "bun" => bun(notes, Some(version).filter(|v| !v.is_empty())),
             _ => None,
         };
         match chosen {
@@ -157,7 +167,12 @@ pub(super) fn choose_manager(files: &SourceFiles<'_>, pkg: &PackageJson, notes: 
         let (spec, berry) = yarn_for_lockfile(&text);
         Some((NodeManager::corepack("yarn", spec, spec, berry), "yarn.lock"))
     } else if files.exists("bun.lock") || files.exists("bun.lockb") {
-        bun(notes, "bun.lock").map(|m| (m, "bun.lock"))
+        let lockfile = if files.exists("bun.lock") {
+            "bun.lock"
+        } else {
+            "bun.lockb"
+        };
+        bun(notes, None).map(|m| (m, lockfile))
     } else {
         None
     };
@@ -170,21 +185,47 @@ pub(super) fn choose_manager(files: &SourceFiles<'_>, pkg: &PackageJson, notes: 
     }
 }
 
-/// bun when the server has it; otherwise npm, said in the log (bun reads
-/// package.json like npm does, so the install still works, unpinned).
-fn bun(notes: &mut Vec<String>, why: &str) -> Option<NodeManager> {
+/// bun: the server's own when it has one, else the release `packageManager` names (or
+/// [`tools::BUN_VERSION`]), downloaded from the npm registry by the setup step.
+fn bun(notes: &mut Vec<String>, requested: Option<&str>) -> Option<NodeManager> {
     if BUN_PATHS.iter().any(|p| std::path::Path::new(p).is_file()) {
         return Some(NodeManager {
             name: "bun",
             corepack: None,
             label: "bun".into(),
             berry: false,
+            provisioned: None,
         });
     }
-    notes.push(format!(
-        "{why} asks for bun, which this server does not have (corepack does not provide it); installing with npm from package.json instead, so versions are not the locked ones"
-    ));
-    Some(NodeManager::npm())
+    let version = match requested {
+        Some(v) => match tools::plain_version(v.split('+').next().unwrap_or(v)) {
+            Some(v) => v.to_string(),
+            None => {
+                notes.push(format!(
+                    "packageManager asks for bun@{v}, not a plain release number: using bun {}",
+                    tools::BUN_VERSION
+                ));
+                tools::BUN_VERSION.to_string()
+            }
+        },
+        None => tools::BUN_VERSION.to_string(),
+    };
+    Some(NodeManager {
+        name: "bun",
+        corepack: None,
+        label: tools::label(Runtime::Bun, &version),
+        berry: false,
+        provisioned: Some((Runtime::Bun, version)),
+    })
+}
+
+/// True when the project asks for bun: `packageManager: bun@…` or a bun lockfile.
+pub(super) fn wants_bun(files: &SourceFiles<'_>, pkg: &PackageJson) -> bool {
+    pkg.package_manager
+        .as_deref()
+        .is_some_and(|m| m.starts_with("bun@") || m == "bun")
+        || files.exists("bun.lock")
+        || files.exists("bun.lockb")
 }
 
 /// The pnpm major version that writes a lockfile of this `lockfileVersion`.

@@ -141,7 +141,7 @@ fn empty_source_says_what_to_add() {
     assert!(matches!(err, DetectError::NothingDetected));
     assert_eq!(
         err.to_string(),
-        "no index.html, Procfile, package.json, requirements.txt or pyproject.toml found in the source root; add one or set build_pack and start_command"
+        "no index.html, Procfile, package.json, requirements.txt, pyproject.toml, go.mod, Cargo.toml or deno.json found in the source root; add one or set build_pack and start_command"
     );
 }
 
@@ -154,7 +154,7 @@ fn unknown_build_pack_lists_the_valid_ones() {
     };
     assert_eq!(
         f.err(&s).to_string(),
-        "unknown build_pack 'ruby'; valid values are static, procfile, node and python"
+        "unknown build_pack 'ruby'; valid values are static, procfile, node, python, go, rust and deno"
     );
     // Case and spaces are forgiven.
     let s = BuildSettings {
@@ -825,21 +825,102 @@ fn package_manager_field_wins_over_lockfiles() {
     assert_eq!(d.package_manager, None);
 }
 
-#[test]
-fn bun_lockfile_without_a_bun_binary_falls_back_to_npm_and_says_so() {
-    if ["/usr/local/bin/bun", "/usr/bin/bun"]
+/// True when this machine has a system bun, which detection prefers to a download.
+fn system_bun() -> bool {
+    ["/usr/local/bin/bun", "/usr/bin/bun"]
         .iter()
         .any(|p| Path::new(p).exists())
-    {
-        return; // this machine has bun: the other branch applies
+}
+
+#[test]
+fn bun_lockfile_gets_bun_from_the_npm_registry_and_bun_runs_the_app() {
+    if system_bun() {
+        return; // this machine has bun: no download is planned
     }
-    let f = Fixture::new(&[("package.json", DEPS_AND_BUILD), ("bun.lockb", "\0binary")]);
+    for lockfile in ["bun.lock", "bun.lockb"] {
+        let f = Fixture::new(&[
+            (
+                "package.json",
+                r#"{"dependencies":{"ms":"2"},"scripts":{"start":"bun run server.ts"}}"#,
+            ),
+            (lockfile, "{}"),
+            ("server.ts", "Bun.serve({})"),
+        ]);
+        let d = explained(&f);
+        let label = format!("bun@{}", tools::BUN_VERSION);
+        assert_eq!(d.package_manager.as_deref(), Some(label.as_str()));
+        assert!(
+            d.notes.contains(&format!("package manager: {label} ({lockfile})")),
+            "{:?}",
+            d.notes
+        );
+        assert_eq!(
+            serde_json::to_value(&d.plan).unwrap(),
+            json!({
+                "pack": "node",
+                "steps": [
+                    step(SETUP_STEP, &tools::setup_command(tools::Runtime::Bun, tools::BUN_VERSION)),
+                    step("install", "bun install --frozen-lockfile"),
+                ],
+                "serve": process("bun run server.ts", None),
+                "health_check_path": "/",
+            })
+        );
+    }
+}
+
+#[test]
+fn bun_is_provisioned_for_the_start_command_even_without_dependencies() {
+    if system_bun() {
+        return;
+    }
+    // packageManager names the release; with nothing to install bun still runs the app.
+    let f = Fixture::new(&[
+        ("package.json", r#"{"packageManager":"bun@1.1.38"}"#),
+        ("index.ts", "Bun.serve({})"),
+    ]);
     let d = explained(&f);
-    assert_eq!(d.plan.steps[0].command, "npm install --no-audit --no-fund");
+    assert_eq!(d.package_manager.as_deref(), Some("bun@1.1.38"));
+    assert_eq!(
+        d.plan.steps,
+        vec![BuildStep {
+            name: SETUP_STEP.into(),
+            command: tools::setup_command(tools::Runtime::Bun, "1.1.38"),
+        }]
+    );
+    assert_eq!(
+        serde_json::to_value(&d.plan.serve).unwrap(),
+        process("bun index.ts", None)
+    );
+    // A packageManager value that is no plain release is never put in a command.
+    let f = Fixture::new(&[
+        ("package.json", r#"{"packageManager":"bun@1.1;rm -rf /"}"#),
+        ("index.ts", "Bun.serve({})"),
+    ]);
+    let d = explained(&f);
+    assert_eq!(d.package_manager, Some(format!("bun@{}", tools::BUN_VERSION)));
+    assert!(!d.plan.steps[0].command.contains("1.1;"), "{:?}", d.plan.steps);
+}
+
+#[test]
+fn bun_setup_downloads_once_into_the_tools_folder() {
+    let cmd = tools::setup_command(tools::Runtime::Bun, "1.4.5");
+    // Skipped when the folder (restored from the build cache) already has it.
+    assert!(cmd.contains(r#"if [ ! -x "$d/bin/bun" ]"#), "{cmd}");
     assert!(
-        d.notes.iter().any(|n| n.contains("does not have") && n.contains("npm")),
-        "{:?}",
-        d.notes
+        cmd.contains(r#"npm pack --silent --cache ./.npm-cache "$p@1.4.5""#),
+        "{cmd}"
+    );
+    assert!(
+        cmd.contains("@oven/bun-linux-x64") && cmd.contains("-baseline"),
+        "{cmd}"
+    );
+    assert!(cmd.contains(r#"ln -sfn "../bun-1.4.5/bin/bun" "$t/bin/bun""#), "{cmd}");
+    assert!(crate::sandbox::SANDBOX_PATH.contains(&format!("/app/{}/bin", tools::TOOLS_HOME_DIR)));
+    let deno = tools::setup_command(tools::Runtime::Deno, "2.9.6");
+    assert!(
+        deno.contains("@deno/linux-x64-glibc") && deno.contains(r#""../deno-2.9.6/deno""#),
+        "{deno}"
     );
 }
 
@@ -1441,4 +1522,263 @@ fn pipfile_lock_default_section_is_installed() {
         "{:?}",
         d.notes
     );
+}
+
+/// A go command as detection writes it.
+fn go_cmd(args: &str) -> String {
+    format!(
+        "export GOTOOLCHAIN=local GOPATH=\"$HOME/.cache/go\" GOMODCACHE=\"$HOME/.cache/go/mod\" GOCACHE=\"$HOME/.cache/go/build\" GOFLAGS=\"${{GOFLAGS:--modcacherw}}\"; go {args}"
+    )
+}
+
+#[test]
+fn go_module_is_built_into_one_binary_that_is_started() {
+    let f = Fixture::new(&[
+        (
+            "go.mod",
+            "module example.com/hello\n\ngo 1.22\n\nrequire github.com/google/uuid v1.6.0\n",
+        ),
+        ("go.sum", ""),
+        ("main.go", "// Package main serves.\npackage main\n\nfunc main() {}\n"),
+        ("main_test.go", "package main\n"),
+    ]);
+    let d = explained(&f);
+    assert_eq!(
+        serde_json::to_value(&d.plan).unwrap(),
+        json!({
+            "pack": "go",
+            "steps": [
+                step("install", &go_cmd("mod download")),
+                step("build", &go_cmd("build -o .berth/bin/app .")),
+            ],
+            "serve": process(".berth/bin/app", None),
+            "health_check_path": "/",
+        })
+    );
+    assert_eq!(
+        d.notes,
+        vec!["detected a Go module example.com/hello (go.mod)", "main package: ."]
+    );
+    assert_eq!(
+        d.toolchain,
+        vec![toolchain::Request {
+            tool: toolchain::Tool::Go,
+            wanted: "1.22".into(),
+            source: "go.mod go directive",
+            strength: toolchain::Strength::Pin,
+        }]
+    );
+    // A pin: another server version builds with a note, never fails.
+    assert!(matches!(
+        toolchain::check(&d.toolchain[0], "go version go1.19.8 linux/amd64"),
+        toolchain::Verdict::Nearest(m) if m.contains("go 1.22 (go.mod go directive)") && m.contains("1.19.8")
+    ));
+    assert!(matches!(
+        toolchain::check(&d.toolchain[0], "go version go1.22.5 linux/amd64"),
+        toolchain::Verdict::Fits(_)
+    ));
+}
+
+#[test]
+fn go_main_package_in_cmd_is_found() {
+    let f = Fixture::new(&[
+        ("go.mod", "module github.com/acme/api\n\ngo 1.19\n"),
+        ("lib.go", "package api\n"),
+        ("cmd/tool/main.go", "package main\n"),
+        ("cmd/api/main.go", "/* the server */\npackage main\n"),
+    ]);
+    let d = explained(&f);
+    assert_eq!(d.plan.steps[1].command, go_cmd("build -o .berth/bin/app ./cmd/api"));
+    // No main package at all: the error says what to add or set.
+    let f = Fixture::new(&[("go.mod", "module x\n"), ("lib.go", "package x\n")]);
+    let e = f.err(&BuildSettings::default()).to_string();
+    assert!(e.contains("no main package") && e.contains("start_command"), "{e}");
+    // A forced pack without its manifest.
+    let f = Fixture::new(&[("index.html", "hi")]);
+    let e = f.err(&BuildSettings {
+        build_pack: Some("go".into()),
+        ..Default::default()
+    });
+    assert!(matches!(e, DetectError::MissingFile { file: "go.mod", .. }), "{e}");
+}
+
+#[test]
+fn rust_package_is_built_locked_in_release_mode_and_its_binary_started() {
+    let cargo = "export CARGO_HOME=\"$HOME/.cache/cargo\" CARGO_TARGET_DIR=\"$HOME/.cache/cargo/target\";";
+    let f = Fixture::new(&[
+        (
+            "Cargo.toml",
+            "[package]\nname = \"hello\"\nversion = \"0.1.0\"\n\n[dependencies]\n",
+        ),
+        ("Cargo.lock", "version = 3\n"),
+        ("src/main.rs", "fn main() {}"),
+        (
+            "rust-toolchain.toml",
+            "[toolchain]\nchannel = \"1.75\"\ncomponents = [\"clippy\"]\n",
+        ),
+    ]);
+    let d = explained(&f);
+    assert_eq!(
+        serde_json::to_value(&d.plan).unwrap(),
+        json!({
+            "pack": "rust",
+            "steps": [
+                step("install", &format!("{cargo} cargo fetch --locked")),
+                step("build", &format!("{cargo} cargo build --release --locked")),
+            ],
+            "serve": process(".cache/cargo/target/release/hello", None),
+            "health_check_path": "/",
+        })
+    );
+    assert_eq!(d.toolchain.len(), 1);
+    assert_eq!(
+        (
+            d.toolchain[0].tool,
+            d.toolchain[0].wanted.as_str(),
+            d.toolchain[0].source
+        ),
+        (toolchain::Tool::Rust, "1.75", "rust-toolchain.toml")
+    );
+    assert!(matches!(
+        toolchain::check(&d.toolchain[0], "rustc 1.63.0 (4b91a6ea7 2022-08-08)"),
+        toolchain::Verdict::Nearest(m) if m.contains("1.63.0") && m.contains("nearest available")
+    ));
+    // The legacy file holds the bare channel; a name is no version and builds as is.
+    f.add("rust-toolchain", "stable\n");
+    std::fs::remove_file(f.path().join("rust-toolchain.toml")).unwrap();
+    let d = explained(&f);
+    assert_eq!(d.toolchain[0].wanted, "stable");
+    assert!(matches!(
+        toolchain::check(&d.toolchain[0], "rustc 1.63.0"),
+        toolchain::Verdict::Fits(_)
+    ));
+}
+
+#[test]
+fn rust_bins_without_a_lockfile_and_a_library_alone() {
+    let cargo = "export CARGO_HOME=\"$HOME/.cache/cargo\" CARGO_TARGET_DIR=\"$HOME/.cache/cargo/target\";";
+    let f = Fixture::new(&[(
+        "Cargo.toml",
+        "[package]\nname = \"tools\"\n\n[[bin]]\nname = \"web\"\npath = \"src/web.rs\"\n\n[[bin]]\nname = \"cli\"\n",
+    )]);
+    let d = explained(&f);
+    assert_eq!(
+        d.plan.steps[1].command,
+        format!("{cargo} cargo build --release --bin web")
+    );
+    assert_eq!(
+        serde_json::to_value(&d.plan.serve).unwrap(),
+        process(".cache/cargo/target/release/web", None)
+    );
+    // A library has nothing to start.
+    let f = Fixture::new(&[("Cargo.toml", "[package]\nname = \"lib\"\n"), ("src/lib.rs", "")]);
+    let e = f.err(&BuildSettings::default()).to_string();
+    assert!(e.contains("no binary") && e.contains("start_command"), "{e}");
+    // A workspace root names what to set.
+    let f = Fixture::new(&[("Cargo.toml", "[workspace]\nmembers = [\"api\"]\n")]);
+    let e = f.err(&BuildSettings::default()).to_string();
+    assert!(e.contains("root_dir"), "{e}");
+}
+
+#[test]
+fn deno_project_gets_deno_its_dependencies_at_build_time_and_server_permissions() {
+    let env = "export DENO_DIR=\"$HOME/.cache/deno\" DENO_NO_UPDATE_CHECK=1 NO_COLOR=1; [ -n \"$DENO_CERT\" ] || [ ! -f /etc/ssl/certs/ca-certificates.crt ] || export DENO_CERT=/etc/ssl/certs/ca-certificates.crt;";
+    let f = Fixture::new(&[
+        ("deno.json", r#"{"imports": {"ms": "npm:ms@2.1.3"}}"#),
+        ("main.ts", "Deno.serve(() => new Response('hi'))"),
+    ]);
+    let d = explained(&f);
+    let label = format!("deno@{}", tools::DENO_VERSION);
+    assert_eq!(d.package_manager.as_deref(), Some(label.as_str()));
+    assert_eq!(
+        serde_json::to_value(&d.plan).unwrap(),
+        json!({
+            "pack": "deno",
+            "steps": [
+                step(SETUP_STEP, &tools::setup_command(tools::Runtime::Deno, tools::DENO_VERSION)),
+                step("install", &format!("{env} deno install && deno cache main.ts")),
+            ],
+            "serve": process(&format!("{env} exec deno run --cached-only --allow-net --allow-env --allow-read=. main.ts"), None),
+            "health_check_path": "/",
+        })
+    );
+
+    // A start task (in a deno.jsonc with comments and trailing commas) is the start command.
+    let f = Fixture::new(&[
+        (
+            "deno.jsonc",
+            "{\n  // the server\n  \"tasks\": { \"start\": \"deno run -A server.ts\", },\n  /* done */\n}\n",
+        ),
+        ("server.ts", ""),
+    ]);
+    let d = explained(&f);
+    assert_eq!(d.plan.pack, BuildPack::Deno);
+    assert_eq!(
+        serde_json::to_value(&d.plan.serve).unwrap(),
+        process(&format!("{env} exec deno task start"), None)
+    );
+
+    // A lone main.ts is a Deno app; next to a package.json it is a Node project's file.
+    let f = Fixture::new(&[("main.ts", "")]);
+    assert_eq!(explained(&f).plan.pack, BuildPack::Deno);
+    let f = Fixture::new(&[
+        ("main.ts", ""),
+        ("package.json", r#"{"scripts":{"start":"node x.js"}}"#),
+    ]);
+    assert_eq!(explained(&f).plan.pack, BuildPack::Node);
+    // Nothing to run: the error names the task to add.
+    let f = Fixture::new(&[("deno.json", "{}")]);
+    let e = f.err(&BuildSettings::default()).to_string();
+    assert!(e.contains("start task") && e.contains("start_command"), "{e}");
+}
+
+#[test]
+fn new_packs_can_be_forced_and_are_named_in_errors() {
+    for pack in ["go", "rust", "deno"] {
+        assert_eq!(pack.parse::<BuildPack>().unwrap().as_str(), pack);
+    }
+    let e = "cobol".parse::<BuildPack>().unwrap_err().to_string();
+    assert!(e.contains("go, rust and deno"), "{e}");
+    let f = Fixture::new(&[("README.md", "")]);
+    let e = f.err(&BuildSettings::default()).to_string();
+    assert!(e.contains("go.mod, Cargo.toml or deno.json"), "{e}");
+}
+
+#[test]
+fn go_package_folder_names_are_quoted_for_the_shell() {
+    let f = Fixture::new(&[
+        ("go.mod", "module example.com/x\n"),
+        ("cmd/a;touch pwned/main.go", "package main\n"),
+    ]);
+    let d = explained(&f);
+    assert_eq!(
+        d.plan.steps[1].command,
+        go_cmd("build -o .berth/bin/app './cmd/a;touch pwned'")
+    );
+}
+
+#[test]
+fn a_missing_go_or_cargo_is_named_with_the_package_that_provides_it() {
+    use toolchain::Tool;
+    assert_eq!(Tool::required_by(BuildPack::Go), Some(Tool::Go));
+    assert_eq!(Tool::required_by(BuildPack::Rust), Some(Tool::Rust));
+    // bun and deno are provisioned, node and python checked by their own requests.
+    assert_eq!(Tool::required_by(BuildPack::Deno), None);
+    assert_eq!(Tool::required_by(BuildPack::Node), None);
+    let go = Tool::Go.missing_hint();
+    assert!(
+        go.contains("apt-get install golang-go") && go.contains("/usr/local/bin"),
+        "{go}"
+    );
+    assert!(Tool::Rust.missing_hint().contains("apt-get install cargo"));
+    assert_eq!(
+        toolchain::version_in("go version go1.19.8 linux/amd64").as_deref(),
+        Some("1.19.8")
+    );
+    assert_eq!(
+        toolchain::version_in("rustc 1.63.0 (4b91a6ea7 2022-08-08)").as_deref(),
+        Some("1.63.0")
+    );
+    assert_eq!(toolchain::version_in("Python 3.11.2").as_deref(), Some("3.11.2"));
+    assert_eq!(toolchain::version_in("v20.19.2").as_deref(), Some("20.19.2"));
 }

@@ -1,16 +1,19 @@
 //! The language version an app asks for, and what to do when the server has another.
 //!
-//! berth builds with the Node and Python the server has; it does not download toolchains.
-//! What an app asks for is read from the usual places: `engines.node` in package.json
-//! (an npm semver range), `.nvmrc` / `.node-version` (a pin), `requires-python` in
-//! pyproject.toml (PEP 440 specifiers), `.python-version` and `runtime.txt` (pins). A pin
+//! berth builds with the Node, Python, Go and Rust the server has; it does not download
+//! toolchains. What an app asks for is read from the usual places: `engines.node` in
+//! package.json (an npm semver range), `.nvmrc` / `.node-version` (a pin),
+//! `requires-python` in pyproject.toml (PEP 440 specifiers), `.python-version` and
+//! `runtime.txt` (pins), the `go` directive of go.mod (a pin: go builds older and newer
+//! modules alike) and the channel of `rust-toolchain.toml` / `rust-toolchain` (a pin;
+//! "stable" and other names are not versions and are built with what is there). A pin
 //! the server cannot match is a note in the build log (the build goes on with the version
 //! it has); a range that excludes the server's version fails the build at once, naming
 //! what was asked and what is here, because the app says it cannot run there.
 
 use std::cmp::Ordering;
 
-use super::SourceFiles;
+use super::{BuildPack, SourceFiles};
 
 /// A language the server provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +22,10 @@ pub enum Tool {
     Node,
     /// `python3`.
     Python,
+    /// `go` (Debian's `golang-go`).
+    Go,
+    /// `rustc` and `cargo` (Debian's `cargo`).
+    Rust,
 }
 
 impl Tool {
@@ -27,8 +34,61 @@ impl Tool {
         match self {
             Tool::Node => "node",
             Tool::Python => "python",
+            Tool::Go => "go",
+            Tool::Rust => "rust",
         }
     }
+
+    /// The tool a pack builds with that berth does not provision itself, if any: its
+    /// absence fails the build at once with [`Tool::missing_hint`].
+    pub fn required_by(pack: BuildPack) -> Option<Tool> {
+        match pack {
+            BuildPack::Go => Some(Tool::Go),
+            BuildPack::Rust => Some(Tool::Rust),
+            _ => None,
+        }
+    }
+
+    /// The program asked for the server's version (`<program> --version`, or `go version`).
+    pub fn program(self) -> &'static str {
+        match self {
+            Tool::Node => "node",
+            Tool::Python => "python3",
+            Tool::Go => "go",
+            Tool::Rust => "rustc",
+        }
+    }
+
+    /// The error when the server lacks the tool, naming the fix.
+    pub fn missing_hint(self) -> String {
+        let install = match self {
+            Tool::Node => "apt-get install nodejs npm",
+            Tool::Python => "apt-get install python3 python3-venv",
+            Tool::Go => "apt-get install golang-go",
+            Tool::Rust => "apt-get install cargo",
+        };
+        let program = match self {
+            Tool::Rust => "cargo and rustc",
+            other => other.program(),
+        };
+        format!(
+            "this app is built with {name}, and builds find no {program} on the server (they see /usr/local/bin, /usr/bin and /bin only, not a toolchain in a home folder); install it on the server ({install}), or set build_pack and the commands to build it another way",
+            name = self.name(),
+        )
+    }
+}
+
+/// The folders builds find programs in (the sandbox's `PATH` without the app's own).
+pub const SYSTEM_BIN_DIRS: [&str; 3] = ["/usr/local/bin", "/usr/bin", "/bin"];
+
+/// The version number in a tool's `--version` output ("go version go1.19.8 linux/amd64"
+/// → "1.19.8", "rustc 1.63.0 (4b91a6ea7 2022-08-08)" → "1.63.0", "v20.19.2" → "20.19.2").
+pub fn version_in(output: &str) -> Option<String> {
+    output
+        .split_whitespace()
+        .map(|w| w.trim_start_matches("go").trim_start_matches('v'))
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()) && w.contains('.'))
+        .map(str::to_string)
 }
 
 /// How binding a request is.
@@ -64,9 +124,11 @@ pub enum Verdict {
     Excluded(String),
 }
 
-/// The requests of the project at `files`, node's for a Node project, python's for a
-/// Python one. A value berth cannot read is ignored (it is the other tool's business).
-pub(super) fn requests(files: &SourceFiles<'_>, node: bool, python: bool) -> Vec<Request> {
+/// The requests of the project at `files` for the tool of its `pack` (node's for a Node
+/// project, python's for a Python one, ...). A value berth cannot read is ignored (it is
+/// the other tool's business).
+pub(super) fn requests(files: &SourceFiles<'_>, pack: BuildPack) -> Vec<Request> {
+    let (node, python) = (pack == BuildPack::Node, pack == BuildPack::Python);
     let mut out = Vec::new();
     let mut push = |tool, wanted: Option<String>, source, strength| {
         if let Some(w) = wanted
@@ -116,6 +178,34 @@ pub(super) fn requests(files: &SourceFiles<'_>, node: bool, python: bool) -> Vec
         let runtime = first_line(files, "runtime.txt").map(|l| l.trim_start_matches("python-").to_string());
         push(Tool::Python, runtime, "runtime.txt", Strength::Pin);
     }
+    if pack == BuildPack::Go {
+        let directive = files.read_opt("go.mod").ok().flatten().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.trim().strip_prefix("go ").map(|v| v.trim().to_string()))
+        });
+        push(Tool::Go, directive, "go.mod go directive", Strength::Pin);
+    }
+    if pack == BuildPack::Rust {
+        let toml = files.read_opt("rust-toolchain.toml").ok().flatten().and_then(|t| {
+            super::toml_lite::tables(&t)
+                .into_iter()
+                .find(|t| t.name == "toolchain")
+                .and_then(|t| t.string("channel"))
+        });
+        if toml.is_some() {
+            push(Tool::Rust, toml, "rust-toolchain.toml", Strength::Pin);
+        } else {
+            // The older file is the bare channel, or TOML itself.
+            let legacy =
+                files.read_opt("rust-toolchain").ok().flatten().and_then(|t| {
+                    match super::toml_lite::tables(&t).into_iter().find(|t| t.name == "toolchain") {
+                        Some(table) => table.string("channel"),
+                        None => t.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string),
+                    }
+                });
+            push(Tool::Rust, legacy, "rust-toolchain", Strength::Pin);
+        }
+    }
     out
 }
 
@@ -129,7 +219,10 @@ fn first_line(files: &SourceFiles<'_>, name: &str) -> Option<String> {
 
 /// Checks `request` against the server's `available` version ("v20.19.2", "Python 3.11.2").
 pub fn check(request: &Request, available: &str) -> Verdict {
-    let have_text = available.trim().trim_start_matches("Python ").trim_start_matches('v');
+    let normalized = version_in(available);
+    let have_text = normalized
+        .as_deref()
+        .unwrap_or_else(|| available.trim().trim_start_matches("Python ").trim_start_matches('v'));
     let Some(have) = Version::parse(have_text) else {
         return Verdict::Fits(format!(
             "{}: could not read the server's version '{available}'",
@@ -140,7 +233,7 @@ pub fn check(request: &Request, available: &str) -> Verdict {
     let fits = match (request.tool, request.strength) {
         (Tool::Node, Strength::Constraint) => npm_range_matches(&request.wanted, &have),
         (Tool::Python, Strength::Constraint) => pep440_matches(&request.wanted, &have),
-        (_, Strength::Pin) => pin_matches(&request.wanted, &have),
+        (_, Strength::Pin) | (Tool::Go | Tool::Rust, Strength::Constraint) => pin_matches(&request.wanted, &have),
     };
     match (fits, request.strength) {
         (Some(true), _) => Verdict::Fits(format!("{what}: using {have_text}")),

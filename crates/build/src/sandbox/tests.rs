@@ -172,7 +172,9 @@ async fn environment_is_exactly_home_path_and_the_given_vars() {
     assert_eq!(open["HOME"], app_str);
     assert_eq!(
         open["PATH"],
-        format!("{app_str}/node_modules/.bin:{app_str}/.venv/bin:/usr/local/bin:/usr/bin:/bin")
+        format!(
+            "{app_str}/node_modules/.bin:{app_str}/.venv/bin:{app_str}/.cache/tools/bin:/usr/local/bin:/usr/bin:/bin"
+        )
     );
     assert_eq!(open.len(), 4, "{open:?}");
 }
