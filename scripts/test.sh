@@ -37,6 +37,12 @@ fi
 # busybox-static if missing, starts dockerd if nothing answers; idempotent).
 scripts/docker-test-env.sh
 
+# berth itself builds with the rustup toolchain; Debian's cargo (installed above for the
+# corpus) is older and must not shadow it.
+if [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast
