@@ -381,7 +381,9 @@ async fn next_server_app_runs_next_start_on_port() {
     assert_eq!(code, 200);
     assert!(api.contains("from a next route handler"), "{api}");
     eprintln!("real app next-ssr: live on the first try; cold {cold:.1} s");
+}
 
+#[tokio::test]
 async fn go_module_is_built_with_the_servers_go_and_its_binary_served() {
     let server = corpus_server().await;
     let (d, log, cold) = first_deploy(&server, "goapp", "go-http").await;
