@@ -1196,7 +1196,7 @@ mod site_name_tests {
         for (url, want) in [
             ("https://github.com/vercel/Next.js-Example.git", "next-js-example"),
             ("https://github.com/acme/shop/", "shop"),
-            ("git@github.com:acme/api.git", "api"),
+            ("git@github.com:acme/shop-api.git", "shop-api"),
             ("ssh://git@host:22/srv/My_Repo", "my-repo"),
             ("file:///srv/git/blog.git", "blog"),
         ] {

@@ -141,3 +141,40 @@ async fn run_one(store: Store, handler: Arc<dyn JobHandler>, job: JobRow, cancel
         tracing::error!(job.id = id, error = %err, "recording the job outcome failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{self, Store};
+
+    #[tokio::test]
+    async fn claims_prefer_whoever_has_the_fewest_jobs_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("jobs.db")).await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let mut ids = Vec::new();
+        for (n, key) in [("a1", "site-a"), ("a2", "site-a"), ("a3", "site-a"), ("b1", "site-b")] {
+            let payload = serde_json::json!({ "n": n });
+            let id = store::enqueue_job(&mut conn, "org", "deploy", &payload, 3, Some(n), Some(key))
+                .await
+                .unwrap();
+            ids.push((n, id));
+        }
+        drop(conn);
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let job = store::claim_job(store.pool(), &["deploy"], 30_000)
+                .await
+                .unwrap()
+                .unwrap();
+            order.push(ids.iter().find(|(_, id)| *id == job.id).unwrap().0);
+        }
+        // First come first served would give a1, a2, a3, b1: b1 would wait behind the burst.
+        assert_eq!(order, ["a1", "b1", "a2", "a3"]);
+        assert!(
+            store::claim_job(store.pool(), &["deploy"], 30_000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -1102,11 +1102,12 @@ pub async fn enqueue_job(
     payload: &serde_json::Value,
     max_attempts: i64,
     idempotency_key: Option<&str>,
+    fair_key: Option<&str>,
 ) -> sqlx::Result<i64> {
     let now = now_ms();
     let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO jobs (org_id, kind, payload, status, max_attempts, run_at, idempotency_key, created_at, updated_at) \
-         VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        "INSERT INTO jobs (org_id, kind, payload, status, max_attempts, run_at, idempotency_key, fair_key, created_at, updated_at) \
+         VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
     )
     .bind(org_id)
     .bind(kind)
@@ -1114,6 +1115,7 @@ pub async fn enqueue_job(
     .bind(max_attempts)
     .bind(now)
     .bind(idempotency_key)
+    .bind(fair_key)
     .bind(now)
     .bind(now)
     .fetch_optional(&mut *db)
@@ -1129,17 +1131,19 @@ pub async fn enqueue_job(
     }
 }
 
-/// Claims the oldest ready job of the given kinds: pending and due, or running with an
-/// expired lease (its worker died). The claim is one UPDATE, so two workers never get
-/// the same job.
+/// Claims a ready job of the given kinds: pending and due, or running with an expired
+/// lease (its worker died); the oldest of those whose `fair_key` (a deploy's site) has the
+/// fewest jobs running, so one site's burst cannot take every worker while another site's
+/// deploy waits. The claim is one UPDATE, so two workers never get the same job.
 pub async fn claim_job(db: impl SqliteExecutor<'_>, kinds: &[&str], lease_ms: i64) -> sqlx::Result<Option<JobRow>> {
     let now = now_ms();
     let placeholders = vec!["?"; kinds.len()].join(", ");
     let sql = format!(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = ?, updated_at = ? \
-         WHERE id = (SELECT id FROM jobs WHERE kind IN ({placeholders}) AND \
+         WHERE id = (SELECT id FROM jobs AS j WHERE kind IN ({placeholders}) AND \
                        ((status = 'pending' AND run_at <= ?) OR (status = 'running' AND lease_until < ?)) \
-                     ORDER BY run_at, id LIMIT 1) \
+                     ORDER BY (SELECT COUNT(*) FROM jobs AS r WHERE r.fair_key = j.fair_key AND r.status = 'running'), \
+                              run_at, id LIMIT 1) \
          RETURNING id, org_id, kind, payload, attempts, max_attempts"
     );
     let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now + lease_ms).bind(now);

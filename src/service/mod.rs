@@ -710,6 +710,7 @@ impl Service {
             &payload,
             DEPLOY_ATTEMPTS,
             Some(&format!("deploy:{}", d.id)),
+            Some(&site.id),
         )
         .await?;
         Ok(d)
