@@ -348,8 +348,17 @@ async fn build_and_start(
         platform.log(id, "build", "system", note);
     }
     // The language versions the app asks for, against the server's (an image brings its own).
-    if !docker::builds_image(&site.provider, &plan) {
-        check_toolchains(platform, id, plan.pack, &detection.toolchain).await?;
+    let mut node_hint = None;
+    if !docker::builds_image(&site.provider, &plan)
+        && let Some((step, hint)) = check_toolchains(platform, id, plan.pack, &detection.toolchain).await?
+    {
+        // The Node.js release the app asks for, downloaded before anything runs with node.
+        plan.steps.insert(0, step);
+        node_hint = Some(hint);
+        let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
+        store::set_deployment_plan(platform.store.pool(), id, &plan_json)
+            .await
+            .map_err(|e| internal(e.into()))?;
     }
 
     // 3. Build: an image on docker, else the steps under the build timeouts and the sandbox.
@@ -480,6 +489,9 @@ async fn build_and_start(
                     disk.remove().await;
                 }
                 let message = match (step.name.as_str(), detection.package_manager.as_deref()) {
+                    (berth_build::detect::tools::NODE_STEP, _) => {
+                        format!("{e}: {}", node_hint.as_deref().unwrap_or_default())
+                    }
                     // Provisioning fails for one reason in practice (no registry): name the fix.
                     (berth_build::detect::SETUP_STEP, Some(manager))
                         if berth_build::detect::tools::is_runtime_label(manager) =>
@@ -744,8 +756,9 @@ async fn check_toolchains(
     id: &str,
     pack: berth_build::detect::BuildPack,
     requests: &[berth_build::detect::toolchain::Request],
-) -> Result<(), StageFailure> {
+) -> Result<Option<(BuildStep, String)>, StageFailure> {
     use berth_build::detect::toolchain::{self, Tool, Verdict};
+    use berth_build::detect::tools;
     if let Some(tool) = Tool::required_by(pack) {
         match server_version(tool).await {
             Some(version) => platform.log(id, "build", "system", format!("{}: {version}", tool.program())),
@@ -756,7 +769,41 @@ async fn check_toolchains(
             return Err(tool.missing_hint().into());
         }
     }
+    // A Node.js release to download when the server's does not do: the app's own constraint
+    // decides the range when it has one (it binds), else the pin. The other node requests
+    // are then about the downloaded release, not the server's.
+    let mut provision = None;
+    let mut node_requests: Vec<&toolchain::Request> = requests.iter().filter(|r| r.tool == Tool::Node).collect();
+    node_requests.sort_by_key(|r| r.strength != toolchain::Strength::Constraint);
+    if let Some(available) = server_version(Tool::Node).await
+        && node_requests
+            .iter()
+            .any(|r| toolchain::node_to_provision(r, &available).is_some())
+        && let Some((request, range, command)) = node_requests.iter().find_map(|r| {
+            let range = berth_build::detect::tools::node_range(&r.wanted)?;
+            Some((*r, range, tools::node_setup_command(range)?))
+        })
+    {
+        let have = toolchain::version_in(&available).unwrap_or(available.clone());
+        platform.log(
+            id,
+            "build",
+            "system",
+            format!(
+                "node {range} asked for ({}); this server has {have}: downloading a matching release from the npm registry",
+                request.source
+            ),
+        );
+        let step = BuildStep {
+            name: tools::NODE_STEP.to_string(),
+            command,
+        };
+        provision = Some((step, tools::node_setup_failure_hint(range, request.source, &have)));
+    }
     for request in requests {
+        if provision.is_some() && request.tool == Tool::Node {
+            continue;
+        }
         let Some(available) = server_version(request.tool).await else {
             continue;
         };
@@ -766,7 +813,7 @@ async fn check_toolchains(
             Verdict::Excluded(error) => return Err(error.into()),
         }
     }
-    return Ok(());
+    return Ok(provision);
 
     /// The server's version of `tool`, asked once per run of berth. Go and Rust are looked
     /// up where builds see them (a rustup toolchain in root's home is not theirs), and

