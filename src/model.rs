@@ -96,7 +96,7 @@ impl DeploymentStatus {
                 | (Deploying, Building | Live | Failed | Cancelled | Superseded)
                 | (Live, Superseded | Live | Crashed)
                 | (Superseded, Live)
-                | (Crashed, Live)
+                | (Crashed, Live | Superseded)
         )
     }
 }

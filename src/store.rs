@@ -637,20 +637,23 @@ pub async fn transition_deployment(
     error: Option<&str>,
 ) -> sqlx::Result<bool> {
     use DeploymentStatus::*;
-    let from: Vec<&str> = [Queued, Building, Deploying, Live, Failed, Cancelled, Superseded]
-        .into_iter()
-        .filter(|s| s.can_become(to))
-        .map(|s| s.as_str())
-        .collect();
+    let from: Vec<&str> = [
+        Queued, Building, Deploying, Live, Failed, Cancelled, Superseded, Crashed,
+    ]
+    .into_iter()
+    .filter(|s| s.can_become(to))
+    .map(|s| s.as_str())
+    .collect();
     let placeholders = vec!["?"; from.len()].join(", ");
     let now = now_ms();
     let sql = format!(
-        "UPDATE deployments SET status = ?, error = COALESCE(?, error), \
+        "UPDATE deployments SET status = ?, error = CASE WHEN ? = 'live' THEN NULL ELSE COALESCE(?, error) END, \
            started_at = CASE WHEN ? = 'building' AND started_at IS NULL THEN ? ELSE started_at END, \
            finished_at = CASE WHEN ? IN ('live', 'failed', 'cancelled', 'superseded') THEN COALESCE(finished_at, ?) ELSE finished_at END \
          WHERE id = ? AND status IN ({placeholders})"
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(to.as_str())
         .bind(to.as_str())
         .bind(error)
         .bind(to.as_str())

@@ -51,15 +51,22 @@ async fn an_app_killed_from_outside_is_restarted() {
 }
 
 #[tokio::test]
-async fn a_crash_loop_ends_crashed_with_a_502() {
+async fn a_crash_loop_ends_crashed_with_a_502_and_a_recovery_goes_live_again() {
     let server = TestServer::start().await;
-    // Healthy at first, then exits one second after every start.
+    // Healthy at first, then exits one second after every start for its first 20 s (an
+    // instance's writes do not outlive it, so the app goes by the clock); a slow restart
+    // after the crash loop (30 s) stays up.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 20_000;
+    let server_js = format!(
+        "require('http').createServer((q,r)=>r.end('up')).listen(process.env.PORT);\nif (Date.now() < {until}) setTimeout(()=>{{ console.error('out of memory (simulated)'); process.exit(137); }}, 1000);\n"
+    );
     let flaky = app(&[
         ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
-        (
-            "server.js",
-            "require('http').createServer((q,r)=>r.end('up')).listen(process.env.PORT);\nsetTimeout(()=>{ console.error('out of memory (simulated)'); process.exit(137); }, 1000);\n",
-        ),
+        ("server.js", &server_js),
     ]);
     let (_, out) = server
         .post(
@@ -97,6 +104,18 @@ async fn a_crash_loop_ends_crashed_with_a_502() {
                 .contains("there is no earlier deployment to go back to")
         }
     );
+    // A slow restart stays up: the deployment is live again and its crash is history.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while server.get(&format!("/api/deployments/{id}")).await.1["status"] != "live" {
+        if Instant::now() > deadline {
+            let (_, site) = server.get("/api/sites/flaky?runtime_log_lines=40").await;
+            panic!("the deployment never recovered: {site}\n{}", server.log());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, d) = server.get(&format!("/api/deployments/{id}")).await;
+    assert!(d["error"].is_null(), "a live deployment carries no crash: {d}");
+    assert_eq!(server.edge("flaky.localhost", "/").await, (200, "up".to_string()));
 }
 
 #[tokio::test]

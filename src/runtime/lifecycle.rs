@@ -796,6 +796,12 @@ impl Runtime {
                         return;
                     }
                 }
+                // Restarting again, so a start that passes its health check counts as a
+                // recovery (one still marked crashed would never be seen healthy).
+                instance.set_state(InstanceState::Restarting {
+                    attempt: crashes.len() as u32,
+                });
+                self.changed.notify_one();
                 continue;
             }
             let attempt = crashes.len() as u32;
