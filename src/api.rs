@@ -100,7 +100,7 @@ pub fn router(service: Service) -> Router {
         .route("/api/config", get(get_config))
         .route("/api/config/{provider}", get(get_provider_config).patch(set_config))
         .route("/api/config/{provider}/test", post(test_connection))
-        .route("/api/repos", post(create_repo))
+        .route("/api/repos", get(list_repos).post(create_repo))
         .route("/api/repos/{repo}/tokens", post(create_git_token))
         .layer(axum::middleware::map_response(envelope_plain_errors))
         .with_state(service)
@@ -394,18 +394,12 @@ async fn deployment_logs(
     ))
 }
 
-#[derive(Deserialize)]
-struct AuditQuery {
-    before: Option<i64>,
-    limit: Option<u32>,
-}
-
 async fn audit(
     State(s): State<Service>,
     Extension(actor): Extension<Actor>,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult<Vec<AuditEntry>> {
-    Ok(Json(s.list_audit(&actor, q.before, q.limit).await?))
+    Query(q): Query<ListAuditInput>,
+) -> ApiResult<AuditPage> {
+    Ok(Json(s.list_audit(&actor, &q).await?))
 }
 
 fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> ServiceError {
@@ -415,12 +409,26 @@ fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> ServiceError 
     )
 }
 
+/// `HOSTING_LIST_ENVIRONMENTS` query without the site.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListEnvironmentsQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
 async fn list_environments(
     State(s): State<Service>,
     Extension(actor): Extension<Actor>,
     Path(site): Path<String>,
+    Query(q): Query<ListEnvironmentsQuery>,
 ) -> ApiResult<EnvironmentList> {
-    Ok(Json(s.list_environments(&actor, &site).await?))
+    let input = ListEnvironmentsInput {
+        site,
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    Ok(Json(s.list_environments(&actor, &input).await?))
 }
 
 /// `HOSTING_CREATE_ENVIRONMENT` body without the site.
@@ -727,6 +735,14 @@ async fn set_scaling(
         idempotency_key: b.idempotency_key,
     };
     Ok(Json(s.set_scaling(&actor, "HOSTING_SET_SCALING_CONFIG", &input).await?))
+}
+
+async fn list_repos(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<ListReposInput>,
+) -> ApiResult<RepoList> {
+    Ok(Json(s.list_repos(&actor, &q).await?))
 }
 
 async fn create_repo(

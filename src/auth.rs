@@ -1,6 +1,9 @@
 //! API keys: generated, shown once, stored as argon2id hashes and found by a lookup id
 //! derived from the key. Verified keys are cached briefly in memory (keyed by a SHA-256 of
-//! the key) so that MCP and edge-heavy clients don't pay argon2 on every request.
+//! the key) so that MCP and edge-heavy clients don't pay argon2 on every request. When an
+//! entry is older than a minute its key row is read again (revocation takes effect then);
+//! argon2 runs again only when the stored hash changed, so a busy client does not pay a
+//! verification every minute.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -55,10 +58,18 @@ pub async fn create_key(
     Ok(id)
 }
 
+/// A key verified against a stored hash: who it is, the hash it matched and when.
+#[derive(Clone)]
+struct Verified {
+    actor: Actor,
+    hash: String,
+    at: Instant,
+}
+
 /// Resolves bearer keys to actors.
 pub struct Authenticator {
     store: Store,
-    cache: Mutex<HashMap<[u8; 32], (Actor, Instant)>>,
+    cache: Mutex<HashMap<[u8; 32], Verified>>,
     throttle: Arc<AuthThrottle>,
 }
 
@@ -92,27 +103,34 @@ impl Authenticator {
             return Err(ServiceError::Unauthorized);
         }
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        if let Some((actor, at)) = self.cache.lock().expect("auth cache lock").get(&digest)
-            && at.elapsed() < CACHE_TTL
+        let cached = self.cache.lock().expect("auth cache lock").get(&digest).cloned();
+        if let Some(v) = &cached
+            && v.at.elapsed() < CACHE_TTL
         {
-            return Ok(actor.clone());
+            return Ok(v.actor.clone());
         }
         let row = store::find_api_key(self.store.pool(), &lookup_id(key))
             .await?
             .ok_or(ServiceError::Unauthorized)?;
         if row.revoked_at.is_some() {
+            self.cache.lock().expect("auth cache lock").remove(&digest);
             return Err(ServiceError::Unauthorized);
         }
-        let hash = row.hash.clone();
-        let candidate = key.to_string();
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .is_ok_and(|parsed| Argon2::default().verify_password(candidate.as_bytes(), &parsed).is_ok())
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(e.into()))?;
-        if !ok {
-            return Err(ServiceError::Unauthorized);
+        // The same key (same SHA-256) against the same stored hash verifies the same way:
+        // only a changed hash needs argon2 again.
+        let already = cached.is_some_and(|v| v.hash == row.hash);
+        if !already {
+            let hash = row.hash.clone();
+            let candidate = key.to_string();
+            let ok = tokio::task::spawn_blocking(move || {
+                PasswordHash::new(&hash)
+                    .is_ok_and(|parsed| Argon2::default().verify_password(candidate.as_bytes(), &parsed).is_ok())
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(e.into()))?;
+            if !ok {
+                return Err(ServiceError::Unauthorized);
+            }
         }
         let org = store::get_org(self.store.pool(), &row.org_id)
             .await?
@@ -128,7 +146,12 @@ impl Authenticator {
         if cache.len() > 10_000 {
             cache.clear();
         }
-        cache.insert(digest, (actor.clone(), Instant::now()));
+        let verified = Verified {
+            actor: actor.clone(),
+            hash: row.hash,
+            at: Instant::now(),
+        };
+        cache.insert(digest, verified);
         Ok(actor)
     }
 }

@@ -601,9 +601,16 @@ pub async fn delete(args: &ClientArgs, site: &str, yes: bool, json: bool) -> any
 
 /// `berth environments SITE`.
 pub async fn environments(args: &ClientArgs, site: &str, json: bool) -> anyhow::Result<()> {
-    let list: crate::service::EnvironmentList = Client::new(args)?
-        .get(&format!("/api/sites/{site}/environments"))
-        .await?;
+    // Every page, one request each (at most 200 environments per page).
+    let client = Client::new(args)?;
+    let path = format!("/api/sites/{site}/environments");
+    let mut list: crate::service::EnvironmentList = client.get(&format!("{path}?limit=200")).await?;
+    while let Some(cursor) = list.next_cursor.take() {
+        let query = serde_urlencoded::to_string([("limit", "200"), ("cursor", cursor.as_str())])?;
+        let page: crate::service::EnvironmentList = client.get(&format!("{path}?{query}")).await?;
+        list.environments.extend(page.environments);
+        list.next_cursor = page.next_cursor;
+    }
     if json {
         return print_json(&list);
     }
@@ -1092,6 +1099,30 @@ pub async fn repo_create(args: &ClientArgs, name: &str, json: bool) -> anyhow::R
     Ok(())
 }
 
+/// `berth repo list`: every page.
+pub async fn repo_list(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let mut list: crate::service::RepoList = client.get("/api/repos?limit=200").await?;
+    while let Some(cursor) = list.next_cursor.take() {
+        let query = serde_urlencoded::to_string([("limit", "200"), ("cursor", cursor.as_str())])?;
+        let page: crate::service::RepoList = client.get(&format!("/api/repos?{query}")).await?;
+        list.repos.extend(page.repos);
+        list.next_cursor = page.next_cursor;
+    }
+    if json {
+        return print_json(&list);
+    }
+    if list.repos.is_empty() {
+        println!("no repositories yet; create one with `berth repo create NAME`");
+        return Ok(());
+    }
+    println!("{:<32} CLONE URL", "NAME");
+    for r in &list.repos {
+        println!("{:<32} {}", r.repo, r.clone_url);
+    }
+    Ok(())
+}
+
 /// `berth repo token NAME [--ttl SECONDS]`.
 pub async fn repo_token(args: &ClientArgs, name: &str, ttl: Option<u64>, json: bool) -> anyhow::Result<()> {
     let client = Client::new(args)?;
@@ -1306,6 +1337,7 @@ fn cli_command(tool: &str, args: &Value) -> Option<String> {
         ),
         "HOSTING_GET_ENV_VARS" => format!("berth env {}{env_flag}", arg("site", "SITE")),
         "HOSTING_SET_ENV_VARS" => format!("berth env {} KEY=VALUE{env_flag}", arg("site", "SITE")),
+        "HOSTING_LIST_REPOS" => "berth repo list".into(),
         "HOSTING_CREATE_REPO" => format!("berth repo create {}", arg("name", "NAME")),
         "HOSTING_GET_GIT_TOKEN" => format!("berth repo token {}", arg("repo", "REPO")),
         "HOSTING_GET_CONFIG" => "berth config".into(),

@@ -216,7 +216,7 @@ enum Command {
     },
     /// Speak MCP over stdio, relayed to the server at BERTH_URL.
     Mcp,
-    /// Internal git repositories: create one, get push credentials.
+    /// Internal git repositories: list them, create one, get push credentials.
     Repo {
         #[command(subcommand)]
         action: RepoCommand,
@@ -304,6 +304,12 @@ enum EnvironmentsCommand {
 
 #[derive(Subcommand, Debug)]
 enum RepoCommand {
+    /// List the org's repositories (every page).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create an empty repository served at /git/<org>/<name>.git.
     Create {
         /// Repository name.
@@ -516,6 +522,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Mcp => cli::mcp_stdio(c).await,
         Command::Repo { action } => match action {
+            RepoCommand::List { json } => cli::repo_list(c, json).await,
             RepoCommand::Create { name, json } => cli::repo_create(c, &name, json).await,
             RepoCommand::Token { name, ttl, json } => cli::repo_token(c, &name, ttl, json).await,
         },

@@ -389,23 +389,35 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_LIST_ENVIRONMENTS",
-        description = "List a site's environments (production and previews) with URL, branch, serving deployment and status.",
+        description = "List a site's environments (production first, then previews by name), a page at a time (limit: default 50, at most 200; pass next_cursor back as cursor), with URL, branch, serving deployment and status.",
         output_schema = schema_for_output::<EnvironmentList>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
     async fn list_environments(
         &self,
-        Parameters(input): Parameters<SiteRef>,
+        Parameters(input): Parameters<ListEnvironmentsInput>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult<EnvironmentList> {
         let actor = actor_of(&ctx)?;
-        let list = self.service.list_environments(&actor, &input.site).await?;
-        let summary = list
+        let list = self.service.list_environments(&actor, &input).await?;
+        // One line: the environments themselves are in the structured content.
+        let names: Vec<String> = list
             .environments
             .iter()
-            .map(|e| format!("{} ({}) {}", e.name, e.status, e.url))
-            .collect::<Vec<_>>()
-            .join("\n");
+            .take(20)
+            .map(|e| format!("{} ({})", e.name, e.status))
+            .collect();
+        let more = list.environments.len().saturating_sub(names.len());
+        let mut summary = format!("{} environment(s): {}", list.environments.len(), names.join(", "));
+        if more > 0 {
+            summary.push_str(&format!(" and {more} more"));
+        }
+        if let Some(cursor) = &list.next_cursor {
+            summary.push_str(&format!(
+                "; next page: HOSTING_LIST_ENVIRONMENTS {{\"site\": \"{}\", \"cursor\": \"{cursor}\"}}",
+                input.site
+            ));
+        }
         reply(summary, list)
     }
 
@@ -643,6 +655,46 @@ impl BerthMcp {
             ),
             out,
         )
+    }
+
+    #[tool(
+        name = "HOSTING_LIST_REPOS",
+        description = "List the org's internal git repositories by name, a page at a time (limit: default 50, at most 200; pass next_cursor back as cursor), with clone_url and total.",
+        output_schema = schema_for_output::<RepoList>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_repos(
+        &self,
+        Parameters(input): Parameters<ListReposInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<RepoList> {
+        let actor = actor_of(&ctx)?;
+        let list = self.service.list_repos(&actor, &input).await?;
+        // One line: the repositories themselves are in the structured content.
+        let summary = match &list.next_cursor {
+            _ if list.total == 0 => "no repositories yet; create one with HOSTING_CREATE_REPO".to_string(),
+            Some(cursor) => format!(
+                "{} of {} repositories; next page: HOSTING_LIST_REPOS {{\"cursor\": \"{cursor}\"}}",
+                list.repos.len(),
+                list.total
+            ),
+            None => {
+                let names: Vec<&str> = list.repos.iter().take(20).map(|r| r.repo.as_str()).collect();
+                let more = list.repos.len().saturating_sub(names.len());
+                format!(
+                    "{} of {} repositories: {}{}",
+                    list.repos.len(),
+                    list.total,
+                    names.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+        };
+        reply(summary, list)
     }
 
     #[tool(

@@ -249,8 +249,15 @@ pub async fn list_sites_page(
     .await
 }
 
-/// How many of an org's sites have a name containing `search` (empty: all).
+/// How many of an org's sites have a name containing `search` (empty: all). All of them
+/// is one row kept by triggers (`org_site_counts`); a search counts its matches.
 pub async fn count_sites(db: impl SqliteExecutor<'_>, org_id: &str, search: &str) -> sqlx::Result<i64> {
+    if search.is_empty() {
+        return sqlx::query_scalar("SELECT COALESCE((SELECT sites FROM org_site_counts WHERE org_id = ?), 0)")
+            .bind(org_id)
+            .fetch_one(db)
+            .await;
+    }
     sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE org_id = ? AND instr(name, ?) > 0")
         .bind(org_id)
         .bind(search)
@@ -413,6 +420,62 @@ pub async fn list_environments(db: impl SqliteExecutor<'_>, site_id: &str) -> sq
     .bind(site_id)
     .fetch_all(db)
     .await
+}
+
+/// A page of a site's environments, production first and then previews by name: those
+/// after the environment named `after` (empty: from the start), at most `limit`.
+pub async fn list_environments_page(
+    db: impl SqliteExecutor<'_>,
+    site_id: &str,
+    after: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<EnvironmentRow>> {
+    // Sorted as the key (name <> 'production', name); the cursor compares the same key.
+    sqlx::query_as(
+        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = ? \
+           AND (? = '' OR (name <> 'production', name) > (? <> 'production', ?)) \
+         ORDER BY name <> 'production', name LIMIT ?",
+    )
+    .bind(site_id)
+    .bind(after)
+    .bind(after)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The environment named `name` of each of these sites (one query for a page of sites).
+pub async fn environments_named(
+    db: impl SqliteExecutor<'_>,
+    site_ids: &[&str],
+    name: &str,
+) -> sqlx::Result<Vec<EnvironmentRow>> {
+    sqlx::query_as(
+        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments \
+         WHERE site_id IN (SELECT value FROM json_each(?)) AND name = ?",
+    )
+    .bind(json_ids(site_ids))
+    .bind(name)
+    .fetch_all(db)
+    .await
+}
+
+/// Environments by id (one query for a page of deployments).
+pub async fn environments_by_ids(db: impl SqliteExecutor<'_>, ids: &[&str]) -> sqlx::Result<Vec<EnvironmentRow>> {
+    sqlx::query_as(
+        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments \
+         WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(json_ids(ids))
+    .fetch_all(db)
+    .await
+}
+
+/// A list of ids as one bound parameter (a JSON array read with `json_each`), so a query
+/// over a page of rows stays one static statement.
+fn json_ids(ids: &[&str]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
 }
 
 /// Points an environment at a deployment.
@@ -585,6 +648,33 @@ pub async fn get_deployment_any_org(db: impl SqliteExecutor<'_>, id: &str) -> sq
     ))
     .bind(id)
     .fetch_optional(db)
+    .await
+}
+
+/// Deployments by id, of any org (one query for the deployments a page of environments
+/// serves).
+pub async fn deployments_by_ids(db: impl SqliteExecutor<'_>, ids: &[&str]) -> sqlx::Result<Vec<DeploymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        deployment_columns!(),
+        " FROM deployments WHERE id IN (SELECT value FROM json_each(?))"
+    ))
+    .bind(json_ids(ids))
+    .fetch_all(db)
+    .await
+}
+
+/// The newest deployment of each of these sites (one query for a page of sites; a site
+/// without deployments has none).
+pub async fn latest_deployments(db: impl SqliteExecutor<'_>, site_ids: &[&str]) -> sqlx::Result<Vec<DeploymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        deployment_columns!(),
+        " FROM deployments WHERE id IN (SELECT (SELECT d.id FROM deployments d WHERE d.site_id = j.value \
+           ORDER BY d.created_at DESC, d.id DESC LIMIT 1) FROM json_each(?) j)"
+    ))
+    .bind(json_ids(site_ids))
+    .fetch_all(db)
     .await
 }
 

@@ -12,14 +12,28 @@ use super::*;
 pub const MAX_ENVIRONMENTS_PER_SITE: usize = 100;
 
 impl Service {
-    /// `HOSTING_LIST_ENVIRONMENTS`: all of them (at most [`MAX_ENVIRONMENTS_PER_SITE`]).
-    pub async fn list_environments(&self, actor: &Actor, site: &str) -> ServiceResult<EnvironmentList> {
-        let site = self.find_site(actor, site).await?;
-        let mut environments = Vec::new();
-        for env in store::list_environments(self.platform.store.pool(), &site.id).await? {
-            environments.push(self.environment_info(&site, &env).await?);
+    /// `HOSTING_LIST_ENVIRONMENTS`: one page, production first and then previews by name.
+    pub async fn list_environments(
+        &self,
+        actor: &Actor,
+        input: &ListEnvironmentsInput,
+    ) -> ServiceResult<EnvironmentList> {
+        let limit = page_limit(input.limit)?;
+        // The cursor is the name of the previous page's last environment.
+        let after = input.cursor.as_deref().unwrap_or("");
+        if !after.is_empty() && validate_site_name(after).is_err() {
+            return Err(bad_cursor());
         }
-        Ok(EnvironmentList { environments })
+        let site = self.find_site(actor, &input.site).await?;
+        let mut rows =
+            store::list_environments_page(self.platform.store.pool(), &site.id, after, i64::from(limit) + 1).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = more.then(|| rows.last().map(|e| e.name.clone())).flatten();
+        Ok(EnvironmentList {
+            environments: self.environment_infos(&site, &rows).await?,
+            next_cursor,
+        })
     }
 
     /// `HOSTING_CREATE_ENVIRONMENT`: a preview environment. Git sites build the given
@@ -180,7 +194,11 @@ impl Service {
                     self.platform.runtime.stop(id).await;
                     let _ = tokio::fs::remove_dir_all(self.platform.config.deployments_dir().join(id)).await;
                 }
-                self.list_environments(actor, &site.name).await
+                let first_page = ListEnvironmentsInput {
+                    site: site.name.clone(),
+                    ..Default::default()
+                };
+                self.list_environments(actor, &first_page).await
             })
             .await;
         self.audit(actor, "HOSTING_DELETE_ENVIRONMENT", args, &result).await;

@@ -242,6 +242,35 @@ fn shell_quote(s: &str) -> String {
 }
 
 impl Service {
+    /// `HOSTING_LIST_REPOS`: one page of the org's internal repositories, by name.
+    pub async fn list_repos(&self, actor: &Actor, input: &ListReposInput) -> ServiceResult<RepoList> {
+        let limit = page_limit(input.limit)?;
+        // The cursor is the name of the previous page's last repository.
+        let after = input.cursor.as_deref().unwrap_or("");
+        if !after.is_empty() && validate_repo_name(after).is_err() {
+            return Err(bad_cursor());
+        }
+        let pool = self.platform.store.pool();
+        let mut rows = git_store::list_repos_page(pool, &actor.org_id, after, i64::from(limit) + 1).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
+        let total = git_store::count_repos(pool, &actor.org_id).await? as u64;
+        let repos = rows
+            .into_iter()
+            .map(|r| RepoSummary {
+                clone_url: self.clone_url(&actor.org_name, &r.name),
+                repo: r.name,
+                created_at: rfc3339(r.created_at),
+            })
+            .collect();
+        Ok(RepoList {
+            repos,
+            total,
+            next_cursor,
+        })
+    }
+
     /// `HOSTING_CREATE_REPO`: an empty bare repository served over smart HTTP.
     pub async fn create_repo(&self, actor: &Actor, input: &CreateRepoInput) -> ServiceResult<RepoOutput> {
         let args = serde_json::to_value(input).unwrap_or_default();
@@ -643,23 +672,24 @@ impl Service {
         if let Some(row) = git_store::get_repo(pool, &actor.org_id, name).await? {
             return Ok(row);
         }
-        let names: Vec<String> = git_store::list_repos(pool, &actor.org_id)
+        // A few names, never all of them: the error stays small however many there are.
+        const SHOWN: usize = 10;
+        let names: Vec<String> = git_store::list_repos_page(pool, &actor.org_id, "", SHOWN as i64)
             .await?
             .into_iter()
             .map(|r| r.name)
             .collect();
-        // A few names, never all of them: the error stays small however many there are.
-        const SHOWN: usize = 10;
-        let more = match names.len().saturating_sub(SHOWN) {
+        let total = git_store::count_repos(pool, &actor.org_id).await? as usize;
+        let more = match total.saturating_sub(names.len()) {
             0 => String::new(),
-            n => format!(" and {n} more"),
+            n => format!(" and {n} more (HOSTING_LIST_REPOS lists them)"),
         };
         Err(ServiceError::not_found(if names.is_empty() {
             format!("no repository '{name}'; this org has none yet: create one with HOSTING_CREATE_REPO")
         } else {
             format!(
                 "no repository '{name}'; repositories: {}{more}; create one with HOSTING_CREATE_REPO",
-                names[..names.len().min(SHOWN)].join(", ")
+                names.join(", ")
             )
         }))
     }

@@ -13,7 +13,7 @@ mod settings;
 pub mod types;
 pub mod usage;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -105,7 +105,7 @@ impl Service {
 
     /// `HOSTING_LIST_SITES`: one page, by name.
     pub async fn list_sites(&self, actor: &Actor, input: &ListSitesInput) -> ServiceResult<SiteList> {
-        let limit = input.limit.unwrap_or(DEFAULT_SITES_PAGE).clamp(1, MAX_SITES_PAGE);
+        let limit = page_limit(input.limit)?;
         let search = input.name_contains.as_deref().unwrap_or("").trim().to_lowercase();
         let after = input.cursor.as_deref().unwrap_or("");
         if after.len() > 200 || search.len() > 200 {
@@ -121,10 +121,7 @@ impl Service {
         rows.truncate(limit as usize);
         let total = store::count_sites(pool, &actor.org_id, &search).await? as u64;
         let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
-        let mut sites = Vec::with_capacity(rows.len());
-        for site in rows {
-            sites.push(self.summarize(&site).await?);
-        }
+        let sites = self.summarize_all(&rows).await?;
         Ok(SiteList {
             sites,
             total,
@@ -137,14 +134,12 @@ impl Service {
         let site = self.find_site(actor, &input.site).await?;
         let pool = self.platform.store.pool();
         let summary = self.summarize(&site).await?;
-        let mut environments = Vec::new();
-        let mut serving: Option<String> = None;
-        for env in store::list_environments(pool, &site.id).await? {
-            if env.name == "production" {
-                serving = env.deployment_id.clone();
-            }
-            environments.push(self.environment_info(&site, &env).await?);
-        }
+        let envs = store::list_environments(pool, &site.id).await?;
+        let serving = envs
+            .iter()
+            .find(|e| e.name == "production")
+            .and_then(|e| e.deployment_id.clone());
+        let environments = self.environment_infos(&site, &envs).await?;
         let recent = store::list_deployments(pool, &site.id, None, 10).await?;
         let build_lines = clamp_lines(input.deploy_log_lines, 20);
         let runtime_lines = clamp_lines(input.runtime_log_lines, 20);
@@ -168,10 +163,13 @@ impl Service {
         } else {
             None
         };
-        let mut recent_deployments = Vec::new();
-        for d in &recent {
-            recent_deployments.push(self.deployment_info(d).await?);
-        }
+        let recent_deployments = recent
+            .iter()
+            .map(|d| {
+                let env = envs.iter().find(|e| e.id == d.environment_id);
+                self.deployment_info_named(d, Some(&site.name), env.map(|e| e.name.as_str()))
+            })
+            .collect();
         Ok(SiteDetail {
             summary,
             branch: site.branch.clone(),
@@ -749,10 +747,15 @@ impl Service {
         let next_cursor = more
             .then(|| rows.last().map(|d| format!("{}.{}", d.created_at, d.id)))
             .flatten();
-        let mut deployments = Vec::with_capacity(rows.len());
-        for d in &rows {
-            deployments.push(self.deployment_info(d).await?);
-        }
+        let env_ids: Vec<&str> = rows.iter().map(|d| d.environment_id.as_str()).collect();
+        let envs = store::environments_by_ids(self.platform.store.pool(), &env_ids).await?;
+        let deployments = rows
+            .iter()
+            .map(|d| {
+                let env = envs.iter().find(|e| e.id == d.environment_id);
+                self.deployment_info_named(d, Some(&site.name), env.map(|e| e.name.as_str()))
+            })
+            .collect();
         Ok(DeploymentList {
             deployments,
             kept_per_environment: self.platform.config.keep_deployments,
@@ -807,21 +810,20 @@ impl Service {
         })
     }
 
-    /// Audit entries of the caller's org, newest first.
-    pub async fn list_audit(
-        &self,
-        actor: &Actor,
-        before: Option<i64>,
-        limit: Option<u32>,
-    ) -> ServiceResult<Vec<AuditEntry>> {
-        let rows = store::list_audit(
-            self.platform.store.pool(),
-            &actor.org_id,
-            before,
-            i64::from(limit.unwrap_or(50).clamp(1, 500)),
-        )
-        .await?;
-        Ok(rows
+    /// Audit entries of the caller's org, newest first, a page at a time.
+    pub async fn list_audit(&self, actor: &Actor, input: &ListAuditInput) -> ServiceResult<AuditPage> {
+        let limit = page_limit(input.limit)?;
+        // The cursor is the id of the previous page's last (oldest) entry.
+        let before = match input.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => Some(c.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(bad_cursor)?),
+        };
+        let mut rows =
+            store::list_audit(self.platform.store.pool(), &actor.org_id, before, i64::from(limit) + 1).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = more.then(|| rows.last().map(|r| r.id.to_string())).flatten();
+        let entries = rows
             .into_iter()
             .map(|r| AuditEntry {
                 id: r.id,
@@ -832,7 +834,8 @@ impl Service {
                 error: r.error,
                 time: rfc3339(r.created_at),
             })
-            .collect())
+            .collect();
+        Ok(AuditPage { entries, next_cursor })
     }
 
     /// Waits until a deployment reaches a final status or the timeout passes, calling
@@ -954,17 +957,24 @@ impl Service {
     async fn deployment_info(&self, d: &DeploymentRow) -> ServiceResult<DeploymentInfo> {
         let env = store::get_environment_by_id(self.platform.store.pool(), &d.environment_id).await?;
         let site = store::get_site_by_id(self.platform.store.pool(), &d.site_id).await?;
-        let env_name = env.map_or_else(|| "production".to_string(), |e| e.name);
-        let url = site
-            .as_ref()
-            .map(|s| self.platform.url_for(&s.name, &env_name))
-            .unwrap_or_default();
+        Ok(self.deployment_info_named(
+            d,
+            site.as_ref().map(|s| s.name.as_str()),
+            env.as_ref().map(|e| e.name.as_str()),
+        ))
+    }
+
+    /// [`Self::deployment_info`] with its site's and environment's names already read (a
+    /// page of deployments reads them once, not per row).
+    fn deployment_info_named(&self, d: &DeploymentRow, site: Option<&str>, env: Option<&str>) -> DeploymentInfo {
+        let env_name = env.unwrap_or("production").to_string();
+        let url = site.map(|s| self.platform.url_for(s, &env_name)).unwrap_or_default();
         let build_pack = d
             .build_plan
             .as_deref()
             .and_then(|p| serde_json::from_str::<BuildPlan>(p).ok())
             .map(|p| format!("{:?}", p.pack).to_lowercase());
-        Ok(DeploymentInfo {
+        DeploymentInfo {
             id: d.id.clone(),
             status: d.status(),
             url,
@@ -982,7 +992,7 @@ impl Service {
             last_log_lines: None,
             wait_timed_out: None,
             progress_line: None,
-        })
+        }
     }
 
     /// The newest line of a deployment's build or runtime log, cut to one short line.
@@ -1019,12 +1029,38 @@ impl Service {
         })
     }
 
+    /// Environment infos of one site, the deployments they serve read in one query.
+    async fn environment_infos(&self, site: &SiteRow, envs: &[EnvironmentRow]) -> ServiceResult<Vec<EnvironmentInfo>> {
+        let ids: Vec<&str> = envs.iter().filter_map(|e| e.deployment_id.as_deref()).collect();
+        let serving = store::deployments_by_ids(self.platform.store.pool(), &ids).await?;
+        Ok(envs
+            .iter()
+            .map(|env| EnvironmentInfo {
+                name: env.name.clone(),
+                url: self.platform.url_for(&site.name, &env.name),
+                deployment_id: env.deployment_id.clone(),
+                status: self.serving_status(env, &serving),
+                branch: env.branch.clone(),
+            })
+            .collect())
+    }
+
     async fn environment_status(&self, env: &EnvironmentRow) -> ServiceResult<String> {
         let Some(dep_id) = &env.deployment_id else {
             return Ok("none".into());
         };
-        let Some(d) = store::get_deployment_any_org(self.platform.store.pool(), dep_id).await? else {
-            return Ok("none".into());
+        let serving = store::get_deployment_any_org(self.platform.store.pool(), dep_id).await?;
+        Ok(self.serving_status(env, serving.as_slice()))
+    }
+
+    /// What an environment serves (live, starting, sleeping, crashed or none), its
+    /// deployment looked up among `deployments`.
+    fn serving_status(&self, env: &EnvironmentRow, deployments: &[DeploymentRow]) -> String {
+        let Some(dep_id) = &env.deployment_id else {
+            return "none".into();
+        };
+        let Some(d) = deployments.iter().find(|d| &d.id == dep_id) else {
+            return "none".into();
         };
         let is_process = d
             .build_plan
@@ -1032,47 +1068,67 @@ impl Service {
             .and_then(|p| serde_json::from_str::<BuildPlan>(p).ok())
             .is_some_and(|p| matches!(p.serve, berth_build::detect::ServePlan::Process { .. }));
         if !is_process {
-            return Ok("live".into());
+            return "live".into();
         }
-        Ok(match self.platform.runtime.overall_state(dep_id) {
+        match self.platform.runtime.overall_state(dep_id) {
             Some(InstanceState::Healthy) => "live",
             Some(InstanceState::Crashed { .. }) => "crashed",
             Some(InstanceState::Paused) => "sleeping",
             Some(InstanceState::Starting | InstanceState::Restarting { .. }) | None => "starting",
         }
-        .into())
+        .into()
     }
 
     async fn summarize(&self, site: &SiteRow) -> ServiceResult<SiteSummary> {
+        let mut one = self.summarize_all(std::slice::from_ref(site)).await?;
+        Ok(one.pop().expect("one summary per site"))
+    }
+
+    /// Summaries of a page of sites in four queries, whatever the page's size: the newest
+    /// deployment of each, each production environment, the deployments those serve and
+    /// the environments the newest deployments went to (a query per site made a page of
+    /// 50 cost hundreds of queries).
+    async fn summarize_all(&self, sites: &[SiteRow]) -> ServiceResult<Vec<SiteSummary>> {
         let pool = self.platform.store.pool();
-        let latest = store::list_deployments(pool, &site.id, None, 1)
-            .await?
-            .into_iter()
-            .next();
-        let production = store::get_environment(pool, &site.id, "production").await?;
-        let serving = match &production {
-            Some(env) => self.environment_status(env).await?,
-            None => "none".into(),
-        };
-        let status = match (&latest, serving.as_str()) {
-            (Some(d), _) if !d.status().is_final() => "building".to_string(),
-            (Some(d), "none") if d.status() == DeploymentStatus::Failed => "failed".to_string(),
-            (None, _) => "new".to_string(),
-            (_, "none") => "new".to_string(),
-            (_, s) => s.to_string(),
-        };
-        let latest_deployment = match &latest {
-            Some(d) => Some(self.deployment_info(d).await?),
-            None => None,
-        };
-        Ok(SiteSummary {
-            name: site.name.clone(),
-            status,
-            url: self.platform.url_for(&site.name, "production"),
-            source: self.shown_source(site),
-            latest_deployment,
-            created_at: rfc3339(site.created_at),
-        })
+        let site_ids: Vec<&str> = sites.iter().map(|s| s.id.as_str()).collect();
+        let latest = store::latest_deployments(pool, &site_ids).await?;
+        let production = store::environments_named(pool, &site_ids, "production").await?;
+        let serving_ids: Vec<&str> = production.iter().filter_map(|e| e.deployment_id.as_deref()).collect();
+        let serving = store::deployments_by_ids(pool, &serving_ids).await?;
+        let env_ids: Vec<&str> = latest.iter().map(|d| d.environment_id.as_str()).collect();
+        let envs = store::environments_by_ids(pool, &env_ids).await?;
+        let latest: HashMap<&str, &DeploymentRow> = latest.iter().map(|d| (d.site_id.as_str(), d)).collect();
+        let production: HashMap<&str, &EnvironmentRow> = production.iter().map(|e| (e.site_id.as_str(), e)).collect();
+        let env_names: HashMap<&str, &str> = envs.iter().map(|e| (e.id.as_str(), e.name.as_str())).collect();
+        Ok(sites
+            .iter()
+            .map(|site| {
+                let latest = latest.get(site.id.as_str()).copied();
+                let serving = match production.get(site.id.as_str()) {
+                    Some(env) => self.serving_status(env, &serving),
+                    None => "none".into(),
+                };
+                let status = match (latest, serving.as_str()) {
+                    (Some(d), _) if !d.status().is_final() => "building".to_string(),
+                    (Some(d), "none") if d.status() == DeploymentStatus::Failed => "failed".to_string(),
+                    (None, _) => "new".to_string(),
+                    (_, "none") => "new".to_string(),
+                    (_, s) => s.to_string(),
+                };
+                let latest_deployment = latest.map(|d| {
+                    let env = env_names.get(d.environment_id.as_str()).copied();
+                    self.deployment_info_named(d, Some(&site.name), env)
+                });
+                SiteSummary {
+                    name: site.name.clone(),
+                    status,
+                    url: self.platform.url_for(&site.name, "production"),
+                    source: self.shown_source(site),
+                    latest_deployment,
+                    created_at: rfc3339(site.created_at),
+                }
+            })
+            .collect())
     }
 
     /// Runs a mutating call at most once per idempotency key: a repeat gets the first
@@ -1182,9 +1238,32 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
-/// Sites per page of `HOSTING_LIST_SITES` when not asked, and at most.
-const DEFAULT_SITES_PAGE: u32 = 50;
-const MAX_SITES_PAGE: u32 = 200;
+/// Items per page of a list (sites, environments, repositories, audit entries) when not
+/// asked: one page stays small however long the list.
+pub const DEFAULT_PAGE: u32 = 50;
+/// The most items one page holds; a larger `limit` is lowered to it.
+pub const MAX_PAGE: u32 = 200;
+
+/// A page's size from a `limit` argument: [`DEFAULT_PAGE`] when absent, at most
+/// [`MAX_PAGE`]; 0 is refused.
+fn page_limit(limit: Option<u32>) -> ServiceResult<u32> {
+    match limit {
+        Some(0) => Err(ServiceError::invalid(
+            "limit",
+            format!("limit must be at least 1 (default {DEFAULT_PAGE}, at most {MAX_PAGE})"),
+        )),
+        Some(n) => Ok(n.min(MAX_PAGE)),
+        None => Ok(DEFAULT_PAGE),
+    }
+}
+
+/// The error for a cursor this list did not give.
+fn bad_cursor() -> ServiceError {
+    ServiceError::invalid(
+        "cursor",
+        "not a cursor of this list; pass the next_cursor of the previous page as it was given, or omit it for the first page",
+    )
+}
 
 /// Build settings from create-site arguments, validated.
 fn build_settings_of(input: &CreateSiteInput) -> ServiceResult<BuildSettings> {

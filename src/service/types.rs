@@ -608,6 +608,28 @@ pub struct LogPage {
     pub status: DeploymentStatus,
 }
 
+/// `GET /api/audit` arguments: one page of the org's audit log, newest first.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListAuditInput {
+    /// Entries per page (default 50, at most 200).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous (newer) page; omit for the newest entries.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// `GET /api/audit` result.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct AuditPage {
+    /// Entries, newest first.
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 /// An audit entry.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct AuditEntry {
@@ -662,11 +684,28 @@ pub struct EnvironmentOutput {
     pub deployment: Option<DeploymentInfo>,
 }
 
+/// `HOSTING_LIST_ENVIRONMENTS` arguments: one page of a site's environments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListEnvironmentsInput {
+    /// Site name.
+    pub site: String,
+    /// Environments per page (default 50, at most 200).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page; omit for the first page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
 /// `HOSTING_LIST_ENVIRONMENTS` result.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct EnvironmentList {
     /// production first, then previews by name.
     pub environments: Vec<EnvironmentInfo>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Names an environment of a site.
@@ -903,6 +942,41 @@ pub struct RepoOutput {
     pub clone_url: String,
     /// What to do next.
     pub next_steps: String,
+}
+
+/// `HOSTING_LIST_REPOS` arguments: one page of the org's internal repositories, by name.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListReposInput {
+    /// Repositories per page (default 50, at most 200).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page; omit for the first page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// One internal repository in a list.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RepoSummary {
+    /// Repository name (give it as `repo` to HOSTING_CREATE_SITE).
+    pub repo: String,
+    /// Smart-HTTP URL for `git clone` / `git push` (credentials from HOSTING_GET_GIT_TOKEN).
+    pub clone_url: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+}
+
+/// `HOSTING_LIST_REPOS` result.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RepoList {
+    /// Repositories, by name.
+    pub repos: Vec<RepoSummary>,
+    /// Repositories of the org, on all pages.
+    pub total: u64,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// `HOSTING_GET_GIT_TOKEN` arguments.

@@ -47,11 +47,27 @@ pub async fn get_repo_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Resu
         .await
 }
 
-/// All repositories of an org, by name.
-pub async fn list_repos(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<RepoRow>> {
-    sqlx::query_as("SELECT id, org_id, name, created_at FROM repos WHERE org_id = ? ORDER BY name")
+/// One page of an org's repositories by name: those after `after` (empty: from the
+/// first), at most `limit`.
+pub async fn list_repos_page(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    after: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<RepoRow>> {
+    sqlx::query_as("SELECT id, org_id, name, created_at FROM repos WHERE org_id = ? AND name > ? ORDER BY name LIMIT ?")
         .bind(org_id)
+        .bind(after)
+        .bind(limit)
         .fetch_all(db)
+        .await
+}
+
+/// How many repositories an org has.
+pub async fn count_repos(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM repos WHERE org_id = ?")
+        .bind(org_id)
+        .fetch_one(db)
         .await
 }
 
