@@ -981,7 +981,11 @@ mod tests {
         let store = crate::store::Store::open_sqlite(&dir.join("t.db"))
             .await
             .expect("store");
-        Runtime::new(vec![provider], LogSink::start(store, Default::default()), Arc::default())
+        Runtime::new(
+            vec![provider],
+            LogSink::start(store, Default::default()),
+            Arc::default(),
+        )
     }
 
     fn spec_on(provider: &str, dir: &std::path::Path) -> InstanceSpec {

@@ -171,5 +171,13 @@ pub async fn site_log_bytes(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx:
     .await
 }
 
+/// Ids of a site's deployments (whose folders its disk usage sums).
+pub async fn site_deployment_ids(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT id FROM deployments WHERE site_id = ?")
+        .bind(site_id)
+        .fetch_all(db)
+        .await
+}
+
 #[cfg(test)]
 mod tests;

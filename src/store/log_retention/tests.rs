@@ -87,11 +87,12 @@ fn lines(deployment: &str, kind: &'static str, n: usize, ts: i64) -> Vec<NewLogL
 
 /// (recorded total, sum of what is stored) of an environment.
 async fn totals(store: &Store, environment_id: &str) -> (i64, i64) {
-    let recorded: i64 = sqlx::query_scalar("SELECT COALESCE((SELECT bytes FROM log_usage WHERE environment_id = ?), 0)")
-        .bind(environment_id)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT COALESCE((SELECT bytes FROM log_usage WHERE environment_id = ?), 0)")
+            .bind(environment_id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
     let stored: i64 = sqlx::query_scalar(
         "SELECT COALESCE(SUM(length(CAST(line AS BLOB)) + 64), 0) FROM deployment_logs \
          WHERE deployment_id IN (SELECT id FROM deployments WHERE environment_id = ?)",
@@ -117,10 +118,18 @@ async fn lines_past_their_age_are_removed_and_leave_their_environments_total() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_environment(&dir).await;
     let now = now_ms();
-    store::append_logs(&store, &lines("dpl_old", "build", 30, now - 9 * DAY_MS)).await.unwrap();
-    store::append_logs(&store, &lines("dpl_pre", "runtime", 40, now - 8 * DAY_MS)).await.unwrap();
-    store::append_logs(&store, &lines("dpl_new", "runtime", 25, now - DAY_MS)).await.unwrap();
-    store::append_logs(&store, &lines("dpl_pre", "runtime", 5, now)).await.unwrap();
+    store::append_logs(&store, &lines("dpl_old", "build", 30, now - 9 * DAY_MS))
+        .await
+        .unwrap();
+    store::append_logs(&store, &lines("dpl_pre", "runtime", 40, now - 8 * DAY_MS))
+        .await
+        .unwrap();
+    store::append_logs(&store, &lines("dpl_new", "runtime", 25, now - DAY_MS))
+        .await
+        .unwrap();
+    store::append_logs(&store, &lines("dpl_pre", "runtime", 5, now))
+        .await
+        .unwrap();
 
     // Seven days' retention, a few lines a statement: the caller loops until none go.
     let mut removed = 0;
@@ -151,15 +160,29 @@ async fn an_environment_over_its_size_loses_its_oldest_runtime_lines_first_acros
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_environment(&dir).await;
     let now = now_ms();
-    store::append_logs(&store, &lines("dpl_old", "build", 10, now)).await.unwrap();
-    store::append_logs(&store, &lines("dpl_old", "runtime", 100, now)).await.unwrap();
-    store::append_logs(&store, &lines("dpl_new", "build", 10, now)).await.unwrap();
-    let totals_back = store::append_logs(&store, &lines("dpl_new", "runtime", 100, now)).await.unwrap();
-    store::append_logs(&store, &lines("dpl_pre", "runtime", 50, now)).await.unwrap();
+    store::append_logs(&store, &lines("dpl_old", "build", 10, now))
+        .await
+        .unwrap();
+    store::append_logs(&store, &lines("dpl_old", "runtime", 100, now))
+        .await
+        .unwrap();
+    store::append_logs(&store, &lines("dpl_new", "build", 10, now))
+        .await
+        .unwrap();
+    let totals_back = store::append_logs(&store, &lines("dpl_new", "runtime", 100, now))
+        .await
+        .unwrap();
+    store::append_logs(&store, &lines("dpl_pre", "runtime", 50, now))
+        .await
+        .unwrap();
     let line = line_cost(&lines("dpl_old", "runtime", 1, now)[0].line);
     let (recorded, stored) = totals(&store, "env_prod").await;
     assert_eq!(recorded, stored);
-    assert_eq!(totals_back, vec![("env_prod".to_string(), recorded)], "append returns the new total");
+    assert_eq!(
+        totals_back,
+        vec![("env_prod".to_string(), recorded)],
+        "append returns the new total"
+    );
 
     // 220 lines stored (build lines cost a little less); down to 110 runtime lines' worth:
     // the superseded deployment's runtime lines go first (all 100 of them, then 10 of the
@@ -178,14 +201,26 @@ async fn an_environment_over_its_size_loses_its_oldest_runtime_lines_first_acros
     assert_eq!(steps, 3);
     assert_eq!(count(&store, "dpl_old", "runtime").await, 0);
     assert_eq!(count(&store, "dpl_new", "runtime").await, 90);
-    assert_eq!(count(&store, "dpl_old", "build").await, 10, "a build's log stays readable");
+    assert_eq!(
+        count(&store, "dpl_old", "build").await,
+        10,
+        "a build's log stays readable"
+    );
     assert_eq!(count(&store, "dpl_new", "build").await, 10);
     let (recorded, stored) = totals(&store, "env_prod").await;
     assert_eq!(recorded, stored);
-    assert_eq!(count(&store, "dpl_pre", "runtime").await, 50, "another environment is not touched");
+    assert_eq!(
+        count(&store, "dpl_pre", "runtime").await,
+        50,
+        "another environment is not touched"
+    );
 
     // Only once no runtime line is left do build lines go, oldest first.
-    while trim_environment(&store, "env_prod", 15 * line, 1000).await.unwrap().more {}
+    while trim_environment(&store, "env_prod", 15 * line, 1000)
+        .await
+        .unwrap()
+        .more
+    {}
     assert_eq!(count(&store, "dpl_new", "runtime").await, 0);
     assert_eq!(count(&store, "dpl_old", "build").await, 5);
     assert_eq!(count(&store, "dpl_new", "build").await, 10);
@@ -226,19 +261,21 @@ async fn removing_or_moving_a_deployment_or_environment_keeps_the_totals_true() 
     assert_eq!(totals(&store, "env_prod").await, (0, 0));
     let (recorded, stored) = totals(&store, "env_pre").await;
     assert_eq!(recorded, stored);
-    let moved: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM deployment_logs WHERE environment_id = 'env_pre' AND deployment_id = 'dpl_new'")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+    let moved: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deployment_logs WHERE environment_id = 'env_pre' AND deployment_id = 'dpl_new'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
     assert_eq!(moved, 20);
 
     // Deleting the site leaves no line and no total behind.
     store::delete_site(store.pool(), "site_1").await.unwrap();
-    let left: (i64, i64) = sqlx::query_as("SELECT (SELECT COUNT(*) FROM deployment_logs), (SELECT COUNT(*) FROM log_usage)")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let left: (i64, i64) =
+        sqlx::query_as("SELECT (SELECT COUNT(*) FROM deployment_logs), (SELECT COUNT(*) FROM log_usage)")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
     assert_eq!(left, (0, 0));
 }
 
@@ -249,10 +286,11 @@ async fn retention_statements_read_through_an_index() {
     let plan = |sql: &'static str| {
         let store = store.clone();
         async move {
-            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .fetch_all(store.pool())
-                .await
-                .unwrap();
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap();
             rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; ")
         }
     };
