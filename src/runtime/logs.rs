@@ -232,11 +232,12 @@ impl LogSink {
 }
 
 /// Trims an environment over its size down to the target, in at most `steps` bounded
-/// statements; returns whether it is done.
+/// statements; returns whether more is left to remove (false once done, or on an error,
+/// which is logged: the next batch or sweep tries again).
 async fn trim(store: &Store, environment_id: &str, limits: &LogLimits, steps: usize) -> bool {
     for _ in 0..steps {
         match log_retention::trim_environment(store, environment_id, limits.trim_target(), TRIM_CHUNK).await {
-            Ok(t) if !t.more => return true,
+            Ok(t) if !t.more => return false,
             Ok(_) => {}
             Err(err) => {
                 tracing::warn!(environment.id = %environment_id, error = %err, "trimming logs failed");
@@ -244,7 +245,7 @@ async fn trim(store: &Store, environment_id: &str, limits: &LogLimits, steps: us
             }
         }
     }
-    false
+    true
 }
 
 /// Removes lines past their age, then trims environments still over their size (a
@@ -270,7 +271,7 @@ async fn sweep(store: &Store, limits: &LogLimits) {
     match log_retention::environments_over(store.pool(), limits.retention_bytes).await {
         Ok(over) => {
             for environment_id in over {
-                while !trim(store, &environment_id, limits, 1).await {
+                while trim(store, &environment_id, limits, 1).await {
                     tokio::task::yield_now().await;
                 }
             }
