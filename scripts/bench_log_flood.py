@@ -86,6 +86,7 @@ def main():
             peak_db = max(peak_db, db_mb(b.data))
             time.sleep(0.5)
         size, rows = db_mb(b.data), log_rows(b.data)
+        peak_db = max(peak_db, size)
         _, usage = b.call("GET", "/api/sites/flood/usage")
         stored = sum(e["bytes"] for e in usage["disk"]["logs"]) / (1 << 20)
         bound = usage["disk"]["log_retention_bytes"] / (1 << 20)

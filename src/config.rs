@@ -83,7 +83,7 @@ pub struct LogConfig {
     #[arg(long = "log-rate", env = "BERTH_LOG_RATE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub rate: u32,
     /// Log kept per environment in MiB, build and runtime lines of all its deployments
-    /// together (each line counts its text and 64 bytes); the oldest runtime lines go first.
+    /// together (each line counts its text and 256 bytes); the oldest runtime lines go first.
     #[arg(long = "log-retention-mb", env = "BERTH_LOG_RETENTION_MB", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub retention_mb: u64,
     /// Days a log line is kept.

@@ -99,13 +99,13 @@ async fn a_log_flood_is_rate_limited_and_leaves_berth_and_other_sites_alone() {
     );
 }
 
-/// What an environment's lines cost as berth counts them (text plus 64 bytes a line),
+/// What an environment's lines cost as berth counts them (text plus 256 bytes a line),
 /// computed from the lines themselves.
 fn stored_log_bytes(db: &std::path::Path, site: &str, environment: &str) -> u64 {
     sqlite3(
         db,
         &format!(
-            "SELECT COALESCE(SUM(length(CAST(line AS BLOB)) + 64), 0) FROM deployment_logs WHERE deployment_id IN \
+            "SELECT COALESCE(SUM(length(CAST(line AS BLOB)) + 256), 0) FROM deployment_logs WHERE deployment_id IN \
              (SELECT d.id FROM deployments d JOIN environments e ON e.id = d.environment_id JOIN sites s ON s.id = e.site_id \
               WHERE s.name = '{site}' AND e.name = '{environment}')"
         ),
@@ -117,8 +117,8 @@ fn stored_log_bytes(db: &std::path::Path, site: &str, environment: &str) -> u64 
 #[tokio::test]
 async fn an_environment_keeps_its_log_under_its_size_while_an_app_floods_it_across_a_redeploy() {
     const BOUND: u64 = 1 << 20;
-    // One batch of the writer may land before it trims: 1,000 lines of ~260 bytes.
-    const BATCH: u64 = 1000 * 300;
+    // One batch of the writer may land before it trims: 1,000 lines of ~450 bytes.
+    const BATCH: u64 = 1000 * 500;
     let server = TestServer::start_with(&[("BERTH_LOG_RETENTION_MB", "1"), ("BERTH_LOG_RATE", "5000")]).await;
     let db = server.data.path().join("berth.db");
     let flood = flood_app();

@@ -8,7 +8,7 @@ ALTER TABLE deployment_logs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
 
 UPDATE deployment_logs SET
     environment_id = (SELECT environment_id FROM deployments WHERE deployments.id = deployment_logs.deployment_id),
-    bytes = length(CAST(line AS BLOB)) + 64;
+    bytes = length(CAST(line AS BLOB)) + 256;
 
 -- Oldest lines of an environment by kind (runtime ones go first), with their cost.
 CREATE INDEX deployment_logs_by_environment ON deployment_logs (environment_id, kind, id, bytes);

@@ -65,7 +65,7 @@ pub struct ResourceUsageOutput {
 pub struct EnvironmentLogBytes {
     /// Environment name.
     pub environment: String,
-    /// Its stored log: each build and runtime line's text plus 64 bytes for its record.
+    /// Its stored log: each build and runtime line's text plus 256 bytes for its record.
     pub bytes: u64,
 }
 

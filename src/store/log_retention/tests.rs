@@ -94,7 +94,7 @@ async fn totals(store: &Store, environment_id: &str) -> (i64, i64) {
             .await
             .unwrap();
     let stored: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(length(CAST(line AS BLOB)) + 64), 0) FROM deployment_logs \
+        "SELECT COALESCE(SUM(length(CAST(line AS BLOB)) + 256), 0) FROM deployment_logs \
          WHERE deployment_id IN (SELECT id FROM deployments WHERE environment_id = ?)",
     )
     .bind(environment_id)
