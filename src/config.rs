@@ -66,9 +66,40 @@ pub struct ServeConfig {
     /// Time limits of each deploy stage.
     #[command(flatten)]
     pub timeouts: StageTimeouts,
+    /// How much of apps' output is let through and kept.
+    #[command(flatten)]
+    pub logs: LogConfig,
     /// Host users, network and limits of sandboxed apps and builds.
     #[command(flatten)]
     pub sandbox: SandboxConfig,
+}
+
+/// How much of apps' output is let through and kept: a rate per instance, a size and an
+/// age per environment.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LogConfig {
+    /// Lines a second each app instance may log, with a burst as large; what is over is
+    /// dropped and counted in its log.
+    #[arg(long = "log-rate", env = "BERTH_LOG_RATE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate: u32,
+    /// Log kept per environment in MiB, build and runtime lines of all its deployments
+    /// together (each line counts its text and 256 bytes); the oldest runtime lines go first.
+    #[arg(long = "log-retention-mb", env = "BERTH_LOG_RETENTION_MB", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub retention_mb: u64,
+    /// Days a log line is kept.
+    #[arg(long = "log-retention-days", env = "BERTH_LOG_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub retention_days: u64,
+}
+
+impl LogConfig {
+    /// The log sink's limits.
+    pub fn limits(&self) -> crate::runtime::logs::LogLimits {
+        crate::runtime::logs::LogLimits {
+            rate_per_second: self.rate,
+            retention_bytes: (self.retention_mb << 20) as i64,
+            retention_age: Duration::from_secs(self.retention_days * 24 * 3600),
+        }
+    }
 }
 
 /// How apps and builds of the local provider are confined (when berth runs as root).

@@ -813,7 +813,7 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_GET_RESOURCE_USAGE",
-        description = "CPU and memory of each running instance of a site's environment (default production), as its provider measures them: docker reports the engine's stats; local reports none yet.",
+        description = "CPU and memory of each running instance of a site's environment (default production), as its provider measures them: docker reports the engine's stats; local reports none yet. Also the disk the whole site holds: log bytes per environment, deployment folders, build cache, with the settings that bound each.",
         output_schema = schema_for_output::<ResourceUsageOutput>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
@@ -833,9 +833,11 @@ impl BerthMcp {
             })
             .collect::<Vec<_>>()
             .join("; ");
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let log_bytes: u64 = out.disk.logs.iter().map(|l| l.bytes).sum();
         reply(
             format!(
-                "{} {} on {}: {}",
+                "{} {} on {}: {}; site disk {:.1} MiB (logs {:.1}, deployments {:.1}, build cache {:.1})",
                 out.site,
                 out.environment,
                 out.provider,
@@ -843,7 +845,11 @@ impl BerthMcp {
                     "no running instance".into()
                 } else {
                     summary
-                }
+                },
+                mib(out.disk.total_bytes),
+                mib(log_bytes),
+                mib(out.disk.deployments_bytes),
+                mib(out.disk.build_cache_bytes),
             ),
             out,
         )

@@ -69,7 +69,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let isolation = Arc::new(
         crate::runtime::isolation::Isolation::setup(&sandbox, config.sandbox.settings(&config.data_dir)).await,
     );
-    let logs = LogSink::start(store.clone());
+    let logs = LogSink::start(store.clone(), config.logs.limits());
     let reconcile_wake = Arc::new(Notify::new());
     let runtime = Runtime::new(
         vec![

@@ -957,20 +957,57 @@ pub struct NewLogLine {
     pub line: String,
 }
 
-/// Appends a batch of log lines in one transaction.
-pub async fn append_logs(store: &Store, lines: &[NewLogLine]) -> sqlx::Result<()> {
+/// Appends a batch of log lines in one transaction, each recording its environment and
+/// cost, and adds their cost to their environments' totals. Returns each environment's
+/// new total. Lines of a deployment that is gone are left out.
+pub async fn append_logs(store: &Store, lines: &[NewLogLine]) -> sqlx::Result<Vec<(String, i64)>> {
     let mut tx = store.begin().await?;
+    let mut environment_of: std::collections::HashMap<&str, Option<String>> = std::collections::HashMap::new();
+    let mut added: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     for l in lines {
-        sqlx::query("INSERT INTO deployment_logs (deployment_id, kind, stream, ts, line) VALUES (?, ?, ?, ?, ?)")
-            .bind(&l.deployment_id)
-            .bind(l.kind)
-            .bind(l.stream)
-            .bind(l.ts)
-            .bind(&l.line)
-            .execute(&mut *tx)
-            .await?;
+        let environment_id = match environment_of.get(l.deployment_id.as_str()) {
+            Some(known) => known.clone(),
+            None => {
+                let found: Option<String> = sqlx::query_scalar("SELECT environment_id FROM deployments WHERE id = ?")
+                    .bind(&l.deployment_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                environment_of.insert(&l.deployment_id, found.clone());
+                found
+            }
+        };
+        let Some(environment_id) = environment_id else {
+            continue;
+        };
+        let bytes = log_retention::line_cost(&l.line);
+        sqlx::query(
+            "INSERT INTO deployment_logs (deployment_id, environment_id, kind, stream, ts, line, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&l.deployment_id)
+        .bind(&environment_id)
+        .bind(l.kind)
+        .bind(l.stream)
+        .bind(l.ts)
+        .bind(&l.line)
+        .bind(bytes)
+        .execute(&mut *tx)
+        .await?;
+        *added.entry(environment_id).or_default() += bytes;
     }
-    tx.commit().await
+    let mut totals = Vec::with_capacity(added.len());
+    for (environment_id, bytes) in added {
+        let total: i64 = sqlx::query_scalar(
+            "INSERT INTO log_usage (environment_id, bytes) VALUES (?, ?) \
+             ON CONFLICT (environment_id) DO UPDATE SET bytes = bytes + excluded.bytes RETURNING bytes",
+        )
+        .bind(&environment_id)
+        .bind(bytes)
+        .fetch_one(&mut *tx)
+        .await?;
+        totals.push((environment_id, total));
+    }
+    tx.commit().await?;
+    Ok(totals)
 }
 
 /// Lines after `cursor` (exclusive), oldest first.
@@ -1010,20 +1047,6 @@ pub async fn tail_logs(
     .await?;
     rows.reverse();
     Ok(rows)
-}
-
-/// Keeps only the newest `keep` runtime lines of a deployment (bounded retention).
-pub async fn trim_runtime_logs(db: impl SqliteExecutor<'_>, deployment_id: &str, keep: i64) -> sqlx::Result<u64> {
-    Ok(sqlx::query(
-        "DELETE FROM deployment_logs WHERE deployment_id = ? AND kind = 'runtime' AND id < \
-           (SELECT COALESCE(MIN(id), 0) FROM (SELECT id FROM deployment_logs WHERE deployment_id = ? AND kind = 'runtime' ORDER BY id DESC LIMIT ?))",
-    )
-    .bind(deployment_id)
-    .bind(deployment_id)
-    .bind(keep)
-    .execute(db)
-    .await?
-    .rows_affected())
 }
 
 // ---------------------------------------------------------------- events, audit, idempotency
@@ -1471,6 +1494,10 @@ pub async fn set_provider_config(
     .await
     .map(drop)
 }
+
+// ---------------------------------------------------------------- log retention
+
+pub mod log_retention;
 
 // ---------------------------------------------------------------- dashboard sessions
 

@@ -850,7 +850,7 @@ impl Runtime {
         let logs = self.logs.clone();
         let deployment_id = deployment_id.to_string();
         tokio::spawn(async move {
-            let mut limit = super::logs::RateLimit::default();
+            let mut limit = logs.rate_limit();
             let mut skipped = 0u32;
             while let Some(out) = output.next().await {
                 let dropped = match limit.admit(std::time::Instant::now()) {
@@ -866,7 +866,7 @@ impl Runtime {
                     }
                 };
                 if let Some(n) = dropped {
-                    let note = instance_note(instance.index, &super::logs::dropped_note(n));
+                    let note = instance_note(instance.index, &limit.dropped_note(n));
                     logs.write_paced(&deployment_id, "runtime", "system", note).await;
                 }
                 let mut line = out.line;
@@ -894,7 +894,7 @@ impl Runtime {
                 .await;
             }
             if let Some(n) = limit.take_dropped() {
-                let note = instance_note(instance.index, &super::logs::dropped_note(n));
+                let note = instance_note(instance.index, &limit.dropped_note(n));
                 logs.write_paced(&deployment_id, "runtime", "system", note).await;
             }
         })
@@ -1028,7 +1028,11 @@ mod tests {
         let store = crate::store::Store::open_sqlite(&dir.join("t.db"))
             .await
             .expect("store");
-        Runtime::new(vec![provider], LogSink::start(store), Arc::default())
+        Runtime::new(
+            vec![provider],
+            LogSink::start(store, Default::default()),
+            Arc::default(),
+        )
     }
 
     fn spec_on(provider: &str, dir: &std::path::Path) -> InstanceSpec {

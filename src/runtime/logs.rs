@@ -5,17 +5,19 @@
 //! lines; an app's output waits for room ([`LogSink::write_paced`], so the pipe's
 //! back-pressure slows the app, never berth) while other writers drop a line when the
 //! queue is full and the drop is reported in the log; each instance may log
-//! [`RATE_PER_SECOND`] lines a second (with as large a burst), and what is over is dropped
-//! and counted in the log itself ([`RateLimit`]); and every deployment keeps its newest
-//! [`RUNTIME_LOG_RETENTION`] runtime lines, enforced as lines arrive.
+//! `--log-rate` lines a second (with as large a burst), and what is over is dropped and
+//! counted in the log itself ([`RateLimit`]); and every environment keeps at most
+//! `--log-retention-mb` of log across all its deployments (superseded ones included),
+//! enforced by the writer as lines arrive (oldest runtime lines first), and no line older
+//! than `--log-retention-days`, enforced by a sweep at start and every [`SWEEP_EVERY`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{self, NewLogLine, Store};
+use crate::store::{self, NewLogLine, Store, log_retention};
 use crate::util::now_ms;
 
 enum Msg {
@@ -26,18 +28,49 @@ enum Msg {
 /// Lines queued for the store at most.
 pub const QUEUE: usize = 8192;
 
-/// Runtime lines kept per deployment (older ones are removed as new ones arrive).
-pub const RUNTIME_LOG_RETENTION: i64 = 20_000;
+/// Lines removed per trim statement at most (an environment over its size loses its
+/// oldest lines in steps this big).
+const TRIM_CHUNK: i64 = 2_000;
 
-/// How many new runtime lines of a deployment may arrive before its retention is
-/// enforced again (a delete per this many lines, not per line).
-const TRIM_EVERY: u64 = 2_000;
+/// Trim statements the writer runs for one environment after a batch at most; the sweep
+/// finishes what is left (an environment far over after a lowered setting).
+const TRIM_STEPS_PER_BATCH: usize = 16;
 
-/// Deployments whose new-line counts are kept between trims, at most.
-const MAX_COUNTED: usize = 10_000;
+/// Lines looked at per age-expiry statement.
+const EXPIRE_CHUNK: i64 = 5_000;
 
-/// Lines per second an instance may log; as many may come at once.
-pub const RATE_PER_SECOND: f64 = 1_000.0;
+/// How often lines past their age are removed (and once at start).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// How much of apps' output is let through and kept (`--log-rate`,
+/// `--log-retention-mb`, `--log-retention-days`).
+#[derive(Clone, Copy, Debug)]
+pub struct LogLimits {
+    /// Lines a second each instance may log, with as large a burst.
+    pub rate_per_second: u32,
+    /// Stored log bytes an environment keeps at most ([`log_retention::line_cost`] each).
+    pub retention_bytes: i64,
+    /// How long a line is kept.
+    pub retention_age: Duration,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self {
+            rate_per_second: 1_000,
+            retention_bytes: 50 << 20,
+            retention_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl LogLimits {
+    /// What an environment over its size is trimmed down to: a tenth under the bound,
+    /// so a steady writer costs one delete per tenth of the bound, not one per batch.
+    fn trim_target(&self) -> i64 {
+        self.retention_bytes - self.retention_bytes / 10
+    }
+}
 
 /// Over the rate, a reader pauses 1 ms after every this many dropped lines (so it drops
 /// at most ~64,000 lines a second and the app's pipe paces the app).
@@ -56,16 +89,24 @@ pub struct LogSink {
     secrets: Arc<Mutex<HashMap<String, Vec<String>>>>,
     /// Lines dropped per deployment because the queue was full, reported by the writer.
     dropped: Arc<Mutex<HashMap<String, u64>>>,
+    /// Lines a second each instance may log.
+    rate_per_second: u32,
 }
 
 impl LogSink {
-    /// Starts the writer task.
-    pub fn start(store: Store) -> Self {
+    /// Starts the writer task and the age sweep.
+    pub fn start(store: Store, limits: LogLimits) -> Self {
         let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
         let dropped: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
         let dropped_by_writer = dropped.clone();
+        let swept = store.clone();
         tokio::spawn(async move {
-            let mut since_trim: HashMap<String, u64> = HashMap::new();
+            loop {
+                sweep(&swept, &limits).await;
+                tokio::time::sleep(SWEEP_EVERY).await;
+            }
+        });
+        tokio::spawn(async move {
             // Natural batching: while one write is in flight, lines pile up in the channel
             // and go out together in the next write.
             while let Some(first) = rx.recv().await {
@@ -89,30 +130,19 @@ impl LogSink {
                         line: format!("… {n} lines dropped: berth's log writer was behind"),
                     });
                 }
-                if !batch.is_empty()
-                    && let Err(err) = store::append_logs(&store, &batch).await
-                {
-                    tracing::warn!(error = %err, lines = batch.len(), "writing log lines failed");
-                }
-                for line in batch.iter().filter(|l| l.kind == "runtime") {
-                    *since_trim.entry(line.deployment_id.clone()).or_default() += 1;
-                }
-                // Counts of deployments that went quiet would stay forever: past a bound
-                // they start over (a deployment is then trimmed a little later, no more).
-                if since_trim.len() > MAX_COUNTED {
-                    since_trim.retain(|_, n| *n >= TRIM_EVERY);
-                }
-                let due: Vec<String> = since_trim
-                    .iter()
-                    .filter(|(_, n)| **n >= TRIM_EVERY)
-                    .map(|(d, _)| d.clone())
-                    .collect();
-                for deployment_id in due {
-                    since_trim.remove(&deployment_id);
-                    if let Err(err) =
-                        store::trim_runtime_logs(store.pool(), &deployment_id, RUNTIME_LOG_RETENTION).await
-                    {
-                        tracing::warn!(error = %err, "trimming runtime logs failed");
+                let totals = if batch.is_empty() {
+                    Vec::new()
+                } else {
+                    store::append_logs(&store, &batch).await.unwrap_or_else(|err| {
+                        tracing::warn!(error = %err, lines = batch.len(), "writing log lines failed");
+                        Vec::new()
+                    })
+                };
+                // The totals came back with the insert: an environment over its size is
+                // trimmed now, before more of its lines are taken.
+                for (environment_id, bytes) in totals {
+                    if bytes > limits.retention_bytes {
+                        trim(&store, &environment_id, &limits, TRIM_STEPS_PER_BATCH).await;
                     }
                 }
                 for w in waiters {
@@ -124,7 +154,13 @@ impl LogSink {
             tx,
             secrets: Arc::default(),
             dropped,
+            rate_per_second: limits.rate_per_second,
         }
+    }
+
+    /// A fresh rate limit for one instance's output.
+    pub fn rate_limit(&self) -> RateLimit {
+        RateLimit::new(self.rate_per_second)
     }
 
     /// Sets the values to redact from a deployment's lines (longest first, so a secret
@@ -195,34 +231,90 @@ impl LogSink {
     }
 }
 
-/// A token bucket over one instance's output: [`RATE_PER_SECOND`] lines a second with a
-/// burst as large; what is over is counted, and reported at most once a second (and at
-/// the end) in front of a line that passes.
+/// Trims an environment over its size down to the target, in at most `steps` bounded
+/// statements; returns whether more is left to remove (false once done, or on an error,
+/// which is logged: the next batch or sweep tries again).
+async fn trim(store: &Store, environment_id: &str, limits: &LogLimits, steps: usize) -> bool {
+    for _ in 0..steps {
+        match log_retention::trim_environment(store, environment_id, limits.trim_target(), TRIM_CHUNK).await {
+            Ok(t) if !t.more => return false,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(environment.id = %environment_id, error = %err, "trimming logs failed");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Removes lines past their age, then trims environments still over their size (a
+/// setting lowered since they were written), in bounded steps that let the writer in
+/// between.
+async fn sweep(store: &Store, limits: &LogLimits) {
+    let before = now_ms() - limits.retention_age.as_millis() as i64;
+    let mut expired = 0;
+    loop {
+        match log_retention::expire(store, before, EXPIRE_CHUNK).await {
+            Ok(0) => break,
+            Ok(n) => expired += n,
+            Err(err) => {
+                tracing::warn!(error = %err, "removing old log lines failed");
+                break;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    if expired > 0 {
+        tracing::info!(lines = expired, "removed log lines past their retention");
+    }
+    match log_retention::environments_over(store.pool(), limits.retention_bytes).await {
+        Ok(over) => {
+            for environment_id in over {
+                while trim(store, &environment_id, limits, 1).await {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "listing environments over their log size failed"),
+    }
+}
+
+/// A token bucket over one instance's output: `--log-rate` lines a second with a burst
+/// as large; what is over is counted, and reported at most once a second (and at the
+/// end) in front of a line that passes.
 #[derive(Debug)]
 pub struct RateLimit {
+    rate: f64,
     tokens: f64,
     last: Instant,
     dropped: u64,
     reported: Option<Instant>,
 }
 
-impl Default for RateLimit {
-    fn default() -> Self {
+impl RateLimit {
+    /// A full bucket of `rate_per_second` lines.
+    pub fn new(rate_per_second: u32) -> Self {
+        let rate = f64::from(rate_per_second.max(1));
         Self {
-            tokens: RATE_PER_SECOND,
+            rate,
+            tokens: rate,
             last: Instant::now(),
             dropped: 0,
             reported: None,
         }
     }
-}
 
-impl RateLimit {
+    /// The note that reports `n` lines dropped over this rate.
+    pub fn dropped_note(&self, n: u64) -> String {
+        format!("… {n} lines dropped: over {:.0} lines/s", self.rate)
+    }
+
     /// Whether a line may pass now.
     pub fn admit(&mut self, now: Instant) -> Admit {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * RATE_PER_SECOND).min(RATE_PER_SECOND);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
         if self.tokens < 1.0 {
             self.dropped += 1;
             return Admit::Drop;
@@ -253,11 +345,6 @@ pub enum Admit {
     Drop,
 }
 
-/// The note that reports lines over the rate.
-pub fn dropped_note(n: u64) -> String {
-    format!("… {n} lines dropped: over {RATE_PER_SECOND:.0} lines/s")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,7 +353,7 @@ mod tests {
     #[test]
     fn a_burst_passes_then_the_rate_holds_and_drops_are_counted() {
         let start = Instant::now();
-        let mut limit = RateLimit::default();
+        let mut limit = RateLimit::new(1000);
         let passed = (0..1500).filter(|_| limit.admit(start) != Admit::Drop).count();
         assert_eq!(passed, 1000, "the burst");
         // Half a second later, half a second's worth passes; the first says what was dropped.
@@ -280,5 +367,6 @@ mod tests {
         let a_second_on = later + Duration::from_millis(1000);
         assert_eq!(limit.admit(a_second_on), Admit::Pass(Some(501)));
         assert_eq!(limit.take_dropped(), None);
+        assert_eq!(limit.dropped_note(7), "… 7 lines dropped: over 1000 lines/s");
     }
 }
