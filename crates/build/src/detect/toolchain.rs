@@ -418,6 +418,26 @@ fn split_op<'a>(text: &'a str, ops: &[&'static str]) -> (&'static str, &'a str) 
     ("", text)
 }
 
+/// The Node.js range to download for `request` when the server's node (`available`) does
+/// not do: the app's own constraint excludes it, or a pin names another major release (a
+/// pin of the same major is built with the server's, with a note). `None`: use the
+/// server's node (it fits, the request cannot be read, or it is not about node).
+pub fn node_to_provision<'a>(request: &'a Request, available: &str) -> Option<&'a str> {
+    if request.tool != Tool::Node {
+        return None;
+    }
+    let have = Version::parse(version_in(available).as_deref().unwrap_or(available))?;
+    let range = super::tools::node_range(&request.wanted)?;
+    match check(request, available) {
+        Verdict::Excluded(_) => Some(range),
+        Verdict::Nearest(_) => {
+            let wanted = Version::parse(range)?;
+            (wanted.parts[0] != have.parts[0]).then_some(range)
+        }
+        Verdict::Fits(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,22 +522,3 @@ mod tests {
     }
 }
 
-/// The Node.js range to download for `request` when the server's node (`available`) does
-/// not do: the app's own constraint excludes it, or a pin names another major release (a
-/// pin of the same major is built with the server's, with a note). `None`: use the
-/// server's node (it fits, the request cannot be read, or it is not about node).
-pub fn node_to_provision<'a>(request: &'a Request, available: &str) -> Option<&'a str> {
-    if request.tool != Tool::Node {
-        return None;
-    }
-    let have = Version::parse(version_in(available).as_deref().unwrap_or(available))?;
-    let range = super::tools::node_range(&request.wanted)?;
-    match check(request, available) {
-        Verdict::Excluded(_) => Some(range),
-        Verdict::Nearest(_) => {
-            let wanted = Version::parse(range)?;
-            (wanted.parts[0] != have.parts[0]).then_some(range)
-        }
-        Verdict::Fits(_) => None,
-    }
-}
