@@ -1385,3 +1385,6 @@ pub mod git;
 
 /// SQL of sandbox identities.
 pub mod sandbox;
+
+/// SQL of custom domains.
+pub mod domains;

@@ -40,6 +40,10 @@ const TOOLS: &[&str] = &[
     "HOSTING_GET_RESOURCE_USAGE",
     "HOSTING_CREATE_REPO",
     "HOSTING_GET_GIT_TOKEN",
+    "HOSTING_LIST_DOMAINS",
+    "HOSTING_ADD_DOMAIN",
+    "HOSTING_VALIDATE_DOMAIN",
+    "HOSTING_REMOVE_DOMAIN",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {
