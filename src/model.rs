@@ -314,14 +314,14 @@ impl DomainStatus {
     /// The allowed moves. A DNS check may always send a domain back to `pending_dns`.
     pub fn can_become(self, to: Self) -> bool {
         use DomainStatus::*;
-        match (self, to) {
-            (_, PendingDns) => true,
-            (PendingDns | Failed, Validating | Active) => true,
-            (Validating, Issuing | Active | Failed) => true,
-            (Issuing, Active | Failed) => true,
-            (Active, Renewing | Active) => true,
-            (Renewing, Active | Failed) => true,
-            _ => false,
-        }
+        matches!(
+            (self, to),
+            (_, PendingDns)
+                | (PendingDns | Failed, Validating | Active)
+                | (Validating, Issuing | Active | Failed)
+                | (Issuing, Active | Failed)
+                | (Active, Renewing | Active)
+                | (Renewing, Active | Failed)
+        )
     }
 }
