@@ -26,6 +26,8 @@ command -v node >/dev/null || missing+=(nodejs npm)
 # The dashboard's tests drive headless Chromium over WebDriver.
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# Custom domains are checked against pebble's challenge test server as the DNS.
+command -v pebble-challtestsrv >/dev/null || missing+=(pebble)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

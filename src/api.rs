@@ -100,6 +100,12 @@ pub fn router(service: Service) -> Router {
         .route("/api/config", get(get_config))
         .route("/api/config/{provider}", get(get_provider_config).patch(set_config))
         .route("/api/config/{provider}/test", post(test_connection))
+        .route("/api/sites/{site}/domains", get(list_domains).post(add_domain))
+        .route(
+            "/api/sites/{site}/domains/{domain}",
+            axum::routing::delete(remove_domain),
+        )
+        .route("/api/sites/{site}/domains/{domain}/validate", post(validate_domain))
         .route("/api/repos", get(list_repos).post(create_repo))
         .route("/api/repos/{repo}/tokens", post(create_git_token))
         .layer(axum::middleware::map_response(envelope_plain_errors))
@@ -843,4 +849,69 @@ async fn get_resource_usage(
         )
         .await?,
     ))
+}
+
+#[derive(Deserialize)]
+struct DomainsQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `HOSTING_LIST_DOMAINS`: `GET /api/sites/{site}/domains?limit=&cursor=`.
+async fn list_domains(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<DomainsQuery>,
+) -> ApiResult<DomainList> {
+    let input = ListDomainsInput {
+        site: Some(site),
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    Ok(Json(s.list_domains(&actor, &input).await?))
+}
+
+/// `HOSTING_ADD_DOMAIN` body without the site.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddDomainBody {
+    domain: String,
+    environment: Option<String>,
+    redirect_www: Option<bool>,
+}
+
+/// `HOSTING_ADD_DOMAIN`: `POST /api/sites/{site}/domains`.
+async fn add_domain(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    body: Result<Json<AddDomainBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<DomainInfo>), ServiceError> {
+    let Json(b) = body.map_err(bad_json)?;
+    let input = AddDomainInput {
+        site,
+        domain: b.domain,
+        environment: b.environment,
+        redirect_www: b.redirect_www,
+    };
+    Ok((StatusCode::CREATED, Json(s.add_domain(&actor, &input).await?)))
+}
+
+/// `HOSTING_VALIDATE_DOMAIN`: `POST /api/sites/{site}/domains/{domain}/validate`.
+async fn validate_domain(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path((site, domain)): Path<(String, String)>,
+) -> ApiResult<DomainInfo> {
+    Ok(Json(s.validate_domain(&actor, &DomainRef { site, domain }).await?))
+}
+
+/// `HOSTING_REMOVE_DOMAIN`: `DELETE /api/sites/{site}/domains/{domain}`.
+async fn remove_domain(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path((site, domain)): Path<(String, String)>,
+) -> ApiResult<RemovedDomain> {
+    Ok(Json(s.remove_domain(&actor, &DomainRef { site, domain }).await?))
 }

@@ -691,6 +691,150 @@ pub async fn delete_environment(
     Ok(())
 }
 
+/// A path segment with everything but unreserved characters percent-encoded (a domain
+/// may be typed in Unicode).
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Prints a domain: its status, what to do next, its records and the last diagnosis.
+fn print_domain(d: &crate::service::DomainInfo) {
+    println!("{} → {}/{}: {}", d.name, d.site, d.environment, d.status.as_str());
+    if let Some(partner) = &d.redirect_from {
+        println!("  {partner} redirects to it (308)");
+    }
+    println!("  records to create:");
+    for r in &d.records {
+        println!("    {:<5} {} {}", r.record_type, r.name, r.value);
+    }
+    if let Some(checks) = &d.diagnosis {
+        println!("  last check:");
+        for c in checks {
+            let observed = if c.observed.is_empty() {
+                "(none)".to_string()
+            } else {
+                c.observed.join(", ")
+            };
+            println!(
+                "    {} {:<5} {} = {observed} [{}]{}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.record_type,
+                c.name,
+                c.resolver,
+                if c.ok { String::new() } else { format!(": {}", c.next) }
+            );
+        }
+    }
+    println!("  next: {}", d.next);
+}
+
+/// `berth domains SITE`.
+pub async fn domains(args: &ClientArgs, site: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let mut cursor: Option<String> = None;
+    let mut all = Vec::new();
+    // Bounded: at most 50 pages of 200.
+    for _ in 0..50 {
+        let path = match &cursor {
+            Some(c) => format!(
+                "/api/sites/{}/domains?limit=200&cursor={}",
+                path_segment(site),
+                path_segment(c)
+            ),
+            None => format!("/api/sites/{}/domains?limit=200", path_segment(site)),
+        };
+        let page: crate::service::DomainList = client.get(&path).await?;
+        all.extend(page.domains);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    if json {
+        return print_json(&all);
+    }
+    if all.is_empty() {
+        println!("{site} has no domains; attach one with `berth domains add {site} NAME`");
+    }
+    println!("{:<40} {:<12} {:<12} NEXT", "DOMAIN", "ENVIRONMENT", "STATUS");
+    for d in all {
+        println!(
+            "{:<40} {:<12} {:<12} {}",
+            d.name,
+            d.environment,
+            d.status.as_str(),
+            d.next
+        );
+    }
+    Ok(())
+}
+
+/// `berth domains add SITE NAME`: attaches a domain and prints the records to create.
+pub async fn add_domain(
+    args: &ClientArgs,
+    site: &str,
+    name: &str,
+    environment: Option<String>,
+    redirect_www: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "domain": name, "environment": environment, "redirect_www": redirect_www });
+    let out: crate::service::DomainInfo = Client::new(args)?
+        .post_json(&format!("/api/sites/{}/domains", path_segment(site)), &body)
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    print_domain(&out);
+    Ok(())
+}
+
+/// `berth domains check SITE NAME`: checks its DNS now and prints the diagnosis.
+pub async fn check_domain(args: &ClientArgs, site: &str, name: &str, json: bool) -> anyhow::Result<()> {
+    let out: crate::service::DomainInfo = Client::new(args)?
+        .post_json(
+            &format!(
+                "/api/sites/{}/domains/{}/validate",
+                path_segment(site),
+                path_segment(name)
+            ),
+            &serde_json::json!({}),
+        )
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    print_domain(&out);
+    Ok(())
+}
+
+/// `berth domains remove SITE NAME --yes`.
+pub async fn remove_domain(args: &ClientArgs, site: &str, name: &str, yes: bool, json: bool) -> anyhow::Result<()> {
+    if !yes {
+        bail!("removing {name} from '{site}' stops serving it at once; run again with --yes to confirm");
+    }
+    let out: crate::service::RemovedDomain = Client::new(args)?
+        .delete(&format!(
+            "/api/sites/{}/domains/{}",
+            path_segment(site),
+            path_segment(name)
+        ))
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    println!("removed {} from {}; it is no longer served", out.removed, out.site);
+    Ok(())
+}
+
 /// `berth scale SITE` flags; all absent shows the current scaling.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct ScalingFlags {
@@ -1329,6 +1473,18 @@ fn cli_command(tool: &str, args: &Value) -> Option<String> {
         }
         "HOSTING_CANCEL_DEPLOYMENT" => format!("berth cancel {}", arg("deployment_id", "DEPLOYMENT_ID")),
         "HOSTING_LIST_ENVIRONMENTS" => format!("berth environments {}", arg("site", "SITE")),
+        "HOSTING_LIST_DOMAINS" => format!("berth domains {}", arg("site", "SITE")),
+        "HOSTING_ADD_DOMAIN" => format!("berth domains add {} {}", arg("site", "SITE"), arg("domain", "DOMAIN")),
+        "HOSTING_VALIDATE_DOMAIN" => format!(
+            "berth domains check {} {}",
+            arg("site", "SITE"),
+            arg("domain", "DOMAIN")
+        ),
+        "HOSTING_REMOVE_DOMAIN" => format!(
+            "berth domains remove {} {} --yes",
+            arg("site", "SITE"),
+            arg("domain", "DOMAIN")
+        ),
         "HOSTING_ROLLBACK" => format!("berth rollback {}{env_flag}", arg("site", "SITE")),
         "HOSTING_PROMOTE" => format!(
             "berth promote {} {}{env_flag}",

@@ -72,6 +72,49 @@ pub struct ServeConfig {
     /// Host users, network and limits of sandboxed apps and builds.
     #[command(flatten)]
     pub sandbox: SandboxConfig,
+    /// Custom domains: the addresses apex records point at, the resolvers DNS checks ask.
+    #[command(flatten)]
+    pub domains: DomainsConfig,
+}
+
+/// What custom domains need to know about this server and the DNS it checks against.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DomainsConfig {
+    /// Public IPv4 address of this server: the A record an apex domain must have.
+    #[arg(long = "public-ipv4", env = "BERTH_PUBLIC_IPV4")]
+    pub public_ipv4: Option<std::net::Ipv4Addr>,
+    /// Public IPv6 address of this server: the AAAA record an apex domain must have.
+    #[arg(long = "public-ipv6", env = "BERTH_PUBLIC_IPV6")]
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
+    /// Resolvers that domain checks ask (`IP[:PORT]`, comma-separated; port 53 when
+    /// omitted). Default: the system's (`/etc/resolv.conf`).
+    #[arg(long = "dns-resolvers", env = "BERTH_DNS_RESOLVERS", value_delimiter = ',', value_parser = parse_resolver)]
+    pub dns_resolvers: Vec<SocketAddr>,
+    /// The certificate authority's CAA domain: a CAA record on a domain (or above it) must
+    /// allow it.
+    #[arg(
+        long = "acme-ca-domain",
+        env = "BERTH_ACME_CA_DOMAIN",
+        default_value = "letsencrypt.org"
+    )]
+    pub acme_ca_domain: String,
+}
+
+fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    match text
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        Ok(ip) => Ok(SocketAddr::new(ip, 53)),
+        Err(_) => Err(format!(
+            "'{text}' is not a resolver address such as 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53"
+        )),
+    }
 }
 
 /// How much of apps' output is let through and kept: a rate per instance, a size and an

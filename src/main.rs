@@ -93,6 +93,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List a site's custom domains, or attach, check or remove one:
+    /// `berth domains add SITE app.example.com`, then `berth domains check SITE app.example.com`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Domains {
+        #[command(subcommand)]
+        action: Option<DomainsCommand>,
+        /// Site name (to list its domains).
+        site: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or change how an environment scales: `berth scale SITE --min 1 --max 3`.
     Scale {
         /// Site name.
@@ -303,6 +315,57 @@ enum EnvironmentsCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum DomainsCommand {
+    /// List a site's domains.
+    List {
+        /// Site name.
+        site: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach a domain to a site and print the DNS records to create.
+    Add {
+        /// Site name.
+        site: String,
+        /// The domain, such as app.example.com.
+        name: String,
+        /// Environment it serves (default production).
+        #[arg(long)]
+        environment: Option<String>,
+        /// Also answer for the www/apex partner with a 308 redirect to it.
+        #[arg(long)]
+        redirect_www: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a domain's DNS records now; once all are right it is served.
+    Check {
+        /// Site name.
+        site: String,
+        /// The domain.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach a domain: it stops being served at once.
+    Remove {
+        /// Site name.
+        site: String,
+        /// The domain.
+        name: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum RepoCommand {
     /// List the org's repositories (every page).
     List {
@@ -457,6 +520,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             (None, None) => anyhow::bail!(
                 "name a site: `berth environments SITE`, or `berth environments create SITE NAME --branch BRANCH`"
             ),
+        },
+        Command::Domains { action, site, json } => match (action, site) {
+            (Some(DomainsCommand::List { site, json }), _) => cli::domains(c, &site, json).await,
+            (None, Some(site)) => cli::domains(c, &site, json).await,
+            (
+                Some(DomainsCommand::Add {
+                    site,
+                    name,
+                    environment,
+                    redirect_www,
+                    json,
+                }),
+                _,
+            ) => cli::add_domain(c, &site, &name, environment, redirect_www, json).await,
+            (Some(DomainsCommand::Check { site, name, json }), _) => cli::check_domain(c, &site, &name, json).await,
+            (Some(DomainsCommand::Remove { site, name, yes, json }), _) => {
+                cli::remove_domain(c, &site, &name, yes, json).await
+            }
+            (None, None) => anyhow::bail!("name a site: `berth domains SITE`, or `berth domains add SITE NAME`"),
         },
         Command::Scale {
             site,

@@ -96,7 +96,7 @@ fn deployment_reply<T>(summary: impl Into<String>, value: T, deployment: Option<
 #[derive(Clone)]
 pub struct BerthMcp {
     service: Service,
-    /// Every tool, by domain (`tool_router` + `provider_router`).
+    /// Every tool, by domain (`tool_router` + `provider_router` + `domain_router`).
     tool_router: ToolRouter<Self>,
 }
 
@@ -136,7 +136,7 @@ impl BerthMcp {
     pub fn new(service: Service) -> Self {
         Self {
             service,
-            tool_router: Self::tool_router() + Self::provider_router(),
+            tool_router: Self::tool_router() + Self::provider_router() + Self::domain_router(),
         }
     }
 
@@ -853,6 +853,100 @@ impl BerthMcp {
             ),
             out,
         )
+    }
+}
+
+/// A domain's status and what to do next, in one line.
+fn domain_line(d: &DomainInfo) -> String {
+    format!(
+        "{} → {}/{}: {} ({})",
+        d.name,
+        d.site,
+        d.environment,
+        d.status.as_str(),
+        d.next
+    )
+}
+
+/// Custom domain tools.
+#[tool_router(router = domain_router)]
+impl BerthMcp {
+    #[tool(
+        name = "HOSTING_LIST_DOMAINS",
+        description = "Custom domains of the org (or of one `site`), by name, with status, the DNS records each needs and the last check's diagnosis. Paged: `limit` (default 50, max 200) and `cursor` (the previous page's next_cursor).",
+        output_schema = schema_for_output::<DomainList>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_domains(
+        &self,
+        Parameters(input): Parameters<ListDomainsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<DomainList> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.list_domains(&actor, &input).await?;
+        let summary = out.domains.iter().map(domain_line).collect::<Vec<_>>().join("\n");
+        reply(
+            if summary.is_empty() {
+                "no domains".into()
+            } else {
+                summary
+            },
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_ADD_DOMAIN",
+        description = "Attach a custom domain to a site's environment (default production): {site, domain, environment?, redirect_www?: false}. Answers the exact DNS records to create ({type, name, value, why}): a CNAME to the site's host for a subdomain, A/AAAA with the server's public addresses for an apex, and a TXT ownership record _berth-challenge.<domain>. Not served until HOSTING_VALIDATE_DOMAIN finds them right. IDNs are accepted (stored as punycode); wildcards, IP addresses, the base domain and names attached anywhere else are refused. Served over HTTP for now (certificates come later).",
+        output_schema = schema_for_output::<DomainInfo>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn add_domain(
+        &self,
+        Parameters(input): Parameters<AddDomainInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<DomainInfo> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.add_domain(&actor, &input).await?;
+        let records = out
+            .records
+            .iter()
+            .map(|r| format!("{} {} {}", r.record_type, r.name, r.value))
+            .collect::<Vec<_>>()
+            .join("; ");
+        reply(format!("{}; create: {records}", domain_line(&out)), out)
+    }
+
+    #[tool(
+        name = "HOSTING_VALIDATE_DOMAIN",
+        description = "Check a domain's DNS for real now: the CNAME (or A/AAAA, stray addresses included), the TXT ownership record and CAA up the tree (RFC 8659, CNAME target included). Answers a diagnosis per record (type, name, expected, observed, resolver, ok, next step). When every record is right the domain becomes active and the edge serves it; when one is wrong it is (or goes back to) pending_dns.",
+        output_schema = schema_for_output::<DomainInfo>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn validate_domain(
+        &self,
+        Parameters(input): Parameters<DomainRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<DomainInfo> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.validate_domain(&actor, &input).await?;
+        reply(domain_line(&out), out)
+    }
+
+    #[tool(
+        name = "HOSTING_REMOVE_DOMAIN",
+        description = "Detach a custom domain from a site: the edge stops serving it at once and the name can be attached again.",
+        output_schema = schema_for_output::<RemovedDomain>(),
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn remove_domain(
+        &self,
+        Parameters(input): Parameters<DomainRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<RemovedDomain> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.remove_domain(&actor, &input).await?;
+        reply(format!("removed {} from '{}'", out.removed, out.site), out)
     }
 }
 

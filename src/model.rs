@@ -257,3 +257,71 @@ mod tests {
         assert!(Live.is_final() && Failed.is_final() && !Building.is_final());
     }
 }
+
+/// Lifecycle of a custom domain, stored with it. Transitions are decided in
+/// [`DomainStatus::can_become`] only. Without certificates (a later step) a domain goes
+/// `pending_dns` → `active` (served over HTTP) once its DNS checks out, and back to
+/// `pending_dns` when a later check finds it wrong; `validating`, `issuing` and
+/// `renewing` belong to certificate issuance and are not entered yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainStatus {
+    /// Its DNS records are missing or wrong (the diagnosis says which); not served.
+    PendingDns,
+    /// DNS is right; the certificate authority is checking control of the name.
+    Validating,
+    /// A certificate is being issued.
+    Issuing,
+    /// Served.
+    Active,
+    /// Served; its certificate is being renewed.
+    Renewing,
+    /// Issuance failed; the diagnosis says why and when it is retried.
+    Failed,
+}
+
+impl DomainStatus {
+    /// Stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingDns => "pending_dns",
+            Self::Validating => "validating",
+            Self::Issuing => "issuing",
+            Self::Active => "active",
+            Self::Renewing => "renewing",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending_dns" => Self::PendingDns,
+            "validating" => Self::Validating,
+            "issuing" => Self::Issuing,
+            "active" => Self::Active,
+            "renewing" => Self::Renewing,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Whether the edge serves the domain in this state.
+    pub fn is_served(self) -> bool {
+        matches!(self, Self::Active | Self::Renewing)
+    }
+
+    /// The allowed moves. A DNS check may always send a domain back to `pending_dns`.
+    pub fn can_become(self, to: Self) -> bool {
+        use DomainStatus::*;
+        matches!(
+            (self, to),
+            (_, PendingDns)
+                | (PendingDns | Failed, Validating | Active)
+                | (Validating, Issuing | Active | Failed)
+                | (Issuing, Active | Failed)
+                | (Active, Renewing | Active)
+                | (Renewing, Active | Failed)
+        )
+    }
+}

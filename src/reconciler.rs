@@ -13,7 +13,7 @@ use berth_edge::{EdgeRouteTable, RouteTarget};
 use tokio_util::sync::CancellationToken;
 
 use crate::autoscaler::ScaleLimits;
-use crate::model::DeploymentStatus;
+use crate::model::{DeploymentStatus, DomainStatus};
 use crate::pipeline::app_dir;
 use crate::runtime::InstanceState;
 use crate::service::HealthChange;
@@ -161,6 +161,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
         };
         table.insert(&host, target);
     }
+    route_domains(platform, &mut table).await?;
     platform.edge.replace_routes(table);
     platform.autoscaler.retain(&awake);
     for (deployment_id, index, grace) in scale_in {
@@ -184,6 +185,33 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
             let grace = drain_period(store::deployment_drain_seconds(platform.store.pool(), &deployment_id).await?);
             tracing::info!(deployment.id = %deployment_id, grace_ms = grace.as_millis() as u64, "draining instance nothing wants");
             platform.runtime.drain(&deployment_id, grace, &platform.edge);
+        }
+    }
+    Ok(())
+}
+
+/// Custom domains into the table: a served one is an alias of its environment's host (so
+/// it wakes, scales and drains with it) and its www/apex partner redirects to it; one not
+/// verified yet answers a page saying so, never the site.
+async fn route_domains(platform: &Platform, table: &mut EdgeRouteTable) -> anyhow::Result<()> {
+    for domain in store::domains::list_all_domains(platform.store.pool()).await? {
+        let served = DomainStatus::parse(&domain.status).is_some_and(DomainStatus::is_served);
+        if served {
+            let host = platform.host_for(&domain.site_name, &domain.environment_name);
+            table.insert_alias(&domain.name, &host);
+            if let Some(partner) = &domain.redirect_name {
+                table.insert(
+                    partner,
+                    RouteTarget::Redirect {
+                        to: domain.name.clone(),
+                    },
+                );
+            }
+        } else {
+            table.insert(&domain.name, RouteTarget::UnverifiedDomain);
+            if let Some(partner) = &domain.redirect_name {
+                table.insert(partner, RouteTarget::UnverifiedDomain);
+            }
         }
     }
     Ok(())

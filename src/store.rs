@@ -1509,3 +1509,6 @@ pub mod git;
 
 /// SQL of sandbox identities.
 pub mod sandbox;
+
+/// SQL of custom domains.
+pub mod domains;

@@ -41,6 +41,10 @@ const TOOLS: &[&str] = &[
     "HOSTING_LIST_REPOS",
     "HOSTING_CREATE_REPO",
     "HOSTING_GET_GIT_TOKEN",
+    "HOSTING_LIST_DOMAINS",
+    "HOSTING_ADD_DOMAIN",
+    "HOSTING_VALIDATE_DOMAIN",
+    "HOSTING_REMOVE_DOMAIN",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {

@@ -3,6 +3,7 @@
 //! get the same rules and the same errors.
 
 pub mod config;
+pub mod domains;
 mod env_vars;
 mod environments;
 pub mod git;
@@ -26,6 +27,9 @@ use serde::de::DeserializeOwned;
 pub use config::{
     ConfigKey, ConfigMap, ConfigOutput, GetConfigInput, ProviderConfig, ProviderSettings, SetConfigInput,
     TestConnectionInput, TestConnectionOutput,
+};
+pub use domains::{
+    AddDomainInput, DnsRecord, DomainInfo, DomainList, DomainRef, ListDomainsInput, RecordCheck, RemovedDomain,
 };
 pub use platform::{DeploymentEvent, HealthChange, Platform, secret_context};
 pub use types::*;

@@ -68,6 +68,39 @@ pub(crate) fn unknown_host(host: &str) -> Response<EdgeBody> {
     )
 }
 
+pub(crate) fn domain_not_verified(host: &str) -> Response<EdgeBody> {
+    page(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "<p><strong>{}</strong> is attached to a site here, but its DNS records are not verified yet, so nothing is served at it.</p>\
+             <p>Its owner can see what is missing with <code>HOSTING_VALIDATE_DOMAIN</code>.</p>",
+            escape(host)
+        ),
+    )
+}
+
+/// A 308 to the same path and query on `to`, keeping the port the request came in on
+/// (taken from its `Host`).
+pub(crate) fn redirect(to: &str, host_value: &HeaderValue, uri: &hyper::Uri) -> Response<EdgeBody> {
+    let raw = host_value.to_str().unwrap_or_default();
+    let port = match raw.rfind(':') {
+        Some(i) if !raw.ends_with(']') && raw[i + 1..].bytes().all(|b| b.is_ascii_digit()) && i + 1 < raw.len() => {
+            &raw[i..]
+        }
+        _ => "",
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("http://{to}{port}{path}");
+    let mut res = page(
+        StatusCode::PERMANENT_REDIRECT,
+        &format!("<p>This site is at <a href=\"{0}\">{0}</a>.</p>", escape(&location)),
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, value);
+    }
+    res
+}
+
 pub(crate) fn not_found() -> Response<EdgeBody> {
     page(StatusCode::NOT_FOUND, "<p>There is nothing at this address.</p>")
 }

@@ -54,6 +54,15 @@ pub enum RouteTarget {
         /// Site name shown if waking takes too long.
         site: String,
     },
+    /// Answered with a 308 to the same path and query on another host (a custom domain's
+    /// www/apex partner), keeping the request's port.
+    Redirect {
+        /// The host redirected to.
+        to: String,
+    },
+    /// A custom domain attached to a site whose DNS is not verified yet: answered with a
+    /// 404 page saying so, never with the site's content.
+    UnverifiedDomain,
 }
 
 /// One table entry: the target plus per-route state that must live as
@@ -112,6 +121,9 @@ pub(crate) fn clock_ms() -> u64 {
 #[derive(Default)]
 pub struct EdgeRouteTable {
     routes: HashMap<String, Route>,
+    /// Other names of a routed host (custom domains): a request for one is served, woken
+    /// and counted exactly as one for the host it names.
+    aliases: HashMap<String, String>,
 }
 
 impl EdgeRouteTable {
@@ -126,6 +138,27 @@ impl EdgeRouteTable {
     pub fn insert(&mut self, host: &str, target: RouteTarget) {
         let key = normalize_host(host).into_owned();
         self.routes.insert(key, Route::new(target));
+    }
+
+    /// Serves `alias` exactly like `host` (same target, activity, wake-ups and counts);
+    /// both are normalised. A route of `alias`'s own takes precedence.
+    pub fn insert_alias(&mut self, alias: &str, host: &str) {
+        let alias = normalize_host(alias).into_owned();
+        self.aliases.insert(alias, normalize_host(host).into_owned());
+    }
+
+    /// The host `alias` (normalised) is served as, if it is an alias.
+    pub fn alias_of(&self, alias: &str) -> Option<&str> {
+        self.aliases.get(normalize_host(alias).as_ref()).map(String::as_str)
+    }
+
+    /// The host a request for the normalised `host` is served as: the host an alias names,
+    /// else `host` itself.
+    pub(crate) fn resolve_normalized<'a>(&'a self, host: &'a str) -> &'a str {
+        if self.routes.contains_key(host) {
+            return host;
+        }
+        self.aliases.get(host).map_or(host, String::as_str)
     }
 
     /// Removes the route for `host` (normalised), returning its target.
@@ -200,13 +233,25 @@ impl EdgeRouteTable {
 
 impl Clone for EdgeRouteTable {
     fn clone(&self) -> Self {
-        self.iter().map(|(h, t)| (h, t.clone())).collect()
+        let mut table: Self = self.iter().map(|(h, t)| (h, t.clone())).collect();
+        table.aliases = self.aliases.clone();
+        table
     }
 }
 
 impl fmt::Debug for EdgeRouteTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
+        f.debug_struct("EdgeRouteTable")
+            .field(
+                "routes",
+                &self
+                    .routes
+                    .iter()
+                    .map(|(h, r)| (h, &r.target))
+                    .collect::<HashMap<_, _>>(),
+            )
+            .field("aliases", &self.aliases)
+            .finish()
     }
 }
 
@@ -284,5 +329,18 @@ mod tests {
         assert_eq!(cloned.get("site.test"), t.get("site.test"));
         assert!(t.remove("site.test").is_some());
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn aliases_resolve_to_their_host_unless_routed_themselves() {
+        let mut t = EdgeRouteTable::new();
+        t.insert("web.localhost", RouteTarget::UnverifiedDomain);
+        t.insert_alias("App.Example.com", "web.localhost");
+        assert_eq!(t.alias_of("app.example.com:8080"), Some("web.localhost"));
+        assert_eq!(t.resolve_normalized("app.example.com"), "web.localhost");
+        assert_eq!(t.resolve_normalized("other.example.com"), "other.example.com");
+        t.insert("app.example.com", RouteTarget::Redirect { to: "x.test".into() });
+        assert_eq!(t.resolve_normalized("app.example.com"), "app.example.com");
+        assert_eq!(t.clone().alias_of("app.example.com"), Some("web.localhost"));
     }
 }

@@ -234,6 +234,11 @@ impl Edge {
         // Held for the whole request so a concurrent swap cannot change the
         // target (or the round-robin state) underneath it.
         let table = worker.routes();
+        // A custom domain is served as the host it names (its site's own host).
+        let host = match table.resolve_normalized(&host) {
+            canonical if canonical != host.as_ref() => std::borrow::Cow::Owned(canonical.to_string()),
+            _ => host,
+        };
         let Some(route) = table.route_normalized(&host) else {
             return pages::unknown_host(&host);
         };
@@ -300,6 +305,8 @@ impl Edge {
             RouteTarget::Sleeping { site } => {
                 pages::unavailable(site, 503, "The app is waking up; try again in a moment.", Some(1))
             }
+            RouteTarget::Redirect { to } => pages::redirect(to, &host_value, req.uri()),
+            RouteTarget::UnverifiedDomain => pages::domain_not_verified(host),
         }
     }
 

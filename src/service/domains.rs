@@ -1,0 +1,1042 @@
+//! Custom domains: attaching a name to a site's environment, the DNS records it needs,
+//! checking them for real against DNS (CNAME, A/AAAA, TXT ownership, CAA per RFC 8659)
+//! with a diagnosis per record, and the status that decides whether the edge serves it.
+//! Certificates come later: for now a domain whose DNS checks out is served over HTTP.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::model::{Actor, DomainStatus};
+use crate::store::domains::{self as domain_store, DomainRow};
+use crate::util::{new_id, now_ms, random_hex, rfc3339};
+
+use super::Service;
+
+/// Default and largest page of `HOSTING_LIST_DOMAINS`.
+const DEFAULT_DOMAINS_PAGE: u32 = 50;
+const MAX_DOMAINS_PAGE: u32 = 200;
+/// The label of the ownership TXT record, under the domain.
+pub const CHALLENGE_LABEL: &str = "_berth-challenge";
+/// Names a CAA walk looks at, at most (a name has at most 127 labels; real ones a few).
+const MAX_CAA_STEPS: usize = 16;
+
+/// `HOSTING_ADD_DOMAIN` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddDomainInput {
+    /// Site name.
+    pub site: String,
+    /// The domain, such as `app.example.com` or `example.com` (IDNs accepted).
+    pub domain: String,
+    /// Environment it serves (default `production`).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Also answer for the www/apex partner (`www.example.com` ↔ `example.com`) with a 308
+    /// redirect to `domain` (default false).
+    #[serde(default)]
+    pub redirect_www: Option<bool>,
+}
+
+/// Names a domain of a site.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainRef {
+    /// Site name.
+    pub site: String,
+    /// The domain.
+    pub domain: String,
+}
+
+/// `HOSTING_LIST_DOMAINS` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListDomainsInput {
+    /// Only this site's domains (default: every site of the org).
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Domains per page (default 50, at most 200).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page; omit for the first page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// A DNS record to create at the domain's DNS host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DnsRecord {
+    /// Record type: `CNAME`, `A`, `AAAA` or `TXT`.
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The full name it is created at.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+    /// What it is for.
+    pub why: String,
+}
+
+/// What DNS answered for one record, against what it should be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RecordCheck {
+    /// Record type checked (`CNAME`, `A`, `AAAA`, `TXT`, `CAA`).
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The name asked about.
+    pub name: String,
+    /// What it should be.
+    pub expected: String,
+    /// What the resolver answered (empty: no such record).
+    pub observed: Vec<String>,
+    /// The resolver that answered.
+    pub resolver: String,
+    /// Whether it is right.
+    pub ok: bool,
+    /// What to do, in words (empty when ok).
+    pub next: String,
+}
+
+/// A custom domain.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DomainInfo {
+    /// The name (lowercase; IDNs as punycode).
+    pub name: String,
+    /// Site it serves.
+    pub site: String,
+    /// Environment it serves.
+    pub environment: String,
+    /// Where it is in its lifecycle.
+    pub status: DomainStatus,
+    /// The www/apex partner that redirects (308) to `name`, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_from: Option<String>,
+    /// The URL it is served at once active.
+    pub url: String,
+    /// The DNS records to create.
+    pub records: Vec<DnsRecord>,
+    /// The last DNS check, one entry per record (absent before the first check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Vec<RecordCheck>>,
+    /// When DNS was last checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
+    /// What to do next, in words.
+    pub next: String,
+    /// Attached at.
+    pub created_at: String,
+}
+
+/// `HOSTING_LIST_DOMAINS` result.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct DomainList {
+    /// Domains, by name.
+    pub domains: Vec<DomainInfo>,
+    /// Domains matching the query, on all pages.
+    pub total: u64,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `HOSTING_REMOVE_DOMAIN` result.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RemovedDomain {
+    /// The domain no longer served.
+    pub removed: String,
+    /// The site it served.
+    pub site: String,
+}
+
+impl Service {
+    /// `HOSTING_ADD_DOMAIN`: attaches a domain (not served until its DNS checks out) and
+    /// answers the records to create.
+    pub async fn add_domain(&self, actor: &Actor, input: &AddDomainInput) -> ServiceResult<DomainInfo> {
+        let args = serde_json::to_value(input).unwrap_or_default();
+        let result = self.add_domain_inner(actor, input).await;
+        self.audit(actor, "HOSTING_ADD_DOMAIN", args, &result).await;
+        result
+    }
+
+    async fn add_domain_inner(&self, actor: &Actor, input: &AddDomainInput) -> ServiceResult<DomainInfo> {
+        let site = self.find_site(actor, &input.site).await?;
+        let env = self
+            .find_environment(&site, input.environment.as_deref().unwrap_or("production"))
+            .await?;
+        let name = normalize_domain(&input.domain, &self.platform.config.base_domain)?;
+        let redirect_name = input.redirect_www.unwrap_or(false).then(|| www_partner(&name));
+        if let Some(partner) = &redirect_name {
+            // The partner must be a name we could attach on its own, too.
+            normalize_domain(partner, &self.platform.config.base_domain)
+                .map_err(|e| ServiceError::invalid("redirect_www", format!("{partner}: {e}")))?;
+        }
+        // Fails here, before anything is stored, when an apex has no address to point at.
+        self.records_for(&name, redirect_name.as_deref(), &site.name, &env.name, "")?;
+        let now = now_ms();
+        let row = DomainRow {
+            id: new_id("dom"),
+            org_id: actor.org_id.clone(),
+            site_id: site.id.clone(),
+            environment_id: env.id.clone(),
+            name: name.clone(),
+            redirect_name: redirect_name.clone(),
+            status: DomainStatus::PendingDns.as_str().into(),
+            token: random_hex(16),
+            diagnosis: None,
+            checked_at: None,
+            created_at: now,
+            updated_at: now,
+            site_name: site.name.clone(),
+            environment_name: env.name.clone(),
+        };
+        let mut tx = self.platform.store.begin().await?;
+        let names: Vec<&str> = std::iter::once(name.as_str()).chain(redirect_name.as_deref()).collect();
+        if domain_store::any_name_taken(&mut *tx, &names).await? {
+            // Says nothing of where: the other attachment may be another org's.
+            return Err(ServiceError::conflict(format!(
+                "{} is already attached to a site on this server; remove it there first (HOSTING_REMOVE_DOMAIN), or ask the server's operator if it is not yours",
+                names.join(" or ")
+            )));
+        }
+        domain_store::insert_domain(&mut *tx, &row).await?;
+        let data = serde_json::json!({ "site_id": site.id, "name": name });
+        crate::store::insert_event(&mut *tx, &actor.org_id, "domain.added", &row.id, &data).await?;
+        tx.commit().await?;
+        // Publishes the "not verified yet" page for the name.
+        crate::reconciler::reconcile(&self.platform).await?;
+        self.domain_info(&row)
+    }
+
+    /// `HOSTING_LIST_DOMAINS`: one page, by name.
+    pub async fn list_domains(&self, actor: &Actor, input: &ListDomainsInput) -> ServiceResult<DomainList> {
+        let limit = input.limit.unwrap_or(DEFAULT_DOMAINS_PAGE).clamp(1, MAX_DOMAINS_PAGE);
+        let after = input.cursor.as_deref().unwrap_or("");
+        if after.len() > 300 {
+            return Err(ServiceError::invalid(
+                "cursor",
+                "too long; pass the next_cursor of the previous page as it was given",
+            ));
+        }
+        let site = match &input.site {
+            Some(name) => Some(self.find_site(actor, name).await?),
+            None => None,
+        };
+        let site_id = site.as_ref().map(|s| s.id.as_str());
+        let pool = self.platform.store.pool();
+        let mut rows =
+            domain_store::list_domains_page(pool, &actor.org_id, site_id, after, i64::from(limit) + 1).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
+        let total = domain_store::count_domains(pool, &actor.org_id, site_id).await? as u64;
+        let domains = rows.iter().map(|r| self.domain_info(r)).collect::<ServiceResult<_>>()?;
+        Ok(DomainList {
+            domains,
+            total,
+            next_cursor,
+        })
+    }
+
+    /// `HOSTING_VALIDATE_DOMAIN`: checks every record against DNS now, stores the
+    /// diagnosis and moves the status: `active` (served) when all are right, else
+    /// `pending_dns` (not served).
+    pub async fn validate_domain(&self, actor: &Actor, input: &DomainRef) -> ServiceResult<DomainInfo> {
+        let args = serde_json::to_value(input).unwrap_or_default();
+        let result = self.validate_domain_inner(actor, input).await;
+        self.audit(actor, "HOSTING_VALIDATE_DOMAIN", args, &result).await;
+        result
+    }
+
+    async fn validate_domain_inner(&self, actor: &Actor, input: &DomainRef) -> ServiceResult<DomainInfo> {
+        let mut row = self.find_domain(actor, &input.site, &input.domain).await?;
+        let records = self.records_for(
+            &row.name,
+            row.redirect_name.as_deref(),
+            &row.site_name,
+            &row.environment_name,
+            &row.token,
+        )?;
+        let checks = self.check_dns(&row.name, &records).await?;
+        let all_ok = checks.iter().all(|c| c.ok);
+        let from = DomainStatus::parse(&row.status).unwrap_or(DomainStatus::PendingDns);
+        let to = if all_ok {
+            DomainStatus::Active
+        } else {
+            DomainStatus::PendingDns
+        };
+        let to = if from.can_become(to) { to } else { from };
+        let diagnosis = serde_json::to_string(&checks).map_err(anyhow::Error::from)?;
+        let now = now_ms();
+        let mut tx = self.platform.store.begin().await?;
+        domain_store::set_domain_check(&mut *tx, &row.id, to.as_str(), &diagnosis, now).await?;
+        if from != to {
+            let data = serde_json::json!({ "site_id": row.site_id, "name": row.name, "status": to.as_str() });
+            crate::store::insert_event(
+                &mut *tx,
+                &actor.org_id,
+                &format!("domain.{}", to.as_str()),
+                &row.id,
+                &data,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if from != to {
+            tracing::info!(domain = %row.name, from = from.as_str(), to = to.as_str(), "domain status changed");
+            crate::reconciler::reconcile(&self.platform).await?;
+        }
+        row.status = to.as_str().into();
+        row.diagnosis = Some(diagnosis);
+        row.checked_at = Some(now);
+        self.domain_info(&row)
+    }
+
+    /// `HOSTING_REMOVE_DOMAIN`: detaches a domain; the edge stops serving it before this
+    /// returns.
+    pub async fn remove_domain(&self, actor: &Actor, input: &DomainRef) -> ServiceResult<RemovedDomain> {
+        let args = serde_json::to_value(input).unwrap_or_default();
+        let result = async {
+            let row = self.find_domain(actor, &input.site, &input.domain).await?;
+            let mut tx = self.platform.store.begin().await?;
+            domain_store::delete_domain(&mut *tx, &row.id).await?;
+            let data = serde_json::json!({ "site_id": row.site_id, "name": row.name });
+            crate::store::insert_event(&mut *tx, &actor.org_id, "domain.removed", &row.id, &data).await?;
+            tx.commit().await?;
+            crate::reconciler::reconcile(&self.platform).await?;
+            Ok(RemovedDomain {
+                removed: row.name,
+                site: row.site_name,
+            })
+        }
+        .await;
+        self.audit(actor, "HOSTING_REMOVE_DOMAIN", args, &result).await;
+        result
+    }
+
+    async fn find_domain(&self, actor: &Actor, site: &str, domain: &str) -> ServiceResult<DomainRow> {
+        let site = self.find_site(actor, site).await?;
+        // Looked up as it would be stored; a name that cannot be a domain is simply absent.
+        let name = normalize_domain(domain, &self.platform.config.base_domain).unwrap_or_else(|_| domain.to_string());
+        if let Some(row) = domain_store::get_domain(self.platform.store.pool(), &site.id, &name).await? {
+            return Ok(row);
+        }
+        let pool = self.platform.store.pool();
+        let names: Vec<String> = domain_store::list_domains_page(pool, &actor.org_id, Some(&site.id), "", 10)
+            .await?
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        let shown = domain.chars().take(100).collect::<String>();
+        Err(ServiceError::not_found(if names.is_empty() {
+            format!(
+                "site '{}' has no domain '{shown}'; it has none yet: attach one with HOSTING_ADD_DOMAIN",
+                site.name
+            )
+        } else {
+            format!(
+                "site '{}' has no domain '{shown}'; its domains: {}",
+                site.name,
+                names.join(", ")
+            )
+        }))
+    }
+
+    fn domain_info(&self, row: &DomainRow) -> ServiceResult<DomainInfo> {
+        let status = DomainStatus::parse(&row.status)
+            .ok_or_else(|| anyhow::anyhow!("domain {} has an unknown status '{}'", row.id, row.status))?;
+        let records = self.records_for(
+            &row.name,
+            row.redirect_name.as_deref(),
+            &row.site_name,
+            &row.environment_name,
+            &row.token,
+        )?;
+        let diagnosis: Option<Vec<RecordCheck>> = row.diagnosis.as_deref().and_then(|d| serde_json::from_str(d).ok());
+        let next = match status {
+            DomainStatus::Active | DomainStatus::Renewing => format!("served at {}", self.domain_url(&row.name)),
+            _ => match diagnosis
+                .as_ref()
+                .map(|d| d.iter().filter(|c| !c.ok).collect::<Vec<_>>())
+            {
+                None => format!(
+                    "create the records listed, then check them with HOSTING_VALIDATE_DOMAIN {{\"site\": \"{}\", \"domain\": \"{}\"}}",
+                    row.site_name, row.name
+                ),
+                Some(wrong) => format!(
+                    "{}; then check again with HOSTING_VALIDATE_DOMAIN (DNS changes can take the records' TTL to show)",
+                    wrong.iter().map(|c| c.next.as_str()).collect::<Vec<_>>().join("; ")
+                ),
+            },
+        };
+        Ok(DomainInfo {
+            name: row.name.clone(),
+            site: row.site_name.clone(),
+            environment: row.environment_name.clone(),
+            status,
+            redirect_from: row.redirect_name.clone(),
+            url: self.domain_url(&row.name),
+            records,
+            diagnosis,
+            checked_at: row.checked_at.map(rfc3339),
+            next,
+            created_at: rfc3339(row.created_at),
+        })
+    }
+
+    fn domain_url(&self, name: &str) -> String {
+        match self.platform.edge_port {
+            80 => format!("http://{name}"),
+            port => format!("http://{name}:{port}"),
+        }
+    }
+
+    /// The records a domain needs: how `name` (and its redirecting partner) reach this
+    /// server, and the ownership TXT record.
+    fn records_for(
+        &self,
+        name: &str,
+        partner: Option<&str>,
+        site: &str,
+        environment: &str,
+        token: &str,
+    ) -> ServiceResult<Vec<DnsRecord>> {
+        let target = self.platform.host_for(site, environment);
+        let config = &self.platform.config.domains;
+        let mut records = Vec::new();
+        for host in std::iter::once(name).chain(partner) {
+            let why_suffix = if host == name {
+                String::new()
+            } else {
+                format!(" (it redirects to {name})")
+            };
+            if is_apex(host) {
+                if config.public_ipv4.is_none() && config.public_ipv6.is_none() {
+                    return Err(ServiceError::invalid(
+                        "domain",
+                        format!(
+                            "{host} is an apex domain: it needs A/AAAA records with this server's public addresses, and none are configured; the operator sets them with --public-ipv4 / --public-ipv6 (BERTH_PUBLIC_IPV4 / BERTH_PUBLIC_IPV6), or attach a subdomain such as www.{host} (a CNAME)"
+                        ),
+                    ));
+                }
+                if let Some(ip) = config.public_ipv4 {
+                    records.push(DnsRecord {
+                        record_type: "A".into(),
+                        name: host.into(),
+                        value: ip.to_string(),
+                        why: format!("points {host} at this server over IPv4{why_suffix}"),
+                    });
+                }
+                if let Some(ip) = config.public_ipv6 {
+                    records.push(DnsRecord {
+                        record_type: "AAAA".into(),
+                        name: host.into(),
+                        value: ip.to_string(),
+                        why: format!("points {host} at this server over IPv6{why_suffix}"),
+                    });
+                }
+            } else {
+                records.push(DnsRecord {
+                    record_type: "CNAME".into(),
+                    name: host.into(),
+                    value: target.clone(),
+                    why: format!("points {host} at the site's host on this server{why_suffix}"),
+                });
+            }
+        }
+        records.push(DnsRecord {
+            record_type: "TXT".into(),
+            name: format!("{CHALLENGE_LABEL}.{name}"),
+            value: token.into(),
+            why: format!("proves the owner of {name} asked for it to be served here"),
+        });
+        Ok(records)
+    }
+
+    /// Asks DNS about every record (and CAA above the names) and says what is wrong.
+    async fn check_dns(&self, name: &str, records: &[DnsRecord]) -> ServiceResult<Vec<RecordCheck>> {
+        let config = &self.platform.config.domains;
+        let dns = Dns::new(&config.dns_resolvers)?;
+        let mut checks = Vec::new();
+        let mut hosts: Vec<&str> = Vec::new();
+        for record in records {
+            if !hosts.contains(&record.name.as_str()) && record.record_type != "TXT" {
+                hosts.push(&record.name);
+            }
+        }
+        for host in hosts {
+            let mut cname_target = None;
+            if is_apex(host) {
+                let v4 = dns.query(host, RecordType::A).await;
+                checks.push(check_addresses(
+                    host,
+                    "A",
+                    config.public_ipv4.map(IpAddr::V4),
+                    &v4,
+                    &dns.label,
+                ));
+                let v6 = dns.query(host, RecordType::AAAA).await;
+                checks.push(check_addresses(
+                    host,
+                    "AAAA",
+                    config.public_ipv6.map(IpAddr::V6),
+                    &v6,
+                    &dns.label,
+                ));
+            } else {
+                let expected = records
+                    .iter()
+                    .find(|r| r.name == host && r.record_type == "CNAME")
+                    .map(|r| r.value.clone())
+                    .unwrap_or_default();
+                let observed = dns.query(host, RecordType::CNAME).await;
+                let check = check_cname(host, &expected, &observed, &dns.label);
+                if let Ok(values) = &observed {
+                    cname_target = values.first().cloned();
+                }
+                checks.push(check);
+            }
+            // CAA: the first non-empty set walking up from the name (RFC 8659); at the
+            // name itself, the CNAME target's set counts when the name's own is empty.
+            let mut found: Option<(String, Result<Vec<String>, String>)> = None;
+            let mut steps = 0;
+            let mut at: Option<String> = Some(host.to_string());
+            while let Some(current) = at {
+                steps += 1;
+                if steps > MAX_CAA_STEPS || !current.contains('.') {
+                    break;
+                }
+                // Following a CNAME, the set found is the target's: named where it is.
+                let answer = dns.query_owned(&current, RecordType::CAA).await;
+                match answer {
+                    Ok(records) if records.is_empty() => {}
+                    Ok(records) => {
+                        let at = records[0].0.clone();
+                        found = Some((at, Ok(records.into_iter().map(|(_, v)| v).collect())));
+                        break;
+                    }
+                    Err(e) => {
+                        found = Some((current.clone(), Err(e)));
+                        break;
+                    }
+                }
+                if current == host
+                    && let Some(target) = &cname_target
+                {
+                    let answer = dns.query(target, RecordType::CAA).await;
+                    if !matches!(&answer, Ok(v) if v.is_empty()) {
+                        found = Some((target.clone(), answer));
+                        break;
+                    }
+                }
+                at = current.split_once('.').map(|(_, parent)| parent.to_string());
+            }
+            checks.push(check_caa(host, found, &config.acme_ca_domain, &dns.label));
+        }
+        if let Some(txt) = records.iter().find(|r| r.record_type == "TXT") {
+            let observed = dns.query(&txt.name, RecordType::TXT).await;
+            checks.push(check_txt(&txt.name, &txt.value, &observed, &dns.label, name));
+        }
+        Ok(checks)
+    }
+}
+
+/// A resolver for one check: no cache, so a fixed record shows at once.
+struct Dns {
+    resolver: TokioResolver,
+    /// How the resolver is named in a diagnosis.
+    label: String,
+}
+
+impl Dns {
+    fn new(resolvers: &[SocketAddr]) -> ServiceResult<Self> {
+        let (builder, label) = if resolvers.is_empty() {
+            let (config, options) = hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| anyhow::anyhow!("reading the system's DNS configuration: {e}"))?;
+            let label = config
+                .name_servers()
+                .iter()
+                .map(|n| n.ip.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let builder =
+                TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).with_options(options);
+            (builder, format!("system resolver {label}"))
+        } else {
+            let servers = resolvers
+                .iter()
+                .map(|addr| {
+                    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+                    for connection in &mut server.connections {
+                        connection.port = addr.port();
+                    }
+                    server
+                })
+                .collect();
+            let builder = TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(servers),
+                TokioRuntimeProvider::default(),
+            );
+            let label = resolvers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+            (builder, label)
+        };
+        let mut builder = builder;
+        let options = builder.options_mut();
+        options.cache_size = 0;
+        options.timeout = std::time::Duration::from_secs(3);
+        options.attempts = 1;
+        options.ndots = 0;
+        let resolver = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the DNS resolver: {e}"))?;
+        Ok(Self { resolver, label })
+    }
+
+    /// The values of `name`'s records of one type, as text; empty when there are none;
+    /// an error in words when the resolver failed.
+    async fn query(&self, name: &str, record_type: RecordType) -> Result<Vec<String>, String> {
+        self.query_owned(name, record_type)
+            .await
+            .map(|records| records.into_iter().map(|(_, value)| value).collect())
+    }
+
+    /// Like [`Dns::query`], with the name each record is at (another than `name` when
+    /// the answer followed a CNAME).
+    async fn query_owned(&self, name: &str, record_type: RecordType) -> Result<Vec<(String, String)>, String> {
+        let fqdn = format!("{name}.");
+        match self.resolver.lookup(fqdn.as_str(), record_type).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter(|r| r.record_type() == record_type)
+                .filter_map(|r| {
+                    let owner = r.name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+                    rdata_text(&r.data).map(|value| (owner, value))
+                })
+                .collect()),
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(Vec::new()),
+            Err(e) => Err(format!("the resolver did not answer: {e}")),
+        }
+    }
+}
+
+/// A record's value as shown in a diagnosis (names without the final dot, CAA as
+/// `flags tag "value"`).
+fn rdata_text(data: &RData) -> Option<String> {
+    Some(match data {
+        RData::A(a) => a.0.to_string(),
+        RData::AAAA(a) => a.0.to_string(),
+        RData::CNAME(c) => c.0.to_ascii().trim_end_matches('.').to_ascii_lowercase(),
+        RData::TXT(t) => t
+            .txt_data
+            .iter()
+            .map(|part| String::from_utf8_lossy(part).into_owned())
+            .collect::<String>(),
+        RData::CAA(c) => format!(
+            "{} {} \"{}\"",
+            if c.issuer_critical { 128 } else { 0 },
+            c.tag,
+            String::from_utf8_lossy(&c.value)
+        ),
+        _ => return None,
+    })
+}
+
+/// A domain name as berth stores it: trimmed, no final dot, IDNs as punycode, lowercase;
+/// refused with the reason for anything that cannot be attached.
+pub fn normalize_domain(raw: &str, base_domain: &str) -> ServiceResult<String> {
+    let invalid = |message: String| ServiceError::invalid("domain", message);
+    let trimmed = raw.trim();
+    let shown: String = trimmed.chars().take(100).collect();
+    let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    if trimmed.is_empty() {
+        return Err(invalid("a domain is required, such as app.example.com".into()));
+    }
+    if trimmed.contains('*') {
+        return Err(invalid(format!(
+            "'{shown}' is a wildcard: wildcard domains need a DNS provider (their certificates are proven through DNS), which berth does not have yet; attach each name on its own, such as app.example.com"
+        )));
+    }
+    if trimmed
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok()
+    {
+        return Err(invalid(format!(
+            "'{shown}' is an IP address; a domain is a name such as app.example.com whose DNS points at this server"
+        )));
+    }
+    if trimmed.len() > 253 || trimmed.contains(['/', ':', '@', ' ', '?', '#']) {
+        return Err(invalid(format!(
+            "'{shown}' is not a domain name; give the bare name such as app.example.com (no scheme, port or path)"
+        )));
+    }
+    let ascii = idna::domain_to_ascii_strict(trimmed).map_err(|_| {
+        invalid(format!(
+            "'{shown}' is not a valid domain name (letters, digits and hyphens in dot-separated labels)"
+        ))
+    })?;
+    let base = base_domain.trim_end_matches('.').to_ascii_lowercase();
+    if ascii == base || ascii.ends_with(&format!(".{base}")) {
+        return Err(invalid(format!(
+            "'{shown}' is berth's base domain or under it: sites are already served at <site>.{base} without attaching anything; attach a domain of your own"
+        )));
+    }
+    let labels: Vec<&str> = ascii.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if labels.len() < 2 || ascii.len() > 253 || !labels.iter().all(label_ok) {
+        return Err(invalid(format!(
+            "'{shown}' is not a valid public domain name: it needs at least two dot-separated labels of letters, digits and hyphens (such as app.example.com)"
+        )));
+    }
+    if labels.last().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(invalid(format!(
+            "'{shown}' is not a domain name (its last label is a number)"
+        )));
+    }
+    Ok(ascii)
+}
+
+/// Whether a name is treated as a zone apex (needs A/AAAA, cannot have a CNAME): a name of
+/// two labels, such as `example.com`. Names under multi-label public suffixes
+/// (`example.co.uk`) are taken for subdomains.
+pub fn is_apex(name: &str) -> bool {
+    name.split('.').count() == 2
+}
+
+/// The www/apex partner of a name: `www.example.com` ↔ `example.com`.
+pub fn www_partner(name: &str) -> String {
+    match name.strip_prefix("www.") {
+        Some(rest) if rest.contains('.') => rest.to_string(),
+        _ => format!("www.{name}"),
+    }
+}
+
+fn dns_failure(record_type: &str, name: &str, expected: String, resolver: &str, error: &str) -> RecordCheck {
+    RecordCheck {
+        record_type: record_type.into(),
+        name: name.into(),
+        expected,
+        observed: Vec::new(),
+        resolver: resolver.into(),
+        ok: false,
+        next: format!("{error}; check that {name}'s DNS servers answer, then try again"),
+    }
+}
+
+/// An A or AAAA set of an apex: exactly our address when one is configured, none when not
+/// (a stray address sends visitors, and a CA's validation, to another server).
+pub fn check_addresses(
+    name: &str,
+    record_type: &str,
+    ours: Option<IpAddr>,
+    observed: &Result<Vec<String>, String>,
+    resolver: &str,
+) -> RecordCheck {
+    let expected = match ours {
+        Some(ip) => ip.to_string(),
+        None => format!("no {record_type} record (this server has no public address of that family)"),
+    };
+    let values = match observed {
+        Ok(v) => v,
+        Err(e) => return dns_failure(record_type, name, expected, resolver, e),
+    };
+    let ours_text = ours.map(|ip| ip.to_string());
+    let stray: Vec<&String> = values.iter().filter(|v| Some(*v) != ours_text.as_ref()).collect();
+    let has_ours = ours_text.as_ref().is_none_or(|o| values.contains(o));
+    let next = match (has_ours, stray.is_empty(), &ours_text) {
+        (true, true, _) => String::new(),
+        (false, true, Some(o)) => format!("create an {record_type} record {name} → {o}"),
+        (_, false, Some(o)) => format!(
+            "remove the {record_type} record(s) {name} → {} (not this server), and keep only {name} → {o}",
+            stray.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        (_, false, None) => format!(
+            "remove the stray {record_type} record(s) {name} → {}: they send visitors and certificate validation to another server",
+            stray.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        (false, true, None) => String::new(),
+    };
+    RecordCheck {
+        record_type: record_type.into(),
+        name: name.into(),
+        expected,
+        observed: values.clone(),
+        resolver: resolver.into(),
+        ok: next.is_empty(),
+        next,
+    }
+}
+
+/// A subdomain's CNAME: it must point at the site's host.
+pub fn check_cname(name: &str, expected: &str, observed: &Result<Vec<String>, String>, resolver: &str) -> RecordCheck {
+    let values = match observed {
+        Ok(v) => v,
+        Err(e) => return dns_failure("CNAME", name, expected.into(), resolver, e),
+    };
+    let ok = values.len() == 1 && values[0].eq_ignore_ascii_case(expected);
+    let next = if ok {
+        String::new()
+    } else if values.is_empty() {
+        format!("create a CNAME record {name} → {expected} (and no A/AAAA records at {name})")
+    } else {
+        format!(
+            "change the CNAME record of {name} from {} to {expected}",
+            values.join(", ")
+        )
+    };
+    RecordCheck {
+        record_type: "CNAME".into(),
+        name: name.into(),
+        expected: expected.into(),
+        observed: values.clone(),
+        resolver: resolver.into(),
+        ok,
+        next,
+    }
+}
+
+/// The ownership TXT record: one of its values must be the domain's token.
+pub fn check_txt(
+    name: &str,
+    token: &str,
+    observed: &Result<Vec<String>, String>,
+    resolver: &str,
+    domain: &str,
+) -> RecordCheck {
+    let values = match observed {
+        Ok(v) => v,
+        Err(e) => return dns_failure("TXT", name, token.into(), resolver, e),
+    };
+    let ok = values.iter().any(|v| v.trim() == token);
+    let next = if ok {
+        String::new()
+    } else if values.is_empty() {
+        format!("create a TXT record {name} with the value {token} (it proves you own {domain})")
+    } else {
+        format!("set the TXT record {name} to {token} (it has other values only)")
+    };
+    RecordCheck {
+        record_type: "TXT".into(),
+        name: name.into(),
+        expected: token.into(),
+        observed: values.clone(),
+        resolver: resolver.into(),
+        ok,
+        next,
+    }
+}
+
+/// The CAA check of a name: `found` is the first non-empty CAA set met walking up the
+/// tree (where, and what), `None` when there is none (any CA may issue).
+pub fn check_caa(
+    name: &str,
+    found: Option<(String, Result<Vec<String>, String>)>,
+    ca_domain: &str,
+    resolver: &str,
+) -> RecordCheck {
+    let expected = format!("no CAA record, or one that allows {ca_domain} (0 issue \"{ca_domain}\")");
+    let Some((at, answer)) = found else {
+        return RecordCheck {
+            record_type: "CAA".into(),
+            name: name.into(),
+            expected,
+            observed: Vec::new(),
+            resolver: resolver.into(),
+            ok: true,
+            next: String::new(),
+        };
+    };
+    let values = match answer {
+        Ok(v) => v,
+        Err(e) => return dns_failure("CAA", &at, expected, resolver, &e),
+    };
+    let ok = caa_allows(&values, ca_domain);
+    let next = if ok {
+        String::new()
+    } else {
+        format!(
+            "the CAA records at {at} do not allow {ca_domain} to issue a certificate for {name}: add a CAA record {at} 0 issue \"{ca_domain}\""
+        )
+    };
+    RecordCheck {
+        record_type: "CAA".into(),
+        name: at,
+        expected,
+        observed: values,
+        resolver: resolver.into(),
+        ok,
+        next,
+    }
+}
+
+/// Whether a relevant CAA set (as `flags tag "value"` texts) lets `ca_domain` issue a
+/// non-wildcard certificate (RFC 8659 section 4): no `issue` property allows anyone;
+/// otherwise one must name the CA. An unknown tag marked critical forbids issuance.
+pub fn caa_allows(values: &[String], ca_domain: &str) -> bool {
+    let mut issue_seen = false;
+    let mut allowed = false;
+    for value in values {
+        let mut parts = value.splitn(3, ' ');
+        let flags: u8 = parts.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        let tag = parts.next().unwrap_or("").to_ascii_lowercase();
+        let property = parts.next().unwrap_or("").trim().trim_matches('"');
+        match tag.as_str() {
+            "issue" => {
+                issue_seen = true;
+                let issuer = property.split(';').next().unwrap_or("").trim();
+                if issuer.eq_ignore_ascii_case(ca_domain) {
+                    allowed = true;
+                }
+            }
+            "issuewild" | "iodef" | "contactemail" | "contactphone" | "issuemail" | "issuevmc" => {}
+            _ if flags & 128 != 0 => return false,
+            _ => {}
+        }
+    }
+    !issue_seen || allowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalised_or_refused() {
+        assert_eq!(
+            normalize_domain(" App.Example.COM. ", "localhost").unwrap(),
+            "app.example.com"
+        );
+        assert_eq!(
+            normalize_domain("bücher.example", "localhost").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        for bad in [
+            "",
+            "*.example.com",
+            "192.0.2.1",
+            "[2001:db8::1]",
+            "example",
+            "a..b.com",
+            "-a.example.com",
+            "http://example.com",
+            "example.com:8080",
+            "under_score.example.com",
+            "example.123",
+            "berth.localhost",
+            "localhost",
+        ] {
+            assert!(normalize_domain(bad, "localhost").is_err(), "{bad} was accepted");
+        }
+        let err = normalize_domain("*.example.com", "localhost").unwrap_err().to_string();
+        assert!(err.contains("DNS provider"), "{err}");
+        let err = normalize_domain("a.apps.example.com", "apps.example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("base domain"), "{err}");
+    }
+
+    #[test]
+    fn apex_and_partner() {
+        assert!(is_apex("example.com"));
+        assert!(!is_apex("www.example.com"));
+        assert_eq!(www_partner("example.com"), "www.example.com");
+        assert_eq!(www_partner("www.example.com"), "example.com");
+        assert_eq!(www_partner("app.example.com"), "www.app.example.com");
+    }
+
+    #[test]
+    fn caa_sets() {
+        let le = "letsencrypt.org";
+        assert!(caa_allows(&[], le));
+        assert!(caa_allows(&["0 issue \"letsencrypt.org\"".into()], le));
+        assert!(caa_allows(
+            &["0 issue \"letsencrypt.org; validationmethods=dns-01\"".into()],
+            le
+        ));
+        assert!(caa_allows(&["0 iodef \"mailto:a@example.com\"".into()], le));
+        assert!(caa_allows(&["0 issuewild \"other.example\"".into()], le));
+        assert!(!caa_allows(&["0 issue \"other.example\"".into()], le));
+        assert!(!caa_allows(&["0 issue \";\"".into()], le));
+        assert!(!caa_allows(&["128 future \"x\"".into()], le));
+    }
+
+    #[test]
+    fn address_checks_name_stray_and_missing_records() {
+        let ours: IpAddr = "192.0.2.10".parse().unwrap();
+        let good = check_addresses("example.com", "A", Some(ours), &Ok(vec!["192.0.2.10".into()]), "r");
+        assert!(good.ok);
+        let missing = check_addresses("example.com", "A", Some(ours), &Ok(vec![]), "r");
+        assert!(!missing.ok && missing.next.contains("create an A record example.com → 192.0.2.10"));
+        let wrong = check_addresses("example.com", "A", Some(ours), &Ok(vec!["198.51.100.1".into()]), "r");
+        assert!(!wrong.ok && wrong.next.contains("198.51.100.1"), "{}", wrong.next);
+        let stray = check_addresses("example.com", "AAAA", None, &Ok(vec!["2001:db8::1".into()]), "r");
+        assert!(!stray.ok && stray.next.contains("stray AAAA"), "{}", stray.next);
+        let none = check_addresses("example.com", "AAAA", None, &Ok(vec![]), "r");
+        assert!(none.ok);
+        let failed = check_addresses("example.com", "A", Some(ours), &Err("timed out".into()), "r");
+        assert!(!failed.ok && failed.next.contains("timed out"));
+    }
+
+    #[test]
+    fn cname_and_txt_checks() {
+        let ok = check_cname(
+            "app.example.com",
+            "web.localhost",
+            &Ok(vec!["WEB.localhost".into()]),
+            "r",
+        );
+        assert!(ok.ok);
+        let wrong = check_cname(
+            "app.example.com",
+            "web.localhost",
+            &Ok(vec!["elsewhere.example".into()]),
+            "r",
+        );
+        assert!(!wrong.ok && wrong.next.contains("from elsewhere.example to web.localhost"));
+        let txt = check_txt(
+            "_berth-challenge.a.example",
+            "tok",
+            &Ok(vec!["other".into()]),
+            "r",
+            "a.example",
+        );
+        assert!(!txt.ok);
+        assert!(
+            check_txt(
+                "_berth-challenge.a.example",
+                "tok",
+                &Ok(vec!["tok".into()]),
+                "r",
+                "a.example"
+            )
+            .ok
+        );
+    }
+
+    #[test]
+    fn domain_states() {
+        use DomainStatus::*;
+        assert!(PendingDns.can_become(Active));
+        assert!(Active.can_become(PendingDns));
+        assert!(!PendingDns.can_become(Renewing));
+        assert!(!PendingDns.can_become(Issuing));
+        assert!(Active.is_served() && !PendingDns.is_served());
+        for s in [PendingDns, Validating, Issuing, Active, Renewing, Failed] {
+            assert_eq!(DomainStatus::parse(s.as_str()), Some(s));
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! SQL of custom domains: the attached names, their status and last DNS diagnosis, and the
+//! joined view the edge's route table is built from.
+
+use sqlx::{FromRow, SqliteExecutor};
+
+/// A domain row, with the names of its site and environment.
+#[derive(Clone, Debug, FromRow)]
+pub struct DomainRow {
+    /// Id.
+    pub id: String,
+    /// Owning org.
+    pub org_id: String,
+    /// Site it serves.
+    pub site_id: String,
+    /// Environment it serves.
+    pub environment_id: String,
+    /// The name (lowercase ASCII, punycode for IDNs).
+    pub name: String,
+    /// The www/apex partner that redirects to `name`, when asked for.
+    pub redirect_name: Option<String>,
+    /// A `DomainStatus` name.
+    pub status: String,
+    /// Ownership token (the value of the `_berth-challenge` TXT record).
+    pub token: String,
+    /// JSON of the last DNS check.
+    pub diagnosis: Option<String>,
+    /// When DNS was last checked (ms).
+    pub checked_at: Option<i64>,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Updated (ms).
+    pub updated_at: i64,
+    /// The site's name.
+    pub site_name: String,
+    /// The environment's name.
+    pub environment_name: String,
+}
+
+macro_rules! select_domains {
+    () => {
+        "SELECT d.id, d.org_id, d.site_id, d.environment_id, d.name, d.redirect_name, d.status, \
+     d.token, d.diagnosis, d.checked_at, d.created_at, d.updated_at, s.name AS site_name, \
+     e.name AS environment_name FROM domains d JOIN sites s ON s.id = d.site_id \
+     JOIN environments e ON e.id = d.environment_id"
+    };
+}
+
+/// Inserts a domain (the joined names of `row` are ignored).
+pub async fn insert_domain(db: impl SqliteExecutor<'_>, row: &DomainRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO domains (id, org_id, site_id, environment_id, name, redirect_name, status, token, diagnosis, \
+         checked_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.id)
+    .bind(&row.org_id)
+    .bind(&row.site_id)
+    .bind(&row.environment_id)
+    .bind(&row.name)
+    .bind(&row.redirect_name)
+    .bind(&row.status)
+    .bind(&row.token)
+    .bind(&row.diagnosis)
+    .bind(row.checked_at)
+    .bind(row.created_at)
+    .bind(row.updated_at)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Whether any of `names` is taken, in any org, as a domain or as a redirecting partner.
+pub async fn any_name_taken(db: impl SqliteExecutor<'_>, names: &[&str]) -> sqlx::Result<bool> {
+    let a = names.first().copied().unwrap_or_default();
+    let b = names.get(1).copied().unwrap_or(a);
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM domains WHERE name IN (?, ?) OR redirect_name IN (?, ?)")
+        .bind(a)
+        .bind(b)
+        .bind(a)
+        .bind(b)
+        .fetch_one(db)
+        .await
+        .map(|n| n > 0)
+}
+
+/// A site's domain by name.
+pub async fn get_domain(db: impl SqliteExecutor<'_>, site_id: &str, name: &str) -> sqlx::Result<Option<DomainRow>> {
+    sqlx::query_as(concat!(select_domains!(), " WHERE d.site_id = ? AND d.name = ?"))
+        .bind(site_id)
+        .bind(name)
+        .fetch_optional(db)
+        .await
+}
+
+/// One page of an org's domains (of one site when `site_id` is given), by name.
+pub async fn list_domains_page(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    site_id: Option<&str>,
+    after: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<DomainRow>> {
+    sqlx::query_as(concat!(
+        select_domains!(),
+        " WHERE d.org_id = ? AND (? IS NULL OR d.site_id = ?) AND d.name > ? ORDER BY d.name LIMIT ?"
+    ))
+    .bind(org_id)
+    .bind(site_id)
+    .bind(site_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// How many domains an org has (of one site when `site_id` is given).
+pub async fn count_domains(db: impl SqliteExecutor<'_>, org_id: &str, site_id: Option<&str>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE org_id = ? AND (? IS NULL OR site_id = ?)")
+        .bind(org_id)
+        .bind(site_id)
+        .bind(site_id)
+        .fetch_one(db)
+        .await
+}
+
+/// Every domain of every org, for the route table.
+pub async fn list_all_domains(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<DomainRow>> {
+    sqlx::query_as(concat!(select_domains!(), " ORDER BY d.name"))
+        .fetch_all(db)
+        .await
+}
+
+/// Stores the outcome of a DNS check.
+pub async fn set_domain_check(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    status: &str,
+    diagnosis: &str,
+    now: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE domains SET status = ?, diagnosis = ?, checked_at = ?, updated_at = ? WHERE id = ?")
+        .bind(status)
+        .bind(diagnosis)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Removes a domain.
+pub async fn delete_domain(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM domains WHERE id = ?")
+        .bind(id)
+        .execute(db)
+        .await
+        .map(drop)
+}
