@@ -72,6 +72,13 @@ impl LogLimits {
     }
 }
 
+/// A log write that held the database longer than this is followed by a pause as long
+/// as the write (at most [`WRITER_MAX_PAUSE`]), so other writers get their turn.
+const WRITER_FREE_AFTER: Duration = Duration::from_millis(5);
+
+/// The longest pause after one log write.
+const WRITER_MAX_PAUSE: Duration = Duration::from_millis(250);
+
 /// Over the rate, a reader pauses 1 ms after every this many dropped lines (so it drops
 /// at most ~64,000 lines a second and the app's pipe paces the app).
 pub const DROP_PACE_LINES: u32 = 64;
@@ -130,6 +137,7 @@ impl LogSink {
                         line: format!("… {n} lines dropped: berth's log writer was behind"),
                     });
                 }
+                let writing = Instant::now();
                 let totals = if batch.is_empty() {
                     Vec::new()
                 } else {
@@ -147,6 +155,15 @@ impl LogSink {
                 }
                 for w in waiters {
                     let _ = w.send(());
+                }
+                // SQLite has one writer and no queue: a writer that takes the lock again
+                // at once can starve the control plane's own writes (a deploy's status)
+                // past their busy timeout. Under a flood the writer leaves the database
+                // alone as long as it just held it (lines wait in the bounded queue, whose
+                // back-pressure paces the apps).
+                let held = writing.elapsed();
+                if held > WRITER_FREE_AFTER {
+                    tokio::time::sleep(held.min(WRITER_MAX_PAUSE)).await;
                 }
             }
         });
