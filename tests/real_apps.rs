@@ -1,4 +1,4 @@
-//! Real apps go live on the first try: each app of the corpus under `tests/apps/` (yarn,
+//! Real apps go live on the first try: each app of the corpus under `tests/apps/` (Express on yarn,
 //! pnpm, a Vite SPA, a Create React App build, a Next.js static export, a Next.js server,
 //! Flask, FastAPI, Django, an app only its render.yaml explains, Go, Rust, Bun, Deno) is
 //! deployed with no settings at all, as a new user would, and fetched through the edge;
@@ -80,6 +80,11 @@ async fn yarn_app_gets_yarn_through_corepack_once_per_site() {
     assert_eq!(
         server.edge("yarnapp.localhost", "/").await,
         (200, "yarn app: 1m\n".to_string())
+    );
+    // An Express app: its router answers the routes it defines.
+    assert_eq!(
+        server.edge("yarnapp.localhost", "/users/7").await,
+        (200, r#"{"id":"7","via":"express"}"#.to_string())
     );
 
     let (d, log, warm) = redeploy(&server, "yarnapp").await;

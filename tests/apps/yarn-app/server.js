@@ -1,6 +1,7 @@
-// A server with one dependency installed by yarn 1 from its yarn.lock.
-const http = require("http");
+// An Express server whose dependencies yarn 1 installs from its yarn.lock.
+const express = require("express");
 const ms = require("ms");
-http
-  .createServer((req, res) => res.end(`yarn app: ${ms(60000)}\n`))
-  .listen(process.env.PORT);
+const app = express();
+app.get("/", (req, res) => res.type("text/plain").send(`yarn app: ${ms(60000)}\n`));
+app.get("/users/:id", (req, res) => res.json({ id: req.params.id, via: "express" }));
+app.listen(process.env.PORT);
