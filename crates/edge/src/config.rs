@@ -21,6 +21,16 @@ pub struct EdgeConfig {
     /// Most requests held at once for sleeping sites; more are answered 503
     /// right away. Default 1000.
     pub max_held_requests: usize,
+    /// The port the TLS listener is reachable on from outside. When set, a plain-HTTP
+    /// request for a name with a certificate (see
+    /// [`Edge::replace_certificates`](crate::Edge::replace_certificates)) is answered
+    /// with a 308 to `https://` on this port (left out of the URL when 443); ACME
+    /// challenge paths are never redirected. `None` (the default): no redirects.
+    pub https_port: Option<u16>,
+    /// How long a client has to complete the TLS handshake after connecting before
+    /// the connection is closed, so silent or slow clients cannot pin connections.
+    /// Default 10 s.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -31,6 +41,8 @@ impl Default for EdgeConfig {
             max_request_body_bytes: 32 * 1024 * 1024,
             activation_timeout: Duration::from_secs(30),
             max_held_requests: 1000,
+            https_port: None,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -19,6 +19,12 @@
 //! tell an instance's upgraded connections to close ([`Edge::close_upgraded`]):
 //! a WebSocket client then gets a close frame, 1001 "going away".
 //!
+//! HTTPS ([`Edge::serve_tls`]) uses rustls with a certificate per name from a
+//! [`CertTable`] swapped in with [`Edge::replace_certificates`]; a name without a
+//! certificate gets a TLS alert, never a default certificate. The plain listener
+//! answers ACME HTTP-01 challenges and, with [`EdgeConfig::https_port`], redirects
+//! names that have a certificate to HTTPS.
+//!
 //! ```no_run
 //! use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
 //!
@@ -42,9 +48,11 @@ mod proxy;
 mod routes;
 mod server;
 mod statics;
+mod tls;
 mod tunnel;
 mod upstreams;
 
 pub use config::EdgeConfig;
 pub use routes::{EdgeRouteTable, RouteTarget, normalize_host};
 pub use server::Edge;
+pub use tls::{CertTable, certified_key_from_pem};

@@ -101,6 +101,25 @@ pub(crate) fn redirect(to: &str, host_value: &HeaderValue, uri: &hyper::Uri) -> 
     res
 }
 
+/// A 308 to the same path and query over HTTPS on `port` (left out when 443), for a
+/// plain-HTTP request to `host` (normalised), which has a certificate.
+pub(crate) fn https_redirect(host: &str, port: u16, uri: &hyper::Uri) -> Response<EdgeBody> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut res = page(
+        StatusCode::PERMANENT_REDIRECT,
+        &format!("<p>This site is at <a href=\"{0}\">{0}</a>.</p>", escape(&location)),
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, value);
+    }
+    res
+}
+
 pub(crate) fn not_found() -> Response<EdgeBody> {
     page(StatusCode::NOT_FOUND, "<p>There is nothing at this address.</p>")
 }
@@ -198,6 +217,19 @@ mod tests {
         assert_eq!(human_bytes(32 * 1024 * 1024), "32 MiB");
         assert_eq!(human_bytes(2048), "2 KiB");
         assert_eq!(human_bytes(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn https_redirect_keeps_path_and_query_and_omits_443() {
+        let uri: hyper::Uri = "/a/b?c=1&d".parse().unwrap();
+        let res = https_redirect("app.example.com", 8443, &uri);
+        assert_eq!(res.status(), 308);
+        assert_eq!(
+            res.headers()[header::LOCATION],
+            "https://app.example.com:8443/a/b?c=1&d"
+        );
+        let res = https_redirect("app.example.com", 443, &uri);
+        assert_eq!(res.headers()[header::LOCATION], "https://app.example.com/a/b?c=1&d");
     }
 
     #[test]

@@ -83,7 +83,13 @@ pub(crate) async fn forward(
         matches!(body, ProxyBody::Empty) && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let attempts = if retry_safe { count } else { 1 };
 
-    rewrite_request_headers(&mut parts.headers, upgrade, original_host, &client.forwarded_for);
+    rewrite_request_headers(
+        &mut parts.headers,
+        upgrade,
+        original_host,
+        &client.forwarded_for,
+        client.forwarded_proto(),
+    );
     // The client may have spoken HTTP/2 or used an absolute-form target;
     // apps are always sent HTTP/1.1 in origin form.
     parts.version = Version::HTTP_11;
@@ -262,12 +268,14 @@ fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// `client_ip` is the client's address as a header value (see
-/// [`Client::forwarded_for`]).
+/// [`Client::forwarded_for`]), `proto` how the client reached the edge (`http` or
+/// `https`).
 fn rewrite_request_headers(
     headers: &mut HeaderMap,
     upgrade: Option<HeaderValue>,
     original_host: HeaderValue,
     client_ip: &HeaderValue,
+    proto: HeaderValue,
 ) {
     strip_hop_by_hop(headers);
     // hyper already answered any `100-continue` expectation towards the
@@ -301,7 +309,7 @@ fn rewrite_request_headers(
     }
     // Set, not appended: the edge is the first hop berth trusts, so a
     // client-supplied value would only be a spoofing vector.
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(&X_FORWARDED_PROTO, proto);
     headers.insert(&X_FORWARDED_HOST, original_host);
 }
 
@@ -358,6 +366,7 @@ mod tests {
             None,
             HeaderValue::from_static("App.Test:8080"),
             &HeaderValue::from_static("127.0.0.1"),
+            HeaderValue::from_static("http"),
         );
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.1, 203.0.113.2, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");

@@ -1,5 +1,6 @@
 //! The [`Edge`] itself: the atomically swappable route table, the accept
-//! loop with graceful shutdown, and per-request dispatch by `Host`.
+//! loops (plain HTTP and TLS) with graceful shutdown, and per-request dispatch
+//! by `Host`.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -16,6 +17,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -25,6 +27,7 @@ use crate::body::EdgeBody;
 use crate::pool::UpstreamPool;
 use crate::proxy;
 use crate::routes::{EdgeRouteTable, RouteTarget, normalize_host};
+use crate::tls::{self, CertTable, TlsState};
 use crate::upstreams::UpstreamRegistry;
 use crate::{EdgeConfig, pages, statics};
 
@@ -52,6 +55,8 @@ pub struct Edge {
     held: std::sync::atomic::AtomicUsize,
     /// What is in flight to each app instance, for drains.
     upstreams: UpstreamRegistry,
+    /// Certificates and ACME challenges, shared with the TLS listeners' resolvers.
+    tls: Arc<TlsState>,
 }
 
 /// The control plane's callback that starts a sleeping site.
@@ -62,6 +67,7 @@ impl fmt::Debug for Edge {
         f.debug_struct("Edge")
             .field("config", &self.config)
             .field("routes", &self.routes.load().len())
+            .field("certificates", &self.tls.certificate_count())
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +82,7 @@ impl Edge {
             waker: arc_swap::ArcSwapOption::empty(),
             held: std::sync::atomic::AtomicUsize::new(0),
             upstreams: UpstreamRegistry::default(),
+            tls: Arc::new(TlsState::new()),
         })
     }
 
@@ -135,6 +142,37 @@ impl Edge {
         self.routes.load_full()
     }
 
+    /// Atomically publishes a new certificate table, without a restart: new TLS
+    /// handshakes use it, connections already open keep the certificate they got.
+    pub fn replace_certificates(&self, table: CertTable) {
+        debug!(names = table.len(), "edge certificates replaced");
+        self.tls.replace_certificates(table);
+    }
+
+    /// Answers HTTP-01 validation: `GET /.well-known/acme-challenge/<token>` on the
+    /// plain listener, for any host, gets `key_authorization` (until removed). At most
+    /// 10,000 tokens are kept; beyond that the oldest is dropped with a warning.
+    pub fn set_http_challenge(&self, token: &str, key_authorization: &str) {
+        self.tls.set_http_challenge(token, key_authorization);
+    }
+
+    /// Stops answering the HTTP-01 `token`.
+    pub fn remove_http_challenge(&self, token: &str) {
+        self.tls.remove_http_challenge(token);
+    }
+
+    /// Answers TLS-ALPN-01 validation (RFC 8737): a handshake for `name` offering ALPN
+    /// `acme-tls/1` gets `key` (the challenge certificate) and is closed once complete.
+    /// At most 10,000 names are kept; beyond that the oldest is dropped with a warning.
+    pub fn set_alpn_challenge(&self, name: &str, key: Arc<rustls::sign::CertifiedKey>) {
+        self.tls.set_alpn_challenge(name, key);
+    }
+
+    /// Stops answering TLS-ALPN-01 validation for `name`.
+    pub fn remove_alpn_challenge(&self, name: &str) {
+        self.tls.remove_alpn_challenge(name);
+    }
+
     /// Serves HTTP/1.1 (and cleartext HTTP/2) on `listener` until `shutdown`
     /// completes, then stops accepting, lets in-flight requests finish for up
     /// to 10 s, closes what remains and returns.
@@ -150,14 +188,43 @@ impl Edge {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_on(listener, None, shutdown).await
+    }
+
+    /// Serves HTTPS on `listener` (HTTP/2 and HTTP/1.1 by ALPN) with the certificates of
+    /// [`Edge::replace_certificates`], with the same workers and shutdown as
+    /// [`Edge::serve`]. Handshakes run on the worker threads and must complete within
+    /// [`EdgeConfig::tls_handshake_timeout`]. A handshake for a name without a
+    /// certificate (or without SNI) fails with a TLS alert: no default certificate is
+    /// ever presented. A TLS-ALPN-01 handshake (ALPN `acme-tls/1`) gets the challenge
+    /// certificate of [`Edge::set_alpn_challenge`] and is closed without serving HTTP.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let config = tls::server_config(Arc::clone(&self.tls)).map_err(std::io::Error::other)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        self.serve_on(listener, Some(acceptor), shutdown).await
+    }
+
+    /// The accept loop of [`Edge::serve`] and [`Edge::serve_tls`]: with `tls`, the
+    /// workers handshake before serving HTTP.
+    async fn serve_on(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let graceful = GracefulShutdown::new();
         // Flipped to true once the grace period is over (or nothing is left
         // to wait for): closes busy connections and ends the workers.
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let workers = spawn_workers(&self, worker_count(), &stopped)?;
+        let https = tls.is_some();
+        let workers = spawn_workers(&self, worker_count(), &stopped, tls)?;
         let mut shutdown = pin!(shutdown);
         if let Ok(addr) = listener.local_addr() {
-            info!(%addr, workers = workers.len(), "edge listening");
+            info!(%addr, workers = workers.len(), tls = https, "edge listening");
         }
 
         let mut next = 0usize;
@@ -212,6 +279,10 @@ impl Edge {
     }
 
     async fn handle(&self, worker: &Worker, client: &Client, req: Request<Incoming>) -> Response<EdgeBody> {
+        // Before routing and for any host: the CA asks whatever name it validates.
+        if req.uri().path().starts_with(tls::ACME_CHALLENGE_PREFIX) {
+            return self.tls.http_challenge_response(req.uri().path());
+        }
         // An absolute-form target (and HTTP/2's :authority) overrides Host.
         let host_value = match req.uri().authority() {
             Some(authority) => {
@@ -231,6 +302,32 @@ impl Edge {
             return pages::bad_request();
         }
 
+        if client.https {
+            let hsts = self.tls.hsts(&host);
+            let mut res = self.route(worker, client, req, &host_value, host).await;
+            if hsts {
+                res.headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, tls::hsts_header());
+            }
+            return res;
+        }
+        if let Some(port) = self.config.https_port
+            && self.tls.has_certificate(&host)
+        {
+            return pages::https_redirect(&host, port, req.uri());
+        }
+        self.route(worker, client, req, &host_value, host).await
+    }
+
+    /// Serves a request for the normalised `host` by the route table.
+    async fn route(
+        &self,
+        worker: &Worker,
+        client: &Client,
+        req: Request<Incoming>,
+        host_value: &HeaderValue,
+        host: std::borrow::Cow<'_, str>,
+    ) -> Response<EdgeBody> {
         // Held for the whole request so a concurrent swap cannot change the
         // target (or the round-robin state) underneath it.
         let table = worker.routes();
@@ -423,15 +520,22 @@ pub(crate) struct Client {
     /// `X-Forwarded-For` for requests that bring none: the client's address,
     /// formatted once per connection instead of once per request.
     pub(crate) forwarded_for: HeaderValue,
+    /// Whether the connection came in over TLS (the listener's, never the client's say).
+    pub(crate) https: bool,
 }
 
 impl Client {
-    fn new(peer: SocketAddr) -> Self {
+    fn new(peer: SocketAddr, https: bool) -> Self {
         let ip = peer.ip().to_canonical().to_string();
         // An IP address is always a valid header value; the fallback is
         // never used.
         let forwarded_for = HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown"));
-        Self { forwarded_for }
+        Self { forwarded_for, https }
+    }
+
+    /// `X-Forwarded-Proto` for the app: how the client reached the edge.
+    pub(crate) fn forwarded_proto(&self) -> HeaderValue {
+        HeaderValue::from_static(if self.https { "https" } else { "http" })
     }
 }
 
@@ -443,6 +547,7 @@ fn spawn_workers(
     edge: &Arc<Edge>,
     count: usize,
     stopped: &tokio::sync::watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<Vec<WorkerHandle>> {
     let mut handles = Vec::with_capacity(count);
     for index in 0..count {
@@ -455,10 +560,12 @@ fn spawn_workers(
         let (finished_tx, finished) = oneshot::channel();
         let edge = Arc::clone(edge);
         let stopped = stopped.clone();
+        let tls = tls.clone();
+        let name = if tls.is_some() { "berth-edge-tls" } else { "berth-edge" };
         std::thread::Builder::new()
-            .name(format!("berth-edge-{index}"))
+            .name(format!("{name}-{index}"))
             .spawn(move || {
-                runtime.block_on(run_worker(edge, incoming, stopped));
+                runtime.block_on(run_worker(edge, incoming, stopped, tls));
                 // Bounded so a stuck static-file read cannot hold up shutdown.
                 runtime.shutdown_timeout(Duration::from_secs(1));
                 let _ = finished_tx.send(());
@@ -472,6 +579,7 @@ async fn run_worker(
     edge: Arc<Edge>,
     mut incoming: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr, Watcher)>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -518,23 +626,63 @@ async fn run_worker(
                 };
                 let worker = Arc::clone(&worker);
                 let builder = Arc::clone(&builder);
-                connections.spawn(async move {
-                    let client = Arc::new(Client::new(peer));
-                    let service = service_fn(move |req| {
-                        let worker = Arc::clone(&worker);
-                        let client = Arc::clone(&client);
-                        async move { Ok::<_, Infallible>(worker.edge.handle(&worker, &client, req).await) }
-                    });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn).await {
-                        debug!(%peer, error = %e, "client connection ended with an error");
+                match &tls {
+                    None => {
+                        connections.spawn(serve_connection(worker, builder, stream, peer, watcher, false));
                     }
-                });
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        connections.spawn(async move {
+                            let timeout = worker.edge.config.tls_handshake_timeout;
+                            let mut stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            if stream.get_ref().1.alpn_protocol() == Some(tls::ACME_TLS_ALPN) {
+                                // TLS-ALPN-01 validation ends with the handshake.
+                                let _ = tokio::time::timeout(timeout, stream.shutdown()).await;
+                                return;
+                            }
+                            serve_connection(worker, builder, stream, peer, watcher, true).await;
+                        });
+                    }
+                }
             }
         }
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// Serves HTTP on one client connection (`io`, already past TLS when `https`) until it
+/// ends or graceful shutdown closes it.
+async fn serve_connection<I>(
+    worker: Arc<Worker>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    io: I,
+    peer: SocketAddr,
+    watcher: Watcher,
+    https: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let client = Arc::new(Client::new(peer, https));
+    let service = service_fn(move |req| {
+        let worker = Arc::clone(&worker);
+        let client = Arc::clone(&client);
+        async move { Ok::<_, Infallible>(worker.edge.handle(&worker, &client, req).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        debug!(%peer, error = %e, "client connection ended with an error");
+    }
 }
 
 /// Counts a request as in flight until dropped.
