@@ -46,6 +46,7 @@ class Berth:
             prefix = ["setpriv", f"--reuid={run_as}", f"--regid={run_as}", "--clear-groups", "--"]
         self.proc = subprocess.Popen(
             prefix + [binary, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0",
+                      "--edge-tls-listen", "127.0.0.1:0",
                       *args],
             env=env, stdout=subprocess.DEVNULL,
             stderr=open(log_path, "w") if log_path else subprocess.DEVNULL)
@@ -55,6 +56,7 @@ class Berth:
         time.sleep(0.05)
         ports = json.load(open(ports_file))
         self.api, self.edge_port = f"http://127.0.0.1:{ports['api']}", ports["edge"]
+        self.edge_tls_port = ports.get("edge_tls")
         while http("GET", self.api + "/healthz")[0] != 200:
             time.sleep(0.02)
 

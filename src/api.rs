@@ -879,6 +879,17 @@ struct AddDomainBody {
     domain: String,
     environment: Option<String>,
     redirect_www: Option<bool>,
+    hsts: Option<bool>,
+    wait: Option<bool>,
+    timeout_seconds: Option<u64>,
+}
+
+/// `HOSTING_VALIDATE_DOMAIN` body (optional) without the site and domain.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ValidateDomainBody {
+    wait: Option<bool>,
+    timeout_seconds: Option<u64>,
 }
 
 /// `HOSTING_ADD_DOMAIN`: `POST /api/sites/{site}/domains`.
@@ -894,6 +905,9 @@ async fn add_domain(
         domain: b.domain,
         environment: b.environment,
         redirect_www: b.redirect_www,
+        hsts: b.hsts,
+        wait: b.wait,
+        timeout_seconds: b.timeout_seconds,
     };
     Ok((StatusCode::CREATED, Json(s.add_domain(&actor, &input).await?)))
 }
@@ -903,8 +917,16 @@ async fn validate_domain(
     State(s): State<Service>,
     Extension(actor): Extension<Actor>,
     Path((site, domain)): Path<(String, String)>,
+    body: Option<Json<ValidateDomainBody>>,
 ) -> ApiResult<DomainInfo> {
-    Ok(Json(s.validate_domain(&actor, &DomainRef { site, domain }).await?))
+    let b = body.map(|Json(b)| b).unwrap_or_default();
+    let input = ValidateDomainInput {
+        site,
+        domain,
+        wait: b.wait,
+        timeout_seconds: b.timeout_seconds,
+    };
+    Ok(Json(s.validate_domain(&actor, &input).await?))
 }
 
 /// `HOSTING_REMOVE_DOMAIN`: `DELETE /api/sites/{site}/domains/{domain}`.

@@ -733,6 +733,18 @@ fn print_domain(d: &crate::service::DomainInfo) {
             );
         }
     }
+    if let Some(cert) = &d.certificate {
+        println!(
+            "  certificate: issued {}, expires {}, renews from {}",
+            cert.issued_at, cert.expires_at, cert.renews_at
+        );
+    }
+    if let Some(p) = &d.certificate_problem {
+        println!("  certificate problem ({} in a row): {}", p.attempts, p.message);
+    }
+    for warning in &d.warnings {
+        println!("  WARNING: {warning}");
+    }
     println!("  next: {}", d.next);
 }
 
@@ -777,16 +789,31 @@ pub async fn domains(args: &ClientArgs, site: &str, json: bool) -> anyhow::Resul
     Ok(())
 }
 
+/// Options of `berth domains add`.
+#[derive(Debug, Default)]
+pub struct DomainOptions {
+    /// Environment it serves.
+    pub environment: Option<String>,
+    /// Also answer for the www/apex partner.
+    pub redirect_www: bool,
+    /// Send Strict-Transport-Security.
+    pub hsts: bool,
+    /// Wait this many seconds for its certificate.
+    pub wait: Option<u64>,
+}
+
 /// `berth domains add SITE NAME`: attaches a domain and prints the records to create.
 pub async fn add_domain(
     args: &ClientArgs,
     site: &str,
     name: &str,
-    environment: Option<String>,
-    redirect_www: bool,
+    options: DomainOptions,
     json: bool,
 ) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "domain": name, "environment": environment, "redirect_www": redirect_www });
+    let body = serde_json::json!({
+        "domain": name, "environment": options.environment, "redirect_www": options.redirect_www,
+        "hsts": options.hsts, "wait": options.wait.is_some(), "timeout_seconds": options.wait,
+    });
     let out: crate::service::DomainInfo = Client::new(args)?
         .post_json(&format!("/api/sites/{}/domains", path_segment(site)), &body)
         .await?;
@@ -798,7 +825,13 @@ pub async fn add_domain(
 }
 
 /// `berth domains check SITE NAME`: checks its DNS now and prints the diagnosis.
-pub async fn check_domain(args: &ClientArgs, site: &str, name: &str, json: bool) -> anyhow::Result<()> {
+pub async fn check_domain(
+    args: &ClientArgs,
+    site: &str,
+    name: &str,
+    wait: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
     let out: crate::service::DomainInfo = Client::new(args)?
         .post_json(
             &format!(
@@ -806,7 +839,7 @@ pub async fn check_domain(args: &ClientArgs, site: &str, name: &str, json: bool)
                 path_segment(site),
                 path_segment(name)
             ),
-            &serde_json::json!({}),
+            &serde_json::json!({ "wait": wait.is_some(), "timeout_seconds": wait }),
         )
         .await?;
     if json {

@@ -17,6 +17,10 @@ pub struct ServeConfig {
     /// Address of the edge proxy that serves the sites. Port 0 picks a free port.
     #[arg(long, env = "BERTH_EDGE_LISTEN", default_value = "0.0.0.0:8080")]
     pub edge_listen: SocketAddr,
+    /// Address of the edge's HTTPS listener (certificates of custom domains, chosen by
+    /// SNI). Port 0 picks a free port. Production: `0.0.0.0:443` with `--edge-listen 0.0.0.0:80`.
+    #[arg(long, env = "BERTH_EDGE_TLS_LISTEN", default_value = "0.0.0.0:8443")]
+    pub edge_tls_listen: SocketAddr,
     /// Sites are served at `<site>.<base-domain>`.
     #[arg(long, env = "BERTH_BASE_DOMAIN", default_value = "localhost")]
     pub base_domain: String,
@@ -98,6 +102,43 @@ pub struct DomainsConfig {
         default_value = "letsencrypt.org"
     )]
     pub acme_ca_domain: String,
+    /// The ACME directory certificates are ordered from (Let's Encrypt's by default; its
+    /// staging directory or another CA by URL). `none` turns certificates off: domains are
+    /// then served over plain HTTP once their DNS checks out (for servers behind another
+    /// TLS terminator).
+    #[arg(
+        long = "acme-directory",
+        env = "BERTH_ACME_DIRECTORY",
+        default_value = "https://acme-v02.api.letsencrypt.org/directory"
+    )]
+    pub acme_directory: String,
+    /// Contact email of berth's ACME account (the CA writes about expiring certificates
+    /// and policy changes).
+    #[arg(long = "acme-email", env = "BERTH_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// Extra root certificates (PEM file) to trust when talking to the ACME server, for
+    /// private CAs; the system's roots are trusted as well.
+    #[arg(long = "acme-ca-roots", env = "BERTH_ACME_CA_ROOTS")]
+    pub acme_ca_roots: Option<PathBuf>,
+    /// External account binding key id, for CAs that require one (with
+    /// `BERTH_ACME_EAB_HMAC_KEY`).
+    #[arg(long = "acme-eab-kid", env = "BERTH_ACME_EAB_KID")]
+    pub acme_eab_kid: Option<String>,
+    /// External account binding HMAC key (base64url). Only from the environment.
+    #[arg(
+        long = "acme-eab-hmac-key",
+        env = "BERTH_ACME_EAB_HMAC_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub acme_eab_hmac_key: Option<String>,
+}
+
+impl DomainsConfig {
+    /// Whether certificates are ordered at all (`--acme-directory none` turns them off).
+    pub fn acme_enabled(&self) -> bool {
+        !self.acme_directory.eq_ignore_ascii_case("none")
+    }
 }
 
 fn parse_resolver(text: &str) -> Result<SocketAddr, String> {

@@ -7,6 +7,7 @@
 //! the [`reconciler`] turns desired state plus observed instances into the edge proxy's
 //! route table (`berth-edge`), running as many instances as the [`autoscaler`] asks for.
 
+pub mod acme;
 pub mod api;
 pub mod auth;
 pub mod autoscaler;

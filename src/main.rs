@@ -336,16 +336,27 @@ enum DomainsCommand {
         /// Also answer for the www/apex partner with a 308 redirect to it.
         #[arg(long)]
         redirect_www: bool,
+        /// Send Strict-Transport-Security on its HTTPS responses.
+        #[arg(long)]
+        hsts: bool,
+        /// Wait until its certificate is served (checking DNS meanwhile), at most this many
+        /// seconds.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=600))]
+        wait: Option<u64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Check a domain's DNS records now; once all are right it is served.
+    /// Check a domain's DNS records now; once all are right its certificate is ordered and
+    /// it is served.
     Check {
         /// Site name.
         site: String,
         /// The domain.
         name: String,
+        /// Wait until its certificate is served, at most this many seconds.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=600))]
+        wait: Option<u64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -530,11 +541,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     name,
                     environment,
                     redirect_www,
+                    hsts,
+                    wait,
                     json,
                 }),
                 _,
-            ) => cli::add_domain(c, &site, &name, environment, redirect_www, json).await,
-            (Some(DomainsCommand::Check { site, name, json }), _) => cli::check_domain(c, &site, &name, json).await,
+            ) => {
+                let options = cli::DomainOptions {
+                    environment,
+                    redirect_www,
+                    hsts,
+                    wait,
+                };
+                cli::add_domain(c, &site, &name, options, json).await
+            }
+            (Some(DomainsCommand::Check { site, name, wait, json }), _) => {
+                cli::check_domain(c, &site, &name, wait, json).await
+            }
             (Some(DomainsCommand::Remove { site, name, yes, json }), _) => {
                 cli::remove_domain(c, &site, &name, yes, json).await
             }

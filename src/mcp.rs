@@ -858,14 +858,21 @@ impl BerthMcp {
 
 /// A domain's status and what to do next, in one line.
 fn domain_line(d: &DomainInfo) -> String {
-    format!(
+    let mut line = format!(
         "{} → {}/{}: {} ({})",
         d.name,
         d.site,
         d.environment,
         d.status.as_str(),
         d.next
-    )
+    );
+    if let Some(cert) = &d.certificate {
+        line.push_str(&format!("; certificate expires {}", cert.expires_at));
+    }
+    for warning in &d.warnings {
+        line.push_str(&format!("; WARNING: {warning}"));
+    }
+    line
 }
 
 /// Custom domain tools.
@@ -897,7 +904,7 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_ADD_DOMAIN",
-        description = "Attach a custom domain to a site's environment (default production): {site, domain, environment?, redirect_www?: false}. Answers the exact DNS records to create ({type, name, value, why}): a CNAME to the site's host for a subdomain, A/AAAA with the server's public addresses for an apex, and a TXT ownership record _berth-challenge.<domain>. Not served until HOSTING_VALIDATE_DOMAIN finds them right. IDNs are accepted (stored as punycode); wildcards, IP addresses, the base domain and names attached anywhere else are refused. Served over HTTP for now (certificates come later).",
+        description = "Attach a custom domain to a site's environment (default production): {site, domain, environment?, redirect_www?: false, hsts?: false, wait?: false, timeout_seconds?: 120}. Answers the exact DNS records to create ({type, name, value, why}): a CNAME to the site's host for a subdomain, A/AAAA with the server's public addresses for an apex, and a TXT ownership record _berth-challenge.<domain>. Not served until its DNS checks out (HOSTING_VALIDATE_DOMAIN); then berth orders its certificate (ACME) and serves it over HTTPS, redirecting HTTP. With wait, returns once the certificate is served, or at the timeout with the diagnosis. IDNs are accepted (stored as punycode); wildcards, IP addresses, the base domain and names attached anywhere else are refused.",
         output_schema = schema_for_output::<DomainInfo>(),
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
     )]
@@ -919,13 +926,13 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_VALIDATE_DOMAIN",
-        description = "Check a domain's DNS for real now: the CNAME (or A/AAAA, stray addresses included), the TXT ownership record and CAA up the tree (RFC 8659, CNAME target included). Answers a diagnosis per record (type, name, expected, observed, resolver, ok, next step). When every record is right the domain becomes active and the edge serves it; when one is wrong it is (or goes back to) pending_dns.",
+        description = "Check a domain's DNS for real now: the CNAME (or A/AAAA, stray addresses included), the TXT ownership record and CAA up the tree (RFC 8659, CNAME target included). Answers a diagnosis per record (type, name, expected, observed, resolver, ok, next step). When every record is right its certificate is ordered (validating → issuing → active, served over HTTPS; a failed order says why and when it is retried); when one is wrong it is (or goes back to) pending_dns and no order is placed. {site, domain, wait?: false, timeout_seconds?: 120}: with wait, returns once the certificate is served or at the timeout.",
         output_schema = schema_for_output::<DomainInfo>(),
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
     )]
     async fn validate_domain(
         &self,
-        Parameters(input): Parameters<DomainRef>,
+        Parameters(input): Parameters<ValidateDomainInput>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult<DomainInfo> {
         let actor = actor_of(&ctx)?;

@@ -55,6 +55,12 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
             config.edge_listen
         )
     })?;
+    let edge_tls_listener = TcpListener::bind(config.edge_tls_listen).await.with_context(|| {
+        format!(
+            "binding the edge's HTTPS listener to {} (is another server running? pick another with --edge-tls-listen)",
+            config.edge_tls_listen
+        )
+    })?;
     let store = Store::open_sqlite(&config.database_path()).await?;
     bootstrap(&store, &config).await?;
     let orphaned = store::requeue_orphaned_jobs(store.pool()).await?;
@@ -64,6 +70,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
 
     let api_addr = api_listener.local_addr()?;
     let edge_addr = edge_listener.local_addr()?;
+    let edge_tls_addr = edge_tls_listener.local_addr()?;
 
     let sandbox = Arc::new(Sandbox::detect());
     let isolation = Arc::new(
@@ -90,10 +97,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         logs.clone(),
         reconcile_wake.clone(),
     );
-    let edge = Edge::new(EdgeConfig::default());
+    let edge = Edge::new(EdgeConfig {
+        https_port: Some(edge_tls_addr.port()),
+        ..EdgeConfig::default()
+    });
     let platform = Arc::new(Platform::new(
         config.clone(),
-        edge_addr.port(),
+        (edge_addr.port(), edge_tls_addr.port()),
         store.clone(),
         sandbox,
         isolation,
@@ -134,6 +144,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     ));
     let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));
     let autoscaler = tokio::spawn(crate::autoscaler::run(platform.clone(), stop.child_token()));
+    let certificates = tokio::spawn(crate::service::certificates::run(
+        Service::new(platform.clone()),
+        stop.child_token(),
+    ));
     // Deployments beyond --keep-deployments left by an older version or a higher setting.
     tokio::spawn({
         let platform = platform.clone();
@@ -152,11 +166,15 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         Arc::new(Authenticator::new(store.clone(), platform.auth_throttle.clone())),
     );
 
-    let ports = serde_json::json!({ "api": api_addr.port(), "edge": edge_addr.port() });
+    let ports = serde_json::json!({
+        "api": api_addr.port(),
+        "edge": edge_addr.port(),
+        "edge_tls": edge_tls_addr.port(),
+    });
     std::fs::write(config.data_dir.join("ports.json"), ports.to_string())?;
     println!("berth control plane (API, MCP at /mcp): http://{api_addr}");
     println!(
-        "berth edge proxy: http://{edge_addr} — sites at {}",
+        "berth edge proxy: http://{edge_addr} — sites at {}; HTTPS for custom domains on {edge_tls_addr}",
         platform.url_for("<site>", "production")
     );
     tracing::info!(api = %api_addr, edge = %edge_addr, data = %config.data_dir.display(), "berth is ready");
@@ -164,6 +182,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut api_stop = tx.subscribe();
     let mut edge_stop = tx.subscribe();
+    let mut edge_tls_stop = tx.subscribe();
     let api = tokio::spawn(async move {
         axum::serve(
             api_listener,
@@ -174,8 +193,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         })
         .await
     });
-    let edge_task = tokio::spawn(edge.serve(edge_listener, async move {
+    let edge_task = tokio::spawn(edge.clone().serve(edge_listener, async move {
         let _ = edge_stop.recv().await;
+    }));
+    let edge_tls_task = tokio::spawn(edge.serve_tls(edge_tls_listener, async move {
+        let _ = edge_tls_stop.recv().await;
     }));
 
     shutdown.await;
@@ -185,10 +207,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     // Long-lived responses (log streams, MCP event streams) would hold a graceful
     // shutdown open forever: give open connections a few seconds, then stop.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        let _ = tokio::join!(api, edge_task);
+        let _ = tokio::join!(api, edge_task, edge_tls_task);
     })
     .await;
-    let _ = tokio::join!(workers, reconciler, autoscaler);
+    let _ = tokio::join!(workers, reconciler, autoscaler, certificates);
     runtime.stop_all().await;
     logs.flush().await;
     Ok(())

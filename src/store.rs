@@ -1512,3 +1512,6 @@ pub mod sandbox;
 
 /// SQL of custom domains.
 pub mod domains;
+
+/// SQL of certificates and berth's ACME accounts.
+pub mod certificates;

@@ -5,90 +5,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
+use common::pebble::Dns;
 use common::*;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
-
-/// A port free on loopback for both TCP and UDP right now.
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// `pebble-challtestsrv` as the authoritative DNS for every name, with no default
-/// addresses (a name has only the records a test gives it).
-struct Dns {
-    child: Child,
-    dns_port: u16,
-    management: String,
-    http: reqwest::Client,
-}
-
-impl Dns {
-    async fn start() -> Dns {
-        let (dns_port, management_port) = (free_port(), free_port());
-        let child = Command::new("pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{management_port}")])
-            .args(["-defaultIPv4", "", "-defaultIPv6", ""])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble-challtestsrv runs (Debian package pebble; scripts/test.sh installs it)");
-        let dns = Dns {
-            child,
-            dns_port,
-            management: format!("http://127.0.0.1:{management_port}"),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        };
-        // Ready once its management API answers (bounded).
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while dns.try_set("/clear-txt", json!({"host": "ready.test"})).await.is_err() {
-            assert!(Instant::now() < deadline, "pebble-challtestsrv never answered");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        dns
-    }
-
-    fn resolver(&self) -> String {
-        format!("127.0.0.1:{}", self.dns_port)
-    }
-
-    async fn try_set(&self, path: &str, body: Value) -> Result<(), reqwest::Error> {
-        self.http
-            .post(format!("{}{path}", self.management))
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()
-            .map(drop)
-    }
-
-    async fn set(&self, path: &str, body: Value) {
-        self.try_set(path, body.clone())
-            .await
-            .unwrap_or_else(|e| panic!("challtestsrv {path} {body}: {e}"));
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn static_site(server: &TestServer, name: &str, text: &str) -> tempfile::TempDir {
     let dir = app(&[("index.html", text)]);

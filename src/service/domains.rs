@@ -1,7 +1,8 @@
 //! Custom domains: attaching a name to a site's environment, the DNS records it needs,
 //! checking them for real against DNS (CNAME, A/AAAA, TXT ownership, CAA per RFC 8659)
 //! with a diagnosis per record, and the status that decides whether the edge serves it.
-//! Certificates come later: for now a domain whose DNS checks out is served over HTTP.
+//! Once DNS checks out, its certificate is ordered (`certificates.rs`); with
+//! `--acme-directory none` it is served over plain HTTP instead.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -42,6 +43,34 @@ pub struct AddDomainInput {
     /// redirect to `domain` (default false).
     #[serde(default)]
     pub redirect_www: Option<bool>,
+    /// Send `Strict-Transport-Security` (2 years) on its HTTPS responses (default false:
+    /// once browsers have seen it, the name cannot go back to plain HTTP for that long).
+    #[serde(default)]
+    pub hsts: Option<bool>,
+    /// Return only once the domain is served with its certificate (checking DNS every few
+    /// seconds meanwhile), or when `timeout_seconds` is up, with the diagnosis.
+    #[serde(default)]
+    pub wait: Option<bool>,
+    /// How long `wait` waits (default 120, at most 600).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// `HOSTING_VALIDATE_DOMAIN` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateDomainInput {
+    /// Site name.
+    pub site: String,
+    /// The domain.
+    pub domain: String,
+    /// Return only once the domain is served with its certificate, or when
+    /// `timeout_seconds` is up, with the diagnosis.
+    #[serde(default)]
+    pub wait: Option<bool>,
+    /// How long `wait` waits (default 120, at most 600).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// Names a domain of a site.
@@ -117,8 +146,19 @@ pub struct DomainInfo {
     /// The www/apex partner that redirects (308) to `name`, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_from: Option<String>,
-    /// The URL it is served at once active.
+    /// The URL it is served at once active (https once it has a certificate).
     pub url: String,
+    /// Whether HTTPS responses carry Strict-Transport-Security.
+    pub hsts: bool,
+    /// The certificate served for it, once issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<super::certificates::CertificateInfo>,
+    /// The last failed certificate order (or renewal) and when it is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_problem: Option<super::certificates::CertificateProblem>,
+    /// Things to act on soon, such as a certificate expiring within 7 days.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The DNS records to create.
     pub records: Vec<DnsRecord>,
     /// The last DNS check, one entry per record (absent before the first check).
@@ -194,6 +234,13 @@ impl Service {
             updated_at: now,
             site_name: site.name.clone(),
             environment_name: env.name.clone(),
+            hsts: input.hsts.unwrap_or(false),
+            attempts: 0,
+            next_attempt_at: None,
+            problem: None,
+            cert_not_after: None,
+            cert_renew_at: None,
+            cert_issued_at: None,
         };
         let mut tx = self.platform.store.begin().await?;
         let names: Vec<&str> = std::iter::once(name.as_str()).chain(redirect_name.as_deref()).collect();
@@ -210,7 +257,50 @@ impl Service {
         tx.commit().await?;
         // Publishes the "not verified yet" page for the name.
         crate::reconciler::reconcile(&self.platform).await?;
+        if input.wait.unwrap_or(false) {
+            return self
+                .wait_for_domain(actor, &site.name, &name, input.timeout_seconds)
+                .await;
+        }
         self.domain_info(&row)
+    }
+
+    /// Checks DNS every few seconds until the domain is served (with its certificate when
+    /// certificates are on), its order failed, or the time is up; answers its state then.
+    async fn wait_for_domain(
+        &self,
+        actor: &Actor,
+        site: &str,
+        domain: &str,
+        timeout_seconds: Option<u64>,
+    ) -> ServiceResult<DomainInfo> {
+        let timeout = timeout_seconds.unwrap_or(120);
+        if !(1..=600).contains(&timeout) {
+            return Err(ServiceError::invalid("timeout_seconds", "must be 1 to 600"));
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+        let mut next_dns_check = tokio::time::Instant::now();
+        loop {
+            let row = self.find_domain(actor, site, domain).await?;
+            let status = DomainStatus::parse(&row.status).unwrap_or(DomainStatus::PendingDns);
+            let served =
+                status.is_served() && (row.cert_not_after.is_some() || !self.platform.config.domains.acme_enabled());
+            let now = tokio::time::Instant::now();
+            if served || status == DomainStatus::Failed || now >= deadline {
+                let mut info = self.domain_info(&row)?;
+                if !served && now >= deadline {
+                    info.warnings
+                        .push(format!("still {} after {timeout} s: {}", status.as_str(), info.next));
+                }
+                return Ok(info);
+            }
+            if status == DomainStatus::PendingDns && now >= next_dns_check {
+                self.validate_domain_inner(actor, site, domain).await?;
+                next_dns_check = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+                continue;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250).min(deadline - now)).await;
+        }
     }
 
     /// `HOSTING_LIST_DOMAINS`: one page, by name.
@@ -246,15 +336,24 @@ impl Service {
     /// `HOSTING_VALIDATE_DOMAIN`: checks every record against DNS now, stores the
     /// diagnosis and moves the status: `active` (served) when all are right, else
     /// `pending_dns` (not served).
-    pub async fn validate_domain(&self, actor: &Actor, input: &DomainRef) -> ServiceResult<DomainInfo> {
+    pub async fn validate_domain(&self, actor: &Actor, input: &ValidateDomainInput) -> ServiceResult<DomainInfo> {
         let args = serde_json::to_value(input).unwrap_or_default();
-        let result = self.validate_domain_inner(actor, input).await;
+        let result = async {
+            let info = self.validate_domain_inner(actor, &input.site, &input.domain).await?;
+            if input.wait.unwrap_or(false) {
+                return self
+                    .wait_for_domain(actor, &input.site, &input.domain, input.timeout_seconds)
+                    .await;
+            }
+            Ok(info)
+        }
+        .await;
         self.audit(actor, "HOSTING_VALIDATE_DOMAIN", args, &result).await;
         result
     }
 
-    async fn validate_domain_inner(&self, actor: &Actor, input: &DomainRef) -> ServiceResult<DomainInfo> {
-        let mut row = self.find_domain(actor, &input.site, &input.domain).await?;
+    async fn validate_domain_inner(&self, actor: &Actor, site: &str, domain: &str) -> ServiceResult<DomainInfo> {
+        let mut row = self.find_domain(actor, site, domain).await?;
         let records = self.records_for(
             &row.name,
             row.redirect_name.as_deref(),
@@ -265,10 +364,15 @@ impl Service {
         let checks = self.check_dns(&row.name, &records).await?;
         let all_ok = checks.iter().all(|c| c.ok);
         let from = DomainStatus::parse(&row.status).unwrap_or(DomainStatus::PendingDns);
-        let to = if all_ok {
-            DomainStatus::Active
-        } else {
-            DomainStatus::PendingDns
+        let acme = self.platform.config.domains.acme_enabled();
+        let to = match (all_ok, acme) {
+            (false, _) => DomainStatus::PendingDns,
+            (true, false) => DomainStatus::Active,
+            // DNS is right: the certificate is ordered (or keeps its course).
+            (true, true) => match from {
+                DomainStatus::PendingDns | DomainStatus::Failed => DomainStatus::Validating,
+                other => other,
+            },
         };
         let to = if from.can_become(to) { to } else { from };
         let diagnosis = serde_json::to_string(&checks).map_err(anyhow::Error::from)?;
@@ -291,6 +395,9 @@ impl Service {
             tracing::info!(domain = %row.name, from = from.as_str(), to = to.as_str(), "domain status changed");
             crate::reconciler::reconcile(&self.platform).await?;
         }
+        if to == DomainStatus::Validating {
+            self.queue_certificate(&row).await?;
+        }
         row.status = to.as_str().into();
         row.diagnosis = Some(diagnosis);
         row.checked_at = Some(now);
@@ -308,6 +415,8 @@ impl Service {
             let data = serde_json::json!({ "site_id": row.site_id, "name": row.name });
             crate::store::insert_event(&mut *tx, &actor.org_id, "domain.removed", &row.id, &data).await?;
             tx.commit().await?;
+            // Its certificate went with it (ON DELETE CASCADE): no longer offered by SNI.
+            super::certificates::publish(&self.platform).await?;
             crate::reconciler::reconcile(&self.platform).await?;
             Ok(RemovedDomain {
                 removed: row.name,
@@ -358,8 +467,22 @@ impl Service {
             &row.token,
         )?;
         let diagnosis: Option<Vec<RecordCheck>> = row.diagnosis.as_deref().and_then(|d| serde_json::from_str(d).ok());
+        let (certificate, certificate_problem, expiry_warning) = super::certificates::certificate_view(row);
+        let url = self.domain_url(&row.name, certificate.is_some());
         let next = match status {
-            DomainStatus::Active | DomainStatus::Renewing => format!("served at {}", self.domain_url(&row.name)),
+            DomainStatus::Active | DomainStatus::Renewing => format!("served at {url}"),
+            DomainStatus::Validating | DomainStatus::Issuing => format!(
+                "DNS is right; its certificate is being issued (usually seconds); see it with HOSTING_LIST_DOMAINS {{\"site\": \"{}\"}}",
+                row.site_name
+            ),
+            DomainStatus::Failed => match &certificate_problem {
+                Some(p) => format!(
+                    "the certificate order failed: {}; berth tries again at {} (after fixing the cause, HOSTING_VALIDATE_DOMAIN tries again within a minute)",
+                    p.message,
+                    p.next_attempt_at.as_deref().unwrap_or("the next check")
+                ),
+                None => "the certificate order failed; check again with HOSTING_VALIDATE_DOMAIN".to_string(),
+            },
             _ => match diagnosis
                 .as_ref()
                 .map(|d| d.iter().filter(|c| !c.ok).collect::<Vec<_>>())
@@ -380,7 +503,11 @@ impl Service {
             environment: row.environment_name.clone(),
             status,
             redirect_from: row.redirect_name.clone(),
-            url: self.domain_url(&row.name),
+            url,
+            hsts: row.hsts,
+            certificate,
+            certificate_problem,
+            warnings: expiry_warning.into_iter().collect(),
             records,
             diagnosis,
             checked_at: row.checked_at.map(rfc3339),
@@ -389,16 +516,18 @@ impl Service {
         })
     }
 
-    fn domain_url(&self, name: &str) -> String {
-        match self.platform.edge_port {
-            80 => format!("http://{name}"),
-            port => format!("http://{name}:{port}"),
+    fn domain_url(&self, name: &str, https: bool) -> String {
+        match (https, self.platform.edge_port, self.platform.edge_tls_port) {
+            (true, _, 443) => format!("https://{name}"),
+            (true, _, port) => format!("https://{name}:{port}"),
+            (false, 80, _) => format!("http://{name}"),
+            (false, port, _) => format!("http://{name}:{port}"),
         }
     }
 
     /// The records a domain needs: how `name` (and its redirecting partner) reach this
     /// server, and the ownership TXT record.
-    fn records_for(
+    pub(crate) fn records_for(
         &self,
         name: &str,
         partner: Option<&str>,
@@ -459,7 +588,7 @@ impl Service {
     }
 
     /// Asks DNS about every record (and CAA above the names) and says what is wrong.
-    async fn check_dns(&self, name: &str, records: &[DnsRecord]) -> ServiceResult<Vec<RecordCheck>> {
+    pub(crate) async fn check_dns(&self, name: &str, records: &[DnsRecord]) -> ServiceResult<Vec<RecordCheck>> {
         let config = &self.platform.config.domains;
         let dns = Dns::new(&config.dns_resolvers)?;
         let mut checks = Vec::new();

@@ -186,6 +186,8 @@ impl Service {
                 let data = serde_json::json!({ "site_id": site.id, "name": env.name });
                 store::insert_event(&mut *tx, &actor.org_id, "environment.deleted", &env.id, &data).await?;
                 tx.commit().await?;
+                // Its domains and their certificates went with it.
+                super::certificates::publish(&self.platform).await?;
                 for id in &doomed {
                     self.platform.cancel(id);
                 }

@@ -2,6 +2,7 @@
 //! handlers and the CLI are thin adapters over these methods, so an agent and a person
 //! get the same rules and the same errors.
 
+pub mod certificates;
 pub mod config;
 pub mod domains;
 mod env_vars;
@@ -30,6 +31,7 @@ pub use config::{
 };
 pub use domains::{
     AddDomainInput, DnsRecord, DomainInfo, DomainList, DomainRef, ListDomainsInput, RecordCheck, RemovedDomain,
+    ValidateDomainInput,
 };
 pub use platform::{DeploymentEvent, HealthChange, Platform, secret_context};
 pub use types::*;
@@ -437,6 +439,9 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
+        // Its domains and their certificates went with it.
+        certificates::publish(&self.platform).await?;
+        crate::reconciler::reconcile(&self.platform).await?;
         for d in &deployments {
             let dir = self.platform.config.deployments_dir().join(&d.id);
             if let Err(err) = tokio::fs::remove_dir_all(&dir).await

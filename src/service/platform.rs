@@ -51,6 +51,8 @@ pub struct Platform {
     pub config: ServeConfig,
     /// The edge's bound port (for URLs).
     pub edge_port: u16,
+    /// The edge's bound HTTPS port (for URLs of domains with a certificate).
+    pub edge_tls_port: u16,
     /// Database.
     pub store: Store,
     /// Job queue.
@@ -85,6 +87,8 @@ pub struct Platform {
     pub auth_throttle: Arc<crate::throttle::AuthThrottle>,
     /// Build slots (`--build-concurrency`), handed out fairly across sites and orgs.
     pub build_gate: crate::build_gate::BuildGate,
+    /// Certificate ordering state (the ACME client, the loop's wake-up).
+    pub certificates: super::certificates::CertState,
     /// Health changes the last reconcile pass saw, for the reconciler loop to handle.
     health_changes: Mutex<Vec<HealthChange>>,
     in_progress: Mutex<HashMap<String, CancellationToken>>,
@@ -95,7 +99,7 @@ impl Platform {
     #[expect(clippy::too_many_arguments, reason = "assembled once at start-up")]
     pub fn new(
         config: ServeConfig,
-        edge_port: u16,
+        (edge_port, edge_tls_port): (u16, u16),
         store: Store,
         sandbox: Arc<Sandbox>,
         isolation: Arc<crate::runtime::isolation::Isolation>,
@@ -110,6 +114,7 @@ impl Platform {
         Self {
             config,
             edge_port,
+            edge_tls_port,
             jobs: JobQueue::new(store.clone()),
             store,
             sandbox,
@@ -127,6 +132,7 @@ impl Platform {
             webhook_intake: tokio::sync::Semaphore::new(super::github::WEBHOOK_INTAKE_SLOTS),
             auth_throttle: Arc::default(),
             build_gate,
+            certificates: super::certificates::CertState::default(),
             health_changes: Mutex::new(Vec::new()),
             in_progress: Mutex::new(HashMap::new()),
         }

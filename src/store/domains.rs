@@ -34,14 +34,30 @@ pub struct DomainRow {
     pub site_name: String,
     /// The environment's name.
     pub environment_name: String,
+    /// Whether responses over HTTPS carry Strict-Transport-Security.
+    pub hsts: bool,
+    /// Certificate orders failed in a row.
+    pub attempts: i64,
+    /// When certificate work is tried next (ms).
+    pub next_attempt_at: Option<i64>,
+    /// JSON of the last certificate problem (`message`, `problem`, `at`).
+    pub problem: Option<String>,
+    /// The served certificate's end of validity (ms), when it has one.
+    pub cert_not_after: Option<i64>,
+    /// When its renewal starts (ms).
+    pub cert_renew_at: Option<i64>,
+    /// When it was issued (ms).
+    pub cert_issued_at: Option<i64>,
 }
 
 macro_rules! select_domains {
     () => {
         "SELECT d.id, d.org_id, d.site_id, d.environment_id, d.name, d.redirect_name, d.status, \
      d.token, d.diagnosis, d.checked_at, d.created_at, d.updated_at, s.name AS site_name, \
-     e.name AS environment_name FROM domains d JOIN sites s ON s.id = d.site_id \
-     JOIN environments e ON e.id = d.environment_id"
+     e.name AS environment_name, d.hsts, d.attempts, d.next_attempt_at, d.problem, \
+     c.not_after AS cert_not_after, c.renew_at AS cert_renew_at, c.issued_at AS cert_issued_at \
+     FROM domains d JOIN sites s ON s.id = d.site_id JOIN environments e ON e.id = d.environment_id \
+     LEFT JOIN certificates c ON c.domain_id = d.id"
     };
 }
 
@@ -49,7 +65,7 @@ macro_rules! select_domains {
 pub async fn insert_domain(db: impl SqliteExecutor<'_>, row: &DomainRow) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO domains (id, org_id, site_id, environment_id, name, redirect_name, status, token, diagnosis, \
-         checked_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         checked_at, created_at, updated_at, hsts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&row.id)
     .bind(&row.org_id)
@@ -63,6 +79,7 @@ pub async fn insert_domain(db: impl SqliteExecutor<'_>, row: &DomainRow) -> sqlx
     .bind(row.checked_at)
     .bind(row.created_at)
     .bind(row.updated_at)
+    .bind(row.hsts)
     .execute(db)
     .await
     .map(drop)
@@ -155,4 +172,12 @@ pub async fn delete_domain(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Resul
         .execute(db)
         .await
         .map(drop)
+}
+
+/// A domain by id.
+pub async fn domain_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<DomainRow>> {
+    sqlx::query_as(concat!(select_domains!(), " WHERE d.id = ?"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod pebble;
+
 /// The admin key every test server starts with.
 pub const KEY: &str = "berth_test_admin_key_0123456789";
 
@@ -21,6 +23,8 @@ pub struct TestServer {
     pub api_port: u16,
     /// Edge port.
     pub edge_port: u16,
+    /// The edge's HTTPS port.
+    pub edge_tls_port: u16,
     /// HTTP client.
     pub http: reqwest::Client,
 }
@@ -53,6 +57,10 @@ impl TestServer {
             // (see `data_dir`), since berth refuses a root that contains it.
             .env("BERTH_ALLOW_LOCAL_REPOS", std::env::temp_dir())
             .env("BERTH_LOG", "info,sqlx=warn")
+            // Each server's HTTPS listener on its own port; no ACME CA is reachable from
+            // tests unless a test starts pebble and says so.
+            .env("BERTH_EDGE_TLS_LISTEN", "127.0.0.1:0")
+            .env("BERTH_ACME_DIRECTORY", "none")
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(data.path().join("server.log")).expect("log file"),
@@ -85,6 +93,7 @@ impl TestServer {
             child: Some(child),
             api_port: ports["api"].as_u64().expect("api port") as u16,
             edge_port: ports["edge"].as_u64().expect("edge port") as u16,
+            edge_tls_port: ports["edge_tls"].as_u64().expect("edge_tls port") as u16,
             data,
             http,
         };
@@ -285,6 +294,10 @@ pub fn serve_command(data: &Path) -> Command {
         "127.0.0.1:0",
         "--edge-listen",
         "127.0.0.1:0",
+        "--edge-tls-listen",
+        "127.0.0.1:0",
+        "--acme-directory",
+        "none",
         "--data",
     ])
     .arg(data);
@@ -321,7 +334,7 @@ pub fn data_dir() -> tempfile::TempDir {
         .expect("data tempdir")
 }
 
-fn log_of(dir: &Path) -> String {
+pub fn log_of(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
 }
 

@@ -1,0 +1,599 @@
+//! Certificates of custom domains: when to order, renew and retry, and what the edge
+//! serves. A domain whose DNS checks out goes `validating` → `issuing` → `active`; a
+//! served certificate is renewed (`renewing`) once a third of its lifetime is left; a
+//! failed order is retried after 1 min, 10 min, 100 min, then daily, and DNS is checked
+//! again before every order, so a wrong record never spends the CA's failed-validation
+//! budget. Orders run in one background loop ([`run`]); the ACME protocol itself is the
+//! adapter in `crate::acme`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use berth_edge::{CertTable, Edge};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::acme::{self, AcmeClient, AcmeSettings, Challenge, ChallengeKind, Responder};
+use crate::error::{ServiceError, ServiceResult};
+use crate::model::DomainStatus;
+use crate::store::certificates::{self as cert_store, CertificateRow};
+use crate::store::domains::{self as domain_store, DomainRow};
+use crate::util::{new_id, now_ms, rfc3339};
+
+use super::Service;
+
+/// Waits before the next order after 1, 2, 3 and more failures in a row.
+const RETRY_AFTER: [Duration; 4] = [
+    Duration::from_secs(60),
+    Duration::from_secs(600),
+    Duration::from_secs(6000),
+    Duration::from_secs(86_400),
+];
+/// Orders in flight at once.
+const PARALLEL_ORDERS: usize = 4;
+/// Longest the loop sleeps between looks at what is due (certificates expire, and other
+/// processes may change the table).
+const MAX_IDLE: Duration = Duration::from_secs(60);
+/// A certificate expiring sooner than this is warned about wherever its domain is listed.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
+
+/// Certificate state kept by the platform: berth's ACME client once its account is known,
+/// and the loop's wake-up.
+#[derive(Default)]
+pub struct CertState {
+    client: tokio::sync::Mutex<Option<Arc<AcmeClient>>>,
+    /// Wakes the certificate loop (a domain became due).
+    pub wake: Notify,
+}
+
+impl std::fmt::Debug for CertState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertState").finish_non_exhaustive()
+    }
+}
+
+/// A domain's certificate, as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CertificateInfo {
+    /// When it was issued.
+    pub issued_at: String,
+    /// When it stops being valid.
+    pub expires_at: String,
+    /// When berth starts renewing it.
+    pub renews_at: String,
+}
+
+/// The last certificate problem of a domain.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CertificateProblem {
+    /// What happened, in words.
+    pub message: String,
+    /// The CA's problem document (RFC 8555 §6.7), when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<serde_json::Value>,
+    /// When it happened.
+    pub at: String,
+    /// Orders failed in a row.
+    pub attempts: i64,
+    /// When berth tries again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+}
+
+/// When a failed order is tried again, after `attempts` failures in a row.
+pub fn retry_delay(attempts: i64) -> Duration {
+    let index = usize::try_from(attempts.max(1) - 1)
+        .unwrap_or(0)
+        .min(RETRY_AFTER.len() - 1);
+    RETRY_AFTER[index]
+}
+
+/// When renewal of a certificate valid from `not_before` to `not_after` starts: when a
+/// third of its lifetime is left (whatever that lifetime is; nothing assumes 90 days).
+pub fn renew_at(not_before: i64, not_after: i64) -> i64 {
+    not_after - (not_after - not_before).max(0) / 3
+}
+
+/// The certificate and problem of a domain row, for its listing; and a warning when its
+/// certificate expires within [`EXPIRY_WARNING`].
+pub fn certificate_view(row: &DomainRow) -> (Option<CertificateInfo>, Option<CertificateProblem>, Option<String>) {
+    let certificate = match (row.cert_issued_at, row.cert_not_after, row.cert_renew_at) {
+        (Some(issued), Some(not_after), Some(renew)) => Some(CertificateInfo {
+            issued_at: rfc3339(issued),
+            expires_at: rfc3339(not_after),
+            renews_at: rfc3339(renew),
+        }),
+        _ => None,
+    };
+    let problem = row.problem.as_deref().and_then(|text| {
+        let stored: StoredProblem = serde_json::from_str(text).ok()?;
+        Some(CertificateProblem {
+            message: stored.message,
+            problem: stored.problem,
+            at: rfc3339(stored.at),
+            attempts: row.attempts,
+            next_attempt_at: row.next_attempt_at.map(rfc3339),
+        })
+    });
+    let warning = row.cert_not_after.and_then(|not_after| {
+        let left = not_after - now_ms();
+        (left < EXPIRY_WARNING.as_millis() as i64).then(|| {
+            if left <= 0 {
+                format!(
+                    "the certificate of {} has expired; it is no longer served over HTTPS",
+                    row.name
+                )
+            } else {
+                format!(
+                    "the certificate of {} expires in {} h ({}){}",
+                    row.name,
+                    left / 3_600_000,
+                    rfc3339(not_after),
+                    problem_suffix(row)
+                )
+            }
+        })
+    });
+    (certificate, problem, warning)
+}
+
+fn problem_suffix(row: &DomainRow) -> String {
+    row.problem
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<StoredProblem>(p).ok())
+        .map(|p| format!("; renewal failed: {}", p.message))
+        .unwrap_or_default()
+}
+
+/// A problem as stored on the domain.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredProblem {
+    message: String,
+    #[serde(default)]
+    problem: Option<serde_json::Value>,
+    at: i64,
+}
+
+/// Loads every valid certificate into the edge (at start, and after any change).
+pub async fn publish(platform: &super::Platform) -> anyhow::Result<()> {
+    let now = now_ms();
+    let pool = platform.store.pool();
+    let rows = cert_store::valid_certificates(pool, now).await?;
+    let hsts: HashMap<String, bool> = domain_store::list_all_domains(pool)
+        .await?
+        .into_iter()
+        .map(|d| (d.id, d.hsts))
+        .collect();
+    let mut table = CertTable::new();
+    for row in rows {
+        let opened = open_certificate(platform, &row);
+        let (chain, key) = match opened {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(subject = %row.subject, error = %format!("{e:#}"), "a stored certificate cannot be opened; not served");
+                continue;
+            }
+        };
+        let certified = match berth_edge::certified_key_from_pem(&chain, &key) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(subject = %row.subject, error = %e, "a stored certificate cannot be loaded; not served");
+                continue;
+            }
+        };
+        let hsts = row
+            .domain_id
+            .as_ref()
+            .and_then(|id| hsts.get(id))
+            .copied()
+            .unwrap_or(false);
+        let names: Vec<String> = serde_json::from_str(&row.names).unwrap_or_else(|_| vec![row.subject.clone()]);
+        for name in names {
+            table.insert(&name, certified.clone(), hsts);
+        }
+    }
+    tracing::debug!(names = table.len(), "certificates published to the edge");
+    platform.edge.replace_certificates(table);
+    Ok(())
+}
+
+fn open_certificate(platform: &super::Platform, row: &CertificateRow) -> anyhow::Result<(String, String)> {
+    let context = seal_context(&row.subject);
+    Ok((
+        platform.secrets.open(&row.chain, &format!("{context}:chain"))?,
+        platform.secrets.open(&row.key, &format!("{context}:key"))?,
+    ))
+}
+
+fn seal_context(subject: &str) -> String {
+    format!("certificate:{subject}")
+}
+
+/// The certificate loop: orders, renews and retries whatever is due, a few at a time,
+/// until `stop`.
+pub async fn run(service: Service, stop: CancellationToken) {
+    let platform = service.platform.clone();
+    if let Err(e) = publish(&platform).await {
+        tracing::warn!(error = %format!("{e:#}"), "loading certificates into the edge failed");
+    }
+    if !platform.config.domains.acme_enabled() {
+        return;
+    }
+    let mut in_flight: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+    let busy: Arc<Mutex<Vec<String>>> = Arc::default();
+    loop {
+        let now = now_ms();
+        match cert_store::domains_due(platform.store.pool(), now, 50).await {
+            Ok(due) => {
+                for id in due {
+                    if in_flight.len() >= PARALLEL_ORDERS {
+                        break;
+                    }
+                    {
+                        let mut busy = busy.lock().unwrap_or_else(PoisonError::into_inner);
+                        if busy.contains(&id) {
+                            continue;
+                        }
+                        busy.push(id.clone());
+                    }
+                    let (service, busy) = (service.clone(), busy.clone());
+                    in_flight.spawn(async move {
+                        if let Err(e) = service.advance_certificate(&id).await {
+                            tracing::warn!(domain = %id, error = %format!("{e:#}"), "certificate work failed");
+                        }
+                        busy.lock().unwrap_or_else(PoisonError::into_inner).retain(|b| b != &id);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "looking for certificate work failed"),
+        }
+        let next = cert_store::next_due(platform.store.pool()).await.ok().flatten();
+        let wait = next
+            .map(|t| Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0)))
+            .unwrap_or(MAX_IDLE)
+            .clamp(Duration::from_millis(200), MAX_IDLE);
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = platform.certificates.wake.notified() => {}
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            () = tokio::time::sleep(wait) => {
+                // Expired certificates drop out of the edge's table.
+                if let Err(e) = publish(&platform).await {
+                    tracing::warn!(error = %format!("{e:#}"), "reloading certificates failed");
+                }
+            }
+        }
+    }
+    in_flight.abort_all();
+}
+
+impl Service {
+    /// One step of a domain's certificate work: checks DNS, then orders (or renews) and
+    /// records the outcome.
+    pub(crate) async fn advance_certificate(&self, domain_id: &str) -> anyhow::Result<()> {
+        let pool = self.platform.store.pool();
+        let Some(row) = domain_store::domain_by_id(pool, domain_id).await? else {
+            return Ok(());
+        };
+        let from = DomainStatus::parse(&row.status).unwrap_or(DomainStatus::PendingDns);
+        let now = now_ms();
+        let renewal = matches!(from, DomainStatus::Active | DomainStatus::Renewing)
+            && row.cert_not_after.is_some_and(|t| t > now);
+        // DNS first: an order for a name whose records are wrong would only spend the
+        // CA's failed-validation budget.
+        let records = self.records_for(
+            &row.name,
+            row.redirect_name.as_deref(),
+            &row.site_name,
+            &row.environment_name,
+            &row.token,
+        )?;
+        let checks = self.check_dns(&row.name, &records).await?;
+        if let Some(wrong) = checks.iter().find(|c| !c.ok) {
+            if renewal {
+                let message = format!(
+                    "renewal waits for DNS: {} {} is wrong ({})",
+                    wrong.record_type, wrong.name, wrong.next
+                );
+                return self.record_failure(&row, DomainStatus::Renewing, message, None).await;
+            }
+            let diagnosis = serde_json::to_string(&checks)?;
+            let mut tx = self.platform.store.begin().await?;
+            domain_store::set_domain_check(&mut *tx, &row.id, DomainStatus::PendingDns.as_str(), &diagnosis, now)
+                .await?;
+            cert_store::set_issuance(&mut *tx, &row.id, DomainStatus::PendingDns.as_str(), 0, None, None, now).await?;
+            let data = serde_json::json!({ "site_id": row.site_id, "name": row.name, "status": "pending_dns" });
+            crate::store::insert_event(&mut *tx, &row.org_id, "domain.pending_dns", &row.id, &data).await?;
+            tx.commit().await?;
+            crate::reconciler::reconcile(&self.platform).await?;
+            return Ok(());
+        }
+        let working = if renewal {
+            DomainStatus::Renewing
+        } else {
+            DomainStatus::Issuing
+        };
+        if from != working {
+            cert_store::set_issuance(
+                pool,
+                &row.id,
+                working.as_str(),
+                row.attempts,
+                row.next_attempt_at,
+                row.problem.as_deref(),
+                now,
+            )
+            .await?;
+        }
+        let names: Vec<String> = std::iter::once(row.name.clone())
+            .chain(row.redirect_name.clone())
+            .collect();
+        tracing::info!(domain = %row.name, renewal, "ordering a certificate");
+        let outcome = self.order_certificate(&names).await;
+        match outcome {
+            Ok((chain, key)) => self.store_certificate(&row, &names, &chain, &key, renewal).await,
+            Err(failure) => {
+                let status = if renewal {
+                    DomainStatus::Renewing
+                } else {
+                    DomainStatus::Failed
+                };
+                self.record_failure(&row, status, failure.message, failure.problem)
+                    .await
+            }
+        }
+    }
+
+    async fn order_certificate(&self, names: &[String]) -> Result<(String, String), acme::AcmeFailure> {
+        let client = self.acme_client().await?;
+        let (key, csr) = acme::key_and_csr(names).map_err(|m| acme::AcmeFailure {
+            message: m,
+            problem: None,
+        })?;
+        let responder = EdgeResponder {
+            edge: self.platform.edge.clone(),
+        };
+        let chain = client.order(names, &self.challenge_kinds(), &responder, &csr).await?;
+        Ok((chain, key))
+    }
+
+    /// The challenges berth answers, best first: HTTP-01 on the plain listener, unless
+    /// only the TLS listener is on the CA's port (443).
+    fn challenge_kinds(&self) -> Vec<ChallengeKind> {
+        let config = &self.platform.config;
+        if config.edge_listen.port() != 80 && config.edge_tls_listen.port() == 443 {
+            vec![ChallengeKind::TlsAlpn01, ChallengeKind::Http01]
+        } else {
+            vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]
+        }
+    }
+
+    /// berth's ACME client, its account restored from the database or created (once per
+    /// directory) and stored sealed.
+    async fn acme_client(&self) -> Result<Arc<AcmeClient>, acme::AcmeFailure> {
+        let fail = |message: String| acme::AcmeFailure { message, problem: None };
+        let mut slot = self.platform.certificates.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let config = &self.platform.config.domains;
+        let ca_roots_pem = match &config.acme_ca_roots {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                fail(format!(
+                    "reading --acme-ca-roots {}: {e}; point it at a PEM file of the CA's roots",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        let settings = AcmeSettings {
+            directory: config.acme_directory.clone(),
+            email: config.acme_email.clone(),
+            ca_roots_pem,
+            eab: config.acme_eab_kid.clone().zip(config.acme_eab_hmac_key.clone()),
+        };
+        let pool = self.platform.store.pool();
+        let context = format!("acme-account:{}", settings.directory);
+        let stored = cert_store::acme_account(pool, &settings.directory)
+            .await
+            .map_err(|e| fail(format!("reading the ACME account: {e}")))?;
+        let stored = match stored {
+            Some(sealed) => Some(
+                self.platform
+                    .secrets
+                    .open(&sealed, &context)
+                    .map_err(|e| fail(format!("the stored ACME account cannot be opened: {e}")))?,
+            ),
+            None => None,
+        };
+        let (client, created) = AcmeClient::connect(&settings, stored.as_deref()).await?;
+        if let Some(credentials) = created {
+            let sealed = self
+                .platform
+                .secrets
+                .seal(&credentials, &context)
+                .map_err(|e| fail(format!("sealing the ACME account: {e}")))?;
+            cert_store::insert_acme_account(pool, &settings.directory, &sealed, now_ms())
+                .await
+                .map_err(|e| fail(format!("storing the ACME account: {e}")))?;
+            tracing::info!(directory = %settings.directory, "created berth's ACME account");
+        }
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn store_certificate(
+        &self,
+        row: &DomainRow,
+        names: &[String],
+        chain: &str,
+        key: &str,
+        renewal: bool,
+    ) -> anyhow::Result<()> {
+        let (not_before, not_after) = acme::validity_ms(chain).map_err(anyhow::Error::msg)?;
+        // Loaded once before it is stored, so a chain the edge cannot use is a failure
+        // of this order rather than a certificate that silently is not served.
+        berth_edge::certified_key_from_pem(chain, key).map_err(anyhow::Error::msg)?;
+        let context = seal_context(&row.name);
+        let now = now_ms();
+        let cert = CertificateRow {
+            id: new_id("crt"),
+            subject: row.name.clone(),
+            domain_id: Some(row.id.clone()),
+            names: serde_json::to_string(names)?,
+            chain: self.platform.secrets.seal(chain, &format!("{context}:chain"))?,
+            key: self.platform.secrets.seal(key, &format!("{context}:key"))?,
+            not_before,
+            not_after,
+            renew_at: renew_at(not_before, not_after),
+            issued_at: now,
+        };
+        let mut tx = self.platform.store.begin().await?;
+        // The domain may have been removed while the order ran.
+        if domain_store::domain_by_id(&mut *tx, &row.id).await?.is_none() {
+            return Ok(());
+        }
+        cert_store::put_certificate(&mut *tx, &cert).await?;
+        cert_store::set_issuance(&mut *tx, &row.id, DomainStatus::Active.as_str(), 0, None, None, now).await?;
+        let data = serde_json::json!({
+            "site_id": row.site_id, "name": row.name, "status": "active", "renewal": renewal,
+            "expires_at": rfc3339(not_after),
+        });
+        let kind = if renewal { "domain.renewed" } else { "domain.active" };
+        crate::store::insert_event(&mut *tx, &row.org_id, kind, &row.id, &data).await?;
+        tx.commit().await?;
+        tracing::info!(domain = %row.name, expires = %rfc3339(not_after), renewal, "certificate issued");
+        publish(&self.platform).await?;
+        crate::reconciler::reconcile(&self.platform).await?;
+        Ok(())
+    }
+
+    async fn record_failure(
+        &self,
+        row: &DomainRow,
+        status: DomainStatus,
+        message: String,
+        problem: Option<serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        let now = now_ms();
+        let attempts = row.attempts + 1;
+        let next = now + retry_delay(attempts).as_millis() as i64;
+        let stored = serde_json::to_string(&StoredProblem {
+            message: message.clone(),
+            problem,
+            at: now,
+        })?;
+        let mut tx = self.platform.store.begin().await?;
+        cert_store::set_issuance(
+            &mut *tx,
+            &row.id,
+            status.as_str(),
+            attempts,
+            Some(next),
+            Some(&stored),
+            now,
+        )
+        .await?;
+        let data = serde_json::json!({
+            "site_id": row.site_id, "name": row.name, "status": status.as_str(), "error": message,
+            "attempts": attempts, "next_attempt_at": rfc3339(next),
+        });
+        crate::store::insert_event(&mut *tx, &row.org_id, "domain.certificate_failed", &row.id, &data).await?;
+        tx.commit().await?;
+        tracing::warn!(domain = %row.name, attempts, next = %rfc3339(next), error = %message, "certificate order failed");
+        if status != DomainStatus::Renewing {
+            crate::reconciler::reconcile(&self.platform).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks a domain whose DNS just checked out as due for its certificate now (or, after
+    /// failures, no sooner than a minute after the last one) and wakes the loop.
+    pub(crate) async fn queue_certificate(&self, row: &DomainRow) -> ServiceResult<()> {
+        let now = now_ms();
+        let soonest = row
+            .next_attempt_at
+            .map_or(now, |t| t.min(now + RETRY_AFTER[0].as_millis() as i64));
+        cert_store::set_issuance(
+            self.platform.store.pool(),
+            &row.id,
+            DomainStatus::Validating.as_str(),
+            row.attempts,
+            Some(soonest),
+            row.problem.as_deref(),
+            now,
+        )
+        .await
+        .map_err(ServiceError::from)?;
+        self.platform.certificates.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// Answers HTTP-01 and TLS-ALPN-01 challenges through the edge.
+struct EdgeResponder {
+    edge: Arc<Edge>,
+}
+
+impl Responder for EdgeResponder {
+    fn publish<'a>(
+        &'a self,
+        challenge: &'a Challenge,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            match challenge.kind {
+                ChallengeKind::Http01 => {
+                    self.edge
+                        .set_http_challenge(&challenge.token, &challenge.key_authorization);
+                    Ok(())
+                }
+                ChallengeKind::TlsAlpn01 => {
+                    let (chain, key) = acme::tls_alpn_certificate(&challenge.name, &challenge.digest)?;
+                    let certified = berth_edge::certified_key_from_pem(&chain, &key)?;
+                    self.edge.set_alpn_challenge(&challenge.name, certified);
+                    Ok(())
+                }
+                ChallengeKind::Dns01 => Err(format!(
+                    "{} needs a DNS-01 challenge and no DNS provider is configured",
+                    challenge.name
+                )),
+            }
+        })
+    }
+
+    fn withdraw<'a>(&'a self, challenge: &'a Challenge) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            match challenge.kind {
+                ChallengeKind::Http01 => self.edge.remove_http_challenge(&challenge.token),
+                ChallengeKind::TlsAlpn01 => self.edge.remove_alpn_challenge(&challenge.name),
+                ChallengeKind::Dns01 => {}
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_starts_with_a_third_left_whatever_the_lifetime() {
+        let day = 86_400_000;
+        assert_eq!(renew_at(0, 90 * day), 60 * day);
+        assert_eq!(renew_at(0, 45 * day), 30 * day);
+        assert_eq!(renew_at(10 * day, 16 * day), 14 * day);
+    }
+
+    #[test]
+    fn retries_back_off_to_daily() {
+        assert_eq!(retry_delay(1), Duration::from_secs(60));
+        assert_eq!(retry_delay(2), Duration::from_secs(600));
+        assert_eq!(retry_delay(3), Duration::from_secs(6000));
+        assert_eq!(retry_delay(4), Duration::from_secs(86_400));
+        assert_eq!(retry_delay(40), Duration::from_secs(86_400));
+    }
+}

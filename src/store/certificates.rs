@@ -1,0 +1,166 @@
+//! SQL of certificates: berth's ACME accounts and the issued certificates (sealed), and
+//! the issuance state kept on each domain.
+
+use sqlx::{FromRow, SqliteExecutor};
+
+/// A stored certificate (chain and key still sealed).
+#[derive(Clone, Debug, FromRow)]
+pub struct CertificateRow {
+    /// Id.
+    pub id: String,
+    /// The domain's name, or `*.<base domain>`.
+    pub subject: String,
+    /// The domain it belongs to (none for the base domain's wildcard).
+    pub domain_id: Option<String>,
+    /// JSON array of the names it covers.
+    pub names: String,
+    /// Sealed PEM chain.
+    pub chain: String,
+    /// Sealed PEM private key.
+    pub key: String,
+    /// Valid from (ms).
+    pub not_before: i64,
+    /// Valid until (ms).
+    pub not_after: i64,
+    /// When renewal starts (ms).
+    pub renew_at: i64,
+    /// Issued (ms).
+    pub issued_at: i64,
+}
+
+/// The sealed credentials of berth's account at `directory`.
+pub async fn acme_account(db: impl SqliteExecutor<'_>, directory: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT credentials FROM acme_accounts WHERE directory = ?")
+        .bind(directory)
+        .fetch_optional(db)
+        .await
+}
+
+/// Stores the account made at `directory` (the first one stored wins).
+pub async fn insert_acme_account(
+    db: impl SqliteExecutor<'_>,
+    directory: &str,
+    sealed: &str,
+    now: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO acme_accounts (directory, credentials, created_at) VALUES (?, ?, ?)")
+        .bind(directory)
+        .bind(sealed)
+        .bind(now)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Stores a certificate, replacing the subject's previous one.
+pub async fn put_certificate(db: impl SqliteExecutor<'_>, row: &CertificateRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO certificates (id, subject, domain_id, names, chain, key, not_before, not_after, renew_at, issued_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subject) DO UPDATE SET id = excluded.id, \
+         domain_id = excluded.domain_id, names = excluded.names, chain = excluded.chain, key = excluded.key, \
+         not_before = excluded.not_before, not_after = excluded.not_after, renew_at = excluded.renew_at, \
+         issued_at = excluded.issued_at",
+    )
+    .bind(&row.id)
+    .bind(&row.subject)
+    .bind(&row.domain_id)
+    .bind(&row.names)
+    .bind(&row.chain)
+    .bind(&row.key)
+    .bind(row.not_before)
+    .bind(row.not_after)
+    .bind(row.renew_at)
+    .bind(row.issued_at)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Every certificate still valid at `now`, for the edge's table.
+pub async fn valid_certificates(db: impl SqliteExecutor<'_>, now: i64) -> sqlx::Result<Vec<CertificateRow>> {
+    sqlx::query_as(
+        "SELECT id, subject, domain_id, names, chain, key, not_before, not_after, renew_at, issued_at \
+         FROM certificates WHERE not_after > ? ORDER BY subject",
+    )
+    .bind(now)
+    .fetch_all(db)
+    .await
+}
+
+/// The certificate of `subject`.
+pub async fn certificate(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Result<Option<CertificateRow>> {
+    sqlx::query_as(
+        "SELECT id, subject, domain_id, names, chain, key, not_before, not_after, renew_at, issued_at \
+         FROM certificates WHERE subject = ?",
+    )
+    .bind(subject)
+    .fetch_optional(db)
+    .await
+}
+
+/// Removes the certificate of `subject`.
+pub async fn delete_certificate(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM certificates WHERE subject = ?")
+        .bind(subject)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Ids of the domains with certificate work due at `now`: DNS just checked out
+/// (`validating`), an interrupted issuance (`issuing`), a failure whose retry time came,
+/// or a served certificate whose renewal time came (`active`/`renewing`).
+pub async fn domains_due(db: impl SqliteExecutor<'_>, now: i64, limit: i64) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT d.id FROM domains d LEFT JOIN certificates c ON c.domain_id = d.id \
+         WHERE (d.status IN ('validating', 'issuing') AND COALESCE(d.next_attempt_at, 0) <= ?) \
+            OR (d.status = 'failed' AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ?) \
+            OR (d.status IN ('active', 'renewing') AND c.renew_at IS NOT NULL AND c.renew_at <= ? \
+                AND COALESCE(d.next_attempt_at, 0) <= ?) \
+         ORDER BY COALESCE(d.next_attempt_at, 0), d.id LIMIT ?",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The earliest time certificate work comes due (None: nothing is waiting).
+pub async fn next_due(db: impl SqliteExecutor<'_>) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT MIN(t) FROM (\
+           SELECT COALESCE(d.next_attempt_at, 0) AS t FROM domains d WHERE d.status IN ('validating', 'issuing') \
+           UNION ALL SELECT d.next_attempt_at FROM domains d WHERE d.status = 'failed' AND d.next_attempt_at IS NOT NULL \
+           UNION ALL SELECT MAX(c.renew_at, COALESCE(d.next_attempt_at, 0)) FROM domains d \
+             JOIN certificates c ON c.domain_id = d.id WHERE d.status IN ('active', 'renewing'))",
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Stores a domain's issuance state.
+pub async fn set_issuance(
+    db: impl SqliteExecutor<'_>,
+    domain_id: &str,
+    status: &str,
+    attempts: i64,
+    next_attempt_at: Option<i64>,
+    problem: Option<&str>,
+    now: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE domains SET status = ?, attempts = ?, next_attempt_at = ?, problem = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(status)
+    .bind(attempts)
+    .bind(next_attempt_at)
+    .bind(problem)
+    .bind(now)
+    .bind(domain_id)
+    .execute(db)
+    .await
+    .map(drop)
+}

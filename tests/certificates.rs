@@ -1,0 +1,267 @@
+//! Certificates of custom domains against a real ACME CA (Debian's `pebble`, validating
+//! against berth's edge on loopback, nonce rejection left on) and a real DNS server
+//! (`pebble-challtestsrv`): DNS wrong → no order; DNS right → a certificate issued and
+//! served over TLS by SNI, HTTP redirected to HTTPS; renewal once a third of its lifetime
+//! is left; removal stops serving it; a failed validation gives the CA's problem and a
+//! retry time.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::pebble::{Dns, PebblePlan};
+use common::*;
+use serde_json::{Value, json};
+
+const DOMAIN: &str = "shop-example.com";
+
+async fn static_site(server: &TestServer, name: &str, text: &str) -> tempfile::TempDir {
+    let dir = app(&[("index.html", text)]);
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": name, "repo": s(dir.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    dir
+}
+
+/// A client that trusts only pebble's root and sends `name` to the edge's TLS port.
+fn https_client(server: &TestServer, name: &str, root_pem: &str) -> reqwest::Client {
+    let roots = reqwest::Certificate::from_pem_bundle(root_pem.as_bytes()).expect("pebble root");
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only(roots)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(name, ([127, 0, 0, 1], server.edge_tls_port).into())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn domain(server: &TestServer, site: &str) -> Value {
+    let (status, list) = server.get(&format!("/api/sites/{site}/domains")).await;
+    assert_eq!(status, 200, "{list}");
+    list["domains"][0].clone()
+}
+
+#[tokio::test]
+async fn certificate_issued_served_by_sni_renewed_and_removed() {
+    let dns = Dns::start().await;
+    let plan = PebblePlan::new();
+    let server = TestServer::start_with(&[
+        ("BERTH_DNS_RESOLVERS", &dns.resolver()),
+        ("BERTH_PUBLIC_IPV4", "127.0.0.1"),
+        ("BERTH_ACME_DIRECTORY", &plan.directory()),
+        ("BERTH_ACME_CA_ROOTS", plan.api_root().to_str().unwrap()),
+        ("BERTH_ACME_EMAIL", "ops@shop-example.com"),
+    ])
+    .await;
+    // Certificates valid 30 s: renewal starts with 10 s left.
+    let pebble = plan.start(&dns, server.edge_port, server.edge_tls_port, 30).await;
+    let _app = static_site(&server, "shop", "<h1>shop over https</h1>").await;
+
+    // DNS wrong (no records at all): no order is placed, the diagnosis says why.
+    let (status, added) = server
+        .post("/api/sites/shop/domains", &json!({"domain": DOMAIN, "hsts": true}))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let (status, checked) = server
+        .post(&format!("/api/sites/shop/domains/{DOMAIN}/validate"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["status"], "pending_dns", "{checked:#}");
+    assert!(checked.get("certificate").is_none(), "{checked:#}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !pebble.log().contains("POST /order-plz"),
+        "an order was placed while DNS was wrong: {}",
+        pebble.log()
+    );
+
+    // DNS right: the certificate is issued and served.
+    let token = added["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "TXT")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dns.set("/add-a", json!({"host": DOMAIN, "addresses": ["127.0.0.1"]}))
+        .await;
+    dns.set(
+        "/set-txt",
+        json!({"host": format!("_berth-challenge.{DOMAIN}."), "value": token}),
+    )
+    .await;
+    let started = Instant::now();
+    let (status, active) = server
+        .post(
+            &format!("/api/sites/shop/domains/{DOMAIN}/validate"),
+            &json!({"wait": true, "timeout_seconds": 60}),
+        )
+        .await;
+    assert_eq!(status, 200, "{active}");
+    assert_eq!(
+        active["status"],
+        "active",
+        "{active:#}\npebble: {}\nserver: {}",
+        pebble.log(),
+        log_of(server.data.path())
+    );
+    eprintln!("DNS right → certificate served in {:?}", started.elapsed());
+    // The marker the "no order while DNS was wrong" check looks for is in pebble's log.
+    assert!(pebble.log().contains("POST /order-plz"), "{}", pebble.log());
+    let cert = &active["certificate"];
+    assert!(cert["expires_at"].is_string(), "{active:#}");
+    assert_eq!(
+        active["url"],
+        format!("https://{DOMAIN}:{}", server.edge_tls_port),
+        "{active:#}"
+    );
+
+    let client = https_client(&server, DOMAIN, &pebble.root_pem);
+    let url = format!("https://{DOMAIN}:{}/", server.edge_tls_port);
+    let resp = client.get(&url).send().await.expect("HTTPS to the domain");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["strict-transport-security"].to_str().unwrap(),
+        "max-age=63072000"
+    );
+    assert!(resp.text().await.unwrap().contains("shop over https"));
+
+    // No certificate for a name berth does not serve: the handshake fails.
+    let stranger = https_client(&server, "other-example.com", &pebble.root_pem);
+    let refused = stranger
+        .get(format!("https://other-example.com:{}/", server.edge_tls_port))
+        .send()
+        .await;
+    assert!(refused.is_err(), "an unknown name got a certificate: {refused:?}");
+
+    // Plain HTTP for the domain is redirected to HTTPS.
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}/a?b=c", server.edge_port))
+        .header("host", DOMAIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 308);
+    assert_eq!(
+        plain.headers()["location"].to_str().unwrap(),
+        format!("https://{DOMAIN}:{}/a?b=c", server.edge_tls_port)
+    );
+
+    // Renewal: once a third of the 30 s lifetime is left, a new certificate is served.
+    let first_issued = cert["issued_at"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let renewed = loop {
+        let d = domain(&server, "shop").await;
+        if d["certificate"]["issued_at"].as_str() != Some(first_issued.as_str()) && d["status"] == "active" {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not renewed: {d:#}\nserver: {}",
+            log_of(server.data.path())
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        renewed["certificate"]["expires_at"].as_str() > cert["expires_at"].as_str(),
+        "{renewed:#}"
+    );
+    // A new connection gets the renewed certificate (the old one has less than 10 s left,
+    // the new one more).
+    let fresh = https_client(&server, DOMAIN, &pebble.root_pem);
+    assert_eq!(fresh.get(&url).send().await.expect("HTTPS after renewal").status(), 200);
+
+    // Removal: no certificate for it any more, and HTTP no longer serves it.
+    let (status, out) = server.delete(&format!("/api/sites/shop/domains/{DOMAIN}")).await;
+    assert_eq!(status, 200, "{out}");
+    let after = https_client(&server, DOMAIN, &pebble.root_pem);
+    assert!(after.get(&url).send().await.is_err(), "still served after removal");
+    let (code, _) = server.edge(DOMAIN, "/").await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn failed_validation_reports_the_ca_problem_and_a_retry_time() {
+    let dns = Dns::start().await;
+    let plan = PebblePlan::new();
+    let server = TestServer::start_with(&[
+        ("BERTH_DNS_RESOLVERS", &dns.resolver()),
+        ("BERTH_PUBLIC_IPV4", "127.0.0.1"),
+        ("BERTH_ACME_DIRECTORY", &plan.directory()),
+        ("BERTH_ACME_CA_ROOTS", plan.api_root().to_str().unwrap()),
+    ])
+    .await;
+    // The CA validates on ports where nothing listens: every challenge fails.
+    let closed = common::pebble::free_port();
+    let pebble = plan.start(&dns, closed, closed, 300).await;
+    let _app = static_site(&server, "blog", "<h1>blog</h1>").await;
+    let (status, added) = server
+        .post("/api/sites/blog/domains", &json!({"domain": "blog-example.com"}))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let token = added["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "TXT")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dns.set(
+        "/add-a",
+        json!({"host": "blog-example.com", "addresses": ["127.0.0.1"]}),
+    )
+    .await;
+    dns.set(
+        "/set-txt",
+        json!({"host": "_berth-challenge.blog-example.com.", "value": token}),
+    )
+    .await;
+    let (status, failed) = server
+        .post(
+            "/api/sites/blog/domains/blog-example.com/validate",
+            &json!({"wait": true, "timeout_seconds": 60}),
+        )
+        .await;
+    assert_eq!(status, 200, "{failed}");
+    assert_eq!(failed["status"], "failed", "{failed:#}\npebble: {}", pebble.log());
+    let problem = &failed["certificate_problem"];
+    assert_eq!(problem["attempts"], 1, "{failed:#}");
+    assert!(
+        problem["problem"]["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("urn:ietf:params:acme:error:")),
+        "{failed:#}"
+    );
+    assert!(
+        problem["message"].as_str().unwrap().contains("blog-example.com"),
+        "{failed:#}"
+    );
+    // Retried after a minute, not at once (the CA's failed-validation budget).
+    let next = time::OffsetDateTime::parse(
+        problem["next_attempt_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let wait = next - time::OffsetDateTime::now_utc();
+    assert!(
+        wait > time::Duration::seconds(40) && wait <= time::Duration::seconds(61),
+        "{failed:#}"
+    );
+    assert!(failed["next"].as_str().unwrap().contains("tries again"), "{failed:#}");
+    // Not served over HTTP either.
+    let (code, body) = server.edge("blog-example.com", "/").await;
+    assert_eq!(code, 404, "{body}");
+}
