@@ -21,6 +21,17 @@
 //! Knobs (environment): `EDGE_BENCH_SECS` (default 10), `EDGE_BENCH_ROUNDS`
 //! (3), `EDGE_BENCH_CONNECTIONS` (64), `EDGE_BENCH_THREADS` (2).
 //!
+//! With `EDGE_BENCH_MODE=https` both proxies terminate TLS instead (TLS 1.3
+//! only, one ECDSA P-256 certificate for `localhost` shared by both; the
+//! edge with rustls, nginx with OpenSSL) in front of the same upstream, and
+//! two things are measured: TLS handshakes per second and HTTPS keep-alive
+//! req/s (`wrk`). wrk cannot measure full handshakes: after `Connection:
+//! close` it reconnects with its previous TLS session, so it resumes whenever
+//! the server issued a ticket (both do by default). The handshakes are
+//! therefore driven by this program itself, run as a child
+//! (`--handshake-client`): a rustls client with resumption disabled, one
+//! request per connection, reporting in wrk's format.
+//!
 //! Every child process is stopped when this program ends, also on panic
 //! (drop guards), and asked to die with it if it is killed (`setpriv
 //! --pdeathsig`).
@@ -33,7 +44,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
+use berth_edge::{CertTable, Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const WRK: &str = "/usr/bin/wrk";
@@ -44,8 +55,28 @@ const WARMUP_SECS: u64 = 2;
 const TARGET_RPS_RATIO: f64 = 0.9;
 /// …and edge p99 at most this multiple of nginx's.
 const TARGET_P99_RATIO: f64 = 1.2;
+/// The name both proxies hold a certificate for in HTTPS mode (wrk sends the URL's
+/// host as SNI, and `localhost` resolves without touching `/etc/hosts`).
+const TLS_HOST: &str = "localhost";
+/// Targets of issue 14: edge TLS handshakes/s at least this multiple of nginx's…
+const TARGET_HANDSHAKE_RATIO: f64 = 1.5;
+/// …and HTTPS keep-alive req/s at least this share of nginx's.
+const TARGET_TLS_RPS_RATIO: f64 = 0.95;
+/// First argument that makes this program the handshake client (see the module docs).
+const HANDSHAKE_CLIENT: &str = "--handshake-client";
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(HANDSHAKE_CLIENT) {
+        return handshake_client(std::env::args().skip(2).collect());
+    }
+    match std::env::var("EDGE_BENCH_MODE").as_deref() {
+        Err(_) | Ok("http") => plain_http(),
+        Ok("https") => https(),
+        Ok(other) => panic!("EDGE_BENCH_MODE must be http or https, got {other:?}"),
+    }
+}
+
+fn plain_http() {
     let secs = env_or("EDGE_BENCH_SECS", 10);
     let rounds = env_or("EDGE_BENCH_ROUNDS", 3);
     let connections = env_or("EDGE_BENCH_CONNECTIONS", 64);
@@ -72,7 +103,7 @@ fn main() {
         &proxy_config(dir.path(), nginx_port, upstream_port, connections),
     );
     wait_until_ok(nginx_addr, "nginx proxy");
-    let edge = EdgeServer::start(upstream_addr);
+    let edge = EdgeServer::start(upstream_addr, HOST, None);
     wait_until_ok(edge.addr, "berth edge");
 
     let wrk_args = |secs: u64| {
@@ -97,17 +128,20 @@ fn main() {
     let nginx_cpu = || proxy.cpu_ns();
     let upstream_cpu = || upstream.cpu_ns();
     eprintln!("warming up ({WARMUP_SECS} s each)…");
-    run_wrk(&wrk_args(WARMUP_SECS), edge.addr, &edge_cpu, &upstream_cpu);
-    run_wrk(&wrk_args(WARMUP_SECS), nginx_addr, &nginx_cpu, &upstream_cpu);
+    let edge_url = format!("http://{}/", edge.addr);
+    let nginx_url = format!("http://{nginx_addr}/");
+    let wrk = Path::new(WRK);
+    run_wrk(wrk, &wrk_args(WARMUP_SECS), &edge_url, &edge_cpu, &upstream_cpu);
+    run_wrk(wrk, &wrk_args(WARMUP_SECS), &nginx_url, &nginx_cpu, &upstream_cpu);
 
     let mut edge_runs = Vec::new();
     let mut nginx_runs = Vec::new();
     for round in 1..=rounds {
-        for (name, addr, cpu, runs) in [
-            ("edge", edge.addr, &edge_cpu as &dyn Fn() -> u64, &mut edge_runs),
-            ("nginx", nginx_addr, &nginx_cpu, &mut nginx_runs),
+        for (name, url, cpu, runs) in [
+            ("edge", &edge_url, &edge_cpu as &dyn Fn() -> u64, &mut edge_runs),
+            ("nginx", &nginx_url, &nginx_cpu, &mut nginx_runs),
         ] {
-            let run = run_wrk(&wrk_args(secs), addr, cpu, &upstream_cpu);
+            let run = run_wrk(wrk, &wrk_args(secs), url, cpu, &upstream_cpu);
             eprintln!(
                 "round {round}/{rounds} {name:>5}: {:>7.0} req/s, p50 {:>6.3} ms, p99 {:>6.3} ms, errors {}, \
                  CPU µs/req: proxy {:.1}, upstream {:.1}, wrk {:.1}; other processes {:.0}% of the CPUs",
@@ -173,6 +207,322 @@ fn main() {
     // The guards stop the edge and both nginx instances here.
 }
 
+/// HTTPS mode (see the module docs): handshakes/s, then keep-alive req/s.
+fn https() {
+    let secs = env_or("EDGE_BENCH_SECS", 10);
+    let rounds = env_or("EDGE_BENCH_ROUNDS", 3);
+    let connections = env_or("EDGE_BENCH_CONNECTIONS", 64);
+    let threads = env_or("EDGE_BENCH_THREADS", 2);
+    for tool in [NGINX, WRK] {
+        assert!(Path::new(tool).exists(), "{tool} is required for this benchmark");
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dir = tempfile::Builder::new()
+        .prefix("berth-edge-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let pki = BenchPki::new(dir.path());
+
+    let upstream_port = free_port();
+    let nginx_port = free_port();
+    let upstream_addr: SocketAddr = ([127, 0, 0, 1], upstream_port).into();
+    let nginx_addr: SocketAddr = ([127, 0, 0, 1], nginx_port).into();
+    let upstream = Nginx::start(dir.path(), "upstream", &upstream_config(dir.path(), upstream_port));
+    wait_until_ok(upstream_addr, "upstream nginx");
+    let proxy = Nginx::start(
+        dir.path(),
+        "proxy",
+        &proxy_tls_config(dir.path(), nginx_port, upstream_port, connections, &pki),
+    );
+    pki.wait_until_ok(nginx_addr, "nginx TLS proxy");
+    let mut certs = CertTable::new();
+    certs.insert(TLS_HOST, pki.certified_key(), false);
+    let edge = EdgeServer::start(upstream_addr, TLS_HOST, Some(certs));
+    pki.wait_until_ok(edge.addr, "berth edge (TLS)");
+
+    let edge_url = format!("https://{TLS_HOST}:{}/", edge.addr.port());
+    let nginx_url = format!("https://{TLS_HOST}:{nginx_port}/");
+    let edge_cpu = || process_cpu_ns(std::process::id());
+    let nginx_cpu = || proxy.cpu_ns();
+    let upstream_cpu = || upstream.cpu_ns();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n| measure | berth edge (rustls) | nginx (OpenSSL) | edge / nginx | target |\n| --- | ---: | ---: | ---: | --- |"
+    );
+    let mut notes = String::new();
+    for (measure, handshakes, target) in [
+        (
+            "TLS handshakes/s (new connection per request)",
+            true,
+            TARGET_HANDSHAKE_RATIO,
+        ),
+        ("HTTPS keep-alive req/s", false, TARGET_TLS_RPS_RATIO),
+    ] {
+        let this = std::env::current_exe().expect("this program's path");
+        let tool = if handshakes { this.as_path() } else { Path::new(WRK) };
+        let wrk_args = |secs: u64| {
+            let mut args = Vec::new();
+            if handshakes {
+                args.extend([HANDSHAKE_CLIENT.to_string(), pki.ca_file.display().to_string()]);
+            }
+            args.extend([
+                format!("-t{threads}"),
+                format!("-c{connections}"),
+                format!("-d{secs}s"),
+                "--latency".to_string(),
+            ]);
+            args
+        };
+        eprintln!("{measure}: warming up ({WARMUP_SECS} s each)…");
+        run_wrk(tool, &wrk_args(WARMUP_SECS), &edge_url, &edge_cpu, &upstream_cpu);
+        run_wrk(tool, &wrk_args(WARMUP_SECS), &nginx_url, &nginx_cpu, &upstream_cpu);
+        let mut edge_runs = Vec::new();
+        let mut nginx_runs = Vec::new();
+        for round in 1..=rounds {
+            for (name, url, cpu, runs) in [
+                ("edge", &edge_url, &edge_cpu as &dyn Fn() -> u64, &mut edge_runs),
+                ("nginx", &nginx_url, &nginx_cpu, &mut nginx_runs),
+            ] {
+                let run = run_wrk(tool, &wrk_args(secs), url, cpu, &upstream_cpu);
+                eprintln!(
+                    "{measure}, round {round}/{rounds} {name:>5}: {:>7.0}/s, p99 {:>6.3} ms, errors {}, \
+                     CPU µs each: proxy {:.1}, client {:.1}; other processes {:.0}% of the CPUs",
+                    run.rps,
+                    run.p99_ms,
+                    run.errors,
+                    run.cpu_us_per_request,
+                    run.wrk_us_per_request,
+                    run.foreign_load * 100.0
+                );
+                runs.push(run);
+            }
+        }
+        let e = Summary::of(&edge_runs);
+        let n = Summary::of(&nginx_runs);
+        let ratio = e.rps / n.rps;
+        let verdict = if ratio >= target { "met" } else { "not met" };
+        let _ = writeln!(
+            out,
+            "| {measure} | {:.0} (p99 {:.2} ms, {:.1} µs CPU each, {} errors) | {:.0} (p99 {:.2} ms, {:.1} µs CPU each, \
+             {} errors) | **{ratio:.2}×** | ≥ {target}×: {verdict} |",
+            e.rps, e.p99_ms, e.cpu_us, e.errors, n.rps, n.p99_ms, n.cpu_us, n.errors
+        );
+        let foreign = edge_runs.iter().chain(&nginx_runs).map(|r| r.foreign_load * 100.0);
+        let _ = writeln!(
+            notes,
+            "{measure}: per round edge {:?}, nginx {:?}; unrelated processes used at most {:.0}% of the CPUs. \
+             Command: `{} {} {}`",
+            edge_runs.iter().map(|r| r.rps.round()).collect::<Vec<_>>(),
+            nginx_runs.iter().map(|r| r.rps.round()).collect::<Vec<_>>(),
+            foreign.fold(0.0, f64::max),
+            if handshakes { "<this bench>" } else { WRK },
+            wrk_args(secs)
+                .join(" ")
+                .replace(&pki.ca_file.display().to_string(), "<ca.pem>"),
+            format_args!("https://{TLS_HOST}:<port>/"),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nMedians of {rounds} rounds of {secs} s, edge and nginx alternating (edge first), after a \
+         {WARMUP_SECS} s warm-up of each.\n{notes}Machine: {cpus} CPUs shared by the client ({threads} threads: \
+         rustls without resumption for handshakes, wrk with OpenSSL for keep-alive), the upstream nginx and the proxy under test ({cpus} workers either way); TLS 1.3 only, \
+         one ECDSA P-256 certificate; no CPU pinning; all traffic on 127.0.0.1."
+    );
+    println!("{out}");
+}
+
+/// The handshake client (`--handshake-client <ca.pem> -tN -cN -dNs --latency <url>`):
+/// `-c` tasks on `-t` threads each loop over new connections (full TLS handshake, no
+/// resumption; verifying against the CA; one `GET /` with `Connection: close`) for `-d`
+/// seconds, then print the totals in wrk's format for [`parse_wrk`].
+fn handshake_client(args: Vec<String>) {
+    let mut ca = None;
+    let (mut threads, mut connections, mut secs, mut url) = (1usize, 1usize, 1u64, None);
+    for arg in args {
+        if let Some(v) = arg.strip_prefix("-t") {
+            threads = v.parse().expect("-t");
+        } else if let Some(v) = arg.strip_prefix("-c") {
+            connections = v.parse().expect("-c");
+        } else if let Some(v) = arg.strip_prefix("-d") {
+            secs = v.trim_end_matches('s').parse().expect("-d");
+        } else if arg.starts_with("https://") {
+            url = Some(arg);
+        } else if arg != "--latency" {
+            ca = Some(arg);
+        }
+    }
+    let url = url.expect("an https:// URL");
+    let authority = url.trim_start_matches("https://").trim_end_matches('/').to_string();
+    let ca_pem = std::fs::read(ca.expect("the CA file")).expect("read CA");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca_pem) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut latencies, errors) = runtime.block_on(async move {
+        // Resolved once: `localhost` may list ::1 first, where nothing listens.
+        let mut addr = None;
+        for candidate in tokio::net::lookup_host(&authority).await.expect("resolve") {
+            if tokio::net::TcpStream::connect(candidate).await.is_ok() {
+                addr = Some(candidate);
+                break;
+            }
+        }
+        let addr = addr.expect("the server is reachable");
+        let name = rustls::pki_types::ServerName::try_from(TLS_HOST).expect("server name");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..connections {
+            let connector = connector.clone();
+            let name = name.clone();
+            tasks.spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0u64);
+                while tokio::time::Instant::now() < deadline {
+                    let started = Instant::now();
+                    let ok = tokio::time::timeout(Duration::from_secs(5), async {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+                        let _ = tcp.set_nodelay(true);
+                        let mut tls = connector.connect(name.clone(), tcp).await.ok()?;
+                        let request = format!("GET / HTTP/1.1\r\nHost: {TLS_HOST}\r\nConnection: close\r\n\r\n");
+                        tls.write_all(request.as_bytes()).await.ok()?;
+                        let mut buf = Vec::new();
+                        // A close without close_notify is fine once the response is in.
+                        let _ = tls.read_to_end(&mut buf).await;
+                        buf.starts_with(b"HTTP/1.1 200").then_some(())
+                    })
+                    .await;
+                    match ok {
+                        Ok(Some(())) => latencies.push(started.elapsed()),
+                        _ => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            });
+        }
+        let (mut all, mut errors) = (Vec::new(), 0);
+        while let Some(result) = tasks.join_next().await {
+            let (latencies, failed) = result.expect("client task");
+            all.extend(latencies);
+            errors += failed;
+        }
+        (all, errors)
+    });
+    latencies.sort();
+    let done = latencies.len();
+    let at = |q: f64| {
+        latencies
+            .get(((done as f64 * q) as usize).min(done.saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!("  {done} requests in {secs}.00s, 0B read");
+    println!(
+        "  Latency Distribution\n     50%  {:.3}ms\n     99%  {:.3}ms",
+        at(0.5),
+        at(0.99)
+    );
+    println!("  Non-2xx or 3xx responses: {errors}");
+    println!("Requests/sec: {:.2}", done as f64 / secs as f64);
+}
+
+/// A CA and an ECDSA P-256 certificate for [`TLS_HOST`] it signed, also written as
+/// PEM files for nginx.
+struct BenchPki {
+    ca: rustls::pki_types::CertificateDer<'static>,
+    chain_pem: String,
+    key_pem: String,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    /// The CA as PEM, for the handshake client.
+    ca_file: PathBuf,
+}
+
+impl BenchPki {
+    fn new(dir: &Path) -> BenchPki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
+        // `generate` makes ECDSA P-256 keys.
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![TLS_HOST.to_string()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("certificate");
+        let pki = BenchPki {
+            ca: ca.der().clone(),
+            chain_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_file: dir.join("localhost.crt"),
+            key_file: dir.join("localhost.key"),
+            ca_file: dir.join("ca.pem"),
+        };
+        std::fs::write(&pki.ca_file, ca.pem()).expect("write CA");
+        std::fs::write(&pki.cert_file, &pki.chain_pem).expect("write certificate");
+        std::fs::write(&pki.key_file, &pki.key_pem).expect("write key");
+        pki
+    }
+
+    fn certified_key(&self) -> Arc<rustls::sign::CertifiedKey> {
+        berth_edge::certified_key_from_pem(&self.chain_pem, &self.key_pem).expect("load certificate")
+    }
+
+    /// Polls `addr` over TLS (SNI [`TLS_HOST`], verifying against the CA) until it
+    /// answers `200` with `ok`.
+    fn wait_until_ok(&self, addr: SocketAddr, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self.probe(addr) {
+                Ok(resp) if resp.starts_with("HTTP/1.1 200") && resp.ends_with("\r\n\r\nok\n") => return,
+                Ok(resp) => last = resp,
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{what} on {addr} did not answer 200 \"ok\" over TLS in time; last: {last}");
+    }
+
+    fn probe(&self, addr: SocketAddr) -> std::io::Result<String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).map_err(std::io::Error::other)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(TLS_HOST).map_err(std::io::Error::other)?;
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        write!(tls, "GET / HTTP/1.1\r\nHost: {TLS_HOST}\r\nConnection: close\r\n\r\n")?;
+        let mut buf = Vec::new();
+        // A server may close without close_notify once the response is complete.
+        if let Err(e) = tls.read_to_end(&mut buf)
+            && buf.is_empty()
+        {
+            return Err(e);
+        }
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(v) => v
@@ -229,6 +579,23 @@ fn proxy_config(dir: &Path, port: u16, upstream_port: u16, connections: u64) -> 
          }}\n  }}\n}}\n",
         common_config(dir, "proxy"),
         http_open(dir, "proxy"),
+    )
+}
+
+/// nginx terminating TLS 1.3 with the bench certificate, proxying like
+/// [`proxy_config`]. Session resumption stays at nginx's defaults; wrk never resumes.
+fn proxy_tls_config(dir: &Path, port: u16, upstream_port: u16, connections: u64, pki: &BenchPki) -> String {
+    let plain = proxy_config(dir, port, upstream_port, connections);
+    let listen = format!("listen 127.0.0.1:{port};");
+    assert!(plain.contains(&listen));
+    plain.replace(
+        &listen,
+        &format!(
+            "listen 127.0.0.1:{port} ssl;\n    ssl_protocols TLSv1.3;\n    ssl_certificate {};\n    \
+             ssl_certificate_key {};",
+            pki.cert_file.display(),
+            pki.key_file.display()
+        ),
     )
 }
 
@@ -345,19 +712,24 @@ struct EdgeServer {
 }
 
 impl EdgeServer {
-    fn start(upstream: SocketAddr) -> EdgeServer {
+    /// Routes `host` to `upstream`; with `certs`, serves HTTPS instead of HTTP.
+    fn start(upstream: SocketAddr, host: &str, certs: Option<CertTable>) -> EdgeServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind edge");
         listener.set_nonblocking(true).expect("nonblocking listener");
         let addr = listener.local_addr().expect("edge address");
         let edge = Edge::new(EdgeConfig::default());
         let mut table = EdgeRouteTable::new();
         table.insert(
-            HOST,
+            host,
             RouteTarget::Upstream {
                 instances: vec![upstream],
             },
         );
         edge.replace_routes(table);
+        let tls = certs.is_some();
+        if let Some(certs) = certs {
+            edge.replace_certificates(certs);
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("bench-edge-acceptor".into())
@@ -368,12 +740,15 @@ impl EdgeServer {
                     .expect("runtime");
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    Arc::clone(&edge)
-                        .serve(listener, async move {
-                            let _ = stopped.await;
-                        })
-                        .await
-                        .expect("edge serve");
+                    let stopped = async move {
+                        let _ = stopped.await;
+                    };
+                    if tls {
+                        Arc::clone(&edge).serve_tls(listener, stopped).await
+                    } else {
+                        Arc::clone(&edge).serve(listener, stopped).await
+                    }
+                    .expect("edge serve");
                 });
             })
             .expect("edge thread");
@@ -458,15 +833,22 @@ struct WrkRun {
 /// time (ns) the proxy under test and the upstream have used so far; they
 /// are sampled before and after, as is the whole machine's busy time, so
 /// the share taken by unrelated processes can be reported.
-fn run_wrk(args: &[String], addr: SocketAddr, proxy_cpu: &dyn Fn() -> u64, upstream_cpu: &dyn Fn() -> u64) -> WrkRun {
+/// `tool` is wrk, or this program as the handshake client (which reports like wrk).
+fn run_wrk(
+    tool: &Path,
+    args: &[String],
+    url: &str,
+    proxy_cpu: &dyn Fn() -> u64,
+    upstream_cpu: &dyn Fn() -> u64,
+) -> WrkRun {
     let proxy_before = proxy_cpu();
     let upstream_before = upstream_cpu();
     let children_before = children_cpu_ns();
     let machine_before = machine_busy_ns();
     let started = Instant::now();
-    let child = Command::new(WRK)
+    let child = Command::new(tool)
         .args(args)
-        .arg(format!("http://{addr}/"))
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
