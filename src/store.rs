@@ -1512,3 +1512,6 @@ pub mod sandbox;
 
 /// SQL of custom domains.
 pub mod domains;
+
+/// SQL of the DNS provider objects created for domains.
+pub mod domain_dns;

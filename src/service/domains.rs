@@ -81,6 +81,10 @@ pub struct DnsRecord {
     pub value: String,
     /// What it is for.
     pub why: String,
+    /// Whether berth created it itself at the configured DNS provider (and removes it with
+    /// the domain).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub managed: bool,
 }
 
 /// What DNS answered for one record, against what it should be.
@@ -208,9 +212,13 @@ impl Service {
         let data = serde_json::json!({ "site_id": site.id, "name": name });
         crate::store::insert_event(&mut *tx, &actor.org_id, "domain.added", &row.id, &data).await?;
         tx.commit().await?;
+        let mut info = self.domain_info(&row)?;
+        // DNS provider hook: creates the records there itself (the attachment is undone
+        // when that fails).
+        self.provision_domain_dns(&row, &mut info).await?;
         // Publishes the "not verified yet" page for the name.
         crate::reconciler::reconcile(&self.platform).await?;
-        self.domain_info(&row)
+        Ok(info)
     }
 
     /// `HOSTING_LIST_DOMAINS`: one page, by name.
@@ -303,6 +311,9 @@ impl Service {
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = async {
             let row = self.find_domain(actor, &input.site, &input.domain).await?;
+            // DNS provider hook: the records berth created there go first; a failure keeps
+            // the domain.
+            self.release_domain_dns(&row).await?;
             let mut tx = self.platform.store.begin().await?;
             domain_store::delete_domain(&mut *tx, &row.id).await?;
             let data = serde_json::json!({ "site_id": row.site_id, "name": row.name });
@@ -430,6 +441,7 @@ impl Service {
                         name: host.into(),
                         value: ip.to_string(),
                         why: format!("points {host} at this server over IPv4{why_suffix}"),
+                        managed: false,
                     });
                 }
                 if let Some(ip) = config.public_ipv6 {
@@ -438,6 +450,7 @@ impl Service {
                         name: host.into(),
                         value: ip.to_string(),
                         why: format!("points {host} at this server over IPv6{why_suffix}"),
+                        managed: false,
                     });
                 }
             } else {
@@ -446,6 +459,7 @@ impl Service {
                     name: host.into(),
                     value: target.clone(),
                     why: format!("points {host} at the site's host on this server{why_suffix}"),
+                    managed: false,
                 });
             }
         }
@@ -454,6 +468,7 @@ impl Service {
             name: format!("{CHALLENGE_LABEL}.{name}"),
             value: token.into(),
             why: format!("proves the owner of {name} asked for it to be served here"),
+            managed: false,
         });
         Ok(records)
     }

@@ -3,6 +3,7 @@
 //! get the same rules and the same errors.
 
 pub mod config;
+pub mod dns;
 pub mod domains;
 mod env_vars;
 mod environments;
