@@ -475,6 +475,35 @@ async fn provider_failures_and_bad_settings_change_nothing() {
     let (_, list) = server.get("/api/sites/shop/domains").await;
     assert_eq!(list["total"], 0, "nothing was attached: {list}");
 
+    // A removal the provider fails keeps the domain and its records for another try; a
+    // record whose comment someone changed is no longer berth's and stays.
+    let (status, out) = server
+        .post("/api/sites/shop/domains", &json!({"domain": "api.example.com"}))
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let ours = fake.records(&zone_id);
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    fake.rate_limit_next(100);
+    let (status, out) = server.delete("/api/sites/shop/domains/api.example.com").await;
+    assert_eq!(status, 409, "{out}");
+    assert!(
+        out["error"]["message"].as_str().unwrap().contains("still attached"),
+        "{out}"
+    );
+    fake.rate_limit_next(0);
+    let (_, list) = server.get("/api/sites/shop/domains").await;
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(fake.records(&zone_id).len(), 3);
+    let edited = ours
+        .iter()
+        .find(|r| r.record_type == "TXT" && r.name == "_berth-challenge.api.example.com")
+        .unwrap();
+    fake.set_comment(&edited.id, Some("keep: ours now"));
+    let (status, out) = server.delete("/api/sites/shop/domains/api.example.com").await;
+    assert_eq!(status, 200, "{out}");
+    let left: Vec<String> = fake.records(&zone_id).into_iter().map(|r| r.id).collect();
+    assert_eq!(left, vec![theirs.clone(), edited.id.clone()]);
+
     // A domain outside every zone of the account: attached, records left to the user.
     let (status, out) = server
         .post("/api/sites/shop/domains", &json!({"domain": "www.example.org"}))

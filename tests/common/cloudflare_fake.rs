@@ -169,6 +169,15 @@ impl CloudflareFake {
         id
     }
 
+    /// Changes a record's comment, as a person editing it in the dashboard would.
+    pub fn set_comment(&self, id: &str, comment: Option<&str>) {
+        self.with(|f| {
+            for r in f.records.iter_mut().filter(|r| r.id == id) {
+                r.comment = comment.map(str::to_string);
+            }
+        });
+    }
+
     /// The records of a zone.
     pub fn records(&self, zone_id: &str) -> Vec<FakeRecord> {
         self.with(|f| f.records.iter().filter(|r| r.zone_id == zone_id).cloned().collect())
