@@ -713,7 +713,12 @@ fn print_domain(d: &crate::service::DomainInfo) {
     }
     println!("  records to create:");
     for r in &d.records {
-        println!("    {:<5} {} {}", r.record_type, r.name, r.value);
+        let made = if r.managed {
+            "  (created by berth at the DNS provider)"
+        } else {
+            ""
+        };
+        println!("    {:<5} {} {}{made}", r.record_type, r.name, r.value);
     }
     if let Some(checks) = &d.diagnosis {
         println!("  last check:");

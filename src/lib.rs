@@ -17,6 +17,7 @@ pub mod build_gate;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dns;
 pub mod error;
 pub mod git_http;
 pub mod github;

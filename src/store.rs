@@ -1515,3 +1515,6 @@ pub mod domains;
 
 /// SQL of certificates and berth's ACME accounts.
 pub mod certificates;
+
+/// SQL of the DNS provider objects created for domains.
+pub mod domain_dns;

@@ -56,6 +56,7 @@ pub fn registry() -> Vec<Box<dyn ProviderSettings>> {
         Box::new(LocalSettings),
         Box::new(DockerProviderSettings),
         Box::new(crate::github::GitHubSettings),
+        Box::new(crate::dns::cloudflare::CloudflareSettings),
     ]
 }
 

@@ -110,6 +110,10 @@ pub struct DnsRecord {
     pub value: String,
     /// What it is for.
     pub why: String,
+    /// Whether berth created it itself at the configured DNS provider (and removes it with
+    /// the domain).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub managed: bool,
 }
 
 /// What DNS answered for one record, against what it should be.
@@ -255,6 +259,10 @@ impl Service {
         let data = serde_json::json!({ "site_id": site.id, "name": name });
         crate::store::insert_event(&mut *tx, &actor.org_id, "domain.added", &row.id, &data).await?;
         tx.commit().await?;
+        let mut info = self.domain_info(&row)?;
+        // DNS provider hook: creates the records there itself (the attachment is undone
+        // when that fails).
+        self.provision_domain_dns(&row, &mut info).await?;
         // Publishes the "not verified yet" page for the name.
         crate::reconciler::reconcile(&self.platform).await?;
         if input.wait.unwrap_or(false) {
@@ -262,7 +270,7 @@ impl Service {
                 .wait_for_domain(actor, &site.name, &name, input.timeout_seconds)
                 .await;
         }
-        self.domain_info(&row)
+        Ok(info)
     }
 
     /// Checks DNS every few seconds until the domain is served (with its certificate when
@@ -410,6 +418,9 @@ impl Service {
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = async {
             let row = self.find_domain(actor, &input.site, &input.domain).await?;
+            // DNS provider hook: the records berth created there go first; a failure keeps
+            // the domain.
+            self.release_domain_dns(&row).await?;
             let mut tx = self.platform.store.begin().await?;
             domain_store::delete_domain(&mut *tx, &row.id).await?;
             let data = serde_json::json!({ "site_id": row.site_id, "name": row.name });
@@ -559,6 +570,7 @@ impl Service {
                         name: host.into(),
                         value: ip.to_string(),
                         why: format!("points {host} at this server over IPv4{why_suffix}"),
+                        managed: false,
                     });
                 }
                 if let Some(ip) = config.public_ipv6 {
@@ -567,6 +579,7 @@ impl Service {
                         name: host.into(),
                         value: ip.to_string(),
                         why: format!("points {host} at this server over IPv6{why_suffix}"),
+                        managed: false,
                     });
                 }
             } else {
@@ -575,6 +588,7 @@ impl Service {
                     name: host.into(),
                     value: target.clone(),
                     why: format!("points {host} at the site's host on this server{why_suffix}"),
+                    managed: false,
                 });
             }
         }
@@ -583,6 +597,7 @@ impl Service {
             name: format!("{CHALLENGE_LABEL}.{name}"),
             value: token.into(),
             why: format!("proves the owner of {name} asked for it to be served here"),
+            managed: false,
         });
         Ok(records)
     }

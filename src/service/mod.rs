@@ -4,6 +4,7 @@
 
 pub mod certificates;
 pub mod config;
+pub mod dns;
 pub mod domains;
 mod env_vars;
 mod environments;
