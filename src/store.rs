@@ -1512,3 +1512,6 @@ pub mod sandbox;
 
 /// SQL of custom domains.
 pub mod domains;
+
+/// SQL of users, members, scoped keys and environment protection.
+pub mod people;

@@ -85,6 +85,8 @@ pub struct Platform {
     pub auth_throttle: Arc<crate::throttle::AuthThrottle>,
     /// Build slots (`--build-concurrency`), handed out fairly across sites and orgs.
     pub build_gate: crate::build_gate::BuildGate,
+    /// The secret scoped API keys are found by.
+    pub key_lookup: Arc<crate::auth::KeyLookup>,
     /// Health changes the last reconcile pass saw, for the reconciler loop to handle.
     health_changes: Mutex<Vec<HealthChange>>,
     in_progress: Mutex<HashMap<String, CancellationToken>>,
@@ -107,6 +109,7 @@ impl Platform {
         local_repos: crate::source::LocalRepoPolicy,
     ) -> Self {
         let build_gate = crate::build_gate::BuildGate::new(config.build_concurrency);
+        let key_lookup = Arc::new(crate::auth::KeyLookup::in_dir(&config.data_dir));
         Self {
             config,
             edge_port,
@@ -127,6 +130,7 @@ impl Platform {
             webhook_intake: tokio::sync::Semaphore::new(super::github::WEBHOOK_INTAKE_SLOTS),
             auth_throttle: Arc::default(),
             build_gate,
+            key_lookup,
             health_changes: Mutex::new(Vec::new()),
             in_progress: Mutex::new(HashMap::new()),
         }
