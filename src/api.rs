@@ -108,6 +108,13 @@ pub fn router(service: Service) -> Router {
         .route("/api/sites/{site}/domains/{domain}/validate", post(validate_domain))
         .route("/api/repos", get(list_repos).post(create_repo))
         .route("/api/repos/{repo}/tokens", post(create_git_token))
+        .route("/api/members", get(list_members).post(add_member))
+        .route(
+            "/api/members/{email}",
+            axum::routing::patch(set_member_role).delete(remove_member),
+        )
+        .route("/api/keys", get(list_api_keys).post(create_api_key))
+        .route("/api/keys/{id}", axum::routing::delete(revoke_api_key))
         .layer(axum::middleware::map_response(envelope_plain_errors))
         .with_state(service)
 }
@@ -936,4 +943,63 @@ async fn remove_domain(
     Path((site, domain)): Path<(String, String)>,
 ) -> ApiResult<RemovedDomain> {
     Ok(Json(s.remove_domain(&actor, &DomainRef { site, domain }).await?))
+}
+
+async fn list_members(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<MemberList> {
+    Ok(Json(s.list_members(&actor).await?))
+}
+
+async fn add_member(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    input: Result<Json<AddMemberInput>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<MemberInfo>), ServiceError> {
+    let Json(input) = input.map_err(bad_json)?;
+    Ok((StatusCode::CREATED, Json(s.add_member(&actor, &input).await?)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    role: String,
+}
+
+async fn set_member_role(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(email): Path<String>,
+    input: Result<Json<RoleBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<MemberInfo> {
+    let Json(body) = input.map_err(bad_json)?;
+    let input = SetMemberRoleInput { email, role: body.role };
+    Ok(Json(s.set_member_role(&actor, &input).await?))
+}
+
+async fn remove_member(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(email): Path<String>,
+) -> ApiResult<MemberInfo> {
+    Ok(Json(s.remove_member(&actor, &MemberRef { email }).await?))
+}
+
+async fn list_api_keys(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<ApiKeyList> {
+    Ok(Json(s.list_api_keys(&actor).await?))
+}
+
+async fn create_api_key(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    input: Result<Json<CreateApiKeyInput>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedApiKey>), ServiceError> {
+    let Json(input) = input.map_err(bad_json)?;
+    Ok((StatusCode::CREATED, Json(s.create_api_key(&actor, &input).await?)))
+}
+
+async fn revoke_api_key(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(key_id): Path<String>,
+) -> ApiResult<ApiKeyInfo> {
+    Ok(Json(s.revoke_api_key(&actor, &ApiKeyRef { key_id }).await?))
 }

@@ -115,6 +115,12 @@ impl Client {
             .await
     }
 
+    /// PATCH JSON.
+    pub async fn patch_json<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
     /// POST raw bytes.
     pub async fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> anyhow::Result<T> {
         self.send(
@@ -1320,6 +1326,181 @@ pub async fn repo_token(args: &ClientArgs, name: &str, ttl: Option<u64>, json: b
     println!("user:    {}", out.username);
     println!("token:   {} (shown once; expires {})", out.token, out.expires_at);
     println!("push:    git push {} HEAD:main", out.push_url);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- people and keys
+
+/// `berth whoami`: the org, user, role, scopes, restriction, expiry and allowed actions.
+pub async fn whoami(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let me: crate::service::WhoAmI = client.get("/api/whoami").await?;
+    if json {
+        return print_json(&me);
+    }
+    println!("org:          {}", me.org);
+    println!("key:          {}", me.key_name);
+    if let Some(user) = &me.user {
+        println!("user:         {user}");
+    }
+    println!("role:         {}", me.role);
+    let scopes: Vec<&str> = me.scopes.iter().map(|s| s.as_str()).collect();
+    println!("scopes:       {}", scopes.join(", "));
+    println!(
+        "sites:        {}",
+        me.sites.as_ref().map_or("all".to_string(), |s| s.join(", "))
+    );
+    println!(
+        "environments: {}",
+        me.environments.as_ref().map_or("all".to_string(), |s| s.join(", "))
+    );
+    println!("expires:      {}", me.expires_at.as_deref().unwrap_or("never"));
+    let actions: Vec<&str> = me.allowed_actions.iter().map(|a| a.as_str()).collect();
+    println!("may:          {}", actions.join(", "));
+    Ok(())
+}
+
+/// A new user's password: `BERTH_PASSWORD`, else the first line of stdin (never argv,
+/// which every local user can read).
+fn read_password() -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("BERTH_PASSWORD")
+        && !p.is_empty()
+    {
+        return Ok(p);
+    }
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprint!("password for the new user (at least 12 characters; it is shown as you type): ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        bail!("no password: pipe it on stdin or set BERTH_PASSWORD");
+    }
+    Ok(password)
+}
+
+/// `berth users create --email E --role R`: adds a person to the org, making their
+/// account (password from `BERTH_PASSWORD` or stdin) when they have none.
+pub async fn users_create(
+    args: &ClientArgs,
+    email: &str,
+    role: &str,
+    existing: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let password = if existing { None } else { Some(read_password()?) };
+    let out: crate::service::MemberInfo = client
+        .post_json(
+            "/api/members",
+            &serde_json::json!({ "email": email, "role": role, "password": password }),
+        )
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    println!("{} is now a member of the org ({})", out.email, out.role);
+    Ok(())
+}
+
+/// `berth users list`.
+pub async fn users_list(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::MemberList = client.get("/api/members").await?;
+    if json {
+        return print_json(&out);
+    }
+    println!("{:<40} {:<10} JOINED", "EMAIL", "ROLE");
+    for m in &out.members {
+        println!("{:<40} {:<10} {}", m.email, m.role.as_str(), m.joined_at);
+    }
+    Ok(())
+}
+
+/// `berth users role EMAIL ROLE`.
+pub async fn users_role(args: &ClientArgs, email: &str, role: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let path = format!("/api/members/{}", crate::ui::session::urlencode(email));
+    let out: crate::service::MemberInfo = client.patch_json(&path, &serde_json::json!({ "role": role })).await?;
+    if json {
+        return print_json(&out);
+    }
+    println!("{} is now {}", out.email, out.role);
+    Ok(())
+}
+
+/// `berth users remove EMAIL`.
+pub async fn users_remove(args: &ClientArgs, email: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let path = format!("/api/members/{}", crate::ui::session::urlencode(email));
+    let out: crate::service::MemberInfo = client.delete(&path).await?;
+    if json {
+        return print_json(&out);
+    }
+    println!("removed {} from the org; their personal keys are revoked", out.email);
+    Ok(())
+}
+
+/// `berth keys create`: prints the token once.
+pub async fn keys_create(
+    args: &ClientArgs,
+    input: &crate::service::CreateApiKeyInput,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::CreatedApiKey = client.post_json("/api/keys", &serde_json::to_value(input)?).await?;
+    if json {
+        return print_json(&out);
+    }
+    let scopes: Vec<&str> = out.key.scopes.iter().map(|s| s.as_str()).collect();
+    println!("created {} key '{}' ({})", out.key.kind, out.key.name, out.key.id);
+    println!("scopes:  {}", scopes.join(", "));
+    if let Some(sites) = &out.key.sites {
+        println!("sites:   {}", sites.join(", "));
+    }
+    println!("expires: {}", out.key.expires_at.as_deref().unwrap_or("never"));
+    println!("token (shown once, keep it safe):\n\n    {}\n", out.token);
+    Ok(())
+}
+
+/// `berth keys list`.
+pub async fn keys_list(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::ApiKeyList = client.get("/api/keys").await?;
+    if json {
+        return print_json(&out);
+    }
+    println!(
+        "{:<34} {:<20} {:<9} {:<8} {:<26} LAST USED",
+        "ID", "NAME", "KIND", "STATUS", "EXPIRES"
+    );
+    for k in &out.keys {
+        println!(
+            "{:<34} {:<20} {:<9} {:<8} {:<26} {}",
+            k.id,
+            k.name,
+            k.kind,
+            k.status,
+            k.expires_at.as_deref().unwrap_or("never"),
+            k.last_used_at.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+/// `berth keys revoke ID`.
+pub async fn keys_revoke(args: &ClientArgs, id: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::ApiKeyInfo = client
+        .delete(&format!("/api/keys/{}", crate::ui::session::urlencode(id)))
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    println!("revoked key '{}' ({}); it is refused from now on", out.name, out.id);
     Ok(())
 }
 

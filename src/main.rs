@@ -233,6 +233,23 @@ enum Command {
         #[command(subcommand)]
         action: RepoCommand,
     },
+    /// Who the API key is: org, user, role, scopes, site restriction, expiry, allowed actions.
+    Whoami {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The org's members: add one (making their dashboard account), list, change a role,
+    /// remove.
+    Users {
+        #[command(subcommand)]
+        action: UsersCommand,
+    },
+    /// API keys: create one (shown once), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
     /// Run by git inside a push to the internal git server (not for people).
     #[command(hide = true)]
     GitHook {
@@ -370,6 +387,96 @@ enum DomainsCommand {
         /// Confirm.
         #[arg(long)]
         yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCommand {
+    /// Add a person to the org with a role; their password (at least 12 characters) is
+    /// read from BERTH_PASSWORD or stdin, never from the command line.
+    Create {
+        /// Their email (the dashboard login).
+        #[arg(long)]
+        email: String,
+        /// owner, admin, developer, deployer or viewer.
+        #[arg(long)]
+        role: String,
+        /// They already have an account on this server: no password is read.
+        #[arg(long)]
+        existing: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the org's members.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a member's role.
+    Role {
+        /// Their email.
+        email: String,
+        /// The new role.
+        role: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member (their personal keys are revoked).
+    Remove {
+        /// Their email.
+        email: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Create a key and print its token once.
+    Create {
+        /// A name to recognise it by.
+        #[arg(long)]
+        name: String,
+        /// personal (yours; default for a user) or service (the org's; needs admin).
+        #[arg(long)]
+        kind: Option<String>,
+        /// A service key's role (default developer).
+        #[arg(long)]
+        role: Option<String>,
+        /// A scope (repeat): sites:read, logs:read, deploy, env:write, secrets:read,
+        /// domains:write, sites:delete, org:admin. Default: all its role can use.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Only this site (repeat). Default: all.
+        #[arg(long = "site")]
+        sites: Vec<String>,
+        /// Only this environment (repeat). Default: all.
+        #[arg(long = "environment")]
+        environments: Vec<String>,
+        /// Days until it expires (default 90, at most 365).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (the org's for admins, your own otherwise).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// The key's id.
+        id: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -630,6 +737,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             RepoCommand::List { json } => cli::repo_list(c, json).await,
             RepoCommand::Create { name, json } => cli::repo_create(c, &name, json).await,
             RepoCommand::Token { name, ttl, json } => cli::repo_token(c, &name, ttl, json).await,
+        },
+        Command::Whoami { json } => cli::whoami(c, json).await,
+        Command::Users { action } => match action {
+            UsersCommand::Create {
+                email,
+                role,
+                existing,
+                json,
+            } => cli::users_create(c, &email, &role, existing, json).await,
+            UsersCommand::List { json } => cli::users_list(c, json).await,
+            UsersCommand::Role { email, role, json } => cli::users_role(c, &email, &role, json).await,
+            UsersCommand::Remove { email, json } => cli::users_remove(c, &email, json).await,
+        },
+        Command::Keys { action } => match action {
+            KeysCommand::Create {
+                name,
+                kind,
+                role,
+                scopes,
+                sites,
+                environments,
+                expires_in_days,
+                json,
+            } => {
+                let some = |v: Vec<String>| (!v.is_empty()).then_some(v);
+                let input = berth::service::CreateApiKeyInput {
+                    name,
+                    kind,
+                    role,
+                    scopes: some(scopes),
+                    sites: some(sites),
+                    environments: some(environments),
+                    expires_in_days,
+                };
+                cli::keys_create(c, &input, json).await
+            }
+            KeysCommand::List { json } => cli::keys_list(c, json).await,
+            KeysCommand::Revoke { id, json } => cli::keys_revoke(c, &id, json).await,
         },
         Command::GitHook { hook } => match hook.as_str() {
             "post-receive" => berth::git_http::run_post_receive_hook().await,

@@ -96,7 +96,8 @@ fn deployment_reply<T>(summary: impl Into<String>, value: T, deployment: Option<
 #[derive(Clone)]
 pub struct BerthMcp {
     service: Service,
-    /// Every tool, by domain (`tool_router` + `provider_router` + `domain_router`).
+    /// Every tool, by domain (`tool_router` + `provider_router` + `domain_router` +
+    /// `people_router`).
     tool_router: ToolRouter<Self>,
 }
 
@@ -136,20 +137,33 @@ impl BerthMcp {
     pub fn new(service: Service) -> Self {
         Self {
             service,
-            tool_router: Self::tool_router() + Self::provider_router() + Self::domain_router(),
+            tool_router: Self::tool_router() + Self::provider_router() + Self::domain_router() + Self::people_router(),
         }
     }
 
     #[tool(
         name = "HOSTING_WHOAMI",
-        description = "Who am I: the org and API key this connection acts as, and the URL pattern sites get.",
+        description = "Who am I: the org, user and API key this connection acts as, its role, scopes, site and environment restriction and expiry, the actions it may take, and the URL pattern sites get.",
         output_schema = schema_for_output::<WhoAmI>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
     async fn whoami(&self, ctx: RequestContext<RoleServer>) -> ToolResult<WhoAmI> {
         let actor = actor_of(&ctx)?;
         let me = self.service.whoami(&actor);
-        reply(format!("org '{}' as key '{}' ({})", me.org, me.key_name, me.role), me)
+        reply(
+            format!(
+                "org '{}' as key '{}' ({}); may: {}",
+                me.org,
+                me.key_name,
+                me.role,
+                me.allowed_actions
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            me,
+        )
     }
 
     #[tool(
@@ -954,6 +968,134 @@ impl BerthMcp {
         let actor = actor_of(&ctx)?;
         let out = self.service.remove_domain(&actor, &input).await?;
         reply(format!("removed {} from '{}'", out.removed, out.site), out)
+    }
+}
+
+#[tool_router(router = people_router)]
+impl BerthMcp {
+    #[tool(
+        name = "HOSTING_LIST_MEMBERS",
+        description = "List the org's members (email, role, joined). Needs admin.",
+        output_schema = schema_for_output::<MemberList>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_members(&self, ctx: RequestContext<RoleServer>) -> ToolResult<MemberList> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.list_members(&actor).await?;
+        let line = out
+            .members
+            .iter()
+            .map(|m| format!("{} ({})", m.email, m.role))
+            .collect::<Vec<_>>()
+            .join(", ");
+        reply(if line.is_empty() { "no members yet".into() } else { line }, out)
+    }
+
+    #[tool(
+        name = "HOSTING_ADD_MEMBER",
+        description = "Add a person to the org with a role (owner, admin, developer, deployer, viewer); give a password (at least 12 characters) when they have no account yet. Needs admin; only owners add owners.",
+        output_schema = schema_for_output::<MemberInfo>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn add_member(
+        &self,
+        Parameters(input): Parameters<AddMemberInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<MemberInfo> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.add_member(&actor, &input).await?;
+        reply(format!("{} is now a member ({})", out.email, out.role), out)
+    }
+
+    #[tool(
+        name = "HOSTING_SET_MEMBER_ROLE",
+        description = "Change a member's role; their personal keys follow at once. Needs admin; only owners make or unmake owners, and the last owner stays one.",
+        output_schema = schema_for_output::<MemberInfo>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn set_member_role(
+        &self,
+        Parameters(input): Parameters<SetMemberRoleInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<MemberInfo> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.set_member_role(&actor, &input).await?;
+        reply(format!("{} is now {}", out.email, out.role), out)
+    }
+
+    #[tool(
+        name = "HOSTING_REMOVE_MEMBER",
+        description = "Remove a member from the org: their personal keys are revoked and their dashboard sessions end. Needs admin; the last owner cannot be removed.",
+        output_schema = schema_for_output::<MemberInfo>(),
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn remove_member(
+        &self,
+        Parameters(input): Parameters<MemberRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<MemberInfo> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.remove_member(&actor, &input).await?;
+        reply(format!("removed {} from the org", out.email), out)
+    }
+
+    #[tool(
+        name = "HOSTING_CREATE_API_KEY",
+        description = "Create an API key, shown once: personal (yours, acting as your current role) or service (the org's, with a role; needs admin). Narrow it with scopes (sites:read, logs:read, deploy, env:write, secrets:read, domains:write, sites:delete, org:admin), sites and environments; it expires in expires_in_days (default 90, at most 365). A key never gets more than its maker has.",
+        output_schema = schema_for_output::<CreatedApiKey>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn create_api_key(
+        &self,
+        Parameters(input): Parameters<CreateApiKeyInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<CreatedApiKey> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.create_api_key(&actor, &input).await?;
+        reply(
+            format!(
+                "created {} key '{}' (id {}, expires {}); its token is in the structured result and is shown only this once",
+                out.key.kind,
+                out.key.name,
+                out.key.id,
+                out.key.expires_at.as_deref().unwrap_or("never")
+            ),
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_LIST_API_KEYS",
+        description = "List API keys (never their tokens): the org's for admins, your own otherwise; with kind, scopes, restriction, expiry, last use and status.",
+        output_schema = schema_for_output::<ApiKeyList>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_api_keys(&self, ctx: RequestContext<RoleServer>) -> ToolResult<ApiKeyList> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.list_api_keys(&actor).await?;
+        let line = out
+            .keys
+            .iter()
+            .map(|k| format!("{} {} ({}, {})", k.id, k.name, k.kind, k.status))
+            .collect::<Vec<_>>()
+            .join("\n");
+        reply(if line.is_empty() { "no keys".into() } else { line }, out)
+    }
+
+    #[tool(
+        name = "HOSTING_REVOKE_API_KEY",
+        description = "Revoke an API key by id: refused from its next request on. Your own keys, or any of the org's for admins.",
+        output_schema = schema_for_output::<ApiKeyInfo>(),
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn revoke_api_key(
+        &self,
+        Parameters(input): Parameters<ApiKeyRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ApiKeyInfo> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.revoke_api_key(&actor, &input).await?;
+        reply(format!("revoked key '{}' ({})", out.name, out.id), out)
     }
 }
 

@@ -5,20 +5,54 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ServiceError, ServiceResult};
+pub use crate::service::access::{Role, Scope};
 
-/// Who is calling: resolved from an API key, scoped to one org.
+/// Who is calling: resolved from an API key or a dashboard session, scoped to one org.
+/// What it may do is decided by [`Actor::require`] from its role and scopes.
 #[derive(Clone, Debug)]
 pub struct Actor {
     /// The org every read and write is limited to.
     pub org_id: String,
     /// The org's name.
     pub org_name: String,
-    /// The API key used.
+    /// The API key used (a password session: the user's id).
     pub key_id: String,
     /// The key's name.
     pub key_name: String,
-    /// `admin` or `member`.
-    pub role: String,
+    /// The role acted as: a service key's own, else the user's current role in the org.
+    pub role: Role,
+    /// What the key may be used for (a session or a key made before scopes: all).
+    pub scopes: Vec<Scope>,
+    /// The user acting (a personal key or a password session).
+    pub user_id: Option<String>,
+    /// The user's email.
+    pub user_email: Option<String>,
+    /// The only sites the key reaches, when restricted.
+    pub sites: Option<Vec<String>>,
+    /// The only environments the key reaches, when restricted.
+    pub environments: Option<Vec<String>>,
+    /// When the key stops working (ms).
+    pub expires_at: Option<i64>,
+}
+
+impl Actor {
+    /// The server acting on a verified trigger (a push with a push token, a signed
+    /// webhook): the checks that matter were made when the token or webhook was set up.
+    pub fn system(org_id: String, org_name: String, key_id: String, key_name: &str) -> Self {
+        Self {
+            org_id,
+            org_name,
+            key_id,
+            key_name: key_name.into(),
+            role: Role::Admin,
+            scopes: Scope::ALL.to_vec(),
+            user_id: None,
+            user_email: None,
+            sites: None,
+            environments: None,
+            expires_at: None,
+        }
+    }
 }
 
 /// Lifecycle of a deployment. Transitions are decided in [`DeploymentStatus::can_become`] only.

@@ -114,6 +114,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         crate::crypto::SecretBox::load(&config.data_dir, config.master_key.as_deref())?,
         local_repos,
     ));
+    platform.key_lookup.load()?;
     let waker_platform = platform.clone();
     let runtime_handle = tokio::runtime::Handle::current();
     edge.set_waker(move |host| {
@@ -163,7 +164,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         service,
         &config,
         api_addr.port(),
-        Arc::new(Authenticator::new(store.clone(), platform.auth_throttle.clone())),
+        Arc::new(Authenticator::new(
+            store.clone(),
+            platform.auth_throttle.clone(),
+            platform.key_lookup.clone(),
+        )),
     );
 
     let ports = serde_json::json!({
@@ -272,6 +277,7 @@ const DATA_FILES: &[&str] = &[
     "ports.json",
     "berth.lock",
     "docker-owner",
+    crate::auth::KEY_LOOKUP_FILE,
 ];
 /// Folders berth keeps directly in its data dir.
 const DATA_FOLDERS: &[&str] = &["uploads", "git", "cache"];
@@ -345,7 +351,8 @@ async fn bootstrap(store: &Store, config: &ServeConfig) -> anyhow::Result<()> {
     };
     let mut tx = store.begin().await?;
     store::insert_org(&mut *tx, &org_id, "default").await?;
-    auth::create_key(&mut tx, &org_id, "admin", "admin", &key).await?;
+    // The bootstrap key owns the org: every scope, no expiry.
+    auth::create_key(&mut tx, &org_id, "admin", "owner", &key).await?;
     tx.commit().await?;
     if config.bootstrap_key.is_some() {
         println!("created org 'default' with the admin API key from BERTH_BOOTSTRAP_KEY");

@@ -1518,3 +1518,6 @@ pub mod certificates;
 
 /// SQL of the DNS provider objects created for domains.
 pub mod domain_dns;
+
+/// SQL of users, members, scoped keys and environment protection.
+pub mod people;

@@ -45,6 +45,13 @@ const TOOLS: &[&str] = &[
     "HOSTING_ADD_DOMAIN",
     "HOSTING_VALIDATE_DOMAIN",
     "HOSTING_REMOVE_DOMAIN",
+    "HOSTING_LIST_MEMBERS",
+    "HOSTING_ADD_MEMBER",
+    "HOSTING_SET_MEMBER_ROLE",
+    "HOSTING_REMOVE_MEMBER",
+    "HOSTING_CREATE_API_KEY",
+    "HOSTING_LIST_API_KEYS",
+    "HOSTING_REVOKE_API_KEY",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {

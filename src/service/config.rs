@@ -4,6 +4,7 @@
 //! output and validates before anything is written. Adding a provider is one entry in
 //! [`registry`].
 
+use crate::service::access::{Action, Target};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -166,6 +167,7 @@ fn config_context(org_id: &str, provider: &str) -> String {
 impl Service {
     /// `HOSTING_GET_CONFIG`.
     pub async fn get_config(&self, actor: &Actor, input: &GetConfigInput) -> ServiceResult<ConfigOutput> {
+        self.authorize(actor, Action::ManageProviders, Target::Org).await?;
         let providers = match &input.provider {
             Some(name) => vec![find_provider(name)?],
             None => registry(),
@@ -206,14 +208,10 @@ impl Service {
     /// `HOSTING_SET_CONFIG`: merges the keys given into the stored settings, checks the
     /// result as a whole, then stores it sealed. Admin keys only (it holds credentials).
     pub async fn set_config(&self, actor: &Actor, input: &SetConfigInput) -> ServiceResult<ProviderConfig> {
+        self.authorize(actor, Action::ManageProviders, Target::Org).await?;
         let args = super::redact_vars(serde_json::to_value(input).unwrap_or_default(), "config");
         let result = self
             .idempotent(actor, "HOSTING_SET_CONFIG", input.idempotency_key.as_deref(), async {
-                if actor.role != "admin" {
-                    return Err(ServiceError::Forbidden {
-                        message: "changing provider settings needs an admin key".into(),
-                    });
-                }
                 let p = find_provider(&input.provider)?;
                 if input.config.is_empty() {
                     return Err(ServiceError::invalid(
@@ -284,6 +282,7 @@ impl Service {
         actor: &Actor,
         input: &TestConnectionInput,
     ) -> ServiceResult<TestConnectionOutput> {
+        self.authorize(actor, Action::ManageProviders, Target::Org).await?;
         let p = find_provider(&input.provider)?;
         let config = self.platform.provider_config(&actor.org_id, p.name()).await?;
         let (ok, detail) = match p.test_connection(&self.platform, &config).await {

@@ -4,6 +4,7 @@
 //! Once DNS checks out, its certificate is ordered (`certificates.rs`); with
 //! `--acme-directory none` it is served over plain HTTP instead.
 
+use crate::service::access::{Action, Target};
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_resolver::TokioResolver;
@@ -202,6 +203,12 @@ impl Service {
     /// `HOSTING_ADD_DOMAIN`: attaches a domain (not served until its DNS checks out) and
     /// answers the records to create.
     pub async fn add_domain(&self, actor: &Actor, input: &AddDomainInput) -> ServiceResult<DomainInfo> {
+        self.authorize(
+            actor,
+            Action::ManageDomains,
+            Target::Environment(&input.site, Some(input.environment.as_deref().unwrap_or("production"))),
+        )
+        .await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = self.add_domain_inner(actor, input).await;
         self.audit(actor, "HOSTING_ADD_DOMAIN", args, &result).await;
@@ -313,6 +320,8 @@ impl Service {
 
     /// `HOSTING_LIST_DOMAINS`: one page, by name.
     pub async fn list_domains(&self, actor: &Actor, input: &ListDomainsInput) -> ServiceResult<DomainList> {
+        self.authorize(actor, Action::ReadSites, Target::AnySite(input.site.as_deref()))
+            .await?;
         let limit = input.limit.unwrap_or(DEFAULT_DOMAINS_PAGE).clamp(1, MAX_DOMAINS_PAGE);
         let after = input.cursor.as_deref().unwrap_or("");
         if after.len() > 300 {
@@ -345,6 +354,8 @@ impl Service {
     /// diagnosis and moves the status: `active` (served) when all are right, else
     /// `pending_dns` (not served).
     pub async fn validate_domain(&self, actor: &Actor, input: &ValidateDomainInput) -> ServiceResult<DomainInfo> {
+        self.authorize(actor, Action::ManageDomains, Target::Site(&input.site))
+            .await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = async {
             let info = self.validate_domain_inner(actor, &input.site, &input.domain).await?;
@@ -415,6 +426,8 @@ impl Service {
     /// `HOSTING_REMOVE_DOMAIN`: detaches a domain; the edge stops serving it before this
     /// returns.
     pub async fn remove_domain(&self, actor: &Actor, input: &DomainRef) -> ServiceResult<RemovedDomain> {
+        self.authorize(actor, Action::ManageDomains, Target::Domain(&input.site, &input.domain))
+            .await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = async {
             let row = self.find_domain(actor, &input.site, &input.domain).await?;

@@ -1,6 +1,7 @@
 //! Env vars and secrets of a site or one environment: sealed at rest, masked in every
-//! output unless an admin key asks to reveal them, redacted from logs.
+//! output unless a caller allowed to reveal them asks, redacted from logs.
 
+use crate::service::access::{Action, Target};
 use std::collections::BTreeMap;
 
 use crate::error::{ServiceError, ServiceResult};
@@ -12,12 +13,17 @@ use super::*;
 impl Service {
     /// `HOSTING_GET_ENV_VARS`.
     pub async fn get_env_vars(&self, actor: &Actor, input: &GetEnvVarsInput) -> ServiceResult<EnvVarsOutput> {
+        self.authorize(
+            actor,
+            if input.reveal.unwrap_or(false) {
+                Action::RevealSecrets
+            } else {
+                Action::ReadSites
+            },
+            Target::Environment(&input.site, input.environment.as_deref()),
+        )
+        .await?;
         let reveal = input.reveal.unwrap_or(false);
-        if reveal && actor.role != "admin" {
-            return Err(ServiceError::Forbidden {
-                message: "revealing env var values needs an admin key; leave reveal off to see names".into(),
-            });
-        }
         let site = self.find_site(actor, &input.site).await?;
         let env = match &input.environment {
             Some(name) => Some(self.find_environment(&site, name).await?),
@@ -62,6 +68,12 @@ impl Service {
     /// `HOSTING_SET_ENV_VARS`: sets and deletes (null) variables in one transaction;
     /// with `restart`, running apps of the affected environments restart to see them.
     pub async fn set_env_vars(&self, actor: &Actor, input: &SetEnvVarsInput) -> ServiceResult<EnvVarsOutput> {
+        self.authorize(
+            actor,
+            Action::SetEnvVars,
+            Target::Environment(&input.site, input.environment.as_deref()),
+        )
+        .await?;
         let args = super::redact_vars(serde_json::to_value(input).unwrap_or_default(), "vars");
         let result = self
             .idempotent(actor, "HOSTING_SET_ENV_VARS", input.idempotency_key.as_deref(), async {

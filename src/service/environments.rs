@@ -3,6 +3,7 @@
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::{Actor, DeploymentStatus, SourceKind, validate_site_name};
+use crate::service::access::{Action, Target};
 use crate::store::{self, EnvironmentRow};
 use crate::util::new_id;
 
@@ -18,6 +19,8 @@ impl Service {
         actor: &Actor,
         input: &ListEnvironmentsInput,
     ) -> ServiceResult<EnvironmentList> {
+        self.authorize(actor, Action::ReadSites, Target::Site(&input.site))
+            .await?;
         let limit = page_limit(input.limit)?;
         // The cursor is the name of the previous page's last environment.
         let after = input.cursor.as_deref().unwrap_or("");
@@ -44,6 +47,12 @@ impl Service {
         input: CreateEnvironmentInput,
         on_progress: &mut (dyn FnMut(&DeploymentInfo) + Send),
     ) -> ServiceResult<EnvironmentOutput> {
+        self.authorize(
+            actor,
+            Action::CreateSite,
+            Target::Environment(&input.site, Some(&input.name)),
+        )
+        .await?;
         let args = serde_json::to_value(&input).unwrap_or_default();
         let (wait, timeout) = (input.wait.unwrap_or(false), input.timeout_seconds);
         let result = self
@@ -166,6 +175,12 @@ impl Service {
     /// `HOSTING_DELETE_ENVIRONMENT`: stops its instances and removes its route and the
     /// deployments built for it (those another environment serves are kept).
     pub async fn delete_environment(&self, actor: &Actor, input: &EnvironmentRef) -> ServiceResult<EnvironmentList> {
+        self.authorize(
+            actor,
+            Action::Delete,
+            Target::Environment(&input.site, Some(&input.environment)),
+        )
+        .await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = self
             .idempotent(actor, "HOSTING_DELETE_ENVIRONMENT", input.idempotency_key.as_deref(), async {
@@ -209,6 +224,12 @@ impl Service {
 
     /// `HOSTING_PROMOTE`: points an environment at any built deployment of the site.
     pub async fn promote(&self, actor: &Actor, input: &PromoteInput) -> ServiceResult<SwitchOutput> {
+        self.authorize(
+            actor,
+            Action::Deploy,
+            Target::Environment(&input.site, Some(input.environment.as_deref().unwrap_or("production"))),
+        )
+        .await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = self
             .idempotent(actor, "HOSTING_PROMOTE", input.idempotency_key.as_deref(), async {
@@ -263,6 +284,12 @@ impl Service {
     /// `HOSTING_ROLLBACK`: points an environment at the newest built deployment older
     /// than the one it serves. Repeated rollbacks walk further back.
     pub async fn rollback(&self, actor: &Actor, input: &RollbackInput) -> ServiceResult<SwitchOutput> {
+        self.authorize(
+            actor,
+            Action::Deploy,
+            Target::Environment(&input.site, Some(input.environment.as_deref().unwrap_or("production"))),
+        )
+        .await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = self
             .idempotent(actor, "HOSTING_ROLLBACK", input.idempotency_key.as_deref(), async {
@@ -316,6 +343,12 @@ impl Service {
     /// `HOSTING_GET_ENVIRONMENT_LOGS`: runtime lines of the deployment an environment
     /// serves; without a cursor, the newest `limit` lines.
     pub async fn get_environment_logs(&self, actor: &Actor, input: &EnvironmentLogsInput) -> ServiceResult<LogPage> {
+        self.authorize(
+            actor,
+            Action::ReadLogs,
+            Target::Environment(&input.site, Some(input.environment.as_deref().unwrap_or("production"))),
+        )
+        .await?;
         let site = self.find_site(actor, &input.site).await?;
         let env = self
             .find_environment(&site, input.environment.as_deref().unwrap_or("production"))
@@ -345,6 +378,8 @@ impl Service {
 
     /// `HOSTING_CANCEL_DEPLOYMENT`: stops a queued or running build; nothing else changes.
     pub async fn cancel_deployment(&self, actor: &Actor, input: &DeploymentRef) -> ServiceResult<DeploymentInfo> {
+        self.authorize(actor, Action::Deploy, Target::Deployment(&input.deployment_id))
+            .await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = async {
             let d = self.find_deployment(actor, &input.deployment_id).await?;

@@ -3,6 +3,7 @@
 //! (deploy the pushed commit, build or remove a preview). The HTTP face (smart HTTP,
 //! the post-receive callback, webhooks) lives in `crate::git_http` and calls in here.
 
+use crate::service::access::{Action, Target};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -244,6 +245,7 @@ fn shell_quote(s: &str) -> String {
 impl Service {
     /// `HOSTING_LIST_REPOS`: one page of the org's internal repositories, by name.
     pub async fn list_repos(&self, actor: &Actor, input: &ListReposInput) -> ServiceResult<RepoList> {
+        self.authorize(actor, Action::ReadSites, Target::AnySite(None)).await?;
         let limit = page_limit(input.limit)?;
         // The cursor is the name of the previous page's last repository.
         let after = input.cursor.as_deref().unwrap_or("");
@@ -273,6 +275,7 @@ impl Service {
 
     /// `HOSTING_CREATE_REPO`: an empty bare repository served over smart HTTP.
     pub async fn create_repo(&self, actor: &Actor, input: &CreateRepoInput) -> ServiceResult<RepoOutput> {
+        self.authorize(actor, Action::CreateSite, Target::AnySite(None)).await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = self.create_repo_inner(actor, input).await;
         self.audit(actor, "HOSTING_CREATE_REPO", args, &result).await;
@@ -347,6 +350,7 @@ impl Service {
 
     /// `HOSTING_GET_GIT_TOKEN`: a short-lived token that opens one repository.
     pub async fn get_git_token(&self, actor: &Actor, input: &GitTokenInput) -> ServiceResult<GitTokenOutput> {
+        self.authorize(actor, Action::CreateSite, Target::AnySite(None)).await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = self.get_git_token_inner(actor, input).await;
         self.audit(actor, "HOSTING_GET_GIT_TOKEN", args, &result).await;
@@ -457,13 +461,12 @@ impl Service {
     pub async fn on_internal_push(&self, grant: &GitGrant, updates: &[RefUpdate]) -> ServiceResult<Vec<String>> {
         let source = self.repo_source(&grant.org_id, &grant.repo_name);
         let sites = git_store::sites_with_source(self.platform.store.pool(), &grant.org_id, &[source]).await?;
-        let actor = Actor {
-            org_id: grant.org_id.clone(),
-            org_name: grant.org_name.clone(),
-            key_id: grant.token_id.clone(),
-            key_name: "git push".into(),
-            role: "member".into(),
-        };
+        let actor = Actor::system(
+            grant.org_id.clone(),
+            grant.org_name.clone(),
+            grant.token_id.clone(),
+            "git push",
+        );
         let mut lines = Vec::new();
         for site in &sites {
             for update in updates {

@@ -249,13 +249,7 @@ impl Service {
             Err(err) => return internal(err.into()),
         }
         let actor = match store::get_org(pool, &org_id).await {
-            Ok(Some(org)) => Actor {
-                org_id: org.id,
-                org_name: org.name,
-                key_id: format!("github:{delivery}"),
-                key_name: "github webhook".into(),
-                role: "member".into(),
-            },
+            Ok(Some(org)) => Actor::system(org.id, org.name, format!("github:{delivery}"), "github webhook"),
             Ok(None) => return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "the org is gone"),
             Err(err) => return internal(err.into()),
         };

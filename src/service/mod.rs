@@ -2,6 +2,7 @@
 //! handlers and the CLI are thin adapters over these methods, so an agent and a person
 //! get the same rules and the same errors.
 
+pub mod access;
 pub mod certificates;
 pub mod config;
 pub mod dns;
@@ -10,6 +11,7 @@ mod env_vars;
 mod environments;
 pub mod git;
 pub mod github;
+pub mod people;
 mod platform;
 mod scaling;
 mod settings;
@@ -26,6 +28,7 @@ use berth_build::detect::{BuildPlan, BuildSettings};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use access::{Action, Role, Scope, Target};
 pub use config::{
     ConfigKey, ConfigMap, ConfigOutput, GetConfigInput, ProviderConfig, ProviderSettings, SetConfigInput,
     TestConnectionInput, TestConnectionOutput,
@@ -33,6 +36,10 @@ pub use config::{
 pub use domains::{
     AddDomainInput, DnsRecord, DomainInfo, DomainList, DomainRef, ListDomainsInput, RecordCheck, RemovedDomain,
     ValidateDomainInput,
+};
+pub use people::{
+    AddMemberInput, ApiKeyInfo, ApiKeyList, ApiKeyRef, CreateApiKeyInput, CreatedApiKey, MemberInfo, MemberList,
+    MemberRef, SetMemberRoleInput,
 };
 pub use platform::{DeploymentEvent, HealthChange, Platform, secret_context};
 pub use types::*;
@@ -102,7 +109,13 @@ impl Service {
         WhoAmI {
             org: actor.org_name.clone(),
             key_name: actor.key_name.clone(),
-            role: actor.role.clone(),
+            user: actor.user_email.clone(),
+            role: actor.role,
+            scopes: actor.scopes.clone(),
+            sites: actor.sites.clone(),
+            environments: actor.environments.clone(),
+            expires_at: actor.expires_at.map(rfc3339),
+            allowed_actions: actor.allowed_actions(),
             site_url_pattern: self.platform.url_for("<site>", "production"),
             sandboxed: self.platform.runtime.is_sandboxed(),
         }
@@ -112,6 +125,7 @@ impl Service {
 
     /// `HOSTING_LIST_SITES`: one page, by name.
     pub async fn list_sites(&self, actor: &Actor, input: &ListSitesInput) -> ServiceResult<SiteList> {
+        self.authorize(actor, Action::ReadSites, Target::Org).await?;
         let limit = page_limit(input.limit)?;
         let search = input.name_contains.as_deref().unwrap_or("").trim().to_lowercase();
         let after = input.cursor.as_deref().unwrap_or("");
@@ -120,6 +134,9 @@ impl Service {
                 if after.len() > 200 { "cursor" } else { "name_contains" },
                 "too long; pass the next_cursor of the previous page as it was given",
             ));
+        }
+        if let Some(allowed) = &actor.sites {
+            return self.list_restricted_sites(actor, allowed, &search, after, limit).await;
         }
         let pool = self.platform.store.pool();
         // One more than asked tells whether another page follows.
@@ -138,6 +155,8 @@ impl Service {
 
     /// `HOSTING_GET_SITE`.
     pub async fn get_site(&self, actor: &Actor, input: &GetSiteInput) -> ServiceResult<SiteDetail> {
+        self.authorize(actor, Action::ReadSites, Target::Site(&input.site))
+            .await?;
         let site = self.find_site(actor, &input.site).await?;
         let pool = self.platform.store.pool();
         let summary = self.summarize(&site).await?;
@@ -202,6 +221,8 @@ impl Service {
         upload: Option<UploadedSource>,
         on_progress: &mut (dyn FnMut(&DeploymentInfo) + Send),
     ) -> ServiceResult<CreateSiteOutput> {
+        self.authorize(actor, Action::CreateSite, Target::NewSite(&input.name))
+            .await?;
         let key = input.idempotency_key.clone();
         let args = redact_args(&input);
         let (wait, timeout) = (input.wait.unwrap_or(false), input.timeout_seconds);
@@ -406,6 +427,7 @@ impl Service {
 
     /// `HOSTING_DELETE_SITE`: stops its instances, removes its route, its rows and its files.
     pub async fn delete_site(&self, actor: &Actor, input: &SiteRef) -> ServiceResult<DeleteSiteOutput> {
+        self.authorize(actor, Action::Delete, Target::Site(&input.site)).await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = self
             .idempotent(actor, "HOSTING_DELETE_SITE", input.idempotency_key.as_deref(), async {
@@ -477,6 +499,12 @@ impl Service {
         upload: Option<UploadedSource>,
         on_progress: &mut (dyn FnMut(&DeploymentInfo) + Send),
     ) -> ServiceResult<DeployOutput> {
+        self.authorize(
+            actor,
+            Action::Deploy,
+            Target::Environment(&input.site, Some(input.environment.as_deref().unwrap_or("production"))),
+        )
+        .await?;
         let args = serde_json::to_value(&input).unwrap_or_default();
         let key = input.idempotency_key.clone();
         let wait = input.wait.unwrap_or(false);
@@ -535,6 +563,12 @@ impl Service {
         upload: UploadRequest,
         on_progress: &mut (dyn FnMut(&DeploymentInfo) + Send),
     ) -> ServiceResult<DeployOutput> {
+        self.authorize(
+            actor,
+            Action::Deploy,
+            Target::Environment(&upload.site, Some("production")),
+        )
+        .await?;
         let UploadRequest {
             site,
             archive,
@@ -640,6 +674,8 @@ impl Service {
         archive: bytes::Bytes,
         on_progress: &mut (dyn FnMut(&DeploymentInfo) + Send),
     ) -> ServiceResult<CreateSiteOutput> {
+        self.authorize(actor, Action::CreateSite, Target::NewSite(&input.name))
+            .await?;
         validate_site_name(&input.name)?;
         let dir = self.extract_upload(archive).await?;
         let input = CreateSiteInput {
@@ -726,6 +762,8 @@ impl Service {
 
     /// `HOSTING_LIST_DEPLOYMENTS`.
     pub async fn list_deployments(&self, actor: &Actor, input: &ListDeploymentsInput) -> ServiceResult<DeploymentList> {
+        self.authorize(actor, Action::ReadSites, Target::Site(&input.site))
+            .await?;
         let site = self.find_site(actor, &input.site).await?;
         let env_id = match &input.environment {
             Some(name) => Some(self.find_environment(&site, name).await?.id),
@@ -775,6 +813,8 @@ impl Service {
 
     /// `HOSTING_GET_DEPLOYMENT`.
     pub async fn get_deployment(&self, actor: &Actor, input: &DeploymentRef) -> ServiceResult<DeploymentInfo> {
+        self.authorize(actor, Action::ReadSites, Target::Deployment(&input.deployment_id))
+            .await?;
         let d = self.find_deployment(actor, &input.deployment_id).await?;
         let mut info = self.deployment_info(&d).await?;
         if d.status() == DeploymentStatus::Failed {
@@ -785,6 +825,8 @@ impl Service {
 
     /// `HOSTING_GET_DEPLOYMENT_LOGS`: a page of lines after a cursor.
     pub async fn get_deployment_logs(&self, actor: &Actor, input: &LogsInput) -> ServiceResult<LogPage> {
+        self.authorize(actor, Action::ReadLogs, Target::Deployment(&input.deployment_id))
+            .await?;
         let d = self.find_deployment(actor, &input.deployment_id).await?;
         let kind = match input.kind.as_deref() {
             None | Some("all") => None,
@@ -822,6 +864,7 @@ impl Service {
 
     /// Audit entries of the caller's org, newest first, a page at a time.
     pub async fn list_audit(&self, actor: &Actor, input: &ListAuditInput) -> ServiceResult<AuditPage> {
+        self.authorize(actor, Action::ManageMembers, Target::Org).await?;
         let limit = page_limit(input.limit)?;
         // The cursor is the id of the previous page's last (oldest) entry.
         let before = match input.cursor.as_deref() {
@@ -910,8 +953,16 @@ impl Service {
         let pool = self.platform.store.pool();
         if let Some(site) = store::get_site(pool, &actor.org_id, name).await?
             && site.status == "active"
+            && actor.may_see_site(name)
         {
             return Ok(site);
+        }
+        if actor.sites.is_some() {
+            return Err(ServiceError::not_found(format!(
+                "no site '{}' for this key; it reaches: {}",
+                name.chars().take(80).collect::<String>(),
+                actor.sites.as_deref().unwrap_or_default().join(", ")
+            )));
         }
         // A few names, never the whole org's list: an error stays small at any size.
         const SHOWN: usize = 10;

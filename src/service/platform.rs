@@ -89,6 +89,8 @@ pub struct Platform {
     pub build_gate: crate::build_gate::BuildGate,
     /// Certificate ordering state (the ACME client, the loop's wake-up).
     pub certificates: super::certificates::CertState,
+    /// The secret scoped API keys are found by.
+    pub key_lookup: Arc<crate::auth::KeyLookup>,
     /// Health changes the last reconcile pass saw, for the reconciler loop to handle.
     health_changes: Mutex<Vec<HealthChange>>,
     in_progress: Mutex<HashMap<String, CancellationToken>>,
@@ -111,6 +113,7 @@ impl Platform {
         local_repos: crate::source::LocalRepoPolicy,
     ) -> Self {
         let build_gate = crate::build_gate::BuildGate::new(config.build_concurrency);
+        let key_lookup = Arc::new(crate::auth::KeyLookup::in_dir(&config.data_dir));
         Self {
             config,
             edge_port,
@@ -133,6 +136,7 @@ impl Platform {
             auth_throttle: Arc::default(),
             build_gate,
             certificates: super::certificates::CertState::default(),
+            key_lookup,
             health_changes: Mutex::new(Vec::new()),
             in_progress: Mutex::new(HashMap::new()),
         }

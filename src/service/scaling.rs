@@ -3,6 +3,7 @@
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::Actor;
+use crate::service::access::{Action, Target};
 use crate::store::{self, ScalingRow};
 
 use super::*;
@@ -13,6 +14,12 @@ const MAX_INSTANCES: i64 = 20;
 impl Service {
     /// `HOSTING_GET_SCALING_CONFIG`.
     pub async fn get_scaling(&self, actor: &Actor, input: &ScalingRef) -> ServiceResult<ScalingConfig> {
+        self.authorize(
+            actor,
+            Action::ReadSites,
+            Target::Environment(&input.site, Some(input.environment.as_deref().unwrap_or("production"))),
+        )
+        .await?;
         let site = self.find_site(actor, &input.site).await?;
         let env = self
             .find_environment(&site, input.environment.as_deref().unwrap_or("production"))
@@ -61,6 +68,12 @@ impl Service {
         action: &'static str,
         input: &SetScalingInput,
     ) -> ServiceResult<ScalingConfig> {
+        self.authorize(
+            actor,
+            Action::CreateSite,
+            Target::Environment(&input.site, Some(input.environment.as_deref().unwrap_or("production"))),
+        )
+        .await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = self
             .idempotent(actor, action, input.idempotency_key.as_deref(), async {

@@ -4,6 +4,7 @@
 //! changes nothing. Settings apply at the next deploy: each deployment records the
 //! settings it is built with.
 
+use crate::service::access::{Action, Target};
 use berth_build::detect::BuildSettings;
 
 use crate::error::{ServiceError, ServiceResult};
@@ -18,6 +19,8 @@ const BUILD_PACKS: [&str; 7] = ["static", "procfile", "node", "python", "go", "r
 impl Service {
     /// `HOSTING_UPDATE_SITE`: changes build settings, branch, previews or provider.
     pub async fn update_site(&self, actor: &Actor, input: &UpdateSiteInput) -> ServiceResult<UpdateSiteOutput> {
+        self.authorize(actor, Action::CreateSite, Target::Site(&input.site))
+            .await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = self
             .idempotent(actor, "HOSTING_UPDATE_SITE", input.idempotency_key.as_deref(), async {

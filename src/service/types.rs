@@ -18,10 +18,22 @@ pub const MAX_LOG_LINES: u32 = 1000;
 pub struct WhoAmI {
     /// Org name.
     pub org: String,
-    /// Name of the API key in use.
+    /// Name of the API key in use (`dashboard` for a password login).
     pub key_name: String,
-    /// Role of the key.
-    pub role: String,
+    /// The user acting (a personal key or a password login), by email.
+    pub user: Option<String>,
+    /// The role acted as: a service key's own, else the user's current role.
+    pub role: crate::service::access::Role,
+    /// The key's scopes.
+    pub scopes: Vec<crate::service::access::Scope>,
+    /// The only sites the key reaches, when restricted.
+    pub sites: Option<Vec<String>>,
+    /// The only environments the key reaches, when restricted.
+    pub environments: Option<Vec<String>>,
+    /// When the key stops working (RFC 3339); none for the bootstrap key and sessions.
+    pub expires_at: Option<String>,
+    /// What the caller may do (each needs both the role and the scope).
+    pub allowed_actions: Vec<crate::service::access::Action>,
     /// Edge URL pattern of sites.
     pub site_url_pattern: String,
     /// Whether apps run inside a bubblewrap sandbox.

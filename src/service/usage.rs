@@ -3,6 +3,7 @@
 //! none yet), and the disk the whole site holds (its logs per environment, its
 //! deployments' folders, its build cache) with the settings that bound each.
 
+use crate::service::access::{Action, Target};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex};
@@ -151,6 +152,12 @@ impl Service {
         actor: &Actor,
         input: &ResourceUsageInput,
     ) -> ServiceResult<ResourceUsageOutput> {
+        self.authorize(
+            actor,
+            Action::ReadSites,
+            Target::Environment(&input.site, Some(input.environment.as_deref().unwrap_or("production"))),
+        )
+        .await?;
         let site = self.find_site(actor, &input.site).await?;
         let env = self
             .find_environment(&site, input.environment.as_deref().unwrap_or("production"))

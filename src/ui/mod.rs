@@ -218,6 +218,10 @@ async fn login_page(State(state): State<UiState>, headers: HeaderMap, Query(q): 
 struct LoginForm {
     #[serde(default)]
     key: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
     #[serde(default, rename = "_csrf")]
     csrf: String,
     next: Option<String>,
@@ -239,7 +243,17 @@ async fn login(
             StatusCode::FORBIDDEN,
         );
     }
-    let actor = match state.auth.authenticate_from(form.key.trim(), client.ip()).await {
+    // A member logs in with email and password, automation with an API key.
+    let by_password = !form.email.trim().is_empty();
+    let attempt = if by_password {
+        state
+            .auth
+            .login_password(&form.email, &form.password, client.ip())
+            .await
+    } else {
+        state.auth.authenticate_from(form.key.trim(), client.ip()).await
+    };
+    let actor = match attempt {
         Ok(actor) => actor,
         Err(e @ ServiceError::RateLimited { .. }) => {
             let mut resp = login_form(&headers, &next, Some(&e.to_string()), e.status());
@@ -250,12 +264,12 @@ async fn login(
             return resp;
         }
         Err(ServiceError::Unauthorized) => {
-            return login_form(
-                &headers,
-                &next,
-                Some("That API key is not valid. Check it, or ask your operator for a key of your org."),
-                StatusCode::UNAUTHORIZED,
-            );
+            let message = if by_password {
+                "That email and password do not match a member of any org. Check them, or ask an admin of your org to add you."
+            } else {
+                "That API key is not valid. Check it, or ask your operator for a key of your org."
+            };
+            return login_form(&headers, &next, Some(message), StatusCode::UNAUTHORIZED);
         }
         Err(e) => return error_page(None, &e),
     };

@@ -1,6 +1,7 @@
-//! Dashboard sessions and CSRF. Logging in with an API key creates a session stored as the
-//! SHA-256 of a random cookie value; the session acts as the key's [`Actor`], so pages see
-//! exactly what the key's tools see. Every state-changing request must echo the session's
+//! Dashboard sessions and CSRF. Logging in with an API key, or with a member's email and
+//! password, creates a session stored as the SHA-256 of a random cookie value; the session
+//! acts as the key's (or the member's) [`Actor`], rebuilt on every request, so pages see
+//! exactly what the same tools see, and a revoked key or a changed role applies at once. Every state-changing request must echo the session's
 //! CSRF token (form field `_csrf` or header `x-csrf-token`).
 
 use std::sync::Arc;
@@ -125,17 +126,20 @@ pub fn set_cookie(name: &str, value: &str, path: &str, max_age: i64, secure: boo
     .expect("cookie values are hex")
 }
 
-/// Creates a session for an authenticated key; returns the `Set-Cookie` header for it.
+/// Creates a session for an authenticated key or member; returns the `Set-Cookie` header.
 pub async fn start_session(state: &UiState, actor: &Actor, secure: bool) -> ServiceResult<HeaderValue> {
     let pool = state.store().pool();
     // Opportunistic cleanup: logins are rare enough that this costs nothing.
     ui_sessions::delete_expired_sessions(pool).await?;
     let token = random_hex(32);
+    // A member's own session acts as the member (its key id is the user id).
+    let member = actor.user_id.as_deref().filter(|u| *u == actor.key_id);
     ui_sessions::insert_session(
         pool,
         &hash_token(&token),
         &actor.org_id,
-        &actor.key_id,
+        member.is_none().then_some(actor.key_id.as_str()),
+        member,
         &random_hex(24),
         now_ms() + SESSION_TTL_SECS * 1000,
     )
@@ -155,14 +159,13 @@ pub async fn current_session(state: &UiState, headers: &HeaderMap) -> ServiceRes
     let Some(row) = ui_sessions::find_session(state.store().pool(), &id_hash).await? else {
         return Ok(None);
     };
+    let actor = match state.auth.actor_of_session(&row).await {
+        Ok(actor) => actor,
+        Err(ServiceError::Unauthorized) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     Ok(Some(Session {
-        actor: Actor {
-            org_id: row.org_id,
-            org_name: row.org_name,
-            key_id: row.key_id,
-            key_name: row.key_name,
-            role: row.role,
-        },
+        actor,
         csrf: row.csrf_token,
         id_hash,
     }))

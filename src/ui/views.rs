@@ -251,11 +251,11 @@ pub fn login(csrf: &str, next: &str, error: Option<&str>) -> Markup {
         html! {
             section.narrow {
                 h1 { "Log in" }
-                p.muted { "Use an API key: the one " span.mono { "berth serve" } " printed on first start, or any key of your org." }
+                p.muted { "With your email and password, or with an API key: the one " span.mono { "berth serve" } " printed on first start, or any key of your org." }
                 @if let Some(e) = error {
                     div.notice.notice-error role="alert" #login-error { span aria-hidden="true" { "✕ " } (e) }
                 }
-                form.card.form method="post" action="/login" {
+                form.card.form method="post" action="/login" #key-login {
                     input type="hidden" name=(CSRF_FIELD) value=(csrf);
                     input type="hidden" name="next" value=(next);
                     div.field {
@@ -263,6 +263,19 @@ pub fn login(csrf: &str, next: &str, error: Option<&str>) -> Markup {
                         input #key type="password" name="key" autocomplete="current-password" required autofocus
                             aria-invalid=[error.map(|_| "true")] aria-describedby="key-hint";
                         small #key-hint.hint { "Starts with " span.mono { "berth_" } " unless your operator chose one." }
+                    }
+                    button.btn.btn-primary type="submit" { "Log in" }
+                }
+                form.card.form method="post" action="/login" #password-login {
+                    input type="hidden" name=(CSRF_FIELD) value=(csrf);
+                    input type="hidden" name="next" value=(next);
+                    div.field {
+                        label for="email" { "Email" }
+                        input #email type="email" name="email" autocomplete="username" required;
+                    }
+                    div.field {
+                        label for="password" { "Password" }
+                        input #password type="password" name="password" autocomplete="current-password" required;
                     }
                     button.btn.btn-primary type="submit" { "Log in" }
                 }
@@ -923,7 +936,7 @@ pub fn settings(
                 h2 { "Environment variables" }
                 @if revealed {
                     a.btn.btn-small href=(format!("/sites/{name}/settings?{scope_query}")) { "Hide values" }
-                } @else if !vars.vars.is_empty() && session.actor.role == "admin" {
+                } @else if !vars.vars.is_empty() && session.actor.require(crate::service::access::Action::RevealSecrets, None, None).is_ok() {
                     a.btn.btn-small #reveal href=(format!("/sites/{name}/settings?{scope_query}reveal=true")) { "Reveal values" }
                 }
             }
@@ -1223,13 +1236,7 @@ mod tests {
     use crate::service::config::ConfigKeyInfo;
 
     fn session() -> Session {
-        Session::for_tests(Actor {
-            org_id: "org_1".into(),
-            org_name: "default".into(),
-            key_id: "key_1".into(),
-            key_name: "admin".into(),
-            role: "admin".into(),
-        })
+        Session::for_tests(Actor::system("org_1".into(), "default".into(), "key_1".into(), "admin"))
     }
 
     #[test]
