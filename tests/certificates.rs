@@ -3,12 +3,15 @@
 //! (`pebble-challtestsrv`): DNS wrong → no order; DNS right → a certificate issued and
 //! served over TLS by SNI, HTTP redirected to HTTPS; renewal once a third of its lifetime
 //! is left; removal stops serving it; a failed validation gives the CA's problem and a
-//! retry time.
+//! retry time; the base domain's wildcard through DNS-01 at the Cloudflare fake.
 
+#[path = "common/cloudflare_fake.rs"]
+mod cloudflare_fake;
 mod common;
 
 use std::time::{Duration, Instant};
 
+use cloudflare_fake::CloudflareFake;
 use common::pebble::{Dns, PebblePlan};
 use common::*;
 use serde_json::{Value, json};
@@ -264,4 +267,109 @@ async fn failed_validation_reports_the_ca_problem_and_a_retry_time() {
     // Not served over HTTP either.
     let (code, body) = server.edge("blog-example.com", "/").await;
     assert_eq!(code, 404, "{body}");
+}
+
+#[tokio::test]
+async fn base_domain_wildcard_through_dns01_at_the_cloudflare_fake() {
+    const TOKEN: &str = "cf_fake_token_7d3f0a9c1b2e4d5f6a7b8c9d";
+    let dns = std::sync::Arc::new(Dns::start().await);
+    // A FAKE of Cloudflare's API v4 (tests/common/cloudflare_fake.rs), holding the zone.
+    let fake = std::sync::Arc::new(CloudflareFake::start(TOKEN).await);
+    let zone = fake.add_zone("apps-example.com");
+    // The fake serves no DNS: what berth creates there is copied into the test DNS
+    // server, as Cloudflare's own name servers would publish it.
+    let sync = {
+        let (dns, fake, zone) = (dns.clone(), fake.clone(), zone.clone());
+        tokio::spawn(async move {
+            let mut published: Vec<(String, String)> = Vec::new();
+            loop {
+                let txt: Vec<(String, String)> = fake
+                    .records(&zone)
+                    .into_iter()
+                    .filter(|r| r.record_type == "TXT" && r.name.starts_with("_acme-challenge."))
+                    .map(|r| (r.name, r.content))
+                    .collect();
+                if txt != published {
+                    for (name, _) in &published {
+                        dns.set("/clear-txt", json!({"host": format!("{name}.")})).await;
+                    }
+                    for (name, value) in &txt {
+                        dns.set("/set-txt", json!({"host": format!("{name}."), "value": value}))
+                            .await;
+                    }
+                    published = txt;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let plan = PebblePlan::new();
+    let server = TestServer::start_with(&[
+        ("BERTH_BASE_DOMAIN", "apps-example.com"),
+        ("BERTH_DNS_RESOLVERS", &dns.resolver()),
+        ("BERTH_ACME_DIRECTORY", &plan.directory()),
+        ("BERTH_ACME_CA_ROOTS", plan.api_root().to_str().unwrap()),
+    ])
+    .await;
+    let pebble = plan.start(&dns, server.edge_port, server.edge_tls_port, 3600).await;
+    let dir = app(&[("index.html", "<h1>every site on https</h1>")]);
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "shop", "repo": s(dir.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+
+    // The DNS provider is configured: berth orders *.apps-example.com through DNS-01.
+    let (status, out) = server
+        .patch(
+            "/api/config/cloudflare",
+            &json!({"config": {"api_token": TOKEN, "api_url": fake.url}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let host = "shop.apps-example.com";
+    let client = https_client(&server, host, &pebble.root_pem);
+    let url = format!("https://{host}:{}/", server.edge_tls_port);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let served = loop {
+        if let Ok(resp) = client.get(&url).send().await {
+            break resp;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no wildcard certificate for {host}\npebble: {}\nserver: {}",
+            pebble.log(),
+            log_of(server.data.path())
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(served.status(), 200);
+    assert!(served.text().await.unwrap().contains("every site on https"));
+    // One label only: the base domain itself has no certificate.
+    let apex = https_client(&server, "apps-example.com", &pebble.root_pem);
+    assert!(
+        apex.get(format!("https://apps-example.com:{}/", server.edge_tls_port))
+            .send()
+            .await
+            .is_err()
+    );
+    // Sites' URLs are https now, and the challenge record is gone from the zone.
+    let (_, site) = server.get("/api/sites/shop").await;
+    assert_eq!(
+        site["url"],
+        format!("https://{host}:{}", server.edge_tls_port),
+        "{site:#}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake
+        .records(&zone)
+        .iter()
+        .any(|r| r.name.starts_with("_acme-challenge."))
+    {
+        assert!(Instant::now() < deadline, "the DNS-01 record was left at the provider");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sync.abort();
 }

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::acme::{self, AcmeClient, AcmeSettings, Challenge, ChallengeKind, Responder};
+use crate::dns::DnsProvider;
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::DomainStatus;
 use crate::store::certificates::{self as cert_store, CertificateRow};
@@ -37,6 +38,10 @@ const PARALLEL_ORDERS: usize = 4;
 /// Longest the loop sleeps between looks at what is due (certificates expire, and other
 /// processes may change the table).
 const MAX_IDLE: Duration = Duration::from_secs(60);
+/// The base domain's wildcard, as the loop names its work.
+const BASE_JOB: &str = "*base";
+/// Longest berth waits for a DNS-01 TXT record to show at its resolvers.
+const DNS_PROPAGATION: Duration = Duration::from_secs(120);
 /// A certificate expiring sooner than this is warned about wherever its domain is listed.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
 
@@ -47,6 +52,18 @@ pub struct CertState {
     client: tokio::sync::Mutex<Option<Arc<AcmeClient>>>,
     /// Wakes the certificate loop (a domain became due).
     pub wake: Notify,
+    /// Whether the edge holds a certificate for `*.<base domain>` (sites' URLs are https).
+    base_https: std::sync::atomic::AtomicBool,
+    /// The base domain's wildcard: failures in a row and when it is tried next (ms).
+    pub(crate) base_retry: Mutex<(i64, i64)>,
+}
+
+impl CertState {
+    /// Whether every site's host is served over HTTPS (the base domain's wildcard
+    /// certificate is loaded).
+    pub fn base_https(&self) -> bool {
+        self.base_https.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for CertState {
@@ -196,8 +213,26 @@ pub async fn publish(platform: &super::Platform) -> anyhow::Result<()> {
         }
     }
     tracing::debug!(names = table.len(), "certificates published to the edge");
+    let base = base_subject(&platform.config.base_domain);
+    platform.certificates.base_https.store(
+        base.is_some_and(|b| table.contains(&format!("x{}", &b[1..]))),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     platform.edge.replace_certificates(table);
     Ok(())
+}
+
+/// `*.<base domain>` when the base domain is a public name a CA can issue for (not
+/// `localhost`, not an address, at least two labels).
+pub fn base_subject(base_domain: &str) -> Option<String> {
+    let base = base_domain.trim_end_matches('.').to_ascii_lowercase();
+    let local = base == "localhost" || base.ends_with(".localhost") || base.ends_with(".local");
+    let address = base
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    (!local && !address && base.contains('.')).then(|| format!("*.{base}"))
 }
 
 fn open_certificate(platform: &super::Platform, row: &CertificateRow) -> anyhow::Result<(String, String)> {
@@ -249,6 +284,27 @@ pub async fn run(service: Service, stop: CancellationToken) {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "looking for certificate work failed"),
+        }
+        if !busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|b| b == BASE_JOB)
+            && in_flight.len() < PARALLEL_ORDERS
+            && service.base_certificate_due().await
+        {
+            busy.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(BASE_JOB.to_string());
+            let (service, busy) = (service.clone(), busy.clone());
+            in_flight.spawn(async move {
+                if let Err(e) = service.advance_base_certificate().await {
+                    tracing::warn!(error = %format!("{e:#}"), "the base domain's certificate work failed");
+                }
+                busy.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|b| b != BASE_JOB);
+            });
         }
         let next = cert_store::next_due(platform.store.pool()).await.ok().flatten();
         let wait = next
@@ -332,7 +388,10 @@ impl Service {
             .chain(row.redirect_name.clone())
             .collect();
         tracing::info!(domain = %row.name, renewal, "ordering a certificate");
-        let outcome = self.order_certificate(&names).await;
+        let dns = self.dns_provider(&row.org_id).await.ok().flatten();
+        let outcome = self
+            .order_certificate(&names, self.challenge_kinds(dns.is_some()), dns)
+            .await;
         match outcome {
             Ok((chain, key)) => self.store_certificate(&row, &names, &chain, &key, renewal).await,
             Err(failure) => {
@@ -347,7 +406,12 @@ impl Service {
         }
     }
 
-    async fn order_certificate(&self, names: &[String]) -> Result<(String, String), acme::AcmeFailure> {
+    async fn order_certificate(
+        &self,
+        names: &[String],
+        kinds: Vec<ChallengeKind>,
+        dns: Option<Arc<dyn DnsProvider>>,
+    ) -> Result<(String, String), acme::AcmeFailure> {
         let client = self.acme_client().await?;
         let (key, csr) = acme::key_and_csr(names).map_err(|m| acme::AcmeFailure {
             message: m,
@@ -355,20 +419,119 @@ impl Service {
         })?;
         let responder = EdgeResponder {
             edge: self.platform.edge.clone(),
+            dns,
+            resolvers: self.platform.config.domains.dns_resolvers.clone(),
+            txt_ids: Mutex::default(),
         };
-        let chain = client.order(names, &self.challenge_kinds(), &responder, &csr).await?;
+        let chain = client.order(names, &kinds, &responder, &csr).await?;
         Ok((chain, key))
     }
 
-    /// The challenges berth answers, best first: HTTP-01 on the plain listener, unless
-    /// only the TLS listener is on the CA's port (443).
-    fn challenge_kinds(&self) -> Vec<ChallengeKind> {
+    /// The challenges berth answers for a name, best first: HTTP-01 on the plain listener,
+    /// unless only the TLS listener is on the CA's port (443); DNS-01 last, when a DNS
+    /// provider is configured.
+    fn challenge_kinds(&self, dns: bool) -> Vec<ChallengeKind> {
         let config = &self.platform.config;
-        if config.edge_listen.port() != 80 && config.edge_tls_listen.port() == 443 {
+        let mut kinds = if config.edge_listen.port() != 80 && config.edge_tls_listen.port() == 443 {
             vec![ChallengeKind::TlsAlpn01, ChallengeKind::Http01]
         } else {
             vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]
+        };
+        if dns {
+            kinds.push(ChallengeKind::Dns01);
         }
+        kinds
+    }
+
+    /// The DNS provider that proves the base domain: the one of the server's first org
+    /// (the operator's, made at first start).
+    async fn base_dns_provider(&self) -> anyhow::Result<Option<Arc<dyn DnsProvider>>> {
+        let Some(org_id) = cert_store::first_org(self.platform.store.pool()).await? else {
+            return Ok(None);
+        };
+        Ok(self.dns_provider(&org_id).await?)
+    }
+
+    /// Whether the base domain's wildcard certificate should be ordered now: the base
+    /// domain is a public name, ACME is on, the operator's org has a DNS provider, the
+    /// certificate is missing or due for renewal, and no retry is pending.
+    async fn base_certificate_due(&self) -> bool {
+        let Some(subject) = base_subject(&self.platform.config.base_domain) else {
+            return false;
+        };
+        let now = now_ms();
+        let next = self
+            .platform
+            .certificates
+            .base_retry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1;
+        if next > now {
+            return false;
+        }
+        match cert_store::certificate(self.platform.store.pool(), &subject).await {
+            Ok(Some(cert)) if cert.renew_at > now => return false,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        matches!(self.base_dns_provider().await, Ok(Some(_)))
+    }
+
+    /// Orders (or renews) `*.<base domain>` through DNS-01 with the operator's DNS
+    /// provider, so every site and preview is served over HTTPS.
+    async fn advance_base_certificate(&self) -> anyhow::Result<()> {
+        let Some(subject) = base_subject(&self.platform.config.base_domain) else {
+            return Ok(());
+        };
+        let Some(dns) = self.base_dns_provider().await? else {
+            return Ok(());
+        };
+        let names = vec![subject.clone()];
+        tracing::info!(subject = %subject, "ordering the base domain's wildcard certificate");
+        match self
+            .order_certificate(&names, vec![ChallengeKind::Dns01], Some(dns))
+            .await
+        {
+            Ok((chain, key)) => {
+                let (not_before, not_after) = acme::validity_ms(&chain).map_err(anyhow::Error::msg)?;
+                berth_edge::certified_key_from_pem(&chain, &key).map_err(anyhow::Error::msg)?;
+                let context = seal_context(&subject);
+                let cert = CertificateRow {
+                    id: new_id("crt"),
+                    subject: subject.clone(),
+                    domain_id: None,
+                    names: serde_json::to_string(&names)?,
+                    chain: self.platform.secrets.seal(&chain, &format!("{context}:chain"))?,
+                    key: self.platform.secrets.seal(&key, &format!("{context}:key"))?,
+                    not_before,
+                    not_after,
+                    renew_at: renew_at(not_before, not_after),
+                    issued_at: now_ms(),
+                };
+                cert_store::put_certificate(self.platform.store.pool(), &cert).await?;
+                *self
+                    .platform
+                    .certificates
+                    .base_retry
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = (0, 0);
+                tracing::info!(subject = %subject, expires = %rfc3339(not_after), "base domain certificate issued");
+                publish(&self.platform).await?;
+            }
+            Err(failure) => {
+                let mut retry = self
+                    .platform
+                    .certificates
+                    .base_retry
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                retry.0 += 1;
+                retry.1 = now_ms() + retry_delay(retry.0).as_millis() as i64;
+                tracing::warn!(subject = %subject, attempts = retry.0, next = %rfc3339(retry.1), error = %failure.message, "the base domain's certificate order failed");
+            }
+        }
+        Ok(())
     }
 
     /// berth's ACME client, its account restored from the database or created (once per
@@ -534,9 +697,58 @@ impl Service {
     }
 }
 
-/// Answers HTTP-01 and TLS-ALPN-01 challenges through the edge.
+/// Answers HTTP-01 and TLS-ALPN-01 challenges through the edge, DNS-01 through a DNS
+/// provider (waiting until berth's resolvers see the record).
 struct EdgeResponder {
     edge: Arc<Edge>,
+    dns: Option<Arc<dyn DnsProvider>>,
+    resolvers: Vec<std::net::SocketAddr>,
+    /// TXT records created for DNS-01, by challenge name and token.
+    txt_ids: Mutex<HashMap<(String, String), String>>,
+}
+
+/// The TXT name of a DNS-01 challenge for `name`.
+fn dns01_name(name: &str) -> String {
+    format!("_acme-challenge.{name}")
+}
+
+impl EdgeResponder {
+    async fn publish_txt(&self, challenge: &Challenge) -> Result<(), String> {
+        let Some(dns) = &self.dns else {
+            return Err(format!(
+                "{} needs a DNS-01 challenge and no DNS provider is configured (HOSTING_SET_CONFIG {{\"provider\": \"cloudflare\", …}})",
+                challenge.name
+            ));
+        };
+        let name = dns01_name(&challenge.name);
+        let id = dns
+            .set_txt(&name, &challenge.dns_value)
+            .await
+            .map_err(|e| format!("creating the DNS-01 record {name}: {e}"))?;
+        self.txt_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((challenge.name.clone(), challenge.token.clone()), id);
+        // The CA looks the record up as soon as it is told: wait until it shows here.
+        let resolver = super::domains::Dns::new(&self.resolvers).map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + DNS_PROPAGATION;
+        loop {
+            let seen = resolver
+                .query(&name, hickory_resolver::proto::rr::RecordType::TXT)
+                .await
+                .unwrap_or_default();
+            if seen.iter().any(|v| v == &challenge.dns_value) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the DNS-01 record {name} did not show at the resolvers within {} s",
+                    DNS_PROPAGATION.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 impl Responder for EdgeResponder {
@@ -557,10 +769,7 @@ impl Responder for EdgeResponder {
                     self.edge.set_alpn_challenge(&challenge.name, certified);
                     Ok(())
                 }
-                ChallengeKind::Dns01 => Err(format!(
-                    "{} needs a DNS-01 challenge and no DNS provider is configured",
-                    challenge.name
-                )),
+                ChallengeKind::Dns01 => self.publish_txt(challenge).await,
             }
         })
     }
@@ -570,7 +779,18 @@ impl Responder for EdgeResponder {
             match challenge.kind {
                 ChallengeKind::Http01 => self.edge.remove_http_challenge(&challenge.token),
                 ChallengeKind::TlsAlpn01 => self.edge.remove_alpn_challenge(&challenge.name),
-                ChallengeKind::Dns01 => {}
+                ChallengeKind::Dns01 => {
+                    let id = self
+                        .txt_ids
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&(challenge.name.clone(), challenge.token.clone()));
+                    if let (Some(dns), Some(id)) = (&self.dns, id)
+                        && let Err(e) = dns.remove_txt(&dns01_name(&challenge.name), &id).await
+                    {
+                        tracing::warn!(name = %challenge.name, error = %e, "removing a DNS-01 record failed");
+                    }
+                }
             }
         })
     }
@@ -586,6 +806,22 @@ mod tests {
         assert_eq!(renew_at(0, 90 * day), 60 * day);
         assert_eq!(renew_at(0, 45 * day), 30 * day);
         assert_eq!(renew_at(10 * day, 16 * day), 14 * day);
+    }
+
+    #[test]
+    fn only_a_public_base_domain_gets_a_wildcard() {
+        assert_eq!(base_subject("apps.example.com").as_deref(), Some("*.apps.example.com"));
+        assert_eq!(base_subject("Example.COM.").as_deref(), Some("*.example.com"));
+        for local in [
+            "localhost",
+            "apps.localhost",
+            "box.local",
+            "127.0.0.1",
+            "[::1]",
+            "intranet",
+        ] {
+            assert_eq!(base_subject(local), None, "{local}");
+        }
     }
 
     #[test]

@@ -704,14 +704,14 @@ impl Service {
 }
 
 /// A resolver for one check: no cache, so a fixed record shows at once.
-struct Dns {
+pub(crate) struct Dns {
     resolver: TokioResolver,
     /// How the resolver is named in a diagnosis.
     label: String,
 }
 
 impl Dns {
-    fn new(resolvers: &[SocketAddr]) -> ServiceResult<Self> {
+    pub(crate) fn new(resolvers: &[SocketAddr]) -> ServiceResult<Self> {
         let (builder, label) = if resolvers.is_empty() {
             let (config, options) = hickory_resolver::system_conf::read_system_conf()
                 .map_err(|e| anyhow::anyhow!("reading the system's DNS configuration: {e}"))?;
@@ -756,7 +756,7 @@ impl Dns {
 
     /// The values of `name`'s records of one type, as text; empty when there are none;
     /// an error in words when the resolver failed.
-    async fn query(&self, name: &str, record_type: RecordType) -> Result<Vec<String>, String> {
+    pub(crate) async fn query(&self, name: &str, record_type: RecordType) -> Result<Vec<String>, String> {
         self.query_owned(name, record_type)
             .await
             .map(|records| records.into_iter().map(|(_, value)| value).collect())
@@ -816,7 +816,7 @@ pub fn normalize_domain(raw: &str, base_domain: &str) -> ServiceResult<String> {
     }
     if trimmed.contains('*') {
         return Err(invalid(format!(
-            "'{shown}' is a wildcard: wildcard domains need a DNS provider (their certificates are proven through DNS), which berth does not have yet; attach each name on its own, such as app.example.com"
+            "'{shown}' is a wildcard: custom domains are attached one name at a time, such as app.example.com (the server's own base domain gets a wildcard certificate through its DNS provider)"
         )));
     }
     if trimmed

@@ -164,6 +164,13 @@ impl Platform {
     /// The URL an environment is served at.
     pub fn url_for(&self, site: &str, environment: &str) -> String {
         let host = self.host_for(site, environment);
+        if self.certificates.base_https() {
+            // The base domain's wildcard certificate covers every site's host.
+            return match self.edge_tls_port {
+                443 => format!("https://{host}"),
+                port => format!("https://{host}:{port}"),
+            };
+        }
         if self.edge_port == 80 {
             format!("http://{host}")
         } else {

@@ -164,3 +164,10 @@ pub async fn set_issuance(
     .await
     .map(drop)
 }
+
+/// The server's first org (made at first start: the operator's).
+pub async fn first_org(db: impl SqliteExecutor<'_>) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT id FROM orgs ORDER BY created_at, id LIMIT 1")
+        .fetch_optional(db)
+        .await
+}

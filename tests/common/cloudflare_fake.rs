@@ -9,6 +9,8 @@
 //! a test says so or after a number of reads; and a switch that answers the next N calls
 //! with HTTP 429, `Retry-After` and `Ratelimit` headers. It serves no DNS.
 
+#![allow(dead_code, reason = "each test file uses a different part of the fake")]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
