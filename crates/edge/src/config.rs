@@ -21,6 +21,9 @@ pub struct EdgeConfig {
     /// Most requests held at once for sleeping sites; more are answered 503
     /// right away. Default 1000.
     pub max_held_requests: usize,
+    /// Whether the traffic tap counts requests (see [`Edge::drain_tap`](crate::Edge::drain_tap)).
+    /// Default on.
+    pub tap: bool,
 }
 
 impl Default for EdgeConfig {
@@ -31,6 +34,7 @@ impl Default for EdgeConfig {
             max_request_body_bytes: 32 * 1024 * 1024,
             activation_timeout: Duration::from_secs(30),
             max_held_requests: 1000,
+            tap: true,
         }
     }
 }

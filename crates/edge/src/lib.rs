@@ -11,13 +11,18 @@
 //! connections are spread over one single-threaded Tokio runtime per CPU,
 //! and each worker keeps its own keep-alive pool of HTTP/1.1 connections to
 //! app instances, so a request never hops threads. The route table is read
-//! through `arc-swap` and round-robin uses an atomic counter; the only lock
-//! touched per request is the calling worker's own (uncontended) pool.
+//! through `arc-swap` and round-robin uses an atomic counter; the only locks
+//! touched per request are the calling worker's own (uncontended) pool and
+//! traffic tap.
 //!
 //! For drains, the edge counts what is in flight to each app instance
 //! ([`Edge::in_flight_to`], an atomic per address held by the route) and can
 //! tell an instance's upgraded connections to close ([`Edge::close_upgraded`]):
 //! a WebSocket client then gets a close frame, 1001 "going away".
+//!
+//! Every request answered for a labelled route is counted by the tap (status, path
+//! template, bytes, latency, cold starts) in per-worker accumulators that
+//! [`Edge::drain_tap`] empties; [`EdgeConfig::tap`] switches it off.
 //!
 //! ```no_run
 //! use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
@@ -41,10 +46,17 @@ mod pool;
 mod proxy;
 mod routes;
 mod server;
+mod sketch;
 mod statics;
+mod tap;
 mod tunnel;
 mod upstreams;
 
 pub use config::EdgeConfig;
 pub use routes::{EdgeRouteTable, RouteTarget, normalize_host};
 pub use server::Edge;
+pub use sketch::{LatencySketch, RELATIVE_ERROR};
+pub use tap::{
+    MAX_PATH_SEGMENTS, MAX_PATHS_PER_SITE, MAX_SITES_PER_WORKER, PathTraffic, RouteLabel, SiteTraffic, TapDrain,
+    TapFootprint, path_template,
+};
