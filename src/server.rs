@@ -134,6 +134,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     ));
     let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));
     let autoscaler = tokio::spawn(crate::autoscaler::run(platform.clone(), stop.child_token()));
+    let metrics = tokio::spawn(crate::service::metrics::run(
+        platform.clone(),
+        crate::service::metrics::system_clock(),
+        stop.child_token(),
+    ));
     // Deployments beyond --keep-deployments left by an older version or a higher setting.
     tokio::spawn({
         let platform = platform.clone();
@@ -188,7 +193,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         let _ = tokio::join!(api, edge_task);
     })
     .await;
-    let _ = tokio::join!(workers, reconciler, autoscaler);
+    let _ = tokio::join!(workers, reconciler, autoscaler, metrics);
     runtime.stop_all().await;
     logs.flush().await;
     Ok(())

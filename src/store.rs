@@ -1512,3 +1512,6 @@ pub mod sandbox;
 
 /// SQL of custom domains.
 pub mod domains;
+
+/// SQL of traffic metrics: minute, hour and day buckets, rollups and pruning.
+pub mod metrics;

@@ -8,6 +8,7 @@ mod env_vars;
 mod environments;
 pub mod git;
 pub mod github;
+pub mod metrics;
 mod platform;
 mod scaling;
 mod settings;
@@ -30,6 +31,10 @@ pub use config::{
 };
 pub use domains::{
     AddDomainInput, DnsRecord, DomainInfo, DomainList, DomainRef, ListDomainsInput, RecordCheck, RemovedDomain,
+};
+pub use metrics::{
+    MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput, TimelineInput, TimelineOutput, TopPathsInput,
+    TopPathsOutput,
 };
 pub use platform::{DeploymentEvent, HealthChange, Platform, secret_context};
 pub use types::*;
