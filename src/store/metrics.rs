@@ -584,6 +584,60 @@ mod tests {
         assert_eq!(a.total_requests, 18);
     }
 
+    /// The bytes a bucket's values take in its row (as `stored` counts them).
+    fn row_bytes(b: &Bucket) -> usize {
+        let statuses: BTreeMap<String, u64> = b.statuses.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+        2 * 40
+            + serde_json::to_string(&statuses).unwrap().len()
+            + b.first_byte.encode().len()
+            + serde_json::to_string(&b.paths).unwrap().len()
+            + 11 * 8
+    }
+
+    /// A busy minute: `requests` spread over 12 templates, four codes, latencies from
+    /// 2 ms to about 1 s.
+    fn busy_minute(requests: u64, seed: u64) -> Bucket {
+        let mut b = Bucket::default();
+        let mut state = seed | 1;
+        for i in 0..requests {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let code = [200, 200, 200, 200, 304, 404, 500][(state % 7) as usize];
+            *b.statuses.entry(code).or_default() += 1;
+            b.requests += 1;
+            b.first_byte
+                .record_micros(2_000 + ((state >> 8) % 10_000) * ((state >> 24) % 100));
+            b.paths.offer(
+                &format!("GET /api/v1/resource-{}/:id/details", i % 12),
+                1,
+                u64::from(code == 404),
+                u64::from(code == 500),
+            );
+        }
+        b
+    }
+
+    #[test]
+    fn a_day_of_buckets_stays_within_the_stated_storage() {
+        let minute = busy_minute(600, 7);
+        let minute_bytes = row_bytes(&minute);
+        let mut hour = Bucket::default();
+        for m in 0..60 {
+            hour.merge(&busy_minute(600, m + 1));
+        }
+        let mut day = Bucket::default();
+        for _ in 0..24 {
+            day.merge(&hour);
+        }
+        let (hour_bytes, day_bytes) = (row_bytes(&hour), row_bytes(&day));
+        let a_day = 1440 * minute_bytes + 24 * hour_bytes + day_bytes;
+        println!("minute {minute_bytes} B, hour {hour_bytes} B, day {day_bytes} B; a busy day {a_day} B");
+        // The README states at most 2.5 KiB a bucket and 3.6 MiB of buckets per busy day.
+        assert!(minute_bytes.max(hour_bytes).max(day_bytes) <= 2560, "{minute_bytes} {hour_bytes} {day_bytes}");
+        assert!(a_day <= 3_600 * 1024, "{a_day}");
+    }
+
     #[test]
     fn resolutions_floor_and_parse() {
         assert_eq!(Resolution::Hour.floor(HOUR_MS * 5 + 12), HOUR_MS * 5);

@@ -21,6 +21,11 @@
 //! Knobs (environment): `EDGE_BENCH_SECS` (default 10), `EDGE_BENCH_ROUNDS`
 //! (3), `EDGE_BENCH_CONNECTIONS` (64), `EDGE_BENCH_THREADS` (2).
 //!
+//! With `EDGE_BENCH_TAP=1` it measures the traffic tap instead: the same
+//! build's edge with the tap on (the route labelled, drained every 2 s as
+//! the control plane does) against one with it off, alternating, and the
+//! tap's memory afterwards.
+//!
 //! Every child process is stopped when this program ends, also on panic
 //! (drop guards), and asked to die with it if it is killed (`setpriv
 //! --pdeathsig`).
@@ -33,7 +38,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
+use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteLabel, RouteTarget};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const WRK: &str = "/usr/bin/wrk";
@@ -72,7 +77,7 @@ fn main() {
         &proxy_config(dir.path(), nginx_port, upstream_port, connections),
     );
     wait_until_ok(nginx_addr, "nginx proxy");
-    let edge = EdgeServer::start(upstream_addr);
+    let edge = EdgeServer::start(upstream_addr, true);
     wait_until_ok(edge.addr, "berth edge");
 
     let wrk_args = |secs: u64| {
@@ -96,6 +101,22 @@ fn main() {
     let edge_cpu = || process_cpu_ns(std::process::id());
     let nginx_cpu = || proxy.cpu_ns();
     let upstream_cpu = || upstream.cpu_ns();
+    if std::env::var("EDGE_BENCH_TAP").is_ok_and(|v| v == "1") {
+        let untapped = EdgeServer::start(upstream_addr, false);
+        wait_until_ok(untapped.addr, "berth edge without tap");
+        compare_tap(
+            &edge,
+            &untapped,
+            rounds,
+            &wrk_args(WARMUP_SECS),
+            &wrk_args(secs),
+            &upstream_cpu,
+        );
+        println!(
+            "Command (against each edge): `{command}`; machine: {cpus} CPUs shared by wrk, the upstream and the edges"
+        );
+        return;
+    }
     eprintln!("warming up ({WARMUP_SECS} s each)…");
     run_wrk(&wrk_args(WARMUP_SECS), edge.addr, &edge_cpu, &upstream_cpu);
     run_wrk(&wrk_args(WARMUP_SECS), nginx_addr, &nginx_cpu, &upstream_cpu);
@@ -336,20 +357,88 @@ impl Drop for Nginx {
     }
 }
 
+/// Edge req/s with the tap on against the same build with it off, alternating rounds.
+fn compare_tap(
+    tapped: &EdgeServer,
+    untapped: &EdgeServer,
+    rounds: u64,
+    warmup: &[String],
+    args: &[String],
+    upstream_cpu: &dyn Fn() -> u64,
+) {
+    let edge_cpu = || process_cpu_ns(std::process::id());
+    run_wrk(warmup, tapped.addr, &edge_cpu, upstream_cpu);
+    run_wrk(warmup, untapped.addr, &edge_cpu, upstream_cpu);
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        for (name, addr, runs) in [("tap on", tapped.addr, &mut on), ("tap off", untapped.addr, &mut off)] {
+            let run = run_wrk(args, addr, &edge_cpu, upstream_cpu);
+            eprintln!(
+                "round {round}/{rounds} {name:>7}: {:>7.0} req/s, p50 {:>6.3} ms, p99 {:>6.3} ms, errors {}, \
+                 edge CPU {:.1} µs/req; other processes {:.0}% of the CPUs",
+                run.rps,
+                run.p50_ms,
+                run.p99_ms,
+                run.errors,
+                run.cpu_us_per_request,
+                run.foreign_load * 100.0
+            );
+            runs.push(run);
+        }
+    }
+    let (a, b) = (Summary::of(&on), Summary::of(&off));
+    println!("\n| edge | req/s | p50 | p99 | edge CPU per request | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (name, s) in [("tap on", &a), ("tap off", &b)] {
+        println!(
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.1} µs | {} |",
+            s.rps, s.p50_ms, s.p99_ms, s.cpu_us, s.errors
+        );
+    }
+    println!(
+        "| **on / off** | **{:.3}×** (target ≥ 0.98) | {:.2}× | {:.2}× | {:.2}× | |",
+        a.rps / b.rps,
+        a.p50_ms / b.p50_ms,
+        a.p99_ms / b.p99_ms,
+        a.cpu_us / b.cpu_us
+    );
+    println!(
+        "Per-round req/s: on {:?}, off {:?}",
+        on.iter().map(|r| r.rps.round()).collect::<Vec<_>>(),
+        off.iter().map(|r| r.rps.round()).collect::<Vec<_>>()
+    );
+    // Traffic keeps the slots; the footprint is one site with one template per worker.
+    let footprint = tapped.edge.tap_footprint();
+    println!(
+        "Tap memory after the runs: {} site slots (one per worker that served it), {} templates, {} bytes \
+         ({} bytes per site per worker)",
+        footprint.sites,
+        footprint.paths,
+        footprint.bytes,
+        footprint.bytes / footprint.sites.max(1)
+    );
+}
+
 /// The berth edge on its own thread and runtime (the edge spawns its
 /// per-CPU workers itself); stopped on drop.
 struct EdgeServer {
+    edge: Arc<Edge>,
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EdgeServer {
-    fn start(upstream: SocketAddr) -> EdgeServer {
+    /// `tap`: whether the tap counts (the route is labelled and drained every 2 s, as
+    /// the control plane does).
+    fn start(upstream: SocketAddr, tap: bool) -> EdgeServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind edge");
         listener.set_nonblocking(true).expect("nonblocking listener");
         let addr = listener.local_addr().expect("edge address");
-        let edge = Edge::new(EdgeConfig::default());
+        let edge = Edge::new(EdgeConfig {
+            tap,
+            ..EdgeConfig::default()
+        });
         let mut table = EdgeRouteTable::new();
         table.insert(
             HOST,
@@ -357,7 +446,16 @@ impl EdgeServer {
                 instances: vec![upstream],
             },
         );
+        table.label(
+            HOST,
+            RouteLabel {
+                site: Arc::from("site_bench"),
+                environment: Arc::from("env_bench"),
+                deployment: Arc::from("dpl_bench"),
+            },
+        );
         edge.replace_routes(table);
+        let handle = Arc::clone(&edge);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("bench-edge-acceptor".into())
@@ -367,6 +465,13 @@ impl EdgeServer {
                     .build()
                     .expect("runtime");
                 runtime.block_on(async move {
+                    let drained = Arc::clone(&edge);
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            drop(drained.drain_tap());
+                        }
+                    });
                     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                     Arc::clone(&edge)
                         .serve(listener, async move {
@@ -378,6 +483,7 @@ impl EdgeServer {
             })
             .expect("edge thread");
         EdgeServer {
+            edge: handle,
             addr,
             stop: Some(stop),
             thread: Some(thread),
