@@ -634,7 +634,10 @@ mod tests {
         let a_day = 1440 * minute_bytes + 24 * hour_bytes + day_bytes;
         println!("minute {minute_bytes} B, hour {hour_bytes} B, day {day_bytes} B; a busy day {a_day} B");
         // The README states at most 2.5 KiB a bucket and 3.6 MiB of buckets per busy day.
-        assert!(minute_bytes.max(hour_bytes).max(day_bytes) <= 2560, "{minute_bytes} {hour_bytes} {day_bytes}");
+        assert!(
+            minute_bytes.max(hour_bytes).max(day_bytes) <= 2560,
+            "{minute_bytes} {hour_bytes} {day_bytes}"
+        );
         assert!(a_day <= 3_600 * 1024, "{a_day}");
     }
 

@@ -370,9 +370,14 @@ fn compare_tap(
     run_wrk(warmup, tapped.addr, &edge_cpu, upstream_cpu);
     run_wrk(warmup, untapped.addr, &edge_cpu, upstream_cpu);
     let (mut on, mut off) = (Vec::new(), Vec::new());
+    // Taken right after a tapped run, before an idle interval lets the slots go.
+    let mut footprint = tapped.edge.tap_footprint();
     for round in 1..=rounds {
         for (name, addr, runs) in [("tap on", tapped.addr, &mut on), ("tap off", untapped.addr, &mut off)] {
             let run = run_wrk(args, addr, &edge_cpu, upstream_cpu);
+            if name == "tap on" {
+                footprint = tapped.edge.tap_footprint();
+            }
             eprintln!(
                 "round {round}/{rounds} {name:>7}: {:>7.0} req/s, p50 {:>6.3} ms, p99 {:>6.3} ms, errors {}, \
                  edge CPU {:.1} µs/req; other processes {:.0}% of the CPUs",
@@ -407,8 +412,7 @@ fn compare_tap(
         on.iter().map(|r| r.rps.round()).collect::<Vec<_>>(),
         off.iter().map(|r| r.rps.round()).collect::<Vec<_>>()
     );
-    // Traffic keeps the slots; the footprint is one site with one template per worker.
-    let footprint = tapped.edge.tap_footprint();
+    // One site with one template, in each worker that served it.
     println!(
         "Tap memory after the runs: {} site slots (one per worker that served it), {} templates, {} bytes \
          ({} bytes per site per worker)",
