@@ -90,6 +90,10 @@ pub fn router(service: Service) -> Router {
         .route("/api/sites/{site}/env", get(get_env_vars).patch(set_env_vars))
         .route("/api/sites/{site}/scaling", get(get_scaling).patch(set_scaling))
         .route("/api/sites/{site}/usage", get(get_resource_usage))
+        .route("/api/sites/{site}/metrics/summary", get(get_metrics_summary))
+        .route("/api/sites/{site}/metrics/status-codes", get(get_status_codes))
+        .route("/api/sites/{site}/metrics/top-paths", get(get_top_paths))
+        .route("/api/sites/{site}/metrics/timeline", get(get_usage_timeline))
         .route("/api/sites/{site}/promote", post(promote))
         .route("/api/sites/{site}/rollback", post(rollback))
         .route("/api/deployments/{id}/cancel", post(cancel_deployment))
@@ -856,6 +860,82 @@ async fn get_resource_usage(
         )
         .await?,
     ))
+}
+
+/// The query of every metrics route.
+#[derive(Deserialize)]
+struct MetricsQuery {
+    environment: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+    resolution: Option<String>,
+}
+
+/// `HOSTING_GET_METRICS_SUMMARY`: `GET /api/sites/{site}/metrics/summary?environment=&since=&until=`.
+async fn get_metrics_summary(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<MetricsQuery>,
+) -> ApiResult<MetricsSummaryOutput> {
+    let input = MetricsRangeInput {
+        site,
+        environment: q.environment,
+        since: q.since,
+        until: q.until,
+    };
+    Ok(Json(s.get_metrics_summary(&actor, &input).await?))
+}
+
+/// `HOSTING_GET_STATUS_CODES`: `GET /api/sites/{site}/metrics/status-codes?environment=&since=&until=`.
+async fn get_status_codes(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<MetricsQuery>,
+) -> ApiResult<StatusCodesOutput> {
+    let input = MetricsRangeInput {
+        site,
+        environment: q.environment,
+        since: q.since,
+        until: q.until,
+    };
+    Ok(Json(s.get_status_codes(&actor, &input).await?))
+}
+
+/// `HOSTING_GET_TOP_PATHS`: `GET /api/sites/{site}/metrics/top-paths?environment=&since=&until=&limit=`.
+async fn get_top_paths(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<MetricsQuery>,
+) -> ApiResult<TopPathsOutput> {
+    let input = TopPathsInput {
+        site,
+        environment: q.environment,
+        since: q.since,
+        until: q.until,
+        limit: q.limit,
+    };
+    Ok(Json(s.get_top_paths(&actor, &input).await?))
+}
+
+/// `HOSTING_GET_USAGE_TIMELINE`: `GET /api/sites/{site}/metrics/timeline?environment=&since=&until=&resolution=`.
+async fn get_usage_timeline(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<MetricsQuery>,
+) -> ApiResult<TimelineOutput> {
+    let input = TimelineInput {
+        site,
+        environment: q.environment,
+        since: q.since,
+        until: q.until,
+        resolution: q.resolution,
+    };
+    Ok(Json(s.get_usage_timeline(&actor, &input).await?))
 }
 
 #[derive(Deserialize)]

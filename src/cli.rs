@@ -948,6 +948,97 @@ pub async fn scale(args: &ClientArgs, site: &str, flags: &ScalingFlags, json: bo
     Ok(())
 }
 
+/// What `berth metrics SITE` shows: the summary, or with flags the top paths, the status
+/// codes or a timeline.
+#[derive(Debug, Default, Clone)]
+pub struct MetricsView {
+    /// Environment (default production).
+    pub environment: Option<String>,
+    /// `--since`.
+    pub since: Option<String>,
+    /// `--until`.
+    pub until: Option<String>,
+    /// `--paths`.
+    pub paths: bool,
+    /// `--codes`.
+    pub codes: bool,
+    /// `--timeline RESOLUTION`.
+    pub timeline: Option<String>,
+    /// `--limit`.
+    pub limit: Option<u32>,
+}
+
+/// `berth metrics SITE [--since 1h] [--paths] [--codes] [--timeline 1m]`: GET
+/// /api/sites/{site}/metrics/….
+pub async fn metrics(args: &ClientArgs, site: &str, view: &MetricsView, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let mut query: Vec<(&str, String)> = Vec::new();
+    for (name, value) in [
+        ("environment", &view.environment),
+        ("since", &view.since),
+        ("until", &view.until),
+        ("resolution", &view.timeline),
+    ] {
+        if let Some(v) = value {
+            query.push((name, v.clone()));
+        }
+    }
+    if let Some(limit) = view.limit {
+        query.push(("limit", limit.to_string()));
+    }
+    let kind = if view.timeline.is_some() {
+        "timeline"
+    } else if view.paths {
+        "top-paths"
+    } else if view.codes {
+        "status-codes"
+    } else {
+        "summary"
+    };
+    let path = format!(
+        "/api/sites/{}/metrics/{kind}?{}",
+        path_segment(site),
+        serde_urlencoded::to_string(&query)?
+    );
+    let out: serde_json::Value = client.get(&path).await?;
+    if json {
+        return print_json(&out);
+    }
+    println!("{}", out["summary"].as_str().unwrap_or_default());
+    match kind {
+        "timeline" => {
+            for p in out["points"].as_array().into_iter().flatten() {
+                println!(
+                    "  {}  {:>8} req  {:>6} 5xx  {:>10} B  p95 {}",
+                    p["start"].as_str().unwrap_or_default(),
+                    p["requests"],
+                    p["server_errors"],
+                    p["bytes_out"],
+                    p["p95_ms"].as_f64().map_or("-".into(), |ms| format!("{ms:.1} ms"))
+                );
+            }
+        }
+        "top-paths" => {
+            for p in out["paths"].as_array().into_iter().flatten().chain([&out["other"]]) {
+                println!(
+                    "  {:>8} req  {:>6} 4xx  {:>6} 5xx  {}",
+                    p["requests"],
+                    p["client_errors"],
+                    p["server_errors"],
+                    p["template"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        "status-codes" => {
+            for c in out["codes"].as_array().into_iter().flatten() {
+                println!("  {}  {:>8}", c["code"], c["requests"]);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// `berth promote SITE DEPLOYMENT` and `berth rollback SITE`.
 pub async fn switch(
     args: &ClientArgs,

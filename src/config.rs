@@ -79,6 +79,35 @@ pub struct ServeConfig {
     /// Custom domains: the addresses apex records point at, the resolvers DNS checks ask.
     #[command(flatten)]
     pub domains: DomainsConfig,
+    /// How long the edge's traffic metrics are kept at each resolution.
+    #[command(flatten)]
+    pub metrics: MetricsConfig,
+}
+
+/// How long traffic metrics are kept: minute buckets, hour buckets, day buckets.
+#[derive(Clone, Debug, clap::Args)]
+pub struct MetricsConfig {
+    /// Days one-minute buckets are kept.
+    #[arg(long = "metrics-minutes-days", env = "BERTH_METRICS_MINUTES_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=90))]
+    pub minutes_days: u64,
+    /// Days one-hour buckets are kept.
+    #[arg(long = "metrics-hours-days", env = "BERTH_METRICS_HOURS_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub hours_days: u64,
+    /// Days one-day buckets are kept.
+    #[arg(long = "metrics-days-days", env = "BERTH_METRICS_DAYS_DAYS", default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..=36500))]
+    pub days_days: u64,
+}
+
+impl MetricsConfig {
+    /// The store's retention.
+    pub fn retention(&self) -> crate::store::metrics::Retention {
+        let days = |d: u64| d as i64 * crate::store::metrics::DAY_MS;
+        crate::store::metrics::Retention {
+            minutes_ms: days(self.minutes_days),
+            hours_ms: days(self.hours_days),
+            days_ms: days(self.days_days),
+        }
+    }
 }
 
 /// What custom domains need to know about this server and the DNS it checks against.

@@ -134,6 +134,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Traffic of a site as the edge counted it: `berth metrics SITE --since 24h --paths`.
+    Metrics {
+        /// Site name.
+        site: String,
+        /// Environment (default production).
+        #[arg(long)]
+        environment: Option<String>,
+        /// Start: a duration back from now (30m, 24h, 7d) or an RFC 3339 time (default 1h).
+        #[arg(long)]
+        since: Option<String>,
+        /// End: same forms as --since (default now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Show the busiest path templates.
+        #[arg(long)]
+        paths: bool,
+        /// Show requests by status code.
+        #[arg(long)]
+        codes: bool,
+        /// Show a timeline at this resolution (1m, 1h or 1d).
+        #[arg(long)]
+        timeline: Option<String>,
+        /// Path templates shown with --paths (1 to 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Point an environment at a built deployment (no rebuild).
     Promote {
         /// Site name.
@@ -691,6 +720,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cpus,
             };
             cli::scale(c, &site, &change, json).await
+        }
+        Command::Metrics {
+            site,
+            environment,
+            since,
+            until,
+            paths,
+            codes,
+            timeline,
+            limit,
+            json,
+        } => {
+            let view = cli::MetricsView {
+                environment,
+                since,
+                until,
+                paths,
+                codes,
+                timeline,
+                limit,
+            };
+            cli::metrics(c, &site, &view, json).await
         }
         Command::Promote {
             site,

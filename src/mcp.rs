@@ -97,7 +97,7 @@ fn deployment_reply<T>(summary: impl Into<String>, value: T, deployment: Option<
 pub struct BerthMcp {
     service: Service,
     /// Every tool, by domain (`tool_router` + `provider_router` + `domain_router` +
-    /// `people_router`).
+    /// `people_router` + `metrics_router`).
     tool_router: ToolRouter<Self>,
 }
 
@@ -137,7 +137,11 @@ impl BerthMcp {
     pub fn new(service: Service) -> Self {
         Self {
             service,
-            tool_router: Self::tool_router() + Self::provider_router() + Self::domain_router() + Self::people_router(),
+            tool_router: Self::tool_router()
+                + Self::provider_router()
+                + Self::domain_router()
+                + Self::people_router()
+                + Self::metrics_router(),
         }
     }
 
@@ -867,6 +871,74 @@ impl BerthMcp {
             ),
             out,
         )
+    }
+}
+
+/// Traffic metrics tools: what the edge counted for a site's environment.
+#[tool_router(router = metrics_router)]
+impl BerthMcp {
+    #[tool(
+        name = "HOSTING_GET_METRICS_SUMMARY",
+        description = "Traffic of a site's environment (default production) as the edge counted it, for a range (since/until: a duration back from now such as 30m, 24h, 7d, or an RFC 3339 time; default the last hour; at most 400 days back, not in the future): requests, bytes sent, 5xx and 4xx rates, time-to-first-byte p50/p90/p95/p99 (within 1 %), cold starts, and the change against the period of the same length before it.",
+        output_schema = schema_for_output::<MetricsSummaryOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_metrics_summary(
+        &self,
+        Parameters(input): Parameters<MetricsRangeInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<MetricsSummaryOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_metrics_summary(&actor, &input).await?;
+        reply(out.summary.clone(), out)
+    }
+
+    #[tool(
+        name = "HOSTING_GET_STATUS_CODES",
+        description = "Requests of a site's environment by HTTP status code and class (1xx to 5xx) in a range (since/until as for HOSTING_GET_METRICS_SUMMARY).",
+        output_schema = schema_for_output::<StatusCodesOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_status_codes(
+        &self,
+        Parameters(input): Parameters<MetricsRangeInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<StatusCodesOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_status_codes(&actor, &input).await?;
+        reply(out.summary.clone(), out)
+    }
+
+    #[tool(
+        name = "HOSTING_GET_TOP_PATHS",
+        description = "The busiest path templates of a site's environment (`GET /users/:id`: numbers, UUIDs, hex ids and tokens masked, query dropped) with their 4xx and 5xx, in a range (since/until as for HOSTING_GET_METRICS_SUMMARY); limit 1 to 100 (default 20); the rest as `other`.",
+        output_schema = schema_for_output::<TopPathsOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_top_paths(
+        &self,
+        Parameters(input): Parameters<TopPathsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<TopPathsOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_top_paths(&actor, &input).await?;
+        reply(out.summary.clone(), out)
+    }
+
+    #[tool(
+        name = "HOSTING_GET_USAGE_TIMELINE",
+        description = "Requests, 4xx, 5xx, bytes, cold starts and p95 latency of a site's environment over time, one point per bucket: resolution 1m (kept 7 days), 1h (90 days) or 1d (400 days), at most 1,500 points (1m covers 25 h, 1h 62.5 days); since/until as for HOSTING_GET_METRICS_SUMMARY.",
+        output_schema = schema_for_output::<TimelineOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_usage_timeline(
+        &self,
+        Parameters(input): Parameters<TimelineInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<TimelineOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_usage_timeline(&actor, &input).await?;
+        reply(out.summary.clone(), out)
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_build::detect::{BuildPlan, ServePlan};
-use berth_edge::{EdgeRouteTable, RouteTarget};
+use berth_edge::{EdgeRouteTable, RouteLabel, RouteTarget};
 use tokio_util::sync::CancellationToken;
 
 use crate::autoscaler::ScaleLimits;
@@ -37,8 +37,18 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     let mut awake: HashSet<String> = HashSet::new();
     // (deployment, instance, the site's drain period)
     let mut scale_in: Vec<(String, u32, Duration)> = Vec::new();
+    // Whose traffic each host carries, for the edge's tap.
+    let mut labels: Vec<(String, RouteLabel)> = Vec::new();
     for env in desired {
         let host = platform.host_for(&env.site_name, &env.environment_name);
+        labels.push((
+            host.clone(),
+            RouteLabel {
+                site: env.site_id.as_str().into(),
+                environment: env.environment_id.as_str().into(),
+                deployment: env.deployment_id.as_str().into(),
+            },
+        ));
         let Some(plan) = env
             .build_plan
             .as_deref()
@@ -160,6 +170,9 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
             }
         };
         table.insert(&host, target);
+    }
+    for (host, label) in labels {
+        table.label(&host, label);
     }
     route_domains(platform, &mut table).await?;
     platform.edge.replace_routes(table);

@@ -149,6 +149,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         Service::new(platform.clone()),
         stop.child_token(),
     ));
+    let metrics = tokio::spawn(crate::service::metrics::run(
+        platform.clone(),
+        crate::service::metrics::system_clock(),
+        stop.child_token(),
+    ));
     // Deployments beyond --keep-deployments left by an older version or a higher setting.
     tokio::spawn({
         let platform = platform.clone();
@@ -215,7 +220,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         let _ = tokio::join!(api, edge_task, edge_tls_task);
     })
     .await;
-    let _ = tokio::join!(workers, reconciler, autoscaler, certificates);
+    let _ = tokio::join!(workers, reconciler, autoscaler, certificates, metrics);
     runtime.stop_all().await;
     logs.flush().await;
     Ok(())

@@ -1521,3 +1521,6 @@ pub mod domain_dns;
 
 /// SQL of users, members, scoped keys and environment protection.
 pub mod people;
+
+/// SQL of traffic metrics: minute, hour and day buckets, rollups and pruning.
+pub mod metrics;

@@ -52,6 +52,10 @@ const TOOLS: &[&str] = &[
     "HOSTING_CREATE_API_KEY",
     "HOSTING_LIST_API_KEYS",
     "HOSTING_REVOKE_API_KEY",
+    "HOSTING_GET_METRICS_SUMMARY",
+    "HOSTING_GET_STATUS_CODES",
+    "HOSTING_GET_TOP_PATHS",
+    "HOSTING_GET_USAGE_TIMELINE",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {
@@ -119,6 +123,12 @@ async fn tools_are_listed_with_schemas_and_annotations() {
     ] {
         assert!(props.get(p).is_some(), "create_site has {p}");
     }
+    // Metrics tools state their bounds in their schemas.
+    let top = tools.iter().find(|t| t.name == "HOSTING_GET_TOP_PATHS").unwrap();
+    let limit = top.input_schema["properties"]["limit"].to_string();
+    assert!(limit.contains(r#""maximum":100"#), "{limit}");
+    let timeline = tools.iter().find(|t| t.name == "HOSTING_GET_USAGE_TIMELINE").unwrap();
+    assert!(timeline.description.as_deref().unwrap().contains("1,500 points"));
     client.cancel().await.ok();
 }
 

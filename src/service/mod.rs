@@ -11,6 +11,7 @@ mod env_vars;
 mod environments;
 pub mod git;
 pub mod github;
+pub mod metrics;
 pub mod people;
 mod platform;
 mod scaling;
@@ -36,6 +37,10 @@ pub use config::{
 pub use domains::{
     AddDomainInput, DnsRecord, DomainInfo, DomainList, DomainRef, ListDomainsInput, RecordCheck, RemovedDomain,
     ValidateDomainInput,
+};
+pub use metrics::{
+    MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput, TimelineInput, TimelineOutput, TopPathsInput,
+    TopPathsOutput,
 };
 pub use people::{
     AddMemberInput, ApiKeyInfo, ApiKeyList, ApiKeyRef, CreateApiKeyInput, CreatedApiKey, MemberInfo, MemberList,

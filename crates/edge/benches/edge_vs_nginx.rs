@@ -32,6 +32,11 @@
 //! (`--handshake-client`): a rustls client with resumption disabled, one
 //! request per connection, reporting in wrk's format.
 //!
+//! With `EDGE_BENCH_TAP=1` it measures the traffic tap instead: the same
+//! build's edge with the tap on (the route labelled, drained every 2 s as
+//! the control plane does) against one with it off, alternating, and the
+//! tap's memory afterwards.
+//!
 //! Every child process is stopped when this program ends, also on panic
 //! (drop guards), and asked to die with it if it is killed (`setpriv
 //! --pdeathsig`).
@@ -44,7 +49,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_edge::{CertTable, Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
+use berth_edge::{CertTable, Edge, EdgeConfig, EdgeRouteTable, RouteLabel, RouteTarget};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const WRK: &str = "/usr/bin/wrk";
@@ -103,7 +108,7 @@ fn plain_http() {
         &proxy_config(dir.path(), nginx_port, upstream_port, connections),
     );
     wait_until_ok(nginx_addr, "nginx proxy");
-    let edge = EdgeServer::start(upstream_addr, HOST, None);
+    let edge = EdgeServer::start(upstream_addr, HOST, None, true);
     wait_until_ok(edge.addr, "berth edge");
 
     let wrk_args = |secs: u64| {
@@ -127,6 +132,22 @@ fn plain_http() {
     let edge_cpu = || process_cpu_ns(std::process::id());
     let nginx_cpu = || proxy.cpu_ns();
     let upstream_cpu = || upstream.cpu_ns();
+    if std::env::var("EDGE_BENCH_TAP").is_ok_and(|v| v == "1") {
+        let untapped = EdgeServer::start(upstream_addr, HOST, None, false);
+        wait_until_ok(untapped.addr, "berth edge without tap");
+        compare_tap(
+            &edge,
+            &untapped,
+            rounds,
+            &wrk_args(WARMUP_SECS),
+            &wrk_args(secs),
+            &upstream_cpu,
+        );
+        println!(
+            "Command (against each edge): `{command}`; machine: {cpus} CPUs shared by wrk, the upstream and the edges"
+        );
+        return;
+    }
     eprintln!("warming up ({WARMUP_SECS} s each)…");
     let edge_url = format!("http://{}/", edge.addr);
     let nginx_url = format!("http://{nginx_addr}/");
@@ -237,7 +258,7 @@ fn https() {
     pki.wait_until_ok(nginx_addr, "nginx TLS proxy");
     let mut certs = CertTable::new();
     certs.insert(TLS_HOST, pki.certified_key(), false);
-    let edge = EdgeServer::start(upstream_addr, TLS_HOST, Some(certs));
+    let edge = EdgeServer::start(upstream_addr, TLS_HOST, Some(certs), true);
     pki.wait_until_ok(edge.addr, "berth edge (TLS)");
 
     let edge_url = format!("https://{TLS_HOST}:{}/", edge.addr.port());
@@ -703,21 +724,95 @@ impl Drop for Nginx {
     }
 }
 
+/// Edge req/s with the tap on against the same build with it off, alternating rounds.
+fn compare_tap(
+    tapped: &EdgeServer,
+    untapped: &EdgeServer,
+    rounds: u64,
+    warmup: &[String],
+    args: &[String],
+    upstream_cpu: &dyn Fn() -> u64,
+) {
+    let edge_cpu = || process_cpu_ns(std::process::id());
+    let wrk = Path::new(WRK);
+    let url = |addr: SocketAddr| format!("http://{addr}/");
+    run_wrk(wrk, warmup, &url(tapped.addr), &edge_cpu, upstream_cpu);
+    run_wrk(wrk, warmup, &url(untapped.addr), &edge_cpu, upstream_cpu);
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    // Taken right after a tapped run, before an idle interval lets the slots go.
+    let mut footprint = tapped.edge.tap_footprint();
+    for round in 1..=rounds {
+        for (name, addr, runs) in [("tap on", tapped.addr, &mut on), ("tap off", untapped.addr, &mut off)] {
+            let run = run_wrk(wrk, args, &url(addr), &edge_cpu, upstream_cpu);
+            if name == "tap on" {
+                footprint = tapped.edge.tap_footprint();
+            }
+            eprintln!(
+                "round {round}/{rounds} {name:>7}: {:>7.0} req/s, p50 {:>6.3} ms, p99 {:>6.3} ms, errors {}, \
+                 edge CPU {:.1} µs/req; other processes {:.0}% of the CPUs",
+                run.rps,
+                run.p50_ms,
+                run.p99_ms,
+                run.errors,
+                run.cpu_us_per_request,
+                run.foreign_load * 100.0
+            );
+            runs.push(run);
+        }
+    }
+    let (a, b) = (Summary::of(&on), Summary::of(&off));
+    println!("\n| edge | req/s | p50 | p99 | edge CPU per request | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (name, s) in [("tap on", &a), ("tap off", &b)] {
+        println!(
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.1} µs | {} |",
+            s.rps, s.p50_ms, s.p99_ms, s.cpu_us, s.errors
+        );
+    }
+    println!(
+        "| **on / off** | **{:.3}×** (target ≥ 0.98) | {:.2}× | {:.2}× | {:.2}× | |",
+        a.rps / b.rps,
+        a.p50_ms / b.p50_ms,
+        a.p99_ms / b.p99_ms,
+        a.cpu_us / b.cpu_us
+    );
+    println!(
+        "Per-round req/s: on {:?}, off {:?}",
+        on.iter().map(|r| r.rps.round()).collect::<Vec<_>>(),
+        off.iter().map(|r| r.rps.round()).collect::<Vec<_>>()
+    );
+    // One site with one template, in each worker that served it.
+    println!(
+        "Tap memory after the runs: {} site slots (one per worker that served it), {} templates, {} bytes \
+         ({} bytes per site per worker)",
+        footprint.sites,
+        footprint.paths,
+        footprint.bytes,
+        footprint.bytes / footprint.sites.max(1)
+    );
+}
+
 /// The berth edge on its own thread and runtime (the edge spawns its
 /// per-CPU workers itself); stopped on drop.
 struct EdgeServer {
+    edge: Arc<Edge>,
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EdgeServer {
-    /// Routes `host` to `upstream`; with `certs`, serves HTTPS instead of HTTP.
-    fn start(upstream: SocketAddr, host: &str, certs: Option<CertTable>) -> EdgeServer {
+    /// Routes `host` to `upstream`; with `certs`, serves HTTPS instead of HTTP. `tap`:
+    /// whether the tap counts (the route is labelled and drained every 2 s, as the
+    /// control plane does).
+    fn start(upstream: SocketAddr, host: &str, certs: Option<CertTable>, tap: bool) -> EdgeServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind edge");
         listener.set_nonblocking(true).expect("nonblocking listener");
         let addr = listener.local_addr().expect("edge address");
-        let edge = Edge::new(EdgeConfig::default());
+        let edge = Edge::new(EdgeConfig {
+            tap,
+            ..EdgeConfig::default()
+        });
         let mut table = EdgeRouteTable::new();
         table.insert(
             host,
@@ -725,11 +820,20 @@ impl EdgeServer {
                 instances: vec![upstream],
             },
         );
+        table.label(
+            host,
+            RouteLabel {
+                site: Arc::from("site_bench"),
+                environment: Arc::from("env_bench"),
+                deployment: Arc::from("dpl_bench"),
+            },
+        );
         edge.replace_routes(table);
         let tls = certs.is_some();
         if let Some(certs) = certs {
             edge.replace_certificates(certs);
         }
+        let handle = Arc::clone(&edge);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("bench-edge-acceptor".into())
@@ -739,6 +843,13 @@ impl EdgeServer {
                     .build()
                     .expect("runtime");
                 runtime.block_on(async move {
+                    let drained = Arc::clone(&edge);
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            drop(drained.drain_tap());
+                        }
+                    });
                     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                     let stopped = async move {
                         let _ = stopped.await;
@@ -753,6 +864,7 @@ impl EdgeServer {
             })
             .expect("edge thread");
         EdgeServer {
+            edge: handle,
             addr,
             stop: Some(stop),
             thread: Some(thread),

@@ -31,6 +31,9 @@ pub struct EdgeConfig {
     /// the connection is closed, so silent or slow clients cannot pin connections.
     /// Default 10 s.
     pub tls_handshake_timeout: Duration,
+    /// Whether the traffic tap counts requests (see [`Edge::drain_tap`](crate::Edge::drain_tap)).
+    /// Default on.
+    pub tap: bool,
 }
 
 impl Default for EdgeConfig {
@@ -43,6 +46,7 @@ impl Default for EdgeConfig {
             max_held_requests: 1000,
             https_port: None,
             tls_handshake_timeout: Duration::from_secs(10),
+            tap: true,
         }
     }
 }

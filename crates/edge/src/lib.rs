@@ -11,8 +11,9 @@
 //! connections are spread over one single-threaded Tokio runtime per CPU,
 //! and each worker keeps its own keep-alive pool of HTTP/1.1 connections to
 //! app instances, so a request never hops threads. The route table is read
-//! through `arc-swap` and round-robin uses an atomic counter; the only lock
-//! touched per request is the calling worker's own (uncontended) pool.
+//! through `arc-swap` and round-robin uses an atomic counter; the only locks
+//! touched per request are the calling worker's own (uncontended) pool and
+//! traffic tap.
 //!
 //! For drains, the edge counts what is in flight to each app instance
 //! ([`Edge::in_flight_to`], an atomic per address held by the route) and can
@@ -24,6 +25,10 @@
 //! certificate gets a TLS alert, never a default certificate. The plain listener
 //! answers ACME HTTP-01 challenges and, with [`EdgeConfig::https_port`], redirects
 //! names that have a certificate to HTTPS.
+//!
+//! Every request answered for a labelled route is counted by the tap (status, path
+//! template, bytes, latency, cold starts) in per-worker accumulators that
+//! [`Edge::drain_tap`] empties; [`EdgeConfig::tap`] switches it off.
 //!
 //! ```no_run
 //! use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
@@ -47,7 +52,9 @@ mod pool;
 mod proxy;
 mod routes;
 mod server;
+mod sketch;
 mod statics;
+mod tap;
 mod tls;
 mod tunnel;
 mod upstreams;
@@ -55,4 +62,9 @@ mod upstreams;
 pub use config::EdgeConfig;
 pub use routes::{EdgeRouteTable, RouteTarget, normalize_host};
 pub use server::Edge;
+pub use sketch::{LatencySketch, RELATIVE_ERROR};
+pub use tap::{
+    MAX_PATH_SEGMENTS, MAX_PATHS_PER_SITE, MAX_SITES_PER_WORKER, PathTraffic, RouteLabel, SiteTraffic, TapDrain,
+    TapFootprint, path_template,
+};
 pub use tls::{CertTable, certified_key_from_pem};

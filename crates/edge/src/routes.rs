@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::tap::RouteLabel;
 use crate::upstreams::{Upstream, UpstreamRegistry};
 
 /// What the edge does with requests for one host.
@@ -82,6 +83,8 @@ pub(crate) struct Route {
     /// For an upstream route, the state of each instance (same order as `instances`):
     /// what is in flight to it, counted across tables, and its going-away signal.
     pub(crate) upstreams: Vec<std::sync::Arc<Upstream>>,
+    /// Whose traffic this route carries, for the tap (none: counted as unlabelled).
+    pub(crate) label: Option<std::sync::Arc<RouteLabel>>,
 }
 
 impl Route {
@@ -94,6 +97,7 @@ impl Route {
                 RouteTarget::Upstream { instances } => instances.iter().map(|_| std::sync::Arc::default()).collect(),
                 _ => Vec::new(),
             },
+            label: None,
             target,
         }
     }
@@ -138,6 +142,19 @@ impl EdgeRouteTable {
     pub fn insert(&mut self, host: &str, target: RouteTarget) {
         let key = normalize_host(host).into_owned();
         self.routes.insert(key, Route::new(target));
+    }
+
+    /// Labels the traffic of `host` (normalised; inserted before) for the tap: requests
+    /// it answers, its aliases' too, are counted under `label`. Returns whether `host` is
+    /// routed.
+    pub fn label(&mut self, host: &str, label: RouteLabel) -> bool {
+        match self.routes.get_mut(normalize_host(host).as_ref()) {
+            Some(route) => {
+                route.label = Some(std::sync::Arc::new(label));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Serves `alias` exactly like `host` (same target, activity, wake-ups and counts);
@@ -199,6 +216,10 @@ impl EdgeRouteTable {
                     .last_request_ms
                     .store(old.last_request_ms.load(Ordering::Relaxed), Ordering::Relaxed);
                 route.in_flight = old.in_flight.clone();
+                // The same label keeps its address, so the tap's slot for it stays.
+                if old.label.is_some() && old.label == route.label {
+                    route.label = old.label.clone();
+                }
             }
         }
     }
@@ -234,6 +255,9 @@ impl EdgeRouteTable {
 impl Clone for EdgeRouteTable {
     fn clone(&self) -> Self {
         let mut table: Self = self.iter().map(|(h, t)| (h, t.clone())).collect();
+        for (host, route) in &mut table.routes {
+            route.label = self.routes.get(host).and_then(|r| r.label.clone());
+        }
         table.aliases = self.aliases.clone();
         table
     }

@@ -27,6 +27,7 @@ use crate::body::EdgeBody;
 use crate::pool::UpstreamPool;
 use crate::proxy;
 use crate::routes::{EdgeRouteTable, RouteTarget, normalize_host};
+use crate::tap::{TapBody, TapRequest, WorkerTap};
 use crate::tls::{self, CertTable, TlsState};
 use crate::upstreams::UpstreamRegistry;
 use crate::{EdgeConfig, pages, statics};
@@ -57,6 +58,8 @@ pub struct Edge {
     upstreams: UpstreamRegistry,
     /// Certificates and ACME challenges, shared with the TLS listeners' resolvers.
     tls: Arc<TlsState>,
+    /// The workers' traffic accumulators.
+    pub(crate) taps: crate::tap::TapRegistry,
 }
 
 /// The control plane's callback that starts a sleeping site.
@@ -76,6 +79,7 @@ impl Edge {
     /// An edge with an empty route table (every host answers 404).
     pub fn new(config: EdgeConfig) -> Arc<Edge> {
         Arc::new(Edge {
+            taps: crate::tap::TapRegistry::new(config.tap),
             config,
             routes: Arc::new(ArcSwap::from_pointee(EdgeRouteTable::new())),
             version: tokio::sync::watch::Sender::new(0),
@@ -278,7 +282,19 @@ impl Edge {
         Ok(())
     }
 
-    async fn handle(&self, worker: &Worker, client: &Client, req: Request<Incoming>) -> Response<EdgeBody> {
+    async fn handle(&self, worker: &Worker, client: &Client, req: Request<Incoming>) -> Response<TapBody> {
+        let mut tap = worker.tap.begin(&req);
+        let response = self.route_request(worker, client, req, &mut tap).await;
+        worker.tap.respond(tap, response)
+    }
+
+    async fn route_request(
+        &self,
+        worker: &Worker,
+        client: &Client,
+        req: Request<Incoming>,
+        tap: &mut TapRequest,
+    ) -> Response<EdgeBody> {
         // Before routing and for any host: the CA asks whatever name it validates.
         if req.uri().path().starts_with(tls::ACME_CHALLENGE_PREFIX) {
             return self.tls.http_challenge_response(req.uri().path());
@@ -304,7 +320,7 @@ impl Edge {
 
         if client.https {
             let hsts = self.tls.hsts(&host);
-            let mut res = self.route(worker, client, req, &host_value, host).await;
+            let mut res = self.route(worker, client, req, &host_value, host, tap).await;
             if hsts {
                 res.headers_mut()
                     .insert(header::STRICT_TRANSPORT_SECURITY, tls::hsts_header());
@@ -316,7 +332,7 @@ impl Edge {
         {
             return pages::https_redirect(&host, port, req.uri());
         }
-        self.route(worker, client, req, &host_value, host).await
+        self.route(worker, client, req, &host_value, host, tap).await
     }
 
     /// Serves a request for the normalised `host` by the route table.
@@ -327,6 +343,7 @@ impl Edge {
         req: Request<Incoming>,
         host_value: &HeaderValue,
         host: std::borrow::Cow<'_, str>,
+        tap: &mut TapRequest,
     ) -> Response<EdgeBody> {
         // Held for the whole request so a concurrent swap cannot change the
         // target (or the round-robin state) underneath it.
@@ -337,6 +354,7 @@ impl Edge {
             _ => host,
         };
         let Some(route) = table.route_normalized(&host) else {
+            tap.unknown_host();
             return pages::unknown_host(&host);
         };
         route.touch();
@@ -344,12 +362,16 @@ impl Edge {
             drop(table);
             // Boxed: holding a request is rare, and its large future would
             // otherwise enlarge every request's.
-            return Box::pin(self.activate(worker, client, req, host_value.clone(), &host)).await;
+            return Box::pin(self.activate(worker, client, req, host_value.clone(), &host, tap)).await;
         }
-        self.dispatch(worker, client, route, req, host_value.clone(), &host)
+        self.dispatch(worker, client, route, req, host_value.clone(), &host, tap)
             .await
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request's parts, borrowed rather than bundled"
+    )]
     async fn dispatch(
         &self,
         worker: &Worker,
@@ -358,7 +380,9 @@ impl Edge {
         req: Request<Incoming>,
         host_value: HeaderValue,
         host: &str,
+        tap: &mut TapRequest,
     ) -> Response<EdgeBody> {
+        tap.route(&worker.tap, route);
         match &route.target {
             RouteTarget::Static {
                 root,
@@ -418,6 +442,7 @@ impl Edge {
         req: Request<Incoming>,
         host_value: HeaderValue,
         host: &str,
+        tap: &mut TapRequest,
     ) -> Response<EdgeBody> {
         use std::sync::atomic::Ordering;
         struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -431,6 +456,7 @@ impl Edge {
             return pages::unavailable(host, 503, "Too many requests are waiting for sleeping sites.", Some(2));
         }
         let _held = Held(&self.held);
+        tap.cold_start();
         let mut changes = self.version.subscribe();
         if let Some(waker) = self.waker.load_full() {
             (waker.0)(host);
@@ -443,14 +469,14 @@ impl Edge {
                 Some(route) => match &route.target {
                     RouteTarget::Sleeping { .. } => {}
                     RouteTarget::Unavailable { status: 503, .. } => {}
-                    _ => return self.dispatch(worker, client, route, req, host_value, host).await,
+                    _ => return self.dispatch(worker, client, route, req, host_value, host, tap).await,
                 },
             }
             changes.mark_unchanged();
             if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
                 let table = self.routes.load_full();
                 return match table.route_normalized(host) {
-                    Some(route) => self.dispatch(worker, client, route, req, host_value, host).await,
+                    Some(route) => self.dispatch(worker, client, route, req, host_value, host, tap).await,
                     None => pages::unknown_host(host),
                 };
             }
@@ -470,6 +496,7 @@ struct Worker {
     edge: Arc<Edge>,
     pool: Arc<UpstreamPool>,
     routes: Mutex<WorkerRoutes>,
+    tap: Arc<WorkerTap>,
 }
 
 /// A worker's view of the route table. Requests hold the table through the
@@ -497,6 +524,7 @@ impl Worker {
         let mut current = arc_swap::Cache::new(Arc::clone(&edge.routes));
         let local = Arc::new(Snapshot(Arc::clone(current.load())));
         Self {
+            tap: edge.taps.worker(),
             edge,
             pool,
             routes: Mutex::new(WorkerRoutes { current, local }),

@@ -1,0 +1,516 @@
+//! Monitoring from the edge: known traffic driven through the real edge comes back exactly
+//! from the metrics tools (quantiles within the sketch's stated error), sleeping sites'
+//! cold starts are counted, rollups cross minute, hour and day boundaries under an
+//! injected clock, old buckets are pruned, and hostile Host headers and paths cannot grow
+//! the tap past its bounds.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth::store::Store;
+use berth::store::metrics::{self, Bucket, DAY_MS, HOUR_MS, MINUTE_MS, Resolution, Retention};
+use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, MAX_PATHS_PER_SITE, RouteLabel, RouteTarget};
+use common::*;
+use serde_json::{Value, json};
+
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An app with known answers: `/ok/N` 200, `/o/UUID` 200, `/missing` 404, `/boom` 500,
+/// `/slow` 200 after 300 ms.
+fn traffic_app() -> tempfile::TempDir {
+    app(&[
+        (
+            "package.json",
+            r#"{"name":"t","version":"1.0.0","scripts":{"start":"node server.js"}}"#,
+        ),
+        (
+            "server.js",
+            "require('http').createServer((q, r) => {\n\
+             if (q.url === '/missing') { r.statusCode = 404; return r.end('nope'); }\n\
+             if (q.url === '/boom') { r.statusCode = 500; return r.end('boom'); }\n\
+             if (q.url === '/slow') { return setTimeout(() => r.end('slow'), 300); }\n\
+             r.end('ok ' + q.url);\n\
+             }).listen(process.env.PORT);\n",
+        ),
+    ])
+}
+
+#[tokio::test]
+async fn known_traffic_through_the_edge_comes_back_exactly_from_every_tool() {
+    let server = TestServer::start().await;
+    let source = traffic_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "shop", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+
+    // The app answers (a probe that met it still starting answered 5xx).
+    let mut probes = 0u64;
+    eventually("the app answers", 30, async || {
+        probes += 1;
+        server.edge("shop.localhost", "/ready").await.0 == 200
+    })
+    .await;
+    for i in 0..20 {
+        assert_eq!(
+            server
+                .edge("shop.localhost", &format!("/ok/{}?page={i}", 1000 + i))
+                .await
+                .0,
+            200
+        );
+    }
+    for id in [
+        "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+        "9b2d4f6e-0000-4000-8000-00000000abcd",
+    ] {
+        assert_eq!(server.edge("shop.localhost", &format!("/o/{id}")).await.0, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(server.edge("shop.localhost", "/missing").await.0, 404);
+    }
+    for _ in 0..3 {
+        assert_eq!(server.edge("shop.localhost", "/boom").await.0, 500);
+    }
+    for _ in 0..4 {
+        assert_eq!(server.edge("shop.localhost", "/slow").await.0, 200);
+    }
+    let sent = probes + 34;
+
+    // The tap is flushed every 2 s.
+    let mut summary = Value::Null;
+    eventually("the summary counts every request", 20, async || {
+        summary = server.get("/api/sites/shop/metrics/summary?since=10m").await.1;
+        summary["requests"].as_u64() == Some(sent)
+    })
+    .await;
+    let (_, codes) = server.get("/api/sites/shop/metrics/status-codes?since=10m").await;
+    let code = |c: u64| {
+        codes["codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["code"] == c)
+            .map_or(0, |x| x["requests"].as_u64().unwrap())
+    };
+    assert_eq!((code(200), code(404), code(500)), (1 + 26, 5, 3), "{codes}");
+    let all: u64 = codes["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        all, sent,
+        "only the probes that met a starting app answered anything else: {codes}"
+    );
+    let server_errors = codes["classes"][4]["requests"].as_u64().unwrap();
+    assert_eq!(server_errors, 3 + (probes - 1), "{codes}");
+    assert_eq!(
+        summary["error_rate"].as_f64().unwrap(),
+        server_errors as f64 / sent as f64,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["client_error_rate"].as_f64().unwrap(),
+        5.0 / sent as f64,
+        "{summary}"
+    );
+    assert_eq!(summary["proxied"].as_u64(), Some(sent), "{summary}");
+    assert_eq!(summary["cold_starts"], 0, "{summary}");
+    assert_eq!(summary["relative_error"], 0.01);
+    assert!(summary["bytes_out"].as_u64().unwrap() >= 20 * 6, "{summary}");
+    // The 4 slow requests are the slowest: p99's rank (floor(0.99·(n−1))) is one of them,
+    // so it is at least 300 ms less the sketch's 1 %; the median is a fast one.
+    let p99 = summary["latency_ms"]["p99"].as_f64().unwrap();
+    let p50 = summary["latency_ms"]["p50"].as_f64().unwrap();
+    assert!((300.0 * 0.99..2000.0).contains(&p99), "{summary}");
+    assert!(p50 < 300.0 * 0.99, "{summary}");
+    assert!(
+        summary["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("shop production: {sent} requests")),
+        "{summary}"
+    );
+
+    // Path templates mask ids; the query is dropped.
+    let (_, top) = server
+        .get("/api/sites/shop/metrics/top-paths?since=10m&limit=100")
+        .await;
+    let path = |t: &str| {
+        top["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["template"] == t)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(path("GET /ok/:id")["requests"], 20, "{top}");
+    assert_eq!(path("GET /o/:uuid")["requests"], 2, "{top}");
+    assert_eq!(path("GET /missing")["client_errors"], 5, "{top}");
+    assert_eq!(path("GET /boom")["server_errors"], 3, "{top}");
+    assert_eq!(path("GET /slow")["requests"], 4, "{top}");
+    assert_eq!(top["paths"][0]["template"], "GET /ok/:id", "{top}");
+    assert_eq!(top["other"]["requests"], 0, "{top}");
+    let (_, top2) = server.get("/api/sites/shop/metrics/top-paths?since=10m&limit=2").await;
+    assert_eq!(top2["paths"].as_array().unwrap().len(), 2, "{top2}");
+    assert_eq!(
+        top2["other"]["requests"].as_u64().unwrap()
+            + top2["paths"][0]["requests"].as_u64().unwrap()
+            + top2["paths"][1]["requests"].as_u64().unwrap(),
+        sent,
+        "{top2}"
+    );
+
+    // The timeline's points add up to the same requests.
+    let (status, timeline) = server
+        .get("/api/sites/shop/metrics/timeline?since=10m&resolution=1m")
+        .await;
+    assert_eq!(status, 200, "{timeline}");
+    let points = timeline["points"].as_array().unwrap();
+    assert!((10..=11).contains(&points.len()), "{timeline}");
+    let total: u64 = points.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total, sent, "{timeline}");
+    let (_, hourly) = server
+        .get("/api/sites/shop/metrics/timeline?since=3h&resolution=1h")
+        .await;
+    let total: u64 = hourly["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, sent, "{hourly}");
+
+    // The CLI prints the same numbers.
+    let cli = server.cli(&["metrics", "shop", "--since", "10m", "--paths"]);
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{text}{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(text.contains("GET /ok/:id"), "{text}");
+
+    // Bad input: clear errors naming the bounds.
+    for (path, status, needle) in [
+        (
+            "/api/sites/shop/metrics/summary?since=1h&until=2h",
+            400,
+            "is not before until",
+        ),
+        (
+            "/api/sites/shop/metrics/summary?until=2099-01-01T00:00:00Z",
+            400,
+            "in the future",
+        ),
+        ("/api/sites/shop/metrics/summary?since=500d", 400, "kept 400 days"),
+        (
+            "/api/sites/shop/metrics/summary?since=last-week",
+            400,
+            "neither a duration",
+        ),
+        ("/api/sites/shop/metrics/top-paths?limit=0", 400, "give 1 to 100"),
+        ("/api/sites/shop/metrics/top-paths?limit=101", 400, "give 1 to 100"),
+        (
+            "/api/sites/shop/metrics/timeline?since=3d&resolution=1m",
+            400,
+            "1500 points",
+        ),
+        (
+            "/api/sites/shop/metrics/timeline?resolution=5m",
+            400,
+            "use 1m, 1h or 1d",
+        ),
+        (
+            "/api/sites/shop/metrics/timeline?since=30d&resolution=1m",
+            400,
+            "1500 points",
+        ),
+        (
+            "/api/sites/shop/metrics/status-codes?environment=staging",
+            404,
+            "environments: production",
+        ),
+        ("/api/sites/nosuch/metrics/summary", 404, "no site 'nosuch'"),
+    ] {
+        let (got, body) = server.get(path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(body.to_string().contains(needle), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn requests_held_while_a_sleeping_site_wakes_count_as_cold_starts() {
+    let server = TestServer::start().await;
+    let source = app(&[
+        (
+            "package.json",
+            r#"{"scripts":{"start":"node server.js metrics-sleepy-marker"}}"#,
+        ),
+        (
+            "server.js",
+            "require('http').createServer((q,r)=>r.end('awake')).listen(process.env.PORT);",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "nap", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let (status, cfg) = server
+        .patch(
+            "/api/sites/nap/scaling",
+            &json!({"min_instances": 0, "idle_timeout_seconds": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cfg}");
+    eventually("the idle app sleeps", 60, async || {
+        processes_matching("metrics-sleepy-marker").is_empty()
+    })
+    .await;
+    assert_eq!(server.edge("nap.localhost", "/wake/1").await, (200, "awake".into()));
+    assert_eq!(server.edge("nap.localhost", "/after").await, (200, "awake".into()));
+    let mut summary = Value::Null;
+    eventually("both requests are counted", 20, async || {
+        summary = server.get("/api/sites/nap/metrics/summary?since=10m").await.1;
+        summary["requests"].as_u64() == Some(2)
+    })
+    .await;
+    assert_eq!(summary["cold_starts"], 1, "{summary}");
+    let (_, timeline) = server.get("/api/sites/nap/metrics/timeline?since=5m").await;
+    let cold: u64 = timeline["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["cold_starts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(cold, 1, "{timeline}");
+}
+
+/// A bucket of `requests` 200s to `template`, each taking `millis`.
+fn bucket(requests: u64, template: &str, millis: u64) -> Bucket {
+    let mut b = Bucket {
+        requests,
+        bytes_out: requests * 100,
+        ..Bucket::default()
+    };
+    b.statuses.insert(200, requests);
+    for _ in 0..requests {
+        b.first_byte.record_micros(millis * 1000);
+    }
+    b.paths.offer(template, requests, 0, 0);
+    b
+}
+
+#[tokio::test]
+async fn rollups_cross_minute_hour_and_day_boundaries_and_old_buckets_are_pruned() {
+    // A real server creates the site and environment the buckets belong to.
+    let server = TestServer::start().await;
+    let site = app(&[("index.html", "<h1>hi</h1>")]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "roll", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let data = server.stop();
+    let store = Store::open_sqlite(&data.path().join("berth.db")).await.unwrap();
+    let (environment, site_id): (String, String) = sqlx::query_as(
+        "SELECT e.id, e.site_id FROM environments e JOIN sites s ON s.id = e.site_id \
+         WHERE s.name = 'roll' AND e.name = 'production'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+
+    // An injected clock: 2026-03-01 00:00 UTC, then minutes and hours later.
+    let day0 = 1_772_323_200_000i64;
+    assert_eq!(day0 % DAY_MS, 0);
+    let t = |hours: i64, minutes: i64, seconds: i64| day0 + hours * HOUR_MS + minutes * MINUTE_MS + seconds * 1000;
+    // Two flushes in one minute merge; the next minute is its own bucket; an hour later
+    // another.
+    metrics::record_minute(&store, &environment, &site_id, t(0, 59, 10), &bucket(3, "GET /a", 10))
+        .await
+        .unwrap();
+    metrics::record_minute(&store, &environment, &site_id, t(0, 59, 50), &bucket(2, "GET /b", 20))
+        .await
+        .unwrap();
+    metrics::record_minute(&store, &environment, &site_id, t(1, 0, 5), &bucket(4, "GET /a", 30))
+        .await
+        .unwrap();
+    let minutes = metrics::read(store.pool(), &environment, Resolution::Minute, t(0, 0, 0), t(2, 0, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        minutes.iter().map(|b| (b.start_ms, b.requests)).collect::<Vec<_>>(),
+        [(t(0, 59, 0), 5), (t(1, 0, 0), 4)]
+    );
+
+    // Before the hour ends nothing rolls; once it has, hour 0 holds its minute.
+    assert_eq!(metrics::rollup(&store, t(0, 59, 59)).await.unwrap(), 0);
+    assert_eq!(metrics::rollup(&store, t(1, 0, 30)).await.unwrap(), 1);
+    assert_eq!(metrics::rollup(&store, t(1, 0, 31)).await.unwrap(), 0, "idempotent");
+    let hours = metrics::read(store.pool(), &environment, Resolution::Hour, t(0, 0, 0), t(3, 0, 0))
+        .await
+        .unwrap();
+    assert_eq!(hours.len(), 1);
+    assert_eq!((hours[0].start_ms, hours[0].requests), (t(0, 0, 0), 5));
+    assert_eq!(hours[0].statuses.get(&200), Some(&5));
+    let (ranked, _) = hours[0].paths.ranked();
+    assert_eq!(
+        ranked
+            .iter()
+            .map(|p| (p.template.as_str(), p.guaranteed()))
+            .collect::<Vec<_>>(),
+        [("GET /a", 3), ("GET /b", 2)]
+    );
+
+    // A late flush into the rolled hour marks it for another rollup, which recomputes it.
+    metrics::record_minute(&store, &environment, &site_id, t(0, 30, 0), &bucket(1, "GET /c", 40))
+        .await
+        .unwrap();
+    assert_eq!(metrics::rollup(&store, t(1, 1, 0)).await.unwrap(), 1);
+    let hours = metrics::read(store.pool(), &environment, Resolution::Hour, t(0, 0, 0), t(1, 0, 0))
+        .await
+        .unwrap();
+    assert_eq!(hours[0].requests, 6, "recomputed from all its minutes, not added twice");
+
+    // The next day: hour 1 rolls, then day 0 from both hours; its quantiles stay within
+    // the sketch's error (10 ms ×3, 20 ms ×2, 30 ms ×4, 40 ms: median 20 ms, p90 30 ms).
+    assert_eq!(metrics::rollup(&store, t(24, 0, 1)).await.unwrap(), 2);
+    let days = metrics::read(store.pool(), &environment, Resolution::Day, t(0, 0, 0), t(48, 0, 0))
+        .await
+        .unwrap();
+    assert_eq!(days.len(), 1);
+    assert_eq!(
+        (days[0].start_ms, days[0].requests, days[0].bytes_out),
+        (day0, 10, 1000)
+    );
+    let median = days[0].first_byte.quantile_micros(0.5).unwrap();
+    assert!((median - 20_000.0).abs() <= 0.01 * 20_000.0, "{median}");
+    let p90 = days[0].first_byte.quantile_micros(0.9).unwrap();
+    assert!((p90 - 30_000.0).abs() <= 0.01 * 30_000.0, "{p90}");
+
+    // Pruning: each resolution by its own age.
+    let retention = Retention {
+        minutes_ms: 7 * DAY_MS,
+        hours_ms: 90 * DAY_MS,
+        days_ms: 400 * DAY_MS,
+    };
+    let count = async |resolution| metrics::stored(store.pool(), &environment, resolution).await.unwrap().0;
+    assert_eq!(metrics::prune(&store, t(24 * 6, 0, 0), &retention).await.unwrap(), 0);
+    assert_eq!(
+        (
+            count(Resolution::Minute).await,
+            count(Resolution::Hour).await,
+            count(Resolution::Day).await
+        ),
+        (3, 2, 1)
+    );
+    assert_eq!(metrics::prune(&store, t(24 * 8, 0, 0), &retention).await.unwrap(), 3);
+    assert_eq!(count(Resolution::Minute).await, 0, "minutes go after 7 days");
+    assert_eq!(metrics::prune(&store, t(24 * 91, 0, 0), &retention).await.unwrap(), 2);
+    assert_eq!(count(Resolution::Day).await, 1, "the day stays");
+    assert_eq!(metrics::prune(&store, t(24 * 401, 0, 0), &retention).await.unwrap(), 1);
+    assert_eq!(count(Resolution::Day).await, 0);
+}
+
+#[tokio::test]
+async fn a_flood_of_random_hosts_and_paths_stays_within_the_taps_bounds() {
+    let files = app(&[("index.html", "hello")]);
+    let root = std::fs::canonicalize(files.path()).unwrap();
+    let edge = Edge::new(EdgeConfig::default());
+    let mut table = EdgeRouteTable::new();
+    table.insert(
+        "flood.localhost",
+        RouteTarget::Static {
+            root: root.clone(),
+            jail: root,
+            spa_fallback: true,
+        },
+    );
+    assert!(table.label(
+        "flood.localhost",
+        RouteLabel {
+            site: Arc::from("site_flood"),
+            environment: Arc::from("env_flood"),
+            deployment: Arc::from("dpl_flood"),
+        },
+    ));
+    edge.replace_routes(table);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(Arc::clone(&edge).serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    const FLOOD: u64 = 3000;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..FLOOD {
+        let host = format!("h{:x}.attacker.test", random());
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let path = format!("/p{:x}/q{}", random(), i);
+        let r = http
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .header("host", "flood.localhost")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let _ = r.bytes().await;
+    }
+    // The last body is counted once the edge has let go of it, just after the client got it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let footprint = edge.tap_footprint();
+    assert!(footprint.sites <= workers, "{footprint:?}");
+    assert!(footprint.paths <= workers * MAX_PATHS_PER_SITE, "{footprint:?}");
+    // Each worker's slot: status and sketch counters (~8.6 KB) and at most 256 templates.
+    let bound = workers * (16 * 1024 + MAX_PATHS_PER_SITE * 128);
+    assert!(footprint.bytes <= bound, "{footprint:?} over {bound}");
+
+    let drain = edge.drain_tap();
+    assert_eq!(drain.unknown_host_requests, FLOOD, "unknown hosts are one counter");
+    assert_eq!(drain.sites.len(), 1);
+    let site = &drain.sites[0];
+    assert_eq!(site.requests, FLOOD);
+    assert_eq!(site.static_files, FLOOD);
+    assert_eq!(site.statuses, [(200, FLOOD)]);
+    assert!(site.paths.len() <= MAX_PATHS_PER_SITE, "{}", site.paths.len());
+    let counted: u64 = site.paths.iter().map(|p| p.requests).sum::<u64>() + site.other_paths.requests;
+    assert_eq!(counted, FLOOD);
+    assert!(site.other_paths.requests >= FLOOD - (workers * MAX_PATHS_PER_SITE) as u64);
+    assert_eq!(site.bytes_out, FLOOD * 5, "each answer is 'hello'");
+
+    // Idle slots are let go: after an interval without traffic the tap holds nothing.
+    assert!(edge.drain_tap().sites.is_empty());
+    assert_eq!(edge.tap_footprint().sites, 0);
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+}
