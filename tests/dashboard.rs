@@ -310,9 +310,9 @@ async fn chromium_site_from_folder_live_promote_rollback_env_and_delete() {
         "tok-123-secret"
     );
 
-    // Placeholders say plainly that they are not built yet.
+    // The domains tab says when there is none yet.
     b.goto(&server.api("/sites/webby/domains")).await;
-    b.wait_text("coming with domains").await;
+    b.find("#domains-empty").await;
 
     // Delete with the typed name: the button waits for it.
     b.goto(&server.api("/sites/webby/settings")).await;
@@ -402,6 +402,141 @@ async fn chromium_build_settings_in_the_create_form_and_the_settings_tab() {
     b.click("form[action='/sites/tuned/deploy'] button").await;
     b.find("#deployment[data-status=live]").await;
     wait_edge(&server, "tuned.localhost", "from the root").await;
+    b.close().await;
+}
+
+/// The text of an element inside one domain's card.
+async fn domain_text(b: &Browser, domain: &str, css: &str) -> String {
+    b.text(&format!("[data-domain='{domain}'] {css}")).await
+}
+
+#[tokio::test]
+async fn chromium_domain_wizard_records_live_check_to_active_and_removal() {
+    let dns = common::pebble::Dns::start().await;
+    let server = TestServer::start_with(&[("BERTH_DNS_RESOLVERS", &dns.resolver())]).await;
+    let _dir = static_site(&server, "shop").await;
+    let b = Browser::start().await;
+    b.login(&server, KEY).await;
+    b.find("#sites-grid").await;
+    b.goto(&server.api("/sites/shop/domains")).await;
+    b.find("#domains-empty").await;
+
+    // A bad name: the service's message next to the field, the name kept, nothing added.
+    b.fill("#domain", "not a domain!").await;
+    b.click("#add-domain-submit").await;
+    let error = b.text("#domain-error").await;
+    assert!(error.contains("'not a domain!' is not a domain name"), "{error}");
+    assert_eq!(
+        b.find("#domain").await.prop("value").await.unwrap().as_deref(),
+        Some("not a domain!")
+    );
+    let (_, list) = server.get("/api/sites/shop/domains").await;
+    assert_eq!(list["total"], 0, "{list}");
+
+    // Added through the form: the records to create, each value copyable.
+    b.fill("#domain", "www.example.com").await;
+    b.click("#add-domain-submit").await;
+    b.wait_text("Domain added").await;
+    let card = "[data-domain='www.example.com']";
+    b.find(card).await;
+    let cname = domain_text(
+        &b,
+        "www.example.com",
+        "[data-record='CNAME www.example.com'] [data-record-value]",
+    )
+    .await;
+    assert_eq!(cname, "shop.localhost");
+    let token = domain_text(
+        &b,
+        "www.example.com",
+        "[data-record='TXT _berth-challenge.www.example.com'] [data-record-value]",
+    )
+    .await;
+    let (_, list) = server.get("/api/sites/shop/domains").await;
+    assert!(list["domains"][0]["records"].to_string().contains(&token), "{list}");
+    // Where the clipboard API is missing, the value is shown selected in a read-only field.
+    b.client
+        .execute(
+            "Object.defineProperty(navigator, 'clipboard', { value: undefined, configurable: true })",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.click(&format!("{card} [data-record='CNAME www.example.com'] [data-copy]"))
+        .await;
+    let fallback = b
+        .find(&format!(
+            "{card} [data-record='CNAME www.example.com'] [data-copy-fallback]"
+        ))
+        .await;
+    assert_eq!(fallback.prop("value").await.unwrap().as_deref(), Some("shop.localhost"));
+    assert_eq!(fallback.attr("readonly").await.unwrap().as_deref(), Some("true"));
+    b.screenshot("site-domains-pending").await;
+
+    // The page checks on its own: first the records are missing, named per record.
+    b.client.execute("window.stillThisPage = true", vec![]).await.unwrap();
+    b.find(&format!(
+        "{card} [data-check='CNAME www.example.com'][data-check-ok=false]"
+    ))
+    .await;
+    let txt = domain_text(
+        &b,
+        "www.example.com",
+        "[data-check='TXT _berth-challenge.www.example.com']",
+    )
+    .await;
+    assert!(txt.contains(&token), "says what to create: {txt}");
+    let next = domain_text(&b, "www.example.com", "[data-domain-next]").await;
+    assert!(
+        next.contains("“Check now”") && !next.contains("HOSTING_"),
+        "the next step names the page's button: {next}"
+    );
+
+    // Records set at the DNS server: the live check turns the domain active, no reload.
+    dns.set(
+        "/set-cname",
+        json!({"host": "www.example.com", "target": "shop.localhost"}),
+    )
+    .await;
+    dns.set(
+        "/set-txt",
+        json!({"host": "_berth-challenge.www.example.com.", "value": token}),
+    )
+    .await;
+    b.find(&format!("{card}[data-status=active]")).await;
+    assert_eq!(
+        b.client
+            .execute("return window.stillThisPage === true", vec![])
+            .await
+            .unwrap(),
+        json!(true),
+        "updated in place, without a reload"
+    );
+    assert!(
+        domain_text(&b, "www.example.com", "[data-domain-badge]")
+            .await
+            .contains("Active")
+    );
+    b.find(&format!(
+        "{card} [data-check='CNAME www.example.com'][data-check-ok=true]"
+    ))
+    .await;
+    assert!(
+        domain_text(&b, "www.example.com", "[data-domain-next]")
+            .await
+            .contains("served at http://www.example.com")
+    );
+    wait_edge(&server, "www.example.com", "hi").await;
+    b.screenshot("site-domains-active").await;
+
+    // Removed (after the confirmation): no longer listed nor served.
+    b.click_and_confirm(&format!("{card} [data-remove-domain]")).await;
+    b.wait_text("Domain removed").await;
+    b.find("#domains-empty").await;
+    let (_, list) = server.get("/api/sites/shop/domains").await;
+    assert_eq!(list["total"], 0, "{list}");
+    let (status, _) = server.edge("www.example.com", "/").await;
+    assert_eq!(status, 404);
     b.close().await;
 }
 
@@ -947,4 +1082,139 @@ async fn the_monitoring_tab_shows_each_instances_cpu_and_memory() {
     // A site of another org, or none, is not found.
     let (status, _) = web.get("/sites/nothing-here/monitoring").await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn domain_forms_refuse_bad_input_by_field_and_a_viewer_only_reads() {
+    let dns = common::pebble::Dns::start().await;
+    let server = TestServer::start_with(&[("BERTH_DNS_RESOLVERS", &dns.resolver())]).await;
+    let _shop = static_site(&server, "shop").await;
+    let _blog = static_site(&server, "blog").await;
+    let web = WebSession::login(&server, KEY, &[]).await;
+    let csrf = web.csrf().await;
+    // Domains attached to either site.
+    let count = || async {
+        let mut total = 0;
+        for site in ["shop", "blog"] {
+            let (_, list) = server.get(&format!("/api/sites/{site}/domains")).await;
+            total += list["total"].as_u64().unwrap_or_else(|| panic!("{list}"));
+        }
+        total
+    };
+
+    // An apex while no public address is configured: refused next to the field, naming the fix.
+    let (status, page) = web
+        .post("/sites/shop/domains", &[("_csrf", &csrf), ("domain", "example.com")])
+        .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("id=\"domain-error\""), "{page}");
+    assert!(page.contains("--public-ipv4"), "{page}");
+    assert!(page.contains("value=\"example.com\""), "the form keeps what was typed");
+    // An IP address, the base domain: the same.
+    for bad in ["192.0.2.1", "shop.localhost"] {
+        let (status, page) = web
+            .post("/sites/shop/domains", &[("_csrf", &csrf), ("domain", bad)])
+            .await;
+        assert_eq!(status, 400, "{bad}: {page}");
+        assert!(page.contains("id=\"domain-error\""), "{bad}: {page}");
+    }
+    // An unknown environment: a notice, nothing added.
+    let (status, page) = web
+        .post(
+            "/sites/shop/domains",
+            &[("_csrf", &csrf), ("domain", "app.example.com"), ("environment", "nope")],
+        )
+        .await;
+    assert_eq!(status, 404, "{page}");
+    assert!(page.contains("notice-error"), "{page}");
+    assert_eq!(count().await, 0);
+
+    // Added with its options; then the same name on another site is taken.
+    let (status, page) = web
+        .post(
+            "/sites/shop/domains",
+            &[
+                ("_csrf", &csrf),
+                ("domain", "App.Example.COM"),
+                ("environment", "production"),
+                ("redirect_www", "true"),
+                ("hsts", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303, "{page}");
+    let (_, list) = server.get("/api/sites/shop/domains").await;
+    assert_eq!(list["domains"][0]["name"], "app.example.com", "{list}");
+    assert_eq!(list["domains"][0]["hsts"], true, "{list}");
+    assert_eq!(list["domains"][0]["redirect_from"], "www.app.example.com", "{list}");
+    let (status, page) = web
+        .post(
+            "/sites/blog/domains",
+            &[("_csrf", &csrf), ("domain", "app.example.com")],
+        )
+        .await;
+    assert_eq!(status, 409, "{page}");
+    assert!(page.contains("already attached"), "{page}");
+    assert_eq!(count().await, 1);
+
+    // Without JavaScript, "Check now" asks DNS and shows the result per record.
+    let (status, _) = web
+        .post("/sites/shop/domains/app.example.com/check", &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(status, 303);
+    let (_, page) = web.get("/sites/shop/domains?done=domain-checked").await;
+    assert!(page.contains("DNS checked"), "{page}");
+    assert!(
+        page.contains("data-check=\"CNAME app.example.com\" data-check-ok=\"false\""),
+        "{page}"
+    );
+    // No CSRF token: nothing removed.
+    let (status, _) = web.post("/sites/shop/domains/app.example.com/remove", &[]).await;
+    assert_eq!(status, 403);
+    assert_eq!(count().await, 1);
+
+    // A viewer sees the domain and its records, but no forms; posting anyway is refused
+    // with the service's notice and changes nothing.
+    let (status, out) = server
+        .post(
+            "/api/keys",
+            &json!({"name": "viewer key", "kind": "service", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let viewer = WebSession::login(&server, out["token"].as_str().unwrap(), &[]).await;
+    let (status, page) = viewer.get("/sites/shop/domains").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-domain=\"app.example.com\""), "{page}");
+    assert!(page.contains("data-record-value"), "{page}");
+    assert!(!page.contains("add-domain-form"), "{page}");
+    assert!(
+        !page.contains("data-remove-domain") && !page.contains("data-check-now"),
+        "{page}"
+    );
+    let vcsrf = viewer.csrf().await;
+    let (status, page) = viewer
+        .post(
+            "/sites/shop/domains",
+            &[("_csrf", &vcsrf), ("domain", "other.example.com")],
+        )
+        .await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("notice-error") && page.contains("viewer"), "{page}");
+    for action in ["check", "remove"] {
+        let (status, page) = viewer
+            .post(
+                &format!("/sites/shop/domains/app.example.com/{action}"),
+                &[("_csrf", &vcsrf)],
+            )
+            .await;
+        assert_eq!(status, 403, "{action}: {page}");
+    }
+    assert_eq!(count().await, 1);
+
+    let (status, _) = web
+        .post("/sites/shop/domains/app.example.com/remove", &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(status, 303);
+    assert_eq!(count().await, 0);
 }

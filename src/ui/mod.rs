@@ -58,7 +58,9 @@ pub fn router(state: UiState) -> Router {
         .route("/sites/{site}/environments/{env}/scale", post(scale))
         .route("/sites/{site}/settings", tab_page!(Tab::Settings))
         .route("/sites/{site}/settings/build", post(save_build_settings))
-        .route("/sites/{site}/domains", tab_page!(Tab::Domains))
+        .route("/sites/{site}/domains", tab_page!(Tab::Domains).post(add_domain))
+        .route("/sites/{site}/domains/{domain}/check", post(check_domain))
+        .route("/sites/{site}/domains/{domain}/remove", post(remove_domain))
         .route("/sites/{site}/monitoring", tab_page!(Tab::Monitoring))
         .route("/sites/{site}/deploy", post(deploy))
         .route("/sites/{site}/upload", post(upload).layer(upload_limit))
@@ -546,6 +548,9 @@ struct TabQuery {
     done: Option<String>,
     /// Settings: show and edit the variables of this environment instead of the site's.
     environment: Option<String>,
+    /// Domains: the add form as it was sent, refilled after an error (never from the URL).
+    #[serde(skip)]
+    domain_form: Option<views::AddDomainForm>,
 }
 
 impl TabQuery {
@@ -569,6 +574,9 @@ fn done_notice(code: Option<&str>) -> Option<Notice> {
         "env-created" => "Environment created; its first deployment is building.",
         "env-deleted-environment" => "Environment deleted.",
         "cancelled" => "Deployment cancelled.",
+        "domain-added" => "Domain added: create the records below at your DNS host; berth checks them for you.",
+        "domain-checked" => "DNS checked: the result of every record is below.",
+        "domain-removed" => "Domain removed: berth no longer serves it.",
         _ => return None,
     };
     Some(Notice::ok(text))
@@ -679,7 +687,23 @@ async fn render_tab(
                 scope.as_deref(),
             )
         }
-        Tab::Domains => views::placeholder("Domains"),
+        Tab::Domains => {
+            let input = ListDomainsInput {
+                site: Some(site.to_string()),
+                limit: Some(200),
+                cursor: None,
+            };
+            match state.service.list_domains(&s.actor, &input).await {
+                Ok(l) => views::domains(
+                    s,
+                    &detail,
+                    &l.domains,
+                    &q.domain_form.clone().unwrap_or_default(),
+                    n.as_ref(),
+                ),
+                Err(e) => return error_page(Some(s), &e),
+            }
+        }
         Tab::Monitoring => {
             let mut usage = Vec::new();
             for env in &detail.environments {
@@ -698,10 +722,13 @@ async fn render_tab(
     // Field errors are shown next to their field; only the rest go to the top banner.
     let top = n.filter(|n| {
         !(n.error
-            && matches!(tab, Tab::Environments | Tab::Settings)
-            && n.field.as_deref().is_some_and(|f| {
-                matches!(f, "env_name" | "env_branch" | "var_name" | "var_value" | "confirm")
-                    || (tab == Tab::Settings && views::is_build_setting_field(f))
+            && n.field.as_deref().is_some_and(|f| match tab {
+                Tab::Environments | Tab::Settings => {
+                    matches!(f, "env_name" | "env_branch" | "var_name" | "var_value" | "confirm")
+                        || (tab == Tab::Settings && views::is_build_setting_field(f))
+                }
+                Tab::Domains => views::DOMAIN_FORM_FIELDS.contains(&f),
+                _ => false,
             }))
     });
     html(status, views::site_shell(s, &detail, tab, top.as_ref(), content))
@@ -1127,6 +1154,79 @@ async fn delete_site(
         Ok(_) => see_other("/sites"),
         Err(e) => tab_error(&state, &s, &site, Tab::Settings, &e).await,
     }
+}
+
+// ---------------------------------------------------------------- domains
+
+#[derive(Deserialize)]
+struct DomainForm {
+    #[serde(default)]
+    domain: String,
+    #[serde(default)]
+    environment: String,
+    redirect_www: Option<String>,
+    hsts: Option<String>,
+}
+
+async fn add_domain(
+    State(state): State<UiState>,
+    Path(site): Path<String>,
+    CsrfForm(s, f): CsrfForm<DomainForm>,
+) -> Response {
+    let form = views::AddDomainForm {
+        domain: f.domain.trim().to_string(),
+        environment: f.environment,
+        redirect_www: f.redirect_www.is_some(),
+        hsts: f.hsts.is_some(),
+    };
+    let input = AddDomainInput {
+        site: site.clone(),
+        domain: form.domain.clone(),
+        environment: non_empty(&form.environment),
+        redirect_www: Some(form.redirect_www),
+        hsts: Some(form.hsts),
+        wait: None,
+        timeout_seconds: None,
+    };
+    match state.service.add_domain(&s.actor, &input).await {
+        Ok(_) => see_other(&format!("/sites/{site}/domains?done=domain-added")),
+        Err(e) => {
+            // Shown again as typed, with the service's message next to its field.
+            let q = TabQuery {
+                domain_form: Some(form),
+                ..TabQuery::default()
+            };
+            render_tab(&state, &s, &site, Tab::Domains, &q, Some(notice_of(&e)), e.status()).await
+        }
+    }
+}
+
+async fn check_domain(
+    State(state): State<UiState>,
+    Path((site, domain)): Path<(String, String)>,
+    CsrfForm(s, _): CsrfForm<Empty>,
+) -> Response {
+    let input = ValidateDomainInput {
+        site: site.clone(),
+        domain,
+        wait: None,
+        timeout_seconds: None,
+    };
+    let result = state.service.validate_domain(&s.actor, &input).await;
+    after(&state, &s, &site, Tab::Domains, result, "domain-checked").await
+}
+
+async fn remove_domain(
+    State(state): State<UiState>,
+    Path((site, domain)): Path<(String, String)>,
+    CsrfForm(s, _): CsrfForm<Empty>,
+) -> Response {
+    let input = DomainRef {
+        site: site.clone(),
+        domain,
+    };
+    let result = state.service.remove_domain(&s.actor, &input).await;
+    after(&state, &s, &site, Tab::Domains, result, "domain-removed").await
 }
 
 // ---------------------------------------------------------------- providers

@@ -7,7 +7,8 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::session::{CSRF_FIELD, Session};
 use crate::service::{
-    DeploymentInfo, EnvVarsOutput, EnvironmentInfo, ResourceUsageOutput, ScalingConfig, SiteDetail, SiteSummary,
+    DeploymentInfo, DomainInfo, EnvVarsOutput, EnvironmentInfo, ResourceUsageOutput, ScalingConfig, SiteDetail,
+    SiteSummary,
 };
 
 /// A message shown at the top of a page after an action.
@@ -122,6 +123,12 @@ fn status_parts(status: &str) -> (&'static str, &'static str, &'static str) {
         "cancelled" => ("⊘", "Cancelled", "idle"),
         "new" => ("○", "Not deployed", "idle"),
         "none" => ("○", "Not deployed", "idle"),
+        // Custom domains (`DomainStatus`).
+        "pending_dns" => ("…", "Waiting for DNS", "busy"),
+        "validating" => ("◐", "Validating", "busy"),
+        "issuing" => ("◐", "Issuing certificate", "busy"),
+        "active" => ("✓", "Active", "ok"),
+        "renewing" => ("↻", "Renewing", "ok"),
         _ => ("•", "Unknown", "idle"),
     }
 }
@@ -585,7 +592,7 @@ pub enum Tab {
     Environments,
     /// Env vars, scaling, build settings, delete.
     Settings,
-    /// Placeholder.
+    /// Custom domains: the records to create, their live check, certificates.
     Domains,
     /// Placeholder.
     Monitoring,
@@ -1122,13 +1129,202 @@ pub fn monitoring(usage: &[ResourceUsageOutput]) -> Markup {
     }
 }
 
-/// A tab that is not built yet, saying so plainly.
-pub fn placeholder(what: &str) -> Markup {
+/// What the add-domain form holds, kept to refill it after an error.
+#[derive(Clone, Debug, Default)]
+pub struct AddDomainForm {
+    /// The domain as typed.
+    pub domain: String,
+    /// Environment it serves ("" = production).
+    pub environment: String,
+    /// Also answer for the www/apex partner with a redirect.
+    pub redirect_www: bool,
+    /// Send Strict-Transport-Security over HTTPS.
+    pub hsts: bool,
+}
+
+/// The add-domain form's inputs: service errors about them are shown next to them.
+pub const DOMAIN_FORM_FIELDS: [&str; 4] = ["domain", "environment", "redirect_www", "hsts"];
+
+/// Domains tab: every domain of the site with its state, records to create (copyable),
+/// the last check per record and the next step; the add form, and check/remove buttons
+/// for roles that may use them. `data-domain-watch` cards are re-checked by the script.
+pub fn domains(
+    session: &Session,
+    site: &SiteDetail,
+    list: &[DomainInfo],
+    form: &AddDomainForm,
+    n: Option<&Notice>,
+) -> Markup {
+    let name = &site.summary.name;
+    // Cheap: the session's actor is already loaded; the service checks again on every POST.
+    let can_manage = session
+        .actor
+        .require(crate::service::access::Action::ManageDomains, Some(name), None)
+        .is_ok();
     html! {
-        div.empty.card.placeholder {
-            div.empty-icon aria-hidden="true" { "⧗" }
-            h2 { (what) " — coming with " (what.to_lowercase()) }
-            p.muted { "This tab is a placeholder: nothing here works yet, and nothing is configured by it." }
+        section.card #domains {
+            h2 { "Domains" }
+            @if list.is_empty() {
+                p.muted #domains-empty { "No custom domain yet. The site is served at " span.mono { (site.summary.url) } "." }
+            }
+            ul.plain.domain-list {
+                @for (i, d) in list.iter().enumerate() {
+                    (domain_card(session, name, i, d, can_manage))
+                }
+            }
+        }
+        @if can_manage {
+            section.card #add-domain {
+                h2 { "Add a domain" }
+                p.muted.small { "berth answers the DNS records to create at your DNS host, checks them, then obtains a certificate and serves the site at the domain." }
+                form.form #add-domain-form method="post" action=(format!("/sites/{name}/domains")) {
+                    (csrf_input(session))
+                    div.grid2 {
+                        (text_field(n, "domain", "Domain", &form.domain, "www.example.com", Some("A subdomain needs a CNAME; an apex (example.com) A/AAAA records.")))
+                        div.field {
+                            label for="environment" { "Environment" }
+                            select #environment name="environment" aria-invalid=[has_error(n, "environment")] {
+                                @for e in &site.environments {
+                                    option value=(e.name) selected[form.environment == e.name || (form.environment.is_empty() && e.name == "production")] { (e.name) }
+                                }
+                            }
+                            (field_error(n, "environment"))
+                        }
+                    }
+                    label.check { input #redirect_www type="checkbox" name="redirect_www" value="true" checked[form.redirect_www]; " Redirect the www/apex partner here (www.example.com ↔ example.com)" }
+                    (field_error(n, "redirect_www"))
+                    label.check { input #hsts type="checkbox" name="hsts" value="true" checked[form.hsts]; " HSTS: browsers keep to HTTPS for two years" }
+                    (field_error(n, "hsts"))
+                    div.form-actions {
+                        button.btn.btn-primary #add-domain-submit type="submit" { "Add domain" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A domain's next step as this page says it: the tool calls it names for agents become
+/// the page's own button and listing (the script does the same to live updates).
+pub fn next_for_people(next: &str) -> String {
+    let mut out = String::with_capacity(next.len());
+    let mut rest = next;
+    let tools = [
+        ("HOSTING_VALIDATE_DOMAIN", "“Check now”"),
+        ("HOSTING_LIST_DOMAINS", "this page"),
+    ];
+    while let Some((at, tool, words)) = tools
+        .iter()
+        .filter_map(|(tool, words)| rest.find(tool).map(|at| (at, *tool, *words)))
+        .min_by_key(|(at, _, _)| *at)
+    {
+        out.push_str(&rest[..at]);
+        out.push_str(words);
+        rest = &rest[at + tool.len()..];
+        // The call's arguments, ` {"site": …}`, go with it.
+        if let Some(args) = rest.strip_prefix(" {")
+            && let Some(end) = args.find('}')
+        {
+            rest = &args[end + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One domain: state, next step, certificate, records, last check, actions.
+fn domain_card(session: &Session, site: &str, index: usize, d: &DomainInfo, can_manage: bool) -> Markup {
+    let status = d.status.as_str();
+    let served = d.status.is_served();
+    html! {
+        li.card.domain-card data-domain=(d.name) data-site=(site) data-status=(status)
+            data-domain-watch data-can-check=[can_manage.then_some("true")] {
+            div.site-card-head {
+                h3.mono { (d.name) }
+                span data-domain-badge { (badge(status)) }
+            }
+            p.muted.small {
+                "Serves " span.tag { (d.environment) }
+                @if let Some(from) = &d.redirect_from { " · " span.mono { (from) } " redirects here" }
+                @if d.hsts { " · HSTS" }
+                @if served { " · " a href=(d.url) target="_blank" rel="noopener" { (d.url) } }
+            }
+            p data-domain-next { strong { "Next: " } span data-domain-next-text { (next_for_people(&d.next)) } }
+            p.small data-domain-cert {
+                @if let Some(c) = &d.certificate {
+                    "Certificate expires " (when(&c.expires_at)) " · renewed from " (when(&c.renews_at))
+                } @else if let Some(p) = &d.certificate_problem {
+                    "Certificate order failed: " (p.message)
+                } @else {
+                    span.muted { "No certificate yet." }
+                }
+            }
+            @for w in &d.warnings {
+                div.notice.notice-error role="alert" data-domain-warning { span aria-hidden="true" { "⚠ " } (w) }
+            }
+            details.subsection open[!served] {
+                summary { "DNS records to create" }
+                table.dns data-records {
+                    thead { tr { th scope="col" { "Type" } th scope="col" { "Name" } th scope="col" { "Value" } th scope="col" { "Why" } } }
+                    tbody {
+                        @for (j, r) in d.records.iter().enumerate() {
+                            @let id = format!("record-{index}-{j}");
+                            tr data-record=(format!("{} {}", r.record_type, r.name)) {
+                                td.mono { (r.record_type) }
+                                td.mono { (r.name) }
+                                td {
+                                    span.copyable {
+                                        code id=(id) data-record-value { (r.value) }
+                                        (copy_button(&format!("#{id}"), "Copy"))
+                                    }
+                                    @if r.managed { " " span.tag.tag-current data-managed title="berth created this record at the DNS provider and removes it with the domain" { "created by berth" } }
+                                }
+                                td.small { (r.why) }
+                            }
+                        }
+                    }
+                }
+                h4 {
+                    "Last check "
+                    span.muted.small data-domain-checked {
+                        @if let Some(at) = &d.checked_at { (when(at)) } @else { "not yet" }
+                    }
+                }
+                table.dns {
+                    thead { tr { th scope="col" { "Type" } th scope="col" { "Name" } th scope="col" { "Expected" } th scope="col" { "Observed" } th scope="col" { "Result" } } }
+                    tbody data-diagnosis {
+                        @for c in d.diagnosis.iter().flatten() {
+                            tr data-check=(format!("{} {}", c.record_type, c.name)) data-check-ok=(c.ok) {
+                                td.mono { (c.record_type) }
+                                td.mono { (c.name) }
+                                td.mono { (c.expected) }
+                                td.mono { @if c.observed.is_empty() { span.muted { "nothing" } } @else { (c.observed.join(", ")) } }
+                                td {
+                                    @if c.ok {
+                                        span.ok-mark { span aria-hidden="true" { "✓ " } "ok" }
+                                    } @else {
+                                        span.bad-mark { span aria-hidden="true" { "✕ " } (c.next) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            p.small.muted data-domain-live aria-live="polite" {}
+            @if can_manage {
+                div.actions {
+                    form method="post" action=(format!("/sites/{site}/domains/{}/check", d.name)) {
+                        (csrf_input(session))
+                        button.btn.btn-small type="submit" data-check-now { "Check now" }
+                    }
+                    form method="post" action=(format!("/sites/{site}/domains/{}/remove", d.name))
+                        data-confirm=(format!("Remove {}? berth stops serving it at once.", d.name)) {
+                        (csrf_input(session))
+                        button.btn.btn-small.btn-danger type="submit" data-remove-domain { "Remove" }
+                    }
+                }
+            }
         }
     }
 }
@@ -1271,11 +1467,47 @@ mod tests {
     }
 
     #[test]
+    fn domain_next_steps_name_the_page_s_buttons_not_tools() {
+        assert_eq!(
+            next_for_people(
+                "create the records listed, then check them with HOSTING_VALIDATE_DOMAIN {\"site\": \"shop\", \"domain\": \"a.example.com\"}"
+            ),
+            "create the records listed, then check them with “Check now”"
+        );
+        assert_eq!(
+            next_for_people(
+                "add TXT x; then check again with HOSTING_VALIDATE_DOMAIN (DNS changes can take the records' TTL to show)"
+            ),
+            "add TXT x; then check again with “Check now” (DNS changes can take the records' TTL to show)"
+        );
+        assert_eq!(
+            next_for_people("being issued; see it with HOSTING_LIST_DOMAINS {\"site\": \"shop\"}"),
+            "being issued; see it with this page"
+        );
+        assert_eq!(
+            next_for_people("served at https://a.example.com"),
+            "served at https://a.example.com"
+        );
+    }
+
+    #[test]
     fn text_is_escaped_and_status_is_never_colour_alone() {
         let html = error_page(Some(&session()), "Oops", "<script>alert(1)</script>").into_string();
         assert!(!html.contains("<script>alert(1)"));
         assert!(html.contains("&lt;script&gt;"));
-        for status in ["live", "building", "failed", "sleeping", "crashed", "new"] {
+        for status in [
+            "live",
+            "building",
+            "failed",
+            "sleeping",
+            "crashed",
+            "new",
+            "pending_dns",
+            "validating",
+            "issuing",
+            "active",
+            "renewing",
+        ] {
             let b = badge(status).into_string();
             let (icon, label, _) = status_parts(status);
             assert!(b.contains(icon) && b.contains(label), "{b}");

@@ -1,6 +1,7 @@
 // berth dashboard: progressive enhancement only. Every page works without this script;
-// it adds live logs (SSE), live deployment status, copy buttons, confirm dialogs,
-// instant site filtering and the typed-name guard of the delete button.
+// it adds live logs (SSE), live deployment status, the live check of custom domains,
+// copy buttons, confirm dialogs, instant site filtering and the typed-name guard of the
+// delete button.
 "use strict";
 document.documentElement.classList.add("js");
 
@@ -26,12 +27,25 @@ window.addEventListener("pageshow", () => document.querySelectorAll("button[aria
 // ---- copy buttons: <button data-copy="#selector">
 async function copyText(text, button) {
   try {
+    if (!navigator.clipboard) throw new Error("no clipboard API");
     await navigator.clipboard.writeText(text);
   } catch (_) {
-    const ta = document.createElement("textarea");
-    ta.value = text; document.body.appendChild(ta); ta.select();
-    try { document.execCommand("copy"); } catch (_) { /* nothing else to try */ }
-    ta.remove();
+    // No clipboard API (a plain-HTTP page on another host) or refused: the text is shown
+    // selected in a read-only field beside the button, to copy by hand.
+    let field = button.parentElement.querySelector("[data-copy-fallback]");
+    if (!field) {
+      field = document.createElement(text.includes("\n") ? "textarea" : "input");
+      field.readOnly = true;
+      field.className = "copy-fallback";
+      field.setAttribute("data-copy-fallback", "");
+      field.setAttribute("aria-label", "Select and copy this text");
+      button.after(field);
+    }
+    field.value = text;
+    field.focus();
+    field.select();
+    button.textContent = "Press Ctrl+C";
+    return;
   }
   const old = button.textContent;
   button.textContent = "Copied";
@@ -173,6 +187,93 @@ function watchDeployment(section) {
   if (!final.includes(section.dataset.status)) tick();
 }
 document.querySelectorAll("[data-deployment-watch]").forEach(watchDeployment);
+
+// ---- live domain check: <li data-domain-watch data-domain="…" data-site="…" data-status="…">
+// While DNS or the certificate is pending, the card re-checks every few seconds (DNS is
+// asked again by those allowed to, else the stored state is read), for at most 10 minutes.
+const DOMAIN_BADGES = {
+  pending_dns: ["…", "Waiting for DNS", "busy"], validating: ["◐", "Validating", "busy"],
+  issuing: ["◐", "Issuing certificate", "busy"], active: ["✓", "Active", "ok"],
+  renewing: ["↻", "Renewing", "ok"], failed: ["✕", "Failed", "bad"],
+};
+// A next step as the page says it (views::next_for_people): tool calls become its button.
+const forPeople = (next) => next
+  .replace(/HOSTING_VALIDATE_DOMAIN( \{[^}]*\})?/g, "“Check now”")
+  .replace(/HOSTING_LIST_DOMAINS( \{[^}]*\})?/g, "this page");
+function cell(tr, text, cls) {
+  const td = document.createElement("td");
+  if (cls) td.className = cls;
+  td.textContent = text;
+  tr.appendChild(td);
+  return td;
+}
+function showDomain(card, d) {
+  const [icon, label, tone] = DOMAIN_BADGES[d.status] || ["•", d.status, "idle"];
+  const badge = document.createElement("span");
+  badge.className = `badge badge-${tone}`;
+  badge.dataset.status = d.status;
+  const i = document.createElement("span");
+  i.className = "badge-icon"; i.setAttribute("aria-hidden", "true"); i.textContent = icon;
+  badge.append(i, label);
+  card.querySelector("[data-domain-badge]").replaceChildren(badge);
+  card.querySelector("[data-domain-next-text]").textContent = forPeople(d.next);
+  const cert = card.querySelector("[data-domain-cert]");
+  if (d.certificate) cert.textContent = `Certificate expires ${d.certificate.expires_at}`;
+  else if (d.certificate_problem) cert.textContent = `Certificate order failed: ${d.certificate_problem.message}`;
+  if (d.checked_at) card.querySelector("[data-domain-checked]").textContent = d.checked_at;
+  const rows = (d.diagnosis || []).map((c) => {
+    const tr = document.createElement("tr");
+    tr.dataset.check = `${c.type} ${c.name}`;
+    tr.dataset.checkOk = String(c.ok);
+    cell(tr, c.type, "mono"); cell(tr, c.name, "mono"); cell(tr, c.expected, "mono");
+    cell(tr, c.observed.length ? c.observed.join(", ") : "nothing", "mono");
+    const result = cell(tr, "");
+    const mark = document.createElement("span");
+    mark.className = c.ok ? "ok-mark" : "bad-mark";
+    mark.textContent = c.ok ? "✓ ok" : `✕ ${c.next}`;
+    result.appendChild(mark);
+    return tr;
+  });
+  card.querySelector("[data-diagnosis]").replaceChildren(...rows);
+  card.dataset.status = d.status;
+}
+function watchDomain(card) {
+  const pending = ["pending_dns", "validating", "issuing"];
+  const site = encodeURIComponent(card.dataset.site);
+  const name = card.dataset.domain;
+  const live = card.querySelector("[data-domain-live]");
+  const until = Date.now() + 10 * 60 * 1000;
+  let ask = card.dataset.canCheck === "true";
+  const tick = async () => {
+    if (Date.now() > until) { live.textContent = "Stopped checking after 10 minutes; use “Check now”."; return; }
+    try {
+      let r;
+      if (ask && card.dataset.status === "pending_dns") {
+        r = await fetch(`/api/sites/${site}/domains/${encodeURIComponent(name)}/validate`, {
+          method: "POST", credentials: "same-origin",
+          headers: { "content-type": "application/json", "x-csrf-token": csrf() }, body: "{}",
+        });
+        if (r.status === 403) { ask = false; setTimeout(tick, 0); return; }
+      } else {
+        r = await fetch(`/api/sites/${site}/domains?limit=200`, { credentials: "same-origin" });
+      }
+      if (!r.ok) throw new Error(String(r.status));
+      const body = await r.json();
+      const d = body.domains ? body.domains.find((x) => x.name === name) : body;
+      if (!d) { live.textContent = "This domain was removed."; return; }
+      showDomain(card, d);
+      live.textContent = pending.includes(d.status) ? "Checking every few seconds…" : "";
+    } catch (_) {
+      live.textContent = "Could not check just now; trying again…";
+    }
+    if (pending.includes(card.dataset.status)) setTimeout(tick, 3000);
+  };
+  if (pending.includes(card.dataset.status)) {
+    live.textContent = "Checking every few seconds…";
+    setTimeout(tick, 1500);
+  }
+}
+document.querySelectorAll("[data-domain-watch]").forEach(watchDomain);
 
 // ---- instant site filter
 const filterForm = document.querySelector("[data-filter-form]");
