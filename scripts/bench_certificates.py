@@ -48,10 +48,11 @@ def main():
     api_pem, api_key = os.path.join(work, "api.pem"), os.path.join(work, "api.key")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-nodes", "-keyout", api_key, "-out", api_pem, "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True,
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-addext", "basicConstraints=critical,CA:FALSE"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pebble_port, pebble_mgmt = free_port(), free_port()
-    berth = Berth(args.binary, args=["--dns-resolvers", f"127.0.0.1:{dns_port}", "--public-ipv4", "127.0.0.1",
+    berth = Berth(args.binary, log_filter="info", log_path=os.path.join(work, "berth.log"), args=["--dns-resolvers", f"127.0.0.1:{dns_port}", "--public-ipv4", "127.0.0.1",
                                      "--acme-directory", f"https://127.0.0.1:{pebble_port}/dir",
                                      "--acme-ca-roots", api_pem])
     config = {"pebble": {"listenAddress": f"127.0.0.1:{pebble_port}",
@@ -75,6 +76,7 @@ def main():
         except OSError:
             time.sleep(0.1)
     assert root, "pebble never answered"
+    print(f"logs in {work}", flush=True)
     trust = ssl.create_default_context(cadata=root)
     try:
         berth.upload("bench", {"index.html": "<h1>bench</h1>"})

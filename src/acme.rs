@@ -367,6 +367,19 @@ pub fn validity_ms(chain_pem: &str) -> Result<(i64, i64), String> {
     ))
 }
 
+/// A transport error with its causes in the text ("error sending request" alone does not
+/// say that the CA's certificate was refused or the connection was reset).
+fn with_causes(e: reqwest::Error) -> instant_acme::Error {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    instant_acme::Error::Other(text.into())
+}
+
 /// instant-acme's HTTP over reqwest: berth's timeouts, a bounded body, and the operator's
 /// extra roots beside the system's.
 struct ReqwestAcmeHttp {
@@ -411,20 +424,13 @@ impl HttpClient for ReqwestAcmeHttp {
             for (name, value) in &parts.headers {
                 request = request.header(name, value);
             }
-            let mut response = request
-                .send()
-                .await
-                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            let mut response = request.send().await.map_err(with_causes)?;
             let mut head = axum::http::Response::builder().status(response.status());
             for (name, value) in response.headers() {
                 head = head.header(name, value);
             }
             let mut collected = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?
-            {
+            while let Some(chunk) = response.chunk().await.map_err(with_causes)? {
                 if collected.len() + chunk.len() > MAX_RESPONSE_BYTES {
                     return Err(instant_acme::Error::Str(
                         "the ACME server's response is larger than 1 MiB",

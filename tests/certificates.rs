@@ -373,3 +373,60 @@ async fn base_domain_wildcard_through_dns01_at_the_cloudflare_fake() {
     }
     sync.abort();
 }
+
+#[tokio::test]
+async fn an_untrusted_ca_is_named_in_the_failure() {
+    let dns = Dns::start().await;
+    let plan = PebblePlan::new();
+    // Roots that do not include the certificate pebble's API is served with.
+    let other = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["elsewhere.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let roots = other.path().join("roots.pem");
+    std::fs::write(&roots, cert.pem()).unwrap();
+    let server = TestServer::start_with(&[
+        ("BERTH_DNS_RESOLVERS", &dns.resolver()),
+        ("BERTH_PUBLIC_IPV4", "127.0.0.1"),
+        ("BERTH_ACME_DIRECTORY", &plan.directory()),
+        ("BERTH_ACME_CA_ROOTS", roots.to_str().unwrap()),
+    ])
+    .await;
+    let _pebble = plan.start(&dns, server.edge_port, server.edge_tls_port, 300).await;
+    let _app = static_site(&server, "docs", "<h1>docs</h1>").await;
+    let (status, added) = server
+        .post("/api/sites/docs/domains", &json!({"domain": "docs-example.com"}))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let token = added["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "TXT")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dns.set(
+        "/add-a",
+        json!({"host": "docs-example.com", "addresses": ["127.0.0.1"]}),
+    )
+    .await;
+    dns.set(
+        "/set-txt",
+        json!({"host": "_berth-challenge.docs-example.com.", "value": token}),
+    )
+    .await;
+    let (status, failed) = server
+        .post(
+            "/api/sites/docs/domains/docs-example.com/validate",
+            &json!({"wait": true, "timeout_seconds": 60}),
+        )
+        .await;
+    assert_eq!(status, 200, "{failed}");
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    let message = failed["certificate_problem"]["message"].as_str().unwrap();
+    assert!(message.contains("certificate"), "the cause is not named: {message}");
+}
