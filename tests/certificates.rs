@@ -43,6 +43,30 @@ fn https_client(server: &TestServer, name: &str, root_pem: &str) -> reqwest::Cli
         .unwrap()
 }
 
+/// The value of a just-added domain's `_berth-challenge` TXT record.
+fn ownership_token(added: &Value) -> String {
+    added["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "TXT")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Creates an apex domain's records at the DNS server: A 127.0.0.1 and the ownership TXT.
+async fn point_here(dns: &Dns, domain: &str, token: &str) {
+    dns.set("/add-a", json!({"host": domain, "addresses": ["127.0.0.1"]}))
+        .await;
+    dns.set(
+        "/set-txt",
+        json!({"host": format!("_berth-challenge.{domain}."), "value": token}),
+    )
+    .await;
+}
+
 async fn domain(server: &TestServer, site: &str) -> Value {
     let (status, list) = server.get(&format!("/api/sites/{site}/domains")).await;
     assert_eq!(status, 200, "{list}");
@@ -84,22 +108,7 @@ async fn certificate_issued_served_by_sni_renewed_and_removed() {
     );
 
     // DNS right: the certificate is issued and served.
-    let token = added["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["type"] == "TXT")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    dns.set("/add-a", json!({"host": DOMAIN, "addresses": ["127.0.0.1"]}))
-        .await;
-    dns.set(
-        "/set-txt",
-        json!({"host": format!("_berth-challenge.{DOMAIN}."), "value": token}),
-    )
-    .await;
+    point_here(&dns, DOMAIN, &ownership_token(&added)).await;
     let started = Instant::now();
     let (status, active) = server
         .post(
@@ -213,25 +222,7 @@ async fn failed_validation_reports_the_ca_problem_and_a_retry_time() {
         .post("/api/sites/blog/domains", &json!({"domain": "blog-example.com"}))
         .await;
     assert_eq!(status, 201, "{added}");
-    let token = added["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["type"] == "TXT")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    dns.set(
-        "/add-a",
-        json!({"host": "blog-example.com", "addresses": ["127.0.0.1"]}),
-    )
-    .await;
-    dns.set(
-        "/set-txt",
-        json!({"host": "_berth-challenge.blog-example.com.", "value": token}),
-    )
-    .await;
+    point_here(&dns, "blog-example.com", &ownership_token(&added)).await;
     let (status, failed) = server
         .post(
             "/api/sites/blog/domains/blog-example.com/validate",
@@ -400,25 +391,7 @@ async fn an_untrusted_ca_is_named_in_the_failure() {
         .post("/api/sites/docs/domains", &json!({"domain": "docs-example.com"}))
         .await;
     assert_eq!(status, 201, "{added}");
-    let token = added["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["type"] == "TXT")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    dns.set(
-        "/add-a",
-        json!({"host": "docs-example.com", "addresses": ["127.0.0.1"]}),
-    )
-    .await;
-    dns.set(
-        "/set-txt",
-        json!({"host": "_berth-challenge.docs-example.com.", "value": token}),
-    )
-    .await;
+    point_here(&dns, "docs-example.com", &ownership_token(&added)).await;
     let (status, failed) = server
         .post(
             "/api/sites/docs/domains/docs-example.com/validate",

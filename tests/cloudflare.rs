@@ -10,12 +10,12 @@
 mod cloudflare_fake;
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth::dns::cloudflare::{Cloudflare, CloudflareConfig, DnsMode};
 use berth::dns::{DnsError, DnsProvider, RecordSpec};
 use cloudflare_fake::CloudflareFake;
+use common::pebble::Dns;
 use common::*;
 use serde_json::{Value, json};
 
@@ -218,85 +218,17 @@ async fn a_custom_hostname_is_followed_to_active() {
     assert!(matches!(err, DnsError::NotFound(_)), "{err}");
 }
 
-/// A port free on loopback for both TCP and UDP right now.
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// `pebble-challtestsrv` as the authoritative DNS (the fake serves no DNS: a test copies
-/// what the fake holds into it, as Cloudflare's name servers would serve it).
-struct Dns {
-    child: Child,
-    dns_port: u16,
-    management: String,
-    http: reqwest::Client,
-}
-
-impl Dns {
-    async fn start() -> Dns {
-        let (dns_port, management_port) = (free_port(), free_port());
-        let child = Command::new("pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{management_port}")])
-            .args(["-defaultIPv4", "", "-defaultIPv6", ""])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble-challtestsrv runs (Debian package pebble; scripts/test.sh installs it)");
-        let dns = Dns {
-            child,
-            dns_port,
-            management: format!("http://127.0.0.1:{management_port}"),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+/// Serves every CNAME and TXT record the fake holds in a zone from the test DNS server
+/// (the fake serves no DNS: the test copies what it holds, as Cloudflare's name servers
+/// would serve it).
+async fn serve_zone(dns: &Dns, fake: &CloudflareFake, zone_id: &str) {
+    for r in fake.records(zone_id) {
+        let (path, body) = match r.record_type.as_str() {
+            "CNAME" => ("/set-cname", json!({"host": r.name, "target": r.content})),
+            "TXT" => ("/set-txt", json!({"host": format!("{}.", r.name), "value": r.content})),
+            _ => continue,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while dns.try_set("/clear-txt", json!({"host": "ready.test"})).await.is_err() {
-            assert!(Instant::now() < deadline, "pebble-challtestsrv never answered");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        dns
-    }
-
-    fn resolver(&self) -> String {
-        format!("127.0.0.1:{}", self.dns_port)
-    }
-
-    async fn try_set(&self, path: &str, body: Value) -> Result<(), reqwest::Error> {
-        self.http
-            .post(format!("{}{path}", self.management))
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()
-            .map(drop)
-    }
-
-    /// Serves every CNAME and TXT record the fake holds in a zone.
-    async fn serve_zone(&self, fake: &CloudflareFake, zone_id: &str) {
-        for r in fake.records(zone_id) {
-            let (path, body) = match r.record_type.as_str() {
-                "CNAME" => ("/set-cname", json!({"host": r.name, "target": r.content})),
-                "TXT" => ("/set-txt", json!({"host": format!("{}.", r.name), "value": r.content})),
-                _ => continue,
-            };
-            self.try_set(path, body.clone())
-                .await
-                .unwrap_or_else(|e| panic!("challtestsrv {path} {body}: {e}"));
-        }
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        dns.set(path, body).await;
     }
 }
 
@@ -371,7 +303,7 @@ async fn berth_creates_and_removes_a_domains_records_at_cloudflare() {
     assert!(ours.iter().any(|r| r.record_type == "TXT" && r.content == token));
 
     // DNS serves what Cloudflare holds: the domain validates and is served.
-    dns.serve_zone(&fake, &zone_id).await;
+    serve_zone(&dns, &fake, &zone_id).await;
     let (status, checked) = server
         .post("/api/sites/shop/domains/app.example.com/validate", &json!({}))
         .await;
