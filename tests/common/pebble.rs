@@ -8,11 +8,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// A port free on loopback for both TCP and UDP right now.
+/// A port free on loopback for both TCP and UDP right now, below the kernel's ephemeral
+/// range (32768 and up), so that the many port-0 binds of tests running beside this one
+/// cannot take it before the program it is meant for binds it (pebble binds seconds later).
 pub fn free_port() -> u16 {
     loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        let port = tcp.local_addr().unwrap().port();
+        let port = rand::random_range(20_000..32_000);
+        let Ok(_tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -165,7 +169,8 @@ impl PebblePlan {
             {
                 break r.text().await.unwrap();
             }
-            assert!(Instant::now() < deadline, "pebble never answered");
+            let log = std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "pebble never answered: {log}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         Pebble {
