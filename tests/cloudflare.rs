@@ -317,7 +317,22 @@ async fn berth_creates_and_removes_a_domains_records_at_cloudflare() {
     let (status, removed) = server.delete("/api/sites/shop/domains/app.example.com").await;
     assert_eq!(status, 200, "{removed}");
     let left: Vec<String> = fake.records(&zone_id).into_iter().map(|r| r.id).collect();
-    assert_eq!(left, vec![hand_txt, hand_a]);
+    assert_eq!(left, vec![hand_txt.clone(), hand_a.clone()]);
+
+    // Deleting the whole site removes the records berth created for its domains, too.
+    let (status, added) = server
+        .post("/api/sites/shop/domains", &json!({"domain": "web.example.com"}))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(fake.records(&zone_id).len(), 4, "{:?}", fake.records(&zone_id));
+    let (status, out) = server.delete("/api/sites/shop").await;
+    assert_eq!(status, 200, "{out}");
+    let left: Vec<String> = fake.records(&zone_id).into_iter().map(|r| r.id).collect();
+    assert_eq!(
+        left,
+        vec![hand_txt, hand_a],
+        "the deleted site's records stayed at the provider"
+    );
 
     assert!(!server.log().contains(TOKEN), "the token is in the server log");
     let (_, audit) = server.get("/api/audit").await;

@@ -456,6 +456,13 @@ impl Service {
         for d in &deployments {
             self.platform.runtime.stop(&d.id).await;
         }
+        // The DNS records berth created for its domains go first (the domains themselves
+        // go with the site); a provider failure leaves them there, named in the log.
+        for domain in store::domains::list_domains_page(pool, &site.org_id, Some(&site.id), "", i64::MAX).await? {
+            if let Err(e) = self.release_domain_dns(&domain).await {
+                tracing::warn!(domain = %domain.name, error = %e, "the records berth created for a deleted site's domain stay at the DNS provider");
+            }
+        }
         let mut tx = self.platform.store.begin().await?;
         store::delete_site(&mut *tx, &site.id).await?;
         store::insert_event(
