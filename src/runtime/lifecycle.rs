@@ -133,6 +133,10 @@ pub struct Runtime {
     providers: Arc<HashMap<&'static str, Arc<dyn Provider>>>,
     logs: LogSink,
     instances: Arc<Mutex<Instances>>,
+    /// Instances out of the map whose stop is under way (a drain's, a sleep's), by
+    /// deployment: a `stop` of their deployment waits for them too, so whoever removes
+    /// what they use next (a site's images, its files) never finds them still running.
+    stopping: Arc<Mutex<Vec<(String, Arc<Instance>)>>>,
     failures: Arc<Mutex<StartFailures>>,
     changed: Arc<Notify>,
     http: reqwest::Client,
@@ -150,6 +154,7 @@ impl Runtime {
             providers: Arc::new(providers.into_iter().map(|p| (p.name(), p)).collect()),
             logs,
             instances: Arc::default(),
+            stopping: Arc::default(),
             failures: Arc::default(),
             changed,
             http,
@@ -414,11 +419,21 @@ impl Runtime {
     }
 
     /// Stops every instance of a deployment: SIGTERM, SIGKILL after a grace period.
+    /// Returns once they are stopped, including those whose stop had begun already.
     pub async fn stop(&self, deployment_id: &str) {
         let removed = self.instances.lock().expect("instances lock").remove(deployment_id);
+        let under_way: Vec<_> = {
+            let stopping = self.stopping.lock().expect("stopping lock");
+            stopping
+                .iter()
+                .filter(|(id, _)| id == deployment_id)
+                .map(|(_, instance)| instance.clone())
+                .collect()
+        };
         let stops = removed
             .into_iter()
             .flat_map(|m| m.into_values())
+            .chain(under_way)
             .map(|instance| async move { stop_removed(&instance).await });
         futures::future::join_all(stops).await;
         self.changed.notify_one();
@@ -435,7 +450,13 @@ impl Runtime {
             removed
         };
         if let Some(instance) = removed {
+            let entry = (deployment_id.to_string(), instance.clone());
+            self.stopping.lock().expect("stopping lock").push(entry);
             stop_removed(&instance).await;
+            self.stopping
+                .lock()
+                .expect("stopping lock")
+                .retain(|(_, i)| !Arc::ptr_eq(i, &instance));
             self.changed.notify_one();
         }
     }
@@ -946,12 +967,15 @@ mod tests {
     struct Freezable {
         launches: AtomicU32,
         events: Arc<Mutex<Vec<&'static str>>>,
+        /// How long a stop takes (a container that ignores SIGTERM).
+        stop_takes: Duration,
     }
 
     struct FreezableInstance {
         addr: SocketAddr,
         server: tokio::task::JoinHandle<()>,
         events: Arc<Mutex<Vec<&'static str>>>,
+        stop_takes: Duration,
     }
 
     struct FreezablePause(Arc<Mutex<Vec<&'static str>>>);
@@ -984,6 +1008,7 @@ mod tests {
             futures::future::pending().await
         }
         async fn terminate(&mut self, _grace: Duration) {
+            tokio::time::sleep(self.stop_takes).await;
             self.server.abort();
             self.events.lock().unwrap().push("terminate");
         }
@@ -1020,6 +1045,7 @@ mod tests {
                 addr,
                 server,
                 events: self.events.clone(),
+                stop_takes: self.stop_takes,
             }))
         }
     }
@@ -1053,6 +1079,32 @@ mod tests {
             uid: None,
             size: Default::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn stopping_a_deployment_waits_for_a_stop_another_task_began() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let provider = Arc::new(Freezable {
+            stop_takes: Duration::from_millis(500),
+            ..Default::default()
+        });
+        let runtime = runtime_with(provider.clone(), dir.path()).await;
+        runtime
+            .start(spec_on("freezable", dir.path()), 0)
+            .await
+            .expect("starts");
+
+        // A drain's stop is under way (the instance is out of the map already) ...
+        let draining = runtime.clone();
+        let drain = tokio::spawn(async move { draining.stop_instance("dpl_x", 0).await });
+        while runtime.get("dpl_x", 0).is_some() {
+            tokio::task::yield_now().await;
+        }
+        // ... and the deployment's stop returns only once it is done: a site's deletion
+        // removes the files and images the instance uses right after.
+        runtime.stop("dpl_x").await;
+        assert_eq!(*provider.events.lock().unwrap(), ["terminate"]);
+        drain.await.expect("drain task");
     }
 
     #[tokio::test]
