@@ -3,12 +3,14 @@
 //! (`pebble-challtestsrv`): DNS wrong → no order; DNS right → a certificate issued and
 //! served over TLS by SNI, HTTP redirected to HTTPS; renewal once a third of its lifetime
 //! is left; removal stops serving it; a failed validation gives the CA's problem and a
-//! retry time; the base domain's wildcard through DNS-01 at the Cloudflare fake.
+//! retry time; the base domain's wildcard and a custom wildcard domain through DNS-01 at
+//! the Cloudflare fake.
 
 #[path = "common/cloudflare_fake.rs"]
 mod cloudflare_fake;
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudflare_fake::CloudflareFake;
@@ -40,6 +42,20 @@ fn https_client(server: &TestServer, name: &str, root_pem: &str) -> reqwest::Cli
         .resolve(name, ([127, 0, 0, 1], server.edge_tls_port).into())
         .timeout(Duration::from_secs(10))
         .build()
+        .unwrap()
+}
+
+/// A plain-HTTP request for `host` to the edge, redirects not followed.
+async fn plain_http(server: &TestServer, host: &str, path: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}{path}", server.edge_port))
+        .header("host", host)
+        .send()
+        .await
         .unwrap()
 }
 
@@ -154,16 +170,7 @@ async fn certificate_issued_served_by_sni_renewed_and_removed() {
     assert!(refused.is_err(), "an unknown name got a certificate: {refused:?}");
 
     // Plain HTTP for the domain is redirected to HTTPS.
-    let plain = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(format!("http://127.0.0.1:{}/a?b=c", server.edge_port))
-        .header("host", DOMAIN)
-        .send()
-        .await
-        .unwrap();
+    let plain = plain_http(&server, DOMAIN, "/a?b=c").await;
     assert_eq!(plain.status(), 308);
     assert_eq!(
         plain.headers()["location"].to_str().unwrap(),
@@ -260,40 +267,49 @@ async fn failed_validation_reports_the_ca_problem_and_a_retry_time() {
     assert_eq!(code, 404, "{body}");
 }
 
+/// Copies the CNAME and TXT records the Cloudflare FAKE holds in a zone into the test DNS
+/// server as they change: the fake serves no DNS, Cloudflare's name servers would.
+fn mirror_zone(dns: Arc<Dns>, fake: Arc<CloudflareFake>, zone: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut published: Vec<(String, String, String)> = Vec::new();
+        loop {
+            let now: Vec<(String, String, String)> = fake
+                .records(&zone)
+                .into_iter()
+                .filter(|r| r.record_type == "TXT" || r.record_type == "CNAME")
+                .map(|r| (r.record_type, r.name, r.content))
+                .collect();
+            if now != published {
+                for (kind, name, _) in &published {
+                    match kind.as_str() {
+                        "TXT" => dns.set("/clear-txt", json!({"host": format!("{name}.")})).await,
+                        _ => dns.set("/clear-cname", json!({"host": name})).await,
+                    }
+                }
+                for (kind, name, value) in &now {
+                    match kind.as_str() {
+                        "TXT" => {
+                            dns.set("/set-txt", json!({"host": format!("{name}."), "value": value}))
+                                .await
+                        }
+                        _ => dns.set("/set-cname", json!({"host": name, "target": value})).await,
+                    }
+                }
+                published = now;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
 #[tokio::test]
 async fn base_domain_wildcard_through_dns01_at_the_cloudflare_fake() {
     const TOKEN: &str = "cf_fake_token_7d3f0a9c1b2e4d5f6a7b8c9d";
-    let dns = std::sync::Arc::new(Dns::start().await);
+    let dns = Arc::new(Dns::start().await);
     // A FAKE of Cloudflare's API v4 (tests/common/cloudflare_fake.rs), holding the zone.
-    let fake = std::sync::Arc::new(CloudflareFake::start(TOKEN).await);
+    let fake = Arc::new(CloudflareFake::start(TOKEN).await);
     let zone = fake.add_zone("apps-example.com");
-    // The fake serves no DNS: what berth creates there is copied into the test DNS
-    // server, as Cloudflare's own name servers would publish it.
-    let sync = {
-        let (dns, fake, zone) = (dns.clone(), fake.clone(), zone.clone());
-        tokio::spawn(async move {
-            let mut published: Vec<(String, String)> = Vec::new();
-            loop {
-                let txt: Vec<(String, String)> = fake
-                    .records(&zone)
-                    .into_iter()
-                    .filter(|r| r.record_type == "TXT" && r.name.starts_with("_acme-challenge."))
-                    .map(|r| (r.name, r.content))
-                    .collect();
-                if txt != published {
-                    for (name, _) in &published {
-                        dns.set("/clear-txt", json!({"host": format!("{name}.")})).await;
-                    }
-                    for (name, value) in &txt {
-                        dns.set("/set-txt", json!({"host": format!("{name}."), "value": value}))
-                            .await;
-                    }
-                    published = txt;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let sync = mirror_zone(dns.clone(), fake.clone(), zone.clone());
     let plan = PebblePlan::new();
     let server = TestServer::start_with(&[
         ("BERTH_BASE_DOMAIN", "apps-example.com"),
@@ -360,6 +376,113 @@ async fn base_domain_wildcard_through_dns01_at_the_cloudflare_fake() {
         .any(|r| r.name.starts_with("_acme-challenge."))
     {
         assert!(Instant::now() < deadline, "the DNS-01 record was left at the provider");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sync.abort();
+}
+
+#[tokio::test]
+async fn a_wildcard_domain_through_dns01_at_the_cloudflare_fake() {
+    const TOKEN: &str = "cf_fake_token_5b1e9d0c3a7f4e2d8c6b0a91";
+    let dns = Arc::new(Dns::start().await);
+    // A FAKE of Cloudflare's API v4 (tests/common/cloudflare_fake.rs), holding the zone.
+    let fake = Arc::new(CloudflareFake::start(TOKEN).await);
+    let zone = fake.add_zone("wild-example.com");
+    let sync = mirror_zone(dns.clone(), fake.clone(), zone.clone());
+    let plan = PebblePlan::new();
+    let server = TestServer::start_with(&[
+        ("BERTH_DNS_RESOLVERS", &dns.resolver()),
+        ("BERTH_ACME_DIRECTORY", &plan.directory()),
+        ("BERTH_ACME_CA_ROOTS", plan.api_root().to_str().unwrap()),
+    ])
+    .await;
+    let pebble = plan.start(&dns, server.edge_port, server.edge_tls_port, 3600).await;
+    let _site = static_site(&server, "tenants", "<h1>every tenant</h1>").await;
+
+    // Without a DNS provider a wildcard cannot be proven: refused, nothing attached.
+    let (status, out) = server
+        .post("/api/sites/tenants/domains", &json!({"domain": "*.wild-example.com"}))
+        .await;
+    assert_eq!(status, 400, "{out}");
+    let message = out["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("DNS-01") && message.contains("HOSTING_SET_CONFIG"),
+        "{out}"
+    );
+    let (_, list) = server.get("/api/sites/tenants/domains").await;
+    assert_eq!(list["domains"].as_array().map(Vec::len), Some(0), "{list}");
+
+    let (status, out) = server
+        .patch(
+            "/api/config/cloudflare",
+            &json!({"config": {"api_token": TOKEN, "api_url": fake.url}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    // With one, berth creates the wildcard's records itself and proves it through DNS-01.
+    let (status, added) = server
+        .post(
+            "/api/sites/tenants/domains",
+            &json!({"domain": "*.Wild-Example.com", "wait": true, "timeout_seconds": 90}),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{added}");
+    assert_eq!(added["name"], "*.wild-example.com", "{added:#}");
+    assert_eq!(
+        added["status"],
+        "active",
+        "{added:#}\npebble: {}\nserver: {}",
+        pebble.log(),
+        log_of(server.data.path())
+    );
+    let records = fake.records(&zone);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.record_type == "CNAME" && r.name == "*.wild-example.com"),
+        "{records:?}"
+    );
+
+    // Any name one label under it is served over TLS by SNI with the wildcard certificate.
+    for host in ["acme.wild-example.com", "b2.wild-example.com"] {
+        let client = https_client(&server, host, &pebble.root_pem);
+        let resp = client
+            .get(format!("https://{host}:{}/", server.edge_tls_port))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e:#}"));
+        assert_eq!(resp.status(), 200, "{host}");
+        assert!(resp.text().await.unwrap().contains("every tenant"), "{host}");
+        // Plain HTTP goes to HTTPS.
+        assert_eq!(plain_http(&server, host, "/").await.status(), 308, "{host}");
+    }
+    // The parent itself and names two labels down are not covered.
+    for host in ["wild-example.com", "a.b.wild-example.com"] {
+        let client = https_client(&server, host, &pebble.root_pem);
+        assert!(
+            client
+                .get(format!("https://{host}:{}/", server.edge_tls_port))
+                .send()
+                .await
+                .is_err(),
+            "{host} got a certificate"
+        );
+        let (code, _) = server.edge(host, "/").await;
+        assert_eq!(code, 404, "{host}");
+    }
+
+    // Removal stops serving it and deletes berth's records at the provider.
+    let (status, out) = server.delete("/api/sites/tenants/domains/*.wild-example.com").await;
+    assert_eq!(status, 200, "{out}");
+    let (code, _) = server.edge("acme.wild-example.com", "/").await;
+    assert_eq!(code, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fake.records(&zone).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "records left at the provider: {:?}",
+            fake.records(&zone)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     sync.abort();

@@ -124,6 +124,9 @@ impl Instance {
 
 type Instances = HashMap<String, BTreeMap<u32, Arc<Instance>>>;
 
+/// Instances whose stop is under way, with their deployment's id.
+type Stopping = Vec<(String, Arc<Instance>)>;
+
 /// Starts that failed in a row, and when the next may be tried, by (deployment, index).
 type StartFailures = HashMap<(String, u32), (u32, Instant)>;
 
@@ -136,7 +139,7 @@ pub struct Runtime {
     /// Instances out of the map whose stop is under way (a drain's, a sleep's), by
     /// deployment: a `stop` of their deployment waits for them too, so whoever removes
     /// what they use next (a site's images, its files) never finds them still running.
-    stopping: Arc<Mutex<Vec<(String, Arc<Instance>)>>>,
+    stopping: Arc<Mutex<Stopping>>,
     failures: Arc<Mutex<StartFailures>>,
     changed: Arc<Notify>,
     http: reqwest::Client,

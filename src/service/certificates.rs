@@ -389,9 +389,13 @@ impl Service {
             .collect();
         tracing::info!(domain = %row.name, renewal, "ordering a certificate");
         let dns = self.dns_provider(&row.org_id).await.ok().flatten();
-        let outcome = self
-            .order_certificate(&names, self.challenge_kinds(dns.is_some()), dns)
-            .await;
+        // A wildcard is proven through DNS only.
+        let kinds = if super::domains::is_wildcard(&row.name) {
+            vec![ChallengeKind::Dns01]
+        } else {
+            self.challenge_kinds(dns.is_some())
+        };
+        let outcome = self.order_certificate(&names, kinds, dns).await;
         match outcome {
             Ok((chain, key)) => self.store_certificate(&row, &names, &chain, &key, renewal).await,
             Err(failure) => {

@@ -206,7 +206,7 @@ async fn create_records(
     info: &mut DomainInfo,
     created: &mut Created,
 ) -> ServiceResult<()> {
-    let zone = match provider.zone_for(&row.name).await {
+    let zone = match provider.zone_for(super::domains::base_name(&row.name)).await {
         Ok(zone) if zone.contains(&row.name) => zone,
         Ok(zone) => {
             note(

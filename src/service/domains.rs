@@ -221,6 +221,10 @@ impl Service {
             .find_environment(&site, input.environment.as_deref().unwrap_or("production"))
             .await?;
         let name = normalize_domain(&input.domain, &self.platform.config.base_domain)?;
+        if is_wildcard(&name) {
+            self.wildcard_allowed(&actor.org_id, &name, input.redirect_www.unwrap_or(false))
+                .await?;
+        }
         let redirect_name = input.redirect_www.unwrap_or(false).then(|| www_partner(&name));
         if let Some(partner) = &redirect_name {
             // The partner must be a name we could attach on its own, too.
@@ -278,6 +282,36 @@ impl Service {
                 .await;
         }
         Ok(info)
+    }
+
+    /// A wildcard is attached only where its certificate can be proven: through DNS-01,
+    /// with a DNS provider that manages records (not custom hostnames).
+    async fn wildcard_allowed(&self, org_id: &str, name: &str, redirect_www: bool) -> ServiceResult<()> {
+        if redirect_www {
+            return Err(ServiceError::invalid(
+                "redirect_www",
+                format!(
+                    "{name} is a wildcard: it has no www partner; attach www.{} on its own if it needs one",
+                    base_name(name)
+                ),
+            ));
+        }
+        match self.platform.dns_setup(org_id).await? {
+            Some(setup) if setup.mode == crate::dns::cloudflare::DnsMode::Dns => Ok(()),
+            Some(_) => Err(ServiceError::invalid(
+                "domain",
+                format!(
+                    "{name} is a wildcard, and the DNS provider is in custom_hostnames mode, which attaches one hostname at a time; switch it to mode \"dns\" (HOSTING_SET_CONFIG) or attach the names one by one"
+                ),
+            )),
+            None => Err(ServiceError::invalid(
+                "domain",
+                format!(
+                    "{name} is a wildcard: a CA issues its certificate only through DNS (DNS-01), and this org has no DNS provider; configure one with HOSTING_SET_CONFIG {{\"provider\": \"cloudflare\", \"config\": {{\"api_token\": …}}}}, or attach the names one by one (such as app.{})",
+                    base_name(name)
+                ),
+            )),
+        }
     }
 
     /// Checks DNS every few seconds until the domain is served (with its certificate when
@@ -607,7 +641,7 @@ impl Service {
         }
         records.push(DnsRecord {
             record_type: "TXT".into(),
-            name: format!("{CHALLENGE_LABEL}.{name}"),
+            name: format!("{CHALLENGE_LABEL}.{}", base_name(name)),
             value: token.into(),
             why: format!("proves the owner of {name} asked for it to be served here"),
             managed: false,
@@ -662,7 +696,8 @@ impl Service {
             // name itself, the CNAME target's set counts when the name's own is empty.
             let mut found: Option<(String, Result<Vec<String>, String>)> = None;
             let mut steps = 0;
-            let mut at: Option<String> = Some(host.to_string());
+            // A wildcard's CAA set is its parent's (RFC 8659 section 3).
+            let mut at: Option<String> = Some(base_name(host).to_string());
             while let Some(current) = at {
                 steps += 1;
                 if steps > MAX_CAA_STEPS || !current.contains('.') {
@@ -814,9 +849,19 @@ pub fn normalize_domain(raw: &str, base_domain: &str) -> ServiceResult<String> {
     if trimmed.is_empty() {
         return Err(invalid("a domain is required, such as app.example.com".into()));
     }
+    // A wildcard is one leading `*` label over a name that could be attached itself.
+    if let Some(rest) = trimmed.strip_prefix("*.") {
+        if rest.contains('*') {
+            return Err(invalid(format!(
+                "'{shown}' has more than one wildcard label; a wildcard is one leading '*.' such as *.example.com"
+            )));
+        }
+        let parent = normalize_domain(rest, base_domain)?;
+        return Ok(format!("*.{parent}"));
+    }
     if trimmed.contains('*') {
         return Err(invalid(format!(
-            "'{shown}' is a wildcard: custom domains are attached one name at a time, such as app.example.com (the server's own base domain gets a wildcard certificate through its DNS provider)"
+            "'{shown}' has a '*' that is not a leading label; a wildcard is written *.example.com"
         )));
     }
     if trimmed
@@ -872,6 +917,18 @@ pub fn normalize_domain(raw: &str, base_domain: &str) -> ServiceResult<String> {
 /// (`example.co.uk`) are taken for subdomains.
 pub fn is_apex(name: &str) -> bool {
     name.split('.').count() == 2
+}
+
+/// Whether a (normalised) name is a wildcard such as `*.example.com`: one level of names
+/// under its parent, proven to a CA through DNS only.
+pub fn is_wildcard(name: &str) -> bool {
+    name.starts_with("*.")
+}
+
+/// The name a DNS check, an ownership record or a DNS-01 challenge is about: a wildcard's
+/// parent (`*.example.com` → `example.com`), else the name itself.
+pub fn base_name(name: &str) -> &str {
+    name.strip_prefix("*.").unwrap_or(name)
 }
 
 /// The www/apex partner of a name: `www.example.com` ↔ `example.com`.
@@ -1005,7 +1062,8 @@ pub fn check_caa(
     ca_domain: &str,
     resolver: &str,
 ) -> RecordCheck {
-    let expected = format!("no CAA record, or one that allows {ca_domain} (0 issue \"{ca_domain}\")");
+    let tag = if is_wildcard(name) { "issuewild" } else { "issue" };
+    let expected = format!("no CAA record, or one that allows {ca_domain} (0 {tag} \"{ca_domain}\")");
     let Some((at, answer)) = found else {
         return RecordCheck {
             record_type: "CAA".into(),
@@ -1021,12 +1079,12 @@ pub fn check_caa(
         Ok(v) => v,
         Err(e) => return dns_failure("CAA", &at, expected, resolver, &e),
     };
-    let ok = caa_allows(&values, ca_domain);
+    let ok = caa_allows(&values, ca_domain, is_wildcard(name));
     let next = if ok {
         String::new()
     } else {
         format!(
-            "the CAA records at {at} do not allow {ca_domain} to issue a certificate for {name}: add a CAA record {at} 0 issue \"{ca_domain}\""
+            "the CAA records at {at} do not allow {ca_domain} to issue a certificate for {name}: add a CAA record {at} 0 {tag} \"{ca_domain}\""
         )
     };
     RecordCheck {
@@ -1041,30 +1099,34 @@ pub fn check_caa(
 }
 
 /// Whether a relevant CAA set (as `flags tag "value"` texts) lets `ca_domain` issue a
-/// non-wildcard certificate (RFC 8659 section 4): no `issue` property allows anyone;
-/// otherwise one must name the CA. An unknown tag marked critical forbids issuance.
-pub fn caa_allows(values: &[String], ca_domain: &str) -> bool {
-    let mut issue_seen = false;
-    let mut allowed = false;
+/// certificate (RFC 8659 section 4): for a name, the `issue` properties decide; for a
+/// wildcard, the `issuewild` ones when there are any, else the `issue` ones. No deciding
+/// property allows anyone; otherwise one must name the CA. An unknown tag marked
+/// critical forbids issuance.
+pub fn caa_allows(values: &[String], ca_domain: &str, wildcard: bool) -> bool {
+    let mut issue = (false, false);
+    let mut issuewild = (false, false);
     for value in values {
         let mut parts = value.splitn(3, ' ');
         let flags: u8 = parts.next().and_then(|f| f.parse().ok()).unwrap_or(0);
         let tag = parts.next().unwrap_or("").to_ascii_lowercase();
         let property = parts.next().unwrap_or("").trim().trim_matches('"');
+        let names_ca = property
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case(ca_domain);
         match tag.as_str() {
-            "issue" => {
-                issue_seen = true;
-                let issuer = property.split(';').next().unwrap_or("").trim();
-                if issuer.eq_ignore_ascii_case(ca_domain) {
-                    allowed = true;
-                }
-            }
-            "issuewild" | "iodef" | "contactemail" | "contactphone" | "issuemail" | "issuevmc" => {}
+            "issue" => issue = (true, issue.1 || names_ca),
+            "issuewild" => issuewild = (true, issuewild.1 || names_ca),
+            "iodef" | "contactemail" | "contactphone" | "issuemail" | "issuevmc" => {}
             _ if flags & 128 != 0 => return false,
             _ => {}
         }
     }
-    !issue_seen || allowed
+    let (seen, allowed) = if wildcard && issuewild.0 { issuewild } else { issue };
+    !seen || allowed
 }
 
 #[cfg(test)]
@@ -1081,9 +1143,16 @@ mod tests {
             normalize_domain("bücher.example", "localhost").unwrap(),
             "xn--bcher-kva.example"
         );
+        assert_eq!(
+            normalize_domain("*.Shop.Example.com", "localhost").unwrap(),
+            "*.shop.example.com"
+        );
         for bad in [
             "",
-            "*.example.com",
+            "*.com",
+            "*.*.example.com",
+            "a.*.example.com",
+            "*example.com",
             "192.0.2.1",
             "[2001:db8::1]",
             "example",
@@ -1098,8 +1167,11 @@ mod tests {
         ] {
             assert!(normalize_domain(bad, "localhost").is_err(), "{bad} was accepted");
         }
-        let err = normalize_domain("*.example.com", "localhost").unwrap_err().to_string();
-        assert!(err.contains("DNS provider"), "{err}");
+        let err = normalize_domain("a.*.example.com", "localhost")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("*.example.com"), "{err}");
+        assert!(normalize_domain("*.apps.example.com", "apps.example.com").is_err());
         let err = normalize_domain("a.apps.example.com", "apps.example.com")
             .unwrap_err()
             .to_string();
@@ -1118,17 +1190,23 @@ mod tests {
     #[test]
     fn caa_sets() {
         let le = "letsencrypt.org";
-        assert!(caa_allows(&[], le));
-        assert!(caa_allows(&["0 issue \"letsencrypt.org\"".into()], le));
-        assert!(caa_allows(
-            &["0 issue \"letsencrypt.org; validationmethods=dns-01\"".into()],
-            le
-        ));
-        assert!(caa_allows(&["0 iodef \"mailto:a@example.com\"".into()], le));
-        assert!(caa_allows(&["0 issuewild \"other.example\"".into()], le));
-        assert!(!caa_allows(&["0 issue \"other.example\"".into()], le));
-        assert!(!caa_allows(&["0 issue \";\"".into()], le));
-        assert!(!caa_allows(&["128 future \"x\"".into()], le));
+        let name = |values: &[&str]| caa_allows(&values.iter().map(|v| v.to_string()).collect::<Vec<_>>(), le, false);
+        let wild = |values: &[&str]| caa_allows(&values.iter().map(|v| v.to_string()).collect::<Vec<_>>(), le, true);
+        assert!(name(&[]));
+        assert!(name(&["0 issue \"letsencrypt.org\""]));
+        assert!(name(&["0 issue \"letsencrypt.org; validationmethods=dns-01\""]));
+        assert!(name(&["0 iodef \"mailto:a@example.com\""]));
+        assert!(name(&["0 issuewild \"other.example\""]));
+        assert!(!name(&["0 issue \"other.example\""]));
+        assert!(!name(&["0 issue \";\""]));
+        assert!(!name(&["128 future \"x\""]));
+        // A wildcard: issuewild decides when present, else issue does.
+        assert!(wild(&[]));
+        assert!(!wild(&["0 issuewild \"other.example\""]));
+        assert!(wild(&["0 issue \"other.example\"", "0 issuewild \"letsencrypt.org\""]));
+        assert!(!wild(&["0 issue \"letsencrypt.org\"", "0 issuewild \";\""]));
+        assert!(wild(&["0 issue \"letsencrypt.org\""]));
+        assert!(!wild(&["0 issue \"other.example\""]));
     }
 
     #[test]

@@ -128,6 +128,11 @@ pub struct EdgeRouteTable {
     /// Other names of a routed host (custom domains): a request for one is served, woken
     /// and counted exactly as one for the host it names.
     aliases: HashMap<String, String>,
+    /// Wildcard routes (`*.example.com`), by parent (`example.com`) → their key in
+    /// `routes`: a name one label under the parent with no route or alias of its own.
+    wild_routes: HashMap<String, String>,
+    /// Wildcard aliases, by parent → the host they name.
+    wild_aliases: HashMap<String, String>,
 }
 
 impl EdgeRouteTable {
@@ -139,8 +144,13 @@ impl EdgeRouteTable {
     /// Routes `host` to `target`, replacing any previous target for it.
     /// `host` is normalised with [`normalize_host`], so `App.Example.com:8080`
     /// and `app.example.com` are the same key.
+    /// A wildcard `*.example.com` serves every name one label under `example.com` that
+    /// has no route or alias of its own (never `example.com` itself).
     pub fn insert(&mut self, host: &str, target: RouteTarget) {
         let key = normalize_host(host).into_owned();
+        if let Some(parent) = key.strip_prefix("*.") {
+            self.wild_routes.insert(parent.to_string(), key.clone());
+        }
         self.routes.insert(key, Route::new(target));
     }
 
@@ -159,9 +169,15 @@ impl EdgeRouteTable {
 
     /// Serves `alias` exactly like `host` (same target, activity, wake-ups and counts);
     /// both are normalised. A route of `alias`'s own takes precedence.
+    /// A wildcard alias (`*.example.com`) covers one label under its parent, after exact
+    /// names.
     pub fn insert_alias(&mut self, alias: &str, host: &str) {
         let alias = normalize_host(alias).into_owned();
-        self.aliases.insert(alias, normalize_host(host).into_owned());
+        let host = normalize_host(host).into_owned();
+        if let Some(parent) = alias.strip_prefix("*.") {
+            self.wild_aliases.insert(parent.to_string(), host.clone());
+        }
+        self.aliases.insert(alias, host);
     }
 
     /// The host `alias` (normalised) is served as, if it is an alias.
@@ -169,18 +185,32 @@ impl EdgeRouteTable {
         self.aliases.get(normalize_host(alias).as_ref()).map(String::as_str)
     }
 
-    /// The host a request for the normalised `host` is served as: the host an alias names,
-    /// else `host` itself.
+    /// The host a request for the normalised `host` is served as: `host` itself when it
+    /// is routed, the host an alias names, a wildcard route or alias of its parent, else
+    /// `host` (unknown).
     pub(crate) fn resolve_normalized<'a>(&'a self, host: &'a str) -> &'a str {
         if self.routes.contains_key(host) {
             return host;
         }
-        self.aliases.get(host).map_or(host, String::as_str)
+        if let Some(target) = self.aliases.get(host) {
+            return target;
+        }
+        let Some((_, parent)) = host.split_once('.') else {
+            return host;
+        };
+        self.wild_routes
+            .get(parent)
+            .or_else(|| self.wild_aliases.get(parent))
+            .map_or(host, String::as_str)
     }
 
     /// Removes the route for `host` (normalised), returning its target.
     pub fn remove(&mut self, host: &str) -> Option<RouteTarget> {
-        self.routes.remove(normalize_host(host).as_ref()).map(|r| r.target)
+        let key = normalize_host(host);
+        if let Some(parent) = key.strip_prefix("*.") {
+            self.wild_routes.remove(parent);
+        }
+        self.routes.remove(key.as_ref()).map(|r| r.target)
     }
 
     /// The target for `host` (normalised), if any.
@@ -259,6 +289,7 @@ impl Clone for EdgeRouteTable {
             route.label = self.routes.get(host).and_then(|r| r.label.clone());
         }
         table.aliases = self.aliases.clone();
+        table.wild_aliases = self.wild_aliases.clone();
         table
     }
 }
@@ -366,5 +397,31 @@ mod tests {
         t.insert("app.example.com", RouteTarget::Redirect { to: "x.test".into() });
         assert_eq!(t.resolve_normalized("app.example.com"), "app.example.com");
         assert_eq!(t.clone().alias_of("app.example.com"), Some("web.localhost"));
+    }
+
+    #[test]
+    fn a_wildcard_serves_one_label_under_its_parent_after_exact_names() {
+        let mut t = EdgeRouteTable::new();
+        t.insert("web.localhost", RouteTarget::UnverifiedDomain);
+        t.insert("exact.localhost", RouteTarget::UnverifiedDomain);
+        t.insert_alias("*.Example.com", "web.localhost");
+        t.insert_alias("shop.example.com", "exact.localhost");
+        for (host, served_as) in [
+            ("a.example.com", "web.localhost"),
+            ("shop.example.com", "exact.localhost"),
+            ("example.com", "example.com"),
+            ("a.b.example.com", "a.b.example.com"),
+            ("a.example.org", "a.example.org"),
+            ("localhost", "localhost"),
+        ] {
+            assert_eq!(t.resolve_normalized(host), served_as, "{host}");
+            assert_eq!(t.clone().resolve_normalized(host), served_as, "{host} (cloned)");
+        }
+        // A wildcard that is not verified yet answers its own page, and goes when removed.
+        t.insert("*.pending.test", RouteTarget::UnverifiedDomain);
+        assert_eq!(t.resolve_normalized("x.pending.test"), "*.pending.test");
+        assert!(t.route_normalized(t.resolve_normalized("x.pending.test")).is_some());
+        t.remove("*.pending.test");
+        assert_eq!(t.resolve_normalized("x.pending.test"), "x.pending.test");
     }
 }
