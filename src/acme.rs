@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType, ExternalAccountKey,
-    HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, CertificateIdentifier, ChallengeType,
+    ExternalAccountKey, HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 
 /// Longest an ACME request may take.
@@ -88,6 +88,17 @@ pub trait Responder: Send + Sync {
     -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
     /// Takes it away again (after the order, whatever its outcome).
     fn withdraw<'a>(&'a self, challenge: &'a Challenge) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}
+
+/// A CA's suggested renewal window for a certificate (ACME Renewal Information, RFC 9773).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Start of the window (ms since the epoch).
+    pub start_ms: i64,
+    /// End of the window (ms since the epoch).
+    pub end_ms: i64,
+    /// When the CA wants to be asked again (its Retry-After).
+    pub ask_again: Duration,
 }
 
 /// Why an order did not end in a certificate.
@@ -182,21 +193,44 @@ impl AcmeClient {
         Ok((Self { account }, Some(stored)))
     }
 
+    /// The CA's suggested renewal window for the certificate of `chain_pem` (its leaf);
+    /// `None` when the CA's directory offers no renewal information.
+    pub async fn renewal_window(&self, chain_pem: &str) -> Result<Option<RenewalWindow>, AcmeFailure> {
+        let id = certificate_identifier(chain_pem).map_err(AcmeFailure::new)?;
+        match self.account.renewal_info(&id).await {
+            Ok((info, ask_again)) => {
+                let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+                Ok(Some(RenewalWindow {
+                    start_ms: ms(info.suggested_window.start),
+                    end_ms: ms(info.suggested_window.end),
+                    ask_again,
+                }))
+            }
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(AcmeFailure::from_acme(
+                "asking the CA for the certificate's renewal window",
+                e,
+            )),
+        }
+    }
+
     /// Orders a certificate for `names` (the first is the subject), answering one
     /// challenge of the first offered kind in `kinds` per name through `responder`, and
-    /// returns the PEM chain for the key in `csr_der`'s request. Challenges are withdrawn
-    /// whatever the outcome.
+    /// returns the PEM chain for the key in `csr_der`'s request. `replaces` names the
+    /// certificate a renewal replaces (RFC 9773; only for a CA that offers renewal
+    /// information). Challenges are withdrawn whatever the outcome.
     pub async fn order(
         &self,
         names: &[String],
         kinds: &[ChallengeKind],
         responder: &dyn Responder,
         csr_der: &[u8],
+        replaces: Option<&str>,
     ) -> Result<String, AcmeFailure> {
         let mut published = Vec::new();
         let result = tokio::time::timeout(
             ORDER_TIMEOUT,
-            self.order_inner(names, kinds, responder, csr_der, &mut published),
+            self.order_inner(names, kinds, responder, csr_der, replaces, &mut published),
         )
         .await
         .unwrap_or_else(|_| {
@@ -217,14 +251,30 @@ impl AcmeClient {
         kinds: &[ChallengeKind],
         responder: &dyn Responder,
         csr_der: &[u8],
+        replaces: Option<&str>,
         published: &mut Vec<Challenge>,
     ) -> Result<String, AcmeFailure> {
         let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
-        let mut order = self
-            .account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(|e| AcmeFailure::from_acme("placing the order", e))?;
+        let plain = NewOrder::new(&identifiers);
+        let placed = match replaces.and_then(|r| r.split_once('.')) {
+            Some((aki, serial)) => {
+                let replacing = NewOrder::new(&identifiers).replaces(CertificateIdentifier {
+                    authority_key_identifier: aki.into(),
+                    serial: serial.into(),
+                });
+                match self.account.new_order(&replacing).await {
+                    // A CA that offers renewal information but does not take `replaces`
+                    // (it does not reflect it) still issues a plain order.
+                    Err(instant_acme::Error::Other(e)) if e.to_string().starts_with("replaces field mismatch") => {
+                        tracing::info!("the CA ignored which certificate the order replaces; ordering without it");
+                        self.account.new_order(&plain).await
+                    }
+                    other => other,
+                }
+            }
+            None => self.account.new_order(&plain).await,
+        };
+        let mut order = placed.map_err(|e| AcmeFailure::from_acme("placing the order", e))?;
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.map_err(|e| AcmeFailure::from_acme("reading an authorization", e))?;
@@ -365,6 +415,31 @@ pub fn validity_ms(chain_pem: &str) -> Result<(i64, i64), String> {
         validity.not_before.timestamp() * 1000,
         validity.not_after.timestamp() * 1000,
     ))
+}
+
+/// The ARI identifier of the leaf of `chain_pem` (RFC 9773 section 4.1): the base64url
+/// authority key identifier, a dot, the base64url serial number's DER content.
+pub fn certificate_identifier(chain_pem: &str) -> Result<CertificateIdentifier<'static>, String> {
+    use base64::Engine as _;
+    use x509_parser::extensions::ParsedExtension;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes())
+        .map_err(|e| format!("the certificate is not PEM: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref().map(|k| k.0.to_vec()),
+            _ => None,
+        })
+        .ok_or("the certificate has no authority key identifier, so the CA cannot be asked about it")?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    Ok(CertificateIdentifier {
+        authority_key_identifier: b64.encode(aki).into(),
+        serial: b64.encode(cert.tbs_certificate.raw_serial()).into(),
+    })
 }
 
 /// A transport error with its causes in the text ("error sending request" alone does not

@@ -4,7 +4,8 @@
 //! served over TLS by SNI, HTTP redirected to HTTPS; renewal once a third of its lifetime
 //! is left; removal stops serving it; a failed validation gives the CA's problem and a
 //! retry time; the base domain's wildcard and a custom wildcard domain through DNS-01 at
-//! the Cloudflare fake.
+//! the Cloudflare fake; renewal by the CA's renewal window (a fake of ARI, which this
+//! pebble lacks, in front of it).
 
 #[path = "common/cloudflare_fake.rs"]
 mod cloudflare_fake;
@@ -486,6 +487,205 @@ async fn a_wildcard_domain_through_dns01_at_the_cloudflare_fake() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     sync.abort();
+}
+
+/// A FAKE of ACME Renewal Information (RFC 9773) in front of the real pebble, which has
+/// none: it serves pebble's directory with a `renewalInfo` URL added, and that URL answers
+/// the window the test sets (for every certificate, or for one), with `Retry-After: 1`.
+/// Every other ACME request goes to pebble itself (the directory's other URLs are pebble's).
+struct AriFake {
+    url: String,
+    state: Arc<std::sync::Mutex<AriWindows>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Windows answered (RFC 3339 start and end), and the identifiers asked about.
+#[derive(Default)]
+struct AriWindows {
+    every: (String, String),
+    one: std::collections::HashMap<String, (String, String)>,
+    asked: Vec<String>,
+}
+
+impl AriFake {
+    async fn start(pebble_directory: String, pebble_api_root: std::path::PathBuf) -> AriFake {
+        use axum::extract::{Path, State};
+        use axum::response::IntoResponse;
+        type Shared = (Arc<std::sync::Mutex<AriWindows>>, String, String, std::path::PathBuf);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(std::sync::Mutex::new(AriWindows::default()));
+        async fn directory(State((_, me, pebble, root)): State<Shared>) -> axum::response::Response {
+            let pem = std::fs::read(&root).unwrap();
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+                .build()
+                .unwrap();
+            let mut dir: Value = client.get(&pebble).send().await.unwrap().json().await.unwrap();
+            dir["renewalInfo"] = json!(format!("{me}/ari"));
+            axum::Json(dir).into_response()
+        }
+        async fn renewal_info(State((state, ..)): State<Shared>, Path(id): Path<String>) -> axum::response::Response {
+            let mut state = state.lock().unwrap();
+            let (start, end) = state.one.get(&id).unwrap_or(&state.every).clone();
+            state.asked.push(id);
+            let body = json!({"suggestedWindow": {"start": start, "end": end}});
+            ([("retry-after", "1")], axum::Json(body)).into_response()
+        }
+        let shared: Shared = (state.clone(), url.clone(), pebble_directory, pebble_api_root);
+        let app = axum::Router::new()
+            .route("/dir", axum::routing::get(directory))
+            .route("/ari/{id}", axum::routing::get(renewal_info))
+            .with_state(shared);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        AriFake { url, state, task }
+    }
+
+    /// Answers the window from `start` to `end` seconds from now, for the certificate
+    /// `id` or (`None`) every one.
+    fn set_window(&self, id: Option<&str>, start: i64, end: i64) {
+        let at = |s: i64| {
+            (time::OffsetDateTime::now_utc() + time::Duration::seconds(s))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        let mut state = self.state.lock().unwrap();
+        match id {
+            Some(id) => {
+                state.one.insert(id.to_string(), (at(start), at(end)));
+            }
+            None => state.every = (at(start), at(end)),
+        }
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.state.lock().unwrap().asked.clone()
+    }
+}
+
+impl Drop for AriFake {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The ARI identifier of the certificate `host` is served with: its authority key
+/// identifier and serial number, base64url, joined by a dot.
+async fn served_identifier(server: &TestServer, host: &str, root_pem: &str) -> String {
+    use base64::Engine as _;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(root_pem.as_bytes()).unwrap())
+        .tls_info(true)
+        .resolve(host, ([127, 0, 0, 1], server.edge_tls_port).into())
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("https://{host}:{}/", server.edge_tls_port))
+        .send()
+        .await
+        .expect("served over HTTPS");
+    let der = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("the peer certificate")
+        .to_vec();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+        .expect("an authority key identifier");
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!("{}.{}", b64.encode(aki), b64.encode(cert.tbs_certificate.raw_serial()))
+}
+
+#[tokio::test]
+async fn renewal_follows_the_cas_renewal_window() {
+    let dns = Dns::start().await;
+    let plan = PebblePlan::new();
+    let ari = AriFake::start(plan.directory(), plan.api_root()).await;
+    // Berth's own schedule would renew these hour-long certificates after 40 minutes;
+    // the CA first suggests 50 to 55 minutes.
+    ari.set_window(None, 3000, 3300);
+    let server = TestServer::start_with(&[
+        ("BERTH_DNS_RESOLVERS", &dns.resolver()),
+        ("BERTH_PUBLIC_IPV4", "127.0.0.1"),
+        ("BERTH_ACME_DIRECTORY", &format!("{}/dir", ari.url)),
+        ("BERTH_ACME_CA_ROOTS", plan.api_root().to_str().unwrap()),
+    ])
+    .await;
+    let pebble = plan.start(&dns, server.edge_port, server.edge_tls_port, 3600).await;
+    let _app = static_site(&server, "shop", "<h1>renewed when the CA says</h1>").await;
+    let (status, added) = server.post("/api/sites/shop/domains", &json!({"domain": DOMAIN})).await;
+    assert_eq!(status, 201, "{added}");
+    point_here(&dns, DOMAIN, &ownership_token(&added)).await;
+    let (status, active) = server
+        .post(
+            &format!("/api/sites/shop/domains/{DOMAIN}/validate"),
+            &json!({"wait": true, "timeout_seconds": 60}),
+        )
+        .await;
+    assert_eq!(status, 200, "{active}");
+    assert_eq!(active["status"], "active", "{active:#}\npebble: {}", pebble.log());
+    let first = served_identifier(&server, DOMAIN, &pebble.root_pem).await;
+
+    // The CA is asked about the served certificate, and the renewal moves into its window.
+    let parse = |v: &Value| {
+        time::OffsetDateTime::parse(v.as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = domain(&server, "shop").await;
+        let renews = parse(&d["certificate"]["renews_at"]) - time::OffsetDateTime::now_utc();
+        if ari.asked().contains(&first) && renews > time::Duration::seconds(2900) {
+            assert!(renews <= time::Duration::seconds(3300), "{d:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewal time did not follow the window: {d:#}\nasked: {:?}, served: {first}\nserver: {}",
+            ari.asked(),
+            log_of(server.data.path())
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The CA now wants it replaced at once (as after a revocation event): berth renews;
+    // the new certificate gets the usual window.
+    ari.set_window(Some(&first), -3600, -3500);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now_served = served_identifier(&server, DOMAIN, &pebble.root_pem).await;
+        if now_served != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not renewed within the CA's window: {:#}\nserver: {}",
+            domain(&server, "shop").await,
+            log_of(server.data.path())
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = domain(&server, "shop").await;
+        if d["status"] == "active" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{d:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! served certificate is renewed (`renewing`) once a third of its lifetime is left; a
 //! failed order is retried after 1 min, 10 min, 100 min, then daily, and DNS is checked
 //! again before every order, so a wrong record never spends the CA's failed-validation
-//! budget. Orders run in one background loop ([`run`]); the ACME protocol itself is the
+//! budget. When the CA offers renewal information (ARI, RFC 9773), its suggested window
+//! decides when a certificate is renewed instead. Orders run in one background loop ([`run`]); the ACME protocol itself is the
 //! adapter in `crate::acme`.
 
 use std::collections::HashMap;
@@ -40,6 +41,13 @@ const PARALLEL_ORDERS: usize = 4;
 const MAX_IDLE: Duration = Duration::from_secs(60);
 /// The base domain's wildcard, as the loop names its work.
 const BASE_JOB: &str = "*base";
+/// The pass asking the CA for renewal windows, as the loop names its work.
+const ARI_JOB: &str = "*ari";
+/// Bounds on how soon the CA is asked about a certificate again (its Retry-After within).
+const ARI_MIN_WAIT: Duration = Duration::from_secs(10);
+const ARI_MAX_WAIT: Duration = Duration::from_secs(86_400);
+/// After a failed request for a renewal window, the next try.
+const ARI_RETRY: Duration = Duration::from_secs(3600);
 /// Longest berth waits for a DNS-01 TXT record to show at its resolvers.
 const DNS_PROPAGATION: Duration = Duration::from_secs(120);
 /// A certificate expiring sooner than this is warned about wherever its domain is listed.
@@ -56,6 +64,50 @@ pub struct CertState {
     base_https: std::sync::atomic::AtomicBool,
     /// The base domain's wildcard: failures in a row and when it is tried next (ms).
     pub(crate) base_retry: Mutex<(i64, i64)>,
+    /// What berth knows of the CA's renewal information.
+    ari: Mutex<AriState>,
+}
+
+/// The CA's renewal information (ARI) as far as berth has asked.
+#[derive(Default)]
+struct AriState {
+    /// Whether the CA offers it (`None`: not asked yet).
+    supported: Option<bool>,
+    /// When each certificate (by subject) is asked about next (ms).
+    next_check: HashMap<String, i64>,
+    /// When the next pass is due (ms); 0 once a certificate is new.
+    next_pass: i64,
+}
+
+impl CertState {
+    /// A new certificate for `subject`: the CA is asked about it at the next pass.
+    fn ari_forget(&self, subject: &str) {
+        let mut ari = self.ari.lock().unwrap_or_else(PoisonError::into_inner);
+        ari.next_check.remove(subject);
+        ari.next_pass = 0;
+    }
+
+    fn ari_next_pass(&self) -> i64 {
+        self.ari.lock().unwrap_or_else(PoisonError::into_inner).next_pass
+    }
+
+    fn ari_supported(&self) -> bool {
+        self.ari.lock().unwrap_or_else(PoisonError::into_inner).supported == Some(true)
+    }
+}
+
+/// When to renew within a CA's suggested window: the time already planned if it lies in
+/// the window, else a uniformly random moment in it (RFC 9773 section 4.2), so many
+/// servers do not renew at once.
+pub fn renewal_in_window(window: &acme::RenewalWindow, planned: i64) -> i64 {
+    if (window.start_ms..=window.end_ms).contains(&planned) {
+        return planned;
+    }
+    let span = window.end_ms.saturating_sub(window.start_ms);
+    if span <= 0 {
+        return window.start_ms;
+    }
+    window.start_ms + (rand::random::<u64>() % span as u64) as i64
 }
 
 impl CertState {
@@ -306,7 +358,33 @@ pub async fn run(service: Service, stop: CancellationToken) {
                     .retain(|b| b != BASE_JOB);
             });
         }
-        let next = cert_store::next_due(platform.store.pool()).await.ok().flatten();
+        if now >= platform.certificates.ari_next_pass()
+            && in_flight.len() < PARALLEL_ORDERS
+            && !busy
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|b| b == ARI_JOB)
+        {
+            busy.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(ARI_JOB.to_string());
+            let (service, busy) = (service.clone(), busy.clone());
+            in_flight.spawn(async move {
+                service.check_renewal_windows().await;
+                busy.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|b| b != ARI_JOB);
+            });
+        }
+        let next = cert_store::next_due(platform.store.pool())
+            .await
+            .ok()
+            .flatten()
+            .map_or(platform.certificates.ari_next_pass(), |t| {
+                t.min(platform.certificates.ari_next_pass())
+            });
+        let next = Some(next);
         let wait = next
             .map(|t| Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0)))
             .unwrap_or(MAX_IDLE)
@@ -395,7 +473,12 @@ impl Service {
         } else {
             self.challenge_kinds(dns.is_some())
         };
-        let outcome = self.order_certificate(&names, kinds, dns).await;
+        let replaces = if renewal {
+            self.replaced_identifier(&row.name).await
+        } else {
+            None
+        };
+        let outcome = self.order_certificate(&names, kinds, dns, replaces.as_deref()).await;
         match outcome {
             Ok((chain, key)) => self.store_certificate(&row, &names, &chain, &key, renewal).await,
             Err(failure) => {
@@ -415,6 +498,7 @@ impl Service {
         names: &[String],
         kinds: Vec<ChallengeKind>,
         dns: Option<Arc<dyn DnsProvider>>,
+        replaces: Option<&str>,
     ) -> Result<(String, String), acme::AcmeFailure> {
         let client = self.acme_client().await?;
         let (key, csr) = acme::key_and_csr(names).map_err(|m| acme::AcmeFailure {
@@ -427,7 +511,7 @@ impl Service {
             resolvers: self.platform.config.domains.dns_resolvers.clone(),
             txt_ids: Mutex::default(),
         };
-        let chain = client.order(names, &kinds, &responder, &csr).await?;
+        let chain = client.order(names, &kinds, &responder, &csr, replaces).await?;
         Ok((chain, key))
     }
 
@@ -494,7 +578,12 @@ impl Service {
         let names = vec![subject.clone()];
         tracing::info!(subject = %subject, "ordering the base domain's wildcard certificate");
         match self
-            .order_certificate(&names, vec![ChallengeKind::Dns01], Some(dns))
+            .order_certificate(
+                &names,
+                vec![ChallengeKind::Dns01],
+                Some(dns),
+                self.replaced_identifier(&subject).await.as_deref(),
+            )
             .await
         {
             Ok((chain, key)) => {
@@ -514,6 +603,7 @@ impl Service {
                     issued_at: now_ms(),
                 };
                 cert_store::put_certificate(self.platform.store.pool(), &cert).await?;
+                self.platform.certificates.ari_forget(&subject);
                 *self
                     .platform
                     .certificates
@@ -536,6 +626,112 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// The ARI identifier of the certificate a renewal of `subject` replaces, when the CA
+    /// offers renewal information (a CA without it refuses an order naming one).
+    async fn replaced_identifier(&self, subject: &str) -> Option<String> {
+        if !self.platform.certificates.ari_supported() {
+            return None;
+        }
+        let cert = cert_store::certificate(self.platform.store.pool(), subject)
+            .await
+            .ok()??;
+        let (chain, _) = open_certificate(&self.platform, &cert).ok()?;
+        acme::certificate_identifier(&chain).ok().map(|id| id.to_string())
+    }
+
+    /// Asks the CA for the renewal window of every served certificate that is due to be
+    /// asked about, and moves its renewal time into the window. A CA without renewal
+    /// information is asked again (whether it has it now) a day later.
+    async fn check_renewal_windows(&self) {
+        let state = &self.platform.certificates;
+        let now = now_ms();
+        let ms = |d: Duration| d.as_millis() as i64;
+        let set_next_pass = |t: i64| state.ari.lock().unwrap_or_else(PoisonError::into_inner).next_pass = t;
+        // Not due again while this pass runs, unless a certificate is stored meanwhile.
+        set_next_pass(now + ms(ARI_MAX_WAIT));
+        let pool = self.platform.store.pool();
+        let certs = match cert_store::valid_certificates(pool, now).await {
+            Ok(certs) => certs,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing certificates for renewal windows failed");
+                return set_next_pass(now + ms(ARI_RETRY));
+            }
+        };
+        if certs.is_empty() {
+            // Nothing to ask about (and no reason to contact the CA at all).
+            return;
+        }
+        let client = match self.acme_client().await {
+            Ok(client) => client,
+            Err(failure) => {
+                tracing::debug!(error = %failure.message, "no ACME client for renewal windows yet");
+                return set_next_pass(now + ms(ARI_RETRY));
+            }
+        };
+        let mut next_pass = now + ms(ARI_MAX_WAIT);
+        let mut moved = false;
+        for cert in &certs {
+            let due = state
+                .ari
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .next_check
+                .get(&cert.subject)
+                .copied()
+                .unwrap_or(0);
+            if due > now {
+                next_pass = next_pass.min(due);
+                continue;
+            }
+            let Ok((chain, _)) = open_certificate(&self.platform, cert) else {
+                continue;
+            };
+            let next = match client.renewal_window(&chain).await {
+                Ok(None) => {
+                    let mut ari = state.ari.lock().unwrap_or_else(PoisonError::into_inner);
+                    ari.supported = Some(false);
+                    ari.next_check.clear();
+                    ari.next_pass = now + ms(ARI_MAX_WAIT);
+                    return;
+                }
+                Ok(Some(window)) => {
+                    state.ari.lock().unwrap_or_else(PoisonError::into_inner).supported = Some(true);
+                    let renew = renewal_in_window(&window, cert.renew_at);
+                    if renew != cert.renew_at {
+                        if let Err(e) = cert_store::set_renew_at(pool, &cert.id, renew).await {
+                            tracing::warn!(subject = %cert.subject, error = %e, "storing a renewal time failed");
+                        } else {
+                            tracing::info!(subject = %cert.subject, renew_at = %rfc3339(renew), window_start = %rfc3339(window.start_ms), window_end = %rfc3339(window.end_ms), "the CA's renewal window moves the renewal");
+                            moved = true;
+                        }
+                    }
+                    now + ms(window.ask_again.clamp(ARI_MIN_WAIT, ARI_MAX_WAIT))
+                }
+                Err(failure) => {
+                    tracing::warn!(subject = %cert.subject, error = %failure.message, "asking the CA for a renewal window failed");
+                    now + ms(ARI_RETRY)
+                }
+            };
+            state
+                .ari
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .next_check
+                .insert(cert.subject.clone(), next);
+            next_pass = next_pass.min(next);
+        }
+        {
+            let mut ari = state.ari.lock().unwrap_or_else(PoisonError::into_inner);
+            ari.next_check
+                .retain(|subject, _| certs.iter().any(|c| &c.subject == subject));
+            // A certificate stored during the pass asked for a pass at once: kept.
+            ari.next_pass = ari.next_pass.min(next_pass);
+        }
+        if moved {
+            state.wake.notify_one();
+        }
     }
 
     /// berth's ACME client, its account restored from the database or created (once per
@@ -633,6 +829,7 @@ impl Service {
         let kind = if renewal { "domain.renewed" } else { "domain.active" };
         crate::store::insert_event(&mut *tx, &row.org_id, kind, &row.id, &data).await?;
         tx.commit().await?;
+        self.platform.certificates.ari_forget(&row.name);
         tracing::info!(domain = %row.name, expires = %rfc3339(not_after), renewal, "certificate issued");
         publish(&self.platform).await?;
         crate::reconciler::reconcile(&self.platform).await?;

@@ -98,6 +98,16 @@ pub async fn certificate(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Re
     .await
 }
 
+/// Moves a certificate's renewal time (the CA's renewal window said so).
+pub async fn set_renew_at(db: impl SqliteExecutor<'_>, id: &str, renew_at: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE certificates SET renew_at = ? WHERE id = ?")
+        .bind(renew_at)
+        .bind(id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
 /// Removes the certificate of `subject`.
 pub async fn delete_certificate(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM certificates WHERE subject = ?")
