@@ -60,6 +60,9 @@ const MAX_NAME_CHARS: usize = 200;
 const REGISTRATIONS_PER_MINUTE: u32 = 20;
 /// Token and revocation requests per address per minute.
 const TOKEN_REQUESTS_PER_MINUTE: u32 = 120;
+/// Client metadata documents fetched for one address per minute (each fetch is a request
+/// berth makes on the caller's behalf).
+const METADATA_FETCHES_PER_MINUTE: u32 = 30;
 
 /// Whether a string has the shape of an OAuth access token.
 pub fn is_access_token(token: &str) -> bool {
@@ -124,6 +127,7 @@ pub struct OAuthState {
     /// The issuer: the control plane's public URL, no trailing slash.
     issuer: String,
     registrations: Arc<RateWindow>,
+    metadata_fetches: Arc<RateWindow>,
     token_requests: Arc<RateWindow>,
     /// Hosts whose metadata documents may be on private addresses.
     private_metadata_hosts: Arc<Vec<String>>,
@@ -180,6 +184,7 @@ pub fn router(ui: UiState, issuer: String) -> anyhow::Result<Router> {
         ui,
         issuer,
         registrations: Arc::default(),
+        metadata_fetches: Arc::default(),
         token_requests: Arc::default(),
     };
     Ok(Router::new()
@@ -455,7 +460,7 @@ fn is_public(ip: IpAddr) -> bool {
 impl OAuthState {
     /// A client by its id: a registered one, or the metadata document at an https id
     /// (cached for ten minutes).
-    async fn client(&self, client_id: &str) -> Result<Client, String> {
+    async fn client(&self, client_id: &str, caller: IpAddr) -> Result<Client, String> {
         let shown: String = client_id.chars().take(80).collect();
         let pool = self.ui.service.platform.store.pool();
         let row = oauth_store::get_client(pool, client_id)
@@ -471,6 +476,12 @@ impl OAuthState {
                     serde_json::from_str(&r.redirect_uris).unwrap_or_default(),
                 ),
                 None => {
+                    if !self.metadata_fetches.allow(caller, METADATA_FETCHES_PER_MINUTE) {
+                        return Err(
+                            "too many client metadata documents were fetched for this address; wait a minute and try again"
+                                .into(),
+                        );
+                    }
                     let (name, uris) = self.fetch_metadata(client_id).await?;
                     let json = serde_json::to_string(&uris).unwrap_or_default();
                     oauth_store::upsert_client(pool, client_id, "metadata", &name, &json)
@@ -669,7 +680,7 @@ enum Refusal {
 }
 
 impl OAuthState {
-    async fn check(&self, p: &AuthorizeParams) -> Result<Checked, Refusal> {
+    async fn check(&self, p: &AuthorizeParams, caller: IpAddr) -> Result<Checked, Refusal> {
         let client_id = p
             .client_id
             .as_deref()
@@ -678,7 +689,7 @@ impl OAuthState {
         if client_id.len() > MAX_URI_CHARS {
             return Err(Refusal::Page("the client_id is too long".into()));
         }
-        let client = self.client(client_id).await.map_err(Refusal::Page)?;
+        let client = self.client(client_id, caller).await.map_err(Refusal::Page)?;
         let redirect_uri = p.redirect_uri.as_deref().filter(|r| !r.is_empty()).ok_or_else(|| {
             Refusal::Page("the request has no redirect_uri; the client must send the one it registered".into())
         })?;
@@ -846,11 +857,12 @@ async fn person(st: &OAuthState, headers: &HeaderMap, back: &str) -> Result<(Ses
 
 async fn authorize(
     State(st): State<OAuthState>,
+    ConnectInfo(caller): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     uri: axum::http::Uri,
     Query(p): Query<AuthorizeParams>,
 ) -> Response {
-    let checked = match st.check(&p).await {
+    let checked = match st.check(&p, caller.ip()).await {
         Ok(c) => c,
         Err(r) => return st.refuse(r),
     };
@@ -940,7 +952,12 @@ async fn authorize(
     consent_html(crate::ui::views::page(Some(&session), "Connect an application", body))
 }
 
-async fn consent(State(st): State<OAuthState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn consent(
+    State(st): State<OAuthState>,
+    ConnectInfo(caller): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let (session, user) = match person(&st, &headers, "/sites").await {
         Ok(s) => s,
@@ -951,7 +968,7 @@ async fn consent(State(st): State<OAuthState>, headers: HeaderMap, body: axum::b
         return session::csrf_refused(Some(&session));
     }
     let p = AuthorizeParams::from_pairs(&pairs);
-    let checked = match st.check(&p).await {
+    let checked = match st.check(&p, caller.ip()).await {
         Ok(c) => c,
         Err(r) => return st.refuse(r),
     };

@@ -1,8 +1,9 @@
 //! OAuth 2.1 for MCP clients, end to end against the real server: discovery from `/mcp`'s
 //! 401, dynamic registration, the dashboard's consent form (a subset of sites, production
 //! left out), the token exchange with PKCE, a `tools/list` filtered by the grant, calls
-//! inside and outside it, refresh rotation with reuse detection, revocation; and the
-//! negative cases of every redirect and token rule.
+//! inside and outside it, refresh rotation with reuse detection, revocation; rmcp's own
+//! client-side OAuth (`auth` feature) connecting the same way; a client metadata document
+//! served over TLS; and the negative cases of every redirect and token rule.
 
 mod common;
 
@@ -846,4 +847,65 @@ async fn a_client_id_metadata_document_is_fetched_verified_and_shown() {
         assert_eq!(r.status(), 400, "{doc}");
         assert!(r.headers().get("location").is_none(), "{doc}");
     }
+}
+
+#[tokio::test]
+async fn rmcp_client_side_auth_discovers_registers_and_connects() {
+    use rmcp::transport::auth::{AuthClient, AuthorizationRequest, OAuthState};
+    let (server, cookie) = setup().await;
+    // rmcp's own OAuth client: discovery from the 401, dynamic registration, PKCE.
+    let mut oauth = OAuthState::new(server.api("/mcp"), None)
+        .await
+        .expect("an OAuth client");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redirect = format!("http://127.0.0.1:{port}/callback");
+    oauth
+        .start_authorization(AuthorizationRequest::new(redirect.clone()).with_client_name("rmcp agent"))
+        .await
+        .expect("discovery and registration");
+    let url = oauth.get_authorization_url().await.expect("an authorization URL");
+    let (endpoint, query) = url.split_once('?').expect("a query");
+    assert_eq!(endpoint, server.api("/oauth/authorize"));
+    // The person consents in the browser (every site, read-only).
+    let params = consent_as(
+        &server,
+        &cookie,
+        query,
+        &[
+            ("sites", "all"),
+            ("grant_scope", "sites:read"),
+            ("grant_scope", "logs:read"),
+        ],
+        "rmcp agent",
+        "unverified (registered dynamically)",
+    )
+    .await;
+    let callback = format!("{redirect}?{}", serde_urlencoded::to_string(&params).unwrap());
+    // Exchanges the code (checking `state` and `iss`) and completes the authorization.
+    oauth
+        .handle_callback_url(&callback)
+        .await
+        .expect("code exchange with iss check");
+    let manager = oauth.into_authorization_manager().expect("authorized");
+    let transport = StreamableHttpClientTransport::with_client(
+        AuthClient::new(reqwest::Client::default(), manager),
+        StreamableHttpClientTransportConfig::with_uri(server.api("/mcp")),
+    );
+    let agent = ().serve(transport).await.expect("MCP over OAuth");
+    let tools: Vec<String> = agent
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(tools.contains(&"HOSTING_LIST_SITES".to_string()), "{tools:?}");
+    assert!(!tools.contains(&"HOSTING_DEPLOY".to_string()), "read-only: {tools:?}");
+    let r = call(&agent, "HOSTING_GET_SITE", json!({ "site": "beta" })).await;
+    assert_eq!(error_of(&r), None, "{r:?}");
+    agent.cancel().await.unwrap();
 }
