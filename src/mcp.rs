@@ -1211,16 +1211,15 @@ fn listed_for(actor: &Actor, tool: &rmcp::model::Tool) -> bool {
     if name.contains("API_KEY") {
         return false;
     }
-    let read_only_grant = !actor
+    let read_only_grant = actor
         .scopes
         .iter()
-        .any(|s| !matches!(s, Scope::SitesRead | Scope::LogsRead));
-    if read_only_grant
-        && !tool
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.read_only_hint == Some(true))
-    {
+        .all(|s| matches!(s, Scope::SitesRead | Scope::LogsRead));
+    let read_only_tool = tool
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.read_only_hint == Some(true));
+    if read_only_grant && !read_only_tool {
         return false;
     }
     tool_action(name).is_none_or(|action| actor.require(action, None, None).is_ok())

@@ -539,7 +539,7 @@ impl OAuthState {
         .map_err(|_| fail("did not resolve within 5 seconds".into()))?
         .map_err(|e| fail(format!("does not resolve ({e})")))?
         .collect();
-        let private_ok = self.private_metadata_hosts.iter().any(|h| *h == host);
+        let private_ok = self.private_metadata_hosts.contains(&host);
         let Some(addr) = addrs.first().copied() else {
             return Err(fail("does not resolve".into()));
         };
