@@ -45,15 +45,31 @@ impl IntoResponse for ServiceError {
 /// Checks `Authorization: Bearer <key>` and puts the caller's [`Actor`] in the request.
 pub async fn require_key(State(auth): State<Arc<Authenticator>>, mut req: Request, next: Next) -> Response {
     let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let path = req.uri().path();
+    let for_mcp = path == "/mcp" || path.starts_with("/mcp/");
     let Some(key) = bearer(header) else {
+        if for_mcp {
+            return crate::oauth::challenge(&auth, ServiceError::Unauthorized.into_response(), false);
+        }
         return ServiceError::Unauthorized.into_response();
     };
     let client = client_ip(&req);
-    match auth.authenticate_from(key, client).await {
+    // OAuth access tokens are for `/mcp` only: their consent is about an MCP client.
+    let result = if crate::oauth::is_access_token(key) {
+        if for_mcp {
+            auth.authenticate_oauth_from(key, client).await
+        } else {
+            Err(ServiceError::Unauthorized)
+        }
+    } else {
+        auth.authenticate_from(key, client).await
+    };
+    match result {
         Ok(actor) => {
             req.extensions_mut().insert(actor);
             next.run(req).await
         }
+        Err(e @ ServiceError::Unauthorized) if for_mcp => crate::oauth::challenge(&auth, e.into_response(), true),
         Err(e) => e.into_response(),
     }
 }

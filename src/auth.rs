@@ -189,6 +189,8 @@ pub struct Authenticator {
     cache: Mutex<HashMap<[u8; 32], Verified>>,
     throttle: Arc<AuthThrottle>,
     lookup: Arc<KeyLookup>,
+    /// The `/mcp` URL OAuth access tokens must be bound to (their audience).
+    mcp_resource: String,
 }
 
 impl Authenticator {
@@ -200,7 +202,72 @@ impl Authenticator {
             cache: Mutex::new(HashMap::new()),
             throttle,
             lookup,
+            mcp_resource: String::new(),
         }
+    }
+
+    /// The same, accepting OAuth access tokens bound to `resource` (the public `/mcp` URL).
+    pub fn with_mcp_resource(mut self, resource: String) -> Self {
+        self.mcp_resource = resource;
+        self
+    }
+
+    /// The `/mcp` URL OAuth access tokens are bound to.
+    pub fn mcp_resource(&self) -> &str {
+        &self.mcp_resource
+    }
+
+    /// [`Self::authenticate_oauth`] for a client, throttled like API keys.
+    pub async fn authenticate_oauth_from(&self, token: &str, client: IpAddr) -> ServiceResult<Actor> {
+        let who = [Subject::address(client)];
+        self.throttle
+            .check(&who)
+            .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
+        let result = self.authenticate_oauth(token).await;
+        if matches!(result, Err(ServiceError::Unauthorized)) {
+            self.throttle.failure(&who);
+        }
+        result
+    }
+
+    /// The actor of an OAuth access token: its grant's person acting as their *current*
+    /// role, narrowed to the grant's scopes and sites (and production, when left out).
+    /// `Unauthorized` for an unknown, expired or revoked token, a revoked grant, or a
+    /// token bound to another resource.
+    pub async fn authenticate_oauth(&self, token: &str) -> ServiceResult<Actor> {
+        if !crate::oauth::is_access_token(token) || self.mcp_resource.is_empty() {
+            return Err(ServiceError::Unauthorized);
+        }
+        let pool = self.store.pool();
+        let digest = self.lookup.digest(token)?;
+        let row = store::oauth::get_token(pool, &digest)
+            .await?
+            .filter(|t| t.kind == "access" && t.revoked_at.is_none() && t.expires_at > now_ms())
+            .ok_or(ServiceError::Unauthorized)?;
+        let grant = store::oauth::get_grant(pool, &row.grant_id)
+            .await?
+            .filter(|g| g.revoked_at.is_none())
+            .ok_or(ServiceError::Unauthorized)?;
+        if grant.resource != self.mcp_resource {
+            return Err(ServiceError::Unauthorized);
+        }
+        let mut actor = self.actor_of_member(&grant.org_id, &grant.user_id).await?;
+        actor.key_id = grant.id.clone();
+        actor.key_name = format!("OAuth: {}", grant.client_name);
+        actor.scopes = Scope::parse_list(&grant.scopes);
+        // A list that does not parse restricts to nothing rather than to all.
+        actor.sites = grant
+            .sites
+            .as_deref()
+            .map(|j| serde_json::from_str(j).unwrap_or_default());
+        actor.expires_at = Some(row.expires_at);
+        actor.grant = Some(crate::model::OAuthGrant {
+            id: grant.id.clone(),
+            client_name: grant.client_name,
+            production: grant.production,
+        });
+        store::oauth::touch_grant(pool, &grant.id).await?;
+        Ok(actor)
     }
 
     /// [`Self::authenticate`] for a client: refused with `RateLimited` while the client's
@@ -314,6 +381,7 @@ impl Authenticator {
             sites: names(&row.sites),
             environments: names(&row.environments),
             expires_at: row.expires_at,
+            grant: None,
         })
     }
 
@@ -340,6 +408,7 @@ impl Authenticator {
             sites: None,
             environments: None,
             expires_at: None,
+            grant: None,
         })
     }
 

@@ -32,6 +32,25 @@ pub struct ServeConfig {
     /// file generated in the data dir. Only from the environment, like the bootstrap key.
     #[arg(long, env = "BERTH_MASTER_KEY", hide_env_values = true, hide = true)]
     pub master_key: Option<String>,
+    /// The control plane's public URL (`https://berth.example.com`): OAuth's issuer, and
+    /// `URL/mcp` the resource MCP clients' tokens are bound to. Default: `http://` and the
+    /// listen address (`localhost` for a wildcard address).
+    #[arg(long, env = "BERTH_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Hosts whose client metadata documents may be fetched even though they resolve to
+    /// loopback or private addresses (comma-separated; for tests and private setups).
+    /// Default: none, so a metadata document must be on a public address.
+    #[arg(
+        long,
+        env = "BERTH_OAUTH_ALLOW_PRIVATE_METADATA_HOSTS",
+        value_delimiter = ',',
+        hide = true
+    )]
+    pub oauth_allow_private_metadata_hosts: Vec<String>,
+    /// Extra root certificates (PEM file) trusted when fetching client metadata
+    /// documents (for private CAs); the system's roots are trusted as well.
+    #[arg(long, env = "BERTH_OAUTH_METADATA_CA_ROOTS", hide = true)]
+    pub oauth_metadata_ca_roots: Option<PathBuf>,
     /// Extra `Host` values allowed on the control plane (MCP rejects others to stop DNS rebinding).
     #[arg(long, env = "BERTH_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,

@@ -1171,8 +1171,77 @@ impl BerthMcp {
     }
 }
 
+/// The action a tool needs, to list only the tools an OAuth grant allows (`None`: every
+/// caller may call it).
+fn tool_action(name: &str) -> Option<Action> {
+    Some(match name {
+        "HOSTING_WHOAMI" => return None,
+        "HOSTING_GET_DEPLOYMENT_LOGS" | "HOSTING_GET_ENVIRONMENT_LOGS" => Action::ReadLogs,
+        "HOSTING_CREATE_SITE"
+        | "HOSTING_UPDATE_SITE"
+        | "HOSTING_CREATE_ENVIRONMENT"
+        | "HOSTING_SET_SCALING_CONFIG"
+        | "HOSTING_SCALE_ENVIRONMENT"
+        | "HOSTING_CREATE_REPO"
+        | "HOSTING_GET_GIT_TOKEN" => Action::CreateSite,
+        "HOSTING_DEPLOY" | "HOSTING_PROMOTE" | "HOSTING_ROLLBACK" | "HOSTING_CANCEL_DEPLOYMENT" => Action::Deploy,
+        "HOSTING_DELETE_SITE" | "HOSTING_DELETE_ENVIRONMENT" => Action::Delete,
+        "HOSTING_SET_ENV_VARS" => Action::SetEnvVars,
+        "HOSTING_GET_CONFIG" | "HOSTING_SET_CONFIG" | "HOSTING_TEST_CONNECTION" => Action::ManageProviders,
+        "HOSTING_ADD_DOMAIN" | "HOSTING_VALIDATE_DOMAIN" | "HOSTING_REMOVE_DOMAIN" => Action::ManageDomains,
+        "HOSTING_LIST_MEMBERS"
+        | "HOSTING_ADD_MEMBER"
+        | "HOSTING_SET_MEMBER_ROLE"
+        | "HOSTING_REMOVE_MEMBER"
+        | "HOSTING_CREATE_API_KEY"
+        | "HOSTING_LIST_API_KEYS"
+        | "HOSTING_REVOKE_API_KEY" => Action::ManageMembers,
+        _ => Action::ReadSites,
+    })
+}
+
+/// Whether `tools/list` shows a tool to an actor: everything to API keys (as before);
+/// to an OAuth grant only what its scopes and its person's role allow, never the key
+/// tools (a key would outlive the grant), and only read-only tools to a read-only grant.
+fn listed_for(actor: &Actor, tool: &rmcp::model::Tool) -> bool {
+    if actor.grant.is_none() {
+        return true;
+    }
+    let name = tool.name.as_ref();
+    if name.contains("API_KEY") {
+        return false;
+    }
+    let read_only_grant = actor
+        .scopes
+        .iter()
+        .all(|s| matches!(s, Scope::SitesRead | Scope::LogsRead));
+    let read_only_tool = tool
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.read_only_hint == Some(true));
+    if read_only_grant && !read_only_tool {
+        return false;
+    }
+    tool_action(name).is_none_or(|action| actor.require(action, None, None).is_ok())
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for BerthMcp {
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, ErrorData> {
+        let actor = actor_of(&context).ok();
+        let tools = self
+            .tool_router
+            .list_all()
+            .into_iter()
+            .filter(|t| actor.as_ref().is_none_or(|a| listed_for(a, t)))
+            .collect();
+        Ok(rmcp::model::ListToolsResult::with_all_items(tools))
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(

@@ -33,6 +33,20 @@ pub struct Actor {
     pub environments: Option<Vec<String>>,
     /// When the key stops working (ms).
     pub expires_at: Option<i64>,
+    /// The OAuth grant acted through (an MCP client's access token), whose consent may
+    /// have left production out.
+    pub grant: Option<OAuthGrant>,
+}
+
+/// The consent an OAuth access token acts under, beyond its scopes and sites.
+#[derive(Clone, Debug)]
+pub struct OAuthGrant {
+    /// The grant's id.
+    pub id: String,
+    /// The client's display name.
+    pub client_name: String,
+    /// Whether the person let the client change production environments.
+    pub production: bool,
 }
 
 impl Actor {
@@ -51,6 +65,7 @@ impl Actor {
             sites: None,
             environments: None,
             expires_at: None,
+            grant: None,
         }
     }
 }

@@ -165,16 +165,21 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         stop.child_token(),
     ));
 
+    let issuer = crate::oauth::public_url(&config, api_addr);
     let app = control_plane_router(
         service,
         &config,
         api_addr.port(),
-        Arc::new(Authenticator::new(
-            store.clone(),
-            platform.auth_throttle.clone(),
-            platform.key_lookup.clone(),
-        )),
-    );
+        Arc::new(
+            Authenticator::new(
+                store.clone(),
+                platform.auth_throttle.clone(),
+                platform.key_lookup.clone(),
+            )
+            .with_mcp_resource(format!("{issuer}/mcp")),
+        ),
+        issuer,
+    )?;
 
     let ports = serde_json::json!({
         "api": api_addr.port(),
@@ -226,7 +231,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     Ok(())
 }
 
-fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, auth: Arc<Authenticator>) -> Router {
+fn control_plane_router(
+    service: Service,
+    config: &ServeConfig,
+    api_port: u16,
+    auth: Arc<Authenticator>,
+    issuer: String,
+) -> anyhow::Result<Router> {
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), "[::1]".into()];
     for h in ["localhost", "127.0.0.1", "[::1]"] {
         hosts.push(format!("{h}:{api_port}"));
@@ -250,11 +261,12 @@ fn control_plane_router(service: Service, config: &ServeConfig, api_port: u16, a
             ui.clone(),
             crate::ui::require_key_or_session,
         ));
-    Router::new()
+    Ok(Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::git_http::router(service_for_git))
+        .merge(crate::oauth::router(ui.clone(), issuer)?)
         .merge(protected)
-        .merge(crate::ui::router(ui))
+        .merge(crate::ui::router(ui)))
 }
 
 /// Shortest bootstrap key accepted: it is a long-lived admin credential.

@@ -1524,3 +1524,6 @@ pub mod people;
 
 /// SQL of traffic metrics: minute, hour and day buckets, rollups and pruning.
 pub mod metrics;
+
+/// OAuth clients, grants, codes and tokens.
+pub mod oauth;

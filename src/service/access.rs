@@ -343,6 +343,15 @@ impl Actor {
         if let Some(scope) = needs.scope
             && !self.scopes.contains(&scope)
         {
+            if let Some(grant) = &self.grant {
+                return Err(ServiceError::Forbidden {
+                    message: format!(
+                        "{} needs the scope '{scope}', which {} was not granted; connect it again and tick '{scope}' on berth's consent page (/oauth/authorize)",
+                        action.describe(),
+                        grant.client_name
+                    ),
+                });
+            }
             return Err(ServiceError::Forbidden {
                 message: format!(
                     "{} needs the scope '{scope}', which this key lacks; create a key with it (HOSTING_CREATE_API_KEY)",
@@ -408,6 +417,21 @@ impl Service {
                 ),
             });
         }
+        // Without production, nothing org-wide or new changes (a new site's first
+        // deployment is production); site targets are checked once the site is visible.
+        let without_production = actor
+            .grant
+            .as_ref()
+            .filter(|g| !g.production && !matches!(action, Action::ReadSites | Action::ReadLogs));
+        if let Some(grant) = without_production
+            && matches!(
+                target,
+                Target::Org | Target::Member(_) | Target::NewSite(_) | Target::AnySite(None)
+            )
+        {
+            self.refuse_production(actor, &grant.client_name, action, target)
+                .await?;
+        }
         let (site, env) = match target {
             Target::Org => (None, None),
             Target::Member(email) => {
@@ -449,6 +473,10 @@ impl Service {
             self.find_site(actor, name).await?;
         }
         checked?;
+        if let Some(grant) = without_production {
+            self.refuse_production(actor, &grant.client_name, action, target)
+                .await?;
+        }
         if !action.guarded_by_protection() || actor.role >= Role::Admin {
             return Ok(());
         }
@@ -494,6 +522,41 @@ impl Service {
 }
 
 impl Service {
+    /// For an OAuth grant made without production: only a change to a named environment
+    /// other than production (or a deployment of one) goes through; anything site- or
+    /// org-wide reaches production too and is refused.
+    async fn refuse_production(
+        &self,
+        actor: &Actor,
+        client: &str,
+        action: Action,
+        target: Target<'_>,
+    ) -> ServiceResult<()> {
+        let env = match target {
+            Target::Environment(_, Some(env)) => Some(env.to_string()),
+            Target::Deployment(id) => {
+                let pool = self.platform.store.pool();
+                match store::get_deployment(pool, &actor.org_id, id).await? {
+                    Some(d) => store::get_environment_by_id(pool, &d.environment_id)
+                        .await?
+                        .map(|e| e.name),
+                    // The entry point's own lookup gives its usual "not found".
+                    None => return Ok(()),
+                }
+            }
+            _ => None,
+        };
+        match env {
+            Some(env) if env != "production" => Ok(()),
+            _ => Err(ServiceError::Forbidden {
+                message: format!(
+                    "{client} was connected without production, so {} is allowed only on another environment (e.g. a preview); to include production, connect it again and tick 'production' on berth's consent page (/oauth/authorize)",
+                    action.describe()
+                ),
+            }),
+        }
+    }
+
     /// `HOSTING_LIST_SITES` for a key restricted to some sites: those of them that exist,
     /// by name, a page at a time.
     pub(super) async fn list_restricted_sites(

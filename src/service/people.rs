@@ -338,6 +338,15 @@ impl Service {
     /// by admins). Never more than the caller has: its role, scopes and site and
     /// environment restriction are at most the caller's.
     pub async fn create_api_key(&self, actor: &Actor, input: &CreateApiKeyInput) -> ServiceResult<CreatedApiKey> {
+        // A key would outlive the grant and carry none of its consent (production).
+        if let Some(grant) = &actor.grant {
+            return Err(ServiceError::Forbidden {
+                message: format!(
+                    "{} acts through an OAuth grant, which cannot make API keys; make one in the dashboard or with an API key",
+                    grant.client_name
+                ),
+            });
+        }
         let kind = match input.kind.as_deref().map(str::trim) {
             Some("service") => KeyKind::Service,
             Some("personal") => KeyKind::Personal,

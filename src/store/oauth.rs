@@ -1,0 +1,299 @@
+//! SQL of OAuth for MCP clients: clients (registered or described by a metadata
+//! document), grants (one person's consent), authorization codes and tokens. Codes and
+//! tokens are stored only as an HMAC of their value; a grant's revocation ends every
+//! token issued under it.
+
+use sqlx::{FromRow, SqliteExecutor};
+
+use crate::util::now_ms;
+
+/// A client: registered dynamically, or a cached metadata document.
+#[derive(Clone, Debug, FromRow)]
+pub struct ClientRow {
+    /// The client_id (random for registered clients, the document's URL otherwise).
+    pub id: String,
+    /// `registered` or `metadata`.
+    pub kind: String,
+    /// Display name.
+    pub name: String,
+    /// JSON array of redirect URIs.
+    pub redirect_uris: String,
+    /// When a metadata document was fetched (ms).
+    pub fetched_at: i64,
+}
+
+/// One person's consent for one client in one org.
+#[derive(Clone, Debug, FromRow)]
+pub struct GrantRow {
+    /// Id.
+    pub id: String,
+    /// The org it acts in.
+    pub org_id: String,
+    /// The person who consented (acts as their current role).
+    pub user_id: String,
+    /// The client.
+    pub client_id: String,
+    /// The client's name at consent.
+    pub client_name: String,
+    /// Comma-separated scopes.
+    pub scopes: String,
+    /// JSON array of site names; `None`: every site.
+    pub sites: Option<String>,
+    /// Whether production may be changed.
+    pub production: bool,
+    /// The audience of its tokens.
+    pub resource: String,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Last used (ms).
+    pub last_used_at: Option<i64>,
+    /// Set when revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// An authorization code.
+#[derive(Clone, Debug, FromRow)]
+pub struct CodeRow {
+    /// The grant it redeems.
+    pub grant_id: String,
+    /// The redirect URI it was issued to.
+    pub redirect_uri: String,
+    /// PKCE S256 challenge.
+    pub code_challenge: String,
+    /// Expiry (ms).
+    pub expires_at: i64,
+    /// Set once exchanged.
+    pub used_at: Option<i64>,
+}
+
+/// An access or refresh token.
+#[derive(Clone, Debug, FromRow)]
+pub struct TokenRow {
+    /// The grant it acts under.
+    pub grant_id: String,
+    /// `access` or `refresh`.
+    pub kind: String,
+    /// Expiry (ms).
+    pub expires_at: i64,
+    /// Set once a refresh token was exchanged.
+    pub used_at: Option<i64>,
+    /// Set when revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// Stores (or refreshes) a client.
+pub async fn upsert_client(
+    db: impl SqliteExecutor<'_>,
+    id: &str,
+    kind: &str,
+    name: &str,
+    redirect_uris: &str,
+) -> sqlx::Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO oauth_clients (id, kind, name, redirect_uris, created_at, fetched_at) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, redirect_uris = excluded.redirect_uris, \
+         fetched_at = excluded.fetched_at",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(name)
+    .bind(redirect_uris)
+    .bind(now)
+    .bind(now)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// A client by id.
+pub async fn get_client(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<ClientRow>> {
+    sqlx::query_as("SELECT id, kind, name, redirect_uris, fetched_at FROM oauth_clients WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// A new grant's columns.
+pub struct NewGrant<'a> {
+    /// Id.
+    pub id: &'a str,
+    /// Org.
+    pub org_id: &'a str,
+    /// Person.
+    pub user_id: &'a str,
+    /// Client.
+    pub client_id: &'a str,
+    /// Client name.
+    pub client_name: &'a str,
+    /// Comma-separated scopes.
+    pub scopes: &'a str,
+    /// JSON site list, or every site.
+    pub sites: Option<&'a str>,
+    /// Production included.
+    pub production: bool,
+    /// Audience.
+    pub resource: &'a str,
+}
+
+/// Stores a grant.
+pub async fn insert_grant(db: impl SqliteExecutor<'_>, g: &NewGrant<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO oauth_grants (id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, \
+         created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(g.id)
+    .bind(g.org_id)
+    .bind(g.user_id)
+    .bind(g.client_id)
+    .bind(g.client_name)
+    .bind(g.scopes)
+    .bind(g.sites)
+    .bind(g.production)
+    .bind(g.resource)
+    .bind(now_ms())
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// A grant by id.
+pub async fn get_grant(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<GrantRow>> {
+    sqlx::query_as(
+        "SELECT id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, created_at, \
+         last_used_at, revoked_at FROM oauth_grants WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Revokes a grant (and so every token under it).
+pub async fn revoke_grant(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE oauth_grants SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+        .bind(now_ms())
+        .bind(id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Records a use of a grant, at most once a minute.
+pub async fn touch_grant(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<()> {
+    let now = now_ms();
+    sqlx::query("UPDATE oauth_grants SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
+        .bind(now)
+        .bind(id)
+        .bind(now - 60_000)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Stores an authorization code.
+pub async fn insert_code(
+    db: impl SqliteExecutor<'_>,
+    code_hmac: &str,
+    grant_id: &str,
+    redirect_uri: &str,
+    code_challenge: &str,
+    expires_at: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO oauth_codes (code_hmac, grant_id, redirect_uri, code_challenge, expires_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(code_hmac)
+    .bind(grant_id)
+    .bind(redirect_uri)
+    .bind(code_challenge)
+    .bind(expires_at)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// A code by its HMAC.
+pub async fn get_code(db: impl SqliteExecutor<'_>, code_hmac: &str) -> sqlx::Result<Option<CodeRow>> {
+    sqlx::query_as(
+        "SELECT grant_id, redirect_uri, code_challenge, expires_at, used_at FROM oauth_codes WHERE code_hmac = ?",
+    )
+    .bind(code_hmac)
+    .fetch_optional(db)
+    .await
+}
+
+/// Marks a code (or a refresh token) used; false when it already was (a replay).
+pub async fn use_code(db: impl SqliteExecutor<'_>, code_hmac: &str) -> sqlx::Result<bool> {
+    sqlx::query("UPDATE oauth_codes SET used_at = ? WHERE code_hmac = ? AND used_at IS NULL")
+        .bind(now_ms())
+        .bind(code_hmac)
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+/// Stores a token.
+pub async fn insert_token(
+    db: impl SqliteExecutor<'_>,
+    token_hmac: &str,
+    grant_id: &str,
+    kind: &str,
+    expires_at: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO oauth_tokens (token_hmac, grant_id, kind, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(token_hmac)
+        .bind(grant_id)
+        .bind(kind)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// A token by its HMAC.
+pub async fn get_token(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx::Result<Option<TokenRow>> {
+    sqlx::query_as("SELECT grant_id, kind, expires_at, used_at, revoked_at FROM oauth_tokens WHERE token_hmac = ?")
+        .bind(token_hmac)
+        .fetch_optional(db)
+        .await
+}
+
+/// Marks a refresh token exchanged; false when it already was (a replay).
+pub async fn use_token(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx::Result<bool> {
+    sqlx::query("UPDATE oauth_tokens SET used_at = ? WHERE token_hmac = ? AND used_at IS NULL")
+        .bind(now_ms())
+        .bind(token_hmac)
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+/// Revokes one token.
+pub async fn revoke_token(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE oauth_tokens SET revoked_at = ? WHERE token_hmac = ? AND revoked_at IS NULL")
+        .bind(now_ms())
+        .bind(token_hmac)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// The orgs a user belongs to: (id, name, role), by name.
+pub async fn orgs_of_user(db: impl SqliteExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<(String, String, String)>> {
+    sqlx::query_as(
+        "SELECT o.id, o.name, m.role FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = ? \
+         ORDER BY o.name LIMIT 100",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
+/// The names of an org's active sites (the consent page's choices), by name.
+pub async fn site_names(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT name FROM sites WHERE org_id = ? AND status = 'active' ORDER BY name LIMIT 1000")
+        .bind(org_id)
+        .fetch_all(db)
+        .await
+}
