@@ -63,6 +63,7 @@ pub async fn run(platform: Arc<Platform>, clock: Clock, stop: CancellationToken)
 /// Adds a drain of the tap to the minute buckets `now_ms` falls in, one per environment.
 /// Traffic of an environment deleted meanwhile is dropped.
 pub async fn record(store: &crate::store::Store, drain: TapDrain, now_ms: i64) {
+    super::prometheus::edge_traffic(&drain);
     let mut by_environment: HashMap<Arc<str>, (Arc<str>, Bucket)> = HashMap::new();
     for traffic in &drain.sites {
         by_environment
@@ -72,7 +73,12 @@ pub async fn record(store: &crate::store::Store, drain: TapDrain, now_ms: i64) {
             .add_traffic(traffic);
     }
     for (environment, (site, bucket)) in by_environment {
-        if let Err(e) = store_metrics::record_minute(store, &environment, &site, now_ms, &bucket).await {
+        let recorded = super::prometheus::time_store(
+            "record_traffic",
+            store_metrics::record_minute(store, &environment, &site, now_ms, &bucket),
+        )
+        .await;
+        if let Err(e) = recorded {
             tracing::debug!(environment.id = %environment, error = %e, "traffic of an environment not recorded");
         }
     }
