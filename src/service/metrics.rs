@@ -336,6 +336,8 @@ pub struct TimelinePoint {
     pub bytes_out: u64,
     /// Cold starts.
     pub cold_starts: u64,
+    /// Median time to first byte in ms, when there were requests.
+    pub p50_ms: Option<f64>,
     /// p95 time to first byte in ms, when there were requests.
     pub p95_ms: Option<f64>,
 }
@@ -808,6 +810,7 @@ impl Service {
                 server_errors: b.class(5),
                 bytes_out: b.bytes_out,
                 cold_starts: b.cold_starts,
+                p50_ms: b.first_byte.quantile_micros(0.5).map(|us| round3(us / 1000.0)),
                 p95_ms: b.first_byte.quantile_micros(0.95).map(|us| round3(us / 1000.0)),
             })
             .collect();
