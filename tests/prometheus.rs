@@ -475,7 +475,7 @@ async fn metrics_refuse_missing_and_wrong_credentials_and_keys_without_the_right
 }
 
 #[tokio::test]
-async fn a_short_scrape_token_stops_the_start_naming_the_fix() {
+async fn a_short_scrape_token_or_one_on_the_command_line_stops_the_start() {
     let data = data_dir();
     let out = serve_command(data.path())
         .env("BERTH_METRICS_TOKEN", "short")
@@ -485,4 +485,13 @@ async fn a_short_scrape_token_stops_the_start_naming_the_fix() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 24"), "{err}");
     assert!(!err.contains("short\""), "{err}");
+    // On the command line the token would be in the process list: refused before anything.
+    let out = serve_command(data.path())
+        .args(["--metrics-token", TOKEN])
+        .output()
+        .expect("run berth");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("set BERTH_METRICS_TOKEN in the environment"), "{err}");
+    assert!(!err.contains(TOKEN), "{err}");
 }

@@ -32,7 +32,7 @@ use super::access::{Action, Target};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Environments whose edge traffic is counted apart; requests to more count only in
-/// `berth_edge_requests_over_series_cap_total`. Each costs 5 + 13 series.
+/// `berth_edge_requests_over_series_cap_total`. Each costs 21 series.
 pub const MAX_EDGE_SERIES: usize = 1000;
 
 /// Upper bounds (seconds) of the edge's request latency buckets.
