@@ -115,6 +115,11 @@ pub struct MetricsConfig {
     /// Days one-day buckets are kept.
     #[arg(long = "metrics-days-days", env = "BERTH_METRICS_DAYS_DAYS", default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..=36500))]
     pub days_days: u64,
+    /// Bearer token a Prometheus scraper may send to `GET /metrics` (besides an admin API
+    /// key with `org:admin`); at least 24 characters. Only from the environment
+    /// (`BERTH_METRICS_TOKEN`): on the command line it would show in the process list.
+    #[arg(long = "metrics-token", env = "BERTH_METRICS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl MetricsConfig {

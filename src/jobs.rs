@@ -14,6 +14,7 @@ use futures::FutureExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::service::prometheus;
 use crate::store::{self, JobRow, Store};
 use crate::util::now_ms;
 
@@ -74,7 +75,12 @@ impl JobQueue {
                 _ = shutdown.cancelled() => return,
             };
             let notified = self.wake.notified();
-            let claimed = match store::claim_job(self.store.pool(), &kinds, LEASE_MS).await {
+            let claimed = match prometheus::time_store(
+                "claim_job",
+                store::claim_job(self.store.pool(), &kinds, LEASE_MS),
+            )
+            .await
+            {
                 Ok(job) => job,
                 Err(err) => {
                     tracing::warn!(error = %err, "claiming a job failed; retrying");
@@ -126,15 +132,24 @@ async fn run_one(store: Store, handler: Arc<dyn JobHandler>, job: JobRow, cancel
         return;
     }
     let outcome = match result {
-        Ok(()) => store::complete_job(store.pool(), id).await,
+        Ok(()) => {
+            prometheus::job_finished(&kind, "succeeded");
+            prometheus::time_store("finish_job", store::complete_job(store.pool(), id)).await
+        }
         Err(JobError::Retry(msg)) if attempts < max_attempts => {
+            prometheus::job_finished(&kind, "retried");
             let backoff_ms = 1000i64 * (1i64 << attempts.clamp(0, 8));
             tracing::warn!(job.id = id, job.kind = %kind, error = %msg, retry_in_ms = backoff_ms, "job failed; will retry");
-            store::fail_job(store.pool(), id, &msg, Some(now_ms() + backoff_ms)).await
+            prometheus::time_store(
+                "finish_job",
+                store::fail_job(store.pool(), id, &msg, Some(now_ms() + backoff_ms)),
+            )
+            .await
         }
         Err(JobError::Retry(msg) | JobError::Permanent(msg)) => {
             tracing::warn!(job.id = id, job.kind = %kind, error = %msg, "job failed for good");
-            store::fail_job(store.pool(), id, &msg, None).await
+            prometheus::job_finished(&kind, "failed");
+            prometheus::time_store("finish_job", store::fail_job(store.pool(), id, &msg, None)).await
         }
     };
     if let Err(err) = outcome {

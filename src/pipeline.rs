@@ -78,6 +78,7 @@ async fn run_deploy(
     }
     let cancel = platform.register_cancel(deployment_id);
     let guard_cancel = cancel.clone();
+    let started = std::time::Instant::now();
     let result = tokio::select! {
         r = build_and_start(platform, &deployment, &cancel) => r,
         _ = shutdown.cancelled() => {
@@ -88,6 +89,7 @@ async fn run_deploy(
         }
     };
     platform.unregister_cancel(deployment_id);
+    crate::service::prometheus::deploy_finished(started.elapsed(), if result.is_ok() { "succeeded" } else { "failed" });
     let outcome = finish(platform, &deployment, &cancel, result).await;
     // Whatever the outcome, the environment keeps only its newest deployments.
     platform.prune_environment(&deployment.environment_id).await;
@@ -194,6 +196,7 @@ async fn build_and_start(
         .set_status(deployment, DeploymentStatus::Building, None)
         .await
         .map_err(internal)?;
+    let build_started = std::time::Instant::now();
     let site = store::get_site_by_id(platform.store.pool(), &deployment.site_id)
         .await
         .map_err(|e| internal(e.into()))?
@@ -542,6 +545,7 @@ async fn build_and_start(
 
     // 4. Start (apps) and health-check, then activate: no build slot needed.
     drop(build_slot);
+    crate::service::prometheus::build_finished(build_started.elapsed());
     platform
         .set_status(deployment, DeploymentStatus::Deploying, None)
         .await

@@ -297,7 +297,9 @@ fn starting(site: &str) -> RouteTarget {
 /// Runs reconcile passes when woken (state changed) and every few seconds, until shutdown.
 pub async fn run(platform: Arc<Platform>, shutdown: CancellationToken) {
     loop {
-        if let Err(err) = reconcile(&platform).await {
+        let pass = reconcile(&platform).await;
+        crate::service::prometheus::reconcile_pass(pass.is_ok());
+        if let Err(err) = pass {
             tracing::warn!(error = %format!("{err:#}"), "reconcile pass failed");
         }
         // Crash loops and recoveries the pass saw are handled beside it (a rollback starts

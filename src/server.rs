@@ -9,21 +9,27 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use berth_build::sandbox::Sandbox;
 use berth_edge::{Edge, EdgeConfig};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Authenticator};
 use crate::config::ServeConfig;
+use crate::error::ServiceError;
 use crate::jobs::JobHandler;
 use crate::mcp::BerthMcp;
 use crate::pipeline::{DEPLOY_JOB, DeployHandler};
 use crate::runtime::{LocalProvider, LogSink, Runtime};
+use crate::service::prometheus::Audience;
 use crate::service::{Platform, Service};
 use crate::store::{self, Store};
 use crate::util::new_id;
@@ -31,6 +37,8 @@ use crate::util::new_id;
 /// Runs the server until `shutdown` resolves, then stops apps and exits cleanly.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     check_bootstrap_key(config.bootstrap_key.as_deref())?;
+    check_metrics_token(config.metrics.token.as_deref())?;
+    crate::service::prometheus::start();
     // Everything berth writes (database, WAL, keys, logs, builds) is its user's alone.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&config.data_dir)
@@ -250,6 +258,17 @@ fn control_plane_router(
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default().with_allowed_hosts(hosts),
     );
+    let metrics = MetricsEndpoint {
+        service: service.clone(),
+        auth: auth.clone(),
+        token_digest: config
+            .metrics
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| Sha256::digest(t.as_bytes()).into()),
+    };
     // `/api` also accepts the dashboard's session cookie (the pages stream logs from it).
     let ui = crate::ui::UiState {
         service: service.clone(),
@@ -263,10 +282,67 @@ fn control_plane_router(
         ));
     Ok(Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_endpoint).with_state(metrics))
         .merge(crate::git_http::router(service_for_git))
         .merge(crate::oauth::router(ui.clone(), issuer)?)
         .merge(protected)
         .merge(crate::ui::router(ui)))
+}
+
+/// What `GET /metrics` needs: the service, the key authenticator and the SHA-256 of the
+/// operator's scrape token (compared as digests, so in constant time whatever its length).
+#[derive(Clone)]
+struct MetricsEndpoint {
+    service: Service,
+    auth: Arc<Authenticator>,
+    token_digest: Option<[u8; 32]>,
+}
+
+/// `GET /metrics`: the scrape token sees every site; any other bearer is an API key, which
+/// must belong to an admin with `org:admin` and sees its org's sites.
+async fn metrics_endpoint(State(endpoint): State<MetricsEndpoint>, req: Request) -> Response {
+    let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let Some(presented) = auth::bearer(header) else {
+        return ServiceError::Unauthorized.into_response();
+    };
+    let presented_digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let is_scrape_token = endpoint.token_digest.is_some_and(|digest| {
+        digest
+            .iter()
+            .zip(presented_digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    });
+    let body = if is_scrape_token {
+        endpoint.service.prometheus_metrics_for(&Audience::Operator).await
+    } else {
+        match endpoint
+            .auth
+            .authenticate_from(presented, crate::api::client_ip(&req))
+            .await
+        {
+            Ok(actor) => endpoint.service.prometheus_metrics(&actor).await,
+            Err(e) => Err(e),
+        }
+    };
+    match body {
+        Ok(text) => ([(CONTENT_TYPE, crate::service::prometheus::CONTENT_TYPE)], text).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Shortest scrape token accepted: it reads every site's traffic.
+pub const MIN_METRICS_TOKEN_CHARS: usize = 24;
+
+/// Refuses a scrape token too short to resist guessing.
+fn check_metrics_token(token: Option<&str>) -> anyhow::Result<()> {
+    match token.map(str::trim) {
+        Some(t) if !t.is_empty() && t.chars().count() < MIN_METRICS_TOKEN_CHARS => anyhow::bail!(
+            "BERTH_METRICS_TOKEN is {} characters; use at least {MIN_METRICS_TOKEN_CHARS} random characters (e.g. `openssl rand -hex 16`), or leave it unset to scrape with an admin API key",
+            t.chars().count()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Shortest bootstrap key accepted: it is a long-lived admin credential.

@@ -1084,6 +1084,105 @@ async fn the_monitoring_tab_shows_each_instances_cpu_and_memory() {
     assert_eq!(status, 404);
 }
 
+/// The attribute `name` of the element at `css`, as a number.
+async fn attr_number(b: &Browser, css: &str, name: &str) -> usize {
+    let value = b.find(css).await.attr(name).await.expect("attribute");
+    value
+        .unwrap_or_else(|| panic!("{css} has no {name}"))
+        .parse()
+        .expect("a number")
+}
+
+#[tokio::test]
+async fn chromium_monitoring_tab_charts_known_traffic_over_each_range() {
+    let server = TestServer::start().await;
+    let _dir = static_site(&server, "charted").await;
+    let _quiet = static_site(&server, "quiet").await;
+    for _ in 0..5 {
+        assert_eq!(server.edge("charted.localhost", "/").await.0, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(server.edge("charted.localhost", "/nothing-here").await.0, 404);
+    }
+    // The tap is flushed every 2 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.get("/api/sites/charted/metrics/summary?since=1h").await.1["requests"] != 7 {
+        assert!(Instant::now() < deadline, "the traffic was never recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let b = Browser::start().await;
+    b.login(&server, KEY).await;
+    b.wait_text("charted").await;
+    b.goto(&server.api("/sites/charted/monitoring")).await;
+    assert_eq!(b.text("[data-total=requests]").await, "7");
+    assert_eq!(b.text("[data-total=client_errors]").await, "2");
+    assert_eq!(b.text("[data-total=server_errors]").await, "0");
+    // The last hour per minute: 60 points, 61 when the hour does not start on a minute.
+    let points = attr_number(&b, "svg[data-chart=requests]", "data-points").await;
+    assert!((60..=61).contains(&points), "{points}");
+    let line = b
+        .find("svg[data-chart=requests] polyline")
+        .await
+        .attr("points")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.split(' ').count(), points, "{line}");
+    // Accessible: a title and a description, and the same numbers as a table.
+    let title = b.find("#chart-requests-title").await.html(true).await.unwrap();
+    assert_eq!(title, "Requests");
+    let label = b
+        .find("svg[data-chart=requests]")
+        .await
+        .attr("aria-labelledby")
+        .await
+        .unwrap();
+    assert_eq!(label.as_deref(), Some("chart-requests-title chart-requests-desc"));
+    let rows = b
+        .client
+        .find_all(Locator::Css("table[data-table=requests] tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), points);
+    let status_codes = b.text("#status-codes").await;
+    assert!(
+        status_codes.contains("200") && status_codes.contains("404"),
+        "{status_codes}"
+    );
+    assert!(b.text("#top-paths").await.contains("GET /"));
+    b.find("svg[data-chart=errors]").await;
+    b.find("svg[data-chart=latency]").await;
+    b.screenshot("monitoring").await;
+
+    // Each range redraws at its resolution, the totals staying the same.
+    for (range, lo, hi) in [("24h", 24, 25), ("7d", 168, 169), ("30d", 30, 31)] {
+        b.click(&format!("a[data-range='{range}']")).await;
+        b.find(&format!("a[data-range='{range}'][aria-current=page]")).await;
+        let points = attr_number(&b, "svg[data-chart=requests]", "data-points").await;
+        assert!((lo..=hi).contains(&points), "{range}: {points}");
+        assert_eq!(b.text("[data-total=requests]").await, "7", "{range}");
+        assert!(
+            b.client
+                .current_url()
+                .await
+                .unwrap()
+                .as_str()
+                .ends_with(&format!("range={range}"))
+        );
+    }
+
+    // A site without traffic says so instead of drawing empty charts.
+    b.goto(&server.api("/sites/quiet/monitoring?range=24h")).await;
+    assert!(b.text("#traffic-empty").await.contains("No traffic in this range"));
+    assert!(b.client.find(Locator::Css("svg[data-chart]")).await.is_err());
+    // An unknown environment is a clear error in place of the charts; the page still shows.
+    b.goto(&server.api("/sites/quiet/monitoring?environment=nope")).await;
+    assert!(b.text("#traffic-error").await.contains("nope"));
+    b.wait_text("Resource usage").await;
+    b.close().await;
+}
+
 #[tokio::test]
 async fn domain_forms_refuse_bad_input_by_field_and_a_viewer_only_reads() {
     let dns = common::pebble::Dns::start().await;

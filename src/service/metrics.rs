@@ -63,6 +63,7 @@ pub async fn run(platform: Arc<Platform>, clock: Clock, stop: CancellationToken)
 /// Adds a drain of the tap to the minute buckets `now_ms` falls in, one per environment.
 /// Traffic of an environment deleted meanwhile is dropped.
 pub async fn record(store: &crate::store::Store, drain: TapDrain, now_ms: i64) {
+    super::prometheus::edge_traffic(&drain);
     let mut by_environment: HashMap<Arc<str>, (Arc<str>, Bucket)> = HashMap::new();
     for traffic in &drain.sites {
         by_environment
@@ -72,7 +73,12 @@ pub async fn record(store: &crate::store::Store, drain: TapDrain, now_ms: i64) {
             .add_traffic(traffic);
     }
     for (environment, (site, bucket)) in by_environment {
-        if let Err(e) = store_metrics::record_minute(store, &environment, &site, now_ms, &bucket).await {
+        let recorded = super::prometheus::time_store(
+            "record_traffic",
+            store_metrics::record_minute(store, &environment, &site, now_ms, &bucket),
+        )
+        .await;
+        if let Err(e) = recorded {
             tracing::debug!(environment.id = %environment, error = %e, "traffic of an environment not recorded");
         }
     }
@@ -330,6 +336,8 @@ pub struct TimelinePoint {
     pub bytes_out: u64,
     /// Cold starts.
     pub cold_starts: u64,
+    /// Median time to first byte in ms, when there were requests.
+    pub p50_ms: Option<f64>,
     /// p95 time to first byte in ms, when there were requests.
     pub p95_ms: Option<f64>,
 }
@@ -802,6 +810,7 @@ impl Service {
                 server_errors: b.class(5),
                 bytes_out: b.bytes_out,
                 cold_starts: b.cold_starts,
+                p50_ms: b.first_byte.quantile_micros(0.5).map(|us| round3(us / 1000.0)),
                 p95_ms: b.first_byte.quantile_micros(0.95).map(|us| round3(us / 1000.0)),
             })
             .collect();

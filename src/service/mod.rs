@@ -14,6 +14,7 @@ pub mod github;
 pub mod metrics;
 pub mod people;
 mod platform;
+pub mod prometheus;
 mod scaling;
 mod settings;
 pub mod types;

@@ -534,6 +534,59 @@ pub async fn stored<'e>(
     .await
 }
 
+/// Jobs by kind and state, and the pending ones due now (for `GET /metrics`).
+#[derive(Clone, Debug, Default)]
+pub struct JobCounts {
+    /// `(kind, state)` → jobs.
+    pub by_kind_and_state: BTreeMap<(String, String), i64>,
+    /// Pending jobs whose time to run has come.
+    pub due: i64,
+}
+
+/// Counts the jobs of one org (or of every org) at `now_ms`.
+pub async fn job_counts(pool: &sqlx::SqlitePool, org_id: Option<&str>, now_ms: i64) -> sqlx::Result<JobCounts> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT kind, status, COUNT(*) FROM jobs WHERE (?1 IS NULL OR org_id = ?1) GROUP BY kind, status",
+    )
+    .bind(org_id)
+    .fetch_all(pool)
+    .await?;
+    let due: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE (?1 IS NULL OR org_id = ?1) AND status = 'pending' AND run_at <= ?2",
+    )
+    .bind(org_id)
+    .bind(now_ms)
+    .fetch_one(pool)
+    .await?;
+    Ok(JobCounts {
+        by_kind_and_state: rows.into_iter().map(|(k, s, n)| ((k, s), n)).collect(),
+        due,
+    })
+}
+
+/// An environment's id with its org, its site's name and its own name.
+#[derive(Clone, Debug, FromRow)]
+pub struct EnvironmentName {
+    /// The environment's id (the tap's label).
+    pub environment_id: String,
+    /// Its org.
+    pub org_id: String,
+    /// Its site's name.
+    pub site: String,
+    /// Its name.
+    pub environment: String,
+}
+
+/// Every environment of every site, to name the tap's labels.
+pub async fn environment_names(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<EnvironmentName>> {
+    sqlx::query_as(
+        "SELECT e.id AS environment_id, e.org_id, s.name AS site, e.name AS environment \
+         FROM environments e JOIN sites s ON s.id = e.site_id",
+    )
+    .fetch_all(db)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

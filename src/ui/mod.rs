@@ -100,6 +100,7 @@ fn html(status: StatusCode, markup: Markup) -> Response {
 
 /// A service error as a full page.
 pub fn error_page(session: Option<&Session>, err: &ServiceError) -> Response {
+    crate::service::prometheus::error_answered(err.code());
     let envelope = err.envelope();
     let title = match err {
         ServiceError::NotFound { .. } => "Not found",
@@ -113,6 +114,7 @@ pub fn error_page(session: Option<&Session>, err: &ServiceError) -> Response {
 
 /// A service error as a notice (with its field, when the service named one).
 fn notice_of(err: &ServiceError) -> Notice {
+    crate::service::prometheus::error_answered(err.code());
     let envelope = err.envelope();
     Notice::error(envelope.error.message, envelope.error.field)
 }
@@ -547,7 +549,10 @@ struct TabQuery {
     reveal: Option<bool>,
     done: Option<String>,
     /// Settings: show and edit the variables of this environment instead of the site's.
+    /// Monitoring: whose traffic to show (default production).
     environment: Option<String>,
+    /// Monitoring: the time range (`1h`, `24h`, `7d`, `30d`).
+    range: Option<String>,
     /// Domains: the add form as it was sent, refilled after an error (never from the URL).
     #[serde(skip)]
     domain_form: Option<views::AddDomainForm>,
@@ -705,6 +710,9 @@ async fn render_tab(
             }
         }
         Tab::Monitoring => {
+            let range = views::MonitoringRange::parse(q.range.as_deref());
+            let environment = scope.clone().unwrap_or_else(|| "production".to_string());
+            let traffic = load_traffic(state, s, site, &environment, range).await;
             let mut usage = Vec::new();
             for env in &detail.environments {
                 let input = ResourceUsageInput {
@@ -716,7 +724,7 @@ async fn render_tab(
                     Err(e) => return error_page(Some(s), &e),
                 }
             }
-            views::monitoring(&usage)
+            views::monitoring(site, &detail, &environment, range, &traffic, &usage)
         }
     };
     // Field errors are shown next to their field; only the rest go to the top banner.
@@ -732,6 +740,58 @@ async fn render_tab(
             }))
     });
     html(status, views::site_shell(s, &detail, tab, top.as_ref(), content))
+}
+
+/// The Monitoring tab's traffic of one environment over a range, through the metrics
+/// tools (the error of the first that fails, to show in place of the charts).
+async fn load_traffic(
+    state: &UiState,
+    s: &Session,
+    site: &str,
+    environment: &str,
+    range: views::MonitoringRange,
+) -> Result<views::Traffic, ServiceError> {
+    let since = Some(range.label().to_string());
+    let window = MetricsRangeInput {
+        site: site.to_string(),
+        environment: Some(environment.to_string()),
+        since: since.clone(),
+        until: None,
+    };
+    let timeline = state
+        .service
+        .get_usage_timeline(
+            &s.actor,
+            &TimelineInput {
+                site: site.to_string(),
+                environment: Some(environment.to_string()),
+                since: since.clone(),
+                until: None,
+                resolution: Some(range.resolution().to_string()),
+            },
+        )
+        .await?;
+    let summary = state.service.get_metrics_summary(&s.actor, &window).await?;
+    let codes = state.service.get_status_codes(&s.actor, &window).await?;
+    let paths = state
+        .service
+        .get_top_paths(
+            &s.actor,
+            &TopPathsInput {
+                site: site.to_string(),
+                environment: Some(environment.to_string()),
+                since,
+                until: None,
+                limit: Some(10),
+            },
+        )
+        .await?;
+    Ok(views::Traffic {
+        timeline,
+        summary,
+        codes,
+        paths,
+    })
 }
 
 async fn show_tab(state: UiState, s: Session, site: String, tab: Tab, q: TabQuery) -> Response {

@@ -1092,14 +1092,261 @@ fn build_settings_form(session: &Session, site: &SiteDetail, n: Option<&Notice>)
     }
 }
 
-/// Monitoring tab: CPU and memory of every instance, per environment, as the provider
-/// measures them now (HOSTING_GET_RESOURCE_USAGE).
-pub fn monitoring(usage: &[ResourceUsageOutput]) -> Markup {
-    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+/// A range the Monitoring tab shows, with the timeline resolution that draws it (within
+/// the timeline tool's 1,500 points and the minutes' retention).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MonitoringRange {
+    /// The last hour, per minute (61 points at most).
+    Hour,
+    /// The last 24 hours, per hour.
+    Day,
+    /// The last 7 days, per hour.
+    Week,
+    /// The last 30 days, per day.
+    Month,
+}
+
+impl MonitoringRange {
+    /// Every range, shortest first.
+    pub const ALL: [MonitoringRange; 4] = [Self::Hour, Self::Day, Self::Week, Self::Month];
+
+    /// The range of a `?range=` value (the last hour when absent or unknown).
+    pub fn parse(text: Option<&str>) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|r| Some(r.label()) == text)
+            .unwrap_or(Self::Hour)
+    }
+
+    /// Its `?range=` value, also a `since` the metrics tools read.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Hour => "1h",
+            Self::Day => "24h",
+            Self::Week => "7d",
+            Self::Month => "30d",
+        }
+    }
+
+    /// The timeline resolution it is drawn at.
+    pub fn resolution(self) -> &'static str {
+        match self {
+            Self::Hour => "1m",
+            Self::Day | Self::Week => "1h",
+            Self::Month => "1d",
+        }
+    }
+}
+
+/// What the Monitoring tab shows of one environment's traffic over a range.
+pub struct Traffic {
+    /// Requests, errors, latency and cold starts per point.
+    pub timeline: crate::service::TimelineOutput,
+    /// Totals and quantiles of the range.
+    pub summary: crate::service::MetricsSummaryOutput,
+    /// Requests by status code.
+    pub codes: crate::service::StatusCodesOutput,
+    /// The busiest path templates.
+    pub paths: crate::service::TopPathsOutput,
+}
+
+/// One line of a chart: its name, its CSS class and a value per point (none: no data).
+struct ChartLine<'a> {
+    name: &'a str,
+    class: &'a str,
+    values: Vec<Option<f64>>,
+}
+
+/// An SVG line chart of `lines` over the timeline's points, with a title and a description
+/// for screen readers and the same numbers as a table beside it.
+fn line_chart(id: &str, title: &str, unit: &str, starts: &[String], lines: &[ChartLine<'_>]) -> Markup {
+    const W: f64 = 640.0;
+    const H: f64 = 160.0;
+    const PAD: f64 = 4.0;
+    let max = lines
+        .iter()
+        .flat_map(|l| l.values.iter().flatten())
+        .fold(0.0f64, |a, b| a.max(*b));
+    let top = if max > 0.0 { max } else { 1.0 };
+    let n = starts.len();
+    let x = |i: usize| {
+        if n <= 1 {
+            W / 2.0
+        } else {
+            PAD + i as f64 * (W - 2.0 * PAD) / (n - 1) as f64
+        }
+    };
+    let y = |v: f64| H - PAD - v / top * (H - 2.0 * PAD);
+    let fmt = |v: f64| {
+        if v.fract() == 0.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
+    let described = lines
+        .iter()
+        .map(|l| {
+            let values: Vec<f64> = l.values.iter().flatten().copied().collect();
+            let peak = values.iter().fold(0.0f64, |a, b| a.max(*b));
+            format!("{}: peak {}{unit}", l.name, fmt(peak))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let (first, last) = (
+        starts.first().cloned().unwrap_or_default(),
+        starts.last().cloned().unwrap_or_default(),
+    );
     html! {
+        figure.chart {
+            svg #(format!("chart-{id}")) data-chart=(id) data-points=(n) viewBox=(format!("0 0 {W} {H}"))
+                role="img" aria-labelledby=(format!("chart-{id}-title chart-{id}-desc"))
+                preserveAspectRatio="none" width="100%" height="160" {
+                title #(format!("chart-{id}-title")) { (title) }
+                desc #(format!("chart-{id}-desc")) { (n) " points from " (first) " to " (last) "; " (described) }
+                line.axis x1="0" y1=(H - PAD) x2=(W) y2=(H - PAD) {}
+                @for l in lines {
+                    polyline class=(format!("series {}", l.class)) data-series=(l.name) fill="none"
+                        points=(l.values.iter().enumerate().filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", x(i), y(v)))).collect::<Vec<_>>().join(" ")) {}
+                }
+            }
+            figcaption {
+                (title) " · peak " (fmt(max)) (unit) " · "
+                @for (i, l) in lines.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    span class=(format!("key {}", l.class)) { (l.name) }
+                }
+            }
+            details {
+                summary { "As a table" }
+                table.vars data-table=(id) {
+                    thead { tr { th { "Start" } @for l in lines { th { (l.name) } } } }
+                    tbody {
+                        @for (i, start) in starts.iter().enumerate() {
+                            tr {
+                                td.mono { (start) }
+                                @for l in lines {
+                                    td { (l.values[i].map_or("—".to_string(), |v| format!("{}{unit}", fmt(v)))) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Monitoring tab: the traffic of one environment over a chosen range (requests, errors
+/// and latency over time as SVG charts, totals, status codes, top paths, cold starts) from
+/// the metrics tools, then CPU and memory of every instance as the provider measures them
+/// now (HOSTING_GET_RESOURCE_USAGE).
+pub fn monitoring(
+    site: &str,
+    detail: &SiteDetail,
+    environment: &str,
+    range: MonitoringRange,
+    traffic: &Result<Traffic, crate::error::ServiceError>,
+    usage: &[ResourceUsageOutput],
+) -> Markup {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    let href =
+        |env: &str, r: MonitoringRange| format!("/sites/{site}/monitoring?environment={env}&range={}", r.label());
+    html! {
+        section.card #traffic {
+            h2 { "Traffic" }
+            nav.ranges aria-label="Environment" {
+                @for e in &detail.environments {
+                    @if e.name == environment {
+                        a.btn.btn-small aria-current="page" href=(href(&e.name, range)) { (e.name) }
+                    } @else {
+                        a.btn.btn-small.btn-ghost href=(href(&e.name, range)) { (e.name) }
+                    }
+                }
+            }
+            nav.ranges aria-label="Time range" {
+                @for r in MonitoringRange::ALL {
+                    @if r == range {
+                        a.btn.btn-small data-range=(r.label()) aria-current="page" href=(href(environment, r)) { (r.label()) }
+                    } @else {
+                        a.btn.btn-small.btn-ghost data-range=(r.label()) href=(href(environment, r)) { (r.label()) }
+                    }
+                }
+            }
+            @match traffic {
+                Err(e) => {
+                    div.notice.notice-error role="alert" #traffic-error { span aria-hidden="true" { "✕ " } (e.envelope().error.message) }
+                }
+                Ok(t) if t.summary.current.requests == 0 => {
+                    p.muted #traffic-empty { "No traffic in this range (" (range.label()) " of " (environment) "). Requests to the site show up here within seconds." }
+                }
+                Ok(t) => {
+                    @let points = &t.timeline.points;
+                    @let starts: Vec<String> = points.iter().map(|p| p.start.clone()).collect();
+                    @let current = &t.summary.current;
+                    dl.totals #traffic-totals {
+                        div { dt { "Requests" } dd data-total="requests" { (current.requests) } }
+                        div { dt { "4xx" } dd data-total="client_errors" { (t.codes.classes.get(3).map_or(0, |c| c.requests)) } }
+                        div { dt { "5xx" } dd data-total="server_errors" { (t.codes.classes.get(4).map_or(0, |c| c.requests)) } }
+                        div { dt { "p50" } dd { (current.latency_ms.as_ref().map_or("—".to_string(), |q| format!("{:.1} ms", q.p50))) } }
+                        div { dt { "p95" } dd { (current.latency_ms.as_ref().map_or("—".to_string(), |q| format!("{:.1} ms", q.p95))) } }
+                        div { dt { "Cold starts" } dd data-total="cold_starts" { (current.cold_starts) } }
+                    }
+                    p.muted.small { (t.summary.summary) " · one point per " (t.timeline.resolution) }
+                    (line_chart("requests", "Requests", "", &starts, &[ChartLine {
+                        name: "requests", class: "s-requests",
+                        values: points.iter().map(|p| Some(p.requests as f64)).collect(),
+                    }]))
+                    (line_chart("errors", "Errors", "", &starts, &[
+                        ChartLine { name: "4xx", class: "s-4xx", values: points.iter().map(|p| Some(p.client_errors as f64)).collect() },
+                        ChartLine { name: "5xx", class: "s-5xx", values: points.iter().map(|p| Some(p.server_errors as f64)).collect() },
+                    ]))
+                    (line_chart("latency", "Time to first byte", " ms", &starts, &[
+                        ChartLine { name: "p50", class: "s-p50", values: points.iter().map(|p| p.p50_ms).collect() },
+                        ChartLine { name: "p95", class: "s-p95", values: points.iter().map(|p| p.p95_ms).collect() },
+                    ]))
+                    @if current.cold_starts > 0 {
+                        (line_chart("cold-starts", "Cold starts", "", &starts, &[ChartLine {
+                            name: "cold starts", class: "s-cold",
+                            values: points.iter().map(|p| Some(p.cold_starts as f64)).collect(),
+                        }]))
+                    }
+                    div.split {
+                        div {
+                            h3 { "Status codes" }
+                            table.vars #status-codes {
+                                thead { tr { th { "Code" } th { "Requests" } th { "Share" } } }
+                                tbody {
+                                    @for c in &t.codes.codes {
+                                        tr { td.mono { (c.code) } td { (c.requests) } td { (format!("{:.1} %", c.share * 100.0)) } }
+                                    }
+                                }
+                            }
+                        }
+                        div {
+                            h3 { "Top paths" }
+                            table.vars #top-paths {
+                                thead { tr { th { "Path" } th { "Requests" } th { "4xx" } th { "5xx" } } }
+                                tbody {
+                                    @for p in &t.paths.paths {
+                                        tr {
+                                            td.mono { (p.template) @if p.approximate { span.muted title="at least this many" { " ≥" } } }
+                                            td { (p.requests) } td { (p.client_errors) } td { (p.server_errors) }
+                                        }
+                                    }
+                                    @if t.paths.other.requests > 0 {
+                                        tr.muted { td { "other" } td { (t.paths.other.requests) } td { (t.paths.other.client_errors) } td { (t.paths.other.server_errors) } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         section.card {
             h2 { "Resource usage" }
-            p.muted.small { "Measured when this page loaded; reload for new figures. Request metrics are coming." }
+            p.muted.small { "Measured when this page loaded; reload for new figures." }
             @for env in usage {
                 h3 { (env.environment) " " span.tag { (env.provider) } }
                 @if env.instances.is_empty() {

@@ -83,6 +83,27 @@ impl LatencySketch {
         }
     }
 
+    /// How many values were recorded at most `micros` (each counted by its bucket's
+    /// representative, so exact to [`RELATIVE_ERROR`] near the bound).
+    pub fn count_at_most(&self, micros: f64) -> u64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .take_while(|(index, _)| representative(*index) <= micros)
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// The sum of the recorded values in microseconds, each taken as its bucket's
+    /// representative (exact to [`RELATIVE_ERROR`]).
+    pub fn sum_micros(&self) -> f64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(index, &count)| representative(index) * count as f64)
+            .sum()
+    }
+
     /// How many values were recorded.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
