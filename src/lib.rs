@@ -24,6 +24,7 @@ pub mod github;
 pub mod jobs;
 pub mod mcp;
 pub mod model;
+pub mod patterns;
 pub mod pipeline;
 pub mod reconciler;
 pub mod runtime;

@@ -926,6 +926,22 @@ impl BerthMcp {
     }
 
     #[tool(
+        name = "HOSTING_GET_ERROR_PATTERNS",
+        description = "Runtime log errors of a site's environment clustered into templates (stderr lines and stdout lines that look like errors, tracebacks and stack traces joined into one event; ids, numbers, UUIDs, IPs, dates, quoted strings and paths with numbers masked as <*>), most events in the range first, each with first/last seen, the deployments it occurred in and a sample, next to the 5xx responses by path template in the same range: what broke, since when, in which deploy. since/until as for HOSTING_GET_METRICS_SUMMARY; limit 1 to 100 (default 20); at most 500 templates per environment are kept (least recently seen evicted).",
+        output_schema = schema_for_output::<ErrorPatternsOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_error_patterns(
+        &self,
+        Parameters(input): Parameters<ErrorPatternsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ErrorPatternsOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_error_patterns(&actor, &input).await?;
+        reply(out.summary.clone(), out)
+    }
+
+    #[tool(
         name = "HOSTING_GET_USAGE_TIMELINE",
         description = "Requests, 4xx, 5xx, bytes, cold starts and p95 latency of a site's environment over time, one point per bucket: resolution 1m (kept 7 days), 1h (90 days) or 1d (400 days), at most 1,500 points (1m covers 25 h, 1h 62.5 days); since/until as for HOSTING_GET_METRICS_SUMMARY.",
         output_schema = schema_for_output::<TimelineOutput>(),

@@ -1524,3 +1524,6 @@ pub mod people;
 
 /// SQL of traffic metrics: minute, hour and day buckets, rollups and pruning.
 pub mod metrics;
+
+/// SQL of error patterns: templates of runtime log errors and their counts per minute.
+pub mod error_patterns;

@@ -29,7 +29,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 /// Most points a timeline returns.
 pub const MAX_TIMELINE_POINTS: i64 = 1500;
-/// Most path templates `HOSTING_GET_TOP_PATHS` returns.
+/// Most path templates `HOSTING_GET_TOP_PATHS` returns (and most templates
+/// `HOSTING_GET_ERROR_PATTERNS` returns).
 pub const MAX_TOP_PATHS: u32 = 100;
 /// How far ahead of the server's clock `until` may be (clients' clocks drift).
 const FUTURE_SLACK_MS: i64 = 60_000;
@@ -355,9 +356,9 @@ pub struct TimelineOutput {
 
 /// A checked time range, in ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Range {
-    since: i64,
-    until: i64,
+pub(super) struct Range {
+    pub(super) since: i64,
+    pub(super) until: i64,
 }
 
 /// Reads `since`/`until` as a duration back from `now` or an RFC 3339 time.
@@ -390,6 +391,18 @@ fn parse_time(field: &'static str, text: &str, now: i64) -> ServiceResult<i64> {
     }
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|_| bad())?;
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// Checks a tool's `limit` (default 20, 1 to [`MAX_TOP_PATHS`]).
+pub(super) fn check_limit(limit: Option<u32>) -> ServiceResult<u32> {
+    let limit = limit.unwrap_or(20);
+    if !(1..=MAX_TOP_PATHS).contains(&limit) {
+        return Err(ServiceError::invalid(
+            "limit",
+            format!("limit {limit} is out of range; give 1 to {MAX_TOP_PATHS}"),
+        ));
+    }
+    Ok(limit)
 }
 
 /// Checks a range against the clock and the retention: not reversed, not in the future,
@@ -446,7 +459,7 @@ impl Service {
     }
 
     /// The site and environment a metrics tool names, with its checked range.
-    async fn metrics_target(
+    pub(super) async fn metrics_target(
         &self,
         actor: &Actor,
         site: &str,
@@ -529,7 +542,12 @@ impl Service {
         Ok((buckets, coarsest))
     }
 
-    async fn metrics_total(&self, environment_id: &str, range: Range, now: i64) -> ServiceResult<(Bucket, Resolution)> {
+    pub(super) async fn metrics_total(
+        &self,
+        environment_id: &str,
+        range: Range,
+        now: i64,
+    ) -> ServiceResult<(Bucket, Resolution)> {
         let (buckets, resolution) = self
             .metrics_buckets(environment_id, range, now, Resolution::Minute)
             .await?;
@@ -657,13 +675,7 @@ impl Service {
 
     /// `HOSTING_GET_TOP_PATHS`.
     pub async fn get_top_paths(&self, actor: &Actor, input: &TopPathsInput) -> ServiceResult<TopPathsOutput> {
-        let limit = input.limit.unwrap_or(20);
-        if !(1..=MAX_TOP_PATHS).contains(&limit) {
-            return Err(ServiceError::invalid(
-                "limit",
-                format!("limit {limit} is out of range; give 1 to {MAX_TOP_PATHS}"),
-            ));
-        }
+        let limit = check_limit(input.limit)?;
         let (site, env, range, now) = self
             .metrics_target(
                 actor,

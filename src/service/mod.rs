@@ -9,6 +9,7 @@ pub mod dns;
 pub mod domains;
 mod env_vars;
 mod environments;
+pub mod error_patterns;
 pub mod git;
 pub mod github;
 pub mod metrics;
@@ -38,6 +39,7 @@ pub use domains::{
     AddDomainInput, DnsRecord, DomainInfo, DomainList, DomainRef, ListDomainsInput, RecordCheck, RemovedDomain,
     ValidateDomainInput,
 };
+pub use error_patterns::{ErrorPattern, ErrorPatternsInput, ErrorPatternsOutput, PatternDeployment, ServerErrorPath};
 pub use metrics::{
     MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput, TimelineInput, TimelineOutput, TopPathsInput,
     TopPathsOutput,
