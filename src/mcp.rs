@@ -362,7 +362,7 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_GET_DEPLOYMENT",
-        description = "Get one deployment: status, commit, build pack, error, and for a failed one its last log lines.",
+        description = "Get one deployment: status, commit, build pack, error, for a failed one its last log lines, and once it has served traffic its requests, 5xx rate and p95 against the deployment of the same environment that served before it, with a verdict (better, worse, about the same).",
         output_schema = schema_for_output::<DeploymentInfo>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]

@@ -27,8 +27,11 @@ fn errors_app() -> tempfile::TempDir {
         ("requirements.txt", "# no dependencies\n"),
         (
             "app.py",
-            r#"import os, sys, traceback, uuid
+            r#"import os, signal, sys, traceback, uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
+
+# Stopped after a redeploy: exit quietly, so nothing but the mix is on stderr.
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
 
 class H(BaseHTTPRequestHandler):
     def log_message(self, *a):
@@ -193,6 +196,35 @@ async fn a_fixed_mix_of_errors_comes_back_as_exact_templates_and_a_redeploy_adds
         assert_eq!(p["total_events"], p["events"], "{p}");
     }
 
+    // The new deployment's traffic against the one it replaced.
+    let (_, before) = server.get(&format!("/api/deployments/{first}")).await;
+    assert_eq!(before["traffic"]["current"]["requests"], 3, "{before}");
+    assert_eq!(before["traffic"]["current"]["error_rate"], 1.0, "{before}");
+    assert_eq!(before["traffic"]["verdict"], "no previous deployment", "{before}");
+    for _ in 0..5 {
+        assert_eq!(server.edge("shop.localhost", "/").await.0, 200);
+    }
+    let mut after = Value::Null;
+    eventually("the new deployment's traffic is counted", 20, async || {
+        after = server.get(&format!("/api/deployments/{second}")).await.1;
+        after["traffic"]["current"]["requests"] == 5
+    })
+    .await;
+    let traffic = &after["traffic"];
+    assert_eq!(traffic["current"]["error_rate"], 0.0, "{after}");
+    assert_eq!(traffic["previous"]["deployment_id"], first.as_str(), "{after}");
+    assert_eq!(traffic["previous"]["requests"], 3, "{after}");
+    assert_eq!(traffic["error_rate_points"], -100.0, "{after}");
+    assert_eq!(traffic["verdict"], "better", "{after}");
+    assert!(traffic["current"]["p95_ms"].as_f64().is_some(), "{after}");
+    assert!(
+        traffic["summary"]
+            .as_str()
+            .unwrap()
+            .contains("0.00% 5xx over 5 requests"),
+        "{after}"
+    );
+
     // The limit keeps the busiest; the CLI's flag reads the same tool.
     let (_, top) = server
         .get("/api/sites/shop/metrics/error-patterns?since=10m&limit=1")
@@ -202,7 +234,7 @@ async fn a_fixed_mix_of_errors_comes_back_as_exact_templates_and_a_redeploy_adds
         top["patterns"][0]["template"],
         "<*> ERROR payment <*> failed for user <*>"
     );
-    assert_eq!(top["more_patterns"], 3);
+    assert_eq!(top["more_patterns"], 3, "{top}");
     let cli = server.cli(&["metrics", "shop", "--errors", "--since", "10m"]);
     let cli = String::from_utf8_lossy(&cli.stdout);
     assert!(cli.contains("db timeout after <*> ms on <*>"), "{cli}");

@@ -33,3 +33,19 @@ CREATE TABLE error_pattern_minutes (
 -- A range of an environment, and pruning by age.
 CREATE INDEX error_pattern_minutes_by_time ON error_pattern_minutes (environment_id, start_ms);
 CREATE INDEX error_pattern_minutes_by_age ON error_pattern_minutes (start_ms);
+
+-- Each deployment's traffic as the edge's tap counts it, in total since it first served
+-- (one row a deployment, gone with it): what `HOSTING_GET_DEPLOYMENT` compares with the
+-- deployment of the same environment that served before it.
+CREATE TABLE deployment_traffic (
+    deployment_id   TEXT PRIMARY KEY REFERENCES deployments(id) ON DELETE CASCADE,
+    environment_id  TEXT NOT NULL,
+    requests        INTEGER NOT NULL,
+    server_errors   INTEGER NOT NULL,
+    -- Time to first byte: the same sketch as `metrics_buckets.first_byte`.
+    first_byte      BLOB NOT NULL,
+    first_ms        INTEGER NOT NULL,
+    last_ms         INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE INDEX deployment_traffic_by_environment ON deployment_traffic (environment_id);

@@ -41,8 +41,8 @@ pub use domains::{
 };
 pub use error_patterns::{ErrorPattern, ErrorPatternsInput, ErrorPatternsOutput, PatternDeployment, ServerErrorPath};
 pub use metrics::{
-    MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput, TimelineInput, TimelineOutput, TopPathsInput,
-    TopPathsOutput,
+    DeploymentComparison, DeploymentTrafficTotals, MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput,
+    TimelineInput, TimelineOutput, TopPathsInput, TopPathsOutput,
 };
 pub use people::{
     AddMemberInput, ApiKeyInfo, ApiKeyList, ApiKeyRef, CreateApiKeyInput, CreatedApiKey, MemberInfo, MemberList,
@@ -827,6 +827,7 @@ impl Service {
         if d.status() == DeploymentStatus::Failed {
             info.last_log_lines = Some(self.failure_lines(&d.id).await?);
         }
+        info.traffic = self.deployment_comparison(&d).await?;
         Ok(info)
     }
 
@@ -1058,6 +1059,7 @@ impl Service {
             build_settings: d.build_settings.as_deref().and_then(|s| serde_json::from_str(s).ok()),
             overrides: d.overrides.as_deref().and_then(|s| serde_json::from_str(s).ok()),
             last_log_lines: None,
+            traffic: None,
             wait_timed_out: None,
             progress_line: None,
         }
