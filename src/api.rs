@@ -111,6 +111,7 @@ pub fn router(service: Service) -> Router {
         .route("/api/sites/{site}/metrics/status-codes", get(get_status_codes))
         .route("/api/sites/{site}/metrics/top-paths", get(get_top_paths))
         .route("/api/sites/{site}/metrics/timeline", get(get_usage_timeline))
+        .route("/api/sites/{site}/metrics/error-patterns", get(get_error_patterns))
         .route("/api/sites/{site}/promote", post(promote))
         .route("/api/sites/{site}/rollback", post(rollback))
         .route("/api/deployments/{id}/cancel", post(cancel_deployment))
@@ -953,6 +954,23 @@ async fn get_usage_timeline(
         resolution: q.resolution,
     };
     Ok(Json(s.get_usage_timeline(&actor, &input).await?))
+}
+
+/// `HOSTING_GET_ERROR_PATTERNS`: `GET /api/sites/{site}/metrics/error-patterns?environment=&since=&until=&limit=`.
+async fn get_error_patterns(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<MetricsQuery>,
+) -> ApiResult<ErrorPatternsOutput> {
+    let input = ErrorPatternsInput {
+        site,
+        environment: q.environment,
+        since: q.since,
+        until: q.until,
+        limit: q.limit,
+    };
+    Ok(Json(s.get_error_patterns(&actor, &input).await?))
 }
 
 #[derive(Deserialize)]

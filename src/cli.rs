@@ -949,7 +949,7 @@ pub async fn scale(args: &ClientArgs, site: &str, flags: &ScalingFlags, json: bo
 }
 
 /// What `berth metrics SITE` shows: the summary, or with flags the top paths, the status
-/// codes or a timeline.
+/// codes, the error patterns or a timeline.
 #[derive(Debug, Default, Clone)]
 pub struct MetricsView {
     /// Environment (default production).
@@ -962,13 +962,15 @@ pub struct MetricsView {
     pub paths: bool,
     /// `--codes`.
     pub codes: bool,
+    /// `--errors`.
+    pub errors: bool,
     /// `--timeline RESOLUTION`.
     pub timeline: Option<String>,
     /// `--limit`.
     pub limit: Option<u32>,
 }
 
-/// `berth metrics SITE [--since 1h] [--paths] [--codes] [--timeline 1m]`: GET
+/// `berth metrics SITE [--since 1h] [--paths] [--codes] [--errors] [--timeline 1m]`: GET
 /// /api/sites/{site}/metrics/….
 pub async fn metrics(args: &ClientArgs, site: &str, view: &MetricsView, json: bool) -> anyhow::Result<()> {
     let client = Client::new(args)?;
@@ -992,6 +994,8 @@ pub async fn metrics(args: &ClientArgs, site: &str, view: &MetricsView, json: bo
         "top-paths"
     } else if view.codes {
         "status-codes"
+    } else if view.errors {
+        "error-patterns"
     } else {
         "summary"
     };
@@ -1032,6 +1036,32 @@ pub async fn metrics(args: &ClientArgs, site: &str, view: &MetricsView, json: bo
         "status-codes" => {
             for c in out["codes"].as_array().into_iter().flatten() {
                 println!("  {}  {:>8}", c["code"], c["requests"]);
+            }
+        }
+        "error-patterns" => {
+            for p in out["patterns"].as_array().into_iter().flatten() {
+                let deployments: Vec<&str> = p["deployments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d["deployment_id"].as_str())
+                    .collect();
+                println!(
+                    "  {:>8} ×  {}\n            since {}, last {}, in {}",
+                    p["events"],
+                    p["template"].as_str().unwrap_or_default(),
+                    p["first_seen"].as_str().unwrap_or_default(),
+                    p["last_seen"].as_str().unwrap_or_default(),
+                    deployments.join(", ")
+                );
+            }
+            for p in out["server_errors"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:>8} 5xx of {} req  {}",
+                    p["server_errors"],
+                    p["requests"],
+                    p["template"].as_str().unwrap_or_default()
+                );
             }
         }
         _ => {}

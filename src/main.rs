@@ -153,10 +153,13 @@ enum Command {
         /// Show requests by status code.
         #[arg(long)]
         codes: bool,
+        /// Show runtime error patterns next to the 5xx by path template.
+        #[arg(long)]
+        errors: bool,
         /// Show a timeline at this resolution (1m, 1h or 1d).
         #[arg(long)]
         timeline: Option<String>,
-        /// Path templates shown with --paths (1 to 100).
+        /// Path templates shown with --paths, error templates with --errors (1 to 100).
         #[arg(long)]
         limit: Option<u32>,
         /// Print JSON.
@@ -729,6 +732,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             until,
             paths,
             codes,
+            errors,
             timeline,
             limit,
             json,
@@ -739,6 +743,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 until,
                 paths,
                 codes,
+                errors,
                 timeline,
                 limit,
             };

@@ -363,7 +363,7 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_GET_DEPLOYMENT",
-        description = "Get one deployment: status, commit, build pack, error, and for a failed one its last log lines.",
+        description = "Get one deployment: status, commit, build pack, error, for a failed one its last log lines, and once it has served traffic its requests, 5xx rate and p95 against the deployment of the same environment that served before it, with a verdict (better, worse, about the same).",
         output_schema = schema_for_output::<DeploymentInfo>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
@@ -923,6 +923,22 @@ impl BerthMcp {
     ) -> ToolResult<TopPathsOutput> {
         let actor = actor_of(&ctx)?;
         let out = self.service.get_top_paths(&actor, &input).await?;
+        reply(out.summary.clone(), out)
+    }
+
+    #[tool(
+        name = "HOSTING_GET_ERROR_PATTERNS",
+        description = "Runtime log errors of a site's environment clustered into templates (stderr lines and stdout lines that look like errors, tracebacks and stack traces joined into one event; ids, numbers, UUIDs, IPs, dates, quoted strings and paths with numbers masked as <*>), most events in the range first, each with first/last seen, the deployments it occurred in and a sample, next to the 5xx responses by path template in the same range: what broke, since when, in which deploy. since/until as for HOSTING_GET_METRICS_SUMMARY; limit 1 to 100 (default 20); at most 500 templates per environment are kept (least recently seen evicted).",
+        output_schema = schema_for_output::<ErrorPatternsOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_error_patterns(
+        &self,
+        Parameters(input): Parameters<ErrorPatternsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ErrorPatternsOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_error_patterns(&actor, &input).await?;
         reply(out.summary.clone(), out)
     }
 

@@ -1527,3 +1527,5 @@ pub mod metrics;
 
 /// OAuth clients, grants, codes and tokens.
 pub mod oauth;
+/// SQL of error patterns: templates of runtime log errors and their counts per minute.
+pub mod error_patterns;

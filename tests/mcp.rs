@@ -56,6 +56,7 @@ const TOOLS: &[&str] = &[
     "HOSTING_GET_STATUS_CODES",
     "HOSTING_GET_TOP_PATHS",
     "HOSTING_GET_USAGE_TIMELINE",
+    "HOSTING_GET_ERROR_PATTERNS",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {
@@ -129,6 +130,10 @@ async fn tools_are_listed_with_schemas_and_annotations() {
     assert!(limit.contains(r#""maximum":100"#), "{limit}");
     let timeline = tools.iter().find(|t| t.name == "HOSTING_GET_USAGE_TIMELINE").unwrap();
     assert!(timeline.description.as_deref().unwrap().contains("1,500 points"));
+    let patterns = tools.iter().find(|t| t.name == "HOSTING_GET_ERROR_PATTERNS").unwrap();
+    let limit = patterns.input_schema["properties"]["limit"].to_string();
+    assert!(limit.contains(r#""maximum":100"#), "{limit}");
+    assert!(patterns.description.as_deref().unwrap().contains("500 templates"));
     client.cancel().await.ok();
 }
 

@@ -10,6 +10,8 @@
 //! `--log-retention-mb` of log across all its deployments (superseded ones included),
 //! enforced by the writer as lines arrive (oldest runtime lines first), and no line older
 //! than `--log-retention-days`, enforced by a sweep at start and every [`SWEEP_EVERY`].
+//! Stored runtime lines are then handed to the error pattern task
+//! ([`super::error_patterns`]) without waiting for it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::error_patterns::PatternFeed;
 use crate::store::{self, NewLogLine, Store, log_retention};
 use crate::util::now_ms;
 
@@ -98,6 +101,8 @@ pub struct LogSink {
     dropped: Arc<Mutex<HashMap<String, u64>>>,
     /// Lines a second each instance may log.
     rate_per_second: u32,
+    /// Where stored runtime lines go to be clustered into error patterns.
+    patterns: PatternFeed,
 }
 
 impl LogSink {
@@ -107,6 +112,8 @@ impl LogSink {
         let dropped: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
         let dropped_by_writer = dropped.clone();
         let swept = store.clone();
+        let patterns = PatternFeed::start(store.clone(), limits.retention_age);
+        let feed = patterns.clone();
         tokio::spawn(async move {
             loop {
                 sweep(&swept, &limits).await;
@@ -153,6 +160,13 @@ impl LogSink {
                         trim(&store, &environment_id, &limits, TRIM_STEPS_PER_BATCH).await;
                     }
                 }
+                let runtime: Vec<NewLogLine> = batch
+                    .into_iter()
+                    .filter(|l| l.kind == "runtime" && l.stream != "system")
+                    .collect();
+                if !runtime.is_empty() {
+                    feed.offer(runtime);
+                }
                 for w in waiters {
                     let _ = w.send(());
                 }
@@ -172,6 +186,7 @@ impl LogSink {
             secrets: Arc::default(),
             dropped,
             rate_per_second: limits.rate_per_second,
+            patterns,
         }
     }
 
@@ -245,6 +260,14 @@ impl LogSink {
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Waits until every line queued so far is stored and every error event completed
+    /// from them is saved in its pattern (an event still open waits for its next line or
+    /// a quiet second).
+    pub async fn flush_patterns(&self) {
+        self.flush().await;
+        self.patterns.flush().await;
     }
 }
 

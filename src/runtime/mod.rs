@@ -4,6 +4,7 @@
 //! (sandboxed child processes) is the default provider.
 
 pub mod docker;
+pub mod error_patterns;
 pub mod health;
 pub mod isolation;
 pub mod lifecycle;

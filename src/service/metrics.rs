@@ -29,7 +29,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 /// Most points a timeline returns.
 pub const MAX_TIMELINE_POINTS: i64 = 1500;
-/// Most path templates `HOSTING_GET_TOP_PATHS` returns.
+/// Most path templates `HOSTING_GET_TOP_PATHS` returns (and most templates
+/// `HOSTING_GET_ERROR_PATTERNS` returns).
 pub const MAX_TOP_PATHS: u32 = 100;
 /// How far ahead of the server's clock `until` may be (clients' clocks drift).
 const FUTURE_SLACK_MS: i64 = 60_000;
@@ -65,12 +66,30 @@ pub async fn run(platform: Arc<Platform>, clock: Clock, stop: CancellationToken)
 pub async fn record(store: &crate::store::Store, drain: TapDrain, now_ms: i64) {
     super::prometheus::edge_traffic(&drain);
     let mut by_environment: HashMap<Arc<str>, (Arc<str>, Bucket)> = HashMap::new();
+    // Each deployment's own total too, for comparing it with the one it replaced.
+    let mut by_deployment: HashMap<Arc<str>, (Arc<str>, Bucket)> = HashMap::new();
     for traffic in &drain.sites {
         by_environment
             .entry(traffic.label.environment.clone())
             .or_insert_with(|| (traffic.label.site.clone(), Bucket::default()))
             .1
             .add_traffic(traffic);
+        let deployment = by_deployment
+            .entry(traffic.label.deployment.clone())
+            .or_insert_with(|| (traffic.label.environment.clone(), Bucket::default()));
+        deployment.1.requests += traffic.requests;
+        for (code, n) in &traffic.statuses {
+            *deployment.1.statuses.entry(*code).or_default() += n;
+        }
+        deployment.1.first_byte.merge(&traffic.first_byte);
+    }
+    for (deployment, (environment, bucket)) in by_deployment {
+        if bucket.requests == 0 {
+            continue;
+        }
+        if let Err(e) = store_metrics::record_deployment(store, &deployment, &environment, now_ms, &bucket).await {
+            tracing::debug!(deployment.id = %deployment, error = %e, "traffic of a deployment not recorded");
+        }
     }
     for (environment, (site, bucket)) in by_environment {
         let recorded = super::prometheus::time_store(
@@ -361,11 +380,134 @@ pub struct TimelineOutput {
     pub summary: String,
 }
 
+/// One deployment's traffic since it first served.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentTrafficTotals {
+    /// The deployment.
+    pub deployment_id: String,
+    /// Requests answered.
+    pub requests: u64,
+    /// Of them answered 5xx.
+    pub server_errors: u64,
+    /// Share answered 5xx (0 to 1).
+    pub error_rate: f64,
+    /// p95 time to first byte in ms (within 1 %).
+    pub p95_ms: Option<f64>,
+    /// Its first counted request (RFC 3339, to the tap's 2-second flush).
+    pub since: String,
+    /// Its latest counted request (RFC 3339).
+    pub until: String,
+}
+
+/// A deployment's traffic against the deployment of the same environment that served
+/// before it, in `HOSTING_GET_DEPLOYMENT` once it has served traffic.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentComparison {
+    /// This deployment.
+    pub current: DeploymentTrafficTotals,
+    /// The newest older deployment of the environment that served traffic, if any.
+    pub previous: Option<DeploymentTrafficTotals>,
+    /// Error rate change in percentage points.
+    pub error_rate_points: Option<f64>,
+    /// p95 change in percent.
+    pub p95_percent: Option<f64>,
+    /// `worse` (5xx rate up by more than 1 point, or p95 over 1.5× and 25 ms slower),
+    /// `better` (5xx rate down by more than 1 point, not slower), `mixed: fewer 5xx,
+    /// slower`, `about the same`, or `no previous deployment`.
+    pub verdict: String,
+    /// One line to act on.
+    pub summary: String,
+}
+
+/// A 5xx rate this many percentage points higher (or lower) than the previous
+/// deployment's is a change.
+const VERDICT_ERROR_POINTS: f64 = 1.0;
+/// A p95 this much slower than the previous deployment's (×), and by at least
+/// [`VERDICT_P95_MS`], is worse (a few milliseconds either way are noise).
+const VERDICT_P95_RATIO: f64 = 1.5;
+/// See [`VERDICT_P95_RATIO`].
+const VERDICT_P95_MS: f64 = 25.0;
+
+fn deployment_totals(t: &store_metrics::DeploymentTraffic) -> DeploymentTrafficTotals {
+    DeploymentTrafficTotals {
+        deployment_id: t.deployment_id.clone(),
+        requests: t.requests,
+        server_errors: t.server_errors,
+        error_rate: if t.requests == 0 {
+            0.0
+        } else {
+            t.server_errors as f64 / t.requests as f64
+        },
+        p95_ms: t.first_byte.quantile_micros(0.95).map(|us| round3(us / 1000.0)),
+        since: rfc3339(t.first_ms),
+        until: rfc3339(t.last_ms),
+    }
+}
+
+/// Compares a deployment's traffic with its predecessor's.
+fn compare(current: DeploymentTrafficTotals, previous: Option<DeploymentTrafficTotals>) -> DeploymentComparison {
+    let describe = |t: &DeploymentTrafficTotals| {
+        let p95 = t.p95_ms.map_or(String::new(), |ms| format!(", p95 {ms:.1} ms"));
+        format!("{:.2}% 5xx over {} requests{p95}", t.error_rate * 100.0, t.requests)
+    };
+    let Some(prev) = previous else {
+        let summary = format!(
+            "{}: {}; no earlier deployment of this environment served traffic to compare with",
+            current.deployment_id,
+            describe(&current)
+        );
+        return DeploymentComparison {
+            current,
+            previous: None,
+            error_rate_points: None,
+            p95_percent: None,
+            verdict: "no previous deployment".into(),
+            summary,
+        };
+    };
+    let points = (current.error_rate - prev.error_rate) * 100.0;
+    let p95_percent = match (current.p95_ms, prev.p95_ms) {
+        (Some(c), Some(p)) if p > 0.0 => Some((c - p) / p * 100.0),
+        _ => None,
+    };
+    let slower = matches!(
+        (current.p95_ms, prev.p95_ms),
+        (Some(c), Some(p)) if c > p * VERDICT_P95_RATIO && c - p >= VERDICT_P95_MS
+    );
+    let verdict = if points > VERDICT_ERROR_POINTS {
+        "worse"
+    } else if points < -VERDICT_ERROR_POINTS && slower {
+        "mixed: fewer 5xx, slower"
+    } else if slower {
+        "worse"
+    } else if points < -VERDICT_ERROR_POINTS {
+        "better"
+    } else {
+        "about the same"
+    };
+    let summary = format!(
+        "{}: {} against {} for {} ({points:+.2} points{}): {verdict}",
+        current.deployment_id,
+        describe(&current),
+        describe(&prev),
+        prev.deployment_id,
+        p95_percent.map_or(String::new(), |p| format!(", p95 {p:+.0}%"))
+    );
+    DeploymentComparison {
+        current,
+        previous: Some(prev),
+        error_rate_points: Some(points),
+        p95_percent,
+        verdict: verdict.into(),
+        summary,
+    }
+}
+
 /// A checked time range, in ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Range {
-    since: i64,
-    until: i64,
+pub(super) struct Range {
+    pub(super) since: i64,
+    pub(super) until: i64,
 }
 
 /// Reads `since`/`until` as a duration back from `now` or an RFC 3339 time.
@@ -398,6 +540,18 @@ fn parse_time(field: &'static str, text: &str, now: i64) -> ServiceResult<i64> {
     }
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|_| bad())?;
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// Checks a tool's `limit` (default 20, 1 to [`MAX_TOP_PATHS`]).
+pub(super) fn check_limit(limit: Option<u32>) -> ServiceResult<u32> {
+    let limit = limit.unwrap_or(20);
+    if !(1..=MAX_TOP_PATHS).contains(&limit) {
+        return Err(ServiceError::invalid(
+            "limit",
+            format!("limit {limit} is out of range; give 1 to {MAX_TOP_PATHS}"),
+        ));
+    }
+    Ok(limit)
 }
 
 /// Checks a range against the clock and the retention: not reversed, not in the future,
@@ -453,8 +607,24 @@ impl Service {
         self.platform.config.metrics.retention()
     }
 
+    /// A deployment's traffic against its predecessor's, once it has served any.
+    pub(super) async fn deployment_comparison(
+        &self,
+        d: &crate::store::DeploymentRow,
+    ) -> ServiceResult<Option<DeploymentComparison>> {
+        let pool = self.platform.store.pool();
+        let Some(current) = store_metrics::deployment_traffic(pool, &d.id).await? else {
+            return Ok(None);
+        };
+        let previous = store_metrics::previous_deployment_traffic(pool, &d.environment_id, d.created_at).await?;
+        Ok(Some(compare(
+            deployment_totals(&current),
+            previous.as_ref().map(deployment_totals),
+        )))
+    }
+
     /// The site and environment a metrics tool names, with its checked range.
-    async fn metrics_target(
+    pub(super) async fn metrics_target(
         &self,
         actor: &Actor,
         site: &str,
@@ -537,7 +707,12 @@ impl Service {
         Ok((buckets, coarsest))
     }
 
-    async fn metrics_total(&self, environment_id: &str, range: Range, now: i64) -> ServiceResult<(Bucket, Resolution)> {
+    pub(super) async fn metrics_total(
+        &self,
+        environment_id: &str,
+        range: Range,
+        now: i64,
+    ) -> ServiceResult<(Bucket, Resolution)> {
         let (buckets, resolution) = self
             .metrics_buckets(environment_id, range, now, Resolution::Minute)
             .await?;
@@ -665,13 +840,7 @@ impl Service {
 
     /// `HOSTING_GET_TOP_PATHS`.
     pub async fn get_top_paths(&self, actor: &Actor, input: &TopPathsInput) -> ServiceResult<TopPathsOutput> {
-        let limit = input.limit.unwrap_or(20);
-        if !(1..=MAX_TOP_PATHS).contains(&limit) {
-            return Err(ServiceError::invalid(
-                "limit",
-                format!("limit {limit} is out of range; give 1 to {MAX_TOP_PATHS}"),
-            ));
-        }
+        let limit = check_limit(input.limit)?;
         let (site, env, range, now) = self
             .metrics_target(
                 actor,
@@ -917,6 +1086,45 @@ mod tests {
             hours_ms: 90 * store_metrics::DAY_MS,
             days_ms: 400 * store_metrics::DAY_MS,
         }
+    }
+
+    fn totals(id: &str, requests: u64, server_errors: u64, p95_ms: f64) -> DeploymentTrafficTotals {
+        DeploymentTrafficTotals {
+            deployment_id: id.into(),
+            requests,
+            server_errors,
+            error_rate: server_errors as f64 / requests as f64,
+            p95_ms: Some(p95_ms),
+            since: String::new(),
+            until: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_deployment_is_compared_with_its_predecessor() {
+        let verdict = |c, p| compare(c, Some(p)).verdict;
+        assert_eq!(verdict(totals("b", 100, 5, 10.0), totals("a", 100, 0, 10.0)), "worse");
+        assert_eq!(verdict(totals("b", 100, 0, 10.0), totals("a", 100, 5, 10.0)), "better");
+        assert_eq!(
+            verdict(totals("b", 100, 1, 30.0), totals("a", 100, 1, 10.0)),
+            "about the same",
+            "20 ms is noise"
+        );
+        assert_eq!(verdict(totals("b", 100, 1, 300.0), totals("a", 100, 1, 100.0)), "worse");
+        assert_eq!(
+            verdict(totals("b", 100, 0, 300.0), totals("a", 100, 9, 100.0)),
+            "mixed: fewer 5xx, slower"
+        );
+        let alone = compare(totals("b", 10, 1, 5.0), None);
+        assert_eq!(alone.verdict, "no previous deployment");
+        assert!(
+            alone.summary.contains("10.00% 5xx over 10 requests"),
+            "{}",
+            alone.summary
+        );
+        let c = compare(totals("b", 200, 2, 10.0), totals("a", 100, 3, 10.0).into());
+        assert_eq!(c.error_rate_points.map(|p| (p * 100.0).round() / 100.0), Some(-2.0));
+        assert!(c.summary.ends_with(": better"), "{}", c.summary);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod domains;
 mod env_vars;
 mod environments;
+pub mod error_patterns;
 pub mod git;
 pub mod github;
 pub mod metrics;
@@ -39,9 +40,10 @@ pub use domains::{
     AddDomainInput, DnsRecord, DomainInfo, DomainList, DomainRef, ListDomainsInput, RecordCheck, RemovedDomain,
     ValidateDomainInput,
 };
+pub use error_patterns::{ErrorPattern, ErrorPatternsInput, ErrorPatternsOutput, PatternDeployment, ServerErrorPath};
 pub use metrics::{
-    MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput, TimelineInput, TimelineOutput, TopPathsInput,
-    TopPathsOutput,
+    DeploymentComparison, DeploymentTrafficTotals, MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput,
+    TimelineInput, TimelineOutput, TopPathsInput, TopPathsOutput,
 };
 pub use people::{
     AddMemberInput, ApiKeyInfo, ApiKeyList, ApiKeyRef, CreateApiKeyInput, CreatedApiKey, MemberInfo, MemberList,
@@ -833,6 +835,7 @@ impl Service {
         if d.status() == DeploymentStatus::Failed {
             info.last_log_lines = Some(self.failure_lines(&d.id).await?);
         }
+        info.traffic = self.deployment_comparison(&d).await?;
         Ok(info)
     }
 
@@ -1064,6 +1067,7 @@ impl Service {
             build_settings: d.build_settings.as_deref().and_then(|s| serde_json::from_str(s).ok()),
             overrides: d.overrides.as_deref().and_then(|s| serde_json::from_str(s).ok()),
             last_log_lines: None,
+            traffic: None,
             wait_timed_out: None,
             progress_line: None,
         }

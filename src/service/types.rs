@@ -387,6 +387,10 @@ pub struct DeploymentInfo {
     /// For a failed deployment after `wait`: its last build and runtime log lines.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_log_lines: Option<Vec<String>>,
+    /// Once it has served traffic (`HOSTING_GET_DEPLOYMENT`): its requests, 5xx rate and
+    /// p95 against the deployment of the same environment that served before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<super::metrics::DeploymentComparison>,
     /// Set when `wait` gave up before a final status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_timed_out: Option<bool>,

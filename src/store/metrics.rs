@@ -516,6 +516,112 @@ pub async fn prune(store: &Store, now_ms: i64, retention: &Retention) -> sqlx::R
     Ok(removed)
 }
 
+/// One deployment's traffic since it first served (table `deployment_traffic`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeploymentTraffic {
+    /// The deployment.
+    pub deployment_id: String,
+    /// Requests answered.
+    pub requests: u64,
+    /// Of them answered 5xx.
+    pub server_errors: u64,
+    /// Time to first byte.
+    pub first_byte: LatencySketch,
+    /// Its first counted request (ms, to the tap's flush).
+    pub first_ms: i64,
+    /// Its latest counted request (ms, to the tap's flush).
+    pub last_ms: i64,
+}
+
+type TrafficRow = (String, i64, i64, Vec<u8>, i64, i64);
+
+fn traffic_of(row: TrafficRow) -> DeploymentTraffic {
+    DeploymentTraffic {
+        deployment_id: row.0,
+        requests: row.1.max(0) as u64,
+        server_errors: row.2.max(0) as u64,
+        first_byte: LatencySketch::decode(&row.3).unwrap_or_default(),
+        first_ms: row.4,
+        last_ms: row.5,
+    }
+}
+
+/// Adds a flush's traffic of one deployment (`requests`, 5xx, latencies) at `at_ms`. One
+/// transaction: read, merge, write.
+pub async fn record_deployment(
+    store: &Store,
+    deployment_id: &str,
+    environment_id: &str,
+    at_ms: i64,
+    traffic: &Bucket,
+) -> sqlx::Result<()> {
+    let mut tx = store.begin().await?;
+    let known: Option<TrafficRow> = sqlx::query_as(
+        "SELECT deployment_id, requests, server_errors, first_byte, first_ms, last_ms FROM deployment_traffic \
+         WHERE deployment_id = ?",
+    )
+    .bind(deployment_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let mut total = known.map(traffic_of).unwrap_or(DeploymentTraffic {
+        first_ms: at_ms,
+        ..DeploymentTraffic::default()
+    });
+    total.requests += traffic.requests;
+    total.server_errors += traffic.class(5);
+    total.first_byte.merge(&traffic.first_byte);
+    total.last_ms = at_ms;
+    sqlx::query(
+        "INSERT OR REPLACE INTO deployment_traffic (deployment_id, environment_id, requests, server_errors, \
+         first_byte, first_ms, last_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(deployment_id)
+    .bind(environment_id)
+    .bind(total.requests as i64)
+    .bind(total.server_errors as i64)
+    .bind(total.first_byte.encode())
+    .bind(total.first_ms)
+    .bind(total.last_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// A deployment's traffic, if it served any.
+pub async fn deployment_traffic<'e>(
+    db: impl SqliteExecutor<'e>,
+    deployment_id: &str,
+) -> sqlx::Result<Option<DeploymentTraffic>> {
+    Ok(sqlx::query_as::<_, TrafficRow>(
+        "SELECT deployment_id, requests, server_errors, first_byte, first_ms, last_ms FROM deployment_traffic \
+         WHERE deployment_id = ?",
+    )
+    .bind(deployment_id)
+    .fetch_optional(db)
+    .await?
+    .map(traffic_of))
+}
+
+/// The traffic of the newest deployment of `environment_id` created before
+/// `created_before` (ms) that served any: the one a deployment replaced.
+pub async fn previous_deployment_traffic<'e>(
+    db: impl SqliteExecutor<'e>,
+    environment_id: &str,
+    created_before: i64,
+) -> sqlx::Result<Option<DeploymentTraffic>> {
+    Ok(sqlx::query_as::<_, TrafficRow>(
+        "SELECT t.deployment_id, t.requests, t.server_errors, t.first_byte, t.first_ms, t.last_ms \
+         FROM deployment_traffic t JOIN deployments d ON d.id = t.deployment_id \
+         WHERE t.environment_id = ? AND d.created_at < ? AND t.requests > 0 \
+         ORDER BY d.created_at DESC LIMIT 1",
+    )
+    .bind(environment_id)
+    .bind(created_before)
+    .fetch_optional(db)
+    .await?
+    .map(traffic_of))
+}
+
 /// How many buckets of `resolution` an environment has, and the bytes of their stored
 /// values (fixed columns counted as 8 bytes each).
 pub async fn stored<'e>(
