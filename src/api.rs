@@ -137,6 +137,9 @@ pub fn router(service: Service) -> Router {
         )
         .route("/api/keys", get(list_api_keys).post(create_api_key))
         .route("/api/keys/{id}", axum::routing::delete(revoke_api_key))
+        .route("/api/connected-apps", get(list_connected_apps))
+        .route("/api/connected-apps/{id}", axum::routing::delete(revoke_connected_app))
+        .route("/api/agents/freeze", post(freeze_agents))
         .layer(axum::middleware::map_response(envelope_plain_errors))
         .with_state(service)
 }
@@ -1117,4 +1120,28 @@ async fn revoke_api_key(
     Path(key_id): Path<String>,
 ) -> ApiResult<ApiKeyInfo> {
     Ok(Json(s.revoke_api_key(&actor, &ApiKeyRef { key_id }).await?))
+}
+
+async fn list_connected_apps(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+) -> ApiResult<ConnectedAppList> {
+    Ok(Json(s.list_connected_apps(&actor).await?))
+}
+
+async fn revoke_connected_app(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(app_id): Path<String>,
+) -> ApiResult<ConnectedApp> {
+    Ok(Json(s.revoke_connected_app(&actor, &ConnectedAppRef { app_id }).await?))
+}
+
+async fn freeze_agents(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    input: Result<Json<FreezeAgentsInput>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<FreezeAgentsOutput> {
+    let Json(input) = input.map_err(bad_json)?;
+    Ok(Json(s.freeze_agents(&actor, &input).await?))
 }

@@ -1625,6 +1625,70 @@ pub async fn keys_revoke(args: &ClientArgs, id: &str, json: bool) -> anyhow::Res
     Ok(())
 }
 
+/// `berth agents list`: connected applications and whether agents are frozen.
+pub async fn agents_list(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::ConnectedAppList = client.get("/api/connected-apps").await?;
+    if json {
+        return print_json(&out);
+    }
+    if out.frozen {
+        println!("agents are frozen: no application can connect (berth agents unfreeze)");
+    }
+    println!(
+        "{:<34} {:<20} {:<20} {:<24} {:<5} LAST USED",
+        "ID", "CLIENT", "VERIFIED", "USER", "PROD"
+    );
+    for a in &out.apps {
+        println!(
+            "{:<34} {:<20} {:<20} {:<24} {:<5} {}",
+            a.id,
+            a.client_name,
+            a.verified_host,
+            a.user.as_deref().unwrap_or("-"),
+            if a.production { "yes" } else { "no" },
+            a.last_used_at.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+/// `berth agents revoke ID`.
+pub async fn agents_revoke(args: &ClientArgs, id: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::ConnectedApp = client
+        .delete(&format!("/api/connected-apps/{}", crate::ui::session::urlencode(id)))
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    println!(
+        "revoked '{}' ({}); its tokens are refused from now on",
+        out.client_name, out.id
+    );
+    Ok(())
+}
+
+/// `berth agents freeze` / `unfreeze`.
+pub async fn agents_freeze(args: &ClientArgs, frozen: bool, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::FreezeAgentsOutput = client
+        .post_json("/api/agents/freeze", &serde_json::json!({ "frozen": frozen }))
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    if out.frozen {
+        println!(
+            "agents are frozen: {} connected application(s) revoked; new ones are refused until 'berth agents unfreeze'",
+            out.revoked_grants
+        );
+    } else {
+        println!("agents are not frozen: applications may connect again (revoked ones connect anew)");
+    }
+    Ok(())
+}
+
 /// The site name `berth deploy DIR` uses without `--site`: the folder's name made a DNS
 /// label ("My_App" → "my-app"), said once so the user knows where it deploys.
 pub fn site_name_for(dir: &Path, json: bool) -> anyhow::Result<String> {

@@ -282,6 +282,12 @@ enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Connected applications (OAuth grants): list, revoke one, or freeze every one of the
+    /// org at once.
+    Agents {
+        #[command(subcommand)]
+        action: AgentsCommand,
+    },
     /// Run by git inside a push to the internal git server (not for people).
     #[command(hide = true)]
     GitHook {
@@ -509,6 +515,36 @@ enum KeysCommand {
     Revoke {
         /// The key's id.
         id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentsCommand {
+    /// List connected applications (the org's for admins, your own otherwise).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a connected application by id: its tokens stop working at once.
+    Revoke {
+        /// The application's (grant's) id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke every connected application of the org and refuse new ones (needs admin).
+    Freeze {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let applications connect again (revoked ones must connect anew; needs admin).
+    Unfreeze {
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -832,6 +868,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             KeysCommand::List { json } => cli::keys_list(c, json).await,
             KeysCommand::Revoke { id, json } => cli::keys_revoke(c, &id, json).await,
+        },
+        Command::Agents { action } => match action {
+            AgentsCommand::List { json } => cli::agents_list(c, json).await,
+            AgentsCommand::Revoke { id, json } => cli::agents_revoke(c, &id, json).await,
+            AgentsCommand::Freeze { json } => cli::agents_freeze(c, true, json).await,
+            AgentsCommand::Unfreeze { json } => cli::agents_freeze(c, false, json).await,
         },
         Command::GitHook { hook } => match hook.as_str() {
             "post-receive" => berth::git_http::run_post_receive_hook().await,

@@ -1186,6 +1186,77 @@ impl BerthMcp {
         let out = self.service.revoke_api_key(&actor, &input).await?;
         reply(format!("revoked key '{}' ({})", out.name, out.id), out)
     }
+
+    #[tool(
+        name = "HOSTING_FREEZE_AGENTS",
+        description = "Freeze (frozen: true) or unfreeze the org's agents: freezing revokes every connected OAuth application of the org at once and refuses new ones until unfrozen; unfreezing lets applications connect again (revoked ones must connect anew). Needs admin.",
+        output_schema = schema_for_output::<FreezeAgentsOutput>(),
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn freeze_agents(
+        &self,
+        Parameters(input): Parameters<FreezeAgentsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<FreezeAgentsOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.freeze_agents(&actor, &input).await?;
+        let text = if out.frozen {
+            format!(
+                "agents are frozen: {} connected application(s) revoked, new ones refused until unfrozen",
+                out.revoked_grants
+            )
+        } else {
+            "agents are not frozen: applications may connect again".to_string()
+        };
+        reply(text, out)
+    }
+
+    #[tool(
+        name = "HOSTING_LIST_CONNECTED_APPS",
+        description = "List connected applications (OAuth grants): client name, verified metadata host or 'unverified', the person, scopes, sites, whether production is included, created and last used; the org's for admins, your own otherwise; and whether agents are frozen.",
+        output_schema = schema_for_output::<ConnectedAppList>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_connected_apps(&self, ctx: RequestContext<RoleServer>) -> ToolResult<ConnectedAppList> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.list_connected_apps(&actor).await?;
+        let mut lines: Vec<String> = out
+            .apps
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {} ({}, {})",
+                    a.id,
+                    a.client_name,
+                    a.verified_host,
+                    a.user.as_deref().unwrap_or("?")
+                )
+            })
+            .collect();
+        if lines.is_empty() {
+            lines.push("no connected applications".into());
+        }
+        if out.frozen {
+            lines.push("agents are frozen".into());
+        }
+        reply(lines.join("\n"), out)
+    }
+
+    #[tool(
+        name = "HOSTING_REVOKE_CONNECTED_APP",
+        description = "Revoke a connected application (an OAuth grant) by id: its access and refresh tokens are refused from the next request on. Your own, or any of the org's for admins.",
+        output_schema = schema_for_output::<ConnectedApp>(),
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn revoke_connected_app(
+        &self,
+        Parameters(input): Parameters<ConnectedAppRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ConnectedApp> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.revoke_connected_app(&actor, &input).await?;
+        reply(format!("revoked '{}' ({})", out.client_name, out.id), out)
+    }
 }
 
 /// The action a tool needs, to list only the tools an OAuth grant allows (`None`: every
@@ -1212,7 +1283,8 @@ fn tool_action(name: &str) -> Option<Action> {
         | "HOSTING_REMOVE_MEMBER"
         | "HOSTING_CREATE_API_KEY"
         | "HOSTING_LIST_API_KEYS"
-        | "HOSTING_REVOKE_API_KEY" => Action::ManageMembers,
+        | "HOSTING_REVOKE_API_KEY"
+        | "HOSTING_FREEZE_AGENTS" => Action::ManageMembers,
         _ => Action::ReadSites,
     })
 }

@@ -1028,7 +1028,7 @@ async fn consent(
     let scope_names = Scope::join(&scopes);
     let stored = async {
         let mut tx = st.ui.service.platform.store.begin().await?;
-        oauth_store::insert_grant(
+        let stored = oauth_store::insert_grant(
             &mut *tx,
             &oauth_store::NewGrant {
                 id: &grant_id,
@@ -1043,6 +1043,9 @@ async fn consent(
             },
         )
         .await?;
+        if !stored {
+            return anyhow::Ok(false);
+        }
         oauth_store::insert_code(
             &mut *tx,
             &digest,
@@ -1053,10 +1056,16 @@ async fn consent(
         )
         .await?;
         tx.commit().await?;
-        anyhow::Ok(())
+        anyhow::Ok(true)
     };
-    if let Err(e) = stored.await {
-        return crate::ui::error_page(Some(&session), &ServiceError::Internal(e));
+    match stored.await {
+        Ok(true) => {}
+        Ok(false) => {
+            return st.page_error(
+                "agents are frozen in this org: no application can connect until an admin unfreezes them (berth agents unfreeze, or the Connected apps page)",
+            );
+        }
+        Err(e) => return crate::ui::error_page(Some(&session), &ServiceError::Internal(e)),
     }
     st.back_to(&checked.redirect_uri, &[("code", &code)], state)
 }

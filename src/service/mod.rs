@@ -3,6 +3,7 @@
 //! get the same rules and the same errors.
 
 pub mod access;
+pub mod agents;
 pub mod certificates;
 pub mod config;
 pub mod dns;
@@ -32,6 +33,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use access::{Action, Role, Scope, Target};
+pub use agents::{ConnectedApp, ConnectedAppList, ConnectedAppRef, FreezeAgentsInput, FreezeAgentsOutput};
 pub use config::{
     ConfigKey, ConfigMap, ConfigOutput, GetConfigInput, ProviderConfig, ProviderSettings, SetConfigInput,
     TestConnectionInput, TestConnectionOutput,

@@ -136,11 +136,13 @@ pub struct NewGrant<'a> {
     pub resource: &'a str,
 }
 
-/// Stores a grant.
-pub async fn insert_grant(db: impl SqliteExecutor<'_>, g: &NewGrant<'_>) -> sqlx::Result<()> {
+/// Stores a grant, unless its org's agents are frozen (checked in the same statement, so
+/// a freeze cannot slip between the check and the insert): false when frozen.
+pub async fn insert_grant(db: impl SqliteExecutor<'_>, g: &NewGrant<'_>) -> sqlx::Result<bool> {
     sqlx::query(
         "INSERT INTO oauth_grants (id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, \
-         created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 \
+         WHERE NOT EXISTS (SELECT 1 FROM orgs WHERE id = ?2 AND agents_frozen_at IS NOT NULL)",
     )
     .bind(g.id)
     .bind(g.org_id)
@@ -154,7 +156,7 @@ pub async fn insert_grant(db: impl SqliteExecutor<'_>, g: &NewGrant<'_>) -> sqlx
     .bind(now_ms())
     .execute(db)
     .await
-    .map(drop)
+    .map(|r| r.rows_affected() == 1)
 }
 
 /// A grant by id.
@@ -296,4 +298,54 @@ pub async fn site_names(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Resu
         .bind(org_id)
         .fetch_all(db)
         .await
+}
+
+/// An org's active grants (of one person, or everyone's), newest first.
+pub async fn list_grants(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    user_id: Option<&str>,
+) -> sqlx::Result<Vec<GrantRow>> {
+    sqlx::query_as(
+        "SELECT id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, created_at, \
+         last_used_at, revoked_at FROM oauth_grants WHERE org_id = ?1 AND revoked_at IS NULL \
+         AND (?2 IS NULL OR user_id = ?2) ORDER BY created_at DESC, id LIMIT 1000",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Freezes an org's agents (revoking every grant of it) or unfreezes them: the number of
+/// grants revoked.
+pub async fn set_frozen(db: &mut sqlx::SqliteConnection, org_id: &str, frozen: bool) -> sqlx::Result<u64> {
+    let now = now_ms();
+    if !frozen {
+        sqlx::query("UPDATE orgs SET agents_frozen_at = NULL WHERE id = ?")
+            .bind(org_id)
+            .execute(&mut *db)
+            .await?;
+        return Ok(0);
+    }
+    sqlx::query("UPDATE orgs SET agents_frozen_at = COALESCE(agents_frozen_at, ?) WHERE id = ?")
+        .bind(now)
+        .bind(org_id)
+        .execute(&mut *db)
+        .await?;
+    sqlx::query("UPDATE oauth_grants SET revoked_at = ? WHERE org_id = ? AND revoked_at IS NULL")
+        .bind(now)
+        .bind(org_id)
+        .execute(&mut *db)
+        .await
+        .map(|r| r.rows_affected())
+}
+
+/// When an org's agents were frozen, if they are.
+pub async fn frozen_at(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT agents_frozen_at FROM orgs WHERE id = ?")
+        .bind(org_id)
+        .fetch_optional(db)
+        .await
+        .map(Option::flatten)
 }
