@@ -1525,7 +1525,7 @@ pub mod people;
 /// SQL of traffic metrics: minute, hour and day buckets, rollups and pruning.
 pub mod metrics;
 
-/// OAuth clients, grants, codes and tokens.
-pub mod oauth;
 /// SQL of error patterns: templates of runtime log errors and their counts per minute.
 pub mod error_patterns;
+/// OAuth clients, grants, codes and tokens.
+pub mod oauth;
