@@ -112,6 +112,7 @@ pub fn router(service: Service) -> Router {
         .route("/api/sites/{site}/metrics/top-paths", get(get_top_paths))
         .route("/api/sites/{site}/metrics/timeline", get(get_usage_timeline))
         .route("/api/sites/{site}/metrics/error-patterns", get(get_error_patterns))
+        .route("/api/sites/{site}/metrics/fields", get(get_metrics_fields))
         .route("/api/sites/{site}/promote", post(promote))
         .route("/api/sites/{site}/rollback", post(rollback))
         .route("/api/deployments/{id}/cancel", post(cancel_deployment))
@@ -891,6 +892,18 @@ struct MetricsQuery {
     until: Option<String>,
     limit: Option<u32>,
     resolution: Option<String>,
+    /// Refused with the reason (see [`NO_PATH_FILTER`]) rather than ignored.
+    path: Option<String>,
+}
+
+impl MetricsQuery {
+    /// Refuses `path`: an answer that ignored it would look filtered and be wrong.
+    fn refuse_path(&self) -> Result<(), ServiceError> {
+        match self.path {
+            Some(_) => Err(ServiceError::invalid("path", NO_PATH_FILTER)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `HOSTING_GET_METRICS_SUMMARY`: `GET /api/sites/{site}/metrics/summary?environment=&since=&until=`.
@@ -900,6 +913,7 @@ async fn get_metrics_summary(
     Path(site): Path<String>,
     Query(q): Query<MetricsQuery>,
 ) -> ApiResult<MetricsSummaryOutput> {
+    q.refuse_path()?;
     let input = MetricsRangeInput {
         site,
         environment: q.environment,
@@ -916,6 +930,7 @@ async fn get_status_codes(
     Path(site): Path<String>,
     Query(q): Query<MetricsQuery>,
 ) -> ApiResult<StatusCodesOutput> {
+    q.refuse_path()?;
     let input = MetricsRangeInput {
         site,
         environment: q.environment,
@@ -932,6 +947,7 @@ async fn get_top_paths(
     Path(site): Path<String>,
     Query(q): Query<MetricsQuery>,
 ) -> ApiResult<TopPathsOutput> {
+    q.refuse_path()?;
     let input = TopPathsInput {
         site,
         environment: q.environment,
@@ -949,6 +965,7 @@ async fn get_usage_timeline(
     Path(site): Path<String>,
     Query(q): Query<MetricsQuery>,
 ) -> ApiResult<TimelineOutput> {
+    q.refuse_path()?;
     let input = TimelineInput {
         site,
         environment: q.environment,
@@ -966,6 +983,7 @@ async fn get_error_patterns(
     Path(site): Path<String>,
     Query(q): Query<MetricsQuery>,
 ) -> ApiResult<ErrorPatternsOutput> {
+    q.refuse_path()?;
     let input = ErrorPatternsInput {
         site,
         environment: q.environment,
@@ -974,6 +992,23 @@ async fn get_error_patterns(
         limit: q.limit,
     };
     Ok(Json(s.get_error_patterns(&actor, &input).await?))
+}
+
+/// `HOSTING_GET_METRICS_FIELDS`: `GET /api/sites/{site}/metrics/fields?environment=&since=&until=`.
+async fn get_metrics_fields(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(site): Path<String>,
+    Query(q): Query<MetricsQuery>,
+) -> ApiResult<MetricsFieldsOutput> {
+    q.refuse_path()?;
+    let input = MetricsFieldsInput {
+        site,
+        environment: q.environment,
+        since: q.since,
+        until: q.until,
+    };
+    Ok(Json(s.get_metrics_fields(&actor, &input).await?))
 }
 
 #[derive(Deserialize)]

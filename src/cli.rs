@@ -964,13 +964,15 @@ pub struct MetricsView {
     pub codes: bool,
     /// `--errors`.
     pub errors: bool,
+    /// `--fields`.
+    pub fields: bool,
     /// `--timeline RESOLUTION`.
     pub timeline: Option<String>,
     /// `--limit`.
     pub limit: Option<u32>,
 }
 
-/// `berth metrics SITE [--since 1h] [--paths] [--codes] [--errors] [--timeline 1m]`: GET
+/// `berth metrics SITE [--since 1h] [--paths] [--codes] [--errors] [--fields] [--timeline 1m]`: GET
 /// /api/sites/{site}/metrics/….
 pub async fn metrics(args: &ClientArgs, site: &str, view: &MetricsView, json: bool) -> anyhow::Result<()> {
     let client = Client::new(args)?;
@@ -996,6 +998,8 @@ pub async fn metrics(args: &ClientArgs, site: &str, view: &MetricsView, json: bo
         "status-codes"
     } else if view.errors {
         "error-patterns"
+    } else if view.fields {
+        "fields"
     } else {
         "summary"
     };
@@ -1061,6 +1065,35 @@ pub async fn metrics(args: &ClientArgs, site: &str, view: &MetricsView, json: bo
                     p["server_errors"],
                     p["requests"],
                     p["template"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        "fields" => {
+            let list = |key: &str, name: &str| {
+                out[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| format!("{} ({})", v[name].to_string().trim_matches('"'), v["requests"]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!("  environments  {}", list("environments", "name"));
+            println!("  status codes  {}", list("status_codes", "code"));
+            for p in out["paths"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:>8} req  {}",
+                    p["requests"],
+                    p["template"].as_str().unwrap_or_default()
+                );
+            }
+            for d in out["deployments"].as_array().into_iter().flatten() {
+                println!(
+                    "  deployment {} ({}), served {} to {}",
+                    d["deployment_id"].as_str().unwrap_or_default(),
+                    d["environment"].as_str().unwrap_or_default(),
+                    d["first_served"].as_str().unwrap_or_default(),
+                    d["last_served"].as_str().unwrap_or_default()
                 );
             }
         }

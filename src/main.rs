@@ -156,6 +156,10 @@ enum Command {
         /// Show runtime error patterns next to the 5xx by path template.
         #[arg(long)]
         errors: bool,
+        /// Show which environments, status codes, path templates and deployments the range
+        /// holds (values for the other views' filters).
+        #[arg(long)]
+        fields: bool,
         /// Show a timeline at this resolution (1m, 1h or 1d).
         #[arg(long)]
         timeline: Option<String>,
@@ -769,6 +773,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             paths,
             codes,
             errors,
+            fields,
             timeline,
             limit,
             json,
@@ -780,6 +785,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 paths,
                 codes,
                 errors,
+                fields,
                 timeline,
                 limit,
             };

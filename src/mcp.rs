@@ -895,8 +895,24 @@ impl BerthMcp {
     }
 
     #[tool(
+        name = "HOSTING_GET_METRICS_FIELDS",
+        description = "What a site's traffic holds in a range, to discover values before filtering the other metrics tools: the environments with traffic, the status codes, the path templates (most requested first, at most 100, with counts), the deployments that served traffic (at most 50) and the filters each metrics tool accepts. environment narrows codes, paths and deployments to one environment (default: every one); since/until as for HOSTING_GET_METRICS_SUMMARY. No tool filters by path: the rollups keep per template only the top 100 templates' requests, 4xx and 5xx.",
+        output_schema = schema_for_output::<MetricsFieldsOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_metrics_fields(
+        &self,
+        Parameters(input): Parameters<MetricsFieldsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<MetricsFieldsOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_metrics_fields(&actor, &input).await?;
+        reply(out.summary.clone(), out)
+    }
+
+    #[tool(
         name = "HOSTING_GET_STATUS_CODES",
-        description = "Requests of a site's environment by HTTP status code and class (1xx to 5xx) in a range (since/until as for HOSTING_GET_METRICS_SUMMARY).",
+        description = "Requests of a site's environment by HTTP status code and class (1xx to 5xx) in a range (since/until as for HOSTING_GET_METRICS_SUMMARY). No path filter: buckets keep no status codes per path template, only each top template's 4xx and 5xx (HOSTING_GET_TOP_PATHS).",
         output_schema = schema_for_output::<StatusCodesOutput>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
@@ -944,7 +960,7 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_GET_USAGE_TIMELINE",
-        description = "Requests, 4xx, 5xx, bytes, cold starts and p95 latency of a site's environment over time, one point per bucket: resolution 1m (kept 7 days), 1h (90 days) or 1d (400 days), at most 1,500 points (1m covers 25 h, 1h 62.5 days); since/until as for HOSTING_GET_METRICS_SUMMARY.",
+        description = "Requests, 4xx, 5xx, bytes, cold starts and p95 latency of a site's environment over time, one point per bucket: resolution 1m (kept 7 days), 1h (90 days) or 1d (400 days), at most 1,500 points (1m covers 25 h, 1h 62.5 days); since/until as for HOSTING_GET_METRICS_SUMMARY. No path filter: buckets keep only the top 100 path templates' requests, 4xx and 5xx (space-saving), not an exact series per template.",
         output_schema = schema_for_output::<TimelineOutput>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]

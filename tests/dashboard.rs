@@ -1317,3 +1317,94 @@ async fn domain_forms_refuse_bad_input_by_field_and_a_viewer_only_reads() {
     assert_eq!(status, 303);
     assert_eq!(count().await, 0);
 }
+
+/// An app that logs 3 database timeouts (varying numbers and addresses) on stderr once it
+/// starts and answers `/boom` with 500.
+fn erring_app() -> tempfile::TempDir {
+    app(&[
+        ("requirements.txt", "# no dependencies\n"),
+        (
+            "app.py",
+            r#"import os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        self.send_response(500 if self.path == '/boom' else 200)
+        self.send_header('content-length', '2')
+        self.end_headers()
+        self.wfile.write(b'ok')
+
+for i in range(3):
+    sys.stderr.write('db timeout after %d ms on 10.0.%d.7:5432\n' % (30 + i * 11, i))
+    sys.stderr.flush()
+HTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()
+"#,
+        ),
+    ])
+}
+
+#[tokio::test]
+async fn chromium_monitoring_tab_lists_error_patterns_with_their_samples() {
+    let server = TestServer::start().await;
+    let source = erring_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "erring", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let deployment = out["deployment"]["id"].as_str().unwrap().to_string();
+    let _quiet = static_site(&server, "calm").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.edge("erring.localhost", "/").await.0 != 200 {
+        assert!(Instant::now() < deadline, "the app never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for _ in 0..2 {
+        assert_eq!(server.edge("erring.localhost", "/boom").await.0, 500);
+    }
+    let template = "db timeout after <*> ms on <*>";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, p) = server.get("/api/sites/erring/metrics/error-patterns?since=1h").await;
+        let logged = p["patterns"][0]["template"] == template && p["patterns"][0]["events"] == 3;
+        if logged && p["server_errors"][0]["server_errors"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the errors were never counted: {p}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let b = Browser::start().await;
+    b.login(&server, KEY).await;
+    b.wait_text("erring").await;
+    b.goto(&server.api("/sites/erring/monitoring")).await;
+    let row = format!("#error-pattern-list tr[data-pattern='{template}']");
+    assert!(b.text(&row).await.contains(template));
+    assert_eq!(b.text(&format!("{row} [data-events]")).await, "3");
+    assert!(b.text(&row).await.contains(&deployment));
+    // The latest event is behind a disclosure, as logged.
+    b.click(&format!("{row} details summary")).await;
+    assert!(
+        b.text(&format!("{row} details pre"))
+            .await
+            .contains("db timeout after 52 ms")
+    );
+    let paths = b.text("#server-error-paths").await;
+    assert!(paths.contains("GET /boom") && paths.contains('2'), "{paths}");
+    b.screenshot("monitoring-error-patterns").await;
+
+    // A site that logged nothing says so.
+    b.goto(&server.api("/sites/calm/monitoring")).await;
+    assert!(
+        b.text("#error-patterns-empty")
+            .await
+            .contains("No error events in this range")
+    );
+    assert!(b.text("#server-error-paths-empty").await.contains("No 5xx"));
+    b.close().await;
+}

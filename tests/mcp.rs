@@ -57,6 +57,7 @@ const TOOLS: &[&str] = &[
     "HOSTING_GET_TOP_PATHS",
     "HOSTING_GET_USAGE_TIMELINE",
     "HOSTING_GET_ERROR_PATTERNS",
+    "HOSTING_GET_METRICS_FIELDS",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {

@@ -514,3 +514,146 @@ async fn a_flood_of_random_hosts_and_paths_stays_within_the_taps_bounds() {
     let _ = stop.send(());
     serving.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn fields_name_the_environments_codes_paths_and_deployments_a_range_holds() {
+    let server = TestServer::start().await;
+    let source = traffic_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "shop", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let deployment = out["deployment"]["id"].as_str().unwrap().to_string();
+
+    // Nothing yet: the range holds no values, and still lists the filters.
+    let (status, empty) = server.get("/api/sites/shop/metrics/fields?since=10m").await;
+    assert_eq!(status, 200, "{empty}");
+    assert_eq!(empty["environments"], json!([]), "{empty}");
+    assert_eq!(empty["paths"], json!([]), "{empty}");
+    assert!(empty["summary"].as_str().unwrap().contains("no requests"), "{empty}");
+
+    let mut probes = 0u64;
+    eventually("the app answers", 30, async || {
+        probes += 1;
+        server.edge("shop.localhost", "/ready").await.0 == 200
+    })
+    .await;
+    for i in 0..6 {
+        assert_eq!(server.edge("shop.localhost", &format!("/ok/{i}")).await.0, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(server.edge("shop.localhost", "/boom").await.0, 500);
+    }
+    assert_eq!(server.edge("shop.localhost", "/missing").await.0, 404);
+    let sent = probes + 10;
+
+    let mut fields = Value::Null;
+    eventually("the fields count every request", 20, async || {
+        fields = server.get("/api/sites/shop/metrics/fields?since=10m").await.1;
+        fields["requests"].as_u64() == Some(sent)
+    })
+    .await;
+    assert_eq!(
+        fields["environments"],
+        json!([{"name": "production", "requests": sent}]),
+        "{fields}"
+    );
+    let code = |c: u64| {
+        fields["status_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["code"] == c)
+            .map_or(0, |x| x["requests"].as_u64().unwrap())
+    };
+    assert_eq!((code(200), code(404), code(500)), (7, 1, 3), "{fields}");
+    let paths: Vec<(&str, u64)> = fields["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["template"].as_str().unwrap(), p["requests"].as_u64().unwrap()))
+        .collect();
+    let mut expected = vec![
+        ("GET /ok/:id", 6),
+        ("GET /boom", 3),
+        ("GET /ready", probes),
+        ("GET /missing", 1),
+    ];
+    expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    assert_eq!(paths, expected, "most requested first: {fields}");
+    assert_eq!(fields["other_path_requests"], 0, "{fields}");
+    assert_eq!(
+        fields["deployments"][0]["deployment_id"],
+        deployment.as_str(),
+        "{fields}"
+    );
+    assert_eq!(fields["deployments"][0]["environment"], "production", "{fields}");
+    assert_eq!(fields["deployments"].as_array().unwrap().len(), 1, "{fields}");
+    let tools: Vec<&str> = fields["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tool"].as_str().unwrap())
+        .collect();
+    assert!(tools.contains(&"HOSTING_GET_USAGE_TIMELINE"), "{fields}");
+    assert!(
+        fields["not_filters"][0].as_str().unwrap().starts_with("path: "),
+        "{fields}"
+    );
+
+    // One environment's view names the same values; a range before the traffic has none.
+    let (_, production) = server
+        .get("/api/sites/shop/metrics/fields?since=10m&environment=production")
+        .await;
+    assert_eq!(production["requests"].as_u64(), Some(sent), "{production}");
+    assert_eq!(production["environment"], "production", "{production}");
+    let (_, before) = server.get("/api/sites/shop/metrics/fields?since=3h&until=2h").await;
+    assert_eq!(before["requests"], 0, "{before}");
+    assert_eq!(before["deployments"], json!([]), "{before}");
+
+    // The CLI prints them.
+    let cli = server.cli(&["metrics", "shop", "--since", "10m", "--fields"]);
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{text}{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(text.contains("GET /ok/:id") && text.contains("production"), "{text}");
+    assert!(text.contains(&deployment), "{text}");
+
+    // Bad input: the same checks as every metrics tool; a path filter is refused, not
+    // ignored.
+    for (path, status, needle) in [
+        (
+            "/api/sites/shop/metrics/fields?since=1h&until=2h",
+            400,
+            "is not before until",
+        ),
+        (
+            "/api/sites/shop/metrics/fields?until=2099-01-01T00:00:00Z",
+            400,
+            "in the future",
+        ),
+        ("/api/sites/shop/metrics/fields?since=500d", 400, "kept 400 days"),
+        (
+            "/api/sites/shop/metrics/fields?environment=staging",
+            404,
+            "environments: production",
+        ),
+        ("/api/sites/nosuch/metrics/fields", 404, "no site 'nosuch'"),
+        (
+            "/api/sites/shop/metrics/timeline?path=GET%20/boom",
+            400,
+            "no tool filters by path",
+        ),
+        (
+            "/api/sites/shop/metrics/status-codes?path=GET%20/boom",
+            400,
+            "no tool filters by path",
+        ),
+    ] {
+        let (got, body) = server.get(path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(body.to_string().contains(needle), "{path}: {body}");
+    }
+}

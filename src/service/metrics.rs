@@ -632,13 +632,26 @@ impl Service {
         since: Option<&str>,
         until: Option<&str>,
     ) -> ServiceResult<(crate::store::SiteRow, crate::store::EnvironmentRow, Range, i64)> {
-        let site = self.find_site(actor, site).await?;
+        let (site, range, now) = self.metrics_site_range(actor, site, since, until).await?;
         let env = self
             .find_environment(&site, environment.unwrap_or("production"))
             .await?;
+        Ok((site, env, range, now))
+    }
+
+    /// The site a metrics tool names, with its checked range (for tools that cover every
+    /// environment of the site).
+    pub(super) async fn metrics_site_range(
+        &self,
+        actor: &Actor,
+        site: &str,
+        since: Option<&str>,
+        until: Option<&str>,
+    ) -> ServiceResult<(crate::store::SiteRow, Range, i64)> {
+        let site = self.find_site(actor, site).await?;
         let now = now_ms();
         let range = check_range(since, until, now, &self.metrics_retention())?;
-        Ok((site, env, range, now))
+        Ok((site, range, now))
     }
 
     /// The buckets covering `range`, each at the finest resolution kept for it (see the

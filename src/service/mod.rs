@@ -14,6 +14,7 @@ pub mod error_patterns;
 pub mod git;
 pub mod github;
 pub mod metrics;
+pub mod metrics_fields;
 pub mod people;
 mod platform;
 pub mod prometheus;
@@ -47,6 +48,7 @@ pub use metrics::{
     DeploymentComparison, DeploymentTrafficTotals, MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput,
     TimelineInput, TimelineOutput, TopPathsInput, TopPathsOutput,
 };
+pub use metrics_fields::{MetricsFieldsInput, MetricsFieldsOutput, NO_PATH_FILTER};
 pub use people::{
     AddMemberInput, ApiKeyInfo, ApiKeyList, ApiKeyRef, CreateApiKeyInput, CreatedApiKey, MemberInfo, MemberList,
     MemberRef, SetMemberRoleInput,

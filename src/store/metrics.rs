@@ -622,6 +622,48 @@ pub async fn previous_deployment_traffic<'e>(
     .map(traffic_of))
 }
 
+/// A deployment that served traffic in a range, with its environment's name.
+#[derive(Clone, Debug, FromRow)]
+pub struct ServingDeployment {
+    /// The deployment.
+    pub deployment_id: String,
+    /// Its environment's name.
+    pub environment: String,
+    /// Its requests since it first served (the table keeps totals, not a series).
+    pub requests: i64,
+    /// Its first counted request (ms, to the tap's flush).
+    pub first_ms: i64,
+    /// Its latest counted request (ms, to the tap's flush).
+    pub last_ms: i64,
+}
+
+/// The deployments of `site_id` (of one environment, when given) whose counted traffic
+/// (first to latest request) overlaps `[since_ms, until_ms)`, latest served first, at most
+/// `limit`.
+pub async fn deployments_serving<'e>(
+    db: impl SqliteExecutor<'e>,
+    site_id: &str,
+    environment_id: Option<&str>,
+    since_ms: i64,
+    until_ms: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<ServingDeployment>> {
+    sqlx::query_as(
+        "SELECT t.deployment_id, e.name AS environment, t.requests, t.first_ms, t.last_ms \
+         FROM deployment_traffic t JOIN environments e ON e.id = t.environment_id \
+         WHERE e.site_id = ? AND (? IS NULL OR e.id = ?) AND t.first_ms < ? AND t.last_ms >= ? \
+         AND t.requests > 0 ORDER BY t.last_ms DESC, t.deployment_id LIMIT ?",
+    )
+    .bind(site_id)
+    .bind(environment_id)
+    .bind(environment_id)
+    .bind(until_ms)
+    .bind(since_ms)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
 /// How many buckets of `resolution` an environment has, and the bytes of their stored
 /// values (fixed columns counted as 8 bytes each).
 pub async fn stored<'e>(

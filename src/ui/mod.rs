@@ -713,6 +713,19 @@ async fn render_tab(
             let range = views::MonitoringRange::parse(q.range.as_deref());
             let environment = scope.clone().unwrap_or_else(|| "production".to_string());
             let traffic = load_traffic(state, s, site, &environment, range).await;
+            let patterns = state
+                .service
+                .get_error_patterns(
+                    &s.actor,
+                    &ErrorPatternsInput {
+                        site: site.to_string(),
+                        environment: Some(environment.clone()),
+                        since: Some(range.label().to_string()),
+                        until: None,
+                        limit: Some(20),
+                    },
+                )
+                .await;
             let mut usage = Vec::new();
             for env in &detail.environments {
                 let input = ResourceUsageInput {
@@ -724,7 +737,7 @@ async fn render_tab(
                     Err(e) => return error_page(Some(s), &e),
                 }
             }
-            views::monitoring(site, &detail, &environment, range, &traffic, &usage)
+            views::monitoring(site, &detail, &environment, range, &traffic, &patterns, &usage)
         }
     };
     // Field errors are shown next to their field; only the rest go to the top banner.

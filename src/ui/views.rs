@@ -1247,6 +1247,7 @@ pub fn monitoring(
     environment: &str,
     range: MonitoringRange,
     traffic: &Result<Traffic, crate::error::ServiceError>,
+    patterns: &Result<crate::service::ErrorPatternsOutput, crate::error::ServiceError>,
     usage: &[ResourceUsageOutput],
 ) -> Markup {
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
@@ -1344,6 +1345,7 @@ pub fn monitoring(
                 }
             }
         }
+        (error_patterns(environment, range, patterns))
         section.card {
             h2 { "Resource usage" }
             p.muted.small { "Measured when this page loaded; reload for new figures." }
@@ -1364,6 +1366,81 @@ pub fn monitoring(
                                         (i.memory_bytes.map_or("—".to_string(), mib))
                                         @if let Some(limit) = i.memory_limit_bytes {
                                             span.muted { " of " (mib(limit)) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The Monitoring tab's error patterns of the range (HOSTING_GET_ERROR_PATTERNS): each
+/// template with its events, first and last seen, deployments and its latest event behind
+/// a disclosure, next to the 5xx responses by path template.
+fn error_patterns(
+    environment: &str,
+    range: MonitoringRange,
+    patterns: &Result<crate::service::ErrorPatternsOutput, crate::error::ServiceError>,
+) -> Markup {
+    html! {
+        section.card #error-patterns {
+            h2 { "Error patterns" }
+            @match patterns {
+                Err(e) => {
+                    div.notice.notice-error role="alert" #error-patterns-error { span aria-hidden="true" { "✕ " } (e.envelope().error.message) }
+                }
+                Ok(out) => {
+                    p.muted.small { (out.summary) }
+                    div.split {
+                        div {
+                            h3 { "Runtime errors" }
+                            @if out.patterns.is_empty() {
+                                p.muted #error-patterns-empty { "No error events in this range (" (range.label()) " of " (environment) "). Lines on stderr and lines that look like errors or tracebacks show up here." }
+                            } @else {
+                                table.vars #error-pattern-list {
+                                    thead { tr { th { "Template" } th { "Events" } th { "First seen" } th { "Last seen" } th { "Deployments" } } }
+                                    tbody {
+                                        @for e in &out.patterns {
+                                            tr data-pattern=(e.template) {
+                                                td.mono {
+                                                    (e.template)
+                                                    details {
+                                                        summary { "Sample" }
+                                                        pre.logview-static { (e.sample) }
+                                                    }
+                                                }
+                                                td data-events=(e.events) { (e.events) }
+                                                td.mono { (e.first_seen) }
+                                                td.mono { (e.last_seen) }
+                                                td.mono {
+                                                    @for (i, d) in e.deployments.iter().enumerate() {
+                                                        @if i > 0 { ", " }
+                                                        (d.deployment_id) " (" (d.events) ")"
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                @if out.more_patterns > 0 {
+                                    p.muted.small { (out.more_patterns) " more templates in this range (HOSTING_GET_ERROR_PATTERNS with a higher limit lists them)." }
+                                }
+                            }
+                        }
+                        div {
+                            h3 { "5xx by path" }
+                            @if out.server_errors.is_empty() {
+                                p.muted #server-error-paths-empty { "No 5xx responses in this range." }
+                            } @else {
+                                table.vars #server-error-paths {
+                                    thead { tr { th { "Path" } th { "5xx" } th { "Requests" } } }
+                                    tbody {
+                                        @for s in &out.server_errors {
+                                            tr { td.mono { (s.template) } td { (s.server_errors) } td { (s.requests) } }
                                         }
                                     }
                                 }
