@@ -58,6 +58,9 @@ const TOOLS: &[&str] = &[
     "HOSTING_GET_USAGE_TIMELINE",
     "HOSTING_GET_ERROR_PATTERNS",
     "HOSTING_GET_METRICS_FIELDS",
+    "HOSTING_LIST_CONNECTED_APPS",
+    "HOSTING_REVOKE_CONNECTED_APP",
+    "HOSTING_FREEZE_AGENTS",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {
