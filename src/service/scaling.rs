@@ -9,7 +9,7 @@ use crate::store::{self, ScalingRow};
 use super::*;
 
 /// Largest instance count of one environment.
-const MAX_INSTANCES: i64 = 20;
+const MAX_INSTANCES: i64 = crate::runtime::MAX_INSTANCES as i64;
 
 impl Service {
     /// `HOSTING_GET_SCALING_CONFIG`.
