@@ -100,3 +100,74 @@ pub fn find(name: &str) -> Option<&'static Target> {
 pub fn names() -> String {
     TARGETS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
 }
+
+/// A yes/no cell of the capability table.
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// The targets × capabilities table in Markdown, as the README shows it (a unit test
+/// keeps the two the same).
+pub fn capability_table() -> String {
+    let mut out = String::from(
+        "| target | scale to zero | max instances | promote without rebuild | runtime logs | resource usage | custom domains | build |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for t in TARGETS {
+        let c = &t.capabilities;
+        let sleep = match c.scale_to_zero {
+            ScaleToZero::Unsupported => "no",
+            ScaleToZero::Stop => "stop",
+            ScaleToZero::Freeze => "freeze in place, then stop",
+        };
+        let promote = match c.promote_without_rebuild {
+            PromoteWithoutRebuild::Unsupported => "no",
+            PromoteWithoutRebuild::Always => "yes",
+            PromoteWithoutRebuild::WhileImageKept => "while its image is kept",
+        };
+        let build = match c.build {
+            BuildKind::SandboxSteps => "steps in berth's sandbox",
+            BuildKind::Image => "image built by berth",
+        };
+        let domains = if c.custom_domains { "through berth's edge" } else { "no" };
+        out.push_str(&format!(
+            "| `{}` | {sleep} | {} | {promote} | {} | {} | {domains} | {build} |\n",
+            t.name,
+            c.max_instances,
+            yes_no(c.runtime_logs),
+            yes_no(c.resource_usage),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_table_matches_the_registry() {
+        let readme = include_str!("../../README.md");
+        let (begin, end) = ("<!-- capabilities:begin -->\n", "<!-- capabilities:end -->");
+        let start = readme
+            .find(begin)
+            .expect("README has the capability table's begin marker")
+            + begin.len();
+        let stop = readme[start..].find(end).expect("README has its end marker") + start;
+        assert_eq!(
+            &readme[start..stop],
+            capability_table(),
+            "the README's capability table differs from runtime::target::TARGETS; paste this table between the markers"
+        );
+    }
+
+    #[test]
+    fn every_target_is_registered_once_under_its_providers_name() {
+        let mut names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TARGETS.len(), "a target is registered twice");
+        assert_eq!(TARGETS[0].name, "local", "local stays the default of new sites");
+        assert_eq!(find(super::super::docker::NAME).map(|t| t.name), Some("docker"));
+    }
+}

@@ -115,6 +115,10 @@ pub struct ProviderConfig {
     pub config: ConfigMap,
     /// The keys it accepts.
     pub keys: Vec<ConfigKeyInfo>,
+    /// What the target can do, for providers where apps run (absent for the others,
+    /// e.g. github, cloudflare). Operations a target cannot do are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<crate::runtime::Capabilities>,
     /// Last change (RFC 3339), if any.
     #[serde(default)]
     pub updated_at: Option<String>,
@@ -193,6 +197,7 @@ impl Service {
                 })
                 .collect(),
             updated_at: row.map(|r| crate::util::rfc3339(r.updated_at)),
+            capabilities: crate::runtime::target::find(p.name()).map(|t| t.capabilities),
         })
     }
 

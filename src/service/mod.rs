@@ -3,6 +3,7 @@
 //! get the same rules and the same errors.
 
 pub mod access;
+mod capabilities;
 pub mod certificates;
 pub mod config;
 pub mod dns;

@@ -1705,6 +1705,7 @@ mod tests {
                 },
             ],
             updated_at: None,
+            capabilities: None,
         };
         let html = providers(&session(), &[p], None).into_string();
         assert!(!html.contains("should-not-show"), "{html}");

@@ -327,6 +327,12 @@ impl DockerProvider {
         image::tag(&engine, from, to).await
     }
 
+    /// Whether the image `tag` is still kept on the org's engine.
+    pub async fn has_image(&self, settings: &DockerSettings, tag: &str) -> Result<bool, EngineError> {
+        let engine = self.engine(&settings.host).await?;
+        image::exists(&engine, tag).await
+    }
+
     /// Removes every image of a site made by this installation (the site was deleted).
     pub async fn remove_site_images(
         &self,
