@@ -757,7 +757,7 @@ impl BerthMcp {
 impl BerthMcp {
     #[tool(
         name = "HOSTING_GET_CONFIG",
-        description = "Settings of the providers (where apps run, where code comes from): which keys each accepts, current values with secrets masked as ***. Give `provider` for one.",
+        description = "Settings of the providers (where apps run, where code comes from): which keys each accepts, current values with secrets masked as ***, and for each target where apps run (local, docker) its capabilities (scale_to_zero, max_instances, promote_without_rebuild, runtime_logs, resource_usage, custom_domains, build); an operation a site's target cannot do is refused. Give `provider` for one.",
         output_schema = schema_for_output::<ConfigOutput>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]

@@ -629,6 +629,62 @@ async fn a_preview_promoted_into_production_runs_from_the_same_image_under_its_o
     assert!(left.trim().is_empty(), "images left behind: {left}");
 }
 
+#[tokio::test]
+async fn a_promote_docker_cannot_do_without_a_rebuild_is_refused_naming_the_capability_and_changes_nothing() {
+    let server = DockerServer::start().await;
+    let (_, cfg) = server.get("/api/config/docker").await;
+    let caps = &cfg["providers"][0]["capabilities"];
+    assert_eq!(caps["promote_without_rebuild"], "while_image_kept", "{cfg}");
+    assert_eq!(caps["scale_to_zero"], "freeze", "{cfg}");
+    let (status, out) = server
+        .patch("/api/config/docker", &json!({"config": {"keep_images": 1}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let site = dockerfile_app("v0");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "kept", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let first = deployment_id(&out);
+    for v in 1..=2 {
+        std::fs::write(site.path().join("index.html"), format!("v{v}")).unwrap();
+        let (_, out) = server.post("/api/sites/kept/deploy", &json!({"wait": true})).await;
+        assert_eq!(out["deployment"]["status"], "live", "{out}");
+    }
+    // keep_images 1: the first build's image went after the third build.
+    let image = format!("berth/kept:{first}");
+    assert!(
+        docker(&["images", "-q", &image]).trim().is_empty(),
+        "{image} is still kept"
+    );
+    let containers_before = server.containers().len();
+
+    let (status, out) = server
+        .post("/api/sites/kept/promote", &json!({"deployment_id": first}))
+        .await;
+    assert_eq!(status, 409, "{out}");
+    let message = out.to_string();
+    for part in [
+        "target 'docker'",
+        "promote_without_rebuild",
+        "image was removed",
+        "deploy again",
+    ] {
+        assert!(message.contains(part), "'{part}' missing: {message}");
+    }
+
+    // Nothing changed: production serves the newest build, the first stays superseded,
+    // no image was rebuilt and no container started.
+    assert_eq!(server.edge("kept.localhost", "/").await, (200, "v2".to_string()));
+    let (_, d) = server.get(&format!("/api/deployments/{first}")).await;
+    assert_eq!(d["status"], "superseded", "{d}");
+    assert!(docker(&["images", "-q", &image]).trim().is_empty());
+    assert_eq!(server.containers().len(), containers_before);
+}
+
 /// Removes the iptables rules an installation added, when dropped.
 struct RulesOf(String);
 

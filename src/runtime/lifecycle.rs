@@ -957,6 +957,9 @@ mod tests {
         fn is_isolated(&self) -> bool {
             true
         }
+        fn capabilities(&self) -> crate::runtime::Capabilities {
+            crate::runtime::docker::TARGET.capabilities
+        }
         async fn launch(&self, _spec: &InstanceSpec, _index: u32) -> Result<Box<dyn Launched>, String> {
             self.0.fetch_add(1, Ordering::SeqCst);
             Err("the engine is not answering".into())
@@ -1027,6 +1030,9 @@ mod tests {
         }
         fn is_isolated(&self) -> bool {
             true
+        }
+        fn capabilities(&self) -> crate::runtime::Capabilities {
+            crate::runtime::docker::TARGET.capabilities
         }
         async fn launch(&self, _spec: &InstanceSpec, _index: u32) -> Result<Box<dyn Launched>, String> {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, BufReader};
 
 use super::isolation::{Isolation, Slot, SlotKind};
 use super::listeners::Listeners;
+use super::target::{BuildKind, Capabilities, PromoteWithoutRebuild, ScaleToZero, Target};
 use super::{InstanceSpec, Launched, OutputLine, OutputStream, Provider, Usage};
 
 /// Process ids of running instances, by (deployment, index), for usage reports.
@@ -26,6 +27,23 @@ const DEFAULT_PORT: u16 = 8080;
 
 /// How long CPU time is sampled for a usage report.
 const CPU_SAMPLE: Duration = Duration::from_millis(200);
+
+/// The local target as registered: processes stop to sleep (they have no freezer here),
+/// every built deployment keeps its files so it can be promoted as is, no settings.
+pub const TARGET: Target = Target {
+    name: "local",
+    summary: "Runs apps as processes on this machine, each in a bubblewrap sandbox when available (the default).",
+    capabilities: Capabilities {
+        scale_to_zero: ScaleToZero::Stop,
+        max_instances: super::MAX_INSTANCES,
+        promote_without_rebuild: PromoteWithoutRebuild::Always,
+        runtime_logs: true,
+        resource_usage: true,
+        custom_domains: true,
+        build: BuildKind::SandboxSteps,
+    },
+    settings: &[],
+};
 
 /// Runs instances as local processes.
 pub struct LocalProvider {
@@ -48,7 +66,11 @@ impl LocalProvider {
 #[async_trait::async_trait]
 impl Provider for LocalProvider {
     fn name(&self) -> &'static str {
-        "local"
+        TARGET.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        TARGET.capabilities
     }
 
     fn is_isolated(&self) -> bool {

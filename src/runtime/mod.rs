@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod listeners;
 pub mod local;
 pub mod logs;
+pub mod target;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -22,6 +23,10 @@ use futures::stream::BoxStream;
 pub use lifecycle::Runtime;
 pub use local::LocalProvider;
 pub use logs::LogSink;
+pub use target::{Capabilities, Target};
+
+/// Most instances one environment runs on the shared lifecycle (scale-out).
+pub const MAX_INSTANCES: u32 = 20;
 
 /// What to run for one deployment (every instance of it runs the same spec).
 #[derive(Clone, Debug)]
@@ -159,6 +164,8 @@ pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Whether apps are isolated from the host (sandbox, container).
     fn is_isolated(&self) -> bool;
+    /// What it can do (its line in [`target::TARGETS`]).
+    fn capabilities(&self) -> Capabilities;
     /// Starts instance `index` of `spec` and returns once it is started (not yet healthy).
     /// A provider whose instances can outlive berth adopts a surviving identical instance
     /// instead of starting a second one.

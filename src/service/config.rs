@@ -25,16 +25,7 @@ const MAX_CONFIG_BYTES: usize = 64 * 1024;
 /// What secret values show as.
 const MASK: &str = "***";
 
-/// One setting a provider understands.
-#[derive(Debug, Clone, Copy)]
-pub struct ConfigKey {
-    /// Key name.
-    pub name: &'static str,
-    /// Whether the value is a credential (masked in outputs).
-    pub secret: bool,
-    /// What it means, with its default.
-    pub description: &'static str,
-}
+pub use crate::runtime::target::ConfigKey;
 
 /// What a provider contributes to the settings service.
 #[async_trait::async_trait]
@@ -124,6 +115,10 @@ pub struct ProviderConfig {
     pub config: ConfigMap,
     /// The keys it accepts.
     pub keys: Vec<ConfigKeyInfo>,
+    /// What the target can do, for providers where apps run (absent for the others,
+    /// e.g. github, cloudflare). Operations a target cannot do are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<crate::runtime::Capabilities>,
     /// Last change (RFC 3339), if any.
     #[serde(default)]
     pub updated_at: Option<String>,
@@ -202,6 +197,7 @@ impl Service {
                 })
                 .collect(),
             updated_at: row.map(|r| crate::util::rfc3339(r.updated_at)),
+            capabilities: crate::runtime::target::find(p.name()).map(|t| t.capabilities),
         })
     }
 
@@ -318,13 +314,13 @@ struct LocalSettings;
 #[async_trait::async_trait]
 impl ProviderSettings for LocalSettings {
     fn name(&self) -> &'static str {
-        "local"
+        crate::runtime::local::TARGET.name
     }
     fn summary(&self) -> &'static str {
-        "Runs apps as processes on this machine, each in a bubblewrap sandbox when available (the default)."
+        crate::runtime::local::TARGET.summary
     }
     fn keys(&self) -> &'static [ConfigKey] {
-        &[]
+        crate::runtime::local::TARGET.settings
     }
     fn validate(&self, _config: &ConfigMap) -> ServiceResult<()> {
         Ok(())
@@ -371,56 +367,10 @@ impl ProviderSettings for DockerProviderSettings {
         crate::runtime::docker::NAME
     }
     fn summary(&self) -> &'static str {
-        "Builds apps into images and runs them as locked-down containers on a Docker Engine."
+        crate::runtime::docker::TARGET.summary
     }
     fn keys(&self) -> &'static [ConfigKey] {
-        &[
-            ConfigKey {
-                name: "host",
-                secret: false,
-                description: "Engine address: unix:///var/run/docker.sock (default), a socket path, or tcp://HOST:PORT.",
-            },
-            ConfigKey {
-                name: "base_images",
-                secret: false,
-                description: "Base images of generated Dockerfiles: {\"node\": \"node:20-slim\", \"python\": \"python:3.11-slim\", \"procfile\": \"debian:bookworm-slim\"} (defaults).",
-            },
-            ConfigKey {
-                name: "memory_mb",
-                secret: false,
-                description: "Memory limit per container in MiB (default 512).",
-            },
-            ConfigKey {
-                name: "cpus",
-                secret: false,
-                description: "CPU limit per container in cores (default 1).",
-            },
-            ConfigKey {
-                name: "pids_limit",
-                secret: false,
-                description: "Process limit per container (default 256).",
-            },
-            ConfigKey {
-                name: "disk_mb",
-                secret: false,
-                description: "Writable space per container in MiB (default 1024): its writable layer, bounded by the engine where its storage driver can (overlay2 on xfs with pquota, btrfs, zfs), else stopped by a watchdog within 2 s of passing it. /tmp is apart: in memory, of memory_mb.",
-            },
-            ConfigKey {
-                name: "keep_images",
-                secret: false,
-                description: "Images kept per site; older ones are removed after each deploy (default 5).",
-            },
-            ConfigKey {
-                name: "keep_paused_seconds",
-                secret: false,
-                description: "Scale to zero pauses an idle container (no CPU, memory kept; the next request thaws it in milliseconds) and removes it after this many seconds asleep; 0 removes it at once (default 600, at most 604800).",
-            },
-            ConfigKey {
-                name: "default",
-                secret: false,
-                description: "true: new sites of this org run on docker unless they name a provider (default false).",
-            },
-        ]
+        crate::runtime::docker::TARGET.settings
     }
     fn validate(&self, config: &ConfigMap) -> ServiceResult<()> {
         if let Some(v) = config.get("default")

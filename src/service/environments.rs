@@ -259,6 +259,7 @@ impl Service {
                         ),
                     ));
                 }
+                self.check_promotable(&site, &d).await?;
                 if d.environment_id == env.id {
                     return self.switch(&site, &env, &d).await;
                 }
@@ -306,6 +307,7 @@ impl Service {
                         env.name
                     ))
                 })?;
+                self.check_promotable(&site, &target).await?;
                 self.switch(&site, &env, &target).await
             })
             .await;

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod agents;
+mod capabilities;
 pub mod certificates;
 pub mod config;
 pub mod dns;
@@ -1447,10 +1448,13 @@ impl Service {
     async fn site_provider(&self, actor: &Actor, asked: Option<&str>) -> ServiceResult<String> {
         if let Some(name) = asked {
             let name = name.trim();
-            if self.platform.runtime.provider(name).is_none() {
+            if crate::runtime::target::find(name).is_none() || self.platform.runtime.provider(name).is_none() {
                 return Err(ServiceError::invalid(
                     "provider",
-                    format!("unknown provider '{name}'; available: local, docker"),
+                    format!(
+                        "unknown provider '{name}'; available: {}",
+                        crate::runtime::target::names()
+                    ),
                 ));
             }
             return Ok(name.to_string());
@@ -1462,7 +1466,7 @@ impl Service {
         Ok(if crate::runtime::docker::is_org_default(&docker) {
             crate::runtime::docker::NAME.into()
         } else {
-            "local".into()
+            crate::runtime::target::TARGETS[0].name.into()
         })
     }
 }

@@ -9,7 +9,7 @@ use crate::store::{self, ScalingRow};
 use super::*;
 
 /// Largest instance count of one environment.
-const MAX_INSTANCES: i64 = 20;
+const MAX_INSTANCES: i64 = crate::runtime::MAX_INSTANCES as i64;
 
 impl Service {
     /// `HOSTING_GET_SCALING_CONFIG`.
@@ -103,6 +103,7 @@ impl Service {
                     },
                 };
                 validate_scaling(&next)?;
+                super::capabilities::check_scaling(&site, &next)?;
                 let mut tx = self.platform.store.begin().await?;
                 store::set_scaling(&mut *tx, &env.id, &next).await?;
                 let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "min": next.min_instances, "max": next.max_instances });

@@ -1782,6 +1782,7 @@ mod tests {
                 },
             ],
             updated_at: None,
+            capabilities: None,
         };
         let html = providers(&session(), &[p], None).into_string();
         assert!(!html.contains("should-not-show"), "{html}");

@@ -250,6 +250,15 @@ pub async fn tag(engine: &Engine, from: &str, to: &str) -> Result<(), EngineErro
         .map_err(|e| engine.error(e))
 }
 
+/// Whether the image `tag` is still on the engine (not removed by garbage collection).
+pub async fn exists(engine: &Engine, tag: &str) -> Result<bool, EngineError> {
+    match engine.docker().inspect_image(tag).await.map_err(|e| engine.error(e)) {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Removes all but the newest `keep` images of a site built by this installation, and
 /// never one listed in `in_use` (tags of deployments an environment points at or that
 /// still run). An image a container still uses is refused by the engine and kept.

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 
 use super::listeners::Listeners;
+use super::target::{BuildKind, Capabilities, ConfigKey, PromoteWithoutRebuild, ScaleToZero, Target};
 use super::{InstanceSpec, Launched, OutputLine, OutputStream, Pause, Provider, Usage};
 
 use berth_build::dockerfile::BaseImages;
@@ -48,6 +49,70 @@ pub const LABEL_INSTANCE: &str = "berth.instance";
 
 /// The registered name of this provider.
 pub const NAME: &str = "docker";
+
+/// The docker target as registered: containers that freeze to sleep, images built by
+/// berth (static sites are served by the edge from files, as on local), and promotion
+/// without a rebuild only while the deployment's image is kept (`keep_images`).
+pub const TARGET: Target = Target {
+    name: NAME,
+    summary: "Builds apps into images and runs them as locked-down containers on a Docker Engine.",
+    capabilities: Capabilities {
+        scale_to_zero: ScaleToZero::Freeze,
+        max_instances: super::MAX_INSTANCES,
+        promote_without_rebuild: PromoteWithoutRebuild::WhileImageKept,
+        runtime_logs: true,
+        resource_usage: true,
+        custom_domains: true,
+        build: BuildKind::Image,
+    },
+    settings: &[
+        ConfigKey {
+            name: "host",
+            secret: false,
+            description: "Engine address: unix:///var/run/docker.sock (default), a socket path, or tcp://HOST:PORT.",
+        },
+        ConfigKey {
+            name: "base_images",
+            secret: false,
+            description: "Base images of generated Dockerfiles: {\"node\": \"node:20-slim\", \"python\": \"python:3.11-slim\", \"procfile\": \"debian:bookworm-slim\"} (defaults).",
+        },
+        ConfigKey {
+            name: "memory_mb",
+            secret: false,
+            description: "Memory limit per container in MiB (default 512).",
+        },
+        ConfigKey {
+            name: "cpus",
+            secret: false,
+            description: "CPU limit per container in cores (default 1).",
+        },
+        ConfigKey {
+            name: "pids_limit",
+            secret: false,
+            description: "Process limit per container (default 256).",
+        },
+        ConfigKey {
+            name: "disk_mb",
+            secret: false,
+            description: "Writable space per container in MiB (default 1024): its writable layer, bounded by the engine where its storage driver can (overlay2 on xfs with pquota, btrfs, zfs), else stopped by a watchdog within 2 s of passing it. /tmp is apart: in memory, of memory_mb.",
+        },
+        ConfigKey {
+            name: "keep_images",
+            secret: false,
+            description: "Images kept per site; older ones are removed after each deploy (default 5).",
+        },
+        ConfigKey {
+            name: "keep_paused_seconds",
+            secret: false,
+            description: "Scale to zero pauses an idle container (no CPU, memory kept; the next request thaws it in milliseconds) and removes it after this many seconds asleep; 0 removes it at once (default 600, at most 604800).",
+        },
+        ConfigKey {
+            name: "default",
+            secret: false,
+            description: "true: new sites of this org run on docker unless they name a provider (default false).",
+        },
+    ],
+};
 
 /// Whether a deployment of a site on `provider` runs from an image: docker sites that
 /// serve a process (static sites stay with the edge).
@@ -262,6 +327,12 @@ impl DockerProvider {
         image::tag(&engine, from, to).await
     }
 
+    /// Whether the image `tag` is still kept on the org's engine.
+    pub async fn has_image(&self, settings: &DockerSettings, tag: &str) -> Result<bool, EngineError> {
+        let engine = self.engine(&settings.host).await?;
+        image::exists(&engine, tag).await
+    }
+
     /// Removes every image of a site made by this installation (the site was deleted).
     pub async fn remove_site_images(
         &self,
@@ -360,6 +431,10 @@ impl Provider for DockerProvider {
 
     fn is_isolated(&self) -> bool {
         true
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        TARGET.capabilities
     }
 
     fn keeps_instances_on_shutdown(&self) -> bool {
