@@ -1247,6 +1247,8 @@ impl OAuthState {
             let mut tx = self.ui.service.platform.store.begin().await?;
             oauth_store::insert_token(&mut *tx, &a, &grant.id, "access", now + ACCESS_TTL_SECS * 1000).await?;
             oauth_store::insert_token(&mut *tx, &r, &grant.id, "refresh", now + REFRESH_TTL_SECS * 1000).await?;
+            // Expired codes and tokens go as new ones come, so neither table grows with time.
+            oauth_store::delete_expired(&mut tx, now).await?;
             tx.commit().await?;
             anyhow::Ok(())
         };

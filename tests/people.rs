@@ -278,3 +278,55 @@ async fn connected_apps_are_listed_and_revoked_by_their_person_or_an_admin() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("adm@a.test") && !text.contains("dev@a.test"), "{text}");
 }
+
+#[tokio::test]
+async fn expired_oauth_codes_and_tokens_are_removed_as_new_ones_are_issued() {
+    let (server, _) = setup().await;
+    let cookie = login(&server, "adm@a.test").await;
+    let (_, access, _) = connect(&server, &cookie).await;
+    assert_eq!(mcp_status(&server, &access).await, 200);
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.data.path().join("berth.db").display()))
+        .await
+        .unwrap();
+    let tokens = async || -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM oauth_tokens")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    // 150 expired tokens and codes, as months of refreshes would leave behind.
+    let grant: String = sqlx::query_scalar("SELECT grant_id FROM oauth_tokens LIMIT 1")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    for i in 0..150 {
+        sqlx::query("INSERT INTO oauth_tokens (token_hmac, grant_id, kind, created_at, expires_at) VALUES (?, ?, 'refresh', 0, 1)")
+            .bind(format!("old-token-{i}"))
+            .bind(&grant)
+            .execute(&db)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO oauth_codes (code_hmac, grant_id, redirect_uri, code_challenge, expires_at) VALUES (?, ?, 'x', 'x', 1)")
+            .bind(format!("old-code-{i}"))
+            .bind(&grant)
+            .execute(&db)
+            .await
+            .unwrap();
+    }
+    let tokens_before = tokens().await;
+    // Each issuance removes a batch of 100 of each; the live ones stay.
+    connect(&server, &cookie).await;
+    assert_eq!(tokens().await, tokens_before + 2 - 100);
+    connect(&server, &cookie).await;
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oauth_tokens WHERE expires_at < 1000")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "expired tokens left");
+    let old_codes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oauth_codes WHERE expires_at < 1000")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(old_codes, 0, "expired codes left");
+    assert_eq!(mcp_status(&server, &access).await, 200, "a live token was removed");
+}

@@ -253,6 +253,32 @@ pub async fn insert_token(
         .map(drop)
 }
 
+/// Most expired codes and tokens removed per issuance.
+pub const EXPIRED_SWEEP_BATCH: i64 = 100;
+
+/// Removes up to [`EXPIRED_SWEEP_BATCH`] expired codes and as many expired tokens:
+/// called at every issuance (which adds at most two rows), so the tables hold what is
+/// live plus at most a batch of the expired. Answers how many rows went.
+pub async fn delete_expired(db: &mut sqlx::SqliteConnection, now: i64) -> sqlx::Result<u64> {
+    let codes = sqlx::query(
+        "DELETE FROM oauth_codes WHERE rowid IN (SELECT rowid FROM oauth_codes WHERE expires_at < ? LIMIT ?)",
+    )
+    .bind(now)
+    .bind(EXPIRED_SWEEP_BATCH)
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    let tokens = sqlx::query(
+        "DELETE FROM oauth_tokens WHERE rowid IN (SELECT rowid FROM oauth_tokens WHERE expires_at < ? LIMIT ?)",
+    )
+    .bind(now)
+    .bind(EXPIRED_SWEEP_BATCH)
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    Ok(codes + tokens)
+}
+
 /// A token by its HMAC.
 pub async fn get_token(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx::Result<Option<TokenRow>> {
     sqlx::query_as("SELECT grant_id, kind, expires_at, used_at, revoked_at FROM oauth_tokens WHERE token_hmac = ?")
