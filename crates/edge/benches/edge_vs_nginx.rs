@@ -19,7 +19,10 @@
 //! scheduler treats both proxies alike).
 //!
 //! Knobs (environment): `EDGE_BENCH_SECS` (default 10), `EDGE_BENCH_ROUNDS`
-//! (3), `EDGE_BENCH_CONNECTIONS` (64), `EDGE_BENCH_THREADS` (2).
+//! (3), `EDGE_BENCH_CONNECTIONS` (64), `EDGE_BENCH_THREADS` (2); in https mode
+//! `EDGE_BENCH_KX=x25519` makes the handshake client offer X25519 only (by
+//! default it offers rustls's defaults, and the edge picks X25519MLKEM768,
+//! which nginx's OpenSSL 3.0 does not have).
 //!
 //! With `EDGE_BENCH_MODE=https` both proxies terminate TLS instead (TLS 1.3
 //! only, one ECDSA P-256 certificate for `localhost` shared by both; the
@@ -381,8 +384,13 @@ fn handshake_client(args: Vec<String>) {
     for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca_pem) {
         roots.add(cert.expect("CA PEM")).expect("CA certificate");
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    // `EDGE_BENCH_KX=x25519`: the client offers X25519 only, the key exchange nginx's
+    // OpenSSL 3.0 picks anyway, so both servers do the same work.
+    if std::env::var("EDGE_BENCH_KX").as_deref() == Ok("x25519") {
+        provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
         .with_root_certificates(roots)
