@@ -28,6 +28,8 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 # Custom domains are checked against pebble's challenge test server as the DNS.
 command -v pebble-challtestsrv >/dev/null || missing+=(pebble)
+# ...and a zone's own name servers are Debian's nsd.
+[ -x /usr/sbin/nsd ] || missing+=(nsd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

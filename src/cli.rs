@@ -740,8 +740,20 @@ fn print_domain(d: &crate::service::DomainInfo) {
                 c.record_type,
                 c.name,
                 c.resolver,
-                if c.ok { String::new() } else { format!(": {}", c.next) }
+                if c.next.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", c.next)
+                }
             );
+            if let Some(at) = &c.authoritative {
+                let observed = if at.observed.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    at.observed.join(", ")
+                };
+                println!("          at the zone's name servers = {observed} [{}]", at.server);
+            }
         }
     }
     if let Some(cert) = &d.certificate {

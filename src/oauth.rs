@@ -422,41 +422,6 @@ struct Client {
     verified_domain: Option<String>,
 }
 
-/// Whether an address is on the public internet (not loopback, private, link-local,
-/// shared, documentation, multicast or reserved).
-fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || o[0] == 0
-                || o[0] >= 240
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
-                || (o[0] == 198 && (18..20).contains(&o[1])))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] == 0x2001 && s[1] == 0x0db8)
-                || s[0] == 0x0064)
-        }
-    }
-}
-
 impl OAuthState {
     /// A client by its id: a registered one, or the metadata document at an https id
     /// (cached for ten minutes).
@@ -543,7 +508,7 @@ impl OAuthState {
         let Some(addr) = addrs.first().copied() else {
             return Err(fail("does not resolve".into()));
         };
-        if !private_ok && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+        if !private_ok && let Some(bad) = addrs.iter().find(|a| !crate::util::is_public_ip(a.ip())) {
             return Err(fail(format!(
                 "resolves to the non-public address {}; metadata documents must be on the public internet",
                 bad.ip()
@@ -1362,10 +1327,10 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
         ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+            assert!(!crate::util::is_public_ip(ip.parse().unwrap()), "{ip}");
         }
-        assert!(is_public("1.1.1.1".parse().unwrap()));
-        assert!(is_public("2606:4700::1111".parse().unwrap()));
+        assert!(crate::util::is_public_ip("1.1.1.1".parse().unwrap()));
+        assert!(crate::util::is_public_ip("2606:4700::1111".parse().unwrap()));
     }
 
     #[test]

@@ -407,3 +407,86 @@ async fn bad_domains_are_refused_and_change_nothing() {
     assert_eq!(rest["domains"].as_array().unwrap().len(), 1, "{rest}");
     assert!(rest.get("next_cursor").is_none());
 }
+
+/// The zone's own name servers decide over a resolver's cached answer. The configured
+/// resolver here is a server with yesterday's zone (a stale CNAME, no TXT; for a second
+/// name, records the zone has since dropped); the zone's name server, found through its NS
+/// record and asked directly, has today's. berth goes ahead on the first name, saying the
+/// resolver is stale, and holds the second back, saying the zone no longer has it.
+#[tokio::test]
+async fn the_zones_own_name_servers_decide_over_a_stale_resolver() {
+    let resolver: std::net::SocketAddr = format!("127.0.0.1:{}", common::pebble::free_port()).parse().unwrap();
+    let authority: std::net::SocketAddr = "127.0.0.78:53".parse().unwrap();
+    let server = TestServer::start_with(&[("BERTH_DNS_RESOLVERS", &resolver.to_string())]).await;
+    let _app = static_site(&server, "shop", "<h1>shop home</h1>").await;
+    let mut tokens = Vec::new();
+    for domain in ["app.zone-a.test", "web.zone-a.test"] {
+        let (status, added) = server.post("/api/sites/shop/domains", &json!({"domain": domain})).await;
+        assert_eq!(status, 201, "{added}");
+        let token = added["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == "TXT")
+            .expect("a TXT record")["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        tokens.push(token);
+    }
+    let delegation = ["@ IN NS ns1".to_string(), "ns1 IN A 127.0.0.78".to_string()];
+    let mut yesterday = delegation.to_vec();
+    yesterday.extend([
+        "app IN CNAME old".to_string(),
+        "old IN A 192.0.2.1".to_string(),
+        "web IN CNAME shop.localhost.".to_string(),
+        format!("_berth-challenge.web IN TXT \"{}\"", tokens[1]),
+    ]);
+    let mut today = delegation.to_vec();
+    today.extend([
+        "app IN CNAME shop.localhost.".to_string(),
+        format!("_berth-challenge.app IN TXT \"{}\"", tokens[0]),
+    ]);
+    let _stale = common::nsd::Nsd::start(resolver, "zone-a.test", &yesterday);
+    let _zone = common::nsd::Nsd::start(authority, "zone-a.test", &today);
+
+    let (status, checked) = server
+        .post("/api/sites/shop/domains/app.zone-a.test/validate", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["status"], "active", "{checked:#}");
+    let cname = check(&checked, "CNAME", "app.zone-a.test");
+    assert_eq!(cname["ok"], true, "{cname}");
+    assert_eq!(cname["observed"], json!(["old.zone-a.test"]), "{cname}");
+    assert_eq!(cname["resolver"], resolver.to_string());
+    assert_eq!(cname["authoritative"]["observed"], json!(["shop.localhost"]), "{cname}");
+    assert_eq!(cname["authoritative"]["ok"], true);
+    assert_eq!(cname["authoritative"]["server"], "ns1.zone-a.test (127.0.0.78)");
+    let next = cname["next"].as_str().unwrap();
+    assert!(next.contains("nothing to change") && next.contains("cache"), "{next}");
+    let txt = check(&checked, "TXT", "_berth-challenge.app.zone-a.test");
+    assert_eq!(txt["ok"], true, "{txt}");
+    assert_eq!(txt["observed"], json!([]), "the resolver has no TXT: {txt}");
+    let (code, body) = server.edge("app.zone-a.test", "/").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("shop home"), "{body}");
+
+    let (status, checked) = server
+        .post("/api/sites/shop/domains/web.zone-a.test/validate", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["status"], "pending_dns", "{checked:#}");
+    let cname = check(&checked, "CNAME", "web.zone-a.test");
+    assert_eq!(cname["ok"], false, "{cname}");
+    assert_eq!(cname["observed"], json!(["shop.localhost"]), "{cname}");
+    assert_eq!(cname["authoritative"]["observed"], json!([]), "{cname}");
+    let next = cname["next"].as_str().unwrap();
+    assert!(
+        next.contains("create a CNAME record web.zone-a.test → shop.localhost") && next.contains("no longer"),
+        "{next}"
+    );
+    let txt = check(&checked, "TXT", "_berth-challenge.web.zone-a.test");
+    assert_eq!(txt["ok"], false, "{txt}");
+    let (code, _) = server.edge("web.zone-a.test", "/").await;
+    assert_eq!(code, 404, "not served while the zone lacks its records");
+}

@@ -28,6 +28,8 @@ const MAX_DOMAINS_PAGE: u32 = 200;
 pub const CHALLENGE_LABEL: &str = "_berth-challenge";
 /// Names a CAA walk looks at, at most (a name has at most 127 labels; real ones a few).
 const MAX_CAA_STEPS: usize = 16;
+/// How many addresses of a zone's name servers a check asks directly.
+const MAX_NAME_SERVERS: usize = 3;
 
 /// `HOSTING_ADD_DOMAIN` arguments.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
@@ -135,6 +137,22 @@ pub struct RecordCheck {
     pub ok: bool,
     /// What to do, in words (empty when ok).
     pub next: String,
+    /// What the zone's own name servers answered, asked directly, when they could be
+    /// found and reached. When present it decides `ok`: a CA looks the records up at
+    /// them, while a resolver may hold an older answer until its TTL runs out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authoritative: Option<AuthoritativeAnswer>,
+}
+
+/// One record as the zone's authoritative name servers answer it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AuthoritativeAnswer {
+    /// The name servers asked, as `name (address)`.
+    pub server: String,
+    /// What they answered (empty: no such record).
+    pub observed: Vec<String>,
+    /// Whether that is right.
+    pub ok: bool,
 }
 
 /// A custom domain.
@@ -653,6 +671,9 @@ impl Service {
     pub(crate) async fn check_dns(&self, name: &str, records: &[DnsRecord]) -> ServiceResult<Vec<RecordCheck>> {
         let config = &self.platform.config.domains;
         let dns = Dns::new(&config.dns_resolvers)?;
+        // Private name servers are asked only in a private DNS set-up.
+        let private_ok =
+            !config.dns_resolvers.is_empty() && config.dns_resolvers.iter().all(|r| !crate::util::is_public_ip(r.ip()));
         let mut checks = Vec::new();
         let mut hosts: Vec<&str> = Vec::new();
         for record in records {
@@ -662,35 +683,35 @@ impl Service {
         }
         for host in hosts {
             let mut cname_target = None;
+            let authority = dns.authority(host, private_ok).await;
             if is_apex(host) {
-                let v4 = dns.query(host, RecordType::A).await;
-                checks.push(check_addresses(
-                    host,
-                    "A",
-                    config.public_ipv4.map(IpAddr::V4),
-                    &v4,
-                    &dns.label,
-                ));
-                let v6 = dns.query(host, RecordType::AAAA).await;
-                checks.push(check_addresses(
-                    host,
-                    "AAAA",
-                    config.public_ipv6.map(IpAddr::V6),
-                    &v6,
-                    &dns.label,
-                ));
+                for (record_type, ours) in [
+                    (RecordType::A, config.public_ipv4.map(IpAddr::V4)),
+                    (RecordType::AAAA, config.public_ipv6.map(IpAddr::V6)),
+                ] {
+                    let type_text = record_type.to_string();
+                    let recheck = |observed: &Result<Vec<String>, String>, resolver: &str| {
+                        check_addresses(host, &type_text, ours, observed, resolver)
+                    };
+                    let observed = dns.query(host, record_type).await;
+                    let check = recheck(&observed, &dns.label);
+                    checks.push(confirm(check, authority.as_ref(), host, record_type, recheck).await);
+                }
             } else {
                 let expected = records
                     .iter()
                     .find(|r| r.name == host && r.record_type == "CNAME")
                     .map(|r| r.value.clone())
                     .unwrap_or_default();
+                let recheck = |observed: &Result<Vec<String>, String>, resolver: &str| {
+                    check_cname(host, &expected, observed, resolver)
+                };
                 let observed = dns.query(host, RecordType::CNAME).await;
-                let check = check_cname(host, &expected, &observed, &dns.label);
+                let check = recheck(&observed, &dns.label);
                 if let Ok(values) = &observed {
                     cname_target = values.first().cloned();
                 }
-                checks.push(check);
+                checks.push(confirm(check, authority.as_ref(), host, RecordType::CNAME, recheck).await);
             }
             // CAA: the first non-empty set walking up from the name (RFC 8659); at the
             // name itself, the CNAME target's set counts when the name's own is empty.
@@ -731,10 +752,68 @@ impl Service {
             checks.push(check_caa(host, found, &config.acme_ca_domain, &dns.label));
         }
         if let Some(txt) = records.iter().find(|r| r.record_type == "TXT") {
+            let authority = dns.authority(&txt.name, private_ok).await;
+            let recheck = |observed: &Result<Vec<String>, String>, resolver: &str| {
+                check_txt(&txt.name, &txt.value, observed, resolver, name)
+            };
             let observed = dns.query(&txt.name, RecordType::TXT).await;
-            checks.push(check_txt(&txt.name, &txt.value, &observed, &dns.label, name));
+            let check = recheck(&observed, &dns.label);
+            checks.push(confirm(check, authority.as_ref(), &txt.name, RecordType::TXT, recheck).await);
         }
         Ok(checks)
+    }
+}
+
+/// A check as the resolver answered it, completed with what the zone's authoritative
+/// servers answer (`recheck` judges their answer the same way), which then decides: a
+/// resolver's cached answer may be older than the zone. Unreachable authoritative
+/// servers leave the resolver's check as it is.
+async fn confirm(
+    check: RecordCheck,
+    authority: Option<&Dns>,
+    name: &str,
+    record_type: RecordType,
+    recheck: impl Fn(&Result<Vec<String>, String>, &str) -> RecordCheck,
+) -> RecordCheck {
+    let Some(authority) = authority else {
+        return check;
+    };
+    let answer = authority.query(name, record_type).await;
+    if answer.is_err() {
+        return check;
+    }
+    let at_source = recheck(&answer, &authority.label);
+    let shown = |values: &[String]| {
+        if values.is_empty() {
+            "no record".to_string()
+        } else {
+            values.join(", ")
+        }
+    };
+    let next = match (at_source.ok, check.ok) {
+        (true, true) => String::new(),
+        (true, false) => format!(
+            "nothing to change: the zone's name servers {} answer it right; the resolver {} still answers an older {} ({}) from its cache until its TTL runs out, so some visitors may see that until then",
+            authority.label,
+            check.resolver,
+            check.record_type,
+            shown(&check.observed)
+        ),
+        (false, true) => format!(
+            "{} (the resolver {} still answers the right value from its cache, but the zone's name servers {} no longer do)",
+            at_source.next, check.resolver, authority.label
+        ),
+        (false, false) => at_source.next.clone(),
+    };
+    RecordCheck {
+        ok: at_source.ok,
+        next,
+        authoritative: Some(AuthoritativeAnswer {
+            server: authority.label.clone(),
+            observed: at_source.observed,
+            ok: at_source.ok,
+        }),
+        ..check
     }
 }
 
@@ -747,7 +826,7 @@ pub(crate) struct Dns {
 
 impl Dns {
     pub(crate) fn new(resolvers: &[SocketAddr]) -> ServiceResult<Self> {
-        let (builder, label) = if resolvers.is_empty() {
+        if resolvers.is_empty() {
             let (config, options) = hickory_resolver::system_conf::read_system_conf()
                 .map_err(|e| anyhow::anyhow!("reading the system's DNS configuration: {e}"))?;
             let label = config
@@ -758,35 +837,94 @@ impl Dns {
                 .join(", ");
             let builder =
                 TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).with_options(options);
-            (builder, format!("system resolver {label}"))
-        } else {
-            let servers = resolvers
-                .iter()
-                .map(|addr| {
-                    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                    for connection in &mut server.connections {
-                        connection.port = addr.port();
-                    }
-                    server
-                })
-                .collect();
-            let builder = TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            );
-            let label = resolvers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
-            (builder, label)
-        };
-        let mut builder = builder;
+            return Self::build(builder, format!("system resolver {label}"), true);
+        }
+        let label = resolvers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+        Self::build(Self::servers(resolvers), label, true)
+    }
+
+    fn servers(addresses: &[SocketAddr]) -> hickory_resolver::ResolverBuilder<TokioRuntimeProvider> {
+        let servers = addresses
+            .iter()
+            .map(|addr| {
+                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+                for connection in &mut server.connections {
+                    connection.port = addr.port();
+                }
+                server
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+    }
+
+    fn build(
+        mut builder: hickory_resolver::ResolverBuilder<TokioRuntimeProvider>,
+        label: String,
+        recursion: bool,
+    ) -> ServiceResult<Self> {
         let options = builder.options_mut();
         options.cache_size = 0;
         options.timeout = std::time::Duration::from_secs(3);
         options.attempts = 1;
         options.ndots = 0;
+        options.recursion_desired = recursion;
         let resolver = builder
             .build()
             .map_err(|e| anyhow::anyhow!("building the DNS resolver: {e}"))?;
         Ok(Self { resolver, label })
+    }
+
+    /// The authoritative name servers of the zone `name` is in, asked directly (no
+    /// recursion, port 53), or `None` when they cannot be found: the closest NS set at
+    /// or above the name (never a top-level domain's), at most [`MAX_NAME_SERVERS`]
+    /// addresses of its servers. Addresses that are not public are used only when
+    /// `private_ok` (the configured resolvers are private themselves, as in a private
+    /// DNS set-up), so a name's owner cannot point berth's queries into the network it
+    /// runs in.
+    pub(crate) async fn authority(&self, name: &str, private_ok: bool) -> Option<Dns> {
+        let mut current = base_name(name).to_string();
+        for _ in 0..MAX_CAA_STEPS {
+            if current.matches('.').count() < 1 {
+                return None;
+            }
+            let hosts: Vec<String> = match self.query_owned(&current, RecordType::NS).await {
+                Ok(records) => records
+                    .into_iter()
+                    .filter(|(owner, _)| *owner == current)
+                    .map(|(_, host)| host)
+                    .collect(),
+                Err(_) => return None,
+            };
+            if hosts.is_empty() {
+                current = current.split_once('.')?.1.to_string();
+                continue;
+            }
+            let mut addresses: Vec<(String, SocketAddr)> = Vec::new();
+            for host in hosts.iter().take(MAX_NAME_SERVERS) {
+                for record_type in [RecordType::A, RecordType::AAAA] {
+                    for value in self.query(host, record_type).await.unwrap_or_default() {
+                        let Ok(ip) = value.parse::<IpAddr>() else { continue };
+                        if (private_ok || crate::util::is_public_ip(ip)) && addresses.len() < MAX_NAME_SERVERS {
+                            addresses.push((host.clone(), SocketAddr::new(ip, 53)));
+                        }
+                    }
+                }
+            }
+            if addresses.is_empty() {
+                return None;
+            }
+            let label = addresses
+                .iter()
+                .map(|(host, addr)| format!("{host} ({})", addr.ip()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sockets: Vec<SocketAddr> = addresses.iter().map(|(_, a)| *a).collect();
+            return Self::build(Self::servers(&sockets), label, false).ok();
+        }
+        None
     }
 
     /// The values of `name`'s records of one type, as text; empty when there are none;
@@ -824,6 +962,7 @@ fn rdata_text(data: &RData) -> Option<String> {
         RData::A(a) => a.0.to_string(),
         RData::AAAA(a) => a.0.to_string(),
         RData::CNAME(c) => c.0.to_ascii().trim_end_matches('.').to_ascii_lowercase(),
+        RData::NS(n) => n.0.to_ascii().trim_end_matches('.').to_ascii_lowercase(),
         RData::TXT(t) => t
             .txt_data
             .iter()
@@ -948,6 +1087,7 @@ fn dns_failure(record_type: &str, name: &str, expected: String, resolver: &str, 
         resolver: resolver.into(),
         ok: false,
         next: format!("{error}; check that {name}'s DNS servers answer, then try again"),
+        authoritative: None,
     }
 }
 
@@ -992,6 +1132,7 @@ pub fn check_addresses(
         resolver: resolver.into(),
         ok: next.is_empty(),
         next,
+        authoritative: None,
     }
 }
 
@@ -1020,6 +1161,7 @@ pub fn check_cname(name: &str, expected: &str, observed: &Result<Vec<String>, St
         resolver: resolver.into(),
         ok,
         next,
+        authoritative: None,
     }
 }
 
@@ -1051,6 +1193,7 @@ pub fn check_txt(
         resolver: resolver.into(),
         ok,
         next,
+        authoritative: None,
     }
 }
 
@@ -1073,6 +1216,7 @@ pub fn check_caa(
             resolver: resolver.into(),
             ok: true,
             next: String::new(),
+            authoritative: None,
         };
     };
     let values = match answer {
@@ -1095,6 +1239,7 @@ pub fn check_caa(
         resolver: resolver.into(),
         ok,
         next,
+        authoritative: None,
     }
 }
 

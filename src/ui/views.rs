@@ -1622,7 +1622,14 @@ fn domain_card(session: &Session, site: &str, index: usize, d: &DomainInfo, can_
                                 td.mono { (c.record_type) }
                                 td.mono { (c.name) }
                                 td.mono { (c.expected) }
-                                td.mono { @if c.observed.is_empty() { span.muted { "nothing" } } @else { (c.observed.join(", ")) } }
+                                td.mono {
+                                    @if c.observed.is_empty() { span.muted { "nothing" } } @else { (c.observed.join(", ")) }
+                                    @if let Some(at) = &c.authoritative {
+                                        br;
+                                        span.small { "name servers: " }
+                                        @if at.observed.is_empty() { span.muted { "nothing" } } @else { (at.observed.join(", ")) }
+                                    }
+                                }
                                 td {
                                     @if c.ok {
                                         span.ok-mark { span aria-hidden="true" { "✓ " } "ok" }

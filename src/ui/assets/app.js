@@ -226,7 +226,11 @@ function showDomain(card, d) {
     tr.dataset.check = `${c.type} ${c.name}`;
     tr.dataset.checkOk = String(c.ok);
     cell(tr, c.type, "mono"); cell(tr, c.name, "mono"); cell(tr, c.expected, "mono");
-    cell(tr, c.observed.length ? c.observed.join(", ") : "nothing", "mono");
+    const seen = c.observed.length ? c.observed.join(", ") : "nothing";
+    const atSource = c.authoritative
+      ? `; name servers: ${c.authoritative.observed.length ? c.authoritative.observed.join(", ") : "nothing"}`
+      : "";
+    cell(tr, seen + atSource, "mono");
     const result = cell(tr, "");
     const mark = document.createElement("span");
     mark.className = c.ok ? "ok-mark" : "bad-mark";
