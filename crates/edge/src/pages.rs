@@ -61,6 +61,18 @@ pub(crate) fn bad_request() -> Response<EdgeBody> {
     )
 }
 
+/// 421 for a request whose host the TLS connection's certificate does not cover: the
+/// client should open a connection for that name (RFC 9110 section 15.5.20).
+pub(crate) fn misdirected(host: &str) -> Response<EdgeBody> {
+    page(
+        StatusCode::MISDIRECTED_REQUEST,
+        &format!(
+            "<p>This connection was made for another name than <strong>{}</strong>; connect to it by its own name.</p>",
+            escape(host)
+        ),
+    )
+}
+
 pub(crate) fn unknown_host(host: &str) -> Response<EdgeBody> {
     page(
         StatusCode::NOT_FOUND,

@@ -319,6 +319,15 @@ impl Edge {
         }
 
         if client.https {
+            // A request for a name the connection's certificate does not cover (domain
+            // fronting, or a client reusing a connection too far) is sent back to make
+            // its own connection, so HSTS and routing follow the name TLS verified.
+            if let Some(sni) = &client.sni
+                && *host != **sni
+                && !self.tls.same_certificate(sni, &host)
+            {
+                return pages::misdirected(&host);
+            }
             let hsts = self.tls.hsts(&host);
             let mut res = self.route(worker, client, req, &host_value, host, tap).await;
             if hsts {
@@ -550,15 +559,21 @@ pub(crate) struct Client {
     pub(crate) forwarded_for: HeaderValue,
     /// Whether the connection came in over TLS (the listener's, never the client's say).
     pub(crate) https: bool,
+    /// The TLS server name the client asked for (normalised), on TLS connections.
+    pub(crate) sni: Option<Box<str>>,
 }
 
 impl Client {
-    fn new(peer: SocketAddr, https: bool) -> Self {
+    fn new(peer: SocketAddr, https: bool, sni: Option<Box<str>>) -> Self {
         let ip = peer.ip().to_canonical().to_string();
         // An IP address is always a valid header value; the fallback is
         // never used.
         let forwarded_for = HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown"));
-        Self { forwarded_for, https }
+        Self {
+            forwarded_for,
+            https,
+            sni,
+        }
     }
 
     /// `X-Forwarded-Proto` for the app: how the client reached the edge.
@@ -656,7 +671,7 @@ async fn run_worker(
                 let builder = Arc::clone(&builder);
                 match &tls {
                     None => {
-                        connections.spawn(serve_connection(worker, builder, stream, peer, watcher, false));
+                        connections.spawn(serve_connection(worker, builder, stream, peer, watcher, None));
                     }
                     Some(acceptor) => {
                         let acceptor = acceptor.clone();
@@ -678,7 +693,8 @@ async fn run_worker(
                                 let _ = tokio::time::timeout(timeout, stream.shutdown()).await;
                                 return;
                             }
-                            serve_connection(worker, builder, stream, peer, watcher, true).await;
+                            let sni = stream.get_ref().1.server_name().map(|n| tls::normalize_name(n).into());
+                            serve_connection(worker, builder, stream, peer, watcher, sni).await;
                         });
                     }
                 }
@@ -689,19 +705,19 @@ async fn run_worker(
     while connections.join_next().await.is_some() {}
 }
 
-/// Serves HTTP on one client connection (`io`, already past TLS when `https`) until it
-/// ends or graceful shutdown closes it.
+/// Serves HTTP on one client connection (`io`, already past TLS when `sni` is given: the
+/// name the client asked for) until it ends or graceful shutdown closes it.
 async fn serve_connection<I>(
     worker: Arc<Worker>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     io: I,
     peer: SocketAddr,
     watcher: Watcher,
-    https: bool,
+    sni: Option<Box<str>>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let client = Arc::new(Client::new(peer, https));
+    let client = Arc::new(Client::new(peer, sni.is_some(), sni));
     let service = service_fn(move |req| {
         let worker = Arc::clone(&worker);
         let client = Arc::clone(&client);

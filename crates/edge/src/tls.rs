@@ -107,7 +107,7 @@ impl fmt::Debug for CertTable {
 }
 
 /// Lowercase, no surrounding whitespace, no trailing dot: names compare as DNS does.
-fn normalize_name(name: &str) -> String {
+pub(crate) fn normalize_name(name: &str) -> String {
     let name = name.trim();
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
@@ -233,6 +233,18 @@ impl TlsState {
     }
 
     /// Whether responses for the normalised `host` carry HSTS.
+    /// Whether `host` is covered by the certificate that is served for `sni` (one
+    /// certificate for both names, such as a wildcard or a www/apex pair), so a client
+    /// may reuse a connection made for `sni` for it (HTTP/2 connection coalescing).
+    /// Compared in the current table, so a renewal in between changes nothing.
+    pub(crate) fn same_certificate(&self, sni: &str, host: &str) -> bool {
+        let certs = self.certs.load();
+        match (certs.lookup(sni), certs.lookup(&normalize_name(host))) {
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.key, &b.key),
+            _ => false,
+        }
+    }
+
     pub(crate) fn hsts(&self, host: &str) -> bool {
         self.certs.load().lookup(host).is_some_and(|e| e.hsts)
     }

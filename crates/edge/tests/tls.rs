@@ -572,3 +572,59 @@ fn pem_loading_checks_the_key_against_the_certificate() {
     let err = certified_key_from_pem(&cert.pem(), "not a key").unwrap_err();
     assert!(err.contains("no private key"), "{err}");
 }
+
+#[tokio::test]
+async fn a_request_for_a_name_the_connections_certificate_does_not_cover_gets_421() {
+    let pki = Pki::new();
+    let up = spawn_upstream("app").await;
+    let pair = pki.certificate(&["example.test", "www.example.test"]);
+    let mut certs = CertTable::new();
+    certs.insert("a.test", pki.certificate(&["a.test"]), true);
+    certs.insert("b.test", pki.certificate(&["b.test"]), false);
+    certs.insert("*.apps.test", pki.certificate(&["*.apps.test"]), false);
+    certs.insert("example.test", Arc::clone(&pair), false);
+    certs.insert("www.example.test", pair, false);
+    let hosts = [
+        "a.test",
+        "b.test",
+        "x.apps.test",
+        "y.apps.test",
+        "example.test",
+        "www.example.test",
+    ];
+    let edge = start(EdgeConfig::default(), routes(&hosts, up.addr), certs).await;
+
+    // Fronting: a connection verified for b.test asks for a.test (whose HSTS and routing
+    // it would otherwise get); sent back, nothing reaches the app.
+    let mut stream = connect(&pki, edge.https, Some("b.test"), &[b"http/1.1"]).await.stream();
+    let r = https_request(&mut stream, "a.test", "/name", &[]).await;
+    assert_eq!(r.status, 421, "{}", r.text());
+    assert!(!r.text().contains("app"), "{}", r.text());
+    assert!(r.header("strict-transport-security").is_none());
+
+    // Names one certificate covers may share a connection (HTTP/2 coalescing does).
+    for (sni, host) in [
+        ("x.apps.test", "y.apps.test"),
+        ("www.example.test", "example.test"),
+        ("a.test", "A.TEST:443"),
+    ] {
+        let mut stream = connect(&pki, edge.https, Some(sni), &[b"http/1.1"]).await.stream();
+        let r = https_request(&mut stream, host, "/name", &[]).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "app"), "{sni} → {host}");
+    }
+
+    // Over HTTP/2 the :authority is checked the same way.
+    let attempt = connect(&pki, edge.https, Some("x.apps.test"), &[b"h2"]).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(attempt.stream()))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for (authority, status) in [("y.apps.test", 200), ("b.test", 421)] {
+        let req = hyper::Request::get(format!("https://{authority}/name"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "{authority}");
+    }
+}
