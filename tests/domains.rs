@@ -198,6 +198,20 @@ async fn apex_domain_goes_from_wrong_records_to_served_then_removed() {
         text.contains("HOSTING_ADD_DOMAIN") && text.contains("HOSTING_VALIDATE_DOMAIN"),
         "{text}"
     );
+    // Checks that changed nothing are not audited: a repeat now, and the first check
+    // above (pending_dns stayed pending_dns); the one that made it active is.
+    let (status, again) = server
+        .post("/api/sites/shop/domains/example.com/validate", &json!({}))
+        .await;
+    assert_eq!((status, again["status"].as_str()), (200, Some("active")), "{again}");
+    let (_, audit) = server.get("/api/audit").await;
+    let validations: Vec<&Value> = audit["entries"]
+        .as_array()
+        .expect("audit entries")
+        .iter()
+        .filter(|e| e["action"] == "HOSTING_VALIDATE_DOMAIN")
+        .collect();
+    assert_eq!(validations.len(), 1, "{audit:#}");
 
     // Removed: not served at once, and free to attach again.
     let (status, removed) = server.delete("/api/sites/shop/domains/example.com").await;

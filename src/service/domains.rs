@@ -409,6 +409,11 @@ impl Service {
         self.authorize(actor, Action::ManageDomains, Target::Site(&input.site))
             .await?;
         let args = serde_json::to_value(input).unwrap_or_default();
+        let before = self
+            .find_domain(actor, &input.site, &input.domain)
+            .await
+            .ok()
+            .map(|row| row.status);
         let result = async {
             let info = self.validate_domain_inner(actor, &input.site, &input.domain).await?;
             if input.wait.unwrap_or(false) {
@@ -419,7 +424,15 @@ impl Service {
             Ok(info)
         }
         .await;
-        self.audit(actor, "HOSTING_VALIDATE_DOMAIN", args, &result).await;
+        // A check that changed nothing is a read: repeated checks (the dashboard's live
+        // re-check every few seconds, an agent polling) do not fill the audit log.
+        let changed = match &result {
+            Ok(info) => before.as_deref() != Some(info.status.as_str()),
+            Err(_) => true,
+        };
+        if changed {
+            self.audit(actor, "HOSTING_VALIDATE_DOMAIN", args, &result).await;
+        }
         result
     }
 
