@@ -726,3 +726,69 @@ async fn an_untrusted_ca_is_named_in_the_failure() {
     let message = failed["certificate_problem"]["message"].as_str().unwrap();
     assert!(message.contains("certificate"), "the cause is not named: {message}");
 }
+
+/// A failed order of the base domain's wildcard is tried again on its schedule (a minute
+/// after the first failure), not at every start: a restart — or a crash loop — must not
+/// spend the CA's failed-validation budget.
+#[tokio::test]
+async fn a_failed_base_wildcard_order_is_not_retried_by_a_restart() {
+    const TOKEN: &str = "cf_fake_token_7d3f0a9c1b2e4d5f6a7b8c9d";
+    let dns = Dns::start().await;
+    let fake = CloudflareFake::start(TOKEN).await;
+    fake.add_zone("apps-example.com");
+    // The provider refuses TXT records: every DNS-01 attempt fails after the order.
+    fake.reject_records_of_type(Some("TXT"));
+    let plan = PebblePlan::new();
+    let (resolver, directory, roots) = (dns.resolver(), plan.directory(), plan.api_root());
+    let env = [
+        ("BERTH_BASE_DOMAIN", "apps-example.com"),
+        ("BERTH_DNS_RESOLVERS", resolver.as_str()),
+        ("BERTH_ACME_DIRECTORY", directory.as_str()),
+        ("BERTH_ACME_CA_ROOTS", roots.to_str().unwrap()),
+    ];
+    let server = TestServer::start_with(&env).await;
+    let pebble = plan.start(&dns, server.edge_port, server.edge_tls_port, 3600).await;
+    let (status, out) = server
+        .patch(
+            "/api/config/cloudflare",
+            &json!({"config": {"api_token": TOKEN, "api_url": fake.url}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let orders = || pebble.log().matches("POST /order-plz").count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log_of(server.data.path()).contains("the base domain's certificate order failed") {
+        assert!(
+            Instant::now() < deadline,
+            "the order never failed\npebble: {}\nserver: {}",
+            pebble.log(),
+            log_of(server.data.path())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(orders(), 1, "{}", pebble.log());
+
+    // Restarted on the same data: the retry time (a minute away) holds.
+    let data = server.stop();
+    let server = TestServer::start_in(data, &env).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        orders(),
+        1,
+        "ordered again at start\nserver: {}",
+        log_of(server.data.path())
+    );
+    // Configuring the provider again is a reason to try at once.
+    let (status, out) = server
+        .patch(
+            "/api/config/cloudflare",
+            &json!({"config": {"api_token": TOKEN, "api_url": fake.url}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while orders() < 2 {
+        assert!(Instant::now() < deadline, "no new order after the provider changed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -62,8 +62,6 @@ pub struct CertState {
     pub wake: Notify,
     /// Whether the edge holds a certificate for `*.<base domain>` (sites' URLs are https).
     base_https: std::sync::atomic::AtomicBool,
-    /// The base domain's wildcard: failures in a row and when it is tried next (ms).
-    pub(crate) base_retry: Mutex<(i64, i64)>,
     /// What berth knows of the CA's renewal information.
     ari: Mutex<AriState>,
 }
@@ -548,15 +546,10 @@ impl Service {
             return false;
         };
         let now = now_ms();
-        let next = self
-            .platform
-            .certificates
-            .base_retry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1;
-        if next > now {
-            return false;
+        match cert_store::order_retry(self.platform.store.pool(), &subject).await {
+            Ok(Some((_, next))) if next > now => return false,
+            Ok(_) => {}
+            Err(_) => return false,
         }
         match cert_store::certificate(self.platform.store.pool(), &subject).await {
             Ok(Some(cert)) if cert.renew_at > now => return false,
@@ -564,6 +557,16 @@ impl Service {
             Err(_) => return false,
         }
         matches!(self.base_dns_provider().await, Ok(Some(_)))
+    }
+
+    /// Forgets the base domain's failed orders and wakes the certificate loop: something
+    /// changed (a DNS provider was configured) that may make the next order succeed.
+    pub(crate) async fn retry_base_certificate_now(&self) -> ServiceResult<()> {
+        if let Some(subject) = base_subject(&self.platform.config.base_domain) {
+            cert_store::clear_order_retry(self.platform.store.pool(), &subject).await?;
+        }
+        self.platform.certificates.wake.notify_one();
+        Ok(())
     }
 
     /// Orders (or renews) `*.<base domain>` through DNS-01 with the operator's DNS
@@ -604,25 +607,16 @@ impl Service {
                 };
                 cert_store::put_certificate(self.platform.store.pool(), &cert).await?;
                 self.platform.certificates.ari_forget(&subject);
-                *self
-                    .platform
-                    .certificates
-                    .base_retry
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = (0, 0);
+                cert_store::clear_order_retry(self.platform.store.pool(), &subject).await?;
                 tracing::info!(subject = %subject, expires = %rfc3339(not_after), "base domain certificate issued");
                 publish(&self.platform).await?;
             }
             Err(failure) => {
-                let mut retry = self
-                    .platform
-                    .certificates
-                    .base_retry
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                retry.0 += 1;
-                retry.1 = now_ms() + retry_delay(retry.0).as_millis() as i64;
-                tracing::warn!(subject = %subject, attempts = retry.0, next = %rfc3339(retry.1), error = %failure.message, "the base domain's certificate order failed");
+                let pool = self.platform.store.pool();
+                let attempts = cert_store::order_retry(pool, &subject).await?.map_or(0, |r| r.0) + 1;
+                let next = now_ms() + retry_delay(attempts).as_millis() as i64;
+                cert_store::set_order_retry(pool, &subject, attempts, next, &failure.message).await?;
+                tracing::warn!(subject = %subject, attempts, next = %rfc3339(next), error = %failure.message, "the base domain's certificate order failed");
             }
         }
         Ok(())

@@ -267,13 +267,7 @@ impl Service {
                 // A DNS provider may have just made the base domain's wildcard orderable,
                 // and a failed retry may now succeed: let the certificate loop look again.
                 if p.name() == crate::dns::cloudflare::PROVIDER {
-                    *self
-                        .platform
-                        .certificates
-                        .base_retry
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = (0, 0);
-                    self.platform.certificates.wake.notify_one();
+                    self.retry_base_certificate_now().await?;
                 }
                 self.provider_config_output(actor, p.as_ref()).await
             })

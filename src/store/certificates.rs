@@ -108,6 +108,46 @@ pub async fn set_renew_at(db: impl SqliteExecutor<'_>, id: &str, renew_at: i64) 
         .map(drop)
 }
 
+/// The retry state of `subject`'s order when it belongs to no domain: failures in a row
+/// and when it is tried next (ms); `None` when nothing has failed since the last success.
+pub async fn order_retry(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Result<Option<(i64, i64)>> {
+    sqlx::query_as("SELECT attempts, next_attempt_at FROM certificate_orders WHERE subject = ?")
+        .bind(subject)
+        .fetch_optional(db)
+        .await
+}
+
+/// Records a failed order of `subject`: `attempts` in a row, tried again at `next`.
+pub async fn set_order_retry(
+    db: impl SqliteExecutor<'_>,
+    subject: &str,
+    attempts: i64,
+    next: i64,
+    problem: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO certificate_orders (subject, attempts, next_attempt_at, problem) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (subject) DO UPDATE SET attempts = excluded.attempts, \
+         next_attempt_at = excluded.next_attempt_at, problem = excluded.problem",
+    )
+    .bind(subject)
+    .bind(attempts)
+    .bind(next)
+    .bind(problem)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Forgets `subject`'s failed orders (it succeeded, or something changed that may fix it).
+pub async fn clear_order_retry(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM certificate_orders WHERE subject = ?")
+        .bind(subject)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
 /// Removes the certificate of `subject`.
 pub async fn delete_certificate(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM certificates WHERE subject = ?")
