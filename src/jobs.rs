@@ -1,7 +1,10 @@
 //! A durable job queue on the store: claim with a lease, heartbeat while running, retry
-//! with exponential backoff, give up after `max_attempts` with the error recorded. A job
-//! whose worker died (crash, `kill -9`) is claimed again once its lease runs out. The queue
-//! knows nothing of deployments: handlers are registered by kind.
+//! with exponential backoff, give up after `max_attempts` with the error recorded. Each
+//! lease names its owner (the server's data dir id), so several processes can share one
+//! database: a job whose worker died (crash, `kill -9`, a lost replica) is claimed again by
+//! any of them once its lease runs out (the workers' claims double as that sweep), never
+//! while it is live; a restarted server takes back its own jobs at once. The queue knows
+//! nothing of deployments: handlers are registered by kind.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,15 +47,23 @@ pub trait JobHandler: Send + Sync + 'static {
 pub struct JobQueue {
     store: Store,
     wake: Arc<Notify>,
+    owner: Arc<str>,
 }
 
 impl JobQueue {
-    /// A queue over the store.
-    pub fn new(store: Store) -> Self {
+    /// A queue over the store whose leases are held in the name of `owner`.
+    pub fn new(store: Store, owner: &str) -> Self {
         Self {
             store,
             wake: Arc::new(Notify::new()),
+            owner: owner.into(),
         }
+    }
+
+    /// Puts back in the queue the jobs this owner's previous run left running (call once
+    /// at start, holding the data-dir lock); returns how many.
+    pub async fn requeue_own(&self) -> sqlx::Result<u64> {
+        store::requeue_own_jobs(self.store.pool(), &self.owner).await
     }
 
     /// Tells idle workers that a job was enqueued (call after the enqueuing transaction commits).
@@ -77,7 +88,7 @@ impl JobQueue {
             let notified = self.wake.notified();
             let claimed = match prometheus::time_store(
                 "claim_job",
-                store::claim_job(self.store.pool(), &kinds, LEASE_MS),
+                store::claim_job(self.store.pool(), &kinds, LEASE_MS, &self.owner),
             )
             .await
             {
@@ -100,25 +111,36 @@ impl JobQueue {
                 .get(job.kind.as_str())
                 .cloned()
                 .expect("claimed only registered kinds");
-            let store = self.store.clone();
+            let (store, owner) = (self.store.clone(), self.owner.clone());
             let cancel = shutdown.child_token();
             tokio::spawn(async move {
-                run_one(store, handler, job, cancel).await;
+                run_one(store, owner, handler, job, cancel).await;
                 drop(permit);
             });
         }
     }
 }
 
-async fn run_one(store: Store, handler: Arc<dyn JobHandler>, job: JobRow, cancel: CancellationToken) {
+async fn run_one(
+    store: Store,
+    owner: Arc<str>,
+    handler: Arc<dyn JobHandler>,
+    job: JobRow,
+    cancel: CancellationToken,
+) {
     let (id, attempts, max_attempts, kind) = (job.id, job.attempts, job.max_attempts, job.kind.clone());
     tracing::info!(job.id = id, job.kind = %kind, attempt = attempts, "job started");
-    let heartbeat_store = store.clone();
+    let (heartbeat_store, heartbeat_owner) = (store.clone(), owner.clone());
     let heartbeat = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis((LEASE_MS / 3) as u64)).await;
-            if let Err(err) = store::heartbeat_job(heartbeat_store.pool(), id, LEASE_MS).await {
-                tracing::warn!(job.id = id, error = %err, "job heartbeat failed");
+            match store::heartbeat_job(heartbeat_store.pool(), id, LEASE_MS, &heartbeat_owner).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(job.id = id, "job lease lost (expired and taken over); its outcome here is not recorded");
+                    return;
+                }
+                Err(err) => tracing::warn!(job.id = id, error = %err, "job heartbeat failed"),
             }
         }
     });
@@ -134,7 +156,7 @@ async fn run_one(store: Store, handler: Arc<dyn JobHandler>, job: JobRow, cancel
     let outcome = match result {
         Ok(()) => {
             prometheus::job_finished(&kind, "succeeded");
-            prometheus::time_store("finish_job", store::complete_job(store.pool(), id)).await
+            prometheus::time_store("finish_job", store::complete_job(store.pool(), id, &owner)).await
         }
         Err(JobError::Retry(msg)) if attempts < max_attempts => {
             prometheus::job_finished(&kind, "retried");
@@ -142,14 +164,14 @@ async fn run_one(store: Store, handler: Arc<dyn JobHandler>, job: JobRow, cancel
             tracing::warn!(job.id = id, job.kind = %kind, error = %msg, retry_in_ms = backoff_ms, "job failed; will retry");
             prometheus::time_store(
                 "finish_job",
-                store::fail_job(store.pool(), id, &msg, Some(now_ms() + backoff_ms)),
+                store::fail_job(store.pool(), id, &owner, &msg, Some(now_ms() + backoff_ms)),
             )
             .await
         }
         Err(JobError::Retry(msg) | JobError::Permanent(msg)) => {
             tracing::warn!(job.id = id, job.kind = %kind, error = %msg, "job failed for good");
             prometheus::job_finished(&kind, "failed");
-            prometheus::time_store("finish_job", store::fail_job(store.pool(), id, &msg, None)).await
+            prometheus::time_store("finish_job", store::fail_job(store.pool(), id, &owner, &msg, None)).await
         }
     };
     if let Err(err) = outcome {
@@ -177,7 +199,7 @@ mod tests {
         drop(conn);
         let mut order = Vec::new();
         for _ in 0..4 {
-            let job = store::claim_job(store.pool(), &["deploy"], 30_000)
+            let job = store::claim_job(store.pool(), &["deploy"], 30_000, "me")
                 .await
                 .unwrap()
                 .unwrap();
@@ -186,7 +208,7 @@ mod tests {
         // First come first served would give a1, a2, a3, b1: b1 would wait behind the burst.
         assert_eq!(order, ["a1", "b1", "a2", "a3"]);
         assert!(
-            store::claim_job(store.pool(), &["deploy"], 30_000)
+            store::claim_job(store.pool(), &["deploy"], 30_000, "me")
                 .await
                 .unwrap()
                 .is_none()

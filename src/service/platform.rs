@@ -111,6 +111,7 @@ impl Platform {
         reconcile_wake: Arc<Notify>,
         secrets: SecretBox,
         local_repos: crate::source::LocalRepoPolicy,
+        replica_id: &str,
     ) -> Self {
         let build_gate = crate::build_gate::BuildGate::new(config.build_concurrency);
         let key_lookup = Arc::new(crate::auth::KeyLookup::in_dir(&config.data_dir));
@@ -118,7 +119,7 @@ impl Platform {
             config,
             edge_port,
             edge_tls_port,
-            jobs: JobQueue::new(store.clone()),
+            jobs: JobQueue::new(store.clone(), replica_id),
             store,
             sandbox,
             isolation,
