@@ -121,13 +121,7 @@ impl JobQueue {
     }
 }
 
-async fn run_one(
-    store: Store,
-    owner: Arc<str>,
-    handler: Arc<dyn JobHandler>,
-    job: JobRow,
-    cancel: CancellationToken,
-) {
+async fn run_one(store: Store, owner: Arc<str>, handler: Arc<dyn JobHandler>, job: JobRow, cancel: CancellationToken) {
     let (id, attempts, max_attempts, kind) = (job.id, job.attempts, job.max_attempts, job.kind.clone());
     tracing::info!(job.id = id, job.kind = %kind, attempt = attempts, "job started");
     let (heartbeat_store, heartbeat_owner) = (store.clone(), owner.clone());
@@ -137,7 +131,10 @@ async fn run_one(
             match store::heartbeat_job(heartbeat_store.pool(), id, LEASE_MS, &heartbeat_owner).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    tracing::warn!(job.id = id, "job lease lost (expired and taken over); its outcome here is not recorded");
+                    tracing::warn!(
+                        job.id = id,
+                        "job lease lost (expired and taken over); its outcome here is not recorded"
+                    );
                     return;
                 }
                 Err(err) => tracing::warn!(job.id = id, error = %err, "job heartbeat failed"),

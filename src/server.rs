@@ -90,12 +90,12 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
             Arc::new(LocalProvider::new(sandbox.clone(), isolation.clone())),
             Arc::new(
                 crate::runtime::docker::DockerProvider::new(replica_id.clone())
-                // On loopback the API is out of containers' reach already.
-                .shielding(if api_addr.ip().is_loopback() {
-                    vec![]
-                } else {
-                    vec![api_addr.port()]
-                }),
+                    // On loopback the API is out of containers' reach already.
+                    .shielding(if api_addr.ip().is_loopback() {
+                        vec![]
+                    } else {
+                        vec![api_addr.port()]
+                    }),
             ),
         ],
         logs.clone(),
@@ -160,6 +160,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         Service::new(platform.clone()),
         stop.child_token(),
     ));
+    let events = tokio::spawn(crate::events::run_pruning(store.clone(), stop.child_token()));
     let metrics = tokio::spawn(crate::service::metrics::run(
         platform.clone(),
         crate::service::metrics::system_clock(),
@@ -236,7 +237,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         let _ = tokio::join!(api, edge_task, edge_tls_task);
     })
     .await;
-    let _ = tokio::join!(workers, reconciler, autoscaler, certificates, metrics);
+    let _ = tokio::join!(workers, reconciler, autoscaler, certificates, metrics, events);
     runtime.stop_all().await;
     logs.flush().await;
     Ok(())

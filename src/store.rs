@@ -1071,6 +1071,68 @@ pub async fn insert_event(
     .await
 }
 
+/// An event, as readers see it.
+#[derive(Clone, Debug, FromRow)]
+pub struct EventRow {
+    /// Cursor (grows with every event).
+    pub id: i64,
+    /// Org.
+    pub org_id: String,
+    /// Kind (`deployment.live`, `domain.active`, …).
+    pub kind: String,
+    /// What it is about (a deployment's id, a domain's id, …).
+    pub subject: String,
+    /// JSON details.
+    pub data: String,
+    /// When.
+    pub created_at: i64,
+}
+
+/// The newest event's id, 0 when there is none.
+pub async fn latest_event_id(db: impl SqliteExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+        .fetch_one(db)
+        .await
+}
+
+/// Events about `subject` after the cursor `after`, oldest first, at most `limit`.
+pub async fn events_after(
+    db: impl SqliteExecutor<'_>,
+    subject: &str,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as(
+        "SELECT id, org_id, kind, subject, data, created_at FROM events WHERE subject = ? AND id > ? ORDER BY id LIMIT ?",
+    )
+    .bind(subject)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes events older than `before` (ms) and all but the newest `keep`; returns how
+/// many went. A batch at a time, so the write lock is never held long.
+pub async fn prune_events(db: &SqlitePool, before: i64, keep: i64) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let gone = sqlx::query(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events \
+               WHERE created_at < ? OR id <= (SELECT COALESCE(MAX(id), 0) FROM events) - ? LIMIT 5000)",
+        )
+        .bind(before)
+        .bind(keep)
+        .execute(db)
+        .await?
+        .rows_affected();
+        total += gone;
+        if gone < 5000 {
+            return Ok(total);
+        }
+    }
+}
+
 /// An audit entry.
 #[derive(Clone, Debug, FromRow)]
 pub struct AuditRow {

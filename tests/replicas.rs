@@ -64,7 +64,8 @@ async fn a_job_another_process_holds_runs_only_once_its_lease_expires_and_then_o
     while now_ms() < lease_until - 1_000 {
         let (_, d) = server.get("/api/deployments/dpl_held").await;
         assert_eq!(
-            d["status"], "queued",
+            d["status"],
+            "queued",
             "a live lease of another process was taken: {d}\n{}",
             server.log()
         );
@@ -84,4 +85,111 @@ async fn a_job_another_process_holds_runs_only_once_its_lease_expires_and_then_o
         ("done", 2, None),
         "the other replica's attempt and this server's one"
     );
+}
+
+/// Reads a server-sent event stream until `until` holds for the `(id, kind)` pairs seen
+/// (or 10 s pass); returns them.
+async fn read_events(resp: reqwest::Response, until: impl Fn(&[(i64, String)]) -> bool) -> Vec<(i64, String)> {
+    use futures::StreamExt;
+    let mut body = resp.bytes_stream();
+    let (mut text, mut seen) = (String::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !until(&seen) {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .unwrap_or_else(|_| panic!("events in time; so far {seen:?}"))
+            .expect("stream open")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        // Whole events only: each ends with a blank line.
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            let field = |name: &str| {
+                event
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            };
+            if let (Some(id), Some(kind)) = (field("id:"), field("event:")) {
+                seen.push((id.parse().unwrap(), kind));
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn events_another_process_writes_reach_this_servers_status_stream_which_resumes_by_cursor() {
+    let server = TestServer::start().await;
+    let site = app(&[("index.html", "streamed")]);
+    // A deploy's wait still returns when it goes live, and it is served then.
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "streamed", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(
+        server.edge("streamed.localhost", "/").await,
+        (200, "streamed".to_string())
+    );
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    let stream = |resume: Option<i64>| {
+        let mut req = server
+            .http
+            .get(server.api(&format!("/api/deployments/{id}/events/stream")))
+            .bearer_auth(KEY);
+        if let Some(cursor) = resume {
+            req = req.header("Last-Event-ID", cursor.to_string());
+        }
+        req.send()
+    };
+
+    // From the start: this server's own changes, in order, up to live.
+    let resp = stream(None).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let own = read_events(resp, |seen| seen.iter().any(|(_, k)| k == "deployment.live")).await;
+    let kinds: Vec<&str> = own.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"deployment.queued"), "{own:?}");
+    assert_eq!(kinds.last(), Some(&"deployment.live"), "{own:?}");
+    assert!(own.windows(2).all(|w| w[0].0 < w[1].0), "cursors grow: {own:?}");
+
+    // A stream open now gets what another process writes to the database.
+    let resp = stream(own.last().map(|(c, _)| *c)).await.unwrap();
+    let store = other_connection(server.data.path()).await;
+    let data = json!({ "written_by": "another replica" });
+    let mut written = Vec::new();
+    for kind in ["deployment.crashed", "deployment.live", "deployment.superseded"] {
+        written.push(
+            berth::store::insert_event(store.pool(), "org_default", kind, &id, &data)
+                .await
+                .unwrap(),
+        );
+    }
+    let started = std::time::Instant::now();
+    let live = read_events(resp, |seen| seen.len() >= 3).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        live,
+        vec![
+            (written[0], "deployment.crashed".to_string()),
+            (written[1], "deployment.live".to_string()),
+            (written[2], "deployment.superseded".to_string()),
+        ]
+    );
+
+    // A reconnect with the last id it saw resumes right after it: no gap, no repeat.
+    let resp = stream(Some(written[0])).await.unwrap();
+    let resumed = read_events(resp, |seen| seen.len() >= 2).await;
+    assert_eq!(
+        resumed.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        written[1..].to_vec()
+    );
+
+    let (status, _) = server.get("/api/deployments/dpl_missing/events/stream").await;
+    assert_eq!(status, 404);
 }
