@@ -5,7 +5,7 @@
 //! SQLite tells no other process of a commit: readers poll, a few times a second, and an
 //! in-process notify wakes them at once for this process's own changes. Readers take at
 //! most [`READ_BATCH`] events at a time; events older than [`RETENTION_MS`], or beyond the
-//! newest [`MAX_EVENTS`], are pruned.
+//! newest [`MAX_EVENTS`], are pruned by whichever process holds the pruning lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::jobs::Singleton;
 use crate::store::{self, EventRow, Store};
 use crate::util::now_ms;
 
@@ -75,19 +76,34 @@ impl EventBus {
     }
 }
 
-/// Prunes old events every [`PRUNE_EVERY`] until `stop`.
-pub async fn run_pruning(store: Store, stop: CancellationToken) {
+/// The singleton lease pruning holds: one process on the database prunes.
+pub const PRUNE_LEASE: &str = "prune-events";
+
+/// Prunes old events every [`PRUNE_EVERY`] until `stop`, in passes only while this
+/// process holds the lease of `singleton` (made with [`PRUNE_LEASE`] and a lease longer
+/// than [`PRUNE_EVERY`], e.g. [`prune_lease`]).
+pub async fn run_pruning(store: Store, singleton: Singleton, stop: CancellationToken) {
     loop {
-        match store::prune_events(store.pool(), now_ms() - RETENTION_MS, MAX_EVENTS).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "pruned old events"),
-            Err(err) => tracing::warn!(error = %err, "pruning old events failed"),
+        if singleton.hold().await {
+            match store::prune_events(store.pool(), now_ms() - RETENTION_MS, MAX_EVENTS).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "pruned old events"),
+                Err(err) => tracing::warn!(error = %err, "pruning old events failed"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                singleton.release().await;
+                return;
+            }
         }
     }
+}
+
+/// How long the pruning lease lasts: two passes, so a live holder keeps it.
+pub fn prune_lease() -> Duration {
+    PRUNE_EVERY * 2
 }
 
 #[cfg(test)]

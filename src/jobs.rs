@@ -60,6 +60,11 @@ impl JobQueue {
         }
     }
 
+    /// A singleton lease held in this queue's owner's name (see [`Singleton`]).
+    pub fn singleton(&self, name: &'static str, lease: Duration) -> Singleton {
+        Singleton::new(self.store.clone(), name, &self.owner, lease)
+    }
+
     /// Puts back in the queue the jobs this owner's previous run left running (call once
     /// at start, holding the data-dir lock); returns how many.
     pub async fn requeue_own(&self) -> sqlx::Result<u64> {
@@ -121,6 +126,50 @@ impl JobQueue {
     }
 }
 
+/// A loop that must run in one process at a time across every process on the database
+/// (pruning, sweeps): each pass first [`Singleton::hold`]s its lease by name, which takes it
+/// when free or expired and renews it when already held; another process takes over once
+/// the holder stops renewing (it died) and the lease expires.
+#[derive(Clone, Debug)]
+pub struct Singleton {
+    store: Store,
+    name: &'static str,
+    owner: Arc<str>,
+    lease: Duration,
+}
+
+impl Singleton {
+    /// The lease `name` held in the name of `owner` for `lease` at a time (longer than the
+    /// time between passes, so a live holder keeps it).
+    pub fn new(store: Store, name: &'static str, owner: &str, lease: Duration) -> Self {
+        Self {
+            store,
+            name,
+            owner: owner.into(),
+            lease,
+        }
+    }
+
+    /// Takes or renews the lease; true when this process may run the pass.
+    pub async fn hold(&self) -> bool {
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2);
+        match store::hold_singleton(self.store.pool(), self.name, &self.owner, lease_ms).await {
+            Ok(held) => held,
+            Err(err) => {
+                tracing::warn!(lease = self.name, error = %err, "taking a singleton lease failed; skipping the pass");
+                false
+            }
+        }
+    }
+
+    /// Gives the lease up (at shutdown) so another process need not wait for it to expire.
+    pub async fn release(&self) {
+        if let Err(err) = store::release_singleton(self.store.pool(), self.name, &self.owner).await {
+            tracing::warn!(lease = self.name, error = %err, "releasing a singleton lease failed");
+        }
+    }
+}
+
 async fn run_one(store: Store, owner: Arc<str>, handler: Arc<dyn JobHandler>, job: JobRow, cancel: CancellationToken) {
     let (id, attempts, max_attempts, kind) = (job.id, job.attempts, job.max_attempts, job.kind.clone());
     tracing::info!(job.id = id, job.kind = %kind, attempt = attempts, "job started");
@@ -178,7 +227,39 @@ async fn run_one(store: Store, owner: Arc<str>, handler: Arc<dyn JobHandler>, jo
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::Singleton;
     use crate::store::{self, Store};
+
+    #[tokio::test]
+    async fn a_singleton_lease_has_one_holder_across_processes_and_fails_over_when_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.db");
+        // Two processes' pools on one database file.
+        let (a_store, b_store) = (
+            Store::open_sqlite(&path).await.unwrap(),
+            Store::open_sqlite(&path).await.unwrap(),
+        );
+        let lease = Duration::from_millis(600);
+        let a = Singleton::new(a_store, "prune-events", "replica-a", lease);
+        let b = Singleton::new(b_store, "prune-events", "replica-b", lease);
+        assert!(a.hold().await);
+        assert!(!b.hold().await, "a live lease is not taken");
+        // A keeps renewing past its first lease's end: B never gets it meanwhile.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert!(a.hold().await, "the holder renews");
+            assert!(!b.hold().await, "a renewed lease is not taken");
+        }
+        // A stops (dies): once its lease expires B takes over, and A is then refused.
+        tokio::time::sleep(lease + Duration::from_millis(100)).await;
+        assert!(b.hold().await, "an expired lease is taken over");
+        assert!(!a.hold().await);
+        // A release hands it over at once.
+        b.release().await;
+        assert!(a.hold().await);
+    }
 
     #[tokio::test]
     async fn claims_prefer_whoever_has_the_fewest_jobs_running() {

@@ -160,7 +160,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         Service::new(platform.clone()),
         stop.child_token(),
     ));
-    let events = tokio::spawn(crate::events::run_pruning(store.clone(), stop.child_token()));
+    let events = tokio::spawn(crate::events::run_pruning(
+        store.clone(),
+        platform
+            .jobs
+            .singleton(crate::events::PRUNE_LEASE, crate::events::prune_lease()),
+        stop.child_token(),
+    ));
     let metrics = tokio::spawn(crate::service::metrics::run(
         platform.clone(),
         crate::service::metrics::system_clock(),

@@ -1429,6 +1429,42 @@ pub async fn requeue_own_jobs(db: impl SqliteExecutor<'_>, owner: &str) -> sqlx:
     .rows_affected())
 }
 
+/// Takes or renews the singleton lease `name` for `holder`, until `lease_ms` from now: true
+/// when `holder` holds it now (it was free, expired, or already its own); false while
+/// another holder's lease is live. One statement, so two processes never both get it.
+pub async fn hold_singleton(
+    db: impl SqliteExecutor<'_>,
+    name: &str,
+    holder: &str,
+    lease_ms: i64,
+) -> sqlx::Result<bool> {
+    let now = now_ms();
+    Ok(sqlx::query(
+        "INSERT INTO singleton_leases (name, holder, lease_until) VALUES (?, ?, ?) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+         WHERE singleton_leases.holder = excluded.holder OR singleton_leases.lease_until < ?",
+    )
+    .bind(name)
+    .bind(holder)
+    .bind(now + lease_ms)
+    .bind(now)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Gives up `holder`'s singleton lease `name` (at shutdown), so another process takes the
+/// loop over without waiting for the lease to expire.
+pub async fn release_singleton(db: impl SqliteExecutor<'_>, name: &str, holder: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM singleton_leases WHERE name = ? AND holder = ?")
+        .bind(name)
+        .bind(holder)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
 // ---------------------------------------------------------------- env vars
 
 /// A sealed env var.

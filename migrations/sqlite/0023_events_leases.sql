@@ -7,3 +7,11 @@ ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
 -- domain) and, for pruning, by age.
 CREATE INDEX events_by_subject ON events (subject, id);
 CREATE INDEX events_by_time ON events (created_at);
+
+-- Loops that must run in one process at a time across every process on the database
+-- (pruning, sweeps) hold a lease here by name while they run, and renew it.
+CREATE TABLE singleton_leases (
+    name         TEXT PRIMARY KEY,
+    holder       TEXT NOT NULL,
+    lease_until  INTEGER NOT NULL
+);
