@@ -119,6 +119,7 @@ pub fn router(service: Service) -> Router {
         .route("/api/deployments/{id}", get(get_deployment))
         .route("/api/deployments/{id}/logs", get(deployment_logs))
         .route("/api/deployments/{id}/logs/stream", get(deployment_logs_stream))
+        .route("/api/deployments/{id}/events/stream", get(deployment_events_stream))
         .route("/api/audit", get(audit))
         .route("/api/config", get(get_config))
         .route("/api/config/{provider}", get(get_provider_config).patch(set_config))
@@ -711,6 +712,66 @@ async fn deployment_logs_stream(
                 }
                 Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
                 Err(_) => return None,
+            }
+        }
+    })
+    .flatten();
+    Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    cursor: Option<i64>,
+}
+
+/// `GET /api/deployments/{id}/events/stream`: the deployment's status changes as
+/// server-sent events (`event: <kind>`, e.g. `deployment.live`; data = the event as JSON),
+/// read from the events table by cursor, so changes another server on the same database
+/// made come too; live until the client goes away. Each event's id is its cursor: a
+/// reconnect resumes with `Last-Event-ID` (or `?cursor=`), without gaps or repeats.
+async fn deployment_events_stream(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<
+    axum::response::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>,
+    ServiceError,
+> {
+    use axum::response::sse::{Event, KeepAlive};
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    let after = resume.or(q.cursor).unwrap_or(0);
+    // Checked once up front so a wrong id is a 404, not an empty stream.
+    s.deployment_events(&actor, &id, after, std::time::Duration::ZERO)
+        .await?;
+    let stream = futures::stream::unfold((s, actor, after), move |(s, actor, after)| {
+        let id = id.clone();
+        async move {
+            loop {
+                match s
+                    .deployment_events(&actor, &id, after, std::time::Duration::from_secs(15))
+                    .await
+                {
+                    Ok(events) if !events.is_empty() => {
+                        let next = events.last().map_or(after, |e| e.cursor);
+                        let out: Vec<Result<Event, std::convert::Infallible>> = events
+                            .iter()
+                            .map(|e| {
+                                Ok(Event::default()
+                                    .event(e.kind.clone())
+                                    .id(e.cursor.to_string())
+                                    .data(serde_json::to_string(e).unwrap_or_default()))
+                            })
+                            .collect();
+                        return Some((futures::stream::iter(out), (s, actor, next)));
+                    }
+                    Ok(_) => {}
+                    Err(_) => return None,
+                }
             }
         }
     })

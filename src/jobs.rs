@@ -1,7 +1,10 @@
 //! A durable job queue on the store: claim with a lease, heartbeat while running, retry
-//! with exponential backoff, give up after `max_attempts` with the error recorded. A job
-//! whose worker died (crash, `kill -9`) is claimed again once its lease runs out. The queue
-//! knows nothing of deployments: handlers are registered by kind.
+//! with exponential backoff, give up after `max_attempts` with the error recorded. Each
+//! lease names its owner (the server's data dir id), so several processes can share one
+//! database: a job whose worker died (crash, `kill -9`, a lost replica) is claimed again by
+//! any of them once its lease runs out (the workers' claims double as that sweep), never
+//! while it is live; a restarted server takes back its own jobs at once. The queue knows
+//! nothing of deployments: handlers are registered by kind.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,15 +47,28 @@ pub trait JobHandler: Send + Sync + 'static {
 pub struct JobQueue {
     store: Store,
     wake: Arc<Notify>,
+    owner: Arc<str>,
 }
 
 impl JobQueue {
-    /// A queue over the store.
-    pub fn new(store: Store) -> Self {
+    /// A queue over the store whose leases are held in the name of `owner`.
+    pub fn new(store: Store, owner: &str) -> Self {
         Self {
             store,
             wake: Arc::new(Notify::new()),
+            owner: owner.into(),
         }
+    }
+
+    /// A singleton lease held in this queue's owner's name (see [`Singleton`]).
+    pub fn singleton(&self, name: &'static str, lease: Duration) -> Singleton {
+        Singleton::new(self.store.clone(), name, &self.owner, lease)
+    }
+
+    /// Puts back in the queue the jobs this owner's previous run left running (call once
+    /// at start, holding the data-dir lock); returns how many.
+    pub async fn requeue_own(&self) -> sqlx::Result<u64> {
+        store::requeue_own_jobs(self.store.pool(), &self.owner).await
     }
 
     /// Tells idle workers that a job was enqueued (call after the enqueuing transaction commits).
@@ -77,7 +93,7 @@ impl JobQueue {
             let notified = self.wake.notified();
             let claimed = match prometheus::time_store(
                 "claim_job",
-                store::claim_job(self.store.pool(), &kinds, LEASE_MS),
+                store::claim_job(self.store.pool(), &kinds, LEASE_MS, &self.owner),
             )
             .await
             {
@@ -100,25 +116,77 @@ impl JobQueue {
                 .get(job.kind.as_str())
                 .cloned()
                 .expect("claimed only registered kinds");
-            let store = self.store.clone();
+            let (store, owner) = (self.store.clone(), self.owner.clone());
             let cancel = shutdown.child_token();
             tokio::spawn(async move {
-                run_one(store, handler, job, cancel).await;
+                run_one(store, owner, handler, job, cancel).await;
                 drop(permit);
             });
         }
     }
 }
 
-async fn run_one(store: Store, handler: Arc<dyn JobHandler>, job: JobRow, cancel: CancellationToken) {
+/// A loop that must run in one process at a time across every process on the database
+/// (pruning, sweeps): each pass first [`Singleton::hold`]s its lease by name, which takes it
+/// when free or expired and renews it when already held; another process takes over once
+/// the holder stops renewing (it died) and the lease expires.
+#[derive(Clone, Debug)]
+pub struct Singleton {
+    store: Store,
+    name: &'static str,
+    owner: Arc<str>,
+    lease: Duration,
+}
+
+impl Singleton {
+    /// The lease `name` held in the name of `owner` for `lease` at a time (longer than the
+    /// time between passes, so a live holder keeps it).
+    pub fn new(store: Store, name: &'static str, owner: &str, lease: Duration) -> Self {
+        Self {
+            store,
+            name,
+            owner: owner.into(),
+            lease,
+        }
+    }
+
+    /// Takes or renews the lease; true when this process may run the pass.
+    pub async fn hold(&self) -> bool {
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2);
+        match store::hold_singleton(self.store.pool(), self.name, &self.owner, lease_ms).await {
+            Ok(held) => held,
+            Err(err) => {
+                tracing::warn!(lease = self.name, error = %err, "taking a singleton lease failed; skipping the pass");
+                false
+            }
+        }
+    }
+
+    /// Gives the lease up (at shutdown) so another process need not wait for it to expire.
+    pub async fn release(&self) {
+        if let Err(err) = store::release_singleton(self.store.pool(), self.name, &self.owner).await {
+            tracing::warn!(lease = self.name, error = %err, "releasing a singleton lease failed");
+        }
+    }
+}
+
+async fn run_one(store: Store, owner: Arc<str>, handler: Arc<dyn JobHandler>, job: JobRow, cancel: CancellationToken) {
     let (id, attempts, max_attempts, kind) = (job.id, job.attempts, job.max_attempts, job.kind.clone());
     tracing::info!(job.id = id, job.kind = %kind, attempt = attempts, "job started");
-    let heartbeat_store = store.clone();
+    let (heartbeat_store, heartbeat_owner) = (store.clone(), owner.clone());
     let heartbeat = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis((LEASE_MS / 3) as u64)).await;
-            if let Err(err) = store::heartbeat_job(heartbeat_store.pool(), id, LEASE_MS).await {
-                tracing::warn!(job.id = id, error = %err, "job heartbeat failed");
+            match store::heartbeat_job(heartbeat_store.pool(), id, LEASE_MS, &heartbeat_owner).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        job.id = id,
+                        "job lease lost (expired and taken over); its outcome here is not recorded"
+                    );
+                    return;
+                }
+                Err(err) => tracing::warn!(job.id = id, error = %err, "job heartbeat failed"),
             }
         }
     });
@@ -134,7 +202,7 @@ async fn run_one(store: Store, handler: Arc<dyn JobHandler>, job: JobRow, cancel
     let outcome = match result {
         Ok(()) => {
             prometheus::job_finished(&kind, "succeeded");
-            prometheus::time_store("finish_job", store::complete_job(store.pool(), id)).await
+            prometheus::time_store("finish_job", store::complete_job(store.pool(), id, &owner)).await
         }
         Err(JobError::Retry(msg)) if attempts < max_attempts => {
             prometheus::job_finished(&kind, "retried");
@@ -142,14 +210,14 @@ async fn run_one(store: Store, handler: Arc<dyn JobHandler>, job: JobRow, cancel
             tracing::warn!(job.id = id, job.kind = %kind, error = %msg, retry_in_ms = backoff_ms, "job failed; will retry");
             prometheus::time_store(
                 "finish_job",
-                store::fail_job(store.pool(), id, &msg, Some(now_ms() + backoff_ms)),
+                store::fail_job(store.pool(), id, &owner, &msg, Some(now_ms() + backoff_ms)),
             )
             .await
         }
         Err(JobError::Retry(msg) | JobError::Permanent(msg)) => {
             tracing::warn!(job.id = id, job.kind = %kind, error = %msg, "job failed for good");
             prometheus::job_finished(&kind, "failed");
-            prometheus::time_store("finish_job", store::fail_job(store.pool(), id, &msg, None)).await
+            prometheus::time_store("finish_job", store::fail_job(store.pool(), id, &owner, &msg, None)).await
         }
     };
     if let Err(err) = outcome {
@@ -159,7 +227,39 @@ async fn run_one(store: Store, handler: Arc<dyn JobHandler>, job: JobRow, cancel
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::Singleton;
     use crate::store::{self, Store};
+
+    #[tokio::test]
+    async fn a_singleton_lease_has_one_holder_across_processes_and_fails_over_when_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.db");
+        // Two processes' pools on one database file.
+        let (a_store, b_store) = (
+            Store::open_sqlite(&path).await.unwrap(),
+            Store::open_sqlite(&path).await.unwrap(),
+        );
+        let lease = Duration::from_millis(600);
+        let a = Singleton::new(a_store, "prune-events", "replica-a", lease);
+        let b = Singleton::new(b_store, "prune-events", "replica-b", lease);
+        assert!(a.hold().await);
+        assert!(!b.hold().await, "a live lease is not taken");
+        // A keeps renewing past its first lease's end: B never gets it meanwhile.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert!(a.hold().await, "the holder renews");
+            assert!(!b.hold().await, "a renewed lease is not taken");
+        }
+        // A stops (dies): once its lease expires B takes over, and A is then refused.
+        tokio::time::sleep(lease + Duration::from_millis(100)).await;
+        assert!(b.hold().await, "an expired lease is taken over");
+        assert!(!a.hold().await);
+        // A release hands it over at once.
+        b.release().await;
+        assert!(a.hold().await);
+    }
 
     #[tokio::test]
     async fn claims_prefer_whoever_has_the_fewest_jobs_running() {
@@ -177,7 +277,7 @@ mod tests {
         drop(conn);
         let mut order = Vec::new();
         for _ in 0..4 {
-            let job = store::claim_job(store.pool(), &["deploy"], 30_000)
+            let job = store::claim_job(store.pool(), &["deploy"], 30_000, "me")
                 .await
                 .unwrap()
                 .unwrap();
@@ -186,7 +286,7 @@ mod tests {
         // First come first served would give a1, a2, a3, b1: b1 would wait behind the burst.
         assert_eq!(order, ["a1", "b1", "a2", "a3"]);
         assert!(
-            store::claim_job(store.pool(), &["deploy"], 30_000)
+            store::claim_job(store.pool(), &["deploy"], 30_000, "me")
                 .await
                 .unwrap()
                 .is_none()

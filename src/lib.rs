@@ -19,6 +19,7 @@ pub mod config;
 pub mod crypto;
 pub mod dns;
 pub mod error;
+pub mod events;
 pub mod git_http;
 pub mod github;
 pub mod jobs;

@@ -71,10 +71,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     })?;
     let store = Store::open_sqlite(&config.database_path()).await?;
     bootstrap(&store, &config).await?;
-    let orphaned = store::requeue_orphaned_jobs(store.pool()).await?;
-    if orphaned > 0 {
-        tracing::info!(jobs = orphaned, "requeued jobs interrupted by the previous run");
-    }
+    // This data dir's id: Docker containers are labelled with it and job leases name it.
+    let replica_id = crate::runtime::docker::DockerProvider::owner_id(&config.data_dir)
+        .context("writing the docker owner id into the data dir")?;
 
     let api_addr = api_listener.local_addr()?;
     let edge_addr = edge_listener.local_addr()?;
@@ -90,16 +89,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         vec![
             Arc::new(LocalProvider::new(sandbox.clone(), isolation.clone())),
             Arc::new(
-                crate::runtime::docker::DockerProvider::new(
-                    crate::runtime::docker::DockerProvider::owner_id(&config.data_dir)
-                        .context("writing the docker owner id into the data dir")?,
-                )
-                // On loopback the API is out of containers' reach already.
-                .shielding(if api_addr.ip().is_loopback() {
-                    vec![]
-                } else {
-                    vec![api_addr.port()]
-                }),
+                crate::runtime::docker::DockerProvider::new(replica_id.clone())
+                    // On loopback the API is out of containers' reach already.
+                    .shielding(if api_addr.ip().is_loopback() {
+                        vec![]
+                    } else {
+                        vec![api_addr.port()]
+                    }),
             ),
         ],
         logs.clone(),
@@ -121,7 +117,14 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         reconcile_wake,
         crate::crypto::SecretBox::load(&config.data_dir, config.master_key.as_deref())?,
         local_repos,
+        &replica_id,
     ));
+    // Only our own: jobs another process on this database holds are taken over when
+    // their leases expire, never at start.
+    let orphaned = platform.jobs.requeue_own().await?;
+    if orphaned > 0 {
+        tracing::info!(jobs = orphaned, "requeued jobs interrupted by the previous run");
+    }
     platform.key_lookup.load()?;
     let waker_platform = platform.clone();
     let runtime_handle = tokio::runtime::Handle::current();
@@ -155,6 +158,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let autoscaler = tokio::spawn(crate::autoscaler::run(platform.clone(), stop.child_token()));
     let certificates = tokio::spawn(crate::service::certificates::run(
         Service::new(platform.clone()),
+        stop.child_token(),
+    ));
+    let events = tokio::spawn(crate::events::run_pruning(
+        store.clone(),
+        platform
+            .jobs
+            .singleton(crate::events::PRUNE_LEASE, crate::events::prune_lease()),
         stop.child_token(),
     ));
     let metrics = tokio::spawn(crate::service::metrics::run(
@@ -233,7 +243,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         let _ = tokio::join!(api, edge_task, edge_tls_task);
     })
     .await;
-    let _ = tokio::join!(workers, reconciler, autoscaler, certificates, metrics);
+    let _ = tokio::join!(workers, reconciler, autoscaler, certificates, metrics, events);
     runtime.stop_all().await;
     logs.flush().await;
     Ok(())

@@ -1071,6 +1071,68 @@ pub async fn insert_event(
     .await
 }
 
+/// An event, as readers see it.
+#[derive(Clone, Debug, FromRow)]
+pub struct EventRow {
+    /// Cursor (grows with every event).
+    pub id: i64,
+    /// Org.
+    pub org_id: String,
+    /// Kind (`deployment.live`, `domain.active`, …).
+    pub kind: String,
+    /// What it is about (a deployment's id, a domain's id, …).
+    pub subject: String,
+    /// JSON details.
+    pub data: String,
+    /// When.
+    pub created_at: i64,
+}
+
+/// The newest event's id, 0 when there is none.
+pub async fn latest_event_id(db: impl SqliteExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+        .fetch_one(db)
+        .await
+}
+
+/// Events about `subject` after the cursor `after`, oldest first, at most `limit`.
+pub async fn events_after(
+    db: impl SqliteExecutor<'_>,
+    subject: &str,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as(
+        "SELECT id, org_id, kind, subject, data, created_at FROM events WHERE subject = ? AND id > ? ORDER BY id LIMIT ?",
+    )
+    .bind(subject)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes events older than `before` (ms) and all but the newest `keep`; returns how
+/// many went. A batch at a time, so the write lock is never held long.
+pub async fn prune_events(db: &SqlitePool, before: i64, keep: i64) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let gone = sqlx::query(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events \
+               WHERE created_at < ? OR id <= (SELECT COALESCE(MAX(id), 0) FROM events) - ? LIMIT 5000)",
+        )
+        .bind(before)
+        .bind(keep)
+        .execute(db)
+        .await?
+        .rows_affected();
+        total += gone;
+        if gone < 5000 {
+            return Ok(total);
+        }
+    }
+}
+
 /// An audit entry.
 #[derive(Clone, Debug, FromRow)]
 pub struct AuditRow {
@@ -1247,62 +1309,89 @@ pub async fn enqueue_job(
     }
 }
 
-/// Claims a ready job of the given kinds: pending and due, or running with an expired
-/// lease (its worker died); the oldest of those whose `fair_key` (a deploy's site) has the
-/// fewest jobs running, so one site's burst cannot take every worker while another site's
-/// deploy waits. The claim is one UPDATE, so two workers never get the same job.
-pub async fn claim_job(db: impl SqliteExecutor<'_>, kinds: &[&str], lease_ms: i64) -> sqlx::Result<Option<JobRow>> {
+/// Claims a ready job of the given kinds for `owner`: pending and due, or running with an
+/// expired lease (whoever held it died or lost touch); the oldest of those whose `fair_key`
+/// (a deploy's site) has the fewest jobs running, so one site's burst cannot take every
+/// worker while another site's deploy waits. The claim is one UPDATE, so two workers (or
+/// two processes on one database) never get the same job, and a live lease is never taken.
+pub async fn claim_job(
+    db: impl SqliteExecutor<'_>,
+    kinds: &[&str],
+    lease_ms: i64,
+    owner: &str,
+) -> sqlx::Result<Option<JobRow>> {
     let now = now_ms();
     let placeholders = vec!["?"; kinds.len()].join(", ");
     let sql = format!(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = ?, updated_at = ? \
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = ?, lease_owner = ?, updated_at = ? \
          WHERE id = (SELECT id FROM jobs AS j WHERE kind IN ({placeholders}) AND \
                        ((status = 'pending' AND run_at <= ?) OR (status = 'running' AND lease_until < ?)) \
                      ORDER BY (SELECT COUNT(*) FROM jobs AS r WHERE r.fair_key = j.fair_key AND r.status = 'running'), \
                               run_at, id LIMIT 1) \
          RETURNING id, org_id, kind, payload, attempts, max_attempts"
     );
-    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now + lease_ms).bind(now);
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(now + lease_ms)
+        .bind(owner)
+        .bind(now);
     for k in kinds {
         q = q.bind(*k);
     }
     q.bind(now).bind(now).fetch_optional(db).await
 }
 
-/// Extends a running job's lease.
-pub async fn heartbeat_job(db: impl SqliteExecutor<'_>, id: i64, lease_ms: i64) -> sqlx::Result<()> {
+/// Extends a running job's lease while `owner` still holds it; false when it lost the
+/// lease (it expired and another process took the job over).
+pub async fn heartbeat_job(db: impl SqliteExecutor<'_>, id: i64, lease_ms: i64, owner: &str) -> sqlx::Result<bool> {
     let now = now_ms();
-    sqlx::query("UPDATE jobs SET lease_until = ?, updated_at = ? WHERE id = ? AND status = 'running'")
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await
-        .map(drop)
+    Ok(sqlx::query(
+        "UPDATE jobs SET lease_until = ?, updated_at = ? WHERE id = ? AND status = 'running' AND lease_owner = ?",
+    )
+    .bind(now + lease_ms)
+    .bind(now)
+    .bind(id)
+    .bind(owner)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
-/// Marks a job done.
-pub async fn complete_job(db: impl SqliteExecutor<'_>, id: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE jobs SET status = 'done', lease_until = NULL, updated_at = ? WHERE id = ?")
-        .bind(now_ms())
-        .bind(id)
-        .execute(db)
-        .await
-        .map(drop)
+/// Marks a job done, if `owner` still holds it (a process that lost its lease leaves the
+/// outcome to the one that took the job over).
+pub async fn complete_job(db: impl SqliteExecutor<'_>, id: i64, owner: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'done', lease_until = NULL, lease_owner = NULL, updated_at = ? \
+         WHERE id = ? AND status = 'running' AND lease_owner = ?",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .bind(owner)
+    .execute(db)
+    .await
+    .map(drop)
 }
 
-/// Records a failed attempt: back to pending at `retry_at`, or `failed` for good when
-/// `retry_at` is `None`.
-pub async fn fail_job(db: impl SqliteExecutor<'_>, id: i64, error: &str, retry_at: Option<i64>) -> sqlx::Result<()> {
+/// Records a failed attempt of a job `owner` holds: back to pending at `retry_at`, or
+/// `failed` for good when `retry_at` is `None`.
+pub async fn fail_job(
+    db: impl SqliteExecutor<'_>,
+    id: i64,
+    owner: &str,
+    error: &str,
+    retry_at: Option<i64>,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE jobs SET status = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END, run_at = COALESCE(?, run_at), \
-           lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ?",
+           lease_until = NULL, lease_owner = NULL, last_error = ?, updated_at = ? \
+         WHERE id = ? AND status = 'running' AND lease_owner = ?",
     )
     .bind(retry_at)
     .bind(retry_at)
     .bind(error)
     .bind(now_ms())
     .bind(id)
+    .bind(owner)
     .execute(db)
     .await
     .map(drop)
@@ -1323,17 +1412,57 @@ pub async fn list_sites_with_status(db: impl SqliteExecutor<'_>, status: &str) -
         .await
 }
 
-/// Puts jobs left `running` by a previous process back in the queue. Only for a store
-/// that one process owns (SQLite behind the data-dir lock): that owner just started, so
-/// nothing else can be running them.
-pub async fn requeue_orphaned_jobs(db: impl SqliteExecutor<'_>) -> sqlx::Result<u64> {
-    Ok(
-        sqlx::query("UPDATE jobs SET status = 'pending', lease_until = NULL, run_at = ? WHERE status = 'running'")
-            .bind(now_ms())
-            .execute(db)
-            .await?
-            .rows_affected(),
+/// Puts the jobs `owner` left `running` back in the queue: called at start, when the
+/// data-dir lock proves the previous run of this owner is dead. Jobs other processes hold
+/// are left alone: they are taken over only once their lease expires (see [`claim_job`]).
+/// Jobs with no recorded owner were left by a version that kept none (one process per
+/// database) and count as this owner's.
+pub async fn requeue_own_jobs(db: impl SqliteExecutor<'_>, owner: &str) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE jobs SET status = 'pending', lease_until = NULL, lease_owner = NULL, run_at = ? \
+         WHERE status = 'running' AND (lease_owner = ? OR lease_owner IS NULL)",
     )
+    .bind(now_ms())
+    .bind(owner)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
+/// Takes or renews the singleton lease `name` for `holder`, until `lease_ms` from now: true
+/// when `holder` holds it now (it was free, expired, or already its own); false while
+/// another holder's lease is live. One statement, so two processes never both get it.
+pub async fn hold_singleton(
+    db: impl SqliteExecutor<'_>,
+    name: &str,
+    holder: &str,
+    lease_ms: i64,
+) -> sqlx::Result<bool> {
+    let now = now_ms();
+    Ok(sqlx::query(
+        "INSERT INTO singleton_leases (name, holder, lease_until) VALUES (?, ?, ?) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+         WHERE singleton_leases.holder = excluded.holder OR singleton_leases.lease_until < ?",
+    )
+    .bind(name)
+    .bind(holder)
+    .bind(now + lease_ms)
+    .bind(now)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Gives up `holder`'s singleton lease `name` (at shutdown), so another process takes the
+/// loop over without waiting for the lease to expire.
+pub async fn release_singleton(db: impl SqliteExecutor<'_>, name: &str, holder: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM singleton_leases WHERE name = ? AND holder = ?")
+        .bind(name)
+        .bind(holder)
+        .execute(db)
+        .await
+        .map(drop)
 }
 
 // ---------------------------------------------------------------- env vars

@@ -347,6 +347,8 @@ impl Service {
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
         let mut next_dns_check = tokio::time::Instant::now();
+        // The domain's events (by cursor, whichever process wrote them) wake this early.
+        let mut cursor = self.platform.events.cursor().await?;
         loop {
             let row = self.find_domain(actor, site, domain).await?;
             let status = DomainStatus::parse(&row.status).unwrap_or(DomainStatus::PendingDns);
@@ -366,7 +368,10 @@ impl Service {
                 next_dns_check = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
                 continue;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(250).min(deadline - now)).await;
+            let nap = std::time::Duration::from_secs(1).min(deadline - now);
+            if let Some(last) = self.platform.events.next(&row.id, cursor, nap).await?.last() {
+                cursor = last.id;
+            }
         }
     }
 

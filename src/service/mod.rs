@@ -54,7 +54,7 @@ pub use people::{
     AddMemberInput, ApiKeyInfo, ApiKeyList, ApiKeyRef, CreateApiKeyInput, CreatedApiKey, MemberInfo, MemberList,
     MemberRef, SetMemberRoleInput,
 };
-pub use platform::{DeploymentEvent, HealthChange, Platform, secret_context};
+pub use platform::{HealthChange, Platform, secret_context};
 pub use types::*;
 pub use usage::{InstanceUsage, ResourceUsageInput, ResourceUsageOutput};
 
@@ -883,6 +883,31 @@ impl Service {
         })
     }
 
+    /// A deployment's events after the cursor `after`, oldest first (at most a batch),
+    /// waiting up to `within` for the first; written by this process or another one on
+    /// the same database.
+    pub async fn deployment_events(
+        &self,
+        actor: &Actor,
+        deployment_id: &str,
+        after: i64,
+        within: Duration,
+    ) -> ServiceResult<Vec<DeploymentEventInfo>> {
+        self.authorize(actor, Action::ReadSites, Target::Deployment(deployment_id))
+            .await?;
+        let d = self.find_deployment(actor, deployment_id).await?;
+        let events = self.platform.events.next(&d.id, after.max(0), within).await?;
+        Ok(events
+            .into_iter()
+            .map(|e| DeploymentEventInfo {
+                cursor: e.id,
+                kind: e.kind,
+                time: rfc3339(e.created_at),
+                data: serde_json::from_str(&e.data).unwrap_or_default(),
+            })
+            .collect())
+    }
+
     /// Audit entries of the caller's org, newest first, a page at a time.
     pub async fn list_audit(&self, actor: &Actor, input: &ListAuditInput) -> ServiceResult<AuditPage> {
         self.authorize(actor, Action::ManageMembers, Target::Org).await?;
@@ -914,7 +939,8 @@ impl Service {
 
     /// Waits until a deployment reaches a final status or the timeout passes, calling
     /// `on_progress` at each status change. A failed deployment comes back with its error
-    /// and last log lines.
+    /// and last log lines. Follows the deployment's events by cursor, so a change made by
+    /// another process on the same database wakes it too.
     pub async fn wait_for(
         &self,
         actor: &Actor,
@@ -924,7 +950,9 @@ impl Service {
     ) -> ServiceResult<DeploymentInfo> {
         let timeout = Duration::from_secs(timeout_seconds.unwrap_or(DEFAULT_WAIT).clamp(1, MAX_WAIT));
         let deadline = Instant::now() + timeout;
-        let mut events = self.platform.events.subscribe();
+        // From the newest event on: what happens after this is seen, what happened
+        // before is in the first read of the deployment.
+        let mut cursor = self.platform.events.cursor().await?;
         let mut last_status = None;
         let mut last_sent: Option<Instant> = None;
         loop {
@@ -956,15 +984,12 @@ impl Service {
                 info.wait_timed_out = Some(true);
                 return Ok(info);
             }
-            let nap = (deadline - now).min(Duration::from_millis(500));
-            let _ = tokio::time::timeout(nap, async {
-                while let Ok(ev) = events.recv().await {
-                    if ev.deployment_id == deployment_id {
-                        break;
-                    }
-                }
-            })
-            .await;
+            // An event about it wakes this early; otherwise progress is due again then.
+            let nap = (deadline - now).min(PROGRESS_EVERY);
+            let seen = self.platform.events.next(&d.id, cursor, nap).await?;
+            if let Some(last) = seen.last() {
+                cursor = last.id;
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use berth_build::sandbox::Sandbox;
 use berth_edge::Edge;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
@@ -34,15 +34,6 @@ pub enum HealthChange {
         /// Which deployment.
         deployment_id: String,
     },
-}
-
-/// A deployment changed status (the in-process face of the `deployment.*` events).
-#[derive(Clone, Debug)]
-pub struct DeploymentEvent {
-    /// Which deployment.
-    pub deployment_id: String,
-    /// Its new status.
-    pub status: DeploymentStatus,
 }
 
 /// Everything a running server shares.
@@ -73,8 +64,8 @@ pub struct Platform {
     pub reconcile_wake: Arc<Notify>,
     /// Serialises reconcile passes.
     pub reconcile_lock: tokio::sync::Mutex<()>,
-    /// Deployment status changes, for waiters.
-    pub events: broadcast::Sender<DeploymentEvent>,
+    /// The event bus (the `events` table, read by cursor), for waiters and streams.
+    pub events: crate::events::EventBus,
     /// Seals and opens env var values.
     pub secrets: SecretBox,
     /// The git server's state: hook grants, verified push tokens, listener address.
@@ -111,6 +102,7 @@ impl Platform {
         reconcile_wake: Arc<Notify>,
         secrets: SecretBox,
         local_repos: crate::source::LocalRepoPolicy,
+        replica_id: &str,
     ) -> Self {
         let build_gate = crate::build_gate::BuildGate::new(config.build_concurrency);
         let key_lookup = Arc::new(crate::auth::KeyLookup::in_dir(&config.data_dir));
@@ -118,7 +110,8 @@ impl Platform {
             config,
             edge_port,
             edge_tls_port,
-            jobs: JobQueue::new(store.clone()),
+            jobs: JobQueue::new(store.clone(), replica_id),
+            events: crate::events::EventBus::new(store.clone()),
             store,
             sandbox,
             isolation,
@@ -128,7 +121,6 @@ impl Platform {
             edge,
             reconcile_wake,
             reconcile_lock: tokio::sync::Mutex::new(()),
-            events: broadcast::channel(256).0,
             secrets,
             git: super::git::GitState::default(),
             local_repos,
@@ -236,10 +228,7 @@ impl Platform {
         }
         tx.commit().await?;
         if moved {
-            let _ = self.events.send(DeploymentEvent {
-                deployment_id: d.id.clone(),
-                status: to,
-            });
+            self.events.notify();
         }
         Ok(moved)
     }
@@ -260,10 +249,7 @@ impl Platform {
             let data = serde_json::json!({ "site_id": d.site_id, "newer": current });
             store::insert_event(&mut *tx, &d.org_id, "deployment.superseded", &d.id, &data).await?;
             tx.commit().await?;
-            let _ = self.events.send(DeploymentEvent {
-                deployment_id: d.id.clone(),
-                status: DeploymentStatus::Superseded,
-            });
+            self.events.notify();
             return Ok(false);
         }
         if !store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Live, None).await? {
@@ -282,19 +268,11 @@ impl Platform {
             &serde_json::json!({ "site_id": d.site_id, "superseded": superseded }),
         )
         .await?;
+        insert_superseded_events(&mut tx, &d.org_id, &d.site_id, &superseded, &d.id).await?;
         tx.commit().await?;
         crate::reconciler::reconcile_holding_lock(self).await?;
         drop(routes);
-        let _ = self.events.send(DeploymentEvent {
-            deployment_id: d.id.clone(),
-            status: DeploymentStatus::Live,
-        });
-        for id in superseded {
-            let _ = self.events.send(DeploymentEvent {
-                deployment_id: id,
-                status: DeploymentStatus::Superseded,
-            });
-        }
+        self.events.notify();
         Ok(true)
     }
 
@@ -493,10 +471,7 @@ impl Platform {
         });
         store::insert_event(&mut *tx, &d.org_id, "deployment.crashed", &d.id, &data).await?;
         tx.commit().await?;
-        let _ = self.events.send(DeploymentEvent {
-            deployment_id: d.id.clone(),
-            status: DeploymentStatus::Crashed,
-        });
+        self.events.notify();
         tracing::warn!(deployment.id = %d.id, environment = %env.name, "a live deployment crash-loops");
         let Some(target) = target else {
             let why = match self.config.on_crash_loop {
@@ -634,19 +609,15 @@ impl Platform {
             let superseded = store::refresh_liveness(&mut tx, &touched).await?;
             let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "deployment_id": d.id });
             store::insert_event(&mut *tx, &site.org_id, "environment.pointed", &env.id, &data).await?;
+            insert_superseded_events(&mut tx, &site.org_id, &site.id, &superseded, &d.id).await?;
             tx.commit().await?;
+            self.events.notify();
             crate::reconciler::reconcile(self).await?;
-            anyhow::Ok(superseded)
+            anyhow::Ok(())
         }
         .await;
         self.unregister_cancel(&d.id);
-        for id in pointed? {
-            let _ = self.events.send(DeploymentEvent {
-                deployment_id: id,
-                status: DeploymentStatus::Superseded,
-            });
-        }
-        Ok(())
+        pointed
     }
 
     /// Wakes the sleeping environment served at `host` (the edge's activator calls this
@@ -738,4 +709,20 @@ impl Platform {
 /// What a sealed env var is bound to: its site, scope and name.
 pub fn secret_context(site_id: &str, scope: &str, name: &str) -> String {
     format!("env:{site_id}:{scope}:{name}")
+}
+
+/// Records, in the transaction that superseded them, a `deployment.superseded` event for
+/// each deployment `by` took the place of: readers follow each deployment by its own events.
+async fn insert_superseded_events(
+    tx: &mut store::Tx,
+    org_id: &str,
+    site_id: &str,
+    superseded: &[String],
+    by: &str,
+) -> sqlx::Result<()> {
+    for id in superseded {
+        let data = serde_json::json!({ "site_id": site_id, "status": "superseded", "by": by });
+        store::insert_event(&mut **tx, org_id, "deployment.superseded", id, &data).await?;
+    }
+    Ok(())
 }

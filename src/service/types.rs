@@ -611,6 +611,19 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// A change to a deployment, as the events table recorded it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentEventInfo {
+    /// Cursor of this event (pass it back to resume after it).
+    pub cursor: i64,
+    /// `deployment.queued`, `deployment.building`, `deployment.live`, …
+    pub kind: String,
+    /// Time (RFC 3339).
+    pub time: String,
+    /// Details (the site, the new status, an error, …).
+    pub data: serde_json::Value,
+}
+
 /// A page of log lines.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct LogPage {

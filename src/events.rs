@@ -1,0 +1,166 @@
+//! The event bus is the `events` table. Every state change is written there with the
+//! change (in its transaction) under an id that only grows, the cursor; readers (deploy
+//! and domain waits, MCP progress, the deployment status stream) follow it by cursor, so a
+//! change another process on the same database made reaches them as surely as this one's.
+//! SQLite tells no other process of a commit: readers poll, a few times a second, and an
+//! in-process notify wakes them at once for this process's own changes. Readers take at
+//! most [`READ_BATCH`] events at a time; events older than [`RETENTION_MS`], or beyond the
+//! newest [`MAX_EVENTS`], are pruned by whichever process holds the pruning lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::Singleton;
+use crate::store::{self, EventRow, Store};
+use crate::util::now_ms;
+
+/// How often a waiting reader looks for events written by other processes.
+pub const POLL: Duration = Duration::from_millis(250);
+/// The most events one read returns.
+pub const READ_BATCH: i64 = 100;
+/// How long events are kept.
+pub const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
+/// The most events kept, whatever their age.
+pub const MAX_EVENTS: i64 = 100_000;
+/// How often old events are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Reads the events table by cursor and wakes this process's readers.
+#[derive(Clone, Debug)]
+pub struct EventBus {
+    store: Store,
+    wake: Arc<Notify>,
+}
+
+impl EventBus {
+    /// A bus over the store's events table.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Wakes this process's readers: call after a transaction that wrote events commits.
+    pub fn notify(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// The newest event's cursor (0 when there is none): a reader starting now follows
+    /// from here.
+    pub async fn cursor(&self) -> sqlx::Result<i64> {
+        store::latest_event_id(self.store.pool()).await
+    }
+
+    /// The events about `subject` after `after`, oldest first, at most [`READ_BATCH`]:
+    /// waits up to `within` for the first one; empty when none came.
+    pub async fn next(&self, subject: &str, after: i64, within: Duration) -> sqlx::Result<Vec<EventRow>> {
+        let deadline = Instant::now() + within;
+        loop {
+            // Registered before the read: a notify between the read and the wait is kept.
+            let notified = self.wake.notified();
+            let events = store::events_after(self.store.pool(), subject, after, READ_BATCH).await?;
+            let now = Instant::now();
+            if !events.is_empty() || now >= deadline {
+                return Ok(events);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(POLL.min(deadline - now)) => {}
+            }
+        }
+    }
+}
+
+/// The singleton lease pruning holds: one process on the database prunes.
+pub const PRUNE_LEASE: &str = "prune-events";
+
+/// Prunes old events every [`PRUNE_EVERY`] until `stop`, in passes only while this
+/// process holds the lease of `singleton` (made with [`PRUNE_LEASE`] and a lease longer
+/// than [`PRUNE_EVERY`], e.g. [`prune_lease`]).
+pub async fn run_pruning(store: Store, singleton: Singleton, stop: CancellationToken) {
+    loop {
+        if singleton.hold().await {
+            match store::prune_events(store.pool(), now_ms() - RETENTION_MS, MAX_EVENTS).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "pruned old events"),
+                Err(err) => tracing::warn!(error = %err, "pruning old events failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.cancelled() => {
+                singleton.release().await;
+                return;
+            }
+        }
+    }
+}
+
+/// How long the pruning lease lasts: two passes, so a live holder keeps it.
+pub fn prune_lease() -> Duration {
+    PRUNE_EVERY * 2
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::EventBus;
+    use crate::store::{self, Store};
+    use crate::util::now_ms;
+
+    #[tokio::test]
+    async fn a_reader_is_woken_by_another_connection_and_old_events_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let store = Store::open_sqlite(&path).await.unwrap();
+        let bus = EventBus::new(store.clone());
+        let start = bus.cursor().await.unwrap();
+        let data = serde_json::json!({});
+        // Another process's connection to the same file.
+        let other = Store::open_sqlite(&path).await.unwrap();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            store::insert_event(other.pool(), "org", "deployment.live", "dpl_other", &data)
+                .await
+                .unwrap()
+        });
+        let seen = bus.next("dpl_other", start, Duration::from_secs(5)).await.unwrap();
+        let id = writer.await.unwrap();
+        assert_eq!(seen.iter().map(|e| e.id).collect::<Vec<_>>(), [id]);
+        assert_eq!(seen[0].kind, "deployment.live");
+        // Nothing newer: the reader gives up at its deadline.
+        assert!(
+            bus.next("dpl_other", id, Duration::from_millis(300))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // Pruning: by age, then by count (the newest are kept).
+        sqlx::query("UPDATE events SET created_at = 1 WHERE id = ?")
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        for n in 0..5 {
+            store::insert_event(store.pool(), "org", "x", &format!("s{n}"), &serde_json::json!({}))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store::prune_events(store.pool(), now_ms() - 60_000, 3).await.unwrap(),
+            3
+        );
+        let left: Vec<String> = sqlx::query_scalar("SELECT subject FROM events ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, ["s2", "s3", "s4"]);
+    }
+}
