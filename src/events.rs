@@ -5,7 +5,8 @@
 //! SQLite tells no other process of a commit: readers poll, a few times a second, and an
 //! in-process notify wakes them at once for this process's own changes. Readers take at
 //! most [`READ_BATCH`] events at a time; events older than [`RETENTION_MS`], or beyond the
-//! newest [`MAX_EVENTS`], are pruned by whichever process holds the pruning lease.
+//! newest [`MAX_EVENTS`], are pruned by whichever process holds the pruning lease, and
+//! so are finished jobs (done or failed) older than [`RETENTION_MS`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +91,12 @@ pub async fn run_pruning(store: Store, singleton: Singleton, stop: CancellationT
                 Ok(n) => tracing::info!(events = n, "pruned old events"),
                 Err(err) => tracing::warn!(error = %err, "pruning old events failed"),
             }
+            // Finished jobs go after the same time: their deployments keep the outcome.
+            match store::prune_finished_jobs(store.pool(), now_ms() - RETENTION_MS).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "pruned finished jobs"),
+                Err(err) => tracing::warn!(error = %err, "pruning finished jobs failed"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
@@ -162,5 +169,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, ["s2", "s3", "s4"]);
+    }
+
+    #[tokio::test]
+    async fn only_finished_jobs_older_than_the_retention_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("jobs.db")).await.unwrap();
+        let payload = serde_json::json!({});
+        let mut ids = Vec::new();
+        for (n, status, old) in [
+            (0, "done", true),
+            (1, "failed", true),
+            (2, "done", false),
+            (3, "pending", true),
+            (4, "running", true),
+        ] {
+            let mut conn = store.pool().acquire().await.unwrap();
+            let key = format!("k{n}");
+            let id = store::enqueue_job(&mut conn, "org", "deploy", &payload, 3, Some(&key), None)
+                .await
+                .unwrap();
+            let updated = if old { 1 } else { now_ms() };
+            sqlx::query("UPDATE jobs SET status = ?, updated_at = ? WHERE id = ?")
+                .bind(status)
+                .bind(updated)
+                .bind(id)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        let gone = store::prune_finished_jobs(store.pool(), now_ms() - 60_000)
+            .await
+            .unwrap();
+        assert_eq!(gone, 2);
+        let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, ids[2..]);
     }
 }

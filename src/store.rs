@@ -1133,6 +1133,26 @@ pub async fn prune_events(db: &SqlitePool, before: i64, keep: i64) -> sqlx::Resu
     }
 }
 
+/// Deletes finished jobs (`done` or `failed`) last changed before `before` (ms); returns
+/// how many went. Pending and running jobs are never touched. A batch at a time.
+pub async fn prune_finished_jobs(db: &SqlitePool, before: i64) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let gone = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+               WHERE status IN ('done', 'failed') AND updated_at < ? LIMIT 5000)",
+        )
+        .bind(before)
+        .execute(db)
+        .await?
+        .rows_affected();
+        total += gone;
+        if gone < 5000 {
+            return Ok(total);
+        }
+    }
+}
+
 /// An audit entry.
 #[derive(Clone, Debug, FromRow)]
 pub struct AuditRow {
