@@ -1115,17 +1115,25 @@ pub async fn events_after(
 /// Deletes events older than `before` (ms) and all but the newest `keep`; returns how
 /// many went. A batch at a time, so the write lock is never held long.
 pub async fn prune_events(db: &SqlitePool, before: i64, keep: i64) -> sqlx::Result<u64> {
+    delete_in_batches(
+        db,
+        "DELETE FROM events WHERE id IN (SELECT id FROM events \
+           WHERE created_at < ? OR id <= (SELECT COALESCE(MAX(id), 0) FROM events) - ? LIMIT 5000)",
+        &[before, keep],
+    )
+    .await
+}
+
+/// Runs a `DELETE … LIMIT 5000` statement with `binds` until a run deletes fewer than
+/// 5000 rows, so no one statement holds the write lock long; returns how many went.
+async fn delete_in_batches(db: &SqlitePool, sql: &'static str, binds: &[i64]) -> sqlx::Result<u64> {
     let mut total = 0;
     loop {
-        let gone = sqlx::query(
-            "DELETE FROM events WHERE id IN (SELECT id FROM events \
-               WHERE created_at < ? OR id <= (SELECT COALESCE(MAX(id), 0) FROM events) - ? LIMIT 5000)",
-        )
-        .bind(before)
-        .bind(keep)
-        .execute(db)
-        .await?
-        .rows_affected();
+        let mut query = sqlx::query(sql);
+        for value in binds {
+            query = query.bind(*value);
+        }
+        let gone = query.execute(db).await?.rows_affected();
         total += gone;
         if gone < 5000 {
             return Ok(total);
@@ -1136,21 +1144,13 @@ pub async fn prune_events(db: &SqlitePool, before: i64, keep: i64) -> sqlx::Resu
 /// Deletes finished jobs (`done` or `failed`) last changed before `before` (ms); returns
 /// how many went. Pending and running jobs are never touched. A batch at a time.
 pub async fn prune_finished_jobs(db: &SqlitePool, before: i64) -> sqlx::Result<u64> {
-    let mut total = 0;
-    loop {
-        let gone = sqlx::query(
-            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
-               WHERE status IN ('done', 'failed') AND updated_at < ? LIMIT 5000)",
-        )
-        .bind(before)
-        .execute(db)
-        .await?
-        .rows_affected();
-        total += gone;
-        if gone < 5000 {
-            return Ok(total);
-        }
-    }
+    delete_in_batches(
+        db,
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+           WHERE status IN ('done', 'failed') AND updated_at < ? LIMIT 5000)",
+        &[before],
+    )
+    .await
 }
 
 /// An audit entry.
