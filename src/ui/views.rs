@@ -291,6 +291,60 @@ pub fn login(csrf: &str, next: &str, error: Option<&str>) -> Markup {
     )
 }
 
+/// The page an invitation link opens: the org, the email and the role, and a form that
+/// sets a password (new account) or takes the existing account's (or, signed in as that
+/// person, only confirms).
+pub fn invitation(
+    session: Option<&Session>,
+    token: &str,
+    csrf: &str,
+    p: &crate::service::invitations::InvitationPreview,
+    signed_in: bool,
+    n: Option<&Notice>,
+) -> Markup {
+    page(
+        session,
+        "Join an org",
+        html! {
+            section.narrow #invitation {
+                h1 { "Join " (p.org_name) }
+                p { "You are invited as " strong #invite-role { (p.role) } " with the email " span.mono #invite-email { (p.email) } "." }
+                p.muted.small { "The invitation works once and expires " (when(&p.expires_at)) "." }
+                @if let Some(n) = n.filter(|n| n.field.is_none()) { (notice(Some(n))) }
+                form.card.form method="post" action=(format!("/invite/{token}")) #accept-form {
+                    input type="hidden" name=(CSRF_FIELD) value=(csrf);
+                    @if signed_in {
+                        p { "You are signed in as " (p.email) "." }
+                    } @else if p.has_account {
+                        div.field {
+                            label for="password" { "Password of " (p.email) }
+                            input #password type="password" name="password" autocomplete="current-password" required
+                                aria-invalid=[has_error(n, "password")];
+                            small.hint { "You already have an account here: sign in with it to join." }
+                            (field_error(n, "password"))
+                        }
+                    } @else {
+                        div.field {
+                            label for="password" { "Choose a password" }
+                            input #password type="password" name="password" autocomplete="new-password" required minlength="12"
+                                aria-invalid=[has_error(n, "password")];
+                            small.hint { "At least 12 characters; a passphrase of a few words is easiest." }
+                            (field_error(n, "password"))
+                        }
+                        div.field {
+                            label for="password_again" { "The same password again" }
+                            input #password_again type="password" name="password_again" autocomplete="new-password" required
+                                aria-invalid=[has_error(n, "password_again")];
+                            (field_error(n, "password_again"))
+                        }
+                    }
+                    button.btn.btn-primary #accept-submit type="submit" { "Join " (p.org_name) }
+                }
+            }
+        },
+    )
+}
+
 /// An error page (not found, refused, internal).
 pub fn error_page(session: Option<&Session>, title: &str, message: &str) -> Markup {
     page(
