@@ -3,6 +3,7 @@
 //! the binary. Handlers are adapters like REST and MCP: they parse forms, call the
 //! service layer as the logged-in key's actor, and show its errors next to the field.
 
+mod people;
 pub mod session;
 pub mod views;
 
@@ -73,6 +74,16 @@ pub fn router(state: UiState) -> Router {
         .route("/providers", get(providers))
         .route("/providers/{provider}", post(save_provider))
         .route("/providers/{provider}/test", post(test_provider))
+        .route("/members", get(people::members))
+        .route("/members/invite", post(people::invite))
+        .route("/members/{email}/role", post(people::set_role))
+        .route("/members/{email}/remove", post(people::remove))
+        .route("/members/invitations/{id}/revoke", post(people::revoke_invitation))
+        .route("/keys", get(people::keys).post(people::create_key))
+        .route("/keys/{id}/revoke", post(people::revoke_key))
+        .route("/connected-apps", get(people::connected_apps))
+        .route("/connected-apps/freeze", post(people::freeze))
+        .route("/connected-apps/{id}/revoke", post(people::revoke_app))
         .fallback(not_found)
         .with_state(state)
 }

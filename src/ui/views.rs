@@ -64,6 +64,11 @@ pub fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                                 a href="/sites" { "Sites" }
                                 a href="/sites/new" { "New site" }
                                 a href="/providers" { "Providers" }
+                                @if s.actor.require(crate::service::access::Action::ManageMembers, None, None).is_ok() {
+                                    a href="/members" { "Members" }
+                                }
+                                a href="/keys" { "API keys" }
+                                a href="/connected-apps" { "Connected apps" }
                             }
                             div.whoami {
                                 span.org title="Org and API key this session acts as" {
@@ -144,7 +149,7 @@ pub fn badge(status: &str) -> Markup {
 }
 
 /// A timestamp shown as date and time, refined to "n min ago" by the script.
-fn when(rfc3339: &str) -> Markup {
+pub(super) fn when(rfc3339: &str) -> Markup {
     let shown = rfc3339.get(..16).unwrap_or(rfc3339).replace('T', " ");
     html! { time datetime=(rfc3339) title=(rfc3339) { (shown) " UTC" } }
 }
@@ -169,7 +174,7 @@ fn source_line(d: &DeploymentInfo) -> Markup {
 }
 
 /// A copy-to-clipboard button for the text of `target` (a CSS selector).
-fn copy_button(target: &str, label: &str) -> Markup {
+pub(super) fn copy_button(target: &str, label: &str) -> Markup {
     html! { button.btn.btn-small type="button" data-copy=(target) { (label) } }
 }
 
@@ -497,7 +502,8 @@ pub struct CreateSiteForm {
     pub env: String,
 }
 
-fn field_error(n: Option<&Notice>, field: &str) -> Markup {
+/// A field's error message, when the notice names that field.
+pub(super) fn field_error(n: Option<&Notice>, field: &str) -> Markup {
     html! {
         @if let Some(n) = n.filter(|n| n.field.as_deref() == Some(field)) {
             p.field-error id=(format!("{field}-error")) role="alert" { span aria-hidden="true" { "✕ " } (n.message) }
@@ -505,7 +511,8 @@ fn field_error(n: Option<&Notice>, field: &str) -> Markup {
     }
 }
 
-fn has_error(n: Option<&Notice>, field: &str) -> Option<&'static str> {
+/// `aria-invalid` for a field the notice names.
+pub(super) fn has_error(n: Option<&Notice>, field: &str) -> Option<&'static str> {
     n.filter(|n| n.field.as_deref() == Some(field)).map(|_| "true")
 }
 
