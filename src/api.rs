@@ -67,6 +67,27 @@ pub async fn require_key(State(auth): State<Arc<Authenticator>>, mut req: Reques
     };
     match result {
         Ok(actor) => {
+            // An OAuth tool call lacking a scope is refused as HTTP 403 insufficient_scope.
+            let small = req
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n <= crate::oauth::MAX_INSPECTED_MCP_BODY);
+            if for_mcp && actor.grant.is_some() && req.method() == axum::http::Method::POST && small {
+                let (parts, body) = req.into_parts();
+                let bytes = match axum::body::to_bytes(body, crate::oauth::MAX_INSPECTED_MCP_BODY as usize).await {
+                    Ok(b) => b,
+                    Err(_) => {
+                        return ServiceError::invalid("body", "the request body could not be read whole")
+                            .into_response();
+                    }
+                };
+                if let Some(refused) = crate::oauth::insufficient_scope(&auth, &actor, &bytes) {
+                    return refused;
+                }
+                req = Request::from_parts(parts, Body::from(bytes));
+            }
             req.extensions_mut().insert(actor);
             next.run(req).await
         }

@@ -1333,7 +1333,7 @@ impl BerthMcp {
 
 /// The action a tool needs, to list only the tools an OAuth grant allows (`None`: every
 /// caller may call it).
-fn tool_action(name: &str) -> Option<Action> {
+pub(crate) fn tool_action(name: &str) -> Option<Action> {
     Some(match name {
         "HOSTING_WHOAMI" => return None,
         "HOSTING_GET_DEPLOYMENT_LOGS" | "HOSTING_GET_ENVIRONMENT_LOGS" => Action::ReadLogs,
