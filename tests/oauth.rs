@@ -219,18 +219,18 @@ async fn an_mcp_client_connects_by_oauth_narrowed_to_what_the_person_chose() {
         message.contains("production") && message.contains("/oauth/authorize"),
         "{message}"
     );
-    // A scope not granted: a tool error naming it.
-    let r = call(
-        &agent,
-        "HOSTING_SET_ENV_VARS",
-        json!({ "site": "alpha", "environment": "preview", "vars": {"A": "1"} }),
-    )
-    .await;
-    let (code_name, message) = error_of(&r).expect("refused");
-    assert_eq!(code_name, "forbidden", "{message}");
+    // A scope not granted: HTTP 403 insufficient_scope naming it, which rmcp's client
+    // reports as such.
+    let params = rmcp::model::CallToolRequestParams::new("HOSTING_SET_ENV_VARS").with_arguments(
+        json!({ "site": "alpha", "environment": "preview", "vars": {"A": "1"} })
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
+    let refused = format!("{:?}", agent.call_tool(params).await.expect_err("refused"));
     assert!(
-        message.contains("env:write") && message.contains("consent page"),
-        "{message}"
+        refused.contains("InsufficientScope") && refused.contains("env:write"),
+        "{refused}"
     );
     agent.cancel().await.unwrap();
 
