@@ -67,6 +67,27 @@ pub async fn require_key(State(auth): State<Arc<Authenticator>>, mut req: Reques
     };
     match result {
         Ok(actor) => {
+            // An OAuth tool call lacking a scope is refused as HTTP 403 insufficient_scope.
+            let small = req
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n <= crate::oauth::MAX_INSPECTED_MCP_BODY);
+            if for_mcp && actor.grant.is_some() && req.method() == axum::http::Method::POST && small {
+                let (parts, body) = req.into_parts();
+                let bytes = match axum::body::to_bytes(body, crate::oauth::MAX_INSPECTED_MCP_BODY as usize).await {
+                    Ok(b) => b,
+                    Err(_) => {
+                        return ServiceError::invalid("body", "the request body could not be read whole")
+                            .into_response();
+                    }
+                };
+                if let Some(refused) = crate::oauth::insufficient_scope(&auth, &actor, &bytes) {
+                    return refused;
+                }
+                req = Request::from_parts(parts, Body::from(bytes));
+            }
             req.extensions_mut().insert(actor);
             next.run(req).await
         }
@@ -137,6 +158,8 @@ pub fn router(service: Service) -> Router {
             "/api/members/{email}",
             axum::routing::patch(set_member_role).delete(remove_member),
         )
+        .route("/api/invitations", get(list_invitations).post(invite_member))
+        .route("/api/invitations/{id}", axum::routing::delete(revoke_invitation))
         .route("/api/keys", get(list_api_keys).post(create_api_key))
         .route("/api/keys/{id}", axum::routing::delete(revoke_api_key))
         .route("/api/connected-apps", get(list_connected_apps))
@@ -1195,6 +1218,32 @@ async fn remove_member(
     Path(email): Path<String>,
 ) -> ApiResult<MemberInfo> {
     Ok(Json(s.remove_member(&actor, &MemberRef { email }).await?))
+}
+
+/// `HOSTING_LIST_INVITATIONS`: `GET /api/invitations`.
+async fn list_invitations(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<InvitationList> {
+    Ok(Json(s.list_invitations(&actor).await?))
+}
+
+/// `HOSTING_INVITE_MEMBER`: `POST /api/invitations` (the link is in the answer, once).
+async fn invite_member(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    input: Result<Json<InviteMemberInput>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedInvitation>), ServiceError> {
+    let Json(input) = input.map_err(bad_json)?;
+    Ok((StatusCode::CREATED, Json(s.invite_member(&actor, &input).await?)))
+}
+
+/// `HOSTING_REVOKE_INVITATION`: `DELETE /api/invitations/{id}`.
+async fn revoke_invitation(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(invitation_id): Path<String>,
+) -> ApiResult<InvitationInfo> {
+    Ok(Json(
+        s.revoke_invitation(&actor, &InvitationRef { invitation_id }).await?,
+    ))
 }
 
 async fn list_api_keys(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<ApiKeyList> {

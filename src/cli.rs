@@ -1610,6 +1610,72 @@ pub async fn users_remove(args: &ClientArgs, email: &str, json: bool) -> anyhow:
     Ok(())
 }
 
+/// `berth users invite EMAIL --role R`: prints the single-use link once.
+pub async fn users_invite(
+    args: &ClientArgs,
+    email: &str,
+    role: &str,
+    days: Option<u32>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let input = crate::service::InviteMemberInput {
+        email: email.to_string(),
+        role: role.to_string(),
+        expires_in_days: days,
+    };
+    let out: crate::service::CreatedInvitation = client
+        .post_json("/api/invitations", &serde_json::to_value(input)?)
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    println!(
+        "invited {} as {} (id {}, expires {})",
+        out.invitation.email, out.invitation.role, out.invitation.id, out.invitation.expires_at
+    );
+    println!("give them this link (it works once and is not shown again):");
+    println!("    {}", out.link);
+    Ok(())
+}
+
+/// `berth users invitations`.
+pub async fn users_invitations(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::InvitationList = client.get("/api/invitations").await?;
+    if json {
+        return print_json(&out);
+    }
+    println!("{:<36} {:<32} {:<10} {:<9} EXPIRES", "ID", "EMAIL", "ROLE", "STATUS");
+    for i in &out.invitations {
+        println!(
+            "{:<36} {:<32} {:<10} {:<9} {}",
+            i.id,
+            i.email,
+            i.role.as_str(),
+            i.status.as_str(),
+            i.expires_at
+        );
+    }
+    Ok(())
+}
+
+/// `berth users revoke-invitation ID`.
+pub async fn users_revoke_invitation(args: &ClientArgs, id: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::InvitationInfo = client
+        .delete(&format!("/api/invitations/{}", crate::ui::session::urlencode(id)))
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    println!(
+        "revoked the invitation of {} ({}): its link no longer works",
+        out.email, out.id
+    );
+    Ok(())
+}
+
 /// `berth keys create`: prints the token once.
 pub async fn keys_create(
     args: &ClientArgs,

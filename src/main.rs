@@ -477,6 +477,35 @@ enum UsersCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Invite a person with a role: prints a single-use link (shown once) that lets them
+    /// set a password, or sign in, and join.
+    Invite {
+        /// Their email.
+        email: String,
+        /// owner, admin, developer, deployer or viewer.
+        #[arg(long)]
+        role: String,
+        /// Days until the link stops working (default 7, at most 30).
+        #[arg(long)]
+        days: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the org's invitations and their status (never their links).
+    Invitations {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a pending invitation: its link stops working.
+    RevokeInvitation {
+        /// The invitation's id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -848,6 +877,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             UsersCommand::List { json } => cli::users_list(c, json).await,
             UsersCommand::Role { email, role, json } => cli::users_role(c, &email, &role, json).await,
             UsersCommand::Remove { email, json } => cli::users_remove(c, &email, json).await,
+            UsersCommand::Invite {
+                email,
+                role,
+                days,
+                json,
+            } => cli::users_invite(c, &email, &role, days, json).await,
+            UsersCommand::Invitations { json } => cli::users_invitations(c, json).await,
+            UsersCommand::RevokeInvitation { id, json } => cli::users_revoke_invitation(c, &id, json).await,
         },
         Command::Keys { action } => match action {
             KeysCommand::Create {

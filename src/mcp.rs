@@ -1145,6 +1145,62 @@ impl BerthMcp {
     }
 
     #[tool(
+        name = "HOSTING_INVITE_MEMBER",
+        description = "Invite a person to the org with a role (owner, admin, developer, deployer, viewer): answers a single-use link, shown only this once, that lets them set a password (or sign in) and join; it expires in expires_in_days (default 7, at most 30). berth sends no email: give the link to the person. Needs admin; only owners invite owners.",
+        output_schema = schema_for_output::<CreatedInvitation>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn invite_member(
+        &self,
+        Parameters(input): Parameters<InviteMemberInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<CreatedInvitation> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.invite_member(&actor, &input).await?;
+        reply(
+            format!(
+                "invited {} as {} (id {}, expires {}); the link is in the structured result and is shown only this once",
+                out.invitation.email, out.invitation.role, out.invitation.id, out.invitation.expires_at
+            ),
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_LIST_INVITATIONS",
+        description = "List the org's invitations (never their links): email, role, who invited, created, expiry and status (pending, accepted, revoked, expired). Needs admin.",
+        output_schema = schema_for_output::<InvitationList>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_invitations(&self, ctx: RequestContext<RoleServer>) -> ToolResult<InvitationList> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.list_invitations(&actor).await?;
+        let line = out
+            .invitations
+            .iter()
+            .map(|i| format!("{} {} ({}, {})", i.id, i.email, i.role, i.status.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n");
+        reply(if line.is_empty() { "no invitations".into() } else { line }, out)
+    }
+
+    #[tool(
+        name = "HOSTING_REVOKE_INVITATION",
+        description = "Revoke a pending invitation by id: its link stops working at once. Needs admin.",
+        output_schema = schema_for_output::<InvitationInfo>(),
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn revoke_invitation(
+        &self,
+        Parameters(input): Parameters<InvitationRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<InvitationInfo> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.revoke_invitation(&actor, &input).await?;
+        reply(format!("revoked the invitation of {} ({})", out.email, out.id), out)
+    }
+
+    #[tool(
         name = "HOSTING_CREATE_API_KEY",
         description = "Create an API key, shown once: personal (yours, acting as your current role) or service (the org's, with a role; needs admin). Narrow it with scopes (sites:read, logs:read, deploy, env:write, secrets:read, domains:write, sites:delete, org:admin), sites and environments; it expires in expires_in_days (default 90, at most 365). A key never gets more than its maker has.",
         output_schema = schema_for_output::<CreatedApiKey>(),
@@ -1277,7 +1333,7 @@ impl BerthMcp {
 
 /// The action a tool needs, to list only the tools an OAuth grant allows (`None`: every
 /// caller may call it).
-fn tool_action(name: &str) -> Option<Action> {
+pub(crate) fn tool_action(name: &str) -> Option<Action> {
     Some(match name {
         "HOSTING_WHOAMI" => return None,
         "HOSTING_GET_DEPLOYMENT_LOGS" | "HOSTING_GET_ENVIRONMENT_LOGS" => Action::ReadLogs,
@@ -1297,6 +1353,9 @@ fn tool_action(name: &str) -> Option<Action> {
         | "HOSTING_ADD_MEMBER"
         | "HOSTING_SET_MEMBER_ROLE"
         | "HOSTING_REMOVE_MEMBER"
+        | "HOSTING_INVITE_MEMBER"
+        | "HOSTING_LIST_INVITATIONS"
+        | "HOSTING_REVOKE_INVITATION"
         | "HOSTING_CREATE_API_KEY"
         | "HOSTING_LIST_API_KEYS"
         | "HOSTING_REVOKE_API_KEY"

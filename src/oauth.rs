@@ -90,6 +90,47 @@ pub fn challenge(auth: &Authenticator, mut resp: Response, invalid_token: bool) 
     resp
 }
 
+/// The largest `/mcp` request body read to check a tool call's scope: JSON-RPC messages
+/// are small, and larger (or unsized) bodies go on to the tool, which refuses the same
+/// call as a tool error.
+pub const MAX_INSPECTED_MCP_BODY: u64 = 1 << 20;
+
+/// RFC 6750 §3.1 for `/mcp`: a `tools/call` whose tool needs a scope the OAuth grant was
+/// not given (while its person's role would allow the call) is answered `403` with
+/// `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` naming the grant's
+/// scopes plus the missing one (authorizing again with those keeps what the grant had),
+/// and berth's error envelope, which names the consent page. `None`: anything else, which
+/// goes on to the MCP server as before.
+pub fn insufficient_scope(auth: &Authenticator, actor: &crate::model::Actor, body: &[u8]) -> Option<Response> {
+    actor.grant.as_ref()?;
+    let message: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if message.get("method")?.as_str()? != "tools/call" {
+        return None;
+    }
+    let action = crate::mcp::tool_action(message.get("params")?.get("name")?.as_str()?)?;
+    let needs = action.needs();
+    let missing = needs.scope.filter(|s| !actor.scopes.contains(s))?;
+    // A role too weak is no scope problem: re-authorizing would not help.
+    if actor.role < needs.role {
+        return None;
+    }
+    let err = actor.require(action, None, None).err()?;
+    let mut scopes = actor.scopes.clone();
+    scopes.push(missing);
+    scopes.sort();
+    scopes.dedup();
+    let base = auth.mcp_resource().trim_end_matches("/mcp").to_string();
+    let value = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\", error_description=\"this tool needs the scope {missing}\"",
+        scope_list(&scopes)
+    );
+    let mut resp = err.into_response();
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    Some(resp)
+}
+
 fn scope_list(scopes: &[Scope]) -> String {
     scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
 }

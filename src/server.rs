@@ -184,6 +184,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     ));
 
     let issuer = crate::oauth::public_url(&config, api_addr);
+    platform.set_public_url(issuer.clone());
     let app = control_plane_router(
         service,
         &config,

@@ -1671,6 +1671,9 @@ pub mod domain_dns;
 /// SQL of users, members, scoped keys and environment protection.
 pub mod people;
 
+/// SQL of invitations (single-use links that make a person a member).
+pub mod invitations;
+
 /// SQL of traffic metrics: minute, hour and day buckets, rollups and pruning.
 pub mod metrics;
 

@@ -1408,3 +1408,211 @@ async fn chromium_monitoring_tab_lists_error_patterns_with_their_samples() {
     assert!(b.text("#server-error-paths-empty").await.contains("No 5xx"));
     b.close().await;
 }
+
+// ---------------------------------------------------------------- people pages
+
+#[tokio::test]
+async fn chromium_invite_from_the_members_page_accept_in_a_second_browser_and_a_key_shown_once() {
+    let server = TestServer::start().await;
+    let admin = Browser::start().await;
+    admin.login(&server, KEY).await;
+    admin.find("#sites-empty").await;
+    admin.click("nav.mainnav a[href='/members']").await;
+
+    // A bad email is refused next to its field.
+    admin.fill("#invite-email", "ada@localhost").await;
+    admin.click("#invite-submit").await;
+    assert!(admin.text("#email-error").await.contains("not an email address"));
+    assert!(admin.client.find(Locator::Css("#invite-link")).await.is_err());
+
+    // The invitation's link is shown once, on the answer.
+    admin.fill("#invite-email", "ada@example.test").await;
+    admin
+        .find("#invite-role option[value=developer]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    admin.click("#invite-submit").await;
+    let link = admin.text("#invite-link-value").await;
+    assert!(link.contains("/invite/berth_inv_"), "{link}");
+    assert!(admin.text("#invitations").await.contains("pending"));
+    admin.screenshot("members-invited").await;
+    admin.goto(&server.api("/members")).await;
+    admin.find("#invitations").await;
+    let token = link.rsplit('/').next().unwrap().to_string();
+    assert!(!admin.client.source().await.unwrap().contains(&token));
+
+    // A second browser opens the link, chooses a password and is in, as a developer.
+    let ada = Browser::start().await;
+    ada.goto(&link).await;
+    assert_eq!(ada.text("#invite-role").await, "developer");
+    ada.fill("#password", "correct horse battery").await;
+    ada.fill("#password_again", "correct horse battery").await;
+    ada.click("#accept-submit").await;
+    ada.find("#sites-empty").await;
+    ada.goto(&server.api("/api/whoami")).await;
+    ada.wait_text("\"role\":\"developer\"").await;
+    // The link is spent.
+    ada.goto(&link).await;
+    ada.wait_text("already used").await;
+
+    // A developer manages no members: no Members link, and the page has no forms.
+    ada.goto(&server.api("/keys")).await;
+    assert!(
+        ada.client
+            .find(Locator::Css("nav.mainnav a[href='/members']"))
+            .await
+            .is_err()
+    );
+    ada.goto(&server.api("/members")).await;
+    ada.wait_text("needs the role admin").await;
+    assert!(ada.client.find(Locator::Css("#invite-form")).await.is_err());
+
+    // The admin sees the new member and the invitation used.
+    admin.goto(&server.api("/members")).await;
+    assert!(
+        admin
+            .text("tr[data-member='ada@example.test']")
+            .await
+            .contains("ada@example.test")
+    );
+    assert!(admin.text("#invitations").await.contains("accepted"));
+
+    // Ada makes a personal key (a developer cannot make service keys): a bad site name is
+    // refused by its field, then the token is shown once and the key listed.
+    ada.goto(&server.api("/keys")).await;
+    assert!(
+        ada.client
+            .find(Locator::Css("#key-kind option[value=service]"))
+            .await
+            .is_err()
+    );
+    ada.fill("#key-name", "laptop").await;
+    ada.fill("#key-sites", "Not_A_Site!").await;
+    ada.click("#create-key-submit").await;
+    assert!(ada.text("#sites-error").await.contains("not a site name"));
+    assert!(ada.client.find(Locator::Css("#new-key")).await.is_err());
+    ada.fill("#key-sites", "").await;
+    ada.click("#create-key-submit").await;
+    let token = ada.text("#new-key-token").await;
+    assert!(token.starts_with("berth_pk_"), "{token}");
+    ada.screenshot("keys-created").await;
+    let (status, me) = {
+        let r = server
+            .http
+            .get(server.api("/api/whoami"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["role"], "developer", "{me}");
+    ada.goto(&server.api("/keys")).await;
+    let row = ada.text("#keys tbody tr").await;
+    assert!(row.contains("laptop") && row.contains("berth_pk_"), "{row}");
+    assert_eq!(
+        ada.client.find_all(Locator::Css("#keys tbody tr")).await.unwrap().len(),
+        1
+    );
+    assert!(!ada.client.source().await.unwrap().contains(&token));
+
+    // And revokes it from the list.
+    ada.click_and_confirm("#keys tbody tr form button").await;
+    ada.wait_text("Key revoked").await;
+    let r = server
+        .http
+        .get(server.api("/api/whoami"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The admin changes her role from the list; it applies at once.
+    admin.goto(&server.api("/members")).await;
+    admin
+        .find("tr[data-member='ada@example.test'] select option[value=viewer]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    admin
+        .click("tr[data-member='ada@example.test'] form.inline button")
+        .await;
+    admin.wait_text("Role changed.").await;
+    ada.goto(&server.api("/api/whoami")).await;
+    ada.wait_text("\"role\":\"viewer\"").await;
+    ada.close().await;
+    admin.close().await;
+}
+
+#[tokio::test]
+async fn chromium_connected_apps_are_revoked_and_frozen_from_the_page() {
+    use common::oauth_flow::{PASSWORD, connect, login as member_login, mcp_status};
+
+    let server = TestServer::start().await;
+    let (status, out) = server
+        .post(
+            "/api/members",
+            &json!({ "email": "dev@example.test", "role": "developer", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let dev = member_login(&server, "dev@example.test").await;
+    let (_, first, _) = connect(&server, &dev).await;
+    let (_, second, _) = connect(&server, &dev).await;
+    assert_eq!(mcp_status(&server, &first).await, 200);
+
+    // The developer sees their apps but no freeze switch.
+    let page = server
+        .http
+        .get(server.api("/connected-apps"))
+        .header("cookie", &dev)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("data-app="), "{page}");
+    assert!(!page.contains("freeze-submit"), "{page}");
+
+    let b = Browser::start().await;
+    b.login(&server, KEY).await;
+    b.find("#sites-empty").await;
+    b.click("nav.mainnav a[href='/connected-apps']").await;
+    assert_eq!(
+        b.client.find_all(Locator::Css("#apps tbody tr")).await.unwrap().len(),
+        2
+    );
+    let row = b.text("#apps tbody tr").await;
+    assert!(row.contains("Test Agent") && row.contains("dev@example.test"), "{row}");
+    assert!(row.contains("sites:read"), "{row}");
+    b.screenshot("connected-apps").await;
+
+    // Revoking one grant stops its token and leaves the other.
+    b.click_and_confirm("#apps tbody tr form button").await;
+    b.wait_text("Connected app revoked").await;
+    assert_eq!(
+        b.client.find_all(Locator::Css("#apps tbody tr")).await.unwrap().len(),
+        1
+    );
+    let (a, c) = (mcp_status(&server, &first).await, mcp_status(&server, &second).await);
+    assert_eq!([a, c].iter().filter(|s| **s == 401).count(), 1, "{a} {c}");
+    assert_eq!([a, c].iter().filter(|s| **s == 200).count(), 1, "{a} {c}");
+
+    // The freeze switch revokes the rest and says so; unfreezing is offered.
+    b.click_and_confirm("#freeze-submit").await;
+    b.wait_text("Agents frozen").await;
+    b.find("#frozen-state").await;
+    b.find("#apps-empty").await;
+    assert_eq!(mcp_status(&server, &first).await, 401);
+    assert_eq!(mcp_status(&server, &second).await, 401);
+    assert_eq!(b.text("#freeze-submit").await, "Unfreeze agents");
+    b.click("#freeze-submit").await;
+    b.wait_text("Agents unfrozen").await;
+    b.close().await;
+}

@@ -219,18 +219,18 @@ async fn an_mcp_client_connects_by_oauth_narrowed_to_what_the_person_chose() {
         message.contains("production") && message.contains("/oauth/authorize"),
         "{message}"
     );
-    // A scope not granted: a tool error naming it.
-    let r = call(
-        &agent,
-        "HOSTING_SET_ENV_VARS",
-        json!({ "site": "alpha", "environment": "preview", "vars": {"A": "1"} }),
-    )
-    .await;
-    let (code_name, message) = error_of(&r).expect("refused");
-    assert_eq!(code_name, "forbidden", "{message}");
+    // A scope not granted: HTTP 403 insufficient_scope naming it, which rmcp's client
+    // reports as such.
+    let params = rmcp::model::CallToolRequestParams::new("HOSTING_SET_ENV_VARS").with_arguments(
+        json!({ "site": "alpha", "environment": "preview", "vars": {"A": "1"} })
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
+    let refused = format!("{:?}", agent.call_tool(params).await.expect_err("refused"));
     assert!(
-        message.contains("env:write") && message.contains("consent page"),
-        "{message}"
+        refused.contains("InsufficientScope") && refused.contains("env:write"),
+        "{refused}"
     );
     agent.cancel().await.unwrap();
 
@@ -695,5 +695,73 @@ async fn rmcp_client_side_auth_discovers_registers_and_connects() {
     assert!(!tools.contains(&"HOSTING_DEPLOY".to_string()), "read-only: {tools:?}");
     let r = call(&agent, "HOSTING_GET_SITE", json!({ "site": "beta" })).await;
     assert_eq!(error_of(&r), None, "{r:?}");
+    agent.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tool_call_beyond_the_grants_scopes_is_http_403_insufficient_scope() {
+    let server = TestServer::start().await;
+    let (status, out) = rest(
+        &server,
+        "POST",
+        "/api/members",
+        json!({ "email": "dev@a.test", "role": "developer", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    let cookie = login(&server, "dev@a.test").await;
+    // The grant has sites:read and logs:read; the developer's role could create sites.
+    let (_, access, _) = connect(&server, &cookie).await;
+    let agent = mcp(&server, &access).await;
+    let r = call(&agent, "HOSTING_LIST_SITES", json!({})).await;
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+
+    let init = server
+        .http
+        .post(server.api("/mcp"))
+        .bearer_auth(&access)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200);
+    let session = init.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let resp = server
+        .http
+        .post(server.api("/mcp"))
+        .bearer_auth(&access)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "HOSTING_CREATE_SITE", "arguments": {"name": "made"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
+    assert!(
+        challenge.contains("scope=\"sites:read logs:read deploy\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("/.well-known/oauth-protected-resource/mcp"),
+        "{challenge}"
+    );
+    let body: Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("'deploy'") && message.contains("/oauth/authorize"),
+        "{body}"
+    );
+    let (_, sites) = rest(&server, "GET", "/api/sites", Value::Null).await;
+    assert_eq!(sites["sites"], json!([]), "{sites}");
+
+    // A call the grant's scopes allow still goes through.
+    let r = call(&agent, "HOSTING_LIST_SITES", json!({})).await;
+    assert_ne!(r.is_error, Some(true), "{r:?}");
     agent.cancel().await.unwrap();
 }

@@ -14,6 +14,7 @@ mod environments;
 pub mod error_patterns;
 pub mod git;
 pub mod github;
+pub mod invitations;
 pub mod metrics;
 pub mod metrics_fields;
 pub mod people;
@@ -45,6 +46,9 @@ pub use domains::{
     ValidateDomainInput,
 };
 pub use error_patterns::{ErrorPattern, ErrorPatternsInput, ErrorPatternsOutput, PatternDeployment, ServerErrorPath};
+pub use invitations::{
+    CreatedInvitation, InvitationInfo, InvitationList, InvitationRef, InvitationStatus, InviteMemberInput,
+};
 pub use metrics::{
     DeploymentComparison, DeploymentTrafficTotals, MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput,
     TimelineInput, TimelineOutput, TopPathsInput, TopPathsOutput,

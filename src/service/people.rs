@@ -159,7 +159,7 @@ pub struct ApiKeyRef {
     pub key_id: String,
 }
 
-fn normalize_email(raw: &str) -> ServiceResult<String> {
+pub(super) fn normalize_email(raw: &str) -> ServiceResult<String> {
     let email = raw.trim().to_lowercase();
     let ok = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {

@@ -82,6 +82,8 @@ pub struct Platform {
     pub certificates: super::certificates::CertState,
     /// The secret scoped API keys are found by.
     pub key_lookup: Arc<crate::auth::KeyLookup>,
+    /// The control plane's public URL, once its listener is bound (invitation links).
+    public_url: std::sync::OnceLock<String>,
     /// Health changes the last reconcile pass saw, for the reconciler loop to handle.
     health_changes: Mutex<Vec<HealthChange>>,
     in_progress: Mutex<HashMap<String, CancellationToken>>,
@@ -129,6 +131,7 @@ impl Platform {
             build_gate,
             certificates: super::certificates::CertState::default(),
             key_lookup,
+            public_url: std::sync::OnceLock::new(),
             health_changes: Mutex::new(Vec::new()),
             in_progress: Mutex::new(HashMap::new()),
         }
@@ -151,6 +154,29 @@ impl Platform {
     /// The host an environment is served at (no port).
     pub fn host_for(&self, site: &str, environment: &str) -> String {
         crate::model::hostname(site, environment, &self.config.base_domain)
+    }
+
+    /// Records the control plane's public URL (`--public-url`, else the bound address).
+    pub fn set_public_url(&self, url: String) {
+        let _ = self.public_url.set(url);
+    }
+
+    /// The control plane's public URL; before the listener is bound, `--public-url` or
+    /// the configured listen address.
+    pub fn public_url(&self) -> String {
+        match self.public_url.get() {
+            Some(url) => url.clone(),
+            None => match self
+                .config
+                .public_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+            {
+                Some(url) => url.trim_end_matches('/').to_string(),
+                None => format!("http://{}", self.config.listen),
+            },
+        }
     }
 
     /// The URL an environment is served at.

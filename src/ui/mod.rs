@@ -3,6 +3,7 @@
 //! the binary. Handlers are adapters like REST and MCP: they parse forms, call the
 //! service layer as the logged-in key's actor, and show its errors next to the field.
 
+mod people;
 pub mod session;
 pub mod views;
 
@@ -44,6 +45,7 @@ pub fn router(state: UiState) -> Router {
         .route("/assets/app.js", get(js))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
+        .route("/invite/{token}", get(invitation_page).post(accept_invitation))
         .route("/sites", get(sites))
         .route("/sites/new", get(new_site).post(create_site).layer(upload_limit))
         .route("/sites/{site}", tab_page!(Tab::Overview))
@@ -72,6 +74,16 @@ pub fn router(state: UiState) -> Router {
         .route("/providers", get(providers))
         .route("/providers/{provider}", post(save_provider))
         .route("/providers/{provider}/test", post(test_provider))
+        .route("/members", get(people::members))
+        .route("/members/invite", post(people::invite))
+        .route("/members/{email}/role", post(people::set_role))
+        .route("/members/{email}/remove", post(people::remove))
+        .route("/members/invitations/{id}/revoke", post(people::revoke_invitation))
+        .route("/keys", get(people::keys).post(people::create_key))
+        .route("/keys/{id}/revoke", post(people::revoke_key))
+        .route("/connected-apps", get(people::connected_apps))
+        .route("/connected-apps/freeze", post(people::freeze))
+        .route("/connected-apps/{id}/revoke", post(people::revoke_app))
         .fallback(not_found)
         .with_state(state)
 }
@@ -299,6 +311,119 @@ async fn logout(State(state): State<UiState>, headers: HeaderMap, CsrfForm(s, _)
         see_other("/"),
         [session::set_cookie(session::SESSION_COOKIE, "", "/", 0, secure)],
     )
+}
+
+// ---------------------------------------------------------------- invitations
+
+/// The cookie holding the invitation form's CSRF token (the person has no session yet).
+const INVITE_CSRF_COOKIE: &str = "berth_invite_csrf";
+
+/// The invitation page: who is invited to which org with which role, and the form that
+/// accepts (a new password, or the existing account's), with a fresh double-submit CSRF
+/// token. A link that no longer works says why.
+async fn invitation_page(State(state): State<UiState>, headers: HeaderMap, Path(token): Path<String>) -> Response {
+    render_invitation(&state, &headers, &token, None, StatusCode::OK).await
+}
+
+async fn render_invitation(
+    state: &UiState,
+    headers: &HeaderMap,
+    token: &str,
+    error: Option<&Notice>,
+    status: StatusCode,
+) -> Response {
+    let session = session::current_session(state, headers).await.ok().flatten();
+    let preview = match state.service.preview_invitation(token).await {
+        Ok(p) => p,
+        Err(e) => return error_page(session.as_ref(), &e),
+    };
+    let signed_in = session
+        .as_ref()
+        .and_then(|s| s.actor.user_email.as_deref())
+        .is_some_and(|email| email == preview.email);
+    let csrf = crate::util::random_hex(16);
+    let resp = html(
+        status,
+        views::invitation(session.as_ref(), token, &csrf, &preview, signed_in, error),
+    );
+    with_cookies(
+        resp,
+        [session::set_cookie(
+            INVITE_CSRF_COOKIE,
+            &csrf,
+            "/invite",
+            3600,
+            session::came_over_https(headers),
+        )],
+    )
+}
+
+#[derive(Deserialize)]
+struct AcceptForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_again: String,
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+}
+
+/// Accepts an invitation, then starts a session in the org joined.
+async fn accept_invitation(
+    State(state): State<UiState>,
+    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    axum::Form(form): axum::Form<AcceptForm>,
+) -> Response {
+    let expected = session::cookie(&headers, INVITE_CSRF_COOKIE).unwrap_or_default();
+    if !session::tokens_match(&form.csrf, expected) {
+        let n = Notice::error("The form expired (CSRF check failed). Try again.", None);
+        return render_invitation(&state, &headers, &token, Some(&n), StatusCode::FORBIDDEN).await;
+    }
+    let session = session::current_session(&state, &headers).await.ok().flatten();
+    // Only a member's own password session proves who they are (not an API key's).
+    let signed_in = session
+        .as_ref()
+        .and_then(|s| s.actor.user_id.as_deref().filter(|u| *u == s.actor.key_id));
+    let has_account = state
+        .service
+        .preview_invitation(&token)
+        .await
+        .is_ok_and(|p| p.has_account);
+    if !has_account && form.password != form.password_again {
+        let n = Notice::error(
+            "The two passwords differ; type the same one twice.",
+            Some("password_again"),
+        );
+        return render_invitation(&state, &headers, &token, Some(&n), StatusCode::BAD_REQUEST).await;
+    }
+    let accepted = match state
+        .service
+        .accept_invitation(&token, Some(form.password.as_str()), signed_in, client.ip())
+        .await
+    {
+        Ok(a) => a,
+        Err(e @ (ServiceError::Invalid { .. } | ServiceError::RateLimited { .. })) => {
+            return render_invitation(&state, &headers, &token, Some(&notice_of(&e)), e.status()).await;
+        }
+        Err(e) => return error_page(session.as_ref(), &e),
+    };
+    let actor = match state.auth.actor_of_member(&accepted.org_id, &accepted.user_id).await {
+        Ok(a) => a,
+        Err(e) => return error_page(None, &e),
+    };
+    let secure = session::came_over_https(&headers);
+    match session::start_session(&state, &actor, secure).await {
+        Ok(cookie) => with_cookies(
+            see_other("/sites?joined=1"),
+            [
+                cookie,
+                session::set_cookie(INVITE_CSRF_COOKIE, "", "/invite", 0, secure),
+            ],
+        ),
+        Err(e) => error_page(None, &e),
+    }
 }
 
 // ---------------------------------------------------------------- sites

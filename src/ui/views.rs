@@ -64,6 +64,11 @@ pub fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                                 a href="/sites" { "Sites" }
                                 a href="/sites/new" { "New site" }
                                 a href="/providers" { "Providers" }
+                                @if s.actor.require(crate::service::access::Action::ManageMembers, None, None).is_ok() {
+                                    a href="/members" { "Members" }
+                                }
+                                a href="/keys" { "API keys" }
+                                a href="/connected-apps" { "Connected apps" }
                             }
                             div.whoami {
                                 span.org title="Org and API key this session acts as" {
@@ -144,7 +149,7 @@ pub fn badge(status: &str) -> Markup {
 }
 
 /// A timestamp shown as date and time, refined to "n min ago" by the script.
-fn when(rfc3339: &str) -> Markup {
+pub(super) fn when(rfc3339: &str) -> Markup {
     let shown = rfc3339.get(..16).unwrap_or(rfc3339).replace('T', " ");
     html! { time datetime=(rfc3339) title=(rfc3339) { (shown) " UTC" } }
 }
@@ -169,7 +174,7 @@ fn source_line(d: &DeploymentInfo) -> Markup {
 }
 
 /// A copy-to-clipboard button for the text of `target` (a CSS selector).
-fn copy_button(target: &str, label: &str) -> Markup {
+pub(super) fn copy_button(target: &str, label: &str) -> Markup {
     html! { button.btn.btn-small type="button" data-copy=(target) { (label) } }
 }
 
@@ -285,6 +290,60 @@ pub fn login(csrf: &str, next: &str, error: Option<&str>) -> Markup {
                         input #password type="password" name="password" autocomplete="current-password" required;
                     }
                     button.btn.btn-primary type="submit" { "Log in" }
+                }
+            }
+        },
+    )
+}
+
+/// The page an invitation link opens: the org, the email and the role, and a form that
+/// sets a password (new account) or takes the existing account's (or, signed in as that
+/// person, only confirms).
+pub fn invitation(
+    session: Option<&Session>,
+    token: &str,
+    csrf: &str,
+    p: &crate::service::invitations::InvitationPreview,
+    signed_in: bool,
+    n: Option<&Notice>,
+) -> Markup {
+    page(
+        session,
+        "Join an org",
+        html! {
+            section.narrow #invitation {
+                h1 { "Join " (p.org_name) }
+                p { "You are invited as " strong #invite-role { (p.role) } " with the email " span.mono #invite-email { (p.email) } "." }
+                p.muted.small { "The invitation works once and expires " (when(&p.expires_at)) "." }
+                @if let Some(n) = n.filter(|n| n.field.is_none()) { (notice(Some(n))) }
+                form.card.form method="post" action=(format!("/invite/{token}")) #accept-form {
+                    input type="hidden" name=(CSRF_FIELD) value=(csrf);
+                    @if signed_in {
+                        p { "You are signed in as " (p.email) "." }
+                    } @else if p.has_account {
+                        div.field {
+                            label for="password" { "Password of " (p.email) }
+                            input #password type="password" name="password" autocomplete="current-password" required
+                                aria-invalid=[has_error(n, "password")];
+                            small.hint { "You already have an account here: sign in with it to join." }
+                            (field_error(n, "password"))
+                        }
+                    } @else {
+                        div.field {
+                            label for="password" { "Choose a password" }
+                            input #password type="password" name="password" autocomplete="new-password" required minlength="12"
+                                aria-invalid=[has_error(n, "password")];
+                            small.hint { "At least 12 characters; a passphrase of a few words is easiest." }
+                            (field_error(n, "password"))
+                        }
+                        div.field {
+                            label for="password_again" { "The same password again" }
+                            input #password_again type="password" name="password_again" autocomplete="new-password" required
+                                aria-invalid=[has_error(n, "password_again")];
+                            (field_error(n, "password_again"))
+                        }
+                    }
+                    button.btn.btn-primary #accept-submit type="submit" { "Join " (p.org_name) }
                 }
             }
         },
@@ -443,7 +502,8 @@ pub struct CreateSiteForm {
     pub env: String,
 }
 
-fn field_error(n: Option<&Notice>, field: &str) -> Markup {
+/// A field's error message, when the notice names that field.
+pub(super) fn field_error(n: Option<&Notice>, field: &str) -> Markup {
     html! {
         @if let Some(n) = n.filter(|n| n.field.as_deref() == Some(field)) {
             p.field-error id=(format!("{field}-error")) role="alert" { span aria-hidden="true" { "✕ " } (n.message) }
@@ -451,7 +511,8 @@ fn field_error(n: Option<&Notice>, field: &str) -> Markup {
     }
 }
 
-fn has_error(n: Option<&Notice>, field: &str) -> Option<&'static str> {
+/// `aria-invalid` for a field the notice names.
+pub(super) fn has_error(n: Option<&Notice>, field: &str) -> Option<&'static str> {
     n.filter(|n| n.field.as_deref() == Some(field)).map(|_| "true")
 }
 

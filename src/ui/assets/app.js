@@ -64,6 +64,13 @@ function relTimes(root) {
   root.querySelectorAll("time[datetime]").forEach((t) => {
     const at = Date.parse(t.getAttribute("datetime"));
     if (isNaN(at)) return;
+    // Expiry dates lie ahead: "in 7 d", not "just now".
+    if (at - now >= 60000) {
+      const f = Math.round((at - now) / 1000);
+      t.textContent = f < 3600 ? `in ${Math.floor(f / 60)} min`
+        : f < 86400 ? `in ${Math.floor(f / 3600)} h` : `in ${Math.floor(f / 86400)} d`;
+      return;
+    }
     const s = Math.max(0, Math.round((now - at) / 1000));
     const text = s < 60 ? "just now" : s < 3600 ? `${Math.floor(s / 60)} min ago`
       : s < 86400 ? `${Math.floor(s / 3600)} h ago` : `${Math.floor(s / 86400)} d ago`;

@@ -1,0 +1,468 @@
+//! Invitations: single-use links that make a person a member of the org with a role.
+//! Admins invite (only owners invite owners); the link carries a random token that berth
+//! keeps only as an HMAC (like API keys), answers once, and never lists, logs or audits.
+//! Accepting sets a password for a new account (or proves the existing one's) and adds
+//! the membership in one transaction whose conditional UPDATE lets a link work once;
+//! a used, revoked or expired link is refused and changes nothing.
+
+use std::net::IpAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Service;
+use super::access::{Action, Role, Target};
+use crate::auth;
+use crate::error::{ServiceError, ServiceResult};
+use crate::model::Actor;
+use crate::store;
+use crate::store::invitations as invitation_store;
+use crate::store::people as people_store;
+use crate::throttle::Subject;
+use crate::util::{new_id, now_ms, random_hex, rfc3339};
+
+/// Days an invitation lives when no expiry is given.
+pub const DEFAULT_INVITATION_DAYS: u32 = 7;
+/// The longest an invitation may live.
+pub const MAX_INVITATION_DAYS: u32 = 30;
+/// The start of every invitation token (and so of the link's last segment).
+pub const INVITATION_TOKEN_PREFIX: &str = "berth_inv_";
+
+/// `HOSTING_INVITE_MEMBER` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteMemberInput {
+    /// The person's email (their dashboard login once they accept).
+    pub email: String,
+    /// The role they get: owner, admin, developer, deployer or viewer.
+    pub role: String,
+    /// Days until the link stops working: default 7, at most 30.
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+/// Where an invitation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InvitationStatus {
+    /// Waiting to be accepted.
+    Pending,
+    /// Used: the person is a member.
+    Accepted,
+    /// Revoked before use.
+    Revoked,
+    /// Not used in time.
+    Expired,
+}
+
+impl InvitationStatus {
+    /// Shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Accepted => "accepted",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// An invitation as listed (never its token).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct InvitationInfo {
+    /// Id (revoke by it).
+    pub id: String,
+    /// Who is invited.
+    pub email: String,
+    /// The role they get.
+    pub role: Role,
+    /// Who invited (a member's email or a key's name).
+    pub invited_by: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Stops working (RFC 3339).
+    pub expires_at: String,
+    /// Used (RFC 3339).
+    pub accepted_at: Option<String>,
+    /// Revoked (RFC 3339).
+    pub revoked_at: Option<String>,
+    /// pending, accepted, revoked or expired.
+    pub status: InvitationStatus,
+}
+
+/// A new invitation: its link, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CreatedInvitation {
+    /// The invitation.
+    pub invitation: InvitationInfo,
+    /// The single-use link to give the person (berth sends no email): opening it lets them
+    /// set a password (or sign in) and join. berth keeps only an HMAC of it and cannot
+    /// show it again.
+    pub link: String,
+}
+
+/// The org's invitations.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct InvitationList {
+    /// Newest first.
+    pub invitations: Vec<InvitationInfo>,
+}
+
+/// Names an invitation.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationRef {
+    /// The invitation's id (from HOSTING_LIST_INVITATIONS).
+    pub invitation_id: String,
+}
+
+/// What the invitation page shows before the person accepts.
+#[derive(Debug, Clone)]
+pub struct InvitationPreview {
+    /// The org's name.
+    pub org_name: String,
+    /// Who is invited.
+    pub email: String,
+    /// The role they get.
+    pub role: Role,
+    /// Whether the email has an account here (then they sign in instead of setting a password).
+    pub has_account: bool,
+    /// Stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+/// A used invitation: the new membership.
+#[derive(Debug, Clone)]
+pub struct AcceptedInvitation {
+    /// The org joined.
+    pub org_id: String,
+    /// The member.
+    pub user_id: String,
+    /// Their email.
+    pub email: String,
+    /// Their role.
+    pub role: Role,
+}
+
+fn invitation_info(row: invitation_store::InvitationRow, now: i64) -> Option<InvitationInfo> {
+    Some(InvitationInfo {
+        status: status_of(&row, now),
+        role: Role::parse(&row.role)?,
+        id: row.id,
+        email: row.email,
+        invited_by: row.invited_by,
+        created_at: rfc3339(row.created_at),
+        expires_at: rfc3339(row.expires_at),
+        accepted_at: row.accepted_at.map(rfc3339),
+        revoked_at: row.revoked_at.map(rfc3339),
+    })
+}
+
+fn status_of(row: &invitation_store::InvitationRow, now: i64) -> InvitationStatus {
+    if row.accepted_at.is_some() {
+        InvitationStatus::Accepted
+    } else if row.revoked_at.is_some() {
+        InvitationStatus::Revoked
+    } else if row.expires_at <= now {
+        InvitationStatus::Expired
+    } else {
+        InvitationStatus::Pending
+    }
+}
+
+/// Why a link no longer works, said to the person who opened it.
+fn unusable(row: &invitation_store::InvitationRow, now: i64) -> Option<ServiceError> {
+    let message = match status_of(row, now) {
+        InvitationStatus::Pending => return None,
+        InvitationStatus::Accepted => format!(
+            "this invitation was already used on {}; an invitation works once. Log in at /login, or ask an admin of the org for a new one",
+            rfc3339(row.accepted_at.unwrap_or_default())
+        ),
+        InvitationStatus::Revoked => {
+            "this invitation was revoked by an admin of the org; ask them for a new one".to_string()
+        }
+        InvitationStatus::Expired => format!(
+            "this invitation expired on {}; ask an admin of the org for a new one",
+            rfc3339(row.expires_at)
+        ),
+    };
+    Some(ServiceError::conflict(message))
+}
+
+fn unknown_link() -> ServiceError {
+    ServiceError::not_found(
+        "this invitation link is not valid: check that it was copied whole, or ask an admin of the org for a new one",
+    )
+}
+
+impl Service {
+    /// `HOSTING_INVITE_MEMBER`: a single-use link that makes `email` a member with
+    /// `role`; admins invite, only owners invite owners.
+    pub async fn invite_member(&self, actor: &Actor, input: &InviteMemberInput) -> ServiceResult<CreatedInvitation> {
+        self.authorize(actor, Action::ManageMembers, Target::Org).await?;
+        let args = serde_json::to_value(input).unwrap_or_default();
+        let result = async {
+            let email = super::people::normalize_email(&input.email)?;
+            let role = Role::from_arg("role", &input.role)?;
+            if role == Role::Owner {
+                self.authorize(actor, Action::ManageOrg, Target::Org)
+                    .await
+                    .map_err(|e| match e {
+                        ServiceError::Forbidden { .. } => ServiceError::Forbidden {
+                            message: format!(
+                                "inviting an owner needs the role owner; you are {} (invite them as admin, or ask an owner)",
+                                actor.role
+                            ),
+                        },
+                        other => other,
+                    })?;
+            }
+            let days = input.expires_in_days.unwrap_or(DEFAULT_INVITATION_DAYS);
+            if !(1..=MAX_INVITATION_DAYS).contains(&days) {
+                return Err(ServiceError::invalid(
+                    "expires_in_days",
+                    format!(
+                        "an invitation lives 1 to {MAX_INVITATION_DAYS} days (default {DEFAULT_INVITATION_DAYS}); asked for {days}"
+                    ),
+                ));
+            }
+            let pool = self.platform.store.pool();
+            if let Some(user) = people_store::find_user_by_email(pool, &email).await?
+                && let Some(current) = people_store::member_role(pool, &actor.org_id, &user.id).await?
+            {
+                return Err(ServiceError::conflict(format!(
+                    "{email} is already a member ({current}); change their role with HOSTING_SET_MEMBER_ROLE"
+                )));
+            }
+            let token = format!("{INVITATION_TOKEN_PREFIX}{}", random_hex(32));
+            let token_hmac = self.platform.key_lookup.digest(&token)?;
+            let now = now_ms();
+            let id = new_id("inv");
+            let invited_by = actor.user_email.clone().unwrap_or_else(|| actor.key_name.clone());
+            let row = invitation_store::InvitationRow {
+                id: id.clone(),
+                org_id: actor.org_id.clone(),
+                email: email.clone(),
+                role: role.as_str().into(),
+                invited_by: invited_by.clone(),
+                created_at: now,
+                expires_at: now + i64::from(days) * 86_400_000,
+                accepted_at: None,
+                revoked_at: None,
+            };
+            invitation_store::insert(
+                pool,
+                &invitation_store::NewInvitation {
+                    id: &row.id,
+                    org_id: &row.org_id,
+                    email: &row.email,
+                    role: &row.role,
+                    token_hmac: &token_hmac,
+                    invited_by: &row.invited_by,
+                    created_at: row.created_at,
+                    expires_at: row.expires_at,
+                },
+            )
+            .await?;
+            Ok(CreatedInvitation {
+                invitation: invitation_info(row, now).expect("the role was parsed above"),
+                link: format!("{}/invite/{token}", self.platform.public_url()),
+            })
+        }
+        .await;
+        self.audit(actor, "HOSTING_INVITE_MEMBER", args, &result).await;
+        result
+    }
+
+    /// `HOSTING_LIST_INVITATIONS`: every invitation of the org, newest first, with its
+    /// status (never a token). Needs admin.
+    pub async fn list_invitations(&self, actor: &Actor) -> ServiceResult<InvitationList> {
+        self.authorize(actor, Action::ManageMembers, Target::Org).await?;
+        let rows = invitation_store::list(self.platform.store.pool(), &actor.org_id).await?;
+        let now = now_ms();
+        Ok(InvitationList {
+            invitations: rows.into_iter().filter_map(|r| invitation_info(r, now)).collect(),
+        })
+    }
+
+    /// `HOSTING_REVOKE_INVITATION`: a pending invitation stops working at once. Needs
+    /// admin; another org's invitation is "not found".
+    pub async fn revoke_invitation(&self, actor: &Actor, input: &InvitationRef) -> ServiceResult<InvitationInfo> {
+        self.authorize(actor, Action::ManageMembers, Target::Org).await?;
+        let args = serde_json::to_value(input).unwrap_or_default();
+        let result = async {
+            let pool = self.platform.store.pool();
+            let not_found = || {
+                ServiceError::not_found(format!(
+                    "no invitation '{}' in this org; list them with HOSTING_LIST_INVITATIONS",
+                    input.invitation_id.chars().take(80).collect::<String>()
+                ))
+            };
+            let row = invitation_store::get(pool, &actor.org_id, input.invitation_id.trim())
+                .await?
+                .ok_or_else(not_found)?;
+            let now = now_ms();
+            if !invitation_store::revoke(pool, &row.id, now).await? {
+                return Err(ServiceError::conflict(format!(
+                    "invitation '{}' for {} is already {}; only a pending invitation can be revoked",
+                    row.id,
+                    row.email,
+                    status_of(&row, now).as_str()
+                )));
+            }
+            let row = invitation_store::get(pool, &actor.org_id, &row.id)
+                .await?
+                .ok_or_else(not_found)?;
+            invitation_info(row, now).ok_or_else(not_found)
+        }
+        .await;
+        self.audit(actor, "HOSTING_REVOKE_INVITATION", args, &result).await;
+        result
+    }
+
+    /// A pending invitation by its link's token, for the page that accepts it.
+    pub async fn preview_invitation(&self, token: &str) -> ServiceResult<InvitationPreview> {
+        let row = self.pending_invitation(token).await?;
+        let pool = self.platform.store.pool();
+        let org_name = store::get_org(pool, &row.org_id)
+            .await?
+            .map(|o| o.name)
+            .ok_or_else(unknown_link)?;
+        let has_account = people_store::find_user_by_email(pool, &row.email).await?.is_some();
+        Ok(InvitationPreview {
+            org_name,
+            email: row.email,
+            role: Role::parse(&row.role).ok_or_else(unknown_link)?,
+            has_account,
+            expires_at: rfc3339(row.expires_at),
+        })
+    }
+
+    /// Uses an invitation: a new account gets `password` (at least 12 characters); an
+    /// existing one proves itself by its password, or by `signed_in` (the user id of the
+    /// browser's own session). Wrong passwords count against the address and the account
+    /// like failed logins. Works once; anything refused changes nothing.
+    pub async fn accept_invitation(
+        &self,
+        token: &str,
+        password: Option<&str>,
+        signed_in: Option<&str>,
+        client: IpAddr,
+    ) -> ServiceResult<AcceptedInvitation> {
+        let row = self.pending_invitation(token).await?;
+        let role = Role::parse(&row.role).ok_or_else(unknown_link)?;
+        let pool = self.platform.store.pool();
+        let existing = people_store::find_user_by_email(pool, &row.email).await?;
+        let password = password.filter(|p| !p.is_empty()).map(str::to_string);
+        // Hash or verify before the transaction: argon2 is slow and must not hold the database.
+        let new_hash = match (&existing, password) {
+            (None, None) => {
+                return Err(ServiceError::invalid(
+                    "password",
+                    format!(
+                        "choose a password (at least {} characters) for {}",
+                        auth::MIN_PASSWORD_CHARS,
+                        row.email
+                    ),
+                ));
+            }
+            (None, Some(p)) => Some(
+                tokio::task::spawn_blocking(move || auth::hash_password(&p))
+                    .await
+                    .map_err(|e| ServiceError::Internal(e.into()))??,
+            ),
+            (Some(user), _) if signed_in == Some(user.id.as_str()) => None,
+            (Some(_), None) => {
+                return Err(ServiceError::invalid(
+                    "password",
+                    format!("{} already has an account here: enter its password to join", row.email),
+                ));
+            }
+            (Some(user), Some(p)) => {
+                let who = [
+                    Subject::address(client),
+                    Subject::Account(format!("user:{}", row.email)),
+                ];
+                self.platform
+                    .auth_throttle
+                    .check(&who)
+                    .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
+                let hash = user.password_hash.clone();
+                let ok = tokio::task::spawn_blocking(move || p.len() <= 1024 && auth::verify_hash(&hash, &p))
+                    .await
+                    .map_err(|e| ServiceError::Internal(e.into()))?;
+                if !ok {
+                    self.platform.auth_throttle.failure(&who);
+                    return Err(ServiceError::invalid(
+                        "password",
+                        format!(
+                            "that is not the password of {}; enter the one you log in with",
+                            row.email
+                        ),
+                    ));
+                }
+                None
+            }
+        };
+        let mut tx = self.platform.store.begin().await?;
+        let user_id = match (&existing, new_hash) {
+            (Some(user), _) => user.id.clone(),
+            (None, Some(hash)) => {
+                let id = new_id("usr");
+                people_store::insert_user(&mut *tx, &id, &row.email, &hash).await?;
+                id
+            }
+            (None, None) => unreachable!("a new user always has a hash here"),
+        };
+        if let Some(current) = people_store::member_role(&mut *tx, &row.org_id, &user_id).await? {
+            return Err(ServiceError::conflict(format!(
+                "{} is already a member of this org ({current}); log in at /login",
+                row.email
+            )));
+        }
+        // Conditional on the invitation still being pending: of two uses, one wins.
+        if !invitation_store::mark_accepted(&mut *tx, &row.id, now_ms()).await? {
+            drop(tx);
+            let now = now_ms();
+            let again = invitation_store::get(pool, &row.org_id, &row.id).await?;
+            return Err(again.and_then(|r| unusable(&r, now)).unwrap_or_else(unknown_link));
+        }
+        people_store::upsert_member(&mut *tx, &row.org_id, &user_id, role.as_str()).await?;
+        store::insert_audit(
+            &mut *tx,
+            &row.org_id,
+            Some(&user_id),
+            "ACCEPT_INVITATION",
+            &serde_json::json!({ "invitation_id": row.id, "email": row.email, "role": role }),
+            "ok",
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(AcceptedInvitation {
+            org_id: row.org_id,
+            user_id,
+            email: row.email,
+            role,
+        })
+    }
+
+    /// The invitation a link names, if it can still be used.
+    async fn pending_invitation(&self, token: &str) -> ServiceResult<invitation_store::InvitationRow> {
+        let token = token.trim();
+        let well_formed = token
+            .strip_prefix(INVITATION_TOKEN_PREFIX)
+            .is_some_and(|rest| rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !well_formed {
+            return Err(unknown_link());
+        }
+        let digest = self.platform.key_lookup.digest(token)?;
+        let row = invitation_store::find_by_hmac(self.platform.store.pool(), &digest)
+            .await?
+            .ok_or_else(unknown_link)?;
+        match unusable(&row, now_ms()) {
+            Some(e) => Err(e),
+            None => Ok(row),
+        }
+    }
+}
