@@ -5,13 +5,13 @@
 use berth_build::detect::BuildPlan;
 
 use crate::error::{ServiceError, ServiceResult};
-use crate::runtime::target::{self, PromoteWithoutRebuild, ScaleToZero, Target};
+use crate::runtime::target::{self, PromoteWithoutRebuild, Registration, ScaleToZero};
 use crate::store::{self, ScalingRow};
 
 use super::*;
 
 /// The registered target a site runs on.
-pub(super) fn target_of(site: &store::SiteRow) -> ServiceResult<&'static Target> {
+pub(super) fn target_of(site: &store::SiteRow) -> ServiceResult<&'static Registration> {
     target::find(&site.provider).ok_or_else(|| {
         ServiceError::conflict(format!(
             "site '{}' runs on provider '{}', which this berth does not know (known: {}); delete and recreate the site on one of them",

@@ -15,7 +15,7 @@ use crate::crypto::SecretBox;
 use crate::jobs::JobQueue;
 use crate::model::DeploymentStatus;
 use crate::runtime::InstanceSpec;
-use crate::runtime::{LogSink, Runtime};
+use crate::runtime::{LogSink, Runtime, Target, Targets};
 use crate::store::{self, DeploymentRow, EnvironmentRow, SiteRow, Store};
 use berth_build::detect::{BuildPlan, ServePlan};
 
@@ -61,8 +61,10 @@ pub struct Platform {
     pub sandbox: Arc<Sandbox>,
     /// Host users, network namespaces and limits of build steps and apps.
     pub isolation: Arc<crate::runtime::isolation::Isolation>,
-    /// Runs instances on the registered providers.
+    /// Runs instances on the registered providers (the shared lifecycle of `targets`).
     pub runtime: Runtime,
+    /// The registered targets of this installation.
+    pub targets: Targets,
     /// Decides how many instances each environment runs.
     pub autoscaler: crate::autoscaler::Autoscaler,
     /// Log writer.
@@ -105,7 +107,7 @@ impl Platform {
         store: Store,
         sandbox: Arc<Sandbox>,
         isolation: Arc<crate::runtime::isolation::Isolation>,
-        runtime: Runtime,
+        targets: Targets,
         logs: LogSink,
         edge: Arc<Edge>,
         reconcile_wake: Arc<Notify>,
@@ -122,7 +124,8 @@ impl Platform {
             store,
             sandbox,
             isolation,
-            runtime,
+            runtime: targets.lifecycle().clone(),
+            targets,
             autoscaler: crate::autoscaler::Autoscaler::default(),
             logs,
             edge,
@@ -154,6 +157,16 @@ impl Platform {
         }
         let seq = store::sandbox::site_uid_seq(self.store.pool(), &site.id).await?;
         self.isolation.site_uid(seq).map_err(anyhow::Error::msg)
+    }
+
+    /// The target sites on `provider` run on.
+    pub fn target(&self, provider: &str) -> anyhow::Result<Arc<dyn Target>> {
+        self.targets.get(provider).ok_or_else(|| {
+            anyhow::anyhow!(
+                "provider '{provider}' is not registered in this berth (known: {})",
+                crate::runtime::target::names()
+            )
+        })
     }
 
     /// The host an environment is served at (no port).
