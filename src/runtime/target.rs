@@ -411,4 +411,30 @@ mod tests {
         assert_eq!(TARGETS[0].name, "local", "local stays the default of new sites");
         assert_eq!(find(super::super::docker::NAME).map(|t| t.name), Some("docker"));
     }
+
+    /// The shared layers reach a target through the registry and the [`Target`] trait
+    /// only: none of them names a target's module.
+    #[test]
+    fn the_shared_layers_name_no_target() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for file in [
+            "pipeline.rs",
+            "reconciler.rs",
+            "autoscaler.rs",
+            "service/mod.rs",
+            "service/platform.rs",
+            "service/config.rs",
+            "service/capabilities.rs",
+            "runtime/lifecycle.rs",
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).expect("source file");
+            for registration in TARGETS {
+                let module = format!("runtime::{}", registration.name);
+                assert!(
+                    !text.contains(&module),
+                    "src/{file} names {module}; go through runtime::target (the registry and the Target trait)"
+                );
+            }
+        }
+    }
 }

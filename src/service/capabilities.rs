@@ -70,18 +70,12 @@ impl Service {
                 let Ok(plan) = serde_json::from_str::<BuildPlan>(d.build_plan.as_deref().unwrap_or_default()) else {
                     return Ok(()); // no plan: the caller's own check says it cannot serve
                 };
-                if !crate::runtime::docker::builds_image(&site.provider, &plan) {
-                    return Ok(()); // a static site: served from its files by the edge
-                }
-                let (settings, provider) = self.platform.docker_for(&site.org_id).await?;
-                let tag = crate::runtime::docker::image::image_tag(&site.name, &d.id);
-                match provider.has_image(&settings, &tag).await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(refuse(&format!(
-                        "its image was removed (only the newest keep_images images of a site are kept, currently {})",
-                        settings.keep_images
-                    ))),
-                    Err(e) => Err(ServiceError::conflict(e.to_string())),
+                let target = self.platform.target(&site.provider)?;
+                let settings = self.platform.provider_config(&site.org_id, &site.provider).await?;
+                match target.kept(self.platform.site_ref(site, &settings), &plan, &d.id).await {
+                    Ok(target::Kept::Yes) => Ok(()),
+                    Ok(target::Kept::Gone(why)) => Err(refuse(&why)),
+                    Err(e) => Err(ServiceError::conflict(e)),
                 }
             }
         }

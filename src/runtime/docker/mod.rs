@@ -117,12 +117,6 @@ pub const TARGET: Registration = Registration {
     make: target::make,
 };
 
-/// Whether a deployment of a site on `provider` runs from an image: docker sites that
-/// serve a process (static sites stay with the edge).
-pub fn builds_image(provider: &str, plan: &berth_build::BuildPlan) -> bool {
-    provider == NAME && matches!(plan.serve, berth_build::ServePlan::Process { .. })
-}
-
 /// Longest a paused container may sleep before it is removed: a week.
 const MAX_KEEP_PAUSED_SECONDS: u64 = 7 * 24 * 3600;
 
