@@ -149,7 +149,12 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         stop.child_token(),
     ));
     let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));
-    let autoscaler = tokio::spawn(crate::autoscaler::run(platform.clone(), stop.child_token()));
+    let autoscaler = tokio::spawn(crate::autoscaler::run(
+        platform.autoscaler.clone(),
+        platform.edge.clone(),
+        platform.reconcile_wake.clone(),
+        stop.child_token(),
+    ));
     let certificates = tokio::spawn(crate::service::certificates::run(
         Service::new(platform.clone()),
         stop.child_token(),

@@ -437,4 +437,34 @@ mod tests {
             }
         }
     }
+
+    /// The layers below the service layer (where apps run, the autoscaler) do not import
+    /// it: they get what they need through the target trait and small structs, so there
+    /// is no import cycle through `Platform`.
+    #[test]
+    fn nothing_below_the_service_layer_imports_it() {
+        fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("source folder") {
+                let path = entry.expect("folder entry").path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![root.join("autoscaler.rs")];
+        sources(&root.join("runtime"), &mut files);
+        // Spelled in two pieces so that this file does not match itself.
+        let service = concat!("crate::", "service");
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("source file");
+            assert!(
+                !text.contains(service),
+                "{} imports the service layer; pass what it needs through runtime::target or a small struct",
+                file.display()
+            );
+        }
+    }
 }

@@ -69,7 +69,7 @@ pub struct Platform {
     /// The registered targets of this installation.
     pub targets: Targets,
     /// Decides how many instances each environment runs.
-    pub autoscaler: crate::autoscaler::Autoscaler,
+    pub autoscaler: Arc<crate::autoscaler::Autoscaler>,
     /// Log writer.
     pub logs: LogSink,
     /// The edge proxy (its route table is swapped by the reconciler).
@@ -129,7 +129,7 @@ impl Platform {
             isolation,
             runtime: targets.lifecycle().clone(),
             targets,
-            autoscaler: crate::autoscaler::Autoscaler::default(),
+            autoscaler: Arc::default(),
             logs,
             edge,
             reconcile_wake,
