@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_edge::Edge;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-use crate::service::Platform;
 
 /// How often in-flight counts are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
@@ -132,8 +131,8 @@ impl Autoscaler {
     }
 }
 
-/// Samples until shutdown, waking the reconciler when a count changes.
-pub async fn run(platform: Arc<Platform>, shutdown: CancellationToken) {
+/// Samples `edge` until shutdown, waking the reconciler (`wake`) when a count changes.
+pub async fn run(autoscaler: Arc<Autoscaler>, edge: Arc<Edge>, wake: Arc<Notify>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -141,8 +140,8 @@ pub async fn run(platform: Arc<Platform>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        if platform.autoscaler.sample(&platform.edge) {
-            platform.reconcile_wake.notify_one();
+        if autoscaler.sample(&edge) {
+            wake.notify_one();
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::{JobError, JobFuture, JobHandler};
 use crate::model::{DeploymentStatus, SourceKind};
-use crate::runtime::docker;
+use crate::runtime::target::BuildKind;
 use crate::service::Platform;
 use crate::source::{self, LocalRepoPolicy, RepoLocation};
 use crate::store::{self, DeploymentRow, JobRow};
@@ -323,17 +323,15 @@ async fn build_and_start(
             format!("ignoring '{name}': it is a symlink that leads outside the app's folder"),
         );
     }
-    let own_dockerfile =
-        site.provider == docker::NAME && settings.build_pack.is_none() && berth_build::dockerfile::has_dockerfile(&dir);
-    let detection = if own_dockerfile {
-        berth_build::dockerfile::dockerfile_plan(&settings).map(|plan| berth_build::detect::Detection {
+    let target = platform.target(&site.provider).map_err(internal)?;
+    let detection = match target.own_plan(&dir, &settings) {
+        Some(own) => own.map(|plan| berth_build::detect::Detection {
             plan,
             notes: Vec::new(),
             package_manager: None,
             toolchain: Vec::new(),
-        })
-    } else {
-        berth_build::detect::detect_explained(&dir, &settings)
+        }),
+        None => berth_build::detect::detect_explained(&dir, &settings),
     }
     .map_err(|e| StageFailure::from(with_escaping_links(with_settings_hint(&e, &site.name), &escaping)))?;
     let mut plan: BuildPlan = detection.plan;
@@ -352,7 +350,7 @@ async fn build_and_start(
     }
     // The language versions the app asks for, against the server's (an image brings its own).
     let mut node_hint = None;
-    if !docker::builds_image(&site.provider, &plan)
+    if target.build_for(&plan) == BuildKind::SandboxSteps
         && let Some((step, hint)) = check_toolchains(platform, id, plan.pack, &detection.toolchain).await?
     {
         // The Node.js release the app asks for, downloaded before anything runs with node.
@@ -364,9 +362,10 @@ async fn build_and_start(
             .map_err(|e| internal(e.into()))?;
     }
 
-    // 3. Build: an image on docker, else the steps under the build timeouts and the sandbox.
-    if docker::builds_image(&site.provider, &plan) {
-        build_image(platform, deployment, &site, &dir, &plan, cancel).await?;
+    // 3. Build: by the target (an image), else the steps under the build timeouts and the
+    // sandbox.
+    if target.build_for(&plan) != BuildKind::SandboxSteps {
+        build_by_target(platform, target.as_ref(), deployment, &site, &dir, &plan, cancel).await?;
     } else {
         let env = platform
             .app_env(&site, &deployment.environment_id, id)
@@ -676,11 +675,12 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The docker provider's build: the app's own Dockerfile, or one generated from the plan
-/// on the org's base image, built by the engine with its output in the build log. Old
-/// images of the site beyond `keep_images` go afterwards, never one an environment uses.
-async fn build_image(
+/// A build the site's target does itself (docker: an image), with the app's variables as
+/// build arguments and its output in the build log; the target keeps the builds the
+/// site's environments serve.
+async fn build_by_target(
     platform: &Arc<Platform>,
+    target: &dyn crate::runtime::Target,
     deployment: &DeploymentRow,
     site: &store::SiteRow,
     dir: &Path,
@@ -689,67 +689,38 @@ async fn build_image(
 ) -> Result<(), StageFailure> {
     let id = deployment.id.as_str();
     let internal = |e: anyhow::Error| StageFailure::from(format!("internal error: {e:#}"));
-    let (settings, provider) = platform
-        .docker_for(&site.org_id)
+    let settings = platform
+        .provider_config(&site.org_id, &site.provider)
         .await
         .map_err(|e| StageFailure::from(format!("{e:#}")))?;
-    // The build sees the app's variables, as local builds do (build arguments: visible in
-    // the image's history to whoever can use the engine, as the container's environment
-    // is to `docker inspect`).
+    // The build sees the app's variables, as local builds do (build arguments: the target
+    // may keep them visible to whoever can use it, as an image's history does).
     let build_args: std::collections::HashMap<String, String> = platform
         .app_env(site, &deployment.environment_id, id)
         .await
         .map_err(internal)?
         .into_iter()
         .collect();
-    // Sorted: the generated file must not change between builds (the layer cache).
-    let mut names: Vec<&str> = build_args.keys().map(String::as_str).collect();
-    names.sort_unstable();
-    let recipe = docker::image::recipe(dir, plan, &settings.base_images, &names)
-        .map_err(StageFailure::from)?
-        .ok_or_else(|| StageFailure::from("this plan serves no process, so there is no image to build".to_string()))?;
-    match &recipe {
-        docker::ImageRecipe::OwnDockerfile => {
-            platform.log(id, "build", "system", "building the app's Dockerfile".into());
-        }
-        docker::ImageRecipe::Generated { base, dockerfile } => {
-            platform.log(
-                id,
-                "build",
-                "system",
-                format!("no Dockerfile: generated one on {base}:"),
-            );
-            for line in dockerfile.lines() {
-                platform.log(id, "build", "system", format!("  {line}"));
-            }
-        }
-    }
     let in_use: Vec<String> = store::list_environments(platform.store.pool(), &site.id)
         .await
         .map_err(|e| internal(e.into()))?
         .into_iter()
         .filter_map(|e| e.deployment_id)
-        .map(|d| docker::image::image_tag(&site.name, &d))
         .collect();
-    let build = docker::ImageBuild {
-        app_dir: dir,
-        recipe: &recipe,
-        who: docker::ImageOwner {
-            owner: provider.owner(),
-            org: &site.org_id,
-            site: &site.name,
+    let log = |stream: &'static str, line: String| platform.log(id, "build", stream, line);
+    target
+        .build(crate::runtime::target::BuildJob {
+            site: platform.site_ref(site, &settings),
             deployment_id: id,
-        },
-        build_args: &build_args,
-    };
-    let mut on_line = |line: String| platform.log(id, "build", "stdout", line);
-    let built = tokio::select! {
-        r = provider.build_image(&settings, &build, &in_use, &mut on_line) => r,
-        _ = cancel.cancelled() => return Err("cancelled".to_string().into()),
-    };
-    let tag = built.map_err(|e| StageFailure::from(e.to_string()))?;
-    platform.log(id, "build", "system", format!("built image {tag}"));
-    Ok(())
+            app_dir: dir,
+            plan,
+            build_args: &build_args,
+            in_use: &in_use,
+            log: &log,
+            cancel,
+        })
+        .await
+        .map_err(StageFailure::from)
 }
 
 /// Logs how each language version the app asks for compares with the server's, and fails

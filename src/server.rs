@@ -28,7 +28,7 @@ use crate::error::ServiceError;
 use crate::jobs::JobHandler;
 use crate::mcp::BerthMcp;
 use crate::pipeline::{DEPLOY_JOB, DeployHandler};
-use crate::runtime::{LocalProvider, LogSink, Runtime};
+use crate::runtime::{LogSink, Runtime};
 use crate::service::prometheus::Audience;
 use crate::service::{Platform, Service};
 use crate::store::{self, Store};
@@ -85,22 +85,22 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     );
     let logs = LogSink::start(store.clone(), config.logs.limits());
     let reconcile_wake = Arc::new(Notify::new());
-    let runtime = Runtime::new(
-        vec![
-            Arc::new(LocalProvider::new(sandbox.clone(), isolation.clone())),
-            Arc::new(
-                crate::runtime::docker::DockerProvider::new(replica_id.clone())
-                    // On loopback the API is out of containers' reach already.
-                    .shielding(if api_addr.ip().is_loopback() {
-                        vec![]
-                    } else {
-                        vec![api_addr.port()]
-                    }),
-            ),
-        ],
+    let targets = crate::runtime::Targets::assemble(
+        &crate::runtime::target::Assembly {
+            sandbox: sandbox.clone(),
+            isolation: isolation.clone(),
+            data_dir: config.data_dir.clone(),
+            // On loopback the API is out of apps' reach already.
+            shielded_ports: if api_addr.ip().is_loopback() {
+                vec![]
+            } else {
+                vec![api_addr.port()]
+            },
+        },
         logs.clone(),
         reconcile_wake.clone(),
-    );
+    )?;
+    let runtime = targets.lifecycle().clone();
     let edge = Edge::new(EdgeConfig {
         https_port: Some(edge_tls_addr.port()),
         ..EdgeConfig::default()
@@ -111,7 +111,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         store.clone(),
         sandbox,
         isolation,
-        runtime.clone(),
+        targets,
         logs.clone(),
         edge.clone(),
         reconcile_wake,
@@ -155,7 +155,12 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         stop.child_token(),
     ));
     let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));
-    let autoscaler = tokio::spawn(crate::autoscaler::run(platform.clone(), stop.child_token()));
+    let autoscaler = tokio::spawn(crate::autoscaler::run(
+        platform.autoscaler.clone(),
+        platform.edge.clone(),
+        platform.reconcile_wake.clone(),
+        stop.child_token(),
+    ));
     let certificates = tokio::spawn(crate::service::certificates::run(
         Service::new(platform.clone()),
         stop.child_token(),

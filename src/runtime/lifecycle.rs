@@ -958,7 +958,7 @@ mod tests {
             true
         }
         fn capabilities(&self) -> crate::runtime::Capabilities {
-            crate::runtime::docker::TARGET.capabilities
+            crate::runtime::target::TARGETS[0].capabilities
         }
         async fn launch(&self, _spec: &InstanceSpec, _index: u32) -> Result<Box<dyn Launched>, String> {
             self.0.fetch_add(1, Ordering::SeqCst);
@@ -1032,7 +1032,7 @@ mod tests {
             true
         }
         fn capabilities(&self) -> crate::runtime::Capabilities {
-            crate::runtime::docker::TARGET.capabilities
+            crate::runtime::target::TARGETS[0].capabilities
         }
         async fn launch(&self, _spec: &InstanceSpec, _index: u32) -> Result<Box<dyn Launched>, String> {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};

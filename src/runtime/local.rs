@@ -16,7 +16,9 @@ use tokio::io::{AsyncRead, BufReader};
 
 use super::isolation::{Isolation, Slot, SlotKind};
 use super::listeners::Listeners;
-use super::target::{BuildKind, Capabilities, PromoteWithoutRebuild, ScaleToZero, Target};
+use super::target::{
+    BuildKind, Capabilities, CheckError, PromoteWithoutRebuild, Registration, ScaleToZero, Settings, Target,
+};
 use super::{InstanceSpec, Launched, OutputLine, OutputStream, Provider, Usage};
 
 /// Process ids of running instances, by (deployment, index), for usage reports.
@@ -30,7 +32,7 @@ const CPU_SAMPLE: Duration = Duration::from_millis(200);
 
 /// The local target as registered: processes stop to sleep (they have no freezer here),
 /// every built deployment keeps its files so it can be promoted as is, no settings.
-pub const TARGET: Target = Target {
+pub const TARGET: Registration = Registration {
     name: "local",
     summary: "Runs apps as processes on this machine, each in a bubblewrap sandbox when available (the default).",
     capabilities: Capabilities {
@@ -43,7 +45,54 @@ pub const TARGET: Target = Target {
         build: BuildKind::SandboxSteps,
     },
     settings: &[],
+    check_settings: |_| Ok(()),
+    make: |parts| {
+        Ok(Arc::new(LocalTarget {
+            provider: Arc::new(LocalProvider::new(parts.sandbox.clone(), parts.isolation.clone())),
+            sandbox: parts.sandbox.clone(),
+            isolation: parts.isolation.clone(),
+        }))
+    },
 };
+
+/// The local target: its instances are [`LocalProvider`]'s on the shared lifecycle, and
+/// deployments are built by steps in berth's sandbox (the trait's defaults).
+struct LocalTarget {
+    provider: Arc<LocalProvider>,
+    sandbox: Arc<Sandbox>,
+    isolation: Arc<Isolation>,
+}
+
+#[async_trait::async_trait]
+impl Target for LocalTarget {
+    fn registration(&self) -> &'static Registration {
+        &TARGET
+    }
+
+    fn provider(&self) -> Option<Arc<dyn Provider>> {
+        Some(self.provider.clone())
+    }
+
+    /// Nothing to connect to: reports the sandbox and the isolation of this machine.
+    async fn test_connection(&self, _settings: &Settings) -> Result<String, CheckError> {
+        if !self.sandbox.is_sandboxed() {
+            return Err(CheckError::Unavailable(
+                "bubblewrap (bwrap) is not installed, so apps run unsandboxed; install the bubblewrap package and restart berth".into(),
+            ));
+        }
+        match self.isolation.status() {
+            Ok(confined) => Ok(format!(
+                "apps run as local processes inside a bubblewrap sandbox; {confined}"
+            )),
+            Err(why) if matches!(*self.isolation, Isolation::Off(_)) => Ok(format!(
+                "apps run as local processes inside a bubblewrap sandbox, on the host network and without limits: {why}"
+            )),
+            Err(why) => Err(CheckError::Unavailable(format!(
+                "apps cannot start: {why}; install what is missing and restart berth"
+            ))),
+        }
+    }
+}
 
 /// Runs instances as local processes.
 pub struct LocalProvider {

@@ -23,7 +23,7 @@ use futures::stream::BoxStream;
 pub use lifecycle::Runtime;
 pub use local::LocalProvider;
 pub use logs::LogSink;
-pub use target::{Capabilities, Target};
+pub use target::{Capabilities, Registration, Target, Targets};
 
 /// Most instances one environment runs on the shared lifecycle (scale-out).
 pub const MAX_INSTANCES: u32 = 20;

@@ -1,12 +1,29 @@
-//! The registry of targets (places deployments run) and what each can do. Every target
-//! registers here once, with its name, its capability table and its settings schema;
-//! the settings service (`HOSTING_GET_CONFIG`), the choice of a site's provider and the
-//! tools that act on a site read this table instead of knowing targets by name, so an
-//! operation a target cannot do is refused up front, naming the target and the
-//! capability.
+//! Targets (places deployments run): the [`Target`] trait each one implements and the
+//! registry of them. Every target registers here once, with its name, its capability
+//! table, its settings schema and its constructor; the settings service
+//! (`HOSTING_GET_CONFIG`), the choice of a site's provider, the deploy pipeline and the
+//! tools that act on a site go through this registry and the trait instead of knowing
+//! targets by name, so an operation a target cannot do is refused up front, naming the
+//! target and the capability.
+//!
+//! A target's own folder holds everything it knows: `local.rs` and `docker/` run their
+//! instances on the shared lifecycle ([`Runtime`]: health checks, swaps, restarts, scale
+//! to zero and scale-out stay one piece of code), so their trait implementations
+//! delegate release, observe, retire, logs and usage to it.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_build::detect::{BuildPlan, BuildSettings, DetectError};
+use berth_build::sandbox::Sandbox;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::isolation::Isolation;
+use super::{InstanceSpec, LogSink, Observation, Provider, Runtime, StartError, Usage};
 
 /// One setting a provider understands.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +71,8 @@ pub enum BuildKind {
     SandboxSteps,
     /// berth builds an image (the site's Dockerfile or a generated one).
     Image,
+    /// berth uploads the source and the platform builds it.
+    PlatformUpload,
 }
 
 /// What a target can do: consulted by the tools before they change anything.
@@ -75,9 +94,9 @@ pub struct Capabilities {
     pub build: BuildKind,
 }
 
-/// A registered target.
+/// A registered target: what the registry knows of it before one is made.
 #[derive(Debug, Clone, Copy)]
-pub struct Target {
+pub struct Registration {
     /// Its name, as sites and `HOSTING_SET_CONFIG` spell it.
     pub name: &'static str,
     /// One line on what it is.
@@ -86,13 +105,18 @@ pub struct Target {
     pub capabilities: Capabilities,
     /// The settings it accepts (`HOSTING_SET_CONFIG`); anything else is refused.
     pub settings: &'static [ConfigKey],
+    /// Checks an org's whole settings of it (after an update is merged in); the message
+    /// names the key and what it accepts.
+    pub check_settings: fn(&Settings) -> Result<(), String>,
+    /// Makes this installation's target from the shared parts.
+    pub make: fn(&Assembly) -> anyhow::Result<Arc<dyn Target>>,
 }
 
 /// Every target; one line per target. The first is the default of new sites.
-pub const TARGETS: &[Target] = &[super::local::TARGET, super::docker::TARGET];
+pub const TARGETS: &[Registration] = &[super::local::TARGET, super::docker::TARGET];
 
 /// The registered target `name`.
-pub fn find(name: &str) -> Option<&'static Target> {
+pub fn find(name: &str) -> Option<&'static Registration> {
     TARGETS.iter().find(|t| t.name == name)
 }
 
@@ -128,6 +152,7 @@ pub fn capability_table() -> String {
         let build = match c.build {
             BuildKind::SandboxSteps => "steps in berth's sandbox",
             BuildKind::Image => "image built by berth",
+            BuildKind::PlatformUpload => "upload the platform builds",
         };
         let domains = if c.custom_domains { "through berth's edge" } else { "no" };
         out.push_str(&format!(
@@ -139,6 +164,222 @@ pub fn capability_table() -> String {
         ));
     }
     out
+}
+
+/// An org's settings of one target, as stored (`HOSTING_SET_CONFIG`), opened.
+pub type Settings = serde_json::Map<String, serde_json::Value>;
+
+/// How requests reach a deployment once it serves an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Traffic {
+    /// Through berth's edge, to the upstream addresses the target reports.
+    Edge(Vec<SocketAddr>),
+    /// At a URL the platform itself serves.
+    External(String),
+}
+
+/// The shared parts a target is made from (its registration's `make`).
+pub struct Assembly {
+    /// Runs build steps and apps.
+    pub sandbox: Arc<Sandbox>,
+    /// Host users, network namespaces and limits of build steps and apps.
+    pub isolation: Arc<Isolation>,
+    /// berth's data folder (where a target keeps its installation's identity).
+    pub data_dir: PathBuf,
+    /// Ports of the control plane that apps must not reach (it listens beyond loopback).
+    pub shielded_ports: Vec<u16>,
+}
+
+/// The deployment and site an operation is about, with the org's settings of the target.
+#[derive(Clone, Copy)]
+pub struct SiteRef<'a> {
+    /// Org id.
+    pub org: &'a str,
+    /// Site name.
+    pub site: &'a str,
+    /// The org's settings of the site's target.
+    pub settings: &'a Settings,
+}
+
+/// A build the target does itself ([`BuildKind::Image`], [`BuildKind::PlatformUpload`]).
+pub struct BuildJob<'a> {
+    /// Whose deployment.
+    pub site: SiteRef<'a>,
+    /// The deployment being built.
+    pub deployment_id: &'a str,
+    /// berth's copy of its source.
+    pub app_dir: &'a Path,
+    /// Its build plan.
+    pub plan: &'a BuildPlan,
+    /// The app's variables (build arguments).
+    pub build_args: &'a HashMap<String, String>,
+    /// Deployments environments of the site serve: their builds are kept.
+    pub in_use: &'a [String],
+    /// Writes a line of the build log.
+    pub log: &'a (dyn Fn(&'static str, String) + Send + Sync),
+    /// Cancels the build.
+    pub cancel: &'a CancellationToken,
+}
+
+/// Whether an already built deployment can still be served without a rebuild.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// Yes.
+    Yes,
+    /// No: why (what the target removed and the setting that bounds it).
+    Gone(String),
+}
+
+/// Why a settings check or connection test failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The settings are wrong: which key and what it accepts.
+    Invalid(String),
+    /// The target cannot be reached or used: what is wrong and how to fix it.
+    Unavailable(String),
+}
+
+/// A place deployments run, as the deploy pipeline and the tools drive it: how a
+/// deployment is built, how traffic reaches it, and the operations on it. A target whose
+/// instances run on berth's shared lifecycle (local, docker) hands its primitives over
+/// through [`Target::provider`] and keeps the default operations, which delegate to that
+/// lifecycle; a target that runs deployments elsewhere overrides them.
+#[async_trait::async_trait]
+pub trait Target: Send + Sync + 'static {
+    /// Its registration (name, capabilities, settings schema).
+    fn registration(&self) -> &'static Registration;
+
+    /// The primitives its instances run on in the shared lifecycle; `None` for a target
+    /// that runs deployments elsewhere.
+    fn provider(&self) -> Option<Arc<dyn Provider>>;
+
+    /// How a deployment with this plan is built for it (a static site is served from its
+    /// files by the edge, whatever the target).
+    fn build_for(&self, plan: &BuildPlan) -> BuildKind {
+        let _ = plan;
+        self.registration().capabilities.build
+    }
+
+    /// A build plan of the target's own for the source in `dir` (e.g. the app's own
+    /// Dockerfile), taking precedence over detection; `None`: detect as usual.
+    fn own_plan(&self, dir: &Path, settings: &BuildSettings) -> Option<Result<BuildPlan, DetectError>> {
+        let _ = (dir, settings);
+        None
+    }
+
+    /// Builds a deployment whose [`Target::build_for`] is not [`BuildKind::SandboxSteps`].
+    async fn build(&self, job: BuildJob<'_>) -> Result<(), String> {
+        let _ = job;
+        Err(format!(
+            "target '{}' does not build deployments itself",
+            self.registration().name
+        ))
+    }
+
+    /// The image instances of a deployment run, for a target that builds images.
+    fn instance_image(&self, site: &str, deployment_id: &str, plan: &BuildPlan) -> Option<String> {
+        let _ = (site, deployment_id, plan);
+        None
+    }
+
+    /// Makes the build of deployment `from` the build of `to` too (a promotion copies a
+    /// deployment; its files are copied by berth). Returns what was reused, for the log
+    /// (`" and image"`), empty when nothing beyond the files.
+    async fn copy_build(
+        &self,
+        site: SiteRef<'_>,
+        plan: &BuildPlan,
+        from: &str,
+        to: &str,
+    ) -> Result<&'static str, String> {
+        let _ = (site, plan, from, to);
+        Ok("")
+    }
+
+    /// Whether deployment `id` can still be served without a rebuild
+    /// ([`PromoteWithoutRebuild::WhileImageKept`]); `Err`: the target could not tell.
+    async fn kept(&self, site: SiteRef<'_>, plan: &BuildPlan, id: &str) -> Result<Kept, String> {
+        let _ = (site, plan, id);
+        Ok(Kept::Yes)
+    }
+
+    /// Removes what the target keeps of a deleted site (best effort).
+    async fn site_deleted(&self, site: SiteRef<'_>) -> Result<(), String> {
+        let _ = site;
+        Ok(())
+    }
+
+    /// Whether the org's settings make this target the one new sites run on.
+    fn is_org_default(&self, settings: &Settings) -> bool {
+        let _ = settings;
+        false
+    }
+
+    /// Tries what the settings describe (`HOSTING_TEST_CONNECTION`); `Ok` says what was
+    /// found.
+    async fn test_connection(&self, settings: &Settings) -> Result<String, CheckError>;
+
+    /// Releases a deployment: makes it serve its environment and says how traffic reaches
+    /// it. On the shared lifecycle: its first instance started and healthy.
+    async fn release(&self, lifecycle: &Runtime, spec: InstanceSpec) -> Result<Traffic, StartError> {
+        lifecycle.start(spec, 0).await.map(|addr| Traffic::Edge(vec![addr]))
+    }
+
+    /// What a deployment's instances are doing.
+    fn observe(&self, lifecycle: &Runtime, deployment_id: &str) -> Vec<Observation> {
+        lifecycle.observe(deployment_id)
+    }
+
+    /// Stops everything of a deployment (after its drain, if one is under way).
+    async fn retire(&self, lifecycle: &Runtime, deployment_id: &str) {
+        lifecycle.stop(deployment_id).await;
+    }
+
+    /// A deployment's last output lines (its whole runtime log goes to the log sink as it
+    /// is written).
+    fn logs(&self, lifecycle: &Runtime, deployment_id: &str) -> Vec<String> {
+        lifecycle.last_lines(deployment_id)
+    }
+
+    /// CPU and memory of each instance of a deployment, when the target can tell.
+    async fn usage(&self, lifecycle: &Runtime, deployment_id: &str) -> Vec<(u32, Option<Usage>)> {
+        lifecycle.usage(deployment_id, self.registration().name).await
+    }
+}
+
+/// This installation's targets, made from the registry, and the shared lifecycle the
+/// ones that run instances here use.
+#[derive(Clone)]
+pub struct Targets {
+    made: Arc<HashMap<&'static str, Arc<dyn Target>>>,
+    lifecycle: Runtime,
+}
+
+impl Targets {
+    /// Makes every registered target and the lifecycle their providers run on.
+    pub fn assemble(parts: &Assembly, logs: LogSink, changed: Arc<tokio::sync::Notify>) -> anyhow::Result<Self> {
+        let mut made = HashMap::new();
+        let mut providers = Vec::new();
+        for registration in TARGETS {
+            let target = (registration.make)(parts)?;
+            providers.extend(target.provider());
+            made.insert(registration.name, target);
+        }
+        Ok(Self {
+            made: Arc::new(made),
+            lifecycle: Runtime::new(providers, logs, changed),
+        })
+    }
+
+    /// The target `name`, when registered.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Target>> {
+        self.made.get(name).cloned()
+    }
+
+    /// The shared lifecycle.
+    pub fn lifecycle(&self) -> &Runtime {
+        &self.lifecycle
+    }
 }
 
 #[cfg(test)]
@@ -169,5 +410,61 @@ mod tests {
         assert_eq!(names.len(), TARGETS.len(), "a target is registered twice");
         assert_eq!(TARGETS[0].name, "local", "local stays the default of new sites");
         assert_eq!(find(super::super::docker::NAME).map(|t| t.name), Some("docker"));
+    }
+
+    /// The shared layers reach a target through the registry and the [`Target`] trait
+    /// only: none of them names a target's module.
+    #[test]
+    fn the_shared_layers_name_no_target() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for file in [
+            "pipeline.rs",
+            "reconciler.rs",
+            "autoscaler.rs",
+            "service/mod.rs",
+            "service/platform.rs",
+            "service/config.rs",
+            "service/capabilities.rs",
+            "runtime/lifecycle.rs",
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).expect("source file");
+            for registration in TARGETS {
+                let module = format!("runtime::{}", registration.name);
+                assert!(
+                    !text.contains(&module),
+                    "src/{file} names {module}; go through runtime::target (the registry and the Target trait)"
+                );
+            }
+        }
+    }
+
+    /// The layers below the service layer (where apps run, the autoscaler) do not import
+    /// it: they get what they need through the target trait and small structs, so there
+    /// is no import cycle through `Platform`.
+    #[test]
+    fn nothing_below_the_service_layer_imports_it() {
+        fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("source folder") {
+                let path = entry.expect("folder entry").path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![root.join("autoscaler.rs")];
+        sources(&root.join("runtime"), &mut files);
+        // Spelled in two pieces so that this file does not match itself.
+        let service = concat!("crate::", "service");
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("source file");
+            assert!(
+                !text.contains(service),
+                "{} imports the service layer; pass what it needs through runtime::target or a small struct",
+                file.display()
+            );
+        }
     }
 }

@@ -5,13 +5,13 @@
 use berth_build::detect::BuildPlan;
 
 use crate::error::{ServiceError, ServiceResult};
-use crate::runtime::target::{self, PromoteWithoutRebuild, ScaleToZero, Target};
+use crate::runtime::target::{self, PromoteWithoutRebuild, Registration, ScaleToZero};
 use crate::store::{self, ScalingRow};
 
 use super::*;
 
 /// The registered target a site runs on.
-pub(super) fn target_of(site: &store::SiteRow) -> ServiceResult<&'static Target> {
+pub(super) fn target_of(site: &store::SiteRow) -> ServiceResult<&'static Registration> {
     target::find(&site.provider).ok_or_else(|| {
         ServiceError::conflict(format!(
             "site '{}' runs on provider '{}', which this berth does not know (known: {}); delete and recreate the site on one of them",
@@ -70,18 +70,12 @@ impl Service {
                 let Ok(plan) = serde_json::from_str::<BuildPlan>(d.build_plan.as_deref().unwrap_or_default()) else {
                     return Ok(()); // no plan: the caller's own check says it cannot serve
                 };
-                if !crate::runtime::docker::builds_image(&site.provider, &plan) {
-                    return Ok(()); // a static site: served from its files by the edge
-                }
-                let (settings, provider) = self.platform.docker_for(&site.org_id).await?;
-                let tag = crate::runtime::docker::image::image_tag(&site.name, &d.id);
-                match provider.has_image(&settings, &tag).await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(refuse(&format!(
-                        "its image was removed (only the newest keep_images images of a site are kept, currently {})",
-                        settings.keep_images
-                    ))),
-                    Err(e) => Err(ServiceError::conflict(e.to_string())),
+                let target = self.platform.target(&site.provider)?;
+                let settings = self.platform.provider_config(&site.org_id, &site.provider).await?;
+                match target.kept(self.platform.site_ref(site, &settings), &plan, &d.id).await {
+                    Ok(target::Kept::Yes) => Ok(()),
+                    Ok(target::Kept::Gone(why)) => Err(refuse(&why)),
+                    Err(e) => Err(ServiceError::conflict(e)),
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! Provider settings (`HOSTING_GET_CONFIG`, `HOSTING_SET_CONFIG`, `HOSTING_TEST_CONNECTION`).
 //! Each provider declares its keys (which are secret) and how to check a config and try
 //! its connection; this module stores the settings sealed per org, masks secrets in every
-//! output and validates before anything is written. Adding a provider is one entry in
+//! output and validates before anything is written. A target's settings come with its
+//! registration (`runtime::target::TARGETS`); any other provider is one entry in
 //! [`registry`].
 
 use crate::service::access::{Action, Target};
@@ -30,7 +31,7 @@ pub use crate::runtime::target::ConfigKey;
 /// What a provider contributes to the settings service.
 #[async_trait::async_trait]
 pub trait ProviderSettings: Send + Sync + 'static {
-    /// Registered name (`local`, `docker`, `github`).
+    /// Registered name (a target's, `github`, `cloudflare`).
     fn name(&self) -> &'static str;
     /// One line on what the provider is.
     fn summary(&self) -> &'static str;
@@ -42,14 +43,16 @@ pub trait ProviderSettings: Send + Sync + 'static {
     async fn test_connection(&self, platform: &Platform, config: &ConfigMap) -> ServiceResult<String>;
 }
 
-/// Every provider with settings; one line per provider.
+/// Every provider with settings: the registered targets (`runtime::target::TARGETS`),
+/// then one line per other provider.
 pub fn registry() -> Vec<Box<dyn ProviderSettings>> {
-    vec![
-        Box::new(LocalSettings),
-        Box::new(DockerProviderSettings),
-        Box::new(crate::github::GitHubSettings),
-        Box::new(crate::dns::cloudflare::CloudflareSettings),
-    ]
+    let mut all: Vec<Box<dyn ProviderSettings>> = crate::runtime::target::TARGETS
+        .iter()
+        .map(|t| Box::new(TargetSettings(t)) as Box<dyn ProviderSettings>)
+        .collect();
+    all.push(Box::new(crate::github::GitHubSettings));
+    all.push(Box::new(crate::dns::cloudflare::CloudflareSettings));
+    all
 }
 
 fn find_provider(name: &str) -> ServiceResult<Box<dyn ProviderSettings>> {
@@ -302,43 +305,6 @@ impl Service {
     }
 }
 
-/// The local process runtime: nothing to configure; its test reports the sandbox.
-struct LocalSettings;
-
-#[async_trait::async_trait]
-impl ProviderSettings for LocalSettings {
-    fn name(&self) -> &'static str {
-        crate::runtime::local::TARGET.name
-    }
-    fn summary(&self) -> &'static str {
-        crate::runtime::local::TARGET.summary
-    }
-    fn keys(&self) -> &'static [ConfigKey] {
-        crate::runtime::local::TARGET.settings
-    }
-    fn validate(&self, _config: &ConfigMap) -> ServiceResult<()> {
-        Ok(())
-    }
-    async fn test_connection(&self, platform: &Platform, _config: &ConfigMap) -> ServiceResult<String> {
-        if !platform.runtime.is_sandboxed() {
-            return Err(ServiceError::conflict(
-                "bubblewrap (bwrap) is not installed, so apps run unsandboxed; install the bubblewrap package and restart berth",
-            ));
-        }
-        match platform.isolation.status() {
-            Ok(confined) => Ok(format!(
-                "apps run as local processes inside a bubblewrap sandbox; {confined}"
-            )),
-            Err(why) if matches!(*platform.isolation, crate::runtime::isolation::Isolation::Off(_)) => Ok(format!(
-                "apps run as local processes inside a bubblewrap sandbox, on the host network and without limits: {why}"
-            )),
-            Err(why) => Err(ServiceError::conflict(format!(
-                "apps cannot start: {why}; install what is missing and restart berth"
-            ))),
-        }
-    }
-}
-
 /// Reads a string setting, with a clear error when it has another type.
 pub fn config_str<'a>(config: &'a ConfigMap, key: &str) -> ServiceResult<Option<&'a str>> {
     match config.get(key) {
@@ -351,49 +317,33 @@ pub fn config_str<'a>(config: &'a ConfigMap, key: &str) -> ServiceResult<Option<
     }
 }
 
-/// The docker provider: engine address, base images of generated Dockerfiles, limits per
-/// container, image retention, and whether new sites use it by default.
-struct DockerProviderSettings;
+/// A registered target's settings: its schema, check and connection test come from the
+/// target's registration and the target itself (`runtime::target`).
+struct TargetSettings(&'static crate::runtime::Registration);
 
 #[async_trait::async_trait]
-impl ProviderSettings for DockerProviderSettings {
+impl ProviderSettings for TargetSettings {
     fn name(&self) -> &'static str {
-        crate::runtime::docker::NAME
+        self.0.name
     }
     fn summary(&self) -> &'static str {
-        crate::runtime::docker::TARGET.summary
+        self.0.summary
     }
     fn keys(&self) -> &'static [ConfigKey] {
-        crate::runtime::docker::TARGET.settings
+        self.0.settings
     }
     fn validate(&self, config: &ConfigMap) -> ServiceResult<()> {
-        if let Some(v) = config.get("default")
-            && !v.is_boolean()
-        {
-            return Err(ServiceError::invalid(
-                "config",
-                format!("'default' must be true or false, not {v}"),
-            ));
-        }
-        crate::runtime::docker::settings_from_config(config)
-            .map(drop)
-            .map_err(|m| ServiceError::invalid("config", m))
+        (self.0.check_settings)(config).map_err(|m| ServiceError::invalid("config", m))
     }
-    async fn test_connection(&self, _platform: &Platform, config: &ConfigMap) -> ServiceResult<String> {
-        let settings =
-            crate::runtime::docker::settings_from_config(config).map_err(|m| ServiceError::invalid("config", m))?;
-        let report = async {
-            crate::runtime::docker::Engine::connect(&settings.host)?
-                .negotiate()
-                .await?
-                .probe()
-                .await
-        }
-        .await
-        .map_err(|e| ServiceError::conflict(e.to_string()))?;
-        Ok(format!(
-            "Docker Engine {} (API {}, {}) at {}",
-            report.version, report.api_version, report.platform, report.host
-        ))
+    async fn test_connection(&self, platform: &Platform, config: &ConfigMap) -> ServiceResult<String> {
+        use crate::runtime::target::CheckError;
+        platform
+            .target(self.0.name)?
+            .test_connection(config)
+            .await
+            .map_err(|e| match e {
+                CheckError::Invalid(m) => ServiceError::invalid("config", m),
+                CheckError::Unavailable(m) => ServiceError::conflict(m),
+            })
     }
 }

@@ -503,9 +503,7 @@ impl Service {
         {
             tracing::warn!(path = %cache.display(), error = %err, "removing the site's build cache failed");
         }
-        if site.provider == crate::runtime::docker::NAME {
-            self.remove_site_images(site).await;
-        }
+        self.forget_site_builds(site).await;
         tracing::info!(site.name = %site.name, deployments = deployments.len(), "site deleted");
         Ok(DeleteSiteOutput {
             site: site.name.clone(),
@@ -1472,12 +1470,12 @@ fn redact_vars(mut v: serde_json::Value, field: &str) -> serde_json::Value {
 
 impl Service {
     /// The provider a new site runs on: the one asked for (it must be registered), else
-    /// docker when the org made it its default (`HOSTING_SET_CONFIG {provider: "docker",
-    /// config: {default: true}}`), else local.
+    /// the first registered target the org made its default (`HOSTING_SET_CONFIG
+    /// {provider, config: {default: true}}`), else the first registered one.
     async fn site_provider(&self, actor: &Actor, asked: Option<&str>) -> ServiceResult<String> {
         if let Some(name) = asked {
             let name = name.trim();
-            if crate::runtime::target::find(name).is_none() || self.platform.runtime.provider(name).is_none() {
+            if crate::runtime::target::find(name).is_none() || self.platform.targets.get(name).is_none() {
                 return Err(ServiceError::invalid(
                     "provider",
                     format!(
@@ -1488,39 +1486,35 @@ impl Service {
             }
             return Ok(name.to_string());
         }
-        let docker = self
-            .platform
-            .provider_config(&actor.org_id, crate::runtime::docker::NAME)
-            .await?;
-        Ok(if crate::runtime::docker::is_org_default(&docker) {
-            crate::runtime::docker::NAME.into()
-        } else {
-            crate::runtime::target::TARGETS[0].name.into()
-        })
+        for registration in crate::runtime::target::TARGETS {
+            let Some(target) = self.platform.targets.get(registration.name) else {
+                continue;
+            };
+            let settings = self.platform.provider_config(&actor.org_id, registration.name).await?;
+            if target.is_org_default(&settings) {
+                return Ok(registration.name.into());
+            }
+        }
+        Ok(crate::runtime::target::TARGETS[0].name.into())
     }
 }
 
 impl Service {
-    /// Removes a deleted docker site's images from the engine. Best effort: an engine that
-    /// is down leaves them to the next deploy's clean-up of the same site name.
-    async fn remove_site_images(&self, site: &SiteRow) {
+    /// Removes what a deleted site's target kept of its builds (images). Best effort: a
+    /// target that cannot be reached leaves them to its own clean-up.
+    async fn forget_site_builds(&self, site: &SiteRow) {
         let removed = async {
-            let config = self
+            let target = self.platform.target(&site.provider).map_err(|e| e.to_string())?;
+            let settings = self
                 .platform
-                .provider_config(&site.org_id, crate::runtime::docker::NAME)
+                .provider_config(&site.org_id, &site.provider)
                 .await
                 .map_err(|e| e.to_string())?;
-            let settings = crate::runtime::docker::settings_from_config(&config)?;
-            let owner = crate::runtime::docker::DockerProvider::owner_id(&self.platform.config.data_dir)
-                .map_err(|e| e.to_string())?;
-            crate::runtime::docker::DockerProvider::new(owner)
-                .remove_site_images(&settings, &site.org_id, &site.name)
-                .await
-                .map_err(|e| e.to_string())
+            target.site_deleted(self.platform.site_ref(site, &settings)).await
         }
         .await;
         if let Err(err) = removed {
-            tracing::warn!(site.name = %site.name, error = %err, "removing the site's images failed");
+            tracing::warn!(site.name = %site.name, error = %err, "removing the site's builds failed");
         }
     }
 }

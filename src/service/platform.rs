@@ -15,9 +15,12 @@ use crate::crypto::SecretBox;
 use crate::jobs::JobQueue;
 use crate::model::DeploymentStatus;
 use crate::runtime::InstanceSpec;
-use crate::runtime::{LogSink, Runtime};
+use crate::runtime::target::{BuildKind, SiteRef};
+use crate::runtime::{LogSink, Runtime, Target, Targets};
 use crate::store::{self, DeploymentRow, EnvironmentRow, SiteRow, Store};
 use berth_build::detect::{BuildPlan, ServePlan};
+
+use super::config::ConfigMap;
 
 /// What a reconcile pass saw about a serving deployment's health, handled beside the pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,10 +55,12 @@ pub struct Platform {
     pub sandbox: Arc<Sandbox>,
     /// Host users, network namespaces and limits of build steps and apps.
     pub isolation: Arc<crate::runtime::isolation::Isolation>,
-    /// Runs instances on the registered providers.
+    /// Runs instances on the registered providers (the shared lifecycle of `targets`).
     pub runtime: Runtime,
+    /// The registered targets of this installation.
+    pub targets: Targets,
     /// Decides how many instances each environment runs.
-    pub autoscaler: crate::autoscaler::Autoscaler,
+    pub autoscaler: Arc<crate::autoscaler::Autoscaler>,
     /// Log writer.
     pub logs: LogSink,
     /// The edge proxy (its route table is swapped by the reconciler).
@@ -98,7 +103,7 @@ impl Platform {
         store: Store,
         sandbox: Arc<Sandbox>,
         isolation: Arc<crate::runtime::isolation::Isolation>,
-        runtime: Runtime,
+        targets: Targets,
         logs: LogSink,
         edge: Arc<Edge>,
         reconcile_wake: Arc<Notify>,
@@ -117,8 +122,9 @@ impl Platform {
             store,
             sandbox,
             isolation,
-            runtime,
-            autoscaler: crate::autoscaler::Autoscaler::default(),
+            runtime: targets.lifecycle().clone(),
+            targets,
+            autoscaler: Arc::default(),
             logs,
             edge,
             reconcile_wake,
@@ -149,6 +155,16 @@ impl Platform {
         }
         let seq = store::sandbox::site_uid_seq(self.store.pool(), &site.id).await?;
         self.isolation.site_uid(seq).map_err(anyhow::Error::msg)
+    }
+
+    /// The target sites on `provider` run on.
+    pub fn target(&self, provider: &str) -> anyhow::Result<Arc<dyn Target>> {
+        self.targets.get(provider).ok_or_else(|| {
+            anyhow::anyhow!(
+                "provider '{provider}' is not registered in this berth (known: {})",
+                crate::runtime::target::names()
+            )
+        })
     }
 
     /// The host an environment is served at (no port).
@@ -318,13 +334,16 @@ impl Platform {
             .await?
             .map(|e| e.name)
             .unwrap_or_default();
-        let containerised = crate::runtime::docker::builds_image(&site.provider, plan);
+        let target = self.target(&site.provider)?;
+        // A deployment built into something the target runs (an image) runs as the
+        // target's; one built by steps runs as the site's own host uid.
+        let built_here = target.build_for(plan) == BuildKind::SandboxSteps;
         Ok(Some(InstanceSpec {
             deployment_id: deployment_id.to_string(),
             provider: site.provider.clone(),
             org: site.org_id.clone(),
             environment,
-            image: containerised.then(|| crate::runtime::docker::image::image_tag(&site.name, deployment_id)),
+            image: target.instance_image(&site.name, deployment_id, plan),
             provider_config: self.provider_config(&site.org_id, &site.provider).await?,
             site: site.name.clone(),
             app_dir: crate::pipeline::app_dir(self, deployment_id),
@@ -333,11 +352,7 @@ impl Platform {
             env: self.app_env(site, &d.environment_id, deployment_id).await?,
             health_check_path: plan.health_check_path.clone(),
             start_timeout: self.config.timeouts.start(),
-            uid: if containerised {
-                None
-            } else {
-                self.site_uid(site).await?
-            },
+            uid: if built_here { self.site_uid(site).await? } else { None },
             size: {
                 let scaling = store::get_scaling(self.store.pool(), &d.environment_id).await?;
                 crate::runtime::InstanceSize {
@@ -350,8 +365,9 @@ impl Platform {
 
     /// A deployment built for another environment made servable by `env`, for a
     /// promotion: a new deployment of `env` with the same code, build plan, files (copied)
-    /// and image (a second tag), built already, so nothing is rebuilt and its
-    /// instances run with `env`'s variables. Stored `superseded` until pointed at.
+    /// and whatever its target built (an image gets a second tag), built already, so
+    /// nothing is rebuilt and its instances run with `env`'s variables. Stored
+    /// `superseded` until pointed at.
     pub async fn copy_deployment_for(
         &self,
         site: &SiteRow,
@@ -373,34 +389,35 @@ impl Platform {
             finished_at: Some(now),
             ..from.clone()
         };
-        let (source, target) = (
+        let (source, to_dir) = (
             crate::pipeline::app_dir(self, &from.id),
             crate::pipeline::app_dir(self, &copy.id),
         );
         if !source.is_dir() {
             anyhow::bail!("the files of deployment {} are gone; deploy again", from.id);
         }
-        let has_image = crate::runtime::docker::builds_image(&site.provider, &plan);
+        let target = self.target(&site.provider)?;
+        let settings = self.provider_config(&site.org_id, &site.provider).await?;
         let made = async {
             tokio::fs::create_dir_all(self.config.deployments_dir().join(&copy.id)).await?;
             // A copy, not hard links: `/app` is writable, and a shared inode would let
             // one environment's app rewrite another's code.
-            crate::util::copy_tree(&source, &target).await?;
-            if has_image {
-                let (settings, provider) = self.docker_for(&site.org_id).await?;
-                let image = |id: &str| crate::runtime::docker::image::image_tag(&site.name, id);
-                provider
-                    .tag_image(&settings, &image(&from.id), &image(&copy.id))
-                    .await?;
-            }
+            crate::util::copy_tree(&source, &to_dir).await?;
+            let reused = target
+                .copy_build(self.site_ref(site, &settings), &plan, &from.id, &copy.id)
+                .await
+                .map_err(anyhow::Error::msg)?;
             store::insert_deployment(self.store.pool(), &copy).await?;
-            anyhow::Ok(())
+            anyhow::Ok(reused)
         }
         .await;
-        if let Err(err) = made {
-            let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(&copy.id)).await;
-            return Err(err);
-        }
+        let reused = match made {
+            Ok(reused) => reused,
+            Err(err) => {
+                let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(&copy.id)).await;
+                return Err(err);
+            }
+        };
         let from_env = store::get_environment_by_id(self.store.pool(), &from.environment_id)
             .await?
             .map(|e| e.name)
@@ -410,10 +427,8 @@ impl Platform {
             "build",
             "system",
             format!(
-                "promoted from {} (built for '{from_env}'): the same files{}, with the variables of '{}'; nothing rebuilt",
-                from.id,
-                if has_image { " and image" } else { "" },
-                env.name
+                "promoted from {} (built for '{from_env}'): the same files{reused}, with the variables of '{}'; nothing rebuilt",
+                from.id, env.name
             ),
         );
         Ok(copy)
@@ -550,8 +565,9 @@ impl Platform {
     }
 
     /// Keeps an environment's newest `--keep-deployments` finished deployments (and any an
-    /// environment serves); older ones lose their record, logs and files. Docker images
-    /// are bounded by the provider's own `keep_images`. Returns how many were removed.
+    /// environment serves); older ones lose their record, logs and files. What a target
+    /// keeps of builds (images) is bounded by its own settings. Returns how many were
+    /// removed.
     pub async fn prune_environment(&self, environment_id: &str) -> usize {
         let keep = self.config.keep_deployments as i64;
         let doomed = match store::prunable_deployments(self.store.pool(), environment_id, keep).await {
@@ -583,20 +599,13 @@ impl Platform {
         }
     }
 
-    /// The org's docker settings and a provider handle of this installation, for image
-    /// work outside an instance's lifecycle (builds, promotion tags).
-    pub async fn docker_for(
-        &self,
-        org_id: &str,
-    ) -> anyhow::Result<(
-        crate::runtime::docker::DockerSettings,
-        crate::runtime::docker::DockerProvider,
-    )> {
-        use crate::runtime::docker;
-        let config = self.provider_config(org_id, docker::NAME).await?;
-        let settings = docker::settings_from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
-        let owner = docker::DockerProvider::owner_id(&self.config.data_dir)?;
-        Ok((settings, docker::DockerProvider::new(owner)))
+    /// A site as its target's operations see it, with the org's `settings` of the target.
+    pub fn site_ref<'a>(&self, site: &'a SiteRow, settings: &'a ConfigMap) -> SiteRef<'a> {
+        SiteRef {
+            org: &site.org_id,
+            site: &site.name,
+            settings,
+        }
     }
 
     /// Points an environment at a deployment that is already built (promote, rollback):

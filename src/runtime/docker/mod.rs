@@ -15,6 +15,7 @@ pub mod container;
 pub mod engine;
 pub mod image;
 pub mod shield;
+mod target;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 
 use super::listeners::Listeners;
-use super::target::{BuildKind, Capabilities, ConfigKey, PromoteWithoutRebuild, ScaleToZero, Target};
+use super::target::{BuildKind, Capabilities, ConfigKey, PromoteWithoutRebuild, Registration, ScaleToZero};
 use super::{InstanceSpec, Launched, OutputLine, OutputStream, Pause, Provider, Usage};
 
 use berth_build::dockerfile::BaseImages;
@@ -53,7 +54,7 @@ pub const NAME: &str = "docker";
 /// The docker target as registered: containers that freeze to sleep, images built by
 /// berth (static sites are served by the edge from files, as on local), and promotion
 /// without a rebuild only while the deployment's image is kept (`keep_images`).
-pub const TARGET: Target = Target {
+pub const TARGET: Registration = Registration {
     name: NAME,
     summary: "Builds apps into images and runs them as locked-down containers on a Docker Engine.",
     capabilities: Capabilities {
@@ -112,13 +113,9 @@ pub const TARGET: Target = Target {
             description: "true: new sites of this org run on docker unless they name a provider (default false).",
         },
     ],
+    check_settings: target::check_settings,
+    make: target::make,
 };
-
-/// Whether a deployment of a site on `provider` runs from an image: docker sites that
-/// serve a process (static sites stay with the edge).
-pub fn builds_image(provider: &str, plan: &berth_build::BuildPlan) -> bool {
-    provider == NAME && matches!(plan.serve, berth_build::ServePlan::Process { .. })
-}
 
 /// Longest a paused container may sleep before it is removed: a week.
 const MAX_KEEP_PAUSED_SECONDS: u64 = 7 * 24 * 3600;
