@@ -299,10 +299,87 @@ async fn requests_held_while_a_sleeping_site_wakes_count_as_cold_starts() {
     assert_eq!(cold, 1, "{timeline}");
 }
 
+#[tokio::test]
+async fn request_body_bytes_through_the_edge_are_counted_exactly() {
+    let server = TestServer::start().await;
+    // The app reads each body whole and answers its length.
+    let source = app(&[
+        (
+            "package.json",
+            r#"{"name":"u","version":"1.0.0","scripts":{"start":"node server.js"}}"#,
+        ),
+        (
+            "server.js",
+            "require('http').createServer((q, r) => {\n\
+             let n = 0;\n\
+             q.on('data', c => n += c.length);\n\
+             q.on('end', () => r.end(String(n)));\n\
+             }).listen(process.env.PORT);\n",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "upload", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    // Probes are GETs without a body: they add requests but no bytes in.
+    eventually("the app answers", 30, async || {
+        server.edge("upload.localhost", "/ready").await.0 == 200
+    })
+    .await;
+
+    let sizes = [0usize, 1, 100, 1000, 4096, 65_536, 12_345];
+    for size in sizes {
+        let response = server
+            .http
+            .post(format!("http://127.0.0.1:{}/upload", server.edge_port))
+            .header("host", "upload.localhost")
+            .body(vec![b'x'; size])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.text().await.unwrap(),
+            size.to_string(),
+            "the app read it whole"
+        );
+    }
+    let sent: u64 = sizes.iter().map(|n| *n as u64).sum();
+
+    let mut summary = Value::Null;
+    eventually("the summary counts every body byte", 20, async || {
+        summary = server.get("/api/sites/upload/metrics/summary?since=10m").await.1;
+        summary["bytes_in"].as_u64() == Some(sent)
+    })
+    .await;
+    assert!(
+        summary["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{:.1} KiB received", sent as f64 / 1024.0)),
+        "{summary}"
+    );
+    assert_eq!(summary["previous"]["bytes_in"], 0, "{summary}");
+    let (_, timeline) = server
+        .get("/api/sites/upload/metrics/timeline?since=10m&resolution=1m")
+        .await;
+    let points: u64 = timeline["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["bytes_in"].as_u64().unwrap())
+        .sum();
+    assert_eq!(points, sent, "{timeline}");
+}
+
 /// A bucket of `requests` 200s to `template`, each taking `millis`.
 fn bucket(requests: u64, template: &str, millis: u64) -> Bucket {
     let mut b = Bucket {
         requests,
+        bytes_in: requests * 7,
         bytes_out: requests * 100,
         ..Bucket::default()
     };
@@ -396,8 +473,8 @@ async fn rollups_cross_minute_hour_and_day_boundaries_and_old_buckets_are_pruned
         .unwrap();
     assert_eq!(days.len(), 1);
     assert_eq!(
-        (days[0].start_ms, days[0].requests, days[0].bytes_out),
-        (day0, 10, 1000)
+        (days[0].start_ms, days[0].requests, days[0].bytes_in, days[0].bytes_out),
+        (day0, 10, 70, 1000)
     );
     let median = days[0].first_byte.quantile_micros(0.5).unwrap();
     assert!((median - 20_000.0).abs() <= 0.01 * 20_000.0, "{median}");
