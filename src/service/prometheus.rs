@@ -398,6 +398,32 @@ fn render(
         &[],
         recorder.reconcile_failures.load(Ordering::Relaxed) as f64,
     );
+    let (exported, queue_full, export_failed) = crate::otlp::counts();
+    header(
+        &mut out,
+        "berth_otlp_spans_exported_total",
+        "counter",
+        "Trace spans sent to the OTLP endpoint.",
+    );
+    sample(&mut out, "berth_otlp_spans_exported_total", &[], exported as f64);
+    header(
+        &mut out,
+        "berth_otlp_spans_dropped_total",
+        "counter",
+        "Trace spans dropped: the export queue was full, or their export failed.",
+    );
+    sample(
+        &mut out,
+        "berth_otlp_spans_dropped_total",
+        &[("reason", "queue_full")],
+        queue_full as f64,
+    );
+    sample(
+        &mut out,
+        "berth_otlp_spans_dropped_total",
+        &[("reason", "export_failed")],
+        export_failed as f64,
+    );
 
     // Copied out so the lock is not held while the edge series are written.
     let recorded = {
