@@ -1029,10 +1029,11 @@ pub async fn metrics(args: &ClientArgs, site: &str, view: &MetricsView, json: bo
         "timeline" => {
             for p in out["points"].as_array().into_iter().flatten() {
                 println!(
-                    "  {}  {:>8} req  {:>6} 5xx  {:>10} B  p95 {}",
+                    "  {}  {:>8} req  {:>6} 5xx  {:>10} B in  {:>10} B out  p95 {}",
                     p["start"].as_str().unwrap_or_default(),
                     p["requests"],
                     p["server_errors"],
+                    p["bytes_in"],
                     p["bytes_out"],
                     p["p95_ms"].as_f64().map_or("-".into(), |ms| format!("{ms:.1} ms"))
                 );

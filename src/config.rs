@@ -120,6 +120,10 @@ pub struct MetricsConfig {
     /// (`BERTH_METRICS_TOKEN`): on the command line it would show in the process list.
     #[arg(long = "metrics-token", env = "BERTH_METRICS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// OTLP/HTTP collector base URL (`http://127.0.0.1:4318`): each deploy is exported as a
+    /// trace to `<endpoint>/v1/traces`. Unset (the default): nothing is recorded or sent.
+    #[arg(long = "otlp-endpoint", env = "BERTH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl MetricsConfig {

@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod mcp;
 pub mod model;
 pub mod oauth;
+pub mod otlp;
 pub mod patterns;
 pub mod pipeline;
 pub mod reconciler;

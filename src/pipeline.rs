@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::{JobError, JobFuture, JobHandler};
 use crate::model::{DeploymentStatus, SourceKind};
+use crate::otlp::DeployTrace;
 use crate::runtime::target::BuildKind;
 use crate::service::Platform;
 use crate::source::{self, LocalRepoPolicy, RepoLocation};
@@ -79,8 +80,9 @@ async fn run_deploy(
     let cancel = platform.register_cancel(deployment_id);
     let guard_cancel = cancel.clone();
     let started = std::time::Instant::now();
+    let mut trace = deploy_trace(platform, &deployment).await;
     let result = tokio::select! {
-        r = build_and_start(platform, &deployment, &cancel) => r,
+        r = build_and_start(platform, &deployment, &cancel, &mut trace) => r,
         _ = shutdown.cancelled() => {
             // Server shutting down: leave the job to be retried on the next start.
             guard_cancel.cancel();
@@ -91,9 +93,39 @@ async fn run_deploy(
     platform.unregister_cancel(deployment_id);
     crate::service::prometheus::deploy_finished(started.elapsed(), if result.is_ok() { "succeeded" } else { "failed" });
     let outcome = finish(platform, &deployment, &cancel, result).await;
+    if crate::otlp::enabled() {
+        // The status the deploy ended in: live, failed, cancelled or superseded.
+        let status = store::get_deployment_any_org(platform.store.pool(), deployment_id)
+            .await
+            .ok()
+            .flatten()
+            .map_or("unknown", |d| d.status().as_str());
+        trace.finish(status);
+    }
     // Whatever the outcome, the environment keeps only its newest deployments.
     platform.prune_environment(&deployment.environment_id).await;
     outcome
+}
+
+/// A deploy's trace, named by its site and environment (looked up only when traces are
+/// exported).
+async fn deploy_trace(platform: &Arc<Platform>, deployment: &DeploymentRow) -> DeployTrace {
+    if !crate::otlp::enabled() {
+        return DeployTrace::start("", "", &deployment.id);
+    }
+    let pool = platform.store.pool();
+    let site = store::get_site_by_id(pool, &deployment.site_id).await.ok().flatten();
+    let environment = store::get_environment_by_id(pool, &deployment.environment_id)
+        .await
+        .ok()
+        .flatten();
+    DeployTrace::start(
+        site.as_ref().map_or(deployment.site_id.as_str(), |s| s.name.as_str()),
+        environment
+            .as_ref()
+            .map_or(deployment.environment_id.as_str(), |e| e.name.as_str()),
+        &deployment.id,
+    )
 }
 
 /// Records how a deploy ended: a failure (or cancellation) stops its instances and says why.
@@ -171,6 +203,7 @@ async fn build_and_start(
     platform: &Arc<Platform>,
     deployment: &DeploymentRow,
     cancel: &CancellationToken,
+    trace: &mut DeployTrace,
 ) -> Result<(), StageFailure> {
     let id = deployment.id.as_str();
     let internal = |e: anyhow::Error| StageFailure::from(format!("internal error: {e:#}"));
@@ -205,6 +238,7 @@ async fn build_and_start(
     let kind = SourceKind::parse(&deployment.source_kind);
 
     // 1. Source.
+    trace.step("source");
     platform.log(id, "build", "system", "fetching source".into());
     match kind {
         SourceKind::Upload => {
@@ -312,7 +346,9 @@ async fn build_and_start(
         }
     }
 
-    // 2. Plan. Symlinks leading out of the tree are never followed on the host: detection
+    // 2. Plan and build (one step of the deploy's trace).
+    trace.step("build");
+    // Symlinks leading out of the tree are never followed on the host: detection
     // treats them as absent, and the log says which ones were left out.
     let escaping = berth_build::fs_safe::links_leaving_tree(&dir);
     for name in &escaping {
@@ -544,6 +580,7 @@ async fn build_and_start(
 
     // 4. Start (apps) and health-check, then activate: no build slot needed.
     drop(build_slot);
+    trace.step("start");
     crate::service::prometheus::build_finished(build_started.elapsed());
     platform
         .set_status(deployment, DeploymentStatus::Deploying, None)
@@ -595,6 +632,7 @@ async fn build_and_start(
     if cancel.is_cancelled() {
         return Err("cancelled".to_string().into());
     }
+    trace.step("swap");
     if platform.activate(deployment).await.map_err(internal)? {
         platform.log(id, "build", "system", "deployment is live".into());
     } else {

@@ -39,6 +39,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     check_bootstrap_key(config.bootstrap_key.as_deref())?;
     check_metrics_token(config.metrics.token.as_deref())?;
     crate::service::prometheus::start();
+    if let Some(endpoint) = config.metrics.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
+        crate::otlp::start(endpoint).map_err(|message| anyhow::anyhow!(message))?;
+    }
     // Everything berth writes (database, WAL, keys, logs, builds) is its user's alone.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&config.data_dir)

@@ -299,10 +299,87 @@ async fn requests_held_while_a_sleeping_site_wakes_count_as_cold_starts() {
     assert_eq!(cold, 1, "{timeline}");
 }
 
+#[tokio::test]
+async fn request_body_bytes_through_the_edge_are_counted_exactly() {
+    let server = TestServer::start().await;
+    // The app reads each body whole and answers its length.
+    let source = app(&[
+        (
+            "package.json",
+            r#"{"name":"u","version":"1.0.0","scripts":{"start":"node server.js"}}"#,
+        ),
+        (
+            "server.js",
+            "require('http').createServer((q, r) => {\n\
+             let n = 0;\n\
+             q.on('data', c => n += c.length);\n\
+             q.on('end', () => r.end(String(n)));\n\
+             }).listen(process.env.PORT);\n",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "upload", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    // Probes are GETs without a body: they add requests but no bytes in.
+    eventually("the app answers", 30, async || {
+        server.edge("upload.localhost", "/ready").await.0 == 200
+    })
+    .await;
+
+    let sizes = [0usize, 1, 100, 1000, 4096, 65_536, 12_345];
+    for size in sizes {
+        let response = server
+            .http
+            .post(format!("http://127.0.0.1:{}/upload", server.edge_port))
+            .header("host", "upload.localhost")
+            .body(vec![b'x'; size])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.text().await.unwrap(),
+            size.to_string(),
+            "the app read it whole"
+        );
+    }
+    let sent: u64 = sizes.iter().map(|n| *n as u64).sum();
+
+    let mut summary = Value::Null;
+    eventually("the summary counts every body byte", 20, async || {
+        summary = server.get("/api/sites/upload/metrics/summary?since=10m").await.1;
+        summary["bytes_in"].as_u64() == Some(sent)
+    })
+    .await;
+    assert!(
+        summary["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{:.1} KiB received", sent as f64 / 1024.0)),
+        "{summary}"
+    );
+    assert_eq!(summary["previous"]["bytes_in"], 0, "{summary}");
+    let (_, timeline) = server
+        .get("/api/sites/upload/metrics/timeline?since=10m&resolution=1m")
+        .await;
+    let points: u64 = timeline["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["bytes_in"].as_u64().unwrap())
+        .sum();
+    assert_eq!(points, sent, "{timeline}");
+}
+
 /// A bucket of `requests` 200s to `template`, each taking `millis`.
 fn bucket(requests: u64, template: &str, millis: u64) -> Bucket {
     let mut b = Bucket {
         requests,
+        bytes_in: requests * 7,
         bytes_out: requests * 100,
         ..Bucket::default()
     };
@@ -396,8 +473,8 @@ async fn rollups_cross_minute_hour_and_day_boundaries_and_old_buckets_are_pruned
         .unwrap();
     assert_eq!(days.len(), 1);
     assert_eq!(
-        (days[0].start_ms, days[0].requests, days[0].bytes_out),
-        (day0, 10, 1000)
+        (days[0].start_ms, days[0].requests, days[0].bytes_in, days[0].bytes_out),
+        (day0, 10, 70, 1000)
     );
     let median = days[0].first_byte.quantile_micros(0.5).unwrap();
     assert!((median - 20_000.0).abs() <= 0.01 * 20_000.0, "{median}");
@@ -656,4 +733,151 @@ async fn fields_name_the_environments_codes_paths_and_deployments_a_range_holds(
         assert_eq!(got, status, "{path}: {body}");
         assert!(body.to_string().contains(needle), "{path}: {body}");
     }
+}
+
+/// A local OTLP/HTTP receiver: what berth posts to `/v1/traces`, decoded with berth's own
+/// wire types.
+struct OtlpReceiver {
+    url: String,
+    received: Arc<std::sync::Mutex<Vec<berth::otlp::ExportTraceServiceRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OtlpReceiver {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let received: Arc<std::sync::Mutex<Vec<berth::otlp::ExportTraceServiceRequest>>> = Arc::default();
+        let store = Arc::clone(&received);
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                let request = serde_json::from_slice(&body).expect("an OTLP/JSON export request");
+                store.lock().unwrap().push(request);
+                "{}"
+            }),
+        );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { url, received, task }
+    }
+
+    fn spans(&self) -> Vec<berth::otlp::Span> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| s.spans.clone())
+            .collect()
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn attribute(span: &berth::otlp::Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.string_value.clone())
+}
+
+async fn otlp_counter(server: &TestServer, sample: &str) -> f64 {
+    let text = server
+        .http
+        .get(server.api("/metrics"))
+        .bearer_auth("scrape-token-0123456789abcdef")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
+}
+
+#[tokio::test]
+async fn a_deploy_is_exported_as_a_trace_of_its_steps_and_nothing_is_sent_when_unset() {
+    let receiver = OtlpReceiver::start().await;
+    let server = TestServer::start_with(&[
+        ("BERTH_OTLP_ENDPOINT", &receiver.url),
+        ("BERTH_METRICS_TOKEN", "scrape-token-0123456789abcdef"),
+    ])
+    .await;
+    let source = traffic_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "traced", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let deployment = out["deployment"]["id"].as_str().unwrap().to_string();
+    // Sent off the deploy's path, in a batch a second after the deploy ends.
+    eventually("the deploy's spans arrive", 20, async || receiver.spans().len() >= 5).await;
+    let spans = receiver.spans();
+    let root = spans
+        .iter()
+        .find(|s| s.name == "deploy")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert!(root.parent_span_id.is_empty(), "{root:?}");
+    assert_eq!(root.trace_id.len(), 32);
+    assert_eq!(root.span_id.len(), 16);
+    assert_eq!(attribute(root, "berth.site").as_deref(), Some("traced"));
+    assert_eq!(attribute(root, "berth.environment").as_deref(), Some("production"));
+    assert_eq!(attribute(root, "berth.deployment.id"), Some(deployment.clone()));
+    assert_eq!(attribute(root, "berth.deploy.outcome").as_deref(), Some("live"));
+    assert_eq!(root.status.code, berth::otlp::STATUS_OK);
+    let time = |t: &str| t.parse::<u64>().unwrap();
+    let children: Vec<_> = spans.iter().filter(|s| s.parent_span_id == root.span_id).collect();
+    assert_eq!(
+        children.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["source", "build", "start", "swap"],
+        "{spans:#?}"
+    );
+    let mut previous_end = time(&root.start_time_unix_nano);
+    for child in &children {
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_eq!(child.status.code, berth::otlp::STATUS_OK, "{child:?}");
+        assert_eq!(
+            child.attributes.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+            ["berth.deployment.id"],
+            "ids only: no messages or environment values"
+        );
+        let (start, end) = (time(&child.start_time_unix_nano), time(&child.end_time_unix_nano));
+        assert!(previous_end <= start && start <= end, "{child:?}");
+        previous_end = end;
+    }
+    assert!(previous_end <= time(&root.end_time_unix_nano));
+    assert_eq!(spans.len(), 5, "one trace: {spans:#?}");
+    assert_eq!(otlp_counter(&server, "berth_otlp_spans_exported_total").await, 5.0);
+    assert_eq!(
+        otlp_counter(&server, "berth_otlp_spans_dropped_total{reason=\"queue_full\"}").await,
+        0.0
+    );
+
+    // Without an endpoint nothing is recorded or sent.
+    let quiet = TestServer::start_with(&[
+        ("BERTH_OTLP_ENDPOINT", ""),
+        ("BERTH_METRICS_TOKEN", "scrape-token-0123456789abcdef"),
+    ])
+    .await;
+    let (_, out) = quiet
+        .post(
+            "/api/sites",
+            &json!({"name": "quiet", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(otlp_counter(&quiet, "berth_otlp_spans_exported_total").await, 0.0);
+    assert_eq!(receiver.spans().len(), 5, "nothing more arrived");
 }

@@ -200,6 +200,8 @@ pub struct PeriodTotals {
     pub until: String,
     /// Requests answered.
     pub requests: u64,
+    /// Request body bytes received (as the requests' `Content-Length` declared them).
+    pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
     /// Share of requests answered 5xx (0 to 1).
@@ -351,6 +353,8 @@ pub struct TimelinePoint {
     pub client_errors: u64,
     /// Answered 5xx.
     pub server_errors: u64,
+    /// Bytes received (request bodies).
+    pub bytes_in: u64,
     /// Bytes sent.
     pub bytes_out: u64,
     /// Cold starts.
@@ -990,6 +994,7 @@ impl Service {
                 requests: b.requests,
                 client_errors: b.class(4),
                 server_errors: b.class(5),
+                bytes_in: b.bytes_in,
                 bytes_out: b.bytes_out,
                 cold_starts: b.cold_starts,
                 p50_ms: b.first_byte.quantile_micros(0.5).map(|us| round3(us / 1000.0)),
@@ -1050,6 +1055,7 @@ fn totals(bucket: &Bucket, range: Range) -> PeriodTotals {
         since: rfc3339(range.since),
         until: rfc3339(range.until),
         requests: bucket.requests,
+        bytes_in: bucket.bytes_in,
         bytes_out: bucket.bytes_out,
         error_rate: rate(bucket.class(5)),
         client_error_rate: rate(bucket.class(4)),
@@ -1079,9 +1085,11 @@ fn summary_line(site: &str, environment: &str, current: &PeriodTotals, change: &
         None => String::new(),
     };
     format!(
-        "{site} {environment}: {} requests{trend}, {:.2}% 5xx, {:.1} KiB sent{latency}; {} cold starts",
+        "{site} {environment}: {} requests{trend}, {:.2}% 5xx, {:.1} KiB received, {:.1} KiB sent{latency}; {} \
+         cold starts",
         current.requests,
         current.error_rate * 100.0,
+        current.bytes_in as f64 / 1024.0,
         current.bytes_out as f64 / 1024.0,
         current.cold_starts
     )

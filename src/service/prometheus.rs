@@ -32,7 +32,7 @@ use super::access::{Action, Target};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Environments whose edge traffic is counted apart; requests to more count only in
-/// `berth_edge_requests_over_series_cap_total`. Each costs 21 series.
+/// `berth_edge_requests_over_series_cap_total`. Each costs 22 series.
 pub const MAX_EDGE_SERIES: usize = 1000;
 
 /// Upper bounds (seconds) of the edge's request latency buckets.
@@ -106,6 +106,8 @@ struct EdgeSeries {
     first_byte_seconds: f64,
     /// Requests held while a sleeping app woke.
     cold_starts: u64,
+    /// Request body bytes received.
+    bytes_in: u64,
     /// Response body bytes sent.
     bytes_out: u64,
 }
@@ -118,6 +120,7 @@ impl Default for EdgeSeries {
             requests: 0,
             first_byte_seconds: 0.0,
             cold_starts: 0,
+            bytes_in: 0,
             bytes_out: 0,
         }
     }
@@ -252,6 +255,7 @@ pub fn edge_traffic(drain: &TapDrain) {
         series.requests += traffic.requests;
         series.first_byte_seconds += traffic.first_byte.sum_micros() / 1e6;
         series.cold_starts += traffic.cold_starts;
+        series.bytes_in += traffic.bytes_in;
         series.bytes_out += traffic.bytes_out;
     }
 }
@@ -393,6 +397,32 @@ fn render(
         "berth_reconcile_failures_total",
         &[],
         recorder.reconcile_failures.load(Ordering::Relaxed) as f64,
+    );
+    let (exported, queue_full, export_failed) = crate::otlp::counts();
+    header(
+        &mut out,
+        "berth_otlp_spans_exported_total",
+        "counter",
+        "Trace spans sent to the OTLP endpoint.",
+    );
+    sample(&mut out, "berth_otlp_spans_exported_total", &[], exported as f64);
+    header(
+        &mut out,
+        "berth_otlp_spans_dropped_total",
+        "counter",
+        "Trace spans dropped: the export queue was full, or their export failed.",
+    );
+    sample(
+        &mut out,
+        "berth_otlp_spans_dropped_total",
+        &[("reason", "queue_full")],
+        queue_full as f64,
+    );
+    sample(
+        &mut out,
+        "berth_otlp_spans_dropped_total",
+        &[("reason", "export_failed")],
+        export_failed as f64,
     );
 
     // Copied out so the lock is not held while the edge series are written.
@@ -573,6 +603,21 @@ fn render(
             "berth_edge_response_bytes_total",
             &labels,
             series.bytes_out as f64,
+        );
+    }
+    header(
+        &mut out,
+        "berth_edge_request_bytes_total",
+        "counter",
+        "Request body bytes the edge received for a site (as Content-Length declared them).",
+    );
+    for (name, series) in &rows {
+        let labels = [("site", name.site.as_str()), ("environment", name.environment.as_str())];
+        sample(
+            &mut out,
+            "berth_edge_request_bytes_total",
+            &labels,
+            series.bytes_in as f64,
         );
     }
     if *audience == Audience::Operator {

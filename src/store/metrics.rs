@@ -252,6 +252,8 @@ pub struct Bucket {
     pub requests: u64,
     /// Requests by status code.
     pub statuses: BTreeMap<u16, u64>,
+    /// Request body bytes received (as `Content-Length` declared them).
+    pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
     /// Served from static files.
@@ -277,6 +279,7 @@ impl Bucket {
         for (code, n) in &traffic.statuses {
             *self.statuses.entry(*code).or_default() += n;
         }
+        self.bytes_in += traffic.bytes_in;
         self.bytes_out += traffic.bytes_out;
         self.static_files += traffic.static_files;
         self.proxied += traffic.proxied;
@@ -299,6 +302,7 @@ impl Bucket {
         for (code, n) in &other.statuses {
             *self.statuses.entry(*code).or_default() += n;
         }
+        self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.static_files += other.static_files;
         self.proxied += other.proxied;
@@ -325,6 +329,7 @@ struct BucketRow {
     start_ms: i64,
     requests: i64,
     statuses: String,
+    bytes_in: i64,
     bytes_out: i64,
     static_files: i64,
     proxied: i64,
@@ -338,7 +343,7 @@ struct BucketRow {
 /// The columns a [`BucketRow`] reads, as a literal for `concat!`.
 macro_rules! bucket_columns {
     () => {
-        "resolution, start_ms, requests, statuses, bytes_out, static_files, proxied, not_modified, cold_starts, \
+        "resolution, start_ms, requests, statuses, bytes_in, bytes_out, static_files, proxied, not_modified, cold_starts, \
          total_micros, first_byte, paths"
     };
 }
@@ -356,6 +361,7 @@ impl BucketRow {
                 .into_iter()
                 .filter_map(|(code, n)| Some((code.parse().ok()?, n)))
                 .collect(),
+            bytes_in: self.bytes_in.max(0) as u64,
             bytes_out: self.bytes_out.max(0) as u64,
             static_files: self.static_files.max(0) as u64,
             proxied: self.proxied.max(0) as u64,
@@ -381,8 +387,8 @@ async fn put<'e>(
     let statuses: BTreeMap<String, u64> = bucket.statuses.iter().map(|(c, n)| (c.to_string(), *n)).collect();
     sqlx::query(
         "INSERT OR REPLACE INTO metrics_buckets (environment_id, resolution, start_ms, site_id, requests, \
-         statuses, bytes_out, static_files, proxied, not_modified, cold_starts, total_micros, first_byte, paths, \
-         rolled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+         statuses, bytes_in, bytes_out, static_files, proxied, not_modified, cold_starts, total_micros, first_byte, \
+         paths, rolled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
     )
     .bind(environment_id)
     .bind(resolution.seconds())
@@ -390,6 +396,7 @@ async fn put<'e>(
     .bind(site_id)
     .bind(bucket.requests as i64)
     .bind(serde_json::to_string(&statuses).unwrap_or_else(|_| "{}".into()))
+    .bind(bucket.bytes_in as i64)
     .bind(bucket.bytes_out as i64)
     .bind(bucket.static_files as i64)
     .bind(bucket.proxied as i64)
@@ -673,7 +680,7 @@ pub async fn stored<'e>(
 ) -> sqlx::Result<(i64, i64)> {
     sqlx::query_as(
         "SELECT COUNT(*), COALESCE(SUM(length(environment_id) + length(site_id) + length(statuses) + \
-         length(first_byte) + length(paths) + 11 * 8), 0) FROM metrics_buckets \
+         length(first_byte) + length(paths) + 12 * 8), 0) FROM metrics_buckets \
          WHERE environment_id = ? AND resolution = ?",
     )
     .bind(environment_id)

@@ -1,5 +1,5 @@
 //! The traffic tap: what every request the edge answers for a site did (status, method,
-//! path template, bytes out, time to first byte and in total, static file or proxied,
+//! path template, bytes in and out, time to first byte and in total, static file or proxied,
 //! 304, cold start), counted per site+environment+deployment ([`RouteLabel`]) in
 //! per-worker accumulators that the control plane empties with [`Edge::drain_tap`].
 //!
@@ -82,6 +82,9 @@ pub struct SiteTraffic {
     pub requests: u64,
     /// Requests per status code, by code.
     pub statuses: Vec<(u16, u64)>,
+    /// Request body bytes received, as the requests' `Content-Length` stated them (a
+    /// chunked body without one counts 0).
+    pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
     /// Served from static files.
@@ -205,6 +208,7 @@ impl TapRegistry {
 /// path bound.
 fn merge_traffic(into: &mut SiteTraffic, more: SiteTraffic) {
     into.requests += more.requests;
+    into.bytes_in += more.bytes_in;
     into.bytes_out += more.bytes_out;
     into.static_files += more.static_files;
     into.proxied += more.proxied;
@@ -250,6 +254,7 @@ impl WorkerTap {
             enabled: self.enabled,
             started: Instant::now(),
             method: method_name(req.method()),
+            bytes_in: if self.enabled { content_length(req) } else { 0 },
             uri: if self.enabled { Some(req.uri().clone()) } else { None },
             site: None,
             kind: Kind::Other,
@@ -283,6 +288,7 @@ impl WorkerTap {
             return response.map(|inner| TapBody { inner, end: None });
         };
         slot.requests += 1;
+        slot.bytes_in += tap.bytes_in;
         let code = usize::from(status).clamp(100, 999) - 100;
         slot.statuses[code] = slot.statuses[code].saturating_add(1);
         let bucket = bucket_of(first_byte.as_micros() as u64);
@@ -334,6 +340,8 @@ pub(crate) struct TapRequest {
     enabled: bool,
     started: Instant,
     method: &'static str,
+    /// The request body's declared size.
+    bytes_in: u64,
     uri: Option<Uri>,
     /// The label slot's key and id in this worker's accumulator.
     site: Option<(usize, u64)>,
@@ -390,6 +398,16 @@ impl TapRequest {
         acc.sites.insert(key, SiteSlot::new(id, Arc::clone(label)));
         self.site = Some((key, id));
     }
+}
+
+/// The body size a request declares in `Content-Length` (0 without one, or with one that
+/// is not a number: hyper has refused such a request before it gets here).
+fn content_length(req: &Request<hyper::body::Incoming>) -> u64 {
+    req.headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The standard methods by name; others share one name, so a method cannot grow the
@@ -463,6 +481,7 @@ struct SiteSlot {
     id: u64,
     label: Arc<RouteLabel>,
     requests: u64,
+    bytes_in: u64,
     bytes_out: u64,
     static_files: u64,
     proxied: u64,
@@ -481,6 +500,7 @@ impl SiteSlot {
             id,
             label,
             requests: 0,
+            bytes_in: 0,
             bytes_out: 0,
             static_files: 0,
             proxied: 0,
@@ -519,6 +539,7 @@ impl SiteSlot {
         SiteTraffic {
             label: (*self.label).clone(),
             requests: std::mem::take(&mut self.requests),
+            bytes_in: std::mem::take(&mut self.bytes_in),
             statuses,
             bytes_out: std::mem::take(&mut self.bytes_out),
             static_files: std::mem::take(&mut self.static_files),
