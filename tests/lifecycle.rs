@@ -565,7 +565,15 @@ async fn old_deployments_are_pruned_but_never_the_one_an_environment_serves() {
     assert_eq!(listed(&list), newest, "the newest three are kept: {list}");
     let mut on_disk = newest.clone();
     on_disk.sort();
-    assert_eq!(dirs(&server), on_disk, "older deployments' files are removed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dirs(&server) != on_disk {
+        assert!(
+            Instant::now() < deadline,
+            "older deployments' files are removed: {:?}",
+            dirs(&server)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for old in &ids[..2] {
         let (status, _) = server.get(&format!("/api/deployments/{old}")).await;
         assert_eq!(status, 404, "{old} is gone with its logs");
@@ -585,7 +593,12 @@ async fn old_deployments_are_pruned_but_never_the_one_an_environment_serves() {
     want.push(ids[4].clone());
     assert_eq!(listed(&list), want, "{list}");
     assert_eq!(server.edge("pruned.localhost", "/").await, (200, "v5".to_string()));
-    assert_eq!(dirs(&server).len(), 4);
+    // Files go just after the outcome is recorded (which is what `wait` returns on).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dirs(&server).len() != 4 {
+        assert!(Instant::now() < deadline, "{:?}", dirs(&server));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The id of the deployment a no-wait deploy of `site` queued.
