@@ -6,7 +6,8 @@
 //! in-process notify wakes them at once for this process's own changes. Readers take at
 //! most [`READ_BATCH`] events at a time; events older than [`RETENTION_MS`], or beyond the
 //! newest [`MAX_EVENTS`], are pruned by whichever process holds the pruning lease, and
-//! so are finished jobs (done or failed) older than [`RETENTION_MS`].
+//! so are finished jobs (done or failed) older than [`RETENTION_MS`] and invitations
+//! that ended more than [`INVITATION_RETENTION_MS`] ago.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub const POLL: Duration = Duration::from_millis(250);
 pub const READ_BATCH: i64 = 100;
 /// How long events are kept.
 pub const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
+/// How long an invitation that ended (accepted, revoked or expired) is kept.
+pub const INVITATION_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 /// The most events kept, whatever their age.
 pub const MAX_EVENTS: i64 = 100_000;
 /// How often old events are pruned.
@@ -96,6 +99,12 @@ pub async fn run_pruning(store: Store, singleton: Singleton, stop: CancellationT
                 Ok(0) => {}
                 Ok(n) => tracing::info!(jobs = n, "pruned finished jobs"),
                 Err(err) => tracing::warn!(error = %err, "pruning finished jobs failed"),
+            }
+            // Invitations that ended are kept a while for the members page, then go.
+            match store::prune_finished_invitations(store.pool(), now_ms() - INVITATION_RETENTION_MS).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(invitations = n, "pruned ended invitations"),
+                Err(err) => tracing::warn!(error = %err, "pruning ended invitations failed"),
             }
         }
         tokio::select! {
@@ -208,5 +217,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, ids[2..]);
+    }
+
+    #[tokio::test]
+    async fn only_invitations_that_ended_before_the_cutoff_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("inv.db")).await.unwrap();
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ('org', 'org', 1)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let now = now_ms();
+        // (id, expires_at, accepted_at, revoked_at)
+        let rows: [(&str, i64, Option<i64>, Option<i64>); 6] = [
+            ("accepted_long_ago", now + 1_000_000, Some(10), None),
+            ("revoked_long_ago", now + 1_000_000, None, Some(10)),
+            ("expired_long_ago", 10, None, None),
+            ("accepted_lately", now + 1_000_000, Some(now), None),
+            ("expired_lately", now - 1_000, None, None),
+            ("pending", now + 1_000_000, None, None),
+        ];
+        for (id, expires, accepted, revoked) in rows {
+            sqlx::query(
+                "INSERT INTO invitations (id, org_id, email, role, token_hmac, invited_by, created_at, \
+                 expires_at, accepted_at, revoked_at) VALUES (?, 'org', 'a@b.test', 'viewer', ?, 'x', 1, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(id)
+            .bind(expires)
+            .bind(accepted)
+            .bind(revoked)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        let gone = store::prune_finished_invitations(store.pool(), now - 60_000)
+            .await
+            .unwrap();
+        assert_eq!(gone, 3);
+        let left: Vec<String> = sqlx::query_scalar("SELECT id FROM invitations ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, ["accepted_lately", "expired_lately", "pending"]);
     }
 }

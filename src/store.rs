@@ -1124,6 +1124,20 @@ pub async fn prune_events(db: &SqlitePool, before: i64, keep: i64) -> sqlx::Resu
     .await
 }
 
+/// Deletes invitations that ended (accepted, revoked or expired) before `before` (ms);
+/// returns how many went. Pending ones are never touched.
+pub async fn prune_finished_invitations(db: &SqlitePool, before: i64) -> sqlx::Result<u64> {
+    delete_in_batches(
+        db,
+        "DELETE FROM invitations WHERE id IN (SELECT id FROM invitations \
+           WHERE MAX(COALESCE(accepted_at, 0), COALESCE(revoked_at, 0), \
+                     CASE WHEN accepted_at IS NULL AND revoked_at IS NULL THEN expires_at ELSE 0 END) \
+                 BETWEEN 1 AND ? LIMIT 5000)",
+        &[before],
+    )
+    .await
+}
+
 /// Runs a `DELETE … LIMIT 5000` statement with `binds` until a run deletes fewer than
 /// 5000 rows, so no one statement holds the write lock long; returns how many went.
 async fn delete_in_batches(db: &SqlitePool, sql: &'static str, binds: &[i64]) -> sqlx::Result<u64> {
