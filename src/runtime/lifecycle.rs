@@ -1144,7 +1144,8 @@ mod tests {
         // Asleep past its hold: thawed (so it can shut down cleanly), then stopped.
         runtime.sleep("dpl_x");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while runtime.is_running("dpl_x") {
+        // Out of the table first, then terminated: wait for both.
+        while runtime.is_running("dpl_x") || provider.events.lock().unwrap().len() < 5 {
             assert!(Instant::now() < deadline, "the paused instance was never stopped");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
