@@ -21,7 +21,7 @@ use crate::service::*;
 
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
-        crate::service::prometheus::error_answered(self.code());
+        crate::prometheus::error_answered(self.code());
         let mut resp = (self.status(), Json(self.envelope())).into_response();
         match self {
             ServiceError::Unauthorized => {

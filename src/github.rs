@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::error::{ServiceError, ServiceResult};
-use crate::service::Platform;
-use crate::service::config::{ConfigKey, ConfigMap, ProviderSettings, config_str};
+use crate::platform::Platform;
+use crate::platform::providers::{ConfigKey, ConfigMap, ProviderSettings, config_str};
 
 /// Provider name in `HOSTING_SET_CONFIG`.
 pub const PROVIDER: &str = "github";

@@ -17,7 +17,7 @@ use futures::FutureExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::service::prometheus;
+use crate::prometheus;
 use crate::store::{self, JobRow, Store};
 use crate::util::now_ms;
 

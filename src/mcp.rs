@@ -46,7 +46,7 @@ impl From<ServiceError> for ToolError {
 
 impl IntoCallToolResult for ToolError {
     fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
-        crate::service::prometheus::error_answered(self.0.code());
+        crate::prometheus::error_answered(self.0.code());
         let envelope = self.0.envelope();
         let line = format!("{}: {}", envelope.error.code, envelope.error.message);
         let value = serde_json::to_value(envelope).unwrap_or_default();

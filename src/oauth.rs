@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Authenticator;
 use crate::error::ServiceError;
-use crate::service::access::Scope;
+use crate::model::Scope;
 use crate::store::oauth as oauth_store;
 use crate::throttle::Subject;
 use crate::ui::UiState;

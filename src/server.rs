@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Authenticator};
 use crate::config::ServeConfig;
+use crate::deploy::{DEPLOY_JOB, DeployHandler};
 use crate::error::ServiceError;
 use crate::jobs::JobHandler;
 use crate::mcp::BerthMcp;
-use crate::pipeline::{DEPLOY_JOB, DeployHandler};
+use crate::prometheus::Audience;
 use crate::runtime::{LogSink, Runtime};
-use crate::service::prometheus::Audience;
 use crate::service::{Platform, Service};
 use crate::store::{self, Store};
 use crate::util::new_id;
@@ -38,7 +38,7 @@ use crate::util::new_id;
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     check_bootstrap_key(config.bootstrap_key.as_deref())?;
     check_metrics_token(config.metrics.token.as_deref())?;
-    crate::service::prometheus::start();
+    crate::prometheus::start();
     if let Some(endpoint) = config.metrics.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
         crate::otlp::start(endpoint).map_err(|message| anyhow::anyhow!(message))?;
     }
@@ -157,8 +157,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         config.build_concurrency.max(1) + config.start_concurrency as usize,
         stop.child_token(),
     ));
-    let reconciler = tokio::spawn(crate::reconciler::run(platform.clone(), stop.child_token()));
-    let autoscaler = tokio::spawn(crate::autoscaler::run(
+    let reconciler = tokio::spawn(crate::loops::reconciler::run(platform.clone(), stop.child_token()));
+    let autoscaler = tokio::spawn(crate::loops::autoscaler::run(
         platform.autoscaler.clone(),
         platform.edge.clone(),
         platform.reconcile_wake.clone(),
@@ -345,7 +345,7 @@ async fn metrics_endpoint(State(endpoint): State<MetricsEndpoint>, req: Request)
         }
     };
     match body {
-        Ok(text) => ([(CONTENT_TYPE, crate::service::prometheus::CONTENT_TYPE)], text).into_response(),
+        Ok(text) => ([(CONTENT_TYPE, crate::prometheus::CONTENT_TYPE)], text).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -18,8 +18,8 @@ use super::{
     CustomHostname, DnsError, DnsProvider, MANAGED_COMMENT, ProviderRecord, RecordSpec, VerificationRecord, Zone,
 };
 use crate::error::{ServiceError, ServiceResult};
-use crate::service::Platform;
-use crate::service::config::{ConfigKey, ConfigMap, ProviderSettings, config_str};
+use crate::platform::Platform;
+use crate::platform::providers::{ConfigKey, ConfigMap, ProviderSettings, config_str};
 
 /// Provider name in `HOSTING_SET_CONFIG`.
 pub const PROVIDER: &str = "cloudflare";

@@ -4,8 +4,6 @@
 //! decided. A caller never learns that another org's object exists: anything outside its
 //! org (or outside its key's site restriction) is "not found", never "forbidden".
 
-use std::fmt;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -14,142 +12,9 @@ use crate::model::Actor;
 use crate::store;
 
 use super::Service;
-
-/// A member's (or service key's) role in an org, weakest first: each role may do what the
-/// roles before it may, and more.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads sites, deployments, logs and env var names.
-    Viewer,
-    /// Also deploys, promotes, rolls back and cancels.
-    Deployer,
-    /// Also creates and changes sites and environments, sets env vars and domains
-    /// (not of protected environments).
-    Developer,
-    /// Also deletes, reveals secrets, changes protected environments, manages providers,
-    /// members and keys.
-    Admin,
-    /// Also makes and unmakes owners.
-    Owner,
-}
-
-impl Role {
-    /// Every role, weakest first.
-    pub const ALL: [Role; 5] = [Role::Viewer, Role::Deployer, Role::Developer, Role::Admin, Role::Owner];
-
-    /// Stored and shown name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Viewer => "viewer",
-            Self::Deployer => "deployer",
-            Self::Developer => "developer",
-            Self::Admin => "admin",
-            Self::Owner => "owner",
-        }
-    }
-
-    /// Parses a stored or given name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    /// Parses a caller's argument, with an error that lists the roles.
-    pub fn from_arg(field: &'static str, s: &str) -> ServiceResult<Self> {
-        Self::parse(s.trim()).ok_or_else(|| {
-            ServiceError::invalid(
-                field,
-                format!(
-                    "unknown role '{}'; use one of: owner, admin, developer, deployer, viewer",
-                    s.chars().take(40).collect::<String>()
-                ),
-            )
-        })
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What an API key may be used for; a key's rights are its scopes intersected with its
-/// owner's role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum Scope {
-    /// Read sites, environments, deployments, domains, env var names.
-    #[serde(rename = "sites:read")]
-    SitesRead,
-    /// Read build and runtime logs.
-    #[serde(rename = "logs:read")]
-    LogsRead,
-    /// Deploy, promote, roll back; create and change sites and environments.
-    #[serde(rename = "deploy")]
-    Deploy,
-    /// Set env vars.
-    #[serde(rename = "env:write")]
-    EnvWrite,
-    /// Reveal env var values.
-    #[serde(rename = "secrets:read")]
-    SecretsRead,
-    /// Add and remove custom domains.
-    #[serde(rename = "domains:write")]
-    DomainsWrite,
-    /// Delete sites and environments.
-    #[serde(rename = "sites:delete")]
-    SitesDelete,
-    /// Providers, members, keys and the org itself.
-    #[serde(rename = "org:admin")]
-    OrgAdmin,
-}
+pub use crate::model::{Role, Scope};
 
 impl Scope {
-    /// Every scope.
-    pub const ALL: [Scope; 8] = [
-        Scope::SitesRead,
-        Scope::LogsRead,
-        Scope::Deploy,
-        Scope::EnvWrite,
-        Scope::SecretsRead,
-        Scope::DomainsWrite,
-        Scope::SitesDelete,
-        Scope::OrgAdmin,
-    ];
-
-    /// Stored and shown name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SitesRead => "sites:read",
-            Self::LogsRead => "logs:read",
-            Self::Deploy => "deploy",
-            Self::EnvWrite => "env:write",
-            Self::SecretsRead => "secrets:read",
-            Self::DomainsWrite => "domains:write",
-            Self::SitesDelete => "sites:delete",
-            Self::OrgAdmin => "org:admin",
-        }
-    }
-
-    /// Parses a stored or given name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
-    /// Scopes from a comma-separated stored list (unknown names are dropped: a key never
-    /// gains a right from a name it does not understand).
-    pub fn parse_list(s: &str) -> Vec<Self> {
-        let mut out: Vec<Self> = s.split(',').filter_map(|x| Self::parse(x.trim())).collect();
-        out.sort();
-        out.dedup();
-        out
-    }
-
-    /// The stored form of a list of scopes.
-    pub fn join(scopes: &[Self]) -> String {
-        scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
-    }
-
     /// The scopes a role can use at all: a key asking for more gains nothing.
     pub fn of_role(role: Role) -> Vec<Self> {
         let mut out: Vec<Self> = Action::ALL
@@ -161,12 +26,6 @@ impl Scope {
         out.sort();
         out.dedup();
         out
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -14,7 +14,6 @@ use std::time::Duration;
 use berth_edge::{CertTable, Edge};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::acme::{self, AcmeClient, AcmeSettings, Challenge, ChallengeKind, Responder};
@@ -53,47 +52,6 @@ const DNS_PROPAGATION: Duration = Duration::from_secs(120);
 /// A certificate expiring sooner than this is warned about wherever its domain is listed.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
 
-/// Certificate state kept by the platform: berth's ACME client once its account is known,
-/// and the loop's wake-up.
-#[derive(Default)]
-pub struct CertState {
-    client: tokio::sync::Mutex<Option<Arc<AcmeClient>>>,
-    /// Wakes the certificate loop (a domain became due).
-    pub wake: Notify,
-    /// Whether the edge holds a certificate for `*.<base domain>` (sites' URLs are https).
-    base_https: std::sync::atomic::AtomicBool,
-    /// What berth knows of the CA's renewal information.
-    ari: Mutex<AriState>,
-}
-
-/// The CA's renewal information (ARI) as far as berth has asked.
-#[derive(Default)]
-struct AriState {
-    /// Whether the CA offers it (`None`: not asked yet).
-    supported: Option<bool>,
-    /// When each certificate (by subject) is asked about next (ms).
-    next_check: HashMap<String, i64>,
-    /// When the next pass is due (ms); 0 once a certificate is new.
-    next_pass: i64,
-}
-
-impl CertState {
-    /// A new certificate for `subject`: the CA is asked about it at the next pass.
-    fn ari_forget(&self, subject: &str) {
-        let mut ari = self.ari.lock().unwrap_or_else(PoisonError::into_inner);
-        ari.next_check.remove(subject);
-        ari.next_pass = 0;
-    }
-
-    fn ari_next_pass(&self) -> i64 {
-        self.ari.lock().unwrap_or_else(PoisonError::into_inner).next_pass
-    }
-
-    fn ari_supported(&self) -> bool {
-        self.ari.lock().unwrap_or_else(PoisonError::into_inner).supported == Some(true)
-    }
-}
-
 /// When to renew within a CA's suggested window: the time already planned if it lies in
 /// the window, else a uniformly random moment in it (RFC 9773 section 4.2), so many
 /// servers do not renew at once.
@@ -106,20 +64,6 @@ pub fn renewal_in_window(window: &acme::RenewalWindow, planned: i64) -> i64 {
         return window.start_ms;
     }
     window.start_ms + (rand::random::<u64>() % span as u64) as i64
-}
-
-impl CertState {
-    /// Whether every site's host is served over HTTPS (the base domain's wildcard
-    /// certificate is loaded).
-    pub fn base_https(&self) -> bool {
-        self.base_https.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl std::fmt::Debug for CertState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertState").finish_non_exhaustive()
-    }
 }
 
 /// A domain's certificate, as listed.
@@ -440,7 +384,7 @@ impl Service {
             let data = serde_json::json!({ "site_id": row.site_id, "name": row.name, "status": "pending_dns" });
             crate::store::insert_event(&mut *tx, &row.org_id, "domain.pending_dns", &row.id, &data).await?;
             tx.commit().await?;
-            crate::reconciler::reconcile(&self.platform).await?;
+            crate::loops::reconciler::reconcile(&self.platform).await?;
             return Ok(());
         }
         let working = if renewal {
@@ -826,7 +770,7 @@ impl Service {
         self.platform.certificates.ari_forget(&row.name);
         tracing::info!(domain = %row.name, expires = %rfc3339(not_after), renewal, "certificate issued");
         publish(&self.platform).await?;
-        crate::reconciler::reconcile(&self.platform).await?;
+        crate::loops::reconciler::reconcile(&self.platform).await?;
         Ok(())
     }
 
@@ -864,7 +808,7 @@ impl Service {
         tx.commit().await?;
         tracing::warn!(domain = %row.name, attempts, next = %rfc3339(next), error = %message, "certificate order failed");
         if status != DomainStatus::Renewing {
-            crate::reconciler::reconcile(&self.platform).await?;
+            crate::loops::reconciler::reconcile(&self.platform).await?;
         }
         Ok(())
     }

@@ -16,9 +16,6 @@ use crate::store;
 
 use super::*;
 
-/// A provider's settings: key → JSON value.
-pub type ConfigMap = serde_json::Map<String, Value>;
-
 /// Largest accepted value of one key (a PEM private key fits easily).
 const MAX_VALUE_BYTES: usize = 16 * 1024;
 /// Largest accepted settings object of one provider.
@@ -26,22 +23,7 @@ const MAX_CONFIG_BYTES: usize = 64 * 1024;
 /// What secret values show as.
 const MASK: &str = "***";
 
-pub use crate::runtime::target::ConfigKey;
-
-/// What a provider contributes to the settings service.
-#[async_trait::async_trait]
-pub trait ProviderSettings: Send + Sync + 'static {
-    /// Registered name (a target's, `github`, `cloudflare`).
-    fn name(&self) -> &'static str;
-    /// One line on what the provider is.
-    fn summary(&self) -> &'static str;
-    /// The keys it accepts; anything else is refused.
-    fn keys(&self) -> &'static [ConfigKey];
-    /// Checks a whole config (after an update is merged in); errors name the key.
-    fn validate(&self, config: &ConfigMap) -> ServiceResult<()>;
-    /// Tries the connection the config describes; `Ok` carries what was found.
-    async fn test_connection(&self, platform: &Platform, config: &ConfigMap) -> ServiceResult<String>;
-}
+pub use crate::platform::providers::{ConfigKey, ConfigMap, ProviderSettings, config_str};
 
 /// Every provider with settings: the registered targets (`runtime::target::TARGETS`),
 /// then one line per other provider.
@@ -302,18 +284,6 @@ impl Service {
             ok,
             detail,
         })
-    }
-}
-
-/// Reads a string setting, with a clear error when it has another type.
-pub fn config_str<'a>(config: &'a ConfigMap, key: &str) -> ServiceResult<Option<&'a str>> {
-    match config.get(key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(ServiceError::invalid(
-            "config",
-            format!("'{key}' must be a string, not {other}"),
-        )),
     }
 }
 

@@ -139,7 +139,7 @@ impl Service {
                 serde_json::json!({ "site_id": row.site_id, "name": row.name, "reason": "the DNS provider failed" });
             crate::store::insert_event(&mut *tx, &row.org_id, "domain.removed", &row.id, &data).await?;
             tx.commit().await?;
-            crate::reconciler::reconcile(&self.platform).await
+            crate::loops::reconciler::reconcile(&self.platform).await
         }
         .await;
         if let Err(e) = undone {

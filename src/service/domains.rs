@@ -293,7 +293,7 @@ impl Service {
         // when that fails).
         self.provision_domain_dns(&row, &mut info).await?;
         // Publishes the "not verified yet" page for the name.
-        crate::reconciler::reconcile(&self.platform).await?;
+        crate::loops::reconciler::reconcile(&self.platform).await?;
         if input.wait.unwrap_or(false) {
             return self
                 .wait_for_domain(actor, &site.name, &name, input.timeout_seconds)
@@ -482,7 +482,7 @@ impl Service {
         tx.commit().await?;
         if from != to {
             tracing::info!(domain = %row.name, from = from.as_str(), to = to.as_str(), "domain status changed");
-            crate::reconciler::reconcile(&self.platform).await?;
+            crate::loops::reconciler::reconcile(&self.platform).await?;
         }
         if to == DomainStatus::Validating {
             self.queue_certificate(&row).await?;
@@ -511,7 +511,7 @@ impl Service {
             tx.commit().await?;
             // Its certificate went with it (ON DELETE CASCADE): no longer offered by SNI.
             super::certificates::publish(&self.platform).await?;
-            crate::reconciler::reconcile(&self.platform).await?;
+            crate::loops::reconciler::reconcile(&self.platform).await?;
             Ok(RemovedDomain {
                 removed: row.name,
                 site: row.site_name,

@@ -140,7 +140,7 @@ impl Service {
                 restarted.push(env.name.clone());
             }
         }
-        crate::reconciler::reconcile(&self.platform).await?;
+        crate::loops::reconciler::reconcile(&self.platform).await?;
         Ok(restarted)
     }
 }

@@ -206,7 +206,7 @@ impl Service {
                 for id in &doomed {
                     self.platform.cancel(id);
                 }
-                crate::reconciler::reconcile(&self.platform).await?;
+                crate::loops::reconciler::reconcile(&self.platform).await?;
                 for id in &doomed {
                     self.platform.runtime.stop(id).await;
                     let _ = tokio::fs::remove_dir_all(self.platform.config.deployments_dir().join(id)).await;

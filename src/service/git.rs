@@ -4,13 +4,9 @@
 //! the post-receive callback, webhooks) lives in `crate::git_http` and calls in here.
 
 use crate::service::access::{Action, Target};
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -22,6 +18,7 @@ use crate::store::{self, SiteRow};
 use crate::util::{new_id, now_ms, random_hex, rfc3339};
 
 use super::*;
+pub use crate::platform::git::{GitGrant, GitState};
 
 /// Default, smallest and largest lifetime of a push token.
 const DEFAULT_TOKEN_TTL: u64 = 3600;
@@ -29,28 +26,10 @@ const MIN_TOKEN_TTL: u64 = 1;
 const MAX_TOKEN_TTL: u64 = 86_400;
 /// A verified push token is trusted this long before argon2 runs again.
 const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
-/// A post-receive callback grant is good for this long (a push that takes longer is
-/// reported by nobody, and its ref changes are still applied by the fallback).
-const HOOK_GRANT_TTL: Duration = Duration::from_secs(600);
 /// Branch name of a new internal repository.
 pub const DEFAULT_BRANCH: &str = "main";
 /// The user name handed out with push tokens (git needs one; the token decides).
 const GIT_USERNAME: &str = "berth";
-
-/// Who a verified push token speaks for: one repository of one org.
-#[derive(Clone, Debug)]
-pub struct GitGrant {
-    /// Org of the repository.
-    pub org_id: String,
-    /// Its name (as in URLs).
-    pub org_name: String,
-    /// Repository id.
-    pub repo_id: String,
-    /// Repository name.
-    pub repo_name: String,
-    /// The token's id (recorded as the deploy's author key).
-    pub token_id: String,
-}
 
 /// Why a git request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -107,86 +86,6 @@ pub struct PushOutcome {
     pub message: String,
 }
 
-/// Shared state of the git server.
-#[derive(Default)]
-pub struct GitState {
-    settings: OnceLock<GitSettings>,
-    verified: Mutex<HashMap<[u8; 32], (GitTokenRow, Instant)>>,
-    hook_grants: Mutex<HashMap<String, (GitGrant, Instant)>>,
-}
-
-struct GitSettings {
-    root: PathBuf,
-    hooks_dir: PathBuf,
-    api_addr: SocketAddr,
-}
-
-impl GitState {
-    /// Sets up the git root (`DATA/git`) and its shared hooks folder, whose post-receive
-    /// hook runs this binary to report pushes back over loopback.
-    pub fn start(&self, data_dir: &Path, api_addr: SocketAddr) -> anyhow::Result<()> {
-        let root = std::path::absolute(data_dir.join("git")).context("resolving the git root")?;
-        let hooks_dir = root.join("hooks");
-        std::fs::create_dir_all(&hooks_dir).with_context(|| format!("creating {}", hooks_dir.display()))?;
-        let exe = std::env::current_exe().context("finding the berth binary for the git hook")?;
-        let hook = hooks_dir.join("post-receive");
-        let script = format!(
-            "#!/bin/sh\n# Reports pushed refs to the berth server that received them.\nexec {} git-hook post-receive\n",
-            shell_quote(&exe.display().to_string())
-        );
-        std::fs::write(&hook, script).with_context(|| format!("writing {}", hook.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
-        let mut api_addr = api_addr;
-        if api_addr.ip().is_unspecified() {
-            api_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        let _ = self.settings.set(GitSettings {
-            root,
-            hooks_dir,
-            api_addr,
-        });
-        Ok(())
-    }
-
-    fn settings(&self) -> &GitSettings {
-        self.settings.get().expect("GitState::start runs before serving")
-    }
-
-    /// Folder holding an org's bare repositories (the CGI's project root).
-    pub fn org_root(&self, org_id: &str) -> PathBuf {
-        self.settings().root.join(org_id)
-    }
-
-    /// The shared hooks folder (set as `core.hooksPath` for every request).
-    pub fn hooks_dir(&self) -> &Path {
-        &self.settings().hooks_dir
-    }
-
-    /// The control plane's address, for URLs handed out and the hook's callback.
-    pub fn api_addr(&self) -> SocketAddr {
-        self.settings().api_addr
-    }
-
-    /// A one-time grant the post-receive hook of one push presents to report its refs.
-    pub fn issue_hook_grant(&self, grant: &GitGrant) -> String {
-        let token = random_hex(24);
-        let mut grants = self.hook_grants.lock().expect("hook grants lock");
-        grants.retain(|_, (_, at)| at.elapsed() < HOOK_GRANT_TTL);
-        grants.insert(token.clone(), (grant.clone(), Instant::now()));
-        token
-    }
-
-    /// Redeems a hook grant (once).
-    pub fn take_hook_grant(&self, token: &str) -> Option<GitGrant> {
-        let mut grants = self.hook_grants.lock().expect("hook grants lock");
-        grants
-            .remove(token)
-            .filter(|(_, at)| at.elapsed() < HOOK_GRANT_TTL)
-            .map(|(g, _)| g)
-    }
-}
-
 /// Checks a repository name: a safe path segment (no separators, no dot-dot, no leading
 /// dot or dash) that is also readable in URLs.
 pub fn validate_repo_name(name: &str) -> Result<(), String> {
@@ -236,10 +135,6 @@ pub fn preview_environment_name(branch: &str, site: &str) -> Option<String> {
         return validate_site_name(&prefixed).is_ok().then_some(prefixed);
     }
     Some(name)
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 impl Service {

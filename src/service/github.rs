@@ -44,10 +44,6 @@ fn reply(status: StatusCode, body: Value) -> WebhookResponse {
 /// Largest delivery accepted: GitHub caps webhook payloads at 25 MB.
 pub const MAX_WEBHOOK_BYTES: u64 = 25 * 1024 * 1024;
 
-/// Webhook bodies read at once before their signature is known (each is spooled to disk,
-/// not memory; the bound keeps that disk use small too).
-pub const WEBHOOK_INTAKE_SLOTS: usize = 4;
-
 /// How long a delivery's body may take to arrive once it has a slot.
 const WEBHOOK_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 

@@ -64,7 +64,7 @@ pub async fn run(platform: Arc<Platform>, clock: Clock, stop: CancellationToken)
 /// Adds a drain of the tap to the minute buckets `now_ms` falls in, one per environment.
 /// Traffic of an environment deleted meanwhile is dropped.
 pub async fn record(store: &crate::store::Store, drain: TapDrain, now_ms: i64) {
-    super::prometheus::edge_traffic(&drain);
+    crate::prometheus::edge_traffic(&drain);
     let mut by_environment: HashMap<Arc<str>, (Arc<str>, Bucket)> = HashMap::new();
     // Each deployment's own total too, for comparing it with the one it replaced.
     let mut by_deployment: HashMap<Arc<str>, (Arc<str>, Bucket)> = HashMap::new();
@@ -92,7 +92,7 @@ pub async fn record(store: &crate::store::Store, drain: TapDrain, now_ms: i64) {
         }
     }
     for (environment, (site, bucket)) in by_environment {
-        let recorded = super::prometheus::time_store(
+        let recorded = crate::prometheus::time_store(
             "record_traffic",
             store_metrics::record_minute(store, &environment, &site, now_ms, &bucket),
         )

@@ -18,8 +18,7 @@ pub mod invitations;
 pub mod metrics;
 pub mod metrics_fields;
 pub mod people;
-mod platform;
-pub mod prometheus;
+mod prometheus;
 mod scaling;
 mod settings;
 pub mod types;
@@ -35,6 +34,7 @@ use berth_build::detect::{BuildPlan, BuildSettings};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use crate::platform::{HealthChange, Platform, secret_context};
 pub use access::{Action, Role, Scope, Target};
 pub use agents::{ConnectedApp, ConnectedAppList, ConnectedAppRef, FreezeAgentsInput, FreezeAgentsOutput};
 pub use config::{
@@ -58,13 +58,12 @@ pub use people::{
     AddMemberInput, ApiKeyInfo, ApiKeyList, ApiKeyRef, CreateApiKeyInput, CreatedApiKey, MemberInfo, MemberList,
     MemberRef, SetMemberRoleInput,
 };
-pub use platform::{HealthChange, Platform, secret_context};
 pub use types::*;
 pub use usage::{InstanceUsage, ResourceUsageInput, ResourceUsageOutput};
 
+use crate::deploy::{DEPLOY_JOB, DeployJob, app_dir};
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::{Actor, DeploymentStatus, SourceKind, validate_site_name};
-use crate::pipeline::{DEPLOY_JOB, DeployJob, app_dir};
 use crate::runtime::InstanceState;
 use crate::source::{RepoLocation, classify_repo};
 use crate::store::{self, DeploymentRow, EnvironmentRow, SiteRow};
@@ -464,7 +463,7 @@ impl Service {
         for d in &deployments {
             self.platform.cancel(&d.id);
         }
-        crate::reconciler::reconcile(&self.platform).await?;
+        crate::loops::reconciler::reconcile(&self.platform).await?;
         for d in &deployments {
             self.platform.runtime.stop(&d.id).await;
         }
@@ -488,7 +487,7 @@ impl Service {
         tx.commit().await?;
         // Its domains and their certificates went with it.
         certificates::publish(&self.platform).await?;
-        crate::reconciler::reconcile(&self.platform).await?;
+        crate::loops::reconciler::reconcile(&self.platform).await?;
         for d in &deployments {
             let dir = self.platform.config.deployments_dir().join(&d.id);
             if let Err(err) = tokio::fs::remove_dir_all(&dir).await

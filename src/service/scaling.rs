@@ -109,7 +109,7 @@ impl Service {
                 let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "min": next.min_instances, "max": next.max_instances });
                 store::insert_event(&mut *tx, &actor.org_id, "environment.scaled", &env.id, &data).await?;
                 tx.commit().await?;
-                crate::reconciler::reconcile(&self.platform).await?;
+                crate::loops::reconciler::reconcile(&self.platform).await?;
                 self.scaling_config(&site, &env).await
             })
             .await;

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::DeploymentStatus;
+pub use crate::model::{DRAIN_SECONDS_DEFAULT, DRAIN_SECONDS_MAX, drain_period};
 
 /// Default and maximum lines in a log output.
 pub const DEFAULT_LOG_LINES: u32 = 100;
@@ -185,21 +186,6 @@ pub const CLEARABLE_SETTINGS: [&str; 10] = [
     "branch",
     "drain_seconds",
 ];
-
-/// Seconds an instance no route points at any more may finish its requests before it is
-/// stopped, unless the site sets `drain_seconds`.
-pub const DRAIN_SECONDS_DEFAULT: u32 = 30;
-/// The longest drain period a site may set.
-pub const DRAIN_SECONDS_MAX: u32 = 600;
-
-/// A site's drain period from its stored `drain_seconds` (`None`: the default).
-pub fn drain_period(drain_seconds: Option<i64>) -> std::time::Duration {
-    let seconds = drain_seconds
-        .and_then(|s| u32::try_from(s).ok())
-        .unwrap_or(DRAIN_SECONDS_DEFAULT)
-        .min(DRAIN_SECONDS_MAX);
-    std::time::Duration::from_secs(u64::from(seconds))
-}
 
 /// `HOSTING_UPDATE_SITE` arguments: absent fields are unchanged; `null` clears a build
 /// setting back to detection. Changes apply at the next deploy.

@@ -112,7 +112,7 @@ fn html(status: StatusCode, markup: Markup) -> Response {
 
 /// A service error as a full page.
 pub fn error_page(session: Option<&Session>, err: &ServiceError) -> Response {
-    crate::service::prometheus::error_answered(err.code());
+    crate::prometheus::error_answered(err.code());
     let envelope = err.envelope();
     let title = match err {
         ServiceError::NotFound { .. } => "Not found",
@@ -126,7 +126,7 @@ pub fn error_page(session: Option<&Session>, err: &ServiceError) -> Response {
 
 /// A service error as a notice (with its field, when the service named one).
 fn notice_of(err: &ServiceError) -> Notice {
-    crate::service::prometheus::error_answered(err.code());
+    crate::prometheus::error_answered(err.code());
     let envelope = err.envelope();
     Notice::error(envelope.error.message, envelope.error.field)
 }

@@ -3,6 +3,8 @@
 //! half-written tree. Build failures end the deployment as `failed` with its log kept and
 //! leave whatever was serving untouched.
 
+mod state;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::jobs::{JobError, JobFuture, JobHandler};
 use crate::model::{DeploymentStatus, SourceKind};
 use crate::otlp::DeployTrace;
+use crate::platform::Platform;
 use crate::runtime::target::BuildKind;
-use crate::service::Platform;
 use crate::source::{self, LocalRepoPolicy, RepoLocation};
 use crate::store::{self, DeploymentRow, JobRow};
 
@@ -91,7 +93,7 @@ async fn run_deploy(
         }
     };
     platform.unregister_cancel(deployment_id);
-    crate::service::prometheus::deploy_finished(started.elapsed(), if result.is_ok() { "succeeded" } else { "failed" });
+    crate::prometheus::deploy_finished(started.elapsed(), if result.is_ok() { "succeeded" } else { "failed" });
     let outcome = finish(platform, &deployment, &cancel, result).await;
     if crate::otlp::enabled() {
         // The status the deploy ended in: live, failed, cancelled or superseded.
@@ -581,7 +583,7 @@ async fn build_and_start(
     // 4. Start (apps) and health-check, then activate: no build slot needed.
     drop(build_slot);
     trace.step("start");
-    crate::service::prometheus::build_finished(build_started.elapsed());
+    crate::prometheus::build_finished(build_started.elapsed());
     platform
         .set_status(deployment, DeploymentStatus::Deploying, None)
         .await

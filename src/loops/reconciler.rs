@@ -12,13 +12,13 @@ use berth_build::detect::{BuildPlan, ServePlan};
 use berth_edge::{EdgeRouteTable, RouteLabel, RouteTarget};
 use tokio_util::sync::CancellationToken;
 
-use crate::autoscaler::ScaleLimits;
+use crate::deploy::app_dir;
+use crate::loops::autoscaler::ScaleLimits;
+use crate::model::drain_period;
 use crate::model::{DeploymentStatus, DomainStatus};
-use crate::pipeline::app_dir;
+use crate::platform::HealthChange;
+use crate::platform::Platform;
 use crate::runtime::InstanceState;
-use crate::service::HealthChange;
-use crate::service::Platform;
-use crate::service::drain_period;
 use crate::store;
 
 /// One pass: converge the runtime and the routes to the store.
@@ -298,7 +298,7 @@ fn starting(site: &str) -> RouteTarget {
 pub async fn run(platform: Arc<Platform>, shutdown: CancellationToken) {
     loop {
         let pass = reconcile(&platform).await;
-        crate::service::prometheus::reconcile_pass(pass.is_ok());
+        crate::prometheus::reconcile_pass(pass.is_ok());
         if let Err(err) = pass {
             tracing::warn!(error = %format!("{err:#}"), "reconcile pass failed");
         }

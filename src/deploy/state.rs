@@ -1,0 +1,314 @@
+//! The deployment state machine as the deploy work drives it: status moves with their
+//! events, activation (a deployment starts serving its environment, atomically with the
+//! superseded ones), pointing an environment at a built deployment (promote, rollback),
+//! what an instance is started with, and the pruning of builds nothing serves. Transitions
+//! themselves are decided in [`DeploymentStatus::can_become`]; these are the only places
+//! that make them.
+
+use berth_build::detect::{BuildPlan, ServePlan};
+
+use crate::model::DeploymentStatus;
+use crate::platform::Platform;
+use crate::runtime::InstanceSpec;
+use crate::runtime::target::BuildKind;
+use crate::store::{self, DeploymentRow, EnvironmentRow, SiteRow};
+
+impl Platform {
+    /// Moves a deployment along the state machine, recording the event with the change.
+    pub async fn set_status(
+        &self,
+        d: &DeploymentRow,
+        to: DeploymentStatus,
+        error: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.store.begin().await?;
+        let moved = store::transition_deployment(&mut *tx, &d.id, to, error).await?;
+        if moved {
+            let data = serde_json::json!({ "site_id": d.site_id, "status": to.as_str(), "error": error });
+            store::insert_event(
+                &mut *tx,
+                &d.org_id,
+                &format!("deployment.{}", to.as_str()),
+                &d.id,
+                &data,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if moved {
+            self.events.notify();
+        }
+        Ok(moved)
+    }
+
+    /// Makes a built deployment its environment's live one: one transaction moves it to
+    /// `live`, points the environment at it and supersedes the previous one; then the
+    /// route table is rebuilt before this returns, so a caller told "live" can fetch it.
+    /// Returns false when a newer deployment of the environment was already live: this
+    /// one is then `superseded` without ever serving. Its build log is in the store before
+    /// its status moves, so a caller told "live" reads the whole log.
+    pub async fn activate(&self, d: &DeploymentRow) -> anyhow::Result<bool> {
+        self.logs.flush().await;
+        let routes = self.reconcile_lock.lock().await;
+        let mut tx = self.store.begin().await?;
+        // Deploys of one environment can finish out of order: the newest one wins.
+        if let Some(current) = store::newer_live_deployment(&mut *tx, &d.environment_id, d.created_at).await? {
+            store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Superseded, None).await?;
+            let data = serde_json::json!({ "site_id": d.site_id, "newer": current });
+            store::insert_event(&mut *tx, &d.org_id, "deployment.superseded", &d.id, &data).await?;
+            tx.commit().await?;
+            self.events.notify();
+            return Ok(false);
+        }
+        if !store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Live, None).await? {
+            anyhow::bail!("deployment {} can no longer go live (cancelled?)", d.id);
+        }
+        let previous = store::get_environment_by_id(&mut *tx, &d.environment_id)
+            .await?
+            .and_then(|e| e.deployment_id);
+        store::set_environment_deployment(&mut *tx, &d.environment_id, &d.id).await?;
+        let superseded = store::refresh_liveness(&mut tx, &previous.into_iter().collect::<Vec<_>>()).await?;
+        store::insert_event(
+            &mut *tx,
+            &d.org_id,
+            "deployment.live",
+            &d.id,
+            &serde_json::json!({ "site_id": d.site_id, "superseded": superseded }),
+        )
+        .await?;
+        insert_superseded_events(&mut tx, &d.org_id, &d.site_id, &superseded, &d.id).await?;
+        tx.commit().await?;
+        crate::loops::reconciler::reconcile_holding_lock(self).await?;
+        drop(routes);
+        self.events.notify();
+        Ok(true)
+    }
+
+    /// What to run for a deployment whose plan serves a process; `None` for static sites.
+    /// The app gets the env vars of the environment the deployment was built for.
+    pub async fn instance_spec(
+        &self,
+        d: &DeploymentRow,
+        site: &SiteRow,
+        plan: &BuildPlan,
+    ) -> anyhow::Result<Option<InstanceSpec>> {
+        let ServePlan::Process { command, port } = &plan.serve else {
+            return Ok(None);
+        };
+        let deployment_id = d.id.as_str();
+        let environment = store::get_environment_by_id(self.store.pool(), &d.environment_id)
+            .await?
+            .map(|e| e.name)
+            .unwrap_or_default();
+        let target = self.target(&site.provider)?;
+        // A deployment built into something the target runs (an image) runs as the
+        // target's; one built by steps runs as the site's own host uid.
+        let built_here = target.build_for(plan) == BuildKind::SandboxSteps;
+        Ok(Some(InstanceSpec {
+            deployment_id: deployment_id.to_string(),
+            provider: site.provider.clone(),
+            org: site.org_id.clone(),
+            environment,
+            image: target.instance_image(&site.name, deployment_id, plan),
+            provider_config: self.provider_config(&site.org_id, &site.provider).await?,
+            site: site.name.clone(),
+            app_dir: crate::deploy::app_dir(self, deployment_id),
+            command: command.clone(),
+            port: *port,
+            env: self.app_env(site, &d.environment_id, deployment_id).await?,
+            health_check_path: plan.health_check_path.clone(),
+            start_timeout: self.config.timeouts.start(),
+            uid: if built_here { self.site_uid(site).await? } else { None },
+            size: {
+                let scaling = store::get_scaling(self.store.pool(), &d.environment_id).await?;
+                crate::runtime::InstanceSize {
+                    memory_mb: scaling.memory_mb.map(|m| m as u64),
+                    cpus: scaling.cpu_millis.map(|m| m as f64 / 1000.0),
+                }
+            },
+        }))
+    }
+
+    /// A deployment built for another environment made servable by `env`, for a
+    /// promotion: a new deployment of `env` with the same code, build plan, files (copied)
+    /// and whatever its target built (an image gets a second tag), built already, so
+    /// nothing is rebuilt and its instances run with `env`'s variables. Stored
+    /// `superseded` until pointed at.
+    pub async fn copy_deployment_for(
+        &self,
+        site: &SiteRow,
+        env: &EnvironmentRow,
+        from: &DeploymentRow,
+        created_by: Option<String>,
+    ) -> anyhow::Result<DeploymentRow> {
+        let plan: BuildPlan = serde_json::from_str(from.build_plan.as_deref().unwrap_or_default())
+            .map_err(|_| anyhow::anyhow!("deployment {} has no build plan", from.id))?;
+        let now = crate::util::now_ms();
+        let copy = DeploymentRow {
+            id: crate::util::new_id("dpl"),
+            environment_id: env.id.clone(),
+            status: DeploymentStatus::Superseded.as_str().to_string(),
+            error: None,
+            created_by,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: Some(now),
+            ..from.clone()
+        };
+        let (source, to_dir) = (
+            crate::deploy::app_dir(self, &from.id),
+            crate::deploy::app_dir(self, &copy.id),
+        );
+        if !source.is_dir() {
+            anyhow::bail!("the files of deployment {} are gone; deploy again", from.id);
+        }
+        let target = self.target(&site.provider)?;
+        let settings = self.provider_config(&site.org_id, &site.provider).await?;
+        let made = async {
+            tokio::fs::create_dir_all(self.config.deployments_dir().join(&copy.id)).await?;
+            // A copy, not hard links: `/app` is writable, and a shared inode would let
+            // one environment's app rewrite another's code.
+            crate::util::copy_tree(&source, &to_dir).await?;
+            let reused = target
+                .copy_build(self.site_ref(site, &settings), &plan, &from.id, &copy.id)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            store::insert_deployment(self.store.pool(), &copy).await?;
+            anyhow::Ok(reused)
+        }
+        .await;
+        let reused = match made {
+            Ok(reused) => reused,
+            Err(err) => {
+                let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(&copy.id)).await;
+                return Err(err);
+            }
+        };
+        let from_env = store::get_environment_by_id(self.store.pool(), &from.environment_id)
+            .await?
+            .map(|e| e.name)
+            .unwrap_or_else(|| "another environment".into());
+        self.log(
+            &copy.id,
+            "build",
+            "system",
+            format!(
+                "promoted from {} (built for '{from_env}'): the same files{reused}, with the variables of '{}'; nothing rebuilt",
+                from.id, env.name
+            ),
+        );
+        Ok(copy)
+    }
+
+    /// Removes a promotion's copy that did not go live: its row, logs and files (its
+    /// image tag goes with the site's image garbage collection). One an environment
+    /// points at is kept.
+    pub async fn forget_deployment(&self, id: &str) {
+        match store::delete_deployment(self.store.pool(), id).await {
+            Ok(true) => {
+                self.runtime.stop(id).await;
+                let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(id)).await;
+            }
+            Ok(false) => {} // an environment serves it after all: it stays
+            Err(err) => tracing::warn!(deployment.id = %id, error = %err, "removing a deployment failed"),
+        }
+    }
+
+    /// Keeps an environment's newest `--keep-deployments` finished deployments (and any an
+    /// environment serves); older ones lose their record, logs and files. What a target
+    /// keeps of builds (images) is bounded by its own settings. Returns how many were
+    /// removed.
+    pub async fn prune_environment(&self, environment_id: &str) -> usize {
+        let keep = self.config.keep_deployments as i64;
+        let doomed = match store::prunable_deployments(self.store.pool(), environment_id, keep).await {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::warn!(environment.id = %environment_id, error = %err, "listing deployments to prune failed");
+                return 0;
+            }
+        };
+        for id in &doomed {
+            self.forget_deployment(id).await;
+        }
+        if !doomed.is_empty() {
+            tracing::info!(environment.id = %environment_id, removed = doomed.len(), keep, "pruned old deployments");
+        }
+        doomed.len()
+    }
+
+    /// [`Self::prune_environment`] for every environment (once at start: deployments
+    /// left by older versions or a lower setting).
+    pub async fn prune_all(&self) {
+        match store::all_environment_ids(self.store.pool()).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.prune_environment(&id).await;
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "listing environments to prune failed"),
+        }
+    }
+
+    /// Points an environment at a deployment that is already built (promote, rollback):
+    /// its instance is started and healthy first, then one transaction moves the pointer
+    /// and re-derives live/superseded, then the routes are swapped. No rebuild.
+    pub async fn point_environment(
+        &self,
+        env: &EnvironmentRow,
+        site: &SiteRow,
+        d: &DeploymentRow,
+    ) -> anyhow::Result<()> {
+        let plan: BuildPlan = serde_json::from_str(d.build_plan.as_deref().unwrap_or_default())
+            .map_err(|_| anyhow::anyhow!("deployment {} has no build plan", d.id))?;
+        let _guard = self.register_cancel(&d.id);
+        let started = match self.instance_spec(d, site, &plan).await? {
+            Some(spec) => self
+                .runtime
+                .start(spec, 0)
+                .await
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("{e}")),
+            None => Ok(()),
+        };
+        if let Err(err) = started {
+            self.unregister_cancel(&d.id);
+            return Err(err);
+        }
+        // Still in progress until the pointer is stored and routed: a reconcile pass in
+        // between must not drain the instance it sees no environment wanting yet.
+        let pointed = async {
+            let mut tx = self.store.begin().await?;
+            let previous = env.deployment_id.clone();
+            store::set_environment_deployment(&mut *tx, &env.id, &d.id).await?;
+            let mut touched: Vec<String> = previous.into_iter().collect();
+            touched.push(d.id.clone());
+            let superseded = store::refresh_liveness(&mut tx, &touched).await?;
+            let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "deployment_id": d.id });
+            store::insert_event(&mut *tx, &site.org_id, "environment.pointed", &env.id, &data).await?;
+            insert_superseded_events(&mut tx, &site.org_id, &site.id, &superseded, &d.id).await?;
+            tx.commit().await?;
+            self.events.notify();
+            crate::loops::reconciler::reconcile(self).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        self.unregister_cancel(&d.id);
+        pointed
+    }
+}
+
+/// Records, in the transaction that superseded them, a `deployment.superseded` event for
+/// each deployment `by` took the place of: readers follow each deployment by its own events.
+async fn insert_superseded_events(
+    tx: &mut store::Tx,
+    org_id: &str,
+    site_id: &str,
+    superseded: &[String],
+    by: &str,
+) -> sqlx::Result<()> {
+    for id in superseded {
+        let data = serde_json::json!({ "site_id": site_id, "status": "superseded", "by": by });
+        store::insert_event(&mut **tx, org_id, "deployment.superseded", id, &data).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Health changes a reconcile pass notices in serving deployments (a crash loop, a
+//! recovery) and how they are handled beside the pass: the deployment's status moves,
+//! with its event, and a crash-looping release falls back to its predecessor.
+
+use std::sync::Arc;
+
+use crate::model::DeploymentStatus;
+use crate::platform::{HealthChange, Platform};
+use crate::store;
+
+impl Platform {
+    /// Records a health change seen by a reconcile pass (at most one per deployment and
+    /// kind until taken).
+    pub fn note_health(&self, change: HealthChange) {
+        let mut changes = self.health_changes.lock().expect("health changes lock");
+        if !changes.contains(&change) {
+            changes.push(change);
+        }
+    }
+
+    /// The health changes noted since the last call.
+    pub fn take_health_changes(&self) -> Vec<HealthChange> {
+        std::mem::take(&mut *self.health_changes.lock().expect("health changes lock"))
+    }
+
+    /// A crash loop: the deployment becomes `crashed` (its error says why, with its last
+    /// lines) and, unless the server runs with `--on-crash-loop stay-down`, its environment
+    /// goes back to the deployment before it. A recovery makes it `live` again. Each is
+    /// recorded as an event and in the runtime log.
+    pub async fn handle_health_change(self: &Arc<Self>, change: HealthChange) {
+        let result = match &change {
+            HealthChange::CrashLoop { deployment_id, message } => self.crash_loop(deployment_id, message).await,
+            HealthChange::Recovered { deployment_id } => self.recovered(deployment_id).await,
+        };
+        if let Err(err) = result {
+            tracing::warn!(change = ?change, error = %format!("{err:#}"), "handling a health change failed");
+        }
+    }
+
+    async fn crash_loop(self: &Arc<Self>, deployment_id: &str, message: &str) -> anyhow::Result<()> {
+        let pool = self.store.pool();
+        let Some(d) = store::get_deployment_any_org(pool, deployment_id).await? else {
+            return Ok(());
+        };
+        self.logs.flush().await;
+        let last: Vec<String> = store::tail_logs(pool, deployment_id, "runtime", 5)
+            .await?
+            .into_iter()
+            .map(|r| r.line)
+            .collect();
+        let error = format!(
+            "crash loop after going live: {message}; last lines: {}",
+            last.join(" | ")
+        );
+        let Some(env) = store::get_environment_by_id(pool, &d.environment_id).await? else {
+            return Ok(());
+        };
+        let target = match self.config.on_crash_loop {
+            crate::config::CrashLoopPolicy::Rollback => {
+                store::previous_deployment(pool, &env.id, d.created_at, &d.id).await?
+            }
+            crate::config::CrashLoopPolicy::StayDown => None,
+        };
+        let mut tx = self.store.begin().await?;
+        if !store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Crashed, Some(&error)).await? {
+            return Ok(()); // handled already (or no longer live)
+        }
+        let data = serde_json::json!({
+            "site_id": d.site_id,
+            "environment": env.name,
+            "error": error,
+            "rolled_back_to": target.as_ref().map(|t| t.id.clone()),
+        });
+        store::insert_event(&mut *tx, &d.org_id, "deployment.crashed", &d.id, &data).await?;
+        tx.commit().await?;
+        self.events.notify();
+        tracing::warn!(deployment.id = %d.id, environment = %env.name, "a live deployment crash-loops");
+        let Some(target) = target else {
+            let why = match self.config.on_crash_loop {
+                crate::config::CrashLoopPolicy::StayDown => "the server runs with --on-crash-loop stay-down",
+                crate::config::CrashLoopPolicy::Rollback => "there is no earlier deployment to go back to",
+            };
+            self.log(
+                &d.id,
+                "runtime",
+                "system",
+                format!("crash loop: '{}' stays on this deployment ({why}); it is restarted slowly until it recovers, or deploy a fix", env.name),
+            );
+            return Ok(());
+        };
+        self.log(
+            &d.id,
+            "runtime",
+            "system",
+            format!(
+                "crash loop: rolling '{}' back to {}, the deployment before this one",
+                env.name, target.id
+            ),
+        );
+        let site = store::get_site_by_id(pool, &d.site_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("site of {} is gone", d.id))?;
+        self.point_environment(&env, &site, &target).await?;
+        self.log(
+            &target.id,
+            "runtime",
+            "system",
+            format!("serving '{}' again: {} crash-looped after going live", env.name, d.id),
+        );
+        Ok(())
+    }
+
+    async fn recovered(&self, deployment_id: &str) -> anyhow::Result<()> {
+        let Some(d) = store::get_deployment_any_org(self.store.pool(), deployment_id).await? else {
+            return Ok(());
+        };
+        if self.set_status(&d, DeploymentStatus::Live, None).await? {
+            self.log(
+                deployment_id,
+                "runtime",
+                "system",
+                "recovered: healthy again and live".into(),
+            );
+        }
+        Ok(())
+    }
+}

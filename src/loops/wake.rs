@@ -1,0 +1,44 @@
+//! The activator's side of scale to zero: a request held by the edge for a sleeping
+//! environment wakes it here.
+
+use crate::platform::Platform;
+use crate::store;
+
+impl Platform {
+    /// Wakes the sleeping environment served at `host` (the edge's activator calls this
+    /// for a held request). Marking its deployment in progress keeps the reconciler from
+    /// putting it back to sleep and makes it start the app; once the app is healthy (or
+    /// failed) the routes are published again and the held request goes through.
+    pub async fn wake(&self, host: &str) -> anyhow::Result<()> {
+        let desired = store::list_desired_environments(self.store.pool()).await?;
+        let Some(env) = desired
+            .into_iter()
+            .find(|e| self.host_for(&e.site_name, &e.environment_name) == host)
+        else {
+            return Ok(());
+        };
+        if self.is_in_progress(&env.deployment_id) {
+            return Ok(()); // already waking, or deploying
+        }
+        tracing::info!(site.name = %env.site_name, environment = %env.environment_name, "waking a sleeping environment");
+        self.log(&env.deployment_id, "runtime", "system", "a request woke the app".into());
+        let _token = self.register_cancel(&env.deployment_id);
+        let outcome = async {
+            crate::loops::reconciler::reconcile(self).await?;
+            let deadline = tokio::time::Instant::now() + self.config.timeouts.start();
+            while tokio::time::Instant::now() < deadline {
+                match self.runtime.overall_state(&env.deployment_id) {
+                    Some(crate::runtime::InstanceState::Healthy | crate::runtime::InstanceState::Crashed { .. }) => {
+                        break;
+                    }
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                }
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        self.unregister_cancel(&env.deployment_id);
+        crate::loops::reconciler::reconcile(self).await?;
+        outcome
+    }
+}
