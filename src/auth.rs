@@ -25,7 +25,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ServiceError, ServiceResult};
-use crate::model::{Actor, Role, Scope};
+use crate::model::{Actor, ActorKind, Role, Scope};
 use crate::store::people::KeyRow;
 use crate::store::ui_sessions::SessionRow;
 use crate::store::{self, Store};
@@ -67,6 +67,19 @@ impl KeyKind {
 /// A new scoped token: its kind's prefix and 256 random bits in hex.
 pub fn new_token(kind: KeyKind) -> String {
     format!("{}{}", kind.token_prefix(), random_hex(32))
+}
+
+/// How a key is shown: its kind's token prefix for newer keys, `berth_…` for keys made
+/// before scopes (no part of any token is kept).
+pub fn key_display_prefix(row: &KeyRow) -> &'static str {
+    if !row.hash.is_empty() {
+        return "berth_…";
+    }
+    if row.kind == KeyKind::Personal.as_str() {
+        "berth_pk_…"
+    } else {
+        "berth_sk_…"
+    }
 }
 
 /// Whether a string has the shape of a scoped token (else it may be an older key).
@@ -252,6 +265,7 @@ impl Authenticator {
             return Err(ServiceError::Unauthorized);
         }
         let mut actor = self.actor_of_member(&grant.org_id, &grant.user_id).await?;
+        actor.kind = ActorKind::OauthClient;
         actor.key_id = grant.id.clone();
         actor.key_name = format!("OAuth: {}", grant.client_name);
         actor.scopes = Scope::parse_list(&grant.scopes);
@@ -369,11 +383,14 @@ impl Authenticator {
             // A restriction that does not parse restricts to nothing rather than to all.
             json.as_deref().map(|j| serde_json::from_str(j).unwrap_or_default())
         };
+        let key_prefix = key_display_prefix(&row);
         Ok(Actor {
+            kind: ActorKind::Key,
             org_id: org.id,
             org_name: org.name,
             key_id: row.id,
             key_name: row.name,
+            key_prefix: Some(key_prefix),
             role,
             scopes: Scope::parse_list(&row.scopes),
             user_id: user.as_ref().map(|u| u.id.clone()),
@@ -397,10 +414,12 @@ impl Authenticator {
             .await?
             .ok_or(ServiceError::Unauthorized)?;
         Ok(Actor {
+            kind: ActorKind::User,
             org_id: org.id,
             org_name: org.name,
             key_id: user.id.clone(),
             key_name: "dashboard".into(),
+            key_prefix: None,
             role,
             scopes: Scope::ALL.to_vec(),
             user_id: Some(user.id),

@@ -1765,6 +1765,60 @@ pub async fn agents_list(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `berth audit [--action A] [--actor-kind K] [--actor X] [--outcome O] [--since T]
+/// [--until T] [--limit N] [--cursor C]`: one page, and the command for the next.
+pub async fn audit(args: &ClientArgs, filters: &crate::service::ListAuditInput, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let pairs: Vec<(&str, String)> = [
+        ("action", filters.action.clone()),
+        ("actor_kind", filters.actor_kind.clone()),
+        ("actor", filters.actor.clone()),
+        ("outcome", filters.outcome.clone()),
+        ("since", filters.since.clone()),
+        ("until", filters.until.clone()),
+        ("limit", filters.limit.map(|l| l.to_string())),
+        ("cursor", filters.cursor.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    let query = serde_urlencoded::to_string(&pairs)?;
+    let out: crate::service::AuditPage = client.get(&format!("/api/audit?{query}")).await?;
+    if json {
+        return print_json(&out);
+    }
+    if out.entries.is_empty() {
+        println!("no audit entries match");
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<14} {:<32} {:<28} {:<6} ARGUMENTS",
+        "TIME", "KIND", "WHO", "ACTION", "OUTCOME"
+    );
+    for e in &out.entries {
+        let who = match &e.actor.email {
+            Some(email) if *email != e.actor.name => format!("{} ({email})", e.actor.name),
+            _ => e.actor.name.clone(),
+        };
+        println!(
+            "{:<24} {:<14} {:<32} {:<28} {:<6} {}",
+            e.time,
+            e.actor.kind.as_str(),
+            who,
+            e.action,
+            e.outcome.as_str(),
+            e.arguments
+        );
+        if let Some(error) = &e.error {
+            println!("{:<24} error: {error}", "");
+        }
+    }
+    if let Some(cursor) = &out.next_cursor {
+        println!("older entries: add --cursor {cursor} (with the same filters)");
+    }
+    Ok(())
+}
+
 /// `berth agents revoke ID`.
 pub async fn agents_revoke(args: &ClientArgs, id: &str, json: bool) -> anyhow::Result<()> {
     let client = Client::new(args)?;

@@ -292,6 +292,37 @@ enum Command {
         #[command(subcommand)]
         action: AgentsCommand,
     },
+    /// The org's audit log, newest first, one page: who did what, when, with which
+    /// arguments (secrets removed) and outcome. Admins only.
+    Audit {
+        /// Only this tool or action, e.g. HOSTING_SET_ENV_VARS.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this kind of caller: user, key, oauth_client or system.
+        #[arg(long)]
+        actor_kind: Option<String>,
+        /// Only callers whose name or email contains this text.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only ok or only error calls.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only calls at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only calls before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Entries per page (default 50, at most 200).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The cursor printed by the previous page (keep the same filters).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run by git inside a push to the internal git server (not for people).
     #[command(hide = true)]
     GitHook {
@@ -918,6 +949,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             AgentsCommand::Freeze { json } => cli::agents_freeze(c, true, json).await,
             AgentsCommand::Unfreeze { json } => cli::agents_freeze(c, false, json).await,
         },
+        Command::Audit {
+            action,
+            actor_kind,
+            actor,
+            outcome,
+            since,
+            until,
+            limit,
+            cursor,
+            json,
+        } => {
+            let filters = berth::service::ListAuditInput {
+                action,
+                actor_kind,
+                actor,
+                outcome,
+                since,
+                until,
+                limit,
+                cursor,
+            };
+            cli::audit(c, &filters, json).await
+        }
         Command::GitHook { hook } => match hook.as_str() {
             "post-receive" => berth::git_http::run_post_receive_hook().await,
             other => anyhow::bail!("unknown git hook '{other}'"),

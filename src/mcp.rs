@@ -1329,6 +1329,32 @@ impl BerthMcp {
         let out = self.service.revoke_connected_app(&actor, &input).await?;
         reply(format!("revoked '{}' ({})", out.client_name, out.id), out)
     }
+
+    #[tool(
+        name = "HOSTING_LIST_AUDIT_LOG",
+        description = "Read the org's audit log, newest first, a page at a time (limit: default 50, at most 200; pass next_cursor back as cursor with the same filters): who made each mutating call (kind user, key, oauth_client or system; name; email), when, the tool, its arguments with secrets replaced by ***, and the outcome or error. Filters: action (e.g. HOSTING_SET_ENV_VARS), actor_kind, actor (part of a name or email), outcome (ok or error), since and until (RFC 3339). Needs admin.",
+        output_schema = schema_for_output::<AuditPage>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_audit_log(
+        &self,
+        Parameters(input): Parameters<ListAuditInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<AuditPage> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.list_audit(&actor, &input).await?;
+        // One line: the entries are in the structured content.
+        let text = match (out.entries.first(), &out.next_cursor) {
+            (None, _) => "no audit entries match".to_string(),
+            (Some(newest), None) => format!("{} entries, the newest at {}", out.entries.len(), newest.time),
+            (Some(newest), Some(cursor)) => format!(
+                "{} entries, the newest at {}; next page: HOSTING_LIST_AUDIT_LOG with the same filters and \"cursor\": \"{cursor}\"",
+                out.entries.len(),
+                newest.time
+            ),
+        };
+        reply(text, out)
+    }
 }
 
 /// The action a tool needs, to list only the tools an OAuth grant allows (`None`: every
@@ -1359,7 +1385,8 @@ pub(crate) fn tool_action(name: &str) -> Option<Action> {
         | "HOSTING_CREATE_API_KEY"
         | "HOSTING_LIST_API_KEYS"
         | "HOSTING_REVOKE_API_KEY"
-        | "HOSTING_FREEZE_AGENTS" => Action::ManageMembers,
+        | "HOSTING_FREEZE_AGENTS"
+        | "HOSTING_LIST_AUDIT_LOG" => Action::ManageMembers,
         _ => Action::ReadSites,
     })
 }

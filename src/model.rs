@@ -12,6 +12,8 @@ use crate::error::{ServiceError, ServiceResult};
 /// What it may do is decided by [`Actor::require`] from its role and scopes.
 #[derive(Clone, Debug)]
 pub struct Actor {
+    /// What kind of caller this is (the audit log records it).
+    pub kind: ActorKind,
     /// The org every read and write is limited to.
     pub org_id: String,
     /// The org's name.
@@ -20,6 +22,8 @@ pub struct Actor {
     pub key_id: String,
     /// The key's name.
     pub key_name: String,
+    /// The recognisable start of the key's tokens (`berth_sk_…`), for API keys only.
+    pub key_prefix: Option<&'static str>,
     /// The role acted as: a service key's own, else the user's current role in the org.
     pub role: Role,
     /// What the key may be used for (a session or a key made before scopes: all).
@@ -39,6 +43,46 @@ pub struct Actor {
     pub grant: Option<OAuthGrant>,
 }
 
+/// What kind of caller an [`Actor`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    /// A person in the dashboard, signed in with their password.
+    User,
+    /// An API key, personal or service (the bootstrap key among them).
+    Key,
+    /// An MCP client's OAuth access token, acting for the person who consented.
+    OauthClient,
+    /// The server itself on a verified trigger (a push token, a signed webhook).
+    System,
+}
+
+impl ActorKind {
+    /// Every kind, in the order lists show them.
+    pub const ALL: [Self; 4] = [Self::User, Self::Key, Self::OauthClient, Self::System];
+
+    /// Stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Key => "key",
+            Self::OauthClient => "oauth_client",
+            Self::System => "system",
+        }
+    }
+
+    /// The kind of a stored or typed name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ActorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The consent an OAuth access token acts under, beyond its scopes and sites.
 #[derive(Clone, Debug)]
 pub struct OAuthGrant {
@@ -55,10 +99,12 @@ impl Actor {
     /// webhook): the checks that matter were made when the token or webhook was set up.
     pub fn system(org_id: String, org_name: String, key_id: String, key_name: &str) -> Self {
         Self {
+            kind: ActorKind::System,
             org_id,
             org_name,
             key_id,
             key_name: key_name.into(),
+            key_prefix: None,
             role: Role::Admin,
             scopes: Scope::ALL.to_vec(),
             user_id: None,

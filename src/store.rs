@@ -1172,8 +1172,14 @@ pub async fn prune_finished_jobs(db: &SqlitePool, before: i64) -> sqlx::Result<u
 pub struct AuditRow {
     /// Cursor.
     pub id: i64,
-    /// Key used.
+    /// Key, grant or user id used.
     pub key_id: Option<String>,
+    /// `user`, `key`, `oauth_client` or `system`.
+    pub actor_kind: String,
+    /// Who, as shown: an email, a key's name and prefix, a client's name.
+    pub actor_name: String,
+    /// The acting person's email, when a person acted.
+    pub actor_email: Option<String>,
     /// Tool or action name.
     pub action: String,
     /// Arguments with secrets removed (JSON).
@@ -1186,42 +1192,96 @@ pub struct AuditRow {
     pub created_at: i64,
 }
 
-/// Records one mutating call.
-pub async fn insert_audit(
-    db: impl SqliteExecutor<'_>,
-    org_id: &str,
-    key_id: Option<&str>,
-    action: &str,
-    arguments: &serde_json::Value,
-    outcome: &str,
-    error: Option<&str>,
-) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO audit_log (org_id, key_id, action, arguments, outcome, error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
-        .bind(org_id)
-        .bind(key_id)
-        .bind(action)
-        .bind(arguments.to_string())
-        .bind(outcome)
-        .bind(error)
-        .bind(now_ms())
-        .execute(db)
-        .await
-        .map(drop)
+/// One audit entry to write (secrets already removed).
+#[derive(Debug)]
+pub struct NewAuditEntry<'a> {
+    /// The org acted in.
+    pub org_id: &'a str,
+    /// Key, grant or user id used.
+    pub key_id: Option<&'a str>,
+    /// `user`, `key`, `oauth_client` or `system`.
+    pub actor_kind: &'a str,
+    /// Who, as shown.
+    pub actor_name: &'a str,
+    /// The acting person's email.
+    pub actor_email: Option<&'a str>,
+    /// Tool or action name.
+    pub action: &'a str,
+    /// Arguments with secrets removed.
+    pub arguments: &'a serde_json::Value,
+    /// `ok` or `error`.
+    pub outcome: &'a str,
+    /// Error message, secrets removed.
+    pub error: Option<&'a str>,
 }
 
-/// Audit entries of an org, newest first.
+/// Records one mutating call.
+pub async fn insert_audit(db: impl SqliteExecutor<'_>, entry: &NewAuditEntry<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (org_id, key_id, actor_kind, actor_name, actor_email, action, arguments, \
+         outcome, error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(entry.org_id)
+    .bind(entry.key_id)
+    .bind(entry.actor_kind)
+    .bind(entry.actor_name)
+    .bind(entry.actor_email)
+    .bind(entry.action)
+    .bind(entry.arguments.to_string())
+    .bind(entry.outcome)
+    .bind(entry.error)
+    .bind(now_ms())
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Which audit entries to list; `None` matches everything.
+#[derive(Debug, Default)]
+pub struct AuditFilter<'a> {
+    /// Entries older than this id (the cursor).
+    pub before: Option<i64>,
+    /// Exactly this action.
+    pub action: Option<&'a str>,
+    /// Exactly this actor kind.
+    pub actor_kind: Option<&'a str>,
+    /// Lowercase text found in the actor's name or email.
+    pub actor: Option<&'a str>,
+    /// `ok` or `error`.
+    pub outcome: Option<&'a str>,
+    /// At or after this time (ms).
+    pub since: Option<i64>,
+    /// Before this time (ms).
+    pub until: Option<i64>,
+}
+
+/// Audit entries of an org matching `filter`, newest first.
 pub async fn list_audit(
     db: impl SqliteExecutor<'_>,
     org_id: &str,
-    before: Option<i64>,
+    filter: &AuditFilter<'_>,
     limit: i64,
 ) -> sqlx::Result<Vec<AuditRow>> {
     sqlx::query_as(
-        "SELECT id, key_id, action, arguments, outcome, error, created_at FROM audit_log WHERE org_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+        "SELECT id, key_id, actor_kind, actor_name, actor_email, action, arguments, outcome, error, created_at \
+         FROM audit_log WHERE org_id = ?1 \
+           AND (?2 IS NULL OR id < ?2) \
+           AND (?3 IS NULL OR action = ?3) \
+           AND (?4 IS NULL OR actor_kind = ?4) \
+           AND (?5 IS NULL OR instr(lower(actor_name), ?5) > 0 OR instr(lower(COALESCE(actor_email, '')), ?5) > 0) \
+           AND (?6 IS NULL OR outcome = ?6) \
+           AND (?7 IS NULL OR created_at >= ?7) \
+           AND (?8 IS NULL OR created_at < ?8) \
+         ORDER BY id DESC LIMIT ?9",
     )
     .bind(org_id)
-    .bind(before)
-    .bind(before)
+    .bind(filter.before)
+    .bind(filter.action)
+    .bind(filter.actor_kind)
+    .bind(filter.actor)
+    .bind(filter.outcome)
+    .bind(filter.since)
+    .bind(filter.until)
     .bind(limit)
     .fetch_all(db)
     .await

@@ -213,6 +213,13 @@ fn matrix() -> Vec<Row> {
             foreign: Some(|_| json!({ "email": "member@b.test", "role": "viewer" })),
         },
         Row {
+            action: "read the audit log",
+            weakest: "admin",
+            tool: "HOSTING_LIST_AUDIT_LOG",
+            own: |_, _| json!({ "action": "HOSTING_SET_ENV_VARS" }),
+            foreign: None,
+        },
+        Row {
             action: "manage owners",
             weakest: "owner",
             tool: "HOSTING_SET_MEMBER_ROLE",

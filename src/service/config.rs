@@ -190,7 +190,7 @@ impl Service {
     /// result as a whole, then stores it sealed. Admin keys only (it holds credentials).
     pub async fn set_config(&self, actor: &Actor, input: &SetConfigInput) -> ServiceResult<ProviderConfig> {
         self.authorize(actor, Action::ManageProviders, Target::Org).await?;
-        let args = super::redact_vars(serde_json::to_value(input).unwrap_or_default(), "config");
+        let args = serde_json::to_value(input).unwrap_or_default();
         let result = self
             .idempotent(actor, "HOSTING_SET_CONFIG", input.idempotency_key.as_deref(), async {
                 let p = find_provider(&input.provider)?;

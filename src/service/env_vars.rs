@@ -74,7 +74,7 @@ impl Service {
             Target::Environment(&input.site, input.environment.as_deref()),
         )
         .await?;
-        let args = super::redact_vars(serde_json::to_value(input).unwrap_or_default(), "vars");
+        let args = serde_json::to_value(input).unwrap_or_default();
         let result = self
             .idempotent(actor, "HOSTING_SET_ENV_VARS", input.idempotency_key.as_deref(), async {
                 if input.vars.is_empty() {

@@ -14,7 +14,7 @@ use super::Service;
 use super::access::{Action, Role, Target};
 use crate::auth;
 use crate::error::{ServiceError, ServiceResult};
-use crate::model::Actor;
+use crate::model::{Actor, ActorKind};
 use crate::store;
 use crate::store::invitations as invitation_store;
 use crate::store::people as people_store;
@@ -428,16 +428,20 @@ impl Service {
             return Err(again.and_then(|r| unusable(&r, now)).unwrap_or_else(unknown_link));
         }
         people_store::upsert_member(&mut *tx, &row.org_id, &user_id, role.as_str()).await?;
-        store::insert_audit(
-            &mut *tx,
-            &row.org_id,
-            Some(&user_id),
-            "ACCEPT_INVITATION",
-            &serde_json::json!({ "invitation_id": row.id, "email": row.email, "role": role }),
-            "ok",
-            None,
-        )
-        .await?;
+        // The person acts for themselves here: no key, no session yet.
+        let arguments = serde_json::json!({ "invitation_id": row.id, "email": row.email, "role": role });
+        let entry = store::NewAuditEntry {
+            org_id: &row.org_id,
+            key_id: Some(&user_id),
+            actor_kind: ActorKind::User.as_str(),
+            actor_name: &row.email,
+            actor_email: Some(&row.email),
+            action: "ACCEPT_INVITATION",
+            arguments: &arguments,
+            outcome: super::AuditOutcome::Ok.as_str(),
+            error: None,
+        };
+        store::insert_audit(&mut *tx, &entry).await?;
         tx.commit().await?;
         Ok(AcceptedInvitation {
             org_id: row.org_id,

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod agents;
+pub mod audit;
 mod capabilities;
 pub mod certificates;
 pub mod config;
@@ -37,6 +38,7 @@ use serde::de::DeserializeOwned;
 pub use crate::platform::{HealthChange, Platform, secret_context};
 pub use access::{Action, Role, Scope, Target};
 pub use agents::{ConnectedApp, ConnectedAppList, ConnectedAppRef, FreezeAgentsInput, FreezeAgentsOutput};
+pub use audit::{AuditActor, AuditEntry, AuditOutcome, AuditPage, ListAuditInput};
 pub use config::{
     ConfigKey, ConfigMap, ConfigOutput, GetConfigInput, ProviderConfig, ProviderSettings, SetConfigInput,
     TestConnectionInput, TestConnectionOutput,
@@ -240,7 +242,7 @@ impl Service {
         self.authorize(actor, Action::CreateSite, Target::NewSite(&input.name))
             .await?;
         let key = input.idempotency_key.clone();
-        let args = redact_args(&input);
+        let args = serde_json::to_value(&input).unwrap_or_default();
         let (wait, timeout) = (input.wait.unwrap_or(false), input.timeout_seconds);
         let result = self
             .idempotent(actor, "HOSTING_CREATE_SITE", key.as_deref(), async {
@@ -909,35 +911,6 @@ impl Service {
             .collect())
     }
 
-    /// Audit entries of the caller's org, newest first, a page at a time.
-    pub async fn list_audit(&self, actor: &Actor, input: &ListAuditInput) -> ServiceResult<AuditPage> {
-        self.authorize(actor, Action::ManageMembers, Target::Org).await?;
-        let limit = page_limit(input.limit)?;
-        // The cursor is the id of the previous page's last (oldest) entry.
-        let before = match input.cursor.as_deref() {
-            None | Some("") => None,
-            Some(c) => Some(c.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(bad_cursor)?),
-        };
-        let mut rows =
-            store::list_audit(self.platform.store.pool(), &actor.org_id, before, i64::from(limit) + 1).await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more.then(|| rows.last().map(|r| r.id.to_string())).flatten();
-        let entries = rows
-            .into_iter()
-            .map(|r| AuditEntry {
-                id: r.id,
-                key_id: r.key_id,
-                action: r.action,
-                arguments: serde_json::from_str(&r.arguments).unwrap_or_default(),
-                outcome: r.outcome,
-                error: r.error,
-                time: rfc3339(r.created_at),
-            })
-            .collect();
-        Ok(AuditPage { entries, next_cursor })
-    }
-
     /// Waits until a deployment reaches a final status or the timeout passes, calling
     /// `on_progress` at each status change. A failed deployment comes back with its error
     /// and last log lines. Follows the deployment's events by cursor, so a change made by
@@ -1286,26 +1259,6 @@ impl Service {
         }
     }
 
-    async fn audit<T>(&self, actor: &Actor, action: &str, arguments: serde_json::Value, result: &ServiceResult<T>) {
-        let (outcome, error) = match result {
-            Ok(_) => ("ok", None),
-            Err(e) => ("error", Some(e.envelope().error.message)),
-        };
-        if let Err(err) = store::insert_audit(
-            self.platform.store.pool(),
-            &actor.org_id,
-            Some(&actor.key_id),
-            action,
-            &arguments,
-            outcome,
-            error.as_deref(),
-        )
-        .await
-        {
-            tracing::error!(error = %err, action, "writing the audit log failed");
-        }
-    }
-
     /// Finishes work a crash interrupted: sites left half-deleted.
     pub async fn recover(&self) -> anyhow::Result<()> {
         let rows = store::list_sites_with_status(self.platform.store.pool(), "deleting").await?;
@@ -1452,21 +1405,6 @@ fn validate_env_var(k: &str, v: Option<&String>) -> ServiceResult<()> {
     Ok(())
 }
 
-/// Create-site arguments for the audit log: env var values removed.
-fn redact_args(input: &CreateSiteInput) -> serde_json::Value {
-    redact_vars(serde_json::to_value(input).unwrap_or_default(), "env_vars")
-}
-
-/// Replaces the values of the object at `field` with `***` (audit arguments).
-fn redact_vars(mut v: serde_json::Value, field: &str) -> serde_json::Value {
-    if let Some(vars) = v.get_mut(field).and_then(|e| e.as_object_mut()) {
-        for value in vars.values_mut() {
-            *value = serde_json::Value::String("***".into());
-        }
-    }
-    v
-}
-
 impl Service {
     /// The provider a new site runs on: the one asked for (it must be registered), else
     /// the first registered target the org made its default (`HOSTING_SET_CONFIG
@@ -1547,17 +1485,5 @@ mod tests {
         }
         let big: BTreeMap<String, String> = [("A".to_string(), "x".repeat(MAX_ENV_VALUE + 1))].into();
         assert!(validate_env_vars(big).is_err());
-    }
-
-    #[test]
-    fn audit_args_hide_env_values() {
-        let input = CreateSiteInput {
-            name: "a".into(),
-            env_vars: Some([("TOKEN".to_string(), "s3cret".to_string())].into()),
-            ..Default::default()
-        };
-        let v = redact_args(&input).to_string();
-        assert!(!v.contains("s3cret"));
-        assert!(v.contains("TOKEN"));
     }
 }

@@ -605,13 +605,7 @@ fn key_info(row: people_store::KeyRow, user: Option<String>) -> ApiKeyInfo {
     };
     let personal = row.kind == "personal";
     let names = |j: &Option<String>| j.as_deref().map(|j| serde_json::from_str(j).unwrap_or_default());
-    // Newer keys store `kind:id` as their lookup prefix (they are found by HMAC); no part
-    // of a token is kept.
-    let prefix = if row.hash.is_empty() {
-        KeyKind::token_prefix(if personal { KeyKind::Personal } else { KeyKind::Service }).to_string() + "…"
-    } else {
-        "berth_…".to_string()
-    };
+    let prefix = crate::auth::key_display_prefix(&row).to_string();
     ApiKeyInfo {
         id: row.id,
         name: row.name,

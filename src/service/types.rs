@@ -623,47 +623,6 @@ pub struct LogPage {
     pub status: DeploymentStatus,
 }
 
-/// `GET /api/audit` arguments: one page of the org's audit log, newest first.
-#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListAuditInput {
-    /// Entries per page (default 50, at most 200).
-    #[serde(default)]
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous (newer) page; omit for the newest entries.
-    #[serde(default)]
-    pub cursor: Option<String>,
-}
-
-/// `GET /api/audit` result.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-pub struct AuditPage {
-    /// Entries, newest first.
-    pub entries: Vec<AuditEntry>,
-    /// Pass as `cursor` for the next (older) page; absent on the last page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-/// An audit entry.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-pub struct AuditEntry {
-    /// Cursor.
-    pub id: i64,
-    /// Key that made the call.
-    pub key_id: Option<String>,
-    /// Tool or action.
-    pub action: String,
-    /// Arguments, secrets removed.
-    pub arguments: serde_json::Value,
-    /// ok or error.
-    pub outcome: String,
-    /// The error.
-    pub error: Option<String>,
-    /// When (RFC 3339).
-    pub time: String,
-}
-
 /// `HOSTING_CREATE_ENVIRONMENT` arguments.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -3,6 +3,7 @@
 //! the binary. Handlers are adapters like REST and MCP: they parse forms, call the
 //! service layer as the logged-in key's actor, and show its errors next to the field.
 
+mod audit;
 mod people;
 pub mod session;
 pub mod views;
@@ -81,6 +82,7 @@ pub fn router(state: UiState) -> Router {
         .route("/members/invitations/{id}/revoke", post(people::revoke_invitation))
         .route("/keys", get(people::keys).post(people::create_key))
         .route("/keys/{id}/revoke", post(people::revoke_key))
+        .route("/audit", get(audit::audit))
         .route("/connected-apps", get(people::connected_apps))
         .route("/connected-apps/freeze", post(people::freeze))
         .route("/connected-apps/{id}/revoke", post(people::revoke_app))

@@ -66,6 +66,7 @@ pub fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                                 a href="/providers" { "Providers" }
                                 @if s.actor.require(crate::service::access::Action::ManageMembers, None, None).is_ok() {
                                     a href="/members" { "Members" }
+                                    a href="/audit" { "Audit log" }
                                 }
                                 a href="/keys" { "API keys" }
                                 a href="/connected-apps" { "Connected apps" }
