@@ -64,6 +64,7 @@ const TOOLS: &[&str] = &[
     "HOSTING_LIST_CONNECTED_APPS",
     "HOSTING_REVOKE_CONNECTED_APP",
     "HOSTING_FREEZE_AGENTS",
+    "HOSTING_CREATE_ORG",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {
