@@ -165,6 +165,7 @@ pub fn router(service: Service) -> Router {
         .route("/api/connected-apps", get(list_connected_apps))
         .route("/api/connected-apps/{id}", axum::routing::delete(revoke_connected_app))
         .route("/api/agents/freeze", post(freeze_agents))
+        .route("/api/orgs", post(create_org))
         .layer(axum::middleware::map_response(envelope_plain_errors))
         .with_state(service)
 }
@@ -219,8 +220,8 @@ async fn envelope_plain_errors(response: Response) -> Response {
 
 type ApiResult<T> = Result<Json<T>, ServiceError>;
 
-async fn whoami(State(s): State<Service>, Extension(actor): Extension<Actor>) -> Json<WhoAmI> {
-    Json(s.whoami(&actor))
+async fn whoami(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<WhoAmI> {
+    Ok(Json(s.whoami(&actor).await?))
 }
 
 async fn list_sites(
@@ -1289,4 +1290,13 @@ async fn freeze_agents(
 ) -> ApiResult<FreezeAgentsOutput> {
     let Json(input) = input.map_err(bad_json)?;
     Ok(Json(s.freeze_agents(&actor, &input).await?))
+}
+
+async fn create_org(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    input: Result<Json<CreateOrgInput>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedOrg>), ServiceError> {
+    let Json(input) = input.map_err(bad_json)?;
+    Ok((StatusCode::CREATED, Json(s.create_org(&actor, &input).await?)))
 }

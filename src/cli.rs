@@ -1524,6 +1524,27 @@ pub async fn whoami(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
     println!("expires:      {}", me.expires_at.as_deref().unwrap_or("never"));
     let actions: Vec<&str> = me.allowed_actions.iter().map(|a| a.as_str()).collect();
     println!("may:          {}", actions.join(", "));
+    if let Some(orgs) = &me.orgs {
+        let orgs: Vec<String> = orgs
+            .iter()
+            .map(|o| format!("{} ({}{})", o.name, o.role, if o.current { ", current" } else { "" }))
+            .collect();
+        println!("orgs:         {}", orgs.join(", "));
+    }
+    Ok(())
+}
+
+/// `berth orgs create NAME`: another org, owned by the caller.
+pub async fn orgs_create(args: &ClientArgs, name: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let out: crate::service::CreatedOrg = client
+        .post_json("/api/orgs", &serde_json::json!({ "name": name }))
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    println!("created org '{}' ({}); you own it", out.org.name, out.org.id);
+    println!("{}", out.next_steps);
     Ok(())
 }
 

@@ -6,8 +6,10 @@
 //! in-process notify wakes them at once for this process's own changes. Readers take at
 //! most [`READ_BATCH`] events at a time; events older than [`RETENTION_MS`], or beyond the
 //! newest [`MAX_EVENTS`], are pruned by whichever process holds the pruning lease, and
-//! so are finished jobs (done or failed) older than [`RETENTION_MS`] and invitations
-//! that ended more than [`INVITATION_RETENTION_MS`] ago.
+//! so are finished jobs (done or failed) older than [`RETENTION_MS`], invitations
+//! that ended more than [`INVITATION_RETENTION_MS`] ago, and OAuth grants revoked more
+//! than [`GRANT_RETENTION_MS`] ago or unusable (code never exchanged, every token expired)
+//! for more than [`UNUSED_GRANT_RETENTION_MS`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,11 @@ pub const READ_BATCH: i64 = 100;
 pub const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 /// How long an invitation that ended (accepted, revoked or expired) is kept.
 pub const INVITATION_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
+/// How long an OAuth grant is kept after its revocation (with its tokens).
+pub const GRANT_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
+/// How long an OAuth grant that can no longer be used (its code was never exchanged, or
+/// every token of it expired) is kept once its code expired.
+pub const UNUSED_GRANT_RETENTION_MS: i64 = 24 * 3_600_000;
 /// The most events kept, whatever their age.
 pub const MAX_EVENTS: i64 = 100_000;
 /// How often old events are pruned.
@@ -105,6 +112,15 @@ pub async fn run_pruning(store: Store, singleton: Singleton, stop: CancellationT
                 Ok(0) => {}
                 Ok(n) => tracing::info!(invitations = n, "pruned ended invitations"),
                 Err(err) => tracing::warn!(error = %err, "pruning ended invitations failed"),
+            }
+            // Grants that ended go with their codes and tokens; a grant shows among the
+            // connected apps for a while after its revocation.
+            let now = now_ms();
+            let unused_before = now - UNUSED_GRANT_RETENTION_MS - crate::oauth::CODE_TTL_SECS * 1000;
+            match store::oauth::prune_ended_grants(store.pool(), now - GRANT_RETENTION_MS, unused_before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(grants = n, "pruned ended OAuth grants"),
+                Err(err) => tracing::warn!(error = %err, "pruning ended OAuth grants failed"),
             }
         }
         tokio::select! {
@@ -260,5 +276,113 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, ["accepted_lately", "expired_lately", "pending"]);
+    }
+
+    #[tokio::test]
+    async fn ended_oauth_grants_are_pruned_with_their_codes_and_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("grants.db")).await.unwrap();
+        let pool = store.pool();
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ('org', 'org', 1)")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ('usr', 'a@b.test', 'x', 1)")
+            .execute(pool)
+            .await
+            .unwrap();
+        let now = now_ms();
+        let day = 24 * 3_600_000;
+        // (id, created_at, revoked_at)
+        let grants: [(&str, i64, Option<i64>); 7] = [
+            ("revoked_long_ago", 10, Some(10)),
+            ("revoked_lately", 10, Some(now - day)),
+            ("code_never_exchanged", now - 3 * day, None),
+            ("code_just_issued", now, None),
+            ("exchanged_in_use", now - 3 * day, None),
+            ("exchanged_code_kept", now - 3 * day, None),
+            ("tokens_all_cleared", now - 40 * day, None),
+        ];
+        for (id, created, revoked) in grants {
+            sqlx::query(
+                "INSERT INTO oauth_grants (id, org_id, user_id, client_id, client_name, scopes, production, \
+                 resource, created_at, revoked_at) VALUES (?, 'org', 'usr', 'c', 'c', 'sites:read', 1, 'r', ?, ?)",
+            )
+            .bind(id)
+            .bind(created)
+            .bind(revoked)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        // (grant, expires_at, used_at)
+        let codes: [(&str, i64, Option<i64>); 4] = [
+            ("revoked_long_ago", 20, Some(15)),
+            ("code_never_exchanged", now - 3 * day + 60_000, None),
+            ("code_just_issued", now + 60_000, None),
+            ("exchanged_code_kept", now - 3 * day + 60_000, Some(now - 3 * day)),
+        ];
+        for (grant, expires, used) in codes {
+            sqlx::query(
+                "INSERT INTO oauth_codes (code_hmac, grant_id, redirect_uri, code_challenge, expires_at, used_at) \
+                 VALUES (?, ?, 'r', 'c', ?, ?)",
+            )
+            .bind(format!("code-{grant}"))
+            .bind(grant)
+            .bind(expires)
+            .bind(used)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        // (grant, kind, expires_at)
+        let tokens = [
+            ("revoked_long_ago", "refresh", now + day),
+            ("revoked_long_ago", "access", 10),
+            ("exchanged_in_use", "refresh", now + day),
+        ];
+        for (n, (grant, kind, expires)) in tokens.into_iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO oauth_tokens (token_hmac, grant_id, kind, created_at, expires_at) VALUES (?, ?, ?, 1, ?)",
+            )
+            .bind(format!("token-{n}"))
+            .bind(grant)
+            .bind(kind)
+            .bind(expires)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        let gone = store::oauth::prune_ended_grants(pool, now - super::GRANT_RETENTION_MS, now - day - 60_000)
+            .await
+            .unwrap();
+        assert_eq!(gone, 3);
+        let left: Vec<String> = sqlx::query_scalar("SELECT id FROM oauth_grants ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            left,
+            [
+                "code_just_issued",
+                "exchanged_code_kept",
+                "exchanged_in_use",
+                "revoked_lately"
+            ]
+        );
+        let codes_left: Vec<String> = sqlx::query_scalar("SELECT grant_id FROM oauth_codes ORDER BY grant_id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert_eq!(codes_left, ["code_just_issued", "exchanged_code_kept"]);
+        let tokens_left: Vec<String> = sqlx::query_scalar("SELECT grant_id FROM oauth_tokens")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            tokens_left,
+            ["exchanged_in_use"],
+            "a deleted grant's refresh tokens go with it"
+        );
     }
 }

@@ -269,7 +269,8 @@ enum Command {
         #[command(subcommand)]
         action: RepoCommand,
     },
-    /// Who the API key is: org, user, role, scopes, site restriction, expiry, allowed actions.
+    /// Who the API key is: org, user, role, scopes, site restriction, expiry, allowed
+    /// actions, and a person's orgs.
     Whoami {
         /// Print JSON.
         #[arg(long)]
@@ -322,6 +323,11 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Orgs: create another one, owned by you.
+    Orgs {
+        #[command(subcommand)]
+        action: OrgsCommand,
     },
     /// Run by git inside a push to the internal git server (not for people).
     #[command(hide = true)]
@@ -579,6 +585,19 @@ enum KeysCommand {
     Revoke {
         /// The key's id.
         id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OrgsCommand {
+    /// Create an org owned by you (needs owner in the current org, as a person: a
+    /// personal key). `berth whoami` lists the orgs you belong to.
+    Create {
+        /// The org's name: lowercase letters, digits and single hyphens.
+        name: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -942,6 +961,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             KeysCommand::List { json } => cli::keys_list(c, json).await,
             KeysCommand::Revoke { id, json } => cli::keys_revoke(c, &id, json).await,
+        },
+        Command::Orgs { action } => match action {
+            OrgsCommand::Create { name, json } => cli::orgs_create(c, &name, json).await,
         },
         Command::Agents { action } => match action {
             AgentsCommand::List { json } => cli::agents_list(c, json).await,

@@ -148,16 +148,20 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_WHOAMI",
-        description = "Who am I: the org, user and API key this connection acts as, its role, scopes, site and environment restriction and expiry, the actions it may take, and the URL pattern sites get.",
+        description = "Who am I: the org, user and API key this connection acts as, its role, scopes, site and environment restriction and expiry, the actions it may take, the URL pattern sites get, and (for a person) every org they belong to with their role in each.",
         output_schema = schema_for_output::<WhoAmI>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
     async fn whoami(&self, ctx: RequestContext<RoleServer>) -> ToolResult<WhoAmI> {
         let actor = actor_of(&ctx)?;
-        let me = self.service.whoami(&actor);
+        let me = self.service.whoami(&actor).await?;
+        let orgs = me.orgs.as_ref().filter(|o| o.len() > 1).map(|orgs| {
+            let names: Vec<String> = orgs.iter().map(|o| format!("{} ({})", o.name, o.role)).collect();
+            format!("; member of: {}", names.join(", "))
+        });
         reply(
             format!(
-                "org '{}' as key '{}' ({}); may: {}",
+                "org '{}' as key '{}' ({}); may: {}{}",
                 me.org,
                 me.key_name,
                 me.role,
@@ -165,7 +169,8 @@ impl BerthMcp {
                     .iter()
                     .map(|a| a.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                orgs.unwrap_or_default()
             ),
             me,
         )
@@ -1355,6 +1360,25 @@ impl BerthMcp {
         };
         reply(text, out)
     }
+
+    #[tool(
+        name = "HOSTING_CREATE_ORG",
+        description = "Create another org, owned by you (the person calling: a password session or a personal key; needs owner in the current org). Org names are 1-63 lowercase letters, digits and single hyphens, unique on the server. Switch to it in the dashboard; keys act in the org they were made in.",
+        output_schema = schema_for_output::<CreatedOrg>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn create_org(
+        &self,
+        Parameters(input): Parameters<CreateOrgInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<CreatedOrg> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.create_org(&actor, &input).await?;
+        reply(
+            format!("created org '{}' ({}); you own it", out.org.name, out.org.id),
+            out,
+        )
+    }
 }
 
 /// The action a tool needs, to list only the tools an OAuth grant allows (`None`: every
@@ -1387,6 +1411,7 @@ pub(crate) fn tool_action(name: &str) -> Option<Action> {
         | "HOSTING_REVOKE_API_KEY"
         | "HOSTING_FREEZE_AGENTS"
         | "HOSTING_LIST_AUDIT_LOG" => Action::ManageMembers,
+        "HOSTING_CREATE_ORG" => Action::ManageOrg,
         _ => Action::ReadSites,
     })
 }
@@ -1399,7 +1424,8 @@ fn listed_for(actor: &Actor, tool: &rmcp::model::Tool) -> bool {
         return true;
     }
     let name = tool.name.as_ref();
-    if name.contains("API_KEY") {
+    // A grant acts in its one org: keys would outlive it, and a new org lies outside it.
+    if name.contains("API_KEY") || name == "HOSTING_CREATE_ORG" {
         return false;
     }
     let read_only_grant = actor

@@ -109,6 +109,14 @@ pub async fn get_org(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Opti
         .await
 }
 
+/// Looks an org up by its unique name.
+pub async fn get_org_by_name(db: impl SqliteExecutor<'_>, name: &str) -> sqlx::Result<Option<OrgRow>> {
+    sqlx::query_as("SELECT id, name FROM orgs WHERE name = ?")
+        .bind(name)
+        .fetch_optional(db)
+        .await
+}
+
 /// Inserts an API key by its hash.
 pub async fn insert_api_key(
     db: impl SqliteExecutor<'_>,

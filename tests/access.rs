@@ -226,6 +226,15 @@ fn matrix() -> Vec<Row> {
             own: |_, _| json!({ "email": "second-owner@a.test", "role": "owner" }),
             foreign: Some(|_| json!({ "email": "member@b.test", "role": "owner" })),
         },
+        Row {
+            // A service key is no person to own a new org: refused as bad input once the
+            // role is there.
+            action: "create orgs",
+            weakest: "owner",
+            tool: "HOSTING_CREATE_ORG",
+            own: |_, role| json!({ "name": format!("made-by-{role}") }),
+            foreign: None,
+        },
     ]
 }
 

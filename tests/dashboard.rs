@@ -232,6 +232,65 @@ async fn chromium_landing_page_and_login() {
 }
 
 #[tokio::test]
+async fn chromium_org_switcher_shows_the_other_orgs_sites() {
+    let server = TestServer::start().await;
+    const OTHER_KEY: &str = "berth_org_b_admin_key_0123456789";
+    const PASSWORD: &str = "correct horse battery";
+    add_org(&server, "org_b", "bee", OTHER_KEY).await;
+    let dir = app(&[("index.html", "x")]);
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "alpha", "repo": s(dir.path()), "deploy": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let r = server
+        .http
+        .post(server.api("/api/sites"))
+        .bearer_auth(OTHER_KEY)
+        .json(&json!({"name": "beta", "repo": s(dir.path()), "deploy": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Ada: owner of the first org, viewer of the second.
+    let (status, out) = server
+        .post(
+            "/api/members",
+            &json!({"email": "ada@a.test", "role": "owner", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let r = server
+        .http
+        .post(server.api("/api/members"))
+        .bearer_auth(OTHER_KEY)
+        .json(&json!({"email": "ada@a.test", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let b = Browser::start().await;
+    b.goto(&server.api("/login")).await;
+    b.fill("#email", "ada@a.test").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#password-login button[type=submit]").await;
+    b.wait_text("alpha").await;
+    assert!(b.text("#org-switch option[selected]").await.contains("default (owner)"));
+    assert!(!b.text("main").await.contains("beta"));
+    b.screenshot("org-switcher").await;
+
+    b.click("#org-switch option[value='org_b']").await;
+    b.click("#org-switch-submit").await;
+    b.wait_text("beta").await;
+    assert!(b.text("#org-switch option[selected]").await.contains("bee (viewer)"));
+    assert!(!b.text("main").await.contains("alpha"));
+    b.close().await;
+}
+
+#[tokio::test]
 async fn chromium_site_from_folder_live_promote_rollback_env_and_delete() {
     let server = TestServer::start().await;
     let folder = app(&[("index.html", "<!doctype html><h1>hello v1</h1>")]);

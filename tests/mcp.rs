@@ -65,6 +65,7 @@ const TOOLS: &[&str] = &[
     "HOSTING_REVOKE_CONNECTED_APP",
     "HOSTING_FREEZE_AGENTS",
     "HOSTING_LIST_AUDIT_LOG",
+    "HOSTING_CREATE_ORG",
 ];
 
 async fn http_client(server: &TestServer, key: &str) -> RunningService<RoleClient, ()> {

@@ -18,6 +18,7 @@ pub mod github;
 pub mod invitations;
 pub mod metrics;
 pub mod metrics_fields;
+pub mod orgs;
 pub mod people;
 mod prometheus;
 mod scaling;
@@ -56,6 +57,7 @@ pub use metrics::{
     TimelineInput, TimelineOutput, TopPathsInput, TopPathsOutput,
 };
 pub use metrics_fields::{MetricsFieldsInput, MetricsFieldsOutput, NO_PATH_FILTER};
+pub use orgs::{CreateOrgInput, CreatedOrg, OrgMembership};
 pub use people::{
     AddMemberInput, ApiKeyInfo, ApiKeyList, ApiKeyRef, CreateApiKeyInput, CreatedApiKey, MemberInfo, MemberList,
     MemberRef, SetMemberRoleInput,
@@ -123,8 +125,8 @@ impl Service {
     // ------------------------------------------------------------ identity
 
     /// `HOSTING_WHOAMI`.
-    pub fn whoami(&self, actor: &Actor) -> WhoAmI {
-        WhoAmI {
+    pub async fn whoami(&self, actor: &Actor) -> ServiceResult<WhoAmI> {
+        Ok(WhoAmI {
             org: actor.org_name.clone(),
             key_name: actor.key_name.clone(),
             user: actor.user_email.clone(),
@@ -136,7 +138,8 @@ impl Service {
             allowed_actions: actor.allowed_actions(),
             site_url_pattern: self.platform.url_for("<site>", "production"),
             sandboxed: self.platform.runtime.is_sandboxed(),
-        }
+            orgs: self.orgs_of(actor).await?,
+        })
     }
 
     // ------------------------------------------------------------ sites

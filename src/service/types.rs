@@ -39,6 +39,9 @@ pub struct WhoAmI {
     pub site_url_pattern: String,
     /// Whether apps run inside a bubblewrap sandbox.
     pub sandboxed: bool,
+    /// The orgs the acting person belongs to, with their role in each (none for a
+    /// service key).
+    pub orgs: Option<Vec<crate::service::orgs::OrgMembership>>,
 }
 
 /// `HOSTING_CREATE_SITE` arguments.

@@ -375,3 +375,30 @@ pub async fn frozen_at(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Resul
         .await
         .map(Option::flatten)
 }
+
+/// Deletes grants that ended, with their codes and tokens (by cascade): those revoked
+/// before `revoked_before` (ms), and those that can no longer be used — not revoked, made
+/// before `unused_before`, with no token and no exchanged or unexpired-by-then code (a
+/// code never exchanged, or tokens that all expired and were cleared). Returns how many
+/// grants went; a batch at a time.
+pub async fn prune_ended_grants(db: &sqlx::SqlitePool, revoked_before: i64, unused_before: i64) -> sqlx::Result<u64> {
+    let revoked = super::delete_in_batches(
+        db,
+        "DELETE FROM oauth_grants WHERE id IN (SELECT id FROM oauth_grants \
+           WHERE revoked_at BETWEEN 1 AND ? LIMIT 5000)",
+        &[revoked_before],
+    )
+    .await?;
+    let unused = super::delete_in_batches(
+        db,
+        "DELETE FROM oauth_grants WHERE id IN (SELECT g.id FROM oauth_grants g \
+           WHERE g.revoked_at IS NULL AND g.created_at < ? \
+             AND NOT EXISTS (SELECT 1 FROM oauth_tokens t WHERE t.grant_id = g.id) \
+             AND NOT EXISTS (SELECT 1 FROM oauth_codes c WHERE c.grant_id = g.id \
+                               AND (c.used_at IS NOT NULL OR c.expires_at >= ?)) \
+           LIMIT 5000)",
+        &[unused_before, unused_before],
+    )
+    .await?;
+    Ok(revoked + unused)
+}

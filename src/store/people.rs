@@ -238,6 +238,14 @@ pub async fn first_org_of(db: impl SqliteExecutor<'_>, user_id: &str) -> sqlx::R
         .await
 }
 
+/// How many orgs a user belongs to.
+pub async fn count_orgs_of(db: impl SqliteExecutor<'_>, user_id: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM org_members WHERE user_id = ?")
+        .bind(user_id)
+        .fetch_one(db)
+        .await
+}
+
 /// Adds a member, or changes the role of one.
 pub async fn upsert_member(db: impl SqliteExecutor<'_>, org_id: &str, user_id: &str, role: &str) -> sqlx::Result<()> {
     sqlx::query(

@@ -53,6 +53,28 @@ pub async fn find_session(db: impl SqliteExecutor<'_>, id_hash: &str) -> sqlx::R
         .await
 }
 
+/// Moves a member's live session to another org with a new CSRF token; false when no
+/// such session of that user is live.
+pub async fn switch_org(
+    db: impl SqliteExecutor<'_>,
+    id_hash: &str,
+    user_id: &str,
+    org_id: &str,
+    csrf_token: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query(
+        "UPDATE ui_sessions SET org_id = ?, csrf_token = ? WHERE id = ? AND user_id = ? AND key_id IS NULL AND expires_at > ?",
+    )
+    .bind(org_id)
+    .bind(csrf_token)
+    .bind(id_hash)
+    .bind(user_id)
+    .bind(now_ms())
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
 /// Ends a session (logout).
 pub async fn delete_session(db: impl SqliteExecutor<'_>, id_hash: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM ui_sessions WHERE id = ?")

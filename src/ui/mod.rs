@@ -46,6 +46,7 @@ pub fn router(state: UiState) -> Router {
         .route("/assets/app.js", get(js))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
+        .route("/orgs/switch", post(switch_org))
         .route("/invite/{token}", get(invitation_page).post(accept_invitation))
         .route("/sites", get(sites))
         .route("/sites/new", get(new_site).post(create_site).layer(upload_limit))
@@ -313,6 +314,20 @@ async fn logout(State(state): State<UiState>, headers: HeaderMap, CsrfForm(s, _)
         see_other("/"),
         [session::set_cookie(session::SESSION_COOKIE, "", "/", 0, secure)],
     )
+}
+
+#[derive(Deserialize)]
+struct SwitchOrgForm {
+    #[serde(default)]
+    org: String,
+}
+
+/// Moves the session to another of the member's orgs, then shows that org's sites.
+async fn switch_org(State(state): State<UiState>, CsrfForm(s, form): CsrfForm<SwitchOrgForm>) -> Response {
+    match s.switch_org(&state, &form.org).await {
+        Ok(_) => see_other("/sites"),
+        Err(e) => error_page(Some(&s), &e),
+    }
 }
 
 // ---------------------------------------------------------------- invitations

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Authenticator;
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::Actor;
-use crate::service::Service;
+use crate::service::{OrgMembership, Service};
 use crate::store::{Store, ui_sessions};
 use crate::util::{now_ms, random_hex};
 
@@ -57,6 +57,9 @@ pub struct Session {
     pub actor: Actor,
     /// Token the pages put in every form.
     pub csrf: String,
+    /// The orgs of the member a password session acts as (empty for a key's session):
+    /// the header's switcher offers them when there is more than one.
+    pub orgs: Vec<OrgMembership>,
     id_hash: String,
 }
 
@@ -65,6 +68,15 @@ impl Session {
     pub async fn end(&self, state: &UiState) -> ServiceResult<()> {
         ui_sessions::delete_session(state.store().pool(), &self.id_hash).await?;
         Ok(())
+    }
+
+    /// Moves this session to another org of its member (see
+    /// [`Service::switch_session_org`]); its CSRF token changes.
+    pub async fn switch_org(&self, state: &UiState, org_id: &str) -> ServiceResult<OrgMembership> {
+        state
+            .service
+            .switch_session_org(&self.actor, &self.id_hash, org_id)
+            .await
     }
 }
 
@@ -75,6 +87,7 @@ impl Session {
         Self {
             actor,
             csrf: "csrf-token".into(),
+            orgs: Vec::new(),
             id_hash: String::new(),
         }
     }
@@ -164,9 +177,15 @@ pub async fn current_session(state: &UiState, headers: &HeaderMap) -> ServiceRes
         Err(ServiceError::Unauthorized) => return Ok(None),
         Err(e) => return Err(e),
     };
+    let orgs = if row.user_id.is_some() {
+        state.service.orgs_of(&actor).await?.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     Ok(Some(Session {
         actor,
         csrf: row.csrf_token,
+        orgs,
         id_hash,
     }))
 }

@@ -72,8 +72,21 @@ pub fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                                 a href="/connected-apps" { "Connected apps" }
                             }
                             div.whoami {
-                                span.org title="Org and API key this session acts as" {
-                                    (s.actor.org_name) " · " (s.actor.key_name)
+                                @if s.orgs.len() > 1 {
+                                    form.org-switch method="post" action="/orgs/switch" {
+                                        (csrf_input(s))
+                                        label.sr-only for="org-switch" { "Org" }
+                                        select #org-switch name="org" title="The org this session acts in" {
+                                            @for o in &s.orgs {
+                                                option value=(o.id) selected[o.current] { (o.name) " (" (o.role) ")" }
+                                            }
+                                        }
+                                        button.btn.btn-ghost #org-switch-submit type="submit" { "Switch" }
+                                    }
+                                } @else {
+                                    span.org title="Org and API key this session acts as" {
+                                        (s.actor.org_name) " · " (s.actor.key_name)
+                                    }
                                 }
                                 form method="post" action="/logout" {
                                     (csrf_input(s))
