@@ -20,6 +20,7 @@ pub mod crypto;
 pub mod dns;
 pub mod error;
 pub mod events;
+pub mod geoip;
 pub mod git_http;
 pub mod github;
 pub mod jobs;
