@@ -124,6 +124,25 @@ pub struct MetricsConfig {
     /// trace to `<endpoint>/v1/traces`. Unset (the default): nothing is recorded or sent.
     #[arg(long = "otlp-endpoint", env = "BERTH_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Headers sent with each OTLP export (`key=value,…`, values percent-encoded), e.g. the
+    /// collector's `Authorization`. Only from the environment (`BERTH_OTLP_HEADERS`): on
+    /// the command line it would show in the process list. Never logged.
+    #[arg(
+        long = "otlp-headers",
+        env = "BERTH_OTLP_HEADERS",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub otlp_headers: Option<String>,
+    /// Share of the requests through the edge exported as `request` spans (0 to 1), with
+    /// `--otlp-endpoint`. Default 0: none, and the edge draws nothing.
+    #[arg(long = "otlp-sample-ratio", env = "BERTH_OTLP_SAMPLE_RATIO", default_value_t = 0.0, value_parser = parse_ratio)]
+    pub otlp_sample_ratio: f64,
+    /// GeoIP database (MaxMind DB format: a GeoLite2 or GeoIP2 Country or City `.mmdb`):
+    /// requests are then counted by their client's country. Unset (the default): no
+    /// countries.
+    #[arg(long = "geoip-db", env = "BERTH_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
 }
 
 impl MetricsConfig {
@@ -135,6 +154,17 @@ impl MetricsConfig {
             hours_ms: days(self.hours_days),
             days_ms: days(self.days_days),
         }
+    }
+}
+
+/// A share from 0 to 1.
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "'{}' is not a share; give a number from 0 to 1 (0.01 traces one request in a hundred)",
+            text.chars().take(20).collect::<String>()
+        )),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod deploy;
 pub mod dns;
 pub mod error;
 pub mod events;
+pub mod geoip;
 pub mod git_http;
 pub mod github;
 pub mod jobs;

@@ -665,10 +665,11 @@ enum RepoCommand {
 
 /// Flags whose values are secrets: accepted only from the environment, since every local
 /// user can read a process's arguments.
-const SECRET_FLAGS: [(&str, &str); 3] = [
+const SECRET_FLAGS: [(&str, &str); 4] = [
     ("--master-key", "BERTH_MASTER_KEY"),
     ("--bootstrap-key", "BERTH_BOOTSTRAP_KEY"),
     ("--metrics-token", "BERTH_METRICS_TOKEN"),
+    ("--otlp-headers", "BERTH_OTLP_HEADERS"),
 ];
 
 fn main() -> ExitCode {

@@ -39,8 +39,14 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     check_bootstrap_key(config.bootstrap_key.as_deref())?;
     check_metrics_token(config.metrics.token.as_deref())?;
     crate::prometheus::start();
+    let geoip = match config.metrics.geoip_db.as_deref().filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => Some(crate::geoip::GeoIp::open(path).map_err(|message| anyhow::anyhow!(message))?),
+        None => None,
+    };
+    let otlp_headers = crate::otlp::parse_headers(config.metrics.otlp_headers.as_deref().unwrap_or_default())
+        .map_err(|message| anyhow::anyhow!(message))?;
     if let Some(endpoint) = config.metrics.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
-        crate::otlp::start(endpoint).map_err(|message| anyhow::anyhow!(message))?;
+        crate::otlp::start(endpoint, otlp_headers).map_err(|message| anyhow::anyhow!(message))?;
     }
     // Everything berth writes (database, WAL, keys, logs, builds) is its user's alone.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -108,6 +114,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         https_port: Some(edge_tls_addr.port()),
         ..EdgeConfig::default()
     });
+    if crate::otlp::enabled() && config.metrics.otlp_sample_ratio > 0.0 {
+        edge.set_request_tracer(config.metrics.otlp_sample_ratio, crate::otlp::request_span);
+    }
+    if let Some(geoip) = geoip {
+        tracing::info!(database = geoip.database_type(), "counting requests by client country");
+        edge.set_country_lookup(move |ip| geoip.country(ip));
+    }
     let platform = Arc::new(Platform::new(
         config.clone(),
         (edge_addr.port(), edge_tls_addr.port()),
@@ -253,6 +266,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     })
     .await;
     let _ = tokio::join!(workers, reconciler, autoscaler, certificates, metrics, events);
+    // The deploys' traces are all queued now: send them before the runtime ends.
+    crate::otlp::shutdown(crate::otlp::SHUTDOWN_FLUSH).await;
     runtime.stop_all().await;
     logs.flush().await;
     Ok(())

@@ -347,7 +347,36 @@ async fn request_body_bytes_through_the_edge_are_counted_exactly() {
             "the app read it whole"
         );
     }
-    let sent: u64 = sizes.iter().map(|n| *n as u64).sum();
+    // Chunked uploads (no Content-Length) count what was forwarded too.
+    let chunked: [&[usize]; 4] = [&[1], &[1000, 1000, 1000], &[65_536, 7], &[3, 0, 40_000, 5]];
+    for chunks in chunked {
+        let size: usize = chunks.iter().sum();
+        let stream = futures::stream::iter(
+            chunks
+                .iter()
+                .map(|n| Ok::<_, std::io::Error>(vec![b'y'; *n]))
+                .collect::<Vec<_>>(),
+        );
+        let response = server
+            .http
+            .post(format!("http://127.0.0.1:{}/upload", server.edge_port))
+            .header("host", "upload.localhost")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.text().await.unwrap(),
+            size.to_string(),
+            "{chunks:?} read whole"
+        );
+    }
+    let sent: u64 = sizes
+        .iter()
+        .chain(chunked.iter().flat_map(|c| c.iter()))
+        .map(|n| *n as u64)
+        .sum();
 
     let mut summary = Value::Null;
     eventually("the summary counts every body byte", 20, async || {
@@ -363,6 +392,10 @@ async fn request_body_bytes_through_the_edge_are_counted_exactly() {
         "{summary}"
     );
     assert_eq!(summary["previous"]["bytes_in"], 0, "{summary}");
+    assert!(
+        summary.get("countries").is_none(),
+        "no GeoIP database, no countries: {summary}"
+    );
     let (_, timeline) = server
         .get("/api/sites/upload/metrics/timeline?since=10m&resolution=1m")
         .await;
@@ -373,6 +406,113 @@ async fn request_body_bytes_through_the_edge_are_counted_exactly() {
         .map(|p| p["bytes_in"].as_u64().unwrap())
         .sum();
     assert_eq!(points, sent, "{timeline}");
+}
+
+/// A client whose connections come from `ip` (a loopback address).
+fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn requests_are_counted_by_the_client_country_the_geoip_database_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("countries.mmdb");
+    std::fs::write(
+        &db,
+        mmdb::country_db(&[
+            ("127.0.0.1".parse().unwrap(), 32, "US"),
+            ("127.0.0.2".parse().unwrap(), 32, "de"),
+            ("10.0.0.0".parse().unwrap(), 8, "FR"),
+        ]),
+    )
+    .unwrap();
+    // The database as berth reads it: 127.0.0.3 is in no network of it.
+    let geoip = berth::geoip::GeoIp::open(&db).unwrap();
+    let country = |ip: &str| geoip.country(ip.parse().unwrap()).map(|c| c.as_str().to_string());
+    assert_eq!(country("127.0.0.1").as_deref(), Some("US"));
+    assert_eq!(country("127.0.0.2").as_deref(), Some("DE"));
+    assert_eq!(country("10.200.3.4").as_deref(), Some("FR"));
+    assert_eq!(country("127.0.0.3"), None);
+    assert_eq!(country("::1"), None, "an IPv4 database has no IPv6 countries");
+
+    let server = TestServer::start_with(&[("BERTH_GEOIP_DB", db.to_str().unwrap())]).await;
+    let source = traffic_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "geo", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    // Probes come from 127.0.0.1.
+    let mut probes = 0u64;
+    eventually("the app answers", 30, async || {
+        probes += 1;
+        server.edge("geo.localhost", "/ready").await.0 == 200
+    })
+    .await;
+    for (ip, requests) in [([127, 0, 0, 1], 5), ([127, 0, 0, 2], 3), ([127, 0, 0, 3], 2)] {
+        let client = client_from(ip);
+        for i in 0..requests {
+            let response = client
+                .get(format!("http://127.0.0.1:{}/ok/{i}", server.edge_port))
+                .header("host", "geo.localhost")
+                // Not trusted: the edge counts the connecting peer.
+                .header("x-forwarded-for", "10.1.2.3")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    }
+    let sent = probes + 10;
+
+    let mut summary = Value::Null;
+    eventually("the summary counts every request", 20, async || {
+        summary = server.get("/api/sites/geo/metrics/summary?since=10m").await.1;
+        summary["requests"].as_u64() == Some(sent)
+    })
+    .await;
+    let countries: Vec<(String, u64)> = summary["countries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{summary}"))
+        .iter()
+        .map(|c| {
+            (
+                c["country"].as_str().unwrap().to_string(),
+                c["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        countries,
+        [
+            ("US".to_string(), probes + 5),
+            ("DE".to_string(), 3),
+            ("unknown".to_string(), 2)
+        ],
+        "{summary}"
+    );
+    assert_eq!(summary["countries"][1]["share"].as_f64().unwrap(), 3.0 / sent as f64);
+    assert!(summary.get("other_countries").is_none(), "{summary}");
+    assert!(
+        summary["summary"].as_str().unwrap().contains("most from US"),
+        "{summary}"
+    );
+    let (_, fields) = server.get("/api/sites/geo/metrics/fields?since=10m").await;
+    assert_eq!(fields["countries"], summary["countries"], "{fields}");
+
+    // A file that is not a MaxMind DB is refused at start, naming the setting.
+    let bad = dir.path().join("not.mmdb");
+    std::fs::write(&bad, "not a database").unwrap();
+    let data = data_dir();
+    let out = serve_command(data.path()).env("BERTH_GEOIP_DB", &bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--geoip-db (BERTH_GEOIP_DB)"), "{err}");
 }
 
 /// A bucket of `requests` 200s to `template`, each taking `millis`.
@@ -736,10 +876,11 @@ async fn fields_name_the_environments_codes_paths_and_deployments_a_range_holds(
 }
 
 /// A local OTLP/HTTP receiver: what berth posts to `/v1/traces`, decoded with berth's own
-/// wire types.
+/// wire types, and the headers each post came with.
 struct OtlpReceiver {
     url: String,
     received: Arc<std::sync::Mutex<Vec<berth::otlp::ExportTraceServiceRequest>>>,
+    headers: Arc<std::sync::Mutex<Vec<axum::http::HeaderMap>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -748,19 +889,28 @@ impl OtlpReceiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let received: Arc<std::sync::Mutex<Vec<berth::otlp::ExportTraceServiceRequest>>> = Arc::default();
-        let store = Arc::clone(&received);
+        let headers: Arc<std::sync::Mutex<Vec<axum::http::HeaderMap>>> = Arc::default();
+        let (store, store_headers) = (Arc::clone(&received), Arc::clone(&headers));
         let app = axum::Router::new().route(
             "/v1/traces",
-            axum::routing::post(move |body: axum::body::Bytes| async move {
-                let request = serde_json::from_slice(&body).expect("an OTLP/JSON export request");
-                store.lock().unwrap().push(request);
-                "{}"
-            }),
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                    let request = serde_json::from_slice(&body).expect("an OTLP/JSON export request");
+                    store.lock().unwrap().push(request);
+                    store_headers.lock().unwrap().push(headers);
+                    "{}"
+                },
+            ),
         );
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { url, received, task }
+        Self {
+            url,
+            received,
+            headers,
+            task,
+        }
     }
 
     fn spans(&self) -> Vec<berth::otlp::Span> {
@@ -810,6 +960,10 @@ async fn a_deploy_is_exported_as_a_trace_of_its_steps_and_nothing_is_sent_when_u
     let server = TestServer::start_with(&[
         ("BERTH_OTLP_ENDPOINT", &receiver.url),
         ("BERTH_METRICS_TOKEN", "scrape-token-0123456789abcdef"),
+        (
+            "BERTH_OTLP_HEADERS",
+            "Authorization=Bearer%20otlp-secret-0123456789, X-Scope-OrgID = tenant-7",
+        ),
     ])
     .await;
     let source = traffic_app();
@@ -863,6 +1017,57 @@ async fn a_deploy_is_exported_as_a_trace_of_its_steps_and_nothing_is_sent_when_u
         otlp_counter(&server, "berth_otlp_spans_dropped_total{reason=\"queue_full\"}").await,
         0.0
     );
+    // Every export carried the collector's headers, and the secret is in no log line.
+    for headers in receiver.headers.lock().unwrap().iter() {
+        assert_eq!(headers["authorization"], "Bearer otlp-secret-0123456789");
+        assert_eq!(headers["x-scope-orgid"], "tenant-7");
+    }
+    assert!(!server.log().contains("otlp-secret"), "{}", server.log());
+
+    // A graceful stop right after a deploy sends its trace before the process ends,
+    // rather than losing the queue with the batch still waiting to fill.
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "flushed", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let before_stop = receiver.spans().len();
+    // Stopped off this thread: the receiver runs on it and must keep answering.
+    let data = tokio::task::spawn_blocking(move || server.stop()).await.unwrap();
+    let spans = receiver.spans();
+    let flushed: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "deploy" && attribute(s, "berth.site").as_deref() == Some("flushed"))
+        .collect();
+    assert_eq!(
+        flushed.len(),
+        1,
+        "sent before the stop: {before_stop}; {spans:#?}\n{}",
+        log_of(data.path())
+    );
+    assert_eq!(spans.len(), 10, "{spans:#?}");
+
+    // Malformed headers are refused at start, without echoing them.
+    for bad in [
+        "Authorization",
+        "=x",
+        "Bad Name=1",
+        "A=%zz-s3cret",
+        "Content-Type=text/plain",
+    ] {
+        let data = data_dir();
+        let out = serve_command(data.path())
+            .env("BERTH_OTLP_ENDPOINT", &receiver.url)
+            .env("BERTH_OTLP_HEADERS", bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("entry 1 of BERTH_OTLP_HEADERS"), "{bad}: {err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
 
     // Without an endpoint nothing is recorded or sent.
     let quiet = TestServer::start_with(&[
@@ -879,5 +1084,68 @@ async fn a_deploy_is_exported_as_a_trace_of_its_steps_and_nothing_is_sent_when_u
     assert_eq!(out["deployment"]["status"], "live", "{out}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(otlp_counter(&quiet, "berth_otlp_spans_exported_total").await, 0.0);
-    assert_eq!(receiver.spans().len(), 5, "nothing more arrived");
+    assert_eq!(receiver.spans().len(), 10, "nothing more arrived");
+}
+
+#[tokio::test]
+async fn sampled_requests_through_the_edge_are_exported_as_request_spans() {
+    let receiver = OtlpReceiver::start().await;
+    let server =
+        TestServer::start_with(&[("BERTH_OTLP_ENDPOINT", &receiver.url), ("BERTH_OTLP_SAMPLE_RATIO", "1")]).await;
+    let source = traffic_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "sampled", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let deployment = out["deployment"]["id"].as_str().unwrap().to_string();
+    let mut probes = 0u64;
+    eventually("the app answers", 30, async || {
+        probes += 1;
+        server.edge("sampled.localhost", "/ready").await.0 == 200
+    })
+    .await;
+    for i in 0..4 {
+        assert_eq!(
+            server.edge("sampled.localhost", &format!("/ok/{i}?q=secret")).await.0,
+            200
+        );
+    }
+    assert_eq!(server.edge("sampled.localhost", "/boom").await.0, 500);
+
+    let requests =
+        || -> Vec<berth::otlp::Span> { receiver.spans().into_iter().filter(|s| s.name == "request").collect() };
+    eventually("every request is a span (ratio 1)", 20, async || {
+        requests().len() as u64 == probes + 5
+    })
+    .await;
+    let spans = requests();
+    let route = |s: &berth::otlp::Span| attribute(s, "http.route").unwrap();
+    let ok: Vec<_> = spans.iter().filter(|s| route(s) == "/ok/:id").collect();
+    assert_eq!(ok.len(), 4, "{spans:#?}");
+    for span in &ok {
+        assert_eq!(span.kind, berth::otlp::KIND_SERVER);
+        assert!(span.parent_span_id.is_empty());
+        assert_eq!(attribute(span, "http.request.method").as_deref(), Some("GET"));
+        assert_eq!(attribute(span, "http.response.status_code").as_deref(), Some("200"));
+        assert_eq!(attribute(span, "berth.deployment.id"), Some(deployment.clone()));
+        assert_eq!(attribute(span, "berth.proxied").as_deref(), Some("true"));
+        assert_eq!(span.status.code, berth::otlp::STATUS_OK);
+        let (start, end) = (
+            span.start_time_unix_nano.parse::<u64>().unwrap(),
+            span.end_time_unix_nano.parse::<u64>().unwrap(),
+        );
+        assert!(0 < start && start <= end, "{span:?}");
+    }
+    let boom = spans.iter().find(|s| route(s) == "/boom").unwrap();
+    assert_eq!(attribute(boom, "http.response.status_code").as_deref(), Some("500"));
+    assert_eq!(boom.status.code, berth::otlp::STATUS_ERROR);
+    let traces: std::collections::HashSet<_> = spans.iter().map(|s| &s.trace_id).collect();
+    assert_eq!(traces.len(), spans.len(), "a trace per request");
+    assert!(
+        !format!("{:?}", receiver.received.lock().unwrap()).contains("secret"),
+        "no query string is exported"
+    );
 }

@@ -200,7 +200,8 @@ pub struct PeriodTotals {
     pub until: String,
     /// Requests answered.
     pub requests: u64,
-    /// Request body bytes received (as the requests' `Content-Length` declared them).
+    /// Request body bytes forwarded to the app (chunked bodies included; bodies of
+    /// requests answered without the app count 0).
     pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
@@ -236,6 +237,18 @@ pub struct PeriodChange {
     pub p95_percent: Option<f64>,
 }
 
+/// Requests from one client country.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct CountryCount {
+    /// ISO 3166-1 alpha-2 code (`US`), or `unknown` for addresses the GeoIP database has
+    /// no country for.
+    pub country: String,
+    /// Requests (a lower bound if the country was not among a bucket's 50 busiest).
+    pub requests: u64,
+    /// Share of the requests counted by country (0 to 1).
+    pub share: f64,
+}
+
 /// `HOSTING_GET_METRICS_SUMMARY` output.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct MetricsSummaryOutput {
@@ -253,6 +266,13 @@ pub struct MetricsSummaryOutput {
     pub previous: PeriodTotals,
     /// This period against the previous one.
     pub change: PeriodChange,
+    /// Requests of the range by client country, most first (at most 50); absent when no
+    /// GeoIP database (`--geoip-db`) counted any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub countries: Vec<CountryCount>,
+    /// Requests from countries not among a bucket's 50 busiest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub other_countries: u64,
     /// The relative error of the latency quantiles (0.01: within 1 %).
     pub relative_error: f64,
     /// One line to act on.
@@ -756,6 +776,7 @@ impl Service {
             )
             .await?;
         let (current, resolution) = self.metrics_total(&env.id, range, now).await?;
+        let (countries, other_countries) = country_counts(&current.countries);
         let length = range.until - range.since;
         let before = Range {
             since: (range.since - length).max(now - self.metrics_retention().days_ms),
@@ -778,7 +799,10 @@ impl Service {
                 _ => None,
             },
         };
-        let summary = summary_line(&site.name, &env.name, &current, &change);
+        let mut summary = summary_line(&site.name, &env.name, &current, &change);
+        if let Some(top) = countries.first() {
+            summary.push_str(&format!("; most from {} ({:.0}%)", top.country, top.share * 100.0));
+        }
         Ok(MetricsSummaryOutput {
             site: site.name,
             environment: env.name,
@@ -786,6 +810,8 @@ impl Service {
             current,
             previous,
             change,
+            countries,
+            other_countries,
             relative_error: RELATIVE_ERROR,
             summary,
         })
@@ -1027,6 +1053,25 @@ impl Service {
             summary,
         })
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A range's countries, most requests first, and the requests of those not kept apart.
+pub(super) fn country_counts(countries: &store_metrics::Countries) -> (Vec<CountryCount>, u64) {
+    let total: u64 = countries.counts.values().sum::<u64>() + countries.other;
+    let list = countries
+        .ranked()
+        .into_iter()
+        .map(|(country, requests)| CountryCount {
+            country: country.to_string(),
+            requests,
+            share: requests as f64 / total.max(1) as f64,
+        })
+        .collect();
+    (list, countries.other)
 }
 
 fn round3(x: f64) -> f64 {

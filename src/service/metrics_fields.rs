@@ -1,6 +1,6 @@
 //! `HOSTING_GET_METRICS_FIELDS`: what a site's traffic holds in a range before an agent
 //! filters it (the environments with traffic, the status codes, the path templates, the
-//! deployments that served) and which filters each metrics tool accepts. Ranges follow the
+//! client countries when a GeoIP database counts them, the deployments that served) and which filters each metrics tool accepts. Ranges follow the
 //! other metrics tools (the same checks, see [`super::metrics`]).
 
 use schemars::JsonSchema;
@@ -12,7 +12,7 @@ use crate::store::metrics::{self as store_metrics, Bucket};
 use crate::util::rfc3339;
 
 use super::Service;
-use super::metrics::MAX_TOP_PATHS;
+use super::metrics::{CountryCount, MAX_TOP_PATHS, country_counts};
 
 /// Deployments listed at most.
 const MAX_DEPLOYMENTS: i64 = 50;
@@ -116,6 +116,10 @@ pub struct MetricsFieldsOutput {
     pub paths: Vec<PathField>,
     /// Requests to templates not listed (counted as `other`).
     pub other_path_requests: u64,
+    /// Client countries, most requests first (at most 50); absent when no GeoIP database
+    /// (`--geoip-db`) counted any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub countries: Vec<CountryCount>,
     /// Deployments whose traffic (first to latest request) overlaps the range, latest
     /// served first (at most 50).
     pub deployments: Vec<DeploymentField>,
@@ -257,6 +261,7 @@ impl Service {
             status_codes,
             paths,
             other_path_requests: other.0,
+            countries: country_counts(&total.countries).0,
             deployments,
             filters: tool_filters(),
             not_filters: vec![format!("path: {NO_PATH_FILTER}")],

@@ -1,6 +1,7 @@
 //! SQL of traffic metrics: each site+environment's buckets of one minute, one hour and one
 //! day (table `metrics_buckets`), what one bucket holds ([`Bucket`]: counts by status code,
-//! bytes, cold starts, a latency sketch and a space-saving top-K of path templates), the
+//! bytes, cold starts, a latency sketch, a space-saving top-K of path templates and the
+//! busiest client countries), the
 //! rollup that recomputes an hour from its minutes and a day from its hours, and pruning
 //! by age per resolution.
 //!
@@ -23,6 +24,8 @@ pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 86_400_000;
 /// Path templates a bucket keeps apart (the rest add up to `other`).
 pub const TOP_PATHS: usize = 100;
+/// Client countries a bucket keeps apart (the rest add up to `other`).
+pub const TOP_COUNTRIES: usize = 50;
 
 /// The size of a bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -241,6 +244,79 @@ impl TopPaths {
     }
 }
 
+/// Requests by client country (an ISO 3166-1 alpha-2 code, or `unknown` for addresses the
+/// GeoIP database has no country for): the [`TOP_COUNTRIES`] busiest, the rest added up as
+/// `other`. Empty without a GeoIP database. A country's count is exact unless it fell
+/// into `other` in some bucket it is merged from; then it is a lower bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Countries {
+    /// Requests per country kept apart.
+    #[serde(rename = "k", default)]
+    pub counts: BTreeMap<String, u64>,
+    /// Requests of the countries not kept apart.
+    #[serde(rename = "o", default, skip_serializing_if = "is_zero")]
+    pub other: u64,
+}
+
+impl Countries {
+    /// Counts `requests` from `country`, keeping the bound.
+    pub fn add(&mut self, country: &str, requests: u64) {
+        if requests == 0 {
+            return;
+        }
+        match self.counts.get_mut(country) {
+            Some(n) => *n += requests,
+            None => {
+                self.counts.insert(country.to_string(), requests);
+                self.bound();
+            }
+        }
+    }
+
+    /// Adds another bucket's countries.
+    pub fn merge(&mut self, other: &Countries) {
+        for (country, n) in &other.counts {
+            *self.counts.entry(country.clone()).or_default() += n;
+        }
+        self.other += other.other;
+        self.bound();
+    }
+
+    /// Whether no request had a country looked up.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.other == 0
+    }
+
+    /// The countries kept, most requests first (ties by code).
+    pub fn ranked(&self) -> Vec<(&str, u64)> {
+        let mut ranked: Vec<(&str, u64)> = self.counts.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        ranked
+    }
+
+    /// Keeps the [`TOP_COUNTRIES`] busiest (ties by code), adding the rest to `other`.
+    fn bound(&mut self) {
+        if self.counts.len() <= TOP_COUNTRIES {
+            return;
+        }
+        let keep: Vec<String> = self
+            .ranked()
+            .into_iter()
+            .take(TOP_COUNTRIES)
+            .map(|(c, _)| c.to_string())
+            .collect();
+        let mut dropped = 0;
+        self.counts.retain(|c, n| {
+            let kept = keep.contains(c);
+            if !kept {
+                dropped += *n;
+            }
+            kept
+        });
+        self.other += dropped;
+    }
+}
+
 /// What one bucket of one site+environment holds.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Bucket {
@@ -252,7 +328,7 @@ pub struct Bucket {
     pub requests: u64,
     /// Requests by status code.
     pub statuses: BTreeMap<u16, u64>,
-    /// Request body bytes received (as `Content-Length` declared them).
+    /// Request body bytes forwarded to the app.
     pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
@@ -270,6 +346,8 @@ pub struct Bucket {
     pub first_byte: LatencySketch,
     /// Top path templates.
     pub paths: TopPaths,
+    /// Requests by client country.
+    pub countries: Countries,
 }
 
 impl Bucket {
@@ -294,6 +372,9 @@ impl Bucket {
         let other = &traffic.other_paths;
         self.paths
             .offer_other(other.requests, other.client_errors, other.server_errors);
+        for (country, n) in &traffic.countries {
+            self.countries.add(country, *n);
+        }
     }
 
     /// Adds another bucket.
@@ -311,6 +392,7 @@ impl Bucket {
         self.total_micros += other.total_micros;
         self.first_byte.merge(&other.first_byte);
         self.paths.merge(&other.paths);
+        self.countries.merge(&other.countries);
     }
 
     /// Requests whose status is in `class` (2 for 2xx, …).
@@ -338,13 +420,14 @@ struct BucketRow {
     total_micros: i64,
     first_byte: Vec<u8>,
     paths: String,
+    countries: String,
 }
 
 /// The columns a [`BucketRow`] reads, as a literal for `concat!`.
 macro_rules! bucket_columns {
     () => {
         "resolution, start_ms, requests, statuses, bytes_in, bytes_out, static_files, proxied, not_modified, cold_starts, \
-         total_micros, first_byte, paths"
+         total_micros, first_byte, paths, countries"
     };
 }
 
@@ -370,6 +453,7 @@ impl BucketRow {
             total_micros: self.total_micros.max(0) as u64,
             first_byte: LatencySketch::decode(&self.first_byte).unwrap_or_default(),
             paths: serde_json::from_str(&self.paths).unwrap_or_default(),
+            countries: serde_json::from_str(&self.countries).unwrap_or_default(),
         }
     }
 }
@@ -388,7 +472,7 @@ async fn put<'e>(
     sqlx::query(
         "INSERT OR REPLACE INTO metrics_buckets (environment_id, resolution, start_ms, site_id, requests, \
          statuses, bytes_in, bytes_out, static_files, proxied, not_modified, cold_starts, total_micros, first_byte, \
-         paths, rolled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+         paths, countries, rolled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
     )
     .bind(environment_id)
     .bind(resolution.seconds())
@@ -405,6 +489,7 @@ async fn put<'e>(
     .bind(bucket.total_micros as i64)
     .bind(bucket.first_byte.encode())
     .bind(serde_json::to_string(&bucket.paths).unwrap_or_else(|_| "{}".into()))
+    .bind(serde_json::to_string(&bucket.countries).unwrap_or_else(|_| "{}".into()))
     .execute(db)
     .await
     .map(drop)
@@ -680,7 +765,7 @@ pub async fn stored<'e>(
 ) -> sqlx::Result<(i64, i64)> {
     sqlx::query_as(
         "SELECT COUNT(*), COALESCE(SUM(length(environment_id) + length(site_id) + length(statuses) + \
-         length(first_byte) + length(paths) + 12 * 8), 0) FROM metrics_buckets \
+         length(first_byte) + length(paths) + length(countries) + 12 * 8), 0) FROM metrics_buckets \
          WHERE environment_id = ? AND resolution = ?",
     )
     .bind(environment_id)
@@ -847,6 +932,30 @@ mod tests {
             "{minute_bytes} {hour_bytes} {day_bytes}"
         );
         assert!(a_day <= 3_600 * 1024, "{a_day}");
+    }
+
+    #[test]
+    fn countries_keep_the_busiest_and_add_up_the_rest() {
+        let mut a = Countries::default();
+        // 60 countries: AA has 60 requests, AB 59, … the last 1.
+        let codes: Vec<String> = (0..60u8)
+            .map(|i| format!("{}{}", (b'A' + i / 26) as char, (b'A' + i % 26) as char))
+            .collect();
+        for (i, code) in codes.iter().enumerate() {
+            a.add(code, 60 - i as u64);
+        }
+        assert_eq!(a.counts.len(), TOP_COUNTRIES);
+        assert_eq!(a.ranked()[0], ("AA", 60));
+        let kept: u64 = a.counts.values().sum();
+        assert_eq!(kept + a.other, (1..=60).sum::<u64>(), "nothing is lost");
+        assert_eq!(a.other, (1..=10).sum::<u64>(), "the ten smallest are other");
+        let mut b = Countries::default();
+        b.add("AA", 5);
+        b.add("unknown", 2);
+        b.merge(&a);
+        assert_eq!(b.counts["AA"], 65);
+        assert_eq!(b.counts.len(), TOP_COUNTRIES);
+        assert_eq!(b.counts.values().sum::<u64>() + b.other, (1..=60).sum::<u64>() + 7);
     }
 
     #[test]

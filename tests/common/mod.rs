@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod mmdb;
 pub mod nsd;
 pub mod oauth_flow;
 pub mod pebble;

@@ -15,6 +15,7 @@ use tokio::io::Take;
 use tokio_util::io::ReaderStream;
 
 use crate::pool::Lease;
+use crate::tap::BodyMeter;
 use crate::upstreams::InFlightGuard;
 
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
@@ -110,10 +111,12 @@ impl Body for EdgeBody {
 pub(crate) enum ProxyBody {
     Empty,
     /// The client's body, cut off with [`BodyTooLarge`] once more than
-    /// `remaining` bytes have arrived.
+    /// `remaining` bytes have arrived; each chunk passed on is added to `meter`
+    /// (the traffic tap's count of bytes in), when the request is counted.
     Limited {
         body: Incoming,
         remaining: u64,
+        meter: Option<BodyMeter>,
     },
 }
 
@@ -136,7 +139,7 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
-            ProxyBody::Limited { body, remaining } => match ready!(Pin::new(body).poll_frame(cx)) {
+            ProxyBody::Limited { body, remaining, meter } => match ready!(Pin::new(body).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
                         let len = data.len() as u64;
@@ -144,6 +147,9 @@ impl Body for ProxyBody {
                             return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                         }
                         *remaining -= len;
+                        if let Some(meter) = meter {
+                            meter.add(len);
+                        }
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }

@@ -28,7 +28,9 @@
 //!
 //! Every request answered for a labelled route is counted by the tap (status, path
 //! template, bytes, latency, cold starts) in per-worker accumulators that
-//! [`Edge::drain_tap`] empties; [`EdgeConfig::tap`] switches it off.
+//! [`Edge::drain_tap`] empties; [`EdgeConfig::tap`] switches it off. With
+//! [`Edge::set_country_lookup`] (a GeoIP database) it also counts requests by client country;
+//! with [`Edge::set_request_tracer`] it hands a sampled share of requests to a tracer.
 //!
 //! ```no_run
 //! use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, RouteTarget};
@@ -64,7 +66,7 @@ pub use routes::{EdgeRouteTable, RouteTarget, normalize_host};
 pub use server::Edge;
 pub use sketch::{LatencySketch, RELATIVE_ERROR};
 pub use tap::{
-    MAX_PATH_SEGMENTS, MAX_PATHS_PER_SITE, MAX_SITES_PER_WORKER, PathTraffic, RouteLabel, SiteTraffic, TapDrain,
-    TapFootprint, path_template,
+    CountryCode, MAX_PATH_SEGMENTS, MAX_PATHS_PER_SITE, MAX_SITES_PER_WORKER, PathTraffic, RequestSpan, RouteLabel,
+    SiteTraffic, TapDrain, TapFootprint, UNKNOWN_COUNTRY, path_template,
 };
 pub use tls::{CertTable, certified_key_from_pem};

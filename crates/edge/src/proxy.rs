@@ -21,6 +21,7 @@ use crate::body::{BodyTooLarge, EdgeBody, ProxyBody};
 use crate::pages;
 use crate::pool::{Lease, SendError, UpstreamPool};
 use crate::server::Client;
+use crate::tap::BodyMeter;
 use crate::tunnel;
 use crate::upstreams::{InFlightGuard, Upstream};
 
@@ -41,7 +42,8 @@ enum Failure {
 /// Forwards `req` to one of `instances` (round-robin on `next`) and returns
 /// the app's response (or an edge page). `upstreams` holds the instances'
 /// in-flight counters, in the same order. `original_host` is the client's
-/// Host value, `site` its normalised form used on error pages.
+/// Host value, `site` its normalised form used on error pages. The body's
+/// bytes are added to `meter` as they are forwarded.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
     pool: &Arc<UpstreamPool>,
@@ -53,6 +55,7 @@ pub(crate) async fn forward(
     original_host: HeaderValue,
     client: &Client,
     site: &str,
+    meter: Option<BodyMeter>,
 ) -> Response<EdgeBody> {
     let count = instances.len();
     if count == 0 || upstreams.len() != count {
@@ -76,7 +79,11 @@ pub(crate) async fn forward(
     let body = if body.is_end_stream() {
         ProxyBody::Empty
     } else {
-        ProxyBody::Limited { body, remaining: max }
+        ProxyBody::Limited {
+            body,
+            remaining: max,
+            meter,
+        }
     };
     // Failing over is only safe when the request can be replayed as is.
     let retry_safe =

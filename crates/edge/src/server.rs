@@ -27,7 +27,7 @@ use crate::body::EdgeBody;
 use crate::pool::UpstreamPool;
 use crate::proxy;
 use crate::routes::{EdgeRouteTable, RouteTarget, normalize_host};
-use crate::tap::{TapBody, TapRequest, WorkerTap};
+use crate::tap::{ClientCountry, CountryCode, RequestSpan, RequestTracer, TapBody, TapRequest, WorkerTap};
 use crate::tls::{self, CertTable, TlsState};
 use crate::upstreams::UpstreamRegistry;
 use crate::{EdgeConfig, pages, statics};
@@ -60,10 +60,17 @@ pub struct Edge {
     tls: Arc<TlsState>,
     /// The workers' traffic accumulators.
     pub(crate) taps: crate::tap::TapRegistry,
+    /// The GeoIP lookup of clients' countries, when a database is configured.
+    countries: arc_swap::ArcSwapOption<CountryLookup>,
+    /// The tracer of sampled requests, taken by workers as they start.
+    tracer: arc_swap::ArcSwapOption<RequestTracer>,
 }
 
 /// The control plane's callback that starts a sleeping site.
 struct Waker(Box<dyn Fn(&str) + Send + Sync>);
+
+/// The control plane's GeoIP lookup (see [`Edge::set_country_lookup`]).
+struct CountryLookup(Box<dyn Fn(std::net::IpAddr) -> Option<CountryCode> + Send + Sync>);
 
 impl fmt::Debug for Edge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -87,6 +94,8 @@ impl Edge {
             held: std::sync::atomic::AtomicUsize::new(0),
             upstreams: UpstreamRegistry::default(),
             tls: Arc::new(TlsState::new()),
+            countries: arc_swap::ArcSwapOption::empty(),
+            tracer: arc_swap::ArcSwapOption::empty(),
         })
     }
 
@@ -129,6 +138,31 @@ impl Edge {
     /// should return quickly (start the app in the background, then publish routes).
     pub fn set_waker(&self, waker: impl Fn(&str) + Send + Sync + 'static) {
         self.waker.store(Some(Arc::new(Waker(Box::new(waker)))));
+    }
+
+    /// Sets the lookup of a client's country (a GeoIP database): from then on the tap
+    /// counts each request by its client's country (see
+    /// [`SiteTraffic::countries`](crate::SiteTraffic::countries)). It is called once per
+    /// client connection with the connecting peer's address (IPv4-mapped IPv6 addresses
+    /// as IPv4), on the worker thread, so it must be quick and must not block.
+    pub fn set_country_lookup(&self, lookup: impl Fn(std::net::IpAddr) -> Option<CountryCode> + Send + Sync + 'static) {
+        self.countries.store(Some(Arc::new(CountryLookup(Box::new(lookup)))));
+    }
+
+    /// Traces a share `ratio` (above 0, at most 1) of the requests the tap counts: each
+    /// one picked is handed to `trace` when its response has ended (on the worker thread,
+    /// so it must be quick: queue it, do not send it). Applies to listeners served after
+    /// the call; without it, or with `ratio` 0, nothing is drawn or kept.
+    pub fn set_request_tracer(&self, ratio: f64, trace: impl Fn(RequestSpan) + Send + Sync + 'static) {
+        self.tracer.store(Some(Arc::new(RequestTracer::new(ratio, trace))));
+    }
+
+    /// The country slot of a connection from `ip`, for the tap.
+    fn client_country(&self, ip: std::net::IpAddr) -> ClientCountry {
+        match &*self.countries.load() {
+            Some(lookup) if self.config.tap => ClientCountry::looked_up((lookup.0)(ip.to_canonical())),
+            _ => ClientCountry::default(),
+        }
     }
 
     /// How long `host` has gone without a request (since it was first routed if never).
@@ -283,7 +317,7 @@ impl Edge {
     }
 
     async fn handle(&self, worker: &Worker, client: &Client, req: Request<Incoming>) -> Response<TapBody> {
-        let mut tap = worker.tap.begin(&req);
+        let mut tap = worker.tap.begin(&req, client.country);
         let response = self.route_request(worker, client, req, &mut tap).await;
         worker.tap.respond(tap, response)
     }
@@ -423,6 +457,7 @@ impl Edge {
                     host_value,
                     client,
                     host,
+                    tap.body_meter(),
                 )
                 .await
             }
@@ -533,7 +568,7 @@ impl Worker {
         let mut current = arc_swap::Cache::new(Arc::clone(&edge.routes));
         let local = Arc::new(Snapshot(Arc::clone(current.load())));
         Self {
-            tap: edge.taps.worker(),
+            tap: edge.taps.worker(edge.tracer.load_full()),
             edge,
             pool,
             routes: Mutex::new(WorkerRoutes { current, local }),
@@ -561,10 +596,13 @@ pub(crate) struct Client {
     pub(crate) https: bool,
     /// The TLS server name the client asked for (normalised), on TLS connections.
     pub(crate) sni: Option<Box<str>>,
+    /// The client's country, looked up once per connection (the connecting peer's
+    /// address: the edge trusts no proxy's `X-Forwarded-For`).
+    country: ClientCountry,
 }
 
 impl Client {
-    fn new(peer: SocketAddr, https: bool, sni: Option<Box<str>>) -> Self {
+    fn new(peer: SocketAddr, https: bool, sni: Option<Box<str>>, country: ClientCountry) -> Self {
         let ip = peer.ip().to_canonical().to_string();
         // An IP address is always a valid header value; the fallback is
         // never used.
@@ -573,6 +611,7 @@ impl Client {
             forwarded_for,
             https,
             sni,
+            country,
         }
     }
 
@@ -717,7 +756,8 @@ async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let client = Arc::new(Client::new(peer, sni.is_some(), sni));
+    let country = worker.edge.client_country(peer.ip());
+    let client = Arc::new(Client::new(peer, sni.is_some(), sni, country));
     let service = service_fn(move |req| {
         let worker = Arc::clone(&worker);
         let client = Arc::clone(&client);

@@ -3,6 +3,13 @@
 //! 304, cold start), counted per site+environment+deployment ([`RouteLabel`]) in
 //! per-worker accumulators that the control plane empties with [`Edge::drain_tap`].
 //!
+//! Request body bytes are counted as they are forwarded to an app, on a counter the
+//! site's slot shares with its requests under way (no lock per body chunk), which also
+//! keeps the slot alive until they end. With a GeoIP database
+//! ([`Edge::set_country_lookup`](crate::Edge::set_country_lookup)), each request is also
+//! counted by its client's country, looked up once per connection, in a fixed array per
+//! slot (every two-letter code has a place).
+//!
 //! Each worker thread owns its accumulator; the mutex around it is only ever taken by that
 //! thread, except for the moment a drain swaps the counts out every few seconds, so it is
 //! uncontended. A site or path template already seen costs no allocation: slots are kept
@@ -13,9 +20,10 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -38,6 +46,55 @@ pub const MAX_PATH_SEGMENTS: usize = 8;
 const MAX_SEGMENT_BYTES: usize = 64;
 /// Status codes hyper can represent: 100..=999.
 const STATUS_SLOTS: usize = 900;
+/// Country slots: one per two-letter code, and one for clients the database does not know.
+const COUNTRY_SLOTS: usize = 26 * 26 + 1;
+/// The slot of clients the GeoIP database has no country for.
+const UNKNOWN_COUNTRY_SLOT: u16 = 26 * 26;
+/// How [`SiteTraffic::countries`] names clients the GeoIP database has no country for.
+pub const UNKNOWN_COUNTRY: &str = "unknown";
+
+/// A client's country: an ISO 3166-1 alpha-2 code (`US`, `DE`), as a GeoIP database
+/// gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CountryCode([u8; 2]);
+
+impl CountryCode {
+    /// The code of `text` (two ASCII letters, either case), if it is one.
+    pub fn new(text: &str) -> Option<CountryCode> {
+        match text.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Some(CountryCode([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => None,
+        }
+    }
+
+    /// The code, upper case.
+    pub fn as_str(&self) -> &str {
+        // Two ASCII letters by construction.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+
+    fn slot(self) -> u16 {
+        u16::from(self.0[0] - b'A') * 26 + u16::from(self.0[1] - b'A')
+    }
+
+    fn of_slot(slot: u16) -> CountryCode {
+        CountryCode([b'A' + (slot / 26) as u8, b'A' + (slot % 26) as u8])
+    }
+}
+
+/// A connection's client country for the tap: `None` without a GeoIP database, else its
+/// slot (a country, or [`UNKNOWN_COUNTRY_SLOT`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ClientCountry(Option<u16>);
+
+impl ClientCountry {
+    /// What a lookup found: `Some(country)` or `None` (not in the database).
+    pub(crate) fn looked_up(country: Option<CountryCode>) -> Self {
+        Self(Some(country.map_or(UNKNOWN_COUNTRY_SLOT, CountryCode::slot)))
+    }
+}
 
 /// Whose traffic a route carries: opaque ids the control plane sets when it publishes
 /// routes (see [`EdgeRouteTable::label`](crate::EdgeRouteTable::label)).
@@ -82,8 +139,8 @@ pub struct SiteTraffic {
     pub requests: u64,
     /// Requests per status code, by code.
     pub statuses: Vec<(u16, u64)>,
-    /// Request body bytes received, as the requests' `Content-Length` stated them (a
-    /// chunked body without one counts 0).
+    /// Request body bytes forwarded to the app (chunked or not, counted as they pass;
+    /// bodies of requests answered without the app, such as static files, count 0).
     pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
@@ -103,6 +160,52 @@ pub struct SiteTraffic {
     pub paths: Vec<PathTraffic>,
     /// Requests to templates past the bound (`template` is `other`).
     pub other_paths: PathTraffic,
+    /// Requests by client country (a code, or [`UNKNOWN_COUNTRY`]), by name; empty without
+    /// a GeoIP database.
+    pub countries: Vec<(String, u64)>,
+}
+
+/// One request picked for tracing (see [`Edge::set_request_tracer`]), handed to the
+/// tracer when its response has ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestSpan {
+    /// Whose traffic.
+    pub label: RouteLabel,
+    /// Method and path template (`GET /users/:id`), as the tap counts it.
+    pub template: String,
+    /// The response's status.
+    pub status: u16,
+    /// When the request arrived (wall clock).
+    pub started: SystemTime,
+    /// From arrival to the response head.
+    pub first_byte: Duration,
+    /// From arrival to the last body byte (or the body being dropped).
+    pub total: Duration,
+    /// Whether it was proxied to the app (else static, or an edge page).
+    pub proxied: bool,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+}
+
+/// The control plane's tracer: the share of requests to trace, and what to do with them.
+pub(crate) struct RequestTracer {
+    /// Requests are traced when a per-worker random draw is below this.
+    threshold: u64,
+    trace: Box<dyn Fn(RequestSpan) + Send + Sync>,
+}
+
+impl RequestTracer {
+    pub(crate) fn new(ratio: f64, trace: impl Fn(RequestSpan) + Send + Sync + 'static) -> Self {
+        let threshold = if ratio >= 1.0 {
+            u64::MAX
+        } else {
+            (ratio.max(0.0) * u64::MAX as f64) as u64
+        };
+        Self {
+            threshold,
+            trace: Box::new(trace),
+        }
+    }
 }
 
 /// What [`Edge::drain_tap`] returns: every label's traffic since the previous drain.
@@ -166,12 +269,19 @@ impl TapRegistry {
         }
     }
 
-    /// A new worker's accumulator, registered for drains.
-    pub(crate) fn worker(&self) -> Arc<WorkerTap> {
+    /// A new worker's accumulator, registered for drains, tracing with `tracer` if given.
+    pub(crate) fn worker(&self, tracer: Option<Arc<RequestTracer>>) -> Arc<WorkerTap> {
         let tap = Arc::new(WorkerTap {
             enabled: self.enabled,
+            tracer: tracer.filter(|t| self.enabled && t.threshold > 0),
             acc: Mutex::default(),
         });
+        // Each worker draws its own sequence.
+        tap.lock().draws = (Arc::as_ptr(&tap) as u64)
+            ^ SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
         self.workers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -222,6 +332,15 @@ fn merge_traffic(into: &mut SiteTraffic, more: SiteTraffic) {
             Err(i) => into.statuses.insert(i, (code, n)),
         }
     }
+    for (country, n) in more.countries {
+        match into
+            .countries
+            .binary_search_by(|(c, _)| c.as_str().cmp(country.as_str()))
+        {
+            Ok(i) => into.countries[i].1 += n,
+            Err(i) => into.countries.insert(i, (country, n)),
+        }
+    }
     into.other_paths.add(&more.other_paths);
     for path in more.paths {
         match into.paths.iter_mut().find(|p| p.template == path.template) {
@@ -240,6 +359,8 @@ fn merge_traffic(into: &mut SiteTraffic, more: SiteTraffic) {
 /// One worker's accumulator.
 pub(crate) struct WorkerTap {
     enabled: bool,
+    /// Set when requests are sampled for tracing.
+    tracer: Option<Arc<RequestTracer>>,
     acc: Mutex<Accumulator>,
 }
 
@@ -248,15 +369,16 @@ impl WorkerTap {
         self.acc.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts tapping a request as it arrives.
-    pub(crate) fn begin(&self, req: &Request<hyper::body::Incoming>) -> TapRequest {
+    /// Starts tapping a request as it arrives from a client in `country`.
+    pub(crate) fn begin(&self, req: &Request<hyper::body::Incoming>, country: ClientCountry) -> TapRequest {
         TapRequest {
             enabled: self.enabled,
             started: Instant::now(),
             method: method_name(req.method()),
-            bytes_in: if self.enabled { content_length(req) } else { 0 },
             uri: if self.enabled { Some(req.uri().clone()) } else { None },
             site: None,
+            body_meter: None,
+            country,
             kind: Kind::Other,
             cold_start: false,
             unknown_host: false,
@@ -282,13 +404,22 @@ impl WorkerTap {
             drop(acc);
             return response.map(|inner| TapBody { inner, end: None });
         };
-        let Accumulator { sites, scratch, .. } = &mut *acc;
+        let Accumulator {
+            sites, scratch, draws, ..
+        } = &mut *acc;
         let Some(slot) = sites.get_mut(&key).filter(|s| s.id == id) else {
             drop(acc);
             return response.map(|inner| TapBody { inner, end: None });
         };
         slot.requests += 1;
-        slot.bytes_in += tap.bytes_in;
+        if let Some(country) = tap.country.0 {
+            if slot.countries.is_empty() {
+                // Once per slot, when a GeoIP database is configured.
+                slot.countries = vec![0; COUNTRY_SLOTS].into_boxed_slice();
+            }
+            let n = &mut slot.countries[usize::from(country)];
+            *n = n.saturating_add(1);
+        }
         let code = usize::from(status).clamp(100, 999) - 100;
         slot.statuses[code] = slot.statuses[code].saturating_add(1);
         let bucket = bucket_of(first_byte.as_micros() as u64);
@@ -314,6 +445,27 @@ impl WorkerTap {
         path.requests += 1;
         path.client_errors += u64::from((400..500).contains(&status));
         path.server_errors += u64::from(status >= 500);
+        let trace = match &self.tracer {
+            None => None,
+            Some(tracer) => {
+                // xorshift64: enough to pick a share of requests.
+                *draws ^= *draws << 13;
+                *draws ^= *draws >> 7;
+                *draws ^= *draws << 17;
+                (tracer.threshold == u64::MAX || *draws < tracer.threshold).then(|| {
+                    Box::new(RequestSpan {
+                        label: (*slot.label).clone(),
+                        template: scratch.clone(),
+                        status,
+                        started: SystemTime::now() - first_byte,
+                        first_byte,
+                        total: Duration::ZERO,
+                        proxied: matches!(tap.kind, Kind::Proxied),
+                        bytes_out: 0,
+                    })
+                })
+            }
+        };
         drop(acc);
         let end = TapEnd {
             tap: Arc::clone(self),
@@ -321,16 +473,24 @@ impl WorkerTap {
             id,
             started: tap.started,
             bytes: 0,
+            _live: tap.body_meter,
+            trace,
         };
         response.map(|inner| TapBody { inner, end: Some(end) })
     }
 
-    fn finish(&self, end: &TapEnd) {
-        let total = end.started.elapsed().as_micros() as u64;
+    fn finish(&self, end: &mut TapEnd) {
+        let total = end.started.elapsed();
         let mut acc = self.lock();
         if let Some(slot) = acc.sites.get_mut(&end.key).filter(|s| s.id == end.id) {
             slot.bytes_out += end.bytes;
-            slot.total_micros += total;
+            slot.total_micros += total.as_micros() as u64;
+        }
+        drop(acc);
+        if let (Some(mut span), Some(tracer)) = (end.trace.take(), &self.tracer) {
+            span.total = total;
+            span.bytes_out = end.bytes;
+            (tracer.trace)(*span);
         }
     }
 }
@@ -340,11 +500,13 @@ pub(crate) struct TapRequest {
     enabled: bool,
     started: Instant,
     method: &'static str,
-    /// The request body's declared size.
-    bytes_in: u64,
     uri: Option<Uri>,
     /// The label slot's key and id in this worker's accumulator.
     site: Option<(usize, u64)>,
+    /// The slot's request body byte counter, held while the request is under way (which
+    /// keeps the slot from being let go by a drain meanwhile).
+    body_meter: Option<BodyMeter>,
+    country: ClientCountry,
     kind: Kind,
     cold_start: bool,
     unknown_host: bool,
@@ -368,6 +530,11 @@ impl TapRequest {
         self.cold_start = true;
     }
 
+    /// The counter a forwarded request body adds its bytes to, if the request is counted.
+    pub(crate) fn body_meter(&self) -> Option<BodyMeter> {
+        self.body_meter.clone()
+    }
+
     /// The route the request is answered by (called with the final route).
     pub(crate) fn route(&mut self, worker: &WorkerTap, route: &Route) {
         if !self.enabled {
@@ -387,6 +554,7 @@ impl TapRequest {
         let mut acc = worker.lock();
         if let Some(slot) = acc.sites.get(&key) {
             self.site = Some((key, slot.id));
+            self.body_meter = Some(BodyMeter(Arc::clone(&slot.bytes_in)));
             return;
         }
         if acc.sites.len() >= MAX_SITES_PER_WORKER {
@@ -395,19 +563,24 @@ impl TapRequest {
         }
         acc.next_id += 1;
         let id = acc.next_id;
-        acc.sites.insert(key, SiteSlot::new(id, Arc::clone(label)));
+        let slot = SiteSlot::new(id, Arc::clone(label));
+        self.body_meter = Some(BodyMeter(Arc::clone(&slot.bytes_in)));
+        acc.sites.insert(key, slot);
         self.site = Some((key, id));
     }
 }
 
-/// The body size a request declares in `Content-Length` (0 without one, or with one that
-/// is not a number: hyper has refused such a request before it gets here).
-fn content_length(req: &Request<hyper::body::Incoming>) -> u64 {
-    req.headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+/// A site slot's count of request body bytes forwarded, shared with the requests under
+/// way. Adding to it is one relaxed atomic add on a counter only this worker's requests
+/// touch.
+#[derive(Clone)]
+pub(crate) struct BodyMeter(Arc<AtomicU64>);
+
+impl BodyMeter {
+    /// Counts `bytes` forwarded.
+    pub(crate) fn add(&self, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 /// The standard methods by name; others share one name, so a method cannot grow the
@@ -429,6 +602,8 @@ fn method_name(method: &Method) -> &'static str {
 
 #[derive(Default)]
 struct Accumulator {
+    /// The state of the draws that pick requests to trace.
+    draws: u64,
     sites: HashMap<usize, SiteSlot>,
     next_id: u64,
     unknown_hosts: u64,
@@ -440,12 +615,14 @@ struct Accumulator {
 
 impl Accumulator {
     /// Every slot's counts since the last drain; slots and templates that had no request
-    /// in the interval are let go, the others kept (reset) for the next one.
+    /// in the interval and have none under way are let go, the others kept (reset) for
+    /// the next one.
     fn drain_sites(&mut self) -> Vec<SiteTraffic> {
         let mut out = Vec::new();
         self.sites.retain(|_, slot| {
-            if slot.requests == 0 && slot.bytes_out == 0 {
-                return false;
+            let under_way = Arc::strong_count(&slot.bytes_in) > 1;
+            if slot.requests == 0 && slot.bytes_out == 0 && slot.bytes_in.load(Ordering::Relaxed) == 0 {
+                return under_way;
             }
             out.push(slot.take());
             true
@@ -481,7 +658,8 @@ struct SiteSlot {
     id: u64,
     label: Arc<RouteLabel>,
     requests: u64,
-    bytes_in: u64,
+    /// Request body bytes forwarded; each request under way holds a clone.
+    bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
     static_files: u64,
     proxied: u64,
@@ -490,6 +668,8 @@ struct SiteSlot {
     total_micros: u64,
     statuses: Box<[u32]>,
     first_byte: Box<[u32]>,
+    /// Requests per [`ClientCountry`] slot; empty until a request with a country comes.
+    countries: Box<[u32]>,
     paths: HashMap<Box<str>, PathSlot>,
     other: PathSlot,
 }
@@ -500,7 +680,7 @@ impl SiteSlot {
             id,
             label,
             requests: 0,
-            bytes_in: 0,
+            bytes_in: Arc::default(),
             bytes_out: 0,
             static_files: 0,
             proxied: 0,
@@ -509,6 +689,7 @@ impl SiteSlot {
             total_micros: 0,
             statuses: vec![0; STATUS_SLOTS].into_boxed_slice(),
             first_byte: vec![0; BUCKETS].into_boxed_slice(),
+            countries: Box::default(),
             paths: HashMap::new(),
             other: PathSlot::default(),
         }
@@ -518,6 +699,7 @@ impl SiteSlot {
         std::mem::size_of::<Self>()
             + self.statuses.len() * 4
             + self.first_byte.len() * 4
+            + self.countries.len() * 4
             + self.paths.capacity() * (std::mem::size_of::<(Box<str>, PathSlot)>() + 1)
             + self.paths.keys().map(|k| k.len()).sum::<usize>()
     }
@@ -534,12 +716,27 @@ impl SiteSlot {
             .filter(|(_, n)| **n > 0)
             .map(|(i, n)| ((i + 100) as u16, u64::from(std::mem::take(n))))
             .collect();
+        let countries = self
+            .countries
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| {
+                let slot = i as u16;
+                let name = if slot == UNKNOWN_COUNTRY_SLOT {
+                    UNKNOWN_COUNTRY.to_string()
+                } else {
+                    CountryCode::of_slot(slot).as_str().to_string()
+                };
+                (name, u64::from(std::mem::take(n)))
+            })
+            .collect();
         self.paths.retain(|_, p| p.requests > 0);
         let paths = self.paths.iter_mut().map(|(t, p)| p.take(t)).collect();
         SiteTraffic {
             label: (*self.label).clone(),
             requests: std::mem::take(&mut self.requests),
-            bytes_in: std::mem::take(&mut self.bytes_in),
+            bytes_in: self.bytes_in.swap(0, Ordering::Relaxed),
             statuses,
             bytes_out: std::mem::take(&mut self.bytes_out),
             static_files: std::mem::take(&mut self.static_files),
@@ -550,6 +747,7 @@ impl SiteSlot {
             total_micros: std::mem::take(&mut self.total_micros),
             paths,
             other_paths: self.other.take("other"),
+            countries,
         }
     }
 }
@@ -567,12 +765,17 @@ struct TapEnd {
     id: u64,
     started: Instant,
     bytes: u64,
+    /// Keeps the slot while the body is sent.
+    _live: Option<BodyMeter>,
+    /// The request's span, when it was picked for tracing.
+    trace: Option<Box<RequestSpan>>,
 }
 
 impl Drop for TapBody {
     fn drop(&mut self) {
-        if let Some(end) = self.end.take() {
-            end.tap.finish(&end);
+        if let Some(mut end) = self.end.take() {
+            let tap = Arc::clone(&end.tap);
+            tap.finish(&mut end);
         }
     }
 }
