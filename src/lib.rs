@@ -33,6 +33,7 @@ pub mod reconciler;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod smtp;
 pub mod source;
 pub mod store;
 pub mod throttle;
