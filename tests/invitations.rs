@@ -624,3 +624,39 @@ async fn bad_smtp_settings_are_refused_and_change_nothing() {
     let (_, shown) = server.get("/api/config/smtp").await;
     assert_eq!(shown["providers"][0]["config"]["port"], 587, "{shown}");
 }
+
+#[tokio::test]
+async fn a_relay_that_never_answers_costs_a_bounded_wait_and_loses_nothing() {
+    // A "relay" that accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let server = TestServer::start().await;
+    let (status, out) = server
+        .patch(
+            "/api/config/smtp",
+            &json!({"config": {"host": "127.0.0.1", "port": port, "from": "noreply@example.test"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = call_as(
+        &server,
+        KEY,
+        "POST",
+        "/api/invitations",
+        json!({ "email": "patient@example.test", "role": "viewer" }),
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["email"]["status"], "failed", "{out}");
+    let reason = out["email"]["reason"].as_str().unwrap();
+    assert!(reason.contains("did not finish within 10 s"), "{reason}");
+    let (_, list) = call_as(&server, KEY, "GET", "/api/invitations", Value::Null).await;
+    assert_eq!(list["invitations"][0]["email"], "patient@example.test", "{list}");
+    assert_eq!(list["invitations"][0]["status"], "pending", "{list}");
+}
