@@ -19,6 +19,8 @@ command -v mount >/dev/null || missing+=(mount)
 command -v node >/dev/null || missing+=(nodejs npm)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 /usr/bin/python3 -c 'import venv' 2>/dev/null || missing+=(python3-venv)
+# Invitation email is sent to a real SMTP relay (aiosmtpd) in tests/invitations.rs.
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 # The Go and Rust corpus apps build with the server's toolchains, which builds find only
 # in system folders (a rustup toolchain in a home folder is invisible to them).
 [ -x /usr/bin/go ] || missing+=(golang-go)

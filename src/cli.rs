@@ -1233,8 +1233,13 @@ pub async fn config(
             let (k, v) = a
                 .split_once('=')
                 .ok_or_else(|| ClientError(format!("'{a}' is not key=value")))?;
-            // A value that is JSON (a number, true, an object) keeps its type.
-            let value = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_string()));
+            // `-`: a secret from stdin, never argv (which every local user can read).
+            let value = if v == "-" {
+                Value::String(read_secret_line(k)?)
+            } else {
+                // A value that is JSON (a number, true, an object) keeps its type.
+                serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_string()))
+            };
             config.insert(k.to_string(), value);
         }
         for k in unset {
@@ -1548,6 +1553,22 @@ pub async fn orgs_create(args: &ClientArgs, name: &str, json: bool) -> anyhow::R
     Ok(())
 }
 
+/// A setting's value from the first line of stdin (`berth config smtp password=-`).
+fn read_secret_line(key: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprint!("{key} (it is shown as you type): ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let value = line.trim_end_matches(['\r', '\n']).to_string();
+    if value.is_empty() {
+        bail!("no value for {key} on stdin: pipe it in, e.g. `printf %s \"$SECRET\" | berth config PROVIDER {key}=-`");
+    }
+    Ok(value)
+}
+
 /// A new user's password: `BERTH_PASSWORD`, else the first line of stdin (never argv,
 /// which every local user can read).
 fn read_password() -> anyhow::Result<String> {
@@ -1656,7 +1677,23 @@ pub async fn users_invite(
         "invited {} as {} (id {}, expires {})",
         out.invitation.email, out.invitation.role, out.invitation.id, out.invitation.expires_at
     );
-    println!("give them this link (it works once and is not shown again):");
+    match &out.email {
+        crate::service::InvitationEmail::Sent => {
+            println!(
+                "emailed the link to {}; here it is once more, in case:",
+                out.invitation.email
+            )
+        }
+        crate::service::InvitationEmail::NotConfigured => {
+            println!(
+                "give them this link (no smtp settings, so berth sent no email; it works once and is not shown again):"
+            )
+        }
+        crate::service::InvitationEmail::Failed { reason } => {
+            println!("emailing the link failed: {reason}");
+            println!("give them this link yourself (it works once and is not shown again):");
+        }
+    }
     println!("    {}", out.link);
     Ok(())
 }

@@ -37,6 +37,7 @@ pub mod prometheus;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod smtp;
 pub mod source;
 pub mod store;
 pub mod throttle;

@@ -214,11 +214,12 @@ enum Command {
         json: bool,
     },
     /// Show or change provider settings: `berth config docker host=unix:///run/docker.sock`.
-    /// Values that parse as JSON (numbers, true, objects) are sent as such.
+    /// Values that parse as JSON (numbers, true, objects) are sent as such; `key=-` reads
+    /// the value from the first line of stdin, keeping a secret out of the command line.
     Config {
         /// Provider (all when absent).
         provider: Option<String>,
-        /// key=value pairs to set.
+        /// key=value pairs to set (`key=-`: the value from stdin).
         assignments: Vec<String>,
         /// Keys to remove.
         #[arg(long)]

@@ -1151,9 +1151,9 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_INVITE_MEMBER",
-        description = "Invite a person to the org with a role (owner, admin, developer, deployer, viewer): answers a single-use link, shown only this once, that lets them set a password (or sign in) and join; it expires in expires_in_days (default 7, at most 30). berth sends no email: give the link to the person. Needs admin; only owners invite owners.",
+        description = "Invite a person to the org with a role (owner, admin, developer, deployer, viewer): answers a single-use link, shown only this once, that lets them set a password (or sign in) and join; it expires in expires_in_days (default 7, at most 30). When the org has smtp settings (HOSTING_SET_CONFIG {\"provider\": \"smtp\"}) berth also emails the link; `email` says sent, not_configured or failed (with the reason), and unless it says sent, give the link to the person yourself. A failed email never loses the invitation. Needs admin; only owners invite owners.",
         output_schema = schema_for_output::<CreatedInvitation>(),
-        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]
     async fn invite_member(
         &self,
@@ -1164,8 +1164,8 @@ impl BerthMcp {
         let out = self.service.invite_member(&actor, &input).await?;
         reply(
             format!(
-                "invited {} as {} (id {}, expires {}); the link is in the structured result and is shown only this once",
-                out.invitation.email, out.invitation.role, out.invitation.id, out.invitation.expires_at
+                "invited {} as {} (id {}, expires {}); email: {}; the link is in the structured result and is shown only this once",
+                out.invitation.email, out.invitation.role, out.invitation.id, out.invitation.expires_at, out.email
             ),
             out,
         )

@@ -400,3 +400,263 @@ async fn a_person_with_an_account_joins_another_org_by_signing_in() {
     let (_, out) = call_as(&server, other, "GET", "/api/members", Value::Null).await;
     assert_eq!(out["members"][0]["role"], "viewer", "{out}");
 }
+
+/// The org's `smtp` settings pointing at `relay` with `password`, sent with the admin key.
+async fn set_smtp(server: &TestServer, relay: &common::smtp::SmtpRelay, password: &str) -> Value {
+    let (status, out) = server
+        .patch(
+            "/api/config/smtp",
+            &json!({"config": {
+                "host": "127.0.0.1",
+                "port": relay.port,
+                "security": "starttls",
+                "username": "mailer",
+                "password": password,
+                "from": "berth <noreply@example.test>",
+                "ca_certificate": relay.certificate,
+            }}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    out
+}
+
+#[tokio::test]
+async fn an_emailed_invitation_arrives_with_a_link_that_works() {
+    const RELAY_PASSWORD: &str = "relay-password-7f3a9c";
+    let relay = common::smtp::SmtpRelay::start("mailer", RELAY_PASSWORD);
+    let server = TestServer::start().await;
+
+    // The password is stored but never shown.
+    let out = set_smtp(&server, &relay, RELAY_PASSWORD).await;
+    assert_eq!(out["config"]["password"], "***", "{out}");
+    assert_eq!(out["config"]["username"], "mailer", "{out}");
+    let (status, shown) = server.get("/api/config/smtp").await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["providers"][0]["configured"], true, "{shown}");
+    assert_eq!(shown["providers"][0]["config"]["password"], "***", "{shown}");
+    let (_, all) = server.get("/api/config").await;
+    assert!(!all.to_string().contains(RELAY_PASSWORD), "{all}");
+
+    // The connection test connects, secures, signs in, and sends nothing.
+    let (status, tested) = server.post("/api/config/smtp/test", &json!({})).await;
+    assert_eq!(status, 200, "{tested}");
+    assert_eq!(tested["ok"], true, "{tested}");
+    assert!(
+        tested["detail"].as_str().unwrap().contains("signed in as mailer"),
+        "{tested}"
+    );
+    assert!(
+        relay.sign_ins().iter().any(|l| l.starts_with("ok ")),
+        "{:?}",
+        relay.sign_ins()
+    );
+    assert!(relay.messages().is_empty());
+
+    // The invitation is emailed to the invitee: org, inviter, role, link and expiry.
+    let (status, out) = call_as(
+        &server,
+        KEY,
+        "POST",
+        "/api/invitations",
+        json!({ "email": "new@example.test", "role": "developer" }),
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["email"], json!({"status": "sent"}), "{out}");
+    let link = out["link"].as_str().unwrap().to_string();
+    let messages = relay.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let mail = &messages[0];
+    assert!(mail.starts_with("X-Rcpt-To: new@example.test\n"), "{mail}");
+    assert!(mail.contains("\nFrom: berth <noreply@example.test>\n"), "{mail}");
+    assert!(mail.contains("\nTo: new@example.test\n"), "{mail}");
+    assert!(mail.contains("\nContent-Type: text/plain\n"), "{mail}");
+    let (_, me) = call_as(&server, KEY, "GET", "/api/whoami", Value::Null).await;
+    let org = me["org"].as_str().unwrap_or_default();
+    assert!(!org.is_empty(), "{me}");
+    assert!(mail.contains(&format!(" invited you to {org} on berth\n")), "{mail}");
+    assert!(
+        mail.contains(&format!("invited you to join {org} on berth as developer")),
+        "{mail}"
+    );
+    let expires = out["invitation"]["expires_at"].as_str().unwrap();
+    assert!(mail.contains(expires), "{mail}");
+    // The link in the mail is the one answered, and it works: accept it over HTTP.
+    let mailed = mail
+        .split_whitespace()
+        .find(|w| w.contains("/invite/berth_inv_"))
+        .expect("a link in the mail");
+    assert_eq!(mailed, link);
+    let (status, session, page) = accept(&server, &path_of(&server, mailed), PASSWORD).await;
+    assert_eq!(status, 303, "{page}");
+    assert_eq!(whoami(&server, &session.unwrap()).await["role"], "developer");
+
+    // Neither the relay's password nor the token is in the log, the audit log or the
+    // database in clear.
+    let token = link.rsplit('/').next().unwrap();
+    let log = server.log();
+    assert!(!log.contains(RELAY_PASSWORD), "the SMTP password is in the server log");
+    assert!(!log.contains(token), "the token is in the server log");
+    let (_, audit) = call_as(&server, KEY, "GET", "/api/audit", Value::Null).await;
+    let audit = audit.to_string();
+    assert!(audit.contains("HOSTING_SET_CONFIG"), "{audit}");
+    assert!(!audit.contains(RELAY_PASSWORD) && !audit.contains(token), "{audit}");
+    for file in ["berth.db", "berth.db-wal"] {
+        let bytes = std::fs::read(server.data.path().join(file)).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(RELAY_PASSWORD.len())
+                .any(|w| w == RELAY_PASSWORD.as_bytes()),
+            "the SMTP password is stored in clear in {file}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_email_keeps_the_invitation_usable() {
+    const WRONG: &str = "not-the-relay-password-41";
+    let relay = common::smtp::SmtpRelay::start("mailer", "the-relay-password-99");
+    let server = TestServer::start().await;
+    set_smtp(&server, &relay, WRONG).await;
+
+    // The connection test says the sign-in was refused, without the password.
+    let (status, tested) = server.post("/api/config/smtp/test", &json!({})).await;
+    assert_eq!(status, 200, "{tested}");
+    assert_eq!(tested["ok"], false, "{tested}");
+    let detail = tested["detail"].as_str().unwrap();
+    assert!(detail.contains("refused the username or password"), "{detail}");
+    assert!(!detail.contains(WRONG), "{detail}");
+
+    // The invitation is made all the same; the answer says why no email went out.
+    let (status, out) = call_as(
+        &server,
+        KEY,
+        "POST",
+        "/api/invitations",
+        json!({ "email": "late@example.test", "role": "viewer" }),
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["email"]["status"], "failed", "{out}");
+    let reason = out["email"]["reason"].as_str().unwrap();
+    assert!(reason.contains("refused the username or password"), "{reason}");
+    let link = out["link"].as_str().unwrap().to_string();
+    let token = link.rsplit('/').next().unwrap();
+    assert!(!reason.contains(WRONG) && !reason.contains(token), "{reason}");
+    assert!(relay.messages().is_empty());
+    assert!(
+        relay.sign_ins().iter().all(|l| l.starts_with("refused ")),
+        "{:?}",
+        relay.sign_ins()
+    );
+
+    // It is listed as pending, and its link works.
+    let (_, list) = call_as(&server, KEY, "GET", "/api/invitations", Value::Null).await;
+    assert_eq!(list["invitations"][0]["email"], "late@example.test", "{list}");
+    assert_eq!(list["invitations"][0]["status"], "pending", "{list}");
+    let (status, session, page) = accept(&server, &path_of(&server, &link), PASSWORD).await;
+    assert_eq!(status, 303, "{page}");
+    assert_eq!(whoami(&server, &session.unwrap()).await["role"], "viewer");
+    let log = server.log();
+    assert!(!log.contains(WRONG), "the SMTP password is in the server log");
+    assert!(!log.contains(token), "the token is in the server log");
+}
+
+#[tokio::test]
+async fn bad_smtp_settings_are_refused_and_change_nothing() {
+    let server = TestServer::start().await;
+    // Without settings nothing is sent, and the answer says so.
+    let (status, out) = call_as(
+        &server,
+        KEY,
+        "POST",
+        "/api/invitations",
+        json!({ "email": "someone@example.test", "role": "viewer" }),
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["email"], json!({"status": "not_configured"}), "{out}");
+
+    let good = json!({"host": "smtp.example.test", "port": 587, "username": "u", "password": "secret-pass-123", "from": "noreply@example.test"});
+    let with = |key: &str, value: Value| {
+        let mut config = good.clone();
+        config[key] = value;
+        config
+    };
+    let cases = [
+        (with("port", json!(0)), "port must be a number from 1 to 65535"),
+        (with("port", json!(70000)), "port must be a number from 1 to 65535"),
+        (
+            with("port", json!("submission")),
+            "port must be a number from 1 to 65535",
+        ),
+        (with("from", json!("nobody")), "from 'nobody' is not an email address"),
+        (with("security", json!("none")), "security \"none\""),
+        (with("security", json!("ssl")), "security must be"),
+        (with("host", json!("smtp.example.test:25")), "host '"),
+        (
+            with("ca_certificate", json!("not a certificate")),
+            "ca_certificate must be",
+        ),
+        (
+            json!({"host": "smtp.example.test", "from": "noreply@example.test", "password": "secret-pass-123"}),
+            "username is not",
+        ),
+    ];
+    for (config, says) in &cases {
+        let (status, out) = server.patch("/api/config/smtp", &json!({ "config": config })).await;
+        assert_eq!(status, 400, "{config}: {out}");
+        let message = out["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{config}: {message}");
+        assert!(!message.contains("secret-pass-123"), "{message}");
+    }
+    let (_, shown) = server.get("/api/config/smtp").await;
+    assert_eq!(shown["providers"][0]["configured"], false, "{shown}");
+
+    // Over good settings, a bad change is refused and the stored ones stay.
+    let (status, out) = server.patch("/api/config/smtp", &json!({ "config": good })).await;
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = server
+        .patch("/api/config/smtp", &json!({ "config": {"port": 99999} }))
+        .await;
+    assert_eq!(status, 400, "{out}");
+    let (_, shown) = server.get("/api/config/smtp").await;
+    assert_eq!(shown["providers"][0]["config"]["port"], 587, "{shown}");
+}
+
+#[tokio::test]
+async fn a_relay_that_never_answers_costs_a_bounded_wait_and_loses_nothing() {
+    // A "relay" that accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let server = TestServer::start().await;
+    let (status, out) = server
+        .patch(
+            "/api/config/smtp",
+            &json!({"config": {"host": "127.0.0.1", "port": port, "from": "noreply@example.test"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = call_as(
+        &server,
+        KEY,
+        "POST",
+        "/api/invitations",
+        json!({ "email": "patient@example.test", "role": "viewer" }),
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["email"]["status"], "failed", "{out}");
+    let reason = out["email"]["reason"].as_str().unwrap();
+    assert!(reason.contains("did not finish within 10 s"), "{reason}");
+    let (_, list) = call_as(&server, KEY, "GET", "/api/invitations", Value::Null).await;
+    assert_eq!(list["invitations"][0]["email"], "patient@example.test", "{list}");
+    assert_eq!(list["invitations"][0]["status"], "pending", "{list}");
+}

@@ -200,6 +200,14 @@ impl Platform {
         }
     }
 
+    /// The name berth greets mail relays with (SMTP `EHLO`): its public URL's host.
+    pub fn hello_name(&self) -> String {
+        reqwest::Url::parse(&self.public_url())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
     /// The URL an environment is served at.
     pub fn url_for(&self, site: &str, environment: &str) -> String {
         let host = self.host_for(site, environment);

@@ -34,6 +34,7 @@ pub fn registry() -> Vec<Box<dyn ProviderSettings>> {
         .collect();
     all.push(Box::new(crate::github::GitHubSettings));
     all.push(Box::new(crate::dns::cloudflare::CloudflareSettings));
+    all.push(Box::new(crate::smtp::SmtpSettings));
     all
 }
 

@@ -3,7 +3,9 @@
 //! keeps only as an HMAC (like API keys), answers once, and never lists, logs or audits.
 //! Accepting sets a password for a new account (or proves the existing one's) and adds
 //! the membership in one transaction whose conditional UPDATE lets a link work once;
-//! a used, revoked or expired link is refused and changes nothing.
+//! a used, revoked or expired link is refused and changes nothing. When the org has
+//! `smtp` settings the link is also emailed to the invitee; the answer says whether that
+//! worked, and a failed send leaves the invitation pending and its link working.
 
 use std::net::IpAddr;
 
@@ -15,6 +17,7 @@ use super::access::{Action, Role, Target};
 use crate::auth;
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::{Actor, ActorKind};
+use crate::smtp;
 use crate::store;
 use crate::store::invitations as invitation_store;
 use crate::store::people as people_store;
@@ -95,10 +98,38 @@ pub struct InvitationInfo {
 pub struct CreatedInvitation {
     /// The invitation.
     pub invitation: InvitationInfo,
-    /// The single-use link to give the person (berth sends no email): opening it lets them
-    /// set a password (or sign in) and join. berth keeps only an HMAC of it and cannot
-    /// show it again.
+    /// The single-use link: opening it lets the person set a password (or sign in) and
+    /// join. berth keeps only an HMAC of it and cannot show it again; give it to them
+    /// yourself unless `email` says it was sent.
     pub link: String,
+    /// Whether berth emailed the link (through the org's `smtp` settings).
+    pub email: InvitationEmail,
+}
+
+/// What became of emailing an invitation. A failed send leaves the invitation pending
+/// and its link working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum InvitationEmail {
+    /// The relay accepted the message for the invitee.
+    Sent,
+    /// No `smtp` settings: nothing was sent; give the link yourself.
+    NotConfigured,
+    /// Sending failed: give the link yourself, and fix the settings.
+    Failed {
+        /// What failed and how to fix it (never the link or the password).
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for InvitationEmail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sent => f.write_str("sent"),
+            Self::NotConfigured => f.write_str("not_configured"),
+            Self::Failed { reason } => write!(f, "failed: {reason}"),
+        }
+    }
 }
 
 /// The org's invitations.
@@ -189,6 +220,18 @@ fn unusable(row: &invitation_store::InvitationRow, now: i64) -> Option<ServiceEr
     Some(ServiceError::conflict(message))
 }
 
+/// The plain-text invitation email.
+fn invitation_body(org: &str, inviter: &str, role: Role, link: &str, expires_at: i64) -> String {
+    format!(
+        "{inviter} invited you to join {org} on berth as {role}.\n\n\
+         Open this link to set a password (or sign in) and join:\n\n    {link}\n\n\
+         The link works once and expires on {expires}. If you did not expect this \
+         invitation, ignore this email.\n",
+        role = role.as_str(),
+        expires = rfc3339(expires_at),
+    )
+}
+
 fn unknown_link() -> ServiceError {
     ServiceError::not_found(
         "this invitation link is not valid: check that it was copied whole, or ask an admin of the org for a new one",
@@ -264,14 +307,60 @@ impl Service {
                 },
             )
             .await?;
+            let link = format!("{}/invite/{token}", self.platform.public_url());
+            // Stored first: whatever happens to the email, the invitation and its link stand.
+            let email = self.email_invitation(actor, &row, role, &link, &token).await;
             Ok(CreatedInvitation {
                 invitation: invitation_info(row, now).expect("the role was parsed above"),
-                link: format!("{}/invite/{token}", self.platform.public_url()),
+                link,
+                email,
             })
         }
         .await;
         self.audit(actor, "HOSTING_INVITE_MEMBER", args, &result).await;
         result
+    }
+
+    /// Emails a new invitation's link through the org's `smtp` settings, when there are
+    /// any; bounded by `smtp::SEND_TIMEOUT`. Neither the link nor the password reaches the
+    /// outcome or the log.
+    async fn email_invitation(
+        &self,
+        actor: &Actor,
+        row: &invitation_store::InvitationRow,
+        role: Role,
+        link: &str,
+        token: &str,
+    ) -> InvitationEmail {
+        let config = match self.platform.provider_config(&actor.org_id, smtp::PROVIDER).await {
+            Ok(map) => smtp::SmtpConfig::from_map(&map).map_err(|e| e.to_string()),
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "opening the smtp settings failed");
+                Err("the smtp settings could not be read; see the server log".to_string())
+            }
+        };
+        let outcome = match config {
+            Ok(None) => return InvitationEmail::NotConfigured,
+            Ok(Some(config)) => {
+                let email = smtp::OutgoingEmail {
+                    to: row.email.clone(),
+                    subject: format!("{} invited you to {} on berth", row.invited_by, actor.org_name),
+                    body: invitation_body(&actor.org_name, &row.invited_by, role, link, row.expires_at),
+                };
+                config.send(&self.platform.hello_name(), &email, &[token]).await
+            }
+            Err(reason) => Err(format!("the smtp settings are not usable: {reason}")),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(invitation.id = %row.id, "invitation emailed");
+                InvitationEmail::Sent
+            }
+            Err(reason) => {
+                tracing::warn!(invitation.id = %row.id, reason = %reason, "emailing an invitation failed");
+                InvitationEmail::Failed { reason }
+            }
+        }
     }
 
     /// `HOSTING_LIST_INVITATIONS`: every invitation of the org, newest first, with its

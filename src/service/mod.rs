@@ -50,7 +50,8 @@ pub use domains::{
 };
 pub use error_patterns::{ErrorPattern, ErrorPatternsInput, ErrorPatternsOutput, PatternDeployment, ServerErrorPath};
 pub use invitations::{
-    CreatedInvitation, InvitationInfo, InvitationList, InvitationRef, InvitationStatus, InviteMemberInput,
+    CreatedInvitation, InvitationEmail, InvitationInfo, InvitationList, InvitationRef, InvitationStatus,
+    InviteMemberInput,
 };
 pub use metrics::{
     DeploymentComparison, DeploymentTrafficTotals, MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput,

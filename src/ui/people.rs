@@ -109,11 +109,18 @@ pub(super) async fn invite(State(state): State<UiState>, CsrfForm(s, form): Csrf
     };
     match state.service.invite_member(&s.actor, &input).await {
         Ok(out) => {
+            let (who, role) = (&out.invitation.email, out.invitation.role);
+            let text = match &out.email {
+                InvitationEmail::Sent => {
+                    format!("Invited {who} as {role} and emailed them the link (also below, shown only now).")
+                }
+                InvitationEmail::NotConfigured => format!("Invited {who} as {role}. Give them the link below."),
+                InvitationEmail::Failed { reason } => format!(
+                    "Invited {who} as {role}, but emailing the link failed ({reason}). Give them the link below."
+                ),
+            };
             let outcome = MembersOutcome {
-                notice: Some(Notice::ok(format!(
-                    "Invited {} as {}. Give them the link below.",
-                    out.invitation.email, out.invitation.role
-                ))),
+                notice: Some(Notice::ok(text)),
                 link: Some((out.invitation.email, out.link)),
                 form: InviteForm::default(),
             };

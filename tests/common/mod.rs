@@ -13,6 +13,7 @@ pub mod mmdb;
 pub mod nsd;
 pub mod oauth_flow;
 pub mod pebble;
+pub mod smtp;
 
 /// The admin key every test server starts with.
 pub const KEY: &str = "berth_test_admin_key_0123456789";
