@@ -9,7 +9,8 @@
 //! so are finished jobs (done or failed) older than [`RETENTION_MS`], invitations
 //! that ended more than [`INVITATION_RETENTION_MS`] ago, and OAuth grants revoked more
 //! than [`GRANT_RETENTION_MS`] ago or unusable (code never exchanged, every token expired)
-//! for more than [`UNUSED_GRANT_RETENTION_MS`].
+//! for more than [`UNUSED_GRANT_RETENTION_MS`]. Audit entries are kept
+//! [`AUDIT_RETENTION_MS`], at most [`MAX_AUDIT_PER_ORG`] per org.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,10 @@ pub const GRANT_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 /// How long an OAuth grant that can no longer be used (its code was never exchanged, or
 /// every token of it expired) is kept once its code expired.
 pub const UNUSED_GRANT_RETENTION_MS: i64 = 24 * 3_600_000;
+/// How long an audit entry is kept (as long as the daily traffic rollups).
+pub const AUDIT_RETENTION_MS: i64 = 400 * 24 * 3_600_000;
+/// The most audit entries kept per org, whatever their age (the newest).
+pub const MAX_AUDIT_PER_ORG: i64 = 1_000_000;
 /// The most events kept, whatever their age.
 pub const MAX_EVENTS: i64 = 100_000;
 /// How often old events are pruned.
@@ -121,6 +126,11 @@ pub async fn run_pruning(store: Store, singleton: Singleton, stop: CancellationT
                 Ok(0) => {}
                 Ok(n) => tracing::info!(grants = n, "pruned ended OAuth grants"),
                 Err(err) => tracing::warn!(error = %err, "pruning ended OAuth grants failed"),
+            }
+            match store::prune_audit(store.pool(), now - AUDIT_RETENTION_MS, MAX_AUDIT_PER_ORG).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(entries = n, "pruned old audit entries"),
+                Err(err) => tracing::warn!(error = %err, "pruning old audit entries failed"),
             }
         }
         tokio::select! {
@@ -276,6 +286,59 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, ["accepted_lately", "expired_lately", "pending"]);
+    }
+
+    #[tokio::test]
+    async fn audit_entries_beyond_the_age_or_an_orgs_cap_are_pruned_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("audit.db")).await.unwrap();
+        for org in ["big", "small"] {
+            sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, 1)")
+                .bind(org)
+                .bind(org)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        let now = now_ms();
+        // (org, age in ms): ids grow with insertion, so "big"'s newest are its last three.
+        let rows = [
+            ("big", 10),
+            ("small", 10),
+            ("big", 1_000),
+            ("big", 500),
+            ("small", 500),
+            ("big", 100),
+            ("big", 50),
+        ];
+        for (org, age) in rows {
+            sqlx::query(
+                "INSERT INTO audit_log (org_id, key_id, action, arguments, outcome, created_at) \
+                 VALUES (?, 'k', 'HOSTING_DEPLOY', '{}', 'ok', ?)",
+            )
+            .bind(org)
+            .bind(now - age * 60_000)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        // Older than 700 minutes goes (one row); "big" keeps its newest 3 of the 4 left.
+        let gone = store::prune_audit(store.pool(), now - 700 * 60_000, 3).await.unwrap();
+        assert_eq!(gone, 2);
+        let left: Vec<(String, i64)> = sqlx::query_as("SELECT org_id, id FROM audit_log ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            left,
+            [
+                ("small".to_string(), 2),
+                ("big".to_string(), 4),
+                ("small".to_string(), 5),
+                ("big".to_string(), 6),
+                ("big".to_string(), 7),
+            ]
+        );
     }
 
     #[tokio::test]

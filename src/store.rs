@@ -1146,6 +1146,43 @@ pub async fn prune_finished_invitations(db: &SqlitePool, before: i64) -> sqlx::R
     .await
 }
 
+/// Deletes audit entries written before `before` (ms), and each org's entries beyond its
+/// newest `keep_per_org`; returns how many went.
+pub async fn prune_audit(db: &SqlitePool, before: i64, keep_per_org: i64) -> sqlx::Result<u64> {
+    let mut total = delete_in_batches(
+        db,
+        "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE created_at < ? LIMIT 5000)",
+        &[before],
+    )
+    .await?;
+    // An org over its cap: the id of its oldest entry kept, found by the (org, id) index.
+    let over: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT o.id, (SELECT a.id FROM audit_log a WHERE a.org_id = o.id ORDER BY a.id DESC LIMIT 1 OFFSET ?) \
+         FROM orgs o WHERE (SELECT a.id FROM audit_log a WHERE a.org_id = o.id ORDER BY a.id DESC LIMIT 1 OFFSET ?) IS NOT NULL",
+    )
+    .bind(keep_per_org - 1)
+    .bind(keep_per_org - 1)
+    .fetch_all(db)
+    .await?;
+    for (org_id, oldest_kept) in over {
+        loop {
+            let gone = sqlx::query(
+                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE org_id = ? AND id < ? LIMIT 5000)",
+            )
+            .bind(&org_id)
+            .bind(oldest_kept)
+            .execute(db)
+            .await?
+            .rows_affected();
+            total += gone;
+            if gone < 5000 {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// Runs a `DELETE … LIMIT 5000` statement with `binds` until a run deletes fewer than
 /// 5000 rows, so no one statement holds the write lock long; returns how many went.
 async fn delete_in_batches(db: &SqlitePool, sql: &'static str, binds: &[i64]) -> sqlx::Result<u64> {

@@ -529,6 +529,7 @@ async fn a_deleted_branch_removes_its_preview() {
     assert_eq!(status, 202, "{body}");
     let d = setup.server.wait_deployment(body["queued"][0].as_str().unwrap()).await;
     assert_eq!(d["environment"], "topic", "{d}");
+    assert_eq!(d["status"], "live", "{d}");
     assert_eq!(
         setup.server.edge("topic--web.localhost", "/").await,
         (200, "topic page".into())
