@@ -559,9 +559,24 @@ async fn old_deployments_are_pruned_but_never_the_one_an_environment_serves() {
             .map(|d| d["id"].as_str().unwrap().to_string())
             .collect()
     };
-    let (_, list) = server.get("/api/sites/pruned/deployments").await;
-    assert_eq!(list["kept_per_environment"], 3, "{list}");
+    // Old deployments go just after the outcome is recorded (which is what `wait` returns
+    // on): the list is polled, bounded.
+    let settled = |want: Vec<String>| {
+        let server = &server;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (_, list) = server.get("/api/sites/pruned/deployments").await;
+                if listed(&list) == want || Instant::now() >= deadline {
+                    return list;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     let newest: Vec<String> = ids.iter().rev().take(3).cloned().collect();
+    let list = settled(newest.clone()).await;
+    assert_eq!(list["kept_per_environment"], 3, "{list}");
     assert_eq!(listed(&list), newest, "the newest three are kept: {list}");
     let mut on_disk = newest.clone();
     on_disk.sort();
@@ -588,9 +603,9 @@ async fn old_deployments_are_pruned_but_never_the_one_an_environment_serves() {
         assert_eq!(out["deployment"]["status"], "failed", "{out}");
         failed.push(out["deployment"]["id"].as_str().unwrap().to_string());
     }
-    let (_, list) = server.get("/api/sites/pruned/deployments").await;
     let mut want: Vec<String> = failed.iter().rev().take(3).cloned().collect();
     want.push(ids[4].clone());
+    let list = settled(want.clone()).await;
     assert_eq!(listed(&list), want, "{list}");
     assert_eq!(server.edge("pruned.localhost", "/").await, (200, "v5".to_string()));
     // Files go just after the outcome is recorded (which is what `wait` returns on).
