@@ -100,15 +100,10 @@ fn ids(entries: &[Value]) -> Vec<i64> {
 /// A grant for `cookie`'s member with `sites:read env:write` on every site, production
 /// included: the access token.
 async fn env_writing_agent(server: &TestServer, cookie: &str) -> String {
-    let (status, client) = register(server, &["http://127.0.0.1/callback"]).await;
-    assert_eq!(status, 201, "{client}");
-    let client_id = client["client_id"].as_str().unwrap().to_string();
-    let redirect = "http://127.0.0.1:4567/callback";
-    let query = authorize_query(&client_id, redirect, &[("scope", "sites:read env:write")]);
-    let params = consent(
+    let (_, access, _) = connect_with(
         server,
         cookie,
-        &query,
+        &[("scope", "sites:read env:write")],
         &[
             ("sites", "all"),
             ("grant_scope", "sites:read"),
@@ -117,20 +112,7 @@ async fn env_writing_agent(server: &TestServer, cookie: &str) -> String {
         ],
     )
     .await;
-    let code = param(&params, "code").expect("a code");
-    let (status, tokens) = exchange(
-        server,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", redirect),
-            ("client_id", &client_id),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{tokens}");
-    tokens["access_token"].as_str().unwrap().to_string()
+    access
 }
 
 fn assert_no_secret(what: &str, text: &str) {

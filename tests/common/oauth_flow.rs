@@ -257,22 +257,33 @@ pub async fn mcp_status(server: &TestServer, token: &str) -> u16 {
 /// sites:read and logs:read) and exchanges the code: (client_id, access token, refresh
 /// token).
 pub async fn connect(server: &TestServer, cookie: &str) -> (String, String, String) {
-    let (status, client) = register(server, &["http://127.0.0.1/callback"]).await;
-    assert_eq!(status, 201, "{client}");
-    let client_id = client["client_id"].as_str().unwrap().to_string();
-    let redirect = "http://127.0.0.1:4567/callback";
-    let query = authorize_query(&client_id, redirect, &[]);
-    let params = consent(
+    connect_with(
         server,
         cookie,
-        &query,
+        &[],
         &[
             ("sites", "all"),
             ("grant_scope", "sites:read"),
             ("grant_scope", "logs:read"),
         ],
     )
-    .await;
+    .await
+}
+
+/// [`connect`] with extra authorization parameters (`scope`, …) and the consent form the
+/// member submits: (client_id, access token, refresh token).
+pub async fn connect_with(
+    server: &TestServer,
+    cookie: &str,
+    authorize: &[(&str, &str)],
+    consent_form: &[(&str, &str)],
+) -> (String, String, String) {
+    let (status, client) = register(server, &["http://127.0.0.1/callback"]).await;
+    assert_eq!(status, 201, "{client}");
+    let client_id = client["client_id"].as_str().unwrap().to_string();
+    let redirect = "http://127.0.0.1:4567/callback";
+    let query = authorize_query(&client_id, redirect, authorize);
+    let params = consent(server, cookie, &query, consent_form).await;
     let code = param(&params, "code").expect("a code");
     let (status, tokens) = exchange(
         server,
