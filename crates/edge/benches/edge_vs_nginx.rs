@@ -37,8 +37,11 @@
 //!
 //! With `EDGE_BENCH_TAP=1` it measures the traffic tap instead: the same
 //! build's edge with the tap on (the route labelled, drained every 2 s as
-//! the control plane does) against one with it off, alternating, and the
-//! tap's memory afterwards.
+//! the control plane does) against one with it off, and a second edge with
+//! it off as a control (what two identical edges differ by on this machine);
+//! each round runs the three in a rotated order, so none is always first,
+//! and the ratios are taken per round (paired) before their median. Then the
+//! tap's memory.
 //!
 //! Every child process is stopped when this program ends, also on panic
 //! (drop guards), and asked to die with it if it is killed (`setpriv
@@ -138,9 +141,12 @@ fn plain_http() {
     if std::env::var("EDGE_BENCH_TAP").is_ok_and(|v| v == "1") {
         let untapped = EdgeServer::start(upstream_addr, HOST, None, false);
         wait_until_ok(untapped.addr, "berth edge without tap");
+        let control = EdgeServer::start(upstream_addr, HOST, None, false);
+        wait_until_ok(control.addr, "berth edge without tap (control)");
         compare_tap(
             &edge,
             &untapped,
+            &control,
             rounds,
             &wrk_args(WARMUP_SECS),
             &wrk_args(secs),
@@ -732,10 +738,13 @@ impl Drop for Nginx {
     }
 }
 
-/// Edge req/s with the tap on against the same build with it off, alternating rounds.
+/// Edge req/s with the tap on against the same build with it off, and a second
+/// untapped edge as the control; the three run in a rotated order each round and the
+/// ratios are paired per round.
 fn compare_tap(
     tapped: &EdgeServer,
     untapped: &EdgeServer,
+    control: &EdgeServer,
     rounds: u64,
     warmup: &[String],
     args: &[String],
@@ -744,13 +753,20 @@ fn compare_tap(
     let edge_cpu = || process_cpu_ns(std::process::id());
     let wrk = Path::new(WRK);
     let url = |addr: SocketAddr| format!("http://{addr}/");
-    run_wrk(wrk, warmup, &url(tapped.addr), &edge_cpu, upstream_cpu);
-    run_wrk(wrk, warmup, &url(untapped.addr), &edge_cpu, upstream_cpu);
-    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for edge in [tapped, untapped, control] {
+        run_wrk(wrk, warmup, &url(edge.addr), &edge_cpu, upstream_cpu);
+    }
+    let (mut on, mut off, mut ctl) = (Vec::new(), Vec::new(), Vec::new());
     // Taken right after a tapped run, before an idle interval lets the slots go.
     let mut footprint = tapped.edge.tap_footprint();
     for round in 1..=rounds {
-        for (name, addr, runs) in [("tap on", tapped.addr, &mut on), ("tap off", untapped.addr, &mut off)] {
+        let mut order = [
+            ("tap on", tapped.addr),
+            ("tap off", untapped.addr),
+            ("control", control.addr),
+        ];
+        order.rotate_left((round as usize - 1) % 3);
+        for (name, addr) in order {
             let run = run_wrk(wrk, args, &url(addr), &edge_cpu, upstream_cpu);
             if name == "tap on" {
                 footprint = tapped.edge.tap_footprint();
@@ -765,29 +781,41 @@ fn compare_tap(
                 run.cpu_us_per_request,
                 run.foreign_load * 100.0
             );
-            runs.push(run);
+            match name {
+                "tap on" => on.push(run),
+                "tap off" => off.push(run),
+                _ => ctl.push(run),
+            }
         }
     }
-    let (a, b) = (Summary::of(&on), Summary::of(&off));
+    let (a, b, c) = (Summary::of(&on), Summary::of(&off), Summary::of(&ctl));
+    let paired = |x: &[WrkRun], f: fn(&WrkRun) -> f64| median(x.iter().zip(&off).map(|(x, y)| f(x) / f(y)));
+    let rps = |r: &WrkRun| r.rps;
+    let cpu = |r: &WrkRun| r.cpu_us_per_request;
     println!("\n| edge | req/s | p50 | p99 | edge CPU per request | errors |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (name, s) in [("tap on", &a), ("tap off", &b)] {
+    for (name, s) in [("tap on", &a), ("tap off", &b), ("control (tap off)", &c)] {
         println!(
             "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.1} µs | {} |",
             s.rps, s.p50_ms, s.p99_ms, s.cpu_us, s.errors
         );
     }
     println!(
-        "| **on / off** | **{:.3}×** (target ≥ 0.98) | {:.2}× | {:.2}× | {:.2}× | |",
-        a.rps / b.rps,
-        a.p50_ms / b.p50_ms,
-        a.p99_ms / b.p99_ms,
-        a.cpu_us / b.cpu_us
+        "| **on / off** (median of per-round ratios) | **{:.3}×** (target ≥ 0.98) | | | {:.3}× | |",
+        paired(&on, rps),
+        paired(&on, cpu)
     );
     println!(
-        "Per-round req/s: on {:?}, off {:?}",
-        on.iter().map(|r| r.rps.round()).collect::<Vec<_>>(),
-        off.iter().map(|r| r.rps.round()).collect::<Vec<_>>()
+        "| control / off (median of per-round ratios) | {:.3}× | | | {:.3}× | |",
+        paired(&ctl, rps),
+        paired(&ctl, cpu)
+    );
+    let rounded = |runs: &[WrkRun]| runs.iter().map(|r| r.rps.round()).collect::<Vec<_>>();
+    println!(
+        "Per-round req/s: on {:?}, off {:?}, control {:?}",
+        rounded(&on),
+        rounded(&off),
+        rounded(&ctl)
     );
     // One site with one template, in each worker that served it.
     println!(

@@ -447,6 +447,12 @@ impl Edge {
             }
             RouteTarget::Upstream { instances } => {
                 let _in_flight = InFlight::enter(&route.in_flight);
+                // Most requests have no body: they take no handle on the byte counter.
+                let meter = if http_body::Body::is_end_stream(req.body()) {
+                    None
+                } else {
+                    tap.body_meter()
+                };
                 proxy::forward(
                     &worker.pool,
                     &self.config,
@@ -457,7 +463,7 @@ impl Edge {
                     host_value,
                     client,
                     host,
-                    tap.body_meter(),
+                    meter,
                 )
                 .await
             }

@@ -4,8 +4,9 @@
 //! per-worker accumulators that the control plane empties with [`Edge::drain_tap`].
 //!
 //! Request body bytes are counted as they are forwarded to an app, on a counter the
-//! site's slot shares with its requests under way (no lock per body chunk), which also
-//! keeps the slot alive until they end. With a GeoIP database
+//! site's slot shares with the requests that have a body (no lock per body chunk; a
+//! request without a body takes no handle on it). A slot counts its requests under way
+//! and is kept until they end. With a GeoIP database
 //! ([`Edge::set_country_lookup`](crate::Edge::set_country_lookup)), each request is also
 //! counted by its client's country, looked up once per connection, in a fixed array per
 //! slot (every two-letter code has a place).
@@ -377,7 +378,7 @@ impl WorkerTap {
             method: method_name(req.method()),
             uri: if self.enabled { Some(req.uri().clone()) } else { None },
             site: None,
-            body_meter: None,
+            worker: None,
             country,
             kind: Kind::Other,
             cold_start: false,
@@ -387,7 +388,7 @@ impl WorkerTap {
 
     /// Records the response head and wraps its body so the bytes sent and the time to
     /// the last one are counted when it ends.
-    pub(crate) fn respond(self: &Arc<Self>, tap: TapRequest, response: Response<EdgeBody>) -> Response<TapBody> {
+    pub(crate) fn respond(self: &Arc<Self>, mut tap: TapRequest, response: Response<EdgeBody>) -> Response<TapBody> {
         if !tap.enabled {
             return response.map(|inner| TapBody { inner, end: None });
         }
@@ -397,7 +398,9 @@ impl WorkerTap {
         if tap.unknown_host {
             acc.unknown_hosts += 1;
         }
-        let Some((key, id)) = tap.site else {
+        // From here the request's hold on its slot passes to the response body (or ends).
+        let (site, worker) = (tap.site.take(), tap.worker.take());
+        let (Some((key, id)), Some(worker)) = (site, worker) else {
             if !tap.unknown_host {
                 acc.unlabelled += 1;
             }
@@ -435,10 +438,15 @@ impl WorkerTap {
         scratch.push_str(tap.method);
         scratch.push(' ');
         path_template(tap.uri.as_ref().map_or("/", Uri::path), scratch);
-        if slot.paths.len() < MAX_PATHS_PER_SITE && !slot.paths.contains_key(scratch.as_str()) {
-            slot.paths.insert(scratch.as_str().into(), PathSlot::default());
-        }
-        let path = match slot.paths.get_mut(scratch.as_str()) {
+        // One lookup for a template already seen (the common case).
+        let path = if slot.paths.contains_key(scratch.as_str()) {
+            slot.paths.get_mut(scratch.as_str())
+        } else if slot.paths.len() < MAX_PATHS_PER_SITE {
+            Some(slot.paths.entry(scratch.as_str().into()).or_default())
+        } else {
+            None
+        };
+        let path = match path {
             Some(path) => path,
             None => &mut slot.other,
         };
@@ -468,12 +476,11 @@ impl WorkerTap {
         };
         drop(acc);
         let end = TapEnd {
-            tap: Arc::clone(self),
+            tap: worker,
             key,
             id,
             started: tap.started,
             bytes: 0,
-            _live: tap.body_meter,
             trace,
         };
         response.map(|inner| TapBody { inner, end: Some(end) })
@@ -485,6 +492,7 @@ impl WorkerTap {
         if let Some(slot) = acc.sites.get_mut(&end.key).filter(|s| s.id == end.id) {
             slot.bytes_out += end.bytes;
             slot.total_micros += total.as_micros() as u64;
+            slot.in_flight = slot.in_flight.saturating_sub(1);
         }
         drop(acc);
         if let (Some(mut span), Some(tracer)) = (end.trace.take(), &self.tracer) {
@@ -501,11 +509,12 @@ pub(crate) struct TapRequest {
     started: Instant,
     method: &'static str,
     uri: Option<Uri>,
-    /// The label slot's key and id in this worker's accumulator.
+    /// The label slot's key and id in this worker's accumulator; the slot counts this
+    /// request as under way (so a drain keeps it) until the response ends, or until this
+    /// is dropped unanswered.
     site: Option<(usize, u64)>,
-    /// The slot's request body byte counter, held while the request is under way (which
-    /// keeps the slot from being let go by a drain meanwhile).
-    body_meter: Option<BodyMeter>,
+    /// The accumulator the slot is in, set with `site`.
+    worker: Option<Arc<WorkerTap>>,
     country: ClientCountry,
     kind: Kind,
     cold_start: bool,
@@ -531,12 +540,16 @@ impl TapRequest {
     }
 
     /// The counter a forwarded request body adds its bytes to, if the request is counted.
+    /// Only asked for requests that have a body.
     pub(crate) fn body_meter(&self) -> Option<BodyMeter> {
-        self.body_meter.clone()
+        let ((key, id), worker) = (self.site?, self.worker.as_ref()?);
+        let acc = worker.lock();
+        let slot = acc.sites.get(&key).filter(|s| s.id == id)?;
+        Some(BodyMeter(Arc::clone(&slot.bytes_in)))
     }
 
     /// The route the request is answered by (called with the final route).
-    pub(crate) fn route(&mut self, worker: &WorkerTap, route: &Route) {
+    pub(crate) fn route(&mut self, worker: &Arc<WorkerTap>, route: &Route) {
         if !self.enabled {
             return;
         }
@@ -552,9 +565,16 @@ impl TapRequest {
         // reused by another label while the slot exists.
         let key = Arc::as_ptr(label) as usize;
         let mut acc = worker.lock();
-        if let Some(slot) = acc.sites.get(&key) {
+        if let Some(previous) = self.site.take()
+            && let Some(slot) = acc.sites.get_mut(&previous.0).filter(|s| s.id == previous.1)
+        {
+            // Routed again (a woken site): the hold moves to the final route.
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+        }
+        if let Some(slot) = acc.sites.get_mut(&key) {
+            slot.in_flight += 1;
             self.site = Some((key, slot.id));
-            self.body_meter = Some(BodyMeter(Arc::clone(&slot.bytes_in)));
+            self.worker = Some(Arc::clone(worker));
             return;
         }
         if acc.sites.len() >= MAX_SITES_PER_WORKER {
@@ -563,10 +583,22 @@ impl TapRequest {
         }
         acc.next_id += 1;
         let id = acc.next_id;
-        let slot = SiteSlot::new(id, Arc::clone(label));
-        self.body_meter = Some(BodyMeter(Arc::clone(&slot.bytes_in)));
+        let mut slot = SiteSlot::new(id, Arc::clone(label));
+        slot.in_flight = 1;
         acc.sites.insert(key, slot);
         self.site = Some((key, id));
+        self.worker = Some(Arc::clone(worker));
+    }
+}
+
+impl Drop for TapRequest {
+    /// A request dropped unanswered (its client went away) lets go of its slot.
+    fn drop(&mut self) {
+        if let (Some((key, id)), Some(worker)) = (self.site.take(), self.worker.take())
+            && let Some(slot) = worker.lock().sites.get_mut(&key).filter(|s| s.id == id)
+        {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+        }
     }
 }
 
@@ -620,7 +652,7 @@ impl Accumulator {
     fn drain_sites(&mut self) -> Vec<SiteTraffic> {
         let mut out = Vec::new();
         self.sites.retain(|_, slot| {
-            let under_way = Arc::strong_count(&slot.bytes_in) > 1;
+            let under_way = slot.in_flight > 0 || Arc::strong_count(&slot.bytes_in) > 1;
             if slot.requests == 0 && slot.bytes_out == 0 && slot.bytes_in.load(Ordering::Relaxed) == 0 {
                 return under_way;
             }
@@ -658,7 +690,9 @@ struct SiteSlot {
     id: u64,
     label: Arc<RouteLabel>,
     requests: u64,
-    /// Request body bytes forwarded; each request under way holds a clone.
+    /// Requests of this slot under way (routed, response not yet ended).
+    in_flight: u32,
+    /// Request body bytes forwarded; each request body being forwarded holds a clone.
     bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
     static_files: u64,
@@ -680,6 +714,7 @@ impl SiteSlot {
             id,
             label,
             requests: 0,
+            in_flight: 0,
             bytes_in: Arc::default(),
             bytes_out: 0,
             static_files: 0,
@@ -765,8 +800,6 @@ struct TapEnd {
     id: u64,
     started: Instant,
     bytes: u64,
-    /// Keeps the slot while the body is sent.
-    _live: Option<BodyMeter>,
     /// The request's span, when it was picked for tracing.
     trace: Option<Box<RequestSpan>>,
 }
