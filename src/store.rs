@@ -963,6 +963,9 @@ pub struct NewLogLine {
     pub ts: i64,
     /// The line.
     pub line: String,
+    /// Written by an app after berth asked its instance to stop (shutdown output): kept
+    /// in the log, not taken as an error event.
+    pub after_stop: bool,
 }
 
 /// Appends a batch of log lines in one transaction, each recording its environment and

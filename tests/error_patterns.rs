@@ -30,8 +30,13 @@ fn errors_app() -> tempfile::TempDir {
             r#"import os, signal, sys, traceback, uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-# Stopped after a redeploy: exit quietly, so nothing but the mix is on stderr.
-signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+# Stopped after a redeploy, it complains on the way out as many apps (and shells, and
+# npm) do: berth asked for the stop, so this is no error of the app.
+def on_term(*a):
+    sys.stderr.write('ERROR shutting down: SIGTERM received\n')
+    sys.stderr.flush()
+    os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
 
 class H(BaseHTTPRequestHandler):
     def log_message(self, *a):
@@ -246,6 +251,23 @@ async fn a_fixed_mix_of_errors_comes_back_as_exact_templates_and_a_redeploy_adds
         .await;
     assert_eq!(none["events"], 0, "{none}");
     assert!(none["summary"].as_str().unwrap().contains("no error events"), "{none}");
+
+    // The first deployment was stopped after the redeploy's drain: what it wrote on its
+    // way out is in its log but is no error pattern.
+    eventually("the replaced deployment stops", 60, async || {
+        server
+            .deployment_log(&first, "runtime")
+            .await
+            .contains("instance stopped")
+    })
+    .await;
+    let log = server.deployment_log(&first, "runtime").await;
+    assert!(log.contains("ERROR shutting down: SIGTERM received"), "{log}");
+    // Past the time an open event is completed and saved.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, after_stop) = server.get("/api/sites/shop/metrics/error-patterns?since=10m").await;
+    assert_eq!(after_stop["events"], 24, "{after_stop:#}");
+    assert_eq!(templates(&after_stop), expected(2), "{after_stop:#}");
 }
 
 /// An app that writes `n` distinct error lines (random words, random lengths) to stderr.

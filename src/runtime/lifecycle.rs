@@ -909,11 +909,13 @@ impl Runtime {
                     }
                     last.push_back(line.clone());
                 }
-                logs.write_paced(
+                // Output after berth asked the instance to stop is its shutdown (a shell's
+                // `Terminated`, npm's `ERR! signal SIGTERM`), not an error of the app.
+                logs.write_output(
                     &deployment_id,
-                    "runtime",
                     out.stream,
                     instance_note(instance.index, &line),
+                    instance.stop.is_cancelled(),
                 )
                 .await;
             }

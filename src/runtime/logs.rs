@@ -142,6 +142,7 @@ impl LogSink {
                         stream: "system",
                         ts: now_ms(),
                         line: format!("… {n} lines dropped: berth's log writer was behind"),
+                        after_stop: false,
                     });
                 }
                 let writing = Instant::now();
@@ -162,7 +163,7 @@ impl LogSink {
                 }
                 let runtime: Vec<NewLogLine> = batch
                     .into_iter()
-                    .filter(|l| l.kind == "runtime" && l.stream != "system")
+                    .filter(|l| l.kind == "runtime" && l.stream != "system" && !l.after_stop)
                     .collect();
                 if !runtime.is_empty() {
                     feed.offer(runtime);
@@ -230,6 +231,7 @@ impl LogSink {
             stream,
             ts: now_ms(),
             line: self.redact(deployment_id, line),
+            after_stop: false,
         })
     }
 
@@ -251,6 +253,17 @@ impl LogSink {
     /// stops reading while the store is behind, and the app's writes block on its pipe.
     pub async fn write_paced(&self, deployment_id: &str, kind: &'static str, stream: &'static str, line: String) {
         let msg = self.line(deployment_id, kind, stream, line);
+        let _ = self.tx.send(msg).await;
+    }
+
+    /// Queues a line an app wrote, waiting for room like [`LogSink::write_paced`];
+    /// `after_stop`: berth had asked the instance to stop, so the line is shutdown output
+    /// (kept in the log, not clustered into error patterns).
+    pub async fn write_output(&self, deployment_id: &str, stream: &'static str, line: String, after_stop: bool) {
+        let mut msg = self.line(deployment_id, "runtime", stream, line);
+        if let Msg::Line(l) = &mut msg {
+            l.after_stop = after_stop;
+        }
         let _ = self.tx.send(msg).await;
     }
 

@@ -81,6 +81,7 @@ fn lines(deployment: &str, kind: &'static str, n: usize, ts: i64) -> Vec<NewLogL
             stream: "stdout",
             ts,
             line: format!("{deployment} {kind} line {i:04} {}", "x".repeat(36)),
+            after_stop: false,
         })
         .collect()
 }
