@@ -56,7 +56,7 @@ pub async fn require_key(State(auth): State<Arc<Authenticator>>, mut req: Reques
     };
     let client = client_ip(&req);
     // OAuth access tokens are for `/mcp` only: their consent is about an MCP client.
-    let result = if crate::oauth::is_access_token(key) {
+    let result = if crate::model::is_oauth_access_token(key) {
         if for_mcp {
             auth.authenticate_oauth_from(key, client).await
         } else {

@@ -18,6 +18,7 @@ pub mod github;
 pub mod invitations;
 pub mod metrics;
 pub mod metrics_fields;
+pub mod oauth;
 pub mod orgs;
 pub mod people;
 mod prometheus;
