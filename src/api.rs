@@ -1222,8 +1222,12 @@ async fn remove_member(
 }
 
 /// `HOSTING_LIST_INVITATIONS`: `GET /api/invitations`.
-async fn list_invitations(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<InvitationList> {
-    Ok(Json(s.list_invitations(&actor).await?))
+async fn list_invitations(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<ListInvitationsInput>,
+) -> ApiResult<InvitationList> {
+    Ok(Json(s.list_invitations(&actor, &q).await?))
 }
 
 /// `HOSTING_INVITE_MEMBER`: `POST /api/invitations` (the link is in the answer, once).

@@ -52,7 +52,7 @@ pub use domains::{
 pub use error_patterns::{ErrorPattern, ErrorPatternsInput, ErrorPatternsOutput, PatternDeployment, ServerErrorPath};
 pub use invitations::{
     CreatedInvitation, InvitationEmail, InvitationInfo, InvitationList, InvitationRef, InvitationStatus,
-    InviteMemberInput,
+    InviteMemberInput, ListInvitationsInput,
 };
 pub use metrics::{
     DeploymentComparison, DeploymentTrafficTotals, MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput,
