@@ -56,7 +56,7 @@ pub async fn require_key(State(auth): State<Arc<Authenticator>>, mut req: Reques
     };
     let client = client_ip(&req);
     // OAuth access tokens are for `/mcp` only: their consent is about an MCP client.
-    let result = if crate::oauth::is_access_token(key) {
+    let result = if crate::model::is_oauth_access_token(key) {
         if for_mcp {
             auth.authenticate_oauth_from(key, client).await
         } else {
@@ -1222,8 +1222,12 @@ async fn remove_member(
 }
 
 /// `HOSTING_LIST_INVITATIONS`: `GET /api/invitations`.
-async fn list_invitations(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<InvitationList> {
-    Ok(Json(s.list_invitations(&actor).await?))
+async fn list_invitations(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<ListInvitationsInput>,
+) -> ApiResult<InvitationList> {
+    Ok(Json(s.list_invitations(&actor, &q).await?))
 }
 
 /// `HOSTING_INVITE_MEMBER`: `POST /api/invitations` (the link is in the answer, once).

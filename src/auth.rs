@@ -248,7 +248,7 @@ impl Authenticator {
     /// `Unauthorized` for an unknown, expired or revoked token, a revoked grant, or a
     /// token bound to another resource.
     pub async fn authenticate_oauth(&self, token: &str) -> ServiceResult<Actor> {
-        if !crate::oauth::is_access_token(token) || self.mcp_resource.is_empty() {
+        if !crate::model::is_oauth_access_token(token) || self.mcp_resource.is_empty() {
             return Err(ServiceError::Unauthorized);
         }
         let pool = self.store.pool();

@@ -1700,8 +1700,15 @@ pub async fn users_invite(
 
 /// `berth users invitations`.
 pub async fn users_invitations(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
+    // Every page, one request each (at most 200 invitations per page).
     let client = Client::new(args)?;
-    let out: crate::service::InvitationList = client.get("/api/invitations").await?;
+    let mut out: crate::service::InvitationList = client.get("/api/invitations?limit=200").await?;
+    while let Some(cursor) = out.next_cursor.take() {
+        let query = serde_urlencoded::to_string([("limit", "200"), ("cursor", cursor.as_str())])?;
+        let page: crate::service::InvitationList = client.get(&format!("/api/invitations?{query}")).await?;
+        out.invitations.extend(page.invitations);
+        out.next_cursor = page.next_cursor;
+    }
     if json {
         return print_json(&out);
     }

@@ -121,7 +121,7 @@ pub async fn run_pruning(store: Store, singleton: Singleton, stop: CancellationT
             // Grants that ended go with their codes and tokens; a grant shows among the
             // connected apps for a while after its revocation.
             let now = now_ms();
-            let unused_before = now - UNUSED_GRANT_RETENTION_MS - crate::oauth::CODE_TTL_SECS * 1000;
+            let unused_before = now - UNUSED_GRANT_RETENTION_MS - crate::model::OAUTH_CODE_TTL_SECS * 1000;
             match store::oauth::prune_ended_grants(store.pool(), now - GRANT_RETENTION_MS, unused_before).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(grants = n, "pruned ended OAuth grants"),

@@ -1173,20 +1173,31 @@ impl BerthMcp {
 
     #[tool(
         name = "HOSTING_LIST_INVITATIONS",
-        description = "List the org's invitations (never their links): email, role, who invited, created, expiry and status (pending, accepted, revoked, expired). Needs admin.",
+        description = "List the org's invitations (never their links), newest first, a page at a time (limit: default 50, at most 200; pass next_cursor back as cursor): email, role, who invited, created, expiry and status (pending, accepted, revoked, expired). Needs admin.",
         output_schema = schema_for_output::<InvitationList>(),
         annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
-    async fn list_invitations(&self, ctx: RequestContext<RoleServer>) -> ToolResult<InvitationList> {
+    async fn list_invitations(
+        &self,
+        Parameters(input): Parameters<ListInvitationsInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<InvitationList> {
         let actor = actor_of(&ctx)?;
-        let out = self.service.list_invitations(&actor).await?;
+        let out = self.service.list_invitations(&actor, &input).await?;
         let line = out
             .invitations
             .iter()
             .map(|i| format!("{} {} ({}, {})", i.id, i.email, i.role, i.status.as_str()))
             .collect::<Vec<_>>()
             .join("\n");
-        reply(if line.is_empty() { "no invitations".into() } else { line }, out)
+        let text = match (&out.next_cursor, line.is_empty()) {
+            (_, true) => "no invitations".to_string(),
+            (Some(cursor), false) => {
+                format!("{line}\nnext page: HOSTING_LIST_INVITATIONS {{\"cursor\": \"{cursor}\"}}")
+            }
+            (None, false) => line,
+        };
+        reply(text, out)
     }
 
     #[tool(

@@ -94,6 +94,24 @@ pub struct OAuthGrant {
     pub production: bool,
 }
 
+/// The start of an OAuth access token.
+pub const OAUTH_ACCESS_PREFIX: &str = "berth_oat_";
+/// The start of an OAuth refresh token.
+pub const OAUTH_REFRESH_PREFIX: &str = "berth_ort_";
+/// How long an OAuth authorization code may wait to be exchanged.
+pub const OAUTH_CODE_TTL_SECS: i64 = 60;
+/// How long an OAuth access token works.
+pub const OAUTH_ACCESS_TTL_SECS: i64 = 3600;
+/// How long an OAuth refresh token works (each use gives a new one).
+pub const OAUTH_REFRESH_TTL_SECS: i64 = 30 * 24 * 3600;
+
+/// Whether a string has the shape of an OAuth access token: the prefix and 64 hex digits.
+pub fn is_oauth_access_token(token: &str) -> bool {
+    token
+        .strip_prefix(OAUTH_ACCESS_PREFIX)
+        .is_some_and(|rest| rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 impl Actor {
     /// The server acting on a verified trigger (a push with a push token, a signed
     /// webhook): the checks that matter were made when the token or webhook was set up.
@@ -250,6 +268,11 @@ impl Scope {
     /// The stored form of a list of scopes.
     pub fn join(scopes: &[Self]) -> String {
         scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The OAuth form of a list of scopes: space-separated (RFC 6749 §3.3).
+    pub fn space_separated(scopes: &[Self]) -> String {
+        scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
     }
 }
 

@@ -1293,8 +1293,6 @@ pub struct AuditFilter<'a> {
     pub action: Option<&'a str>,
     /// Exactly this actor kind.
     pub actor_kind: Option<&'a str>,
-    /// Lowercase text found in the actor's name or email.
-    pub actor: Option<&'a str>,
     /// `ok` or `error`.
     pub outcome: Option<&'a str>,
     /// At or after this time (ms).
@@ -1303,7 +1301,8 @@ pub struct AuditFilter<'a> {
     pub until: Option<i64>,
 }
 
-/// Audit entries of an org matching `filter`, newest first.
+/// Audit entries of an org matching `filter`, newest first. (The actor filter is the
+/// service's: SQLite's `lower()` folds ASCII only.)
 pub async fn list_audit(
     db: impl SqliteExecutor<'_>,
     org_id: &str,
@@ -1316,17 +1315,15 @@ pub async fn list_audit(
            AND (?2 IS NULL OR id < ?2) \
            AND (?3 IS NULL OR action = ?3) \
            AND (?4 IS NULL OR actor_kind = ?4) \
-           AND (?5 IS NULL OR instr(lower(actor_name), ?5) > 0 OR instr(lower(COALESCE(actor_email, '')), ?5) > 0) \
-           AND (?6 IS NULL OR outcome = ?6) \
-           AND (?7 IS NULL OR created_at >= ?7) \
-           AND (?8 IS NULL OR created_at < ?8) \
-         ORDER BY id DESC LIMIT ?9",
+           AND (?5 IS NULL OR outcome = ?5) \
+           AND (?6 IS NULL OR created_at >= ?6) \
+           AND (?7 IS NULL OR created_at < ?7) \
+         ORDER BY id DESC LIMIT ?8",
     )
     .bind(org_id)
     .bind(filter.before)
     .bind(filter.action)
     .bind(filter.actor_kind)
-    .bind(filter.actor)
     .bind(filter.outcome)
     .bind(filter.since)
     .bind(filter.until)

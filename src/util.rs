@@ -77,6 +77,12 @@ pub fn random_hex(n: usize) -> String {
     hex::encode(buf)
 }
 
+/// Equal-length comparison that does not stop at the first difference (tokens, CSRF
+/// values, PKCE challenges).
+pub fn tokens_match(a: &str, b: &str) -> bool {
+    a.len() == b.len() && !a.is_empty() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Copies the tree at `from` to `to` (which must not exist) with `cp -a`: modes,
 /// symlinks and timestamps kept (packages' own `.bin` links rely on them), data shared
 /// only as reflinks where the file system has them. Never hard links: each copy's
@@ -107,6 +113,14 @@ pub async fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io:
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(tokens_match("abc", "abc"));
+        assert!(!tokens_match("abc", "abd"));
+        assert!(!tokens_match("abc", "abcd"));
+        assert!(!tokens_match("", ""), "an empty token never matches");
+    }
 
     #[test]
     fn timestamps_have_a_fixed_width_and_sort_as_text() {

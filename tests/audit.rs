@@ -504,3 +504,23 @@ async fn viewers_and_developers_are_refused_and_another_org_sees_nothing() {
     let (_, page) = call_as(&server, KEY, "GET", "/api/audit?limit=200", Value::Null).await;
     assert!(!page.to_string().contains("beta"), "{page}");
 }
+
+#[tokio::test]
+async fn the_actor_filter_ignores_case_beyond_ascii() {
+    let server = TestServer::start().await;
+    let key = service_key(&server, "ÉQUIPE ÑANDÚ", "developer").await;
+    quiet_site(&server, &key, "tienda").await;
+    quiet_site(&server, KEY, "other").await;
+    // Lowercase and mixed case find the key's entry (and only it); SQLite's lower()
+    // alone folds ASCII only, so "É" and "Ñ" would not match "é" and "ñ".
+    for query in [
+        "actor=%C3%A9quipe%20%C3%B1and%C3%BA",
+        "actor=%C3%89quipe%20%C3%B1AND%C3%9A",
+        "actor=%C3%B1and%C3%BA",
+    ] {
+        let entries = all_entries(&server, query, 1).await;
+        let names: Vec<&str> = entries.iter().map(|e| e["actor"]["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["ÉQUIPE ÑANDÚ (berth_sk_…)"], "{query}");
+        assert_eq!(entries[0]["arguments"]["name"], "tienda", "{query}");
+    }
+}

@@ -1,4 +1,4 @@
-//! Lists come a page at a time: every site, environment, repository and audit entry is
+//! Lists come a page at a time: every site, environment, repository, invitation and audit entry is
 //! seen exactly once by following `next_cursor`, each page is bounded, a filter narrows
 //! the total, and a bad cursor or limit is refused with the field named.
 
@@ -355,4 +355,52 @@ async fn repositories_are_listed_a_page_at_a_time() {
     assert_eq!(data["repos"].as_array().unwrap().len(), 3, "{data}");
     assert!(data["next_cursor"].is_null(), "{data}");
     client.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn invitations_are_listed_newest_first_a_page_at_a_time() {
+    let server = TestServer::start().await;
+    let count = 7;
+    for i in 0..count {
+        let (status, out) = server
+            .post(
+                "/api/invitations",
+                &json!({"email": format!("invitee-{i}@example.com"), "role": "viewer"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{out}");
+    }
+    // Following next_cursor sees every invitation once, newest first, in bounded pages.
+    let mut seen = Vec::new();
+    let mut path = "/api/invitations?limit=3".to_string();
+    for _ in 0..10 {
+        let (status, page) = server.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let invitations = page["invitations"].as_array().unwrap();
+        assert!(invitations.len() <= 3, "{page}");
+        seen.extend(invitations.iter().map(|i| i["email"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/invitations?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..count).rev().map(|i| format!("invitee-{i}@example.com")).collect();
+    assert_eq!(seen, expected, "each once, newest first");
+
+    // The default page is bounded; a huge limit is lowered to the most a page holds.
+    let (_, page) = server.get("/api/invitations?limit=100000").await;
+    assert_eq!(page["invitations"].as_array().unwrap().len(), count);
+    assert!(page["next_cursor"].is_null(), "{page}");
+
+    // Bad cursors and limits are refused with the field named.
+    for (query, field) in [
+        ("cursor=garbage", "cursor"),
+        ("cursor=inv_..%2Fx", "cursor"),
+        ("cursor=dpl_0123", "cursor"),
+        ("limit=0", "limit"),
+    ] {
+        let (status, out) = server.get(&format!("/api/invitations?{query}")).await;
+        assert_eq!(status, 400, "{query}: {out}");
+        assert_eq!(out["error"]["field"], field, "{query}: {out}");
+    }
 }

@@ -441,12 +441,22 @@ mod tests {
         }
     }
 
-    /// Only the adapters (and the server that wires them) import the service layer:
-    /// the platform's shared state, the deploy work, the control loops, the runtimes and
-    /// the store get what they need through `Platform`, the target trait and small
-    /// structs, so there is no import cycle through the service.
-    #[test]
-    fn nothing_below_the_service_layer_imports_it() {
+    /// The adapters: the modules that translate requests (and the server and `main`
+    /// that wire them), each a file or a folder directly under `src/`.
+    const ADAPTERS: [&str; 8] = [
+        "api.rs",
+        "cli.rs",
+        "git_http.rs",
+        "mcp.rs",
+        "oauth.rs",
+        "server.rs",
+        "main.rs",
+        "ui",
+    ];
+
+    /// The Rust files under `src/` whose top-level file or folder is not in `skip`, with
+    /// their text.
+    fn sources_outside(skip: &[&str]) -> Vec<(std::path::PathBuf, String)> {
         fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             for entry in std::fs::read_dir(dir).expect("source folder") {
                 let path = entry.expect("folder entry").path();
@@ -458,17 +468,6 @@ mod tests {
             }
         }
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let adapters = [
-            "api.rs",
-            "cli.rs",
-            "git_http.rs",
-            "mcp.rs",
-            "oauth.rs",
-            "server.rs",
-            "main.rs",
-            "ui",
-            "service",
-        ];
         let mut files = Vec::new();
         sources(&root, &mut files);
         files.retain(|f| {
@@ -478,18 +477,66 @@ mod tests {
                 .components()
                 .next()
                 .expect("a name");
-            !adapters.iter().any(|a| top.as_os_str() == *a)
+            !skip.iter().any(|a| top.as_os_str() == *a)
         });
+        files
+            .into_iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(&f).expect("source file");
+                (f, text)
+            })
+            .collect()
+    }
+
+    /// Only the adapters (and the server that wires them) import the service layer:
+    /// the platform's shared state, the deploy work, the control loops, the runtimes and
+    /// the store get what they need through `Platform`, the target trait and small
+    /// structs, so there is no import cycle through the service.
+    #[test]
+    fn nothing_below_the_service_layer_imports_it() {
+        let mut skip = ADAPTERS.to_vec();
+        skip.push("service");
+        let files = sources_outside(&skip);
         assert!(files.len() > 40, "found only {} files below the adapters", files.len());
         // Spelled in two pieces so that this file does not match itself.
         let service = concat!("crate::", "service");
-        for file in files {
-            let text = std::fs::read_to_string(&file).expect("source file");
+        for (file, text) in files {
             assert!(
                 !text.contains(service),
                 "{} imports the service layer; pass what it needs through runtime::target or a small struct",
                 file.display()
             );
+        }
+    }
+
+    /// Adapters depend on the layers below them, never the other way round: no file
+    /// outside the adapters (the service layer included) names an adapter module in
+    /// code. What both need lives in the lower module (`model`, `util`, the store).
+    #[test]
+    fn nothing_outside_the_adapters_imports_one() {
+        let files = sources_outside(&ADAPTERS);
+        assert!(
+            files.len() > 60,
+            "found only {} files outside the adapters",
+            files.len()
+        );
+        let modules = ADAPTERS.map(|a| a.trim_end_matches(".rs"));
+        for (file, text) in files {
+            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for module in modules {
+                    // Spelled in two pieces so that this file does not match itself.
+                    let path = format!("{}{module}", concat!("crate", "::"));
+                    let named = line.match_indices(&path).any(|(at, _)| {
+                        !line[at + path.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                    });
+                    assert!(
+                        !named,
+                        "{} names the adapter module {path} in `{}`; move what it needs below the adapters (model, util or the store)",
+                        file.display(),
+                        line.trim()
+                    );
+                }
+            }
         }
     }
 }

@@ -27,6 +27,11 @@ const SECRET_MAPS: [&str; 3] = ["env_vars", "vars", "config"];
 const MIN_SCRUBBED_LEN: usize = 4;
 /// Longest `actor` filter.
 const MAX_ACTOR_FILTER: usize = 200;
+/// Entries read at a time while an actor filter is applied.
+const ACTOR_SCAN_CHUNK: i64 = 500;
+/// Entries one page looks through at most for an actor filter; a page that stops there
+/// holds what it found so far and a `next_cursor` to look further.
+const ACTOR_SCAN_MAX: usize = 10_000;
 /// Longest `action` filter.
 const MAX_ACTION_FILTER: usize = 100;
 
@@ -247,16 +252,50 @@ impl Service {
             before,
             action: action.as_deref(),
             actor_kind: actor_kind.map(ActorKind::as_str),
-            actor: who.as_deref(),
             outcome: outcome.map(AuditOutcome::as_str),
             since,
             until,
         };
-        let mut rows =
-            store::list_audit(self.platform.store.pool(), &actor.org_id, &filter, i64::from(limit) + 1).await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more.then(|| rows.last().map(|r| r.id.to_string())).flatten();
+        let pool = self.platform.store.pool();
+        let (mut rows, mut next_cursor) = match &who {
+            None => (
+                store::list_audit(pool, &actor.org_id, &filter, i64::from(limit) + 1).await?,
+                None,
+            ),
+            // Names and emails are compared here, Unicode-aware (SQLite's lower() folds
+            // ASCII only), a bounded number of entries per page.
+            Some(who) => {
+                let mut found = Vec::new();
+                let mut scanned = 0;
+                let mut before = filter.before;
+                loop {
+                    let chunk_filter = AuditFilter { before, ..filter };
+                    let chunk = store::list_audit(pool, &actor.org_id, &chunk_filter, ACTOR_SCAN_CHUNK).await?;
+                    let last_chunk = chunk.len() < ACTOR_SCAN_CHUNK as usize;
+                    for row in chunk {
+                        scanned += 1;
+                        before = Some(row.id);
+                        if actor_matches(&row, who) {
+                            found.push(row);
+                            if found.len() > limit as usize {
+                                break;
+                            }
+                        }
+                    }
+                    if found.len() > limit as usize || last_chunk {
+                        break (found, None);
+                    }
+                    if scanned >= ACTOR_SCAN_MAX {
+                        // More may match further back: the page ends where the scan did.
+                        break (found, before.map(|id| id.to_string()));
+                    }
+                }
+            }
+        };
+        if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            next_cursor = rows.last().map(|r| r.id.to_string());
+        }
         let entries = rows
             .into_iter()
             .map(|r| AuditEntry {
@@ -277,6 +316,16 @@ impl Service {
             .collect();
         Ok(AuditPage { entries, next_cursor })
     }
+}
+
+/// Whether an entry's actor name or email contains `who` (already lowercased), in any
+/// case, non-ASCII letters included.
+fn actor_matches(row: &store::AuditRow, who: &str) -> bool {
+    row.actor_name.to_lowercase().contains(who)
+        || row
+            .actor_email
+            .as_deref()
+            .is_some_and(|e| e.to_lowercase().contains(who))
 }
 
 /// A filter's text, trimmed; `None` when absent or empty (an empty form field).

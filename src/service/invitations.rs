@@ -132,11 +132,26 @@ impl std::fmt::Display for InvitationEmail {
     }
 }
 
-/// The org's invitations.
+/// `HOSTING_LIST_INVITATIONS` arguments.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListInvitationsInput {
+    /// Invitations per page (default 50, at most 200).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page; omit for the first page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// One page of the org's invitations.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct InvitationList {
     /// Newest first.
     pub invitations: Vec<InvitationInfo>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Names an invitation.
@@ -363,14 +378,34 @@ impl Service {
         }
     }
 
-    /// `HOSTING_LIST_INVITATIONS`: every invitation of the org, newest first, with its
-    /// status (never a token). Needs admin.
-    pub async fn list_invitations(&self, actor: &Actor) -> ServiceResult<InvitationList> {
+    /// `HOSTING_LIST_INVITATIONS`: one page of the org's invitations, newest first, each
+    /// with its status (never a token); the cursor is the last invitation's id. Needs
+    /// admin.
+    pub async fn list_invitations(&self, actor: &Actor, input: &ListInvitationsInput) -> ServiceResult<InvitationList> {
         self.authorize(actor, Action::ManageMembers, Target::Org).await?;
-        let rows = invitation_store::list(self.platform.store.pool(), &actor.org_id).await?;
+        let limit = super::page_limit(input.limit)?;
+        let before = match input.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c)
+                if c.len() <= 64
+                    && c.strip_prefix("inv_")
+                        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric())) =>
+            {
+                Some(c)
+            }
+            Some(_) => return Err(super::bad_cursor()),
+        };
+        // One more than asked tells whether another page follows.
+        let mut rows =
+            invitation_store::list_page(self.platform.store.pool(), &actor.org_id, before, i64::from(limit) + 1)
+                .await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = more.then(|| rows.last().map(|r| r.id.clone())).flatten();
         let now = now_ms();
         Ok(InvitationList {
             invitations: rows.into_iter().filter_map(|r| invitation_info(r, now)).collect(),
+            next_cursor,
         })
     }
 

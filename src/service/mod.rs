@@ -18,6 +18,7 @@ pub mod github;
 pub mod invitations;
 pub mod metrics;
 pub mod metrics_fields;
+pub mod oauth;
 pub mod orgs;
 pub mod people;
 mod prometheus;
@@ -51,7 +52,7 @@ pub use domains::{
 pub use error_patterns::{ErrorPattern, ErrorPatternsInput, ErrorPatternsOutput, PatternDeployment, ServerErrorPath};
 pub use invitations::{
     CreatedInvitation, InvitationEmail, InvitationInfo, InvitationList, InvitationRef, InvitationStatus,
-    InviteMemberInput,
+    InviteMemberInput, ListInvitationsInput,
 };
 pub use metrics::{
     DeploymentComparison, DeploymentTrafficTotals, MetricsRangeInput, MetricsSummaryOutput, StatusCodesOutput,

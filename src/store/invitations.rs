@@ -98,14 +98,23 @@ pub async fn get(db: impl SqliteExecutor<'_>, org_id: &str, id: &str) -> sqlx::R
     .await
 }
 
-/// An org's invitations, newest first.
-pub async fn list(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<InvitationRow>> {
+/// One page of an org's invitations, newest first (ids sort by creation time): at most
+/// `limit`, those older than the invitation `before` when given.
+pub async fn list_page(
+    db: impl SqliteExecutor<'_>,
+    org_id: &str,
+    before: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<InvitationRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         invitation_columns!(),
-        " FROM invitations WHERE org_id = ? ORDER BY created_at DESC, id LIMIT 1000"
+        " FROM invitations WHERE org_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?"
     ))
     .bind(org_id)
+    .bind(before)
+    .bind(before)
+    .bind(limit)
     .fetch_all(db)
     .await
 }

@@ -254,7 +254,7 @@ async fn login(
 ) -> Response {
     let next = session::safe_next(form.next.as_deref());
     let expected = session::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
-    if !session::tokens_match(&form.csrf, expected) {
+    if !crate::util::tokens_match(&form.csrf, expected) {
         return login_form(
             &headers,
             &next,
@@ -394,7 +394,7 @@ async fn accept_invitation(
     axum::Form(form): axum::Form<AcceptForm>,
 ) -> Response {
     let expected = session::cookie(&headers, INVITE_CSRF_COOKIE).unwrap_or_default();
-    if !session::tokens_match(&form.csrf, expected) {
+    if !crate::util::tokens_match(&form.csrf, expected) {
         let n = Notice::error("The form expired (CSRF check failed). Try again.", None);
         return render_invitation(&state, &headers, &token, Some(&n), StatusCode::FORBIDDEN).await;
     }
@@ -569,7 +569,7 @@ async fn read_multipart(mut mp: Multipart) -> Result<(BTreeMap<String, String>, 
 fn csrf_ok(fields: &BTreeMap<String, String>, s: &Session) -> bool {
     fields
         .get(session::CSRF_FIELD)
-        .is_some_and(|t| session::tokens_match(t, &s.csrf))
+        .is_some_and(|t| crate::util::tokens_match(t, &s.csrf))
 }
 
 async fn create_site(State(state): State<UiState>, s: Session, mp: Multipart) -> Response {

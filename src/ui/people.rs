@@ -67,9 +67,14 @@ pub(super) async fn members(State(state): State<UiState>, s: Session, Query(q): 
 }
 
 async fn render_members(state: &UiState, s: &Session, outcome: MembersOutcome, status: StatusCode) -> Response {
+    // The newest page of invitations; the CLI and the API page through the rest.
+    let first_page = ListInvitationsInput {
+        limit: Some(MAX_PAGE),
+        cursor: None,
+    };
     let (members, invitations) = match state.service.list_members(&s.actor).await {
-        Ok(m) => match state.service.list_invitations(&s.actor).await {
-            Ok(i) => (Some(m.members), i.invitations),
+        Ok(m) => match state.service.list_invitations(&s.actor, &first_page).await {
+            Ok(i) => (Some(m.members), i),
             Err(e) => return error_page(Some(s), &e),
         },
         // Those who may not manage members see why, and no forms.
@@ -78,11 +83,15 @@ async fn render_members(state: &UiState, s: &Session, outcome: MembersOutcome, s
                 notice: Some(Notice::error(message, None)),
                 ..outcome
             };
-            return respond(status, members_view(s, None, &[], &outcome));
+            return respond(status, members_view(s, None, &[], false, &outcome));
         }
         Err(e) => return error_page(Some(s), &e),
     };
-    respond(status, members_view(s, members.as_deref(), &invitations, &outcome))
+    let older = invitations.next_cursor.is_some();
+    respond(
+        status,
+        members_view(s, members.as_deref(), &invitations.invitations, older, &outcome),
+    )
 }
 
 /// `POST /members/invite`: the link is shown on the answer, once.
@@ -203,6 +212,7 @@ fn members_view(
     s: &Session,
     members: Option<&[MemberInfo]>,
     invitations: &[InvitationInfo],
+    older: bool,
     o: &MembersOutcome,
 ) -> Markup {
     let can_manage = members.is_some();
@@ -324,6 +334,12 @@ fn members_view(
                                         }
                                     }
                                 }
+                            }
+                        }
+                        @if older {
+                            p.muted #invitations-older {
+                                "The newest " (invitations.len()) " are shown; "
+                                code { "berth users invitations" } " lists them all."
                             }
                         }
                     }
