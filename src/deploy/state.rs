@@ -108,6 +108,7 @@ impl Platform {
             deployment_id: deployment_id.to_string(),
             provider: site.provider.clone(),
             org: site.org_id.clone(),
+            host: self.host_for(&site.name, &environment),
             environment,
             image: target.instance_image(&site.name, deployment_id, plan),
             provider_config: self.provider_config(&site.org_id, &site.provider).await?,
