@@ -181,6 +181,30 @@ fn required<'a>(settings: &'a Settings, key: &str, example: &str) -> Result<&'a 
     text(settings, key)?.ok_or_else(|| format!("kubernetes setting '{key}' is required, e.g. {example}"))
 }
 
+/// Whether `text` holds PEM certificates only (reqwest parses them lazily, so a bad one
+/// would fail only at the first connection).
+fn is_pem_certificate(text: &str) -> bool {
+    use base64::Engine as _;
+    let (begin, end) = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----");
+    let mut rest = text.trim();
+    let mut found = false;
+    while !rest.is_empty() {
+        let Some(body) = rest.strip_prefix(begin) else {
+            return false;
+        };
+        let Some((body, after)) = body.split_once(end) else {
+            return false;
+        };
+        let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+        if b64.is_empty() || base64::engine::general_purpose::STANDARD.decode(b64).is_err() {
+            return false;
+        }
+        found = true;
+        rest = after.trim_start();
+    }
+    found && reqwest::Certificate::from_pem(text.as_bytes()).is_ok()
+}
+
 /// A Kubernetes quantity (`100m`, `1`, `0.5`, `512Mi`, `2G`), or the default.
 fn quantity(settings: &Settings, key: &str, default: &str) -> Result<String, String> {
     let Some(value) = text(settings, key)? else {
@@ -216,7 +240,7 @@ impl KubeSettings {
         }
         let ca_certificate = text(settings, "ca_certificate")?.map(str::to_string);
         if let Some(pem) = &ca_certificate
-            && reqwest::Certificate::from_pem(pem.as_bytes()).is_err()
+            && !is_pem_certificate(pem)
         {
             return Err(
                 "kubernetes setting 'ca_certificate' must be a PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
