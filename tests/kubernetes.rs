@@ -38,6 +38,8 @@ impl Drop for KubeServer {
         if let Some(server) = self.server.take() {
             drop(server.stop());
         }
+        // The pods' containers first: an image a container uses cannot be removed.
+        self.kube.remove_containers();
         // The images this server built (its berth.owner label), and their registry tags.
         let images = docker(&["images", "-q", "--filter", &format!("label=berth.owner={}", self.owner)]);
         let mut ids: Vec<&str> = images.split_whitespace().collect();
@@ -176,6 +178,12 @@ async fn kubernetes_fake_api_deploy_is_pushed_by_digest_rolled_out_locked_down_a
         (200, "hello from the cluster".to_string())
     );
 
+    // The site says its environment is live (not waiting for an instance of the shared
+    // lifecycle, which runs none of it).
+    let (_, described) = server.get("/api/sites/kube").await;
+    assert_eq!(described["environments"][0]["status"], "live", "{described}");
+    assert_eq!(described["status"], "live", "{described}");
+
     // The image runs by digest, and the real registry has it.
     let id = deployment_id(&out);
     let image = server.deployment_image("kube-production");
@@ -255,16 +263,16 @@ async fn kubernetes_fake_api_image_pull_failure_and_crash_loop_fail_with_the_rea
     let (_, out) = server
         .post(
             "/api/sites",
-            &json!({"name": "steady", "repo": s(site.path()), "wait": true}),
+            &json!({"name": "keel", "repo": s(site.path()), "wait": true}),
         )
         .await;
     assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
-    let first_image = server.deployment_image("steady-production");
+    let first_image = server.deployment_image("keel-production");
 
     // The image cannot be pulled.
     std::fs::write(site.path().join("index.html"), "version two").unwrap();
     server.kube.set_rollout(Rollout::ImagePullFailure);
-    let (_, out) = server.post("/api/sites/steady/deploy", &json!({"wait": true})).await;
+    let (_, out) = server.post("/api/sites/keel/deploy", &json!({"wait": true})).await;
     assert_eq!(out["deployment"]["status"], "failed", "{out}");
     let error = out["deployment"]["error"].as_str().unwrap_or_default();
     assert!(
@@ -277,7 +285,7 @@ async fn kubernetes_fake_api_image_pull_failure_and_crash_loop_fail_with_the_rea
         "the pod's Events are in the log: {log}"
     );
     assert_eq!(
-        server.edge("steady.localhost", "/").await,
+        server.edge("keel.localhost", "/").await,
         (200, "version one".to_string()),
         "the previous deployment still serves"
     );
@@ -289,7 +297,7 @@ async fn kubernetes_fake_api_image_pull_failure_and_crash_loop_fail_with_the_rea
         "FROM berth-test/busybox:1\nCMD [\"/bin/sh\", \"-c\", \"echo missing DATABASE_URL; exit 1\"]\n",
     )
     .unwrap();
-    let (_, out) = server.post("/api/sites/steady/deploy", &json!({"wait": true})).await;
+    let (_, out) = server.post("/api/sites/keel/deploy", &json!({"wait": true})).await;
     assert_eq!(out["deployment"]["status"], "failed", "{out}");
     let error = out["deployment"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("CrashLoopBackOff"), "{out}");
@@ -300,12 +308,12 @@ async fn kubernetes_fake_api_image_pull_failure_and_crash_loop_fail_with_the_rea
     );
     assert!(log.contains("event BackOff"), "{log}");
     assert_eq!(
-        server.edge("steady.localhost", "/").await,
+        server.edge("keel.localhost", "/").await,
         (200, "version one".to_string()),
         "the previous deployment still serves"
     );
     assert_ne!(
-        server.deployment_image("steady-production"),
+        server.deployment_image("keel-production"),
         first_image,
         "the failed rollout was applied"
     );
@@ -318,50 +326,50 @@ async fn kubernetes_fake_api_promote_and_rollback_move_the_image_by_digest_witho
     let (_, out) = server
         .post(
             "/api/sites",
-            &json!({"name": "lift", "repo": s(site.path()), "wait": true}),
+            &json!({"name": "hoist", "repo": s(site.path()), "wait": true}),
         )
         .await;
     assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
     let first = deployment_id(&out);
-    let first_image = server.deployment_image("lift-production");
+    let first_image = server.deployment_image("hoist-production");
 
     std::fs::write(site.path().join("index.html"), "preview").unwrap();
     let (status, out) = server
         .post(
-            "/api/sites/lift/environments",
+            "/api/sites/hoist/environments",
             &json!({"name": "feature", "wait": true}),
         )
         .await;
     assert_eq!(status, 201, "{out}");
     assert_eq!(out["deployment"]["status"], "live", "{out}");
     let preview = deployment_id(&out);
-    let preview_image = server.deployment_image("lift-feature");
+    let preview_image = server.deployment_image("hoist-feature");
     assert_ne!(preview_image, first_image);
     assert_eq!(
-        server.edge("feature--lift.localhost", "/").await,
+        server.edge("feature--hoist.localhost", "/").await,
         (200, "preview".to_string())
     );
 
     let (status, out) = server
-        .post("/api/sites/lift/promote", &json!({"deployment_id": preview}))
+        .post("/api/sites/hoist/promote", &json!({"deployment_id": preview}))
         .await;
     assert_eq!(status, 200, "{out}");
     let promoted = deployment_id(&out);
     assert_eq!(
-        server.deployment_image("lift-production"),
+        server.deployment_image("hoist-production"),
         preview_image,
         "the same digest"
     );
-    assert_eq!(server.edge("lift.localhost", "/").await, (200, "preview".to_string()));
+    assert_eq!(server.edge("hoist.localhost", "/").await, (200, "preview".to_string()));
     let log = server.deployment_log(&promoted, "build").await;
     assert!(log.contains("the same files and image (by digest)"), "{log}");
     assert!(!log.contains("building"), "nothing rebuilt: {log}");
 
-    let (status, out) = server.post("/api/sites/lift/rollback", &json!({})).await;
+    let (status, out) = server.post("/api/sites/hoist/rollback", &json!({})).await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["deployment"]["id"], first.as_str(), "{out}");
-    assert_eq!(server.deployment_image("lift-production"), first_image);
-    assert_eq!(server.edge("lift.localhost", "/").await, (200, "first".to_string()));
+    assert_eq!(server.deployment_image("hoist-production"), first_image);
+    assert_eq!(server.edge("hoist.localhost", "/").await, (200, "first".to_string()));
 }
 
 #[tokio::test]
@@ -391,8 +399,11 @@ async fn kubernetes_fake_api_deleting_a_site_removes_its_labelled_objects_and_to
     for (path, object) in &foreign {
         server.kube.put(path, object.clone());
     }
+    let records = server.data.path().join("kubernetes-images/brief");
+    assert!(records.is_dir(), "berth records the site's images by digest");
     let (status, out) = server.delete("/api/sites/brief").await;
     assert_eq!(status, 200, "{out}");
+    assert!(!records.exists(), "the site's image records go with it");
     for kind in ["Deployment", "Service", "Ingress"] {
         let left: Vec<Value> = server
             .of_kind(kind)

@@ -129,6 +129,19 @@ impl FakeKube {
     }
 }
 
+impl FakeKube {
+    /// Removes every container the fake kubelet started (so their images can go).
+    pub fn remove_containers(&self) {
+        let names: Vec<String> = self.shared.containers.lock().unwrap().drain().map(|(_, v)| v).collect();
+        if !names.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&names)
+                .output();
+        }
+    }
+}
+
 impl Drop for FakeKube {
     fn drop(&mut self) {
         for task in &self.tasks {

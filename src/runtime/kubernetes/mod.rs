@@ -367,10 +367,15 @@ struct KubernetesTarget {
 }
 
 impl KubernetesTarget {
+    /// The folder of a site's image records (removed with the site).
+    fn site_records(&self, site: &str) -> PathBuf {
+        self.images.join(manifests::dns_label(site))
+    }
+
     /// The record of a deployment's image (ids are berth's own, `dpl_…`).
-    fn image_record(&self, deployment_id: &str) -> Option<PathBuf> {
+    fn image_record(&self, site: &str, deployment_id: &str) -> Option<PathBuf> {
         let safe = !deployment_id.is_empty() && deployment_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        safe.then(|| self.images.join(deployment_id))
+        safe.then(|| self.site_records(site).join(deployment_id))
     }
 }
 
@@ -427,25 +432,30 @@ impl Target for KubernetesTarget {
         };
         (job.log)("system", format!("pushed {by_digest}"));
         let record = self
-            .image_record(job.deployment_id)
+            .image_record(job.site.site, job.deployment_id)
             .ok_or_else(|| format!("deployment id '{}' is not one of berth's", job.deployment_id))?;
+        if let Some(folder) = record.parent() {
+            tokio::fs::create_dir_all(folder)
+                .await
+                .map_err(|e| format!("internal error: recording the image: {e}"))?;
+        }
         tokio::fs::write(&record, &by_digest)
             .await
             .map_err(|e| format!("internal error: recording the image: {e}"))
     }
 
-    fn instance_image(&self, _site: &str, deployment_id: &str, plan: &BuildPlan) -> Option<String> {
+    fn instance_image(&self, site: &str, deployment_id: &str, plan: &BuildPlan) -> Option<String> {
         if !docker::serves_process(plan) {
             return None;
         }
-        let record = self.image_record(deployment_id)?;
+        let record = self.image_record(site, deployment_id)?;
         std::fs::read_to_string(record).ok().map(|s| s.trim().to_string())
     }
 
     /// The same image by digest: nothing is rebuilt or pushed.
     async fn copy_build(
         &self,
-        _site: SiteRef<'_>,
+        site: SiteRef<'_>,
         plan: &BuildPlan,
         from: &str,
         to: &str,
@@ -453,7 +463,7 @@ impl Target for KubernetesTarget {
         if !docker::serves_process(plan) {
             return Ok("");
         }
-        let (Some(from), Some(to)) = (self.image_record(from), self.image_record(to)) else {
+        let (Some(from), Some(to)) = (self.image_record(site.site, from), self.image_record(site.site, to)) else {
             return Err("not a deployment of berth's".into());
         };
         tokio::fs::copy(&from, &to)
@@ -462,16 +472,18 @@ impl Target for KubernetesTarget {
         Ok(" and image (by digest)")
     }
 
-    async fn kept(&self, _site: SiteRef<'_>, plan: &BuildPlan, id: &str) -> Result<Kept, String> {
-        if !docker::serves_process(plan) || self.image_record(id).is_some_and(|p| p.exists()) {
+    async fn kept(&self, site: SiteRef<'_>, plan: &BuildPlan, id: &str) -> Result<Kept, String> {
+        if !docker::serves_process(plan) || self.image_record(site.site, id).is_some_and(|p| p.exists()) {
             Ok(Kept::Yes)
         } else {
             Ok(Kept::Gone("no image of it was pushed to the registry".into()))
         }
     }
 
-    /// Deletes the site's labelled Deployments, Services and Ingresses (nothing else).
+    /// Deletes the site's labelled Deployments, Services and Ingresses (nothing else)
+    /// and berth's records of its images.
     async fn site_deleted(&self, site: SiteRef<'_>) -> Result<(), String> {
+        let _ = tokio::fs::remove_dir_all(self.site_records(site.site)).await;
         let settings = KubeSettings::parse(site.settings)?;
         let client = settings.client()?;
         rollout::delete_site(&client, &settings.namespace(site.org), site.site)
