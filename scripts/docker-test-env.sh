@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepares a Docker Engine for the docker provider's tests, idempotently: installs
 # Debian's docker.io and busybox-static when missing, starts dockerd when nothing answers,
-# and builds the small local base images the tests use (no registry is needed):
+# builds the small local base images the tests use, and starts Debian's docker-registry on
+# 127.0.0.1:5000 for the kubernetes target's tests (dockerd treats 127.0.0.0/8 registries
+# as insecure, so no TLS is needed):
 #   berth-test/busybox:1  FROM scratch + static busybox (sh, httpd, nc, ...)
 #   berth-test/node:20    the machine's node binary, its shared libraries and busybox
 # Safe to run concurrently: one run at a time holds a lock.
@@ -15,6 +17,7 @@ missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker >/dev/null || missing+=(docker.io)
 [ -x /bin/busybox ] || missing+=(busybox-static)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -74,5 +77,28 @@ if ! docker image inspect berth-test/node:20 >/dev/null 2>&1; then
   echo 'nobody:x:65534:65534:nobody:/:/bin/sh' > "$root/etc/passwd"
   tar -C "$root" -c . | docker import \
     -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin' -c 'CMD ["/bin/sh"]' - berth-test/node:20 >/dev/null
+fi
+REGISTRY_LOG=${BERTH_REGISTRY_LOG:-/var/log/berth-registry.log}
+if ! curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null; then
+  echo "starting docker-registry on 127.0.0.1:5000 (log: $REGISTRY_LOG)"
+  mkdir -p /var/lib/berth-test-registry
+  cat > /etc/berth-test-registry.yml <<'YAML'
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /var/lib/berth-test-registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:5000
+YAML
+  setsid nohup docker-registry serve /etc/berth-test-registry.yml >>"$REGISTRY_LOG" 2>&1 < /dev/null 9>&- &
+  for _ in $(seq 1 30); do
+    curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null && break
+    sleep 1
+  done
+  curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ || { echo "docker-registry did not come up; see $REGISTRY_LOG" >&2; tail -n 20 "$REGISTRY_LOG" >&2; exit 1; }
 fi
 echo "docker test environment ready"

@@ -528,6 +528,8 @@ pub struct DesiredEnvironment {
     pub target_concurrency: i64,
     /// That deployment's status (`live`, or `crashed` after a crash loop).
     pub deployment_status: String,
+    /// The site's target (provider).
+    pub provider: String,
 }
 
 /// Every environment that should be serving, across orgs (the reconciler's desired state).
@@ -536,7 +538,7 @@ pub async fn list_desired_environments(db: impl SqliteExecutor<'_>) -> sqlx::Res
         "SELECT e.id AS environment_id, e.name AS environment_name, s.name AS site_name, s.id AS site_id, s.org_id AS org_id, \
                 d.id AS deployment_id, d.build_plan AS build_plan, e.min_instances AS min_instances, \
                 e.idle_timeout_seconds AS idle_timeout_seconds, e.max_instances AS max_instances, \
-                e.target_concurrency AS target_concurrency, d.status AS deployment_status \
+                e.target_concurrency AS target_concurrency, d.status AS deployment_status, s.provider AS provider \
          FROM environments e JOIN sites s ON s.id = e.site_id JOIN deployments d ON d.id = e.deployment_id \
          WHERE s.status = 'active'",
     )

@@ -998,11 +998,11 @@ async fn bad_docker_settings_are_refused_and_change_nothing() {
     let (status, out) = server
         .post(
             "/api/sites",
-            &json!({"name": "nowhere", "provider": "kubernetes", "deploy": false}),
+            &json!({"name": "nowhere", "provider": "nomad", "deploy": false}),
         )
         .await;
     assert_eq!(status, 400, "{out}");
-    assert!(out.to_string().contains("local, docker"), "{out}");
+    assert!(out.to_string().contains("local, docker, kubernetes"), "{out}");
 }
 
 /// Runs `sh -c script` in a container; its output (stdout and stderr).

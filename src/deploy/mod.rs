@@ -17,7 +17,7 @@ use crate::jobs::{JobError, JobFuture, JobHandler};
 use crate::model::{DeploymentStatus, SourceKind};
 use crate::otlp::DeployTrace;
 use crate::platform::Platform;
-use crate::runtime::target::BuildKind;
+use crate::runtime::target::{BuildKind, Traffic};
 use crate::source::{self, LocalRepoPolicy, RepoLocation};
 use crate::store::{self, DeploymentRow, JobRow};
 
@@ -600,17 +600,28 @@ async fn build_and_start(
         };
         platform.log(id, "build", "system", format!("starting: {what}"));
         let started = tokio::select! {
-            r = platform.runtime.start(spec, 0) => r,
+            r = target.release(&platform.runtime, spec) => r,
             _ = cancel.cancelled() => return Err("cancelled".to_string().into()),
         };
         match started {
-            Ok(addr) => {
+            Ok(Traffic::Edge(addrs)) if target.provider().is_some() => {
                 // An app that ignores $PORT: the warning belongs where the deploy is followed.
                 if let Some(warning) = platform.runtime.port_warning(id) {
                     platform.log(id, "build", "system", warning);
                 }
-                platform.log(id, "build", "system", format!("healthy on port {}", addr.port()))
+                let port = addrs.first().map_or(0, |a| a.port());
+                platform.log(id, "build", "system", format!("healthy on port {port}"))
             }
+            Ok(Traffic::Edge(addrs)) => {
+                let to: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                platform.log(
+                    id,
+                    "build",
+                    "system",
+                    format!("rolled out; the edge serves it through {}", to.join(", ")),
+                )
+            }
+            Ok(Traffic::External(url)) => platform.log(id, "build", "system", format!("serving at {url}")),
             Err(err) => {
                 for line in &err.last_lines {
                     platform.log(id, "build", "system", format!("app: {line}"));
@@ -638,7 +649,7 @@ async fn build_and_start(
     if platform.activate(deployment).await.map_err(internal)? {
         platform.log(id, "build", "system", "deployment is live".into());
     } else {
-        platform.runtime.stop(id).await;
+        target.retire(&platform.runtime, id).await;
         platform.log(
             id,
             "build",

@@ -108,6 +108,7 @@ impl Platform {
             deployment_id: deployment_id.to_string(),
             provider: site.provider.clone(),
             org: site.org_id.clone(),
+            host: self.host_for(&site.name, &environment),
             environment,
             image: target.instance_image(&site.name, deployment_id, plan),
             provider_config: self.provider_config(&site.org_id, &site.provider).await?,
@@ -261,12 +262,12 @@ impl Platform {
         let plan: BuildPlan = serde_json::from_str(d.build_plan.as_deref().unwrap_or_default())
             .map_err(|_| anyhow::anyhow!("deployment {} has no build plan", d.id))?;
         let _guard = self.register_cancel(&d.id);
+        let target = self.target(&site.provider)?;
         let started = match self.instance_spec(d, site, &plan).await? {
-            Some(spec) => self
-                .runtime
-                .start(spec, 0)
+            Some(spec) => target
+                .release(&self.runtime, spec)
                 .await
-                .map(|_| ())
+                .map(drop)
                 .map_err(|e| anyhow::anyhow!("{e}")),
             None => Ok(()),
         };

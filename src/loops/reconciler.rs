@@ -19,6 +19,7 @@ use crate::model::{DeploymentStatus, DomainStatus};
 use crate::platform::HealthChange;
 use crate::platform::Platform;
 use crate::runtime::InstanceState;
+use crate::runtime::target::Traffic;
 use crate::store;
 
 /// One pass: converge the runtime and the routes to the store.
@@ -56,6 +57,13 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
         else {
             continue;
         };
+        // A target that runs deployments elsewhere says where its traffic goes.
+        if matches!(plan.serve, ServePlan::Process { .. })
+            && let Some(route) = route_elsewhere(platform, &env).await?
+        {
+            table.insert(&host, route);
+            continue;
+        }
         let dir = app_dir(platform, &env.deployment_id);
         let target = match &plan.serve {
             ServePlan::Static { dir: out, spa_fallback } => static_target(&env.site_name, &dir, out, *spa_fallback),
@@ -228,6 +236,34 @@ async fn route_domains(platform: &Platform, table: &mut EdgeRouteTable) -> anyho
         }
     }
     Ok(())
+}
+
+/// The route of an environment whose target runs its deployment elsewhere (not on the
+/// shared lifecycle); `None` for a target whose instances run here.
+async fn route_elsewhere(platform: &Platform, env: &store::DesiredEnvironment) -> anyhow::Result<Option<RouteTarget>> {
+    let target = platform.target(&env.provider)?;
+    if target.provider().is_some() {
+        return Ok(None);
+    }
+    let settings = platform.provider_config(&env.org_id, &env.provider).await?;
+    Ok(Some(match target.serving(&settings) {
+        Some(Traffic::Edge(instances)) if !instances.is_empty() => RouteTarget::Upstream { instances },
+        Some(Traffic::External(url)) => RouteTarget::Unavailable {
+            site: env.site_name.clone(),
+            status: 502,
+            message: format!("This app is served at {url}."),
+            retry_after_seconds: None,
+        },
+        _ => RouteTarget::Unavailable {
+            site: env.site_name.clone(),
+            status: 502,
+            message: format!(
+                "The {} target of this site is not configured; check its settings.",
+                env.provider
+            ),
+            retry_after_seconds: None,
+        },
+    }))
 }
 
 /// Starts instances of an environment's deployment in the background; the pass after

@@ -1078,6 +1078,7 @@ mod tests {
             provider: provider.into(),
             org: String::new(),
             environment: String::new(),
+            host: String::new(),
             site: "s".into(),
             app_dir: dir.to_path_buf(),
             command: "true".into(),

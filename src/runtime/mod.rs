@@ -7,6 +7,7 @@ pub mod docker;
 pub mod error_patterns;
 pub mod health;
 pub mod isolation;
+pub mod kubernetes;
 pub mod lifecycle;
 pub mod listeners;
 pub mod local;
@@ -53,6 +54,8 @@ pub struct InstanceSpec {
     pub org: String,
     /// Environment name, for labels.
     pub environment: String,
+    /// The environment's host name (targets that route in their own cluster need it).
+    pub host: String,
     /// Container providers: the deployment's built image. With an empty `command` the
     /// image's own command runs.
     pub image: Option<String>,

@@ -113,7 +113,7 @@ pub struct Registration {
 }
 
 /// Every target; one line per target. The first is the default of new sites.
-pub const TARGETS: &[Registration] = &[super::local::TARGET, super::docker::TARGET];
+pub const TARGETS: &[Registration] = &[super::local::TARGET, super::docker::TARGET, super::kubernetes::TARGET];
 
 /// The registered target `name`.
 pub fn find(name: &str) -> Option<&'static Registration> {
@@ -323,6 +323,14 @@ pub trait Target: Send + Sync + 'static {
     /// it. On the shared lifecycle: its first instance started and healthy.
     async fn release(&self, lifecycle: &Runtime, spec: InstanceSpec) -> Result<Traffic, StartError> {
         lifecycle.start(spec, 0).await.map(|addr| Traffic::Edge(vec![addr]))
+    }
+
+    /// How traffic reaches an environment's released deployment when the target runs it
+    /// elsewhere (the reconciler routes the environment's host there); `None`: through the
+    /// shared lifecycle's instances.
+    fn serving(&self, settings: &Settings) -> Option<Traffic> {
+        let _ = settings;
+        None
     }
 
     /// What a deployment's instances are doing.

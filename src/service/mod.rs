@@ -1111,7 +1111,7 @@ impl Service {
             name: env.name.clone(),
             url: self.platform.url_for(&site.name, &env.name),
             deployment_id: env.deployment_id.clone(),
-            status: self.environment_status(env).await?,
+            status: self.environment_status(site, env).await?,
             branch: env.branch.clone(),
         })
     }
@@ -1126,23 +1126,23 @@ impl Service {
                 name: env.name.clone(),
                 url: self.platform.url_for(&site.name, &env.name),
                 deployment_id: env.deployment_id.clone(),
-                status: self.serving_status(env, &serving),
+                status: self.serving_status(site, env, &serving),
                 branch: env.branch.clone(),
             })
             .collect())
     }
 
-    async fn environment_status(&self, env: &EnvironmentRow) -> ServiceResult<String> {
+    async fn environment_status(&self, site: &SiteRow, env: &EnvironmentRow) -> ServiceResult<String> {
         let Some(dep_id) = &env.deployment_id else {
             return Ok("none".into());
         };
         let serving = store::get_deployment_any_org(self.platform.store.pool(), dep_id).await?;
-        Ok(self.serving_status(env, serving.as_slice()))
+        Ok(self.serving_status(site, env, serving.as_slice()))
     }
 
     /// What an environment serves (live, starting, sleeping, crashed or none), its
     /// deployment looked up among `deployments`.
-    fn serving_status(&self, env: &EnvironmentRow, deployments: &[DeploymentRow]) -> String {
+    fn serving_status(&self, site: &SiteRow, env: &EnvironmentRow, deployments: &[DeploymentRow]) -> String {
         let Some(dep_id) = &env.deployment_id else {
             return "none".into();
         };
@@ -1154,7 +1154,13 @@ impl Service {
             .as_deref()
             .and_then(|p| serde_json::from_str::<BuildPlan>(p).ok())
             .is_some_and(|p| matches!(p.serve, berth_build::detect::ServePlan::Process { .. }));
-        if !is_process {
+        // A target that runs deployments elsewhere released this one only once it was
+        // rolled out; its instances are not on the shared lifecycle.
+        let elsewhere = self
+            .platform
+            .target(&site.provider)
+            .is_ok_and(|t| t.provider().is_none());
+        if !is_process || elsewhere {
             return "live".into();
         }
         match self.platform.runtime.overall_state(dep_id) {
@@ -1192,7 +1198,7 @@ impl Service {
             .map(|site| {
                 let latest = latest.get(site.id.as_str()).copied();
                 let serving = match production.get(site.id.as_str()) {
-                    Some(env) => self.serving_status(env, &serving),
+                    Some(env) => self.serving_status(site, env, &serving),
                     None => "none".into(),
                 };
                 let status = match (latest, serving.as_str()) {

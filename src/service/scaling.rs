@@ -29,10 +29,11 @@ impl Service {
 
     async fn scaling_config(&self, site: &store::SiteRow, env: &store::EnvironmentRow) -> ServiceResult<ScalingConfig> {
         let row = store::get_scaling(self.platform.store.pool(), &env.id).await?;
+        let target = self.platform.target(&site.provider)?;
         let observed = env
             .deployment_id
             .as_deref()
-            .map(|id| self.platform.runtime.observe(id))
+            .map(|id| target.observe(&self.platform.runtime, id))
             .unwrap_or_default();
         let running = observed
             .iter()

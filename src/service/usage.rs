@@ -164,8 +164,9 @@ impl Service {
             .await?;
         let mut instances = Vec::new();
         if let Some(deployment_id) = env.deployment_id.as_deref() {
-            let observed = self.platform.runtime.observe(deployment_id);
-            let usage = self.platform.runtime.usage(deployment_id, &site.provider).await;
+            let target = self.platform.target(&site.provider)?;
+            let observed = target.observe(&self.platform.runtime, deployment_id);
+            let usage = target.usage(&self.platform.runtime, deployment_id).await;
             for o in observed.iter().filter(|o| !o.draining) {
                 let measured = usage.iter().find(|(i, _)| *i == o.index).and_then(|(_, u)| u.clone());
                 instances.push(InstanceUsage {

@@ -315,6 +315,37 @@ pub async fn collect_garbage(
     Ok(removed)
 }
 
+/// Pushes the image `reference` (`registry/repo:tag`) to its registry and returns the
+/// reference by digest (`registry/repo@sha256:…`) that the registry now serves.
+pub async fn push(engine: &Engine, reference: &str) -> Result<String, EngineError> {
+    let (repo, tag) = match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (reference, "latest"),
+    };
+    let options = bollard::query_parameters::PushImageOptionsBuilder::default()
+        .tag(tag)
+        .build();
+    let mut stream = engine.docker().push_image(repo, Some(options), None);
+    while let Some(step) = stream.next().await {
+        step.map_err(|e| engine.error(e))?;
+    }
+    let inspected = engine
+        .docker()
+        .inspect_image(reference)
+        .await
+        .map_err(|e| engine.error(e))?;
+    inspected
+        .repo_digests
+        .unwrap_or_default()
+        .into_iter()
+        .find(|d| d.split_once('@').is_some_and(|(name, _)| name == repo))
+        .ok_or_else(|| EngineError::Refused {
+            host: engine.host().to_string(),
+            message: format!("the push of {reference} reported no digest for {repo}"),
+            status: 500,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

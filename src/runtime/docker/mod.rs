@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use container::{Container, ContainerLine, ContainerSpec, ContainerUsage};
 pub use engine::{Engine, EngineError, EngineReport};
 pub use image::{BuildError, ImageBuild, ImageOwner, ImageRecipe};
+pub use target::{build_deployment_image, serves_process};
 
 /// Label: the berth installation that made a container or image.
 pub const LABEL_OWNER: &str = "berth.owner";
@@ -322,6 +323,12 @@ impl DockerProvider {
     pub async fn tag_image(&self, settings: &DockerSettings, from: &str, to: &str) -> Result<(), EngineError> {
         let engine = self.engine(&settings.host).await?;
         image::tag(&engine, from, to).await
+    }
+
+    /// Pushes the image `reference` to its registry; returns it by digest.
+    pub async fn push_image(&self, settings: &DockerSettings, reference: &str) -> Result<String, EngineError> {
+        let engine = self.engine(&settings.host).await?;
+        image::push(&engine, reference).await
     }
 
     /// Whether the image `tag` is still kept on the org's engine.

@@ -50,9 +50,55 @@ impl DockerTarget {
     }
 }
 
+/// Builds a deployment's image on the org's engine as the docker target does (the app's
+/// own Dockerfile, or one generated from the plan on the org's base image), with the
+/// build output in the build log, and returns its tag (`berth/<site>:<deployment>`). Old
+/// images of the site beyond `keep_images` go afterwards, never one an environment uses.
+/// Shared with the targets that run berth-built images elsewhere.
+pub async fn build_deployment_image(
+    provider: &DockerProvider,
+    settings: &DockerSettings,
+    job: &BuildJob<'_>,
+) -> Result<String, String> {
+    // Sorted: the generated file must not change between builds (the layer cache).
+    let mut names: Vec<&str> = job.build_args.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let recipe = image::recipe(job.app_dir, job.plan, &settings.base_images, &names)?
+        .ok_or_else(|| "this plan serves no process, so there is no image to build".to_string())?;
+    match &recipe {
+        ImageRecipe::OwnDockerfile => (job.log)("system", "building the app's Dockerfile".into()),
+        ImageRecipe::Generated { base, dockerfile } => {
+            (job.log)("system", format!("no Dockerfile: generated one on {base}:"));
+            for line in dockerfile.lines() {
+                (job.log)("system", format!("  {line}"));
+            }
+        }
+    }
+    let in_use: Vec<String> = job.in_use.iter().map(|d| image::image_tag(job.site.site, d)).collect();
+    let build = ImageBuild {
+        app_dir: job.app_dir,
+        recipe: &recipe,
+        who: ImageOwner {
+            owner: provider.owner(),
+            org: job.site.org,
+            site: job.site.site,
+            deployment_id: job.deployment_id,
+        },
+        build_args: job.build_args,
+    };
+    let mut on_line = |line: String| (job.log)("stdout", line);
+    let built = tokio::select! {
+        r = provider.build_image(settings, &build, &in_use, &mut on_line) => r,
+        _ = job.cancel.cancelled() => return Err("cancelled".to_string()),
+    };
+    let tag = built.map_err(|e| e.to_string())?;
+    (job.log)("system", format!("built image {tag}"));
+    Ok(tag)
+}
+
 /// Whether a deployment with this plan runs from an image: one that serves a process
 /// (static sites stay with the edge).
-fn serves_process(plan: &BuildPlan) -> bool {
+pub fn serves_process(plan: &BuildPlan) -> bool {
     matches!(plan.serve, berth_build::ServePlan::Process { .. })
 }
 
@@ -85,40 +131,7 @@ impl Target for DockerTarget {
     /// `keep_images` go afterwards, never one an environment uses.
     async fn build(&self, job: BuildJob<'_>) -> Result<(), String> {
         let (settings, provider) = self.images(job.site)?;
-        // Sorted: the generated file must not change between builds (the layer cache).
-        let mut names: Vec<&str> = job.build_args.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        let recipe = image::recipe(job.app_dir, job.plan, &settings.base_images, &names)?
-            .ok_or_else(|| "this plan serves no process, so there is no image to build".to_string())?;
-        match &recipe {
-            ImageRecipe::OwnDockerfile => (job.log)("system", "building the app's Dockerfile".into()),
-            ImageRecipe::Generated { base, dockerfile } => {
-                (job.log)("system", format!("no Dockerfile: generated one on {base}:"));
-                for line in dockerfile.lines() {
-                    (job.log)("system", format!("  {line}"));
-                }
-            }
-        }
-        let in_use: Vec<String> = job.in_use.iter().map(|d| image::image_tag(job.site.site, d)).collect();
-        let build = ImageBuild {
-            app_dir: job.app_dir,
-            recipe: &recipe,
-            who: ImageOwner {
-                owner: provider.owner(),
-                org: job.site.org,
-                site: job.site.site,
-                deployment_id: job.deployment_id,
-            },
-            build_args: job.build_args,
-        };
-        let mut on_line = |line: String| (job.log)("stdout", line);
-        let built = tokio::select! {
-            r = provider.build_image(&settings, &build, &in_use, &mut on_line) => r,
-            _ = job.cancel.cancelled() => return Err("cancelled".to_string()),
-        };
-        let tag = built.map_err(|e| e.to_string())?;
-        (job.log)("system", format!("built image {tag}"));
-        Ok(())
+        build_deployment_image(&provider, &settings, &job).await.map(drop)
     }
 
     fn instance_image(&self, site: &str, deployment_id: &str, plan: &BuildPlan) -> Option<String> {

@@ -1,0 +1,578 @@
+//! The kubernetes target: deployments built into images by berth's docker engine (as the
+//! docker target builds them), pushed to the org's registry and run by digest on a
+//! Kubernetes cluster the org brings. berth applies per org a locked-down namespace and
+//! per environment a Deployment + Service + Ingress (see [`manifests`]) with server-side
+//! apply, watches the rollout and fails fast on the reasons a rollout cannot recover
+//! from; its edge keeps serving the environment's host (custom domains, TLS, the tap)
+//! and proxies it to the cluster's ingress controller at `ingress_address`.
+//!
+//! Deployments run elsewhere, so this target has no provider on the shared lifecycle and
+//! overrides release, observe, retire and logs.
+
+pub mod client;
+pub mod manifests;
+mod rollout;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_build::detect::BuildPlan;
+
+use super::docker::{self, DockerProvider};
+use super::target::{
+    Assembly, BuildJob, BuildKind, Capabilities, CheckError, ConfigKey, Kept, PromoteWithoutRebuild, Registration,
+    ScaleToZero, Settings, SiteRef, Target, Traffic,
+};
+use super::{InstanceSpec, Observation, Provider, Runtime, StartError};
+pub use client::{ApiError, Client};
+use manifests::{OrgLimits, Resources, Workload};
+
+/// The registered name of this target.
+pub const NAME: &str = "kubernetes";
+
+/// The kubernetes target as registered. Honest about what the first slice does: an
+/// idle environment is not scaled to zero (a `replicas: 0` Deployment would not wake on
+/// the next request), one replica per environment, promotion reuses the pushed image by
+/// digest, failure reasons come from the pod log API and Events, no usage (that needs
+/// `metrics.k8s.io`).
+pub const TARGET: Registration = Registration {
+    name: NAME,
+    summary: "Builds apps into images, pushes them to a registry and runs them by digest on a Kubernetes cluster.",
+    capabilities: Capabilities {
+        scale_to_zero: ScaleToZero::Unsupported,
+        max_instances: 1,
+        promote_without_rebuild: PromoteWithoutRebuild::Always,
+        runtime_logs: false,
+        resource_usage: false,
+        custom_domains: true,
+        build: BuildKind::Image,
+    },
+    settings: &[
+        ConfigKey {
+            name: "api_url",
+            secret: false,
+            description: "The API server's URL, e.g. https://10.0.0.1:6443 (required).",
+        },
+        ConfigKey {
+            name: "token",
+            secret: true,
+            description: "A bearer token of a service account allowed to manage namespaces, deployments, services, ingresses, quotas, limit ranges, service accounts and network policies (required).",
+        },
+        ConfigKey {
+            name: "ca_certificate",
+            secret: false,
+            description: "PEM certificate of the API server's CA (optional: the usual roots otherwise).",
+        },
+        ConfigKey {
+            name: "namespace_prefix",
+            secret: false,
+            description: "Prefix of each org's namespace (default berth-).",
+        },
+        ConfigKey {
+            name: "registry",
+            secret: false,
+            description: "Registry images are pushed to and pulled from by digest, HOST:PORT[/path] (required), e.g. 127.0.0.1:5000.",
+        },
+        ConfigKey {
+            name: "ingress_class",
+            secret: false,
+            description: "ingressClassName of the environments' Ingresses (default: the cluster's default class).",
+        },
+        ConfigKey {
+            name: "ingress_address",
+            secret: false,
+            description: "IP:PORT where the cluster's ingress controller accepts HTTP; berth's edge proxies each environment's host there (required).",
+        },
+        ConfigKey {
+            name: "docker_host",
+            secret: false,
+            description: "The Docker Engine that builds and pushes images (default unix:///var/run/docker.sock).",
+        },
+        ConfigKey {
+            name: "cpu_request",
+            secret: false,
+            description: "CPU request of an app container (default 100m).",
+        },
+        ConfigKey {
+            name: "memory_request",
+            secret: false,
+            description: "Memory request of an app container (default 128Mi).",
+        },
+        ConfigKey {
+            name: "cpu_limit",
+            secret: false,
+            description: "CPU limit of an app container (default 1).",
+        },
+        ConfigKey {
+            name: "memory_limit",
+            secret: false,
+            description: "Memory limit of an app container (default 512Mi).",
+        },
+        ConfigKey {
+            name: "quota_cpu",
+            secret: false,
+            description: "ResourceQuota limits.cpu of an org's namespace (default 4).",
+        },
+        ConfigKey {
+            name: "quota_memory",
+            secret: false,
+            description: "ResourceQuota limits.memory of an org's namespace (default 8Gi).",
+        },
+        ConfigKey {
+            name: "quota_pods",
+            secret: false,
+            description: "ResourceQuota pods of an org's namespace, 1 to 10000 (default 20).",
+        },
+        ConfigKey {
+            name: "default",
+            secret: false,
+            description: "true: new sites of the org run on kubernetes.",
+        },
+    ],
+    check_settings,
+    make,
+};
+
+/// An org's kubernetes settings, checked.
+#[derive(Clone)]
+pub struct KubeSettings {
+    /// API server URL.
+    pub api_url: String,
+    token: String,
+    /// CA certificate (PEM).
+    pub ca_certificate: Option<String>,
+    /// Namespace prefix.
+    pub namespace_prefix: String,
+    /// Registry (`host:port[/path]`).
+    pub registry: String,
+    /// Ingress class.
+    pub ingress_class: Option<String>,
+    /// Where the ingress controller listens.
+    pub ingress_address: SocketAddr,
+    /// The engine that builds images.
+    pub docker_host: Option<String>,
+    /// Quota and container sizes.
+    pub limits: OrgLimits,
+}
+
+impl std::fmt::Debug for KubeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSettings")
+            .field("api_url", &self.api_url)
+            .field("registry", &self.registry)
+            .field("ingress_address", &self.ingress_address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A string setting, if set; anything but a string is refused naming the key.
+fn text<'a>(settings: &'a Settings, key: &str) -> Result<Option<&'a str>, String> {
+    match settings.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.trim())),
+        Some(_) => Err(format!("kubernetes setting '{key}' must be a string")),
+    }
+}
+
+/// A required string setting.
+fn required<'a>(settings: &'a Settings, key: &str, example: &str) -> Result<&'a str, String> {
+    text(settings, key)?.ok_or_else(|| format!("kubernetes setting '{key}' is required, e.g. {example}"))
+}
+
+/// Whether `text` holds PEM certificates only (reqwest parses them lazily, so a bad one
+/// would fail only at the first connection).
+fn is_pem_certificate(text: &str) -> bool {
+    use base64::Engine as _;
+    let (begin, end) = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----");
+    let mut rest = text.trim();
+    let mut found = false;
+    while !rest.is_empty() {
+        let Some(body) = rest.strip_prefix(begin) else {
+            return false;
+        };
+        let Some((body, after)) = body.split_once(end) else {
+            return false;
+        };
+        let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+        if b64.is_empty() || base64::engine::general_purpose::STANDARD.decode(b64).is_err() {
+            return false;
+        }
+        found = true;
+        rest = after.trim_start();
+    }
+    found && reqwest::Certificate::from_pem(text.as_bytes()).is_ok()
+}
+
+/// A Kubernetes quantity (`100m`, `1`, `0.5`, `512Mi`, `2G`), or the default.
+fn quantity(settings: &Settings, key: &str, default: &str) -> Result<String, String> {
+    let Some(value) = text(settings, key)? else {
+        return Ok(default.to_string());
+    };
+    let digits = value.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &value[digits.len()..];
+    let known = ["", "m", "k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti"];
+    if digits.parse::<f64>().is_ok_and(|n| n > 0.0 && n.is_finite()) && known.contains(&suffix) {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "kubernetes setting '{key}' must be a quantity such as {default} (a number with m, Ki, Mi, Gi, …), got '{value}'"
+        ))
+    }
+}
+
+impl KubeSettings {
+    /// Reads and checks an org's settings; the message names the key and what it takes.
+    pub fn parse(settings: &Settings) -> Result<Self, String> {
+        let api_url = required(settings, "api_url", "https://10.0.0.1:6443")?;
+        let parsed = reqwest::Url::parse(api_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty());
+        if parsed.is_none() {
+            return Err(format!(
+                "kubernetes setting 'api_url' must be an http(s) URL such as https://10.0.0.1:6443, got '{api_url}'"
+            ));
+        }
+        let token = required(settings, "token", "the service account's bearer token")?;
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("kubernetes setting 'token' must be a bearer token without spaces".into());
+        }
+        let ca_certificate = text(settings, "ca_certificate")?.map(str::to_string);
+        if let Some(pem) = &ca_certificate
+            && !is_pem_certificate(pem)
+        {
+            return Err(
+                "kubernetes setting 'ca_certificate' must be a PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+            );
+        }
+        let namespace_prefix = text(settings, "namespace_prefix")?.unwrap_or("berth-").to_string();
+        if namespace_prefix.len() > 20
+            || !namespace_prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            || !namespace_prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "kubernetes setting 'namespace_prefix' must be up to 20 lowercase letters, digits and '-', starting with a letter (default berth-), got '{namespace_prefix}'"
+            ));
+        }
+        let registry = required(settings, "registry", "127.0.0.1:5000")?
+            .trim_end_matches('/')
+            .to_string();
+        if registry.contains("://")
+            || registry.chars().any(|c| c.is_whitespace() || c == '@')
+            || !registry
+                .split('/')
+                .next()
+                .is_some_and(|h| h.contains('.') || h.contains(':') || h == "localhost")
+        {
+            return Err(format!(
+                "kubernetes setting 'registry' must be HOST:PORT[/path] without a scheme, e.g. 127.0.0.1:5000, got '{registry}'"
+            ));
+        }
+        let ingress_address = required(settings, "ingress_address", "10.0.0.2:80")?;
+        let ingress_address: SocketAddr = ingress_address.parse().map_err(|_| {
+            format!("kubernetes setting 'ingress_address' must be IP:PORT of the ingress controller, e.g. 10.0.0.2:80, got '{ingress_address}'")
+        })?;
+        let ingress_class = text(settings, "ingress_class")?.map(str::to_string);
+        if let Some(class) = &ingress_class
+            && manifests::dns_label(class) != *class
+        {
+            return Err(format!(
+                "kubernetes setting 'ingress_class' must be a DNS label such as nginx, got '{class}'"
+            ));
+        }
+        let docker_host = text(settings, "docker_host")?.map(str::to_string);
+        if let Some(host) = &docker_host {
+            docker::engine::check_host(host).map_err(|e| format!("kubernetes setting 'docker_host': {e}"))?;
+        }
+        let quota_pods = match settings.get("quota_pods") {
+            None | Some(serde_json::Value::Null) => 20,
+            Some(v) => v.as_u64().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| {
+                format!("kubernetes setting 'quota_pods' must be a whole number from 1 to 10000, got {v}")
+            })? as u32,
+        };
+        if let Some(v) = settings.get("default")
+            && !v.is_boolean()
+        {
+            return Err(format!("kubernetes setting 'default' must be true or false, not {v}"));
+        }
+        Ok(Self {
+            api_url: api_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            ca_certificate,
+            namespace_prefix,
+            registry,
+            ingress_class,
+            ingress_address,
+            docker_host,
+            limits: OrgLimits {
+                container: Resources {
+                    cpu_request: quantity(settings, "cpu_request", "100m")?,
+                    memory_request: quantity(settings, "memory_request", "128Mi")?,
+                    cpu_limit: quantity(settings, "cpu_limit", "1")?,
+                    memory_limit: quantity(settings, "memory_limit", "512Mi")?,
+                },
+                quota_cpu: quantity(settings, "quota_cpu", "4")?,
+                quota_memory: quantity(settings, "quota_memory", "8Gi")?,
+                quota_pods,
+            },
+        })
+    }
+
+    /// A client of the org's API server.
+    pub fn client(&self) -> Result<Client, String> {
+        Client::new(&self.api_url, &self.token, self.ca_certificate.as_deref())
+    }
+
+    /// The org's namespace.
+    pub fn namespace(&self, org: &str) -> String {
+        manifests::namespace_name(&self.namespace_prefix, org)
+    }
+
+    /// The engine settings images are built and pushed with.
+    fn docker_settings(&self) -> Result<docker::DockerSettings, String> {
+        let mut engine = Settings::new();
+        if let Some(host) = &self.docker_host {
+            engine.insert("host".into(), host.clone().into());
+        }
+        docker::settings_from_config(&engine)
+    }
+}
+
+/// Checks an org's settings (the registration's `check_settings`).
+fn check_settings(settings: &Settings) -> Result<(), String> {
+    KubeSettings::parse(settings).map(drop)
+}
+
+/// Makes the kubernetes target (the registration's `make`).
+fn make(parts: &Assembly) -> anyhow::Result<Arc<dyn Target>> {
+    use anyhow::Context as _;
+    let owner = DockerProvider::owner_id(&parts.data_dir).context("writing the docker owner id into the data dir")?;
+    let images = parts.data_dir.join("kubernetes-images");
+    std::fs::create_dir_all(&images).context("creating the kubernetes image records folder")?;
+    Ok(Arc::new(KubernetesTarget {
+        builder: DockerProvider::new(owner),
+        images,
+    }))
+}
+
+/// The kubernetes target.
+struct KubernetesTarget {
+    /// Builds and pushes images (never runs containers).
+    builder: DockerProvider,
+    /// One file per deployment holding its image by digest (what promotion reuses).
+    images: PathBuf,
+}
+
+impl KubernetesTarget {
+    /// The folder of a site's image records (removed with the site).
+    fn site_records(&self, site: &str) -> PathBuf {
+        self.images.join(manifests::dns_label(site))
+    }
+
+    /// The record of a deployment's image (ids are berth's own, `dpl_…`).
+    fn image_record(&self, site: &str, deployment_id: &str) -> Option<PathBuf> {
+        let safe = !deployment_id.is_empty() && deployment_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        safe.then(|| self.site_records(site).join(deployment_id))
+    }
+}
+
+/// A failed release, with the app's last output lines.
+fn start_error(message: impl Into<String>) -> StartError {
+    StartError {
+        message: message.into(),
+        last_lines: Vec::new(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for KubernetesTarget {
+    fn registration(&self) -> &'static Registration {
+        &TARGET
+    }
+
+    fn provider(&self) -> Option<Arc<dyn Provider>> {
+        None
+    }
+
+    fn build_for(&self, plan: &BuildPlan) -> BuildKind {
+        if docker::serves_process(plan) {
+            BuildKind::Image
+        } else {
+            BuildKind::SandboxSteps
+        }
+    }
+
+    fn own_plan(
+        &self,
+        dir: &Path,
+        settings: &berth_build::detect::BuildSettings,
+    ) -> Option<Result<BuildPlan, berth_build::detect::DetectError>> {
+        (settings.build_pack.is_none() && berth_build::dockerfile::has_dockerfile(dir))
+            .then(|| berth_build::dockerfile::dockerfile_plan(settings))
+    }
+
+    /// Built as the docker target builds it, then tagged for the org's registry, pushed,
+    /// and recorded by digest.
+    async fn build(&self, job: BuildJob<'_>) -> Result<(), String> {
+        let settings = KubeSettings::parse(job.site.settings)?;
+        let engine = settings.docker_settings()?;
+        let tag = docker::build_deployment_image(&self.builder, &engine, &job).await?;
+        let pushed = format!("{}/{tag}", settings.registry);
+        self.builder
+            .tag_image(&engine, &tag, &pushed)
+            .await
+            .map_err(|e| e.to_string())?;
+        (job.log)("system", format!("pushing {pushed}"));
+        let by_digest = tokio::select! {
+            r = self.builder.push_image(&engine, &pushed) => r.map_err(|e| e.to_string())?,
+            _ = job.cancel.cancelled() => return Err("cancelled".to_string()),
+        };
+        (job.log)("system", format!("pushed {by_digest}"));
+        let record = self
+            .image_record(job.site.site, job.deployment_id)
+            .ok_or_else(|| format!("deployment id '{}' is not one of berth's", job.deployment_id))?;
+        if let Some(folder) = record.parent() {
+            tokio::fs::create_dir_all(folder)
+                .await
+                .map_err(|e| format!("internal error: recording the image: {e}"))?;
+        }
+        tokio::fs::write(&record, &by_digest)
+            .await
+            .map_err(|e| format!("internal error: recording the image: {e}"))
+    }
+
+    fn instance_image(&self, site: &str, deployment_id: &str, plan: &BuildPlan) -> Option<String> {
+        if !docker::serves_process(plan) {
+            return None;
+        }
+        let record = self.image_record(site, deployment_id)?;
+        std::fs::read_to_string(record).ok().map(|s| s.trim().to_string())
+    }
+
+    /// The same image by digest: nothing is rebuilt or pushed.
+    async fn copy_build(
+        &self,
+        site: SiteRef<'_>,
+        plan: &BuildPlan,
+        from: &str,
+        to: &str,
+    ) -> Result<&'static str, String> {
+        if !docker::serves_process(plan) {
+            return Ok("");
+        }
+        let (Some(from), Some(to)) = (self.image_record(site.site, from), self.image_record(site.site, to)) else {
+            return Err("not a deployment of berth's".into());
+        };
+        tokio::fs::copy(&from, &to)
+            .await
+            .map_err(|_| "the deployment's image record is gone; deploy again".to_string())?;
+        Ok(" and image (by digest)")
+    }
+
+    async fn kept(&self, site: SiteRef<'_>, plan: &BuildPlan, id: &str) -> Result<Kept, String> {
+        if !docker::serves_process(plan) || self.image_record(site.site, id).is_some_and(|p| p.exists()) {
+            Ok(Kept::Yes)
+        } else {
+            Ok(Kept::Gone("no image of it was pushed to the registry".into()))
+        }
+    }
+
+    /// Deletes the site's labelled Deployments, Services and Ingresses (nothing else)
+    /// and berth's records of its images.
+    async fn site_deleted(&self, site: SiteRef<'_>) -> Result<(), String> {
+        let _ = tokio::fs::remove_dir_all(self.site_records(site.site)).await;
+        let settings = KubeSettings::parse(site.settings)?;
+        let client = settings.client()?;
+        rollout::delete_site(&client, &settings.namespace(site.org), site.site)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn is_org_default(&self, settings: &Settings) -> bool {
+        settings.get("default").and_then(serde_json::Value::as_bool) == Some(true)
+    }
+
+    /// Discovery: the server's version and whether the groups berth uses are there.
+    async fn test_connection(&self, settings: &Settings) -> Result<String, CheckError> {
+        let settings = KubeSettings::parse(settings).map_err(CheckError::Invalid)?;
+        let client = settings.client().map_err(CheckError::Invalid)?;
+        let unavailable = |e: ApiError| CheckError::Unavailable(e.to_string());
+        let version = client.version().await.map_err(unavailable)?;
+        let groups = client.api_groups().await.map_err(unavailable)?;
+        let missing: Vec<&str> = ["apps", "networking.k8s.io"]
+            .into_iter()
+            .filter(|g| !groups.iter().any(|have| have == g))
+            .collect();
+        if !missing.is_empty() {
+            return Err(CheckError::Unavailable(format!(
+                "the Kubernetes API at {} ({version}) lacks the API groups {}",
+                settings.api_url,
+                missing.join(", ")
+            )));
+        }
+        Ok(format!("Kubernetes {version} at {}", settings.api_url))
+    }
+
+    /// Applies the org's namespace objects and the environment's Deployment, Service and
+    /// Ingress, then watches the rollout until it is available or fails.
+    async fn release(&self, _lifecycle: &Runtime, spec: InstanceSpec) -> Result<Traffic, StartError> {
+        let settings = KubeSettings::parse(&spec.provider_config).map_err(start_error)?;
+        let client = settings.client().map_err(start_error)?;
+        let image = spec
+            .image
+            .clone()
+            .ok_or_else(|| start_error("the deployment has no pushed image; deploy again"))?;
+        let namespace = settings.namespace(&spec.org);
+        let port = spec.port.unwrap_or(8080);
+        let mut env = spec.env.clone();
+        env.retain(|(k, _)| k != "PORT");
+        env.push(("PORT".into(), port.to_string()));
+        let workload = Workload {
+            namespace: namespace.clone(),
+            org: spec.org.clone(),
+            site: spec.site.clone(),
+            environment: spec.environment.clone(),
+            deployment_id: spec.deployment_id.clone(),
+            image,
+            port,
+            env,
+            health_check_path: spec.health_check_path.clone(),
+            resources: settings.limits.container.clone(),
+            replicas: 1,
+            host: spec.host.clone(),
+            ingress_class: settings.ingress_class.clone(),
+            progress_deadline_seconds: spec.start_timeout.as_secs().clamp(10, 3600) as u32,
+        };
+        let applied = async {
+            for object in manifests::org_objects(&namespace, &spec.org, &settings.limits)
+                .iter()
+                .chain(&manifests::environment_objects(&workload))
+            {
+                client.apply(object).await?;
+            }
+            Ok::<(), ApiError>(())
+        }
+        .await;
+        applied.map_err(|e| start_error(e.to_string()))?;
+        rollout::watch(&client, &workload, spec.start_timeout).await?;
+        Ok(Traffic::Edge(vec![settings.ingress_address]))
+    }
+
+    fn serving(&self, settings: &Settings) -> Option<Traffic> {
+        KubeSettings::parse(settings)
+            .ok()
+            .map(|s| Traffic::Edge(vec![s.ingress_address]))
+    }
+
+    /// Instances run in the cluster, not on the shared lifecycle.
+    fn observe(&self, _lifecycle: &Runtime, _deployment_id: &str) -> Vec<Observation> {
+        Vec::new()
+    }
+
+    /// An environment's Deployment is updated in place by the next release, so an
+    /// older deployment has nothing of its own to stop.
+    async fn retire(&self, _lifecycle: &Runtime, _deployment_id: &str) {}
+}

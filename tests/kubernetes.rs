@@ -1,0 +1,475 @@
+//! The kubernetes target against a FAKE Kubernetes API server (`common/fake_k8s.rs`, in
+//! this process on loopback) whose fake kubelet runs the Deployment's image with the real
+//! Docker Engine, pulled by digest from a real registry (Debian's docker-registry on
+//! 127.0.0.1:5000, started by `scripts/docker-test-env.sh`), and whose fake ingress proxies
+//! by Host to it. berth builds the image on the real engine, pushes it to the real
+//! registry and serves the environment's host through its own edge.
+
+mod common;
+#[path = "common/fake_k8s.rs"]
+mod fake_k8s;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use fake_k8s::{FakeKube, Rollout};
+use serde_json::{Value, json};
+
+/// The token berth is given; it must never appear anywhere but the Authorization header.
+const TOKEN: &str = "k8s-token-7f3a9c1e5b2d4a6f8e0c";
+const REGISTRY: &str = "127.0.0.1:5000";
+
+struct KubeServer {
+    server: Option<TestServer>,
+    kube: FakeKube,
+    owner: String,
+}
+
+impl std::ops::Deref for KubeServer {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        self.server.as_ref().expect("server running")
+    }
+}
+
+impl Drop for KubeServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            drop(server.stop());
+        }
+        // The pods' containers first: an image a container uses cannot be removed.
+        self.kube.remove_containers();
+        // The images this server built (its berth.owner label), and their registry tags.
+        let images = docker(&["images", "-q", "--filter", &format!("label=berth.owner={}", self.owner)]);
+        let mut ids: Vec<&str> = images.split_whitespace().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if !ids.is_empty() {
+            let mut args = vec!["rmi", "-f"];
+            args.extend(ids);
+            docker(&args);
+        }
+    }
+}
+
+impl KubeServer {
+    async fn start() -> Self {
+        prepare_engine();
+        let kube = FakeKube::start(TOKEN).await;
+        let server = TestServer::start().await;
+        let (status, out) = server
+            .patch(
+                "/api/config/kubernetes",
+                &json!({"config": {
+                    "default": true,
+                    "api_url": kube.url,
+                    "token": TOKEN,
+                    "registry": REGISTRY,
+                    "ingress_address": kube.ingress.to_string(),
+                    "ingress_class": "nginx",
+                }}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        let owner = std::fs::read_to_string(server.data.path().join("docker-owner"))
+            .expect("the server wrote its owner id")
+            .trim()
+            .to_string();
+        Self {
+            server: Some(server),
+            kube,
+            owner,
+        }
+    }
+
+    /// The objects berth applied of `kind`.
+    fn of_kind(&self, kind: &str) -> Vec<Value> {
+        self.kube
+            .objects()
+            .into_values()
+            .filter(|o| o["kind"] == kind)
+            .collect()
+    }
+
+    /// The namespace berth made for the org.
+    fn namespace(&self) -> String {
+        let namespaces = self.of_kind("Namespace");
+        assert_eq!(namespaces.len(), 1, "{namespaces:?}");
+        namespaces[0]["metadata"]["name"].as_str().unwrap().to_string()
+    }
+
+    /// The image the environment's Deployment runs.
+    fn deployment_image(&self, name: &str) -> String {
+        let path = format!("/apis/apps/v1/namespaces/{}/deployments/{name}", self.namespace());
+        let d = self
+            .kube
+            .object(&path)
+            .unwrap_or_else(|| panic!("no Deployment {path}"));
+        d["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run the docker CLI");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn prepare_engine() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/docker-test-env.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("run docker-test-env.sh");
+    assert!(
+        out.status.success(),
+        "docker-test-env.sh failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// busybox httpd serving `text` on $PORT, as any non-root user.
+fn dockerfile_app(text: &str) -> tempfile::TempDir {
+    app(&[
+        (
+            "Dockerfile",
+            "FROM berth-test/busybox:1\nCOPY index.html /www/index.html\nCMD [\"/bin/sh\", \"-c\", \"echo serving on $PORT; exec httpd -f -v -p $PORT -h /www\"]\n",
+        ),
+        ("index.html", text),
+    ])
+}
+
+fn deployment_id(out: &Value) -> String {
+    out["deployment"]["id"].as_str().expect("a deployment id").to_string()
+}
+
+/// Whether the real registry serves the manifest `digest` of `repo`.
+async fn registry_has(repo: &str, digest: &str) -> bool {
+    reqwest::Client::new()
+        .head(format!("http://{REGISTRY}/v2/{repo}/manifests/{digest}"))
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+        )
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_deploy_is_pushed_by_digest_rolled_out_locked_down_and_served_through_the_edge() {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("hello from the cluster");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "kube", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    // The app's own answer, through berth's edge, the fake ingress and the real container.
+    assert_eq!(
+        server.edge("kube.localhost", "/").await,
+        (200, "hello from the cluster".to_string())
+    );
+
+    // The site says its environment is live (not waiting for an instance of the shared
+    // lifecycle, which runs none of it).
+    let (_, described) = server.get("/api/sites/kube").await;
+    assert_eq!(described["environments"][0]["status"], "live", "{described}");
+    assert_eq!(described["status"], "live", "{described}");
+
+    // The image runs by digest, and the real registry has it.
+    let id = deployment_id(&out);
+    let image = server.deployment_image("kube-production");
+    let (name, digest) = image.split_once('@').expect("an image by digest");
+    assert_eq!(name, format!("{REGISTRY}/berth/kube"));
+    assert!(digest.starts_with("sha256:"), "{image}");
+    assert!(registry_has("berth/kube", digest).await, "the registry serves {image}");
+    let log = server.deployment_log(&id, "build").await;
+    assert!(log.contains(&format!("pushed {image}")), "{log}");
+    assert!(log.contains("rolled out; the edge serves it through"), "{log}");
+
+    // The pod is locked down as the issue lists.
+    let ns = server.namespace();
+    let d = server
+        .kube
+        .object(&format!("/apis/apps/v1/namespaces/{ns}/deployments/kube-production"))
+        .unwrap();
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["enableServiceLinks"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert!(pod["securityContext"]["runAsUser"].as_u64().unwrap() > 0);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert!(c["resources"]["limits"]["memory"].is_string() && c["resources"]["requests"]["cpu"].is_string());
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+    let ns_object = server.kube.object(&format!("/api/v1/namespaces/{ns}")).unwrap();
+    assert_eq!(
+        ns_object["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    let policy = &server.of_kind("NetworkPolicy")[0];
+    assert!(policy["spec"].to_string().contains("169.254.0.0/16"), "{policy}");
+    let ingress = &server.of_kind("Ingress")[0];
+    assert_eq!(ingress["spec"]["rules"][0]["host"], "kube.localhost");
+
+    // Everything berth applied: with field manager berth, labelled as berth's.
+    for (method, path) in server.kube.seen() {
+        if method == "PATCH" {
+            assert!(path.contains("fieldManager=berth"), "{path}");
+        }
+    }
+    for object in server
+        .kube
+        .objects()
+        .values()
+        .filter(|o| o["kind"] != "Pod" && o["kind"] != "Event")
+    {
+        assert_eq!(
+            object["metadata"]["labels"]["app.kubernetes.io/managed-by"], "berth",
+            "{object}"
+        );
+        assert!(object["metadata"]["labels"]["berth.dev/org"].is_string(), "{object}");
+    }
+    assert_eq!(d["metadata"]["labels"]["berth.dev/deployment"], id.as_str());
+
+    // The token is sealed: not in the settings' output, the logs or the data dir's files.
+    let (_, cfg) = server.get("/api/config/kubernetes").await;
+    assert!(!cfg.to_string().contains(TOKEN), "{cfg}");
+    assert!(!server.log().contains(TOKEN), "the server log holds the token");
+    assert!(!log.contains(TOKEN), "the build log holds the token");
+    let (status, tested) = server.post("/api/config/kubernetes/test", &json!({})).await;
+    assert_eq!(status, 200, "{tested}");
+    assert_eq!(tested["ok"], true, "{tested}");
+    assert!(tested["detail"].to_string().contains("v1.31.0-fake"), "{tested}");
+    assert!(!tested.to_string().contains(TOKEN), "{tested}");
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_image_pull_failure_and_crash_loop_fail_with_the_reason_and_the_previous_deployment_keeps_serving()
+ {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("version one");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "keel", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let first_image = server.deployment_image("keel-production");
+
+    // The image cannot be pulled.
+    std::fs::write(site.path().join("index.html"), "version two").unwrap();
+    server.kube.set_rollout(Rollout::ImagePullFailure);
+    let (_, out) = server.post("/api/sites/keel/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("ErrImagePull") || error.contains("ImagePullBackOff"),
+        "{out}"
+    );
+    let log = server.deployment_log(&deployment_id(&out), "build").await;
+    assert!(
+        log.contains("event Failed: Failed to pull image"),
+        "the pod's Events are in the log: {log}"
+    );
+    assert_eq!(
+        server.edge("keel.localhost", "/").await,
+        (200, "version one".to_string()),
+        "the previous deployment still serves"
+    );
+
+    // The app crashes at start.
+    server.kube.set_rollout(Rollout::Run);
+    std::fs::write(
+        site.path().join("Dockerfile"),
+        "FROM berth-test/busybox:1\nCMD [\"/bin/sh\", \"-c\", \"echo missing DATABASE_URL; exit 1\"]\n",
+    )
+    .unwrap();
+    let (_, out) = server.post("/api/sites/keel/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("CrashLoopBackOff"), "{out}");
+    let log = server.deployment_log(&deployment_id(&out), "build").await;
+    assert!(
+        log.contains("missing DATABASE_URL"),
+        "the container's last lines are in the log: {log}"
+    );
+    assert!(log.contains("event BackOff"), "{log}");
+    assert_eq!(
+        server.edge("keel.localhost", "/").await,
+        (200, "version one".to_string()),
+        "the previous deployment still serves"
+    );
+    assert_ne!(
+        server.deployment_image("keel-production"),
+        first_image,
+        "the failed rollout was applied"
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_promote_and_rollback_move_the_image_by_digest_without_a_rebuild() {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("first");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "hoist", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let first = deployment_id(&out);
+    let first_image = server.deployment_image("hoist-production");
+
+    std::fs::write(site.path().join("index.html"), "preview").unwrap();
+    let (status, out) = server
+        .post(
+            "/api/sites/hoist/environments",
+            &json!({"name": "feature", "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let preview = deployment_id(&out);
+    let preview_image = server.deployment_image("hoist-feature");
+    assert_ne!(preview_image, first_image);
+    assert_eq!(
+        server.edge("feature--hoist.localhost", "/").await,
+        (200, "preview".to_string())
+    );
+
+    let (status, out) = server
+        .post("/api/sites/hoist/promote", &json!({"deployment_id": preview}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let promoted = deployment_id(&out);
+    assert_eq!(
+        server.deployment_image("hoist-production"),
+        preview_image,
+        "the same digest"
+    );
+    assert_eq!(server.edge("hoist.localhost", "/").await, (200, "preview".to_string()));
+    let log = server.deployment_log(&promoted, "build").await;
+    assert!(log.contains("the same files and image (by digest)"), "{log}");
+    assert!(!log.contains("building"), "nothing rebuilt: {log}");
+
+    let (status, out) = server.post("/api/sites/hoist/rollback", &json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["deployment"]["id"], first.as_str(), "{out}");
+    assert_eq!(server.deployment_image("hoist-production"), first_image);
+    assert_eq!(server.edge("hoist.localhost", "/").await, (200, "first".to_string()));
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_deleting_a_site_removes_its_labelled_objects_and_touches_nothing_else() {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("short-lived");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "brief", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let ns = server.namespace();
+    // Objects berth did not make: one unlabelled with the site's label, one of another
+    // manager, both in the org's namespace.
+    let foreign = [
+        (
+            format!("/apis/apps/v1/namespaces/{ns}/deployments/brief-cache"),
+            json!({"kind": "Deployment", "metadata": {"name": "brief-cache", "namespace": ns, "labels": {"berth.dev/site": "brief"}}, "spec": {}}),
+        ),
+        (
+            format!("/api/v1/namespaces/{ns}/services/brief-db"),
+            json!({"kind": "Service", "metadata": {"name": "brief-db", "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "helm"}}, "spec": {}}),
+        ),
+    ];
+    for (path, object) in &foreign {
+        server.kube.put(path, object.clone());
+    }
+    let records = server.data.path().join("kubernetes-images/brief");
+    assert!(records.is_dir(), "berth records the site's images by digest");
+    let (status, out) = server.delete("/api/sites/brief").await;
+    assert_eq!(status, 200, "{out}");
+    assert!(!records.exists(), "the site's image records go with it");
+    for kind in ["Deployment", "Service", "Ingress"] {
+        let left: Vec<Value> = server
+            .of_kind(kind)
+            .into_iter()
+            .filter(|o| o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "berth")
+            .collect();
+        assert!(left.is_empty(), "berth's {kind} of the deleted site is left: {left:?}");
+    }
+    for (path, object) in &foreign {
+        assert_eq!(server.kube.object(path).as_ref(), Some(object), "{path} was changed");
+        assert!(
+            !server
+                .kube
+                .seen()
+                .iter()
+                .any(|(m, p)| m != "GET" && p.starts_with(path.as_str())),
+            "berth wrote to {path}"
+        );
+    }
+    assert_eq!(server.edge("brief.localhost", "/").await.0, 404);
+}
+
+#[tokio::test]
+async fn kubernetes_bad_settings_are_refused_naming_the_key_and_change_nothing() {
+    let kube = FakeKube::start(TOKEN).await;
+    let server = TestServer::start().await;
+    let good = json!({
+        "api_url": kube.url, "token": TOKEN, "registry": REGISTRY,
+        "ingress_address": kube.ingress.to_string(),
+    });
+    let (status, out) = server.patch("/api/config/kubernetes", &json!({"config": good})).await;
+    assert_eq!(status, 200, "{out}");
+    for (bad, key) in [
+        (json!({"api_url": "ftp://cluster"}), "api_url"),
+        (json!({"registry": "https://127.0.0.1:5000"}), "registry"),
+        (json!({"ingress_address": "ingress.local"}), "ingress_address"),
+        (json!({"namespace_prefix": "Berth_"}), "namespace_prefix"),
+        (json!({"memory_limit": "lots"}), "memory_limit"),
+        (json!({"quota_pods": 0}), "quota_pods"),
+        (json!({"ca_certificate": "not a certificate"}), "ca_certificate"),
+        (json!({"token": "two words"}), "token"),
+        (json!({"default": "yes"}), "default"),
+    ] {
+        let (status, out) = server.patch("/api/config/kubernetes", &json!({"config": bad})).await;
+        assert_eq!(status, 400, "{bad}: {out}");
+        assert!(out.to_string().contains(key), "the error names {key}: {out}");
+        assert!(!out.to_string().contains(TOKEN), "{out}");
+    }
+    let (_, cfg) = server.get("/api/config/kubernetes").await;
+    let config = &cfg["providers"][0]["config"];
+    assert_eq!(config["registry"], REGISTRY, "{cfg}");
+    assert_eq!(config["api_url"], kube.url, "{cfg}");
+    assert!(!cfg.to_string().contains(TOKEN), "{cfg}");
+
+    // A wrong token: the connection test says so without echoing any token.
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"token": "wrong-token-0000"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = server.post("/api/config/kubernetes/test", &json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["ok"], false, "{out}");
+    assert!(out["detail"].to_string().contains("Unauthorized"), "{out}");
+    assert!(!out.to_string().contains("wrong-token-0000"), "{out}");
+    assert!(!server.log().contains("wrong-token-0000") && !server.log().contains(TOKEN));
+}
