@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -137,26 +136,6 @@ fn remove_owned(owner: &str) {
         args.extend(images);
         docker(&args);
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("run the docker CLI");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Installs and starts dockerd and builds the test base images (idempotent, locked).
-fn prepare_engine() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/docker-test-env.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("run docker-test-env.sh");
-    assert!(
-        out.status.success(),
-        "docker-test-env.sh failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {

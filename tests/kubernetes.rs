@@ -9,8 +9,6 @@ mod common;
 #[path = "common/fake_k8s.rs"]
 mod fake_k8s;
 
-use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use fake_k8s::{FakeKube, Rollout};
@@ -111,25 +109,6 @@ impl KubeServer {
             .unwrap()
             .to_string()
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("run the docker CLI");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn prepare_engine() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/docker-test-env.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("run docker-test-env.sh");
-    assert!(
-        out.status.success(),
-        "docker-test-env.sh failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// busybox httpd serving `text` on $PORT, as any non-root user.

@@ -562,3 +562,24 @@ pub async fn add_org(server: &TestServer, id: &str, name: &str, key: &str) {
         .unwrap();
     tx.commit().await.unwrap();
 }
+
+/// Runs the docker CLI; its standard output.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run the docker CLI");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Installs and starts dockerd and builds the test base images (idempotent, locked).
+pub fn prepare_engine() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/docker-test-env.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("run docker-test-env.sh");
+    assert!(
+        out.status.success(),
+        "docker-test-env.sh failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
