@@ -9,7 +9,6 @@ mod common;
 #[path = "common/fake_k8s.rs"]
 mod fake_k8s;
 
-
 use common::*;
 use fake_k8s::{FakeKube, Rollout};
 use serde_json::{Value, json};
