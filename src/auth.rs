@@ -176,7 +176,7 @@ pub fn hash_key(key: &str) -> anyhow::Result<String> {
 /// Stores a key of any string (the bootstrap key) for an org, verified by its argon2id
 /// hash: a service key with `role`, every scope and no expiry. Returns its id.
 pub async fn create_key(
-    db: &mut sqlx::SqliteConnection,
+    db: &mut sqlx::AnyConnection,
     org_id: &str,
     name: &str,
     role: &str,

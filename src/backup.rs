@@ -56,7 +56,7 @@ pub async fn backup(data_dir: &Path, out: &Path) -> anyhow::Result<BackupSummary
             .connect()
             .await
             .with_context(|| format!("opening {} read-only", db.display()))?;
-        sqlx::query("VACUUM INTO ?")
+        sqlx::query("VACUUM INTO $1")
             .bind(partial.to_string_lossy().to_string())
             .execute(&mut conn)
             .await

@@ -11,6 +11,12 @@ pub struct ServeConfig {
     /// Data directory: SQLite database, builds, logs. Default `./data`.
     #[arg(long = "data", env = "BERTH_DATA", default_value = "data")]
     pub data_dir: PathBuf,
+    /// The database: `postgres://USER:PASSWORD@HOST:PORT/DB` selects Postgres (teams,
+    /// several replicas on one database), `sqlite://PATH` a SQLite file; unset keeps SQLite
+    /// in the data dir (`berth.db`). Prefer the environment variable: a password on the
+    /// command line shows in the process list.
+    #[arg(long = "database-url", env = "BERTH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Address of the control plane (API, MCP, UI). Port 0 picks a free port.
     #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
@@ -396,9 +402,16 @@ impl StageTimeouts {
 }
 
 impl ServeConfig {
-    /// The SQLite database file.
+    /// The SQLite database file used when no database URL is given.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("berth.db")
+    }
+    /// The database URL: the one given, or SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.trim().is_empty() => url.trim().to_string(),
+            _ => format!("sqlite://{}", self.database_path().display()),
+        }
     }
     /// Where each deployment's source and build output live.
     pub fn deployments_dir(&self) -> PathBuf {

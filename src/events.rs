@@ -185,7 +185,7 @@ mod tests {
         );
 
         // Pruning: by age, then by count (the newest are kept).
-        sqlx::query("UPDATE events SET created_at = 1 WHERE id = ?")
+        sqlx::query("UPDATE events SET created_at = 1 WHERE id = $1")
             .bind(id)
             .execute(store.pool())
             .await
@@ -225,7 +225,7 @@ mod tests {
                 .await
                 .unwrap();
             let updated = if old { 1 } else { now_ms() };
-            sqlx::query("UPDATE jobs SET status = ?, updated_at = ? WHERE id = ?")
+            sqlx::query("UPDATE jobs SET status = $1, updated_at = $2 WHERE id = $3")
                 .bind(status)
                 .bind(updated)
                 .bind(id)
@@ -266,7 +266,7 @@ mod tests {
         for (id, expires, accepted, revoked) in rows {
             sqlx::query(
                 "INSERT INTO invitations (id, org_id, email, role, token_hmac, invited_by, created_at, \
-                 expires_at, accepted_at, revoked_at) VALUES (?, 'org', 'a@b.test', 'viewer', ?, 'x', 1, ?, ?, ?)",
+                 expires_at, accepted_at, revoked_at) VALUES ($1, 'org', 'a@b.test', 'viewer', $2, 'x', 1, $3, $4, $5)",
             )
             .bind(id)
             .bind(id)
@@ -293,7 +293,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("audit.db")).await.unwrap();
         for org in ["big", "small"] {
-            sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, 1)")
+            sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, 1)")
                 .bind(org)
                 .bind(org)
                 .execute(store.pool())
@@ -314,7 +314,7 @@ mod tests {
         for (org, age) in rows {
             sqlx::query(
                 "INSERT INTO audit_log (org_id, key_id, action, arguments, outcome, created_at) \
-                 VALUES (?, 'k', 'HOSTING_DEPLOY', '{}', 'ok', ?)",
+                 VALUES ($1, 'k', 'HOSTING_DEPLOY', '{}', 'ok', $2)",
             )
             .bind(org)
             .bind(now - age * 60_000)
@@ -369,7 +369,7 @@ mod tests {
         for (id, created, revoked) in grants {
             sqlx::query(
                 "INSERT INTO oauth_grants (id, org_id, user_id, client_id, client_name, scopes, production, \
-                 resource, created_at, revoked_at) VALUES (?, 'org', 'usr', 'c', 'c', 'sites:read', 1, 'r', ?, ?)",
+                 resource, created_at, revoked_at) VALUES ($1, 'org', 'usr', 'c', 'c', 'sites:read', 1, 'r', $2, $3)",
             )
             .bind(id)
             .bind(created)
@@ -388,7 +388,7 @@ mod tests {
         for (grant, expires, used) in codes {
             sqlx::query(
                 "INSERT INTO oauth_codes (code_hmac, grant_id, redirect_uri, code_challenge, expires_at, used_at) \
-                 VALUES (?, ?, 'r', 'c', ?, ?)",
+                 VALUES ($1, $2, 'r', 'c', $3, $4)",
             )
             .bind(format!("code-{grant}"))
             .bind(grant)
@@ -406,7 +406,7 @@ mod tests {
         ];
         for (n, (grant, kind, expires)) in tokens.into_iter().enumerate() {
             sqlx::query(
-                "INSERT INTO oauth_tokens (token_hmac, grant_id, kind, created_at, expires_at) VALUES (?, ?, ?, 1, ?)",
+                "INSERT INTO oauth_tokens (token_hmac, grant_id, kind, created_at, expires_at) VALUES ($1, $2, $3, 1, $4)",
             )
             .bind(format!("token-{n}"))
             .bind(grant)

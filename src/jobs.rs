@@ -93,7 +93,7 @@ impl JobQueue {
             let notified = self.wake.notified();
             let claimed = match prometheus::time_store(
                 "claim_job",
-                store::claim_job(self.store.pool(), &kinds, LEASE_MS, &self.owner),
+                store::claim_job(&self.store, &kinds, LEASE_MS, &self.owner),
             )
             .await
             {
@@ -277,7 +277,7 @@ mod tests {
         drop(conn);
         let mut order = Vec::new();
         for _ in 0..4 {
-            let job = store::claim_job(store.pool(), &["deploy"], 30_000, "me")
+            let job = store::claim_job(&store, &["deploy"], 30_000, "me")
                 .await
                 .unwrap()
                 .unwrap();
@@ -286,7 +286,7 @@ mod tests {
         // First come first served would give a1, a2, a3, b1: b1 would wait behind the burst.
         assert_eq!(order, ["a1", "b1", "a2", "a3"]);
         assert!(
-            store::claim_job(store.pool(), &["deploy"], 30_000, "me")
+            store::claim_job(&store, &["deploy"], 30_000, "me")
                 .await
                 .unwrap()
                 .is_none()

@@ -78,7 +78,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
             config.edge_tls_listen
         )
     })?;
-    let store = Store::open_sqlite(&config.database_path()).await?;
+    let store = Store::open(&config.database_url()).await?;
     bootstrap(&store, &config).await?;
     // This data dir's id: Docker containers are labelled with it and job leases name it.
     let replica_id = crate::runtime::docker::DockerProvider::owner_id(&config.data_dir)

@@ -1,59 +1,199 @@
-//! The store: every SQL statement berth runs lives here. SQLite (WAL, foreign keys) with
-//! versioned migrations; functions take an executor so callers can group writes in one
-//! transaction. A Postgres backend implements the same functions with its own SQL.
+//! The store: every SQL statement berth runs lives here, written once in the SQL that
+//! SQLite and Postgres share (numbered `$n` placeholders, `ON CONFLICT`, `RETURNING`, no
+//! engine-specific functions); the few places where the engines differ ask
+//! [`Store::backend`]. Each backend owns its migrations (`migrations/sqlite`,
+//! `migrations/postgres`). SQLite runs in WAL mode with foreign keys in the data dir;
+//! Postgres is chosen by a `postgres://` database URL.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqliteExecutor, SqlitePool};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyExecutor, AnyPool, Executor, FromRow};
 
 use crate::model::DeploymentStatus;
 use crate::util::now_ms;
 
+/// The database engine a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite, one file in the data dir (the default).
+    Sqlite,
+    /// Postgres, for teams and several replicas.
+    Postgres,
+}
+
+impl Backend {
+    /// The engine a database URL names, or an error naming the accepted forms.
+    pub fn of_url(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            anyhow::bail!(
+                "the database URL must start with sqlite:// or postgres:// (got {}); \
+                 leave it unset to keep SQLite in the data dir",
+                redact_url(url)
+            )
+        }
+    }
+}
+
+/// A database URL with its password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "an unparsable URL".into(),
+    }
+}
+
+/// A yes/no column, stored as 0 or 1 in an integer column on both engines (the Any
+/// driver decodes an integer column only into integers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flag(pub bool);
+
+impl From<Flag> for bool {
+    fn from(flag: Flag) -> bool {
+        flag.0
+    }
+}
+
+impl sqlx::Type<sqlx::Any> for Flag {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <i64 as sqlx::Type<sqlx::Any>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'q> sqlx::Encode<'q, sqlx::Any> for Flag {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <i64 as sqlx::Encode<'q, sqlx::Any>>::encode_by_ref(&i64::from(self.0), buf)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for Flag {
+    fn decode(value: <sqlx::Any as sqlx::Database>::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        <i64 as sqlx::Decode<'r, sqlx::Any>>::decode(value).map(|n| Flag(n != 0))
+    }
+}
+
 /// A handle on the database.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 /// An open transaction.
-pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// The Postgres advisory lock every write transaction takes, so write transactions run
+/// one at a time across all replicas as they do on SQLite (whose `BEGIN IMMEDIATE` takes
+/// the database's write lock): a unit that reads and then writes sees no interleaving.
+const WRITE_LOCK: i64 = 0x6265_7274_6800;
 
 impl Store {
+    /// Opens the database a URL names (`sqlite://PATH` or `postgres://…`) and runs its
+    /// migrations.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        match Backend::of_url(url)? {
+            Backend::Sqlite => {
+                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or(path);
+                Self::open_sqlite(Path::new(path)).await
+            }
+            Backend::Postgres => Self::open_postgres(url).await,
+        }
+    }
+
     /// Opens (creating if needed) the SQLite database at `path` and runs migrations.
     pub async fn open_sqlite(path: &Path) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(options)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                    )
+                    .await
+                    .map(drop)
+                })
+            })
+            .connect(&format!("sqlite://{}?mode=rwc", path.display()))
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
             .context("running database migrations")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    /// Connects to Postgres and runs its migrations.
+    async fn open_postgres(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to {}", redact_url(url)))?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .context("running database migrations")?;
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    /// The engine this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The pool, for single statements.
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// Begins a write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock up front,
-    /// so a transaction that reads and then writes waits its turn (busy timeout) instead
-    /// of failing with "database is locked" when another writer got in between.
+    /// Begins a write transaction that runs alone among writers: on SQLite `BEGIN
+    /// IMMEDIATE` takes the write lock up front (a transaction that reads and then writes
+    /// waits its turn instead of failing with "database is locked"); on Postgres the
+    /// transaction takes berth's advisory write lock first, for the same guarantee across
+    /// replicas.
     pub async fn begin(&self) -> sqlx::Result<Tx> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 }
 
@@ -86,13 +226,13 @@ pub struct ApiKeyRow {
 }
 
 /// Number of orgs (zero on a fresh data dir).
-pub async fn count_orgs(db: impl SqliteExecutor<'_>) -> sqlx::Result<i64> {
+pub async fn count_orgs(db: impl AnyExecutor<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT COUNT(*) FROM orgs").fetch_one(db).await
 }
 
 /// Inserts an org.
-pub async fn insert_org(db: impl SqliteExecutor<'_>, id: &str, name: &str) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
+pub async fn insert_org(db: impl AnyExecutor<'_>, id: &str, name: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(name)
         .bind(now_ms())
@@ -102,16 +242,16 @@ pub async fn insert_org(db: impl SqliteExecutor<'_>, id: &str, name: &str) -> sq
 }
 
 /// Looks an org up by id.
-pub async fn get_org(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<OrgRow>> {
-    sqlx::query_as("SELECT id, name FROM orgs WHERE id = ?")
+pub async fn get_org(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<OrgRow>> {
+    sqlx::query_as("SELECT id, name FROM orgs WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
 }
 
 /// Looks an org up by its unique name.
-pub async fn get_org_by_name(db: impl SqliteExecutor<'_>, name: &str) -> sqlx::Result<Option<OrgRow>> {
-    sqlx::query_as("SELECT id, name FROM orgs WHERE name = ?")
+pub async fn get_org_by_name(db: impl AnyExecutor<'_>, name: &str) -> sqlx::Result<Option<OrgRow>> {
+    sqlx::query_as("SELECT id, name FROM orgs WHERE name = $1")
         .bind(name)
         .fetch_optional(db)
         .await
@@ -119,7 +259,7 @@ pub async fn get_org_by_name(db: impl SqliteExecutor<'_>, name: &str) -> sqlx::R
 
 /// Inserts an API key by its hash.
 pub async fn insert_api_key(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     id: &str,
     org_id: &str,
     name: &str,
@@ -127,22 +267,24 @@ pub async fn insert_api_key(
     hash: &str,
     role: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO api_keys (id, org_id, name, prefix, hash, role, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
-        .bind(id)
-        .bind(org_id)
-        .bind(name)
-        .bind(prefix)
-        .bind(hash)
-        .bind(role)
-        .bind(now_ms())
-        .execute(db)
-        .await
-        .map(drop)
+    sqlx::query(
+        "INSERT INTO api_keys (id, org_id, name, prefix, hash, role, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(org_id)
+    .bind(name)
+    .bind(prefix)
+    .bind(hash)
+    .bind(role)
+    .bind(now_ms())
+    .execute(db)
+    .await
+    .map(drop)
 }
 
 /// Finds a key by its public prefix.
-pub async fn find_api_key(db: impl SqliteExecutor<'_>, prefix: &str) -> sqlx::Result<Option<ApiKeyRow>> {
-    sqlx::query_as("SELECT id, org_id, name, hash, role, revoked_at FROM api_keys WHERE prefix = ?")
+pub async fn find_api_key(db: impl AnyExecutor<'_>, prefix: &str) -> sqlx::Result<Option<ApiKeyRow>> {
+    sqlx::query_as("SELECT id, org_id, name, hash, role, revoked_at FROM api_keys WHERE prefix = $1")
         .bind(prefix)
         .fetch_optional(db)
         .await
@@ -183,11 +325,11 @@ macro_rules! site_columns {
 }
 
 /// Inserts a site.
-pub async fn insert_site(db: impl SqliteExecutor<'_>, site: &SiteRow) -> sqlx::Result<()> {
+pub async fn insert_site(db: impl AnyExecutor<'_>, site: &SiteRow) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO sites (id, org_id, name, source_kind, source, branch, build_settings, provider, status, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&site.id)
     .bind(&site.org_id)
@@ -206,11 +348,11 @@ pub async fn insert_site(db: impl SqliteExecutor<'_>, site: &SiteRow) -> sqlx::R
 }
 
 /// A site of an org by name.
-pub async fn get_site(db: impl SqliteExecutor<'_>, org_id: &str, name: &str) -> sqlx::Result<Option<SiteRow>> {
+pub async fn get_site(db: impl AnyExecutor<'_>, org_id: &str, name: &str) -> sqlx::Result<Option<SiteRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         site_columns!(),
-        " FROM sites WHERE org_id = ? AND name = ?"
+        " FROM sites WHERE org_id = $1 AND name = $2"
     ))
     .bind(org_id)
     .bind(name)
@@ -220,16 +362,16 @@ pub async fn get_site(db: impl SqliteExecutor<'_>, org_id: &str, name: &str) -> 
 
 /// The org holding a site of this name, in any org: a site's name is its hostname, so
 /// names are unique across the installation even though orgs cannot see each other.
-pub async fn site_name_owner(db: impl SqliteExecutor<'_>, name: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT org_id FROM sites WHERE name = ? LIMIT 1")
+pub async fn site_name_owner(db: impl AnyExecutor<'_>, name: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT org_id FROM sites WHERE name = $1 LIMIT 1")
         .bind(name)
         .fetch_optional(db)
         .await
 }
 
 /// A site by id.
-pub async fn get_site_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<SiteRow>> {
-    sqlx::query_as(concat!("SELECT ", site_columns!(), " FROM sites WHERE id = ?"))
+pub async fn get_site_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<SiteRow>> {
+    sqlx::query_as(concat!("SELECT ", site_columns!(), " FROM sites WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await
@@ -238,7 +380,7 @@ pub async fn get_site_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Resu
 /// One page of an org's sites by name: those after `after` whose name contains `search`
 /// (both may be empty), at most `limit`.
 pub async fn list_sites_page(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     search: &str,
     after: &str,
@@ -247,11 +389,11 @@ pub async fn list_sites_page(
     sqlx::query_as(concat!(
         "SELECT ",
         site_columns!(),
-        " FROM sites WHERE org_id = ? AND name > ? AND instr(name, ?) > 0 ORDER BY name LIMIT ?"
+        " FROM sites WHERE org_id = $1 AND name > $2 AND name LIKE $3 ESCAPE '\\' ORDER BY name LIMIT $4"
     ))
     .bind(org_id)
     .bind(after)
-    .bind(search)
+    .bind(like_containing(search))
     .bind(limit)
     .fetch_all(db)
     .await
@@ -259,23 +401,39 @@ pub async fn list_sites_page(
 
 /// How many of an org's sites have a name containing `search` (empty: all). All of them
 /// is one row kept by triggers (`org_site_counts`); a search counts its matches.
-pub async fn count_sites(db: impl SqliteExecutor<'_>, org_id: &str, search: &str) -> sqlx::Result<i64> {
+pub async fn count_sites(db: impl AnyExecutor<'_>, org_id: &str, search: &str) -> sqlx::Result<i64> {
     if search.is_empty() {
-        return sqlx::query_scalar("SELECT COALESCE((SELECT sites FROM org_site_counts WHERE org_id = ?), 0)")
+        return sqlx::query_scalar("SELECT COALESCE((SELECT sites FROM org_site_counts WHERE org_id = $1), 0)")
             .bind(org_id)
             .fetch_one(db)
             .await;
     }
-    sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE org_id = ? AND instr(name, ?) > 0")
+    sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE org_id = $1 AND name LIKE $2 ESCAPE '\\'")
         .bind(org_id)
-        .bind(search)
+        .bind(like_containing(search))
         .fetch_one(db)
         .await
 }
 
+/// A `LIKE` pattern (escape character `\`) matching names that contain `search`, in
+/// lower case: site names are lower case, and SQLite's `LIKE` ignores ASCII case where
+/// Postgres's does not, so the pattern is the same on both.
+fn like_containing(search: &str) -> String {
+    let mut pattern = String::with_capacity(search.len() + 2);
+    pattern.push('%');
+    for c in search.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 /// Updates a site's source settings (a deploy may switch branch or source).
-pub async fn set_site_status(db: impl SqliteExecutor<'_>, site_id: &str, status: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE sites SET status = ?, updated_at = ? WHERE id = ?")
+pub async fn set_site_status(db: impl AnyExecutor<'_>, site_id: &str, status: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE sites SET status = $1, updated_at = $2 WHERE id = $3")
         .bind(status)
         .bind(now_ms())
         .bind(site_id)
@@ -286,13 +444,13 @@ pub async fn set_site_status(db: impl SqliteExecutor<'_>, site_id: &str, status:
 
 /// Writes a site's build settings, branch and provider (HOSTING_UPDATE_SITE).
 pub async fn update_site_settings(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     site_id: &str,
     build_settings: &str,
     branch: Option<&str>,
     provider: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE sites SET build_settings = ?, branch = ?, provider = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE sites SET build_settings = $1, branch = $2, provider = $3, updated_at = $4 WHERE id = $5")
         .bind(build_settings)
         .bind(branch)
         .bind(provider)
@@ -304,8 +462,8 @@ pub async fn update_site_settings(
 }
 
 /// A site's drain period in seconds; `None` when it has the default (or no such site).
-pub async fn site_drain_seconds(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT drain_seconds FROM sites WHERE id = ?")
+pub async fn site_drain_seconds(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT drain_seconds FROM sites WHERE id = $1")
         .bind(site_id)
         .fetch_optional(db)
         .await
@@ -314,11 +472,11 @@ pub async fn site_drain_seconds(db: impl SqliteExecutor<'_>, site_id: &str) -> s
 
 /// Sets a site's drain period in seconds (`None`: the default).
 pub async fn set_site_drain_seconds(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     site_id: &str,
     drain_seconds: Option<i64>,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE sites SET drain_seconds = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE sites SET drain_seconds = $1, updated_at = $2 WHERE id = $3")
         .bind(drain_seconds)
         .bind(now_ms())
         .bind(site_id)
@@ -329,8 +487,8 @@ pub async fn set_site_drain_seconds(
 
 /// The drain period in seconds of the site a deployment belongs to; `None` when it has
 /// the default (or the deployment is gone).
-pub async fn deployment_drain_seconds(db: impl SqliteExecutor<'_>, deployment_id: &str) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT s.drain_seconds FROM deployments d JOIN sites s ON s.id = d.site_id WHERE d.id = ?")
+pub async fn deployment_drain_seconds(db: impl AnyExecutor<'_>, deployment_id: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT s.drain_seconds FROM deployments d JOIN sites s ON s.id = d.site_id WHERE d.id = $1")
         .bind(deployment_id)
         .fetch_optional(db)
         .await
@@ -339,11 +497,11 @@ pub async fn deployment_drain_seconds(db: impl SqliteExecutor<'_>, deployment_id
 
 /// Sets the branch an environment follows.
 pub async fn set_environment_branch(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     environment_id: &str,
     branch: Option<&str>,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE environments SET branch = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE environments SET branch = $1, updated_at = $2 WHERE id = $3")
         .bind(branch)
         .bind(now_ms())
         .bind(environment_id)
@@ -353,8 +511,8 @@ pub async fn set_environment_branch(
 }
 
 /// Deletes a site; environments, deployments and logs go with it (foreign keys cascade).
-pub async fn delete_site(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM sites WHERE id = ?")
+pub async fn delete_site(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM sites WHERE id = $1")
         .bind(site_id)
         .execute(db)
         .await
@@ -379,10 +537,10 @@ pub struct EnvironmentRow {
 }
 
 /// Inserts an environment.
-pub async fn insert_environment(db: impl SqliteExecutor<'_>, env: &EnvironmentRow) -> sqlx::Result<()> {
+pub async fn insert_environment(db: impl AnyExecutor<'_>, env: &EnvironmentRow) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO environments (id, org_id, site_id, name, branch, deployment_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO environments (id, org_id, site_id, name, branch, deployment_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&env.id)
     .bind(&env.org_id)
@@ -399,12 +557,12 @@ pub async fn insert_environment(db: impl SqliteExecutor<'_>, env: &EnvironmentRo
 
 /// An environment of a site by name.
 pub async fn get_environment(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     site_id: &str,
     name: &str,
 ) -> sqlx::Result<Option<EnvironmentRow>> {
     sqlx::query_as(
-        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = ? AND name = ?",
+        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = $1 AND name = $2",
     )
     .bind(site_id)
     .bind(name)
@@ -413,17 +571,17 @@ pub async fn get_environment(
 }
 
 /// An environment by id.
-pub async fn get_environment_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<EnvironmentRow>> {
-    sqlx::query_as("SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE id = ?")
+pub async fn get_environment_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<EnvironmentRow>> {
+    sqlx::query_as("SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
 }
 
 /// Environments of a site.
-pub async fn list_environments(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<Vec<EnvironmentRow>> {
+pub async fn list_environments(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<Vec<EnvironmentRow>> {
     sqlx::query_as(
-        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = ? ORDER BY name <> 'production', name",
+        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = $1 ORDER BY name <> 'production', name",
     )
     .bind(site_id)
     .fetch_all(db)
@@ -433,16 +591,16 @@ pub async fn list_environments(db: impl SqliteExecutor<'_>, site_id: &str) -> sq
 /// A page of a site's environments, production first and then previews by name: those
 /// after the environment named `after` (empty: from the start), at most `limit`.
 pub async fn list_environments_page(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     site_id: &str,
     after: &str,
     limit: i64,
 ) -> sqlx::Result<Vec<EnvironmentRow>> {
     // Sorted as the key (name <> 'production', name); the cursor compares the same key.
     sqlx::query_as(
-        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = ? \
-           AND (? = '' OR (name <> 'production', name) > (? <> 'production', ?)) \
-         ORDER BY name <> 'production', name LIMIT ?",
+        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = $1 \
+           AND ($2 = '' OR (name <> 'production', name) > ($3 <> 'production', $4)) \
+         ORDER BY name <> 'production', name LIMIT $5",
     )
     .bind(site_id)
     .bind(after)
@@ -455,44 +613,56 @@ pub async fn list_environments_page(
 
 /// The environment named `name` of each of these sites (one query for a page of sites).
 pub async fn environments_named(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     site_ids: &[&str],
     name: &str,
 ) -> sqlx::Result<Vec<EnvironmentRow>> {
-    sqlx::query_as(
+    if site_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
         "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments \
-         WHERE site_id IN (SELECT value FROM json_each(?)) AND name = ?",
-    )
-    .bind(json_ids(site_ids))
-    .bind(name)
-    .fetch_all(db)
-    .await
+         WHERE name = $1 AND site_id IN ({})",
+        placeholders(2, site_ids.len())
+    );
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(name);
+    for id in site_ids {
+        q = q.bind(*id);
+    }
+    q.fetch_all(db).await
 }
 
 /// Environments by id (one query for a page of deployments).
-pub async fn environments_by_ids(db: impl SqliteExecutor<'_>, ids: &[&str]) -> sqlx::Result<Vec<EnvironmentRow>> {
-    sqlx::query_as(
-        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments \
-         WHERE id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(json_ids(ids))
-    .fetch_all(db)
-    .await
+pub async fn environments_by_ids(db: impl AnyExecutor<'_>, ids: &[&str]) -> sqlx::Result<Vec<EnvironmentRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE id IN ({})",
+        placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        q = q.bind(*id);
+    }
+    q.fetch_all(db).await
 }
 
-/// A list of ids as one bound parameter (a JSON array read with `json_each`), so a query
-/// over a page of rows stays one static statement.
-fn json_ids(ids: &[&str]) -> String {
-    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+/// `$first, $first+1, …`: `n` numbered placeholders for a list bound one value each.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Points an environment at a deployment.
 pub async fn set_environment_deployment(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     env_id: &str,
     deployment_id: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE environments SET deployment_id = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE environments SET deployment_id = $1, updated_at = $2 WHERE id = $3")
         .bind(deployment_id)
         .bind(now_ms())
         .bind(env_id)
@@ -533,7 +703,7 @@ pub struct DesiredEnvironment {
 }
 
 /// Every environment that should be serving, across orgs (the reconciler's desired state).
-pub async fn list_desired_environments(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<DesiredEnvironment>> {
+pub async fn list_desired_environments(db: impl AnyExecutor<'_>) -> sqlx::Result<Vec<DesiredEnvironment>> {
     sqlx::query_as(
         "SELECT e.id AS environment_id, e.name AS environment_name, s.name AS site_name, s.id AS site_id, s.org_id AS org_id, \
                 d.id AS deployment_id, d.build_plan AS build_plan, e.min_instances AS min_instances, \
@@ -604,11 +774,11 @@ macro_rules! deployment_columns {
 
 /// Inserts a deployment, every column as given (a new one has no plan or times yet; a
 /// promotion's copy is built already).
-pub async fn insert_deployment(db: impl SqliteExecutor<'_>, d: &DeploymentRow) -> sqlx::Result<()> {
+pub async fn insert_deployment(db: impl AnyExecutor<'_>, d: &DeploymentRow) -> sqlx::Result<()> {
     sqlx::query(concat!(
         "INSERT INTO deployments (",
         deployment_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     ))
     .bind(&d.id)
     .bind(&d.org_id)
@@ -633,15 +803,11 @@ pub async fn insert_deployment(db: impl SqliteExecutor<'_>, d: &DeploymentRow) -
 }
 
 /// A deployment by id, limited to an org.
-pub async fn get_deployment(
-    db: impl SqliteExecutor<'_>,
-    org_id: &str,
-    id: &str,
-) -> sqlx::Result<Option<DeploymentRow>> {
+pub async fn get_deployment(db: impl AnyExecutor<'_>, org_id: &str, id: &str) -> sqlx::Result<Option<DeploymentRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         deployment_columns!(),
-        " FROM deployments WHERE id = ? AND org_id = ?"
+        " FROM deployments WHERE id = $1 AND org_id = $2"
     ))
     .bind(id)
     .bind(org_id)
@@ -650,11 +816,11 @@ pub async fn get_deployment(
 }
 
 /// A deployment by id, for internal work (jobs) that already knows its org.
-pub async fn get_deployment_any_org(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<DeploymentRow>> {
+pub async fn get_deployment_any_org(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<DeploymentRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         deployment_columns!(),
-        " FROM deployments WHERE id = ?"
+        " FROM deployments WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(db)
@@ -663,34 +829,46 @@ pub async fn get_deployment_any_org(db: impl SqliteExecutor<'_>, id: &str) -> sq
 
 /// Deployments by id, of any org (one query for the deployments a page of environments
 /// serves).
-pub async fn deployments_by_ids(db: impl SqliteExecutor<'_>, ids: &[&str]) -> sqlx::Result<Vec<DeploymentRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        deployment_columns!(),
-        " FROM deployments WHERE id IN (SELECT value FROM json_each(?))"
-    ))
-    .bind(json_ids(ids))
-    .fetch_all(db)
-    .await
+pub async fn deployments_by_ids(db: impl AnyExecutor<'_>, ids: &[&str]) -> sqlx::Result<Vec<DeploymentRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        concat!("SELECT ", deployment_columns!(), " FROM deployments WHERE id IN ({})"),
+        placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        q = q.bind(*id);
+    }
+    q.fetch_all(db).await
 }
 
 /// The newest deployment of each of these sites (one query for a page of sites; a site
 /// without deployments has none).
-pub async fn latest_deployments(db: impl SqliteExecutor<'_>, site_ids: &[&str]) -> sqlx::Result<Vec<DeploymentRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        deployment_columns!(),
-        " FROM deployments WHERE id IN (SELECT (SELECT d.id FROM deployments d WHERE d.site_id = j.value \
-           ORDER BY d.created_at DESC, d.id DESC LIMIT 1) FROM json_each(?) j)"
-    ))
-    .bind(json_ids(site_ids))
-    .fetch_all(db)
-    .await
+pub async fn latest_deployments(db: impl AnyExecutor<'_>, site_ids: &[&str]) -> sqlx::Result<Vec<DeploymentRow>> {
+    if site_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            deployment_columns!(),
+            " FROM deployments WHERE id IN (SELECT (SELECT d.id FROM deployments d WHERE d.site_id = s.id \
+               ORDER BY d.created_at DESC, d.id DESC LIMIT 1) FROM sites s WHERE s.id IN ({}))"
+        ),
+        placeholders(1, site_ids.len())
+    );
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    for id in site_ids {
+        q = q.bind(*id);
+    }
+    q.fetch_all(db).await
 }
 
 /// Deployments of a site, newest first, optionally of one environment.
 pub async fn list_deployments(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     site_id: &str,
     environment_id: Option<&str>,
     limit: i64,
@@ -701,7 +879,7 @@ pub async fn list_deployments(
 /// [`list_deployments`] older than `before` (a deployment's `created_at` and id): the
 /// next page.
 pub async fn list_deployments_before(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     site_id: &str,
     environment_id: Option<&str>,
     before: Option<(i64, &str)>,
@@ -711,9 +889,9 @@ pub async fn list_deployments_before(
     sqlx::query_as(concat!(
         "SELECT ",
         deployment_columns!(),
-        " FROM deployments WHERE site_id = ? AND (? IS NULL OR environment_id = ?) \
-           AND (created_at < ? OR (created_at = ? AND id < ?) OR ? = '') \
-         ORDER BY created_at DESC, id DESC LIMIT ?"
+        " FROM deployments WHERE site_id = $1 AND ($2 IS NULL OR environment_id = $3) \
+           AND (created_at < $4 OR (created_at = $5 AND id < $6) OR $7 = '') \
+         ORDER BY created_at DESC, id DESC LIMIT $8"
     ))
     .bind(site_id)
     .bind(environment_id)
@@ -731,7 +909,7 @@ pub async fn list_deployments_before(
 /// The allowed predecessors come from the state machine, so a racing cancel or a stale
 /// job cannot resurrect a finished deployment.
 pub async fn transition_deployment(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     id: &str,
     to: DeploymentStatus,
     error: Option<&str>,
@@ -744,21 +922,17 @@ pub async fn transition_deployment(
     .filter(|s| s.can_become(to))
     .map(|s| s.as_str())
     .collect();
-    let placeholders = vec!["?"; from.len()].join(", ");
     let now = now_ms();
     let sql = format!(
-        "UPDATE deployments SET status = ?, error = CASE WHEN ? = 'live' THEN NULL ELSE COALESCE(?, error) END, \
-           started_at = CASE WHEN ? = 'building' AND started_at IS NULL THEN ? ELSE started_at END, \
-           finished_at = CASE WHEN ? IN ('live', 'failed', 'cancelled', 'superseded') THEN COALESCE(finished_at, ?) ELSE finished_at END \
-         WHERE id = ? AND status IN ({placeholders})"
+        "UPDATE deployments SET status = $1, error = CASE WHEN $1 = 'live' THEN NULL ELSE COALESCE($2, error) END, \
+           started_at = CASE WHEN $1 = 'building' AND started_at IS NULL THEN $3 ELSE started_at END, \
+           finished_at = CASE WHEN $1 IN ('live', 'failed', 'cancelled', 'superseded') THEN COALESCE(finished_at, $3) ELSE finished_at END \
+         WHERE id = $4 AND status IN ({})",
+        placeholders(5, from.len())
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(to.as_str())
-        .bind(to.as_str())
         .bind(error)
-        .bind(to.as_str())
-        .bind(now)
-        .bind(to.as_str())
         .bind(now)
         .bind(id);
     for f in from {
@@ -768,8 +942,8 @@ pub async fn transition_deployment(
 }
 
 /// Records the resolved commit.
-pub async fn set_deployment_commit(db: impl SqliteExecutor<'_>, id: &str, commit: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE deployments SET commit_sha = ? WHERE id = ?")
+pub async fn set_deployment_commit(db: impl AnyExecutor<'_>, id: &str, commit: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE deployments SET commit_sha = $1 WHERE id = $2")
         .bind(commit)
         .bind(id)
         .execute(db)
@@ -779,9 +953,9 @@ pub async fn set_deployment_commit(db: impl SqliteExecutor<'_>, id: &str, commit
 
 /// Deletes a deployment and its log lines (a promotion's copy that never served), unless
 /// an environment points at it. Returns whether it was deleted.
-pub async fn delete_deployment(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<bool> {
+pub async fn delete_deployment(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<bool> {
     sqlx::query(
-        "DELETE FROM deployments WHERE id = ? AND NOT EXISTS (SELECT 1 FROM environments WHERE deployment_id = ?)",
+        "DELETE FROM deployments WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM environments WHERE deployment_id = $2)",
     )
     .bind(id)
     .bind(id)
@@ -794,14 +968,14 @@ pub async fn delete_deployment(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::R
 /// serves: what pruning removes. Deployments still queued, building or starting are never
 /// counted or returned.
 pub async fn prunable_deployments(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     environment_id: &str,
     keep: i64,
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
-        "SELECT id FROM (SELECT id FROM deployments WHERE environment_id = ? \
+        "SELECT id FROM (SELECT id FROM deployments WHERE environment_id = $1 \
            AND status IN ('live', 'superseded', 'failed', 'cancelled', 'crashed') \
-           ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?) AS old \
+           ORDER BY created_at DESC, id DESC LIMIT 9223372036854775807 OFFSET $2) AS old \
          WHERE NOT EXISTS (SELECT 1 FROM environments WHERE deployment_id = old.id)",
     )
     .bind(environment_id)
@@ -813,15 +987,15 @@ pub async fn prunable_deployments(
 /// A deployment of the environment created after this one that has not finished yet:
 /// when there is one, a queued deploy is overtaken and need not build.
 pub async fn newer_pending_deployment(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     environment_id: &str,
     created_at: i64,
     id: &str,
 ) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar(
-        "SELECT id FROM deployments WHERE environment_id = ? \
+        "SELECT id FROM deployments WHERE environment_id = $1 \
            AND status IN ('queued', 'building', 'deploying') \
-           AND (created_at > ? OR (created_at = ? AND id > ?)) \
+           AND (created_at > $2 OR (created_at = $3 AND id > $4)) \
          ORDER BY created_at DESC, id DESC LIMIT 1",
     )
     .bind(environment_id)
@@ -833,13 +1007,13 @@ pub async fn newer_pending_deployment(
 }
 
 /// Every environment's id (the pruning sweep at start).
-pub async fn all_environment_ids(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<String>> {
+pub async fn all_environment_ids(db: impl AnyExecutor<'_>) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar("SELECT id FROM environments").fetch_all(db).await
 }
 
 /// Records the detected build plan.
-pub async fn set_deployment_plan(db: impl SqliteExecutor<'_>, id: &str, plan_json: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE deployments SET build_plan = ? WHERE id = ?")
+pub async fn set_deployment_plan(db: impl AnyExecutor<'_>, id: &str, plan_json: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE deployments SET build_plan = $1 WHERE id = $2")
         .bind(plan_json)
         .bind(id)
         .execute(db)
@@ -849,13 +1023,13 @@ pub async fn set_deployment_plan(db: impl SqliteExecutor<'_>, id: &str, plan_jso
 
 /// The environment's live deployment if it was created after `created_at`.
 pub async fn newer_live_deployment(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     environment_id: &str,
     created_at: i64,
 ) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar(
         "SELECT d.id FROM environments e JOIN deployments d ON d.id = e.deployment_id \
-         WHERE e.id = ? AND d.status = 'live' AND d.created_at > ?",
+         WHERE e.id = $1 AND d.status = 'live' AND d.created_at > $2",
     )
     .bind(environment_id)
     .bind(created_at)
@@ -865,14 +1039,14 @@ pub async fn newer_live_deployment(
 
 /// Re-derives `live` / `superseded` for built deployments: live while some environment
 /// points at it, superseded (kept for rollback) otherwise. Returns those now superseded.
-pub async fn refresh_liveness(db: &mut sqlx::SqliteConnection, ids: &[String]) -> sqlx::Result<Vec<String>> {
+pub async fn refresh_liveness(db: &mut sqlx::AnyConnection, ids: &[String]) -> sqlx::Result<Vec<String>> {
     let mut superseded = Vec::new();
     for id in ids {
         let became: Option<String> = sqlx::query_scalar(
             "UPDATE deployments SET status = CASE WHEN EXISTS (SELECT 1 FROM environments WHERE deployment_id = deployments.id) \
                THEN 'live' ELSE 'superseded' END, \
-               finished_at = COALESCE(finished_at, ?) \
-             WHERE id = ? AND status IN ('live', 'superseded') RETURNING status",
+               finished_at = COALESCE(finished_at, $1) \
+             WHERE id = $2 AND status IN ('live', 'superseded') RETURNING status",
         )
         .bind(now_ms())
         .bind(id)
@@ -887,7 +1061,7 @@ pub async fn refresh_liveness(db: &mut sqlx::SqliteConnection, ids: &[String]) -
 
 /// The newest built deployment of an environment older than `before` (rollback target).
 pub async fn previous_deployment(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     environment_id: &str,
     before_created_at: i64,
     exclude_id: &str,
@@ -895,7 +1069,7 @@ pub async fn previous_deployment(
     sqlx::query_as(concat!(
         "SELECT ",
         deployment_columns!(),
-        " FROM deployments WHERE environment_id = ? AND id <> ? AND created_at <= ? \
+        " FROM deployments WHERE environment_id = $1 AND id <> $2 AND created_at <= $3 \
            AND status IN ('live', 'superseded') AND build_plan IS NOT NULL \
          ORDER BY created_at DESC, id DESC LIMIT 1"
     ))
@@ -907,8 +1081,8 @@ pub async fn previous_deployment(
 }
 
 /// Deletes an environment row.
-pub async fn delete_environment(db: impl SqliteExecutor<'_>, env_id: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM environments WHERE id = ?")
+pub async fn delete_environment(db: impl AnyExecutor<'_>, env_id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM environments WHERE id = $1")
         .bind(env_id)
         .execute(db)
         .await
@@ -918,18 +1092,18 @@ pub async fn delete_environment(db: impl SqliteExecutor<'_>, env_id: &str) -> sq
 /// Moves deployments built for one environment that another environment now serves to
 /// that environment, so deleting the first keeps them. Returns the ids that will be
 /// deleted with the environment.
-pub async fn rehome_deployments(db: &mut sqlx::SqliteConnection, env_id: &str) -> sqlx::Result<Vec<String>> {
+pub async fn rehome_deployments(db: &mut sqlx::AnyConnection, env_id: &str) -> sqlx::Result<Vec<String>> {
     sqlx::query(
         "UPDATE deployments SET environment_id = \
-           (SELECT e.id FROM environments e WHERE e.deployment_id = deployments.id AND e.id <> ? LIMIT 1) \
-         WHERE environment_id = ? AND EXISTS (SELECT 1 FROM environments e WHERE e.deployment_id = deployments.id AND e.id <> ?)",
+           (SELECT e.id FROM environments e WHERE e.deployment_id = deployments.id AND e.id <> $1 LIMIT 1) \
+         WHERE environment_id = $2 AND EXISTS (SELECT 1 FROM environments e WHERE e.deployment_id = deployments.id AND e.id <> $3)",
     )
     .bind(env_id)
     .bind(env_id)
     .bind(env_id)
     .execute(&mut *db)
     .await?;
-    sqlx::query_scalar("SELECT id FROM deployments WHERE environment_id = ?")
+    sqlx::query_scalar("SELECT id FROM deployments WHERE environment_id = $1")
         .bind(env_id)
         .fetch_all(&mut *db)
         .await
@@ -981,7 +1155,7 @@ pub async fn append_logs(store: &Store, lines: &[NewLogLine]) -> sqlx::Result<Ve
         let environment_id = match environment_of.get(l.deployment_id.as_str()) {
             Some(known) => known.clone(),
             None => {
-                let found: Option<String> = sqlx::query_scalar("SELECT environment_id FROM deployments WHERE id = ?")
+                let found: Option<String> = sqlx::query_scalar("SELECT environment_id FROM deployments WHERE id = $1")
                     .bind(&l.deployment_id)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -994,7 +1168,7 @@ pub async fn append_logs(store: &Store, lines: &[NewLogLine]) -> sqlx::Result<Ve
         };
         let bytes = log_retention::line_cost(&l.line);
         sqlx::query(
-            "INSERT INTO deployment_logs (deployment_id, environment_id, kind, stream, ts, line, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO deployment_logs (deployment_id, environment_id, kind, stream, ts, line, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&l.deployment_id)
         .bind(&environment_id)
@@ -1010,8 +1184,8 @@ pub async fn append_logs(store: &Store, lines: &[NewLogLine]) -> sqlx::Result<Ve
     let mut totals = Vec::with_capacity(added.len());
     for (environment_id, bytes) in added {
         let total: i64 = sqlx::query_scalar(
-            "INSERT INTO log_usage (environment_id, bytes) VALUES (?, ?) \
-             ON CONFLICT (environment_id) DO UPDATE SET bytes = bytes + excluded.bytes RETURNING bytes",
+            "INSERT INTO log_usage (environment_id, bytes) VALUES ($1, $2) \
+             ON CONFLICT (environment_id) DO UPDATE SET bytes = log_usage.bytes + excluded.bytes RETURNING bytes",
         )
         .bind(&environment_id)
         .bind(bytes)
@@ -1025,14 +1199,14 @@ pub async fn append_logs(store: &Store, lines: &[NewLogLine]) -> sqlx::Result<Ve
 
 /// Lines after `cursor` (exclusive), oldest first.
 pub async fn read_logs(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     deployment_id: &str,
     kind: Option<&str>,
     after: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<LogRow>> {
     sqlx::query_as(
-        "SELECT id, kind, stream, ts, line FROM deployment_logs WHERE deployment_id = ? AND (? IS NULL OR kind = ?) AND id > ? ORDER BY id LIMIT ?",
+        "SELECT id, kind, stream, ts, line FROM deployment_logs WHERE deployment_id = $1 AND ($2 IS NULL OR kind = $3) AND id > $4 ORDER BY id LIMIT $5",
     )
     .bind(deployment_id)
     .bind(kind)
@@ -1044,14 +1218,9 @@ pub async fn read_logs(
 }
 
 /// The last `n` lines of a kind, oldest first.
-pub async fn tail_logs(
-    db: impl SqliteExecutor<'_>,
-    deployment_id: &str,
-    kind: &str,
-    n: i64,
-) -> sqlx::Result<Vec<LogRow>> {
+pub async fn tail_logs(db: impl AnyExecutor<'_>, deployment_id: &str, kind: &str, n: i64) -> sqlx::Result<Vec<LogRow>> {
     let mut rows: Vec<LogRow> = sqlx::query_as(
-        "SELECT id, kind, stream, ts, line FROM deployment_logs WHERE deployment_id = ? AND kind = ? ORDER BY id DESC LIMIT ?",
+        "SELECT id, kind, stream, ts, line FROM deployment_logs WHERE deployment_id = $1 AND kind = $2 ORDER BY id DESC LIMIT $3",
     )
     .bind(deployment_id)
     .bind(kind)
@@ -1066,14 +1235,14 @@ pub async fn tail_logs(
 
 /// Records a domain event.
 pub async fn insert_event(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     kind: &str,
     subject: &str,
     data: &serde_json::Value,
 ) -> sqlx::Result<i64> {
     sqlx::query_scalar(
-        "INSERT INTO events (org_id, kind, subject, data, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO events (org_id, kind, subject, data, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
     .bind(org_id)
     .bind(kind)
@@ -1102,7 +1271,7 @@ pub struct EventRow {
 }
 
 /// The newest event's id, 0 when there is none.
-pub async fn latest_event_id(db: impl SqliteExecutor<'_>) -> sqlx::Result<i64> {
+pub async fn latest_event_id(db: impl AnyExecutor<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
         .fetch_one(db)
         .await
@@ -1110,13 +1279,13 @@ pub async fn latest_event_id(db: impl SqliteExecutor<'_>) -> sqlx::Result<i64> {
 
 /// Events about `subject` after the cursor `after`, oldest first, at most `limit`.
 pub async fn events_after(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     subject: &str,
     after: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as(
-        "SELECT id, org_id, kind, subject, data, created_at FROM events WHERE subject = ? AND id > ? ORDER BY id LIMIT ?",
+        "SELECT id, org_id, kind, subject, data, created_at FROM events WHERE subject = $1 AND id > $2 ORDER BY id LIMIT $3",
     )
     .bind(subject)
     .bind(after)
@@ -1127,11 +1296,11 @@ pub async fn events_after(
 
 /// Deletes events older than `before` (ms) and all but the newest `keep`; returns how
 /// many went. A batch at a time, so the write lock is never held long.
-pub async fn prune_events(db: &SqlitePool, before: i64, keep: i64) -> sqlx::Result<u64> {
+pub async fn prune_events(db: &AnyPool, before: i64, keep: i64) -> sqlx::Result<u64> {
     delete_in_batches(
         db,
         "DELETE FROM events WHERE id IN (SELECT id FROM events \
-           WHERE created_at < ? OR id <= (SELECT COALESCE(MAX(id), 0) FROM events) - ? LIMIT 5000)",
+           WHERE created_at < $1 OR id <= (SELECT COALESCE(MAX(id), 0) FROM events) - $2 LIMIT 5000)",
         &[before, keep],
     )
     .await
@@ -1139,13 +1308,11 @@ pub async fn prune_events(db: &SqlitePool, before: i64, keep: i64) -> sqlx::Resu
 
 /// Deletes invitations that ended (accepted, revoked or expired) before `before` (ms);
 /// returns how many went. Pending ones are never touched.
-pub async fn prune_finished_invitations(db: &SqlitePool, before: i64) -> sqlx::Result<u64> {
+pub async fn prune_finished_invitations(db: &AnyPool, before: i64) -> sqlx::Result<u64> {
     delete_in_batches(
         db,
         "DELETE FROM invitations WHERE id IN (SELECT id FROM invitations \
-           WHERE MAX(COALESCE(accepted_at, 0), COALESCE(revoked_at, 0), \
-                     CASE WHEN accepted_at IS NULL AND revoked_at IS NULL THEN expires_at ELSE 0 END) \
-                 BETWEEN 1 AND ? LIMIT 5000)",
+           WHERE COALESCE(accepted_at, revoked_at, expires_at) BETWEEN 1 AND $1 LIMIT 5000)",
         &[before],
     )
     .await
@@ -1153,17 +1320,17 @@ pub async fn prune_finished_invitations(db: &SqlitePool, before: i64) -> sqlx::R
 
 /// Deletes audit entries written before `before` (ms), and each org's entries beyond its
 /// newest `keep_per_org`; returns how many went.
-pub async fn prune_audit(db: &SqlitePool, before: i64, keep_per_org: i64) -> sqlx::Result<u64> {
+pub async fn prune_audit(db: &AnyPool, before: i64, keep_per_org: i64) -> sqlx::Result<u64> {
     let mut total = delete_in_batches(
         db,
-        "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE created_at < ? LIMIT 5000)",
+        "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE created_at < $1 LIMIT 5000)",
         &[before],
     )
     .await?;
     // An org over its cap: the id of its oldest entry kept, found by the (org, id) index.
     let over: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT o.id, (SELECT a.id FROM audit_log a WHERE a.org_id = o.id ORDER BY a.id DESC LIMIT 1 OFFSET ?) \
-         FROM orgs o WHERE (SELECT a.id FROM audit_log a WHERE a.org_id = o.id ORDER BY a.id DESC LIMIT 1 OFFSET ?) IS NOT NULL",
+        "SELECT o.id, (SELECT a.id FROM audit_log a WHERE a.org_id = o.id ORDER BY a.id DESC LIMIT 1 OFFSET $1) \
+         FROM orgs o WHERE (SELECT a.id FROM audit_log a WHERE a.org_id = o.id ORDER BY a.id DESC LIMIT 1 OFFSET $2) IS NOT NULL",
     )
     .bind(keep_per_org - 1)
     .bind(keep_per_org - 1)
@@ -1172,7 +1339,7 @@ pub async fn prune_audit(db: &SqlitePool, before: i64, keep_per_org: i64) -> sql
     for (org_id, oldest_kept) in over {
         loop {
             let gone = sqlx::query(
-                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE org_id = ? AND id < ? LIMIT 5000)",
+                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE org_id = $1 AND id < $2 LIMIT 5000)",
             )
             .bind(&org_id)
             .bind(oldest_kept)
@@ -1190,7 +1357,7 @@ pub async fn prune_audit(db: &SqlitePool, before: i64, keep_per_org: i64) -> sql
 
 /// Runs a `DELETE … LIMIT 5000` statement with `binds` until a run deletes fewer than
 /// 5000 rows, so no one statement holds the write lock long; returns how many went.
-async fn delete_in_batches(db: &SqlitePool, sql: &'static str, binds: &[i64]) -> sqlx::Result<u64> {
+async fn delete_in_batches(db: &AnyPool, sql: &'static str, binds: &[i64]) -> sqlx::Result<u64> {
     let mut total = 0;
     loop {
         let mut query = sqlx::query(sql);
@@ -1207,11 +1374,11 @@ async fn delete_in_batches(db: &SqlitePool, sql: &'static str, binds: &[i64]) ->
 
 /// Deletes finished jobs (`done` or `failed`) last changed before `before` (ms); returns
 /// how many went. Pending and running jobs are never touched. A batch at a time.
-pub async fn prune_finished_jobs(db: &SqlitePool, before: i64) -> sqlx::Result<u64> {
+pub async fn prune_finished_jobs(db: &AnyPool, before: i64) -> sqlx::Result<u64> {
     delete_in_batches(
         db,
         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
-           WHERE status IN ('done', 'failed') AND updated_at < ? LIMIT 5000)",
+           WHERE status IN ('done', 'failed') AND updated_at < $1 LIMIT 5000)",
         &[before],
     )
     .await
@@ -1266,10 +1433,10 @@ pub struct NewAuditEntry<'a> {
 }
 
 /// Records one mutating call.
-pub async fn insert_audit(db: impl SqliteExecutor<'_>, entry: &NewAuditEntry<'_>) -> sqlx::Result<()> {
+pub async fn insert_audit(db: impl AnyExecutor<'_>, entry: &NewAuditEntry<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO audit_log (org_id, key_id, actor_kind, actor_name, actor_email, action, arguments, \
-         outcome, error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         outcome, error, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(entry.org_id)
     .bind(entry.key_id)
@@ -1306,21 +1473,21 @@ pub struct AuditFilter<'a> {
 /// Audit entries of an org matching `filter`, newest first. (The actor filter is the
 /// service's: SQLite's `lower()` folds ASCII only.)
 pub async fn list_audit(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     filter: &AuditFilter<'_>,
     limit: i64,
 ) -> sqlx::Result<Vec<AuditRow>> {
     sqlx::query_as(
         "SELECT id, key_id, actor_kind, actor_name, actor_email, action, arguments, outcome, error, created_at \
-         FROM audit_log WHERE org_id = ?1 \
-           AND (?2 IS NULL OR id < ?2) \
-           AND (?3 IS NULL OR action = ?3) \
-           AND (?4 IS NULL OR actor_kind = ?4) \
-           AND (?5 IS NULL OR outcome = ?5) \
-           AND (?6 IS NULL OR created_at >= ?6) \
-           AND (?7 IS NULL OR created_at < ?7) \
-         ORDER BY id DESC LIMIT ?8",
+         FROM audit_log WHERE org_id = $1 \
+           AND ($2 IS NULL OR id < $2) \
+           AND ($3 IS NULL OR action = $3) \
+           AND ($4 IS NULL OR actor_kind = $4) \
+           AND ($5 IS NULL OR outcome = $5) \
+           AND ($6 IS NULL OR created_at >= $6) \
+           AND ($7 IS NULL OR created_at < $7) \
+         ORDER BY id DESC LIMIT $8",
     )
     .bind(org_id)
     .bind(filter.before)
@@ -1336,13 +1503,13 @@ pub async fn list_audit(
 
 /// Claims an idempotency key for a call; false when the key was already claimed.
 pub async fn claim_idempotency_key(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     key: &str,
     action: &str,
 ) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (org_id, key, action, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        "INSERT INTO idempotency_keys (org_id, key, action, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
     )
     .bind(org_id)
     .bind(key)
@@ -1356,11 +1523,11 @@ pub async fn claim_idempotency_key(
 
 /// The stored action and response of an idempotency key.
 pub async fn get_idempotency_key(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     key: &str,
 ) -> sqlx::Result<Option<(String, Option<String>)>> {
-    sqlx::query_as("SELECT action, response FROM idempotency_keys WHERE org_id = ? AND key = ?")
+    sqlx::query_as("SELECT action, response FROM idempotency_keys WHERE org_id = $1 AND key = $2")
         .bind(org_id)
         .bind(key)
         .fetch_optional(db)
@@ -1369,12 +1536,12 @@ pub async fn get_idempotency_key(
 
 /// Stores the response of a claimed key.
 pub async fn finish_idempotency_key(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     key: &str,
     response: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE idempotency_keys SET response = ? WHERE org_id = ? AND key = ?")
+    sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE org_id = $2 AND key = $3")
         .bind(response)
         .bind(org_id)
         .bind(key)
@@ -1384,8 +1551,8 @@ pub async fn finish_idempotency_key(
 }
 
 /// Releases a claimed key whose call failed, so a retry can run.
-pub async fn release_idempotency_key(db: impl SqliteExecutor<'_>, org_id: &str, key: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE org_id = ? AND key = ? AND response IS NULL")
+pub async fn release_idempotency_key(db: impl AnyExecutor<'_>, org_id: &str, key: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2 AND response IS NULL")
         .bind(org_id)
         .bind(key)
         .execute(db)
@@ -1415,7 +1582,7 @@ pub struct JobRow {
 /// Enqueues a job. With an idempotency key, a second enqueue of the same key is a no-op
 /// and returns the existing job's id.
 pub async fn enqueue_job(
-    db: &mut sqlx::SqliteConnection,
+    db: &mut sqlx::AnyConnection,
     org_id: &str,
     kind: &str,
     payload: &serde_json::Value,
@@ -1426,7 +1593,7 @@ pub async fn enqueue_job(
     let now = now_ms();
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO jobs (org_id, kind, payload, status, max_attempts, run_at, idempotency_key, fair_key, created_at, updated_at) \
-         VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
     )
     .bind(org_id)
     .bind(kind)
@@ -1442,7 +1609,7 @@ pub async fn enqueue_job(
     match inserted {
         Some(id) => Ok(id),
         None => {
-            sqlx::query_scalar("SELECT id FROM jobs WHERE idempotency_key = ?")
+            sqlx::query_scalar("SELECT id FROM jobs WHERE idempotency_key = $1")
                 .bind(idempotency_key)
                 .fetch_one(&mut *db)
                 .await
@@ -1454,22 +1621,25 @@ pub async fn enqueue_job(
 /// expired lease (whoever held it died or lost touch); the oldest of those whose `fair_key`
 /// (a deploy's site) has the fewest jobs running, so one site's burst cannot take every
 /// worker while another site's deploy waits. The claim is one UPDATE, so two workers (or
-/// two processes on one database) never get the same job, and a live lease is never taken.
-pub async fn claim_job(
-    db: impl SqliteExecutor<'_>,
-    kinds: &[&str],
-    lease_ms: i64,
-    owner: &str,
-) -> sqlx::Result<Option<JobRow>> {
+/// two processes on one database) never get the same job, and a live lease is never taken:
+/// on SQLite the one writer makes it atomic; on Postgres the candidate row is locked with
+/// `FOR UPDATE SKIP LOCKED` (a concurrent claimer takes the next one instead of waiting)
+/// and the claim condition is checked again on the locked row.
+pub async fn claim_job(store: &Store, kinds: &[&str], lease_ms: i64, owner: &str) -> sqlx::Result<Option<JobRow>> {
     let now = now_ms();
-    let placeholders = vec!["?"; kinds.len()].join(", ");
+    let lock = match store.backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+    };
     let sql = format!(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = ?, lease_owner = ?, updated_at = ? \
-         WHERE id = (SELECT id FROM jobs AS j WHERE kind IN ({placeholders}) AND \
-                       ((status = 'pending' AND run_at <= ?) OR (status = 'running' AND lease_until < ?)) \
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = $1, lease_owner = $2, updated_at = $3 \
+         WHERE id = (SELECT id FROM jobs AS j WHERE kind IN ({kinds}) AND \
+                       ((status = 'pending' AND run_at <= $3) OR (status = 'running' AND lease_until < $3)) \
                      ORDER BY (SELECT COUNT(*) FROM jobs AS r WHERE r.fair_key = j.fair_key AND r.status = 'running'), \
-                              run_at, id LIMIT 1) \
-         RETURNING id, org_id, kind, payload, attempts, max_attempts"
+                              run_at, id LIMIT 1{lock}) \
+           AND ((status = 'pending' AND run_at <= $3) OR (status = 'running' AND lease_until < $3)) \
+         RETURNING id, org_id, kind, payload, attempts, max_attempts",
+        kinds = placeholders(4, kinds.len())
     );
     let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(now + lease_ms)
@@ -1478,15 +1648,15 @@ pub async fn claim_job(
     for k in kinds {
         q = q.bind(*k);
     }
-    q.bind(now).bind(now).fetch_optional(db).await
+    q.fetch_optional(&store.pool).await
 }
 
 /// Extends a running job's lease while `owner` still holds it; false when it lost the
 /// lease (it expired and another process took the job over).
-pub async fn heartbeat_job(db: impl SqliteExecutor<'_>, id: i64, lease_ms: i64, owner: &str) -> sqlx::Result<bool> {
+pub async fn heartbeat_job(db: impl AnyExecutor<'_>, id: i64, lease_ms: i64, owner: &str) -> sqlx::Result<bool> {
     let now = now_ms();
     Ok(sqlx::query(
-        "UPDATE jobs SET lease_until = ?, updated_at = ? WHERE id = ? AND status = 'running' AND lease_owner = ?",
+        "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE id = $3 AND status = 'running' AND lease_owner = $4",
     )
     .bind(now + lease_ms)
     .bind(now)
@@ -1500,10 +1670,10 @@ pub async fn heartbeat_job(db: impl SqliteExecutor<'_>, id: i64, lease_ms: i64, 
 
 /// Marks a job done, if `owner` still holds it (a process that lost its lease leaves the
 /// outcome to the one that took the job over).
-pub async fn complete_job(db: impl SqliteExecutor<'_>, id: i64, owner: &str) -> sqlx::Result<()> {
+pub async fn complete_job(db: impl AnyExecutor<'_>, id: i64, owner: &str) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE jobs SET status = 'done', lease_until = NULL, lease_owner = NULL, updated_at = ? \
-         WHERE id = ? AND status = 'running' AND lease_owner = ?",
+        "UPDATE jobs SET status = 'done', lease_until = NULL, lease_owner = NULL, updated_at = $1 \
+         WHERE id = $2 AND status = 'running' AND lease_owner = $3",
     )
     .bind(now_ms())
     .bind(id)
@@ -1516,16 +1686,16 @@ pub async fn complete_job(db: impl SqliteExecutor<'_>, id: i64, owner: &str) -> 
 /// Records a failed attempt of a job `owner` holds: back to pending at `retry_at`, or
 /// `failed` for good when `retry_at` is `None`.
 pub async fn fail_job(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     id: i64,
     owner: &str,
     error: &str,
     retry_at: Option<i64>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE jobs SET status = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END, run_at = COALESCE(?, run_at), \
-           lease_until = NULL, lease_owner = NULL, last_error = ?, updated_at = ? \
-         WHERE id = ? AND status = 'running' AND lease_owner = ?",
+        "UPDATE jobs SET status = CASE WHEN $1 IS NULL THEN 'failed' ELSE 'pending' END, run_at = COALESCE($2, run_at), \
+           lease_until = NULL, lease_owner = NULL, last_error = $3, updated_at = $4 \
+         WHERE id = $5 AND status = 'running' AND lease_owner = $6",
     )
     .bind(retry_at)
     .bind(retry_at)
@@ -1539,15 +1709,15 @@ pub async fn fail_job(
 }
 
 /// Jobs not yet finished (pending or running), for shutdown checks and tests.
-pub async fn count_unfinished_jobs(db: impl SqliteExecutor<'_>) -> sqlx::Result<i64> {
+pub async fn count_unfinished_jobs(db: impl AnyExecutor<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running')")
         .fetch_one(db)
         .await
 }
 
 /// Sites in a given status across orgs (crash recovery).
-pub async fn list_sites_with_status(db: impl SqliteExecutor<'_>, status: &str) -> sqlx::Result<Vec<SiteRow>> {
-    sqlx::query_as(concat!("SELECT ", site_columns!(), " FROM sites WHERE status = ?"))
+pub async fn list_sites_with_status(db: impl AnyExecutor<'_>, status: &str) -> sqlx::Result<Vec<SiteRow>> {
+    sqlx::query_as(concat!("SELECT ", site_columns!(), " FROM sites WHERE status = $1"))
         .bind(status)
         .fetch_all(db)
         .await
@@ -1558,10 +1728,10 @@ pub async fn list_sites_with_status(db: impl SqliteExecutor<'_>, status: &str) -
 /// are left alone: they are taken over only once their lease expires (see [`claim_job`]).
 /// Jobs with no recorded owner were left by a version that kept none (one process per
 /// database) and count as this owner's.
-pub async fn requeue_own_jobs(db: impl SqliteExecutor<'_>, owner: &str) -> sqlx::Result<u64> {
+pub async fn requeue_own_jobs(db: impl AnyExecutor<'_>, owner: &str) -> sqlx::Result<u64> {
     Ok(sqlx::query(
-        "UPDATE jobs SET status = 'pending', lease_until = NULL, lease_owner = NULL, run_at = ? \
-         WHERE status = 'running' AND (lease_owner = ? OR lease_owner IS NULL)",
+        "UPDATE jobs SET status = 'pending', lease_until = NULL, lease_owner = NULL, run_at = $1 \
+         WHERE status = 'running' AND (lease_owner = $2 OR lease_owner IS NULL)",
     )
     .bind(now_ms())
     .bind(owner)
@@ -1573,17 +1743,12 @@ pub async fn requeue_own_jobs(db: impl SqliteExecutor<'_>, owner: &str) -> sqlx:
 /// Takes or renews the singleton lease `name` for `holder`, until `lease_ms` from now: true
 /// when `holder` holds it now (it was free, expired, or already its own); false while
 /// another holder's lease is live. One statement, so two processes never both get it.
-pub async fn hold_singleton(
-    db: impl SqliteExecutor<'_>,
-    name: &str,
-    holder: &str,
-    lease_ms: i64,
-) -> sqlx::Result<bool> {
+pub async fn hold_singleton(db: impl AnyExecutor<'_>, name: &str, holder: &str, lease_ms: i64) -> sqlx::Result<bool> {
     let now = now_ms();
     Ok(sqlx::query(
-        "INSERT INTO singleton_leases (name, holder, lease_until) VALUES (?, ?, ?) \
+        "INSERT INTO singleton_leases (name, holder, lease_until) VALUES ($1, $2, $3) \
          ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
-         WHERE singleton_leases.holder = excluded.holder OR singleton_leases.lease_until < ?",
+         WHERE singleton_leases.holder = excluded.holder OR singleton_leases.lease_until < $4",
     )
     .bind(name)
     .bind(holder)
@@ -1597,8 +1762,8 @@ pub async fn hold_singleton(
 
 /// Gives up `holder`'s singleton lease `name` (at shutdown), so another process takes the
 /// loop over without waiting for the lease to expire.
-pub async fn release_singleton(db: impl SqliteExecutor<'_>, name: &str, holder: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM singleton_leases WHERE name = ? AND holder = ?")
+pub async fn release_singleton(db: impl AnyExecutor<'_>, name: &str, holder: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM singleton_leases WHERE name = $1 AND holder = $2")
         .bind(name)
         .bind(holder)
         .execute(db)
@@ -1621,12 +1786,12 @@ pub struct EnvVarRow {
 
 /// Env vars of a site: site-wide ones and, with `environment_id`, that environment's.
 pub async fn list_env_vars(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     site_id: &str,
     environment_id: Option<&str>,
 ) -> sqlx::Result<Vec<EnvVarRow>> {
     sqlx::query_as(
-        "SELECT scope, name, sealed FROM env_vars WHERE site_id = ? AND (scope = '' OR scope = ?) ORDER BY name, scope",
+        "SELECT scope, name, sealed FROM env_vars WHERE site_id = $1 AND (scope = '' OR scope = $2) ORDER BY name, scope",
     )
     .bind(site_id)
     .bind(environment_id.unwrap_or(""))
@@ -1636,7 +1801,7 @@ pub async fn list_env_vars(
 
 /// Sets (or replaces) one env var.
 pub async fn upsert_env_var(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     site_id: &str,
     scope: &str,
@@ -1644,7 +1809,7 @@ pub async fn upsert_env_var(
     sealed: &str,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO env_vars (org_id, site_id, scope, name, sealed, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+        "INSERT INTO env_vars (org_id, site_id, scope, name, sealed, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (site_id, scope, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
     )
     .bind(org_id)
@@ -1659,9 +1824,9 @@ pub async fn upsert_env_var(
 }
 
 /// Deletes one env var; true if it existed.
-pub async fn delete_env_var(db: impl SqliteExecutor<'_>, site_id: &str, scope: &str, name: &str) -> sqlx::Result<bool> {
+pub async fn delete_env_var(db: impl AnyExecutor<'_>, site_id: &str, scope: &str, name: &str) -> sqlx::Result<bool> {
     Ok(
-        sqlx::query("DELETE FROM env_vars WHERE site_id = ? AND scope = ? AND name = ?")
+        sqlx::query("DELETE FROM env_vars WHERE site_id = $1 AND scope = $2 AND name = $3")
             .bind(site_id)
             .bind(scope)
             .bind(name)
@@ -1692,9 +1857,9 @@ pub struct ScalingRow {
 }
 
 /// Reads an environment's scale settings.
-pub async fn get_scaling(db: impl SqliteExecutor<'_>, env_id: &str) -> sqlx::Result<ScalingRow> {
+pub async fn get_scaling(db: impl AnyExecutor<'_>, env_id: &str) -> sqlx::Result<ScalingRow> {
     sqlx::query_as(
-        "SELECT min_instances, max_instances, idle_timeout_seconds, target_concurrency, memory_mb, cpu_millis FROM environments WHERE id = ?",
+        "SELECT min_instances, max_instances, idle_timeout_seconds, target_concurrency, memory_mb, cpu_millis FROM environments WHERE id = $1",
     )
     .bind(env_id)
     .fetch_one(db)
@@ -1702,9 +1867,9 @@ pub async fn get_scaling(db: impl SqliteExecutor<'_>, env_id: &str) -> sqlx::Res
 }
 
 /// Writes an environment's scale settings.
-pub async fn set_scaling(db: impl SqliteExecutor<'_>, env_id: &str, s: &ScalingRow) -> sqlx::Result<()> {
+pub async fn set_scaling(db: impl AnyExecutor<'_>, env_id: &str, s: &ScalingRow) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE environments SET min_instances = ?, max_instances = ?, idle_timeout_seconds = ?, target_concurrency = ?, memory_mb = ?, cpu_millis = ?, updated_at = ? WHERE id = ?",
+        "UPDATE environments SET min_instances = $1, max_instances = $2, idle_timeout_seconds = $3, target_concurrency = $4, memory_mb = $5, cpu_millis = $6, updated_at = $7 WHERE id = $8",
     )
     .bind(s.min_instances)
     .bind(s.max_instances)
@@ -1734,11 +1899,11 @@ pub struct ProviderConfigRow {
 
 /// One provider's settings of an org.
 pub async fn get_provider_config(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     provider: &str,
 ) -> sqlx::Result<Option<ProviderConfigRow>> {
-    sqlx::query_as("SELECT provider, sealed, updated_at FROM provider_configs WHERE org_id = ? AND provider = ?")
+    sqlx::query_as("SELECT provider, sealed, updated_at FROM provider_configs WHERE org_id = $1 AND provider = $2")
         .bind(org_id)
         .bind(provider)
         .fetch_optional(db)
@@ -1747,13 +1912,13 @@ pub async fn get_provider_config(
 
 /// Replaces one provider's settings of an org.
 pub async fn set_provider_config(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     provider: &str,
     sealed: &str,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO provider_configs (org_id, provider, sealed, updated_at) VALUES (?, ?, ?, ?) \
+        "INSERT INTO provider_configs (org_id, provider, sealed, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (org_id, provider) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
     )
     .bind(org_id)

@@ -174,7 +174,7 @@ impl Task {
             return known.clone();
         }
         let found: Option<(String, String)> =
-            sqlx::query_as("SELECT environment_id, site_id FROM deployments WHERE id = ?")
+            sqlx::query_as("SELECT environment_id, site_id FROM deployments WHERE id = $1")
                 .bind(deployment_id)
                 .fetch_optional(self.store.pool())
                 .await

@@ -365,7 +365,10 @@ impl Service {
             | Target::Deployment(_)
             | Target::Member(_) => vec![],
         };
-        if let Some(env) = touched.into_iter().find(|e| is_protected(&e.name, e.protected)) {
+        if let Some(env) = touched
+            .into_iter()
+            .find(|e| is_protected(&e.name, e.protected.map(bool::from)))
+        {
             return Err(ServiceError::Forbidden {
                 message: format!(
                     "environment '{}' of site '{}' is protected: {} there needs the role admin or higher; you are {}",

@@ -1358,7 +1358,7 @@ fn build_settings_of(input: &CreateSiteInput) -> ServiceResult<BuildSettings> {
 /// (`<site>.<base>`, `<env>--<site>.<base>`), and hostnames are global. Site and
 /// environment names never contain `--` nor start or end with `-`, so distinct
 /// (site, environment) pairs always give distinct hostnames.
-async fn ensure_hostname_free(db: &mut sqlx::SqliteConnection, actor: &Actor, name: &str) -> ServiceResult<()> {
+async fn ensure_hostname_free(db: &mut sqlx::AnyConnection, actor: &Actor, name: &str) -> ServiceResult<()> {
     match store::site_name_owner(&mut *db, name).await? {
         Some(org) if org != actor.org_id => Err(ServiceError::conflict(format!(
             "the site name '{name}' is taken on this server (site names are hostnames, shared by every org); choose another, e.g. '{}-{name}'",

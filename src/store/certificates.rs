@@ -1,7 +1,7 @@
 //! SQL of certificates: berth's ACME accounts and the issued certificates (sealed), and
 //! the issuance state kept on each domain.
 
-use sqlx::{FromRow, SqliteExecutor};
+use sqlx::{AnyExecutor, FromRow};
 
 /// A stored certificate (chain and key still sealed).
 #[derive(Clone, Debug, FromRow)]
@@ -29,8 +29,8 @@ pub struct CertificateRow {
 }
 
 /// The sealed credentials of berth's account at `directory`.
-pub async fn acme_account(db: impl SqliteExecutor<'_>, directory: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT credentials FROM acme_accounts WHERE directory = ?")
+pub async fn acme_account(db: impl AnyExecutor<'_>, directory: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT credentials FROM acme_accounts WHERE directory = $1")
         .bind(directory)
         .fetch_optional(db)
         .await
@@ -38,25 +38,28 @@ pub async fn acme_account(db: impl SqliteExecutor<'_>, directory: &str) -> sqlx:
 
 /// Stores the account made at `directory` (the first one stored wins).
 pub async fn insert_acme_account(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     directory: &str,
     sealed: &str,
     now: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT OR IGNORE INTO acme_accounts (directory, credentials, created_at) VALUES (?, ?, ?)")
-        .bind(directory)
-        .bind(sealed)
-        .bind(now)
-        .execute(db)
-        .await
-        .map(drop)
+    sqlx::query(
+        "INSERT INTO acme_accounts (directory, credentials, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (directory) DO NOTHING",
+    )
+    .bind(directory)
+    .bind(sealed)
+    .bind(now)
+    .execute(db)
+    .await
+    .map(drop)
 }
 
 /// Stores a certificate, replacing the subject's previous one.
-pub async fn put_certificate(db: impl SqliteExecutor<'_>, row: &CertificateRow) -> sqlx::Result<()> {
+pub async fn put_certificate(db: impl AnyExecutor<'_>, row: &CertificateRow) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO certificates (id, subject, domain_id, names, chain, key, not_before, not_after, renew_at, issued_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subject) DO UPDATE SET id = excluded.id, \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (subject) DO UPDATE SET id = excluded.id, \
          domain_id = excluded.domain_id, names = excluded.names, chain = excluded.chain, key = excluded.key, \
          not_before = excluded.not_before, not_after = excluded.not_after, renew_at = excluded.renew_at, \
          issued_at = excluded.issued_at",
@@ -77,10 +80,10 @@ pub async fn put_certificate(db: impl SqliteExecutor<'_>, row: &CertificateRow) 
 }
 
 /// Every certificate still valid at `now`, for the edge's table.
-pub async fn valid_certificates(db: impl SqliteExecutor<'_>, now: i64) -> sqlx::Result<Vec<CertificateRow>> {
+pub async fn valid_certificates(db: impl AnyExecutor<'_>, now: i64) -> sqlx::Result<Vec<CertificateRow>> {
     sqlx::query_as(
         "SELECT id, subject, domain_id, names, chain, key, not_before, not_after, renew_at, issued_at \
-         FROM certificates WHERE not_after > ? ORDER BY subject",
+         FROM certificates WHERE not_after > $1 ORDER BY subject",
     )
     .bind(now)
     .fetch_all(db)
@@ -88,10 +91,10 @@ pub async fn valid_certificates(db: impl SqliteExecutor<'_>, now: i64) -> sqlx::
 }
 
 /// The certificate of `subject`.
-pub async fn certificate(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Result<Option<CertificateRow>> {
+pub async fn certificate(db: impl AnyExecutor<'_>, subject: &str) -> sqlx::Result<Option<CertificateRow>> {
     sqlx::query_as(
         "SELECT id, subject, domain_id, names, chain, key, not_before, not_after, renew_at, issued_at \
-         FROM certificates WHERE subject = ?",
+         FROM certificates WHERE subject = $1",
     )
     .bind(subject)
     .fetch_optional(db)
@@ -99,8 +102,8 @@ pub async fn certificate(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Re
 }
 
 /// Moves a certificate's renewal time (the CA's renewal window said so).
-pub async fn set_renew_at(db: impl SqliteExecutor<'_>, id: &str, renew_at: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE certificates SET renew_at = ? WHERE id = ?")
+pub async fn set_renew_at(db: impl AnyExecutor<'_>, id: &str, renew_at: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE certificates SET renew_at = $1 WHERE id = $2")
         .bind(renew_at)
         .bind(id)
         .execute(db)
@@ -110,8 +113,8 @@ pub async fn set_renew_at(db: impl SqliteExecutor<'_>, id: &str, renew_at: i64) 
 
 /// The retry state of `subject`'s order when it belongs to no domain: failures in a row
 /// and when it is tried next (ms); `None` when nothing has failed since the last success.
-pub async fn order_retry(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Result<Option<(i64, i64)>> {
-    sqlx::query_as("SELECT attempts, next_attempt_at FROM certificate_orders WHERE subject = ?")
+pub async fn order_retry(db: impl AnyExecutor<'_>, subject: &str) -> sqlx::Result<Option<(i64, i64)>> {
+    sqlx::query_as("SELECT attempts, next_attempt_at FROM certificate_orders WHERE subject = $1")
         .bind(subject)
         .fetch_optional(db)
         .await
@@ -119,14 +122,14 @@ pub async fn order_retry(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Re
 
 /// Records a failed order of `subject`: `attempts` in a row, tried again at `next`.
 pub async fn set_order_retry(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     subject: &str,
     attempts: i64,
     next: i64,
     problem: &str,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO certificate_orders (subject, attempts, next_attempt_at, problem) VALUES (?, ?, ?, ?) \
+        "INSERT INTO certificate_orders (subject, attempts, next_attempt_at, problem) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (subject) DO UPDATE SET attempts = excluded.attempts, \
          next_attempt_at = excluded.next_attempt_at, problem = excluded.problem",
     )
@@ -140,8 +143,8 @@ pub async fn set_order_retry(
 }
 
 /// Forgets `subject`'s failed orders (it succeeded, or something changed that may fix it).
-pub async fn clear_order_retry(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM certificate_orders WHERE subject = ?")
+pub async fn clear_order_retry(db: impl AnyExecutor<'_>, subject: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM certificate_orders WHERE subject = $1")
         .bind(subject)
         .execute(db)
         .await
@@ -149,8 +152,8 @@ pub async fn clear_order_retry(db: impl SqliteExecutor<'_>, subject: &str) -> sq
 }
 
 /// Removes the certificate of `subject`.
-pub async fn delete_certificate(db: impl SqliteExecutor<'_>, subject: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM certificates WHERE subject = ?")
+pub async fn delete_certificate(db: impl AnyExecutor<'_>, subject: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM certificates WHERE subject = $1")
         .bind(subject)
         .execute(db)
         .await
@@ -160,14 +163,14 @@ pub async fn delete_certificate(db: impl SqliteExecutor<'_>, subject: &str) -> s
 /// Ids of the domains with certificate work due at `now`: DNS just checked out
 /// (`validating`), an interrupted issuance (`issuing`), a failure whose retry time came,
 /// or a served certificate whose renewal time came (`active`/`renewing`).
-pub async fn domains_due(db: impl SqliteExecutor<'_>, now: i64, limit: i64) -> sqlx::Result<Vec<String>> {
+pub async fn domains_due(db: impl AnyExecutor<'_>, now: i64, limit: i64) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
         "SELECT d.id FROM domains d LEFT JOIN certificates c ON c.domain_id = d.id \
-         WHERE (d.status IN ('validating', 'issuing') AND COALESCE(d.next_attempt_at, 0) <= ?) \
-            OR (d.status = 'failed' AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ?) \
-            OR (d.status IN ('active', 'renewing') AND c.renew_at IS NOT NULL AND c.renew_at <= ? \
-                AND COALESCE(d.next_attempt_at, 0) <= ?) \
-         ORDER BY COALESCE(d.next_attempt_at, 0), d.id LIMIT ?",
+         WHERE (d.status IN ('validating', 'issuing') AND COALESCE(d.next_attempt_at, 0) <= $1) \
+            OR (d.status = 'failed' AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= $2) \
+            OR (d.status IN ('active', 'renewing') AND c.renew_at IS NOT NULL AND c.renew_at <= $3 \
+                AND COALESCE(d.next_attempt_at, 0) <= $4) \
+         ORDER BY COALESCE(d.next_attempt_at, 0), d.id LIMIT $5",
     )
     .bind(now)
     .bind(now)
@@ -179,13 +182,14 @@ pub async fn domains_due(db: impl SqliteExecutor<'_>, now: i64, limit: i64) -> s
 }
 
 /// The earliest time certificate work comes due (None: nothing is waiting).
-pub async fn next_due(db: impl SqliteExecutor<'_>) -> sqlx::Result<Option<i64>> {
+pub async fn next_due(db: impl AnyExecutor<'_>) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
         "SELECT MIN(t) FROM (\
            SELECT COALESCE(d.next_attempt_at, 0) AS t FROM domains d WHERE d.status IN ('validating', 'issuing') \
            UNION ALL SELECT d.next_attempt_at FROM domains d WHERE d.status = 'failed' AND d.next_attempt_at IS NOT NULL \
-           UNION ALL SELECT MAX(c.renew_at, COALESCE(d.next_attempt_at, 0)) FROM domains d \
-             JOIN certificates c ON c.domain_id = d.id WHERE d.status IN ('active', 'renewing'))",
+           UNION ALL SELECT CASE WHEN c.renew_at > COALESCE(d.next_attempt_at, 0) THEN c.renew_at \
+                                ELSE COALESCE(d.next_attempt_at, 0) END FROM domains d \
+             JOIN certificates c ON c.domain_id = d.id WHERE d.status IN ('active', 'renewing')) AS due",
     )
     .fetch_one(db)
     .await
@@ -193,7 +197,7 @@ pub async fn next_due(db: impl SqliteExecutor<'_>) -> sqlx::Result<Option<i64>> 
 
 /// Stores a domain's issuance state.
 pub async fn set_issuance(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     domain_id: &str,
     status: &str,
     attempts: i64,
@@ -202,7 +206,7 @@ pub async fn set_issuance(
     now: i64,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE domains SET status = ?, attempts = ?, next_attempt_at = ?, problem = ?, updated_at = ? WHERE id = ?",
+        "UPDATE domains SET status = $1, attempts = $2, next_attempt_at = $3, problem = $4, updated_at = $5 WHERE id = $6",
     )
     .bind(status)
     .bind(attempts)
@@ -216,7 +220,7 @@ pub async fn set_issuance(
 }
 
 /// The server's first org (made at first start: the operator's).
-pub async fn first_org(db: impl SqliteExecutor<'_>) -> sqlx::Result<Option<String>> {
+pub async fn first_org(db: impl AnyExecutor<'_>) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT id FROM orgs ORDER BY created_at, id LIMIT 1")
         .fetch_optional(db)
         .await

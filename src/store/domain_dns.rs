@@ -1,7 +1,7 @@
 //! SQL of the DNS provider objects berth created for a domain (records and custom
 //! hostnames, as JSON), read back when the domain is removed.
 
-use sqlx::{FromRow, SqliteExecutor};
+use sqlx::{AnyExecutor, FromRow};
 
 /// What a provider holds for one domain.
 #[derive(Clone, Debug, FromRow)]
@@ -19,10 +19,10 @@ pub struct DomainDnsRow {
 }
 
 /// Stores what was created for a domain.
-pub async fn insert(db: impl SqliteExecutor<'_>, row: &DomainDnsRow, now: i64) -> sqlx::Result<()> {
+pub async fn insert(db: impl AnyExecutor<'_>, row: &DomainDnsRow, now: i64) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO domain_dns_records (domain_id, provider, zone_id, zone_name, records, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&row.domain_id)
     .bind(&row.provider)
@@ -37,9 +37,9 @@ pub async fn insert(db: impl SqliteExecutor<'_>, row: &DomainDnsRow, now: i64) -
 }
 
 /// What a provider holds for a domain, if anything.
-pub async fn get(db: impl SqliteExecutor<'_>, domain_id: &str) -> sqlx::Result<Option<DomainDnsRow>> {
+pub async fn get(db: impl AnyExecutor<'_>, domain_id: &str) -> sqlx::Result<Option<DomainDnsRow>> {
     sqlx::query_as(
-        "SELECT domain_id, provider, zone_id, zone_name, records FROM domain_dns_records WHERE domain_id = ?",
+        "SELECT domain_id, provider, zone_id, zone_name, records FROM domain_dns_records WHERE domain_id = $1",
     )
     .bind(domain_id)
     .fetch_optional(db)
@@ -47,8 +47,8 @@ pub async fn get(db: impl SqliteExecutor<'_>, domain_id: &str) -> sqlx::Result<O
 }
 
 /// Replaces the list (the objects still left after a partial removal).
-pub async fn set_records(db: impl SqliteExecutor<'_>, domain_id: &str, records: &str, now: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE domain_dns_records SET records = ?, updated_at = ? WHERE domain_id = ?")
+pub async fn set_records(db: impl AnyExecutor<'_>, domain_id: &str, records: &str, now: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE domain_dns_records SET records = $1, updated_at = $2 WHERE domain_id = $3")
         .bind(records)
         .bind(now)
         .bind(domain_id)

@@ -1,7 +1,7 @@
 //! SQL of custom domains: the attached names, their status and last DNS diagnosis, and the
 //! joined view the edge's route table is built from.
 
-use sqlx::{FromRow, SqliteExecutor};
+use sqlx::{AnyExecutor, FromRow};
 
 /// A domain row, with the names of its site and environment.
 #[derive(Clone, Debug, FromRow)]
@@ -35,6 +35,7 @@ pub struct DomainRow {
     /// The environment's name.
     pub environment_name: String,
     /// Whether responses over HTTPS carry Strict-Transport-Security.
+    #[sqlx(try_from = "super::Flag")]
     pub hsts: bool,
     /// Certificate orders failed in a row.
     pub attempts: i64,
@@ -62,10 +63,10 @@ macro_rules! select_domains {
 }
 
 /// Inserts a domain (the joined names of `row` are ignored).
-pub async fn insert_domain(db: impl SqliteExecutor<'_>, row: &DomainRow) -> sqlx::Result<()> {
+pub async fn insert_domain(db: impl AnyExecutor<'_>, row: &DomainRow) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO domains (id, org_id, site_id, environment_id, name, redirect_name, status, token, diagnosis, \
-         checked_at, created_at, updated_at, hsts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         checked_at, created_at, updated_at, hsts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&row.id)
     .bind(&row.org_id)
@@ -79,17 +80,17 @@ pub async fn insert_domain(db: impl SqliteExecutor<'_>, row: &DomainRow) -> sqlx
     .bind(row.checked_at)
     .bind(row.created_at)
     .bind(row.updated_at)
-    .bind(row.hsts)
+    .bind(super::Flag(row.hsts))
     .execute(db)
     .await
     .map(drop)
 }
 
 /// Whether any of `names` is taken, in any org, as a domain or as a redirecting partner.
-pub async fn any_name_taken(db: impl SqliteExecutor<'_>, names: &[&str]) -> sqlx::Result<bool> {
+pub async fn any_name_taken(db: impl AnyExecutor<'_>, names: &[&str]) -> sqlx::Result<bool> {
     let a = names.first().copied().unwrap_or_default();
     let b = names.get(1).copied().unwrap_or(a);
-    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM domains WHERE name IN (?, ?) OR redirect_name IN (?, ?)")
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM domains WHERE name IN ($1, $2) OR redirect_name IN ($3, $4)")
         .bind(a)
         .bind(b)
         .bind(a)
@@ -100,8 +101,8 @@ pub async fn any_name_taken(db: impl SqliteExecutor<'_>, names: &[&str]) -> sqlx
 }
 
 /// A site's domain by name.
-pub async fn get_domain(db: impl SqliteExecutor<'_>, site_id: &str, name: &str) -> sqlx::Result<Option<DomainRow>> {
-    sqlx::query_as(concat!(select_domains!(), " WHERE d.site_id = ? AND d.name = ?"))
+pub async fn get_domain(db: impl AnyExecutor<'_>, site_id: &str, name: &str) -> sqlx::Result<Option<DomainRow>> {
+    sqlx::query_as(concat!(select_domains!(), " WHERE d.site_id = $1 AND d.name = $2"))
         .bind(site_id)
         .bind(name)
         .fetch_optional(db)
@@ -110,7 +111,7 @@ pub async fn get_domain(db: impl SqliteExecutor<'_>, site_id: &str, name: &str) 
 
 /// One page of an org's domains (of one site when `site_id` is given), by name.
 pub async fn list_domains_page(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     site_id: Option<&str>,
     after: &str,
@@ -118,7 +119,7 @@ pub async fn list_domains_page(
 ) -> sqlx::Result<Vec<DomainRow>> {
     sqlx::query_as(concat!(
         select_domains!(),
-        " WHERE d.org_id = ? AND (? IS NULL OR d.site_id = ?) AND d.name > ? ORDER BY d.name LIMIT ?"
+        " WHERE d.org_id = $1 AND ($2 IS NULL OR d.site_id = $3) AND d.name > $4 ORDER BY d.name LIMIT $5"
     ))
     .bind(org_id)
     .bind(site_id)
@@ -130,8 +131,8 @@ pub async fn list_domains_page(
 }
 
 /// How many domains an org has (of one site when `site_id` is given).
-pub async fn count_domains(db: impl SqliteExecutor<'_>, org_id: &str, site_id: Option<&str>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE org_id = ? AND (? IS NULL OR site_id = ?)")
+pub async fn count_domains(db: impl AnyExecutor<'_>, org_id: &str, site_id: Option<&str>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE org_id = $1 AND ($2 IS NULL OR site_id = $3)")
         .bind(org_id)
         .bind(site_id)
         .bind(site_id)
@@ -140,7 +141,7 @@ pub async fn count_domains(db: impl SqliteExecutor<'_>, org_id: &str, site_id: O
 }
 
 /// Every domain of every org, for the route table.
-pub async fn list_all_domains(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<DomainRow>> {
+pub async fn list_all_domains(db: impl AnyExecutor<'_>) -> sqlx::Result<Vec<DomainRow>> {
     sqlx::query_as(concat!(select_domains!(), " ORDER BY d.name"))
         .fetch_all(db)
         .await
@@ -148,13 +149,13 @@ pub async fn list_all_domains(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<D
 
 /// Stores the outcome of a DNS check.
 pub async fn set_domain_check(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     id: &str,
     status: &str,
     diagnosis: &str,
     now: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE domains SET status = ?, diagnosis = ?, checked_at = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE domains SET status = $1, diagnosis = $2, checked_at = $3, updated_at = $4 WHERE id = $5")
         .bind(status)
         .bind(diagnosis)
         .bind(now)
@@ -166,8 +167,8 @@ pub async fn set_domain_check(
 }
 
 /// Removes a domain.
-pub async fn delete_domain(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM domains WHERE id = ?")
+pub async fn delete_domain(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM domains WHERE id = $1")
         .bind(id)
         .execute(db)
         .await
@@ -175,8 +176,8 @@ pub async fn delete_domain(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Resul
 }
 
 /// A domain by id.
-pub async fn domain_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<DomainRow>> {
-    sqlx::query_as(concat!(select_domains!(), " WHERE d.id = ?"))
+pub async fn domain_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<DomainRow>> {
+    sqlx::query_as(concat!(select_domains!(), " WHERE d.id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await

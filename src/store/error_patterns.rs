@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{FromRow, SqliteExecutor};
+use sqlx::{AnyExecutor, FromRow};
 
 use super::Store;
 
@@ -40,7 +40,7 @@ pub async fn save(
 ) -> sqlx::Result<()> {
     let mut tx = store.begin().await?;
     for key in evicted {
-        sqlx::query("DELETE FROM error_patterns WHERE environment_id = ? AND key = ?")
+        sqlx::query("DELETE FROM error_patterns WHERE environment_id = $1 AND key = $2")
             .bind(environment_id)
             .bind(*key as i64)
             .execute(&mut *tx)
@@ -48,7 +48,7 @@ pub async fn save(
     }
     for (key, delta) in deltas {
         let known: Option<String> =
-            sqlx::query_scalar("SELECT deployments FROM error_patterns WHERE environment_id = ? AND key = ?")
+            sqlx::query_scalar("SELECT deployments FROM error_patterns WHERE environment_id = $1 AND key = $2")
                 .bind(environment_id)
                 .bind(*key as i64)
                 .fetch_optional(&mut *tx)
@@ -74,9 +74,10 @@ pub async fn save(
         }
         sqlx::query(
             "INSERT INTO error_patterns (environment_id, key, site_id, template, count, first_seen_ms, last_seen_ms, \
-             deployments, sample) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (environment_id, key) DO UPDATE SET \
-             template = excluded.template, count = count + excluded.count, \
-             last_seen_ms = max(last_seen_ms, excluded.last_seen_ms), deployments = excluded.deployments, \
+             deployments, sample) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (environment_id, key) DO UPDATE SET \
+             template = excluded.template, count = error_patterns.count + excluded.count, \
+             last_seen_ms = CASE WHEN excluded.last_seen_ms > error_patterns.last_seen_ms THEN excluded.last_seen_ms \
+             ELSE error_patterns.last_seen_ms END, deployments = excluded.deployments, \
              sample = excluded.sample",
         )
         .bind(environment_id)
@@ -93,8 +94,8 @@ pub async fn save(
         for ((minute, deployment), n) in &delta.minutes {
             sqlx::query(
                 "INSERT INTO error_pattern_minutes (environment_id, key, start_ms, deployment_id, count) \
-                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (environment_id, key, start_ms, deployment_id) \
-                 DO UPDATE SET count = count + excluded.count",
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (environment_id, key, start_ms, deployment_id) \
+                 DO UPDATE SET count = error_pattern_minutes.count + excluded.count",
             )
             .bind(environment_id)
             .bind(*key as i64)
@@ -109,16 +110,16 @@ pub async fn save(
 }
 
 /// An environment's templates as `(key, template, last seen ms)`, to rebuild its tree.
-pub async fn templates<'e>(db: impl SqliteExecutor<'e>, environment_id: &str) -> sqlx::Result<Vec<(i64, String, i64)>> {
-    sqlx::query_as("SELECT key, template, last_seen_ms FROM error_patterns WHERE environment_id = ?")
+pub async fn templates<'e>(db: impl AnyExecutor<'e>, environment_id: &str) -> sqlx::Result<Vec<(i64, String, i64)>> {
+    sqlx::query_as("SELECT key, template, last_seen_ms FROM error_patterns WHERE environment_id = $1")
         .bind(environment_id)
         .fetch_all(db)
         .await
 }
 
 /// How many templates an environment keeps.
-pub async fn count<'e>(db: impl SqliteExecutor<'e>, environment_id: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM error_patterns WHERE environment_id = ?")
+pub async fn count<'e>(db: impl AnyExecutor<'e>, environment_id: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM error_patterns WHERE environment_id = $1")
         .bind(environment_id)
         .fetch_one(db)
         .await
@@ -159,14 +160,14 @@ pub struct RangeCount {
 /// The events of an environment's templates in the minutes starting in
 /// `[since_ms, until_ms)`, per template and deployment.
 pub async fn range_counts<'e>(
-    db: impl SqliteExecutor<'e>,
+    db: impl AnyExecutor<'e>,
     environment_id: &str,
     since_ms: i64,
     until_ms: i64,
 ) -> sqlx::Result<Vec<RangeCount>> {
     sqlx::query_as(
-        "SELECT key, deployment_id, SUM(count) AS count, MIN(start_ms) AS first_minute_ms FROM error_pattern_minutes \
-         WHERE environment_id = ? AND start_ms >= ? AND start_ms < ? GROUP BY key, deployment_id",
+        "SELECT key, deployment_id, CAST(SUM(count) AS BIGINT) AS count, MIN(start_ms) AS first_minute_ms FROM error_pattern_minutes \
+         WHERE environment_id = $1 AND start_ms >= $2 AND start_ms < $3 GROUP BY key, deployment_id",
     )
     .bind(environment_id)
     .bind(since_ms)
@@ -176,14 +177,10 @@ pub async fn range_counts<'e>(
 }
 
 /// One template of an environment.
-pub async fn pattern<'e>(
-    db: impl SqliteExecutor<'e>,
-    environment_id: &str,
-    key: i64,
-) -> sqlx::Result<Option<PatternRow>> {
+pub async fn pattern<'e>(db: impl AnyExecutor<'e>, environment_id: &str, key: i64) -> sqlx::Result<Option<PatternRow>> {
     sqlx::query_as(
         "SELECT key, template, count, first_seen_ms, last_seen_ms, deployments, sample FROM error_patterns \
-         WHERE environment_id = ? AND key = ?",
+         WHERE environment_id = $1 AND key = $2",
     )
     .bind(environment_id)
     .bind(key)
@@ -194,11 +191,11 @@ pub async fn pattern<'e>(
 /// Removes minutes older than `before_ms` and templates not seen since; returns how many
 /// templates went.
 pub async fn prune(store: &Store, before_ms: i64) -> sqlx::Result<u64> {
-    sqlx::query("DELETE FROM error_pattern_minutes WHERE start_ms < ?")
+    sqlx::query("DELETE FROM error_pattern_minutes WHERE start_ms < $1")
         .bind(before_ms)
         .execute(store.pool())
         .await?;
-    Ok(sqlx::query("DELETE FROM error_patterns WHERE last_seen_ms < ?")
+    Ok(sqlx::query("DELETE FROM error_patterns WHERE last_seen_ms < $1")
         .bind(before_ms)
         .execute(store.pool())
         .await?

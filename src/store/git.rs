@@ -1,7 +1,7 @@
 //! SQL of push to deploy: internal repositories, their push tokens, the preview switch of
 //! a site and the webhook deliveries already handled.
 
-use sqlx::{FromRow, SqliteExecutor};
+use sqlx::{AnyExecutor, FromRow};
 
 use crate::util::now_ms;
 
@@ -19,8 +19,8 @@ pub struct RepoRow {
 }
 
 /// Inserts a repository.
-pub async fn insert_repo(db: impl SqliteExecutor<'_>, repo: &RepoRow) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO repos (id, org_id, name, created_at) VALUES (?, ?, ?, ?)")
+pub async fn insert_repo(db: impl AnyExecutor<'_>, repo: &RepoRow) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO repos (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&repo.id)
         .bind(&repo.org_id)
         .bind(&repo.name)
@@ -31,8 +31,8 @@ pub async fn insert_repo(db: impl SqliteExecutor<'_>, repo: &RepoRow) -> sqlx::R
 }
 
 /// A repository of an org by name.
-pub async fn get_repo(db: impl SqliteExecutor<'_>, org_id: &str, name: &str) -> sqlx::Result<Option<RepoRow>> {
-    sqlx::query_as("SELECT id, org_id, name, created_at FROM repos WHERE org_id = ? AND name = ?")
+pub async fn get_repo(db: impl AnyExecutor<'_>, org_id: &str, name: &str) -> sqlx::Result<Option<RepoRow>> {
+    sqlx::query_as("SELECT id, org_id, name, created_at FROM repos WHERE org_id = $1 AND name = $2")
         .bind(org_id)
         .bind(name)
         .fetch_optional(db)
@@ -40,8 +40,8 @@ pub async fn get_repo(db: impl SqliteExecutor<'_>, org_id: &str, name: &str) -> 
 }
 
 /// A repository by id.
-pub async fn get_repo_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<RepoRow>> {
-    sqlx::query_as("SELECT id, org_id, name, created_at FROM repos WHERE id = ?")
+pub async fn get_repo_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<RepoRow>> {
+    sqlx::query_as("SELECT id, org_id, name, created_at FROM repos WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
@@ -50,22 +50,24 @@ pub async fn get_repo_by_id(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Resu
 /// One page of an org's repositories by name: those after `after` (empty: from the
 /// first), at most `limit`.
 pub async fn list_repos_page(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     after: &str,
     limit: i64,
 ) -> sqlx::Result<Vec<RepoRow>> {
-    sqlx::query_as("SELECT id, org_id, name, created_at FROM repos WHERE org_id = ? AND name > ? ORDER BY name LIMIT ?")
-        .bind(org_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(db)
-        .await
+    sqlx::query_as(
+        "SELECT id, org_id, name, created_at FROM repos WHERE org_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+    )
+    .bind(org_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// How many repositories an org has.
-pub async fn count_repos(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM repos WHERE org_id = ?")
+pub async fn count_repos(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM repos WHERE org_id = $1")
         .bind(org_id)
         .fetch_one(db)
         .await
@@ -87,14 +89,14 @@ pub struct GitTokenRow {
 }
 
 /// Stores a push token by its hash; drops tokens that expired more than a day ago.
-pub async fn insert_git_token(db: &mut sqlx::SqliteConnection, row: &GitTokenRow, lookup: &str) -> sqlx::Result<()> {
+pub async fn insert_git_token(db: &mut sqlx::AnyConnection, row: &GitTokenRow, lookup: &str) -> sqlx::Result<()> {
     let now = now_ms();
-    sqlx::query("DELETE FROM git_tokens WHERE expires_at < ?")
+    sqlx::query("DELETE FROM git_tokens WHERE expires_at < $1")
         .bind(now - 86_400_000)
         .execute(&mut *db)
         .await?;
     sqlx::query(
-        "INSERT INTO git_tokens (id, org_id, repo_id, lookup, hash, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO git_tokens (id, org_id, repo_id, lookup, hash, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&row.id)
     .bind(&row.org_id)
@@ -109,17 +111,17 @@ pub async fn insert_git_token(db: &mut sqlx::SqliteConnection, row: &GitTokenRow
 }
 
 /// A push token by its lookup id.
-pub async fn find_git_token(db: impl SqliteExecutor<'_>, lookup: &str) -> sqlx::Result<Option<GitTokenRow>> {
-    sqlx::query_as("SELECT id, org_id, repo_id, hash, expires_at FROM git_tokens WHERE lookup = ?")
+pub async fn find_git_token(db: impl AnyExecutor<'_>, lookup: &str) -> sqlx::Result<Option<GitTokenRow>> {
+    sqlx::query_as("SELECT id, org_id, repo_id, hash, expires_at FROM git_tokens WHERE lookup = $1")
         .bind(lookup)
         .fetch_optional(db)
         .await
 }
 
 /// Turns previews of branches (and pull requests) on or off for a site.
-pub async fn set_site_previews(db: impl SqliteExecutor<'_>, site_id: &str, enabled: bool) -> sqlx::Result<()> {
-    sqlx::query("UPDATE sites SET previews_enabled = ? WHERE id = ?")
-        .bind(enabled)
+pub async fn set_site_previews(db: impl AnyExecutor<'_>, site_id: &str, enabled: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE sites SET previews_enabled = $1 WHERE id = $2")
+        .bind(super::Flag(enabled))
         .bind(site_id)
         .execute(db)
         .await
@@ -127,24 +129,24 @@ pub async fn set_site_previews(db: impl SqliteExecutor<'_>, site_id: &str, enabl
 }
 
 /// Whether a site builds previews of branches and pull requests.
-pub async fn site_previews(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT previews_enabled FROM sites WHERE id = ?")
+pub async fn site_previews(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT previews_enabled FROM sites WHERE id = $1")
         .bind(site_id)
         .fetch_optional(db)
         .await
-        .map(|v: Option<bool>| v.unwrap_or(false))
+        .map(|v: Option<super::Flag>| v.is_some_and(bool::from))
 }
 
 /// Active sites of an org that deploy from `source` (a git URL), by name.
 pub async fn sites_with_source(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     sources: &[String],
 ) -> sqlx::Result<Vec<super::SiteRow>> {
     let all: Vec<super::SiteRow> = sqlx::query_as(concat!(
         "SELECT ",
         site_columns!(),
-        " FROM sites WHERE org_id = ? AND source_kind = 'git' AND status = 'active' ORDER BY name"
+        " FROM sites WHERE org_id = $1 AND source_kind = 'git' AND status = 'active' ORDER BY name"
     ))
     .bind(org_id)
     .fetch_all(db)
@@ -157,13 +159,13 @@ pub async fn sites_with_source(
 
 /// Records a webhook delivery; false when it was seen before (a redelivery).
 pub async fn record_delivery(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     provider: &str,
     delivery_id: &str,
     event: &str,
 ) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
-        "INSERT INTO webhook_deliveries (provider, delivery_id, event, received_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        "INSERT INTO webhook_deliveries (provider, delivery_id, event, received_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
     )
     .bind(provider)
     .bind(delivery_id)
@@ -176,8 +178,8 @@ pub async fn record_delivery(
 }
 
 /// Forgets a delivery whose handling failed, so GitHub's redelivery is processed.
-pub async fn forget_delivery(db: impl SqliteExecutor<'_>, provider: &str, delivery_id: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM webhook_deliveries WHERE provider = ? AND delivery_id = ?")
+pub async fn forget_delivery(db: impl AnyExecutor<'_>, provider: &str, delivery_id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM webhook_deliveries WHERE provider = $1 AND delivery_id = $2")
         .bind(provider)
         .bind(delivery_id)
         .execute(db)
@@ -186,19 +188,19 @@ pub async fn forget_delivery(db: impl SqliteExecutor<'_>, provider: &str, delive
 }
 
 /// Orgs that have settings stored for a provider.
-pub async fn orgs_with_provider(db: impl SqliteExecutor<'_>, provider: &str) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT org_id FROM provider_configs WHERE provider = ? ORDER BY org_id")
+pub async fn orgs_with_provider(db: impl AnyExecutor<'_>, provider: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT org_id FROM provider_configs WHERE provider = $1 ORDER BY org_id")
         .bind(provider)
         .fetch_all(db)
         .await
 }
 
 /// Active git sites of one org.
-pub async fn git_sites(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<super::SiteRow>> {
+pub async fn git_sites(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<super::SiteRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         site_columns!(),
-        " FROM sites WHERE org_id = ? AND source_kind = 'git' AND status = 'active' ORDER BY name"
+        " FROM sites WHERE org_id = $1 AND source_kind = 'git' AND status = 'active' ORDER BY name"
     ))
     .bind(org_id)
     .fetch_all(db)

@@ -2,7 +2,7 @@
 //! token itself). Accepting one is a single conditional UPDATE, so two uses of the same
 //! link cannot both succeed.
 
-use sqlx::{FromRow, SqliteExecutor};
+use sqlx::{AnyExecutor, FromRow};
 
 /// An invitation as stored (no token).
 #[derive(Clone, Debug, FromRow)]
@@ -55,10 +55,10 @@ pub struct NewInvitation<'a> {
 }
 
 /// Stores a new invitation.
-pub async fn insert(db: impl SqliteExecutor<'_>, inv: &NewInvitation<'_>) -> sqlx::Result<()> {
+pub async fn insert(db: impl AnyExecutor<'_>, inv: &NewInvitation<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO invitations (id, org_id, email, role, token_hmac, invited_by, created_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(inv.id)
     .bind(inv.org_id)
@@ -74,11 +74,11 @@ pub async fn insert(db: impl SqliteExecutor<'_>, inv: &NewInvitation<'_>) -> sql
 }
 
 /// An invitation by the HMAC of its token.
-pub async fn find_by_hmac(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx::Result<Option<InvitationRow>> {
+pub async fn find_by_hmac(db: impl AnyExecutor<'_>, token_hmac: &str) -> sqlx::Result<Option<InvitationRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         invitation_columns!(),
-        " FROM invitations WHERE token_hmac = ?"
+        " FROM invitations WHERE token_hmac = $1"
     ))
     .bind(token_hmac)
     .fetch_optional(db)
@@ -86,11 +86,11 @@ pub async fn find_by_hmac(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx
 }
 
 /// An invitation of an org by id.
-pub async fn get(db: impl SqliteExecutor<'_>, org_id: &str, id: &str) -> sqlx::Result<Option<InvitationRow>> {
+pub async fn get(db: impl AnyExecutor<'_>, org_id: &str, id: &str) -> sqlx::Result<Option<InvitationRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         invitation_columns!(),
-        " FROM invitations WHERE org_id = ? AND id = ?"
+        " FROM invitations WHERE org_id = $1 AND id = $2"
     ))
     .bind(org_id)
     .bind(id)
@@ -101,7 +101,7 @@ pub async fn get(db: impl SqliteExecutor<'_>, org_id: &str, id: &str) -> sqlx::R
 /// One page of an org's invitations, newest first (ids sort by creation time): at most
 /// `limit`, those older than the invitation `before` when given.
 pub async fn list_page(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     org_id: &str,
     before: Option<&str>,
     limit: i64,
@@ -109,7 +109,7 @@ pub async fn list_page(
     sqlx::query_as(concat!(
         "SELECT ",
         invitation_columns!(),
-        " FROM invitations WHERE org_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?"
+        " FROM invitations WHERE org_id = $1 AND ($2 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
     ))
     .bind(org_id)
     .bind(before)
@@ -120,10 +120,10 @@ pub async fn list_page(
 }
 
 /// Marks a pending invitation used; false when it was used, revoked or expired meanwhile.
-pub async fn mark_accepted(db: impl SqliteExecutor<'_>, id: &str, now: i64) -> sqlx::Result<bool> {
+pub async fn mark_accepted(db: impl AnyExecutor<'_>, id: &str, now: i64) -> sqlx::Result<bool> {
     sqlx::query(
-        "UPDATE invitations SET accepted_at = ? \
-         WHERE id = ? AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > ?",
+        "UPDATE invitations SET accepted_at = $1 \
+         WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $3",
     )
     .bind(now)
     .bind(id)
@@ -134,8 +134,8 @@ pub async fn mark_accepted(db: impl SqliteExecutor<'_>, id: &str, now: i64) -> s
 }
 
 /// Revokes a pending invitation; false when it was no longer pending.
-pub async fn revoke(db: impl SqliteExecutor<'_>, id: &str, now: i64) -> sqlx::Result<bool> {
-    sqlx::query("UPDATE invitations SET revoked_at = ? WHERE id = ? AND accepted_at IS NULL AND revoked_at IS NULL")
+pub async fn revoke(db: impl AnyExecutor<'_>, id: &str, now: i64) -> sqlx::Result<bool> {
+    sqlx::query("UPDATE invitations SET revoked_at = $1 WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL")
         .bind(now)
         .bind(id)
         .execute(db)

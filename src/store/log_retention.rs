@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::SqliteExecutor;
+use sqlx::AnyExecutor;
 
 use super::Store;
 
@@ -42,7 +42,7 @@ pub struct Trimmed {
 /// transaction; its reads and its delete go through `deployment_logs_by_environment`.
 pub async fn trim_environment(store: &Store, environment_id: &str, target: i64, chunk: i64) -> sqlx::Result<Trimmed> {
     let mut tx = store.begin().await?;
-    let Some(mut bytes) = sqlx::query_scalar::<_, i64>("SELECT bytes FROM log_usage WHERE environment_id = ?")
+    let Some(mut bytes) = sqlx::query_scalar::<_, i64>("SELECT bytes FROM log_usage WHERE environment_id = $1")
         .bind(environment_id)
         .fetch_optional(&mut *tx)
         .await?
@@ -56,7 +56,7 @@ pub async fn trim_environment(store: &Store, environment_id: &str, target: i64, 
             break;
         }
         let oldest: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT id, bytes FROM deployment_logs WHERE environment_id = ? AND kind = ? ORDER BY id LIMIT ?",
+            "SELECT id, bytes FROM deployment_logs WHERE environment_id = $1 AND kind = $2 ORDER BY id LIMIT $3",
         )
         .bind(environment_id)
         .bind(kind)
@@ -73,7 +73,7 @@ pub async fn trim_environment(store: &Store, environment_id: &str, target: i64, 
             last = Some(*id);
         }
         if let Some(last) = last {
-            sqlx::query("DELETE FROM deployment_logs WHERE environment_id = ? AND kind = ? AND id <= ?")
+            sqlx::query("DELETE FROM deployment_logs WHERE environment_id = $1 AND kind = $2 AND id <= $3")
                 .bind(environment_id)
                 .bind(kind)
                 .bind(last)
@@ -92,7 +92,8 @@ pub async fn trim_environment(store: &Store, environment_id: &str, target: i64, 
         // Nothing left to remove yet still over: the total drifted (a line removed
         // outside these paths); it becomes what is actually stored.
         bytes = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(bytes), 0) FROM deployment_logs WHERE environment_id = ? AND kind IN ('runtime', 'build')",
+            "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM deployment_logs \
+             WHERE environment_id = $1 AND kind IN ('runtime', 'build')",
         )
         .bind(environment_id)
         .fetch_one(&mut *tx)
@@ -107,8 +108,8 @@ pub async fn trim_environment(store: &Store, environment_id: &str, target: i64, 
     })
 }
 
-async fn set_usage(db: impl SqliteExecutor<'_>, environment_id: &str, bytes: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE log_usage SET bytes = ? WHERE environment_id = ?")
+async fn set_usage(db: impl AnyExecutor<'_>, environment_id: &str, bytes: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE log_usage SET bytes = $1 WHERE environment_id = $2")
         .bind(bytes.max(0))
         .bind(environment_id)
         .execute(db)
@@ -128,7 +129,7 @@ pub async fn expire(store: &Store, before_ms: i64, chunk: i64) -> sqlx::Result<u
         return Ok(0);
     };
     let removed: Vec<(Option<String>, i64)> = sqlx::query_as(
-        "DELETE FROM deployment_logs WHERE id >= ? AND id < ? AND ts < ? RETURNING environment_id, bytes",
+        "DELETE FROM deployment_logs WHERE id >= $1 AND id < $2 AND ts < $3 RETURNING environment_id, bytes",
     )
     .bind(first)
     .bind(first.saturating_add(chunk))
@@ -142,11 +143,13 @@ pub async fn expire(store: &Store, before_ms: i64, chunk: i64) -> sqlx::Result<u
         }
     }
     for (env, bytes) in freed {
-        sqlx::query("UPDATE log_usage SET bytes = MAX(0, bytes - ?) WHERE environment_id = ?")
-            .bind(bytes)
-            .bind(&env)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE log_usage SET bytes = CASE WHEN bytes > $1 THEN bytes - $1 ELSE 0 END WHERE environment_id = $2",
+        )
+        .bind(bytes)
+        .bind(&env)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(removed.len() as u64)
@@ -154,18 +157,18 @@ pub async fn expire(store: &Store, before_ms: i64, chunk: i64) -> sqlx::Result<u
 
 /// Environments storing more than `bytes` of log (a lowered setting, or a trim the
 /// writer left unfinished): the sweep's work list, from the small totals table.
-pub async fn environments_over(db: impl SqliteExecutor<'_>, bytes: i64) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT environment_id FROM log_usage WHERE bytes > ?")
+pub async fn environments_over(db: impl AnyExecutor<'_>, bytes: i64) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT environment_id FROM log_usage WHERE bytes > $1")
         .bind(bytes)
         .fetch_all(db)
         .await
 }
 
 /// Stored log bytes of each environment of a site, by environment name.
-pub async fn site_log_bytes(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<Vec<(String, i64)>> {
+pub async fn site_log_bytes(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<Vec<(String, i64)>> {
     sqlx::query_as(
         "SELECT e.name, COALESCE(u.bytes, 0) FROM environments e LEFT JOIN log_usage u ON u.environment_id = e.id \
-         WHERE e.site_id = ? ORDER BY e.name",
+         WHERE e.site_id = $1 ORDER BY e.name",
     )
     .bind(site_id)
     .fetch_all(db)
@@ -173,8 +176,8 @@ pub async fn site_log_bytes(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx:
 }
 
 /// Ids of a site's deployments (whose folders its disk usage sums).
-pub async fn site_deployment_ids(db: impl SqliteExecutor<'_>, site_id: &str) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT id FROM deployments WHERE site_id = ?")
+pub async fn site_deployment_ids(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT id FROM deployments WHERE site_id = $1")
         .bind(site_id)
         .fetch_all(db)
         .await

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use berth_edge::{LatencySketch, SiteTraffic};
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, SqliteExecutor};
+use sqlx::{AnyExecutor, FromRow};
 
 use super::Store;
 
@@ -461,7 +461,7 @@ impl BucketRow {
 /// Writes `bucket` as the row of (`environment_id`, `resolution`, `start_ms`), replacing
 /// what was there and marking it not rolled into the next resolution yet.
 async fn put<'e>(
-    db: impl SqliteExecutor<'e>,
+    db: impl AnyExecutor<'e>,
     environment_id: &str,
     site_id: &str,
     resolution: Resolution,
@@ -470,9 +470,15 @@ async fn put<'e>(
 ) -> sqlx::Result<()> {
     let statuses: BTreeMap<String, u64> = bucket.statuses.iter().map(|(c, n)| (c.to_string(), *n)).collect();
     sqlx::query(
-        "INSERT OR REPLACE INTO metrics_buckets (environment_id, resolution, start_ms, site_id, requests, \
+        "INSERT INTO metrics_buckets (environment_id, resolution, start_ms, site_id, requests, \
          statuses, bytes_in, bytes_out, static_files, proxied, not_modified, cold_starts, total_micros, first_byte, \
-         paths, countries, rolled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+         paths, countries, rolled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0) \
+         ON CONFLICT (environment_id, resolution, start_ms) DO UPDATE SET site_id = excluded.site_id, \
+         requests = excluded.requests, statuses = excluded.statuses, bytes_in = excluded.bytes_in, \
+         bytes_out = excluded.bytes_out, static_files = excluded.static_files, proxied = excluded.proxied, \
+         not_modified = excluded.not_modified, cold_starts = excluded.cold_starts, \
+         total_micros = excluded.total_micros, first_byte = excluded.first_byte, paths = excluded.paths, \
+         countries = excluded.countries, rolled = 0",
     )
     .bind(environment_id)
     .bind(resolution.seconds())
@@ -509,7 +515,7 @@ pub async fn record_minute(
     let mut bucket = sqlx::query_as::<_, BucketRow>(concat!(
         "SELECT ",
         bucket_columns!(),
-        " FROM metrics_buckets WHERE environment_id = ? AND resolution = ? AND start_ms = ?"
+        " FROM metrics_buckets WHERE environment_id = $1 AND resolution = $2 AND start_ms = $3"
     ))
     .bind(environment_id)
     .bind(Resolution::Minute.seconds())
@@ -526,7 +532,7 @@ pub async fn record_minute(
 /// The buckets of `environment_id` at `resolution` starting in `[since_ms, until_ms)`,
 /// oldest first.
 pub async fn read<'e>(
-    db: impl SqliteExecutor<'e>,
+    db: impl AnyExecutor<'e>,
     environment_id: &str,
     resolution: Resolution,
     since_ms: i64,
@@ -535,7 +541,7 @@ pub async fn read<'e>(
     Ok(sqlx::query_as::<_, BucketRow>(concat!(
         "SELECT ",
         bucket_columns!(),
-        " FROM metrics_buckets WHERE environment_id = ? AND resolution = ? AND start_ms >= ? AND start_ms < ? \
+        " FROM metrics_buckets WHERE environment_id = $1 AND resolution = $2 AND start_ms >= $3 AND start_ms < $4 \
          ORDER BY start_ms"
     ))
     .bind(environment_id)
@@ -560,8 +566,8 @@ pub async fn rollup(store: &Store, now_ms: i64) -> sqlx::Result<u64> {
         (Resolution::Hour, Resolution::Day),
     ] {
         let pending: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT DISTINCT environment_id, site_id, (start_ms / ?) * ? FROM metrics_buckets \
-             WHERE rolled = 0 AND resolution = ? AND start_ms < ?",
+            "SELECT DISTINCT environment_id, site_id, (start_ms / $1) * $2 FROM metrics_buckets \
+             WHERE rolled = 0 AND resolution = $3 AND start_ms < $4",
         )
         .bind(coarse.ms())
         .bind(coarse.ms())
@@ -577,8 +583,8 @@ pub async fn rollup(store: &Store, now_ms: i64) -> sqlx::Result<u64> {
             }
             put(&mut *tx, &environment_id, &site_id, coarse, start, &whole).await?;
             sqlx::query(
-                "UPDATE metrics_buckets SET rolled = 1 WHERE environment_id = ? AND resolution = ? \
-                 AND start_ms >= ? AND start_ms < ? AND rolled = 0",
+                "UPDATE metrics_buckets SET rolled = 1 WHERE environment_id = $1 AND resolution = $2 \
+                 AND start_ms >= $3 AND start_ms < $4 AND rolled = 0",
             )
             .bind(&environment_id)
             .bind(fine.seconds())
@@ -598,7 +604,7 @@ pub async fn rollup(store: &Store, now_ms: i64) -> sqlx::Result<u64> {
 pub async fn prune(store: &Store, now_ms: i64, retention: &Retention) -> sqlx::Result<u64> {
     let mut removed = 0;
     for resolution in [Resolution::Minute, Resolution::Hour, Resolution::Day] {
-        removed += sqlx::query("DELETE FROM metrics_buckets WHERE resolution = ? AND start_ms < ?")
+        removed += sqlx::query("DELETE FROM metrics_buckets WHERE resolution = $1 AND start_ms < $2")
             .bind(resolution.seconds())
             .bind(now_ms - retention.of(resolution))
             .execute(store.pool())
@@ -650,7 +656,7 @@ pub async fn record_deployment(
     let mut tx = store.begin().await?;
     let known: Option<TrafficRow> = sqlx::query_as(
         "SELECT deployment_id, requests, server_errors, first_byte, first_ms, last_ms FROM deployment_traffic \
-         WHERE deployment_id = ?",
+         WHERE deployment_id = $1",
     )
     .bind(deployment_id)
     .fetch_optional(&mut *tx)
@@ -664,8 +670,11 @@ pub async fn record_deployment(
     total.first_byte.merge(&traffic.first_byte);
     total.last_ms = at_ms;
     sqlx::query(
-        "INSERT OR REPLACE INTO deployment_traffic (deployment_id, environment_id, requests, server_errors, \
-         first_byte, first_ms, last_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO deployment_traffic (deployment_id, environment_id, requests, server_errors, \
+         first_byte, first_ms, last_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (deployment_id) DO UPDATE SET environment_id = excluded.environment_id, \
+         requests = excluded.requests, server_errors = excluded.server_errors, first_byte = excluded.first_byte, \
+         first_ms = excluded.first_ms, last_ms = excluded.last_ms",
     )
     .bind(deployment_id)
     .bind(environment_id)
@@ -681,12 +690,12 @@ pub async fn record_deployment(
 
 /// A deployment's traffic, if it served any.
 pub async fn deployment_traffic<'e>(
-    db: impl SqliteExecutor<'e>,
+    db: impl AnyExecutor<'e>,
     deployment_id: &str,
 ) -> sqlx::Result<Option<DeploymentTraffic>> {
     Ok(sqlx::query_as::<_, TrafficRow>(
         "SELECT deployment_id, requests, server_errors, first_byte, first_ms, last_ms FROM deployment_traffic \
-         WHERE deployment_id = ?",
+         WHERE deployment_id = $1",
     )
     .bind(deployment_id)
     .fetch_optional(db)
@@ -697,14 +706,14 @@ pub async fn deployment_traffic<'e>(
 /// The traffic of the newest deployment of `environment_id` created before
 /// `created_before` (ms) that served any: the one a deployment replaced.
 pub async fn previous_deployment_traffic<'e>(
-    db: impl SqliteExecutor<'e>,
+    db: impl AnyExecutor<'e>,
     environment_id: &str,
     created_before: i64,
 ) -> sqlx::Result<Option<DeploymentTraffic>> {
     Ok(sqlx::query_as::<_, TrafficRow>(
         "SELECT t.deployment_id, t.requests, t.server_errors, t.first_byte, t.first_ms, t.last_ms \
          FROM deployment_traffic t JOIN deployments d ON d.id = t.deployment_id \
-         WHERE t.environment_id = ? AND d.created_at < ? AND t.requests > 0 \
+         WHERE t.environment_id = $1 AND d.created_at < $2 AND t.requests > 0 \
          ORDER BY d.created_at DESC LIMIT 1",
     )
     .bind(environment_id)
@@ -733,7 +742,7 @@ pub struct ServingDeployment {
 /// (first to latest request) overlaps `[since_ms, until_ms)`, latest served first, at most
 /// `limit`.
 pub async fn deployments_serving<'e>(
-    db: impl SqliteExecutor<'e>,
+    db: impl AnyExecutor<'e>,
     site_id: &str,
     environment_id: Option<&str>,
     since_ms: i64,
@@ -743,8 +752,8 @@ pub async fn deployments_serving<'e>(
     sqlx::query_as(
         "SELECT t.deployment_id, e.name AS environment, t.requests, t.first_ms, t.last_ms \
          FROM deployment_traffic t JOIN environments e ON e.id = t.environment_id \
-         WHERE e.site_id = ? AND (? IS NULL OR e.id = ?) AND t.first_ms < ? AND t.last_ms >= ? \
-         AND t.requests > 0 ORDER BY t.last_ms DESC, t.deployment_id LIMIT ?",
+         WHERE e.site_id = $1 AND ($2 IS NULL OR e.id = $3) AND t.first_ms < $4 AND t.last_ms >= $5 \
+         AND t.requests > 0 ORDER BY t.last_ms DESC, t.deployment_id LIMIT $6",
     )
     .bind(site_id)
     .bind(environment_id)
@@ -759,14 +768,14 @@ pub async fn deployments_serving<'e>(
 /// How many buckets of `resolution` an environment has, and the bytes of their stored
 /// values (fixed columns counted as 8 bytes each).
 pub async fn stored<'e>(
-    db: impl SqliteExecutor<'e>,
+    db: impl AnyExecutor<'e>,
     environment_id: &str,
     resolution: Resolution,
 ) -> sqlx::Result<(i64, i64)> {
     sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(length(environment_id) + length(site_id) + length(statuses) + \
-         length(first_byte) + length(paths) + length(countries) + 12 * 8), 0) FROM metrics_buckets \
-         WHERE environment_id = ? AND resolution = ?",
+        "SELECT COUNT(*), CAST(COALESCE(SUM(length(environment_id) + length(site_id) + length(statuses) + \
+         length(first_byte) + length(paths) + length(countries) + 12 * 8), 0) AS BIGINT) FROM metrics_buckets \
+         WHERE environment_id = $1 AND resolution = $2",
     )
     .bind(environment_id)
     .bind(resolution.seconds())
@@ -784,15 +793,15 @@ pub struct JobCounts {
 }
 
 /// Counts the jobs of one org (or of every org) at `now_ms`.
-pub async fn job_counts(pool: &sqlx::SqlitePool, org_id: Option<&str>, now_ms: i64) -> sqlx::Result<JobCounts> {
+pub async fn job_counts(pool: &sqlx::AnyPool, org_id: Option<&str>, now_ms: i64) -> sqlx::Result<JobCounts> {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT kind, status, COUNT(*) FROM jobs WHERE (?1 IS NULL OR org_id = ?1) GROUP BY kind, status",
+        "SELECT kind, status, COUNT(*) FROM jobs WHERE ($1 IS NULL OR org_id = $1) GROUP BY kind, status",
     )
     .bind(org_id)
     .fetch_all(pool)
     .await?;
     let due: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM jobs WHERE (?1 IS NULL OR org_id = ?1) AND status = 'pending' AND run_at <= ?2",
+        "SELECT COUNT(*) FROM jobs WHERE ($1 IS NULL OR org_id = $1) AND status = 'pending' AND run_at <= $2",
     )
     .bind(org_id)
     .bind(now_ms)
@@ -818,7 +827,7 @@ pub struct EnvironmentName {
 }
 
 /// Every environment of every site, to name the tap's labels.
-pub async fn environment_names(db: impl SqliteExecutor<'_>) -> sqlx::Result<Vec<EnvironmentName>> {
+pub async fn environment_names(db: impl AnyExecutor<'_>) -> sqlx::Result<Vec<EnvironmentName>> {
     sqlx::query_as(
         "SELECT e.id AS environment_id, e.org_id, s.name AS site, e.name AS environment \
          FROM environments e JOIN sites s ON s.id = e.site_id",

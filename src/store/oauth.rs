@@ -3,7 +3,7 @@
 //! tokens are stored only as an HMAC of their value; a grant's revocation ends every
 //! token issued under it.
 
-use sqlx::{FromRow, SqliteExecutor};
+use sqlx::{AnyExecutor, FromRow};
 
 use crate::util::now_ms;
 
@@ -40,6 +40,7 @@ pub struct GrantRow {
     /// JSON array of site names; `None`: every site.
     pub sites: Option<String>,
     /// Whether production may be changed.
+    #[sqlx(try_from = "super::Flag")]
     pub production: bool,
     /// The audience of its tokens.
     pub resource: String,
@@ -83,7 +84,7 @@ pub struct TokenRow {
 
 /// Stores (or refreshes) a client.
 pub async fn upsert_client(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     id: &str,
     kind: &str,
     name: &str,
@@ -91,7 +92,7 @@ pub async fn upsert_client(
 ) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO oauth_clients (id, kind, name, redirect_uris, created_at, fetched_at) VALUES (?, ?, ?, ?, ?, ?) \
+        "INSERT INTO oauth_clients (id, kind, name, redirect_uris, created_at, fetched_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, redirect_uris = excluded.redirect_uris, \
          fetched_at = excluded.fetched_at",
     )
@@ -107,8 +108,8 @@ pub async fn upsert_client(
 }
 
 /// A client by id.
-pub async fn get_client(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<ClientRow>> {
-    sqlx::query_as("SELECT id, kind, name, redirect_uris, fetched_at FROM oauth_clients WHERE id = ?")
+pub async fn get_client(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<ClientRow>> {
+    sqlx::query_as("SELECT id, kind, name, redirect_uris, fetched_at FROM oauth_clients WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
@@ -138,11 +139,11 @@ pub struct NewGrant<'a> {
 
 /// Stores a grant, unless its org's agents are frozen (checked in the same statement, so
 /// a freeze cannot slip between the check and the insert): false when frozen.
-pub async fn insert_grant(db: impl SqliteExecutor<'_>, g: &NewGrant<'_>) -> sqlx::Result<bool> {
+pub async fn insert_grant(db: impl AnyExecutor<'_>, g: &NewGrant<'_>) -> sqlx::Result<bool> {
     sqlx::query(
         "INSERT INTO oauth_grants (id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, \
-         created_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 \
-         WHERE NOT EXISTS (SELECT 1 FROM orgs WHERE id = ?2 AND agents_frozen_at IS NOT NULL)",
+         created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+         WHERE NOT EXISTS (SELECT 1 FROM orgs WHERE id = $2 AND agents_frozen_at IS NOT NULL)",
     )
     .bind(g.id)
     .bind(g.org_id)
@@ -151,7 +152,7 @@ pub async fn insert_grant(db: impl SqliteExecutor<'_>, g: &NewGrant<'_>) -> sqlx
     .bind(g.client_name)
     .bind(g.scopes)
     .bind(g.sites)
-    .bind(g.production)
+    .bind(super::Flag(g.production))
     .bind(g.resource)
     .bind(now_ms())
     .execute(db)
@@ -160,10 +161,10 @@ pub async fn insert_grant(db: impl SqliteExecutor<'_>, g: &NewGrant<'_>) -> sqlx
 }
 
 /// A grant by id.
-pub async fn get_grant(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<GrantRow>> {
+pub async fn get_grant(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<GrantRow>> {
     sqlx::query_as(
         "SELECT id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, created_at, \
-         last_used_at, revoked_at FROM oauth_grants WHERE id = ?",
+         last_used_at, revoked_at FROM oauth_grants WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(db)
@@ -171,8 +172,8 @@ pub async fn get_grant(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Op
 }
 
 /// Revokes a grant (and so every token under it).
-pub async fn revoke_grant(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE oauth_grants SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+pub async fn revoke_grant(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE oauth_grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
         .bind(now_ms())
         .bind(id)
         .execute(db)
@@ -181,20 +182,22 @@ pub async fn revoke_grant(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result
 }
 
 /// Records a use of a grant, at most once a minute.
-pub async fn touch_grant(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<()> {
+pub async fn touch_grant(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<()> {
     let now = now_ms();
-    sqlx::query("UPDATE oauth_grants SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
-        .bind(now)
-        .bind(id)
-        .bind(now - 60_000)
-        .execute(db)
-        .await
-        .map(drop)
+    sqlx::query(
+        "UPDATE oauth_grants SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(now - 60_000)
+    .execute(db)
+    .await
+    .map(drop)
 }
 
 /// Stores an authorization code.
 pub async fn insert_code(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     code_hmac: &str,
     grant_id: &str,
     redirect_uri: &str,
@@ -202,7 +205,7 @@ pub async fn insert_code(
     expires_at: i64,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO oauth_codes (code_hmac, grant_id, redirect_uri, code_challenge, expires_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO oauth_codes (code_hmac, grant_id, redirect_uri, code_challenge, expires_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(code_hmac)
     .bind(grant_id)
@@ -215,9 +218,9 @@ pub async fn insert_code(
 }
 
 /// A code by its HMAC.
-pub async fn get_code(db: impl SqliteExecutor<'_>, code_hmac: &str) -> sqlx::Result<Option<CodeRow>> {
+pub async fn get_code(db: impl AnyExecutor<'_>, code_hmac: &str) -> sqlx::Result<Option<CodeRow>> {
     sqlx::query_as(
-        "SELECT grant_id, redirect_uri, code_challenge, expires_at, used_at FROM oauth_codes WHERE code_hmac = ?",
+        "SELECT grant_id, redirect_uri, code_challenge, expires_at, used_at FROM oauth_codes WHERE code_hmac = $1",
     )
     .bind(code_hmac)
     .fetch_optional(db)
@@ -225,8 +228,8 @@ pub async fn get_code(db: impl SqliteExecutor<'_>, code_hmac: &str) -> sqlx::Res
 }
 
 /// Marks a code (or a refresh token) used; false when it already was (a replay).
-pub async fn use_code(db: impl SqliteExecutor<'_>, code_hmac: &str) -> sqlx::Result<bool> {
-    sqlx::query("UPDATE oauth_codes SET used_at = ? WHERE code_hmac = ? AND used_at IS NULL")
+pub async fn use_code(db: impl AnyExecutor<'_>, code_hmac: &str) -> sqlx::Result<bool> {
+    sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hmac = $2 AND used_at IS NULL")
         .bind(now_ms())
         .bind(code_hmac)
         .execute(db)
@@ -236,21 +239,23 @@ pub async fn use_code(db: impl SqliteExecutor<'_>, code_hmac: &str) -> sqlx::Res
 
 /// Stores a token.
 pub async fn insert_token(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     token_hmac: &str,
     grant_id: &str,
     kind: &str,
     expires_at: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO oauth_tokens (token_hmac, grant_id, kind, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(token_hmac)
-        .bind(grant_id)
-        .bind(kind)
-        .bind(now_ms())
-        .bind(expires_at)
-        .execute(db)
-        .await
-        .map(drop)
+    sqlx::query(
+        "INSERT INTO oauth_tokens (token_hmac, grant_id, kind, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token_hmac)
+    .bind(grant_id)
+    .bind(kind)
+    .bind(now_ms())
+    .bind(expires_at)
+    .execute(db)
+    .await
+    .map(drop)
 }
 
 /// Most expired codes and tokens removed per issuance.
@@ -259,9 +264,10 @@ pub const EXPIRED_SWEEP_BATCH: i64 = 100;
 /// Removes up to [`EXPIRED_SWEEP_BATCH`] expired codes and as many expired tokens:
 /// called at every issuance (which adds at most two rows), so the tables hold what is
 /// live plus at most a batch of the expired. Answers how many rows went.
-pub async fn delete_expired(db: &mut sqlx::SqliteConnection, now: i64) -> sqlx::Result<u64> {
+pub async fn delete_expired(db: &mut sqlx::AnyConnection, now: i64) -> sqlx::Result<u64> {
     let codes = sqlx::query(
-        "DELETE FROM oauth_codes WHERE rowid IN (SELECT rowid FROM oauth_codes WHERE expires_at < ? LIMIT ?)",
+        "DELETE FROM oauth_codes WHERE code_hmac IN \
+         (SELECT code_hmac FROM oauth_codes WHERE expires_at < $1 LIMIT $2)",
     )
     .bind(now)
     .bind(EXPIRED_SWEEP_BATCH)
@@ -269,7 +275,8 @@ pub async fn delete_expired(db: &mut sqlx::SqliteConnection, now: i64) -> sqlx::
     .await?
     .rows_affected();
     let tokens = sqlx::query(
-        "DELETE FROM oauth_tokens WHERE rowid IN (SELECT rowid FROM oauth_tokens WHERE expires_at < ? LIMIT ?)",
+        "DELETE FROM oauth_tokens WHERE token_hmac IN \
+         (SELECT token_hmac FROM oauth_tokens WHERE expires_at < $1 LIMIT $2)",
     )
     .bind(now)
     .bind(EXPIRED_SWEEP_BATCH)
@@ -280,16 +287,16 @@ pub async fn delete_expired(db: &mut sqlx::SqliteConnection, now: i64) -> sqlx::
 }
 
 /// A token by its HMAC.
-pub async fn get_token(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx::Result<Option<TokenRow>> {
-    sqlx::query_as("SELECT grant_id, kind, expires_at, used_at, revoked_at FROM oauth_tokens WHERE token_hmac = ?")
+pub async fn get_token(db: impl AnyExecutor<'_>, token_hmac: &str) -> sqlx::Result<Option<TokenRow>> {
+    sqlx::query_as("SELECT grant_id, kind, expires_at, used_at, revoked_at FROM oauth_tokens WHERE token_hmac = $1")
         .bind(token_hmac)
         .fetch_optional(db)
         .await
 }
 
 /// Marks a refresh token exchanged; false when it already was (a replay).
-pub async fn use_token(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx::Result<bool> {
-    sqlx::query("UPDATE oauth_tokens SET used_at = ? WHERE token_hmac = ? AND used_at IS NULL")
+pub async fn use_token(db: impl AnyExecutor<'_>, token_hmac: &str) -> sqlx::Result<bool> {
+    sqlx::query("UPDATE oauth_tokens SET used_at = $1 WHERE token_hmac = $2 AND used_at IS NULL")
         .bind(now_ms())
         .bind(token_hmac)
         .execute(db)
@@ -298,8 +305,8 @@ pub async fn use_token(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx::R
 }
 
 /// Revokes one token.
-pub async fn revoke_token(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE oauth_tokens SET revoked_at = ? WHERE token_hmac = ? AND revoked_at IS NULL")
+pub async fn revoke_token(db: impl AnyExecutor<'_>, token_hmac: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE oauth_tokens SET revoked_at = $1 WHERE token_hmac = $2 AND revoked_at IS NULL")
         .bind(now_ms())
         .bind(token_hmac)
         .execute(db)
@@ -308,9 +315,9 @@ pub async fn revoke_token(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx
 }
 
 /// The orgs a user belongs to: (id, name, role), by name.
-pub async fn orgs_of_user(db: impl SqliteExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<(String, String, String)>> {
+pub async fn orgs_of_user(db: impl AnyExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<(String, String, String)>> {
     sqlx::query_as(
-        "SELECT o.id, o.name, m.role FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = ? \
+        "SELECT o.id, o.name, m.role FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = $1 \
          ORDER BY o.name LIMIT 100",
     )
     .bind(user_id)
@@ -319,23 +326,19 @@ pub async fn orgs_of_user(db: impl SqliteExecutor<'_>, user_id: &str) -> sqlx::R
 }
 
 /// The names of an org's active sites (the consent page's choices), by name.
-pub async fn site_names(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT name FROM sites WHERE org_id = ? AND status = 'active' ORDER BY name LIMIT 1000")
+pub async fn site_names(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT name FROM sites WHERE org_id = $1 AND status = 'active' ORDER BY name LIMIT 1000")
         .bind(org_id)
         .fetch_all(db)
         .await
 }
 
 /// An org's active grants (of one person, or everyone's), newest first.
-pub async fn list_grants(
-    db: impl SqliteExecutor<'_>,
-    org_id: &str,
-    user_id: Option<&str>,
-) -> sqlx::Result<Vec<GrantRow>> {
+pub async fn list_grants(db: impl AnyExecutor<'_>, org_id: &str, user_id: Option<&str>) -> sqlx::Result<Vec<GrantRow>> {
     sqlx::query_as(
         "SELECT id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, created_at, \
-         last_used_at, revoked_at FROM oauth_grants WHERE org_id = ?1 AND revoked_at IS NULL \
-         AND (?2 IS NULL OR user_id = ?2) ORDER BY created_at DESC, id LIMIT 1000",
+         last_used_at, revoked_at FROM oauth_grants WHERE org_id = $1 AND revoked_at IS NULL \
+         AND ($2 IS NULL OR user_id = $2) ORDER BY created_at DESC, id LIMIT 1000",
     )
     .bind(org_id)
     .bind(user_id)
@@ -345,21 +348,21 @@ pub async fn list_grants(
 
 /// Freezes an org's agents (revoking every grant of it) or unfreezes them: the number of
 /// grants revoked.
-pub async fn set_frozen(db: &mut sqlx::SqliteConnection, org_id: &str, frozen: bool) -> sqlx::Result<u64> {
+pub async fn set_frozen(db: &mut sqlx::AnyConnection, org_id: &str, frozen: bool) -> sqlx::Result<u64> {
     let now = now_ms();
     if !frozen {
-        sqlx::query("UPDATE orgs SET agents_frozen_at = NULL WHERE id = ?")
+        sqlx::query("UPDATE orgs SET agents_frozen_at = NULL WHERE id = $1")
             .bind(org_id)
             .execute(&mut *db)
             .await?;
         return Ok(0);
     }
-    sqlx::query("UPDATE orgs SET agents_frozen_at = COALESCE(agents_frozen_at, ?) WHERE id = ?")
+    sqlx::query("UPDATE orgs SET agents_frozen_at = COALESCE(agents_frozen_at, $1) WHERE id = $2")
         .bind(now)
         .bind(org_id)
         .execute(&mut *db)
         .await?;
-    sqlx::query("UPDATE oauth_grants SET revoked_at = ? WHERE org_id = ? AND revoked_at IS NULL")
+    sqlx::query("UPDATE oauth_grants SET revoked_at = $1 WHERE org_id = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(org_id)
         .execute(&mut *db)
@@ -368,8 +371,8 @@ pub async fn set_frozen(db: &mut sqlx::SqliteConnection, org_id: &str, frozen: b
 }
 
 /// When an org's agents were frozen, if they are.
-pub async fn frozen_at(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT agents_frozen_at FROM orgs WHERE id = ?")
+pub async fn frozen_at(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT agents_frozen_at FROM orgs WHERE id = $1")
         .bind(org_id)
         .fetch_optional(db)
         .await
@@ -381,23 +384,23 @@ pub async fn frozen_at(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Resul
 /// before `unused_before`, with no token and no exchanged or unexpired-by-then code (a
 /// code never exchanged, or tokens that all expired and were cleared). Returns how many
 /// grants went; a batch at a time.
-pub async fn prune_ended_grants(db: &sqlx::SqlitePool, revoked_before: i64, unused_before: i64) -> sqlx::Result<u64> {
+pub async fn prune_ended_grants(db: &sqlx::AnyPool, revoked_before: i64, unused_before: i64) -> sqlx::Result<u64> {
     let revoked = super::delete_in_batches(
         db,
         "DELETE FROM oauth_grants WHERE id IN (SELECT id FROM oauth_grants \
-           WHERE revoked_at BETWEEN 1 AND ? LIMIT 5000)",
+           WHERE revoked_at BETWEEN 1 AND $1 LIMIT 5000)",
         &[revoked_before],
     )
     .await?;
     let unused = super::delete_in_batches(
         db,
         "DELETE FROM oauth_grants WHERE id IN (SELECT g.id FROM oauth_grants g \
-           WHERE g.revoked_at IS NULL AND g.created_at < ? \
+           WHERE g.revoked_at IS NULL AND g.created_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM oauth_tokens t WHERE t.grant_id = g.id) \
              AND NOT EXISTS (SELECT 1 FROM oauth_codes c WHERE c.grant_id = g.id \
-                               AND (c.used_at IS NOT NULL OR c.expires_at >= ?)) \
+                               AND (c.used_at IS NOT NULL OR c.expires_at >= $1)) \
            LIMIT 5000)",
-        &[unused_before, unused_before],
+        &[unused_before],
     )
     .await?;
     Ok(revoked + unused)

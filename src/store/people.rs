@@ -1,7 +1,7 @@
 //! SQL of people and keys: users, org members, scoped API keys, and environment
 //! protection. Roles and scopes are stored by name; the service parses them into enums.
 
-use sqlx::{FromRow, SqliteExecutor};
+use sqlx::{AnyExecutor, FromRow};
 
 use crate::util::now_ms;
 
@@ -101,10 +101,10 @@ pub struct NewKey<'a> {
 }
 
 /// Stores a new scoped key.
-pub async fn insert_key(db: impl SqliteExecutor<'_>, key: &NewKey<'_>) -> sqlx::Result<()> {
+pub async fn insert_key(db: impl AnyExecutor<'_>, key: &NewKey<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO api_keys (id, org_id, name, prefix, hash, role, kind, user_id, scopes, sites, environments, \
-         expires_at, token_hmac, created_at) VALUES (?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         expires_at, token_hmac, created_at) VALUES ($1, $2, $3, $4, '', $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(key.id)
     .bind(key.org_id)
@@ -125,11 +125,11 @@ pub async fn insert_key(db: impl SqliteExecutor<'_>, key: &NewKey<'_>) -> sqlx::
 }
 
 /// A key by the HMAC of its token.
-pub async fn find_key_by_hmac(db: impl SqliteExecutor<'_>, token_hmac: &str) -> sqlx::Result<Option<KeyRow>> {
+pub async fn find_key_by_hmac(db: impl AnyExecutor<'_>, token_hmac: &str) -> sqlx::Result<Option<KeyRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         key_columns!(),
-        " FROM api_keys WHERE token_hmac = ?"
+        " FROM api_keys WHERE token_hmac = $1"
     ))
     .bind(token_hmac)
     .fetch_optional(db)
@@ -137,11 +137,11 @@ pub async fn find_key_by_hmac(db: impl SqliteExecutor<'_>, token_hmac: &str) -> 
 }
 
 /// An older key by its lookup id (verified with its argon2id hash by the caller).
-pub async fn find_key_by_prefix(db: impl SqliteExecutor<'_>, prefix: &str) -> sqlx::Result<Option<KeyRow>> {
+pub async fn find_key_by_prefix(db: impl AnyExecutor<'_>, prefix: &str) -> sqlx::Result<Option<KeyRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         key_columns!(),
-        " FROM api_keys WHERE prefix = ? AND token_hmac IS NULL"
+        " FROM api_keys WHERE prefix = $1 AND token_hmac IS NULL"
     ))
     .bind(prefix)
     .fetch_optional(db)
@@ -149,19 +149,19 @@ pub async fn find_key_by_prefix(db: impl SqliteExecutor<'_>, prefix: &str) -> sq
 }
 
 /// A key by id.
-pub async fn get_key(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<KeyRow>> {
-    sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = ?"))
+pub async fn get_key(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<KeyRow>> {
+    sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await
 }
 
 /// An org's keys (or one user's personal keys), newest first.
-pub async fn list_keys(db: impl SqliteExecutor<'_>, org_id: &str, user_id: Option<&str>) -> sqlx::Result<Vec<KeyRow>> {
+pub async fn list_keys(db: impl AnyExecutor<'_>, org_id: &str, user_id: Option<&str>) -> sqlx::Result<Vec<KeyRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         key_columns!(),
-        " FROM api_keys WHERE org_id = ? AND (? IS NULL OR user_id = ?) ORDER BY created_at DESC, id LIMIT 1000"
+        " FROM api_keys WHERE org_id = $1 AND ($2 IS NULL OR user_id = $3) ORDER BY created_at DESC, id LIMIT 1000"
     ))
     .bind(org_id)
     .bind(user_id)
@@ -171,8 +171,8 @@ pub async fn list_keys(db: impl SqliteExecutor<'_>, org_id: &str, user_id: Optio
 }
 
 /// Revokes a key; false when it was already revoked.
-pub async fn revoke_key(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<bool> {
-    sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+pub async fn revoke_key(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<bool> {
+    sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
         .bind(now_ms())
         .bind(id)
         .execute(db)
@@ -182,9 +182,9 @@ pub async fn revoke_key(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<b
 
 /// Records a use of a key, at most once a minute (a write per request would cost more
 /// than it tells).
-pub async fn touch_key(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<()> {
+pub async fn touch_key(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<()> {
     let now = now_ms();
-    sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
+    sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)")
         .bind(now)
         .bind(id)
         .bind(now - 60_000)
@@ -194,8 +194,8 @@ pub async fn touch_key(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<()
 }
 
 /// Inserts a user.
-pub async fn insert_user(db: impl SqliteExecutor<'_>, id: &str, email: &str, password_hash: &str) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)")
+pub async fn insert_user(db: impl AnyExecutor<'_>, id: &str, email: &str, password_hash: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(email)
         .bind(password_hash)
@@ -206,24 +206,24 @@ pub async fn insert_user(db: impl SqliteExecutor<'_>, id: &str, email: &str, pas
 }
 
 /// A user by (lowercased) email.
-pub async fn find_user_by_email(db: impl SqliteExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as("SELECT id, email, password_hash FROM users WHERE email = ?")
+pub async fn find_user_by_email(db: impl AnyExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as("SELECT id, email, password_hash FROM users WHERE email = $1")
         .bind(email)
         .fetch_optional(db)
         .await
 }
 
 /// A user by id.
-pub async fn get_user(db: impl SqliteExecutor<'_>, id: &str) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as("SELECT id, email, password_hash FROM users WHERE id = ?")
+pub async fn get_user(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as("SELECT id, email, password_hash FROM users WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
 }
 
 /// A member's role name in an org, if a member.
-pub async fn member_role(db: impl SqliteExecutor<'_>, org_id: &str, user_id: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT role FROM org_members WHERE org_id = ? AND user_id = ?")
+pub async fn member_role(db: impl AnyExecutor<'_>, org_id: &str, user_id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT role FROM org_members WHERE org_id = $1 AND user_id = $2")
         .bind(org_id)
         .bind(user_id)
         .fetch_optional(db)
@@ -231,25 +231,25 @@ pub async fn member_role(db: impl SqliteExecutor<'_>, org_id: &str, user_id: &st
 }
 
 /// The first org a user joined (dashboard password login).
-pub async fn first_org_of(db: impl SqliteExecutor<'_>, user_id: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT org_id FROM org_members WHERE user_id = ? ORDER BY created_at, org_id LIMIT 1")
+pub async fn first_org_of(db: impl AnyExecutor<'_>, user_id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT org_id FROM org_members WHERE user_id = $1 ORDER BY created_at, org_id LIMIT 1")
         .bind(user_id)
         .fetch_optional(db)
         .await
 }
 
 /// How many orgs a user belongs to.
-pub async fn count_orgs_of(db: impl SqliteExecutor<'_>, user_id: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM org_members WHERE user_id = ?")
+pub async fn count_orgs_of(db: impl AnyExecutor<'_>, user_id: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM org_members WHERE user_id = $1")
         .bind(user_id)
         .fetch_one(db)
         .await
 }
 
 /// Adds a member, or changes the role of one.
-pub async fn upsert_member(db: impl SqliteExecutor<'_>, org_id: &str, user_id: &str, role: &str) -> sqlx::Result<()> {
+pub async fn upsert_member(db: impl AnyExecutor<'_>, org_id: &str, user_id: &str, role: &str) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO org_members (org_id, user_id, role, created_at) VALUES (?, ?, ?, ?) \
+        "INSERT INTO org_members (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
     )
     .bind(org_id)
@@ -262,21 +262,21 @@ pub async fn upsert_member(db: impl SqliteExecutor<'_>, org_id: &str, user_id: &
 }
 
 /// Removes a member and revokes their personal keys of the org.
-pub async fn delete_member(db: &mut sqlx::SqliteConnection, org_id: &str, user_id: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM org_members WHERE org_id = ? AND user_id = ?")
+pub async fn delete_member(db: &mut sqlx::AnyConnection, org_id: &str, user_id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM org_members WHERE org_id = $1 AND user_id = $2")
         .bind(org_id)
         .bind(user_id)
         .execute(&mut *db)
         .await?;
     sqlx::query(
-        "UPDATE api_keys SET revoked_at = ? WHERE org_id = ? AND user_id = ? AND kind = 'personal' AND revoked_at IS NULL",
+        "UPDATE api_keys SET revoked_at = $1 WHERE org_id = $2 AND user_id = $3 AND kind = 'personal' AND revoked_at IS NULL",
     )
     .bind(now_ms())
     .bind(org_id)
     .bind(user_id)
     .execute(&mut *db)
     .await?;
-    sqlx::query("DELETE FROM ui_sessions WHERE org_id = ? AND user_id = ?")
+    sqlx::query("DELETE FROM ui_sessions WHERE org_id = $1 AND user_id = $2")
         .bind(org_id)
         .bind(user_id)
         .execute(&mut *db)
@@ -285,10 +285,10 @@ pub async fn delete_member(db: &mut sqlx::SqliteConnection, org_id: &str, user_i
 }
 
 /// An org's members, by email.
-pub async fn list_members(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<MemberRow>> {
+pub async fn list_members(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<MemberRow>> {
     sqlx::query_as(
         "SELECT m.user_id, u.email, m.role, m.created_at FROM org_members m JOIN users u ON u.id = m.user_id \
-         WHERE m.org_id = ? ORDER BY u.email LIMIT 1000",
+         WHERE m.org_id = $1 ORDER BY u.email LIMIT 1000",
     )
     .bind(org_id)
     .fetch_all(db)
@@ -296,8 +296,8 @@ pub async fn list_members(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Re
 }
 
 /// How many owners an org has among its members.
-pub async fn count_owners(db: impl SqliteExecutor<'_>, org_id: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM org_members WHERE org_id = ? AND role = 'owner'")
+pub async fn count_owners(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM org_members WHERE org_id = $1 AND role = 'owner'")
         .bind(org_id)
         .fetch_one(db)
         .await
@@ -311,15 +311,15 @@ pub struct EnvironmentProtection {
     /// Name.
     pub name: String,
     /// Its own setting; `None`: the default (production is protected).
-    pub protected: Option<bool>,
+    pub protected: Option<super::Flag>,
 }
 
 /// The protection of every environment of a site.
 pub async fn environment_protection(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     site_id: &str,
 ) -> sqlx::Result<Vec<EnvironmentProtection>> {
-    sqlx::query_as("SELECT id, name, protected FROM environments WHERE site_id = ?")
+    sqlx::query_as("SELECT id, name, protected FROM environments WHERE site_id = $1")
         .bind(site_id)
         .fetch_all(db)
         .await

@@ -1,7 +1,7 @@
 //! SQL of dashboard sessions (`ui_sessions`): rows are found by the hash of the cookie
 //! value and resolve to the API key (key login) or the member (password login) they act as.
 
-use sqlx::{FromRow, SqliteExecutor};
+use sqlx::{AnyExecutor, FromRow};
 
 use crate::util::now_ms;
 
@@ -20,7 +20,7 @@ pub struct SessionRow {
 
 /// Stores a new session under the hash of its cookie value.
 pub async fn insert_session(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     id_hash: &str,
     org_id: &str,
     key_id: Option<&str>,
@@ -29,7 +29,7 @@ pub async fn insert_session(
     expires_at: i64,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO ui_sessions (id, org_id, key_id, user_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO ui_sessions (id, org_id, key_id, user_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id_hash)
     .bind(org_id)
@@ -45,8 +45,8 @@ pub async fn insert_session(
 
 /// An unexpired session by the hash of its cookie value (whether its key or member still
 /// may act is decided when the actor is rebuilt).
-pub async fn find_session(db: impl SqliteExecutor<'_>, id_hash: &str) -> sqlx::Result<Option<SessionRow>> {
-    sqlx::query_as("SELECT csrf_token, org_id, key_id, user_id FROM ui_sessions WHERE id = ? AND expires_at > ?")
+pub async fn find_session(db: impl AnyExecutor<'_>, id_hash: &str) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as("SELECT csrf_token, org_id, key_id, user_id FROM ui_sessions WHERE id = $1 AND expires_at > $2")
         .bind(id_hash)
         .bind(now_ms())
         .fetch_optional(db)
@@ -56,14 +56,14 @@ pub async fn find_session(db: impl SqliteExecutor<'_>, id_hash: &str) -> sqlx::R
 /// Moves a member's live session to another org with a new CSRF token; false when no
 /// such session of that user is live.
 pub async fn switch_org(
-    db: impl SqliteExecutor<'_>,
+    db: impl AnyExecutor<'_>,
     id_hash: &str,
     user_id: &str,
     org_id: &str,
     csrf_token: &str,
 ) -> sqlx::Result<bool> {
     sqlx::query(
-        "UPDATE ui_sessions SET org_id = ?, csrf_token = ? WHERE id = ? AND user_id = ? AND key_id IS NULL AND expires_at > ?",
+        "UPDATE ui_sessions SET org_id = $1, csrf_token = $2 WHERE id = $3 AND user_id = $4 AND key_id IS NULL AND expires_at > $5",
     )
     .bind(org_id)
     .bind(csrf_token)
@@ -76,8 +76,8 @@ pub async fn switch_org(
 }
 
 /// Ends a session (logout).
-pub async fn delete_session(db: impl SqliteExecutor<'_>, id_hash: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM ui_sessions WHERE id = ?")
+pub async fn delete_session(db: impl AnyExecutor<'_>, id_hash: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM ui_sessions WHERE id = $1")
         .bind(id_hash)
         .execute(db)
         .await
@@ -85,8 +85,8 @@ pub async fn delete_session(db: impl SqliteExecutor<'_>, id_hash: &str) -> sqlx:
 }
 
 /// Removes expired sessions; returns how many.
-pub async fn delete_expired_sessions(db: impl SqliteExecutor<'_>) -> sqlx::Result<u64> {
-    sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= ?")
+pub async fn delete_expired_sessions(db: impl AnyExecutor<'_>) -> sqlx::Result<u64> {
+    sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= $1")
         .bind(now_ms())
         .execute(db)
         .await

@@ -172,7 +172,7 @@ impl OAuthServer {
         format!("{}/mcp", self.issuer)
     }
 
-    fn pool(&self) -> &sqlx::SqlitePool {
+    fn pool(&self) -> &sqlx::AnyPool {
         self.service.platform.store.pool()
     }
 

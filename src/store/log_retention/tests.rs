@@ -89,14 +89,14 @@ fn lines(deployment: &str, kind: &'static str, n: usize, ts: i64) -> Vec<NewLogL
 /// (recorded total, sum of what is stored) of an environment.
 async fn totals(store: &Store, environment_id: &str) -> (i64, i64) {
     let recorded: i64 =
-        sqlx::query_scalar("SELECT COALESCE((SELECT bytes FROM log_usage WHERE environment_id = ?), 0)")
+        sqlx::query_scalar("SELECT COALESCE((SELECT bytes FROM log_usage WHERE environment_id = $1), 0)")
             .bind(environment_id)
             .fetch_one(store.pool())
             .await
             .unwrap();
     let stored: i64 = sqlx::query_scalar(
         "SELECT COALESCE(SUM(length(CAST(line AS BLOB)) + 256), 0) FROM deployment_logs \
-         WHERE deployment_id IN (SELECT id FROM deployments WHERE environment_id = ?)",
+         WHERE deployment_id IN (SELECT id FROM deployments WHERE environment_id = $1)",
     )
     .bind(environment_id)
     .fetch_one(store.pool())
@@ -106,7 +106,7 @@ async fn totals(store: &Store, environment_id: &str) -> (i64, i64) {
 }
 
 async fn count(store: &Store, deployment: &str, kind: &str) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM deployment_logs WHERE deployment_id = ? AND kind = ?")
+    sqlx::query_scalar("SELECT COUNT(*) FROM deployment_logs WHERE deployment_id = $1 AND kind = $2")
         .bind(deployment)
         .bind(kind)
         .fetch_one(store.pool())
