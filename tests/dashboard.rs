@@ -869,9 +869,7 @@ async fn another_orgs_session_sees_none_of_this_orgs_sites() {
     // the way bootstrap does.
     let other_key = "berth_other_org_key_0123456789";
     {
-        let store = berth::store::Store::open_sqlite(&server.data.path().join("berth.db"))
-            .await
-            .unwrap();
+        let store = common::open_store(server.data.path()).await;
         let mut tx = store.begin().await.unwrap();
         berth::store::insert_org(&mut *tx, "org_other", "other").await.unwrap();
         berth::auth::create_key(&mut tx, "org_other", "other-admin", "admin", other_key)

@@ -303,7 +303,7 @@ HTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()
 #[tokio::test]
 async fn a_flood_of_distinct_errors_keeps_at_most_500_templates() {
     let server = TestServer::start_with(&[("BERTH_LOG_RATE", "5000")]).await;
-    let db = server.data.path().join("berth.db");
+    let store = open_store(server.data.path()).await;
     let source = distinct_lines_app(2000);
     let (status, out) = server
         .post_bytes("/api/sites/noisy/upload?wait=true", pack(source.path()))
@@ -311,16 +311,12 @@ async fn a_flood_of_distinct_errors_keeps_at_most_500_templates() {
     assert_eq!(status, 202, "{out}");
     assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
 
-    let query = |sql: &str| {
-        let out = std::process::Command::new("sqlite3")
-            .arg(&db)
-            .arg(sql)
-            .output()
-            .expect("sqlite3");
-        String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0)
+    let query = async |sql: &'static str| -> u64 {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(store.pool()).await.unwrap_or(0);
+        n as u64
     };
     eventually("the flood is stored", 60, async || {
-        query("SELECT COUNT(*) FROM deployment_logs WHERE kind = 'runtime' AND stream = 'stderr'") >= 2000
+        query("SELECT COUNT(*) FROM deployment_logs WHERE kind = 'runtime' AND stream = 'stderr'").await >= 2000
     })
     .await;
     let mut got = Value::Null;
@@ -329,7 +325,7 @@ async fn a_flood_of_distinct_errors_keeps_at_most_500_templates() {
             .get("/api/sites/noisy/metrics/error-patterns?since=10m&limit=100")
             .await
             .1;
-        let kept = query("SELECT COUNT(*) FROM error_patterns");
+        let kept = query("SELECT COUNT(*) FROM error_patterns").await;
         assert!(kept <= 500, "{kept} templates kept, over the bound of 500");
         kept == 500 && got["more_patterns"] == 400
     })
@@ -337,7 +333,10 @@ async fn a_flood_of_distinct_errors_keeps_at_most_500_templates() {
     // The least recently seen were evicted with their counts; each kept one had one event.
     assert_eq!(got["patterns"].as_array().unwrap().len(), 100, "{}", got["summary"]);
     assert_eq!(got["events"], 500, "{}", got["summary"]);
-    assert_eq!(query("SELECT COUNT(DISTINCT key) FROM error_pattern_minutes"), 500);
+    assert_eq!(
+        query("SELECT COUNT(DISTINCT key) FROM error_pattern_minutes").await,
+        500
+    );
 }
 
 #[tokio::test]

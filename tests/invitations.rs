@@ -119,9 +119,8 @@ async fn members(server: &TestServer) -> Vec<(String, String)> {
 
 /// How many users the server has (a refused acceptance makes none).
 async fn user_count(server: &TestServer) -> i64 {
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.data.path().join("berth.db").display()))
-        .await
-        .unwrap();
+    let store = common::open_store(server.data.path()).await;
+    let db = store.pool().clone();
     let n = sqlx::query_scalar("SELECT COUNT(*) FROM users")
         .fetch_one(&db)
         .await
@@ -222,10 +221,9 @@ async fn expired_and_revoked_invitations_are_refused_and_change_nothing() {
     assert_eq!(out["error"]["field"], "expires_in_days", "{out}");
 
     // The first one's time runs out (moved into the past in the store).
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.data.path().join("berth.db").display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE invitations SET expires_at = 1 WHERE id = ?")
+    let store = common::open_store(server.data.path()).await;
+    let db = store.pool().clone();
+    sqlx::query("UPDATE invitations SET expires_at = 1 WHERE id = $1")
         .bind(&expired_id)
         .execute(&db)
         .await

@@ -9,7 +9,6 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth::store::Store;
 use berth::store::metrics::{self, Bucket, DAY_MS, HOUR_MS, MINUTE_MS, Resolution, Retention};
 use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, MAX_PATHS_PER_SITE, RouteLabel, RouteTarget};
 use common::*;
@@ -544,7 +543,7 @@ async fn rollups_cross_minute_hour_and_day_boundaries_and_old_buckets_are_pruned
         .await;
     assert_eq!(out["deployment"]["status"], "live", "{out}");
     let data = server.stop();
-    let store = Store::open_sqlite(&data.path().join("berth.db")).await.unwrap();
+    let store = common::open_store(data.path()).await;
     let (environment, site_id): (String, String) = sqlx::query_as(
         "SELECT e.id, e.site_id FROM environments e JOIN sites s ON s.id = e.site_id \
          WHERE s.name = 'roll' AND e.name = 'production'",

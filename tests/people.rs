@@ -285,9 +285,8 @@ async fn expired_oauth_codes_and_tokens_are_removed_as_new_ones_are_issued() {
     let cookie = login(&server, "adm@a.test").await;
     let (_, access, _) = connect(&server, &cookie).await;
     assert_eq!(mcp_status(&server, &access).await, 200);
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.data.path().join("berth.db").display()))
-        .await
-        .unwrap();
+    let store = common::open_store(server.data.path()).await;
+    let db = store.pool().clone();
     let tokens = async || -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM oauth_tokens")
             .fetch_one(&db)
@@ -300,13 +299,13 @@ async fn expired_oauth_codes_and_tokens_are_removed_as_new_ones_are_issued() {
         .await
         .unwrap();
     for i in 0..150 {
-        sqlx::query("INSERT INTO oauth_tokens (token_hmac, grant_id, kind, created_at, expires_at) VALUES (?, ?, 'refresh', 0, 1)")
+        sqlx::query("INSERT INTO oauth_tokens (token_hmac, grant_id, kind, created_at, expires_at) VALUES ($1, $2, 'refresh', 0, 1)")
             .bind(format!("old-token-{i}"))
             .bind(&grant)
             .execute(&db)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO oauth_codes (code_hmac, grant_id, redirect_uri, code_challenge, expires_at) VALUES (?, ?, 'x', 'x', 1)")
+        sqlx::query("INSERT INTO oauth_codes (code_hmac, grant_id, redirect_uri, code_challenge, expires_at) VALUES ($1, $2, 'x', 'x', 1)")
             .bind(format!("old-code-{i}"))
             .bind(&grant)
             .execute(&db)

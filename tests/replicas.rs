@@ -17,7 +17,7 @@ fn now_ms() -> i64 {
 /// The database of a (stopped or running) server's data dir, opened as another process
 /// on the same file would.
 async fn other_connection(data: &std::path::Path) -> Store {
-    Store::open_sqlite(&data.join("berth.db")).await.unwrap()
+    common::open_store(data).await
 }
 
 #[tokio::test]

@@ -77,6 +77,9 @@ impl TestServer {
                 cmd.env(k, v);
             }
         }
+        if let Some(url) = database_url(data.path()) {
+            cmd.env("BERTH_DATABASE_URL", url);
+        }
         let child = cmd.spawn().expect("spawn berth serve");
         let deadline = Instant::now() + Duration::from_secs(30);
         let ports: Value = loop {
@@ -286,7 +289,80 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.terminate();
+        if std::thread::panicking() {
+            // The data dir (and the server's log) goes with the test: show the log's end.
+            let log = self.log();
+            let tail = &log[log.len().saturating_sub(6000)..];
+            eprintln!("--- the end of the server's log ---\n{tail}");
+        }
+        // The data dir goes with the server (unless `stop` took it for a restart), and so
+        // does its database on Postgres.
+        drop_database(self.data.path());
     }
+}
+
+/// Whether this run of the suite keeps berth's state on Postgres
+/// (`BERTH_TEST_DATABASE=postgres`, with `BERTH_TEST_POSTGRES_URL` naming a throwaway
+/// cluster: `scripts/postgres-test-env.sh` starts one) rather than SQLite in the data dir.
+pub fn on_postgres() -> bool {
+    std::env::var("BERTH_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// The database of a data dir on Postgres: its own database on the test cluster, named
+/// after the data dir (a restart on the same dir finds the same state).
+fn postgres_database(data: &Path) -> (String, String) {
+    let base = std::env::var("BERTH_TEST_POSTGRES_URL")
+        .expect("BERTH_TEST_DATABASE=postgres needs BERTH_TEST_POSTGRES_URL (scripts/postgres-test-env.sh prints it)");
+    let name = data.file_name().and_then(|n| n.to_str()).unwrap_or("data");
+    let db: String = format!("t_{name}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    (base, db)
+}
+
+fn psql(base: &str, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args(["-q", "-v", "ON_ERROR_STOP=1", base, "-c", sql])
+        .output()
+        .expect("run psql")
+}
+
+/// The database URL a server on `data` uses: None on SQLite (the data dir's own file);
+/// on Postgres the data dir's database, created on first use.
+pub fn database_url(data: &Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let (base, db) = postgres_database(data);
+    let out = psql(&base, &format!("CREATE DATABASE {db}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || err.contains("already exists"),
+        "creating the test database {db}: {err}"
+    );
+    let (head, _) = base.rsplit_once('/').expect("a database URL ends with /DATABASE");
+    Some(format!("{head}/{db}"))
+}
+
+fn drop_database(data: &Path) {
+    if on_postgres() {
+        let (base, db) = postgres_database(data);
+        let _ = psql(&base, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    }
+}
+
+/// The store of a server's data dir, opened beside it (tests that look at or change
+/// state the API does not show): SQLite in the data dir, or its database on Postgres.
+pub async fn open_store(data: &Path) -> berth::store::Store {
+    let url = database_url(data).unwrap_or_else(|| format!("sqlite://{}", data.join("berth.db").display()));
+    berth::store::Store::open(&url).await.expect("open the server's store")
 }
 
 /// `berth serve` on port 0 over `data`, not started: for tests of how it refuses to start.
@@ -305,6 +381,9 @@ pub fn serve_command(data: &Path) -> Command {
         "--data",
     ])
     .arg(data);
+    if let Some(url) = database_url(data) {
+        cmd.env("BERTH_DATABASE_URL", url);
+    }
     cmd
 }
 
@@ -552,9 +631,7 @@ impl Drop for World {
 /// A second org with an admin key, written to the store the way bootstrap does (berth
 /// has no API to create orgs yet).
 pub async fn add_org(server: &TestServer, id: &str, name: &str, key: &str) {
-    let store = berth::store::Store::open_sqlite(&server.data.path().join("berth.db"))
-        .await
-        .unwrap();
+    let store = open_store(server.data.path()).await;
     let mut tx = store.begin().await.unwrap();
     berth::store::insert_org(&mut *tx, id, name).await.unwrap();
     berth::auth::create_key(&mut tx, id, "admin", "admin", key)

@@ -1,0 +1,224 @@
+//! The store's conformance suite: what every backend must do the same way. The suite
+//! runs once on SQLite and once on Postgres (`BERTH_TEST_DATABASE=postgres`, see
+//! `scripts/test.sh`); each test opens the store of a fresh data dir the way a server
+//! would, and several handles on one database play several replicas.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use berth::store::{self, SiteRow, Store};
+use common::*;
+use tokio::sync::Mutex;
+
+async fn fresh() -> (tempfile::TempDir, Store) {
+    let data = data_dir();
+    let store = open_store(data.path()).await;
+    (data, store)
+}
+
+fn site(id: &str, org: &str, name: &str) -> SiteRow {
+    SiteRow {
+        id: id.into(),
+        org_id: org.into(),
+        name: name.into(),
+        source_kind: "path".into(),
+        source: None,
+        branch: None,
+        build_settings: "{}".into(),
+        provider: "local".into(),
+        status: "active".into(),
+        created_at: 0,
+    }
+}
+
+async fn enqueue(store: &Store, n: usize, key: Option<&str>) -> i64 {
+    let mut tx = store.begin().await.unwrap();
+    let id = store::enqueue_job(
+        &mut tx,
+        "org",
+        "deploy",
+        &serde_json::json!({ "n": n }),
+        3,
+        key,
+        Some(&format!("site-{}", n % 7)),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+/// Four replicas (each its own pool on the database), each with eight workers, claim 300
+/// jobs as fast as they can: every job is claimed once, none twice, none left.
+#[tokio::test]
+async fn store_conformance_concurrent_claims_take_each_job_exactly_once() {
+    let (data, store) = fresh().await;
+    let mut ids = BTreeSet::new();
+    for n in 0..300 {
+        ids.insert(enqueue(&store, n, None).await);
+    }
+    let claims: Arc<Mutex<BTreeMap<i64, Vec<String>>>> = Arc::default();
+    let mut workers = Vec::new();
+    for replica in 0..4 {
+        let handle = open_store(data.path()).await;
+        for worker in 0..8 {
+            let (handle, claims) = (handle.clone(), claims.clone());
+            let owner = format!("replica-{replica}");
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let Some(job) = store::claim_job(&handle, &["deploy"], 60_000, &owner).await.unwrap() else {
+                        break;
+                    };
+                    claims
+                        .lock()
+                        .await
+                        .entry(job.id)
+                        .or_default()
+                        .push(format!("{owner}/{worker}"));
+                }
+            }));
+        }
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let claims = claims.lock().await;
+    let twice: Vec<_> = claims.iter().filter(|(_, by)| by.len() > 1).collect();
+    assert!(twice.is_empty(), "jobs claimed more than once: {twice:?}");
+    let claimed: BTreeSet<i64> = claims.keys().copied().collect();
+    assert_eq!(claimed, ids, "every job is claimed");
+}
+
+/// A live lease is never taken; an expired one is, by one claimer only.
+#[tokio::test]
+async fn store_conformance_an_expired_lease_is_taken_over_once_and_a_live_one_never() {
+    let (_data, store) = fresh().await;
+    let id = enqueue(&store, 1, None).await;
+    let job = store::claim_job(&store, &["deploy"], 60_000, "a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.id, id);
+    assert!(
+        store::claim_job(&store, &["deploy"], 60_000, "b")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A's lease runs out (a lease of 1 ms, renewed by a heartbeat that is already late).
+    assert!(store::heartbeat_job(store.pool(), id, -1, "a").await.unwrap());
+    let (first, second) = tokio::join!(
+        store::claim_job(&store, &["deploy"], 60_000, "b"),
+        store::claim_job(&store, &["deploy"], 60_000, "c"),
+    );
+    let taken: Vec<_> = [first.unwrap(), second.unwrap()].into_iter().flatten().collect();
+    assert_eq!(taken.len(), 1, "one claimer takes the expired lease: {taken:?}");
+    assert_eq!(taken[0].attempts, 2);
+    // The old holder lost it: its heartbeat and completion change nothing.
+    assert!(!store::heartbeat_job(store.pool(), id, 60_000, "a").await.unwrap());
+}
+
+/// Enqueueing with one idempotency key, from two replicas at once, makes one job.
+#[tokio::test]
+async fn store_conformance_an_idempotency_key_makes_one_job() {
+    let (data, store) = fresh().await;
+    let other = open_store(data.path()).await;
+    let (a, b) = tokio::join!(
+        enqueue(&store, 1, Some("deploy:dpl_same")),
+        enqueue(&other, 2, Some("deploy:dpl_same")),
+    );
+    assert_eq!(a, b);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE idempotency_key = 'deploy:dpl_same'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+/// Writers on several replicas commit events while a reader follows the cursor: the
+/// reader sees every event, in id order, none skipped (ids commit in order).
+#[tokio::test]
+async fn store_conformance_a_cursor_reader_sees_every_event_of_concurrent_writers() {
+    let (data, store) = fresh().await;
+    let mut writers = Vec::new();
+    for replica in 0..3 {
+        let handle = open_store(data.path()).await;
+        writers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..60 {
+                let mut tx = handle.begin().await.unwrap();
+                let id = store::insert_event(
+                    &mut *tx,
+                    "org",
+                    "test.event",
+                    "subject",
+                    &serde_json::json!({ "replica": replica, "n": n }),
+                )
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+                ids.push(id);
+            }
+            ids
+        }));
+    }
+    let mut seen = Vec::new();
+    let mut cursor = 0;
+    let mut finished = false;
+    loop {
+        let done = writers.iter().all(|w| w.is_finished());
+        for event in store::events_after(store.pool(), "subject", cursor, 50).await.unwrap() {
+            cursor = event.id;
+            seen.push(event.id);
+        }
+        if finished {
+            break;
+        }
+        // One more read after every writer is done.
+        finished = done;
+        tokio::task::yield_now().await;
+    }
+    let mut written = Vec::new();
+    for w in writers {
+        written.extend(w.await.unwrap());
+    }
+    written.sort();
+    assert_eq!(seen, written, "the reader saw every event once, in order");
+}
+
+/// Site search is a substring match, the same on every engine: case does not matter and
+/// LIKE's own characters match only themselves.
+#[tokio::test]
+async fn store_conformance_site_search_matches_substrings_literally() {
+    let (_data, store) = fresh().await;
+    store::insert_org(store.pool(), "org_a", "a").await.unwrap();
+    for (id, name) in [("s1", "shop"), ("s2", "shopfront"), ("s3", "blog"), ("s4", "my-shop-2")] {
+        store::insert_site(store.pool(), &site(id, "org_a", name))
+            .await
+            .unwrap();
+    }
+    let names = async |search: &str| -> Vec<String> {
+        store::list_sites_page(store.pool(), "org_a", search, "", 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    assert_eq!(names("shop").await, ["my-shop-2", "shop", "shopfront"]);
+    assert_eq!(names("SHOP").await, ["my-shop-2", "shop", "shopfront"]);
+    assert!(names("%").await.is_empty(), "% is not a wildcard");
+    assert!(names("_").await.is_empty(), "_ is not a wildcard");
+    assert_eq!(names("").await.len(), 4);
+    assert_eq!(store::count_sites(store.pool(), "org_a", "shop").await.unwrap(), 3);
+    // The per-org count kept by the database follows inserts and deletes.
+    assert_eq!(store::count_sites(store.pool(), "org_a", "").await.unwrap(), 4);
+    store::delete_site(store.pool(), "s3").await.unwrap();
+    assert_eq!(store::count_sites(store.pool(), "org_a", "").await.unwrap(), 3);
+    // A yes/no column reads back as written.
+    assert!(!store::git::site_previews(store.pool(), "s1").await.unwrap());
+    store::git::set_site_previews(store.pool(), "s1", true).await.unwrap();
+    assert!(store::git::site_previews(store.pool(), "s1").await.unwrap());
+}
