@@ -37,6 +37,17 @@ impl Drop for KubeServer {
         }
         // The pods' containers first: an image a container uses cannot be removed.
         self.kube.remove_containers();
+        // The org's build network (labelled with the server's owner id).
+        let networks = docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=berth.owner={}", self.owner),
+        ]);
+        for network in networks.split_whitespace() {
+            docker(&["network", "rm", network]);
+        }
         // The images this server built (its berth.owner label), and their registry tags.
         let images = docker(&["images", "-q", "--filter", &format!("label=berth.owner={}", self.owner)]);
         let mut ids: Vec<&str> = images.split_whitespace().collect();
@@ -78,6 +89,20 @@ impl KubeServer {
             kube,
             owner,
         }
+    }
+
+    /// Stops the server and starts a new server process on the same data dir.
+    async fn restart(&mut self) {
+        let data = self.server.take().expect("server running").stop();
+        self.server = Some(TestServer::start_in(data, &[]).await);
+    }
+
+    /// The objects of `kind` labelled for `site`.
+    fn of_site(&self, kind: &str, site: &str) -> Vec<Value> {
+        self.of_kind(kind)
+            .into_iter()
+            .filter(|o| o["metadata"]["labels"]["berth.dev/site"] == site)
+            .collect()
     }
 
     /// The objects berth applied of `kind`.
@@ -267,6 +292,11 @@ async fn kubernetes_fake_api_image_pull_failure_and_crash_loop_fail_with_the_rea
         (200, "version one".to_string()),
         "the previous deployment still serves"
     );
+    assert_eq!(
+        server.deployment_image("keel-production"),
+        first_image,
+        "the image that cannot be pulled is no longer the desired one"
+    );
 
     // The app crashes at start.
     server.kube.set_rollout(Rollout::Run);
@@ -290,11 +320,27 @@ async fn kubernetes_fake_api_image_pull_failure_and_crash_loop_fail_with_the_rea
         (200, "version one".to_string()),
         "the previous deployment still serves"
     );
-    assert_ne!(
+    // The cluster's desired state is the serving deployment again, not the crashing one:
+    // when the cluster restarts the pods, the previous version comes back.
+    assert_eq!(
         server.deployment_image("keel-production"),
         first_image,
-        "the failed rollout was applied"
+        "the failed rollout's template was replaced by the serving one"
     );
+    assert!(log.contains("restored the previous deployment"), "{log}");
+    server.kube.restart_pods();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let answer = server.edge("keel.localhost", "/").await;
+        if answer == (200, "version one".to_string()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after a restart of the pods the edge answers {answer:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -450,4 +496,109 @@ async fn kubernetes_bad_settings_are_refused_naming_the_key_and_change_nothing()
     assert!(out["detail"].to_string().contains("Unauthorized"), "{out}");
     assert!(!out.to_string().contains("wrong-token-0000"), "{out}");
     assert!(!server.log().contains("wrong-token-0000") && !server.log().contains(TOKEN));
+}
+
+/// The uid of each of the site's Deployment, Service and Ingress (exactly one each), all
+/// dependents of the site's owner object, whose uid comes first.
+fn owned_objects(server: &KubeServer, site: &str) -> Vec<String> {
+    let owners = server.of_site("ConfigMap", site);
+    assert_eq!(owners.len(), 1, "one owner object per site: {owners:?}");
+    let owner_uid = owners[0]["metadata"]["uid"].as_str().unwrap().to_string();
+    let mut uids = vec![owner_uid.clone()];
+    for kind in ["Deployment", "Service", "Ingress"] {
+        let objects = server.of_site(kind, site);
+        assert_eq!(objects.len(), 1, "one {kind} of {site}: {objects:?}");
+        let refs = &objects[0]["metadata"]["ownerReferences"];
+        assert_eq!(refs[0]["kind"], "ConfigMap", "{kind}: {refs}");
+        assert_eq!(
+            refs[0]["uid"],
+            owner_uid.as_str(),
+            "{kind} is owned by the site's owner: {refs}"
+        );
+        uids.push(objects[0]["metadata"]["uid"].as_str().unwrap().to_string());
+    }
+    uids
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_objects_are_owned_by_the_site_adopted_after_a_restart_and_deleting_the_owner_cascades() {
+    let mut server = KubeServer::start().await;
+    let site = dockerfile_app("anchored one");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "anchor", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let before = owned_objects(&server, "anchor");
+    // Another manager's object, unlabelled, where another site's Deployment would go.
+    let ns = server.namespace();
+    let foreign_path = format!("/apis/apps/v1/namespaces/{ns}/deployments/other-production");
+    let foreign = json!({"kind": "Deployment", "metadata": {"name": "other-production", "namespace": ns}, "spec": {"replicas": 3}});
+    server.kube.put(&foreign_path, foreign.clone());
+
+    // A new server process on the same data dir adopts what berth made: the redeploy
+    // updates the same objects in place.
+    server.restart().await;
+    std::fs::write(site.path().join("index.html"), "anchored two").unwrap();
+    let (_, out) = server.post("/api/sites/anchor/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(
+        server.edge("anchor.localhost", "/").await,
+        (200, "anchored two".to_string())
+    );
+    assert_eq!(
+        owned_objects(&server, "anchor"),
+        before,
+        "updated in place, no duplicates"
+    );
+
+    // An object berth did not make is never taken over.
+    let other = dockerfile_app("other");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "other", "repo": s(other.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("other-production") && error.contains("not berth's"),
+        "{out}"
+    );
+    assert_eq!(
+        server.kube.object(&foreign_path),
+        Some(foreign),
+        "the foreign object is unchanged"
+    );
+    assert!(
+        !server
+            .kube
+            .seen()
+            .iter()
+            .any(|(m, p)| m != "GET" && p.starts_with(foreign_path.as_str())),
+        "berth wrote to {foreign_path}"
+    );
+
+    // Deleting the site's owner object (as `kubectl delete` would) deletes its objects.
+    let owner = &server.of_site("ConfigMap", "anchor")[0];
+    let owner_path = format!(
+        "/api/v1/namespaces/{ns}/configmaps/{}",
+        owner["metadata"]["name"].as_str().unwrap()
+    );
+    let answer = reqwest::Client::new()
+        .delete(format!("{}{owner_path}", server.kube.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{answer:?}");
+    for kind in ["Deployment", "Service", "Ingress"] {
+        assert!(
+            server.of_site(kind, "anchor").is_empty(),
+            "the {kind} went with its owner"
+        );
+    }
 }

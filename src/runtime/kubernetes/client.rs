@@ -262,6 +262,8 @@ pub fn collection_path(kind: &str, namespace: Option<&str>) -> Option<String> {
         "LimitRange" => ("/api/v1", "limitranges"),
         "ServiceAccount" => ("/api/v1", "serviceaccounts"),
         "Service" => ("/api/v1", "services"),
+        "ConfigMap" => ("/api/v1", "configmaps"),
+        "Secret" => ("/api/v1", "secrets"),
         "Pod" => ("/api/v1", "pods"),
         "Event" => ("/api/v1", "events"),
         "NetworkPolicy" => ("/apis/networking.k8s.io/v1", "networkpolicies"),

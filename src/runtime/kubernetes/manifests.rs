@@ -175,6 +175,38 @@ pub fn org_objects(namespace: &str, org: &str, limits: &OrgLimits) -> Vec<Value>
     ]
 }
 
+/// The name of a site's owner object (`berth-site-` and a hash of the site's name, so
+/// any site name fits).
+pub fn site_owner_name(site: &str) -> String {
+    format!("berth-site-{}", hex::encode(&Sha256::digest(site.as_bytes())[..6]))
+}
+
+/// A site's owner object: a ConfigMap every per-environment object of the site names in
+/// its `ownerReferences`, so deleting it deletes them all (the cluster's garbage
+/// collector does).
+pub fn site_owner(namespace: &str, org: &str, site: &str) -> Value {
+    let mut labels = org_labels(org);
+    labels[LABEL_SITE] = json!(label_value(site));
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": site_owner_name(site), "namespace": namespace, "labels": labels },
+        "data": { "site": site },
+    })
+}
+
+/// Makes `object` a dependent of the applied owner `owner` (its uid from the apply
+/// answer).
+pub fn set_owner(object: &mut Value, owner: &Value) {
+    object["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "blockOwnerDeletion": true,
+    }]);
+}
+
 /// What one environment runs: the deployment serving it and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
@@ -374,6 +406,11 @@ mod tests {
     }
 
     #[test]
+    fn site_owner_golden() {
+        insta::assert_json_snapshot!(site_owner("berth-org-1", "org_1", "shop"));
+    }
+
+    #[test]
     fn every_object_is_labelled_managed_by_berth() {
         let w = Workload {
             namespace: "n".into(),
@@ -391,7 +428,12 @@ mod tests {
             ingress_class: None,
             progress_deadline_seconds: 1,
         };
-        for object in org_objects("n", "o", &limits()).iter().chain(&environment_objects(&w)) {
+        let owner = site_owner("n", "o", "s");
+        for object in org_objects("n", "o", &limits())
+            .iter()
+            .chain(&environment_objects(&w))
+            .chain([&owner])
+        {
             assert_eq!(object["metadata"]["labels"][MANAGED_BY.0], MANAGED_BY.1, "{object}");
             assert_eq!(object["metadata"]["labels"][LABEL_ORG], "o", "{object}");
         }

@@ -9,6 +9,7 @@
 //! Deployments run elsewhere, so this target has no provider on the shared lifecycle and
 //! overrides release, observe, retire and logs.
 
+mod apply;
 pub mod client;
 pub mod manifests;
 mod rollout;
@@ -480,8 +481,8 @@ impl Target for KubernetesTarget {
         }
     }
 
-    /// Deletes the site's labelled Deployments, Services and Ingresses (nothing else)
-    /// and berth's records of its images.
+    /// Deletes the site's owner object (its dependents go with it) and whatever else of
+    /// the site carries berth's labels (nothing else), and berth's records of its images.
     async fn site_deleted(&self, site: SiteRef<'_>) -> Result<(), String> {
         let _ = tokio::fs::remove_dir_all(self.site_records(site.site)).await;
         let settings = KubeSettings::parse(site.settings)?;
@@ -516,8 +517,9 @@ impl Target for KubernetesTarget {
         Ok(format!("Kubernetes {version} at {}", settings.api_url))
     }
 
-    /// Applies the org's namespace objects and the environment's Deployment, Service and
-    /// Ingress, then watches the rollout until it is available or fails.
+    /// Applies the org's namespace objects, the site's owner object and the environment's
+    /// Deployment, Service and Ingress as its dependents, then watches the rollout until it
+    /// is available or fails (and then puts the previous serving template back).
     async fn release(&self, _lifecycle: &Runtime, spec: InstanceSpec) -> Result<Traffic, StartError> {
         let settings = KubeSettings::parse(&spec.provider_config).map_err(start_error)?;
         let client = settings.client().map_err(start_error)?;
@@ -546,18 +548,7 @@ impl Target for KubernetesTarget {
             ingress_class: settings.ingress_class.clone(),
             progress_deadline_seconds: spec.start_timeout.as_secs().clamp(10, 3600) as u32,
         };
-        let applied = async {
-            for object in manifests::org_objects(&namespace, &spec.org, &settings.limits)
-                .iter()
-                .chain(&manifests::environment_objects(&workload))
-            {
-                client.apply(object).await?;
-            }
-            Ok::<(), ApiError>(())
-        }
-        .await;
-        applied.map_err(|e| start_error(e.to_string()))?;
-        rollout::watch(&client, &workload, spec.start_timeout).await?;
+        apply::release(&client, &workload, &settings.limits, spec.start_timeout).await?;
         Ok(Traffic::Edge(vec![settings.ingress_address]))
     }
 
