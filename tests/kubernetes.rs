@@ -63,9 +63,13 @@ impl Drop for KubeServer {
 
 impl KubeServer {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(env: &[(&str, &str)]) -> Self {
         prepare_engine();
         let kube = FakeKube::start(TOKEN).await;
-        let server = TestServer::start().await;
+        let server = TestServer::start_with(env).await;
         let (status, out) = server
             .patch(
                 "/api/config/kubernetes",
@@ -470,6 +474,7 @@ async fn kubernetes_bad_settings_are_refused_naming_the_key_and_change_nothing()
         (json!({"ca_certificate": "not a certificate"}), "ca_certificate"),
         (json!({"token": "two words"}), "token"),
         (json!({"default": "yes"}), "default"),
+        (json!({"cert_manager_issuer": "Lets Encrypt"}), "cert_manager_issuer"),
     ] {
         let (status, out) = server.patch("/api/config/kubernetes", &json!({"config": bad})).await;
         assert_eq!(status, 400, "{bad}: {out}");
@@ -601,4 +606,122 @@ async fn kubernetes_fake_api_objects_are_owned_by_the_site_adopted_after_a_resta
             "the {kind} went with its owner"
         );
     }
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_custom_domains_are_ingress_hosts_with_cert_managers_annotation_when_set() {
+    let dns = common::pebble::Dns::start().await;
+    let server = KubeServer::start_with(&[("BERTH_DNS_RESOLVERS", &dns.resolver())]).await;
+    let site = dockerfile_app("docked");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "dock", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let (status, added) = server
+        .post("/api/sites/dock/domains", &json!({"domain": "dock.example.org"}))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let token = added["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "TXT")
+        .expect("TXT record")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dns.set(
+        "/set-cname",
+        json!({"host": "dock.example.org", "target": "dock.localhost"}),
+    )
+    .await;
+    dns.set(
+        "/set-txt",
+        json!({"host": "_berth-challenge.dock.example.org.", "value": token}),
+    )
+    .await;
+    let (status, checked) = server
+        .post("/api/sites/dock/domains/dock.example.org/validate", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["status"], "active", "{checked:#}");
+
+    // cert-manager issues the custom domains' certificates in this cluster.
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"cert_manager_issuer": "letsencrypt"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (_, out) = server.post("/api/sites/dock/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let ingress = &server.of_site("Ingress", "dock")[0];
+    let hosts: Vec<&str> = ingress["spec"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["host"].as_str())
+        .collect();
+    assert_eq!(hosts, ["dock.localhost", "dock.example.org"], "{ingress}");
+    assert_eq!(
+        ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"], "letsencrypt",
+        "{ingress}"
+    );
+    assert_eq!(
+        ingress["spec"]["tls"][0]["hosts"],
+        json!(["dock.example.org"]),
+        "{ingress}"
+    );
+    assert!(
+        server.of_site("Secret", "dock").is_empty(),
+        "cert-manager makes the Secret"
+    );
+    assert_eq!(server.edge("dock.example.org", "/").await, (200, "docked".to_string()));
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_pruned_deployments_take_their_image_records_with_them() {
+    let server = KubeServer::start_with(&[("BERTH_KEEP_DEPLOYMENTS", "2")]).await;
+    let site = dockerfile_app("version 0");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "tidy", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let mut ids = vec![deployment_id(&out)];
+    for n in 1..4 {
+        std::fs::write(site.path().join("index.html"), format!("version {n}")).unwrap();
+        let (_, out) = server.post("/api/sites/tidy/deploy", &json!({"wait": true})).await;
+        assert_eq!(out["deployment"]["status"], "live", "{out}");
+        ids.push(deployment_id(&out));
+    }
+    // Two deployments kept (the setting), so two image records: theirs. (The pruning
+    // follows a deploy's end, so the last one's is waited for.)
+    let records = server.data.path().join("kubernetes-images/tidy");
+    let kept = || {
+        let mut kept: Vec<String> = std::fs::read_dir(&records)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        kept.sort();
+        kept
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.get("/api/sites/tidy/deployments").await.1["deployments"]
+        .as_array()
+        .is_none_or(|d| d.len() > 2)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut newest = ids[2..].to_vec();
+    newest.sort();
+    assert_eq!(kept(), newest, "the pruned deployments' records are gone");
+    assert_eq!(server.edge("tidy.localhost", "/").await, (200, "version 3".to_string()));
 }

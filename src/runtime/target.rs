@@ -303,6 +303,12 @@ pub trait Target: Send + Sync + 'static {
         Ok(Kept::Yes)
     }
 
+    /// Removes what the target keeps of a deployment berth forgot (pruned, or a
+    /// promotion's copy that did not go live), best effort.
+    async fn deployment_forgotten(&self, site: &str, deployment_id: &str) {
+        let _ = (site, deployment_id);
+    }
+
     /// Removes what the target keeps of a deleted site (best effort).
     async fn site_deleted(&self, site: SiteRef<'_>) -> Result<(), String> {
         let _ = site;

@@ -86,6 +86,11 @@ pub const TARGET: Registration = Registration {
             description: "IP:PORT where the cluster's ingress controller accepts HTTP; berth's edge proxies each environment's host there (required).",
         },
         ConfigKey {
+            name: "cert_manager_issuer",
+            secret: false,
+            description: "cert-manager ClusterIssuer of custom domains' certificates: their Ingress gets the cert-manager.io/cluster-issuer annotation instead of berth's certificates as TLS Secrets (optional).",
+        },
+        ConfigKey {
             name: "docker_host",
             secret: false,
             description: "The Docker Engine that builds and pushes images (default unix:///var/run/docker.sock).",
@@ -153,6 +158,8 @@ pub struct KubeSettings {
     pub ingress_address: SocketAddr,
     /// The engine that builds images.
     pub docker_host: Option<String>,
+    /// cert-manager's ClusterIssuer of custom domains' certificates.
+    pub cert_manager_issuer: Option<String>,
     /// Quota and container sizes.
     pub limits: OrgLimits,
 }
@@ -284,6 +291,14 @@ impl KubeSettings {
                 "kubernetes setting 'ingress_class' must be a DNS label such as nginx, got '{class}'"
             ));
         }
+        let cert_manager_issuer = text(settings, "cert_manager_issuer")?.map(str::to_string);
+        if let Some(issuer) = &cert_manager_issuer
+            && manifests::dns_label(issuer) != *issuer
+        {
+            return Err(format!(
+                "kubernetes setting 'cert_manager_issuer' must be the name of a ClusterIssuer (a DNS label such as letsencrypt), got '{issuer}'"
+            ));
+        }
         let docker_host = text(settings, "docker_host")?.map(str::to_string);
         if let Some(host) = &docker_host {
             docker::engine::check_host(host).map_err(|e| format!("kubernetes setting 'docker_host': {e}"))?;
@@ -308,6 +323,7 @@ impl KubeSettings {
             ingress_class,
             ingress_address,
             docker_host,
+            cert_manager_issuer,
             limits: OrgLimits {
                 container: Resources {
                     cpu_request: quantity(settings, "cpu_request", "100m")?,
@@ -481,6 +497,14 @@ impl Target for KubernetesTarget {
         }
     }
 
+    /// The deployment's image record goes (the image itself stays in the registry,
+    /// whose own retention bounds it).
+    async fn deployment_forgotten(&self, site: &str, deployment_id: &str) {
+        if let Some(record) = self.image_record(site, deployment_id) {
+            let _ = tokio::fs::remove_file(record).await;
+        }
+    }
+
     /// Deletes the site's owner object (its dependents go with it) and whatever else of
     /// the site carries berth's labels (nothing else), and berth's records of its images.
     async fn site_deleted(&self, site: SiteRef<'_>) -> Result<(), String> {
@@ -547,6 +571,19 @@ impl Target for KubernetesTarget {
             host: spec.host.clone(),
             ingress_class: settings.ingress_class.clone(),
             progress_deadline_seconds: spec.start_timeout.as_secs().clamp(10, 3600) as u32,
+            domains: spec.domains.iter().map(|d| d.name.clone()).collect(),
+            certificates: spec
+                .domains
+                .iter()
+                .filter_map(|d| {
+                    d.certificate.as_ref().map(|c| manifests::TlsCertificate {
+                        host: d.name.clone(),
+                        chain: c.chain.clone(),
+                        key: c.key.clone(),
+                    })
+                })
+                .collect(),
+            cert_manager_issuer: settings.cert_manager_issuer.clone(),
         };
         apply::release(&client, &workload, &settings.limits, spec.start_timeout).await?;
         Ok(Traffic::Edge(vec![settings.ingress_address]))
