@@ -725,3 +725,130 @@ async fn kubernetes_fake_api_pruned_deployments_take_their_image_records_with_th
     assert_eq!(kept(), newest, "the pruned deployments' records are gone");
     assert_eq!(server.edge("tidy.localhost", "/").await, (200, "version 3".to_string()));
 }
+
+#[tokio::test]
+async fn kubernetes_fake_api_dry_run_shows_the_objects_sealed_and_builds_and_applies_nothing() {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("dry");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "arid", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let secret = "pg-password-5c1e9a7b";
+    let (status, out) = server
+        .patch(
+            "/api/sites/arid/env",
+            &json!({"vars": {"DATABASE_URL": format!("postgres://app:{secret}@db/app")}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let objects_before = server.kube.objects();
+    let requests_before = server.kube.seen().len();
+    let (_, listed) = server.get("/api/sites/arid/deployments").await;
+    let deployments_before = listed["deployments"].as_array().unwrap().len();
+
+    let (status, dry) = server.post("/api/sites/arid/deploy", &json!({"dry_run": true})).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["checked_by"], "server", "{dry}");
+    assert_eq!(dry["target"], "kubernetes", "{dry}");
+    let kinds: Vec<&str> = dry["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    for kind in [
+        "Namespace",
+        "NetworkPolicy",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "Ingress",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let deployment = dry["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let var = |name: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {env}"))["value"]
+            .clone()
+    };
+    assert_eq!(var("DATABASE_URL"), "<sealed>");
+    assert_eq!(var("PORT"), "8080");
+    assert!(!dry.to_string().contains(secret), "no secret in the dry run: {dry}");
+    // Nothing built, stored or applied: only dry-run applies reached the cluster.
+    assert_eq!(server.kube.objects(), objects_before);
+    for (method, path) in &server.kube.seen()[requests_before..] {
+        assert!(method == "GET" || path.contains("dryRun=All"), "{method} {path}");
+    }
+    let (_, listed) = server.get("/api/sites/arid/deployments").await;
+    assert_eq!(listed["deployments"].as_array().unwrap().len(), deployments_before);
+
+    // The same over MCP.
+    let config =
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(server.api("/mcp"))
+            .auth_header(KEY.to_string());
+    let client = rmcp::ServiceExt::serve((), rmcp::transport::StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("MCP client connects");
+    let params = rmcp::model::CallToolRequestParams::new("HOSTING_DEPLOY")
+        .with_arguments(json!({"site": "arid", "dry_run": true}).as_object().cloned().unwrap());
+    let answer = client.call_tool(params).await.expect("tool call");
+    assert_ne!(answer.is_error, Some(true), "{answer:?}");
+    let content = answer.structured_content.expect("structured content");
+    assert_eq!(content["dry_run"]["checked_by"], "server", "{content}");
+    assert!(!content.to_string().contains(secret), "{content}");
+    assert!(content.get("deployment").is_none(), "no deployment was made: {content}");
+
+    // A cluster that does not answer: berth's rendered manifests, said so.
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"api_url": "http://127.0.0.1:9"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (status, dry) = server.post("/api/sites/arid/deploy", &json!({"dry_run": true})).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["checked_by"], "rendered", "{dry}");
+    assert!(dry["note"].as_str().unwrap().contains("not answering"), "{dry}");
+    assert!(!dry.to_string().contains(secret), "{dry}");
+
+    // Bad input changes nothing and names the fix.
+    let (status, out) = server
+        .post("/api/sites/arid/deploy", &json!({"dry_run": true, "branch": "main"}))
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(out.to_string().contains("leave out branch"), "{out}");
+}
+
+#[tokio::test]
+async fn dry_run_on_a_site_of_another_target_is_refused_naming_the_target() {
+    let server = TestServer::start().await;
+    let dir = python_app("local app");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "plain", "repo": s(dir.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let (status, out) = server.post("/api/sites/plain/deploy", &json!({"dry_run": true})).await;
+    assert_eq!(status, 400, "{out}");
+    let (_, listed) = server.get("/api/sites/plain/deployments").await;
+    assert_eq!(listed["deployments"].as_array().unwrap().len(), 1, "nothing deployed");
+    assert!(out.to_string().contains("target 'local'"), "{out}");
+}

@@ -131,6 +131,30 @@ impl Platform {
         }))
     }
 
+    /// What a release of the environment would run, for a dry run: its current
+    /// deployment's plan with the environment's variables and domains as they are now,
+    /// no image; `None` when no app runs there yet.
+    pub async fn dry_run_spec(&self, site: &SiteRow, env: &EnvironmentRow) -> anyhow::Result<Option<InstanceSpec>> {
+        let Some(id) = &env.deployment_id else {
+            return Ok(None);
+        };
+        let Some(d) = store::get_deployment_any_org(self.store.pool(), id).await? else {
+            return Ok(None);
+        };
+        let Some(plan) = d
+            .build_plan
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<BuildPlan>(p).ok())
+        else {
+            return Ok(None);
+        };
+        Ok(self.instance_spec(&d, site, &plan).await?.map(|mut spec| {
+            spec.deployment_id = "dry-run".into();
+            spec.image = None;
+            spec
+        }))
+    }
+
     /// The custom domains the edge serves for an environment, each with the certificate
     /// berth holds for it (valid now), opened.
     pub async fn served_domains(&self, environment_id: &str) -> anyhow::Result<Vec<crate::runtime::ServedDomain>> {

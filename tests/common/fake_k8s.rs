@@ -7,7 +7,7 @@
 //! LIST with `labelSelector` (`k=v,…`) and `fieldSelector=involvedObject.name=…`; DELETE
 //! (a Deployment takes its pods with it, and the garbage collector deletes every object
 //! whose `metadata.ownerReferences` names a deleted object's uid, transitively); and pod
-//! logs. A Deployment applied back to the template its ready pod runs scales back to that
+//! logs; `dryRun=All` on an apply answers without storing anything. A Deployment applied back to the template its ready pod runs scales back to that
 //! pod (as its old ReplicaSet would), without a new pull.
 //!
 //! Its fake kubelet plays a Deployment's rollout forward with the real Docker Engine: it
@@ -438,6 +438,13 @@ fn apply(
                 format!("namespaces \"{ns}\" not found"),
             );
         }
+    }
+    // A server-side dry run: the object as it would be stored; nothing changes.
+    if query_value(query, "dryRun").as_deref() == Some("All") {
+        let previous = shared.objects.lock().unwrap().get(path).cloned();
+        object["metadata"]["uid"] = previous.map_or_else(|| json!("uid-dry-run"), |old| old["metadata"]["uid"].clone());
+        object["metadata"]["managedFields"] = json!([{"manager": manager, "operation": "Apply"}]);
+        return axum::Json(object).into_response();
     }
     let rv = shared.version.fetch_add(1, Ordering::SeqCst) + 1;
     let mut objects = shared.objects.lock().unwrap();

@@ -4,7 +4,7 @@
 //! are adopted by their labels (a LIST by berth's labels, updated in place by name), an
 //! object in the way that is not berth's is refused and left alone; and a rollout that
 //! fails puts the previous serving template back, so the cluster's desired state is the
-//! deployment that serves.
+//! deployment that serves. A dry run shows what a release would apply, sealed.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::super::StartError;
+use super::super::target::DryRun;
 use super::client::{ApiError, Client, collection_path, label_selector, object_path};
 use super::manifests::{self, LABEL_DEPLOYMENT, LABEL_SITE, MANAGED_BY, OrgLimits, Workload, label_value};
 use super::rollout;
@@ -156,5 +157,99 @@ async fn restore(client: &Client, w: &Workload, objects: &[Value], previous: &Va
             "restored the previous deployment {previous_id} ({image}), but its rollout did not finish: {}",
             e.message
         ),
+    }
+}
+
+/// What a dry run shows in place of a secret value.
+pub(super) const SEALED: &str = "<sealed>";
+
+/// Replaces the values of the app's variables (all but `PORT`: berth does not tell a
+/// secret from a plain one here) and of Secrets with [`SEALED`], and drops the server's
+/// bookkeeping.
+fn seal(object: &mut Value) {
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("managedFields");
+    }
+    for key in ["data", "stringData"] {
+        if let Some(data) = object[key].as_object_mut() {
+            for value in data.values_mut() {
+                *value = Value::String(SEALED.into());
+            }
+        }
+    }
+    if let Some(containers) = object["spec"]["template"]["spec"]["containers"].as_array_mut() {
+        for container in containers {
+            for var in container["env"].as_array_mut().into_iter().flatten() {
+                if var["name"] != "PORT" && var.get("value").is_some() {
+                    var["value"] = Value::String(SEALED.into());
+                }
+            }
+        }
+    }
+}
+
+/// The objects a release of `w` would apply: checked by the cluster's server-side dry
+/// run when it answers every one, berth's rendered manifests otherwise; sealed.
+pub(super) async fn dry_run(client: &Client, w: &Workload, limits: &OrgLimits) -> DryRun {
+    let objects = render(w, limits);
+    let rendered: Vec<Value> = objects
+        .org
+        .into_iter()
+        .chain(std::iter::once(objects.owner))
+        .chain(objects.environment)
+        .collect();
+    let mut checked = Vec::with_capacity(rendered.len());
+    let mut refused = None;
+    for object in &rendered {
+        match client.apply_dry_run(object).await {
+            Ok(answer) => checked.push(answer),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let image = "the image is the one this deploy would build and push (by digest)";
+    let (server_side, mut objects, note) = match refused {
+        None => (
+            true,
+            checked,
+            format!("checked by the cluster's server-side dry run; nothing was applied; {image}"),
+        ),
+        Some(e) => (
+            false,
+            rendered,
+            format!(
+                "berth's rendered manifests: the cluster's dry run did not go through ({e}); nothing was applied; {image}"
+            ),
+        ),
+    };
+    for object in &mut objects {
+        seal(object);
+    }
+    DryRun {
+        server_side,
+        note: format!("{note}; values of the app's variables and of Secrets are shown as {SEALED}"),
+        objects,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_hides_variable_and_secret_values() {
+        let mut deployment = serde_json::json!({"kind": "Deployment", "spec": {"template": {"spec": {"containers": [
+            {"name": "app", "env": [{"name": "PORT", "value": "8080"}, {"name": "DATABASE_URL", "value": "postgres://u:hunter2@db"}]}
+        ]}}}});
+        let mut secret =
+            serde_json::json!({"kind": "Secret", "metadata": {"managedFields": []}, "data": {"tls.key": "a2V5"}});
+        seal(&mut deployment);
+        seal(&mut secret);
+        let text = format!("{deployment}{secret}");
+        assert!(!text.contains("hunter2") && !text.contains("a2V5"), "{text}");
+        assert!(text.contains("8080") && text.contains(SEALED), "{text}");
+        assert!(secret["metadata"].get("managedFields").is_none());
     }
 }

@@ -183,6 +183,22 @@ impl Client {
         .await
     }
 
+    /// Server-side dry run of applying `object` (`dryRun=All`): the object as the server
+    /// would store it; nothing is stored.
+    pub async fn apply_dry_run(&self, object: &Value) -> Result<Value, ApiError> {
+        let path = object_path(object).ok_or_else(|| ApiError::Unreadable {
+            what: "apply".into(),
+            reason: format!("berth does not know where {} objects live", object["kind"]),
+        })?;
+        let body = serde_json::to_vec(object).expect("a JSON value serialises");
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("{path}?fieldManager=berth&force=true&dryRun=All"),
+            Some(("application/apply-patch+yaml", body)),
+        )
+        .await
+    }
+
     /// GET of the object at `path`; `None` when it does not exist.
     pub async fn get(&self, path: &str) -> Result<Option<Value>, ApiError> {
         match self.call(reqwest::Method::GET, path, None).await {

@@ -22,8 +22,8 @@ use berth_build::detect::BuildPlan;
 
 use super::docker::{self, DockerProvider};
 use super::target::{
-    Assembly, BuildJob, BuildKind, Capabilities, CheckError, ConfigKey, Kept, PromoteWithoutRebuild, Registration,
-    ScaleToZero, Settings, SiteRef, Target, Traffic,
+    Assembly, BuildJob, BuildKind, Capabilities, CheckError, ConfigKey, DryRun, Kept, PromoteWithoutRebuild,
+    Registration, ScaleToZero, Settings, SiteRef, Target, Traffic,
 };
 use super::{InstanceSpec, Observation, Provider, Runtime, StartError};
 pub use client::{ApiError, Client};
@@ -396,6 +396,43 @@ impl KubernetesTarget {
     }
 }
 
+/// What an environment runs for a release of `spec` with `image`.
+fn workload(settings: &KubeSettings, spec: &InstanceSpec, image: String) -> Workload {
+    let port = spec.port.unwrap_or(8080);
+    let mut env = spec.env.clone();
+    env.retain(|(k, _)| k != "PORT");
+    env.push(("PORT".into(), port.to_string()));
+    Workload {
+        namespace: settings.namespace(&spec.org),
+        org: spec.org.clone(),
+        site: spec.site.clone(),
+        environment: spec.environment.clone(),
+        deployment_id: spec.deployment_id.clone(),
+        image,
+        port,
+        env,
+        health_check_path: spec.health_check_path.clone(),
+        resources: settings.limits.container.clone(),
+        replicas: 1,
+        host: spec.host.clone(),
+        ingress_class: settings.ingress_class.clone(),
+        progress_deadline_seconds: spec.start_timeout.as_secs().clamp(10, 3600) as u32,
+        domains: spec.domains.iter().map(|d| d.name.clone()).collect(),
+        certificates: spec
+            .domains
+            .iter()
+            .filter_map(|d| {
+                d.certificate.as_ref().map(|c| manifests::TlsCertificate {
+                    host: d.name.clone(),
+                    chain: c.chain.clone(),
+                    key: c.key.clone(),
+                })
+            })
+            .collect(),
+        cert_manager_issuer: settings.cert_manager_issuer.clone(),
+    }
+}
+
 /// A failed release, with the app's last output lines.
 fn start_error(message: impl Into<String>) -> StartError {
     StartError {
@@ -551,42 +588,23 @@ impl Target for KubernetesTarget {
             .image
             .clone()
             .ok_or_else(|| start_error("the deployment has no pushed image; deploy again"))?;
-        let namespace = settings.namespace(&spec.org);
-        let port = spec.port.unwrap_or(8080);
-        let mut env = spec.env.clone();
-        env.retain(|(k, _)| k != "PORT");
-        env.push(("PORT".into(), port.to_string()));
-        let workload = Workload {
-            namespace: namespace.clone(),
-            org: spec.org.clone(),
-            site: spec.site.clone(),
-            environment: spec.environment.clone(),
-            deployment_id: spec.deployment_id.clone(),
-            image,
-            port,
-            env,
-            health_check_path: spec.health_check_path.clone(),
-            resources: settings.limits.container.clone(),
-            replicas: 1,
-            host: spec.host.clone(),
-            ingress_class: settings.ingress_class.clone(),
-            progress_deadline_seconds: spec.start_timeout.as_secs().clamp(10, 3600) as u32,
-            domains: spec.domains.iter().map(|d| d.name.clone()).collect(),
-            certificates: spec
-                .domains
-                .iter()
-                .filter_map(|d| {
-                    d.certificate.as_ref().map(|c| manifests::TlsCertificate {
-                        host: d.name.clone(),
-                        chain: c.chain.clone(),
-                        key: c.key.clone(),
-                    })
-                })
-                .collect(),
-            cert_manager_issuer: settings.cert_manager_issuer.clone(),
-        };
+        let workload = workload(&settings, &spec, image);
         apply::release(&client, &workload, &settings.limits, spec.start_timeout).await?;
         Ok(Traffic::Edge(vec![settings.ingress_address]))
+    }
+
+    /// The objects a release would apply, with an image name standing for the one the
+    /// deploy would build; nothing built or applied.
+    async fn dry_run(&self, spec: InstanceSpec) -> Result<DryRun, String> {
+        let settings = KubeSettings::parse(&spec.provider_config)?;
+        let client = settings.client()?;
+        let image = format!(
+            "{}/berth/{}:built-by-this-deploy",
+            settings.registry,
+            manifests::dns_label(&spec.site)
+        );
+        let workload = workload(&settings, &spec, image);
+        Ok(apply::dry_run(&client, &workload, &settings.limits).await)
     }
 
     fn serving(&self, settings: &Settings) -> Option<Traffic> {
