@@ -712,16 +712,12 @@ async fn kubernetes_fake_api_pruned_deployments_take_their_image_records_with_th
         kept.sort();
         kept
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while server.get("/api/sites/tidy/deployments").await.1["deployments"]
-        .as_array()
-        .is_none_or(|d| d.len() > 2)
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
     let mut newest = ids[2..].to_vec();
     newest.sort();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while kept() != newest && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(kept(), newest, "the pruned deployments' records are gone");
     assert_eq!(server.edge("tidy.localhost", "/").await, (200, "version 3".to_string()));
 }
