@@ -314,14 +314,17 @@ struct DeployBody {
     wait: Option<bool>,
     timeout_seconds: Option<u64>,
     idempotency_key: Option<String>,
+    dry_run: Option<bool>,
 }
 
+/// `POST /api/sites/{site}/deploy`: 202 with the queued deployment, or with
+/// `dry_run: true` 200 with the objects a release would apply.
 async fn deploy(
     State(s): State<Service>,
     Extension(actor): Extension<Actor>,
     Path(site): Path<String>,
     body: Option<Json<DeployBody>>,
-) -> Result<(StatusCode, Json<DeployOutput>), ServiceError> {
+) -> Result<Response, ServiceError> {
     let b = body.map(|Json(b)| b).unwrap_or_default();
     let input = DeployInput {
         site,
@@ -332,11 +335,16 @@ async fn deploy(
         wait: b.wait,
         timeout_seconds: b.timeout_seconds,
         idempotency_key: b.idempotency_key,
+        dry_run: b.dry_run,
     };
+    if input.dry_run == Some(true) {
+        return Ok(Json(s.dry_run_deploy(&actor, &input).await?).into_response());
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(s.deploy(&actor, input, None, &mut |_| {}).await?),
-    ))
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -93,6 +93,18 @@ fn deployment_reply<T>(summary: impl Into<String>, value: T, deployment: Option<
     })
 }
 
+/// `HOSTING_DEPLOY`'s result: the deployment (its fields at the top level), or with
+/// `dry_run` the objects a release would apply.
+#[derive(Serialize, JsonSchema)]
+pub struct DeployToolOutput {
+    /// The deployment and its environment's URL.
+    #[serde(flatten)]
+    deployed: Option<DeployOutput>,
+    /// With `dry_run: true`: what a release would apply (no deployment was made).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<DryRunOutput>,
+}
+
 /// The MCP server: one per session, cheap to create.
 #[derive(Clone)]
 pub struct BerthMcp {
@@ -316,19 +328,42 @@ impl BerthMcp {
     #[tool(
         name = "HOSTING_DEPLOY",
         description = "Deploy a site again (its branch, or a given branch or commit); `overrides` (the build settings of HOSTING_UPDATE_SITE) apply to this deployment only and are recorded with it. With wait=true, returns when live or failed and sends progress notifications meanwhile; a failed deployment carries its error and last log lines. The previous deployment keeps serving until the new one is healthy.",
-        output_schema = schema_for_output::<DeployOutput>(),
+        output_schema = schema_for_output::<DeployToolOutput>(),
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]
     async fn deploy(
         &self,
         Parameters(input): Parameters<DeployInput>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<DeployOutput> {
+    ) -> ToolResult<DeployToolOutput> {
         let actor = actor_of(&ctx)?;
+        if input.dry_run == Some(true) {
+            let dry_run = self.service.dry_run_deploy(&actor, &input).await?;
+            let summary = format!(
+                "dry run of {} ({}): {} objects, nothing built or applied",
+                dry_run.site,
+                dry_run.environment,
+                dry_run.objects.len()
+            );
+            return reply(
+                summary,
+                DeployToolOutput {
+                    deployed: None,
+                    dry_run: Some(dry_run),
+                },
+            );
+        }
         let mut progress = progress_forwarder(&ctx);
         let out = self.service.deploy(&actor, input, None, &mut progress).await?;
         let deployment = out.deployment.clone();
-        deployment_reply(next_steps_for(&out.deployment, &out.url), out, Some(&deployment))
+        deployment_reply(
+            next_steps_for(&out.deployment, &out.url),
+            DeployToolOutput {
+                deployed: Some(out),
+                dry_run: None,
+            },
+            Some(&deployment),
+        )
     }
 
     #[tool(

@@ -37,6 +37,17 @@ impl Drop for KubeServer {
         }
         // The pods' containers first: an image a container uses cannot be removed.
         self.kube.remove_containers();
+        // The org's build network (labelled with the server's owner id).
+        let networks = docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=berth.owner={}", self.owner),
+        ]);
+        for network in networks.split_whitespace() {
+            docker(&["network", "rm", network]);
+        }
         // The images this server built (its berth.owner label), and their registry tags.
         let images = docker(&["images", "-q", "--filter", &format!("label=berth.owner={}", self.owner)]);
         let mut ids: Vec<&str> = images.split_whitespace().collect();
@@ -52,9 +63,13 @@ impl Drop for KubeServer {
 
 impl KubeServer {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(env: &[(&str, &str)]) -> Self {
         prepare_engine();
         let kube = FakeKube::start(TOKEN).await;
-        let server = TestServer::start().await;
+        let server = TestServer::start_with(env).await;
         let (status, out) = server
             .patch(
                 "/api/config/kubernetes",
@@ -78,6 +93,20 @@ impl KubeServer {
             kube,
             owner,
         }
+    }
+
+    /// Stops the server and starts a new server process on the same data dir.
+    async fn restart(&mut self) {
+        let data = self.server.take().expect("server running").stop();
+        self.server = Some(TestServer::start_in(data, &[]).await);
+    }
+
+    /// The objects of `kind` labelled for `site`.
+    fn of_site(&self, kind: &str, site: &str) -> Vec<Value> {
+        self.of_kind(kind)
+            .into_iter()
+            .filter(|o| o["metadata"]["labels"]["berth.dev/site"] == site)
+            .collect()
     }
 
     /// The objects berth applied of `kind`.
@@ -267,6 +296,11 @@ async fn kubernetes_fake_api_image_pull_failure_and_crash_loop_fail_with_the_rea
         (200, "version one".to_string()),
         "the previous deployment still serves"
     );
+    assert_eq!(
+        server.deployment_image("keel-production"),
+        first_image,
+        "the image that cannot be pulled is no longer the desired one"
+    );
 
     // The app crashes at start.
     server.kube.set_rollout(Rollout::Run);
@@ -290,11 +324,27 @@ async fn kubernetes_fake_api_image_pull_failure_and_crash_loop_fail_with_the_rea
         (200, "version one".to_string()),
         "the previous deployment still serves"
     );
-    assert_ne!(
+    // The cluster's desired state is the serving deployment again, not the crashing one:
+    // when the cluster restarts the pods, the previous version comes back.
+    assert_eq!(
         server.deployment_image("keel-production"),
         first_image,
-        "the failed rollout was applied"
+        "the failed rollout's template was replaced by the serving one"
     );
+    assert!(log.contains("restored the previous deployment"), "{log}");
+    server.kube.restart_pods();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let answer = server.edge("keel.localhost", "/").await;
+        if answer == (200, "version one".to_string()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after a restart of the pods the edge answers {answer:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -424,6 +474,7 @@ async fn kubernetes_bad_settings_are_refused_naming_the_key_and_change_nothing()
         (json!({"ca_certificate": "not a certificate"}), "ca_certificate"),
         (json!({"token": "two words"}), "token"),
         (json!({"default": "yes"}), "default"),
+        (json!({"cert_manager_issuer": "Lets Encrypt"}), "cert_manager_issuer"),
     ] {
         let (status, out) = server.patch("/api/config/kubernetes", &json!({"config": bad})).await;
         assert_eq!(status, 400, "{bad}: {out}");
@@ -450,4 +501,350 @@ async fn kubernetes_bad_settings_are_refused_naming_the_key_and_change_nothing()
     assert!(out["detail"].to_string().contains("Unauthorized"), "{out}");
     assert!(!out.to_string().contains("wrong-token-0000"), "{out}");
     assert!(!server.log().contains("wrong-token-0000") && !server.log().contains(TOKEN));
+}
+
+/// The uid of each of the site's Deployment, Service and Ingress (exactly one each), all
+/// dependents of the site's owner object, whose uid comes first.
+fn owned_objects(server: &KubeServer, site: &str) -> Vec<String> {
+    let owners = server.of_site("ConfigMap", site);
+    assert_eq!(owners.len(), 1, "one owner object per site: {owners:?}");
+    let owner_uid = owners[0]["metadata"]["uid"].as_str().unwrap().to_string();
+    let mut uids = vec![owner_uid.clone()];
+    for kind in ["Deployment", "Service", "Ingress"] {
+        let objects = server.of_site(kind, site);
+        assert_eq!(objects.len(), 1, "one {kind} of {site}: {objects:?}");
+        let refs = &objects[0]["metadata"]["ownerReferences"];
+        assert_eq!(refs[0]["kind"], "ConfigMap", "{kind}: {refs}");
+        assert_eq!(
+            refs[0]["uid"],
+            owner_uid.as_str(),
+            "{kind} is owned by the site's owner: {refs}"
+        );
+        uids.push(objects[0]["metadata"]["uid"].as_str().unwrap().to_string());
+    }
+    uids
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_objects_are_owned_by_the_site_adopted_after_a_restart_and_deleting_the_owner_cascades() {
+    let mut server = KubeServer::start().await;
+    let site = dockerfile_app("anchored one");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "anchor", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let before = owned_objects(&server, "anchor");
+    // Another manager's object, unlabelled, where another site's Deployment would go.
+    let ns = server.namespace();
+    let foreign_path = format!("/apis/apps/v1/namespaces/{ns}/deployments/other-production");
+    let foreign = json!({"kind": "Deployment", "metadata": {"name": "other-production", "namespace": ns}, "spec": {"replicas": 3}});
+    server.kube.put(&foreign_path, foreign.clone());
+
+    // A new server process on the same data dir adopts what berth made: the redeploy
+    // updates the same objects in place.
+    server.restart().await;
+    std::fs::write(site.path().join("index.html"), "anchored two").unwrap();
+    let (_, out) = server.post("/api/sites/anchor/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(
+        server.edge("anchor.localhost", "/").await,
+        (200, "anchored two".to_string())
+    );
+    assert_eq!(
+        owned_objects(&server, "anchor"),
+        before,
+        "updated in place, no duplicates"
+    );
+
+    // An object berth did not make is never taken over.
+    let other = dockerfile_app("other");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "other", "repo": s(other.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("other-production") && error.contains("not berth's"),
+        "{out}"
+    );
+    assert_eq!(
+        server.kube.object(&foreign_path),
+        Some(foreign),
+        "the foreign object is unchanged"
+    );
+    assert!(
+        !server
+            .kube
+            .seen()
+            .iter()
+            .any(|(m, p)| m != "GET" && p.starts_with(foreign_path.as_str())),
+        "berth wrote to {foreign_path}"
+    );
+
+    // Deleting the site's owner object (as `kubectl delete` would) deletes its objects.
+    let owner = &server.of_site("ConfigMap", "anchor")[0];
+    let owner_path = format!(
+        "/api/v1/namespaces/{ns}/configmaps/{}",
+        owner["metadata"]["name"].as_str().unwrap()
+    );
+    let answer = reqwest::Client::new()
+        .delete(format!("{}{owner_path}", server.kube.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{answer:?}");
+    for kind in ["Deployment", "Service", "Ingress"] {
+        assert!(
+            server.of_site(kind, "anchor").is_empty(),
+            "the {kind} went with its owner"
+        );
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_custom_domains_are_ingress_hosts_with_cert_managers_annotation_when_set() {
+    let dns = common::pebble::Dns::start().await;
+    let server = KubeServer::start_with(&[("BERTH_DNS_RESOLVERS", &dns.resolver())]).await;
+    let site = dockerfile_app("docked");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "dock", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let (status, added) = server
+        .post("/api/sites/dock/domains", &json!({"domain": "dock.example.org"}))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let token = added["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "TXT")
+        .expect("TXT record")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dns.set(
+        "/set-cname",
+        json!({"host": "dock.example.org", "target": "dock.localhost"}),
+    )
+    .await;
+    dns.set(
+        "/set-txt",
+        json!({"host": "_berth-challenge.dock.example.org.", "value": token}),
+    )
+    .await;
+    let (status, checked) = server
+        .post("/api/sites/dock/domains/dock.example.org/validate", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["status"], "active", "{checked:#}");
+
+    // cert-manager issues the custom domains' certificates in this cluster.
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"cert_manager_issuer": "letsencrypt"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (_, out) = server.post("/api/sites/dock/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let ingress = &server.of_site("Ingress", "dock")[0];
+    let hosts: Vec<&str> = ingress["spec"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["host"].as_str())
+        .collect();
+    assert_eq!(hosts, ["dock.localhost", "dock.example.org"], "{ingress}");
+    assert_eq!(
+        ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"], "letsencrypt",
+        "{ingress}"
+    );
+    assert_eq!(
+        ingress["spec"]["tls"][0]["hosts"],
+        json!(["dock.example.org"]),
+        "{ingress}"
+    );
+    assert!(
+        server.of_site("Secret", "dock").is_empty(),
+        "cert-manager makes the Secret"
+    );
+    assert_eq!(server.edge("dock.example.org", "/").await, (200, "docked".to_string()));
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_pruned_deployments_take_their_image_records_with_them() {
+    let server = KubeServer::start_with(&[("BERTH_KEEP_DEPLOYMENTS", "2")]).await;
+    let site = dockerfile_app("version 0");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "tidy", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let mut ids = vec![deployment_id(&out)];
+    for n in 1..4 {
+        std::fs::write(site.path().join("index.html"), format!("version {n}")).unwrap();
+        let (_, out) = server.post("/api/sites/tidy/deploy", &json!({"wait": true})).await;
+        assert_eq!(out["deployment"]["status"], "live", "{out}");
+        ids.push(deployment_id(&out));
+    }
+    // Two deployments kept (the setting), so two image records: theirs. (The pruning
+    // follows a deploy's end, so the last one's is waited for.)
+    let records = server.data.path().join("kubernetes-images/tidy");
+    let kept = || {
+        let mut kept: Vec<String> = std::fs::read_dir(&records)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        kept.sort();
+        kept
+    };
+    let mut newest = ids[2..].to_vec();
+    newest.sort();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while kept() != newest && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(kept(), newest, "the pruned deployments' records are gone");
+    assert_eq!(server.edge("tidy.localhost", "/").await, (200, "version 3".to_string()));
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_dry_run_shows_the_objects_sealed_and_builds_and_applies_nothing() {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("dry");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "arid", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let secret = "pg-password-5c1e9a7b";
+    let (status, out) = server
+        .patch(
+            "/api/sites/arid/env",
+            &json!({"vars": {"DATABASE_URL": format!("postgres://app:{secret}@db/app")}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let objects_before = server.kube.objects();
+    let requests_before = server.kube.seen().len();
+    let (_, listed) = server.get("/api/sites/arid/deployments").await;
+    let deployments_before = listed["deployments"].as_array().unwrap().len();
+
+    let (status, dry) = server.post("/api/sites/arid/deploy", &json!({"dry_run": true})).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["checked_by"], "server", "{dry}");
+    assert_eq!(dry["target"], "kubernetes", "{dry}");
+    let kinds: Vec<&str> = dry["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    for kind in [
+        "Namespace",
+        "NetworkPolicy",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "Ingress",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let deployment = dry["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let var = |name: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {env}"))["value"]
+            .clone()
+    };
+    assert_eq!(var("DATABASE_URL"), "<sealed>");
+    assert_eq!(var("PORT"), "8080");
+    assert!(!dry.to_string().contains(secret), "no secret in the dry run: {dry}");
+    // Nothing built, stored or applied: only dry-run applies reached the cluster.
+    assert_eq!(server.kube.objects(), objects_before);
+    for (method, path) in &server.kube.seen()[requests_before..] {
+        assert!(method == "GET" || path.contains("dryRun=All"), "{method} {path}");
+    }
+    let (_, listed) = server.get("/api/sites/arid/deployments").await;
+    assert_eq!(listed["deployments"].as_array().unwrap().len(), deployments_before);
+
+    // The same over MCP.
+    let config =
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(server.api("/mcp"))
+            .auth_header(KEY.to_string());
+    let client = rmcp::ServiceExt::serve((), rmcp::transport::StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("MCP client connects");
+    let params = rmcp::model::CallToolRequestParams::new("HOSTING_DEPLOY")
+        .with_arguments(json!({"site": "arid", "dry_run": true}).as_object().cloned().unwrap());
+    let answer = client.call_tool(params).await.expect("tool call");
+    assert_ne!(answer.is_error, Some(true), "{answer:?}");
+    let content = answer.structured_content.expect("structured content");
+    assert_eq!(content["dry_run"]["checked_by"], "server", "{content}");
+    assert!(!content.to_string().contains(secret), "{content}");
+    assert!(content.get("deployment").is_none(), "no deployment was made: {content}");
+
+    // A cluster that does not answer: berth's rendered manifests, said so.
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"api_url": "http://127.0.0.1:9"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (status, dry) = server.post("/api/sites/arid/deploy", &json!({"dry_run": true})).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["checked_by"], "rendered", "{dry}");
+    assert!(dry["note"].as_str().unwrap().contains("not answering"), "{dry}");
+    assert!(!dry.to_string().contains(secret), "{dry}");
+
+    // Bad input changes nothing and names the fix.
+    let (status, out) = server
+        .post("/api/sites/arid/deploy", &json!({"dry_run": true, "branch": "main"}))
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(out.to_string().contains("leave out branch"), "{out}");
+}
+
+#[tokio::test]
+async fn dry_run_on_a_site_of_another_target_is_refused_naming_the_target() {
+    let server = TestServer::start().await;
+    let dir = python_app("local app");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "plain", "repo": s(dir.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let (status, out) = server.post("/api/sites/plain/deploy", &json!({"dry_run": true})).await;
+    assert_eq!(status, 400, "{out}");
+    let (_, listed) = server.get("/api/sites/plain/deployments").await;
+    assert_eq!(listed["deployments"].as_array().unwrap().len(), 1, "nothing deployed");
+    assert!(out.to_string().contains("target 'local'"), "{out}");
 }

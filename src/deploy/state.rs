@@ -109,6 +109,7 @@ impl Platform {
             provider: site.provider.clone(),
             org: site.org_id.clone(),
             host: self.host_for(&site.name, &environment),
+            domains: self.served_domains(&d.environment_id).await?,
             environment,
             image: target.instance_image(&site.name, deployment_id, plan),
             provider_config: self.provider_config(&site.org_id, &site.provider).await?,
@@ -128,6 +129,60 @@ impl Platform {
                 }
             },
         }))
+    }
+
+    /// What a release of the environment would run, for a dry run: its current
+    /// deployment's plan with the environment's variables and domains as they are now,
+    /// no image; `None` when no app runs there yet.
+    pub async fn dry_run_spec(&self, site: &SiteRow, env: &EnvironmentRow) -> anyhow::Result<Option<InstanceSpec>> {
+        let Some(id) = &env.deployment_id else {
+            return Ok(None);
+        };
+        let Some(d) = store::get_deployment_any_org(self.store.pool(), id).await? else {
+            return Ok(None);
+        };
+        let Some(plan) = d
+            .build_plan
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<BuildPlan>(p).ok())
+        else {
+            return Ok(None);
+        };
+        Ok(self.instance_spec(&d, site, &plan).await?.map(|mut spec| {
+            spec.deployment_id = "dry-run".into();
+            spec.image = None;
+            spec
+        }))
+    }
+
+    /// The custom domains the edge serves for an environment, each with the certificate
+    /// berth holds for it (valid now), opened.
+    pub async fn served_domains(&self, environment_id: &str) -> anyhow::Result<Vec<crate::runtime::ServedDomain>> {
+        let pool = self.store.pool();
+        let now = crate::util::now_ms();
+        let mut served = Vec::new();
+        for domain in store::domains::list_all_domains(pool).await? {
+            let serving =
+                crate::model::DomainStatus::parse(&domain.status).is_some_and(crate::model::DomainStatus::is_served);
+            if domain.environment_id != environment_id || !serving {
+                continue;
+            }
+            let certificate = match store::certificates::certificate(pool, &domain.name).await? {
+                Some(row) if row.not_after > now => match crate::platform::certificates::open(self, &row) {
+                    Ok((chain, key)) => Some(crate::runtime::DomainCertificate { chain, key }),
+                    Err(e) => {
+                        tracing::warn!(domain = %domain.name, error = %format!("{e:#}"), "a stored certificate cannot be opened; not given to the target");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            served.push(crate::runtime::ServedDomain {
+                name: domain.name,
+                certificate,
+            });
+        }
+        Ok(served)
     }
 
     /// A deployment built for another environment made servable by `env`, for a
@@ -201,14 +256,26 @@ impl Platform {
         Ok(copy)
     }
 
-    /// Removes a promotion's copy that did not go live: its row, logs and files (its
+    /// Removes a deployment (a pruned one, or a promotion's copy that did not go live):
+    /// its row, logs and files, and what its target keeps of it (an image record; its
     /// image tag goes with the site's image garbage collection). One an environment
     /// points at is kept.
     pub async fn forget_deployment(&self, id: &str) {
-        match store::delete_deployment(self.store.pool(), id).await {
+        let pool = self.store.pool();
+        // Whose it was, so that its target can forget what it keeps of it.
+        let site = match store::get_deployment_any_org(pool, id).await {
+            Ok(Some(d)) => store::get_site_by_id(pool, &d.site_id).await.ok().flatten(),
+            _ => None,
+        };
+        match store::delete_deployment(pool, id).await {
             Ok(true) => {
                 self.runtime.stop(id).await;
                 let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(id)).await;
+                if let Some(site) = site
+                    && let Ok(target) = self.target(&site.provider)
+                {
+                    target.deployment_forgotten(&site.name, id).await;
+                }
             }
             Ok(false) => {} // an environment serves it after all: it stays
             Err(err) => tracing::warn!(deployment.id = %id, error = %err, "removing a deployment failed"),

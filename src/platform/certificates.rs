@@ -63,3 +63,21 @@ impl std::fmt::Debug for CertState {
         f.debug_struct("CertState").finish_non_exhaustive()
     }
 }
+
+/// The context a certificate of `subject` is sealed under (its chain under
+/// `<context>:chain`, its key under `<context>:key`).
+pub(crate) fn seal_context(subject: &str) -> String {
+    format!("certificate:{subject}")
+}
+
+/// A stored certificate's PEM chain and private key, opened.
+pub(crate) fn open(
+    platform: &super::Platform,
+    row: &crate::store::certificates::CertificateRow,
+) -> anyhow::Result<(String, String)> {
+    let context = seal_context(&row.subject);
+    Ok((
+        platform.secrets.open(&row.chain, &format!("{context}:chain"))?,
+        platform.secrets.open(&row.key, &format!("{context}:key"))?,
+    ))
+}

@@ -1079,6 +1079,7 @@ mod tests {
             org: String::new(),
             environment: String::new(),
             host: String::new(),
+            domains: Vec::new(),
             site: "s".into(),
             app_dir: dir.to_path_buf(),
             command: "true".into(),

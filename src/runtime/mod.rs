@@ -29,6 +29,31 @@ pub use target::{Capabilities, Registration, Target, Targets};
 /// Most instances one environment runs on the shared lifecycle (scale-out).
 pub const MAX_INSTANCES: u32 = 20;
 
+/// A custom domain an environment serves (berth's domains feature), with the certificate
+/// berth holds for it, for targets that route in their own cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedDomain {
+    /// The domain's name.
+    pub name: String,
+    /// Its certificate, when berth holds a valid one.
+    pub certificate: Option<DomainCertificate>,
+}
+
+/// A certificate's PEM chain and private key (the key never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DomainCertificate {
+    /// PEM chain.
+    pub chain: String,
+    /// PEM private key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for DomainCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DomainCertificate(<sealed>)")
+    }
+}
+
 /// What to run for one deployment (every instance of it runs the same spec).
 #[derive(Clone, Debug)]
 pub struct InstanceSpec {
@@ -56,6 +81,8 @@ pub struct InstanceSpec {
     pub environment: String,
     /// The environment's host name (targets that route in their own cluster need it).
     pub host: String,
+    /// The environment's served custom domains (targets that route in their own cluster).
+    pub domains: Vec<ServedDomain>,
     /// Container providers: the deployment's built image. With an empty `command` the
     /// image's own command runs.
     pub image: Option<String>,

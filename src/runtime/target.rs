@@ -221,6 +221,17 @@ pub struct BuildJob<'a> {
     pub cancel: &'a CancellationToken,
 }
 
+/// What a dry run of a release found.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    /// Whether the platform itself checked the objects (server-side dry run).
+    pub server_side: bool,
+    /// What to know about them.
+    pub note: String,
+    /// The objects, in the order they would be applied, secrets sealed.
+    pub objects: Vec<serde_json::Value>,
+}
+
 /// Whether an already built deployment can still be served without a rebuild.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kept {
@@ -301,6 +312,23 @@ pub trait Target: Send + Sync + 'static {
     async fn kept(&self, site: SiteRef<'_>, plan: &BuildPlan, id: &str) -> Result<Kept, String> {
         let _ = (site, plan, id);
         Ok(Kept::Yes)
+    }
+
+    /// The objects a release of `spec` would apply, applying nothing (a deploy's
+    /// `dry_run`); values of the app's variables and of secrets sealed. A target that
+    /// applies no objects says so.
+    async fn dry_run(&self, spec: InstanceSpec) -> Result<DryRun, String> {
+        let _ = spec;
+        Err(format!(
+            "dry_run shows the objects a kubernetes site's release applies; this site runs on target '{}', which applies none: deploy without dry_run",
+            self.registration().name
+        ))
+    }
+
+    /// Removes what the target keeps of a deployment berth forgot (pruned, or a
+    /// promotion's copy that did not go live), best effort.
+    async fn deployment_forgotten(&self, site: &str, deployment_id: &str) {
+        let _ = (site, deployment_id);
     }
 
     /// Removes what the target keeps of a deleted site (best effort).

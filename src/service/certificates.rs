@@ -230,15 +230,11 @@ pub fn base_subject(base_domain: &str) -> Option<String> {
 }
 
 fn open_certificate(platform: &super::Platform, row: &CertificateRow) -> anyhow::Result<(String, String)> {
-    let context = seal_context(&row.subject);
-    Ok((
-        platform.secrets.open(&row.chain, &format!("{context}:chain"))?,
-        platform.secrets.open(&row.key, &format!("{context}:key"))?,
-    ))
+    crate::platform::certificates::open(platform, row)
 }
 
 fn seal_context(subject: &str) -> String {
-    format!("certificate:{subject}")
+    crate::platform::certificates::seal_context(subject)
 }
 
 /// The certificate loop: orders, renews and retries whatever is due, a few at a time,

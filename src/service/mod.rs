@@ -519,6 +519,48 @@ impl Service {
 
     // ------------------------------------------------------------ deployments
 
+    /// `HOSTING_DEPLOY` with `dry_run`: the objects a release of the environment would
+    /// apply on its site's target, secrets sealed; nothing is built, stored or applied.
+    pub async fn dry_run_deploy(&self, actor: &Actor, input: &DeployInput) -> ServiceResult<DryRunOutput> {
+        let env_name = input.environment.clone().unwrap_or_else(|| "production".into());
+        self.authorize(actor, Action::Deploy, Target::Environment(&input.site, Some(&env_name)))
+            .await?;
+        if input.branch.is_some() || input.commit.is_some() || input.overrides.is_some() {
+            return Err(ServiceError::invalid(
+                "dry_run",
+                "dry_run shows a release of the environment's current app (nothing is built); leave out branch, commit and overrides",
+            ));
+        }
+        let site = self.find_site(actor, &input.site).await?;
+        let env = self.find_environment(&site, &env_name).await?;
+        let target = self.platform.target(&site.provider)?;
+        let spec = self.platform.dry_run_spec(&site, &env).await?.ok_or_else(|| {
+            ServiceError::invalid(
+                "dry_run",
+                format!(
+                    "environment '{env_name}' of site '{}' runs no app yet, so there is no release to show; deploy once without dry_run",
+                    site.name
+                ),
+            )
+        })?;
+        let found = target
+            .dry_run(spec)
+            .await
+            .map_err(|e| ServiceError::invalid("dry_run", e))?;
+        Ok(DryRunOutput {
+            site: site.name,
+            environment: env_name,
+            target: site.provider,
+            checked_by: if found.server_side {
+                DryRunCheck::Server
+            } else {
+                DryRunCheck::Rendered
+            },
+            note: found.note,
+            objects: found.objects,
+        })
+    }
+
     /// `HOSTING_DEPLOY` (and uploads through REST/CLI, with `upload`).
     pub async fn deploy(
         &self,
@@ -533,6 +575,13 @@ impl Service {
             Target::Environment(&input.site, Some(input.environment.as_deref().unwrap_or("production"))),
         )
         .await?;
+        if input.dry_run == Some(true) {
+            // Adapters route a dry run to `dry_run_deploy`; this one never deploys for it.
+            return Err(ServiceError::invalid(
+                "dry_run",
+                "a dry run is answered by HOSTING_DEPLOY (MCP) or POST /api/sites/{site}/deploy with dry_run: true",
+            ));
+        }
         let args = serde_json::to_value(&input).unwrap_or_default();
         let key = input.idempotency_key.clone();
         let wait = input.wait.unwrap_or(false);

@@ -323,6 +323,39 @@ pub struct DeployInput {
     /// Repeat-safe key.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Kubernetes sites: build and apply nothing; return the objects a release of the
+    /// environment would apply (checked by the cluster's server-side dry run when it
+    /// answers), the values of the app's variables and of Secrets shown as `<sealed>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+}
+
+/// Who checked the objects of a dry run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DryRunCheck {
+    /// The cluster (server-side dry run): the objects as it would store them.
+    Server,
+    /// berth alone (the cluster did not answer the dry run; `note` says why).
+    Rendered,
+}
+
+/// `HOSTING_DEPLOY` with `dry_run`: what a release would apply; nothing was built or
+/// applied.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DryRunOutput {
+    /// Site name.
+    pub site: String,
+    /// Environment name.
+    pub environment: String,
+    /// The site's target.
+    pub target: String,
+    /// Who checked the objects.
+    pub checked_by: DryRunCheck,
+    /// What to know about them (the image is the one this deploy would build).
+    pub note: String,
+    /// The objects, in the order they would be applied.
+    pub objects: Vec<serde_json::Value>,
 }
 
 /// `HOSTING_DEPLOY` result.

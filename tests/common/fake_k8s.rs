@@ -5,7 +5,10 @@
 //! object, bumping `resourceVersion` and, on a spec change, `metadata.generation`;
 //! namespaced objects need their namespace); GET of an object (404 `Status` when missing);
 //! LIST with `labelSelector` (`k=v,…`) and `fieldSelector=involvedObject.name=…`; DELETE
-//! (a Deployment takes its pods with it); and pod logs.
+//! (a Deployment takes its pods with it, and the garbage collector deletes every object
+//! whose `metadata.ownerReferences` names a deleted object's uid, transitively); and pod
+//! logs; `dryRun=All` on an apply answers without storing anything. A Deployment applied back to the template its ready pod runs scales back to that
+//! pod (as its old ReplicaSet would), without a new pull.
 //!
 //! Its fake kubelet plays a Deployment's rollout forward with the real Docker Engine: it
 //! pulls the template's image from the real registry (by digest), runs it with the pod's
@@ -121,6 +124,29 @@ impl FakeKube {
     /// Stores an object as another client would (not through berth).
     pub fn put(&self, path: &str, object: Value) {
         self.shared.objects.lock().unwrap().insert(path.to_string(), object);
+    }
+
+    /// Restarts every Deployment's pods (as a node restart would): the pods go and the
+    /// fake kubelet runs each Deployment's current template again.
+    pub fn restart_pods(&self) {
+        let deployments: Vec<Value> = self
+            .shared
+            .objects
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|o| o["kind"] == "Deployment")
+            .cloned()
+            .collect();
+        for deployment in deployments {
+            remove_pods(&self.shared, &deployment, None);
+            let ns = deployment["metadata"]["namespace"].as_str().unwrap_or_default();
+            let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
+            self.shared.backends.lock().unwrap().remove(&format!("{ns}/{name}"));
+            let rv = self.shared.version.fetch_add(1, Ordering::SeqCst) + 1;
+            let shared = self.shared.clone();
+            tokio::spawn(async move { kubelet(shared, deployment, rv).await });
+        }
     }
 
     /// The requests answered so far.
@@ -320,14 +346,33 @@ async fn api_call(State(shared): State<Arc<Shared>>, request: Request) -> Respon
             let Some(removed) = removed else {
                 return status(StatusCode::NOT_FOUND, "NotFound", format!("{path} not found"));
             };
-            if removed["kind"] == "Deployment" {
-                remove_pods(&shared, &removed, None);
-                let key = format!(
-                    "{}/{}",
-                    removed["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    removed["metadata"]["name"].as_str().unwrap_or_default()
-                );
-                shared.backends.lock().unwrap().remove(&key);
+            // The garbage collector: dependents of a deleted object go too.
+            let mut doomed = vec![removed];
+            while let Some(removed) = doomed.pop() {
+                if removed["kind"] == "Deployment" {
+                    remove_pods(&shared, &removed, None);
+                    let key = format!(
+                        "{}/{}",
+                        removed["metadata"]["namespace"].as_str().unwrap_or_default(),
+                        removed["metadata"]["name"].as_str().unwrap_or_default()
+                    );
+                    shared.backends.lock().unwrap().remove(&key);
+                }
+                let uid = removed["metadata"]["uid"].clone();
+                let mut objects = shared.objects.lock().unwrap();
+                let dependents: Vec<String> = objects
+                    .iter()
+                    .filter(|(_, o)| {
+                        !uid.is_null()
+                            && o["metadata"]["ownerReferences"]
+                                .as_array()
+                                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in dependents {
+                    doomed.extend(objects.remove(&key));
+                }
             }
             axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})).into_response()
         }
@@ -394,6 +439,13 @@ fn apply(
             );
         }
     }
+    // A server-side dry run: the object as it would be stored; nothing changes.
+    if query_value(query, "dryRun").as_deref() == Some("All") {
+        let previous = shared.objects.lock().unwrap().get(path).cloned();
+        object["metadata"]["uid"] = previous.map_or_else(|| json!("uid-dry-run"), |old| old["metadata"]["uid"].clone());
+        object["metadata"]["managedFields"] = json!([{"manager": manager, "operation": "Apply"}]);
+        return axum::Json(object).into_response();
+    }
     let rv = shared.version.fetch_add(1, Ordering::SeqCst) + 1;
     let mut objects = shared.objects.lock().unwrap();
     let previous = objects.get(path).cloned();
@@ -414,6 +466,33 @@ fn apply(
     let template_changed = previous
         .as_ref()
         .is_none_or(|old| old["spec"]["template"] != object["spec"]["template"]);
+    // Back to the template a ready pod runs: the old ReplicaSet scales up again.
+    let serving_pod = (object["kind"] == "Deployment" && template_changed)
+        .then(|| {
+            let template = &object["spec"]["template"];
+            objects
+                .iter()
+                .find(|(_, pod)| {
+                    pod["kind"] == "Pod"
+                        && pod["metadata"]["namespace"] == object["metadata"]["namespace"]
+                        && pod["status"]["containerStatuses"][0]["ready"] == true
+                        && pod["metadata"]["labels"] == template["metadata"]["labels"]
+                        && pod["spec"] == template["spec"]
+                })
+                .map(|(k, _)| k.clone())
+        })
+        .flatten();
+    if let Some(pod) = serving_pod {
+        object["status"] = json!({
+            "observedGeneration": generation,
+            "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+            "conditions": [{"type": "Available", "status": "True"}, {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
+        });
+        objects.insert(path.to_string(), object.clone());
+        drop(objects);
+        remove_pods(shared, &object, Some(&pod));
+        return axum::Json(object).into_response();
+    }
     if object["kind"] == "Deployment" && template_changed {
         let ready = object["status"]["availableReplicas"].as_i64().unwrap_or(0);
         object["status"] = json!({

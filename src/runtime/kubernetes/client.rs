@@ -183,6 +183,22 @@ impl Client {
         .await
     }
 
+    /// Server-side dry run of applying `object` (`dryRun=All`): the object as the server
+    /// would store it; nothing is stored.
+    pub async fn apply_dry_run(&self, object: &Value) -> Result<Value, ApiError> {
+        let path = object_path(object).ok_or_else(|| ApiError::Unreadable {
+            what: "apply".into(),
+            reason: format!("berth does not know where {} objects live", object["kind"]),
+        })?;
+        let body = serde_json::to_vec(object).expect("a JSON value serialises");
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("{path}?fieldManager=berth&force=true&dryRun=All"),
+            Some(("application/apply-patch+yaml", body)),
+        )
+        .await
+    }
+
     /// GET of the object at `path`; `None` when it does not exist.
     pub async fn get(&self, path: &str) -> Result<Option<Value>, ApiError> {
         match self.call(reqwest::Method::GET, path, None).await {
@@ -262,6 +278,8 @@ pub fn collection_path(kind: &str, namespace: Option<&str>) -> Option<String> {
         "LimitRange" => ("/api/v1", "limitranges"),
         "ServiceAccount" => ("/api/v1", "serviceaccounts"),
         "Service" => ("/api/v1", "services"),
+        "ConfigMap" => ("/api/v1", "configmaps"),
+        "Secret" => ("/api/v1", "secrets"),
         "Pod" => ("/api/v1", "pods"),
         "Event" => ("/api/v1", "events"),
         "NetworkPolicy" => ("/apis/networking.k8s.io/v1", "networkpolicies"),

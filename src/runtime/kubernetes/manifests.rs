@@ -175,6 +175,38 @@ pub fn org_objects(namespace: &str, org: &str, limits: &OrgLimits) -> Vec<Value>
     ]
 }
 
+/// The name of a site's owner object (`berth-site-` and a hash of the site's name, so
+/// any site name fits).
+pub fn site_owner_name(site: &str) -> String {
+    format!("berth-site-{}", hex::encode(&Sha256::digest(site.as_bytes())[..6]))
+}
+
+/// A site's owner object: a ConfigMap every per-environment object of the site names in
+/// its `ownerReferences`, so deleting it deletes them all (the cluster's garbage
+/// collector does).
+pub fn site_owner(namespace: &str, org: &str, site: &str) -> Value {
+    let mut labels = org_labels(org);
+    labels[LABEL_SITE] = json!(label_value(site));
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": site_owner_name(site), "namespace": namespace, "labels": labels },
+        "data": { "site": site },
+    })
+}
+
+/// Makes `object` a dependent of the applied owner `owner` (its uid from the apply
+/// answer).
+pub fn set_owner(object: &mut Value, owner: &Value) {
+    object["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "blockOwnerDeletion": true,
+    }]);
+}
+
 /// What one environment runs: the deployment serving it and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
@@ -206,7 +238,37 @@ pub struct Workload {
     pub ingress_class: Option<String>,
     /// Seconds before a rollout that makes no progress is reported failed.
     pub progress_deadline_seconds: u32,
+    /// The environment's custom domains (more Ingress hosts).
+    pub domains: Vec<String>,
+    /// Certificates berth holds for some of them: a `kubernetes.io/tls` Secret each,
+    /// listed in the Ingress's `tls` (unless cert-manager issues them).
+    pub certificates: Vec<TlsCertificate>,
+    /// cert-manager's ClusterIssuer of the custom domains' certificates (instead of
+    /// berth's own).
+    pub cert_manager_issuer: Option<String>,
 }
+
+/// A custom domain's certificate berth holds (the key never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsCertificate {
+    /// The domain.
+    pub host: String,
+    /// PEM chain.
+    pub chain: String,
+    /// PEM private key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for TlsCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCertificate")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The annotation that has cert-manager issue an Ingress's certificates.
+pub const CERT_MANAGER_ANNOTATION: &str = "cert-manager.io/cluster-issuer";
 
 impl Workload {
     /// The Deployment's, Service's and Ingress's name.
@@ -239,20 +301,54 @@ pub fn environment_objects(w: &Workload) -> Vec<Value> {
     let meta = json!({ "name": name, "namespace": w.namespace, "labels": labels });
     let env: Vec<Value> = w.env.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect();
     let r = &w.resources;
-    let mut ingress_spec = json!({
-        "rules": [{
-            "host": w.host,
-            "http": { "paths": [{
-                "path": "/",
-                "pathType": "Prefix",
-                "backend": { "service": { "name": name, "port": { "name": "http" } } },
-            }]},
-        }],
-    });
+    let rules: Vec<Value> = std::iter::once(&w.host)
+        .chain(&w.domains)
+        .map(|host| {
+            json!({
+                "host": host,
+                "http": { "paths": [{
+                    "path": "/",
+                    "pathType": "Prefix",
+                    "backend": { "service": { "name": name, "port": { "name": "http" } } },
+                }]},
+            })
+        })
+        .collect();
+    let mut ingress_spec = json!({ "rules": rules });
     if let Some(class) = &w.ingress_class {
         ingress_spec["ingressClassName"] = json!(class);
     }
-    vec![
+    let mut ingress_meta = meta.clone();
+    let mut secrets = Vec::new();
+    match &w.cert_manager_issuer {
+        Some(issuer) if !w.domains.is_empty() => {
+            ingress_meta["annotations"] = json!({ CERT_MANAGER_ANNOTATION: issuer });
+            ingress_spec["tls"] = json!([{ "hosts": w.domains, "secretName": dns_label(&format!("{name}-tls")) }]);
+        }
+        Some(_) => {}
+        None => {
+            let mut tls = Vec::new();
+            for cert in w.certificates.iter().filter(|c| w.domains.contains(&c.host)) {
+                use base64::Engine as _;
+                let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+                let secret_name = tls_secret_name(&name, &cert.host);
+                let mut secret_meta = meta.clone();
+                secret_meta["name"] = json!(secret_name);
+                secrets.push(json!({
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": secret_meta,
+                    "type": "kubernetes.io/tls",
+                    "data": { "tls.crt": b64(&cert.chain), "tls.key": b64(&cert.key) },
+                }));
+                tls.push(json!({ "hosts": [cert.host], "secretName": secret_name }));
+            }
+            if !tls.is_empty() {
+                ingress_spec["tls"] = json!(tls);
+            }
+        }
+    }
+    let mut objects = vec![
         json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -315,13 +411,20 @@ pub fn environment_objects(w: &Workload) -> Vec<Value> {
                 "ports": [{ "name": "http", "port": 80, "targetPort": "http" }],
             },
         }),
-        json!({
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": meta,
-            "spec": ingress_spec,
-        }),
-    ]
+    ];
+    objects.extend(secrets);
+    objects.push(json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": ingress_meta,
+        "spec": ingress_spec,
+    }));
+    objects
+}
+
+/// The name of the TLS Secret of an environment's custom domain `host`.
+pub fn tls_secret_name(workload: &str, host: &str) -> String {
+    dns_label(&format!("{workload}-tls-{host}"))
 }
 
 #[cfg(test)]
@@ -353,7 +456,7 @@ mod tests {
 
     #[test]
     fn environment_objects_golden() {
-        let w = Workload {
+        let mut w = Workload {
             namespace: "berth-org-1".into(),
             org: "org_1".into(),
             site: "shop".into(),
@@ -369,8 +472,23 @@ mod tests {
             host: "shop.apps.example.com".into(),
             ingress_class: Some("nginx".into()),
             progress_deadline_seconds: 120,
+            domains: vec!["shop.example.com".into(), "www.shop.example.com".into()],
+            certificates: vec![TlsCertificate {
+                host: "shop.example.com".into(),
+                chain: "-----BEGIN CERTIFICATE-----\nZmFrZQ==\n-----END CERTIFICATE-----\n".into(),
+                key: "-----BEGIN PRIVATE KEY-----\nZmFrZSBrZXk=\n-----END PRIVATE KEY-----\n".into(),
+            }],
+            cert_manager_issuer: None,
         };
         insta::assert_json_snapshot!(environment_objects(&w));
+        assert!(!format!("{w:?}").contains("PRIVATE KEY"), "the key is never printed");
+        w.cert_manager_issuer = Some("letsencrypt".into());
+        insta::assert_json_snapshot!("environment_objects_cert_manager", environment_objects(&w));
+    }
+
+    #[test]
+    fn site_owner_golden() {
+        insta::assert_json_snapshot!(site_owner("berth-org-1", "org_1", "shop"));
     }
 
     #[test]
@@ -390,8 +508,20 @@ mod tests {
             host: "h".into(),
             ingress_class: None,
             progress_deadline_seconds: 1,
+            domains: vec!["d.example".into()],
+            certificates: vec![TlsCertificate {
+                host: "d.example".into(),
+                chain: "c".into(),
+                key: "k".into(),
+            }],
+            cert_manager_issuer: None,
         };
-        for object in org_objects("n", "o", &limits()).iter().chain(&environment_objects(&w)) {
+        let owner = site_owner("n", "o", "s");
+        for object in org_objects("n", "o", &limits())
+            .iter()
+            .chain(&environment_objects(&w))
+            .chain([&owner])
+        {
             assert_eq!(object["metadata"]["labels"][MANAGED_BY.0], MANAGED_BY.1, "{object}");
             assert_eq!(object["metadata"]["labels"][LABEL_ORG], "o", "{object}");
         }

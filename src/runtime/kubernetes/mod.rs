@@ -9,6 +9,7 @@
 //! Deployments run elsewhere, so this target has no provider on the shared lifecycle and
 //! overrides release, observe, retire and logs.
 
+mod apply;
 pub mod client;
 pub mod manifests;
 mod rollout;
@@ -21,8 +22,8 @@ use berth_build::detect::BuildPlan;
 
 use super::docker::{self, DockerProvider};
 use super::target::{
-    Assembly, BuildJob, BuildKind, Capabilities, CheckError, ConfigKey, Kept, PromoteWithoutRebuild, Registration,
-    ScaleToZero, Settings, SiteRef, Target, Traffic,
+    Assembly, BuildJob, BuildKind, Capabilities, CheckError, ConfigKey, DryRun, Kept, PromoteWithoutRebuild,
+    Registration, ScaleToZero, Settings, SiteRef, Target, Traffic,
 };
 use super::{InstanceSpec, Observation, Provider, Runtime, StartError};
 pub use client::{ApiError, Client};
@@ -83,6 +84,11 @@ pub const TARGET: Registration = Registration {
             name: "ingress_address",
             secret: false,
             description: "IP:PORT where the cluster's ingress controller accepts HTTP; berth's edge proxies each environment's host there (required).",
+        },
+        ConfigKey {
+            name: "cert_manager_issuer",
+            secret: false,
+            description: "cert-manager ClusterIssuer of custom domains' certificates: their Ingress gets the cert-manager.io/cluster-issuer annotation instead of berth's certificates as TLS Secrets (optional).",
         },
         ConfigKey {
             name: "docker_host",
@@ -152,6 +158,8 @@ pub struct KubeSettings {
     pub ingress_address: SocketAddr,
     /// The engine that builds images.
     pub docker_host: Option<String>,
+    /// cert-manager's ClusterIssuer of custom domains' certificates.
+    pub cert_manager_issuer: Option<String>,
     /// Quota and container sizes.
     pub limits: OrgLimits,
 }
@@ -283,6 +291,14 @@ impl KubeSettings {
                 "kubernetes setting 'ingress_class' must be a DNS label such as nginx, got '{class}'"
             ));
         }
+        let cert_manager_issuer = text(settings, "cert_manager_issuer")?.map(str::to_string);
+        if let Some(issuer) = &cert_manager_issuer
+            && manifests::dns_label(issuer) != *issuer
+        {
+            return Err(format!(
+                "kubernetes setting 'cert_manager_issuer' must be the name of a ClusterIssuer (a DNS label such as letsencrypt), got '{issuer}'"
+            ));
+        }
         let docker_host = text(settings, "docker_host")?.map(str::to_string);
         if let Some(host) = &docker_host {
             docker::engine::check_host(host).map_err(|e| format!("kubernetes setting 'docker_host': {e}"))?;
@@ -307,6 +323,7 @@ impl KubeSettings {
             ingress_class,
             ingress_address,
             docker_host,
+            cert_manager_issuer,
             limits: OrgLimits {
                 container: Resources {
                     cpu_request: quantity(settings, "cpu_request", "100m")?,
@@ -376,6 +393,43 @@ impl KubernetesTarget {
     fn image_record(&self, site: &str, deployment_id: &str) -> Option<PathBuf> {
         let safe = !deployment_id.is_empty() && deployment_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         safe.then(|| self.site_records(site).join(deployment_id))
+    }
+}
+
+/// What an environment runs for a release of `spec` with `image`.
+fn workload(settings: &KubeSettings, spec: &InstanceSpec, image: String) -> Workload {
+    let port = spec.port.unwrap_or(8080);
+    let mut env = spec.env.clone();
+    env.retain(|(k, _)| k != "PORT");
+    env.push(("PORT".into(), port.to_string()));
+    Workload {
+        namespace: settings.namespace(&spec.org),
+        org: spec.org.clone(),
+        site: spec.site.clone(),
+        environment: spec.environment.clone(),
+        deployment_id: spec.deployment_id.clone(),
+        image,
+        port,
+        env,
+        health_check_path: spec.health_check_path.clone(),
+        resources: settings.limits.container.clone(),
+        replicas: 1,
+        host: spec.host.clone(),
+        ingress_class: settings.ingress_class.clone(),
+        progress_deadline_seconds: spec.start_timeout.as_secs().clamp(10, 3600) as u32,
+        domains: spec.domains.iter().map(|d| d.name.clone()).collect(),
+        certificates: spec
+            .domains
+            .iter()
+            .filter_map(|d| {
+                d.certificate.as_ref().map(|c| manifests::TlsCertificate {
+                    host: d.name.clone(),
+                    chain: c.chain.clone(),
+                    key: c.key.clone(),
+                })
+            })
+            .collect(),
+        cert_manager_issuer: settings.cert_manager_issuer.clone(),
     }
 }
 
@@ -480,8 +534,16 @@ impl Target for KubernetesTarget {
         }
     }
 
-    /// Deletes the site's labelled Deployments, Services and Ingresses (nothing else)
-    /// and berth's records of its images.
+    /// The deployment's image record goes (the image itself stays in the registry,
+    /// whose own retention bounds it).
+    async fn deployment_forgotten(&self, site: &str, deployment_id: &str) {
+        if let Some(record) = self.image_record(site, deployment_id) {
+            let _ = tokio::fs::remove_file(record).await;
+        }
+    }
+
+    /// Deletes the site's owner object (its dependents go with it) and whatever else of
+    /// the site carries berth's labels (nothing else), and berth's records of its images.
     async fn site_deleted(&self, site: SiteRef<'_>) -> Result<(), String> {
         let _ = tokio::fs::remove_dir_all(self.site_records(site.site)).await;
         let settings = KubeSettings::parse(site.settings)?;
@@ -516,8 +578,9 @@ impl Target for KubernetesTarget {
         Ok(format!("Kubernetes {version} at {}", settings.api_url))
     }
 
-    /// Applies the org's namespace objects and the environment's Deployment, Service and
-    /// Ingress, then watches the rollout until it is available or fails.
+    /// Applies the org's namespace objects, the site's owner object and the environment's
+    /// Deployment, Service and Ingress as its dependents, then watches the rollout until it
+    /// is available or fails (and then puts the previous serving template back).
     async fn release(&self, _lifecycle: &Runtime, spec: InstanceSpec) -> Result<Traffic, StartError> {
         let settings = KubeSettings::parse(&spec.provider_config).map_err(start_error)?;
         let client = settings.client().map_err(start_error)?;
@@ -525,40 +588,23 @@ impl Target for KubernetesTarget {
             .image
             .clone()
             .ok_or_else(|| start_error("the deployment has no pushed image; deploy again"))?;
-        let namespace = settings.namespace(&spec.org);
-        let port = spec.port.unwrap_or(8080);
-        let mut env = spec.env.clone();
-        env.retain(|(k, _)| k != "PORT");
-        env.push(("PORT".into(), port.to_string()));
-        let workload = Workload {
-            namespace: namespace.clone(),
-            org: spec.org.clone(),
-            site: spec.site.clone(),
-            environment: spec.environment.clone(),
-            deployment_id: spec.deployment_id.clone(),
-            image,
-            port,
-            env,
-            health_check_path: spec.health_check_path.clone(),
-            resources: settings.limits.container.clone(),
-            replicas: 1,
-            host: spec.host.clone(),
-            ingress_class: settings.ingress_class.clone(),
-            progress_deadline_seconds: spec.start_timeout.as_secs().clamp(10, 3600) as u32,
-        };
-        let applied = async {
-            for object in manifests::org_objects(&namespace, &spec.org, &settings.limits)
-                .iter()
-                .chain(&manifests::environment_objects(&workload))
-            {
-                client.apply(object).await?;
-            }
-            Ok::<(), ApiError>(())
-        }
-        .await;
-        applied.map_err(|e| start_error(e.to_string()))?;
-        rollout::watch(&client, &workload, spec.start_timeout).await?;
+        let workload = workload(&settings, &spec, image);
+        apply::release(&client, &workload, &settings.limits, spec.start_timeout).await?;
         Ok(Traffic::Edge(vec![settings.ingress_address]))
+    }
+
+    /// The objects a release would apply, with an image name standing for the one the
+    /// deploy would build; nothing built or applied.
+    async fn dry_run(&self, spec: InstanceSpec) -> Result<DryRun, String> {
+        let settings = KubeSettings::parse(&spec.provider_config)?;
+        let client = settings.client()?;
+        let image = format!(
+            "{}/berth/{}:built-by-this-deploy",
+            settings.registry,
+            manifests::dns_label(&spec.site)
+        );
+        let workload = workload(&settings, &spec, image);
+        Ok(apply::dry_run(&client, &workload, &settings.limits).await)
     }
 
     fn serving(&self, settings: &Settings) -> Option<Traffic> {

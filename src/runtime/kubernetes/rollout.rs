@@ -84,7 +84,7 @@ pub(super) async fn watch(client: &Client, w: &Workload, timeout: Duration) -> R
 
 /// Whether the Deployment's newest generation is fully rolled out (as `kubectl rollout
 /// status` decides it): observed, every replica updated and available, no old ones.
-fn rolled_out(d: &Value) -> bool {
+pub(super) fn rolled_out(d: &Value) -> bool {
     let generation = d["metadata"]["generation"].as_i64().unwrap_or(0);
     let status = &d["status"];
     let wanted = d["spec"]["replicas"].as_i64().unwrap_or(1);
@@ -164,11 +164,12 @@ async fn explain(client: &Client, namespace: &str, pod: &Value, reason: String) 
     }
 }
 
-/// Deletes a site's Deployments, Services and Ingresses: only objects carrying both
-/// berth's managed-by label and the site's label.
+/// Deletes a site's owner object (its dependents go with it) and then any Deployment,
+/// Service, Ingress or Secret left of the site: only objects carrying both berth's
+/// managed-by label and the site's label.
 pub(super) async fn delete_site(client: &Client, namespace: &str, site: &str) -> Result<(), ApiError> {
     let selector = label_selector(&[MANAGED_BY, (LABEL_SITE, &label_value(site))]);
-    for kind in ["Ingress", "Service", "Deployment"] {
+    for kind in ["ConfigMap", "Ingress", "Service", "Deployment", "Secret"] {
         let collection = collection_path(kind, Some(namespace)).expect("known kind");
         for object in client.list(&collection, &selector).await? {
             if let Some(name) = object["metadata"]["name"].as_str() {
