@@ -650,3 +650,38 @@ async fn kubernetes_fake_api_runtime_logs_follow_every_pod_into_the_log_store() 
     let text = logs.to_string();
     assert!(text.contains(&lines[0]) && text.contains(&lines[1]), "{logs}");
 }
+
+#[tokio::test]
+async fn kubernetes_fake_api_usage_comes_from_pod_metrics_or_says_the_cluster_has_no_metrics_api() {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("measured");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "gauge", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    // Let a reconcile pass record the environment's replicas.
+    let (status, out) = server
+        .patch("/api/sites/gauge/scaling", &json!({"min_instances": 1}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+
+    // Without metrics.k8s.io: said so, nothing made up.
+    let (status, usage) = server.get("/api/sites/gauge/usage").await;
+    assert_eq!(status, 200, "{usage}");
+    let why = usage["usage_unavailable"].as_str().unwrap_or_default();
+    assert!(why.contains("no metrics API"), "{usage}");
+    assert!(usage["instances"][0]["memory_bytes"].is_null(), "{usage}");
+
+    // With it: the pod's CPU and memory, as docker measured its container.
+    server.kube.offer_metrics(true);
+    let (status, usage) = server.get("/api/sites/gauge/usage").await;
+    assert_eq!(status, 200, "{usage}");
+    assert!(usage["usage_unavailable"].is_null(), "{usage}");
+    let instance = &usage["instances"][0];
+    assert!(instance["memory_bytes"].as_u64().is_some_and(|b| b > 0), "{usage}");
+    assert!(instance["cpu_percent"].as_f64().is_some(), "{usage}");
+    assert_eq!(instance["memory_limit_bytes"], 512u64 << 20, "{usage}");
+}

@@ -365,6 +365,16 @@ pub trait Target: Send + Sync + 'static {
         lifecycle.usage(deployment_id, self.registration().name).await
     }
 
+    /// CPU and memory of each instance of a deployment, or why the target cannot tell
+    /// (e.g. a cluster without a metrics API).
+    async fn usage_report(
+        &self,
+        lifecycle: &Runtime,
+        deployment_id: &str,
+    ) -> Result<Vec<(u32, Option<Usage>)>, String> {
+        Ok(self.usage(lifecycle, deployment_id).await)
+    }
+
     /// Most instances of one environment under the org's settings (at most the
     /// capability table's `max_instances`).
     fn max_instances(&self, settings: &Settings) -> u32 {

@@ -60,6 +60,8 @@ struct Shared {
     kubelet: tokio::sync::Mutex<()>,
     /// Round robin of the fake ingress.
     next_backend: AtomicU64,
+    /// Whether discovery lists `metrics.k8s.io` (as a cluster with metrics-server does).
+    metrics: std::sync::atomic::AtomicBool,
 }
 
 /// The fake API server and its fake ingress controller.
@@ -86,6 +88,7 @@ impl FakeKube {
             backends: Mutex::default(),
             kubelet: tokio::sync::Mutex::new(()),
             next_backend: AtomicU64::new(0),
+            metrics: std::sync::atomic::AtomicBool::new(false),
         });
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -146,6 +149,12 @@ impl FakeKube {
             .unwrap_or_default();
         let containers = self.shared.containers.lock().unwrap();
         pods.iter().filter_map(|p| containers.get(p).cloned()).collect()
+    }
+
+    /// Offers the metrics API (`metrics.k8s.io/v1beta1` PodMetrics from `docker stats` of
+    /// the pods' containers) or not.
+    pub fn offer_metrics(&self, on: bool) {
+        self.shared.metrics.store(on, Ordering::SeqCst);
     }
 
     /// Every container the fake kubelet has running.
@@ -293,11 +302,24 @@ async fn api_call(State(shared): State<Arc<Shared>>, request: Request) -> Respon
             .into_response();
         }
         (Method::GET, "/apis") => {
-            return axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}]},
-                {"name": "networking.k8s.io", "versions": [{"groupVersion": "networking.k8s.io/v1", "version": "v1"}]},
-            ]}))
-            .into_response();
+            let mut groups = vec![
+                json!({"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}]}),
+                json!({"name": "networking.k8s.io", "versions": [{"groupVersion": "networking.k8s.io/v1", "version": "v1"}]}),
+            ];
+            if shared.metrics.load(Ordering::SeqCst) {
+                groups.push(json!({"name": "metrics.k8s.io", "versions": [{"groupVersion": "metrics.k8s.io/v1beta1", "version": "v1beta1"}]}));
+            }
+            return axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})).into_response();
+        }
+        (Method::GET, p) if p.starts_with("/apis/metrics.k8s.io/") => {
+            if !shared.metrics.load(Ordering::SeqCst) {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "the server could not find the requested resource".into(),
+                );
+            }
+            return pod_metrics(&shared, p, &query).await;
         }
         _ => {}
     }
@@ -846,6 +868,69 @@ async fn scale_pods(shared: Arc<Shared>, deployment_path: String) {
     }
     shared.backends.lock().unwrap().insert(key, have);
     set_ready(&shared, &deployment_path);
+}
+
+/// `PodMetricsList` of the pods a label selector picks, measured with `docker stats
+/// --no-stream` of their containers.
+async fn pod_metrics(shared: &Arc<Shared>, path: &str, query: &str) -> Response {
+    let Some(ns) = path
+        .strip_prefix("/apis/metrics.k8s.io/v1beta1/namespaces/")
+        .and_then(|rest| rest.strip_suffix("/pods"))
+    else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find {path}"),
+        );
+    };
+    let selector = query_value(query, "labelSelector");
+    let pods: Vec<(String, Value, String)> = {
+        let objects = shared.objects.lock().unwrap();
+        let containers = shared.containers.lock().unwrap();
+        let prefix = format!("/api/v1/namespaces/{ns}/pods/");
+        objects
+            .iter()
+            .filter(|(k, v)| k.starts_with(&prefix) && matches_selectors(v, selector.as_deref(), None))
+            .filter_map(|(k, v)| Some((k.clone(), v.clone(), containers.get(k)?.clone())))
+            .collect()
+    };
+    let mut items = Vec::new();
+    for (_, pod, container) in pods {
+        let Ok(stats) = docker(&[
+            "stats".into(),
+            "--no-stream".into(),
+            "--format".into(),
+            "{{.CPUPerc}};{{.MemUsage}}".into(),
+            container,
+        ])
+        .await
+        else {
+            continue;
+        };
+        let (cpu, memory) = stats.split_once(';').unwrap_or_default();
+        let nanocores = (cpu.trim().trim_end_matches('%').parse::<f64>().unwrap_or(0.0) / 100.0 * 1e9) as u64;
+        let used = memory.split('/').next().unwrap_or_default().trim();
+        let digits = used.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let factor = match &used[digits.len()..] {
+            "KiB" => 1024.0,
+            "MiB" => 1024.0 * 1024.0,
+            "GiB" => 1024.0 * 1024.0 * 1024.0,
+            "kB" => 1e3,
+            "MB" => 1e6,
+            "GB" => 1e9,
+            _ => 1.0,
+        };
+        let bytes = (digits.parse::<f64>().unwrap_or(0.0) * factor) as u64;
+        items.push(json!({
+            "metadata": {"name": pod["metadata"]["name"], "namespace": ns, "labels": pod["metadata"]["labels"]},
+            "window": "10s",
+            "containers": [{"name": "app", "usage": {"cpu": format!("{nanocores}n"), "memory": format!("{}Ki", bytes / 1024)}}],
+        }));
+    }
+    axum::Json(
+        json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items}),
+    )
+    .into_response()
 }
 
 /// A followed pod log: `docker logs --follow --timestamps` of its container, streamed

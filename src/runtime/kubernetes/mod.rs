@@ -29,7 +29,7 @@ use super::target::{
     Assembly, BuildJob, BuildKind, Capabilities, CheckError, ConfigKey, Kept, Placement, PromoteWithoutRebuild,
     Registration, ScaleToZero, Settings, SiteRef, Target, Traffic,
 };
-use super::{InstanceSpec, Observation, Provider, Runtime, StartError};
+use super::{InstanceSpec, Observation, Provider, Runtime, StartError, Usage};
 pub use client::{ApiError, Client};
 use manifests::{OrgLimits, Resources, Workload};
 
@@ -43,7 +43,7 @@ pub const MAX_REPLICAS: u32 = 10;
 /// the next request, held by berth's edge, scales it back up (a cold start); berth's
 /// autoscaler sets the replicas while awake, up to [`MAX_REPLICAS`] (the org's
 /// `max_replicas` may lower it); promotion reuses the pushed image by digest; runtime logs
-/// come from the pod log API; no usage yet.
+/// come from the pod log API, usage from `metrics.k8s.io` when the cluster has it.
 pub const TARGET: Registration = Registration {
     name: NAME,
     summary: "Builds apps into images, pushes them to a registry and runs them by digest on a Kubernetes cluster.",
@@ -52,7 +52,7 @@ pub const TARGET: Registration = Registration {
         max_instances: MAX_REPLICAS,
         promote_without_rebuild: PromoteWithoutRebuild::Always,
         runtime_logs: true,
-        resource_usage: false,
+        resource_usage: true,
         custom_domains: true,
         build: BuildKind::Image,
     },
@@ -618,6 +618,15 @@ impl Target for KubernetesTarget {
     /// The replicas berth set and how many were ready when it last looked.
     fn observe(&self, _lifecycle: &Runtime, deployment_id: &str) -> Vec<Observation> {
         self.placements.observe(deployment_id)
+    }
+
+    /// From the pods' `PodMetrics` when the cluster offers `metrics.k8s.io`.
+    async fn usage_report(
+        &self,
+        _lifecycle: &Runtime,
+        deployment_id: &str,
+    ) -> Result<Vec<(u32, Option<Usage>)>, String> {
+        self.placements.usage(deployment_id).await
     }
 
     fn max_instances(&self, settings: &Settings) -> u32 {

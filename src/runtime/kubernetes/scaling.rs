@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use super::super::logs::LogSink;
 use super::super::target::Placement;
-use super::super::{InstanceState, Observation};
+use super::super::{InstanceState, Observation, Usage};
 use super::client::{Client, collection_path};
 use super::manifests::{LABEL_DEPLOYMENT, LABEL_ENVIRONMENT, LABEL_SITE, label_value, workload_name};
 use super::{KubeSettings, pod_logs};
@@ -181,6 +181,62 @@ impl Placements {
             .collect()
     }
 
+    /// CPU and memory of the pods of the environment `deployment_id` serves, from the
+    /// cluster's `metrics.k8s.io` (`PodMetrics`), in pod name order.
+    pub async fn usage(&self, deployment_id: &str) -> Result<Vec<(u32, Option<Usage>)>, String> {
+        let found = {
+            let placed = self.placed.lock().expect("placements lock");
+            placed.values().find(|p| p.deployment_id == deployment_id).map(|p| {
+                (
+                    p.settings.client(),
+                    p.namespace.clone(),
+                    p.selector.clone(),
+                    p.replicas,
+                    quantity_bytes(&p.settings.limits.container.memory_limit),
+                )
+            })
+        };
+        let Some((client, namespace, selector, replicas, limit)) = found else {
+            return Ok(Vec::new());
+        };
+        let client = client?;
+        let groups = client.api_groups().await.map_err(|e| e.to_string())?;
+        if !groups.iter().any(|g| g == "metrics.k8s.io") {
+            return Err(
+                "this cluster has no metrics API (metrics.k8s.io); install metrics-server to see CPU and memory".into(),
+            );
+        }
+        let mut pods = client
+            .list(
+                &format!("/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods"),
+                &selector,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        pods.sort_by(|a, b| a["metadata"]["name"].as_str().cmp(&b["metadata"]["name"].as_str()));
+        Ok((0..replicas)
+            .map(|index| {
+                let usage = pods.get(index as usize).map(|pod| {
+                    let containers = pod["containers"].as_array().cloned().unwrap_or_default();
+                    let cores: f64 = containers
+                        .iter()
+                        .filter_map(|c| quantity_cores(c["usage"]["cpu"].as_str()?))
+                        .sum();
+                    let bytes: u64 = containers
+                        .iter()
+                        .filter_map(|c| quantity_bytes(c["usage"]["memory"].as_str()?))
+                        .sum();
+                    Usage {
+                        cpu_percent: cores * 100.0,
+                        memory_bytes: bytes,
+                        memory_limit_bytes: limit,
+                    }
+                });
+                (index, usage)
+            })
+            .collect())
+    }
+
     /// Forgets a deleted site's environments (their followers stop).
     pub fn site_deleted(&self, namespace: &str, site: &str) {
         self.placed
@@ -188,6 +244,40 @@ impl Placements {
             .expect("placements lock")
             .retain(|_, p| !(p.namespace == namespace && p.site == site));
     }
+}
+
+/// CPU cores of a quantity (`250m`, `1`, `12345n`, `3u`).
+fn quantity_cores(q: &str) -> Option<f64> {
+    let (number, scale) = match q.char_indices().last()? {
+        (i, 'n') => (&q[..i], 1e-9),
+        (i, 'u') => (&q[..i], 1e-6),
+        (i, 'm') => (&q[..i], 1e-3),
+        _ => (q, 1.0),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .map(|n| n * scale)
+}
+
+/// Bytes of a quantity (`128Mi`, `1Gi`, `5000Ki`, `1G`, `1024`).
+fn quantity_bytes(q: &str) -> Option<u64> {
+    let digits = q.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let factor: f64 = match &q[digits.len()..] {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0_f64.powi(4),
+        _ => return None,
+    };
+    let n = digits.parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0)?;
+    Some((n * factor) as u64)
 }
 
 /// Starts the environment's log follower unless one runs.
@@ -222,4 +312,20 @@ async fn ready_replicas(client: &Client, path: &str, waking: bool) -> Result<u32
         .as_u64()
         .unwrap_or(0)
         .min(u64::from(u32::MAX)) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_quantities_parse() {
+        assert_eq!(quantity_cores("250m"), Some(0.25));
+        assert_eq!(quantity_cores("2"), Some(2.0));
+        assert!((quantity_cores("1500000n").unwrap() - 0.0015).abs() < 1e-12);
+        assert_eq!(quantity_bytes("128Mi"), Some(128 << 20));
+        assert_eq!(quantity_bytes("5000Ki"), Some(5000 << 10));
+        assert_eq!(quantity_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(quantity_bytes("12x"), None);
+    }
 }
