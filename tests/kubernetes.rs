@@ -848,3 +848,237 @@ async fn dry_run_on_a_site_of_another_target_is_refused_naming_the_target() {
     assert_eq!(listed["deployments"].as_array().unwrap().len(), 1, "nothing deployed");
     assert!(out.to_string().contains("target 'local'"), "{out}");
 }
+
+/// busybox httpd that says which container it is when it starts.
+fn talking_app(text: &str) -> tempfile::TempDir {
+    app(&[
+        (
+            "Dockerfile",
+            "FROM berth-test/busybox:1\nCOPY index.html /www/index.html\nCMD [\"/bin/sh\", \"-c\", \"echo serving on $PORT as $(hostname); exec httpd -f -v -p $PORT -h /www\"]\n",
+        ),
+        ("index.html", text),
+    ])
+}
+
+/// Waits (bounded) until `check` holds; panics with `what` otherwise.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_scaling_sets_the_deployments_replicas_within_the_settings() {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("many of us");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "tide", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let ns = server.namespace();
+    let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/tide-production");
+
+    // At least three instances: the Deployment runs three ready pods.
+    let (status, out) = server
+        .patch(
+            "/api/sites/tide/scaling",
+            &json!({"min_instances": 3, "max_instances": 4}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(server.kube.object(&path).unwrap()["spec"]["replicas"], 3);
+    eventually("three ready pods", async || {
+        server.kube.ready_containers(&ns, "tide-production").len() == 3
+    })
+    .await;
+    let (_, config) = server.get("/api/sites/tide/scaling").await;
+    assert_eq!(config["running_instances"], 3, "{config}");
+    for _ in 0..3 {
+        assert_eq!(
+            server.edge("tide.localhost", "/").await,
+            (200, "many of us".to_string())
+        );
+    }
+    // A new release keeps the environment's scale.
+    std::fs::write(site.path().join("index.html"), "still many").unwrap();
+    let (_, out) = server.post("/api/sites/tide/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    assert_eq!(server.kube.object(&path).unwrap()["spec"]["replicas"], 3);
+    assert_eq!(server.kube.ready_containers(&ns, "tide-production").len(), 3);
+
+    // Back to one: the surplus pods' containers are gone.
+    let (status, out) = server
+        .patch(
+            "/api/sites/tide/scaling",
+            &json!({"min_instances": 1, "max_instances": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(server.kube.object(&path).unwrap()["spec"]["replicas"], 1);
+    eventually("one ready pod", async || {
+        server.kube.ready_containers(&ns, "tide-production").len() == 1 && server.kube.containers().len() == 1
+    })
+    .await;
+
+    // Beyond the target's table, or the org's max_replicas: refused, nothing changed.
+    let (status, out) = server
+        .patch("/api/sites/tide/scaling", &json!({"max_instances": 11}))
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("target 'kubernetes'"),
+        "{out}"
+    );
+    let (status, out) = server
+        .patch("/api/config/kubernetes", &json!({"config": {"max_replicas": 2}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = server
+        .patch(
+            "/api/sites/tide/scaling",
+            &json!({"min_instances": 3, "max_instances": 3}),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    let message = out["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("target 'kubernetes'") && message.contains("at most 2"),
+        "{out}"
+    );
+    assert_eq!(server.kube.object(&path).unwrap()["spec"]["replicas"], 1);
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_an_idle_environment_scales_to_zero_and_the_next_request_wakes_it() {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("awake again");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "drowse", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let id = deployment_id(&out);
+    let ns = server.namespace();
+    let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/drowse-production");
+    let (status, out) = server
+        .patch(
+            "/api/sites/drowse/scaling",
+            &json!({"min_instances": 0, "idle_timeout_seconds": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+
+    // No requests: the Deployment goes to zero replicas and its pods' containers stop.
+    eventually("zero replicas and no containers", async || {
+        server.kube.object(&path).unwrap()["spec"]["replicas"] == 0 && server.kube.containers().is_empty()
+    })
+    .await;
+    let (_, config) = server.get("/api/sites/drowse/scaling").await;
+    assert_eq!(config["running_instances"], 0, "{config}");
+
+    // The next request is held by the edge while the environment scales back up.
+    assert_eq!(
+        server.edge("drowse.localhost", "/").await,
+        (200, "awake again".to_string()),
+        "{}\n{:?}",
+        server.log(),
+        server.kube.seen()
+    );
+    assert_eq!(server.kube.object(&path).unwrap()["spec"]["replicas"], 1);
+    assert_eq!(server.kube.ready_containers(&ns, "drowse-production").len(), 1);
+    let log = server.deployment_log(&id, "runtime").await;
+    assert!(log.contains("scaled to zero replicas"), "{log}");
+    assert!(log.contains("a request woke the app"), "{log}");
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_runtime_logs_follow_every_pod_into_the_log_store() {
+    let server = KubeServer::start().await;
+    let site = talking_app("talking");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "chatter", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let id = deployment_id(&out);
+    let starts = async || {
+        server
+            .deployment_log(&id, "runtime")
+            .await
+            .lines()
+            .filter(|l| l.starts_with("serving on 8080 as "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    eventually("the first pod's output in the runtime log", async || {
+        starts().await.len() == 1
+    })
+    .await;
+
+    // A second pod: followed as it appears; the first one's lines are not repeated.
+    let (status, out) = server
+        .patch(
+            "/api/sites/chatter/scaling",
+            &json!({"min_instances": 2, "max_instances": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    eventually("the second pod's output in the runtime log", async || {
+        starts().await.len() == 2
+    })
+    .await;
+    let lines = starts().await;
+    assert_ne!(lines[0], lines[1], "two pods, each once: {lines:?}");
+
+    // The same lines through the environment's logs (HOSTING_GET_LOGS' REST twin).
+    let (_, logs) = server.get("/api/sites/chatter/environments/production/logs").await;
+    let text = logs.to_string();
+    assert!(text.contains(&lines[0]) && text.contains(&lines[1]), "{logs}");
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_usage_comes_from_pod_metrics_or_says_the_cluster_has_no_metrics_api() {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("measured");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "gauge", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    // Let a reconcile pass record the environment's replicas.
+    let (status, out) = server
+        .patch("/api/sites/gauge/scaling", &json!({"min_instances": 1}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+
+    // Without metrics.k8s.io: said so, nothing made up.
+    let (status, usage) = server.get("/api/sites/gauge/usage").await;
+    assert_eq!(status, 200, "{usage}");
+    let why = usage["usage_unavailable"].as_str().unwrap_or_default();
+    assert!(why.contains("no metrics API"), "{usage}");
+    assert!(usage["instances"][0]["memory_bytes"].is_null(), "{usage}");
+
+    // With it: the pod's CPU and memory, as docker measured its container.
+    server.kube.offer_metrics(true);
+    let (status, usage) = server.get("/api/sites/gauge/usage").await;
+    assert_eq!(status, 200, "{usage}");
+    assert!(usage["usage_unavailable"].is_null(), "{usage}");
+    let instance = &usage["instances"][0];
+    assert!(instance["memory_bytes"].as_u64().is_some_and(|b| b > 0), "{usage}");
+    assert!(instance["cpu_percent"].as_f64().is_some(), "{usage}");
+    assert_eq!(instance["memory_limit_bytes"], 512u64 << 20, "{usage}");
+}

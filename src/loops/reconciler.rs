@@ -19,7 +19,7 @@ use crate::model::{DeploymentStatus, DomainStatus};
 use crate::platform::HealthChange;
 use crate::platform::Platform;
 use crate::runtime::InstanceState;
-use crate::runtime::target::Traffic;
+use crate::runtime::target::{Placement, ScaleToZero, SiteRef, Traffic};
 use crate::store;
 
 /// One pass: converge the runtime and the routes to the store.
@@ -59,7 +59,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
         };
         // A target that runs deployments elsewhere says where its traffic goes.
         if matches!(plan.serve, ServePlan::Process { .. })
-            && let Some(route) = route_elsewhere(platform, &env).await?
+            && let Some(route) = route_elsewhere(platform, &env, &host, &mut awake).await?
         {
             table.insert(&host, route);
             continue;
@@ -239,15 +239,68 @@ async fn route_domains(platform: &Platform, table: &mut EdgeRouteTable) -> anyho
 }
 
 /// The route of an environment whose target runs its deployment elsewhere (not on the
-/// shared lifecycle); `None` for a target whose instances run here.
-async fn route_elsewhere(platform: &Platform, env: &store::DesiredEnvironment) -> anyhow::Result<Option<RouteTarget>> {
+/// shared lifecycle); `None` for a target whose instances run here. Its instance count
+/// follows the same rules as on the shared lifecycle: the autoscaler's count while awake,
+/// zero once idle for its timeout when it may sleep; while a woken one has no ready
+/// instance its host answers "starting", which the edge's activator waits through.
+async fn route_elsewhere(
+    platform: &Platform,
+    env: &store::DesiredEnvironment,
+    host: &str,
+    awake: &mut HashSet<String>,
+) -> anyhow::Result<Option<RouteTarget>> {
     let target = platform.target(&env.provider)?;
     if target.provider().is_some() {
         return Ok(None);
     }
     let settings = platform.provider_config(&env.org_id, &env.provider).await?;
     Ok(Some(match target.serving(&settings) {
-        Some(Traffic::Edge(instances)) if !instances.is_empty() => RouteTarget::Upstream { instances },
+        Some(Traffic::Edge(instances)) if !instances.is_empty() => {
+            let caps = target.registration().capabilities;
+            let may_sleep = caps.scale_to_zero != ScaleToZero::Unsupported
+                && env.min_instances == 0
+                && !platform.is_in_progress(&env.deployment_id);
+            let idle = platform
+                .edge
+                .idle_for(host)
+                .is_some_and(|idle| idle.as_secs() >= env.idle_timeout_seconds.max(0) as u64);
+            let count = if may_sleep && idle {
+                0
+            } else {
+                awake.insert(env.environment_id.clone());
+                let most = target.max_instances(&settings).max(1);
+                platform.autoscaler.track(
+                    &env.environment_id,
+                    host,
+                    ScaleLimits {
+                        floor: env.min_instances.clamp(1, i64::from(most)) as u32,
+                        max: env.max_instances.clamp(1, i64::from(most)) as u32,
+                        target_concurrency: env.target_concurrency.clamp(1, 1000) as u32,
+                    },
+                )
+            };
+            let placement = Placement {
+                site: SiteRef {
+                    org: &env.org_id,
+                    site: &env.site_name,
+                    settings: &settings,
+                },
+                environment: &env.environment_name,
+                deployment_id: &env.deployment_id,
+            };
+            match target.scale(&platform.runtime, placement, count).await {
+                Ok(_) if count == 0 => RouteTarget::Sleeping {
+                    site: env.site_name.clone(),
+                },
+                Ok(0) => starting(&env.site_name),
+                Ok(_) => RouteTarget::Upstream { instances },
+                Err(message) => {
+                    // The cluster keeps running what it ran; the next pass tries again.
+                    tracing::warn!(site.name = %env.site_name, environment = %env.environment_name, error = %message, "scaling an environment on its target failed");
+                    RouteTarget::Upstream { instances }
+                }
+            }
+        }
         Some(Traffic::External(url)) => RouteTarget::Unavailable {
             site: env.site_name.clone(),
             status: 502,

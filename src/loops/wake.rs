@@ -1,6 +1,8 @@
 //! The activator's side of scale to zero: a request held by the edge for a sleeping
 //! environment wakes it here.
 
+use berth_edge::RouteTarget;
+
 use crate::platform::Platform;
 use crate::store;
 
@@ -22,11 +24,22 @@ impl Platform {
         }
         tracing::info!(site.name = %env.site_name, environment = %env.environment_name, "waking a sleeping environment");
         self.log(&env.deployment_id, "runtime", "system", "a request woke the app".into());
+        // A target that runs deployments elsewhere is woken by the reconciler's passes,
+        // which scale it up and route its host once an instance is ready.
+        let elsewhere = self.target(&env.provider).is_ok_and(|t| t.provider().is_none());
         let _token = self.register_cancel(&env.deployment_id);
         let outcome = async {
             crate::loops::reconciler::reconcile(self).await?;
             let deadline = tokio::time::Instant::now() + self.config.timeouts.start();
             while tokio::time::Instant::now() < deadline {
+                if elsewhere {
+                    if matches!(self.edge.routes().get(host), Some(RouteTarget::Upstream { .. })) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    crate::loops::reconciler::reconcile(self).await?;
+                    continue;
+                }
                 match self.runtime.overall_state(&env.deployment_id) {
                     Some(crate::runtime::InstanceState::Healthy | crate::runtime::InstanceState::Crashed { .. }) => {
                         break;

@@ -233,6 +233,12 @@ impl Runtime {
             .and_then(|i| i.rerouted.lock().expect("rerouted lock").clone())
     }
 
+    /// Where runtime logs go (a target that runs deployments elsewhere writes its
+    /// instances' output there too).
+    pub fn log_sink(&self) -> &LogSink {
+        &self.logs
+    }
+
     /// The last output lines of a deployment's first instance.
     pub fn last_lines(&self, deployment_id: &str) -> Vec<String> {
         self.all_of(deployment_id)

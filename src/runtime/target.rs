@@ -201,6 +201,17 @@ pub struct SiteRef<'a> {
     pub settings: &'a Settings,
 }
 
+/// An environment's released deployment on a target that runs it elsewhere.
+#[derive(Clone, Copy)]
+pub struct Placement<'a> {
+    /// The site, its org and the org's settings of the target.
+    pub site: SiteRef<'a>,
+    /// Environment name.
+    pub environment: &'a str,
+    /// The deployment it serves.
+    pub deployment_id: &'a str,
+}
+
 /// A build the target does itself ([`BuildKind::Image`], [`BuildKind::PlatformUpload`]).
 pub struct BuildJob<'a> {
     /// Whose deployment.
@@ -380,6 +391,35 @@ pub trait Target: Send + Sync + 'static {
     /// CPU and memory of each instance of a deployment, when the target can tell.
     async fn usage(&self, lifecycle: &Runtime, deployment_id: &str) -> Vec<(u32, Option<Usage>)> {
         lifecycle.usage(deployment_id, self.registration().name).await
+    }
+
+    /// CPU and memory of each instance of a deployment, or why the target cannot tell
+    /// (e.g. a cluster without a metrics API).
+    async fn usage_report(
+        &self,
+        lifecycle: &Runtime,
+        deployment_id: &str,
+    ) -> Result<Vec<(u32, Option<Usage>)>, String> {
+        Ok(self.usage(lifecycle, deployment_id).await)
+    }
+
+    /// Most instances of one environment under the org's settings (at most the
+    /// capability table's `max_instances`).
+    fn max_instances(&self, settings: &Settings) -> u32 {
+        let _ = settings;
+        self.registration().capabilities.max_instances
+    }
+
+    /// Runs `instances` instances (0: asleep) of an environment's released deployment on
+    /// a target that runs deployments elsewhere, and says how many are ready. The
+    /// reconciler calls it on every pass (scale-out, scale to zero, waking), so it is
+    /// cheap when nothing changed.
+    async fn scale(&self, lifecycle: &Runtime, placement: Placement<'_>, instances: u32) -> Result<u32, String> {
+        let _ = (lifecycle, placement, instances);
+        Err(format!(
+            "target '{}' runs its instances on the shared lifecycle",
+            self.registration().name
+        ))
     }
 }
 

@@ -48,6 +48,24 @@ pub(super) fn check_scaling(site: &store::SiteRow, next: &ScalingRow) -> Service
 }
 
 impl Service {
+    /// Refuses more instances than the org's settings of the site's target allow (at
+    /// most the capability table's `max_instances`; e.g. kubernetes' `max_replicas`).
+    pub(super) async fn check_instances_allowed(&self, site: &store::SiteRow, next: &ScalingRow) -> ServiceResult<()> {
+        let target = self.platform.target(&site.provider)?;
+        let settings = self.platform.provider_config(&site.org_id, &site.provider).await?;
+        let most = target.max_instances(&settings);
+        if next.max_instances > i64::from(most) {
+            return Err(ServiceError::invalid(
+                "max_instances",
+                format!(
+                    "target '{}' runs at most {most} instances per environment under this org's settings; set max_instances to {most} or less, or raise the target's limit with HOSTING_SET_CONFIG",
+                    site.provider
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses to point an environment at `d` (promote, rollback) when the site's target
     /// cannot serve it without building it again.
     pub(super) async fn check_promotable(&self, site: &store::SiteRow, d: &store::DeploymentRow) -> ServiceResult<()> {

@@ -105,6 +105,7 @@ impl Service {
                 };
                 validate_scaling(&next)?;
                 super::capabilities::check_scaling(&site, &next)?;
+                self.check_instances_allowed(&site, &next).await?;
                 let mut tx = self.platform.store.begin().await?;
                 store::set_scaling(&mut *tx, &env.id, &next).await?;
                 let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "min": next.min_instances, "max": next.max_instances });

@@ -59,6 +59,10 @@ pub struct ResourceUsageOutput {
     pub instances: Vec<InstanceUsage>,
     /// The disk the whole site holds (every environment), and what bounds it.
     pub disk: SiteDisk,
+    /// Why CPU and memory are not reported, when the site's target cannot tell (e.g. a
+    /// Kubernetes cluster without a metrics API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_unavailable: Option<String>,
 }
 
 /// One environment's stored log.
@@ -163,10 +167,17 @@ impl Service {
             .find_environment(&site, input.environment.as_deref().unwrap_or("production"))
             .await?;
         let mut instances = Vec::new();
+        let mut usage_unavailable = None;
         if let Some(deployment_id) = env.deployment_id.as_deref() {
             let target = self.platform.target(&site.provider)?;
             let observed = target.observe(&self.platform.runtime, deployment_id);
-            let usage = target.usage(&self.platform.runtime, deployment_id).await;
+            let usage = match target.usage_report(&self.platform.runtime, deployment_id).await {
+                Ok(usage) => usage,
+                Err(why) => {
+                    usage_unavailable = Some(why);
+                    Vec::new()
+                }
+            };
             for o in observed.iter().filter(|o| !o.draining) {
                 let measured = usage.iter().find(|(i, _)| *i == o.index).and_then(|(_, u)| u.clone());
                 instances.push(InstanceUsage {
@@ -187,6 +198,7 @@ impl Service {
             deployment_id: env.deployment_id,
             instances,
             disk,
+            usage_unavailable,
         })
     }
 

@@ -57,8 +57,14 @@ struct Shared {
     containers: Mutex<HashMap<String, String>>,
     /// Pod logs, by pod path.
     logs: Mutex<HashMap<String, String>>,
-    /// Where a Deployment's ready pod listens, by `namespace/name`.
-    backends: Mutex<HashMap<String, SocketAddr>>,
+    /// Where a Deployment's ready pods listen (pod path, address), by `namespace/name`.
+    backends: Mutex<HashMap<String, Vec<(String, SocketAddr)>>>,
+    /// One rollout or scaling played at a time, as a Deployment controller does.
+    kubelet: tokio::sync::Mutex<()>,
+    /// Round robin of the fake ingress.
+    next_backend: AtomicU64,
+    /// Whether discovery lists `metrics.k8s.io` (as a cluster with metrics-server does).
+    metrics: std::sync::atomic::AtomicBool,
 }
 
 /// The fake API server and its fake ingress controller.
@@ -83,6 +89,9 @@ impl FakeKube {
             containers: Mutex::default(),
             logs: Mutex::default(),
             backends: Mutex::default(),
+            kubelet: tokio::sync::Mutex::new(()),
+            next_backend: AtomicU64::new(0),
+            metrics: std::sync::atomic::AtomicBool::new(false),
         });
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -139,7 +148,7 @@ impl FakeKube {
             .cloned()
             .collect();
         for deployment in deployments {
-            remove_pods(&self.shared, &deployment, None);
+            remove_pods(&self.shared, &deployment, &[]);
             let ns = deployment["metadata"]["namespace"].as_str().unwrap_or_default();
             let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
             self.shared.backends.lock().unwrap().remove(&format!("{ns}/{name}"));
@@ -152,6 +161,31 @@ impl FakeKube {
     /// The requests answered so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// The containers running for the Deployment `namespace/name`'s ready pods.
+    pub fn ready_containers(&self, namespace: &str, name: &str) -> Vec<String> {
+        let pods: Vec<String> = self
+            .shared
+            .backends
+            .lock()
+            .unwrap()
+            .get(&format!("{namespace}/{name}"))
+            .map(|b| b.iter().map(|(pod, _)| pod.clone()).collect())
+            .unwrap_or_default();
+        let containers = self.shared.containers.lock().unwrap();
+        pods.iter().filter_map(|p| containers.get(p).cloned()).collect()
+    }
+
+    /// Offers the metrics API (`metrics.k8s.io/v1beta1` PodMetrics from `docker stats` of
+    /// the pods' containers) or not.
+    pub fn offer_metrics(&self, on: bool) {
+        self.shared.metrics.store(on, Ordering::SeqCst);
+    }
+
+    /// Every container the fake kubelet has running.
+    pub fn containers(&self) -> Vec<String> {
+        self.shared.containers.lock().unwrap().values().cloned().collect()
     }
 }
 
@@ -202,6 +236,8 @@ enum Place {
     Object { namespace: Option<String> },
     /// A pod's log: the pod's path.
     Log(String),
+    /// A Deployment's scale subresource: the Deployment's path.
+    Scale(String),
 }
 
 fn place(path: &str) -> Option<Place> {
@@ -218,6 +254,7 @@ fn place(path: &str) -> Option<Place> {
             namespace: Some(ns.to_string()),
         }),
         ["namespaces", _, "pods", _, "log"] => Some(Place::Log(path.trim_end_matches("/log").to_string())),
+        ["namespaces", _, "deployments", _, "scale"] => Some(Place::Scale(path.trim_end_matches("/scale").to_string())),
         _ => None,
     }
 }
@@ -291,11 +328,24 @@ async fn api_call(State(shared): State<Arc<Shared>>, request: Request) -> Respon
             .into_response();
         }
         (Method::GET, "/apis") => {
-            return axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}]},
-                {"name": "networking.k8s.io", "versions": [{"groupVersion": "networking.k8s.io/v1", "version": "v1"}]},
-            ]}))
-            .into_response();
+            let mut groups = vec![
+                json!({"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}]}),
+                json!({"name": "networking.k8s.io", "versions": [{"groupVersion": "networking.k8s.io/v1", "version": "v1"}]}),
+            ];
+            if shared.metrics.load(Ordering::SeqCst) {
+                groups.push(json!({"name": "metrics.k8s.io", "versions": [{"groupVersion": "metrics.k8s.io/v1beta1", "version": "v1beta1"}]}));
+            }
+            return axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})).into_response();
+        }
+        (Method::GET, p) if p.starts_with("/apis/metrics.k8s.io/") => {
+            if !shared.metrics.load(Ordering::SeqCst) {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "the server could not find the requested resource".into(),
+                );
+            }
+            return pod_metrics(&shared, p, &query).await;
         }
         _ => {}
     }
@@ -307,6 +357,18 @@ async fn api_call(State(shared): State<Arc<Shared>>, request: Request) -> Respon
         );
     };
     match (parts.method, place) {
+        (Method::GET, Place::Log(pod)) if query_value(&query, "follow").as_deref() == Some("true") => {
+            let container = shared.containers.lock().unwrap().get(&pod).cloned();
+            match container {
+                Some(container) => follow_log(&container, &query),
+                None => status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("container \"app\" in pod {pod} is waiting to start"),
+                ),
+            }
+        }
+        (Method::PATCH, Place::Scale(deployment)) => scale(&shared, &parts.headers, &deployment, &body),
         (Method::GET, Place::Log(pod)) => {
             let log = shared.logs.lock().unwrap().get(&pod).cloned();
             match log {
@@ -350,7 +412,7 @@ async fn api_call(State(shared): State<Arc<Shared>>, request: Request) -> Respon
             let mut doomed = vec![removed];
             while let Some(removed) = doomed.pop() {
                 if removed["kind"] == "Deployment" {
-                    remove_pods(&shared, &removed, None);
+                    remove_pods(&shared, &removed, &[]);
                     let key = format!(
                         "{}/{}",
                         removed["metadata"]["namespace"].as_str().unwrap_or_default(),
@@ -490,21 +552,28 @@ fn apply(
         });
         objects.insert(path.to_string(), object.clone());
         drop(objects);
-        remove_pods(shared, &object, Some(&pod));
+        remove_pods(shared, &object, std::slice::from_ref(&pod));
         return axum::Json(object).into_response();
     }
     if object["kind"] == "Deployment" && template_changed {
         let ready = object["status"]["availableReplicas"].as_i64().unwrap_or(0);
         object["status"] = json!({
             "observedGeneration": generation,
-            "replicas": ready + 1,
-            "updatedReplicas": 1,
+            "replicas": ready,
+            "updatedReplicas": 0,
             "readyReplicas": ready,
             "availableReplicas": ready,
             "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}],
         });
         let (shared, deployment) = (shared.clone(), object.clone());
         tokio::spawn(async move { kubelet(shared, deployment, rv).await });
+    } else if object["kind"] == "Deployment"
+        && previous
+            .as_ref()
+            .is_some_and(|old| old["spec"]["replicas"] != object["spec"]["replicas"])
+    {
+        let (shared, path) = (shared.clone(), path.to_string());
+        tokio::spawn(async move { scale_pods(shared, path).await });
     }
     objects.insert(path.to_string(), object.clone());
     axum::Json(object).into_response()
@@ -534,7 +603,7 @@ fn set_pod(shared: &Shared, pod_path: &str, state: Value, ready: bool) {
 }
 
 /// Removes a Deployment's pods (all, or all but `keep`) and their containers.
-fn remove_pods(shared: &Shared, deployment: &Value, keep: Option<&str>) {
+fn remove_pods(shared: &Shared, deployment: &Value, keep: &[String]) {
     let ns = deployment["metadata"]["namespace"].as_str().unwrap_or_default();
     let selector = &deployment["spec"]["selector"]["matchLabels"];
     let prefix = format!("/api/v1/namespaces/{ns}/pods/");
@@ -543,7 +612,7 @@ fn remove_pods(shared: &Shared, deployment: &Value, keep: Option<&str>) {
         .iter()
         .filter(|(k, v)| {
             k.starts_with(&prefix)
-                && Some(k.as_str()) != keep
+                && !keep.contains(k)
                 && selector
                     .as_object()
                     .is_some_and(|m| m.iter().all(|(lk, lv)| &v["metadata"]["labels"][lk] == lv))
@@ -573,17 +642,17 @@ async fn docker(args: &[String]) -> Result<String, String> {
     }
 }
 
-/// Plays one rollout of `deployment` (as applied at resourceVersion `rv`) forward.
-async fn kubelet(shared: Arc<Shared>, deployment: Value, rv: u64) {
+/// Runs one pod of `deployment` named `pod`: pulls its image, runs it as the pod's
+/// security context says and probes its readiness path; returns where it listens once
+/// ready, or `None` after marking the pod failed (with its Events and log).
+async fn run_pod(shared: &Arc<Shared>, deployment: &Value, pod: String) -> Option<(String, SocketAddr)> {
     let ns = deployment["metadata"]["namespace"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let name = deployment["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let template = &deployment["spec"]["template"];
     let container = &template["spec"]["containers"][0];
     let image = container["image"].as_str().unwrap_or_default().to_string();
-    let pod = format!("{name}-{rv}");
     let pod_path = format!("/api/v1/namespaces/{ns}/pods/{pod}");
     shared.objects.lock().unwrap().insert(
         pod_path.clone(),
@@ -603,13 +672,13 @@ async fn kubelet(shared: Arc<Shared>, deployment: Value, rv: u64) {
     };
     if let Err(reason) = pulled {
         set_pod(
-            &shared,
+            shared,
             &pod_path,
             json!({"waiting": {"reason": "ErrImagePull", "message": reason}}),
             false,
         );
         event(
-            &shared,
+            shared,
             &ns,
             &pod,
             "Failed",
@@ -617,19 +686,19 @@ async fn kubelet(shared: Arc<Shared>, deployment: Value, rv: u64) {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
         set_pod(
-            &shared,
+            shared,
             &pod_path,
             json!({"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{image}\"")}}),
             false,
         );
         event(
-            &shared,
+            shared,
             &ns,
             &pod,
             "BackOff",
             &format!("Back-off pulling image \"{image}\""),
         );
-        return;
+        return None;
     }
     // The pod's security context, as a container runtime applies it.
     let pod_sc = &template["spec"]["securityContext"];
@@ -673,20 +742,20 @@ async fn kubelet(shared: Arc<Shared>, deployment: Value, rv: u64) {
     args.push(image.clone());
     if let Err(reason) = docker(&args).await {
         set_pod(
-            &shared,
+            shared,
             &pod_path,
             json!({"waiting": {"reason": "CreateContainerConfigError", "message": reason}}),
             false,
         );
-        event(&shared, &ns, &pod, "Failed", &reason);
-        return;
+        event(shared, &ns, &pod, "Failed", &reason);
+        return None;
     }
     shared
         .containers
         .lock()
         .unwrap()
         .insert(pod_path.clone(), container_name.clone());
-    set_pod(&shared, &pod_path, json!({"running": {}}), false);
+    set_pod(shared, &pod_path, json!({"running": {}}), false);
     let probe = container["readinessProbe"]["httpGet"]["path"]
         .as_str()
         .unwrap_or("/")
@@ -719,19 +788,13 @@ async fn kubelet(shared: Arc<Shared>, deployment: Value, rv: u64) {
                 .unwrap_or_default();
             shared.logs.lock().unwrap().insert(pod_path.clone(), log);
             set_pod(
-                &shared,
+                shared,
                 &pod_path,
                 json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container=app"}}),
                 false,
             );
-            event(
-                &shared,
-                &ns,
-                &pod,
-                "BackOff",
-                "Back-off restarting failed container app",
-            );
-            return;
+            event(shared, &ns, &pod, "BackOff", "Back-off restarting failed container app");
+            return None;
         }
         let Ok(mapped) = docker(&["port".into(), container_name.clone(), format!("{port}/tcp")]).await else {
             continue;
@@ -745,27 +808,245 @@ async fn kubelet(shared: Arc<Shared>, deployment: Value, rv: u64) {
             .await
             .is_ok_and(|r| r.status().as_u16() < 400);
         if ok {
-            set_pod(&shared, &pod_path, json!({"running": {}}), true);
-            let deployment_path = format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}");
-            let current = shared.objects.lock().unwrap().get(&deployment_path).cloned();
-            let Some(current) = current else { return };
-            // Only the newest rollout takes over.
-            if current["spec"]["template"] != deployment["spec"]["template"] {
-                return;
-            }
-            shared.backends.lock().unwrap().insert(format!("{ns}/{name}"), addr);
-            remove_pods(&shared, &current, Some(&pod_path));
-            if let Some(d) = shared.objects.lock().unwrap().get_mut(&deployment_path) {
-                let generation = d["metadata"]["generation"].clone();
-                d["status"] = json!({
-                    "observedGeneration": generation,
-                    "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-                    "conditions": [{"type": "Available", "status": "True"}, {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
-                });
-            }
-            return;
+            set_pod(shared, &pod_path, json!({"running": {}}), true);
+            return Some((pod_path, addr));
         }
     }
+    None
+}
+
+/// Plays one rollout of `deployment` (as applied at resourceVersion `rv`) forward: its
+/// replicas started and ready, then the older pods removed.
+async fn kubelet(shared: Arc<Shared>, deployment: Value, rv: u64) {
+    let _one_at_a_time = shared.kubelet.lock().await;
+    let ns = deployment["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = deployment["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let deployment_path = format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}");
+    let current = shared.objects.lock().unwrap().get(&deployment_path).cloned();
+    // Scaled since it was applied: the newest count.
+    let replicas = current.as_ref().unwrap_or(&deployment)["spec"]["replicas"]
+        .as_u64()
+        .unwrap_or(1);
+    let started =
+        futures::future::join_all((0..replicas).map(|i| run_pod(&shared, &deployment, format!("{name}-{rv}-{i}"))))
+            .await;
+    let Some(ready) = started.into_iter().collect::<Option<Vec<_>>>() else {
+        return;
+    };
+    let current = shared.objects.lock().unwrap().get(&deployment_path).cloned();
+    let Some(current) = current else { return };
+    // Only the newest rollout takes over.
+    if current["spec"]["template"] != deployment["spec"]["template"] {
+        return;
+    }
+    let keep: Vec<String> = ready.iter().map(|(pod, _)| pod.clone()).collect();
+    remove_pods(&shared, &current, &keep);
+    shared.backends.lock().unwrap().insert(format!("{ns}/{name}"), ready);
+    set_ready(&shared, &deployment_path);
+}
+
+/// A Deployment's status once its ready pods are what it asks for.
+fn set_ready(shared: &Shared, deployment_path: &str) {
+    let key = deployment_path
+        .strip_prefix("/apis/apps/v1/namespaces/")
+        .unwrap_or_default()
+        .replace("/deployments/", "/");
+    let ready = shared.backends.lock().unwrap().get(&key).map_or(0, Vec::len);
+    if let Some(d) = shared.objects.lock().unwrap().get_mut(deployment_path) {
+        let generation = d["metadata"]["generation"].clone();
+        d["status"] = json!({
+            "observedGeneration": generation,
+            "replicas": ready, "updatedReplicas": ready, "readyReplicas": ready, "availableReplicas": ready,
+            "conditions": [{"type": "Available", "status": "True"}, {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
+        });
+    }
+}
+
+/// The scale subresource: a merge patch of `spec.replicas`.
+fn scale(shared: &Arc<Shared>, headers: &HeaderMap, deployment_path: &str, body: &[u8]) -> Response {
+    if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) != Some("application/merge-patch+json") {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "the fake takes a merge patch of the scale subresource".into(),
+        );
+    }
+    let Some(replicas) = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["spec"]["replicas"].as_u64())
+    else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "spec.replicas is required".into(),
+        );
+    };
+    let rv = shared.version.fetch_add(1, Ordering::SeqCst) + 1;
+    let scaled = {
+        let mut objects = shared.objects.lock().unwrap();
+        let Some(d) = objects.get_mut(deployment_path) else {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{deployment_path} not found"),
+            );
+        };
+        if d["spec"]["replicas"].as_u64() != Some(replicas) {
+            d["spec"]["replicas"] = json!(replicas);
+            let generation = d["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            d["metadata"]["generation"] = json!(generation);
+        }
+        d["metadata"]["resourceVersion"] = json!(rv.to_string());
+        json!({
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": d["metadata"]["name"], "namespace": d["metadata"]["namespace"]},
+            "spec": {"replicas": replicas},
+            "status": {"replicas": d["status"]["replicas"]},
+        })
+    };
+    let (shared, path) = (shared.clone(), deployment_path.to_string());
+    tokio::spawn(async move { scale_pods(shared, path).await });
+    axum::Json(scaled).into_response()
+}
+
+/// Brings a Deployment's ready pods to its `replicas` (same template): surplus pods and
+/// their containers removed, missing ones started.
+async fn scale_pods(shared: Arc<Shared>, deployment_path: String) {
+    let _one_at_a_time = shared.kubelet.lock().await;
+    let Some(deployment) = shared.objects.lock().unwrap().get(&deployment_path).cloned() else {
+        return;
+    };
+    let ns = deployment["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = deployment["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let key = format!("{ns}/{name}");
+    let want = deployment["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
+    let mut have = shared.backends.lock().unwrap().get(&key).cloned().unwrap_or_default();
+    while have.len() > want {
+        let (pod, _) = have.pop().expect("not empty");
+        // Out of the Service's endpoints before it stops.
+        shared.backends.lock().unwrap().insert(key.clone(), have.clone());
+        shared.objects.lock().unwrap().remove(&pod);
+        let container = shared.containers.lock().unwrap().remove(&pod);
+        if let Some(container) = container {
+            let _ = docker(&["rm".into(), "-f".into(), container]).await;
+        }
+    }
+    if have.len() < want {
+        let missing = want - have.len();
+        let names: Vec<String> = (0..missing)
+            .map(|_| format!("{name}-{}", shared.version.fetch_add(1, Ordering::SeqCst) + 1))
+            .collect();
+        let started = futures::future::join_all(names.into_iter().map(|pod| run_pod(&shared, &deployment, pod))).await;
+        have.extend(started.into_iter().flatten());
+    }
+    shared.backends.lock().unwrap().insert(key, have);
+    set_ready(&shared, &deployment_path);
+}
+
+/// `PodMetricsList` of the pods a label selector picks, measured with `docker stats
+/// --no-stream` of their containers.
+async fn pod_metrics(shared: &Arc<Shared>, path: &str, query: &str) -> Response {
+    let Some(ns) = path
+        .strip_prefix("/apis/metrics.k8s.io/v1beta1/namespaces/")
+        .and_then(|rest| rest.strip_suffix("/pods"))
+    else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find {path}"),
+        );
+    };
+    let selector = query_value(query, "labelSelector");
+    let pods: Vec<(String, Value, String)> = {
+        let objects = shared.objects.lock().unwrap();
+        let containers = shared.containers.lock().unwrap();
+        let prefix = format!("/api/v1/namespaces/{ns}/pods/");
+        objects
+            .iter()
+            .filter(|(k, v)| k.starts_with(&prefix) && matches_selectors(v, selector.as_deref(), None))
+            .filter_map(|(k, v)| Some((k.clone(), v.clone(), containers.get(k)?.clone())))
+            .collect()
+    };
+    let mut items = Vec::new();
+    for (_, pod, container) in pods {
+        let Ok(stats) = docker(&[
+            "stats".into(),
+            "--no-stream".into(),
+            "--format".into(),
+            "{{.CPUPerc}};{{.MemUsage}}".into(),
+            container,
+        ])
+        .await
+        else {
+            continue;
+        };
+        let (cpu, memory) = stats.split_once(';').unwrap_or_default();
+        let nanocores = (cpu.trim().trim_end_matches('%').parse::<f64>().unwrap_or(0.0) / 100.0 * 1e9) as u64;
+        let used = memory.split('/').next().unwrap_or_default().trim();
+        let digits = used.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let factor = match &used[digits.len()..] {
+            "KiB" => 1024.0,
+            "MiB" => 1024.0 * 1024.0,
+            "GiB" => 1024.0 * 1024.0 * 1024.0,
+            "kB" => 1e3,
+            "MB" => 1e6,
+            "GB" => 1e9,
+            _ => 1.0,
+        };
+        let bytes = (digits.parse::<f64>().unwrap_or(0.0) * factor) as u64;
+        items.push(json!({
+            "metadata": {"name": pod["metadata"]["name"], "namespace": ns, "labels": pod["metadata"]["labels"]},
+            "window": "10s",
+            "containers": [{"name": "app", "usage": {"cpu": format!("{nanocores}n"), "memory": format!("{}Ki", bytes / 1024)}}],
+        }));
+    }
+    axum::Json(
+        json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items}),
+    )
+    .into_response()
+}
+
+/// A followed pod log: `docker logs --follow --timestamps` of its container, streamed
+/// (stdout and stderr together, as the kubelet serves them).
+fn follow_log(container: &str, query: &str) -> Response {
+    let mut command = tokio::process::Command::new("sh");
+    let mut docker_args = format!("exec docker logs --follow --timestamps {container}");
+    if let Some(since) = query_value(query, "sinceTime") {
+        docker_args.push_str(&format!(" --since '{}'", since.replace('\'', "")));
+    }
+    if let Some(tail) = query_value(query, "tailLines").and_then(|t| t.parse::<u32>().ok()) {
+        docker_args.push_str(&format!(" --tail {tail}"));
+    }
+    command
+        .args(["-c", &format!("{docker_args} 2>&1")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let Ok(mut child) = command.spawn() else {
+        return status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "docker logs did not start".into(),
+        );
+    };
+    let stdout = child.stdout.take().expect("piped");
+    // The child goes with the stream: a client that hangs up stops `docker logs`.
+    let stream = futures::stream::unfold(
+        (tokio_util::io::ReaderStream::new(stdout), child),
+        |(mut reader, child)| async move {
+            use futures::StreamExt as _;
+            reader.next().await.map(|chunk| (chunk, (reader, child)))
+        },
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(axum::body::Body::from_stream(stream))
+        .expect("a response")
 }
 
 /// The fake ingress controller: by `Host`, to the ready pod behind the Ingress rule.
@@ -793,10 +1074,19 @@ async fn ingress_call(State(shared): State<Arc<Shared>>, request: Request) -> Re
             })
         })
     };
-    // The Service selects the Deployment's pods (same name, as berth makes them).
-    let addr = backend.and_then(|key| shared.backends.lock().unwrap().get(&key).copied());
-    let Some(addr) = addr else {
+    let Some(backend) = backend else {
         return (StatusCode::NOT_FOUND, "default backend - 404").into_response();
+    };
+    // The Service selects the Deployment's ready pods (same name, as berth makes them),
+    // taken in turn; none ready is a 503, as ingress-nginx answers.
+    let addr = {
+        let backends = shared.backends.lock().unwrap();
+        let ready = backends.get(&backend).map(Vec::as_slice).unwrap_or_default();
+        let turn = shared.next_backend.fetch_add(1, Ordering::Relaxed) as usize;
+        (!ready.is_empty()).then(|| ready[turn % ready.len()].1)
+    };
+    let Some(addr) = addr else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "503 Service Temporarily Unavailable").into_response();
     };
     let path = request
         .uri()

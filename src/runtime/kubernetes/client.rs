@@ -11,6 +11,8 @@ use serde_json::Value;
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one followed log stream stays open before it is opened again.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why an API call failed. Messages name the server and the next step, never the token.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -236,6 +238,44 @@ impl Client {
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Sets the replicas of the Deployment at `path` through its `scale` subresource (a
+    /// merge patch of `spec.replicas` only, as `kubectl scale` does).
+    pub async fn scale(&self, path: &str, replicas: u32) -> Result<(), ApiError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "spec": { "replicas": replicas } }))
+            .expect("a JSON value serialises");
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("{path}/scale?fieldManager=berth"),
+            Some(("application/merge-patch+json", body)),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Opens a streamed GET (a followed pod log at `path`); the stream is cut after
+    /// [`FOLLOW_TIMEOUT`] and the caller opens it again.
+    pub async fn follow(&self, path: &str) -> Result<reqwest::Response, ApiError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(FOLLOW_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| ApiError::Unreachable {
+                url: self.base.clone(),
+                reason: e.without_url().to_string(),
+            })?;
+        if !response.status().is_success() {
+            return Err(ApiError::Refused {
+                what: format!("GET {}", path.split('?').next().unwrap_or_default()),
+                status: response.status().as_u16(),
+                message: "no log stream".into(),
+            });
+        }
+        Ok(response)
     }
 
     /// The last `tail` lines of a pod's app container.

@@ -7,12 +7,17 @@
 //! and proxies it to the cluster's ingress controller at `ingress_address`.
 //!
 //! Deployments run elsewhere, so this target has no provider on the shared lifecycle and
-//! overrides release, observe, retire and logs.
+//! overrides release, observe, retire and scaling: the reconciler's instance count (the
+//! autoscaler's while awake, zero once idle) becomes the Deployment's `replicas`, and a
+//! request to a sleeping environment is held by the edge while it scales back up. The
+//! pods' output is followed through the pod log API into berth's log store.
 
 mod apply;
 pub mod client;
 pub mod manifests;
+mod pod_logs;
 mod rollout;
+mod scaling;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,30 +27,33 @@ use berth_build::detect::BuildPlan;
 
 use super::docker::{self, DockerProvider};
 use super::target::{
-    Assembly, BuildJob, BuildKind, Capabilities, CheckError, ConfigKey, DryRun, Kept, PromoteWithoutRebuild,
+    Assembly, BuildJob, BuildKind, Capabilities, CheckError, ConfigKey, DryRun, Kept, Placement, PromoteWithoutRebuild,
     Registration, ScaleToZero, Settings, SiteRef, Target, Traffic,
 };
-use super::{InstanceSpec, Observation, Provider, Runtime, StartError};
+use super::{InstanceSpec, Observation, Provider, Runtime, StartError, Usage};
 pub use client::{ApiError, Client};
 use manifests::{OrgLimits, Resources, Workload};
 
 /// The registered name of this target.
 pub const NAME: &str = "kubernetes";
 
-/// The kubernetes target as registered. Honest about what the first slice does: an
-/// idle environment is not scaled to zero (a `replicas: 0` Deployment would not wake on
-/// the next request), one replica per environment, promotion reuses the pushed image by
-/// digest, failure reasons come from the pod log API and Events, no usage (that needs
-/// `metrics.k8s.io`).
+/// Most replicas of one environment (the capability table's `max_instances`).
+pub const MAX_REPLICAS: u32 = 10;
+
+/// The kubernetes target as registered: an idle environment goes to `replicas: 0` and
+/// the next request, held by berth's edge, scales it back up (a cold start); berth's
+/// autoscaler sets the replicas while awake, up to [`MAX_REPLICAS`] (the org's
+/// `max_replicas` may lower it); promotion reuses the pushed image by digest; runtime logs
+/// come from the pod log API, usage from `metrics.k8s.io` when the cluster has it.
 pub const TARGET: Registration = Registration {
     name: NAME,
     summary: "Builds apps into images, pushes them to a registry and runs them by digest on a Kubernetes cluster.",
     capabilities: Capabilities {
-        scale_to_zero: ScaleToZero::Unsupported,
-        max_instances: 1,
+        scale_to_zero: ScaleToZero::Stop,
+        max_instances: MAX_REPLICAS,
         promote_without_rebuild: PromoteWithoutRebuild::Always,
-        runtime_logs: false,
-        resource_usage: false,
+        runtime_logs: true,
+        resource_usage: true,
         custom_domains: true,
         build: BuildKind::Image,
     },
@@ -131,6 +139,11 @@ pub const TARGET: Registration = Registration {
             description: "ResourceQuota pods of an org's namespace, 1 to 10000 (default 20).",
         },
         ConfigKey {
+            name: "max_replicas",
+            secret: false,
+            description: "Most replicas of one environment's Deployment (scale-out), 1 to 10 (default 10).",
+        },
+        ConfigKey {
             name: "default",
             secret: false,
             description: "true: new sites of the org run on kubernetes.",
@@ -162,6 +175,8 @@ pub struct KubeSettings {
     pub cert_manager_issuer: Option<String>,
     /// Quota and container sizes.
     pub limits: OrgLimits,
+    /// Most replicas of one environment.
+    pub max_replicas: u32,
 }
 
 impl std::fmt::Debug for KubeSettings {
@@ -309,6 +324,17 @@ impl KubeSettings {
                 format!("kubernetes setting 'quota_pods' must be a whole number from 1 to 10000, got {v}")
             })? as u32,
         };
+        let max_replicas = match settings.get("max_replicas") {
+            None | Some(serde_json::Value::Null) => MAX_REPLICAS,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=u64::from(MAX_REPLICAS)).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "kubernetes setting 'max_replicas' must be a whole number from 1 to {MAX_REPLICAS}, got {v}"
+                    )
+                })? as u32,
+        };
         if let Some(v) = settings.get("default")
             && !v.is_boolean()
         {
@@ -335,6 +361,7 @@ impl KubeSettings {
                 quota_memory: quantity(settings, "quota_memory", "8Gi")?,
                 quota_pods,
             },
+            max_replicas,
         })
     }
 
@@ -372,6 +399,7 @@ fn make(parts: &Assembly) -> anyhow::Result<Arc<dyn Target>> {
     Ok(Arc::new(KubernetesTarget {
         builder: DockerProvider::new(owner),
         images,
+        placements: scaling::Placements::default(),
     }))
 }
 
@@ -381,6 +409,8 @@ struct KubernetesTarget {
     builder: DockerProvider,
     /// One file per deployment holding its image by digest (what promotion reuses).
     images: PathBuf,
+    /// What berth set on each environment's Deployment (replicas, log follower).
+    placements: scaling::Placements,
 }
 
 impl KubernetesTarget {
@@ -547,6 +577,7 @@ impl Target for KubernetesTarget {
     async fn site_deleted(&self, site: SiteRef<'_>) -> Result<(), String> {
         let _ = tokio::fs::remove_dir_all(self.site_records(site.site)).await;
         let settings = KubeSettings::parse(site.settings)?;
+        self.placements.site_deleted(&settings.namespace(site.org), site.site);
         let client = settings.client()?;
         rollout::delete_site(&client, &settings.namespace(site.org), site.site)
             .await
@@ -588,8 +619,27 @@ impl Target for KubernetesTarget {
             .image
             .clone()
             .ok_or_else(|| start_error("the deployment has no pushed image; deploy again"))?;
-        let workload = workload(&settings, &spec, image);
+        let namespace = settings.namespace(&spec.org);
+        // A new release keeps the environment's scale (at least one replica to roll out).
+        let path = scaling::deployment_path(&namespace, &spec.site, &spec.environment);
+        let replicas = self
+            .placements
+            .replicas(&path)
+            .unwrap_or(1)
+            .clamp(1, settings.max_replicas);
+        let mut workload = workload(&settings, &spec, image);
+        workload.replicas = replicas;
         apply::release(&client, &workload, &settings.limits, spec.start_timeout).await?;
+        let placement = Placement {
+            site: SiteRef {
+                org: &spec.org,
+                site: &spec.site,
+                settings: &spec.provider_config,
+            },
+            environment: &spec.environment,
+            deployment_id: &spec.deployment_id,
+        };
+        self.placements.released(path, placement, &settings, replicas);
         Ok(Traffic::Edge(vec![settings.ingress_address]))
     }
 
@@ -613,9 +663,30 @@ impl Target for KubernetesTarget {
             .map(|s| Traffic::Edge(vec![s.ingress_address]))
     }
 
-    /// Instances run in the cluster, not on the shared lifecycle.
-    fn observe(&self, _lifecycle: &Runtime, _deployment_id: &str) -> Vec<Observation> {
-        Vec::new()
+    /// The replicas berth set and how many were ready when it last looked.
+    fn observe(&self, _lifecycle: &Runtime, deployment_id: &str) -> Vec<Observation> {
+        self.placements.observe(deployment_id)
+    }
+
+    /// From the pods' `PodMetrics` when the cluster offers `metrics.k8s.io`.
+    async fn usage_report(
+        &self,
+        _lifecycle: &Runtime,
+        deployment_id: &str,
+    ) -> Result<Vec<(u32, Option<Usage>)>, String> {
+        self.placements.usage(deployment_id).await
+    }
+
+    fn max_instances(&self, settings: &Settings) -> u32 {
+        KubeSettings::parse(settings).map_or(MAX_REPLICAS, |s| s.max_replicas)
+    }
+
+    /// The Deployment's `replicas`, through its scale subresource.
+    async fn scale(&self, lifecycle: &Runtime, placement: Placement<'_>, instances: u32) -> Result<u32, String> {
+        let max = self.max_instances(placement.site.settings);
+        self.placements
+            .scale(lifecycle.log_sink(), placement, instances, max)
+            .await
     }
 
     /// An environment's Deployment is updated in place by the next release, so an
