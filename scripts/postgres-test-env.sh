@@ -13,9 +13,15 @@ for v in 17 16 15; do
 done
 if [ -z "$bin" ]; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+  apt-get update -qq >&2
   apt-get install -y -qq postgresql-15 >/dev/null
   bin=/usr/lib/postgresql/15/bin
+fi
+# Tests read and dump a server's database with the client tools.
+if ! command -v psql >/dev/null || ! command -v pg_dump >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq postgresql-client >/dev/null
 fi
 # Postgres refuses to run as root: the cluster belongs to the postgres user (created by
 # the package; made here when only the binaries are present).

@@ -49,6 +49,19 @@ if [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
+# A throwaway PostgreSQL cluster on loopback: the integration suite runs a second time
+# with berth's state on it (each test server gets its own database).
+BERTH_TEST_POSTGRES_URL="$(scripts/postgres-test-env.sh)"
+export BERTH_TEST_POSTGRES_URL
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo nextest run --workspace --locked --no-fail-fast
+
+# The second run: berth's integration tests, less those about the SQLite file itself
+# (its permissions and where it may live); the unit tests and the other crates' tests do
+# not touch the database.
+on_postgres='package(berth) & kind(test) & not binary(security_store)'
+status=0
+cargo nextest run --workspace --locked --no-fail-fast || status=1
+BERTH_TEST_DATABASE=postgres cargo nextest run --workspace --locked --no-fail-fast -E "$on_postgres" || status=1
+exit $status

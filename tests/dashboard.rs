@@ -777,11 +777,8 @@ async fn session_cookie_flags_and_logout() {
 
     // The database holds only a hash of the cookie value.
     let token = web.cookie.trim_start_matches("berth_session=");
-    let db = std::fs::read(server.data.path().join("berth.db")).unwrap();
-    let wal = std::fs::read(server.data.path().join("berth.db-wal")).unwrap_or_default();
-    for bytes in [db, wal] {
-        assert!(!String::from_utf8_lossy(&bytes).contains(token));
-    }
+    let stored = database_contents(server.data.path());
+    assert!(!String::from_utf8_lossy(&stored).contains(token));
 
     // Logging out ends the session server-side, not just in the browser.
     let csrf = web.csrf().await;

@@ -19,10 +19,6 @@ fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-fn size_of(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
 /// An app that serves `/` and prints 190-byte lines as fast as it can.
 fn flood_app() -> tempfile::TempDir {
     app(&[
@@ -32,18 +28,6 @@ fn flood_app() -> tempfile::TempDir {
             "import os, sys, threading\nfrom http.server import BaseHTTPRequestHandler, ThreadingHTTPServer\nclass H(BaseHTTPRequestHandler):\n    def log_message(self, *a):\n        pass\n    def do_GET(self):\n        self.send_response(200)\n        self.send_header('content-length', '5')\n        self.end_headers()\n        self.wfile.write(b'flood')\nsrv = ThreadingHTTPServer(('0.0.0.0', int(os.environ['PORT'])), H)\nthreading.Thread(target=srv.serve_forever, daemon=True).start()\nline = 'x' * 190 + '\\n'\nwhile True:\n    sys.stdout.write(line)\n",
         ),
     ])
-}
-
-/// One query's answer from the server's database, read beside it (WAL: readers do not
-/// block its writer).
-fn sqlite3(db: &std::path::Path, sql: &str) -> String {
-    let out = std::process::Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("sqlite3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[tokio::test]
@@ -86,7 +70,7 @@ async fn a_log_flood_is_rate_limited_and_leaves_berth_and_other_sites_alone() {
         "berth grew from {rss_before} KiB to {peak} KiB under one app's log flood"
     );
     // The database holds a bounded log: about 1,000 lines a second, not millions.
-    let db = size_of(&data.join("berth.db")) + size_of(&data.join("berth.db-wal"));
+    let db = database_size(&data);
     assert!(db < 64 << 20, "the database grew to {db} bytes");
     // The log says what was dropped and why.
     let (_, logs) = server
@@ -102,10 +86,15 @@ async fn a_log_flood_is_rate_limited_and_leaves_berth_and_other_sites_alone() {
 /// What an environment's lines cost as berth counts them (text plus 256 bytes a line),
 /// computed from the lines themselves.
 fn stored_log_bytes(db: &std::path::Path, site: &str, environment: &str) -> u64 {
-    sqlite3(
+    let bytes = if on_postgres() {
+        "octet_length(line)"
+    } else {
+        "length(CAST(line AS BLOB))"
+    };
+    db_query(
         db,
         &format!(
-            "SELECT COALESCE(SUM(length(CAST(line AS BLOB)) + 256), 0) FROM deployment_logs WHERE deployment_id IN \
+            "SELECT COALESCE(SUM({bytes} + 256), 0) FROM deployment_logs WHERE deployment_id IN \
              (SELECT d.id FROM deployments d JOIN environments e ON e.id = d.environment_id JOIN sites s ON s.id = e.site_id \
               WHERE s.name = '{site}' AND e.name = '{environment}')"
         ),
@@ -120,7 +109,7 @@ async fn an_environment_keeps_its_log_under_its_size_while_an_app_floods_it_acro
     // One batch of the writer may land before it trims: 1,000 lines of ~450 bytes.
     const BATCH: u64 = 1000 * 500;
     let server = TestServer::start_with(&[("BERTH_LOG_RETENTION_MB", "1"), ("BERTH_LOG_RATE", "5000")]).await;
-    let db = server.data.path().join("berth.db");
+    let db = server.data.path().to_path_buf();
     let flood = flood_app();
     let (status, out) = server
         .post_bytes("/api/sites/flood/upload?wait=true", pack(flood.path()))
@@ -139,7 +128,7 @@ async fn an_environment_keeps_its_log_under_its_size_while_an_app_floods_it_acro
     };
     watch(6).await;
     // A redeploy: the superseded deployment's lines still count, and go first.
-    let before_redeploy: u64 = sqlite3(
+    let before_redeploy: u64 = db_query(
         &db,
         &format!("SELECT MAX(id) FROM deployment_logs WHERE deployment_id = '{first}' AND kind = 'runtime'"),
     )
@@ -158,7 +147,7 @@ async fn an_environment_keeps_its_log_under_its_size_while_an_app_floods_it_acro
         peak <= BOUND + BATCH,
         "the environment's log reached {peak} bytes, over its 1 MiB bound"
     );
-    let left: u64 = sqlite3(
+    let left: u64 = db_query(
         &db,
         &format!("SELECT COUNT(*) FROM deployment_logs WHERE kind = 'runtime' AND id <= {before_redeploy}"),
     )
@@ -168,12 +157,12 @@ async fn an_environment_keeps_its_log_under_its_size_while_an_app_floods_it_acro
         left,
         0,
         "the superseded deployment's runtime lines from before the redeploy go first: {}",
-        sqlite3(
+        db_query(
             &db,
             "SELECT deployment_id, kind, COUNT(*), SUM(bytes), MIN(id), MAX(id) FROM deployment_logs GROUP BY 1, 2"
         )
     );
-    let newest = sqlite3(
+    let newest = db_query(
         &db,
         &format!("SELECT COUNT(*) FROM deployment_logs WHERE deployment_id = '{second}' AND kind = 'runtime'"),
     );
@@ -199,7 +188,7 @@ async fn an_environment_keeps_its_log_under_its_size_while_an_app_floods_it_acro
     assert!(status < 300, "{out}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let left = sqlite3(
+        let left = db_query(
             &db,
             "SELECT (SELECT COUNT(*) FROM deployment_logs) || ' ' || (SELECT COUNT(*) FROM log_usage)",
         );
@@ -231,8 +220,8 @@ async fn the_log_rate_setting_limits_each_instance() {
     // The burst (50) and 50 a second since the app started (its start and these 3 s),
     // not the 1,000 a second of the default.
     let (stored, seconds): (u64, u64) = {
-        let row = sqlite3(
-            &server.data.path().join("berth.db"),
+        let row = db_query(
+            server.data.path(),
             &format!(
                 "SELECT COUNT(*) || ' ' || ((MAX(ts) - MIN(ts)) / 1000 + 1) FROM deployment_logs \
                  WHERE deployment_id = '{id}' AND kind = 'runtime' AND line LIKE 'xxxx%'"

@@ -358,6 +358,54 @@ fn drop_database(data: &Path) {
     }
 }
 
+/// One query's answer from a server's database, read beside it as text (`sqlite3` on the
+/// data dir's file, whose WAL lets readers not block the writer; `psql` on Postgres):
+/// columns joined by `|`, rows by newlines.
+pub fn db_query(data: &Path, sql: &str) -> String {
+    let out = match database_url(data) {
+        Some(url) => Command::new("psql")
+            .args(["-At", "-v", "ON_ERROR_STOP=1", &url, "-c", sql])
+            .output(),
+        None => Command::new("sqlite3").arg(data.join("berth.db")).arg(sql).output(),
+    }
+    .expect("run the database's command-line client");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Everything a server's database holds, as bytes to search for what must never be
+/// stored in clear: the SQLite file and its WAL, or a data dump of its Postgres database.
+pub fn database_contents(data: &Path) -> Vec<u8> {
+    match database_url(data) {
+        Some(url) => {
+            let out = Command::new("pg_dump")
+                .args(["--data-only", &url])
+                .output()
+                .expect("run pg_dump");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            out.stdout
+        }
+        None => {
+            let mut bytes = std::fs::read(data.join("berth.db")).expect("the database file");
+            bytes.extend(std::fs::read(data.join("berth.db-wal")).unwrap_or_default());
+            bytes
+        }
+    }
+}
+
+/// How many bytes a server's database takes: the SQLite file and its WAL, or the
+/// Postgres database's size.
+pub fn database_size(data: &Path) -> u64 {
+    if on_postgres() {
+        db_query(data, "SELECT pg_database_size(current_database())")
+            .parse()
+            .expect("a size")
+    } else {
+        let size = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        size(data.join("berth.db")) + size(data.join("berth.db-wal"))
+    }
+}
+
 /// The store of a server's data dir, opened beside it (tests that look at or change
 /// state the API does not show): SQLite in the data dir, or its database on Postgres.
 pub async fn open_store(data: &Path) -> berth::store::Store {
