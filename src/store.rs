@@ -1967,3 +1967,26 @@ pub mod metrics;
 pub mod error_patterns;
 /// OAuth clients, grants, codes and tokens.
 pub mod oauth;
+
+#[cfg(test)]
+mod tests {
+    use super::{Backend, like_containing, redact_url};
+
+    #[test]
+    fn a_database_url_names_its_engine_and_never_shows_its_password() {
+        assert_eq!(Backend::of_url("sqlite:///var/lib/berth/berth.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of_url("postgres://berth@db/berth").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of_url("postgresql://berth@db/berth").unwrap(), Backend::Postgres);
+        let err = Backend::of_url("mysql://root:hunter2@db/berth").unwrap_err().to_string();
+        assert!(err.contains("sqlite://") && err.contains("postgres://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(redact_url("postgres://berth:s3cret@db:5432/berth"), "postgres://berth:***@db:5432/berth");
+        assert!(!redact_url("not a url s3cret").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_search_matches_only_itself() {
+        assert_eq!(like_containing("Shop"), "%shop%");
+        assert_eq!(like_containing("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}

@@ -445,11 +445,14 @@ CREATE INDEX audit_by_time ON audit_log (created_at);
 
 -- Log usage follows a deployment's lines: leaving with a deleted deployment, moving with
 -- a deployment moved to another environment.
+-- (A site's deletion removes its environments before its deployments: an environment
+-- already gone takes its total with it, so there is nothing to lower.)
 CREATE FUNCTION deployment_logs_leave_usage() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE log_usage
        SET bytes = GREATEST(0, bytes - (SELECT COALESCE(SUM(bytes), 0) FROM deployment_logs WHERE deployment_id = OLD.id))
-     WHERE environment_id = OLD.environment_id;
+     WHERE environment_id = OLD.environment_id
+       AND EXISTS (SELECT 1 FROM environments WHERE id = OLD.environment_id);
     RETURN OLD;
 END;
 $$;
