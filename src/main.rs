@@ -263,6 +263,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a whole installation into a new, empty database (SQLite to Postgres or back):
+    /// every table, ids kept, sealed secrets as they are (the target needs the same master
+    /// key); row counts verified. Stop the server first. Pass URLs holding a password
+    /// through BERTH_MIGRATE_FROM / BERTH_MIGRATE_TO rather than argv.
+    MigrateDb {
+        /// The database to copy: sqlite://DATA/berth.db or postgres://….
+        #[arg(long, env = "BERTH_MIGRATE_FROM", hide_env_values = true)]
+        from: String,
+        /// The new, empty database to copy into: postgres://… or sqlite://PATH.
+        #[arg(long, env = "BERTH_MIGRATE_TO", hide_env_values = true)]
+        to: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Speak MCP over stdio, relayed to the server at BERTH_URL.
     Mcp,
     /// Internal git repositories: list them, create one, get push credentials.
@@ -908,6 +923,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "backed up the database to {} ({} bytes)",
                     summary.path.display(),
                     summary.bytes
+                );
+            }
+            Ok(())
+        }
+        Command::MigrateDb { from, to, json } => {
+            let summary = berth::store::copy::migrate_db(&from, &to, |table, rows| {
+                eprintln!("copied {table}: {rows} rows");
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                for t in &summary.tables {
+                    println!("{:<32} {:>10}", t.table, t.rows);
+                }
+                println!(
+                    "copied {} rows in {} tables from {} to {}; row counts verified",
+                    summary.rows,
+                    summary.tables.len(),
+                    summary.from,
+                    summary.to
                 );
             }
             Ok(())
