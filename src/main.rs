@@ -250,12 +250,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write a consistent snapshot of the database to a new file (safe while the server
-    /// runs; run it on the server's machine as the user berth runs as).
+    /// Write a consistent snapshot of the SQLite database to a new file (safe while the
+    /// server runs; run it on the server's machine as the user berth runs as). A Postgres
+    /// database is backed up with pg_dump instead.
     Backup {
         /// The server's data dir.
         #[arg(long = "data", env = "BERTH_DATA", default_value = "data")]
         data_dir: PathBuf,
+        /// The server's database, if not SQLite in the data dir (a Postgres one is refused:
+        /// use pg_dump).
+        #[arg(long = "database-url", env = "BERTH_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
         /// The backup file to create.
         #[arg(long)]
         out: PathBuf,
@@ -914,8 +919,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => cli::config(c, provider.as_deref(), &assignments, &unset, test, json).await,
         Command::Cancel { deployment, json } => cli::cancel(c, &deployment, json).await,
-        Command::Backup { data_dir, out, json } => {
-            let summary = berth::backup::backup(&data_dir, &out).await?;
+        Command::Backup {
+            data_dir,
+            database_url,
+            out,
+            json,
+        } => {
+            let summary = berth::backup::backup(&data_dir, database_url.as_deref(), &out).await?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {

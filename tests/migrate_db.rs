@@ -109,6 +109,21 @@ async fn counts(url: &str) -> BTreeMap<String, i64> {
     counts
 }
 
+/// The rows triggers keep (sites per org, log bytes per environment), which a copy must
+/// carry over as they are rather than count again.
+async fn derived(url: &str) -> Vec<(String, i64)> {
+    let store = berth::store::Store::open(url).await.expect("open store");
+    let rows = sqlx::query_as(
+        "SELECT 'sites ' || org_id, sites FROM org_site_counts \
+         UNION ALL SELECT 'log ' || environment_id, bytes FROM log_usage ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    store.pool().close().await;
+    rows
+}
+
 async fn as_key(server: &TestServer, token: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
     let req = match method {
         "POST" => server.http.post(server.api(path)).json(&body),
@@ -219,6 +234,9 @@ async fn a_sqlite_installation_moves_to_postgres_and_serves_the_same() {
         );
     }
     assert_eq!(counts(&target.url()).await, source);
+    let kept = derived(&sqlite_url).await;
+    assert!(kept.iter().any(|(k, n)| k.starts_with("sites ") && *n == 1), "{kept:?}");
+    assert_eq!(derived(&target.url()).await, kept);
 
     // The same data dir (so the same master key) on the Postgres database.
     let pg_url = target.url();
@@ -310,4 +328,30 @@ async fn bad_pairs_of_urls_are_refused_without_showing_a_password() {
     assert!(!out.status.success());
     assert!(text(&out).contains("newer berth (migration 9999"), "{}", text(&out));
     assert!(counts(&target.url()).await.values().all(|n| *n == 0));
+}
+
+#[tokio::test]
+async fn berth_backup_refuses_a_postgres_database_and_names_pg_dump() {
+    let data = common::data_dir();
+    // A stale SQLite file from before a move must not be taken for the installation.
+    berth::store::Store::open(&format!("sqlite://{}/berth.db", s(data.path())))
+        .await
+        .unwrap()
+        .pool()
+        .close()
+        .await;
+    let out_file = data.path().join("backup.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["backup", "--data", s(data.path()), "--out", s(&out_file)])
+        .env(
+            "BERTH_DATABASE_URL",
+            format!("postgres://berth:{PASSWORD}@127.0.0.1:1/berth"),
+        )
+        .output()
+        .expect("run berth backup");
+    let printed = text(&out);
+    assert!(!out.status.success(), "{printed}");
+    assert!(printed.contains("pg_dump"), "{printed}");
+    assert!(!printed.contains(PASSWORD), "the password was printed: {printed}");
+    assert!(!out_file.exists());
 }
