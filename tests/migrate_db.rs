@@ -355,3 +355,34 @@ async fn berth_backup_refuses_a_postgres_database_and_names_pg_dump() {
     assert!(!printed.contains(PASSWORD), "the password was printed: {printed}");
     assert!(!out_file.exists());
 }
+
+#[tokio::test]
+async fn a_copy_that_fails_midway_leaves_the_target_empty() {
+    let dir = common::data_dir();
+    let sqlite_url = format!("sqlite://{}/berth.db", s(dir.path()));
+    let store = berth::store::Store::open(&sqlite_url).await.unwrap();
+    berth::store::insert_org(store.pool(), "org_1", "acme").await.unwrap();
+    // SQLite keeps what it is given: a key row whose time is text, which Postgres' BIGINT
+    // column cannot take. `orgs` is copied before `api_keys`.
+    berth::store::insert_api_key(store.pool(), "key_1", "org_1", "ci", "pfx", "hash", "admin")
+        .await
+        .unwrap();
+    sqlx::query("UPDATE api_keys SET created_at = 'yesterday'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.pool().close().await;
+
+    let target = Database::create("midway");
+    let out = migrate(&sqlite_url, &target.url());
+    let printed = text(&out);
+    assert!(!out.status.success(), "{printed}");
+    assert!(printed.contains("api_keys.created_at"), "{printed}");
+    assert!(
+        printed.contains("copied orgs: 1 rows"),
+        "orgs was written first: {printed}"
+    );
+    assert!(!printed.contains(PASSWORD), "the password was printed: {printed}");
+    let left = counts(&target.url()).await;
+    assert!(left.values().all(|n| *n == 0), "{left:?}");
+}
