@@ -12,6 +12,8 @@ use anyhow::Context;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
+use crate::store::{Backend, redact_url, sqlite_path};
+
 /// What a backup wrote.
 #[derive(Debug, serde::Serialize)]
 pub struct BackupSummary {
@@ -21,10 +23,22 @@ pub struct BackupSummary {
     pub bytes: u64,
 }
 
-/// Writes a snapshot of `data_dir`'s database to `out` (which must not exist), readable
-/// by its owner only. The file appears complete or not at all.
-pub async fn backup(data_dir: &Path, out: &Path) -> anyhow::Result<BackupSummary> {
-    let db = data_dir.join("berth.db");
+/// Writes a snapshot of the installation's SQLite database to `out` (which must not
+/// exist), readable by its owner only. The file appears complete or not at all. The
+/// database is the one `database_url` names (as `berth serve` reads it), else `data_dir`'s
+/// `berth.db`; a Postgres database is refused: `pg_dump` backs it up.
+pub async fn backup(data_dir: &Path, database_url: Option<&str>, out: &Path) -> anyhow::Result<BackupSummary> {
+    let db = match database_url {
+        None => data_dir.join("berth.db"),
+        Some(url) => match Backend::of_url(url)? {
+            Backend::Sqlite => sqlite_path(url),
+            Backend::Postgres => anyhow::bail!(
+                "berth backup snapshots SQLite only, and this installation's database is Postgres \
+                 ({}): back it up with pg_dump (see Databases in the README), with the master key",
+                redact_url(url)
+            ),
+        },
+    };
     if !db.is_file() {
         anyhow::bail!(
             "no database at {}; pass the server's data dir with --data (or BERTH_DATA)",

@@ -250,15 +250,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write a consistent snapshot of the database to a new file (safe while the server
-    /// runs; run it on the server's machine as the user berth runs as).
+    /// Write a consistent snapshot of the SQLite database to a new file (safe while the
+    /// server runs; run it on the server's machine as the user berth runs as). A Postgres
+    /// database is backed up with pg_dump instead.
     Backup {
         /// The server's data dir.
         #[arg(long = "data", env = "BERTH_DATA", default_value = "data")]
         data_dir: PathBuf,
+        /// The server's database, if not SQLite in the data dir (a Postgres one is refused:
+        /// use pg_dump).
+        #[arg(long = "database-url", env = "BERTH_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
         /// The backup file to create.
         #[arg(long)]
         out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a whole installation into a new, empty database (SQLite to Postgres or back):
+    /// every table, ids kept, sealed secrets as they are (the target needs the same master
+    /// key); row counts verified. Stop the server first. Pass URLs holding a password
+    /// through BERTH_MIGRATE_FROM / BERTH_MIGRATE_TO rather than argv.
+    MigrateDb {
+        /// The database to copy: sqlite://DATA/berth.db or postgres://….
+        #[arg(long, env = "BERTH_MIGRATE_FROM", hide_env_values = true)]
+        from: String,
+        /// The new, empty database to copy into: postgres://… or sqlite://PATH.
+        #[arg(long, env = "BERTH_MIGRATE_TO", hide_env_values = true)]
+        to: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -899,8 +919,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => cli::config(c, provider.as_deref(), &assignments, &unset, test, json).await,
         Command::Cancel { deployment, json } => cli::cancel(c, &deployment, json).await,
-        Command::Backup { data_dir, out, json } => {
-            let summary = berth::backup::backup(&data_dir, &out).await?;
+        Command::Backup {
+            data_dir,
+            database_url,
+            out,
+            json,
+        } => {
+            let summary = berth::backup::backup(&data_dir, database_url.as_deref(), &out).await?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
@@ -908,6 +933,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "backed up the database to {} ({} bytes)",
                     summary.path.display(),
                     summary.bytes
+                );
+            }
+            Ok(())
+        }
+        Command::MigrateDb { from, to, json } => {
+            let summary = berth::store::copy::migrate_db(&from, &to, |table, rows| {
+                eprintln!("copied {table}: {rows} rows");
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                for t in &summary.tables {
+                    println!("{:<32} {:>10}", t.table, t.rows);
+                }
+                println!(
+                    "copied {} rows in {} tables from {} to {}; row counts verified",
+                    summary.rows,
+                    summary.tables.len(),
+                    summary.from,
+                    summary.to
                 );
             }
             Ok(())

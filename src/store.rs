@@ -53,6 +53,20 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The file a `sqlite://PATH` (or `sqlite:PATH`) URL names, without its query.
+pub fn sqlite_path(url: &str) -> std::path::PathBuf {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    std::path::PathBuf::from(path.split('?').next().unwrap_or(path))
+}
+
+/// The migrations a backend owns, compiled into the binary.
+pub fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
+    match backend {
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+    }
+}
+
 /// A yes/no column, stored as 0 or 1 in an integer column on both engines (the Any
 /// driver decodes an integer column only into integers).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,11 +123,7 @@ impl Store {
     /// migrations.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         match Backend::of_url(url)? {
-            Backend::Sqlite => {
-                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
-                let path = path.split('?').next().unwrap_or(path);
-                Self::open_sqlite(Path::new(path)).await
-            }
+            Backend::Sqlite => Self::open_sqlite(&sqlite_path(url)).await,
             Backend::Postgres => Self::open_postgres(url).await,
         }
     }
@@ -137,7 +147,7 @@ impl Store {
             .connect(&format!("sqlite://{}?mode=rwc", path.display()))
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
-        sqlx::migrate!("./migrations/sqlite")
+        migrator(Backend::Sqlite)
             .run(&pool)
             .await
             .context("running database migrations")?;
@@ -157,7 +167,7 @@ impl Store {
             .connect(url)
             .await
             .with_context(|| format!("connecting to {}", redact_url(url)))?;
-        sqlx::migrate!("./migrations/postgres")
+        migrator(Backend::Postgres)
             .run(&pool)
             .await
             .context("running database migrations")?;
@@ -1967,6 +1977,9 @@ pub mod metrics;
 pub mod error_patterns;
 /// OAuth clients, grants, codes and tokens.
 pub mod oauth;
+
+/// Copying a whole installation from one database to another (`berth migrate-db`).
+pub mod copy;
 
 #[cfg(test)]
 mod tests {

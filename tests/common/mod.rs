@@ -77,7 +77,10 @@ impl TestServer {
                 cmd.env(k, v);
             }
         }
-        if let Some(url) = database_url(data.path()) {
+        // A database named in `env` wins over the suite's choice (migrate-db's tests).
+        if !env.iter().any(|(k, _)| *k == "BERTH_DATABASE_URL")
+            && let Some(url) = database_url(data.path())
+        {
             cmd.env("BERTH_DATABASE_URL", url);
         }
         let child = cmd.spawn().expect("spawn berth serve");
