@@ -58,9 +58,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # The second run: berth's integration tests, less those about the SQLite file itself
-# (its permissions and where it may live); the unit tests and the other crates' tests do
-# not touch the database.
-on_postgres='package(berth) & kind(test) & not binary(security_store)'
+# (its permissions and where it may live) and `migrate-db`'s (which moves SQLite to
+# Postgres in the first run already); the unit tests and the other crates' tests do not
+# touch the database.
+on_postgres='package(berth) & kind(test) & not binary(security_store) & not binary(migrate_db)'
 status=0
 cargo nextest run --workspace --locked --no-fail-fast || status=1
 BERTH_TEST_DATABASE=postgres cargo nextest run --workspace --locked --no-fail-fast -E "$on_postgres" || status=1

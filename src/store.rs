@@ -1987,13 +1987,24 @@ mod tests {
 
     #[test]
     fn a_database_url_names_its_engine_and_never_shows_its_password() {
-        assert_eq!(Backend::of_url("sqlite:///var/lib/berth/berth.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::of_url("sqlite:///var/lib/berth/berth.db").unwrap(),
+            Backend::Sqlite
+        );
         assert_eq!(Backend::of_url("postgres://berth@db/berth").unwrap(), Backend::Postgres);
-        assert_eq!(Backend::of_url("postgresql://berth@db/berth").unwrap(), Backend::Postgres);
-        let err = Backend::of_url("mysql://root:hunter2@db/berth").unwrap_err().to_string();
+        assert_eq!(
+            Backend::of_url("postgresql://berth@db/berth").unwrap(),
+            Backend::Postgres
+        );
+        let err = Backend::of_url("mysql://root:hunter2@db/berth")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sqlite://") && err.contains("postgres://"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
-        assert_eq!(redact_url("postgres://berth:s3cret@db:5432/berth"), "postgres://berth:***@db:5432/berth");
+        assert_eq!(
+            redact_url("postgres://berth:s3cret@db:5432/berth"),
+            "postgres://berth:***@db:5432/berth"
+        );
         assert!(!redact_url("not a url s3cret").contains("s3cret"));
     }
 
