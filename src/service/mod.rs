@@ -782,6 +782,11 @@ impl Service {
         upload: Option<UploadedSource>,
         overrides: Option<&BuildSettingsChange>,
     ) -> ServiceResult<DeploymentRow> {
+        if site.provider == crate::runtime::local::TARGET.name
+            && let Some(message) = crate::replicas::local_target_refusal(&mut **tx, &self.platform.replica_id).await?
+        {
+            return Err(ServiceError::conflict(message));
+        }
         let (build_settings, overrides) = Self::deployment_settings(site, overrides)?;
         let d = DeploymentRow {
             id: new_id("dpl"),
