@@ -77,7 +77,10 @@ impl TestServer {
                 cmd.env(k, v);
             }
         }
-        if let Some(url) = database_url(data.path()) {
+        // A BERTH_DATABASE_URL in `env` (another server's database: replicas) is kept.
+        if !env.iter().any(|(k, _)| *k == "BERTH_DATABASE_URL")
+            && let Some(url) = database_url(data.path())
+        {
             cmd.env("BERTH_DATABASE_URL", url);
         }
         let child = cmd.spawn().expect("spawn berth serve");
