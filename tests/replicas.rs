@@ -39,7 +39,7 @@ async fn a_job_another_process_holds_runs_only_once_its_lease_expires_and_then_o
     let lease_until = now_ms() + 8_000;
     sqlx::query(
         "INSERT INTO deployments (id, org_id, site_id, environment_id, status, source_kind, source, created_by, created_at, build_settings) \
-         SELECT 'dpl_held', org_id, site_id, environment_id, 'queued', source_kind, source, created_by, ?, build_settings FROM deployments LIMIT 1",
+         SELECT 'dpl_held', org_id, site_id, environment_id, 'queued', source_kind, source, created_by, $1, build_settings FROM deployments LIMIT 1",
     )
     .bind(now_ms())
     .execute(store.pool())
@@ -47,7 +47,7 @@ async fn a_job_another_process_holds_runs_only_once_its_lease_expires_and_then_o
     .unwrap();
     sqlx::query(
         "INSERT INTO jobs (org_id, kind, payload, status, attempts, max_attempts, run_at, lease_until, lease_owner, idempotency_key, fair_key, created_at, updated_at) \
-         SELECT org_id, 'deploy', '{\"deployment_id\":\"dpl_held\"}', 'running', 1, 3, ?, ?, 'another-replica', 'deploy:dpl_held', site_id, ?, ? \
+         SELECT org_id, 'deploy', '{\"deployment_id\":\"dpl_held\"}', 'running', 1, 3, $1, $2, 'another-replica', 'deploy:dpl_held', site_id, $3, $4 \
          FROM deployments WHERE id = 'dpl_held'",
     )
     .bind(now_ms())
