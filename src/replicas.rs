@@ -2,8 +2,11 @@
 //! [`HEARTBEAT`] into the `replicas` table while it runs and removes its row when it stops;
 //! a replica is live while its heartbeat is younger than [`LIVE_WITHIN`] (so one killed
 //! with `kill -9` stops counting after that long). The local target runs apps on its own
-//! machine only, so deploys to it are refused while more than one replica is live (see
-//! [`local_target_refusal`]).
+//! machine only, so on Postgres deploys to it are refused while more than one replica is
+//! live (see [`local_target_refusal`]); on SQLite the data-dir lock already keeps one server
+//! on the database. Refusing deploys rather than refusing to start: a replica that sees a
+//! killed one's heartbeat for a few seconds still starts, sites on shared targets keep
+//! deploying, and the error reaches the one who asked for the local deploy with its fix.
 
 use std::time::Duration;
 
