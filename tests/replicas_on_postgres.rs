@@ -273,7 +273,17 @@ async fn a_deploy_whose_replica_is_killed_mid_build_finishes_on_the_other() {
     );
     let log = b.deployment_log(&id, "build").await;
     assert!(log.contains(&format!("built image berth/orphan:{id}")), "{log}");
-    drop((data_a, cleanup));
+    // A was killed, so its database (which B used) goes here.
+    drop((b, data_a, cleanup));
+    drop_database_at(&url);
+}
+
+fn drop_database_at(url: &str) {
+    let base = std::env::var("BERTH_TEST_POSTGRES_URL").unwrap();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let _ = std::process::Command::new("psql")
+        .args([&base, "-q", "-c", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")])
+        .output();
 }
 
 #[tokio::test]
@@ -397,9 +407,5 @@ async fn a_commit_by_another_connection_wakes_the_event_bus_through_postgres() {
     stop.cancel();
     other.pool().close().await;
     store.pool().close().await;
-    let base = std::env::var("BERTH_TEST_POSTGRES_URL").unwrap();
-    let db = url.rsplit('/').next().unwrap().to_string();
-    let _ = std::process::Command::new("psql")
-        .args([&base, "-q", "-c", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")])
-        .output();
+    drop_database_at(&url);
 }
