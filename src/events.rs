@@ -2,8 +2,14 @@
 //! change (in its transaction) under an id that only grows, the cursor; readers (deploy
 //! and domain waits, MCP progress, the deployment status stream) follow it by cursor, so a
 //! change another process on the same database made reaches them as surely as this one's.
-//! SQLite tells no other process of a commit: readers poll, a few times a second, and an
-//! in-process notify wakes them at once for this process's own changes. Readers take at
+//! On Postgres a trigger notifies the `berth_events` channel when an insert into `events`
+//! commits, and [`EventBus::listen`] keeps a listening connection (reconnecting after a
+//! backoff of at most [`MAX_LISTEN_BACKOFF`]) that wakes this process's readers at once;
+//! polling stays as the fallback. SQLite tells no other process of a commit: readers poll,
+//! a few times a second, and an in-process notify wakes them at once for this process's own
+//! changes. [`follow_routes`] follows every event and wakes this process's reconciler on a
+//! change to what the edge routes, so a site another replica created, deployed, pointed or
+//! deleted reaches this replica's edge within a poll. Readers take at
 //! most [`READ_BATCH`] events at a time; events older than [`RETENTION_MS`], or beyond the
 //! newest [`MAX_EVENTS`], are pruned by whichever process holds the pruning lease, and
 //! so are finished jobs (done or failed) older than [`RETENTION_MS`], invitations
@@ -25,6 +31,8 @@ use crate::util::now_ms;
 
 /// How often a waiting reader looks for events written by other processes.
 pub const POLL: Duration = Duration::from_millis(250);
+/// The longest wait before the event listener tries its connection again.
+pub const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(10);
 /// The most events one read returns.
 pub const READ_BATCH: i64 = 100;
 /// How long events are kept.
@@ -66,6 +74,12 @@ impl EventBus {
         self.wake.notify_waiters();
     }
 
+    /// Resolves at this process's next wake of readers: an event this process committed,
+    /// or on Postgres one any process committed (or a reconnect of the listener).
+    pub fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
     /// The newest event's cursor (0 when there is none): a reader starting now follows
     /// from here.
     pub async fn cursor(&self) -> sqlx::Result<i64> {
@@ -75,11 +89,23 @@ impl EventBus {
     /// The events about `subject` after `after`, oldest first, at most [`READ_BATCH`]:
     /// waits up to `within` for the first one; empty when none came.
     pub async fn next(&self, subject: &str, after: i64, within: Duration) -> sqlx::Result<Vec<EventRow>> {
+        self.next_of(Some(subject), after, within).await
+    }
+
+    /// [`EventBus::next`] for the events about any subject.
+    pub async fn next_of_all(&self, after: i64, within: Duration) -> sqlx::Result<Vec<EventRow>> {
+        self.next_of(None, after, within).await
+    }
+
+    async fn next_of(&self, subject: Option<&str>, after: i64, within: Duration) -> sqlx::Result<Vec<EventRow>> {
         let deadline = Instant::now() + within;
         loop {
             // Registered before the read: a notify between the read and the wait is kept.
             let notified = self.wake.notified();
-            let events = store::events_after(self.store.pool(), subject, after, READ_BATCH).await?;
+            let events = match subject {
+                Some(subject) => store::events_after(self.store.pool(), subject, after, READ_BATCH).await?,
+                None => store::all_events_after(self.store.pool(), after, READ_BATCH).await?,
+            };
             let now = Instant::now();
             if !events.is_empty() || now >= deadline {
                 return Ok(events);
@@ -87,6 +113,102 @@ impl EventBus {
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep(POLL.min(deadline - now)) => {}
+            }
+        }
+    }
+}
+
+impl EventBus {
+    /// On Postgres, wakes this process's readers whenever any process commits an event,
+    /// until `stop`; returns at once on SQLite. A lost connection is opened again (each
+    /// failure doubles the wait, up to [`MAX_LISTEN_BACKOFF`]); readers are woken after
+    /// every reconnect too, since notifications sent meanwhile are lost, and poll anyway.
+    pub async fn listen(self, stop: CancellationToken) {
+        let mut backoff = POLL;
+        let mut listener = None;
+        loop {
+            if listener.is_none() {
+                match self.store.listen_for_events().await {
+                    Ok(None) => return,
+                    Ok(Some(l)) => {
+                        listener = Some(l);
+                        backoff = POLL;
+                        self.notify();
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, retry_ms = backoff.as_millis() as u64, "listening for events failed; readers poll meanwhile");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = stop.cancelled() => return,
+                        }
+                        backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
+                        continue;
+                    }
+                }
+            }
+            let Some(l) = listener.as_mut() else { continue };
+            tokio::select! {
+                received = l.try_recv() => match received {
+                    Ok(Some(_)) => self.notify(),
+                    // The connection dropped and was opened again.
+                    Ok(None) => self.notify(),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the event listener's connection failed; reconnecting");
+                        listener = None;
+                    }
+                },
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Whether an event of `kind` can change what the edge routes (which deployment a host
+/// serves, which hosts and domains exist, where a target's traffic goes).
+pub fn affects_routes(kind: &str) -> bool {
+    ["site.", "environment.", "domain.", "provider."]
+        .iter()
+        .any(|prefix| kind.starts_with(prefix))
+        || matches!(kind, "deployment.live" | "deployment.superseded" | "deployment.crashed")
+}
+
+/// Follows every event from now on until `stop` and wakes `reconcile` (this process's
+/// reconciler) after each batch with a change to routes in it, whichever process wrote it:
+/// every replica's edge routes every site.
+pub async fn follow_routes(bus: EventBus, reconcile: Arc<Notify>, stop: CancellationToken) {
+    let mut cursor = loop {
+        match bus.cursor().await {
+            Ok(c) => break c,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the event cursor failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    loop {
+        let batch = tokio::select! {
+            b = bus.next_of_all(cursor, Duration::from_secs(30)) => b,
+            _ = stop.cancelled() => return,
+        };
+        match batch {
+            Ok(events) => {
+                if let Some(last) = events.last() {
+                    cursor = last.id;
+                }
+                if let Some(change) = events.iter().find(|e| affects_routes(&e.kind)) {
+                    tracing::debug!(event.kind = %change.kind, event.subject = %change.subject, "a route change on the database: waking the reconciler");
+                    reconcile.notify_one();
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "following events failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = stop.cancelled() => return,
+                }
             }
         }
     }

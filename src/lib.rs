@@ -34,6 +34,7 @@ pub mod otlp;
 pub mod patterns;
 pub mod platform;
 pub mod prometheus;
+pub mod replicas;
 pub mod runtime;
 pub mod server;
 pub mod service;

@@ -138,6 +138,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     // Only our own: jobs another process on this database holds are taken over when
     // their leases expire, never at start.
     let orphaned = platform.jobs.requeue_own().await?;
+    // Counted among the replicas on this database before the API answers.
+    crate::replicas::announce(&store, &replica_id).await?;
     if orphaned > 0 {
         tracing::info!(jobs = orphaned, "requeued jobs interrupted by the previous run");
     }
@@ -186,6 +188,19 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         platform
             .jobs
             .singleton(crate::events::PRUNE_LEASE, crate::events::prune_lease()),
+        stop.child_token(),
+    ));
+    // Other processes' events wake this one's readers (Postgres), and route changes
+    // any replica made wake this one's reconciler.
+    let listener = tokio::spawn(platform.events.clone().listen(stop.child_token()));
+    let routes = tokio::spawn(crate::events::follow_routes(
+        platform.events.clone(),
+        platform.reconcile_wake.clone(),
+        stop.child_token(),
+    ));
+    let heartbeat = tokio::spawn(crate::replicas::run_heartbeat(
+        store.clone(),
+        replica_id.clone(),
         stop.child_token(),
     ));
     let metrics = tokio::spawn(crate::service::metrics::run(
@@ -265,7 +280,17 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         let _ = tokio::join!(api, edge_task, edge_tls_task);
     })
     .await;
-    let _ = tokio::join!(workers, reconciler, autoscaler, certificates, metrics, events);
+    let _ = tokio::join!(
+        workers,
+        reconciler,
+        autoscaler,
+        certificates,
+        metrics,
+        events,
+        listener,
+        routes,
+        heartbeat
+    );
     // The deploys' traces are all queued now: send them before the runtime ends.
     crate::otlp::shutdown(crate::otlp::SHUTDOWN_FLUSH).await;
     runtime.stop_all().await;

@@ -108,7 +108,12 @@ impl<'r> sqlx::Decode<'r, sqlx::Any> for Flag {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Postgres: the URL, for the connection that listens for event notifications.
+    listen_url: Option<std::sync::Arc<str>>,
 }
+
+/// The Postgres channel a committed insert into `events` notifies (migration 0003).
+pub const EVENTS_CHANNEL: &str = "berth_events";
 
 /// An open transaction.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -154,6 +159,7 @@ impl Store {
         Ok(Self {
             pool,
             backend: Backend::Sqlite,
+            listen_url: None,
         })
     }
 
@@ -174,12 +180,25 @@ impl Store {
         Ok(Self {
             pool,
             backend: Backend::Postgres,
+            listen_url: Some(url.into()),
         })
     }
 
     /// The engine this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// On Postgres, a connection listening on [`EVENTS_CHANNEL`] (it reconnects by itself
+    /// when its connection drops); `None` on SQLite, which tells no other process of a
+    /// commit.
+    pub async fn listen_for_events(&self) -> sqlx::Result<Option<sqlx::postgres::PgListener>> {
+        let Some(url) = &self.listen_url else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        Ok(Some(listener))
     }
 
     /// The pool, for single statements.
@@ -1302,6 +1321,50 @@ pub async fn events_after(
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+/// Events about any subject after the cursor `after`, oldest first, at most `limit`.
+pub async fn all_events_after(db: impl AnyExecutor<'_>, after: i64, limit: i64) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as("SELECT id, org_id, kind, subject, data, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2")
+        .bind(after)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+// ---------------------------------------------------------------- replicas
+
+/// Records that replica `id` is alive now (first beat: since now).
+pub async fn beat_replica(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(now)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// The replicas whose heartbeat is newer than `since` (ms), by id.
+pub async fn live_replicas(db: impl AnyExecutor<'_>, since: i64) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT id FROM replicas WHERE heartbeat_at > $1 ORDER BY id")
+        .bind(since)
+        .fetch_all(db)
+        .await
+}
+
+/// Forgets replica `id` (it stopped) and every replica silent since before `stale_before`.
+pub async fn remove_replica(db: impl AnyExecutor<'_>, id: &str, stale_before: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM replicas WHERE id = $1 OR heartbeat_at < $2")
+        .bind(id)
+        .bind(stale_before)
+        .execute(db)
+        .await
+        .map(drop)
 }
 
 /// Deletes events older than `before` (ms) and all but the newest `keep`; returns how

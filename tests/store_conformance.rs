@@ -222,3 +222,60 @@ async fn store_conformance_site_search_matches_substrings_literally() {
     store::git::set_site_previews(store.pool(), "s1", true).await.unwrap();
     assert!(store::git::site_previews(store.pool(), "s1").await.unwrap());
 }
+
+/// Replica heartbeats: a beat records (or renews) a replica, `live_replicas` counts only
+/// recent ones, and a stopping replica removes itself and the long silent; the local
+/// target's refusal names the fix only while another replica is live.
+#[tokio::test]
+async fn store_conformance_replica_heartbeats_count_only_live_replicas() {
+    let (_data, store) = fresh().await;
+    store::beat_replica(store.pool(), "a").await.unwrap();
+    store::beat_replica(store.pool(), "b").await.unwrap();
+    store::beat_replica(store.pool(), "a").await.unwrap();
+    assert_eq!(store::live_replicas(store.pool(), 0).await.unwrap(), ["a", "b"]);
+    let refusal = berth::replicas::local_target_refusal(store.pool(), "a").await.unwrap();
+    assert!(refusal.is_some_and(|m| m.contains("docker") && m.contains("kubernetes")));
+    // "b" went silent long ago (killed): no longer live, and cleared by "a"'s stop.
+    sqlx::query("UPDATE replicas SET heartbeat_at = 1 WHERE id = 'b'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(store::live_replicas(store.pool(), 1_000).await.unwrap(), ["a"]);
+    assert!(
+        berth::replicas::local_target_refusal(store.pool(), "a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store::remove_replica(store.pool(), "a", 1_000).await.unwrap();
+    assert!(store::live_replicas(store.pool(), 0).await.unwrap().is_empty());
+}
+
+/// The all-subjects read follows the cursor across subjects, oldest first, a page at a time.
+#[tokio::test]
+async fn store_conformance_all_events_after_reads_every_subject_by_cursor() {
+    let (_data, store) = fresh().await;
+    let data = serde_json::json!({});
+    let mut ids = Vec::new();
+    for subject in ["s1", "s2", "s1", "s3"] {
+        ids.push(
+            store::insert_event(store.pool(), "org", "site.created", subject, &data)
+                .await
+                .unwrap(),
+        );
+    }
+    let first: Vec<i64> = store::all_events_after(store.pool(), 0, 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(first, ids[..3]);
+    let rest: Vec<String> = store::all_events_after(store.pool(), ids[2], 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.subject)
+        .collect();
+    assert_eq!(rest, ["s3"]);
+}

@@ -76,6 +76,8 @@ pub struct Platform {
     pub reconcile_lock: tokio::sync::Mutex<()>,
     /// The event bus (the `events` table, read by cursor), for waiters and streams.
     pub events: crate::events::EventBus,
+    /// This server's id among the replicas on its database (its data dir's id).
+    pub replica_id: String,
     /// Seals and opens env var values.
     pub secrets: SecretBox,
     /// The git server's state: hook grants, verified push tokens, listener address.
@@ -124,6 +126,7 @@ impl Platform {
             edge_tls_port,
             jobs: JobQueue::new(store.clone(), replica_id),
             events: crate::events::EventBus::new(store.clone()),
+            replica_id: replica_id.to_string(),
             store,
             sandbox,
             isolation,

@@ -782,6 +782,14 @@ impl Service {
         upload: Option<UploadedSource>,
         overrides: Option<&BuildSettingsChange>,
     ) -> ServiceResult<DeploymentRow> {
+        // On SQLite the data-dir lock keeps one server on the database (a restored
+        // snapshot's heartbeats name no live server); on Postgres replicas may share it.
+        if site.provider == crate::runtime::local::TARGET.name
+            && self.platform.store.backend() == store::Backend::Postgres
+            && let Some(message) = crate::replicas::local_target_refusal(&mut **tx, &self.platform.replica_id).await?
+        {
+            return Err(ServiceError::conflict(message));
+        }
         let (build_settings, overrides) = Self::deployment_settings(site, overrides)?;
         let d = DeploymentRow {
             id: new_id("dpl"),

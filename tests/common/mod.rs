@@ -77,7 +77,8 @@ impl TestServer {
                 cmd.env(k, v);
             }
         }
-        // A database named in `env` wins over the suite's choice (migrate-db's tests).
+        // A database named in `env` wins over the suite's choice (migrate-db's tests, two
+        // replicas on one database).
         if !env.iter().any(|(k, _)| *k == "BERTH_DATABASE_URL")
             && let Some(url) = database_url(data.path())
         {

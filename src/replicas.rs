@@ -1,0 +1,58 @@
+//! The `berth serve` processes on one database. Each writes a heartbeat every
+//! [`HEARTBEAT`] into the `replicas` table while it runs and removes its row when it stops;
+//! a replica is live while its heartbeat is younger than [`LIVE_WITHIN`] (so one killed
+//! with `kill -9` stops counting after that long). The local target runs apps on its own
+//! machine only, so on Postgres deploys to it are refused while more than one replica is
+//! live (see [`local_target_refusal`]); on SQLite the data-dir lock already keeps one server
+//! on the database. Refusing deploys rather than refusing to start: a replica that sees a
+//! killed one's heartbeat for a few seconds still starts, sites on shared targets keep
+//! deploying, and the error reaches the one who asked for the local deploy with its fix.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{self, Store};
+use crate::util::now_ms;
+
+/// How often a replica writes its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a replica counts as live after its last heartbeat.
+pub const LIVE_WITHIN: Duration = Duration::from_secs(20);
+
+/// Writes this replica's heartbeat once (call before serving, so others count it at once).
+pub async fn announce(store: &Store, id: &str) -> sqlx::Result<()> {
+    store::beat_replica(store.pool(), id).await
+}
+
+/// Writes this replica's heartbeat every [`HEARTBEAT`] until `stop`, then removes its row
+/// (and those of replicas long silent).
+pub async fn run_heartbeat(store: Store, id: String, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = stop.cancelled() => break,
+        }
+        if let Err(err) = store::beat_replica(store.pool(), &id).await {
+            tracing::warn!(error = %err, "writing the replica heartbeat failed");
+        }
+    }
+    let stale = now_ms() - 10 * LIVE_WITHIN.as_millis() as i64;
+    if let Err(err) = store::remove_replica(store.pool(), &id, stale).await {
+        tracing::warn!(error = %err, "removing this replica's heartbeat failed");
+    }
+}
+
+/// Why a deploy to the local target must be refused now: `Some(message)` while other
+/// replicas than `me` are live on this database.
+pub async fn local_target_refusal(db: impl sqlx::AnyExecutor<'_>, me: &str) -> sqlx::Result<Option<String>> {
+    let since = now_ms() - LIVE_WITHIN.as_millis() as i64;
+    let live = store::live_replicas(db, since).await?;
+    let others = live.iter().filter(|id| id.as_str() != me).count();
+    Ok((others > 0).then(|| {
+        format!(
+            "the local target runs apps on the machine of the berth server that deploys them, and {} berth servers share this database, so the others could not serve them; deploy to a target every server reaches instead (docker on an engine they share, or kubernetes): create the site with \"provider\": \"docker\" or change it with HOSTING_UPDATE_SITE {{\"provider\": \"docker\"}}, or run a single server",
+            others + 1
+        )
+    }))
+}

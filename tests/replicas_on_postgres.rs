@@ -1,0 +1,411 @@
+//! Several `berth serve` replicas on one Postgres database (run with
+//! `BERTH_TEST_DATABASE=postgres`; on SQLite these tests panic, they mean nothing there):
+//! two real servers with their own data dirs, the same database and master key, apps on a
+//! shared Docker Engine. A site deployed through one is served by the other's edge, a
+//! `wait` on one returns when the other's deploy goes live, a deploy whose replica is
+//! killed mid-build finishes on the other, deploys spread over both are each built once,
+//! and the local target (apps on one machine) refuses deploys while both are live.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The master key both replicas share (sealed secrets open on either).
+const MASTER_KEY: &str = "5eb9c0a1d2e3f40516273849aabbccddeeff00112233445566778899aabbccdd";
+
+fn require_postgres() {
+    assert!(
+        on_postgres(),
+        "tests/replicas_on_postgres.rs runs only on Postgres: set BERTH_TEST_DATABASE=postgres and BERTH_TEST_POSTGRES_URL (scripts/postgres-test-env.sh prints it)"
+    );
+}
+
+/// Replica A on its own new database (docker on a shared engine when `docker`).
+async fn first(docker: bool) -> (TestServer, String) {
+    require_postgres();
+    if docker {
+        prepare_engine();
+    }
+    let a = TestServer::start_with(&[("BERTH_MASTER_KEY", MASTER_KEY)]).await;
+    let url = database_url(a.data.path()).expect("on Postgres");
+    if docker {
+        let (status, out) = a
+            .patch(
+                "/api/config/docker",
+                &json!({"config": {
+                    "default": true,
+                    "base_images": {"node": "berth-test/node:20", "procfile": "berth-test/busybox:1"},
+                    "memory_mb": 256,
+                }}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+    }
+    (a, url)
+}
+
+/// Another replica on `url`'s database; its log includes the route follower's wakes.
+async fn replica(url: &str) -> TestServer {
+    TestServer::start_with(&[
+        ("BERTH_MASTER_KEY", MASTER_KEY),
+        ("BERTH_DATABASE_URL", url),
+        ("BERTH_LOG", "info,sqlx=warn,berth::events=debug"),
+    ])
+    .await
+}
+
+fn owner(server: &TestServer) -> String {
+    std::fs::read_to_string(server.data.path().join("docker-owner"))
+        .expect("the server wrote its docker owner id")
+        .trim()
+        .to_string()
+}
+
+/// Removes the containers, networks and images the replicas made.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for owner in &self.0 {
+            let filter = format!("label=berth.owner={owner}");
+            for (list, remove) in [
+                (vec!["ps", "-aq", "--filter", &filter], vec!["rm", "-f"]),
+                (vec!["network", "ls", "-q", "--filter", &filter], vec!["network", "rm"]),
+                (vec!["images", "-q", "--filter", &filter], vec!["rmi", "-f"]),
+            ] {
+                let ids = docker(&list);
+                let mut ids: Vec<&str> = ids.split_whitespace().collect();
+                ids.sort_unstable();
+                ids.dedup();
+                if !ids.is_empty() {
+                    let mut args = remove.clone();
+                    args.extend(ids);
+                    let _ = std::process::Command::new("docker").args(&args).output();
+                }
+            }
+        }
+    }
+}
+
+/// A site with its own Dockerfile: busybox's httpd serving `text`, after `build_secs` of
+/// building.
+fn dockerfile_app(text: &str, build_secs: u32) -> tempfile::TempDir {
+    let slow = if build_secs > 0 {
+        format!("RUN sleep {build_secs}\n")
+    } else {
+        String::new()
+    };
+    app(&[
+        (
+            "Dockerfile",
+            &format!(
+                "FROM berth-test/busybox:1\n{slow}COPY index.html /www/index.html\nUSER 65534:65534\nCMD [\"/bin/sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+            ),
+        ),
+        ("index.html", text),
+    ])
+}
+
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_site_deployed_through_one_replica_is_served_and_unrouted_by_the_others_edge() {
+    let (a, url) = first(true).await;
+    let b = replica(&url).await;
+    let _cleanup = Cleanup(vec![owner(&a), owner(&b)]);
+    let site = dockerfile_app("served by every replica", 0);
+    let (status, out) = a
+        .post(
+            "/api/sites",
+            &json!({"name": "shared", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", a.log());
+    let live = Instant::now();
+    eventually("B's edge serves the site A deployed", 30, async || {
+        b.edge("shared.localhost", "/").await == (200, "served by every replica".to_string())
+    })
+    .await;
+    println!(
+        "B's edge served A's new deployment {} ms after it went live (B starts its own instance)",
+        live.elapsed().as_millis()
+    );
+
+    // Route changes made through A reach B's edge by the event bus: a custom domain
+    // added (B's edge then answers for it, unverified, instead of "unknown host")…
+    let unknown = b.edge("shop.example.test", "/").await;
+    assert!(unknown.1.contains("No site is deployed"), "{unknown:?}");
+    let asked = Instant::now();
+    let (status, out) = a
+        .post("/api/sites/shared/domains", &json!({"domain": "shop.example.test"}))
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let added = Instant::now();
+    eventually("B's edge routes the domain added on A", 30, async || {
+        b.edge("shop.example.test", "/")
+            .await
+            .1
+            .contains("is attached to a site here")
+    })
+    .await;
+    println!(
+        "route change (domain added on A) reached B's edge {} ms after A answered ({} ms after the request)",
+        added.elapsed().as_millis(),
+        asked.elapsed().as_millis()
+    );
+    // …and the site deleted.
+    let (status, out) = a.delete("/api/sites/shared").await;
+    assert_eq!(status, 200, "{out}");
+    let deleted = Instant::now();
+    eventually("B's edge stops routing the deleted site", 30, async || {
+        b.edge("shared.localhost", "/").await.0 == 404
+    })
+    .await;
+    println!(
+        "route change (site deleted on A) reached B's edge in {} ms",
+        deleted.elapsed().as_millis()
+    );
+    let log = b.log();
+    assert!(
+        log.contains("a route change on the database: waking the reconciler") && log.contains("domain.added"),
+        "B's reconciler was woken by A's events: {log}"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_on_one_replica_returns_when_the_others_deploy_goes_live() {
+    let (a, url) = first(true).await;
+    let b = replica(&url).await;
+    let _cleanup = Cleanup(vec![owner(&a), owner(&b)]);
+    let site = dockerfile_app("waited for", 3);
+    let (status, out) = a
+        .post(
+            "/api/sites",
+            &json!({"name": "waited", "repo": s(site.path()), "idempotency_key": "create-waited"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let id = out["deployment"]["id"].as_str().expect("a deployment").to_string();
+    // The same call through B (same idempotency key): B answers with A's deployment and
+    // waits for it.
+    let (status, waited) = b
+        .post(
+            "/api/sites",
+            &json!({"name": "waited", "repo": s(site.path()), "idempotency_key": "create-waited", "wait": true, "timeout_seconds": 60}),
+        )
+        .await;
+    assert_eq!(status, 201, "{waited}");
+    assert_eq!(waited["deployment"]["id"], id, "{waited}");
+    assert_eq!(
+        waited["deployment"]["status"],
+        "live",
+        "{waited}\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+}
+
+/// The deploy jobs of the database: (deployment, status, attempts, lease owner).
+async fn deploy_jobs(url: &str) -> Vec<(String, String, i64, Option<String>)> {
+    let store = berth::store::Store::open(url).await.expect("open the shared database");
+    let rows: Vec<(String, String, i64, Option<String>)> =
+        sqlx::query_as("SELECT payload, status, attempts, lease_owner FROM jobs WHERE kind = 'deploy' ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    store.pool().close().await;
+    rows.into_iter()
+        .map(|(payload, status, attempts, owner)| {
+            let payload: Value = serde_json::from_str(&payload).unwrap();
+            (
+                payload["deployment_id"].as_str().unwrap_or_default().to_string(),
+                status,
+                attempts,
+                owner,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deploy_whose_replica_is_killed_mid_build_finishes_on_the_other() {
+    let (a, url) = first(true).await;
+    let b = replica(&url).await;
+    let cleanup = Cleanup(vec![owner(&a), owner(&b)]);
+    // B takes no part until A holds the job: B's workers stop claiming while B is paused.
+    let site = dockerfile_app("finished elsewhere", 6);
+    let b_pid = b.pid().to_string();
+    sh(&format!("kill -STOP {b_pid}"));
+    let (status, out) = a
+        .post("/api/sites", &json!({"name": "orphan", "repo": s(site.path())}))
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let id = out["deployment"]["id"].as_str().expect("a deployment").to_string();
+    eventually("A builds the image", 30, async || {
+        a.deployment_log(&id, "build").await.contains("RUN sleep 6")
+    })
+    .await;
+    let data_a = a.kill9();
+    sh(&format!("kill -CONT {b_pid}"));
+    let done = b.wait_deployment(&id).await;
+    assert_eq!(done["status"], "live", "{done}\n{}", b.log());
+    assert_eq!(
+        b.edge("orphan.localhost", "/").await,
+        (200, "finished elsewhere".to_string())
+    );
+    let jobs = deploy_jobs(&url).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let (_, status, attempts, _) = &jobs[0];
+    assert_eq!(
+        (status.as_str(), *attempts),
+        ("done", 2),
+        "A's attempt and B's: {jobs:?}"
+    );
+    let log = b.deployment_log(&id, "build").await;
+    assert!(log.contains(&format!("built image berth/orphan:{id}")), "{log}");
+    // A was killed, so its database (which B used) goes here.
+    drop((b, data_a, cleanup));
+    drop_database_at(&url);
+}
+
+fn drop_database_at(url: &str) {
+    let base = std::env::var("BERTH_TEST_POSTGRES_URL").unwrap();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let _ = std::process::Command::new("psql")
+        .args([&base, "-q", "-c", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")])
+        .output();
+}
+
+#[tokio::test]
+async fn deploys_spread_over_both_replicas_are_each_built_once() {
+    let (a, url) = first(true).await;
+    let b = replica(&url).await;
+    let _cleanup = Cleanup(vec![owner(&a), owner(&b)]);
+    let sites = ["one", "two", "three", "four"];
+    let apps: Vec<_> = sites.iter().map(|name| dockerfile_app(name, 0)).collect();
+    let mut ids = Vec::new();
+    for (n, (name, dir)) in sites.iter().zip(&apps).enumerate() {
+        let via = if n % 2 == 0 { &a } else { &b };
+        let (status, out) = via
+            .post("/api/sites", &json!({"name": name, "repo": s(dir.path())}))
+            .await;
+        assert_eq!(status, 201, "{out}");
+        ids.push(out["deployment"]["id"].as_str().unwrap().to_string());
+    }
+    // A second deploy of each site, through the other replica.
+    for (n, name) in sites.iter().enumerate() {
+        let via = if n % 2 == 0 { &b } else { &a };
+        let (status, out) = via.post(&format!("/api/sites/{name}/deploy"), &json!({})).await;
+        assert!(status == 200 || status == 201 || status == 202, "{status} {out}");
+        ids.push(
+            out["id"]
+                .as_str()
+                .or(out["deployment"]["id"].as_str())
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for id in &ids {
+        let done = a.wait_deployment(id).await;
+        assert!(
+            matches!(done["status"].as_str(), Some("live" | "superseded")),
+            "{done}\n{}\n{}",
+            a.log(),
+            b.log()
+        );
+    }
+    let jobs = deploy_jobs(&url).await;
+    assert_eq!(jobs.len(), ids.len(), "one job per deployment: {jobs:?}");
+    for (deployment, status, attempts, _) in &jobs {
+        assert_eq!(
+            (status.as_str(), *attempts),
+            ("done", 1),
+            "{deployment} ran once: {jobs:?}"
+        );
+        let log = a.deployment_log(deployment, "build").await;
+        assert!(
+            log.matches("built image").count() <= 1,
+            "{deployment} built once: {log}"
+        );
+    }
+    // Each replica logs every job it starts: one start per deploy over both.
+    let starts = |log: String| {
+        log.lines()
+            .filter(|l| l.contains("job started") && l.contains("deploy"))
+            .count()
+    };
+    let (on_a, on_b) = (starts(a.log()), starts(b.log()));
+    println!("of {} deploys, A ran {on_a}, B ran {on_b}", ids.len());
+    assert_eq!(on_a + on_b, ids.len(), "each deploy job started once");
+}
+
+#[tokio::test]
+async fn the_local_target_refuses_deploys_while_another_replica_is_live() {
+    let (a, url) = first(false).await;
+    let b = replica(&url).await;
+    let site = app(&[("index.html", "local only")]);
+    let (status, out) = a
+        .post(
+            "/api/sites",
+            &json!({"name": "here", "repo": s(site.path()), "provider": "local"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{out}");
+    let message = out.to_string();
+    assert!(
+        message.contains("local target") && message.contains("docker") && message.contains("kubernetes"),
+        "{message}"
+    );
+    // Refused means nothing was made.
+    let (status, _) = a.get("/api/sites/here").await;
+    assert_eq!(status, 404);
+
+    // One replica again (B stopped and removed its heartbeat): the local target deploys.
+    drop(b.stop());
+    let (status, out) = a
+        .post(
+            "/api/sites",
+            &json!({"name": "here", "repo": s(site.path()), "provider": "local", "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+}
+
+#[tokio::test]
+async fn a_commit_by_another_connection_wakes_the_event_bus_through_postgres() {
+    require_postgres();
+    let data = data_dir();
+    let url = database_url(data.path()).expect("on Postgres");
+    let store = berth::store::Store::open(&url).await.unwrap();
+    let bus = berth::events::EventBus::new(store.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    // The listener wakes readers once connected; from then on only commits wake them.
+    let connected = bus.woken();
+    tokio::spawn(bus.clone().listen(stop.clone()));
+    tokio::time::timeout(Duration::from_secs(30), connected)
+        .await
+        .expect("the listener connected");
+    let woken = bus.woken();
+    let other = berth::store::Store::open(&url).await.unwrap();
+    berth::store::insert_event(other.pool(), "org", "deployment.live", "dpl_x", &json!({}))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), woken)
+        .await
+        .expect("another connection's commit woke this process's readers");
+    stop.cancel();
+    other.pool().close().await;
+    store.pool().close().await;
+    drop_database_at(&url);
+}
