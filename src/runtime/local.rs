@@ -44,6 +44,7 @@ pub const TARGET: Registration = Registration {
         custom_domains: true,
         build: BuildKind::SandboxSteps,
     },
+    on_its_server: true,
     settings: &[],
     check_settings: |_| Ok(()),
     make: |parts| {

@@ -103,6 +103,9 @@ pub struct Registration {
     pub summary: &'static str,
     /// What it can do.
     pub capabilities: Capabilities,
+    /// It runs apps on the machine of the server that deploys them: several replicas on
+    /// one database cannot share its apps.
+    pub on_its_server: bool,
     /// The settings it accepts (`HOSTING_SET_CONFIG`); anything else is refused.
     pub settings: &'static [ConfigKey],
     /// Checks an org's whole settings of it (after an update is merged in); the message

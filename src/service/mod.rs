@@ -784,7 +784,7 @@ impl Service {
     ) -> ServiceResult<DeploymentRow> {
         // On SQLite the data-dir lock keeps one server on the database (a restored
         // snapshot's heartbeats name no live server); on Postgres replicas may share it.
-        if site.provider == crate::runtime::local::TARGET.name
+        if crate::runtime::target::find(&site.provider).is_some_and(|t| t.on_its_server)
             && self.platform.store.backend() == store::Backend::Postgres
             && let Some(message) = crate::replicas::local_target_refusal(&mut **tx, &self.platform.replica_id).await?
         {

@@ -57,6 +57,7 @@ pub const TARGET: Registration = Registration {
         custom_domains: true,
         build: BuildKind::Image,
     },
+    on_its_server: false,
     settings: &[
         ConfigKey {
             name: "api_url",
