@@ -172,22 +172,16 @@ impl Client {
     /// Server-side apply of `object` with field manager `berth` (taking over fields
     /// another manager set); returns the object as stored.
     pub async fn apply(&self, object: &Value) -> Result<Value, ApiError> {
-        let path = object_path(object).ok_or_else(|| ApiError::Unreadable {
-            what: "apply".into(),
-            reason: format!("berth does not know where {} objects live", object["kind"]),
-        })?;
-        let body = serde_json::to_vec(object).expect("a JSON value serialises");
-        self.call(
-            reqwest::Method::PATCH,
-            &format!("{path}?fieldManager=berth&force=true"),
-            Some(("application/apply-patch+yaml", body)),
-        )
-        .await
+        self.server_side_apply(object, "").await
     }
 
     /// Server-side dry run of applying `object` (`dryRun=All`): the object as the server
     /// would store it; nothing is stored.
     pub async fn apply_dry_run(&self, object: &Value) -> Result<Value, ApiError> {
+        self.server_side_apply(object, "&dryRun=All").await
+    }
+
+    async fn server_side_apply(&self, object: &Value, query: &str) -> Result<Value, ApiError> {
         let path = object_path(object).ok_or_else(|| ApiError::Unreadable {
             what: "apply".into(),
             reason: format!("berth does not know where {} objects live", object["kind"]),
@@ -195,7 +189,7 @@ impl Client {
         let body = serde_json::to_vec(object).expect("a JSON value serialises");
         self.call(
             reqwest::Method::PATCH,
-            &format!("{path}?fieldManager=berth&force=true&dryRun=All"),
+            &format!("{path}?fieldManager=berth&force=true{query}"),
             Some(("application/apply-patch+yaml", body)),
         )
         .await
