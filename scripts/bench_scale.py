@@ -10,14 +10,19 @@ With every site in place it measures:
   * `GET /api/sites?limit=50`: the first page and a deep page (reached by following
     `next_cursor` to the middle of the list), p50/p99 and response size;
   * `GET /api/sites/{site}` of random sites, p50/p99;
+  * `GET /api/sites/{site}/deployments?limit=50` and `GET /api/deployments/{id}` of random
+    sites/deployments, after D deployments per site (default 10: 100,000 with 10,000 sites)
+    are written straight into the database (failed ones, the shape the API lists);
   * MCP `HOSTING_LIST_SITES` (default page) latency and response size;
   * berth's resident memory (VmRSS) before and after a burst of the largest pages.
 Prints a Markdown table for BENCHMARKS.md. Every request has a timeout and every loop a
-bound. Usage: scripts/bench_scale.py [--sites 10000] [--binary PATH]
+bound. On SQLite by default; `--postgres URL` runs it on a fresh database of that Postgres
+server (e.g. scripts/postgres-test-env.sh's), dropped afterwards.
+Usage: scripts/bench_scale.py [--sites 10000] [--deployments-per-site 10] [--postgres URL] [--binary PATH]
 """
 import argparse, http.client, json, os, random, statistics, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
-from benchlib import KEY, Berth, tarball
+from benchlib import KEY, Berth, PostgresDatabase, tarball
 
 WINDOW = 100
 TIMEOUT = 60
@@ -137,6 +142,9 @@ def main():
     ap.add_argument("--sites", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=8, help="concurrent creations while filling")
     ap.add_argument("--runs", type=int, default=200, help="samples per read measurement")
+    ap.add_argument("--deployments-per-site", type=int, default=10,
+                    help="deployments written into the database for every site (10,000 sites x 10 = 100,000)")
+    ap.add_argument("--postgres", help="a Postgres server URL: run on a fresh database there instead of SQLite")
     ap.add_argument("--deployed", type=int, default=100,
                     help="sites (the first by name) given a live static deployment, so pages carry one")
     target = os.environ.get("CARGO_TARGET_DIR", "target")
@@ -145,7 +153,8 @@ def main():
     n = max(args.sites, 2 * WINDOW)
     if not os.path.exists(args.binary):
         subprocess.run(["cargo", "build", "--release"], check=True)
-    b = Berth(args.binary)
+    database = PostgresDatabase(args.postgres, "berth_bench_scale") if args.postgres else None
+    b = Berth(args.binary, args=["--keep-deployments", "1000"], database_url=database.url if database else None)
     pid = b.proc.pid
     rows = []
     try:
@@ -173,6 +182,27 @@ def main():
                                              headers={"Content-Type": "application/gzip"})
             if status != 202 or json.loads(out)["deployment"]["status"] != "live":
                 sys.exit(f"deploying s{i:05d}: {status} {out[:300]!r}")
+        # Deployments: D per site, straight into the database (one statement, the same SQL
+        # on both engines), as a long-lived installation accumulates them.
+        per_site = max(0, args.deployments_per_site)
+        t_seed = time.perf_counter()
+        seed = f"""
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {per_site})
+            INSERT INTO deployments (id, org_id, site_id, environment_id, status, source_kind, error,
+                                     created_at, started_at, finished_at)
+            SELECT 'dep_bench_' || s.name || '_' || n.i, s.org_id, s.id, e.id, 'failed', 'upload',
+                   'seeded by bench_scale', 1700000000000 + n.i, 1700000000000 + n.i, 1700000000001 + n.i
+            FROM sites s JOIN environments e ON e.site_id = s.id CROSS JOIN n"""
+        if per_site:
+            if database:
+                database.psql(seed, database.url)
+            else:
+                import sqlite3
+                db = sqlite3.connect(os.path.join(b.data, "berth.db"), timeout=60)
+                db.execute(seed)
+                db.commit()
+                db.close()
+        seed_secs = time.perf_counter() - t_seed
         for at, s in windows:
             rows.append((f"create a site at {at:,} sites (median / p99 of {WINDOW})",
                          f"{statistics.median(s):.1f} / {pct(s, 99):.1f} ms", "flat"))
@@ -215,6 +245,25 @@ def main():
              f"{statistics.median(live):.2f} / {pct(live, 99):.2f} ms, {live_size / 1024:.1f} KB", "p99 < 5 ms"),
         ]
 
+        if per_site:
+            def sample(path_of):
+                samples, size = [], 0
+                for _ in range(args.runs):
+                    status, out, secs, _ = conn.request("GET", path_of())
+                    assert status == 200, (status, out[:300])
+                    samples.append(secs * 1000)
+                    size = len(out)
+                return samples, size
+            page, page_size = sample(lambda: f"/api/sites/s{random.randrange(n):05d}/deployments?limit=50")
+            dep, dep_size = sample(
+                lambda: f"/api/deployments/dep_bench_s{random.randrange(n):05d}_{random.randrange(per_site) + 1}")
+            rows += [
+                (f"`GET /api/sites/{{site}}/deployments?limit=50`, random site ({per_site} each; p50 / p99)",
+                 f"{statistics.median(page):.1f} / {pct(page, 99):.1f} ms, {page_size / 1024:.1f} KB", "p99 < 50 ms"),
+                (f"`GET /api/deployments/{{id}}`, random of {n * per_site:,} (p50 / p99)",
+                 f"{statistics.median(dep):.2f} / {pct(dep, 99):.2f} ms, {dep_size / 1024:.1f} KB", "p99 < 5 ms"),
+            ]
+
         mcp = Mcp(b.api)
         lat, size, text = [], 0, ""
         for _ in range(min(args.runs, 100)):
@@ -241,10 +290,13 @@ def main():
             ("berth RSS: idle → before the burst → after every page at limit=200",
              f"{rss_start:.0f} → {rss_before:.0f} → {rss_after:.0f} MB", "bounded"),
             (f"fill: {n:,} sites created", f"{fill_secs:.0f} s", ""),
+            (f"seed: {n * per_site:,} deployments written", f"{seed_secs:.1f} s", ""),
         ]
         print(f"MCP text: {text[:200]}", file=sys.stderr)
     finally:
         b.stop()
+        if database:
+            database.drop()
     print("| measure | result | target |")
     print("| --- | --- | --- |")
     for r in rows:

@@ -34,12 +34,16 @@ def tarball(files):
 class Berth:
     """A `berth serve` on free ports in a fresh data dir, with the bench admin key."""
 
-    def __init__(self, binary, run_as=None, args=(), log_filter="warn", log_path=None):
+    def __init__(self, binary, run_as=None, args=(), log_filter="warn", log_path=None, database_url=None):
         """`run_as`: a uid to run the server as instead of the caller (e.g. an
         unprivileged one, where berth cannot confine apps); `args`: more `serve` flags;
-        `log_filter` and `log_path`: the server's log (BERTH_LOG) and where it goes."""
+        `log_filter` and `log_path`: the server's log (BERTH_LOG) and where it goes;
+        `database_url`: its BERTH_DATABASE_URL (unset: SQLite in the data dir)."""
         self.data = tempfile.mkdtemp(prefix="berth-bench-")
         env = dict(os.environ, BERTH_BOOTSTRAP_KEY=KEY, BERTH_LOG=log_filter)
+        env.pop("BERTH_DATABASE_URL", None)
+        if database_url:
+            env["BERTH_DATABASE_URL"] = database_url
         prefix = []
         if run_as is not None:
             os.chown(self.data, run_as, run_as)
@@ -79,3 +83,24 @@ class Berth:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+class PostgresDatabase:
+    """A fresh database on the Postgres server at `server_url` (e.g. the one
+    scripts/postgres-test-env.sh starts), dropped by `drop()`; `url` is its own URL."""
+
+    def __init__(self, server_url, name):
+        self.server_url, self.name = server_url, name
+        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.psql(f'CREATE DATABASE "{name}"')
+        base = server_url.rsplit("/", 1)[0]
+        self.url = f"{base}/{name}"
+
+    def psql(self, sql, url=None):
+        """Runs `sql` with psql (stops at the first error); returns its output."""
+        out = subprocess.run(["psql", url or self.server_url, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+                             check=True, capture_output=True, text=True)
+        return out.stdout
+
+    def drop(self):
+        self.psql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
