@@ -1082,3 +1082,363 @@ async fn kubernetes_fake_api_usage_comes_from_pod_metrics_or_says_the_cluster_ha
     assert!(instance["cpu_percent"].as_f64().is_some(), "{usage}");
     assert_eq!(instance["memory_limit_bytes"], 512u64 << 20, "{usage}");
 }
+
+/// The path of the Knative object `kind` (`services`, `revisions`, `domainmappings`)
+/// `name` in `ns`.
+fn knative_path(ns: &str, plural: &str, name: &str) -> String {
+    let version = if plural == "domainmappings" { "v1beta1" } else { "v1" };
+    format!("/apis/serving.knative.dev/{version}/namespaces/{ns}/{plural}/{name}")
+}
+
+/// The revision all traffic of the environment's Knative Service is pinned to.
+fn pinned_revision(server: &KubeServer, service: &str) -> String {
+    let svc = server
+        .kube
+        .object(&knative_path(&server.namespace(), "services", service))
+        .unwrap_or_else(|| panic!("no Knative Service {service}"));
+    let traffic = &svc["spec"]["traffic"];
+    assert_eq!(traffic.as_array().map(Vec::len), Some(1), "{svc}");
+    assert_eq!(traffic[0]["percent"], 100, "{svc}");
+    assert_eq!(traffic[0]["latestRevision"], false, "pinned: {svc}");
+    traffic[0]["revisionName"].as_str().unwrap().to_string()
+}
+
+/// How many images berth pushed for the site's deployments (their build logs).
+async fn pushes(server: &KubeServer, site: &str) -> usize {
+    let (_, list) = server.get(&format!("/api/sites/{site}/deployments")).await;
+    let mut count = 0;
+    for d in list["deployments"].as_array().expect("deployments") {
+        let log = server.deployment_log(d["id"].as_str().unwrap(), "build").await;
+        count += log.lines().filter(|l| l.contains("pushing ")).count();
+    }
+    count
+}
+
+#[tokio::test]
+async fn kubernetes_fake_knative_deploy_serves_the_pinned_revision_and_rollback_moves_the_pin_without_a_build() {
+    let server = KubeServer::start().await;
+    server.kube.offer_knative(true);
+    let site = dockerfile_app("revision one");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "kn", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let first = deployment_id(&out);
+    assert_eq!(
+        server.edge("kn.localhost", "/").await,
+        (200, "revision one".to_string())
+    );
+    // One Knative Service instead of Deployment + Service + Ingress.
+    assert!(server.of_kind("Deployment").is_empty());
+    assert!(server.of_kind("Ingress").is_empty());
+    let ns = server.namespace();
+    let first_revision = pinned_revision(&server, "kn-production");
+    assert!(first_revision.starts_with("kn-production-dpl-"), "{first_revision}");
+    let svc = server
+        .kube
+        .object(&knative_path(&ns, "services", "kn-production"))
+        .unwrap();
+    let template = &svc["spec"]["template"];
+    assert_eq!(template["metadata"]["name"], first_revision.as_str());
+    assert_eq!(template["metadata"]["annotations"]["serving.knative.dev/no-gc"], "true");
+    assert_eq!(template["metadata"]["labels"]["berth.dev/deployment"], first.as_str());
+    let pod = &template["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    // The activator reaches the apps; the host is a DomainMapping to the Service.
+    let policy = &server.of_kind("NetworkPolicy")[0];
+    assert!(
+        policy["spec"]["ingress"].to_string().contains("knative-serving"),
+        "{policy}"
+    );
+    let mapping = server
+        .kube
+        .object(&knative_path(&ns, "domainmappings", "kn.localhost"))
+        .expect("a DomainMapping of the environment's host");
+    assert_eq!(mapping["spec"]["ref"]["name"], "kn-production", "{mapping}");
+    assert_eq!(mapping["spec"]["ref"]["kind"], "Service", "{mapping}");
+    assert_eq!(server.of_kind("Revision").len(), 1);
+
+    // A second deploy: a new revision, and the pin moves to it once it is ready.
+    std::fs::write(site.path().join("index.html"), "revision two").unwrap();
+    let (_, out) = server.post("/api/sites/kn/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let second_revision = pinned_revision(&server, "kn-production");
+    assert_ne!(second_revision, first_revision);
+    assert_eq!(
+        server.edge("kn.localhost", "/").await,
+        (200, "revision two".to_string())
+    );
+    assert_eq!(server.of_kind("Revision").len(), 2);
+
+    // Rollback: the pin moves back; nothing is built or pushed, no revision is made.
+    let pushed = pushes(&server, "kn").await;
+    assert_eq!(pushed, 2);
+    let (status, out) = server.post("/api/sites/kn/rollback", &json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["deployment"]["id"], first.as_str(), "{out}");
+    assert_eq!(pinned_revision(&server, "kn-production"), first_revision);
+    assert_eq!(server.of_kind("Revision").len(), 2, "no new revision");
+    assert_eq!(pushes(&server, "kn").await, pushed, "nothing pushed");
+    assert_eq!(
+        server.edge("kn.localhost", "/").await,
+        (200, "revision one".to_string())
+    );
+    // Both revisions stay kept from Knative's garbage collection while berth keeps them.
+    for revision in server.of_kind("Revision") {
+        assert_eq!(
+            revision["metadata"]["annotations"]["serving.knative.dev/no-gc"], "true",
+            "{revision}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_fake_knative_a_crash_looping_revision_fails_the_deploy_and_the_old_one_keeps_serving() {
+    let server = KubeServer::start().await;
+    server.kube.offer_knative(true);
+    let site = dockerfile_app("steady");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "calm", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let serving = pinned_revision(&server, "calm-production");
+
+    std::fs::write(
+        site.path().join("Dockerfile"),
+        "FROM berth-test/busybox:1\nCMD [\"/bin/sh\", \"-c\", \"echo missing DATABASE_URL; exit 1\"]\n",
+    )
+    .unwrap();
+    let (_, out) = server.post("/api/sites/calm/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("CrashLoopBackOff"), "{out}");
+    let log = server.deployment_log(&deployment_id(&out), "build").await;
+    assert!(log.contains("missing DATABASE_URL"), "the app's last lines: {log}");
+    assert!(
+        log.contains(&format!(
+            "the revision {serving} keeps all of the environment's traffic"
+        )),
+        "{log}"
+    );
+    assert_eq!(pinned_revision(&server, "calm-production"), serving);
+    assert_eq!(server.edge("calm.localhost", "/").await, (200, "steady".to_string()));
+}
+
+#[tokio::test]
+async fn kubernetes_fake_knative_min_instances_zero_is_knatives_min_scale_and_berth_sets_no_replicas() {
+    let server = KubeServer::start().await;
+    server.kube.offer_knative(true);
+    let site = dockerfile_app("sleepy");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "nap", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let (status, out) = server
+        .patch(
+            "/api/sites/nap/scaling",
+            &json!({"min_instances": 0, "max_instances": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (_, out) = server.post("/api/sites/nap/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let ns = server.namespace();
+    let svc = server
+        .kube
+        .object(&knative_path(&ns, "services", "nap-production"))
+        .unwrap();
+    let annotations = &svc["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["autoscaling.knative.dev/min-scale"], "0", "{svc}");
+    assert_eq!(annotations["autoscaling.knative.dev/max-scale"], "3", "{svc}");
+    assert!(annotations["autoscaling.knative.dev/target"].is_string(), "{svc}");
+    assert_eq!(server.edge("nap.localhost", "/").await, (200, "sleepy".to_string()));
+    // The reconciler has placed the environment (its pods' log is followed), and berth
+    // set no replicas anywhere: Knative's autoscaler owns the scale.
+    eventually("the reconciler follows the revision's pods", async || {
+        server
+            .kube
+            .seen()
+            .iter()
+            .any(|(_, path)| path.contains("/log?") && path.contains("follow=true"))
+    })
+    .await;
+    let (status, out) = server
+        .patch(
+            "/api/sites/nap/scaling",
+            &json!({"min_instances": 2, "max_instances": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert!(
+        !server.kube.seen().iter().any(|(_, path)| path.contains("/scale?")),
+        "berth set replicas: {:?}",
+        server.kube.seen()
+    );
+    assert!(server.of_kind("Deployment").is_empty());
+}
+
+#[tokio::test]
+async fn kubernetes_fake_knative_on_without_knative_in_the_cluster_is_refused_naming_the_setting() {
+    let server = KubeServer::start().await;
+    let (status, out) = server
+        .patch("/api/config/kubernetes", &json!({"config": {"knative": "sometimes"}}))
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(out.to_string().contains("'knative'"), "{out}");
+    let (status, out) = server
+        .patch("/api/config/kubernetes", &json!({"config": {"knative": "on"}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (_, tested) = server.post("/api/config/kubernetes/test", &json!({})).await;
+    assert_eq!(tested["ok"], false, "{tested}");
+    assert!(tested.to_string().contains("serving.knative.dev/v1"), "{tested}");
+    // With Knative in the cluster the answer says how the target behaves there.
+    server.kube.offer_knative(true);
+    let (_, tested) = server.post("/api/config/kubernetes/test", &json!({})).await;
+    assert_eq!(tested["ok"], true, "{tested}");
+    assert!(tested.to_string().contains("activator wakes"), "{tested}");
+}
+
+/// Adds `domain` to `site` and has it validated (DNS served by the fake resolver).
+async fn activate_domain(server: &KubeServer, dns: &common::pebble::Dns, site: &str, domain: &str) {
+    let (status, added) = server
+        .post(&format!("/api/sites/{site}/domains"), &json!({"domain": domain}))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let token = added["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "TXT")
+        .expect("TXT record")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dns.set(
+        "/set-cname",
+        json!({"host": domain, "target": format!("{site}.localhost")}),
+    )
+    .await;
+    dns.set(
+        "/set-txt",
+        json!({"host": format!("_berth-challenge.{domain}."), "value": token}),
+    )
+    .await;
+    let (status, checked) = server
+        .post(&format!("/api/sites/{site}/domains/{domain}/validate"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["status"], "active", "{checked:#}");
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_a_domain_reaches_the_ingress_at_once_and_its_removal_takes_host_and_secret() {
+    let dns = common::pebble::Dns::start().await;
+    let server = KubeServer::start_with(&[("BERTH_DNS_RESOLVERS", &dns.resolver())]).await;
+    let site = dockerfile_app("quay");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "quay", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let hosts = |server: &KubeServer| -> Vec<String> {
+        server.of_site("Ingress", "quay")[0]["spec"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["host"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(hosts(&server), ["quay.localhost"]);
+
+    // Served at once: the Ingress lists the domain without a new deploy.
+    activate_domain(&server, &dns, "quay", "quay.example.org").await;
+    assert_eq!(hosts(&server), ["quay.localhost", "quay.example.org"]);
+    assert_eq!(server.edge("quay.example.org", "/").await, (200, "quay".to_string()));
+    let (_, list) = server.get("/api/sites/quay/deployments").await;
+    assert_eq!(list["deployments"].as_array().unwrap().len(), 1, "no deploy: {list}");
+
+    // The domain's TLS Secret as berth labels it, and a Secret berth did not make.
+    let ns = server.namespace();
+    let ingress = &server.of_site("Ingress", "quay")[0];
+    let mut labels = ingress["metadata"]["labels"].clone();
+    labels["berth.dev/deployment"] = json!("dpl_old");
+    let secret_path = format!("/api/v1/namespaces/{ns}/secrets/quay-production-tls-quay-example-org");
+    server.kube.put(
+        &secret_path,
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "quay-production-tls-quay-example-org", "namespace": ns, "labels": labels}}),
+    );
+    let foreign_path = format!("/api/v1/namespaces/{ns}/secrets/someone-elses");
+    server.kube.put(
+        &foreign_path,
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "someone-elses", "namespace": ns, "labels": {"berth.dev/site": "quay"}}}),
+    );
+
+    // Removed: the host and its Secret are gone; the unlabelled Secret stays.
+    let (status, out) = server.delete("/api/sites/quay/domains/quay.example.org").await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(hosts(&server), ["quay.localhost"]);
+    assert!(
+        server.kube.object(&secret_path).is_none(),
+        "the removed domain's Secret is deleted"
+    );
+    assert!(server.kube.object(&foreign_path).is_some(), "not berth's: left alone");
+}
+
+#[tokio::test]
+async fn kubernetes_fake_knative_a_domain_is_a_domain_mapping_at_once_and_goes_with_its_removal() {
+    let dns = common::pebble::Dns::start().await;
+    let server = KubeServer::start_with(&[("BERTH_DNS_RESOLVERS", &dns.resolver())]).await;
+    server.kube.offer_knative(true);
+    let site = dockerfile_app("mapped");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "map", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let ns = server.namespace();
+    let mapping_path = knative_path(&ns, "domainmappings", "map.example.org");
+    assert!(server.kube.object(&mapping_path).is_none());
+
+    activate_domain(&server, &dns, "map", "map.example.org").await;
+    let mapping = server.kube.object(&mapping_path).expect("a DomainMapping at once");
+    assert_eq!(mapping["spec"]["ref"]["name"], "map-production", "{mapping}");
+    assert_eq!(mapping["metadata"]["labels"]["app.kubernetes.io/managed-by"], "berth");
+    assert_eq!(server.edge("map.example.org", "/").await, (200, "mapped".to_string()));
+    assert_eq!(server.of_kind("Revision").len(), 1, "no new revision");
+
+    let (status, out) = server.delete("/api/sites/map/domains/map.example.org").await;
+    assert_eq!(status, 200, "{out}");
+    assert!(
+        server.kube.object(&mapping_path).is_none(),
+        "the DomainMapping is deleted"
+    );
+    assert!(
+        server
+            .kube
+            .object(&knative_path(&ns, "domainmappings", "map.localhost"))
+            .is_some()
+    );
+}

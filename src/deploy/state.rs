@@ -104,6 +104,7 @@ impl Platform {
         // A deployment built into something the target runs (an image) runs as the
         // target's; one built by steps runs as the site's own host uid.
         let built_here = target.build_for(plan) == BuildKind::SandboxSteps;
+        let scaling = store::get_scaling(self.store.pool(), &d.environment_id).await?;
         Ok(Some(InstanceSpec {
             deployment_id: deployment_id.to_string(),
             provider: site.provider.clone(),
@@ -121,12 +122,14 @@ impl Platform {
             health_check_path: plan.health_check_path.clone(),
             start_timeout: self.config.timeouts.start(),
             uid: if built_here { self.site_uid(site).await? } else { None },
-            size: {
-                let scaling = store::get_scaling(self.store.pool(), &d.environment_id).await?;
-                crate::runtime::InstanceSize {
-                    memory_mb: scaling.memory_mb.map(|m| m as u64),
-                    cpus: scaling.cpu_millis.map(|m| m as f64 / 1000.0),
-                }
+            size: crate::runtime::InstanceSize {
+                memory_mb: scaling.memory_mb.map(|m| m as u64),
+                cpus: scaling.cpu_millis.map(|m| m as f64 / 1000.0),
+            },
+            scale: crate::runtime::InstanceScale {
+                min_instances: scaling.min_instances.clamp(0, 1000) as u32,
+                max_instances: scaling.max_instances.clamp(1, 1000) as u32,
+                target_concurrency: scaling.target_concurrency.clamp(1, 1000) as u32,
             },
         }))
     }

@@ -1097,6 +1097,7 @@ mod tests {
             provider_config: Default::default(),
             uid: None,
             size: Default::default(),
+            scale: Default::default(),
         }
     }
 

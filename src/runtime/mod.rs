@@ -94,6 +94,31 @@ pub struct InstanceSpec {
     /// Instance size set on the environment (memory in MiB, CPU in cores); `None` each:
     /// the provider's default.
     pub size: InstanceSize,
+    /// The environment's scale settings, for targets whose platform scales by itself
+    /// (Knative's autoscaler reads them as annotations).
+    pub scale: InstanceScale,
+}
+
+/// An environment's scale settings (HOSTING_SET_SCALING_CONFIG `min_instances`,
+/// `max_instances`, `target_concurrency`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstanceScale {
+    /// Instances kept running when idle (0: scale to zero).
+    pub min_instances: u32,
+    /// Most instances.
+    pub max_instances: u32,
+    /// In-flight requests per instance to aim for.
+    pub target_concurrency: u32,
+}
+
+impl Default for InstanceScale {
+    fn default() -> Self {
+        Self {
+            min_instances: 1,
+            max_instances: 1,
+            target_concurrency: 100,
+        }
+    }
 }
 
 /// An environment's own instance size (HOSTING_SET_SCALING_CONFIG `memory_mb`, `cpus`).

@@ -380,6 +380,16 @@ pub trait Target: Send + Sync + 'static {
         lifecycle.observe(deployment_id)
     }
 
+    /// The hosts of an environment changed (a custom domain became served or was
+    /// removed, a certificate was issued or renewed): a target that routes in its own
+    /// cluster applies them now instead of at the next release. `spec` is what the
+    /// environment runs, with its hosts, served domains and their certificates as they
+    /// are now. Targets served through berth's edge alone have nothing to do.
+    async fn routes_changed(&self, spec: InstanceSpec) -> Result<(), String> {
+        let _ = spec;
+        Ok(())
+    }
+
     /// Stops everything of a deployment (after its drain, if one is under way).
     async fn retire(&self, lifecycle: &Runtime, deployment_id: &str) {
         lifecycle.stop(deployment_id).await;

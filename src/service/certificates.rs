@@ -767,6 +767,7 @@ impl Service {
         tracing::info!(domain = %row.name, expires = %rfc3339(not_after), renewal, "certificate issued");
         publish(&self.platform).await?;
         crate::loops::reconciler::reconcile(&self.platform).await?;
+        super::domains::routes_changed(&self.platform, &row.environment_id).await;
         Ok(())
     }
 

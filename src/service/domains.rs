@@ -483,6 +483,7 @@ impl Service {
         if from != to {
             tracing::info!(domain = %row.name, from = from.as_str(), to = to.as_str(), "domain status changed");
             crate::loops::reconciler::reconcile(&self.platform).await?;
+            routes_changed(&self.platform, &row.environment_id).await;
         }
         if to == DomainStatus::Validating {
             self.queue_certificate(&row).await?;
@@ -512,6 +513,7 @@ impl Service {
             // Its certificate went with it (ON DELETE CASCADE): no longer offered by SNI.
             super::certificates::publish(&self.platform).await?;
             crate::loops::reconciler::reconcile(&self.platform).await?;
+            routes_changed(&self.platform, &row.environment_id).await;
             Ok(RemovedDomain {
                 removed: row.name,
                 site: row.site_name,
@@ -1290,6 +1292,35 @@ pub fn caa_allows(values: &[String], ca_domain: &str, wildcard: bool) -> bool {
     }
     let (seen, allowed) = if wildcard && issuewild.0 { issuewild } else { issue };
     !seen || allowed
+}
+
+/// Tells the environment's target that its hosts changed (a domain became served or was
+/// removed, a certificate was issued or renewed), so a target routing in its own cluster
+/// applies them at once. The change itself is done already: when the target cannot apply
+/// it now, that is logged and the environment's next release applies it.
+pub(super) async fn routes_changed(platform: &super::Platform, environment_id: &str) {
+    let result: anyhow::Result<()> = async {
+        let pool = platform.store.pool();
+        let Some(env) = crate::store::get_environment_by_id(pool, environment_id).await? else {
+            return Ok(());
+        };
+        let Some(deployment_id) = env.deployment_id.clone() else {
+            return Ok(());
+        };
+        let Some(site) = crate::store::get_site_by_id(pool, &env.site_id).await? else {
+            return Ok(());
+        };
+        let target = platform.target(&site.provider)?;
+        let Some(mut spec) = platform.dry_run_spec(&site, &env).await? else {
+            return Ok(());
+        };
+        spec.deployment_id = deployment_id;
+        target.routes_changed(spec).await.map_err(anyhow::Error::msg)
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(environment.id = %environment_id, error = %format!("{e:#}"), "applying an environment's changed hosts on its target failed; its next release applies them");
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,18 @@
 //! ([`Rollout::ImagePullFailure`]). Its fake ingress controller proxies a request by its
 //! `Host` to the ready container behind the Ingress rule's Service, so a test sees the
 //! app's own answer. Containers it started are removed when it is dropped.
+//!
+//! With [`FakeKube::offer_knative`] it also fakes what Knative Serving does for what berth
+//! calls (off by default: a cluster without Knative): discovery lists
+//! `serving.knative.dev/v1` and `v1beta1`; a Knative Service's template must be named
+//! `<service>-…` and a name already taken by a revision with another spec is refused, as
+//! Knative's webhook does; its fake controller creates the Revision the template names
+//! (owned by the Service, carrying the template's labels and annotations), runs its pod
+//! through the fake kubelet (labelled `serving.knative.dev/revision`), reports the
+//! Revision's and Service's `Ready` conditions, and routes (`status.traffic`) only to
+//! revisions that are ready; its fake ingress routes a DomainMapping's host to the pod
+//! of the revision the mapped Service's traffic goes to. It does not scale revisions
+//! (no activator, no scale to zero): `min-scale` is only an annotation here.
 
 #![allow(dead_code, reason = "each test file uses a different part of the fake")]
 
@@ -65,6 +77,8 @@ struct Shared {
     next_backend: AtomicU64,
     /// Whether discovery lists `metrics.k8s.io` (as a cluster with metrics-server does).
     metrics: std::sync::atomic::AtomicBool,
+    /// Whether it fakes Knative Serving.
+    knative: std::sync::atomic::AtomicBool,
 }
 
 /// The fake API server and its fake ingress controller.
@@ -92,6 +106,7 @@ impl FakeKube {
             kubelet: tokio::sync::Mutex::new(()),
             next_backend: AtomicU64::new(0),
             metrics: std::sync::atomic::AtomicBool::new(false),
+            knative: std::sync::atomic::AtomicBool::new(false),
         });
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -181,6 +196,11 @@ impl FakeKube {
     /// the pods' containers) or not.
     pub fn offer_metrics(&self, on: bool) {
         self.shared.metrics.store(on, Ordering::SeqCst);
+    }
+
+    /// Fakes Knative Serving (discovery, Services, Revisions, DomainMappings) or not.
+    pub fn offer_knative(&self, on: bool) {
+        self.shared.knative.store(on, Ordering::SeqCst);
     }
 
     /// Every container the fake kubelet has running.
@@ -332,10 +352,23 @@ async fn api_call(State(shared): State<Arc<Shared>>, request: Request) -> Respon
                 json!({"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}]}),
                 json!({"name": "networking.k8s.io", "versions": [{"groupVersion": "networking.k8s.io/v1", "version": "v1"}]}),
             ];
+            if shared.knative.load(Ordering::SeqCst) {
+                groups.push(json!({"name": KNATIVE_GROUP, "versions": [
+                    {"groupVersion": "serving.knative.dev/v1", "version": "v1"},
+                    {"groupVersion": "serving.knative.dev/v1beta1", "version": "v1beta1"},
+                ]}));
+            }
             if shared.metrics.load(Ordering::SeqCst) {
                 groups.push(json!({"name": "metrics.k8s.io", "versions": [{"groupVersion": "metrics.k8s.io/v1beta1", "version": "v1beta1"}]}));
             }
             return axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})).into_response();
+        }
+        (_, p) if p.starts_with("/apis/serving.knative.dev/") && !shared.knative.load(Ordering::SeqCst) => {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource".into(),
+            );
         }
         (Method::GET, p) if p.starts_with("/apis/metrics.k8s.io/") => {
             if !shared.metrics.load(Ordering::SeqCst) {
@@ -402,6 +435,12 @@ async fn api_call(State(shared): State<Arc<Shared>>, request: Request) -> Respon
             Some(object) => axum::Json(object.clone()).into_response(),
             None => status(StatusCode::NOT_FOUND, "NotFound", format!("{path} not found")),
         },
+        (Method::PATCH, Place::Object { .. })
+            if parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+                == Some("application/merge-patch+json") =>
+        {
+            merge_patch_object(&shared, &path, &body)
+        }
         (Method::PATCH, Place::Object { namespace }) => apply(&shared, &parts.headers, &path, &query, namespace, &body),
         (Method::DELETE, Place::Object { .. }) => {
             let removed = shared.objects.lock().unwrap().remove(&path);
@@ -411,6 +450,9 @@ async fn api_call(State(shared): State<Arc<Shared>>, request: Request) -> Respon
             // The garbage collector: dependents of a deleted object go too.
             let mut doomed = vec![removed];
             while let Some(removed) = doomed.pop() {
+                if removed["kind"] == "Revision" {
+                    remove_revision_pods(&shared, &removed);
+                }
                 if removed["kind"] == "Deployment" {
                     remove_pods(&shared, &removed, &[]);
                     let key = format!(
@@ -501,6 +543,10 @@ fn apply(
             );
         }
     }
+    let knative_service = object["kind"] == "Service" && object["apiVersion"] == "serving.knative.dev/v1";
+    if knative_service && let Err(message) = check_knative_service(shared, path, &object) {
+        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
+    }
     // A server-side dry run: the object as it would be stored; nothing changes.
     if query_value(query, "dryRun").as_deref() == Some("All") {
         let previous = shared.objects.lock().unwrap().get(path).cloned();
@@ -576,7 +622,213 @@ fn apply(
         tokio::spawn(async move { scale_pods(shared, path).await });
     }
     objects.insert(path.to_string(), object.clone());
+    drop(objects);
+    if knative_service {
+        knative_controller(shared, path);
+        let answer = shared.objects.lock().unwrap().get(path).cloned().unwrap_or(object);
+        return axum::Json(answer).into_response();
+    }
     axum::Json(object).into_response()
+}
+
+/// Knative's API group.
+const KNATIVE_GROUP: &str = "serving.knative.dev";
+/// Label Knative puts on a revision's pods.
+const REVISION_LABEL: &str = "serving.knative.dev/revision";
+
+/// Knative's webhook: the template is named `<service>-…`, and a revision of that name
+/// must have the template's spec.
+fn check_knative_service(shared: &Shared, path: &str, service: &Value) -> Result<(), String> {
+    let name = service["metadata"]["name"].as_str().unwrap_or_default();
+    let revision = service["spec"]["template"]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default();
+    if !revision.starts_with(&format!("{name}-")) {
+        return Err(format!(
+            "spec.template.metadata.name: must have prefix \"{name}-\", got \"{revision}\""
+        ));
+    }
+    let revision_path = revision_path(path, revision);
+    if let Some(existing) = shared.objects.lock().unwrap().get(&revision_path)
+        && existing["spec"] != service["spec"]["template"]["spec"]
+    {
+        return Err(format!(
+            "spec.template.metadata.name: saw the expected revision name {revision} already taken with another spec"
+        ));
+    }
+    Ok(())
+}
+
+/// The path of the revision `name` next to the Knative Service at `service_path`.
+fn revision_path(service_path: &str, name: &str) -> String {
+    let collection = service_path.rsplit_once('/').map_or("", |(c, _)| c);
+    format!("{}/revisions/{name}", collection.trim_end_matches("/services"))
+}
+
+/// The fake Knative controller, after a Service was applied: the revision its template
+/// names is created (and its pod started) when missing; its status follows.
+fn knative_controller(shared: &Arc<Shared>, service_path: &str) {
+    let Some(service) = shared.objects.lock().unwrap().get(service_path).cloned() else {
+        return;
+    };
+    let template = service["spec"]["template"].clone();
+    let ns = service["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let service_name = service["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = template["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let path = revision_path(service_path, &name);
+    let created = {
+        let mut objects = shared.objects.lock().unwrap();
+        if objects.contains_key(&path) {
+            false
+        } else {
+            let rv = shared.version.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut labels = template["metadata"]["labels"].clone();
+            labels["serving.knative.dev/service"] = json!(service_name);
+            labels["serving.knative.dev/configuration"] = json!(service_name);
+            objects.insert(
+                path.clone(),
+                json!({
+                    "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                    "metadata": {
+                        "name": name, "namespace": ns, "labels": labels,
+                        "annotations": template["metadata"]["annotations"],
+                        "uid": format!("uid-{rv}"), "resourceVersion": rv.to_string(), "generation": 1,
+                        "ownerReferences": [{"apiVersion": "serving.knative.dev/v1", "kind": "Configuration",
+                            "name": service_name, "uid": service["metadata"]["uid"], "controller": true}],
+                    },
+                    "spec": template["spec"],
+                    "status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "Deploying"}]},
+                }),
+            );
+            true
+        }
+    };
+    service_status(shared, service_path);
+    if created {
+        let (shared, service_path) = (shared.clone(), service_path.to_string());
+        tokio::spawn(async move {
+            let mut pod_template = template.clone();
+            pod_template["metadata"]["labels"][REVISION_LABEL] = json!(name);
+            let as_deployment = json!({"metadata": {"namespace": ns}, "spec": {"template": pod_template}});
+            let rv = shared.version.fetch_add(1, Ordering::SeqCst) + 1;
+            let started = run_pod(&shared, &as_deployment, format!("{name}-deployment-{rv}")).await;
+            let condition = match &started {
+                Some((pod, addr)) => {
+                    shared
+                        .backends
+                        .lock()
+                        .unwrap()
+                        .insert(format!("{ns}/{name}"), vec![(pod.clone(), *addr)]);
+                    json!({"type": "Ready", "status": "True"})
+                }
+                None => {
+                    let waiting = shared
+                        .objects
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find(|(_, p)| p["kind"] == "Pod" && p["metadata"]["labels"][REVISION_LABEL] == name.as_str())
+                        .map(|(_, p)| p["status"]["containerStatuses"][0]["state"]["waiting"].clone())
+                        .unwrap_or_default();
+                    json!({"type": "Ready", "status": "False", "reason": "RevisionFailed",
+                        "message": format!("Revision \"{name}\" failed with message: {}: {}",
+                            waiting["reason"].as_str().unwrap_or("the container did not start"),
+                            waiting["message"].as_str().unwrap_or_default())})
+                }
+            };
+            if let Some(revision) = shared.objects.lock().unwrap().get_mut(&path) {
+                revision["status"] = json!({"observedGeneration": 1, "conditions": [condition]});
+            }
+            service_status(&shared, &service_path);
+        });
+    }
+}
+
+/// A Knative Service's status: traffic goes to the pinned revision once it is ready
+/// (until then, where it went before); `Ready` follows that revision.
+fn service_status(shared: &Shared, service_path: &str) {
+    let mut objects = shared.objects.lock().unwrap();
+    let Some(service) = objects.get(service_path).cloned() else {
+        return;
+    };
+    let pinned = service["spec"]["traffic"][0]["revisionName"]
+        .as_str()
+        .unwrap_or_default();
+    let revision = objects.get(&revision_path(service_path, pinned)).cloned();
+    let condition = revision
+        .as_ref()
+        .and_then(|r| r["status"]["conditions"].as_array().and_then(|c| c.first().cloned()))
+        .unwrap_or_else(|| json!({"type": "Ready", "status": "False", "reason": "RevisionMissing"}));
+    let mut status = service["status"].clone();
+    if !status.is_object() {
+        status = json!({});
+    }
+    status["observedGeneration"] = service["metadata"]["generation"].clone();
+    status["latestCreatedRevisionName"] = service["spec"]["template"]["metadata"]["name"].clone();
+    status["conditions"] = json!([condition]);
+    if condition["status"] == "True" {
+        status["traffic"] = json!([{"revisionName": pinned, "percent": 100, "latestRevision": false}]);
+    }
+    if let Some(stored) = objects.get_mut(service_path) {
+        stored["status"] = status;
+    }
+}
+
+/// Removes a revision's pods, their containers and its backends.
+fn remove_revision_pods(shared: &Shared, revision: &Value) {
+    let name = revision["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = revision["metadata"]["namespace"].as_str().unwrap_or_default();
+    shared.backends.lock().unwrap().remove(&format!("{ns}/{name}"));
+    let mut objects = shared.objects.lock().unwrap();
+    let doomed: Vec<String> = objects
+        .iter()
+        .filter(|(_, p)| p["kind"] == "Pod" && p["metadata"]["labels"][REVISION_LABEL] == name)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for path in doomed {
+        objects.remove(&path);
+        if let Some(container) = shared.containers.lock().unwrap().remove(&path) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &container])
+                .output();
+        }
+    }
+}
+
+/// A JSON merge patch (RFC 7386) of a stored object.
+fn merge_patch_object(shared: &Shared, path: &str, body: &[u8]) -> Response {
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "the body is not JSON".into());
+    };
+    let rv = shared.version.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut objects = shared.objects.lock().unwrap();
+    let Some(object) = objects.get_mut(path) else {
+        return status(StatusCode::NOT_FOUND, "NotFound", format!("{path} not found"));
+    };
+    merge(object, &patch);
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    axum::Json(object.clone()).into_response()
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("an object");
+    for (key, value) in fields {
+        if value.is_null() {
+            map.remove(key);
+        } else {
+            merge(map.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
 }
 
 /// Stores an Event about a pod.
@@ -1074,6 +1326,21 @@ async fn ingress_call(State(shared): State<Arc<Shared>>, request: Request) -> Re
             })
         })
     };
+    // A DomainMapping of the host: the pod of the revision its Service routes to.
+    let backend = backend.or_else(|| {
+        let objects = shared.objects.lock().unwrap();
+        let mapping = objects
+            .values()
+            .find(|o| o["kind"] == "DomainMapping" && o["metadata"]["name"].as_str() == Some(host.as_str()))?;
+        let ns = mapping["metadata"]["namespace"].as_str()?;
+        let service = mapping["spec"]["ref"]["name"].as_str()?;
+        let service = objects.get(&format!("/apis/{KNATIVE_GROUP}/v1/namespaces/{ns}/services/{service}"))?;
+        let revision = service["status"]["traffic"]
+            .as_array()?
+            .iter()
+            .find_map(|t| (t["percent"] == 100).then(|| t["revisionName"].as_str()).flatten())?;
+        Some(format!("{ns}/{revision}"))
+    });
     let Some(backend) = backend else {
         return (StatusCode::NOT_FOUND, "default backend - 404").into_response();
     };

@@ -169,6 +169,29 @@ impl Client {
             .unwrap_or_default())
     }
 
+    /// `GET /apis`: every `group/version` the server offers (`serving.knative.dev/v1`, …).
+    pub async fn api_group_versions(&self) -> Result<Vec<String>, ApiError> {
+        let v = self.call(reqwest::Method::GET, "/apis", None).await?;
+        Ok(v["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["versions"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v["groupVersion"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// A JSON merge patch of the object at `path` (`application/merge-patch+json`).
+    pub async fn merge_patch(&self, path: &str, patch: &Value) -> Result<Value, ApiError> {
+        let body = serde_json::to_vec(patch).expect("a JSON value serialises");
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("{path}?fieldManager=berth"),
+            Some(("application/merge-patch+json", body)),
+        )
+        .await
+    }
+
     /// Server-side apply of `object` with field manager `berth` (taking over fields
     /// another manager set); returns the object as stored.
     pub async fn apply(&self, object: &Value) -> Result<Value, ApiError> {
@@ -331,7 +354,15 @@ pub fn collection_path(kind: &str, namespace: Option<&str>) -> Option<String> {
 pub fn object_path(object: &Value) -> Option<String> {
     let kind = object["kind"].as_str()?;
     let name = object["metadata"]["name"].as_str()?;
-    let collection = collection_path(kind, object["metadata"]["namespace"].as_str())?;
+    let namespace = object["metadata"]["namespace"].as_str();
+    let collection = if object["apiVersion"]
+        .as_str()
+        .is_some_and(|v| v.starts_with(super::knative::GROUP))
+    {
+        super::knative::collection_path(kind, namespace?)?
+    } else {
+        collection_path(kind, namespace)?
+    };
     Some(format!("{collection}/{name}"))
 }
 

@@ -285,7 +285,7 @@ impl Workload {
     }
 
     /// All of berth's labels of the environment's objects.
-    fn labels(&self) -> Value {
+    pub fn labels(&self) -> Value {
         let mut labels = org_labels(&self.org);
         labels[LABEL_SITE] = json!(label_value(&self.site));
         labels[LABEL_ENVIRONMENT] = json!(label_value(&self.environment));

@@ -11,12 +11,19 @@
 //! autoscaler's while awake, zero once idle) becomes the Deployment's `replicas`, and a
 //! request to a sleeping environment is held by the edge while it scales back up. The
 //! pods' output is followed through the pod log API into berth's log store.
+//!
+//! When the cluster has Knative Serving (setting `knative`, see [`knative`]), an
+//! environment is a Knative Service instead: its revisions are named after deployments,
+//! traffic is pinned to the serving one, Knative's autoscaler scales it (to zero too,
+//! its activator waking it on the first request) and berth sets no replicas.
 
 mod apply;
 pub mod client;
+pub mod knative;
 pub mod manifests;
 mod pod_logs;
 mod rollout;
+mod routes;
 mod scaling;
 
 use std::net::SocketAddr;
@@ -100,6 +107,11 @@ pub const TARGET: Registration = Registration {
             description: "cert-manager ClusterIssuer of custom domains' certificates: their Ingress gets the cert-manager.io/cluster-issuer annotation instead of berth's certificates as TLS Secrets (optional).",
         },
         ConfigKey {
+            name: "knative",
+            secret: false,
+            description: "auto (default): environments are Knative Services when the cluster serves serving.knative.dev/v1 (Knative scales them, to zero too, and wakes them on the first request); on: require Knative; off: Deployment + Service + Ingress.",
+        },
+        ConfigKey {
             name: "docker_host",
             secret: false,
             description: "The Docker Engine that builds and pushes images (default unix:///var/run/docker.sock).",
@@ -178,6 +190,8 @@ pub struct KubeSettings {
     pub limits: OrgLimits,
     /// Most replicas of one environment.
     pub max_replicas: u32,
+    /// Whether environments run as Knative Services.
+    pub knative: knative::Mode,
 }
 
 impl std::fmt::Debug for KubeSettings {
@@ -363,6 +377,7 @@ impl KubeSettings {
                 quota_pods,
             },
             max_replicas,
+            knative: knative::Mode::parse(settings)?,
         })
     }
 
@@ -401,6 +416,7 @@ fn make(parts: &Assembly) -> anyhow::Result<Arc<dyn Target>> {
         builder: DockerProvider::new(owner),
         images,
         placements: scaling::Placements::default(),
+        knative: std::sync::Mutex::default(),
     }))
 }
 
@@ -412,6 +428,9 @@ struct KubernetesTarget {
     images: PathBuf,
     /// What berth set on each environment's Deployment (replicas, log follower).
     placements: scaling::Placements,
+    /// Whether each environment berth released (by its Deployment's path) is a Knative
+    /// Service, which Knative scales (berth sets no replicas on it).
+    knative: std::sync::Mutex<std::collections::HashMap<String, bool>>,
 }
 
 impl KubernetesTarget {
@@ -571,6 +590,15 @@ impl Target for KubernetesTarget {
         if let Some(record) = self.image_record(site, deployment_id) {
             let _ = tokio::fs::remove_file(record).await;
         }
+        // Its Knative revisions are no longer kept from Knative's garbage collection.
+        if let Some((settings, namespace)) = self.placements.of_site(site)
+            && settings.knative != knative::Mode::Off
+            && let Ok(client) = settings.client()
+            && let Err(e) = knative::release_revisions(&client, &namespace, site, deployment_id).await
+            && !e.is_not_found()
+        {
+            tracing::warn!(site.name = %site, deployment.id = %deployment_id, error = %e, "releasing a forgotten deployment's Knative revisions to garbage collection failed");
+        }
     }
 
     /// Deletes the site's owner object (its dependents go with it) and whatever else of
@@ -582,7 +610,13 @@ impl Target for KubernetesTarget {
         let client = settings.client()?;
         rollout::delete_site(&client, &settings.namespace(site.org), site.site)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if settings.knative != knative::Mode::Off {
+            knative::delete_site(&client, &settings.namespace(site.org), site.site)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     fn is_org_default(&self, settings: &Settings) -> bool {
@@ -607,7 +641,15 @@ impl Target for KubernetesTarget {
                 missing.join(", ")
             )));
         }
-        Ok(format!("Kubernetes {version} at {}", settings.api_url))
+        let knative = knative::in_use(&client, settings.knative, &settings.api_url)
+            .await
+            .map_err(CheckError::Unavailable)?;
+        let mode = if knative {
+            "Knative Serving is used: each environment is a Knative Service that Knative scales, to zero when min_instances is 0, and its activator wakes on the first request"
+        } else {
+            "no Knative: each environment is a Deployment + Service + Ingress; an idle environment with min_instances 0 goes to replicas 0 and berth's edge holds the first request while it scales back up"
+        };
+        Ok(format!("Kubernetes {version} at {}; {mode}", settings.api_url))
     }
 
     /// Applies the org's namespace objects, the site's owner object and the environment's
@@ -630,7 +672,23 @@ impl Target for KubernetesTarget {
             .clamp(1, settings.max_replicas);
         let mut workload = workload(&settings, &spec, image);
         workload.replicas = replicas;
-        apply::release(&client, &workload, &settings.limits, spec.start_timeout).await?;
+        let uses_knative = knative::in_use(&client, settings.knative, &settings.api_url)
+            .await
+            .map_err(start_error)?;
+        if uses_knative {
+            let scale = knative::Scale {
+                min: spec.scale.min_instances,
+                max: spec.scale.max_instances.min(settings.max_replicas),
+                target: spec.scale.target_concurrency,
+            };
+            knative::release(&client, &workload, &settings.limits, scale, spec.start_timeout).await?;
+        } else {
+            apply::release(&client, &workload, &settings.limits, spec.start_timeout).await?;
+        }
+        self.knative
+            .lock()
+            .expect("knative lock")
+            .insert(path.clone(), uses_knative);
         let placement = Placement {
             site: SiteRef {
                 org: &spec.org,
@@ -683,11 +741,64 @@ impl Target for KubernetesTarget {
     }
 
     /// The Deployment's `replicas`, through its scale subresource.
+    /// A Knative Service is scaled by Knative (berth's count is not applied).
     async fn scale(&self, lifecycle: &Runtime, placement: Placement<'_>, instances: u32) -> Result<u32, String> {
         let max = self.max_instances(placement.site.settings);
+        let settings = KubeSettings::parse(placement.site.settings)?;
+        let namespace = settings.namespace(placement.site.org);
+        let path = scaling::deployment_path(&namespace, placement.site.site, placement.environment);
+        let known = self.knative.lock().expect("knative lock").get(&path).copied();
+        let is_knative = match known {
+            Some(known) => known,
+            // Released before this process started: a Knative Service of the environment?
+            None if settings.knative == knative::Mode::Off => false,
+            None => {
+                let service = format!(
+                    "{}/{}",
+                    knative::collection_path("Service", &namespace).expect("known kind"),
+                    manifests::workload_name(placement.site.site, placement.environment)
+                );
+                let found = settings
+                    .client()?
+                    .get(&service)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some();
+                self.knative.lock().expect("knative lock").insert(path.clone(), found);
+                found
+            }
+        };
+        if is_knative {
+            self.placements
+                .follow(lifecycle.log_sink(), &path, placement.deployment_id);
+            return Ok(instances.min(max));
+        }
         self.placements
             .scale(lifecycle.log_sink(), placement, instances, max)
             .await
+    }
+
+    /// The environment's Ingress and TLS Secrets (or DomainMappings and TLS Secrets on
+    /// Knative) applied now; those of removed hosts deleted. Nothing when the site was
+    /// never released to the cluster.
+    async fn routes_changed(&self, spec: InstanceSpec) -> Result<(), String> {
+        let settings = KubeSettings::parse(&spec.provider_config)?;
+        let client = settings.client()?;
+        let w = workload(&settings, &spec, String::new());
+        let Some(owner) = routes::owner(&client, &w).await? else {
+            return Ok(());
+        };
+        let path = scaling::deployment_path(&w.namespace, &spec.site, &spec.environment);
+        let known = self.knative.lock().expect("knative lock").get(&path).copied();
+        let uses_knative = match known {
+            Some(known) => known,
+            None => knative::in_use(&client, settings.knative, &settings.api_url).await?,
+        };
+        if uses_knative {
+            knative::apply_routes(&client, &w, &owner).await
+        } else {
+            routes::apply_ingress(&client, &w, &owner).await
+        }
     }
 
     /// An environment's Deployment is updated in place by the next release, so an

@@ -108,7 +108,7 @@ fn deadline_exceeded(d: &Value) -> Option<String> {
 }
 
 /// Why a pod will not become ready without a change, if so.
-fn pod_failure(pod: &Value) -> Option<String> {
+pub(super) fn pod_failure(pod: &Value) -> Option<String> {
     for status in pod["status"]["containerStatuses"].as_array().into_iter().flatten() {
         let waiting = &status["state"]["waiting"];
         if let Some(reason) = waiting["reason"].as_str()
@@ -133,7 +133,7 @@ fn pod_failure(pod: &Value) -> Option<String> {
 }
 
 /// The failure with the pod's Events and its app's last log lines.
-async fn explain(client: &Client, namespace: &str, pod: &Value, reason: String) -> StartError {
+pub(super) async fn explain(client: &Client, namespace: &str, pod: &Value, reason: String) -> StartError {
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let events = client
         .list(

@@ -92,6 +92,26 @@ impl Placements {
         );
     }
 
+    /// The settings and namespace of one of `site`'s environments berth placed (while
+    /// this process placed any).
+    pub fn of_site(&self, site: &str) -> Option<(KubeSettings, String)> {
+        let placed = self.placed.lock().expect("placements lock");
+        placed
+            .values()
+            .find(|p| p.site == site)
+            .map(|p| (p.settings.clone(), p.namespace.clone()))
+    }
+
+    /// Keeps a log follower on the pods of the environment at `path` (an environment
+    /// whose platform scales it by itself, so [`Self::scale`] is not called for it).
+    pub fn follow(&self, sink: &LogSink, path: &str, deployment_id: &str) {
+        if let Some(p) = self.placed.lock().expect("placements lock").get_mut(path)
+            && p.deployment_id == deployment_id
+        {
+            ensure_follower(p, sink, deployment_id);
+        }
+    }
+
     /// Runs `instances` replicas of the environment's Deployment; returns how many are
     /// ready. Calls the API only when the count changes, the deployment changed, or
     /// replicas are wanted and none was ready yet.

@@ -1,0 +1,632 @@
+//! Knative Serving, when the cluster has it (setting `knative`: `auto` uses it when
+//! discovery lists `serving.knative.dev/v1`, `on` requires it, `off` never uses it).
+//!
+//! An environment is then one Knative `Service` instead of Deployment + Service +
+//! Ingress: its revision template is the Deployment's pod template (same security context
+//! and resources), named after the deployment (`<service>-<deployment>`, the prefix
+//! Knative requires), with berth's scale settings as the autoscaler's annotations
+//! (`min-scale`, `max-scale`, `target`; `min-scale: "0"` lets Knative scale to zero and
+//! its activator wake it on the first request) and `serving.knative.dev/no-gc: "true"` so
+//! the cluster keeps every revision berth keeps a deployment of (released when berth
+//! forgets the deployment). Traffic is pinned (`latestRevision: false`): a new revision
+//! is created with the pin left on the serving one, watched until `Ready`, and only then
+//! does the pin move, so a failed revision never takes traffic. Promote and rollback to a
+//! revision the Service already has change `traffic` only (the template is applied as it
+//! is, so no revision is created and nothing is rebuilt).
+//!
+//! Each host of the environment (its berth host and every served custom domain) is a
+//! `DomainMapping` (serving.knative.dev/v1beta1) to the Service, with the TLS Secret of a
+//! custom domain berth holds a certificate for in `spec.tls.secretName`; berth's edge
+//! proxies the hosts to the Knative ingress at `ingress_address`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::super::StartError;
+use super::super::target::Settings;
+use super::client::{ApiError, Client, label_selector, object_path};
+use super::manifests::{
+    self, LABEL_DEPLOYMENT, LABEL_ENVIRONMENT, LABEL_SITE, MANAGED_BY, OrgLimits, Workload, dns_label, label_value,
+};
+use super::rollout;
+
+/// Knative Serving's API group.
+pub const GROUP: &str = "serving.knative.dev";
+/// The group version of Knative Services and Revisions.
+pub const SERVING_V1: &str = "serving.knative.dev/v1";
+/// The group version of DomainMappings.
+pub const DOMAIN_MAPPING_VERSION: &str = "serving.knative.dev/v1beta1";
+/// A revision carrying it `"true"` is never garbage collected by Knative.
+pub const NO_GC: &str = "serving.knative.dev/no-gc";
+/// Knative's namespace (its activator, which receives requests for a scaled-to-zero
+/// revision, runs there).
+pub const KNATIVE_NAMESPACE: &str = "knative-serving";
+/// Label Knative puts on a revision's pods.
+pub const REVISION_LABEL: &str = "serving.knative.dev/revision";
+
+/// How often a Knative rollout is looked at.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Whether environments run as Knative Services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// When discovery lists `serving.knative.dev/v1`.
+    Auto,
+    /// Always; a deploy to a cluster without Knative is refused.
+    On,
+    /// Never (Deployment + Service + Ingress).
+    Off,
+}
+
+impl Mode {
+    /// The `knative` setting (default `auto`).
+    pub fn parse(settings: &Settings) -> Result<Self, String> {
+        match settings.get("knative") {
+            None | Some(Value::Null) => Ok(Self::Auto),
+            Some(Value::String(s)) if s.trim() == "auto" => Ok(Self::Auto),
+            Some(Value::String(s)) if s.trim() == "on" => Ok(Self::On),
+            Some(Value::String(s)) if s.trim() == "off" => Ok(Self::Off),
+            Some(other) => Err(format!(
+                "kubernetes setting 'knative' must be auto (use Knative Serving when the cluster has it), on or off, got {other}"
+            )),
+        }
+    }
+}
+
+/// Whether this release uses Knative: by the setting and the cluster's discovery.
+pub(super) async fn in_use(client: &Client, mode: Mode, api_url: &str) -> Result<bool, String> {
+    if mode == Mode::Off {
+        return Ok(false);
+    }
+    let versions = client.api_group_versions().await.map_err(|e| e.to_string())?;
+    let found = versions.iter().any(|v| v == SERVING_V1);
+    if mode == Mode::On && !found {
+        return Err(format!(
+            "kubernetes setting 'knative' is on, but the cluster at {api_url} does not serve {SERVING_V1} (Knative Serving's CRDs are missing); install Knative Serving, or set knative to auto or off"
+        ));
+    }
+    Ok(found)
+}
+
+/// The collection path of Knative `kind` objects in `namespace`.
+pub fn collection_path(kind: &str, namespace: &str) -> Option<String> {
+    let (version, plural) = match kind {
+        "Service" => ("v1", "services"),
+        "Revision" => ("v1", "revisions"),
+        "Configuration" => ("v1", "configurations"),
+        "Route" => ("v1", "routes"),
+        "DomainMapping" => ("v1beta1", "domainmappings"),
+        _ => return None,
+    };
+    Some(format!("/apis/{GROUP}/{version}/namespaces/{namespace}/{plural}"))
+}
+
+/// The path of the environment's Knative Service.
+pub fn service_path(w: &Workload) -> String {
+    format!(
+        "{}/{}",
+        collection_path("Service", &w.namespace).expect("known kind"),
+        w.name()
+    )
+}
+
+/// The name of the revision of `w`'s deployment: the Service's name, `-` and the
+/// deployment id as a DNS label (hashed when the whole would pass 63 characters).
+pub fn revision_name(w: &Workload) -> String {
+    let service = w.name();
+    let name = format!("{service}-{}", dns_label(&w.deployment_id));
+    if name.len() <= 63 {
+        return name;
+    }
+    use sha2::Digest as _;
+    let hash = hex::encode(&sha2::Sha256::digest(w.deployment_id.as_bytes())[..4]);
+    let mut service = service;
+    service.truncate(63 - hash.len() - 1);
+    format!("{}-{hash}", service.trim_end_matches('-'))
+}
+
+/// berth's scale settings as Knative's autoscaler reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scale {
+    /// `autoscaling.knative.dev/min-scale` (0: scale to zero).
+    pub min: u32,
+    /// `autoscaling.knative.dev/max-scale`.
+    pub max: u32,
+    /// `autoscaling.knative.dev/target` (in-flight requests per pod).
+    pub target: u32,
+}
+
+/// The org's objects with the default-deny policy also letting Knative's namespace (its
+/// activator) reach the apps.
+pub fn org_objects(namespace: &str, org: &str, limits: &OrgLimits) -> Vec<Value> {
+    let mut objects = manifests::org_objects(namespace, org, limits);
+    for policy in objects.iter_mut().filter(|o| o["kind"] == "NetworkPolicy") {
+        if let Some(ingress) = policy["spec"]["ingress"].as_array_mut() {
+            ingress.push(json!({ "from": [{ "namespaceSelector": {
+                "matchLabels": { "kubernetes.io/metadata.name": KNATIVE_NAMESPACE },
+            }}]}));
+        }
+    }
+    objects
+}
+
+/// The revision template of `w`: the Deployment's pod template, named after the
+/// deployment, with the autoscaler's annotations and the no-GC annotation. Knative takes
+/// one port named `http1` and probes the container's port (no port in the probe).
+pub fn template(w: &Workload, scale: Scale) -> Value {
+    let deployment = manifests::environment_objects(w).swap_remove(0);
+    let mut template = deployment["spec"]["template"].clone();
+    template["metadata"]["name"] = json!(revision_name(w));
+    template["metadata"]["annotations"] = json!({
+        "autoscaling.knative.dev/min-scale": scale.min.to_string(),
+        "autoscaling.knative.dev/max-scale": scale.max.max(1).to_string(),
+        "autoscaling.knative.dev/target": scale.target.max(1).to_string(),
+        NO_GC: "true",
+    });
+    let container = &mut template["spec"]["containers"][0];
+    container["ports"] = json!([{ "name": "http1", "containerPort": w.port }]);
+    if let Some(probe) = container["readinessProbe"]["httpGet"].as_object_mut() {
+        probe.remove("port");
+    }
+    template
+}
+
+/// The environment's Knative Service running `template` with all traffic pinned to the
+/// revision `pinned`.
+pub fn service(w: &Workload, template: Value, pinned: &str) -> Value {
+    let labels = w.labels();
+    json!({
+        "apiVersion": SERVING_V1,
+        "kind": "Service",
+        "metadata": { "name": w.name(), "namespace": w.namespace, "labels": labels },
+        "spec": {
+            "template": template,
+            "traffic": [{ "revisionName": pinned, "percent": 100, "latestRevision": false }],
+        },
+    })
+}
+
+/// A DomainMapping per host of the environment (its berth host, then its custom domains)
+/// to its Knative Service, each custom domain with berth's certificate naming its TLS
+/// Secret; and those Secrets (none when cert-manager issues the certificates).
+pub fn routes(w: &Workload) -> Vec<Value> {
+    let objects = manifests::environment_objects(w);
+    let labels = w.labels();
+    let name = w.name();
+    let secrets: Vec<Value> = objects.into_iter().filter(|o| o["kind"] == "Secret").collect();
+    let mut mappings: Vec<Value> = std::iter::once(&w.host)
+        .chain(&w.domains)
+        .map(|host| {
+            let mut spec = json!({ "ref": { "name": name, "kind": "Service", "apiVersion": SERVING_V1 } });
+            if w.cert_manager_issuer.is_none() && w.certificates.iter().any(|c| &c.host == host) {
+                spec["tls"] = json!({ "secretName": manifests::tls_secret_name(&name, host) });
+            }
+            json!({
+                "apiVersion": DOMAIN_MAPPING_VERSION,
+                "kind": "DomainMapping",
+                "metadata": { "name": host, "namespace": w.namespace, "labels": labels },
+                "spec": spec,
+            })
+        })
+        .collect();
+    let mut all = secrets;
+    all.append(&mut mappings);
+    all
+}
+
+/// Whether `object` carries berth's labels of `site`.
+fn is_sites(object: &Value, site: &str) -> bool {
+    let labels = &object["metadata"]["labels"];
+    labels[MANAGED_BY.0] == MANAGED_BY.1 && labels[LABEL_SITE] == label_value(site).as_str()
+}
+
+/// Refuses when an object at one of `objects`' paths exists and is not the site's.
+async fn refuse_foreign(client: &Client, site: &str, objects: &[&Value]) -> Result<(), String> {
+    for object in objects {
+        let path = object_path(object).ok_or("internal error: unknown kind")?;
+        if let Some(found) = client.get(&path).await.map_err(|e| e.to_string())?
+            && !is_sites(&found, site)
+        {
+            return Err(format!(
+                "the {} {path} exists and is not berth's (it lacks the labels {}={} and {LABEL_SITE}={}); berth does not take over objects it did not make: rename or remove it, or use another namespace_prefix",
+                object["kind"].as_str().unwrap_or_default(),
+                MANAGED_BY.0,
+                MANAGED_BY.1,
+                label_value(site)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The revision all traffic of the Service `service` goes to, as its status reports.
+fn serving_revision(service: &Value) -> Option<String> {
+    service["status"]["traffic"].as_array()?.iter().find_map(|t| {
+        (t["percent"].as_u64() == Some(100))
+            .then(|| t["revisionName"].as_str().map(str::to_string))
+            .flatten()
+    })
+}
+
+/// The `Ready` condition of `object`: its status and reason/message.
+fn ready(object: &Value) -> Option<(bool, String)> {
+    object["status"]["conditions"].as_array()?.iter().find_map(|c| {
+        (c["type"] == "Ready" && c["status"] != "Unknown").then(|| {
+            let reason = c["reason"].as_str().unwrap_or_default();
+            let message = c["message"].as_str().unwrap_or_default();
+            (
+                c["status"] == "True",
+                match (reason.is_empty(), message.is_empty()) {
+                    (false, false) => format!("{reason}: {message}"),
+                    (false, true) => reason.to_string(),
+                    _ => message.to_string(),
+                },
+            )
+        })
+    })
+}
+
+fn failed(message: impl Into<String>) -> StartError {
+    StartError {
+        message: message.into(),
+        last_lines: Vec::new(),
+    }
+}
+
+/// Applies a release of `w` as a Knative Service and its DomainMappings, and watches it:
+/// a new revision is made ready before the pin moves to it; an existing one gets the pin
+/// and nothing else changes. On failure the serving revision keeps all traffic.
+pub(super) async fn release(
+    client: &Client,
+    w: &Workload,
+    limits: &OrgLimits,
+    scale: Scale,
+    timeout: Duration,
+) -> Result<Outcome, StartError> {
+    for object in org_objects(&w.namespace, &w.org, limits) {
+        client.apply(&object).await.map_err(|e| failed(e.to_string()))?;
+    }
+    let owner_object = manifests::site_owner(&w.namespace, &w.org, &w.site);
+    let revision = revision_name(w);
+    let path = service_path(w);
+    let fresh = service(w, template(w, scale), &revision);
+    refuse_foreign(client, &w.site, &[&owner_object, &fresh])
+        .await
+        .map_err(failed)?;
+    let owner = client.apply(&owner_object).await.map_err(|e| failed(e.to_string()))?;
+    let current = client.get(&path).await.map_err(|e| failed(e.to_string()))?;
+    let serving = current.as_ref().and_then(serving_revision);
+    let revision_path = format!(
+        "{}/{revision}",
+        collection_path("Revision", &w.namespace).expect("known kind")
+    );
+    let existing = client
+        .get(&revision_path)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .filter(|r| is_sites(r, &w.site) && ready(r).is_some_and(|(ok, _)| ok));
+    let apply_pinned = async |template: &Value, pin: &str| {
+        let mut object = service(w, template.clone(), pin);
+        manifests::set_owner(&mut object, &owner);
+        client.apply(&object).await.map_err(|e| failed(e.to_string()))
+    };
+    let outcome = match (&existing, &current) {
+        // The revision exists: the pin moves; the template stays as it is (no new revision).
+        (Some(_), Some(current)) => {
+            apply_pinned(&current["spec"]["template"], &revision).await?;
+            Outcome::Repinned
+        }
+        _ => {
+            let template = fresh["spec"]["template"].clone();
+            let first_pin = serving.clone().unwrap_or_else(|| revision.clone());
+            apply_pinned(&template, &first_pin).await?;
+            if let Err(mut e) = watch_revision(client, w, &revision, timeout).await {
+                if let Some(serving) = &serving {
+                    e.last_lines
+                        .push(format!("the revision {serving} keeps all of the environment's traffic"));
+                }
+                return Err(e);
+            }
+            if first_pin != revision {
+                apply_pinned(&template, &revision).await?;
+            }
+            Outcome::NewRevision
+        }
+    };
+    watch_service(client, w, &path, &revision, timeout).await?;
+    apply_routes(client, w, &owner).await.map_err(failed)?;
+    Ok(outcome)
+}
+
+/// How a release went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// A revision was made and now has all traffic.
+    NewRevision,
+    /// The deployment's revision existed; only the pin moved.
+    Repinned,
+}
+
+/// Applies the environment's DomainMappings and TLS Secrets (owned by `owner`) and
+/// deletes those of the environment's that no longer belong (a removed domain's), found
+/// by berth's labels only.
+pub(super) async fn apply_routes(client: &Client, w: &Workload, owner: &Value) -> Result<(), String> {
+    let mut wanted = routes(w);
+    for object in &mut wanted {
+        manifests::set_owner(object, owner);
+    }
+    let refs: Vec<&Value> = wanted.iter().collect();
+    refuse_foreign(client, &w.site, &refs).await?;
+    for object in &wanted {
+        client.apply(object).await.map_err(|e| e.to_string())?;
+    }
+    let keep: BTreeSet<String> = wanted.iter().filter_map(object_path).collect();
+    let selector = label_selector(&[
+        MANAGED_BY,
+        (LABEL_SITE, &label_value(&w.site)),
+        (LABEL_ENVIRONMENT, &label_value(&w.environment)),
+    ]);
+    let collection = collection_path("DomainMapping", &w.namespace).expect("known kind");
+    for object in client.list(&collection, &selector).await.map_err(|e| e.to_string())? {
+        let Some(name) = object["metadata"]["name"].as_str() else {
+            continue;
+        };
+        let path = format!("{collection}/{name}");
+        if !keep.contains(&path) {
+            client.delete(&path).await.map_err(|e| e.to_string())?;
+        }
+    }
+    super::routes::prune_secrets(client, w, &keep).await
+}
+
+/// Waits until the revision `name` is `Ready`, failing fast with its `Ready` reason or
+/// the reason of one of its pods (image pull, crash loop, …) with their Events and log.
+async fn watch_revision(client: &Client, w: &Workload, name: &str, timeout: Duration) -> Result<(), StartError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let path = format!(
+        "{}/{name}",
+        collection_path("Revision", &w.namespace).expect("known kind")
+    );
+    let pods = super::client::collection_path("Pod", Some(&w.namespace)).expect("known kind");
+    loop {
+        let err = |e: ApiError| failed(e.to_string());
+        // The pods first: their reason comes with their Events and the app's last lines.
+        let revision = client.get(&path).await.map_err(err)?;
+        for pod in client
+            .list(&pods, &label_selector(&[(REVISION_LABEL, name)]))
+            .await
+            .map_err(err)?
+        {
+            if let Some(reason) = rollout::pod_failure(&pod) {
+                let mut e = rollout::explain(client, &w.namespace, &pod, reason).await;
+                e.message = format!("the revision {name} failed: {}", e.message);
+                return Err(e);
+            }
+        }
+        match revision.as_ref().and_then(ready) {
+            Some((true, _)) => return Ok(()),
+            Some((false, reason)) => {
+                return Err(failed(format!("the revision {}/{name} failed: {reason}", w.namespace)));
+            }
+            None => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(failed(format!(
+                "the revision {}/{name} did not become ready within {} s",
+                w.namespace,
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until the Service at `path` has observed its newest spec, is `Ready` and routes
+/// all traffic to `revision`.
+async fn watch_service(
+    client: &Client,
+    w: &Workload,
+    path: &str,
+    revision: &str,
+    timeout: Duration,
+) -> Result<(), StartError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let service = client
+            .get(path)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or_else(|| failed(format!("the Knative Service {path} disappeared during its rollout")))?;
+        let generation = service["metadata"]["generation"].as_i64().unwrap_or(0);
+        let observed = service["status"]["observedGeneration"].as_i64().unwrap_or(-1) >= generation;
+        if observed {
+            match ready(&service) {
+                Some((true, _)) if serving_revision(&service).as_deref() == Some(revision) => return Ok(()),
+                Some((false, reason)) => {
+                    return Err(failed(format!(
+                        "the Knative Service {}/{} is not ready: {reason}",
+                        w.namespace,
+                        w.name()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(failed(format!(
+                "the Knative Service {}/{} did not route to {revision} within {} s",
+                w.namespace,
+                w.name(),
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Lets Knative garbage-collect the revisions of `deployment_id` (berth forgot it): the
+/// no-GC annotation is removed from each (found by berth's labels).
+pub(super) async fn release_revisions(
+    client: &Client,
+    namespace: &str,
+    site: &str,
+    deployment_id: &str,
+) -> Result<(), ApiError> {
+    let collection = collection_path("Revision", namespace).expect("known kind");
+    let selector = label_selector(&[
+        MANAGED_BY,
+        (LABEL_SITE, &label_value(site)),
+        (LABEL_DEPLOYMENT, &label_value(deployment_id)),
+    ]);
+    for revision in client.list(&collection, &selector).await? {
+        if let Some(name) = revision["metadata"]["name"].as_str() {
+            client
+                .merge_patch(
+                    &format!("{collection}/{name}"),
+                    &json!({ "metadata": { "annotations": { NO_GC: null } } }),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the site's Knative Services and DomainMappings left after its owner went
+/// (berth's labelled ones only). A cluster without Knative has none.
+pub(super) async fn delete_site(client: &Client, namespace: &str, site: &str) -> Result<(), ApiError> {
+    let selector = label_selector(&[MANAGED_BY, (LABEL_SITE, &label_value(site))]);
+    for kind in ["DomainMapping", "Service"] {
+        let collection = collection_path(kind, namespace).expect("known kind");
+        let objects = match client.list(&collection, &selector).await {
+            Ok(objects) => objects,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        for object in objects {
+            if let Some(name) = object["metadata"]["name"].as_str() {
+                client.delete(&format!("{collection}/{name}")).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::kubernetes::manifests::{Resources, TlsCertificate};
+
+    fn workload() -> Workload {
+        Workload {
+            namespace: "berth-org-1".into(),
+            org: "org_1".into(),
+            site: "shop".into(),
+            environment: "production".into(),
+            deployment_id: "dpl_0190".into(),
+            image: "127.0.0.1:5000/berth/shop@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                .into(),
+            port: 8080,
+            env: vec![("PORT".into(), "8080".into()), ("GREETING".into(), "hi".into())],
+            health_check_path: "/health".into(),
+            resources: Resources {
+                cpu_request: "100m".into(),
+                memory_request: "128Mi".into(),
+                cpu_limit: "1".into(),
+                memory_limit: "512Mi".into(),
+            },
+            replicas: 1,
+            host: "shop.apps.example.com".into(),
+            ingress_class: None,
+            progress_deadline_seconds: 120,
+            domains: vec!["shop.example.com".into(), "www.shop.example.com".into()],
+            certificates: vec![TlsCertificate {
+                host: "shop.example.com".into(),
+                chain: "-----BEGIN CERTIFICATE-----\nZmFrZQ==\n-----END CERTIFICATE-----\n".into(),
+                key: "-----BEGIN PRIVATE KEY-----\nZmFrZSBrZXk=\n-----END PRIVATE KEY-----\n".into(),
+            }],
+            cert_manager_issuer: None,
+        }
+    }
+
+    #[test]
+    fn knative_service_golden() {
+        let w = workload();
+        let scale = Scale {
+            min: 0,
+            max: 3,
+            target: 50,
+        };
+        let service = service(&w, template(&w, scale), &revision_name(&w));
+        insta::assert_json_snapshot!(service);
+        // The same pod security as the Deployment's.
+        let deployment = manifests::environment_objects(&w).swap_remove(0);
+        assert_eq!(
+            service["spec"]["template"]["spec"]["securityContext"],
+            deployment["spec"]["template"]["spec"]["securityContext"]
+        );
+        assert_eq!(
+            service["spec"]["template"]["spec"]["containers"][0]["securityContext"],
+            deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        );
+    }
+
+    #[test]
+    fn knative_routes_golden() {
+        insta::assert_json_snapshot!(routes(&workload()));
+        let mut w = workload();
+        w.cert_manager_issuer = Some("letsencrypt".into());
+        assert!(
+            routes(&w)
+                .iter()
+                .all(|o| o["kind"] == "DomainMapping" && o["spec"].get("tls").is_none()),
+            "cert-manager's certificates are not berth's Secrets"
+        );
+    }
+
+    #[test]
+    fn knative_org_policy_lets_the_activator_in() {
+        let limits = OrgLimits {
+            container: workload().resources,
+            quota_cpu: "4".into(),
+            quota_memory: "8Gi".into(),
+            quota_pods: 20,
+        };
+        let objects = org_objects("n", "o", &limits);
+        let policy = objects.iter().find(|o| o["kind"] == "NetworkPolicy").unwrap();
+        assert!(
+            policy["spec"]["ingress"].to_string().contains(KNATIVE_NAMESPACE),
+            "{policy}"
+        );
+        let plain = manifests::org_objects("n", "o", &limits);
+        assert!(!format!("{plain:?}").contains(KNATIVE_NAMESPACE));
+    }
+
+    #[test]
+    fn revisions_are_named_after_the_deployment_under_the_service() {
+        let mut w = workload();
+        assert!(
+            revision_name(&w).starts_with("shop-production-dpl-0190"),
+            "{}",
+            revision_name(&w)
+        );
+        w.site = "a".repeat(50);
+        let name = revision_name(&w);
+        assert!(name.len() <= 63 && name.starts_with(&w.name()[..40]), "{name}");
+        w.deployment_id = "dpl_0191".into();
+        assert_ne!(revision_name(&w), name);
+    }
+
+    #[test]
+    fn the_knative_setting_is_auto_on_or_off() {
+        let mut settings = Settings::new();
+        assert_eq!(Mode::parse(&settings), Ok(Mode::Auto));
+        settings.insert("knative".into(), "on".into());
+        assert_eq!(Mode::parse(&settings), Ok(Mode::On));
+        settings.insert("knative".into(), "off".into());
+        assert_eq!(Mode::parse(&settings), Ok(Mode::Off));
+        settings.insert("knative".into(), "yes".into());
+        assert!(Mode::parse(&settings).unwrap_err().contains("auto"));
+    }
+}
