@@ -18,6 +18,9 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker >/dev/null || missing+=(docker.io)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
+# The registry that requires authentication (tests/common/auth_registry.rs) gets a bcrypt
+# htpasswd file made with python's bcrypt.
+/usr/bin/python3 -c 'import bcrypt' 2>/dev/null || missing+=(python3-bcrypt)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

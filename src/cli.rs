@@ -326,6 +326,44 @@ pub async fn deploy(
     follow_deploy(&client, out, spinner, wait, json).await
 }
 
+/// `berth deploy --dry-run`: the objects a release of the site's production environment
+/// would apply on its target (sealed), who checked them and what to know; nothing is
+/// uploaded, built or applied. The service refuses what a dry run cannot show (a branch,
+/// build settings).
+pub async fn deploy_dry_run(
+    args: &ClientArgs,
+    site: &str,
+    branch: Option<String>,
+    settings: &BuildSettingsArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let mut body = serde_json::Map::new();
+    body.insert("dry_run".into(), Value::Bool(true));
+    let overrides = settings.to_json(false)?;
+    if !overrides.is_empty() {
+        body.insert("overrides".into(), Value::Object(overrides));
+    }
+    if let Some(branch) = branch {
+        body.insert("branch".into(), Value::String(branch));
+    }
+    let out: crate::service::DryRunOutput = client
+        .post_json(&format!("/api/sites/{site}/deploy"), &Value::Object(body))
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    let checked_by = serde_json::to_value(out.checked_by)?;
+    println!(
+        "dry run of {}/{} on {}: nothing was built or applied",
+        out.site, out.environment, out.target
+    );
+    println!("checked_by: {}", checked_by.as_str().unwrap_or_default());
+    println!("note: {}", out.note);
+    println!("{}", serde_json::to_string_pretty(&out.objects)?);
+    Ok(())
+}
+
 /// Whether `berth deploy`'s argument names a git repository rather than a folder.
 pub fn is_git_url(target: &str) -> bool {
     let t = target.trim();

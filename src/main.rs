@@ -36,6 +36,11 @@ enum Command {
         /// Return once queued instead of following the build.
         #[arg(long)]
         no_wait: bool,
+        /// Upload, build and apply nothing: print the objects a release of the site's
+        /// production environment would apply (kubernetes sites), who checked them
+        /// (checked_by) and a note.
+        #[arg(long)]
+        dry_run: bool,
         /// Build settings for this deployment only (for a site this creates: its settings).
         #[command(flatten)]
         settings: cli::BuildSettingsArgs,
@@ -747,10 +752,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             site,
             branch,
             no_wait,
+            dry_run,
             settings,
             json,
         } => {
             let target = dir.to_string_lossy().into_owned();
+            if dry_run {
+                let site = match site {
+                    Some(site) => site,
+                    None if cli::is_git_url(&target) && !dir.exists() => cli::site_name_for_repo(&target, json)?,
+                    None => cli::site_name_for(&dir, json)?,
+                };
+                return cli::deploy_dry_run(c, &site, branch, &settings, json).await;
+            }
             if cli::is_git_url(&target) && !dir.exists() {
                 let site = match site {
                     Some(site) => site,

@@ -5,6 +5,8 @@
 //! by Host to it. berth builds the image on the real engine, pushes it to the real
 //! registry and serves the environment's host through its own edge.
 
+#[path = "common/auth_registry.rs"]
+mod auth_registry;
 mod common;
 #[path = "common/fake_k8s.rs"]
 mod fake_k8s;
@@ -69,19 +71,26 @@ impl KubeServer {
     async fn start_with(env: &[(&str, &str)]) -> Self {
         prepare_engine();
         let kube = FakeKube::start(TOKEN).await;
+        let connection = json!({"api_url": kube.url, "token": TOKEN});
+        Self::start_on(kube, env, connection).await
+    }
+
+    /// A server with `env` whose org's kubernetes settings reach `kube` as `connection`
+    /// (api_url and token, a kubeconfig, or in_cluster) says.
+    async fn start_on(kube: FakeKube, env: &[(&str, &str)], connection: Value) -> Self {
+        prepare_engine();
         let server = TestServer::start_with(env).await;
+        let mut config = json!({
+            "default": true,
+            "registry": REGISTRY,
+            "ingress_address": kube.ingress.to_string(),
+            "ingress_class": "nginx",
+        });
+        for (key, value) in connection.as_object().unwrap() {
+            config[key] = value.clone();
+        }
         let (status, out) = server
-            .patch(
-                "/api/config/kubernetes",
-                &json!({"config": {
-                    "default": true,
-                    "api_url": kube.url,
-                    "token": TOKEN,
-                    "registry": REGISTRY,
-                    "ingress_address": kube.ingress.to_string(),
-                    "ingress_class": "nginx",
-                }}),
-            )
+            .patch("/api/config/kubernetes", &json!({ "config": config }))
             .await;
         assert_eq!(status, 200, "{out}");
         let owner = std::fs::read_to_string(server.data.path().join("docker-owner"))
@@ -1441,4 +1450,343 @@ async fn kubernetes_fake_knative_a_domain_is_a_domain_mapping_at_once_and_goes_w
             .object(&knative_path(&ns, "domainmappings", "map.localhost"))
             .is_some()
     );
+}
+
+/// The state of the first container of the pods of the fake cluster (waiting reasons).
+fn pod_waiting_reasons(server: &KubeServer) -> Vec<String> {
+    server
+        .of_kind("Pod")
+        .iter()
+        .filter_map(|p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_registry_credentials_push_and_pull_from_a_real_registry_requiring_them() {
+    let (user, password) = ("berth-pusher", "reg-pass-4d1c8e2a9b");
+    let registry = auth_registry::AuthRegistry::start(user, password).await;
+    let server = KubeServer::start().await;
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"registry": registry.address, "registry_username": user, "registry_password": password}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let site = dockerfile_app("pulled with credentials");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "sealed", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(
+        server.edge("sealed.localhost", "/").await,
+        (200, "pulled with credentials".to_string())
+    );
+    let image = server.deployment_image("sealed-production");
+    assert!(
+        image.starts_with(&format!("{}/berth/sealed@sha256:", registry.address)),
+        "{image}"
+    );
+
+    // The org's namespace holds the credentials as a dockerconfigjson Secret, labelled as
+    // berth's, named by the app ServiceAccount's imagePullSecrets.
+    let ns = server.namespace();
+    let secret = server
+        .kube
+        .object(&format!("/api/v1/namespaces/{ns}/secrets/berth-registry"))
+        .expect("the pull Secret");
+    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+    assert_eq!(secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "berth");
+    let account = server
+        .kube
+        .object(&format!("/api/v1/namespaces/{ns}/serviceaccounts/berth-app"))
+        .expect("the ServiceAccount");
+    assert_eq!(account["imagePullSecrets"], json!([{"name": "berth-registry"}]));
+
+    // The password is sealed: not in the settings' output, berth's log or the build log.
+    let (_, cfg) = server.get("/api/config/kubernetes").await;
+    assert!(!cfg.to_string().contains(password), "{cfg}");
+    assert!(!server.log().contains(password), "the server log holds the password");
+    let log = server.deployment_log(&deployment_id(&out), "build").await;
+    assert!(!log.contains(password), "{log}");
+
+    // Without the pull Secret the kubelet cannot pull: restarted pods fail to pull.
+    server
+        .kube
+        .remove(&format!("/api/v1/namespaces/{ns}/secrets/berth-registry"));
+    server.kube.restart_pods();
+    eventually("the restarted pod fails to pull", async || {
+        pod_waiting_reasons(&server)
+            .iter()
+            .any(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
+    })
+    .await;
+
+    // A wrong password fails the deploy at the push, naming the registry, without the
+    // password (neither the wrong one nor the right one).
+    let wrong = "wrong-pass-77e1b0";
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"registry_password": wrong}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = server.post("/api/sites/sealed/deploy", &json!({"wait": true})).await;
+    assert!(status == 200 || status == 201 || status == 202, "{status} {out}");
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let id = deployment_id(&out);
+    let log = server.deployment_log(&id, "build").await;
+    let said = format!("{out}{log}");
+    assert!(
+        said.contains(&format!("pushing to the registry {} failed", registry.address)),
+        "{said}"
+    );
+    assert!(said.contains("registry_password"), "{said}");
+    assert!(!said.contains(wrong) && !said.contains(password), "{said}");
+    assert!(!server.log().contains(wrong), "the server log holds the password");
+}
+
+/// A kubeconfig of one context whose cluster is `server` (CA `ca`, when given) and whose
+/// user has `user` (YAML lines, indented four spaces).
+fn kubeconfig(server: &str, ca: Option<&str>, user: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    let ca = ca.map_or(String::new(), |pem| {
+        format!("    certificate-authority-data: {}\n", b64(pem))
+    });
+    format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: berth\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n{ca}contexts:\n- name: other\n  context:\n    cluster: fake\n    user: nobody\n- name: berth\n  context:\n    cluster: fake\n    user: berth\nusers:\n- name: nobody\n  user:\n    token: not-the-token\n- name: berth\n  user:\n{user}\n"
+    )
+}
+
+/// Deploys a small app as `site` and checks that it serves through the edge.
+async fn deploy_and_serve(server: &KubeServer, site: &str, text: &str) {
+    let app = dockerfile_app(text);
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": site, "repo": s(app.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(
+        server.edge(&format!("{site}.localhost"), "/").await,
+        (200, text.to_string())
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_kubeconfig_with_a_token_or_a_client_certificate_reaches_the_cluster() {
+    use base64::Engine as _;
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    prepare_engine();
+    let kube = FakeKube::start(TOKEN).await;
+    let config = kubeconfig(&kube.url, None, &format!("    token: {TOKEN}"));
+    let server = KubeServer::start_on(kube, &[], json!({ "kubeconfig": config })).await;
+    deploy_and_serve(&server, "viaconfig", "reached with a kubeconfig token").await;
+    let (_, cfg) = server.get("/api/config/kubernetes").await;
+    assert!(!cfg.to_string().contains(TOKEN), "the kubeconfig is sealed: {cfg}");
+    // Another context (kubeconfig_context) is another user, whom the API refuses.
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"kubeconfig_context": "other"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (_, tested) = server.post("/api/config/kubernetes/test", &json!({})).await;
+    assert_eq!(tested["ok"], false, "{tested}");
+    assert!(tested.to_string().contains("401"), "{tested}");
+
+    // Over TLS requiring a client certificate signed by the cluster's CA.
+    let tls = server.kube.serve_tls(true).await;
+    let with_cert = kubeconfig(
+        &tls.url,
+        Some(&tls.ca_pem),
+        &format!(
+            "    client-certificate-data: {}\n    client-key-data: {}",
+            b64(&tls.client_certificate_pem),
+            b64(&tls.client_key_pem)
+        ),
+    );
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"kubeconfig": with_cert, "kubeconfig_context": null}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (_, tested) = server.post("/api/config/kubernetes/test", &json!({})).await;
+    assert_eq!(tested["ok"], true, "{tested}");
+    deploy_and_serve(&server, "viacert", "reached with a client certificate").await;
+    let (_, cfg) = server.get("/api/config/kubernetes").await;
+    assert!(!cfg.to_string().contains(&b64(&tls.client_key_pem)), "{cfg}");
+
+    // The same server without a client certificate: the TLS handshake is refused.
+    let without = kubeconfig(&tls.url, Some(&tls.ca_pem), &format!("    token: {TOKEN}"));
+    let (status, out) = server
+        .patch("/api/config/kubernetes", &json!({"config": {"kubeconfig": without}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (_, tested) = server.post("/api/config/kubernetes/test", &json!({})).await;
+    assert_eq!(tested["ok"], false, "{tested}");
+    assert!(tested.to_string().contains("not answering"), "{tested}");
+
+    // What berth cannot use is refused naming what to use, and changes nothing.
+    for (user, says) in [
+        (
+            "    exec:\n      command: aws\n      args: [eks, get-token]",
+            "user.token",
+        ),
+        (
+            "    client-certificate: /root/.kube/c.crt\n    client-key: /root/.kube/c.key",
+            "client-certificate-data",
+        ),
+    ] {
+        let bad = kubeconfig(&tls.url, Some(&tls.ca_pem), user);
+        let (status, out) = server
+            .patch("/api/config/kubernetes", &json!({"config": {"kubeconfig": bad}}))
+            .await;
+        assert_eq!(status, 400, "{out}");
+        assert!(out.to_string().contains(says), "{out}");
+    }
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"api_url": server.kube.url, "token": TOKEN}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(out.to_string().contains("alternative"), "{out}");
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_in_cluster_service_account_token_is_read_again_when_it_rotates() {
+    prepare_engine();
+    let kube = FakeKube::start(TOKEN).await;
+    let tls = kube.serve_tls(false).await;
+    let account = tempfile::tempdir().unwrap();
+    std::fs::write(account.path().join("token"), TOKEN).unwrap();
+    std::fs::write(account.path().join("ca.crt"), &tls.ca_pem).unwrap();
+    let port = tls.address.port().to_string();
+    let dir = s(account.path());
+    let env = [
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+        ("KUBERNETES_SERVICE_PORT", port.as_str()),
+        ("BERTH_KUBERNETES_SERVICE_ACCOUNT_DIR", dir),
+    ];
+    let server = KubeServer::start_on(kube, &env, json!({ "in_cluster": true })).await;
+    deploy_and_serve(&server, "incluster", "reached from inside").await;
+
+    // The projected token rotates: the cluster accepts only the new one, which berth reads.
+    let rotated = "k8s-token-rotated-0b9d2e";
+    server.kube.set_token(rotated);
+    std::fs::write(account.path().join("token"), rotated).unwrap();
+    let (_, tested) = server.post("/api/config/kubernetes/test", &json!({})).await;
+    assert_eq!(tested["ok"], true, "{tested}");
+    assert!(
+        tested["detail"]
+            .to_string()
+            .contains(&format!("https://127.0.0.1:{port}")),
+        "{tested}"
+    );
+    assert!(!server.log().contains(rotated) && !server.log().contains(TOKEN));
+
+    // With api_url as well: refused, naming the alternative.
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"api_url": "https://10.0.0.1:6443"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(out.to_string().contains("alternative"), "{out}");
+}
+
+// Multi-threaded: the CLI runs to completion on this thread while the fake API, in this
+// process, answers on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_fake_api_cli_dry_run_prints_the_objects_even_before_the_first_deployment() {
+    let server = KubeServer::start().await;
+    // An upload site that has no deployment yet, with settings of its own.
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "fresh", "port": 9000, "health_check_path": "/healthz"}),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status} {out}");
+    let secret = "api-key-0c7e3f9a1d";
+    let (status, out) = server
+        .patch("/api/sites/fresh/env", &json!({"vars": {"API_KEY": secret}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+
+    let run = server.cli(&["deploy", "--site", "fresh", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    // The org has no namespace in the cluster yet, so its server-side dry run refuses the
+    // namespaced objects (as Kubernetes does): berth's rendered manifests, said so.
+    assert!(stdout.contains("checked_by: rendered"), "{stdout}");
+    assert!(stdout.contains("not found"), "{stdout}");
+    let note = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("note: "))
+        .unwrap_or_else(|| panic!("a note in {stdout}"));
+    assert!(
+        note.contains("no deployment yet") && note.contains("stand-in image"),
+        "{note}"
+    );
+    let objects: Value = serde_json::from_str(&stdout[stdout.find("\n[").expect("the objects") + 1..]).unwrap();
+    let deployment = objects
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap_or_else(|| panic!("a Deployment in {objects}"));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["ports"][0]["containerPort"], 9000, "{container}");
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"], "/healthz",
+        "{container}"
+    );
+    assert!(
+        container["image"].as_str().unwrap().contains("built-by-this-deploy"),
+        "{container}"
+    );
+    assert!(!stdout.contains(secret), "the variable's value is sealed: {stdout}");
+
+    // --json: the whole answer as JSON.
+    let run = server.cli(&["deploy", "--site", "fresh", "--dry-run", "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let answer: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(answer["checked_by"], "rendered", "{answer}");
+    assert_eq!(answer["target"], "kubernetes", "{answer}");
+    assert!(answer["objects"].as_array().is_some_and(|o| !o.is_empty()), "{answer}");
+
+    // Nothing was applied, uploaded or built.
+    assert!(
+        server.kube.objects().is_empty(),
+        "{:?}",
+        server.kube.objects().keys().collect::<Vec<_>>()
+    );
+    let (_, listed) = server.get("/api/sites/fresh/deployments").await;
+    assert_eq!(listed["deployments"].as_array().map(Vec::len), Some(0), "{listed}");
+
+    // What a dry run cannot show is refused naming the fix.
+    let run = server.cli(&["deploy", "--site", "fresh", "--dry-run", "--branch", "main"]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("leave out branch"), "{stderr}");
 }

@@ -122,15 +122,8 @@ impl Platform {
             health_check_path: plan.health_check_path.clone(),
             start_timeout: self.config.timeouts.start(),
             uid: if built_here { self.site_uid(site).await? } else { None },
-            size: crate::runtime::InstanceSize {
-                memory_mb: scaling.memory_mb.map(|m| m as u64),
-                cpus: scaling.cpu_millis.map(|m| m as f64 / 1000.0),
-            },
-            scale: crate::runtime::InstanceScale {
-                min_instances: scaling.min_instances.clamp(0, 1000) as u32,
-                max_instances: scaling.max_instances.clamp(1, 1000) as u32,
-                target_concurrency: scaling.target_concurrency.clamp(1, 1000) as u32,
-            },
+            size: instance_size(&scaling),
+            scale: instance_scale(&scaling),
         }))
     }
 
@@ -156,6 +149,37 @@ impl Platform {
             spec.image = None;
             spec
         }))
+    }
+
+    /// A stand-in for the release of an environment that runs no app yet, for a dry run:
+    /// the site's build settings as they are (start command, port, health check path;
+    /// berth's defaults where the first build would decide) with the environment's
+    /// variables and domains, no image.
+    pub async fn stand_in_spec(&self, site: &SiteRow, env: &EnvironmentRow) -> anyhow::Result<InstanceSpec> {
+        let settings: berth_build::detect::BuildSettings =
+            serde_json::from_str(&site.build_settings).unwrap_or_default();
+        let deployment_id = "dry-run";
+        let scaling = store::get_scaling(self.store.pool(), &env.id).await?;
+        Ok(InstanceSpec {
+            deployment_id: deployment_id.to_string(),
+            provider: site.provider.clone(),
+            org: site.org_id.clone(),
+            host: self.host_for(&site.name, &env.name),
+            domains: self.served_domains(&env.id).await?,
+            environment: env.name.clone(),
+            image: None,
+            provider_config: self.provider_config(&site.org_id, &site.provider).await?,
+            site: site.name.clone(),
+            app_dir: crate::deploy::app_dir(self, deployment_id),
+            command: settings.start_command.unwrap_or_default(),
+            port: settings.port,
+            env: self.app_env(site, &env.id, deployment_id).await?,
+            health_check_path: settings.health_check_path.unwrap_or_else(|| "/".into()),
+            start_timeout: self.config.timeouts.start(),
+            uid: None,
+            size: instance_size(&scaling),
+            scale: instance_scale(&scaling),
+        })
     }
 
     /// The custom domains the edge serves for an environment, each with the certificate
@@ -382,4 +406,21 @@ async fn insert_superseded_events(
         store::insert_event(&mut **tx, org_id, "deployment.superseded", id, &data).await?;
     }
     Ok(())
+}
+
+/// An instance's size from its environment's scaling settings.
+fn instance_size(scaling: &store::ScalingRow) -> crate::runtime::InstanceSize {
+    crate::runtime::InstanceSize {
+        memory_mb: scaling.memory_mb.map(|m| m as u64),
+        cpus: scaling.cpu_millis.map(|m| m as f64 / 1000.0),
+    }
+}
+
+/// The scale bounds a target that scales by itself (Knative) is given.
+fn instance_scale(scaling: &store::ScalingRow) -> crate::runtime::InstanceScale {
+    crate::runtime::InstanceScale {
+        min_instances: scaling.min_instances.clamp(0, 1000) as u32,
+        max_instances: scaling.max_instances.clamp(1, 1000) as u32,
+        target_concurrency: scaling.target_concurrency.clamp(1, 1000) as u32,
+    }
 }

@@ -534,19 +534,31 @@ impl Service {
         let site = self.find_site(actor, &input.site).await?;
         let env = self.find_environment(&site, &env_name).await?;
         let target = self.platform.target(&site.provider)?;
-        let spec = self.platform.dry_run_spec(&site, &env).await?.ok_or_else(|| {
-            ServiceError::invalid(
-                "dry_run",
-                format!(
-                    "environment '{env_name}' of site '{}' runs no app yet, so there is no release to show; deploy once without dry_run",
-                    site.name
-                ),
-            )
-        })?;
-        let found = target
+        // An environment that runs no app yet is shown with a stand-in for its first
+        // release (the site's settings, no build), and the note says so.
+        let (spec, stand_in) = match self.platform.dry_run_spec(&site, &env).await? {
+            Some(spec) => (spec, false),
+            None if env.deployment_id.is_none() => (self.platform.stand_in_spec(&site, &env).await?, true),
+            None => {
+                return Err(ServiceError::invalid(
+                    "dry_run",
+                    format!(
+                        "environment '{env_name}' of site '{}' serves no process berth releases (its current deployment has no runnable build), so there is no release to show; deploy once without dry_run",
+                        site.name
+                    ),
+                ));
+            }
+        };
+        let mut found = target
             .dry_run(spec)
             .await
             .map_err(|e| ServiceError::invalid("dry_run", e))?;
+        if stand_in {
+            found.note = format!(
+                "environment '{env_name}' has no deployment yet: shown with the site's settings and a stand-in image (the first build decides the image, and the port and health check path unless the site's settings give them); {}",
+                found.note
+            );
+        }
         Ok(DryRunOutput {
             site: site.name,
             environment: env_name,

@@ -15,7 +15,8 @@
 //! security context (uid, read-only root, `/tmp` tmpfs, no capabilities, no new
 //! privileges) and the template's env, probes the readiness path, and then marks the
 //! Deployment available; a container that exits is a `CrashLoopBackOff` (with its log), a
-//! failed pull an `ErrImagePull`. A test can force image pulls to fail
+//! failed pull an `ErrImagePull`. It pulls with the credentials of the pod's (or its
+//! ServiceAccount's) `imagePullSecrets`, as a kubelet does, and with none without them. A test can force image pulls to fail
 //! ([`Rollout::ImagePullFailure`]). Its fake ingress controller proxies a request by its
 //! `Host` to the ready container behind the Ingress rule's Service, so a test sees the
 //! app's own answer. Containers it started are removed when it is dropped.
@@ -60,7 +61,7 @@ pub enum Rollout {
 pub type Seen = (String, String);
 
 struct Shared {
-    token: String,
+    token: Mutex<String>,
     objects: Mutex<BTreeMap<String, Value>>,
     version: AtomicU64,
     rollout: Mutex<Rollout>,
@@ -81,6 +82,31 @@ struct Shared {
     knative: std::sync::atomic::AtomicBool,
 }
 
+/// Marks a request that came with a client certificate the TLS listener verified.
+#[derive(Clone, Copy)]
+struct VerifiedClient;
+
+/// The fake API over TLS ([`FakeKube::serve_tls`]), stopped when dropped.
+pub struct TlsApi {
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// The CA of its certificate (and of the client certificate below), PEM.
+    pub ca_pem: String,
+    /// A client certificate the listener accepts, PEM.
+    pub client_certificate_pem: String,
+    /// Its key, PEM.
+    pub client_key_pem: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// The fake API server and its fake ingress controller.
 pub struct FakeKube {
     /// The API's URL.
@@ -95,7 +121,7 @@ impl FakeKube {
     /// Starts the fake API and ingress on loopback, accepting `token`.
     pub async fn start(token: &str) -> Self {
         let shared = Arc::new(Shared {
-            token: token.to_string(),
+            token: Mutex::new(token.to_string()),
             objects: Mutex::default(),
             version: AtomicU64::new(100),
             rollout: Mutex::new(Rollout::Run),
@@ -127,6 +153,86 @@ impl FakeKube {
             ingress: ingress_addr,
             shared,
             tasks,
+        }
+    }
+
+    /// Accepts `token` from now on instead of the one before (a rotated token).
+    pub fn set_token(&self, token: &str) {
+        *self.shared.token.lock().unwrap() = token.to_string();
+    }
+
+    /// The same API over TLS on another loopback port, with a certificate of a CA made
+    /// here; with `client_certificates`, the TLS handshake requires a client certificate
+    /// signed by that CA, and a request on such a connection is authenticated without a
+    /// token (as an API server's client certificate authentication does).
+    pub async fn serve_tls(&self, client_certificates: bool) -> TlsApi {
+        use tokio_rustls::rustls;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fake-kube-ca");
+        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let issue = |names: Vec<String>, usage: rcgen::ExtendedKeyUsagePurpose| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(names).unwrap();
+            params.extended_key_usages = vec![usage];
+            params.distinguished_name.push(rcgen::DnType::CommonName, "berth");
+            let cert = params.signed_by(&key, &ca).unwrap();
+            (cert, key)
+        };
+        let (server_cert, server_key) = issue(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) = issue(vec![], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_certificates {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.der().clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let key = rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap();
+        let config = builder.with_single_cert(vec![server_cert.der().clone()], key).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr");
+        let shared = self.shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (acceptor, shared) = (acceptor.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let verified = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                    let mut app = Router::new().fallback(api_call).with_state(shared);
+                    if verified {
+                        app = app.layer(axum::Extension(VerifiedClient));
+                    }
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        TlsApi {
+            url: format!("https://{address}"),
+            address,
+            ca_pem: ca.pem(),
+            client_certificate_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
+            task,
         }
     }
 
@@ -171,6 +277,11 @@ impl FakeKube {
             let shared = self.shared.clone();
             tokio::spawn(async move { kubelet(shared, deployment, rv).await });
         }
+    }
+
+    /// Removes the object at `path` (as another client of the cluster would).
+    pub fn remove(&self, path: &str) {
+        self.shared.objects.lock().unwrap().remove(path);
     }
 
     /// The requests answered so far.
@@ -332,11 +443,14 @@ async fn api_call(State(shared): State<Arc<Shared>>, request: Request) -> Respon
         .lock()
         .unwrap()
         .push((parts.method.to_string(), format!("{path}?{query}")));
-    let authorised = parts
+    let token = shared.token.lock().unwrap().clone();
+    let bearer = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {}", shared.token));
+        .is_some_and(|v| v == format!("Bearer {token}"));
+    // A client certificate the TLS listener verified authenticates as a token does.
+    let authorised = bearer || parts.extensions.get::<VerifiedClient>().is_some();
     if !authorised {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into());
     }
@@ -894,6 +1008,94 @@ async fn docker(args: &[String]) -> Result<String, String> {
     }
 }
 
+/// Pulls `image` as a kubelet does for a pod with `spec`: with the registry credentials
+/// of the pod's `imagePullSecrets`, or else of its ServiceAccount's (`kubernetes.io/
+/// dockerconfigjson` Secrets of the namespace), and with none otherwise (a Docker config
+/// folder of its own, never the machine's).
+async fn pull(shared: &Shared, ns: &str, spec: &Value, image: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    let account = spec["serviceAccountName"].as_str().unwrap_or("default");
+    let secret_names: Vec<String> = {
+        let objects = shared.objects.lock().unwrap();
+        let named = match spec["imagePullSecrets"].as_array() {
+            Some(list) if !list.is_empty() => list.clone(),
+            _ => objects
+                .get(&format!("/api/v1/namespaces/{ns}/serviceaccounts/{account}"))
+                .and_then(|sa| sa["imagePullSecrets"].as_array().cloned())
+                .unwrap_or_default(),
+        };
+        named
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let mut auths = serde_json::Map::new();
+    for name in secret_names {
+        let secret = shared
+            .objects
+            .lock()
+            .unwrap()
+            .get(&format!("/api/v1/namespaces/{ns}/secrets/{name}"))
+            .cloned();
+        let Some(secret) = secret.filter(|s| s["type"] == "kubernetes.io/dockerconfigjson") else {
+            continue;
+        };
+        let decoded = secret["data"][".dockerconfigjson"]
+            .as_str()
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+        if let Some(entries) = decoded.as_ref().and_then(|c| c["auths"].as_object()) {
+            auths.extend(entries.clone());
+        }
+    }
+    // The registry is asked for the manifest with the pod's credentials first, as a
+    // kubelet pulling with `imagePullPolicy: Always` does: one Docker Engine serves every
+    // fake pod, and it may skip the registry for an image it pulled before.
+    let (host, rest) = image.split_once('/').unwrap_or_default();
+    let (repo, reference) = rest
+        .split_once('@')
+        .or_else(|| rest.rsplit_once(':'))
+        .unwrap_or((rest, "latest"));
+    let mut check = reqwest::Client::new()
+        .head(format!("http://{host}/v2/{repo}/manifests/{reference}"))
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+        );
+    if let Some((user, password)) = auths
+        .get(host)
+        .and_then(|a| a["auth"].as_str())
+        .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a).ok())
+        .and_then(|a| String::from_utf8(a).ok())
+        .and_then(|a| a.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
+    {
+        check = check.basic_auth(user, Some(password));
+    }
+    match check.send().await {
+        Ok(answer) if answer.status() == 401 => {
+            return Err(format!(
+                "failed to authorize: failed to fetch manifest of {image}: 401 Unauthorized (no valid credentials for {host} in the pod's imagePullSecrets)"
+            ));
+        }
+        Ok(answer) if !answer.status().is_success() => {
+            return Err(format!("failed to resolve reference \"{image}\": {}", answer.status()));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(format!("failed to do request: {e}")),
+    }
+    let config = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::write(config.path().join("config.json"), json!({ "auths": auths }).to_string())
+        .map_err(|e| e.to_string())?;
+    docker(&[
+        "--config".into(),
+        config.path().display().to_string(),
+        "pull".into(),
+        "-q".into(),
+        image.to_string(),
+    ])
+    .await
+}
+
 /// Runs one pod of `deployment` named `pod`: pulls its image, runs it as the pod's
 /// security context says and probes its readiness path; returns where it listens once
 /// ready, or `None` after marking the pod failed (with its Events and log).
@@ -920,7 +1122,7 @@ async fn run_pod(shared: &Arc<Shared>, deployment: &Value, pod: String) -> Optio
         Rollout::ImagePullFailure => Err(format!(
             "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": not found"
         )),
-        Rollout::Run => docker(&["pull".into(), "-q".into(), image.clone()]).await,
+        Rollout::Run => pull(shared, &ns, &template["spec"], &image).await,
     };
     if let Err(reason) = pulled {
         set_pod(

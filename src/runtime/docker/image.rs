@@ -317,7 +317,11 @@ pub async fn collect_garbage(
 
 /// Pushes the image `reference` (`registry/repo:tag`) to its registry and returns the
 /// reference by digest (`registry/repo@sha256:…`) that the registry now serves.
-pub async fn push(engine: &Engine, reference: &str) -> Result<String, EngineError> {
+pub async fn push(
+    engine: &Engine,
+    reference: &str,
+    credentials: Option<bollard::auth::DockerCredentials>,
+) -> Result<String, EngineError> {
     let (repo, tag) = match reference.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => (repo, tag),
         _ => (reference, "latest"),
@@ -325,7 +329,7 @@ pub async fn push(engine: &Engine, reference: &str) -> Result<String, EngineErro
     let options = bollard::query_parameters::PushImageOptionsBuilder::default()
         .tag(tag)
         .build();
-    let mut stream = engine.docker().push_image(repo, Some(options), None);
+    let mut stream = engine.docker().push_image(repo, Some(options), credentials);
     while let Some(step) = stream.next().await {
         step.map_err(|e| engine.error(e))?;
     }

@@ -328,8 +328,19 @@ impl DockerProvider {
 
     /// Pushes the image `reference` to its registry; returns it by digest.
     pub async fn push_image(&self, settings: &DockerSettings, reference: &str) -> Result<String, EngineError> {
+        self.push_image_with(settings, reference, None).await
+    }
+
+    /// Pushes the image `reference` with the registry's `credentials` (sent in the engine
+    /// API's `X-Registry-Auth` header); returns it by digest.
+    pub async fn push_image_with(
+        &self,
+        settings: &DockerSettings,
+        reference: &str,
+        credentials: Option<bollard::auth::DockerCredentials>,
+    ) -> Result<String, EngineError> {
         let engine = self.engine(&settings.host).await?;
-        image::push(&engine, reference).await
+        image::push(&engine, reference, credentials).await
     }
 
     /// Whether the image `tag` is still kept on the org's engine.

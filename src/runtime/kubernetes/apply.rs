@@ -15,6 +15,7 @@ use super::super::StartError;
 use super::super::target::DryRun;
 use super::client::{ApiError, Client, collection_path, label_selector, object_path};
 use super::manifests::{self, LABEL_DEPLOYMENT, LABEL_SITE, MANAGED_BY, OrgLimits, Workload, label_value};
+use super::registry_auth::{self, RegistryAuth};
 use super::rollout;
 
 /// Every object of a release, in the order they are applied.
@@ -27,10 +28,12 @@ pub(super) struct Objects {
     pub environment: Vec<Value>,
 }
 
-/// The objects a release of `w` applies.
-pub(super) fn render(w: &Workload, limits: &OrgLimits) -> Objects {
+/// The objects a release of `w` applies (with the registry's pull Secret when `pull`).
+pub(super) fn render(w: &Workload, limits: &OrgLimits, pull: Option<&RegistryAuth>) -> Objects {
+    let mut org = manifests::org_objects(&w.namespace, &w.org, limits);
+    registry_auth::add_pull_secret(&mut org, pull);
     Objects {
-        org: manifests::org_objects(&w.namespace, &w.org, limits),
+        org,
         owner: manifests::site_owner(&w.namespace, &w.org, &w.site),
         environment: manifests::environment_objects(w),
     }
@@ -77,13 +80,14 @@ pub(super) async fn release(
     client: &Client,
     w: &Workload,
     limits: &OrgLimits,
+    pull: Option<&RegistryAuth>,
     timeout: Duration,
 ) -> Result<(), StartError> {
     let failed = |message: String| StartError {
         message,
         last_lines: Vec::new(),
     };
-    let objects = render(w, limits);
+    let objects = render(w, limits, pull);
     for object in &objects.org {
         client.apply(object).await.map_err(|e| failed(e.to_string()))?;
     }
@@ -190,8 +194,8 @@ fn seal(object: &mut Value) {
 
 /// The objects a release of `w` would apply: checked by the cluster's server-side dry
 /// run when it answers every one, berth's rendered manifests otherwise; sealed.
-pub(super) async fn dry_run(client: &Client, w: &Workload, limits: &OrgLimits) -> DryRun {
-    let objects = render(w, limits);
+pub(super) async fn dry_run(client: &Client, w: &Workload, limits: &OrgLimits, pull: Option<&RegistryAuth>) -> DryRun {
+    let objects = render(w, limits, pull);
     let rendered: Vec<Value> = objects
         .org
         .into_iter()

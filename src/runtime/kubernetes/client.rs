@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::connection::{Connection, Credential};
+
+/// Most bytes of a token file.
+const MAX_TOKEN_BYTES: u64 = 64 * 1024;
+
 /// Most bytes of one API answer berth reads (a LIST of a namespace's pods fits easily).
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// How long one request may take.
@@ -57,7 +62,7 @@ impl ApiError {
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: String,
+    credential: Credential,
 }
 
 impl std::fmt::Debug for Client {
@@ -72,23 +77,73 @@ impl Client {
     /// A client for `api_url`, authenticating with the bearer `token`, trusting
     /// `ca_certificate` (PEM) in addition to the usual roots when given.
     pub fn new(api_url: &str, token: &str, ca_certificate: Option<&str>) -> Result<Self, String> {
+        Self::connect(&Connection {
+            api_url: api_url.to_string(),
+            credential: Credential::Token(token.to_string()),
+            ca_certificate: ca_certificate.map(str::to_string),
+        })
+    }
+
+    /// A client of the API server `connection` describes: a bearer token (from a file,
+    /// read at each request, when it rotates) or a client certificate (TLS).
+    pub fn connect(connection: &Connection) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none());
-        if let Some(pem) = ca_certificate {
+        if let Some(pem) = &connection.ca_certificate {
             let cert = reqwest::Certificate::from_pem(pem.as_bytes())
                 .map_err(|_| "ca_certificate must be a PEM certificate (-----BEGIN CERTIFICATE-----)".to_string())?;
             builder = builder.tls_certs_merge([cert]);
+        }
+        if let Credential::ClientCertificate(pem) = &connection.credential {
+            let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|_| {
+                "the client certificate and key must be PEM (client-certificate-data, client-key-data)".to_string()
+            })?;
+            builder = builder.identity(identity);
         }
         let http = builder
             .build()
             .map_err(|e| format!("could not set up the API client: {e}"))?;
         Ok(Self {
             http,
-            base: api_url.trim_end_matches('/').to_string(),
-            token: token.to_string(),
+            base: connection.api_url.trim_end_matches('/').to_string(),
+            credential: connection.credential.clone(),
         })
+    }
+
+    /// `request` with berth's credential: the bearer token (a token file is read now,
+    /// so a rotated token is used from its next request on); a client certificate is
+    /// presented by TLS instead.
+    async fn authorized(&self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, ApiError> {
+        match &self.credential {
+            Credential::Token(token) => Ok(request.bearer_auth(token)),
+            Credential::ClientCertificate(_) => Ok(request),
+            Credential::TokenFile(path) => {
+                let unreadable = |reason: String| ApiError::Unreachable {
+                    url: self.base.clone(),
+                    reason: format!(
+                        "the service account token at {} cannot be read: {reason}",
+                        path.display()
+                    ),
+                };
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| unreadable(e.to_string()))?;
+                let mut text = String::new();
+                tokio::io::AsyncReadExt::read_to_string(
+                    &mut tokio::io::AsyncReadExt::take(file, MAX_TOKEN_BYTES),
+                    &mut text,
+                )
+                .await
+                .map_err(|e| unreadable(e.to_string()))?;
+                let token = text.trim();
+                if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(unreadable("it is empty or not one bearer token".into()));
+                }
+                Ok(request.bearer_auth(token))
+            }
+        }
     }
 
     /// Sends one request and reads its JSON answer, bounded.
@@ -100,9 +155,8 @@ impl Client {
     ) -> Result<Value, ApiError> {
         let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
         let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .authorized(self.http.request(method, format!("{}{path}", self.base)))
+            .await?
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some((content_type, bytes)) = body {
             request = request.header(reqwest::header::CONTENT_TYPE, content_type).body(bytes);
@@ -275,9 +329,8 @@ impl Client {
     /// [`FOLLOW_TIMEOUT`] and the caller opens it again.
     pub async fn follow(&self, path: &str) -> Result<reqwest::Response, ApiError> {
         let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .authorized(self.http.get(format!("{}{path}", self.base)))
+            .await?
             .timeout(FOLLOW_TIMEOUT)
             .send()
             .await
@@ -300,9 +353,8 @@ impl Client {
         let path =
             format!("/api/v1/namespaces/{namespace}/pods/{pod}/log?container=app&tailLines={tail}&limitBytes=65536");
         let mut response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .authorized(self.http.get(format!("{}{path}", self.base)))
+            .await?
             .send()
             .await
             .map_err(|e| ApiError::Unreachable {

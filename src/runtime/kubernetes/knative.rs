@@ -30,6 +30,7 @@ use super::client::{ApiError, Client, label_selector, object_path};
 use super::manifests::{
     self, LABEL_DEPLOYMENT, LABEL_ENVIRONMENT, LABEL_SITE, MANAGED_BY, OrgLimits, Workload, dns_label, label_value,
 };
+use super::registry_auth::{self, RegistryAuth};
 use super::rollout;
 
 /// Knative Serving's API group.
@@ -282,10 +283,13 @@ pub(super) async fn release(
     client: &Client,
     w: &Workload,
     limits: &OrgLimits,
+    pull: Option<&RegistryAuth>,
     scale: Scale,
     timeout: Duration,
 ) -> Result<Outcome, StartError> {
-    for object in org_objects(&w.namespace, &w.org, limits) {
+    let mut org = org_objects(&w.namespace, &w.org, limits);
+    registry_auth::add_pull_secret(&mut org, pull);
+    for object in org {
         client.apply(&object).await.map_err(|e| failed(e.to_string()))?;
     }
     let owner_object = manifests::site_owner(&w.namespace, &w.org, &w.site);

@@ -19,9 +19,11 @@
 
 mod apply;
 pub mod client;
+pub mod connection;
 pub mod knative;
 pub mod manifests;
 mod pod_logs;
+pub mod registry_auth;
 mod rollout;
 mod routes;
 mod scaling;
@@ -69,17 +71,32 @@ pub const TARGET: Registration = Registration {
         ConfigKey {
             name: "api_url",
             secret: false,
-            description: "The API server's URL, e.g. https://10.0.0.1:6443 (required).",
+            description: "The API server's URL, e.g. https://10.0.0.1:6443 (required, with token, unless kubeconfig or in_cluster is given).",
         },
         ConfigKey {
             name: "token",
             secret: true,
-            description: "A bearer token of a service account allowed to manage namespaces, deployments, services, ingresses, quotas, limit ranges, service accounts and network policies (required).",
+            description: "A bearer token of a service account allowed to manage namespaces, deployments, services, ingresses, quotas, limit ranges, service accounts, secrets and network policies (required, with api_url, unless kubeconfig or in_cluster is given).",
         },
         ConfigKey {
             name: "ca_certificate",
             secret: false,
             description: "PEM certificate of the API server's CA (optional: the usual roots otherwise).",
+        },
+        ConfigKey {
+            name: "kubeconfig",
+            secret: true,
+            description: "A kubeconfig's YAML text, instead of api_url, token and ca_certificate: its current context's (or kubeconfig_context's) cluster server and certificate-authority-data, and its user's token or client-certificate-data and client-key-data. exec and auth-provider users and file paths are refused (kubectl config view --minify --flatten puts the data in).",
+        },
+        ConfigKey {
+            name: "kubeconfig_context",
+            secret: false,
+            description: "The kubeconfig's context to use (default: its current-context).",
+        },
+        ConfigKey {
+            name: "in_cluster",
+            secret: false,
+            description: "true: berth runs in a pod of the cluster and uses its service account (KUBERNETES_SERVICE_HOST and _PORT, the token and ca.crt in /var/run/secrets/kubernetes.io/serviceaccount, the token re-read at each request as it rotates), instead of api_url, token and ca_certificate or kubeconfig.",
         },
         ConfigKey {
             name: "namespace_prefix",
@@ -90,6 +107,16 @@ pub const TARGET: Registration = Registration {
             name: "registry",
             secret: false,
             description: "Registry images are pushed to and pulled from by digest, HOST:PORT[/path] (required), e.g. 127.0.0.1:5000.",
+        },
+        ConfigKey {
+            name: "registry_username",
+            secret: false,
+            description: "Username berth pushes images with and pods pull them with (optional; with registry_password).",
+        },
+        ConfigKey {
+            name: "registry_password",
+            secret: true,
+            description: "Password (or token) of registry_username: sent to the Docker Engine in its X-Registry-Auth header and kept in each org's namespace as the kubernetes.io/dockerconfigjson Secret berth-registry, which the namespace's app ServiceAccount names in imagePullSecrets.",
         },
         ConfigKey {
             name: "ingress_class",
@@ -171,13 +198,14 @@ pub const TARGET: Registration = Registration {
 pub struct KubeSettings {
     /// API server URL.
     pub api_url: String,
-    token: String,
-    /// CA certificate (PEM).
-    pub ca_certificate: Option<String>,
+    /// Where the API server is and how berth authenticates to it.
+    connection: connection::Connection,
     /// Namespace prefix.
     pub namespace_prefix: String,
     /// Registry (`host:port[/path]`).
     pub registry: String,
+    /// Credentials of the registry, when it requires them.
+    pub registry_auth: Option<registry_auth::RegistryAuth>,
     /// Ingress class.
     pub ingress_class: Option<String>,
     /// Where the ingress controller listens.
@@ -205,7 +233,7 @@ impl std::fmt::Debug for KubeSettings {
 }
 
 /// A string setting, if set; anything but a string is refused naming the key.
-fn text<'a>(settings: &'a Settings, key: &str) -> Result<Option<&'a str>, String> {
+pub(crate) fn text<'a>(settings: &'a Settings, key: &str) -> Result<Option<&'a str>, String> {
     match settings.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -263,27 +291,7 @@ fn quantity(settings: &Settings, key: &str, default: &str) -> Result<String, Str
 impl KubeSettings {
     /// Reads and checks an org's settings; the message names the key and what it takes.
     pub fn parse(settings: &Settings) -> Result<Self, String> {
-        let api_url = required(settings, "api_url", "https://10.0.0.1:6443")?;
-        let parsed = reqwest::Url::parse(api_url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty());
-        if parsed.is_none() {
-            return Err(format!(
-                "kubernetes setting 'api_url' must be an http(s) URL such as https://10.0.0.1:6443, got '{api_url}'"
-            ));
-        }
-        let token = required(settings, "token", "the service account's bearer token")?;
-        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("kubernetes setting 'token' must be a bearer token without spaces".into());
-        }
-        let ca_certificate = text(settings, "ca_certificate")?.map(str::to_string);
-        if let Some(pem) = &ca_certificate
-            && !is_pem_certificate(pem)
-        {
-            return Err(
-                "kubernetes setting 'ca_certificate' must be a PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
-            );
-        }
+        let connection = connection::parse(settings, is_pem_certificate)?;
         let namespace_prefix = text(settings, "namespace_prefix")?.unwrap_or("berth-").to_string();
         if namespace_prefix.len() > 20
             || !namespace_prefix.starts_with(|c: char| c.is_ascii_lowercase())
@@ -309,6 +317,7 @@ impl KubeSettings {
                 "kubernetes setting 'registry' must be HOST:PORT[/path] without a scheme, e.g. 127.0.0.1:5000, got '{registry}'"
             ));
         }
+        let registry_auth = registry_auth::RegistryAuth::parse(settings, &registry)?;
         let ingress_address = required(settings, "ingress_address", "10.0.0.2:80")?;
         let ingress_address: SocketAddr = ingress_address.parse().map_err(|_| {
             format!("kubernetes setting 'ingress_address' must be IP:PORT of the ingress controller, e.g. 10.0.0.2:80, got '{ingress_address}'")
@@ -356,11 +365,11 @@ impl KubeSettings {
             return Err(format!("kubernetes setting 'default' must be true or false, not {v}"));
         }
         Ok(Self {
-            api_url: api_url.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-            ca_certificate,
+            api_url: connection.api_url.trim_end_matches('/').to_string(),
+            connection,
             namespace_prefix,
             registry,
+            registry_auth,
             ingress_class,
             ingress_address,
             docker_host,
@@ -383,7 +392,7 @@ impl KubeSettings {
 
     /// A client of the org's API server.
     pub fn client(&self) -> Result<Client, String> {
-        Client::new(&self.api_url, &self.token, self.ca_certificate.as_deref())
+        Client::connect(&self.connection)
     }
 
     /// The org's namespace.
@@ -530,8 +539,21 @@ impl Target for KubernetesTarget {
             .await
             .map_err(|e| e.to_string())?;
         (job.log)("system", format!("pushing {pushed}"));
+        let auth = settings.registry_auth.as_ref();
+        let pushing = self.builder.push_image_with(
+            &engine,
+            &pushed,
+            auth.map(registry_auth::RegistryAuth::docker_credentials),
+        );
         let by_digest = tokio::select! {
-            r = self.builder.push_image(&engine, &pushed) => r.map_err(|e| e.to_string())?,
+            r = pushing => r.map_err(|e| {
+                let message = format!(
+                    "pushing to the registry {} failed: {e}; check the kubernetes settings registry{}",
+                    settings.registry,
+                    if auth.is_some() { ", registry_username and registry_password" } else { " (and registry_username and registry_password if it requires them)" },
+                );
+                auth.map_or(message.clone(), |a| a.scrub(&message))
+            })?,
             _ = job.cancel.cancelled() => return Err("cancelled".to_string()),
         };
         (job.log)("system", format!("pushed {by_digest}"));
@@ -681,9 +703,17 @@ impl Target for KubernetesTarget {
                 max: spec.scale.max_instances.min(settings.max_replicas),
                 target: spec.scale.target_concurrency,
             };
-            knative::release(&client, &workload, &settings.limits, scale, spec.start_timeout).await?;
+            let pull = settings.registry_auth.as_ref();
+            knative::release(&client, &workload, &settings.limits, pull, scale, spec.start_timeout).await?;
         } else {
-            apply::release(&client, &workload, &settings.limits, spec.start_timeout).await?;
+            apply::release(
+                &client,
+                &workload,
+                &settings.limits,
+                settings.registry_auth.as_ref(),
+                spec.start_timeout,
+            )
+            .await?;
         }
         self.knative
             .lock()
@@ -713,7 +743,7 @@ impl Target for KubernetesTarget {
             manifests::dns_label(&spec.site)
         );
         let workload = workload(&settings, &spec, image);
-        Ok(apply::dry_run(&client, &workload, &settings.limits).await)
+        Ok(apply::dry_run(&client, &workload, &settings.limits, settings.registry_auth.as_ref()).await)
     }
 
     fn serving(&self, settings: &Settings) -> Option<Traffic> {
