@@ -173,19 +173,26 @@ pub fn hash_key(key: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing an API key: {e}"))
 }
 
-/// Stores a key of any string (the bootstrap key) for an org, verified by its argon2id
-/// hash: a service key with `role`, every scope and no expiry. Returns its id.
-pub async fn create_key(
-    db: &mut sqlx::AnyConnection,
+/// Creates an org with an API key that owns it with `role` (the server's bootstrap).
+pub async fn create_org_with_key(
+    store: &Store,
     org_id: &str,
-    name: &str,
+    org_name: &str,
+    key_name: &str,
     role: &str,
     key: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<()> {
     let id = new_id("key");
     let hash = hash_key(key)?;
-    store::insert_api_key(&mut *db, &id, org_id, name, &lookup_id(key), &hash, role).await?;
-    Ok(id)
+    let new_key = store::NewApiKey {
+        id: &id,
+        name: key_name,
+        prefix: &lookup_id(key),
+        hash: &hash,
+        role,
+    };
+    store.create_org_with_key(org_id, org_name, &new_key).await?;
+    Ok(())
 }
 
 /// A key verified against a stored hash: who it is, the hash it matched and when.

@@ -43,16 +43,23 @@ pub async fn run_heartbeat(store: Store, id: String, stop: CancellationToken) {
     }
 }
 
+/// The oldest heartbeat that still counts a replica as live.
+pub fn live_since() -> i64 {
+    now_ms() - LIVE_WITHIN.as_millis() as i64
+}
+
 /// Why a deploy to the local target must be refused now: `Some(message)` while other
 /// replicas than `me` are live on this database.
-pub async fn local_target_refusal(db: impl sqlx::AnyExecutor<'_>, me: &str) -> sqlx::Result<Option<String>> {
-    let since = now_ms() - LIVE_WITHIN.as_millis() as i64;
-    let live = store::live_replicas(db, since).await?;
+pub async fn local_target_refusal(store: &Store, me: &str) -> sqlx::Result<Option<String>> {
+    let live = store::live_replicas(store.pool(), live_since()).await?;
     let others = live.iter().filter(|id| id.as_str() != me).count();
-    Ok((others > 0).then(|| {
-        format!(
-            "the local target runs apps on the machine of the berth server that deploys them, and {} berth servers share this database, so the others could not serve them; deploy to a target every server reaches instead (docker on an engine they share, or kubernetes): create the site with \"provider\": \"docker\" or change it with HOSTING_UPDATE_SITE {{\"provider\": \"docker\"}}, or run a single server",
-            others + 1
-        )
-    }))
+    Ok((others > 0).then(|| local_target_refusal_message(others)))
+}
+
+/// The refusal of a deploy to the local target while `others` other replicas are live.
+pub fn local_target_refusal_message(others: usize) -> String {
+    format!(
+        "the local target runs apps on the machine of the berth server that deploys them, and {} berth servers share this database, so the others could not serve them; deploy to a target every server reaches instead (docker on an engine they share, or kubernetes): create the site with \"provider\": \"docker\" or change it with HOSTING_UPDATE_SITE {{\"provider\": \"docker\"}}, or run a single server",
+        others + 1
+    )
 }

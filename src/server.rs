@@ -501,11 +501,8 @@ async fn bootstrap(store: &Store, config: &ServeConfig) -> anyhow::Result<()> {
         Some(k) if !k.trim().is_empty() => k.trim().to_string(),
         _ => auth::generate_key(),
     };
-    let mut tx = store.begin().await?;
-    store::insert_org(&mut *tx, &org_id, "default").await?;
     // The bootstrap key owns the org: every scope, no expiry.
-    auth::create_key(&mut tx, &org_id, "admin", "owner", &key).await?;
-    tx.commit().await?;
+    auth::create_org_with_key(store, &org_id, "default", "admin", "owner", &key).await?;
     if config.bootstrap_key.is_some() {
         println!("created org 'default' with the admin API key from BERTH_BOOTSTRAP_KEY");
     } else {

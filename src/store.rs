@@ -540,7 +540,7 @@ pub async fn set_environment_branch(
 }
 
 /// Deletes a site; environments, deployments and logs go with it (foreign keys cascade).
-pub async fn delete_site(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<()> {
+pub async fn delete_site_rows(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM sites WHERE id = $1")
         .bind(site_id)
         .execute(db)
@@ -1110,7 +1110,7 @@ pub async fn previous_deployment(
 }
 
 /// Deletes an environment row.
-pub async fn delete_environment(db: impl AnyExecutor<'_>, env_id: &str) -> sqlx::Result<()> {
+pub async fn delete_environment_row(db: impl AnyExecutor<'_>, env_id: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM environments WHERE id = $1")
         .bind(env_id)
         .execute(db)
@@ -2043,6 +2043,11 @@ pub mod oauth;
 
 /// Copying a whole installation from one database to another (`berth migrate-db`).
 pub mod copy;
+mod ops;
+pub use ops::{
+    Activation, DeployQueued, NewApiKey, NewDeploy, NewJob, NewSite, OrgCreated, OrgSwitch, SiteCreated,
+    SiteSettingsChange,
+};
 
 #[cfg(test)]
 mod tests {

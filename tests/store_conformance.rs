@@ -215,7 +215,7 @@ async fn store_conformance_site_search_matches_substrings_literally() {
     assert_eq!(store::count_sites(store.pool(), "org_a", "shop").await.unwrap(), 3);
     // The per-org count kept by the database follows inserts and deletes.
     assert_eq!(store::count_sites(store.pool(), "org_a", "").await.unwrap(), 4);
-    store::delete_site(store.pool(), "s3").await.unwrap();
+    store::delete_site_rows(store.pool(), "s3").await.unwrap();
     assert_eq!(store::count_sites(store.pool(), "org_a", "").await.unwrap(), 3);
     // A yes/no column reads back as written.
     assert!(!store::git::site_previews(store.pool(), "s1").await.unwrap());
@@ -233,7 +233,7 @@ async fn store_conformance_replica_heartbeats_count_only_live_replicas() {
     store::beat_replica(store.pool(), "b").await.unwrap();
     store::beat_replica(store.pool(), "a").await.unwrap();
     assert_eq!(store::live_replicas(store.pool(), 0).await.unwrap(), ["a", "b"]);
-    let refusal = berth::replicas::local_target_refusal(store.pool(), "a").await.unwrap();
+    let refusal = berth::replicas::local_target_refusal(&store, "a").await.unwrap();
     assert!(refusal.is_some_and(|m| m.contains("docker") && m.contains("kubernetes")));
     // "b" went silent long ago (killed): no longer live, and cleared by "a"'s stop.
     sqlx::query("UPDATE replicas SET heartbeat_at = 1 WHERE id = 'b'")
@@ -242,7 +242,7 @@ async fn store_conformance_replica_heartbeats_count_only_live_replicas() {
         .unwrap();
     assert_eq!(store::live_replicas(store.pool(), 1_000).await.unwrap(), ["a"]);
     assert!(
-        berth::replicas::local_target_refusal(store.pool(), "a")
+        berth::replicas::local_target_refusal(&store, "a")
             .await
             .unwrap()
             .is_none()

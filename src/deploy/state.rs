@@ -11,7 +11,7 @@ use crate::model::DeploymentStatus;
 use crate::platform::Platform;
 use crate::runtime::InstanceSpec;
 use crate::runtime::target::BuildKind;
-use crate::store::{self, DeploymentRow, EnvironmentRow, SiteRow};
+use crate::store::{self, Activation, DeploymentRow, EnvironmentRow, SiteRow};
 
 impl Platform {
     /// Moves a deployment along the state machine, recording the event with the change.
@@ -21,20 +21,7 @@ impl Platform {
         to: DeploymentStatus,
         error: Option<&str>,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.store.begin().await?;
-        let moved = store::transition_deployment(&mut *tx, &d.id, to, error).await?;
-        if moved {
-            let data = serde_json::json!({ "site_id": d.site_id, "status": to.as_str(), "error": error });
-            store::insert_event(
-                &mut *tx,
-                &d.org_id,
-                &format!("deployment.{}", to.as_str()),
-                &d.id,
-                &data,
-            )
-            .await?;
-        }
-        tx.commit().await?;
+        let moved = self.store.set_deployment_status(d, to, error).await?;
         if moved {
             self.events.notify();
         }
@@ -50,34 +37,14 @@ impl Platform {
     pub async fn activate(&self, d: &DeploymentRow) -> anyhow::Result<bool> {
         self.logs.flush().await;
         let routes = self.reconcile_lock.lock().await;
-        let mut tx = self.store.begin().await?;
-        // Deploys of one environment can finish out of order: the newest one wins.
-        if let Some(current) = store::newer_live_deployment(&mut *tx, &d.environment_id, d.created_at).await? {
-            store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Superseded, None).await?;
-            let data = serde_json::json!({ "site_id": d.site_id, "newer": current });
-            store::insert_event(&mut *tx, &d.org_id, "deployment.superseded", &d.id, &data).await?;
-            tx.commit().await?;
-            self.events.notify();
-            return Ok(false);
+        match self.store.activate_deployment(d).await? {
+            Activation::Live => {}
+            Activation::Superseded(_) => {
+                self.events.notify();
+                return Ok(false);
+            }
+            Activation::NoLongerLive => anyhow::bail!("deployment {} can no longer go live (cancelled?)", d.id),
         }
-        if !store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Live, None).await? {
-            anyhow::bail!("deployment {} can no longer go live (cancelled?)", d.id);
-        }
-        let previous = store::get_environment_by_id(&mut *tx, &d.environment_id)
-            .await?
-            .and_then(|e| e.deployment_id);
-        store::set_environment_deployment(&mut *tx, &d.environment_id, &d.id).await?;
-        let superseded = store::refresh_liveness(&mut tx, &previous.into_iter().collect::<Vec<_>>()).await?;
-        store::insert_event(
-            &mut *tx,
-            &d.org_id,
-            "deployment.live",
-            &d.id,
-            &serde_json::json!({ "site_id": d.site_id, "superseded": superseded }),
-        )
-        .await?;
-        insert_superseded_events(&mut tx, &d.org_id, &d.site_id, &superseded, &d.id).await?;
-        tx.commit().await?;
         crate::loops::reconciler::reconcile_holding_lock(self).await?;
         drop(routes);
         self.events.notify();
@@ -345,16 +312,7 @@ impl Platform {
         // Still in progress until the pointer is stored and routed: a reconcile pass in
         // between must not drain the instance it sees no environment wanting yet.
         let pointed = async {
-            let mut tx = self.store.begin().await?;
-            let previous = env.deployment_id.clone();
-            store::set_environment_deployment(&mut *tx, &env.id, &d.id).await?;
-            let mut touched: Vec<String> = previous.into_iter().collect();
-            touched.push(d.id.clone());
-            let superseded = store::refresh_liveness(&mut tx, &touched).await?;
-            let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "deployment_id": d.id });
-            store::insert_event(&mut *tx, &site.org_id, "environment.pointed", &env.id, &data).await?;
-            insert_superseded_events(&mut tx, &site.org_id, &site.id, &superseded, &d.id).await?;
-            tx.commit().await?;
+            self.store.point_environment(site, env, d).await?;
             self.events.notify();
             crate::loops::reconciler::reconcile(self).await?;
             anyhow::Ok(())
@@ -363,20 +321,4 @@ impl Platform {
         self.unregister_cancel(&d.id);
         pointed
     }
-}
-
-/// Records, in the transaction that superseded them, a `deployment.superseded` event for
-/// each deployment `by` took the place of: readers follow each deployment by its own events.
-async fn insert_superseded_events(
-    tx: &mut store::Tx,
-    org_id: &str,
-    site_id: &str,
-    superseded: &[String],
-    by: &str,
-) -> sqlx::Result<()> {
-    for id in superseded {
-        let data = serde_json::json!({ "site_id": site_id, "status": "superseded", "by": by });
-        store::insert_event(&mut **tx, org_id, "deployment.superseded", id, &data).await?;
-    }
-    Ok(())
 }

@@ -61,18 +61,10 @@ impl Platform {
             }
             crate::config::CrashLoopPolicy::StayDown => None,
         };
-        let mut tx = self.store.begin().await?;
-        if !store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Crashed, Some(&error)).await? {
+        let rolled_back_to = target.as_ref().map(|t| t.id.as_str());
+        if !self.store.record_crash(&d, &env.name, &error, rolled_back_to).await? {
             return Ok(()); // handled already (or no longer live)
         }
-        let data = serde_json::json!({
-            "site_id": d.site_id,
-            "environment": env.name,
-            "error": error,
-            "rolled_back_to": target.as_ref().map(|t| t.id.clone()),
-        });
-        store::insert_event(&mut *tx, &d.org_id, "deployment.crashed", &d.id, &data).await?;
-        tx.commit().await?;
         self.events.notify();
         tracing::warn!(deployment.id = %d.id, environment = %env.name, "a live deployment crash-loops");
         let Some(target) = target else {

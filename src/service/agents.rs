@@ -84,10 +84,11 @@ impl Service {
         self.authorize(actor, Action::ManageMembers, Target::Org).await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = async {
-            let mut tx = self.platform.store.begin().await?;
-            let revoked = oauth_store::set_frozen(&mut tx, &actor.org_id, input.frozen).await?;
-            let at = oauth_store::frozen_at(&mut *tx, &actor.org_id).await?;
-            tx.commit().await?;
+            let (revoked, at) = self
+                .platform
+                .store
+                .set_agents_frozen(&actor.org_id, input.frozen)
+                .await?;
             Ok(FreezeAgentsOutput {
                 frozen: at.is_some(),
                 frozen_at: at.map(rfc3339),

@@ -373,13 +373,7 @@ impl Service {
                 return self.record_failure(&row, DomainStatus::Renewing, message, None).await;
             }
             let diagnosis = serde_json::to_string(&checks)?;
-            let mut tx = self.platform.store.begin().await?;
-            domain_store::set_domain_check(&mut *tx, &row.id, DomainStatus::PendingDns.as_str(), &diagnosis, now)
-                .await?;
-            cert_store::set_issuance(&mut *tx, &row.id, DomainStatus::PendingDns.as_str(), 0, None, None, now).await?;
-            let data = serde_json::json!({ "site_id": row.site_id, "name": row.name, "status": "pending_dns" });
-            crate::store::insert_event(&mut *tx, &row.org_id, "domain.pending_dns", &row.id, &data).await?;
-            tx.commit().await?;
+            self.platform.store.return_domain_to_dns(&row, &diagnosis, now).await?;
             crate::loops::reconciler::reconcile(&self.platform).await?;
             return Ok(());
         }
@@ -749,20 +743,15 @@ impl Service {
             renew_at: renew_at(not_before, not_after),
             issued_at: now,
         };
-        let mut tx = self.platform.store.begin().await?;
         // The domain may have been removed while the order ran.
-        if domain_store::domain_by_id(&mut *tx, &row.id).await?.is_none() {
+        if !self
+            .platform
+            .store
+            .store_issued_certificate(row, &cert, renewal, &rfc3339(not_after), now)
+            .await?
+        {
             return Ok(());
         }
-        cert_store::put_certificate(&mut *tx, &cert).await?;
-        cert_store::set_issuance(&mut *tx, &row.id, DomainStatus::Active.as_str(), 0, None, None, now).await?;
-        let data = serde_json::json!({
-            "site_id": row.site_id, "name": row.name, "status": "active", "renewal": renewal,
-            "expires_at": rfc3339(not_after),
-        });
-        let kind = if renewal { "domain.renewed" } else { "domain.active" };
-        crate::store::insert_event(&mut *tx, &row.org_id, kind, &row.id, &data).await?;
-        tx.commit().await?;
         self.platform.certificates.ari_forget(&row.name);
         tracing::info!(domain = %row.name, expires = %rfc3339(not_after), renewal, "certificate issued");
         publish(&self.platform).await?;
@@ -785,23 +774,19 @@ impl Service {
             problem,
             at: now,
         })?;
-        let mut tx = self.platform.store.begin().await?;
-        cert_store::set_issuance(
-            &mut *tx,
-            &row.id,
-            status.as_str(),
-            attempts,
-            Some(next),
-            Some(&stored),
-            now,
-        )
-        .await?;
-        let data = serde_json::json!({
-            "site_id": row.site_id, "name": row.name, "status": status.as_str(), "error": message,
-            "attempts": attempts, "next_attempt_at": rfc3339(next),
-        });
-        crate::store::insert_event(&mut *tx, &row.org_id, "domain.certificate_failed", &row.id, &data).await?;
-        tx.commit().await?;
+        self.platform
+            .store
+            .record_certificate_failure(
+                row,
+                status.as_str(),
+                attempts,
+                next,
+                &stored,
+                &message,
+                &rfc3339(next),
+                now,
+            )
+            .await?;
         tracing::warn!(domain = %row.name, attempts, next = %rfc3339(next), error = %message, "certificate order failed");
         if status != DomainStatus::Renewing {
             crate::loops::reconciler::reconcile(&self.platform).await?;

@@ -244,12 +244,11 @@ impl Service {
                     .platform
                     .secrets
                     .seal(&json, &config_context(&actor.org_id, p.name()))?;
-                let mut tx = self.platform.store.begin().await?;
-                store::set_provider_config(&mut *tx, &actor.org_id, p.name(), &sealed).await?;
                 let keys: Vec<&String> = input.config.keys().collect();
-                let data = serde_json::json!({ "provider": p.name(), "keys": keys });
-                store::insert_event(&mut *tx, &actor.org_id, "provider.configured", p.name(), &data).await?;
-                tx.commit().await?;
+                self.platform
+                    .store
+                    .configure_provider(&actor.org_id, p.name(), &sealed, &keys)
+                    .await?;
                 // A DNS provider may have just made the base domain's wildcard orderable,
                 // and a failed retry may now succeed: let the certificate loop look again.
                 if p.name() == crate::dns::cloudflare::PROVIDER {

@@ -14,7 +14,7 @@ use crate::dns::cloudflare::{Cloudflare, CloudflareConfig, DnsMode, PROVIDER};
 use crate::dns::{DnsError, DnsProvider, RecordSpec, Zone};
 use crate::error::{ServiceError, ServiceResult};
 use crate::store::domain_dns::{self, DomainDnsRow};
-use crate::store::domains::{self as domain_store, DomainRow};
+use crate::store::domains::DomainRow;
 use crate::util::now_ms;
 
 use super::{DnsRecord, DomainInfo, Platform, Service};
@@ -133,12 +133,10 @@ impl Service {
             }
         }
         let undone: anyhow::Result<()> = async {
-            let mut tx = self.platform.store.begin().await?;
-            domain_store::delete_domain(&mut *tx, &row.id).await?;
-            let data =
-                serde_json::json!({ "site_id": row.site_id, "name": row.name, "reason": "the DNS provider failed" });
-            crate::store::insert_event(&mut *tx, &row.org_id, "domain.removed", &row.id, &data).await?;
-            tx.commit().await?;
+            self.platform
+                .store
+                .remove_domain(row, Some("the DNS provider failed"))
+                .await?;
             crate::loops::reconciler::reconcile(&self.platform).await
         }
         .await;

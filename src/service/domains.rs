@@ -275,19 +275,14 @@ impl Service {
             cert_renew_at: None,
             cert_issued_at: None,
         };
-        let mut tx = self.platform.store.begin().await?;
-        let names: Vec<&str> = std::iter::once(name.as_str()).chain(redirect_name.as_deref()).collect();
-        if domain_store::any_name_taken(&mut *tx, &names).await? {
+        if self.platform.store.add_domain(&row).await? == domain_store::DomainAdded::NameTaken {
+            let names: Vec<&str> = std::iter::once(name.as_str()).chain(redirect_name.as_deref()).collect();
             // Says nothing of where: the other attachment may be another org's.
             return Err(ServiceError::conflict(format!(
                 "{} is already attached to a site on this server; remove it there first (HOSTING_REMOVE_DOMAIN), or ask the server's operator if it is not yours",
                 names.join(" or ")
             )));
         }
-        domain_store::insert_domain(&mut *tx, &row).await?;
-        let data = serde_json::json!({ "site_id": site.id, "name": name });
-        crate::store::insert_event(&mut *tx, &actor.org_id, "domain.added", &row.id, &data).await?;
-        tx.commit().await?;
         let mut info = self.domain_info(&row)?;
         // DNS provider hook: creates the records there itself (the attachment is undone
         // when that fails).
@@ -466,20 +461,10 @@ impl Service {
         let to = if from.can_become(to) { to } else { from };
         let diagnosis = serde_json::to_string(&checks).map_err(anyhow::Error::from)?;
         let now = now_ms();
-        let mut tx = self.platform.store.begin().await?;
-        domain_store::set_domain_check(&mut *tx, &row.id, to.as_str(), &diagnosis, now).await?;
-        if from != to {
-            let data = serde_json::json!({ "site_id": row.site_id, "name": row.name, "status": to.as_str() });
-            crate::store::insert_event(
-                &mut *tx,
-                &actor.org_id,
-                &format!("domain.{}", to.as_str()),
-                &row.id,
-                &data,
-            )
+        self.platform
+            .store
+            .record_domain_check(&row, to.as_str(), &diagnosis, now)
             .await?;
-        }
-        tx.commit().await?;
         if from != to {
             tracing::info!(domain = %row.name, from = from.as_str(), to = to.as_str(), "domain status changed");
             crate::loops::reconciler::reconcile(&self.platform).await?;
@@ -504,11 +489,7 @@ impl Service {
             // DNS provider hook: the records berth created there go first; a failure keeps
             // the domain.
             self.release_domain_dns(&row).await?;
-            let mut tx = self.platform.store.begin().await?;
-            domain_store::delete_domain(&mut *tx, &row.id).await?;
-            let data = serde_json::json!({ "site_id": row.site_id, "name": row.name });
-            crate::store::insert_event(&mut *tx, &actor.org_id, "domain.removed", &row.id, &data).await?;
-            tx.commit().await?;
+            self.platform.store.remove_domain(&row, None).await?;
             // Its certificate went with it (ON DELETE CASCADE): no longer offered by SNI.
             super::certificates::publish(&self.platform).await?;
             crate::loops::reconciler::reconcile(&self.platform).await?;

@@ -120,28 +120,22 @@ impl Service {
             branch: input.branch.clone().or_else(|| site.branch.clone()),
             deployment_id: None,
         };
-        let mut tx = self.platform.store.begin().await?;
-        store::insert_environment(&mut *tx, &env).await?;
-        let data = serde_json::json!({ "site_id": site.id, "name": env.name });
-        store::insert_event(&mut *tx, &actor.org_id, "environment.created", &env.id, &data).await?;
         let deployment = if is_git || site.source_kind == SourceKind::Path.as_str() {
             let d = self
-                .enqueue_deployment(
-                    &mut tx,
-                    actor,
-                    &site,
-                    &env,
-                    env.branch.clone(),
-                    input.commit.clone(),
-                    None,
-                    None,
-                )
+                .prepare_deployment(actor, &site, &env, env.branch.clone(), input.commit.clone(), None, None)
                 .await?;
-            tx.commit().await?;
+            let deploy = self.new_deploy(&site, &d)?;
+            if let store::DeployQueued::OtherReplicasLive(others) =
+                self.platform.store.create_environment(&env, Some(&deploy)).await?
+            {
+                return Err(ServiceError::conflict(crate::replicas::local_target_refusal_message(
+                    others,
+                )));
+            }
             self.platform.jobs.notify();
             Some(self.deployment_info(&d).await?)
         } else {
-            tx.commit().await?;
+            self.platform.store.create_environment(&env, None).await?;
             match &production.deployment_id {
                 Some(id) => {
                     let d = store::get_deployment(pool, &actor.org_id, id)
@@ -195,12 +189,7 @@ impl Service {
                     ));
                 }
                 let env = self.find_environment(&site, &input.environment).await?;
-                let mut tx = self.platform.store.begin().await?;
-                let doomed = store::rehome_deployments(&mut tx, &env.id).await?;
-                store::delete_environment(&mut *tx, &env.id).await?;
-                let data = serde_json::json!({ "site_id": site.id, "name": env.name });
-                store::insert_event(&mut *tx, &actor.org_id, "environment.deleted", &env.id, &data).await?;
-                tx.commit().await?;
+                let doomed = self.platform.store.delete_environment(&env).await?;
                 // Its domains and their certificates went with it.
                 super::certificates::publish(&self.platform).await?;
                 for id in &doomed {

@@ -195,43 +195,45 @@ impl Service {
             name: input.name.clone(),
             created_at: now_ms(),
         };
-        let mut tx = self.platform.store.begin().await?;
-        if let Err(err) = git_store::insert_repo(&mut *tx, &row).await {
-            return Err(if is_unique_violation(&err) {
-                exists()
-            } else {
-                err.into()
-            });
-        }
+        // Initialised beside its place first, moved there once the row is stored: the
+        // name is only known to be free under the store's write lock.
         let dir = self.repo_dir(&actor.org_id, &input.name);
-        if dir.exists() {
-            // Left by a deleted org or a crash between init and commit: start clean.
-            tokio::fs::remove_dir_all(&dir).await.map_err(anyhow::Error::from)?;
-        }
-        tokio::fs::create_dir_all(&dir).await.map_err(anyhow::Error::from)?;
+        let fresh = dir.with_extension(format!("git.{}", row.id));
+        tokio::fs::create_dir_all(&fresh).await.map_err(anyhow::Error::from)?;
         let out = tokio::process::Command::new("git")
             .args(["init", "--quiet", "--bare", "--initial-branch", DEFAULT_BRANCH])
-            .arg(&dir)
+            .arg(&fresh)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .output()
             .await
-            .map_err(anyhow::Error::from)?;
-        if !out.status.success() {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            return Err(ServiceError::Internal(anyhow::anyhow!(
-                "git init --bare failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            .map_err(anyhow::Error::from);
+        let out = match out {
+            Ok(out) if out.status.success() => out,
+            Ok(out) => {
+                let _ = tokio::fs::remove_dir_all(&fresh).await;
+                return Err(ServiceError::Internal(anyhow::anyhow!(
+                    "git init --bare failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&fresh).await;
+                return Err(e.into());
+            }
+        };
+        drop(out);
+        let created = self.platform.store.create_repo(&row).await;
+        if !matches!(created, Ok(git_store::RepoCreated::Created)) {
+            let _ = tokio::fs::remove_dir_all(&fresh).await;
         }
-        store::insert_event(
-            &mut *tx,
-            &actor.org_id,
-            "repo.created",
-            &row.id,
-            &serde_json::json!({ "name": row.name }),
-        )
-        .await?;
-        tx.commit().await?;
+        if created? == git_store::RepoCreated::NameTaken {
+            return Err(exists());
+        }
+        if dir.exists() {
+            // Left by a deleted org or a crash: start clean.
+            tokio::fs::remove_dir_all(&dir).await.map_err(anyhow::Error::from)?;
+        }
+        tokio::fs::rename(&fresh, &dir).await.map_err(anyhow::Error::from)?;
         tracing::info!(repo.name = %row.name, "repository created");
         Ok(RepoOutput {
             clone_url: self.clone_url(&actor.org_name, &row.name),
@@ -276,9 +278,10 @@ impl Service {
             hash,
             expires_at,
         };
-        let mut tx = self.platform.store.begin().await?;
-        git_store::insert_git_token(&mut tx, &row, &auth::lookup_id(&token)).await?;
-        tx.commit().await?;
+        self.platform
+            .store
+            .issue_git_token(&row, &auth::lookup_id(&token))
+            .await?;
         let clone_url = self.clone_url(&actor.org_name, &repo.name);
         let push_url = clone_url.replacen("://", &format!("://{GIT_USERNAME}:{token}@"), 1);
         Ok(GitTokenOutput {

@@ -528,30 +528,19 @@ impl Service {
                 None
             }
         };
-        let mut tx = self.platform.store.begin().await?;
-        let user_id = match (&existing, new_hash) {
-            (Some(user), _) => user.id.clone(),
-            (None, Some(hash)) => {
-                let id = new_id("usr");
-                people_store::insert_user(&mut *tx, &id, &row.email, &hash).await?;
-                id
-            }
+        let user_id = match &existing {
+            Some(user) => user.id.clone(),
+            None => new_id("usr"),
+        };
+        let member = match (&existing, &new_hash) {
+            (Some(_), _) => people_store::NewMember::Existing { user_id: &user_id },
+            (None, Some(hash)) => people_store::NewMember::New {
+                user_id: &user_id,
+                email: &row.email,
+                password_hash: hash,
+            },
             (None, None) => unreachable!("a new user always has a hash here"),
         };
-        if let Some(current) = people_store::member_role(&mut *tx, &row.org_id, &user_id).await? {
-            return Err(ServiceError::conflict(format!(
-                "{} is already a member of this org ({current}); log in at /login",
-                row.email
-            )));
-        }
-        // Conditional on the invitation still being pending: of two uses, one wins.
-        if !invitation_store::mark_accepted(&mut *tx, &row.id, now_ms()).await? {
-            drop(tx);
-            let now = now_ms();
-            let again = invitation_store::get(pool, &row.org_id, &row.id).await?;
-            return Err(again.and_then(|r| unusable(&r, now)).unwrap_or_else(unknown_link));
-        }
-        people_store::upsert_member(&mut *tx, &row.org_id, &user_id, role.as_str()).await?;
         // The person acts for themselves here: no key, no session yet.
         let arguments = serde_json::json!({ "invitation_id": row.id, "email": row.email, "role": role });
         let entry = store::NewAuditEntry {
@@ -565,8 +554,25 @@ impl Service {
             outcome: super::AuditOutcome::Ok.as_str(),
             error: None,
         };
-        store::insert_audit(&mut *tx, &entry).await?;
-        tx.commit().await?;
+        let accepted = self
+            .platform
+            .store
+            .accept_invitation(&row.id, &row.org_id, member, role.as_str(), &entry)
+            .await?;
+        match accepted {
+            people_store::InvitationAccepted::Accepted => {}
+            people_store::InvitationAccepted::AlreadyMember(current) => {
+                return Err(ServiceError::conflict(format!(
+                    "{} is already a member of this org ({current}); log in at /login",
+                    row.email
+                )));
+            }
+            people_store::InvitationAccepted::NoLongerPending => {
+                let now = now_ms();
+                let again = invitation_store::get(pool, &row.org_id, &row.id).await?;
+                return Err(again.and_then(|r| unusable(&r, now)).unwrap_or_else(unknown_link));
+            }
+        }
         Ok(AcceptedInvitation {
             org_id: row.org_id,
             user_id,

@@ -354,7 +354,7 @@ impl Service {
                 input.name
             )));
         }
-        ensure_hostname_free(&mut *pool.acquire().await?, actor, &input.name).await?;
+        ensure_hostname_free(&self.platform.store, actor, &input.name).await?;
         let site = SiteRow {
             id: new_id("site"),
             org_id: actor.org_id.clone(),
@@ -375,52 +375,51 @@ impl Service {
             branch: input.branch.clone(),
             deployment_id: None,
         };
-        let mut tx = self.platform.store.begin().await?;
-        // Checked again under the write lock: another org may have taken it meanwhile.
-        ensure_hostname_free(&mut tx, actor, &input.name).await?;
-        if let Err(err) = store::insert_site(&mut *tx, &site).await {
-            if is_unique_violation(&err) {
+        let env_vars = env_vars
+            .iter()
+            .map(|(name, value)| {
+                let sealed = self.platform.secrets.seal(value, &secret_context(&site.id, "", name))?;
+                Ok((name.clone(), sealed))
+            })
+            .collect::<ServiceResult<Vec<_>>>()?;
+        let deployment = if deploy {
+            let branch = input.branch.clone();
+            Some(
+                self.prepare_deployment(actor, &site, &env, branch, input.commit.clone(), upload, None)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let new_site = store::NewSite {
+            site: &site,
+            environment: &env,
+            previews: input.previews == Some(true),
+            env_vars,
+            deploy: deployment.as_ref().map(|d| self.new_deploy(&site, d)).transpose()?,
+        };
+        let created = self.platform.store.create_site(&new_site).await;
+        if !matches!(created, Ok(store::SiteCreated::Created))
+            && let Some(d) = &deployment
+        {
+            self.discard_upload(d).await;
+        }
+        match created? {
+            store::SiteCreated::Created => {}
+            store::SiteCreated::NameTaken => {
                 return Err(ServiceError::conflict(format!(
                     "a site named '{}' already exists",
                     input.name
                 )));
             }
-            return Err(err.into());
+            // Another org took it meanwhile.
+            store::SiteCreated::NameTakenByOtherOrg => return Err(hostname_taken(actor, &input.name)),
+            store::SiteCreated::OtherReplicasLive(others) => {
+                return Err(ServiceError::conflict(crate::replicas::local_target_refusal_message(
+                    others,
+                )));
+            }
         }
-        store::insert_environment(&mut *tx, &env).await?;
-        if input.previews == Some(true) {
-            store::git::set_site_previews(&mut *tx, &site.id, true).await?;
-        }
-        store::insert_event(
-            &mut *tx,
-            &actor.org_id,
-            "site.created",
-            &site.id,
-            &serde_json::json!({ "name": site.name }),
-        )
-        .await?;
-        for (name, value) in &env_vars {
-            let sealed = self.platform.secrets.seal(value, &secret_context(&site.id, "", name))?;
-            store::upsert_env_var(&mut *tx, &actor.org_id, &site.id, "", name, &sealed).await?;
-        }
-        let deployment = if deploy {
-            Some(
-                self.enqueue_deployment(
-                    &mut tx,
-                    actor,
-                    &site,
-                    &env,
-                    input.branch.clone(),
-                    input.commit.clone(),
-                    upload,
-                    None,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
-        tx.commit().await?;
         self.platform.jobs.notify();
 
         let url = self.platform.url_for(&site.name, "production");
@@ -481,17 +480,7 @@ impl Service {
                 tracing::warn!(domain = %domain.name, error = %e, "the records berth created for a deleted site's domain stay at the DNS provider");
             }
         }
-        let mut tx = self.platform.store.begin().await?;
-        store::delete_site(&mut *tx, &site.id).await?;
-        store::insert_event(
-            &mut *tx,
-            &site.org_id,
-            "site.deleted",
-            &site.id,
-            &serde_json::json!({ "name": site.name }),
-        )
-        .await?;
-        tx.commit().await?;
+        self.platform.store.delete_site(site).await?;
         // Its domains and their certificates went with it.
         certificates::publish(&self.platform).await?;
         crate::loops::reconciler::reconcile(&self.platform).await?;
@@ -612,12 +601,11 @@ impl Service {
                         .await
                         .map_err(|e| ServiceError::invalid("branch", e.to_string()))?;
                 }
-                let mut tx = self.platform.store.begin().await?;
                 let branch = input.branch.clone().or_else(|| env.branch.clone()).or_else(|| site.branch.clone());
                 let d = self
-                    .enqueue_deployment(&mut tx, actor, &site, &env, branch, input.commit.clone(), upload, input.overrides.as_ref())
+                    .prepare_deployment(actor, &site, &env, branch, input.commit.clone(), upload, input.overrides.as_ref())
                     .await?;
-                tx.commit().await?;
+                self.enqueue_deploy(&site, &d).await?;
                 self.platform.jobs.notify();
                 let info = self.deployment_info(&d).await?;
                 Ok(DeployOutput { url: info.url.clone(), deployment: info })
@@ -769,11 +757,11 @@ impl Service {
         result
     }
 
-    /// Writes a queued deployment and its build job into an open transaction.
-    #[expect(clippy::too_many_arguments, reason = "one place that creates deployments")]
-    async fn enqueue_deployment(
+    /// Prepares a deployment of an environment for the store to queue: its row (status
+    /// `queued`) and, for an upload, its files moved into place.
+    #[expect(clippy::too_many_arguments, reason = "the parts of a deploy request, each plain")]
+    async fn prepare_deployment(
         &self,
-        tx: &mut store::Tx,
         actor: &Actor,
         site: &SiteRow,
         env: &EnvironmentRow,
@@ -782,14 +770,6 @@ impl Service {
         upload: Option<UploadedSource>,
         overrides: Option<&BuildSettingsChange>,
     ) -> ServiceResult<DeploymentRow> {
-        // On SQLite the data-dir lock keeps one server on the database (a restored
-        // snapshot's heartbeats name no live server); on Postgres replicas may share it.
-        if crate::runtime::target::find(&site.provider).is_some_and(|t| t.on_its_server)
-            && self.platform.store.backend() == store::Backend::Postgres
-            && let Some(message) = crate::replicas::local_target_refusal(&mut **tx, &self.platform.replica_id).await?
-        {
-            return Err(ServiceError::conflict(message));
-        }
         let (build_settings, overrides) = Self::deployment_settings(site, overrides)?;
         let d = DeploymentRow {
             id: new_id("dpl"),
@@ -819,30 +799,63 @@ impl Service {
                 .await
                 .map_err(anyhow::Error::from)?;
         }
-        store::insert_deployment(&mut **tx, &d).await?;
-        store::insert_event(
-            &mut **tx,
-            &actor.org_id,
-            "deployment.queued",
-            &d.id,
-            &serde_json::json!({ "site_id": site.id }),
-        )
-        .await?;
+        Ok(d)
+    }
+
+    /// What the store queues for a prepared deployment: the row and its build job; a
+    /// deploy to a target that runs apps on its own server needs this replica to be the
+    /// only live one on Postgres (on SQLite the data-dir lock keeps one server on the
+    /// database, and a restored snapshot's heartbeats name no live server).
+    fn new_deploy<'a>(&'a self, site: &SiteRow, d: &'a DeploymentRow) -> ServiceResult<store::NewDeploy<'a>> {
         let payload = serde_json::to_value(DeployJob {
             deployment_id: d.id.clone(),
         })
         .map_err(anyhow::Error::from)?;
-        store::enqueue_job(
-            &mut *tx,
-            &actor.org_id,
-            DEPLOY_JOB,
-            &payload,
-            DEPLOY_ATTEMPTS,
-            Some(&format!("deploy:{}", d.id)),
-            Some(&site.id),
-        )
-        .await?;
-        Ok(d)
+        let sole_replica = (crate::runtime::target::find(&site.provider).is_some_and(|t| t.on_its_server)
+            && self.platform.store.backend() == store::Backend::Postgres)
+            .then(|| (self.platform.replica_id.as_str(), crate::replicas::live_since()));
+        Ok(store::NewDeploy {
+            deployment: d,
+            job: store::NewJob {
+                kind: DEPLOY_JOB,
+                payload,
+                max_attempts: DEPLOY_ATTEMPTS,
+                idempotency_key: Some(format!("deploy:{}", d.id)),
+                fair_key: Some(site.id.clone()),
+            },
+            sole_replica,
+        })
+    }
+
+    /// Queues a prepared deployment; a refused one leaves no files behind.
+    async fn enqueue_deploy(&self, site: &SiteRow, d: &DeploymentRow) -> ServiceResult<()> {
+        let queued = match self.new_deploy(site, d) {
+            Ok(deploy) => self.platform.store.enqueue_deploy(&deploy).await,
+            Err(e) => {
+                self.discard_upload(d).await;
+                return Err(e);
+            }
+        };
+        match queued {
+            Ok(store::DeployQueued::Queued) => Ok(()),
+            Ok(store::DeployQueued::OtherReplicasLive(others)) => {
+                self.discard_upload(d).await;
+                Err(ServiceError::conflict(crate::replicas::local_target_refusal_message(
+                    others,
+                )))
+            }
+            Err(e) => {
+                self.discard_upload(d).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Removes the files an upload placed for a deployment that was not queued.
+    async fn discard_upload(&self, d: &DeploymentRow) {
+        if d.source_kind == SourceKind::Upload.as_str() {
+            let _ = tokio::fs::remove_dir_all(app_dir(&self.platform, &d.id)).await;
+        }
     }
 
     /// `HOSTING_LIST_DEPLOYMENTS`.
@@ -1364,10 +1377,6 @@ fn lines_of(rows: Vec<store::LogRow>) -> Vec<String> {
     rows.into_iter().map(|r| r.line).collect()
 }
 
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 /// Items per page of a list (sites, environments, repositories, audit entries) when not
 /// asked: one page stays small however long the list.
 pub const DEFAULT_PAGE: u32 = 50;
@@ -1415,14 +1424,19 @@ fn build_settings_of(input: &CreateSiteInput) -> ServiceResult<BuildSettings> {
 /// (`<site>.<base>`, `<env>--<site>.<base>`), and hostnames are global. Site and
 /// environment names never contain `--` nor start or end with `-`, so distinct
 /// (site, environment) pairs always give distinct hostnames.
-async fn ensure_hostname_free(db: &mut sqlx::AnyConnection, actor: &Actor, name: &str) -> ServiceResult<()> {
-    match store::site_name_owner(&mut *db, name).await? {
-        Some(org) if org != actor.org_id => Err(ServiceError::conflict(format!(
-            "the site name '{name}' is taken on this server (site names are hostnames, shared by every org); choose another, e.g. '{}-{name}'",
-            actor.org_name
-        ))),
+async fn ensure_hostname_free(store: &store::Store, actor: &Actor, name: &str) -> ServiceResult<()> {
+    match store::site_name_owner(store.pool(), name).await? {
+        Some(org) if org != actor.org_id => Err(hostname_taken(actor, name)),
         _ => Ok(()),
     }
+}
+
+/// The error for a site name another org's site has.
+fn hostname_taken(actor: &Actor, name: &str) -> ServiceError {
+    ServiceError::conflict(format!(
+        "the site name '{name}' is taken on this server (site names are hostnames, shared by every org); choose another, e.g. '{}-{name}'",
+        actor.org_name
+    ))
 }
 
 /// Env var names are shell identifiers; values are bounded.

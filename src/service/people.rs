@@ -232,23 +232,23 @@ impl Service {
                 }
                 (Some(_), None) => None,
             };
-            let mut tx = self.platform.store.begin().await?;
-            let user_id = match (&existing, new_hash) {
-                (Some(user), _) => user.id.clone(),
-                (None, Some(hash)) => {
-                    let id = new_id("usr");
-                    people_store::insert_user(&mut *tx, &id, &email, &hash).await?;
-                    id
-                }
+            let new_id = new_id("usr");
+            let member = match (&existing, &new_hash) {
+                (Some(user), _) => people_store::NewMember::Existing { user_id: &user.id },
+                (None, Some(hash)) => people_store::NewMember::New {
+                    user_id: &new_id,
+                    email: &email,
+                    password_hash: hash,
+                },
                 (None, None) => unreachable!("a new user always has a hash here"),
             };
-            if let Some(current) = people_store::member_role(&mut *tx, &actor.org_id, &user_id).await? {
+            if let people_store::MembershipChange::AlreadyMember(current) =
+                self.platform.store.add_member(&actor.org_id, member, role.as_str()).await?
+            {
                 return Err(ServiceError::conflict(format!(
                     "{email} is already a member ({current}); change their role with HOSTING_SET_MEMBER_ROLE"
                 )));
             }
-            people_store::upsert_member(&mut *tx, &actor.org_id, &user_id, role.as_str()).await?;
-            tx.commit().await?;
             Ok(MemberInfo {
                 email,
                 role,
@@ -272,15 +272,15 @@ impl Service {
             if role == Role::Owner || current == Role::Owner {
                 self.authorize(actor, Action::ManageOrg, Target::Member(&email)).await?;
             }
-            let mut tx = self.platform.store.begin().await?;
-            if current == Role::Owner
-                && role != Role::Owner
-                && people_store::count_owners(&mut *tx, &actor.org_id).await? <= 1
-            {
+            let unmakes_owner = current == Role::Owner && role != Role::Owner;
+            let changed = self
+                .platform
+                .store
+                .set_member_role(&actor.org_id, &user_id, role.as_str(), unmakes_owner)
+                .await?;
+            if changed == people_store::MembershipChange::LastOwner {
                 return Err(last_owner(&email));
             }
-            people_store::upsert_member(&mut *tx, &actor.org_id, &user_id, role.as_str()).await?;
-            tx.commit().await?;
             Ok(MemberInfo {
                 email,
                 role,
@@ -303,12 +303,14 @@ impl Service {
             if current == Role::Owner {
                 self.authorize(actor, Action::ManageOrg, Target::Member(&email)).await?;
             }
-            let mut tx = self.platform.store.begin().await?;
-            if current == Role::Owner && people_store::count_owners(&mut *tx, &actor.org_id).await? <= 1 {
+            let removed = self
+                .platform
+                .store
+                .remove_member(&actor.org_id, &user_id, current == Role::Owner)
+                .await?;
+            if removed == people_store::MembershipChange::LastOwner {
                 return Err(last_owner(&email));
             }
-            people_store::delete_member(&mut tx, &actor.org_id, &user_id).await?;
-            tx.commit().await?;
             Ok(MemberInfo {
                 email,
                 role: current,

@@ -90,29 +90,16 @@ impl Service {
         }
         if !changed.is_empty() {
             let json = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
-            let mut tx = self.platform.store.begin().await?;
-            store::update_site_settings(&mut *tx, &site.id, &json, branch.as_deref(), &provider).await?;
-            if branch != site.branch
-                && let Some(production) = store::get_environment(&mut *tx, &site.id, "production").await?
-            {
-                // Production follows the site's branch: pushes to it deploy there.
-                store::set_environment_branch(&mut *tx, &production.id, branch.as_deref()).await?;
-            }
-            if previews != previews_before {
-                store::git::set_site_previews(&mut *tx, &site.id, previews).await?;
-            }
-            if drain_seconds != drain_before {
-                store::set_site_drain_seconds(&mut *tx, &site.id, drain_seconds).await?;
-            }
-            store::insert_event(
-                &mut *tx,
-                &actor.org_id,
-                "site.updated",
-                &site.id,
-                &serde_json::json!({ "name": site.name, "changed": changed }),
-            )
-            .await?;
-            tx.commit().await?;
+            let change = store::SiteSettingsChange {
+                build_settings: &json,
+                branch: branch.as_deref(),
+                branch_changed: branch != site.branch,
+                provider: &provider,
+                previews: (previews != previews_before).then_some(previews),
+                drain_seconds: (drain_seconds != drain_before).then_some(drain_seconds),
+                changed: &changed,
+            };
+            self.platform.store.update_site(&site, &change).await?;
         }
         let drain = drain_period(drain_seconds).as_secs();
         let next_steps = match (changed.is_empty(), site.source_kind == SourceKind::Upload.as_str()) {

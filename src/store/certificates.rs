@@ -3,6 +3,9 @@
 
 use sqlx::{AnyExecutor, FromRow};
 
+use super::domains::DomainRow;
+use crate::model::DomainStatus;
+
 /// A stored certificate (chain and key still sealed).
 #[derive(Clone, Debug, FromRow)]
 pub struct CertificateRow {
@@ -224,4 +227,79 @@ pub async fn first_org(db: impl AnyExecutor<'_>) -> sqlx::Result<Option<String>>
     sqlx::query_scalar("SELECT id FROM orgs ORDER BY created_at, id LIMIT 1")
         .fetch_optional(db)
         .await
+}
+
+impl super::Store {
+    /// A domain whose DNS went wrong before its certificate was ordered: back to
+    /// `pending_dns` with the check that says why, and its `domain.pending_dns` event.
+    pub async fn return_domain_to_dns(&self, row: &DomainRow, diagnosis: &str, now: i64) -> sqlx::Result<()> {
+        let status = DomainStatus::PendingDns.as_str();
+        let mut tx = self.begin().await?;
+        super::domains::set_domain_check(&mut *tx, &row.id, status, diagnosis, now).await?;
+        set_issuance(&mut *tx, &row.id, status, 0, None, None, now).await?;
+        let data = serde_json::json!({ "site_id": row.site_id, "name": row.name, "status": status });
+        super::insert_event(&mut *tx, &row.org_id, "domain.pending_dns", &row.id, &data).await?;
+        tx.commit().await
+    }
+
+    /// Stores a domain's issued certificate and makes the domain `active`, with its
+    /// `domain.active` (or `domain.renewed`) event carrying `expires_at`. False when the
+    /// domain was removed while the order ran (nothing is stored).
+    pub async fn store_issued_certificate(
+        &self,
+        row: &DomainRow,
+        cert: &CertificateRow,
+        renewal: bool,
+        expires_at: &str,
+        now: i64,
+    ) -> sqlx::Result<bool> {
+        let mut tx = self.begin().await?;
+        if super::domains::domain_by_id(&mut *tx, &row.id).await?.is_none() {
+            return Ok(false);
+        }
+        put_certificate(&mut *tx, cert).await?;
+        set_issuance(&mut *tx, &row.id, DomainStatus::Active.as_str(), 0, None, None, now).await?;
+        let data = serde_json::json!({
+            "site_id": row.site_id, "name": row.name, "status": DomainStatus::Active.as_str(), "renewal": renewal,
+            "expires_at": expires_at,
+        });
+        let kind = if renewal { "domain.renewed" } else { "domain.active" };
+        super::insert_event(&mut *tx, &row.org_id, kind, &row.id, &data).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records a failed certificate order: the domain's status, attempts, next try and
+    /// problem, with its `domain.certificate_failed` event (`message` and `next_at` as
+    /// readers see them).
+    #[expect(clippy::too_many_arguments, reason = "the columns of one failure, each plain")]
+    pub async fn record_certificate_failure(
+        &self,
+        row: &DomainRow,
+        status: &str,
+        attempts: i64,
+        next_attempt_at: i64,
+        problem: &str,
+        message: &str,
+        next_at: &str,
+        now: i64,
+    ) -> sqlx::Result<()> {
+        let mut tx = self.begin().await?;
+        set_issuance(
+            &mut *tx,
+            &row.id,
+            status,
+            attempts,
+            Some(next_attempt_at),
+            Some(problem),
+            now,
+        )
+        .await?;
+        let data = serde_json::json!({
+            "site_id": row.site_id, "name": row.name, "status": status, "error": message,
+            "attempts": attempts, "next_attempt_at": next_at,
+        });
+        super::insert_event(&mut *tx, &row.org_id, "domain.certificate_failed", &row.id, &data).await?;
+        tx.commit().await
+    }
 }

@@ -182,3 +182,57 @@ pub async fn domain_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Op
         .fetch_optional(db)
         .await
 }
+
+/// What became of a domain to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainAdded {
+    /// Attached.
+    Added,
+    /// The name (or its redirect partner) is attached to a site already (maybe another
+    /// org's).
+    NameTaken,
+}
+
+impl super::Store {
+    /// Attaches a domain with its `domain.added` event; its names are checked under the
+    /// write lock.
+    pub async fn add_domain(&self, row: &DomainRow) -> sqlx::Result<DomainAdded> {
+        let mut tx = self.begin().await?;
+        let names: Vec<&str> = std::iter::once(row.name.as_str())
+            .chain(row.redirect_name.as_deref())
+            .collect();
+        if any_name_taken(&mut *tx, &names).await? {
+            return Ok(DomainAdded::NameTaken);
+        }
+        insert_domain(&mut *tx, row).await?;
+        let data = serde_json::json!({ "site_id": row.site_id, "name": row.name });
+        super::insert_event(&mut *tx, &row.org_id, "domain.added", &row.id, &data).await?;
+        tx.commit().await?;
+        Ok(DomainAdded::Added)
+    }
+
+    /// Records a DNS check of a domain and its new status, with a `domain.<status>` event
+    /// when the status changed.
+    pub async fn record_domain_check(&self, row: &DomainRow, to: &str, diagnosis: &str, now: i64) -> sqlx::Result<()> {
+        let mut tx = self.begin().await?;
+        set_domain_check(&mut *tx, &row.id, to, diagnosis, now).await?;
+        if row.status != to {
+            let data = serde_json::json!({ "site_id": row.site_id, "name": row.name, "status": to });
+            super::insert_event(&mut *tx, &row.org_id, &format!("domain.{to}"), &row.id, &data).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Detaches a domain (its certificate goes with it) with its `domain.removed` event;
+    /// `reason` says why when berth removed it itself.
+    pub async fn remove_domain(&self, row: &DomainRow, reason: Option<&str>) -> sqlx::Result<()> {
+        let mut tx = self.begin().await?;
+        delete_domain(&mut *tx, &row.id).await?;
+        let data = match reason {
+            Some(reason) => serde_json::json!({ "site_id": row.site_id, "name": row.name, "reason": reason }),
+            None => serde_json::json!({ "site_id": row.site_id, "name": row.name }),
+        };
+        super::insert_event(&mut *tx, &row.org_id, "domain.removed", &row.id, &data).await?;
+        tx.commit().await
+    }
+}

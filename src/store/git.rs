@@ -88,8 +88,40 @@ pub struct GitTokenRow {
     pub expires_at: i64,
 }
 
-/// Stores a push token by its hash; drops tokens that expired more than a day ago.
-pub async fn insert_git_token(db: &mut sqlx::AnyConnection, row: &GitTokenRow, lookup: &str) -> sqlx::Result<()> {
+impl super::Store {
+    /// Creates an internal repository row with its `repo.created` event; the name is
+    /// checked by its uniqueness under the write lock.
+    pub async fn create_repo(&self, repo: &RepoRow) -> sqlx::Result<RepoCreated> {
+        let mut tx = self.begin().await?;
+        match insert_repo(&mut *tx, repo).await {
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Ok(RepoCreated::NameTaken),
+            other => other?,
+        }
+        let data = serde_json::json!({ "name": repo.name });
+        super::insert_event(&mut *tx, &repo.org_id, "repo.created", &repo.id, &data).await?;
+        tx.commit().await?;
+        Ok(RepoCreated::Created)
+    }
+
+    /// Stores a push token by its hash; drops tokens that expired more than a day ago.
+    pub async fn issue_git_token(&self, row: &GitTokenRow, lookup: &str) -> sqlx::Result<()> {
+        let mut tx = self.begin().await?;
+        insert_git_token(&mut tx, row, lookup).await?;
+        tx.commit().await
+    }
+}
+
+/// What became of a repository to create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepoCreated {
+    /// Stored.
+    Created,
+    /// The org has a repository of that name.
+    NameTaken,
+}
+
+/// A push token's writes, inside a transaction.
+async fn insert_git_token(db: &mut sqlx::AnyConnection, row: &GitTokenRow, lookup: &str) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query("DELETE FROM git_tokens WHERE expires_at < $1")
         .bind(now - 86_400_000)

@@ -405,3 +405,38 @@ pub async fn prune_ended_grants(db: &sqlx::AnyPool, revoked_before: i64, unused_
     .await?;
     Ok(revoked + unused)
 }
+
+/// An authorization code to store with its grant (by its HMAC).
+#[derive(Clone, Copy, Debug)]
+pub struct NewCode<'a> {
+    /// HMAC of the code.
+    pub code_hmac: &'a str,
+    /// Where the code may be redeemed.
+    pub redirect_uri: &'a str,
+    /// The PKCE challenge.
+    pub code_challenge: &'a str,
+    /// Expiry (ms).
+    pub expires_at: i64,
+}
+
+impl super::Store {
+    /// Stores a person's consent (a grant) with its first authorization code, unless the
+    /// org's agents are frozen: false then, and nothing is stored.
+    pub async fn grant_consent(&self, grant: &NewGrant<'_>, code: &NewCode<'_>) -> sqlx::Result<bool> {
+        let mut tx = self.begin().await?;
+        if !insert_grant(&mut *tx, grant).await? {
+            return Ok(false);
+        }
+        insert_code(
+            &mut *tx,
+            code.code_hmac,
+            grant.id,
+            code.redirect_uri,
+            code.code_challenge,
+            code.expires_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

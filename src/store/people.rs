@@ -324,3 +324,133 @@ pub async fn environment_protection(
         .fetch_all(db)
         .await
 }
+
+/// The person a new membership is for.
+#[derive(Clone, Copy, Debug)]
+pub enum NewMember<'a> {
+    /// A user who has an account.
+    Existing {
+        /// Their id.
+        user_id: &'a str,
+    },
+    /// A user whose account is made with the membership.
+    New {
+        /// The new user's id.
+        user_id: &'a str,
+        /// Their email.
+        email: &'a str,
+        /// Their argon2id password hash.
+        password_hash: &'a str,
+    },
+}
+
+/// What a change of an org's members did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Done.
+    Done,
+    /// The person is a member already (with this role); nothing changed.
+    AlreadyMember(String),
+    /// It would leave the org without an owner; nothing changed.
+    LastOwner,
+}
+
+/// What became of an invitation's use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InvitationAccepted {
+    /// The person is a member now.
+    Accepted,
+    /// The person is a member already (with this role); nothing changed.
+    AlreadyMember(String),
+    /// The invitation was used, revoked or expired meanwhile; nothing changed.
+    NoLongerPending,
+}
+
+impl super::Store {
+    /// Adds a person to an org with a role, making their account first when they are new.
+    pub async fn add_member(&self, org_id: &str, member: NewMember<'_>, role: &str) -> sqlx::Result<MembershipChange> {
+        let mut tx = self.begin().await?;
+        let user_id = match member {
+            NewMember::Existing { user_id } => user_id,
+            NewMember::New {
+                user_id,
+                email,
+                password_hash,
+            } => {
+                insert_user(&mut *tx, user_id, email, password_hash).await?;
+                user_id
+            }
+        };
+        if let Some(current) = member_role(&mut *tx, org_id, user_id).await? {
+            return Ok(MembershipChange::AlreadyMember(current));
+        }
+        upsert_member(&mut *tx, org_id, user_id, role).await?;
+        tx.commit().await?;
+        Ok(MembershipChange::Done)
+    }
+
+    /// Accepts an invitation: makes the person's account when they are new, adds them to
+    /// the org with the invitation's role and records `audit`. Conditional on the
+    /// invitation still being pending (of two uses, one wins).
+    pub async fn accept_invitation(
+        &self,
+        invitation_id: &str,
+        org_id: &str,
+        member: NewMember<'_>,
+        role: &str,
+        audit: &super::NewAuditEntry<'_>,
+    ) -> sqlx::Result<InvitationAccepted> {
+        let mut tx = self.begin().await?;
+        let user_id = match member {
+            NewMember::Existing { user_id } => user_id,
+            NewMember::New {
+                user_id,
+                email,
+                password_hash,
+            } => {
+                insert_user(&mut *tx, user_id, email, password_hash).await?;
+                user_id
+            }
+        };
+        if let Some(current) = member_role(&mut *tx, org_id, user_id).await? {
+            return Ok(InvitationAccepted::AlreadyMember(current));
+        }
+        if !super::invitations::mark_accepted(&mut *tx, invitation_id, now_ms()).await? {
+            return Ok(InvitationAccepted::NoLongerPending);
+        }
+        upsert_member(&mut *tx, org_id, user_id, role).await?;
+        super::insert_audit(&mut *tx, audit).await?;
+        tx.commit().await?;
+        Ok(InvitationAccepted::Accepted)
+    }
+
+    /// Sets a member's role; `unmakes_owner` (an owner given another role) is refused
+    /// when they are the org's last owner, counted under the write lock.
+    pub async fn set_member_role(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        role: &str,
+        unmakes_owner: bool,
+    ) -> sqlx::Result<MembershipChange> {
+        let mut tx = self.begin().await?;
+        if unmakes_owner && count_owners(&mut *tx, org_id).await? <= 1 {
+            return Ok(MembershipChange::LastOwner);
+        }
+        upsert_member(&mut *tx, org_id, user_id, role).await?;
+        tx.commit().await?;
+        Ok(MembershipChange::Done)
+    }
+
+    /// Removes a member (their personal keys of the org are revoked, their sessions end);
+    /// an owner is refused when they are the org's last, counted under the write lock.
+    pub async fn remove_member(&self, org_id: &str, user_id: &str, is_owner: bool) -> sqlx::Result<MembershipChange> {
+        let mut tx = self.begin().await?;
+        if is_owner && count_owners(&mut *tx, org_id).await? <= 1 {
+            return Ok(MembershipChange::LastOwner);
+        }
+        delete_member(&mut tx, org_id, user_id).await?;
+        tx.commit().await?;
+        Ok(MembershipChange::Done)
+    }
+}

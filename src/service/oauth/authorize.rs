@@ -303,36 +303,24 @@ impl OAuthServer {
             .map_err(|e| Refusal::Failed(ServiceError::Internal(e)))?;
         let scope_names = Scope::join(&scopes);
         let stored = async {
-            let mut tx = self.service.platform.store.begin().await?;
-            let stored = oauth_store::insert_grant(
-                &mut *tx,
-                &oauth_store::NewGrant {
-                    id: &grant_id,
-                    org_id,
-                    user_id,
-                    client_id: &checked.client.id,
-                    client_name: &checked.client.name,
-                    scopes: &scope_names,
-                    sites: sites.as_deref(),
-                    production: decision.production,
-                    resource: &checked.resource,
-                },
-            )
-            .await?;
-            if !stored {
-                return anyhow::Ok(false);
-            }
-            oauth_store::insert_code(
-                &mut *tx,
-                &digest,
-                &grant_id,
-                &checked.redirect_uri,
-                &checked.challenge,
-                now_ms() + OAUTH_CODE_TTL_SECS * 1000,
-            )
-            .await?;
-            tx.commit().await?;
-            anyhow::Ok(true)
+            let grant = oauth_store::NewGrant {
+                id: &grant_id,
+                org_id,
+                user_id,
+                client_id: &checked.client.id,
+                client_name: &checked.client.name,
+                scopes: &scope_names,
+                sites: sites.as_deref(),
+                production: decision.production,
+                resource: &checked.resource,
+            };
+            let code = oauth_store::NewCode {
+                code_hmac: &digest,
+                redirect_uri: &checked.redirect_uri,
+                code_challenge: &checked.challenge,
+                expires_at: now_ms() + OAUTH_CODE_TTL_SECS * 1000,
+            };
+            anyhow::Ok(self.service.platform.store.grant_consent(&grant, &code).await?)
         };
         match stored.await {
             Ok(true) => Ok(Approved {

@@ -179,12 +179,17 @@ impl OAuthServer {
         };
         let now = now_ms();
         let stored = async {
-            let mut tx = self.service.platform.store.begin().await?;
-            oauth_store::insert_token(&mut *tx, &a, &grant.id, "access", now + OAUTH_ACCESS_TTL_SECS * 1000).await?;
-            oauth_store::insert_token(&mut *tx, &r, &grant.id, "refresh", now + OAUTH_REFRESH_TTL_SECS * 1000).await?;
             // Expired codes and tokens go as new ones come, so neither table grows with time.
-            oauth_store::delete_expired(&mut tx, now).await?;
-            tx.commit().await?;
+            self.service
+                .platform
+                .store
+                .issue_oauth_tokens(
+                    &grant.id,
+                    (&a, now + OAUTH_ACCESS_TTL_SECS * 1000),
+                    (&r, now + OAUTH_REFRESH_TTL_SECS * 1000),
+                    now,
+                )
+                .await?;
             anyhow::Ok(())
         };
         stored

@@ -271,7 +271,7 @@ async fn removing_or_moving_a_deployment_or_environment_keeps_the_totals_true() 
     assert_eq!(moved, 20);
 
     // Deleting the site leaves no line and no total behind.
-    store::delete_site(store.pool(), "site_1").await.unwrap();
+    store::delete_site_rows(store.pool(), "site_1").await.unwrap();
     let left: (i64, i64) =
         sqlx::query_as("SELECT (SELECT COUNT(*) FROM deployment_logs), (SELECT COUNT(*) FROM log_usage)")
             .fetch_one(store.pool())
