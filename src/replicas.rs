@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{self, Store};
+use crate::store::Store;
 use crate::util::now_ms;
 
 /// How often a replica writes its heartbeat.
@@ -22,7 +22,7 @@ pub const LIVE_WITHIN: Duration = Duration::from_secs(20);
 
 /// Writes this replica's heartbeat once (call before serving, so others count it at once).
 pub async fn announce(store: &Store, id: &str) -> sqlx::Result<()> {
-    store::beat_replica(store.pool(), id).await
+    store.beat_replica(id).await
 }
 
 /// Writes this replica's heartbeat every [`HEARTBEAT`] until `stop`, then removes its row
@@ -33,12 +33,12 @@ pub async fn run_heartbeat(store: Store, id: String, stop: CancellationToken) {
             _ = tokio::time::sleep(HEARTBEAT) => {}
             _ = stop.cancelled() => break,
         }
-        if let Err(err) = store::beat_replica(store.pool(), &id).await {
+        if let Err(err) = store.beat_replica(&id).await {
             tracing::warn!(error = %err, "writing the replica heartbeat failed");
         }
     }
     let stale = now_ms() - 10 * LIVE_WITHIN.as_millis() as i64;
-    if let Err(err) = store::remove_replica(store.pool(), &id, stale).await {
+    if let Err(err) = store.remove_replica(&id, stale).await {
         tracing::warn!(error = %err, "removing this replica's heartbeat failed");
     }
 }
@@ -51,7 +51,7 @@ pub fn live_since() -> i64 {
 /// Why a deploy to the local target must be refused now: `Some(message)` while other
 /// replicas than `me` are live on this database.
 pub async fn local_target_refusal(store: &Store, me: &str) -> sqlx::Result<Option<String>> {
-    let live = store::live_replicas(store.pool(), live_since()).await?;
+    let live = store.live_replicas(live_since()).await?;
     let others = live.iter().filter(|id| id.as_str() != me).count();
     Ok((others > 0).then(|| local_target_refusal_message(others)))
 }

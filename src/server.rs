@@ -31,7 +31,7 @@ use crate::mcp::BerthMcp;
 use crate::prometheus::Audience;
 use crate::runtime::{LogSink, Runtime};
 use crate::service::{Platform, Service};
-use crate::store::{self, Store};
+use crate::store::Store;
 use crate::util::new_id;
 
 /// Runs the server until `shutdown` resolves, then stops apps and exits cleanly.
@@ -493,7 +493,7 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std:
 /// On a fresh data dir: the default org and an admin key, printed once (or the
 /// operator's `BERTH_BOOTSTRAP_KEY`, not echoed).
 async fn bootstrap(store: &Store, config: &ServeConfig) -> anyhow::Result<()> {
-    if store::count_orgs(store.pool()).await? > 0 {
+    if store.count_orgs().await? > 0 {
         return Ok(());
     }
     let org_id = new_id("org");

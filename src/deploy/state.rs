@@ -11,7 +11,7 @@ use crate::model::DeploymentStatus;
 use crate::platform::Platform;
 use crate::runtime::InstanceSpec;
 use crate::runtime::target::BuildKind;
-use crate::store::{self, Activation, DeploymentRow, EnvironmentRow, SiteRow};
+use crate::store::{Activation, DeploymentRow, EnvironmentRow, SiteRow};
 
 impl Platform {
     /// Moves a deployment along the state machine, recording the event with the change.
@@ -63,7 +63,9 @@ impl Platform {
             return Ok(None);
         };
         let deployment_id = d.id.as_str();
-        let environment = store::get_environment_by_id(self.store.pool(), &d.environment_id)
+        let environment = self
+            .store
+            .get_environment_by_id(&d.environment_id)
             .await?
             .map(|e| e.name)
             .unwrap_or_default();
@@ -89,7 +91,7 @@ impl Platform {
             start_timeout: self.config.timeouts.start(),
             uid: if built_here { self.site_uid(site).await? } else { None },
             size: {
-                let scaling = store::get_scaling(self.store.pool(), &d.environment_id).await?;
+                let scaling = self.store.get_scaling(&d.environment_id).await?;
                 crate::runtime::InstanceSize {
                     memory_mb: scaling.memory_mb.map(|m| m as u64),
                     cpus: scaling.cpu_millis.map(|m| m as f64 / 1000.0),
@@ -105,7 +107,7 @@ impl Platform {
         let Some(id) = &env.deployment_id else {
             return Ok(None);
         };
-        let Some(d) = store::get_deployment_any_org(self.store.pool(), id).await? else {
+        let Some(d) = self.store.get_deployment_any_org(id).await? else {
             return Ok(None);
         };
         let Some(plan) = d
@@ -125,16 +127,16 @@ impl Platform {
     /// The custom domains the edge serves for an environment, each with the certificate
     /// berth holds for it (valid now), opened.
     pub async fn served_domains(&self, environment_id: &str) -> anyhow::Result<Vec<crate::runtime::ServedDomain>> {
-        let pool = self.store.pool();
+        let store = &self.store;
         let now = crate::util::now_ms();
         let mut served = Vec::new();
-        for domain in store::domains::list_all_domains(pool).await? {
+        for domain in store.list_all_domains().await? {
             let serving =
                 crate::model::DomainStatus::parse(&domain.status).is_some_and(crate::model::DomainStatus::is_served);
             if domain.environment_id != environment_id || !serving {
                 continue;
             }
-            let certificate = match store::certificates::certificate(pool, &domain.name).await? {
+            let certificate = match store.get_certificate(&domain.name).await? {
                 Some(row) if row.not_after > now => match crate::platform::certificates::open(self, &row) {
                     Ok((chain, key)) => Some(crate::runtime::DomainCertificate { chain, key }),
                     Err(e) => {
@@ -196,7 +198,7 @@ impl Platform {
                 .copy_build(self.site_ref(site, &settings), &plan, &from.id, &copy.id)
                 .await
                 .map_err(anyhow::Error::msg)?;
-            store::insert_deployment(self.store.pool(), &copy).await?;
+            self.store.insert_deployment(&copy).await?;
             anyhow::Ok(reused)
         }
         .await;
@@ -207,7 +209,9 @@ impl Platform {
                 return Err(err);
             }
         };
-        let from_env = store::get_environment_by_id(self.store.pool(), &from.environment_id)
+        let from_env = self
+            .store
+            .get_environment_by_id(&from.environment_id)
             .await?
             .map(|e| e.name)
             .unwrap_or_else(|| "another environment".into());
@@ -228,13 +232,13 @@ impl Platform {
     /// image tag goes with the site's image garbage collection). One an environment
     /// points at is kept.
     pub async fn forget_deployment(&self, id: &str) {
-        let pool = self.store.pool();
+        let store = &self.store;
         // Whose it was, so that its target can forget what it keeps of it.
-        let site = match store::get_deployment_any_org(pool, id).await {
-            Ok(Some(d)) => store::get_site_by_id(pool, &d.site_id).await.ok().flatten(),
+        let site = match store.get_deployment_any_org(id).await {
+            Ok(Some(d)) => store.get_site_by_id(&d.site_id).await.ok().flatten(),
             _ => None,
         };
-        match store::delete_deployment(pool, id).await {
+        match store.delete_deployment(id).await {
             Ok(true) => {
                 self.runtime.stop(id).await;
                 let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(id)).await;
@@ -255,7 +259,7 @@ impl Platform {
     /// removed.
     pub async fn prune_environment(&self, environment_id: &str) -> usize {
         let keep = self.config.keep_deployments as i64;
-        let doomed = match store::prunable_deployments(self.store.pool(), environment_id, keep).await {
+        let doomed = match self.store.prunable_deployments(environment_id, keep).await {
             Ok(ids) => ids,
             Err(err) => {
                 tracing::warn!(environment.id = %environment_id, error = %err, "listing deployments to prune failed");
@@ -274,7 +278,7 @@ impl Platform {
     /// [`Self::prune_environment`] for every environment (once at start: deployments
     /// left by older versions or a lower setting).
     pub async fn prune_all(&self) {
-        match store::all_environment_ids(self.store.pool()).await {
+        match self.store.all_environment_ids().await {
             Ok(ids) => {
                 for id in ids {
                     self.prune_environment(&id).await;

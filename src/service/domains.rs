@@ -387,13 +387,14 @@ impl Service {
             None => None,
         };
         let site_id = site.as_ref().map(|s| s.id.as_str());
-        let pool = self.platform.store.pool();
-        let mut rows =
-            domain_store::list_domains_page(pool, &actor.org_id, site_id, after, i64::from(limit) + 1).await?;
+        let store = &self.platform.store;
+        let mut rows = store
+            .list_domains_page(&actor.org_id, site_id, after, i64::from(limit) + 1)
+            .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
-        let total = domain_store::count_domains(pool, &actor.org_id, site_id).await? as u64;
+        let total = store.count_domains(&actor.org_id, site_id).await? as u64;
         let domains = rows.iter().map(|r| self.domain_info(r)).collect::<ServiceResult<_>>()?;
         Ok(DomainList {
             domains,
@@ -507,11 +508,12 @@ impl Service {
         let site = self.find_site(actor, site).await?;
         // Looked up as it would be stored; a name that cannot be a domain is simply absent.
         let name = normalize_domain(domain, &self.platform.config.base_domain).unwrap_or_else(|_| domain.to_string());
-        if let Some(row) = domain_store::get_domain(self.platform.store.pool(), &site.id, &name).await? {
+        if let Some(row) = self.platform.store.get_domain(&site.id, &name).await? {
             return Ok(row);
         }
-        let pool = self.platform.store.pool();
-        let names: Vec<String> = domain_store::list_domains_page(pool, &actor.org_id, Some(&site.id), "", 10)
+        let store = &self.platform.store;
+        let names: Vec<String> = store
+            .list_domains_page(&actor.org_id, Some(&site.id), "", 10)
             .await?
             .into_iter()
             .map(|d| d.name)

@@ -38,7 +38,11 @@ impl Service {
         env: Option<&store::EnvironmentRow>,
         reveal: bool,
     ) -> ServiceResult<EnvVarsOutput> {
-        let rows = store::list_env_vars(self.platform.store.pool(), &site.id, env.map(|e| e.id.as_str())).await?;
+        let rows = self
+            .platform
+            .store
+            .list_env_vars(&site.id, env.map(|e| e.id.as_str()))
+            .await?;
         let mut vars = BTreeMap::new();
         // Site-wide first so environment values override.
         let (site_rows, env_rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.scope.is_empty());
@@ -128,7 +132,7 @@ impl Service {
         only: Option<&store::EnvironmentRow>,
     ) -> ServiceResult<Vec<String>> {
         let mut restarted = Vec::new();
-        for env in store::list_environments(self.platform.store.pool(), &site.id).await? {
+        for env in self.platform.store.list_environments(&site.id).await? {
             if only.is_some_and(|o| o.id != env.id) {
                 continue;
             }

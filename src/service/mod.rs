@@ -161,12 +161,14 @@ impl Service {
         if let Some(allowed) = &actor.sites {
             return self.list_restricted_sites(actor, allowed, &search, after, limit).await;
         }
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         // One more than asked tells whether another page follows.
-        let mut rows = store::list_sites_page(pool, &actor.org_id, &search, after, i64::from(limit) + 1).await?;
+        let mut rows = store
+            .list_sites_page(&actor.org_id, &search, after, i64::from(limit) + 1)
+            .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
-        let total = store::count_sites(pool, &actor.org_id, &search).await? as u64;
+        let total = store.count_sites(&actor.org_id, &search).await? as u64;
         let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
         let sites = self.summarize_all(&rows).await?;
         Ok(SiteList {
@@ -181,23 +183,23 @@ impl Service {
         self.authorize(actor, Action::ReadSites, Target::Site(&input.site))
             .await?;
         let site = self.find_site(actor, &input.site).await?;
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let summary = self.summarize(&site).await?;
-        let envs = store::list_environments(pool, &site.id).await?;
+        let envs = store.list_environments(&site.id).await?;
         let serving = envs
             .iter()
             .find(|e| e.name == "production")
             .and_then(|e| e.deployment_id.clone());
         let environments = self.environment_infos(&site, &envs).await?;
-        let recent = store::list_deployments(pool, &site.id, None, 10).await?;
+        let recent = store.list_deployments(&site.id, None, 10).await?;
         let build_lines = clamp_lines(input.deploy_log_lines, 20);
         let runtime_lines = clamp_lines(input.runtime_log_lines, 20);
         let build_log_tail = match recent.first() {
-            Some(d) => lines_of(store::tail_logs(pool, &d.id, "build", build_lines).await?),
+            Some(d) => lines_of(store.tail_logs(&d.id, "build", build_lines).await?),
             None => vec![],
         };
         let runtime_log_tail = match &serving {
-            Some(id) => lines_of(store::tail_logs(pool, id, "runtime", runtime_lines).await?),
+            Some(id) => lines_of(store.tail_logs(id, "runtime", runtime_lines).await?),
             None => vec![],
         };
         let env_vars = if input.include_env.unwrap_or(false) {
@@ -225,8 +227,8 @@ impl Service {
             source_kind: site.source_kind.clone(),
             provider: site.provider.clone(),
             build_settings: serde_json::from_str(&site.build_settings).unwrap_or_default(),
-            previews: store::git::site_previews(pool, &site.id).await?,
-            drain_seconds: drain_period(store::site_drain_seconds(pool, &site.id).await?).as_secs() as u32,
+            previews: store.site_previews(&site.id).await?,
+            drain_seconds: drain_period(store.site_drain_seconds(&site.id).await?).as_secs() as u32,
             environments,
             recent_deployments,
             build_log_tail,
@@ -347,8 +349,8 @@ impl Service {
             None => (source.is_some() && !repo_is_empty) || upload.is_some(),
         };
 
-        let pool = self.platform.store.pool();
-        if store::get_site(pool, &actor.org_id, &input.name).await?.is_some() {
+        let store = &self.platform.store;
+        if store.get_site(&actor.org_id, &input.name).await?.is_some() {
             return Err(ServiceError::conflict(format!(
                 "a site named '{}' already exists; change its settings with HOSTING_UPDATE_SITE and deploy it with HOSTING_DEPLOY, or pick another name",
                 input.name
@@ -463,9 +465,9 @@ impl Service {
 
     /// Removes a site whatever state it is in. Also finishes deletions a crash interrupted.
     pub async fn remove_site(&self, site: &SiteRow) -> ServiceResult<DeleteSiteOutput> {
-        let pool = self.platform.store.pool();
-        store::set_site_status(pool, &site.id, "deleting").await?;
-        let deployments = store::list_deployments(pool, &site.id, None, i64::MAX).await?;
+        let store = &self.platform.store;
+        store.set_site_status(&site.id, "deleting").await?;
+        let deployments = store.list_deployments(&site.id, None, i64::MAX).await?;
         for d in &deployments {
             self.platform.cancel(&d.id);
         }
@@ -475,7 +477,10 @@ impl Service {
         }
         // The DNS records berth created for its domains go first (the domains themselves
         // go with the site); a provider failure leaves them there, named in the log.
-        for domain in store::domains::list_domains_page(pool, &site.org_id, Some(&site.id), "", i64::MAX).await? {
+        for domain in store
+            .list_domains_page(&site.org_id, Some(&site.id), "", i64::MAX)
+            .await?
+        {
             if let Err(e) = self.release_domain_dns(&domain).await {
                 tracing::warn!(domain = %domain.name, error = %e, "the records berth created for a deleted site's domain stay at the DNS provider");
             }
@@ -644,9 +649,7 @@ impl Service {
         } = upload;
         let site = site.as_str();
         validate_site_name(site)?;
-        let exists = store::get_site(self.platform.store.pool(), &actor.org_id, site)
-            .await?
-            .is_some();
+        let exists = self.platform.store.get_site(&actor.org_id, site).await?.is_some();
         if !exists && !create {
             return Err(self
                 .find_site(actor, site)
@@ -880,21 +883,18 @@ impl Service {
                     })?,
             ),
         };
-        let mut rows = store::list_deployments_before(
-            self.platform.store.pool(),
-            &site.id,
-            env_id.as_deref(),
-            before,
-            limit as i64 + 1,
-        )
-        .await?;
+        let mut rows = self
+            .platform
+            .store
+            .list_deployments_before(&site.id, env_id.as_deref(), before, limit as i64 + 1)
+            .await?;
         let more = rows.len() > limit;
         rows.truncate(limit);
         let next_cursor = more
             .then(|| rows.last().map(|d| format!("{}.{}", d.created_at, d.id)))
             .flatten();
         let env_ids: Vec<&str> = rows.iter().map(|d| d.environment_id.as_str()).collect();
-        let envs = store::environments_by_ids(self.platform.store.pool(), &env_ids).await?;
+        let envs = self.platform.store.environments_by_ids(&env_ids).await?;
         let deployments = rows
             .iter()
             .map(|d| {
@@ -939,7 +939,7 @@ impl Service {
         };
         let limit = clamp_lines(input.limit, DEFAULT_LOG_LINES).max(1);
         let after = input.cursor.unwrap_or(0).max(0);
-        let mut rows = store::read_logs(self.platform.store.pool(), &d.id, kind, after, limit + 1).await?;
+        let mut rows = self.platform.store.read_logs(&d.id, kind, after, limit + 1).await?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let next_cursor = rows.last().map_or(after, |r| r.id);
@@ -1045,8 +1045,8 @@ impl Service {
     // ------------------------------------------------------------ helpers
 
     async fn find_site(&self, actor: &Actor, name: &str) -> ServiceResult<SiteRow> {
-        let pool = self.platform.store.pool();
-        if let Some(site) = store::get_site(pool, &actor.org_id, name).await?
+        let store = &self.platform.store;
+        if let Some(site) = store.get_site(&actor.org_id, name).await?
             && site.status == "active"
             && actor.may_see_site(name)
         {
@@ -1061,12 +1061,13 @@ impl Service {
         }
         // A few names, never the whole org's list: an error stays small at any size.
         const SHOWN: usize = 10;
-        let names: Vec<String> = store::list_sites_page(pool, &actor.org_id, "", "", SHOWN as i64)
+        let names: Vec<String> = store
+            .list_sites_page(&actor.org_id, "", "", SHOWN as i64)
             .await?
             .into_iter()
             .map(|s| s.name)
             .collect();
-        let total = store::count_sites(pool, &actor.org_id, "").await? as usize;
+        let total = store.count_sites(&actor.org_id, "").await? as usize;
         let shown = name.chars().take(80).collect::<String>();
         Err(ServiceError::not_found(if names.is_empty() {
             format!("no site '{shown}'; this org has no sites yet: create one with HOSTING_CREATE_SITE")
@@ -1082,11 +1083,12 @@ impl Service {
     }
 
     async fn find_environment(&self, site: &SiteRow, name: &str) -> ServiceResult<EnvironmentRow> {
-        let pool = self.platform.store.pool();
-        if let Some(env) = store::get_environment(pool, &site.id, name).await? {
+        let store = &self.platform.store;
+        if let Some(env) = store.get_environment(&site.id, name).await? {
             return Ok(env);
         }
-        let names: Vec<String> = store::list_environments(pool, &site.id)
+        let names: Vec<String> = store
+            .list_environments(&site.id)
             .await?
             .into_iter()
             .map(|e| e.name)
@@ -1100,7 +1102,9 @@ impl Service {
     }
 
     async fn find_deployment(&self, actor: &Actor, id: &str) -> ServiceResult<DeploymentRow> {
-        store::get_deployment(self.platform.store.pool(), &actor.org_id, id)
+        self.platform
+            .store
+            .get_deployment(&actor.org_id, id)
             .await?
             .ok_or_else(|| {
                 ServiceError::not_found(format!(
@@ -1111,8 +1115,8 @@ impl Service {
     }
 
     async fn deployment_info(&self, d: &DeploymentRow) -> ServiceResult<DeploymentInfo> {
-        let env = store::get_environment_by_id(self.platform.store.pool(), &d.environment_id).await?;
-        let site = store::get_site_by_id(self.platform.store.pool(), &d.site_id).await?;
+        let env = self.platform.store.get_environment_by_id(&d.environment_id).await?;
+        let site = self.platform.store.get_site_by_id(&d.site_id).await?;
         Ok(self.deployment_info_named(
             d,
             site.as_ref().map(|s| s.name.as_str()),
@@ -1154,9 +1158,9 @@ impl Service {
 
     /// The newest line of a deployment's build or runtime log, cut to one short line.
     async fn newest_log_line(&self, deployment_id: &str) -> ServiceResult<Option<String>> {
-        let pool = self.platform.store.pool();
-        let build = store::tail_logs(pool, deployment_id, "build", 1).await?;
-        let runtime = store::tail_logs(pool, deployment_id, "runtime", 1).await?;
+        let store = &self.platform.store;
+        let build = store.tail_logs(deployment_id, "build", 1).await?;
+        let runtime = store.tail_logs(deployment_id, "runtime", 1).await?;
         let newest = build.into_iter().chain(runtime).max_by_key(|r| r.id);
         Ok(newest.map(|r| {
             let line = r.line.split(['\r', '\n']).next().unwrap_or_default().trim();
@@ -1166,9 +1170,9 @@ impl Service {
 
     async fn failure_lines(&self, deployment_id: &str) -> ServiceResult<Vec<String>> {
         self.platform.logs.flush().await;
-        let pool = self.platform.store.pool();
-        let mut lines = lines_of(store::tail_logs(pool, deployment_id, "build", 30).await?);
-        let runtime = lines_of(store::tail_logs(pool, deployment_id, "runtime", 20).await?);
+        let store = &self.platform.store;
+        let mut lines = lines_of(store.tail_logs(deployment_id, "build", 30).await?);
+        let runtime = lines_of(store.tail_logs(deployment_id, "runtime", 20).await?);
         if !runtime.is_empty() {
             lines.push("--- runtime ---".into());
             lines.extend(runtime);
@@ -1189,7 +1193,7 @@ impl Service {
     /// Environment infos of one site, the deployments they serve read in one query.
     async fn environment_infos(&self, site: &SiteRow, envs: &[EnvironmentRow]) -> ServiceResult<Vec<EnvironmentInfo>> {
         let ids: Vec<&str> = envs.iter().filter_map(|e| e.deployment_id.as_deref()).collect();
-        let serving = store::deployments_by_ids(self.platform.store.pool(), &ids).await?;
+        let serving = self.platform.store.deployments_by_ids(&ids).await?;
         Ok(envs
             .iter()
             .map(|env| EnvironmentInfo {
@@ -1206,7 +1210,7 @@ impl Service {
         let Some(dep_id) = &env.deployment_id else {
             return Ok("none".into());
         };
-        let serving = store::get_deployment_any_org(self.platform.store.pool(), dep_id).await?;
+        let serving = self.platform.store.get_deployment_any_org(dep_id).await?;
         Ok(self.serving_status(site, env, serving.as_slice()))
     }
 
@@ -1252,14 +1256,14 @@ impl Service {
     /// the environments the newest deployments went to (a query per site made a page of
     /// 50 cost hundreds of queries).
     async fn summarize_all(&self, sites: &[SiteRow]) -> ServiceResult<Vec<SiteSummary>> {
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let site_ids: Vec<&str> = sites.iter().map(|s| s.id.as_str()).collect();
-        let latest = store::latest_deployments(pool, &site_ids).await?;
-        let production = store::environments_named(pool, &site_ids, "production").await?;
+        let latest = store.latest_deployments(&site_ids).await?;
+        let production = store.environments_named(&site_ids, "production").await?;
         let serving_ids: Vec<&str> = production.iter().filter_map(|e| e.deployment_id.as_deref()).collect();
-        let serving = store::deployments_by_ids(pool, &serving_ids).await?;
+        let serving = store.deployments_by_ids(&serving_ids).await?;
         let env_ids: Vec<&str> = latest.iter().map(|d| d.environment_id.as_str()).collect();
-        let envs = store::environments_by_ids(pool, &env_ids).await?;
+        let envs = store.environments_by_ids(&env_ids).await?;
         let latest: HashMap<&str, &DeploymentRow> = latest.iter().map(|d| (d.site_id.as_str(), d)).collect();
         let production: HashMap<&str, &EnvironmentRow> = production.iter().map(|e| (e.site_id.as_str(), e)).collect();
         let env_names: HashMap<&str, &str> = envs.iter().map(|e| (e.id.as_str(), e.name.as_str())).collect();
@@ -1308,9 +1312,9 @@ impl Service {
                 "idempotency_key must be 1-200 characters",
             ));
         }
-        let pool = self.platform.store.pool();
-        if !store::claim_idempotency_key(pool, &actor.org_id, key, action).await? {
-            let Some((stored_action, response)) = store::get_idempotency_key(pool, &actor.org_id, key).await? else {
+        let store = &self.platform.store;
+        if !store.claim_idempotency_key(&actor.org_id, key, action).await? {
+            let Some((stored_action, response)) = store.get_idempotency_key(&actor.org_id, key).await? else {
                 return Err(ServiceError::conflict(
                     "idempotency key changed while in use; retry the call",
                 ));
@@ -1330,11 +1334,11 @@ impl Service {
         match work.await {
             Ok(value) => {
                 let json = serde_json::to_string(&value).map_err(anyhow::Error::from)?;
-                store::finish_idempotency_key(pool, &actor.org_id, key, &json).await?;
+                store.finish_idempotency_key(&actor.org_id, key, &json).await?;
                 Ok(value)
             }
             Err(err) => {
-                store::release_idempotency_key(pool, &actor.org_id, key).await?;
+                store.release_idempotency_key(&actor.org_id, key).await?;
                 Err(err)
             }
         }
@@ -1342,7 +1346,7 @@ impl Service {
 
     /// Finishes work a crash interrupted: sites left half-deleted.
     pub async fn recover(&self) -> anyhow::Result<()> {
-        let rows = store::list_sites_with_status(self.platform.store.pool(), "deleting").await?;
+        let rows = self.platform.store.list_sites_with_status("deleting").await?;
         for site in rows {
             tracing::info!(site.name = %site.name, "finishing an interrupted site deletion");
             self.remove_site(&site).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -1425,7 +1429,7 @@ fn build_settings_of(input: &CreateSiteInput) -> ServiceResult<BuildSettings> {
 /// environment names never contain `--` nor start or end with `-`, so distinct
 /// (site, environment) pairs always give distinct hostnames.
 async fn ensure_hostname_free(store: &store::Store, actor: &Actor, name: &str) -> ServiceResult<()> {
-    match store::site_name_owner(store.pool(), name).await? {
+    match store.site_name_owner(name).await? {
         Some(org) if org != actor.org_id => Err(hostname_taken(actor, name)),
         _ => Ok(()),
     }

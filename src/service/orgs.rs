@@ -11,7 +11,7 @@ use super::Service;
 use super::access::{Action, Role, Target};
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::Actor;
-use crate::store::{self, oauth as oauth_store};
+use crate::store::{self};
 use crate::util::{new_id, random_hex};
 
 /// The most orgs one person may belong to through [`Service::create_org`] (and the most a
@@ -91,7 +91,7 @@ impl Service {
         let Some(user_id) = actor.user_id.as_deref() else {
             return Ok(None);
         };
-        let rows = oauth_store::orgs_of_user(self.platform.store.pool(), user_id).await?;
+        let rows = self.platform.store.orgs_of_user(user_id).await?;
         Ok(Some(
             rows.into_iter()
                 .filter_map(|(id, name, role)| {

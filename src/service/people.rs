@@ -189,7 +189,7 @@ impl Service {
     /// `HOSTING_LIST_MEMBERS`.
     pub async fn list_members(&self, actor: &Actor) -> ServiceResult<MemberList> {
         self.authorize(actor, Action::ManageMembers, Target::Org).await?;
-        let rows = people_store::list_members(self.platform.store.pool(), &actor.org_id).await?;
+        let rows = self.platform.store.list_members(&actor.org_id).await?;
         Ok(MemberList {
             members: rows.into_iter().filter_map(member_info).collect(),
         })
@@ -206,8 +206,8 @@ impl Service {
             if role == Role::Owner {
                 self.authorize(actor, Action::ManageOrg, Target::Org).await?;
             }
-            let pool = self.platform.store.pool();
-            let existing = people_store::find_user_by_email(pool, &email).await?;
+            let store = &self.platform.store;
+            let existing = store.find_user_by_email(&email).await?;
             // Hash before the transaction: argon2 is slow and must not hold the database.
             let new_hash = match (&existing, &input.password) {
                 (None, Some(p)) => {
@@ -325,11 +325,13 @@ impl Service {
     /// A member of the caller's org by email: (user id, email, role).
     pub(super) async fn member(&self, actor: &Actor, email: &str) -> ServiceResult<(String, String, Role)> {
         let email = normalize_email(email)?;
-        let pool = self.platform.store.pool();
-        let user = people_store::find_user_by_email(pool, &email)
+        let store = &self.platform.store;
+        let user = store
+            .find_user_by_email(&email)
             .await?
             .ok_or_else(|| member_not_found(&email))?;
-        let role = people_store::member_role(pool, &actor.org_id, &user.id)
+        let role = store
+            .member_role(&actor.org_id, &user.id)
             .await?
             .and_then(|r| Role::parse(&r))
             .ok_or_else(|| member_not_found(&email))?;
@@ -485,9 +487,9 @@ impl Service {
             .map(|s| serde_json::to_string(s).unwrap_or_default());
         let expires_at = now_ms() + i64::from(days) * 86_400_000;
         let scopes_stored = Scope::join(&scopes);
-        people_store::insert_key(
-            self.platform.store.pool(),
-            &people_store::NewKey {
+        self.platform
+            .store
+            .insert_key(&people_store::NewKey {
                 id: &id,
                 org_id: &actor.org_id,
                 name,
@@ -500,9 +502,8 @@ impl Service {
                 sites: sites_json.as_deref(),
                 environments: envs_json.as_deref(),
                 expires_at,
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(CreatedApiKey {
             key: ApiKeyInfo {
                 id,
@@ -536,12 +537,12 @@ impl Service {
                 message: "listing the org's keys needs the role admin and the scope 'org:admin'".into(),
             })?),
         };
-        let pool = self.platform.store.pool();
-        let rows = people_store::list_keys(pool, &actor.org_id, only.as_deref()).await?;
+        let store = &self.platform.store;
+        let rows = store.list_keys(&actor.org_id, only.as_deref()).await?;
         let mut keys = Vec::with_capacity(rows.len());
         for row in rows {
             let user = match &row.user_id {
-                Some(u) => people_store::get_user(pool, u).await?.map(|u| u.email),
+                Some(u) => store.get_user(u).await?.map(|u| u.email),
                 None => None,
             };
             keys.push(key_info(row, user));
@@ -552,14 +553,15 @@ impl Service {
     /// `HOSTING_REVOKE_API_KEY`: your own keys, or (admins) any of the org's. Refused from
     /// the next request on.
     pub async fn revoke_api_key(&self, actor: &Actor, input: &ApiKeyRef) -> ServiceResult<ApiKeyInfo> {
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let not_found = || {
             ServiceError::not_found(format!(
                 "no key '{}' in this org; list them with HOSTING_LIST_API_KEYS",
                 input.key_id.chars().take(80).collect::<String>()
             ))
         };
-        let row = people_store::get_key(pool, &input.key_id)
+        let row = store
+            .get_key(&input.key_id)
             .await?
             .filter(|k| k.org_id == actor.org_id)
             .ok_or_else(not_found)?;
@@ -569,10 +571,10 @@ impl Service {
         }
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = async {
-            people_store::revoke_key(pool, &row.id).await?;
-            let row = people_store::get_key(pool, &row.id).await?.ok_or_else(not_found)?;
+            store.revoke_key(&row.id).await?;
+            let row = store.get_key(&row.id).await?.ok_or_else(not_found)?;
             let user = match &row.user_id {
-                Some(u) => people_store::get_user(pool, u).await?.map(|u| u.email),
+                Some(u) => store.get_user(u).await?.map(|u| u.email),
                 None => None,
             };
             Ok(key_info(row, user))

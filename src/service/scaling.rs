@@ -28,7 +28,7 @@ impl Service {
     }
 
     async fn scaling_config(&self, site: &store::SiteRow, env: &store::EnvironmentRow) -> ServiceResult<ScalingConfig> {
-        let row = store::get_scaling(self.platform.store.pool(), &env.id).await?;
+        let row = self.platform.store.get_scaling(&env.id).await?;
         let target = self.platform.target(&site.provider)?;
         let observed = env
             .deployment_id
@@ -82,7 +82,7 @@ impl Service {
                 let env = self
                     .find_environment(&site, input.environment.as_deref().unwrap_or("production"))
                     .await?;
-                let current = store::get_scaling(self.platform.store.pool(), &env.id).await?;
+                let current = self.platform.store.get_scaling(&env.id).await?;
                 let next = ScalingRow {
                     min_instances: input.min_instances.unwrap_or(current.min_instances),
                     max_instances: input.max_instances.unwrap_or(current.max_instances),

@@ -100,51 +100,57 @@ pub async fn any_name_taken(db: impl AnyExecutor<'_>, names: &[&str]) -> sqlx::R
         .map(|n| n > 0)
 }
 
-/// A site's domain by name.
-pub async fn get_domain(db: impl AnyExecutor<'_>, site_id: &str, name: &str) -> sqlx::Result<Option<DomainRow>> {
-    sqlx::query_as(concat!(select_domains!(), " WHERE d.site_id = $1 AND d.name = $2"))
-        .bind(site_id)
-        .bind(name)
-        .fetch_optional(db)
-        .await
-}
+impl super::Store {
+    /// A site's domain by name.
+    pub async fn get_domain(&self, site_id: &str, name: &str) -> sqlx::Result<Option<DomainRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(select_domains!(), " WHERE d.site_id = $1 AND d.name = $2"))
+            .bind(site_id)
+            .bind(name)
+            .fetch_optional(db)
+            .await
+    }
 
-/// One page of an org's domains (of one site when `site_id` is given), by name.
-pub async fn list_domains_page(
-    db: impl AnyExecutor<'_>,
-    org_id: &str,
-    site_id: Option<&str>,
-    after: &str,
-    limit: i64,
-) -> sqlx::Result<Vec<DomainRow>> {
-    sqlx::query_as(concat!(
-        select_domains!(),
-        " WHERE d.org_id = $1 AND ($2 IS NULL OR d.site_id = $3) AND d.name > $4 ORDER BY d.name LIMIT $5"
-    ))
-    .bind(org_id)
-    .bind(site_id)
-    .bind(site_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-/// How many domains an org has (of one site when `site_id` is given).
-pub async fn count_domains(db: impl AnyExecutor<'_>, org_id: &str, site_id: Option<&str>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE org_id = $1 AND ($2 IS NULL OR site_id = $3)")
+    /// One page of an org's domains (of one site when `site_id` is given), by name.
+    pub async fn list_domains_page(
+        &self,
+        org_id: &str,
+        site_id: Option<&str>,
+        after: &str,
+        limit: i64,
+    ) -> sqlx::Result<Vec<DomainRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(
+            select_domains!(),
+            " WHERE d.org_id = $1 AND ($2 IS NULL OR d.site_id = $3) AND d.name > $4 ORDER BY d.name LIMIT $5"
+        ))
         .bind(org_id)
         .bind(site_id)
         .bind(site_id)
-        .fetch_one(db)
-        .await
-}
-
-/// Every domain of every org, for the route table.
-pub async fn list_all_domains(db: impl AnyExecutor<'_>) -> sqlx::Result<Vec<DomainRow>> {
-    sqlx::query_as(concat!(select_domains!(), " ORDER BY d.name"))
+        .bind(after)
+        .bind(limit)
         .fetch_all(db)
         .await
+    }
+
+    /// How many domains an org has (of one site when `site_id` is given).
+    pub async fn count_domains(&self, org_id: &str, site_id: Option<&str>) -> sqlx::Result<i64> {
+        let db = &self.pool;
+        sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE org_id = $1 AND ($2 IS NULL OR site_id = $3)")
+            .bind(org_id)
+            .bind(site_id)
+            .bind(site_id)
+            .fetch_one(db)
+            .await
+    }
+
+    /// Every domain of every org, for the route table.
+    pub async fn list_all_domains(&self) -> sqlx::Result<Vec<DomainRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(select_domains!(), " ORDER BY d.name"))
+            .fetch_all(db)
+            .await
+    }
 }
 
 /// Stores the outcome of a DNS check.
@@ -176,11 +182,18 @@ pub async fn delete_domain(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<(
 }
 
 /// A domain by id.
-pub async fn domain_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<DomainRow>> {
+pub(crate) async fn domain_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<DomainRow>> {
     sqlx::query_as(concat!(select_domains!(), " WHERE d.id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+impl super::Store {
+    /// A domain by id.
+    pub async fn domain_by_id(&self, id: &str) -> sqlx::Result<Option<DomainRow>> {
+        domain_by_id(&self.pool, id).await
+    }
 }
 
 /// What became of a domain to attach.

@@ -233,10 +233,10 @@ impl OAuthServer {
 
     /// The orgs a person may grant access to, each with its sites (for the consent page).
     pub async fn consent_choices(&self, user_id: &str) -> ServiceResult<Vec<OrgChoice>> {
-        let pool = self.pool();
+        let store = self.store();
         let mut out = Vec::new();
-        for (id, name, role) in oauth_store::orgs_of_user(pool, user_id).await? {
-            let sites = oauth_store::site_names(pool, &id).await?;
+        for (id, name, role) in store.orgs_of_user(user_id).await? {
+            let sites = store.oauth_site_names(&id).await?;
             out.push(OrgChoice { id, name, role, sites });
         }
         Ok(out)
@@ -262,9 +262,9 @@ impl OAuthServer {
                 description: "the person declined".into(),
             });
         }
-        let pool = self.pool();
+        let store = self.store();
         let failed = |e: sqlx::Error| Refusal::Failed(e.into());
-        let orgs = oauth_store::orgs_of_user(pool, user_id).await.map_err(failed)?;
+        let orgs = store.orgs_of_user(user_id).await.map_err(failed)?;
         let Some((org_id, _, _)) = orgs.iter().find(|(id, _, _)| Some(id) == decision.org.as_ref()) else {
             return Err(Refusal::Page("pick one of your orgs".into()));
         };
@@ -280,7 +280,7 @@ impl OAuthServer {
         let sites = match decision.sites {
             SiteChoice::Every => None,
             SiteChoice::Only(names) => {
-                let existing = oauth_store::site_names(pool, org_id).await.map_err(failed)?;
+                let existing = store.oauth_site_names(org_id).await.map_err(failed)?;
                 let mut chosen: Vec<String> = names.into_iter().filter(|n| existing.contains(n)).collect();
                 chosen.sort();
                 chosen.dedup();
