@@ -173,19 +173,26 @@ pub fn hash_key(key: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing an API key: {e}"))
 }
 
-/// Stores a key of any string (the bootstrap key) for an org, verified by its argon2id
-/// hash: a service key with `role`, every scope and no expiry. Returns its id.
-pub async fn create_key(
-    db: &mut sqlx::AnyConnection,
+/// Creates an org with an API key that owns it with `role` (the server's bootstrap).
+pub async fn create_org_with_key(
+    store: &Store,
     org_id: &str,
-    name: &str,
+    org_name: &str,
+    key_name: &str,
     role: &str,
     key: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<()> {
     let id = new_id("key");
     let hash = hash_key(key)?;
-    store::insert_api_key(&mut *db, &id, org_id, name, &lookup_id(key), &hash, role).await?;
-    Ok(id)
+    let new_key = store::NewApiKey {
+        id: &id,
+        name: key_name,
+        prefix: &lookup_id(key),
+        hash: &hash,
+        role,
+    };
+    store.create_org_with_key(org_id, org_name, &new_key).await?;
+    Ok(())
 }
 
 /// A key verified against a stored hash: who it is, the hash it matched and when.
@@ -251,13 +258,15 @@ impl Authenticator {
         if !crate::model::is_oauth_access_token(token) || self.mcp_resource.is_empty() {
             return Err(ServiceError::Unauthorized);
         }
-        let pool = self.store.pool();
+        let store = &self.store;
         let digest = self.lookup.digest(token)?;
-        let row = store::oauth::get_token(pool, &digest)
+        let row = store
+            .oauth_token(&digest)
             .await?
             .filter(|t| t.kind == "access" && t.revoked_at.is_none() && t.expires_at > now_ms())
             .ok_or(ServiceError::Unauthorized)?;
-        let grant = store::oauth::get_grant(pool, &row.grant_id)
+        let grant = store
+            .get_grant(&row.grant_id)
             .await?
             .filter(|g| g.revoked_at.is_none())
             .ok_or(ServiceError::Unauthorized)?;
@@ -280,7 +289,7 @@ impl Authenticator {
             client_name: grant.client_name,
             production: grant.production,
         });
-        store::oauth::touch_grant(pool, &grant.id).await?;
+        store.touch_grant(&grant.id).await?;
         Ok(actor)
     }
 
@@ -305,11 +314,13 @@ impl Authenticator {
         }
         if is_scoped_token(key) {
             let digest = self.lookup.digest(key)?;
-            let row = store::people::find_key_by_hmac(self.store.pool(), &digest)
+            let row = self
+                .store
+                .find_key_by_hmac(&digest)
                 .await?
                 .ok_or(ServiceError::Unauthorized)?;
             let actor = self.actor_of_key(row).await?;
-            store::people::touch_key(self.store.pool(), &actor.key_id).await?;
+            self.store.touch_key(&actor.key_id).await?;
             return Ok(actor);
         }
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
@@ -319,7 +330,9 @@ impl Authenticator {
         {
             return Ok(v.actor.clone());
         }
-        let row = store::people::find_key_by_prefix(self.store.pool(), &lookup_id(key))
+        let row = self
+            .store
+            .find_key_by_prefix(&lookup_id(key))
             .await?
             .ok_or(ServiceError::Unauthorized)?;
         if row.revoked_at.is_some() {
@@ -341,7 +354,7 @@ impl Authenticator {
         }
         let hash = row.hash.clone();
         let actor = self.actor_of_key(row).await?;
-        store::people::touch_key(self.store.pool(), &actor.key_id).await?;
+        self.store.touch_key(&actor.key_id).await?;
         let mut cache = self.cache.lock().expect("auth cache lock");
         if cache.len() > 10_000 {
             cache.clear();
@@ -358,22 +371,19 @@ impl Authenticator {
     /// What a key row may do now: `Unauthorized` once it is revoked or expired, or when
     /// its owner left the org; a personal key acts as its owner's current role.
     pub async fn actor_of_key(&self, row: KeyRow) -> ServiceResult<Actor> {
-        let pool = self.store.pool();
+        let store = &self.store;
         if row.revoked_at.is_some() || row.expires_at.is_some_and(|at| at <= now_ms()) {
             return Err(ServiceError::Unauthorized);
         }
-        let org = store::get_org(pool, &row.org_id)
-            .await?
-            .ok_or(ServiceError::Unauthorized)?;
+        let org = store.get_org(&row.org_id).await?.ok_or(ServiceError::Unauthorized)?;
         let (role, user) = match (row.kind.as_str(), &row.user_id) {
             ("personal", Some(user_id)) => {
-                let role = store::people::member_role(pool, &org.id, user_id)
+                let role = store
+                    .member_role(&org.id, user_id)
                     .await?
                     .and_then(|r| Role::parse(&r))
                     .ok_or(ServiceError::Unauthorized)?;
-                let user = store::people::get_user(pool, user_id)
-                    .await?
-                    .ok_or(ServiceError::Unauthorized)?;
+                let user = store.get_user(user_id).await?.ok_or(ServiceError::Unauthorized)?;
                 (role, Some(user))
             }
             ("service", None) => (Role::parse(&row.role).ok_or(ServiceError::Unauthorized)?, None),
@@ -404,15 +414,14 @@ impl Authenticator {
 
     /// A member acting through the dashboard: their current role, every scope.
     pub async fn actor_of_member(&self, org_id: &str, user_id: &str) -> ServiceResult<Actor> {
-        let pool = self.store.pool();
-        let org = store::get_org(pool, org_id).await?.ok_or(ServiceError::Unauthorized)?;
-        let role = store::people::member_role(pool, org_id, user_id)
+        let store = &self.store;
+        let org = store.get_org(org_id).await?.ok_or(ServiceError::Unauthorized)?;
+        let role = store
+            .member_role(org_id, user_id)
             .await?
             .and_then(|r| Role::parse(&r))
             .ok_or(ServiceError::Unauthorized)?;
-        let user = store::people::get_user(pool, user_id)
-            .await?
-            .ok_or(ServiceError::Unauthorized)?;
+        let user = store.get_user(user_id).await?.ok_or(ServiceError::Unauthorized)?;
         Ok(Actor {
             kind: ActorKind::User,
             org_id: org.id,
@@ -435,9 +444,7 @@ impl Authenticator {
     pub async fn actor_of_session(&self, row: &SessionRow) -> ServiceResult<Actor> {
         let actor = match (&row.key_id, &row.user_id) {
             (Some(key_id), None) => {
-                let key = store::people::get_key(self.store.pool(), key_id)
-                    .await?
-                    .ok_or(ServiceError::Unauthorized)?;
+                let key = self.store.get_key(key_id).await?.ok_or(ServiceError::Unauthorized)?;
                 self.actor_of_key(key).await?
             }
             (None, Some(user_id)) => self.actor_of_member(&row.org_id, user_id).await?,
@@ -461,7 +468,7 @@ impl Authenticator {
         let user = if email.len() > 320 || password.len() > 1024 {
             None
         } else {
-            store::people::find_user_by_email(self.store.pool(), &email).await?
+            self.store.find_user_by_email(&email).await?
         };
         let hash = user
             .as_ref()
@@ -471,9 +478,7 @@ impl Authenticator {
             .await
             .map_err(|e| ServiceError::Internal(e.into()))?;
         let member = match user {
-            Some(user) if ok => store::people::first_org_of(self.store.pool(), &user.id)
-                .await?
-                .map(|org| (org, user.id)),
+            Some(user) if ok => self.store.first_org_of(&user.id).await?.map(|org| (org, user.id)),
             _ => None,
         };
         let Some((org_id, user_id)) = member else {

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::Singleton;
-use crate::store::{self, EventRow, Store};
+use crate::store::{EventRow, Store};
 use crate::util::now_ms;
 
 /// How often a waiting reader looks for events written by other processes.
@@ -83,7 +83,7 @@ impl EventBus {
     /// The newest event's cursor (0 when there is none): a reader starting now follows
     /// from here.
     pub async fn cursor(&self) -> sqlx::Result<i64> {
-        store::latest_event_id(self.store.pool()).await
+        self.store.latest_event_id().await
     }
 
     /// The events about `subject` after `after`, oldest first, at most [`READ_BATCH`]:
@@ -103,8 +103,8 @@ impl EventBus {
             // Registered before the read: a notify between the read and the wait is kept.
             let notified = self.wake.notified();
             let events = match subject {
-                Some(subject) => store::events_after(self.store.pool(), subject, after, READ_BATCH).await?,
-                None => store::all_events_after(self.store.pool(), after, READ_BATCH).await?,
+                Some(subject) => self.store.events_after(subject, after, READ_BATCH).await?,
+                None => self.store.all_events_after(after, READ_BATCH).await?,
             };
             let now = Instant::now();
             if !events.is_empty() || now >= deadline {
@@ -223,19 +223,22 @@ pub const PRUNE_LEASE: &str = "prune-events";
 pub async fn run_pruning(store: Store, singleton: Singleton, stop: CancellationToken) {
     loop {
         if singleton.hold().await {
-            match store::prune_events(store.pool(), now_ms() - RETENTION_MS, MAX_EVENTS).await {
+            match store.prune_events(now_ms() - RETENTION_MS, MAX_EVENTS).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(events = n, "pruned old events"),
                 Err(err) => tracing::warn!(error = %err, "pruning old events failed"),
             }
             // Finished jobs go after the same time: their deployments keep the outcome.
-            match store::prune_finished_jobs(store.pool(), now_ms() - RETENTION_MS).await {
+            match store.prune_finished_jobs(now_ms() - RETENTION_MS).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(jobs = n, "pruned finished jobs"),
                 Err(err) => tracing::warn!(error = %err, "pruning finished jobs failed"),
             }
             // Invitations that ended are kept a while for the members page, then go.
-            match store::prune_finished_invitations(store.pool(), now_ms() - INVITATION_RETENTION_MS).await {
+            match store
+                .prune_finished_invitations(now_ms() - INVITATION_RETENTION_MS)
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(invitations = n, "pruned ended invitations"),
                 Err(err) => tracing::warn!(error = %err, "pruning ended invitations failed"),
@@ -244,12 +247,12 @@ pub async fn run_pruning(store: Store, singleton: Singleton, stop: CancellationT
             // connected apps for a while after its revocation.
             let now = now_ms();
             let unused_before = now - UNUSED_GRANT_RETENTION_MS - crate::model::OAUTH_CODE_TTL_SECS * 1000;
-            match store::oauth::prune_ended_grants(store.pool(), now - GRANT_RETENTION_MS, unused_before).await {
+            match store.prune_ended_grants(now - GRANT_RETENTION_MS, unused_before).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(grants = n, "pruned ended OAuth grants"),
                 Err(err) => tracing::warn!(error = %err, "pruning ended OAuth grants failed"),
             }
-            match store::prune_audit(store.pool(), now - AUDIT_RETENTION_MS, MAX_AUDIT_PER_ORG).await {
+            match store.prune_audit(now - AUDIT_RETENTION_MS, MAX_AUDIT_PER_ORG).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(entries = n, "pruned old audit entries"),
                 Err(err) => tracing::warn!(error = %err, "pruning old audit entries failed"),
@@ -290,7 +293,8 @@ mod tests {
         let other = Store::open_sqlite(&path).await.unwrap();
         let writer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            store::insert_event(other.pool(), "org", "deployment.live", "dpl_other", &data)
+            other
+                .record_event("org", "deployment.live", "dpl_other", &data)
                 .await
                 .unwrap()
         });
@@ -313,14 +317,12 @@ mod tests {
             .await
             .unwrap();
         for n in 0..5 {
-            store::insert_event(store.pool(), "org", "x", &format!("s{n}"), &serde_json::json!({}))
+            store
+                .record_event("org", "x", &format!("s{n}"), &serde_json::json!({}))
                 .await
                 .unwrap();
         }
-        assert_eq!(
-            store::prune_events(store.pool(), now_ms() - 60_000, 3).await.unwrap(),
-            3
-        );
+        assert_eq!(store.prune_events(now_ms() - 60_000, 3).await.unwrap(), 3);
         let left: Vec<String> = sqlx::query_scalar("SELECT subject FROM events ORDER BY id")
             .fetch_all(store.pool())
             .await
@@ -356,9 +358,7 @@ mod tests {
                 .unwrap();
             ids.push(id);
         }
-        let gone = store::prune_finished_jobs(store.pool(), now_ms() - 60_000)
-            .await
-            .unwrap();
+        let gone = store.prune_finished_jobs(now_ms() - 60_000).await.unwrap();
         assert_eq!(gone, 2);
         let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs ORDER BY id")
             .fetch_all(store.pool())
@@ -399,9 +399,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let gone = store::prune_finished_invitations(store.pool(), now - 60_000)
-            .await
-            .unwrap();
+        let gone = store.prune_finished_invitations(now - 60_000).await.unwrap();
         assert_eq!(gone, 3);
         let left: Vec<String> = sqlx::query_scalar("SELECT id FROM invitations ORDER BY id")
             .fetch_all(store.pool())
@@ -445,7 +443,7 @@ mod tests {
             .unwrap();
         }
         // Older than 700 minutes goes (one row); "big" keeps its newest 3 of the 4 left.
-        let gone = store::prune_audit(store.pool(), now - 700 * 60_000, 3).await.unwrap();
+        let gone = store.prune_audit(now - 700 * 60_000, 3).await.unwrap();
         assert_eq!(gone, 2);
         let left: Vec<(String, i64)> = sqlx::query_as("SELECT org_id, id FROM audit_log ORDER BY id")
             .fetch_all(store.pool())
@@ -538,7 +536,8 @@ mod tests {
             .await
             .unwrap();
         }
-        let gone = store::oauth::prune_ended_grants(pool, now - super::GRANT_RETENTION_MS, now - day - 60_000)
+        let gone = store
+            .prune_ended_grants(now - super::GRANT_RETENTION_MS, now - day - 60_000)
             .await
             .unwrap();
         assert_eq!(gone, 3);

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::prometheus;
-use crate::store::{self, JobRow, Store};
+use crate::store::{JobRow, Store};
 use crate::util::now_ms;
 
 /// How long a claim lasts without a heartbeat.
@@ -68,7 +68,7 @@ impl JobQueue {
     /// Puts back in the queue the jobs this owner's previous run left running (call once
     /// at start, holding the data-dir lock); returns how many.
     pub async fn requeue_own(&self) -> sqlx::Result<u64> {
-        store::requeue_own_jobs(self.store.pool(), &self.owner).await
+        self.store.requeue_own_jobs(&self.owner).await
     }
 
     /// Tells idle workers that a job was enqueued (call after the enqueuing transaction commits).
@@ -91,18 +91,14 @@ impl JobQueue {
                 _ = shutdown.cancelled() => return,
             };
             let notified = self.wake.notified();
-            let claimed = match prometheus::time_store(
-                "claim_job",
-                store::claim_job(&self.store, &kinds, LEASE_MS, &self.owner),
-            )
-            .await
-            {
-                Ok(job) => job,
-                Err(err) => {
-                    tracing::warn!(error = %err, "claiming a job failed; retrying");
-                    None
-                }
-            };
+            let claimed =
+                match prometheus::time_store("claim_job", self.store.claim_job(&kinds, LEASE_MS, &self.owner)).await {
+                    Ok(job) => job,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "claiming a job failed; retrying");
+                        None
+                    }
+                };
             let Some(job) = claimed else {
                 drop(permit);
                 tokio::select! {
@@ -153,7 +149,7 @@ impl Singleton {
     /// Takes or renews the lease; true when this process may run the pass.
     pub async fn hold(&self) -> bool {
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2);
-        match store::hold_singleton(self.store.pool(), self.name, &self.owner, lease_ms).await {
+        match self.store.hold_singleton(self.name, &self.owner, lease_ms).await {
             Ok(held) => held,
             Err(err) => {
                 tracing::warn!(lease = self.name, error = %err, "taking a singleton lease failed; skipping the pass");
@@ -164,7 +160,7 @@ impl Singleton {
 
     /// Gives the lease up (at shutdown) so another process need not wait for it to expire.
     pub async fn release(&self) {
-        if let Err(err) = store::release_singleton(self.store.pool(), self.name, &self.owner).await {
+        if let Err(err) = self.store.release_singleton(self.name, &self.owner).await {
             tracing::warn!(lease = self.name, error = %err, "releasing a singleton lease failed");
         }
     }
@@ -177,7 +173,7 @@ async fn run_one(store: Store, owner: Arc<str>, handler: Arc<dyn JobHandler>, jo
     let heartbeat = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis((LEASE_MS / 3) as u64)).await;
-            match store::heartbeat_job(heartbeat_store.pool(), id, LEASE_MS, &heartbeat_owner).await {
+            match heartbeat_store.heartbeat_job(id, LEASE_MS, &heartbeat_owner).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(
@@ -202,7 +198,7 @@ async fn run_one(store: Store, owner: Arc<str>, handler: Arc<dyn JobHandler>, jo
     let outcome = match result {
         Ok(()) => {
             prometheus::job_finished(&kind, "succeeded");
-            prometheus::time_store("finish_job", store::complete_job(store.pool(), id, &owner)).await
+            prometheus::time_store("finish_job", store.complete_job(id, &owner)).await
         }
         Err(JobError::Retry(msg)) if attempts < max_attempts => {
             prometheus::job_finished(&kind, "retried");
@@ -210,14 +206,14 @@ async fn run_one(store: Store, owner: Arc<str>, handler: Arc<dyn JobHandler>, jo
             tracing::warn!(job.id = id, job.kind = %kind, error = %msg, retry_in_ms = backoff_ms, "job failed; will retry");
             prometheus::time_store(
                 "finish_job",
-                store::fail_job(store.pool(), id, &owner, &msg, Some(now_ms() + backoff_ms)),
+                store.fail_job(id, &owner, &msg, Some(now_ms() + backoff_ms)),
             )
             .await
         }
         Err(JobError::Retry(msg) | JobError::Permanent(msg)) => {
             tracing::warn!(job.id = id, job.kind = %kind, error = %msg, "job failed for good");
             prometheus::job_finished(&kind, "failed");
-            prometheus::time_store("finish_job", store::fail_job(store.pool(), id, &owner, &msg, None)).await
+            prometheus::time_store("finish_job", store.fail_job(id, &owner, &msg, None)).await
         }
     };
     if let Err(err) = outcome {
@@ -277,19 +273,11 @@ mod tests {
         drop(conn);
         let mut order = Vec::new();
         for _ in 0..4 {
-            let job = store::claim_job(&store, &["deploy"], 30_000, "me")
-                .await
-                .unwrap()
-                .unwrap();
+            let job = store.claim_job(&["deploy"], 30_000, "me").await.unwrap().unwrap();
             order.push(ids.iter().find(|(_, id)| *id == job.id).unwrap().0);
         }
         // First come first served would give a1, a2, a3, b1: b1 would wait behind the burst.
         assert_eq!(order, ["a1", "b1", "a2", "a3"]);
-        assert!(
-            store::claim_job(&store, &["deploy"], 30_000, "me")
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(store.claim_job(&["deploy"], 30_000, "me").await.unwrap().is_none());
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{self, Store};
+use crate::store::Store;
 use crate::util::now_ms;
 
 /// How often a replica writes its heartbeat.
@@ -22,7 +22,7 @@ pub const LIVE_WITHIN: Duration = Duration::from_secs(20);
 
 /// Writes this replica's heartbeat once (call before serving, so others count it at once).
 pub async fn announce(store: &Store, id: &str) -> sqlx::Result<()> {
-    store::beat_replica(store.pool(), id).await
+    store.beat_replica(id).await
 }
 
 /// Writes this replica's heartbeat every [`HEARTBEAT`] until `stop`, then removes its row
@@ -33,26 +33,33 @@ pub async fn run_heartbeat(store: Store, id: String, stop: CancellationToken) {
             _ = tokio::time::sleep(HEARTBEAT) => {}
             _ = stop.cancelled() => break,
         }
-        if let Err(err) = store::beat_replica(store.pool(), &id).await {
+        if let Err(err) = store.beat_replica(&id).await {
             tracing::warn!(error = %err, "writing the replica heartbeat failed");
         }
     }
     let stale = now_ms() - 10 * LIVE_WITHIN.as_millis() as i64;
-    if let Err(err) = store::remove_replica(store.pool(), &id, stale).await {
+    if let Err(err) = store.remove_replica(&id, stale).await {
         tracing::warn!(error = %err, "removing this replica's heartbeat failed");
     }
 }
 
+/// The oldest heartbeat that still counts a replica as live.
+pub fn live_since() -> i64 {
+    now_ms() - LIVE_WITHIN.as_millis() as i64
+}
+
 /// Why a deploy to the local target must be refused now: `Some(message)` while other
 /// replicas than `me` are live on this database.
-pub async fn local_target_refusal(db: impl sqlx::AnyExecutor<'_>, me: &str) -> sqlx::Result<Option<String>> {
-    let since = now_ms() - LIVE_WITHIN.as_millis() as i64;
-    let live = store::live_replicas(db, since).await?;
+pub async fn local_target_refusal(store: &Store, me: &str) -> sqlx::Result<Option<String>> {
+    let live = store.live_replicas(live_since()).await?;
     let others = live.iter().filter(|id| id.as_str() != me).count();
-    Ok((others > 0).then(|| {
-        format!(
-            "the local target runs apps on the machine of the berth server that deploys them, and {} berth servers share this database, so the others could not serve them; deploy to a target every server reaches instead (docker on an engine they share, or kubernetes): create the site with \"provider\": \"docker\" or change it with HOSTING_UPDATE_SITE {{\"provider\": \"docker\"}}, or run a single server",
-            others + 1
-        )
-    }))
+    Ok((others > 0).then(|| local_target_refusal_message(others)))
+}
+
+/// The refusal of a deploy to the local target while `others` other replicas are live.
+pub fn local_target_refusal_message(others: usize) -> String {
+    format!(
+        "the local target runs apps on the machine of the berth server that deploys them, and {} berth servers share this database, so the others could not serve them; deploy to a target every server reaches instead (docker on an engine they share, or kubernetes): create the site with \"provider\": \"docker\" or change it with HOSTING_UPDATE_SITE {{\"provider\": \"docker\"}}, or run a single server",
+        others + 1
+    )
 }

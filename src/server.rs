@@ -31,7 +31,7 @@ use crate::mcp::BerthMcp;
 use crate::prometheus::Audience;
 use crate::runtime::{LogSink, Runtime};
 use crate::service::{Platform, Service};
-use crate::store::{self, Store};
+use crate::store::Store;
 use crate::util::new_id;
 
 /// Runs the server until `shutdown` resolves, then stops apps and exits cleanly.
@@ -493,7 +493,7 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std:
 /// On a fresh data dir: the default org and an admin key, printed once (or the
 /// operator's `BERTH_BOOTSTRAP_KEY`, not echoed).
 async fn bootstrap(store: &Store, config: &ServeConfig) -> anyhow::Result<()> {
-    if store::count_orgs(store.pool()).await? > 0 {
+    if store.count_orgs().await? > 0 {
         return Ok(());
     }
     let org_id = new_id("org");
@@ -501,11 +501,8 @@ async fn bootstrap(store: &Store, config: &ServeConfig) -> anyhow::Result<()> {
         Some(k) if !k.trim().is_empty() => k.trim().to_string(),
         _ => auth::generate_key(),
     };
-    let mut tx = store.begin().await?;
-    store::insert_org(&mut *tx, &org_id, "default").await?;
     // The bootstrap key owns the org: every scope, no expiry.
-    auth::create_key(&mut tx, &org_id, "admin", "owner", &key).await?;
-    tx.commit().await?;
+    auth::create_org_with_key(store, &org_id, "default", "admin", "owner", &key).await?;
     if config.bootstrap_key.is_some() {
         println!("created org 'default' with the admin API key from BERTH_BOOTSTRAP_KEY");
     } else {

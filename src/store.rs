@@ -254,13 +254,16 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<i64>,
 }
 
-/// Number of orgs (zero on a fresh data dir).
-pub async fn count_orgs(db: impl AnyExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM orgs").fetch_one(db).await
+impl Store {
+    /// Number of orgs (zero on a fresh data dir).
+    pub async fn count_orgs(&self) -> sqlx::Result<i64> {
+        let db = &self.pool;
+        sqlx::query_scalar("SELECT COUNT(*) FROM orgs").fetch_one(db).await
+    }
 }
 
 /// Inserts an org.
-pub async fn insert_org(db: impl AnyExecutor<'_>, id: &str, name: &str) -> sqlx::Result<()> {
+pub(crate) async fn insert_org(db: impl AnyExecutor<'_>, id: &str, name: &str) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(name)
@@ -270,12 +273,26 @@ pub async fn insert_org(db: impl AnyExecutor<'_>, id: &str, name: &str) -> sqlx:
         .map(drop)
 }
 
+impl Store {
+    /// Inserts an org.
+    pub async fn insert_org(&self, id: &str, name: &str) -> sqlx::Result<()> {
+        insert_org(&self.pool, id, name).await
+    }
+}
+
 /// Looks an org up by id.
-pub async fn get_org(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<OrgRow>> {
+pub(crate) async fn get_org(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<OrgRow>> {
     sqlx::query_as("SELECT id, name FROM orgs WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+impl Store {
+    /// Looks an org up by id.
+    pub async fn get_org(&self, id: &str) -> sqlx::Result<Option<OrgRow>> {
+        get_org(&self.pool, id).await
+    }
 }
 
 /// Looks an org up by its unique name.
@@ -287,7 +304,7 @@ pub async fn get_org_by_name(db: impl AnyExecutor<'_>, name: &str) -> sqlx::Resu
 }
 
 /// Inserts an API key by its hash.
-pub async fn insert_api_key(
+pub(crate) async fn insert_api_key(
     db: impl AnyExecutor<'_>,
     id: &str,
     org_id: &str,
@@ -311,12 +328,28 @@ pub async fn insert_api_key(
     .map(drop)
 }
 
-/// Finds a key by its public prefix.
-pub async fn find_api_key(db: impl AnyExecutor<'_>, prefix: &str) -> sqlx::Result<Option<ApiKeyRow>> {
-    sqlx::query_as("SELECT id, org_id, name, hash, role, revoked_at FROM api_keys WHERE prefix = $1")
-        .bind(prefix)
-        .fetch_optional(db)
-        .await
+impl Store {
+    /// Inserts an API key by its hash.
+    pub async fn insert_api_key(
+        &self,
+        id: &str,
+        org_id: &str,
+        name: &str,
+        prefix: &str,
+        hash: &str,
+        role: &str,
+    ) -> sqlx::Result<()> {
+        insert_api_key(&self.pool, id, org_id, name, prefix, hash, role).await
+    }
+
+    /// Finds a key by its public prefix.
+    pub async fn find_api_key(&self, prefix: &str) -> sqlx::Result<Option<ApiKeyRow>> {
+        let db = &self.pool;
+        sqlx::query_as("SELECT id, org_id, name, hash, role, revoked_at FROM api_keys WHERE prefix = $1")
+            .bind(prefix)
+            .fetch_optional(db)
+            .await
+    }
 }
 
 // ---------------------------------------------------------------- sites and environments
@@ -354,7 +387,7 @@ macro_rules! site_columns {
 }
 
 /// Inserts a site.
-pub async fn insert_site(db: impl AnyExecutor<'_>, site: &SiteRow) -> sqlx::Result<()> {
+pub(crate) async fn insert_site(db: impl AnyExecutor<'_>, site: &SiteRow) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO sites (id, org_id, name, source_kind, source, branch, build_settings, provider, status, created_at, updated_at) \
@@ -376,72 +409,91 @@ pub async fn insert_site(db: impl AnyExecutor<'_>, site: &SiteRow) -> sqlx::Resu
     .map(drop)
 }
 
-/// A site of an org by name.
-pub async fn get_site(db: impl AnyExecutor<'_>, org_id: &str, name: &str) -> sqlx::Result<Option<SiteRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        site_columns!(),
-        " FROM sites WHERE org_id = $1 AND name = $2"
-    ))
-    .bind(org_id)
-    .bind(name)
-    .fetch_optional(db)
-    .await
+impl Store {
+    /// Inserts a site.
+    pub async fn insert_site(&self, site: &SiteRow) -> sqlx::Result<()> {
+        insert_site(&self.pool, site).await
+    }
+
+    /// A site of an org by name.
+    pub async fn get_site(&self, org_id: &str, name: &str) -> sqlx::Result<Option<SiteRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(
+            "SELECT ",
+            site_columns!(),
+            " FROM sites WHERE org_id = $1 AND name = $2"
+        ))
+        .bind(org_id)
+        .bind(name)
+        .fetch_optional(db)
+        .await
+    }
 }
 
 /// The org holding a site of this name, in any org: a site's name is its hostname, so
 /// names are unique across the installation even though orgs cannot see each other.
-pub async fn site_name_owner(db: impl AnyExecutor<'_>, name: &str) -> sqlx::Result<Option<String>> {
+pub(crate) async fn site_name_owner(db: impl AnyExecutor<'_>, name: &str) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT org_id FROM sites WHERE name = $1 LIMIT 1")
         .bind(name)
         .fetch_optional(db)
         .await
 }
 
-/// A site by id.
-pub async fn get_site_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<SiteRow>> {
-    sqlx::query_as(concat!("SELECT ", site_columns!(), " FROM sites WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
-}
-
-/// One page of an org's sites by name: those after `after` whose name contains `search`
-/// (both may be empty), at most `limit`.
-pub async fn list_sites_page(
-    db: impl AnyExecutor<'_>,
-    org_id: &str,
-    search: &str,
-    after: &str,
-    limit: i64,
-) -> sqlx::Result<Vec<SiteRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        site_columns!(),
-        " FROM sites WHERE org_id = $1 AND name > $2 AND name LIKE $3 ESCAPE '\\' ORDER BY name LIMIT $4"
-    ))
-    .bind(org_id)
-    .bind(after)
-    .bind(like_containing(search))
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-/// How many of an org's sites have a name containing `search` (empty: all). All of them
-/// is one row kept by triggers (`org_site_counts`); a search counts its matches.
-pub async fn count_sites(db: impl AnyExecutor<'_>, org_id: &str, search: &str) -> sqlx::Result<i64> {
-    if search.is_empty() {
-        return sqlx::query_scalar("SELECT COALESCE((SELECT sites FROM org_site_counts WHERE org_id = $1), 0)")
-            .bind(org_id)
-            .fetch_one(db)
-            .await;
+impl Store {
+    /// The org holding a site of this name, in any org: a site's name is its hostname, so
+    /// names are unique across the installation even though orgs cannot see each other.
+    pub async fn site_name_owner(&self, name: &str) -> sqlx::Result<Option<String>> {
+        site_name_owner(&self.pool, name).await
     }
-    sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE org_id = $1 AND name LIKE $2 ESCAPE '\\'")
+
+    /// A site by id.
+    pub async fn get_site_by_id(&self, id: &str) -> sqlx::Result<Option<SiteRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!("SELECT ", site_columns!(), " FROM sites WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(db)
+            .await
+    }
+
+    /// One page of an org's sites by name: those after `after` whose name contains `search`
+    /// (both may be empty), at most `limit`.
+    pub async fn list_sites_page(
+        &self,
+        org_id: &str,
+        search: &str,
+        after: &str,
+        limit: i64,
+    ) -> sqlx::Result<Vec<SiteRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(
+            "SELECT ",
+            site_columns!(),
+            " FROM sites WHERE org_id = $1 AND name > $2 AND name LIKE $3 ESCAPE '\\' ORDER BY name LIMIT $4"
+        ))
         .bind(org_id)
+        .bind(after)
         .bind(like_containing(search))
-        .fetch_one(db)
+        .bind(limit)
+        .fetch_all(db)
         .await
+    }
+
+    /// How many of an org's sites have a name containing `search` (empty: all). All of them
+    /// is one row kept by triggers (`org_site_counts`); a search counts its matches.
+    pub async fn count_sites(&self, org_id: &str, search: &str) -> sqlx::Result<i64> {
+        let db = &self.pool;
+        if search.is_empty() {
+            return sqlx::query_scalar("SELECT COALESCE((SELECT sites FROM org_site_counts WHERE org_id = $1), 0)")
+                .bind(org_id)
+                .fetch_one(db)
+                .await;
+        }
+        sqlx::query_scalar("SELECT COUNT(*) FROM sites WHERE org_id = $1 AND name LIKE $2 ESCAPE '\\'")
+            .bind(org_id)
+            .bind(like_containing(search))
+            .fetch_one(db)
+            .await
+    }
 }
 
 /// A `LIKE` pattern (escape character `\`) matching names that contain `search`, in
@@ -460,15 +512,18 @@ fn like_containing(search: &str) -> String {
     pattern
 }
 
-/// Updates a site's source settings (a deploy may switch branch or source).
-pub async fn set_site_status(db: impl AnyExecutor<'_>, site_id: &str, status: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE sites SET status = $1, updated_at = $2 WHERE id = $3")
-        .bind(status)
-        .bind(now_ms())
-        .bind(site_id)
-        .execute(db)
-        .await
-        .map(drop)
+impl Store {
+    /// Updates a site's source settings (a deploy may switch branch or source).
+    pub async fn set_site_status(&self, site_id: &str, status: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query("UPDATE sites SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status)
+            .bind(now_ms())
+            .bind(site_id)
+            .execute(db)
+            .await
+            .map(drop)
+    }
 }
 
 /// Writes a site's build settings, branch and provider (HOSTING_UPDATE_SITE).
@@ -490,13 +545,16 @@ pub async fn update_site_settings(
         .map(drop)
 }
 
-/// A site's drain period in seconds; `None` when it has the default (or no such site).
-pub async fn site_drain_seconds(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT drain_seconds FROM sites WHERE id = $1")
-        .bind(site_id)
-        .fetch_optional(db)
-        .await
-        .map(Option::flatten)
+impl Store {
+    /// A site's drain period in seconds; `None` when it has the default (or no such site).
+    pub async fn site_drain_seconds(&self, site_id: &str) -> sqlx::Result<Option<i64>> {
+        let db = &self.pool;
+        sqlx::query_scalar("SELECT drain_seconds FROM sites WHERE id = $1")
+            .bind(site_id)
+            .fetch_optional(db)
+            .await
+            .map(Option::flatten)
+    }
 }
 
 /// Sets a site's drain period in seconds (`None`: the default).
@@ -514,14 +572,17 @@ pub async fn set_site_drain_seconds(
         .map(drop)
 }
 
-/// The drain period in seconds of the site a deployment belongs to; `None` when it has
-/// the default (or the deployment is gone).
-pub async fn deployment_drain_seconds(db: impl AnyExecutor<'_>, deployment_id: &str) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT s.drain_seconds FROM deployments d JOIN sites s ON s.id = d.site_id WHERE d.id = $1")
-        .bind(deployment_id)
-        .fetch_optional(db)
-        .await
-        .map(Option::flatten)
+impl Store {
+    /// The drain period in seconds of the site a deployment belongs to; `None` when it has
+    /// the default (or the deployment is gone).
+    pub async fn deployment_drain_seconds(&self, deployment_id: &str) -> sqlx::Result<Option<i64>> {
+        let db = &self.pool;
+        sqlx::query_scalar("SELECT s.drain_seconds FROM deployments d JOIN sites s ON s.id = d.site_id WHERE d.id = $1")
+            .bind(deployment_id)
+            .fetch_optional(db)
+            .await
+            .map(Option::flatten)
+    }
 }
 
 /// Sets the branch an environment follows.
@@ -540,12 +601,19 @@ pub async fn set_environment_branch(
 }
 
 /// Deletes a site; environments, deployments and logs go with it (foreign keys cascade).
-pub async fn delete_site(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<()> {
+pub(crate) async fn delete_site_rows(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM sites WHERE id = $1")
         .bind(site_id)
         .execute(db)
         .await
         .map(drop)
+}
+
+impl Store {
+    /// Deletes a site; environments, deployments and logs go with it (foreign keys cascade).
+    pub async fn delete_site_rows(&self, site_id: &str) -> sqlx::Result<()> {
+        delete_site_rows(&self.pool, site_id).await
+    }
 }
 
 /// An environment row.
@@ -566,7 +634,7 @@ pub struct EnvironmentRow {
 }
 
 /// Inserts an environment.
-pub async fn insert_environment(db: impl AnyExecutor<'_>, env: &EnvironmentRow) -> sqlx::Result<()> {
+pub(crate) async fn insert_environment(db: impl AnyExecutor<'_>, env: &EnvironmentRow) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO environments (id, org_id, site_id, name, branch, deployment_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -584,8 +652,15 @@ pub async fn insert_environment(db: impl AnyExecutor<'_>, env: &EnvironmentRow) 
     .map(drop)
 }
 
+impl Store {
+    /// Inserts an environment.
+    pub async fn insert_environment(&self, env: &EnvironmentRow) -> sqlx::Result<()> {
+        insert_environment(&self.pool, env).await
+    }
+}
+
 /// An environment of a site by name.
-pub async fn get_environment(
+pub(crate) async fn get_environment(
     db: impl AnyExecutor<'_>,
     site_id: &str,
     name: &str,
@@ -599,82 +674,96 @@ pub async fn get_environment(
     .await
 }
 
+impl Store {
+    /// An environment of a site by name.
+    pub async fn get_environment(&self, site_id: &str, name: &str) -> sqlx::Result<Option<EnvironmentRow>> {
+        get_environment(&self.pool, site_id, name).await
+    }
+}
+
 /// An environment by id.
-pub async fn get_environment_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<EnvironmentRow>> {
+pub(crate) async fn get_environment_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<EnvironmentRow>> {
     sqlx::query_as("SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
 }
 
-/// Environments of a site.
-pub async fn list_environments(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<Vec<EnvironmentRow>> {
-    sqlx::query_as(
-        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = $1 ORDER BY name <> 'production', name",
-    )
-    .bind(site_id)
-    .fetch_all(db)
-    .await
-}
+impl Store {
+    /// An environment by id.
+    pub async fn get_environment_by_id(&self, id: &str) -> sqlx::Result<Option<EnvironmentRow>> {
+        get_environment_by_id(&self.pool, id).await
+    }
 
-/// A page of a site's environments, production first and then previews by name: those
-/// after the environment named `after` (empty: from the start), at most `limit`.
-pub async fn list_environments_page(
-    db: impl AnyExecutor<'_>,
-    site_id: &str,
-    after: &str,
-    limit: i64,
-) -> sqlx::Result<Vec<EnvironmentRow>> {
-    // Sorted as the key (name <> 'production', name); the cursor compares the same key.
-    sqlx::query_as(
-        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = $1 \
-           AND ($2 = '' OR (name <> 'production', name) > ($3 <> 'production', $4)) \
-         ORDER BY name <> 'production', name LIMIT $5",
-    )
-    .bind(site_id)
-    .bind(after)
-    .bind(after)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
+    /// Environments of a site.
+    pub async fn list_environments(&self, site_id: &str) -> sqlx::Result<Vec<EnvironmentRow>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = $1 ORDER BY name <> 'production', name",
+        )
+        .bind(site_id)
+        .fetch_all(db)
+        .await
+    }
 
-/// The environment named `name` of each of these sites (one query for a page of sites).
-pub async fn environments_named(
-    db: impl AnyExecutor<'_>,
-    site_ids: &[&str],
-    name: &str,
-) -> sqlx::Result<Vec<EnvironmentRow>> {
-    if site_ids.is_empty() {
-        return Ok(Vec::new());
+    /// A page of a site's environments, production first and then previews by name: those
+    /// after the environment named `after` (empty: from the start), at most `limit`.
+    pub async fn list_environments_page(
+        &self,
+        site_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EnvironmentRow>> {
+        let db = &self.pool;
+        // Sorted as the key (name <> 'production', name); the cursor compares the same key.
+        sqlx::query_as(
+            "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE site_id = $1 \
+               AND ($2 = '' OR (name <> 'production', name) > ($3 <> 'production', $4)) \
+             ORDER BY name <> 'production', name LIMIT $5",
+        )
+        .bind(site_id)
+        .bind(after)
+        .bind(after)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(db)
+        .await
     }
-    let sql = format!(
-        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments \
-         WHERE name = $1 AND site_id IN ({})",
-        placeholders(2, site_ids.len())
-    );
-    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(name);
-    for id in site_ids {
-        q = q.bind(*id);
-    }
-    q.fetch_all(db).await
-}
 
-/// Environments by id (one query for a page of deployments).
-pub async fn environments_by_ids(db: impl AnyExecutor<'_>, ids: &[&str]) -> sqlx::Result<Vec<EnvironmentRow>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+    /// The environment named `name` of each of these sites (one query for a page of sites).
+    pub async fn environments_named(&self, site_ids: &[&str], name: &str) -> sqlx::Result<Vec<EnvironmentRow>> {
+        let db = &self.pool;
+        if site_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments \
+             WHERE name = $1 AND site_id IN ({})",
+            placeholders(2, site_ids.len())
+        );
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(name);
+        for id in site_ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(db).await
     }
-    let sql = format!(
-        "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE id IN ({})",
-        placeholders(1, ids.len())
-    );
-    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        q = q.bind(*id);
+
+    /// Environments by id (one query for a page of deployments).
+    pub async fn environments_by_ids(&self, ids: &[&str]) -> sqlx::Result<Vec<EnvironmentRow>> {
+        let db = &self.pool;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE id IN ({})",
+            placeholders(1, ids.len())
+        );
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(db).await
     }
-    q.fetch_all(db).await
 }
 
 /// `$first, $first+1, …`: `n` numbered placeholders for a list bound one value each.
@@ -731,18 +820,21 @@ pub struct DesiredEnvironment {
     pub provider: String,
 }
 
-/// Every environment that should be serving, across orgs (the reconciler's desired state).
-pub async fn list_desired_environments(db: impl AnyExecutor<'_>) -> sqlx::Result<Vec<DesiredEnvironment>> {
-    sqlx::query_as(
-        "SELECT e.id AS environment_id, e.name AS environment_name, s.name AS site_name, s.id AS site_id, s.org_id AS org_id, \
-                d.id AS deployment_id, d.build_plan AS build_plan, e.min_instances AS min_instances, \
-                e.idle_timeout_seconds AS idle_timeout_seconds, e.max_instances AS max_instances, \
-                e.target_concurrency AS target_concurrency, d.status AS deployment_status, s.provider AS provider \
-         FROM environments e JOIN sites s ON s.id = e.site_id JOIN deployments d ON d.id = e.deployment_id \
-         WHERE s.status = 'active'",
-    )
-    .fetch_all(db)
-    .await
+impl Store {
+    /// Every environment that should be serving, across orgs (the reconciler's desired state).
+    pub async fn list_desired_environments(&self) -> sqlx::Result<Vec<DesiredEnvironment>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT e.id AS environment_id, e.name AS environment_name, s.name AS site_name, s.id AS site_id, s.org_id AS org_id, \
+                    d.id AS deployment_id, d.build_plan AS build_plan, e.min_instances AS min_instances, \
+                    e.idle_timeout_seconds AS idle_timeout_seconds, e.max_instances AS max_instances, \
+                    e.target_concurrency AS target_concurrency, d.status AS deployment_status, s.provider AS provider \
+             FROM environments e JOIN sites s ON s.id = e.site_id JOIN deployments d ON d.id = e.deployment_id \
+             WHERE s.status = 'active'",
+        )
+        .fetch_all(db)
+        .await
+    }
 }
 
 // ---------------------------------------------------------------- deployments
@@ -803,7 +895,7 @@ macro_rules! deployment_columns {
 
 /// Inserts a deployment, every column as given (a new one has no plan or times yet; a
 /// promotion's copy is built already).
-pub async fn insert_deployment(db: impl AnyExecutor<'_>, d: &DeploymentRow) -> sqlx::Result<()> {
+pub(crate) async fn insert_deployment(db: impl AnyExecutor<'_>, d: &DeploymentRow) -> sqlx::Result<()> {
     sqlx::query(concat!(
         "INSERT INTO deployments (",
         deployment_columns!(),
@@ -831,83 +923,96 @@ pub async fn insert_deployment(db: impl AnyExecutor<'_>, d: &DeploymentRow) -> s
     .map(drop)
 }
 
-/// A deployment by id, limited to an org.
-pub async fn get_deployment(db: impl AnyExecutor<'_>, org_id: &str, id: &str) -> sqlx::Result<Option<DeploymentRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        deployment_columns!(),
-        " FROM deployments WHERE id = $1 AND org_id = $2"
-    ))
-    .bind(id)
-    .bind(org_id)
-    .fetch_optional(db)
-    .await
-}
-
-/// A deployment by id, for internal work (jobs) that already knows its org.
-pub async fn get_deployment_any_org(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<DeploymentRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        deployment_columns!(),
-        " FROM deployments WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
-/// Deployments by id, of any org (one query for the deployments a page of environments
-/// serves).
-pub async fn deployments_by_ids(db: impl AnyExecutor<'_>, ids: &[&str]) -> sqlx::Result<Vec<DeploymentRow>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+impl Store {
+    /// Inserts a deployment, every column as given (a new one has no plan or times yet; a
+    /// promotion's copy is built already).
+    pub async fn insert_deployment(&self, d: &DeploymentRow) -> sqlx::Result<()> {
+        insert_deployment(&self.pool, d).await
     }
-    let sql = format!(
-        concat!("SELECT ", deployment_columns!(), " FROM deployments WHERE id IN ({})"),
-        placeholders(1, ids.len())
-    );
-    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        q = q.bind(*id);
-    }
-    q.fetch_all(db).await
-}
 
-/// The newest deployment of each of these sites (one query for a page of sites; a site
-/// without deployments has none).
-pub async fn latest_deployments(db: impl AnyExecutor<'_>, site_ids: &[&str]) -> sqlx::Result<Vec<DeploymentRow>> {
-    if site_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        concat!(
+    /// A deployment by id, limited to an org.
+    pub async fn get_deployment(&self, org_id: &str, id: &str) -> sqlx::Result<Option<DeploymentRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(
             "SELECT ",
             deployment_columns!(),
-            " FROM deployments WHERE id IN (SELECT (SELECT d.id FROM deployments d WHERE d.site_id = s.id \
-               ORDER BY d.created_at DESC, d.id DESC LIMIT 1) FROM sites s WHERE s.id IN ({}))"
-        ),
-        placeholders(1, site_ids.len())
-    );
-    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-    for id in site_ids {
-        q = q.bind(*id);
+            " FROM deployments WHERE id = $1 AND org_id = $2"
+        ))
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(db)
+        .await
     }
-    q.fetch_all(db).await
-}
 
-/// Deployments of a site, newest first, optionally of one environment.
-pub async fn list_deployments(
-    db: impl AnyExecutor<'_>,
-    site_id: &str,
-    environment_id: Option<&str>,
-    limit: i64,
-) -> sqlx::Result<Vec<DeploymentRow>> {
-    list_deployments_before(db, site_id, environment_id, None, limit).await
+    /// A deployment by id, for internal work (jobs) that already knows its org.
+    pub async fn get_deployment_any_org(&self, id: &str) -> sqlx::Result<Option<DeploymentRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(
+            "SELECT ",
+            deployment_columns!(),
+            " FROM deployments WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+    }
+
+    /// Deployments by id, of any org (one query for the deployments a page of environments
+    /// serves).
+    pub async fn deployments_by_ids(&self, ids: &[&str]) -> sqlx::Result<Vec<DeploymentRow>> {
+        let db = &self.pool;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            concat!("SELECT ", deployment_columns!(), " FROM deployments WHERE id IN ({})"),
+            placeholders(1, ids.len())
+        );
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(db).await
+    }
+
+    /// The newest deployment of each of these sites (one query for a page of sites; a site
+    /// without deployments has none).
+    pub async fn latest_deployments(&self, site_ids: &[&str]) -> sqlx::Result<Vec<DeploymentRow>> {
+        let db = &self.pool;
+        if site_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                deployment_columns!(),
+                " FROM deployments WHERE id IN (SELECT (SELECT d.id FROM deployments d WHERE d.site_id = s.id \
+                   ORDER BY d.created_at DESC, d.id DESC LIMIT 1) FROM sites s WHERE s.id IN ({}))"
+            ),
+            placeholders(1, site_ids.len())
+        );
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for id in site_ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(db).await
+    }
+
+    /// Deployments of a site, newest first, optionally of one environment.
+    pub async fn list_deployments(
+        &self,
+        site_id: &str,
+        environment_id: Option<&str>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<DeploymentRow>> {
+        let db = &self.pool;
+        list_deployments_before(db, site_id, environment_id, None, limit).await
+    }
 }
 
 /// [`list_deployments`] older than `before` (a deployment's `created_at` and id): the
 /// next page.
-pub async fn list_deployments_before(
+pub(crate) async fn list_deployments_before(
     db: impl AnyExecutor<'_>,
     site_id: &str,
     environment_id: Option<&str>,
@@ -932,6 +1037,20 @@ pub async fn list_deployments_before(
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+impl Store {
+    /// [`list_deployments`] older than `before` (a deployment's `created_at` and id): the
+    /// next page.
+    pub async fn list_deployments_before(
+        &self,
+        site_id: &str,
+        environment_id: Option<&str>,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<DeploymentRow>> {
+        list_deployments_before(&self.pool, site_id, environment_id, before, limit).await
+    }
 }
 
 /// Moves a deployment to `to` if its current status allows it; returns whether it moved.
@@ -970,84 +1089,88 @@ pub async fn transition_deployment(
     Ok(q.execute(db).await?.rows_affected() == 1)
 }
 
-/// Records the resolved commit.
-pub async fn set_deployment_commit(db: impl AnyExecutor<'_>, id: &str, commit: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE deployments SET commit_sha = $1 WHERE id = $2")
-        .bind(commit)
+impl Store {
+    /// Records the resolved commit.
+    pub async fn set_deployment_commit(&self, id: &str, commit: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query("UPDATE deployments SET commit_sha = $1 WHERE id = $2")
+            .bind(commit)
+            .bind(id)
+            .execute(db)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes a deployment and its log lines (a promotion's copy that never served), unless
+    /// an environment points at it. Returns whether it was deleted.
+    pub async fn delete_deployment(&self, id: &str) -> sqlx::Result<bool> {
+        let db = &self.pool;
+        sqlx::query(
+            "DELETE FROM deployments WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM environments WHERE deployment_id = $2)",
+        )
+        .bind(id)
         .bind(id)
         .execute(db)
         .await
-        .map(drop)
-}
+        .map(|r| r.rows_affected() > 0)
+    }
 
-/// Deletes a deployment and its log lines (a promotion's copy that never served), unless
-/// an environment points at it. Returns whether it was deleted.
-pub async fn delete_deployment(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<bool> {
-    sqlx::query(
-        "DELETE FROM deployments WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM environments WHERE deployment_id = $2)",
-    )
-    .bind(id)
-    .bind(id)
-    .execute(db)
-    .await
-    .map(|r| r.rows_affected() > 0)
-}
-
-/// Finished deployments of an environment beyond its newest `keep` that no environment
-/// serves: what pruning removes. Deployments still queued, building or starting are never
-/// counted or returned.
-pub async fn prunable_deployments(
-    db: impl AnyExecutor<'_>,
-    environment_id: &str,
-    keep: i64,
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT id FROM (SELECT id FROM deployments WHERE environment_id = $1 \
-           AND status IN ('live', 'superseded', 'failed', 'cancelled', 'crashed') \
-           ORDER BY created_at DESC, id DESC LIMIT 9223372036854775807 OFFSET $2) AS old \
-         WHERE NOT EXISTS (SELECT 1 FROM environments WHERE deployment_id = old.id)",
-    )
-    .bind(environment_id)
-    .bind(keep)
-    .fetch_all(db)
-    .await
-}
-
-/// A deployment of the environment created after this one that has not finished yet:
-/// when there is one, a queued deploy is overtaken and need not build.
-pub async fn newer_pending_deployment(
-    db: impl AnyExecutor<'_>,
-    environment_id: &str,
-    created_at: i64,
-    id: &str,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
-        "SELECT id FROM deployments WHERE environment_id = $1 \
-           AND status IN ('queued', 'building', 'deploying') \
-           AND (created_at > $2 OR (created_at = $3 AND id > $4)) \
-         ORDER BY created_at DESC, id DESC LIMIT 1",
-    )
-    .bind(environment_id)
-    .bind(created_at)
-    .bind(created_at)
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
-/// Every environment's id (the pruning sweep at start).
-pub async fn all_environment_ids(db: impl AnyExecutor<'_>) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT id FROM environments").fetch_all(db).await
-}
-
-/// Records the detected build plan.
-pub async fn set_deployment_plan(db: impl AnyExecutor<'_>, id: &str, plan_json: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE deployments SET build_plan = $1 WHERE id = $2")
-        .bind(plan_json)
-        .bind(id)
-        .execute(db)
+    /// Finished deployments of an environment beyond its newest `keep` that no environment
+    /// serves: what pruning removes. Deployments still queued, building or starting are never
+    /// counted or returned.
+    pub async fn prunable_deployments(&self, environment_id: &str, keep: i64) -> sqlx::Result<Vec<String>> {
+        let db = &self.pool;
+        sqlx::query_scalar(
+            "SELECT id FROM (SELECT id FROM deployments WHERE environment_id = $1 \
+               AND status IN ('live', 'superseded', 'failed', 'cancelled', 'crashed') \
+               ORDER BY created_at DESC, id DESC LIMIT 9223372036854775807 OFFSET $2) AS old \
+             WHERE NOT EXISTS (SELECT 1 FROM environments WHERE deployment_id = old.id)",
+        )
+        .bind(environment_id)
+        .bind(keep)
+        .fetch_all(db)
         .await
-        .map(drop)
+    }
+
+    /// A deployment of the environment created after this one that has not finished yet:
+    /// when there is one, a queued deploy is overtaken and need not build.
+    pub async fn newer_pending_deployment(
+        &self,
+        environment_id: &str,
+        created_at: i64,
+        id: &str,
+    ) -> sqlx::Result<Option<String>> {
+        let db = &self.pool;
+        sqlx::query_scalar(
+            "SELECT id FROM deployments WHERE environment_id = $1 \
+               AND status IN ('queued', 'building', 'deploying') \
+               AND (created_at > $2 OR (created_at = $3 AND id > $4)) \
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(environment_id)
+        .bind(created_at)
+        .bind(created_at)
+        .bind(id)
+        .fetch_optional(db)
+        .await
+    }
+
+    /// Every environment's id (the pruning sweep at start).
+    pub async fn all_environment_ids(&self) -> sqlx::Result<Vec<String>> {
+        let db = &self.pool;
+        sqlx::query_scalar("SELECT id FROM environments").fetch_all(db).await
+    }
+
+    /// Records the detected build plan.
+    pub async fn set_deployment_plan(&self, id: &str, plan_json: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query("UPDATE deployments SET build_plan = $1 WHERE id = $2")
+            .bind(plan_json)
+            .bind(id)
+            .execute(db)
+            .await
+            .map(drop)
+    }
 }
 
 /// The environment's live deployment if it was created after `created_at`.
@@ -1088,29 +1211,32 @@ pub async fn refresh_liveness(db: &mut sqlx::AnyConnection, ids: &[String]) -> s
     Ok(superseded)
 }
 
-/// The newest built deployment of an environment older than `before` (rollback target).
-pub async fn previous_deployment(
-    db: impl AnyExecutor<'_>,
-    environment_id: &str,
-    before_created_at: i64,
-    exclude_id: &str,
-) -> sqlx::Result<Option<DeploymentRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        deployment_columns!(),
-        " FROM deployments WHERE environment_id = $1 AND id <> $2 AND created_at <= $3 \
-           AND status IN ('live', 'superseded') AND build_plan IS NOT NULL \
-         ORDER BY created_at DESC, id DESC LIMIT 1"
-    ))
-    .bind(environment_id)
-    .bind(exclude_id)
-    .bind(before_created_at)
-    .fetch_optional(db)
-    .await
+impl Store {
+    /// The newest built deployment of an environment older than `before` (rollback target).
+    pub async fn previous_deployment(
+        &self,
+        environment_id: &str,
+        before_created_at: i64,
+        exclude_id: &str,
+    ) -> sqlx::Result<Option<DeploymentRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(
+            "SELECT ",
+            deployment_columns!(),
+            " FROM deployments WHERE environment_id = $1 AND id <> $2 AND created_at <= $3 \
+               AND status IN ('live', 'superseded') AND build_plan IS NOT NULL \
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(environment_id)
+        .bind(exclude_id)
+        .bind(before_created_at)
+        .fetch_optional(db)
+        .await
+    }
 }
 
 /// Deletes an environment row.
-pub async fn delete_environment(db: impl AnyExecutor<'_>, env_id: &str) -> sqlx::Result<()> {
+pub async fn delete_environment_row(db: impl AnyExecutor<'_>, env_id: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM environments WHERE id = $1")
         .bind(env_id)
         .execute(db)
@@ -1173,97 +1299,103 @@ pub struct NewLogLine {
     pub after_stop: bool,
 }
 
-/// Appends a batch of log lines in one transaction, each recording its environment and
-/// cost, and adds their cost to their environments' totals. Returns each environment's
-/// new total. Lines of a deployment that is gone are left out.
-pub async fn append_logs(store: &Store, lines: &[NewLogLine]) -> sqlx::Result<Vec<(String, i64)>> {
-    let mut tx = store.begin().await?;
-    let mut environment_of: std::collections::HashMap<&str, Option<String>> = std::collections::HashMap::new();
-    let mut added: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    for l in lines {
-        let environment_id = match environment_of.get(l.deployment_id.as_str()) {
-            Some(known) => known.clone(),
-            None => {
-                let found: Option<String> = sqlx::query_scalar("SELECT environment_id FROM deployments WHERE id = $1")
-                    .bind(&l.deployment_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                environment_of.insert(&l.deployment_id, found.clone());
-                found
-            }
-        };
-        let Some(environment_id) = environment_id else {
-            continue;
-        };
-        let bytes = log_retention::line_cost(&l.line);
-        sqlx::query(
-            "INSERT INTO deployment_logs (deployment_id, environment_id, kind, stream, ts, line, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&l.deployment_id)
-        .bind(&environment_id)
-        .bind(l.kind)
-        .bind(l.stream)
-        .bind(l.ts)
-        .bind(&l.line)
-        .bind(bytes)
-        .execute(&mut *tx)
-        .await?;
-        *added.entry(environment_id).or_default() += bytes;
+impl Store {
+    /// Appends a batch of log lines in one transaction, each recording its environment and
+    /// cost, and adds their cost to their environments' totals. Returns each environment's
+    /// new total. Lines of a deployment that is gone are left out.
+    pub async fn append_logs(&self, lines: &[NewLogLine]) -> sqlx::Result<Vec<(String, i64)>> {
+        let store = self;
+        let mut tx = store.begin().await?;
+        let mut environment_of: std::collections::HashMap<&str, Option<String>> = std::collections::HashMap::new();
+        let mut added: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        for l in lines {
+            let environment_id = match environment_of.get(l.deployment_id.as_str()) {
+                Some(known) => known.clone(),
+                None => {
+                    let found: Option<String> =
+                        sqlx::query_scalar("SELECT environment_id FROM deployments WHERE id = $1")
+                            .bind(&l.deployment_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    environment_of.insert(&l.deployment_id, found.clone());
+                    found
+                }
+            };
+            let Some(environment_id) = environment_id else {
+                continue;
+            };
+            let bytes = log_retention::line_cost(&l.line);
+            sqlx::query(
+                "INSERT INTO deployment_logs (deployment_id, environment_id, kind, stream, ts, line, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&l.deployment_id)
+            .bind(&environment_id)
+            .bind(l.kind)
+            .bind(l.stream)
+            .bind(l.ts)
+            .bind(&l.line)
+            .bind(bytes)
+            .execute(&mut *tx)
+            .await?;
+            *added.entry(environment_id).or_default() += bytes;
+        }
+        let mut totals = Vec::with_capacity(added.len());
+        for (environment_id, bytes) in added {
+            let total: i64 = sqlx::query_scalar(
+                "INSERT INTO log_usage (environment_id, bytes) VALUES ($1, $2) \
+                 ON CONFLICT (environment_id) DO UPDATE SET bytes = log_usage.bytes + excluded.bytes RETURNING bytes",
+            )
+            .bind(&environment_id)
+            .bind(bytes)
+            .fetch_one(&mut *tx)
+            .await?;
+            totals.push((environment_id, total));
+        }
+        tx.commit().await?;
+        Ok(totals)
     }
-    let mut totals = Vec::with_capacity(added.len());
-    for (environment_id, bytes) in added {
-        let total: i64 = sqlx::query_scalar(
-            "INSERT INTO log_usage (environment_id, bytes) VALUES ($1, $2) \
-             ON CONFLICT (environment_id) DO UPDATE SET bytes = log_usage.bytes + excluded.bytes RETURNING bytes",
+
+    /// Lines after `cursor` (exclusive), oldest first.
+    pub async fn read_logs(
+        &self,
+        deployment_id: &str,
+        kind: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<LogRow>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT id, kind, stream, ts, line FROM deployment_logs WHERE deployment_id = $1 AND ($2 IS NULL OR kind = $3) AND id > $4 ORDER BY id LIMIT $5",
         )
-        .bind(&environment_id)
-        .bind(bytes)
-        .fetch_one(&mut *tx)
-        .await?;
-        totals.push((environment_id, total));
+        .bind(deployment_id)
+        .bind(kind)
+        .bind(kind)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(db)
+        .await
     }
-    tx.commit().await?;
-    Ok(totals)
-}
 
-/// Lines after `cursor` (exclusive), oldest first.
-pub async fn read_logs(
-    db: impl AnyExecutor<'_>,
-    deployment_id: &str,
-    kind: Option<&str>,
-    after: i64,
-    limit: i64,
-) -> sqlx::Result<Vec<LogRow>> {
-    sqlx::query_as(
-        "SELECT id, kind, stream, ts, line FROM deployment_logs WHERE deployment_id = $1 AND ($2 IS NULL OR kind = $3) AND id > $4 ORDER BY id LIMIT $5",
-    )
-    .bind(deployment_id)
-    .bind(kind)
-    .bind(kind)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-/// The last `n` lines of a kind, oldest first.
-pub async fn tail_logs(db: impl AnyExecutor<'_>, deployment_id: &str, kind: &str, n: i64) -> sqlx::Result<Vec<LogRow>> {
-    let mut rows: Vec<LogRow> = sqlx::query_as(
-        "SELECT id, kind, stream, ts, line FROM deployment_logs WHERE deployment_id = $1 AND kind = $2 ORDER BY id DESC LIMIT $3",
-    )
-    .bind(deployment_id)
-    .bind(kind)
-    .bind(n)
-    .fetch_all(db)
-    .await?;
-    rows.reverse();
-    Ok(rows)
+    /// The last `n` lines of a kind, oldest first.
+    pub async fn tail_logs(&self, deployment_id: &str, kind: &str, n: i64) -> sqlx::Result<Vec<LogRow>> {
+        let db = &self.pool;
+        let mut rows: Vec<LogRow> = sqlx::query_as(
+            "SELECT id, kind, stream, ts, line FROM deployment_logs WHERE deployment_id = $1 AND kind = $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(deployment_id)
+        .bind(kind)
+        .bind(n)
+        .fetch_all(db)
+        .await?;
+        rows.reverse();
+        Ok(rows)
+    }
 }
 
 // ---------------------------------------------------------------- events, audit, idempotency
 
 /// Records a domain event.
-pub async fn insert_event(
+pub(crate) async fn insert_event(
     db: impl AnyExecutor<'_>,
     org_id: &str,
     kind: &str,
@@ -1280,6 +1412,23 @@ pub async fn insert_event(
     .bind(now_ms())
     .fetch_one(db)
     .await
+}
+
+impl Store {
+    /// Records a domain event on its own, in a write transaction like every change's
+    /// event (so events commit in id order across replicas).
+    pub async fn record_event(
+        &self,
+        org_id: &str,
+        kind: &str,
+        subject: &str,
+        data: &serde_json::Value,
+    ) -> sqlx::Result<i64> {
+        let mut tx = self.begin().await?;
+        let id = insert_event(&mut *tx, org_id, kind, subject, data).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
 }
 
 /// An event, as readers see it.
@@ -1299,133 +1448,149 @@ pub struct EventRow {
     pub created_at: i64,
 }
 
-/// The newest event's id, 0 when there is none.
-pub async fn latest_event_id(db: impl AnyExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
-        .fetch_one(db)
-        .await
-}
+impl Store {
+    /// The newest event's id, 0 when there is none.
+    pub async fn latest_event_id(&self) -> sqlx::Result<i64> {
+        let db = &self.pool;
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(db)
+            .await
+    }
 
-/// Events about `subject` after the cursor `after`, oldest first, at most `limit`.
-pub async fn events_after(
-    db: impl AnyExecutor<'_>,
-    subject: &str,
-    after: i64,
-    limit: i64,
-) -> sqlx::Result<Vec<EventRow>> {
-    sqlx::query_as(
-        "SELECT id, org_id, kind, subject, data, created_at FROM events WHERE subject = $1 AND id > $2 ORDER BY id LIMIT $3",
-    )
-    .bind(subject)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-/// Events about any subject after the cursor `after`, oldest first, at most `limit`.
-pub async fn all_events_after(db: impl AnyExecutor<'_>, after: i64, limit: i64) -> sqlx::Result<Vec<EventRow>> {
-    sqlx::query_as("SELECT id, org_id, kind, subject, data, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2")
+    /// Events about `subject` after the cursor `after`, oldest first, at most `limit`.
+    pub async fn events_after(&self, subject: &str, after: i64, limit: i64) -> sqlx::Result<Vec<EventRow>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT id, org_id, kind, subject, data, created_at FROM events WHERE subject = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(subject)
         .bind(after)
         .bind(limit)
         .fetch_all(db)
         .await
+    }
+
+    /// Events about any subject after the cursor `after`, oldest first, at most `limit`.
+    pub async fn all_events_after(&self, after: i64, limit: i64) -> sqlx::Result<Vec<EventRow>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT id, org_id, kind, subject, data, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+    }
 }
 
 // ---------------------------------------------------------------- replicas
 
-/// Records that replica `id` is alive now (first beat: since now).
-pub async fn beat_replica(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<()> {
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-    )
-    .bind(id)
-    .bind(now)
-    .bind(now)
-    .execute(db)
-    .await
-    .map(drop)
+impl Store {
+    /// Records that replica `id` is alive now (first beat: since now).
+    pub async fn beat_replica(&self, id: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(now)
+        .execute(db)
+        .await
+        .map(drop)
+    }
 }
 
 /// The replicas whose heartbeat is newer than `since` (ms), by id.
-pub async fn live_replicas(db: impl AnyExecutor<'_>, since: i64) -> sqlx::Result<Vec<String>> {
+pub(crate) async fn live_replicas(db: impl AnyExecutor<'_>, since: i64) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar("SELECT id FROM replicas WHERE heartbeat_at > $1 ORDER BY id")
         .bind(since)
         .fetch_all(db)
         .await
 }
 
-/// Forgets replica `id` (it stopped) and every replica silent since before `stale_before`.
-pub async fn remove_replica(db: impl AnyExecutor<'_>, id: &str, stale_before: i64) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM replicas WHERE id = $1 OR heartbeat_at < $2")
-        .bind(id)
-        .bind(stale_before)
-        .execute(db)
-        .await
-        .map(drop)
-}
+impl Store {
+    /// The replicas whose heartbeat is newer than `since` (ms), by id.
+    pub async fn live_replicas(&self, since: i64) -> sqlx::Result<Vec<String>> {
+        live_replicas(&self.pool, since).await
+    }
 
-/// Deletes events older than `before` (ms) and all but the newest `keep`; returns how
-/// many went. A batch at a time, so the write lock is never held long.
-pub async fn prune_events(db: &AnyPool, before: i64, keep: i64) -> sqlx::Result<u64> {
-    delete_in_batches(
-        db,
-        "DELETE FROM events WHERE id IN (SELECT id FROM events \
-           WHERE created_at < $1 OR id <= (SELECT COALESCE(MAX(id), 0) FROM events) - $2 LIMIT 5000)",
-        &[before, keep],
-    )
-    .await
-}
-
-/// Deletes invitations that ended (accepted, revoked or expired) before `before` (ms);
-/// returns how many went. Pending ones are never touched.
-pub async fn prune_finished_invitations(db: &AnyPool, before: i64) -> sqlx::Result<u64> {
-    delete_in_batches(
-        db,
-        "DELETE FROM invitations WHERE id IN (SELECT id FROM invitations \
-           WHERE COALESCE(accepted_at, revoked_at, expires_at) BETWEEN 1 AND $1 LIMIT 5000)",
-        &[before],
-    )
-    .await
-}
-
-/// Deletes audit entries written before `before` (ms), and each org's entries beyond its
-/// newest `keep_per_org`; returns how many went.
-pub async fn prune_audit(db: &AnyPool, before: i64, keep_per_org: i64) -> sqlx::Result<u64> {
-    let mut total = delete_in_batches(
-        db,
-        "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE created_at < $1 LIMIT 5000)",
-        &[before],
-    )
-    .await?;
-    // An org over its cap: the id of its oldest entry kept, found by the (org, id) index.
-    let over: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT o.id, (SELECT a.id FROM audit_log a WHERE a.org_id = o.id ORDER BY a.id DESC LIMIT 1 OFFSET $1) \
-         FROM orgs o WHERE (SELECT a.id FROM audit_log a WHERE a.org_id = o.id ORDER BY a.id DESC LIMIT 1 OFFSET $2) IS NOT NULL",
-    )
-    .bind(keep_per_org - 1)
-    .bind(keep_per_org - 1)
-    .fetch_all(db)
-    .await?;
-    for (org_id, oldest_kept) in over {
-        loop {
-            let gone = sqlx::query(
-                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE org_id = $1 AND id < $2 LIMIT 5000)",
-            )
-            .bind(&org_id)
-            .bind(oldest_kept)
+    /// Forgets replica `id` (it stopped) and every replica silent since before `stale_before`.
+    pub async fn remove_replica(&self, id: &str, stale_before: i64) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query("DELETE FROM replicas WHERE id = $1 OR heartbeat_at < $2")
+            .bind(id)
+            .bind(stale_before)
             .execute(db)
-            .await?
-            .rows_affected();
-            total += gone;
-            if gone < 5000 {
-                break;
+            .await
+            .map(drop)
+    }
+
+    /// Deletes events older than `before` (ms) and all but the newest `keep`; returns how
+    /// many went. A batch at a time, so the write lock is never held long.
+    pub async fn prune_events(&self, before: i64, keep: i64) -> sqlx::Result<u64> {
+        let db = &self.pool;
+        delete_in_batches(
+            db,
+            "DELETE FROM events WHERE id IN (SELECT id FROM events \
+               WHERE created_at < $1 OR id <= (SELECT COALESCE(MAX(id), 0) FROM events) - $2 LIMIT 5000)",
+            &[before, keep],
+        )
+        .await
+    }
+
+    /// Deletes invitations that ended (accepted, revoked or expired) before `before` (ms);
+    /// returns how many went. Pending ones are never touched.
+    pub async fn prune_finished_invitations(&self, before: i64) -> sqlx::Result<u64> {
+        let db = &self.pool;
+        delete_in_batches(
+            db,
+            "DELETE FROM invitations WHERE id IN (SELECT id FROM invitations \
+               WHERE COALESCE(accepted_at, revoked_at, expires_at) BETWEEN 1 AND $1 LIMIT 5000)",
+            &[before],
+        )
+        .await
+    }
+
+    /// Deletes audit entries written before `before` (ms), and each org's entries beyond its
+    /// newest `keep_per_org`; returns how many went.
+    pub async fn prune_audit(&self, before: i64, keep_per_org: i64) -> sqlx::Result<u64> {
+        let db = &self.pool;
+        let mut total = delete_in_batches(
+            db,
+            "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE created_at < $1 LIMIT 5000)",
+            &[before],
+        )
+        .await?;
+        // An org over its cap: the id of its oldest entry kept, found by the (org, id) index.
+        let over: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT o.id, (SELECT a.id FROM audit_log a WHERE a.org_id = o.id ORDER BY a.id DESC LIMIT 1 OFFSET $1) \
+             FROM orgs o WHERE (SELECT a.id FROM audit_log a WHERE a.org_id = o.id ORDER BY a.id DESC LIMIT 1 OFFSET $2) IS NOT NULL",
+        )
+        .bind(keep_per_org - 1)
+        .bind(keep_per_org - 1)
+        .fetch_all(db)
+        .await?;
+        for (org_id, oldest_kept) in over {
+            loop {
+                let gone = sqlx::query(
+                    "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE org_id = $1 AND id < $2 LIMIT 5000)",
+                )
+                .bind(&org_id)
+                .bind(oldest_kept)
+                .execute(db)
+                .await?
+                .rows_affected();
+                total += gone;
+                if gone < 5000 {
+                    break;
+                }
             }
         }
+        Ok(total)
     }
-    Ok(total)
 }
 
 /// Runs a `DELETE … LIMIT 5000` statement with `binds` until a run deletes fewer than
@@ -1445,16 +1610,19 @@ async fn delete_in_batches(db: &AnyPool, sql: &'static str, binds: &[i64]) -> sq
     }
 }
 
-/// Deletes finished jobs (`done` or `failed`) last changed before `before` (ms); returns
-/// how many went. Pending and running jobs are never touched. A batch at a time.
-pub async fn prune_finished_jobs(db: &AnyPool, before: i64) -> sqlx::Result<u64> {
-    delete_in_batches(
-        db,
-        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
-           WHERE status IN ('done', 'failed') AND updated_at < $1 LIMIT 5000)",
-        &[before],
-    )
-    .await
+impl Store {
+    /// Deletes finished jobs (`done` or `failed`) last changed before `before` (ms); returns
+    /// how many went. Pending and running jobs are never touched. A batch at a time.
+    pub async fn prune_finished_jobs(&self, before: i64) -> sqlx::Result<u64> {
+        let db = &self.pool;
+        delete_in_batches(
+            db,
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+               WHERE status IN ('done', 'failed') AND updated_at < $1 LIMIT 5000)",
+            &[before],
+        )
+        .await
+    }
 }
 
 /// An audit entry.
@@ -1506,7 +1674,7 @@ pub struct NewAuditEntry<'a> {
 }
 
 /// Records one mutating call.
-pub async fn insert_audit(db: impl AnyExecutor<'_>, entry: &NewAuditEntry<'_>) -> sqlx::Result<()> {
+pub(crate) async fn insert_audit(db: impl AnyExecutor<'_>, entry: &NewAuditEntry<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO audit_log (org_id, key_id, actor_kind, actor_name, actor_email, action, arguments, \
          outcome, error, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -1526,6 +1694,13 @@ pub async fn insert_audit(db: impl AnyExecutor<'_>, entry: &NewAuditEntry<'_>) -
     .map(drop)
 }
 
+impl Store {
+    /// Records one mutating call.
+    pub async fn insert_audit(&self, entry: &NewAuditEntry<'_>) -> sqlx::Result<()> {
+        insert_audit(&self.pool, entry).await
+    }
+}
+
 /// Which audit entries to list; `None` matches everything.
 #[derive(Debug, Default)]
 pub struct AuditFilter<'a> {
@@ -1543,94 +1718,82 @@ pub struct AuditFilter<'a> {
     pub until: Option<i64>,
 }
 
-/// Audit entries of an org matching `filter`, newest first. (The actor filter is the
-/// service's: SQLite's `lower()` folds ASCII only.)
-pub async fn list_audit(
-    db: impl AnyExecutor<'_>,
-    org_id: &str,
-    filter: &AuditFilter<'_>,
-    limit: i64,
-) -> sqlx::Result<Vec<AuditRow>> {
-    sqlx::query_as(
-        "SELECT id, key_id, actor_kind, actor_name, actor_email, action, arguments, outcome, error, created_at \
-         FROM audit_log WHERE org_id = $1 \
-           AND ($2 IS NULL OR id < $2) \
-           AND ($3 IS NULL OR action = $3) \
-           AND ($4 IS NULL OR actor_kind = $4) \
-           AND ($5 IS NULL OR outcome = $5) \
-           AND ($6 IS NULL OR created_at >= $6) \
-           AND ($7 IS NULL OR created_at < $7) \
-         ORDER BY id DESC LIMIT $8",
-    )
-    .bind(org_id)
-    .bind(filter.before)
-    .bind(filter.action)
-    .bind(filter.actor_kind)
-    .bind(filter.outcome)
-    .bind(filter.since)
-    .bind(filter.until)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-/// Claims an idempotency key for a call; false when the key was already claimed.
-pub async fn claim_idempotency_key(
-    db: impl AnyExecutor<'_>,
-    org_id: &str,
-    key: &str,
-    action: &str,
-) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (org_id, key, action, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-    )
-    .bind(org_id)
-    .bind(key)
-    .bind(action)
-    .bind(now_ms())
-    .execute(db)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
-}
-
-/// The stored action and response of an idempotency key.
-pub async fn get_idempotency_key(
-    db: impl AnyExecutor<'_>,
-    org_id: &str,
-    key: &str,
-) -> sqlx::Result<Option<(String, Option<String>)>> {
-    sqlx::query_as("SELECT action, response FROM idempotency_keys WHERE org_id = $1 AND key = $2")
+impl Store {
+    /// Audit entries of an org matching `filter`, newest first. (The actor filter is the
+    /// service's: SQLite's `lower()` folds ASCII only.)
+    pub async fn list_audit(&self, org_id: &str, filter: &AuditFilter<'_>, limit: i64) -> sqlx::Result<Vec<AuditRow>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT id, key_id, actor_kind, actor_name, actor_email, action, arguments, outcome, error, created_at \
+             FROM audit_log WHERE org_id = $1 \
+               AND ($2 IS NULL OR id < $2) \
+               AND ($3 IS NULL OR action = $3) \
+               AND ($4 IS NULL OR actor_kind = $4) \
+               AND ($5 IS NULL OR outcome = $5) \
+               AND ($6 IS NULL OR created_at >= $6) \
+               AND ($7 IS NULL OR created_at < $7) \
+             ORDER BY id DESC LIMIT $8",
+        )
         .bind(org_id)
-        .bind(key)
-        .fetch_optional(db)
+        .bind(filter.before)
+        .bind(filter.action)
+        .bind(filter.actor_kind)
+        .bind(filter.outcome)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(limit)
+        .fetch_all(db)
         .await
-}
+    }
 
-/// Stores the response of a claimed key.
-pub async fn finish_idempotency_key(
-    db: impl AnyExecutor<'_>,
-    org_id: &str,
-    key: &str,
-    response: &str,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE org_id = $2 AND key = $3")
-        .bind(response)
+    /// Claims an idempotency key for a call; false when the key was already claimed.
+    pub async fn claim_idempotency_key(&self, org_id: &str, key: &str, action: &str) -> sqlx::Result<bool> {
+        let db = &self.pool;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (org_id, key, action, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
         .bind(org_id)
         .bind(key)
+        .bind(action)
+        .bind(now_ms())
         .execute(db)
-        .await
-        .map(drop)
-}
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
 
-/// Releases a claimed key whose call failed, so a retry can run.
-pub async fn release_idempotency_key(db: impl AnyExecutor<'_>, org_id: &str, key: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2 AND response IS NULL")
-        .bind(org_id)
-        .bind(key)
-        .execute(db)
-        .await
-        .map(drop)
+    /// The stored action and response of an idempotency key.
+    pub async fn get_idempotency_key(&self, org_id: &str, key: &str) -> sqlx::Result<Option<(String, Option<String>)>> {
+        let db = &self.pool;
+        sqlx::query_as("SELECT action, response FROM idempotency_keys WHERE org_id = $1 AND key = $2")
+            .bind(org_id)
+            .bind(key)
+            .fetch_optional(db)
+            .await
+    }
+
+    /// Stores the response of a claimed key.
+    pub async fn finish_idempotency_key(&self, org_id: &str, key: &str, response: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE org_id = $2 AND key = $3")
+            .bind(response)
+            .bind(org_id)
+            .bind(key)
+            .execute(db)
+            .await
+            .map(drop)
+    }
+
+    /// Releases a claimed key whose call failed, so a retry can run.
+    pub async fn release_idempotency_key(&self, org_id: &str, key: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query("DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2 AND response IS NULL")
+            .bind(org_id)
+            .bind(key)
+            .execute(db)
+            .await
+            .map(drop)
+    }
 }
 
 // ---------------------------------------------------------------- jobs
@@ -1690,158 +1853,163 @@ pub async fn enqueue_job(
     }
 }
 
-/// Claims a ready job of the given kinds for `owner`: pending and due, or running with an
-/// expired lease (whoever held it died or lost touch); the oldest of those whose `fair_key`
-/// (a deploy's site) has the fewest jobs running, so one site's burst cannot take every
-/// worker while another site's deploy waits. The claim is one UPDATE, so two workers (or
-/// two processes on one database) never get the same job, and a live lease is never taken:
-/// on SQLite the one writer makes it atomic; on Postgres the candidate row is locked with
-/// `FOR UPDATE SKIP LOCKED` (a concurrent claimer takes the next one instead of waiting)
-/// and the claim condition is checked again on the locked row.
-pub async fn claim_job(store: &Store, kinds: &[&str], lease_ms: i64, owner: &str) -> sqlx::Result<Option<JobRow>> {
-    let now = now_ms();
-    let lock = match store.backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-    };
-    let sql = format!(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = $1, lease_owner = $2, updated_at = $3 \
-         WHERE id = (SELECT id FROM jobs AS j WHERE kind IN ({kinds}) AND \
-                       ((status = 'pending' AND run_at <= $3) OR (status = 'running' AND lease_until < $3)) \
-                     ORDER BY (SELECT COUNT(*) FROM jobs AS r WHERE r.fair_key = j.fair_key AND r.status = 'running'), \
-                              run_at, id LIMIT 1{lock}) \
-           AND ((status = 'pending' AND run_at <= $3) OR (status = 'running' AND lease_until < $3)) \
-         RETURNING id, org_id, kind, payload, attempts, max_attempts",
-        kinds = placeholders(4, kinds.len())
-    );
-    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(now + lease_ms)
-        .bind(owner)
-        .bind(now);
-    for k in kinds {
-        q = q.bind(*k);
+impl Store {
+    /// Claims a ready job of the given kinds for `owner`: pending and due, or running with an
+    /// expired lease (whoever held it died or lost touch); the oldest of those whose `fair_key`
+    /// (a deploy's site) has the fewest jobs running, so one site's burst cannot take every
+    /// worker while another site's deploy waits. The claim is one UPDATE, so two workers (or
+    /// two processes on one database) never get the same job, and a live lease is never taken:
+    /// on SQLite the one writer makes it atomic; on Postgres the candidate row is locked with
+    /// `FOR UPDATE SKIP LOCKED` (a concurrent claimer takes the next one instead of waiting)
+    /// and the claim condition is checked again on the locked row.
+    pub async fn claim_job(&self, kinds: &[&str], lease_ms: i64, owner: &str) -> sqlx::Result<Option<JobRow>> {
+        let store = self;
+        let now = now_ms();
+        let lock = match store.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = $1, lease_owner = $2, updated_at = $3 \
+             WHERE id = (SELECT id FROM jobs AS j WHERE kind IN ({kinds}) AND \
+                           ((status = 'pending' AND run_at <= $3) OR (status = 'running' AND lease_until < $3)) \
+                         ORDER BY (SELECT COUNT(*) FROM jobs AS r WHERE r.fair_key = j.fair_key AND r.status = 'running'), \
+                                  run_at, id LIMIT 1{lock}) \
+               AND ((status = 'pending' AND run_at <= $3) OR (status = 'running' AND lease_until < $3)) \
+             RETURNING id, org_id, kind, payload, attempts, max_attempts",
+            kinds = placeholders(4, kinds.len())
+        );
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now + lease_ms)
+            .bind(owner)
+            .bind(now);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        q.fetch_optional(&store.pool).await
     }
-    q.fetch_optional(&store.pool).await
-}
 
-/// Extends a running job's lease while `owner` still holds it; false when it lost the
-/// lease (it expired and another process took the job over).
-pub async fn heartbeat_job(db: impl AnyExecutor<'_>, id: i64, lease_ms: i64, owner: &str) -> sqlx::Result<bool> {
-    let now = now_ms();
-    Ok(sqlx::query(
-        "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE id = $3 AND status = 'running' AND lease_owner = $4",
-    )
-    .bind(now + lease_ms)
-    .bind(now)
-    .bind(id)
-    .bind(owner)
-    .execute(db)
-    .await?
-    .rows_affected()
-        == 1)
-}
+    /// Extends a running job's lease while `owner` still holds it; false when it lost the
+    /// lease (it expired and another process took the job over).
+    pub async fn heartbeat_job(&self, id: i64, lease_ms: i64, owner: &str) -> sqlx::Result<bool> {
+        let db = &self.pool;
+        let now = now_ms();
+        Ok(sqlx::query(
+            "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE id = $3 AND status = 'running' AND lease_owner = $4",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(id)
+        .bind(owner)
+        .execute(db)
+        .await?
+        .rows_affected()
+            == 1)
+    }
 
-/// Marks a job done, if `owner` still holds it (a process that lost its lease leaves the
-/// outcome to the one that took the job over).
-pub async fn complete_job(db: impl AnyExecutor<'_>, id: i64, owner: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE jobs SET status = 'done', lease_until = NULL, lease_owner = NULL, updated_at = $1 \
-         WHERE id = $2 AND status = 'running' AND lease_owner = $3",
-    )
-    .bind(now_ms())
-    .bind(id)
-    .bind(owner)
-    .execute(db)
-    .await
-    .map(drop)
-}
-
-/// Records a failed attempt of a job `owner` holds: back to pending at `retry_at`, or
-/// `failed` for good when `retry_at` is `None`.
-pub async fn fail_job(
-    db: impl AnyExecutor<'_>,
-    id: i64,
-    owner: &str,
-    error: &str,
-    retry_at: Option<i64>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE jobs SET status = CASE WHEN $1 IS NULL THEN 'failed' ELSE 'pending' END, run_at = COALESCE($2, run_at), \
-           lease_until = NULL, lease_owner = NULL, last_error = $3, updated_at = $4 \
-         WHERE id = $5 AND status = 'running' AND lease_owner = $6",
-    )
-    .bind(retry_at)
-    .bind(retry_at)
-    .bind(error)
-    .bind(now_ms())
-    .bind(id)
-    .bind(owner)
-    .execute(db)
-    .await
-    .map(drop)
-}
-
-/// Jobs not yet finished (pending or running), for shutdown checks and tests.
-pub async fn count_unfinished_jobs(db: impl AnyExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running')")
-        .fetch_one(db)
-        .await
-}
-
-/// Sites in a given status across orgs (crash recovery).
-pub async fn list_sites_with_status(db: impl AnyExecutor<'_>, status: &str) -> sqlx::Result<Vec<SiteRow>> {
-    sqlx::query_as(concat!("SELECT ", site_columns!(), " FROM sites WHERE status = $1"))
-        .bind(status)
-        .fetch_all(db)
-        .await
-}
-
-/// Puts the jobs `owner` left `running` back in the queue: called at start, when the
-/// data-dir lock proves the previous run of this owner is dead. Jobs other processes hold
-/// are left alone: they are taken over only once their lease expires (see [`claim_job`]).
-/// Jobs with no recorded owner were left by a version that kept none (one process per
-/// database) and count as this owner's.
-pub async fn requeue_own_jobs(db: impl AnyExecutor<'_>, owner: &str) -> sqlx::Result<u64> {
-    Ok(sqlx::query(
-        "UPDATE jobs SET status = 'pending', lease_until = NULL, lease_owner = NULL, run_at = $1 \
-         WHERE status = 'running' AND (lease_owner = $2 OR lease_owner IS NULL)",
-    )
-    .bind(now_ms())
-    .bind(owner)
-    .execute(db)
-    .await?
-    .rows_affected())
-}
-
-/// Takes or renews the singleton lease `name` for `holder`, until `lease_ms` from now: true
-/// when `holder` holds it now (it was free, expired, or already its own); false while
-/// another holder's lease is live. One statement, so two processes never both get it.
-pub async fn hold_singleton(db: impl AnyExecutor<'_>, name: &str, holder: &str, lease_ms: i64) -> sqlx::Result<bool> {
-    let now = now_ms();
-    Ok(sqlx::query(
-        "INSERT INTO singleton_leases (name, holder, lease_until) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
-         WHERE singleton_leases.holder = excluded.holder OR singleton_leases.lease_until < $4",
-    )
-    .bind(name)
-    .bind(holder)
-    .bind(now + lease_ms)
-    .bind(now)
-    .execute(db)
-    .await?
-    .rows_affected()
-        == 1)
-}
-
-/// Gives up `holder`'s singleton lease `name` (at shutdown), so another process takes the
-/// loop over without waiting for the lease to expire.
-pub async fn release_singleton(db: impl AnyExecutor<'_>, name: &str, holder: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM singleton_leases WHERE name = $1 AND holder = $2")
-        .bind(name)
-        .bind(holder)
+    /// Marks a job done, if `owner` still holds it (a process that lost its lease leaves the
+    /// outcome to the one that took the job over).
+    pub async fn complete_job(&self, id: i64, owner: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query(
+            "UPDATE jobs SET status = 'done', lease_until = NULL, lease_owner = NULL, updated_at = $1 \
+             WHERE id = $2 AND status = 'running' AND lease_owner = $3",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(owner)
         .execute(db)
         .await
         .map(drop)
+    }
+
+    /// Records a failed attempt of a job `owner` holds: back to pending at `retry_at`, or
+    /// `failed` for good when `retry_at` is `None`.
+    pub async fn fail_job(&self, id: i64, owner: &str, error: &str, retry_at: Option<i64>) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query(
+            "UPDATE jobs SET status = CASE WHEN $1 IS NULL THEN 'failed' ELSE 'pending' END, run_at = COALESCE($2, run_at), \
+               lease_until = NULL, lease_owner = NULL, last_error = $3, updated_at = $4 \
+             WHERE id = $5 AND status = 'running' AND lease_owner = $6",
+        )
+        .bind(retry_at)
+        .bind(retry_at)
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+        .bind(owner)
+        .execute(db)
+        .await
+        .map(drop)
+    }
+
+    /// Jobs not yet finished (pending or running), for shutdown checks and tests.
+    pub async fn count_unfinished_jobs(&self) -> sqlx::Result<i64> {
+        let db = &self.pool;
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running')")
+            .fetch_one(db)
+            .await
+    }
+
+    /// Sites in a given status across orgs (crash recovery).
+    pub async fn list_sites_with_status(&self, status: &str) -> sqlx::Result<Vec<SiteRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!("SELECT ", site_columns!(), " FROM sites WHERE status = $1"))
+            .bind(status)
+            .fetch_all(db)
+            .await
+    }
+
+    /// Puts the jobs `owner` left `running` back in the queue: called at start, when the
+    /// data-dir lock proves the previous run of this owner is dead. Jobs other processes hold
+    /// are left alone: they are taken over only once their lease expires (see [`claim_job`]).
+    /// Jobs with no recorded owner were left by a version that kept none (one process per
+    /// database) and count as this owner's.
+    pub async fn requeue_own_jobs(&self, owner: &str) -> sqlx::Result<u64> {
+        let db = &self.pool;
+        Ok(sqlx::query(
+            "UPDATE jobs SET status = 'pending', lease_until = NULL, lease_owner = NULL, run_at = $1 \
+             WHERE status = 'running' AND (lease_owner = $2 OR lease_owner IS NULL)",
+        )
+        .bind(now_ms())
+        .bind(owner)
+        .execute(db)
+        .await?
+        .rows_affected())
+    }
+
+    /// Takes or renews the singleton lease `name` for `holder`, until `lease_ms` from now: true
+    /// when `holder` holds it now (it was free, expired, or already its own); false while
+    /// another holder's lease is live. One statement, so two processes never both get it.
+    pub async fn hold_singleton(&self, name: &str, holder: &str, lease_ms: i64) -> sqlx::Result<bool> {
+        let db = &self.pool;
+        let now = now_ms();
+        Ok(sqlx::query(
+            "INSERT INTO singleton_leases (name, holder, lease_until) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+             WHERE singleton_leases.holder = excluded.holder OR singleton_leases.lease_until < $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + lease_ms)
+        .bind(now)
+        .execute(db)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Gives up `holder`'s singleton lease `name` (at shutdown), so another process takes the
+    /// loop over without waiting for the lease to expire.
+    pub async fn release_singleton(&self, name: &str, holder: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query("DELETE FROM singleton_leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(db)
+            .await
+            .map(drop)
+    }
 }
 
 // ---------------------------------------------------------------- env vars
@@ -1857,19 +2025,18 @@ pub struct EnvVarRow {
     pub sealed: String,
 }
 
-/// Env vars of a site: site-wide ones and, with `environment_id`, that environment's.
-pub async fn list_env_vars(
-    db: impl AnyExecutor<'_>,
-    site_id: &str,
-    environment_id: Option<&str>,
-) -> sqlx::Result<Vec<EnvVarRow>> {
-    sqlx::query_as(
-        "SELECT scope, name, sealed FROM env_vars WHERE site_id = $1 AND (scope = '' OR scope = $2) ORDER BY name, scope",
-    )
-    .bind(site_id)
-    .bind(environment_id.unwrap_or(""))
-    .fetch_all(db)
-    .await
+impl Store {
+    /// Env vars of a site: site-wide ones and, with `environment_id`, that environment's.
+    pub async fn list_env_vars(&self, site_id: &str, environment_id: Option<&str>) -> sqlx::Result<Vec<EnvVarRow>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT scope, name, sealed FROM env_vars WHERE site_id = $1 AND (scope = '' OR scope = $2) ORDER BY name, scope",
+        )
+        .bind(site_id)
+        .bind(environment_id.unwrap_or(""))
+        .fetch_all(db)
+        .await
+    }
 }
 
 /// Sets (or replaces) one env var.
@@ -1929,14 +2096,17 @@ pub struct ScalingRow {
     pub cpu_millis: Option<i64>,
 }
 
-/// Reads an environment's scale settings.
-pub async fn get_scaling(db: impl AnyExecutor<'_>, env_id: &str) -> sqlx::Result<ScalingRow> {
-    sqlx::query_as(
-        "SELECT min_instances, max_instances, idle_timeout_seconds, target_concurrency, memory_mb, cpu_millis FROM environments WHERE id = $1",
-    )
-    .bind(env_id)
-    .fetch_one(db)
-    .await
+impl Store {
+    /// Reads an environment's scale settings.
+    pub async fn get_scaling(&self, env_id: &str) -> sqlx::Result<ScalingRow> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT min_instances, max_instances, idle_timeout_seconds, target_concurrency, memory_mb, cpu_millis FROM environments WHERE id = $1",
+        )
+        .bind(env_id)
+        .fetch_one(db)
+        .await
+    }
 }
 
 /// Writes an environment's scale settings.
@@ -1970,17 +2140,16 @@ pub struct ProviderConfigRow {
     pub updated_at: i64,
 }
 
-/// One provider's settings of an org.
-pub async fn get_provider_config(
-    db: impl AnyExecutor<'_>,
-    org_id: &str,
-    provider: &str,
-) -> sqlx::Result<Option<ProviderConfigRow>> {
-    sqlx::query_as("SELECT provider, sealed, updated_at FROM provider_configs WHERE org_id = $1 AND provider = $2")
-        .bind(org_id)
-        .bind(provider)
-        .fetch_optional(db)
-        .await
+impl Store {
+    /// One provider's settings of an org.
+    pub async fn get_provider_config(&self, org_id: &str, provider: &str) -> sqlx::Result<Option<ProviderConfigRow>> {
+        let db = &self.pool;
+        sqlx::query_as("SELECT provider, sealed, updated_at FROM provider_configs WHERE org_id = $1 AND provider = $2")
+            .bind(org_id)
+            .bind(provider)
+            .fetch_optional(db)
+            .await
+    }
 }
 
 /// Replaces one provider's settings of an org.
@@ -2043,6 +2212,11 @@ pub mod oauth;
 
 /// Copying a whole installation from one database to another (`berth migrate-db`).
 pub mod copy;
+mod ops;
+pub use ops::{
+    Activation, DeployQueued, NewApiKey, NewDeploy, NewJob, NewSite, OrgCreated, OrgSwitch, SiteCreated,
+    SiteSettingsChange,
+};
 
 #[cfg(test)]
 mod tests {

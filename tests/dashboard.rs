@@ -867,12 +867,9 @@ async fn another_orgs_session_sees_none_of_this_orgs_sites() {
     let other_key = "berth_other_org_key_0123456789";
     {
         let store = common::open_store(server.data.path()).await;
-        let mut tx = store.begin().await.unwrap();
-        berth::store::insert_org(&mut *tx, "org_other", "other").await.unwrap();
-        berth::auth::create_key(&mut tx, "org_other", "other-admin", "admin", other_key)
+        berth::auth::create_org_with_key(&store, "org_other", "other", "other-admin", "admin", other_key)
             .await
             .unwrap();
-        tx.commit().await.unwrap();
     }
     let web = WebSession::login(&server, other_key, &[]).await;
     let (status, page) = web.get("/sites").await;

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth::store::metrics::{self, Bucket, DAY_MS, HOUR_MS, MINUTE_MS, Resolution, Retention};
+use berth::store::metrics::{Bucket, DAY_MS, HOUR_MS, MINUTE_MS, Resolution, Retention};
 use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, MAX_PATHS_PER_SITE, RouteLabel, RouteTarget};
 use common::*;
 use serde_json::{Value, json};
@@ -558,16 +558,20 @@ async fn rollups_cross_minute_hour_and_day_boundaries_and_old_buckets_are_pruned
     let t = |hours: i64, minutes: i64, seconds: i64| day0 + hours * HOUR_MS + minutes * MINUTE_MS + seconds * 1000;
     // Two flushes in one minute merge; the next minute is its own bucket; an hour later
     // another.
-    metrics::record_minute(&store, &environment, &site_id, t(0, 59, 10), &bucket(3, "GET /a", 10))
+    store
+        .record_metrics_minute(&environment, &site_id, t(0, 59, 10), &bucket(3, "GET /a", 10))
         .await
         .unwrap();
-    metrics::record_minute(&store, &environment, &site_id, t(0, 59, 50), &bucket(2, "GET /b", 20))
+    store
+        .record_metrics_minute(&environment, &site_id, t(0, 59, 50), &bucket(2, "GET /b", 20))
         .await
         .unwrap();
-    metrics::record_minute(&store, &environment, &site_id, t(1, 0, 5), &bucket(4, "GET /a", 30))
+    store
+        .record_metrics_minute(&environment, &site_id, t(1, 0, 5), &bucket(4, "GET /a", 30))
         .await
         .unwrap();
-    let minutes = metrics::read(store.pool(), &environment, Resolution::Minute, t(0, 0, 0), t(2, 0, 0))
+    let minutes = store
+        .read_metrics(&environment, Resolution::Minute, t(0, 0, 0), t(2, 0, 0))
         .await
         .unwrap();
     assert_eq!(
@@ -576,10 +580,11 @@ async fn rollups_cross_minute_hour_and_day_boundaries_and_old_buckets_are_pruned
     );
 
     // Before the hour ends nothing rolls; once it has, hour 0 holds its minute.
-    assert_eq!(metrics::rollup(&store, t(0, 59, 59)).await.unwrap(), 0);
-    assert_eq!(metrics::rollup(&store, t(1, 0, 30)).await.unwrap(), 1);
-    assert_eq!(metrics::rollup(&store, t(1, 0, 31)).await.unwrap(), 0, "idempotent");
-    let hours = metrics::read(store.pool(), &environment, Resolution::Hour, t(0, 0, 0), t(3, 0, 0))
+    assert_eq!(store.rollup_metrics(t(0, 59, 59)).await.unwrap(), 0);
+    assert_eq!(store.rollup_metrics(t(1, 0, 30)).await.unwrap(), 1);
+    assert_eq!(store.rollup_metrics(t(1, 0, 31)).await.unwrap(), 0, "idempotent");
+    let hours = store
+        .read_metrics(&environment, Resolution::Hour, t(0, 0, 0), t(3, 0, 0))
         .await
         .unwrap();
     assert_eq!(hours.len(), 1);
@@ -595,19 +600,22 @@ async fn rollups_cross_minute_hour_and_day_boundaries_and_old_buckets_are_pruned
     );
 
     // A late flush into the rolled hour marks it for another rollup, which recomputes it.
-    metrics::record_minute(&store, &environment, &site_id, t(0, 30, 0), &bucket(1, "GET /c", 40))
+    store
+        .record_metrics_minute(&environment, &site_id, t(0, 30, 0), &bucket(1, "GET /c", 40))
         .await
         .unwrap();
-    assert_eq!(metrics::rollup(&store, t(1, 1, 0)).await.unwrap(), 1);
-    let hours = metrics::read(store.pool(), &environment, Resolution::Hour, t(0, 0, 0), t(1, 0, 0))
+    assert_eq!(store.rollup_metrics(t(1, 1, 0)).await.unwrap(), 1);
+    let hours = store
+        .read_metrics(&environment, Resolution::Hour, t(0, 0, 0), t(1, 0, 0))
         .await
         .unwrap();
     assert_eq!(hours[0].requests, 6, "recomputed from all its minutes, not added twice");
 
     // The next day: hour 1 rolls, then day 0 from both hours; its quantiles stay within
     // the sketch's error (10 ms ×3, 20 ms ×2, 30 ms ×4, 40 ms: median 20 ms, p90 30 ms).
-    assert_eq!(metrics::rollup(&store, t(24, 0, 1)).await.unwrap(), 2);
-    let days = metrics::read(store.pool(), &environment, Resolution::Day, t(0, 0, 0), t(48, 0, 0))
+    assert_eq!(store.rollup_metrics(t(24, 0, 1)).await.unwrap(), 2);
+    let days = store
+        .read_metrics(&environment, Resolution::Day, t(0, 0, 0), t(48, 0, 0))
         .await
         .unwrap();
     assert_eq!(days.len(), 1);
@@ -626,8 +634,8 @@ async fn rollups_cross_minute_hour_and_day_boundaries_and_old_buckets_are_pruned
         hours_ms: 90 * DAY_MS,
         days_ms: 400 * DAY_MS,
     };
-    let count = async |resolution| metrics::stored(store.pool(), &environment, resolution).await.unwrap().0;
-    assert_eq!(metrics::prune(&store, t(24 * 6, 0, 0), &retention).await.unwrap(), 0);
+    let count = async |resolution| store.stored_metrics(&environment, resolution).await.unwrap().0;
+    assert_eq!(store.prune_metrics(t(24 * 6, 0, 0), &retention).await.unwrap(), 0);
     assert_eq!(
         (
             count(Resolution::Minute).await,
@@ -636,11 +644,11 @@ async fn rollups_cross_minute_hour_and_day_boundaries_and_old_buckets_are_pruned
         ),
         (3, 2, 1)
     );
-    assert_eq!(metrics::prune(&store, t(24 * 8, 0, 0), &retention).await.unwrap(), 3);
+    assert_eq!(store.prune_metrics(t(24 * 8, 0, 0), &retention).await.unwrap(), 3);
     assert_eq!(count(Resolution::Minute).await, 0, "minutes go after 7 days");
-    assert_eq!(metrics::prune(&store, t(24 * 91, 0, 0), &retention).await.unwrap(), 2);
+    assert_eq!(store.prune_metrics(t(24 * 91, 0, 0), &retention).await.unwrap(), 2);
     assert_eq!(count(Resolution::Day).await, 1, "the day stays");
-    assert_eq!(metrics::prune(&store, t(24 * 401, 0, 0), &retention).await.unwrap(), 1);
+    assert_eq!(store.prune_metrics(t(24 * 401, 0, 0), &retention).await.unwrap(), 1);
     assert_eq!(count(Resolution::Day).await, 0);
 }
 

@@ -361,10 +361,11 @@ async fn a_copy_that_fails_midway_leaves_the_target_empty() {
     let dir = common::data_dir();
     let sqlite_url = format!("sqlite://{}/berth.db", s(dir.path()));
     let store = berth::store::Store::open(&sqlite_url).await.unwrap();
-    berth::store::insert_org(store.pool(), "org_1", "acme").await.unwrap();
+    store.insert_org("org_1", "acme").await.unwrap();
     // SQLite keeps what it is given: a key row whose time is text, which Postgres' BIGINT
     // column cannot take. `orgs` is copied before `api_keys`.
-    berth::store::insert_api_key(store.pool(), "key_1", "org_1", "ci", "pfx", "hash", "admin")
+    store
+        .insert_api_key("key_1", "org_1", "ci", "pfx", "hash", "admin")
         .await
         .unwrap();
     sqlx::query("UPDATE api_keys SET created_at = 'yesterday'")

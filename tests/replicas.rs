@@ -160,11 +160,7 @@ async fn events_another_process_writes_reach_this_servers_status_stream_which_re
     let data = json!({ "written_by": "another replica" });
     let mut written = Vec::new();
     for kind in ["deployment.crashed", "deployment.live", "deployment.superseded"] {
-        written.push(
-            berth::store::insert_event(store.pool(), "org_default", kind, &id, &data)
-                .await
-                .unwrap(),
-        );
+        written.push(store.record_event("org_default", kind, &id, &data).await.unwrap());
     }
     let started = std::time::Instant::now();
     let live = read_events(resp, |seen| seen.len() >= 3).await;

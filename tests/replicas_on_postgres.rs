@@ -398,7 +398,8 @@ async fn a_commit_by_another_connection_wakes_the_event_bus_through_postgres() {
         .expect("the listener connected");
     let woken = bus.woken();
     let other = berth::store::Store::open(&url).await.unwrap();
-    berth::store::insert_event(other.pool(), "org", "deployment.live", "dpl_x", &json!({}))
+    other
+        .record_event("org", "deployment.live", "dpl_x", &json!({}))
         .await
         .unwrap();
     tokio::time::timeout(Duration::from_secs(30), woken)

@@ -68,7 +68,7 @@ async fn store_conformance_concurrent_claims_take_each_job_exactly_once() {
             let owner = format!("replica-{replica}");
             workers.push(tokio::spawn(async move {
                 loop {
-                    let Some(job) = store::claim_job(&handle, &["deploy"], 60_000, &owner).await.unwrap() else {
+                    let Some(job) = handle.claim_job(&["deploy"], 60_000, &owner).await.unwrap() else {
                         break;
                     };
                     claims
@@ -96,28 +96,20 @@ async fn store_conformance_concurrent_claims_take_each_job_exactly_once() {
 async fn store_conformance_an_expired_lease_is_taken_over_once_and_a_live_one_never() {
     let (_data, store) = fresh().await;
     let id = enqueue(&store, 1, None).await;
-    let job = store::claim_job(&store, &["deploy"], 60_000, "a")
-        .await
-        .unwrap()
-        .unwrap();
+    let job = store.claim_job(&["deploy"], 60_000, "a").await.unwrap().unwrap();
     assert_eq!(job.id, id);
-    assert!(
-        store::claim_job(&store, &["deploy"], 60_000, "b")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.claim_job(&["deploy"], 60_000, "b").await.unwrap().is_none());
     // A's lease runs out (a lease of 1 ms, renewed by a heartbeat that is already late).
-    assert!(store::heartbeat_job(store.pool(), id, -1, "a").await.unwrap());
+    assert!(store.heartbeat_job(id, -1, "a").await.unwrap());
     let (first, second) = tokio::join!(
-        store::claim_job(&store, &["deploy"], 60_000, "b"),
-        store::claim_job(&store, &["deploy"], 60_000, "c"),
+        store.claim_job(&["deploy"], 60_000, "b"),
+        store.claim_job(&["deploy"], 60_000, "c"),
     );
     let taken: Vec<_> = [first.unwrap(), second.unwrap()].into_iter().flatten().collect();
     assert_eq!(taken.len(), 1, "one claimer takes the expired lease: {taken:?}");
     assert_eq!(taken[0].attempts, 2);
     // The old holder lost it: its heartbeat and completion change nothing.
-    assert!(!store::heartbeat_job(store.pool(), id, 60_000, "a").await.unwrap());
+    assert!(!store.heartbeat_job(id, 60_000, "a").await.unwrap());
 }
 
 /// Enqueueing with one idempotency key, from two replicas at once, makes one job.
@@ -148,17 +140,15 @@ async fn store_conformance_a_cursor_reader_sees_every_event_of_concurrent_writer
         writers.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for n in 0..60 {
-                let mut tx = handle.begin().await.unwrap();
-                let id = store::insert_event(
-                    &mut *tx,
-                    "org",
-                    "test.event",
-                    "subject",
-                    &serde_json::json!({ "replica": replica, "n": n }),
-                )
-                .await
-                .unwrap();
-                tx.commit().await.unwrap();
+                let id = handle
+                    .record_event(
+                        "org",
+                        "test.event",
+                        "subject",
+                        &serde_json::json!({ "replica": replica, "n": n }),
+                    )
+                    .await
+                    .unwrap();
                 ids.push(id);
             }
             ids
@@ -169,7 +159,7 @@ async fn store_conformance_a_cursor_reader_sees_every_event_of_concurrent_writer
     let mut finished = false;
     loop {
         let done = writers.iter().all(|w| w.is_finished());
-        for event in store::events_after(store.pool(), "subject", cursor, 50).await.unwrap() {
+        for event in store.events_after("subject", cursor, 50).await.unwrap() {
             cursor = event.id;
             seen.push(event.id);
         }
@@ -193,14 +183,13 @@ async fn store_conformance_a_cursor_reader_sees_every_event_of_concurrent_writer
 #[tokio::test]
 async fn store_conformance_site_search_matches_substrings_literally() {
     let (_data, store) = fresh().await;
-    store::insert_org(store.pool(), "org_a", "a").await.unwrap();
+    store.insert_org("org_a", "a").await.unwrap();
     for (id, name) in [("s1", "shop"), ("s2", "shopfront"), ("s3", "blog"), ("s4", "my-shop-2")] {
-        store::insert_site(store.pool(), &site(id, "org_a", name))
-            .await
-            .unwrap();
+        store.insert_site(&site(id, "org_a", name)).await.unwrap();
     }
     let names = async |search: &str| -> Vec<String> {
-        store::list_sites_page(store.pool(), "org_a", search, "", 50)
+        store
+            .list_sites_page("org_a", search, "", 50)
             .await
             .unwrap()
             .into_iter()
@@ -212,15 +201,15 @@ async fn store_conformance_site_search_matches_substrings_literally() {
     assert!(names("%").await.is_empty(), "% is not a wildcard");
     assert!(names("_").await.is_empty(), "_ is not a wildcard");
     assert_eq!(names("").await.len(), 4);
-    assert_eq!(store::count_sites(store.pool(), "org_a", "shop").await.unwrap(), 3);
+    assert_eq!(store.count_sites("org_a", "shop").await.unwrap(), 3);
     // The per-org count kept by the database follows inserts and deletes.
-    assert_eq!(store::count_sites(store.pool(), "org_a", "").await.unwrap(), 4);
-    store::delete_site(store.pool(), "s3").await.unwrap();
-    assert_eq!(store::count_sites(store.pool(), "org_a", "").await.unwrap(), 3);
+    assert_eq!(store.count_sites("org_a", "").await.unwrap(), 4);
+    store.delete_site_rows("s3").await.unwrap();
+    assert_eq!(store.count_sites("org_a", "").await.unwrap(), 3);
     // A yes/no column reads back as written.
-    assert!(!store::git::site_previews(store.pool(), "s1").await.unwrap());
-    store::git::set_site_previews(store.pool(), "s1", true).await.unwrap();
-    assert!(store::git::site_previews(store.pool(), "s1").await.unwrap());
+    assert!(!store.site_previews("s1").await.unwrap());
+    store.set_site_previews("s1", true).await.unwrap();
+    assert!(store.site_previews("s1").await.unwrap());
 }
 
 /// Replica heartbeats: a beat records (or renews) a replica, `live_replicas` counts only
@@ -229,26 +218,26 @@ async fn store_conformance_site_search_matches_substrings_literally() {
 #[tokio::test]
 async fn store_conformance_replica_heartbeats_count_only_live_replicas() {
     let (_data, store) = fresh().await;
-    store::beat_replica(store.pool(), "a").await.unwrap();
-    store::beat_replica(store.pool(), "b").await.unwrap();
-    store::beat_replica(store.pool(), "a").await.unwrap();
-    assert_eq!(store::live_replicas(store.pool(), 0).await.unwrap(), ["a", "b"]);
-    let refusal = berth::replicas::local_target_refusal(store.pool(), "a").await.unwrap();
+    store.beat_replica("a").await.unwrap();
+    store.beat_replica("b").await.unwrap();
+    store.beat_replica("a").await.unwrap();
+    assert_eq!(store.live_replicas(0).await.unwrap(), ["a", "b"]);
+    let refusal = berth::replicas::local_target_refusal(&store, "a").await.unwrap();
     assert!(refusal.is_some_and(|m| m.contains("docker") && m.contains("kubernetes")));
     // "b" went silent long ago (killed): no longer live, and cleared by "a"'s stop.
     sqlx::query("UPDATE replicas SET heartbeat_at = 1 WHERE id = 'b'")
         .execute(store.pool())
         .await
         .unwrap();
-    assert_eq!(store::live_replicas(store.pool(), 1_000).await.unwrap(), ["a"]);
+    assert_eq!(store.live_replicas(1_000).await.unwrap(), ["a"]);
     assert!(
-        berth::replicas::local_target_refusal(store.pool(), "a")
+        berth::replicas::local_target_refusal(&store, "a")
             .await
             .unwrap()
             .is_none()
     );
-    store::remove_replica(store.pool(), "a", 1_000).await.unwrap();
-    assert!(store::live_replicas(store.pool(), 0).await.unwrap().is_empty());
+    store.remove_replica("a", 1_000).await.unwrap();
+    assert!(store.live_replicas(0).await.unwrap().is_empty());
 }
 
 /// The all-subjects read follows the cursor across subjects, oldest first, a page at a time.
@@ -258,20 +247,18 @@ async fn store_conformance_all_events_after_reads_every_subject_by_cursor() {
     let data = serde_json::json!({});
     let mut ids = Vec::new();
     for subject in ["s1", "s2", "s1", "s3"] {
-        ids.push(
-            store::insert_event(store.pool(), "org", "site.created", subject, &data)
-                .await
-                .unwrap(),
-        );
+        ids.push(store.record_event("org", "site.created", subject, &data).await.unwrap());
     }
-    let first: Vec<i64> = store::all_events_after(store.pool(), 0, 3)
+    let first: Vec<i64> = store
+        .all_events_after(0, 3)
         .await
         .unwrap()
         .iter()
         .map(|e| e.id)
         .collect();
     assert_eq!(first, ids[..3]);
-    let rest: Vec<String> = store::all_events_after(store.pool(), ids[2], 3)
+    let rest: Vec<String> = store
+        .all_events_after(ids[2], 3)
         .await
         .unwrap()
         .into_iter()

@@ -70,7 +70,9 @@ async fn run_deploy(
     shutdown: CancellationToken,
 ) -> Result<(), JobError> {
     let retry = |e: sqlx::Error| JobError::Retry(format!("store: {e}"));
-    let Some(deployment) = store::get_deployment_any_org(platform.store.pool(), deployment_id)
+    let Some(deployment) = platform
+        .store
+        .get_deployment_any_org(deployment_id)
         .await
         .map_err(retry)?
     else {
@@ -97,7 +99,9 @@ async fn run_deploy(
     let outcome = finish(platform, &deployment, &cancel, result).await;
     if crate::otlp::enabled() {
         // The status the deploy ended in: live, failed, cancelled or superseded.
-        let status = store::get_deployment_any_org(platform.store.pool(), deployment_id)
+        let status = platform
+            .store
+            .get_deployment_any_org(deployment_id)
             .await
             .ok()
             .flatten()
@@ -115,9 +119,10 @@ async fn deploy_trace(platform: &Arc<Platform>, deployment: &DeploymentRow) -> D
     if !crate::otlp::enabled() {
         return DeployTrace::start("", "", &deployment.id);
     }
-    let pool = platform.store.pool();
-    let site = store::get_site_by_id(pool, &deployment.site_id).await.ok().flatten();
-    let environment = store::get_environment_by_id(pool, &deployment.environment_id)
+    let store = &platform.store;
+    let site = store.get_site_by_id(&deployment.site_id).await.ok().flatten();
+    let environment = store
+        .get_environment_by_id(&deployment.environment_id)
         .await
         .ok()
         .flatten();
@@ -176,14 +181,11 @@ async fn supersede_if_newer(platform: &Arc<Platform>, deployment: &DeploymentRow
     if deployment.status() != DeploymentStatus::Queued {
         return Ok(false);
     }
-    let Some(newer) = store::newer_pending_deployment(
-        platform.store.pool(),
-        &deployment.environment_id,
-        deployment.created_at,
-        &deployment.id,
-    )
-    .await
-    .map_err(|e| internal(e.into()))?
+    let Some(newer) = platform
+        .store
+        .newer_pending_deployment(&deployment.environment_id, deployment.created_at, &deployment.id)
+        .await
+        .map_err(|e| internal(e.into()))?
     else {
         return Ok(false);
     };
@@ -232,7 +234,9 @@ async fn build_and_start(
         .await
         .map_err(internal)?;
     let build_started = std::time::Instant::now();
-    let site = store::get_site_by_id(platform.store.pool(), &deployment.site_id)
+    let site = platform
+        .store
+        .get_site_by_id(&deployment.site_id)
         .await
         .map_err(|e| internal(e.into()))?
         .ok_or_else(|| StageFailure::from("the site was deleted".to_string()))?;
@@ -284,7 +288,7 @@ async fn build_and_start(
                     )
                     .await
                     .map_err(|e| StageFailure::from(e.to_string()))?;
-                    let _ = store::set_deployment_commit(platform.store.pool(), id, &commit).await;
+                    let _ = platform.store.set_deployment_commit(id, &commit).await;
                     platform.log(id, "build", "system", format!("checked out commit {commit}"));
                     if let Some(n @ 1..) = source::work_tree_differences(&url, &dir).await {
                         platform.log(
@@ -374,7 +378,9 @@ async fn build_and_start(
     .map_err(|e| StageFailure::from(with_escaping_links(with_settings_hint(&e, &site.name), &escaping)))?;
     let mut plan: BuildPlan = detection.plan;
     let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
-    store::set_deployment_plan(platform.store.pool(), id, &plan_json)
+    platform
+        .store
+        .set_deployment_plan(id, &plan_json)
         .await
         .map_err(|e| internal(e.into()))?;
     platform.log(
@@ -395,7 +401,9 @@ async fn build_and_start(
         plan.steps.insert(0, step);
         node_hint = Some(hint);
         let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
-        store::set_deployment_plan(platform.store.pool(), id, &plan_json)
+        platform
+            .store
+            .set_deployment_plan(id, &plan_json)
             .await
             .map_err(|e| internal(e.into()))?;
     }
@@ -575,7 +583,9 @@ async fn build_and_start(
             ))
         })?;
         let plan_json = serde_json::to_string(&plan).map_err(|e| internal(e.into()))?;
-        store::set_deployment_plan(platform.store.pool(), id, &plan_json)
+        platform
+            .store
+            .set_deployment_plan(id, &plan_json)
             .await
             .map_err(|e| internal(e.into()))?;
     }
@@ -752,7 +762,9 @@ async fn build_by_target(
         .map_err(internal)?
         .into_iter()
         .collect();
-    let in_use: Vec<String> = store::list_environments(platform.store.pool(), &site.id)
+    let in_use: Vec<String> = platform
+        .store
+        .list_environments(&site.id)
         .await
         .map_err(|e| internal(e.into()))?
         .into_iter()

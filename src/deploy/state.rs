@@ -11,7 +11,7 @@ use crate::model::DeploymentStatus;
 use crate::platform::Platform;
 use crate::runtime::InstanceSpec;
 use crate::runtime::target::BuildKind;
-use crate::store::{self, DeploymentRow, EnvironmentRow, SiteRow};
+use crate::store::{Activation, DeploymentRow, EnvironmentRow, SiteRow};
 
 impl Platform {
     /// Moves a deployment along the state machine, recording the event with the change.
@@ -21,20 +21,7 @@ impl Platform {
         to: DeploymentStatus,
         error: Option<&str>,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.store.begin().await?;
-        let moved = store::transition_deployment(&mut *tx, &d.id, to, error).await?;
-        if moved {
-            let data = serde_json::json!({ "site_id": d.site_id, "status": to.as_str(), "error": error });
-            store::insert_event(
-                &mut *tx,
-                &d.org_id,
-                &format!("deployment.{}", to.as_str()),
-                &d.id,
-                &data,
-            )
-            .await?;
-        }
-        tx.commit().await?;
+        let moved = self.store.set_deployment_status(d, to, error).await?;
         if moved {
             self.events.notify();
         }
@@ -50,34 +37,14 @@ impl Platform {
     pub async fn activate(&self, d: &DeploymentRow) -> anyhow::Result<bool> {
         self.logs.flush().await;
         let routes = self.reconcile_lock.lock().await;
-        let mut tx = self.store.begin().await?;
-        // Deploys of one environment can finish out of order: the newest one wins.
-        if let Some(current) = store::newer_live_deployment(&mut *tx, &d.environment_id, d.created_at).await? {
-            store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Superseded, None).await?;
-            let data = serde_json::json!({ "site_id": d.site_id, "newer": current });
-            store::insert_event(&mut *tx, &d.org_id, "deployment.superseded", &d.id, &data).await?;
-            tx.commit().await?;
-            self.events.notify();
-            return Ok(false);
+        match self.store.activate_deployment(d).await? {
+            Activation::Live => {}
+            Activation::Superseded(_) => {
+                self.events.notify();
+                return Ok(false);
+            }
+            Activation::NoLongerLive => anyhow::bail!("deployment {} can no longer go live (cancelled?)", d.id),
         }
-        if !store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Live, None).await? {
-            anyhow::bail!("deployment {} can no longer go live (cancelled?)", d.id);
-        }
-        let previous = store::get_environment_by_id(&mut *tx, &d.environment_id)
-            .await?
-            .and_then(|e| e.deployment_id);
-        store::set_environment_deployment(&mut *tx, &d.environment_id, &d.id).await?;
-        let superseded = store::refresh_liveness(&mut tx, &previous.into_iter().collect::<Vec<_>>()).await?;
-        store::insert_event(
-            &mut *tx,
-            &d.org_id,
-            "deployment.live",
-            &d.id,
-            &serde_json::json!({ "site_id": d.site_id, "superseded": superseded }),
-        )
-        .await?;
-        insert_superseded_events(&mut tx, &d.org_id, &d.site_id, &superseded, &d.id).await?;
-        tx.commit().await?;
         crate::loops::reconciler::reconcile_holding_lock(self).await?;
         drop(routes);
         self.events.notify();
@@ -96,7 +63,9 @@ impl Platform {
             return Ok(None);
         };
         let deployment_id = d.id.as_str();
-        let environment = store::get_environment_by_id(self.store.pool(), &d.environment_id)
+        let environment = self
+            .store
+            .get_environment_by_id(&d.environment_id)
             .await?
             .map(|e| e.name)
             .unwrap_or_default();
@@ -104,7 +73,7 @@ impl Platform {
         // A deployment built into something the target runs (an image) runs as the
         // target's; one built by steps runs as the site's own host uid.
         let built_here = target.build_for(plan) == BuildKind::SandboxSteps;
-        let scaling = store::get_scaling(self.store.pool(), &d.environment_id).await?;
+        let scaling = self.store.get_scaling(&d.environment_id).await?;
         Ok(Some(InstanceSpec {
             deployment_id: deployment_id.to_string(),
             provider: site.provider.clone(),
@@ -134,7 +103,7 @@ impl Platform {
         let Some(id) = &env.deployment_id else {
             return Ok(None);
         };
-        let Some(d) = store::get_deployment_any_org(self.store.pool(), id).await? else {
+        let Some(d) = self.store.get_deployment_any_org(id).await? else {
             return Ok(None);
         };
         let Some(plan) = d
@@ -159,7 +128,7 @@ impl Platform {
         let settings: berth_build::detect::BuildSettings =
             serde_json::from_str(&site.build_settings).unwrap_or_default();
         let deployment_id = "dry-run";
-        let scaling = store::get_scaling(self.store.pool(), &env.id).await?;
+        let scaling = self.store.get_scaling(&env.id).await?;
         Ok(InstanceSpec {
             deployment_id: deployment_id.to_string(),
             provider: site.provider.clone(),
@@ -185,16 +154,16 @@ impl Platform {
     /// The custom domains the edge serves for an environment, each with the certificate
     /// berth holds for it (valid now), opened.
     pub async fn served_domains(&self, environment_id: &str) -> anyhow::Result<Vec<crate::runtime::ServedDomain>> {
-        let pool = self.store.pool();
+        let store = &self.store;
         let now = crate::util::now_ms();
         let mut served = Vec::new();
-        for domain in store::domains::list_all_domains(pool).await? {
+        for domain in store.list_all_domains().await? {
             let serving =
                 crate::model::DomainStatus::parse(&domain.status).is_some_and(crate::model::DomainStatus::is_served);
             if domain.environment_id != environment_id || !serving {
                 continue;
             }
-            let certificate = match store::certificates::certificate(pool, &domain.name).await? {
+            let certificate = match store.get_certificate(&domain.name).await? {
                 Some(row) if row.not_after > now => match crate::platform::certificates::open(self, &row) {
                     Ok((chain, key)) => Some(crate::runtime::DomainCertificate { chain, key }),
                     Err(e) => {
@@ -256,7 +225,7 @@ impl Platform {
                 .copy_build(self.site_ref(site, &settings), &plan, &from.id, &copy.id)
                 .await
                 .map_err(anyhow::Error::msg)?;
-            store::insert_deployment(self.store.pool(), &copy).await?;
+            self.store.insert_deployment(&copy).await?;
             anyhow::Ok(reused)
         }
         .await;
@@ -267,7 +236,9 @@ impl Platform {
                 return Err(err);
             }
         };
-        let from_env = store::get_environment_by_id(self.store.pool(), &from.environment_id)
+        let from_env = self
+            .store
+            .get_environment_by_id(&from.environment_id)
             .await?
             .map(|e| e.name)
             .unwrap_or_else(|| "another environment".into());
@@ -288,13 +259,13 @@ impl Platform {
     /// image tag goes with the site's image garbage collection). One an environment
     /// points at is kept.
     pub async fn forget_deployment(&self, id: &str) {
-        let pool = self.store.pool();
+        let store = &self.store;
         // Whose it was, so that its target can forget what it keeps of it.
-        let site = match store::get_deployment_any_org(pool, id).await {
-            Ok(Some(d)) => store::get_site_by_id(pool, &d.site_id).await.ok().flatten(),
+        let site = match store.get_deployment_any_org(id).await {
+            Ok(Some(d)) => store.get_site_by_id(&d.site_id).await.ok().flatten(),
             _ => None,
         };
-        match store::delete_deployment(pool, id).await {
+        match store.delete_deployment(id).await {
             Ok(true) => {
                 self.runtime.stop(id).await;
                 let _ = tokio::fs::remove_dir_all(self.config.deployments_dir().join(id)).await;
@@ -315,7 +286,7 @@ impl Platform {
     /// removed.
     pub async fn prune_environment(&self, environment_id: &str) -> usize {
         let keep = self.config.keep_deployments as i64;
-        let doomed = match store::prunable_deployments(self.store.pool(), environment_id, keep).await {
+        let doomed = match self.store.prunable_deployments(environment_id, keep).await {
             Ok(ids) => ids,
             Err(err) => {
                 tracing::warn!(environment.id = %environment_id, error = %err, "listing deployments to prune failed");
@@ -334,7 +305,7 @@ impl Platform {
     /// [`Self::prune_environment`] for every environment (once at start: deployments
     /// left by older versions or a lower setting).
     pub async fn prune_all(&self) {
-        match store::all_environment_ids(self.store.pool()).await {
+        match self.store.all_environment_ids().await {
             Ok(ids) => {
                 for id in ids {
                     self.prune_environment(&id).await;
@@ -372,16 +343,7 @@ impl Platform {
         // Still in progress until the pointer is stored and routed: a reconcile pass in
         // between must not drain the instance it sees no environment wanting yet.
         let pointed = async {
-            let mut tx = self.store.begin().await?;
-            let previous = env.deployment_id.clone();
-            store::set_environment_deployment(&mut *tx, &env.id, &d.id).await?;
-            let mut touched: Vec<String> = previous.into_iter().collect();
-            touched.push(d.id.clone());
-            let superseded = store::refresh_liveness(&mut tx, &touched).await?;
-            let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "deployment_id": d.id });
-            store::insert_event(&mut *tx, &site.org_id, "environment.pointed", &env.id, &data).await?;
-            insert_superseded_events(&mut tx, &site.org_id, &site.id, &superseded, &d.id).await?;
-            tx.commit().await?;
+            self.store.point_environment(site, env, d).await?;
             self.events.notify();
             crate::loops::reconciler::reconcile(self).await?;
             anyhow::Ok(())
@@ -392,24 +354,8 @@ impl Platform {
     }
 }
 
-/// Records, in the transaction that superseded them, a `deployment.superseded` event for
-/// each deployment `by` took the place of: readers follow each deployment by its own events.
-async fn insert_superseded_events(
-    tx: &mut store::Tx,
-    org_id: &str,
-    site_id: &str,
-    superseded: &[String],
-    by: &str,
-) -> sqlx::Result<()> {
-    for id in superseded {
-        let data = serde_json::json!({ "site_id": site_id, "status": "superseded", "by": by });
-        store::insert_event(&mut **tx, org_id, "deployment.superseded", id, &data).await?;
-    }
-    Ok(())
-}
-
 /// An instance's size from its environment's scaling settings.
-fn instance_size(scaling: &store::ScalingRow) -> crate::runtime::InstanceSize {
+fn instance_size(scaling: &crate::store::ScalingRow) -> crate::runtime::InstanceSize {
     crate::runtime::InstanceSize {
         memory_mb: scaling.memory_mb.map(|m| m as u64),
         cpus: scaling.cpu_millis.map(|m| m as f64 / 1000.0),
@@ -417,7 +363,7 @@ fn instance_size(scaling: &store::ScalingRow) -> crate::runtime::InstanceSize {
 }
 
 /// The scale bounds a target that scales by itself (Knative) is given.
-fn instance_scale(scaling: &store::ScalingRow) -> crate::runtime::InstanceScale {
+fn instance_scale(scaling: &crate::store::ScalingRow) -> crate::runtime::InstanceScale {
     crate::runtime::InstanceScale {
         min_instances: scaling.min_instances.clamp(0, 1000) as u32,
         max_instances: scaling.max_instances.clamp(1, 1000) as u32,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use crate::model::DeploymentStatus;
 use crate::platform::{HealthChange, Platform};
-use crate::store;
 
 impl Platform {
     /// Records a health change seen by a reconcile pass (at most one per deployment and
@@ -38,12 +37,13 @@ impl Platform {
     }
 
     async fn crash_loop(self: &Arc<Self>, deployment_id: &str, message: &str) -> anyhow::Result<()> {
-        let pool = self.store.pool();
-        let Some(d) = store::get_deployment_any_org(pool, deployment_id).await? else {
+        let store = &self.store;
+        let Some(d) = store.get_deployment_any_org(deployment_id).await? else {
             return Ok(());
         };
         self.logs.flush().await;
-        let last: Vec<String> = store::tail_logs(pool, deployment_id, "runtime", 5)
+        let last: Vec<String> = store
+            .tail_logs(deployment_id, "runtime", 5)
             .await?
             .into_iter()
             .map(|r| r.line)
@@ -52,27 +52,17 @@ impl Platform {
             "crash loop after going live: {message}; last lines: {}",
             last.join(" | ")
         );
-        let Some(env) = store::get_environment_by_id(pool, &d.environment_id).await? else {
+        let Some(env) = store.get_environment_by_id(&d.environment_id).await? else {
             return Ok(());
         };
         let target = match self.config.on_crash_loop {
-            crate::config::CrashLoopPolicy::Rollback => {
-                store::previous_deployment(pool, &env.id, d.created_at, &d.id).await?
-            }
+            crate::config::CrashLoopPolicy::Rollback => store.previous_deployment(&env.id, d.created_at, &d.id).await?,
             crate::config::CrashLoopPolicy::StayDown => None,
         };
-        let mut tx = self.store.begin().await?;
-        if !store::transition_deployment(&mut *tx, &d.id, DeploymentStatus::Crashed, Some(&error)).await? {
+        let rolled_back_to = target.as_ref().map(|t| t.id.as_str());
+        if !self.store.record_crash(&d, &env.name, &error, rolled_back_to).await? {
             return Ok(()); // handled already (or no longer live)
         }
-        let data = serde_json::json!({
-            "site_id": d.site_id,
-            "environment": env.name,
-            "error": error,
-            "rolled_back_to": target.as_ref().map(|t| t.id.clone()),
-        });
-        store::insert_event(&mut *tx, &d.org_id, "deployment.crashed", &d.id, &data).await?;
-        tx.commit().await?;
         self.events.notify();
         tracing::warn!(deployment.id = %d.id, environment = %env.name, "a live deployment crash-loops");
         let Some(target) = target else {
@@ -97,7 +87,8 @@ impl Platform {
                 env.name, target.id
             ),
         );
-        let site = store::get_site_by_id(pool, &d.site_id)
+        let site = store
+            .get_site_by_id(&d.site_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("site of {} is gone", d.id))?;
         self.point_environment(&env, &site, &target).await?;
@@ -111,7 +102,7 @@ impl Platform {
     }
 
     async fn recovered(&self, deployment_id: &str) -> anyhow::Result<()> {
-        let Some(d) = store::get_deployment_any_org(self.store.pool(), deployment_id).await? else {
+        let Some(d) = self.store.get_deployment_any_org(deployment_id).await? else {
             return Ok(());
         };
         if self.set_status(&d, DeploymentStatus::Live, None).await? {

@@ -31,7 +31,7 @@ pub async fn reconcile(platform: &Platform) -> anyhow::Result<()> {
 /// A pass for a caller that already holds `reconcile_lock` (activation holds it across
 /// its commit, so nobody sees a deployment `live` before its route is published).
 pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
-    let desired = store::list_desired_environments(platform.store.pool()).await?;
+    let desired = platform.store.list_desired_environments().await?;
     let mut table = EdgeRouteTable::new();
     let mut wanted: HashSet<String> = HashSet::new();
     let mut going_to_sleep: Vec<String> = Vec::new();
@@ -138,7 +138,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                     .map(|o| o.index)
                     .collect();
                 if !surplus.is_empty() {
-                    let grace = drain_period(store::site_drain_seconds(platform.store.pool(), &env.site_id).await?);
+                    let grace = drain_period(platform.store.site_drain_seconds(&env.site_id).await?);
                     scale_in.extend(surplus.into_iter().map(|i| (env.deployment_id.clone(), i, grace)));
                 }
                 if !missing.is_empty() {
@@ -203,7 +203,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
         {
             // The route already points elsewhere; requests in flight get up to the site's
             // drain period to finish.
-            let grace = drain_period(store::deployment_drain_seconds(platform.store.pool(), &deployment_id).await?);
+            let grace = drain_period(platform.store.deployment_drain_seconds(&deployment_id).await?);
             tracing::info!(deployment.id = %deployment_id, grace_ms = grace.as_millis() as u64, "draining instance nothing wants");
             platform.runtime.drain(&deployment_id, grace, &platform.edge);
         }
@@ -215,7 +215,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
 /// it wakes, scales and drains with it) and its www/apex partner redirects to it; one not
 /// verified yet answers a page saying so, never the site.
 async fn route_domains(platform: &Platform, table: &mut EdgeRouteTable) -> anyhow::Result<()> {
-    for domain in store::domains::list_all_domains(platform.store.pool()).await? {
+    for domain in platform.store.list_all_domains().await? {
         let served = DomainStatus::parse(&domain.status).is_some_and(DomainStatus::is_served);
         if served {
             let host = platform.host_for(&domain.site_name, &domain.environment_name);
@@ -327,10 +327,10 @@ async fn start_missing(
     plan: &BuildPlan,
     indexes: Vec<u32>,
 ) -> anyhow::Result<()> {
-    let Some(site) = store::get_site_by_id(platform.store.pool(), &env.site_id).await? else {
+    let Some(site) = platform.store.get_site_by_id(&env.site_id).await? else {
         return Ok(());
     };
-    let Some(d) = store::get_deployment_any_org(platform.store.pool(), &env.deployment_id).await? else {
+    let Some(d) = platform.store.get_deployment_any_org(&env.deployment_id).await? else {
         return Ok(());
     };
     let Some(spec) = platform.instance_spec(&d, &site, plan).await? else {

@@ -4,7 +4,6 @@
 use berth_edge::RouteTarget;
 
 use crate::platform::Platform;
-use crate::store;
 
 impl Platform {
     /// Wakes the sleeping environment served at `host` (the edge's activator calls this
@@ -12,7 +11,7 @@ impl Platform {
     /// putting it back to sleep and makes it start the app; once the app is healthy (or
     /// failed) the routes are published again and the held request goes through.
     pub async fn wake(&self, host: &str) -> anyhow::Result<()> {
-        let desired = store::list_desired_environments(self.store.pool()).await?;
+        let desired = self.store.list_desired_environments().await?;
         let Some(env) = desired
             .into_iter()
             .find(|e| self.host_for(&e.site_name, &e.environment_name) == host)

@@ -19,7 +19,7 @@ use crate::crypto::SecretBox;
 use crate::jobs::JobQueue;
 use crate::runtime::target::SiteRef;
 use crate::runtime::{LogSink, Runtime, Target, Targets};
-use crate::store::{self, SiteRow, Store};
+use crate::store::{SiteRow, Store};
 
 use providers::ConfigMap;
 
@@ -161,7 +161,7 @@ impl Platform {
         {
             return Ok(None);
         }
-        let seq = store::sandbox::site_uid_seq(self.store.pool(), &site.id).await?;
+        let seq = self.store.site_uid_seq(&site.id).await?;
         self.isolation.site_uid(seq).map_err(anyhow::Error::msg)
     }
 
@@ -310,7 +310,7 @@ impl Platform {
     ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
         let mut out = std::collections::BTreeMap::new();
         // Site-wide rows sort before environment rows of the same name, so later wins.
-        let mut rows = store::list_env_vars(self.store.pool(), &site.id, environment_id).await?;
+        let mut rows = self.store.list_env_vars(&site.id, environment_id).await?;
         rows.sort_by(|a, b| (a.name.as_str(), !a.scope.is_empty()).cmp(&(b.name.as_str(), !b.scope.is_empty())));
         for row in rows {
             let value = self

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::patterns::{Assembler, Drain, Event};
-use crate::store::error_patterns::{self as store_patterns, PatternDelta};
+use crate::store::error_patterns::PatternDelta;
 use crate::store::metrics::MINUTE_MS;
 use crate::store::{NewLogLine, Store};
 use crate::util::now_ms;
@@ -195,7 +195,7 @@ impl Task {
         };
         if !self.environments.contains_key(&environment_id) {
             let mut state = EnvironmentState::default();
-            match store_patterns::templates(self.store.pool(), &environment_id).await {
+            match self.store.error_pattern_templates(&environment_id).await {
                 Ok(rows) => {
                     for (key, template, last_seen) in rows {
                         state.drain.restore(key.max(0) as u64, &template, last_seen);
@@ -236,7 +236,7 @@ impl Task {
             }
             let deltas: Vec<(u64, PatternDelta)> = state.pending.drain().collect();
             let evicted = std::mem::take(&mut state.evicted);
-            if let Err(err) = store_patterns::save(&self.store, environment_id, &evicted, &deltas).await {
+            if let Err(err) = self.store.save_error_patterns(environment_id, &evicted, &deltas).await {
                 // An environment deleted meanwhile, or a busy database: start over from
                 // what is stored.
                 tracing::debug!(environment.id = %environment_id, error = %err, "saving error patterns failed");
@@ -251,7 +251,7 @@ impl Task {
     async fn prune(&mut self, retention_age: Duration) {
         self.save().await;
         let before = now_ms() - retention_age.as_millis() as i64;
-        match store_patterns::prune(&self.store, before).await {
+        match self.store.prune_error_patterns(before).await {
             Ok(n) if n > 0 => {
                 tracing::info!(patterns = n, "removed error patterns past the log retention");
                 // Rebuilt from what is stored on their next event.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error_patterns::PatternFeed;
-use crate::store::{self, NewLogLine, Store, log_retention};
+use crate::store::{NewLogLine, Store};
 use crate::util::now_ms;
 
 enum Msg {
@@ -149,7 +149,7 @@ impl LogSink {
                 let totals = if batch.is_empty() {
                     Vec::new()
                 } else {
-                    store::append_logs(&store, &batch).await.unwrap_or_else(|err| {
+                    store.append_logs(&batch).await.unwrap_or_else(|err| {
                         tracing::warn!(error = %err, lines = batch.len(), "writing log lines failed");
                         Vec::new()
                     })
@@ -289,7 +289,10 @@ impl LogSink {
 /// which is logged: the next batch or sweep tries again).
 async fn trim(store: &Store, environment_id: &str, limits: &LogLimits, steps: usize) -> bool {
     for _ in 0..steps {
-        match log_retention::trim_environment(store, environment_id, limits.trim_target(), TRIM_CHUNK).await {
+        match store
+            .trim_environment_logs(environment_id, limits.trim_target(), TRIM_CHUNK)
+            .await
+        {
             Ok(t) if !t.more => return false,
             Ok(_) => {}
             Err(err) => {
@@ -308,7 +311,7 @@ async fn sweep(store: &Store, limits: &LogLimits) {
     let before = now_ms() - limits.retention_age.as_millis() as i64;
     let mut expired = 0;
     loop {
-        match log_retention::expire(store, before, EXPIRE_CHUNK).await {
+        match store.expire_logs(before, EXPIRE_CHUNK).await {
             Ok(0) => break,
             Ok(n) => expired += n,
             Err(err) => {
@@ -321,7 +324,7 @@ async fn sweep(store: &Store, limits: &LogLimits) {
     if expired > 0 {
         tracing::info!(lines = expired, "removed log lines past their retention");
     }
-    match log_retention::environments_over(store.pool(), limits.retention_bytes).await {
+    match store.environments_over(limits.retention_bytes).await {
         Ok(over) => {
             for environment_id in over {
                 while trim(store, &environment_id, limits, 1).await {

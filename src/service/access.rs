@@ -261,7 +261,7 @@ impl Service {
     /// on something the actor can see is `Forbidden`, naming the role or scope needed; a
     /// protected environment's env vars, domains and deletion need an admin.
     pub async fn authorize(&self, actor: &Actor, action: Action, target: Target<'_>) -> ServiceResult<()> {
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         // A key restricted to environments changes nothing that reaches beyond them (a
         // site's settings, site-wide env vars, the site itself, the org).
         let names_environment = matches!(target, Target::Environment(_, Some(_)) | Target::Deployment(_));
@@ -313,10 +313,10 @@ impl Service {
             Target::AnySite(Some(site)) | Target::Site(site) => (Some(site.to_string()), None),
             Target::Environment(site, env) => (Some(site.to_string()), env.map(str::to_string)),
             Target::Domain(site, _) => (Some(site.to_string()), None),
-            Target::Deployment(id) => match store::get_deployment(pool, &actor.org_id, id).await? {
+            Target::Deployment(id) => match store.get_deployment(&actor.org_id, id).await? {
                 Some(d) => {
-                    let site = store::get_site_by_id(pool, &d.site_id).await?;
-                    let env = store::get_environment_by_id(pool, &d.environment_id).await?;
+                    let site = store.get_site_by_id(&d.site_id).await?;
+                    let env = store.get_environment_by_id(&d.environment_id).await?;
                     (site.map(|s| s.name), env.map(|e| e.name))
                 }
                 // The entry point's own lookup gives its usual "not found".
@@ -340,15 +340,15 @@ impl Service {
             return Ok(());
         }
         let Some(site_name) = site else { return Ok(()) };
-        let Some(site_row) = store::get_site(pool, &actor.org_id, &site_name).await? else {
+        let Some(site_row) = store.get_site(&actor.org_id, &site_name).await? else {
             return Ok(());
         };
-        let envs = store::people::environment_protection(pool, &site_row.id).await?;
+        let envs = store.environment_protection(&site_row.id).await?;
         let touched: Vec<&store::people::EnvironmentProtection> = match target {
             Target::Domain(_, domain) => {
                 let name = super::domains::normalize_domain(domain, &self.platform.config.base_domain)
                     .unwrap_or_else(|_| domain.to_string());
-                match store::domains::get_domain(pool, &site_row.id, &name).await? {
+                match store.get_domain(&site_row.id, &name).await? {
                     Some(row) => envs.iter().filter(|e| e.id == row.environment_id).collect(),
                     None => vec![],
                 }
@@ -397,11 +397,9 @@ impl Service {
         let env = match target {
             Target::Environment(_, Some(env)) => Some(env.to_string()),
             Target::Deployment(id) => {
-                let pool = self.platform.store.pool();
-                match store::get_deployment(pool, &actor.org_id, id).await? {
-                    Some(d) => store::get_environment_by_id(pool, &d.environment_id)
-                        .await?
-                        .map(|e| e.name),
+                let store = &self.platform.store;
+                match store.get_deployment(&actor.org_id, id).await? {
+                    Some(d) => store.get_environment_by_id(&d.environment_id).await?.map(|e| e.name),
                     // The entry point's own lookup gives its usual "not found".
                     None => return Ok(()),
                 }
@@ -429,12 +427,12 @@ impl Service {
         after: &str,
         limit: u32,
     ) -> ServiceResult<super::SiteList> {
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let mut names: Vec<&String> = allowed.iter().filter(|n| n.contains(search)).collect();
         names.sort();
         let mut rows = Vec::new();
         for name in names {
-            if let Some(site) = store::get_site(pool, &actor.org_id, name).await?
+            if let Some(site) = store.get_site(&actor.org_id, name).await?
                 && site.status == "active"
             {
                 rows.push(site);

@@ -13,7 +13,6 @@ use super::access::{Action, Scope, Target};
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::Actor;
 use crate::store::oauth as oauth_store;
-use crate::store::people as people_store;
 use crate::util::rfc3339;
 
 /// `HOSTING_FREEZE_AGENTS` arguments.
@@ -84,10 +83,11 @@ impl Service {
         self.authorize(actor, Action::ManageMembers, Target::Org).await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = async {
-            let mut tx = self.platform.store.begin().await?;
-            let revoked = oauth_store::set_frozen(&mut tx, &actor.org_id, input.frozen).await?;
-            let at = oauth_store::frozen_at(&mut *tx, &actor.org_id).await?;
-            tx.commit().await?;
+            let (revoked, at) = self
+                .platform
+                .store
+                .set_agents_frozen(&actor.org_id, input.frozen)
+                .await?;
             Ok(FreezeAgentsOutput {
                 frozen: at.is_some(),
                 frozen_at: at.map(rfc3339),
@@ -102,27 +102,28 @@ impl Service {
     /// `HOSTING_LIST_CONNECTED_APPS`: admins see the org's grants, others their own.
     pub async fn list_connected_apps(&self, actor: &Actor) -> ServiceResult<ConnectedAppList> {
         let only = self.own_grants_only(actor)?;
-        let pool = self.platform.store.pool();
-        let rows = oauth_store::list_grants(pool, &actor.org_id, only.as_deref()).await?;
+        let store = &self.platform.store;
+        let rows = store.list_grants(&actor.org_id, only.as_deref()).await?;
         let mut apps = Vec::with_capacity(rows.len());
         for row in rows {
             apps.push(self.connected_app(row).await?);
         }
-        let frozen = oauth_store::frozen_at(pool, &actor.org_id).await?.is_some();
+        let frozen = store.frozen_at(&actor.org_id).await?.is_some();
         Ok(ConnectedAppList { apps, frozen })
     }
 
     /// `HOSTING_REVOKE_CONNECTED_APP`: your own grants, or (admins) any of the org's;
     /// every token under it is refused from the next request on.
     pub async fn revoke_connected_app(&self, actor: &Actor, input: &ConnectedAppRef) -> ServiceResult<ConnectedApp> {
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let not_found = || {
             ServiceError::not_found(format!(
                 "no connected application '{}' in this org; list them with HOSTING_LIST_CONNECTED_APPS",
                 input.app_id.chars().take(80).collect::<String>()
             ))
         };
-        let row = oauth_store::get_grant(pool, &input.app_id)
+        let row = store
+            .get_grant(&input.app_id)
             .await?
             .filter(|g| g.org_id == actor.org_id && g.revoked_at.is_none())
             .ok_or_else(not_found)?;
@@ -135,7 +136,7 @@ impl Service {
         }
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = async {
-            oauth_store::revoke_grant(pool, &row.id).await?;
+            store.revoke_grant(&row.id).await?;
             self.connected_app(row).await
         }
         .await;
@@ -154,9 +155,7 @@ impl Service {
     }
 
     async fn connected_app(&self, row: oauth_store::GrantRow) -> ServiceResult<ConnectedApp> {
-        let user = people_store::get_user(self.platform.store.pool(), &row.user_id)
-            .await?
-            .map(|u| u.email);
+        let user = self.platform.store.get_user(&row.user_id).await?.map(|u| u.email);
         // Only a metadata document's URL (https) proves a host; a registered client's id
         // is random.
         let verified_host = row

@@ -186,7 +186,7 @@ impl Service {
             outcome: outcome.as_str(),
             error: error.as_deref(),
         };
-        if let Err(err) = store::insert_audit(self.platform.store.pool(), &entry).await {
+        if let Err(err) = self.platform.store.insert_audit(&entry).await {
             tracing::error!(error = %err, action, "writing the audit log failed");
         }
     }
@@ -256,10 +256,10 @@ impl Service {
             since,
             until,
         };
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let (mut rows, mut next_cursor) = match &who {
             None => (
-                store::list_audit(pool, &actor.org_id, &filter, i64::from(limit) + 1).await?,
+                store.list_audit(&actor.org_id, &filter, i64::from(limit) + 1).await?,
                 None,
             ),
             // Names and emails are compared here, Unicode-aware (SQLite's lower() folds
@@ -270,7 +270,7 @@ impl Service {
                 let mut before = filter.before;
                 loop {
                     let chunk_filter = AuditFilter { before, ..filter };
-                    let chunk = store::list_audit(pool, &actor.org_id, &chunk_filter, ACTOR_SCAN_CHUNK).await?;
+                    let chunk = store.list_audit(&actor.org_id, &chunk_filter, ACTOR_SCAN_CHUNK).await?;
                     let last_chunk = chunk.len() < ACTOR_SCAN_CHUNK as usize;
                     for row in chunk {
                         scanned += 1;

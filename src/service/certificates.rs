@@ -20,8 +20,8 @@ use crate::acme::{self, AcmeClient, AcmeSettings, Challenge, ChallengeKind, Resp
 use crate::dns::DnsProvider;
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::DomainStatus;
-use crate::store::certificates::{self as cert_store, CertificateRow};
-use crate::store::domains::{self as domain_store, DomainRow};
+use crate::store::certificates::CertificateRow;
+use crate::store::domains::DomainRow;
 use crate::util::{new_id, now_ms, rfc3339};
 
 use super::Service;
@@ -171,9 +171,10 @@ struct StoredProblem {
 /// Loads every valid certificate into the edge (at start, and after any change).
 pub async fn publish(platform: &super::Platform) -> anyhow::Result<()> {
     let now = now_ms();
-    let pool = platform.store.pool();
-    let rows = cert_store::valid_certificates(pool, now).await?;
-    let hsts: HashMap<String, bool> = domain_store::list_all_domains(pool)
+    let store = &platform.store;
+    let rows = store.valid_certificates(now).await?;
+    let hsts: HashMap<String, bool> = store
+        .list_all_domains()
         .await?
         .into_iter()
         .map(|d| (d.id, d.hsts))
@@ -251,7 +252,7 @@ pub async fn run(service: Service, stop: CancellationToken) {
     let busy: Arc<Mutex<Vec<String>>> = Arc::default();
     loop {
         let now = now_ms();
-        match cert_store::domains_due(platform.store.pool(), now, 50).await {
+        match platform.store.domains_due(now, 50).await {
             Ok(due) => {
                 for id in due {
                     if in_flight.len() >= PARALLEL_ORDERS {
@@ -315,7 +316,9 @@ pub async fn run(service: Service, stop: CancellationToken) {
                     .retain(|b| b != ARI_JOB);
             });
         }
-        let next = cert_store::next_due(platform.store.pool())
+        let next = platform
+            .store
+            .next_due()
             .await
             .ok()
             .flatten()
@@ -346,8 +349,8 @@ impl Service {
     /// One step of a domain's certificate work: checks DNS, then orders (or renews) and
     /// records the outcome.
     pub(crate) async fn advance_certificate(&self, domain_id: &str) -> anyhow::Result<()> {
-        let pool = self.platform.store.pool();
-        let Some(row) = domain_store::domain_by_id(pool, domain_id).await? else {
+        let store = &self.platform.store;
+        let Some(row) = store.domain_by_id(domain_id).await? else {
             return Ok(());
         };
         let from = DomainStatus::parse(&row.status).unwrap_or(DomainStatus::PendingDns);
@@ -373,13 +376,7 @@ impl Service {
                 return self.record_failure(&row, DomainStatus::Renewing, message, None).await;
             }
             let diagnosis = serde_json::to_string(&checks)?;
-            let mut tx = self.platform.store.begin().await?;
-            domain_store::set_domain_check(&mut *tx, &row.id, DomainStatus::PendingDns.as_str(), &diagnosis, now)
-                .await?;
-            cert_store::set_issuance(&mut *tx, &row.id, DomainStatus::PendingDns.as_str(), 0, None, None, now).await?;
-            let data = serde_json::json!({ "site_id": row.site_id, "name": row.name, "status": "pending_dns" });
-            crate::store::insert_event(&mut *tx, &row.org_id, "domain.pending_dns", &row.id, &data).await?;
-            tx.commit().await?;
+            self.platform.store.return_domain_to_dns(&row, &diagnosis, now).await?;
             crate::loops::reconciler::reconcile(&self.platform).await?;
             return Ok(());
         }
@@ -389,16 +386,16 @@ impl Service {
             DomainStatus::Issuing
         };
         if from != working {
-            cert_store::set_issuance(
-                pool,
-                &row.id,
-                working.as_str(),
-                row.attempts,
-                row.next_attempt_at,
-                row.problem.as_deref(),
-                now,
-            )
-            .await?;
+            store
+                .set_issuance(
+                    &row.id,
+                    working.as_str(),
+                    row.attempts,
+                    row.next_attempt_at,
+                    row.problem.as_deref(),
+                    now,
+                )
+                .await?;
         }
         let names: Vec<String> = std::iter::once(row.name.clone())
             .chain(row.redirect_name.clone())
@@ -472,7 +469,7 @@ impl Service {
     /// The DNS provider that proves the base domain: the one of the server's first org
     /// (the operator's, made at first start).
     async fn base_dns_provider(&self) -> anyhow::Result<Option<Arc<dyn DnsProvider>>> {
-        let Some(org_id) = cert_store::first_org(self.platform.store.pool()).await? else {
+        let Some(org_id) = self.platform.store.first_org().await? else {
             return Ok(None);
         };
         Ok(self.dns_provider(&org_id).await?)
@@ -486,12 +483,12 @@ impl Service {
             return false;
         };
         let now = now_ms();
-        match cert_store::order_retry(self.platform.store.pool(), &subject).await {
+        match self.platform.store.order_retry(&subject).await {
             Ok(Some((_, next))) if next > now => return false,
             Ok(_) => {}
             Err(_) => return false,
         }
-        match cert_store::certificate(self.platform.store.pool(), &subject).await {
+        match self.platform.store.get_certificate(&subject).await {
             Ok(Some(cert)) if cert.renew_at > now => return false,
             Ok(_) => {}
             Err(_) => return false,
@@ -503,7 +500,7 @@ impl Service {
     /// changed (a DNS provider was configured) that may make the next order succeed.
     pub(crate) async fn retry_base_certificate_now(&self) -> ServiceResult<()> {
         if let Some(subject) = base_subject(&self.platform.config.base_domain) {
-            cert_store::clear_order_retry(self.platform.store.pool(), &subject).await?;
+            self.platform.store.clear_order_retry(&subject).await?;
         }
         self.platform.certificates.wake.notify_one();
         Ok(())
@@ -545,17 +542,19 @@ impl Service {
                     renew_at: renew_at(not_before, not_after),
                     issued_at: now_ms(),
                 };
-                cert_store::put_certificate(self.platform.store.pool(), &cert).await?;
+                self.platform.store.put_certificate(&cert).await?;
                 self.platform.certificates.ari_forget(&subject);
-                cert_store::clear_order_retry(self.platform.store.pool(), &subject).await?;
+                self.platform.store.clear_order_retry(&subject).await?;
                 tracing::info!(subject = %subject, expires = %rfc3339(not_after), "base domain certificate issued");
                 publish(&self.platform).await?;
             }
             Err(failure) => {
-                let pool = self.platform.store.pool();
-                let attempts = cert_store::order_retry(pool, &subject).await?.map_or(0, |r| r.0) + 1;
+                let store = &self.platform.store;
+                let attempts = store.order_retry(&subject).await?.map_or(0, |r| r.0) + 1;
                 let next = now_ms() + retry_delay(attempts).as_millis() as i64;
-                cert_store::set_order_retry(pool, &subject, attempts, next, &failure.message).await?;
+                store
+                    .set_order_retry(&subject, attempts, next, &failure.message)
+                    .await?;
                 tracing::warn!(subject = %subject, attempts, next = %rfc3339(next), error = %failure.message, "the base domain's certificate order failed");
             }
         }
@@ -568,9 +567,7 @@ impl Service {
         if !self.platform.certificates.ari_supported() {
             return None;
         }
-        let cert = cert_store::certificate(self.platform.store.pool(), subject)
-            .await
-            .ok()??;
+        let cert = self.platform.store.get_certificate(subject).await.ok()??;
         let (chain, _) = open_certificate(&self.platform, &cert).ok()?;
         acme::certificate_identifier(&chain).ok().map(|id| id.to_string())
     }
@@ -585,8 +582,8 @@ impl Service {
         let set_next_pass = |t: i64| state.ari.lock().unwrap_or_else(PoisonError::into_inner).next_pass = t;
         // Not due again while this pass runs, unless a certificate is stored meanwhile.
         set_next_pass(now + ms(ARI_MAX_WAIT));
-        let pool = self.platform.store.pool();
-        let certs = match cert_store::valid_certificates(pool, now).await {
+        let store = &self.platform.store;
+        let certs = match store.valid_certificates(now).await {
             Ok(certs) => certs,
             Err(e) => {
                 tracing::warn!(error = %e, "listing certificates for renewal windows failed");
@@ -634,7 +631,7 @@ impl Service {
                     state.ari.lock().unwrap_or_else(PoisonError::into_inner).supported = Some(true);
                     let renew = renewal_in_window(&window, cert.renew_at);
                     if renew != cert.renew_at {
-                        if let Err(e) = cert_store::set_renew_at(pool, &cert.id, renew).await {
+                        if let Err(e) = store.set_renew_at(&cert.id, renew).await {
                             tracing::warn!(subject = %cert.subject, error = %e, "storing a renewal time failed");
                         } else {
                             tracing::info!(subject = %cert.subject, renew_at = %rfc3339(renew), window_start = %rfc3339(window.start_ms), window_end = %rfc3339(window.end_ms), "the CA's renewal window moves the renewal");
@@ -692,9 +689,10 @@ impl Service {
             ca_roots_pem,
             eab: config.acme_eab_kid.clone().zip(config.acme_eab_hmac_key.clone()),
         };
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let context = format!("acme-account:{}", settings.directory);
-        let stored = cert_store::acme_account(pool, &settings.directory)
+        let stored = store
+            .acme_account(&settings.directory)
             .await
             .map_err(|e| fail(format!("reading the ACME account: {e}")))?;
         let stored = match stored {
@@ -713,7 +711,8 @@ impl Service {
                 .secrets
                 .seal(&credentials, &context)
                 .map_err(|e| fail(format!("sealing the ACME account: {e}")))?;
-            cert_store::insert_acme_account(pool, &settings.directory, &sealed, now_ms())
+            store
+                .insert_acme_account(&settings.directory, &sealed, now_ms())
                 .await
                 .map_err(|e| fail(format!("storing the ACME account: {e}")))?;
             tracing::info!(directory = %settings.directory, "created berth's ACME account");
@@ -749,20 +748,15 @@ impl Service {
             renew_at: renew_at(not_before, not_after),
             issued_at: now,
         };
-        let mut tx = self.platform.store.begin().await?;
         // The domain may have been removed while the order ran.
-        if domain_store::domain_by_id(&mut *tx, &row.id).await?.is_none() {
+        if !self
+            .platform
+            .store
+            .store_issued_certificate(row, &cert, renewal, &rfc3339(not_after), now)
+            .await?
+        {
             return Ok(());
         }
-        cert_store::put_certificate(&mut *tx, &cert).await?;
-        cert_store::set_issuance(&mut *tx, &row.id, DomainStatus::Active.as_str(), 0, None, None, now).await?;
-        let data = serde_json::json!({
-            "site_id": row.site_id, "name": row.name, "status": "active", "renewal": renewal,
-            "expires_at": rfc3339(not_after),
-        });
-        let kind = if renewal { "domain.renewed" } else { "domain.active" };
-        crate::store::insert_event(&mut *tx, &row.org_id, kind, &row.id, &data).await?;
-        tx.commit().await?;
         self.platform.certificates.ari_forget(&row.name);
         tracing::info!(domain = %row.name, expires = %rfc3339(not_after), renewal, "certificate issued");
         publish(&self.platform).await?;
@@ -786,23 +780,19 @@ impl Service {
             problem,
             at: now,
         })?;
-        let mut tx = self.platform.store.begin().await?;
-        cert_store::set_issuance(
-            &mut *tx,
-            &row.id,
-            status.as_str(),
-            attempts,
-            Some(next),
-            Some(&stored),
-            now,
-        )
-        .await?;
-        let data = serde_json::json!({
-            "site_id": row.site_id, "name": row.name, "status": status.as_str(), "error": message,
-            "attempts": attempts, "next_attempt_at": rfc3339(next),
-        });
-        crate::store::insert_event(&mut *tx, &row.org_id, "domain.certificate_failed", &row.id, &data).await?;
-        tx.commit().await?;
+        self.platform
+            .store
+            .record_certificate_failure(
+                row,
+                status.as_str(),
+                attempts,
+                next,
+                &stored,
+                &message,
+                &rfc3339(next),
+                now,
+            )
+            .await?;
         tracing::warn!(domain = %row.name, attempts, next = %rfc3339(next), error = %message, "certificate order failed");
         if status != DomainStatus::Renewing {
             crate::loops::reconciler::reconcile(&self.platform).await?;
@@ -817,17 +807,18 @@ impl Service {
         let soonest = row
             .next_attempt_at
             .map_or(now, |t| t.min(now + RETRY_AFTER[0].as_millis() as i64));
-        cert_store::set_issuance(
-            self.platform.store.pool(),
-            &row.id,
-            DomainStatus::Validating.as_str(),
-            row.attempts,
-            Some(soonest),
-            row.problem.as_deref(),
-            now,
-        )
-        .await
-        .map_err(ServiceError::from)?;
+        self.platform
+            .store
+            .set_issuance(
+                &row.id,
+                DomainStatus::Validating.as_str(),
+                row.attempts,
+                Some(soonest),
+                row.problem.as_deref(),
+                now,
+            )
+            .await
+            .map_err(ServiceError::from)?;
         self.platform.certificates.wake.notify_one();
         Ok(())
     }

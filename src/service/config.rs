@@ -12,7 +12,6 @@ use serde_json::Value;
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::Actor;
-use crate::store;
 
 use super::*;
 
@@ -131,7 +130,7 @@ pub struct TestConnectionOutput {
 impl Platform {
     /// A provider's settings for an org, opened (empty when none are stored).
     pub async fn provider_config(&self, org_id: &str, provider: &str) -> anyhow::Result<ConfigMap> {
-        match store::get_provider_config(self.store.pool(), org_id, provider).await? {
+        match self.store.get_provider_config(org_id, provider).await? {
             Some(row) => {
                 let json = self.secrets.open(&row.sealed, &config_context(org_id, provider))?;
                 Ok(serde_json::from_str(&json)?)
@@ -161,7 +160,7 @@ impl Service {
     }
 
     async fn provider_config_output(&self, actor: &Actor, p: &dyn ProviderSettings) -> ServiceResult<ProviderConfig> {
-        let row = store::get_provider_config(self.platform.store.pool(), &actor.org_id, p.name()).await?;
+        let row = self.platform.store.get_provider_config(&actor.org_id, p.name()).await?;
         let mut config = self.platform.provider_config(&actor.org_id, p.name()).await?;
         for key in p.keys().iter().filter(|k| k.secret) {
             if let Some(v) = config.get_mut(key.name) {
@@ -244,12 +243,11 @@ impl Service {
                     .platform
                     .secrets
                     .seal(&json, &config_context(&actor.org_id, p.name()))?;
-                let mut tx = self.platform.store.begin().await?;
-                store::set_provider_config(&mut *tx, &actor.org_id, p.name(), &sealed).await?;
                 let keys: Vec<&String> = input.config.keys().collect();
-                let data = serde_json::json!({ "provider": p.name(), "keys": keys });
-                store::insert_event(&mut *tx, &actor.org_id, "provider.configured", p.name(), &data).await?;
-                tx.commit().await?;
+                self.platform
+                    .store
+                    .configure_provider(&actor.org_id, p.name(), &sealed, &keys)
+                    .await?;
                 // A DNS provider may have just made the base domain's wildcard orderable,
                 // and a failed retry may now succeed: let the certificate loop look again.
                 if p.name() == crate::dns::cloudflare::PROVIDER {

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::dns::cloudflare::{Cloudflare, CloudflareConfig, DnsMode, PROVIDER};
 use crate::dns::{DnsError, DnsProvider, RecordSpec, Zone};
 use crate::error::{ServiceError, ServiceResult};
-use crate::store::domain_dns::{self, DomainDnsRow};
-use crate::store::domains::{self as domain_store, DomainRow};
+use crate::store::domain_dns::DomainDnsRow;
+use crate::store::domains::DomainRow;
 use crate::util::now_ms;
 
 use super::{DnsRecord, DomainInfo, Platform, Service};
@@ -103,7 +103,9 @@ impl Service {
                     zone_name: zone.name.clone(),
                     records: serde_json::to_string(&created.objects).map_err(anyhow::Error::from)?,
                 };
-                domain_dns::insert(self.platform.store.pool(), &stored, now_ms())
+                self.platform
+                    .store
+                    .insert_domain_dns(&stored, now_ms())
                     .await
                     .map_err(ServiceError::from)
             }
@@ -133,12 +135,10 @@ impl Service {
             }
         }
         let undone: anyhow::Result<()> = async {
-            let mut tx = self.platform.store.begin().await?;
-            domain_store::delete_domain(&mut *tx, &row.id).await?;
-            let data =
-                serde_json::json!({ "site_id": row.site_id, "name": row.name, "reason": "the DNS provider failed" });
-            crate::store::insert_event(&mut *tx, &row.org_id, "domain.removed", &row.id, &data).await?;
-            tx.commit().await?;
+            self.platform
+                .store
+                .remove_domain(row, Some("the DNS provider failed"))
+                .await?;
             crate::loops::reconciler::reconcile(&self.platform).await
         }
         .await;
@@ -150,8 +150,8 @@ impl Service {
     /// Before a domain is removed: deletes what berth created for it at the provider.
     /// A failure keeps the domain (and the objects still left) for another try.
     pub(super) async fn release_domain_dns(&self, row: &DomainRow) -> ServiceResult<()> {
-        let pool = self.platform.store.pool();
-        let Some(stored) = domain_dns::get(pool, &row.id).await? else {
+        let store = &self.platform.store;
+        let Some(stored) = store.domain_dns(&row.id).await? else {
             return Ok(());
         };
         let objects: Vec<ManagedObject> = serde_json::from_str(&stored.records).map_err(anyhow::Error::from)?;
@@ -179,7 +179,7 @@ impl Service {
                 }
                 Err(e) => {
                     let left = serde_json::to_string(&objects[done..]).map_err(anyhow::Error::from)?;
-                    domain_dns::set_records(pool, &row.id, &left, now_ms()).await?;
+                    store.set_domain_dns_records(&row.id, &left, now_ms()).await?;
                     return Err(ServiceError::conflict(format!(
                         "{e}; {} is still attached (the records berth created for it that are left stay listed for the next try): fix that, then remove it again",
                         row.name

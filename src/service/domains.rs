@@ -275,19 +275,14 @@ impl Service {
             cert_renew_at: None,
             cert_issued_at: None,
         };
-        let mut tx = self.platform.store.begin().await?;
-        let names: Vec<&str> = std::iter::once(name.as_str()).chain(redirect_name.as_deref()).collect();
-        if domain_store::any_name_taken(&mut *tx, &names).await? {
+        if self.platform.store.add_domain(&row).await? == domain_store::DomainAdded::NameTaken {
+            let names: Vec<&str> = std::iter::once(name.as_str()).chain(redirect_name.as_deref()).collect();
             // Says nothing of where: the other attachment may be another org's.
             return Err(ServiceError::conflict(format!(
                 "{} is already attached to a site on this server; remove it there first (HOSTING_REMOVE_DOMAIN), or ask the server's operator if it is not yours",
                 names.join(" or ")
             )));
         }
-        domain_store::insert_domain(&mut *tx, &row).await?;
-        let data = serde_json::json!({ "site_id": site.id, "name": name });
-        crate::store::insert_event(&mut *tx, &actor.org_id, "domain.added", &row.id, &data).await?;
-        tx.commit().await?;
         let mut info = self.domain_info(&row)?;
         // DNS provider hook: creates the records there itself (the attachment is undone
         // when that fails).
@@ -392,13 +387,14 @@ impl Service {
             None => None,
         };
         let site_id = site.as_ref().map(|s| s.id.as_str());
-        let pool = self.platform.store.pool();
-        let mut rows =
-            domain_store::list_domains_page(pool, &actor.org_id, site_id, after, i64::from(limit) + 1).await?;
+        let store = &self.platform.store;
+        let mut rows = store
+            .list_domains_page(&actor.org_id, site_id, after, i64::from(limit) + 1)
+            .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
-        let total = domain_store::count_domains(pool, &actor.org_id, site_id).await? as u64;
+        let total = store.count_domains(&actor.org_id, site_id).await? as u64;
         let domains = rows.iter().map(|r| self.domain_info(r)).collect::<ServiceResult<_>>()?;
         Ok(DomainList {
             domains,
@@ -466,20 +462,10 @@ impl Service {
         let to = if from.can_become(to) { to } else { from };
         let diagnosis = serde_json::to_string(&checks).map_err(anyhow::Error::from)?;
         let now = now_ms();
-        let mut tx = self.platform.store.begin().await?;
-        domain_store::set_domain_check(&mut *tx, &row.id, to.as_str(), &diagnosis, now).await?;
-        if from != to {
-            let data = serde_json::json!({ "site_id": row.site_id, "name": row.name, "status": to.as_str() });
-            crate::store::insert_event(
-                &mut *tx,
-                &actor.org_id,
-                &format!("domain.{}", to.as_str()),
-                &row.id,
-                &data,
-            )
+        self.platform
+            .store
+            .record_domain_check(&row, to.as_str(), &diagnosis, now)
             .await?;
-        }
-        tx.commit().await?;
         if from != to {
             tracing::info!(domain = %row.name, from = from.as_str(), to = to.as_str(), "domain status changed");
             crate::loops::reconciler::reconcile(&self.platform).await?;
@@ -505,11 +491,7 @@ impl Service {
             // DNS provider hook: the records berth created there go first; a failure keeps
             // the domain.
             self.release_domain_dns(&row).await?;
-            let mut tx = self.platform.store.begin().await?;
-            domain_store::delete_domain(&mut *tx, &row.id).await?;
-            let data = serde_json::json!({ "site_id": row.site_id, "name": row.name });
-            crate::store::insert_event(&mut *tx, &actor.org_id, "domain.removed", &row.id, &data).await?;
-            tx.commit().await?;
+            self.platform.store.remove_domain(&row, None).await?;
             // Its certificate went with it (ON DELETE CASCADE): no longer offered by SNI.
             super::certificates::publish(&self.platform).await?;
             crate::loops::reconciler::reconcile(&self.platform).await?;
@@ -528,11 +510,12 @@ impl Service {
         let site = self.find_site(actor, site).await?;
         // Looked up as it would be stored; a name that cannot be a domain is simply absent.
         let name = normalize_domain(domain, &self.platform.config.base_domain).unwrap_or_else(|_| domain.to_string());
-        if let Some(row) = domain_store::get_domain(self.platform.store.pool(), &site.id, &name).await? {
+        if let Some(row) = self.platform.store.get_domain(&site.id, &name).await? {
             return Ok(row);
         }
-        let pool = self.platform.store.pool();
-        let names: Vec<String> = domain_store::list_domains_page(pool, &actor.org_id, Some(&site.id), "", 10)
+        let store = &self.platform.store;
+        let names: Vec<String> = store
+            .list_domains_page(&actor.org_id, Some(&site.id), "", 10)
             .await?
             .into_iter()
             .map(|d| d.name)
@@ -1300,14 +1283,13 @@ pub fn caa_allows(values: &[String], ca_domain: &str, wildcard: bool) -> bool {
 /// it now, that is logged and the environment's next release applies it.
 pub(super) async fn routes_changed(platform: &super::Platform, environment_id: &str) {
     let result: anyhow::Result<()> = async {
-        let pool = platform.store.pool();
-        let Some(env) = crate::store::get_environment_by_id(pool, environment_id).await? else {
+        let Some(env) = platform.store.get_environment_by_id(environment_id).await? else {
             return Ok(());
         };
         let Some(deployment_id) = env.deployment_id.clone() else {
             return Ok(());
         };
-        let Some(site) = crate::store::get_site_by_id(pool, &env.site_id).await? else {
+        let Some(site) = platform.store.get_site_by_id(&env.site_id).await? else {
             return Ok(());
         };
         let target = platform.target(&site.provider)?;

@@ -38,7 +38,11 @@ impl Service {
         env: Option<&store::EnvironmentRow>,
         reveal: bool,
     ) -> ServiceResult<EnvVarsOutput> {
-        let rows = store::list_env_vars(self.platform.store.pool(), &site.id, env.map(|e| e.id.as_str())).await?;
+        let rows = self
+            .platform
+            .store
+            .list_env_vars(&site.id, env.map(|e| e.id.as_str()))
+            .await?;
         let mut vars = BTreeMap::new();
         // Site-wide first so environment values override.
         let (site_rows, env_rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.scope.is_empty());
@@ -92,22 +96,21 @@ impl Service {
                     None => None,
                 };
                 let scope = env.as_ref().map_or("", |e| e.id.as_str());
-                let mut tx = self.platform.store.begin().await?;
-                for (name, value) in &input.vars {
-                    match value {
-                        Some(v) => {
-                            let sealed = self.platform.secrets.seal(v, &secret_context(&site.id, scope, name))?;
-                            store::upsert_env_var(&mut *tx, &actor.org_id, &site.id, scope, name, &sealed).await?;
-                        }
-                        None => {
-                            store::delete_env_var(&mut *tx, &site.id, scope, name).await?;
-                        }
-                    }
-                }
-                let names: Vec<&String> = input.vars.keys().collect();
-                let data = serde_json::json!({ "site_id": site.id, "environment": input.environment, "names": names });
-                store::insert_event(&mut *tx, &actor.org_id, "env_vars.changed", &site.id, &data).await?;
-                tx.commit().await?;
+                let changes = input
+                    .vars
+                    .iter()
+                    .map(|(name, value)| {
+                        let sealed = match value {
+                            Some(v) => Some(self.platform.secrets.seal(v, &secret_context(&site.id, scope, name))?),
+                            None => None,
+                        };
+                        Ok((name, sealed))
+                    })
+                    .collect::<ServiceResult<Vec<_>>>()?;
+                self.platform
+                    .store
+                    .change_env_vars(&site, scope, input.environment.as_deref(), &changes)
+                    .await?;
                 let mut restarted = Vec::new();
                 if input.restart.unwrap_or(false) {
                     restarted = self.restart_environments(&site, env.as_ref()).await?;
@@ -129,7 +132,7 @@ impl Service {
         only: Option<&store::EnvironmentRow>,
     ) -> ServiceResult<Vec<String>> {
         let mut restarted = Vec::new();
-        for env in store::list_environments(self.platform.store.pool(), &site.id).await? {
+        for env in self.platform.store.list_environments(&site.id).await? {
             if only.is_some_and(|o| o.id != env.id) {
                 continue;
             }

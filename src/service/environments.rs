@@ -28,8 +28,11 @@ impl Service {
             return Err(bad_cursor());
         }
         let site = self.find_site(actor, &input.site).await?;
-        let mut rows =
-            store::list_environments_page(self.platform.store.pool(), &site.id, after, i64::from(limit) + 1).await?;
+        let mut rows = self
+            .platform
+            .store
+            .list_environments_page(&site.id, after, i64::from(limit) + 1)
+            .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = more.then(|| rows.last().map(|e| e.name.clone())).flatten();
@@ -84,15 +87,15 @@ impl Service {
     ) -> ServiceResult<EnvironmentOutput> {
         let site = self.find_site(actor, &input.site).await?;
         validate_environment_name(&input.name, &site.name)?;
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         // Bounded, so a site's listings and a push storm of branches stay small.
-        if store::list_environments(pool, &site.id).await?.len() >= MAX_ENVIRONMENTS_PER_SITE {
+        if store.list_environments(&site.id).await?.len() >= MAX_ENVIRONMENTS_PER_SITE {
             return Err(ServiceError::conflict(format!(
                 "site '{}' has {MAX_ENVIRONMENTS_PER_SITE} environments, the most a site may have; delete previews it no longer needs with HOSTING_DELETE_ENVIRONMENT (or delete their branches)",
                 site.name
             )));
         }
-        if store::get_environment(pool, &site.id, &input.name).await?.is_some() {
+        if store.get_environment(&site.id, &input.name).await?.is_some() {
             return Err(ServiceError::conflict(format!(
                 "site '{}' already has an environment '{}'; deploy to it with HOSTING_DEPLOY {{\"site\": \"{}\", \"environment\": \"{}\"}}",
                 site.name, input.name, site.name, input.name
@@ -120,31 +123,26 @@ impl Service {
             branch: input.branch.clone().or_else(|| site.branch.clone()),
             deployment_id: None,
         };
-        let mut tx = self.platform.store.begin().await?;
-        store::insert_environment(&mut *tx, &env).await?;
-        let data = serde_json::json!({ "site_id": site.id, "name": env.name });
-        store::insert_event(&mut *tx, &actor.org_id, "environment.created", &env.id, &data).await?;
         let deployment = if is_git || site.source_kind == SourceKind::Path.as_str() {
             let d = self
-                .enqueue_deployment(
-                    &mut tx,
-                    actor,
-                    &site,
-                    &env,
-                    env.branch.clone(),
-                    input.commit.clone(),
-                    None,
-                    None,
-                )
+                .prepare_deployment(actor, &site, &env, env.branch.clone(), input.commit.clone(), None, None)
                 .await?;
-            tx.commit().await?;
+            let deploy = self.new_deploy(&site, &d)?;
+            if let store::DeployQueued::OtherReplicasLive(others) =
+                self.platform.store.create_environment(&env, Some(&deploy)).await?
+            {
+                return Err(ServiceError::conflict(crate::replicas::local_target_refusal_message(
+                    others,
+                )));
+            }
             self.platform.jobs.notify();
             Some(self.deployment_info(&d).await?)
         } else {
-            tx.commit().await?;
+            self.platform.store.create_environment(&env, None).await?;
             match &production.deployment_id {
                 Some(id) => {
-                    let d = store::get_deployment(pool, &actor.org_id, id)
+                    let d = store
+                        .get_deployment(&actor.org_id, id)
                         .await?
                         .ok_or_else(|| ServiceError::not_found("production's deployment is gone"))?;
                     // Nothing to build from: the environment starts on production's build,
@@ -195,12 +193,7 @@ impl Service {
                     ));
                 }
                 let env = self.find_environment(&site, &input.environment).await?;
-                let mut tx = self.platform.store.begin().await?;
-                let doomed = store::rehome_deployments(&mut tx, &env.id).await?;
-                store::delete_environment(&mut *tx, &env.id).await?;
-                let data = serde_json::json!({ "site_id": site.id, "name": env.name });
-                store::insert_event(&mut *tx, &actor.org_id, "environment.deleted", &env.id, &data).await?;
-                tx.commit().await?;
+                let doomed = self.platform.store.delete_environment(&env).await?;
                 // Its domains and their certificates went with it.
                 super::certificates::publish(&self.platform).await?;
                 for id in &doomed {
@@ -296,12 +289,12 @@ impl Service {
             .idempotent(actor, "HOSTING_ROLLBACK", input.idempotency_key.as_deref(), async {
                 let site = self.find_site(actor, &input.site).await?;
                 let env = self.find_environment(&site, input.environment.as_deref().unwrap_or("production")).await?;
-                let pool = self.platform.store.pool();
+                let store = &self.platform.store;
                 let Some(current_id) = &env.deployment_id else {
                     return Err(ServiceError::conflict(format!("environment '{}' serves nothing yet; nothing to roll back", env.name)));
                 };
                 let current = self.find_deployment(actor, current_id).await?;
-                let target = store::previous_deployment(pool, &env.id, current.created_at, &current.id).await?.ok_or_else(|| {
+                let target = store.previous_deployment(&env.id, current.created_at, &current.id).await?.ok_or_else(|| {
                     ServiceError::conflict(format!(
                         "environment '{}' has no earlier built deployment to roll back to; see HOSTING_LIST_DEPLOYMENTS",
                         env.name
@@ -332,7 +325,10 @@ impl Service {
             .await
             .map_err(|e| ServiceError::conflict(format!("could not switch to {}: {e:#}", d.id)))?;
         let env_now = self.find_environment(site, &env.name).await?;
-        let d_now = store::get_deployment_any_org(self.platform.store.pool(), &d.id)
+        let d_now = self
+            .platform
+            .store
+            .get_deployment_any_org(&d.id)
             .await?
             .ok_or_else(|| ServiceError::not_found("the deployment disappeared"))?;
         Ok(SwitchOutput {
@@ -365,7 +361,7 @@ impl Service {
             Some(c) => Some(c),
             None => {
                 let limit = i64::from(input.limit.unwrap_or(DEFAULT_LOG_LINES).clamp(1, MAX_LOG_LINES));
-                let tail = store::tail_logs(self.platform.store.pool(), &deployment_id, "runtime", limit).await?;
+                let tail = self.platform.store.tail_logs(&deployment_id, "runtime", limit).await?;
                 Some(tail.first().map_or(0, |l| l.id - 1))
             }
         };

@@ -129,16 +129,16 @@ impl Service {
             .await?;
         // What was logged until now is counted.
         self.platform.logs.flush_patterns().await;
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let since = Resolution::Minute.floor(range.since);
-        let counts = store_patterns::range_counts(pool, &env.id, since, range.until).await?;
+        let counts = store.error_pattern_range_counts(&env.id, since, range.until).await?;
         let mut by_key: HashMap<i64, Vec<store_patterns::RangeCount>> = HashMap::new();
         for c in counts {
             by_key.entry(c.key).or_default().push(c);
         }
         let mut patterns = Vec::new();
         for (key, mut deployments) in by_key {
-            let Some(row) = store_patterns::pattern(pool, &env.id, key).await? else {
+            let Some(row) = store.error_pattern(&env.id, key).await? else {
                 continue;
             };
             deployments.sort_by(|a, b| {

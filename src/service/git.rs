@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use crate::auth;
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::{Actor, validate_site_name};
+use crate::store::SiteRow;
 use crate::store::git::{self as git_store, GitTokenRow, RepoRow};
-use crate::store::{self, SiteRow};
 use crate::util::{new_id, now_ms, random_hex, rfc3339};
 
 use super::*;
@@ -147,12 +147,14 @@ impl Service {
         if !after.is_empty() && validate_repo_name(after).is_err() {
             return Err(bad_cursor());
         }
-        let pool = self.platform.store.pool();
-        let mut rows = git_store::list_repos_page(pool, &actor.org_id, after, i64::from(limit) + 1).await?;
+        let store = &self.platform.store;
+        let mut rows = store
+            .list_repos_page(&actor.org_id, after, i64::from(limit) + 1)
+            .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
-        let total = git_store::count_repos(pool, &actor.org_id).await? as u64;
+        let total = store.count_repos(&actor.org_id).await? as u64;
         let repos = rows
             .into_iter()
             .map(|r| RepoSummary {
@@ -185,8 +187,8 @@ impl Service {
                 input.name, input.name
             ))
         };
-        let pool = self.platform.store.pool();
-        if git_store::get_repo(pool, &actor.org_id, &input.name).await?.is_some() {
+        let store = &self.platform.store;
+        if store.get_repo(&actor.org_id, &input.name).await?.is_some() {
             return Err(exists());
         }
         let row = RepoRow {
@@ -195,43 +197,45 @@ impl Service {
             name: input.name.clone(),
             created_at: now_ms(),
         };
-        let mut tx = self.platform.store.begin().await?;
-        if let Err(err) = git_store::insert_repo(&mut *tx, &row).await {
-            return Err(if is_unique_violation(&err) {
-                exists()
-            } else {
-                err.into()
-            });
-        }
+        // Initialised beside its place first, moved there once the row is stored: the
+        // name is only known to be free under the store's write lock.
         let dir = self.repo_dir(&actor.org_id, &input.name);
-        if dir.exists() {
-            // Left by a deleted org or a crash between init and commit: start clean.
-            tokio::fs::remove_dir_all(&dir).await.map_err(anyhow::Error::from)?;
-        }
-        tokio::fs::create_dir_all(&dir).await.map_err(anyhow::Error::from)?;
+        let fresh = dir.with_extension(format!("git.{}", row.id));
+        tokio::fs::create_dir_all(&fresh).await.map_err(anyhow::Error::from)?;
         let out = tokio::process::Command::new("git")
             .args(["init", "--quiet", "--bare", "--initial-branch", DEFAULT_BRANCH])
-            .arg(&dir)
+            .arg(&fresh)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .output()
             .await
-            .map_err(anyhow::Error::from)?;
-        if !out.status.success() {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            return Err(ServiceError::Internal(anyhow::anyhow!(
-                "git init --bare failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            .map_err(anyhow::Error::from);
+        let out = match out {
+            Ok(out) if out.status.success() => out,
+            Ok(out) => {
+                let _ = tokio::fs::remove_dir_all(&fresh).await;
+                return Err(ServiceError::Internal(anyhow::anyhow!(
+                    "git init --bare failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&fresh).await;
+                return Err(e.into());
+            }
+        };
+        drop(out);
+        let created = self.platform.store.create_repo(&row).await;
+        if !matches!(created, Ok(git_store::RepoCreated::Created)) {
+            let _ = tokio::fs::remove_dir_all(&fresh).await;
         }
-        store::insert_event(
-            &mut *tx,
-            &actor.org_id,
-            "repo.created",
-            &row.id,
-            &serde_json::json!({ "name": row.name }),
-        )
-        .await?;
-        tx.commit().await?;
+        if created? == git_store::RepoCreated::NameTaken {
+            return Err(exists());
+        }
+        if dir.exists() {
+            // Left by a deleted org or a crash: start clean.
+            tokio::fs::remove_dir_all(&dir).await.map_err(anyhow::Error::from)?;
+        }
+        tokio::fs::rename(&fresh, &dir).await.map_err(anyhow::Error::from)?;
         tracing::info!(repo.name = %row.name, "repository created");
         Ok(RepoOutput {
             clone_url: self.clone_url(&actor.org_name, &row.name),
@@ -276,9 +280,10 @@ impl Service {
             hash,
             expires_at,
         };
-        let mut tx = self.platform.store.begin().await?;
-        git_store::insert_git_token(&mut tx, &row, &auth::lookup_id(&token)).await?;
-        tx.commit().await?;
+        self.platform
+            .store
+            .issue_git_token(&row, &auth::lookup_id(&token))
+            .await?;
         let clone_url = self.clone_url(&actor.org_name, &repo.name);
         let push_url = clone_url.replacen("://", &format!("://{GIT_USERNAME}:{token}@"), 1);
         Ok(GitTokenOutput {
@@ -312,8 +317,9 @@ impl Service {
         let row = match cached {
             Some(row) => row,
             None => {
-                let pool = self.platform.store.pool();
-                let row = git_store::find_git_token(pool, &auth::lookup_id(token))
+                let store = &self.platform.store;
+                let row = store
+                    .find_git_token(&auth::lookup_id(token))
                     .await?
                     .ok_or_else(refused)?;
                 let (hash, candidate) = (row.hash.clone(), token.to_string());
@@ -334,11 +340,9 @@ impl Service {
         if row.expires_at <= now_ms() {
             return Err(refused());
         }
-        let pool = self.platform.store.pool();
-        let repo = git_store::get_repo_by_id(pool, &row.repo_id)
-            .await?
-            .ok_or_else(refused)?;
-        let org = store::get_org(pool, &row.org_id).await?.ok_or_else(refused)?;
+        let store = &self.platform.store;
+        let repo = store.get_repo_by_id(&row.repo_id).await?.ok_or_else(refused)?;
+        let org = store.get_org(&row.org_id).await?.ok_or_else(refused)?;
         if repo.name != repo_name || org.name != org_name {
             return Err(refused());
         }
@@ -355,7 +359,7 @@ impl Service {
     /// site that deploys from it. Returns one line per outcome for the pusher.
     pub async fn on_internal_push(&self, grant: &GitGrant, updates: &[RefUpdate]) -> ServiceResult<Vec<String>> {
         let source = self.repo_source(&grant.org_id, &grant.repo_name);
-        let sites = git_store::sites_with_source(self.platform.store.pool(), &grant.org_id, &[source]).await?;
+        let sites = self.platform.store.sites_with_source(&grant.org_id, &[source]).await?;
         let actor = Actor::system(
             grant.org_id.clone(),
             grant.org_name.clone(),
@@ -421,11 +425,11 @@ impl Service {
         new: Option<&str>,
         default_branch: &str,
     ) -> ServiceResult<Vec<PushOutcome>> {
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let tracked = site.branch.as_deref().unwrap_or(default_branch);
-        let previews = git_store::site_previews(pool, &site.id).await?;
+        let previews = store.site_previews(&site.id).await?;
         let preview_name = preview_environment_name(branch, &site.name);
-        let envs = store::list_environments(pool, &site.id).await?;
+        let envs = store.list_environments(&site.id).await?;
         let mut outcomes = Vec::new();
         let Some(sha) = new else {
             // Deleted: remove the preview this branch made; production stays as it is.
@@ -566,18 +570,19 @@ impl Service {
 
     async fn find_repo(&self, actor: &Actor, name: &str) -> ServiceResult<RepoRow> {
         validate_repo_name(name).map_err(|m| ServiceError::invalid("repo", m))?;
-        let pool = self.platform.store.pool();
-        if let Some(row) = git_store::get_repo(pool, &actor.org_id, name).await? {
+        let store = &self.platform.store;
+        if let Some(row) = store.get_repo(&actor.org_id, name).await? {
             return Ok(row);
         }
         // A few names, never all of them: the error stays small however many there are.
         const SHOWN: usize = 10;
-        let names: Vec<String> = git_store::list_repos_page(pool, &actor.org_id, "", SHOWN as i64)
+        let names: Vec<String> = store
+            .list_repos_page(&actor.org_id, "", SHOWN as i64)
             .await?
             .into_iter()
             .map(|r| r.name)
             .collect();
-        let total = git_store::count_repos(pool, &actor.org_id).await? as usize;
+        let total = store.count_repos(&actor.org_id).await? as usize;
         let more = match total.saturating_sub(names.len()) {
             0 => String::new(),
             n => format!(" and {n} more (HOSTING_LIST_REPOS lists them)"),

@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 
 use crate::github::{CommitStatus, GitHubClient, GitHubConfig, PROVIDER};
 use crate::model::{Actor, DeploymentStatus};
-use crate::store::git as git_store;
-use crate::store::{self, SiteRow};
+use crate::store::SiteRow;
 
 use super::git::{PushOutcome, is_zero_sha, push_key};
 use super::*;
@@ -218,7 +217,7 @@ impl Service {
         config: GitHubConfig,
         body: &[u8],
     ) -> WebhookResponse {
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let (Some(event), Some(delivery)) = (&headers.event, &headers.delivery) else {
             return refuse(
                 StatusCode::BAD_REQUEST,
@@ -236,7 +235,7 @@ impl Service {
                 );
             }
         };
-        match git_store::record_delivery(pool, PROVIDER, delivery, event).await {
+        match store.record_delivery(PROVIDER, delivery, event).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(delivery = %delivery, "github delivery seen before; ignored");
@@ -244,7 +243,7 @@ impl Service {
             }
             Err(err) => return internal(err.into()),
         }
-        let actor = match store::get_org(pool, &org_id).await {
+        let actor = match store.get_org(&org_id).await {
             Ok(Some(org)) => Actor::system(org.id, org.name, format!("github:{delivery}"), "github webhook"),
             Ok(None) => return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "the org is gone"),
             Err(err) => return internal(err.into()),
@@ -262,7 +261,7 @@ impl Service {
             Ok(resp) => resp,
             Err(err) => {
                 // Let GitHub's redelivery try again.
-                let _ = git_store::forget_delivery(pool, PROVIDER, delivery).await;
+                let _ = store.forget_delivery(PROVIDER, delivery).await;
                 let status = err.status();
                 reply(status, serde_json::to_value(err.envelope()).unwrap_or_default())
             }
@@ -273,7 +272,7 @@ impl Service {
     /// secret, with those settings.
     async fn webhook_signers(&self) -> anyhow::Result<Vec<(String, GitHubConfig)>> {
         let mut signers = Vec::new();
-        for org_id in git_store::orgs_with_provider(self.platform.store.pool(), PROVIDER).await? {
+        for org_id in self.platform.store.orgs_with_provider(PROVIDER).await? {
             let map = self.platform.provider_config(&org_id, PROVIDER).await?;
             if let Ok(config) = GitHubConfig::from_map(&map)
                 && config.webhook_secret.is_some()
@@ -374,20 +373,20 @@ impl Service {
         sha: &str,
         head_ref: Option<&str>,
     ) -> ServiceResult<PushOutcome> {
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let outcome = |message: String, deployment: Option<DeploymentInfo>| PushOutcome {
             site: site.name.clone(),
             environment: env_name.to_string(),
             deployment,
             message,
         };
-        if !git_store::site_previews(pool, &site.id).await? {
+        if !store.site_previews(&site.id).await? {
             return Ok(outcome(
                 format!("site '{}' has previews off; nothing deployed", site.name),
                 None,
             ));
         }
-        let existing = store::get_environment(pool, &site.id, env_name).await?;
+        let existing = store.get_environment(&site.id, env_name).await?;
         if action == "closed" {
             if existing.is_some() {
                 let input = EnvironmentRef {
@@ -441,7 +440,7 @@ impl Service {
         if urls.is_empty() {
             return Err(ServiceError::invalid("repository", "payload without repository URLs"));
         }
-        let sites = git_store::git_sites(self.platform.store.pool(), &actor.org_id).await?;
+        let sites = self.platform.store.git_sites(&actor.org_id).await?;
         Ok(sites
             .into_iter()
             .filter(|s| {

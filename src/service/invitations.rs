@@ -284,9 +284,9 @@ impl Service {
                     ),
                 ));
             }
-            let pool = self.platform.store.pool();
-            if let Some(user) = people_store::find_user_by_email(pool, &email).await?
-                && let Some(current) = people_store::member_role(pool, &actor.org_id, &user.id).await?
+            let store = &self.platform.store;
+            if let Some(user) = store.find_user_by_email(&email).await?
+                && let Some(current) = store.member_role(&actor.org_id, &user.id).await?
             {
                 return Err(ServiceError::conflict(format!(
                     "{email} is already a member ({current}); change their role with HOSTING_SET_MEMBER_ROLE"
@@ -308,9 +308,7 @@ impl Service {
                 accepted_at: None,
                 revoked_at: None,
             };
-            invitation_store::insert(
-                pool,
-                &invitation_store::NewInvitation {
+            store.insert_invitation(&invitation_store::NewInvitation {
                     id: &row.id,
                     org_id: &row.org_id,
                     email: &row.email,
@@ -396,9 +394,11 @@ impl Service {
             Some(_) => return Err(super::bad_cursor()),
         };
         // One more than asked tells whether another page follows.
-        let mut rows =
-            invitation_store::list_page(self.platform.store.pool(), &actor.org_id, before, i64::from(limit) + 1)
-                .await?;
+        let mut rows = self
+            .platform
+            .store
+            .list_invitations_page(&actor.org_id, before, i64::from(limit) + 1)
+            .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = more.then(|| rows.last().map(|r| r.id.clone())).flatten();
@@ -415,18 +415,19 @@ impl Service {
         self.authorize(actor, Action::ManageMembers, Target::Org).await?;
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = async {
-            let pool = self.platform.store.pool();
+            let store = &self.platform.store;
             let not_found = || {
                 ServiceError::not_found(format!(
                     "no invitation '{}' in this org; list them with HOSTING_LIST_INVITATIONS",
                     input.invitation_id.chars().take(80).collect::<String>()
                 ))
             };
-            let row = invitation_store::get(pool, &actor.org_id, input.invitation_id.trim())
+            let row = store
+                .get_invitation(&actor.org_id, input.invitation_id.trim())
                 .await?
                 .ok_or_else(not_found)?;
             let now = now_ms();
-            if !invitation_store::revoke(pool, &row.id, now).await? {
+            if !store.revoke_invitation(&row.id, now).await? {
                 return Err(ServiceError::conflict(format!(
                     "invitation '{}' for {} is already {}; only a pending invitation can be revoked",
                     row.id,
@@ -434,7 +435,8 @@ impl Service {
                     status_of(&row, now).as_str()
                 )));
             }
-            let row = invitation_store::get(pool, &actor.org_id, &row.id)
+            let row = store
+                .get_invitation(&actor.org_id, &row.id)
                 .await?
                 .ok_or_else(not_found)?;
             invitation_info(row, now).ok_or_else(not_found)
@@ -447,12 +449,13 @@ impl Service {
     /// A pending invitation by its link's token, for the page that accepts it.
     pub async fn preview_invitation(&self, token: &str) -> ServiceResult<InvitationPreview> {
         let row = self.pending_invitation(token).await?;
-        let pool = self.platform.store.pool();
-        let org_name = store::get_org(pool, &row.org_id)
+        let store = &self.platform.store;
+        let org_name = store
+            .get_org(&row.org_id)
             .await?
             .map(|o| o.name)
             .ok_or_else(unknown_link)?;
-        let has_account = people_store::find_user_by_email(pool, &row.email).await?.is_some();
+        let has_account = store.find_user_by_email(&row.email).await?.is_some();
         Ok(InvitationPreview {
             org_name,
             email: row.email,
@@ -475,8 +478,8 @@ impl Service {
     ) -> ServiceResult<AcceptedInvitation> {
         let row = self.pending_invitation(token).await?;
         let role = Role::parse(&row.role).ok_or_else(unknown_link)?;
-        let pool = self.platform.store.pool();
-        let existing = people_store::find_user_by_email(pool, &row.email).await?;
+        let store = &self.platform.store;
+        let existing = store.find_user_by_email(&row.email).await?;
         let password = password.filter(|p| !p.is_empty()).map(str::to_string);
         // Hash or verify before the transaction: argon2 is slow and must not hold the database.
         let new_hash = match (&existing, password) {
@@ -528,30 +531,19 @@ impl Service {
                 None
             }
         };
-        let mut tx = self.platform.store.begin().await?;
-        let user_id = match (&existing, new_hash) {
-            (Some(user), _) => user.id.clone(),
-            (None, Some(hash)) => {
-                let id = new_id("usr");
-                people_store::insert_user(&mut *tx, &id, &row.email, &hash).await?;
-                id
-            }
+        let user_id = match &existing {
+            Some(user) => user.id.clone(),
+            None => new_id("usr"),
+        };
+        let member = match (&existing, &new_hash) {
+            (Some(_), _) => people_store::NewMember::Existing { user_id: &user_id },
+            (None, Some(hash)) => people_store::NewMember::New {
+                user_id: &user_id,
+                email: &row.email,
+                password_hash: hash,
+            },
             (None, None) => unreachable!("a new user always has a hash here"),
         };
-        if let Some(current) = people_store::member_role(&mut *tx, &row.org_id, &user_id).await? {
-            return Err(ServiceError::conflict(format!(
-                "{} is already a member of this org ({current}); log in at /login",
-                row.email
-            )));
-        }
-        // Conditional on the invitation still being pending: of two uses, one wins.
-        if !invitation_store::mark_accepted(&mut *tx, &row.id, now_ms()).await? {
-            drop(tx);
-            let now = now_ms();
-            let again = invitation_store::get(pool, &row.org_id, &row.id).await?;
-            return Err(again.and_then(|r| unusable(&r, now)).unwrap_or_else(unknown_link));
-        }
-        people_store::upsert_member(&mut *tx, &row.org_id, &user_id, role.as_str()).await?;
         // The person acts for themselves here: no key, no session yet.
         let arguments = serde_json::json!({ "invitation_id": row.id, "email": row.email, "role": role });
         let entry = store::NewAuditEntry {
@@ -565,8 +557,25 @@ impl Service {
             outcome: super::AuditOutcome::Ok.as_str(),
             error: None,
         };
-        store::insert_audit(&mut *tx, &entry).await?;
-        tx.commit().await?;
+        let accepted = self
+            .platform
+            .store
+            .accept_invitation(&row.id, &row.org_id, member, role.as_str(), &entry)
+            .await?;
+        match accepted {
+            people_store::InvitationAccepted::Accepted => {}
+            people_store::InvitationAccepted::AlreadyMember(current) => {
+                return Err(ServiceError::conflict(format!(
+                    "{} is already a member of this org ({current}); log in at /login",
+                    row.email
+                )));
+            }
+            people_store::InvitationAccepted::NoLongerPending => {
+                let now = now_ms();
+                let again = store.get_invitation(&row.org_id, &row.id).await?;
+                return Err(again.and_then(|r| unusable(&r, now)).unwrap_or_else(unknown_link));
+            }
+        }
         Ok(AcceptedInvitation {
             org_id: row.org_id,
             user_id,
@@ -585,7 +594,10 @@ impl Service {
             return Err(unknown_link());
         }
         let digest = self.platform.key_lookup.digest(token)?;
-        let row = invitation_store::find_by_hmac(self.platform.store.pool(), &digest)
+        let row = self
+            .platform
+            .store
+            .find_invitation_by_hmac(&digest)
             .await?
             .ok_or_else(unknown_link)?;
         match unusable(&row, now_ms()) {

@@ -87,14 +87,17 @@ pub async fn record(store: &crate::store::Store, drain: TapDrain, now_ms: i64) {
         if bucket.requests == 0 {
             continue;
         }
-        if let Err(e) = store_metrics::record_deployment(store, &deployment, &environment, now_ms, &bucket).await {
+        if let Err(e) = store
+            .record_deployment_metrics(&deployment, &environment, now_ms, &bucket)
+            .await
+        {
             tracing::debug!(deployment.id = %deployment, error = %e, "traffic of a deployment not recorded");
         }
     }
     for (environment, (site, bucket)) in by_environment {
         let recorded = crate::prometheus::time_store(
             "record_traffic",
-            store_metrics::record_minute(store, &environment, &site, now_ms, &bucket),
+            store.record_metrics_minute(&environment, &site, now_ms, &bucket),
         )
         .await;
         if let Err(e) = recorded {
@@ -105,14 +108,14 @@ pub async fn record(store: &crate::store::Store, drain: TapDrain, now_ms: i64) {
 
 /// One rollup and prune pass at `now_ms`.
 pub async fn maintain_store(store: &crate::store::Store, retention: &Retention, now_ms: i64) {
-    let rolled = match store_metrics::rollup(store, now_ms).await {
+    let rolled = match store.rollup_metrics(now_ms).await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(error = %e, "rolling up traffic metrics failed");
             return;
         }
     };
-    match store_metrics::prune(store, now_ms, retention).await {
+    match store.prune_metrics(now_ms, retention).await {
         Ok(pruned) => tracing::debug!(rolled, pruned, "traffic metrics maintained"),
         Err(e) => tracing::warn!(error = %e, "pruning traffic metrics failed"),
     }
@@ -636,11 +639,13 @@ impl Service {
         &self,
         d: &crate::store::DeploymentRow,
     ) -> ServiceResult<Option<DeploymentComparison>> {
-        let pool = self.platform.store.pool();
-        let Some(current) = store_metrics::deployment_traffic(pool, &d.id).await? else {
+        let store = &self.platform.store;
+        let Some(current) = store.deployment_traffic(&d.id).await? else {
             return Ok(None);
         };
-        let previous = store_metrics::previous_deployment_traffic(pool, &d.environment_id, d.created_at).await?;
+        let previous = store
+            .previous_deployment_traffic(&d.environment_id, d.created_at)
+            .await?;
         Ok(Some(compare(
             deployment_totals(&current),
             previous.as_ref().map(deployment_totals),
@@ -690,19 +695,19 @@ impl Service {
         let store = &self.platform.store;
         let retention = self.metrics_retention();
         // Hours and days that ended are written before they are read.
-        store_metrics::rollup(store, now).await?;
-        let pool = store.pool();
+        store.rollup_metrics(now).await?;
+        let store = &store;
         let Range { since, until } = range;
         if finest == Resolution::Minute && since >= now - retention.minutes_ms {
             return Ok((
-                store_metrics::read(
-                    pool,
-                    environment_id,
-                    Resolution::Minute,
-                    Resolution::Minute.floor(since),
-                    until,
-                )
-                .await?,
+                store
+                    .read_metrics(
+                        environment_id,
+                        Resolution::Minute,
+                        Resolution::Minute.floor(since),
+                        until,
+                    )
+                    .await?,
                 Resolution::Minute,
             ));
         }
@@ -714,14 +719,14 @@ impl Service {
         if finest == Resolution::Day || since < now - retention.hours_ms {
             let days_until = day_cut.min(until);
             buckets.extend(
-                store_metrics::read(
-                    pool,
-                    environment_id,
-                    Resolution::Day,
-                    Resolution::Day.floor(since),
-                    days_until,
-                )
-                .await?,
+                store
+                    .read_metrics(
+                        environment_id,
+                        Resolution::Day,
+                        Resolution::Day.floor(since),
+                        days_until,
+                    )
+                    .await?,
             );
             hours_from = hours_from.max(day_cut);
             coarsest = Resolution::Day;
@@ -729,17 +734,19 @@ impl Service {
             coarsest = Resolution::Hour;
         }
         buckets.extend(
-            store_metrics::read(pool, environment_id, Resolution::Hour, hours_from, hour_cut.min(until)).await?,
+            store
+                .read_metrics(environment_id, Resolution::Hour, hours_from, hour_cut.min(until))
+                .await?,
         );
         buckets.extend(
-            store_metrics::read(
-                pool,
-                environment_id,
-                Resolution::Minute,
-                hour_cut.max(Resolution::Minute.floor(since)),
-                until,
-            )
-            .await?,
+            store
+                .read_metrics(
+                    environment_id,
+                    Resolution::Minute,
+                    hour_cut.max(Resolution::Minute.floor(since)),
+                    until,
+                )
+                .await?,
         );
         Ok((buckets, coarsest))
     }

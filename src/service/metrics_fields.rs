@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ServiceResult;
 use crate::model::Actor;
-use crate::store::metrics::{self as store_metrics, Bucket};
+use crate::store::metrics::Bucket;
 use crate::util::rfc3339;
 
 use super::Service;
@@ -169,10 +169,10 @@ impl Service {
             Some(name) => Some(self.find_environment(&site, name).await?),
             None => None,
         };
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let mut environments = Vec::new();
         let mut total = Bucket::default();
-        for env in crate::store::list_environments(pool, &site.id).await? {
+        for env in store.list_environments(&site.id).await? {
             let (traffic, _) = self.metrics_total(&env.id, range, now).await?;
             if traffic.requests == 0 {
                 continue;
@@ -208,24 +208,24 @@ impl Service {
                 other.0 += entry.guaranteed();
             }
         }
-        let deployments: Vec<DeploymentField> = store_metrics::deployments_serving(
-            pool,
-            &site.id,
-            only.as_ref().map(|e| e.id.as_str()),
-            range.since,
-            range.until,
-            MAX_DEPLOYMENTS,
-        )
-        .await?
-        .into_iter()
-        .map(|d| DeploymentField {
-            deployment_id: d.deployment_id,
-            environment: d.environment,
-            total_requests: d.requests.max(0) as u64,
-            first_served: rfc3339(d.first_ms),
-            last_served: rfc3339(d.last_ms),
-        })
-        .collect();
+        let deployments: Vec<DeploymentField> = store
+            .deployments_serving(
+                &site.id,
+                only.as_ref().map(|e| e.id.as_str()),
+                range.since,
+                range.until,
+                MAX_DEPLOYMENTS,
+            )
+            .await?
+            .into_iter()
+            .map(|d| DeploymentField {
+                deployment_id: d.deployment_id,
+                environment: d.environment,
+                total_requests: d.requests.max(0) as u64,
+                first_served: rfc3339(d.first_ms),
+                last_served: rfc3339(d.last_ms),
+            })
+            .collect();
         let scope = match &only {
             Some(env) => format!("{} {}", site.name, env.name),
             None => site.name.clone(),

@@ -161,12 +161,14 @@ impl Service {
         if let Some(allowed) = &actor.sites {
             return self.list_restricted_sites(actor, allowed, &search, after, limit).await;
         }
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         // One more than asked tells whether another page follows.
-        let mut rows = store::list_sites_page(pool, &actor.org_id, &search, after, i64::from(limit) + 1).await?;
+        let mut rows = store
+            .list_sites_page(&actor.org_id, &search, after, i64::from(limit) + 1)
+            .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
-        let total = store::count_sites(pool, &actor.org_id, &search).await? as u64;
+        let total = store.count_sites(&actor.org_id, &search).await? as u64;
         let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
         let sites = self.summarize_all(&rows).await?;
         Ok(SiteList {
@@ -181,23 +183,23 @@ impl Service {
         self.authorize(actor, Action::ReadSites, Target::Site(&input.site))
             .await?;
         let site = self.find_site(actor, &input.site).await?;
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let summary = self.summarize(&site).await?;
-        let envs = store::list_environments(pool, &site.id).await?;
+        let envs = store.list_environments(&site.id).await?;
         let serving = envs
             .iter()
             .find(|e| e.name == "production")
             .and_then(|e| e.deployment_id.clone());
         let environments = self.environment_infos(&site, &envs).await?;
-        let recent = store::list_deployments(pool, &site.id, None, 10).await?;
+        let recent = store.list_deployments(&site.id, None, 10).await?;
         let build_lines = clamp_lines(input.deploy_log_lines, 20);
         let runtime_lines = clamp_lines(input.runtime_log_lines, 20);
         let build_log_tail = match recent.first() {
-            Some(d) => lines_of(store::tail_logs(pool, &d.id, "build", build_lines).await?),
+            Some(d) => lines_of(store.tail_logs(&d.id, "build", build_lines).await?),
             None => vec![],
         };
         let runtime_log_tail = match &serving {
-            Some(id) => lines_of(store::tail_logs(pool, id, "runtime", runtime_lines).await?),
+            Some(id) => lines_of(store.tail_logs(id, "runtime", runtime_lines).await?),
             None => vec![],
         };
         let env_vars = if input.include_env.unwrap_or(false) {
@@ -225,8 +227,8 @@ impl Service {
             source_kind: site.source_kind.clone(),
             provider: site.provider.clone(),
             build_settings: serde_json::from_str(&site.build_settings).unwrap_or_default(),
-            previews: store::git::site_previews(pool, &site.id).await?,
-            drain_seconds: drain_period(store::site_drain_seconds(pool, &site.id).await?).as_secs() as u32,
+            previews: store.site_previews(&site.id).await?,
+            drain_seconds: drain_period(store.site_drain_seconds(&site.id).await?).as_secs() as u32,
             environments,
             recent_deployments,
             build_log_tail,
@@ -347,14 +349,14 @@ impl Service {
             None => (source.is_some() && !repo_is_empty) || upload.is_some(),
         };
 
-        let pool = self.platform.store.pool();
-        if store::get_site(pool, &actor.org_id, &input.name).await?.is_some() {
+        let store = &self.platform.store;
+        if store.get_site(&actor.org_id, &input.name).await?.is_some() {
             return Err(ServiceError::conflict(format!(
                 "a site named '{}' already exists; change its settings with HOSTING_UPDATE_SITE and deploy it with HOSTING_DEPLOY, or pick another name",
                 input.name
             )));
         }
-        ensure_hostname_free(&mut *pool.acquire().await?, actor, &input.name).await?;
+        ensure_hostname_free(&self.platform.store, actor, &input.name).await?;
         let site = SiteRow {
             id: new_id("site"),
             org_id: actor.org_id.clone(),
@@ -375,52 +377,51 @@ impl Service {
             branch: input.branch.clone(),
             deployment_id: None,
         };
-        let mut tx = self.platform.store.begin().await?;
-        // Checked again under the write lock: another org may have taken it meanwhile.
-        ensure_hostname_free(&mut tx, actor, &input.name).await?;
-        if let Err(err) = store::insert_site(&mut *tx, &site).await {
-            if is_unique_violation(&err) {
+        let env_vars = env_vars
+            .iter()
+            .map(|(name, value)| {
+                let sealed = self.platform.secrets.seal(value, &secret_context(&site.id, "", name))?;
+                Ok((name.clone(), sealed))
+            })
+            .collect::<ServiceResult<Vec<_>>>()?;
+        let deployment = if deploy {
+            let branch = input.branch.clone();
+            Some(
+                self.prepare_deployment(actor, &site, &env, branch, input.commit.clone(), upload, None)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let new_site = store::NewSite {
+            site: &site,
+            environment: &env,
+            previews: input.previews == Some(true),
+            env_vars,
+            deploy: deployment.as_ref().map(|d| self.new_deploy(&site, d)).transpose()?,
+        };
+        let created = self.platform.store.create_site(&new_site).await;
+        if !matches!(created, Ok(store::SiteCreated::Created))
+            && let Some(d) = &deployment
+        {
+            self.discard_upload(d).await;
+        }
+        match created? {
+            store::SiteCreated::Created => {}
+            store::SiteCreated::NameTaken => {
                 return Err(ServiceError::conflict(format!(
                     "a site named '{}' already exists",
                     input.name
                 )));
             }
-            return Err(err.into());
+            // Another org took it meanwhile.
+            store::SiteCreated::NameTakenByOtherOrg => return Err(hostname_taken(actor, &input.name)),
+            store::SiteCreated::OtherReplicasLive(others) => {
+                return Err(ServiceError::conflict(crate::replicas::local_target_refusal_message(
+                    others,
+                )));
+            }
         }
-        store::insert_environment(&mut *tx, &env).await?;
-        if input.previews == Some(true) {
-            store::git::set_site_previews(&mut *tx, &site.id, true).await?;
-        }
-        store::insert_event(
-            &mut *tx,
-            &actor.org_id,
-            "site.created",
-            &site.id,
-            &serde_json::json!({ "name": site.name }),
-        )
-        .await?;
-        for (name, value) in &env_vars {
-            let sealed = self.platform.secrets.seal(value, &secret_context(&site.id, "", name))?;
-            store::upsert_env_var(&mut *tx, &actor.org_id, &site.id, "", name, &sealed).await?;
-        }
-        let deployment = if deploy {
-            Some(
-                self.enqueue_deployment(
-                    &mut tx,
-                    actor,
-                    &site,
-                    &env,
-                    input.branch.clone(),
-                    input.commit.clone(),
-                    upload,
-                    None,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
-        tx.commit().await?;
         self.platform.jobs.notify();
 
         let url = self.platform.url_for(&site.name, "production");
@@ -464,9 +465,9 @@ impl Service {
 
     /// Removes a site whatever state it is in. Also finishes deletions a crash interrupted.
     pub async fn remove_site(&self, site: &SiteRow) -> ServiceResult<DeleteSiteOutput> {
-        let pool = self.platform.store.pool();
-        store::set_site_status(pool, &site.id, "deleting").await?;
-        let deployments = store::list_deployments(pool, &site.id, None, i64::MAX).await?;
+        let store = &self.platform.store;
+        store.set_site_status(&site.id, "deleting").await?;
+        let deployments = store.list_deployments(&site.id, None, i64::MAX).await?;
         for d in &deployments {
             self.platform.cancel(&d.id);
         }
@@ -476,22 +477,15 @@ impl Service {
         }
         // The DNS records berth created for its domains go first (the domains themselves
         // go with the site); a provider failure leaves them there, named in the log.
-        for domain in store::domains::list_domains_page(pool, &site.org_id, Some(&site.id), "", i64::MAX).await? {
+        for domain in store
+            .list_domains_page(&site.org_id, Some(&site.id), "", i64::MAX)
+            .await?
+        {
             if let Err(e) = self.release_domain_dns(&domain).await {
                 tracing::warn!(domain = %domain.name, error = %e, "the records berth created for a deleted site's domain stay at the DNS provider");
             }
         }
-        let mut tx = self.platform.store.begin().await?;
-        store::delete_site(&mut *tx, &site.id).await?;
-        store::insert_event(
-            &mut *tx,
-            &site.org_id,
-            "site.deleted",
-            &site.id,
-            &serde_json::json!({ "name": site.name }),
-        )
-        .await?;
-        tx.commit().await?;
+        self.platform.store.delete_site(site).await?;
         // Its domains and their certificates went with it.
         certificates::publish(&self.platform).await?;
         crate::loops::reconciler::reconcile(&self.platform).await?;
@@ -624,12 +618,11 @@ impl Service {
                         .await
                         .map_err(|e| ServiceError::invalid("branch", e.to_string()))?;
                 }
-                let mut tx = self.platform.store.begin().await?;
                 let branch = input.branch.clone().or_else(|| env.branch.clone()).or_else(|| site.branch.clone());
                 let d = self
-                    .enqueue_deployment(&mut tx, actor, &site, &env, branch, input.commit.clone(), upload, input.overrides.as_ref())
+                    .prepare_deployment(actor, &site, &env, branch, input.commit.clone(), upload, input.overrides.as_ref())
                     .await?;
-                tx.commit().await?;
+                self.enqueue_deploy(&site, &d).await?;
                 self.platform.jobs.notify();
                 let info = self.deployment_info(&d).await?;
                 Ok(DeployOutput { url: info.url.clone(), deployment: info })
@@ -668,9 +661,7 @@ impl Service {
         } = upload;
         let site = site.as_str();
         validate_site_name(site)?;
-        let exists = store::get_site(self.platform.store.pool(), &actor.org_id, site)
-            .await?
-            .is_some();
+        let exists = self.platform.store.get_site(&actor.org_id, site).await?.is_some();
         if !exists && !create {
             return Err(self
                 .find_site(actor, site)
@@ -781,11 +772,11 @@ impl Service {
         result
     }
 
-    /// Writes a queued deployment and its build job into an open transaction.
-    #[expect(clippy::too_many_arguments, reason = "one place that creates deployments")]
-    async fn enqueue_deployment(
+    /// Prepares a deployment of an environment for the store to queue: its row (status
+    /// `queued`) and, for an upload, its files moved into place.
+    #[expect(clippy::too_many_arguments, reason = "the parts of a deploy request, each plain")]
+    async fn prepare_deployment(
         &self,
-        tx: &mut store::Tx,
         actor: &Actor,
         site: &SiteRow,
         env: &EnvironmentRow,
@@ -794,14 +785,6 @@ impl Service {
         upload: Option<UploadedSource>,
         overrides: Option<&BuildSettingsChange>,
     ) -> ServiceResult<DeploymentRow> {
-        // On SQLite the data-dir lock keeps one server on the database (a restored
-        // snapshot's heartbeats name no live server); on Postgres replicas may share it.
-        if crate::runtime::target::find(&site.provider).is_some_and(|t| t.on_its_server)
-            && self.platform.store.backend() == store::Backend::Postgres
-            && let Some(message) = crate::replicas::local_target_refusal(&mut **tx, &self.platform.replica_id).await?
-        {
-            return Err(ServiceError::conflict(message));
-        }
         let (build_settings, overrides) = Self::deployment_settings(site, overrides)?;
         let d = DeploymentRow {
             id: new_id("dpl"),
@@ -831,30 +814,63 @@ impl Service {
                 .await
                 .map_err(anyhow::Error::from)?;
         }
-        store::insert_deployment(&mut **tx, &d).await?;
-        store::insert_event(
-            &mut **tx,
-            &actor.org_id,
-            "deployment.queued",
-            &d.id,
-            &serde_json::json!({ "site_id": site.id }),
-        )
-        .await?;
+        Ok(d)
+    }
+
+    /// What the store queues for a prepared deployment: the row and its build job; a
+    /// deploy to a target that runs apps on its own server needs this replica to be the
+    /// only live one on Postgres (on SQLite the data-dir lock keeps one server on the
+    /// database, and a restored snapshot's heartbeats name no live server).
+    fn new_deploy<'a>(&'a self, site: &SiteRow, d: &'a DeploymentRow) -> ServiceResult<store::NewDeploy<'a>> {
         let payload = serde_json::to_value(DeployJob {
             deployment_id: d.id.clone(),
         })
         .map_err(anyhow::Error::from)?;
-        store::enqueue_job(
-            &mut *tx,
-            &actor.org_id,
-            DEPLOY_JOB,
-            &payload,
-            DEPLOY_ATTEMPTS,
-            Some(&format!("deploy:{}", d.id)),
-            Some(&site.id),
-        )
-        .await?;
-        Ok(d)
+        let sole_replica = (crate::runtime::target::find(&site.provider).is_some_and(|t| t.on_its_server)
+            && self.platform.store.backend() == store::Backend::Postgres)
+            .then(|| (self.platform.replica_id.as_str(), crate::replicas::live_since()));
+        Ok(store::NewDeploy {
+            deployment: d,
+            job: store::NewJob {
+                kind: DEPLOY_JOB,
+                payload,
+                max_attempts: DEPLOY_ATTEMPTS,
+                idempotency_key: Some(format!("deploy:{}", d.id)),
+                fair_key: Some(site.id.clone()),
+            },
+            sole_replica,
+        })
+    }
+
+    /// Queues a prepared deployment; a refused one leaves no files behind.
+    async fn enqueue_deploy(&self, site: &SiteRow, d: &DeploymentRow) -> ServiceResult<()> {
+        let queued = match self.new_deploy(site, d) {
+            Ok(deploy) => self.platform.store.enqueue_deploy(&deploy).await,
+            Err(e) => {
+                self.discard_upload(d).await;
+                return Err(e);
+            }
+        };
+        match queued {
+            Ok(store::DeployQueued::Queued) => Ok(()),
+            Ok(store::DeployQueued::OtherReplicasLive(others)) => {
+                self.discard_upload(d).await;
+                Err(ServiceError::conflict(crate::replicas::local_target_refusal_message(
+                    others,
+                )))
+            }
+            Err(e) => {
+                self.discard_upload(d).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Removes the files an upload placed for a deployment that was not queued.
+    async fn discard_upload(&self, d: &DeploymentRow) {
+        if d.source_kind == SourceKind::Upload.as_str() {
+            let _ = tokio::fs::remove_dir_all(app_dir(&self.platform, &d.id)).await;
+        }
     }
 
     /// `HOSTING_LIST_DEPLOYMENTS`.
@@ -879,21 +895,18 @@ impl Service {
                     })?,
             ),
         };
-        let mut rows = store::list_deployments_before(
-            self.platform.store.pool(),
-            &site.id,
-            env_id.as_deref(),
-            before,
-            limit as i64 + 1,
-        )
-        .await?;
+        let mut rows = self
+            .platform
+            .store
+            .list_deployments_before(&site.id, env_id.as_deref(), before, limit as i64 + 1)
+            .await?;
         let more = rows.len() > limit;
         rows.truncate(limit);
         let next_cursor = more
             .then(|| rows.last().map(|d| format!("{}.{}", d.created_at, d.id)))
             .flatten();
         let env_ids: Vec<&str> = rows.iter().map(|d| d.environment_id.as_str()).collect();
-        let envs = store::environments_by_ids(self.platform.store.pool(), &env_ids).await?;
+        let envs = self.platform.store.environments_by_ids(&env_ids).await?;
         let deployments = rows
             .iter()
             .map(|d| {
@@ -938,7 +951,7 @@ impl Service {
         };
         let limit = clamp_lines(input.limit, DEFAULT_LOG_LINES).max(1);
         let after = input.cursor.unwrap_or(0).max(0);
-        let mut rows = store::read_logs(self.platform.store.pool(), &d.id, kind, after, limit + 1).await?;
+        let mut rows = self.platform.store.read_logs(&d.id, kind, after, limit + 1).await?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let next_cursor = rows.last().map_or(after, |r| r.id);
@@ -1044,8 +1057,8 @@ impl Service {
     // ------------------------------------------------------------ helpers
 
     async fn find_site(&self, actor: &Actor, name: &str) -> ServiceResult<SiteRow> {
-        let pool = self.platform.store.pool();
-        if let Some(site) = store::get_site(pool, &actor.org_id, name).await?
+        let store = &self.platform.store;
+        if let Some(site) = store.get_site(&actor.org_id, name).await?
             && site.status == "active"
             && actor.may_see_site(name)
         {
@@ -1060,12 +1073,13 @@ impl Service {
         }
         // A few names, never the whole org's list: an error stays small at any size.
         const SHOWN: usize = 10;
-        let names: Vec<String> = store::list_sites_page(pool, &actor.org_id, "", "", SHOWN as i64)
+        let names: Vec<String> = store
+            .list_sites_page(&actor.org_id, "", "", SHOWN as i64)
             .await?
             .into_iter()
             .map(|s| s.name)
             .collect();
-        let total = store::count_sites(pool, &actor.org_id, "").await? as usize;
+        let total = store.count_sites(&actor.org_id, "").await? as usize;
         let shown = name.chars().take(80).collect::<String>();
         Err(ServiceError::not_found(if names.is_empty() {
             format!("no site '{shown}'; this org has no sites yet: create one with HOSTING_CREATE_SITE")
@@ -1081,11 +1095,12 @@ impl Service {
     }
 
     async fn find_environment(&self, site: &SiteRow, name: &str) -> ServiceResult<EnvironmentRow> {
-        let pool = self.platform.store.pool();
-        if let Some(env) = store::get_environment(pool, &site.id, name).await? {
+        let store = &self.platform.store;
+        if let Some(env) = store.get_environment(&site.id, name).await? {
             return Ok(env);
         }
-        let names: Vec<String> = store::list_environments(pool, &site.id)
+        let names: Vec<String> = store
+            .list_environments(&site.id)
             .await?
             .into_iter()
             .map(|e| e.name)
@@ -1099,7 +1114,9 @@ impl Service {
     }
 
     async fn find_deployment(&self, actor: &Actor, id: &str) -> ServiceResult<DeploymentRow> {
-        store::get_deployment(self.platform.store.pool(), &actor.org_id, id)
+        self.platform
+            .store
+            .get_deployment(&actor.org_id, id)
             .await?
             .ok_or_else(|| {
                 ServiceError::not_found(format!(
@@ -1110,8 +1127,8 @@ impl Service {
     }
 
     async fn deployment_info(&self, d: &DeploymentRow) -> ServiceResult<DeploymentInfo> {
-        let env = store::get_environment_by_id(self.platform.store.pool(), &d.environment_id).await?;
-        let site = store::get_site_by_id(self.platform.store.pool(), &d.site_id).await?;
+        let env = self.platform.store.get_environment_by_id(&d.environment_id).await?;
+        let site = self.platform.store.get_site_by_id(&d.site_id).await?;
         Ok(self.deployment_info_named(
             d,
             site.as_ref().map(|s| s.name.as_str()),
@@ -1153,9 +1170,9 @@ impl Service {
 
     /// The newest line of a deployment's build or runtime log, cut to one short line.
     async fn newest_log_line(&self, deployment_id: &str) -> ServiceResult<Option<String>> {
-        let pool = self.platform.store.pool();
-        let build = store::tail_logs(pool, deployment_id, "build", 1).await?;
-        let runtime = store::tail_logs(pool, deployment_id, "runtime", 1).await?;
+        let store = &self.platform.store;
+        let build = store.tail_logs(deployment_id, "build", 1).await?;
+        let runtime = store.tail_logs(deployment_id, "runtime", 1).await?;
         let newest = build.into_iter().chain(runtime).max_by_key(|r| r.id);
         Ok(newest.map(|r| {
             let line = r.line.split(['\r', '\n']).next().unwrap_or_default().trim();
@@ -1165,9 +1182,9 @@ impl Service {
 
     async fn failure_lines(&self, deployment_id: &str) -> ServiceResult<Vec<String>> {
         self.platform.logs.flush().await;
-        let pool = self.platform.store.pool();
-        let mut lines = lines_of(store::tail_logs(pool, deployment_id, "build", 30).await?);
-        let runtime = lines_of(store::tail_logs(pool, deployment_id, "runtime", 20).await?);
+        let store = &self.platform.store;
+        let mut lines = lines_of(store.tail_logs(deployment_id, "build", 30).await?);
+        let runtime = lines_of(store.tail_logs(deployment_id, "runtime", 20).await?);
         if !runtime.is_empty() {
             lines.push("--- runtime ---".into());
             lines.extend(runtime);
@@ -1188,7 +1205,7 @@ impl Service {
     /// Environment infos of one site, the deployments they serve read in one query.
     async fn environment_infos(&self, site: &SiteRow, envs: &[EnvironmentRow]) -> ServiceResult<Vec<EnvironmentInfo>> {
         let ids: Vec<&str> = envs.iter().filter_map(|e| e.deployment_id.as_deref()).collect();
-        let serving = store::deployments_by_ids(self.platform.store.pool(), &ids).await?;
+        let serving = self.platform.store.deployments_by_ids(&ids).await?;
         Ok(envs
             .iter()
             .map(|env| EnvironmentInfo {
@@ -1205,7 +1222,7 @@ impl Service {
         let Some(dep_id) = &env.deployment_id else {
             return Ok("none".into());
         };
-        let serving = store::get_deployment_any_org(self.platform.store.pool(), dep_id).await?;
+        let serving = self.platform.store.get_deployment_any_org(dep_id).await?;
         Ok(self.serving_status(site, env, serving.as_slice()))
     }
 
@@ -1251,14 +1268,14 @@ impl Service {
     /// the environments the newest deployments went to (a query per site made a page of
     /// 50 cost hundreds of queries).
     async fn summarize_all(&self, sites: &[SiteRow]) -> ServiceResult<Vec<SiteSummary>> {
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let site_ids: Vec<&str> = sites.iter().map(|s| s.id.as_str()).collect();
-        let latest = store::latest_deployments(pool, &site_ids).await?;
-        let production = store::environments_named(pool, &site_ids, "production").await?;
+        let latest = store.latest_deployments(&site_ids).await?;
+        let production = store.environments_named(&site_ids, "production").await?;
         let serving_ids: Vec<&str> = production.iter().filter_map(|e| e.deployment_id.as_deref()).collect();
-        let serving = store::deployments_by_ids(pool, &serving_ids).await?;
+        let serving = store.deployments_by_ids(&serving_ids).await?;
         let env_ids: Vec<&str> = latest.iter().map(|d| d.environment_id.as_str()).collect();
-        let envs = store::environments_by_ids(pool, &env_ids).await?;
+        let envs = store.environments_by_ids(&env_ids).await?;
         let latest: HashMap<&str, &DeploymentRow> = latest.iter().map(|d| (d.site_id.as_str(), d)).collect();
         let production: HashMap<&str, &EnvironmentRow> = production.iter().map(|e| (e.site_id.as_str(), e)).collect();
         let env_names: HashMap<&str, &str> = envs.iter().map(|e| (e.id.as_str(), e.name.as_str())).collect();
@@ -1307,9 +1324,9 @@ impl Service {
                 "idempotency_key must be 1-200 characters",
             ));
         }
-        let pool = self.platform.store.pool();
-        if !store::claim_idempotency_key(pool, &actor.org_id, key, action).await? {
-            let Some((stored_action, response)) = store::get_idempotency_key(pool, &actor.org_id, key).await? else {
+        let store = &self.platform.store;
+        if !store.claim_idempotency_key(&actor.org_id, key, action).await? {
+            let Some((stored_action, response)) = store.get_idempotency_key(&actor.org_id, key).await? else {
                 return Err(ServiceError::conflict(
                     "idempotency key changed while in use; retry the call",
                 ));
@@ -1329,11 +1346,11 @@ impl Service {
         match work.await {
             Ok(value) => {
                 let json = serde_json::to_string(&value).map_err(anyhow::Error::from)?;
-                store::finish_idempotency_key(pool, &actor.org_id, key, &json).await?;
+                store.finish_idempotency_key(&actor.org_id, key, &json).await?;
                 Ok(value)
             }
             Err(err) => {
-                store::release_idempotency_key(pool, &actor.org_id, key).await?;
+                store.release_idempotency_key(&actor.org_id, key).await?;
                 Err(err)
             }
         }
@@ -1341,7 +1358,7 @@ impl Service {
 
     /// Finishes work a crash interrupted: sites left half-deleted.
     pub async fn recover(&self) -> anyhow::Result<()> {
-        let rows = store::list_sites_with_status(self.platform.store.pool(), "deleting").await?;
+        let rows = self.platform.store.list_sites_with_status("deleting").await?;
         for site in rows {
             tracing::info!(site.name = %site.name, "finishing an interrupted site deletion");
             self.remove_site(&site).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -1374,10 +1391,6 @@ fn clamp_lines(asked: Option<u32>, default: u32) -> i64 {
 
 fn lines_of(rows: Vec<store::LogRow>) -> Vec<String> {
     rows.into_iter().map(|r| r.line).collect()
-}
-
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 /// Items per page of a list (sites, environments, repositories, audit entries) when not
@@ -1427,14 +1440,19 @@ fn build_settings_of(input: &CreateSiteInput) -> ServiceResult<BuildSettings> {
 /// (`<site>.<base>`, `<env>--<site>.<base>`), and hostnames are global. Site and
 /// environment names never contain `--` nor start or end with `-`, so distinct
 /// (site, environment) pairs always give distinct hostnames.
-async fn ensure_hostname_free(db: &mut sqlx::AnyConnection, actor: &Actor, name: &str) -> ServiceResult<()> {
-    match store::site_name_owner(&mut *db, name).await? {
-        Some(org) if org != actor.org_id => Err(ServiceError::conflict(format!(
-            "the site name '{name}' is taken on this server (site names are hostnames, shared by every org); choose another, e.g. '{}-{name}'",
-            actor.org_name
-        ))),
+async fn ensure_hostname_free(store: &store::Store, actor: &Actor, name: &str) -> ServiceResult<()> {
+    match store.site_name_owner(name).await? {
+        Some(org) if org != actor.org_id => Err(hostname_taken(actor, name)),
         _ => Ok(()),
     }
+}
+
+/// The error for a site name another org's site has.
+fn hostname_taken(actor: &Actor, name: &str) -> ServiceError {
+    ServiceError::conflict(format!(
+        "the site name '{name}' is taken on this server (site names are hostnames, shared by every org); choose another, e.g. '{}-{name}'",
+        actor.org_name
+    ))
 }
 
 /// Env var names are shell identifiers; values are bounded.

@@ -11,7 +11,7 @@ use super::Service;
 use super::access::{Action, Role, Target};
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::Actor;
-use crate::store::{self, oauth as oauth_store, people as people_store, ui_sessions};
+use crate::store::{self};
 use crate::util::{new_id, random_hex};
 
 /// The most orgs one person may belong to through [`Service::create_org`] (and the most a
@@ -91,7 +91,7 @@ impl Service {
         let Some(user_id) = actor.user_id.as_deref() else {
             return Ok(None);
         };
-        let rows = oauth_store::orgs_of_user(self.platform.store.pool(), user_id).await?;
+        let rows = self.platform.store.orgs_of_user(user_id).await?;
         Ok(Some(
             rows.into_iter()
                 .filter_map(|(id, name, role)| {
@@ -135,33 +135,28 @@ impl Service {
             if org_id.is_empty() || org_id.len() > 100 {
                 return Err(org_not_found(org_id));
             }
-            let mut tx = self.platform.store.begin().await?;
-            let role = people_store::member_role(&mut *tx, org_id, user_id)
-                .await?
-                .and_then(|r| Role::parse(&r))
-                .ok_or_else(|| org_not_found(org_id))?;
-            let org = store::get_org(&mut *tx, org_id)
-                .await?
-                .ok_or_else(|| org_not_found(org_id))?;
-            let moved = ui_sessions::switch_org(&mut *tx, session_id_hash, user_id, &org.id, &random_hex(24)).await?;
-            if !moved {
-                return Err(ServiceError::Unauthorized);
-            }
-            let arguments = serde_json::json!({ "org": org.name, "role": role });
             let name = actor.display_name();
-            let entry = store::NewAuditEntry {
-                org_id: &org.id,
+            let audit = store::NewAuditEntry {
+                org_id,
                 key_id: Some(user_id),
                 actor_kind: actor.kind.as_str(),
                 actor_name: &name,
                 actor_email: actor.user_email.as_deref(),
                 action: "SWITCH_ORG",
-                arguments: &arguments,
+                arguments: &serde_json::Value::Null,
                 outcome: super::AuditOutcome::Ok.as_str(),
                 error: None,
             };
-            store::insert_audit(&mut *tx, &entry).await?;
-            tx.commit().await?;
+            let switched = self
+                .platform
+                .store
+                .switch_session_org(session_id_hash, user_id, org_id, &random_hex(24), &audit)
+                .await?;
+            let (org, role) = match switched {
+                store::OrgSwitch::Switched(org, role) => (org, role),
+                store::OrgSwitch::NotMember => return Err(org_not_found(org_id)),
+                store::OrgSwitch::SessionGone => return Err(ServiceError::Unauthorized),
+            };
             Ok(OrgMembership {
                 id: org.id,
                 name: org.name,
@@ -200,23 +195,7 @@ impl Service {
             };
             let name = input.name.trim();
             validate_org_name(name)?;
-            let mut tx = self.platform.store.begin().await?;
-            if people_store::count_orgs_of(&mut *tx, user_id).await? >= MAX_ORGS_PER_USER as i64 {
-                return Err(ServiceError::invalid(
-                    "name",
-                    format!(
-                        "you belong to {MAX_ORGS_PER_USER} orgs, the most one person may; leave one (an owner of it can remove you) first"
-                    ),
-                ));
-            }
-            if store::get_org_by_name(&mut *tx, name).await?.is_some() {
-                return Err(ServiceError::conflict(format!(
-                    "an org named '{name}' exists on this server; choose another name"
-                )));
-            }
             let id = new_id("org");
-            store::insert_org(&mut *tx, &id, name).await?;
-            people_store::upsert_member(&mut *tx, &id, user_id, Role::Owner.as_str()).await?;
             let arguments = serde_json::json!({ "name": name });
             let who = actor.display_name();
             let entry = store::NewAuditEntry {
@@ -230,8 +209,27 @@ impl Service {
                 outcome: super::AuditOutcome::Ok.as_str(),
                 error: None,
             };
-            store::insert_audit(&mut *tx, &entry).await?;
-            tx.commit().await?;
+            let created = self
+                .platform
+                .store
+                .create_org(&id, name, user_id, MAX_ORGS_PER_USER as i64, &entry)
+                .await?;
+            match created {
+                store::OrgCreated::Created => {}
+                store::OrgCreated::TooManyOrgs => {
+                    return Err(ServiceError::invalid(
+                        "name",
+                        format!(
+                            "you belong to {MAX_ORGS_PER_USER} orgs, the most one person may; leave one (an owner of it can remove you) first"
+                        ),
+                    ));
+                }
+                store::OrgCreated::NameTaken => {
+                    return Err(ServiceError::conflict(format!(
+                        "an org named '{name}' exists on this server; choose another name"
+                    )));
+                }
+            }
             Ok(CreatedOrg {
                 org: OrgMembership {
                     id,

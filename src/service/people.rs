@@ -189,7 +189,7 @@ impl Service {
     /// `HOSTING_LIST_MEMBERS`.
     pub async fn list_members(&self, actor: &Actor) -> ServiceResult<MemberList> {
         self.authorize(actor, Action::ManageMembers, Target::Org).await?;
-        let rows = people_store::list_members(self.platform.store.pool(), &actor.org_id).await?;
+        let rows = self.platform.store.list_members(&actor.org_id).await?;
         Ok(MemberList {
             members: rows.into_iter().filter_map(member_info).collect(),
         })
@@ -206,8 +206,8 @@ impl Service {
             if role == Role::Owner {
                 self.authorize(actor, Action::ManageOrg, Target::Org).await?;
             }
-            let pool = self.platform.store.pool();
-            let existing = people_store::find_user_by_email(pool, &email).await?;
+            let store = &self.platform.store;
+            let existing = store.find_user_by_email(&email).await?;
             // Hash before the transaction: argon2 is slow and must not hold the database.
             let new_hash = match (&existing, &input.password) {
                 (None, Some(p)) => {
@@ -232,23 +232,23 @@ impl Service {
                 }
                 (Some(_), None) => None,
             };
-            let mut tx = self.platform.store.begin().await?;
-            let user_id = match (&existing, new_hash) {
-                (Some(user), _) => user.id.clone(),
-                (None, Some(hash)) => {
-                    let id = new_id("usr");
-                    people_store::insert_user(&mut *tx, &id, &email, &hash).await?;
-                    id
-                }
+            let new_id = new_id("usr");
+            let member = match (&existing, &new_hash) {
+                (Some(user), _) => people_store::NewMember::Existing { user_id: &user.id },
+                (None, Some(hash)) => people_store::NewMember::New {
+                    user_id: &new_id,
+                    email: &email,
+                    password_hash: hash,
+                },
                 (None, None) => unreachable!("a new user always has a hash here"),
             };
-            if let Some(current) = people_store::member_role(&mut *tx, &actor.org_id, &user_id).await? {
+            if let people_store::MembershipChange::AlreadyMember(current) =
+                self.platform.store.add_member(&actor.org_id, member, role.as_str()).await?
+            {
                 return Err(ServiceError::conflict(format!(
                     "{email} is already a member ({current}); change their role with HOSTING_SET_MEMBER_ROLE"
                 )));
             }
-            people_store::upsert_member(&mut *tx, &actor.org_id, &user_id, role.as_str()).await?;
-            tx.commit().await?;
             Ok(MemberInfo {
                 email,
                 role,
@@ -272,15 +272,15 @@ impl Service {
             if role == Role::Owner || current == Role::Owner {
                 self.authorize(actor, Action::ManageOrg, Target::Member(&email)).await?;
             }
-            let mut tx = self.platform.store.begin().await?;
-            if current == Role::Owner
-                && role != Role::Owner
-                && people_store::count_owners(&mut *tx, &actor.org_id).await? <= 1
-            {
+            let unmakes_owner = current == Role::Owner && role != Role::Owner;
+            let changed = self
+                .platform
+                .store
+                .set_member_role(&actor.org_id, &user_id, role.as_str(), unmakes_owner)
+                .await?;
+            if changed == people_store::MembershipChange::LastOwner {
                 return Err(last_owner(&email));
             }
-            people_store::upsert_member(&mut *tx, &actor.org_id, &user_id, role.as_str()).await?;
-            tx.commit().await?;
             Ok(MemberInfo {
                 email,
                 role,
@@ -303,12 +303,14 @@ impl Service {
             if current == Role::Owner {
                 self.authorize(actor, Action::ManageOrg, Target::Member(&email)).await?;
             }
-            let mut tx = self.platform.store.begin().await?;
-            if current == Role::Owner && people_store::count_owners(&mut *tx, &actor.org_id).await? <= 1 {
+            let removed = self
+                .platform
+                .store
+                .remove_member(&actor.org_id, &user_id, current == Role::Owner)
+                .await?;
+            if removed == people_store::MembershipChange::LastOwner {
                 return Err(last_owner(&email));
             }
-            people_store::delete_member(&mut tx, &actor.org_id, &user_id).await?;
-            tx.commit().await?;
             Ok(MemberInfo {
                 email,
                 role: current,
@@ -323,11 +325,13 @@ impl Service {
     /// A member of the caller's org by email: (user id, email, role).
     pub(super) async fn member(&self, actor: &Actor, email: &str) -> ServiceResult<(String, String, Role)> {
         let email = normalize_email(email)?;
-        let pool = self.platform.store.pool();
-        let user = people_store::find_user_by_email(pool, &email)
+        let store = &self.platform.store;
+        let user = store
+            .find_user_by_email(&email)
             .await?
             .ok_or_else(|| member_not_found(&email))?;
-        let role = people_store::member_role(pool, &actor.org_id, &user.id)
+        let role = store
+            .member_role(&actor.org_id, &user.id)
             .await?
             .and_then(|r| Role::parse(&r))
             .ok_or_else(|| member_not_found(&email))?;
@@ -483,9 +487,9 @@ impl Service {
             .map(|s| serde_json::to_string(s).unwrap_or_default());
         let expires_at = now_ms() + i64::from(days) * 86_400_000;
         let scopes_stored = Scope::join(&scopes);
-        people_store::insert_key(
-            self.platform.store.pool(),
-            &people_store::NewKey {
+        self.platform
+            .store
+            .insert_key(&people_store::NewKey {
                 id: &id,
                 org_id: &actor.org_id,
                 name,
@@ -498,9 +502,8 @@ impl Service {
                 sites: sites_json.as_deref(),
                 environments: envs_json.as_deref(),
                 expires_at,
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(CreatedApiKey {
             key: ApiKeyInfo {
                 id,
@@ -534,12 +537,12 @@ impl Service {
                 message: "listing the org's keys needs the role admin and the scope 'org:admin'".into(),
             })?),
         };
-        let pool = self.platform.store.pool();
-        let rows = people_store::list_keys(pool, &actor.org_id, only.as_deref()).await?;
+        let store = &self.platform.store;
+        let rows = store.list_keys(&actor.org_id, only.as_deref()).await?;
         let mut keys = Vec::with_capacity(rows.len());
         for row in rows {
             let user = match &row.user_id {
-                Some(u) => people_store::get_user(pool, u).await?.map(|u| u.email),
+                Some(u) => store.get_user(u).await?.map(|u| u.email),
                 None => None,
             };
             keys.push(key_info(row, user));
@@ -550,14 +553,15 @@ impl Service {
     /// `HOSTING_REVOKE_API_KEY`: your own keys, or (admins) any of the org's. Refused from
     /// the next request on.
     pub async fn revoke_api_key(&self, actor: &Actor, input: &ApiKeyRef) -> ServiceResult<ApiKeyInfo> {
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let not_found = || {
             ServiceError::not_found(format!(
                 "no key '{}' in this org; list them with HOSTING_LIST_API_KEYS",
                 input.key_id.chars().take(80).collect::<String>()
             ))
         };
-        let row = people_store::get_key(pool, &input.key_id)
+        let row = store
+            .get_key(&input.key_id)
             .await?
             .filter(|k| k.org_id == actor.org_id)
             .ok_or_else(not_found)?;
@@ -567,10 +571,10 @@ impl Service {
         }
         let args = serde_json::to_value(input).unwrap_or_default();
         let result = async {
-            people_store::revoke_key(pool, &row.id).await?;
-            let row = people_store::get_key(pool, &row.id).await?.ok_or_else(not_found)?;
+            store.revoke_key(&row.id).await?;
+            let row = store.get_key(&row.id).await?.ok_or_else(not_found)?;
             let user = match &row.user_id {
-                Some(u) => people_store::get_user(pool, u).await?.map(|u| u.email),
+                Some(u) => store.get_user(u).await?.map(|u| u.email),
                 None => None,
             };
             Ok(key_info(row, user))

@@ -4,7 +4,6 @@
 use crate::error::ServiceResult;
 use crate::model::Actor;
 use crate::prometheus::{Audience, render, time_store};
-use crate::store::metrics as store_metrics;
 
 use super::Service;
 use super::access::{Action, Target};
@@ -24,13 +23,9 @@ impl Service {
             Audience::Operator => None,
             Audience::Org(id) => Some(id.as_str()),
         };
-        let pool = self.platform.store.pool();
-        let jobs = time_store(
-            "metrics_scrape",
-            store_metrics::job_counts(pool, org, crate::util::now_ms()),
-        )
-        .await?;
-        let environments = time_store("metrics_scrape", store_metrics::environment_names(pool)).await?;
+        let store = &self.platform.store;
+        let jobs = time_store("metrics_scrape", store.job_counts(org, crate::util::now_ms())).await?;
+        let environments = time_store("metrics_scrape", store.environment_names()).await?;
         Ok(render(audience, &jobs, &environments))
     }
 }

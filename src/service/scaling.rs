@@ -28,7 +28,7 @@ impl Service {
     }
 
     async fn scaling_config(&self, site: &store::SiteRow, env: &store::EnvironmentRow) -> ServiceResult<ScalingConfig> {
-        let row = store::get_scaling(self.platform.store.pool(), &env.id).await?;
+        let row = self.platform.store.get_scaling(&env.id).await?;
         let target = self.platform.target(&site.provider)?;
         let observed = env
             .deployment_id
@@ -79,8 +79,10 @@ impl Service {
         let result = self
             .idempotent(actor, action, input.idempotency_key.as_deref(), async {
                 let site = self.find_site(actor, &input.site).await?;
-                let env = self.find_environment(&site, input.environment.as_deref().unwrap_or("production")).await?;
-                let current = store::get_scaling(self.platform.store.pool(), &env.id).await?;
+                let env = self
+                    .find_environment(&site, input.environment.as_deref().unwrap_or("production"))
+                    .await?;
+                let current = self.platform.store.get_scaling(&env.id).await?;
                 let next = ScalingRow {
                     min_instances: input.min_instances.unwrap_or(current.min_instances),
                     max_instances: input.max_instances.unwrap_or(current.max_instances),
@@ -106,11 +108,7 @@ impl Service {
                 validate_scaling(&next)?;
                 super::capabilities::check_scaling(&site, &next)?;
                 self.check_instances_allowed(&site, &next).await?;
-                let mut tx = self.platform.store.begin().await?;
-                store::set_scaling(&mut *tx, &env.id, &next).await?;
-                let data = serde_json::json!({ "site_id": site.id, "environment": env.name, "min": next.min_instances, "max": next.max_instances });
-                store::insert_event(&mut *tx, &actor.org_id, "environment.scaled", &env.id, &data).await?;
-                tx.commit().await?;
+                self.platform.store.scale_environment(&site, &env, &next).await?;
                 crate::loops::reconciler::reconcile(&self.platform).await?;
                 self.scaling_config(&site, &env).await
             })

@@ -33,12 +33,12 @@ impl Service {
 
     async fn update_site_inner(&self, actor: &Actor, input: &UpdateSiteInput) -> ServiceResult<UpdateSiteOutput> {
         let site = self.find_site(actor, &input.site).await?;
-        let pool = self.platform.store.pool();
+        let store = &self.platform.store;
         let before: BuildSettings = serde_json::from_str(&site.build_settings).unwrap_or_default();
         let mut settings = before.clone();
         apply_change(&mut settings, &input.build_change());
         validate_build_settings(&settings)?;
-        let drain_before = store::site_drain_seconds(pool, &site.id).await?;
+        let drain_before = store.site_drain_seconds(&site.id).await?;
         let drain_seconds = match input.drain_seconds {
             None => drain_before,
             Some(value) => validate_drain_seconds(value)?,
@@ -54,7 +54,7 @@ impl Service {
                 branch.map(str::to_string)
             }
         };
-        let previews_before = store::git::site_previews(pool, &site.id).await?;
+        let previews_before = store.site_previews(&site.id).await?;
         let previews = match input.previews {
             None => previews_before,
             Some(p) => p.unwrap_or(false),
@@ -90,29 +90,16 @@ impl Service {
         }
         if !changed.is_empty() {
             let json = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
-            let mut tx = self.platform.store.begin().await?;
-            store::update_site_settings(&mut *tx, &site.id, &json, branch.as_deref(), &provider).await?;
-            if branch != site.branch
-                && let Some(production) = store::get_environment(&mut *tx, &site.id, "production").await?
-            {
-                // Production follows the site's branch: pushes to it deploy there.
-                store::set_environment_branch(&mut *tx, &production.id, branch.as_deref()).await?;
-            }
-            if previews != previews_before {
-                store::git::set_site_previews(&mut *tx, &site.id, previews).await?;
-            }
-            if drain_seconds != drain_before {
-                store::set_site_drain_seconds(&mut *tx, &site.id, drain_seconds).await?;
-            }
-            store::insert_event(
-                &mut *tx,
-                &actor.org_id,
-                "site.updated",
-                &site.id,
-                &serde_json::json!({ "name": site.name, "changed": changed }),
-            )
-            .await?;
-            tx.commit().await?;
+            let change = store::SiteSettingsChange {
+                build_settings: &json,
+                branch: branch.as_deref(),
+                branch_changed: branch != site.branch,
+                provider: &provider,
+                previews: (previews != previews_before).then_some(previews),
+                drain_seconds: (drain_seconds != drain_before).then_some(drain_seconds),
+                changed: &changed,
+            };
+            self.platform.store.update_site(&site, &change).await?;
         }
         let drain = drain_period(drain_seconds).as_secs();
         let next_steps = match (changed.is_empty(), site.source_kind == SourceKind::Upload.as_str()) {
@@ -156,7 +143,7 @@ impl Service {
             ));
         }
         let Some(branch) = branch else { return Ok(()) };
-        for env in store::list_environments(self.platform.store.pool(), &site.id).await? {
+        for env in self.platform.store.list_environments(&site.id).await? {
             if env.name != "production" && env.branch.as_deref() == Some(branch) {
                 return Err(ServiceError::conflict(format!(
                     "the preview environment '{}' follows branch '{branch}'; delete it first (HOSTING_DELETE_ENVIRONMENT {{\"site\": \"{}\", \"environment\": \"{}\"}}), then set the branch",
@@ -177,8 +164,8 @@ impl Service {
     /// target was built for the provider it ran on: the provider changes only while no
     /// deployment of the site runs a process.
     async fn check_provider_change(&self, site: &SiteRow, provider: &str) -> ServiceResult<()> {
-        let pool = self.platform.store.pool();
-        let deployments = store::list_deployments(pool, &site.id, None, i64::MAX).await?;
+        let store = &self.platform.store;
+        let deployments = store.list_deployments(&site.id, None, i64::MAX).await?;
         let runs_process = deployments.iter().any(|d| {
             let servable = matches!(d.status(), DeploymentStatus::Live | DeploymentStatus::Superseded);
             match d.build_plan.as_deref() {

@@ -204,7 +204,10 @@ impl Service {
 
     async fn site_disk(&self, site: &store::SiteRow) -> ServiceResult<SiteDisk> {
         let config = &self.platform.config;
-        let logs: Vec<EnvironmentLogBytes> = store::log_retention::site_log_bytes(self.platform.store.pool(), &site.id)
+        let logs: Vec<EnvironmentLogBytes> = self
+            .platform
+            .store
+            .site_log_bytes(&site.id)
             .await?
             .into_iter()
             .map(|(environment, bytes)| EnvironmentLogBytes {
@@ -212,7 +215,7 @@ impl Service {
                 bytes: bytes.max(0) as u64,
             })
             .collect();
-        let deployments = store::log_retention::site_deployment_ids(self.platform.store.pool(), &site.id).await?;
+        let deployments = self.platform.store.site_deployment_ids(&site.id).await?;
         let folders: Vec<PathBuf> = deployments
             .iter()
             .map(|id| config.deployments_dir().join(id))

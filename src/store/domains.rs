@@ -100,51 +100,57 @@ pub async fn any_name_taken(db: impl AnyExecutor<'_>, names: &[&str]) -> sqlx::R
         .map(|n| n > 0)
 }
 
-/// A site's domain by name.
-pub async fn get_domain(db: impl AnyExecutor<'_>, site_id: &str, name: &str) -> sqlx::Result<Option<DomainRow>> {
-    sqlx::query_as(concat!(select_domains!(), " WHERE d.site_id = $1 AND d.name = $2"))
-        .bind(site_id)
-        .bind(name)
-        .fetch_optional(db)
-        .await
-}
+impl super::Store {
+    /// A site's domain by name.
+    pub async fn get_domain(&self, site_id: &str, name: &str) -> sqlx::Result<Option<DomainRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(select_domains!(), " WHERE d.site_id = $1 AND d.name = $2"))
+            .bind(site_id)
+            .bind(name)
+            .fetch_optional(db)
+            .await
+    }
 
-/// One page of an org's domains (of one site when `site_id` is given), by name.
-pub async fn list_domains_page(
-    db: impl AnyExecutor<'_>,
-    org_id: &str,
-    site_id: Option<&str>,
-    after: &str,
-    limit: i64,
-) -> sqlx::Result<Vec<DomainRow>> {
-    sqlx::query_as(concat!(
-        select_domains!(),
-        " WHERE d.org_id = $1 AND ($2 IS NULL OR d.site_id = $3) AND d.name > $4 ORDER BY d.name LIMIT $5"
-    ))
-    .bind(org_id)
-    .bind(site_id)
-    .bind(site_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-/// How many domains an org has (of one site when `site_id` is given).
-pub async fn count_domains(db: impl AnyExecutor<'_>, org_id: &str, site_id: Option<&str>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE org_id = $1 AND ($2 IS NULL OR site_id = $3)")
+    /// One page of an org's domains (of one site when `site_id` is given), by name.
+    pub async fn list_domains_page(
+        &self,
+        org_id: &str,
+        site_id: Option<&str>,
+        after: &str,
+        limit: i64,
+    ) -> sqlx::Result<Vec<DomainRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(
+            select_domains!(),
+            " WHERE d.org_id = $1 AND ($2 IS NULL OR d.site_id = $3) AND d.name > $4 ORDER BY d.name LIMIT $5"
+        ))
         .bind(org_id)
         .bind(site_id)
         .bind(site_id)
-        .fetch_one(db)
-        .await
-}
-
-/// Every domain of every org, for the route table.
-pub async fn list_all_domains(db: impl AnyExecutor<'_>) -> sqlx::Result<Vec<DomainRow>> {
-    sqlx::query_as(concat!(select_domains!(), " ORDER BY d.name"))
+        .bind(after)
+        .bind(limit)
         .fetch_all(db)
         .await
+    }
+
+    /// How many domains an org has (of one site when `site_id` is given).
+    pub async fn count_domains(&self, org_id: &str, site_id: Option<&str>) -> sqlx::Result<i64> {
+        let db = &self.pool;
+        sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE org_id = $1 AND ($2 IS NULL OR site_id = $3)")
+            .bind(org_id)
+            .bind(site_id)
+            .bind(site_id)
+            .fetch_one(db)
+            .await
+    }
+
+    /// Every domain of every org, for the route table.
+    pub async fn list_all_domains(&self) -> sqlx::Result<Vec<DomainRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(select_domains!(), " ORDER BY d.name"))
+            .fetch_all(db)
+            .await
+    }
 }
 
 /// Stores the outcome of a DNS check.
@@ -176,9 +182,70 @@ pub async fn delete_domain(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<(
 }
 
 /// A domain by id.
-pub async fn domain_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<DomainRow>> {
+pub(crate) async fn domain_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<DomainRow>> {
     sqlx::query_as(concat!(select_domains!(), " WHERE d.id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+impl super::Store {
+    /// A domain by id.
+    pub async fn domain_by_id(&self, id: &str) -> sqlx::Result<Option<DomainRow>> {
+        domain_by_id(&self.pool, id).await
+    }
+}
+
+/// What became of a domain to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainAdded {
+    /// Attached.
+    Added,
+    /// The name (or its redirect partner) is attached to a site already (maybe another
+    /// org's).
+    NameTaken,
+}
+
+impl super::Store {
+    /// Attaches a domain with its `domain.added` event; its names are checked under the
+    /// write lock.
+    pub async fn add_domain(&self, row: &DomainRow) -> sqlx::Result<DomainAdded> {
+        let mut tx = self.begin().await?;
+        let names: Vec<&str> = std::iter::once(row.name.as_str())
+            .chain(row.redirect_name.as_deref())
+            .collect();
+        if any_name_taken(&mut *tx, &names).await? {
+            return Ok(DomainAdded::NameTaken);
+        }
+        insert_domain(&mut *tx, row).await?;
+        let data = serde_json::json!({ "site_id": row.site_id, "name": row.name });
+        super::insert_event(&mut *tx, &row.org_id, "domain.added", &row.id, &data).await?;
+        tx.commit().await?;
+        Ok(DomainAdded::Added)
+    }
+
+    /// Records a DNS check of a domain and its new status, with a `domain.<status>` event
+    /// when the status changed.
+    pub async fn record_domain_check(&self, row: &DomainRow, to: &str, diagnosis: &str, now: i64) -> sqlx::Result<()> {
+        let mut tx = self.begin().await?;
+        set_domain_check(&mut *tx, &row.id, to, diagnosis, now).await?;
+        if row.status != to {
+            let data = serde_json::json!({ "site_id": row.site_id, "name": row.name, "status": to });
+            super::insert_event(&mut *tx, &row.org_id, &format!("domain.{to}"), &row.id, &data).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Detaches a domain (its certificate goes with it) with its `domain.removed` event;
+    /// `reason` says why when berth removed it itself.
+    pub async fn remove_domain(&self, row: &DomainRow, reason: Option<&str>) -> sqlx::Result<()> {
+        let mut tx = self.begin().await?;
+        delete_domain(&mut *tx, &row.id).await?;
+        let data = match reason {
+            Some(reason) => serde_json::json!({ "site_id": row.site_id, "name": row.name, "reason": reason }),
+            None => serde_json::json!({ "site_id": row.site_id, "name": row.name }),
+        };
+        super::insert_event(&mut *tx, &row.org_id, "domain.removed", &row.id, &data).await?;
+        tx.commit().await
+    }
 }

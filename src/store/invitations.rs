@@ -54,69 +54,75 @@ pub struct NewInvitation<'a> {
     pub expires_at: i64,
 }
 
-/// Stores a new invitation.
-pub async fn insert(db: impl AnyExecutor<'_>, inv: &NewInvitation<'_>) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO invitations (id, org_id, email, role, token_hmac, invited_by, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(inv.id)
-    .bind(inv.org_id)
-    .bind(inv.email)
-    .bind(inv.role)
-    .bind(inv.token_hmac)
-    .bind(inv.invited_by)
-    .bind(inv.created_at)
-    .bind(inv.expires_at)
-    .execute(db)
-    .await
-    .map(drop)
-}
+impl super::Store {
+    /// Stores a new invitation.
+    pub async fn insert_invitation(&self, inv: &NewInvitation<'_>) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query(
+            "INSERT INTO invitations (id, org_id, email, role, token_hmac, invited_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(inv.id)
+        .bind(inv.org_id)
+        .bind(inv.email)
+        .bind(inv.role)
+        .bind(inv.token_hmac)
+        .bind(inv.invited_by)
+        .bind(inv.created_at)
+        .bind(inv.expires_at)
+        .execute(db)
+        .await
+        .map(drop)
+    }
 
-/// An invitation by the HMAC of its token.
-pub async fn find_by_hmac(db: impl AnyExecutor<'_>, token_hmac: &str) -> sqlx::Result<Option<InvitationRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        invitation_columns!(),
-        " FROM invitations WHERE token_hmac = $1"
-    ))
-    .bind(token_hmac)
-    .fetch_optional(db)
-    .await
-}
+    /// An invitation by the HMAC of its token.
+    pub async fn find_invitation_by_hmac(&self, token_hmac: &str) -> sqlx::Result<Option<InvitationRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(
+            "SELECT ",
+            invitation_columns!(),
+            " FROM invitations WHERE token_hmac = $1"
+        ))
+        .bind(token_hmac)
+        .fetch_optional(db)
+        .await
+    }
 
-/// An invitation of an org by id.
-pub async fn get(db: impl AnyExecutor<'_>, org_id: &str, id: &str) -> sqlx::Result<Option<InvitationRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        invitation_columns!(),
-        " FROM invitations WHERE org_id = $1 AND id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
+    /// An invitation of an org by id.
+    pub async fn get_invitation(&self, org_id: &str, id: &str) -> sqlx::Result<Option<InvitationRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(
+            "SELECT ",
+            invitation_columns!(),
+            " FROM invitations WHERE org_id = $1 AND id = $2"
+        ))
+        .bind(org_id)
+        .bind(id)
+        .fetch_optional(db)
+        .await
+    }
 
-/// One page of an org's invitations, newest first (ids sort by creation time): at most
-/// `limit`, those older than the invitation `before` when given.
-pub async fn list_page(
-    db: impl AnyExecutor<'_>,
-    org_id: &str,
-    before: Option<&str>,
-    limit: i64,
-) -> sqlx::Result<Vec<InvitationRow>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        invitation_columns!(),
-        " FROM invitations WHERE org_id = $1 AND ($2 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
-    ))
-    .bind(org_id)
-    .bind(before)
-    .bind(before)
-    .bind(limit)
-    .fetch_all(db)
-    .await
+    /// One page of an org's invitations, newest first (ids sort by creation time): at most
+    /// `limit`, those older than the invitation `before` when given.
+    pub async fn list_invitations_page(
+        &self,
+        org_id: &str,
+        before: Option<&str>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<InvitationRow>> {
+        let db = &self.pool;
+        sqlx::query_as(concat!(
+            "SELECT ",
+            invitation_columns!(),
+            " FROM invitations WHERE org_id = $1 AND ($2 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(org_id)
+        .bind(before)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+    }
 }
 
 /// Marks a pending invitation used; false when it was used, revoked or expired meanwhile.
@@ -133,12 +139,17 @@ pub async fn mark_accepted(db: impl AnyExecutor<'_>, id: &str, now: i64) -> sqlx
     .map(|r| r.rows_affected() == 1)
 }
 
-/// Revokes a pending invitation; false when it was no longer pending.
-pub async fn revoke(db: impl AnyExecutor<'_>, id: &str, now: i64) -> sqlx::Result<bool> {
-    sqlx::query("UPDATE invitations SET revoked_at = $1 WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL")
+impl super::Store {
+    /// Revokes a pending invitation; false when it was no longer pending.
+    pub async fn revoke_invitation(&self, id: &str, now: i64) -> sqlx::Result<bool> {
+        let db = &self.pool;
+        sqlx::query(
+            "UPDATE invitations SET revoked_at = $1 WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
+        )
         .bind(now)
         .bind(id)
         .execute(db)
         .await
         .map(|r| r.rows_affected() == 1)
+    }
 }

@@ -14,8 +14,6 @@ use berth_edge::{LatencySketch, SiteTraffic};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyExecutor, FromRow};
 
-use super::Store;
-
 /// One minute in milliseconds.
 pub const MINUTE_MS: i64 = 60_000;
 /// One hour in milliseconds.
@@ -501,37 +499,40 @@ async fn put<'e>(
     .map(drop)
 }
 
-/// Adds `traffic` to the minute bucket of `environment_id` that `at_ms` falls in. One
-/// transaction: read, merge, write.
-pub async fn record_minute(
-    store: &Store,
-    environment_id: &str,
-    site_id: &str,
-    at_ms: i64,
-    traffic: &Bucket,
-) -> sqlx::Result<()> {
-    let start = Resolution::Minute.floor(at_ms);
-    let mut tx = store.begin().await?;
-    let mut bucket = sqlx::query_as::<_, BucketRow>(concat!(
-        "SELECT ",
-        bucket_columns!(),
-        " FROM metrics_buckets WHERE environment_id = $1 AND resolution = $2 AND start_ms = $3"
-    ))
-    .bind(environment_id)
-    .bind(Resolution::Minute.seconds())
-    .bind(start)
-    .fetch_optional(&mut *tx)
-    .await?
-    .map(BucketRow::into_bucket)
-    .unwrap_or_default();
-    bucket.merge(traffic);
-    put(&mut *tx, environment_id, site_id, Resolution::Minute, start, &bucket).await?;
-    tx.commit().await
+impl super::Store {
+    /// Adds `traffic` to the minute bucket of `environment_id` that `at_ms` falls in. One
+    /// transaction: read, merge, write.
+    pub async fn record_metrics_minute(
+        &self,
+        environment_id: &str,
+        site_id: &str,
+        at_ms: i64,
+        traffic: &Bucket,
+    ) -> sqlx::Result<()> {
+        let store = self;
+        let start = Resolution::Minute.floor(at_ms);
+        let mut tx = store.begin().await?;
+        let mut bucket = sqlx::query_as::<_, BucketRow>(concat!(
+            "SELECT ",
+            bucket_columns!(),
+            " FROM metrics_buckets WHERE environment_id = $1 AND resolution = $2 AND start_ms = $3"
+        ))
+        .bind(environment_id)
+        .bind(Resolution::Minute.seconds())
+        .bind(start)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(BucketRow::into_bucket)
+        .unwrap_or_default();
+        bucket.merge(traffic);
+        put(&mut *tx, environment_id, site_id, Resolution::Minute, start, &bucket).await?;
+        tx.commit().await
+    }
 }
 
 /// The buckets of `environment_id` at `resolution` starting in `[since_ms, until_ms)`,
 /// oldest first.
-pub async fn read<'e>(
+pub(crate) async fn read<'e>(
     db: impl AnyExecutor<'e>,
     environment_id: &str,
     resolution: Resolution,
@@ -555,63 +556,79 @@ pub async fn read<'e>(
     .collect())
 }
 
-/// Recomputes every hour (from its minutes) and then every day (from its hours) that
-/// has a bucket not rolled into it yet and has ended by `now_ms`; returns how many
-/// coarser buckets were written. Idempotent: the coarser bucket is always the merge of all
-/// its finer ones.
-pub async fn rollup(store: &Store, now_ms: i64) -> sqlx::Result<u64> {
-    let mut written = 0;
-    for (fine, coarse) in [
-        (Resolution::Minute, Resolution::Hour),
-        (Resolution::Hour, Resolution::Day),
-    ] {
-        let pending: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT DISTINCT environment_id, site_id, (start_ms / $1) * $2 FROM metrics_buckets \
-             WHERE rolled = 0 AND resolution = $3 AND start_ms < $4",
-        )
-        .bind(coarse.ms())
-        .bind(coarse.ms())
-        .bind(fine.seconds())
-        .bind(coarse.floor(now_ms))
-        .fetch_all(store.pool())
-        .await?;
-        for (environment_id, site_id, start) in pending {
-            let mut tx = store.begin().await?;
-            let mut whole = Bucket::default();
-            for bucket in read(&mut *tx, &environment_id, fine, start, start + coarse.ms()).await? {
-                whole.merge(&bucket);
-            }
-            put(&mut *tx, &environment_id, &site_id, coarse, start, &whole).await?;
-            sqlx::query(
-                "UPDATE metrics_buckets SET rolled = 1 WHERE environment_id = $1 AND resolution = $2 \
-                 AND start_ms >= $3 AND start_ms < $4 AND rolled = 0",
-            )
-            .bind(&environment_id)
-            .bind(fine.seconds())
-            .bind(start)
-            .bind(start + coarse.ms())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            written += 1;
-        }
+impl super::Store {
+    /// The buckets of `environment_id` at `resolution` starting in `[since_ms, until_ms)`,
+    /// oldest first.
+    pub async fn read_metrics(
+        &self,
+        environment_id: &str,
+        resolution: Resolution,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> sqlx::Result<Vec<Bucket>> {
+        read(&self.pool, environment_id, resolution, since_ms, until_ms).await
     }
-    Ok(written)
-}
 
-/// Removes the buckets of each resolution older than its retention at `now_ms`; returns
-/// how many. Run after [`rollup`], so nothing goes before it is rolled up.
-pub async fn prune(store: &Store, now_ms: i64, retention: &Retention) -> sqlx::Result<u64> {
-    let mut removed = 0;
-    for resolution in [Resolution::Minute, Resolution::Hour, Resolution::Day] {
-        removed += sqlx::query("DELETE FROM metrics_buckets WHERE resolution = $1 AND start_ms < $2")
-            .bind(resolution.seconds())
-            .bind(now_ms - retention.of(resolution))
-            .execute(store.pool())
-            .await?
-            .rows_affected();
+    /// Recomputes every hour (from its minutes) and then every day (from its hours) that
+    /// has a bucket not rolled into it yet and has ended by `now_ms`; returns how many
+    /// coarser buckets were written. Idempotent: the coarser bucket is always the merge of all
+    /// its finer ones.
+    pub async fn rollup_metrics(&self, now_ms: i64) -> sqlx::Result<u64> {
+        let store = self;
+        let mut written = 0;
+        for (fine, coarse) in [
+            (Resolution::Minute, Resolution::Hour),
+            (Resolution::Hour, Resolution::Day),
+        ] {
+            let pending: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT DISTINCT environment_id, site_id, (start_ms / $1) * $2 FROM metrics_buckets \
+                 WHERE rolled = 0 AND resolution = $3 AND start_ms < $4",
+            )
+            .bind(coarse.ms())
+            .bind(coarse.ms())
+            .bind(fine.seconds())
+            .bind(coarse.floor(now_ms))
+            .fetch_all(store.pool())
+            .await?;
+            for (environment_id, site_id, start) in pending {
+                let mut tx = store.begin().await?;
+                let mut whole = Bucket::default();
+                for bucket in read(&mut *tx, &environment_id, fine, start, start + coarse.ms()).await? {
+                    whole.merge(&bucket);
+                }
+                put(&mut *tx, &environment_id, &site_id, coarse, start, &whole).await?;
+                sqlx::query(
+                    "UPDATE metrics_buckets SET rolled = 1 WHERE environment_id = $1 AND resolution = $2 \
+                     AND start_ms >= $3 AND start_ms < $4 AND rolled = 0",
+                )
+                .bind(&environment_id)
+                .bind(fine.seconds())
+                .bind(start)
+                .bind(start + coarse.ms())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                written += 1;
+            }
+        }
+        Ok(written)
     }
-    Ok(removed)
+
+    /// Removes the buckets of each resolution older than its retention at `now_ms`; returns
+    /// how many. Run after [`rollup`], so nothing goes before it is rolled up.
+    pub async fn prune_metrics(&self, now_ms: i64, retention: &Retention) -> sqlx::Result<u64> {
+        let store = self;
+        let mut removed = 0;
+        for resolution in [Resolution::Minute, Resolution::Hour, Resolution::Day] {
+            removed += sqlx::query("DELETE FROM metrics_buckets WHERE resolution = $1 AND start_ms < $2")
+                .bind(resolution.seconds())
+                .bind(now_ms - retention.of(resolution))
+                .execute(store.pool())
+                .await?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
 }
 
 /// One deployment's traffic since it first served (table `deployment_traffic`).
@@ -644,83 +661,85 @@ fn traffic_of(row: TrafficRow) -> DeploymentTraffic {
     }
 }
 
-/// Adds a flush's traffic of one deployment (`requests`, 5xx, latencies) at `at_ms`. One
-/// transaction: read, merge, write.
-pub async fn record_deployment(
-    store: &Store,
-    deployment_id: &str,
-    environment_id: &str,
-    at_ms: i64,
-    traffic: &Bucket,
-) -> sqlx::Result<()> {
-    let mut tx = store.begin().await?;
-    let known: Option<TrafficRow> = sqlx::query_as(
-        "SELECT deployment_id, requests, server_errors, first_byte, first_ms, last_ms FROM deployment_traffic \
-         WHERE deployment_id = $1",
-    )
-    .bind(deployment_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let mut total = known.map(traffic_of).unwrap_or(DeploymentTraffic {
-        first_ms: at_ms,
-        ..DeploymentTraffic::default()
-    });
-    total.requests += traffic.requests;
-    total.server_errors += traffic.class(5);
-    total.first_byte.merge(&traffic.first_byte);
-    total.last_ms = at_ms;
-    sqlx::query(
-        "INSERT INTO deployment_traffic (deployment_id, environment_id, requests, server_errors, \
-         first_byte, first_ms, last_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (deployment_id) DO UPDATE SET environment_id = excluded.environment_id, \
-         requests = excluded.requests, server_errors = excluded.server_errors, first_byte = excluded.first_byte, \
-         first_ms = excluded.first_ms, last_ms = excluded.last_ms",
-    )
-    .bind(deployment_id)
-    .bind(environment_id)
-    .bind(total.requests as i64)
-    .bind(total.server_errors as i64)
-    .bind(total.first_byte.encode())
-    .bind(total.first_ms)
-    .bind(total.last_ms)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
-}
+impl super::Store {
+    /// Adds a flush's traffic of one deployment (`requests`, 5xx, latencies) at `at_ms`. One
+    /// transaction: read, merge, write.
+    pub async fn record_deployment_metrics(
+        &self,
+        deployment_id: &str,
+        environment_id: &str,
+        at_ms: i64,
+        traffic: &Bucket,
+    ) -> sqlx::Result<()> {
+        let store = self;
+        let mut tx = store.begin().await?;
+        let known: Option<TrafficRow> = sqlx::query_as(
+            "SELECT deployment_id, requests, server_errors, first_byte, first_ms, last_ms FROM deployment_traffic \
+             WHERE deployment_id = $1",
+        )
+        .bind(deployment_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut total = known.map(traffic_of).unwrap_or(DeploymentTraffic {
+            first_ms: at_ms,
+            ..DeploymentTraffic::default()
+        });
+        total.requests += traffic.requests;
+        total.server_errors += traffic.class(5);
+        total.first_byte.merge(&traffic.first_byte);
+        total.last_ms = at_ms;
+        sqlx::query(
+            "INSERT INTO deployment_traffic (deployment_id, environment_id, requests, server_errors, \
+             first_byte, first_ms, last_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (deployment_id) DO UPDATE SET environment_id = excluded.environment_id, \
+             requests = excluded.requests, server_errors = excluded.server_errors, first_byte = excluded.first_byte, \
+             first_ms = excluded.first_ms, last_ms = excluded.last_ms",
+        )
+        .bind(deployment_id)
+        .bind(environment_id)
+        .bind(total.requests as i64)
+        .bind(total.server_errors as i64)
+        .bind(total.first_byte.encode())
+        .bind(total.first_ms)
+        .bind(total.last_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
 
-/// A deployment's traffic, if it served any.
-pub async fn deployment_traffic<'e>(
-    db: impl AnyExecutor<'e>,
-    deployment_id: &str,
-) -> sqlx::Result<Option<DeploymentTraffic>> {
-    Ok(sqlx::query_as::<_, TrafficRow>(
-        "SELECT deployment_id, requests, server_errors, first_byte, first_ms, last_ms FROM deployment_traffic \
-         WHERE deployment_id = $1",
-    )
-    .bind(deployment_id)
-    .fetch_optional(db)
-    .await?
-    .map(traffic_of))
-}
+    /// A deployment's traffic, if it served any.
+    pub async fn deployment_traffic(&self, deployment_id: &str) -> sqlx::Result<Option<DeploymentTraffic>> {
+        let db = &self.pool;
+        Ok(sqlx::query_as::<_, TrafficRow>(
+            "SELECT deployment_id, requests, server_errors, first_byte, first_ms, last_ms FROM deployment_traffic \
+             WHERE deployment_id = $1",
+        )
+        .bind(deployment_id)
+        .fetch_optional(db)
+        .await?
+        .map(traffic_of))
+    }
 
-/// The traffic of the newest deployment of `environment_id` created before
-/// `created_before` (ms) that served any: the one a deployment replaced.
-pub async fn previous_deployment_traffic<'e>(
-    db: impl AnyExecutor<'e>,
-    environment_id: &str,
-    created_before: i64,
-) -> sqlx::Result<Option<DeploymentTraffic>> {
-    Ok(sqlx::query_as::<_, TrafficRow>(
-        "SELECT t.deployment_id, t.requests, t.server_errors, t.first_byte, t.first_ms, t.last_ms \
-         FROM deployment_traffic t JOIN deployments d ON d.id = t.deployment_id \
-         WHERE t.environment_id = $1 AND d.created_at < $2 AND t.requests > 0 \
-         ORDER BY d.created_at DESC LIMIT 1",
-    )
-    .bind(environment_id)
-    .bind(created_before)
-    .fetch_optional(db)
-    .await?
-    .map(traffic_of))
+    /// The traffic of the newest deployment of `environment_id` created before
+    /// `created_before` (ms) that served any: the one a deployment replaced.
+    pub async fn previous_deployment_traffic(
+        &self,
+        environment_id: &str,
+        created_before: i64,
+    ) -> sqlx::Result<Option<DeploymentTraffic>> {
+        let db = &self.pool;
+        Ok(sqlx::query_as::<_, TrafficRow>(
+            "SELECT t.deployment_id, t.requests, t.server_errors, t.first_byte, t.first_ms, t.last_ms \
+             FROM deployment_traffic t JOIN deployments d ON d.id = t.deployment_id \
+             WHERE t.environment_id = $1 AND d.created_at < $2 AND t.requests > 0 \
+             ORDER BY d.created_at DESC LIMIT 1",
+        )
+        .bind(environment_id)
+        .bind(created_before)
+        .fetch_optional(db)
+        .await?
+        .map(traffic_of))
+    }
 }
 
 /// A deployment that served traffic in a range, with its environment's name.
@@ -738,49 +757,49 @@ pub struct ServingDeployment {
     pub last_ms: i64,
 }
 
-/// The deployments of `site_id` (of one environment, when given) whose counted traffic
-/// (first to latest request) overlaps `[since_ms, until_ms)`, latest served first, at most
-/// `limit`.
-pub async fn deployments_serving<'e>(
-    db: impl AnyExecutor<'e>,
-    site_id: &str,
-    environment_id: Option<&str>,
-    since_ms: i64,
-    until_ms: i64,
-    limit: i64,
-) -> sqlx::Result<Vec<ServingDeployment>> {
-    sqlx::query_as(
-        "SELECT t.deployment_id, e.name AS environment, t.requests, t.first_ms, t.last_ms \
-         FROM deployment_traffic t JOIN environments e ON e.id = t.environment_id \
-         WHERE e.site_id = $1 AND ($2 IS NULL OR e.id = $3) AND t.first_ms < $4 AND t.last_ms >= $5 \
-         AND t.requests > 0 ORDER BY t.last_ms DESC, t.deployment_id LIMIT $6",
-    )
-    .bind(site_id)
-    .bind(environment_id)
-    .bind(environment_id)
-    .bind(until_ms)
-    .bind(since_ms)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
+impl super::Store {
+    /// The deployments of `site_id` (of one environment, when given) whose counted traffic
+    /// (first to latest request) overlaps `[since_ms, until_ms)`, latest served first, at most
+    /// `limit`.
+    pub async fn deployments_serving(
+        &self,
+        site_id: &str,
+        environment_id: Option<&str>,
+        since_ms: i64,
+        until_ms: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<ServingDeployment>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT t.deployment_id, e.name AS environment, t.requests, t.first_ms, t.last_ms \
+             FROM deployment_traffic t JOIN environments e ON e.id = t.environment_id \
+             WHERE e.site_id = $1 AND ($2 IS NULL OR e.id = $3) AND t.first_ms < $4 AND t.last_ms >= $5 \
+             AND t.requests > 0 ORDER BY t.last_ms DESC, t.deployment_id LIMIT $6",
+        )
+        .bind(site_id)
+        .bind(environment_id)
+        .bind(environment_id)
+        .bind(until_ms)
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+    }
 
-/// How many buckets of `resolution` an environment has, and the bytes of their stored
-/// values (fixed columns counted as 8 bytes each).
-pub async fn stored<'e>(
-    db: impl AnyExecutor<'e>,
-    environment_id: &str,
-    resolution: Resolution,
-) -> sqlx::Result<(i64, i64)> {
-    sqlx::query_as(
-        "SELECT COUNT(*), CAST(COALESCE(SUM(length(environment_id) + length(site_id) + length(statuses) + \
-         length(first_byte) + length(paths) + length(countries) + 12 * 8), 0) AS BIGINT) FROM metrics_buckets \
-         WHERE environment_id = $1 AND resolution = $2",
-    )
-    .bind(environment_id)
-    .bind(resolution.seconds())
-    .fetch_one(db)
-    .await
+    /// How many buckets of `resolution` an environment has, and the bytes of their stored
+    /// values (fixed columns counted as 8 bytes each).
+    pub async fn stored_metrics(&self, environment_id: &str, resolution: Resolution) -> sqlx::Result<(i64, i64)> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(length(environment_id) + length(site_id) + length(statuses) + \
+             length(first_byte) + length(paths) + length(countries) + 12 * 8), 0) AS BIGINT) FROM metrics_buckets \
+             WHERE environment_id = $1 AND resolution = $2",
+        )
+        .bind(environment_id)
+        .bind(resolution.seconds())
+        .fetch_one(db)
+        .await
+    }
 }
 
 /// Jobs by kind and state, and the pending ones due now (for `GET /metrics`).
@@ -792,25 +811,28 @@ pub struct JobCounts {
     pub due: i64,
 }
 
-/// Counts the jobs of one org (or of every org) at `now_ms`.
-pub async fn job_counts(pool: &sqlx::AnyPool, org_id: Option<&str>, now_ms: i64) -> sqlx::Result<JobCounts> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT kind, status, COUNT(*) FROM jobs WHERE ($1 IS NULL OR org_id = $1) GROUP BY kind, status",
-    )
-    .bind(org_id)
-    .fetch_all(pool)
-    .await?;
-    let due: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM jobs WHERE ($1 IS NULL OR org_id = $1) AND status = 'pending' AND run_at <= $2",
-    )
-    .bind(org_id)
-    .bind(now_ms)
-    .fetch_one(pool)
-    .await?;
-    Ok(JobCounts {
-        by_kind_and_state: rows.into_iter().map(|(k, s, n)| ((k, s), n)).collect(),
-        due,
-    })
+impl super::Store {
+    /// Counts the jobs of one org (or of every org) at `now_ms`.
+    pub async fn job_counts(&self, org_id: Option<&str>, now_ms: i64) -> sqlx::Result<JobCounts> {
+        let pool = &self.pool;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT kind, status, COUNT(*) FROM jobs WHERE ($1 IS NULL OR org_id = $1) GROUP BY kind, status",
+        )
+        .bind(org_id)
+        .fetch_all(pool)
+        .await?;
+        let due: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE ($1 IS NULL OR org_id = $1) AND status = 'pending' AND run_at <= $2",
+        )
+        .bind(org_id)
+        .bind(now_ms)
+        .fetch_one(pool)
+        .await?;
+        Ok(JobCounts {
+            by_kind_and_state: rows.into_iter().map(|(k, s, n)| ((k, s), n)).collect(),
+            due,
+        })
+    }
 }
 
 /// An environment's id with its org, its site's name and its own name.
@@ -826,14 +848,17 @@ pub struct EnvironmentName {
     pub environment: String,
 }
 
-/// Every environment of every site, to name the tap's labels.
-pub async fn environment_names(db: impl AnyExecutor<'_>) -> sqlx::Result<Vec<EnvironmentName>> {
-    sqlx::query_as(
-        "SELECT e.id AS environment_id, e.org_id, s.name AS site, e.name AS environment \
-         FROM environments e JOIN sites s ON s.id = e.site_id",
-    )
-    .fetch_all(db)
-    .await
+impl super::Store {
+    /// Every environment of every site, to name the tap's labels.
+    pub async fn environment_names(&self) -> sqlx::Result<Vec<EnvironmentName>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT e.id AS environment_id, e.org_id, s.name AS site, e.name AS environment \
+             FROM environments e JOIN sites s ON s.id = e.site_id",
+        )
+        .fetch_all(db)
+        .await
+    }
 }
 
 #[cfg(test)]

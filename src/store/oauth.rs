@@ -82,37 +82,35 @@ pub struct TokenRow {
     pub revoked_at: Option<i64>,
 }
 
-/// Stores (or refreshes) a client.
-pub async fn upsert_client(
-    db: impl AnyExecutor<'_>,
-    id: &str,
-    kind: &str,
-    name: &str,
-    redirect_uris: &str,
-) -> sqlx::Result<()> {
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO oauth_clients (id, kind, name, redirect_uris, created_at, fetched_at) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (id) DO UPDATE SET name = excluded.name, redirect_uris = excluded.redirect_uris, \
-         fetched_at = excluded.fetched_at",
-    )
-    .bind(id)
-    .bind(kind)
-    .bind(name)
-    .bind(redirect_uris)
-    .bind(now)
-    .bind(now)
-    .execute(db)
-    .await
-    .map(drop)
-}
-
-/// A client by id.
-pub async fn get_client(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<ClientRow>> {
-    sqlx::query_as("SELECT id, kind, name, redirect_uris, fetched_at FROM oauth_clients WHERE id = $1")
+impl super::Store {
+    /// Stores (or refreshes) a client.
+    pub async fn upsert_oauth_client(&self, id: &str, kind: &str, name: &str, redirect_uris: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO oauth_clients (id, kind, name, redirect_uris, created_at, fetched_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, redirect_uris = excluded.redirect_uris, \
+             fetched_at = excluded.fetched_at",
+        )
         .bind(id)
-        .fetch_optional(db)
+        .bind(kind)
+        .bind(name)
+        .bind(redirect_uris)
+        .bind(now)
+        .bind(now)
+        .execute(db)
         .await
+        .map(drop)
+    }
+
+    /// A client by id.
+    pub async fn oauth_client(&self, id: &str) -> sqlx::Result<Option<ClientRow>> {
+        let db = &self.pool;
+        sqlx::query_as("SELECT id, kind, name, redirect_uris, fetched_at FROM oauth_clients WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await
+    }
 }
 
 /// A new grant's columns.
@@ -160,39 +158,44 @@ pub async fn insert_grant(db: impl AnyExecutor<'_>, g: &NewGrant<'_>) -> sqlx::R
     .map(|r| r.rows_affected() == 1)
 }
 
-/// A grant by id.
-pub async fn get_grant(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<GrantRow>> {
-    sqlx::query_as(
-        "SELECT id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, created_at, \
-         last_used_at, revoked_at FROM oauth_grants WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
-/// Revokes a grant (and so every token under it).
-pub async fn revoke_grant(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE oauth_grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-        .bind(now_ms())
+impl super::Store {
+    /// A grant by id.
+    pub async fn get_grant(&self, id: &str) -> sqlx::Result<Option<GrantRow>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, created_at, \
+             last_used_at, revoked_at FROM oauth_grants WHERE id = $1",
+        )
         .bind(id)
+        .fetch_optional(db)
+        .await
+    }
+
+    /// Revokes a grant (and so every token under it).
+    pub async fn revoke_grant(&self, id: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query("UPDATE oauth_grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(id)
+            .execute(db)
+            .await
+            .map(drop)
+    }
+
+    /// Records a use of a grant, at most once a minute.
+    pub async fn touch_grant(&self, id: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE oauth_grants SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now - 60_000)
         .execute(db)
         .await
         .map(drop)
-}
-
-/// Records a use of a grant, at most once a minute.
-pub async fn touch_grant(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<()> {
-    let now = now_ms();
-    sqlx::query(
-        "UPDATE oauth_grants SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
-    )
-    .bind(now)
-    .bind(id)
-    .bind(now - 60_000)
-    .execute(db)
-    .await
-    .map(drop)
+    }
 }
 
 /// Stores an authorization code.
@@ -217,24 +220,28 @@ pub async fn insert_code(
     .map(drop)
 }
 
-/// A code by its HMAC.
-pub async fn get_code(db: impl AnyExecutor<'_>, code_hmac: &str) -> sqlx::Result<Option<CodeRow>> {
-    sqlx::query_as(
-        "SELECT grant_id, redirect_uri, code_challenge, expires_at, used_at FROM oauth_codes WHERE code_hmac = $1",
-    )
-    .bind(code_hmac)
-    .fetch_optional(db)
-    .await
-}
-
-/// Marks a code (or a refresh token) used; false when it already was (a replay).
-pub async fn use_code(db: impl AnyExecutor<'_>, code_hmac: &str) -> sqlx::Result<bool> {
-    sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hmac = $2 AND used_at IS NULL")
-        .bind(now_ms())
+impl super::Store {
+    /// A code by its HMAC.
+    pub async fn oauth_code(&self, code_hmac: &str) -> sqlx::Result<Option<CodeRow>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT grant_id, redirect_uri, code_challenge, expires_at, used_at FROM oauth_codes WHERE code_hmac = $1",
+        )
         .bind(code_hmac)
-        .execute(db)
+        .fetch_optional(db)
         .await
-        .map(|r| r.rows_affected() == 1)
+    }
+
+    /// Marks a code (or a refresh token) used; false when it already was (a replay).
+    pub async fn use_oauth_code(&self, code_hmac: &str) -> sqlx::Result<bool> {
+        let db = &self.pool;
+        sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hmac = $2 AND used_at IS NULL")
+            .bind(now_ms())
+            .bind(code_hmac)
+            .execute(db)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
 }
 
 /// Stores a token.
@@ -286,64 +293,72 @@ pub async fn delete_expired(db: &mut sqlx::AnyConnection, now: i64) -> sqlx::Res
     Ok(codes + tokens)
 }
 
-/// A token by its HMAC.
-pub async fn get_token(db: impl AnyExecutor<'_>, token_hmac: &str) -> sqlx::Result<Option<TokenRow>> {
-    sqlx::query_as("SELECT grant_id, kind, expires_at, used_at, revoked_at FROM oauth_tokens WHERE token_hmac = $1")
-        .bind(token_hmac)
-        .fetch_optional(db)
-        .await
-}
+impl super::Store {
+    /// A token by its HMAC.
+    pub async fn oauth_token(&self, token_hmac: &str) -> sqlx::Result<Option<TokenRow>> {
+        let db = &self.pool;
+        sqlx::query_as("SELECT grant_id, kind, expires_at, used_at, revoked_at FROM oauth_tokens WHERE token_hmac = $1")
+            .bind(token_hmac)
+            .fetch_optional(db)
+            .await
+    }
 
-/// Marks a refresh token exchanged; false when it already was (a replay).
-pub async fn use_token(db: impl AnyExecutor<'_>, token_hmac: &str) -> sqlx::Result<bool> {
-    sqlx::query("UPDATE oauth_tokens SET used_at = $1 WHERE token_hmac = $2 AND used_at IS NULL")
-        .bind(now_ms())
-        .bind(token_hmac)
-        .execute(db)
-        .await
-        .map(|r| r.rows_affected() == 1)
-}
+    /// Marks a refresh token exchanged; false when it already was (a replay).
+    pub async fn use_oauth_token(&self, token_hmac: &str) -> sqlx::Result<bool> {
+        let db = &self.pool;
+        sqlx::query("UPDATE oauth_tokens SET used_at = $1 WHERE token_hmac = $2 AND used_at IS NULL")
+            .bind(now_ms())
+            .bind(token_hmac)
+            .execute(db)
+            .await
+            .map(|r| r.rows_affected() == 1)
+    }
 
-/// Revokes one token.
-pub async fn revoke_token(db: impl AnyExecutor<'_>, token_hmac: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE oauth_tokens SET revoked_at = $1 WHERE token_hmac = $2 AND revoked_at IS NULL")
-        .bind(now_ms())
-        .bind(token_hmac)
-        .execute(db)
-        .await
-        .map(drop)
-}
+    /// Revokes one token.
+    pub async fn revoke_oauth_token(&self, token_hmac: &str) -> sqlx::Result<()> {
+        let db = &self.pool;
+        sqlx::query("UPDATE oauth_tokens SET revoked_at = $1 WHERE token_hmac = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(token_hmac)
+            .execute(db)
+            .await
+            .map(drop)
+    }
 
-/// The orgs a user belongs to: (id, name, role), by name.
-pub async fn orgs_of_user(db: impl AnyExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<(String, String, String)>> {
-    sqlx::query_as(
-        "SELECT o.id, o.name, m.role FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = $1 \
-         ORDER BY o.name LIMIT 100",
-    )
-    .bind(user_id)
-    .fetch_all(db)
-    .await
-}
-
-/// The names of an org's active sites (the consent page's choices), by name.
-pub async fn site_names(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT name FROM sites WHERE org_id = $1 AND status = 'active' ORDER BY name LIMIT 1000")
-        .bind(org_id)
+    /// The orgs a user belongs to: (id, name, role), by name.
+    pub async fn orgs_of_user(&self, user_id: &str) -> sqlx::Result<Vec<(String, String, String)>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT o.id, o.name, m.role FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = $1 \
+             ORDER BY o.name LIMIT 100",
+        )
+        .bind(user_id)
         .fetch_all(db)
         .await
-}
+    }
 
-/// An org's active grants (of one person, or everyone's), newest first.
-pub async fn list_grants(db: impl AnyExecutor<'_>, org_id: &str, user_id: Option<&str>) -> sqlx::Result<Vec<GrantRow>> {
-    sqlx::query_as(
-        "SELECT id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, created_at, \
-         last_used_at, revoked_at FROM oauth_grants WHERE org_id = $1 AND revoked_at IS NULL \
-         AND ($2 IS NULL OR user_id = $2) ORDER BY created_at DESC, id LIMIT 1000",
-    )
-    .bind(org_id)
-    .bind(user_id)
-    .fetch_all(db)
-    .await
+    /// The names of an org's active sites (the consent page's choices), by name.
+    pub async fn oauth_site_names(&self, org_id: &str) -> sqlx::Result<Vec<String>> {
+        let db = &self.pool;
+        sqlx::query_scalar("SELECT name FROM sites WHERE org_id = $1 AND status = 'active' ORDER BY name LIMIT 1000")
+            .bind(org_id)
+            .fetch_all(db)
+            .await
+    }
+
+    /// An org's active grants (of one person, or everyone's), newest first.
+    pub async fn list_grants(&self, org_id: &str, user_id: Option<&str>) -> sqlx::Result<Vec<GrantRow>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, created_at, \
+             last_used_at, revoked_at FROM oauth_grants WHERE org_id = $1 AND revoked_at IS NULL \
+             AND ($2 IS NULL OR user_id = $2) ORDER BY created_at DESC, id LIMIT 1000",
+        )
+        .bind(org_id)
+        .bind(user_id)
+        .fetch_all(db)
+        .await
+    }
 }
 
 /// Freezes an org's agents (revoking every grant of it) or unfreezes them: the number of
@@ -371,7 +386,7 @@ pub async fn set_frozen(db: &mut sqlx::AnyConnection, org_id: &str, frozen: bool
 }
 
 /// When an org's agents were frozen, if they are.
-pub async fn frozen_at(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<Option<i64>> {
+pub(crate) async fn frozen_at(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar("SELECT agents_frozen_at FROM orgs WHERE id = $1")
         .bind(org_id)
         .fetch_optional(db)
@@ -379,29 +394,72 @@ pub async fn frozen_at(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<O
         .map(Option::flatten)
 }
 
-/// Deletes grants that ended, with their codes and tokens (by cascade): those revoked
-/// before `revoked_before` (ms), and those that can no longer be used — not revoked, made
-/// before `unused_before`, with no token and no exchanged or unexpired-by-then code (a
-/// code never exchanged, or tokens that all expired and were cleared). Returns how many
-/// grants went; a batch at a time.
-pub async fn prune_ended_grants(db: &sqlx::AnyPool, revoked_before: i64, unused_before: i64) -> sqlx::Result<u64> {
-    let revoked = super::delete_in_batches(
-        db,
-        "DELETE FROM oauth_grants WHERE id IN (SELECT id FROM oauth_grants \
-           WHERE revoked_at BETWEEN 1 AND $1 LIMIT 5000)",
-        &[revoked_before],
-    )
-    .await?;
-    let unused = super::delete_in_batches(
-        db,
-        "DELETE FROM oauth_grants WHERE id IN (SELECT g.id FROM oauth_grants g \
-           WHERE g.revoked_at IS NULL AND g.created_at < $1 \
-             AND NOT EXISTS (SELECT 1 FROM oauth_tokens t WHERE t.grant_id = g.id) \
-             AND NOT EXISTS (SELECT 1 FROM oauth_codes c WHERE c.grant_id = g.id \
-                               AND (c.used_at IS NOT NULL OR c.expires_at >= $1)) \
-           LIMIT 5000)",
-        &[unused_before],
-    )
-    .await?;
-    Ok(revoked + unused)
+impl super::Store {
+    /// When an org's agents were frozen, if they are.
+    pub async fn frozen_at(&self, org_id: &str) -> sqlx::Result<Option<i64>> {
+        frozen_at(&self.pool, org_id).await
+    }
+
+    /// Deletes grants that ended, with their codes and tokens (by cascade): those revoked
+    /// before `revoked_before` (ms), and those that can no longer be used — not revoked, made
+    /// before `unused_before`, with no token and no exchanged or unexpired-by-then code (a
+    /// code never exchanged, or tokens that all expired and were cleared). Returns how many
+    /// grants went; a batch at a time.
+    pub async fn prune_ended_grants(&self, revoked_before: i64, unused_before: i64) -> sqlx::Result<u64> {
+        let db = &self.pool;
+        let revoked = super::delete_in_batches(
+            db,
+            "DELETE FROM oauth_grants WHERE id IN (SELECT id FROM oauth_grants \
+               WHERE revoked_at BETWEEN 1 AND $1 LIMIT 5000)",
+            &[revoked_before],
+        )
+        .await?;
+        let unused = super::delete_in_batches(
+            db,
+            "DELETE FROM oauth_grants WHERE id IN (SELECT g.id FROM oauth_grants g \
+               WHERE g.revoked_at IS NULL AND g.created_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM oauth_tokens t WHERE t.grant_id = g.id) \
+                 AND NOT EXISTS (SELECT 1 FROM oauth_codes c WHERE c.grant_id = g.id \
+                                   AND (c.used_at IS NOT NULL OR c.expires_at >= $1)) \
+               LIMIT 5000)",
+            &[unused_before],
+        )
+        .await?;
+        Ok(revoked + unused)
+    }
+}
+
+/// An authorization code to store with its grant (by its HMAC).
+#[derive(Clone, Copy, Debug)]
+pub struct NewCode<'a> {
+    /// HMAC of the code.
+    pub code_hmac: &'a str,
+    /// Where the code may be redeemed.
+    pub redirect_uri: &'a str,
+    /// The PKCE challenge.
+    pub code_challenge: &'a str,
+    /// Expiry (ms).
+    pub expires_at: i64,
+}
+
+impl super::Store {
+    /// Stores a person's consent (a grant) with its first authorization code, unless the
+    /// org's agents are frozen: false then, and nothing is stored.
+    pub async fn grant_consent(&self, grant: &NewGrant<'_>, code: &NewCode<'_>) -> sqlx::Result<bool> {
+        let mut tx = self.begin().await?;
+        if !insert_grant(&mut *tx, grant).await? {
+            return Ok(false);
+        }
+        insert_code(
+            &mut *tx,
+            code.code_hmac,
+            grant.id,
+            code.redirect_uri,
+            code.code_challenge,
+            code.expires_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 }

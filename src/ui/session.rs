@@ -19,7 +19,7 @@ use crate::auth::Authenticator;
 use crate::error::{ServiceError, ServiceResult};
 use crate::model::Actor;
 use crate::service::{OrgMembership, Service};
-use crate::store::{Store, ui_sessions};
+use crate::store::Store;
 use crate::util::{now_ms, random_hex, tokens_match};
 
 /// Name of the session cookie.
@@ -66,7 +66,7 @@ pub struct Session {
 impl Session {
     /// Ends this session.
     pub async fn end(&self, state: &UiState) -> ServiceResult<()> {
-        ui_sessions::delete_session(state.store().pool(), &self.id_hash).await?;
+        state.store().delete_session(&self.id_hash).await?;
         Ok(())
     }
 
@@ -136,22 +136,22 @@ pub fn set_cookie(name: &str, value: &str, path: &str, max_age: i64, secure: boo
 
 /// Creates a session for an authenticated key or member; returns the `Set-Cookie` header.
 pub async fn start_session(state: &UiState, actor: &Actor, secure: bool) -> ServiceResult<HeaderValue> {
-    let pool = state.store().pool();
+    let store = state.store();
     // Opportunistic cleanup: logins are rare enough that this costs nothing.
-    ui_sessions::delete_expired_sessions(pool).await?;
+    store.delete_expired_sessions().await?;
     let token = random_hex(32);
     // A member's own session acts as the member (its key id is the user id).
     let member = actor.user_id.as_deref().filter(|u| *u == actor.key_id);
-    ui_sessions::insert_session(
-        pool,
-        &hash_token(&token),
-        &actor.org_id,
-        member.is_none().then_some(actor.key_id.as_str()),
-        member,
-        &random_hex(24),
-        now_ms() + SESSION_TTL_SECS * 1000,
-    )
-    .await?;
+    store
+        .insert_session(
+            &hash_token(&token),
+            &actor.org_id,
+            member.is_none().then_some(actor.key_id.as_str()),
+            member,
+            &random_hex(24),
+            now_ms() + SESSION_TTL_SECS * 1000,
+        )
+        .await?;
     Ok(set_cookie(SESSION_COOKIE, &token, "/", SESSION_TTL_SECS, secure))
 }
 
@@ -164,7 +164,7 @@ pub async fn current_session(state: &UiState, headers: &HeaderMap) -> ServiceRes
         return Ok(None);
     }
     let id_hash = hash_token(token);
-    let Some(row) = ui_sessions::find_session(state.store().pool(), &id_hash).await? else {
+    let Some(row) = state.store().find_session(&id_hash).await? else {
         return Ok(None);
     };
     let actor = match state.auth.actor_of_session(&row).await {

@@ -417,6 +417,28 @@ pub async fn open_store(data: &Path) -> berth::store::Store {
     berth::store::Store::open(&url).await.expect("open the server's store")
 }
 
+/// A connection pool of its own on a server's database, for tests that read or move rows
+/// no API reaches (the store keeps its pool to itself): SQLite waits for the server's
+/// writer rather than failing "database is locked".
+pub async fn open_db(data: &Path) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let url = database_url(data).unwrap_or_else(|| format!("sqlite://{}", data.join("berth.db").display()));
+    let sqlite = url.starts_with("sqlite:");
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(2)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if sqlite {
+                    sqlx::Executor::execute(conn, "PRAGMA busy_timeout = 10000").await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .expect("open the server's database")
+}
+
 /// `berth serve` on port 0 over `data`, not started: for tests of how it refuses to start.
 pub fn serve_command(data: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
@@ -684,12 +706,9 @@ impl Drop for World {
 /// has no API to create orgs yet).
 pub async fn add_org(server: &TestServer, id: &str, name: &str, key: &str) {
     let store = open_store(server.data.path()).await;
-    let mut tx = store.begin().await.unwrap();
-    berth::store::insert_org(&mut *tx, id, name).await.unwrap();
-    berth::auth::create_key(&mut tx, id, "admin", "admin", key)
+    berth::auth::create_org_with_key(&store, id, name, "admin", "admin", key)
         .await
         .unwrap();
-    tx.commit().await.unwrap();
 }
 
 /// Runs the docker CLI; its standard output.

@@ -233,10 +233,10 @@ impl OAuthServer {
 
     /// The orgs a person may grant access to, each with its sites (for the consent page).
     pub async fn consent_choices(&self, user_id: &str) -> ServiceResult<Vec<OrgChoice>> {
-        let pool = self.pool();
+        let store = self.store();
         let mut out = Vec::new();
-        for (id, name, role) in oauth_store::orgs_of_user(pool, user_id).await? {
-            let sites = oauth_store::site_names(pool, &id).await?;
+        for (id, name, role) in store.orgs_of_user(user_id).await? {
+            let sites = store.oauth_site_names(&id).await?;
             out.push(OrgChoice { id, name, role, sites });
         }
         Ok(out)
@@ -262,9 +262,9 @@ impl OAuthServer {
                 description: "the person declined".into(),
             });
         }
-        let pool = self.pool();
+        let store = self.store();
         let failed = |e: sqlx::Error| Refusal::Failed(e.into());
-        let orgs = oauth_store::orgs_of_user(pool, user_id).await.map_err(failed)?;
+        let orgs = store.orgs_of_user(user_id).await.map_err(failed)?;
         let Some((org_id, _, _)) = orgs.iter().find(|(id, _, _)| Some(id) == decision.org.as_ref()) else {
             return Err(Refusal::Page("pick one of your orgs".into()));
         };
@@ -280,7 +280,7 @@ impl OAuthServer {
         let sites = match decision.sites {
             SiteChoice::Every => None,
             SiteChoice::Only(names) => {
-                let existing = oauth_store::site_names(pool, org_id).await.map_err(failed)?;
+                let existing = store.oauth_site_names(org_id).await.map_err(failed)?;
                 let mut chosen: Vec<String> = names.into_iter().filter(|n| existing.contains(n)).collect();
                 chosen.sort();
                 chosen.dedup();
@@ -303,36 +303,24 @@ impl OAuthServer {
             .map_err(|e| Refusal::Failed(ServiceError::Internal(e)))?;
         let scope_names = Scope::join(&scopes);
         let stored = async {
-            let mut tx = self.service.platform.store.begin().await?;
-            let stored = oauth_store::insert_grant(
-                &mut *tx,
-                &oauth_store::NewGrant {
-                    id: &grant_id,
-                    org_id,
-                    user_id,
-                    client_id: &checked.client.id,
-                    client_name: &checked.client.name,
-                    scopes: &scope_names,
-                    sites: sites.as_deref(),
-                    production: decision.production,
-                    resource: &checked.resource,
-                },
-            )
-            .await?;
-            if !stored {
-                return anyhow::Ok(false);
-            }
-            oauth_store::insert_code(
-                &mut *tx,
-                &digest,
-                &grant_id,
-                &checked.redirect_uri,
-                &checked.challenge,
-                now_ms() + OAUTH_CODE_TTL_SECS * 1000,
-            )
-            .await?;
-            tx.commit().await?;
-            anyhow::Ok(true)
+            let grant = oauth_store::NewGrant {
+                id: &grant_id,
+                org_id,
+                user_id,
+                client_id: &checked.client.id,
+                client_name: &checked.client.name,
+                scopes: &scope_names,
+                sites: sites.as_deref(),
+                production: decision.production,
+                resource: &checked.resource,
+            };
+            let code = oauth_store::NewCode {
+                code_hmac: &digest,
+                redirect_uri: &checked.redirect_uri,
+                code_challenge: &checked.challenge,
+                expires_at: now_ms() + OAUTH_CODE_TTL_SECS * 1000,
+            };
+            anyhow::Ok(self.service.platform.store.grant_consent(&grant, &code).await?)
         };
         match stored.await {
             Ok(true) => Ok(Approved {

@@ -13,7 +13,6 @@ use super::{
     MAX_NAME_CHARS, MAX_REDIRECT_URIS, MAX_URI_CHARS, METADATA_CACHE_MS, METADATA_FETCHES_PER_MINUTE,
     METADATA_MAX_BYTES, OAuthError, OAuthServer, REGISTRATIONS_PER_MINUTE,
 };
-use crate::store::oauth as oauth_store;
 use crate::util::{now_ms, random_hex};
 
 fn is_loopback_host(host: &str) -> bool {
@@ -182,7 +181,7 @@ impl OAuthServer {
         }
         let id = format!("berth_client_{}", random_hex(16));
         let uris = serde_json::to_string(&reg.redirect_uris).unwrap_or_default();
-        oauth_store::upsert_client(self.pool(), &id, "registered", name, &uris).await?;
+        self.store().upsert_oauth_client(&id, "registered", name, &uris).await?;
         Ok(RegisteredClient {
             client_id: id,
             issued_at: now_ms() / 1000,
@@ -195,8 +194,9 @@ impl OAuthServer {
     /// (cached for ten minutes). `Err`: why, to show on berth's page.
     pub(super) async fn client(&self, client_id: &str, caller: IpAddr) -> Result<Client, String> {
         let shown: String = client_id.chars().take(80).collect();
-        let pool = self.pool();
-        let row = oauth_store::get_client(pool, client_id)
+        let store = self.store();
+        let row = store
+            .oauth_client(client_id)
             .await
             .map_err(|e| format!("reading the client: {e}"))?;
         if client_id.starts_with("https://") {
@@ -217,7 +217,8 @@ impl OAuthServer {
                     }
                     let (name, uris) = self.fetch_metadata(client_id).await?;
                     let json = serde_json::to_string(&uris).unwrap_or_default();
-                    oauth_store::upsert_client(pool, client_id, "metadata", &name, &json)
+                    store
+                        .upsert_oauth_client(client_id, "metadata", &name, &json)
                         .await
                         .map_err(|e| format!("storing the client: {e}"))?;
                     (name, uris)

@@ -172,8 +172,8 @@ impl OAuthServer {
         format!("{}/mcp", self.issuer)
     }
 
-    fn pool(&self) -> &sqlx::AnyPool {
-        self.service.platform.store.pool()
+    fn store(&self) -> &crate::store::Store {
+        &self.service.platform.store
     }
 
     /// The HMAC a code or token is stored under.

@@ -85,17 +85,17 @@ impl OAuthServer {
     }
 
     async fn exchange_code(&self, form: &TokenRequest) -> Result<IssuedTokens, OAuthError> {
-        let pool = self.pool();
+        let store = self.store();
         let unknown = || OAuthError::invalid_grant("unknown or expired code");
         let code = form.code.as_deref().unwrap_or_default();
         if code.len() != 64 {
             return Err(unknown());
         }
         let digest = self.digest(code).ok_or_else(unknown)?;
-        let row = oauth_store::get_code(pool, &digest).await?.ok_or_else(unknown)?;
+        let row = store.oauth_code(&digest).await?.ok_or_else(unknown)?;
         // Single use: a second exchange means the code leaked, so its grant goes.
-        if !oauth_store::use_code(pool, &digest).await? {
-            let _ = oauth_store::revoke_grant(pool, &row.grant_id).await;
+        if !store.use_oauth_code(&digest).await? {
+            let _ = store.revoke_grant(&row.grant_id).await;
             return Err(OAuthError::invalid_grant(
                 "this code was already used; every token it gave is revoked",
             ));
@@ -105,7 +105,7 @@ impl OAuthServer {
                 "the code expired (codes last 60 seconds); start the authorization again",
             ));
         }
-        let grant = match oauth_store::get_grant(pool, &row.grant_id).await? {
+        let grant = match store.get_grant(&row.grant_id).await? {
             Some(g) if g.revoked_at.is_none() => g,
             _ => return Err(OAuthError::invalid_grant("the grant was revoked")),
         };
@@ -135,26 +135,26 @@ impl OAuthServer {
     }
 
     async fn refresh(&self, form: &TokenRequest) -> Result<IssuedTokens, OAuthError> {
-        let pool = self.pool();
+        let store = self.store();
         let unknown = || OAuthError::invalid_grant("unknown refresh token");
         let token = form.refresh_token.as_deref().unwrap_or_default();
         if !token.starts_with(OAUTH_REFRESH_PREFIX) || token.len() != OAUTH_REFRESH_PREFIX.len() + 64 {
             return Err(unknown());
         }
         let digest = self.digest(token).ok_or_else(unknown)?;
-        let row = match oauth_store::get_token(pool, &digest).await? {
+        let row = match store.oauth_token(&digest).await? {
             Some(r) if r.kind == "refresh" => r,
             _ => return Err(unknown()),
         };
-        let grant = oauth_store::get_grant(pool, &row.grant_id).await?.ok_or_else(unknown)?;
+        let grant = store.get_grant(&row.grant_id).await?.ok_or_else(unknown)?;
         if form.client_id.as_deref() != Some(grant.client_id.as_str()) {
             return Err(OAuthError::invalid_grant(
                 "client_id does not match the client the token was issued to",
             ));
         }
         // Rotation: a refresh token works once; a replay means it leaked, so the grant goes.
-        if !oauth_store::use_token(pool, &digest).await? {
-            let _ = oauth_store::revoke_grant(pool, &grant.id).await;
+        if !store.use_oauth_token(&digest).await? {
+            let _ = store.revoke_grant(&grant.id).await;
             return Err(OAuthError::invalid_grant(
                 "this refresh token was already used; the grant is revoked, connect again",
             ));
@@ -179,12 +179,17 @@ impl OAuthServer {
         };
         let now = now_ms();
         let stored = async {
-            let mut tx = self.service.platform.store.begin().await?;
-            oauth_store::insert_token(&mut *tx, &a, &grant.id, "access", now + OAUTH_ACCESS_TTL_SECS * 1000).await?;
-            oauth_store::insert_token(&mut *tx, &r, &grant.id, "refresh", now + OAUTH_REFRESH_TTL_SECS * 1000).await?;
             // Expired codes and tokens go as new ones come, so neither table grows with time.
-            oauth_store::delete_expired(&mut tx, now).await?;
-            tx.commit().await?;
+            self.service
+                .platform
+                .store
+                .issue_oauth_tokens(
+                    &grant.id,
+                    (&a, now + OAUTH_ACCESS_TTL_SECS * 1000),
+                    (&r, now + OAUTH_REFRESH_TTL_SECS * 1000),
+                    now,
+                )
+                .await?;
             anyhow::Ok(())
         };
         stored
@@ -204,18 +209,18 @@ impl OAuthServer {
         if !self.token_requests.allow(caller, TOKEN_REQUESTS_PER_MINUTE) {
             return Err(OAuthError::SlowDown);
         }
-        let pool = self.pool();
+        let store = self.store();
         if let (Some(token), Some(client_id)) = (token, client_id)
             && token.len() <= 200
             && let Some(digest) = self.digest(token)
-            && let Ok(Some(row)) = oauth_store::get_token(pool, &digest).await
-            && let Ok(Some(grant)) = oauth_store::get_grant(pool, &row.grant_id).await
+            && let Ok(Some(row)) = store.oauth_token(&digest).await
+            && let Ok(Some(grant)) = store.get_grant(&row.grant_id).await
             && grant.client_id == client_id
         {
             let done = if row.kind == "refresh" {
-                oauth_store::revoke_grant(pool, &grant.id).await
+                store.revoke_grant(&grant.id).await
             } else {
-                oauth_store::revoke_token(pool, &digest).await
+                store.revoke_oauth_token(&digest).await
             };
             if let Err(e) = done {
                 tracing::warn!(error = %e, "revoking an OAuth token failed");

@@ -3,18 +3,16 @@
 //! line carries), and the totals are checked against what is actually stored.
 
 use super::*;
-use crate::store::{self, DeploymentRow, EnvironmentRow, NewLogLine, SiteRow};
+use crate::store::{DeploymentRow, EnvironmentRow, NewLogLine, SiteRow, Store};
 use crate::util::now_ms;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 async fn store_with_environment(dir: &tempfile::TempDir) -> Store {
     let store = Store::open_sqlite(&dir.path().join("berth.db")).await.expect("open");
-    let pool = store.pool();
-    store::insert_org(pool, "org_1", "one").await.unwrap();
-    store::insert_site(
-        pool,
-        &SiteRow {
+    store.insert_org("org_1", "one").await.unwrap();
+    store
+        .insert_site(&SiteRow {
             id: "site_1".into(),
             org_id: "org_1".into(),
             name: "chatty".into(),
@@ -25,29 +23,25 @@ async fn store_with_environment(dir: &tempfile::TempDir) -> Store {
             provider: "local".into(),
             status: "active".into(),
             created_at: now_ms(),
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     for (id, name) in [("env_prod", "production"), ("env_pre", "preview")] {
-        store::insert_environment(
-            pool,
-            &EnvironmentRow {
+        store
+            .insert_environment(&EnvironmentRow {
                 id: id.into(),
                 org_id: "org_1".into(),
                 site_id: "site_1".into(),
                 name: name.into(),
                 branch: None,
                 deployment_id: None,
-            },
-        )
-        .await
-        .unwrap();
+            })
+            .await
+            .unwrap();
     }
     for (id, env) in [("dpl_old", "env_prod"), ("dpl_new", "env_prod"), ("dpl_pre", "env_pre")] {
-        store::insert_deployment(
-            pool,
-            &DeploymentRow {
+        store
+            .insert_deployment(&DeploymentRow {
                 id: id.into(),
                 org_id: "org_1".into(),
                 site_id: "site_1".into(),
@@ -65,10 +59,9 @@ async fn store_with_environment(dir: &tempfile::TempDir) -> Store {
                 finished_at: None,
                 build_settings: None,
                 overrides: None,
-            },
-        )
-        .await
-        .unwrap();
+            })
+            .await
+            .unwrap();
     }
     store
 }
@@ -119,24 +112,25 @@ async fn lines_past_their_age_are_removed_and_leave_their_environments_total() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_environment(&dir).await;
     let now = now_ms();
-    store::append_logs(&store, &lines("dpl_old", "build", 30, now - 9 * DAY_MS))
+    store
+        .append_logs(&lines("dpl_old", "build", 30, now - 9 * DAY_MS))
         .await
         .unwrap();
-    store::append_logs(&store, &lines("dpl_pre", "runtime", 40, now - 8 * DAY_MS))
+    store
+        .append_logs(&lines("dpl_pre", "runtime", 40, now - 8 * DAY_MS))
         .await
         .unwrap();
-    store::append_logs(&store, &lines("dpl_new", "runtime", 25, now - DAY_MS))
+    store
+        .append_logs(&lines("dpl_new", "runtime", 25, now - DAY_MS))
         .await
         .unwrap();
-    store::append_logs(&store, &lines("dpl_pre", "runtime", 5, now))
-        .await
-        .unwrap();
+    store.append_logs(&lines("dpl_pre", "runtime", 5, now)).await.unwrap();
 
     // Seven days' retention, a few lines a statement: the caller loops until none go.
     let mut removed = 0;
     let mut statements = 0;
     loop {
-        let n = expire(&store, now - 7 * DAY_MS, 8).await.unwrap();
+        let n = store.expire_logs(now - 7 * DAY_MS, 8).await.unwrap();
         assert!(n <= 8, "one statement removed {n} lines, over its chunk");
         statements += 1;
         if n == 0 {
@@ -161,21 +155,11 @@ async fn an_environment_over_its_size_loses_its_oldest_runtime_lines_first_acros
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_environment(&dir).await;
     let now = now_ms();
-    store::append_logs(&store, &lines("dpl_old", "build", 10, now))
-        .await
-        .unwrap();
-    store::append_logs(&store, &lines("dpl_old", "runtime", 100, now))
-        .await
-        .unwrap();
-    store::append_logs(&store, &lines("dpl_new", "build", 10, now))
-        .await
-        .unwrap();
-    let totals_back = store::append_logs(&store, &lines("dpl_new", "runtime", 100, now))
-        .await
-        .unwrap();
-    store::append_logs(&store, &lines("dpl_pre", "runtime", 50, now))
-        .await
-        .unwrap();
+    store.append_logs(&lines("dpl_old", "build", 10, now)).await.unwrap();
+    store.append_logs(&lines("dpl_old", "runtime", 100, now)).await.unwrap();
+    store.append_logs(&lines("dpl_new", "build", 10, now)).await.unwrap();
+    let totals_back = store.append_logs(&lines("dpl_new", "runtime", 100, now)).await.unwrap();
+    store.append_logs(&lines("dpl_pre", "runtime", 50, now)).await.unwrap();
     let line = line_cost(&lines("dpl_old", "runtime", 1, now)[0].line);
     let (recorded, stored) = totals(&store, "env_prod").await;
     assert_eq!(recorded, stored);
@@ -191,7 +175,7 @@ async fn an_environment_over_its_size_loses_its_oldest_runtime_lines_first_acros
     let target = 110 * line;
     let mut steps = 0;
     loop {
-        let t = trim_environment(&store, "env_prod", target, 40).await.unwrap();
+        let t = store.trim_environment_logs("env_prod", target, 40).await.unwrap();
         assert!(t.lines <= 40, "one step removed {} lines", t.lines);
         steps += 1;
         if !t.more {
@@ -217,7 +201,8 @@ async fn an_environment_over_its_size_loses_its_oldest_runtime_lines_first_acros
     );
 
     // Only once no runtime line is left do build lines go, oldest first.
-    while trim_environment(&store, "env_prod", 15 * line, 1000)
+    while store
+        .trim_environment_logs("env_prod", 15 * line, 1000)
         .await
         .unwrap()
         .more
@@ -230,7 +215,7 @@ async fn an_environment_over_its_size_loses_its_oldest_runtime_lines_first_acros
     assert_eq!((recorded, stored), (15 * build_line, 15 * build_line));
     let over = |bytes| {
         let store = store.clone();
-        async move { environments_over(store.pool(), bytes).await.unwrap() }
+        async move { store.environments_over(bytes).await.unwrap() }
     };
     assert!(!over(15 * build_line).await.contains(&"env_prod".to_string()));
     assert!(over(15 * build_line - 1).await.contains(&"env_prod".to_string()));
@@ -242,10 +227,10 @@ async fn removing_or_moving_a_deployment_or_environment_keeps_the_totals_true() 
     let store = store_with_environment(&dir).await;
     let now = now_ms();
     for d in ["dpl_old", "dpl_new", "dpl_pre"] {
-        store::append_logs(&store, &lines(d, "runtime", 20, now)).await.unwrap();
+        store.append_logs(&lines(d, "runtime", 20, now)).await.unwrap();
     }
     // Pruning a deployment takes its lines' cost off its environment.
-    assert!(store::delete_deployment(store.pool(), "dpl_old").await.unwrap());
+    assert!(store.delete_deployment("dpl_old").await.unwrap());
     let (recorded, stored) = totals(&store, "env_prod").await;
     assert_eq!(recorded, stored);
     assert_eq!(count(&store, "dpl_old", "runtime").await, 0);
@@ -256,7 +241,7 @@ async fn removing_or_moving_a_deployment_or_environment_keeps_the_totals_true() 
         .execute(&mut *conn)
         .await
         .unwrap();
-    let kept = store::rehome_deployments(&mut conn, "env_prod").await.unwrap();
+    let kept = crate::store::rehome_deployments(&mut conn, "env_prod").await.unwrap();
     assert!(kept.is_empty(), "{kept:?}");
     drop(conn);
     assert_eq!(totals(&store, "env_prod").await, (0, 0));
@@ -271,7 +256,7 @@ async fn removing_or_moving_a_deployment_or_environment_keeps_the_totals_true() 
     assert_eq!(moved, 20);
 
     // Deleting the site leaves no line and no total behind.
-    store::delete_site(store.pool(), "site_1").await.unwrap();
+    store.delete_site_rows("site_1").await.unwrap();
     let left: (i64, i64) =
         sqlx::query_as("SELECT (SELECT COUNT(*) FROM deployment_logs), (SELECT COUNT(*) FROM log_usage)")
             .fetch_one(store.pool())
