@@ -343,11 +343,14 @@ mod tests {
             (3, "pending", true),
             (4, "running", true),
         ] {
-            let mut conn = store.pool().acquire().await.unwrap();
-            let key = format!("k{n}");
-            let id = store::enqueue_job(&mut conn, "org", "deploy", &payload, 3, Some(&key), None)
-                .await
-                .unwrap();
+            let job = store::NewJob {
+                kind: "deploy",
+                payload: payload.clone(),
+                max_attempts: 3,
+                idempotency_key: Some(format!("k{n}")),
+                fair_key: None,
+            };
+            let id = store.enqueue_job("org", &job).await.unwrap();
             let updated = if old { 1 } else { now_ms() };
             sqlx::query("UPDATE jobs SET status = $1, updated_at = $2 WHERE id = $3")
                 .bind(status)

@@ -261,16 +261,19 @@ mod tests {
     async fn claims_prefer_whoever_has_the_fewest_jobs_running() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("jobs.db")).await.unwrap();
-        let mut conn = store.pool().acquire().await.unwrap();
         let mut ids = Vec::new();
         for (n, key) in [("a1", "site-a"), ("a2", "site-a"), ("a3", "site-a"), ("b1", "site-b")] {
             let payload = serde_json::json!({ "n": n });
-            let id = store::enqueue_job(&mut conn, "org", "deploy", &payload, 3, Some(n), Some(key))
-                .await
-                .unwrap();
+            let job = store::NewJob {
+                kind: "deploy",
+                payload,
+                max_attempts: 3,
+                idempotency_key: Some(n.to_string()),
+                fair_key: Some(key.to_string()),
+            };
+            let id = store.enqueue_job("org", &job).await.unwrap();
             ids.push((n, id));
         }
-        drop(conn);
         let mut order = Vec::new();
         for _ in 0..4 {
             let job = store.claim_job(&["deploy"], 30_000, "me").await.unwrap().unwrap();

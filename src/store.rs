@@ -116,7 +116,7 @@ pub struct Store {
 pub const EVENTS_CHANNEL: &str = "berth_events";
 
 /// An open transaction.
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+pub(in crate::store) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// The Postgres advisory lock every write transaction takes, so write transactions run
 /// one at a time across all replicas as they do on SQLite (whose `BEGIN IMMEDIATE` takes
@@ -201,9 +201,22 @@ impl Store {
         Ok(Some(listener))
     }
 
-    /// The pool, for single statements.
-    pub fn pool(&self) -> &AnyPool {
+    /// The pool, for single statements: the store's own (nothing outside it reaches the
+    /// database but through its named operations), and this crate's unit tests' to set
+    /// rows up.
+    #[cfg(not(test))]
+    pub(in crate::store) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes its connections (waiting for those in use): at shutdown, or before
+    /// another process takes the database over.
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// Begins a write transaction that runs alone among writers: on SQLite `BEGIN
@@ -211,7 +224,7 @@ impl Store {
     /// waits its turn instead of failing with "database is locked"); on Postgres the
     /// transaction takes berth's advisory write lock first, for the same guarantee across
     /// replicas.
-    pub async fn begin(&self) -> sqlx::Result<Tx> {
+    pub(in crate::store) async fn begin(&self) -> sqlx::Result<Tx> {
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => {
@@ -263,7 +276,7 @@ impl Store {
 }
 
 /// Inserts an org.
-pub(crate) async fn insert_org(db: impl AnyExecutor<'_>, id: &str, name: &str) -> sqlx::Result<()> {
+pub(in crate::store) async fn insert_org(db: impl AnyExecutor<'_>, id: &str, name: &str) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(name)
@@ -281,7 +294,7 @@ impl Store {
 }
 
 /// Looks an org up by id.
-pub(crate) async fn get_org(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<OrgRow>> {
+pub(in crate::store) async fn get_org(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<OrgRow>> {
     sqlx::query_as("SELECT id, name FROM orgs WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
@@ -296,7 +309,7 @@ impl Store {
 }
 
 /// Looks an org up by its unique name.
-pub async fn get_org_by_name(db: impl AnyExecutor<'_>, name: &str) -> sqlx::Result<Option<OrgRow>> {
+pub(in crate::store) async fn get_org_by_name(db: impl AnyExecutor<'_>, name: &str) -> sqlx::Result<Option<OrgRow>> {
     sqlx::query_as("SELECT id, name FROM orgs WHERE name = $1")
         .bind(name)
         .fetch_optional(db)
@@ -304,7 +317,7 @@ pub async fn get_org_by_name(db: impl AnyExecutor<'_>, name: &str) -> sqlx::Resu
 }
 
 /// Inserts an API key by its hash.
-pub(crate) async fn insert_api_key(
+pub(in crate::store) async fn insert_api_key(
     db: impl AnyExecutor<'_>,
     id: &str,
     org_id: &str,
@@ -387,7 +400,7 @@ macro_rules! site_columns {
 }
 
 /// Inserts a site.
-pub(crate) async fn insert_site(db: impl AnyExecutor<'_>, site: &SiteRow) -> sqlx::Result<()> {
+pub(in crate::store) async fn insert_site(db: impl AnyExecutor<'_>, site: &SiteRow) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO sites (id, org_id, name, source_kind, source, branch, build_settings, provider, status, created_at, updated_at) \
@@ -432,7 +445,7 @@ impl Store {
 
 /// The org holding a site of this name, in any org: a site's name is its hostname, so
 /// names are unique across the installation even though orgs cannot see each other.
-pub(crate) async fn site_name_owner(db: impl AnyExecutor<'_>, name: &str) -> sqlx::Result<Option<String>> {
+pub(in crate::store) async fn site_name_owner(db: impl AnyExecutor<'_>, name: &str) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT org_id FROM sites WHERE name = $1 LIMIT 1")
         .bind(name)
         .fetch_optional(db)
@@ -527,7 +540,7 @@ impl Store {
 }
 
 /// Writes a site's build settings, branch and provider (HOSTING_UPDATE_SITE).
-pub async fn update_site_settings(
+pub(in crate::store) async fn update_site_settings(
     db: impl AnyExecutor<'_>,
     site_id: &str,
     build_settings: &str,
@@ -558,7 +571,7 @@ impl Store {
 }
 
 /// Sets a site's drain period in seconds (`None`: the default).
-pub async fn set_site_drain_seconds(
+pub(in crate::store) async fn set_site_drain_seconds(
     db: impl AnyExecutor<'_>,
     site_id: &str,
     drain_seconds: Option<i64>,
@@ -586,7 +599,7 @@ impl Store {
 }
 
 /// Sets the branch an environment follows.
-pub async fn set_environment_branch(
+pub(in crate::store) async fn set_environment_branch(
     db: impl AnyExecutor<'_>,
     environment_id: &str,
     branch: Option<&str>,
@@ -601,7 +614,7 @@ pub async fn set_environment_branch(
 }
 
 /// Deletes a site; environments, deployments and logs go with it (foreign keys cascade).
-pub(crate) async fn delete_site_rows(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<()> {
+pub(in crate::store) async fn delete_site_rows(db: impl AnyExecutor<'_>, site_id: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM sites WHERE id = $1")
         .bind(site_id)
         .execute(db)
@@ -634,7 +647,7 @@ pub struct EnvironmentRow {
 }
 
 /// Inserts an environment.
-pub(crate) async fn insert_environment(db: impl AnyExecutor<'_>, env: &EnvironmentRow) -> sqlx::Result<()> {
+pub(in crate::store) async fn insert_environment(db: impl AnyExecutor<'_>, env: &EnvironmentRow) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO environments (id, org_id, site_id, name, branch, deployment_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -660,7 +673,7 @@ impl Store {
 }
 
 /// An environment of a site by name.
-pub(crate) async fn get_environment(
+pub(in crate::store) async fn get_environment(
     db: impl AnyExecutor<'_>,
     site_id: &str,
     name: &str,
@@ -682,7 +695,10 @@ impl Store {
 }
 
 /// An environment by id.
-pub(crate) async fn get_environment_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<EnvironmentRow>> {
+pub(in crate::store) async fn get_environment_by_id(
+    db: impl AnyExecutor<'_>,
+    id: &str,
+) -> sqlx::Result<Option<EnvironmentRow>> {
     sqlx::query_as("SELECT id, org_id, site_id, name, branch, deployment_id FROM environments WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
@@ -775,7 +791,7 @@ fn placeholders(first: usize, n: usize) -> String {
 }
 
 /// Points an environment at a deployment.
-pub async fn set_environment_deployment(
+pub(in crate::store) async fn set_environment_deployment(
     db: impl AnyExecutor<'_>,
     env_id: &str,
     deployment_id: &str,
@@ -895,7 +911,7 @@ macro_rules! deployment_columns {
 
 /// Inserts a deployment, every column as given (a new one has no plan or times yet; a
 /// promotion's copy is built already).
-pub(crate) async fn insert_deployment(db: impl AnyExecutor<'_>, d: &DeploymentRow) -> sqlx::Result<()> {
+pub(in crate::store) async fn insert_deployment(db: impl AnyExecutor<'_>, d: &DeploymentRow) -> sqlx::Result<()> {
     sqlx::query(concat!(
         "INSERT INTO deployments (",
         deployment_columns!(),
@@ -1012,7 +1028,7 @@ impl Store {
 
 /// [`list_deployments`] older than `before` (a deployment's `created_at` and id): the
 /// next page.
-pub(crate) async fn list_deployments_before(
+pub(in crate::store) async fn list_deployments_before(
     db: impl AnyExecutor<'_>,
     site_id: &str,
     environment_id: Option<&str>,
@@ -1056,7 +1072,7 @@ impl Store {
 /// Moves a deployment to `to` if its current status allows it; returns whether it moved.
 /// The allowed predecessors come from the state machine, so a racing cancel or a stale
 /// job cannot resurrect a finished deployment.
-pub async fn transition_deployment(
+pub(in crate::store) async fn transition_deployment(
     db: impl AnyExecutor<'_>,
     id: &str,
     to: DeploymentStatus,
@@ -1174,7 +1190,7 @@ impl Store {
 }
 
 /// The environment's live deployment if it was created after `created_at`.
-pub async fn newer_live_deployment(
+pub(in crate::store) async fn newer_live_deployment(
     db: impl AnyExecutor<'_>,
     environment_id: &str,
     created_at: i64,
@@ -1191,7 +1207,10 @@ pub async fn newer_live_deployment(
 
 /// Re-derives `live` / `superseded` for built deployments: live while some environment
 /// points at it, superseded (kept for rollback) otherwise. Returns those now superseded.
-pub async fn refresh_liveness(db: &mut sqlx::AnyConnection, ids: &[String]) -> sqlx::Result<Vec<String>> {
+pub(in crate::store) async fn refresh_liveness(
+    db: &mut sqlx::AnyConnection,
+    ids: &[String],
+) -> sqlx::Result<Vec<String>> {
     let mut superseded = Vec::new();
     for id in ids {
         let became: Option<String> = sqlx::query_scalar(
@@ -1236,7 +1255,7 @@ impl Store {
 }
 
 /// Deletes an environment row.
-pub async fn delete_environment_row(db: impl AnyExecutor<'_>, env_id: &str) -> sqlx::Result<()> {
+pub(in crate::store) async fn delete_environment_row(db: impl AnyExecutor<'_>, env_id: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM environments WHERE id = $1")
         .bind(env_id)
         .execute(db)
@@ -1247,7 +1266,10 @@ pub async fn delete_environment_row(db: impl AnyExecutor<'_>, env_id: &str) -> s
 /// Moves deployments built for one environment that another environment now serves to
 /// that environment, so deleting the first keeps them. Returns the ids that will be
 /// deleted with the environment.
-pub async fn rehome_deployments(db: &mut sqlx::AnyConnection, env_id: &str) -> sqlx::Result<Vec<String>> {
+pub(in crate::store) async fn rehome_deployments(
+    db: &mut sqlx::AnyConnection,
+    env_id: &str,
+) -> sqlx::Result<Vec<String>> {
     sqlx::query(
         "UPDATE deployments SET environment_id = \
            (SELECT e.id FROM environments e WHERE e.deployment_id = deployments.id AND e.id <> $1 LIMIT 1) \
@@ -1395,7 +1417,7 @@ impl Store {
 // ---------------------------------------------------------------- events, audit, idempotency
 
 /// Records a domain event.
-pub(crate) async fn insert_event(
+pub(in crate::store) async fn insert_event(
     db: impl AnyExecutor<'_>,
     org_id: &str,
     kind: &str,
@@ -1504,7 +1526,7 @@ impl Store {
 }
 
 /// The replicas whose heartbeat is newer than `since` (ms), by id.
-pub(crate) async fn live_replicas(db: impl AnyExecutor<'_>, since: i64) -> sqlx::Result<Vec<String>> {
+pub(in crate::store) async fn live_replicas(db: impl AnyExecutor<'_>, since: i64) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar("SELECT id FROM replicas WHERE heartbeat_at > $1 ORDER BY id")
         .bind(since)
         .fetch_all(db)
@@ -1674,7 +1696,7 @@ pub struct NewAuditEntry<'a> {
 }
 
 /// Records one mutating call.
-pub(crate) async fn insert_audit(db: impl AnyExecutor<'_>, entry: &NewAuditEntry<'_>) -> sqlx::Result<()> {
+pub(in crate::store) async fn insert_audit(db: impl AnyExecutor<'_>, entry: &NewAuditEntry<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO audit_log (org_id, key_id, actor_kind, actor_name, actor_email, action, arguments, \
          outcome, error, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -1817,15 +1839,13 @@ pub struct JobRow {
 
 /// Enqueues a job. With an idempotency key, a second enqueue of the same key is a no-op
 /// and returns the existing job's id.
-pub async fn enqueue_job(
+pub(in crate::store) async fn enqueue_job(
     db: &mut sqlx::AnyConnection,
     org_id: &str,
-    kind: &str,
-    payload: &serde_json::Value,
-    max_attempts: i64,
-    idempotency_key: Option<&str>,
-    fair_key: Option<&str>,
+    job: &NewJob<'_>,
 ) -> sqlx::Result<i64> {
+    let (kind, payload, max_attempts) = (job.kind, &job.payload, job.max_attempts);
+    let (idempotency_key, fair_key) = (job.idempotency_key.as_deref(), job.fair_key.as_deref());
     let now = now_ms();
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO jobs (org_id, kind, payload, status, max_attempts, run_at, idempotency_key, fair_key, created_at, updated_at) \
@@ -1850,6 +1870,18 @@ pub async fn enqueue_job(
                 .fetch_one(&mut *db)
                 .await
         }
+    }
+}
+
+impl Store {
+    /// Enqueues a job on its own (a deploy's job is queued with its deployment by
+    /// [`Store::enqueue_deploy`]); with an idempotency key, a second enqueue of the same key
+    /// is a no-op and returns the existing job's id.
+    pub async fn enqueue_job(&self, org_id: &str, job: &NewJob<'_>) -> sqlx::Result<i64> {
+        let mut tx = self.begin().await?;
+        let id = enqueue_job(&mut tx, org_id, job).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 }
 
@@ -2040,7 +2072,7 @@ impl Store {
 }
 
 /// Sets (or replaces) one env var.
-pub async fn upsert_env_var(
+pub(in crate::store) async fn upsert_env_var(
     db: impl AnyExecutor<'_>,
     org_id: &str,
     site_id: &str,
@@ -2064,7 +2096,12 @@ pub async fn upsert_env_var(
 }
 
 /// Deletes one env var; true if it existed.
-pub async fn delete_env_var(db: impl AnyExecutor<'_>, site_id: &str, scope: &str, name: &str) -> sqlx::Result<bool> {
+pub(in crate::store) async fn delete_env_var(
+    db: impl AnyExecutor<'_>,
+    site_id: &str,
+    scope: &str,
+    name: &str,
+) -> sqlx::Result<bool> {
     Ok(
         sqlx::query("DELETE FROM env_vars WHERE site_id = $1 AND scope = $2 AND name = $3")
             .bind(site_id)
@@ -2110,7 +2147,7 @@ impl Store {
 }
 
 /// Writes an environment's scale settings.
-pub async fn set_scaling(db: impl AnyExecutor<'_>, env_id: &str, s: &ScalingRow) -> sqlx::Result<()> {
+pub(in crate::store) async fn set_scaling(db: impl AnyExecutor<'_>, env_id: &str, s: &ScalingRow) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE environments SET min_instances = $1, max_instances = $2, idle_timeout_seconds = $3, target_concurrency = $4, memory_mb = $5, cpu_millis = $6, updated_at = $7 WHERE id = $8",
     )
@@ -2153,7 +2190,7 @@ impl Store {
 }
 
 /// Replaces one provider's settings of an org.
-pub async fn set_provider_config(
+pub(in crate::store) async fn set_provider_config(
     db: impl AnyExecutor<'_>,
     org_id: &str,
     provider: &str,

@@ -450,9 +450,9 @@ async fn expired_and_revoked_keys_are_refused_at_once() {
     // An expiry in the past (written to the store: the API gives at least a day).
     let expiring = service_key(&server, KEY, "viewer", json!({ "expires_in_days": 1 })).await;
     assert_eq!(rest(&server, &expiring, "GET", "/api/sites", None).await.0, 200);
-    let store = common::open_store(server.data.path()).await;
+    let db = common::open_db(server.data.path()).await;
     sqlx::query("UPDATE api_keys SET expires_at = 1 WHERE name = 'viewer key' AND revoked_at IS NULL")
-        .execute(store.pool())
+        .execute(&db)
         .await
         .unwrap();
     assert_eq!(rest(&server, &expiring, "GET", "/api/sites", None).await.0, 401);

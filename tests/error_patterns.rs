@@ -303,7 +303,7 @@ HTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()
 #[tokio::test]
 async fn a_flood_of_distinct_errors_keeps_at_most_500_templates() {
     let server = TestServer::start_with(&[("BERTH_LOG_RATE", "5000")]).await;
-    let store = open_store(server.data.path()).await;
+    let db = open_db(server.data.path()).await;
     let source = distinct_lines_app(2000);
     let (status, out) = server
         .post_bytes("/api/sites/noisy/upload?wait=true", pack(source.path()))
@@ -312,7 +312,7 @@ async fn a_flood_of_distinct_errors_keeps_at_most_500_templates() {
     assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
 
     let query = async |sql: &'static str| -> u64 {
-        let n: i64 = sqlx::query_scalar(sql).fetch_one(store.pool()).await.unwrap_or(0);
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap_or(0);
         n as u64
     };
     eventually("the flood is stored", 60, async || {

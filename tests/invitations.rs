@@ -119,8 +119,7 @@ async fn members(server: &TestServer) -> Vec<(String, String)> {
 
 /// How many users the server has (a refused acceptance makes none).
 async fn user_count(server: &TestServer) -> i64 {
-    let store = common::open_store(server.data.path()).await;
-    let db = store.pool().clone();
+    let db = common::open_db(server.data.path()).await;
     let n = sqlx::query_scalar("SELECT COUNT(*) FROM users")
         .fetch_one(&db)
         .await
@@ -219,8 +218,7 @@ async fn expired_and_revoked_invitations_are_refused_and_change_nothing() {
     assert_eq!(out["error"]["field"], "expires_in_days", "{out}");
 
     // The first one's time runs out (moved into the past in the store).
-    let store = common::open_store(server.data.path()).await;
-    let db = store.pool().clone();
+    let db = common::open_db(server.data.path()).await;
     sqlx::query("UPDATE invitations SET expires_at = 1 WHERE id = $1")
         .bind(&expired_id)
         .execute(&db)

@@ -548,7 +548,7 @@ async fn rollups_cross_minute_hour_and_day_boundaries_and_old_buckets_are_pruned
         "SELECT e.id, e.site_id FROM environments e JOIN sites s ON s.id = e.site_id \
          WHERE s.name = 'roll' AND e.name = 'production'",
     )
-    .fetch_one(store.pool())
+    .fetch_one(&common::open_db(data.path()).await)
     .await
     .unwrap();
 

@@ -87,6 +87,7 @@ fn text(out: &Output) -> String {
 /// Rows per berth table of a database, read from its own catalog.
 async fn counts(url: &str) -> BTreeMap<String, i64> {
     let store = berth::store::Store::open(url).await.expect("open store");
+    let db = common::open_db_url(url).await;
     let list = match store.backend() {
         berth::store::Backend::Sqlite => {
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
@@ -96,16 +97,17 @@ async fn counts(url: &str) -> BTreeMap<String, i64> {
              WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
         }
     };
-    let names: Vec<String> = sqlx::query_scalar(list).fetch_all(store.pool()).await.unwrap();
+    let names: Vec<String> = sqlx::query_scalar(list).fetch_all(&db).await.unwrap();
     let mut counts = BTreeMap::new();
     for name in names.into_iter().filter(|n| n != "_sqlx_migrations") {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM \"{name}\"")))
-            .fetch_one(store.pool())
+            .fetch_one(&db)
             .await
             .unwrap();
         counts.insert(name, n);
     }
-    store.pool().close().await;
+    db.close().await;
+    store.close().await;
     counts
 }
 
@@ -113,14 +115,16 @@ async fn counts(url: &str) -> BTreeMap<String, i64> {
 /// carry over as they are rather than count again.
 async fn derived(url: &str) -> Vec<(String, i64)> {
     let store = berth::store::Store::open(url).await.expect("open store");
+    let db = common::open_db_url(url).await;
     let rows = sqlx::query_as(
         "SELECT 'sites ' || org_id, sites FROM org_site_counts \
          UNION ALL SELECT 'log ' || environment_id, bytes FROM log_usage ORDER BY 1",
     )
-    .fetch_all(store.pool())
+    .fetch_all(&db)
     .await
     .unwrap();
-    store.pool().close().await;
+    db.close().await;
+    store.close().await;
     rows
 }
 
@@ -292,12 +296,7 @@ async fn bad_pairs_of_urls_are_refused_without_showing_a_password() {
     assert!(text(&out).contains("no SQLite database"), "{}", text(&out));
     assert!(!dir.path().join("berth.db").exists());
 
-    berth::store::Store::open(&sqlite_url)
-        .await
-        .unwrap()
-        .pool()
-        .close()
-        .await;
+    berth::store::Store::open(&sqlite_url).await.unwrap().close().await;
     for (from, to, says) in [
         (target.url(), target.url(), "same database"),
         (sqlite_url.clone(), sqlite_url.clone(), "same database"),
@@ -320,10 +319,10 @@ async fn bad_pairs_of_urls_are_refused_without_showing_a_password() {
         "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
          VALUES (9999, 'from the future', CURRENT_TIMESTAMP, 1, x'00', 0)",
     )
-    .execute(store.pool())
+    .execute(&common::open_db_url(&sqlite_url).await)
     .await
     .unwrap();
-    store.pool().close().await;
+    store.close().await;
     let out = migrate(&sqlite_url, &target.url());
     assert!(!out.status.success());
     assert!(text(&out).contains("newer berth (migration 9999"), "{}", text(&out));
@@ -337,7 +336,6 @@ async fn berth_backup_refuses_a_postgres_database_and_names_pg_dump() {
     berth::store::Store::open(&format!("sqlite://{}/berth.db", s(data.path())))
         .await
         .unwrap()
-        .pool()
         .close()
         .await;
     let out_file = data.path().join("backup.db");
@@ -369,10 +367,10 @@ async fn a_copy_that_fails_midway_leaves_the_target_empty() {
         .await
         .unwrap();
     sqlx::query("UPDATE api_keys SET created_at = 'yesterday'")
-        .execute(store.pool())
+        .execute(&common::open_db_url(&sqlite_url).await)
         .await
         .unwrap();
-    store.pool().close().await;
+    store.close().await;
 
     let target = Database::create("midway");
     let out = migrate(&sqlite_url, &target.url());

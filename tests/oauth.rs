@@ -442,8 +442,7 @@ async fn redirect_and_token_rules_refuse_what_they_must() {
 
     // An expired code (its 60 seconds moved into the past in the real database).
     let code = param(&consent(&server, &cookie, &query, &choices).await, "code").unwrap();
-    let store = common::open_store(server.data.path()).await;
-    let db = store.pool().clone();
+    let db = common::open_db(server.data.path()).await;
     sqlx::query("UPDATE oauth_codes SET expires_at = 0 WHERE used_at IS NULL")
         .execute(&db)
         .await

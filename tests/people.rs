@@ -285,8 +285,7 @@ async fn expired_oauth_codes_and_tokens_are_removed_as_new_ones_are_issued() {
     let cookie = login(&server, "adm@a.test").await;
     let (_, access, _) = connect(&server, &cookie).await;
     assert_eq!(mcp_status(&server, &access).await, 200);
-    let store = common::open_store(server.data.path()).await;
-    let db = store.pool().clone();
+    let db = common::open_db(server.data.path()).await;
     let tokens = async || -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM oauth_tokens")
             .fetch_one(&db)

@@ -35,14 +35,14 @@ async fn a_job_another_process_holds_runs_only_once_its_lease_expires_and_then_o
 
     // As a second replica would: a queued deployment whose job it claimed, lease live for
     // a few more seconds.
-    let store = other_connection(data.path()).await;
+    let db = common::open_db(data.path()).await;
     let lease_until = now_ms() + 8_000;
     sqlx::query(
         "INSERT INTO deployments (id, org_id, site_id, environment_id, status, source_kind, source, created_by, created_at, build_settings) \
          SELECT 'dpl_held', org_id, site_id, environment_id, 'queued', source_kind, source, created_by, $1, build_settings FROM deployments LIMIT 1",
     )
     .bind(now_ms())
-    .execute(store.pool())
+    .execute(&db)
     .await
     .unwrap();
     sqlx::query(
@@ -54,10 +54,10 @@ async fn a_job_another_process_holds_runs_only_once_its_lease_expires_and_then_o
     .bind(lease_until)
     .bind(now_ms())
     .bind(now_ms())
-    .execute(store.pool())
+    .execute(&db)
     .await
     .unwrap();
-    store.pool().close().await;
+    db.close().await;
 
     let server = TestServer::start_in(data, &[]).await;
     // While the other process's lease is live, this server neither requeues nor runs it.
@@ -74,10 +74,10 @@ async fn a_job_another_process_holds_runs_only_once_its_lease_expires_and_then_o
     // Once it expires, the job is taken over and runs (once).
     let d = server.wait_deployment("dpl_held").await;
     assert_eq!(d["status"], "live", "{d}\n{}", server.log());
-    let store = other_connection(server.data.path()).await;
+    let db = common::open_db(server.data.path()).await;
     let (status, attempts, owner): (String, i64, Option<String>) =
         sqlx::query_as("SELECT status, attempts, lease_owner FROM jobs WHERE idempotency_key = 'deploy:dpl_held'")
-            .fetch_one(store.pool())
+            .fetch_one(&db)
             .await
             .unwrap();
     assert_eq!(

@@ -217,13 +217,13 @@ async fn a_wait_on_one_replica_returns_when_the_others_deploy_goes_live() {
 
 /// The deploy jobs of the database: (deployment, status, attempts, lease owner).
 async fn deploy_jobs(url: &str) -> Vec<(String, String, i64, Option<String>)> {
-    let store = berth::store::Store::open(url).await.expect("open the shared database");
+    let db = open_db_url(url).await;
     let rows: Vec<(String, String, i64, Option<String>)> =
         sqlx::query_as("SELECT payload, status, attempts, lease_owner FROM jobs WHERE kind = 'deploy' ORDER BY id")
-            .fetch_all(store.pool())
+            .fetch_all(&db)
             .await
             .unwrap();
-    store.pool().close().await;
+    db.close().await;
     rows.into_iter()
         .map(|(payload, status, attempts, owner)| {
             let payload: Value = serde_json::from_str(&payload).unwrap();
@@ -406,7 +406,7 @@ async fn a_commit_by_another_connection_wakes_the_event_bus_through_postgres() {
         .await
         .expect("another connection's commit woke this process's readers");
     stop.cancel();
-    other.pool().close().await;
-    store.pool().close().await;
+    other.close().await;
+    store.close().await;
     drop_database_at(&url);
 }

@@ -34,20 +34,14 @@ fn site(id: &str, org: &str, name: &str) -> SiteRow {
 }
 
 async fn enqueue(store: &Store, n: usize, key: Option<&str>) -> i64 {
-    let mut tx = store.begin().await.unwrap();
-    let id = store::enqueue_job(
-        &mut tx,
-        "org",
-        "deploy",
-        &serde_json::json!({ "n": n }),
-        3,
-        key,
-        Some(&format!("site-{}", n % 7)),
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    id
+    let job = store::NewJob {
+        kind: "deploy",
+        payload: serde_json::json!({ "n": n }),
+        max_attempts: 3,
+        idempotency_key: key.map(str::to_string),
+        fair_key: Some(format!("site-{}", n % 7)),
+    };
+    store.enqueue_job("org", &job).await.unwrap()
 }
 
 /// Four replicas (each its own pool on the database), each with eight workers, claim 300
@@ -123,7 +117,7 @@ async fn store_conformance_an_idempotency_key_makes_one_job() {
     );
     assert_eq!(a, b);
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE idempotency_key = 'deploy:dpl_same'")
-        .fetch_one(store.pool())
+        .fetch_one(&open_db(data.path()).await)
         .await
         .unwrap();
     assert_eq!(n, 1);
@@ -217,7 +211,7 @@ async fn store_conformance_site_search_matches_substrings_literally() {
 /// target's refusal names the fix only while another replica is live.
 #[tokio::test]
 async fn store_conformance_replica_heartbeats_count_only_live_replicas() {
-    let (_data, store) = fresh().await;
+    let (data, store) = fresh().await;
     store.beat_replica("a").await.unwrap();
     store.beat_replica("b").await.unwrap();
     store.beat_replica("a").await.unwrap();
@@ -226,7 +220,7 @@ async fn store_conformance_replica_heartbeats_count_only_live_replicas() {
     assert!(refusal.is_some_and(|m| m.contains("docker") && m.contains("kubernetes")));
     // "b" went silent long ago (killed): no longer live, and cleared by "a"'s stop.
     sqlx::query("UPDATE replicas SET heartbeat_at = 1 WHERE id = 'b'")
-        .execute(store.pool())
+        .execute(&open_db(data.path()).await)
         .await
         .unwrap();
     assert_eq!(store.live_replicas(1_000).await.unwrap(), ["a"]);

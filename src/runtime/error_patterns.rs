@@ -173,15 +173,13 @@ impl Task {
         if let Some(known) = self.deployments.get(deployment_id) {
             return known.clone();
         }
-        let found: Option<(String, String)> =
-            sqlx::query_as("SELECT environment_id, site_id FROM deployments WHERE id = $1")
-                .bind(deployment_id)
-                .fetch_optional(self.store.pool())
-                .await
-                .unwrap_or_else(|err| {
-                    tracing::warn!(error = %err, "looking up a deployment for error patterns failed");
-                    None
-                });
+        let found: Option<(String, String)> = match self.store.get_deployment_any_org(deployment_id).await {
+            Ok(d) => d.map(|d| (d.environment_id, d.site_id)),
+            Err(err) => {
+                tracing::warn!(error = %err, "looking up a deployment for error patterns failed");
+                None
+            }
+        };
         if self.deployments.len() >= KNOWN_DEPLOYMENTS {
             self.deployments.clear();
         }

@@ -58,7 +58,7 @@ impl super::Store {
 }
 
 /// Stores a certificate, replacing the subject's previous one.
-pub(crate) async fn put_certificate(db: impl AnyExecutor<'_>, row: &CertificateRow) -> sqlx::Result<()> {
+pub(in crate::store) async fn put_certificate(db: impl AnyExecutor<'_>, row: &CertificateRow) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO certificates (id, subject, domain_id, names, chain, key, not_before, not_after, renew_at, issued_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (subject) DO UPDATE SET id = excluded.id, \
@@ -208,7 +208,7 @@ impl super::Store {
 }
 
 /// Stores a domain's issuance state.
-pub(crate) async fn set_issuance(
+pub(in crate::store) async fn set_issuance(
     db: impl AnyExecutor<'_>,
     domain_id: &str,
     status: &str,

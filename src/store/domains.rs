@@ -63,7 +63,7 @@ macro_rules! select_domains {
 }
 
 /// Inserts a domain (the joined names of `row` are ignored).
-pub async fn insert_domain(db: impl AnyExecutor<'_>, row: &DomainRow) -> sqlx::Result<()> {
+pub(in crate::store) async fn insert_domain(db: impl AnyExecutor<'_>, row: &DomainRow) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO domains (id, org_id, site_id, environment_id, name, redirect_name, status, token, diagnosis, \
          checked_at, created_at, updated_at, hsts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
@@ -87,7 +87,7 @@ pub async fn insert_domain(db: impl AnyExecutor<'_>, row: &DomainRow) -> sqlx::R
 }
 
 /// Whether any of `names` is taken, in any org, as a domain or as a redirecting partner.
-pub async fn any_name_taken(db: impl AnyExecutor<'_>, names: &[&str]) -> sqlx::Result<bool> {
+pub(in crate::store) async fn any_name_taken(db: impl AnyExecutor<'_>, names: &[&str]) -> sqlx::Result<bool> {
     let a = names.first().copied().unwrap_or_default();
     let b = names.get(1).copied().unwrap_or(a);
     sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM domains WHERE name IN ($1, $2) OR redirect_name IN ($3, $4)")
@@ -154,7 +154,7 @@ impl super::Store {
 }
 
 /// Stores the outcome of a DNS check.
-pub async fn set_domain_check(
+pub(in crate::store) async fn set_domain_check(
     db: impl AnyExecutor<'_>,
     id: &str,
     status: &str,
@@ -173,7 +173,7 @@ pub async fn set_domain_check(
 }
 
 /// Removes a domain.
-pub async fn delete_domain(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<()> {
+pub(in crate::store) async fn delete_domain(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM domains WHERE id = $1")
         .bind(id)
         .execute(db)
@@ -182,7 +182,7 @@ pub async fn delete_domain(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<(
 }
 
 /// A domain by id.
-pub(crate) async fn domain_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<DomainRow>> {
+pub(in crate::store) async fn domain_by_id(db: impl AnyExecutor<'_>, id: &str) -> sqlx::Result<Option<DomainRow>> {
     sqlx::query_as(concat!(select_domains!(), " WHERE d.id = $1"))
         .bind(id)
         .fetch_optional(db)

@@ -19,7 +19,7 @@ pub struct RepoRow {
 }
 
 /// Inserts a repository.
-pub async fn insert_repo(db: impl AnyExecutor<'_>, repo: &RepoRow) -> sqlx::Result<()> {
+pub(in crate::store) async fn insert_repo(db: impl AnyExecutor<'_>, repo: &RepoRow) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO repos (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&repo.id)
         .bind(&repo.org_id)
@@ -155,7 +155,11 @@ impl super::Store {
 }
 
 /// Turns previews of branches (and pull requests) on or off for a site.
-pub(crate) async fn set_site_previews(db: impl AnyExecutor<'_>, site_id: &str, enabled: bool) -> sqlx::Result<()> {
+pub(in crate::store) async fn set_site_previews(
+    db: impl AnyExecutor<'_>,
+    site_id: &str,
+    enabled: bool,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE sites SET previews_enabled = $1 WHERE id = $2")
         .bind(super::Flag(enabled))
         .bind(site_id)

@@ -126,7 +126,7 @@ impl super::Store {
 }
 
 /// Marks a pending invitation used; false when it was used, revoked or expired meanwhile.
-pub async fn mark_accepted(db: impl AnyExecutor<'_>, id: &str, now: i64) -> sqlx::Result<bool> {
+pub(in crate::store) async fn mark_accepted(db: impl AnyExecutor<'_>, id: &str, now: i64) -> sqlx::Result<bool> {
     sqlx::query(
         "UPDATE invitations SET accepted_at = $1 \
          WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $3",

@@ -532,7 +532,7 @@ impl super::Store {
 
 /// The buckets of `environment_id` at `resolution` starting in `[since_ms, until_ms)`,
 /// oldest first.
-pub(crate) async fn read<'e>(
+pub(in crate::store) async fn read<'e>(
     db: impl AnyExecutor<'e>,
     environment_id: &str,
     resolution: Resolution,

@@ -137,7 +137,7 @@ pub struct NewGrant<'a> {
 
 /// Stores a grant, unless its org's agents are frozen (checked in the same statement, so
 /// a freeze cannot slip between the check and the insert): false when frozen.
-pub async fn insert_grant(db: impl AnyExecutor<'_>, g: &NewGrant<'_>) -> sqlx::Result<bool> {
+pub(in crate::store) async fn insert_grant(db: impl AnyExecutor<'_>, g: &NewGrant<'_>) -> sqlx::Result<bool> {
     sqlx::query(
         "INSERT INTO oauth_grants (id, org_id, user_id, client_id, client_name, scopes, sites, production, resource, \
          created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
@@ -199,7 +199,7 @@ impl super::Store {
 }
 
 /// Stores an authorization code.
-pub async fn insert_code(
+pub(in crate::store) async fn insert_code(
     db: impl AnyExecutor<'_>,
     code_hmac: &str,
     grant_id: &str,
@@ -245,7 +245,7 @@ impl super::Store {
 }
 
 /// Stores a token.
-pub async fn insert_token(
+pub(in crate::store) async fn insert_token(
     db: impl AnyExecutor<'_>,
     token_hmac: &str,
     grant_id: &str,
@@ -271,7 +271,7 @@ pub const EXPIRED_SWEEP_BATCH: i64 = 100;
 /// Removes up to [`EXPIRED_SWEEP_BATCH`] expired codes and as many expired tokens:
 /// called at every issuance (which adds at most two rows), so the tables hold what is
 /// live plus at most a batch of the expired. Answers how many rows went.
-pub async fn delete_expired(db: &mut sqlx::AnyConnection, now: i64) -> sqlx::Result<u64> {
+pub(in crate::store) async fn delete_expired(db: &mut sqlx::AnyConnection, now: i64) -> sqlx::Result<u64> {
     let codes = sqlx::query(
         "DELETE FROM oauth_codes WHERE code_hmac IN \
          (SELECT code_hmac FROM oauth_codes WHERE expires_at < $1 LIMIT $2)",
@@ -363,7 +363,11 @@ impl super::Store {
 
 /// Freezes an org's agents (revoking every grant of it) or unfreezes them: the number of
 /// grants revoked.
-pub async fn set_frozen(db: &mut sqlx::AnyConnection, org_id: &str, frozen: bool) -> sqlx::Result<u64> {
+pub(in crate::store) async fn set_frozen(
+    db: &mut sqlx::AnyConnection,
+    org_id: &str,
+    frozen: bool,
+) -> sqlx::Result<u64> {
     let now = now_ms();
     if !frozen {
         sqlx::query("UPDATE orgs SET agents_frozen_at = NULL WHERE id = $1")
@@ -386,7 +390,7 @@ pub async fn set_frozen(db: &mut sqlx::AnyConnection, org_id: &str, frozen: bool
 }
 
 /// When an org's agents were frozen, if they are.
-pub(crate) async fn frozen_at(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<Option<i64>> {
+pub(in crate::store) async fn frozen_at(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar("SELECT agents_frozen_at FROM orgs WHERE id = $1")
         .bind(org_id)
         .fetch_optional(db)

@@ -520,17 +520,7 @@ async fn enqueue_deploy_in(tx: &mut Tx, deploy: &NewDeploy<'_>) -> sqlx::Result<
     super::insert_deployment(&mut **tx, d).await?;
     let data = json!({ "site_id": d.site_id });
     super::insert_event(&mut **tx, &d.org_id, "deployment.queued", &d.id, &data).await?;
-    let job = &deploy.job;
-    super::enqueue_job(
-        &mut *tx,
-        &d.org_id,
-        job.kind,
-        &job.payload,
-        job.max_attempts,
-        job.idempotency_key.as_deref(),
-        job.fair_key.as_deref(),
-    )
-    .await?;
+    super::enqueue_job(&mut *tx, &d.org_id, &deploy.job).await?;
     Ok(DeployQueued::Queued)
 }
 

@@ -205,7 +205,12 @@ impl super::Store {
 }
 
 /// Inserts a user.
-pub async fn insert_user(db: impl AnyExecutor<'_>, id: &str, email: &str, password_hash: &str) -> sqlx::Result<()> {
+pub(in crate::store) async fn insert_user(
+    db: impl AnyExecutor<'_>,
+    id: &str,
+    email: &str,
+    password_hash: &str,
+) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(email)
@@ -237,7 +242,11 @@ impl super::Store {
 }
 
 /// A member's role name in an org, if a member.
-pub(crate) async fn member_role(db: impl AnyExecutor<'_>, org_id: &str, user_id: &str) -> sqlx::Result<Option<String>> {
+pub(in crate::store) async fn member_role(
+    db: impl AnyExecutor<'_>,
+    org_id: &str,
+    user_id: &str,
+) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT role FROM org_members WHERE org_id = $1 AND user_id = $2")
         .bind(org_id)
         .bind(user_id)
@@ -262,7 +271,7 @@ impl super::Store {
 }
 
 /// How many orgs a user belongs to.
-pub async fn count_orgs_of(db: impl AnyExecutor<'_>, user_id: &str) -> sqlx::Result<i64> {
+pub(in crate::store) async fn count_orgs_of(db: impl AnyExecutor<'_>, user_id: &str) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT COUNT(*) FROM org_members WHERE user_id = $1")
         .bind(user_id)
         .fetch_one(db)
@@ -270,7 +279,12 @@ pub async fn count_orgs_of(db: impl AnyExecutor<'_>, user_id: &str) -> sqlx::Res
 }
 
 /// Adds a member, or changes the role of one.
-pub async fn upsert_member(db: impl AnyExecutor<'_>, org_id: &str, user_id: &str, role: &str) -> sqlx::Result<()> {
+pub(in crate::store) async fn upsert_member(
+    db: impl AnyExecutor<'_>,
+    org_id: &str,
+    user_id: &str,
+    role: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO org_members (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
@@ -285,7 +299,11 @@ pub async fn upsert_member(db: impl AnyExecutor<'_>, org_id: &str, user_id: &str
 }
 
 /// Removes a member and revokes their personal keys of the org.
-pub async fn delete_member(db: &mut sqlx::AnyConnection, org_id: &str, user_id: &str) -> sqlx::Result<()> {
+pub(in crate::store) async fn delete_member(
+    db: &mut sqlx::AnyConnection,
+    org_id: &str,
+    user_id: &str,
+) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM org_members WHERE org_id = $1 AND user_id = $2")
         .bind(org_id)
         .bind(user_id)
@@ -322,7 +340,7 @@ impl super::Store {
 }
 
 /// How many owners an org has among its members.
-pub async fn count_owners(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<i64> {
+pub(in crate::store) async fn count_owners(db: impl AnyExecutor<'_>, org_id: &str) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT COUNT(*) FROM org_members WHERE org_id = $1 AND role = 'owner'")
         .bind(org_id)
         .fetch_one(db)

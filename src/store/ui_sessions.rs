@@ -59,7 +59,7 @@ impl super::Store {
 
 /// Moves a member's live session to another org with a new CSRF token; false when no
 /// such session of that user is live.
-pub async fn switch_org(
+pub(in crate::store) async fn switch_org(
     db: impl AnyExecutor<'_>,
     id_hash: &str,
     user_id: &str,

@@ -421,8 +421,13 @@ pub async fn open_store(data: &Path) -> berth::store::Store {
 /// no API reaches (the store keeps its pool to itself): SQLite waits for the server's
 /// writer rather than failing "database is locked".
 pub async fn open_db(data: &Path) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
     let url = database_url(data).unwrap_or_else(|| format!("sqlite://{}", data.join("berth.db").display()));
+    open_db_url(&url).await
+}
+
+/// A connection pool of its own on the database at `url` (see [`open_db`]).
+pub async fn open_db_url(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
     let sqlite = url.starts_with("sqlite:");
     sqlx::any::AnyPoolOptions::new()
         .max_connections(2)
@@ -434,7 +439,7 @@ pub async fn open_db(data: &Path) -> sqlx::AnyPool {
                 Ok(())
             })
         })
-        .connect(&url)
+        .connect(url)
         .await
         .expect("open the server's database")
 }
