@@ -172,10 +172,11 @@ pub fn affects_routes(kind: &str) -> bool {
         || matches!(kind, "deployment.live" | "deployment.superseded" | "deployment.crashed")
 }
 
-/// Follows every event from now on until `stop` and wakes `reconcile` (this process's
-/// reconciler) after each batch with a change to routes in it, whichever process wrote it:
-/// every replica's edge routes every site.
-pub async fn follow_routes(bus: EventBus, reconcile: Arc<Notify>, stop: CancellationToken) {
+/// Follows every event from now on until `stop` and calls `changed` (which wakes this
+/// process's reconciler and certificate loop) after each batch with a change to routes in
+/// it, whichever process wrote it: every replica's edge routes every site, with the
+/// certificates any replica issued.
+pub async fn follow_routes(bus: EventBus, changed: impl Fn() + Send, stop: CancellationToken) {
     let mut cursor = loop {
         match bus.cursor().await {
             Ok(c) => break c,
@@ -200,7 +201,7 @@ pub async fn follow_routes(bus: EventBus, reconcile: Arc<Notify>, stop: Cancella
                 }
                 if let Some(change) = events.iter().find(|e| affects_routes(&e.kind)) {
                     tracing::debug!(event.kind = %change.kind, event.subject = %change.subject, "a route change on the database: waking the reconciler");
-                    reconcile.notify_one();
+                    changed();
                 }
             }
             Err(err) => {

@@ -181,6 +181,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     ));
     let certificates = tokio::spawn(crate::service::certificates::run(
         Service::new(platform.clone()),
+        platform.jobs.singleton(
+            crate::service::certificates::LEASE,
+            crate::service::certificates::LEASE_TIME,
+        ),
         stop.child_token(),
     ));
     let events = tokio::spawn(crate::events::run_pruning(
@@ -195,7 +199,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let listener = tokio::spawn(platform.events.clone().listen(stop.child_token()));
     let routes = tokio::spawn(crate::events::follow_routes(
         platform.events.clone(),
-        platform.reconcile_wake.clone(),
+        {
+            let platform = platform.clone();
+            move || {
+                platform.reconcile_wake.notify_one();
+                platform.certificates.wake.notify_one();
+            }
+        },
         stop.child_token(),
     ));
     let heartbeat = tokio::spawn(crate::replicas::run_heartbeat(

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::acme::{self, AcmeClient, AcmeSettings, Challenge, ChallengeKind, Responder};
 use crate::dns::DnsProvider;
 use crate::error::{ServiceError, ServiceResult};
+use crate::jobs::Singleton;
 use crate::model::DomainStatus;
 use crate::store::certificates::CertificateRow;
 use crate::store::domains::DomainRow;
@@ -38,6 +39,13 @@ const PARALLEL_ORDERS: usize = 4;
 /// Longest the loop sleeps between looks at what is due (certificates expire, and other
 /// processes may change the table).
 const MAX_IDLE: Duration = Duration::from_secs(60);
+/// The certificate loop's lease among replicas on one database (see [`run`]).
+pub const LEASE: &str = "certificates";
+/// How long the lease holds without renewal: longer than the loop's longest wait
+/// ([`MAX_IDLE`]), so a live holder keeps it; a dead one's passes to another after it.
+pub const LEASE_TIME: Duration = Duration::from_secs(180);
+/// How often a replica that does not hold the lease tries to take it.
+const FOLLOWER_WAIT: Duration = Duration::from_secs(30);
 /// The base domain's wildcard, as the loop names its work.
 const BASE_JOB: &str = "*base";
 /// The pass asking the CA for renewal windows, as the loop names its work.
@@ -240,7 +248,11 @@ fn seal_context(subject: &str) -> String {
 
 /// The certificate loop: orders, renews and retries whatever is due, a few at a time,
 /// until `stop`.
-pub async fn run(service: Service, stop: CancellationToken) {
+///
+/// Of the replicas on one database, only the holder of `singleton`'s lease ([`LEASE`])
+/// orders and renews (two would order the same certificate twice); the others load what
+/// it issues into their edges, woken by its events, and take over once its lease expires.
+pub async fn run(service: Service, singleton: Singleton, stop: CancellationToken) {
     let platform = service.platform.clone();
     if let Err(e) = publish(&platform).await {
         tracing::warn!(error = %format!("{e:#}"), "loading certificates into the edge failed");
@@ -251,6 +263,17 @@ pub async fn run(service: Service, stop: CancellationToken) {
     let mut in_flight: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     let busy: Arc<Mutex<Vec<String>>> = Arc::default();
     loop {
+        if !singleton.hold().await {
+            if let Err(e) = publish(&platform).await {
+                tracing::warn!(error = %format!("{e:#}"), "reloading certificates failed");
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = platform.certificates.wake.notified() => {}
+                () = tokio::time::sleep(FOLLOWER_WAIT) => {}
+            }
+            continue;
+        }
         let now = now_ms();
         match platform.store.domains_due(now, 50).await {
             Ok(due) => {
@@ -343,6 +366,7 @@ pub async fn run(service: Service, stop: CancellationToken) {
         }
     }
     in_flight.abort_all();
+    singleton.release().await;
 }
 
 impl Service {
