@@ -291,7 +291,10 @@ async fn deploys_spread_over_both_replicas_are_each_built_once() {
     let (a, url) = first(true).await;
     let b = replica(&url).await;
     let _cleanup = Cleanup(vec![owner(&a), owner(&b)]);
-    let sites = ["one", "two", "three", "four"];
+    // Ten sites, two deploys each: 20 deploys, half enqueued through each replica.
+    let sites = [
+        "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    ];
     let apps: Vec<_> = sites.iter().map(|name| dockerfile_app(name, 0)).collect();
     let mut ids = Vec::new();
     for (n, (name, dir)) in sites.iter().zip(&apps).enumerate() {
