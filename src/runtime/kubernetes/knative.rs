@@ -27,9 +27,7 @@ use serde_json::{Value, json};
 use super::super::StartError;
 use super::super::target::Settings;
 use super::client::{ApiError, Client, label_selector, object_path};
-use super::manifests::{
-    self, LABEL_DEPLOYMENT, LABEL_ENVIRONMENT, LABEL_SITE, MANAGED_BY, OrgLimits, Workload, dns_label, label_value,
-};
+use super::manifests::{self, LABEL_DEPLOYMENT, LABEL_SITE, MANAGED_BY, OrgLimits, Workload, dns_label, label_value};
 use super::registry_auth::{self, RegistryAuth};
 use super::rollout;
 
@@ -367,21 +365,8 @@ pub(super) async fn apply_routes(client: &Client, w: &Workload, owner: &Value) -
         client.apply(object).await.map_err(|e| e.to_string())?;
     }
     let keep: BTreeSet<String> = wanted.iter().filter_map(object_path).collect();
-    let selector = label_selector(&[
-        MANAGED_BY,
-        (LABEL_SITE, &label_value(&w.site)),
-        (LABEL_ENVIRONMENT, &label_value(&w.environment)),
-    ]);
     let collection = collection_path("DomainMapping", &w.namespace).expect("known kind");
-    for object in client.list(&collection, &selector).await.map_err(|e| e.to_string())? {
-        let Some(name) = object["metadata"]["name"].as_str() else {
-            continue;
-        };
-        let path = format!("{collection}/{name}");
-        if !keep.contains(&path) {
-            client.delete(&path).await.map_err(|e| e.to_string())?;
-        }
-    }
+    super::routes::prune(client, w, &collection, &keep).await?;
     super::routes::prune_secrets(client, w, &keep).await
 }
 

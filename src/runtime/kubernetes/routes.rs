@@ -39,13 +39,24 @@ pub(super) async fn apply_ingress(client: &Client, w: &Workload, owner: &Value) 
 /// Deletes the environment's Secrets (berth's labels of its site and environment) whose
 /// path is not in `keep`.
 pub(super) async fn prune_secrets(client: &Client, w: &Workload, keep: &BTreeSet<String>) -> Result<(), String> {
+    let collection = collection_path("Secret", Some(&w.namespace)).expect("known kind");
+    prune(client, w, &collection, keep).await
+}
+
+/// Deletes the environment's objects in `collection` (found by berth's labels of its site
+/// and environment, nothing else) whose path is not in `keep`.
+pub(super) async fn prune(
+    client: &Client,
+    w: &Workload,
+    collection: &str,
+    keep: &BTreeSet<String>,
+) -> Result<(), String> {
     let selector = label_selector(&[
         MANAGED_BY,
         (LABEL_SITE, &label_value(&w.site)),
         (LABEL_ENVIRONMENT, &label_value(&w.environment)),
     ]);
-    let collection = collection_path("Secret", Some(&w.namespace)).expect("known kind");
-    for object in client.list(&collection, &selector).await.map_err(|e| e.to_string())? {
+    for object in client.list(collection, &selector).await.map_err(|e| e.to_string())? {
         let Some(name) = object["metadata"]["name"].as_str() else {
             continue;
         };
