@@ -169,11 +169,6 @@ impl Runtime {
         self.providers.get(name).cloned()
     }
 
-    /// Whether apps of the local provider run inside a sandbox.
-    pub fn is_sandboxed(&self) -> bool {
-        self.provider("local").is_some_and(|p| p.is_isolated())
-    }
-
     fn get(&self, deployment_id: &str, index: u32) -> Option<Arc<Instance>> {
         let map = self.instances.lock().expect("instances lock");
         map.get(deployment_id).and_then(|m| m.get(&index)).cloned()

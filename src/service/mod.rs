@@ -139,7 +139,7 @@ impl Service {
             expires_at: actor.expires_at.map(rfc3339),
             allowed_actions: actor.allowed_actions(),
             site_url_pattern: self.platform.url_for("<site>", "production"),
-            sandboxed: self.platform.runtime.is_sandboxed(),
+            sandboxed: self.platform.sandbox.is_sandboxed(),
             orgs: self.orgs_of(actor).await?,
         })
     }
