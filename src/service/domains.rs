@@ -351,6 +351,13 @@ impl Service {
                 status.is_served() && (row.cert_not_after.is_some() || !self.platform.config.domains.acme_enabled());
             let now = tokio::time::Instant::now();
             if served || status == DomainStatus::Failed || now >= deadline {
+                if served {
+                    // The task that issued the certificate (maybe on another replica)
+                    // commits the status before it publishes the certificate and routes:
+                    // this edge serves the domain before the answer says it is served.
+                    super::certificates::publish(&self.platform).await?;
+                    crate::loops::reconciler::reconcile(&self.platform).await?;
+                }
                 let mut info = self.domain_info(&row)?;
                 if !served && now >= deadline {
                     info.warnings
