@@ -1791,3 +1791,44 @@ async fn kubernetes_fake_api_cli_dry_run_prints_the_objects_even_before_the_firs
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("leave out branch"), "{stderr}");
 }
+
+#[tokio::test]
+async fn kubernetes_fake_knative_a_dry_run_shows_the_knative_service_a_release_would_apply() {
+    let server = KubeServer::start().await;
+    server.kube.offer_knative(true);
+    let site = dockerfile_app("dry revision");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "kdry", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let first_revision = pinned_revision(&server, "kdry-production");
+    let objects_before = server.kube.objects();
+
+    let (status, dry) = server.post("/api/sites/kdry/deploy", &json!({"dry_run": true})).await;
+    assert_eq!(status, 200, "{dry}");
+    let objects = dry["objects"].as_array().unwrap();
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    // What Knative mode applies: a Knative Service and a DomainMapping, no Deployment or Ingress.
+    assert!(
+        !kinds.contains(&"Deployment") && !kinds.contains(&"Ingress"),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"DomainMapping"), "{kinds:?}");
+    let service = objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["apiVersion"] == "serving.knative.dev/v1")
+        .unwrap_or_else(|| panic!("a Knative Service in {kinds:?}"));
+    let annotations = &service["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["autoscaling.knative.dev/min-scale"], "1", "{service}");
+    assert_eq!(service["spec"]["traffic"][0]["latestRevision"], false, "{service}");
+    // The revision would be a new one, named after the (future) deployment.
+    let revision = service["spec"]["template"]["metadata"]["name"].as_str().unwrap();
+    assert!(
+        revision.starts_with("kdry-production-") && revision != first_revision,
+        "{revision}"
+    );
+    assert_eq!(server.kube.objects(), objects_before, "nothing applied");
+}

@@ -192,16 +192,21 @@ fn seal(object: &mut Value) {
     }
 }
 
-/// The objects a release of `w` would apply: checked by the cluster's server-side dry
-/// run when it answers every one, berth's rendered manifests otherwise; sealed.
-pub(super) async fn dry_run(client: &Client, w: &Workload, limits: &OrgLimits, pull: Option<&RegistryAuth>) -> DryRun {
-    let objects = render(w, limits, pull);
-    let rendered: Vec<Value> = objects
-        .org
-        .into_iter()
-        .chain(std::iter::once(objects.owner))
-        .chain(objects.environment)
-        .collect();
+impl Objects {
+    /// Every object, in the order they are applied.
+    pub(super) fn into_list(self) -> Vec<Value> {
+        self.org
+            .into_iter()
+            .chain(std::iter::once(self.owner))
+            .chain(self.environment)
+            .collect()
+    }
+}
+
+/// The `rendered` objects of a release (in the order they would be applied): checked by
+/// the cluster's server-side dry run when it answers every one, as rendered otherwise;
+/// sealed.
+pub(super) async fn dry_run(client: &Client, rendered: Vec<Value>) -> DryRun {
     let mut checked = Vec::with_capacity(rendered.len());
     let mut refused = None;
     for object in &rendered {

@@ -215,6 +215,18 @@ pub fn routes(w: &Workload) -> Vec<Value> {
     all
 }
 
+/// Every object a Knative release of `w` applies, in order: the org's namespace objects
+/// (with the pull Secret when `pull`), the site's owner, the Service pinned to the
+/// deployment's revision, its DomainMappings and TLS Secrets.
+pub(super) fn render(w: &Workload, limits: &OrgLimits, pull: Option<&RegistryAuth>, scale: Scale) -> Vec<Value> {
+    let mut objects = org_objects(&w.namespace, &w.org, limits);
+    registry_auth::add_pull_secret(&mut objects, pull);
+    objects.push(manifests::site_owner(&w.namespace, &w.org, &w.site));
+    objects.push(service(w, template(w, scale), &revision_name(w)));
+    objects.extend(routes(w));
+    objects
+}
+
 /// Whether `object` carries berth's labels of `site`.
 fn is_sites(object: &Value, site: &str) -> bool {
     let labels = &object["metadata"]["labels"];

@@ -493,6 +493,15 @@ fn workload(settings: &KubeSettings, spec: &InstanceSpec, image: String) -> Work
 }
 
 /// A failed release, with the app's last output lines.
+/// Knative's scale annotations for a release of `spec`, bounded by the settings.
+fn knative_scale(spec: &InstanceSpec, settings: &KubeSettings) -> knative::Scale {
+    knative::Scale {
+        min: spec.scale.min_instances,
+        max: spec.scale.max_instances.min(settings.max_replicas),
+        target: spec.scale.target_concurrency,
+    }
+}
+
 fn start_error(message: impl Into<String>) -> StartError {
     StartError {
         message: message.into(),
@@ -698,11 +707,7 @@ impl Target for KubernetesTarget {
             .await
             .map_err(start_error)?;
         if uses_knative {
-            let scale = knative::Scale {
-                min: spec.scale.min_instances,
-                max: spec.scale.max_instances.min(settings.max_replicas),
-                target: spec.scale.target_concurrency,
-            };
+            let scale = knative_scale(&spec, &settings);
             let pull = settings.registry_auth.as_ref();
             knative::release(&client, &workload, &settings.limits, pull, scale, spec.start_timeout).await?;
         } else {
@@ -743,7 +748,25 @@ impl Target for KubernetesTarget {
             manifests::dns_label(&spec.site)
         );
         let workload = workload(&settings, &spec, image);
-        Ok(apply::dry_run(&client, &workload, &settings.limits, settings.registry_auth.as_ref()).await)
+        let pull = settings.registry_auth.as_ref();
+        // What a release would do here: a Knative Service where the cluster has Knative
+        // (or the setting requires it), a Deployment + Service + Ingress otherwise.
+        // Discovery that fails (or `knative: on` on a cluster without it) shows the objects
+        // the setting asks for, with why in the note.
+        let (on_knative, unsure) = match knative::in_use(&client, settings.knative, &settings.api_url).await {
+            Ok(found) => (found, None),
+            Err(e) => (settings.knative == knative::Mode::On, Some(e)),
+        };
+        let rendered = if on_knative {
+            knative::render(&workload, &settings.limits, pull, knative_scale(&spec, &settings))
+        } else {
+            apply::render(&workload, &settings.limits, pull).into_list()
+        };
+        let mut dry = apply::dry_run(&client, rendered).await;
+        if let Some(why) = unsure {
+            dry.note = format!("{why}; {}", dry.note);
+        }
+        Ok(dry)
     }
 
     fn serving(&self, settings: &Settings) -> Option<Traffic> {
