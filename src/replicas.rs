@@ -25,9 +25,15 @@ pub async fn announce(store: &Store, id: &str) -> sqlx::Result<()> {
     store.beat_replica(id).await
 }
 
-/// Writes this replica's heartbeat every [`HEARTBEAT`] until `stop`, then removes its row
-/// (and those of replicas long silent).
+/// A replica silent this long is forgotten (its row deleted): it was killed, or lost the
+/// database, and starts with a new row when it comes back.
+pub const FORGET_AFTER: Duration = Duration::from_secs(200);
+
+/// Writes this replica's heartbeat every [`HEARTBEAT`] until `stop`, then removes its row;
+/// on the way, about once a minute, the rows of replicas silent for [`FORGET_AFTER`].
 pub async fn run_heartbeat(store: Store, id: String, stop: CancellationToken) {
+    let sweep_every = (60 / HEARTBEAT.as_secs()).max(1);
+    let mut beats: u64 = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT) => {}
@@ -36,10 +42,24 @@ pub async fn run_heartbeat(store: Store, id: String, stop: CancellationToken) {
         if let Err(err) = store.beat_replica(&id).await {
             tracing::warn!(error = %err, "writing the replica heartbeat failed");
         }
+        beats += 1;
+        if beats.is_multiple_of(sweep_every) {
+            forget_silent(&store).await;
+        }
     }
-    let stale = now_ms() - 10 * LIVE_WITHIN.as_millis() as i64;
-    if let Err(err) = store.remove_replica(&id, stale).await {
+    if let Err(err) = store.remove_replica(&id).await {
         tracing::warn!(error = %err, "removing this replica's heartbeat failed");
+    }
+    forget_silent(&store).await;
+}
+
+/// Deletes the rows of replicas silent for [`FORGET_AFTER`].
+async fn forget_silent(store: &Store) {
+    let before = now_ms() - FORGET_AFTER.as_millis() as i64;
+    match store.forget_silent_replicas(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(replicas = n, "forgot replicas silent for 200 s (killed or cut off)"),
+        Err(err) => tracing::warn!(error = %err, "forgetting silent replicas failed"),
     }
 }
 

@@ -1539,15 +1539,25 @@ impl Store {
         live_replicas(&self.pool, since).await
     }
 
-    /// Forgets replica `id` (it stopped) and every replica silent since before `stale_before`.
-    pub async fn remove_replica(&self, id: &str, stale_before: i64) -> sqlx::Result<()> {
+    /// Forgets replica `id` (it stopped).
+    pub async fn remove_replica(&self, id: &str) -> sqlx::Result<()> {
         let db = &self.pool;
-        sqlx::query("DELETE FROM replicas WHERE id = $1 OR heartbeat_at < $2")
+        sqlx::query("DELETE FROM replicas WHERE id = $1")
             .bind(id)
-            .bind(stale_before)
             .execute(db)
             .await
             .map(drop)
+    }
+
+    /// Forgets every replica silent since before `before` (ms): killed ones; returns how
+    /// many.
+    pub async fn forget_silent_replicas(&self, before: i64) -> sqlx::Result<u64> {
+        let db = &self.pool;
+        sqlx::query("DELETE FROM replicas WHERE heartbeat_at < $1")
+            .bind(before)
+            .execute(db)
+            .await
+            .map(|done| done.rows_affected())
     }
 
     /// Deletes events older than `before` (ms) and all but the newest `keep`; returns how

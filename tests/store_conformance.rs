@@ -207,7 +207,7 @@ async fn store_conformance_site_search_matches_substrings_literally() {
 }
 
 /// Replica heartbeats: a beat records (or renews) a replica, `live_replicas` counts only
-/// recent ones, and a stopping replica removes itself and the long silent; the local
+/// recent ones, a sweep forgets the long silent and a stopping replica removes itself; the local
 /// target's refusal names the fix only while another replica is live.
 #[tokio::test]
 async fn store_conformance_replica_heartbeats_count_only_live_replicas() {
@@ -230,7 +230,10 @@ async fn store_conformance_replica_heartbeats_count_only_live_replicas() {
             .unwrap()
             .is_none()
     );
-    store.remove_replica("a", 1_000).await.unwrap();
+    // The silent one's row goes by the sweep, the live one's stays until it stops.
+    assert_eq!(store.forget_silent_replicas(1_000).await.unwrap(), 1);
+    assert_eq!(store.live_replicas(0).await.unwrap(), ["a"]);
+    store.remove_replica("a").await.unwrap();
     assert!(store.live_replicas(0).await.unwrap().is_empty());
 }
 
