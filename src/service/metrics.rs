@@ -43,9 +43,15 @@ pub fn system_clock() -> Clock {
     Arc::new(now_ms)
 }
 
-/// Moves the tap's counts into the store every [`FLUSH_EVERY`] and rolls up and prunes
-/// every minute, until `stop`; a last flush on the way out.
+/// The singleton lease the rollups and pruning hold: one process on the database does
+/// them (each replica flushes its own edge's counts).
+pub const MAINTAIN_LEASE: &str = "metrics-maintenance";
+
+/// Moves the tap's counts into the store every [`FLUSH_EVERY`] and, while this process
+/// holds [`MAINTAIN_LEASE`], rolls up and prunes every minute, until `stop`; a last flush
+/// on the way out.
 pub async fn run(platform: Arc<Platform>, clock: Clock, stop: CancellationToken) {
+    let maintainer = platform.jobs.singleton(MAINTAIN_LEASE, 3 * MAINTAIN_EVERY);
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
@@ -55,10 +61,15 @@ pub async fn run(platform: Arc<Platform>, clock: Clock, stop: CancellationToken)
         tokio::select! {
             () = stop.cancelled() => break,
             _ = flush.tick() => record(&platform.store, platform.edge.drain_tap(), clock()).await,
-            _ = maintain.tick() => maintain_store(&platform.store, &retention, clock()).await,
+            _ = maintain.tick() => {
+                if maintainer.hold().await {
+                    maintain_store(&platform.store, &retention, clock()).await;
+                }
+            }
         }
     }
     record(&platform.store, platform.edge.drain_tap(), clock()).await;
+    maintainer.release().await;
 }
 
 /// Adds a drain of the tap to the minute buckets `now_ms` falls in, one per environment.
