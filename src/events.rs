@@ -253,6 +253,12 @@ pub async fn run_pruning(store: Store, singleton: Singleton, stop: CancellationT
                 Ok(n) => tracing::info!(grants = n, "pruned ended OAuth grants"),
                 Err(err) => tracing::warn!(error = %err, "pruning ended OAuth grants failed"),
             }
+            // Challenges whose order never withdrew them (its replica was killed).
+            match store.sweep_acme_challenges(now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(challenges = n, "swept expired ACME challenges"),
+                Err(err) => tracing::warn!(error = %err, "sweeping expired ACME challenges failed"),
+            }
             match store.prune_audit(now - AUDIT_RETENTION_MS, MAX_AUDIT_PER_ORG).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(entries = n, "pruned old audit entries"),

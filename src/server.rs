@@ -208,6 +208,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         },
         stop.child_token(),
     ));
+    // Every replica's edge answers the HTTP-01 and TLS-ALPN-01 challenges of any order.
+    let challenges = tokio::spawn(crate::service::challenges::follow(platform.clone(), stop.child_token()));
     let heartbeat = tokio::spawn(crate::replicas::run_heartbeat(
         store.clone(),
         replica_id.clone(),
@@ -299,6 +301,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         events,
         listener,
         routes,
+        challenges,
         heartbeat
     );
     // The deploys' traces are all queued now: send them before the runtime ends.

@@ -2257,6 +2257,9 @@ pub mod error_patterns;
 /// OAuth clients, grants, codes and tokens.
 pub mod oauth;
 
+/// SQL of the ACME challenges every replica's edge answers.
+pub mod acme_challenges;
+
 /// Copying a whole installation from one database to another (`berth migrate-db`).
 pub mod copy;
 mod ops;

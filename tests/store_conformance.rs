@@ -263,3 +263,94 @@ async fn store_conformance_all_events_after_reads_every_subject_by_cursor() {
         .collect();
     assert_eq!(rest, ["s3"]);
 }
+
+/// ACME challenges shared by the replicas' edges: publishing and withdrawing each write
+/// their event (under the challenges' subject) with the change, a withdrawn or expired
+/// challenge is no longer live, an expired one is swept, and a replica's confirmation
+/// counts only once it applied the publishing event.
+#[tokio::test]
+async fn store_conformance_acme_challenges_are_published_withdrawn_and_swept_with_their_events() {
+    use berth::store::acme_challenges::{AcmeChallengeRow, CHALLENGES_SUBJECT, ChallengePublished, ChallengeWithdrawn};
+    let (_data, store) = fresh().await;
+    let now = berth::util::now_ms();
+    let row = |name: &str, token: &str, expires_at: i64| AcmeChallengeRow {
+        kind: "http-01".into(),
+        name: name.into(),
+        token: token.into(),
+        key_authorization: format!("{token}.thumbprint"),
+        created_at: now,
+        expires_at,
+    };
+    let start = store.latest_event_id().await.unwrap();
+    let live = row("shop.example.test", "tok-live", now + 60_000);
+    let ChallengePublished::Published { event: published } = store.publish_acme_challenge(&live).await.unwrap();
+    let stale = row("old.example.test", "tok-stale", now - 1);
+    store.publish_acme_challenge(&stale).await.unwrap();
+    let events = store.events_after(CHALLENGES_SUBJECT, start, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.id, e.kind.as_str())).collect::<Vec<_>>(),
+        [
+            (published, "acme.challenge.published"),
+            (published + 1, "acme.challenge.published")
+        ]
+    );
+    assert!(events[0].data.contains("tok-live"), "{}", events[0].data);
+    // Only the unexpired one is live; the expired one is swept (once).
+    assert_eq!(
+        store.live_acme_challenges("http-01", now, 100).await.unwrap(),
+        std::slice::from_ref(&live)
+    );
+    assert!(
+        store
+            .live_acme_challenges("tls-alpn-01", now, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.sweep_acme_challenges(now).await.unwrap(), 1);
+    assert_eq!(store.sweep_acme_challenges(now).await.unwrap(), 0);
+    assert_eq!(
+        store.live_acme_challenges("http-01", 0, 100).await.unwrap(),
+        std::slice::from_ref(&live)
+    );
+
+    // Confirmations: a live replica is behind until it records the event.
+    store.beat_replica("orderer").await.unwrap();
+    store.beat_replica("other").await.unwrap();
+    let behind = store
+        .replicas_behind_on_challenges("orderer", 0, published)
+        .await
+        .unwrap();
+    assert_eq!(behind, ["other"]);
+    store.record_challenges_applied("other", published).await.unwrap();
+    store.record_challenges_applied("other", 1).await.unwrap();
+    assert!(
+        store
+            .replicas_behind_on_challenges("orderer", 0, published)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Withdrawing deletes it with its event; a second withdrawal writes nothing.
+    let withdrawn = store
+        .withdraw_acme_challenge("http-01", "shop.example.test", "tok-live")
+        .await
+        .unwrap();
+    let ChallengeWithdrawn::Withdrawn { event } = withdrawn else {
+        panic!("{withdrawn:?}")
+    };
+    assert_eq!(
+        store
+            .withdraw_acme_challenge("http-01", "shop.example.test", "tok-live")
+            .await
+            .unwrap(),
+        ChallengeWithdrawn::Absent
+    );
+    let events = store.events_after(CHALLENGES_SUBJECT, published + 1, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.id, e.kind.as_str())).collect::<Vec<_>>(),
+        [(event, "acme.challenge.withdrawn")]
+    );
+    assert!(store.live_acme_challenges("http-01", 0, 100).await.unwrap().is_empty());
+}

@@ -20,6 +20,9 @@ pub struct CertState {
     pub(crate) base_https: std::sync::atomic::AtomicBool,
     /// What berth knows of the CA's renewal information.
     pub(crate) ari: Mutex<AriState>,
+    /// The TLS-ALPN-01 certificates this replica made for the stored challenges, by name
+    /// and key authorization; its lock makes loads of the challenges one at a time.
+    pub(crate) challenge_keys: tokio::sync::Mutex<HashMap<(String, String), Arc<berth_edge::CertifiedKey>>>,
 }
 
 /// The CA's renewal information (ARI) as far as berth has asked.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use berth_edge::{CertTable, Edge};
+use berth_edge::CertTable;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -465,7 +465,7 @@ impl Service {
             problem: None,
         })?;
         let responder = EdgeResponder {
-            edge: self.platform.edge.clone(),
+            platform: self.platform.clone(),
             dns,
             resolvers: self.platform.config.domains.dns_resolvers.clone(),
             txt_ids: Mutex::default(),
@@ -848,10 +848,11 @@ impl Service {
     }
 }
 
-/// Answers HTTP-01 and TLS-ALPN-01 challenges through the edge, DNS-01 through a DNS
-/// provider (waiting until berth's resolvers see the record).
+/// Answers HTTP-01 and TLS-ALPN-01 challenges through every replica's edge (see
+/// `super::challenges`), DNS-01 through a DNS provider (waiting until berth's resolvers
+/// see the record).
 struct EdgeResponder {
-    edge: Arc<Edge>,
+    platform: Arc<super::Platform>,
     dns: Option<Arc<dyn DnsProvider>>,
     resolvers: Vec<std::net::SocketAddr>,
     /// TXT records created for DNS-01, by challenge name and token.
@@ -909,16 +910,8 @@ impl Responder for EdgeResponder {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
             match challenge.kind {
-                ChallengeKind::Http01 => {
-                    self.edge
-                        .set_http_challenge(&challenge.token, &challenge.key_authorization);
-                    Ok(())
-                }
-                ChallengeKind::TlsAlpn01 => {
-                    let (chain, key) = acme::tls_alpn_certificate(&challenge.name, &challenge.digest)?;
-                    let certified = berth_edge::certified_key_from_pem(&chain, &key)?;
-                    self.edge.set_alpn_challenge(&challenge.name, certified);
-                    Ok(())
+                ChallengeKind::Http01 | ChallengeKind::TlsAlpn01 => {
+                    super::challenges::publish(&self.platform, challenge).await
                 }
                 ChallengeKind::Dns01 => self.publish_txt(challenge).await,
             }
@@ -928,8 +921,9 @@ impl Responder for EdgeResponder {
     fn withdraw<'a>(&'a self, challenge: &'a Challenge) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
             match challenge.kind {
-                ChallengeKind::Http01 => self.edge.remove_http_challenge(&challenge.token),
-                ChallengeKind::TlsAlpn01 => self.edge.remove_alpn_challenge(&challenge.name),
+                ChallengeKind::Http01 | ChallengeKind::TlsAlpn01 => {
+                    super::challenges::withdraw(&self.platform, challenge).await
+                }
                 ChallengeKind::Dns01 => {
                     let id = self
                         .txt_ids

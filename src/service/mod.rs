@@ -7,6 +7,7 @@ pub mod agents;
 pub mod audit;
 mod capabilities;
 pub mod certificates;
+pub mod challenges;
 pub mod config;
 pub mod dns;
 pub mod domains;

@@ -63,10 +63,11 @@ mod upstreams;
 
 pub use config::EdgeConfig;
 pub use routes::{EdgeRouteTable, RouteTarget, normalize_host};
+pub use rustls::sign::CertifiedKey;
 pub use server::Edge;
 pub use sketch::{LatencySketch, RELATIVE_ERROR};
 pub use tap::{
     CountryCode, MAX_PATH_SEGMENTS, MAX_PATHS_PER_SITE, MAX_SITES_PER_WORKER, PathTraffic, RequestSpan, RouteLabel,
     SiteTraffic, TapDrain, TapFootprint, UNKNOWN_COUNTRY, path_template,
 };
-pub use tls::{CertTable, certified_key_from_pem};
+pub use tls::{CertTable, MAX_CHALLENGES, certified_key_from_pem, challenge_key_from_pem};

@@ -211,6 +211,17 @@ impl Edge {
         self.tls.remove_alpn_challenge(name);
     }
 
+    /// Replaces every challenge answered with `http` (HTTP-01 token, key authorization)
+    /// and `alpn` (TLS-ALPN-01 name, challenge certificate): what is not given is no
+    /// longer answered. Each kind keeps at most [`crate::MAX_CHALLENGES`] (the last given).
+    pub fn replace_challenges(
+        &self,
+        http: impl IntoIterator<Item = (String, String)>,
+        alpn: impl IntoIterator<Item = (String, Arc<rustls::sign::CertifiedKey>)>,
+    ) {
+        self.tls.replace_challenges(http, alpn);
+    }
+
     /// Serves HTTP/1.1 (and cleartext HTTP/2) on `listener` until `shutdown`
     /// completes, then stops accepting, lets in-flight requests finish for up
     /// to 10 s, closes what remains and returns.

@@ -29,7 +29,7 @@ pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 pub(crate) const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 /// Most challenges of each kind kept at once; a control plane that forgets to remove
 /// them cannot grow the edge's memory without bound.
-const MAX_CHALLENGES: usize = 10_000;
+pub const MAX_CHALLENGES: usize = 10_000;
 /// The HSTS value for names that ask for it: two years, the preload list's minimum.
 const HSTS_VALUE: &str = "max-age=63072000";
 
@@ -151,6 +151,26 @@ pub fn certified_key_from_pem(chain_pem: &str, key_pem: &str) -> Result<Arc<Cert
     }
 }
 
+/// The certified key of a TLS-ALPN-01 challenge certificate (RFC 8737) made by the caller
+/// together with its key. [`certified_key_from_pem`] cannot load it: its check that the
+/// key matches parses the certificate with webpki, which refuses the critical
+/// `acmeIdentifier` extension every challenge certificate carries.
+pub fn challenge_key_from_pem(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "the challenge certificate is not valid PEM".to_string())?;
+    if chain.len() != 1 {
+        return Err("a challenge certificate is one self-signed certificate".to_string());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|_| "the challenge certificate's key is not valid PEM".to_string())?;
+    let signing_key = rustls::crypto::aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|_| "the challenge certificate's key is of an unsupported type".to_string())?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+}
+
 /// Entries by key, at most [`MAX_CHALLENGES`]; when full, the oldest makes room.
 struct BoundedMap<V> {
     /// Logged when an entry is dropped for room.
@@ -263,6 +283,23 @@ impl TlsState {
 
     pub(crate) fn remove_alpn_challenge(&self, name: &str) {
         lock(&self.alpn_challenges).remove(&normalize_name(name));
+    }
+
+    pub(crate) fn replace_challenges(
+        &self,
+        http: impl IntoIterator<Item = (String, String)>,
+        alpn: impl IntoIterator<Item = (String, Arc<CertifiedKey>)>,
+    ) {
+        let mut http_map = BoundedMap::new("http-01");
+        for (token, key_authorization) in http {
+            http_map.insert(token, Arc::from(key_authorization.as_str()));
+        }
+        let mut alpn_map = BoundedMap::new("tls-alpn-01");
+        for (name, key) in alpn {
+            alpn_map.insert(normalize_name(&name), key);
+        }
+        *lock(&self.http_challenges) = http_map;
+        *lock(&self.alpn_challenges) = alpn_map;
     }
 
     /// The answer to a request for `path` under [`ACME_CHALLENGE_PREFIX`]: the key
