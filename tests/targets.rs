@@ -19,7 +19,7 @@ mod kube_server;
 mod targets;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use common::*;
@@ -100,21 +100,7 @@ async fn a_folder_deploys_live_through_the_edge_and_redeploys_swap_without_a_fai
         assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut failed) = (0, Vec::new());
-    for l in loops {
-        let (o, f) = l.await.expect("load loop");
-        ok += o;
-        failed.extend(f);
-    }
-    assert!(ok > 20, "the load ran ({ok} requests)");
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failed.len(),
-        ok as usize + failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    assert_no_request_failed(&stop, loops, 20).await;
     assert_eq!(server.edge("steady.localhost", "/").await, (200, "v2".to_string()));
 }
 
@@ -270,18 +256,22 @@ async fn an_environment_scales_out_and_back_and_sleeps_at_zero_until_a_request(k
 async fn an_instance_killed_from_outside_is_replaced(kind: TargetKind) {
     let server = OnTarget::start(kind).await;
     let app = server.app("phoenix");
-    create_live(&server, "phoenix", &app).await;
+    let id = create_live(&server, "phoenix", &app).await;
     eventually("one instance", 60, async || {
         server.instances("phoenix", &app).len() == 1
     })
     .await;
     let first = server.instances("phoenix", &app).remove(0);
-    server.kill_instance(&first);
+    let noticed = server.kill_instance(&first);
     eventually("another instance serves", 90, async || {
         let now = server.instances("phoenix", &app);
         now.len() == 1 && now[0] != first && server.edge("phoenix.localhost", "/").await == (200, "phoenix".to_string())
     })
     .await;
+    if let Some(line) = noticed {
+        let log = server.deployment_log(&id, "runtime").await;
+        assert!(log.contains(line), "the runtime log says why it was replaced: {log}");
+    }
 }
 
 async fn the_apps_output_reaches_the_deployments_runtime_log(kind: TargetKind) {

@@ -187,8 +187,10 @@ impl OnTarget {
     /// Kills `instance` (from [`OnTarget::instances`]) from outside, as the world would:
     /// `kill -9` of the process, `docker kill` of the container, and on the fake cluster
     /// its pods deleted, as a node failure would (the fake kubelet runs the Deployment's
-    /// template again, as the ReplicaSet would).
-    pub fn kill_instance(&self, instance: &str) {
+    /// template again, as the ReplicaSet would). Returns what berth writes to the runtime
+    /// log when it sees the instance die, where berth runs it (the cluster replaces its
+    /// own pods).
+    pub fn kill_instance(&self, instance: &str) -> Option<&'static str> {
         match &self.running {
             Running::Local(_) => {
                 let status = std::process::Command::new("kill")
@@ -196,11 +198,16 @@ impl OnTarget {
                     .status()
                     .expect("kill");
                 assert!(status.success());
+                Some("the app exited with")
             }
             Running::Docker(_) => {
                 docker(&["kill", instance]);
+                Some("the app exited with a signal (9)")
             }
-            Running::Kubernetes(server) => server.kube.restart_pods(),
+            Running::Kubernetes(server) => {
+                server.kube.restart_pods();
+                None
+            }
         }
     }
 
