@@ -39,8 +39,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# A Docker Engine and local base images for tests/docker.rs (installs docker.io and
-# busybox-static if missing, starts dockerd if nothing answers; idempotent).
+# A Docker Engine, local base images and a registry for tests/docker.rs, kubernetes.rs
+# and targets.rs (installs docker.io and busybox-static if missing, starts dockerd if
+# nothing answers; idempotent).
 scripts/docker-test-env.sh
 
 # berth itself builds with the rustup toolchain; Debian's cargo (installed above for the

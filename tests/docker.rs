@@ -5,138 +5,15 @@
 //! carry its `berth.owner` label), so tests run in parallel without seeing each other.
 
 mod common;
+#[path = "common/docker_server.rs"]
+mod docker_server;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use docker_server::{DockerServer, remove_owned};
 use serde_json::{Value, json};
-
-/// A server whose org runs new sites on docker, with the local test base images.
-struct DockerServer {
-    server: Option<TestServer>,
-    owner: String,
-}
-
-impl std::ops::Deref for DockerServer {
-    type Target = TestServer;
-    fn deref(&self) -> &TestServer {
-        self.server.as_ref().expect("server running")
-    }
-}
-
-impl DockerServer {
-    async fn start() -> Self {
-        prepare_engine();
-        Self::configure(TestServer::start().await).await
-    }
-
-    async fn configure(server: TestServer) -> Self {
-        let (status, out) = server
-            .patch(
-                "/api/config/docker",
-                &json!({"config": {
-                    "default": true,
-                    "base_images": {"node": "berth-test/node:20", "procfile": "berth-test/busybox:1"},
-                    "memory_mb": 256,
-                }}),
-            )
-            .await;
-        assert_eq!(status, 200, "{out}");
-        let owner = std::fs::read_to_string(server.data.path().join("docker-owner"))
-            .expect("the server wrote its docker owner id")
-            .trim()
-            .to_string();
-        Self {
-            server: Some(server),
-            owner,
-        }
-    }
-
-    /// Containers of this server: (name, labels as "k=v,...", state).
-    fn containers(&self) -> Vec<(String, String, String)> {
-        let out = docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=berth.owner={}", self.owner),
-            "--format",
-            "{{.Names}}\t{{.Labels}}\t{{.State}}",
-        ]);
-        out.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let mut parts = l.split('\t');
-                (
-                    parts.next().unwrap_or_default().to_string(),
-                    parts.next().unwrap_or_default().to_string(),
-                    parts.next().unwrap_or_default().to_string(),
-                )
-            })
-            .collect()
-    }
-
-    fn running(&self) -> Vec<String> {
-        self.containers()
-            .into_iter()
-            .filter(|(_, _, state)| state == "running")
-            .map(|(name, _, _)| name)
-            .collect()
-    }
-
-    /// Kills the server without letting it stop its containers; returns its data dir.
-    fn kill9(mut self) -> (tempfile::TempDir, String) {
-        let server = self.server.take().expect("server running");
-        // Its containers must outlive it: the next server on this data dir cleans up.
-        (server.kill9(), std::mem::take(&mut self.owner))
-    }
-
-    /// Stops the server with SIGTERM (a graceful restart); returns its data dir.
-    fn stop_gracefully(mut self) -> (tempfile::TempDir, String) {
-        let server = self.server.take().expect("server running");
-        (server.stop(), std::mem::take(&mut self.owner))
-    }
-}
-
-impl Drop for DockerServer {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            drop(server.stop());
-        }
-        if !self.owner.is_empty() {
-            remove_owned(&self.owner);
-        }
-    }
-}
-
-/// Removes every container and image an installation made.
-fn remove_owned(owner: &str) {
-    let filter = format!("label=berth.owner={owner}");
-    let ids = docker(&["ps", "-aq", "--filter", &filter]);
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if !ids.is_empty() {
-        let mut args = vec!["rm", "-f"];
-        args.extend(ids);
-        docker(&args);
-    }
-    // The org's network goes too (each test server has its own org).
-    let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
-    let networks: Vec<&str> = networks.split_whitespace().collect();
-    if !networks.is_empty() {
-        let mut args = vec!["network", "rm"];
-        args.extend(networks);
-        docker(&args);
-    }
-    let images = docker(&["images", "-q", "--filter", &filter]);
-    let mut images: Vec<&str> = images.split_whitespace().collect();
-    images.sort_unstable();
-    images.dedup();
-    if !images.is_empty() {
-        let mut args = vec!["rmi", "-f"];
-        args.extend(images);
-        docker(&args);
-    }
-}
 
 async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -330,20 +207,7 @@ async fn redeploys_swap_containers_under_load_without_a_failed_request() {
         assert_eq!(out["deployment"]["status"], "live", "{out}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut ok, mut failed) = (0, Vec::new());
-    for l in loops {
-        let (o, f) = l.await.unwrap();
-        ok += o;
-        failed.extend(f);
-    }
-    assert!(ok > 50, "load ran ({ok} requests)");
-    assert!(
-        failed.is_empty(),
-        "{} requests failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    assert_no_request_failed(&stop, loops, 50).await;
     assert_eq!(server.edge("swap.localhost", "/").await, (200, "v2".to_string()));
     // The replaced containers drain and go.
     eventually("only the live container is left", 30, async || {
@@ -880,36 +744,6 @@ async fn a_failing_build_says_why_and_the_old_container_keeps_serving() {
     assert_eq!(
         server.edge("sturdy.localhost", "/").await,
         (200, "still here".to_string())
-    );
-}
-
-#[tokio::test]
-async fn a_container_killed_from_outside_is_replaced() {
-    let server = DockerServer::start().await;
-    let site = dockerfile_app("phoenix");
-    let (_, out) = server
-        .post(
-            "/api/sites",
-            &json!({"name": "phoenix", "repo": s(site.path()), "wait": true}),
-        )
-        .await;
-    assert_eq!(out["deployment"]["status"], "live", "{out}");
-    let first = server.running();
-    assert_eq!(first.len(), 1);
-    let first_id = docker(&["inspect", "-f", "{{.Id}}", &first[0]]);
-    docker(&["kill", &first[0]]);
-    eventually("a new container serves", 30, async || {
-        let now = server.running();
-        now.len() == 1
-            && docker(&["inspect", "-f", "{{.Id}}", &now[0]]) != first_id
-            && server.edge("phoenix.localhost", "/").await.0 == 200
-    })
-    .await;
-    let id = deployment_id(&out);
-    let (_, logs) = server.get(&format!("/api/deployments/{id}/logs?kind=runtime")).await;
-    assert!(
-        logs["lines"].to_string().contains("the app exited with a signal (9)"),
-        "{logs}"
     );
 }
 

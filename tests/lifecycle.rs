@@ -26,31 +26,6 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F
 }
 
 #[tokio::test]
-async fn an_app_killed_from_outside_is_restarted() {
-    let server = TestServer::start().await;
-    let node = node_app("phoenix");
-    let (_, out) = server
-        .post("/api/sites", &json!({"name": "phoenix", "repo": s(node.path()), "start_command": "node server.js phoenix-marker", "wait": true}))
-        .await;
-    assert_eq!(out["deployment"]["status"], "live", "{out}");
-    let pids = pids_matching("phoenix-marker");
-    assert_eq!(pids.len(), 1, "one app process");
-    std::process::Command::new("kill")
-        .arg("-9")
-        .arg(pids[0].to_string())
-        .status()
-        .unwrap();
-    eventually("a new process serves again", 20, async || {
-        let fresh = pids_matching("phoenix-marker");
-        fresh.len() == 1 && fresh[0] != pids[0] && server.edge("phoenix.localhost", "/").await.0 == 200
-    })
-    .await;
-    let id = out["deployment"]["id"].as_str().unwrap();
-    let (_, logs) = server.get(&format!("/api/deployments/{id}/logs?kind=runtime")).await;
-    assert!(logs["lines"].to_string().contains("the app exited with"), "{logs}");
-}
-
-#[tokio::test]
 async fn a_crash_loop_ends_crashed_with_a_502_and_a_recovery_goes_live_again() {
     let server = TestServer::start().await;
     // Healthy at first, then exits one second after every start for its first 20 s (an
@@ -309,21 +284,7 @@ async fn redeploys_and_switches_under_load_fail_no_request() {
         .await;
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut ok, mut failed) = (0, Vec::new());
-    for l in load {
-        let (o, f) = l.await.unwrap();
-        ok += o;
-        failed.extend(f);
-    }
-    assert!(ok > 100, "load ran ({ok} requests)");
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failed.len(),
-        ok as usize + failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    assert_no_request_failed(&stop, load, 100).await;
     assert_eq!(server.edge("steady.localhost", "/").await.1, "v3");
 }
 

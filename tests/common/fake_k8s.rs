@@ -13,8 +13,9 @@
 //! Its fake kubelet plays a Deployment's rollout forward with the real Docker Engine: it
 //! pulls the template's image from the real registry (by digest), runs it with the pod's
 //! security context (uid, read-only root, `/tmp` tmpfs, no capabilities, no new
-//! privileges) and the template's env, probes the readiness path, and then marks the
-//! Deployment available; a container that exits is a `CrashLoopBackOff` (with its log), a
+//! privileges) and the template's env, probes the readiness path, puts the new pods in
+//! the Service's endpoints before it drains and removes the old ones (`maxUnavailable:
+//! 0`), and then marks the Deployment available; a container that exits is a `CrashLoopBackOff` (with its log), a
 //! failed pull an `ErrImagePull`. It pulls with the credentials of the pod's (or its
 //! ServiceAccount's) `imagePullSecrets`, as a kubelet does, and with none without them. A test can force image pulls to fail
 //! ([`Rollout::ImagePullFailure`]). Its fake ingress controller proxies a request by its
@@ -1296,9 +1297,13 @@ async fn kubelet(shared: Arc<Shared>, deployment: Value, rv: u64) {
     if current["spec"]["template"] != deployment["spec"]["template"] {
         return;
     }
+    // As a rolling update with `maxUnavailable: 0` does: the new pods join the Service's
+    // endpoints before the old ones leave, and an old pod is terminated only after the
+    // requests the ingress already sent it are answered (here: a short drain).
     let keep: Vec<String> = ready.iter().map(|(pod, _)| pod.clone()).collect();
-    remove_pods(&shared, &current, &keep);
     shared.backends.lock().unwrap().insert(format!("{ns}/{name}"), ready);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    remove_pods(&shared, &current, &keep);
     set_ready(&shared, &deployment_path);
 }
 

@@ -626,6 +626,30 @@ pub fn load(
     })
 }
 
+/// Stops [`load`]'s loops and asserts that more than `at_least` requests ran and that
+/// none of them failed.
+pub async fn assert_no_request_failed(
+    stop: &std::sync::atomic::AtomicBool,
+    loops: Vec<tokio::task::JoinHandle<(u32, Vec<String>)>>,
+    at_least: u32,
+) {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for l in loops {
+        let (o, f) = l.await.expect("a load loop");
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(ok > at_least, "the load ran ({ok} requests)");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
 /// Runs a shell command; panics with its stderr when it fails.
 pub fn sh(cmd: &str) {
     let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
