@@ -2250,6 +2250,8 @@ pub mod oauth;
 /// Copying a whole installation from one database to another (`berth migrate-db`).
 pub mod copy;
 mod ops;
+/// SQL of shared targets: the installation's shared values and recorded instances.
+pub mod shared;
 pub use ops::{
     Activation, DeployQueued, NewApiKey, NewDeploy, NewJob, NewSite, OrgCreated, OrgSwitch, SiteCreated,
     SiteSettingsChange,
