@@ -163,20 +163,36 @@ impl EventBus {
     }
 }
 
+/// The holder of a shared target's lease recorded where a deployment's instances answer.
+pub const INSTANCES_RECORDED: &str = "instances.recorded";
+
+/// A replica that does not run a shared target asks the one that does to wake a sleeping
+/// deployment of it (a request for it is held at the asking replica's edge).
+pub const WAKE_REQUESTED: &str = "instances.wake_requested";
+
 /// Whether an event of `kind` can change what the edge routes (which deployment a host
 /// serves, which hosts and domains exist, where a target's traffic goes).
 pub fn affects_routes(kind: &str) -> bool {
     ["site.", "environment.", "domain.", "provider."]
         .iter()
         .any(|prefix| kind.starts_with(prefix))
-        || matches!(kind, "deployment.live" | "deployment.superseded" | "deployment.crashed")
+        || matches!(
+            kind,
+            "deployment.live" | "deployment.superseded" | "deployment.crashed" | INSTANCES_RECORDED
+        )
 }
 
 /// Follows every event from now on until `stop` and calls `changed` (which wakes this
 /// process's reconciler and certificate loop) after each batch with a change to routes in
 /// it, whichever process wrote it: every replica's edge routes every site, with the
-/// certificates any replica issued.
-pub async fn follow_routes(bus: EventBus, changed: impl Fn() + Send, stop: CancellationToken) {
+/// certificates any replica issued. `wake` gets the deployment of each
+/// [`WAKE_REQUESTED`] event.
+pub async fn follow_routes(
+    bus: EventBus,
+    changed: impl Fn() + Send,
+    wake: impl Fn(String) + Send,
+    stop: CancellationToken,
+) {
     let mut cursor = loop {
         match bus.cursor().await {
             Ok(c) => break c,
@@ -202,6 +218,9 @@ pub async fn follow_routes(bus: EventBus, changed: impl Fn() + Send, stop: Cance
                 if let Some(change) = events.iter().find(|e| affects_routes(&e.kind)) {
                     tracing::debug!(event.kind = %change.kind, event.subject = %change.subject, "a route change on the database: waking the reconciler");
                     changed();
+                }
+                for asked in events.iter().filter(|e| e.kind == WAKE_REQUESTED) {
+                    wake(asked.subject.clone());
                 }
             }
             Err(err) => {

@@ -29,7 +29,7 @@ use crate::error::ServiceError;
 use crate::jobs::JobHandler;
 use crate::mcp::BerthMcp;
 use crate::prometheus::Audience;
-use crate::runtime::{LogSink, Runtime};
+use crate::runtime::LogSink;
 use crate::service::{Platform, Service};
 use crate::store::Store;
 use crate::util::new_id;
@@ -83,6 +83,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     // This data dir's id: Docker containers are labelled with it and job leases name it.
     let replica_id = crate::runtime::docker::DockerProvider::owner_id(&config.data_dir)
         .context("writing the docker owner id into the data dir")?;
+    // The installation's id (the first server's data dir id): every replica of this
+    // database labels its containers with it, so that any of them can adopt them.
+    let owner = store.installation_value("docker_owner", &replica_id).await?;
 
     let api_addr = api_listener.local_addr()?;
     let edge_addr = edge_listener.local_addr()?;
@@ -99,6 +102,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
             sandbox: sandbox.clone(),
             isolation: isolation.clone(),
             data_dir: config.data_dir.clone(),
+            owner,
             // On loopback the API is out of apps' reach already.
             shielded_ports: if api_addr.ip().is_loopback() {
                 vec![]
@@ -172,6 +176,15 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         config.build_concurrency.max(1) + config.start_concurrency as usize,
         stop.child_token(),
     ));
+    // Shared targets' leases before the first pass: the holder adopts their instances, the
+    // others route to them.
+    let shared_leases = crate::loops::shared::singletons(&platform);
+    crate::loops::shared::hold_all(&platform, &shared_leases).await;
+    let leases = tokio::spawn(crate::loops::shared::run(
+        platform.clone(),
+        shared_leases,
+        stop.child_token(),
+    ));
     let reconciler = tokio::spawn(crate::loops::reconciler::run(platform.clone(), stop.child_token()));
     let autoscaler = tokio::spawn(crate::loops::autoscaler::run(
         platform.autoscaler.clone(),
@@ -206,6 +219,17 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
                 platform.certificates.wake.notify_one();
             }
         },
+        {
+            let platform = platform.clone();
+            move |deployment_id: String| {
+                let platform = platform.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = platform.wake_for_another_replica(&deployment_id).await {
+                        tracing::warn!(deployment.id = %deployment_id, error = %format!("{err:#}"), "waking a sleeping deployment for another replica failed");
+                    }
+                });
+            }
+        },
         stop.child_token(),
     ));
     // Every replica's edge answers the HTTP-01 and TLS-ALPN-01 challenges of any order.
@@ -226,7 +250,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         async move { platform.prune_all().await }
     });
     tokio::spawn(sweep_leftovers(
-        platform.runtime.clone(),
+        platform.clone(),
         Duration::from_secs(config.sweep_seconds),
         stop.child_token(),
     ));
@@ -294,6 +318,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     .await;
     let _ = tokio::join!(
         workers,
+        leases,
         reconciler,
         autoscaler,
         certificates,
@@ -527,11 +552,21 @@ async fn bootstrap(store: &Store, config: &ServeConfig) -> anyhow::Result<()> {
 /// Every `every`, providers remove leftovers (containers of instances nothing runs). The
 /// first sweep waits as long, so that the reconciler has re-adopted what is wanted after
 /// a restart.
-async fn sweep_leftovers(runtime: Runtime, every: Duration, stop: CancellationToken) {
+/// Only the holder of a shared target's lease sweeps its leftovers, never the containers a
+/// deploy (on any replica) is starting.
+async fn sweep_leftovers(platform: Arc<Platform>, every: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => runtime.sweep().await,
+            _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
+        let starting = match platform.store.deployments_deploying().await {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the deployments being started failed; sweeping later");
+                continue;
+            }
+        };
+        platform.runtime.sweep(&platform.shared.elsewhere(), &starting).await;
     }
 }

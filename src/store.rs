@@ -2263,6 +2263,8 @@ pub mod acme_challenges;
 /// Copying a whole installation from one database to another (`berth migrate-db`).
 pub mod copy;
 mod ops;
+/// SQL of shared targets: the installation's shared values and recorded instances.
+pub mod shared;
 pub use ops::{
     Activation, DeployQueued, NewApiKey, NewDeploy, NewJob, NewSite, OrgCreated, OrgSwitch, SiteCreated,
     SiteSettingsChange,

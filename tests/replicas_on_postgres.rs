@@ -30,11 +30,18 @@ fn require_postgres() {
 
 /// Replica A on its own new database (docker on a shared engine when `docker`).
 async fn first(docker: bool) -> (TestServer, String) {
+    first_with(docker, &[]).await
+}
+
+/// [`first`] with more environment variables.
+async fn first_with(docker: bool, env: &[(&str, &str)]) -> (TestServer, String) {
     require_postgres();
     if docker {
         prepare_engine();
     }
-    let a = TestServer::start_with(&[("BERTH_MASTER_KEY", MASTER_KEY)]).await;
+    let mut vars = vec![("BERTH_MASTER_KEY", MASTER_KEY)];
+    vars.extend_from_slice(env);
+    let a = TestServer::start_with(&vars).await;
     let url = database_url(a.data.path()).expect("on Postgres");
     if docker {
         let (status, out) = a
@@ -54,12 +61,18 @@ async fn first(docker: bool) -> (TestServer, String) {
 
 /// Another replica on `url`'s database; its log includes the route follower's wakes.
 async fn replica(url: &str) -> TestServer {
-    TestServer::start_with(&[
+    replica_with(url, &[]).await
+}
+
+/// [`replica`] with more environment variables.
+async fn replica_with(url: &str, env: &[(&str, &str)]) -> TestServer {
+    let mut vars = vec![
         ("BERTH_MASTER_KEY", MASTER_KEY),
         ("BERTH_DATABASE_URL", url),
         ("BERTH_LOG", "info,sqlx=warn,berth::events=debug"),
-    ])
-    .await
+    ];
+    vars.extend_from_slice(env);
+    TestServer::start_with(&vars).await
 }
 
 fn owner(server: &TestServer) -> String {
@@ -679,4 +692,101 @@ async fn a_tls_alpn_challenge_is_answered_by_every_replicas_edge_until_withdrawn
         .await;
     }
     store.close().await;
+}
+
+/// The running (or paused) containers of a site on the engine, by id, sorted.
+fn site_containers(owner: &str, site: &str) -> Vec<String> {
+    let mut ids: Vec<String> = docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=berth.owner={owner}"),
+        "--filter",
+        &format!("label=berth.site={site}"),
+    ])
+    .split_whitespace()
+    .map(str::to_string)
+    .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The shared target's lease, short so that a failover takes seconds.
+const SHORT_LEASE: (&str, &str) = ("BERTH_SHARED_TARGET_LEASE_SECONDS", "3");
+
+#[tokio::test]
+async fn a_docker_site_runs_once_across_replicas_and_the_survivor_adopts_its_container() {
+    let (a, url) = first_with(true, &[SHORT_LEASE]).await;
+    let b = replica_with(&url, &[SHORT_LEASE]).await;
+    let owner_a = owner(&a);
+    let cleanup = Cleanup(vec![owner_a.clone(), owner(&b)]);
+    let site = dockerfile_app("v1", 0);
+    let (status, out) = a
+        .post(
+            "/api/sites",
+            &json!({"name": "once", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", a.log());
+    // Served through both edges, by one container: B starts none of its own.
+    eventually("B's edge serves the site", 30, async || {
+        b.edge("once.localhost", "/").await == (200, "v1".to_string())
+    })
+    .await;
+    assert_eq!(a.edge("once.localhost", "/").await, (200, "v1".to_string()));
+    let first = site_containers(&owner_a, "once");
+    assert_eq!(first.len(), 1, "one container for one instance: {first:?}\n{}", b.log());
+
+    // A redeploy through B (which does not hold the lease) goes live once: B starts the
+    // new container, A adopts it, the old one is stopped.
+    std::fs::write(site.path().join("index.html"), "v2").unwrap();
+    let (status, out) = b.post("/api/sites/once/deploy", &json!({"wait": true})).await;
+    assert_eq!(status, 202, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", b.log());
+    let v2 = out["deployment"]["id"].as_str().expect("a deployment").to_string();
+    for server in [&a, &b] {
+        eventually("both edges serve v2", 30, async || {
+            server.edge("once.localhost", "/").await == (200, "v2".to_string())
+        })
+        .await;
+    }
+    eventually("the old container is gone and one runs v2", 60, async || {
+        site_containers(&owner_a, "once").len() == 1
+            && !docker(&["ps", "-q", "--filter", &format!("label=berth.deployment={v2}")])
+                .trim()
+                .is_empty()
+    })
+    .await;
+    let running = site_containers(&owner_a, "once");
+    eventually("A runs v2's container (adopted from B)", 30, async || {
+        a.log().contains("adopted a running container")
+    })
+    .await;
+    eventually("B handed v2's container over", 30, async || {
+        b.log().contains("handing its instances over")
+    })
+    .await;
+
+    // A dies: its container keeps serving through B's edge, and once A's lease expires B
+    // adopts that same container instead of starting another.
+    let data_a = a.kill9();
+    assert_eq!(b.edge("once.localhost", "/").await, (200, "v2".to_string()));
+    eventually("B takes the docker target's lease over", 30, async || {
+        b.log().contains("took the shared target's lease")
+    })
+    .await;
+    eventually("B adopts the running container", 30, async || {
+        b.log().contains("adopted a running container")
+    })
+    .await;
+    assert_eq!(
+        site_containers(&owner_a, "once"),
+        running,
+        "the same container, no other"
+    );
+    assert_eq!(b.edge("once.localhost", "/").await, (200, "v2".to_string()));
+    drop((b, data_a, cleanup));
+    drop_database_at(&url);
 }

@@ -6,4 +6,5 @@
 pub mod autoscaler;
 pub mod health;
 pub mod reconciler;
+pub mod shared;
 mod wake;

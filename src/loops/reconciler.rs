@@ -3,7 +3,7 @@
 //! restart, a crash of berth, a lost process), stops what nothing wants, and publishes the
 //! edge's route table. Level-triggered and idempotent: running it twice changes nothing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +18,11 @@ use crate::model::drain_period;
 use crate::model::{DeploymentStatus, DomainStatus};
 use crate::platform::HealthChange;
 use crate::platform::Platform;
-use crate::runtime::InstanceState;
 use crate::runtime::target::{Placement, ScaleToZero, SiteRef, Traffic};
+use crate::runtime::{InstanceState, Observation};
 use crate::store;
+use crate::store::Backend;
+use crate::store::shared::{SharedInstance, SharedPlacement, SharedState};
 
 /// One pass: converge the runtime and the routes to the store.
 pub async fn reconcile(platform: &Platform) -> anyhow::Result<()> {
@@ -32,6 +34,30 @@ pub async fn reconcile(platform: &Platform) -> anyhow::Result<()> {
 /// its commit, so nobody sees a deployment `live` before its route is published).
 pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     let desired = platform.store.list_desired_environments().await?;
+    // Shared targets' instances as their lease holder recorded them (on Postgres, where
+    // several replicas may share them), by deployment.
+    let mut recorded: HashMap<String, Vec<SharedInstance>> = HashMap::new();
+    let record = platform.store.backend() == Backend::Postgres;
+    // Records of deployments no environment serves, which the holder forgets.
+    let mut unwanted_records: HashSet<String> = HashSet::new();
+    if record {
+        let desired_ids: HashSet<&str> = desired.iter().map(|e| e.deployment_id.as_str()).collect();
+        for target in platform.targets.shared() {
+            let held = !platform.shared.run_elsewhere(target);
+            for row in platform.store.shared_instances(target).await? {
+                if held && !desired_ids.contains(row.deployment_id.as_str()) {
+                    unwanted_records.insert(row.deployment_id.clone());
+                }
+                recorded
+                    .entry(row.deployment_id.clone())
+                    .or_default()
+                    .push(row.instance());
+            }
+        }
+    }
+    // Deployments this replica started (a deploy through it) whose instances the holder
+    // of their target's lease runs now: supervised here no longer.
+    let mut handed_over: Vec<String> = Vec::new();
     let mut table = EdgeRouteTable::new();
     let mut wanted: HashSet<String> = HashSet::new();
     let mut going_to_sleep: Vec<String> = Vec::new();
@@ -67,6 +93,17 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
         let dir = app_dir(platform, &env.deployment_id);
         let target = match &plan.serve {
             ServePlan::Static { dir: out, spa_fallback } => static_target(&env.site_name, &dir, out, *spa_fallback),
+            // Another replica runs this target's instances: route to where it recorded them.
+            ServePlan::Process { .. } if platform.shared.run_elsewhere(&env.provider) => {
+                wanted.insert(env.deployment_id.clone());
+                let records = recorded.get(&env.deployment_id).map_or(&[][..], Vec::as_slice);
+                let local = platform.runtime.observe(&env.deployment_id);
+                let holder_runs_it = records.iter().any(|r| r.state == SharedState::Healthy);
+                if holder_runs_it && !local.is_empty() && !platform.is_in_progress(&env.deployment_id) {
+                    handed_over.push(env.deployment_id.clone());
+                }
+                run_elsewhere_route(&env, records, &local)
+            }
             ServePlan::Process { .. } => {
                 // Scale to zero: an environment allowed to sleep whose app had no request
                 // for its idle timeout goes to sleep (paused in place where its provider
@@ -89,6 +126,9 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                             env.idle_timeout_seconds
                         ),
                     );
+                    if record {
+                        record_instances(platform, &env, &recorded, asleep(&observed)).await?;
+                    }
                     // Put to sleep only once the table that no longer routes to it is out.
                     going_to_sleep.push(env.deployment_id.clone());
                     wanted.insert(env.deployment_id.clone());
@@ -102,6 +142,9 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                 }
                 // Asleep: nothing runs, or what runs is paused.
                 if may_sleep && observed.iter().all(|o| o.state == InstanceState::Paused) {
+                    if record {
+                        record_instances(platform, &env, &recorded, asleep(&observed)).await?;
+                    }
                     wanted.insert(env.deployment_id.clone());
                     table.insert(
                         &host,
@@ -143,6 +186,9 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                 }
                 if !missing.is_empty() {
                     start_missing(platform, &env, &plan, missing).await?;
+                }
+                if record {
+                    record_instances(platform, &env, &recorded, awake_instances(&observed, count)).await?;
                 }
                 let healthy: Vec<_> = observed
                     .iter()
@@ -196,7 +242,26 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
         // (and a wake waiting for it) need not wait for it.
         platform.runtime.sleep(&deployment_id);
     }
+    for deployment_id in handed_over {
+        tracing::info!(deployment.id = %deployment_id, "the holder of its target's lease runs it now: handing its instances over");
+        platform.runtime.detach(&deployment_id).await;
+    }
+    // What a replica that no longer holds a shared target's lease still supervises is left
+    // to the holder, never stopped from here.
+    let elsewhere: HashSet<String> = platform
+        .shared
+        .elsewhere()
+        .into_iter()
+        .flat_map(|t| platform.runtime.deployments_of(t))
+        .collect();
     for deployment_id in platform.runtime.deployments() {
+        if elsewhere.contains(&deployment_id)
+            && !wanted.contains(&deployment_id)
+            && !platform.is_in_progress(&deployment_id)
+        {
+            platform.runtime.detach(&deployment_id).await;
+            continue;
+        }
         if !wanted.contains(&deployment_id)
             && !platform.is_in_progress(&deployment_id)
             && !platform.runtime.is_draining(&deployment_id)
@@ -208,7 +273,116 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
             platform.runtime.drain(&deployment_id, grace, &platform.edge);
         }
     }
+    // Records of deployments no environment serves are forgotten by the holder.
+    for deployment_id in unwanted_records {
+        platform.store.forget_shared_instances(&deployment_id).await?;
+    }
     Ok(())
+}
+
+/// The instances of an awake environment as the holder records them: those below the
+/// count that are not draining.
+fn awake_instances(observed: &[Observation], count: u32) -> Vec<SharedInstance> {
+    let mut out: Vec<SharedInstance> = observed
+        .iter()
+        .filter(|o| o.index < count && !o.draining)
+        .map(|o| SharedInstance {
+            index: o.index,
+            addr: o.addr,
+            state: match o.state {
+                InstanceState::Healthy => SharedState::Healthy,
+                InstanceState::Paused => SharedState::Paused,
+                InstanceState::Crashed { .. } => SharedState::Crashed,
+                _ => SharedState::Starting,
+            },
+        })
+        .collect();
+    out.sort_by_key(|i| i.index);
+    out
+}
+
+/// The instances of a sleeping environment as the holder records them: paused, not routed.
+fn asleep(observed: &[Observation]) -> Vec<SharedInstance> {
+    let mut out: Vec<SharedInstance> = observed
+        .iter()
+        .filter(|o| !o.draining)
+        .map(|o| SharedInstance {
+            index: o.index,
+            addr: o.addr,
+            state: SharedState::Paused,
+        })
+        .collect();
+    out.sort_by_key(|i| i.index);
+    out
+}
+
+/// Records an environment's instances on a shared target for the other replicas' edges,
+/// when they differ from the record (the holder of the target's lease only).
+async fn record_instances(
+    platform: &Platform,
+    env: &store::DesiredEnvironment,
+    recorded: &HashMap<String, Vec<SharedInstance>>,
+    instances: Vec<SharedInstance>,
+) -> anyhow::Result<()> {
+    if !platform.targets.shared().contains(&env.provider.as_str()) {
+        return Ok(());
+    }
+    if recorded.get(&env.deployment_id).map_or(&[][..], Vec::as_slice) == instances.as_slice() {
+        return Ok(());
+    }
+    platform
+        .store
+        .record_shared_instances(
+            SharedPlacement {
+                target: &env.provider,
+                org_id: &env.org_id,
+                environment_id: &env.environment_id,
+                deployment_id: &env.deployment_id,
+            },
+            &instances,
+        )
+        .await?;
+    Ok(())
+}
+
+/// The route of an environment whose instances another replica runs: its recorded
+/// healthy instances; while none is recorded, those this replica started for a deploy
+/// through it (until the holder adopts them); asleep when every recorded one is paused.
+fn run_elsewhere_route(
+    env: &store::DesiredEnvironment,
+    records: &[SharedInstance],
+    local: &[Observation],
+) -> RouteTarget {
+    let healthy: Vec<_> = records
+        .iter()
+        .filter(|r| r.state == SharedState::Healthy)
+        .filter_map(|r| r.addr)
+        .collect();
+    if !healthy.is_empty() {
+        return RouteTarget::Upstream { instances: healthy };
+    }
+    let local: Vec<_> = local
+        .iter()
+        .filter(|o| !o.draining && o.state == InstanceState::Healthy)
+        .filter_map(|o| o.addr)
+        .collect();
+    if !local.is_empty() {
+        return RouteTarget::Upstream { instances: local };
+    }
+    if env.min_instances == 0 && !records.is_empty() && records.iter().all(|r| r.state == SharedState::Paused) {
+        return RouteTarget::Sleeping {
+            site: env.site_name.clone(),
+        };
+    }
+    if records.iter().any(|r| r.index == 0 && r.state == SharedState::Crashed) {
+        return RouteTarget::Unavailable {
+            site: env.site_name.clone(),
+            status: 502,
+            message: "The app crashed.".into(),
+            retry_after_seconds: None,
+        };
+    }
+    starting(&env.site_name)
 }
 
 /// Custom domains into the table: a served one is an alias of its environment's host (so

@@ -23,9 +23,15 @@ impl Platform {
         }
         tracing::info!(site.name = %env.site_name, environment = %env.environment_name, "waking a sleeping environment");
         self.log(&env.deployment_id, "runtime", "system", "a request woke the app".into());
+        // A shared target another replica runs is woken there: it is asked to, and this
+        // edge holds the request until the address it records is routed.
+        let shared_elsewhere = self.shared.run_elsewhere(&env.provider);
+        if shared_elsewhere {
+            self.store.request_shared_wake(&env.org_id, &env.deployment_id).await?;
+        }
         // A target that runs deployments elsewhere is woken by the reconciler's passes,
         // which scale it up and route its host once an instance is ready.
-        let elsewhere = self.target(&env.provider).is_ok_and(|t| t.provider().is_none());
+        let elsewhere = shared_elsewhere || self.target(&env.provider).is_ok_and(|t| t.provider().is_none());
         let _token = self.register_cancel(&env.deployment_id);
         let outcome = async {
             crate::loops::reconciler::reconcile(self).await?;
@@ -52,5 +58,21 @@ impl Platform {
         self.unregister_cancel(&env.deployment_id);
         crate::loops::reconciler::reconcile(self).await?;
         outcome
+    }
+
+    /// Wakes a sleeping deployment another replica asked for (its edge holds a request),
+    /// when this replica runs its target; any other replica ignores the ask. The woken app
+    /// counts as just used here, so it is not put back to sleep before its idle timeout.
+    pub async fn wake_for_another_replica(&self, deployment_id: &str) -> anyhow::Result<()> {
+        let desired = self.store.list_desired_environments().await?;
+        let Some(env) = desired.into_iter().find(|e| e.deployment_id == deployment_id) else {
+            return Ok(());
+        };
+        if self.shared.run_elsewhere(&env.provider) || !self.targets.shared().contains(&env.provider.as_str()) {
+            return Ok(());
+        }
+        let host = self.host_for(&env.site_name, &env.environment_name);
+        self.edge.touch(&host);
+        self.wake(&host).await
     }
 }

@@ -78,6 +78,8 @@ pub struct Platform {
     pub events: crate::events::EventBus,
     /// This server's id among the replicas on its database (its data dir's id).
     pub replica_id: String,
+    /// Which shared targets (docker on a shared engine) this replica runs now.
+    pub shared: crate::loops::shared::SharedLeases,
     /// Seals and opens env var values.
     pub secrets: SecretBox,
     /// The git server's state: hook grants, verified push tokens, listener address.
@@ -127,6 +129,11 @@ impl Platform {
             jobs: JobQueue::new(store.clone(), replica_id),
             events: crate::events::EventBus::new(store.clone()),
             replica_id: replica_id.to_string(),
+            // One server alone on its database (SQLite) runs every target.
+            shared: crate::loops::shared::SharedLeases::new(
+                &targets.shared(),
+                store.backend() == crate::store::Backend::Sqlite,
+            ),
             store,
             sandbox,
             isolation,

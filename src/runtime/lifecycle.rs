@@ -72,6 +72,8 @@ struct Instance {
     keeps_on_shutdown: bool,
     /// Set at shutdown for such an instance: supervision ends, the instance stays.
     detach: std::sync::atomic::AtomicBool,
+    /// Its provider's name.
+    provider: &'static str,
     /// How the provider freezes the running launch, when it can.
     pauser: Mutex<Option<Arc<dyn Pause>>>,
     /// Whether the provider has it frozen. Held across each pause and resume call, so a
@@ -331,6 +333,7 @@ impl Runtime {
                         draining: Mutex::new(None),
                         keeps_on_shutdown: provider.keeps_instances_on_shutdown(),
                         detach: std::sync::atomic::AtomicBool::new(false),
+                        provider: provider.name(),
                         pauser: Mutex::new(None),
                         frozen: tokio::sync::Mutex::new(false),
                         sleeps: AtomicU64::new(0),
@@ -634,16 +637,51 @@ impl Runtime {
         futures::future::join_all(stops).await;
     }
 
-    /// Lets each provider remove leftovers of instances this runtime does not know.
-    pub async fn sweep(&self) {
-        let keep: HashSet<(String, u32)> = {
+    /// Hands a deployment's instances over without stopping them: supervision here ends
+    /// and instances of a provider that keeps them (containers) stay running for the
+    /// replica that runs its target now to adopt; any other is stopped.
+    pub async fn detach(&self, deployment_id: &str) {
+        let removed = self.instances.lock().expect("instances lock").remove(deployment_id);
+        let stops = removed
+            .into_iter()
+            .flat_map(|m| m.into_values())
+            .map(|instance| async move {
+                if instance.keeps_on_shutdown {
+                    instance.detach.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                stop_removed(&instance).await
+            });
+        futures::future::join_all(stops).await;
+        self.changed.notify_one();
+    }
+
+    /// The deployments with instances of the provider `name` here.
+    pub fn deployments_of(&self, name: &str) -> Vec<String> {
+        let map = self.instances.lock().expect("instances lock");
+        map.iter()
+            .filter(|(_, m)| m.values().any(|i| i.provider == name))
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+
+    /// Lets each provider remove leftovers of instances this runtime does not know,
+    /// except the providers in `skip` (another replica runs their instances) and the
+    /// instances of the deployments in `starting` (a deploy on another replica starts
+    /// them).
+    pub async fn sweep(&self, skip: &[&str], starting: &[String]) {
+        let mut keep: HashSet<(String, u32)> = {
             let map = self.instances.lock().expect("instances lock");
             map.iter()
                 .flat_map(|(d, m)| m.keys().map(move |i| (d.clone(), *i)))
                 .collect()
         };
-        for provider in self.providers.values() {
-            provider.sweep(&keep).await;
+        for d in starting {
+            keep.extend((0..super::MAX_INSTANCES).map(|i| (d.clone(), i)));
+        }
+        for (name, provider) in self.providers.iter() {
+            if !skip.contains(name) {
+                provider.sweep(&keep).await;
+            }
         }
     }
 
@@ -755,7 +793,9 @@ impl Runtime {
             };
             let Some(exit) = exit else {
                 if instance.detach.load(std::sync::atomic::Ordering::SeqCst) {
-                    // Left running for the next start of berth to adopt.
+                    // Left running for the next start of berth (or the next holder of
+                    // its target's lease) to adopt.
+                    launched.release();
                     if let Some(p) = pump {
                         p.abort();
                     }

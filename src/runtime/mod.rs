@@ -262,6 +262,9 @@ pub trait Launched: Send {
     fn pauser(&self) -> Option<std::sync::Arc<dyn Pause>> {
         None
     }
+    /// It is left running for another process to adopt: this one no longer counts it as
+    /// its own.
+    fn release(&mut self) {}
 }
 
 /// Freezes a running instance in place and thaws it again: a sleep that keeps the app's

@@ -187,8 +187,11 @@ pub struct Assembly {
     pub sandbox: Arc<Sandbox>,
     /// Host users, network namespaces and limits of build steps and apps.
     pub isolation: Arc<Isolation>,
-    /// berth's data folder (where a target keeps its installation's identity).
+    /// berth's data folder.
     pub data_dir: PathBuf,
+    /// The installation's id, the same for every replica of one database: the
+    /// `berth.owner` of the containers and images it makes.
+    pub owner: String,
     /// Ports of the control plane that apps must not reach (it listens beyond loopback).
     pub shielded_ports: Vec<u16>,
 }
@@ -468,6 +471,18 @@ impl Targets {
     /// The shared lifecycle.
     pub fn lifecycle(&self) -> &Runtime {
         &self.lifecycle
+    }
+
+    /// The targets whose instances run on the shared lifecycle in a place every replica
+    /// reaches (docker on an engine they share): one replica at a time runs them.
+    pub fn shared(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = TARGETS
+            .iter()
+            .filter(|r| !r.on_its_server && self.get(r.name).is_some_and(|t| t.provider().is_some()))
+            .map(|r| r.name)
+            .collect();
+        names.sort_unstable();
+        names
     }
 }
 

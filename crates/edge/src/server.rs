@@ -170,6 +170,14 @@ impl Edge {
         self.routes.load().idle_for(host)
     }
 
+    /// Counts a request to `host` now, made through another replica's edge (its idle
+    /// timer starts again).
+    pub fn touch(&self, host: &str) {
+        if let Some(route) = self.routes.load().route(host) {
+            route.touch();
+        }
+    }
+
     /// How many requests are being proxied to `host` right now (the autoscaler's signal).
     pub fn in_flight(&self, host: &str) -> Option<usize> {
         self.routes.load().in_flight(host)

@@ -5,8 +5,10 @@
 //!
 //! Every container and image carries labels (`berth.org`, `berth.site`,
 //! `berth.environment`, `berth.deployment`, `berth.instance`, and `berth.owner`, the
-//! installation that made it) so that a restarted berth adopts its running containers
-//! and removes the ones nothing wants, without touching another installation's.
+//! installation that made it: the same for every replica of one database) so that a
+//! restarted berth, or the replica that takes the docker target's lease over, adopts the
+//! running containers and removes the ones nothing wants, without touching another
+//! installation's.
 //!
 //! Static sites are served by the edge from the deployment's files, as with the local
 //! provider: there is no process to containerise.
@@ -245,8 +247,10 @@ impl DockerProvider {
         self
     }
 
-    /// The installation id recorded on every container and image as `berth.owner`. Kept
-    /// in `<data>/docker-owner` so that it survives restarts (adoption depends on it).
+    /// This data dir's id, kept in `<data>/docker-owner` so that it survives restarts. The
+    /// first server of a database records it as the installation's `berth.owner` of every
+    /// container and image (see `Assembly::owner`), which every replica of that database
+    /// then shares: adoption depends on it.
     pub fn owner_id(data_dir: &Path) -> std::io::Result<String> {
         let path = data_dir.join("docker-owner");
         match std::fs::read_to_string(&path) {
@@ -411,6 +415,9 @@ impl Launched for LaunchedContainer {
     }
     fn listeners(&self) -> Option<Listeners> {
         self.listeners
+    }
+    fn release(&mut self) {
+        self.launched.lock().expect("launched lock").remove(&self.container.id);
     }
 }
 

@@ -15,8 +15,7 @@ use super::{DockerProvider, DockerSettings, Engine, ImageBuild, ImageOwner, Imag
 
 /// Makes the docker target of this installation (its registration's `make`).
 pub(super) fn make(parts: &Assembly) -> anyhow::Result<Arc<dyn Target>> {
-    use anyhow::Context as _;
-    let owner = DockerProvider::owner_id(&parts.data_dir).context("writing the docker owner id into the data dir")?;
+    let owner = parts.owner.clone();
     Ok(Arc::new(DockerTarget {
         provider: Arc::new(DockerProvider::new(owner.clone()).shielding(parts.shielded_ports.clone())),
         owner,

@@ -418,7 +418,7 @@ fn check_settings(settings: &Settings) -> Result<(), String> {
 /// Makes the kubernetes target (the registration's `make`).
 fn make(parts: &Assembly) -> anyhow::Result<Arc<dyn Target>> {
     use anyhow::Context as _;
-    let owner = DockerProvider::owner_id(&parts.data_dir).context("writing the docker owner id into the data dir")?;
+    let owner = parts.owner.clone();
     let images = parts.data_dir.join("kubernetes-images");
     std::fs::create_dir_all(&images).context("creating the kubernetes image records folder")?;
     Ok(Arc::new(KubernetesTarget {

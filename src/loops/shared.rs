@@ -1,0 +1,123 @@
+//! Shared targets among replicas: a target whose instances run on the shared lifecycle in a
+//! place every replica reaches (docker on an engine they share) is run by one replica at
+//! a time, the holder of its lease (`target:<name>`, a [`Singleton`]). The holder's
+//! reconciler starts, heals, scales and stops the instances and records where each answers
+//! (`shared_instances`, with an `instances.recorded` event); the other replicas start none
+//! and route the target's environments to the recorded addresses. A replica that takes
+//! the lease over adopts the running containers (their `berth.owner` is the
+//! installation's, the same for every replica). On SQLite the one server always holds it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::Singleton;
+use crate::platform::Platform;
+
+/// How long a shared target's lease lasts unless renewed (renewed every third of it).
+pub const LEASE_TIME: Duration = Duration::from_secs(30);
+
+/// Test-only override of [`LEASE_TIME`], in seconds (1 to 600): failover tests need not
+/// wait half a minute.
+pub const LEASE_ENV: &str = "BERTH_SHARED_TARGET_LEASE_SECONDS";
+
+/// The lease length in force.
+pub fn lease_time() -> Duration {
+    std::env::var(LEASE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| (1..=600).contains(s))
+        .map_or(LEASE_TIME, Duration::from_secs)
+}
+
+/// Which shared targets this replica runs now.
+#[derive(Debug, Default)]
+pub struct SharedLeases {
+    held: Mutex<HashMap<&'static str, bool>>,
+}
+
+impl SharedLeases {
+    /// The shared targets `names`, all held (one server alone on its database) or none
+    /// until their leases are taken.
+    pub fn new(names: &[&'static str], held: bool) -> Self {
+        Self {
+            held: Mutex::new(names.iter().map(|n| (*n, held)).collect()),
+        }
+    }
+
+    /// Whether `target` is a shared target that another replica runs now: this one must
+    /// start none of its instances and route to the recorded ones.
+    pub fn run_elsewhere(&self, target: &str) -> bool {
+        self.held.lock().expect("leases lock").get(target) == Some(&false)
+    }
+
+    /// The shared targets another replica runs now.
+    pub fn elsewhere(&self) -> Vec<&'static str> {
+        let held = self.held.lock().expect("leases lock");
+        held.iter().filter(|(_, h)| !**h).map(|(n, _)| *n).collect()
+    }
+
+    /// Records whether this replica holds `target`'s lease; true when that changed.
+    fn set(&self, target: &'static str, held: bool) -> bool {
+        self.held.lock().expect("leases lock").insert(target, held) != Some(held)
+    }
+}
+
+/// The leases of the shared targets, one per target; none on SQLite, where the one server
+/// runs every target.
+pub fn singletons(platform: &Platform) -> Vec<(&'static str, Singleton)> {
+    if platform.store.backend() == crate::store::Backend::Sqlite {
+        return Vec::new();
+    }
+    platform
+        .targets
+        .shared()
+        .into_iter()
+        .map(|name| {
+            // A handful of names, made once at start.
+            let lease: &'static str = Box::leak(format!("target:{name}").into_boxed_str());
+            (name, platform.jobs.singleton(lease, lease_time()))
+        })
+        .collect()
+}
+
+/// Takes or renews every lease once; a lease lost hands its target's instances over
+/// (left running for the new holder to adopt) and a lease taken makes the reconciler
+/// adopt them.
+pub async fn hold_all(platform: &Platform, leases: &[(&'static str, Singleton)]) {
+    for (target, lease) in leases {
+        let held = lease.hold().await;
+        if !platform.shared.set(target, held) {
+            continue;
+        }
+        if held {
+            tracing::info!(target = %target, "took the shared target's lease: running its instances here");
+        } else {
+            tracing::warn!(target = %target, "another replica holds the shared target's lease: leaving its instances to it");
+            for deployment_id in platform.runtime.deployments_of(target) {
+                platform.runtime.detach(&deployment_id).await;
+            }
+        }
+        platform.reconcile_wake.notify_one();
+    }
+}
+
+/// Renews or takes the leases every third of their length until `stop`, then gives the
+/// held ones up (the containers stay: the next holder adopts them at once).
+pub async fn run(platform: Arc<Platform>, leases: Vec<(&'static str, Singleton)>, stop: CancellationToken) {
+    let every = lease_time() / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => break,
+        }
+        hold_all(&platform, &leases).await;
+    }
+    for (target, lease) in &leases {
+        if !platform.shared.run_elsewhere(target) {
+            lease.release().await;
+        }
+    }
+}
