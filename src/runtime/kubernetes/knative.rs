@@ -166,6 +166,10 @@ pub fn template(w: &Workload, scale: Scale) -> Value {
     });
     let container = &mut template["spec"]["containers"][0];
     container["ports"] = json!([{ "name": "http1", "containerPort": w.port }]);
+    // Knative refuses `lifecycle` (its queue-proxy drains a stopping revision's pods).
+    if let Some(fields) = container.as_object_mut() {
+        fields.remove("lifecycle");
+    }
     if let Some(probe) = container["readinessProbe"]["httpGet"].as_object_mut() {
         probe.remove("port");
     }
