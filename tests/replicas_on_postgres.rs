@@ -44,17 +44,7 @@ async fn first_with(docker: bool, env: &[(&str, &str)]) -> (TestServer, String) 
     let a = TestServer::start_with(&vars).await;
     let url = database_url(a.data.path()).expect("on Postgres");
     if docker {
-        let (status, out) = a
-            .patch(
-                "/api/config/docker",
-                &json!({"config": {
-                    "default": true,
-                    "base_images": {"node": "berth-test/node:20", "procfile": "berth-test/busybox:1"},
-                    "memory_mb": 256,
-                }}),
-            )
-            .await;
-        assert_eq!(status, 200, "{out}");
+        configure_test_docker(&a).await;
     }
     (a, url)
 }
@@ -610,10 +600,7 @@ impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCertificate
         cert: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
         dss: &tokio_rustls::rustls::DigitallySignedStruct,
     ) -> Result<tokio_rustls::rustls::client::danger::HandshakeSignatureValid, tokio_rustls::rustls::Error> {
-        // webpki refuses the challenge certificate's critical extension; the test reads
-        // the certificate and trusts nothing of the connection.
-        let _ = (message, cert, dss);
-        Ok(tokio_rustls::rustls::client::danger::HandshakeSignatureValid::assertion())
+        self.verify_tls12_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {

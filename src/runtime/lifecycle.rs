@@ -625,16 +625,7 @@ impl Runtime {
     /// keep them (containers) are left running for the next start to adopt.
     pub async fn stop_all(&self) {
         let all = std::mem::take(&mut *self.instances.lock().expect("instances lock"));
-        let stops = all
-            .into_values()
-            .flat_map(|m| m.into_values())
-            .map(|instance| async move {
-                if instance.keeps_on_shutdown {
-                    instance.detach.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-                stop_removed(&instance).await
-            });
-        futures::future::join_all(stops).await;
+        hand_over(all.into_values().flat_map(|m| m.into_values())).await;
     }
 
     /// Hands a deployment's instances over without stopping them: supervision here ends
@@ -642,16 +633,7 @@ impl Runtime {
     /// replica that runs its target now to adopt; any other is stopped.
     pub async fn detach(&self, deployment_id: &str) {
         let removed = self.instances.lock().expect("instances lock").remove(deployment_id);
-        let stops = removed
-            .into_iter()
-            .flat_map(|m| m.into_values())
-            .map(|instance| async move {
-                if instance.keeps_on_shutdown {
-                    instance.detach.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-                stop_removed(&instance).await
-            });
-        futures::future::join_all(stops).await;
+        hand_over(removed.into_iter().flat_map(|m| m.into_values())).await;
         self.changed.notify_one();
     }
 
@@ -975,6 +957,18 @@ fn instance_note(index: u32, line: &str) -> String {
     } else {
         format!("[instance {index}] {line}")
     }
+}
+
+/// Ends supervision of `instances` here: those of providers that keep them (containers)
+/// are left running for another start or replica to adopt, the others are stopped.
+async fn hand_over(instances: impl Iterator<Item = Arc<Instance>>) {
+    let stops = instances.map(|instance| async move {
+        if instance.keeps_on_shutdown {
+            instance.detach.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        stop_removed(&instance).await
+    });
+    futures::future::join_all(stops).await;
 }
 
 async fn stop_removed(instance: &Instance) {

@@ -5,9 +5,7 @@
 
 #![allow(dead_code, reason = "each test file uses a different part of the harness")]
 
-use serde_json::json;
-
-use crate::common::{TestServer, docker, prepare_engine};
+use crate::common::{TestServer, configure_test_docker, docker, prepare_engine};
 
 /// A server whose org runs new sites on docker, with the local test base images.
 pub struct DockerServer {
@@ -30,17 +28,7 @@ impl DockerServer {
     }
 
     pub async fn configure(server: TestServer) -> Self {
-        let (status, out) = server
-            .patch(
-                "/api/config/docker",
-                &json!({"config": {
-                    "default": true,
-                    "base_images": {"node": "berth-test/node:20", "procfile": "berth-test/busybox:1"},
-                    "memory_mb": 256,
-                }}),
-            )
-            .await;
-        assert_eq!(status, 200, "{out}");
+        configure_test_docker(&server).await;
         let owner = std::fs::read_to_string(server.data.path().join("docker-owner"))
             .expect("the server wrote its docker owner id")
             .trim()

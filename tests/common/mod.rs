@@ -746,6 +746,21 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Makes docker `server`'s default target on the test base images, 256 MB per container.
+pub async fn configure_test_docker(server: &TestServer) {
+    let (status, out) = server
+        .patch(
+            "/api/config/docker",
+            &serde_json::json!({"config": {
+                "default": true,
+                "base_images": {"node": "berth-test/node:20", "procfile": "berth-test/busybox:1"},
+                "memory_mb": 256,
+            }}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+}
+
 /// Installs and starts dockerd and builds the test base images (idempotent, locked).
 pub fn prepare_engine() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/docker-test-env.sh");
