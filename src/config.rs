@@ -17,6 +17,12 @@ pub struct ServeConfig {
     /// command line shows in the process list.
     #[arg(long = "database-url", env = "BERTH_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// A folder every replica on one database mounts at this same path (NFS or the like):
+    /// deployments' files (static sites' output, apps' built folders) are kept there
+    /// instead of in the data dir, so every replica's edge serves every static site.
+    /// Default: the data dir.
+    #[arg(long = "shared-dir", env = "BERTH_SHARED_DIR")]
+    pub shared_dir: Option<PathBuf>,
     /// Address of the control plane (API, MCP, UI). Port 0 picks a free port.
     #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
@@ -415,7 +421,7 @@ impl ServeConfig {
     }
     /// Where each deployment's source and build output live.
     pub fn deployments_dir(&self) -> PathBuf {
-        self.data_dir.join("deployments")
+        self.shared_dir.as_deref().unwrap_or(&self.data_dir).join("deployments")
     }
     /// Where uploads are received before their deployment exists.
     pub fn uploads_dir(&self) -> PathBuf {

@@ -52,6 +52,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // The shared folder is checked before berth makes anything in it.
+    if let Some(shared) = &config.shared_dir {
+        prepare_shared_dir(shared)?;
+    }
     std::fs::create_dir_all(config.deployments_dir())?;
     std::fs::create_dir_all(config.uploads_dir())?;
     restrict_data_dir(&config.data_dir)?;
@@ -506,6 +510,32 @@ fn restrict_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
                 set(&path, mode)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks the shared folder (`--shared-dir`): an absolute path to a folder that exists
+/// (berth does not create the mount point), with berth's `deployments` folder in it made
+/// and, like in the data dir, traversable but not listable by others (`0711`).
+fn prepare_shared_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !dir.is_absolute() {
+        anyhow::bail!(
+            "--shared-dir (BERTH_SHARED_DIR) must be an absolute path, the same on every replica; got {}",
+            dir.display()
+        );
+    }
+    if !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+        anyhow::bail!(
+            "--shared-dir (BERTH_SHARED_DIR) {} is not a folder; mount the storage every replica shares there first",
+            dir.display()
+        );
+    }
+    let deployments = dir.join("deployments");
+    std::fs::create_dir_all(&deployments).with_context(|| format!("creating {}", deployments.display()))?;
+    for path in [dir, deployments.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("restricting the permissions of {}", path.display()))?;
     }
     Ok(())
 }

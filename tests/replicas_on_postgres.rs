@@ -777,3 +777,55 @@ async fn a_docker_site_runs_once_across_replicas_and_the_survivor_adopts_its_con
     drop((b, data_a, cleanup));
     drop_database_at(&url);
 }
+
+#[tokio::test]
+async fn a_static_site_built_by_one_replica_is_served_by_the_others_edge_from_the_shared_dir() {
+    // One folder both replicas mount at the same path (on one machine: the same folder).
+    let shared = tempfile::tempdir().unwrap();
+    let shared_path = shared.path().to_str().unwrap().to_string();
+    let env = [("BERTH_SHARED_DIR", shared_path.as_str())];
+    let (a, url) = first_with(true, &env).await;
+    let b = replica_with(&url, &env).await;
+    let _cleanup = Cleanup(vec![owner(&a), owner(&b)]);
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("index.html"), "<h1>static on every replica</h1>").unwrap();
+    let (status, out) = a
+        .post(
+            "/api/sites",
+            &json!({"name": "leaflet", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", a.log());
+    let id = out["deployment"]["id"].as_str().unwrap().to_string();
+    // Its files are in the shared folder, not in A's data dir.
+    assert!(
+        shared
+            .path()
+            .join("deployments")
+            .join(&id)
+            .join("app/index.html")
+            .is_file()
+    );
+    assert!(!a.data.path().join("deployments").join(&id).exists());
+    eventually("B's edge serves the static site A built", 30, async || {
+        let (code, body) = b.edge("leaflet.localhost", "/").await;
+        code == 200 && body.contains("static on every replica")
+    })
+    .await;
+
+    // A shared folder that is not there is refused at start, naming the setting.
+    let missing = shared.path().join("not-mounted");
+    let out = serve_command(tempfile::tempdir().unwrap().path())
+        .env("BERTH_DATABASE_URL", &url)
+        .env("BERTH_MASTER_KEY", MASTER_KEY)
+        .env("BERTH_SHARED_DIR", &missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--shared-dir (BERTH_SHARED_DIR)") && err.contains("is not a folder"),
+        "{err}"
+    );
+}
