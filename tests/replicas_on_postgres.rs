@@ -335,6 +335,14 @@ async fn deploys_spread_over_both_replicas_are_each_built_once() {
             b.log()
         );
     }
+    // A job is marked done once its handler returns, a moment after its deployment ends.
+    eventually("every deploy job done", 60, async || {
+        deploy_jobs(&url)
+            .await
+            .iter()
+            .all(|(_, status, _, _)| status != "running")
+    })
+    .await;
     let jobs = deploy_jobs(&url).await;
     assert_eq!(jobs.len(), ids.len(), "one job per deployment: {jobs:?}");
     for (deployment, status, attempts, _) in &jobs {
