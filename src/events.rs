@@ -80,6 +80,23 @@ impl EventBus {
         self.wake.notified()
     }
 
+    /// The current cursor, asked again every [`POLL`] while the database does not answer;
+    /// `None` once `stop` is cancelled.
+    pub async fn first_cursor(&self, stop: &CancellationToken) -> Option<i64> {
+        loop {
+            match self.cursor().await {
+                Ok(c) => return Some(c),
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading the event cursor failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(POLL) => {}
+                        _ = stop.cancelled() => return None,
+                    }
+                }
+            }
+        }
+    }
+
     /// The newest event's cursor (0 when there is none): a reader starting now follows
     /// from here.
     pub async fn cursor(&self) -> sqlx::Result<i64> {
@@ -193,17 +210,8 @@ pub async fn follow_routes(
     wake: impl Fn(String) + Send,
     stop: CancellationToken,
 ) {
-    let mut cursor = loop {
-        match bus.cursor().await {
-            Ok(c) => break c,
-            Err(err) => {
-                tracing::warn!(error = %err, "reading the event cursor failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-        }
+    let Some(mut cursor) = bus.first_cursor(&stop).await else {
+        return;
     };
     loop {
         let batch = tokio::select! {

@@ -98,17 +98,8 @@ fn alpn_key(row: &AcmeChallengeRow) -> Result<Arc<berth_edge::CertifiedKey>, Str
 /// on every challenge event any replica writes, and every [`RECHECK`], until `stop`.
 pub async fn follow(platform: Arc<Platform>, stop: CancellationToken) {
     let bus = platform.events.clone();
-    let mut cursor = loop {
-        match bus.cursor().await {
-            Ok(c) => break c,
-            Err(err) => {
-                tracing::warn!(error = %err, "reading the event cursor failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(crate::events::POLL) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-        }
+    let Some(mut cursor) = bus.first_cursor(&stop).await else {
+        return;
     };
     loop {
         if let Err(err) = apply(&platform).await {
