@@ -44,6 +44,14 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not come up; see $LOG" >&2; tail -n 20 "$LOG" >&2; exit 1; }
 fi
 
+# What earlier runs left behind when they ended before their own clean-up (a killed run, a
+# test whose clean-up ran too early): every org has a bridge network, and an engine has
+# ranges for about 30, after which it refuses new networks. Only what is older than an hour
+# goes, so a run beside this one keeps its own.
+docker container prune -f --filter label=berth.owner --filter until=1h >/dev/null
+docker network prune -f --filter label=berth.owner --filter until=1h >/dev/null
+docker image prune -af --filter label=berth.owner --filter until=1h >/dev/null
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

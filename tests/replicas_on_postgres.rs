@@ -72,7 +72,9 @@ fn owner(server: &TestServer) -> String {
         .to_string()
 }
 
-/// Removes the containers, networks and images the replicas made.
+/// Removes the containers, networks and images the replicas made. Declare it before the
+/// replicas, so that it runs after they have stopped: a replica still running would launch
+/// again what it removed, and that would outlive the test.
 struct Cleanup(Vec<String>);
 
 impl Drop for Cleanup {
@@ -127,9 +129,10 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F
 
 #[tokio::test]
 async fn a_site_deployed_through_one_replica_is_served_and_unrouted_by_the_others_edge() {
+    let mut cleanup = Cleanup(Vec::new());
     let (a, url) = first(true).await;
     let b = replica(&url).await;
-    let _cleanup = Cleanup(vec![owner(&a), owner(&b)]);
+    cleanup.0.extend([owner(&a), owner(&b)]);
     let site = dockerfile_app("served by every replica", 0);
     let (status, out) = a
         .post(
@@ -192,9 +195,10 @@ async fn a_site_deployed_through_one_replica_is_served_and_unrouted_by_the_other
 
 #[tokio::test]
 async fn a_wait_on_one_replica_returns_when_the_others_deploy_goes_live() {
+    let mut cleanup = Cleanup(Vec::new());
     let (a, url) = first(true).await;
     let b = replica(&url).await;
-    let _cleanup = Cleanup(vec![owner(&a), owner(&b)]);
+    cleanup.0.extend([owner(&a), owner(&b)]);
     let site = dockerfile_app("waited for", 3);
     let (status, out) = a
         .post(
@@ -247,9 +251,10 @@ async fn deploy_jobs(url: &str) -> Vec<(String, String, i64, Option<String>)> {
 
 #[tokio::test]
 async fn a_deploy_whose_replica_is_killed_mid_build_finishes_on_the_other() {
+    let mut cleanup = Cleanup(Vec::new());
     let (a, url) = first(true).await;
     let b = replica(&url).await;
-    let cleanup = Cleanup(vec![owner(&a), owner(&b)]);
+    cleanup.0.extend([owner(&a), owner(&b)]);
     // B takes no part until A holds the job: B's workers stop claiming while B is paused.
     let site = dockerfile_app("finished elsewhere", 6);
     let b_pid = b.pid().to_string();
@@ -296,9 +301,10 @@ fn drop_database_at(url: &str) {
 
 #[tokio::test]
 async fn deploys_spread_over_both_replicas_are_each_built_once() {
+    let mut cleanup = Cleanup(Vec::new());
     let (a, url) = first(true).await;
     let b = replica(&url).await;
-    let _cleanup = Cleanup(vec![owner(&a), owner(&b)]);
+    cleanup.0.extend([owner(&a), owner(&b)]);
     // Ten sites, two deploys each: 20 deploys, half enqueued through each replica.
     let sites = [
         "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -712,10 +718,11 @@ const SHORT_LEASE: (&str, &str) = ("BERTH_SHARED_TARGET_LEASE_SECONDS", "3");
 
 #[tokio::test]
 async fn a_docker_site_runs_once_across_replicas_and_the_survivor_adopts_its_container() {
+    let mut cleanup = Cleanup(Vec::new());
     let (a, url) = first_with(true, &[SHORT_LEASE]).await;
     let b = replica_with(&url, &[SHORT_LEASE]).await;
     let owner_a = owner(&a);
-    let cleanup = Cleanup(vec![owner_a.clone(), owner(&b)]);
+    cleanup.0.extend([owner_a.clone(), owner(&b)]);
     let site = dockerfile_app("v1", 0);
     let (status, out) = a
         .post(
@@ -792,9 +799,10 @@ async fn a_static_site_built_by_one_replica_is_served_by_the_others_edge_from_th
     let shared = tempfile::tempdir().unwrap();
     let shared_path = shared.path().to_str().unwrap().to_string();
     let env = [("BERTH_SHARED_DIR", shared_path.as_str())];
+    let mut cleanup = Cleanup(Vec::new());
     let (a, url) = first_with(true, &env).await;
     let b = replica_with(&url, &env).await;
-    let _cleanup = Cleanup(vec![owner(&a), owner(&b)]);
+    cleanup.0.extend([owner(&a), owner(&b)]);
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("index.html"), "<h1>static on every replica</h1>").unwrap();
     let (status, out) = a

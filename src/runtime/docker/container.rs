@@ -147,7 +147,7 @@ pub async fn ensure_network(engine: &Engine, owner: &str, org: &str) -> Result<S
     if let Err(err) = engine.docker().create_network(request).await {
         let err = engine.error(err);
         if !err.is_conflict() {
-            return Err(err);
+            return Err(explain_network_refusal(err));
         }
     }
     find_network(engine, &name).await?.ok_or_else(|| EngineError::Refused {
@@ -155,6 +155,23 @@ pub async fn ensure_network(engine: &Engine, owner: &str, org: &str) -> Result<S
         message: format!("network {name} vanished right after it was created"),
         status: 404,
     })
+}
+
+/// An engine out of address ranges says so in its own words; the message then says why
+/// berth needed one and what frees or adds them.
+fn explain_network_refusal(err: EngineError) -> EngineError {
+    match err {
+        EngineError::Refused { host, message, status } if message.contains("address pool") => EngineError::Refused {
+            host,
+            message: format!(
+                "{message}; every org has its own network and the engine has no address range left for another: \
+                 remove unused networks (`docker network prune`) or give the engine more ranges \
+                 (`default-address-pools` in its daemon.json)"
+            ),
+            status,
+        },
+        other => other,
+    }
 }
 
 async fn find_network(engine: &Engine, name: &str) -> Result<Option<String>, EngineError> {
@@ -673,5 +690,28 @@ mod tests {
             "{name}"
         );
         assert_ne!(container_name("01ABC", 2), name);
+    }
+
+    #[test]
+    fn an_engine_out_of_address_ranges_is_told_what_frees_them() {
+        let refused = |message: &str| EngineError::Refused {
+            host: "unix:///var/run/docker.sock".into(),
+            message: message.into(),
+            status: 400,
+        };
+        // The engine's own words (dockerd 20.10 to 27).
+        let out = explain_network_refusal(refused(
+            "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network",
+        ))
+        .to_string();
+        assert!(
+            out.contains("docker network prune") && out.contains("default-address-pools"),
+            "{out}"
+        );
+        // Any other refusal is passed on as it was.
+        assert_eq!(
+            explain_network_refusal(refused("invalid name")),
+            refused("invalid name")
+        );
     }
 }
