@@ -294,6 +294,12 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     let mut edge_stop = tx.subscribe();
     let mut edge_tls_stop = tx.subscribe();
     let api = tokio::spawn(async move {
+        // Without TCP_NODELAY a response written in parts (an MCP call's event stream: the
+        // head, the event, the end) waits for the client's delayed ACK, ~40 ms per call.
+        use axum::serve::ListenerExt as _;
+        let api_listener = api_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(
             api_listener,
             app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
