@@ -256,6 +256,10 @@ pub async fn run_pruning(store: Store, singleton: Singleton, stop: CancellationT
                 Ok(n) => tracing::info!(events = n, "pruned old events"),
                 Err(err) => tracing::warn!(error = %err, "pruning old events failed"),
             }
+            // So do the edges' reports of requests (deleted environments', gone replicas').
+            if let Err(err) = store.prune_edge_activity(now_ms() - RETENTION_MS).await {
+                tracing::warn!(error = %err, "pruning edge activity failed");
+            }
             // Finished jobs go after the same time: their deployments keep the outcome.
             match store.prune_finished_jobs(now_ms() - RETENTION_MS).await {
                 Ok(0) => {}

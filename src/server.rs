@@ -184,6 +184,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     // others route to them.
     let shared_leases = crate::loops::shared::singletons(&platform);
     crate::loops::shared::hold_all(&platform, &shared_leases).await;
+    // Only replicas (none on SQLite) report their edge's requests to each other.
+    let activity = (!shared_leases.is_empty()).then(|| {
+        tokio::spawn(crate::loops::shared::report_activity(
+            platform.clone(),
+            stop.child_token(),
+        ))
+    });
     let leases = tokio::spawn(crate::loops::shared::run(
         platform.clone(),
         shared_leases,
@@ -339,6 +346,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         challenges,
         heartbeat
     );
+    if let Some(activity) = activity {
+        let _ = activity.await;
+    }
     // The deploys' traces are all queued now: send them before the runtime ends.
     crate::otlp::shutdown(crate::otlp::SHUTDOWN_FLUSH).await;
     runtime.stop_all().await;

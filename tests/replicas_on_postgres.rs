@@ -697,18 +697,20 @@ async fn a_tls_alpn_challenge_is_answered_by_every_replicas_edge_until_withdrawn
 
 /// The running (or paused) containers of a site on the engine, by id, sorted.
 fn site_containers(owner: &str, site: &str) -> Vec<String> {
-    let mut ids: Vec<String> = docker(&[
-        "ps",
-        "-q",
-        "--no-trunc",
-        "--filter",
-        &format!("label=berth.owner={owner}"),
-        "--filter",
-        &format!("label=berth.site={site}"),
-    ])
-    .split_whitespace()
-    .map(str::to_string)
-    .collect();
+    containers_of(owner, site, &[])
+}
+
+/// The running (not paused) containers of a site on the engine, by id, sorted.
+fn awake_site_containers(owner: &str, site: &str) -> Vec<String> {
+    containers_of(owner, site, &["--filter", "status=running"])
+}
+
+fn containers_of(owner: &str, site: &str, more: &[&str]) -> Vec<String> {
+    let owner = format!("label=berth.owner={owner}");
+    let site = format!("label=berth.site={site}");
+    let mut args = vec!["ps", "-q", "--no-trunc", "--filter", &owner, "--filter", &site];
+    args.extend_from_slice(more);
+    let mut ids: Vec<String> = docker(&args).split_whitespace().map(str::to_string).collect();
     ids.sort_unstable();
     ids
 }
@@ -790,6 +792,68 @@ async fn a_docker_site_runs_once_across_replicas_and_the_survivor_adopts_its_con
     );
     assert_eq!(b.edge("once.localhost", "/").await, (200, "v2".to_string()));
     drop((b, data_a, cleanup));
+    drop_database_at(&url);
+}
+
+/// Scale to zero across replicas: the holder of the docker target's lease (A) runs the
+/// container, but every request comes through B's edge. A must not put the environment
+/// to sleep while B serves it; once B's traffic stops it sleeps, and a request at B wakes
+/// it at A.
+#[tokio::test]
+async fn an_environment_served_only_through_the_other_replicas_edge_sleeps_only_when_that_edge_is_idle() {
+    let mut cleanup = Cleanup(Vec::new());
+    let (a, url) = first_with(true, &[SHORT_LEASE]).await;
+    let b = replica_with(&url, &[SHORT_LEASE]).await;
+    let owner_a = owner(&a);
+    cleanup.0.extend([owner_a.clone(), owner(&b)]);
+    let site = dockerfile_app("awake", 0);
+    let (status, out) = a
+        .post(
+            "/api/sites",
+            &json!({"name": "busy", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", a.log());
+    let (status, cfg) = a
+        .patch(
+            "/api/sites/busy/scaling",
+            &json!({"min_instances": 0, "idle_timeout_seconds": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cfg}");
+    eventually("B's edge serves the site", 30, async || {
+        b.edge("busy.localhost", "/").await == (200, "awake".to_string())
+    })
+    .await;
+    let serving = awake_site_containers(&owner_a, "busy");
+    assert_eq!(serving.len(), 1, "{serving:?}");
+
+    // Three idle timeouts of requests through B only: never put to sleep (a request at B
+    // would wake it again, so the proof is A's log), the same container serves all along.
+    const SLEPT: &str = "scaling an idle environment to zero";
+    for _ in 0..15 {
+        assert_eq!(b.edge("busy.localhost", "/").await, (200, "awake".to_string()));
+        assert!(
+            !a.log().contains(SLEPT),
+            "A put the environment to sleep while B's edge served it\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(awake_site_containers(&owner_a, "busy"), serving);
+
+    // No requests anywhere: A puts it to sleep (paused or removed).
+    eventually("the idle environment sleeps", 60, async || {
+        a.log().contains(SLEPT)
+            && awake_site_containers(&owner_a, "busy").is_empty()
+            && a.get("/api/sites/busy/scaling").await.1["running_instances"] == 0
+    })
+    .await;
+    // A request at B (which does not run it) wakes it at A.
+    assert_eq!(b.edge("busy.localhost", "/").await, (200, "awake".to_string()));
+    assert_eq!(awake_site_containers(&owner_a, "busy").len(), 1);
+    drop((a, b, cleanup));
     drop_database_at(&url);
 }
 

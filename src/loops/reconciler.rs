@@ -66,6 +66,12 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     let mut scale_in: Vec<(String, u32, Duration)> = Vec::new();
     // Whose traffic each host carries, for the edge's tap.
     let mut labels: Vec<(String, RouteLabel)> = Vec::new();
+    // (host, environment) another replica runs: this edge reports their requests to it.
+    let mut served_elsewhere: Vec<(String, String)> = Vec::new();
+    // When the other replicas' edges last served each environment (read once, when an
+    // environment of a shared target run here looks idle at this edge).
+    let shared_targets = platform.targets.shared();
+    let mut activity_elsewhere: Option<HashMap<String, i64>> = None;
     for env in desired {
         let host = platform.host_for(&env.site_name, &env.environment_name);
         labels.push((
@@ -96,6 +102,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
             // Another replica runs this target's instances: route to where it recorded them.
             ServePlan::Process { .. } if platform.shared.run_elsewhere(&env.provider) => {
                 wanted.insert(env.deployment_id.clone());
+                served_elsewhere.push((host.clone(), env.environment_id.clone()));
                 let records = recorded.get(&env.deployment_id).map_or(&[][..], Vec::as_slice);
                 let local = platform.runtime.observe(&env.deployment_id);
                 let holder_runs_it = records.iter().any(|r| r.state == SharedState::Healthy);
@@ -109,13 +116,29 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                 // for its idle timeout goes to sleep (paused in place where its provider
                 // can freeze it, else stopped); the edge wakes it on the next request.
                 let may_sleep = env.min_instances == 0 && !platform.is_in_progress(&env.deployment_id);
-                let idle_for = platform.edge.idle_for(&host);
+                let idle_timeout = Duration::from_secs(env.idle_timeout_seconds.max(0) as u64);
+                let mut idle_for = platform.edge.idle_for(&host);
                 let observed = platform.runtime.observe(&env.deployment_id);
                 let any_healthy = observed.iter().any(|o| o.state == InstanceState::Healthy);
-                if may_sleep
+                // Idle here; on a shared target, the other replicas' edges may have served it.
+                if record
+                    && may_sleep
                     && any_healthy
-                    && idle_for.is_some_and(|idle| idle.as_secs() >= env.idle_timeout_seconds.max(0) as u64)
+                    && idle_for.is_some_and(|idle| idle >= idle_timeout)
+                    && shared_targets.contains(&env.provider.as_str())
                 {
+                    if activity_elsewhere.is_none() {
+                        activity_elsewhere = Some(platform.store.edge_activity_elsewhere(&platform.replica_id).await?);
+                    }
+                    if let Some(at) = activity_elsewhere
+                        .as_ref()
+                        .and_then(|seen| seen.get(&env.environment_id))
+                    {
+                        let there = Duration::from_millis(u64::try_from(crate::util::now_ms() - at).unwrap_or(0));
+                        idle_for = idle_for.map(|here| here.min(there));
+                    }
+                }
+                if may_sleep && any_healthy && idle_for.is_some_and(|idle| idle >= idle_timeout) {
                     tracing::info!(site.name = %env.site_name, deployment.id = %env.deployment_id, "scaling an idle environment to zero");
                     platform.log(
                         &env.deployment_id,
@@ -230,6 +253,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     }
     route_domains(platform, &mut table).await?;
     platform.edge.replace_routes(table);
+    platform.shared.set_served_elsewhere(served_elsewhere);
     platform.autoscaler.retain(&awake);
     for (deployment_id, index, grace) in scale_in {
         tracing::info!(deployment.id = %deployment_id, instance = index, grace_ms = grace.as_millis() as u64, "scaling in: draining an instance");

@@ -36,6 +36,9 @@ pub fn lease_time() -> Duration {
 #[derive(Debug, Default)]
 pub struct SharedLeases {
     held: Mutex<HashMap<&'static str, bool>>,
+    /// (host, environment id) of the environments another replica runs, as the last
+    /// reconcile pass routed them: this replica's edge reports their requests.
+    served_elsewhere: Mutex<Vec<(String, String)>>,
 }
 
 impl SharedLeases {
@@ -44,6 +47,7 @@ impl SharedLeases {
     pub fn new(names: &[&'static str], held: bool) -> Self {
         Self {
             held: Mutex::new(names.iter().map(|n| (*n, held)).collect()),
+            served_elsewhere: Mutex::default(),
         }
     }
 
@@ -57,6 +61,11 @@ impl SharedLeases {
     pub fn elsewhere(&self) -> Vec<&'static str> {
         let held = self.held.lock().expect("leases lock");
         held.iter().filter(|(_, h)| !**h).map(|(n, _)| *n).collect()
+    }
+
+    /// Sets the (host, environment id) pairs of the environments another replica runs.
+    pub fn set_served_elsewhere(&self, hosts: Vec<(String, String)>) {
+        *self.served_elsewhere.lock().expect("leases lock") = hosts;
     }
 
     /// Records whether this replica holds `target`'s lease; true when that changed.
@@ -118,6 +127,46 @@ pub async fn run(platform: Arc<Platform>, leases: Vec<(&'static str, Singleton)>
     for (target, lease) in &leases {
         if !platform.shared.run_elsewhere(target) {
             lease.release().await;
+        }
+    }
+}
+
+/// How often a replica reports its edge's requests for environments another replica runs.
+pub const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
+
+/// Reports every [`ACTIVITY_EVERY`], until `stop`, when this replica's edge last served
+/// each environment another replica runs (`edge_activity`), so that replica's idle timer
+/// counts the requests of every edge: an environment served only through this edge is not
+/// put to sleep under its traffic.
+pub async fn report_activity(platform: Arc<Platform>, stop: CancellationToken) {
+    let mut reported: HashMap<String, i64> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ACTIVITY_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        let hosts = platform.shared.served_elsewhere.lock().expect("leases lock").clone();
+        let now = crate::util::now_ms();
+        let mut seen = Vec::new();
+        for (host, environment_id) in &hosts {
+            let Some(idle) = platform.edge.idle_for(host) else {
+                continue;
+            };
+            let at = now.saturating_sub(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX));
+            // The same request read again differs by the clocks' jitter: not news.
+            if reported.get(environment_id).is_none_or(|last| at > last + 500) {
+                seen.push((environment_id.clone(), at));
+            }
+        }
+        if seen.is_empty() {
+            continue;
+        }
+        match platform.store.record_edge_activity(&platform.replica_id, &seen).await {
+            Ok(()) => {
+                reported.extend(seen);
+                reported.retain(|env, _| hosts.iter().any(|(_, e)| e == env));
+            }
+            Err(err) => tracing::warn!(error = %err, "reporting the edge's requests to the other replicas failed"),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! SQL of shared targets: the installation's values that every replica of one database
 //! shares (the `berth.owner` of its containers), and the instances the holder of a shared
-//! target's lease runs, recorded for the other replicas' edges.
+//! target's lease runs, recorded for the other replicas' edges; when the other replicas'
+//! edges last served each of those environments, for the holder's idle timers.
+
+use std::collections::HashMap;
 
 use serde_json::json;
 use sqlx::FromRow;
@@ -8,8 +11,12 @@ use sqlx::FromRow;
 use super::Store;
 use crate::util::now_ms;
 
-/// Most rows read of one target's recorded instances (desired deployments × instances).
+/// Most rows read of one target's recorded instances (desired deployments × instances),
+/// and of the other replicas' edge activity (environments).
 pub const MAX_SHARED_INSTANCES: i64 = 20_000;
+
+/// Rows of edge activity written by one statement.
+const ACTIVITY_ROWS_PER_STATEMENT: usize = 200;
 
 /// The state of a recorded instance, as the lease holder sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,6 +191,52 @@ impl Store {
             .execute(&self.pool)
             .await
             .map(drop)
+    }
+
+    /// Records when this replica's edge last served each of `seen` (environment id, time in
+    /// ms); a later time replaces an earlier one.
+    pub async fn record_edge_activity(&self, replica_id: &str, seen: &[(String, i64)]) -> sqlx::Result<()> {
+        for chunk in seen.chunks(ACTIVITY_ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, $1, ${})", 2 * i + 2, 2 * i + 3))
+                .collect();
+            let sql = format!(
+                "INSERT INTO edge_activity (environment_id, replica_id, last_request_at) VALUES {} \
+                 ON CONFLICT (environment_id, replica_id) DO UPDATE SET last_request_at = excluded.last_request_at \
+                 WHERE edge_activity.last_request_at < excluded.last_request_at",
+                values.join(", ")
+            );
+            // Only placeholders are generated; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(replica_id);
+            for (environment_id, at) in chunk {
+                query = query.bind(environment_id.as_str()).bind(*at);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// The newest request the other replicas' edges served, by environment id.
+    pub async fn edge_activity_elsewhere(&self, replica_id: &str) -> sqlx::Result<HashMap<String, i64>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT environment_id, MAX(last_request_at) FROM edge_activity WHERE replica_id <> $1 \
+             GROUP BY environment_id LIMIT $2",
+        )
+        .bind(replica_id)
+        .bind(MAX_SHARED_INSTANCES)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Forgets edge activity older than `before` (ms): deleted environments' and gone
+    /// replicas' rows.
+    pub async fn prune_edge_activity(&self, before: i64) -> sqlx::Result<u64> {
+        sqlx::query("DELETE FROM edge_activity WHERE last_request_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
     }
 
     /// Deployments being started now by a deploy on any replica (their containers are
