@@ -186,7 +186,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     crate::loops::shared::hold_all(&platform, &shared_leases).await;
     // Only replicas (none on SQLite) report their edge's requests to each other.
     let activity = (!shared_leases.is_empty()).then(|| {
-        tokio::spawn(crate::loops::shared::report_activity(
+        tokio::spawn(crate::loops::shared::share_activity(
             platform.clone(),
             stop.child_token(),
         ))

@@ -857,6 +857,100 @@ async fn an_environment_served_only_through_the_other_replicas_edge_sleeps_only_
     drop_database_at(&url);
 }
 
+/// Scale-out across replicas: the holder of the docker target's lease (A) runs the
+/// instances while the load comes through B's edge only. A's autoscaler counts the
+/// requests in flight at B's edge, scales out to the maximum, and back in once they stop.
+#[tokio::test]
+async fn requests_in_flight_at_the_other_replicas_edge_scale_the_environment_out() {
+    let mut cleanup = Cleanup(Vec::new());
+    let (a, url) = first_with(true, &[SHORT_LEASE]).await;
+    let b = replica_with(&url, &[SHORT_LEASE]).await;
+    let owner_a = owner(&a);
+    cleanup.0.extend([owner_a.clone(), owner(&b)]);
+    // Each request takes 300 ms; each process answers with its own id.
+    let site = app(&[
+        ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
+        (
+            "server.js",
+            "const me = Math.random().toString(36).slice(2);\nrequire('http').createServer((q,r)=>setTimeout(()=>r.end('instance ' + me), 300)).listen(process.env.PORT);",
+        ),
+    ]);
+    let (status, out) = a
+        .post(
+            "/api/sites",
+            &json!({"name": "spread", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", a.log());
+    let (status, cfg) = a
+        .patch(
+            "/api/sites/spread/scaling",
+            &json!({"min_instances": 1, "max_instances": 3, "target_concurrency": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cfg}");
+    eventually("B's edge serves the site", 30, async || {
+        b.edge("spread.localhost", "/").await.0 == 200
+    })
+    .await;
+
+    // Six clients keep six requests in flight at B: at one per instance it needs three.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let (http, port, stop, tx) = (b.http.clone(), b.edge_port, stop.clone(), tx.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let r = http
+                    .get(format!("http://127.0.0.1:{port}/"))
+                    .header("host", "spread.localhost")
+                    .send()
+                    .await;
+                let answer = match r {
+                    Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                    Err(e) => (0, e.to_string()),
+                };
+                let _ = tx.send(answer);
+            }
+        }));
+    }
+    drop(tx);
+    let mut instances = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while instances.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "only {instances:?} answered: A did not scale out for B's load\n{}",
+            a.log()
+        );
+        let (status, body) = answers.recv().await.expect("clients run");
+        assert_eq!(status, 200, "a request failed while scaling out: {body}");
+        instances.insert(body);
+    }
+    assert_eq!(
+        awake_site_containers(&owner_a, "spread").len(),
+        3,
+        "never more than max_instances"
+    );
+
+    // The load stops: back to one instance, and no request failed on the way.
+    stop.cancel();
+    for client in clients {
+        client.await.expect("client");
+    }
+    while let Some((status, body)) = answers.recv().await {
+        assert_eq!(status, 200, "a request failed: {body}");
+    }
+    eventually("the environment scales back in to one instance", 60, async || {
+        awake_site_containers(&owner_a, "spread").len() == 1
+    })
+    .await;
+    drop((a, b, cleanup));
+    drop_database_at(&url);
+}
+
 #[tokio::test]
 async fn a_static_site_built_by_one_replica_is_served_by_the_others_edge_from_the_shared_dir() {
     // One folder both replicas mount at the same path (on one machine: the same folder).

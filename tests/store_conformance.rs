@@ -355,39 +355,60 @@ async fn store_conformance_acme_challenges_are_published_withdrawn_and_swept_wit
     assert!(store.live_acme_challenges("http-01", 0, 100).await.unwrap().is_empty());
 }
 
-/// Edge activity: the newest report of each replica wins, a replica reads only the others',
-/// batches larger than one statement are written whole, and old rows are pruned.
+/// Edge activity: the newest request of each replica wins and its in-flight count is
+/// replaced; a replica reads only the others', with in-flight counts summed over fresh
+/// reports; batches larger than one statement are written whole; old rows are pruned.
 #[tokio::test]
 async fn store_conformance_edge_activity_keeps_each_replicas_newest_request_for_the_others() {
+    use berth::store::shared::EdgeActivity;
+    let seen = |env: &str, at: i64, in_flight: i64| EdgeActivity {
+        environment_id: env.into(),
+        last_request_at: at,
+        in_flight,
+    };
     let (_data, store) = fresh().await;
     store
-        .record_edge_activity("a", &[("env1".into(), 1_000), ("env2".into(), 5_000)])
+        .record_edge_activity("a", &[seen("env1", 1_000, 4), seen("env2", 5_000, 1)], 5_000)
         .await
         .unwrap();
-    // An older report does not move the time back; a newer one moves it on.
+    // An older request does not move the time back; a newer one moves it on; the count
+    // is the latest.
     store
-        .record_edge_activity("a", &[("env1".into(), 500), ("env2".into(), 6_000)])
+        .record_edge_activity("a", &[seen("env1", 500, 2), seen("env2", 6_000, 0)], 6_000)
         .await
         .unwrap();
     store
-        .record_edge_activity("b", &[("env1".into(), 3_000)])
+        .record_edge_activity("b", &[seen("env1", 3_000, 3)], 3_000)
         .await
         .unwrap();
-    let for_b = store.edge_activity_elsewhere("b").await.unwrap();
-    assert_eq!(for_b.get("env1"), Some(&1_000));
-    assert_eq!(for_b.get("env2"), Some(&6_000));
-    let for_c = store.edge_activity_elsewhere("c").await.unwrap();
-    assert_eq!(for_c.get("env1"), Some(&3_000), "the newest of every other replica");
-    assert!(!store.edge_activity_elsewhere("a").await.unwrap().contains_key("env2"));
+    let for_b = store.edge_activity_elsewhere("b", 0).await.unwrap();
+    assert_eq!(for_b["env1"], seen("env1", 1_000, 2));
+    assert_eq!(for_b["env2"], seen("env2", 6_000, 0));
+    // The newest request of every other replica; the counts of the fresh reports only.
+    let for_c = store.edge_activity_elsewhere("c", 0).await.unwrap();
+    assert_eq!(for_c["env1"], seen("env1", 3_000, 5));
+    let for_c = store.edge_activity_elsewhere("c", 4_000).await.unwrap();
+    assert_eq!(
+        for_c["env1"],
+        seen("env1", 3_000, 2),
+        "b's report of 3,000 is stale at 4,000"
+    );
+    assert!(
+        !store
+            .edge_activity_elsewhere("a", 0)
+            .await
+            .unwrap()
+            .contains_key("env2")
+    );
     // More environments than one statement carries.
-    let many: Vec<(String, i64)> = (0..450).map(|i| (format!("many{i}"), 10_000 + i)).collect();
-    store.record_edge_activity("a", &many).await.unwrap();
-    let seen = store.edge_activity_elsewhere("b").await.unwrap();
-    assert_eq!(seen.len(), 452);
-    assert_eq!(seen.get("many449"), Some(&10_449));
+    let many: Vec<EdgeActivity> = (0..450).map(|i| seen(&format!("many{i}"), 10_000 + i, 1)).collect();
+    store.record_edge_activity("a", &many, 10_000).await.unwrap();
+    let for_b = store.edge_activity_elsewhere("b", 0).await.unwrap();
+    assert_eq!(for_b.len(), 452);
+    assert_eq!(for_b["many449"], seen("many449", 10_449, 1));
     // Pruning takes what is older than the cut only.
     assert_eq!(store.prune_edge_activity(5_500).await.unwrap(), 2);
-    let left = store.edge_activity_elsewhere("c").await.unwrap();
+    let left = store.edge_activity_elsewhere("c", 0).await.unwrap();
     assert_eq!(left.len(), 451);
     assert!(!left.contains_key("env1"));
 }

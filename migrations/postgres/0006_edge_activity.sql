@@ -1,9 +1,13 @@
--- When each replica's edge last served a request for an environment of a shared target
--- that another replica runs: the replica running it puts it to sleep only once no edge
--- has served it for its idle timeout. One row per environment and reporting replica.
+-- What each replica's edge sees of the environments of a shared target that another
+-- replica runs: when it last served a request for one, and how many of its requests are
+-- in flight (reported at `reported_at`). The replica running them puts an environment to
+-- sleep only once no edge has served it for its idle timeout, and its autoscaler counts
+-- every edge's requests in flight. One row per environment and reporting replica.
 CREATE TABLE edge_activity (
     environment_id   TEXT NOT NULL,
     replica_id       TEXT NOT NULL,
     last_request_at  BIGINT NOT NULL,
+    in_flight        BIGINT NOT NULL,
+    reported_at      BIGINT NOT NULL,
     PRIMARY KEY (environment_id, replica_id)
 );

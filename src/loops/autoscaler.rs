@@ -84,6 +84,9 @@ fn decide(samples: &VecDeque<usize>, limits: ScaleLimits, current: u32) -> u32 {
 #[derive(Debug, Default)]
 pub struct Autoscaler {
     tracked: Mutex<HashMap<String, Tracked>>,
+    /// Requests in flight at the other replicas' edges, by environment id (an environment
+    /// of a shared target this replica runs; see `loops::shared::share_activity`).
+    elsewhere: Mutex<HashMap<String, usize>>,
 }
 
 impl Autoscaler {
@@ -114,14 +117,21 @@ impl Autoscaler {
             .retain(|id, _| awake.contains(id));
     }
 
-    /// Takes one sample of every tracked environment; returns whether any count changed.
+    /// Sets the requests in flight at the other replicas' edges, by environment id.
+    pub fn set_elsewhere(&self, in_flight: HashMap<String, usize>) {
+        *self.elsewhere.lock().expect("autoscaler lock") = in_flight;
+    }
+
+    /// Takes one sample of every tracked environment (its requests in flight at this edge
+    /// and, as last reported, at the other replicas'); returns whether any count changed.
     pub fn sample(&self, edge: &Edge) -> bool {
         let mut changed = false;
-        for t in self.tracked.lock().expect("autoscaler lock").values_mut() {
+        let elsewhere = self.elsewhere.lock().expect("autoscaler lock").clone();
+        for (environment_id, t) in self.tracked.lock().expect("autoscaler lock").iter_mut() {
             if t.limits.max <= 1 {
                 continue;
             }
-            let in_flight = edge.in_flight(&t.host).unwrap_or(0);
+            let in_flight = edge.in_flight(&t.host).unwrap_or(0) + elsewhere.get(environment_id).copied().unwrap_or(0);
             if t.observe(in_flight) {
                 tracing::info!(host = %t.host, instances = t.desired, in_flight, "autoscaler changed an environment's instance count");
                 changed = true;

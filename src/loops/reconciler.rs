@@ -68,10 +68,6 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     let mut labels: Vec<(String, RouteLabel)> = Vec::new();
     // (host, environment) another replica runs: this edge reports their requests to it.
     let mut served_elsewhere: Vec<(String, String)> = Vec::new();
-    // When the other replicas' edges last served each environment (read once, when an
-    // environment of a shared target run here looks idle at this edge).
-    let shared_targets = platform.targets.shared();
-    let mut activity_elsewhere: Option<HashMap<String, i64>> = None;
     for env in desired {
         let host = platform.host_for(&env.site_name, &env.environment_name);
         labels.push((
@@ -120,23 +116,10 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                 let mut idle_for = platform.edge.idle_for(&host);
                 let observed = platform.runtime.observe(&env.deployment_id);
                 let any_healthy = observed.iter().any(|o| o.state == InstanceState::Healthy);
-                // Idle here; on a shared target, the other replicas' edges may have served it.
-                if record
-                    && may_sleep
-                    && any_healthy
-                    && idle_for.is_some_and(|idle| idle >= idle_timeout)
-                    && shared_targets.contains(&env.provider.as_str())
-                {
-                    if activity_elsewhere.is_none() {
-                        activity_elsewhere = Some(platform.store.edge_activity_elsewhere(&platform.replica_id).await?);
-                    }
-                    if let Some(at) = activity_elsewhere
-                        .as_ref()
-                        .and_then(|seen| seen.get(&env.environment_id))
-                    {
-                        let there = Duration::from_millis(u64::try_from(crate::util::now_ms() - at).unwrap_or(0));
-                        idle_for = idle_for.map(|here| here.min(there));
-                    }
+                // Other replicas' edges may have served it since (a shared target run here).
+                if let Some(at) = platform.shared.last_request_elsewhere(&env.environment_id) {
+                    let there = Duration::from_millis(u64::try_from(crate::util::now_ms() - at).unwrap_or(0));
+                    idle_for = idle_for.map(|here| here.min(there));
                 }
                 if may_sleep && any_healthy && idle_for.is_some_and(|idle| idle >= idle_timeout) {
                     tracing::info!(site.name = %env.site_name, deployment.id = %env.deployment_id, "scaling an idle environment to zero");

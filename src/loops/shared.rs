@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::Singleton;
 use crate::platform::Platform;
+use crate::store::shared::EdgeActivity;
 
 /// How long a shared target's lease lasts unless renewed (renewed every third of it).
 pub const LEASE_TIME: Duration = Duration::from_secs(30);
@@ -39,6 +40,9 @@ pub struct SharedLeases {
     /// (host, environment id) of the environments another replica runs, as the last
     /// reconcile pass routed them: this replica's edge reports their requests.
     served_elsewhere: Mutex<Vec<(String, String)>>,
+    /// What the other replicas' edges saw of the environments this replica runs, by
+    /// environment id (read every [`ACTIVITY_EVERY`] while it holds a lease).
+    activity_elsewhere: Mutex<HashMap<String, EdgeActivity>>,
 }
 
 impl SharedLeases {
@@ -48,6 +52,7 @@ impl SharedLeases {
         Self {
             held: Mutex::new(names.iter().map(|n| (*n, held)).collect()),
             served_elsewhere: Mutex::default(),
+            activity_elsewhere: Mutex::default(),
         }
     }
 
@@ -66,6 +71,20 @@ impl SharedLeases {
     /// Sets the (host, environment id) pairs of the environments another replica runs.
     pub fn set_served_elsewhere(&self, hosts: Vec<(String, String)>) {
         *self.served_elsewhere.lock().expect("leases lock") = hosts;
+    }
+
+    /// Whether this replica runs any shared target.
+    pub fn holds_any(&self) -> bool {
+        self.held.lock().expect("leases lock").values().any(|held| *held)
+    }
+
+    /// When another replica's edge last served `environment_id` (ms since the epoch).
+    pub fn last_request_elsewhere(&self, environment_id: &str) -> Option<i64> {
+        self.activity_elsewhere
+            .lock()
+            .expect("leases lock")
+            .get(environment_id)
+            .map(|a| a.last_request_at)
     }
 
     /// Records whether this replica holds `target`'s lease; true when that changed.
@@ -131,21 +150,41 @@ pub async fn run(platform: Arc<Platform>, leases: Vec<(&'static str, Singleton)>
     }
 }
 
-/// How often a replica reports its edge's requests for environments another replica runs.
+/// How often a replica shares what its edge sees with the others, and reads theirs.
 pub const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
 
-/// Reports every [`ACTIVITY_EVERY`], until `stop`, when this replica's edge last served
-/// each environment another replica runs (`edge_activity`), so that replica's idle timer
-/// counts the requests of every edge: an environment served only through this edge is not
-/// put to sleep under its traffic.
-pub async fn report_activity(platform: Arc<Platform>, stop: CancellationToken) {
-    let mut reported: HashMap<String, i64> = HashMap::new();
+/// In-flight counts reported longer ago than this are not counted (their replica stopped).
+const IN_FLIGHT_FRESH: Duration = Duration::from_secs(3);
+
+/// Shares what this replica's edge sees of the environments another replica runs, every
+/// [`ACTIVITY_EVERY`] until `stop` (`edge_activity`): when it last served each and how
+/// many of its requests are in flight (the mean of the autoscaler's samples, rounded up).
+/// A replica that runs a shared target reads the others' in turn: its idle timer and its
+/// autoscaler count the requests of every edge, so an environment served through another
+/// replica's edge is neither put to sleep under that traffic nor left at too few instances.
+pub async fn share_activity(platform: Arc<Platform>, stop: CancellationToken) {
+    // What was reported last, by environment: (last request, in flight).
+    let mut reported: HashMap<String, (i64, i64)> = HashMap::new();
+    // In-flight samples since the last report, by environment: (sum, count).
+    let mut samples: HashMap<String, (usize, usize)> = HashMap::new();
+    let mut tick = tokio::time::interval(crate::loops::autoscaler::SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_share = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(ACTIVITY_EVERY) => {}
+            _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
         let hosts = platform.shared.served_elsewhere.lock().expect("leases lock").clone();
+        for (host, environment_id) in &hosts {
+            let sample = samples.entry(environment_id.clone()).or_default();
+            sample.0 += platform.edge.in_flight(host).unwrap_or(0);
+            sample.1 += 1;
+        }
+        if last_share.elapsed() < ACTIVITY_EVERY {
+            continue;
+        }
+        last_share = tokio::time::Instant::now();
         let now = crate::util::now_ms();
         let mut seen = Vec::new();
         for (host, environment_id) in &hosts {
@@ -153,20 +192,56 @@ pub async fn report_activity(platform: Arc<Platform>, stop: CancellationToken) {
                 continue;
             };
             let at = now.saturating_sub(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX));
-            // The same request read again differs by the clocks' jitter: not news.
-            if reported.get(environment_id).is_none_or(|last| at > last + 500) {
-                seen.push((environment_id.clone(), at));
+            let (sum, count) = samples.get(environment_id).copied().unwrap_or_default();
+            let in_flight = i64::try_from(sum.div_ceil(count.max(1))).unwrap_or(i64::MAX);
+            // News: a later request (the same one read again differs by the clocks'
+            // jitter), another count, or a count that must stay fresh.
+            let news = reported.get(environment_id).is_none_or(|&(last_at, last_in_flight)| {
+                at > last_at + 500 || in_flight != last_in_flight || in_flight > 0
+            });
+            if news {
+                seen.push(EdgeActivity {
+                    environment_id: environment_id.clone(),
+                    last_request_at: at,
+                    in_flight,
+                });
             }
         }
-        if seen.is_empty() {
-            continue;
-        }
-        match platform.store.record_edge_activity(&platform.replica_id, &seen).await {
-            Ok(()) => {
-                reported.extend(seen);
-                reported.retain(|env, _| hosts.iter().any(|(_, e)| e == env));
+        samples.clear();
+        if !seen.is_empty() {
+            match platform
+                .store
+                .record_edge_activity(&platform.replica_id, &seen, now)
+                .await
+            {
+                Ok(()) => {
+                    reported.extend(
+                        seen.into_iter()
+                            .map(|s| (s.environment_id, (s.last_request_at, s.in_flight))),
+                    );
+                    reported.retain(|env, _| hosts.iter().any(|(_, e)| e == env));
+                }
+                Err(err) => tracing::warn!(error = %err, "sharing the edge's requests with the other replicas failed"),
             }
-            Err(err) => tracing::warn!(error = %err, "reporting the edge's requests to the other replicas failed"),
+        }
+        if platform.shared.holds_any() {
+            let fresh_since = now - i64::try_from(IN_FLIGHT_FRESH.as_millis()).unwrap_or(0);
+            match platform
+                .store
+                .edge_activity_elsewhere(&platform.replica_id, fresh_since)
+                .await
+            {
+                Ok(elsewhere) => {
+                    platform.autoscaler.set_elsewhere(
+                        elsewhere
+                            .values()
+                            .map(|a| (a.environment_id.clone(), usize::try_from(a.in_flight).unwrap_or(0)))
+                            .collect(),
+                    );
+                    *platform.shared.activity_elsewhere.lock().expect("leases lock") = elsewhere;
+                }
+                Err(err) => tracing::warn!(error = %err, "reading the other replicas' edge activity failed"),
+            }
         }
     }
 }

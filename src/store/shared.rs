@@ -88,6 +88,17 @@ impl SharedInstanceRow {
     }
 }
 
+/// What an edge saw of one environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeActivity {
+    /// The environment.
+    pub environment_id: String,
+    /// Its last request, ms since the epoch.
+    pub last_request_at: i64,
+    /// Its requests in flight.
+    pub in_flight: i64,
+}
+
 /// Where a recorded deployment runs, for [`Store::record_shared_instances`].
 #[derive(Clone, Copy, Debug)]
 pub struct SharedPlacement<'a> {
@@ -193,40 +204,62 @@ impl Store {
             .map(drop)
     }
 
-    /// Records when this replica's edge last served each of `seen` (environment id, time in
-    /// ms); a later time replaces an earlier one.
-    pub async fn record_edge_activity(&self, replica_id: &str, seen: &[(String, i64)]) -> sqlx::Result<()> {
+    /// Records what this replica's edge saw of each environment in `seen` at `now` (ms): a
+    /// later last request replaces an earlier one; the in-flight count is replaced.
+    pub async fn record_edge_activity(&self, replica_id: &str, seen: &[EdgeActivity], now: i64) -> sqlx::Result<()> {
         for chunk in seen.chunks(ACTIVITY_ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, $1, ${})", 2 * i + 2, 2 * i + 3))
+                .map(|i| format!("(${}, $1, ${}, ${}, $2)", 3 * i + 3, 3 * i + 4, 3 * i + 5))
                 .collect();
             let sql = format!(
-                "INSERT INTO edge_activity (environment_id, replica_id, last_request_at) VALUES {} \
-                 ON CONFLICT (environment_id, replica_id) DO UPDATE SET last_request_at = excluded.last_request_at \
-                 WHERE edge_activity.last_request_at < excluded.last_request_at",
+                "INSERT INTO edge_activity (environment_id, replica_id, last_request_at, in_flight, reported_at) \
+                 VALUES {} ON CONFLICT (environment_id, replica_id) DO UPDATE SET \
+                 last_request_at = CASE WHEN edge_activity.last_request_at < excluded.last_request_at \
+                 THEN excluded.last_request_at ELSE edge_activity.last_request_at END, \
+                 in_flight = excluded.in_flight, reported_at = excluded.reported_at",
                 values.join(", ")
             );
             // Only placeholders are generated; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(replica_id);
-            for (environment_id, at) in chunk {
-                query = query.bind(environment_id.as_str()).bind(*at);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(replica_id).bind(now);
+            for seen in chunk {
+                query = query
+                    .bind(seen.environment_id.as_str())
+                    .bind(seen.last_request_at)
+                    .bind(seen.in_flight);
             }
             query.execute(&self.pool).await?;
         }
         Ok(())
     }
 
-    /// The newest request the other replicas' edges served, by environment id.
-    pub async fn edge_activity_elsewhere(&self, replica_id: &str) -> sqlx::Result<HashMap<String, i64>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT environment_id, MAX(last_request_at) FROM edge_activity WHERE replica_id <> $1 \
-             GROUP BY environment_id LIMIT $2",
+    /// What the other replicas' edges saw, by environment id: the newest request of any,
+    /// and the sum of their in-flight counts reported at or after `fresh_since` (ms).
+    pub async fn edge_activity_elsewhere(
+        &self,
+        replica_id: &str,
+        fresh_since: i64,
+    ) -> sqlx::Result<HashMap<String, EdgeActivity>> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT environment_id, MAX(last_request_at), \
+             CAST(SUM(CASE WHEN reported_at >= $2 THEN in_flight ELSE 0 END) AS BIGINT) \
+             FROM edge_activity WHERE replica_id <> $1 GROUP BY environment_id LIMIT $3",
         )
         .bind(replica_id)
+        .bind(fresh_since)
         .bind(MAX_SHARED_INSTANCES)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().collect())
+        Ok(rows
+            .into_iter()
+            .map(|(environment_id, last_request_at, in_flight)| {
+                let seen = EdgeActivity {
+                    environment_id: environment_id.clone(),
+                    last_request_at,
+                    in_flight,
+                };
+                (environment_id, seen)
+            })
+            .collect())
     }
 
     /// Forgets edge activity older than `before` (ms): deleted environments' and gone
