@@ -1999,3 +1999,40 @@ async fn kubernetes_fake_api_a_dry_run_with_the_build_job_lists_its_objects_seal
     assert!(!dry.to_string().contains(secret), "{dry}");
     assert!(server.kube.jobs_seen().is_empty(), "nothing was built");
 }
+
+#[tokio::test]
+async fn kubernetes_fake_api_cancelling_a_deploy_deletes_its_build_job_and_secret() {
+    let server = KubeServer::start().await;
+    use_build_job(&server).await;
+    server.kube.hold_jobs(true);
+    let site = dockerfile_app("never built");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "halt", "repo": s(site.path()), "wait": false}),
+        )
+        .await;
+    assert!(status == 201 || status == 202, "{out}");
+    let id = deployment_id(&out);
+    eventually("the build Job is applied", async || !build_objects(&server).is_empty()).await;
+    let (status, out) = server.post(&format!("/api/deployments/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    let d = server.wait_deployment(&id).await;
+    assert_eq!(d["status"], "cancelled", "{d}");
+    eventually("the Job and its Secret are deleted", async || {
+        build_objects(&server).is_empty()
+    })
+    .await;
+    let deleted: Vec<String> = server
+        .kube
+        .seen()
+        .into_iter()
+        .filter(|(method, path)| method == "DELETE" && path.contains("/jobs/"))
+        .map(|(_, path)| path)
+        .collect();
+    assert!(
+        deleted.iter().any(|p| p.contains("propagationPolicy=Foreground")),
+        "deleted with its pod: {deleted:?}"
+    );
+    server.kube.release_jobs();
+}
