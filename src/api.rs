@@ -104,6 +104,32 @@ pub fn client_ip<B>(req: &axum::http::Request<B>) -> std::net::IpAddr {
         .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
+/// `GET /internal/build-contexts/{token}`: a build context offered to a builder outside
+/// berth (the kubernetes target's build Job), served once; the token is the credential,
+/// so there is no other authentication. Unknown, used and expired tokens all get 404.
+pub fn build_context_router(contexts: Arc<crate::runtime::build_contexts::BuildContexts>) -> Router {
+    Router::new()
+        .route("/internal/build-contexts/{token}", get(build_context))
+        .with_state(contexts)
+}
+
+async fn build_context(
+    State(contexts): State<Arc<crate::runtime::build_contexts::BuildContexts>>,
+    Path(token): Path<String>,
+) -> Response {
+    match contexts.take(&token) {
+        Some(file) => {
+            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/gzip")],
+                Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no such build context\n").into_response(),
+    }
+}
+
 /// The `/api` routes (authentication is layered on by the server).
 pub fn router(service: Service) -> Router {
     Router::new()

@@ -101,6 +101,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     );
     let logs = LogSink::start(store.clone(), config.logs.limits());
     let reconcile_wake = Arc::new(Notify::new());
+    let build_contexts = crate::runtime::build_contexts::BuildContexts::new(config.data_dir.join("build-contexts"))
+        .context("creating the build contexts folder")?;
     let targets = crate::runtime::Targets::assemble(
         &crate::runtime::target::Assembly {
             sandbox: sandbox.clone(),
@@ -113,6 +115,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
             } else {
                 vec![api_addr.port()]
             },
+            build_contexts: build_contexts.clone(),
         },
         logs.clone(),
         reconcile_wake.clone(),
@@ -281,6 +284,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
             .with_mcp_resource(format!("{issuer}/mcp")),
         ),
         issuer,
+        build_contexts,
     )?;
 
     let ports = serde_json::json!({
@@ -362,6 +366,7 @@ fn control_plane_router(
     api_port: u16,
     auth: Arc<Authenticator>,
     issuer: String,
+    build_contexts: Arc<crate::runtime::build_contexts::BuildContexts>,
 ) -> anyhow::Result<Router> {
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), "[::1]".into()];
     for h in ["localhost", "127.0.0.1", "[::1]"] {
@@ -401,6 +406,7 @@ fn control_plane_router(
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics_endpoint).with_state(metrics))
         .merge(crate::git_http::router(service_for_git))
+        .merge(crate::api::build_context_router(build_contexts))
         .merge(crate::oauth::router(ui.clone(), issuer)?)
         .merge(protected)
         .merge(crate::ui::router(ui)))

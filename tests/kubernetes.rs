@@ -1702,3 +1702,337 @@ async fn kubernetes_fake_knative_a_dry_run_shows_the_knative_service_a_release_w
     );
     assert_eq!(server.kube.objects(), objects_before, "nothing applied");
 }
+
+/// Switches the server's org to the in-cluster build Job.
+async fn use_build_job(server: &KubeServer) {
+    let config = json!({
+        "builder": "job",
+        "build_image": "gcr.io/kaniko-project/executor:v1.23.2",
+        "build_context_url": format!("http://127.0.0.1:{}", server.api_port),
+    });
+    let (status, out) = server
+        .patch("/api/config/kubernetes", &json!({ "config": config }))
+        .await;
+    assert_eq!(status, 200, "{out}");
+}
+
+/// The images on the local engine labelled with the server's `berth.owner`.
+fn images_built_by_berth(server: &KubeServer) -> String {
+    docker(&[
+        "images",
+        "-q",
+        "--filter",
+        &format!("label=berth.owner={}", server.owner),
+    ])
+}
+
+/// The build Jobs and their Secrets still in the cluster.
+fn build_objects(server: &KubeServer) -> Vec<String> {
+    server
+        .kube
+        .objects()
+        .into_iter()
+        .filter(|(path, o)| o["kind"] == "Job" || (o["kind"] == "Secret" && path.contains("/secrets/build-")))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_builder_job_builds_in_the_cluster_with_sealed_build_args_and_berths_engine_builds_nothing()
+{
+    let server = KubeServer::start().await;
+    use_build_job(&server).await;
+    let site = app(&[
+        (
+            "Dockerfile",
+            "FROM berth-test/busybox:1\nARG GREETING\nCOPY index.html /www/index.html\nRUN echo \"arg:$GREETING\" > /www/arg.txt\nCMD [\"/bin/sh\", \"-c\", \"exec httpd -f -v -p $PORT -h /www\"]\n",
+        ),
+        ("index.html", "built in the cluster"),
+    ]);
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "kan", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(
+        server.edge("kan.localhost", "/").await,
+        (200, "built in the cluster".to_string())
+    );
+
+    // A secret variable reaches the build as a build argument, never through the Job.
+    let secret = "s3cret-greeting-4242";
+    let (status, out) = server
+        .patch("/api/sites/kan/env", &json!({"vars": {"GREETING": secret}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (_, out) = server.post("/api/sites/kan/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(
+        server.edge("kan.localhost", "/arg.txt").await,
+        (200, format!("arg:{secret}\n"))
+    );
+
+    // The Job built it: the fake saw the Jobs, berth's own engine built nothing.
+    let jobs = server.kube.jobs_seen();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    for job in &jobs {
+        assert!(
+            !job.to_string().contains(secret),
+            "a build argument's value in the Job: {job}"
+        );
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(job["spec"]["backoffLimit"], 0);
+        assert!(job["spec"]["activeDeadlineSeconds"].as_u64().unwrap() >= 60);
+        assert!(
+            !job.to_string().contains("/internal/build-contexts/"),
+            "the URL is in the Secret only: {job}"
+        );
+    }
+    assert!(
+        jobs[1]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .to_string()
+            .contains("--build-arg=GREETING")
+    );
+    assert_eq!(images_built_by_berth(&server), "", "berth's engine built an image");
+
+    // The pod runs the pushed digest, recorded as the docker path records it.
+    let id = deployment_id(&out);
+    let image = server.deployment_image("kan-production");
+    let (name, digest) = image.split_once('@').expect("an image by digest");
+    assert_eq!(name, format!("{REGISTRY}/berth/kan"));
+    assert!(registry_has("berth/kan", digest).await, "the registry serves {image}");
+    let log = server.deployment_log(&id, "build").await;
+    assert!(log.contains("building in the cluster: Job"), "{log}");
+    assert!(
+        log.contains("RUN echo \"arg:$GREETING\""),
+        "the builder's output is in the log: {log}"
+    );
+    assert!(log.contains(&format!("pushed {image}")), "{log}");
+    assert!(!log.contains(secret) && !server.log().contains(secret));
+
+    // The builds namespace, and nothing of the builds left.
+    let builds = server
+        .kube
+        .objects()
+        .into_values()
+        .find(|o| o["kind"] == "Namespace" && o["metadata"]["labels"]["app.kubernetes.io/component"] == "build")
+        .expect("a builds namespace");
+    assert_eq!(
+        builds["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "baseline"
+    );
+    assert!(
+        builds["metadata"]["name"].as_str().unwrap().contains("-builds"),
+        "{builds}"
+    );
+    assert_eq!(build_objects(&server), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_the_build_context_is_served_once_to_its_token_only() {
+    use base64::Engine as _;
+    let server = KubeServer::start().await;
+    use_build_job(&server).await;
+    server.kube.hold_jobs(true);
+    let site = dockerfile_app("held");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "once", "repo": s(site.path()), "wait": false}),
+        )
+        .await;
+    assert!(status == 201 || status == 202, "{out}");
+    let id = deployment_id(&out);
+    let mut url = String::new();
+    eventually("the build Secret is applied", async || {
+        let secret = server
+            .of_kind("Secret")
+            .into_iter()
+            .find(|o| o["metadata"]["name"].as_str().unwrap_or_default().starts_with("build-"));
+        if let Some(secret) = secret {
+            let data = secret["data"]["context-url"].as_str().unwrap();
+            url = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).unwrap()).unwrap();
+        }
+        !url.is_empty()
+    })
+    .await;
+    let base = format!("http://127.0.0.1:{}/internal/build-contexts/", server.api_port);
+    let token = url.strip_prefix(&base).unwrap_or_else(|| panic!("{url}"));
+    assert_eq!(token.len(), 64, "32 random bytes: {url}");
+
+    // A wrong token gets nothing (and takes nothing).
+    let wrong = reqwest::get(format!("{base}{}", "0".repeat(64))).await.unwrap();
+    assert_eq!(wrong.status(), 404);
+    assert!(wrong.bytes().await.unwrap().len() < 64);
+    // The right one gets the context once: the app and its Dockerfile.
+    let first = reqwest::get(&url).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let tarball = first.bytes().await.unwrap();
+    let mut names = Vec::new();
+    for entry in tar::Archive::new(flate2::read::GzDecoder::new(&tarball[..]))
+        .entries()
+        .unwrap()
+    {
+        names.push(entry.unwrap().path().unwrap().display().to_string());
+    }
+    assert!(
+        names.contains(&"Dockerfile".to_string()) && names.contains(&"index.html".to_string()),
+        "{names:?}"
+    );
+    let second = reqwest::get(&url).await.unwrap();
+    assert_eq!(second.status(), 404, "a second download");
+
+    // The Job's own download then fails: the deploy fails saying so; nothing is left.
+    server.kube.release_jobs();
+    let d = server.wait_deployment(&id).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(error.contains("downloading the build context failed"), "{d}");
+    assert!(error.contains("build_context_url"), "the fix is named: {d}");
+    assert_eq!(build_objects(&server), Vec::<String>::new());
+    assert_eq!(images_built_by_berth(&server), "");
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_a_dockerfile_failing_in_the_build_job_fails_the_deploy_and_the_previous_keeps_serving() {
+    let server = KubeServer::start().await;
+    use_build_job(&server).await;
+    let site = dockerfile_app("first build");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "bad", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    std::fs::write(
+        site.path().join("Dockerfile"),
+        "FROM berth-test/busybox:1\nRUN echo compiling the assets; echo no space left for assets; exit 3\n",
+    )
+    .unwrap();
+    let (_, out) = server.post("/api/sites/bad/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let error = out["deployment"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("the build Job failed: BackoffLimitExceeded"), "{out}");
+    assert!(
+        error.contains("no space left for assets"),
+        "the build's last lines: {out}"
+    );
+    let log = server.deployment_log(&deployment_id(&out), "build").await;
+    assert!(log.contains("no space left for assets"), "{log}");
+    assert_eq!(
+        server.edge("bad.localhost", "/").await,
+        (200, "first build".to_string()),
+        "the previous deployment still serves"
+    );
+    assert_eq!(
+        build_objects(&server),
+        Vec::<String>::new(),
+        "the Job and its Secret are gone"
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_builder_job_without_its_image_or_url_is_refused_naming_the_setting() {
+    let kube = FakeKube::start(TOKEN).await;
+    let server = TestServer::start().await;
+    let good = json!({
+        "api_url": kube.url, "token": TOKEN, "registry": REGISTRY,
+        "ingress_address": kube.ingress.to_string(),
+    });
+    let (status, out) = server.patch("/api/config/kubernetes", &json!({"config": good})).await;
+    assert_eq!(status, 200, "{out}");
+    for (bad, key) in [
+        (json!({"builder": "job"}), "build_image"),
+        (json!({"builder": "job", "build_image": "not an image"}), "build_image"),
+        (
+            json!({"builder": "job", "build_image": "gcr.io/kaniko-project/executor:v1.23.2"}),
+            "build_context_url",
+        ),
+        (json!({"builder": "kaniko"}), "builder"),
+    ] {
+        let (status, out) = server.patch("/api/config/kubernetes", &json!({"config": bad})).await;
+        assert_eq!(status, 400, "{bad}: {out}");
+        assert!(
+            out.to_string().contains(&format!("'{key}'")),
+            "the error names {key}: {out}"
+        );
+    }
+    let (_, cfg) = server.get("/api/config/kubernetes").await;
+    let config = &cfg["providers"][0]["config"];
+    assert!(config.get("builder").is_none_or(Value::is_null), "unchanged: {cfg}");
+    assert!(config.get("build_image").is_none_or(Value::is_null), "unchanged: {cfg}");
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_a_dry_run_with_the_build_job_lists_its_objects_sealed() {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("dry job");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "dryjob", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let secret = "build-arg-secret-77aa";
+    let (status, out) = server
+        .patch("/api/sites/dryjob/env", &json!({"vars": {"API_KEY": secret}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    use_build_job(&server).await;
+    let (status, dry) = server.post("/api/sites/dryjob/deploy", &json!({"dry_run": true})).await;
+    assert_eq!(status, 200, "{dry}");
+    let objects = dry["objects"].as_array().unwrap();
+    let job = objects.iter().find(|o| o["kind"] == "Job").expect("the build Job");
+    assert_eq!(job["apiVersion"], "batch/v1");
+    assert!(job.to_string().contains("--build-arg=API_KEY"), "{job}");
+    let build_secret = objects
+        .iter()
+        .find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == job["metadata"]["name"])
+        .expect("the build Secret");
+    assert_eq!(build_secret["data"]["context-url"], "<sealed>", "{build_secret}");
+    assert!(!dry.to_string().contains(secret), "{dry}");
+    assert!(server.kube.jobs_seen().is_empty(), "nothing was built");
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_cancelling_a_deploy_deletes_its_build_job_and_secret() {
+    let server = KubeServer::start().await;
+    use_build_job(&server).await;
+    server.kube.hold_jobs(true);
+    let site = dockerfile_app("never built");
+    let (status, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "halt", "repo": s(site.path()), "wait": false}),
+        )
+        .await;
+    assert!(status == 201 || status == 202, "{out}");
+    let id = deployment_id(&out);
+    eventually("the build Job is applied", async || !build_objects(&server).is_empty()).await;
+    let (status, out) = server.post(&format!("/api/deployments/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    let d = server.wait_deployment(&id).await;
+    assert_eq!(d["status"], "cancelled", "{d}");
+    eventually("the Job and its Secret are deleted", async || {
+        build_objects(&server).is_empty()
+    })
+    .await;
+    let deleted: Vec<String> = server
+        .kube
+        .seen()
+        .into_iter()
+        .filter(|(method, path)| method == "DELETE" && path.contains("/jobs/"))
+        .map(|(_, path)| path)
+        .collect();
+    assert!(
+        deleted.iter().any(|p| p.contains("propagationPolicy=Foreground")),
+        "deleted with its pod: {deleted:?}"
+    );
+    server.kube.release_jobs();
+}

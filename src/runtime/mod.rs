@@ -3,6 +3,7 @@
 //! drains and scale-out follow one lifecycle in [`Runtime`] for every provider. `local`
 //! (sandboxed child processes) is the default provider.
 
+pub mod build_contexts;
 pub mod docker;
 pub mod error_patterns;
 pub mod health;

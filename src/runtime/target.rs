@@ -194,6 +194,8 @@ pub struct Assembly {
     pub owner: String,
     /// Ports of the control plane that apps must not reach (it listens beyond loopback).
     pub shielded_ports: Vec<u16>,
+    /// Build contexts offered once to builders outside berth (`/internal/build-contexts`).
+    pub build_contexts: Arc<super::build_contexts::BuildContexts>,
 }
 
 /// The deployment and site an operation is about, with the org's settings of the target.
@@ -236,6 +238,8 @@ pub struct BuildJob<'a> {
     pub log: &'a (dyn Fn(&'static str, String) + Send + Sync),
     /// Cancels the build.
     pub cancel: &'a CancellationToken,
+    /// Longest the build may take (berth's build timeout).
+    pub timeout: std::time::Duration,
 }
 
 /// What a dry run of a release found.

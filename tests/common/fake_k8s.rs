@@ -33,6 +33,20 @@
 //! revisions that are ready; its fake ingress routes a DomainMapping's host to the pod
 //! of the revision the mapped Service's traffic goes to. It does not scale revisions
 //! (no activator, no scale to zero): `min-scale` is only an annotation here.
+//!
+//! Its FAKE job runner plays a `batch/v1` Job forward the way a cluster running a kaniko
+//! executor would (without running the init or executor images): it creates the Job's
+//! pod (labelled `batch.kubernetes.io/job-name`, owned by the Job), resolves the
+//! containers' `secretKeyRef` variables from the stored Secret (a missing one is a
+//! `CreateContainerConfigError`), downloads the context from the URL the init
+//! container's `wget` names with a real HTTP GET (a failure ends the init container with
+//! exit 1 and the Job `Failed`), builds it with the real Docker Engine (`docker build` of
+//! the tarball, `--build-arg NAME` taking the value from the executor's variables, as
+//! kaniko does), pushes it to the `--destination` on the real registry, and sets the
+//! executor's termination message to the pushed digest and the Job `Complete`; a build
+//! that fails ends the executor with exit 1 and the Job `Failed`
+//! (`BackoffLimitExceeded`). The build output is the pod's executor log (followed while
+//! it builds). [`FakeKube::hold_jobs`] keeps new Jobs' pods pending until released.
 
 #![allow(dead_code, reason = "each test file uses a different part of the fake")]
 
@@ -81,6 +95,16 @@ struct Shared {
     metrics: std::sync::atomic::AtomicBool,
     /// Whether it fakes Knative Serving.
     knative: std::sync::atomic::AtomicBool,
+    /// Whether new Jobs wait for [`FakeKube::release_jobs`].
+    hold_jobs: std::sync::atomic::AtomicBool,
+    /// Wakes held Jobs.
+    jobs_released: tokio::sync::Notify,
+    /// Pods of the job runner whose executor has ended (their log stream ends).
+    finished_pods: Mutex<std::collections::HashSet<String>>,
+    /// Images the job runner built (removed when the fake is dropped).
+    built_images: Mutex<Vec<String>>,
+    /// Jobs the job runner saw, as applied.
+    jobs_seen: Mutex<Vec<Value>>,
 }
 
 /// Marks a request that came with a client certificate the TLS listener verified.
@@ -134,6 +158,11 @@ impl FakeKube {
             next_backend: AtomicU64::new(0),
             metrics: std::sync::atomic::AtomicBool::new(false),
             knative: std::sync::atomic::AtomicBool::new(false),
+            hold_jobs: std::sync::atomic::AtomicBool::new(false),
+            jobs_released: tokio::sync::Notify::new(),
+            finished_pods: Mutex::default(),
+            built_images: Mutex::default(),
+            jobs_seen: Mutex::default(),
         });
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -315,6 +344,22 @@ impl FakeKube {
         self.shared.knative.store(on, Ordering::SeqCst);
     }
 
+    /// Keeps the pods of new Jobs pending (`true`) until [`Self::release_jobs`].
+    pub fn hold_jobs(&self, on: bool) {
+        self.shared.hold_jobs.store(on, Ordering::SeqCst);
+    }
+
+    /// Lets held Jobs run.
+    pub fn release_jobs(&self) {
+        self.shared.hold_jobs.store(false, Ordering::SeqCst);
+        self.shared.jobs_released.notify_waiters();
+    }
+
+    /// The Jobs the job runner saw, as they were applied.
+    pub fn jobs_seen(&self) -> Vec<Value> {
+        self.shared.jobs_seen.lock().unwrap().clone()
+    }
+
     /// Every container the fake kubelet has running.
     pub fn containers(&self) -> Vec<String> {
         self.shared.containers.lock().unwrap().values().cloned().collect()
@@ -338,6 +383,13 @@ impl Drop for FakeKube {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
+        }
+        let built: Vec<String> = self.shared.built_images.lock().unwrap().drain(..).collect();
+        if !built.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f"])
+                .args(&built)
+                .output();
         }
         let names: Vec<String> = self.shared.containers.lock().unwrap().values().cloned().collect();
         if !names.is_empty() {
@@ -466,6 +518,7 @@ async fn api_call(State(shared): State<Arc<Shared>>, request: Request) -> Respon
             let mut groups = vec![
                 json!({"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}]}),
                 json!({"name": "networking.k8s.io", "versions": [{"groupVersion": "networking.k8s.io/v1", "version": "v1"}]}),
+                json!({"name": "batch", "versions": [{"groupVersion": "batch/v1", "version": "v1"}]}),
             ];
             if shared.knative.load(Ordering::SeqCst) {
                 groups.push(json!({"name": KNATIVE_GROUP, "versions": [
@@ -507,8 +560,10 @@ async fn api_call(State(shared): State<Arc<Shared>>, request: Request) -> Respon
     match (parts.method, place) {
         (Method::GET, Place::Log(pod)) if query_value(&query, "follow").as_deref() == Some("true") => {
             let container = shared.containers.lock().unwrap().get(&pod).cloned();
+            let built = shared.logs.lock().unwrap().contains_key(&pod);
             match container {
                 Some(container) => follow_log(&container, &query),
+                None if built => follow_build_log(shared.clone(), pod),
                 None => status(
                     StatusCode::BAD_REQUEST,
                     "BadRequest",
@@ -736,8 +791,13 @@ fn apply(
         let (shared, path) = (shared.clone(), path.to_string());
         tokio::spawn(async move { scale_pods(shared, path).await });
     }
+    let new_job = object["kind"] == "Job" && previous.is_none();
     objects.insert(path.to_string(), object.clone());
     drop(objects);
+    if new_job {
+        let (shared, path) = (shared.clone(), path.to_string());
+        tokio::spawn(async move { job_runner(shared, path).await });
+    }
     if knative_service {
         knative_controller(shared, path);
         let answer = shared.objects.lock().unwrap().get(path).cloned().unwrap_or(object);
@@ -1573,5 +1633,284 @@ async fn ingress_call(State(shared): State<Arc<Shared>>, request: Request) -> Re
             (code, answer.bytes().await.unwrap_or_default()).into_response()
         }
         Err(_) => (StatusCode::BAD_GATEWAY, "502 Bad Gateway").into_response(),
+    }
+}
+
+/// A build pod's executor log as a followed stream: what it wrote so far and what it
+/// writes next, until its executor ends.
+fn follow_build_log(shared: Arc<Shared>, pod: String) -> Response {
+    let stream = futures::stream::unfold((shared, pod, 0usize, false), |(shared, pod, at, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            let text = shared.logs.lock().unwrap().get(&pod).cloned().unwrap_or_default();
+            let finished = shared.finished_pods.lock().unwrap().contains(&pod);
+            if text.len() > at {
+                let chunk = Bytes::from(text[at..].to_string());
+                return Some((Ok::<_, std::io::Error>(chunk), (shared, pod, text.len(), false)));
+            }
+            if finished {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(axum::body::Body::from_stream(stream))
+        .expect("a response")
+}
+
+/// The values of a container's `env` (`value`, or `valueFrom.secretKeyRef` of a stored
+/// Secret); `Err` names a missing Secret or key, as the kubelet's
+/// `CreateContainerConfigError` does.
+fn container_env(shared: &Shared, ns: &str, container: &Value) -> Result<Vec<(String, String)>, String> {
+    use base64::Engine as _;
+    let mut env = Vec::new();
+    for var in container["env"].as_array().into_iter().flatten() {
+        let name = var["name"].as_str().unwrap_or_default().to_string();
+        if let Some(value) = var["value"].as_str() {
+            env.push((name, value.to_string()));
+            continue;
+        }
+        let reference = &var["valueFrom"]["secretKeyRef"];
+        let secret = reference["name"].as_str().unwrap_or_default();
+        let key = reference["key"].as_str().unwrap_or_default();
+        let stored = shared
+            .objects
+            .lock()
+            .unwrap()
+            .get(&format!("/api/v1/namespaces/{ns}/secrets/{secret}"))
+            .cloned()
+            .ok_or_else(|| format!("secret \"{secret}\" not found"))?;
+        let data = stored["data"][key]
+            .as_str()
+            .ok_or_else(|| format!("couldn't find key {key} in Secret {ns}/{secret}"))?;
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| format!("bad base64 in {key}: {e}"))?;
+        env.push((name, String::from_utf8_lossy(&value).into_owned()));
+    }
+    Ok(env)
+}
+
+/// Sets a build pod's phase and container states (only while its Job exists).
+fn set_build_pod(shared: &Shared, pod_path: &str, phase: &str, fetch: Value, executor: Value) {
+    if let Some(pod) = shared.objects.lock().unwrap().get_mut(pod_path) {
+        pod["status"] = json!({
+            "phase": phase,
+            "initContainerStatuses": [{"name": "fetch", "ready": false, "state": fetch}],
+            "containerStatuses": [{"name": "executor", "ready": false, "state": executor}],
+        });
+    }
+}
+
+/// Ends a Job: `Complete`, or `Failed` with `reason`.
+fn finish_job(shared: &Shared, job_path: &str, pod_path: &str, failed: Option<(&str, &str)>) {
+    shared.finished_pods.lock().unwrap().insert(pod_path.to_string());
+    if let Some(job) = shared.objects.lock().unwrap().get_mut(job_path) {
+        job["status"] = match failed {
+            None => json!({"succeeded": 1, "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True"},
+                {"type": "Complete", "status": "True"}]}),
+            Some((reason, message)) => json!({"failed": 1, "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": reason},
+                {"type": "Failed", "status": "True", "reason": reason, "message": message}]}),
+        };
+    }
+}
+
+/// Appends to a build pod's executor log.
+fn build_log(shared: &Shared, pod_path: &str, text: &str) {
+    shared
+        .logs
+        .lock()
+        .unwrap()
+        .entry(pod_path.to_string())
+        .or_default()
+        .push_str(text);
+}
+
+/// The FAKE job runner (see the module's documentation).
+async fn job_runner(shared: Arc<Shared>, job_path: String) {
+    let Some(job) = shared.objects.lock().unwrap().get(&job_path).cloned() else {
+        return;
+    };
+    shared.jobs_seen.lock().unwrap().push(job.clone());
+    let ns = job["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+    let name = job["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let template = &job["spec"]["template"];
+    let rv = shared.version.fetch_add(1, Ordering::SeqCst) + 1;
+    let pod_name = format!("{name}-{rv:05}");
+    let pod_path = format!("/api/v1/namespaces/{ns}/pods/{pod_name}");
+    let mut labels = template["metadata"]["labels"].clone();
+    labels["batch.kubernetes.io/job-name"] = json!(name);
+    labels["job-name"] = json!(name);
+    let waiting = json!({"waiting": {"reason": "PodInitializing"}});
+    shared.objects.lock().unwrap().insert(
+        pod_path.clone(),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": ns, "labels": labels, "uid": format!("uid-{rv}"),
+                "resourceVersion": rv.to_string(),
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                    "uid": job["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]},
+            "spec": template["spec"],
+            "status": {"phase": "Pending"},
+        }),
+    );
+    set_build_pod(&shared, &pod_path, "Pending", waiting.clone(), waiting.clone());
+    if shared.hold_jobs.load(Ordering::SeqCst) {
+        let released = shared.jobs_released.notified();
+        if shared.hold_jobs.load(Ordering::SeqCst) {
+            released.await;
+        }
+    }
+    let spec = &template["spec"];
+    let (init, executor) = (&spec["initContainers"][0], &spec["containers"][0]);
+    let config_error =
+        |message: String| json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}});
+    let init_env = match container_env(&shared, &ns, init) {
+        Ok(env) => env,
+        Err(e) => return set_build_pod(&shared, &pod_path, "Pending", config_error(e), waiting),
+    };
+    // The variable `wget` downloads: the one the script names as "$NAME".
+    let script = init["command"]
+        .as_array()
+        .and_then(|c| c.last())
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let variable: String = script
+        .split_once("\"$")
+        .map(|(_, rest)| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .unwrap_or_default();
+    let url = init_env
+        .iter()
+        .find(|(k, _)| *k == variable)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let running = json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}});
+    set_build_pod(&shared, &pod_path, "Pending", running.clone(), waiting.clone());
+    let fetched = match reqwest::get(&url).await {
+        Ok(r) if r.status().is_success() => r.bytes().await.map_err(|e| e.to_string()),
+        Ok(r) => Err(format!("server returned error: HTTP/1.1 {}", r.status())),
+        Err(e) => Err(format!("can't connect to remote host: {e}")),
+    };
+    let context = match fetched {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let failed = json!({"terminated": {"exitCode": 1, "reason": "Error", "message": format!("wget: {e}")}});
+            set_build_pod(&shared, &pod_path, "Failed", failed, waiting);
+            return finish_job(
+                &shared,
+                &job_path,
+                &pod_path,
+                Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit")),
+            );
+        }
+    };
+    let done = json!({"terminated": {"exitCode": 0, "reason": "Completed"}});
+    let executor_env = match container_env(&shared, &ns, executor) {
+        Ok(env) => env,
+        Err(e) => return set_build_pod(&shared, &pod_path, "Pending", done, config_error(e)),
+    };
+    let args: Vec<String> = executor["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    let flag = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_string))
+    };
+    let destination = flag("destination").unwrap_or_default();
+    let dockerfile = flag("dockerfile").unwrap_or_else(|| "Dockerfile".into());
+    assert_eq!(flag("context").as_deref(), Some("tar:///workspace/context.tar.gz"));
+    let tarball = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(tarball.path(), &context).expect("writing the context");
+    build_log(&shared, &pod_path, "");
+    set_build_pod(&shared, &pod_path, "Running", done.clone(), running);
+    let mut build: Vec<String> = vec![
+        "build".into(),
+        "-f".into(),
+        dockerfile,
+        "-t".into(),
+        destination.clone(),
+    ];
+    for arg in args.iter().filter_map(|a| a.strip_prefix("--build-arg=")) {
+        build.push("--build-arg".into());
+        build.push(arg.to_string());
+    }
+    build.push("-".into());
+    let mut command = tokio::process::Command::new("sh");
+    command
+        .args(["-c", "exec docker \"$@\" 2>&1", "sh"])
+        .args(&build)
+        .envs(executor_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::fs::File::open(tarball.path()).expect("the context"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("docker build starts");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut buffer = [0u8; 4096];
+    loop {
+        use tokio::io::AsyncReadExt as _;
+        match stdout.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => build_log(&shared, &pod_path, &String::from_utf8_lossy(&buffer[..n])),
+        }
+    }
+    let built = child.wait().await.is_ok_and(|s| s.success());
+    let pushed = if built {
+        shared.built_images.lock().unwrap().push(destination.clone());
+        let push = docker(&["push".into(), destination.clone()]).await;
+        build_log(&shared, &pod_path, &format!("{}\n", push.clone().unwrap_or_else(|e| e)));
+        let repository = destination
+            .rsplit_once(':')
+            .map_or(destination.as_str(), |(r, _)| r)
+            .to_string();
+        match push {
+            Ok(_) => docker(&[
+                "inspect".into(),
+                "--format".into(),
+                "{{range .RepoDigests}}{{println .}}{{end}}".into(),
+                destination.clone(),
+            ])
+            .await
+            .ok()
+            .and_then(|out| {
+                out.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{repository}@")).map(str::to_string))
+            }),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    if !shared.objects.lock().unwrap().contains_key(&job_path) {
+        return; // deleted meanwhile (its pod went with it)
+    }
+    match pushed {
+        Some(digest) => {
+            let ended = json!({"terminated": {"exitCode": 0, "reason": "Completed", "message": digest}});
+            set_build_pod(&shared, &pod_path, "Succeeded", done, ended);
+            finish_job(&shared, &job_path, &pod_path, None);
+        }
+        None => {
+            let ended = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
+            set_build_pod(&shared, &pod_path, "Failed", done, ended);
+            finish_job(
+                &shared,
+                &job_path,
+                &pod_path,
+                Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit")),
+            );
+        }
     }
 }

@@ -125,9 +125,13 @@ impl KubeServer {
             .collect()
     }
 
-    /// The namespace berth made for the org.
+    /// The namespace berth made for the org's apps (not its builds namespace).
     pub fn namespace(&self) -> String {
-        let namespaces = self.of_kind("Namespace");
+        let namespaces: Vec<Value> = self
+            .of_kind("Namespace")
+            .into_iter()
+            .filter(|n| n["metadata"]["labels"]["app.kubernetes.io/component"] != "build")
+            .collect();
         assert_eq!(namespaces.len(), 1, "{namespaces:?}");
         namespaces[0]["metadata"]["name"].as_str().unwrap().to_string()
     }

@@ -125,6 +125,18 @@ async fn write_generated(app_dir: &Path, text: &str) -> std::io::Result<()> {
     file.flush().await
 }
 
+/// Puts the recipe's Dockerfile into the app folder (a generated one is written there, see
+/// `write_generated`) and returns its name in the build context.
+pub async fn dockerfile_in_context(app_dir: &Path, recipe: &ImageRecipe) -> std::io::Result<&'static str> {
+    match recipe {
+        ImageRecipe::OwnDockerfile => Ok(dockerfile::DOCKERFILE),
+        ImageRecipe::Generated { dockerfile: text, .. } => {
+            write_generated(app_dir, text).await?;
+            Ok(dockerfile::GENERATED_DOCKERFILE)
+        }
+    }
+}
+
 /// Builds the image of one deployment and tags it [`image_tag`]. Each line of the engine's
 /// build output goes to `on_line`. A generated Dockerfile is written into the app folder
 /// (berth's own copy of the source) first. `network`: where the build's `RUN` steps run
@@ -142,15 +154,9 @@ pub async fn build(
         who,
         build_args,
     } = build;
-    let dockerfile_name = match recipe {
-        ImageRecipe::OwnDockerfile => dockerfile::DOCKERFILE,
-        ImageRecipe::Generated { dockerfile: text, .. } => {
-            write_generated(app_dir, text)
-                .await
-                .map_err(|e| BuildError::Context(e.to_string()))?;
-            dockerfile::GENERATED_DOCKERFILE
-        }
-    };
+    let dockerfile_name = dockerfile_in_context(app_dir, recipe)
+        .await
+        .map_err(|e| BuildError::Context(e.to_string()))?;
     let dir = app_dir.to_path_buf();
     let context = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 pub use container::{Container, ContainerLine, ContainerSpec, ContainerUsage};
 pub use engine::{Engine, EngineError, EngineReport};
 pub use image::{BuildError, ImageBuild, ImageOwner, ImageRecipe};
-pub use target::{build_deployment_image, serves_process};
+pub use target::{build_deployment_image, deployment_recipe, serves_process};
 
 /// Label: the berth installation that made a container or image.
 pub const LABEL_OWNER: &str = "berth.owner";

@@ -59,20 +59,7 @@ pub async fn build_deployment_image(
     settings: &DockerSettings,
     job: &BuildJob<'_>,
 ) -> Result<String, String> {
-    // Sorted: the generated file must not change between builds (the layer cache).
-    let mut names: Vec<&str> = job.build_args.keys().map(String::as_str).collect();
-    names.sort_unstable();
-    let recipe = image::recipe(job.app_dir, job.plan, &settings.base_images, &names)?
-        .ok_or_else(|| "this plan serves no process, so there is no image to build".to_string())?;
-    match &recipe {
-        ImageRecipe::OwnDockerfile => (job.log)("system", "building the app's Dockerfile".into()),
-        ImageRecipe::Generated { base, dockerfile } => {
-            (job.log)("system", format!("no Dockerfile: generated one on {base}:"));
-            for line in dockerfile.lines() {
-                (job.log)("system", format!("  {line}"));
-            }
-        }
-    }
+    let recipe = deployment_recipe(settings, job)?;
     let in_use: Vec<String> = job.in_use.iter().map(|d| image::image_tag(job.site.site, d)).collect();
     let build = ImageBuild {
         app_dir: job.app_dir,
@@ -93,6 +80,26 @@ pub async fn build_deployment_image(
     let tag = built.map_err(|e| e.to_string())?;
     (job.log)("system", format!("built image {tag}"));
     Ok(tag)
+}
+
+/// How a deployment's image is built (its own Dockerfile, or one generated on the org's
+/// base image with the app's variables as build arguments), written to its build log.
+pub fn deployment_recipe(settings: &DockerSettings, job: &BuildJob<'_>) -> Result<ImageRecipe, String> {
+    // Sorted: the generated file must not change between builds (the layer cache).
+    let mut names: Vec<&str> = job.build_args.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let recipe = image::recipe(job.app_dir, job.plan, &settings.base_images, &names)?
+        .ok_or_else(|| "this plan serves no process, so there is no image to build".to_string())?;
+    match &recipe {
+        ImageRecipe::OwnDockerfile => (job.log)("system", "building the app's Dockerfile".into()),
+        ImageRecipe::Generated { base, dockerfile } => {
+            (job.log)("system", format!("no Dockerfile: generated one on {base}:"));
+            for line in dockerfile.lines() {
+                (job.log)("system", format!("  {line}"));
+            }
+        }
+    }
+    Ok(recipe)
 }
 
 /// Whether a deployment with this plan runs from an image: one that serves a process

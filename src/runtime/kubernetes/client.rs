@@ -394,6 +394,7 @@ pub fn collection_path(kind: &str, namespace: Option<&str>) -> Option<String> {
         "NetworkPolicy" => ("/apis/networking.k8s.io/v1", "networkpolicies"),
         "Ingress" => ("/apis/networking.k8s.io/v1", "ingresses"),
         "Deployment" => ("/apis/apps/v1", "deployments"),
+        "Job" => ("/apis/batch/v1", "jobs"),
         _ => return None,
     };
     Some(match namespace {

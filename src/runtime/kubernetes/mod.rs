@@ -1,5 +1,6 @@
 //! The kubernetes target: deployments built into images by berth's docker engine (as the
-//! docker target builds them), pushed to the org's registry and run by digest on a
+//! docker target builds them) or by a build Job in the cluster (`builder: job`, see
+//! [`build_job`]), pushed to the org's registry and run by digest on a
 //! Kubernetes cluster the org brings. berth applies per org a locked-down namespace and
 //! per environment a Deployment + Service + Ingress (see [`manifests`]) with server-side
 //! apply, watches the rollout and fails fast on the reasons a rollout cannot recover
@@ -18,6 +19,7 @@
 //! its activator waking it on the first request) and berth sets no replicas.
 
 mod apply;
+pub mod build_job;
 pub mod client;
 pub mod connection;
 pub mod knative;
@@ -76,7 +78,7 @@ pub const TARGET: Registration = Registration {
         ConfigKey {
             name: "token",
             secret: true,
-            description: "A bearer token of a service account allowed to manage namespaces, deployments, services, ingresses, quotas, limit ranges, service accounts, secrets and network policies (required, with api_url, unless kubeconfig or in_cluster is given).",
+            description: "A bearer token of a service account allowed to manage namespaces, deployments, services, ingresses, quotas, limit ranges, service accounts, secrets and network policies (and jobs and pods/log with builder job) (required, with api_url, unless kubeconfig or in_cluster is given).",
         },
         ConfigKey {
             name: "ca_certificate",
@@ -137,6 +139,26 @@ pub const TARGET: Registration = Registration {
             name: "knative",
             secret: false,
             description: "auto (default): environments are Knative Services when the cluster serves serving.knative.dev/v1 (Knative scales them, to zero too, and wakes them on the first request); on: require Knative; off: Deployment + Service + Ingress.",
+        },
+        ConfigKey {
+            name: "builder",
+            secret: false,
+            description: "Who builds deployments' images: docker (default: berth's docker engine at docker_host builds and pushes them) or job (a batch/v1 Job in the org's builds namespace <namespace_prefix><org>-builds runs build_image, which downloads the build context once from berth at build_context_url and pushes to the registry).",
+        },
+        ConfigKey {
+            name: "build_image",
+            secret: false,
+            description: "With builder job: the kaniko-compatible executor image of the build Job (required), e.g. gcr.io/kaniko-project/executor:v1.23.2.",
+        },
+        ConfigKey {
+            name: "build_fetch_image",
+            secret: false,
+            description: "With builder job: the image with sh and wget whose init container downloads the build context (default busybox:1.36).",
+        },
+        ConfigKey {
+            name: "build_context_url",
+            secret: false,
+            description: "With builder job: berth's API URL as the cluster's pods reach it (required), e.g. http://10.0.0.5:8080; the build context is served once at URL/internal/build-contexts/<token>.",
         },
         ConfigKey {
             name: "docker_host",
@@ -220,6 +242,8 @@ pub struct KubeSettings {
     pub max_replicas: u32,
     /// Whether environments run as Knative Services.
     pub knative: knative::Mode,
+    /// Who builds images: berth's docker engine or a Job in the cluster.
+    pub builder: build_job::Builder,
 }
 
 impl std::fmt::Debug for KubeSettings {
@@ -387,6 +411,7 @@ impl KubeSettings {
             },
             max_replicas,
             knative: knative::Mode::parse(settings)?,
+            builder: build_job::Builder::parse(settings)?,
         })
     }
 
@@ -423,6 +448,7 @@ fn make(parts: &Assembly) -> anyhow::Result<Arc<dyn Target>> {
     std::fs::create_dir_all(&images).context("creating the kubernetes image records folder")?;
     Ok(Arc::new(KubernetesTarget {
         builder: DockerProvider::new(owner),
+        build_contexts: parts.build_contexts.clone(),
         images,
         placements: scaling::Placements::default(),
         knative: std::sync::Mutex::default(),
@@ -433,6 +459,8 @@ fn make(parts: &Assembly) -> anyhow::Result<Arc<dyn Target>> {
 struct KubernetesTarget {
     /// Builds and pushes images (never runs containers).
     builder: DockerProvider,
+    /// Build contexts offered to build Jobs.
+    build_contexts: Arc<crate::runtime::build_contexts::BuildContexts>,
     /// One file per deployment holding its image by digest (what promotion reuses).
     images: PathBuf,
     /// What berth set on each environment's Deployment (replicas, log follower).
@@ -446,6 +474,21 @@ impl KubernetesTarget {
     /// The folder of a site's image records (removed with the site).
     fn site_records(&self, site: &str) -> PathBuf {
         self.images.join(manifests::dns_label(site))
+    }
+
+    /// Records the deployment's pushed image by digest (what release and promotion use).
+    async fn record_image(&self, job: &BuildJob<'_>, by_digest: &str) -> Result<(), String> {
+        let record = self
+            .image_record(job.site.site, job.deployment_id)
+            .ok_or_else(|| format!("deployment id '{}' is not one of berth's", job.deployment_id))?;
+        if let Some(folder) = record.parent() {
+            tokio::fs::create_dir_all(folder)
+                .await
+                .map_err(|e| format!("internal error: recording the image: {e}"))?;
+        }
+        tokio::fs::write(&record, by_digest)
+            .await
+            .map_err(|e| format!("internal error: recording the image: {e}"))
     }
 
     /// The record of a deployment's image (ids are berth's own, `dpl_…`).
@@ -537,9 +580,14 @@ impl Target for KubernetesTarget {
     }
 
     /// Built as the docker target builds it, then tagged for the org's registry, pushed,
-    /// and recorded by digest.
+    /// and recorded by digest; or built and pushed by a Job in the cluster (`builder: job`,
+    /// see [`build_job`]) and recorded the same way.
     async fn build(&self, job: BuildJob<'_>) -> Result<(), String> {
         let settings = KubeSettings::parse(job.site.settings)?;
+        if let build_job::Builder::Job(builder) = &settings.builder {
+            let by_digest = build_job::build(&settings, builder, &self.build_contexts, &job).await?;
+            return self.record_image(&job, &by_digest).await;
+        }
         let engine = settings.docker_settings()?;
         let tag = docker::build_deployment_image(&self.builder, &engine, &job).await?;
         let pushed = format!("{}/{tag}", settings.registry);
@@ -566,17 +614,7 @@ impl Target for KubernetesTarget {
             _ = job.cancel.cancelled() => return Err("cancelled".to_string()),
         };
         (job.log)("system", format!("pushed {by_digest}"));
-        let record = self
-            .image_record(job.site.site, job.deployment_id)
-            .ok_or_else(|| format!("deployment id '{}' is not one of berth's", job.deployment_id))?;
-        if let Some(folder) = record.parent() {
-            tokio::fs::create_dir_all(folder)
-                .await
-                .map_err(|e| format!("internal error: recording the image: {e}"))?;
-        }
-        tokio::fs::write(&record, &by_digest)
-            .await
-            .map_err(|e| format!("internal error: recording the image: {e}"))
+        self.record_image(&job, &by_digest).await
     }
 
     fn instance_image(&self, site: &str, deployment_id: &str, plan: &BuildPlan) -> Option<String> {
@@ -661,8 +699,10 @@ impl Target for KubernetesTarget {
         let unavailable = |e: ApiError| CheckError::Unavailable(e.to_string());
         let version = client.version().await.map_err(unavailable)?;
         let groups = client.api_groups().await.map_err(unavailable)?;
-        let missing: Vec<&str> = ["apps", "networking.k8s.io"]
+        let needs_batch = matches!(settings.builder, build_job::Builder::Job(_));
+        let missing: Vec<&str> = ["apps", "networking.k8s.io", "batch"]
             .into_iter()
+            .filter(|g| *g != "batch" || needs_batch)
             .filter(|g| !groups.iter().any(|have| have == g))
             .collect();
         if !missing.is_empty() {
@@ -765,6 +805,27 @@ impl Target for KubernetesTarget {
         let mut dry = apply::dry_run(&client, rendered).await;
         if let Some(why) = unsure {
             dry.note = format!("{why}; {}", dry.note);
+        }
+        // The build Job's objects first, as berth renders them (they are applied when the
+        // deploy builds).
+        if let build_job::Builder::Job(builder) = &settings.builder {
+            let variables: Vec<String> = spec.env.iter().map(|(k, _)| k.clone()).collect();
+            let build = build_job::dry_run_objects(
+                &settings,
+                builder,
+                &spec.org,
+                &spec.site,
+                &spec.deployment_id,
+                &variables,
+                // berth's default build timeout (the deploy's Job takes the configured one).
+                std::time::Duration::from_secs(900),
+            );
+            dry.note = format!(
+                "{}; the first {} objects are the build Job's, as berth renders them (not checked by the cluster)",
+                dry.note,
+                build.len()
+            );
+            dry.objects.splice(0..0, build);
         }
         Ok(dry)
     }

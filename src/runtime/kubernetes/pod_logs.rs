@@ -130,6 +130,45 @@ async fn follow_pod(
     (pod, last)
 }
 
+/// Follows the log of one container of a pod (a build pod's executor) until its stream
+/// ends, sending each line (cut at [`MAX_LINE_BYTES`]) to `lines`; stops early when the
+/// receiver is gone.
+pub(super) async fn follow_container(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    lines: tokio::sync::mpsc::Sender<String>,
+) {
+    let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}/log?container={container}&follow=true");
+    let Ok(mut response) = client.follow(&path).await else {
+        return;
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let send = |raw: &[u8]| {
+        let raw = &raw[..raw.len().min(MAX_LINE_BYTES)];
+        String::from_utf8_lossy(raw).trim_end_matches(['\n', '\r']).to_string()
+    };
+    while let Ok(Some(chunk)) = response.chunk().await {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if lines.send(send(&line)).await.is_err() {
+                return;
+            }
+        }
+        if pending.len() > MAX_LINE_BYTES {
+            let line = std::mem::take(&mut pending);
+            if lines.send(send(&line)).await.is_err() {
+                return;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let _ = lines.send(send(&pending)).await;
+    }
+}
+
 /// Writes one `TIMESTAMP line` of the log API, unless it is at or before `last` (already
 /// written before the stream was reopened).
 async fn write_line(sink: &LogSink, deployment_id: &str, raw: &[u8], last: &mut Option<OffsetDateTime>) {

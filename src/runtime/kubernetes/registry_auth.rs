@@ -87,7 +87,7 @@ impl RegistryAuth {
     }
 
     /// The `.dockerconfigjson` of the pull Secret.
-    fn docker_config(&self) -> String {
+    pub(super) fn docker_config(&self) -> String {
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.username, self.password));
         json!({ "auths": { &self.server: {
             "username": self.username, "password": self.password, "auth": auth,
