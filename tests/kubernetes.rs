@@ -2036,3 +2036,243 @@ async fn kubernetes_fake_api_cancelling_a_deploy_deletes_its_build_job_and_secre
     );
     server.kube.release_jobs();
 }
+
+/// busybox httpd answering the value of `GREETING` as it was when the pod started.
+fn greeting_app() -> tempfile::TempDir {
+    app(&[(
+        "Dockerfile",
+        "FROM berth-test/busybox:1\nCMD [\"/bin/sh\", \"-c\", \"mkdir -p /tmp/www && echo -n \\\"${GREETING:-unset}\\\" > /tmp/www/index.html && exec httpd -f -p $PORT -h /tmp/www\"]\n",
+    )])
+}
+
+/// `HOSTING_SET_ENV_VARS` with `restart: true` on a kubernetes site: the environment is
+/// rolled over with the new value, without a deploy and without a failed request.
+async fn set_env_vars_restarts_the_environment(knative: bool, name: &str, host: &'static str) {
+    let server = KubeServer::start().await;
+    server.kube.offer_knative(knative);
+    let site = greeting_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": name, "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(server.edge(host, "/").await, (200, "unset".to_string()));
+    let (_, before) = server.get(&format!("/api/sites/{name}/deployments")).await;
+    let first_revision = knative.then(|| pinned_revision(&server, &format!("{name}-production")));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loops = vec![load(&server, host, stop.clone()), load(&server, host, stop.clone())];
+    let (status, out) = server
+        .patch(
+            &format!("/api/sites/{name}/env"),
+            &json!({"vars": {"GREETING": "hello again"}, "restart": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}\n{}", server.log());
+    assert_eq!(out["restarted"], json!(["production"]), "{out}");
+    // The answer comes once the rollout is done: the edge serves the new value at once.
+    assert_eq!(server.edge(host, "/").await, (200, "hello again".to_string()));
+    assert_no_request_failed(&stop, loops, 5).await;
+    // No deploy was made.
+    let (_, after) = server.get(&format!("/api/sites/{name}/deployments")).await;
+    assert_eq!(after["deployments"], before["deployments"]);
+    if knative {
+        // A new revision of the same deployment has all traffic.
+        let revisions = server.of_kind("Revision");
+        assert_eq!(revisions.len(), 2, "{revisions:?}");
+        let pinned = pinned_revision(&server, &format!("{name}-production"));
+        assert_ne!(Some(pinned.as_str()), first_revision.as_deref());
+        let id = before["deployments"][0]["id"].as_str().unwrap();
+        for revision in revisions {
+            assert_eq!(revision["metadata"]["labels"]["berth.dev/deployment"], id, "{revision}");
+        }
+    }
+
+    // Without restart: nothing restarts; the app keeps the value it started with.
+    let (status, out) = server
+        .patch(
+            &format!("/api/sites/{name}/env"),
+            &json!({"vars": {"GREETING": "later"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["restarted"], json!([]), "{out}");
+    assert_eq!(server.edge(host, "/").await, (200, "hello again".to_string()));
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_set_env_vars_with_restart_rolls_the_deployment_over_without_a_failed_request() {
+    set_env_vars_restarts_the_environment(false, "greet", "greet.localhost").await;
+}
+
+#[tokio::test]
+async fn kubernetes_fake_knative_set_env_vars_with_restart_moves_traffic_to_a_new_revision_without_a_failed_request() {
+    set_env_vars_restarts_the_environment(true, "kgreet", "kgreet.localhost").await;
+}
+
+#[tokio::test]
+async fn kubernetes_fake_knative_scale_changes_reach_the_serving_revision_at_once_without_a_new_revision() {
+    let server = KubeServer::start().await;
+    server.kube.offer_knative(true);
+    let site = dockerfile_app("scaled");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "tune", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let ns = server.namespace();
+    let revision = pinned_revision(&server, "tune-production");
+    let (status, out) = server
+        .patch(
+            "/api/sites/tune/scaling",
+            &json!({"min_instances": 2, "max_instances": 4, "target_concurrency": 7}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    // At once, on the revision serving (its annotations reach Knative's PodAutoscaler):
+    // no deploy, no new revision, the pin unchanged.
+    let serving = server.kube.object(&knative_path(&ns, "revisions", &revision)).unwrap();
+    let annotations = &serving["metadata"]["annotations"];
+    assert_eq!(annotations["autoscaling.knative.dev/min-scale"], "2", "{serving}");
+    assert_eq!(annotations["autoscaling.knative.dev/max-scale"], "4", "{serving}");
+    assert_eq!(annotations["autoscaling.knative.dev/target"], "7", "{serving}");
+    assert_eq!(annotations["serving.knative.dev/no-gc"], "true", "{serving}");
+    assert_eq!(server.of_kind("Revision").len(), 1);
+    assert_eq!(pinned_revision(&server, "tune-production"), revision);
+    assert_eq!(server.edge("tune.localhost", "/").await, (200, "scaled".to_string()));
+
+    // A rollback to a kept revision takes the scale settings as they are now too.
+    std::fs::write(site.path().join("index.html"), "scaled two").unwrap();
+    let (_, out) = server.post("/api/sites/tune/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let (status, out) = server
+        .patch("/api/sites/tune/scaling", &json!({"min_instances": 1}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = server.post("/api/sites/tune/rollback", &json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(pinned_revision(&server, "tune-production"), revision);
+    let serving = server.kube.object(&knative_path(&ns, "revisions", &revision)).unwrap();
+    assert_eq!(
+        serving["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"], "1",
+        "{serving}"
+    );
+}
+
+/// The berth-labelled objects of kind `kind` at `collection` in the fake, by name.
+fn names_at(server: &KubeServer, collection: &str) -> Vec<String> {
+    let prefix = format!("{collection}/");
+    server
+        .kube
+        .objects()
+        .into_iter()
+        .filter(|(path, _)| path.starts_with(&prefix) && !path[prefix.len()..].contains('/'))
+        .map(|(path, _)| path[prefix.len()..].to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_a_mode_switch_deletes_the_other_modes_labelled_objects_and_nothing_else() {
+    let server = KubeServer::start().await;
+    let site = dockerfile_app("mode one");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "flip", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let ns = server.namespace();
+    let core = |plural: &str| format!("/api/v1/namespaces/{ns}/{plural}");
+    let apps = format!("/apis/apps/v1/namespaces/{ns}/deployments");
+    let ingresses = format!("/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses");
+    let kservices = format!("/apis/serving.knative.dev/v1/namespaces/{ns}/services");
+    let mappings = format!("/apis/serving.knative.dev/v1beta1/namespaces/{ns}/domainmappings");
+    assert_eq!(names_at(&server, &apps), ["flip-production"]);
+    // Someone else's objects in the namespace, unlabelled: never touched.
+    let foreign = |kind: &str, api: &str| json!({"apiVersion": api, "kind": kind, "metadata": {"name": "theirs", "namespace": ns, "labels": {"berth.dev/site": "flip"}}, "spec": {}});
+    server
+        .kube
+        .put(&format!("{apps}/theirs"), foreign("Deployment", "apps/v1"));
+    server
+        .kube
+        .put(&format!("{}/theirs", core("services")), foreign("Service", "v1"));
+
+    // Knative appears (setting auto): the next deploy is a Knative Service, and the
+    // Deployment, Service and Ingress of the environment are gone.
+    server.kube.offer_knative(true);
+    std::fs::write(site.path().join("index.html"), "mode two").unwrap();
+    let (_, out) = server.post("/api/sites/flip/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(names_at(&server, &kservices), ["flip-production"]);
+    assert_eq!(names_at(&server, &apps), ["theirs"]);
+    assert_eq!(names_at(&server, &core("services")), ["theirs"]);
+    assert!(names_at(&server, &ingresses).is_empty());
+    assert_eq!(server.edge("flip.localhost", "/").await, (200, "mode two".to_string()));
+
+    // And back (setting off): the Knative Service and its DomainMappings go.
+    let (status, out) = server
+        .patch("/api/config/kubernetes", &json!({"config": {"knative": "off"}}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    std::fs::write(site.path().join("index.html"), "mode three").unwrap();
+    let (_, out) = server.post("/api/sites/flip/deploy", &json!({"wait": true})).await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert!(names_at(&server, &kservices).is_empty());
+    assert!(names_at(&server, &mappings).is_empty());
+    assert_eq!(names_at(&server, &apps), ["flip-production", "theirs"]);
+    assert_eq!(names_at(&server, &core("services")), ["flip-production", "theirs"]);
+    assert_eq!(names_at(&server, &ingresses), ["flip-production"]);
+    assert_eq!(
+        server.edge("flip.localhost", "/").await,
+        (200, "mode three".to_string())
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_fake_knative_an_idle_environment_is_never_held_asleep_by_berth_as_knative_wakes_it() {
+    let server = KubeServer::start().await;
+    server.kube.offer_knative(true);
+    let site = dockerfile_app("knative wakes me");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "idle", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let (status, out) = server
+        .patch(
+            "/api/sites/idle/scaling",
+            &json!({"min_instances": 0, "idle_timeout_seconds": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        server.edge("idle.localhost", "/").await,
+        (200, "knative wakes me".to_string())
+    );
+    // Idle for longer than the timeout; then a reconcile pass (a scale change runs one).
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let (status, out) = server
+        .patch("/api/sites/idle/scaling", &json!({"idle_timeout_seconds": 6}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    // The next request goes straight through (Knative's activator would wake the
+    // revision): berth's edge held nothing, so no cold start is counted.
+    assert_eq!(
+        server.edge("idle.localhost", "/").await,
+        (200, "knative wakes me".to_string())
+    );
+    let mut summary = Value::Null;
+    eventually("both requests are counted", async || {
+        summary = server.get("/api/sites/idle/metrics/summary?since=10m").await.1;
+        summary["requests"].as_u64() == Some(2)
+    })
+    .await;
+    assert_eq!(summary["cold_starts"], 0, "{summary}");
+}

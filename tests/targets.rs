@@ -45,6 +45,7 @@ on_every_target!(
     a_folder_deploys_live_through_the_edge_and_redeploys_swap_without_a_failed_request,
     a_preview_is_promoted_into_production_and_rolled_back,
     a_changed_variable_reaches_the_next_release,
+    a_changed_variable_with_restart_reaches_the_running_app_without_a_deploy,
     an_environment_scales_out_and_back_and_sleeps_at_zero_until_a_request,
     an_instance_killed_from_outside_is_replaced,
     the_apps_output_reaches_the_deployments_runtime_log,
@@ -178,6 +179,37 @@ async fn a_changed_variable_reaches_the_next_release(kind: TargetKind) {
         server.edge("vars.localhost", "/env").await,
         (200, "hello there".to_string())
     );
+}
+
+async fn a_changed_variable_with_restart_reaches_the_running_app_without_a_deploy(kind: TargetKind) {
+    let server = OnTarget::start(kind).await;
+    let app = server.app("vars");
+    let first = create_live(&server, "vars", &app).await;
+    assert_eq!(
+        server.edge("vars.localhost", "/env").await,
+        (200, "(unset)".to_string())
+    );
+
+    let (status, out) = server
+        .patch(
+            "/api/sites/vars/env",
+            &json!({"vars": {"GREETING": "hello at once"}, "restart": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}\n{}", server.log());
+    assert_eq!(out["restarted"], json!(["production"]), "{out}");
+    eventually("the running app reads the new value", 60, async || {
+        server.edge("vars.localhost", "/env").await == (200, "hello at once".to_string())
+    })
+    .await;
+    let (_, list) = server.get("/api/sites/vars/deployments").await;
+    let ids: Vec<&str> = list["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(ids, [first.as_str()], "no deploy");
 }
 
 async fn an_environment_scales_out_and_back_and_sleeps_at_zero_until_a_request(kind: TargetKind) {

@@ -100,6 +100,17 @@ impl Platform {
     /// deployment's plan with the environment's variables and domains as they are now,
     /// no image; `None` when no app runs there yet.
     pub async fn dry_run_spec(&self, site: &SiteRow, env: &EnvironmentRow) -> anyhow::Result<Option<InstanceSpec>> {
+        Ok(self.serving_spec(site, env).await?.map(|mut spec| {
+            spec.deployment_id = "dry-run".into();
+            spec.image = None;
+            spec
+        }))
+    }
+
+    /// What the environment's serving deployment runs with the environment's variables,
+    /// domains and scale settings as they are now (a restart, a scale change); `None`
+    /// when no app runs there.
+    pub async fn serving_spec(&self, site: &SiteRow, env: &EnvironmentRow) -> anyhow::Result<Option<InstanceSpec>> {
         let Some(id) = &env.deployment_id else {
             return Ok(None);
         };
@@ -113,11 +124,7 @@ impl Platform {
         else {
             return Ok(None);
         };
-        Ok(self.instance_spec(&d, site, &plan).await?.map(|mut spec| {
-            spec.deployment_id = "dry-run".into();
-            spec.image = None;
-            spec
-        }))
+        self.instance_spec(&d, site, &plan).await
     }
 
     /// A stand-in for the release of an environment that runs no app yet, for a dry run:

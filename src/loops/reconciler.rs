@@ -437,9 +437,21 @@ async fn route_elsewhere(
     let settings = platform.provider_config(&env.org_id, &env.provider).await?;
     Ok(Some(match target.serving(&settings) {
         Some(Traffic::Edge(instances)) if !instances.is_empty() => {
+            let placement = Placement {
+                site: SiteRef {
+                    org: &env.org_id,
+                    site: &env.site_name,
+                    settings: &settings,
+                },
+                environment: &env.environment_name,
+                deployment_id: &env.deployment_id,
+            };
             let caps = target.registration().capabilities;
+            // A platform that scales the environment itself also wakes it: berth's edge
+            // does not hold its requests, so berth never counts it asleep.
             let may_sleep = caps.scale_to_zero != ScaleToZero::Unsupported
                 && env.min_instances == 0
+                && !target.scales_itself(placement)
                 && !platform.is_in_progress(&env.deployment_id);
             let idle = platform
                 .edge
@@ -459,15 +471,6 @@ async fn route_elsewhere(
                         target_concurrency: env.target_concurrency.clamp(1, 1000) as u32,
                     },
                 )
-            };
-            let placement = Placement {
-                site: SiteRef {
-                    org: &env.org_id,
-                    site: &env.site_name,
-                    settings: &settings,
-                },
-                environment: &env.environment_name,
-                deployment_id: &env.deployment_id,
             };
             match target.scale(&platform.runtime, placement, count).await {
                 Ok(_) if count == 0 => RouteTarget::Sleeping {

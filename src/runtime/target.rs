@@ -397,6 +397,28 @@ pub trait Target: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Restarts an environment's released deployment so that it reads its variables
+    /// again (`HOSTING_SET_ENV_VARS` with `restart`); `spec` is what it runs, with the
+    /// environment's variables as they are now. Answers whether anything was restarted.
+    /// On the shared lifecycle: its running instances stop and the reconciler starts them
+    /// again with the new values (an asleep environment reads them when it wakes).
+    async fn restart(&self, lifecycle: &Runtime, spec: InstanceSpec) -> Result<bool, String> {
+        if !lifecycle.is_running(&spec.deployment_id) {
+            return Ok(false);
+        }
+        lifecycle.stop(&spec.deployment_id).await;
+        Ok(true)
+    }
+
+    /// The scale settings of an environment changed (`HOSTING_SET_SCALING_CONFIG`): a
+    /// target whose platform scales by itself applies them now instead of at the next
+    /// release. `spec` is what the environment runs, with its scale settings as they are
+    /// now. Targets scaled by the reconciler (instance counts) have nothing to do.
+    async fn scale_changed(&self, spec: InstanceSpec) -> Result<(), String> {
+        let _ = spec;
+        Ok(())
+    }
+
     /// Stops everything of a deployment (after its drain, if one is under way).
     async fn retire(&self, lifecycle: &Runtime, deployment_id: &str) {
         lifecycle.stop(deployment_id).await;
@@ -428,6 +450,14 @@ pub trait Target: Send + Sync + 'static {
     fn max_instances(&self, settings: &Settings) -> u32 {
         let _ = settings;
         self.registration().capabilities.max_instances
+    }
+
+    /// Whether the platform scales the environment at `placement` by itself, waking it on
+    /// the first request (Knative's activator): berth then never counts it asleep, and its
+    /// edge passes every request through instead of holding it for a wake-up.
+    fn scales_itself(&self, placement: Placement<'_>) -> bool {
+        let _ = placement;
+        false
     }
 
     /// Runs `instances` instances (0: asleep) of an environment's released deployment on

@@ -124,23 +124,39 @@ impl Service {
         result
     }
 
-    /// Restarts the running apps of one environment (or all of a site's) so they read
-    /// their env vars again; the reconciler starts them with the new values.
+    /// Restarts the apps of one environment (or all of a site's) so they read their env
+    /// vars again, through the site's target: on the shared lifecycle the running
+    /// instances stop and the reconciler starts them with the new values; a target that
+    /// runs them elsewhere rolls them over. Answers the environments really restarted.
     async fn restart_environments(
         &self,
         site: &store::SiteRow,
         only: Option<&store::EnvironmentRow>,
     ) -> ServiceResult<Vec<String>> {
+        let target = self.platform.target(&site.provider)?;
         let mut restarted = Vec::new();
         for env in self.platform.store.list_environments(&site.id).await? {
             if only.is_some_and(|o| o.id != env.id) {
                 continue;
             }
-            if let Some(id) = &env.deployment_id
-                && self.platform.runtime.is_running(id)
-            {
-                self.platform.runtime.stop(id).await;
-                restarted.push(env.name.clone());
+            let Some(spec) = self.platform.serving_spec(site, &env).await? else {
+                continue;
+            };
+            match target.restart(&self.platform.runtime, spec).await {
+                Ok(true) => restarted.push(env.name.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(ServiceError::conflict(format!(
+                        "the variables are saved, but restarting environment '{}' on target '{}' failed: {e}; it keeps running with the previous values until it restarts: retry with restart: true or deploy again{}",
+                        env.name,
+                        site.provider,
+                        if restarted.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (restarted: {})", restarted.join(", "))
+                        }
+                    )));
+                }
             }
         }
         crate::loops::reconciler::reconcile(&self.platform).await?;

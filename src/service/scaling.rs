@@ -109,6 +109,18 @@ impl Service {
                 super::capabilities::check_scaling(&site, &next)?;
                 self.check_instances_allowed(&site, &next).await?;
                 self.platform.store.scale_environment(&site, &env, &next).await?;
+                // A target whose platform scales by itself (Knative) gets the settings now.
+                if let Some(env) = self.platform.store.get_environment_by_id(&env.id).await?
+                    && let Some(spec) = self.platform.serving_spec(&site, &env).await?
+                {
+                    let target = self.platform.target(&site.provider)?;
+                    target.scale_changed(spec).await.map_err(|e| {
+                        ServiceError::conflict(format!(
+                            "the scale settings are saved, but target '{}' did not apply them: {e}; retry, or deploy again to apply them",
+                            site.provider
+                        ))
+                    })?;
+                }
                 crate::loops::reconciler::reconcile(&self.platform).await?;
                 self.scaling_config(&site, &env).await
             })

@@ -73,21 +73,32 @@ async fn refuse_foreign(client: &Client, namespace: &str, site: &str, objects: &
     Ok(())
 }
 
+/// The pod template annotation a restart sets (the time, in milliseconds), so that the
+/// Deployment rolls its pods over even when nothing else of the template changed.
+pub(super) const RESTARTED_AT: &str = "berth.dev/restarted-at";
+
 /// Applies a release of `w` and watches its rollout. When the rollout fails and the
 /// environment had a rolled-out Deployment before, its template is applied again (the
 /// previous deployment's image by digest) and watched, and the failure says so.
+/// `restarted_at`: a restart (the same deployment rolled over with the variables as
+/// they are now), marked on the pod template.
 pub(super) async fn release(
     client: &Client,
     w: &Workload,
     limits: &OrgLimits,
     pull: Option<&RegistryAuth>,
     timeout: Duration,
+    restarted_at: Option<i64>,
 ) -> Result<(), StartError> {
     let failed = |message: String| StartError {
         message,
         last_lines: Vec::new(),
     };
-    let objects = render(w, limits, pull);
+    let mut objects = render(w, limits, pull);
+    if let Some(at) = restarted_at {
+        objects.environment[0]["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] =
+            Value::String(at.to_string());
+    }
     for object in &objects.org {
         client.apply(object).await.map_err(|e| failed(e.to_string()))?;
     }

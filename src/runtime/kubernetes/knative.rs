@@ -27,7 +27,9 @@ use serde_json::{Value, json};
 use super::super::StartError;
 use super::super::target::Settings;
 use super::client::{ApiError, Client, label_selector, object_path};
-use super::manifests::{self, LABEL_DEPLOYMENT, LABEL_SITE, MANAGED_BY, OrgLimits, Workload, dns_label, label_value};
+use super::manifests::{
+    self, LABEL_DEPLOYMENT, LABEL_ENVIRONMENT, LABEL_SITE, MANAGED_BY, OrgLimits, Workload, dns_label, label_value,
+};
 use super::registry_auth::{self, RegistryAuth};
 use super::rollout;
 
@@ -114,14 +116,39 @@ pub fn service_path(w: &Workload) -> String {
 /// The name of the revision of `w`'s deployment: the Service's name, `-` and the
 /// deployment id as a DNS label (hashed when the whole would pass 63 characters).
 pub fn revision_name(w: &Workload) -> String {
-    let service = w.name();
-    let name = format!("{service}-{}", dns_label(&w.deployment_id));
-    if name.len() <= 63 {
-        return name;
+    revision_name_with(w, "")
+}
+
+/// The name of a further revision of `w`'s deployment (a restart, or its variables
+/// changed since its first revision): [`revision_name`], `-` and `suffix` when that fits
+/// in 63 characters; otherwise the Service's name and a hash of the deployment id and
+/// `suffix`. An empty `suffix` is the deployment's first revision.
+pub fn revision_name_with(w: &Workload, suffix: &str) -> String {
+    let first = {
+        let service = w.name();
+        let name = format!("{service}-{}", dns_label(&w.deployment_id));
+        if name.len() <= 63 {
+            name
+        } else {
+            hashed(&service, &w.deployment_id)
+        }
+    };
+    if suffix.is_empty() {
+        return first;
     }
+    let name = format!("{first}-{suffix}");
+    if name.len() <= 63 {
+        name
+    } else {
+        hashed(&w.name(), &format!("{}-{suffix}", w.deployment_id))
+    }
+}
+
+/// The Service's name (shortened to fit) and a hash of `own`.
+fn hashed(service: &str, own: &str) -> String {
     use sha2::Digest as _;
-    let hash = hex::encode(&sha2::Sha256::digest(w.deployment_id.as_bytes())[..4]);
-    let mut service = service;
+    let hash = hex::encode(&sha2::Sha256::digest(own.as_bytes())[..4]);
+    let mut service = service.to_string();
     service.truncate(63 - hash.len() - 1);
     format!("{}-{hash}", service.trim_end_matches('-'))
 }
@@ -158,12 +185,9 @@ pub fn template(w: &Workload, scale: Scale) -> Value {
     let deployment = manifests::environment_objects(w).swap_remove(0);
     let mut template = deployment["spec"]["template"].clone();
     template["metadata"]["name"] = json!(revision_name(w));
-    template["metadata"]["annotations"] = json!({
-        "autoscaling.knative.dev/min-scale": scale.min.to_string(),
-        "autoscaling.knative.dev/max-scale": scale.max.max(1).to_string(),
-        "autoscaling.knative.dev/target": scale.target.max(1).to_string(),
-        NO_GC: "true",
-    });
+    let mut annotations = scale_annotations(scale);
+    annotations[NO_GC] = json!("true");
+    template["metadata"]["annotations"] = annotations;
     let container = &mut template["spec"]["containers"][0];
     container["ports"] = json!([{ "name": "http1", "containerPort": w.port }]);
     // Knative refuses `lifecycle` (its queue-proxy drains a stopping revision's pods).
@@ -290,9 +314,51 @@ fn failed(message: impl Into<String>) -> StartError {
     }
 }
 
+/// The scale annotations of a revision template or revision.
+fn scale_annotations(scale: Scale) -> Value {
+    json!({
+        "autoscaling.knative.dev/min-scale": scale.min.to_string(),
+        "autoscaling.knative.dev/max-scale": scale.max.max(1).to_string(),
+        "autoscaling.knative.dev/target": scale.target.max(1).to_string(),
+    })
+}
+
+/// Whether the revision `revision` runs what `template` describes: the same image and
+/// the same variables (a revision's spec is immutable; Knative adds defaults to it, so
+/// only these are compared).
+fn runs(revision: &Value, template: &Value) -> bool {
+    let (have, want) = (&revision["spec"]["containers"][0], &template["spec"]["containers"][0]);
+    have["image"] == want["image"] && have["env"] == want["env"]
+}
+
+/// The suffix of a further revision of a deployment: the time in milliseconds, base 36.
+fn fresh_suffix() -> String {
+    let mut n = crate::util::now_ms().unsigned_abs();
+    let mut digits = Vec::new();
+    while n > 0 {
+        digits.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    digits.iter().rev().collect()
+}
+
+/// How a Knative release goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Roll {
+    /// A release: a ready revision of the deployment that runs the same image and
+    /// variables gets the pin (no new revision); otherwise a new revision is made.
+    Release,
+    /// A restart (`HOSTING_SET_ENV_VARS` with `restart`): always a new revision of the
+    /// same deployment, so its pods start with the variables as they are now.
+    Restart,
+}
+
 /// Applies a release of `w` as a Knative Service and its DomainMappings, and watches it:
-/// a new revision is made ready before the pin moves to it; an existing one gets the pin
-/// and nothing else changes. On failure the serving revision keeps all traffic.
+/// a new revision is made ready before the pin moves to it; an existing one that runs
+/// the same image and variables gets the pin and the current scale annotations, and
+/// nothing else changes. A deployment's first revision is named [`revision_name`];
+/// further ones (a restart, or its variables changed) [`revision_name_with`] a fresh
+/// suffix. On failure the serving revision keeps all traffic.
 pub(super) async fn release(
     client: &Client,
     w: &Workload,
@@ -300,6 +366,7 @@ pub(super) async fn release(
     pull: Option<&RegistryAuth>,
     scale: Scale,
     timeout: Duration,
+    roll: Roll,
 ) -> Result<Outcome, StartError> {
     let mut org = org_objects(&w.namespace, &w.org, limits);
     registry_auth::add_pull_secret(&mut org, pull);
@@ -316,28 +383,59 @@ pub(super) async fn release(
     let owner = client.apply(&owner_object).await.map_err(|e| failed(e.to_string()))?;
     let current = client.get(&path).await.map_err(|e| failed(e.to_string()))?;
     let serving = current.as_ref().and_then(serving_revision);
-    let revision_path = format!(
-        "{}/{revision}",
-        collection_path("Revision", &w.namespace).expect("known kind")
-    );
-    let existing = client
-        .get(&revision_path)
+    // The deployment's revisions (berth's labels of the site, environment and deployment).
+    let revisions = collection_path("Revision", &w.namespace).expect("known kind");
+    let mine = client
+        .list(
+            &revisions,
+            &label_selector(&[
+                MANAGED_BY,
+                (LABEL_SITE, &label_value(&w.site)),
+                (LABEL_ENVIRONMENT, &label_value(&w.environment)),
+                (LABEL_DEPLOYMENT, &label_value(&w.deployment_id)),
+            ]),
+        )
         .await
-        .map_err(|e| failed(e.to_string()))?
-        .filter(|r| is_sites(r, &w.site) && ready(r).is_some_and(|(ok, _)| ok));
+        .map_err(|e| failed(e.to_string()))?;
+    let name_of = |r: &Value| r["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let reusable = match roll {
+        Roll::Restart => None,
+        Roll::Release => mine
+            .iter()
+            .filter(|r| {
+                is_sites(r, &w.site) && ready(r).is_some_and(|(ok, _)| ok) && runs(r, &fresh["spec"]["template"])
+            })
+            .max_by_key(|r| serving.as_deref() == Some(name_of(r).as_str()))
+            .map(name_of),
+    };
     let apply_pinned = async |template: &Value, pin: &str| {
         let mut object = service(w, template.clone(), pin);
         manifests::set_owner(&mut object, &owner);
         client.apply(&object).await.map_err(|e| failed(e.to_string()))
     };
-    let outcome = match (&existing, &current) {
-        // The revision exists: the pin moves; the template stays as it is (no new revision).
-        (Some(_), Some(current)) => {
+    let (revision, outcome) = match (reusable, &current) {
+        // The revision exists: it gets the environment's scale settings as they are now
+        // and the pin; the template stays as it is (no new revision).
+        (Some(revision), Some(current)) => {
+            client
+                .merge_patch(
+                    &format!("{revisions}/{revision}"),
+                    &json!({ "metadata": { "annotations": scale_annotations(scale) } }),
+                )
+                .await
+                .map_err(|e| failed(e.to_string()))?;
             apply_pinned(&current["spec"]["template"], &revision).await?;
-            Outcome::Repinned
+            (revision, Outcome::Repinned)
         }
         _ => {
-            let template = fresh["spec"]["template"].clone();
+            let taken = matches!(roll, Roll::Restart) || mine.iter().any(|r| name_of(r) == revision);
+            let revision = if taken {
+                revision_name_with(w, &fresh_suffix())
+            } else {
+                revision
+            };
+            let mut template = fresh["spec"]["template"].clone();
+            template["metadata"]["name"] = json!(revision);
             let first_pin = serving.clone().unwrap_or_else(|| revision.clone());
             apply_pinned(&template, &first_pin).await?;
             if let Err(mut e) = watch_revision(client, w, &revision, timeout).await {
@@ -350,7 +448,7 @@ pub(super) async fn release(
             if first_pin != revision {
                 apply_pinned(&template, &revision).await?;
             }
-            Outcome::NewRevision
+            (revision, Outcome::NewRevision)
         }
     };
     watch_service(client, w, &path, &revision, timeout).await?;
@@ -469,6 +567,45 @@ async fn watch_service(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Applies the environment's scale settings at once (`HOSTING_SET_SCALING_CONFIG`) to
+/// the revision its Knative Service pins all traffic to: Knative reads its autoscaling
+/// annotations per revision (there is no per-Service setting; the cluster-wide
+/// `config-autoscaler` is the operator's) and propagates a change of a revision's
+/// annotations to its PodAutoscaler, so the revision's metadata is patched: no new
+/// revision, no restart. Nothing when the environment is not a Knative Service of
+/// berth's.
+pub(super) async fn rescale(client: &Client, w: &Workload, scale: Scale) -> Result<(), String> {
+    let Some(current) = client.get(&service_path(w)).await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    if !is_sites(&current, &w.site) {
+        return Ok(());
+    }
+    let pinned = current["spec"]["traffic"].as_array().and_then(|t| {
+        t.iter()
+            .find(|t| t["percent"].as_u64() == Some(100))
+            .and_then(|t| t["revisionName"].as_str())
+    });
+    let Some(pinned) = pinned else {
+        return Err(format!(
+            "the Knative Service {} pins its traffic to no single revision; deploy again",
+            service_path(w)
+        ));
+    };
+    let path = format!(
+        "{}/{pinned}",
+        collection_path("Revision", &w.namespace).expect("known kind")
+    );
+    client
+        .merge_patch(
+            &path,
+            &json!({ "metadata": { "annotations": scale_annotations(scale) } }),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| format!("updating the scale annotations of the revision {path}: {e}"))
 }
 
 /// Lets Knative garbage-collect the revisions of `deployment_id` (berth forgot it): the

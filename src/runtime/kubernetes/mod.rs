@@ -24,6 +24,7 @@ pub mod client;
 pub mod connection;
 pub mod knative;
 pub mod manifests;
+mod modes;
 mod pod_logs;
 pub mod registry_auth;
 mod rollout;
@@ -491,6 +492,78 @@ impl KubernetesTarget {
             .map_err(|e| format!("internal error: recording the image: {e}"))
     }
 
+    /// A release or a restart of the environment: see [`Target::release`] and
+    /// [`Target::restart`].
+    async fn roll(&self, spec: InstanceSpec, roll: knative::Roll) -> Result<Traffic, StartError> {
+        let settings = KubeSettings::parse(&spec.provider_config).map_err(start_error)?;
+        let client = settings.client().map_err(start_error)?;
+        let image = spec
+            .image
+            .clone()
+            .ok_or_else(|| start_error("the deployment has no pushed image; deploy again"))?;
+        let namespace = settings.namespace(&spec.org);
+        // A new release keeps the environment's scale (at least one replica to roll out).
+        let path = scaling::deployment_path(&namespace, &spec.site, &spec.environment);
+        let replicas = self
+            .placements
+            .replicas(&path)
+            .unwrap_or(1)
+            .clamp(1, settings.max_replicas);
+        let mut workload = workload(&settings, &spec, image);
+        workload.replicas = replicas;
+        let uses_knative = knative::in_use(&client, settings.knative, &settings.api_url)
+            .await
+            .map_err(start_error)?;
+        if roll == knative::Roll::Release {
+            let removed = modes::remove_other_mode(&client, &workload, uses_knative)
+                .await
+                .map_err(start_error)?;
+            if !removed.is_empty() {
+                tracing::info!(site.name = %spec.site, environment = %spec.environment, removed = %removed.join(", "), "the environment changed mode; its objects of the other mode were deleted");
+            }
+        }
+        if uses_knative {
+            let scale = knative_scale(&spec, &settings);
+            let pull = settings.registry_auth.as_ref();
+            knative::release(
+                &client,
+                &workload,
+                &settings.limits,
+                pull,
+                scale,
+                spec.start_timeout,
+                roll,
+            )
+            .await?;
+        } else {
+            let restarted_at = (roll == knative::Roll::Restart).then(crate::util::now_ms);
+            apply::release(
+                &client,
+                &workload,
+                &settings.limits,
+                settings.registry_auth.as_ref(),
+                spec.start_timeout,
+                restarted_at,
+            )
+            .await?;
+        }
+        self.knative
+            .lock()
+            .expect("knative lock")
+            .insert(path.clone(), uses_knative);
+        let placement = Placement {
+            site: SiteRef {
+                org: &spec.org,
+                site: &spec.site,
+                settings: &spec.provider_config,
+            },
+            environment: &spec.environment,
+            deployment_id: &spec.deployment_id,
+        };
+        self.placements.released(path, placement, &settings, replicas);
+        Ok(Traffic::Edge(vec![settings.ingress_address]))
+    }
+
     /// The record of a deployment's image (ids are berth's own, `dpl_…`).
     fn image_record(&self, site: &str, deployment_id: &str) -> Option<PathBuf> {
         let safe = !deployment_id.is_empty() && deployment_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -725,56 +798,36 @@ impl Target for KubernetesTarget {
 
     /// Applies the org's namespace objects, the site's owner object and the environment's
     /// Deployment, Service and Ingress as its dependents, then watches the rollout until it
-    /// is available or fails (and then puts the previous serving template back).
+    /// is available or fails (and then puts the previous serving template back). The
+    /// environment's objects of the other mode (Knative or not) are deleted first.
     async fn release(&self, _lifecycle: &Runtime, spec: InstanceSpec) -> Result<Traffic, StartError> {
-        let settings = KubeSettings::parse(&spec.provider_config).map_err(start_error)?;
-        let client = settings.client().map_err(start_error)?;
-        let image = spec
-            .image
-            .clone()
-            .ok_or_else(|| start_error("the deployment has no pushed image; deploy again"))?;
-        let namespace = settings.namespace(&spec.org);
-        // A new release keeps the environment's scale (at least one replica to roll out).
-        let path = scaling::deployment_path(&namespace, &spec.site, &spec.environment);
-        let replicas = self
-            .placements
-            .replicas(&path)
-            .unwrap_or(1)
-            .clamp(1, settings.max_replicas);
-        let mut workload = workload(&settings, &spec, image);
-        workload.replicas = replicas;
-        let uses_knative = knative::in_use(&client, settings.knative, &settings.api_url)
+        self.roll(spec, knative::Roll::Release).await
+    }
+
+    /// The environment's workload applied again with its variables as they are now: a
+    /// Deployment rolls its pods over (`maxUnavailable: 0`, readiness-gated, so no
+    /// request fails; the pod template carries the restart's time so it rolls even when
+    /// nothing else changed); a Knative Service gets a new revision of the same
+    /// deployment (its name suffixed), and traffic moves to it once it is ready.
+    async fn restart(&self, _lifecycle: &Runtime, spec: InstanceSpec) -> Result<bool, String> {
+        // The reason only: the app's last lines (which may print its variables) are not
+        // put in an answer.
+        self.roll(spec, knative::Roll::Restart)
             .await
-            .map_err(start_error)?;
-        if uses_knative {
-            let scale = knative_scale(&spec, &settings);
-            let pull = settings.registry_auth.as_ref();
-            knative::release(&client, &workload, &settings.limits, pull, scale, spec.start_timeout).await?;
-        } else {
-            apply::release(
-                &client,
-                &workload,
-                &settings.limits,
-                settings.registry_auth.as_ref(),
-                spec.start_timeout,
-            )
-            .await?;
+            .map(|_| true)
+            .map_err(|e| e.message)
+    }
+
+    /// On Knative, the scale annotations of the serving revision are updated at once
+    /// (no new revision); a Deployment's replicas are the reconciler's to set.
+    async fn scale_changed(&self, spec: InstanceSpec) -> Result<(), String> {
+        let settings = KubeSettings::parse(&spec.provider_config)?;
+        if settings.knative == knative::Mode::Off {
+            return Ok(());
         }
-        self.knative
-            .lock()
-            .expect("knative lock")
-            .insert(path.clone(), uses_knative);
-        let placement = Placement {
-            site: SiteRef {
-                org: &spec.org,
-                site: &spec.site,
-                settings: &spec.provider_config,
-            },
-            environment: &spec.environment,
-            deployment_id: &spec.deployment_id,
-        };
-        self.placements.released(path, placement, &settings, replicas);
-        Ok(Traffic::Edge(vec![settings.ingress_address]))
+        let client = settings.client()?;
+        let w = workload(&settings, &spec, String::new());
+        knative::rescale(&client, &w, knative_scale(&spec, &settings)).await
     }
 
     /// The objects a release would apply, with an image name standing for the one the
@@ -852,6 +905,20 @@ impl Target for KubernetesTarget {
 
     fn max_instances(&self, settings: &Settings) -> u32 {
         KubeSettings::parse(settings).map_or(MAX_REPLICAS, |s| s.max_replicas)
+    }
+
+    /// A Knative Service (as this process released or found it): Knative's autoscaler
+    /// scales it, to zero too, and its activator wakes it.
+    fn scales_itself(&self, placement: Placement<'_>) -> bool {
+        let Ok(settings) = KubeSettings::parse(placement.site.settings) else {
+            return false;
+        };
+        let path = scaling::deployment_path(
+            &settings.namespace(placement.site.org),
+            placement.site.site,
+            placement.environment,
+        );
+        self.knative.lock().expect("knative lock").get(&path).copied() == Some(true)
     }
 
     /// The Deployment's `replicas`, through its scale subresource.
