@@ -187,6 +187,34 @@ pub const INSTANCES_RECORDED: &str = "instances.recorded";
 /// deployment of it (a request for it is held at the asking replica's edge).
 pub const WAKE_REQUESTED: &str = "instances.wake_requested";
 
+/// A replica that does not run a shared target asks the one that does to restart a
+/// deployment's instances (its environment's variables changed).
+pub const RESTART_REQUESTED: &str = "instances.restart_requested";
+
+/// What a replica asks of the holder of a shared target's lease, about one deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HolderAsk {
+    /// Wake it (see [`WAKE_REQUESTED`]).
+    Wake,
+    /// Restart its instances (see [`RESTART_REQUESTED`]).
+    Restart,
+}
+
+impl HolderAsk {
+    /// The event kind that carries the ask.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Wake => WAKE_REQUESTED,
+            Self::Restart => RESTART_REQUESTED,
+        }
+    }
+
+    /// The ask an event of `kind` carries, if any.
+    pub fn of_kind(kind: &str) -> Option<Self> {
+        [Self::Wake, Self::Restart].into_iter().find(|ask| ask.kind() == kind)
+    }
+}
+
 /// Whether an event of `kind` can change what the edge routes (which deployment a host
 /// serves, which hosts and domains exist, where a target's traffic goes).
 pub fn affects_routes(kind: &str) -> bool {
@@ -202,12 +230,12 @@ pub fn affects_routes(kind: &str) -> bool {
 /// Follows every event from now on until `stop` and calls `changed` (which wakes this
 /// process's reconciler and certificate loop) after each batch with a change to routes in
 /// it, whichever process wrote it: every replica's edge routes every site, with the
-/// certificates any replica issued. `wake` gets the deployment of each
-/// [`WAKE_REQUESTED`] event.
+/// certificates any replica issued. `asked` gets each ask of the holder of a shared
+/// target ([`HolderAsk`]) with its deployment.
 pub async fn follow_routes(
     bus: EventBus,
     changed: impl Fn() + Send,
-    wake: impl Fn(String) + Send,
+    asked: impl Fn(HolderAsk, String) + Send,
     stop: CancellationToken,
 ) {
     let Some(mut cursor) = bus.first_cursor(&stop).await else {
@@ -227,8 +255,10 @@ pub async fn follow_routes(
                     tracing::debug!(event.kind = %change.kind, event.subject = %change.subject, "a route change on the database: waking the reconciler");
                     changed();
                 }
-                for asked in events.iter().filter(|e| e.kind == WAKE_REQUESTED) {
-                    wake(asked.subject.clone());
+                for event in &events {
+                    if let Some(ask) = HolderAsk::of_kind(&event.kind) {
+                        asked(ask, event.subject.clone());
+                    }
                 }
             }
             Err(err) => {

@@ -235,11 +235,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         },
         {
             let platform = platform.clone();
-            move |deployment_id: String| {
+            move |ask: crate::events::HolderAsk, deployment_id: String| {
                 let platform = platform.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = platform.wake_for_another_replica(&deployment_id).await {
-                        tracing::warn!(deployment.id = %deployment_id, error = %format!("{err:#}"), "waking a sleeping deployment for another replica failed");
+                    if let Err(err) = platform.answer_holder_ask(ask, &deployment_id).await {
+                        tracing::warn!(deployment.id = %deployment_id, ?ask, error = %format!("{err:#}"), "doing what another replica asked failed");
                     }
                 });
             }

@@ -951,6 +951,55 @@ async fn requests_in_flight_at_the_other_replicas_edge_scale_the_environment_out
     drop_database_at(&url);
 }
 
+/// A variable changed through B with `restart: true` on a docker site A runs: A restarts
+/// the container, and both edges serve the new value without a deploy.
+#[tokio::test]
+async fn a_restart_for_changed_variables_through_the_other_replica_restarts_the_holders_instances() {
+    let mut cleanup = Cleanup(Vec::new());
+    let (a, url) = first_with(true, &[SHORT_LEASE]).await;
+    let b = replica_with(&url, &[SHORT_LEASE]).await;
+    let owner_a = owner(&a);
+    cleanup.0.extend([owner_a.clone(), owner(&b)]);
+    // busybox httpd answering GREETING as it was when the container started.
+    let site = app(&[(
+        "Dockerfile",
+        "FROM berth-test/busybox:1\nCMD [\"/bin/sh\", \"-c\", \"mkdir -p /tmp/www && echo -n \\\"${GREETING:-unset}\\\" > /tmp/www/index.html && exec httpd -f -p $PORT -h /tmp/www\"]\n",
+    )]);
+    let (status, out) = a
+        .post(
+            "/api/sites",
+            &json!({"name": "greet", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", a.log());
+    eventually("B's edge serves the site", 30, async || {
+        b.edge("greet.localhost", "/").await == (200, "unset".to_string())
+    })
+    .await;
+    let (_, before) = a.get("/api/sites/greet/deployments").await;
+
+    let (status, out) = b
+        .patch(
+            "/api/sites/greet/env",
+            &json!({"vars": {"GREETING": "hello again"}, "restart": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}\n{}", b.log());
+    assert_eq!(out["restarted"], json!(["production"]), "{out}");
+    for server in [&a, &b] {
+        eventually("the new value is served", 60, async || {
+            server.edge("greet.localhost", "/").await == (200, "hello again".to_string())
+        })
+        .await;
+    }
+    assert_eq!(awake_site_containers(&owner_a, "greet").len(), 1, "one container");
+    let (_, after) = a.get("/api/sites/greet/deployments").await;
+    assert_eq!(after["deployments"], before["deployments"], "no deploy was made");
+    drop((a, b, cleanup));
+    drop_database_at(&url);
+}
+
 #[tokio::test]
 async fn a_static_site_built_by_one_replica_is_served_by_the_others_edge_from_the_shared_dir() {
     // One folder both replicas mount at the same path (on one machine: the same folder).

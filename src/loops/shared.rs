@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::events::HolderAsk;
 use crate::jobs::Singleton;
 use crate::platform::Platform;
 use crate::store::shared::EdgeActivity;
@@ -243,5 +244,46 @@ pub async fn share_activity(platform: Arc<Platform>, stop: CancellationToken) {
                 Err(err) => tracing::warn!(error = %err, "reading the other replicas' edge activity failed"),
             }
         }
+    }
+}
+
+impl Platform {
+    /// Does what another replica asked of the holder of a shared target's lease, when this
+    /// replica runs the deployment's target; any other replica ignores the ask.
+    pub async fn answer_holder_ask(&self, ask: HolderAsk, deployment_id: &str) -> anyhow::Result<()> {
+        match ask {
+            HolderAsk::Wake => self.wake_for_another_replica(deployment_id).await,
+            HolderAsk::Restart => self.restart_for_another_replica(deployment_id).await,
+        }
+    }
+
+    /// Restarts a deployment's instances so they read their environment's variables again
+    /// (a change through another replica), as a restart through this replica would.
+    async fn restart_for_another_replica(&self, deployment_id: &str) -> anyhow::Result<()> {
+        let desired = self.store.list_desired_environments().await?;
+        let Some(env) = desired.into_iter().find(|e| e.deployment_id == deployment_id) else {
+            return Ok(());
+        };
+        if self.shared.run_elsewhere(&env.provider) || !self.targets.shared().contains(&env.provider.as_str()) {
+            return Ok(());
+        }
+        let Some(site) = self.store.get_site_by_id(&env.site_id).await? else {
+            return Ok(());
+        };
+        let Some(row) = self.store.get_environment(&env.site_id, &env.environment_name).await? else {
+            return Ok(());
+        };
+        let Some(spec) = self.serving_spec(&site, &row).await? else {
+            return Ok(());
+        };
+        let restarted = self
+            .target(&env.provider)?
+            .restart(&self.runtime, spec)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if restarted {
+            tracing::info!(site.name = %env.site_name, environment = %env.environment_name, "restarted for another replica: the environment's variables changed");
+        }
+        crate::loops::reconciler::reconcile(self).await
     }
 }

@@ -27,7 +27,9 @@ impl Platform {
         // edge holds the request until the address it records is routed.
         let shared_elsewhere = self.shared.run_elsewhere(&env.provider);
         if shared_elsewhere {
-            self.store.request_shared_wake(&env.org_id, &env.deployment_id).await?;
+            self.store
+                .ask_shared_holder(&env.org_id, crate::events::HolderAsk::Wake, &env.deployment_id)
+                .await?;
         }
         // A target that runs deployments elsewhere is woken by the reconciler's passes,
         // which scale it up and route its host once an instance is ready.

@@ -142,6 +142,15 @@ impl Service {
             let Some(spec) = self.platform.serving_spec(site, &env).await? else {
                 continue;
             };
+            // Another replica runs this shared target: it restarts them when asked.
+            if self.platform.shared.run_elsewhere(&site.provider) {
+                self.platform
+                    .store
+                    .ask_shared_holder(&site.org_id, crate::events::HolderAsk::Restart, &spec.deployment_id)
+                    .await?;
+                restarted.push(env.name.clone());
+                continue;
+            }
             match target.restart(&self.platform.runtime, spec).await {
                 Ok(true) => restarted.push(env.name.clone()),
                 Ok(false) => {}

@@ -168,18 +168,16 @@ impl Store {
         tx.commit().await
     }
 
-    /// Asks the replica that runs a shared target to wake a sleeping deployment of it: an
-    /// `instances.wake_requested` event (acted on by that replica only).
-    pub async fn request_shared_wake(&self, org_id: &str, deployment_id: &str) -> sqlx::Result<()> {
+    /// Asks the replica that runs a shared target to do `ask` for a deployment of it: an
+    /// event acted on by that replica only.
+    pub async fn ask_shared_holder(
+        &self,
+        org_id: &str,
+        ask: crate::events::HolderAsk,
+        deployment_id: &str,
+    ) -> sqlx::Result<()> {
         let mut tx = self.begin().await?;
-        super::insert_event(
-            &mut *tx,
-            org_id,
-            crate::events::WAKE_REQUESTED,
-            deployment_id,
-            &json!({}),
-        )
-        .await?;
+        super::insert_event(&mut *tx, org_id, ask.kind(), deployment_id, &json!({})).await?;
         tx.commit().await
     }
 
