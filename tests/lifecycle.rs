@@ -426,26 +426,7 @@ async fn an_environment_scales_out_under_load_and_back_in_when_quiet() {
 
     // Six clients keep six requests in flight: at one per instance it needs the maximum.
     let stop = tokio_util::sync::CancellationToken::new();
-    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
-    let mut clients = Vec::new();
-    for _ in 0..6 {
-        let (http, port, stop, tx) = (server.http.clone(), server.edge_port, stop.clone(), tx.clone());
-        clients.push(tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                let r = http
-                    .get(format!("http://127.0.0.1:{port}/"))
-                    .header("host", "scaler.localhost")
-                    .send()
-                    .await;
-                let answer = match r {
-                    Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-                    Err(e) => (0, e.to_string()),
-                };
-                let _ = tx.send(answer);
-            }
-        }));
-    }
-    drop(tx);
+    let (clients, mut answers) = answering_clients(&server, "scaler.localhost", 6, &stop);
     let mut ports = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(40);
     while ports.len() < 3 {

@@ -897,26 +897,7 @@ async fn requests_in_flight_at_the_other_replicas_edge_scale_the_environment_out
 
     // Six clients keep six requests in flight at B: at one per instance it needs three.
     let stop = tokio_util::sync::CancellationToken::new();
-    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
-    let mut clients = Vec::new();
-    for _ in 0..6 {
-        let (http, port, stop, tx) = (b.http.clone(), b.edge_port, stop.clone(), tx.clone());
-        clients.push(tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                let r = http
-                    .get(format!("http://127.0.0.1:{port}/"))
-                    .header("host", "spread.localhost")
-                    .send()
-                    .await;
-                let answer = match r {
-                    Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-                    Err(e) => (0, e.to_string()),
-                };
-                let _ = tx.send(answer);
-            }
-        }));
-    }
-    drop(tx);
+    let (clients, mut answers) = answering_clients(&b, "spread.localhost", 6, &stop);
     let mut instances = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while instances.len() < 3 {

@@ -626,6 +626,41 @@ pub fn load(
     })
 }
 
+/// `clients` loops of requests through the edge for `host`, each sending the next as soon
+/// as the last is answered, until `stop`; every answer (status and body; status 0 and the
+/// error when nothing answered) goes to the returned channel, which ends once they stop.
+pub fn answering_clients(
+    server: &TestServer,
+    host: &'static str,
+    clients: usize,
+    stop: &tokio_util::sync::CancellationToken,
+) -> (
+    Vec<tokio::task::JoinHandle<()>>,
+    tokio::sync::mpsc::UnboundedReceiver<(u16, String)>,
+) {
+    let (tx, answers) = tokio::sync::mpsc::unbounded_channel();
+    let loops = (0..clients)
+        .map(|_| {
+            let (http, port, stop, tx) = (server.http.clone(), server.edge_port, stop.clone(), tx.clone());
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    let answer = match http
+                        .get(format!("http://127.0.0.1:{port}/"))
+                        .header("host", host)
+                        .send()
+                        .await
+                    {
+                        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                        Err(e) => (0, e.to_string()),
+                    };
+                    let _ = tx.send(answer);
+                }
+            })
+        })
+        .collect();
+    (loops, answers)
+}
+
 /// Stops [`load`]'s loops and asserts that more than `at_least` requests ran and that
 /// none of them failed.
 pub async fn assert_no_request_failed(
