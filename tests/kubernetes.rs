@@ -556,8 +556,11 @@ async fn kubernetes_fake_api_custom_domains_are_ingress_hosts_with_cert_managers
         "{ingress}"
     );
     assert!(
-        server.of_site("Secret", "dock").is_empty(),
-        "cert-manager makes the Secret"
+        server
+            .of_site("Secret", "dock")
+            .iter()
+            .all(|o| o["type"] != "kubernetes.io/tls"),
+        "cert-manager makes the TLS Secret"
     );
     assert_eq!(server.edge("dock.example.org", "/").await, (200, "docked".to_string()));
 }
@@ -651,17 +654,28 @@ async fn kubernetes_fake_api_dry_run_shows_the_objects_sealed_and_builds_and_app
         .iter()
         .find(|o| o["kind"] == "Deployment")
         .unwrap();
+    // The variables are read from their Secret, listed with its values sealed.
+    let variables = dry["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Secret" && o["metadata"]["labels"]["berth.dev/variables"] == "true")
+        .unwrap_or_else(|| panic!("the variables' Secret in {dry}"));
+    assert_eq!(variables["data"]["DATABASE_URL"], "<sealed>", "{variables}");
+    assert_eq!(variables["data"]["PORT"], "<sealed>", "{variables}");
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
     let var = |name: &str| {
         env.as_array()
             .unwrap()
             .iter()
             .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("{name} in {env}"))["value"]
+            .unwrap_or_else(|| panic!("{name} in {env}"))
             .clone()
     };
-    assert_eq!(var("DATABASE_URL"), "<sealed>");
-    assert_eq!(var("PORT"), "8080");
+    let reference = &var("DATABASE_URL")["valueFrom"]["secretKeyRef"];
+    assert_eq!(reference["name"], variables["metadata"]["name"], "{env}");
+    assert_eq!(reference["key"], "DATABASE_URL", "{env}");
+    assert!(var("DATABASE_URL").get("value").is_none(), "{env}");
     assert!(!dry.to_string().contains(secret), "no secret in the dry run: {dry}");
     // Nothing built, stored or applied: only dry-run applies reached the cluster.
     assert_eq!(server.kube.objects(), objects_before);
@@ -2061,6 +2075,12 @@ async fn set_env_vars_restarts_the_environment(knative: bool, name: &str, host: 
     assert_eq!(server.edge(host, "/").await, (200, "unset".to_string()));
     let (_, before) = server.get(&format!("/api/sites/{name}/deployments")).await;
     let first_revision = knative.then(|| pinned_revision(&server, &format!("{name}-production")));
+    let first_secret = variables_secrets(&server);
+    assert_eq!(
+        first_secret.len(),
+        1,
+        "one Secret of the release's variables: {first_secret:?}"
+    );
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let loops = vec![load(&server, host, stop.clone()), load(&server, host, stop.clone())];
@@ -2075,6 +2095,21 @@ async fn set_env_vars_restarts_the_environment(knative: bool, name: &str, host: 
     // The answer comes once the rollout is done: the edge serves the new value at once.
     assert_eq!(server.edge(host, "/").await, (200, "hello again".to_string()));
     assert_no_request_failed(&stop, loops, 5).await;
+    // The new value is a new Secret; the old one goes once nothing uses it (Deployment
+    // mode), or stays while the kept revision that started with it does (Knative).
+    let secrets = variables_secrets(&server);
+    let new_secret = secrets.iter().find(|s| !first_secret.contains(s)).cloned();
+    assert!(new_secret.is_some(), "a new Secret for the new value: {secrets:?}");
+    if knative {
+        assert_eq!(
+            secrets.len(),
+            2,
+            "the kept first revision keeps its Secret: {secrets:?}"
+        );
+    } else {
+        assert_eq!(secrets, vec![new_secret.unwrap()], "the old Secret is gone");
+    }
+    assert_no_value_outside_secrets(&server, "hello again");
     // No deploy was made.
     let (_, after) = server.get(&format!("/api/sites/{name}/deployments")).await;
     assert_eq!(after["deployments"], before["deployments"]);
@@ -2100,6 +2135,97 @@ async fn set_env_vars_restarts_the_environment(knative: bool, name: &str, host: 
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["restarted"], json!([]), "{out}");
     assert_eq!(server.edge(host, "/").await, (200, "hello again".to_string()));
+
+    // Deleting the site leaves no Secret of its variables.
+    let (status, out) = server.delete(&format!("/api/sites/{name}")).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(variables_secrets(&server), Vec::<String>::new());
+}
+
+/// The names of berth's Secrets of app variables in the fake's store.
+fn variables_secrets(server: &KubeServer) -> Vec<String> {
+    let mut names: Vec<String> = server
+        .of_kind("Secret")
+        .into_iter()
+        .filter(|o| o["metadata"]["labels"]["berth.dev/variables"] == "true")
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// No object in the fake's store but a Secret holds `value` (as it is or base64).
+fn assert_no_value_outside_secrets(server: &KubeServer, value: &str) {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+    for (path, object) in server.kube.objects() {
+        if object["kind"] == "Secret" {
+            continue;
+        }
+        let text = object.to_string();
+        assert!(
+            !text.contains(value) && !text.contains(&encoded),
+            "the variable's value is readable in {path}: {text}"
+        );
+    }
+}
+
+/// A secret variable reaches the app through a Secret only: no Deployment, Knative
+/// Service, Revision or Pod in the cluster holds its value, and the app serves it.
+async fn variables_are_read_from_a_secret(knative: bool, name: &str, host: &'static str) {
+    let server = KubeServer::start().await;
+    server.kube.offer_knative(knative);
+    let site = greeting_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": name, "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let secret = "pa55-word-7c1e9";
+    let (status, out) = server
+        .patch(
+            &format!("/api/sites/{name}/env"),
+            &json!({"vars": {"GREETING": secret}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let (_, out) = server
+        .post(&format!("/api/sites/{name}/deploy"), &json!({"wait": true}))
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    assert_eq!(server.edge(host, "/").await, (200, secret.to_string()));
+    assert_no_value_outside_secrets(&server, secret);
+    // The Secret: immutable, Opaque, owned by the site's owner object, read by key.
+    let names = variables_secrets(&server);
+    // The first release's goes once its Deployment rolled over; on Knative its revision
+    // is kept (for a rollback), and so is its Secret.
+    assert_eq!(names.len(), if knative { 2 } else { 1 }, "{names:?}");
+    let serving = server
+        .of_kind("Secret")
+        .into_iter()
+        .filter(|o| o["metadata"]["labels"]["berth.dev/deployment"] == deployment_id(&out).as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(serving.len(), 1, "{serving:?}");
+    let stored = &serving[0];
+    assert_eq!(stored["type"], "Opaque", "{stored}");
+    assert_eq!(stored["immutable"], true, "{stored}");
+    assert_eq!(
+        stored["metadata"]["ownerReferences"][0]["kind"], "ConfigMap",
+        "{stored}"
+    );
+    assert!(!stored["metadata"]["name"].as_str().unwrap().contains(secret));
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_variables_are_read_from_a_secret_and_no_workload_object_holds_their_values() {
+    variables_are_read_from_a_secret(false, "vault", "vault.localhost").await;
+}
+
+#[tokio::test]
+async fn kubernetes_fake_knative_variables_are_read_from_a_secret_and_no_revision_holds_their_values() {
+    variables_are_read_from_a_secret(true, "kvault", "kvault.localhost").await;
 }
 
 #[tokio::test]

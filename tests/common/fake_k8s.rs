@@ -7,13 +7,15 @@
 //! LIST with `labelSelector` (`k=v,…`) and `fieldSelector=involvedObject.name=…`; DELETE
 //! (a Deployment takes its pods with it, and the garbage collector deletes every object
 //! whose `metadata.ownerReferences` names a deleted object's uid, transitively); and pod
-//! logs; `dryRun=All` on an apply answers without storing anything. A Deployment applied back to the template its ready pod runs scales back to that
+//! logs; `dryRun=All` on an apply answers without storing anything; an `immutable` Secret's
+//! data cannot change. A Deployment applied back to the template its ready pod runs scales back to that
 //! pod (as its old ReplicaSet would), without a new pull.
 //!
 //! Its fake kubelet plays a Deployment's rollout forward with the real Docker Engine: it
 //! pulls the template's image from the real registry (by digest), runs it with the pod's
 //! security context (uid, read-only root, `/tmp` tmpfs, no capabilities, no new
-//! privileges) and the template's env, probes the readiness path, puts the new pods in
+//! privileges) and the template's env (`valueFrom.secretKeyRef` resolved from the stored
+//! Secret; a missing Secret or key is a `CreateContainerConfigError`), probes the readiness path, puts the new pods in
 //! the Service's endpoints before it drains and removes the old ones (`maxUnavailable:
 //! 0`), and then marks the Deployment available; a container that exits is a `CrashLoopBackOff` (with its log), a
 //! failed pull an `ErrImagePull`. It pulls with the credentials of the pod's (or its
@@ -717,6 +719,18 @@ fn apply(
     if knative_service && let Err(message) = check_knative_service(shared, path, &object) {
         return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
     }
+    // An immutable Secret's data stays as it is.
+    if object["kind"] == "Secret"
+        && let Some(old) = shared.objects.lock().unwrap().get(path)
+        && old["immutable"] == true
+        && (old["data"] != object["data"] || object["immutable"] != true)
+    {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("Secret \"{name}\" is invalid: data: Forbidden: field is immutable when `immutable` is set"),
+        );
+    }
     // A server-side dry run: the object as it would be stored; nothing changes.
     if query_value(query, "dryRun").as_deref() == Some("All") {
         let previous = shared.objects.lock().unwrap().get(path).cloned();
@@ -1244,15 +1258,23 @@ async fn run_pod(shared: &Arc<Shared>, deployment: &Value, pod: String) -> Optio
     if sc["allowPrivilegeEscalation"] == false {
         args.extend(["--security-opt".into(), "no-new-privileges".into()]);
     }
-    for var in container["env"].as_array().into_iter().flatten() {
-        args.extend([
-            "-e".into(),
-            format!(
-                "{}={}",
-                var["name"].as_str().unwrap_or_default(),
-                var["value"].as_str().unwrap_or_default()
-            ),
-        ]);
+    // The variables as a kubelet resolves them: a missing Secret or key keeps the
+    // container from being created.
+    let env = match container_env(shared, &ns, container) {
+        Ok(env) => env,
+        Err(reason) => {
+            set_pod(
+                shared,
+                &pod_path,
+                json!({"waiting": {"reason": "CreateContainerConfigError", "message": reason}}),
+                false,
+            );
+            event(shared, &ns, &pod, "Failed", &format!("Error: {reason}"));
+            return None;
+        }
+    };
+    for (name, value) in env {
+        args.extend(["-e".into(), format!("{name}={value}")]);
     }
     args.push(image.clone());
     if let Err(reason) = docker(&args).await {

@@ -17,6 +17,7 @@ use super::client::{ApiError, Client, collection_path, label_selector, object_pa
 use super::manifests::{self, LABEL_DEPLOYMENT, LABEL_SITE, MANAGED_BY, OrgLimits, Workload, label_value};
 use super::registry_auth::{self, RegistryAuth};
 use super::rollout;
+use super::variables;
 
 /// Every object of a release, in the order they are applied.
 pub(super) struct Objects {
@@ -24,6 +25,8 @@ pub(super) struct Objects {
     pub org: Vec<Value>,
     /// The site's owner object.
     pub owner: Value,
+    /// The Secret of the app's variables (applied before the workload that reads it).
+    pub variables: Value,
     /// The environment's objects (owner references are set once the owner's uid is known).
     pub environment: Vec<Value>,
 }
@@ -35,6 +38,7 @@ pub(super) fn render(w: &Workload, limits: &OrgLimits, pull: Option<&RegistryAut
     Objects {
         org,
         owner: manifests::site_owner(&w.namespace, &w.org, &w.site),
+        variables: manifests::variables_secret(w),
         environment: manifests::environment_objects(w),
     }
 }
@@ -102,7 +106,10 @@ pub(super) async fn release(
     for object in &objects.org {
         client.apply(object).await.map_err(|e| failed(e.to_string()))?;
     }
-    let mine: Vec<&Value> = std::iter::once(&objects.owner).chain(&objects.environment).collect();
+    let mine: Vec<&Value> = [&objects.owner, &objects.variables]
+        .into_iter()
+        .chain(&objects.environment)
+        .collect();
     refuse_foreign(client, &w.namespace, &w.site, &mine)
         .await
         .map_err(failed)?;
@@ -113,6 +120,9 @@ pub(super) async fn release(
         .await
         .map_err(|e| failed(e.to_string()))?
         .filter(rollout::rolled_out);
+    variables::apply(client, w, &owner)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let mut environment = objects.environment;
     for object in &mut environment {
         manifests::set_owner(object, &owner);
@@ -121,6 +131,11 @@ pub(super) async fn release(
         .await
         .map_err(|e| failed(e.to_string()))?;
     let Err(mut failure) = rollout::watch(client, w, timeout).await else {
+        // The serving release's Secret is the only one the Deployment names now (a
+        // rollback is a release of its own, with a Secret of its own).
+        if let Err(e) = variables::prune(client, w, &BTreeSet::from([w.variables_secret.clone()])).await {
+            tracing::warn!(site.name = %w.site, environment = %w.environment, error = %e, "deleting the environment's unused variables' Secrets failed");
+        }
         return Ok(());
     };
     if let Some(previous) = before {
@@ -208,7 +223,7 @@ impl Objects {
     pub(super) fn into_list(self) -> Vec<Value> {
         self.org
             .into_iter()
-            .chain(std::iter::once(self.owner))
+            .chain([self.owner, self.variables])
             .chain(self.environment)
             .collect()
     }

@@ -32,6 +32,7 @@ use super::manifests::{
 };
 use super::registry_auth::{self, RegistryAuth};
 use super::rollout;
+use super::variables;
 
 /// Knative Serving's API group.
 pub const GROUP: &str = "serving.knative.dev";
@@ -244,12 +245,13 @@ pub fn routes(w: &Workload) -> Vec<Value> {
 }
 
 /// Every object a Knative release of `w` applies, in order: the org's namespace objects
-/// (with the pull Secret when `pull`), the site's owner, the Service pinned to the
+/// (with the pull Secret when `pull`), the site's owner, the variables' Secret, the Service pinned to the
 /// deployment's revision, its DomainMappings and TLS Secrets.
 pub(super) fn render(w: &Workload, limits: &OrgLimits, pull: Option<&RegistryAuth>, scale: Scale) -> Vec<Value> {
     let mut objects = org_objects(&w.namespace, &w.org, limits);
     registry_auth::add_pull_secret(&mut objects, pull);
     objects.push(manifests::site_owner(&w.namespace, &w.org, &w.site));
+    objects.push(manifests::variables_secret(w));
     objects.push(service(w, template(w, scale), &revision_name(w)));
     objects.extend(routes(w));
     objects
@@ -377,10 +379,15 @@ pub(super) async fn release(
     let revision = revision_name(w);
     let path = service_path(w);
     let fresh = service(w, template(w, scale), &revision);
-    refuse_foreign(client, &w.site, &[&owner_object, &fresh])
+    let secret = manifests::variables_secret(w);
+    refuse_foreign(client, &w.site, &[&owner_object, &secret, &fresh])
         .await
         .map_err(failed)?;
     let owner = client.apply(&owner_object).await.map_err(|e| failed(e.to_string()))?;
+    // Before the revision that reads it (a revision reused below has its own already).
+    variables::apply(client, w, &owner)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let current = client.get(&path).await.map_err(|e| failed(e.to_string()))?;
     let serving = current.as_ref().and_then(serving_revision);
     // The deployment's revisions (berth's labels of the site, environment and deployment).
@@ -453,7 +460,32 @@ pub(super) async fn release(
     };
     watch_service(client, w, &path, &revision, timeout).await?;
     apply_routes(client, w, &owner).await.map_err(failed)?;
+    if let Err(e) = prune_variables(client, w).await {
+        tracing::warn!(site.name = %w.site, environment = %w.environment, error = %e, "deleting the environment's unused variables' Secrets failed");
+    }
     Ok(outcome)
+}
+
+/// Deletes the environment's variables' Secrets that none of its revisions (nor `w`)
+/// reads: a revision berth keeps keeps its own; those Knative collected after berth
+/// forgot their deployment go.
+async fn prune_variables(client: &Client, w: &Workload) -> Result<(), ApiError> {
+    let revisions = client
+        .list(
+            &collection_path("Revision", &w.namespace).expect("known kind"),
+            &label_selector(&[
+                MANAGED_BY,
+                (LABEL_SITE, &label_value(&w.site)),
+                (LABEL_ENVIRONMENT, &label_value(&w.environment)),
+            ]),
+        )
+        .await?;
+    let mut keep: BTreeSet<String> = revisions
+        .iter()
+        .flat_map(|r| variables::referenced(&r["spec"]))
+        .collect();
+    keep.insert(w.variables_secret.clone());
+    variables::prune(client, w, &keep).await
 }
 
 /// How a release went.
@@ -671,6 +703,7 @@ mod tests {
                 .into(),
             port: 8080,
             env: vec![("PORT".into(), "8080".into()), ("GREETING".into(), "hi".into())],
+            variables_secret: "shop-production-env-0123456789".into(),
             health_check_path: "/health".into(),
             resources: Resources {
                 cpu_request: "100m".into(),

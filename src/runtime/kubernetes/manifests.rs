@@ -1,7 +1,9 @@
 //! The objects berth applies to a cluster, as pure functions of what they describe: per
 //! org a Namespace (Pod Security `restricted`), ResourceQuota, LimitRange, ServiceAccount
 //! without a token and a default-deny NetworkPolicy; per environment a Deployment, a
-//! Service and an Ingress for its host. Every object carries
+//! Service and an Ingress for its host, and the app's variables as an immutable Secret
+//! the container reads them from (no value in the Deployment: reading Deployments is a
+//! much wider grant than reading Secrets). Every object carries
 //! `app.kubernetes.io/managed-by: berth` and berth's own labels, so berth finds (and
 //! touches) only what it made. Golden-tested: the snapshots are the review of a change.
 
@@ -18,6 +20,9 @@ pub const LABEL_SITE: &str = "berth.dev/site";
 pub const LABEL_ENVIRONMENT: &str = "berth.dev/environment";
 /// Label: deployment id.
 pub const LABEL_DEPLOYMENT: &str = "berth.dev/deployment";
+/// Label (`"true"`) of the Secrets holding an app's variables (not TLS Secrets, which
+/// are pruned by their own rules).
+pub const LABEL_VARIABLES: &str = "berth.dev/variables";
 
 /// Private, shared and link-local ranges the apps' egress may not reach (the cluster's
 /// own network, other tenants, the cloud metadata endpoint).
@@ -230,6 +235,8 @@ pub struct Workload {
     pub port: u16,
     /// The app's variables (PORT included).
     pub env: Vec<(String, String)>,
+    /// The name of the Secret holding `env` (see [`variables_secret_name`]).
+    pub variables_secret: String,
     /// Readiness probe path.
     pub health_check_path: String,
     /// Requests and limits.
@@ -298,12 +305,67 @@ impl Workload {
     }
 }
 
-/// The environment's objects, in the order they are applied.
+/// The name of the Secret of a release's variables: the workload's name, `-env-` and a
+/// digest of the deployment id and the variables' names and values keyed with the
+/// installation's own `key` (random, kept in its data dir), so that a new set of values
+/// is a new Secret (a kept Knative revision keeps starting with its own) while the name
+/// tells a guesser of the values nothing.
+pub fn variables_secret_name(workload: &str, key: &[u8], deployment_id: &str, env: &[(String, String)]) -> String {
+    use hmac::{Hmac, Mac as _};
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    // Each part length-prefixed, so that no two different lists give the same input.
+    let mut feed = |part: &str| {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part.as_bytes());
+    };
+    feed(deployment_id);
+    for (name, value) in env {
+        feed(name);
+        feed(value);
+    }
+    let digest = hex::encode(&mac.finalize().into_bytes()[..5]);
+    dns_label(&format!("{workload}-env-{digest}"))
+}
+
+/// The Secret holding the app's variables (type Opaque, immutable: a changed value is a
+/// new Secret), labelled as berth's variables of the environment's deployment.
+pub fn variables_secret(w: &Workload) -> Value {
+    use base64::Engine as _;
+    let mut labels = w.labels();
+    labels[LABEL_VARIABLES] = json!("true");
+    let data: serde_json::Map<String, Value> = w
+        .env
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                json!(base64::engine::general_purpose::STANDARD.encode(v.as_bytes())),
+            )
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": w.variables_secret, "namespace": w.namespace, "labels": labels },
+        "type": "Opaque",
+        "immutable": true,
+        "data": data,
+    })
+}
+
+/// The environment's objects, in the order they are applied (the Deployment first; the
+/// variables' Secret is [`variables_secret`], applied before them).
 pub fn environment_objects(w: &Workload) -> Vec<Value> {
     let name = w.name();
     let labels = w.labels();
     let meta = json!({ "name": name, "namespace": w.namespace, "labels": labels });
-    let env: Vec<Value> = w.env.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect();
+    // Variable names are letters, digits and `_` (the service layer checks), which are
+    // valid Secret keys.
+    let env: Vec<Value> = w
+        .env
+        .iter()
+        .map(|(k, _)| json!({ "name": k, "valueFrom": { "secretKeyRef": { "name": w.variables_secret, "key": k } } }))
+        .collect();
     let r = &w.resources;
     let rules: Vec<Value> = std::iter::once(&w.host)
         .chain(&w.domains)
@@ -471,6 +533,7 @@ mod tests {
                 .into(),
             port: 8080,
             env: vec![("PORT".into(), "8080".into()), ("GREETING".into(), "hi".into())],
+            variables_secret: "shop-production-env-0123456789".into(),
             health_check_path: "/health".into(),
             resources: resources(),
             replicas: 1,
@@ -486,6 +549,7 @@ mod tests {
             cert_manager_issuer: None,
         };
         insta::assert_json_snapshot!(environment_objects(&w));
+        insta::assert_json_snapshot!("variables_secret", variables_secret(&w));
         assert!(!format!("{w:?}").contains("PRIVATE KEY"), "the key is never printed");
         w.cert_manager_issuer = Some("letsencrypt".into());
         insta::assert_json_snapshot!("environment_objects_cert_manager", environment_objects(&w));
@@ -507,6 +571,7 @@ mod tests {
             image: "i".into(),
             port: 1,
             env: vec![],
+            variables_secret: "s-e-env-0".into(),
             health_check_path: "/".into(),
             resources: resources(),
             replicas: 1,
@@ -522,14 +587,41 @@ mod tests {
             cert_manager_issuer: None,
         };
         let owner = site_owner("n", "o", "s");
+        let variables = variables_secret(&w);
         for object in org_objects("n", "o", &limits())
             .iter()
             .chain(&environment_objects(&w))
-            .chain([&owner])
+            .chain([&owner, &variables])
         {
             assert_eq!(object["metadata"]["labels"][MANAGED_BY.0], MANAGED_BY.1, "{object}");
             assert_eq!(object["metadata"]["labels"][LABEL_ORG], "o", "{object}");
         }
+    }
+
+    #[test]
+    fn variables_secret_names_change_with_values_and_need_the_key() {
+        let env = |v: &str| {
+            vec![
+                ("PORT".to_string(), "8080".to_string()),
+                ("TOKEN".to_string(), v.to_string()),
+            ]
+        };
+        let name = |key: &[u8], id: &str, v: &str| variables_secret_name("shop-production", key, id, &env(v));
+        let first = name(b"key-1", "dpl_1", "a");
+        assert!(
+            first.starts_with("shop-production-env-") && first.len() <= 63,
+            "{first}"
+        );
+        assert_eq!(first, name(b"key-1", "dpl_1", "a"), "the same values keep their Secret");
+        assert_ne!(first, name(b"key-1", "dpl_1", "b"), "a new value is a new Secret");
+        assert_ne!(first, name(b"key-1", "dpl_2", "a"), "each deployment has its own");
+        assert_ne!(
+            first,
+            name(b"key-2", "dpl_1", "a"),
+            "the name depends on the installation's key"
+        );
+        let long = variables_secret_name(&"a".repeat(63), b"k", "d", &env("a"));
+        assert!(long.len() <= 63, "{long}");
     }
 
     #[test]

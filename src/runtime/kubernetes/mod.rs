@@ -30,6 +30,7 @@ pub mod registry_auth;
 mod rollout;
 mod routes;
 mod scaling;
+mod variables;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -447,7 +448,9 @@ fn make(parts: &Assembly) -> anyhow::Result<Arc<dyn Target>> {
     let owner = parts.owner.clone();
     let images = parts.data_dir.join("kubernetes-images");
     std::fs::create_dir_all(&images).context("creating the kubernetes image records folder")?;
+    let variables_key = variables::load_key(&parts.data_dir)?;
     Ok(Arc::new(KubernetesTarget {
+        variables_key,
         builder: DockerProvider::new(owner),
         build_contexts: parts.build_contexts.clone(),
         images,
@@ -458,6 +461,8 @@ fn make(parts: &Assembly) -> anyhow::Result<Arc<dyn Target>> {
 
 /// The kubernetes target.
 struct KubernetesTarget {
+    /// The installation's key of the variables' Secret names (never printed).
+    variables_key: Vec<u8>,
     /// Builds and pushes images (never runs containers).
     builder: DockerProvider,
     /// Build contexts offered to build Jobs.
@@ -509,7 +514,7 @@ impl KubernetesTarget {
             .replicas(&path)
             .unwrap_or(1)
             .clamp(1, settings.max_replicas);
-        let mut workload = workload(&settings, &spec, image);
+        let mut workload = workload(&settings, &spec, image, &self.variables_key);
         workload.replicas = replicas;
         let uses_knative = knative::in_use(&client, settings.knative, &settings.api_url)
             .await
@@ -572,12 +577,15 @@ impl KubernetesTarget {
 }
 
 /// What an environment runs for a release of `spec` with `image`.
-fn workload(settings: &KubeSettings, spec: &InstanceSpec, image: String) -> Workload {
+fn workload(settings: &KubeSettings, spec: &InstanceSpec, image: String, key: &[u8]) -> Workload {
     let port = spec.port.unwrap_or(8080);
     let mut env = spec.env.clone();
     env.retain(|(k, _)| k != "PORT");
     env.push(("PORT".into(), port.to_string()));
+    let name = manifests::workload_name(&spec.site, &spec.environment);
+    let variables_secret = manifests::variables_secret_name(&name, key, &spec.deployment_id, &env);
     Workload {
+        variables_secret,
         namespace: settings.namespace(&spec.org),
         org: spec.org.clone(),
         site: spec.site.clone(),
@@ -732,14 +740,22 @@ impl Target for KubernetesTarget {
         if let Some(record) = self.image_record(site, deployment_id) {
             let _ = tokio::fs::remove_file(record).await;
         }
+        let Some((settings, namespace)) = self.placements.of_site(site) else {
+            return;
+        };
+        let Ok(client) = settings.client() else {
+            return;
+        };
         // Its Knative revisions are no longer kept from Knative's garbage collection.
-        if let Some((settings, namespace)) = self.placements.of_site(site)
-            && settings.knative != knative::Mode::Off
-            && let Ok(client) = settings.client()
+        if settings.knative != knative::Mode::Off
             && let Err(e) = knative::release_revisions(&client, &namespace, site, deployment_id).await
             && !e.is_not_found()
         {
             tracing::warn!(site.name = %site, deployment.id = %deployment_id, error = %e, "releasing a forgotten deployment's Knative revisions to garbage collection failed");
+        }
+        // Nor its variables' Secrets.
+        if let Err(e) = variables::forget_deployment(&client, &namespace, site, deployment_id).await {
+            tracing::warn!(site.name = %site, deployment.id = %deployment_id, error = %e, "deleting a forgotten deployment's variables' Secrets failed");
         }
     }
 
@@ -826,7 +842,7 @@ impl Target for KubernetesTarget {
             return Ok(());
         }
         let client = settings.client()?;
-        let w = workload(&settings, &spec, String::new());
+        let w = workload(&settings, &spec, String::new(), &self.variables_key);
         knative::rescale(&client, &w, knative_scale(&spec, &settings)).await
     }
 
@@ -840,7 +856,7 @@ impl Target for KubernetesTarget {
             settings.registry,
             manifests::dns_label(&spec.site)
         );
-        let workload = workload(&settings, &spec, image);
+        let workload = workload(&settings, &spec, image, &self.variables_key);
         let pull = settings.registry_auth.as_ref();
         // What a release would do here: a Knative Service where the cluster has Knative
         // (or the setting requires it), a Deployment + Service + Ingress otherwise.
@@ -965,7 +981,7 @@ impl Target for KubernetesTarget {
     async fn routes_changed(&self, spec: InstanceSpec) -> Result<(), String> {
         let settings = KubeSettings::parse(&spec.provider_config)?;
         let client = settings.client()?;
-        let w = workload(&settings, &spec, String::new());
+        let w = workload(&settings, &spec, String::new(), &self.variables_key);
         let Some(owner) = routes::owner(&client, &w).await? else {
             return Ok(());
         };

@@ -24,7 +24,7 @@ pub(super) async fn owner(client: &Client, w: &Workload) -> Result<Option<Value>
 pub(super) async fn apply_ingress(client: &Client, w: &Workload, owner: &Value) -> Result<(), String> {
     let mut wanted: Vec<Value> = manifests::environment_objects(w)
         .into_iter()
-        .filter(|o| o["kind"] == "Ingress" || o["kind"] == "Secret")
+        .filter(|o| o["kind"] == "Ingress" || o["type"] == TLS_SECRET_TYPE)
         .collect();
     for object in &mut wanted {
         manifests::set_owner(object, owner);
@@ -36,12 +36,16 @@ pub(super) async fn apply_ingress(client: &Client, w: &Workload, owner: &Value) 
     prune_secrets(client, w, &keep).await
 }
 
-/// Deletes the environment's Secrets (berth's labels of its site and environment) whose
+/// Deletes the environment's TLS Secrets (berth's labels of its site and environment,
+/// type `kubernetes.io/tls`: the variables' Secrets are not the routes' to prune) whose
 /// path is not in `keep`.
 pub(super) async fn prune_secrets(client: &Client, w: &Workload, keep: &BTreeSet<String>) -> Result<(), String> {
     let collection = collection_path("Secret", Some(&w.namespace)).expect("known kind");
-    prune(client, w, &collection, keep).await
+    prune_where(client, w, &collection, keep, |o| o["type"] == TLS_SECRET_TYPE).await
 }
+
+/// The type of the TLS Secrets of custom domains.
+pub(super) const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
 /// Deletes the environment's objects in `collection` (found by berth's labels of its site
 /// and environment, nothing else) whose path is not in `keep`.
@@ -51,12 +55,26 @@ pub(super) async fn prune(
     collection: &str,
     keep: &BTreeSet<String>,
 ) -> Result<(), String> {
+    prune_where(client, w, collection, keep, |_| true).await
+}
+
+/// [`prune`] of the objects `prunable` accepts only.
+async fn prune_where(
+    client: &Client,
+    w: &Workload,
+    collection: &str,
+    keep: &BTreeSet<String>,
+    prunable: impl Fn(&Value) -> bool,
+) -> Result<(), String> {
     let selector = label_selector(&[
         MANAGED_BY,
         (LABEL_SITE, &label_value(&w.site)),
         (LABEL_ENVIRONMENT, &label_value(&w.environment)),
     ]);
     for object in client.list(collection, &selector).await.map_err(|e| e.to_string())? {
+        if !prunable(&object) {
+            continue;
+        }
         let Some(name) = object["metadata"]["name"].as_str() else {
             continue;
         };
