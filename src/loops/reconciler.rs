@@ -55,6 +55,9 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
             }
         }
     }
+    if record {
+        platform.shared.set_recorded(recorded.clone());
+    }
     // Deployments this replica started (a deploy through it) whose instances the holder
     // of their target's lease runs now: supervised here no longer.
     let mut handed_over: Vec<String> = Vec::new();

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::events::HolderAsk;
 use crate::jobs::Singleton;
 use crate::platform::Platform;
-use crate::store::shared::EdgeActivity;
+use crate::runtime::{InstanceState, Observation};
+use crate::store::shared::{EdgeActivity, SharedInstance, SharedState};
 
 /// How long a shared target's lease lasts unless renewed (renewed every third of it).
 pub const LEASE_TIME: Duration = Duration::from_secs(30);
@@ -44,6 +45,9 @@ pub struct SharedLeases {
     /// What the other replicas' edges saw of the environments this replica runs, by
     /// environment id (read every [`ACTIVITY_EVERY`] while it holds a lease).
     activity_elsewhere: Mutex<HashMap<String, EdgeActivity>>,
+    /// The instances of shared targets as their holder recorded them, by deployment, as
+    /// the last reconcile pass read them (what a replica that does not run them shows).
+    recorded: Mutex<HashMap<String, Vec<SharedInstance>>>,
 }
 
 impl SharedLeases {
@@ -54,6 +58,7 @@ impl SharedLeases {
             held: Mutex::new(names.iter().map(|n| (*n, held)).collect()),
             served_elsewhere: Mutex::default(),
             activity_elsewhere: Mutex::default(),
+            recorded: Mutex::default(),
         }
     }
 
@@ -72,6 +77,35 @@ impl SharedLeases {
     /// Sets the (host, environment id) pairs of the environments another replica runs.
     pub fn set_served_elsewhere(&self, hosts: Vec<(String, String)>) {
         *self.served_elsewhere.lock().expect("leases lock") = hosts;
+    }
+
+    /// Sets the recorded instances of the shared targets, by deployment.
+    pub fn set_recorded(&self, recorded: HashMap<String, Vec<SharedInstance>>) {
+        *self.recorded.lock().expect("leases lock") = recorded;
+    }
+
+    /// A deployment's instances as the holder of its target's lease recorded them.
+    pub fn recorded_observations(&self, deployment_id: &str) -> Vec<Observation> {
+        let recorded = self.recorded.lock().expect("leases lock");
+        let Some(instances) = recorded.get(deployment_id) else {
+            return Vec::new();
+        };
+        instances
+            .iter()
+            .map(|i| Observation {
+                index: i.index,
+                addr: i.addr,
+                state: match i.state {
+                    SharedState::Starting => InstanceState::Starting,
+                    SharedState::Healthy => InstanceState::Healthy,
+                    SharedState::Paused => InstanceState::Paused,
+                    SharedState::Crashed => InstanceState::Crashed {
+                        message: "crashed (as the replica running it recorded)".into(),
+                    },
+                },
+                draining: false,
+            })
+            .collect()
     }
 
     /// Whether this replica runs any shared target.
@@ -248,6 +282,32 @@ pub async fn share_activity(platform: Arc<Platform>, stop: CancellationToken) {
 }
 
 impl Platform {
+    /// The instances of a deployment on target `provider` as this replica knows them: on
+    /// a shared target another replica runs, as that replica recorded them (unless this
+    /// replica still runs them itself, a deploy through it not yet handed over).
+    pub fn observe(&self, provider: &str, deployment_id: &str) -> Vec<Observation> {
+        let own = self
+            .target(provider)
+            .map(|t| t.observe(&self.runtime, deployment_id))
+            .unwrap_or_default();
+        if own.is_empty() && self.shared.run_elsewhere(provider) {
+            return self.shared.recorded_observations(deployment_id);
+        }
+        own
+    }
+
+    /// A deployment's state as a whole: healthy when any instance is, else its first's.
+    pub fn overall_state(&self, provider: &str, deployment_id: &str) -> Option<InstanceState> {
+        if !self.shared.run_elsewhere(provider) {
+            return self.runtime.overall_state(deployment_id);
+        }
+        let all = self.observe(provider, deployment_id);
+        if all.iter().any(|o| o.state == InstanceState::Healthy) {
+            return Some(InstanceState::Healthy);
+        }
+        all.into_iter().next().map(|o| o.state)
+    }
+
     /// Does what another replica asked of the holder of a shared target's lease, when this
     /// replica runs the deployment's target; any other replica ignores the ask.
     pub async fn answer_holder_ask(&self, ask: HolderAsk, deployment_id: &str) -> anyhow::Result<()> {

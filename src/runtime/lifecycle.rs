@@ -246,12 +246,19 @@ impl Runtime {
 
     /// CPU and memory of each instance, where its provider can tell.
     pub async fn usage(&self, deployment_id: &str, provider: &str) -> Vec<(u32, Option<Usage>)> {
+        let indexes: Vec<u32> = self.all_of(deployment_id).iter().map(|i| i.index).collect();
+        self.usage_of(deployment_id, provider, &indexes).await
+    }
+
+    /// CPU and memory of the instances `indexes` of a deployment, as the provider measures
+    /// them wherever they run (another replica's instances on a shared engine too).
+    pub async fn usage_of(&self, deployment_id: &str, provider: &str, indexes: &[u32]) -> Vec<(u32, Option<Usage>)> {
         let Some(provider) = self.provider(provider) else {
             return vec![];
         };
         let mut out = Vec::new();
-        for instance in self.all_of(deployment_id) {
-            out.push((instance.index, provider.usage(deployment_id, instance.index).await));
+        for index in indexes {
+            out.push((*index, provider.usage(deployment_id, *index).await));
         }
         out
     }

@@ -1250,7 +1250,7 @@ impl Service {
         if !is_process || elsewhere {
             return "live".into();
         }
-        match self.platform.runtime.overall_state(dep_id) {
+        match self.platform.overall_state(&site.provider, dep_id) {
             Some(InstanceState::Healthy) => "live",
             Some(InstanceState::Crashed { .. }) => "crashed",
             Some(InstanceState::Paused) => "sleeping",

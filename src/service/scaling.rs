@@ -29,11 +29,10 @@ impl Service {
 
     async fn scaling_config(&self, site: &store::SiteRow, env: &store::EnvironmentRow) -> ServiceResult<ScalingConfig> {
         let row = self.platform.store.get_scaling(&env.id).await?;
-        let target = self.platform.target(&site.provider)?;
         let observed = env
             .deployment_id
             .as_deref()
-            .map(|id| target.observe(&self.platform.runtime, id))
+            .map(|id| self.platform.observe(&site.provider, id))
             .unwrap_or_default();
         let running = observed
             .iter()

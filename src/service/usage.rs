@@ -170,8 +170,19 @@ impl Service {
         let mut usage_unavailable = None;
         if let Some(deployment_id) = env.deployment_id.as_deref() {
             let target = self.platform.target(&site.provider)?;
-            let observed = target.observe(&self.platform.runtime, deployment_id);
-            let usage = match target.usage_report(&self.platform.runtime, deployment_id).await {
+            let observed = self.platform.observe(&site.provider, deployment_id);
+            // Another replica runs this shared target: its engine is this replica's too.
+            let usage = if self.platform.shared.run_elsewhere(&site.provider) {
+                let indexes: Vec<u32> = observed.iter().map(|o| o.index).collect();
+                Ok(self
+                    .platform
+                    .runtime
+                    .usage_of(deployment_id, &site.provider, &indexes)
+                    .await)
+            } else {
+                target.usage_report(&self.platform.runtime, deployment_id).await
+            };
+            let usage = match usage {
                 Ok(usage) => usage,
                 Err(why) => {
                     usage_unavailable = Some(why);
