@@ -45,7 +45,14 @@ impl Platform {
             }
             Activation::NoLongerLive => anyhow::bail!("deployment {} can no longer go live (cancelled?)", d.id),
         }
-        crate::loops::reconciler::reconcile_holding_lock(self).await?;
+        if let Err(err) = crate::loops::reconciler::reconcile_holding_lock(self).await {
+            // Committed live, not yet routed here: the reconciler's next pass routes it.
+            tracing::warn!(deployment.id = %d.id, error = %format!("{err:#}"), "the deployment is live but publishing its route failed; the reconciler retries");
+            drop(routes);
+            self.reconcile_wake.notify_one();
+            self.events.notify();
+            return Err(err);
+        }
         drop(routes);
         self.events.notify();
         Ok(true)
