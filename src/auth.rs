@@ -10,9 +10,7 @@
 //! again (revocation takes effect then). Passwords are argon2id.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -140,14 +138,7 @@ fn read_or_make_secret(path: &Path) -> anyhow::Result<[u8; 32]> {
     }
     let mut secret = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(hex::encode(secret).as_bytes())?;
-    file.sync_all()?;
+    crate::util::write_new_private_file(path, hex::encode(secret).as_bytes())?;
     Ok(secret)
 }
 

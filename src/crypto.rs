@@ -3,8 +3,6 @@
 //! name does not open. The master key comes from `BERTH_MASTER_KEY` or a key file made
 //! once in the data dir (mode 0600).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -47,14 +45,7 @@ impl SecretBox {
         }
         let mut key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        file.write_all(hex::encode(key).as_bytes())?;
-        file.sync_all()?;
+        crate::util::write_new_private_file(&path, hex::encode(key).as_bytes())?;
         Ok(Self::new(&key))
     }
 

@@ -109,6 +109,23 @@ pub async fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io:
     }
 }
 
+/// Writes `contents` to a new file at `path` that only its owner may read (a key made at
+/// first start), synced; refuses a file that exists.
+pub fn write_new_private_file(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

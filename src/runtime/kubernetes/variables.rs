@@ -24,8 +24,6 @@ const KEY_FILE: &str = "kubernetes-variables.key";
 /// (32 random bytes, readable by berth's user only) the first time.
 pub(super) fn load_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context as _;
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let path = data_dir.join(KEY_FILE);
     match std::fs::read(&path) {
         Ok(key) if key.len() >= 32 => return Ok(key),
@@ -37,15 +35,7 @@ pub(super) fn load_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let key: [u8; 32] = rand::random();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(&key)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
+    crate::util::write_new_private_file(&path, &key)?;
     Ok(key.to_vec())
 }
 
