@@ -185,24 +185,46 @@ impl Service {
             .await?;
         let site = self.find_site(actor, &input.site).await?;
         let store = &self.platform.store;
-        let summary = self.summarize(&site).await?;
-        let envs = store.list_environments(&site.id).await?;
+        // Independent reads go out together (on Postgres each is a round trip through its
+        // own pooled connection): three waves of queries, not one after another.
+        let (envs, recent, previews, drain_seconds) = tokio::try_join!(
+            store.list_environments(&site.id),
+            store.list_deployments(&site.id, None, 10),
+            store.site_previews(&site.id),
+            store.site_drain_seconds(&site.id),
+        )?;
         let serving = envs
             .iter()
             .find(|e| e.name == "production")
             .and_then(|e| e.deployment_id.clone());
-        let environments = self.environment_infos(&site, &envs).await?;
-        let recent = store.list_deployments(&site.id, None, 10).await?;
+        let serving_ids: Vec<&str> = envs.iter().filter_map(|e| e.deployment_id.as_deref()).collect();
         let build_lines = clamp_lines(input.deploy_log_lines, 20);
         let runtime_lines = clamp_lines(input.runtime_log_lines, 20);
-        let build_log_tail = match recent.first() {
-            Some(d) => lines_of(store.tail_logs(&d.id, "build", build_lines).await?),
-            None => vec![],
+        let build_log_tail = async {
+            match recent.first() {
+                Some(d) => store.tail_logs(&d.id, "build", build_lines).await,
+                None => Ok(vec![]),
+            }
         };
-        let runtime_log_tail = match &serving {
-            Some(id) => lines_of(store.tail_logs(id, "runtime", runtime_lines).await?),
-            None => vec![],
+        let runtime_log_tail = async {
+            match &serving {
+                Some(id) => store.tail_logs(id, "runtime", runtime_lines).await,
+                None => Ok(vec![]),
+            }
         };
+        let (served, build_log_tail, runtime_log_tail) =
+            tokio::try_join!(store.deployments_by_ids(&serving_ids), build_log_tail, runtime_log_tail)?;
+        let (build_log_tail, runtime_log_tail) = (lines_of(build_log_tail), lines_of(runtime_log_tail));
+        let environments = self.environment_infos_of(&site, &envs, &served);
+        let env_names: HashMap<&str, &str> = envs.iter().map(|e| (e.id.as_str(), e.name.as_str())).collect();
+        // The newest deployment of all is the first of the recent ones.
+        let summary = self.summary_of(
+            &site,
+            recent.first(),
+            envs.iter().find(|e| e.name == "production"),
+            &served,
+            &env_names,
+        );
         let env_vars = if input.include_env.unwrap_or(false) {
             Some(
                 self.platform
@@ -228,8 +250,8 @@ impl Service {
             source_kind: site.source_kind.clone(),
             provider: site.provider.clone(),
             build_settings: serde_json::from_str(&site.build_settings).unwrap_or_default(),
-            previews: store.site_previews(&site.id).await?,
-            drain_seconds: drain_period(store.site_drain_seconds(&site.id).await?).as_secs() as u32,
+            previews,
+            drain_seconds: drain_period(drain_seconds).as_secs() as u32,
             environments,
             recent_deployments,
             build_log_tail,
@@ -927,11 +949,17 @@ impl Service {
         self.authorize(actor, Action::ReadSites, Target::Deployment(&input.deployment_id))
             .await?;
         let d = self.find_deployment(actor, &input.deployment_id).await?;
-        let mut info = self.deployment_info(&d).await?;
-        if d.status() == DeploymentStatus::Failed {
-            info.last_log_lines = Some(self.failure_lines(&d.id).await?);
-        }
-        info.traffic = self.deployment_comparison(&d).await?;
+        // Its names, its traffic and (failed) its last lines are read together.
+        let failure_lines = async {
+            match d.status() {
+                DeploymentStatus::Failed => self.failure_lines(&d.id).await.map(Some),
+                _ => Ok(None),
+            }
+        };
+        let (mut info, traffic, last_log_lines) =
+            tokio::try_join!(self.deployment_info(&d), self.deployment_comparison(&d), failure_lines)?;
+        info.traffic = traffic;
+        info.last_log_lines = last_log_lines;
         Ok(info)
     }
 
@@ -1128,8 +1156,11 @@ impl Service {
     }
 
     async fn deployment_info(&self, d: &DeploymentRow) -> ServiceResult<DeploymentInfo> {
-        let env = self.platform.store.get_environment_by_id(&d.environment_id).await?;
-        let site = self.platform.store.get_site_by_id(&d.site_id).await?;
+        let store = &self.platform.store;
+        let (env, site) = tokio::try_join!(
+            store.get_environment_by_id(&d.environment_id),
+            store.get_site_by_id(&d.site_id)
+        )?;
         Ok(self.deployment_info_named(
             d,
             site.as_ref().map(|s| s.name.as_str()),
@@ -1207,16 +1238,25 @@ impl Service {
     async fn environment_infos(&self, site: &SiteRow, envs: &[EnvironmentRow]) -> ServiceResult<Vec<EnvironmentInfo>> {
         let ids: Vec<&str> = envs.iter().filter_map(|e| e.deployment_id.as_deref()).collect();
         let serving = self.platform.store.deployments_by_ids(&ids).await?;
-        Ok(envs
-            .iter()
+        Ok(self.environment_infos_of(site, envs, &serving))
+    }
+
+    /// [`Self::environment_infos`] with the deployments the environments serve at hand.
+    fn environment_infos_of(
+        &self,
+        site: &SiteRow,
+        envs: &[EnvironmentRow],
+        serving: &[DeploymentRow],
+    ) -> Vec<EnvironmentInfo> {
+        envs.iter()
             .map(|env| EnvironmentInfo {
                 name: env.name.clone(),
                 url: self.platform.url_for(&site.name, &env.name),
                 deployment_id: env.deployment_id.clone(),
-                status: self.serving_status(site, env, &serving),
+                status: self.serving_status(site, env, serving),
                 branch: env.branch.clone(),
             })
-            .collect())
+            .collect()
     }
 
     async fn environment_status(&self, site: &SiteRow, env: &EnvironmentRow) -> ServiceResult<String> {
@@ -1259,11 +1299,6 @@ impl Service {
         .into()
     }
 
-    async fn summarize(&self, site: &SiteRow) -> ServiceResult<SiteSummary> {
-        let mut one = self.summarize_all(std::slice::from_ref(site)).await?;
-        Ok(one.pop().expect("one summary per site"))
-    }
-
     /// Summaries of a page of sites in four queries, whatever the page's size: the newest
     /// deployment of each, each production environment, the deployments those serve and
     /// the environments the newest deployments went to (a query per site made a page of
@@ -1271,44 +1306,66 @@ impl Service {
     async fn summarize_all(&self, sites: &[SiteRow]) -> ServiceResult<Vec<SiteSummary>> {
         let store = &self.platform.store;
         let site_ids: Vec<&str> = sites.iter().map(|s| s.id.as_str()).collect();
-        let latest = store.latest_deployments(&site_ids).await?;
-        let production = store.environments_named(&site_ids, "production").await?;
+        let (latest, production) = tokio::try_join!(
+            store.latest_deployments(&site_ids),
+            store.environments_named(&site_ids, "production"),
+        )?;
         let serving_ids: Vec<&str> = production.iter().filter_map(|e| e.deployment_id.as_deref()).collect();
-        let serving = store.deployments_by_ids(&serving_ids).await?;
         let env_ids: Vec<&str> = latest.iter().map(|d| d.environment_id.as_str()).collect();
-        let envs = store.environments_by_ids(&env_ids).await?;
+        let (serving, envs) = tokio::try_join!(
+            store.deployments_by_ids(&serving_ids),
+            store.environments_by_ids(&env_ids),
+        )?;
         let latest: HashMap<&str, &DeploymentRow> = latest.iter().map(|d| (d.site_id.as_str(), d)).collect();
         let production: HashMap<&str, &EnvironmentRow> = production.iter().map(|e| (e.site_id.as_str(), e)).collect();
         let env_names: HashMap<&str, &str> = envs.iter().map(|e| (e.id.as_str(), e.name.as_str())).collect();
         Ok(sites
             .iter()
             .map(|site| {
-                let latest = latest.get(site.id.as_str()).copied();
-                let serving = match production.get(site.id.as_str()) {
-                    Some(env) => self.serving_status(site, env, &serving),
-                    None => "none".into(),
-                };
-                let status = match (latest, serving.as_str()) {
-                    (Some(d), _) if !d.status().is_final() => "building".to_string(),
-                    (Some(d), "none") if d.status() == DeploymentStatus::Failed => "failed".to_string(),
-                    (None, _) => "new".to_string(),
-                    (_, "none") => "new".to_string(),
-                    (_, s) => s.to_string(),
-                };
-                let latest_deployment = latest.map(|d| {
-                    let env = env_names.get(d.environment_id.as_str()).copied();
-                    self.deployment_info_named(d, Some(&site.name), env)
-                });
-                SiteSummary {
-                    name: site.name.clone(),
-                    status,
-                    url: self.platform.url_for(&site.name, "production"),
-                    source: self.shown_source(site),
-                    latest_deployment,
-                    created_at: rfc3339(site.created_at),
-                }
+                self.summary_of(
+                    site,
+                    latest.get(site.id.as_str()).copied(),
+                    production.get(site.id.as_str()).copied(),
+                    &serving,
+                    &env_names,
+                )
             })
             .collect())
+    }
+
+    /// A site's summary from its newest deployment, its production environment, the
+    /// deployments environments serve and environment names by id.
+    fn summary_of(
+        &self,
+        site: &SiteRow,
+        latest: Option<&DeploymentRow>,
+        production: Option<&EnvironmentRow>,
+        serving: &[DeploymentRow],
+        env_names: &HashMap<&str, &str>,
+    ) -> SiteSummary {
+        let serving = match production {
+            Some(env) => self.serving_status(site, env, serving),
+            None => "none".into(),
+        };
+        let status = match (latest, serving.as_str()) {
+            (Some(d), _) if !d.status().is_final() => "building".to_string(),
+            (Some(d), "none") if d.status() == DeploymentStatus::Failed => "failed".to_string(),
+            (None, _) => "new".to_string(),
+            (_, "none") => "new".to_string(),
+            (_, s) => s.to_string(),
+        };
+        let latest_deployment = latest.map(|d| {
+            let env = env_names.get(d.environment_id.as_str()).copied();
+            self.deployment_info_named(d, Some(&site.name), env)
+        });
+        SiteSummary {
+            name: site.name.clone(),
+            status,
+            url: self.platform.url_for(&site.name, "production"),
+            source: self.shown_source(site),
+            latest_deployment,
+            created_at: rfc3339(site.created_at),
+        }
     }
 
     /// Runs a mutating call at most once per idempotency key: a repeat gets the first
