@@ -1044,3 +1044,68 @@ async fn a_static_site_built_by_one_replica_is_served_by_the_others_edge_from_th
         "{err}"
     );
 }
+
+/// Ends every connection of the database at `url` but psql's own; how many it ended.
+fn cut_connections(url: &str) -> usize {
+    let base = std::env::var("BERTH_TEST_POSTGRES_URL").unwrap();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let out = std::process::Command::new("psql")
+        .args([
+            &base,
+            "-qAt",
+            "-c",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+            ),
+        ])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_replica_whose_database_connections_are_cut_answers_and_deploys_again() {
+    let (a, url) = first(false).await;
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("index.html"), "<h1>before the cut</h1>").unwrap();
+    let (status, out) = a
+        .post(
+            "/api/sites",
+            &json!({"name": "severed", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    // The database ends every connection berth holds (a restart or a failover does the
+    // same): its pool, the event listener's and the loops'.
+    let cut = cut_connections(&url);
+    assert!(cut >= 2, "berth held {cut} connections");
+    // A pooled connection idle for a second is checked before use (one used within the
+    // last second is not, and a query on it may fail once): after that every read is
+    // answered on a live connection.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..20 {
+        let (status, out) = a.get("/api/sites/severed").await;
+        assert_eq!(status, 200, "{out}\n{}", a.log());
+    }
+    // Writes, the job queue, the event bus (a wait) and the route table work again.
+    std::fs::write(site.path().join("index.html"), "<h1>after the cut</h1>").unwrap();
+    let (status, out) = a.post("/api/sites/severed/deploy", &json!({"wait": true})).await;
+    assert!(status == 200 || status == 201 || status == 202, "{status} {out}");
+    let id = out["deployment"]["id"]
+        .as_str()
+        .or(out["id"].as_str())
+        .unwrap()
+        .to_string();
+    let done = a.wait_deployment(&id).await;
+    assert_eq!(done["status"], "live", "{done}\n{}", a.log());
+    assert_eq!(
+        a.edge("severed.localhost", "/").await,
+        (200, "<h1>after the cut</h1>".to_string())
+    );
+    let url_to_drop = url.clone();
+    drop(a);
+    drop_database_at(&url_to_drop);
+}
