@@ -617,3 +617,62 @@ async fn cli_deploys_a_git_url_creates_and_deletes_environments_and_scales() {
     assert_eq!(config["max_instances"], 2, "{config}");
     assert_eq!(config["min_instances"], 1, "{config}");
 }
+
+#[tokio::test]
+async fn a_site_read_shows_the_newest_builds_log_and_the_serving_deployments_runtime_log() {
+    let server = TestServer::start().await;
+    let node = node_app("first and serving");
+    let (status, out) = server
+        .post_bytes("/api/sites/pair/upload?wait=true", pack(node.path()))
+        .await;
+    assert_eq!(status, 202, "{out}");
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    // A newer deployment whose build fails: production keeps serving the first.
+    let broken = app(&[
+        (
+            "package.json",
+            r#"{"name":"pair","scripts":{"build":"echo build-broke-here && exit 1","start":"node index.js"}}"#,
+        ),
+        (
+            "index.js",
+            "require('http').createServer((q, r) => r.end('never')).listen(process.env.PORT)",
+        ),
+    ]);
+    let (status, out) = server
+        .post_bytes("/api/sites/pair/upload?wait=true", pack(broken.path()))
+        .await;
+    assert_eq!(status, 202, "{out}");
+    assert_eq!(out["deployment"]["status"], "failed", "{out}");
+    let (code, site) = server.get("/api/sites/pair?runtime_log_lines=50").await;
+    assert_eq!(code, 200, "{site}");
+    assert_eq!(site["status"], "live", "{site}");
+    assert_eq!(site["latest_deployment"]["status"], "failed", "{site}");
+    assert_eq!(site["recent_deployments"].as_array().unwrap().len(), 2, "{site}");
+    assert_eq!(site["environments"][0]["status"], "live", "{site}");
+    // The build tail is the newest deployment's; the runtime tail the serving one's.
+    assert!(
+        site["build_log_tail"].to_string().contains("build-broke-here"),
+        "{site}"
+    );
+    assert!(site["runtime_log_tail"].to_string().contains("listening on"), "{site}");
+    assert_eq!(
+        server.edge("pair.localhost", "/").await,
+        (200, "first and serving /".to_string())
+    );
+    // Ten more failures: the serving deployment is older than the ten a read lists, and
+    // is still shown as what production serves.
+    for _ in 0..10 {
+        let (status, out) = server
+            .post_bytes("/api/sites/pair/upload?wait=true", pack(broken.path()))
+            .await;
+        assert_eq!(
+            (status, out["deployment"]["status"].as_str()),
+            (202, Some("failed")),
+            "{out}"
+        );
+    }
+    let (_, site) = server.get("/api/sites/pair").await;
+    assert_eq!(site["recent_deployments"].as_array().unwrap().len(), 10, "{site}");
+    assert_eq!(site["status"], "live", "{site}");
+    assert_eq!(site["environments"][0]["status"], "live", "{site}");
+}

@@ -197,7 +197,13 @@ impl Service {
             .iter()
             .find(|e| e.name == "production")
             .and_then(|e| e.deployment_id.clone());
-        let serving_ids: Vec<&str> = envs.iter().filter_map(|e| e.deployment_id.as_deref()).collect();
+        // What the environments serve is usually among the recent deployments; only the
+        // others are read.
+        let older_ids: Vec<&str> = envs
+            .iter()
+            .filter_map(|e| e.deployment_id.as_deref())
+            .filter(|id| !recent.iter().any(|d| d.id == *id))
+            .collect();
         let build_lines = clamp_lines(input.deploy_log_lines, 20);
         let runtime_lines = clamp_lines(input.runtime_log_lines, 20);
         let build_log_tail = async {
@@ -212,8 +218,15 @@ impl Service {
                 None => Ok(vec![]),
             }
         };
-        let (served, build_log_tail, runtime_log_tail) =
-            tokio::try_join!(store.deployments_by_ids(&serving_ids), build_log_tail, runtime_log_tail)?;
+        let older = async {
+            if older_ids.is_empty() {
+                Ok(vec![])
+            } else {
+                store.deployments_by_ids(&older_ids).await
+            }
+        };
+        let (older, build_log_tail, runtime_log_tail) = tokio::try_join!(older, build_log_tail, runtime_log_tail)?;
+        let served: Vec<DeploymentRow> = recent.iter().cloned().chain(older).collect();
         let (build_log_tail, runtime_log_tail) = (lines_of(build_log_tail), lines_of(runtime_log_tail));
         let environments = self.environment_infos_of(&site, &envs, &served);
         let env_names: HashMap<&str, &str> = envs.iter().map(|e| (e.id.as_str(), e.name.as_str())).collect();
