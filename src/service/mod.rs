@@ -962,6 +962,7 @@ impl Service {
         self.authorize(actor, Action::ReadSites, Target::Deployment(&input.deployment_id))
             .await?;
         let d = self.find_deployment(actor, &input.deployment_id).await?;
+        self.until_routed_here(&d).await;
         // Its names, its traffic and (failed) its last lines are read together.
         let failure_lines = async {
             match d.status() {
@@ -1074,9 +1075,7 @@ impl Service {
                 last_sent = Some(Instant::now());
             }
             if info.status.is_final() {
-                // An activation holds this lock from its commit until its route is
-                // published: once we get it, "live" is also served.
-                drop(self.platform.reconcile_lock.lock().await);
+                self.until_routed_here(&d).await;
                 if info.status == DeploymentStatus::Failed {
                     info.last_log_lines = Some(self.failure_lines(&d.id).await?);
                 }
@@ -1153,6 +1152,16 @@ impl Service {
             name.chars().take(80).collect::<String>(),
             names.join(", ")
         )))
+    }
+
+    /// A deployment this process is activating reads `live` from its commit on, a moment
+    /// before its route is published; the activation holds `reconcile_lock` until then, so
+    /// a reader that waits for the lock is told "live" only once this edge serves it (a
+    /// client polling for `live` then fetches its URL at once).
+    async fn until_routed_here(&self, d: &DeploymentRow) {
+        if d.status() == DeploymentStatus::Live && self.platform.is_in_progress(&d.id) {
+            drop(self.platform.reconcile_lock.lock().await);
+        }
     }
 
     async fn find_deployment(&self, actor: &Actor, id: &str) -> ServiceResult<DeploymentRow> {
