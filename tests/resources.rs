@@ -163,7 +163,7 @@ async fn a_sqlite_resource_keeps_the_apps_database_across_deploys() {
 }
 
 #[tokio::test]
-async fn another_site_cannot_reach_a_resource_and_a_full_disk_stays_within_its_size() {
+async fn another_site_cannot_reach_a_resource_in_its_sandbox_or_on_the_host() {
     let server = TestServer::start().await;
     deploy(&server, "keeper", store_app().path()).await;
     deploy(&server, "intruder", store_app().path()).await;
@@ -194,7 +194,9 @@ async fn another_site_cannot_reach_a_resource_and_a_full_disk_stays_within_its_s
     let mounted = resources_dir(&server).join(image.file_stem().unwrap());
     let keeper_uid = std::fs::metadata(&mounted).unwrap().uid();
     assert_ne!(keeper_uid, 0, "the disk is handed to the site's own uid");
-    let reads = |uid: u32, path: &std::path::Path| {
+    // `head -c 1 FILE` or `ls DIR` as `uid` on the host.
+    let opens = |uid: u32, path: &std::path::Path| {
+        let tool: &[&str] = if path.is_dir() { &["ls"] } else { &["head", "-c", "1"] };
         std::process::Command::new("setpriv")
             .args([
                 &format!("--reuid={uid}"),
@@ -202,7 +204,7 @@ async fn another_site_cannot_reach_a_resource_and_a_full_disk_stays_within_its_s
                 "--clear-groups",
                 "--",
             ])
-            .args(["head", "-c", "1"])
+            .args(tool)
             .arg(path)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -210,18 +212,27 @@ async fn another_site_cannot_reach_a_resource_and_a_full_disk_stays_within_its_s
             .unwrap()
             .success()
     };
-    assert!(
-        reads(keeper_uid, &mounted.join("db.sqlite")),
-        "the site's own uid reads its database"
-    );
+    assert!(opens(keeper_uid, &mounted), "the site's own uid lists its disk");
     for uid in [keeper_uid + 1, 65534] {
-        for path in [image.clone(), mounted.join("db.sqlite")] {
-            assert!(!reads(uid, &path), "uid {uid} read {}", path.display());
+        for path in [&image, &mounted] {
+            assert!(!opens(uid, path), "uid {uid} opened {}", path.display());
         }
     }
+}
 
+#[tokio::test]
+async fn an_app_writing_past_its_resources_size_gets_no_space_and_the_host_keeps_its_own() {
+    let server = TestServer::start().await;
+    deploy(&server, "keeper", store_app().path()).await;
+    create(
+        &server,
+        json!({ "name": "small", "kind": "sqlite", "size_mb": 16, "site": "keeper" }),
+    )
+    .await;
+    assert_eq!(ask(&server, "keeper", "/count").await, 1);
+    let image = images(&server).pop().expect("the resource's disk image");
     // Writing past the size: the kernel says no, and the host holds no more than the size.
-    let filled = ask(&server, "keeper", "/fill?mb=64&path=/data/secret-db/filler").await;
+    let filled = ask(&server, "keeper", "/fill?mb=64&path=/data/small/filler").await;
     assert!(
         filled["error"].as_str().unwrap_or("").contains("No space left"),
         "{filled}"
