@@ -337,4 +337,56 @@ async fn deleting_an_attached_resource_needs_detach_and_then_removes_its_disk() 
     assert_eq!(ask(&server, "holder", "/env?name=DATABASE_URL").await, Value::Null);
     let (_, list) = server.get("/api/resources").await;
     assert_eq!(list["total"], 0, "{list}");
+    // Both calls are in the audit log, the refused one with its reason.
+    let (status, audit) = server.get("/api/audit?action=HOSTING_DELETE_RESOURCE").await;
+    assert_eq!(status, 200, "{audit}");
+    let outcomes: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "error"], "{audit}");
+}
+
+#[tokio::test]
+async fn a_resource_on_a_provider_other_than_local_is_refused_and_fails_the_deploy_before_building() {
+    let server = TestServer::start().await;
+    let dir = store_app();
+    let repo = dir.path().to_string_lossy().into_owned();
+    for (name, provider) in [("boxed", "docker"), ("moved", "local")] {
+        let (status, out) = server
+            .post(
+                "/api/sites",
+                &json!({ "name": name, "repo": repo, "provider": provider, "deploy": false }),
+            )
+            .await;
+        assert_eq!(status, 201, "{out}");
+    }
+    // Attaching to a docker site is refused, naming the limitation; nothing is made.
+    let (status, out) = server
+        .post(
+            "/api/resources",
+            &json!({ "name": "db", "kind": "sqlite", "site": "boxed" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    let message = out["error"]["message"].as_str().unwrap();
+    assert!(message.contains("served by the local provider only"), "{message}");
+    assert!(images(&server).is_empty());
+
+    // A site that moves to docker once it has one fails its deploy before building.
+    create(
+        &server,
+        json!({ "name": "db", "kind": "sqlite", "size_mb": 16, "site": "moved" }),
+    )
+    .await;
+    let (status, out) = server.patch("/api/sites/moved", &json!({ "provider": "docker" })).await;
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = server.post("/api/sites/moved/deploy", &json!({ "wait": true })).await;
+    assert!(status < 300, "{status}: {out}");
+    let deployment = &out["deployment"];
+    assert_eq!(deployment["status"], "failed", "{out}");
+    let error = deployment["error"].as_str().unwrap_or("");
+    assert!(error.contains("served by the local provider only"), "{out}");
 }

@@ -115,16 +115,6 @@ impl super::Store {
         .await
     }
 
-    /// Every resource of the installation, by id (for backups and start-up checks),
-    /// at most `limit`.
-    pub async fn all_resources(&self, after_id: &str, limit: i64) -> sqlx::Result<Vec<ResourceRow>> {
-        sqlx::query_as(concat!(select_resources!(), " WHERE r.id > $1 ORDER BY r.id LIMIT $2"))
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-    }
-
     /// Detaches a resource from its site.
     pub async fn detach_resource(&self, id: &str) -> sqlx::Result<()> {
         sqlx::query("UPDATE resources SET site_id = NULL WHERE id = $1")
