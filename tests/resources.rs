@@ -390,3 +390,37 @@ async fn a_resource_on_a_provider_other_than_local_is_refused_and_fails_the_depl
     let error = deployment["error"].as_str().unwrap_or("");
     assert!(error.contains("served by the local provider only"), "{out}");
 }
+
+/// Loop devices backed by `image`.
+fn loops_of(image: &std::path::Path) -> usize {
+    std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter(|d| {
+            std::fs::read_to_string(d.path().join("loop/backing_file"))
+                .is_ok_and(|b| std::path::Path::new(b.trim_end()) == image)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn after_a_crash_the_restarted_server_serves_the_same_database_from_one_mount() {
+    let server = TestServer::start().await;
+    deploy(&server, "survivor", store_app().path()).await;
+    create(
+        &server,
+        json!({ "name": "main", "kind": "sqlite", "size_mb": 16, "site": "survivor" }),
+    )
+    .await;
+    assert_eq!(ask(&server, "survivor", "/count").await, 1);
+    let image = images(&server).pop().expect("an image").canonicalize().unwrap();
+    assert_eq!(loops_of(&image), 1);
+
+    // Killed without cleaning up: its mount (and maybe its app) is left behind.
+    let data = server.kill9();
+    let server = TestServer::start_in(data, &[]).await;
+    assert_eq!(ask(&server, "survivor", "/count").await, 2);
+    assert_eq!(loops_of(&image), 1, "the disk is mounted twice");
+    let _data = server.stop();
+    assert_eq!(loops_of(&image), 0, "a stopped server left its disk mounted");
+}
