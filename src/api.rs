@@ -177,6 +177,8 @@ pub fn router(service: Service) -> Router {
             axum::routing::delete(remove_domain),
         )
         .route("/api/sites/{site}/domains/{domain}/validate", post(validate_domain))
+        .route("/api/resources", get(list_resources).post(create_resource))
+        .route("/api/resources/{name}", get(get_resource).delete(delete_resource))
         .route("/api/repos", get(list_repos).post(create_repo))
         .route("/api/repos/{repo}/tokens", post(create_git_token))
         .route("/api/members", get(list_members).post(add_member))
@@ -1215,6 +1217,66 @@ async fn remove_domain(
     Path((site, domain)): Path<(String, String)>,
 ) -> ApiResult<RemovedDomain> {
     Ok(Json(s.remove_domain(&actor, &DomainRef { site, domain }).await?))
+}
+
+/// Query of `GET /api/resources`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourcesQuery {
+    site: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `HOSTING_LIST_RESOURCES`: `GET /api/resources?site=&limit=&cursor=`.
+async fn list_resources(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<ResourcesQuery>,
+) -> ApiResult<ResourceList> {
+    let input = ListResourcesInput {
+        site: q.site,
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    Ok(Json(s.list_resources(&actor, &input).await?))
+}
+
+/// `HOSTING_CREATE_RESOURCE`: `POST /api/resources`.
+async fn create_resource(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    input: Result<Json<CreateResourceInput>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedResource>), ServiceError> {
+    let Json(input) = input.map_err(bad_json)?;
+    Ok((StatusCode::CREATED, Json(s.create_resource(&actor, &input).await?)))
+}
+
+/// `HOSTING_GET_RESOURCE`: `GET /api/resources/{name}`.
+async fn get_resource(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> ApiResult<ResourceInfo> {
+    Ok(Json(s.get_resource(&actor, &ResourceRef { name }).await?))
+}
+
+/// Query of `DELETE /api/resources/{name}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteResourceQuery {
+    detach: Option<bool>,
+}
+
+/// `HOSTING_DELETE_RESOURCE`: `DELETE /api/resources/{name}?detach=true`.
+async fn delete_resource(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteResourceQuery>,
+) -> ApiResult<DeletedResource> {
+    let input = DeleteResourceInput { name, detach: q.detach };
+    Ok(Json(s.delete_resource(&actor, &input).await?))
 }
 
 async fn list_members(State(s): State<Service>, Extension(actor): Extension<Actor>) -> ApiResult<MemberList> {

@@ -850,6 +850,112 @@ pub async fn domains(args: &ClientArgs, site: &str, json: bool) -> anyhow::Resul
     Ok(())
 }
 
+/// `berth resources list [--site SITE]`.
+pub async fn resources(args: &ClientArgs, site: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let mut cursor: Option<String> = None;
+    let mut all = Vec::new();
+    let filter = site.map_or_else(String::new, |s| format!("&site={}", path_segment(s)));
+    // Bounded: at most 50 pages of 200.
+    for _ in 0..50 {
+        let path = match &cursor {
+            Some(c) => format!("/api/resources?limit=200{filter}&cursor={}", path_segment(c)),
+            None => format!("/api/resources?limit=200{filter}"),
+        };
+        let page: crate::service::ResourceList = client.get(&path).await?;
+        all.extend(page.resources);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    if json {
+        return print_json(&all);
+    }
+    if all.is_empty() {
+        println!("no resources; create one with `berth resources create NAME --site SITE`");
+        return Ok(());
+    }
+    println!("{:<30} {:<8} {:>8} {:<30} ENV", "RESOURCE", "KIND", "SIZE", "SITE");
+    for r in all {
+        println!(
+            "{:<30} {:<8} {:>6}Mi {:<30} {}",
+            r.name,
+            r.kind.as_str(),
+            r.size_mb,
+            r.site.as_deref().unwrap_or("-"),
+            r.env_vars.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn print_resource(r: &crate::service::ResourceInfo) {
+    println!("{} ({}, {} MiB)", r.name, r.kind.as_str(), r.size_mb);
+    match &r.site {
+        Some(site) => println!("  attached to {site}, at {}", r.mount_path),
+        None => println!("  not attached"),
+    }
+    if let Some(used) = r.used_bytes {
+        println!("  used: {} KiB", used >> 10);
+    }
+    if !r.env_vars.is_empty() {
+        println!("  env vars: {}", r.env_vars.join(", "));
+    }
+    println!("  created: {}", r.created_at);
+}
+
+/// `berth resources get NAME`.
+pub async fn resource(args: &ClientArgs, name: &str, json: bool) -> anyhow::Result<()> {
+    let out: crate::service::ResourceInfo = Client::new(args)?
+        .get(&format!("/api/resources/{}", path_segment(name)))
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    print_resource(&out);
+    Ok(())
+}
+
+/// `berth resources create NAME [--kind sqlite] [--size-mb N] [--site SITE]`.
+pub async fn create_resource(
+    args: &ClientArgs,
+    name: &str,
+    kind: &str,
+    size_mb: Option<u32>,
+    site: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "name": name, "kind": kind, "size_mb": size_mb, "site": site });
+    let out: crate::service::CreatedResource = Client::new(args)?.post_json("/api/resources", &body).await?;
+    if json {
+        return print_json(&out);
+    }
+    print_resource(&out.resource);
+    if !out.restarted.is_empty() {
+        println!("  restarted: {}", out.restarted.join(", "));
+    }
+    Ok(())
+}
+
+/// `berth resources delete NAME [--detach] --yes`.
+pub async fn delete_resource(args: &ClientArgs, name: &str, detach: bool, yes: bool, json: bool) -> anyhow::Result<()> {
+    if !yes {
+        bail!("deleting resource '{name}' deletes its data for good; run again with --yes to confirm");
+    }
+    let out: crate::service::DeletedResource = Client::new(args)?
+        .delete(&format!("/api/resources/{}?detach={detach}", path_segment(name)))
+        .await?;
+    if json {
+        return print_json(&out);
+    }
+    match &out.detached_from {
+        Some(site) => println!("deleted resource '{}' (detached from {site})", out.name),
+        None => println!("deleted resource '{}'", out.name),
+    }
+    Ok(())
+}
+
 /// Options of `berth domains add`.
 #[derive(Debug, Default)]
 pub struct DomainOptions {
@@ -2158,6 +2264,10 @@ fn cli_command(tool: &str, args: &Value) -> Option<String> {
             arg("site", "SITE"),
             arg("domain", "DOMAIN")
         ),
+        "HOSTING_LIST_RESOURCES" => "berth resources list".into(),
+        "HOSTING_GET_RESOURCE" => format!("berth resources get {}", arg("name", "NAME")),
+        "HOSTING_CREATE_RESOURCE" => format!("berth resources create {}", arg("name", "NAME")),
+        "HOSTING_DELETE_RESOURCE" => format!("berth resources delete {} --yes", arg("name", "NAME")),
         "HOSTING_ROLLBACK" => format!("berth rollback {}{env_flag}", arg("site", "SITE")),
         "HOSTING_PROMOTE" => format!(
             "berth promote {} {}{env_flag}",

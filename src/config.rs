@@ -343,6 +343,7 @@ impl SandboxConfig {
             app_disk_bytes: self.app_disk_mb << 20,
             build_disk_bytes: self.build_disk_mb << 20,
             builds_dir: data_dir.join(crate::runtime::isolation::build_disk::BUILDS_DIR),
+            resources_dir: data_dir.join(crate::runtime::isolation::resource_disk::RESOURCES_DIR),
         }
     }
 }

@@ -110,6 +110,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List, show, create or delete resources (persistent stores attached to a site):
+    /// `berth resources create main-db --site SITE`.
+    Resources {
+        #[command(subcommand)]
+        action: ResourcesCommand,
+    },
     /// Show or change how an environment scales: `berth scale SITE --min 1 --max 3`.
     Scale {
         /// Site name.
@@ -428,6 +434,59 @@ enum EnvironmentsCommand {
         /// Environment name.
         name: String,
         /// Confirm.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ResourcesCommand {
+    /// List the org's resources (or those attached to one site).
+    List {
+        /// Only those attached to this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one resource: size, bytes used, attached site and the env vars it gives.
+    Get {
+        /// Resource name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a resource, attached to a site if given (its running apps restart to see it
+    /// at /data/NAME).
+    Create {
+        /// Resource name.
+        name: String,
+        /// Kind (only `sqlite` now).
+        #[arg(long, default_value = "sqlite")]
+        kind: String,
+        /// Disk size in MiB (default 256, 16 to 10240).
+        #[arg(long)]
+        size_mb: Option<u32>,
+        /// Site to attach it to.
+        #[arg(long)]
+        site: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a resource and its data.
+    Delete {
+        /// Resource name.
+        name: String,
+        /// Delete it even though it is attached (the site's apps restart without it).
+        #[arg(long)]
+        detach: bool,
+        /// Confirm: its data is gone for good.
         #[arg(long)]
         yes: bool,
         /// Print JSON.
@@ -826,6 +885,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             (None, None) => anyhow::bail!(
                 "name a site: `berth environments SITE`, or `berth environments create SITE NAME --branch BRANCH`"
             ),
+        },
+        Command::Resources { action } => match action {
+            ResourcesCommand::List { site, json } => cli::resources(c, site.as_deref(), json).await,
+            ResourcesCommand::Get { name, json } => cli::resource(c, &name, json).await,
+            ResourcesCommand::Create {
+                name,
+                kind,
+                size_mb,
+                site,
+                json,
+            } => cli::create_resource(c, &name, &kind, size_mb, site.as_deref(), json).await,
+            ResourcesCommand::Delete {
+                name,
+                detach,
+                yes,
+                json,
+            } => cli::delete_resource(c, &name, detach, yes, json).await,
         },
         Command::Domains { action, site, json } => match (action, site) {
             (Some(DomainsCommand::List { site, json }), _) => cli::domains(c, &site, json).await,

@@ -110,7 +110,7 @@ pub struct DeployToolOutput {
 pub struct BerthMcp {
     service: Service,
     /// Every tool, by domain (`tool_router` + `provider_router` + `domain_router` +
-    /// `people_router` + `metrics_router`).
+    /// `resource_router` + `people_router` + `metrics_router`).
     tool_router: ToolRouter<Self>,
 }
 
@@ -153,6 +153,7 @@ impl BerthMcp {
             tool_router: Self::tool_router()
                 + Self::provider_router()
                 + Self::domain_router()
+                + Self::resource_router()
                 + Self::people_router()
                 + Self::metrics_router(),
         }
@@ -1427,6 +1428,97 @@ impl BerthMcp {
     }
 }
 
+fn resource_line(r: &ResourceInfo) -> String {
+    let site = r.site.as_deref().map_or_else(
+        || "not attached".to_string(),
+        |s| format!("attached to '{s}' at {}", r.mount_path),
+    );
+    let used = r
+        .used_bytes
+        .map_or_else(String::new, |b| format!(", {} KiB used", b >> 10));
+    format!("{} ({}, {} MiB{used}): {site}", r.name, r.kind.as_str(), r.size_mb)
+}
+
+/// Resource tools.
+#[tool_router(router = resource_router)]
+impl BerthMcp {
+    #[tool(
+        name = "HOSTING_CREATE_RESOURCE",
+        description = "Create a resource: kind `sqlite` is a persistent disk of `size_mb` (default 256, 16-10240) that outlives deployments. With `site` (only at creation) it is attached: the site's apps see it at /data/<name> and get DATABASE_URL=sqlite:///data/<name>/db.sqlite (a site's later resources get <NAME>_URL instead) and BERTH_RESOURCE_<NAME>_PATH; a variable the site sets itself wins. Attaching restarts the site's running apps so they see it at once (listed in `restarted`). Local provider only.",
+        output_schema = schema_for_output::<CreatedResource>(),
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn create_resource(
+        &self,
+        Parameters(input): Parameters<CreateResourceInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<CreatedResource> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.create_resource(&actor, &input).await?;
+        reply(format!("created {}", resource_line(&out.resource)), out)
+    }
+
+    #[tool(
+        name = "HOSTING_LIST_RESOURCES",
+        description = "Resources of the org (or those attached to one `site`), by name, with kind, size, attached site and the env vars each gives. Paged: `limit` (default 50, max 200) and `cursor` (the previous page's next_cursor).",
+        output_schema = schema_for_output::<ResourceList>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_resources(
+        &self,
+        Parameters(input): Parameters<ListResourcesInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ResourceList> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.list_resources(&actor, &input).await?;
+        let summary = out.resources.iter().map(resource_line).collect::<Vec<_>>().join("\n");
+        reply(
+            if summary.is_empty() {
+                "no resources".into()
+            } else {
+                summary
+            },
+            out,
+        )
+    }
+
+    #[tool(
+        name = "HOSTING_GET_RESOURCE",
+        description = "One resource: kind, size, bytes used (while an app that has it runs), attached site, where it is mounted and the env vars it gives.",
+        output_schema = schema_for_output::<ResourceInfo>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_resource(
+        &self,
+        Parameters(input): Parameters<ResourceRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<ResourceInfo> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_resource(&actor, &input).await?;
+        reply(resource_line(&out), out)
+    }
+
+    #[tool(
+        name = "HOSTING_DELETE_RESOURCE",
+        description = "Delete a resource and its data for good. Refused while it is attached to a site unless `detach: true`: then the site's running apps restart without it first.",
+        output_schema = schema_for_output::<DeletedResource>(),
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn delete_resource(
+        &self,
+        Parameters(input): Parameters<DeleteResourceInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<DeletedResource> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.delete_resource(&actor, &input).await?;
+        let from = out
+            .detached_from
+            .as_deref()
+            .map_or_else(String::new, |s| format!(" (detached from '{s}')"));
+        reply(format!("deleted resource '{}'{from}", out.name), out)
+    }
+}
+
 /// The action a tool needs, to list only the tools an OAuth grant allows (`None`: every
 /// caller may call it).
 pub(crate) fn tool_action(name: &str) -> Option<Action> {
@@ -1442,7 +1534,7 @@ pub(crate) fn tool_action(name: &str) -> Option<Action> {
         | "HOSTING_GET_GIT_TOKEN" => Action::CreateSite,
         "HOSTING_DEPLOY" | "HOSTING_PROMOTE" | "HOSTING_ROLLBACK" | "HOSTING_CANCEL_DEPLOYMENT" => Action::Deploy,
         "HOSTING_DELETE_SITE" | "HOSTING_DELETE_ENVIRONMENT" => Action::Delete,
-        "HOSTING_SET_ENV_VARS" => Action::SetEnvVars,
+        "HOSTING_SET_ENV_VARS" | "HOSTING_CREATE_RESOURCE" | "HOSTING_DELETE_RESOURCE" => Action::SetEnvVars,
         "HOSTING_GET_CONFIG" | "HOSTING_SET_CONFIG" | "HOSTING_TEST_CONNECTION" => Action::ManageProviders,
         "HOSTING_ADD_DOMAIN" | "HOSTING_VALIDATE_DOMAIN" | "HOSTING_REMOVE_DOMAIN" => Action::ManageDomains,
         "HOSTING_LIST_MEMBERS"

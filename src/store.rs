@@ -2279,6 +2279,9 @@ pub mod oauth;
 /// SQL of the ACME challenges every replica's edge answers.
 pub mod acme_challenges;
 
+/// SQL of resources (stores attached to sites).
+pub mod resources;
+
 /// Copying a whole installation from one database to another (`berth migrate-db`).
 pub mod copy;
 mod ops;

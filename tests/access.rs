@@ -178,6 +178,15 @@ fn matrix() -> Vec<Row> {
             foreign: Some(|_| json!({ "site": "beta", "environment": "preview", "vars": { "X": "1" } })),
         },
         Row {
+            // A resource changes what its site's apps see, like env vars (attaching one to
+            // a site reaches its protected production: admin, as site-wide env vars).
+            action: "set env vars (create a resource)",
+            weakest: "developer",
+            tool: "HOSTING_CREATE_RESOURCE",
+            own: |_, role| json!({ "name": format!("db-{role}"), "kind": "sqlite", "size_mb": 16 }),
+            foreign: Some(|_| json!({ "name": "stolen", "kind": "sqlite", "size_mb": 16, "site": "beta" })),
+        },
+        Row {
             action: "reveal secrets",
             weakest: "admin",
             tool: "HOSTING_GET_ENV_VARS",

@@ -412,3 +412,79 @@ async fn store_conformance_edge_activity_keeps_each_replicas_newest_request_for_
     assert_eq!(left.len(), 451);
     assert!(!left.contains_key("env1"));
 }
+
+/// Resources: a name is unique in its org, pages come by name after the cursor, a site's
+/// resources come oldest first, detaching and deleting change one row, and a deleted
+/// site leaves its resources detached (their data is the user's until deleted).
+#[tokio::test]
+async fn store_conformance_resources_are_named_paged_attached_and_detached() {
+    use berth::store::resources::{ResourceCreated, ResourceRow};
+    let (_data, store) = fresh().await;
+    store.insert_org("org_a", "a").await.unwrap();
+    store.insert_org("org_b", "b").await.unwrap();
+    store.insert_site(&site("s1", "org_a", "shop")).await.unwrap();
+    let row = |id: &str, org: &str, name: &str, site: Option<&str>, at: i64| ResourceRow {
+        id: id.into(),
+        org_id: org.into(),
+        name: name.into(),
+        kind: "sqlite".into(),
+        size_mb: 16,
+        site_id: site.map(str::to_string),
+        site_name: None,
+        created_at: at,
+    };
+    for (id, name, site, at) in [
+        ("r1", "zeta", Some("s1"), 2),
+        ("r2", "alpha", Some("s1"), 1),
+        ("r3", "mid", None, 3),
+    ] {
+        let created = store.insert_resource(&row(id, "org_a", name, site, at)).await.unwrap();
+        assert_eq!(created, ResourceCreated::Created);
+    }
+    // The same name in the same org is taken; in another org it is free.
+    assert_eq!(
+        store
+            .insert_resource(&row("r4", "org_a", "mid", None, 4))
+            .await
+            .unwrap(),
+        ResourceCreated::NameTaken
+    );
+    assert_eq!(
+        store
+            .insert_resource(&row("r5", "org_b", "mid", None, 5))
+            .await
+            .unwrap(),
+        ResourceCreated::Created
+    );
+    let names = |rows: Vec<ResourceRow>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.list_resources_page("org_a", None, "", 2).await.unwrap()),
+        ["alpha", "mid"]
+    );
+    assert_eq!(
+        names(store.list_resources_page("org_a", None, "mid", 2).await.unwrap()),
+        ["zeta"]
+    );
+    assert_eq!(
+        names(store.list_resources_page("org_a", Some("s1"), "", 10).await.unwrap()),
+        ["alpha", "zeta"]
+    );
+    assert_eq!(store.count_resources("org_a", None).await.unwrap(), 3);
+    assert_eq!(store.count_resources("org_a", Some("s1")).await.unwrap(), 2);
+    // Oldest first: the order their env vars are named in.
+    assert_eq!(names(store.site_resources("s1").await.unwrap()), ["alpha", "zeta"]);
+    let got = store.get_resource("org_a", "zeta").await.unwrap().unwrap();
+    assert_eq!(got.site_name.as_deref(), Some("shop"));
+    assert_eq!(got.size_mb, 16);
+    assert!(store.get_resource("org_b", "zeta").await.unwrap().is_none());
+
+    store.detach_resource("r2").await.unwrap();
+    assert_eq!(names(store.site_resources("s1").await.unwrap()), ["zeta"]);
+    assert!(store.delete_resource("r3").await.unwrap());
+    assert!(!store.delete_resource("r3").await.unwrap());
+    assert!(store.get_resource("org_a", "mid").await.unwrap().is_none());
+    // Deleting the site detaches what was still attached.
+    store.delete_site_rows("s1").await.unwrap();
+    let zeta = store.get_resource("org_a", "zeta").await.unwrap().unwrap();
+    assert_eq!((zeta.site_id, zeta.site_name), (None, None));
+}

@@ -240,6 +240,11 @@ async fn build_and_start(
         .await
         .map_err(|e| internal(e.into()))?
         .ok_or_else(|| StageFailure::from("the site was deleted".to_string()))?;
+    // A site whose resources its provider cannot serve fails before anything is built.
+    platform
+        .site_resources(&site)
+        .await
+        .map_err(|e| StageFailure::from(format!("{e:#}")))?;
     let dir = app_dir(platform, id);
     let kind = SourceKind::parse(&deployment.source_kind);
 
@@ -465,6 +470,7 @@ async fn build_and_start(
                     uid,
                     None,
                     Default::default(),
+                    &[],
                 )
                 .await
                 .map_err(StageFailure::from)?

@@ -81,6 +81,7 @@ impl Platform {
         // target's; one built by steps runs as the site's own host uid.
         let built_here = target.build_for(plan) == BuildKind::SandboxSteps;
         let scaling = self.store.get_scaling(&d.environment_id).await?;
+        let resources = self.site_resources(site).await?;
         Ok(Some(InstanceSpec {
             deployment_id: deployment_id.to_string(),
             provider: site.provider.clone(),
@@ -94,11 +95,12 @@ impl Platform {
             app_dir: crate::deploy::app_dir(self, deployment_id),
             command: command.clone(),
             port: *port,
-            env: self.app_env(site, &d.environment_id, deployment_id).await?,
+            env: with_resource_env(self.app_env(site, &d.environment_id, deployment_id).await?, &resources),
             health_check_path: plan.health_check_path.clone(),
             start_timeout: self.config.timeouts.start(),
             uid: if built_here { self.site_uid(site).await? } else { None },
             size: instance_size(&scaling),
+            resources,
             scale: instance_scale(&scaling),
         }))
     }
@@ -143,6 +145,7 @@ impl Platform {
             serde_json::from_str(&site.build_settings).unwrap_or_default();
         let deployment_id = "dry-run";
         let scaling = self.store.get_scaling(&env.id).await?;
+        let resources = self.site_resources(site).await?;
         Ok(InstanceSpec {
             deployment_id: deployment_id.to_string(),
             provider: site.provider.clone(),
@@ -156,11 +159,12 @@ impl Platform {
             app_dir: crate::deploy::app_dir(self, deployment_id),
             command: settings.start_command.unwrap_or_default(),
             port: settings.port,
-            env: self.app_env(site, &env.id, deployment_id).await?,
+            env: with_resource_env(self.app_env(site, &env.id, deployment_id).await?, &resources),
             health_check_path: settings.health_check_path.unwrap_or_else(|| "/".into()),
             start_timeout: self.config.timeouts.start(),
             uid: None,
             size: instance_size(&scaling),
+            resources,
             scale: instance_scale(&scaling),
         })
     }
@@ -383,4 +387,18 @@ fn instance_scale(scaling: &crate::store::ScalingRow) -> crate::runtime::Instanc
         max_instances: scaling.max_instances.clamp(1, 1000) as u32,
         target_concurrency: scaling.target_concurrency.clamp(1, 1000) as u32,
     }
+}
+
+/// `env` (berth's defaults and the site's own variables) with the variables of the site's
+/// resources added; a variable the site sets itself keeps its value.
+fn with_resource_env(
+    mut env: Vec<(String, String)>,
+    resources: &[crate::runtime::AttachedResource],
+) -> Vec<(String, String)> {
+    for (name, value) in crate::platform::resources::resource_env(resources) {
+        if !env.iter().any(|(k, _)| *k == name) {
+            env.push((name, value));
+        }
+    }
+    env
 }

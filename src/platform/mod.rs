@@ -5,6 +5,7 @@
 pub mod certificates;
 pub mod git;
 pub mod providers;
+pub mod resources;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1133,6 +1133,7 @@ mod tests {
             provider_config: Default::default(),
             uid: None,
             size: Default::default(),
+            resources: Vec::new(),
             scale: Default::default(),
         }
     }

@@ -130,7 +130,7 @@ impl Provider for LocalProvider {
     async fn launch(&self, spec: &InstanceSpec, index: u32) -> Result<Box<dyn Launched>, String> {
         let slot = self
             .isolation
-            .acquire(SlotKind::App, spec.uid, Some(&spec.app_dir), spec.size)
+            .acquire(SlotKind::App, spec.uid, Some(&spec.app_dir), spec.size, &spec.resources)
             .await?;
         let (sandbox, ip, port) = match &slot {
             // A namespace of its own: every instance may listen on the same port.

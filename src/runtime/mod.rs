@@ -55,6 +55,22 @@ impl std::fmt::Debug for DomainCertificate {
     }
 }
 
+/// A resource attached to an instance's site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachedResource {
+    /// The resource's id (its disk's name).
+    pub id: String,
+    /// Its name: the instance sees it at `/data/<name>`.
+    pub name: String,
+}
+
+impl AttachedResource {
+    /// Where the instance sees it.
+    pub fn mount_path(&self) -> PathBuf {
+        PathBuf::from("/data").join(&self.name)
+    }
+}
+
 /// What to run for one deployment (every instance of it runs the same spec).
 #[derive(Clone, Debug)]
 pub struct InstanceSpec {
@@ -95,6 +111,8 @@ pub struct InstanceSpec {
     /// Instance size set on the environment (memory in MiB, CPU in cores); `None` each:
     /// the provider's default.
     pub size: InstanceSize,
+    /// The site's resources, which the local provider mounts at `/data/<name>`.
+    pub resources: Vec<AttachedResource>,
     /// The environment's scale settings, for targets whose platform scales by itself
     /// (Knative's autoscaler reads them as annotations).
     pub scale: InstanceScale,

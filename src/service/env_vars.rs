@@ -128,7 +128,7 @@ impl Service {
     /// vars again, through the site's target: on the shared lifecycle the running
     /// instances stop and the reconciler starts them with the new values; a target that
     /// runs them elsewhere rolls them over. Answers the environments really restarted.
-    async fn restart_environments(
+    pub(super) async fn restart_environments(
         &self,
         site: &store::SiteRow,
         only: Option<&store::EnvironmentRow>,

@@ -23,6 +23,7 @@ pub mod oauth;
 pub mod orgs;
 pub mod people;
 mod prometheus;
+pub mod resources;
 mod scaling;
 mod settings;
 pub mod types;
@@ -64,6 +65,10 @@ pub use orgs::{CreateOrgInput, CreatedOrg, OrgMembership};
 pub use people::{
     AddMemberInput, ApiKeyInfo, ApiKeyList, ApiKeyRef, CreateApiKeyInput, CreatedApiKey, MemberInfo, MemberList,
     MemberRef, SetMemberRoleInput,
+};
+pub use resources::{
+    CreateResourceInput, CreatedResource, DeleteResourceInput, DeletedResource, ListResourcesInput, ResourceInfo,
+    ResourceKind, ResourceList, ResourceRef,
 };
 pub use types::*;
 pub use usage::{InstanceUsage, ResourceUsageInput, ResourceUsageOutput};

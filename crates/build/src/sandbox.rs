@@ -164,6 +164,10 @@ pub struct Confinement {
     /// Size of the private `/tmp` in bytes (a tmpfs, whose pages count
     /// against the memory limit too).
     pub tmp_bytes: Option<u64>,
+    /// Host folders bound read-write into the sandbox, each at its absolute path
+    /// inside (e.g. a resource's disk at `/data/NAME`); the command's uid must be
+    /// able to reach each.
+    pub binds: Vec<(PathBuf, PathBuf)>,
 }
 
 /// Moves the shell into each `cgroup.procs` file given before `--`, then execs
@@ -457,6 +461,11 @@ impl Sandbox {
         a.push("--bind".into());
         a.push(app_dir.as_os_str().to_os_string());
         a.push(SANDBOX_APP_DIR.into());
+        for (host, inside) in self.active_confinement().map_or(&[][..], |(c, _, _)| &c.binds[..]) {
+            a.push("--bind".into());
+            a.push(host.as_os_str().to_os_string());
+            a.push(inside.as_os_str().to_os_string());
+        }
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         // bwrap builds the root as a writable tmpfs; freeze it so /app and
         // /tmp (separate mounts, unaffected) are the only writable places.

@@ -139,17 +139,37 @@ impl Drop for BuildDisk {
 
 /// A sparse file of `size` bytes, formatted ext4 and mounted at `mount` (root's, `0711`).
 async fn format_and_mount(image: &Path, mount: &Path, size: u64) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt as _;
+    // No journal: a crashed build's disk is thrown away.
+    format(image, size, Journal::Without).await?;
+    mount_image(image, mount).await
+}
+
+/// Whether a disk keeps an ext4 journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Journal {
+    /// Data that must survive a crash (a resource's disk).
+    With,
+    /// Thrown away after a crash (a build's disk).
+    Without,
+}
+
+/// Makes a sparse file of `size` bytes at `image` (new, root's, `0600`) and formats it
+/// ext4 with no room kept for growing or for root, inode tables written as they are used:
+/// formatting costs milliseconds and the file stays sparse.
+pub(super) async fn format(image: &Path, size: u64, journal: Journal) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(image)
         .map_err(|e| format!("{}: {e}", image.display()))?;
     file.set_len(size).map_err(|e| format!("{}: {e}", image.display()))?;
     drop(file);
-    // No journal (a crashed build's disk is thrown away), no room kept for growing or
-    // for root, inode tables left to be written as they are used: formatting costs
-    // milliseconds and the file stays sparse.
+    let features = match journal {
+        Journal::With => "^resize_inode",
+        Journal::Without => "^has_journal,^resize_inode",
+    };
     run(
         "mkfs.ext4",
         &[
@@ -158,14 +178,20 @@ async fn format_and_mount(image: &Path, mount: &Path, size: u64) -> Result<(), S
             "-m".as_ref(),
             "0".as_ref(),
             "-O".as_ref(),
-            "^has_journal,^resize_inode".as_ref(),
+            features.as_ref(),
             "-E".as_ref(),
-            "lazy_itable_init=1,nodiscard".as_ref(),
+            "lazy_itable_init=1,lazy_journal_init=1,nodiscard".as_ref(),
             image.as_os_str(),
         ],
     )
     .await
-    .map_err(|e| format!("{e}; install e2fsprogs (apt-get install e2fsprogs)"))?;
+    .map_err(|e| format!("{e}; install e2fsprogs (apt-get install e2fsprogs)"))
+}
+
+/// Loop-mounts a formatted `image` at `mount` (`nosuid`, `nodev`); the mount's root is
+/// root's, `0711`.
+pub(super) async fn mount_image(image: &Path, mount: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
     std::fs::create_dir_all(mount).map_err(|e| format!("{}: {e}", mount.display()))?;
     run(
         "mount",
@@ -229,14 +255,7 @@ pub async fn probe(builds: &Path) -> Result<(), String> {
 /// Removes the build disks a crashed berth left in `builds`: every mount under it is
 /// undone and every entry removed. Returns how many disks there were.
 pub fn remove_leftovers(builds: &Path) -> usize {
-    let mounted: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_mount_path(field)))
-        .filter(|path| path.starts_with(builds) && path != builds)
-        .collect();
-    for path in &mounted {
+    for path in &mounts_under(builds) {
         let _ = nix::mount::umount2(path, MntFlags::MNT_DETACH);
     }
     let mut images = 0;
@@ -252,6 +271,17 @@ pub fn remove_leftovers(builds: &Path) -> usize {
         }
     }
     images
+}
+
+/// The mount points below `dir` (not `dir` itself).
+pub(super) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_mount_path(field)))
+        .filter(|path| path.starts_with(dir) && path != dir)
+        .collect()
 }
 
 /// `/proc/self/mountinfo` writes space, tab, newline and backslash as octal escapes.

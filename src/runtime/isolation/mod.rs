@@ -20,6 +20,7 @@ pub mod build_disk;
 pub mod cgroup;
 pub mod layer;
 pub mod network;
+pub mod resource_disk;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,8 @@ pub struct IsolationSettings {
     pub build_disk_bytes: u64,
     /// Where build disks are made (`DATA/builds`): on the data dir's file system.
     pub builds_dir: PathBuf,
+    /// Where resource disks are kept (`DATA/resources`).
+    pub resources_dir: PathBuf,
 }
 
 /// The machine's isolation, set up once at start.
@@ -77,6 +80,7 @@ pub struct Ready {
     settings: IsolationSettings,
     cgroups: cgroup::Hierarchy,
     next: AtomicU32,
+    resources: Arc<resource_disk::ResourceDisks>,
 }
 
 impl Isolation {
@@ -115,10 +119,12 @@ impl Isolation {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
         }
         settings.builds_dir = prepare_builds_dir(&settings.builds_dir).await?;
+        let resources = Arc::new(resource_disk::ResourceDisks::prepare(&settings.resources_dir).await?);
         let settings_slots = settings.subnet.slots();
         let ready = Ready {
             settings,
             cgroups,
+            resources,
             // Slots are taken in turn from a random start, so an address just given up is
             // the last to be handed out again (by this berth or another on the machine).
             next: AtomicU32::new(rand::random::<u32>() % settings_slots),
@@ -179,6 +185,17 @@ impl Isolation {
             .map(Some)
     }
 
+    /// The resource disks of this server; `Err` says why there are none (they need the
+    /// isolation: root, loop devices).
+    pub fn resource_disks(&self) -> Result<Arc<resource_disk::ResourceDisks>, String> {
+        match self {
+            Isolation::Ready(r) => Ok(r.resources.clone()),
+            Isolation::Off(why) | Isolation::Broken(why) => Err(format!(
+                "resources need berth's app isolation (berth running as root, with loop devices), which is off on this server: {why}"
+            )),
+        }
+    }
+
     /// The uid of a site, from its sequence number; an error when the range is used up.
     pub fn site_uid(&self, seq: u32) -> Result<Option<u32>, String> {
         let Isolation::Ready(r) = self else { return Ok(None) };
@@ -195,16 +212,23 @@ impl Isolation {
     /// off here, use the plain sandbox.
     ///
     /// An app instance's slot (`app_dir` given) also gets a writable layer over the folder;
-    /// run it with [`Slot::app_dir`].
+    /// run it with [`Slot::app_dir`]. Its site's `resources` are mounted and bound in at
+    /// `/data/<name>`.
     pub async fn acquire(
         &self,
         kind: SlotKind,
         uid: Option<u32>,
         app_dir: Option<&Path>,
         size: crate::runtime::InstanceSize,
+        resources: &[crate::runtime::AttachedResource],
     ) -> Result<Option<Slot>, String> {
         let ready = match self {
-            Isolation::Off(_) => return Ok(None),
+            Isolation::Off(_) if resources.is_empty() => return Ok(None),
+            Isolation::Off(why) => {
+                return Err(format!(
+                    "the site has resources, which need berth's app isolation (berth running as root, with loop devices); it is off on this server: {why}"
+                ));
+            }
             Isolation::Broken(why) => return Err(format!("apps cannot be isolated on this server: {why}")),
             Isolation::Ready(r) => r.clone(),
         };
@@ -229,6 +253,7 @@ impl Isolation {
             netns: None,
             cgroup: None,
             layer: None,
+            mounts: Vec::new(),
             released: false,
         };
         slot.cgroup = Some(ready.cgroups.create(&index.to_string(), slot.limits)?);
@@ -239,6 +264,10 @@ impl Isolation {
                 .await
                 .map_err(|e| e.to_string())??;
             slot.layer = Some(layer);
+        }
+        for resource in resources {
+            let mount = ready.resources.open(&resource.id, uid).await?;
+            slot.mounts.push((mount, resource.mount_path()));
         }
         Ok(Some(slot))
     }
@@ -287,6 +316,8 @@ pub struct Slot {
     netns: Option<network::Namespace>,
     cgroup: Option<cgroup::Cgroup>,
     layer: Option<layer::Layer>,
+    /// Resource disks bound in, with where the instance sees each.
+    mounts: Vec<(resource_disk::ResourceMount, PathBuf)>,
     released: bool,
 }
 
@@ -299,6 +330,11 @@ impl Slot {
             netns: self.netns.as_ref().map(|n| n.path()),
             cgroup_procs: self.cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
             tmp_bytes: Some(self.limits.memory_bytes),
+            binds: self
+                .mounts
+                .iter()
+                .map(|(mount, inside)| (mount.path().to_path_buf(), inside.clone()))
+                .collect(),
         })
     }
 
@@ -366,6 +402,9 @@ impl Slot {
         }
         if let Some(ns) = self.netns.take() {
             ns.remove().await;
+        }
+        for (mount, _) in std::mem::take(&mut self.mounts) {
+            mount.release().await;
         }
         let _ = std::fs::remove_file(lock_file(self.index));
     }
