@@ -2015,6 +2015,25 @@ async fn kubernetes_fake_api_a_dry_run_with_the_build_job_lists_its_objects_seal
 }
 
 #[tokio::test]
+async fn kubernetes_fake_api_a_dry_run_gives_the_build_job_the_configured_build_timeout() {
+    let server = KubeServer::start_with(&[("BERTH_BUILD_TIMEOUT_SECONDS", "1234")]).await;
+    use_build_job(&server).await;
+    let (status, out) = server.post("/api/sites", &json!({"name": "slowbuild"})).await;
+    assert!(status == 200 || status == 201, "{status} {out}");
+    let (status, dry) = server
+        .post("/api/sites/slowbuild/deploy", &json!({"dry_run": true}))
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    let job = dry["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Job")
+        .unwrap_or_else(|| panic!("the build Job in {dry}"));
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 1234, "{job}");
+}
+
+#[tokio::test]
 async fn kubernetes_fake_api_cancelling_a_deploy_deletes_its_build_job_and_secret() {
     let server = KubeServer::start().await;
     use_build_job(&server).await;

@@ -1129,6 +1129,7 @@ mod tests {
             env: vec![],
             health_check_path: "/".into(),
             start_timeout: Duration::from_secs(5),
+            build_timeout: Duration::from_secs(60),
             image: None,
             provider_config: Default::default(),
             uid: None,

@@ -76,6 +76,9 @@ pub struct InstanceSpec {
     pub health_check_path: String,
     /// How long the first start may take to become healthy.
     pub start_timeout: Duration,
+    /// The longest its image build may take (berth's build timeout), for a dry run that
+    /// shows a build's deadline.
+    pub build_timeout: Duration,
     /// Org id: container providers label instances with it and pick its network.
     pub org: String,
     /// Environment name, for labels.

@@ -153,6 +153,11 @@ pub fn builds_namespace(prefix: &str, org: &str) -> String {
     dns_label(&format!("{prefix}{org}-builds"))
 }
 
+/// A build Job's `activeDeadlineSeconds` under berth's build timeout `timeout`.
+fn deadline_seconds(timeout: Duration) -> u64 {
+    timeout.as_secs().max(60)
+}
+
 /// The name of a deployment's build Job and its Secret.
 pub fn job_name(deployment_id: &str) -> String {
     dns_label(&format!("build-{deployment_id}"))
@@ -381,21 +386,29 @@ fn passable(name: &str) -> bool {
         && !EXECUTOR_OWN_VARIABLES.contains(&name)
 }
 
-/// The Job's objects as a dry run shows them: the builds namespace, the Secret (values
-/// sealed) and the Job, with `Dockerfile` standing for the context's Dockerfile.
+/// The Job's objects as a dry run of the release `release` shows them: the builds
+/// namespace, the Secret (values sealed) and the Job (its deadline berth's
+/// build timeout), with `Dockerfile` standing for the context's Dockerfile.
 pub fn dry_run_objects(
     settings: &KubeSettings,
     builder: &JobBuilder,
-    org: &str,
-    site: &str,
-    deployment_id: &str,
-    variables: &[String],
-    timeout: Duration,
+    release: &crate::runtime::InstanceSpec,
 ) -> Vec<Value> {
+    let (org, site, deployment_id) = (
+        release.org.as_str(),
+        release.site.as_str(),
+        release.deployment_id.as_str(),
+    );
     let namespace = builds_namespace(&settings.namespace_prefix, org);
     let tag = docker::image::image_tag(site, deployment_id);
     let destination = format!("{}/{tag}", settings.registry);
-    let mut arg_names: Vec<String> = variables.iter().filter(|n| passable(n)).cloned().collect();
+    let mut arg_names: Vec<String> = release
+        .env
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| passable(n))
+        .cloned()
+        .collect();
     arg_names.sort_unstable();
     arg_names.dedup();
     let spec = JobSpec {
@@ -407,7 +420,7 @@ pub fn dry_run_objects(
         destination: &destination,
         dockerfile: berth_build::dockerfile::DOCKERFILE,
         arg_names: &arg_names,
-        deadline_seconds: timeout.as_secs().max(60),
+        deadline_seconds: deadline_seconds(release.build_timeout),
         push_credentials: settings.registry_auth.is_some(),
     };
     let sealed = super::apply::SEALED;
@@ -475,7 +488,7 @@ pub(super) async fn build(
         destination: &destination,
         dockerfile,
         arg_names: &arg_names,
-        deadline_seconds: job.timeout.as_secs().max(60),
+        deadline_seconds: deadline_seconds(job.timeout),
         push_credentials: settings.registry_auth.is_some(),
     };
     let docker_config = settings.registry_auth.as_ref().map(|a| a.docker_config());

@@ -878,17 +878,7 @@ impl Target for KubernetesTarget {
         // The build Job's objects first, as berth renders them (they are applied when the
         // deploy builds).
         if let build_job::Builder::Job(builder) = &settings.builder {
-            let variables: Vec<String> = spec.env.iter().map(|(k, _)| k.clone()).collect();
-            let build = build_job::dry_run_objects(
-                &settings,
-                builder,
-                &spec.org,
-                &spec.site,
-                &spec.deployment_id,
-                &variables,
-                // berth's default build timeout (the deploy's Job takes the configured one).
-                std::time::Duration::from_secs(900),
-            );
+            let build = build_job::dry_run_objects(&settings, builder, &spec);
             dry.note = format!(
                 "{}; the first {} objects are the build Job's, as berth renders them (not checked by the cluster)",
                 dry.note,
