@@ -360,9 +360,22 @@ async fn kubernetes_bad_settings_are_refused_naming_the_key_and_change_nothing()
         assert!(out.to_string().contains(key), "the error names {key}: {out}");
         assert!(!out.to_string().contains(TOKEN), "{out}");
     }
+    // A plain-HTTP registry is a yes or no, said so.
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"registry_insecure": "yes"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(out.to_string().contains("'registry_insecure' must be true"), "{out}");
     let (_, cfg) = server.get("/api/config/kubernetes").await;
     let config = &cfg["providers"][0]["config"];
     assert_eq!(config["registry"], REGISTRY, "{cfg}");
+    assert!(
+        config.get("registry_insecure").is_none_or(Value::is_null),
+        "unchanged: {cfg}"
+    );
     assert_eq!(config["api_url"], kube.url, "{cfg}");
     assert!(!cfg.to_string().contains(TOKEN), "{cfg}");
 

@@ -267,6 +267,9 @@ pub struct JobSpec<'a> {
     pub deadline_seconds: u64,
     /// Whether the Secret holds the registry's docker config.
     pub push_credentials: bool,
+    /// The destination registry's `host:port` when it speaks plain HTTP
+    /// (`registry_insecure`): the executor talks HTTP to it and to no other registry.
+    pub insecure_registry: Option<&'a str>,
 }
 
 impl JobSpec<'_> {
@@ -309,6 +312,9 @@ impl JobSpec<'_> {
             json!(format!("--destination={}", self.destination)),
             json!("--digest-file=/dev/termination-log"),
         ];
+        if let Some(registry) = self.insecure_registry {
+            args.push(json!(format!("--insecure-registry={registry}")));
+        }
         let mut env = Vec::new();
         for arg in self.arg_names {
             args.push(json!(format!("--build-arg={arg}")));
@@ -422,6 +428,7 @@ pub fn dry_run_objects(
         arg_names: &arg_names,
         deadline_seconds: deadline_seconds(release.build_timeout),
         push_credentials: settings.registry_auth.is_some(),
+        insecure_registry: settings.registry_insecure.then(|| settings.registry_host()),
     };
     let sealed = super::apply::SEALED;
     let args: Vec<(String, String)> = arg_names.iter().map(|n| (n.clone(), sealed.to_string())).collect();
@@ -490,6 +497,7 @@ pub(super) async fn build(
         arg_names: &arg_names,
         deadline_seconds: deadline_seconds(job.timeout),
         push_credentials: settings.registry_auth.is_some(),
+        insecure_registry: settings.registry_insecure.then(|| settings.registry_host()),
     };
     let docker_config = settings.registry_auth.as_ref().map(|a| a.docker_config());
     let context_url = format!("{}{CONTEXT_PATH}/{}", builder.context_url, offer.token());
@@ -766,8 +774,10 @@ mod tests {
             arg_names: &names,
             deadline_seconds: 900,
             push_credentials: true,
+            insecure_registry: None,
         };
         insta::assert_json_snapshot!("build_job", spec.job());
+        assert!(!spec.job().to_string().contains("--insecure"), "HTTPS unless set");
         let secret = spec.secret(
             "http://10.0.0.5:8080/internal/build-contexts/TOKEN",
             Some("{}"),
@@ -779,5 +789,19 @@ mod tests {
             secret["data"]["arg.API_KEY"],
             base64::engine::general_purpose::STANDARD.encode("s3cret")
         );
+        // A plain-HTTP registry: the executor pushes to that registry (only) over HTTP.
+        let plain = JobSpec {
+            insecure_registry: Some("10.0.0.7:5000"),
+            ..spec
+        };
+        let args = plain.job()["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+        let insecure: Vec<&str> = args
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|a| a.contains("insecure") || a.contains("skip-tls"))
+            .collect();
+        assert_eq!(insecure, ["--insecure-registry=10.0.0.7:5000"], "{args}");
     }
 }
