@@ -2250,6 +2250,82 @@ async fn variables_are_read_from_a_secret(knative: bool, name: &str, host: &'sta
     assert!(!stored["metadata"]["name"].as_str().unwrap().contains(secret));
 }
 
+/// The values of `name` in berth's variables' Secrets in the fake's store, decoded, with
+/// the deployment each Secret is labelled with.
+fn variables_values(server: &KubeServer, name: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    server
+        .of_kind("Secret")
+        .into_iter()
+        .filter(|o| o["metadata"]["labels"]["berth.dev/variables"] == "true")
+        .filter_map(|o| {
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(o["data"][name].as_str()?)
+                .ok()?;
+            let deployment = o["metadata"]["labels"]["berth.dev/deployment"].as_str()?.to_string();
+            Some((deployment, String::from_utf8(value).ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn kubernetes_fake_knative_a_forgotten_deployments_variables_secret_is_deleted_and_the_kept_ones_stay() {
+    // Two deployments kept per environment: the third deploy forgets the first, the
+    // fourth the second. On Knative each kept revision keeps its own Secret, so only
+    // forgetting a deployment deletes its Secret.
+    let server = KubeServer::start_with(&[("BERTH_KEEP_DEPLOYMENTS", "2")]).await;
+    server.kube.offer_knative(true);
+    let site = greeting_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "lapse", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let mut ids = vec![deployment_id(&out)];
+    for value in ["first-value-31d0", "second-value-8a4c", "second-value-8a4c"] {
+        let (status, out) = server
+            .patch("/api/sites/lapse/env", &json!({"vars": {"GREETING": value}}))
+            .await;
+        assert_eq!(status, 200, "{out}");
+        let (_, out) = server.post("/api/sites/lapse/deploy", &json!({"wait": true})).await;
+        assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+        ids.push(deployment_id(&out));
+        if ids.len() == 3 {
+            // The first values' deployment is kept still (its revision might serve a
+            // rollback), and so is its Secret.
+            assert!(
+                variables_values(&server, "GREETING").contains(&(ids[1].clone(), "first-value-31d0".into())),
+                "{:?}",
+                variables_values(&server, "GREETING")
+            );
+        }
+    }
+    assert_eq!(
+        server.edge("lapse.localhost", "/").await,
+        (200, "second-value-8a4c".to_string())
+    );
+    // The pruning follows a deploy's end: waited for.
+    eventually("the forgotten deployment's Secret is deleted", async || {
+        !variables_values(&server, "GREETING")
+            .iter()
+            .any(|(_, v)| v == "first-value-31d0")
+    })
+    .await;
+    let mut kept: Vec<String> = variables_values(&server, "GREETING")
+        .into_iter()
+        .map(|(deployment, value)| {
+            assert_eq!(value, "second-value-8a4c");
+            deployment
+        })
+        .collect();
+    kept.sort();
+    let mut newest = ids[2..].to_vec();
+    newest.sort();
+    assert_eq!(kept, newest, "the kept deployments' Secrets stay");
+}
+
 #[tokio::test]
 async fn kubernetes_fake_api_variables_are_read_from_a_secret_and_no_workload_object_holds_their_values() {
     variables_are_read_from_a_secret(false, "vault", "vault.localhost").await;
