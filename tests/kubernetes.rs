@@ -1856,6 +1856,18 @@ async fn kubernetes_fake_api_builder_job_builds_in_the_cluster_with_sealed_build
         builds["metadata"]["name"].as_str().unwrap().contains("-builds"),
         "{builds}"
     );
+    // Bounded: a LimitRange gives a build container without limits the executor's, and
+    // a ResourceQuota caps the pods at twice berth's build concurrency (2 by default).
+    // (The fake stores them; it enforces neither.)
+    let namespace = builds["metadata"]["name"].as_str().unwrap();
+    let applied = |path: String| server.kube.object(&path).unwrap_or_else(|| panic!("{path} applied"));
+    let limits = applied(format!("/api/v1/namespaces/{namespace}/limitranges/berth-build-limits"));
+    assert_eq!(limits["spec"]["limits"][0]["default"]["memory"], "4Gi", "{limits}");
+    assert_eq!(limits["spec"]["limits"][0]["max"]["cpu"], "2", "{limits}");
+    let quota = applied(format!(
+        "/api/v1/namespaces/{namespace}/resourcequotas/berth-build-quota"
+    ));
+    assert_eq!(quota["spec"]["hard"]["pods"], "4", "{quota}");
     assert_eq!(build_objects(&server), Vec::<String>::new());
 }
 

@@ -16,7 +16,9 @@
 //! executor runs as root, unprivileged); its NetworkPolicy denies ingress and lets pods
 //! reach DNS and the internet but not the private, shared and link-local ranges apps may
 //! not reach (the metadata endpoint among them), except exactly the registry's and
-//! berth's address and port when those are private IP addresses.
+//! berth's address and port when those are private IP addresses. A LimitRange gives its
+//! containers default requests and limits (the executor's limits at most) and a
+//! ResourceQuota caps its pods at twice berth's build concurrency.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -51,6 +53,13 @@ const ARG_KEY_PREFIX: &str = "arg.";
 const CONTEXT_URL_VAR: &str = "BERTH_CONTEXT_URL";
 /// Variables the executor runs with itself: never set from the app's variables.
 const EXECUTOR_OWN_VARIABLES: [&str; 5] = ["PATH", "HOME", "DOCKER_CONFIG", "SSL_CERT_DIR", "container"];
+/// The executor's CPU and memory requests.
+const EXECUTOR_REQUESTS: (&str, &str) = ("500m", "1Gi");
+/// The executor's CPU and memory limits: also the builds namespace's default limits
+/// and the most any container there may have.
+const EXECUTOR_LIMITS: (&str, &str) = ("2", "4Gi");
+/// The CPU and memory a container of the builds namespace requests when it says nothing.
+const BUILD_CONTAINER_DEFAULTS: (&str, &str) = ("250m", "512Mi");
 /// How often berth looks at the Job.
 const POLL: Duration = Duration::from_secs(1);
 /// Lines of the build's output kept for a failure's message.
@@ -204,9 +213,20 @@ fn namespace_labels(org: &str) -> Value {
     json!({ MANAGED_BY.0: MANAGED_BY.1, LABEL_ORG: label_value(org), "app.kubernetes.io/component": "build" })
 }
 
-/// The builds namespace (Pod Security `baseline`) and its NetworkPolicy, in the order
-/// they are applied.
-pub fn namespace_objects(namespace: &str, org: &str, endpoints: &[(Ipv4Addr, u16)]) -> Vec<Value> {
+/// The builds namespace's ResourceQuota `pods` when berth runs `build_concurrency` builds
+/// at once: a build is one pod, and a cancelled build's pod may still be terminating
+/// when its slot goes to the next build, so twice as many.
+pub fn build_pods_quota(build_concurrency: usize) -> u32 {
+    u32::try_from(build_concurrency.max(1))
+        .unwrap_or(u32::MAX / 2)
+        .saturating_mul(2)
+}
+
+/// The builds namespace (Pod Security `baseline`), its NetworkPolicy, a LimitRange that
+/// gives a container without its own requests and limits [`BUILD_CONTAINER_DEFAULTS`]
+/// and caps every one at [`EXECUTOR_LIMITS`], and a ResourceQuota of `pods_quota`
+/// pods, in the order they are applied.
+pub fn namespace_objects(namespace: &str, org: &str, endpoints: &[(Ipv4Addr, u16)], pods_quota: u32) -> Vec<Value> {
     let labels = namespace_labels(org);
     let mut ns_labels = labels.clone();
     for mode in ["enforce", "audit", "warn"] {
@@ -241,6 +261,23 @@ pub fn namespace_objects(namespace: &str, org: &str, endpoints: &[(Ipv4Addr, u16
                 "ingress": [],
                 "egress": egress,
             },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": { "name": "berth-build-limits", "namespace": namespace, "labels": labels },
+            "spec": { "limits": [{
+                "type": "Container",
+                "default": { "cpu": EXECUTOR_LIMITS.0, "memory": EXECUTOR_LIMITS.1 },
+                "defaultRequest": { "cpu": BUILD_CONTAINER_DEFAULTS.0, "memory": BUILD_CONTAINER_DEFAULTS.1 },
+                "max": { "cpu": EXECUTOR_LIMITS.0, "memory": EXECUTOR_LIMITS.1 },
+            }]},
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": { "name": "berth-build-quota", "namespace": namespace, "labels": labels },
+            "spec": { "hard": { "pods": pods_quota.to_string() } },
         }),
     ]
 }
@@ -368,8 +405,8 @@ impl JobSpec<'_> {
                             "volumeMounts": mounts,
                             "securityContext": { "allowPrivilegeEscalation": false },
                             "resources": {
-                                "requests": { "cpu": "500m", "memory": "1Gi" },
-                                "limits": { "cpu": "2", "memory": "4Gi" },
+                                "requests": { "cpu": EXECUTOR_REQUESTS.0, "memory": EXECUTOR_REQUESTS.1 },
+                                "limits": { "cpu": EXECUTOR_LIMITS.0, "memory": EXECUTOR_LIMITS.1 },
                             },
                             "terminationMessagePath": "/dev/termination-log",
                             "terminationMessagePolicy": "File",
@@ -393,12 +430,13 @@ fn passable(name: &str) -> bool {
 }
 
 /// The Job's objects as a dry run of the release `release` shows them: the builds
-/// namespace, the Secret (values sealed) and the Job (its deadline berth's
+/// namespace's objects, the Secret (values sealed) and the Job (its deadline berth's
 /// build timeout), with `Dockerfile` standing for the context's Dockerfile.
 pub fn dry_run_objects(
     settings: &KubeSettings,
     builder: &JobBuilder,
     release: &crate::runtime::InstanceSpec,
+    pods_quota: u32,
 ) -> Vec<Value> {
     let (org, site, deployment_id) = (
         release.org.as_str(),
@@ -440,6 +478,7 @@ pub fn dry_run_objects(
         &namespace,
         org,
         &private_endpoints(&settings.registry, &builder.context_url),
+        pods_quota,
     );
     objects.push(secret);
     objects.push(spec.job());
@@ -453,6 +492,7 @@ pub(super) async fn build(
     settings: &KubeSettings,
     builder: &JobBuilder,
     contexts: &std::sync::Arc<BuildContexts>,
+    pods_quota: u32,
     job: &BuildJob<'_>,
 ) -> Result<String, String> {
     let engine = settings.docker_settings()?;
@@ -516,6 +556,7 @@ pub(super) async fn build(
             &namespace,
             job.site.org,
             &private_endpoints(&settings.registry, &builder.context_url),
+            pods_quota,
         ) {
             client.apply(&object).await?;
         }
@@ -759,7 +800,8 @@ mod tests {
             namespace_objects(
                 &namespace,
                 "org_1",
-                &private_endpoints("10.0.0.7:5000", &builder.context_url)
+                &private_endpoints("10.0.0.7:5000", &builder.context_url),
+                build_pods_quota(2),
             )
         );
         let names = vec!["API_KEY".to_string(), "NODE_ENV".to_string()];

@@ -475,6 +475,7 @@ fn make(parts: &Assembly) -> anyhow::Result<Arc<dyn Target>> {
         variables_key,
         builder: DockerProvider::new(owner),
         build_contexts: parts.build_contexts.clone(),
+        build_pods: build_job::build_pods_quota(parts.build_concurrency),
         images,
         placements: scaling::Placements::default(),
         knative: std::sync::Mutex::default(),
@@ -489,6 +490,8 @@ struct KubernetesTarget {
     builder: DockerProvider,
     /// Build contexts offered to build Jobs.
     build_contexts: Arc<crate::runtime::build_contexts::BuildContexts>,
+    /// The builds namespace's ResourceQuota `pods`.
+    build_pods: u32,
     /// One file per deployment holding its image by digest (what promotion reuses).
     images: PathBuf,
     /// What berth set on each environment's Deployment (replicas, log follower).
@@ -688,7 +691,7 @@ impl Target for KubernetesTarget {
     async fn build(&self, job: BuildJob<'_>) -> Result<(), String> {
         let settings = KubeSettings::parse(job.site.settings)?;
         if let build_job::Builder::Job(builder) = &settings.builder {
-            let by_digest = build_job::build(&settings, builder, &self.build_contexts, &job).await?;
+            let by_digest = build_job::build(&settings, builder, &self.build_contexts, self.build_pods, &job).await?;
             return self.record_image(&job, &by_digest).await;
         }
         let engine = settings.docker_settings()?;
@@ -900,7 +903,7 @@ impl Target for KubernetesTarget {
         // The build Job's objects first, as berth renders them (they are applied when the
         // deploy builds).
         if let build_job::Builder::Job(builder) = &settings.builder {
-            let build = build_job::dry_run_objects(&settings, builder, &spec);
+            let build = build_job::dry_run_objects(&settings, builder, &spec, self.build_pods);
             dry.note = format!(
                 "{}; the first {} objects are the build Job's, as berth renders them (not checked by the cluster)",
                 dry.note,
