@@ -402,6 +402,10 @@ impl StageTimeouts {
     pub fn fetch(&self) -> Duration {
         Duration::from_secs(self.clone_seconds)
     }
+    /// The longest a deploy's image build may take (a build Job's deadline too).
+    pub fn build(&self) -> Duration {
+        Duration::from_secs(self.build_seconds)
+    }
     /// Start-to-healthy timeout.
     pub fn start(&self) -> Duration {
         Duration::from_secs(self.start_seconds)

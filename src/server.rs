@@ -116,6 +116,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
                 vec![api_addr.port()]
             },
             build_contexts: build_contexts.clone(),
+            build_concurrency: config.build_concurrency,
         },
         logs.clone(),
         reconcile_wake.clone(),

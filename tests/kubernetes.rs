@@ -360,9 +360,22 @@ async fn kubernetes_bad_settings_are_refused_naming_the_key_and_change_nothing()
         assert!(out.to_string().contains(key), "the error names {key}: {out}");
         assert!(!out.to_string().contains(TOKEN), "{out}");
     }
+    // A plain-HTTP registry is a yes or no, said so.
+    let (status, out) = server
+        .patch(
+            "/api/config/kubernetes",
+            &json!({"config": {"registry_insecure": "yes"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{out}");
+    assert!(out.to_string().contains("'registry_insecure' must be true"), "{out}");
     let (_, cfg) = server.get("/api/config/kubernetes").await;
     let config = &cfg["providers"][0]["config"];
     assert_eq!(config["registry"], REGISTRY, "{cfg}");
+    assert!(
+        config.get("registry_insecure").is_none_or(Value::is_null),
+        "unchanged: {cfg}"
+    );
     assert_eq!(config["api_url"], kube.url, "{cfg}");
     assert!(!cfg.to_string().contains(TOKEN), "{cfg}");
 
@@ -1843,6 +1856,18 @@ async fn kubernetes_fake_api_builder_job_builds_in_the_cluster_with_sealed_build
         builds["metadata"]["name"].as_str().unwrap().contains("-builds"),
         "{builds}"
     );
+    // Bounded: a LimitRange gives a build container without limits the executor's, and
+    // a ResourceQuota caps the pods at twice berth's build concurrency (2 by default).
+    // (The fake stores them; it enforces neither.)
+    let namespace = builds["metadata"]["name"].as_str().unwrap();
+    let applied = |path: String| server.kube.object(&path).unwrap_or_else(|| panic!("{path} applied"));
+    let limits = applied(format!("/api/v1/namespaces/{namespace}/limitranges/berth-build-limits"));
+    assert_eq!(limits["spec"]["limits"][0]["default"]["memory"], "4Gi", "{limits}");
+    assert_eq!(limits["spec"]["limits"][0]["max"]["cpu"], "2", "{limits}");
+    let quota = applied(format!(
+        "/api/v1/namespaces/{namespace}/resourcequotas/berth-build-quota"
+    ));
+    assert_eq!(quota["spec"]["hard"]["pods"], "4", "{quota}");
     assert_eq!(build_objects(&server), Vec::<String>::new());
 }
 
@@ -2012,6 +2037,25 @@ async fn kubernetes_fake_api_a_dry_run_with_the_build_job_lists_its_objects_seal
     assert_eq!(build_secret["data"]["context-url"], "<sealed>", "{build_secret}");
     assert!(!dry.to_string().contains(secret), "{dry}");
     assert!(server.kube.jobs_seen().is_empty(), "nothing was built");
+}
+
+#[tokio::test]
+async fn kubernetes_fake_api_a_dry_run_gives_the_build_job_the_configured_build_timeout() {
+    let server = KubeServer::start_with(&[("BERTH_BUILD_TIMEOUT_SECONDS", "1234")]).await;
+    use_build_job(&server).await;
+    let (status, out) = server.post("/api/sites", &json!({"name": "slowbuild"})).await;
+    assert!(status == 200 || status == 201, "{status} {out}");
+    let (status, dry) = server
+        .post("/api/sites/slowbuild/deploy", &json!({"dry_run": true}))
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    let job = dry["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Job")
+        .unwrap_or_else(|| panic!("the build Job in {dry}"));
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 1234, "{job}");
 }
 
 #[tokio::test]
@@ -2216,6 +2260,82 @@ async fn variables_are_read_from_a_secret(knative: bool, name: &str, host: &'sta
         "{stored}"
     );
     assert!(!stored["metadata"]["name"].as_str().unwrap().contains(secret));
+}
+
+/// The values of `name` in berth's variables' Secrets in the fake's store, decoded, with
+/// the deployment each Secret is labelled with.
+fn variables_values(server: &KubeServer, name: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    server
+        .of_kind("Secret")
+        .into_iter()
+        .filter(|o| o["metadata"]["labels"]["berth.dev/variables"] == "true")
+        .filter_map(|o| {
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(o["data"][name].as_str()?)
+                .ok()?;
+            let deployment = o["metadata"]["labels"]["berth.dev/deployment"].as_str()?.to_string();
+            Some((deployment, String::from_utf8(value).ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn kubernetes_fake_knative_a_forgotten_deployments_variables_secret_is_deleted_and_the_kept_ones_stay() {
+    // Two deployments kept per environment: the third deploy forgets the first, the
+    // fourth the second. On Knative each kept revision keeps its own Secret, so only
+    // forgetting a deployment deletes its Secret.
+    let server = KubeServer::start_with(&[("BERTH_KEEP_DEPLOYMENTS", "2")]).await;
+    server.kube.offer_knative(true);
+    let site = greeting_app();
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "lapse", "repo": s(site.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let mut ids = vec![deployment_id(&out)];
+    for value in ["first-value-31d0", "second-value-8a4c", "second-value-8a4c"] {
+        let (status, out) = server
+            .patch("/api/sites/lapse/env", &json!({"vars": {"GREETING": value}}))
+            .await;
+        assert_eq!(status, 200, "{out}");
+        let (_, out) = server.post("/api/sites/lapse/deploy", &json!({"wait": true})).await;
+        assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+        ids.push(deployment_id(&out));
+        if ids.len() == 3 {
+            // The first values' deployment is kept still (its revision might serve a
+            // rollback), and so is its Secret.
+            assert!(
+                variables_values(&server, "GREETING").contains(&(ids[1].clone(), "first-value-31d0".into())),
+                "{:?}",
+                variables_values(&server, "GREETING")
+            );
+        }
+    }
+    assert_eq!(
+        server.edge("lapse.localhost", "/").await,
+        (200, "second-value-8a4c".to_string())
+    );
+    // The pruning follows a deploy's end: waited for.
+    eventually("the forgotten deployment's Secret is deleted", async || {
+        !variables_values(&server, "GREETING")
+            .iter()
+            .any(|(_, v)| v == "first-value-31d0")
+    })
+    .await;
+    let mut kept: Vec<String> = variables_values(&server, "GREETING")
+        .into_iter()
+        .map(|(deployment, value)| {
+            assert_eq!(value, "second-value-8a4c");
+            deployment
+        })
+        .collect();
+    kept.sort();
+    let mut newest = ids[2..].to_vec();
+    newest.sort();
+    assert_eq!(kept, newest, "the kept deployments' Secrets stay");
 }
 
 #[tokio::test]

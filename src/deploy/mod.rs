@@ -787,7 +787,7 @@ async fn build_by_target(
             in_use: &in_use,
             log: &log,
             cancel,
-            timeout: std::time::Duration::from_secs(platform.config.timeouts.build_seconds),
+            timeout: platform.config.timeouts.build(),
         })
         .await
         .map_err(StageFailure::from)

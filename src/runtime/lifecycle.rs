@@ -1129,6 +1129,7 @@ mod tests {
             env: vec![],
             health_check_path: "/".into(),
             start_timeout: Duration::from_secs(5),
+            build_timeout: Duration::from_secs(60),
             image: None,
             provider_config: Default::default(),
             uid: None,
@@ -1136,6 +1137,38 @@ mod tests {
             resources: Vec::new(),
             scale: Default::default(),
         }
+    }
+
+    #[test]
+    fn debug_of_an_instance_spec_prints_variable_names_and_no_value_or_setting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spec = spec_on("local", dir.path());
+        spec.env.push(("API_KEY".into(), "s3cr3t-value-5b2e".into()));
+        spec.provider_config.insert("token".into(), "cluster-token-9f1d".into());
+        let printed = format!("{spec:?}");
+        assert!(printed.contains("API_KEY") && printed.contains("token"), "{printed}");
+        assert!(!printed.contains("s3cr3t-value-5b2e"), "{printed}");
+        assert!(!printed.contains("cluster-token-9f1d"), "{printed}");
+        let container = crate::runtime::docker::container::ContainerSpec {
+            org: "o".into(),
+            site: "s".into(),
+            environment: "e".into(),
+            deployment_id: "d".into(),
+            index: 0,
+            image: "i".into(),
+            port: None,
+            env: spec.env.clone(),
+            command: None,
+            memory_mb: 1,
+            cpus: 1.0,
+            pids_limit: 1,
+            disk_mb: 1,
+        };
+        let printed = format!("{container:?}");
+        assert!(
+            printed.contains("API_KEY") && !printed.contains("s3cr3t-value-5b2e"),
+            "{printed}"
+        );
     }
 
     #[tokio::test]

@@ -27,6 +27,18 @@ pub use local::LocalProvider;
 pub use logs::LogSink;
 pub use target::{Capabilities, Registration, Target, Targets};
 
+/// An app's variables as `Debug` prints them: each name with `<sealed>`, never a value
+/// (values may be secrets, and a `{:?}` may end up in a log or an error).
+pub struct SealedVariables<'a>(pub &'a [(String, String)]);
+
+impl std::fmt::Debug for SealedVariables<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(name, _)| (name, format_args!("<sealed>"))))
+            .finish()
+    }
+}
+
 /// Most instances one environment runs on the shared lifecycle (scale-out).
 pub const MAX_INSTANCES: u32 = 20;
 
@@ -72,7 +84,7 @@ impl AttachedResource {
 }
 
 /// What to run for one deployment (every instance of it runs the same spec).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct InstanceSpec {
     /// The deployment this instance serves.
     pub deployment_id: String,
@@ -92,6 +104,9 @@ pub struct InstanceSpec {
     pub health_check_path: String,
     /// How long the first start may take to become healthy.
     pub start_timeout: Duration,
+    /// The longest its image build may take (berth's build timeout), for a dry run that
+    /// shows a build's deadline.
+    pub build_timeout: Duration,
     /// Org id: container providers label instances with it and pick its network.
     pub org: String,
     /// Environment name, for labels.
@@ -116,6 +131,32 @@ pub struct InstanceSpec {
     /// The environment's scale settings, for targets whose platform scales by itself
     /// (Knative's autoscaler reads them as annotations).
     pub scale: InstanceScale,
+}
+
+impl std::fmt::Debug for InstanceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceSpec")
+            .field("deployment_id", &self.deployment_id)
+            .field("provider", &self.provider)
+            .field("site", &self.site)
+            .field("app_dir", &self.app_dir)
+            .field("command", &self.command)
+            .field("port", &self.port)
+            .field("env", &SealedVariables(&self.env))
+            .field("health_check_path", &self.health_check_path)
+            .field("start_timeout", &self.start_timeout)
+            .field("build_timeout", &self.build_timeout)
+            .field("org", &self.org)
+            .field("environment", &self.environment)
+            .field("host", &self.host)
+            .field("domains", &self.domains)
+            .field("image", &self.image)
+            .field("provider_config_keys", &self.provider_config.keys().collect::<Vec<_>>())
+            .field("uid", &self.uid)
+            .field("size", &self.size)
+            .field("scale", &self.scale)
+            .finish()
+    }
 }
 
 /// An environment's scale settings (HOSTING_SET_SCALING_CONFIG `min_instances`,

@@ -196,6 +196,9 @@ pub struct Assembly {
     pub shielded_ports: Vec<u16>,
     /// Build contexts offered once to builders outside berth (`/internal/build-contexts`).
     pub build_contexts: Arc<super::build_contexts::BuildContexts>,
+    /// Builds berth runs at once (`--build-concurrency`), for targets that bound builds
+    /// outside berth too.
+    pub build_concurrency: usize,
 }
 
 /// The deployment and site an operation is about, with the org's settings of the target.

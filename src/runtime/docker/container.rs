@@ -33,7 +33,7 @@ pub struct ContainerLine {
 }
 
 /// What to run for one instance.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ContainerSpec {
     /// Org name: picks the network and is recorded as a label.
     pub org: String,
@@ -62,6 +62,26 @@ pub struct ContainerSpec {
     pub pids_limit: i64,
     /// Its writable layer's size in MiB.
     pub disk_mb: u64,
+}
+
+impl std::fmt::Debug for ContainerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerSpec")
+            .field("org", &self.org)
+            .field("site", &self.site)
+            .field("environment", &self.environment)
+            .field("deployment_id", &self.deployment_id)
+            .field("index", &self.index)
+            .field("image", &self.image)
+            .field("port", &self.port)
+            .field("env", &crate::runtime::SealedVariables(&self.env))
+            .field("command", &self.command)
+            .field("memory_mb", &self.memory_mb)
+            .field("cpus", &self.cpus)
+            .field("pids_limit", &self.pids_limit)
+            .field("disk_mb", &self.disk_mb)
+            .finish()
+    }
 }
 
 /// How often a container's writable layer is measured where the engine cannot bound it.

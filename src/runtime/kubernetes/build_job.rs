@@ -16,7 +16,9 @@
 //! executor runs as root, unprivileged); its NetworkPolicy denies ingress and lets pods
 //! reach DNS and the internet but not the private, shared and link-local ranges apps may
 //! not reach (the metadata endpoint among them), except exactly the registry's and
-//! berth's address and port when those are private IP addresses.
+//! berth's address and port when those are private IP addresses. A LimitRange gives its
+//! containers default requests and limits (the executor's limits at most) and a
+//! ResourceQuota caps its pods at twice berth's build concurrency.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -51,6 +53,13 @@ const ARG_KEY_PREFIX: &str = "arg.";
 const CONTEXT_URL_VAR: &str = "BERTH_CONTEXT_URL";
 /// Variables the executor runs with itself: never set from the app's variables.
 const EXECUTOR_OWN_VARIABLES: [&str; 5] = ["PATH", "HOME", "DOCKER_CONFIG", "SSL_CERT_DIR", "container"];
+/// The executor's CPU and memory requests.
+const EXECUTOR_REQUESTS: (&str, &str) = ("500m", "1Gi");
+/// The executor's CPU and memory limits: also the builds namespace's default limits
+/// and the most any container there may have.
+const EXECUTOR_LIMITS: (&str, &str) = ("2", "4Gi");
+/// The CPU and memory a container of the builds namespace requests when it says nothing.
+const BUILD_CONTAINER_DEFAULTS: (&str, &str) = ("250m", "512Mi");
 /// How often berth looks at the Job.
 const POLL: Duration = Duration::from_secs(1);
 /// Lines of the build's output kept for a failure's message.
@@ -153,6 +162,11 @@ pub fn builds_namespace(prefix: &str, org: &str) -> String {
     dns_label(&format!("{prefix}{org}-builds"))
 }
 
+/// A build Job's `activeDeadlineSeconds` under berth's build timeout `timeout`.
+fn deadline_seconds(timeout: Duration) -> u64 {
+    timeout.as_secs().max(60)
+}
+
 /// The name of a deployment's build Job and its Secret.
 pub fn job_name(deployment_id: &str) -> String {
     dns_label(&format!("build-{deployment_id}"))
@@ -199,9 +213,20 @@ fn namespace_labels(org: &str) -> Value {
     json!({ MANAGED_BY.0: MANAGED_BY.1, LABEL_ORG: label_value(org), "app.kubernetes.io/component": "build" })
 }
 
-/// The builds namespace (Pod Security `baseline`) and its NetworkPolicy, in the order
-/// they are applied.
-pub fn namespace_objects(namespace: &str, org: &str, endpoints: &[(Ipv4Addr, u16)]) -> Vec<Value> {
+/// The builds namespace's ResourceQuota `pods` when berth runs `build_concurrency` builds
+/// at once: a build is one pod, and a cancelled build's pod may still be terminating
+/// when its slot goes to the next build, so twice as many.
+pub fn build_pods_quota(build_concurrency: usize) -> u32 {
+    u32::try_from(build_concurrency.max(1))
+        .unwrap_or(u32::MAX / 2)
+        .saturating_mul(2)
+}
+
+/// The builds namespace (Pod Security `baseline`), its NetworkPolicy, a LimitRange that
+/// gives a container without its own requests and limits [`BUILD_CONTAINER_DEFAULTS`]
+/// and caps every one at [`EXECUTOR_LIMITS`], and a ResourceQuota of `pods_quota`
+/// pods, in the order they are applied.
+pub fn namespace_objects(namespace: &str, org: &str, endpoints: &[(Ipv4Addr, u16)], pods_quota: u32) -> Vec<Value> {
     let labels = namespace_labels(org);
     let mut ns_labels = labels.clone();
     for mode in ["enforce", "audit", "warn"] {
@@ -237,6 +262,23 @@ pub fn namespace_objects(namespace: &str, org: &str, endpoints: &[(Ipv4Addr, u16
                 "egress": egress,
             },
         }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": { "name": "berth-build-limits", "namespace": namespace, "labels": labels },
+            "spec": { "limits": [{
+                "type": "Container",
+                "default": { "cpu": EXECUTOR_LIMITS.0, "memory": EXECUTOR_LIMITS.1 },
+                "defaultRequest": { "cpu": BUILD_CONTAINER_DEFAULTS.0, "memory": BUILD_CONTAINER_DEFAULTS.1 },
+                "max": { "cpu": EXECUTOR_LIMITS.0, "memory": EXECUTOR_LIMITS.1 },
+            }]},
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": { "name": "berth-build-quota", "namespace": namespace, "labels": labels },
+            "spec": { "hard": { "pods": pods_quota.to_string() } },
+        }),
     ]
 }
 
@@ -262,6 +304,9 @@ pub struct JobSpec<'a> {
     pub deadline_seconds: u64,
     /// Whether the Secret holds the registry's docker config.
     pub push_credentials: bool,
+    /// The destination registry's `host:port` when it speaks plain HTTP
+    /// (`registry_insecure`): the executor talks HTTP to it and to no other registry.
+    pub insecure_registry: Option<&'a str>,
 }
 
 impl JobSpec<'_> {
@@ -304,6 +349,9 @@ impl JobSpec<'_> {
             json!(format!("--destination={}", self.destination)),
             json!("--digest-file=/dev/termination-log"),
         ];
+        if let Some(registry) = self.insecure_registry {
+            args.push(json!(format!("--insecure-registry={registry}")));
+        }
         let mut env = Vec::new();
         for arg in self.arg_names {
             args.push(json!(format!("--build-arg={arg}")));
@@ -357,8 +405,8 @@ impl JobSpec<'_> {
                             "volumeMounts": mounts,
                             "securityContext": { "allowPrivilegeEscalation": false },
                             "resources": {
-                                "requests": { "cpu": "500m", "memory": "1Gi" },
-                                "limits": { "cpu": "2", "memory": "4Gi" },
+                                "requests": { "cpu": EXECUTOR_REQUESTS.0, "memory": EXECUTOR_REQUESTS.1 },
+                                "limits": { "cpu": EXECUTOR_LIMITS.0, "memory": EXECUTOR_LIMITS.1 },
                             },
                             "terminationMessagePath": "/dev/termination-log",
                             "terminationMessagePolicy": "File",
@@ -381,21 +429,30 @@ fn passable(name: &str) -> bool {
         && !EXECUTOR_OWN_VARIABLES.contains(&name)
 }
 
-/// The Job's objects as a dry run shows them: the builds namespace, the Secret (values
-/// sealed) and the Job, with `Dockerfile` standing for the context's Dockerfile.
+/// The Job's objects as a dry run of the release `release` shows them: the builds
+/// namespace's objects, the Secret (values sealed) and the Job (its deadline berth's
+/// build timeout), with `Dockerfile` standing for the context's Dockerfile.
 pub fn dry_run_objects(
     settings: &KubeSettings,
     builder: &JobBuilder,
-    org: &str,
-    site: &str,
-    deployment_id: &str,
-    variables: &[String],
-    timeout: Duration,
+    release: &crate::runtime::InstanceSpec,
+    pods_quota: u32,
 ) -> Vec<Value> {
+    let (org, site, deployment_id) = (
+        release.org.as_str(),
+        release.site.as_str(),
+        release.deployment_id.as_str(),
+    );
     let namespace = builds_namespace(&settings.namespace_prefix, org);
     let tag = docker::image::image_tag(site, deployment_id);
     let destination = format!("{}/{tag}", settings.registry);
-    let mut arg_names: Vec<String> = variables.iter().filter(|n| passable(n)).cloned().collect();
+    let mut arg_names: Vec<String> = release
+        .env
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| passable(n))
+        .cloned()
+        .collect();
     arg_names.sort_unstable();
     arg_names.dedup();
     let spec = JobSpec {
@@ -407,8 +464,9 @@ pub fn dry_run_objects(
         destination: &destination,
         dockerfile: berth_build::dockerfile::DOCKERFILE,
         arg_names: &arg_names,
-        deadline_seconds: timeout.as_secs().max(60),
+        deadline_seconds: deadline_seconds(release.build_timeout),
         push_credentials: settings.registry_auth.is_some(),
+        insecure_registry: settings.registry_insecure.then(|| settings.registry_host()),
     };
     let sealed = super::apply::SEALED;
     let args: Vec<(String, String)> = arg_names.iter().map(|n| (n.clone(), sealed.to_string())).collect();
@@ -420,6 +478,7 @@ pub fn dry_run_objects(
         &namespace,
         org,
         &private_endpoints(&settings.registry, &builder.context_url),
+        pods_quota,
     );
     objects.push(secret);
     objects.push(spec.job());
@@ -433,6 +492,7 @@ pub(super) async fn build(
     settings: &KubeSettings,
     builder: &JobBuilder,
     contexts: &std::sync::Arc<BuildContexts>,
+    pods_quota: u32,
     job: &BuildJob<'_>,
 ) -> Result<String, String> {
     let engine = settings.docker_settings()?;
@@ -475,8 +535,9 @@ pub(super) async fn build(
         destination: &destination,
         dockerfile,
         arg_names: &arg_names,
-        deadline_seconds: job.timeout.as_secs().max(60),
+        deadline_seconds: deadline_seconds(job.timeout),
         push_credentials: settings.registry_auth.is_some(),
+        insecure_registry: settings.registry_insecure.then(|| settings.registry_host()),
     };
     let docker_config = settings.registry_auth.as_ref().map(|a| a.docker_config());
     let context_url = format!("{}{CONTEXT_PATH}/{}", builder.context_url, offer.token());
@@ -495,6 +556,7 @@ pub(super) async fn build(
             &namespace,
             job.site.org,
             &private_endpoints(&settings.registry, &builder.context_url),
+            pods_quota,
         ) {
             client.apply(&object).await?;
         }
@@ -738,7 +800,8 @@ mod tests {
             namespace_objects(
                 &namespace,
                 "org_1",
-                &private_endpoints("10.0.0.7:5000", &builder.context_url)
+                &private_endpoints("10.0.0.7:5000", &builder.context_url),
+                build_pods_quota(2),
             )
         );
         let names = vec!["API_KEY".to_string(), "NODE_ENV".to_string()];
@@ -753,8 +816,10 @@ mod tests {
             arg_names: &names,
             deadline_seconds: 900,
             push_credentials: true,
+            insecure_registry: None,
         };
         insta::assert_json_snapshot!("build_job", spec.job());
+        assert!(!spec.job().to_string().contains("--insecure"), "HTTPS unless set");
         let secret = spec.secret(
             "http://10.0.0.5:8080/internal/build-contexts/TOKEN",
             Some("{}"),
@@ -766,5 +831,19 @@ mod tests {
             secret["data"]["arg.API_KEY"],
             base64::engine::general_purpose::STANDARD.encode("s3cret")
         );
+        // A plain-HTTP registry: the executor pushes to that registry (only) over HTTP.
+        let plain = JobSpec {
+            insecure_registry: Some("10.0.0.7:5000"),
+            ..spec
+        };
+        let args = plain.job()["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+        let insecure: Vec<&str> = args
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|a| a.contains("insecure") || a.contains("skip-tls"))
+            .collect();
+        assert_eq!(insecure, ["--insecure-registry=10.0.0.7:5000"], "{args}");
     }
 }

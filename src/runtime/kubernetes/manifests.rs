@@ -217,7 +217,7 @@ pub fn set_owner(object: &mut Value, owner: &Value) {
 }
 
 /// What one environment runs: the deployment serving it and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Workload {
     /// The org's namespace.
     pub namespace: String,
@@ -257,6 +257,31 @@ pub struct Workload {
     /// cert-manager's ClusterIssuer of the custom domains' certificates (instead of
     /// berth's own).
     pub cert_manager_issuer: Option<String>,
+}
+
+impl std::fmt::Debug for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workload")
+            .field("namespace", &self.namespace)
+            .field("org", &self.org)
+            .field("site", &self.site)
+            .field("environment", &self.environment)
+            .field("deployment_id", &self.deployment_id)
+            .field("image", &self.image)
+            .field("port", &self.port)
+            .field("env", &crate::runtime::SealedVariables(&self.env))
+            .field("variables_secret", &self.variables_secret)
+            .field("health_check_path", &self.health_check_path)
+            .field("resources", &self.resources)
+            .field("replicas", &self.replicas)
+            .field("host", &self.host)
+            .field("ingress_class", &self.ingress_class)
+            .field("progress_deadline_seconds", &self.progress_deadline_seconds)
+            .field("domains", &self.domains)
+            .field("certificates", &self.certificates)
+            .field("cert_manager_issuer", &self.cert_manager_issuer)
+            .finish()
+    }
 }
 
 /// A custom domain's certificate berth holds (the key never printed).
@@ -551,6 +576,13 @@ mod tests {
         insta::assert_json_snapshot!(environment_objects(&w));
         insta::assert_json_snapshot!("variables_secret", variables_secret(&w));
         assert!(!format!("{w:?}").contains("PRIVATE KEY"), "the key is never printed");
+        w.env.push(("API_KEY".into(), "s3cr3t-value-5b2e".into()));
+        let printed = format!("{w:?}");
+        assert!(
+            printed.contains("API_KEY") && !printed.contains("s3cr3t-value-5b2e"),
+            "names only, never a value: {printed}"
+        );
+        w.env.pop();
         w.cert_manager_issuer = Some("letsencrypt".into());
         insta::assert_json_snapshot!("environment_objects_cert_manager", environment_objects(&w));
     }

@@ -123,6 +123,11 @@ pub const TARGET: Registration = Registration {
             description: "Password (or token) of registry_username: sent to the Docker Engine in its X-Registry-Auth header and kept in each org's namespace as the kubernetes.io/dockerconfigjson Secret berth-registry, which the namespace's app ServiceAccount names in imagePullSecrets.",
         },
         ConfigKey {
+            name: "registry_insecure",
+            secret: false,
+            description: "true: the registry speaks plain HTTP and the build Job's executor pushes to it with --insecure-registry=HOST:PORT (that registry only); default false (HTTPS).",
+        },
+        ConfigKey {
             name: "ingress_class",
             secret: false,
             description: "ingressClassName of the environments' Ingresses (default: the cluster's default class).",
@@ -230,6 +235,8 @@ pub struct KubeSettings {
     pub registry: String,
     /// Credentials of the registry, when it requires them.
     pub registry_auth: Option<registry_auth::RegistryAuth>,
+    /// Whether the registry speaks plain HTTP (the build Job's executor pushes to it so).
+    pub registry_insecure: bool,
     /// Ingress class.
     pub ingress_class: Option<String>,
     /// Where the ingress controller listens.
@@ -344,6 +351,15 @@ impl KubeSettings {
             ));
         }
         let registry_auth = registry_auth::RegistryAuth::parse(settings, &registry)?;
+        let registry_insecure = match settings.get("registry_insecure") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(format!(
+                    "kubernetes setting 'registry_insecure' must be true (the registry speaks plain HTTP) or false (HTTPS, the default), got {v}"
+                ));
+            }
+        };
         let ingress_address = required(settings, "ingress_address", "10.0.0.2:80")?;
         let ingress_address: SocketAddr = ingress_address.parse().map_err(|_| {
             format!("kubernetes setting 'ingress_address' must be IP:PORT of the ingress controller, e.g. 10.0.0.2:80, got '{ingress_address}'")
@@ -396,6 +412,7 @@ impl KubeSettings {
             namespace_prefix,
             registry,
             registry_auth,
+            registry_insecure,
             ingress_class,
             ingress_address,
             docker_host,
@@ -420,6 +437,11 @@ impl KubeSettings {
     /// A client of the org's API server.
     pub fn client(&self) -> Result<Client, String> {
         Client::connect(&self.connection)
+    }
+
+    /// The registry's `host:port` (its path left out).
+    pub fn registry_host(&self) -> &str {
+        self.registry.split('/').next().unwrap_or_default()
     }
 
     /// The org's namespace.
@@ -453,6 +475,7 @@ fn make(parts: &Assembly) -> anyhow::Result<Arc<dyn Target>> {
         variables_key,
         builder: DockerProvider::new(owner),
         build_contexts: parts.build_contexts.clone(),
+        build_pods: build_job::build_pods_quota(parts.build_concurrency),
         images,
         placements: scaling::Placements::default(),
         knative: std::sync::Mutex::default(),
@@ -467,6 +490,8 @@ struct KubernetesTarget {
     builder: DockerProvider,
     /// Build contexts offered to build Jobs.
     build_contexts: Arc<crate::runtime::build_contexts::BuildContexts>,
+    /// The builds namespace's ResourceQuota `pods`.
+    build_pods: u32,
     /// One file per deployment holding its image by digest (what promotion reuses).
     images: PathBuf,
     /// What berth set on each environment's Deployment (replicas, log follower).
@@ -666,7 +691,7 @@ impl Target for KubernetesTarget {
     async fn build(&self, job: BuildJob<'_>) -> Result<(), String> {
         let settings = KubeSettings::parse(job.site.settings)?;
         if let build_job::Builder::Job(builder) = &settings.builder {
-            let by_digest = build_job::build(&settings, builder, &self.build_contexts, &job).await?;
+            let by_digest = build_job::build(&settings, builder, &self.build_contexts, self.build_pods, &job).await?;
             return self.record_image(&job, &by_digest).await;
         }
         let engine = settings.docker_settings()?;
@@ -878,17 +903,7 @@ impl Target for KubernetesTarget {
         // The build Job's objects first, as berth renders them (they are applied when the
         // deploy builds).
         if let build_job::Builder::Job(builder) = &settings.builder {
-            let variables: Vec<String> = spec.env.iter().map(|(k, _)| k.clone()).collect();
-            let build = build_job::dry_run_objects(
-                &settings,
-                builder,
-                &spec.org,
-                &spec.site,
-                &spec.deployment_id,
-                &variables,
-                // berth's default build timeout (the deploy's Job takes the configured one).
-                std::time::Duration::from_secs(900),
-            );
+            let build = build_job::dry_run_objects(&settings, builder, &spec, self.build_pods);
             dry.note = format!(
                 "{}; the first {} objects are the build Job's, as berth renders them (not checked by the cluster)",
                 dry.note,
