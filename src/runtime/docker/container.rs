@@ -702,6 +702,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_of_a_container_spec_prints_variable_names_and_no_value() {
+        let container = ContainerSpec {
+            org: "o".into(),
+            site: "s".into(),
+            environment: "e".into(),
+            deployment_id: "d".into(),
+            index: 0,
+            image: "i".into(),
+            port: None,
+            env: vec![("API_KEY".into(), "s3cr3t-value-5b2e".into())],
+            command: None,
+            memory_mb: 1,
+            cpus: 1.0,
+            pids_limit: 1,
+            disk_mb: 1,
+        };
+        let printed = format!("{container:?}");
+        assert!(
+            printed.contains("API_KEY") && !printed.contains("s3cr3t-value-5b2e"),
+            "{printed}"
+        );
+    }
+
+    #[test]
     fn names_are_engine_safe() {
         assert_eq!(network_name("Acme Corp"), "berth-acme-corp");
         let name = container_name("01ABC", 2);
