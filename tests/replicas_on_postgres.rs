@@ -1109,3 +1109,23 @@ async fn a_replica_whose_database_connections_are_cut_answers_and_deploys_again(
     drop(a);
     drop_database_at(&url_to_drop);
 }
+
+#[tokio::test]
+async fn resources_are_refused_on_postgres_naming_why_and_nothing_is_written() {
+    let (a, _url) = first(false).await;
+    let (status, out) = a
+        .post("/api/resources", &json!({"name": "notes", "kind": "sqlite"}))
+        .await;
+    assert_eq!(status, 409, "{out}");
+    let message = out.to_string();
+    assert!(
+        message.contains("not available while berth runs on Postgres") && message.contains("HOSTING_SET_ENV_VARS"),
+        "{out}"
+    );
+    let (status, list) = a.get("/api/resources").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["resources"], json!([]), "{list}");
+    let disks = a.data.path().join("resources");
+    let made = std::fs::read_dir(&disks).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(made, 0, "no disk is made in {}", disks.display());
+}
