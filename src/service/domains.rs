@@ -381,18 +381,13 @@ impl Service {
     pub async fn list_domains(&self, actor: &Actor, input: &ListDomainsInput) -> ServiceResult<DomainList> {
         self.authorize(actor, Action::ReadSites, Target::AnySite(input.site.as_deref()))
             .await?;
-        let limit = input.limit.unwrap_or(DEFAULT_DOMAINS_PAGE).clamp(1, MAX_DOMAINS_PAGE);
-        let after = input.cursor.as_deref().unwrap_or("");
-        if after.len() > 300 {
-            return Err(ServiceError::invalid(
-                "cursor",
-                "too long; pass the next_cursor of the previous page as it was given",
-            ));
-        }
-        let site = match &input.site {
-            Some(name) => Some(self.find_site(actor, name).await?),
-            None => None,
-        };
+        let (limit, after) = super::name_page(
+            input.limit,
+            input.cursor.as_deref(),
+            DEFAULT_DOMAINS_PAGE,
+            MAX_DOMAINS_PAGE,
+        )?;
+        let site = self.find_optional_site(actor, input.site.as_deref()).await?;
         let site_id = site.as_ref().map(|s| s.id.as_str());
         let store = &self.platform.store;
         let mut rows = store

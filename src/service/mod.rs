@@ -1102,6 +1102,14 @@ impl Service {
 
     // ------------------------------------------------------------ helpers
 
+    /// The site a listing is filtered by, if any.
+    async fn find_optional_site(&self, actor: &Actor, name: Option<&str>) -> ServiceResult<Option<SiteRow>> {
+        match name {
+            Some(name) => Ok(Some(self.find_site(actor, name).await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn find_site(&self, actor: &Actor, name: &str) -> ServiceResult<SiteRow> {
         let store = &self.platform.store;
         if let Some(site) = store.get_site(&actor.org_id, name).await?
@@ -1652,6 +1660,19 @@ pub(crate) fn previews_need_git(site: &str, kind: SourceKind) -> ServiceError {
             "site '{site}' deploys from {from}; previews are made by pushes of other branches, so they apply to sites that deploy from git (create a preview by hand with HOSTING_CREATE_ENVIRONMENT)"
         ),
     )
+}
+
+/// A page by name: its size (`limit` or `default`, at most `max`) and the name it starts
+/// after (`cursor`, checked).
+fn name_page(limit: Option<u32>, cursor: Option<&str>, default: u32, max: u32) -> ServiceResult<(u32, &str)> {
+    let after = cursor.unwrap_or("");
+    if after.len() > 300 {
+        return Err(ServiceError::invalid(
+            "cursor",
+            "too long; pass the next_cursor of the previous page as it was given",
+        ));
+    }
+    Ok((limit.unwrap_or(default).clamp(1, max), after))
 }
 
 #[cfg(test)]

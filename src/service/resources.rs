@@ -207,10 +207,7 @@ impl Service {
                 ),
             ));
         }
-        let site = match &input.site {
-            Some(name) => Some(self.find_site(actor, name).await?),
-            None => None,
-        };
+        let site = self.find_optional_site(actor, input.site.as_deref()).await?;
         if let Some(site) = &site
             && site.provider != RESOURCE_PROVIDER
         {
@@ -274,21 +271,13 @@ impl Service {
     pub async fn list_resources(&self, actor: &Actor, input: &ListResourcesInput) -> ServiceResult<ResourceList> {
         self.authorize(actor, Action::ReadSites, Target::AnySite(input.site.as_deref()))
             .await?;
-        let limit = input
-            .limit
-            .unwrap_or(DEFAULT_RESOURCES_PAGE)
-            .clamp(1, MAX_RESOURCES_PAGE);
-        let after = input.cursor.as_deref().unwrap_or("");
-        if after.len() > 300 {
-            return Err(ServiceError::invalid(
-                "cursor",
-                "too long; pass the next_cursor of the previous page as it was given",
-            ));
-        }
-        let site = match &input.site {
-            Some(name) => Some(self.find_site(actor, name).await?),
-            None => None,
-        };
+        let (limit, after) = super::name_page(
+            input.limit,
+            input.cursor.as_deref(),
+            DEFAULT_RESOURCES_PAGE,
+            MAX_RESOURCES_PAGE,
+        )?;
+        let site = self.find_optional_site(actor, input.site.as_deref()).await?;
         let site_id = site.as_ref().map(|s| s.id.as_str());
         let store = &self.platform.store;
         let mut rows = store
