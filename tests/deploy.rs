@@ -279,6 +279,8 @@ async fn deployment_logs_page_with_a_cursor() {
         .await;
     let total = all["lines"].as_array().unwrap().len();
     assert!(total >= 3, "{all}");
+    // A caller told "live" reads the whole build log, its last line included.
+    assert_eq!(all["lines"][total - 1]["line"], "deployment is live", "{all}");
     let (_, page1) = server
         .get(&format!("/api/deployments/{id}/logs?kind=build&limit=2"))
         .await;

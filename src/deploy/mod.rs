@@ -662,9 +662,7 @@ async fn build_and_start(
         return Err("cancelled".to_string().into());
     }
     trace.step("swap");
-    if platform.activate(deployment).await.map_err(internal)? {
-        platform.log(id, "build", "system", "deployment is live".into());
-    } else {
+    if !platform.activate(deployment).await.map_err(internal)? {
         target.retire(&platform.runtime, id).await;
         platform.log(
             id,

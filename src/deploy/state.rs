@@ -33,7 +33,8 @@ impl Platform {
     /// route table is rebuilt before this returns, so a caller told "live" can fetch it.
     /// Returns false when a newer deployment of the environment was already live: this
     /// one is then `superseded` without ever serving. Its build log is in the store before
-    /// its status moves, so a caller told "live" reads the whole log.
+    /// its status moves, and its "deployment is live" line before the lock is released, so
+    /// a caller told "live" (wait, or a read that waits for the lock) reads the whole log.
     pub async fn activate(&self, d: &DeploymentRow) -> anyhow::Result<bool> {
         self.logs.flush().await;
         let routes = self.reconcile_lock.lock().await;
@@ -53,6 +54,9 @@ impl Platform {
             self.events.notify();
             return Err(err);
         }
+        // Its last build line is in the store before a reader waiting on the lock is told.
+        self.log(&d.id, "build", "system", "deployment is live".into());
+        self.logs.flush().await;
         drop(routes);
         self.events.notify();
         Ok(true)
