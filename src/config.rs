@@ -321,6 +321,9 @@ pub struct SandboxConfig {
     /// data dir's disk, formatted and mounted for the build, removed after it.
     #[arg(long = "build-disk-mb", env = "BERTH_BUILD_DISK_MB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     pub build_disk_mb: u64,
+    /// Total size in MiB of the resource disks (`HOSTING_CREATE_RESOURCE`) one org may hold.
+    #[arg(long = "resources-max-mb", env = "BERTH_RESOURCES_MAX_MB", default_value_t = 20_480, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub resources_max_mb: u64,
 }
 
 impl SandboxConfig {

@@ -305,6 +305,43 @@ async fn bad_resource_input_is_refused_and_writes_nothing() {
     assert_eq!(got["size_mb"], 16, "{got}");
 }
 
+/// An org's resource disks are bounded in total (`--resources-max-mb`): a creation past it
+/// is refused naming the limit and the fix, leaves no disk behind, and deleting one makes
+/// room again.
+#[tokio::test]
+async fn an_orgs_resources_are_bounded_in_total_size() {
+    let server = TestServer::start_with(&[("BERTH_RESOURCES_MAX_MB", "48")]).await;
+    create(&server, json!({ "name": "one", "kind": "sqlite", "size_mb": 32 })).await;
+    let (status, out) = server
+        .post(
+            "/api/resources",
+            &json!({ "name": "two", "kind": "sqlite", "size_mb": 32 }),
+        )
+        .await;
+    assert_eq!(status, 409, "{out}");
+    let message = out["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("64 MiB") && message.contains("48 MiB") && message.contains("--resources-max-mb"),
+        "{message}"
+    );
+    assert_eq!(images(&server).len(), 1, "{:?}", images(&server));
+    let (_, list) = server.get("/api/resources").await;
+    assert_eq!(list["total"], 1, "{list}");
+    // What fits still fits.
+    create(&server, json!({ "name": "two", "kind": "sqlite", "size_mb": 16 })).await;
+    let (status, out) = server
+        .post(
+            "/api/resources",
+            &json!({ "name": "three", "kind": "sqlite", "size_mb": 16 }),
+        )
+        .await;
+    assert_eq!(status, 409, "{out}");
+    let (status, out) = server.delete("/api/resources/one").await;
+    assert_eq!(status, 200, "{out}");
+    create(&server, json!({ "name": "three", "kind": "sqlite", "size_mb": 16 })).await;
+    assert_eq!(images(&server).len(), 2, "{:?}", images(&server));
+}
+
 #[tokio::test]
 async fn deleting_an_attached_resource_needs_detach_and_then_removes_its_disk() {
     let server = TestServer::start().await;

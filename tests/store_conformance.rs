@@ -438,24 +438,45 @@ async fn store_conformance_resources_are_named_paged_attached_and_detached() {
         ("r2", "alpha", Some("s1"), 1),
         ("r3", "mid", None, 3),
     ] {
-        let created = store.insert_resource(&row(id, "org_a", name, site, at)).await.unwrap();
+        let created = store
+            .insert_resource(&row(id, "org_a", name, site, at), 1_000)
+            .await
+            .unwrap();
         assert_eq!(created, ResourceCreated::Created);
     }
     // The same name in the same org is taken; in another org it is free.
     assert_eq!(
         store
-            .insert_resource(&row("r4", "org_a", "mid", None, 4))
+            .insert_resource(&row("r4", "org_a", "mid", None, 4), 1_000)
             .await
             .unwrap(),
         ResourceCreated::NameTaken
     );
     assert_eq!(
         store
-            .insert_resource(&row("r5", "org_b", "mid", None, 5))
+            .insert_resource(&row("r5", "org_b", "mid", None, 5), 1_000)
             .await
             .unwrap(),
         ResourceCreated::Created
     );
+    // An org's total size is bounded where the row is written: org_a holds 3 × 16 MiB.
+    assert_eq!(store.total_resource_mb("org_a").await.unwrap(), 48);
+    assert_eq!(
+        store
+            .insert_resource(&row("r6", "org_a", "more", None, 6), 63)
+            .await
+            .unwrap(),
+        ResourceCreated::OverTotal(48)
+    );
+    assert!(store.get_resource("org_a", "more").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .insert_resource(&row("r6", "org_a", "more", None, 6), 64)
+            .await
+            .unwrap(),
+        ResourceCreated::Created
+    );
+    assert!(store.delete_resource("r6").await.unwrap());
     let names = |rows: Vec<ResourceRow>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
     assert_eq!(
         names(store.list_resources_page("org_a", None, "", 2).await.unwrap()),

@@ -238,16 +238,26 @@ impl Service {
             site_name: site.as_ref().map(|s| s.name.clone()),
             created_at: now_ms(),
         };
+        let max_total = i64::try_from(self.platform.config.sandbox.resources_max_mb).unwrap_or(i64::MAX);
+        let held = self.platform.store.total_resource_mb(&actor.org_id).await?;
+        if held + row.size_mb > max_total {
+            return Err(over_total(size_mb, held, max_total));
+        }
         // The disk first: a row never names a disk that is not there.
         disks
             .create(&row.id, u64::from(size_mb) << 20)
             .await
             .map_err(|e| ServiceError::Internal(anyhow::anyhow!(e)))?;
-        match self.platform.store.insert_resource(&row).await {
+        match self.platform.store.insert_resource(&row, max_total).await {
             Ok(ResourceCreated::Created) => {}
             Ok(ResourceCreated::NameTaken) => {
                 let _ = disks.remove(&row.id).await;
                 return Err(name_taken(&input.name));
+            }
+            // Another creation took the room meanwhile.
+            Ok(ResourceCreated::OverTotal(held)) => {
+                let _ = disks.remove(&row.id).await;
+                return Err(over_total(size_mb, held, max_total));
             }
             Err(e) => {
                 let _ = disks.remove(&row.id).await;
@@ -403,6 +413,15 @@ impl Service {
             created_at: rfc3339(row.created_at),
         })
     }
+}
+
+/// The refusal of a resource that would take the org's disks past the allowed total.
+fn over_total(size_mb: u32, held: i64, max_total: i64) -> ServiceError {
+    ServiceError::conflict(format!(
+        "a {size_mb} MiB resource would take this org's resource disks to {} MiB, over the {max_total} MiB the server allows (its --resources-max-mb); \
+         delete a resource you no longer need (HOSTING_DELETE_RESOURCE), create a smaller one (size_mb), or ask the operator to raise the limit",
+        held + i64::from(size_mb)
+    ))
 }
 
 fn name_taken(name: &str) -> ServiceError {

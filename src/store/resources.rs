@@ -30,6 +30,9 @@ pub enum ResourceCreated {
     Created,
     /// The org already has a resource of that name; nothing was written.
     NameTaken,
+    /// The org's resources would exceed the allowed total size; nothing was written. Holds
+    /// the MiB its resources hold now.
+    OverTotal(i64),
 }
 
 macro_rules! select_resources {
@@ -41,10 +44,13 @@ macro_rules! select_resources {
 
 impl super::Store {
     /// Inserts a resource (attached to `row.site_id` if given).
-    pub async fn insert_resource(&self, row: &ResourceRow) -> sqlx::Result<ResourceCreated> {
+    pub async fn insert_resource(&self, row: &ResourceRow, max_total_mb: i64) -> sqlx::Result<ResourceCreated> {
+        // One statement: the org's total is checked where the row is written, so two
+        // creations at once cannot both pass it.
         let inserted = sqlx::query(
             "INSERT INTO resources (id, org_id, name, kind, size_mb, site_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             SELECT $1, $2, $3, $4, $5, $6, $7 \
+             WHERE (SELECT COALESCE(SUM(size_mb), 0) FROM resources WHERE org_id = $8) + $9 <= $10",
         )
         .bind(&row.id)
         .bind(&row.org_id)
@@ -53,13 +59,27 @@ impl super::Store {
         .bind(row.size_mb)
         .bind(&row.site_id)
         .bind(row.created_at)
+        .bind(&row.org_id)
+        .bind(row.size_mb)
+        .bind(max_total_mb)
         .execute(&self.pool)
         .await;
         match inserted {
+            Ok(done) if done.rows_affected() == 0 => {
+                Ok(ResourceCreated::OverTotal(self.total_resource_mb(&row.org_id).await?))
+            }
             Ok(_) => Ok(ResourceCreated::Created),
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(ResourceCreated::NameTaken),
             Err(e) => Err(e),
         }
+    }
+
+    /// The MiB an org's resource disks hold together (their sizes).
+    pub async fn total_resource_mb(&self, org_id: &str) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT CAST(COALESCE(SUM(size_mb), 0) AS BIGINT) FROM resources WHERE org_id = $1")
+            .bind(org_id)
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// An org's resource by name.
