@@ -440,9 +440,7 @@ impl Service {
         }
         let total = rows.len() as u64;
         rows.retain(|r| r.name.as_str() > after);
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
+        let next_cursor = super::cut_page(&mut rows, limit as usize, |r| r.name.clone());
         Ok(super::SiteList {
             sites: self.summarize_all(&rows).await?,
             total,

@@ -33,9 +33,7 @@ impl Service {
             .store
             .list_environments_page(&site.id, after, i64::from(limit) + 1)
             .await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more.then(|| rows.last().map(|e| e.name.clone())).flatten();
+        let next_cursor = super::cut_page(&mut rows, limit as usize, |e| e.name.clone());
         Ok(EnvironmentList {
             environments: self.environment_infos(&site, &rows).await?,
             next_cursor,

@@ -151,9 +151,7 @@ impl Service {
         let mut rows = store
             .list_repos_page(&actor.org_id, after, i64::from(limit) + 1)
             .await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
+        let next_cursor = super::cut_page(&mut rows, limit as usize, |r| r.name.clone());
         let total = store.count_repos(&actor.org_id).await? as u64;
         let repos = rows
             .into_iter()

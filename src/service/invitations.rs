@@ -399,9 +399,7 @@ impl Service {
             .store
             .list_invitations_page(&actor.org_id, before, i64::from(limit) + 1)
             .await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more.then(|| rows.last().map(|r| r.id.clone())).flatten();
+        let next_cursor = super::cut_page(&mut rows, limit as usize, |r| r.id.clone());
         let now = now_ms();
         Ok(InvitationList {
             invitations: rows.into_iter().filter_map(|r| invitation_info(r, now)).collect(),

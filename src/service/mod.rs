@@ -172,10 +172,8 @@ impl Service {
         let mut rows = store
             .list_sites_page(&actor.org_id, &search, after, i64::from(limit) + 1)
             .await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
+        let next_cursor = cut_page(&mut rows, limit as usize, |r| r.name.clone());
         let total = store.count_sites(&actor.org_id, &search).await? as u64;
-        let next_cursor = more.then(|| rows.last().map(|r| r.name.clone())).flatten();
         let sites = self.summarize_all(&rows).await?;
         Ok(SiteList {
             sites,
@@ -941,11 +939,7 @@ impl Service {
             .store
             .list_deployments_before(&site.id, env_id.as_deref(), before, limit as i64 + 1)
             .await?;
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        let next_cursor = more
-            .then(|| rows.last().map(|d| format!("{}.{}", d.created_at, d.id)))
-            .flatten();
+        let next_cursor = cut_page(&mut rows, limit, |d| format!("{}.{}", d.created_at, d.id));
         let env_ids: Vec<&str> = rows.iter().map(|d| d.environment_id.as_str()).collect();
         let envs = self.platform.store.environments_by_ids(&env_ids).await?;
         let deployments = rows
@@ -1675,9 +1669,30 @@ fn name_page(limit: Option<u32>, cursor: Option<&str>, default: u32, max: u32) -
     Ok((limit.unwrap_or(default).clamp(1, max), after))
 }
 
+/// The page in `rows`, read with one row more than `limit` to tell whether another page
+/// follows: cuts the extra row off and gives the next page's cursor (the last row's, made
+/// by `cursor_of`), or `None` on the last page.
+fn cut_page<T>(rows: &mut Vec<T>, limit: usize, cursor_of: impl FnOnce(&T) -> String) -> Option<String> {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    more.then(|| rows.last().map(cursor_of)).flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_cut_at_its_limit_and_names_the_next_only_when_more_follow() {
+        let mut rows = vec![1, 2, 3];
+        assert_eq!(cut_page(&mut rows, 2, |r| r.to_string()), Some("2".into()));
+        assert_eq!(rows, [1, 2]);
+        let mut rows = vec![1, 2];
+        assert_eq!(cut_page(&mut rows, 2, |r| r.to_string()), None);
+        assert_eq!(rows, [1, 2]);
+        let mut rows: Vec<i32> = vec![];
+        assert_eq!(cut_page(&mut rows, 2, |r| r.to_string()), None);
+    }
 
     #[test]
     fn env_var_names() {
