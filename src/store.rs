@@ -409,12 +409,16 @@ pub struct SiteRow {
     pub status: String,
     /// Created.
     pub created_at: i64,
+    /// Pushes of other branches (and pull requests) build previews.
+    pub previews_enabled: Flag,
+    /// How long a replaced deployment drains, in seconds (`None`: the default).
+    pub drain_seconds: Option<i64>,
 }
 
 /// Columns of [`SiteRow`], as a literal so queries stay static strings.
 macro_rules! site_columns {
     () => {
-        "id, org_id, name, source_kind, source, branch, build_settings, provider, status, created_at"
+        "id, org_id, name, source_kind, source, branch, build_settings, provider, status, created_at, previews_enabled, drain_seconds"
     };
 }
 
@@ -422,8 +426,9 @@ macro_rules! site_columns {
 pub(in crate::store) async fn insert_site(db: impl AnyExecutor<'_>, site: &SiteRow) -> sqlx::Result<()> {
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO sites (id, org_id, name, source_kind, source, branch, build_settings, provider, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO sites (id, org_id, name, source_kind, source, branch, build_settings, provider, status, created_at, updated_at, \
+           previews_enabled, drain_seconds) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&site.id)
     .bind(&site.org_id)
@@ -436,6 +441,8 @@ pub(in crate::store) async fn insert_site(db: impl AnyExecutor<'_>, site: &SiteR
     .bind(&site.status)
     .bind(now)
     .bind(now)
+    .bind(site.previews_enabled)
+    .bind(site.drain_seconds)
     .execute(db)
     .await
     .map(drop)

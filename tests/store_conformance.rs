@@ -30,6 +30,8 @@ fn site(id: &str, org: &str, name: &str) -> SiteRow {
         provider: "local".into(),
         status: "active".into(),
         created_at: 0,
+        previews_enabled: Default::default(),
+        drain_seconds: None,
     }
 }
 
@@ -201,9 +203,10 @@ async fn store_conformance_site_search_matches_substrings_literally() {
     store.delete_site_rows("s3").await.unwrap();
     assert_eq!(store.count_sites("org_a", "").await.unwrap(), 3);
     // A yes/no column reads back as written.
-    assert!(!store.site_previews("s1").await.unwrap());
+    let previews = |site: Option<SiteRow>| bool::from(site.expect("site s1").previews_enabled);
+    assert!(!previews(store.get_site_by_id("s1").await.unwrap()));
     store.set_site_previews("s1", true).await.unwrap();
-    assert!(store.site_previews("s1").await.unwrap());
+    assert!(previews(store.get_site_by_id("s1").await.unwrap()));
 }
 
 /// Replica heartbeats: a beat records (or renews) a replica, `live_replicas` counts only

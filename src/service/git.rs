@@ -425,7 +425,7 @@ impl Service {
     ) -> ServiceResult<Vec<PushOutcome>> {
         let store = &self.platform.store;
         let tracked = site.branch.as_deref().unwrap_or(default_branch);
-        let previews = store.site_previews(&site.id).await?;
+        let previews = bool::from(site.previews_enabled);
         let preview_name = preview_environment_name(branch, &site.name);
         let envs = store.list_environments(&site.id).await?;
         let mut outcomes = Vec::new();

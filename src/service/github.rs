@@ -380,7 +380,7 @@ impl Service {
             deployment,
             message,
         };
-        if !store.site_previews(&site.id).await? {
+        if !bool::from(site.previews_enabled) {
             return Ok(outcome(
                 format!("site '{}' has previews off; nothing deployed", site.name),
                 None,

@@ -190,11 +190,9 @@ impl Service {
         let store = &self.platform.store;
         // Independent reads go out together (on Postgres each is a round trip through its
         // own pooled connection): three waves of queries, not one after another.
-        let (envs, recent, previews, drain_seconds) = tokio::try_join!(
+        let (envs, recent) = tokio::try_join!(
             store.list_environments(&site.id),
             store.list_deployments(&site.id, None, 10),
-            store.site_previews(&site.id),
-            store.site_drain_seconds(&site.id),
         )?;
         let serving = envs
             .iter()
@@ -266,8 +264,8 @@ impl Service {
             source_kind: site.source_kind.clone(),
             provider: site.provider.clone(),
             build_settings: serde_json::from_str(&site.build_settings).unwrap_or_default(),
-            previews,
-            drain_seconds: drain_period(drain_seconds).as_secs() as u32,
+            previews: site.previews_enabled.into(),
+            drain_seconds: drain_period(site.drain_seconds).as_secs() as u32,
             environments,
             recent_deployments,
             build_log_tail,
@@ -407,6 +405,8 @@ impl Service {
             provider,
             status: "active".into(),
             created_at: now_ms(),
+            previews_enabled: store::Flag(input.previews == Some(true)),
+            drain_seconds: None,
         };
         let env = EnvironmentRow {
             id: new_id("env"),
@@ -435,7 +435,6 @@ impl Service {
         let new_site = store::NewSite {
             site: &site,
             environment: &env,
-            previews: input.previews == Some(true),
             env_vars,
             deploy: deployment.as_ref().map(|d| self.new_deploy(&site, d)).transpose()?,
         };

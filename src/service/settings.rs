@@ -33,12 +33,11 @@ impl Service {
 
     async fn update_site_inner(&self, actor: &Actor, input: &UpdateSiteInput) -> ServiceResult<UpdateSiteOutput> {
         let site = self.find_site(actor, &input.site).await?;
-        let store = &self.platform.store;
         let before: BuildSettings = serde_json::from_str(&site.build_settings).unwrap_or_default();
         let mut settings = before.clone();
         apply_change(&mut settings, &input.build_change());
         validate_build_settings(&settings)?;
-        let drain_before = store.site_drain_seconds(&site.id).await?;
+        let drain_before = site.drain_seconds;
         let drain_seconds = match input.drain_seconds {
             None => drain_before,
             Some(value) => validate_drain_seconds(value)?,
@@ -54,7 +53,7 @@ impl Service {
                 branch.map(str::to_string)
             }
         };
-        let previews_before = store.site_previews(&site.id).await?;
+        let previews_before = bool::from(site.previews_enabled);
         let previews = match input.previews {
             None => previews_before,
             Some(p) => p.unwrap_or(false),

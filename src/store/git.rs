@@ -174,16 +174,6 @@ impl super::Store {
         set_site_previews(&self.pool, site_id, enabled).await
     }
 
-    /// Whether a site builds previews of branches and pull requests.
-    pub async fn site_previews(&self, site_id: &str) -> sqlx::Result<bool> {
-        let db = &self.pool;
-        sqlx::query_scalar("SELECT previews_enabled FROM sites WHERE id = $1")
-            .bind(site_id)
-            .fetch_optional(db)
-            .await
-            .map(|v: Option<super::Flag>| v.is_some_and(bool::from))
-    }
-
     /// Active sites of an org that deploy from `source` (a git URL), by name.
     pub async fn sites_with_source(&self, org_id: &str, sources: &[String]) -> sqlx::Result<Vec<super::SiteRow>> {
         let db = &self.pool;

@@ -52,8 +52,6 @@ pub struct NewSite<'a> {
     pub site: &'a SiteRow,
     /// Its production environment.
     pub environment: &'a EnvironmentRow,
-    /// Build previews of branches and pull requests.
-    pub previews: bool,
     /// Env vars of the site, values sealed.
     pub env_vars: Vec<(String, String)>,
     /// The first deploy, queued with the site.
@@ -180,9 +178,6 @@ impl Store {
             other => other?,
         }
         super::insert_environment(&mut *tx, new.environment).await?;
-        if new.previews {
-            super::git::set_site_previews(&mut *tx, &site.id, true).await?;
-        }
         let data = json!({ "name": site.name });
         super::insert_event(&mut *tx, &site.org_id, "site.created", &site.id, &data).await?;
         for (name, sealed) in &new.env_vars {

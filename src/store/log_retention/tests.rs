@@ -23,6 +23,8 @@ async fn store_with_environment(dir: &tempfile::TempDir) -> Store {
             provider: "local".into(),
             status: "active".into(),
             created_at: now_ms(),
+            previews_enabled: Default::default(),
+            drain_seconds: None,
         })
         .await
         .unwrap();
