@@ -986,6 +986,25 @@ impl Store {
         .await
     }
 
+    /// The names of the site and the environment of an org's deployment, in one query
+    /// (`None`: no such deployment in the org; a name is `None` when its row is gone).
+    pub async fn deployment_names(
+        &self,
+        org_id: &str,
+        id: &str,
+    ) -> sqlx::Result<Option<(Option<String>, Option<String>)>> {
+        let db = &self.pool;
+        sqlx::query_as(
+            "SELECT s.name, e.name FROM deployments d \
+               LEFT JOIN sites s ON s.id = d.site_id LEFT JOIN environments e ON e.id = d.environment_id \
+             WHERE d.id = $1 AND d.org_id = $2",
+        )
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(db)
+        .await
+    }
+
     /// A deployment by id, for internal work (jobs) that already knows its org.
     pub async fn get_deployment_any_org(&self, id: &str) -> sqlx::Result<Option<DeploymentRow>> {
         let db = &self.pool;
@@ -1437,6 +1456,34 @@ impl Store {
         .await?;
         rows.reverse();
         Ok(rows)
+    }
+
+    /// The last `build.1` lines of deployment `build.0`'s build log and the last
+    /// `runtime.1` lines of deployment `runtime.0`'s runtime log, each oldest first, in one
+    /// query (a site's read shows both).
+    pub async fn tail_build_and_runtime_logs(
+        &self,
+        build: (&str, i64),
+        runtime: (&str, i64),
+    ) -> sqlx::Result<(Vec<LogRow>, Vec<LogRow>)> {
+        let db = &self.pool;
+        let rows: Vec<LogRow> = sqlx::query_as(
+            "SELECT id, kind, stream, ts, line FROM (SELECT id, kind, stream, ts, line FROM deployment_logs \
+               WHERE deployment_id = $1 AND kind = 'build' ORDER BY id DESC LIMIT $2) AS b \
+             UNION ALL \
+             SELECT id, kind, stream, ts, line FROM (SELECT id, kind, stream, ts, line FROM deployment_logs \
+               WHERE deployment_id = $3 AND kind = 'runtime' ORDER BY id DESC LIMIT $4) AS r",
+        )
+        .bind(build.0)
+        .bind(build.1)
+        .bind(runtime.0)
+        .bind(runtime.1)
+        .fetch_all(db)
+        .await?;
+        let (mut builds, mut runtimes): (Vec<LogRow>, Vec<LogRow>) = rows.into_iter().partition(|r| r.kind == "build");
+        builds.sort_by_key(|r| r.id);
+        runtimes.sort_by_key(|r| r.id);
+        Ok((builds, runtimes))
     }
 }
 

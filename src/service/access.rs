@@ -313,12 +313,8 @@ impl Service {
             Target::AnySite(Some(site)) | Target::Site(site) => (Some(site.to_string()), None),
             Target::Environment(site, env) => (Some(site.to_string()), env.map(str::to_string)),
             Target::Domain(site, _) => (Some(site.to_string()), None),
-            Target::Deployment(id) => match store.get_deployment(&actor.org_id, id).await? {
-                Some(d) => {
-                    let site = store.get_site_by_id(&d.site_id).await?;
-                    let env = store.get_environment_by_id(&d.environment_id).await?;
-                    (site.map(|s| s.name), env.map(|e| e.name))
-                }
+            Target::Deployment(id) => match store.deployment_names(&actor.org_id, id).await? {
+                Some(names) => names,
                 // The entry point's own lookup gives its usual "not found".
                 None => return Ok(()),
             },

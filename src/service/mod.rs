@@ -207,16 +207,17 @@ impl Service {
             .collect();
         let build_lines = clamp_lines(input.deploy_log_lines, 20);
         let runtime_lines = clamp_lines(input.runtime_log_lines, 20);
-        let build_log_tail = async {
-            match recent.first() {
-                Some(d) => store.tail_logs(&d.id, "build", build_lines).await,
-                None => Ok(vec![]),
-            }
-        };
-        let runtime_log_tail = async {
-            match &serving {
-                Some(id) => store.tail_logs(id, "runtime", runtime_lines).await,
-                None => Ok(vec![]),
+        // Both tails in one query when there are both.
+        let log_tails = async {
+            match (recent.first(), &serving) {
+                (Some(newest), Some(serving)) => {
+                    store
+                        .tail_build_and_runtime_logs((&newest.id, build_lines), (serving, runtime_lines))
+                        .await
+                }
+                (Some(newest), None) => Ok((store.tail_logs(&newest.id, "build", build_lines).await?, vec![])),
+                (None, Some(serving)) => Ok((vec![], store.tail_logs(serving, "runtime", runtime_lines).await?)),
+                (None, None) => Ok((vec![], vec![])),
             }
         };
         let older = async {
@@ -226,7 +227,7 @@ impl Service {
                 store.deployments_by_ids(&older_ids).await
             }
         };
-        let (older, build_log_tail, runtime_log_tail) = tokio::try_join!(older, build_log_tail, runtime_log_tail)?;
+        let (older, (build_log_tail, runtime_log_tail)) = tokio::try_join!(older, log_tails)?;
         let served: Vec<DeploymentRow> = recent.iter().cloned().chain(older).collect();
         let (build_log_tail, runtime_log_tail) = (lines_of(build_log_tail), lines_of(runtime_log_tail));
         let environments = self.environment_infos_of(&site, &envs, &served);
@@ -1184,16 +1185,13 @@ impl Service {
     }
 
     async fn deployment_info(&self, d: &DeploymentRow) -> ServiceResult<DeploymentInfo> {
-        let store = &self.platform.store;
-        let (env, site) = tokio::try_join!(
-            store.get_environment_by_id(&d.environment_id),
-            store.get_site_by_id(&d.site_id)
-        )?;
-        Ok(self.deployment_info_named(
-            d,
-            site.as_ref().map(|s| s.name.as_str()),
-            env.as_ref().map(|e| e.name.as_str()),
-        ))
+        let (site, env) = self
+            .platform
+            .store
+            .deployment_names(&d.org_id, &d.id)
+            .await?
+            .unwrap_or_default();
+        Ok(self.deployment_info_named(d, site.as_deref(), env.as_deref()))
     }
 
     /// [`Self::deployment_info`] with its site's and environment's names already read (a
