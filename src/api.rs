@@ -177,6 +177,7 @@ pub fn router(service: Service) -> Router {
             axum::routing::delete(remove_domain),
         )
         .route("/api/sites/{site}/domains/{domain}/validate", post(validate_domain))
+        .route("/api/usage", get(get_usage))
         .route("/api/resources", get(list_resources).post(create_resource))
         .route("/api/resources/{name}", get(get_resource).delete(delete_resource))
         .route("/api/repos", get(list_repos).post(create_repo))
@@ -1226,6 +1227,15 @@ struct ResourcesQuery {
     site: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
+}
+
+/// `HOSTING_GET_USAGE`: `GET /api/usage?month=&site=&limit=&cursor=`.
+async fn get_usage(
+    State(s): State<Service>,
+    Extension(actor): Extension<Actor>,
+    Query(input): Query<UsageInput>,
+) -> ApiResult<UsageOutput> {
+    Ok(Json(s.get_usage(&actor, &input).await?))
 }
 
 /// `HOSTING_LIST_RESOURCES`: `GET /api/resources?site=&limit=&cursor=`.

@@ -1647,6 +1647,77 @@ pub async fn repo_token(args: &ClientArgs, name: &str, ttl: Option<u64>, json: b
 
 // ---------------------------------------------------------------- people and keys
 
+/// `berth usage [--month YYYY-MM] [--site NAME]`: the org's usage in a month, every page.
+pub async fn usage(args: &ClientArgs, month: Option<&str>, site: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let mut filter = String::new();
+    if let Some(month) = month {
+        filter.push_str(&format!("&month={}", path_segment(month)));
+    }
+    if let Some(site) = site {
+        filter.push_str(&format!("&site={}", path_segment(site)));
+    }
+    let mut cursor: Option<String> = None;
+    let mut first: Option<crate::service::UsageOutput> = None;
+    let mut sites = Vec::new();
+    // Bounded: at most 50 pages of 200.
+    for _ in 0..50 {
+        let path = match &cursor {
+            Some(c) => format!("/api/usage?limit=200{filter}&cursor={}", path_segment(c)),
+            None => format!("/api/usage?limit=200{filter}"),
+        };
+        let mut page: crate::service::UsageOutput = client.get(&path).await?;
+        sites.append(&mut page.sites);
+        cursor = page.next_cursor.take();
+        first.get_or_insert(page);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let Some(mut out) = first else {
+        return Ok(());
+    };
+    out.sites = sites;
+    if json {
+        return print_json(&out);
+    }
+    let t = &out.totals;
+    println!("{} in {} ({} to {})", out.org, out.month, out.start, out.end);
+    println!(
+        "total: {} requests, {} MiB out, {} builds ({:.1} min), {:.2} instance hours",
+        t.requests,
+        t.bandwidth_bytes >> 20,
+        t.builds,
+        t.build_minutes,
+        t.instance_hours
+    );
+    if out.sites.is_empty() {
+        println!("no sites");
+        return Ok(());
+    }
+    println!(
+        "{:<30} {:>10} {:>10} {:>7} {:>10} {:>10}",
+        "SITE", "REQUESTS", "MIB OUT", "BUILDS", "BUILD MIN", "INST HRS"
+    );
+    for s in &out.sites {
+        let name = if s.deleted {
+            format!("{} (deleted)", s.site)
+        } else {
+            s.site.clone()
+        };
+        let u = &s.usage;
+        println!(
+            "{name:<30} {:>10} {:>10} {:>7} {:>10.1} {:>10.2}",
+            u.requests,
+            u.bandwidth_bytes >> 20,
+            u.builds,
+            u.build_minutes,
+            u.instance_hours
+        );
+    }
+    Ok(())
+}
+
 /// `berth whoami`: the org, user, role, scopes, restriction, expiry and allowed actions.
 pub async fn whoami(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
     let client = Client::new(args)?;
@@ -2264,6 +2335,7 @@ fn cli_command(tool: &str, args: &Value) -> Option<String> {
             arg("site", "SITE"),
             arg("domain", "DOMAIN")
         ),
+        "HOSTING_GET_USAGE" => "berth usage".into(),
         "HOSTING_LIST_RESOURCES" => "berth resources list".into(),
         "HOSTING_GET_RESOURCE" => format!("berth resources get {}", arg("name", "NAME")),
         "HOSTING_CREATE_RESOURCE" => format!("berth resources create {}", arg("name", "NAME")),

@@ -301,6 +301,19 @@ enum Command {
         #[command(subcommand)]
         action: RepoCommand,
     },
+    /// What the org used in a month (UTC): requests, bytes out, builds, instance hours,
+    /// in total and per site.
+    Usage {
+        /// The month, YYYY-MM (default the current one).
+        #[arg(long)]
+        month: Option<String>,
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Who the API key is: org, user, role, scopes, site restriction, expiry, allowed
     /// actions, and a person's orgs.
     Whoami {
@@ -1054,6 +1067,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             RepoCommand::Create { name, json } => cli::repo_create(c, &name, json).await,
             RepoCommand::Token { name, ttl, json } => cli::repo_token(c, &name, ttl, json).await,
         },
+        Command::Usage { month, site, json } => cli::usage(c, month.as_deref(), site.as_deref(), json).await,
         Command::Whoami { json } => cli::whoami(c, json).await,
         Command::Users { action } => match action {
             UsersCommand::Create {

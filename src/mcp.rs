@@ -872,6 +872,39 @@ impl BerthMcp {
     }
 
     #[tool(
+        name = "HOSTING_GET_USAGE",
+        description = "What the org used in a calendar month (UTC; `month` as YYYY-MM, default the current one): requests and response bytes (`bandwidth_bytes`) through the edge, builds and their time (`build_seconds`, `build_minutes`), and app instance time (`instance_seconds`, `instance_hours`; static sites and sleeping apps use none), in `totals` and per site by name (a page: `limit` 1-200, default 50, then `cursor`: `next_cursor`). Deleted sites still count, marked `deleted`. `site` narrows it to one site. A month in the future or older than 400 days is refused.",
+        output_schema = schema_for_output::<UsageOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_usage(
+        &self,
+        Parameters(input): Parameters<UsageInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult<UsageOutput> {
+        let actor = actor_of(&ctx)?;
+        let out = self.service.get_usage(&actor, &input).await?;
+        let t = &out.totals;
+        let next = out.next_cursor.as_deref().map_or_else(String::new, |c| {
+            format!("; next page: HOSTING_GET_USAGE {{\"cursor\": \"{c}\"}}")
+        });
+        reply(
+            format!(
+                "{} in {}: {} requests, {} bytes out, {} builds ({:.1} build minutes), {:.2} instance hours; {} sites on this page{next}",
+                out.org,
+                out.month,
+                t.requests,
+                t.bandwidth_bytes,
+                t.builds,
+                t.build_minutes,
+                t.instance_hours,
+                out.sites.len()
+            ),
+            out,
+        )
+    }
+
+    #[tool(
         name = "HOSTING_GET_RESOURCE_USAGE",
         description = "CPU and memory of each running instance of a site's environment (default production), as its provider measures them: docker reports the engine's stats; local reports none yet. Also the disk the whole site holds: log bytes per environment, deployment folders, build cache, with the settings that bound each.",
         output_schema = schema_for_output::<ResourceUsageOutput>(),

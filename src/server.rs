@@ -201,6 +201,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         stop.child_token(),
     ));
     let reconciler = tokio::spawn(crate::loops::reconciler::run(platform.clone(), stop.child_token()));
+    let usage = tokio::spawn(crate::loops::usage::run(platform.clone(), stop.child_token()));
     let autoscaler = tokio::spawn(crate::loops::autoscaler::run(
         platform.autoscaler.clone(),
         platform.edge.clone(),
@@ -342,6 +343,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
         workers,
         leases,
         reconciler,
+        usage,
         autoscaler,
         certificates,
         metrics,

@@ -2341,6 +2341,8 @@ pub mod copy;
 mod ops;
 /// SQL of shared targets: the installation's shared values and recorded instances.
 pub mod shared;
+/// An org's usage per site and day: traffic, builds, instance time.
+pub mod usage;
 pub use ops::{
     Activation, DeployQueued, NewApiKey, NewDeploy, NewJob, NewSite, OrgCreated, OrgSwitch, SiteCreated,
     SiteSettingsChange,

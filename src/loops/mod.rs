@@ -7,4 +7,5 @@ pub mod autoscaler;
 pub mod health;
 pub mod reconciler;
 pub mod shared;
+pub mod usage;
 mod wake;

@@ -71,6 +71,8 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     let mut labels: Vec<(String, RouteLabel)> = Vec::new();
     // (host, environment) another replica runs: this edge reports their requests to it.
     let mut served_elsewhere: Vec<(String, String)> = Vec::new();
+    // The instances of the sites run here, for the usage sampler.
+    let mut running = crate::loops::usage::RunningSites::new();
     for env in desired {
         let host = platform.host_for(&env.site_name, &env.environment_name);
         labels.push((
@@ -90,7 +92,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
         };
         // A target that runs deployments elsewhere says where its traffic goes.
         if matches!(plan.serve, ServePlan::Process { .. })
-            && let Some(route) = route_elsewhere(platform, &env, &host, &mut awake).await?
+            && let Some(route) = route_elsewhere(platform, &env, &host, &mut awake, &mut running).await?
         {
             table.insert(&host, route);
             continue;
@@ -138,6 +140,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                     if record {
                         record_instances(platform, &env, &recorded, asleep(&observed)).await?;
                     }
+                    crate::loops::usage::add(&mut running, &env, 0);
                     // Put to sleep only once the table that no longer routes to it is out.
                     going_to_sleep.push(env.deployment_id.clone());
                     wanted.insert(env.deployment_id.clone());
@@ -151,6 +154,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                 }
                 // Asleep: nothing runs, or what runs is paused.
                 if may_sleep && observed.iter().all(|o| o.state == InstanceState::Paused) {
+                    crate::loops::usage::add(&mut running, &env, 0);
                     if record {
                         record_instances(platform, &env, &recorded, asleep(&observed)).await?;
                     }
@@ -165,6 +169,16 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                 }
                 wanted.insert(env.deployment_id.clone());
                 awake.insert(env.environment_id.clone());
+                let up = observed
+                    .iter()
+                    .filter(|o| {
+                        matches!(
+                            o.state,
+                            InstanceState::Starting | InstanceState::Healthy | InstanceState::Restarting { .. }
+                        )
+                    })
+                    .count();
+                crate::loops::usage::add(&mut running, &env, u32::try_from(up).unwrap_or(u32::MAX));
                 let count = platform.autoscaler.track(
                     &env.environment_id,
                     &host,
@@ -240,6 +254,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     route_domains(platform, &mut table).await?;
     platform.edge.replace_routes(table);
     platform.shared.set_served_elsewhere(served_elsewhere);
+    *platform.running.lock().expect("running lock") = running;
     platform.autoscaler.retain(&awake);
     for (deployment_id, index, grace) in scale_in {
         tracing::info!(deployment.id = %deployment_id, instance = index, grace_ms = grace.as_millis() as u64, "scaling in: draining an instance");
@@ -432,6 +447,7 @@ async fn route_elsewhere(
     env: &store::DesiredEnvironment,
     host: &str,
     awake: &mut HashSet<String>,
+    running: &mut crate::loops::usage::RunningSites,
 ) -> anyhow::Result<Option<RouteTarget>> {
     let target = platform.target(&env.provider)?;
     if target.provider().is_some() {
@@ -475,6 +491,9 @@ async fn route_elsewhere(
                     },
                 )
             };
+            // The cluster runs what it is told to: every server watching it samples it,
+            // and each moment counts once (see loops::usage).
+            crate::loops::usage::add(running, env, count);
             match target.scale(&platform.runtime, placement, count).await {
                 Ok(_) if count == 0 => RouteTarget::Sleeping {
                     site: env.site_name.clone(),

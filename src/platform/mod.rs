@@ -101,6 +101,9 @@ pub struct Platform {
     public_url: std::sync::OnceLock<String>,
     /// Health changes the last reconcile pass saw, for the reconciler loop to handle.
     pub(crate) health_changes: Mutex<Vec<HealthChange>>,
+    /// The instances of each site this server runs (or, on a cluster, watches), as the
+    /// last reconcile pass saw them, for the usage sampler.
+    pub(crate) running: Mutex<crate::loops::usage::RunningSites>,
     in_progress: Mutex<HashMap<String, CancellationToken>>,
 }
 
@@ -155,6 +158,7 @@ impl Platform {
             key_lookup,
             public_url: std::sync::OnceLock::new(),
             health_changes: Mutex::new(Vec::new()),
+            running: Mutex::default(),
             in_progress: Mutex::new(HashMap::new()),
         }
     }

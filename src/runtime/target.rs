@@ -565,6 +565,7 @@ mod tests {
             "loops/autoscaler.rs",
             "loops/health.rs",
             "loops/wake.rs",
+            "loops/usage.rs",
             "platform/mod.rs",
             "service/mod.rs",
             "service/config.rs",

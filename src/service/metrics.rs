@@ -130,6 +130,9 @@ pub async fn maintain_store(store: &crate::store::Store, retention: &Retention, 
         Ok(pruned) => tracing::debug!(rolled, pruned, "traffic metrics maintained"),
         Err(e) => tracing::warn!(error = %e, "pruning traffic metrics failed"),
     }
+    if let Err(e) = store.prune_usage(now_ms).await {
+        tracing::warn!(error = %e, "pruning usage failed");
+    }
 }
 
 /// The time range every metrics tool takes.

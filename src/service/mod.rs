@@ -20,6 +20,7 @@ pub mod invitations;
 pub mod metrics;
 pub mod metrics_fields;
 pub mod oauth;
+pub mod org_usage;
 pub mod orgs;
 pub mod people;
 mod prometheus;
@@ -61,6 +62,7 @@ pub use metrics::{
     TimelineInput, TimelineOutput, TopPathsInput, TopPathsOutput,
 };
 pub use metrics_fields::{MetricsFieldsInput, MetricsFieldsOutput, NO_PATH_FILTER};
+pub use org_usage::{SiteUsage, UsageAmounts, UsageInput, UsageOutput};
 pub use orgs::{CreateOrgInput, CreatedOrg, OrgMembership};
 pub use people::{
     AddMemberInput, ApiKeyInfo, ApiKeyList, ApiKeyRef, CreateApiKeyInput, CreatedApiKey, MemberInfo, MemberList,

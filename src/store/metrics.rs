@@ -526,6 +526,8 @@ impl super::Store {
         .unwrap_or_default();
         bucket.merge(traffic);
         put(&mut *tx, environment_id, site_id, Resolution::Minute, start, &bucket).await?;
+        // The org's usage, counted with the bucket: once, and kept after the bucket goes.
+        super::usage::add_traffic(&mut *tx, site_id, at_ms, traffic.requests, traffic.bytes_out).await?;
         tx.commit().await
     }
 }

@@ -94,6 +94,16 @@ impl Store {
     ) -> sqlx::Result<bool> {
         let mut tx = self.begin().await?;
         let moved = super::transition_deployment(&mut *tx, &d.id, to, error).await?;
+        // A build ends when its deployment leaves `building`: built, failed or cancelled.
+        // Counted once per deployment for the org's usage (a later move adds nothing).
+        if moved
+            && matches!(
+                to,
+                DeploymentStatus::Deploying | DeploymentStatus::Failed | DeploymentStatus::Cancelled
+            )
+        {
+            super::usage::record_build(&mut *tx, &d.id, crate::util::now_ms()).await?;
+        }
         if moved {
             let data = json!({ "site_id": d.site_id, "status": to.as_str(), "error": error });
             super::insert_event(
