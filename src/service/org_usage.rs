@@ -207,11 +207,7 @@ impl Service {
         let mut rows = store
             .usage_page(&actor.org_id, site_id, start, end, after, i64::from(limit) + 1)
             .await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|r| format!("{} {}", r.site_name, r.site_id)))
-            .flatten();
+        let next_cursor = super::cut_page(&mut rows, limit as usize, |r| format!("{} {}", r.site_name, r.site_id));
         let totals = store.usage_totals(&actor.org_id, site_id, start, end).await?;
         Ok(UsageOutput {
             org: actor.org_name.clone(),
