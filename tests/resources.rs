@@ -493,6 +493,25 @@ fn rows_in_image(image: &std::path::Path) -> (String, u64) {
     (integrity, rows.parse().unwrap())
 }
 
+/// A tmpfs mounted on a temp folder with `options`, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(options: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        tool("mount", &["-t", "tmpfs", "-o", options, "tmpfs", s(dir.path())]);
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_while_the_app_writes_holds_its_whole_database_and_restores_it() {
     let server = TestServer::start().await;
@@ -622,18 +641,12 @@ async fn a_backup_that_cannot_write_fails_clearly_leaving_nothing_partial_and_th
         summary["resources"]["disks"][0]["bytes"].as_u64().unwrap(),
     );
     assert!(image > 256 << 10, "{summary}");
-    let full = tempfile::tempdir().unwrap();
-    let size = format!("size={}", (db + image / 2) / 4096 * 4096);
-    tool("mount", &["-t", "tmpfs", "-o", &size, "tmpfs", s(full.path())]);
-    let read_only = tempfile::tempdir().unwrap();
-    tool(
-        "mount",
-        &["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", s(read_only.path())],
-    );
+    let full = Tmpfs::mount(&format!("size={}", (db + image / 2) / 4096 * 4096));
+    let read_only = Tmpfs::mount("ro,size=1m");
     let mut results = Vec::new();
     for (dir, needle) in [
-        (full.path(), "copying the disk of resource kept (res_"),
-        (read_only.path(), "Read-only file system"),
+        (full.dir.path(), "copying the disk of resource kept (res_"),
+        (read_only.dir.path(), "Read-only file system"),
     ] {
         let (ok, _, stderr) = run_backup(server.data.path(), &dir.join("berth.db"), &[]).await;
         let left: Vec<_> = std::fs::read_dir(dir)
@@ -644,8 +657,7 @@ async fn a_backup_that_cannot_write_fails_clearly_leaving_nothing_partial_and_th
         // The disk is not left frozen: the app writes on.
         write_once(&server, "keeper").await;
     }
-    tool("umount", &[s(full.path())]);
-    tool("umount", &[s(read_only.path())]);
+    drop((full, read_only));
     for (ok, stderr, left, needle) in results {
         assert!(!ok, "{needle}");
         assert!(stderr.contains(needle), "{stderr}");
