@@ -261,9 +261,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write a consistent snapshot of the SQLite database to a new file (safe while the
-    /// server runs; run it on the server's machine as the user berth runs as). A Postgres
-    /// database is backed up with pg_dump instead.
+    /// Write a consistent snapshot of the SQLite database to a new file, and the resource
+    /// disks it lists to FILE.resources (safe while the server and its apps run; run it on
+    /// the server's machine as the user berth runs as). A Postgres database is backed up
+    /// with pg_dump instead.
     Backup {
         /// The server's data dir.
         #[arg(long = "data", env = "BERTH_DATA", default_value = "data")]
@@ -275,6 +276,9 @@ enum Command {
         /// The backup file to create.
         #[arg(long)]
         out: PathBuf,
+        /// Leave the resource disks out (the database snapshot only).
+        #[arg(long)]
+        no_resources: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -1026,17 +1030,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             database_url,
             out,
+            no_resources,
             json,
         } => {
-            let summary = berth::backup::backup(&data_dir, database_url.as_deref(), &out).await?;
+            use berth::backup::{Resources, ResourcesSummary};
+            let resources = if no_resources { Resources::Skip } else { Resources::Copy };
+            let summary = berth::backup::backup(&data_dir, database_url.as_deref(), &out, resources).await?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
-            } else {
-                println!(
-                    "backed up the database to {} ({} bytes)",
-                    summary.path.display(),
-                    summary.bytes
-                );
+                return Ok(());
+            }
+            println!(
+                "backed up the database to {} ({} bytes)",
+                summary.path.display(),
+                summary.bytes
+            );
+            match &summary.resources {
+                ResourcesSummary::Skipped => println!("resource disks: skipped (--no-resources)"),
+                ResourcesSummary::Copied { dir, disks, gone } => {
+                    println!("resource disks: {} copied to {}", disks.len(), dir.display());
+                    for disk in disks {
+                        let frozen = match disk.frozen_ms {
+                            Some(ms) => format!("frozen for {ms} ms"),
+                            None => "not mounted".into(),
+                        };
+                        println!(
+                            "  {} ({}, site {}): {} bytes of {} ({frozen})",
+                            disk.name,
+                            disk.id,
+                            disk.site.as_deref().unwrap_or("-"),
+                            disk.bytes,
+                            disk.size
+                        );
+                    }
+                    for resource in gone {
+                        println!(
+                            "  {} ({}): deleted after the snapshot, not copied",
+                            resource.name, resource.id
+                        );
+                    }
+                }
             }
             Ok(())
         }

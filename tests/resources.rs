@@ -12,7 +12,7 @@ use common::*;
 use serde_json::{Value, json};
 
 /// A Python app (standard library only): `/count` adds a row to the SQLite database its
-/// `DATABASE_URL` names and answers how many there are; `/env?name=`, `/read?path=`,
+/// `DATABASE_URL` names and answers how many there are (`/rows` only counts); `/env?name=`, `/read?path=`,
 /// `/list?path=`, `/whoami`, and `/fill?mb=&path=` (writes until the space runs out).
 fn store_app() -> tempfile::TempDir {
     app(&[
@@ -30,7 +30,11 @@ class H(BaseHTTPRequestHandler):
         u = urlparse(self.path)
         q = {k: v[0] for k, v in parse_qs(u.query).items()}
         try:
-            if u.path == '/count':
+            if u.path == '/rows':
+                db = sqlite3.connect(os.environ['DATABASE_URL'][len('sqlite://'):])
+                out = db.execute('SELECT COUNT(*) FROM hits').fetchone()[0]
+                db.close()
+            elif u.path == '/count':
                 db = sqlite3.connect(os.environ['DATABASE_URL'][len('sqlite://'):])
                 db.execute('CREATE TABLE IF NOT EXISTS hits (at TEXT)')
                 db.execute("INSERT INTO hits VALUES (datetime('now'))")
@@ -460,4 +464,255 @@ async fn after_a_crash_the_restarted_server_serves_the_same_database_from_one_mo
     assert_eq!(loops_of(&image), 1, "the disk is mounted twice");
     let _data = server.stop();
     assert_eq!(loops_of(&image), 0, "a stopped server left its disk mounted");
+}
+
+/// Runs `berth backup --data DATA --out OUT [extra…] --json` off the async threads (the
+/// app keeps being asked meanwhile); answers whether it succeeded, its JSON summary and
+/// its stderr.
+async fn run_backup(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> (bool, Value, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(["backup", "--data", s(data), "--out", s(out), "--json"])
+        .args(extra);
+    let run = tokio::task::spawn_blocking(move || cmd.output().expect("run berth backup"))
+        .await
+        .unwrap();
+    let summary = serde_json::from_slice(&run.stdout).unwrap_or(Value::Null);
+    (
+        run.status.success(),
+        summary,
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+    )
+}
+
+/// Runs a system tool; panics with its stderr when it fails.
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Asks the site's app for `/count` (a write on its disk), giving up after a minute: a
+/// disk left frozen would hold the write forever.
+async fn write_once(server: &TestServer, site: &str) -> u64 {
+    let asked = tokio::time::timeout(std::time::Duration::from_secs(60), ask(server, site, "/count")).await;
+    let count = asked.expect("a write on the disk hung: is its file system still frozen?");
+    count.as_u64().unwrap_or_else(|| panic!("{count}"))
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The rows of the app's database in a backed-up disk image: it is mounted read-only
+/// (which a file system that was not cleanly frozen, its journal needing recovery,
+/// refuses), its database copied out and checked by `sqlite3`.
+fn rows_in_image(image: &std::path::Path) -> (String, u64) {
+    let mnt = tempfile::tempdir().unwrap();
+    tool("mount", &["-t", "ext4", "-o", "ro,loop", s(image), s(mnt.path())]);
+    let copy = tempfile::tempdir().unwrap();
+    let mut copied = Ok(());
+    for file in ["db.sqlite", "db.sqlite-journal", "db.sqlite-wal"] {
+        let from = mnt.path().join(file);
+        if from.exists() {
+            copied = copied.and(std::fs::copy(&from, copy.path().join(file)).map(drop));
+        }
+    }
+    tool("umount", &[s(mnt.path())]);
+    copied.unwrap();
+    let db = copy.path().join("db.sqlite");
+    let integrity = tool("sqlite3", &[s(&db), "PRAGMA integrity_check"]);
+    let rows = tool("sqlite3", &[s(&db), "SELECT COUNT(*) FROM hits"]);
+    (integrity, rows.parse().unwrap())
+}
+
+/// A tmpfs mounted on a temp folder with `options`, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(options: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        tool("mount", &["-t", "tmpfs", "-o", options, "tmpfs", s(dir.path())]);
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_while_the_app_writes_holds_its_whole_database_and_restores_it() {
+    let server = TestServer::start().await;
+    deploy(&server, "writer", store_app().path()).await;
+    create(
+        &server,
+        json!({ "name": "main", "kind": "sqlite", "size_mb": 32, "site": "writer" }),
+    )
+    .await;
+    assert_eq!(write_once(&server, "writer").await, 1);
+
+    // The app writes a row per request, without a pause, all through the backup.
+    let latest = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (http, url) = (
+            server.http.clone(),
+            format!("http://127.0.0.1:{}/count", server.edge_port),
+        );
+        let (latest, stop) = (latest.clone(), stop.clone());
+        tokio::spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
+            while !stop.load(SeqCst) {
+                let r = http.get(&url).header("host", "writer.localhost").send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let count: u64 = r.json().await.unwrap();
+                latest.fetch_max(count, SeqCst);
+            }
+        })
+    };
+    while latest.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let before = latest.load(std::sync::atomic::Ordering::SeqCst);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("berth.db");
+    let (ok, summary, stderr) = run_backup(server.data.path(), &out, &[]).await;
+    assert!(ok, "{stderr}\n{}", server.log());
+    let during = latest.load(std::sync::atomic::Ordering::SeqCst);
+    // The disk is thawed: the app writes on after the backup.
+    let after = write_once(&server, "writer").await;
+    assert!(after > during, "{after} after the backup, {during} before its end");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.unwrap();
+
+    // The summary lists the disk, copied while mounted (so frozen), and the manifest
+    // says the same.
+    let dir = out_dir.path().join("berth.db.resources");
+    assert_eq!(summary["resources"]["status"], "copied", "{summary}");
+    assert_eq!(summary["resources"]["dir"], s(&dir), "{summary}");
+    let disks = summary["resources"]["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), 1, "{summary}");
+    let disk = &disks[0];
+    assert_eq!(disk["name"], "main");
+    assert_eq!(disk["site"], "writer");
+    assert_eq!(disk["size"], 32 << 20);
+    assert!(disk["frozen_ms"].is_u64(), "a mounted disk is frozen: {summary}");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["resources"], summary["resources"]["disks"], "{manifest}");
+    assert_eq!(manifest["database"], "berth.db");
+    let id = disk["id"].as_str().unwrap();
+    let image = dir.join(format!("{id}.img"));
+    for file in [&out, &dir.join("manifest.json"), &image] {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    let names: Vec<_> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "nothing partial is left: {names:?}");
+    // Sparse: what the copy holds is what it says it copied, far less than the size.
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 32 << 20);
+    let bytes = disk["bytes"].as_u64().unwrap();
+    let allocated = std::fs::metadata(&image).unwrap().blocks() * 512;
+    assert!(bytes > 0 && bytes < 16 << 20, "{bytes} bytes of data");
+    assert!(
+        allocated <= bytes + (1 << 20),
+        "{allocated} allocated for {bytes} bytes of data"
+    );
+    // The snapshot lists the same resource.
+    let listed = tool("sqlite3", &[s(&out), "SELECT id FROM resources"]);
+    assert_eq!(listed, id);
+
+    // The image is a clean file system holding a whole database with every row written
+    // before the backup started.
+    let (integrity, rows) = rows_in_image(&image);
+    assert_eq!(integrity, "ok");
+    assert!(
+        rows >= before,
+        "{rows} rows in the copy, {before} written before the backup"
+    );
+
+    // Restore into a new data dir: the snapshot, the master key and the image put back.
+    let old = server.stop();
+    let restored = data_dir();
+    std::fs::copy(&out, restored.path().join("berth.db")).unwrap();
+    std::fs::copy(old.path().join("master.key"), restored.path().join("master.key")).unwrap();
+    std::fs::create_dir(restored.path().join("resources")).unwrap();
+    let put_back = restored.path().join("resources").join(format!("{id}.img"));
+    tool("cp", &["--sparse=always", s(&image), s(&put_back)]);
+    let server = TestServer::start_in(restored, &[]).await;
+    // Deployments are rebuilt from their sources; the app reads the rows back.
+    deploy(&server, "writer", store_app().path()).await;
+    assert_eq!(ask(&server, "writer", "/rows").await, rows, "{}", server.log());
+    assert_eq!(write_once(&server, "writer").await, rows + 1);
+}
+
+#[tokio::test]
+async fn a_backup_that_cannot_write_fails_clearly_leaving_nothing_partial_and_the_disk_thawed() {
+    let server = TestServer::start().await;
+    deploy(&server, "keeper", store_app().path()).await;
+    create(
+        &server,
+        json!({ "name": "kept", "kind": "sqlite", "size_mb": 16, "site": "keeper" }),
+    )
+    .await;
+    for want in 1..=20 {
+        assert_eq!(write_once(&server, "keeper").await, want);
+    }
+    // How big a backup is, to make an output folder that holds the snapshot but runs
+    // out of space in the middle of the disk's copy (with the disk frozen).
+    let probe = tempfile::tempdir().unwrap();
+    let (ok, summary, stderr) = run_backup(server.data.path(), &probe.path().join("probe.db"), &[]).await;
+    assert!(ok, "{stderr}");
+    let (db, image) = (
+        summary["bytes"].as_u64().unwrap(),
+        summary["resources"]["disks"][0]["bytes"].as_u64().unwrap(),
+    );
+    assert!(image > 256 << 10, "{summary}");
+    let full = Tmpfs::mount(&format!("size={}", (db + image / 2) / 4096 * 4096));
+    let read_only = Tmpfs::mount("ro,size=1m");
+    let mut results = Vec::new();
+    for (dir, needle) in [
+        (full.dir.path(), "copying the disk of resource kept (res_"),
+        (read_only.dir.path(), "Read-only file system"),
+    ] {
+        let (ok, _, stderr) = run_backup(server.data.path(), &dir.join("berth.db"), &[]).await;
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        results.push((ok, stderr, left, needle));
+        // The disk is not left frozen: the app writes on.
+        write_once(&server, "keeper").await;
+    }
+    drop((full, read_only));
+    for (ok, stderr, left, needle) in results {
+        assert!(!ok, "{needle}");
+        assert!(stderr.contains(needle), "{stderr}");
+        if needle.starts_with("copying") {
+            assert!(stderr.contains("No space left on device"), "{stderr}");
+        }
+        assert!(!stderr.contains("fsfreeze"), "{stderr}");
+        assert!(left.is_empty(), "{needle}: {left:?} left behind");
+    }
+    // Every write counted: 20, one after each failed backup and none lost.
+    assert_eq!(ask(&server, "keeper", "/rows").await, 22);
+
+    // Without the disks: the summary says they were skipped, and only the snapshot is
+    // written.
+    let out_dir = tempfile::tempdir().unwrap();
+    let (ok, summary, stderr) =
+        run_backup(server.data.path(), &out_dir.path().join("db.db"), &["--no-resources"]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(summary["resources"]["status"], "skipped", "{summary}");
+    assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 1);
 }

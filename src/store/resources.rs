@@ -42,6 +42,13 @@ macro_rules! select_resources {
     };
 }
 
+/// Every resource of a SQLite database opened on its own (a backup's snapshot), by id.
+pub async fn resources_in_snapshot(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<Vec<ResourceRow>> {
+    sqlx::query_as(concat!(select_resources!(), " ORDER BY r.id"))
+        .fetch_all(conn)
+        .await
+}
+
 impl super::Store {
     /// Inserts a resource (attached to `row.site_id` if given).
     pub async fn insert_resource(&self, row: &ResourceRow, max_total_mb: i64) -> sqlx::Result<ResourceCreated> {

@@ -8,11 +8,20 @@
 //!
 //! Mounts are counted: the last instance to stop unmounts the disk, and what a crashed
 //! berth left mounted is unmounted when berth starts ([`ResourceDisks::prepare`]).
+//!
+//! Each disk has a lock, an exclusive `flock` on its image ([`lock_image`]): the server
+//! holds it while it mounts, unmounts or removes the disk, and `berth backup` holds it
+//! while it copies the disk ([`copy_disk`]), so a disk is never mounted, unmounted or
+//! removed under a copy. A copy of a mounted disk freezes its file system (`fsfreeze`,
+//! the `FIFREEZE` ioctl) for the copy: the apps' writes wait, and the image is a clean
+//! file system, as after a crash (SQLite's journal keeps its database whole then).
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::mount::MntFlags;
 
@@ -39,6 +48,8 @@ impl ResourceDisks {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         for path in build_disk::mounts_under(&dir) {
+            // A backup copying the disk has it frozen: wait until it is done with it.
+            let _lock = lock_image(&path.with_extension("img")).ok();
             while nix::mount::umount2(&path, MntFlags::MNT_DETACH).is_ok() {}
         }
         Ok(ResourceDisks {
@@ -79,6 +90,12 @@ impl ResourceDisks {
         }
         let mut users = self.users.lock().await;
         let count = users.entry(id.to_string()).or_insert(0);
+        // The first user mounts the disk, under its lock (a backup copying it holds it).
+        let _lock = if *count == 0 {
+            Some(lock_image_async(&image).await?)
+        } else {
+            None
+        };
         if *count == 0 && !build_disk::mounts_under(&self.dir).contains(&mount) {
             // Mounting an image that a lazily unmounted file system still holds would
             // give two file systems over one disk: wait until it is let go.
@@ -123,6 +140,8 @@ impl ResourceDisks {
         if *count == 0 {
             users.remove(id);
             let mount = self.mount_point(id);
+            // A backup copying the disk has it frozen: unmount once it is done with it.
+            let _lock = lock_image_async(&self.image(id)).await.ok();
             // The instance's processes are gone, so nothing should hold it; if something
             // does, lazily (it lets go when it exits, and the disk is not mounted again
             // before: see `open`).
@@ -148,6 +167,7 @@ impl ResourceDisks {
         let mut users = self.users.lock().await;
         users.remove(id);
         let mount = self.mount_point(id);
+        let _lock = lock_image_async(&self.image(id)).await.ok();
         while nix::mount::umount2(&mount, MntFlags::MNT_DETACH).is_ok() {}
         let _ = std::fs::remove_dir(&mount);
         match std::fs::remove_file(self.image(id)) {
@@ -156,6 +176,206 @@ impl ResourceDisks {
             Err(e) => Err(format!("cannot remove the resource's disk: {e}")),
         }
     }
+}
+
+/// Takes the lock of the disk whose image is `image` (see the module's text), waiting
+/// until it is free; it is held until the answered file is dropped.
+pub fn lock_image(image: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::File::open(image)?;
+    file.lock()?;
+    Ok(file)
+}
+
+/// [`lock_image`], waited for off the async threads.
+async fn lock_image_async(image: &Path) -> Result<std::fs::File, String> {
+    let path = image.to_path_buf();
+    tokio::task::spawn_blocking(move || lock_image(&path))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot lock the resource's disk {}: {e}", image.display()))
+}
+
+/// What copying a disk did.
+#[derive(Debug)]
+pub struct DiskCopy {
+    /// The image's size (its apparent length).
+    pub size: u64,
+    /// The bytes of data copied (holes are not copied, and stay holes).
+    pub bytes: u64,
+    /// How long the disk's file system was frozen; `None` when it was not mounted.
+    pub frozen: Option<Duration>,
+}
+
+/// How long a copy waits for a lazily unmounted disk to be let go.
+const LET_GO_WAIT: Duration = Duration::from_secs(10);
+
+/// Copies the disk of resource `id` in `dir` (the data dir's resources folder, as a
+/// canonical path) to `dest`, a new file of mode `0600`, sparsely, and consistent while
+/// its apps write: under the disk's lock (the server neither mounts nor unmounts it
+/// meanwhile) and, when it is mounted, with its file system frozen for the copy and
+/// thawed after it, also on an error or a panic. `cancel` (set by a signal) stops the
+/// copy with an error. `Ok(None)`: there is no such disk (the resource was deleted).
+/// Blocking.
+pub fn copy_disk(dir: &Path, id: &str, dest: &Path, cancel: &AtomicBool) -> Result<Option<DiskCopy>, String> {
+    let (image, mount) = (dir.join(format!("{id}.img")), dir.join(id));
+    let source = match lock_image(&image) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot lock the disk {}: {e}", image.display())),
+    };
+    // Mounted where berth mounts it, or not at all: a file system that was lazily
+    // unmounted (its last instance was stopping) cannot be frozen, and is waited out.
+    let since = Instant::now();
+    let mounted = loop {
+        if build_disk::mounts_under(dir).contains(&mount) {
+            break true;
+        }
+        if !image_attached(&image) {
+            break false;
+        }
+        if since.elapsed() > LET_GO_WAIT || cancel.load(Ordering::Relaxed) {
+            return Err(format!(
+                "the disk of resource {id} is still held by an app instance that is stopping; run the backup again once it has stopped"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let frozen = if mounted { Some(Frozen::freeze(&mount)?) } else { None };
+    let copied = sparse_copy(&source, &image, dest, cancel);
+    let frozen = match frozen {
+        Some(frozen) => Some(frozen.thaw()?),
+        None => None,
+    };
+    let (size, bytes) = copied?;
+    Ok(Some(DiskCopy { size, bytes, frozen }))
+}
+
+/// A frozen file system, thawed when dropped (an error or a panic on the way included).
+struct Frozen {
+    mount: PathBuf,
+    since: Instant,
+    thawed: bool,
+}
+
+impl Frozen {
+    fn freeze(mount: &Path) -> Result<Frozen, String> {
+        fsfreeze("--freeze", mount)?;
+        Ok(Frozen {
+            mount: mount.to_path_buf(),
+            since: Instant::now(),
+            thawed: false,
+        })
+    }
+
+    /// Thaws it; answers how long it was frozen.
+    fn thaw(mut self) -> Result<Duration, String> {
+        self.thawed = true;
+        let held = self.since.elapsed();
+        fsfreeze("--unfreeze", &self.mount)?;
+        Ok(held)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.thawed
+            && let Err(e) = fsfreeze("--unfreeze", &self.mount)
+        {
+            tracing::error!(mount = %self.mount.display(), error = %e, "a frozen resource disk could not be thawed");
+            eprintln!("error: {e}; thaw it with: fsfreeze --unfreeze {}", self.mount.display());
+        }
+    }
+}
+
+/// Runs `fsfreeze` (util-linux), which calls the `FIFREEZE`/`FITHAW` ioctl on `mount`.
+fn fsfreeze(action: &str, mount: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("fsfreeze")
+        .arg(action)
+        .arg(mount)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run fsfreeze: {e}; install util-linux"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fsfreeze {action} {} failed ({}): {}",
+            mount.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Copies `source` (the file at `path`) to a new file `dest` (mode `0600`), its data
+/// ranges only (found with `SEEK_DATA`/`SEEK_HOLE`, copied in the kernel with
+/// `copy_file_range` where the two file systems allow it): a hole stays a hole. Answers
+/// the length and the bytes of data copied.
+fn sparse_copy(source: &std::fs::File, path: &Path, dest: &Path, cancel: &AtomicBool) -> Result<(u64, u64), String> {
+    use nix::unistd::{Whence, lseek};
+    use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+    /// Bytes copied per call, between looks at `cancel`.
+    const CHUNK: u64 = 8 << 20;
+    let read_error = |e: &dyn std::fmt::Display| format!("reading {}: {e}", path.display());
+    let write_error = |e: &dyn std::fmt::Display| format!("writing {}: {e}", dest.display());
+    let len = source.metadata().map_err(|e| read_error(&e))?.len();
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)
+        .map_err(|e| write_error(&e))?;
+    out.set_len(len).map_err(|e| write_error(&e))?;
+    let (mut offset, mut bytes, mut in_kernel) = (0u64, 0u64, true);
+    let mut buffer = Vec::new();
+    while offset < len {
+        let data = match lseek(source, offset as i64, Whence::SeekData) {
+            Ok(at) => at as u64,
+            // No data after `offset`: the rest is a hole.
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(read_error(&e)),
+        };
+        let hole = (lseek(source, data as i64, Whence::SeekHole).map_err(|e| read_error(&e))? as u64).min(len);
+        let mut at = data;
+        while at < hole {
+            if cancel.load(Ordering::Relaxed) {
+                return Err("interrupted".into());
+            }
+            let want = (hole - at).min(CHUNK) as usize;
+            let done = if in_kernel {
+                let (mut from, mut to) = (at as i64, at as i64);
+                match nix::fcntl::copy_file_range(source, Some(&mut from), &out, Some(&mut to), want) {
+                    Ok(done) => done,
+                    // Not between these two file systems: through memory.
+                    Err(
+                        nix::errno::Errno::EXDEV
+                        | nix::errno::Errno::EINVAL
+                        | nix::errno::Errno::ENOSYS
+                        | nix::errno::Errno::EOPNOTSUPP,
+                    ) => {
+                        in_kernel = false;
+                        continue;
+                    }
+                    Err(e) => return Err(write_error(&e)),
+                }
+            } else {
+                buffer.resize(want.min(1 << 20), 0);
+                let read = source.read_at(&mut buffer, at).map_err(|e| read_error(&e))?;
+                out.write_all_at(&buffer[..read], at).map_err(|e| write_error(&e))?;
+                read
+            };
+            if done == 0 {
+                return Err(read_error(&"the file ended early"));
+            }
+            at += done as u64;
+        }
+        bytes += hole - data;
+        offset = hole;
+    }
+    out.sync_all().map_err(|e| write_error(&e))?;
+    Ok((len, bytes))
 }
 
 /// Whether a loop device still reads `image` (a file system on it is mounted, or was
