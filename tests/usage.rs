@@ -277,3 +277,54 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A site whose app sleeps is written once when it goes to sleep, not every sample while it
+/// sleeps (a server of many sleeping sites would write each of them every 10 s); when it
+/// wakes it counts instance time again.
+#[tokio::test]
+async fn a_sleeping_site_is_not_written_while_it_sleeps_and_counts_again_when_it_wakes() {
+    let server = TestServer::start().await;
+    let source = node_app("dozy");
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "dozy", "repo": s(source.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}\n{}", server.log());
+    let (status, cfg) = server
+        .patch(
+            "/api/sites/dozy/scaling",
+            &json!({"min_instances": 0, "idle_timeout_seconds": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cfg}");
+    let clock = || {
+        db_query(
+            server.data.path(),
+            "SELECT c.sampled_ms FROM usage_clocks c JOIN sites s ON s.id = c.site_id WHERE s.name = 'dozy'",
+        )
+    };
+    eventually("the app sleeps", 60, async || {
+        server.get("/api/sites/dozy/scaling").await.1["running_instances"] == 0
+    })
+    .await;
+    // The sample after it fell asleep moves the clock once (within a sampling period and a
+    // pass); after that, two more periods leave it where it was.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let asleep = clock();
+    assert!(!asleep.is_empty(), "the site was never sampled");
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    assert_eq!(clock(), asleep, "a sleeping site's clock was written while it slept");
+    let seconds = |usage: &Value| row(usage, "dozy")["instance_seconds"].as_f64().unwrap();
+    let before = seconds(&server.get("/api/usage").await.1);
+
+    // Requests keep it awake (its idle timeout is 5 s) until a sample counts it.
+    eventually("the woken app's time is counted", 60, async || {
+        assert_eq!(server.edge("dozy.localhost", "/").await.0, 200);
+        let (_, usage) = server.get("/api/usage").await;
+        seconds(&usage) > before
+    })
+    .await;
+    assert_ne!(clock(), asleep);
+}

@@ -5,7 +5,7 @@
 //! instances run on one server (the local target's, or the holder of a shared target's
 //! lease), or on a cluster every server watches: either way each moment counts once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,10 +50,11 @@ pub fn add(running: &mut RunningSites, env: &crate::store::DesiredEnvironment, i
 pub async fn run(platform: Arc<Platform>, stop: CancellationToken) {
     let mut every = tokio::time::interval(SAMPLE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle = HashSet::new();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = every.tick() => sample(&platform).await,
+            _ = every.tick() => sample(&platform, &mut idle).await,
         }
     }
 }
@@ -61,11 +62,37 @@ pub async fn run(platform: Arc<Platform>, stop: CancellationToken) {
 /// Sites sampled in one transaction.
 const SAMPLE_BATCH: usize = 200;
 
-/// One sample of every site the last pass saw running here.
-pub async fn sample(platform: &Platform) {
+/// One sample of every site the last pass saw here, less those that were idle (no instance)
+/// at the sample before too: `idle` holds them. A site that goes idle is sampled once, which
+/// counts its time up to then and moves its clock; while it stays idle nothing is written
+/// for it (on a server of many sleeping sites, most are). A site that woke since the sample
+/// before counts at most one period ([`SAMPLE_EVERY`]): it ran no longer than that.
+async fn sample(platform: &Platform, idle: &mut HashSet<String>) {
     let running = platform.running.lock().expect("running lock").clone();
     let now = crate::util::now_ms();
-    let sites: Vec<(UsageSite<'_>, u32)> = running
+    let (woke, others): (Vec<_>, Vec<_>) = running
+        .iter()
+        .filter(|(site_id, site)| site.instances > 0 || !idle.contains(*site_id))
+        .partition(|(site_id, site)| site.instances > 0 && idle.contains(*site_id));
+    let mut failed = false;
+    for (sites, longest_ms) in [(woke, SAMPLE_EVERY.as_millis() as i64), (others, LONGEST_SAMPLE_MS)] {
+        failed |= !sample_sites(platform, &sites, now, longest_ms).await;
+    }
+    // After a failed write, every idle site is sampled again next time.
+    *idle = if failed {
+        HashSet::new()
+    } else {
+        running
+            .iter()
+            .filter(|(_, site)| site.instances == 0)
+            .map(|(site_id, _)| site_id.clone())
+            .collect()
+    };
+}
+
+/// Samples `sites` in batches; false when a batch could not be written.
+async fn sample_sites(platform: &Platform, sites: &[(&String, &Running)], now: i64, longest_ms: i64) -> bool {
+    let sites: Vec<(UsageSite<'_>, u32)> = sites
         .iter()
         .map(|(site_id, site)| {
             (
@@ -78,9 +105,12 @@ pub async fn sample(platform: &Platform) {
             )
         })
         .collect();
+    let mut written = true;
     for batch in sites.chunks(SAMPLE_BATCH) {
-        if let Err(e) = platform.store.sample_instances(batch, now, LONGEST_SAMPLE_MS).await {
+        if let Err(e) = platform.store.sample_instances(batch, now, longest_ms).await {
             tracing::warn!(error = %e, "sampling instances for usage failed");
+            written = false;
         }
     }
+    written
 }
