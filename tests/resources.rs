@@ -716,3 +716,80 @@ async fn a_backup_that_cannot_write_fails_clearly_leaving_nothing_partial_and_th
     assert_eq!(summary["resources"]["status"], "skipped", "{summary}");
     assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 1);
 }
+
+/// Files anywhere under `dir`'s subfolders (a backup's disk copies, partial or whole).
+fn files_in_subfolders(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| std::fs::read_dir(e.path()).into_iter().flatten().count())
+        .sum()
+}
+
+/// Thaws every disk mounted under a server's resources folder when dropped, so that a
+/// failing test does not leave a frozen disk (and a hung teardown) behind.
+struct ThawAll(PathBuf);
+
+impl Drop for ThawAll {
+    fn drop(&mut self) {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for mount in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if std::path::Path::new(mount).starts_with(&self.0) {
+                let _ = std::process::Command::new("fsfreeze")
+                    .args(["--unfreeze", mount])
+                    .output();
+            }
+        }
+    }
+}
+
+/// A backup killed outright (`kill -9`: no guard of its own runs) while it copies a mounted
+/// disk, which it froze, does not leave the disk frozen: the app writes on.
+#[tokio::test]
+async fn a_backup_killed_while_a_disk_is_frozen_leaves_the_disk_thawed() {
+    let server = TestServer::start().await;
+    let _thaw = ThawAll(resources_dir(&server));
+    deploy(&server, "steady", store_app().path()).await;
+    create(
+        &server,
+        json!({ "name": "vault", "kind": "sqlite", "size_mb": 1024, "site": "steady" }),
+    )
+    .await;
+    assert_eq!(write_once(&server, "steady").await, 1);
+    // Data to copy, so the copy (with the disk frozen) lasts long enough to be caught.
+    let filled = ask(&server, "steady", "/fill?mb=600&path=/data/vault/ballast").await;
+    assert_eq!(filled["error"], Value::Null, "{filled}");
+
+    let mut caught = false;
+    for attempt in 0..3 {
+        let out = tempfile::tempdir().unwrap();
+        let mut backup = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["backup", "--data", s(server.data.path()), "--out"])
+            .arg(out.path().join("berth.db"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The disk's copy is being written: the disk is frozen until it is done.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while files_in_subfolders(out.path()) == 0
+            && backup.try_wait().unwrap().is_none()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let still_running = backup.try_wait().unwrap().is_none();
+        backup.kill().unwrap_or_default();
+        let _ = backup.wait();
+        if still_running && files_in_subfolders(out.path()) > 0 {
+            caught = true;
+            // The disk is thawed by then or soon after: the write goes through.
+            assert_eq!(write_once(&server, "steady").await, 2 + attempt);
+            break;
+        }
+        write_once(&server, "steady").await;
+    }
+    assert!(caught, "the backup was never caught copying a frozen disk");
+}

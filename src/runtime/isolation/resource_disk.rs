@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -255,15 +256,38 @@ struct Frozen {
     mount: PathBuf,
     since: Instant,
     thawed: bool,
+    guardian: std::process::Child,
 }
 
 impl Frozen {
     fn freeze(mount: &Path) -> Result<Frozen, String> {
-        fsfreeze("--freeze", mount)?;
+        // A drop runs no guard when this process is killed outright (`kill -9`, the OOM
+        // killer): a guardian process thaws the disk then. It waits on a pipe only this
+        // process holds, which the kernel closes when this process ends however it ends;
+        // in a process group of its own, a Ctrl-C in the terminal does not reach it.
+        let mut guardian = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("trap '' INT TERM HUP; read -r _ || true; exec fsfreeze --unfreeze \"$1\" 2>/dev/null")
+            .arg("berth-thaw-guardian")
+            .arg(mount)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .process_group(0)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the process that thaws a disk if the backup dies: {e}"))?;
+        if let Err(e) = fsfreeze("--freeze", mount) {
+            let _ = guardian.kill();
+            let _ = guardian.wait();
+            return Err(e);
+        }
         Ok(Frozen {
             mount: mount.to_path_buf(),
             since: Instant::now(),
             thawed: false,
+            guardian,
         })
     }
 
@@ -284,6 +308,10 @@ impl Drop for Frozen {
             tracing::error!(mount = %self.mount.display(), error = %e, "a frozen resource disk could not be thawed");
             eprintln!("error: {e}; thaw it with: fsfreeze --unfreeze {}", self.mount.display());
         }
+        // Thawed (or tried): the guardian has nothing left to do. The disk's lock is still
+        // held here, so no other backup froze it again meanwhile.
+        let _ = self.guardian.kill();
+        let _ = self.guardian.wait();
     }
 }
 
