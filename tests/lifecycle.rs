@@ -68,8 +68,14 @@ async fn a_crash_loop_ends_crashed_with_a_502_and_a_recovery_goes_live_again() {
         tail.contains("out of memory (simulated)") && tail.contains("restarting it every 30 s from now on"),
         "{site}"
     );
-    // Nothing to go back to: the deployment says it crashed and why, and stays.
+    // Nothing to go back to: the deployment says it crashed and why, and stays. (The
+    // site's status is what runs now; the deployment's is recorded beside the reconcile
+    // pass that saw the crash loop, a moment later.)
     let id = out["deployment"]["id"].as_str().unwrap();
+    eventually("the deployment is recorded crashed", 10, async || {
+        server.get(&format!("/api/deployments/{id}")).await.1["status"] == "crashed"
+    })
+    .await;
     let (_, d) = server.get(&format!("/api/deployments/{id}")).await;
     assert_eq!(d["status"], "crashed", "{d}");
     assert!(

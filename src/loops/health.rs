@@ -2,10 +2,15 @@
 //! recovery) and how they are handled beside the pass: the deployment's status moves,
 //! with its event, and a crash-looping release falls back to its predecessor.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::model::DeploymentStatus;
 use crate::platform::{HealthChange, Platform};
+
+/// How long a crashed deployment serves healthy, without a break, before it is `live` again.
+pub const RECOVERED_AFTER: Duration = Duration::from_secs(10);
 
 impl Platform {
     /// Records a health change seen by a reconcile pass (at most one per deployment and
@@ -14,6 +19,20 @@ impl Platform {
         let mut changes = self.health_changes.lock().expect("health changes lock");
         if !changes.contains(&change) {
             changes.push(change);
+        }
+    }
+
+    /// Takes the crashed deployments a reconcile pass saw serving healthy instances: one
+    /// that has been seen healthy in every pass for [`RECOVERED_AFTER`] is noted as
+    /// recovered; one missing from `healthy` starts over. An app that answers for a moment
+    /// after each slow restart and then crashes again stays `crashed`.
+    pub fn note_healthy_while_crashed(&self, healthy: HashSet<String>) {
+        let recovered = {
+            let mut since = self.recovering.lock().expect("recovering lock");
+            held_healthy(&mut since, healthy, Instant::now())
+        };
+        for deployment_id in recovered {
+            self.note_health(HealthChange::Recovered { deployment_id });
         }
     }
 
@@ -114,5 +133,47 @@ impl Platform {
             );
         }
         Ok(())
+    }
+}
+
+/// Keeps, for each deployment in `healthy`, when it was first seen healthy without a break
+/// (one missing from `healthy` is forgotten) and returns those healthy for
+/// [`RECOVERED_AFTER`] by `now`.
+fn held_healthy(since: &mut HashMap<String, Instant>, healthy: HashSet<String>, now: Instant) -> Vec<String> {
+    since.retain(|id, _| healthy.contains(id));
+    let mut held: Vec<String> = healthy
+        .into_iter()
+        .filter(|id| now.saturating_duration_since(*since.entry(id.clone()).or_insert(now)) >= RECOVERED_AFTER)
+        .collect();
+    held.sort();
+    held
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_crashed_deployment_recovers_only_after_staying_healthy_without_a_break() {
+        let mut since = HashMap::new();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(held_healthy(&mut since, set(&["a", "b"]), at(0)).is_empty());
+        assert!(held_healthy(&mut since, set(&["a", "b"]), at(5)).is_empty());
+        // "a" crashes again for a pass: its healthy spell starts over.
+        assert!(held_healthy(&mut since, set(&["b"]), at(6)).is_empty());
+        assert_eq!(
+            held_healthy(&mut since, set(&["a", "b"]), at(10)),
+            vec!["b".to_string()]
+        );
+        assert!(held_healthy(&mut since, set(&["a"]), at(15)).is_empty());
+        assert_eq!(held_healthy(&mut since, set(&["a"]), at(20)), vec!["a".to_string()]);
+        // Nothing is kept for deployments no longer seen.
+        held_healthy(&mut since, set(&[]), at(21));
+        assert!(since.is_empty());
     }
 }

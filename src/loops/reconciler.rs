@@ -65,6 +65,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     let mut wanted: HashSet<String> = HashSet::new();
     let mut going_to_sleep: Vec<String> = Vec::new();
     let mut awake: HashSet<String> = HashSet::new();
+    let mut healthy_crashed: HashSet<String> = HashSet::new();
     // (deployment, instance, the site's drain period)
     let mut scale_in: Vec<(String, u32, Duration)> = Vec::new();
     // Whose traffic each host carries, for the edge's tap.
@@ -220,9 +221,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
                     .collect();
                 if !healthy.is_empty() {
                     if env.deployment_status == DeploymentStatus::Crashed.as_str() {
-                        platform.note_health(HealthChange::Recovered {
-                            deployment_id: env.deployment_id.clone(),
-                        });
+                        healthy_crashed.insert(env.deployment_id.clone());
                     }
                     RouteTarget::Upstream { instances: healthy }
                 } else {
@@ -256,6 +255,7 @@ pub async fn reconcile_holding_lock(platform: &Platform) -> anyhow::Result<()> {
     platform.shared.set_served_elsewhere(served_elsewhere);
     *platform.running.lock().expect("running lock") = running;
     platform.autoscaler.retain(&awake);
+    platform.note_healthy_while_crashed(healthy_crashed);
     for (deployment_id, index, grace) in scale_in {
         tracing::info!(deployment.id = %deployment_id, instance = index, grace_ms = grace.as_millis() as u64, "scaling in: draining an instance");
         platform

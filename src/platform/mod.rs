@@ -38,7 +38,8 @@ pub enum HealthChange {
         /// The runtime's last word on it.
         message: String,
     },
-    /// A `crashed` deployment its environment kept serves healthy again.
+    /// A `crashed` deployment its environment kept has served healthy for
+    /// [`RECOVERED_AFTER`](crate::loops::health::RECOVERED_AFTER) without a break.
     Recovered {
         /// Which deployment.
         deployment_id: String,
@@ -101,6 +102,8 @@ pub struct Platform {
     public_url: std::sync::OnceLock<String>,
     /// Health changes the last reconcile pass saw, for the reconciler loop to handle.
     pub(crate) health_changes: Mutex<Vec<HealthChange>>,
+    /// Crashed deployments reconcile passes have seen healthy, since when (unbroken).
+    pub(crate) recovering: Mutex<HashMap<String, std::time::Instant>>,
     /// The instances of each site this server runs (or, on a cluster, watches), as the
     /// last reconcile pass saw them, for the usage sampler.
     pub(crate) running: Mutex<crate::loops::usage::RunningSites>,
@@ -158,6 +161,7 @@ impl Platform {
             key_lookup,
             public_url: std::sync::OnceLock::new(),
             health_changes: Mutex::new(Vec::new()),
+            recovering: Mutex::default(),
             running: Mutex::default(),
             in_progress: Mutex::new(HashMap::new()),
         }
