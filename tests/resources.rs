@@ -55,9 +55,12 @@ class H(BaseHTTPRequestHandler):
                     with open(q['path'], 'wb') as f:
                         while written < int(q['mb']) * 1024 * 1024:
                             f.write(b'x' * 65536)
-                            f.flush()
-                            os.fsync(f.fileno())
                             written += 65536
+                            if written % (4 << 20) == 0:
+                                f.flush()
+                                os.fsync(f.fileno())
+                        f.flush()
+                        os.fsync(f.fileno())
                 except OSError as e:
                     error = str(e)
                 out = {'written': written, 'error': error}
