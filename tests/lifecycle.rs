@@ -156,6 +156,53 @@ async fn a_deployment_that_crash_loops_after_going_live_is_rolled_back() {
     );
 }
 
+/// A crashed instance is restarted; meanwhile the edge holds requests (as it does for a
+/// sleeping app) instead of answering 503 "starting", and the restarted app answers them.
+#[tokio::test]
+async fn requests_during_a_crash_restart_are_held_and_answered_by_the_restarted_app() {
+    let server = TestServer::start().await;
+    // Takes 1.5 s to listen after each start; `/crash` answers, then exits.
+    let slow = app(&[
+        ("package.json", r#"{"scripts":{"start":"node server.js"}}"#),
+        (
+            "server.js",
+            "const born = `born ${Date.now()} ${Math.random()}`;\nconst s = require('http').createServer((q, r) => { r.end(born); if (q.url === '/crash') setTimeout(() => process.exit(1), 50); });\nsetTimeout(() => s.listen(process.env.PORT), 1500);\n",
+        ),
+    ]);
+    let (_, out) = server
+        .post(
+            "/api/sites",
+            &json!({"name": "slowboot", "repo": s(slow.path()), "wait": true}),
+        )
+        .await;
+    assert_eq!(out["deployment"]["status"], "live", "{out}");
+    let (code, before) = server.edge("slowboot.localhost", "/crash").await;
+    assert_eq!(code, 200, "{before}");
+    // Until the restarted app answers, a request may meet the dead instance (502, until
+    // the edge's table says it is restarting) but never a "starting" page.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut held = 0;
+    let after = loop {
+        let sent = Instant::now();
+        let (code, body) = server.edge("slowboot.localhost", "/").await;
+        assert_ne!(code, 503, "a request during the restart was answered 503: {body}");
+        if code == 200 && body != before {
+            if sent.elapsed() > Duration::from_millis(500) {
+                held += 1;
+            }
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app never came back: {code} {body}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(after.starts_with("born "), "{after}");
+    assert_eq!(held, 1, "the answer came from a request held through the restart");
+}
+
 #[tokio::test]
 async fn a_restarted_server_brings_its_apps_back() {
     let server = TestServer::start().await;

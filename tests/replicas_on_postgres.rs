@@ -802,8 +802,7 @@ async fn a_docker_site_runs_once_across_replicas_and_the_survivor_adopts_its_con
         "the same container, no other"
     );
     // An adopted container is health-checked before B's edge routes to it again: until
-    // its first check passes the edge answers 503 "starting" (a blip of one check, longer
-    // on a loaded machine), then the same container serves.
+    // its first check passes the edge holds requests, then the same container serves.
     eventually("B's edge serves v2 from the adopted container", 15, async || {
         b.edge("once.localhost", "/").await == (200, "v2".to_string())
     })

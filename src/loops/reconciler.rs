@@ -581,12 +581,7 @@ fn static_target(site: &str, app_dir: &Path, out: &str, spa_fallback: bool) -> R
 }
 
 fn starting(site: &str) -> RouteTarget {
-    RouteTarget::Unavailable {
-        site: site.to_string(),
-        status: 503,
-        message: "The app is starting; try again in a moment.".into(),
-        retry_after_seconds: Some(2),
-    }
+    RouteTarget::Starting { site: site.to_string() }
 }
 
 /// Runs reconcile passes when woken (state changed) and every few seconds, until shutdown.

@@ -15,11 +15,11 @@ pub struct EdgeConfig {
     /// `Content-Length` is answered 413 up front; a streamed body that grows
     /// past it is cut off and answered 413. Default 32 MiB.
     pub max_request_body_bytes: u64,
-    /// How long a request for a sleeping site is held while it wakes before
-    /// it is answered 503. Default 30 s.
+    /// How long a request for a sleeping or starting site is held while it wakes
+    /// or starts before it is answered 503. Default 30 s.
     pub activation_timeout: Duration,
-    /// Most requests held at once for sleeping sites; more are answered 503
-    /// right away. Default 1000.
+    /// Most requests held at once for sleeping or starting sites; more are
+    /// answered 503 right away. Default 1000.
     pub max_held_requests: usize,
     /// The port the TLS listener is reachable on from outside. When set, a plain-HTTP
     /// request for a name with a certificate (see

@@ -55,6 +55,15 @@ pub enum RouteTarget {
         /// Site name shown if waking takes too long.
         site: String,
     },
+    /// The site's app is starting (a first start, a restart after a crash, another
+    /// replica's instance being adopted): a request is held, without waking anything,
+    /// until a new table routes the host somewhere that can answer, up to
+    /// [`EdgeConfig::activation_timeout`](crate::EdgeConfig::activation_timeout); then it is
+    /// answered 503 with `Retry-After`.
+    Starting {
+        /// Site name shown if starting takes too long.
+        site: String,
+    },
     /// Answered with a 308 to the same path and query on another host (a custom domain's
     /// www/apex partner), keeping the request's port.
     Redirect {

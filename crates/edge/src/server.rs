@@ -420,11 +420,12 @@ impl Edge {
             return pages::unknown_host(&host);
         };
         route.touch();
-        if let RouteTarget::Sleeping { .. } = &route.target {
+        if let RouteTarget::Sleeping { .. } | RouteTarget::Starting { .. } = &route.target {
+            let wake = matches!(route.target, RouteTarget::Sleeping { .. });
             drop(table);
             // Boxed: holding a request is rare, and its large future would
             // otherwise enlarge every request's.
-            return Box::pin(self.activate(worker, client, req, host_value.clone(), &host, tap)).await;
+            return Box::pin(self.activate(worker, client, req, host_value.clone(), &host, wake, tap)).await;
         }
         self.dispatch(worker, client, route, req, host_value.clone(), &host, tap)
             .await
@@ -495,15 +496,22 @@ impl Edge {
             RouteTarget::Sleeping { site } => {
                 pages::unavailable(site, 503, "The app is waking up; try again in a moment.", Some(1))
             }
+            RouteTarget::Starting { site } => {
+                pages::unavailable(site, 503, "The app is starting; try again in a moment.", Some(2))
+            }
             RouteTarget::Redirect { to } => pages::redirect(to, &host_value, req.uri()),
             RouteTarget::UnverifiedDomain => pages::domain_not_verified(host),
         }
     }
 
-    /// The activator: wakes a sleeping site and holds the request until a published
-    /// table routes its host to something that answers (or the activation timeout).
-    /// "Starting" pages (503) met on the way are waited through; anything else is
-    /// served as soon as it appears.
+    /// The activator: holds a request for a sleeping site (waking it: `wake`) or a starting one
+    /// until a published table routes its host to something that answers (or the
+    /// activation timeout). Sleeping and starting routes met on the way are waited
+    /// through; anything else is served as soon as it appears.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request's parts, borrowed rather than bundled"
+    )]
     async fn activate(
         &self,
         worker: &Worker,
@@ -511,6 +519,7 @@ impl Edge {
         req: Request<Incoming>,
         host_value: HeaderValue,
         host: &str,
+        wake: bool,
         tap: &mut TapRequest,
     ) -> Response<EdgeBody> {
         use std::sync::atomic::Ordering;
@@ -522,13 +531,20 @@ impl Edge {
         }
         if self.held.fetch_add(1, Ordering::Relaxed) >= self.config.max_held_requests {
             self.held.fetch_sub(1, Ordering::Relaxed);
-            return pages::unavailable(host, 503, "Too many requests are waiting for sleeping sites.", Some(2));
+            return pages::unavailable(
+                host,
+                503,
+                "Too many requests are waiting for sites that are waking or starting.",
+                Some(2),
+            );
         }
         let _held = Held(&self.held);
-        tap.cold_start();
         let mut changes = self.version.subscribe();
-        if let Some(waker) = self.waker.load_full() {
-            (waker.0)(host);
+        if wake {
+            tap.cold_start();
+            if let Some(waker) = self.waker.load_full() {
+                (waker.0)(host);
+            }
         }
         let deadline = tokio::time::Instant::now() + self.config.activation_timeout;
         loop {
@@ -536,8 +552,7 @@ impl Edge {
             match table.route_normalized(host) {
                 None => return pages::unknown_host(host),
                 Some(route) => match &route.target {
-                    RouteTarget::Sleeping { .. } => {}
-                    RouteTarget::Unavailable { status: 503, .. } => {}
+                    RouteTarget::Sleeping { .. } | RouteTarget::Starting { .. } => {}
                     _ => return self.dispatch(worker, client, route, req, host_value, host, tap).await,
                 },
             }

@@ -954,15 +954,7 @@ async fn a_sleeping_site_is_woken_and_the_held_request_answered() {
         tokio::spawn(async move {
             // Waking goes through a "starting" page first, as the control plane publishes it.
             let mut starting = EdgeRouteTable::new();
-            starting.insert(
-                "nap.test",
-                RouteTarget::Unavailable {
-                    site: "napper".into(),
-                    status: 503,
-                    message: "starting".into(),
-                    retry_after_seconds: Some(1),
-                },
-            );
+            starting.insert("nap.test", RouteTarget::Starting { site: "napper".into() });
             edge.replace_routes(starting);
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut up = EdgeRouteTable::new();
@@ -979,6 +971,49 @@ async fn a_sleeping_site_is_woken_and_the_held_request_answered() {
     assert_eq!((r.status, r.text().as_str()), (200, "awake"));
     assert_eq!(wakes.load(Ordering::SeqCst), 1);
     assert!(edge.edge.idle_for("nap.test").unwrap() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_starting_site_holds_the_request_without_waking_anything_until_it_answers() {
+    let app = spawn_upstream("started").await;
+    let mut table = EdgeRouteTable::new();
+    table.insert("boot.test", RouteTarget::Starting { site: "booter".into() });
+    let edge = start_edge(EdgeConfig::default(), table).await;
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let wakes_ref = wakes.clone();
+    edge.edge.set_waker(move |_| {
+        wakes_ref.fetch_add(1, Ordering::SeqCst);
+    });
+    let (edge_ref, app_addr) = (edge.edge.clone(), app.addr);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut up = EdgeRouteTable::new();
+        up.insert(
+            "boot.test",
+            RouteTarget::Upstream {
+                instances: vec![app_addr],
+            },
+        );
+        edge_ref.replace_routes(up);
+    });
+    let r = get(edge.addr, "boot.test", "/name").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "started"));
+    assert_eq!(wakes.load(Ordering::SeqCst), 0, "a starting site is not woken");
+}
+
+#[tokio::test]
+async fn a_site_that_does_not_start_in_time_gets_503_starting_with_retry_after() {
+    let config = EdgeConfig {
+        activation_timeout: Duration::from_millis(300),
+        ..EdgeConfig::default()
+    };
+    let mut table = EdgeRouteTable::new();
+    table.insert("boot.test", RouteTarget::Starting { site: "booter".into() });
+    let edge = start_edge(config, table).await;
+    let r = get(edge.addr, "boot.test", "/").await;
+    assert_edge_page(&r, 503, "Service Unavailable");
+    assert!(r.text().contains("starting"), "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("2"));
 }
 
 #[tokio::test]
