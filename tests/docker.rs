@@ -15,14 +15,6 @@ use common::*;
 use docker_server::{DockerServer, remove_owned};
 use serde_json::{Value, json};
 
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A site with its own Dockerfile: busybox's httpd serving `text`.
 fn dockerfile_app(text: &str) -> tempfile::TempDir {
     app(&[

@@ -767,13 +767,6 @@ fn talking_app(text: &str) -> tempfile::TempDir {
 }
 
 /// Waits (bounded) until `check` holds; panics with `what` otherwise.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    while !check().await {
-        assert!(std::time::Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test]
 async fn kubernetes_fake_api_scaling_sets_the_deployments_replicas_within_the_settings() {
@@ -798,7 +791,7 @@ async fn kubernetes_fake_api_scaling_sets_the_deployments_replicas_within_the_se
         .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(server.kube.object(&path).unwrap()["spec"]["replicas"], 3);
-    eventually("three ready pods", async || {
+    eventually("three ready pods", 90, async || {
         server.kube.ready_containers(&ns, "tide-production").len() == 3
     })
     .await;
@@ -826,7 +819,7 @@ async fn kubernetes_fake_api_scaling_sets_the_deployments_replicas_within_the_se
         .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(server.kube.object(&path).unwrap()["spec"]["replicas"], 1);
-    eventually("one ready pod", async || {
+    eventually("one ready pod", 90, async || {
         server.kube.ready_containers(&ns, "tide-production").len() == 1 && server.kube.containers().len() == 1
     })
     .await;
@@ -886,11 +879,15 @@ async fn kubernetes_fake_api_an_idle_environment_scales_to_zero_and_the_next_req
 
     // No requests: the Deployment goes to zero replicas and its pods' containers stop.
     // berth counts the instance gone once it has seen the pods go, a moment after.
-    eventually("zero replicas, no containers and none counted running", async || {
-        server.kube.object(&path).unwrap()["spec"]["replicas"] == 0
-            && server.kube.containers().is_empty()
-            && server.get("/api/sites/drowse/scaling").await.1["running_instances"] == 0
-    })
+    eventually(
+        "zero replicas, no containers and none counted running",
+        90,
+        async || {
+            server.kube.object(&path).unwrap()["spec"]["replicas"] == 0
+                && server.kube.containers().is_empty()
+                && server.get("/api/sites/drowse/scaling").await.1["running_instances"] == 0
+        },
+    )
     .await;
 
     // The next request is held by the edge while the environment scales back up.
@@ -929,7 +926,7 @@ async fn kubernetes_fake_api_runtime_logs_follow_every_pod_into_the_log_store() 
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    eventually("the first pod's output in the runtime log", async || {
+    eventually("the first pod's output in the runtime log", 90, async || {
         starts().await.len() == 1
     })
     .await;
@@ -942,7 +939,7 @@ async fn kubernetes_fake_api_runtime_logs_follow_every_pod_into_the_log_store() 
         )
         .await;
     assert_eq!(status, 200, "{out}");
-    eventually("the second pod's output in the runtime log", async || {
+    eventually("the second pod's output in the runtime log", 90, async || {
         starts().await.len() == 2
     })
     .await;
@@ -1177,7 +1174,7 @@ async fn kubernetes_fake_knative_min_instances_zero_is_knatives_min_scale_and_be
     assert_eq!(server.edge("nap.localhost", "/").await, (200, "sleepy".to_string()));
     // The reconciler has placed the environment (its pods' log is followed), and berth
     // set no replicas anywhere: Knative's autoscaler owns the scale.
-    eventually("the reconciler follows the revision's pods", async || {
+    eventually("the reconciler follows the revision's pods", 90, async || {
         server
             .kube
             .seen()
@@ -1421,7 +1418,7 @@ async fn kubernetes_fake_api_registry_credentials_push_and_pull_from_a_real_regi
         .kube
         .remove(&format!("/api/v1/namespaces/{ns}/secrets/berth-registry"));
     server.kube.restart_pods();
-    eventually("the restarted pod fails to pull", async || {
+    eventually("the restarted pod fails to pull", 90, async || {
         pod_waiting_reasons(&server)
             .iter()
             .any(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
@@ -1887,7 +1884,7 @@ async fn kubernetes_fake_api_the_build_context_is_served_once_to_its_token_only(
     assert!(status == 201 || status == 202, "{out}");
     let id = deployment_id(&out);
     let mut url = String::new();
-    eventually("the build Secret is applied", async || {
+    eventually("the build Secret is applied", 90, async || {
         let secret = server
             .of_kind("Secret")
             .into_iter()
@@ -2072,12 +2069,15 @@ async fn kubernetes_fake_api_cancelling_a_deploy_deletes_its_build_job_and_secre
         .await;
     assert!(status == 201 || status == 202, "{out}");
     let id = deployment_id(&out);
-    eventually("the build Job is applied", async || !build_objects(&server).is_empty()).await;
+    eventually("the build Job is applied", 90, async || {
+        !build_objects(&server).is_empty()
+    })
+    .await;
     let (status, out) = server.post(&format!("/api/deployments/{id}/cancel"), &json!({})).await;
     assert_eq!(status, 200, "{out}");
     let d = server.wait_deployment(&id).await;
     assert_eq!(d["status"], "cancelled", "{d}");
-    eventually("the Job and its Secret are deleted", async || {
+    eventually("the Job and its Secret are deleted", 90, async || {
         build_objects(&server).is_empty()
     })
     .await;
@@ -2319,7 +2319,7 @@ async fn kubernetes_fake_knative_a_forgotten_deployments_variables_secret_is_del
         (200, "second-value-8a4c".to_string())
     );
     // The pruning follows a deploy's end: waited for.
-    eventually("the forgotten deployment's Secret is deleted", async || {
+    eventually("the forgotten deployment's Secret is deleted", 90, async || {
         !variables_values(&server, "GREETING")
             .iter()
             .any(|(_, v)| v == "first-value-31d0")
@@ -2515,7 +2515,7 @@ async fn kubernetes_fake_knative_an_idle_environment_is_never_held_asleep_by_ber
         (200, "knative wakes me".to_string())
     );
     let mut summary = Value::Null;
-    eventually("both requests are counted", async || {
+    eventually("both requests are counted", 90, async || {
         summary = server.get("/api/sites/idle/metrics/summary?since=10m").await.1;
         summary["requests"].as_u64() == Some(2)
     })

@@ -17,14 +17,6 @@ fn pids_matching(needle: &str) -> Vec<i32> {
         .collect()
 }
 
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_crash_loop_ends_crashed_with_a_502_and_a_recovery_goes_live_again() {
     let server = TestServer::start().await;

@@ -7,20 +7,12 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth::store::metrics::{Bucket, DAY_MS, HOUR_MS, MINUTE_MS, Resolution, Retention};
 use berth_edge::{Edge, EdgeConfig, EdgeRouteTable, MAX_PATHS_PER_SITE, RouteLabel, RouteTarget};
 use common::*;
 use serde_json::{Value, json};
-
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// An app with known answers: `/ok/N` 200, `/o/UUID` 200, `/missing` 404, `/boom` 500,
 /// `/slow` 200 after 300 ms.

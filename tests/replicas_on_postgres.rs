@@ -119,14 +119,6 @@ fn dockerfile_app(text: &str, build_secs: u32) -> tempfile::TempDir {
     ])
 }
 
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_site_deployed_through_one_replica_is_served_and_unrouted_by_the_others_edge() {
     let mut cleanup = Cleanup(Vec::new());

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use targets::{OnTarget, TargetKind, eventually};
+use targets::{OnTarget, TargetKind};
 
 /// Generates one test per behaviour and target, in a module named after the target.
 macro_rules! on_every_target {

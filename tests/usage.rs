@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth::store::metrics::DAY_MS;
 use berth::store::usage::UsageSite;
@@ -13,14 +13,6 @@ use common::*;
 use serde_json::{Value, json};
 
 const OTHER_KEY: &str = "berth_org_b_admin_key_0123456789";
-
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, secs: u64, mut check: F) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 fn row<'a>(usage: &'a Value, site: &str) -> &'a Value {
     usage["sites"]

@@ -810,3 +810,13 @@ pub fn prepare_engine() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Waits until `check` holds, asking every 100 ms, and fails the test naming `what` if it
+/// does not within `secs` seconds.
+pub async fn eventually(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never happened within {secs} s: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

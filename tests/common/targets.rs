@@ -7,7 +7,6 @@
 #![allow(dead_code, reason = "each test file uses a different part of the harness")]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -271,14 +270,5 @@ impl OnTarget {
         }
         left.retain(|l| !l.trim().is_empty());
         left
-    }
-}
-
-/// Waits (bounded) until `check` holds; panics naming `what` otherwise.
-pub async fn eventually(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "never happened within {secs} s: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
