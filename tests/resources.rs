@@ -796,3 +796,144 @@ async fn a_backup_killed_while_a_disk_is_frozen_leaves_the_disk_thawed() {
     }
     assert!(caught, "the backup was never caught copying a frozen disk");
 }
+
+/// Polls `done` until it holds, for at most two minutes (then panics naming `what`).
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether an app's writable layer over deployment `id` is mounted: an instance of it is
+/// starting and has got as far as its resource disks (the layer is made just before).
+fn layer_mounted(id: &str) -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("berth-app ") && l.contains(&format!("/{id}/app")))
+}
+
+/// A backup holding a disk's lock (as it does while it copies the disk) holds up the
+/// start of that disk's site only: another site's disk mounts meanwhile; the waiting
+/// start gives up after a while saying why, is retried, and the site serves its data
+/// once the lock is let go, without anyone acting.
+#[tokio::test]
+async fn a_start_waits_for_a_backup_holding_its_disk_and_no_other_disk_waits() {
+    let server = TestServer::start().await;
+    let waiting = deploy(&server, "waiting", store_app().path()).await;
+    create(
+        &server,
+        json!({ "name": "held", "kind": "sqlite", "size_mb": 16, "site": "waiting" }),
+    )
+    .await;
+    assert_eq!(write_once(&server, "waiting").await, 1);
+    deploy(&server, "other", store_app().path()).await;
+    let image = images(&server).pop().expect("the disk image").canonicalize().unwrap();
+
+    // The server restarts while a backup copies the disk, which is not mounted then.
+    let data = server.stop();
+    assert_eq!(loops_of(&image), 0, "a stopped server left the disk mounted");
+    let backup = std::fs::File::open(&image).unwrap();
+    backup.lock().unwrap();
+    let server = TestServer::start_in(data, &[]).await;
+    wait_until("the waiting site's instance reaches its disk", async || {
+        layer_mounted(&waiting)
+    })
+    .await;
+    // Meanwhile another site gets a disk of its own, mounted as it restarts, and serves.
+    assert_eq!(ask(&server, "other", "/").await, "store app");
+    let out = create(
+        &server,
+        json!({ "name": "free", "kind": "sqlite", "size_mb": 16, "site": "other" }),
+    )
+    .await;
+    assert_eq!(out["restarted"], json!(["production"]), "{out}");
+    assert_eq!(write_once(&server, "other").await, 1);
+    let (code, body) = server.edge("waiting.localhost", "/rows").await;
+    assert_ne!(code, 200, "served while its disk is locked: {body}");
+
+    // The start gives up on the lock, saying why.
+    wait_until("the start gives up on the disk's lock", async || {
+        server
+            .deployment_log(&waiting, "runtime")
+            .await
+            .contains("a backup is copying the resource's disk")
+    })
+    .await;
+    let (code, body) = server.edge("waiting.localhost", "/rows").await;
+    assert_ne!(code, 200, "served while its disk is locked: {body}");
+
+    // The backup is done: the site comes up by itself, with its data.
+    drop(backup);
+    wait_until("the waiting site serves", async || {
+        server.edge("waiting.localhost", "/rows").await.0 == 200
+    })
+    .await;
+    assert_eq!(ask(&server, "waiting", "/rows").await, 1);
+    assert_eq!(write_once(&server, "waiting").await, 2);
+}
+
+/// Whether a process waits for the `flock` of the file with inode `ino` (`/proc/locks`
+/// lists waiters as `N: -> FLOCK ADVISORY WRITE PID MAJ:MIN:INODE …`).
+fn flock_waited_for(ino: u64) -> bool {
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.get(1) == Some(&"->")
+                && fields.get(2) == Some(&"FLOCK")
+                && fields.get(6).is_some_and(|f| f.ends_with(&format!(":{ino}")))
+        })
+}
+
+/// A resource deleted after the backup's snapshot is taken and before its disk is copied
+/// is listed as gone (in the summary and the manifest), and the backup succeeds.
+#[tokio::test]
+async fn a_resource_deleted_during_a_backup_is_listed_as_gone() {
+    let server = TestServer::start().await;
+    create(&server, json!({ "name": "one", "kind": "sqlite", "size_mb": 16 })).await;
+    let one = images(&server).pop().expect("the first disk");
+    create(&server, json!({ "name": "two", "kind": "sqlite", "size_mb": 16 })).await;
+    let two = images(&server)
+        .into_iter()
+        .find(|i| *i != one)
+        .expect("the second disk");
+    // The backup copies the disks by id: the first one's lock, held here as by another
+    // backup, stops it there, its snapshot taken.
+    let (first, (second, second_name)) = if one < two {
+        (one, (two, "two"))
+    } else {
+        (two, (one, "one"))
+    };
+    let held = std::fs::File::open(&first).unwrap();
+    held.lock().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("berth.db");
+    let ((ok, summary, stderr), ()) = tokio::join!(run_backup(server.data.path(), &out, &[]), async {
+        let ino = std::fs::metadata(&first).unwrap().ino();
+        wait_until("the backup waits for the first disk", async || flock_waited_for(ino)).await;
+        let (status, deleted) = server.delete(&format!("/api/resources/{second_name}")).await;
+        assert_eq!(status, 200, "{deleted}");
+        assert!(!second.exists(), "the deleted resource's disk is still there");
+        drop(held);
+    });
+    assert!(ok, "{stderr}");
+    let id = |p: &PathBuf| p.file_stem().unwrap().to_string_lossy().into_owned();
+    assert_eq!(summary["resources"]["status"], "copied", "{summary}");
+    let disks = summary["resources"]["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), 1, "{summary}");
+    assert_eq!(disks[0]["id"], id(&first), "{summary}");
+    assert_eq!(
+        summary["resources"]["gone"],
+        json!([{ "id": id(&second), "name": second_name }]),
+        "{summary}"
+    );
+    let dir = out_dir.path().join("berth.db.resources");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["gone"], summary["resources"]["gone"], "{manifest}");
+    assert!(dir.join(format!("{}.img", id(&first))).exists());
+    assert!(!dir.join(format!("{}.img", id(&second))).exists());
+}

@@ -12,7 +12,9 @@
 //! Each disk has a lock, an exclusive `flock` on its image ([`lock_image`]): the server
 //! holds it while it mounts, unmounts or removes the disk, and `berth backup` holds it
 //! while it copies the disk ([`copy_disk`]), so a disk is never mounted, unmounted or
-//! removed under a copy. A copy of a mounted disk freezes its file system (`fsfreeze`,
+//! removed under a copy. Waiting for one disk's lock holds up nothing of the other
+//! disks, and a mount waits for it at most [`LOCK_WAIT`]: the start fails then, and is
+//! tried again (see [`ResourceDisks::open`]). A copy of a mounted disk freezes its file system (`fsfreeze`,
 //! the `FIFREEZE` ioctl) for the copy: the apps' writes wait, and the image is a clean
 //! file system, as after a crash (SQLite's journal keeps its database whole then).
 
@@ -31,12 +33,21 @@ use super::build_disk::{self, Journal};
 /// The folder of the data dir that holds resource disks.
 pub const RESOURCES_DIR: &str = "resources";
 
+/// How long mounting a disk waits for its lock (a backup copying it holds it) before the
+/// start fails; shorter than the default start timeout, so that the start says why.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// How often a mount waiting for a disk's lock tries to take it.
+const LOCK_POLL: Duration = Duration::from_millis(100);
+
 /// The resource disks of this server.
 #[derive(Debug)]
 pub struct ResourceDisks {
     dir: PathBuf,
-    /// Instances using each mounted disk, by resource id.
-    users: tokio::sync::Mutex<HashMap<String, u32>>,
+    /// Each disk's count of the instances using it, by resource id. The map's lock is
+    /// held only to find or add a disk's entry; the entry's own lock is held while the
+    /// disk is mounted, unmounted or removed (waits for its flock included), so one
+    /// disk's waits never hold up another's.
+    users: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<u32>>>>,
 }
 
 impl ResourceDisks {
@@ -55,8 +66,18 @@ impl ResourceDisks {
         }
         Ok(ResourceDisks {
             dir,
-            users: tokio::sync::Mutex::default(),
+            users: std::sync::Mutex::default(),
         })
+    }
+
+    /// The count of instances using the disk of resource `id` (made at zero).
+    fn users_of(&self, id: &str) -> Arc<tokio::sync::Mutex<u32>> {
+        self.users
+            .lock()
+            .expect("resource disks lock")
+            .entry(id.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The disk image of resource `id`.
@@ -80,20 +101,24 @@ impl ResourceDisks {
 
     /// Mounts the disk of resource `id` for an instance running as `uid` (if it is not
     /// mounted yet) and answers the folder to bind; the disk stays mounted until the last
-    /// [`ResourceMount`] of it is released.
+    /// [`ResourceMount`] of it is released. The first user waits for the disk's lock
+    /// (a backup copying the disk holds it) at most [`LOCK_WAIT`], then fails: a site's
+    /// instance that fails to start is started again by the reconciler (backing off), so
+    /// it comes up once the backup is done; a deploy fails and can be run again.
     pub async fn open(self: &Arc<Self>, id: &str, uid: u32) -> Result<ResourceMount, String> {
         let (image, mount) = (self.image(id), self.mount_point(id));
+        let users = self.users_of(id);
+        let mut count = users.lock().await;
+        // Looked at under the disk's own lock: a removal finishes before it.
         if !image.exists() {
             return Err(format!(
                 "the disk of resource {id} is missing from {}",
                 self.dir.display()
             ));
         }
-        let mut users = self.users.lock().await;
-        let count = users.entry(id.to_string()).or_insert(0);
         // The first user mounts the disk, under its lock (a backup copying it holds it).
         let _lock = if *count == 0 {
-            Some(lock_image_async(&image).await?)
+            Some(lock_image_within(&image, LOCK_WAIT).await?)
         } else {
             None
         };
@@ -135,11 +160,16 @@ impl ResourceDisks {
     }
 
     async fn release(&self, id: &str) {
-        let mut users = self.users.lock().await;
-        let Some(count) = users.get_mut(id) else { return };
-        *count = count.saturating_sub(1);
+        let Some(users) = self.users.lock().expect("resource disks lock").get(id).cloned() else {
+            return;
+        };
+        let mut count = users.lock().await;
+        // Zero: the disk was removed meanwhile.
         if *count == 0 {
-            users.remove(id);
+            return;
+        }
+        *count -= 1;
+        if *count == 0 {
             let mount = self.mount_point(id);
             // A backup copying the disk has it frozen: unmount once it is done with it.
             let _lock = lock_image_async(&self.image(id)).await.ok();
@@ -165,8 +195,11 @@ impl ResourceDisks {
 
     /// Unmounts the disk of resource `id` and removes its image.
     pub async fn remove(&self, id: &str) -> Result<(), String> {
-        let mut users = self.users.lock().await;
-        users.remove(id);
+        let users = self.users_of(id);
+        let mut count = users.lock().await;
+        *count = 0;
+        // A user still waiting for the entry finds the count at zero and the disk gone.
+        self.users.lock().expect("resource disks lock").remove(id);
         let mount = self.mount_point(id);
         let _lock = lock_image_async(&self.image(id)).await.ok();
         while nix::mount::umount2(&mount, MntFlags::MNT_DETACH).is_ok() {}
@@ -185,6 +218,27 @@ pub fn lock_image(image: &Path) -> std::io::Result<std::fs::File> {
     let file = std::fs::File::open(image)?;
     file.lock()?;
     Ok(file)
+}
+
+/// [`lock_image`], waited for at most `wait` (tried every [`LOCK_POLL`], so a start that
+/// is given up stops waiting too).
+async fn lock_image_within(image: &Path, wait: Duration) -> Result<std::fs::File, String> {
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot lock the resource's disk {}: {e}", image.display());
+    let file = std::fs::File::open(image).map_err(|e| cannot(&e))?;
+    let since = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if since.elapsed() < wait => tokio::time::sleep(LOCK_POLL).await,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "a backup is copying the resource's disk (waited {} s for it to finish); the start is retried by itself, or for a deploy, deploy again once the backup is done",
+                    wait.as_secs()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(cannot(&e)),
+        }
+    }
 }
 
 /// [`lock_image`], waited for off the async threads.
