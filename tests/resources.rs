@@ -797,15 +797,6 @@ async fn a_backup_killed_while_a_disk_is_frozen_leaves_the_disk_thawed() {
     assert!(caught, "the backup was never caught copying a frozen disk");
 }
 
-/// Polls `done` until it holds, for at most two minutes (then panics naming `what`).
-async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !done().await {
-        assert!(std::time::Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 /// Whether an app's writable layer over deployment `id` is mounted: an instance of it is
 /// starting and has got as far as its resource disks (the layer is made just before).
 fn layer_mounted(id: &str) -> bool {
@@ -838,7 +829,7 @@ async fn a_start_waits_for_a_backup_holding_its_disk_and_no_other_disk_waits() {
     let backup = std::fs::File::open(&image).unwrap();
     backup.lock().unwrap();
     let server = TestServer::start_in(data, &[]).await;
-    wait_until("the waiting site's instance reaches its disk", async || {
+    eventually("the waiting site's instance reaches its disk", 120, async || {
         layer_mounted(&waiting)
     })
     .await;
@@ -855,7 +846,7 @@ async fn a_start_waits_for_a_backup_holding_its_disk_and_no_other_disk_waits() {
     assert_ne!(code, 200, "served while its disk is locked: {body}");
 
     // The start gives up on the lock, saying why.
-    wait_until("the start gives up on the disk's lock", async || {
+    eventually("the start gives up on the disk's lock", 120, async || {
         server
             .deployment_log(&waiting, "runtime")
             .await
@@ -867,7 +858,7 @@ async fn a_start_waits_for_a_backup_holding_its_disk_and_no_other_disk_waits() {
 
     // The backup is done: the site comes up by itself, with its data.
     drop(backup);
-    wait_until("the waiting site serves", async || {
+    eventually("the waiting site serves", 120, async || {
         server.edge("waiting.localhost", "/rows").await.0 == 200
     })
     .await;
@@ -914,7 +905,10 @@ async fn a_resource_deleted_during_a_backup_is_listed_as_gone() {
     let out = out_dir.path().join("berth.db");
     let ((ok, summary, stderr), ()) = tokio::join!(run_backup(server.data.path(), &out, &[]), async {
         let ino = std::fs::metadata(&first).unwrap().ino();
-        wait_until("the backup waits for the first disk", async || flock_waited_for(ino)).await;
+        eventually("the backup waits for the first disk", 120, async || {
+            flock_waited_for(ino)
+        })
+        .await;
         let (status, deleted) = server.delete(&format!("/api/resources/{second_name}")).await;
         assert_eq!(status, 200, "{deleted}");
         assert!(!second.exists(), "the deleted resource's disk is still there");
