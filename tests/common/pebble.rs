@@ -33,31 +33,41 @@ pub struct Dns {
 }
 
 impl Dns {
-    /// Starts it and waits until its management API answers.
+    /// Starts it and waits until its management API answers. Its ports are picked free
+    /// and then given to it, so another process may take one in between: a server that
+    /// exits (it could not listen) is started again on other ports.
     pub async fn start() -> Dns {
-        let (dns_port, management_port) = (free_port(), free_port());
-        let child = Command::new("pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{management_port}")])
-            .args(["-defaultIPv4", "", "-defaultIPv6", ""])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble-challtestsrv runs (Debian package pebble; scripts/test.sh installs it)");
-        let dns = Dns {
-            child,
-            dns_port,
-            management: format!("http://127.0.0.1:{management_port}"),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        };
-        // Ready once its management API answers (bounded).
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while dns.try_set("/clear-txt", json!({"host": "ready.test"})).await.is_err() {
-            assert!(Instant::now() < deadline, "pebble-challtestsrv never answered");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..5 {
+            let (dns_port, management_port) = (free_port(), free_port());
+            let child = Command::new("pebble-challtestsrv")
+                .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .args(["-management", &format!("127.0.0.1:{management_port}")])
+                .args(["-defaultIPv4", "", "-defaultIPv6", ""])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("pebble-challtestsrv runs (Debian package pebble; scripts/test.sh installs it)");
+            let mut dns = Dns {
+                child,
+                dns_port,
+                management: format!("http://127.0.0.1:{management_port}"),
+                http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            };
+            // Ready once its management API answers (bounded).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if dns.try_set("/clear-txt", json!({"host": "ready.test"})).await.is_ok() {
+                    return dns;
+                }
+                if dns.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "pebble-challtestsrv never answered");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-        dns
+        panic!("pebble-challtestsrv exited at every start (ports taken?)");
     }
 
     /// `IP:PORT` of its DNS listener.
