@@ -931,3 +931,85 @@ async fn a_resource_deleted_during_a_backup_is_listed_as_gone() {
     assert!(dir.join(format!("{}.img", id(&first))).exists());
     assert!(!dir.join(format!("{}.img", id(&second))).exists());
 }
+
+/// Disks no resource names, as a crash leaves them, at the next start: one whose
+/// creation was interrupted (never mounted, or not even formatted) is removed; one that
+/// has held an app's data is kept, with a warning saying what to do; the disks resources
+/// name are untouched and serve their data.
+#[tokio::test]
+async fn at_start_an_interrupted_creations_disk_is_removed_and_a_disk_with_data_is_kept() {
+    let server = TestServer::start().await;
+    deploy(&server, "keeper", store_app().path()).await;
+    create(
+        &server,
+        json!({ "name": "kept", "kind": "sqlite", "size_mb": 16, "site": "keeper" }),
+    )
+    .await;
+    assert_eq!(write_once(&server, "keeper").await, 1);
+    let named = images(&server);
+    create(&server, json!({ "name": "fresh", "kind": "sqlite", "size_mb": 16 })).await;
+    deploy(&server, "other", store_app().path()).await;
+    create(
+        &server,
+        json!({ "name": "used", "kind": "sqlite", "size_mb": 16, "site": "other" }),
+    )
+    .await;
+    assert_eq!(write_once(&server, "other").await, 1);
+    let id_of = |name: &str| {
+        db_query(
+            server.data.path(),
+            &format!("SELECT id FROM resources WHERE name = '{name}'"),
+        )
+    };
+    let (fresh, used) = (id_of("fresh"), id_of("used"));
+    let data = server.stop();
+    // As a crash leaves them: rows that were never written (a creation interrupted after
+    // its disk was made, one interrupted while formatting), and a disk that held data
+    // whose row this database does not have.
+    db_query(
+        data.path(),
+        &format!("DELETE FROM resources WHERE id IN ('{fresh}', '{used}')"),
+    );
+    let dir = data.path().join("resources");
+    std::fs::write(dir.join("res_halfmade.img"), vec![0u8; 4096]).unwrap();
+
+    let server = TestServer::start_in(data, &[]).await;
+    let left: Vec<String> = images(&server)
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !left.contains(&fresh),
+        "the never-mounted disk is still there: {left:?}"
+    );
+    assert!(
+        !left.iter().any(|i| i == "res_halfmade"),
+        "the unformatted image is still there: {left:?}"
+    );
+    assert!(left.contains(&used), "a disk that held data was thrown away: {left:?}");
+    for image in &named {
+        assert!(image.exists(), "a named disk was removed: {}", image.display());
+    }
+    let log = server.log();
+    assert!(
+        log.contains(&used) && log.contains("has held data; it is kept"),
+        "{log}"
+    );
+    // The named disk serves its data as before.
+    assert_eq!(ask(&server, "keeper", "/rows").await, 1);
+
+    // A deletion removes the disk before the row: one interrupted in between leaves a
+    // row without a disk, and deleting it again finishes.
+    create(&server, json!({ "name": "halfgone", "kind": "sqlite", "size_mb": 16 })).await;
+    let halfgone = db_query(server.data.path(), "SELECT id FROM resources WHERE name = 'halfgone'");
+    std::fs::remove_file(resources_dir(&server).join(format!("{halfgone}.img"))).unwrap();
+    let (status, out) = server.delete("/api/resources/halfgone").await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        db_query(
+            server.data.path(),
+            "SELECT COUNT(*) FROM resources WHERE name = 'halfgone'"
+        ),
+        "0"
+    );
+}

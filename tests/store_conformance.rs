@@ -480,6 +480,15 @@ async fn store_conformance_resources_are_named_paged_attached_and_detached() {
         ResourceCreated::Created
     );
     assert!(store.delete_resource("r6").await.unwrap());
+    // Which disk ids name a resource (of any org); none asked, none answered.
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut found = store
+        .existing_resource_ids(&ids(&["r5", "r6", "r4", "r3", "res_stray"]))
+        .await
+        .unwrap();
+    found.sort();
+    assert_eq!(found, ["r3", "r5"]);
+    assert!(store.existing_resource_ids(&[]).await.unwrap().is_empty());
     let names = |rows: Vec<ResourceRow>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
     assert_eq!(
         names(store.list_resources_page("org_a", None, "", 2).await.unwrap()),

@@ -1449,6 +1449,7 @@ impl Service {
             tracing::info!(site.name = %site.name, "finishing an interrupted site deletion");
             self.remove_site(&site).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         }
+        self.look_at_orphan_resource_disks().await?;
         Ok(())
     }
 }

@@ -350,17 +350,62 @@ impl Service {
                 ))
             })?;
         }
-        self.platform.store.delete_resource(&row.id).await?;
+        // The disk before the row: an interrupted deletion leaves a row without a disk
+        // (deleting it again finishes), never a disk nothing names.
         disks
             .remove(&row.id)
             .await
             .map_err(|e| ServiceError::Internal(anyhow::anyhow!(e)))?;
+        self.platform.store.delete_resource(&row.id).await?;
         tracing::info!(resource.name = %row.name, "resource deleted");
         Ok(DeletedResource {
             name: row.name,
             detached_from: row.site_name,
             restarted,
         })
+    }
+
+    /// Looks at the disks no resource names, at start (before the API answers, so no
+    /// creation is under way). A creation makes the disk before it writes the row, so a
+    /// crash in between leaves a disk that was never mounted: it holds nothing and is
+    /// removed. A disk that was mounted may hold an app's data and is kept, with a warning
+    /// at every start saying what to do: a deletion removes the disk before the row, so
+    /// such a disk comes from elsewhere (a server started on another database than the one
+    /// that made it, or a restore), and is never thrown away on a guess.
+    pub async fn look_at_orphan_resource_disks(&self) -> anyhow::Result<()> {
+        let Ok(disks) = self.platform.isolation.resource_disks() else {
+            return Ok(());
+        };
+        let images = disks.image_ids();
+        let named: std::collections::HashSet<String> = self
+            .platform
+            .store
+            .existing_resource_ids(&images)
+            .await?
+            .into_iter()
+            .collect();
+        for id in images.into_iter().filter(|id| !named.contains(id)) {
+            let image = disks.image(&id);
+            match disks.ever_mounted(&id) {
+                Ok(false) => match disks.remove(&id).await {
+                    Ok(()) => {
+                        tracing::info!(resource.id = %id, "removed the empty disk of a resource whose creation was interrupted")
+                    }
+                    Err(e) => {
+                        tracing::warn!(resource.id = %id, error = %e, "removing the disk of an interrupted resource creation failed")
+                    }
+                },
+                Ok(true) => tracing::warn!(
+                    resource.id = %id,
+                    image = %image.display(),
+                    "no resource of this server's database names this disk, which has held data; it is kept. If this server runs on the database that made it, restore that database; if its resource is gone for good, delete the file"
+                ),
+                Err(e) => {
+                    tracing::warn!(resource.id = %id, image = %image.display(), error = %e, "cannot read a disk no resource names; it is kept")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The org's resource `name`, once the caller may do `action` on the site it is

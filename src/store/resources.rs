@@ -151,6 +151,23 @@ impl super::Store {
             .map(drop)
     }
 
+    /// Which of `ids` name a resource (of any org).
+    pub async fn existing_resource_ids(&self, ids: &[String]) -> sqlx::Result<Vec<String>> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT id FROM resources WHERE id IN ({})",
+                super::placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            found.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(found)
+    }
+
     /// Deletes a resource's row; `false` when it was already gone.
     pub async fn delete_resource(&self, id: &str) -> sqlx::Result<bool> {
         sqlx::query("DELETE FROM resources WHERE id = $1")

@@ -80,6 +80,38 @@ impl ResourceDisks {
             .clone()
     }
 
+    /// The ids of the disk images in the folder (`<id>.img`), whether a resource names
+    /// them or not.
+    pub fn image_ids(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let id = name.strip_suffix(".img")?;
+                (e.file_type().ok()?.is_file() && !id.is_empty()).then(|| id.to_string())
+            })
+            .collect()
+    }
+
+    /// Whether the disk of resource `id` has ever been mounted (so may hold an app's
+    /// data): its ext4 superblock counts mounts. An image that is not an ext4 file system
+    /// (its formatting was interrupted) never was.
+    pub fn ever_mounted(&self, id: &str) -> std::io::Result<bool> {
+        use std::os::unix::fs::FileExt as _;
+        let mut superblock = [0u8; 0x3A];
+        let file = std::fs::File::open(self.image(id))?;
+        if file.read_at(&mut superblock, 1024)? < superblock.len() {
+            return Ok(false);
+        }
+        let le16 = |at: usize| u16::from_le_bytes([superblock[at], superblock[at + 1]]);
+        let le32 = |at: usize| u32::from_le_bytes(superblock[at..at + 4].try_into().expect("4 bytes"));
+        // s_magic, s_mnt_count, s_mtime (the last mount's time).
+        Ok(le16(0x38) == 0xEF53 && (le16(0x34) > 0 || le32(0x2C) > 0))
+    }
+
     /// The disk image of resource `id`.
     pub fn image(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.img"))
