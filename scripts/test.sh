@@ -61,9 +61,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The second run: berth's integration tests, less those about the SQLite file itself
 # (its permissions and where it may live) and `migrate-db`'s (which moves SQLite to
 # Postgres in the first run already) and resources' (a resource's disk is one server's, so
-# berth refuses resources on Postgres: tests/replicas_on_postgres.rs checks that refusal);
+# berth refuses resources on Postgres: tests/replicas_on_postgres.rs checks that refusal),
+# the dashboard's resource tests (`chromium_resources_*`) among them;
 # the unit tests and the other crates' tests do not touch the database.
-on_postgres='package(berth) & kind(test) & not binary(security_store) & not binary(migrate_db) & not binary(resources)'
+on_postgres='package(berth) & kind(test) & not binary(security_store) & not binary(migrate_db) & not binary(resources) & not (binary(dashboard) & test(/^chromium_resources_/))'
 status=0
 # The first run on SQLite; two replicas on one database are tested on Postgres only.
 cargo nextest run --workspace --locked --no-fail-fast -E 'not binary(replicas_on_postgres)' || status=1

@@ -1667,3 +1667,228 @@ async fn chromium_connected_apps_are_revoked_and_frozen_from_the_page() {
     b.wait_text("Agents unfrozen").await;
     b.close().await;
 }
+
+/// The cell of `site`'s row on the usage page under `css`.
+fn usage_cell(site: &str, css: &str) -> String {
+    format!("#usage-sites tr[data-usage-site='{site}'] {css}")
+}
+
+#[tokio::test]
+async fn chromium_usage_page_shows_the_months_requests_per_site_other_months_and_a_bad_month() {
+    let server = TestServer::start().await;
+    let _dir = static_site(&server, "counted").await;
+    const N: u64 = 12;
+    for i in 0..N {
+        assert_eq!(server.edge("counted.localhost", &format!("/?n={i}")).await.0, 200);
+    }
+    // The edge's counts are stored every 2 s.
+    let requests = async || {
+        let (status, usage) = server.get("/api/usage").await;
+        assert_eq!(status, 200, "{usage}");
+        let row = usage["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["site"] == "counted")
+            .cloned();
+        (
+            usage.clone(),
+            row.unwrap_or_else(|| panic!("no row for counted: {usage}")),
+        )
+    };
+    eventually("usage shows the traffic", 60, async || {
+        requests().await.1["requests"].as_u64().unwrap() >= N
+    })
+    .await;
+
+    let b = Browser::start().await;
+    b.login(&server, KEY).await;
+    b.wait_text("counted").await;
+    b.click("nav.mainnav a[href='/usage']").await;
+    let (api, row) = requests().await;
+    let month = api["month"].as_str().unwrap().to_string();
+    assert!(b.text("#usage-totals h2").await.contains(&month));
+    let shown = b.text(&usage_cell("counted", "td[data-requests]")).await;
+    assert_eq!(
+        shown,
+        row["requests"].to_string(),
+        "the page says what GET /api/usage says"
+    );
+    assert!(row["requests"].as_u64().unwrap() >= N, "{row}");
+    assert_eq!(
+        b.text("#usage-totals td[data-requests]").await,
+        api["totals"]["requests"].to_string()
+    );
+    // Bandwidth in human units, the exact bytes in its title.
+    let bandwidth = b.find(&usage_cell("counted", "td:nth-child(3)")).await;
+    let bytes = row["bandwidth_bytes"].as_u64().unwrap();
+    assert!(bytes > 0, "{row}");
+    assert_eq!(
+        bandwidth.attr("title").await.unwrap().as_deref(),
+        Some(format!("{bytes} bytes").as_str())
+    );
+    let text = bandwidth.text().await.unwrap();
+    assert!(
+        text.ends_with(" B") || text.ends_with(" KiB"),
+        "{text} for {bytes} bytes"
+    );
+    assert_eq!(
+        b.text(&usage_cell("counted", "td:nth-child(4)")).await,
+        "1",
+        "one build"
+    );
+    // The link goes to the site; the current month has no next one.
+    b.find(&usage_cell("counted", "a[href='/sites/counted']")).await;
+    assert!(b.client.find(Locator::Css("#usage-next")).await.is_err());
+    b.screenshot("usage").await;
+
+    // The month before: the site did not exist yet, so nothing, and a way back.
+    b.click("#usage-prev").await;
+    b.find("#usage-empty").await;
+    assert!(b.text("#usage-empty").await.contains("No site used anything"));
+    let url = b.client.current_url().await.unwrap();
+    let previous = url.query().unwrap().trim_start_matches("month=").to_string();
+    assert_ne!(previous, month);
+    assert!(b.text("#usage-totals h2").await.contains(&previous));
+    assert_eq!(b.text("#usage-totals td[data-requests]").await, "0");
+    let (status, before) = server.get(&format!("/api/usage?month={previous}")).await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["sites"], json!([]), "{before}");
+    b.click("#usage-next").await;
+    b.find(&usage_cell("counted", "td[data-requests]")).await;
+
+    // A bad month shows the service's error on the page, not a table.
+    b.goto(&server.api("/usage?month=garbage")).await;
+    b.wait_text("'garbage' is not a month; give it as YYYY-MM").await;
+    assert!(b.client.find(Locator::Css("#usage-sites")).await.is_err());
+    assert_eq!(
+        b.find("#month").await.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+    b.close().await;
+
+    let web = WebSession::login(&server, KEY, &[]).await;
+    let (status, page) = web.get("/usage?month=2026-13").await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("is not a month"), "{page}");
+}
+
+/// The org's resources as `GET /api/resources` lists them, by name.
+async fn resource_names(server: &TestServer) -> Vec<String> {
+    let (status, out) = server.get("/api/resources").await;
+    assert_eq!(status, 200, "{out}");
+    out["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Resources are refused on Postgres, so scripts/test.sh leaves the tests named
+/// `chromium_resources_*` out of its Postgres run, as it does tests/resources.rs.
+#[tokio::test]
+async fn chromium_resources_page_creates_refuses_a_bad_size_and_deletes_through_the_forms() {
+    assert!(
+        !on_postgres(),
+        "resources are refused on Postgres: run this test on SQLite (scripts/test.sh leaves it out of the Postgres run)"
+    );
+    let server = TestServer::start().await;
+    let _dir = static_site(&server, "shop").await;
+    let b = Browser::start().await;
+    b.login(&server, KEY).await;
+    b.wait_text("shop").await;
+    b.click("nav.mainnav a[href='/resources']").await;
+    assert!(b.text("#resources-empty").await.contains("No resources yet"));
+
+    // Created through the form, attached to the site.
+    b.fill("#resource-name", "main-db").await;
+    b.fill("#resource-size", "16").await;
+    b.fill("#resource-site", "shop").await;
+    b.click("#create-resource-submit").await;
+    b.wait_text("Resource created").await;
+    let row = b.text("tr[data-resource='main-db']").await;
+    assert!(row.contains("sqlite") && row.contains("16 MiB"), "{row}");
+    b.find("tr[data-resource='main-db'] a[href='/sites/shop']").await;
+    assert_eq!(resource_names(&server).await, ["main-db"]);
+    b.screenshot("resources").await;
+
+    // A bad size: the service's error next to the field, the form as typed, nothing made.
+    b.fill("#resource-name", "tiny").await;
+    b.fill("#resource-size", "5").await;
+    b.fill("#resource-site", "").await;
+    b.click("#create-resource-submit").await;
+    assert!(
+        b.text("#size_mb-error")
+            .await
+            .contains("size_mb 5 is out of range; give 16 to 10240"),
+        "the service's message"
+    );
+    assert_eq!(
+        b.find("#resource-name").await.prop("value").await.unwrap().as_deref(),
+        Some("tiny")
+    );
+    assert_eq!(resource_names(&server).await, ["main-db"]);
+    assert!(b.client.find(Locator::Css("tr[data-resource='tiny']")).await.is_err());
+
+    // One attached to no site, deleted with its button.
+    b.fill("#resource-name", "scratch").await;
+    b.fill("#resource-size", "16").await;
+    b.click("#create-resource-submit").await;
+    b.wait_text("Resource created").await;
+    assert!(b.text("tr[data-resource='scratch']").await.contains("not attached"));
+    assert_eq!(resource_names(&server).await, ["main-db", "scratch"]);
+
+    // A viewer sees the page, but the service refuses its writes and the page says so.
+    let (status, out) = server
+        .post(
+            "/api/keys",
+            &json!({"name": "viewer key", "kind": "service", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{out}");
+    let viewer = WebSession::login(&server, out["token"].as_str().unwrap(), &[]).await;
+    let (status, page) = viewer.get("/resources").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-resource=\"scratch\""), "{page}");
+    let vcsrf = viewer.csrf().await;
+    let (status, page) = viewer
+        .post(
+            "/resources",
+            &[
+                ("_csrf", &vcsrf),
+                ("name", "mine"),
+                ("kind", "sqlite"),
+                ("size_mb", "16"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("notice-error") && page.contains("viewer"), "{page}");
+    let (status, page) = viewer.post("/resources/scratch/delete", &[("_csrf", &vcsrf)]).await;
+    assert_eq!(status, 403, "{page}");
+    assert_eq!(resource_names(&server).await, ["main-db", "scratch"]);
+
+    b.click_and_confirm("tr[data-resource='scratch'] button[type=submit]")
+        .await;
+    b.wait_text("Resource deleted").await;
+    assert!(
+        b.client
+            .find(Locator::Css("tr[data-resource='scratch']"))
+            .await
+            .is_err()
+    );
+    assert_eq!(resource_names(&server).await, ["main-db"]);
+
+    // The attached one is detached and deleted.
+    assert_eq!(
+        b.text("tr[data-resource='main-db'] button[type=submit]").await,
+        "Detach and delete"
+    );
+    b.click_and_confirm("tr[data-resource='main-db'] button[type=submit]")
+        .await;
+    b.wait_text("Resource detached and deleted").await;
+    b.find("#resources-empty").await;
+    assert!(resource_names(&server).await.is_empty());
+    b.close().await;
+}

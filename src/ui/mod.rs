@@ -5,7 +5,9 @@
 
 mod audit;
 mod people;
+mod resources;
 pub mod session;
+mod usage;
 pub mod views;
 
 use std::collections::BTreeMap;
@@ -84,6 +86,9 @@ pub fn router(state: UiState) -> Router {
         .route("/keys", get(people::keys).post(people::create_key))
         .route("/keys/{id}/revoke", post(people::revoke_key))
         .route("/audit", get(audit::audit))
+        .route("/usage", get(usage::usage))
+        .route("/resources", get(resources::resources).post(resources::create))
+        .route("/resources/{name}/delete", post(resources::delete))
         .route("/connected-apps", get(people::connected_apps))
         .route("/connected-apps/freeze", post(people::freeze))
         .route("/connected-apps/{id}/revoke", post(people::revoke_app))

@@ -64,10 +64,12 @@ pub fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                                 a href="/sites" { "Sites" }
                                 a href="/sites/new" { "New site" }
                                 a href="/providers" { "Providers" }
+                                a href="/resources" { "Resources" }
                                 @if s.actor.require(crate::service::access::Action::ManageMembers, None, None).is_ok() {
                                     a href="/members" { "Members" }
                                     a href="/audit" { "Audit log" }
                                 }
+                                a href="/usage" { "Usage" }
                                 a href="/keys" { "API keys" }
                                 a href="/connected-apps" { "Connected apps" }
                             }
@@ -166,6 +168,21 @@ pub fn badge(status: &str) -> Markup {
 pub(super) fn when(rfc3339: &str) -> Markup {
     let shown = rfc3339.get(..16).unwrap_or(rfc3339).replace('T', " ");
     html! { time datetime=(rfc3339) title=(rfc3339) { (shown) " UTC" } }
+}
+
+/// A byte count in binary units (B, KiB, MiB, GiB, TiB), one decimal above bytes.
+pub(super) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 fn short(id: &str, n: usize) -> &str {
@@ -1839,6 +1856,16 @@ mod tests {
 
     fn session() -> Session {
         Session::for_tests(Actor::system("org_1".into(), "default".into(), "key_1".into(), "admin"))
+    }
+
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
     }
 
     #[test]
